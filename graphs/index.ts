@@ -1,0 +1,3 @@
+/** Wiring: the prebuilt governed agent and the resume guard. */
+export * from "./governed-agent.js";
+export * from "./resume-guard.js";

@@ -1,0 +1,48 @@
+import { isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
+import type { RunnableConfig } from "@langchain/core/runnables";
+import { EartConfigError, ThreadStateError } from "../src/index.js";
+
+/** The part of a compiled graph the resume guard needs. */
+interface ResumableGraph {
+  getState(config: RunnableConfig): Promise<{ createdAt?: string; tasks: readonly { interrupts?: readonly unknown[] }[] }>;
+  stream(input: unknown, options?: unknown): Promise<unknown>;
+}
+
+/**
+ * Refuses a resume that LangGraph would silently ignore: on a thread that does not exist, or one
+ * that is not paused on an interrupt. Throws {@link ThreadStateError}.
+ * @example
+ * ```ts
+ * await assertResumable(app, { configurable: { thread_id: "t1" } });
+ * ```
+ */
+export async function assertResumable(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig | undefined): Promise<void> {
+  const threadId = config?.configurable?.thread_id;
+  if (typeof threadId !== "string" && typeof threadId !== "number") {
+    throw new EartConfigError("configurable.thread_id", "a resume needs the thread_id of the paused thread");
+  }
+  const snapshot = await graph.getState(config!);
+  if (!snapshot.createdAt) {
+    throw new ThreadStateError("thread_unknown", String(threadId), `Thread "${threadId}" does not exist; there is nothing to resume`);
+  }
+  if (!snapshot.tasks.some((t) => (t.interrupts?.length ?? 0) > 0)) {
+    throw new ThreadStateError("thread_not_paused", String(threadId), `Thread "${threadId}" is not paused; there is nothing to resume`);
+  }
+}
+
+/**
+ * Makes a compiled graph refuse resumes (`new Command({ resume })`) on unknown or finished
+ * threads with a typed error, through `invoke` and `stream`. Returns the same graph.
+ * @example
+ * ```ts
+ * const app = guardResumes(new StateGraph(State)....compile({ checkpointer }));
+ * ```
+ */
+export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(graph: G): G {
+  const stream = graph.stream.bind(graph);
+  graph.stream = (async (input: unknown, options?: RunnableConfig) => {
+    if (isCommand(input) && input.resume !== undefined) await assertResumable(graph, options);
+    return stream(input, options);
+  }) as G["stream"];
+  return graph;
+}

@@ -1,0 +1,3 @@
+/** Guards: decisions on a graph's path (the policy gate) and the routing functions around them. */
+export * from "./policy-gate.js";
+export * from "./routes.js";

@@ -1,0 +1,343 @@
+import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
+import type { StructuredToolInterface } from "@langchain/core/tools";
+import { interrupt, isGraphInterrupt, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import { z } from "zod";
+import {
+  ApprovalError,
+  buildApprovalRequest,
+  decideFailClosed,
+  EartConfigError,
+  IdentityRegistry,
+  IdentityResolutionError,
+  toolCallDigest,
+  validateApprovalResponse,
+  type AgentIdentity,
+  type ApprovalRecord,
+  type ApprovalRequest,
+  type AuditEventInput,
+  type AuditLog,
+  type DecisionRecord,
+  type DecisionStatus,
+  type Escalation,
+  type PolicyDecision,
+  type PolicyEngine,
+  type ThreadContext,
+} from "../src/index.js";
+import { checkToolArgs, indexTools, lastAIMessage, requireThreadId } from "../nodes/runtime.js";
+import type { GovernedState } from "../nodes/state.js";
+
+const PolicyGateOptionsSchema = z
+  .object({
+    policy: z.custom<PolicyEngine>((v) => typeof (v as PolicyEngine)?.decide === "function", "must be a PolicyEngine"),
+    tools: z.array(z.custom<StructuredToolInterface>((v) => typeof (v as StructuredToolInterface)?.name === "string", "must be a tool")),
+    registry: z.custom<IdentityRegistry>((v) => v instanceof IdentityRegistry, "must be an IdentityRegistry"),
+    auditLog: z.custom<AuditLog>((v) => typeof (v as AuditLog)?.append === "function", "must be an AuditLog"),
+  })
+  .strict();
+export type PolicyGateOptions = z.input<typeof PolicyGateOptionsSchema>;
+
+/** Policy ids eart itself reports, for checks made before the policy engine. */
+export const BUILTIN_POLICY_IDS = {
+  unknownTool: "eart.unknown-tool",
+  permissions: "eart.permissions",
+  arguments: "eart.arguments",
+  duplicateCall: "eart.duplicate-call-id",
+} as const;
+
+type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
+type GateUpdate = { decisions?: DecisionRecord[]; messages?: BaseMessage[]; escalation?: Escalation };
+
+const STATUS_OF: Record<PolicyDecision["effect"], DecisionStatus> = {
+  allow: "allowed",
+  deny: "denied",
+  require_approval: "pending_approval",
+  escalate: "escalated",
+};
+
+/**
+ * Guard node that puts every tool call of the last AI message through identity permissions,
+ * argument validation and the policy engine, before anything runs.
+ *
+ * Allowed calls pass to the governed tool node. Denied, invalid and escalated calls are answered
+ * to the model with a `ToolMessage` and never run. Calls that need approval are recorded, then
+ * the gate runs again (route `"approval"` back to it) and pauses with ONE `interrupt()` carrying
+ * an {@link ApprovalRequest} for all of them. Nothing is written before that interrupt, so the
+ * re-run on resume duplicates nothing. The resume value is checked by
+ * {@link validateApprovalResponse}; edits are evaluated by policy again. A refused resume throws a
+ * typed {@link ApprovalError}, runs nothing, and leaves the thread paused on the same request.
+ * @example
+ * ```ts
+ * graph
+ *   .addNode("policyGate", createPolicyGate({ policy, tools, registry, auditLog }))
+ *   .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END });
+ * ```
+ */
+export function createPolicyGate(options: PolicyGateOptions) {
+  const parsed = PolicyGateOptionsSchema.safeParse(options);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new EartConfigError(String(issue.path[0] ?? "options"), issue.message);
+  }
+  const { policy, registry, auditLog } = parsed.data;
+  const tools = indexTools(parsed.data.tools);
+
+  const now = () => new Date().toISOString();
+
+  async function evaluate(
+    call: ToolCall & { id: string },
+    messageId: string,
+    identity: AgentIdentity,
+    context: ThreadContext,
+    threadId: string,
+  ): Promise<{ record: DecisionRecord; answer?: string }> {
+    const base = {
+      schemaVersion: 1 as const,
+      toolCallId: call.id,
+      messageId,
+      name: call.name,
+      args: call.args,
+      digest: toolCallDigest(call.name, call.args),
+      approvals: [],
+      requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id },
+      decidedAt: now(),
+    };
+    const builtin = (status: DecisionStatus, policyId: string, reason: string) => ({
+      record: { ...base, status, verdict: { effect: "deny" as const, reasons: [reason], policyIds: [policyId], version: policy.version } },
+      answer: reason,
+    });
+    const tool = tools.get(call.name);
+    if (!tool) return builtin("invalid", BUILTIN_POLICY_IDS.unknownTool, `Unknown tool "${call.name}".`);
+    if (!identity.tools.includes(call.name)) {
+      return builtin(
+        "denied",
+        BUILTIN_POLICY_IDS.permissions,
+        `Agent "${identity.id}" acting for "${identity.onBehalfOf.id}" is not permitted to call ${call.name}.`,
+      );
+    }
+    const checked = await checkToolArgs(tool, call.args);
+    if (!checked.ok) return builtin("invalid", BUILTIN_POLICY_IDS.arguments, `Invalid arguments for ${call.name}: ${checked.message}`);
+    const verdict = await decideFailClosed(policy, { identity, tool: { name: call.name, args: checked.args }, context, threadId });
+    const record: DecisionRecord = { ...base, status: STATUS_OF[verdict.effect], verdict };
+    if (verdict.effect === "deny") return { record, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
+    if (verdict.effect === "escalate") return { record, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
+    return { record };
+  }
+
+  /** First pass: decide every new call and record it. No interrupt here. */
+  async function decideNew(state: GovernedState, message: AIMessage, calls: ToolCall[], identity: AgentIdentity, threadId: string): Promise<GateUpdate> {
+    const known = new Map(state.decisions.map((d) => [d.toolCallId, d]));
+    const records: DecisionRecord[] = [];
+    const answers: ToolMessage[] = [];
+    for (const call of calls) {
+      if (!call.id) throw new EartConfigError("messages", `the model proposed a call to ${call.name} without a tool call id`);
+      const id = call.id;
+      const previous = known.get(id);
+      if (previous && previous.messageId === message.id) continue; // already decided
+      const { record, answer } = previous
+        ? {
+            record: {
+              ...previous,
+              messageId: message.id!,
+              args: call.args,
+              name: call.name,
+              digest: toolCallDigest(call.name, call.args),
+              status: "denied" as const,
+              approvals: [],
+              decidedAt: now(),
+              verdict: {
+                effect: "deny" as const,
+                reasons: [`tool call id "${id}" was already used by an earlier call`],
+                policyIds: [BUILTIN_POLICY_IDS.duplicateCall],
+                version: policy.version,
+              },
+            },
+            answer: `Refused: tool call id "${id}" was already used by an earlier call.`,
+          }
+        : await evaluate({ ...call, id }, message.id!, identity, state.context, threadId);
+      records.push(record);
+      if (answer !== undefined) answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: answer, status: "error" }));
+    }
+    if (records.length === 0) return {};
+    const pending = records.filter((r) => r.status === "pending_approval");
+    const escalated = records.filter((r) => r.status === "escalated");
+    const events: AuditEventInput[] = records.map((r) => ({
+      threadId,
+      type: "policy.decided",
+      data: {
+        toolCallId: r.toolCallId,
+        name: r.name,
+        digest: r.digest,
+        effect: r.verdict.effect,
+        status: r.status,
+        reasons: r.verdict.reasons,
+        policyIds: r.verdict.policyIds,
+        policyVersion: r.verdict.version,
+        agentId: identity.id,
+        userId: identity.onBehalfOf.id,
+      },
+    }));
+    if (pending.length > 0) {
+      events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, pending) });
+    }
+    await auditLog.append(events);
+    const update: GateUpdate = { decisions: records, messages: answers };
+    if (escalated.length > 0) {
+      update.escalation = {
+        reason: escalated.flatMap((r) => r.verdict.reasons).join("; "),
+        toolCallIds: escalated.map((r) => r.toolCallId),
+        policyIds: [...new Set(escalated.flatMap((r) => r.verdict.policyIds))],
+        at: now(),
+      };
+    }
+    return update;
+  }
+
+  /**
+   * Checks one resume value. Returns the updates it leads to, or the error that refuses it.
+   * Pure apart from policy evaluation: nothing is written here.
+   */
+  async function resolve(
+    raw: unknown,
+    request: ApprovalRequest,
+    pending: DecisionRecord[],
+    identity: AgentIdentity,
+    context: ThreadContext,
+    threadId: string,
+  ): Promise<{ ok: true; records: DecisionRecord[]; approverId: string } | { ok: false; error: ApprovalError }> {
+    try {
+      const { response } = validateApprovalResponse(raw, request, { registry, identity });
+      const byId = new Map(pending.map((r) => [r.toolCallId, r]));
+      const at = now();
+      const records: DecisionRecord[] = [];
+      for (const d of response.decisions) {
+        const record = byId.get(d.toolCallId)!;
+        const approval: ApprovalRecord = { approverId: response.approver.id, type: d.type, at, ...(d.message !== undefined ? { message: d.message } : {}) };
+        if (d.type === "approve") {
+          records.push({ ...record, status: "approved", approvals: [...record.approvals, approval] });
+        } else if (d.type === "reject") {
+          records.push({ ...record, status: "rejected", approvals: [...record.approvals, approval] });
+        } else {
+          const args = d.args!;
+          const checked = await checkToolArgs(tools.get(record.name)!, args);
+          if (!checked.ok) {
+            throw new ApprovalError("approval_edit_not_permitted", `The edited arguments for ${record.name} are invalid: ${checked.message}`, {
+              toolCallId: record.toolCallId,
+            });
+          }
+          const verdict = await decideFailClosed(policy, { identity, tool: { name: record.name, args: checked.args }, context, threadId });
+          const approverMayDecide =
+            verdict.effect === "allow" ||
+            (verdict.effect === "require_approval" && registry.userHasAnyRole(response.approver.id, verdict.approverRoles));
+          if (!approverMayDecide) {
+            throw new ApprovalError(
+              "approval_edit_not_permitted",
+              `Policy does not let "${response.approver.id}" approve the edited call to ${record.name}: ${verdict.effect} (${verdict.reasons.join("; ")})`,
+              { toolCallId: record.toolCallId, effect: verdict.effect, policyIds: verdict.policyIds },
+            );
+          }
+          records.push({
+            ...record,
+            args,
+            digest: toolCallDigest(record.name, args),
+            verdict,
+            status: "approved",
+            approvals: [...record.approvals, { ...approval, originalDigest: record.digest }],
+          });
+        }
+      }
+      return { ok: true, records, approverId: response.approver.id };
+    } catch (error) {
+      if (error instanceof ApprovalError) return { ok: false, error };
+      throw error;
+    }
+  }
+
+  /** Second pass: pause for the pending calls; on resume apply the decisions. */
+  async function decidePending(state: GovernedState, message: AIMessage, pending: DecisionRecord[], identity: AgentIdentity, threadId: string): Promise<GateUpdate> {
+    const request = buildApprovalRequest(threadId, pending);
+    // The first statement with an effect is the interrupt: this node re-runs from here on resume.
+    let answer = interrupt(request);
+    let result = await resolve(answer, request, pending, identity, state.context, threadId);
+    // LangGraph keeps a refused answer as this task's first resume value. Answers given after it
+    // follow it in order, so skip refused ones until the newest.
+    while (!result.ok) {
+      try {
+        answer = interrupt(request);
+      } catch (error) {
+        if (!isGraphInterrupt(error)) throw error;
+        // No newer answer: the refused one is this run's answer. Record and refuse it; the thread
+        // stays paused on the same request.
+        await auditLog.append({
+          threadId,
+          type: "approval.refused",
+          data: { code: result.error.code, message: result.error.message, details: result.error.details, answer },
+        });
+        throw result.error;
+      }
+      result = await resolve(answer, request, pending, identity, state.context, threadId);
+    }
+    const { records, approverId } = result;
+    const events: AuditEventInput[] = records.map((r) => {
+      const approval = r.approvals[r.approvals.length - 1]!;
+      return {
+        threadId,
+        type: "approval.decided",
+        data: {
+          toolCallId: r.toolCallId,
+          name: r.name,
+          decision: approval.type,
+          approverId,
+          digest: r.digest,
+          originalDigest: approval.originalDigest ?? r.digest,
+          message: approval.message ?? null,
+          status: r.status,
+          policyIds: r.verdict.policyIds,
+          policyVersion: r.verdict.version,
+        },
+      };
+    });
+    await auditLog.append(events);
+    const messages: BaseMessage[] = [];
+    const edited = new Map(records.filter((r) => r.approvals.at(-1)?.type === "edit").map((r) => [r.toolCallId, r]));
+    if (edited.size > 0) {
+      // Replace the proposing message (same id) so the history shows the call that will run.
+      messages.push(
+        new AIMessage({
+          id: message.id!,
+          content: message.content,
+          name: message.name,
+          response_metadata: message.response_metadata,
+          tool_calls: (message.tool_calls ?? []).map((c) => (c.id && edited.has(c.id) ? { ...c, args: edited.get(c.id)!.args } : c)),
+        }),
+      );
+    }
+    for (const r of records) {
+      if (r.status === "rejected") {
+        const note = r.approvals.at(-1)?.message;
+        messages.push(
+          new ToolMessage({
+            tool_call_id: r.toolCallId,
+            name: r.name,
+            content: note ? `Rejected by ${approverId}: ${note}` : `Rejected by ${approverId}.`,
+            status: "error",
+          }),
+        );
+      }
+    }
+    return { decisions: records, messages };
+  }
+
+  return async function policyGate(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate> {
+    const threadId = requireThreadId(config);
+    const message = lastAIMessage(state.messages);
+    const calls = (message?.tool_calls ?? []) as ToolCall[];
+    if (!message || calls.length === 0) return {};
+    const identity = state.identity;
+    if (!identity) {
+      throw new IdentityResolutionError("identity_missing", "The thread has no bound identity: add the identity binding node before the policy gate");
+    }
+    const pending = state.decisions.filter((d) => d.status === "pending_approval" && d.messageId === message.id);
+    if (pending.length > 0) return decidePending(state, message, pending, identity, threadId);
+    return decideNew(state, message, calls, identity, threadId);
+  };
+}

@@ -1,0 +1,41 @@
+import type { BaseMessage } from "@langchain/core/messages";
+import { lastAIMessage } from "../nodes/runtime.js";
+import type { DecisionRecord, Escalation } from "../src/index.js";
+
+/** Where a graph goes after the policy gate. Map each to a node in `addConditionalEdges`. */
+export type PolicyGateRoute = "approval" | "tools" | "agent" | "end";
+
+/**
+ * Routing function for the edge after the policy gate:
+ * - `"approval"`: calls wait for a human; route back to the gate, which pauses.
+ * - `"tools"`: allowed or approved calls are ready to run.
+ * - `"end"`: a call was escalated to a human; the run stops here.
+ * - `"agent"`: every call was answered (denied, invalid, rejected); the model goes on.
+ * @example
+ * ```ts
+ * graph.addConditionalEdges("policyGate", routeAfterPolicyGate,
+ *   { approval: "policyGate", tools: "tools", agent: "agent", end: END });
+ * ```
+ */
+export function routeAfterPolicyGate(state: { messages: BaseMessage[]; decisions: DecisionRecord[]; escalation?: Escalation | null }): PolicyGateRoute {
+  const message = lastAIMessage(state.messages);
+  if (!message) return "agent";
+  const mine = state.decisions.filter((d) => d.messageId === message.id);
+  if (mine.some((d) => d.status === "pending_approval")) return "approval";
+  if (mine.some((d) => d.status === "allowed" || d.status === "approved")) return "tools";
+  if (mine.some((d) => d.status === "escalated")) return "end";
+  return "agent";
+}
+
+/**
+ * Routing function for the edge after the model: to the policy gate when it proposed tool
+ * calls, else to the end.
+ * @example
+ * ```ts
+ * graph.addConditionalEdges("agent", routeAfterModel, { policyGate: "policyGate", end: END });
+ * ```
+ */
+export function routeAfterModel(state: { messages: BaseMessage[] }): "policyGate" | "end" {
+  const message = lastAIMessage(state.messages);
+  return message && (message.tool_calls?.length ?? 0) > 0 ? "policyGate" : "end";
+}

@@ -1,0 +1,122 @@
+import { ToolMessage, type BaseMessage } from "@langchain/core/messages";
+import type { StructuredToolInterface } from "@langchain/core/tools";
+import type { LangGraphRunnableConfig } from "@langchain/langgraph";
+import { z } from "zod";
+import { EartConfigError, toolCallDigest, type AuditLog, type DecisionRecord, type DecisionStatus } from "../src/index.js";
+import { checkToolArgs, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId } from "./runtime.js";
+import type { GovernedState } from "./state.js";
+
+const GovernedToolNodeOptionsSchema = z
+  .object({
+    tools: z.array(z.custom<StructuredToolInterface>((v) => typeof (v as StructuredToolInterface)?.name === "string", "must be a tool")).min(1),
+    auditLog: z.custom<AuditLog>((v) => typeof (v as AuditLog)?.append === "function", "must be an AuditLog"),
+  })
+  .strict();
+export type GovernedToolNodeOptions = z.input<typeof GovernedToolNodeOptionsSchema>;
+
+/** Statuses whose call has been answered to the model already. */
+const ANSWERED: ReadonlySet<DecisionStatus> = new Set(["denied", "invalid", "rejected", "escalated", "executed", "failed", "blocked"]);
+const RUNNABLE: ReadonlySet<DecisionStatus> = new Set(["allowed", "approved"]);
+const RESULT_PREVIEW = 2_000;
+
+type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
+
+/**
+ * Node that runs the tool calls of the last AI message, each only if the decisions in state
+ * allow exactly that call: a record with the same tool call id and the same digest, allowed or
+ * approved, not yet run. A call without one is blocked and answered as such, never run. Arguments
+ * are validated against the tool's schema; bad model arguments go back to the model as an error
+ * `ToolMessage`. Graph interrupts raised inside a tool pass through.
+ * @example
+ * ```ts
+ * graph.addNode("tools", createGovernedToolNode({ tools, auditLog })).addEdge("tools", "agent");
+ * ```
+ */
+export function createGovernedToolNode(options: GovernedToolNodeOptions) {
+  const parsed = GovernedToolNodeOptionsSchema.safeParse(options);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new EartConfigError(String(issue.path[0] ?? "options"), issue.message);
+  }
+  const { auditLog } = parsed.data;
+  const tools = indexTools(parsed.data.tools);
+
+  async function runOne(
+    call: ToolCall & { id: string },
+    record: DecisionRecord | undefined,
+    messageId: string,
+    threadId: string,
+    config: LangGraphRunnableConfig,
+  ): Promise<{ record?: DecisionRecord; message?: ToolMessage }> {
+    const now = () => new Date().toISOString();
+    const answer = (content: string, status: "success" | "error") =>
+      new ToolMessage({ tool_call_id: call.id, name: call.name, content, status });
+    const digest = toolCallDigest(call.name, call.args);
+
+    if (record && record.messageId === messageId && ANSWERED.has(record.status)) return {};
+    if (record?.status === "pending_approval") return {};
+    if (!record || record.messageId !== messageId || !RUNNABLE.has(record.status) || record.digest !== digest) {
+      const why = !record || record.messageId !== messageId
+        ? "no policy decision was recorded for this call"
+        : record.digest !== digest
+          ? "the call differs from the one that was allowed or approved"
+          : `its decision is ${record.status}`;
+      await auditLog.append({
+        threadId,
+        type: "tool.blocked",
+        data: { toolCallId: call.id, name: call.name, digest, recordedDigest: record?.digest ?? null, reason: why },
+      });
+      return {
+        ...(record && record.messageId === messageId ? { record: { ...record, status: "blocked" as const } } : {}),
+        message: answer(`Blocked: ${why}.`, "error"),
+      };
+    }
+
+    const tool = tools.get(call.name);
+    const checked = tool ? await checkToolArgs(tool, call.args) : ({ ok: false, message: `unknown tool "${call.name}"` } as const);
+    if (!tool || !checked.ok) {
+      const message = checked.ok ? "unknown tool" : checked.message;
+      await auditLog.append({ threadId, type: "tool.failed", data: { toolCallId: call.id, name: call.name, digest, kind: "invalid_arguments", error: message } });
+      return { record: { ...record, status: "invalid" }, message: answer(`Invalid arguments for ${call.name}: ${message}`, "error") };
+    }
+
+    await auditLog.append({ threadId, type: "tool.started", data: { toolCallId: call.id, name: call.name, digest } });
+    try {
+      const output = await tool.invoke({ type: "tool_call", id: call.id, name: call.name, args: call.args }, config);
+      const message = ToolMessage.isInstance(output)
+        ? output
+        : answer(typeof output === "string" ? output : JSON.stringify(output), "success");
+      const content = typeof message.content === "string" ? message.content : JSON.stringify(message.content);
+      await auditLog.append({
+        threadId,
+        type: "tool.succeeded",
+        data: { toolCallId: call.id, name: call.name, digest, result: content.slice(0, RESULT_PREVIEW), truncated: content.length > RESULT_PREVIEW },
+      });
+      return { record: { ...record, status: "executed", executedAt: now() }, message };
+    } catch (error) {
+      if (isGraphControlFlow(error)) throw error;
+      const text = (error as Error)?.message ?? String(error);
+      await auditLog.append({ threadId, type: "tool.failed", data: { toolCallId: call.id, name: call.name, digest, kind: "error", error: text } });
+      return { record: { ...record, status: "failed", executedAt: now() }, message: answer(`Tool ${call.name} failed: ${text}`, "error") };
+    }
+  }
+
+  return async function governedTools(
+    state: Pick<GovernedState, "messages" | "decisions">,
+    config: LangGraphRunnableConfig,
+  ): Promise<{ decisions: DecisionRecord[]; messages: BaseMessage[] }> {
+    const threadId = requireThreadId(config);
+    const message = lastAIMessage(state.messages);
+    const calls = (message?.tool_calls ?? []) as ToolCall[];
+    const records = new Map(state.decisions.map((d) => [d.toolCallId, d]));
+    const results = await Promise.all(
+      calls
+        .filter((c): c is ToolCall & { id: string } => typeof c.id === "string" && c.id !== "")
+        .map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config)),
+    );
+    return {
+      decisions: results.flatMap((r) => (r.record ? [r.record] : [])),
+      messages: results.flatMap((r) => (r.message ? [r.message] : [])),
+    };
+  };
+}

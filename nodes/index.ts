@@ -1,0 +1,6 @@
+/** LangGraph node factories and the state channels they share. */
+export * from "./state.js";
+export * from "./identity-binding.js";
+export * from "./model-node.js";
+export * from "./governed-tool-node.js";
+export { requireThreadId } from "./runtime.js";

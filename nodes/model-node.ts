@@ -1,0 +1,72 @@
+import { randomUUID } from "node:crypto";
+import type { BaseChatModel } from "@langchain/core/language_models/chat_models";
+import { SystemMessage, type BaseMessage } from "@langchain/core/messages";
+import type { Runnable } from "@langchain/core/runnables";
+import type { StructuredToolInterface } from "@langchain/core/tools";
+import type { LangGraphRunnableConfig } from "@langchain/langgraph";
+import { z } from "zod";
+import { EartConfigError, toolCallDigest, type AuditLog } from "../src/index.js";
+import { messageText, requireThreadId } from "./runtime.js";
+import type { GovernedState } from "./state.js";
+
+const ModelNodeOptionsSchema = z
+  .object({
+    model: z.custom<BaseChatModel>((v) => typeof (v as BaseChatModel)?.invoke === "function", "must be a chat model"),
+    tools: z.array(z.custom<StructuredToolInterface>((v) => typeof (v as StructuredToolInterface)?.name === "string", "must be a tool")),
+    auditLog: z.custom<AuditLog>((v) => typeof (v as AuditLog)?.append === "function", "must be an AuditLog"),
+    systemPrompt: z.string().optional(),
+  })
+  .strict();
+export type ModelNodeOptions = z.input<typeof ModelNodeOptionsSchema>;
+
+/**
+ * Node that calls the chat model with the thread's messages and the tools bound, and records what
+ * it proposed (`model.output`) and, when it answers without tool calls, the run's outcome
+ * (`run.completed`).
+ * @example
+ * ```ts
+ * graph.addNode("agent", createModelNode({ model: new ChatOpenAI({ model: "gpt-4o-mini" }), tools, auditLog }));
+ * ```
+ */
+export function createModelNode(options: ModelNodeOptions) {
+  const parsed = ModelNodeOptionsSchema.safeParse(options);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new EartConfigError(String(issue.path[0] ?? "options"), issue.message);
+  }
+  const { model, tools, auditLog, systemPrompt } = parsed.data;
+  if (tools.length > 0 && typeof model.bindTools !== "function") {
+    throw new EartConfigError("model", "the model cannot call tools (it has no bindTools)");
+  }
+  const bound: Runnable<BaseMessage[], BaseMessage> = tools.length > 0 ? model.bindTools!(tools) : model;
+  const system = systemPrompt ? new SystemMessage(systemPrompt) : undefined;
+
+  return async function agent(state: Pick<GovernedState, "messages">, config: LangGraphRunnableConfig): Promise<{ messages: BaseMessage[] }> {
+    const threadId = requireThreadId(config);
+    const input = system ? [system, ...state.messages] : state.messages;
+    const response = await bound.invoke(input, config);
+    // Decisions and audit events name the proposing message, so it needs its id now, and in
+    // lc_kwargs too: that is what a checkpointer serialises.
+    if (!response.id) {
+      const id = randomUUID();
+      response.id = id;
+      (response as { lc_kwargs: Record<string, unknown> }).lc_kwargs.id = id;
+    }
+    const toolCalls = (response as { tool_calls?: { id?: string; name: string; args: Record<string, unknown> }[] }).tool_calls ?? [];
+    await auditLog.append([
+      {
+        threadId,
+        type: "model.output",
+        data: {
+          messageId: response.id ?? null,
+          text: messageText(response),
+          toolCalls: toolCalls.map((c) => ({ id: c.id ?? null, name: c.name, args: c.args, digest: toolCallDigest(c.name, c.args) })),
+        },
+      },
+      ...(toolCalls.length === 0
+        ? [{ threadId, type: "run.completed" as const, data: { outcome: "answered", messageId: response.id ?? null } }]
+        : []),
+    ]);
+    return { messages: [response] };
+  };
+}

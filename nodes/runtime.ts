@@ -1,0 +1,55 @@
+import { AIMessage, type BaseMessage } from "@langchain/core/messages";
+import type { StructuredToolInterface } from "@langchain/core/tools";
+import { interopSafeParseAsync, isInteropZodSchema } from "@langchain/core/utils/types";
+import type { LangGraphRunnableConfig } from "@langchain/langgraph";
+import { EartConfigError } from "../src/index.js";
+
+/** The thread id of a run; governed nodes need one (their records are per thread). */
+export function requireThreadId(config: LangGraphRunnableConfig | undefined): string {
+  const threadId = config?.configurable?.thread_id;
+  if (typeof threadId !== "string" && typeof threadId !== "number") {
+    throw new EartConfigError("configurable.thread_id", "governed nodes need a thread_id in the run configuration");
+  }
+  return String(threadId);
+}
+
+/** The last message when it is an AI message, else undefined. */
+export function lastAIMessage(messages: readonly BaseMessage[] | undefined): AIMessage | undefined {
+  const last = messages?.[messages.length - 1];
+  return last && AIMessage.isInstance(last) ? last : undefined;
+}
+
+/** Text of a message's content, for audit records. */
+export function messageText(message: BaseMessage): string {
+  return typeof message.content === "string" ? message.content : JSON.stringify(message.content);
+}
+
+/** Result of checking model-proposed arguments against a tool's schema. */
+export type ArgsCheck = { ok: true; args: Record<string, unknown> } | { ok: false; message: string };
+
+/**
+ * Checks arguments against a tool's zod schema. Tools described by JSON schema are checked by the
+ * tool itself when it runs.
+ */
+export async function checkToolArgs(tool: StructuredToolInterface, args: unknown): Promise<ArgsCheck> {
+  if (typeof args !== "object" || args === null || Array.isArray(args)) return { ok: false, message: "arguments must be an object" };
+  if (!isInteropZodSchema(tool.schema)) return { ok: true, args: args as Record<string, unknown> };
+  const result = await interopSafeParseAsync(tool.schema, args);
+  if (result.success) return { ok: true, args: result.data as Record<string, unknown> };
+  const issues = (result.error as { issues?: { path?: PropertyKey[]; message: string }[] }).issues ?? [];
+  const message = issues.map((i) => `${(i.path ?? []).map(String).join(".") || "(args)"}: ${i.message}`).join("; ");
+  return { ok: false, message: message || String(result.error) };
+}
+
+/** Indexes tools by name, refusing duplicates. */
+export function indexTools(tools: readonly StructuredToolInterface[], field = "tools"): Map<string, StructuredToolInterface> {
+  const byName = new Map<string, StructuredToolInterface>();
+  for (const tool of tools) {
+    if (byName.has(tool.name)) throw new EartConfigError(field, `two tools are named "${tool.name}"`);
+    byName.set(tool.name, tool);
+  }
+  return byName;
+}
+
+/** Errors that must pass through every catch: interrupts and other graph control flow. */
+export { isGraphBubbleUp as isGraphControlFlow } from "@langchain/langgraph";

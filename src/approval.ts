@@ -1,0 +1,188 @@
+import { z } from "zod";
+import { ApprovalError } from "./errors.js";
+import type { AgentIdentity, IdentityRegistry } from "./identity.js";
+import type { DecisionRecord } from "./state.js";
+
+/** One call waiting for a human, as shown to the approver. */
+export const ApprovalRequestItemSchema = z.object({
+  toolCallId: z.string(),
+  name: z.string(),
+  args: z.record(z.string(), z.unknown()),
+  /** SHA-256 of the canonical JSON of `{ name, args }`: what an approval is bound to. */
+  digest: z.string(),
+  reasons: z.array(z.string()),
+  policyIds: z.array(z.string()),
+  policyVersion: z.string(),
+  /** Any one of these roles may decide. */
+  approverRoles: z.array(z.string()),
+  requestedBy: z.object({ agentId: z.string(), userId: z.string() }),
+});
+export type ApprovalRequestItem = z.output<typeof ApprovalRequestItemSchema>;
+
+/**
+ * The value of the approval `interrupt()`: every call of the step that needs a human, in one
+ * request.
+ * @example
+ * ```ts
+ * const state = await graph.getState(config);
+ * const request = state.tasks.flatMap((t) => t.interrupts).map((i) => i.value).find(isApprovalRequest);
+ * ```
+ */
+export const ApprovalRequestSchema = z.object({
+  type: z.literal("eart.approval"),
+  threadId: z.string(),
+  requests: z.array(ApprovalRequestItemSchema).min(1),
+});
+export type ApprovalRequest = z.output<typeof ApprovalRequestSchema>;
+
+/** True when an interrupt value is an eart approval request. */
+export function isApprovalRequest(value: unknown): value is ApprovalRequest {
+  return ApprovalRequestSchema.safeParse(value).success;
+}
+
+/** The answer for one call, keyed by `toolCallId`. */
+export const ApprovalDecisionSchema = z
+  .object({
+    toolCallId: z.string().min(1),
+    type: z.enum(["approve", "reject", "edit"]),
+    /** For `edit`: the arguments to run instead. They are checked by policy again. */
+    args: z.record(z.string(), z.unknown()).optional(),
+    /** For `reject`: what the model is told; for the others, a note kept in the audit log. */
+    message: z.string().optional(),
+    /** When given, must equal the digest of the request: proves the approver saw this exact call. */
+    digest: z.string().optional(),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    if (d.type === "edit" && d.args === undefined) ctx.addIssue({ code: "custom", path: ["args"], message: "an edit must carry args" });
+    if (d.type !== "edit" && d.args !== undefined) ctx.addIssue({ code: "custom", path: ["args"], message: `args are only allowed on an edit, not on ${d.type}` });
+  });
+export type ApprovalDecision = z.output<typeof ApprovalDecisionSchema>;
+
+/**
+ * The resume value for an approval interrupt (`new Command({ resume })`).
+ * @example
+ * ```ts
+ * await graph.invoke(new Command({ resume: {
+ *   approver: { id: "sam" },
+ *   decisions: [{ toolCallId: "call_1", type: "approve" }],
+ * } }), config);
+ * ```
+ */
+export const ApprovalResponseSchema = z
+  .object({
+    approver: z.object({ id: z.string().min(1) }).strict(),
+    decisions: z.array(ApprovalDecisionSchema).min(1),
+  })
+  .strict();
+export type ApprovalResponse = z.output<typeof ApprovalResponseSchema>;
+
+/** Builds the interrupt value from the records waiting for approval. */
+export function buildApprovalRequest(threadId: string, pending: readonly DecisionRecord[]): ApprovalRequest {
+  return {
+    type: "eart.approval",
+    threadId,
+    requests: pending.map((r) => ({
+      toolCallId: r.toolCallId,
+      name: r.name,
+      args: r.args,
+      digest: r.digest,
+      reasons: r.verdict.reasons,
+      policyIds: r.verdict.policyIds,
+      policyVersion: r.verdict.version,
+      approverRoles: r.verdict.approverRoles ?? [],
+      requestedBy: r.requestedBy,
+    })),
+  };
+}
+
+/**
+ * Checks a resume value against the pending request: shape, one decision per pending call (no
+ * more, no fewer), a known approver holding one of each call's approver roles, no
+ * self-approval, and digests that match. Throws {@link ApprovalError}; returns the parsed
+ * response and, per decision, its request item.
+ * @example
+ * ```ts
+ * const { response } = validateApprovalResponse(raw, request, { registry, identity });
+ * ```
+ */
+export function validateApprovalResponse(
+  raw: unknown,
+  request: ApprovalRequest,
+  deps: { registry: IdentityRegistry; identity: AgentIdentity },
+): { response: ApprovalResponse; items: Map<string, ApprovalRequestItem> } {
+  const parsed = ApprovalResponseSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ApprovalError("approval_resume_invalid", `Malformed approval response at ${issue.path.join(".") || "(root)"}: ${issue.message}`, {
+      path: issue.path.map(String),
+    });
+  }
+  const response = parsed.data;
+  const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
+  const seen = new Set<string>();
+  for (const d of response.decisions) {
+    if (!items.has(d.toolCallId)) {
+      throw new ApprovalError("approval_decisions_mismatch", `No pending approval for tool call "${d.toolCallId}"`, {
+        toolCallId: d.toolCallId,
+        pending: [...items.keys()],
+      });
+    }
+    if (seen.has(d.toolCallId)) {
+      throw new ApprovalError("approval_decisions_mismatch", `More than one decision for tool call "${d.toolCallId}"`, { toolCallId: d.toolCallId });
+    }
+    seen.add(d.toolCallId);
+  }
+  const missing = [...items.keys()].filter((id) => !seen.has(id));
+  if (missing.length > 0) {
+    throw new ApprovalError("approval_decisions_mismatch", `Every pending call needs a decision; missing: ${missing.join(", ")}`, {
+      toolCallId: missing[0],
+      missing,
+    });
+  }
+  const approverId = response.approver.id;
+  if (approverId === deps.identity.onBehalfOf.id || approverId === deps.identity.id) {
+    throw new ApprovalError("approval_self_approval", `"${approverId}" cannot approve an action requested on their own behalf`, {
+      approverId,
+    });
+  }
+  if (!deps.registry.getUser(approverId)) {
+    throw new ApprovalError("approval_unauthorized", `Unknown approver "${approverId}"`, { approverId });
+  }
+  for (const d of response.decisions) {
+    const item = items.get(d.toolCallId)!;
+    if (!deps.registry.userHasAnyRole(approverId, item.approverRoles)) {
+      throw new ApprovalError(
+        "approval_unauthorized",
+        `"${approverId}" holds none of the roles that may decide ${item.name} (${item.approverRoles.join(", ")})`,
+        { toolCallId: d.toolCallId, approverId, approverRoles: item.approverRoles },
+      );
+    }
+    if (d.digest !== undefined && d.digest !== item.digest) {
+      throw new ApprovalError("approval_digest_mismatch", `The decision for "${d.toolCallId}" was made for a different call`, {
+        toolCallId: d.toolCallId,
+        expected: item.digest,
+        found: d.digest,
+      });
+    }
+  }
+  return { response, items };
+}
+
+/**
+ * The pending approval request of a paused run: from `invoke`'s result (`__interrupt__`) or from
+ * `graph.getState(config)` (`tasks[].interrupts`). Undefined when none waits.
+ * @example
+ * ```ts
+ * const request = pendingApproval(await agent.invoke(input, config));
+ * ```
+ */
+export function pendingApproval(source: unknown): ApprovalRequest | undefined {
+  const s = source as { __interrupt__?: { value?: unknown }[]; tasks?: { interrupts?: { value?: unknown }[] }[] } | undefined;
+  const interrupts = [...(s?.__interrupt__ ?? []), ...(s?.tasks ?? []).flatMap((t) => t.interrupts ?? [])];
+  for (const i of interrupts) {
+    const parsed = ApprovalRequestSchema.safeParse(i?.value);
+    if (parsed.success) return parsed.data;
+  }
+  return undefined;
+}

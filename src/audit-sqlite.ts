@@ -1,0 +1,165 @@
+import Database from "better-sqlite3";
+import { z } from "zod";
+import {
+  type AuditEvent,
+  type AuditEventInput,
+  type AuditLog,
+  type AuditVerification,
+  type ChainHead,
+  groupByThread,
+  sealEvents,
+  toInputList,
+  verifyChain,
+} from "./audit.js";
+import { AuditStoreError, EartConfigError } from "./errors.js";
+
+/** Where the log lives: a file path, or an open better-sqlite3 database to share. */
+export type SqliteAuditLogOptions = { path: string } | { database: Database.Database };
+
+const SqliteAuditLogOptionsSchema: z.ZodType<SqliteAuditLogOptions> = z.union([
+  z.object({ path: z.string().min(1) }).strict(),
+  z.object({ database: z.custom<Database.Database>((v) => v instanceof Database, "must be a better-sqlite3 Database") }).strict(),
+]);
+
+interface EventRow {
+  thread_id: string;
+  seq: number;
+  id: string;
+  type: string;
+  at: string;
+  schema_version: number;
+  data: string;
+  prev_hash: string;
+  hash: string;
+}
+
+/**
+ * Audit log in a SQLite file (the embedded default, beside LangGraph's SQLite checkpointer).
+ * Appends are serialised by SQLite's write lock, so several processes can share one file; the
+ * chain head of each thread is kept in its own table, so a deleted last event is detected too.
+ * @example
+ * ```ts
+ * const auditLog = new SqliteAuditLog({ path: ".eart/eart.sqlite" });
+ * await auditLog.verify("thread-1");
+ * ```
+ */
+export class SqliteAuditLog implements AuditLog {
+  readonly #db: Database.Database;
+  readonly #owned: boolean;
+  readonly #insert: Database.Statement;
+  readonly #head: Database.Statement;
+  readonly #setHead: Database.Statement;
+  readonly #read: Database.Statement;
+  readonly #threads: Database.Statement;
+  readonly #appendTx: Database.Transaction<(groups: Map<string, AuditEventInput[]>) => AuditEvent[]>;
+
+  constructor(options: SqliteAuditLogOptions) {
+    const parsed = SqliteAuditLogOptionsSchema.safeParse(options);
+    if (!parsed.success) throw new EartConfigError("path", parsed.error.issues[0]?.message ?? "invalid");
+    try {
+      this.#owned = "path" in parsed.data;
+      if ("path" in parsed.data) {
+        this.#db = new Database(parsed.data.path);
+        this.#db.pragma("journal_mode = WAL");
+      } else {
+        this.#db = parsed.data.database;
+      }
+      this.#db.pragma("busy_timeout = 5000");
+      this.#db.exec(`
+        CREATE TABLE IF NOT EXISTS eart_audit_events (
+          thread_id TEXT NOT NULL,
+          seq INTEGER NOT NULL,
+          id TEXT NOT NULL,
+          type TEXT NOT NULL,
+          at TEXT NOT NULL,
+          schema_version INTEGER NOT NULL,
+          data TEXT NOT NULL,
+          prev_hash TEXT NOT NULL,
+          hash TEXT NOT NULL,
+          PRIMARY KEY (thread_id, seq)
+        );
+        CREATE TABLE IF NOT EXISTS eart_audit_heads (
+          thread_id TEXT PRIMARY KEY,
+          seq INTEGER NOT NULL,
+          hash TEXT NOT NULL
+        );
+      `);
+    } catch (error) {
+      throw new AuditStoreError(`Cannot open the SQLite audit log: ${(error as Error).message}`, { cause: error });
+    }
+    this.#insert = this.#db.prepare(
+      `INSERT INTO eart_audit_events (thread_id, seq, id, type, at, schema_version, data, prev_hash, hash)
+       VALUES (@threadId, @seq, @id, @type, @at, @schemaVersion, @data, @prevHash, @hash)`,
+    );
+    this.#head = this.#db.prepare(`SELECT seq, hash FROM eart_audit_heads WHERE thread_id = ?`);
+    this.#setHead = this.#db.prepare(
+      `INSERT INTO eart_audit_heads (thread_id, seq, hash) VALUES (?, ?, ?)
+       ON CONFLICT(thread_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`,
+    );
+    this.#read = this.#db.prepare(`SELECT * FROM eart_audit_events WHERE thread_id = ? ORDER BY seq`);
+    this.#threads = this.#db.prepare(`SELECT DISTINCT thread_id FROM eart_audit_events ORDER BY thread_id`);
+    this.#appendTx = this.#db.transaction((groups: Map<string, AuditEventInput[]>) => {
+      const out: AuditEvent[] = [];
+      for (const [threadId, inputs] of groups) {
+        const head = (this.#head.get(threadId) as ChainHead | undefined) ?? null;
+        const sealed = sealEvents(head, inputs);
+        for (const event of sealed) this.#insert.run({ ...event, data: JSON.stringify(event.data) });
+        const last = sealed[sealed.length - 1]!;
+        this.#setHead.run(threadId, last.seq, last.hash);
+        out.push(...sealed);
+      }
+      return out;
+    });
+  }
+
+  async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
+    const groups = groupByThread(toInputList(events));
+    if (groups.size === 0) return [];
+    try {
+      return this.#appendTx.immediate(groups);
+    } catch (error) {
+      throw new AuditStoreError(`Cannot append to the SQLite audit log: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  async read(threadId: string): Promise<AuditEvent[]> {
+    return (this.#read.all(threadId) as EventRow[]).map(rowToEvent);
+  }
+
+  async verify(threadId: string): Promise<AuditVerification> {
+    const rows = this.#read.all(threadId) as EventRow[];
+    const head = (this.#head.get(threadId) as ChainHead | undefined) ?? null;
+    const events: unknown[] = [];
+    for (const row of rows) {
+      try {
+        events.push(rowToEvent(row));
+      } catch {
+        events.push({ id: row.id, malformed: true });
+      }
+    }
+    return verifyChain(threadId, events, head);
+  }
+
+  async listThreads(): Promise<string[]> {
+    return (this.#threads.all() as { thread_id: string }[]).map((r) => r.thread_id);
+  }
+
+  /** Closes the database connection (only when this log opened it). */
+  close(): void {
+    if (this.#owned) this.#db.close();
+  }
+}
+
+function rowToEvent(row: EventRow): AuditEvent {
+  return {
+    schemaVersion: row.schema_version as 1,
+    id: row.id,
+    threadId: row.thread_id,
+    seq: row.seq,
+    type: row.type as AuditEvent["type"],
+    at: row.at,
+    data: JSON.parse(row.data) as Record<string, unknown>,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}

@@ -1,0 +1,237 @@
+import { randomUUID } from "node:crypto";
+import { z } from "zod";
+import { canonicalJson, sha256Hex } from "./canonical.js";
+
+/** Every kind of audit event. */
+export const AuditEventTypeSchema = z.enum([
+  "run.started",
+  "identity.bound",
+  "model.output",
+  "policy.decided",
+  "approval.requested",
+  "approval.decided",
+  "approval.refused",
+  "tool.started",
+  "tool.succeeded",
+  "tool.failed",
+  "tool.blocked",
+  "run.completed",
+]);
+export type AuditEventType = z.output<typeof AuditEventTypeSchema>;
+
+/** Current version of the audit event record. */
+export const AUDIT_SCHEMA_VERSION = 1 as const;
+
+/** The `prevHash` of the first event of every thread. */
+export const GENESIS_HASH = "0".repeat(64);
+
+/** An event as stored: versioned, sequenced per thread, and chained to the previous one by hash. */
+export const AuditEventSchema = z.object({
+  schemaVersion: z.literal(AUDIT_SCHEMA_VERSION),
+  id: z.string(),
+  threadId: z.string().min(1),
+  seq: z.number().int().nonnegative(),
+  type: AuditEventTypeSchema,
+  at: z.string(),
+  data: z.record(z.string(), z.unknown()),
+  prevHash: z.string(),
+  hash: z.string(),
+});
+export type AuditEvent = z.output<typeof AuditEventSchema>;
+
+/** What a node hands to {@link AuditLog.append}; the log adds id, sequence and hashes. */
+export const AuditEventInputSchema = z.object({
+  threadId: z.string().min(1),
+  type: AuditEventTypeSchema,
+  data: z.record(z.string(), z.unknown()).default({}),
+  at: z.string().optional(),
+});
+export type AuditEventInput = z.input<typeof AuditEventInputSchema>;
+
+/** Where the chain of a thread broke. */
+export interface AuditBreak {
+  seq: number;
+  eventId: string | undefined;
+  reason: "hash_mismatch" | "prev_hash_mismatch" | "sequence_gap" | "head_mismatch" | "malformed";
+  expected: string;
+  found: string;
+}
+
+/** Result of {@link AuditLog.verify}. */
+export type AuditVerification =
+  | { ok: true; threadId: string; count: number; headHash: string }
+  | { ok: false; threadId: string; count: number; brokenAt: AuditBreak };
+
+/**
+ * Append-only, hash-chained audit log: one chain per thread.
+ * @example
+ * ```ts
+ * await log.append({ threadId: "t1", type: "run.started", data: { input: "refund 1042" } });
+ * const events = await log.read("t1");
+ * const result = await log.verify("t1"); // { ok: true, ... }
+ * ```
+ */
+export interface AuditLog {
+  /** Appends events atomically, in order; returns them as stored. */
+  append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]>;
+  /** Every event of a thread, in sequence order. */
+  read(threadId: string): Promise<AuditEvent[]>;
+  /** Recomputes the chain of a thread and reports the first broken link. */
+  verify(threadId: string): Promise<AuditVerification>;
+  /** Thread ids that have events. */
+  listThreads(): Promise<string[]>;
+}
+
+/** The chain position an append continues from. */
+export interface ChainHead {
+  seq: number;
+  hash: string;
+}
+
+function hashOf(event: Omit<AuditEvent, "hash">): string {
+  return sha256Hex(
+    canonicalJson({
+      schemaVersion: event.schemaVersion,
+      id: event.id,
+      threadId: event.threadId,
+      seq: event.seq,
+      type: event.type,
+      at: event.at,
+      data: event.data,
+      prevHash: event.prevHash,
+    }),
+  );
+}
+
+/**
+ * Seals inputs of one thread onto its chain head. Data is normalised to plain JSON first, so
+ * what is hashed is exactly what a store reads back.
+ * @example
+ * ```ts
+ * const [event] = sealEvents(null, [{ threadId: "t1", type: "run.started" }]);
+ * ```
+ */
+export function sealEvents(head: ChainHead | null, inputs: readonly AuditEventInput[]): AuditEvent[] {
+  let seq = head ? head.seq + 1 : 0;
+  let prevHash = head ? head.hash : GENESIS_HASH;
+  const out: AuditEvent[] = [];
+  for (const raw of inputs) {
+    const input = AuditEventInputSchema.parse(raw);
+    const unsealed = {
+      schemaVersion: AUDIT_SCHEMA_VERSION,
+      id: randomUUID(),
+      threadId: input.threadId,
+      seq,
+      type: input.type,
+      at: input.at ?? new Date().toISOString(),
+      data: JSON.parse(JSON.stringify(input.data)) as Record<string, unknown>,
+      prevHash,
+    };
+    const event = { ...unsealed, hash: hashOf(unsealed) };
+    out.push(event);
+    prevHash = event.hash;
+    seq += 1;
+  }
+  return out;
+}
+
+/**
+ * Checks a thread's events, as read from a store, against their chain and, when the store keeps
+ * one, its recorded head. Detects changed, deleted, inserted and reordered events.
+ * @example
+ * ```ts
+ * const result = verifyChain("t1", await log.read("t1"));
+ * ```
+ */
+export function verifyChain(threadId: string, events: readonly unknown[], head?: ChainHead | null): AuditVerification {
+  let prevHash = GENESIS_HASH;
+  for (let i = 0; i < events.length; i++) {
+    const parsed = AuditEventSchema.safeParse(events[i]);
+    const rawId = (events[i] as { id?: unknown } | null)?.id;
+    const eventId = typeof rawId === "string" ? rawId : undefined;
+    if (!parsed.success || parsed.data.threadId !== threadId) {
+      const found = parsed.success ? `threadId ${parsed.data.threadId}` : (parsed.error.issues[0]?.message ?? "malformed");
+      return { ok: false, threadId, count: events.length, brokenAt: { seq: i, eventId, reason: "malformed", expected: "a valid audit event", found } };
+    }
+    const event = parsed.data;
+    if (event.seq !== i) {
+      return { ok: false, threadId, count: events.length, brokenAt: { seq: i, eventId, reason: "sequence_gap", expected: String(i), found: String(event.seq) } };
+    }
+    if (event.prevHash !== prevHash) {
+      return { ok: false, threadId, count: events.length, brokenAt: { seq: i, eventId, reason: "prev_hash_mismatch", expected: prevHash, found: event.prevHash } };
+    }
+    const { hash, ...unsealed } = event;
+    const expected = hashOf(unsealed);
+    if (expected !== hash) {
+      return { ok: false, threadId, count: events.length, brokenAt: { seq: i, eventId, reason: "hash_mismatch", expected, found: hash } };
+    }
+    prevHash = hash;
+  }
+  if (head !== undefined) {
+    const expectedHead = head ? `${head.seq}:${head.hash}` : `-1:${GENESIS_HASH}`;
+    const foundHead = `${events.length - 1}:${prevHash}`;
+    if (expectedHead !== foundHead) {
+      return {
+        ok: false,
+        threadId,
+        count: events.length,
+        brokenAt: { seq: events.length, eventId: undefined, reason: "head_mismatch", expected: expectedHead, found: foundHead },
+      };
+    }
+  }
+  return { ok: true, threadId, count: events.length, headHash: prevHash };
+}
+
+function groupByThread(inputs: readonly AuditEventInput[]): Map<string, AuditEventInput[]> {
+  const groups = new Map<string, AuditEventInput[]>();
+  for (const input of inputs) {
+    const list = groups.get(input.threadId);
+    if (list) list.push(input);
+    else groups.set(input.threadId, [input]);
+  }
+  return groups;
+}
+
+/** Normalises the argument of `append` to a list. */
+export function toInputList(events: AuditEventInput | readonly AuditEventInput[]): readonly AuditEventInput[] {
+  return Array.isArray(events) ? (events as readonly AuditEventInput[]) : [events as AuditEventInput];
+}
+
+/**
+ * Audit log held in memory: for tests and short-lived processes.
+ * @example
+ * ```ts
+ * const auditLog = new MemoryAuditLog();
+ * const agent = createGovernedAgent({ ..., auditLog });
+ * ```
+ */
+export class MemoryAuditLog implements AuditLog {
+  readonly #threads = new Map<string, AuditEvent[]>();
+
+  async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
+    const out: AuditEvent[] = [];
+    for (const [threadId, inputs] of groupByThread(toInputList(events))) {
+      const chain = this.#threads.get(threadId) ?? [];
+      const last = chain[chain.length - 1];
+      const sealed = sealEvents(last ? { seq: last.seq, hash: last.hash } : null, inputs);
+      chain.push(...sealed);
+      this.#threads.set(threadId, chain);
+      out.push(...sealed);
+    }
+    return structuredClone(out);
+  }
+
+  async read(threadId: string): Promise<AuditEvent[]> {
+    return structuredClone(this.#threads.get(threadId) ?? []);
+  }
+
+  async verify(threadId: string): Promise<AuditVerification> {
+    return verifyChain(threadId, this.#threads.get(threadId) ?? []);
+  }
+
+  async listThreads(): Promise<string[]> {
+    return [...this.#threads.keys()].sort();
+  }
+}
+
+export { groupByThread };

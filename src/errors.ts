@@ -1,0 +1,178 @@
+/**
+ * Typed errors. Every error eart throws extends {@link EartError} and carries a stable `code`
+ * from a closed union plus structured fields, so callers branch on data rather than prose.
+ *
+ * Caller misconfiguration ({@link EartConfigError}) and refused runtime input are separate
+ * classes. Graph interrupts are never wrapped in any of these.
+ */
+
+/** Every code an {@link EartError} can carry. */
+export type EartErrorCode =
+  | "config_invalid"
+  | "identity_registry_invalid"
+  | "identity_unknown_agent"
+  | "identity_unknown_user"
+  | "identity_missing"
+  | "identity_immutable"
+  | "policy_invalid"
+  | "approval_resume_invalid"
+  | "approval_decisions_mismatch"
+  | "approval_unauthorized"
+  | "approval_self_approval"
+  | "approval_digest_mismatch"
+  | "approval_edit_not_permitted"
+  | "thread_unknown"
+  | "thread_not_paused"
+  | "audit_store_failure";
+
+/**
+ * Base class of every eart error.
+ * @example
+ * ```ts
+ * try { await graph.invoke(new Command({ resume }), config); }
+ * catch (e) { if (e instanceof EartError && e.code === "approval_unauthorized") deny(); else throw e; }
+ * ```
+ */
+export class EartError extends Error {
+  readonly code: EartErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: EartErrorCode, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/**
+ * A factory or registry was given options that do not validate. `field` names the bad option.
+ * @example
+ * ```ts
+ * createPolicyGate({}) // throws EartConfigError { field: "policy" }
+ * ```
+ */
+export class EartConfigError extends EartError {
+  readonly field: string;
+  constructor(field: string, message: string, details: Record<string, unknown> = {}) {
+    super("config_invalid", `Invalid option "${field}": ${message}`, { field, ...details });
+    this.field = field;
+  }
+}
+
+/**
+ * An identity registry (object or JSON file) that does not validate; `entry` names the bad entry,
+ * e.g. `agents[1].tools`.
+ * @example
+ * ```ts
+ * IdentityRegistry.fromObject({ agents: [{ id: "" }] }) // throws, entry "agents[0].id"
+ * ```
+ */
+export class IdentityRegistryError extends EartError {
+  readonly entry: string;
+  constructor(entry: string, message: string) {
+    super("identity_registry_invalid", `Identity registry entry ${entry}: ${message}`, { entry });
+    this.entry = entry;
+  }
+}
+
+/**
+ * The run configuration names an agent or user the registry does not know, or names none.
+ * Nothing runs.
+ * @example
+ * ```ts
+ * await graph.invoke(input, { configurable: { thread_id: "t", agent_id: "ghost", user_id: "u" } }); // throws
+ * ```
+ */
+export class IdentityResolutionError extends EartError {
+  constructor(code: "identity_unknown_agent" | "identity_unknown_user" | "identity_missing", message: string, details: Record<string, unknown> = {}) {
+    super(code, message, details);
+  }
+}
+
+/**
+ * Something tried to change the identity already bound to a thread.
+ * @example
+ * ```ts
+ * await graph.updateState(config, { identity: other }); // throws IdentityImmutableError
+ * ```
+ */
+export class IdentityImmutableError extends EartError {
+  constructor(boundAgentId: string, boundUserId: string, attempted: { agentId?: string; userId?: string }) {
+    super(
+      "identity_immutable",
+      `The identity of this thread is bound to agent "${boundAgentId}" acting for "${boundUserId}" and cannot be changed`,
+      { boundAgentId, boundUserId, attempted },
+    );
+  }
+}
+
+/**
+ * A policy definition that does not validate (duplicate rule id, missing approver roles...).
+ * @example
+ * ```ts
+ * definePolicy({ rules: [{ id: "a", effect: "require_approval" }] }) // throws: approverRoles missing
+ * ```
+ */
+export class PolicyDefinitionError extends EartError {
+  readonly ruleId: string | undefined;
+  constructor(message: string, ruleId?: string) {
+    super("policy_invalid", message, { ruleId });
+    this.ruleId = ruleId;
+  }
+}
+
+/** Codes of refused approval resumes. */
+export type ApprovalErrorCode =
+  | "approval_resume_invalid"
+  | "approval_decisions_mismatch"
+  | "approval_unauthorized"
+  | "approval_self_approval"
+  | "approval_digest_mismatch"
+  | "approval_edit_not_permitted";
+
+/**
+ * A resume value for an approval interrupt was refused. Nothing ran, and the thread stays paused
+ * on the same request, so a correct resume still works.
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof ApprovalError) console.error(e.code, e.toolCallId); }
+ * ```
+ */
+export class ApprovalError extends EartError {
+  readonly toolCallId: string | undefined;
+  constructor(code: ApprovalErrorCode, message: string, details: Record<string, unknown> & { toolCallId?: string } = {}) {
+    super(code, message, details);
+    this.toolCallId = details.toolCallId;
+  }
+}
+
+/**
+ * A resume was sent to a thread that does not exist or is not paused. LangGraph ignores such
+ * resumes silently; eart refuses them.
+ * @example
+ * ```ts
+ * await agent.invoke(new Command({ resume }), { configurable: { thread_id: "nope" } }); // throws
+ * ```
+ */
+export class ThreadStateError extends EartError {
+  readonly threadId: string;
+  constructor(code: "thread_unknown" | "thread_not_paused", threadId: string, message: string) {
+    super(code, message, { threadId });
+    this.threadId = threadId;
+  }
+}
+
+/**
+ * An audit store could not be read or written. Raised, never swallowed: a step that cannot be
+ * recorded does not run.
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof AuditStoreError) alertOps(e.details); }
+ * ```
+ */
+export class AuditStoreError extends EartError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("audit_store_failure", message, {}, options);
+  }
+}

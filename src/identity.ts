@@ -1,0 +1,202 @@
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { canonicalJson } from "./canonical.js";
+import { IdentityImmutableError, IdentityRegistryError, IdentityResolutionError } from "./errors.js";
+
+const Id = z.string().min(1, "must be a non-empty string");
+const Name = z.string().min(1, "must be a non-empty string");
+const ToolGrant = z.union([z.literal("*"), Name]);
+
+/** A role a human user can hold, and the tools it lets an agent use on that user's behalf. */
+export const RoleDefinitionSchema = z.object({
+  description: z.string().optional(),
+  /** Tool names, or `"*"` for every tool. */
+  tools: z.array(ToolGrant).default([]),
+});
+
+/** An agent: what it is allowed to call and to see, whoever it acts for. */
+export const AgentDefinitionSchema = z.object({
+  id: Id,
+  description: z.string().optional(),
+  roles: z.array(Name).default([]),
+  tools: z.array(ToolGrant),
+  dataScopes: z.array(Name).default([]),
+});
+
+/** A human user: someone an agent acts for, or an approver. */
+export const UserDefinitionSchema = z.object({
+  id: Id,
+  name: z.string().optional(),
+  roles: z.array(Name).default([]),
+});
+
+/** The whole registry as written in code or in a JSON file. */
+export const IdentityRegistryDefinitionSchema = z
+  .object({
+    roles: z.record(Name, RoleDefinitionSchema).default({}),
+    agents: z.array(AgentDefinitionSchema),
+    users: z.array(UserDefinitionSchema),
+  })
+  .strict();
+
+export type RoleDefinition = z.output<typeof RoleDefinitionSchema>;
+export type AgentDefinition = z.output<typeof AgentDefinitionSchema>;
+export type UserDefinition = z.output<typeof UserDefinitionSchema>;
+export type IdentityRegistryDefinition = z.input<typeof IdentityRegistryDefinitionSchema>;
+
+/**
+ * The identity bound to a thread: the agent, the human it acts for, and the effective permissions
+ * (agent's ∩ the human's). Persisted in state, so it carries a schema version.
+ */
+export const AgentIdentitySchema = z.object({
+  schemaVersion: z.literal(1),
+  id: Id,
+  roles: z.array(Name),
+  /** Effective tool names: the agent's tools limited by what the human's roles allow. */
+  tools: z.array(Name),
+  dataScopes: z.array(Name),
+  onBehalfOf: z.object({ id: Id, roles: z.array(Name) }),
+  /** Which part of the run configuration named the human. */
+  source: z.enum(["configurable.user_id", "configurable.langgraph_auth_user"]),
+});
+
+export type AgentIdentity = z.output<typeof AgentIdentitySchema>;
+
+/** Where an identity is resolved from: trusted run configuration, never model output. */
+export interface IdentityClaim {
+  agentId: string;
+  userId: string;
+  source: AgentIdentity["source"];
+}
+
+function entryPath(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const key of path) out += typeof key === "number" ? `[${key}]` : out ? `.${String(key)}` : String(key);
+  return out || "(root)";
+}
+
+/**
+ * Agents and human users, validated once at load. Resolves the identity of a run from trusted
+ * configuration.
+ * @example
+ * ```ts
+ * const registry = IdentityRegistry.fromObject({
+ *   roles: { customer: { tools: ["lookup_order", "issue_refund"] }, supervisor: { tools: ["*"] } },
+ *   agents: [{ id: "support-agent", roles: ["support"], tools: ["lookup_order", "issue_refund"], dataScopes: ["orders"] }],
+ *   users: [{ id: "cara", roles: ["customer"] }, { id: "sam", roles: ["supervisor"] }],
+ * });
+ * registry.resolve({ agentId: "support-agent", userId: "cara", source: "configurable.user_id" }).tools;
+ * ```
+ */
+export class IdentityRegistry {
+  readonly #roles: ReadonlyMap<string, RoleDefinition>;
+  readonly #agents: ReadonlyMap<string, AgentDefinition>;
+  readonly #users: ReadonlyMap<string, UserDefinition>;
+
+  private constructor(def: z.output<typeof IdentityRegistryDefinitionSchema>) {
+    this.#roles = new Map(Object.entries(def.roles));
+    this.#agents = new Map(def.agents.map((a) => [a.id, a]));
+    this.#users = new Map(def.users.map((u) => [u.id, u]));
+  }
+
+  /** Validates a registry given as an object. Throws {@link IdentityRegistryError} naming the bad entry. */
+  static fromObject(input: unknown): IdentityRegistry {
+    const parsed = IdentityRegistryDefinitionSchema.safeParse(input);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new IdentityRegistryError(entryPath(issue.path), issue.message);
+    }
+    const def = parsed.data;
+    const seen = new Set<string>();
+    def.agents.forEach((a, i) => {
+      if (seen.has(`agent:${a.id}`)) throw new IdentityRegistryError(`agents[${i}].id`, `duplicate agent id "${a.id}"`);
+      seen.add(`agent:${a.id}`);
+    });
+    def.users.forEach((u, i) => {
+      if (seen.has(`user:${u.id}`)) throw new IdentityRegistryError(`users[${i}].id`, `duplicate user id "${u.id}"`);
+      seen.add(`user:${u.id}`);
+      u.roles.forEach((role, j) => {
+        if (!(role in def.roles)) throw new IdentityRegistryError(`users[${i}].roles[${j}]`, `role "${role}" is not declared in roles`);
+      });
+    });
+    return new IdentityRegistry(def);
+  }
+
+  /** Reads and validates a JSON registry file. Throws {@link IdentityRegistryError}. */
+  static fromFile(path: string): IdentityRegistry {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(readFileSync(path, "utf8"));
+    } catch (error) {
+      throw new IdentityRegistryError("(file)", `cannot read ${path}: ${(error as Error).message}`);
+    }
+    return IdentityRegistry.fromObject(raw);
+  }
+
+  getAgent(id: string): AgentDefinition | undefined {
+    return this.#agents.get(id);
+  }
+
+  getUser(id: string): UserDefinition | undefined {
+    return this.#users.get(id);
+  }
+
+  /** True when the user exists and holds at least one of `roles`. */
+  userHasAnyRole(userId: string, roles: readonly string[]): boolean {
+    const user = this.#users.get(userId);
+    return user !== undefined && user.roles.some((r) => roles.includes(r));
+  }
+
+  /**
+   * Resolves the identity for a claim from run configuration. Unknown agent or user throws
+   * {@link IdentityResolutionError}.
+   */
+  resolve(claim: IdentityClaim): AgentIdentity {
+    const agent = this.#agents.get(claim.agentId);
+    if (!agent) {
+      throw new IdentityResolutionError("identity_unknown_agent", `Unknown agent "${claim.agentId}"`, { agentId: claim.agentId });
+    }
+    const user = this.#users.get(claim.userId);
+    if (!user) {
+      throw new IdentityResolutionError("identity_unknown_user", `Unknown user "${claim.userId}"`, { userId: claim.userId });
+    }
+    const userGrants = new Set<string>();
+    for (const role of user.roles) for (const tool of this.#roles.get(role)?.tools ?? []) userGrants.add(tool);
+    const allowedByUser = (tool: string) => userGrants.has("*") || userGrants.has(tool);
+    // "*" on the agent side never widens past what the user allows: it expands to the user's grants.
+    const agentTools = agent.tools.includes("*") ? [...userGrants].filter((t) => t !== "*") : agent.tools;
+    const tools = [...new Set(agentTools.filter((t) => t !== "*" && allowedByUser(t)))].sort();
+    return {
+      schemaVersion: 1,
+      id: agent.id,
+      roles: [...agent.roles],
+      tools,
+      dataScopes: [...agent.dataScopes],
+      onBehalfOf: { id: user.id, roles: [...user.roles] },
+      source: claim.source,
+    };
+  }
+}
+
+/**
+ * Reducer of the `identity` channel: the first identity written to a thread stays. Writing the
+ * same identity again is a no-op; writing a different one, from a node or from
+ * `graph.updateState`, throws {@link IdentityImmutableError}.
+ * @example
+ * ```ts
+ * Annotation<AgentIdentity | undefined>({ reducer: bindIdentityOnce, default: () => undefined })
+ * ```
+ */
+export function bindIdentityOnce(current: AgentIdentity | undefined, update: AgentIdentity | undefined): AgentIdentity | undefined {
+  if (update === undefined || update === null) return current;
+  const parsed = AgentIdentitySchema.safeParse(update);
+  if (!parsed.success) {
+    if (current) throw new IdentityImmutableError(current.id, current.onBehalfOf.id, {});
+    throw new IdentityResolutionError("identity_missing", `Refused a malformed identity: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+  }
+  if (current === undefined || current === null) return parsed.data;
+  if (canonicalJson(current) !== canonicalJson(parsed.data)) {
+    throw new IdentityImmutableError(current.id, current.onBehalfOf.id, { agentId: parsed.data.id, userId: parsed.data.onBehalfOf.id });
+  }
+  return current;
+}

@@ -1,0 +1,29 @@
+/**
+ * eart: the runtime core. Identity, policy engines, the approval protocol, the audit log and
+ * the state records shared by the nodes (`eart/nodes`), guards (`eart/guards`) and graphs
+ * (`eart/graphs`).
+ */
+export * from "./errors.js";
+export * from "./canonical.js";
+export * from "./identity.js";
+export * from "./policy.js";
+export * from "./state.js";
+export * from "./approval.js";
+export {
+  AUDIT_SCHEMA_VERSION,
+  AuditEventInputSchema,
+  AuditEventSchema,
+  AuditEventTypeSchema,
+  GENESIS_HASH,
+  MemoryAuditLog,
+  sealEvents,
+  verifyChain,
+  type AuditBreak,
+  type AuditEvent,
+  type AuditEventInput,
+  type AuditEventType,
+  type AuditLog,
+  type AuditVerification,
+  type ChainHead,
+} from "./audit.js";
+export { SqliteAuditLog, type SqliteAuditLogOptions } from "./audit-sqlite.js";

@@ -1,0 +1,131 @@
+import { z } from "zod";
+
+/**
+ * Schemas of the records eart keeps in graph state, and the pure reducers that merge them. The
+ * LangGraph channels that hold them are defined in `eart/nodes` (`GovernedAnnotation`).
+ * Records are persisted in checkpoints, so each carries a schema version, and times are ISO
+ * strings (dates do not survive a checkpoint round trip).
+ */
+
+/** One retrieved item, with provenance and sensitivity labels. */
+export const ContextItemSchema = z.object({
+  id: z.string(),
+  source: z.string(),
+  /** The data scope an identity needs to see this item. */
+  scope: z.string(),
+  labels: z.array(z.string()).default([]),
+  digest: z.string().optional(),
+  content: z.unknown().optional(),
+});
+export type ContextItem = z.output<typeof ContextItemSchema>;
+
+/** What the thread has seen: retrieved items and the sensitivity labels they raised. */
+export const ThreadContextSchema = z.object({
+  items: z.array(ContextItemSchema).default([]),
+  /** Sensitivity labels of the thread; they only rise. */
+  sensitivity: z.array(z.string()).default([]),
+});
+export type ThreadContext = z.output<typeof ThreadContextSchema>;
+
+export const emptyThreadContext = (): ThreadContext => ({ items: [], sensitivity: [] });
+
+/** Merges context: items by id (later wins), sensitivity labels as a growing set. */
+export function mergeThreadContext(current: ThreadContext | undefined, update: Partial<ThreadContext> | undefined): ThreadContext {
+  const base = current ?? emptyThreadContext();
+  if (!update) return base;
+  const items = new Map(base.items.map((i) => [i.id, i]));
+  for (const item of update.items ?? []) items.set(item.id, ContextItemSchema.parse(item));
+  const sensitivity = [...new Set([...base.sensitivity, ...(update.sensitivity ?? [])])].sort();
+  return { items: [...items.values()], sensitivity };
+}
+
+/** Lifecycle of one governed tool call. */
+export const DecisionStatusSchema = z.enum([
+  "allowed",
+  "denied",
+  "invalid",
+  "pending_approval",
+  "approved",
+  "rejected",
+  "escalated",
+  "executed",
+  "failed",
+  "blocked",
+]);
+export type DecisionStatus = z.output<typeof DecisionStatusSchema>;
+
+/** One approver's answer for one call. */
+export const ApprovalRecordSchema = z.object({
+  approverId: z.string(),
+  type: z.enum(["approve", "edit", "reject"]),
+  at: z.string(),
+  message: z.string().optional(),
+  /** For an edit: the digest of the call as proposed, before the edit. */
+  originalDigest: z.string().optional(),
+});
+export type ApprovalRecord = z.output<typeof ApprovalRecordSchema>;
+
+/** The verdict a policy engine gave, as persisted. */
+export const RecordedVerdictSchema = z.object({
+  effect: z.enum(["allow", "deny", "require_approval", "escalate"]),
+  reasons: z.array(z.string()),
+  policyIds: z.array(z.string()),
+  version: z.string(),
+  approverRoles: z.array(z.string()).optional(),
+  evaluationError: z.boolean().optional(),
+});
+
+/**
+ * One record per tool call: the digest of the normalised call, the verdict, the policy version,
+ * the approvals and the execution status.
+ */
+export const DecisionRecordSchema = z.object({
+  schemaVersion: z.literal(1),
+  toolCallId: z.string().min(1),
+  /** Id of the AI message that proposed the call. */
+  messageId: z.string(),
+  name: z.string(),
+  args: z.record(z.string(), z.unknown()),
+  digest: z.string(),
+  verdict: RecordedVerdictSchema,
+  status: DecisionStatusSchema,
+  approvals: z.array(ApprovalRecordSchema).default([]),
+  requestedBy: z.object({ agentId: z.string(), userId: z.string() }),
+  decidedAt: z.string(),
+  executedAt: z.string().optional(),
+});
+export type DecisionRecord = z.output<typeof DecisionRecordSchema>;
+
+/**
+ * Merges decision records by `toolCallId`, the later write winning. It never throws: a reducer
+ * that throws on a stored write would leave the thread unreadable. Nodes validate what they write.
+ */
+export function mergeDecisions(current: DecisionRecord[] | undefined, update: DecisionRecord[] | undefined): DecisionRecord[] {
+  const base = current ?? [];
+  if (!update || update.length === 0) return base;
+  const out = [...base];
+  const index = new Map(out.map((r, i) => [r.toolCallId, i]));
+  for (const record of update) {
+    const at = index.get(record.toolCallId);
+    if (at === undefined) {
+      index.set(record.toolCallId, out.length);
+      out.push(record);
+    } else {
+      out[at] = record;
+    }
+  }
+  return out;
+}
+
+/** A case handed to a human. */
+export const EscalationSchema = z.object({
+  reason: z.string(),
+  toolCallIds: z.array(z.string()).default([]),
+  policyIds: z.array(z.string()).default([]),
+  at: z.string(),
+});
+export type Escalation = z.output<typeof EscalationSchema>;
+
+/** Per-thread counters (calls, summed amounts) kept by budget rules. */
+export const BudgetSchema = z.record(z.string(), z.number());
+export type Budget = z.output<typeof BudgetSchema>;

@@ -1,0 +1,20 @@
+import { fileURLToPath } from "node:url";
+import { defineConfig } from "vitest/config";
+
+const root = fileURLToPath(new URL(".", import.meta.url));
+
+export default defineConfig({
+  resolve: {
+    // Tests import the package by its public names, resolved to the sources.
+    alias: [
+      { find: /^eart\/(nodes|guards|graphs|testing)$/, replacement: `${root}$1/index.ts` },
+      { find: /^eart$/, replacement: `${root}src/index.ts` },
+    ],
+  },
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    pool: "forks",
+  },
+});
