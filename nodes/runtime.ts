@@ -1,4 +1,4 @@
-import { AIMessage, type BaseMessage } from "@langchain/core/messages";
+import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import type { StructuredToolInterface } from "@langchain/core/tools";
 import { interopSafeParseAsync, isInteropZodSchema } from "@langchain/core/utils/types";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
@@ -13,10 +13,17 @@ export function requireThreadId(config: LangGraphRunnableConfig | undefined): st
   return String(threadId);
 }
 
-/** The last message when it is an AI message, else undefined. */
+/**
+ * The AI message whose tool calls are being governed: the last message, or the AI message just
+ * before the tool messages that answer it. Undefined when the conversation ends otherwise.
+ */
 export function lastAIMessage(messages: readonly BaseMessage[] | undefined): AIMessage | undefined {
-  const last = messages?.[messages.length - 1];
-  return last && AIMessage.isInstance(last) ? last : undefined;
+  for (let i = (messages?.length ?? 0) - 1; i >= 0; i--) {
+    const message = messages![i]!;
+    if (AIMessage.isInstance(message)) return message;
+    if (!ToolMessage.isInstance(message)) return undefined;
+  }
+  return undefined;
 }
 
 /** Text of a message's content, for audit records. */

@@ -1,0 +1,418 @@
+import { AIMessage, ToolMessage } from "@langchain/core/messages";
+import { Command } from "@langchain/langgraph";
+import { describe, expect, it } from "vitest";
+import {
+  ApprovalError,
+  definePolicy,
+  IdentityImmutableError,
+  IdentityResolutionError,
+  pendingApproval,
+  ThreadStateError,
+  toolCallDigest,
+  type ApprovalRequest,
+  type AuditEvent,
+} from "eart";
+import { answersTo, ask, config, lookup, refund, refundSetup } from "../support/refund.js";
+
+const types = (events: AuditEvent[]) => events.map((e) => e.type);
+const count = (events: AuditEvent[], type: string) => events.filter((e) => e.type === type).length;
+
+async function pausedOn(setup: ReturnType<typeof refundSetup>, threadId: string): Promise<ApprovalRequest> {
+  const result = await setup.agent.invoke(ask(), config(threadId));
+  const request = pendingApproval(result);
+  if (!request) throw new Error("expected a pending approval");
+  return request;
+}
+
+describe("createGovernedAgent: the refund path", () => {
+  it("runs an allowed refund without pausing, and records every step", async () => {
+    const setup = refundSetup([[lookup("c1", "1043")], [refund("c2", 60, "1043")]]);
+    const result = await setup.agent.invoke(ask("Refund order 1043, $60."), config("t-allow"));
+    expect(pendingApproval(result)).toBeUndefined();
+    expect(setup.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "c2" }]);
+    const last = result.messages[result.messages.length - 1]!;
+    expect(last.content).toBe("done after 2 turns");
+    const events = await setup.auditLog.read("t-allow");
+    expect(types(events)).toEqual([
+      "run.started",
+      "identity.bound",
+      "model.output",
+      "policy.decided",
+      "tool.started",
+      "tool.succeeded",
+      "model.output",
+      "policy.decided",
+      "tool.started",
+      "tool.succeeded",
+      "model.output",
+      "run.completed",
+    ]);
+    expect(await setup.auditLog.verify("t-allow")).toMatchObject({ ok: true, count: 12 });
+    expect(result.decisions.map((d) => [d.toolCallId, d.status])).toEqual([
+      ["c1", "executed"],
+      ["c2", "executed"],
+    ]);
+  });
+
+  it("pauses a $740 refund with one ApprovalRequest and runs it once after the supervisor approves", async () => {
+    const setup = refundSetup([[refund("c1", 740)]]);
+    const request = await pausedOn(setup, "t-approve");
+    expect(request).toEqual({
+      type: "eart.approval",
+      threadId: "t-approve",
+      requests: [
+        {
+          toolCallId: "c1",
+          name: "issue_refund",
+          args: { orderId: "1042", amount: 740 },
+          digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }),
+          reasons: ["Refunds over $100 up to $5,000 need a supervisor"],
+          policyIds: ["refund.supervisor"],
+          policyVersion: expect.stringMatching(/^[0-9a-f]{64}$/),
+          approverRoles: ["supervisor"],
+          requestedBy: { agentId: "support-agent", userId: "cara" },
+        },
+      ],
+    });
+    expect(setup.refunds()).toEqual([]);
+
+    const result = await setup.agent.invoke(
+      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve", digest: request.requests[0]!.digest }] } }),
+      config("t-approve"),
+    );
+    expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+    expect(answersTo(result.messages, "c1")).toHaveLength(1);
+    const events = await setup.auditLog.read("t-approve");
+    const decided = events.find((e) => e.type === "approval.decided")!;
+    expect(decided.data).toMatchObject({ toolCallId: "c1", decision: "approve", approverId: "sam", status: "approved" });
+    // Invariant 7: the gate re-ran on resume, yet nothing before its interrupt was written twice.
+    expect(count(events, "policy.decided")).toBe(1);
+    expect(count(events, "approval.requested")).toBe(1);
+    expect(count(events, "approval.decided")).toBe(1);
+    expect(count(events, "tool.started")).toBe(1);
+    expect(await setup.auditLog.verify("t-approve")).toMatchObject({ ok: true });
+  });
+
+  it("denies a refund over $5,000 without asking anyone and tells the model why", async () => {
+    const setup = refundSetup([[refund("c1", 9200, "2001")]]);
+    const result = await setup.agent.invoke(ask(), config("t-deny"));
+    expect(pendingApproval(result)).toBeUndefined();
+    expect(setup.refunds()).toEqual([]);
+    const [answer] = answersTo(result.messages, "c1");
+    expect(answer?.status).toBe("error");
+    expect(answer?.content).toContain("Refunds over $5,000 are not allowed");
+    expect(result.decisions[0]).toMatchObject({ status: "denied", verdict: { effect: "deny", policyIds: ["refund.limit"] } });
+  });
+
+  it("denies a tool the agent may not call (view_payment_details) before policy, and never runs it", async () => {
+    const setup = refundSetup([[{ id: "c1", name: "view_payment_details", args: { orderId: "1042" } }]]);
+    const result = await setup.agent.invoke(ask(), config("t-perm"));
+    const [answer] = answersTo(result.messages, "c1");
+    expect(answer?.content).toContain("not permitted to call view_payment_details");
+    expect(result.decisions[0]).toMatchObject({ status: "denied", verdict: { policyIds: ["eart.permissions"] } });
+    const events = await setup.auditLog.read("t-perm");
+    expect(count(events, "tool.started")).toBe(0);
+    // The card number never reached the conversation.
+    expect(JSON.stringify(result.messages)).not.toContain("4111");
+  });
+
+  it("sends bad model arguments and unknown tools back to the model, never running them", async () => {
+    const setup = refundSetup([
+      [
+        { id: "c1", name: "issue_refund", args: { orderId: "1042", amount: "lots" } },
+        { id: "c2", name: "wire_money", args: { to: "me" } },
+      ],
+    ]);
+    const result = await setup.agent.invoke(ask(), config("t-args"));
+    expect(setup.refunds()).toEqual([]);
+    expect(answersTo(result.messages, "c1")[0]?.content).toMatch(/Invalid arguments for issue_refund: amount/);
+    expect(answersTo(result.messages, "c2")[0]?.content).toBe('Unknown tool "wire_money".');
+    expect(result.decisions.map((d) => d.status)).toEqual(["invalid", "invalid"]);
+  });
+});
+
+describe("approval: mixed decisions in one interrupt", () => {
+  it("approves, edits and rejects three calls of one message; none is dropped", async () => {
+    const setup = refundSetup([[refund("a", 740), refund("b", 900, "1043"), refund("c", 300)]]);
+    const request = await pausedOn(setup, "t-mixed");
+    expect(request.requests.map((r) => r.toolCallId)).toEqual(["a", "b", "c"]);
+
+    // Decisions in a different order than requested: matched by toolCallId, not position.
+    const result = await setup.agent.invoke(
+      new Command({
+        resume: {
+          approver: { id: "sam" },
+          decisions: [
+            { toolCallId: "c", type: "reject", message: "duplicate of a" },
+            { toolCallId: "b", type: "edit", args: { orderId: "1043", amount: 60 } },
+            { toolCallId: "a", type: "approve" },
+          ],
+        },
+      }),
+      config("t-mixed"),
+    );
+    expect(setup.refunds()).toEqual([
+      { orderId: "1042", amount: 740, toolCallId: "a" },
+      { orderId: "1043", amount: 60, toolCallId: "b" },
+    ]);
+    for (const id of ["a", "b", "c"]) expect(answersTo(result.messages, id)).toHaveLength(1);
+    expect(answersTo(result.messages, "c")[0]?.content).toBe("Rejected by sam: duplicate of a");
+    // The proposing message now shows the call that ran.
+    const proposing = result.messages.find((m) => AIMessage.isInstance(m) && m.tool_calls?.some((c) => c.id === "b")) as AIMessage;
+    expect(proposing.tool_calls?.find((c) => c.id === "b")?.args).toEqual({ orderId: "1043", amount: 60 });
+    const edited = result.decisions.find((d) => d.toolCallId === "b")!;
+    expect(edited).toMatchObject({ status: "executed", digest: toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }) });
+    expect(edited.approvals[0]).toMatchObject({ approverId: "sam", type: "edit", originalDigest: toolCallDigest("issue_refund", { orderId: "1043", amount: 900 }) });
+    expect(edited.verdict).toMatchObject({ effect: "allow", policyIds: ["refund.small"] });
+    expect(result.decisions.find((d) => d.toolCallId === "c")?.status).toBe("rejected");
+  });
+});
+
+describe("approval: refused resumes leave the thread paused and run nothing (invariants 4 and 8)", () => {
+  const cases: { name: string; resume: (r: ApprovalRequest) => unknown; code: string }[] = [
+    { name: "malformed payload", resume: () => ({ approver: "sam", decisions: "yes" }), code: "approval_resume_invalid" },
+    { name: "plain string", resume: () => "approve", code: "approval_resume_invalid" },
+    { name: "missing decision", resume: () => ({ approver: { id: "sam" }, decisions: [{ toolCallId: "other", type: "approve" }] }), code: "approval_decisions_mismatch" },
+    { name: "self-approval by the customer", resume: () => ({ approver: { id: "cara" }, decisions: [{ toolCallId: "c1", type: "approve" }] }), code: "approval_self_approval" },
+    { name: "approver without the role", resume: () => ({ approver: { id: "omar" }, decisions: [{ toolCallId: "c1", type: "approve" }] }), code: "approval_unauthorized" },
+    { name: "unknown approver", resume: () => ({ approver: { id: "mallory" }, decisions: [{ toolCallId: "c1", type: "approve" }] }), code: "approval_unauthorized" },
+    {
+      name: "approval bound to another call",
+      resume: () => ({ approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve", digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 5 }) }] }),
+      code: "approval_digest_mismatch",
+    },
+    {
+      name: "edit past what policy allows",
+      resume: () => ({ approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "edit", args: { orderId: "1042", amount: 6000 } }] }),
+      code: "approval_edit_not_permitted",
+    },
+    {
+      name: "edit with invalid arguments",
+      resume: () => ({ approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "edit", args: { orderId: "1042", amount: -3 } }] }),
+      code: "approval_edit_not_permitted",
+    },
+  ];
+
+  for (const c of cases) {
+    it(`refuses ${c.name} with ${c.code}, then accepts a correct resume`, async () => {
+      const setup = refundSetup([[refund("c1", 740)]]);
+      const threadId = `t-refuse-${c.code}-${c.name.length}`;
+      const request = await pausedOn(setup, threadId);
+      const before = await setup.agent.getState(config(threadId));
+
+      const error = await setup.agent.invoke(new Command({ resume: c.resume(request) }), config(threadId)).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ApprovalError);
+      expect((error as ApprovalError).code).toBe(c.code);
+      expect(setup.refunds()).toEqual([]);
+
+      const after = await setup.agent.getState(config(threadId));
+      expect(after.values).toEqual(before.values);
+      expect(pendingApproval(after)).toEqual(request);
+
+      const result = await setup.agent.invoke(
+        new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }),
+        config(threadId),
+      );
+      expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+      expect(answersTo(result.messages, "c1")).toHaveLength(1);
+      const events = await setup.auditLog.read(threadId);
+      expect(count(events, "approval.refused")).toBe(1);
+      expect(events.find((e) => e.type === "approval.refused")?.data).toMatchObject({ code: c.code });
+      expect(count(events, "approval.requested")).toBe(1);
+      expect(count(events, "approval.decided")).toBe(1);
+    });
+  }
+
+  it("keeps refusing after several bad answers and takes the first good one, recording each refusal once", async () => {
+    const setup = refundSetup([[refund("c1", 740)]]);
+    await pausedOn(setup, "t-many");
+    for (const approver of ["cara", "omar", "nobody"]) {
+      await expect(
+        setup.agent.invoke(new Command({ resume: { approver: { id: approver }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config("t-many")),
+      ).rejects.toBeInstanceOf(ApprovalError);
+    }
+    const state = await setup.agent.getState(config("t-many"));
+    const interruptId = state.tasks.flatMap((t) => t.interrupts)[0]!.id!;
+    // Resumed by interrupt id this time.
+    await setup.agent.invoke(
+      new Command({ resume: { [interruptId]: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "reject", message: "no" }] } } }),
+      config("t-many"),
+    );
+    expect(setup.refunds()).toEqual([]);
+    const events = await setup.auditLog.read("t-many");
+    expect(events.filter((e) => e.type === "approval.refused").map((e) => (e.data as { code: string }).code)).toEqual([
+      "approval_self_approval",
+      "approval_unauthorized",
+      "approval_unauthorized",
+    ]);
+    expect(events.find((e) => e.type === "approval.decided")?.data).toMatchObject({ decision: "reject", approverId: "sam" });
+    expect(await setup.auditLog.verify("t-many")).toMatchObject({ ok: true });
+  });
+
+  it("a supervisor's edit that still needs a supervisor is approved by that edit", async () => {
+    const setup = refundSetup([[refund("c1", 740)]]);
+    await pausedOn(setup, "t-edit-mid");
+    await setup.agent.invoke(
+      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "edit", args: { orderId: "1042", amount: 500 } }] } }),
+      config("t-edit-mid"),
+    );
+    expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 500, toolCallId: "c1" }]);
+  });
+});
+
+describe("resume on a thread that is not paused (invariant 8)", () => {
+  const resume = new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } });
+
+  it("refuses an unknown thread", async () => {
+    const setup = refundSetup([[refund("c1", 740)]]);
+    const error = await setup.agent.invoke(resume, config("t-nobody")).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ThreadStateError);
+    expect((error as ThreadStateError).code).toBe("thread_unknown");
+    expect(setup.model.callCount).toBe(0);
+  });
+
+  it("refuses a finished thread", async () => {
+    const setup = refundSetup([[refund("c1", 60, "1043")]]);
+    await setup.agent.invoke(ask(), config("t-done"));
+    const error = await setup.agent.invoke(resume, config("t-done")).catch((e: unknown) => e);
+    expect((error as ThreadStateError).code).toBe("thread_not_paused");
+    expect(setup.refunds()).toHaveLength(1);
+  });
+});
+
+describe("identity (invariant 3)", () => {
+  it("refuses an unknown agent or user before anything runs", async () => {
+    const setup = refundSetup([[refund("c1", 60, "1043")]]);
+    const unknownAgent = await setup.agent
+      .invoke(ask(), { configurable: { thread_id: "t-id1", agent_id: "rogue-agent", user_id: "cara" } })
+      .catch((e: unknown) => e);
+    expect((unknownAgent as IdentityResolutionError).code).toBe("identity_unknown_agent");
+    const unknownUser = await setup.agent.invoke(ask(), config("t-id2", "mallory")).catch((e: unknown) => e);
+    expect((unknownUser as IdentityResolutionError).code).toBe("identity_unknown_user");
+    const missing = await setup.agent.invoke(ask(), { configurable: { thread_id: "t-id3" } }).catch((e: unknown) => e);
+    expect((missing as IdentityResolutionError).code).toBe("identity_missing");
+    expect(setup.model.callCount).toBe(0);
+    expect(setup.refunds()).toEqual([]);
+  });
+
+  it("binds once per thread: a later run for another user, or a state update, cannot change it", async () => {
+    const setup = refundSetup([[lookup("c1")], [], [refund("c2", 60, "1043")]]);
+    const first = await setup.agent.invoke(ask("Look up order 1042"), config("t-bind"));
+    expect(first.identity).toMatchObject({ id: "support-agent", onBehalfOf: { id: "cara", roles: ["customer"] } });
+    const calls = setup.model.callCount;
+
+    const other = await setup.agent.invoke(ask("Refund order 1043, $60"), config("t-bind", "omar")).catch((e: unknown) => e);
+    expect(other).toBeInstanceOf(IdentityImmutableError);
+    expect(setup.model.callCount).toBe(calls);
+
+    const forged = { ...first.identity!, onBehalfOf: { id: "sam", roles: ["supervisor"] }, tools: ["issue_refund", "lookup_order", "view_payment_details"] };
+    await expect(setup.agent.updateState(config("t-bind"), { identity: forged })).rejects.toBeInstanceOf(IdentityImmutableError);
+    const state = await setup.agent.getState(config("t-bind"));
+    expect(state.values.identity).toEqual(first.identity);
+  });
+
+  it("takes the human from LangGraph server's authenticated user over user_id", async () => {
+    const setup = refundSetup([[refund("c1", 740)]]);
+    const result = await setup.agent.invoke(ask(), config("t-auth", "cara", { langgraph_auth_user: { identity: "omar", permissions: [] } }));
+    expect(result.identity).toMatchObject({ onBehalfOf: { id: "omar" }, source: "configurable.langgraph_auth_user" });
+    // omar is now the requester, so omar cannot approve; sam can.
+    const self = await setup.agent
+      .invoke(new Command({ resume: { approver: { id: "omar" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config("t-auth"))
+      .catch((e: unknown) => e);
+    expect((self as ApprovalError).code).toBe("approval_self_approval");
+  });
+});
+
+describe("fail closed (invariant 2)", () => {
+  it("a policy rule that throws denies the call; nothing runs", async () => {
+    const policy = definePolicy({
+      rules: [
+        { id: "lookup", tools: ["lookup_order"], effect: "allow" },
+        {
+          id: "refund.buggy",
+          tools: ["issue_refund"],
+          when: (r) => (r.tool.args as { missing: { field: number } }).missing.field > 0,
+          effect: "allow",
+        },
+      ],
+    });
+    const setup = refundSetup([[refund("c1", 10, "1043")]], { policy });
+    const result = await setup.agent.invoke(ask(), config("t-throw"));
+    expect(setup.refunds()).toEqual([]);
+    expect(result.decisions[0]).toMatchObject({ status: "denied", verdict: { effect: "deny", evaluationError: true, policyIds: ["refund.buggy"] } });
+    expect(answersTo(result.messages, "c1")[0]?.content).toMatch(/failed to evaluate/);
+  });
+
+  it("a policy engine that throws or answers nonsense denies", async () => {
+    for (const decide of [
+      () => {
+        throw new Error("engine down");
+      },
+      () => ({ effect: "yes" }),
+    ]) {
+      const policy = { version: "v-broken", decide } as never;
+      const setup = refundSetup([[refund("c1", 10, "1043")]], { policy });
+      const result = await setup.agent.invoke(ask(), config("t-engine"));
+      expect(setup.refunds()).toEqual([]);
+      expect(result.decisions[0]).toMatchObject({ status: "denied", verdict: { effect: "deny", evaluationError: true, version: "v-broken" } });
+    }
+  });
+
+  it("an audit store that fails stops the run before the tool", async () => {
+    const failing = {
+      append: async () => {
+        throw new Error("disk full");
+      },
+      read: async () => [],
+      verify: async () => ({ ok: true as const, threadId: "", count: 0, headHash: "" }),
+      listThreads: async () => [],
+    };
+    const setup = refundSetup([[refund("c1", 10, "1043")]], { auditLog: failing });
+    await expect(setup.agent.invoke(ask(), config("t-audit-down"))).rejects.toThrow("disk full");
+    expect(setup.refunds()).toEqual([]);
+  });
+});
+
+describe("no side effect without a decision for that exact call (invariant 1)", () => {
+  it("blocks an approved call whose arguments were changed in state while it waited", async () => {
+    const setup = refundSetup([[refund("c1", 740)]]);
+    const request = await pausedOn(setup, "t-swap");
+    const state = await setup.agent.getState(config("t-swap"));
+    const proposing = state.values.messages[state.values.messages.length - 1] as AIMessage;
+    // Someone rewrites the proposed call to a larger amount while it waits for the supervisor.
+    await setup.agent.updateState(config("t-swap"), {
+      messages: [new AIMessage({ id: proposing.id!, content: "", tool_calls: [{ id: "c1", name: "issue_refund", args: { orderId: "1042", amount: 4900 } }] })],
+    });
+    // The graph pauses again on the call that was decided: the supervisor sees and approves $740.
+    const again = pendingApproval(await setup.agent.invoke(null, config("t-swap")));
+    expect(again?.requests[0]?.digest).toBe(request.requests[0]!.digest);
+    const result = await setup.agent.invoke(
+      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }),
+      config("t-swap"),
+    );
+    expect(setup.refunds()).toEqual([]);
+    expect(answersTo(result.messages, "c1")[0]?.content).toMatch(/^Blocked: the call differs/);
+    const events = await setup.auditLog.read("t-swap");
+    expect(count(events, "tool.started")).toBe(0);
+    expect(events.find((e) => e.type === "tool.blocked")?.data).toMatchObject({
+      toolCallId: "c1",
+      digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 4900 }),
+      recordedDigest: request.requests[0]!.digest,
+    });
+  });
+});
+
+describe("tool messages", () => {
+  it("answers every proposed call exactly once across allow, deny and approval", async () => {
+    const setup = refundSetup([[lookup("l1"), refund("r1", 740), refund("r2", 9000, "2001")]]);
+    const request = await pausedOn(setup, "t-once");
+    expect(request.requests.map((r) => r.toolCallId)).toEqual(["r1"]);
+    const result = await setup.agent.invoke(
+      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "r1", type: "approve" }] } }),
+      config("t-once"),
+    );
+    for (const id of ["l1", "r1", "r2"]) expect(answersTo(result.messages, id)).toHaveLength(1);
+    expect(answersTo(result.messages, "r2")[0]).toBeInstanceOf(ToolMessage);
+    expect(setup.refunds().map((r) => r.toolCallId)).toEqual(["r1"]);
+  });
+});
