@@ -1,0 +1,47 @@
+import { Command } from "@langchain/langgraph";
+import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { pendingApproval } from "eart";
+import { ask, config, refund, refundSetup } from "../support/refund.js";
+
+// A real PostgreSQL (.ci/run starts it). No skip: without it this suite fails, loudly.
+const url = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
+const savers: PostgresSaver[] = [];
+
+function saver(): PostgresSaver {
+  const s = PostgresSaver.fromConnString(url, { schema: "eart_test" });
+  savers.push(s);
+  return s;
+}
+
+beforeAll(async () => {
+  await saver().setup();
+});
+
+afterAll(async () => {
+  await Promise.all(savers.map((s) => s.end()));
+});
+
+describe("the governed agent on LangGraph's PostgreSQL checkpointer", () => {
+  it("pauses with one saver and resumes with another connection, running the refund once", async () => {
+    const threadId = `pg-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    const first = refundSetup([[refund("c1", 740)]], { checkpointer: saver() });
+    const request = pendingApproval(await first.agent.invoke(ask(), config(threadId)));
+    expect(request?.requests.map((r) => r.toolCallId)).toEqual(["c1"]);
+
+    // A second agent, its own connection pool, shares only the database (and the refunds table).
+    const second = refundSetup([[refund("c1", 740)]], { checkpointer: saver(), auditLog: first.auditLog });
+    const state = await second.agent.getState(config(threadId));
+    expect(pendingApproval(state)).toEqual(request);
+    const refused = await second.agent
+      .invoke(new Command({ resume: { approver: { id: "cara" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config(threadId))
+      .catch((e: unknown) => e);
+    expect((refused as { code?: string }).code).toBe("approval_self_approval");
+    await second.agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config(threadId));
+    expect(second.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+    expect(first.refunds()).toEqual([]);
+    const events = await first.auditLog.read(threadId);
+    expect(events.filter((e) => e.type === "tool.succeeded")).toHaveLength(1);
+    expect(await first.auditLog.verify(threadId)).toMatchObject({ ok: true });
+  });
+});
