@@ -416,3 +416,18 @@ describe("tool messages", () => {
     expect(setup.refunds().map((r) => r.toolCallId)).toEqual(["r1"]);
   });
 });
+
+describe("escalate", () => {
+  it("stops the run, records the case and never runs the call", async () => {
+    const policy = definePolicy({
+      rules: [{ id: "refund.review", tools: ["issue_refund"], effect: "escalate", reason: "Refunds on damaged goods go to a human" }],
+    });
+    const setup = refundSetup([[refund("c1", 60, "1043")]], { policy });
+    const result = await setup.agent.invoke(ask(), config("t-esc"));
+    expect(setup.refunds()).toEqual([]);
+    expect(result.escalation).toMatchObject({ reason: "Refunds on damaged goods go to a human", toolCallIds: ["c1"], policyIds: ["refund.review"] });
+    expect(answersTo(result.messages, "c1")[0]?.content).toBe("Escalated to a human: Refunds on damaged goods go to a human");
+    // The model was not called again: the run ended with the escalation.
+    expect(setup.model.callCount).toBe(1);
+  });
+});

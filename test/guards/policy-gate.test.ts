@@ -1,0 +1,110 @@
+import { AIMessage, HumanMessage, ToolMessage } from "@langchain/core/messages";
+import Database from "better-sqlite3";
+import { describe, expect, it } from "vitest";
+import { EartConfigError, IdentityResolutionError, MemoryAuditLog, toolCallDigest, type DecisionRecord } from "eart";
+import { createPolicyGate, routeAfterModel, routeAfterPolicyGate } from "eart/guards";
+import { refundPolicy } from "../../examples/refund/policy.js";
+import { createRefundTools } from "../../examples/refund/tools.js";
+import { registry } from "../support/refund.js";
+
+const cfg = { configurable: { thread_id: "g1" } };
+const identity = registry.resolve({ agentId: "support-agent", userId: "cara", source: "configurable.user_id" });
+const tools = createRefundTools(new Database(":memory:")).all;
+
+function gate() {
+  const auditLog = new MemoryAuditLog();
+  return { auditLog, policyGate: createPolicyGate({ policy: refundPolicy, tools, registry, auditLog }) };
+}
+
+const state = (calls: { id: string; name: string; args: Record<string, unknown> }[], decisions: DecisionRecord[] = []) => ({
+  messages: [new HumanMessage("refund"), new AIMessage({ id: "m1", content: "", tool_calls: calls })],
+  identity,
+  context: { items: [], sensitivity: [] },
+  decisions,
+  escalation: null,
+  budget: {},
+});
+
+describe("createPolicyGate", () => {
+  it("validates its options", () => {
+    const auditLog = new MemoryAuditLog();
+    expect(() => createPolicyGate({ policy: {} as never, tools, registry, auditLog })).toThrow(EartConfigError);
+    try {
+      createPolicyGate({ policy: refundPolicy, tools, registry: {} as never, auditLog });
+    } catch (e) {
+      expect((e as EartConfigError).field).toBe("registry");
+    }
+    expect.assertions(2);
+  });
+
+  it("decides each new call, answers the refused ones and records every decision (first pass, no interrupt)", async () => {
+    const { policyGate, auditLog } = gate();
+    const out = await policyGate(
+      state([
+        { id: "a", name: "lookup_order", args: { orderId: "1042" } },
+        { id: "b", name: "issue_refund", args: { orderId: "1042", amount: 740 } },
+        { id: "c", name: "issue_refund", args: { orderId: "1042", amount: 7400 } },
+        { id: "d", name: "view_payment_details", args: { orderId: "1042" } },
+      ]) as never,
+      cfg,
+    );
+    expect(out.decisions?.map((d) => [d.toolCallId, d.status, d.verdict.policyIds])).toEqual([
+      ["a", "allowed", ["orders.lookup"]],
+      ["b", "pending_approval", ["refund.supervisor"]],
+      ["c", "denied", ["refund.limit"]],
+      ["d", "denied", ["eart.permissions"]],
+    ]);
+    expect(out.decisions?.[1]).toMatchObject({
+      messageId: "m1",
+      digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }),
+      requestedBy: { agentId: "support-agent", userId: "cara" },
+      verdict: { approverRoles: ["supervisor"], version: refundPolicy.version },
+    });
+    expect(out.messages?.map((m) => (m as ToolMessage).tool_call_id)).toEqual(["c", "d"]);
+    const events = await auditLog.read("g1");
+    expect(events.map((e) => e.type)).toEqual(["policy.decided", "policy.decided", "policy.decided", "policy.decided", "approval.requested"]);
+    expect(events[4]!.data).toMatchObject({ type: "eart.approval", requests: [{ toolCallId: "b" }] });
+  });
+
+  it("does not decide a call twice", async () => {
+    const { policyGate, auditLog } = gate();
+    const first = await policyGate(state([{ id: "a", name: "lookup_order", args: { orderId: "1042" } }]) as never, cfg);
+    const second = await policyGate(state([{ id: "a", name: "lookup_order", args: { orderId: "1042" } }], first.decisions) as never, cfg);
+    expect(second).toEqual({});
+    expect(await auditLog.read("g1")).toHaveLength(1);
+  });
+
+  it("refuses a tool call id reused by a later message", async () => {
+    const { policyGate } = gate();
+    const first = await policyGate(state([{ id: "a", name: "lookup_order", args: { orderId: "1042" } }]) as never, cfg);
+    const reused = state([{ id: "a", name: "issue_refund", args: { orderId: "1042", amount: 5 } }], first.decisions);
+    reused.messages[1] = new AIMessage({ id: "m2", content: "", tool_calls: [{ id: "a", name: "issue_refund", args: { orderId: "1042", amount: 5 } }] });
+    const out = await policyGate(reused as never, cfg);
+    expect(out.decisions?.[0]).toMatchObject({ toolCallId: "a", messageId: "m2", status: "denied", verdict: { policyIds: ["eart.duplicate-call-id"] } });
+  });
+
+  it("fails closed without a bound identity", async () => {
+    const { policyGate } = gate();
+    const s = { ...state([{ id: "a", name: "lookup_order", args: { orderId: "1042" } }]), identity: undefined };
+    await expect(policyGate(s as never, cfg)).rejects.toBeInstanceOf(IdentityResolutionError);
+  });
+});
+
+describe("routes", () => {
+  const rec = (toolCallId: string, status: DecisionRecord["status"]) => ({ toolCallId, messageId: "m1", status }) as DecisionRecord;
+  const msgs = [new AIMessage({ id: "m1", content: "", tool_calls: [{ id: "a", name: "x", args: {} }] })];
+
+  it("routes after the gate by the decisions of the governed message", () => {
+    expect(routeAfterPolicyGate({ messages: msgs, decisions: [rec("a", "pending_approval")] })).toBe("approval");
+    expect(routeAfterPolicyGate({ messages: msgs, decisions: [rec("a", "approved"), rec("b", "denied")] })).toBe("tools");
+    expect(routeAfterPolicyGate({ messages: msgs, decisions: [rec("a", "escalated")] })).toBe("end");
+    expect(routeAfterPolicyGate({ messages: msgs, decisions: [rec("a", "rejected")] })).toBe("agent");
+    // Decisions of an earlier message do not count.
+    expect(routeAfterPolicyGate({ messages: msgs, decisions: [{ ...rec("a", "allowed"), messageId: "m0" }] })).toBe("agent");
+  });
+
+  it("routes after the model on tool calls", () => {
+    expect(routeAfterModel({ messages: msgs })).toBe("policyGate");
+    expect(routeAfterModel({ messages: [new AIMessage("hi")] })).toBe("end");
+  });
+});
