@@ -123,12 +123,14 @@ export class SqliteAuditLog implements AuditLog {
   }
 
   async read(threadId: string): Promise<AuditEvent[]> {
-    return (this.#read.all(threadId) as EventRow[]).map(rowToEvent);
+    return this.#query("read", () => (this.#read.all(threadId) as EventRow[]).map(rowToEvent));
   }
 
   async verify(threadId: string): Promise<AuditVerification> {
-    const rows = this.#read.all(threadId) as EventRow[];
-    const head = (this.#head.get(threadId) as ChainHead | undefined) ?? null;
+    const [rows, head] = this.#query("verify", () => [
+      this.#read.all(threadId) as EventRow[],
+      (this.#head.get(threadId) as ChainHead | undefined) ?? null,
+    ] as const);
     const events: unknown[] = [];
     for (const row of rows) {
       try {
@@ -141,7 +143,15 @@ export class SqliteAuditLog implements AuditLog {
   }
 
   async listThreads(): Promise<string[]> {
-    return (this.#threads.all() as { thread_id: string }[]).map((r) => r.thread_id);
+    return this.#query("list threads of", () => (this.#threads.all() as { thread_id: string }[]).map((r) => r.thread_id));
+  }
+
+  #query<T>(what: string, run: () => T): T {
+    try {
+      return run();
+    } catch (error) {
+      throw new AuditStoreError(`Cannot ${what} the SQLite audit log: ${(error as Error).message}`, { cause: error });
+    }
   }
 
   /** Closes the database connection (only when this log opened it). */

@@ -175,7 +175,8 @@ export function verifyChain(threadId: string, events: readonly unknown[], head?:
         ok: false,
         threadId,
         count: events.length,
-        brokenAt: { seq: events.length, eventId: undefined, reason: "head_mismatch", expected: expectedHead, found: foundHead },
+        // The first position the recorded head and the stored events disagree on.
+        brokenAt: { seq: Math.min(events.length, (head?.seq ?? -1) + 1), eventId: undefined, reason: "head_mismatch", expected: expectedHead, found: foundHead },
       };
     }
   }
@@ -209,16 +210,13 @@ export class MemoryAuditLog implements AuditLog {
   readonly #threads = new Map<string, AuditEvent[]>();
 
   async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
-    const out: AuditEvent[] = [];
-    for (const [threadId, inputs] of groupByThread(toInputList(events))) {
-      const chain = this.#threads.get(threadId) ?? [];
-      const last = chain[chain.length - 1];
-      const sealed = sealEvents(last ? { seq: last.seq, hash: last.hash } : null, inputs);
-      chain.push(...sealed);
-      this.#threads.set(threadId, chain);
-      out.push(...sealed);
-    }
-    return structuredClone(out);
+    // Seal every thread's events before storing any, so a bad event stores nothing.
+    const sealed = [...groupByThread(toInputList(events))].map(([threadId, inputs]) => {
+      const last = this.#threads.get(threadId)?.at(-1);
+      return [threadId, sealEvents(last ? { seq: last.seq, hash: last.hash } : null, inputs)] as const;
+    });
+    for (const [threadId, list] of sealed) this.#threads.set(threadId, [...(this.#threads.get(threadId) ?? []), ...list]);
+    return structuredClone(sealed.flatMap(([, list]) => list));
   }
 
   async read(threadId: string): Promise<AuditEvent[]> {

@@ -116,7 +116,7 @@ export class IdentityRegistry {
       if (seen.has(`user:${u.id}`)) throw new IdentityRegistryError(`users[${i}].id`, `duplicate user id "${u.id}"`);
       seen.add(`user:${u.id}`);
       u.roles.forEach((role, j) => {
-        if (!(role in def.roles)) throw new IdentityRegistryError(`users[${i}].roles[${j}]`, `role "${role}" is not declared in roles`);
+        if (!Object.hasOwn(def.roles, role)) throw new IdentityRegistryError(`users[${i}].roles[${j}]`, `role "${role}" is not declared in roles`);
       });
     });
     return new IdentityRegistry(def);

@@ -128,6 +128,7 @@ export function definePolicy(definition: PolicyDefinition): PolicyEngine {
       name: parsed.data.name,
       rules: parsed.data.rules.map((r) => ({
         id: r.id,
+        description: r.description ?? null,
         tools: r.tools,
         effect: r.effect,
         approverRoles: r.approverRoles ?? null,

@@ -1,0 +1,454 @@
+import { describe, expect, it } from "vitest";
+import {
+  decideFailClosed,
+  DEFAULT_DENY_POLICY_ID,
+  definePolicy,
+  EartError,
+  PolicyDecisionSchema,
+  PolicyDefinitionError,
+  type AgentIdentity,
+  type PolicyDecision,
+  type PolicyDefinition,
+  type PolicyEngine,
+  type PolicyRequest,
+} from "eart";
+
+const identity: AgentIdentity = {
+  schemaVersion: 1,
+  id: "support-agent",
+  roles: ["support"],
+  tools: ["issue_refund", "lookup_order"],
+  dataScopes: ["orders"],
+  onBehalfOf: { id: "cara", roles: ["customer"] },
+  source: "configurable.user_id",
+};
+
+const request = (name: string, args: Record<string, unknown> = {}, sensitivity: string[] = []): PolicyRequest => ({
+  identity,
+  tool: { name, args },
+  context: { items: [], sensitivity },
+  threadId: "t-1",
+});
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+function policyError(definition: unknown): PolicyDefinitionError {
+  let error: unknown;
+  try {
+    definePolicy(definition as PolicyDefinition);
+  } catch (e) {
+    error = e;
+  }
+  expect(error).toBeInstanceOf(PolicyDefinitionError);
+  expect(error).toBeInstanceOf(EartError);
+  expect((error as PolicyDefinitionError).code).toBe("policy_invalid");
+  return error as PolicyDefinitionError;
+}
+
+describe("definePolicy validation", () => {
+  it("refuses a require_approval rule without approverRoles, naming the rule", () => {
+    const e = policyError({ rules: [{ id: "ok", effect: "allow" }, { id: "needs-roles", effect: "require_approval" }] });
+    expect(e.ruleId).toBe("needs-roles");
+    expect(e.details).toEqual({ ruleId: "needs-roles" });
+    expect(e.message).toContain("rules.1.approverRoles");
+  });
+
+  it("refuses empty approverRoles", () => {
+    const e = policyError({ rules: [{ id: "empty-roles", effect: "require_approval", approverRoles: [] }] });
+    expect(e.ruleId).toBe("empty-roles");
+  });
+
+  it("refuses duplicate rule ids, naming the id", () => {
+    const e = policyError({
+      rules: [
+        { id: "a", effect: "allow" },
+        { id: "b", effect: "deny" },
+        { id: "a", effect: "deny" },
+      ],
+    });
+    expect(e.ruleId).toBe("a");
+    expect(e.message).toContain('Duplicate policy rule id "a"');
+  });
+
+  it("refuses an unknown key on a rule, naming the rule", () => {
+    const e = policyError({ rules: [{ id: "typo", effect: "allow", tool: ["x"] }] });
+    expect(e.ruleId).toBe("typo");
+    expect(e.message).toContain("rules.0");
+  });
+
+  it("refuses an unknown top-level key without a rule id", () => {
+    const e = policyError({ rules: [], version: "1" });
+    expect(e.ruleId).toBeUndefined();
+  });
+
+  it("refuses an unknown effect", () => {
+    expect(policyError({ rules: [{ id: "x", effect: "maybe" }] }).ruleId).toBe("x");
+  });
+
+  it("refuses a non-function when and a non-string, non-function reason", () => {
+    expect(policyError({ rules: [{ id: "w", effect: "allow", when: true }] }).ruleId).toBe("w");
+    expect(policyError({ rules: [{ id: "r", effect: "allow", reason: 42 }] }).ruleId).toBe("r");
+  });
+
+  it("refuses an empty tools list and an empty rule id", () => {
+    expect(policyError({ rules: [{ id: "t", effect: "allow", tools: [] }] }).ruleId).toBe("t");
+    expect(policyError({ rules: [{ id: "", effect: "allow" }] }).message).toContain("rules.0.id");
+  });
+
+  it("refuses a missing rules list", () => {
+    const e = policyError({ name: "p" });
+    expect(e.ruleId).toBeUndefined();
+    expect(e.message).toContain("rules");
+  });
+
+  it("accepts an empty rule list, which denies everything", () => {
+    const engine = definePolicy({ rules: [] });
+    const d = engine.decide(request("anything")) as PolicyDecision;
+    expect(d.effect).toBe("deny");
+    expect(d.policyIds).toEqual([DEFAULT_DENY_POLICY_ID]);
+  });
+});
+
+describe("definePolicy decisions", () => {
+  const decide = (engine: PolicyEngine, r: PolicyRequest) => engine.decide(r) as PolicyDecision;
+
+  it("default deny when no rule matches", () => {
+    const engine = definePolicy({ rules: [{ id: "lookup", tools: ["lookup_order"], effect: "allow" }] });
+    expect(DEFAULT_DENY_POLICY_ID).toBe("eart.default-deny");
+    expect(decide(engine, request("issue_refund"))).toEqual({
+      effect: "deny",
+      reasons: ["no policy rule allows issue_refund (default deny)"],
+      policyIds: ["eart.default-deny"],
+      version: engine.version,
+    });
+  });
+
+  it("allow with the rule's reason and id", () => {
+    const engine = definePolicy({ rules: [{ id: "lookup", tools: ["lookup_order"], effect: "allow", reason: "lookups ok" }] });
+    expect(decide(engine, request("lookup_order"))).toEqual({
+      effect: "allow",
+      reasons: ["lookups ok"],
+      policyIds: ["lookup"],
+      version: engine.version,
+    });
+  });
+
+  it("falls back to the description, then to a generated reason", () => {
+    const engine = definePolicy({
+      rules: [
+        { id: "described", effect: "allow", description: "described rule" },
+        { id: "bare", effect: "allow" },
+      ],
+    });
+    expect(decide(engine, request("x")).reasons).toEqual(["described rule", "rule bare: allow"]);
+  });
+
+  it("a reason function receives the request", () => {
+    const engine = definePolicy({
+      rules: [{ id: "r", effect: "escalate", reason: (r) => `escalate ${r.tool.name} for ${r.identity.onBehalfOf.id}` }],
+    });
+    expect(decide(engine, request("issue_refund")).reasons).toEqual(["escalate issue_refund for cara"]);
+  });
+
+  const all = definePolicy({
+    rules: [
+      { id: "allow.all", effect: "allow" },
+      { id: "approve.all", effect: "require_approval", approverRoles: ["supervisor"] },
+      { id: "escalate.sensitive", when: (r) => r.context.sensitivity.includes("pii"), effect: "escalate" },
+      { id: "deny.big", when: (r) => Number(r.tool.args.amount) > 1000, effect: "deny" },
+    ],
+  });
+
+  it("deny beats escalate, allow and require_approval", () => {
+    const d = decide(all, request("issue_refund", { amount: 5000 }, ["pii"]));
+    expect(d.effect).toBe("deny");
+    expect(d.policyIds).toEqual(["deny.big"]);
+    expect(d).not.toHaveProperty("evaluationError");
+  });
+
+  it("escalate beats allow and require_approval", () => {
+    const d = decide(all, request("issue_refund", { amount: 10 }, ["pii"]));
+    expect(d.effect).toBe("escalate");
+    expect(d.policyIds).toEqual(["escalate.sensitive"]);
+  });
+
+  it("allow beats require_approval", () => {
+    const d = decide(all, request("issue_refund", { amount: 10 }));
+    expect(d.effect).toBe("allow");
+    expect(d.policyIds).toEqual(["allow.all"]);
+  });
+
+  it("require_approval when it is the only match, with the union of approver roles of all matching rules", () => {
+    const engine = definePolicy({
+      rules: [
+        { id: "a", effect: "require_approval", approverRoles: ["supervisor", "finance"], reason: "a" },
+        { id: "b", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["finance", "risk"], reason: "b" },
+        { id: "c", tools: ["other"], effect: "require_approval", approverRoles: ["ops"] },
+        { id: "d", when: () => false, effect: "require_approval", approverRoles: ["never"] },
+      ],
+    });
+    expect(decide(engine, request("issue_refund"))).toEqual({
+      effect: "require_approval",
+      reasons: ["a", "b"],
+      policyIds: ["a", "b"],
+      version: engine.version,
+      approverRoles: ["supervisor", "finance", "risk"],
+    });
+  });
+
+  it("every rule of the winning effect is listed, in definition order", () => {
+    const engine = definePolicy({
+      rules: [
+        { id: "d1", effect: "deny", reason: "first" },
+        { id: "a1", effect: "allow" },
+        { id: "d2", effect: "deny", reason: "second" },
+      ],
+    });
+    const d = decide(engine, request("x"));
+    expect(d.effect).toBe("deny");
+    expect(d.policyIds).toEqual(["d1", "d2"]);
+    expect(d.reasons).toEqual(["first", "second"]);
+  });
+
+  it("the tools filter limits a rule to the listed tools", () => {
+    const engine = definePolicy({
+      rules: [
+        { id: "lookup", tools: ["lookup_order", "list_orders"], effect: "allow" },
+        { id: "all", tools: "*", effect: "escalate", when: (r) => r.tool.name.startsWith("admin_") },
+      ],
+    });
+    expect(decide(engine, request("lookup_order")).effect).toBe("allow");
+    expect(decide(engine, request("list_orders")).effect).toBe("allow");
+    expect(decide(engine, request("issue_refund")).policyIds).toEqual([DEFAULT_DENY_POLICY_ID]);
+    expect(decide(engine, request("admin_reset")).effect).toBe("escalate");
+  });
+
+  it("a when that returns a truthy non-true value does not match", () => {
+    const engine = definePolicy({
+      rules: [{ id: "truthy", effect: "allow", when: (() => 1) as unknown as (r: PolicyRequest) => boolean }],
+    });
+    expect(decide(engine, request("x")).policyIds).toEqual([DEFAULT_DENY_POLICY_ID]);
+  });
+
+  it("a when that returns a promise does not match (never allows by accident)", () => {
+    const engine = definePolicy({
+      rules: [{ id: "async", effect: "allow", when: (async () => true) as unknown as (r: PolicyRequest) => boolean }],
+    });
+    expect(decide(engine, request("x")).effect).toBe("deny");
+  });
+
+  it("a when that throws makes the decision deny with the error", () => {
+    const engine = definePolicy({
+      rules: [
+        { id: "allow.all", effect: "allow" },
+        {
+          id: "broken",
+          tools: ["issue_refund"],
+          effect: "allow",
+          when: () => {
+            throw new Error("amount lookup exploded");
+          },
+        },
+      ],
+    });
+    expect(decide(engine, request("issue_refund"))).toEqual({
+      effect: "deny",
+      reasons: ["policy rule broken failed to evaluate: amount lookup exploded"],
+      policyIds: ["broken"],
+      version: engine.version,
+      evaluationError: true,
+    });
+    // The broken rule does not apply to other tools, so they are unaffected.
+    expect(decide(engine, request("lookup_order")).effect).toBe("allow");
+  });
+
+  it("a when that throws a non-Error still denies", () => {
+    const engine = definePolicy({
+      rules: [
+        {
+          id: "throws-string",
+          effect: "allow",
+          when: () => {
+            throw "plain string";
+          },
+        },
+      ],
+    });
+    const d = decide(engine, request("x"));
+    expect(d).toMatchObject({ effect: "deny", evaluationError: true, policyIds: ["throws-string"] });
+    expect(d.reasons).toEqual(["policy rule throws-string failed to evaluate: plain string"]);
+  });
+
+  it("a reason function that throws makes the decision deny", () => {
+    const engine = definePolicy({
+      rules: [
+        { id: "ok", effect: "allow", reason: "fine" },
+        {
+          id: "bad-reason",
+          effect: "allow",
+          reason: () => {
+            throw new Error("template broke");
+          },
+        },
+      ],
+    });
+    expect(decide(engine, request("x"))).toEqual({
+      effect: "deny",
+      reasons: ["policy reason failed to evaluate: template broke"],
+      policyIds: ["ok", "bad-reason"],
+      version: engine.version,
+      evaluationError: true,
+    });
+  });
+
+  it("every decision validates against PolicyDecisionSchema", () => {
+    for (const r of [request("issue_refund", { amount: 5000 }), request("issue_refund", { amount: 5 }, ["pii"]), request("x")]) {
+      expect(PolicyDecisionSchema.safeParse(decide(all, r)).success).toBe(true);
+    }
+  });
+});
+
+describe("definePolicy version", () => {
+  const make = (limit = "<= 100", overrides: Partial<PolicyDefinition> = {}): PolicyDefinition => ({
+    name: "refunds",
+    rules: [
+      { id: "lookup", tools: ["lookup_order"], effect: "allow", reason: "lookups" },
+      {
+        id: "small",
+        tools: ["issue_refund"],
+        // eslint-disable-next-line @typescript-eslint/no-implied-eval
+        when: new Function("r", `return Number(r.tool.args.amount) ${limit};`) as (r: PolicyRequest) => boolean,
+        effect: "allow",
+      },
+      { id: "big", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["supervisor"], description: "big refunds" },
+    ],
+    ...overrides,
+  });
+
+  it("is a 64-hex content hash", () => {
+    expect(definePolicy(make()).version).toMatch(HEX64);
+  });
+
+  it("is stable for the same definition", () => {
+    expect(definePolicy(make()).version).toBe(definePolicy(make()).version);
+  });
+
+  it("is carried by every decision", () => {
+    const engine = definePolicy(make());
+    expect((engine.decide(request("lookup_order")) as PolicyDecision).version).toBe(engine.version);
+    expect((engine.decide(request("nope")) as PolicyDecision).version).toBe(engine.version);
+  });
+
+  it("changes when a when body changes", () => {
+    expect(definePolicy(make("<= 101")).version).not.toBe(definePolicy(make()).version);
+  });
+
+  it("changes with the name, an effect, tools, approverRoles, a reason or a rule id", () => {
+    const base = definePolicy(make()).version;
+    const variants: PolicyDefinition[] = [
+      make(undefined, { name: "refunds-v2" }),
+      { ...make(), rules: make().rules.map((r) => (r.id === "lookup" ? { ...r, effect: "deny" as const } : r)) },
+      { ...make(), rules: make().rules.map((r) => (r.id === "lookup" ? { ...r, tools: ["lookup_order", "x"] } : r)) },
+      { ...make(), rules: make().rules.map((r) => (r.id === "big" ? { ...r, approverRoles: ["finance"] } : r)) },
+      { ...make(), rules: make().rules.map((r) => (r.id === "lookup" ? { ...r, reason: "lookups!" } : r)) },
+      { ...make(), rules: make().rules.map((r) => (r.id === "lookup" ? { ...r, reason: () => "lookups" } : r)) },
+      { ...make(), rules: make().rules.map((r) => (r.id === "lookup" ? { ...r, id: "lookup2" } : r)) },
+      { ...make(), rules: make().rules.slice(1) },
+      { ...make(), rules: [...make().rules].reverse() },
+    ];
+    const versions = variants.map((v) => definePolicy(v).version);
+    for (const v of versions) expect(v).not.toBe(base);
+    expect(new Set(versions).size).toBe(versions.length);
+  });
+
+  // The description is the reason shown for a rule without `reason`, so it changes decisions.
+  it("changes when a rule's description changes (it is the reason of rules without one)", () => {
+    const edited = { ...make(), rules: make().rules.map((r) => (r.id === "big" ? { ...r, description: "BIG refunds" } : r)) };
+    const before = definePolicy(make());
+    const after = definePolicy(edited);
+    expect((before.decide(request("issue_refund", { amount: 500 })) as PolicyDecision).reasons).toEqual(["big refunds"]);
+    expect((after.decide(request("issue_refund", { amount: 500 })) as PolicyDecision).reasons).toEqual(["BIG refunds"]);
+    expect(after.version).not.toBe(before.version);
+  });
+});
+
+describe("decideFailClosed", () => {
+  const okEngine = definePolicy({ rules: [{ id: "allow.all", effect: "allow" }] });
+
+  it("passes a valid decision through", async () => {
+    await expect(decideFailClosed(okEngine, request("x"))).resolves.toEqual({
+      effect: "allow",
+      reasons: ["rule allow.all: allow"],
+      policyIds: ["allow.all"],
+      version: okEngine.version,
+    });
+  });
+
+  it("awaits an async engine", async () => {
+    const engine: PolicyEngine = {
+      version: "v-async",
+      decide: async () => ({ effect: "escalate", reasons: ["r"], policyIds: ["p"], version: "v-async" }),
+    };
+    await expect(decideFailClosed(engine, request("x"))).resolves.toEqual({ effect: "escalate", reasons: ["r"], policyIds: ["p"], version: "v-async" });
+  });
+
+  it("denies when the engine throws", async () => {
+    const engine: PolicyEngine = {
+      version: "v1",
+      decide: () => {
+        throw new Error("cedar crashed");
+      },
+    };
+    await expect(decideFailClosed(engine, request("x"))).resolves.toEqual({
+      effect: "deny",
+      reasons: ["policy engine failed: cedar crashed"],
+      policyIds: [],
+      version: "v1",
+      evaluationError: true,
+    });
+  });
+
+  it("denies when the engine rejects", async () => {
+    const engine: PolicyEngine = { version: "v2", decide: () => Promise.reject(new Error("timeout")) };
+    await expect(decideFailClosed(engine, request("x"))).resolves.toEqual({
+      effect: "deny",
+      reasons: ["policy engine failed: timeout"],
+      policyIds: [],
+      version: "v2",
+      evaluationError: true,
+    });
+  });
+
+  it.each([
+    ["undefined", undefined],
+    ["a boolean", true],
+    ["an unknown effect", { effect: "maybe", reasons: [], policyIds: [], version: "v" }],
+    ["allow without reasons", { effect: "allow", policyIds: [], version: "v" }],
+    ["require_approval without approverRoles", { effect: "require_approval", reasons: [], policyIds: ["p"], version: "v" }],
+    ["require_approval with empty approverRoles", { effect: "require_approval", reasons: [], policyIds: ["p"], version: "v", approverRoles: [] }],
+  ])("denies when the engine returns %s", async (_label, raw) => {
+    const engine = { version: "v3", decide: () => raw } as unknown as PolicyEngine;
+    const d = await decideFailClosed(engine, request("x"));
+    expect(d.effect).toBe("deny");
+    expect(d).toMatchObject({ policyIds: [], version: "v3", evaluationError: true });
+    expect(d.reasons).toHaveLength(1);
+    expect(d.reasons[0]).toMatch(/^policy engine returned an invalid decision: /);
+  });
+
+  it("denies with version 'unknown' when the engine's version getter throws", async () => {
+    const engine = {
+      get version(): string {
+        throw new Error("no version");
+      },
+      decide: () => {
+        throw new Error("boom");
+      },
+    } as PolicyEngine;
+    await expect(decideFailClosed(engine, request("x"))).resolves.toMatchObject({ effect: "deny", version: "unknown", evaluationError: true });
+  });
+
+  it("denies when the engine has no decide function", async () => {
+    const d = await decideFailClosed({ version: "v4" } as PolicyEngine, request("x"));
+    expect(d).toMatchObject({ effect: "deny", version: "v4", evaluationError: true, policyIds: [] });
+  });
+});
