@@ -216,6 +216,8 @@ export function createPolicyGate(options: PolicyGateOptions) {
           records.push({ ...record, status: "approved", approvals: [...record.approvals, approval] });
         } else if (d.type === "reject") {
           records.push({ ...record, status: "rejected", approvals: [...record.approvals, approval] });
+        } else if (d.type === "respond") {
+          records.push({ ...record, status: "responded", approvals: [...record.approvals, approval] });
         } else {
           const args = d.args!;
           const checked = await checkToolArgs(tools.get(record.name)!, args);
@@ -312,7 +314,10 @@ export function createPolicyGate(options: PolicyGateOptions) {
       );
     }
     for (const r of records) {
-      if (r.status === "rejected") {
+      if (r.status === "responded") {
+        // The approver answers in the tool's place; the tool does not run.
+        messages.push(new ToolMessage({ tool_call_id: r.toolCallId, name: r.name, content: r.approvals.at(-1)!.message!, status: "success" }));
+      } else if (r.status === "rejected") {
         const note = r.approvals.at(-1)?.message;
         messages.push(
           new ToolMessage({

@@ -44,10 +44,13 @@ export function isApprovalRequest(value: unknown): value is ApprovalRequest {
 export const ApprovalDecisionSchema = z
   .object({
     toolCallId: z.string().min(1),
-    type: z.enum(["approve", "reject", "edit"]),
+    type: z.enum(["approve", "reject", "edit", "respond"]),
     /** For `edit`: the arguments to run instead. They are checked by policy again. */
     args: z.record(z.string(), z.unknown()).optional(),
-    /** For `reject`: what the model is told; for the others, a note kept in the audit log. */
+    /**
+     * For `reject`: what the model is told; for `respond`: the answer the model gets in place of
+     * the tool's result (required); for the others, a note kept in the audit log.
+     */
     message: z.string().optional(),
     /** When given, must equal the digest of the request: proves the approver saw this exact call. */
     digest: z.string().optional(),
@@ -55,6 +58,7 @@ export const ApprovalDecisionSchema = z
   .strict()
   .superRefine((d, ctx) => {
     if (d.type === "edit" && d.args === undefined) ctx.addIssue({ code: "custom", path: ["args"], message: "an edit must carry args" });
+    if (d.type === "respond" && d.message === undefined) ctx.addIssue({ code: "custom", path: ["message"], message: "a respond must carry the message that answers the call" });
     if (d.type !== "edit" && d.args !== undefined) ctx.addIssue({ code: "custom", path: ["args"], message: `args are only allowed on an edit, not on ${d.type}` });
   });
 export type ApprovalDecision = z.output<typeof ApprovalDecisionSchema>;

@@ -47,6 +47,7 @@ export const DecisionStatusSchema = z.enum([
   "pending_approval",
   "approved",
   "rejected",
+  "responded",
   "escalated",
   "executed",
   "failed",
@@ -57,7 +58,7 @@ export type DecisionStatus = z.output<typeof DecisionStatusSchema>;
 /** One approver's answer for one call. */
 export const ApprovalRecordSchema = z.object({
   approverId: z.string(),
-  type: z.enum(["approve", "edit", "reject"]),
+  type: z.enum(["approve", "edit", "reject", "respond"]),
   at: z.string(),
   message: z.string().optional(),
   /** For an edit: the digest of the call as proposed, before the edit. */

@@ -431,3 +431,23 @@ describe("escalate", () => {
     expect(setup.model.callCount).toBe(1);
   });
 });
+
+describe("respond", () => {
+  it("answers the call in the tool's place; the tool never runs", async () => {
+    const setup = refundSetup([[refund("c1", 740)]]);
+    await pausedOn(setup, "t-respond");
+    const missing = await setup.agent
+      .invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "respond" }] } }), config("t-respond"))
+      .catch((e: unknown) => e);
+    expect((missing as ApprovalError).code).toBe("approval_resume_invalid");
+    const result = await setup.agent.invoke(
+      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "respond", message: "Store credit of $740 issued instead." }] } }),
+      config("t-respond"),
+    );
+    expect(setup.refunds()).toEqual([]);
+    const [answer] = answersTo(result.messages, "c1");
+    expect(answer).toMatchObject({ content: "Store credit of $740 issued instead.", status: "success" });
+    expect(result.decisions[0]?.status).toBe("responded");
+    expect((await setup.auditLog.read("t-respond")).some((e) => e.type === "tool.started")).toBe(false);
+  });
+});
