@@ -1,0 +1,118 @@
+/**
+ * Benchmark: per-invoke time of the same scripted refund conversation (auto-allowed, no
+ * approval) on a bare LangGraph agent and on eart's governed agent, side by side in one run.
+ *
+ * Usage: `npm run bench`, or `EART_BENCH_THREADS=200 npm run bench` for a shorter run.
+ */
+import { assertCompleted, createBareVariant, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
+
+/** Target: governed per-invoke time (mean and median) at most this multiple of bare. */
+export const TARGET_RATIO = 1.25;
+const WARMUP_THREADS = 50;
+const ROUNDS = 5;
+
+/** Summary of per-invoke times, in milliseconds. */
+export interface Stats {
+  count: number;
+  mean: number;
+  median: number;
+  p95: number;
+}
+
+/**
+ * Mean, median and 95th percentile of a list of samples.
+ * @example
+ * ```ts
+ * summarise([1, 2, 3]).median // 2
+ * ```
+ */
+export function summarise(samples: readonly number[]): Stats {
+  if (samples.length === 0) throw new Error("no samples");
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  const mid = sorted.length / 2;
+  const median = sorted.length % 2 === 1 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { count: sorted.length, mean: sorted.reduce((s, x) => s + x, 0) / sorted.length, median, p95: at(0.95) };
+}
+
+function threadCount(): number {
+  const raw = process.env.EART_BENCH_THREADS;
+  if (raw === undefined || raw === "") return 1_000;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`EART_BENCH_THREADS must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+/** Runs `count` fresh threads one after the other; returns the time of each invoke. */
+async function runThreads(variant: Variant, prefix: string, count: number): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const start = performance.now();
+    await variant.run(`${prefix}-${i}`);
+    times.push(performance.now() - start);
+  }
+  return times;
+}
+
+const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+const ms = (x: number) => x.toFixed(3);
+
+async function main(): Promise<void> {
+  const threads = threadCount();
+  const modelTurns = (WARMUP_THREADS + threads) * MODEL_CALLS_PER_THREAD;
+  const bare = createBareVariant(modelTurns);
+  const governed = createGovernedVariant(modelTurns);
+  const variants = [bare, governed];
+
+  // Warm-up, not counted: every thread must complete the conversation, or nothing is timed.
+  for (const variant of variants) {
+    for (let i = 0; i < WARMUP_THREADS; i++) {
+      const threadId = `warmup-${i}`;
+      assertCompleted(variant, threadId, await variant.run(threadId));
+    }
+  }
+  const verification = await governed.auditLog.verify("warmup-0");
+  if (!verification.ok || verification.count === 0) throw new Error(`governed audit chain of warmup-0 is broken or empty: ${JSON.stringify(verification)}`);
+
+  // Alternate which variant goes first in each round, so drift (JIT, GC, heap growth) hits both.
+  const samples = new Map<Variant, number[]>(variants.map((v) => [v, []]));
+  const heapAfter = new Map<Variant, number>();
+  const rounds = Math.min(ROUNDS, threads);
+  for (let round = 0; round < rounds; round++) {
+    const perRound = Math.floor(threads / rounds) + (round < threads % rounds ? 1 : 0);
+    for (const variant of round % 2 === 0 ? variants : [...variants].reverse()) {
+      samples.get(variant)!.push(...(await runThreads(variant, `r${round}`, perRound)));
+      heapAfter.set(variant, process.memoryUsage().heapUsed);
+    }
+  }
+
+  // Every timed thread issued exactly one refund (checked after timing, outside the clock).
+  for (const variant of variants) {
+    const timed = [...variant.refundsByThread].filter(([id]) => !id.startsWith("warmup-"));
+    const wrong = timed.filter(([, n]) => n !== 1);
+    if (timed.length !== threads || wrong.length > 0) {
+      throw new Error(`${variant.name}: ${timed.length} timed threads refunded (expected ${threads}), ${wrong.length} with a count other than 1`);
+    }
+  }
+
+  const stats = new Map(variants.map((v) => [v, summarise(samples.get(v)!)]));
+  const b = stats.get(bare)!;
+  const g = stats.get(governed)!;
+  const ratio = { mean: g.mean / b.mean, median: g.median / b.median };
+  // Both must hold: the mean carries GC pauses, which in one process land on either variant.
+  const met = ratio.mean <= TARGET_RATIO && ratio.median <= TARGET_RATIO;
+
+  console.log(`eart bench: refund conversation, auto-allowed path (${threads} threads per variant, ${WARMUP_THREADS} warm-up, ${rounds} alternating rounds)`);
+  console.log(`node ${process.version}\n`);
+  console.table(
+    variants.map((v) => {
+      const s = stats.get(v)!;
+      return { variant: v.name, threads: s.count, "mean ms": ms(s.mean), "median ms": ms(s.median), "p95 ms": ms(s.p95), "heap used after": mb(heapAfter.get(v)!) };
+    }),
+  );
+  console.log("heap used: process.memoryUsage().heapUsed right after the variant's last block (informative; one shared heap)");
+  console.log(`\nratio governed/bare: mean ${ratio.mean.toFixed(2)}x, median ${ratio.median.toFixed(2)}x`);
+  console.log(`target: governed <= ${TARGET_RATIO}x bare (mean and median): ${met ? "MET" : "NOT MET"}`);
+}
+
+await main();
