@@ -1,10 +1,11 @@
 import type { BaseChatModel } from "@langchain/core/language_models/chat_models";
+import { AIMessage, type BaseMessage } from "@langchain/core/messages";
 import type { StructuredToolInterface } from "@langchain/core/tools";
-import { BaseCheckpointSaver, END, START, StateGraph } from "@langchain/langgraph";
+import { BaseCheckpointSaver, END, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import { routeAfterModel, routeAfterPolicyGate, createPolicyGate } from "../guards/index.js";
-import { createGovernedToolNode, createIdentityBinding, createModelNode, GovernedAnnotation } from "../nodes/index.js";
-import { EartConfigError, IdentityRegistry, MemoryAuditLog, type AuditLog, type PolicyEngine } from "../src/index.js";
+import { createPolicyGateParts, routeAfterPolicyGate, type GateUpdate } from "../guards/index.js";
+import { bindIdentityStep, createGovernedToolNode, createModelStep, GovernedAnnotation, requireThreadId, type GovernedState } from "../nodes/index.js";
+import { EartConfigError, IdentityRegistry, MemoryAuditLog, type AgentIdentity, type AuditLog, type PolicyEngine } from "../src/index.js";
 import { guardResumes } from "./resume-guard.js";
 
 const GovernedAgentOptionsSchema = z
@@ -24,14 +25,18 @@ const GovernedAgentOptionsSchema = z
 export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
 
 /**
- * The prebuilt governed agent: bindIdentity → agent → policyGate → governedTools → agent …,
- * pausing in the gate for approvals. Resumes on unknown or finished threads are refused.
+ * The prebuilt governed agent. Its `agent` node binds the identity (first run) or checks it
+ * against the run configuration, calls the model, and puts every proposed call through the policy
+ * gate's decision, all in one step: one checkpoint and one audit append per model turn, so the
+ * auto-allowed path takes as many steps as a bare agent. Calls that need approval go to the
+ * `policyGate` node, which pauses with one interrupt; allowed and approved calls go to `tools`.
+ * Resumes on unknown or finished threads are refused.
  * @example
  * ```ts
  * const agent = createGovernedAgent({ model, tools, identities, policy, checkpointer: new MemorySaver(), auditLog });
  * const config = { configurable: { thread_id: "t1", agent_id: "support-agent", user_id: "cara" } };
  * const paused = await agent.invoke({ messages: [new HumanMessage("Refund order 1042")] }, config);
- * // paused.__interrupt__[0].value is an ApprovalRequest
+ * // pendingApproval(paused) is the ApprovalRequest
  * await agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId, type: "approve" }] } }), config);
  * ```
  */
@@ -44,15 +49,34 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   const { model, tools, policy, checkpointer, systemPrompt, name } = parsed.data;
   const auditLog = parsed.data.auditLog ?? new MemoryAuditLog();
   const registry = parsed.data.identities instanceof IdentityRegistry ? parsed.data.identities : IdentityRegistry.fromObject(parsed.data.identities);
+  const modelStep = createModelStep({ model, tools, auditLog, ...(systemPrompt ? { systemPrompt } : {}) });
+  const gate = createPolicyGateParts({ policy, tools, registry, auditLog });
+
+  async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
+    const threadId = requireThreadId(config);
+    const last = state.messages[state.messages.length - 1];
+    const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: last?._getType() === "human" });
+    const turn = await modelStep(state.messages, config, threadId);
+    const update: GateUpdate & { identity?: AgentIdentity } = binding.newlyBound ? { identity: binding.identity } : {};
+    const messages: BaseMessage[] = [turn.message];
+    const events = [...binding.events, ...turn.events];
+    if (turn.toolCalls.length > 0 && AIMessage.isInstance(turn.message)) {
+      const decided = await gate.decideNew(state, turn.message, turn.toolCalls, binding.identity, threadId);
+      messages.push(...(decided.update.messages ?? []));
+      events.push(...decided.events);
+      if (decided.update.decisions) update.decisions = decided.update.decisions;
+      if (decided.update.escalation) update.escalation = decided.update.escalation;
+    }
+    await auditLog.append(events);
+    return { ...update, messages };
+  }
 
   const graph = new StateGraph(GovernedAnnotation)
-    .addNode("bindIdentity", createIdentityBinding({ registry, auditLog }))
-    .addNode("agent", createModelNode({ model, tools, auditLog, ...(systemPrompt ? { systemPrompt } : {}) }))
-    .addNode("policyGate", createPolicyGate({ policy, tools, registry, auditLog }))
+    .addNode("agent", agent)
+    .addNode("policyGate", gate.policyGate)
     .addNode("tools", createGovernedToolNode({ tools, auditLog }))
-    .addEdge(START, "bindIdentity")
-    .addEdge("bindIdentity", "agent")
-    .addConditionalEdges("agent", routeAfterModel, { policyGate: "policyGate", end: END })
+    .addEdge(START, "agent")
+    .addConditionalEdges("agent", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END })
     .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END })
     .addEdge("tools", "agent");
 

@@ -6,6 +6,7 @@ import {
   ApprovalError,
   buildApprovalRequest,
   decideFailClosed,
+  emptyThreadContext,
   EartConfigError,
   IdentityRegistry,
   IdentityResolutionError,
@@ -45,7 +46,7 @@ export const BUILTIN_POLICY_IDS = {
 } as const;
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
-type GateUpdate = { decisions?: DecisionRecord[]; messages?: BaseMessage[]; escalation?: Escalation };
+export type GateUpdate = { decisions?: DecisionRecord[]; messages?: BaseMessage[]; escalation?: Escalation };
 
 const STATUS_OF: Record<PolicyDecision["effect"], DecisionStatus> = {
   allow: "allowed",
@@ -55,24 +56,10 @@ const STATUS_OF: Record<PolicyDecision["effect"], DecisionStatus> = {
 };
 
 /**
- * Guard node that puts every tool call of the last AI message through identity permissions,
- * argument validation and the policy engine, before anything runs.
- *
- * Allowed calls pass to the governed tool node. Denied, invalid and escalated calls are answered
- * to the model with a `ToolMessage` and never run. Calls that need approval are recorded, then
- * the gate runs again (route `"approval"` back to it) and pauses with ONE `interrupt()` carrying
- * an {@link ApprovalRequest} for all of them. Nothing is written before that interrupt, so the
- * re-run on resume duplicates nothing. The resume value is checked by
- * {@link validateApprovalResponse}; edits are evaluated by policy again. A refused resume throws a
- * typed {@link ApprovalError}, runs nothing, and leaves the thread paused on the same request.
- * @example
- * ```ts
- * graph
- *   .addNode("policyGate", createPolicyGate({ policy, tools, registry, auditLog }))
- *   .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END });
- * ```
+ * The gate's parts: the node, and the first-pass decision step the prebuilt agent runs in the
+ * same step as the model. `decideNew` writes nothing; it returns the update and the events.
  */
-export function createPolicyGate(options: PolicyGateOptions) {
+export function createPolicyGateParts(options: PolicyGateOptions) {
   const parsed = PolicyGateOptionsSchema.safeParse(options);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -124,7 +111,13 @@ export function createPolicyGate(options: PolicyGateOptions) {
   }
 
   /** First pass: decide every new call and record it. No interrupt here. */
-  async function decideNew(state: GovernedState, message: AIMessage, calls: ToolCall[], identity: AgentIdentity, threadId: string): Promise<GateUpdate> {
+  async function decideNew(
+    state: Pick<GovernedState, "decisions" | "context">,
+    message: AIMessage,
+    calls: ToolCall[],
+    identity: AgentIdentity,
+    threadId: string,
+  ): Promise<{ update: GateUpdate; events: AuditEventInput[] }> {
     const known = new Map(state.decisions.map((d) => [d.toolCallId, d]));
     const records: DecisionRecord[] = [];
     const answers: ToolMessage[] = [];
@@ -153,11 +146,11 @@ export function createPolicyGate(options: PolicyGateOptions) {
             },
             answer: `Refused: tool call id "${id}" was already used by an earlier call.`,
           }
-        : await evaluate({ ...call, id }, message.id!, identity, state.context, threadId);
+        : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId);
       records.push(record);
       if (answer !== undefined) answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: answer, status: "error" }));
     }
-    if (records.length === 0) return {};
+    if (records.length === 0) return { update: {}, events: [] };
     const pending = records.filter((r) => r.status === "pending_approval");
     const escalated = records.filter((r) => r.status === "escalated");
     const events: AuditEventInput[] = records.map((r) => ({
@@ -179,7 +172,6 @@ export function createPolicyGate(options: PolicyGateOptions) {
     if (pending.length > 0) {
       events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, pending) });
     }
-    await auditLog.append(events);
     const update: GateUpdate = { decisions: records, messages: answers };
     if (escalated.length > 0) {
       update.escalation = {
@@ -189,7 +181,7 @@ export function createPolicyGate(options: PolicyGateOptions) {
         at: now(),
       };
     }
-    return update;
+    return { update, events };
   }
 
   /**
@@ -259,7 +251,7 @@ export function createPolicyGate(options: PolicyGateOptions) {
     const request = buildApprovalRequest(threadId, pending);
     // The first statement with an effect is the interrupt: this node re-runs from here on resume.
     let answer = interrupt(request);
-    let result = await resolve(answer, request, pending, identity, state.context, threadId);
+    let result = await resolve(answer, request, pending, identity, state.context ?? emptyThreadContext(), threadId);
     // LangGraph keeps a refused answer as this task's first resume value. Answers given after it
     // follow it in order, so skip refused ones until the newest.
     while (!result.ok) {
@@ -276,7 +268,7 @@ export function createPolicyGate(options: PolicyGateOptions) {
         });
         throw result.error;
       }
-      result = await resolve(answer, request, pending, identity, state.context, threadId);
+      result = await resolve(answer, request, pending, identity, state.context ?? emptyThreadContext(), threadId);
     }
     const { records, approverId } = result;
     const events: AuditEventInput[] = records.map((r) => {
@@ -332,7 +324,7 @@ export function createPolicyGate(options: PolicyGateOptions) {
     return { decisions: records, messages };
   }
 
-  return async function policyGate(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate> {
+  async function policyGate(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate> {
     const threadId = requireThreadId(config);
     const message = lastAIMessage(state.messages);
     const calls = (message?.tool_calls ?? []) as ToolCall[];
@@ -343,6 +335,32 @@ export function createPolicyGate(options: PolicyGateOptions) {
     }
     const pending = state.decisions.filter((d) => d.status === "pending_approval" && d.messageId === message.id);
     if (pending.length > 0) return decidePending(state, message, pending, identity, threadId);
-    return decideNew(state, message, calls, identity, threadId);
-  };
+    const { update, events } = await decideNew(state, message, calls, identity, threadId);
+    if (events.length > 0) await auditLog.append(events);
+    return update;
+  }
+
+  return { policyGate, decideNew };
+}
+
+/**
+ * Guard node that puts every tool call of the last AI message through identity permissions,
+ * argument validation and the policy engine, before anything runs.
+ *
+ * Allowed calls pass to the governed tool node. Denied, invalid and escalated calls are answered
+ * to the model with a `ToolMessage` and never run. Calls that need approval are recorded, then
+ * the gate runs again (route `"approval"` back to it) and pauses with ONE `interrupt()` carrying
+ * an {@link ApprovalRequest} for all of them. Nothing is written before that interrupt, so the
+ * re-run on resume duplicates nothing. The resume value is checked by
+ * {@link validateApprovalResponse}; edits are evaluated by policy again. A refused resume throws a
+ * typed {@link ApprovalError}, runs nothing, and leaves the thread paused on the same request.
+ * @example
+ * ```ts
+ * graph
+ *   .addNode("policyGate", createPolicyGate({ policy, tools, registry, auditLog }))
+ *   .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END });
+ * ```
+ */
+export function createPolicyGate(options: PolicyGateOptions) {
+  return createPolicyGateParts(options).policyGate;
 }

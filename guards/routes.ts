@@ -11,6 +11,7 @@ export type PolicyGateRoute = "approval" | "tools" | "agent" | "end";
  * - `"tools"`: allowed or approved calls are ready to run.
  * - `"end"`: a call was escalated to a human; the run stops here.
  * - `"agent"`: every call was answered (denied, invalid, rejected); the model goes on.
+ * - `"end"` too when the governed message proposes no tool calls (the model answered).
  * @example
  * ```ts
  * graph.addConditionalEdges("policyGate", routeAfterPolicyGate,
@@ -20,6 +21,7 @@ export type PolicyGateRoute = "approval" | "tools" | "agent" | "end";
 export function routeAfterPolicyGate(state: { messages: BaseMessage[]; decisions: DecisionRecord[]; escalation?: Escalation | null }): PolicyGateRoute {
   const message = lastAIMessage(state.messages);
   if (!message) return "agent";
+  if ((message.tool_calls?.length ?? 0) === 0) return "end";
   const mine = state.decisions.filter((d) => d.messageId === message.id);
   if (mine.some((d) => d.status === "pending_approval")) return "approval";
   if (mine.some((d) => d.status === "allowed" || d.status === "approved")) return "tools";

@@ -1,5 +1,5 @@
 import { ToolMessage, type BaseMessage } from "@langchain/core/messages";
-import type { StructuredToolInterface } from "@langchain/core/tools";
+import { ToolInputParsingException, type StructuredToolInterface } from "@langchain/core/tools";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import { EartConfigError, toolCallDigest, type AuditLog, type DecisionRecord, type DecisionStatus } from "../src/index.js";
@@ -73,13 +73,13 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     }
 
     const tool = tools.get(call.name);
-    const checked = tool ? await checkToolArgs(tool, call.args) : ({ ok: false, message: `unknown tool "${call.name}"` } as const);
-    if (!tool || !checked.ok) {
-      const message = checked.ok ? "unknown tool" : checked.message;
-      await auditLog.append({ threadId, type: "tool.failed", data: { toolCallId: call.id, name: call.name, digest, kind: "invalid_arguments", error: message } });
-      return { record: { ...record, status: "invalid" }, message: answer(`Invalid arguments for ${call.name}: ${message}`, "error") };
+    if (!tool) {
+      await auditLog.append({ threadId, type: "tool.failed", data: { toolCallId: call.id, name: call.name, digest, kind: "unknown_tool", error: "unknown tool" } });
+      return { record: { ...record, status: "invalid" }, message: answer(`Unknown tool "${call.name}".`, "error") };
     }
 
+    // The gate validated these exact arguments (same digest); the tool validates them again
+    // itself before it runs, and a parse failure there is answered as bad arguments.
     await auditLog.append({ threadId, type: "tool.started", data: { toolCallId: call.id, name: call.name, digest } });
     try {
       const output = await tool.invoke({ type: "tool_call", id: call.id, name: call.name, args: call.args }, config);
@@ -95,6 +95,12 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       return { record: { ...record, status: "executed", executedAt: now() }, message };
     } catch (error) {
       if (isGraphControlFlow(error)) throw error;
+      if (error instanceof ToolInputParsingException) {
+        const detail = await checkToolArgs(tool, call.args);
+        const text = detail.ok ? error.message : detail.message;
+        await auditLog.append({ threadId, type: "tool.failed", data: { toolCallId: call.id, name: call.name, digest, kind: "invalid_arguments", error: text } });
+        return { record: { ...record, status: "invalid" }, message: answer(`Invalid arguments for ${call.name}: ${text}`, "error") };
+      }
       const text = (error as Error)?.message ?? String(error);
       await auditLog.append({ threadId, type: "tool.failed", data: { toolCallId: call.id, name: call.name, digest, kind: "error", error: text } });
       return { record: { ...record, status: "failed", executedAt: now() }, message: answer(`Tool ${call.name} failed: ${text}`, "error") };

@@ -3,4 +3,4 @@ export * from "./state.js";
 export * from "./identity-binding.js";
 export * from "./model-node.js";
 export * from "./governed-tool-node.js";
-export { requireThreadId } from "./runtime.js";
+export { lastAIMessage, requireThreadId } from "./runtime.js";

@@ -1,7 +1,6 @@
 import { Annotation, MessagesAnnotation } from "@langchain/langgraph";
 import {
   bindIdentityOnce,
-  emptyThreadContext,
   mergeDecisions,
   mergeThreadContext,
   type AgentIdentity,
@@ -21,14 +20,15 @@ import {
 export const GovernedChannels = {
   /** Bound once per thread from trusted run configuration; any later change throws. */
   identity: Annotation<AgentIdentity | undefined>({ reducer: bindIdentityOnce, default: () => undefined }),
-  /** Retrieved items with provenance and sensitivity labels. */
-  context: Annotation<ThreadContext, Partial<ThreadContext>>({ reducer: mergeThreadContext, default: emptyThreadContext }),
+  // Channels without a default stay out of every checkpoint until a node writes them.
+  /** Retrieved items with provenance and sensitivity labels; undefined until something is retrieved. */
+  context: Annotation<ThreadContext | undefined, Partial<ThreadContext>>({ reducer: mergeThreadContext }),
   /** One record per tool call, merged by tool call id. */
   decisions: Annotation<DecisionRecord[]>({ reducer: mergeDecisions, default: () => [] }),
   /** The case handed to a human, if any. */
-  escalation: Annotation<Escalation | null>({ reducer: (_current, update) => update, default: () => null }),
+  escalation: Annotation<Escalation | null | undefined>({ reducer: (_current, update) => update }),
   /** Per-thread counters for budget rules. */
-  budget: Annotation<Budget>({ reducer: (current, update) => ({ ...current, ...update }), default: () => ({}) }),
+  budget: Annotation<Budget | undefined>({ reducer: (current, update) => ({ ...current, ...update }) }),
 };
 
 /**

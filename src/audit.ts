@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { z } from "zod";
 import { canonicalJson, sha256Hex } from "./canonical.js";
+import { AuditInputError } from "./errors.js";
 
 /** Every kind of audit event. */
 export const AuditEventTypeSchema = z.enum([
@@ -88,19 +89,29 @@ export interface ChainHead {
   hash: string;
 }
 
-function hashOf(event: Omit<AuditEvent, "hash">): string {
+const EVENT_TYPES: ReadonlySet<string> = new Set(AuditEventTypeSchema.options);
+
+/**
+ * SHA-256 of the RFC 8785 canonical JSON of an event without its hash. The envelope's keys are
+ * fixed, so it is written in their sorted order around the canonical JSON of `data`; the result is
+ * byte-for-byte `canonicalJson` of the whole object.
+ */
+function hashOf(event: Omit<AuditEvent, "hash">, canonicalData: string = canonicalJson(event.data)): string {
   return sha256Hex(
-    canonicalJson({
-      schemaVersion: event.schemaVersion,
-      id: event.id,
-      threadId: event.threadId,
-      seq: event.seq,
-      type: event.type,
-      at: event.at,
-      data: event.data,
-      prevHash: event.prevHash,
-    }),
+    `{"at":${JSON.stringify(event.at)},"data":${canonicalData},"id":${JSON.stringify(event.id)},"prevHash":${JSON.stringify(event.prevHash)},` +
+      `"schemaVersion":${event.schemaVersion},"seq":${event.seq},"threadId":${JSON.stringify(event.threadId)},"type":${JSON.stringify(event.type)}}`,
   );
+}
+
+/** Checks an input cheaply (this runs on every step); the schema says the same, for callers. */
+function checkInput(input: AuditEventInput): void {
+  if (typeof input !== "object" || input === null) throw new AuditInputError("an audit event must be an object");
+  if (typeof input.threadId !== "string" || input.threadId === "") throw new AuditInputError("threadId must be a non-empty string");
+  if (!EVENT_TYPES.has(input.type)) throw new AuditInputError(`unknown audit event type "${String(input.type)}"`);
+  if (input.data !== undefined && (typeof input.data !== "object" || input.data === null || Array.isArray(input.data))) {
+    throw new AuditInputError("data must be an object");
+  }
+  if (input.at !== undefined && typeof input.at !== "string") throw new AuditInputError("at must be an ISO date string");
 }
 
 /**
@@ -115,8 +126,11 @@ export function sealEvents(head: ChainHead | null, inputs: readonly AuditEventIn
   let seq = head ? head.seq + 1 : 0;
   let prevHash = head ? head.hash : GENESIS_HASH;
   const out: AuditEvent[] = [];
-  for (const raw of inputs) {
-    const input = AuditEventInputSchema.parse(raw);
+  for (const input of inputs) {
+    checkInput(input);
+    // Normalise data to plain JSON once; hash exactly what a store will read back.
+    const json = JSON.stringify(input.data ?? {});
+    const data = JSON.parse(json) as Record<string, unknown>;
     const unsealed = {
       schemaVersion: AUDIT_SCHEMA_VERSION,
       id: randomUUID(),
@@ -124,10 +138,10 @@ export function sealEvents(head: ChainHead | null, inputs: readonly AuditEventIn
       seq,
       type: input.type,
       at: input.at ?? new Date().toISOString(),
-      data: JSON.parse(JSON.stringify(input.data)) as Record<string, unknown>,
+      data,
       prevHash,
     };
-    const event = { ...unsealed, hash: hashOf(unsealed) };
+    const event = { ...unsealed, hash: hashOf(unsealed, canonicalJson(data)) };
     out.push(event);
     prevHash = event.hash;
     seq += 1;
@@ -215,8 +229,15 @@ export class MemoryAuditLog implements AuditLog {
       const last = this.#threads.get(threadId)?.at(-1);
       return [threadId, sealEvents(last ? { seq: last.seq, hash: last.hash } : null, inputs)] as const;
     });
-    for (const [threadId, list] of sealed) this.#threads.set(threadId, [...(this.#threads.get(threadId) ?? []), ...list]);
-    return structuredClone(sealed.flatMap(([, list]) => list));
+    const out: AuditEvent[] = [];
+    for (const [threadId, list] of sealed) {
+      const chain = this.#threads.get(threadId);
+      if (chain) chain.push(...list);
+      else this.#threads.set(threadId, list);
+      out.push(...list);
+    }
+    // The caller gets copies: what is stored can only change through append.
+    return out.map((e) => ({ ...e, data: structuredClone(e.data) }));
   }
 
   async read(threadId: string): Promise<AuditEvent[]> {

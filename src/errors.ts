@@ -23,7 +23,8 @@ export type EartErrorCode =
   | "approval_edit_not_permitted"
   | "thread_unknown"
   | "thread_not_paused"
-  | "audit_store_failure";
+  | "audit_store_failure"
+  | "audit_input_invalid";
 
 /**
  * Base class of every eart error.
@@ -174,5 +175,19 @@ export class ThreadStateError extends EartError {
 export class AuditStoreError extends EartError {
   constructor(message: string, options?: { cause?: unknown }) {
     super("audit_store_failure", message, {}, options);
+  }
+}
+
+/**
+ * An event handed to an audit log does not validate (unknown type, no thread id...). Nothing of
+ * that append is stored.
+ * @example
+ * ```ts
+ * await log.append({ threadId: "t1", type: "made.up" }); // throws AuditInputError
+ * ```
+ */
+export class AuditInputError extends EartError {
+  constructor(message: string) {
+    super("audit_input_invalid", `Invalid audit event: ${message}`);
   }
 }
