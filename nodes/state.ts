@@ -1,6 +1,7 @@
 import { Annotation, MessagesAnnotation } from "@langchain/langgraph";
 import {
   bindIdentityOnce,
+  emptyThreadContext,
   mergeDecisions,
   mergeThreadContext,
   type AgentIdentity,
@@ -20,15 +21,16 @@ import {
 export const GovernedChannels = {
   /** Bound once per thread from trusted run configuration; any later change throws. */
   identity: Annotation<AgentIdentity | undefined>({ reducer: bindIdentityOnce, default: () => undefined }),
-  // Channels without a default stay out of every checkpoint until a node writes them.
-  /** Retrieved items with provenance and sensitivity labels; undefined until something is retrieved. */
-  context: Annotation<ThreadContext | undefined, Partial<ThreadContext>>({ reducer: mergeThreadContext }),
+  // Every channel has a default: reading a channel that has no value costs a thrown error in
+  // LangGraph, on every step.
+  /** Retrieved items with provenance and sensitivity labels. */
+  context: Annotation<ThreadContext, Partial<ThreadContext>>({ reducer: mergeThreadContext, default: emptyThreadContext }),
   /** One record per tool call, merged by tool call id. */
   decisions: Annotation<DecisionRecord[]>({ reducer: mergeDecisions, default: () => [] }),
   /** The case handed to a human, if any. */
-  escalation: Annotation<Escalation | null | undefined>({ reducer: (_current, update) => update }),
+  escalation: Annotation<Escalation | null>({ reducer: (_current, update) => update, default: () => null }),
   /** Per-thread counters for budget rules. */
-  budget: Annotation<Budget | undefined>({ reducer: (current, update) => ({ ...current, ...update }) }),
+  budget: Annotation<Budget>({ reducer: (current, update) => ({ ...current, ...update }), default: () => ({}) }),
 };
 
 /**

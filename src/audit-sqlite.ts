@@ -7,7 +7,7 @@ import {
   type AuditVerification,
   type ChainHead,
   groupByThread,
-  sealEvents,
+  sealEventsWithJson,
   toInputList,
   verifyChain,
 } from "./audit.js";
@@ -102,11 +102,13 @@ export class SqliteAuditLog implements AuditLog {
       const out: AuditEvent[] = [];
       for (const [threadId, inputs] of groups) {
         const head = (this.#head.get(threadId) as ChainHead | undefined) ?? null;
-        const sealed = sealEvents(head, inputs);
-        for (const event of sealed) this.#insert.run({ ...event, data: JSON.stringify(event.data) });
-        const last = sealed[sealed.length - 1]!;
+        const sealed = sealEventsWithJson(head, inputs);
+        for (const { event, dataJson } of sealed) {
+          this.#insert.run({ ...event, data: dataJson });
+          out.push(event);
+        }
+        const last = sealed[sealed.length - 1]!.event;
         this.#setHead.run(threadId, last.seq, last.hash);
-        out.push(...sealed);
       }
       return out;
     });

@@ -123,14 +123,19 @@ function checkInput(input: AuditEventInput): void {
  * ```
  */
 export function sealEvents(head: ChainHead | null, inputs: readonly AuditEventInput[]): AuditEvent[] {
+  return sealEventsWithJson(head, inputs).map((s) => s.event);
+}
+
+/** {@link sealEvents}, also returning each event's data as the JSON text a store keeps. */
+export function sealEventsWithJson(head: ChainHead | null, inputs: readonly AuditEventInput[]): { event: AuditEvent; dataJson: string }[] {
   let seq = head ? head.seq + 1 : 0;
   let prevHash = head ? head.hash : GENESIS_HASH;
-  const out: AuditEvent[] = [];
+  const out: { event: AuditEvent; dataJson: string }[] = [];
   for (const input of inputs) {
     checkInput(input);
     // Normalise data to plain JSON once; hash exactly what a store will read back.
-    const json = JSON.stringify(input.data ?? {});
-    const data = JSON.parse(json) as Record<string, unknown>;
+    const dataJson = JSON.stringify(input.data ?? {});
+    const data = JSON.parse(dataJson) as Record<string, unknown>;
     const unsealed = {
       schemaVersion: AUDIT_SCHEMA_VERSION,
       id: randomUUID(),
@@ -142,7 +147,7 @@ export function sealEvents(head: ChainHead | null, inputs: readonly AuditEventIn
       prevHash,
     };
     const event = { ...unsealed, hash: hashOf(unsealed, canonicalJson(data)) };
-    out.push(event);
+    out.push({ event, dataJson });
     prevHash = event.hash;
     seq += 1;
   }
@@ -221,36 +226,41 @@ export function toInputList(events: AuditEventInput | readonly AuditEventInput[]
  * ```
  */
 export class MemoryAuditLog implements AuditLog {
-  readonly #threads = new Map<string, AuditEvent[]>();
+  // Data is kept as JSON text: appends hand out the sealed objects themselves, reads parse fresh
+  // copies, and nothing a caller holds can change what is stored.
+  readonly #threads = new Map<string, StoredEvent[]>();
 
   async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
     // Seal every thread's events before storing any, so a bad event stores nothing.
     const sealed = [...groupByThread(toInputList(events))].map(([threadId, inputs]) => {
       const last = this.#threads.get(threadId)?.at(-1);
-      return [threadId, sealEvents(last ? { seq: last.seq, hash: last.hash } : null, inputs)] as const;
+      return [threadId, sealEventsWithJson(last ? { seq: last.seq, hash: last.hash } : null, inputs)] as const;
     });
     const out: AuditEvent[] = [];
     for (const [threadId, list] of sealed) {
-      const chain = this.#threads.get(threadId);
-      if (chain) chain.push(...list);
-      else this.#threads.set(threadId, list);
-      out.push(...list);
+      let chain = this.#threads.get(threadId);
+      if (!chain) this.#threads.set(threadId, (chain = []));
+      for (const { event, dataJson } of list) {
+        chain.push({ ...event, data: dataJson });
+        out.push(event);
+      }
     }
-    // The caller gets copies: what is stored can only change through append.
-    return out.map((e) => ({ ...e, data: structuredClone(e.data) }));
+    return out;
   }
 
   async read(threadId: string): Promise<AuditEvent[]> {
-    return structuredClone(this.#threads.get(threadId) ?? []);
+    return (this.#threads.get(threadId) ?? []).map((e) => ({ ...e, data: JSON.parse(e.data) as Record<string, unknown> }));
   }
 
   async verify(threadId: string): Promise<AuditVerification> {
-    return verifyChain(threadId, this.#threads.get(threadId) ?? []);
+    return verifyChain(threadId, await this.read(threadId));
   }
 
   async listThreads(): Promise<string[]> {
     return [...this.#threads.keys()].sort();
   }
 }
+
+type StoredEvent = Omit<AuditEvent, "data"> & { data: string };
 
 export { groupByThread };
