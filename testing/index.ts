@@ -11,6 +11,8 @@ export type ModelScript = (messages: BaseMessage[]) => BaseMessage;
 /**
  * A tool-calling chat model that answers every call with `script(messages)`. Because the answer
  * depends only on the conversation, a thread resumed in another process gets the same behaviour.
+ * Like the fake model under it, it answers at most `turns` calls (default 1,000) and keeps every
+ * call in `model.calls`: make one per test or process, and pass `turns` for long runs.
  * @example
  * ```ts
  * const model = scriptedModel((messages) =>

@@ -451,3 +451,16 @@ describe("respond", () => {
     expect((await setup.auditLog.read("t-respond")).some((e) => e.type === "tool.started")).toBe(false);
   });
 });
+
+describe("identity on later runs", () => {
+  it("keeps the bound identity when a later run names only the thread", async () => {
+    const setup = refundSetup([[lookup("c1")], [], [refund("c2", 60, "1043")]]);
+    await setup.agent.invoke(ask("Look up order 1042"), config("t-later"));
+    const later = await setup.agent.invoke(ask("Refund order 1043, $60"), { configurable: { thread_id: "t-later" } });
+    expect(later.identity).toMatchObject({ id: "support-agent", onBehalfOf: { id: "cara" } });
+    expect(setup.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "c2" }]);
+    const events = await setup.auditLog.read("t-later");
+    expect(events.filter((e) => e.type === "identity.bound")).toHaveLength(1);
+    expect(events.filter((e) => e.type === "run.started")).toHaveLength(2);
+  });
+});
