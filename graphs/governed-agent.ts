@@ -1,23 +1,29 @@
-import type { BaseChatModel } from "@langchain/core/language_models/chat_models";
 import { AIMessage, type BaseMessage } from "@langchain/core/messages";
-import type { StructuredToolInterface } from "@langchain/core/tools";
 import { BaseCheckpointSaver, END, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import { createPolicyGateParts, routeAfterPolicyGate, type GateUpdate } from "../guards/index.js";
 import { bindIdentityStep, createGovernedToolNode, createModelStep, GovernedAnnotation, requireThreadId, type GovernedState } from "../nodes/index.js";
-import { EartConfigError, IdentityRegistry, MemoryAuditLog, type AgentIdentity, type AuditLog, type PolicyEngine } from "../src/index.js";
+import { ChatModelOption, ToolsOption } from "../nodes/runtime.js";
+import {
+  AuditLogOption,
+  IdentityRegistry,
+  MemoryAuditLog,
+  parseOptions,
+  PolicyEngineOption,
+  type AgentIdentity,
+} from "../src/index.js";
 import { guardResumes } from "./resume-guard.js";
 
 const GovernedAgentOptionsSchema = z
   .object({
-    model: z.custom<BaseChatModel>((v) => typeof (v as BaseChatModel)?.invoke === "function", "must be a chat model"),
-    tools: z.array(z.custom<StructuredToolInterface>((v) => typeof (v as StructuredToolInterface)?.name === "string", "must be a tool")).min(1),
+    model: ChatModelOption,
+    tools: ToolsOption.min(1),
     /** An {@link IdentityRegistry}, or its definition object. */
     identities: z.unknown(),
-    policy: z.custom<PolicyEngine>((v) => typeof (v as PolicyEngine)?.decide === "function", "must be a PolicyEngine"),
+    policy: PolicyEngineOption,
     checkpointer: z.custom<BaseCheckpointSaver>((v) => v instanceof BaseCheckpointSaver, "must be a LangGraph checkpointer (pauses need one)"),
     /** Defaults to a {@link MemoryAuditLog}. */
-    auditLog: z.custom<AuditLog>((v) => typeof (v as AuditLog)?.append === "function", "must be an AuditLog").optional(),
+    auditLog: AuditLogOption.optional(),
     systemPrompt: z.string().optional(),
     name: z.string().min(1).default("governed-agent"),
   })
@@ -41,14 +47,10 @@ export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
  * ```
  */
 export function createGovernedAgent(options: GovernedAgentOptions) {
-  const parsed = GovernedAgentOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new EartConfigError(String(issue.path[0] ?? "options"), issue.message);
-  }
-  const { model, tools, policy, checkpointer, systemPrompt, name } = parsed.data;
-  const auditLog = parsed.data.auditLog ?? new MemoryAuditLog();
-  const registry = parsed.data.identities instanceof IdentityRegistry ? parsed.data.identities : IdentityRegistry.fromObject(parsed.data.identities);
+  const opts = parseOptions(GovernedAgentOptionsSchema, options);
+  const { model, tools, policy, checkpointer, systemPrompt, name } = opts;
+  const auditLog = opts.auditLog ?? new MemoryAuditLog();
+  const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
   const modelStep = createModelStep({ model, tools, auditLog, ...(systemPrompt ? { systemPrompt } : {}) });
   const gate = createPolicyGateParts({ policy, tools, registry, auditLog });
 

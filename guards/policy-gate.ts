@@ -1,38 +1,38 @@
 import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
-import type { StructuredToolInterface } from "@langchain/core/tools";
 import { interrupt, isGraphInterrupt, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import {
   ApprovalError,
+  AuditLogOption,
   buildApprovalRequest,
   decideFailClosed,
-  emptyThreadContext,
   EartConfigError,
-  IdentityRegistry,
+  emptyThreadContext,
+  IdentityRegistryOption,
   IdentityResolutionError,
+  parseOptions,
+  PolicyEngineOption,
   toolCallDigest,
   validateApprovalResponse,
   type AgentIdentity,
   type ApprovalRecord,
   type ApprovalRequest,
   type AuditEventInput,
-  type AuditLog,
   type DecisionRecord,
   type DecisionStatus,
   type Escalation,
   type PolicyDecision,
-  type PolicyEngine,
   type ThreadContext,
 } from "../src/index.js";
-import { checkToolArgs, indexTools, lastAIMessage, requireThreadId } from "../nodes/runtime.js";
+import { checkToolArgs, indexTools, lastAIMessage, requireThreadId, ToolsOption } from "../nodes/runtime.js";
 import type { GovernedState } from "../nodes/state.js";
 
 const PolicyGateOptionsSchema = z
   .object({
-    policy: z.custom<PolicyEngine>((v) => typeof (v as PolicyEngine)?.decide === "function", "must be a PolicyEngine"),
-    tools: z.array(z.custom<StructuredToolInterface>((v) => typeof (v as StructuredToolInterface)?.name === "string", "must be a tool")),
-    registry: z.custom<IdentityRegistry>((v) => v instanceof IdentityRegistry, "must be an IdentityRegistry"),
-    auditLog: z.custom<AuditLog>((v) => typeof (v as AuditLog)?.append === "function", "must be an AuditLog"),
+    policy: PolicyEngineOption,
+    tools: ToolsOption,
+    registry: IdentityRegistryOption,
+    auditLog: AuditLogOption,
   })
   .strict();
 export type PolicyGateOptions = z.input<typeof PolicyGateOptionsSchema>;
@@ -60,13 +60,9 @@ const STATUS_OF: Record<PolicyDecision["effect"], DecisionStatus> = {
  * same step as the model. `decideNew` writes nothing; it returns the update and the events.
  */
 export function createPolicyGateParts(options: PolicyGateOptions) {
-  const parsed = PolicyGateOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new EartConfigError(String(issue.path[0] ?? "options"), issue.message);
-  }
-  const { policy, registry, auditLog } = parsed.data;
-  const tools = indexTools(parsed.data.tools);
+  const opts = parseOptions(PolicyGateOptionsSchema, options);
+  const { policy, registry, auditLog } = opts;
+  const tools = indexTools(opts.tools);
 
   const now = () => new Date().toISOString();
 

@@ -1,15 +1,21 @@
 import { ToolMessage, type BaseMessage } from "@langchain/core/messages";
-import { ToolInputParsingException, type StructuredToolInterface } from "@langchain/core/tools";
+import { ToolInputParsingException } from "@langchain/core/tools";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import { EartConfigError, toolCallDigest, type AuditLog, type DecisionRecord, type DecisionStatus } from "../src/index.js";
-import { checkToolArgs, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId } from "./runtime.js";
+import {
+  AuditLogOption,
+  parseOptions,
+  toolCallDigest,
+  type DecisionRecord,
+  type DecisionStatus,
+} from "../src/index.js";
+import { checkToolArgs, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId, ToolsOption } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
 const GovernedToolNodeOptionsSchema = z
   .object({
-    tools: z.array(z.custom<StructuredToolInterface>((v) => typeof (v as StructuredToolInterface)?.name === "string", "must be a tool")).min(1),
-    auditLog: z.custom<AuditLog>((v) => typeof (v as AuditLog)?.append === "function", "must be an AuditLog"),
+    tools: ToolsOption.min(1),
+    auditLog: AuditLogOption,
   })
   .strict();
 export type GovernedToolNodeOptions = z.input<typeof GovernedToolNodeOptionsSchema>;
@@ -33,13 +39,9 @@ type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
  * ```
  */
 export function createGovernedToolNode(options: GovernedToolNodeOptions) {
-  const parsed = GovernedToolNodeOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new EartConfigError(String(issue.path[0] ?? "options"), issue.message);
-  }
-  const { auditLog } = parsed.data;
-  const tools = indexTools(parsed.data.tools);
+  const opts = parseOptions(GovernedToolNodeOptionsSchema, options);
+  const { auditLog } = opts;
+  const tools = indexTools(opts.tools);
 
   async function runOne(
     call: ToolCall & { id: string },

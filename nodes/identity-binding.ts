@@ -2,13 +2,14 @@ import { HumanMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import {
-  EartConfigError,
+  AuditLogOption,
   IdentityImmutableError,
   IdentityRegistry,
+  IdentityRegistryOption,
   IdentityResolutionError,
+  parseOptions,
   type AgentIdentity,
   type AuditEventInput,
-  type AuditLog,
   type IdentityClaim,
 } from "../src/index.js";
 import { messageText, requireThreadId } from "./runtime.js";
@@ -16,8 +17,8 @@ import type { GovernedState } from "./state.js";
 
 const IdentityBindingOptionsSchema = z
   .object({
-    registry: z.custom<IdentityRegistry>((v) => v instanceof IdentityRegistry, "must be an IdentityRegistry"),
-    auditLog: z.custom<AuditLog>((v) => typeof (v as AuditLog)?.append === "function", "must be an AuditLog"),
+    registry: IdentityRegistryOption,
+    auditLog: AuditLogOption,
   })
   .strict();
 export type IdentityBindingOptions = z.input<typeof IdentityBindingOptionsSchema>;
@@ -147,12 +148,8 @@ export function bindIdentityStep(
  * ```
  */
 export function createIdentityBinding(options: IdentityBindingOptions) {
-  const parsed = IdentityBindingOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new EartConfigError(String(issue.path[0] ?? "options"), issue.message);
-  }
-  const { registry, auditLog } = parsed.data;
+  const opts = parseOptions(IdentityBindingOptionsSchema, options);
+  const { registry, auditLog } = opts;
 
   return async function bindIdentity(
     state: Pick<GovernedState, "identity" | "messages">,

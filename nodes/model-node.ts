@@ -1,19 +1,23 @@
 import { randomUUID } from "node:crypto";
-import type { BaseChatModel } from "@langchain/core/language_models/chat_models";
 import { SystemMessage, type BaseMessage } from "@langchain/core/messages";
 import type { Runnable } from "@langchain/core/runnables";
-import type { StructuredToolInterface } from "@langchain/core/tools";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import { EartConfigError, toolCallDigest, type AuditEventInput, type AuditLog } from "../src/index.js";
-import { messageText, requireThreadId } from "./runtime.js";
+import {
+  AuditLogOption,
+  EartConfigError,
+  parseOptions,
+  toolCallDigest,
+  type AuditEventInput,
+} from "../src/index.js";
+import { messageText, requireThreadId, ChatModelOption, ToolsOption } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
 const ModelNodeOptionsSchema = z
   .object({
-    model: z.custom<BaseChatModel>((v) => typeof (v as BaseChatModel)?.invoke === "function", "must be a chat model"),
-    tools: z.array(z.custom<StructuredToolInterface>((v) => typeof (v as StructuredToolInterface)?.name === "string", "must be a tool")),
-    auditLog: z.custom<AuditLog>((v) => typeof (v as AuditLog)?.append === "function", "must be an AuditLog"),
+    model: ChatModelOption,
+    tools: ToolsOption,
+    auditLog: AuditLogOption,
     systemPrompt: z.string().optional(),
   })
   .strict();
@@ -31,12 +35,8 @@ export interface ModelStep {
  * the model, and describes what it proposed.
  */
 export function createModelStep(options: ModelNodeOptions) {
-  const parsed = ModelNodeOptionsSchema.safeParse(options);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new EartConfigError(String(issue.path[0] ?? "options"), issue.message);
-  }
-  const { model, tools, systemPrompt } = parsed.data;
+  const opts = parseOptions(ModelNodeOptionsSchema, options);
+  const { model, tools, systemPrompt } = opts;
   if (tools.length > 0 && typeof model.bindTools !== "function") {
     throw new EartConfigError("model", "the model cannot call tools (it has no bindTools)");
   }

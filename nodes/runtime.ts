@@ -1,5 +1,7 @@
 import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
+import type { BaseChatModel } from "@langchain/core/language_models/chat_models";
 import type { StructuredToolInterface } from "@langchain/core/tools";
+import { z } from "zod";
 import { interopSafeParseAsync, isInteropZodSchema } from "@langchain/core/utils/types";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { EartConfigError } from "../src/index.js";
@@ -60,3 +62,11 @@ export function indexTools(tools: readonly StructuredToolInterface[], field = "t
 
 /** Errors that must pass through every catch: interrupts and other graph control flow. */
 export { isGraphBubbleUp as isGraphControlFlow } from "@langchain/langgraph";
+
+/** Option schema: LangChain tools. */
+export const ToolsOption = z.array(
+  z.custom<StructuredToolInterface>((v) => typeof (v as StructuredToolInterface)?.name === "string", "must be a LangChain tool"),
+);
+
+/** Option schema: a LangChain chat model. */
+export const ChatModelOption = z.custom<BaseChatModel>((v) => typeof (v as BaseChatModel)?.invoke === "function", "must be a chat model");

@@ -27,3 +27,4 @@ export {
   type ChainHead,
 } from "./audit.js";
 export { SqliteAuditLog, type SqliteAuditLogOptions } from "./audit-sqlite.js";
+export { AuditLogOption, IdentityRegistryOption, parseOptions, PolicyEngineOption } from "./options.js";

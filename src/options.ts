@@ -1,0 +1,32 @@
+import { z } from "zod";
+import type { AuditLog } from "./audit.js";
+import { EartConfigError } from "./errors.js";
+import { IdentityRegistry } from "./identity.js";
+import type { PolicyEngine } from "./policy.js";
+
+/**
+ * Parses factory options once, at construction. Throws {@link EartConfigError} naming the first
+ * bad option (`"options"` for unknown keys or a non-object).
+ * @example
+ * ```ts
+ * const { auditLog } = parseOptions(z.object({ auditLog: AuditLogOption }).strict(), options);
+ * ```
+ */
+export function parseOptions<S extends z.ZodType>(schema: S, options: unknown): z.output<S> {
+  const parsed = schema.safeParse(options);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  throw new EartConfigError(String(issue.path[0] ?? "options"), issue.message);
+}
+
+/** Option schema: an {@link AuditLog} (anything with its methods). */
+export const AuditLogOption = z.custom<AuditLog>(
+  (v) => typeof (v as AuditLog)?.append === "function" && typeof (v as AuditLog)?.read === "function",
+  "must be an AuditLog",
+);
+
+/** Option schema: an {@link IdentityRegistry}. */
+export const IdentityRegistryOption = z.custom<IdentityRegistry>((v) => v instanceof IdentityRegistry, "must be an IdentityRegistry");
+
+/** Option schema: a {@link PolicyEngine}. */
+export const PolicyEngineOption = z.custom<PolicyEngine>((v) => typeof (v as PolicyEngine)?.decide === "function", "must be a PolicyEngine");
