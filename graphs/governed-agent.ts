@@ -1,4 +1,4 @@
-import { AIMessage, type BaseMessage } from "@langchain/core/messages";
+import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { BaseCheckpointSaver, END, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import { createPolicyGateParts, routeAfterPolicyGate, type GateUpdate } from "../guards/index.js";
@@ -57,7 +57,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
     const threadId = requireThreadId(config);
     const last = state.messages[state.messages.length - 1];
-    const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: last?._getType() === "human" });
+    const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: last !== undefined && HumanMessage.isInstance(last) });
     const turn = await modelStep(state.messages, config, threadId);
     const update: GateUpdate & { identity?: AgentIdentity } = binding.newlyBound ? { identity: binding.identity } : {};
     const messages: BaseMessage[] = [turn.message];
