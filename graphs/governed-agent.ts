@@ -3,7 +3,7 @@ import { BaseCheckpointSaver, END, START, StateGraph, type LangGraphRunnableConf
 import { z } from "zod";
 import { createPolicyGateParts, routeAfterPolicyGate, type GateUpdate } from "../guards/index.js";
 import { bindIdentityStep, createGovernedToolNode, createModelStep, GovernedAnnotation, requireThreadId, type GovernedState } from "../nodes/index.js";
-import { ChatModelOption, ToolsOption } from "../nodes/runtime.js";
+import { assertNoPendingApproval, ChatModelOption, ToolsOption } from "../nodes/runtime.js";
 import {
   AuditLogOption,
   IdentityRegistry,
@@ -56,6 +56,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
 
   async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
     const threadId = requireThreadId(config);
+    assertNoPendingApproval(state, threadId);
     const last = state.messages[state.messages.length - 1];
     const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: last !== undefined && HumanMessage.isInstance(last) });
     const turn = await modelStep(state.messages, config, threadId);

@@ -1,6 +1,6 @@
 import { isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
-import { EartConfigError, ThreadStateError } from "../src/index.js";
+import { EartConfigError, isApprovalRequest, ThreadStateError } from "../src/index.js";
 
 /** The part of a compiled graph the resume guard needs. */
 interface ResumableGraph {
@@ -31,8 +31,9 @@ export async function assertResumable(graph: Pick<ResumableGraph, "getState">, c
 }
 
 /**
- * Makes a compiled graph refuse resumes (`new Command({ resume })`) on unknown or finished
- * threads with a typed error, through `invoke` and `stream`. Returns the same graph.
+ * Makes a compiled graph refuse, with a typed error and before anything is written, resumes
+ * (`new Command({ resume })`) on unknown or finished threads, and new input on a thread that waits
+ * for an approval; through `invoke` and `stream`. Returns the same graph.
  * @example
  * ```ts
  * const app = guardResumes(new StateGraph(State)....compile({ checkpointer }));
@@ -42,7 +43,31 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   const stream = graph.stream.bind(graph);
   graph.stream = (async (input: unknown, options?: RunnableConfig) => {
     if (isCommand(input) && input.resume !== undefined) await assertResumable(graph, options);
+    else if (input !== null && input !== undefined && !isCommand(input)) await assertNotAwaitingApproval(graph, options);
     return stream(input, options);
   }) as G["stream"];
   return graph;
+}
+
+/**
+ * Refuses new input on a thread that waits for an approval: LangGraph would start a new run and
+ * drop the pending request, leaving the proposed calls unanswered. Throws
+ * {@link ThreadStateError} (`thread_awaiting_approval`) before anything is written.
+ * @example
+ * ```ts
+ * await assertNotAwaitingApproval(app, { configurable: { thread_id: "t1" } });
+ * ```
+ */
+export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig | undefined): Promise<void> {
+  const threadId = config?.configurable?.thread_id;
+  if (typeof threadId !== "string" && typeof threadId !== "number") return;
+  const snapshot = await graph.getState(config!);
+  if (!snapshot.createdAt) return;
+  if (snapshot.tasks.some((t) => (t.interrupts ?? []).some((i) => isApprovalRequest((i as { value?: unknown }).value)))) {
+    throw new ThreadStateError(
+      "thread_awaiting_approval",
+      String(threadId),
+      `Thread "${threadId}" waits for an approval; answer it before sending new input`,
+    );
+  }
 }

@@ -10,7 +10,7 @@ import {
   toolCallDigest,
   type AuditEventInput,
 } from "../src/index.js";
-import { messageText, requireThreadId, ChatModelOption, ToolsOption } from "./runtime.js";
+import { assertNoPendingApproval, messageText, requireThreadId, ChatModelOption, ToolsOption } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
 const ModelNodeOptionsSchema = z
@@ -82,8 +82,9 @@ export function createModelNode(options: ModelNodeOptions) {
   const modelStep = createModelStep(options);
   const { auditLog } = options;
 
-  return async function agent(state: Pick<GovernedState, "messages">, config: LangGraphRunnableConfig): Promise<{ messages: BaseMessage[] }> {
+  return async function agent(state: Pick<GovernedState, "messages"> & Partial<Pick<GovernedState, "decisions">>, config: LangGraphRunnableConfig): Promise<{ messages: BaseMessage[] }> {
     const threadId = requireThreadId(config);
+    assertNoPendingApproval(state, threadId);
     const step = await modelStep(state.messages, config, threadId);
     await auditLog.append(step.events);
     return { messages: [step.message] };

@@ -4,7 +4,7 @@ import type { StructuredToolInterface } from "@langchain/core/tools";
 import { z } from "zod";
 import { interopSafeParseAsync, isInteropZodSchema } from "@langchain/core/utils/types";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
-import { EartConfigError } from "../src/index.js";
+import { EartConfigError, ThreadStateError, type DecisionRecord } from "../src/index.js";
 
 /** The thread id of a run; governed nodes need one (their records are per thread). */
 export function requireThreadId(config: LangGraphRunnableConfig | undefined): string {
@@ -70,3 +70,21 @@ export const ToolsOption = z.array(
 
 /** Option schema: a LangChain chat model. */
 export const ChatModelOption = z.custom<BaseChatModel>((v) => typeof (v as BaseChatModel)?.invoke === "function", "must be a chat model");
+
+/**
+ * Refuses to call the model while the governed message still has calls waiting for approval:
+ * new input on a paused thread would leave them unanswered. Nothing runs.
+ */
+export function assertNoPendingApproval(state: { messages: readonly BaseMessage[]; decisions?: readonly DecisionRecord[] }, threadId: string): void {
+  const pending = new Set((state.decisions ?? []).filter((d) => d.status === "pending_approval").map((d) => d.messageId));
+  if (pending.size === 0) return;
+  for (let i = state.messages.length - 1; i >= 0; i--) {
+    const message = state.messages[i]!;
+    if (AIMessage.isInstance(message)) {
+      if (message.id && pending.has(message.id)) {
+        throw new ThreadStateError("thread_awaiting_approval", threadId, `Thread "${threadId}" waits for an approval; answer it before sending new input`);
+      }
+      return;
+    }
+  }
+}

@@ -23,6 +23,7 @@ export type EartErrorCode =
   | "approval_edit_not_permitted"
   | "thread_unknown"
   | "thread_not_paused"
+  | "thread_awaiting_approval"
   | "audit_store_failure"
   | "audit_input_invalid";
 
@@ -149,8 +150,9 @@ export class ApprovalError extends EartError {
 }
 
 /**
- * A resume was sent to a thread that does not exist or is not paused. LangGraph ignores such
- * resumes silently; eart refuses them.
+ * A resume was sent to a thread that does not exist or is not paused (LangGraph ignores such
+ * resumes silently; eart refuses them), or new input was sent to a thread that waits for an
+ * approval (answer the approval first).
  * @example
  * ```ts
  * await agent.invoke(new Command({ resume }), { configurable: { thread_id: "nope" } }); // throws
@@ -158,7 +160,7 @@ export class ApprovalError extends EartError {
  */
 export class ThreadStateError extends EartError {
   readonly threadId: string;
-  constructor(code: "thread_unknown" | "thread_not_paused", threadId: string, message: string) {
+  constructor(code: "thread_unknown" | "thread_not_paused" | "thread_awaiting_approval", threadId: string, message: string) {
     super(code, message, { threadId });
     this.threadId = threadId;
   }

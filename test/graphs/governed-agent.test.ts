@@ -464,3 +464,21 @@ describe("identity on later runs", () => {
     expect(events.filter((e) => e.type === "run.started")).toHaveLength(2);
   });
 });
+
+describe("new input while an approval waits", () => {
+  it("is refused before the model runs, and the approval still works", async () => {
+    const setup = refundSetup([[refund("c1", 740)]]);
+    await pausedOn(setup, "t-busy");
+    const calls = setup.model.callCount;
+    const error = await setup.agent.invoke(ask("Also refund order 1043, $60."), config("t-busy")).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ThreadStateError);
+    expect((error as ThreadStateError).code).toBe("thread_awaiting_approval");
+    expect(setup.model.callCount).toBe(calls);
+    // Nothing was written: the thread is still paused on the same request, and it still works.
+    const state = await setup.agent.getState(config("t-busy"));
+    expect(state.values.messages.filter((m) => m.content === "Also refund order 1043, $60.")).toEqual([]);
+    expect(pendingApproval(state)?.requests[0]?.toolCallId).toBe("c1");
+    await setup.agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config("t-busy"));
+    expect(setup.refunds()).toHaveLength(1);
+  });
+});

@@ -1,7 +1,7 @@
 import { AIMessage, HumanMessage, ToolMessage } from "@langchain/core/messages";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { EartConfigError, IdentityImmutableError, MemoryAuditLog, toolCallDigest, type DecisionRecord } from "eart";
+import { EartConfigError, IdentityImmutableError, MemoryAuditLog, ThreadStateError, toolCallDigest, type DecisionRecord } from "eart";
 import { createGovernedToolNode, createIdentityBinding, createModelNode } from "eart/nodes";
 import { scriptedModel } from "eart/testing";
 import { createRefundTools } from "../../examples/refund/tools.js";
@@ -92,6 +92,18 @@ describe("model node, called directly", () => {
       messageId: messages[0]!.id,
       toolCalls: [{ id: "c1", name: "lookup_order", args: { orderId: "1042" }, digest: toolCallDigest("lookup_order", { orderId: "1042" }) }],
     });
+  });
+});
+
+describe("model node refuses to run past a pending approval", () => {
+  it("throws thread_awaiting_approval and never calls the model", async () => {
+    const model = scriptedModel(() => new AIMessage("hi"));
+    const agent = createModelNode({ model, tools: createRefundTools(new Database(":memory:")).all, auditLog: new MemoryAuditLog() });
+    const proposing = new AIMessage({ id: "m1", content: "", tool_calls: [{ id: "c1", name: "issue_refund", args: { orderId: "1042", amount: 740 } }] });
+    const pending = { toolCallId: "c1", messageId: "m1", status: "pending_approval" } as DecisionRecord;
+    const error = await agent({ messages: [proposing, new HumanMessage("and another")], decisions: [pending] }, cfg()).catch((e: unknown) => e);
+    expect((error as ThreadStateError).code).toBe("thread_awaiting_approval");
+    expect(model.callCount).toBe(0);
   });
 });
 
