@@ -29,3 +29,5 @@ export function scriptedModel(script: ModelScript, options: { turns?: number } =
 }
 
 export type { FakeBuiltModel };
+
+export { policyEngineSpec, requestOf, SEED_POLICY_CASES, type PolicyEngineCase, type SpecRunner } from "./policy-engine-spec.js";

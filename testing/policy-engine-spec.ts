@@ -1,0 +1,174 @@
+import { PolicyDecisionSchema, type AgentIdentity, type PolicyDecision, type PolicyEffect, type PolicyEngine, type PolicyRequest } from "../src/index.js";
+
+/** One row of the conformance table: a request and the decision every engine must give. */
+export interface PolicyEngineCase {
+  name: string;
+  agent: { id: string; roles: string[] };
+  user?: { id: string; roles: string[] };
+  tool: string;
+  args: Record<string, unknown>;
+  sensitivity?: string[];
+  expect: { effect: PolicyEffect; policyIds?: string[]; approverRoles?: string[] };
+}
+
+const support = { id: "support-agent", roles: ["support"] };
+const sales = { id: "sales-agent", roles: ["sales"] };
+const finance = { id: "finance-agent", roles: ["finance-agent"] };
+const loans = { id: "loan-agent", roles: ["lending"] };
+const procurement = { id: "procurement-agent", roles: ["procurement"] };
+
+const refund = (amountCents: number, ids: string[], effect: PolicyEffect, approverRoles?: string[]): PolicyEngineCase => ({
+  name: `refund of ${amountCents} cents`,
+  agent: support,
+  tool: "issue_refund",
+  args: { orderId: "1042", amountCents },
+  expect: { effect, policyIds: ids, ...(approverRoles ? { approverRoles } : {}) },
+});
+const discount = (percent: number, ids: string[], effect: PolicyEffect, approverRoles?: string[]): PolicyEngineCase => ({
+  name: `discount of ${percent}%`,
+  agent: sales,
+  tool: "apply_discount",
+  args: { quoteId: "Q-7", percent },
+  expect: { effect, policyIds: ids, ...(approverRoles ? { approverRoles } : {}) },
+});
+
+/**
+ * The seed scenarios as a table: refund tiers, discount over threshold needs a manager, payments
+ * always need finance, loan approval never by the agent, procurement renegotiation
+ * recommend-only, external e-mail after payment data. Money is in integer cents.
+ */
+export const SEED_POLICY_CASES: readonly PolicyEngineCase[] = [
+  { name: "order lookup", agent: support, tool: "lookup_order", args: { orderId: "1042" }, expect: { effect: "allow", policyIds: ["orders.lookup"] } },
+  refund(1, ["refund.small"], "allow"),
+  refund(6_000, ["refund.small"], "allow"),
+  refund(9_999, ["refund.small"], "allow"),
+  refund(10_000, ["refund.small"], "allow"),
+  refund(10_001, ["refund.supervisor"], "require_approval", ["supervisor"]),
+  refund(74_000, ["refund.supervisor"], "require_approval", ["supervisor"]),
+  refund(499_999, ["refund.supervisor"], "require_approval", ["supervisor"]),
+  refund(500_000, ["refund.supervisor"], "require_approval", ["supervisor"]),
+  refund(500_001, ["refund.limit"], "deny"),
+  refund(920_000, ["refund.limit"], "deny"),
+  refund(100_000_000, ["refund.limit"], "deny"),
+  discount(0, ["discount.small"], "allow"),
+  discount(5, ["discount.small"], "allow"),
+  discount(10, ["discount.small"], "allow"),
+  discount(11, ["discount.manager"], "require_approval", ["sales-manager"]),
+  discount(25, ["discount.manager"], "require_approval", ["sales-manager"]),
+  discount(30, ["discount.manager"], "require_approval", ["sales-manager"]),
+  discount(31, ["discount.limit"], "deny"),
+  discount(90, ["discount.limit"], "deny"),
+  { name: "a finance agent prepares a payment", agent: finance, tool: "prepare_payment", args: { payee: "ACME", amountCents: 120_000 }, expect: { effect: "allow", policyIds: ["payment.prepare"] } },
+  { name: "a support agent may not prepare a payment", agent: support, tool: "prepare_payment", args: { payee: "ACME", amountCents: 120_000 }, expect: { effect: "deny", policyIds: ["eart.default-deny"] } },
+  ...[1, 100_000, 5_000_000, 900_000_000].map((amountCents) => ({
+    name: `executing a payment of ${amountCents} cents`,
+    agent: finance,
+    tool: "execute_payment",
+    args: { paymentId: "P-1", amountCents },
+    expect: { effect: "require_approval" as const, policyIds: ["payment.finance"], approverRoles: ["finance"] },
+  })),
+  ...[100_000, 5_000_000].map((amountCents) => ({
+    name: `recommending a loan of ${amountCents} cents`,
+    agent: loans,
+    tool: "recommend_loan",
+    args: { applicationId: "L-9", amountCents },
+    expect: { effect: "allow" as const, policyIds: ["loan.recommend"] },
+  })),
+  ...[5_000_001, 25_000_000].map((amountCents) => ({
+    name: `recommending a loan of ${amountCents} cents`,
+    agent: loans,
+    tool: "recommend_loan",
+    args: { applicationId: "L-9", amountCents },
+    expect: { effect: "escalate" as const, policyIds: ["loan.underwriter"] },
+  })),
+  ...[1, 100_000, 25_000_000].map((amountCents) => ({
+    name: `approving a loan of ${amountCents} cents`,
+    agent: loans,
+    tool: "approve_loan",
+    args: { applicationId: "L-9", amountCents },
+    expect: { effect: "deny" as const, policyIds: ["loan.approve.never"] },
+  })),
+  { name: "recommend a renegotiation", agent: procurement, tool: "recommend_renegotiation", args: { supplierId: "S-3", savingCents: 1_200_000 }, expect: { effect: "allow", policyIds: ["procurement.recommend"] } },
+  { name: "initiate a renegotiation", agent: procurement, tool: "initiate_renegotiation", args: { supplierId: "S-3" }, expect: { effect: "require_approval", policyIds: ["procurement.initiate"], approverRoles: ["procurement-manager"] } },
+  { name: "external e-mail on a clean thread", agent: support, tool: "send_external_email", args: { to: "a@example.com", body: "hi" }, expect: { effect: "allow", policyIds: ["email.external"] } },
+  { name: "external e-mail on a thread labelled internal", agent: support, tool: "send_external_email", args: { to: "a@example.com", body: "hi" }, sensitivity: ["internal"], expect: { effect: "allow", policyIds: ["email.external"] } },
+  { name: "external e-mail after payment data", agent: support, tool: "send_external_email", args: { to: "a@example.com", body: "hi" }, sensitivity: ["payment"], expect: { effect: "deny", policyIds: ["email.after-payment-data"] } },
+  { name: "external e-mail after payment and personal data", agent: support, tool: "send_external_email", args: { to: "a@example.com", body: "hi" }, sensitivity: ["personal", "payment"], expect: { effect: "deny", policyIds: ["email.after-payment-data"] } },
+  { name: "a tool no policy names", agent: support, tool: "delete_customer", args: { customerId: "C-1" }, expect: { effect: "deny", policyIds: ["eart.default-deny"] } },
+  { name: "another unnamed tool", agent: finance, tool: "wire_money", args: { amountCents: 1 }, expect: { effect: "deny", policyIds: ["eart.default-deny"] } },
+  { name: "a loan agent issuing a refund follows the refund rules", agent: loans, tool: "issue_refund", args: { orderId: "1", amountCents: 500 }, expect: { effect: "allow", policyIds: ["refund.small"] } },
+];
+
+/** Builds the request of a table row. */
+export function requestOf(c: PolicyEngineCase): PolicyRequest {
+  const user = c.user ?? { id: "cara", roles: ["customer"] };
+  const identity: AgentIdentity = {
+    schemaVersion: 1,
+    id: c.agent.id,
+    roles: c.agent.roles,
+    tools: [c.tool],
+    dataScopes: [],
+    onBehalfOf: user,
+    source: "configurable.user_id",
+  };
+  return { identity, tool: { name: c.tool, args: c.args }, context: { items: [], sensitivity: c.sensitivity ?? [] }, threadId: "spec" };
+}
+
+/** The test functions the spec needs; pass vitest's (or jest's). */
+export interface SpecRunner {
+  describe: (name: string, body: () => void) => void;
+  it: (name: string, body: () => void | Promise<void>) => void;
+  expect: (value: unknown) => {
+    toBe(expected: unknown): void;
+    toEqual(expected: unknown): void;
+    toMatch(expected: RegExp): void;
+    toBeGreaterThan(expected: number): void;
+  };
+}
+
+/**
+ * The conformance suite every {@link PolicyEngine} runs: the contract (well-formed decisions,
+ * version, determinism, default deny) and the seed table, so two engines loaded with the same
+ * policy decide the same.
+ * @example
+ * ```ts
+ * import { describe, it, expect } from "vitest";
+ * policyEngineSpec("typed rules", () => seedPolicy, { describe, it, expect });
+ * ```
+ */
+export function policyEngineSpec(
+  name: string,
+  makeEngine: () => PolicyEngine | Promise<PolicyEngine>,
+  { describe, it, expect }: SpecRunner,
+  cases: readonly PolicyEngineCase[] = SEED_POLICY_CASES,
+): void {
+  describe(`policyEngineSpec: ${name}`, () => {
+    it("has a content version", async () => {
+      const engine = await makeEngine();
+      expect(engine.version).toMatch(/^[0-9a-f]{64}$/);
+    });
+
+    it("gives well-formed decisions that carry the engine's version, the same each time", async () => {
+      const engine = await makeEngine();
+      for (const c of cases.slice(0, 5)) {
+        const first = await engine.decide(requestOf(c));
+        expect(PolicyDecisionSchema.safeParse(first).success).toBe(true);
+        expect(first.version).toBe(engine.version);
+        expect(first.reasons.length).toBeGreaterThan(0);
+        expect(await engine.decide(requestOf(c))).toEqual(first);
+      }
+    });
+
+    for (const c of cases) {
+      it(`${c.tool}: ${c.name} → ${c.expect.effect}`, async () => {
+        const engine = await makeEngine();
+        const decision: PolicyDecision = await engine.decide(requestOf(c));
+        expect(decision.effect).toBe(c.expect.effect);
+        if (c.expect.policyIds) expect([...decision.policyIds].sort()).toEqual([...c.expect.policyIds].sort());
+        if (c.expect.approverRoles) {
+          expect(decision.effect === "require_approval" ? [...decision.approverRoles].sort() : []).toEqual([...c.expect.approverRoles].sort());
+        }
+      });
+    }
+  });
+}
