@@ -66,6 +66,14 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
 
   const now = () => new Date().toISOString();
 
+  /** The case handed to a human for the escalated calls. */
+  const escalationOf = (escalated: DecisionRecord[]): Escalation => ({
+    reason: escalated.flatMap((r) => r.verdict.reasons).join("; "),
+    toolCallIds: escalated.map((r) => r.toolCallId),
+    policyIds: [...new Set(escalated.flatMap((r) => r.verdict.policyIds))],
+    at: now(),
+  });
+
   async function evaluate(
     call: ToolCall & { id: string },
     messageId: string,
@@ -169,14 +177,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, pending) });
     }
     const update: GateUpdate = { decisions: records, messages: answers };
-    if (escalated.length > 0) {
-      update.escalation = {
-        reason: escalated.flatMap((r) => r.verdict.reasons).join("; "),
-        toolCallIds: escalated.map((r) => r.toolCallId),
-        policyIds: [...new Set(escalated.flatMap((r) => r.verdict.policyIds))],
-        at: now(),
-      };
-    }
+    if (escalated.length > 0) update.escalation = escalationOf(escalated);
     return { update, events };
   }
 
@@ -191,7 +192,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     identity: AgentIdentity,
     context: ThreadContext,
     threadId: string,
-  ): Promise<{ ok: true; records: DecisionRecord[]; approverId: string } | { ok: false; error: ApprovalError }> {
+  ): Promise<
+    { ok: true; records: DecisionRecord[]; approverId: string; types: Map<string, ApprovalRecord["type"]> } | { ok: false; error: ApprovalError }
+  > {
     try {
       const { response } = validateApprovalResponse(raw, request, { registry, identity });
       const byId = new Map(pending.map((r) => [r.toolCallId, r]));
@@ -201,7 +204,11 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         const record = byId.get(d.toolCallId)!;
         const approval: ApprovalRecord = { approverId: response.approver.id, type: d.type, at, ...(d.message !== undefined ? { message: d.message } : {}) };
         if (d.type === "approve") {
-          records.push({ ...record, status: "approved", approvals: [...record.approvals, approval] });
+          records.push(
+            record.verdict.version === policy.version
+              ? { ...record, status: "approved", approvals: [...record.approvals, approval] }
+              : await reevaluateApproved(record, approval, identity, context, threadId),
+          );
         } else if (d.type === "reject") {
           records.push({ ...record, status: "rejected", approvals: [...record.approvals, approval] });
         } else if (d.type === "respond") {
@@ -235,11 +242,33 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           });
         }
       }
-      return { ok: true, records, approverId: response.approver.id };
+      return { ok: true, records, approverId: response.approver.id, types: new Map(response.decisions.map((d) => [d.toolCallId, d.type])) };
     } catch (error) {
       if (error instanceof ApprovalError) return { ok: false, error };
       throw error;
     }
+  }
+
+  /**
+   * The policy set changed between the request and the approval: the call is decided again
+   * before it can run. Allowed, or still needing an approval this approver may give: approved.
+   * Needing roles the approver lacks: asked again. Denied or escalated: not run.
+   */
+  async function reevaluateApproved(
+    record: DecisionRecord,
+    approval: ApprovalRecord,
+    identity: AgentIdentity,
+    context: ThreadContext,
+    threadId: string,
+  ): Promise<DecisionRecord> {
+    const checked = await checkToolArgs(tools.get(record.name)!, record.args);
+    const verdict: PolicyDecision = checked.ok
+      ? await decideFailClosed(policy, { identity, tool: { name: record.name, args: checked.args }, context, threadId })
+      : { effect: "deny", reasons: [`Invalid arguments for ${record.name}: ${checked.message}`], policyIds: [BUILTIN_POLICY_IDS.arguments], version: policy.version };
+    const approvedBy = (v: PolicyDecision) =>
+      v.effect === "allow" || (v.effect === "require_approval" && registry.userHasAnyRole(approval.approverId, v.approverRoles));
+    if (approvedBy(verdict)) return { ...record, verdict, status: "approved", approvals: [...record.approvals, approval] };
+    return { ...record, verdict, status: STATUS_OF[verdict.effect] };
   }
 
   /** Second pass: pause for the pending calls; on resume apply the decisions. */
@@ -266,26 +295,30 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       }
       result = await resolve(answer, request, pending, identity, state.context ?? emptyThreadContext(), threadId);
     }
-    const { records, approverId } = result;
+    const { records, approverId, types } = result;
     const events: AuditEventInput[] = records.map((r) => {
-      const approval = r.approvals[r.approvals.length - 1]!;
+      const approval = r.approvals.at(-1);
       return {
         threadId,
         type: "approval.decided",
         data: {
           toolCallId: r.toolCallId,
           name: r.name,
-          decision: approval.type,
+          decision: types.get(r.toolCallId)!,
           approverId,
           digest: r.digest,
-          originalDigest: approval.originalDigest ?? r.digest,
-          message: approval.message ?? null,
+          originalDigest: approval?.originalDigest ?? r.digest,
+          message: approval?.approverId === approverId ? (approval.message ?? null) : null,
           status: r.status,
+          effect: r.verdict.effect,
           policyIds: r.verdict.policyIds,
           policyVersion: r.verdict.version,
+          requestedUnderVersion: request.requests.find((q) => q.toolCallId === r.toolCallId)?.policyVersion ?? null,
         },
       };
     });
+    const askedAgain = records.filter((r) => r.status === "pending_approval");
+    if (askedAgain.length > 0) events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, askedAgain) });
     await auditLog.append(events);
     const messages: BaseMessage[] = [];
     const edited = new Map(records.filter((r) => r.approvals.at(-1)?.type === "edit").map((r) => [r.toolCallId, r]));
@@ -301,6 +334,19 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         }),
       );
     }
+    const refusedNow = records.filter((r) => r.status === "denied" || r.status === "escalated");
+    for (const r of refusedNow) {
+      const why = r.verdict.reasons.join("; ");
+      messages.push(
+        new ToolMessage({
+          tool_call_id: r.toolCallId,
+          name: r.name,
+          content: r.status === "denied" ? `Denied by policy: ${why}` : `Escalated to a human: ${why}`,
+          status: "error",
+        }),
+      );
+    }
+    const escalated = refusedNow.filter((r) => r.status === "escalated");
     for (const r of records) {
       if (r.status === "responded") {
         // The approver answers in the tool's place; the tool does not run.
@@ -317,7 +363,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         );
       }
     }
-    return { decisions: records, messages };
+    const update: GateUpdate = { decisions: records, messages };
+    if (escalated.length > 0) update.escalation = escalationOf(escalated);
+    return update;
   }
 
   async function policyGate(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate> {

@@ -1,5 +1,5 @@
 import { AIMessage, ToolMessage } from "@langchain/core/messages";
-import { Command } from "@langchain/langgraph";
+import { Command, MemorySaver } from "@langchain/langgraph";
 import { describe, expect, it } from "vitest";
 import {
   ApprovalError,
@@ -480,5 +480,65 @@ describe("new input while an approval waits", () => {
     expect(pendingApproval(state)?.requests[0]?.toolCallId).toBe("c1");
     await setup.agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config("t-busy"));
     expect(setup.refunds()).toHaveLength(1);
+  });
+});
+
+describe("the policy set changes while a call waits for approval", () => {
+  const stricter = definePolicy({
+    name: "refunds-v2",
+    rules: [
+      { id: "refund.small", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 100, effect: "allow" },
+      { id: "refund.finance", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) > 100 && Number(r.tool.args.amount) <= 500, effect: "require_approval", approverRoles: ["finance"] },
+      { id: "refund.limit-v2", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) > 500, effect: "deny", reason: "Refunds over $500 are no longer allowed" },
+    ],
+  });
+
+  async function pausedThenRedeployed(amount: number, threadId: string) {
+    const checkpointer = new MemorySaver();
+    const before = refundSetup([[refund("c1", amount)]], { checkpointer });
+    const request = await pausedOn(before, threadId);
+    // A new deployment: same thread store and audit log, new policy set.
+    const after = refundSetup([[refund("c1", amount)]], { checkpointer, policy: stricter, auditLog: before.auditLog });
+    return { request, after };
+  }
+
+  it("decides the call again: now denied, so the approval does not run it", async () => {
+    const { request, after } = await pausedThenRedeployed(740, "t-v2-deny");
+    const result = await after.agent.invoke(
+      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }),
+      config("t-v2-deny"),
+    );
+    expect(after.refunds()).toEqual([]);
+    expect(answersTo(result.messages, "c1")[0]?.content).toBe("Denied by policy: Refunds over $500 are no longer allowed");
+    const decided = (await after.auditLog.read("t-v2-deny")).find((e) => e.type === "approval.decided")!;
+    expect(decided.data).toMatchObject({
+      decision: "approve",
+      status: "denied",
+      policyVersion: stricter.version,
+      requestedUnderVersion: request.requests[0]!.policyVersion,
+    });
+    expect(request.requests[0]!.policyVersion).not.toBe(stricter.version);
+  });
+
+  it("asks again when the new policy needs a role the approver lacks, then runs on the right approval", async () => {
+    const { after } = await pausedThenRedeployed(300, "t-v2-reask");
+    const again = await after.agent.invoke(
+      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }),
+      config("t-v2-reask"),
+    );
+    expect(after.refunds()).toEqual([]);
+    const request = pendingApproval(again);
+    expect(request?.requests[0]).toMatchObject({ toolCallId: "c1", approverRoles: ["finance"], policyIds: ["refund.finance"], policyVersion: stricter.version });
+    await after.agent.invoke(new Command({ resume: { approver: { id: "fay" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config("t-v2-reask"));
+    expect(after.refunds()).toEqual([{ orderId: "1042", amount: 300, toolCallId: "c1" }]);
+    const events = await after.auditLog.read("t-v2-reask");
+    expect(events.filter((e) => e.type === "approval.requested").map((e) => (e.data as { requests: { approverRoles: string[] }[] }).requests[0]!.approverRoles)).toEqual([
+      ["supervisor"],
+      ["finance"],
+    ]);
+    expect(events.filter((e) => e.type === "approval.decided").map((e) => [(e.data as { approverId: string }).approverId, (e.data as { status: string }).status])).toEqual([
+      ["sam", "pending_approval"],
+      ["fay", "approved"],
+    ]);
   });
 });
