@@ -28,3 +28,4 @@ export {
 } from "./audit.js";
 export { SqliteAuditLog, type SqliteAuditLogOptions } from "./audit-sqlite.js";
 export { AuditLogOption, IdentityRegistryOption, parseOptions, PolicyEngineOption } from "./options.js";
+export * from "./policy-cedar.js";
