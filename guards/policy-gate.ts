@@ -3,6 +3,7 @@ import { interrupt, isGraphInterrupt, type LangGraphRunnableConfig } from "@lang
 import { z } from "zod";
 import {
   ApprovalError,
+  approversOf,
   AuditLogOption,
   buildApprovalRequest,
   decideFailClosed,
@@ -206,7 +207,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         if (d.type === "approve") {
           records.push(
             record.verdict.version === policy.version
-              ? { ...record, status: "approved", approvals: [...record.approvals, approval] }
+              ? withApproval(record, record.verdict, [...record.approvals, approval])
               : await reevaluateApproved(record, approval, identity, context, threadId),
           );
         } else if (d.type === "reject") {
@@ -232,14 +233,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
               { toolCallId: record.toolCallId, effect: verdict.effect, policyIds: verdict.policyIds },
             );
           }
-          records.push({
-            ...record,
-            args,
-            digest: toolCallDigest(record.name, args),
-            verdict,
-            status: "approved",
-            approvals: [...record.approvals, { ...approval, originalDigest: record.digest }],
-          });
+          // Earlier approvals were for the call as it was: the edited call starts its own list.
+          records.push(withApproval({ ...record, args, digest: toolCallDigest(record.name, args) }, verdict, [{ ...approval, originalDigest: record.digest }]));
         }
       }
       return { ok: true, records, approverId: response.approver.id, types: new Map(response.decisions.map((d) => [d.toolCallId, d.type])) };
@@ -265,10 +260,22 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const verdict: PolicyDecision = checked.ok
       ? await decideFailClosed(policy, { identity, tool: { name: record.name, args: checked.args }, context, threadId })
       : { effect: "deny", reasons: [`Invalid arguments for ${record.name}: ${checked.message}`], policyIds: [BUILTIN_POLICY_IDS.arguments], version: policy.version };
-    const approvedBy = (v: PolicyDecision) =>
-      v.effect === "allow" || (v.effect === "require_approval" && registry.userHasAnyRole(approval.approverId, v.approverRoles));
-    if (approvedBy(verdict)) return { ...record, verdict, status: "approved", approvals: [...record.approvals, approval] };
+    if (verdict.effect === "allow" || (verdict.effect === "require_approval" && registry.userHasAnyRole(approval.approverId, verdict.approverRoles))) {
+      // Only approvals from holders of the roles the new policy asks for still count.
+      const still = record.approvals.filter((a) => verdict.effect === "allow" || registry.userHasAnyRole(a.approverId, verdict.approverRoles));
+      return withApproval(record, verdict, [...still, approval]);
+    }
     return { ...record, verdict, status: STATUS_OF[verdict.effect] };
+  }
+
+  /**
+   * The record with these approvals under this verdict: approved once the verdict allows, or
+   * once enough distinct approvers (the quorum) approved; otherwise still waiting.
+   */
+  function withApproval(record: DecisionRecord, verdict: DecisionRecord["verdict"], approvals: ApprovalRecord[]): DecisionRecord {
+    const next = { ...record, verdict, approvals };
+    const needed = verdict.effect === "require_approval" ? (verdict.quorum ?? 1) : 1;
+    return { ...next, status: approversOf(next).length >= needed ? "approved" : "pending_approval" };
   }
 
   /** Second pass: pause for the pending calls; on resume apply the decisions. */

@@ -15,6 +15,10 @@ export const ApprovalRequestItemSchema = z.object({
   policyVersion: z.string(),
   /** Any one of these roles may decide. */
   approverRoles: z.array(z.string()),
+  /** Distinct approvers needed; present when more than one. */
+  quorum: z.number().int().min(2).optional(),
+  /** Who has approved so far, when a quorum is being gathered. */
+  approvedBy: z.array(z.string()).optional(),
   requestedBy: z.object({ agentId: z.string(), userId: z.string() }),
 });
 export type ApprovalRequestItem = z.output<typeof ApprovalRequestItemSchema>;
@@ -81,6 +85,17 @@ export const ApprovalResponseSchema = z
   .strict();
 export type ApprovalResponse = z.output<typeof ApprovalResponseSchema>;
 
+/**
+ * Distinct approvers who approved the call as it stands (an edit resets the list to its editor).
+ * @example
+ * ```ts
+ * approversOf(record).length >= (record.verdict.quorum ?? 1)
+ * ```
+ */
+export function approversOf(record: DecisionRecord): string[] {
+  return [...new Set(record.approvals.filter((a) => a.type === "approve" || a.type === "edit").map((a) => a.approverId))];
+}
+
 /** Builds the interrupt value from the records waiting for approval. */
 export function buildApprovalRequest(threadId: string, pending: readonly DecisionRecord[]): ApprovalRequest {
   return {
@@ -95,6 +110,7 @@ export function buildApprovalRequest(threadId: string, pending: readonly Decisio
       policyIds: r.verdict.policyIds,
       policyVersion: r.verdict.version,
       approverRoles: r.verdict.approverRoles ?? [],
+      ...((r.verdict.quorum ?? 1) > 1 ? { quorum: r.verdict.quorum, approvedBy: approversOf(r) } : {}),
       requestedBy: r.requestedBy,
     })),
   };

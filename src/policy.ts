@@ -20,7 +20,13 @@ const DecisionBase = {
 export const PolicyDecisionSchema = z.discriminatedUnion("effect", [
   z.object({ effect: z.literal("allow"), ...DecisionBase }),
   z.object({ effect: z.literal("deny"), ...DecisionBase, evaluationError: z.boolean().optional() }),
-  z.object({ effect: z.literal("require_approval"), ...DecisionBase, approverRoles: z.array(z.string()).min(1) }),
+  z.object({
+    effect: z.literal("require_approval"),
+    ...DecisionBase,
+    approverRoles: z.array(z.string()).min(1),
+    /** How many distinct approvers must approve; 1 when absent. */
+    quorum: z.number().int().min(1).optional(),
+  }),
   z.object({ effect: z.literal("escalate"), ...DecisionBase }),
 ]);
 export type PolicyDecision = z.output<typeof PolicyDecisionSchema>;
@@ -62,11 +68,16 @@ const PolicyRuleSchema = z
     /** Why, as shown to the model, the approver and the audit log. */
     reason: z.union([z.string(), z.custom<(request: PolicyRequest) => string>(isFunction, "must be a string or a function")]).optional(),
     approverRoles: z.array(z.string().min(1)).min(1).optional(),
+    /** For `require_approval`: distinct approvers needed (default 1). */
+    quorum: z.number().int().min(1).optional(),
   })
   .strict()
   .superRefine((rule, ctx) => {
     if (rule.effect === "require_approval" && !rule.approverRoles) {
       ctx.addIssue({ code: "custom", path: ["approverRoles"], message: "a require_approval rule must name approverRoles" });
+    }
+    if (rule.effect !== "require_approval" && rule.quorum !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["quorum"], message: "only a require_approval rule can have a quorum" });
     }
   });
 
@@ -89,7 +100,8 @@ export const DEFAULT_DENY_POLICY_ID = "eart.default-deny";
  * Typed policy rules written in TypeScript: the fast default {@link PolicyEngine}.
  *
  * Matching rules combine as: any `deny` → deny; else any `escalate` → escalate; else any `allow`
- * → allow; else any `require_approval` → require_approval (approver roles of all of them); no
+ * → allow; else any `require_approval` → require_approval (approver roles of all of them, the
+ * largest `quorum` of distinct approvers among them); no
  * match → deny (default deny). A rule whose `when` throws makes the decision `deny` with the error
  * in `reasons` (fail closed). The version is the SHA-256 of the rule set, condition sources
  * included, so any edit changes it.
@@ -132,6 +144,7 @@ export function definePolicy(definition: PolicyDefinition): PolicyEngine {
         tools: r.tools,
         effect: r.effect,
         approverRoles: r.approverRoles ?? null,
+        quorum: r.quorum ?? null,
         when: r.when ? r.when.toString() : null,
         reason: typeof r.reason === "function" ? r.reason.toString() : (r.reason ?? null),
       })),
@@ -178,7 +191,13 @@ export function definePolicy(definition: PolicyDefinition): PolicyEngine {
       try {
         const base = { reasons: deciding.map((r) => reasonOf(r, request)), policyIds: deciding.map((r) => r.id), version };
         if (effect === "require_approval") {
-          return { effect, ...base, approverRoles: [...new Set(deciding.flatMap((r) => r.approverRoles ?? []))] };
+          const quorum = Math.max(...deciding.map((r) => r.quorum ?? 1));
+          return {
+            effect,
+            ...base,
+            approverRoles: [...new Set(deciding.flatMap((r) => r.approverRoles ?? []))],
+            ...(quorum > 1 ? { quorum } : {}),
+          };
         }
         return { effect, ...base };
       } catch (error) {

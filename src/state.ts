@@ -73,6 +73,7 @@ export const RecordedVerdictSchema = z.object({
   policyIds: z.array(z.string()),
   version: z.string(),
   approverRoles: z.array(z.string()).optional(),
+  quorum: z.number().int().min(1).optional(),
   evaluationError: z.boolean().optional(),
 });
 

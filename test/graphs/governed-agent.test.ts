@@ -542,3 +542,61 @@ describe("the policy set changes while a call waits for approval", () => {
     ]);
   });
 });
+
+describe("quorum", () => {
+  const twoSupervisors = definePolicy({
+    name: "refunds-quorum",
+    rules: [
+      { id: "refund.small", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 100, effect: "allow" },
+      { id: "refund.two-supervisors", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) > 100, effect: "require_approval", approverRoles: ["supervisor"], quorum: 2 },
+    ],
+  });
+  const approve = (approver: string) =>
+    new Command({ resume: { approver: { id: approver }, decisions: [{ toolCallId: "c1", type: "approve" }] } });
+
+  it("keeps the thread paused, recording partial approvals, until two distinct supervisors approve", async () => {
+    const setup = refundSetup([[refund("c1", 740)]], { policy: twoSupervisors });
+    const request = await pausedOn(setup, "t-quorum");
+    expect(request.requests[0]).toMatchObject({ quorum: 2, approvedBy: [] });
+
+    const afterSam = pendingApproval(await setup.agent.invoke(approve("sam"), config("t-quorum")));
+    expect(afterSam?.requests[0]).toMatchObject({ toolCallId: "c1", quorum: 2, approvedBy: ["sam"] });
+    expect(setup.refunds()).toEqual([]);
+
+    // The same approver twice counts once.
+    const samAgain = pendingApproval(await setup.agent.invoke(approve("sam"), config("t-quorum")));
+    expect(samAgain?.requests[0]?.approvedBy).toEqual(["sam"]);
+    expect(setup.refunds()).toEqual([]);
+
+    const done = await setup.agent.invoke(approve("sue"), config("t-quorum"));
+    expect(pendingApproval(done)).toBeUndefined();
+    expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+    const events = await setup.auditLog.read("t-quorum");
+    expect(events.filter((e) => e.type === "approval.decided").map((e) => [(e.data as { approverId: string }).approverId, (e.data as { status: string }).status])).toEqual([
+      ["sam", "pending_approval"],
+      ["sam", "pending_approval"],
+      ["sue", "approved"],
+    ]);
+    expect(events.filter((e) => e.type === "tool.started")).toHaveLength(1);
+  });
+
+  it("lets any authorised approver reject while the quorum is gathered", async () => {
+    const setup = refundSetup([[refund("c1", 740)]], { policy: twoSupervisors });
+    await pausedOn(setup, "t-quorum-veto");
+    await setup.agent.invoke(approve("sam"), config("t-quorum-veto"));
+    const result = await setup.agent.invoke(
+      new Command({ resume: { approver: { id: "sue" }, decisions: [{ toolCallId: "c1", type: "reject", message: "too much" }] } }),
+      config("t-quorum-veto"),
+    );
+    expect(setup.refunds()).toEqual([]);
+    expect(answersTo(result.messages, "c1")[0]?.content).toBe("Rejected by sue: too much");
+  });
+
+  it("still refuses the customer as a second approver", async () => {
+    const setup = refundSetup([[refund("c1", 740)]], { policy: twoSupervisors });
+    await pausedOn(setup, "t-quorum-self");
+    await setup.agent.invoke(approve("sam"), config("t-quorum-self"));
+    await expect(setup.agent.invoke(approve("cara"), config("t-quorum-self"))).rejects.toMatchObject({ code: "approval_self_approval" });
+    expect(setup.refunds()).toEqual([]);
+  });
+});
