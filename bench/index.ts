@@ -2,8 +2,14 @@
  * Benchmark: per-invoke time of the same scripted refund conversation (auto-allowed, no
  * approval) on a bare LangGraph agent and on eart's governed agent, side by side in one run.
  *
+ * Then the policy decision latency benchmark (./policy.ts): typed rules and Cedar at 20 and at
+ * 1,000 rules.
+ *
  * Usage: `npm run bench`, or `EART_BENCH_THREADS=200 npm run bench` for a shorter run.
+ * `EART_BENCH_SKIP_REFUND=1` skips the refund benchmark and runs only the policy one (for quick
+ * iteration); by default both run.
  */
+import { runPolicyBench } from "./policy.js";
 import { assertCompleted, createBareVariant, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
 
 /** Target: governed per-invoke time (mean and median) at most this multiple of bare. */
@@ -115,4 +121,5 @@ async function main(): Promise<void> {
   console.log(`target: governed <= ${TARGET_RATIO}x bare (mean and median): ${met ? "MET" : "NOT MET"}`);
 }
 
-await main();
+if (process.env.EART_BENCH_SKIP_REFUND !== "1") await main();
+await runPolicyBench();

@@ -91,7 +91,7 @@ const PolicyDefinitionSchema = z
 
 export type PolicyRule = z.input<typeof PolicyRuleSchema>;
 export type PolicyDefinition = z.input<typeof PolicyDefinitionSchema>;
-type CompiledRule = z.output<typeof PolicyRuleSchema> & { appliesTo: (tool: string) => boolean };
+type CompiledRule = z.output<typeof PolicyRuleSchema>;
 
 /** Policy id reported when no rule matched. */
 export const DEFAULT_DENY_POLICY_ID = "eart.default-deny";
@@ -131,10 +131,15 @@ export function definePolicy(definition: PolicyDefinition): PolicyEngine {
     if (ids.has(rule.id)) throw new PolicyDefinitionError(`Duplicate policy rule id "${rule.id}"`, rule.id);
     ids.add(rule.id);
   }
-  const rules: CompiledRule[] = parsed.data.rules.map((rule) => {
-    const tools = rule.tools === "*" ? undefined : new Set(rule.tools);
-    return { ...rule, appliesTo: tools ? (t: string) => tools.has(t) : () => true };
-  });
+  // Rules indexed by tool once, in their order: a decision looks only at the rules that can apply.
+  const rules: CompiledRule[] = parsed.data.rules;
+  const anyTool = rules.filter((r) => r.tools === "*");
+  const byTool = new Map<string, CompiledRule[]>();
+  for (const rule of rules) {
+    if (rule.tools === "*") continue;
+    for (const tool of rule.tools) byTool.set(tool, []);
+  }
+  for (const [tool, list] of byTool) list.push(...rules.filter((r) => r.tools === "*" || r.tools.includes(tool)));
   const version = sha256Hex(
     canonicalJson({
       name: parsed.data.name,
@@ -161,8 +166,7 @@ export function definePolicy(definition: PolicyDefinition): PolicyEngine {
     version,
     decide(request: PolicyRequest): PolicyDecision {
       const matched: Record<PolicyEffect, CompiledRule[]> = { allow: [], deny: [], require_approval: [], escalate: [] };
-      for (const rule of rules) {
-        if (!rule.appliesTo(request.tool.name)) continue;
+      for (const rule of byTool.get(request.tool.name) ?? anyTool) {
         try {
           if (rule.when && rule.when(request) !== true) continue;
         } catch (error) {
