@@ -26,6 +26,8 @@ export const PolicyDecisionSchema = z.discriminatedUnion("effect", [
     approverRoles: z.array(z.string()).min(1),
     /** How many distinct approvers must approve; 1 when absent. */
     quorum: z.number().int().min(1).optional(),
+    /** How long the approval may take, from the request; no expiry when absent. */
+    expiresInMs: z.number().int().positive().optional(),
   }),
   z.object({ effect: z.literal("escalate"), ...DecisionBase }),
 ]);
@@ -70,6 +72,8 @@ const PolicyRuleSchema = z
     approverRoles: z.array(z.string().min(1)).min(1).optional(),
     /** For `require_approval`: distinct approvers needed (default 1). */
     quorum: z.number().int().min(1).optional(),
+    /** For `require_approval`: milliseconds the approvers have, from the request. */
+    expiresIn: z.number().int().positive().optional(),
   })
   .strict()
   .superRefine((rule, ctx) => {
@@ -78,6 +82,9 @@ const PolicyRuleSchema = z
     }
     if (rule.effect !== "require_approval" && rule.quorum !== undefined) {
       ctx.addIssue({ code: "custom", path: ["quorum"], message: "only a require_approval rule can have a quorum" });
+    }
+    if (rule.effect !== "require_approval" && rule.expiresIn !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["expiresIn"], message: "only a require_approval rule can expire" });
     }
   });
 
@@ -101,7 +108,7 @@ export const DEFAULT_DENY_POLICY_ID = "eart.default-deny";
  *
  * Matching rules combine as: any `deny` → deny; else any `escalate` → escalate; else any `allow`
  * → allow; else any `require_approval` → require_approval (approver roles of all of them, the
- * largest `quorum` of distinct approvers among them); no
+ * largest `quorum` of distinct approvers and the shortest `expiresIn` among them); no
  * match → deny (default deny). A rule whose `when` throws makes the decision `deny` with the error
  * in `reasons` (fail closed). The version is the SHA-256 of the rule set, condition sources
  * included, so any edit changes it.
@@ -150,6 +157,7 @@ export function definePolicy(definition: PolicyDefinition): PolicyEngine {
         effect: r.effect,
         approverRoles: r.approverRoles ?? null,
         quorum: r.quorum ?? null,
+        expiresIn: r.expiresIn ?? null,
         when: r.when ? r.when.toString() : null,
         reason: typeof r.reason === "function" ? r.reason.toString() : (r.reason ?? null),
       })),
@@ -196,11 +204,13 @@ export function definePolicy(definition: PolicyDefinition): PolicyEngine {
         const base = { reasons: deciding.map((r) => reasonOf(r, request)), policyIds: deciding.map((r) => r.id), version };
         if (effect === "require_approval") {
           const quorum = Math.max(...deciding.map((r) => r.quorum ?? 1));
+          const expiries = deciding.flatMap((r) => (r.expiresIn !== undefined ? [r.expiresIn] : []));
           return {
             effect,
             ...base,
             approverRoles: [...new Set(deciding.flatMap((r) => r.approverRoles ?? []))],
             ...(quorum > 1 ? { quorum } : {}),
+            ...(expiries.length > 0 ? { expiresInMs: Math.min(...expiries) } : {}),
           };
         }
         return { effect, ...base };

@@ -74,6 +74,7 @@ export const RecordedVerdictSchema = z.object({
   version: z.string(),
   approverRoles: z.array(z.string()).optional(),
   quorum: z.number().int().min(1).optional(),
+  expiresInMs: z.number().int().positive().optional(),
   evaluationError: z.boolean().optional(),
 });
 
