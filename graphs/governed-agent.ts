@@ -26,6 +26,10 @@ const GovernedAgentOptionsSchema = z
     auditLog: AuditLogOption.optional(),
     systemPrompt: z.string().optional(),
     name: z.string().min(1).default("governed-agent"),
+    /** The clock approvals expire by; injectable for tests. */
+    clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
+    /** An approval answered after its expiry: tell the model (`"answer"`, default) or ask again. */
+    onExpired: z.enum(["answer", "rerequest"]).optional(),
   })
   .strict();
 export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
@@ -48,11 +52,11 @@ export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
  */
 export function createGovernedAgent(options: GovernedAgentOptions) {
   const opts = parseOptions(GovernedAgentOptionsSchema, options);
-  const { model, tools, policy, checkpointer, systemPrompt, name } = opts;
+  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired } = opts;
   const auditLog = opts.auditLog ?? new MemoryAuditLog();
   const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
   const modelStep = createModelStep({ model, tools, auditLog, ...(systemPrompt ? { systemPrompt } : {}) });
-  const gate = createPolicyGateParts({ policy, tools, registry, auditLog });
+  const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}) });
 
   async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
     const threadId = requireThreadId(config);

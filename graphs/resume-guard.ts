@@ -1,10 +1,18 @@
 import { isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
-import { EartConfigError, isApprovalRequest, ThreadStateError } from "../src/index.js";
+import { IterableReadableStream } from "@langchain/core/utils/stream";
+import { ApprovalError, EartConfigError, isApprovalRequest, pendingApproval, ThreadStateError, type DecisionRecord } from "../src/index.js";
+
+/** The part of a state snapshot the guard reads. */
+interface Snapshot {
+  createdAt?: string;
+  values: unknown;
+  tasks: readonly { interrupts?: readonly unknown[] }[];
+}
 
 /** The part of a compiled graph the resume guard needs. */
 interface ResumableGraph {
-  getState(config: RunnableConfig): Promise<{ createdAt?: string; tasks: readonly { interrupts?: readonly unknown[] }[] }>;
+  getState(config: RunnableConfig): Promise<Snapshot>;
   stream(input: unknown, options?: unknown): Promise<unknown>;
 }
 
@@ -16,7 +24,7 @@ interface ResumableGraph {
  * await assertResumable(app, { configurable: { thread_id: "t1" } });
  * ```
  */
-export async function assertResumable(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig | undefined): Promise<void> {
+export async function assertResumable(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig | undefined): Promise<Snapshot> {
   const threadId = config?.configurable?.thread_id;
   if (typeof threadId !== "string" && typeof threadId !== "number") {
     throw new EartConfigError("configurable.thread_id", "a resume needs the thread_id of the paused thread");
@@ -28,6 +36,7 @@ export async function assertResumable(graph: Pick<ResumableGraph, "getState">, c
   if (!snapshot.tasks.some((t) => (t.interrupts?.length ?? 0) > 0)) {
     throw new ThreadStateError("thread_not_paused", String(threadId), `Thread "${threadId}" is not paused; there is nothing to resume`);
   }
+  return snapshot;
 }
 
 /**
@@ -42,11 +51,38 @@ export async function assertResumable(graph: Pick<ResumableGraph, "getState">, c
 export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(graph: G): G {
   const stream = graph.stream.bind(graph);
   graph.stream = (async (input: unknown, options?: RunnableConfig) => {
-    if (isCommand(input) && input.resume !== undefined) await assertResumable(graph, options);
-    else if (input !== null && input !== undefined && !isCommand(input)) await assertNotAwaitingApproval(graph, options);
+    if (isCommand(input) && input.resume !== undefined) {
+      const before = await assertResumable(graph, options);
+      const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];
+      const inner = await stream(input, options);
+      if (expiring.length === 0) return inner;
+      // The gate answers lapsed calls itself (the thread moves on); the caller learns it here.
+      return IterableReadableStream.fromAsyncGenerator(
+        (async function* () {
+          for await (const chunk of inner as AsyncIterable<unknown>) yield chunk;
+          await assertAnsweredInTime(graph, options!, before, expiring.map((r) => r.toolCallId));
+        })(),
+      );
+    }
+    if (input !== null && input !== undefined && !isCommand(input)) await assertNotAwaitingApproval(graph, options);
     return stream(input, options);
   }) as G["stream"];
   return graph;
+}
+
+/** Throws `approval_expired` when the run just made expired calls of the request it answered. */
+async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, before: Snapshot, toolCallIds: string[]): Promise<void> {
+  const expiredAt = (snapshot: Snapshot) =>
+    new Map(((snapshot.values as { decisions?: DecisionRecord[] }).decisions ?? []).map((d) => [d.toolCallId, d.expiredAt]));
+  const was = expiredAt(before);
+  const now = expiredAt(await graph.getState(config));
+  const lapsed = toolCallIds.filter((id) => now.get(id) !== undefined && now.get(id) !== was.get(id));
+  if (lapsed.length > 0) {
+    throw new ApprovalError("approval_expired", `The approval request for ${lapsed.join(", ")} expired before this answer; nothing was run for it`, {
+      toolCallId: lapsed[0],
+      expired: lapsed,
+    });
+  }
 }
 
 /**

@@ -34,6 +34,10 @@ const PolicyGateOptionsSchema = z
     tools: ToolsOption,
     registry: IdentityRegistryOption,
     auditLog: AuditLogOption,
+    /** The clock approvals expire by; injectable for tests. */
+    clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").default(() => () => new Date()),
+    /** An approval answered after its expiry: `"answer"` tells the model it expired; `"rerequest"` asks again. */
+    onExpired: z.enum(["answer", "rerequest"]).default("answer"),
   })
   .strict();
 export type PolicyGateOptions = z.input<typeof PolicyGateOptionsSchema>;
@@ -62,10 +66,15 @@ const STATUS_OF: Record<PolicyDecision["effect"], DecisionStatus> = {
  */
 export function createPolicyGateParts(options: PolicyGateOptions) {
   const opts = parseOptions(PolicyGateOptionsSchema, options);
-  const { policy, registry, auditLog } = opts;
+  const { policy, registry, auditLog, clock, onExpired } = opts;
   const tools = indexTools(opts.tools);
 
-  const now = () => new Date().toISOString();
+  const now = () => clock().toISOString();
+  /** The expiry of a request made now under this verdict, if it has one. */
+  const expiryOf = (verdict: DecisionRecord["verdict"]) =>
+    verdict.effect === "require_approval" && verdict.expiresInMs !== undefined
+      ? { expiresAt: new Date(clock().getTime() + verdict.expiresInMs).toISOString() }
+      : {};
 
   /** The case handed to a human for the escalated calls. */
   const escalationOf = (escalated: DecisionRecord[]): Escalation => ({
@@ -109,7 +118,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const checked = await checkToolArgs(tool, call.args);
     if (!checked.ok) return builtin("invalid", BUILTIN_POLICY_IDS.arguments, `Invalid arguments for ${call.name}: ${checked.message}`);
     const verdict = await decideFailClosed(policy, { identity, tool: { name: call.name, args: checked.args }, context, threadId });
-    const record: DecisionRecord = { ...base, status: STATUS_OF[verdict.effect], verdict };
+    const record: DecisionRecord = { ...base, status: STATUS_OF[verdict.effect], verdict, ...expiryOf(verdict) };
     if (verdict.effect === "deny") return { record, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
     if (verdict.effect === "escalate") return { record, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
     return { record };
@@ -265,7 +274,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       const still = record.approvals.filter((a) => verdict.effect === "allow" || registry.userHasAnyRole(a.approverId, verdict.approverRoles));
       return withApproval(record, verdict, [...still, approval]);
     }
-    return { ...record, verdict, status: STATUS_OF[verdict.effect] };
+    return { ...record, verdict, status: STATUS_OF[verdict.effect], ...expiryOf(verdict) };
   }
 
   /**
@@ -278,11 +287,56 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     return { ...next, status: approversOf(next).length >= needed ? "approved" : "pending_approval" };
   }
 
+  /**
+   * An answer arrived after the request lapsed: it decides nothing. The lapsed calls are answered
+   * to the model as expired, or asked again with a new expiry (`onExpired: "rerequest"`); other
+   * pending calls wait for a new answer. The caller gets `approval_expired` from the resume guard.
+   */
+  async function expire(lapsed: DecisionRecord[], answer: unknown, threadId: string): Promise<GateUpdate> {
+    const at = now();
+    const approverId = (answer as { approver?: { id?: unknown } } | null)?.approver?.id;
+    const records = lapsed.map((r): DecisionRecord =>
+      onExpired === "rerequest"
+        ? { ...r, approvals: [], expiredAt: at, ...expiryOf(r.verdict) }
+        : { ...r, status: "expired", expiredAt: at },
+    );
+    const events: AuditEventInput[] = lapsed.map((r) => ({
+      threadId,
+      type: "approval.expired",
+      data: {
+        toolCallId: r.toolCallId,
+        name: r.name,
+        digest: r.digest,
+        expiresAt: r.expiresAt ?? null,
+        answeredAt: at,
+        approverId: typeof approverId === "string" ? approverId : null,
+        outcome: onExpired === "rerequest" ? "rerequested" : "expired",
+      },
+    }));
+    if (onExpired === "rerequest") events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, records) });
+    await auditLog.append(events);
+    const messages =
+      onExpired === "rerequest"
+        ? []
+        : records.map(
+            (r) =>
+              new ToolMessage({
+                tool_call_id: r.toolCallId,
+                name: r.name,
+                content: `The approval request expired at ${r.expiresAt}; the call was not run.`,
+                status: "error",
+              }),
+          );
+    return { decisions: records, messages };
+  }
+
   /** Second pass: pause for the pending calls; on resume apply the decisions. */
   async function decidePending(state: GovernedState, message: AIMessage, pending: DecisionRecord[], identity: AgentIdentity, threadId: string): Promise<GateUpdate> {
     const request = buildApprovalRequest(threadId, pending);
     // The first statement with an effect is the interrupt: this node re-runs from here on resume.
     let answer = interrupt(request);
+    const lapsed = pending.filter((r) => r.expiresAt !== undefined && Date.parse(r.expiresAt) <= clock().getTime());
+    if (lapsed.length > 0) return expire(lapsed, answer, threadId);
     let result = await resolve(answer, request, pending, identity, state.context ?? emptyThreadContext(), threadId);
     // LangGraph keeps a refused answer as this task's first resume value. Answers given after it
     // follow it in order, so skip refused ones until the newest.

@@ -21,7 +21,7 @@ const GovernedToolNodeOptionsSchema = z
 export type GovernedToolNodeOptions = z.input<typeof GovernedToolNodeOptionsSchema>;
 
 /** Statuses whose call has been answered to the model already. */
-const ANSWERED: ReadonlySet<DecisionStatus> = new Set(["denied", "invalid", "rejected", "responded", "escalated", "executed", "failed", "blocked"]);
+const ANSWERED: ReadonlySet<DecisionStatus> = new Set(["denied", "invalid", "rejected", "responded", "expired", "escalated", "executed", "failed", "blocked"]);
 const RUNNABLE: ReadonlySet<DecisionStatus> = new Set(["allowed", "approved"]);
 const RESULT_PREVIEW = 2_000;
 

@@ -19,6 +19,8 @@ export const ApprovalRequestItemSchema = z.object({
   quorum: z.number().int().min(2).optional(),
   /** Who has approved so far, when a quorum is being gathered. */
   approvedBy: z.array(z.string()).optional(),
+  /** When the request lapses (ISO); an answer after it is refused. */
+  expiresAt: z.string().optional(),
   requestedBy: z.object({ agentId: z.string(), userId: z.string() }),
 });
 export type ApprovalRequestItem = z.output<typeof ApprovalRequestItemSchema>;
@@ -111,6 +113,7 @@ export function buildApprovalRequest(threadId: string, pending: readonly Decisio
       policyVersion: r.verdict.version,
       approverRoles: r.verdict.approverRoles ?? [],
       ...((r.verdict.quorum ?? 1) > 1 ? { quorum: r.verdict.quorum, approvedBy: approversOf(r) } : {}),
+      ...(r.expiresAt ? { expiresAt: r.expiresAt } : {}),
       requestedBy: r.requestedBy,
     })),
   };

@@ -12,6 +12,7 @@ export const AuditEventTypeSchema = z.enum([
   "approval.requested",
   "approval.decided",
   "approval.refused",
+  "approval.expired",
   "tool.started",
   "tool.succeeded",
   "tool.failed",

@@ -21,6 +21,7 @@ export type EartErrorCode =
   | "approval_self_approval"
   | "approval_digest_mismatch"
   | "approval_edit_not_permitted"
+  | "approval_expired"
   | "thread_unknown"
   | "thread_not_paused"
   | "thread_awaiting_approval"
@@ -131,7 +132,8 @@ export type ApprovalErrorCode =
   | "approval_unauthorized"
   | "approval_self_approval"
   | "approval_digest_mismatch"
-  | "approval_edit_not_permitted";
+  | "approval_edit_not_permitted"
+  | "approval_expired";
 
 /**
  * A resume value for an approval interrupt was refused. Nothing ran, and the thread stays paused

@@ -48,6 +48,7 @@ export const DecisionStatusSchema = z.enum([
   "approved",
   "rejected",
   "responded",
+  "expired",
   "escalated",
   "executed",
   "failed",
@@ -95,6 +96,10 @@ export const DecisionRecordSchema = z.object({
   approvals: z.array(ApprovalRecordSchema).default([]),
   requestedBy: z.object({ agentId: z.string(), userId: z.string() }),
   decidedAt: z.string(),
+  /** When the approval request lapses (ISO); set for require_approval verdicts that expire. */
+  expiresAt: z.string().optional(),
+  /** When an approval request for this call last lapsed (ISO). */
+  expiredAt: z.string().optional(),
   executedAt: z.string().optional(),
 });
 export type DecisionRecord = z.output<typeof DecisionRecordSchema>;

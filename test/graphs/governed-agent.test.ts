@@ -600,3 +600,57 @@ describe("quorum", () => {
     expect(setup.refunds()).toEqual([]);
   });
 });
+
+describe("expiry", () => {
+  const expiring = definePolicy({
+    name: "refunds-expiring",
+    rules: [
+      { id: "refund.supervisor", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["supervisor"], expiresIn: 15 * 60_000 },
+    ],
+  });
+  const approve = new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } });
+
+  function clockAt(iso: string) {
+    const clock = { now: new Date(iso) };
+    return { clock, read: () => new Date(clock.now) };
+  }
+
+  it("carries expiresAt, accepts an answer in time", async () => {
+    const { read } = clockAt("2026-01-01T10:00:00.000Z");
+    const setup = refundSetup([[refund("c1", 740)]], { policy: expiring, clock: read });
+    const request = await pausedOn(setup, "t-exp-ok");
+    expect(request.requests[0]?.expiresAt).toBe("2026-01-01T10:15:00.000Z");
+    await setup.agent.invoke(approve, config("t-exp-ok"));
+    expect(setup.refunds()).toHaveLength(1);
+  });
+
+  it("refuses a late answer with a typed error, records it, and tells the model the call expired", async () => {
+    const { clock, read } = clockAt("2026-01-01T10:00:00.000Z");
+    const setup = refundSetup([[refund("c1", 740)]], { policy: expiring, clock: read });
+    await pausedOn(setup, "t-exp-late");
+    clock.now = new Date("2026-01-01T10:15:00.001Z");
+    const error = await setup.agent.invoke(approve, config("t-exp-late")).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ApprovalError);
+    expect((error as ApprovalError).code).toBe("approval_expired");
+    expect(setup.refunds()).toEqual([]);
+    const state = await setup.agent.getState(config("t-exp-late"));
+    expect(state.values.decisions[0]).toMatchObject({ status: "expired", expiredAt: "2026-01-01T10:15:00.001Z" });
+    expect(answersTo(state.values.messages, "c1")[0]?.content).toBe("The approval request expired at 2026-01-01T10:15:00.000Z; the call was not run.");
+    const expired = (await setup.auditLog.read("t-exp-late")).find((e) => e.type === "approval.expired");
+    expect(expired?.data).toMatchObject({ toolCallId: "c1", approverId: "sam", outcome: "expired" });
+    expect(pendingApproval(state)).toBeUndefined();
+  });
+
+  it("asks again with a new expiry when configured to", async () => {
+    const { clock, read } = clockAt("2026-01-01T10:00:00.000Z");
+    const setup = refundSetup([[refund("c1", 740)]], { policy: expiring, clock: read, onExpired: "rerequest" });
+    await pausedOn(setup, "t-exp-again");
+    clock.now = new Date("2026-01-01T11:00:00.000Z");
+    await expect(setup.agent.invoke(approve, config("t-exp-again"))).rejects.toMatchObject({ code: "approval_expired" });
+    const again = pendingApproval(await setup.agent.getState(config("t-exp-again")));
+    expect(again?.requests[0]).toMatchObject({ toolCallId: "c1", expiresAt: "2026-01-01T11:15:00.000Z" });
+    expect(setup.refunds()).toEqual([]);
+    await setup.agent.invoke(approve, config("t-exp-again"));
+    expect(setup.refunds()).toHaveLength(1);
+  });
+});

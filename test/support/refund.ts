@@ -28,7 +28,7 @@ export const config = (threadId: string, userId = "cara", extra: Record<string, 
 /** The refund agent in memory, with a real refunds table (SQLite in memory) to count side effects. */
 export function refundSetup(
   turns: Call[][],
-  opts: { policy?: PolicyEngine; checkpointer?: BaseCheckpointSaver; auditLog?: AuditLog } = {},
+  opts: { policy?: PolicyEngine; checkpointer?: BaseCheckpointSaver; auditLog?: AuditLog; clock?: () => Date; onExpired?: "answer" | "rerequest" } = {},
 ) {
   const db = new Database(":memory:");
   const tools = createRefundTools(db);
@@ -41,6 +41,8 @@ export function refundSetup(
     policy: opts.policy ?? refundPolicy,
     checkpointer: opts.checkpointer ?? new MemorySaver(),
     auditLog,
+    ...(opts.clock ? { clock: opts.clock } : {}),
+    ...(opts.onExpired ? { onExpired: opts.onExpired } : {}),
   });
   const refunds = () =>
     db.prepare(`SELECT order_id AS orderId, amount, tool_call_id AS toolCallId FROM refunds ORDER BY id`).all() as {
