@@ -30,6 +30,8 @@ const GovernedAgentOptionsSchema = z
     clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
     /** An approval answered after its expiry: tell the model (`"answer"`, default) or ask again. */
     onExpired: z.enum(["answer", "rerequest"]).optional(),
+    /** A candidate policy set run in shadow mode: never enforced, its differences audited. */
+    shadowPolicy: PolicyEngineOption.optional(),
   })
   .strict();
 export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
@@ -52,11 +54,11 @@ export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
  */
 export function createGovernedAgent(options: GovernedAgentOptions) {
   const opts = parseOptions(GovernedAgentOptionsSchema, options);
-  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired } = opts;
+  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy } = opts;
   const auditLog = opts.auditLog ?? new MemoryAuditLog();
   const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
   const modelStep = createModelStep({ model, tools, auditLog, ...(systemPrompt ? { systemPrompt } : {}) });
-  const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}) });
+  const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}) });
 
   async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
     const threadId = requireThreadId(config);

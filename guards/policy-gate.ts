@@ -12,6 +12,7 @@ import {
   IdentityRegistryOption,
   IdentityResolutionError,
   parseOptions,
+  recordedRequest,
   PolicyEngineOption,
   toolCallDigest,
   validateApprovalResponse,
@@ -23,6 +24,7 @@ import {
   type DecisionStatus,
   type Escalation,
   type PolicyDecision,
+  type PolicyRequest,
   type ThreadContext,
 } from "../src/index.js";
 import { checkToolArgs, indexTools, lastAIMessage, requireThreadId, ToolsOption } from "../nodes/runtime.js";
@@ -38,6 +40,11 @@ const PolicyGateOptionsSchema = z
     clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").default(() => () => new Date()),
     /** An approval answered after its expiry: `"answer"` tells the model it expired; `"rerequest"` asks again. */
     onExpired: z.enum(["answer", "rerequest"]).default("answer"),
+    /**
+     * A candidate policy set run beside the enforced one (shadow mode). It never changes a
+     * decision; each call it would decide differently is recorded as `policy.shadow_flip`.
+     */
+    shadowPolicy: PolicyEngineOption.optional(),
   })
   .strict();
 export type PolicyGateOptions = z.input<typeof PolicyGateOptionsSchema>;
@@ -53,6 +60,22 @@ export const BUILTIN_POLICY_IDS = {
 type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
 export type GateUpdate = { decisions?: DecisionRecord[]; messages?: BaseMessage[]; escalation?: Escalation };
 
+/** Whether a candidate's decision differs from the enforced one in what it lets happen. */
+function flipped(enforced: DecisionRecord["verdict"], candidate: PolicyDecision): boolean {
+  if (enforced.effect !== candidate.effect) return true;
+  if (candidate.effect !== "require_approval") return false;
+  const roles = (r: readonly string[] | undefined) => [...(r ?? [])].sort().join(",");
+  return roles(enforced.approverRoles) !== roles(candidate.approverRoles) || (enforced.quorum ?? 1) !== (candidate.quorum ?? 1);
+}
+
+const verdictSummary = (v: DecisionRecord["verdict"]) => ({
+  effect: v.effect,
+  policyIds: v.policyIds,
+  version: v.version,
+  reasons: v.reasons,
+  ...(v.approverRoles ? { approverRoles: v.approverRoles } : {}),
+});
+
 const STATUS_OF: Record<PolicyDecision["effect"], DecisionStatus> = {
   allow: "allowed",
   deny: "denied",
@@ -66,7 +89,7 @@ const STATUS_OF: Record<PolicyDecision["effect"], DecisionStatus> = {
  */
 export function createPolicyGateParts(options: PolicyGateOptions) {
   const opts = parseOptions(PolicyGateOptionsSchema, options);
-  const { policy, registry, auditLog, clock, onExpired } = opts;
+  const { policy, registry, auditLog, clock, onExpired, shadowPolicy } = opts;
   const tools = indexTools(opts.tools);
 
   const now = () => clock().toISOString();
@@ -90,7 +113,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     identity: AgentIdentity,
     context: ThreadContext,
     threadId: string,
-  ): Promise<{ record: DecisionRecord; answer?: string }> {
+  ): Promise<{ record: DecisionRecord; answer?: string; request?: PolicyRequest; shadow?: PolicyDecision }> {
     const base = {
       schemaVersion: 1 as const,
       toolCallId: call.id,
@@ -117,11 +140,13 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     }
     const checked = await checkToolArgs(tool, call.args);
     if (!checked.ok) return builtin("invalid", BUILTIN_POLICY_IDS.arguments, `Invalid arguments for ${call.name}: ${checked.message}`);
-    const verdict = await decideFailClosed(policy, { identity, tool: { name: call.name, args: checked.args }, context, threadId });
+    const request: PolicyRequest = { identity, tool: { name: call.name, args: checked.args }, context, threadId };
+    const verdict = await decideFailClosed(policy, request);
+    const shadow = shadowPolicy ? await decideFailClosed(shadowPolicy, request) : undefined;
     const record: DecisionRecord = { ...base, status: STATUS_OF[verdict.effect], verdict, ...expiryOf(verdict) };
-    if (verdict.effect === "deny") return { record, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
-    if (verdict.effect === "escalate") return { record, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
-    return { record };
+    if (verdict.effect === "deny") return { record, request, shadow, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
+    if (verdict.effect === "escalate") return { record, request, shadow, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
+    return { record, request, shadow };
   }
 
   /** First pass: decide every new call and record it. No interrupt here. */
@@ -135,12 +160,14 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const known = new Map(state.decisions.map((d) => [d.toolCallId, d]));
     const records: DecisionRecord[] = [];
     const answers: ToolMessage[] = [];
+    const requests = new Map<string, PolicyRequest>();
+    const flips: AuditEventInput[] = [];
     for (const call of calls) {
       if (!call.id) throw new EartConfigError("messages", `the model proposed a call to ${call.name} without a tool call id`);
       const id = call.id;
       const previous = known.get(id);
       if (previous && previous.messageId === message.id) continue; // already decided
-      const { record, answer } = previous
+      const { record, answer, request, shadow } = previous
         ? {
             record: {
               ...previous,
@@ -162,6 +189,14 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           }
         : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId);
       records.push(record);
+      if (request) requests.set(id, request);
+      if (shadow && flipped(record.verdict, shadow)) {
+        flips.push({
+          threadId,
+          type: "policy.shadow_flip",
+          data: { toolCallId: id, name: call.name, digest: record.digest, enforced: verdictSummary(record.verdict), candidate: verdictSummary(shadow) },
+        });
+      }
       if (answer !== undefined) answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: answer, status: "error" }));
     }
     if (records.length === 0) return { update: {}, events: [] };
@@ -179,10 +214,14 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         reasons: r.verdict.reasons,
         policyIds: r.verdict.policyIds,
         policyVersion: r.verdict.version,
+        approverRoles: r.verdict.approverRoles ?? null,
         agentId: identity.id,
         userId: identity.onBehalfOf.id,
+        // What the engine was asked, so a candidate policy set can be replayed on it.
+        request: requests.has(r.toolCallId) ? recordedRequest(requests.get(r.toolCallId)!) : null,
       },
     }));
+    events.push(...flips);
     if (pending.length > 0) {
       events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, pending) });
     }

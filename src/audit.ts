@@ -13,6 +13,7 @@ export const AuditEventTypeSchema = z.enum([
   "approval.decided",
   "approval.refused",
   "approval.expired",
+  "policy.shadow_flip",
   "tool.started",
   "tool.succeeded",
   "tool.failed",

@@ -29,3 +29,4 @@ export {
 export { SqliteAuditLog, type SqliteAuditLogOptions } from "./audit-sqlite.js";
 export { AuditLogOption, IdentityRegistryOption, parseOptions, PolicyEngineOption } from "./options.js";
 export * from "./policy-cedar.js";
+export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./replay.js";

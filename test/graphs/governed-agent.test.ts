@@ -7,12 +7,15 @@ import {
   IdentityImmutableError,
   IdentityResolutionError,
   pendingApproval,
+  replay,
   ThreadStateError,
   toolCallDigest,
   type ApprovalRequest,
   type AuditEvent,
 } from "eart";
-import { answersTo, ask, config, lookup, refund, refundSetup } from "../support/refund.js";
+import { createGovernedAgent } from "eart/graphs";
+import { refundPolicy } from "../../examples/refund/policy.js";
+import { answersTo, ask, config, lookup, refund, refundSetup, registry } from "../support/refund.js";
 
 const types = (events: AuditEvent[]) => events.map((e) => e.type);
 const count = (events: AuditEvent[], type: string) => events.filter((e) => e.type === type).length;
@@ -652,5 +655,60 @@ describe("expiry", () => {
     expect(setup.refunds()).toEqual([]);
     await setup.agent.invoke(approve, config("t-exp-again"));
     expect(setup.refunds()).toHaveLength(1);
+  });
+});
+
+describe("shadow mode and replay", () => {
+  const candidate = definePolicy({
+    name: "refunds-candidate",
+    rules: [
+      { id: "orders.lookup", tools: ["lookup_order"], effect: "allow" },
+      { id: "refund.small-v2", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 50, effect: "allow" },
+      { id: "refund.manager", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) > 50 && Number(r.tool.args.amount) <= 1000, effect: "require_approval", approverRoles: ["supervisor"] },
+      { id: "refund.limit-v2", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) > 1000, effect: "deny" },
+    ],
+  });
+
+  it("runs a candidate beside the enforced policy without changing decisions, auditing each flip", async () => {
+    const shadowed = refundSetup([[lookup("l1", "1043"), refund("r1", 60, "1043")]]);
+    const agent = createGovernedAgent({
+      model: shadowed.model,
+      tools: shadowed.tools.all,
+      identities: registry,
+      policy: refundPolicy,
+      shadowPolicy: candidate,
+      checkpointer: new MemorySaver(),
+      auditLog: shadowed.auditLog,
+    });
+    const result = await agent.invoke(ask("Refund order 1043, $60."), config("t-shadow"));
+    // Enforced: $60 is allowed and ran, although the candidate would have asked a supervisor.
+    expect(pendingApproval(result)).toBeUndefined();
+    expect(shadowed.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "r1" }]);
+    const flips = (await shadowed.auditLog.read("t-shadow")).filter((e) => e.type === "policy.shadow_flip");
+    expect(flips.map((e) => e.data)).toEqual([
+      {
+        toolCallId: "r1",
+        name: "issue_refund",
+        digest: toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }),
+        enforced: { effect: "allow", policyIds: ["refund.small"], version: refundPolicy.version, reasons: ["Refunds up to $100 are allowed"] },
+        candidate: { effect: "require_approval", policyIds: ["refund.manager"], version: candidate.version, reasons: ["rule refund.manager: require_approval"], approverRoles: ["supervisor"] },
+      },
+    ]);
+  });
+
+  it("replays recorded decisions against a candidate and reports the flips", async () => {
+    const setup = refundSetup([[lookup("l1", "1043"), refund("r1", 60, "1043"), refund("r2", 3000), refund("r3", 20, "1043")]]);
+    await setup.agent.invoke(ask("Refund three things"), config("t-replay"));
+    const denied = refundSetup([[{ id: "p1", name: "view_payment_details", args: { orderId: "1042" } }]], { auditLog: setup.auditLog });
+    await denied.agent.invoke(ask(), config("t-replay-2"));
+
+    const report = await replay(setup.auditLog, candidate);
+    expect(report).toMatchObject({ candidateVersion: candidate.version, threads: 2, evaluated: 4, skipped: 1 });
+    expect(report.flips.map((f) => [f.threadId, f.toolCallId, f.recorded.effect, f.candidate.effect])).toEqual([
+      ["t-replay", "r1", "allow", "require_approval"],
+      ["t-replay", "r2", "require_approval", "deny"],
+    ]);
+    // Replaying the enforced policy itself flips nothing.
+    expect((await replay(setup.auditLog, refundPolicy)).flips).toEqual([]);
   });
 });
