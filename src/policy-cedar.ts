@@ -55,8 +55,41 @@ const CedarPolicyEngineOptionsSchema = z
 
 export type CedarPolicyEngineOptions = z.input<typeof CedarPolicyEngineOptionsSchema>;
 
-/** Annotations the engine reads; any other annotation is left to the author. */
-const UNSUPPORTED_ANNOTATIONS = ["quorum", "expires_in"] as const;
+/** Milliseconds per unit of an `@expires_in` duration. */
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const DURATION = /^(\d+)(ms|s|m|h|d)?$/;
+
+/**
+ * Reads `@quorum("2")`: a positive integer string (the number of distinct approvers).
+ * Throws {@link PolicyDefinitionError} naming the policy for anything else.
+ */
+function parseQuorum(id: string, value: string | null): number {
+  const quorum = value !== null && /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(quorum) || quorum < 1) {
+    throw new PolicyDefinitionError(
+      `Policy "${id}": @quorum must be a positive integer, e.g. @quorum("2"), not ${value === null ? "empty" : JSON.stringify(value)}`,
+      id,
+    );
+  }
+  return quorum;
+}
+
+/**
+ * Reads `@expires_in("15m")`: an integer and a unit (`ms`, `s`, `m`, `h`, `d`), or a plain integer
+ * of milliseconds; returns milliseconds. Throws {@link PolicyDefinitionError} naming the policy for
+ * anything else, zero included.
+ */
+function parseExpiresIn(id: string, value: string | null): number {
+  const match = value === null ? null : DURATION.exec(value);
+  const ms = match ? Number(match[1]) * DURATION_UNITS[match[2] ?? "ms"]! : NaN;
+  if (!Number.isSafeInteger(ms) || ms <= 0) {
+    throw new PolicyDefinitionError(
+      `Policy "${id}": @expires_in must be a positive duration such as "90s", "15m", "2h", "1d" or milliseconds ("900000"), not ${value === null ? "empty" : JSON.stringify(value)}`,
+      id,
+    );
+  }
+  return ms;
+}
 
 interface CompiledPolicy {
   id: string;
@@ -67,6 +100,10 @@ interface CompiledPolicy {
   approverRoles: string[] | undefined;
   /** Set on a permit annotated `@escalate("why")`; the why ("" when none). */
   escalate: string | undefined;
+  /** `@quorum("n")` on a `@requires_approval` permit: distinct approvers needed. */
+  quorum: number | undefined;
+  /** `@expires_in("15m")` on a `@requires_approval` permit, in milliseconds. */
+  expiresInMs: number | undefined;
 }
 
 type DetailedError = { message: string; help?: string | null; sourceLocations?: { start: number; end: number }[] };
@@ -132,9 +169,6 @@ function compilePolicies(texts: readonly string[]): { policies: CompiledPolicy[]
       }
       if (id === DEFAULT_DENY_POLICY_ID) throw new PolicyDefinitionError(`Policy id "${id}" is reserved`, id);
       if (Object.hasOwn(byId, id)) throw new PolicyDefinitionError(`Duplicate Cedar policy id "${id}"`, id);
-      for (const name of UNSUPPORTED_ANNOTATIONS) {
-        if (name in annotations) throw new PolicyDefinitionError(`Policy "${id}": @${name} is not supported by the Cedar engine`, id);
-      }
       const effect = json.json.effect;
       let approverRoles: string[] | undefined;
       if ("requires_approval" in annotations) {
@@ -150,8 +184,15 @@ function compilePolicies(texts: readonly string[]): { policies: CompiledPolicy[]
       if (approverRoles && escalate !== undefined) {
         throw new PolicyDefinitionError(`Policy "${id}": a policy cannot both @requires_approval and @escalate`, id);
       }
+      for (const name of ["quorum", "expires_in"] as const) {
+        if (name in annotations && !(effect === "permit" && approverRoles)) {
+          throw new PolicyDefinitionError(`Policy "${id}": @${name} applies only to a permit with @requires_approval`, id);
+        }
+      }
+      const quorum = "quorum" in annotations ? parseQuorum(id, annotations.quorum ?? null) : undefined;
+      const expiresInMs = "expires_in" in annotations ? parseExpiresIn(id, annotations.expires_in ?? null) : undefined;
       const reason = annotations.reason ?? undefined;
-      policies.push({ id, index: policies.length, effect, reason: reason || undefined, approverRoles, escalate });
+      policies.push({ id, index: policies.length, effect, reason: reason || undefined, approverRoles, escalate, quorum, expiresInMs });
       byId[id] = policyText;
     }
   });
@@ -252,12 +293,16 @@ const errorMessage = (error: unknown) => (error as Error)?.message ?? String(err
  * **Annotations.** Every policy needs a unique `@id("...")`; it is the id in decisions.
  * `@reason("...")` is the reason shown (else one is generated). On a `permit`:
  * `@requires_approval("supervisor")` (several roles comma-separated) means allowed only with
- * approval by one of those roles; `@escalate("why")` hands the case to a human. `@quorum` and
- * `@expires_in` are refused (not supported yet), as are templates.
+ * approval by one of those roles; `@escalate("why")` hands the case to a human. Beside
+ * `@requires_approval`, and only there: `@quorum("2")` (distinct approvers needed, a positive
+ * integer) and `@expires_in("15m")` (how long the approvers have: an integer with `ms`, `s`, `m`,
+ * `h` or `d`, or plain milliseconds), like a typed rule's `quorum` and `expiresIn`. Templates are
+ * refused.
  *
  * **Semantics.** A satisfied `forbid` → deny; else a satisfied `@escalate` permit → escalate; else
  * a satisfied plain permit → allow; else satisfied `@requires_approval` permits → require_approval
- * (the roles of all of them); nothing satisfied → deny with `policyIds: ["eart.default-deny"]`, as
+ * (the roles of all of them, the largest `@quorum`, set when above 1, and the shortest
+ * `@expires_in` as `expiresInMs`); nothing satisfied → deny with `policyIds: ["eart.default-deny"]`, as
  * is a tool the schema declares no action for. The ids come from Cedar's diagnostics, in policy
  * order. Fail closed: a policy that errors during evaluation (even when Cedar alone would still
  * allow), a request or entity the schema rejects, an argument Cedar cannot represent, or a mapper
@@ -435,12 +480,16 @@ export function createCedarPolicyEngine(options: CedarPolicyEngineOptions): Poli
     if (plain.length > 0) {
       return { effect: "allow", reasons: plain.map((p) => reasonOf(p, `policy ${p.id} permits ${tool}`)), policyIds: plain.map((p) => p.id), version };
     }
+    const quorum = Math.max(...deciding.map((p) => p.quorum ?? 1));
+    const expiries = deciding.flatMap((p) => (p.expiresInMs !== undefined ? [p.expiresInMs] : []));
     return {
       effect: "require_approval",
       reasons: deciding.map((p) => reasonOf(p, `policy ${p.id} permits ${tool} with approval by ${p.approverRoles!.join(" or ")}`)),
       policyIds: deciding.map((p) => p.id),
       version,
       approverRoles: [...new Set(deciding.flatMap((p) => p.approverRoles ?? []))],
+      ...(quorum > 1 ? { quorum } : {}),
+      ...(expiries.length > 0 ? { expiresInMs: Math.min(...expiries) } : {}),
     };
   };
 

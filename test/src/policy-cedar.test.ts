@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   createCedarPolicyEngine,
   decideFailClosed,
+  definePolicy,
   DEFAULT_DENY_POLICY_ID,
   EartConfigError,
   EartError,
@@ -158,7 +159,7 @@ describe("createCedarPolicyEngine construction", () => {
     expect(definitionError({ policies: `@id("eart.default-deny") permit(principal, action, resource);` }).ruleId).toBe("eart.default-deny");
   });
 
-  it("refuses misplaced or malformed approval annotations, and the unsupported @quorum and @expires_in", () => {
+  it("refuses misplaced or malformed approval annotations", () => {
     expect(definitionError({ policies: `@id("f") @requires_approval("boss") forbid(principal, action, resource);` }).ruleId).toBe("f");
     expect(definitionError({ policies: `@id("g") @escalate("why") forbid(principal, action, resource);` }).ruleId).toBe("g");
     expect(definitionError({ policies: `@id("h") @requires_approval(" , ") permit(principal, action, resource);` }).message).toContain(
@@ -166,10 +167,8 @@ describe("createCedarPolicyEngine construction", () => {
     );
     expect(definitionError({ policies: `@id("i") @requires_approval permit(principal, action, resource);` }).ruleId).toBe("i");
     expect(definitionError({ policies: `@id("j") @requires_approval("a") @escalate permit(principal, action, resource);` }).ruleId).toBe("j");
-    expect(definitionError({ policies: `@id("q") @requires_approval("fm") @quorum("2") permit(principal, action, resource);` }).message).toContain(
-      "@quorum is not supported",
-    );
-    expect(definitionError({ policies: `@id("x") @requires_approval("fm") @expires_in("15m") permit(principal, action, resource);` }).ruleId).toBe("x");
+    expect(definitionError({ policies: `@id("q") @quorum("2") permit(principal, action, resource);` }).ruleId).toBe("q");
+    expect(definitionError({ policies: `@id("x") @expires_in("15m") forbid(principal, action, resource);` }).ruleId).toBe("x");
   });
 
   it("refuses templates", () => {
@@ -769,3 +768,229 @@ const seedCedar = createCedarPolicyEngine({ policies: SEED_CEDAR });
 const seedCedarWithSchema = createCedarPolicyEngine({ policies: SEED_CEDAR, schema: SEED_SCHEMA });
 policyEngineSpec("Cedar (seed policy, no schema)", () => seedCedar, { describe, it, expect });
 policyEngineSpec("Cedar (seed policy, with schema)", () => seedCedarWithSchema, { describe, it, expect });
+
+describe("createCedarPolicyEngine @quorum and @expires_in", () => {
+  const approval = (annotations: string, id = "p") =>
+    `@id("${id}") @requires_approval("finance") ${annotations} permit(principal, action == Action::"issue_refund", resource);`;
+  const decideOne = (annotations: string) => decide(createCedarPolicyEngine({ policies: approval(annotations) }), request("issue_refund"));
+
+  it("reads @quorum as the number of distinct approvers, set on the decision only when above 1", () => {
+    expect(decideOne(`@quorum("2")`)).toMatchObject({ effect: "require_approval", approverRoles: ["finance"], quorum: 2 });
+    expect(decideOne(`@quorum("12")`)).toMatchObject({ quorum: 12 });
+    const one = decideOne(`@quorum("1")`);
+    expect(one.effect).toBe("require_approval");
+    expect(one).not.toHaveProperty("quorum");
+    const none = decideOne("");
+    expect(none).not.toHaveProperty("quorum");
+    expect(none).not.toHaveProperty("expiresInMs");
+  });
+
+  it("reads @expires_in as an integer with ms, s, m, h or d, or plain milliseconds", () => {
+    const cases: Array<[string, number]> = [
+      ["250ms", 250],
+      ["90s", 90_000],
+      ["15m", 900_000],
+      ["2h", 7_200_000],
+      ["1d", 86_400_000],
+      ["900000", 900_000],
+      ["1", 1],
+    ];
+    for (const [value, ms] of cases) {
+      const d = decideOne(`@expires_in("${value}")`);
+      expect(d, value).toMatchObject({ effect: "require_approval", expiresInMs: ms });
+      expect(PolicyDecisionSchema.safeParse(d).success).toBe(true);
+    }
+    expect(decideOne(`@quorum("3") @expires_in("1h")`)).toMatchObject({ quorum: 3, expiresInMs: 3_600_000 });
+  });
+
+  it("refuses malformed values, naming the policy", () => {
+    for (const value of ["0", "-1", "1.5", "two", "", " 2", "2 ", "+2", "1e3", "9007199254740993"]) {
+      const e = definitionError({ policies: approval(`@quorum("${value}")`, "refund.q") });
+      expect(e.ruleId, value).toBe("refund.q");
+      expect(e.message).toContain('Policy "refund.q": @quorum must be a positive integer');
+    }
+    expect(definitionError({ policies: approval("@quorum", "refund.q") }).message).toContain("@quorum must be a positive integer");
+    for (const value of ["0", "0s", "0ms", "15M", "15min", "1.5h", "-5m", "15 m", " 15m", "m", "", "1w", "P1D", "9007199254740993", "999999999999999d"]) {
+      const e = definitionError({ policies: approval(`@expires_in("${value}")`, "refund.e") });
+      expect(e.ruleId, value).toBe("refund.e");
+      expect(e.message).toContain('Policy "refund.e": @expires_in must be a positive duration');
+    }
+    expect(definitionError({ policies: approval("@expires_in", "refund.e") }).ruleId).toBe("refund.e");
+  });
+
+  it("refuses the annotations anywhere but a @requires_approval permit, naming the policy", () => {
+    const placements = [
+      `@id("f") @quorum("2") forbid(principal, action, resource);`,
+      `@id("f") @expires_in("15m") forbid(principal, action, resource);`,
+      `@id("f") @quorum("2") permit(principal, action, resource);`,
+      `@id("f") @expires_in("15m") permit(principal, action, resource);`,
+      `@id("f") @escalate("why") @quorum("2") permit(principal, action, resource);`,
+      `@id("f") @escalate("why") @expires_in("15m") permit(principal, action, resource);`,
+    ];
+    for (const policies of placements) {
+      const e = definitionError({ policies: [`@id("ok") permit(principal, action == Action::"lookup_order", resource);`, policies] });
+      expect(e.ruleId, policies).toBe("f");
+      expect(e.message).toMatch(/Policy "f": @(quorum|expires_in) applies only to a permit with @requires_approval/);
+    }
+    // A forbid carrying @requires_approval as well is refused for that first.
+    expect(definitionError({ policies: `@id("g") @requires_approval("x") @quorum("2") forbid(principal, action, resource);` }).ruleId).toBe("g");
+  });
+
+  it("several deciding approval permits: the largest quorum and the shortest expiry", () => {
+    const engine = createCedarPolicyEngine({
+      policies: `
+        @id("a") @requires_approval("supervisor") @quorum("2") @expires_in("1h")
+        permit(principal, action == Action::"issue_refund", resource) when { context.args.amountCents > 10000 };
+        @id("b") @requires_approval("finance") @quorum("3")
+        permit(principal, action == Action::"issue_refund", resource) when { context.args.amountCents > 200000 };
+        @id("c") @requires_approval("director") @expires_in("15m")
+        permit(principal, action == Action::"issue_refund", resource) when { context.args.amountCents > 400000 };
+        @id("d") @requires_approval("cfo")
+        permit(principal, action == Action::"issue_refund", resource) when { context.args.amountCents > 450000 };`,
+    });
+    const at = (amountCents: number) => decide(engine, request("issue_refund", { amountCents }));
+    expect(at(50_000)).toEqual({
+      effect: "require_approval",
+      reasons: ["policy a permits issue_refund with approval by supervisor"],
+      policyIds: ["a"],
+      version: engine.version,
+      approverRoles: ["supervisor"],
+      quorum: 2,
+      expiresInMs: 3_600_000,
+    });
+    expect(at(300_000)).toMatchObject({ policyIds: ["a", "b"], approverRoles: ["supervisor", "finance"], quorum: 3, expiresInMs: 3_600_000 });
+    expect(at(420_000)).toMatchObject({ policyIds: ["a", "b", "c"], quorum: 3, expiresInMs: 900_000 });
+    const all = at(480_000);
+    expect(all).toMatchObject({ policyIds: ["a", "b", "c", "d"], approverRoles: ["supervisor", "finance", "director", "cfo"], quorum: 3, expiresInMs: 900_000 });
+    expect(PolicyDecisionSchema.safeParse(all).success).toBe(true);
+    // A permit without the annotations alongside: quorum stays at the largest, and no expiry when none has one.
+    const plain = createCedarPolicyEngine({
+      policies: `
+        @id("x") @requires_approval("supervisor") permit(principal, action, resource);
+        @id("y") @requires_approval("finance") @quorum("1") permit(principal, action, resource);`,
+    });
+    const d = decide(plain, request("issue_refund"));
+    expect(d).toEqual({
+      effect: "require_approval",
+      reasons: ["policy x permits issue_refund with approval by supervisor", "policy y permits issue_refund with approval by finance"],
+      policyIds: ["x", "y"],
+      version: plain.version,
+      approverRoles: ["supervisor", "finance"],
+    });
+  });
+
+  it("a decision other than require_approval carries neither", () => {
+    const engine = createCedarPolicyEngine({
+      policies: `
+        @id("a") @requires_approval("supervisor") @quorum("2") @expires_in("1h") permit(principal, action, resource);
+        @id("allow") permit(principal, action == Action::"lookup_order", resource);
+        @id("esc") @escalate("why") permit(principal, action == Action::"send_external_email", resource);
+        @id("no") forbid(principal, action == Action::"delete_order", resource);`,
+    });
+    expect(decide(engine, request("lookup_order"))).toEqual({ effect: "allow", reasons: ["policy allow permits lookup_order"], policyIds: ["allow"], version: engine.version });
+    expect(decide(engine, request("send_external_email"))).toEqual({ effect: "escalate", reasons: ["why"], policyIds: ["esc"], version: engine.version });
+    expect(decide(engine, request("delete_order"))).toEqual({ effect: "deny", reasons: ["policy no forbids delete_order"], policyIds: ["no"], version: engine.version });
+  });
+
+  it("the annotations are part of the version", () => {
+    const version = (annotations: string) => createCedarPolicyEngine({ policies: approval(annotations) }).version;
+    const versions = [version(""), version(`@quorum("2")`), version(`@quorum("3")`), version(`@expires_in("15m")`), version(`@expires_in("16m")`)];
+    expect(new Set(versions).size).toBe(versions.length);
+    expect(version(`@quorum("2")`)).toBe(versions[1]);
+  });
+
+  describe("decides like definePolicy with quorum and expiresIn", () => {
+    const cedar = createCedarPolicyEngine({
+      schema: SCHEMA,
+      policies: `
+        @id("refund.small") permit(principal, action == Action::"issue_refund", resource) when { context.args.amountCents <= 10000 };
+        @id("refund.supervisor") @requires_approval("supervisor") @expires_in("1d") @reason("Over $100 needs a supervisor")
+        permit(principal, action == Action::"issue_refund", resource) when { context.args.amountCents > 10000 && context.args.amountCents <= 500000 };
+        @id("refund.finance") @requires_approval("finance, supervisor") @quorum("2") @expires_in("4h") @reason("Over $2,000 needs two approvers")
+        permit(principal, action == Action::"issue_refund", resource) when { context.args.amountCents > 200000 && context.args.amountCents <= 500000 };
+        @id("refund.board") @requires_approval("director") @quorum("3") @expires_in("90m") @reason("Over $4,000 needs three directors")
+        permit(principal, action == Action::"issue_refund", resource) when { context.args.amountCents > 400000 && context.args.amountCents <= 500000 };
+        @id("refund.limit") @reason("Over $5,000 is not allowed")
+        forbid(principal, action == Action::"issue_refund", resource) unless { context.args.amountCents <= 500000 };
+        @id("lookup") @requires_approval("supervisor") @quorum("1") @expires_in("30s") @reason("Lookups need a supervisor")
+        permit(principal, action == Action::"lookup_order", resource);`,
+    });
+    const cents = (r: PolicyRequest) => Number(r.tool.args.amountCents);
+    const typed = definePolicy({
+      name: "parity",
+      rules: [
+        { id: "refund.small", tools: ["issue_refund"], when: (r) => cents(r) <= 10000, effect: "allow", reason: "policy refund.small permits issue_refund" },
+        {
+          id: "refund.supervisor",
+          tools: ["issue_refund"],
+          when: (r) => cents(r) > 10000 && cents(r) <= 500000,
+          effect: "require_approval",
+          approverRoles: ["supervisor"],
+          expiresIn: 86_400_000,
+          reason: "Over $100 needs a supervisor",
+        },
+        {
+          id: "refund.finance",
+          tools: ["issue_refund"],
+          when: (r) => cents(r) > 200000 && cents(r) <= 500000,
+          effect: "require_approval",
+          approverRoles: ["finance", "supervisor"],
+          quorum: 2,
+          expiresIn: 4 * 3_600_000,
+          reason: "Over $2,000 needs two approvers",
+        },
+        {
+          id: "refund.board",
+          tools: ["issue_refund"],
+          when: (r) => cents(r) > 400000 && cents(r) <= 500000,
+          effect: "require_approval",
+          approverRoles: ["director"],
+          quorum: 3,
+          expiresIn: 90 * 60_000,
+          reason: "Over $4,000 needs three directors",
+        },
+        { id: "refund.limit", tools: ["issue_refund"], when: (r) => !(cents(r) <= 500000), effect: "deny", reason: "Over $5,000 is not allowed" },
+        {
+          id: "lookup",
+          tools: ["lookup_order"],
+          effect: "require_approval",
+          approverRoles: ["supervisor"],
+          quorum: 1,
+          expiresIn: 30_000,
+          reason: "Lookups need a supervisor",
+        },
+      ],
+    });
+    const rows: Array<[string, Record<string, unknown>]> = [
+      ["lookup_order", { orderId: "1" }],
+      ...[0, 10000, 10001, 74000, 200000, 200001, 300000, 400001, 500000, 500001, 920000].map(
+        (amountCents): [string, Record<string, unknown>] => ["issue_refund", { orderId: "1", amountCents }],
+      ),
+    ];
+    const comparable = (d: PolicyDecision) => ({
+      effect: d.effect,
+      policyIds: d.policyIds,
+      reasons: d.reasons,
+      approverRoles: d.effect === "require_approval" ? d.approverRoles : undefined,
+      quorum: d.effect === "require_approval" ? d.quorum : undefined,
+      expiresInMs: d.effect === "require_approval" ? d.expiresInMs : undefined,
+    });
+    for (const [tool, args] of rows) {
+      it(`${tool} ${JSON.stringify(args)}`, () => {
+        const r = request(tool, args);
+        const expected = typed.decide(r) as PolicyDecision;
+        const actual = decide(cedar, r);
+        expect(comparable(actual)).toEqual(comparable(expected));
+        expect(Object.keys(actual).sort()).toEqual(Object.keys(expected).sort());
+      });
+    }
+
+    it("covers allow, deny, and require_approval with and without quorum", () => {
+      const decisions = rows.map(([tool, args]) => decide(cedar, request(tool, args)));
+      expect(new Set(decisions.map((d) => d.effect))).toEqual(new Set(["allow", "deny", "require_approval"]));
+      const approvals = decisions.filter((d) => d.effect === "require_approval");
+      expect(new Set(approvals.map((d) => d.quorum))).toEqual(new Set([undefined, 2, 3]));
+      expect(new Set(approvals.map((d) => d.expiresInMs))).toEqual(new Set([30_000, 86_400_000, 4 * 3_600_000, 90 * 60_000]));
+    });
+  });
+});
