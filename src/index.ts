@@ -27,6 +27,7 @@ export {
   type ChainHead,
 } from "./audit.js";
 export { SqliteAuditLog, type SqliteAuditLogOptions } from "./audit-sqlite.js";
-export { AuditLogOption, IdentityRegistryOption, parseOptions, PolicyEngineOption } from "./options.js";
+export { AuditLogOption, BudgetGuardOption, IdentityRegistryOption, parseOptions, PolicyEngineOption } from "./options.js";
 export * from "./policy-cedar.js";
 export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./replay.js";
+export * from "./budget.js";

@@ -1,0 +1,607 @@
+import Database from "better-sqlite3";
+import pg from "pg";
+import { z } from "zod";
+import { canonicalJson, sha256Hex } from "./canonical.js";
+import { EartConfigError, PolicyDefinitionError } from "./errors.js";
+import { AgentIdentitySchema } from "./identity.js";
+import { parseOptions } from "./options.js";
+import { BudgetSchema } from "./state.js";
+
+/**
+ * Budgets and rate limits: rules over counters of calls and of a summed numeric argument, per
+ * thread (counted in graph state, the `budget` channel) or across threads per agent, user or
+ * agent+user (counted in a {@link BudgetStore}), in fixed windows.
+ */
+
+const Name = z.string().min(1, "must be a non-empty string");
+
+/** One budget rule, as written by the developer. */
+export const BudgetRuleSchema = z
+  .object({
+    /** Unique among the rules; part of every counter key. */
+    id: Name,
+    /** Tool names the budget counts; `"*"` for every tool. */
+    tools: z.union([z.literal("*"), z.array(Name).min(1, "must name at least one tool")]),
+    /**
+     * Whose calls are counted together: `thread` per thread (in graph state); `agent`, `user`
+     * and `agent+user` across threads (in the store).
+     */
+    scope: z.enum(["thread", "agent", "user", "agent+user"]),
+    /** Fixed window: the UTC day, the UTC hour, or buckets of N milliseconds (`floor(now / N)`). */
+    window: z.union([z.literal("day"), z.literal("hour"), z.number().int().positive()]),
+    /** At most this many calls in the window. */
+    maxCalls: z.number().int().nonnegative().optional(),
+    /** At most this sum of a numeric argument in the window (e.g. `{ arg: "amount", max: 2000 }`). */
+    maxSum: z.object({ arg: Name, max: z.number().nonnegative() }).strict().optional(),
+    /** What an exceeding call gets. */
+    onExceed: z.enum(["deny", "require_approval"]),
+    /** Roles that may approve an exceeding call; required for `require_approval`. */
+    approverRoles: z.array(Name).min(1).optional(),
+    /** Why, as shown to the model, the approver and the audit log. */
+    reason: Name.optional(),
+  })
+  .strict()
+  .superRefine((rule, ctx) => {
+    if (rule.maxCalls === undefined && rule.maxSum === undefined) {
+      ctx.addIssue({ code: "custom", path: ["maxCalls"], message: "a budget rule must set maxCalls, maxSum or both" });
+    }
+    if (rule.onExceed === "require_approval" && !rule.approverRoles) {
+      ctx.addIssue({ code: "custom", path: ["approverRoles"], message: "a require_approval budget must name approverRoles" });
+    }
+    if (rule.onExceed !== "require_approval" && rule.approverRoles !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["approverRoles"], message: "only a require_approval budget can name approverRoles" });
+    }
+  });
+
+/** A budget rule as passed to {@link defineBudgets}. */
+export type BudgetRuleInput = z.input<typeof BudgetRuleSchema>;
+type BudgetRule = z.output<typeof BudgetRuleSchema>;
+
+/** The call a budget is asked about or charged for. `threadCounters` is the thread's `budget` state. */
+export const BudgetRequestSchema = z.object({
+  identity: AgentIdentitySchema,
+  threadId: Name,
+  tool: z.object({ name: Name, args: z.record(z.string(), z.unknown()) }),
+  threadCounters: BudgetSchema,
+});
+export type BudgetRequest = z.output<typeof BudgetRequestSchema>;
+
+/**
+ * What {@link BudgetGuard.check} says about a call that would exceed a budget. `deny` wins over
+ * `require_approval`; `budgetIds` and `reasons` name only the budgets behind the effect.
+ * `evaluationError` is set when the budget could not be evaluated (store or clock failure), which
+ * is a deny (fail closed).
+ */
+export const BudgetVerdictSchema = z.object({
+  effect: z.enum(["deny", "require_approval"]),
+  budgetIds: z.array(z.string()),
+  reasons: z.array(z.string()),
+  approverRoles: z.array(z.string()).min(1).optional(),
+  evaluationError: z.boolean().optional(),
+});
+export type BudgetVerdict = z.output<typeof BudgetVerdictSchema>;
+
+/**
+ * Where cross-thread counters live. Every requested key is in the result of `get` (0 when never
+ * added); `add` adds every increment of the batch, or none of them.
+ * @example
+ * ```ts
+ * await store.add({ "refunds|support-agent|2025-03-10|sum": 740 });
+ * (await store.get(["refunds|support-agent|2025-03-10|sum"]))["refunds|support-agent|2025-03-10|sum"]; // 740
+ * ```
+ */
+export interface BudgetStore {
+  get(keys: string[]): Promise<Record<string, number>>;
+  add(increments: Record<string, number>): Promise<void>;
+}
+
+/**
+ * Counts and checks budgets. Built by {@link defineBudgets}.
+ * @example
+ * ```ts
+ * const verdict = await budgets.check({ identity, threadId, tool, threadCounters: state.budget });
+ * if (!verdict) { await run(tool); const update = await budgets.charge({ identity, threadId, tool, threadCounters: state.budget }); }
+ * ```
+ */
+export interface BudgetGuard {
+  /** Content hash of the rules. */
+  readonly version: string;
+  /**
+   * Would this call exceed a budget if it ran? Counts what has been charged so far plus this call.
+   * Never writes. `undefined` means within every budget.
+   */
+  check(req: BudgetRequest): Promise<BudgetVerdict | undefined>;
+  /**
+   * Records an executed call: adds the cross-thread counters in the store (one atomic batch) and
+   * returns the new totals of the touched per-thread counters, to merge into the `budget` channel.
+   */
+  charge(req: BudgetRequest): Promise<Record<string, number>>;
+}
+
+const isFunction = (v: unknown): v is (...args: never[]) => unknown => typeof v === "function";
+
+const BudgetStoreOption = z.custom<BudgetStore>(
+  (v) => typeof (v as BudgetStore)?.get === "function" && typeof (v as BudgetStore)?.add === "function",
+  "must be a BudgetStore (get and add)",
+);
+
+const BudgetOptionsSchema = z
+  .object({
+    /** Where cross-thread counters live; required when a rule's scope is not `thread`. */
+    store: BudgetStoreOption.optional(),
+    /** Current time, for the windows; `() => new Date()` when absent. */
+    clock: z.custom<() => Date>(isFunction, "must be a function returning a Date").optional(),
+  })
+  .strict();
+
+/** Options of {@link defineBudgets}. */
+export type BudgetOptions = z.input<typeof BudgetOptionsSchema>;
+
+// Counter keys are `rule|scope|window|calls`: escape the separators inside ids so that two
+// different (rule, scope) pairs can never share a key. Ordinary ids are unchanged.
+const keyPart = (s: string): string => s.replace(/[%|:]/g, (c) => encodeURIComponent(c));
+
+function scopeKey(rule: BudgetRule, req: BudgetRequest): string {
+  switch (rule.scope) {
+    case "thread":
+      return keyPart(req.threadId);
+    case "agent":
+      return keyPart(req.identity.id);
+    case "user":
+      return keyPart(req.identity.onBehalfOf.id);
+    case "agent+user":
+      return `${keyPart(req.identity.id)}:${keyPart(req.identity.onBehalfOf.id)}`;
+  }
+}
+
+function windowKey(window: BudgetRule["window"], now: Date): string {
+  const iso = now.toISOString();
+  if (window === "day") return iso.slice(0, 10);
+  if (window === "hour") return iso.slice(0, 13);
+  return String(Math.floor(now.getTime() / window));
+}
+
+const windowText = (w: BudgetRule["window"]) => (w === "day" ? "UTC day" : w === "hour" ? "UTC hour" : `${w} ms window`);
+const scopeText = (s: BudgetRule["scope"]) => (s === "agent+user" ? "agent and user" : s);
+
+/** The amount a call adds to a `maxSum` budget, or undefined when it cannot be measured. */
+function amountOf(rule: BudgetRule, args: Record<string, unknown>): number | undefined {
+  const value = rule.maxSum ? args[rule.maxSum.arg] : undefined;
+  // Negative amounts would let a call refill its own budget: they are as unmeasurable as a string.
+  return typeof value === "number" && Number.isFinite(value) && value >= 0 ? value : undefined;
+}
+
+interface Exceeded {
+  rule: BudgetRule;
+  effect: BudgetVerdict["effect"];
+  reason: string;
+}
+
+function combine(exceeded: Exceeded[]): BudgetVerdict | undefined {
+  if (exceeded.length === 0) return undefined;
+  const denies = exceeded.filter((e) => e.effect === "deny");
+  const deciding = denies.length > 0 ? denies : exceeded;
+  const verdict: BudgetVerdict = {
+    effect: denies.length > 0 ? "deny" : "require_approval",
+    budgetIds: deciding.map((e) => e.rule.id),
+    reasons: deciding.map((e) => e.reason),
+  };
+  if (verdict.effect === "require_approval") {
+    verdict.approverRoles = [...new Set(deciding.flatMap((e) => e.rule.approverRoles ?? []))];
+  }
+  return verdict;
+}
+
+/**
+ * Defines budgets: limits on the number of calls of tools and on a summed numeric argument, per
+ * thread or per agent / user / agent+user across threads, in fixed UTC-day, UTC-hour or N-ms
+ * windows. Exceeding a budget yields `deny` or `require_approval`, as the rule says; a call whose
+ * summed argument is missing, not a finite number, or negative is denied (fail closed).
+ *
+ * Counter keys are `${ruleId}|${scopeKey}|${windowKey}|calls` and `…|sum`, where scopeKey is the
+ * thread id, the agent id, the user id or `agent:user`, and windowKey is `2025-03-10`,
+ * `2025-03-10T13` or `floor(now / N)`. Per-thread counters are in `threadCounters` (the thread's
+ * `budget` state); the others in `options.store`, required when any rule is cross-thread.
+ *
+ * Throws {@link PolicyDefinitionError} naming the bad rule, or {@link EartConfigError} naming the bad
+ * option.
+ * @example
+ * ```ts
+ * const budgets = defineBudgets(
+ *   [
+ *     { id: "refunds.daily", tools: ["issue_refund"], scope: "agent", window: "day",
+ *       maxSum: { arg: "amount", max: 2000 }, onExceed: "deny", reason: "At most $2,000 refunded per agent per day" },
+ *     { id: "lookups.burst", tools: ["lookup_order"], scope: "thread", window: 60_000,
+ *       maxCalls: 10, onExceed: "require_approval", approverRoles: ["supervisor"] },
+ *   ],
+ *   { store: new SqliteBudgetStore({ path: ".eart/eart.sqlite" }) },
+ * );
+ * ```
+ */
+export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions): BudgetGuard {
+  const parsed = z.array(BudgetRuleSchema).safeParse(rules);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const index = typeof issue.path[0] === "number" ? issue.path[0] : undefined;
+    const rawId = index !== undefined && Array.isArray(rules) ? (rules[index] as { id?: unknown } | undefined)?.id : undefined;
+    const ruleId = typeof rawId === "string" && rawId !== "" ? rawId : undefined;
+    throw new PolicyDefinitionError(
+      `Invalid budget rule at ${issue.path.join(".") || "(root)"}${ruleId !== undefined ? ` ("${ruleId}")` : ""}: ${issue.message}`,
+      ruleId,
+    );
+  }
+  const compiled: BudgetRule[] = parsed.data;
+  const ids = new Set<string>();
+  for (const rule of compiled) {
+    if (ids.has(rule.id)) throw new PolicyDefinitionError(`Duplicate budget rule id "${rule.id}"`, rule.id);
+    ids.add(rule.id);
+  }
+  const { store, clock = () => new Date() } = parseOptions(BudgetOptionsSchema, options ?? {});
+  const crossThread = compiled.find((r) => r.scope !== "thread");
+  if (crossThread && !store) {
+    throw new EartConfigError("store", `budget "${crossThread.id}" has scope "${crossThread.scope}" and needs a BudgetStore`, {
+      ruleId: crossThread.id,
+    });
+  }
+
+  // Rules indexed by tool once, in their order.
+  const anyTool = compiled.filter((r) => r.tools === "*");
+  const byTool = new Map<string, BudgetRule[]>();
+  for (const rule of compiled) if (rule.tools !== "*") for (const tool of rule.tools) byTool.set(tool, []);
+  for (const [tool, list] of byTool) list.push(...compiled.filter((r) => r.tools === "*" || r.tools.includes(tool)));
+  const rulesFor = (tool: string) => byTool.get(tool) ?? anyTool;
+
+  const version = sha256Hex(
+    canonicalJson(
+      compiled.map((r) => ({
+        id: r.id,
+        tools: r.tools,
+        scope: r.scope,
+        window: r.window,
+        maxCalls: r.maxCalls ?? null,
+        maxSum: r.maxSum ?? null,
+        onExceed: r.onExceed,
+        approverRoles: r.approverRoles ?? null,
+        reason: r.reason ?? null,
+      })),
+    ),
+  );
+
+  const now = (): Date => {
+    const at = clock();
+    if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw new EartConfigError("clock", "must return a valid Date");
+    return at;
+  };
+
+  const parseRequest = (what: string, req: unknown): BudgetRequest => {
+    const result = BudgetRequestSchema.safeParse(req);
+    if (!result.success) {
+      const issue = result.error.issues[0]!;
+      throw new EartConfigError("request", `invalid ${what} request at ${issue.path.join(".") || "(root)"}: ${issue.message}`);
+    }
+    return result.data;
+  };
+
+  const baseKey = (rule: BudgetRule, req: BudgetRequest, at: Date) =>
+    `${keyPart(rule.id)}|${scopeKey(rule, req)}|${windowKey(rule.window, at)}`;
+
+  const within = (rule: BudgetRule) => `per ${scopeText(rule.scope)} per ${windowText(rule.window)}`;
+
+  return {
+    version,
+
+    async check(request) {
+      const req = parseRequest("check", request);
+      const rules = rulesFor(req.tool.name);
+      if (rules.length === 0) return undefined;
+      let counters: (key: string) => number;
+      let bases: string[];
+      try {
+        const at = now();
+        bases = rules.map((r) => baseKey(r, req, at));
+        const storeKeys = rules.flatMap((r, i) =>
+          r.scope === "thread" ? [] : [...(r.maxCalls !== undefined ? [`${bases[i]}|calls`] : []), ...(r.maxSum ? [`${bases[i]}|sum`] : [])],
+        );
+        const stored = storeKeys.length > 0 ? await store!.get(storeKeys) : {};
+        const threadKeys = new Set(rules.flatMap((r, i) => (r.scope === "thread" ? [`${bases[i]}|calls`, `${bases[i]}|sum`] : [])));
+        counters = (key) => {
+          const value = threadKeys.has(key) ? req.threadCounters[key] : stored[key];
+          if (value === undefined) return 0;
+          if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`counter ${key} is not a finite number`);
+          return value;
+        };
+        // Read every counter now, so a malformed one fails here, inside the fail-closed block.
+        for (const key of [...storeKeys, ...threadKeys]) counters(key);
+      } catch (error) {
+        return {
+          effect: "deny",
+          budgetIds: rules.map((r) => r.id),
+          reasons: [`budgets could not be evaluated: ${(error as Error)?.message ?? String(error)}`],
+          evaluationError: true,
+        };
+      }
+
+      const exceeded: Exceeded[] = [];
+      rules.forEach((rule, i) => {
+        const details: string[] = [];
+        if (rule.maxSum) {
+          const amount = amountOf(rule, req.tool.args);
+          if (amount === undefined) {
+            exceeded.push({
+              rule,
+              effect: "deny",
+              reason:
+                `budget "${rule.id}": argument "${rule.maxSum.arg}" of ${req.tool.name} is missing, not a finite number or negative, ` +
+                `so the call cannot be counted against its limit of ${rule.maxSum.max} (denied)`,
+            });
+            return;
+          }
+          const sum = counters(`${bases[i]}|sum`);
+          if (sum + amount > rule.maxSum.max) {
+            details.push(
+              `${rule.maxSum.arg} ${amount} would bring the total to ${sum + amount}, over the limit of ${rule.maxSum.max} ${within(rule)}`,
+            );
+          }
+        }
+        if (rule.maxCalls !== undefined) {
+          const calls = counters(`${bases[i]}|calls`);
+          if (calls + 1 > rule.maxCalls) details.push(`this would be call ${calls + 1}, over the limit of ${rule.maxCalls} ${within(rule)}`);
+        }
+        if (details.length > 0) {
+          exceeded.push({ rule, effect: rule.onExceed, reason: rule.reason ?? `budget "${rule.id}": ${details.join("; ")}` });
+        }
+      });
+      return combine(exceeded);
+    },
+
+    async charge(request) {
+      const req = parseRequest("charge", request);
+      const rules = rulesFor(req.tool.name);
+      if (rules.length === 0) return {};
+      const at = now();
+      const threadUpdate: Record<string, number> = {};
+      const increments: Record<string, number> = {};
+      const add = (rule: BudgetRule, key: string, delta: number) => {
+        if (rule.scope === "thread") threadUpdate[key] = (threadUpdate[key] ?? req.threadCounters[key] ?? 0) + delta;
+        else increments[key] = (increments[key] ?? 0) + delta;
+      };
+      for (const rule of rules) {
+        const base = baseKey(rule, req, at);
+        if (rule.maxCalls !== undefined) add(rule, `${base}|calls`, 1);
+        // A call that ran although its amount cannot be measured (check denies it) spends the
+        // whole budget for the window: fail closed rather than count it as nothing.
+        if (rule.maxSum) add(rule, `${base}|sum`, amountOf(rule, req.tool.args) ?? rule.maxSum.max);
+      }
+      if (Object.keys(increments).length > 0) await store!.add(increments);
+      return threadUpdate;
+    },
+  };
+}
+
+const KeysSchema = z.array(z.string());
+const IncrementsSchema = z.record(z.string(), z.number().refine(Number.isFinite, "must be a finite number"));
+
+function parseKeys(keys: unknown): string[] {
+  const parsed = KeysSchema.safeParse(keys);
+  if (!parsed.success) throw new EartConfigError("keys", parsed.error.issues[0]?.message ?? "must be an array of strings");
+  return [...new Set(parsed.data)];
+}
+
+/** Entries of a batch, validated, sorted by key so concurrent batches lock rows in one order. */
+function parseIncrements(increments: unknown): [string, number][] {
+  const parsed = IncrementsSchema.safeParse(increments);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new EartConfigError("increments", `${issue.path.join(".") || "(root)"}: ${issue.message}`);
+  }
+  return Object.entries(parsed.data).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+const withZeros = (keys: string[], found: Iterable<[string, number]>): Record<string, number> => {
+  const out: Record<string, number> = Object.fromEntries(keys.map((k) => [k, 0]));
+  for (const [k, v] of found) out[k] = v;
+  return out;
+};
+
+/**
+ * Budget counters in memory: for tests and single-process runs.
+ * @example
+ * ```ts
+ * const budgets = defineBudgets(rules, { store: new MemoryBudgetStore() });
+ * ```
+ */
+export class MemoryBudgetStore implements BudgetStore {
+  readonly #values = new Map<string, number>();
+
+  async get(keys: string[]): Promise<Record<string, number>> {
+    const list = parseKeys(keys);
+    return withZeros(
+      list,
+      list.flatMap((k): [string, number][] => (this.#values.has(k) ? [[k, this.#values.get(k)!]] : [])),
+    );
+  }
+
+  async add(increments: Record<string, number>): Promise<void> {
+    for (const [key, delta] of parseIncrements(increments)) this.#values.set(key, (this.#values.get(key) ?? 0) + delta);
+  }
+}
+
+/** Where the SQLite counters live: a file path, or an open better-sqlite3 database to share. */
+export type SqliteBudgetStoreOptions = { path: string } | { database: Database.Database };
+
+const SqliteBudgetStoreOptionsSchema: z.ZodType<SqliteBudgetStoreOptions> = z.union([
+  z.object({ path: z.string().min(1) }).strict(),
+  z.object({ database: z.custom<Database.Database>((v) => v instanceof Database, "must be a better-sqlite3 Database") }).strict(),
+]);
+
+/**
+ * Budget counters in a SQLite file (table `eart_budget_counters`), shared by every process that
+ * opens the file; a batch is added in one write transaction.
+ * @example
+ * ```ts
+ * const store = new SqliteBudgetStore({ path: ".eart/eart.sqlite" });
+ * const budgets = defineBudgets(rules, { store });
+ * ```
+ */
+export class SqliteBudgetStore implements BudgetStore {
+  readonly #db: Database.Database;
+  readonly #owned: boolean;
+  readonly #get: Database.Statement;
+  readonly #addTx: Database.Transaction<(entries: [string, number][]) => void>;
+
+  constructor(options: SqliteBudgetStoreOptions) {
+    const parsed = SqliteBudgetStoreOptionsSchema.safeParse(options);
+    if (!parsed.success) throw new EartConfigError("path", parsed.error.issues[0]?.message ?? "invalid");
+    this.#owned = "path" in parsed.data;
+    if ("path" in parsed.data) {
+      this.#db = new Database(parsed.data.path);
+      this.#db.pragma("journal_mode = WAL");
+    } else {
+      this.#db = parsed.data.database;
+    }
+    this.#db.pragma("busy_timeout = 5000");
+    this.#db.exec(`CREATE TABLE IF NOT EXISTS eart_budget_counters (key TEXT PRIMARY KEY, value REAL NOT NULL)`);
+    // Keys travel as one JSON array: no limit on the number of bound parameters.
+    this.#get = this.#db.prepare(`SELECT key, value FROM eart_budget_counters WHERE key IN (SELECT value FROM json_each(?))`);
+    const upsert = this.#db.prepare(
+      `INSERT INTO eart_budget_counters (key, value) VALUES (?, ?)
+       ON CONFLICT(key) DO UPDATE SET value = eart_budget_counters.value + excluded.value`,
+    );
+    this.#addTx = this.#db.transaction((entries: [string, number][]) => {
+      for (const [key, delta] of entries) upsert.run(key, delta);
+    });
+  }
+
+  async get(keys: string[]): Promise<Record<string, number>> {
+    const list = parseKeys(keys);
+    if (list.length === 0) return {};
+    const rows = this.#get.all(JSON.stringify(list)) as { key: string; value: number }[];
+    return withZeros(
+      list,
+      rows.map((r): [string, number] => [r.key, r.value]),
+    );
+  }
+
+  async add(increments: Record<string, number>): Promise<void> {
+    const entries = parseIncrements(increments);
+    if (entries.length === 0) return;
+    this.#addTx.immediate(entries);
+  }
+
+  /** Closes the database connection (only when this store opened it). */
+  close(): void {
+    if (this.#owned && this.#db.open) this.#db.close();
+  }
+}
+
+/** Where the PostgreSQL counters live: a connection string (else `EART_DATABASE_URL`), or a pool to share. */
+export interface PostgresBudgetStoreOptions {
+  connectionString?: string;
+  pool?: pg.Pool;
+}
+
+const PostgresBudgetStoreOptionsSchema = z
+  .object({
+    connectionString: z.string().min(1).optional(),
+    pool: z
+      .custom<pg.Pool>(
+        (v) => typeof (v as pg.Pool)?.query === "function" && typeof (v as pg.Pool)?.connect === "function",
+        "must be a pg Pool",
+      )
+      .optional(),
+  })
+  .strict()
+  .refine((o) => !(o.connectionString && o.pool), { path: ["pool"], message: "give either connectionString or pool, not both" });
+
+const PG_TABLE = "eart_budget_counters";
+
+/**
+ * Budget counters in PostgreSQL (table `eart_budget_counters`, created on first use), shared by
+ * every process and machine on the database. A batch is added in one transaction with
+ * `INSERT … ON CONFLICT DO UPDATE`, so concurrent charges sum exactly.
+ * @example
+ * ```ts
+ * const store = new PostgresBudgetStore({ connectionString: process.env.EART_DATABASE_URL });
+ * const budgets = defineBudgets(rules, { store });
+ * // …
+ * await store.close();
+ * ```
+ */
+export class PostgresBudgetStore implements BudgetStore {
+  readonly #pool: pg.Pool;
+  readonly #owned: boolean;
+  #ready: Promise<void> | undefined;
+
+  constructor(options: PostgresBudgetStoreOptions = {}) {
+    const parsed = parseOptions(PostgresBudgetStoreOptionsSchema, options);
+    if (parsed.pool) {
+      this.#pool = parsed.pool;
+      this.#owned = false;
+    } else {
+      const connectionString = parsed.connectionString ?? process.env.EART_DATABASE_URL;
+      if (!connectionString) throw new EartConfigError("connectionString", "give connectionString or pool, or set EART_DATABASE_URL");
+      this.#pool = new pg.Pool({ connectionString });
+      // An idle client that loses its connection must not crash the process: the next query reports it.
+      this.#pool.on("error", () => {});
+      this.#owned = true;
+    }
+  }
+
+  /** Creates the table once per store; a failed attempt is retried on the next call. */
+  #migrate(): Promise<void> {
+    this.#ready ??= this.#transaction(async (client) => {
+      // Serialise concurrent first uses: CREATE TABLE IF NOT EXISTS alone can race on the catalog.
+      await client.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [PG_TABLE]);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${PG_TABLE} (key TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL)`);
+    }).catch((error: unknown) => {
+      this.#ready = undefined;
+      throw error;
+    });
+    return this.#ready;
+  }
+
+  async #transaction(run: (client: pg.PoolClient) => Promise<void>): Promise<void> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query("BEGIN");
+      await run(client);
+      await client.query("COMMIT");
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async get(keys: string[]): Promise<Record<string, number>> {
+    const list = parseKeys(keys);
+    if (list.length === 0) return {};
+    await this.#migrate();
+    const { rows } = await this.#pool.query<{ key: string; value: number }>(`SELECT key, value FROM ${PG_TABLE} WHERE key = ANY($1::text[])`, [
+      list,
+    ]);
+    return withZeros(
+      list,
+      rows.map((r): [string, number] => [r.key, Number(r.value)]),
+    );
+  }
+
+  async add(increments: Record<string, number>): Promise<void> {
+    const entries = parseIncrements(increments);
+    if (entries.length === 0) return;
+    await this.#migrate();
+    await this.#transaction(async (client) => {
+      await client.query(
+        `INSERT INTO ${PG_TABLE} (key, value) SELECT * FROM unnest($1::text[], $2::float8[])
+         ON CONFLICT (key) DO UPDATE SET value = ${PG_TABLE}.value + EXCLUDED.value`,
+        [entries.map(([k]) => k), entries.map(([, v]) => v)],
+      );
+    });
+  }
+
+  /** Ends the connection pool (only when this store created it). */
+  async close(): Promise<void> {
+    if (this.#owned && !this.#pool.ended) await this.#pool.end();
+  }
+}
