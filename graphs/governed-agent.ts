@@ -6,6 +6,7 @@ import { bindIdentityStep, createGovernedToolNode, createModelStep, GovernedAnno
 import { assertNoPendingApproval, ChatModelOption, ToolsOption } from "../nodes/runtime.js";
 import {
   AuditLogOption,
+  BudgetGuardOption,
   IdentityRegistry,
   MemoryAuditLog,
   parseOptions,
@@ -32,6 +33,8 @@ const GovernedAgentOptionsSchema = z
     onExpired: z.enum(["answer", "rerequest"]).optional(),
     /** A candidate policy set run in shadow mode: never enforced, its differences audited. */
     shadowPolicy: PolicyEngineOption.optional(),
+    /** Budgets (`defineBudgets`): checked by the gate, charged by the tool node. */
+    budgets: BudgetGuardOption.optional(),
   })
   .strict();
 export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
@@ -54,11 +57,11 @@ export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
  */
 export function createGovernedAgent(options: GovernedAgentOptions) {
   const opts = parseOptions(GovernedAgentOptionsSchema, options);
-  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy } = opts;
+  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets } = opts;
   const auditLog = opts.auditLog ?? new MemoryAuditLog();
   const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
   const modelStep = createModelStep({ model, tools, auditLog, ...(systemPrompt ? { systemPrompt } : {}) });
-  const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}) });
+  const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}), ...(budgets ? { budgets } : {}) });
 
   async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
     const threadId = requireThreadId(config);
@@ -83,7 +86,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   const graph = new StateGraph(GovernedAnnotation)
     .addNode("agent", agent)
     .addNode("policyGate", gate.policyGate)
-    .addNode("tools", createGovernedToolNode({ tools, auditLog }))
+    .addNode("tools", createGovernedToolNode({ tools, auditLog, ...(budgets ? { budgets } : {}) }))
     .addEdge(START, "agent")
     .addConditionalEdges("agent", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END })
     .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END })

@@ -5,6 +5,7 @@ import {
   ApprovalError,
   approversOf,
   AuditLogOption,
+  BudgetGuardOption,
   buildApprovalRequest,
   decideFailClosed,
   EartConfigError,
@@ -20,6 +21,7 @@ import {
   type ApprovalRecord,
   type ApprovalRequest,
   type AuditEventInput,
+  type Budget,
   type DecisionRecord,
   type DecisionStatus,
   type Escalation,
@@ -45,6 +47,11 @@ const PolicyGateOptionsSchema = z
      * decision; each call it would decide differently is recorded as `policy.shadow_flip`.
      */
     shadowPolicy: PolicyEngineOption.optional(),
+    /**
+     * Budgets checked after policy, for calls policy allows or sends for approval: an exceeded
+     * budget denies or requires approval, as its rule says. Charge the same guard in the tool node.
+     */
+    budgets: BudgetGuardOption.optional(),
   })
   .strict();
 export type PolicyGateOptions = z.input<typeof PolicyGateOptionsSchema>;
@@ -89,7 +96,7 @@ const STATUS_OF: Record<PolicyDecision["effect"], DecisionStatus> = {
  */
 export function createPolicyGateParts(options: PolicyGateOptions) {
   const opts = parseOptions(PolicyGateOptionsSchema, options);
-  const { policy, registry, auditLog, clock, onExpired, shadowPolicy } = opts;
+  const { policy, registry, auditLog, clock, onExpired, shadowPolicy, budgets } = opts;
   const tools = indexTools(opts.tools);
 
   const now = () => clock().toISOString();
@@ -113,7 +120,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     identity: AgentIdentity,
     context: ThreadContext,
     threadId: string,
-  ): Promise<{ record: DecisionRecord; answer?: string; request?: PolicyRequest; shadow?: PolicyDecision }> {
+    budget: Budget,
+  ): Promise<{ record: DecisionRecord; answer?: string; request?: PolicyRequest; flip?: Record<string, unknown> }> {
     const base = {
       schemaVersion: 1 as const,
       toolCallId: call.id,
@@ -141,17 +149,51 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const checked = await checkToolArgs(tool, call.args);
     if (!checked.ok) return builtin("invalid", BUILTIN_POLICY_IDS.arguments, `Invalid arguments for ${call.name}: ${checked.message}`);
     const request: PolicyRequest = { identity, tool: { name: call.name, args: checked.args }, context, threadId };
-    const verdict = await decideFailClosed(policy, request);
-    const shadow = shadowPolicy ? await decideFailClosed(shadowPolicy, request) : undefined;
+    const decided = await decideFailClosed(policy, request);
+    const shadow = shadowPolicy && (await decideFailClosed(shadowPolicy, request));
+    // Shadow mode compares policy sets: the enforced policy's own decision, before budgets.
+    const flip = shadow && flipped(decided, shadow) ? { enforced: verdictSummary(decided), candidate: verdictSummary(shadow) } : undefined;
+    const verdict = await withinBudget(decided, request, budget);
     const record: DecisionRecord = { ...base, status: STATUS_OF[verdict.effect], verdict, ...expiryOf(verdict) };
-    if (verdict.effect === "deny") return { record, request, shadow, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
-    if (verdict.effect === "escalate") return { record, request, shadow, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
-    return { record, request, shadow };
+    if (verdict.effect === "deny") return { record, request, flip, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
+    if (verdict.effect === "escalate") return { record, request, flip, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
+    return { record, request, flip };
+  }
+
+  /**
+   * Applies the budgets to what policy decided. Exceeded: deny, or require approval (by the
+   * budget's roles too). A budget that cannot be checked denies (fail closed).
+   */
+  async function withinBudget(decided: PolicyDecision, request: PolicyRequest, budget: Budget): Promise<PolicyDecision> {
+    if (!budgets || (decided.effect !== "allow" && decided.effect !== "require_approval")) return decided;
+    let over: Awaited<ReturnType<typeof budgets.check>>;
+    try {
+      over = await budgets.check({ identity: request.identity, threadId: request.threadId ?? "", tool: request.tool, threadCounters: budget });
+    } catch (error) {
+      return {
+        effect: "deny",
+        reasons: [`budget check failed: ${(error as Error)?.message ?? String(error)}`],
+        policyIds: [],
+        version: decided.version,
+        evaluationError: true,
+      };
+    }
+    if (!over) return decided;
+    if (over.effect === "deny") return { effect: "deny", reasons: over.reasons, policyIds: over.budgetIds, version: decided.version };
+    const roles = over.approverRoles ?? [];
+    return decided.effect === "require_approval"
+      ? {
+          ...decided,
+          reasons: [...decided.reasons, ...over.reasons],
+          policyIds: [...decided.policyIds, ...over.budgetIds],
+          approverRoles: [...new Set([...decided.approverRoles, ...roles])],
+        }
+      : { effect: "require_approval", reasons: over.reasons, policyIds: over.budgetIds, version: decided.version, approverRoles: roles };
   }
 
   /** First pass: decide every new call and record it. No interrupt here. */
   async function decideNew(
-    state: Pick<GovernedState, "decisions" | "context">,
+    state: Pick<GovernedState, "decisions" | "context"> & Partial<Pick<GovernedState, "budget">>,
     message: AIMessage,
     calls: ToolCall[],
     identity: AgentIdentity,
@@ -167,7 +209,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       const id = call.id;
       const previous = known.get(id);
       if (previous && previous.messageId === message.id) continue; // already decided
-      const { record, answer, request, shadow } = previous
+      const { record, answer, request, flip } = previous
         ? {
             record: {
               ...previous,
@@ -187,16 +229,10 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
             },
             answer: `Refused: tool call id "${id}" was already used by an earlier call.`,
           }
-        : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId);
+        : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId, state.budget ?? {});
       records.push(record);
       if (request) requests.set(id, request);
-      if (shadow && flipped(record.verdict, shadow)) {
-        flips.push({
-          threadId,
-          type: "policy.shadow_flip",
-          data: { toolCallId: id, name: call.name, digest: record.digest, enforced: verdictSummary(record.verdict), candidate: verdictSummary(shadow) },
-        });
-      }
+      if (flip) flips.push({ threadId, type: "policy.shadow_flip", data: { toolCallId: id, name: call.name, digest: record.digest, ...flip } });
       if (answer !== undefined) answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: answer, status: "error" }));
     }
     if (records.length === 0) return { update: {}, events: [] };

@@ -4,6 +4,7 @@ import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import {
   AuditLogOption,
+  BudgetGuardOption,
   parseOptions,
   toolCallDigest,
   type DecisionRecord,
@@ -16,6 +17,8 @@ const GovernedToolNodeOptionsSchema = z
   .object({
     tools: ToolsOption.min(1),
     auditLog: AuditLogOption,
+    /** Budgets to charge for each call that ran (the same guard the policy gate checks). */
+    budgets: BudgetGuardOption.optional(),
   })
   .strict();
 export type GovernedToolNodeOptions = z.input<typeof GovernedToolNodeOptionsSchema>;
@@ -40,7 +43,7 @@ type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
  */
 export function createGovernedToolNode(options: GovernedToolNodeOptions) {
   const opts = parseOptions(GovernedToolNodeOptionsSchema, options);
-  const { auditLog } = opts;
+  const { auditLog, budgets } = opts;
   const tools = indexTools(opts.tools);
 
   async function runOne(
@@ -109,22 +112,50 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     }
   }
 
+  /**
+   * Charges the budgets for the calls that ran, one after another so each sees the totals the
+   * previous left. A charge that fails is recorded; the call already ran and is not repeated.
+   */
+  async function charge(
+    executed: { call: ToolCall & { id: string } }[],
+    state: Partial<Pick<GovernedState, "identity" | "budget">>,
+    threadId: string,
+  ): Promise<Record<string, number>> {
+    const update: Record<string, number> = {};
+    if (!budgets || !state.identity) return update;
+    const counters = { ...(state.budget ?? {}) };
+    for (const { call } of executed) {
+      try {
+        const totals = await budgets.charge({ identity: state.identity, threadId, tool: { name: call.name, args: call.args }, threadCounters: counters });
+        Object.assign(counters, totals);
+        Object.assign(update, totals);
+      } catch (error) {
+        await auditLog.append({
+          threadId,
+          type: "budget.charge_failed",
+          data: { toolCallId: call.id, name: call.name, error: (error as Error)?.message ?? String(error) },
+        });
+      }
+    }
+    return update;
+  }
+
   return async function governedTools(
-    state: Pick<GovernedState, "messages" | "decisions">,
+    state: Pick<GovernedState, "messages" | "decisions"> & Partial<Pick<GovernedState, "identity" | "budget">>,
     config: LangGraphRunnableConfig,
-  ): Promise<{ decisions: DecisionRecord[]; messages: BaseMessage[] }> {
+  ): Promise<{ decisions: DecisionRecord[]; messages: BaseMessage[]; budget?: Record<string, number> }> {
     const threadId = requireThreadId(config);
     const message = lastAIMessage(state.messages);
     const calls = (message?.tool_calls ?? []) as ToolCall[];
     const records = new Map(state.decisions.map((d) => [d.toolCallId, d]));
-    const results = await Promise.all(
-      calls
-        .filter((c): c is ToolCall & { id: string } => typeof c.id === "string" && c.id !== "")
-        .map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config)),
-    );
+    const withIds = calls.filter((c): c is ToolCall & { id: string } => typeof c.id === "string" && c.id !== "");
+    const results = await Promise.all(withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config)));
+    const executed = withIds.map((call, i) => ({ call, record: results[i]!.record })).filter((r) => r.record?.status === "executed");
+    const budget = executed.length > 0 ? await charge(executed, state, threadId) : {};
     return {
       decisions: results.flatMap((r) => (r.record ? [r.record] : [])),
       messages: results.flatMap((r) => (r.message ? [r.message] : [])),
+      ...(Object.keys(budget).length > 0 ? { budget } : {}),
     };
   };
 }

@@ -18,6 +18,7 @@ export const AuditEventTypeSchema = z.enum([
   "tool.succeeded",
   "tool.failed",
   "tool.blocked",
+  "budget.charge_failed",
   "run.completed",
 ]);
 export type AuditEventType = z.output<typeof AuditEventTypeSchema>;

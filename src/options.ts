@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { AuditLog } from "./audit.js";
+import type { BudgetGuard } from "./budget.js";
 import { EartConfigError } from "./errors.js";
 import { IdentityRegistry } from "./identity.js";
 import type { PolicyEngine } from "./policy.js";
@@ -30,3 +31,9 @@ export const IdentityRegistryOption = z.custom<IdentityRegistry>((v) => v instan
 
 /** Option schema: a {@link PolicyEngine}. */
 export const PolicyEngineOption = z.custom<PolicyEngine>((v) => typeof (v as PolicyEngine)?.decide === "function", "must be a PolicyEngine");
+
+/** Option schema: a {@link BudgetGuard} (from `defineBudgets`). */
+export const BudgetGuardOption = z.custom<BudgetGuard>(
+  (v) => typeof (v as BudgetGuard)?.check === "function" && typeof (v as BudgetGuard)?.charge === "function",
+  "must be a BudgetGuard (defineBudgets)",
+);

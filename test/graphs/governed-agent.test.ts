@@ -1,13 +1,18 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { AIMessage, ToolMessage } from "@langchain/core/messages";
 import { Command, MemorySaver } from "@langchain/langgraph";
 import { describe, expect, it } from "vitest";
 import {
   ApprovalError,
+  defineBudgets,
   definePolicy,
   IdentityImmutableError,
   IdentityResolutionError,
   pendingApproval,
   replay,
+  SqliteBudgetStore,
   ThreadStateError,
   toolCallDigest,
   type ApprovalRequest,
@@ -710,5 +715,51 @@ describe("shadow mode and replay", () => {
     ]);
     // Replaying the enforced policy itself flips nothing.
     expect((await replay(setup.auditLog, refundPolicy)).flips).toEqual([]);
+  });
+});
+
+describe("budgets", () => {
+  it("at most $2,000 refunded per agent per day, across threads, in a SQLite store", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "eart-budget-"));
+    const clock = { now: new Date("2026-03-02T09:00:00Z") };
+    const budgets = defineBudgets(
+      [{ id: "refunds.agent-day", tools: ["issue_refund"], scope: "agent", window: "day", maxSum: { arg: "amount", max: 2000 }, onExceed: "deny", reason: "At most $2,000 refunded per agent per day" }],
+      { store: new SqliteBudgetStore({ path: join(dir, "budgets.sqlite") }), clock: () => new Date(clock.now) },
+    );
+    const lenient = definePolicy({ rules: [{ id: "refunds.any", tools: ["issue_refund"], effect: "allow" }] });
+
+    const first = refundSetup([[refund("c1", 1500)]], { policy: lenient, budgets });
+    await first.agent.invoke(ask(), config("t-budget-1"));
+    expect(first.refunds()).toHaveLength(1);
+
+    const second = refundSetup([[refund("c1", 600, "1043")]], { policy: lenient, budgets });
+    const denied = await second.agent.invoke(ask(), config("t-budget-2"));
+    expect(second.refunds()).toEqual([]);
+    expect(denied.decisions[0]).toMatchObject({ status: "denied", verdict: { effect: "deny", policyIds: ["refunds.agent-day"] } });
+    expect(answersTo(denied.messages, "c1")[0]?.content).toContain("At most $2,000 refunded per agent per day");
+
+    const small = refundSetup([[refund("c1", 500, "1043")]], { policy: lenient, budgets });
+    await small.agent.invoke(ask(), config("t-budget-3"));
+    expect(small.refunds()).toHaveLength(1);
+
+    clock.now = new Date("2026-03-03T09:00:00Z");
+    const nextDay = refundSetup([[refund("c1", 600, "1043")]], { policy: lenient, budgets });
+    await nextDay.agent.invoke(ask(), config("t-budget-4"));
+    expect(nextDay.refunds()).toHaveLength(1);
+  });
+
+  it("per-thread limits live in the checkpointed state and can require approval", async () => {
+    const budgets = defineBudgets([
+      { id: "refunds.thread-calls", tools: ["issue_refund"], scope: "thread", window: "day", maxCalls: 2, onExceed: "require_approval", approverRoles: ["supervisor"] },
+    ]);
+    const lenient = definePolicy({ rules: [{ id: "refunds.any", tools: ["issue_refund"], effect: "allow" }] });
+    const setup = refundSetup([[refund("a", 10, "1043")], [refund("b", 10, "1043")], [refund("c", 10, "1043")]], { policy: lenient, budgets });
+    const result = await setup.agent.invoke(ask(), config("t-budget-thread"));
+    expect(setup.refunds().map((r) => r.toolCallId)).toEqual(["a", "b"]);
+    const request = pendingApproval(result);
+    expect(request?.requests[0]).toMatchObject({ toolCallId: "c", approverRoles: ["supervisor"], policyIds: ["refunds.thread-calls"] });
+    expect(Object.values(result.budget)).toContain(2);
+    await setup.agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c", type: "approve" }] } }), config("t-budget-thread"));
+    expect(setup.refunds().map((r) => r.toolCallId)).toEqual(["a", "b", "c"]);
   });
 });

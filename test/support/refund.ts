@@ -1,7 +1,7 @@
 import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import { MemorySaver, type BaseCheckpointSaver } from "@langchain/langgraph";
 import Database from "better-sqlite3";
-import { IdentityRegistry, MemoryAuditLog, type AuditLog, type PolicyEngine } from "eart";
+import { IdentityRegistry, MemoryAuditLog, type AuditLog, type BudgetGuard, type PolicyEngine } from "eart";
 import { createGovernedAgent } from "eart/graphs";
 import { scriptedModel } from "eart/testing";
 import identities from "../../examples/refund/identities.json" with { type: "json" };
@@ -28,7 +28,7 @@ export const config = (threadId: string, userId = "cara", extra: Record<string, 
 /** The refund agent in memory, with a real refunds table (SQLite in memory) to count side effects. */
 export function refundSetup(
   turns: Call[][],
-  opts: { policy?: PolicyEngine; checkpointer?: BaseCheckpointSaver; auditLog?: AuditLog; clock?: () => Date; onExpired?: "answer" | "rerequest" } = {},
+  opts: { policy?: PolicyEngine; checkpointer?: BaseCheckpointSaver; auditLog?: AuditLog; clock?: () => Date; onExpired?: "answer" | "rerequest"; budgets?: BudgetGuard } = {},
 ) {
   const db = new Database(":memory:");
   const tools = createRefundTools(db);
@@ -43,6 +43,7 @@ export function refundSetup(
     auditLog,
     ...(opts.clock ? { clock: opts.clock } : {}),
     ...(opts.onExpired ? { onExpired: opts.onExpired } : {}),
+    ...(opts.budgets ? { budgets: opts.budgets } : {}),
   });
   const refunds = () =>
     db.prepare(`SELECT order_id AS orderId, amount, tool_call_id AS toolCallId FROM refunds ORDER BY id`).all() as {
