@@ -1,5 +1,4 @@
 import Database from "better-sqlite3";
-import { z } from "zod";
 import {
   type AuditEvent,
   type AuditEventInput,
@@ -12,14 +11,10 @@ import {
   verifyChain,
 } from "./audit.js";
 import { AuditStoreError, EartConfigError } from "./errors.js";
+import { openSqlite, type SqliteLocation } from "./sqlite.js";
 
 /** Where the log lives: a file path, or an open better-sqlite3 database to share. */
-export type SqliteAuditLogOptions = { path: string } | { database: Database.Database };
-
-const SqliteAuditLogOptionsSchema: z.ZodType<SqliteAuditLogOptions> = z.union([
-  z.object({ path: z.string().min(1) }).strict(),
-  z.object({ database: z.custom<Database.Database>((v) => v instanceof Database, "must be a better-sqlite3 Database") }).strict(),
-]);
+export type SqliteAuditLogOptions = SqliteLocation;
 
 interface EventRow {
   thread_id: string;
@@ -54,17 +49,8 @@ export class SqliteAuditLog implements AuditLog {
   readonly #appendTx: Database.Transaction<(groups: Map<string, AuditEventInput[]>) => AuditEvent[]>;
 
   constructor(options: SqliteAuditLogOptions) {
-    const parsed = SqliteAuditLogOptionsSchema.safeParse(options);
-    if (!parsed.success) throw new EartConfigError("path", parsed.error.issues[0]?.message ?? "invalid");
     try {
-      this.#owned = "path" in parsed.data;
-      if ("path" in parsed.data) {
-        this.#db = new Database(parsed.data.path);
-        this.#db.pragma("journal_mode = WAL");
-      } else {
-        this.#db = parsed.data.database;
-      }
-      this.#db.pragma("busy_timeout = 5000");
+      ({ db: this.#db, owned: this.#owned } = openSqlite(options));
       this.#db.exec(`
         CREATE TABLE IF NOT EXISTS eart_audit_events (
           thread_id TEXT NOT NULL,
@@ -85,6 +71,7 @@ export class SqliteAuditLog implements AuditLog {
         );
       `);
     } catch (error) {
+      if (error instanceof EartConfigError) throw error;
       throw new AuditStoreError(`Cannot open the SQLite audit log: ${(error as Error).message}`, { cause: error });
     }
     this.#insert = this.#db.prepare(

@@ -5,6 +5,7 @@ import { canonicalJson, sha256Hex } from "./canonical.js";
 import { EartConfigError, PolicyDefinitionError } from "./errors.js";
 import { AgentIdentitySchema } from "./identity.js";
 import { parseOptions } from "./options.js";
+import { openSqlite, type SqliteLocation } from "./sqlite.js";
 import { BudgetSchema } from "./state.js";
 
 /**
@@ -427,12 +428,7 @@ export class MemoryBudgetStore implements BudgetStore {
 }
 
 /** Where the SQLite counters live: a file path, or an open better-sqlite3 database to share. */
-export type SqliteBudgetStoreOptions = { path: string } | { database: Database.Database };
-
-const SqliteBudgetStoreOptionsSchema: z.ZodType<SqliteBudgetStoreOptions> = z.union([
-  z.object({ path: z.string().min(1) }).strict(),
-  z.object({ database: z.custom<Database.Database>((v) => v instanceof Database, "must be a better-sqlite3 Database") }).strict(),
-]);
+export type SqliteBudgetStoreOptions = SqliteLocation;
 
 /**
  * Budget counters in a SQLite file (table `eart_budget_counters`), shared by every process that
@@ -450,16 +446,7 @@ export class SqliteBudgetStore implements BudgetStore {
   readonly #addTx: Database.Transaction<(entries: [string, number][]) => void>;
 
   constructor(options: SqliteBudgetStoreOptions) {
-    const parsed = SqliteBudgetStoreOptionsSchema.safeParse(options);
-    if (!parsed.success) throw new EartConfigError("path", parsed.error.issues[0]?.message ?? "invalid");
-    this.#owned = "path" in parsed.data;
-    if ("path" in parsed.data) {
-      this.#db = new Database(parsed.data.path);
-      this.#db.pragma("journal_mode = WAL");
-    } else {
-      this.#db = parsed.data.database;
-    }
-    this.#db.pragma("busy_timeout = 5000");
+    ({ db: this.#db, owned: this.#owned } = openSqlite(options));
     this.#db.exec(`CREATE TABLE IF NOT EXISTS eart_budget_counters (key TEXT PRIMARY KEY, value REAL NOT NULL)`);
     // Keys travel as one JSON array: no limit on the number of bound parameters.
     this.#get = this.#db.prepare(`SELECT key, value FROM eart_budget_counters WHERE key IN (SELECT value FROM json_each(?))`);
