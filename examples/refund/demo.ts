@@ -49,7 +49,7 @@ async function approve(): Promise<void> {
   console.log("audit trail:");
   for (const e of await auditLog.read(threadId)) {
     const d = e.data as Record<string, unknown>;
-    const detail = [d.name, d.effect ?? d.decision, d.approverId, d.status].filter((x) => x !== undefined && x !== null).join(" ");
+    const detail = [d.name, d.decision ?? d.effect, d.approverId, d.status].filter((x) => x !== undefined && x !== null).join(" ");
     console.log(`  #${String(e.seq).padStart(2)} ${e.type.padEnd(18)} ${detail}  ${e.hash.slice(0, 12)}`);
   }
   const verification = await auditLog.verify(threadId);
