@@ -31,3 +31,4 @@ export { AuditLogOption, BudgetGuardOption, IdentityRegistryOption, parseOptions
 export * from "./policy-cedar.js";
 export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./replay.js";
 export * from "./budget.js";
+export * from "./ledger.js";

@@ -1,0 +1,591 @@
+import Database from "better-sqlite3";
+import pg from "pg";
+import { z } from "zod";
+import { canonicalJson, sha256Hex } from "./canonical.js";
+import { EartConfigError } from "./errors.js";
+import { parseOptions } from "./options.js";
+import { openSqlite, type SqliteLocation } from "./sqlite.js";
+
+/**
+ * The effect ledger: one record per tool execution, keyed by (thread id, tool call id, digest),
+ * written as `started` before the tool runs and `succeeded` / `failed` after. A node that runs
+ * again (resume, retry, crash recovery) reads the record instead of running the tool again.
+ */
+
+/** Current schema version of a persisted {@link LedgerEntry}. */
+export const LEDGER_SCHEMA_VERSION = 1 as const;
+
+// No NUL: PostgreSQL text cannot hold it, and every store must accept the same keys.
+const KeyPart = z
+  .string()
+  .min(1, "must be a non-empty string")
+  .refine((s) => !s.includes("\u0000"), "must not contain NUL characters");
+
+/**
+ * The idempotency key of one tool execution. The same tool call id with another digest (an
+ * edited call) is another key.
+ */
+export const LedgerKeySchema = z.object({ threadId: KeyPart, toolCallId: KeyPart, digest: KeyPart }).strict();
+export type LedgerKey = z.output<typeof LedgerKeySchema>;
+
+/** Where an execution stands: `started` with no outcome means the outcome is unknown. */
+export const LedgerStatusSchema = z.enum(["started", "succeeded", "failed"]);
+export type LedgerStatus = z.output<typeof LedgerStatusSchema>;
+
+const IsoDate = z.string().refine((s) => !Number.isNaN(Date.parse(s)), "must be an ISO date");
+
+/**
+ * One execution as recorded. `attempt` counts the starts (1, then +1 per {@link EffectLedger.retry});
+ * `startedAt` is when the current attempt started. `result` is set (JSON, possibly `null`) only
+ * when `succeeded`, `error` only when `failed`.
+ */
+export const LedgerEntrySchema = z
+  .object({
+    schemaVersion: z.literal(LEDGER_SCHEMA_VERSION),
+    key: LedgerKeySchema,
+    status: LedgerStatusSchema,
+    attempt: z.number().int().positive(),
+    startedAt: IsoDate,
+    finishedAt: IsoDate.optional(),
+    result: z.unknown().optional(),
+    error: z.string().optional(),
+  })
+  .strict()
+  .superRefine((e, ctx) => {
+    if ((e.status === "started") !== (e.finishedAt === undefined)) {
+      ctx.addIssue({ code: "custom", path: ["finishedAt"], message: "is set exactly when the entry is finished" });
+    }
+    if (e.status !== "succeeded" && "result" in e) ctx.addIssue({ code: "custom", path: ["result"], message: "only a succeeded entry has a result" });
+    if (e.status === "succeeded" && !("result" in e)) ctx.addIssue({ code: "custom", path: ["result"], message: "a succeeded entry has a result" });
+    if ((e.status === "failed") !== (e.error !== undefined)) {
+      ctx.addIssue({ code: "custom", path: ["error"], message: "is set exactly when the entry failed" });
+    }
+  });
+export type LedgerEntry = z.output<typeof LedgerEntrySchema>;
+
+/** The outcome handed to {@link EffectLedger.finish}. `result` must be JSON (use `null` for nothing). */
+export const LedgerOutcomeSchema = z.discriminatedUnion("status", [
+  z.object({ status: z.literal("succeeded"), result: z.unknown() }).strict(),
+  z.object({ status: z.literal("failed"), error: z.string().min(1, "must be a non-empty string") }).strict(),
+]);
+export type LedgerOutcome = z.output<typeof LedgerOutcomeSchema>;
+
+/** What {@link EffectLedger.begin} found: `claimed` when this caller created the entry. */
+export type LedgerBegin = { claimed: boolean; entry: LedgerEntry };
+
+/**
+ * Records tool executions by idempotency key, so that a call runs at most once per key. Every
+ * operation is atomic in its store, also across processes for the SQLite and PostgreSQL stores.
+ * @example
+ * ```ts
+ * const { claimed, entry } = await ledger.begin(key);
+ * if (claimed) {
+ *   const result = await tool.invoke(args);
+ *   await ledger.finish(key, { status: "succeeded", result });
+ * } else if (entry.status === "succeeded") {
+ *   return entry.result; // recorded: never run again
+ * }
+ * ```
+ */
+export interface EffectLedger {
+  /**
+   * Records that an execution is about to start. Returns `{ claimed: true }` with a new entry
+   * (attempt 1) when this caller created it, or `{ claimed: false }` with the existing entry, in
+   * any status, unchanged.
+   */
+  begin(key: LedgerKey, now?: Date): Promise<LedgerBegin>;
+  /**
+   * Claims a retry of an execution whose outcome is unknown: bumps `attempt` (and sets
+   * `startedAt`) only if the entry is still `started` at `expectedAttempt` (compare-and-set).
+   * Returns the updated entry, or `undefined` when it is missing or changed meanwhile.
+   */
+  retry(key: LedgerKey, expectedAttempt: number, now?: Date): Promise<LedgerEntry | undefined>;
+  /**
+   * Records the outcome of a `started` entry. `false` when the entry is missing or already
+   * finished: a finished entry is never changed.
+   */
+  finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean>;
+  /** The entry of a key, or `undefined`. */
+  get(key: LedgerKey): Promise<LedgerEntry | undefined>;
+  /** Every entry of a thread, by `startedAt`, then tool call id, then digest. */
+  list(threadId: string): Promise<LedgerEntry[]>;
+}
+
+/**
+ * A call to an {@link EffectLedger} with input that does not validate (bad key, outcome, attempt
+ * or date, or a result that is not JSON). Nothing is written. `field` names the bad argument.
+ * @example
+ * ```ts
+ * await ledger.finish(key, { status: "succeeded", result: new Map() }); // throws LedgerInputError { field: "outcome" }
+ * ```
+ */
+export class LedgerInputError extends EartConfigError {
+  constructor(field: string, message: string) {
+    super(field, message);
+  }
+}
+
+function parseWith<S extends z.ZodType>(schema: S, field: string, value: unknown): z.output<S> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const at = issue.path.length > 0 ? `${issue.path.join(".")}: ` : "";
+  throw new LedgerInputError(field, `${at}${issue.message}`);
+}
+
+const parseKey = (key: unknown): LedgerKey => parseWith(LedgerKeySchema, "key", key);
+const parseThreadId = (threadId: unknown): string => parseWith(KeyPart, "threadId", threadId);
+const parseAttempt = (attempt: unknown): number =>
+  parseWith(z.number().int().positive("must be a positive integer"), "expectedAttempt", attempt);
+
+function isoOf(now: unknown): string {
+  const at = now ?? new Date();
+  if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw new LedgerInputError("now", "must be a valid Date");
+  return at.toISOString();
+}
+
+/** Why a value is not plain JSON (it would not come back equal from the store), or `undefined`. */
+function jsonProblem(value: unknown, path: string, stack: object[]): string | undefined {
+  if (value === null || typeof value === "string" || typeof value === "boolean") return undefined;
+  if (typeof value === "number") return Number.isFinite(value) ? undefined : `${path} is ${value}, not a finite number`;
+  if (typeof value !== "object") return `${path} is ${typeof value === "undefined" ? "undefined" : `a ${typeof value}`}`;
+  if (stack.includes(value)) return `${path} is a circular reference`;
+  stack.push(value);
+  try {
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const problem = jsonProblem(value[i], `${path}[${i}]`, stack);
+        if (problem) return problem;
+      }
+      return undefined;
+    }
+    const proto = Object.getPrototypeOf(value) as unknown;
+    if (proto !== Object.prototype && proto !== null) {
+      return `${path} is a ${(value as object).constructor?.name ?? "non-plain object"}, not a plain object`;
+    }
+    if (Object.getOwnPropertySymbols(value).length > 0) return `${path} has symbol keys`;
+    for (const [k, v] of Object.entries(value)) {
+      const problem = jsonProblem(v, `${path}.${k}`, stack);
+      if (problem) return problem;
+    }
+    return undefined;
+  } finally {
+    stack.pop();
+  }
+}
+
+/** The validated outcome, with its result as JSON text. */
+type ParsedOutcome = { status: "succeeded"; resultJson: string } | { status: "failed"; error: string };
+
+function parseOutcome(outcome: unknown): ParsedOutcome {
+  const parsed = parseWith(LedgerOutcomeSchema, "outcome", outcome);
+  if (parsed.status === "failed") return parsed;
+  const problem = jsonProblem(parsed.result, "result", []);
+  if (problem) throw new LedgerInputError("outcome", `the result must be JSON-serialisable: ${problem} (use null for no result)`);
+  return { status: "succeeded", resultJson: JSON.stringify(parsed.result) };
+}
+
+/**
+ * A stable string for an idempotency key (the SHA-256 hex of its canonical JSON), for a tool to
+ * forward to the system it calls, e.g. as an `Idempotency-Key` header.
+ * @example
+ * ```ts
+ * fetch(url, { method: "POST", headers: { "Idempotency-Key": idempotencyKeyOf(key) }, body });
+ * ```
+ */
+export function idempotencyKeyOf(key: LedgerKey): string {
+  const { threadId, toolCallId, digest } = parseKey(key);
+  return sha256Hex(canonicalJson({ threadId, toolCallId, digest }));
+}
+
+/** A stored row, in the column names of both SQL stores. */
+interface LedgerRow {
+  thread_id: string;
+  tool_call_id: string;
+  digest: string;
+  schema_version: number;
+  status: string;
+  attempt: number;
+  started_at: string | Date;
+  finished_at: string | Date | null;
+  result: string | null;
+  error: string | null;
+}
+
+const iso = (v: string | Date): string => (v instanceof Date ? v.toISOString() : v);
+
+/** A row as an entry, re-validated: a corrupt row is reported, never returned. */
+function entryOfRow(row: LedgerRow): LedgerEntry {
+  let result: { result?: unknown } = {};
+  try {
+    if (row.result !== null) result = { result: JSON.parse(row.result) as unknown };
+  } catch (error) {
+    throw new Error(`eart_effect_ledger: the stored result of ${row.thread_id}/${row.tool_call_id} is not JSON`, { cause: error });
+  }
+  const entry = {
+    schemaVersion: Number(row.schema_version),
+    key: { threadId: row.thread_id, toolCallId: row.tool_call_id, digest: row.digest },
+    status: row.status,
+    attempt: Number(row.attempt),
+    startedAt: iso(row.started_at),
+    ...(row.finished_at !== null ? { finishedAt: iso(row.finished_at) } : {}),
+    ...result,
+    ...(row.error !== null ? { error: row.error } : {}),
+  };
+  const parsed = LedgerEntrySchema.safeParse(entry);
+  if (!parsed.success) {
+    throw new Error(`eart_effect_ledger: the stored entry ${row.thread_id}/${row.tool_call_id} is invalid: ${parsed.error.issues[0]?.message}`);
+  }
+  return parsed.data;
+}
+
+const byStartThenCall = (a: LedgerEntry, b: LedgerEntry): number =>
+  cmp(a.startedAt, b.startedAt) || cmp(a.key.toolCallId, b.key.toolCallId) || cmp(a.key.digest, b.key.digest);
+const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * An effect ledger in memory: for tests and single-process runs. Entries are copied in and out,
+ * so a caller cannot change what is recorded.
+ * @example
+ * ```ts
+ * const ledger = new MemoryEffectLedger();
+ * const { claimed } = await ledger.begin({ threadId: "t1", toolCallId: "call_1", digest });
+ * ```
+ */
+export class MemoryEffectLedger implements EffectLedger {
+  readonly #entries = new Map<string, LedgerEntry>();
+
+  static #id(key: LedgerKey): string {
+    return canonicalJson([key.threadId, key.toolCallId, key.digest]);
+  }
+
+  static #copy(entry: LedgerEntry): LedgerEntry {
+    return JSON.parse(JSON.stringify(entry)) as LedgerEntry;
+  }
+
+  // Each method validates first and then reads and writes with no await in between: atomic.
+
+  async begin(key: LedgerKey, now?: Date): Promise<LedgerBegin> {
+    const k = parseKey(key);
+    const startedAt = isoOf(now);
+    const id = MemoryEffectLedger.#id(k);
+    const existing = this.#entries.get(id);
+    if (existing) return { claimed: false, entry: MemoryEffectLedger.#copy(existing) };
+    const entry = LedgerEntrySchema.parse({ schemaVersion: LEDGER_SCHEMA_VERSION, key: k, status: "started", attempt: 1, startedAt });
+    this.#entries.set(id, MemoryEffectLedger.#copy(entry));
+    return { claimed: true, entry };
+  }
+
+  async retry(key: LedgerKey, expectedAttempt: number, now?: Date): Promise<LedgerEntry | undefined> {
+    const k = parseKey(key);
+    const attempt = parseAttempt(expectedAttempt);
+    const startedAt = isoOf(now);
+    const id = MemoryEffectLedger.#id(k);
+    const existing = this.#entries.get(id);
+    if (!existing || existing.status !== "started" || existing.attempt !== attempt) return undefined;
+    const entry = LedgerEntrySchema.parse({ ...existing, attempt: attempt + 1, startedAt });
+    this.#entries.set(id, MemoryEffectLedger.#copy(entry));
+    return MemoryEffectLedger.#copy(entry);
+  }
+
+  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean> {
+    const k = parseKey(key);
+    const parsed = parseOutcome(outcome);
+    const finishedAt = isoOf(now);
+    const id = MemoryEffectLedger.#id(k);
+    const existing = this.#entries.get(id);
+    if (!existing || existing.status !== "started") return false;
+    const entry = LedgerEntrySchema.parse({
+      ...existing,
+      status: parsed.status,
+      finishedAt,
+      ...(parsed.status === "succeeded" ? { result: JSON.parse(parsed.resultJson) as unknown } : { error: parsed.error }),
+    });
+    this.#entries.set(id, entry);
+    return true;
+  }
+
+  async get(key: LedgerKey): Promise<LedgerEntry | undefined> {
+    const entry = this.#entries.get(MemoryEffectLedger.#id(parseKey(key)));
+    return entry && MemoryEffectLedger.#copy(entry);
+  }
+
+  async list(threadId: string): Promise<LedgerEntry[]> {
+    const id = parseThreadId(threadId);
+    return [...this.#entries.values()]
+      .filter((e) => e.key.threadId === id)
+      .sort(byStartThenCall)
+      .map((e) => MemoryEffectLedger.#copy(e));
+  }
+}
+
+const TABLE = "eart_effect_ledger";
+const COLUMNS = "thread_id, tool_call_id, digest, schema_version, status, attempt, started_at, finished_at, result, error";
+const KEY_WHERE_SQLITE = "thread_id = ? AND tool_call_id = ? AND digest = ?";
+
+/** Where the SQLite ledger lives: a file path, or an open better-sqlite3 database to share. */
+export type SqliteEffectLedgerOptions = SqliteLocation;
+
+/**
+ * An effect ledger in a SQLite file (table `eart_effect_ledger`), shared by every process that
+ * opens the file. `begin` inserts and reads back in one write transaction, so exactly one caller
+ * claims a key; updates are compare-and-set on the status and attempt.
+ * @example
+ * ```ts
+ * const ledger = new SqliteEffectLedger({ path: ".eart/eart.sqlite" });
+ * const { claimed, entry } = await ledger.begin(key);
+ * // …
+ * ledger.close();
+ * ```
+ */
+export class SqliteEffectLedger implements EffectLedger {
+  readonly #db: Database.Database;
+  readonly #owned: boolean;
+  readonly #select: Database.Statement;
+  readonly #list: Database.Statement;
+  readonly #begin: Database.Transaction<(k: LedgerKey, startedAt: string) => { claimed: boolean; row: LedgerRow }>;
+  readonly #retry: Database.Transaction<(k: LedgerKey, attempt: number, startedAt: string) => LedgerRow | undefined>;
+  readonly #finish: Database.Statement;
+
+  constructor(options: SqliteEffectLedgerOptions) {
+    ({ db: this.#db, owned: this.#owned } = openSqlite(options));
+    this.#db.exec(
+      `CREATE TABLE IF NOT EXISTS ${TABLE} (
+         thread_id TEXT NOT NULL,
+         tool_call_id TEXT NOT NULL,
+         digest TEXT NOT NULL,
+         schema_version INTEGER NOT NULL,
+         status TEXT NOT NULL CHECK (status IN ('started', 'succeeded', 'failed')),
+         attempt INTEGER NOT NULL,
+         started_at TEXT NOT NULL,
+         finished_at TEXT,
+         result TEXT,
+         error TEXT,
+         PRIMARY KEY (thread_id, tool_call_id, digest)
+       )`,
+    );
+    this.#select = this.#db.prepare(`SELECT ${COLUMNS} FROM ${TABLE} WHERE ${KEY_WHERE_SQLITE}`);
+    this.#list = this.#db.prepare(`SELECT ${COLUMNS} FROM ${TABLE} WHERE thread_id = ? ORDER BY started_at, tool_call_id, digest`);
+    const insert = this.#db.prepare(
+      `INSERT OR IGNORE INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
+       VALUES (?, ?, ?, ${LEDGER_SCHEMA_VERSION}, 'started', 1, ?)`,
+    );
+    const bump = this.#db.prepare(
+      `UPDATE ${TABLE} SET attempt = attempt + 1, started_at = ? WHERE ${KEY_WHERE_SQLITE} AND status = 'started' AND attempt = ?`,
+    );
+    this.#finish = this.#db.prepare(
+      `UPDATE ${TABLE} SET status = ?, finished_at = ?, result = ?, error = ? WHERE ${KEY_WHERE_SQLITE} AND status = 'started'`,
+    );
+    this.#begin = this.#db.transaction((k: LedgerKey, startedAt: string) => {
+      const { changes } = insert.run(k.threadId, k.toolCallId, k.digest, startedAt);
+      return { claimed: changes === 1, row: this.#select.get(k.threadId, k.toolCallId, k.digest) as LedgerRow };
+    });
+    this.#retry = this.#db.transaction((k: LedgerKey, attempt: number, startedAt: string) => {
+      const { changes } = bump.run(startedAt, k.threadId, k.toolCallId, k.digest, attempt);
+      return changes === 1 ? (this.#select.get(k.threadId, k.toolCallId, k.digest) as LedgerRow) : undefined;
+    });
+  }
+
+  async begin(key: LedgerKey, now?: Date): Promise<LedgerBegin> {
+    const k = parseKey(key);
+    const { claimed, row } = this.#begin.immediate(k, isoOf(now));
+    return { claimed, entry: entryOfRow(row) };
+  }
+
+  async retry(key: LedgerKey, expectedAttempt: number, now?: Date): Promise<LedgerEntry | undefined> {
+    const k = parseKey(key);
+    const attempt = parseAttempt(expectedAttempt);
+    const row = this.#retry.immediate(k, attempt, isoOf(now));
+    return row && entryOfRow(row);
+  }
+
+  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean> {
+    const k = parseKey(key);
+    const o = parseOutcome(outcome);
+    const finishedAt = isoOf(now);
+    const { changes } = this.#finish.run(
+      o.status,
+      finishedAt,
+      o.status === "succeeded" ? o.resultJson : null,
+      o.status === "failed" ? o.error : null,
+      k.threadId,
+      k.toolCallId,
+      k.digest,
+    );
+    return changes === 1;
+  }
+
+  async get(key: LedgerKey): Promise<LedgerEntry | undefined> {
+    const k = parseKey(key);
+    const row = this.#select.get(k.threadId, k.toolCallId, k.digest) as LedgerRow | undefined;
+    return row && entryOfRow(row);
+  }
+
+  async list(threadId: string): Promise<LedgerEntry[]> {
+    return (this.#list.all(parseThreadId(threadId)) as LedgerRow[]).map(entryOfRow);
+  }
+
+  /** Closes the database connection (only when this ledger opened it). */
+  close(): void {
+    if (this.#owned && this.#db.open) this.#db.close();
+  }
+}
+
+/** Where the PostgreSQL ledger lives: a connection string (else `EART_DATABASE_URL`), or a pool to share. */
+export interface PostgresEffectLedgerOptions {
+  connectionString?: string;
+  pool?: pg.Pool;
+}
+
+const PostgresEffectLedgerOptionsSchema = z
+  .object({
+    connectionString: z.string().min(1).optional(),
+    pool: z
+      .custom<pg.Pool>(
+        (v) => typeof (v as pg.Pool)?.query === "function" && typeof (v as pg.Pool)?.connect === "function",
+        "must be a pg Pool",
+      )
+      .optional(),
+  })
+  .strict()
+  .refine((o) => !(o.connectionString && o.pool), { path: ["pool"], message: "give either connectionString or pool, not both" });
+
+const PG_COLUMNS = COLUMNS;
+const PG_KEY_WHERE = "thread_id = $1 AND tool_call_id = $2 AND digest = $3";
+
+/**
+ * An effect ledger in PostgreSQL (table `eart_effect_ledger`, created on first use), shared by
+ * every process and machine on the database. `begin` is one `INSERT … ON CONFLICT DO NOTHING
+ * RETURNING`, so exactly one caller claims a key; updates are compare-and-set on the status and
+ * attempt.
+ * @example
+ * ```ts
+ * const ledger = new PostgresEffectLedger({ connectionString: process.env.EART_DATABASE_URL });
+ * const { claimed, entry } = await ledger.begin(key);
+ * // …
+ * await ledger.close();
+ * ```
+ */
+export class PostgresEffectLedger implements EffectLedger {
+  readonly #pool: pg.Pool;
+  readonly #owned: boolean;
+  #ready: Promise<void> | undefined;
+
+  constructor(options: PostgresEffectLedgerOptions = {}) {
+    const parsed = parseOptions(PostgresEffectLedgerOptionsSchema, options);
+    if (parsed.pool) {
+      this.#pool = parsed.pool;
+      this.#owned = false;
+    } else {
+      const connectionString = parsed.connectionString ?? process.env.EART_DATABASE_URL;
+      if (!connectionString) throw new EartConfigError("connectionString", "give connectionString or pool, or set EART_DATABASE_URL");
+      this.#pool = new pg.Pool({ connectionString });
+      // An idle client that loses its connection must not crash the process: the next query reports it.
+      this.#pool.on("error", () => {});
+      this.#owned = true;
+    }
+  }
+
+  /** Creates the table once per ledger; a failed attempt is retried on the next call. */
+  #migrate(): Promise<void> {
+    this.#ready ??= (async () => {
+      const client = await this.#pool.connect();
+      try {
+        await client.query("BEGIN");
+        // Serialise concurrent first uses: CREATE TABLE IF NOT EXISTS alone can race on the catalog.
+        await client.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [TABLE]);
+        await client.query(
+          `CREATE TABLE IF NOT EXISTS ${TABLE} (
+             thread_id TEXT NOT NULL,
+             tool_call_id TEXT NOT NULL,
+             digest TEXT NOT NULL,
+             schema_version INTEGER NOT NULL,
+             status TEXT NOT NULL CHECK (status IN ('started', 'succeeded', 'failed')),
+             attempt INTEGER NOT NULL,
+             started_at TIMESTAMPTZ NOT NULL,
+             finished_at TIMESTAMPTZ,
+             result TEXT,
+             error TEXT,
+             PRIMARY KEY (thread_id, tool_call_id, digest)
+           )`,
+        );
+        await client.query("COMMIT");
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
+    })().catch((error: unknown) => {
+      this.#ready = undefined;
+      throw error;
+    });
+    return this.#ready;
+  }
+
+  async #query(text: string, values: unknown[]): Promise<pg.QueryResult<LedgerRow>> {
+    await this.#migrate();
+    return this.#pool.query<LedgerRow>(text, values);
+  }
+
+  async begin(key: LedgerKey, now?: Date): Promise<LedgerBegin> {
+    const k = parseKey(key);
+    const startedAt = isoOf(now);
+    const inserted = await this.#query(
+      `INSERT INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
+       VALUES ($1, $2, $3, ${LEDGER_SCHEMA_VERSION}, 'started', 1, $4)
+       ON CONFLICT (thread_id, tool_call_id, digest) DO NOTHING
+       RETURNING ${PG_COLUMNS}`,
+      [k.threadId, k.toolCallId, k.digest, startedAt],
+    );
+    if (inserted.rows[0]) return { claimed: true, entry: entryOfRow(inserted.rows[0]) };
+    // The conflicting insert has committed (ON CONFLICT waits for it), so a new statement sees it;
+    // rows are never deleted.
+    const { rows } = await this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${PG_KEY_WHERE}`, [k.threadId, k.toolCallId, k.digest]);
+    if (!rows[0]) throw new Error(`eart_effect_ledger: the entry ${k.threadId}/${k.toolCallId} conflicted but cannot be read`);
+    return { claimed: false, entry: entryOfRow(rows[0]) };
+  }
+
+  async retry(key: LedgerKey, expectedAttempt: number, now?: Date): Promise<LedgerEntry | undefined> {
+    const k = parseKey(key);
+    const attempt = parseAttempt(expectedAttempt);
+    const { rows } = await this.#query(
+      `UPDATE ${TABLE} SET attempt = attempt + 1, started_at = $5
+       WHERE ${PG_KEY_WHERE} AND status = 'started' AND attempt = $4
+       RETURNING ${PG_COLUMNS}`,
+      [k.threadId, k.toolCallId, k.digest, attempt, isoOf(now)],
+    );
+    return rows[0] && entryOfRow(rows[0]);
+  }
+
+  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean> {
+    const k = parseKey(key);
+    const o = parseOutcome(outcome);
+    const { rowCount } = await this.#query(
+      `UPDATE ${TABLE} SET status = $4, finished_at = $5, result = $6, error = $7
+       WHERE ${PG_KEY_WHERE} AND status = 'started'`,
+      [k.threadId, k.toolCallId, k.digest, o.status, isoOf(now), o.status === "succeeded" ? o.resultJson : null, o.status === "failed" ? o.error : null],
+    );
+    return rowCount === 1;
+  }
+
+  async get(key: LedgerKey): Promise<LedgerEntry | undefined> {
+    const k = parseKey(key);
+    const { rows } = await this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${PG_KEY_WHERE}`, [k.threadId, k.toolCallId, k.digest]);
+    return rows[0] && entryOfRow(rows[0]);
+  }
+
+  async list(threadId: string): Promise<LedgerEntry[]> {
+    const id = parseThreadId(threadId);
+    const { rows } = await this.#query(
+      `SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE thread_id = $1 ORDER BY started_at, tool_call_id COLLATE "C", digest COLLATE "C"`,
+      [id],
+    );
+    return rows.map(entryOfRow);
+  }
+
+  /** Ends the connection pool (only when this ledger created it). */
+  async close(): Promise<void> {
+    if (this.#owned && !this.#pool.ended) await this.#pool.end();
+  }
+}
