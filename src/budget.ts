@@ -5,6 +5,7 @@ import { canonicalJson, sha256Hex } from "./canonical.js";
 import { EartConfigError, PolicyDefinitionError } from "./errors.js";
 import { AgentIdentitySchema } from "./identity.js";
 import { parseOptions } from "./options.js";
+import { inTransaction, migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
 import { openSqlite, type SqliteLocation } from "./sqlite.js";
 import { BudgetSchema } from "./state.js";
 
@@ -482,23 +483,7 @@ export class SqliteBudgetStore implements BudgetStore {
 }
 
 /** Where the PostgreSQL counters live: a connection string (else `EART_DATABASE_URL`), or a pool to share. */
-export interface PostgresBudgetStoreOptions {
-  connectionString?: string;
-  pool?: pg.Pool;
-}
-
-const PostgresBudgetStoreOptionsSchema = z
-  .object({
-    connectionString: z.string().min(1).optional(),
-    pool: z
-      .custom<pg.Pool>(
-        (v) => typeof (v as pg.Pool)?.query === "function" && typeof (v as pg.Pool)?.connect === "function",
-        "must be a pg Pool",
-      )
-      .optional(),
-  })
-  .strict()
-  .refine((o) => !(o.connectionString && o.pool), { path: ["pool"], message: "give either connectionString or pool, not both" });
+export type PostgresBudgetStoreOptions = PostgresLocation;
 
 const PG_TABLE = "eart_budget_counters";
 
@@ -517,48 +502,11 @@ const PG_TABLE = "eart_budget_counters";
 export class PostgresBudgetStore implements BudgetStore {
   readonly #pool: pg.Pool;
   readonly #owned: boolean;
-  #ready: Promise<void> | undefined;
+  readonly #migrate: () => Promise<void>;
 
   constructor(options: PostgresBudgetStoreOptions = {}) {
-    const parsed = parseOptions(PostgresBudgetStoreOptionsSchema, options);
-    if (parsed.pool) {
-      this.#pool = parsed.pool;
-      this.#owned = false;
-    } else {
-      const connectionString = parsed.connectionString ?? process.env.EART_DATABASE_URL;
-      if (!connectionString) throw new EartConfigError("connectionString", "give connectionString or pool, or set EART_DATABASE_URL");
-      this.#pool = new pg.Pool({ connectionString });
-      // An idle client that loses its connection must not crash the process: the next query reports it.
-      this.#pool.on("error", () => {});
-      this.#owned = true;
-    }
-  }
-
-  /** Creates the table once per store; a failed attempt is retried on the next call. */
-  #migrate(): Promise<void> {
-    this.#ready ??= this.#transaction(async (client) => {
-      // Serialise concurrent first uses: CREATE TABLE IF NOT EXISTS alone can race on the catalog.
-      await client.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [PG_TABLE]);
-      await client.query(`CREATE TABLE IF NOT EXISTS ${PG_TABLE} (key TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL)`);
-    }).catch((error: unknown) => {
-      this.#ready = undefined;
-      throw error;
-    });
-    return this.#ready;
-  }
-
-  async #transaction(run: (client: pg.PoolClient) => Promise<void>): Promise<void> {
-    const client = await this.#pool.connect();
-    try {
-      await client.query("BEGIN");
-      await run(client);
-      await client.query("COMMIT");
-    } catch (error) {
-      await client.query("ROLLBACK").catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
+    ({ pool: this.#pool, owned: this.#owned } = openPostgres(options));
+    this.#migrate = migrationOnce(this.#pool, PG_TABLE, `CREATE TABLE IF NOT EXISTS ${PG_TABLE} (key TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL)`);
   }
 
   async get(keys: string[]): Promise<Record<string, number>> {
@@ -578,7 +526,7 @@ export class PostgresBudgetStore implements BudgetStore {
     const entries = parseIncrements(increments);
     if (entries.length === 0) return;
     await this.#migrate();
-    await this.#transaction(async (client) => {
+    await inTransaction(this.#pool, async (client) => {
       await client.query(
         `INSERT INTO ${PG_TABLE} (key, value) SELECT * FROM unnest($1::text[], $2::float8[])
          ON CONFLICT (key) DO UPDATE SET value = ${PG_TABLE}.value + EXCLUDED.value`,

@@ -3,7 +3,7 @@ import pg from "pg";
 import { z } from "zod";
 import { canonicalJson, sha256Hex } from "./canonical.js";
 import { EartConfigError } from "./errors.js";
-import { parseOptions } from "./options.js";
+import { migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
 import { openSqlite, type SqliteLocation } from "./sqlite.js";
 
 /**
@@ -432,23 +432,7 @@ export class SqliteEffectLedger implements EffectLedger {
 }
 
 /** Where the PostgreSQL ledger lives: a connection string (else `EART_DATABASE_URL`), or a pool to share. */
-export interface PostgresEffectLedgerOptions {
-  connectionString?: string;
-  pool?: pg.Pool;
-}
-
-const PostgresEffectLedgerOptionsSchema = z
-  .object({
-    connectionString: z.string().min(1).optional(),
-    pool: z
-      .custom<pg.Pool>(
-        (v) => typeof (v as pg.Pool)?.query === "function" && typeof (v as pg.Pool)?.connect === "function",
-        "must be a pg Pool",
-      )
-      .optional(),
-  })
-  .strict()
-  .refine((o) => !(o.connectionString && o.pool), { path: ["pool"], message: "give either connectionString or pool, not both" });
+export type PostgresEffectLedgerOptions = PostgresLocation;
 
 const PG_COLUMNS = COLUMNS;
 const PG_KEY_WHERE = "thread_id = $1 AND tool_call_id = $2 AND digest = $3";
@@ -469,33 +453,14 @@ const PG_KEY_WHERE = "thread_id = $1 AND tool_call_id = $2 AND digest = $3";
 export class PostgresEffectLedger implements EffectLedger {
   readonly #pool: pg.Pool;
   readonly #owned: boolean;
-  #ready: Promise<void> | undefined;
+  readonly #migrate: () => Promise<void>;
 
   constructor(options: PostgresEffectLedgerOptions = {}) {
-    const parsed = parseOptions(PostgresEffectLedgerOptionsSchema, options);
-    if (parsed.pool) {
-      this.#pool = parsed.pool;
-      this.#owned = false;
-    } else {
-      const connectionString = parsed.connectionString ?? process.env.EART_DATABASE_URL;
-      if (!connectionString) throw new EartConfigError("connectionString", "give connectionString or pool, or set EART_DATABASE_URL");
-      this.#pool = new pg.Pool({ connectionString });
-      // An idle client that loses its connection must not crash the process: the next query reports it.
-      this.#pool.on("error", () => {});
-      this.#owned = true;
-    }
-  }
-
-  /** Creates the table once per ledger; a failed attempt is retried on the next call. */
-  #migrate(): Promise<void> {
-    this.#ready ??= (async () => {
-      const client = await this.#pool.connect();
-      try {
-        await client.query("BEGIN");
-        // Serialise concurrent first uses: CREATE TABLE IF NOT EXISTS alone can race on the catalog.
-        await client.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [TABLE]);
-        await client.query(
-          `CREATE TABLE IF NOT EXISTS ${TABLE} (
+    ({ pool: this.#pool, owned: this.#owned } = openPostgres(options));
+    this.#migrate = migrationOnce(
+      this.#pool,
+      TABLE,
+      `CREATE TABLE IF NOT EXISTS ${TABLE} (
              thread_id TEXT NOT NULL,
              tool_call_id TEXT NOT NULL,
              digest TEXT NOT NULL,
@@ -508,19 +473,7 @@ export class PostgresEffectLedger implements EffectLedger {
              error TEXT,
              PRIMARY KEY (thread_id, tool_call_id, digest)
            )`,
-        );
-        await client.query("COMMIT");
-      } catch (error) {
-        await client.query("ROLLBACK").catch(() => {});
-        throw error;
-      } finally {
-        client.release();
-      }
-    })().catch((error: unknown) => {
-      this.#ready = undefined;
-      throw error;
-    });
-    return this.#ready;
+    );
   }
 
   async #query(text: string, values: unknown[]): Promise<pg.QueryResult<LedgerRow>> {
