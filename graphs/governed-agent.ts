@@ -1,8 +1,17 @@
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { BaseCheckpointSaver, END, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import { createPolicyGateParts, routeAfterPolicyGate, type GateUpdate } from "../guards/index.js";
-import { bindIdentityStep, createGovernedToolNode, createModelStep, GovernedAnnotation, requireThreadId, type GovernedState } from "../nodes/index.js";
+import { createPolicyGateParts, routeAfterPolicyGate, routeAfterTools, type GateUpdate } from "../guards/index.js";
+import {
+  bindIdentityStep,
+  createGovernedToolNode,
+  createModelStep,
+  createToolRecovery,
+  EffectLedgerOption,
+  GovernedAnnotation,
+  requireThreadId,
+  type GovernedState,
+} from "../nodes/index.js";
 import { assertNoPendingApproval, ChatModelOption, ToolsOption } from "../nodes/runtime.js";
 import {
   AuditLogOption,
@@ -11,7 +20,11 @@ import {
   MemoryAuditLog,
   parseOptions,
   PolicyEngineOption,
+  RetryOptionsSchema,
+  threadLockFor,
+  ToolExecutionOptionsSchema,
   type AgentIdentity,
+  type ThreadLock,
 } from "../src/index.js";
 import { guardResumes } from "./resume-guard.js";
 
@@ -35,6 +48,27 @@ const GovernedAgentOptionsSchema = z
     shadowPolicy: PolicyEngineOption.optional(),
     /** Budgets (`defineBudgets`): checked by the gate, charged by the tool node. */
     budgets: BudgetGuardOption.optional(),
+    /**
+     * The effect ledger (`SqliteEffectLedger`, `PostgresEffectLedger`) that makes each tool call
+     * run at most once across resumes, crashes and processes. Defaults to one in memory.
+     */
+    ledger: EffectLedgerOption.optional(),
+    /** Per tool name (or `"*"`): idempotency, timeout, retry, circuit breaker, fallback. */
+    execution: z.record(z.string(), ToolExecutionOptionsSchema).optional(),
+    /** Roles that may retry, mark done or abandon a call the tools could not finish. */
+    recoveryRoles: z.array(z.string().min(1)).min(1).optional(),
+    /**
+     * The per-thread lock every run and resume holds. Defaults to the one that fits the
+     * checkpointer (`threadLockFor`): a PostgreSQL advisory lock, a SQLite lock table, or an
+     * in-process lock. `false` turns it off.
+     */
+    threadLock: z
+      .union([z.literal(false), z.custom<ThreadLock>((v) => typeof (v as ThreadLock)?.acquire === "function", "must be a ThreadLock")])
+      .optional(),
+    /** Retries of the chat model on errors (each failure audited as `model.failed`). */
+    modelRetry: RetryOptionsSchema.optional(),
+    /** Chat models tried in order when the model fails after its retries. */
+    fallbackModels: z.array(ChatModelOption).optional(),
   })
   .strict();
 export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
@@ -44,8 +78,10 @@ export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
  * against the run configuration, calls the model, and puts every proposed call through the policy
  * gate's decision, all in one step: one checkpoint and one audit append per model turn, so the
  * auto-allowed path takes as many steps as a bare agent. Calls that need approval go to the
- * `policyGate` node, which pauses with one interrupt; allowed and approved calls go to `tools`.
- * Resumes on unknown or finished threads are refused.
+ * `policyGate` node, which pauses with one interrupt; allowed and approved calls go to `tools`,
+ * which runs each at most once through the effect ledger; calls it cannot finish go to `recovery`,
+ * which pauses for a human. Every run holds the thread's lock; resumes on unknown or finished
+ * threads are refused.
  * @example
  * ```ts
  * const agent = createGovernedAgent({ model, tools, identities, policy, checkpointer: new MemorySaver(), auditLog });
@@ -57,10 +93,17 @@ export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
  */
 export function createGovernedAgent(options: GovernedAgentOptions) {
   const opts = parseOptions(GovernedAgentOptionsSchema, options);
-  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets } = opts;
+  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets, ledger, execution, recoveryRoles, modelRetry, fallbackModels } = opts;
   const auditLog = opts.auditLog ?? new MemoryAuditLog();
   const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
-  const modelStep = createModelStep({ model, tools, auditLog, ...(systemPrompt ? { systemPrompt } : {}) });
+  const modelStep = createModelStep({
+    model,
+    tools,
+    auditLog,
+    ...(systemPrompt ? { systemPrompt } : {}),
+    ...(modelRetry ? { retry: modelRetry } : {}),
+    ...(fallbackModels ? { fallbacks: fallbackModels } : {}),
+  });
   const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}), ...(budgets ? { budgets } : {}) });
 
   async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
@@ -86,11 +129,14 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   const graph = new StateGraph(GovernedAnnotation)
     .addNode("agent", agent)
     .addNode("policyGate", gate.policyGate)
-    .addNode("tools", createGovernedToolNode({ tools, auditLog, ...(budgets ? { budgets } : {}) }))
+    .addNode("tools", createGovernedToolNode({ tools, auditLog, ...(budgets ? { budgets } : {}), ...(ledger ? { ledger } : {}), ...(execution ? { execution } : {}), ...(clock ? { clock } : {}) }))
+    .addNode("recovery", createToolRecovery({ registry, auditLog, ...(recoveryRoles ? { roles: recoveryRoles } : {}), ...(clock ? { clock } : {}) }))
     .addEdge(START, "agent")
     .addConditionalEdges("agent", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END })
     .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END })
-    .addEdge("tools", "agent");
+    .addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: "agent" })
+    .addEdge("recovery", "tools");
 
-  return guardResumes(graph.compile({ checkpointer, name }));
+  const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer));
+  return guardResumes(graph.compile({ checkpointer, name }), lock ? { lock } : {});
 }

@@ -1,7 +1,7 @@
 import { isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
-import { ApprovalError, EartConfigError, isApprovalRequest, pendingApproval, ThreadStateError, type DecisionRecord } from "../src/index.js";
+import { ApprovalError, EartConfigError, type ThreadLock, isApprovalRequest, isRecoveryRequest, pendingApproval, ThreadStateError, type DecisionRecord } from "../src/index.js";
 
 /** The part of a state snapshot the guard reads. */
 interface Snapshot {
@@ -39,18 +39,24 @@ export async function assertResumable(graph: Pick<ResumableGraph, "getState">, c
   return snapshot;
 }
 
+/** Marks a graph whose runs take a thread lock (see {@link guardResumes}). */
+export const THREAD_LOCK = Symbol.for("eart.threadLock");
+
 /**
  * Makes a compiled graph refuse, with a typed error and before anything is written, resumes
  * (`new Command({ resume })`) on unknown or finished threads, and new input on a thread that waits
- * for an approval; through `invoke` and `stream`. Returns the same graph.
+ * for a human; through `invoke` and `stream`. With a `lock`, every run of a thread holds the
+ * thread's lock from before these checks until its stream ends, so a second concurrent run or
+ * resume of the same thread gets a `ThreadBusyError` and runs nothing. Returns the same graph.
  * @example
  * ```ts
- * const app = guardResumes(new StateGraph(State)....compile({ checkpointer }));
+ * const app = guardResumes(new StateGraph(State)....compile({ checkpointer }), { lock: threadLockFor(checkpointer) });
  * ```
  */
-export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(graph: G): G {
+export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(graph: G, options: { lock?: ThreadLock } = {}): G {
   const stream = graph.stream.bind(graph);
-  graph.stream = (async (input: unknown, options?: RunnableConfig) => {
+  const { lock } = options;
+  async function guarded(input: unknown, options?: RunnableConfig): Promise<unknown> {
     if (isCommand(input) && input.resume !== undefined) {
       const before = await assertResumable(graph, options);
       const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];
@@ -66,7 +72,29 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     }
     if (input !== null && input !== undefined && !isCommand(input)) await assertNotAwaitingApproval(graph, options);
     return stream(input, options);
+  }
+  graph.stream = (async (input: unknown, options?: RunnableConfig) => {
+    const threadId = options?.configurable?.thread_id;
+    if (!lock || (typeof threadId !== "string" && typeof threadId !== "number")) return guarded(input, options);
+    const release = await lock.acquire(String(threadId));
+    let inner: unknown;
+    try {
+      inner = await guarded(input, options);
+    } catch (error) {
+      await release();
+      throw error;
+    }
+    return IterableReadableStream.fromAsyncGenerator(
+      (async function* () {
+        try {
+          for await (const chunk of inner as AsyncIterable<unknown>) yield chunk;
+        } finally {
+          await release();
+        }
+      })(),
+    );
   }) as G["stream"];
+  if (lock) Object.defineProperty(graph, THREAD_LOCK, { value: lock });
   return graph;
 }
 
@@ -99,11 +127,11 @@ export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "get
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
   const snapshot = await graph.getState(config!);
   if (!snapshot.createdAt) return;
-  if (snapshot.tasks.some((t) => (t.interrupts ?? []).some((i) => isApprovalRequest((i as { value?: unknown }).value)))) {
+  if (snapshot.tasks.some((t) => (t.interrupts ?? []).some((i) => isApprovalRequest((i as { value?: unknown }).value) || isRecoveryRequest((i as { value?: unknown }).value)))) {
     throw new ThreadStateError(
       "thread_awaiting_approval",
       String(threadId),
-      `Thread "${threadId}" waits for an approval; answer it before sending new input`,
+      `Thread "${threadId}" waits for an approval or a recovery decision; answer it before sending new input`,
     );
   }
 }

@@ -41,3 +41,16 @@ export function routeAfterModel(state: { messages: BaseMessage[] }): "policyGate
   const message = lastAIMessage(state.messages);
   return message && (message.tool_calls?.length ?? 0) > 0 ? "policyGate" : "end";
 }
+
+/**
+ * Routing function for the edge after the governed tool node: to the recovery node when a call
+ * waits for a human (`recovery_pending`), else back to the model.
+ * @example
+ * ```ts
+ * graph.addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: "agent" });
+ * ```
+ */
+export function routeAfterTools(state: { messages: BaseMessage[]; decisions: DecisionRecord[] }): "recovery" | "agent" {
+  const message = lastAIMessage(state.messages);
+  return message && state.decisions.some((d) => d.messageId === message.id && d.status === "recovery_pending") ? "recovery" : "agent";
+}

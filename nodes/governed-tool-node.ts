@@ -1,17 +1,39 @@
 import { ToolMessage, type BaseMessage } from "@langchain/core/messages";
-import { ToolInputParsingException } from "@langchain/core/tools";
+import { ToolInputParsingException, type StructuredToolInterface } from "@langchain/core/tools";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import {
   AuditLogOption,
   BudgetGuardOption,
+  CircuitBreaker,
+  classifyToolError,
+  backoffDelay,
+  EartConfigError,
+  EffectInProgressError,
+  idempotencyKeyOf,
+  MemoryEffectLedger,
   parseOptions,
+  sleep,
   toolCallDigest,
+  ToolExecutionOptionsSchema,
+  ToolTimeoutError,
+  type AuditEventInput,
   type DecisionRecord,
   type DecisionStatus,
+  type EffectLedger,
+  type LedgerEntry,
+  type LedgerKey,
+  type ParsedToolExecution,
+  type RecoveryReason,
 } from "../src/index.js";
 import { checkToolArgs, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId, ToolsOption } from "./runtime.js";
 import type { GovernedState } from "./state.js";
+
+/** Option schema: an {@link EffectLedger}. */
+export const EffectLedgerOption = z.custom<EffectLedger>(
+  (v) => ["begin", "retry", "finish", "get", "list"].every((m) => typeof (v as Record<string, unknown>)?.[m] === "function"),
+  "must be an EffectLedger",
+);
 
 const GovernedToolNodeOptionsSchema = z
   .object({
@@ -19,6 +41,16 @@ const GovernedToolNodeOptionsSchema = z
     auditLog: AuditLogOption,
     /** Budgets to charge for each call that ran (the same guard the policy gate checks). */
     budgets: BudgetGuardOption.optional(),
+    /**
+     * Where executions are recorded so that none runs twice. Defaults to a
+     * {@link MemoryEffectLedger}, which only protects within this process: give a SQLite or
+     * PostgreSQL ledger for crash safety.
+     */
+    ledger: EffectLedgerOption.optional(),
+    /** Per tool name (or `"*"` for every other tool): idempotency, timeout, retry, breaker, fallback. */
+    execution: z.record(z.string(), ToolExecutionOptionsSchema).optional(),
+    /** The clock of circuit breakers and records; injectable for tests. */
+    clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
   })
   .strict();
 export type GovernedToolNodeOptions = z.input<typeof GovernedToolNodeOptionsSchema>;
@@ -29,22 +61,112 @@ const RUNNABLE: ReadonlySet<DecisionStatus> = new Set(["allowed", "approved"]);
 const RESULT_PREVIEW = 2_000;
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
+type Outcome = { record?: DecisionRecord; message?: ToolMessage; events: AuditEventInput[]; ran?: boolean };
+
+/**
+ * What a tool receives in `config.configurable.eart` when the governed tool node runs it: the
+ * idempotency key to forward to the system it calls, and which attempt this is.
+ * @example
+ * ```ts
+ * const pay = tool(async (args, config) => {
+ *   const { idempotencyKey } = executionContextOf(config)!;
+ *   return payments.create(args, { headers: { "Idempotency-Key": idempotencyKey }, signal: config.signal });
+ * }, { name: "pay", schema });
+ * ```
+ */
+export interface ExecutionContext {
+  idempotencyKey: string;
+  key: LedgerKey;
+  attempt: number;
+}
+
+/** The {@link ExecutionContext} of a tool run by the governed tool node, from the tool's config. */
+export function executionContextOf(config: unknown): ExecutionContext | undefined {
+  return (config as { configurable?: { eart?: ExecutionContext } } | undefined)?.configurable?.eart;
+}
+
+const errorText = (error: unknown): string => (error as Error)?.message ?? String(error);
+const contentText = (content: unknown): string => (typeof content === "string" ? content : JSON.stringify(content));
 
 /**
  * Node that runs the tool calls of the last AI message, each only if the decisions in state
  * allow exactly that call: a record with the same tool call id and the same digest, allowed or
- * approved, not yet run. A call without one is blocked and answered as such, never run. Arguments
- * are validated against the tool's schema; bad model arguments go back to the model as an error
- * `ToolMessage`. Graph interrupts raised inside a tool pass through.
+ * approved, not yet run. A call without one is blocked and answered as such, never run.
+ *
+ * Every execution is recorded in the effect ledger under (thread, tool call id, digest):
+ * `started` before the tool runs, `succeeded` / `failed` after. When the node runs again (resume,
+ * retry, crash recovery) a finished entry is replayed without calling the tool; a `started` entry
+ * with no outcome is retried with the same key when the tool is declared `idempotent`, and
+ * otherwise handed to a human (`recovery_pending`, see `createToolRecovery`), never re-run
+ * silently. Per tool: a timeout (the tool's `AbortSignal`), retries with exponential backoff, a
+ * circuit breaker and a fallback; when they are exhausted the call goes to a human as well.
+ *
+ * Only bad model arguments (schema failures, `ToolArgumentError`) go back to the model.
+ * Permission refusals and infrastructure failures are audited and routed to a human. Graph
+ * interrupts raised inside a tool pass through.
  * @example
  * ```ts
- * graph.addNode("tools", createGovernedToolNode({ tools, auditLog })).addEdge("tools", "agent");
+ * graph.addNode("tools", createGovernedToolNode({
+ *   tools, auditLog, ledger: new SqliteEffectLedger({ path: "eart.sqlite" }),
+ *   execution: { issue_refund: { timeout: 5_000, retry: { attempts: 3 } } },
+ * }));
  * ```
  */
 export function createGovernedToolNode(options: GovernedToolNodeOptions) {
   const opts = parseOptions(GovernedToolNodeOptionsSchema, options);
   const { auditLog, budgets } = opts;
+  const ledger = opts.ledger ?? new MemoryEffectLedger();
+  const clock = opts.clock ?? (() => new Date());
   const tools = indexTools(opts.tools);
+  const execution = new Map<string, ParsedToolExecution>(Object.entries(opts.execution ?? {}));
+  for (const name of execution.keys()) {
+    if (name !== "*" && !tools.has(name)) throw new EartConfigError("execution", `"${name}" is not one of the tools`);
+  }
+  const defaults = ToolExecutionOptionsSchema.parse({});
+  const specOf = (name: string): ParsedToolExecution => execution.get(name) ?? execution.get("*") ?? defaults;
+  const breakers = new Map<string, CircuitBreaker>();
+  for (const name of tools.keys()) {
+    const breaker = specOf(name).breaker;
+    if (breaker) breakers.set(name, new CircuitBreaker(breaker));
+  }
+
+  /** Runs the tool once, with its timeout and the execution context in its config. */
+  async function invokeOnce(
+    tool: StructuredToolInterface,
+    call: ToolCall & { id: string },
+    spec: ParsedToolExecution,
+    context: ExecutionContext,
+    config: LangGraphRunnableConfig,
+  ): Promise<ToolMessage> {
+    const controller = new AbortController();
+    const signal = config.signal ? AbortSignal.any([controller.signal, config.signal]) : controller.signal;
+    const run = tool.invoke(
+      { type: "tool_call", id: call.id, name: tool.name, args: call.args },
+      { ...config, signal, configurable: { ...config.configurable, eart: context } },
+    ) as Promise<unknown>;
+    let output: unknown;
+    if (spec.timeout === undefined) {
+      output = await run;
+    } else {
+      run.catch(() => {}); // settled after the timeout won: nobody waits for it any more
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const error = new ToolTimeoutError(call.name, spec.timeout!);
+          controller.abort(error);
+          reject(error);
+        }, spec.timeout);
+      });
+      try {
+        output = await Promise.race([run, timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    return ToolMessage.isInstance(output)
+      ? output
+      : new ToolMessage({ tool_call_id: call.id, name: call.name, content: typeof output === "string" ? output : JSON.stringify(output), status: "success" });
+  }
 
   async function runOne(
     call: ToolCall & { id: string },
@@ -52,63 +174,176 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     messageId: string,
     threadId: string,
     config: LangGraphRunnableConfig,
-  ): Promise<{ record?: DecisionRecord; message?: ToolMessage }> {
-    const now = () => new Date().toISOString();
+  ): Promise<Outcome> {
+    const now = () => clock().toISOString();
     const answer = (content: string, status: "success" | "error") =>
       new ToolMessage({ tool_call_id: call.id, name: call.name, content, status });
     const digest = toolCallDigest(call.name, call.args);
+    const ids = { toolCallId: call.id, name: call.name, digest };
+    const events: AuditEventInput[] = [];
+    const event = (type: AuditEventInput["type"], data: Record<string, unknown>) => events.push({ threadId, type, data: { ...ids, ...data } });
 
-    if (record && record.messageId === messageId && ANSWERED.has(record.status)) return {};
-    if (record?.status === "pending_approval") return {};
+    if (record && record.messageId === messageId && ANSWERED.has(record.status)) return { events };
+    if (record?.status === "pending_approval" || record?.status === "recovery_pending") return { events };
     if (!record || record.messageId !== messageId || !RUNNABLE.has(record.status) || record.digest !== digest) {
       const why = !record || record.messageId !== messageId
         ? "no policy decision was recorded for this call"
         : record.digest !== digest
           ? "the call differs from the one that was allowed or approved"
           : `its decision is ${record.status}`;
-      await auditLog.append({
-        threadId,
-        type: "tool.blocked",
-        data: { toolCallId: call.id, name: call.name, digest, recordedDigest: record?.digest ?? null, reason: why },
-      });
+      event("tool.blocked", { recordedDigest: record?.digest ?? null, reason: why });
       return {
         ...(record && record.messageId === messageId ? { record: { ...record, status: "blocked" as const } } : {}),
         message: answer(`Blocked: ${why}.`, "error"),
+        events,
       };
     }
 
     const tool = tools.get(call.name);
     if (!tool) {
-      await auditLog.append({ threadId, type: "tool.failed", data: { toolCallId: call.id, name: call.name, digest, kind: "unknown_tool", error: "unknown tool" } });
-      return { record: { ...record, status: "invalid" }, message: answer(`Unknown tool "${call.name}".`, "error") };
+      event("tool.failed", { kind: "unknown_tool", error: "unknown tool" });
+      return { record: { ...record, status: "invalid" }, message: answer(`Unknown tool "${call.name}".`, "error"), events };
     }
 
-    // The gate validated these exact arguments (same digest); the tool validates them again
-    // itself before it runs, and a parse failure there is answered as bad arguments.
-    await auditLog.append({ threadId, type: "tool.started", data: { toolCallId: call.id, name: call.name, digest } });
-    try {
-      const output = await tool.invoke({ type: "tool_call", id: call.id, name: call.name, args: call.args }, config);
-      const message = ToolMessage.isInstance(output)
-        ? output
-        : answer(typeof output === "string" ? output : JSON.stringify(output), "success");
-      const content = typeof message.content === "string" ? message.content : JSON.stringify(message.content);
-      await auditLog.append({
-        threadId,
-        type: "tool.succeeded",
-        data: { toolCallId: call.id, name: call.name, digest, result: content.slice(0, RESULT_PREVIEW), truncated: content.length > RESULT_PREVIEW },
-      });
-      return { record: { ...record, status: "executed", executedAt: now() }, message };
-    } catch (error) {
-      if (isGraphControlFlow(error)) throw error;
-      if (error instanceof ToolInputParsingException) {
-        const detail = await checkToolArgs(tool, call.args);
-        const text = detail.ok ? error.message : detail.message;
-        await auditLog.append({ threadId, type: "tool.failed", data: { toolCallId: call.id, name: call.name, digest, kind: "invalid_arguments", error: text } });
-        return { record: { ...record, status: "invalid" }, message: answer(`Invalid arguments for ${call.name}: ${text}`, "error") };
+    const current: DecisionRecord = record;
+    const spec = specOf(call.name);
+    const breaker = breakers.get(call.name);
+    const key: LedgerKey = { threadId, toolCallId: call.id, digest };
+    const resumeStatus = current.recovery?.resumeStatus ?? (current.status as "allowed" | "approved");
+
+    const executed = (message: ToolMessage): Outcome => ({ record: { ...current, status: "executed", executedAt: now() }, message, events, ran: true });
+    const toHuman = (reason: RecoveryReason, attempt: number, error?: string): Outcome => {
+      event("tool.recovery_requested", { reason, attempt, error: error ?? null });
+      return { record: { ...current, status: "recovery_pending", recovery: { reason, attempt, at: now(), resumeStatus, ...(error !== undefined ? { error } : {}) } }, events };
+    };
+    /** Answers from a finished ledger entry: the tool is not called again. */
+    const replay = (entry: LedgerEntry): Outcome => {
+      event("tool.replayed", { attempt: entry.attempt, status: entry.status });
+      if (entry.status === "succeeded") {
+        const stored = entry.result as { content?: unknown } | null;
+        const content = stored && typeof stored === "object" && "content" in stored ? (stored.content as string) : contentText(entry.result);
+        return { record: { ...current, status: "executed", executedAt: entry.finishedAt ?? now() }, message: answer(content, "success"), events };
       }
-      const text = (error as Error)?.message ?? String(error);
-      await auditLog.append({ threadId, type: "tool.failed", data: { toolCallId: call.id, name: call.name, digest, kind: "error", error: text } });
-      return { record: { ...record, status: "failed", executedAt: now() }, message: answer(`Tool ${call.name} failed: ${text}`, "error") };
+      return { record: { ...current, status: "failed", executedAt: entry.finishedAt ?? now() }, message: answer(entry.error ?? "failed", "error"), events };
+    };
+    const finish = async (outcome: { status: "succeeded"; result: unknown } | { status: "failed"; error: string }, attempt: number) => {
+      if (!(await ledger.finish(key, outcome, clock()))) throw new EffectInProgressError(threadId, call.id, attempt);
+    };
+    const succeed = async (message: ToolMessage, attempt: number, type: "tool.succeeded" | "tool.fallback", extra: Record<string, unknown> = {}) => {
+      const content = contentText(message.content);
+      await finish({ status: "succeeded", result: { content: message.content } }, attempt);
+      event(type, { attempt, result: content.slice(0, RESULT_PREVIEW), truncated: content.length > RESULT_PREVIEW, ...extra });
+      return executed(message);
+    };
+
+    /** Runs the tool under a claimed ledger attempt: timeout, retries, breaker, then fallback. */
+    async function execute(attempt: number, force: boolean): Promise<Outcome> {
+      const attempts = spec.retry?.attempts ?? 1;
+      let reason: RecoveryReason = "exhausted";
+      let lastError: string | undefined;
+      for (let n = 1; ; n++) {
+        const admission = force && n === 1 ? { admitted: true as const, trial: false } : (breaker?.admit(clock()) ?? { admitted: true as const, trial: false });
+        if (!admission.admitted) {
+          reason = "circuit_open";
+          lastError = `the circuit breaker is open until ${admission.openUntil.toISOString()}`;
+          break;
+        }
+        event("tool.started", { attempt, try: n, ...(admission.trial ? { breakerTrial: true } : {}) });
+        // Recorded before the side effect: a crash during the tool still leaves its start.
+        await auditLog.append(events.splice(0));
+        try {
+          const message = await invokeOnce(tool!, call, spec, { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
+          breaker?.success();
+          return await succeed(message, attempt, "tool.succeeded");
+        } catch (error) {
+          if (isGraphControlFlow(error)) throw error;
+          if (error instanceof EffectInProgressError) throw error;
+          const kind = error instanceof ToolInputParsingException ? "arguments" : classifyToolError(error);
+          const text = errorText(error);
+          if (kind === "arguments") {
+            const detail = error instanceof ToolInputParsingException ? await checkToolArgs(tool!, call.args) : undefined;
+            const why = detail && !detail.ok ? detail.message : text;
+            const content = `Invalid arguments for ${call.name}: ${why}`;
+            await finish({ status: "failed", error: content }, attempt);
+            event("tool.failed", { attempt, kind: "invalid_arguments", error: why });
+            return { record: { ...current, status: "invalid" }, message: answer(content, "error"), events };
+          }
+          event("tool.failed", { attempt, try: n, kind: kind === "timeout" ? "timeout" : kind === "permission" ? "permission_denied" : "error", error: text });
+          if (kind === "permission") return toHuman("permission_denied", attempt, text);
+          if (breaker?.failure(clock())) event("tool.circuit_opened", { attempt, error: text });
+          if (kind === "timeout" && !spec.idempotent) return toHuman("timeout", attempt, text);
+          lastError = text;
+          const retryable = spec.retry?.retryOn ? spec.retry.retryOn(error) : true;
+          if (!retryable || n >= attempts) break;
+          const delayMs = backoffDelay(spec.retry!, n);
+          event("tool.retrying", { attempt, try: n + 1, delayMs, error: text });
+          await sleep(delayMs, config.signal);
+          // Each try is a start of its own in the ledger: a crash during it is an unknown outcome.
+          const next = await ledger.retry(key, attempt, clock());
+          if (!next) throw new EffectInProgressError(threadId, call.id, attempt);
+          attempt = next.attempt;
+        }
+      }
+      const fallback = spec.fallback;
+      if (fallback) {
+        if ("value" in fallback) {
+          const content = typeof fallback.value === "string" ? fallback.value : JSON.stringify(fallback.value);
+          return succeed(answer(content, "success"), attempt, "tool.fallback", { fallback: "value", cause: lastError ?? null });
+        }
+        try {
+          const message = await invokeOnce(fallback.tool as StructuredToolInterface, call, specOf(call.name), { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
+          return await succeed(message, attempt, "tool.fallback", { fallback: fallback.tool.name, cause: lastError ?? null });
+        } catch (error) {
+          if (isGraphControlFlow(error)) throw error;
+          if (error instanceof EffectInProgressError) throw error;
+          lastError = `fallback ${fallback.tool.name} failed: ${errorText(error)}`;
+          event("tool.failed", { attempt, kind: "fallback_failed", error: lastError });
+        }
+      }
+      return toHuman(reason, attempt, lastError);
+    }
+
+    const existing = await ledger.get(key);
+    const resolution = current.recovery?.resolution && current.recovery.attempt === (existing?.attempt ?? 0) ? current.recovery.resolution : undefined;
+    if (existing && existing.status !== "started") return replay(existing);
+
+    if (resolution?.type === "mark_done" || resolution?.type === "abandon") {
+      const attempt = existing?.attempt ?? (await claim())?.attempt;
+      if (attempt === undefined) return replay((await ledger.get(key))!);
+      if (resolution.type === "mark_done") {
+        const result = resolution.result;
+        const content = typeof result === "string" ? result : JSON.stringify(result ?? null);
+        return succeed(answer(content, "success"), attempt, "tool.succeeded", { markedDoneBy: resolution.by });
+      }
+      const content = `Abandoned by ${resolution.by}${resolution.message ? `: ${resolution.message}` : "."} The action was not completed.`;
+      await finish({ status: "failed", error: content }, attempt);
+      event("tool.failed", { attempt, kind: "abandoned", error: content, by: resolution.by });
+      return { record: { ...current, status: "failed", executedAt: now() }, message: answer(content, "error"), events };
+    }
+
+    if (existing) {
+      // Started with no outcome: a crash, a timeout, or a failure handed to a human.
+      if (!resolution && !spec.idempotent) return toHuman(current.recovery?.reason ?? "outcome_unknown", existing.attempt, current.recovery?.error);
+      const next = await ledger.retry(key, existing.attempt, clock());
+      if (!next) throw new EffectInProgressError(threadId, call.id, existing.attempt);
+      return execute(next.attempt, resolution !== undefined);
+    }
+
+    if (!resolution && breaker && breaker.state(clock()) === "open" && !spec.fallback) {
+      const admission = breaker.admit(clock());
+      if (!admission.admitted) return toHuman("circuit_open", 0, `the circuit breaker is open until ${admission.openUntil.toISOString()}`);
+    }
+    const claimed = await claim();
+    if (!claimed) {
+      const now = await ledger.get(key);
+      if (now && now.status !== "started") return replay(now);
+      throw new EffectInProgressError(threadId, call.id, now?.attempt ?? 1);
+    }
+    return execute(claimed.attempt, resolution !== undefined);
+
+    async function claim(): Promise<LedgerEntry | undefined> {
+      const begun = await ledger.begin(key, clock());
+      return begun.claimed ? begun.entry : undefined;
     }
   }
 
@@ -150,7 +385,10 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const records = new Map(state.decisions.map((d) => [d.toolCallId, d]));
     const withIds = calls.filter((c): c is ToolCall & { id: string } => typeof c.id === "string" && c.id !== "");
     const results = await Promise.all(withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config)));
-    const executed = withIds.map((call, i) => ({ call, record: results[i]!.record })).filter((r) => r.record?.status === "executed");
+    const events = results.flatMap((r) => r.events);
+    if (events.length > 0) await auditLog.append(events);
+    // Replayed executions were charged when they ran.
+    const executed = withIds.map((call, i) => ({ call, ran: results[i]!.ran === true })).filter((r) => r.ran);
     const budget = executed.length > 0 ? await charge(executed, state, threadId) : {};
     return {
       decisions: results.flatMap((r) => (r.record ? [r.record] : [])),

@@ -4,3 +4,4 @@ export * from "./identity-binding.js";
 export * from "./model-node.js";
 export * from "./governed-tool-node.js";
 export { lastAIMessage, requireThreadId } from "./runtime.js";
+export * from "./tool-recovery.js";

@@ -5,12 +5,16 @@ import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import {
   AuditLogOption,
+  backoffDelay,
   EartConfigError,
+  ModelUnavailableError,
   parseOptions,
+  RetryOptionsSchema,
+  sleep,
   toolCallDigest,
   type AuditEventInput,
 } from "../src/index.js";
-import { assertNoPendingApproval, messageText, requireThreadId, ChatModelOption, ToolsOption } from "./runtime.js";
+import { assertNoPendingApproval, isGraphControlFlow, messageText, requireThreadId, ChatModelOption, ToolsOption } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
 const ModelNodeOptionsSchema = z
@@ -19,6 +23,10 @@ const ModelNodeOptionsSchema = z
     tools: ToolsOption,
     auditLog: AuditLogOption,
     systemPrompt: z.string().optional(),
+    /** Retries of each model (primary and fallbacks) on errors, with exponential backoff. */
+    retry: RetryOptionsSchema.optional(),
+    /** Models tried in order when the primary fails after its retries (same tools bound). */
+    fallbacks: z.array(ChatModelOption).optional(),
   })
   .strict();
 export type ModelNodeOptions = z.input<typeof ModelNodeOptionsSchema>;
@@ -36,15 +44,49 @@ export interface ModelStep {
  */
 export function createModelStep(options: ModelNodeOptions) {
   const opts = parseOptions(ModelNodeOptionsSchema, options);
-  const { model, tools, systemPrompt } = opts;
-  if (tools.length > 0 && typeof model.bindTools !== "function") {
-    throw new EartConfigError("model", "the model cannot call tools (it has no bindTools)");
-  }
-  const bound: Runnable<BaseMessage[], BaseMessage> = tools.length > 0 ? model.bindTools!(tools) : model;
+  const { model, tools, systemPrompt, retry, fallbacks = [], auditLog } = opts;
+  const models = [model, ...fallbacks].map((m, i): Runnable<BaseMessage[], BaseMessage> => {
+    if (tools.length === 0) return m;
+    if (typeof m.bindTools !== "function") throw new EartConfigError(i === 0 ? "model" : `fallbacks`, "the model cannot call tools (it has no bindTools)");
+    return m.bindTools(tools);
+  });
   const system = systemPrompt ? new SystemMessage(systemPrompt) : undefined;
 
+  /**
+   * Calls the models in order, each with its retries; every failure is audited (`model.failed`).
+   * When all fail, the failures are recorded and a ModelUnavailableError is thrown.
+   */
+  async function call(input: BaseMessage[], config: LangGraphRunnableConfig, threadId: string): Promise<{ response: BaseMessage; events: AuditEventInput[] }> {
+    const events: AuditEventInput[] = [];
+    const failures: { model: number; attempt: number; error: string }[] = [];
+    let last: unknown;
+    for (let m = 0; m < models.length; m++) {
+      const attempts = retry?.attempts ?? 1;
+      for (let attempt = 1; attempt <= attempts; attempt++) {
+        try {
+          const response = await models[m]!.invoke(input, config);
+          return { response, events };
+        } catch (error) {
+          if (isGraphControlFlow(error)) throw error;
+          last = error;
+          const text = (error as Error)?.message ?? String(error);
+          failures.push({ model: m, attempt, error: text });
+          const next = attempt < attempts ? "retry" : m + 1 < models.length ? "fallback" : "none";
+          events.push({ threadId, type: "model.failed", data: { model: m, modelName: modelName(m), attempt, error: text, next } });
+          if (next === "retry") await sleep(backoffDelay(retry!, attempt), config.signal);
+        }
+      }
+    }
+    await auditLog.append(events);
+    throw new ModelUnavailableError(failures, { cause: last });
+  }
+  const modelName = (i: number): string => {
+    const m = i === 0 ? model : fallbacks[i - 1]!;
+    return (m as { model?: string }).model ?? m.getName?.() ?? `model ${i}`;
+  };
+
   return async function modelStep(messages: BaseMessage[], config: LangGraphRunnableConfig, threadId: string): Promise<ModelStep> {
-    const response = await bound.invoke(system ? [system, ...messages] : messages, config);
+    const { response, events: failures } = await call(system ? [system, ...messages] : messages, config, threadId);
     // Decisions and audit events name the proposing message, so it needs its id now, and in
     // lc_kwargs too: that is what a checkpointer serialises.
     if (!response.id) {
@@ -54,6 +96,7 @@ export function createModelStep(options: ModelNodeOptions) {
     }
     const toolCalls = (response as { tool_calls?: ModelStep["toolCalls"] }).tool_calls ?? [];
     const events: AuditEventInput[] = [
+      ...failures,
       {
         threadId,
         type: "model.output",

@@ -76,13 +76,13 @@ export const ChatModelOption = z.custom<BaseChatModel>((v) => typeof (v as BaseC
  * new input on a paused thread would leave them unanswered. Nothing runs.
  */
 export function assertNoPendingApproval(state: { messages: readonly BaseMessage[]; decisions?: readonly DecisionRecord[] }, threadId: string): void {
-  const pending = new Set((state.decisions ?? []).filter((d) => d.status === "pending_approval").map((d) => d.messageId));
+  const pending = new Set((state.decisions ?? []).filter((d) => d.status === "pending_approval" || d.status === "recovery_pending").map((d) => d.messageId));
   if (pending.size === 0) return;
   for (let i = state.messages.length - 1; i >= 0; i--) {
     const message = state.messages[i]!;
     if (AIMessage.isInstance(message)) {
       if (message.id && pending.has(message.id)) {
-        throw new ThreadStateError("thread_awaiting_approval", threadId, `Thread "${threadId}" waits for an approval; answer it before sending new input`);
+        throw new ThreadStateError("thread_awaiting_approval", threadId, `Thread "${threadId}" waits for an approval or a recovery decision; answer it before sending new input`);
       }
       return;
     }

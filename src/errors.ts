@@ -26,7 +26,14 @@ export type EartErrorCode =
   | "thread_not_paused"
   | "thread_awaiting_approval"
   | "audit_store_failure"
-  | "audit_input_invalid";
+  | "audit_input_invalid"
+  | "thread_busy"
+  | "effect_in_progress"
+  | "tool_timeout"
+  | "tool_arguments_invalid"
+  | "tool_permission_denied"
+  | "circuit_open"
+  | "model_unavailable";
 
 /**
  * Base class of every eart error.
@@ -193,5 +200,114 @@ export class AuditStoreError extends EartError {
 export class AuditInputError extends EartError {
   constructor(message: string) {
     super("audit_input_invalid", `Invalid audit event: ${message}`);
+  }
+}
+
+/**
+ * Another run holds the thread's lock (a resume or run in this or another process). Nothing ran;
+ * try again when that run has finished.
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof ThreadBusyError) return reply(409, { thread: e.threadId }); }
+ * ```
+ */
+export class ThreadBusyError extends EartError {
+  readonly threadId: string;
+  constructor(threadId: string, holder?: string) {
+    super("thread_busy", `Thread "${threadId}" is busy: another run holds its lock${holder ? ` (${holder})` : ""}`, { threadId, ...(holder ? { holder } : {}) });
+    this.threadId = threadId;
+  }
+}
+
+/**
+ * The effect ledger shows the same tool call being executed by another run right now (its
+ * attempt changed under this one). Nothing ran here; the thread can be resumed once the other
+ * run has finished. Use a thread lock (`createGovernedAgent` takes one by default) to get a
+ * {@link ThreadBusyError} up front instead.
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof EffectInProgressError) retryLater(e.toolCallId); }
+ * ```
+ */
+export class EffectInProgressError extends EartError {
+  readonly toolCallId: string;
+  constructor(threadId: string, toolCallId: string, attempt: number) {
+    super("effect_in_progress", `Tool call "${toolCallId}" of thread "${threadId}" is being executed by another run (attempt ${attempt})`, {
+      threadId,
+      toolCallId,
+      attempt,
+    });
+    this.toolCallId = toolCallId;
+  }
+}
+
+/**
+ * A tool did not finish within its `timeout`; its `AbortSignal` was aborted with this error.
+ * Whether it had its effect is unknown: an idempotent tool is retried, any other goes to a human.
+ * @example
+ * ```ts
+ * tool(async (args, config) => fetch(url, { signal: config.signal }), { name: "pay", schema });
+ * ```
+ */
+export class ToolTimeoutError extends EartError {
+  constructor(tool: string, timeoutMs: number) {
+    super("tool_timeout", `Tool ${tool} did not finish within ${timeoutMs} ms`, { tool, timeoutMs });
+  }
+}
+
+/**
+ * Thrown by a tool when the model's arguments are wrong in a way its schema cannot say (an order
+ * that does not exist, an amount above the order's total). The only tool failure answered to the
+ * model; nothing is retried.
+ * @example
+ * ```ts
+ * if (!order) throw new ToolArgumentError(`no order ${orderId}`);
+ * ```
+ */
+export class ToolArgumentError extends EartError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super("tool_arguments_invalid", message, details);
+  }
+}
+
+/**
+ * Thrown by a tool when the system it calls refuses the agent's credentials. Not retried and not
+ * shown to the model as its mistake: audited and handed to a human.
+ * @example
+ * ```ts
+ * if (res.status === 403) throw new ToolPermissionError("the payments API refused the agent's key");
+ * ```
+ */
+export class ToolPermissionError extends EartError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super("tool_permission_denied", message, details);
+  }
+}
+
+/**
+ * A tool's circuit breaker is open: it failed too often recently, so calls fail fast until its
+ * cool-down has passed.
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof CircuitOpenError) console.log(e.details.openUntil); }
+ * ```
+ */
+export class CircuitOpenError extends EartError {
+  constructor(tool: string, openUntil: string) {
+    super("circuit_open", `The circuit breaker of ${tool} is open until ${openUntil}`, { tool, openUntil });
+  }
+}
+
+/**
+ * Every chat model of the agent (the primary and its fallbacks) failed after its retries. Nothing
+ * was recorded for the turn; the thread can be run again.
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof ModelUnavailableError) console.error(e.details.failures); }
+ * ```
+ */
+export class ModelUnavailableError extends EartError {
+  constructor(failures: { model: number; attempt: number; error: string }[], options?: { cause?: unknown }) {
+    super("model_unavailable", `Every model failed (${failures.length} attempts); last error: ${failures.at(-1)?.error ?? "none"}`, { failures }, options);
   }
 }

@@ -32,3 +32,6 @@ export * from "./policy-cedar.js";
 export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./replay.js";
 export * from "./budget.js";
 export * from "./ledger.js";
+export * from "./resilience.js";
+export * from "./recovery.js";
+export * from "./thread-lock.js";

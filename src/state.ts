@@ -53,6 +53,7 @@ export const DecisionStatusSchema = z.enum([
   "executed",
   "failed",
   "blocked",
+  "recovery_pending",
 ]);
 export type DecisionStatus = z.output<typeof DecisionStatusSchema>;
 
@@ -79,6 +80,37 @@ export const RecordedVerdictSchema = z.object({
   evaluationError: z.boolean().optional(),
 });
 
+/** Why a call waits for a human after it was allowed: its outcome is unknown, or everything failed. */
+export const RecoveryReasonSchema = z.enum(["outcome_unknown", "timeout", "exhausted", "circuit_open", "permission_denied"]);
+export type RecoveryReason = z.output<typeof RecoveryReasonSchema>;
+
+/** A human's answer for a call waiting in recovery. */
+export const RecoveryResolutionSchema = z.object({
+  type: z.enum(["retry", "mark_done", "abandon"]),
+  by: z.string(),
+  at: z.string(),
+  message: z.string().optional(),
+  /** For `mark_done`: the result recorded in the tool's place (JSON). */
+  result: z.unknown().optional(),
+});
+export type RecoveryResolution = z.output<typeof RecoveryResolutionSchema>;
+
+/**
+ * Recovery of an allowed or approved call that the tool node could not finish on its own. The
+ * human's resolution applies to the ledger attempt it names; it is used once.
+ */
+export const RecoveryRecordSchema = z.object({
+  reason: RecoveryReasonSchema,
+  /** The effect-ledger attempt the human decides about; 0 when the tool never started. */
+  attempt: z.number().int().nonnegative(),
+  error: z.string().optional(),
+  at: z.string(),
+  /** The status the call goes back to once resolved. */
+  resumeStatus: z.enum(["allowed", "approved"]),
+  resolution: RecoveryResolutionSchema.optional(),
+});
+export type RecoveryRecord = z.output<typeof RecoveryRecordSchema>;
+
 /**
  * One record per tool call: the digest of the normalised call, the verdict, the policy version,
  * the approvals and the execution status.
@@ -101,6 +133,8 @@ export const DecisionRecordSchema = z.object({
   /** When an approval request for this call last lapsed (ISO). */
   expiredAt: z.string().optional(),
   executedAt: z.string().optional(),
+  /** Set while and after the call waited for a human to recover it. */
+  recovery: RecoveryRecordSchema.optional(),
 });
 export type DecisionRecord = z.output<typeof DecisionRecordSchema>;
 

@@ -1,5 +1,6 @@
 import { tool } from "@langchain/core/tools";
 import type Database from "better-sqlite3";
+import { ToolArgumentError } from "eart";
 import { z } from "zod";
 
 /** Orders the demo knows. */
@@ -50,7 +51,7 @@ export function createRefundTools(db: Database.Database) {
   const issueRefund = tool(
     async ({ orderId, amount, reason }, config) => {
       const order = ORDERS[orderId];
-      if (!order) throw new Error(`no order ${orderId}`);
+      if (!order) throw new ToolArgumentError(`no order ${orderId}`);
       const toolCallId = (config as { toolCall?: { id?: string } } | undefined)?.toolCall?.id ?? null;
       const row = insert.run(orderId, amount, reason ?? null, toolCallId, new Date().toISOString());
       return JSON.stringify({ refundId: Number(row.lastInsertRowid), orderId, amount, status: "refunded" });

@@ -172,12 +172,13 @@ describe("governed tool node, called directly with a state literal", () => {
     expect(String(out.messages[0]?.content)).toMatch(/^Invalid arguments for issue_refund: amount/);
   });
 
-  it("records a tool failure and answers it as an error", async () => {
+  it("answers a ToolArgumentError (an order that does not exist) to the model as bad arguments", async () => {
     const { node, auditLog } = setup();
     const args = { orderId: "9999", amount: 5 };
     const out = await node({ messages: [proposal(args)], decisions: [record({ args, digest: toolCallDigest("issue_refund", args) })] }, cfg());
-    expect(out.decisions[0]?.status).toBe("failed");
+    expect(out.decisions[0]?.status).toBe("invalid");
     expect((out.messages[0] as ToolMessage).status).toBe("error");
-    expect((await auditLog.read("n1")).at(-1)).toMatchObject({ type: "tool.failed", data: { kind: "error", error: "no order 9999" } });
+    expect(String(out.messages[0]?.content)).toBe("Invalid arguments for issue_refund: no order 9999");
+    expect((await auditLog.read("n1")).at(-1)).toMatchObject({ type: "tool.failed", data: { kind: "invalid_arguments", error: "no order 9999" } });
   });
 });

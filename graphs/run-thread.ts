@@ -1,0 +1,73 @@
+import { Command } from "@langchain/langgraph";
+import type { RunnableConfig } from "@langchain/core/runnables";
+import { pendingApproval, pendingRecovery, threadLockFor, type ApprovalRequest, type RecoveryRequest, type ThreadLock } from "../src/index.js";
+import { assertResumable, THREAD_LOCK } from "./resume-guard.js";
+
+/** The part of a compiled graph the helpers need. */
+interface RunnableGraph {
+  invoke(input: unknown, config?: RunnableConfig): Promise<unknown>;
+  getState(config: RunnableConfig): Promise<{ createdAt?: string; values: unknown; tasks: readonly { interrupts?: readonly unknown[] }[] }>;
+  checkpointer?: unknown;
+}
+
+/** What a run or resume left: the state values, and what now waits for a human, if anything. */
+export interface ThreadRun<S = Record<string, unknown>> {
+  values: S;
+  approval: ApprovalRequest | undefined;
+  recovery: RecoveryRequest | undefined;
+}
+
+/** Options of {@link runThread} and {@link resumeThread}. */
+export interface ThreadRunOptions {
+  /** The lock to hold; defaults to `threadLockFor(graph.checkpointer)`. Unused when the graph takes its own (the prebuilt agent does). */
+  lock?: ThreadLock;
+}
+
+async function locked<T>(graph: RunnableGraph, config: RunnableConfig, options: ThreadRunOptions, run: () => Promise<T>): Promise<T> {
+  if ((graph as { [THREAD_LOCK]?: ThreadLock })[THREAD_LOCK]) return run();
+  const lock = options.lock ?? threadLockFor(graph.checkpointer);
+  const release = await lock.acquire(String(config.configurable?.thread_id));
+  try {
+    return await run();
+  } finally {
+    await release();
+  }
+}
+
+async function outcome<S>(graph: RunnableGraph, config: RunnableConfig): Promise<ThreadRun<S>> {
+  const snapshot = await graph.getState(config);
+  return { values: snapshot.values as S, approval: pendingApproval(snapshot), recovery: pendingRecovery(snapshot) };
+}
+
+/**
+ * Runs a graph on a thread while holding the thread's lock: a second concurrent run or resume of
+ * the same thread, in this process or another, gets a `ThreadBusyError` and runs nothing.
+ * @example
+ * ```ts
+ * const run = await runThread(agent, { messages: [new HumanMessage("Refund order 1042")] }, config);
+ * if (run.approval) notify(run.approval.requests);
+ * ```
+ */
+export async function runThread<S = Record<string, unknown>>(graph: RunnableGraph, input: unknown, config: RunnableConfig, options: ThreadRunOptions = {}): Promise<ThreadRun<S>> {
+  return locked(graph, config, options, async () => {
+    await graph.invoke(input, config);
+    return outcome<S>(graph, config);
+  });
+}
+
+/**
+ * Resumes a paused thread with the answer to what it waits for (an approval or a recovery
+ * decision) while holding the thread's lock. Refuses unknown and finished threads with a typed
+ * error; a second concurrent resume gets a `ThreadBusyError` and never runs a tool.
+ * @example
+ * ```ts
+ * await resumeThread(agent, { approver: { id: "sam" }, decisions: [{ toolCallId, type: "approve" }] }, config);
+ * ```
+ */
+export async function resumeThread<S = Record<string, unknown>>(graph: RunnableGraph, resume: unknown, config: RunnableConfig, options: ThreadRunOptions = {}): Promise<ThreadRun<S>> {
+  return locked(graph, config, options, async () => {
+    await assertResumable(graph, config);
+    await graph.invoke(new Command({ resume }), config);
+    return outcome<S>(graph, config);
+  });
+}

@@ -1,0 +1,113 @@
+import { interrupt, isGraphInterrupt, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import { z } from "zod";
+import {
+  ApprovalError,
+  AuditLogOption,
+  buildRecoveryRequest,
+  IdentityRegistryOption,
+  IdentityResolutionError,
+  parseOptions,
+  validateRecoveryResponse,
+  type DecisionRecord,
+} from "../src/index.js";
+import { lastAIMessage, requireThreadId } from "./runtime.js";
+import type { GovernedState } from "./state.js";
+
+const ToolRecoveryOptionsSchema = z
+  .object({
+    registry: IdentityRegistryOption,
+    auditLog: AuditLogOption,
+    /** Roles whose holders may retry, mark done or abandon a failed call. */
+    roles: z.array(z.string().min(1)).min(1).default(["operator"]),
+    clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
+  })
+  .strict();
+export type ToolRecoveryOptions = z.input<typeof ToolRecoveryOptionsSchema>;
+
+/**
+ * Node that hands the calls the governed tool node could not finish (`recovery_pending`: outcome
+ * unknown after a crash or timeout, retries and fallback exhausted, breaker open, permission
+ * refused) to a human. It pauses with ONE `interrupt()` carrying a {@link RecoveryRequest}; the
+ * resume (`{ resolver, decisions: [{ toolCallId, type: "retry" | "mark_done" | "abandon" }] }`) is
+ * checked by the approval rules (known resolver, one of `roles`, not the requester) and recorded
+ * on each call; the tool node then applies it to the ledger. Nothing is written before the
+ * interrupt. A refused resume throws a typed `ApprovalError` and the thread stays paused.
+ * @example
+ * ```ts
+ * graph
+ *   .addNode("recovery", createToolRecovery({ registry, auditLog, roles: ["supervisor"] }))
+ *   .addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: "agent" })
+ *   .addEdge("recovery", "tools");
+ * ```
+ */
+export function createToolRecovery(options: ToolRecoveryOptions) {
+  const { registry, auditLog, roles, clock = () => new Date() } = parseOptions(ToolRecoveryOptionsSchema, options);
+
+  return async function toolRecovery(state: Pick<GovernedState, "messages" | "decisions" | "identity">, config: LangGraphRunnableConfig): Promise<{ decisions?: DecisionRecord[] }> {
+    const threadId = requireThreadId(config);
+    const message = lastAIMessage(state.messages);
+    const pending = state.decisions.filter((d) => d.status === "recovery_pending" && d.messageId === message?.id && d.recovery);
+    if (pending.length === 0) return {};
+    const identity = state.identity;
+    if (!identity) throw new IdentityResolutionError("identity_missing", "The thread has no bound identity: recovery needs to know who the call was made for");
+    const request = buildRecoveryRequest(threadId, pending, roles);
+    // The first statement with an effect: this node re-runs from here on resume.
+    let answer = interrupt(request);
+    const check = (raw: unknown) => {
+      try {
+        return { ok: true as const, response: validateRecoveryResponse(raw, request, { registry, identity }) };
+      } catch (error) {
+        if (error instanceof ApprovalError) return { ok: false as const, error };
+        throw error;
+      }
+    };
+    let result = check(answer);
+    // As in the policy gate: LangGraph keeps a refused answer as this task's first resume value;
+    // skip refused ones until the newest.
+    while (!result.ok) {
+      try {
+        answer = interrupt(request);
+      } catch (error) {
+        if (!isGraphInterrupt(error)) throw error;
+        await auditLog.append({
+          threadId,
+          type: "tool.recovery_refused",
+          data: { code: result.error.code, message: result.error.message, details: result.error.details },
+        });
+        throw result.error;
+      }
+      result = check(answer);
+    }
+    const { resolver, decisions } = result.response;
+    const at = clock().toISOString();
+    const byId = new Map(decisions.map((d) => [d.toolCallId, d]));
+    const records = pending.map((r): DecisionRecord => {
+      const d = byId.get(r.toolCallId)!;
+      return {
+        ...r,
+        status: r.recovery!.resumeStatus,
+        recovery: {
+          ...r.recovery!,
+          resolution: { type: d.type, by: resolver.id, at, ...(d.message !== undefined ? { message: d.message } : {}), ...(d.type === "mark_done" ? { result: d.result } : {}) },
+        },
+      };
+    });
+    await auditLog.append(
+      records.map((r) => ({
+        threadId,
+        type: "tool.recovery_decided" as const,
+        data: {
+          toolCallId: r.toolCallId,
+          name: r.name,
+          digest: r.digest,
+          decision: r.recovery!.resolution!.type,
+          resolverId: resolver.id,
+          reason: r.recovery!.reason,
+          attempt: r.recovery!.attempt,
+          message: r.recovery!.resolution!.message ?? null,
+        },
+      })),
+    );
+    return { decisions: records };
+  };
+}

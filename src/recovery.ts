@@ -1,0 +1,183 @@
+import { z } from "zod";
+import { ApprovalError } from "./errors.js";
+import type { AgentIdentity, IdentityRegistry } from "./identity.js";
+import { RecoveryReasonSchema, type DecisionRecord } from "./state.js";
+
+/**
+ * The recovery protocol: a call that was allowed or approved but could not be finished by the
+ * tool node on its own (its outcome is unknown after a crash or timeout, or its retries, breaker
+ * and fallback are exhausted) waits for a human, who retries it, marks it done with a result, or
+ * abandons it.
+ */
+
+/** One call waiting for recovery, as shown to the human. */
+export const RecoveryRequestItemSchema = z.object({
+  toolCallId: z.string(),
+  name: z.string(),
+  args: z.record(z.string(), z.unknown()),
+  digest: z.string(),
+  reason: RecoveryReasonSchema,
+  /** The effect-ledger attempt this is about (0 when the tool never started). */
+  attempt: z.number().int().nonnegative(),
+  error: z.string().optional(),
+  since: z.string(),
+  /** Any one of these roles may decide. */
+  resolverRoles: z.array(z.string()),
+  requestedBy: z.object({ agentId: z.string(), userId: z.string() }),
+});
+export type RecoveryRequestItem = z.output<typeof RecoveryRequestItemSchema>;
+
+/**
+ * The value of the recovery `interrupt()`.
+ * @example
+ * ```ts
+ * const request = pendingRecovery(await agent.getState(config)); // { type: "eart.recovery", requests: [...] }
+ * ```
+ */
+export const RecoveryRequestSchema = z.object({
+  type: z.literal("eart.recovery"),
+  threadId: z.string(),
+  requests: z.array(RecoveryRequestItemSchema).min(1),
+});
+export type RecoveryRequest = z.output<typeof RecoveryRequestSchema>;
+
+/** True when an interrupt value is an eart recovery request. */
+export function isRecoveryRequest(value: unknown): value is RecoveryRequest {
+  return RecoveryRequestSchema.safeParse(value).success;
+}
+
+/** The answer for one call, keyed by `toolCallId`. */
+export const RecoveryDecisionSchema = z
+  .object({
+    toolCallId: z.string().min(1),
+    /**
+     * `retry`: run the tool again (the human checked it had no effect); `mark_done`: it did
+     * happen, record `result` as its result; `abandon`: give up, the model is told.
+     */
+    type: z.enum(["retry", "mark_done", "abandon"]),
+    result: z.unknown().optional(),
+    message: z.string().optional(),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    if (d.type === "mark_done" && d.result === undefined) ctx.addIssue({ code: "custom", path: ["result"], message: "mark_done must carry the result to record" });
+    if (d.type !== "mark_done" && d.result !== undefined) ctx.addIssue({ code: "custom", path: ["result"], message: `a result is only allowed on mark_done, not on ${d.type}` });
+    if (d.result !== undefined) {
+      try {
+        JSON.stringify(d.result);
+      } catch {
+        ctx.addIssue({ code: "custom", path: ["result"], message: "must be JSON" });
+      }
+    }
+  });
+export type RecoveryDecision = z.output<typeof RecoveryDecisionSchema>;
+
+/**
+ * The resume value for a recovery interrupt (`new Command({ resume })`).
+ * @example
+ * ```ts
+ * await agent.invoke(new Command({ resume: {
+ *   resolver: { id: "sam" },
+ *   decisions: [{ toolCallId: "call_1", type: "mark_done", result: { refundId: 77 } }],
+ * } }), config);
+ * ```
+ */
+export const RecoveryResponseSchema = z
+  .object({
+    resolver: z.object({ id: z.string().min(1) }).strict(),
+    decisions: z.array(RecoveryDecisionSchema).min(1),
+  })
+  .strict();
+export type RecoveryResponse = z.output<typeof RecoveryResponseSchema>;
+
+/** Builds the interrupt value from the records waiting for recovery. */
+export function buildRecoveryRequest(threadId: string, pending: readonly DecisionRecord[], resolverRoles: readonly string[]): RecoveryRequest {
+  return {
+    type: "eart.recovery",
+    threadId,
+    requests: pending.map((r) => ({
+      toolCallId: r.toolCallId,
+      name: r.name,
+      args: r.args,
+      digest: r.digest,
+      reason: r.recovery!.reason,
+      attempt: r.recovery!.attempt,
+      ...(r.recovery!.error !== undefined ? { error: r.recovery!.error } : {}),
+      since: r.recovery!.at,
+      resolverRoles: [...resolverRoles],
+      requestedBy: r.requestedBy,
+    })),
+  };
+}
+
+/**
+ * Checks a resume value against the pending recovery request, by the same rules as approvals:
+ * shape, one decision per pending call, a known resolver holding one of the resolver roles, and
+ * not the user or agent the call was made for. Throws {@link ApprovalError}.
+ * @example
+ * ```ts
+ * const response = validateRecoveryResponse(raw, request, { registry, identity });
+ * ```
+ */
+export function validateRecoveryResponse(
+  raw: unknown,
+  request: RecoveryRequest,
+  deps: { registry: IdentityRegistry; identity: AgentIdentity },
+): RecoveryResponse {
+  const parsed = RecoveryResponseSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ApprovalError("approval_resume_invalid", `Malformed recovery response at ${issue.path.join(".") || "(root)"}: ${issue.message}`, {
+      path: issue.path.map(String),
+    });
+  }
+  const response = parsed.data;
+  const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
+  const seen = new Set<string>();
+  for (const d of response.decisions) {
+    if (!items.has(d.toolCallId) || seen.has(d.toolCallId)) {
+      throw new ApprovalError("approval_decisions_mismatch", `No pending recovery for tool call "${d.toolCallId}", or more than one decision for it`, {
+        toolCallId: d.toolCallId,
+        pending: [...items.keys()],
+      });
+    }
+    seen.add(d.toolCallId);
+  }
+  const missing = [...items.keys()].filter((id) => !seen.has(id));
+  if (missing.length > 0) {
+    throw new ApprovalError("approval_decisions_mismatch", `Every call waiting for recovery needs a decision; missing: ${missing.join(", ")}`, {
+      toolCallId: missing[0],
+      missing,
+    });
+  }
+  const resolverId = response.resolver.id;
+  if (resolverId === deps.identity.onBehalfOf.id || resolverId === deps.identity.id) {
+    throw new ApprovalError("approval_self_approval", `"${resolverId}" cannot resolve an action requested on their own behalf`, { approverId: resolverId });
+  }
+  if (!deps.registry.getUser(resolverId)) throw new ApprovalError("approval_unauthorized", `Unknown resolver "${resolverId}"`, { approverId: resolverId });
+  const roles = request.requests[0]!.resolverRoles;
+  if (!deps.registry.userHasAnyRole(resolverId, roles)) {
+    throw new ApprovalError("approval_unauthorized", `"${resolverId}" holds none of the roles that may resolve failed tool calls (${roles.join(", ")})`, {
+      approverId: resolverId,
+      resolverRoles: roles,
+    });
+  }
+  return response;
+}
+
+/**
+ * The pending recovery request of a paused run, from `invoke`'s result or `graph.getState()`.
+ * @example
+ * ```ts
+ * const request = pendingRecovery(await agent.invoke(input, config));
+ * ```
+ */
+export function pendingRecovery(source: unknown): RecoveryRequest | undefined {
+  const s = source as { __interrupt__?: { value?: unknown }[]; tasks?: { interrupts?: { value?: unknown }[] }[] } | undefined;
+  const interrupts = [...(s?.__interrupt__ ?? []), ...(s?.tasks ?? []).flatMap((t) => t.interrupts ?? [])];
+  for (const i of interrupts) {
+    const parsed = RecoveryRequestSchema.safeParse(i?.value);
+    if (parsed.success) return parsed.data;
+  }
+  return undefined;
+}
