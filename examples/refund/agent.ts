@@ -1,6 +1,8 @@
+import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import Database from "better-sqlite3";
-import { IdentityRegistry, SqliteAuditLog } from "eart";
+import pg from "pg";
+import { IdentityRegistry, PostgresEffectLedger, SqliteAuditLog, SqliteEffectLedger, type ToolExecutionOptions } from "eart";
 import { createGovernedAgent } from "eart/graphs";
 import { createRefundModel } from "./model.js";
 import { refundPolicy } from "./policy.js";
@@ -12,23 +14,47 @@ export function refundIdentities(): IdentityRegistry {
   return IdentityRegistry.fromObject(identities);
 }
 
+/** Options of {@link openRefundAgent}. */
+export interface RefundAgentOptions {
+  /**
+   * A PostgreSQL connection string: checkpoints (LangGraph's PostgresSaver), the effect ledger,
+   * the thread lock and the `refunds` table go there instead of the SQLite file, which then keeps
+   * only the audit log.
+   */
+  postgres?: string;
+  /** How `issue_refund` runs. Default: idempotent (it forwards the key), 10 s timeout, 3 attempts. */
+  refundExecution?: ToolExecutionOptions;
+}
+
+/** How `issue_refund` runs by default. */
+export const REFUND_EXECUTION: ToolExecutionOptions = { idempotent: true, timeout: 10_000, retry: { attempts: 3, initialDelayMs: 200 } };
+
 /**
- * The governed refund agent on one SQLite file: LangGraph's SQLite checkpointer, eart's SQLite
- * audit log and the `refunds` table the refund tool writes to.
+ * The governed refund agent. By default everything lives in one SQLite file: LangGraph's SQLite
+ * checkpointer, eart's audit log and effect ledger, the thread lock, and the `refunds` table the
+ * refund tool writes to.
  */
-export async function openRefundAgent(file: string): Promise<{
+export async function openRefundAgent(file: string, options: RefundAgentOptions = {}): Promise<{
   agent: ReturnType<typeof createGovernedAgent>;
   auditLog: SqliteAuditLog;
-  db: Database.Database;
-  refunds: () => unknown[];
-  close: () => void;
+  refunds: () => Promise<{ orderId: string; amount: number; toolCallId: string }[]>;
+  close: () => Promise<void>;
 }> {
   const db = new Database(file);
   db.pragma("journal_mode = WAL");
   db.pragma("busy_timeout = 5000");
-  const checkpointer = new SqliteSaver(db);
   const auditLog = new SqliteAuditLog({ database: db });
-  const tools = createRefundTools(db);
+  const pool = options.postgres ? new pg.Pool({ connectionString: options.postgres }) : undefined;
+  pool?.on("error", () => {});
+  let checkpointer: SqliteSaver | PostgresSaver;
+  if (pool) {
+    checkpointer = new PostgresSaver(pool);
+    await checkpointer.setup();
+  } else {
+    checkpointer = new SqliteSaver(db);
+  }
+  const ledger = pool ? new PostgresEffectLedger({ pool }) : new SqliteEffectLedger({ database: db });
+  const tools = createRefundTools(pool ?? db);
   const agent = createGovernedAgent({
     model: await createRefundModel(),
     tools: tools.all,
@@ -36,8 +62,25 @@ export async function openRefundAgent(file: string): Promise<{
     policy: refundPolicy,
     checkpointer,
     auditLog,
+    ledger,
+    execution: { issue_refund: options.refundExecution ?? REFUND_EXECUTION },
+    recoveryRoles: ["supervisor"],
     systemPrompt: "You are a customer-support agent. Look orders up before refunding them.",
   });
-  const refunds = () => db.prepare(`SELECT order_id AS orderId, amount, tool_call_id AS toolCallId FROM refunds ORDER BY id`).all();
-  return { agent, auditLog, db, refunds, close: () => db.close() };
+  const refunds = async () => {
+    if (!pool) return db.prepare(`SELECT order_id AS "orderId", amount, tool_call_id AS "toolCallId" FROM refunds ORDER BY id`).all() as { orderId: string; amount: number; toolCallId: string }[];
+    const { rows } = await pool.query<{ orderId: string; amount: number; toolCallId: string }>(
+      `SELECT order_id AS "orderId", amount, tool_call_id AS "toolCallId" FROM refunds ORDER BY id`,
+    );
+    return rows;
+  };
+  return {
+    agent,
+    auditLog,
+    refunds,
+    close: async () => {
+      await pool?.end();
+      db.close();
+    },
+  };
 }

@@ -32,7 +32,7 @@ async function request(): Promise<void> {
     console.log(`    approver roles: ${r.approverRoles.join(", ")}  requested by ${r.requestedBy.agentId} for ${r.requestedBy.userId}`);
     console.log(`    digest: ${r.digest}`);
   }
-  close();
+  await close();
 }
 
 async function approve(): Promise<void> {
@@ -45,7 +45,7 @@ async function approve(): Promise<void> {
   const result = await agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions } }), config);
   const last = result.messages[result.messages.length - 1];
   console.log(`[process ${process.pid}] agent: ${String(last?.content)}`);
-  console.log(`refunds table: ${JSON.stringify(refunds())}`);
+  console.log(`refunds table: ${JSON.stringify(await refunds())}`);
   console.log("audit trail:");
   for (const e of await auditLog.read(threadId)) {
     const d = e.data as Record<string, unknown>;
@@ -54,7 +54,7 @@ async function approve(): Promise<void> {
   }
   const verification = await auditLog.verify(threadId);
   console.log(`verify: ${verification.ok ? `ok, ${verification.count} events, head ${verification.headHash.slice(0, 12)}` : JSON.stringify(verification.brokenAt)}`);
-  close();
+  await close();
   if (!verification.ok) process.exitCode = 1;
 }
 

@@ -2,7 +2,7 @@ import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langcha
 import { MemorySaver, type BaseCheckpointSaver } from "@langchain/langgraph";
 import Database from "better-sqlite3";
 import { IdentityRegistry, MemoryAuditLog, type AuditLog, type BudgetGuard, type PolicyEngine } from "eart";
-import { createGovernedAgent } from "eart/graphs";
+import { createGovernedAgent, type GovernedAgentOptions } from "eart/graphs";
 import { scriptedModel } from "eart/testing";
 import identities from "../../examples/refund/identities.json" with { type: "json" };
 import { refundPolicy } from "../../examples/refund/policy.js";
@@ -28,7 +28,18 @@ export const config = (threadId: string, userId = "cara", extra: Record<string, 
 /** The refund agent in memory, with a real refunds table (SQLite in memory) to count side effects. */
 export function refundSetup(
   turns: Call[][],
-  opts: { policy?: PolicyEngine; checkpointer?: BaseCheckpointSaver; auditLog?: AuditLog; clock?: () => Date; onExpired?: "answer" | "rerequest"; budgets?: BudgetGuard } = {},
+  opts: {
+    policy?: PolicyEngine;
+    checkpointer?: BaseCheckpointSaver;
+    auditLog?: AuditLog;
+    clock?: () => Date;
+    onExpired?: "answer" | "rerequest";
+    budgets?: BudgetGuard;
+    /** Any other option of the agent (ledger, execution, recoveryRoles, threadLock, model retry…). */
+    agent?: Partial<GovernedAgentOptions>;
+    /** Replaces the refund tools (same database). */
+    tools?: (tools: ReturnType<typeof createRefundTools>) => GovernedAgentOptions["tools"];
+  } = {},
 ) {
   const db = new Database(":memory:");
   const tools = createRefundTools(db);
@@ -36,7 +47,7 @@ export function refundSetup(
   const model = turnsModel(turns);
   const agent = createGovernedAgent({
     model,
-    tools: tools.all,
+    tools: opts.tools ? opts.tools(tools) : tools.all,
     identities: registry,
     policy: opts.policy ?? refundPolicy,
     checkpointer: opts.checkpointer ?? new MemorySaver(),
@@ -44,6 +55,7 @@ export function refundSetup(
     ...(opts.clock ? { clock: opts.clock } : {}),
     ...(opts.onExpired ? { onExpired: opts.onExpired } : {}),
     ...(opts.budgets ? { budgets: opts.budgets } : {}),
+    ...opts.agent,
   });
   const refunds = () =>
     db.prepare(`SELECT order_id AS orderId, amount, tool_call_id AS toolCallId FROM refunds ORDER BY id`).all() as {
