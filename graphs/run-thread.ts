@@ -23,8 +23,11 @@ export interface ThreadRunOptions {
   lock?: ThreadLock;
 }
 
+/** Whether the graph takes the thread lock itself, and checks resumes under it (`guardResumes` with a lock). */
+const locksItself = (graph: RunnableGraph): boolean => (graph as { [THREAD_LOCK]?: ThreadLock })[THREAD_LOCK] !== undefined;
+
 async function locked<T>(graph: RunnableGraph, config: RunnableConfig, options: ThreadRunOptions, run: () => Promise<T>): Promise<T> {
-  if ((graph as { [THREAD_LOCK]?: ThreadLock })[THREAD_LOCK]) return run();
+  if (locksItself(graph)) return run();
   const lock = options.lock ?? threadLockFor(graph.checkpointer);
   const release = await lock.acquire(String(config.configurable?.thread_id));
   try {
@@ -66,7 +69,8 @@ export async function runThread<S = Record<string, unknown>>(graph: RunnableGrap
  */
 export async function resumeThread<S = Record<string, unknown>>(graph: RunnableGraph, resume: unknown, config: RunnableConfig, options: ThreadRunOptions = {}): Promise<ThreadRun<S>> {
   return locked(graph, config, options, async () => {
-    await assertResumable(graph, config);
+    // Checked under the lock: by the graph itself when it takes it, else here.
+    if (!locksItself(graph)) await assertResumable(graph, config);
     await graph.invoke(new Command({ resume }), config);
     return outcome<S>(graph, config);
   });
