@@ -27,6 +27,7 @@ export type EartErrorCode =
   | "thread_awaiting_approval"
   | "audit_store_failure"
   | "audit_input_invalid"
+  | "ledger_input_invalid"
   | "thread_busy"
   | "effect_in_progress"
   | "tool_timeout"

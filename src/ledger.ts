@@ -2,7 +2,7 @@ import Database from "better-sqlite3";
 import pg from "pg";
 import { z } from "zod";
 import { canonicalJson, sha256Hex } from "./canonical.js";
-import { EartConfigError } from "./errors.js";
+import { EartError } from "./errors.js";
 import { migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
 import { openSqlite, type SqliteLocation } from "./sqlite.js";
 
@@ -119,9 +119,11 @@ export interface EffectLedger {
  * await ledger.finish(key, { status: "succeeded", result: new Map() }); // throws LedgerInputError { field: "outcome" }
  * ```
  */
-export class LedgerInputError extends EartConfigError {
+export class LedgerInputError extends EartError {
+  readonly field: string;
   constructor(field: string, message: string) {
-    super(field, message);
+    super("ledger_input_invalid", `Invalid effect-ledger input "${field}": ${message}`, { field });
+    this.field = field;
   }
 }
 
