@@ -303,48 +303,42 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       return toHuman(reason, attempt, lastError);
     }
 
-    const existing = await ledger.get(key);
-    const resolution = current.recovery?.resolution && current.recovery.attempt === (existing?.attempt ?? 0) ? current.recovery.resolution : undefined;
-    if (existing && existing.status !== "started") return replay(existing);
+    /** The human's resolution, when it is about this ledger attempt (0: the tool never started). */
+    const resolutionFor = (attempt: number) =>
+      current.recovery?.resolution && current.recovery.attempt === attempt ? current.recovery.resolution : undefined;
 
-    if (resolution?.type === "mark_done" || resolution?.type === "abandon") {
-      const attempt = existing?.attempt ?? (await claim())?.attempt;
-      if (attempt === undefined) return replay((await ledger.get(key))!);
-      if (resolution.type === "mark_done") {
-        const result = resolution.result;
-        const content = typeof result === "string" ? result : JSON.stringify(result ?? null);
-        return succeed(answer(content, "success"), attempt, "tool.succeeded", { markedDoneBy: resolution.by });
-      }
-      const content = `Abandoned by ${resolution.by}${resolution.message ? `: ${resolution.message}` : "."} The action was not completed.`;
-      await finish({ status: "failed", error: content }, attempt);
-      event("tool.failed", { attempt, kind: "abandoned", error: content, by: resolution.by });
-      return { record: { ...current, status: "failed", executedAt: now() }, message: answer(content, "error"), events };
-    }
-
-    if (existing) {
-      // Started with no outcome: a crash, a timeout, or a failure handed to a human.
-      if (!resolution && !spec.idempotent) return toHuman(current.recovery?.reason ?? "outcome_unknown", existing.attempt, current.recovery?.error);
-      const next = await ledger.retry(key, existing.attempt, clock());
-      if (!next) throw new EffectInProgressError(threadId, call.id, existing.attempt);
-      return execute(next.attempt, resolution !== undefined);
-    }
-
-    if (!resolution && breaker && breaker.state(clock()) === "open" && !spec.fallback) {
+    // While the breaker is open a new call is not even recorded: it goes to a human (or the
+    // fallback, in execute) without calling the tool. An existing entry is handled below.
+    if (!resolutionFor(0) && breaker && breaker.state(clock()) === "open" && !spec.fallback && !(await ledger.get(key))) {
       const admission = breaker.admit(clock());
       if (!admission.admitted) return toHuman("circuit_open", 0, `the circuit breaker is open until ${admission.openUntil.toISOString()}`);
     }
-    const claimed = await claim();
-    if (!claimed) {
-      const now = await ledger.get(key);
-      if (now && now.status !== "started") return replay(now);
-      throw new EffectInProgressError(threadId, call.id, now?.attempt ?? 1);
-    }
-    return execute(claimed.attempt, resolution !== undefined);
 
-    async function claim(): Promise<LedgerEntry | undefined> {
-      const begun = await ledger.begin(key, clock());
-      return begun.claimed ? begun.entry : undefined;
+    // One round trip on the common path: claim the key, or learn what is recorded under it.
+    const begun = await ledger.begin(key, clock());
+    const entry = begun.entry;
+    if (!begun.claimed && entry.status !== "started") return replay(entry);
+    const resolution = resolutionFor(begun.claimed ? 0 : entry.attempt);
+
+    if (resolution?.type === "mark_done") {
+      const result = resolution.result;
+      const content = typeof result === "string" ? result : JSON.stringify(result ?? null);
+      return succeed(answer(content, "success"), entry.attempt, "tool.succeeded", { markedDoneBy: resolution.by });
     }
+    if (resolution?.type === "abandon") {
+      const content = `Abandoned by ${resolution.by}${resolution.message ? `: ${resolution.message}` : "."} The action was not completed.`;
+      await finish({ status: "failed", error: content }, entry.attempt);
+      event("tool.failed", { attempt: entry.attempt, kind: "abandoned", error: content, by: resolution.by });
+      return { record: { ...current, status: "failed", executedAt: now() }, message: answer(content, "error"), events };
+    }
+    if (begun.claimed) return execute(entry.attempt, resolution !== undefined);
+
+    // Started with no outcome: a crash or a timeout in an earlier run, or a failure a human
+    // decided to retry. Only an idempotent tool or a human's retry runs it again.
+    if (!resolution && !spec.idempotent) return toHuman("outcome_unknown", entry.attempt);
+    const next = await ledger.retry(key, entry.attempt, clock());
+    if (!next) throw new EffectInProgressError(threadId, call.id, entry.attempt);
+    return execute(next.attempt, resolution !== undefined);
   }
 
   /**

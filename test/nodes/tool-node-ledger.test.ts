@@ -100,7 +100,7 @@ describe("governed tool node with the effect ledger", () => {
     const stale = await inner.get(key);
     await inner.retry(key, 1); // another process took attempt 2 meanwhile
     const ledger: EffectLedger = {
-      begin: (k, n) => inner.begin(k, n),
+      begin: async () => ({ claimed: false, entry: stale! }),
       retry: (k, a, n) => inner.retry(k, a, n),
       finish: (k, o, n) => inner.finish(k, o, n),
       get: async () => stale,
