@@ -8,7 +8,15 @@
  * Usage: `npm run bench`, or `EART_BENCH_THREADS=200 npm run bench` for a shorter run.
  * `EART_BENCH_SKIP_REFUND=1` skips the refund benchmark and runs only the policy one (for quick
  * iteration); by default both run.
+ *
+ * Then the governed tool execution benchmark (./ledger.ts): the governed tool node with the effect
+ * ledger in memory, in SQLite and in PostgreSQL against LangGraph's `ToolNode` on the same tool,
+ * per call, and the ratio. `EART_BENCH_SKIP_LEDGER=1` skips it; `EART_BENCH_LEDGER_CALLS` sets
+ * the timed calls per variant (default 1,000); `EART_BENCH_DATABASE_URL` (else `EART_DATABASE_URL`,
+ * else postgresql://postgres@127.0.0.1:5432/test) is the PostgreSQL it uses, and
+ * `EART_BENCH_SKIP_LEDGER_POSTGRES=1` leaves PostgreSQL out.
  */
+import { runLedgerBench } from "./ledger.js";
 import { runPolicyBench } from "./policy.js";
 import { assertCompleted, createBareVariant, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
 
@@ -123,3 +131,4 @@ async function main(): Promise<void> {
 
 if (process.env.EART_BENCH_SKIP_REFUND !== "1") await main();
 await runPolicyBench();
+if (process.env.EART_BENCH_SKIP_LEDGER !== "1") await runLedgerBench();

@@ -138,16 +138,16 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     context: ExecutionContext,
     config: LangGraphRunnableConfig,
   ): Promise<ToolMessage> {
-    const controller = new AbortController();
-    const signal = config.signal ? AbortSignal.any([controller.signal, config.signal]) : controller.signal;
-    const run = tool.invoke(
-      { type: "tool_call", id: call.id, name: tool.name, args: call.args },
-      { ...config, signal, configurable: { ...config.configurable, eart: context } },
-    ) as Promise<unknown>;
+    const input = { type: "tool_call" as const, id: call.id, name: tool.name, args: call.args };
+    const configurable = { ...config.configurable, eart: context };
     let output: unknown;
     if (spec.timeout === undefined) {
-      output = await run;
+      output = await tool.invoke(input, { ...config, configurable });
     } else {
+      // A signal of its own only when there is a timeout to abort it with (AbortSignal.any costs).
+      const controller = new AbortController();
+      const signal = config.signal ? AbortSignal.any([controller.signal, config.signal]) : controller.signal;
+      const run = tool.invoke(input, { ...config, signal, configurable }) as Promise<unknown>;
       run.catch(() => {}); // settled after the timeout won: nobody waits for it any more
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {

@@ -330,8 +330,10 @@ export type SqliteEffectLedgerOptions = SqliteLocation;
 
 /**
  * An effect ledger in a SQLite file (table `eart_effect_ledger`), shared by every process that
- * opens the file. `begin` inserts and reads back in one write transaction, so exactly one caller
- * claims a key; updates are compare-and-set on the status and attempt.
+ * opens the file. It sets `synchronous = FULL` on its connection (also a shared one), so a
+ * recorded execution survives a power loss, not only a process crash. `begin` inserts and reads
+ * back in one write transaction, so exactly one caller claims a key; updates are compare-and-set
+ * on the status and attempt.
  * @example
  * ```ts
  * const ledger = new SqliteEffectLedger({ path: ".eart/eart.sqlite" });
@@ -351,6 +353,10 @@ export class SqliteEffectLedger implements EffectLedger {
 
   constructor(options: SqliteEffectLedgerOptions) {
     ({ db: this.#db, owned: this.#owned } = openSqlite(options));
+    // In WAL mode SQLite's default (NORMAL) does not sync each commit: a power loss could undo a
+    // recorded `started` or `succeeded` and let a tool run twice. The ledger needs every commit
+    // durable, so this connection (shared or not) syncs each one.
+    this.#db.pragma("synchronous = FULL");
     this.#db.exec(
       `CREATE TABLE IF NOT EXISTS ${TABLE} (
          thread_id TEXT NOT NULL,

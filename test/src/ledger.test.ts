@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -464,5 +465,22 @@ process.exit(0);
     expect(claims.filter(Boolean)).toHaveLength(1);
     const ledger = new PostgresEffectLedger({ pool: newPool() });
     expect(await ledger.list(key.threadId)).toMatchObject([{ key, status: "started", attempt: 1 }]);
+  });
+});
+
+describe("SqliteEffectLedger durability", () => {
+  it("syncs every commit (synchronous = FULL), also on a database it shares", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "eart-ledger-sync-"));
+    const own = new SqliteEffectLedger({ path: join(dir, "own.sqlite") });
+    const shared = new Database(join(dir, "shared.sqlite"));
+    shared.pragma("journal_mode = WAL");
+    shared.pragma("synchronous = NORMAL"); // a caller's setting that would not sync each commit
+    expect(shared.pragma("synchronous", { simple: true })).toBe(1);
+    new SqliteEffectLedger({ database: shared });
+    expect(shared.pragma("synchronous", { simple: true })).toBe(2);
+    await expect(own.list("nobody")).resolves.toEqual([]);
+    own.close();
+    shared.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 });
