@@ -273,9 +273,10 @@ export class MemoryEffectLedger implements EffectLedger {
     const id = MemoryEffectLedger.#id(k);
     const existing = this.#entries.get(id);
     if (existing) return { claimed: false, entry: MemoryEffectLedger.#copy(existing) };
-    const entry = LedgerEntrySchema.parse({ schemaVersion: LEDGER_SCHEMA_VERSION, key: k, status: "started", attempt: 1, startedAt });
-    this.#entries.set(id, MemoryEffectLedger.#copy(entry));
-    return { claimed: true, entry };
+    // Built from validated parts: valid by construction, no second parse.
+    const entry: LedgerEntry = { schemaVersion: LEDGER_SCHEMA_VERSION, key: { ...k }, status: "started", attempt: 1, startedAt };
+    this.#entries.set(id, entry);
+    return { claimed: true, entry: MemoryEffectLedger.#copy(entry) };
   }
 
   async retry(key: LedgerKey, expectedAttempt: number, now?: Date): Promise<LedgerEntry | undefined> {
@@ -285,8 +286,8 @@ export class MemoryEffectLedger implements EffectLedger {
     const id = MemoryEffectLedger.#id(k);
     const existing = this.#entries.get(id);
     if (!existing || existing.status !== "started" || existing.attempt !== attempt) return undefined;
-    const entry = LedgerEntrySchema.parse({ ...existing, attempt: attempt + 1, startedAt });
-    this.#entries.set(id, MemoryEffectLedger.#copy(entry));
+    const entry: LedgerEntry = { ...existing, attempt: attempt + 1, startedAt };
+    this.#entries.set(id, entry);
     return MemoryEffectLedger.#copy(entry);
   }
 
@@ -297,12 +298,12 @@ export class MemoryEffectLedger implements EffectLedger {
     const id = MemoryEffectLedger.#id(k);
     const existing = this.#entries.get(id);
     if (!existing || existing.status !== "started") return false;
-    const entry = LedgerEntrySchema.parse({
+    const entry: LedgerEntry = {
       ...existing,
       status: parsed.status,
       finishedAt,
       ...(parsed.status === "succeeded" ? { result: JSON.parse(parsed.resultJson) as unknown } : { error: parsed.error }),
-    });
+    };
     this.#entries.set(id, entry);
     return true;
   }
