@@ -5,8 +5,8 @@
  *
  * One sample is one node call with one tool call in the last AI message, awaited to the end, both
  * nodes in the same LangGraph node wrapper (see `AsGraphNode`). Every call has a fresh tool call
- * id, so every governed sample is a first execution: `ledger.get` (none yet), `ledger.begin`, an
- * audit append (`tool.started`), the tool, `ledger.finish`, an audit append (`tool.succeeded`).
+ * id, so every governed sample is a first execution: `ledger.begin` (claims the key), an audit
+ * append (`tool.started`), the tool, `ledger.finish`, an audit append (`tool.succeeded`).
  * The replay path (the same call again: the recorded result, the tool not called) is timed
  * separately, on the calls of the first table.
  *
@@ -369,8 +369,8 @@ export async function runLedgerBench(): Promise<void> {
     console.log(`- ${variants[0]!.includes}`);
     console.log(
       `- governed: the node in the wrapper StateGraph.addNode gives a function node (RunnableCallable, trace: false: config merge, AsyncLocalStorage, as ToolNode's): decision check, digest, ` +
-        `ledger.get + ledger.begin, audit append of tool.started, tool.invoke (as ToolNode's, with a signal of its own: AbortSignal.any of a new controller and the run's), ledger.finish, audit append of tool.succeeded, ` +
-        `the decision update; replay: ledger.get and one audit append of tool.replayed`,
+        `ledger.begin, audit append of tool.started, tool.invoke (as ToolNode's; no timeout set, so the run's own signal), ledger.finish, audit append of tool.succeeded, ` +
+        `the decision update; replay: ledger.begin (not claimed: the recorded entry) and one audit append of tool.replayed`,
     );
     console.log(`- the memory, SQLite and PostgreSQL ledger rows share one MemoryAuditLog, so only the ledger differs between them`);
     for (const v of governed) console.log(`- ${v.name}: ${v.includes}${v.key === "embedded" ? " (audit in the same file, not the shared MemoryAuditLog)" : ""}`);
