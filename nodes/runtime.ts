@@ -3,8 +3,8 @@ import type { BaseChatModel } from "@langchain/core/language_models/chat_models"
 import type { StructuredToolInterface } from "@langchain/core/tools";
 import { z } from "zod";
 import { interopSafeParseAsync, isInteropZodSchema } from "@langchain/core/utils/types";
-import type { LangGraphRunnableConfig } from "@langchain/langgraph";
-import { EartConfigError, ThreadStateError, type DecisionRecord } from "../src/index.js";
+import { interrupt, isGraphInterrupt, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import { ApprovalError, EartConfigError, ThreadStateError, type DecisionRecord } from "../src/index.js";
 
 /** The thread id of a run; governed nodes need one (their records are per thread). */
 export function requireThreadId(config: LangGraphRunnableConfig | undefined): string {
@@ -85,6 +85,34 @@ export function assertNoPendingApproval(state: { messages: readonly BaseMessage[
         throw new ThreadStateError("thread_awaiting_approval", threadId, `Thread "${threadId}" waits for an approval or a recovery decision; answer it before sending new input`);
       }
       return;
+    }
+  }
+}
+
+/**
+ * Pauses with `interrupt(request)` and returns the first answer `check` accepts. LangGraph keeps
+ * a refused answer as the task's first resume value and later answers follow it in order, so
+ * refused ones are skipped until the newest; when that one is refused too, `onRefused` records it
+ * and its error is thrown (the thread stays paused on the same request). `check` throws an
+ * {@link ApprovalError} to refuse.
+ */
+export async function interruptForAnswer<T>(request: unknown, check: (answer: unknown) => T, onRefused: (error: ApprovalError) => Promise<void>): Promise<T> {
+  // The first statement with an effect: the calling node re-runs from its start on resume.
+  let answer = interrupt(request);
+  for (;;) {
+    let refused: ApprovalError;
+    try {
+      return check(answer);
+    } catch (error) {
+      if (!(error instanceof ApprovalError)) throw error;
+      refused = error;
+    }
+    try {
+      answer = interrupt(request);
+    } catch (error) {
+      if (!isGraphInterrupt(error)) throw error;
+      await onRefused(refused);
+      throw refused;
     }
   }
 }

@@ -1,7 +1,6 @@
-import { interrupt, isGraphInterrupt, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import {
-  ApprovalError,
   AuditLogOption,
   buildRecoveryRequest,
   IdentityRegistryOption,
@@ -10,7 +9,7 @@ import {
   validateRecoveryResponse,
   type DecisionRecord,
 } from "../src/index.js";
-import { lastAIMessage, requireThreadId } from "./runtime.js";
+import { interruptForAnswer, lastAIMessage, requireThreadId } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
 const ToolRecoveryOptionsSchema = z
@@ -51,34 +50,12 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     const identity = state.identity;
     if (!identity) throw new IdentityResolutionError("identity_missing", "The thread has no bound identity: recovery needs to know who the call was made for");
     const request = buildRecoveryRequest(threadId, pending, roles);
-    // The first statement with an effect: this node re-runs from here on resume.
-    let answer = interrupt(request);
-    const check = (raw: unknown) => {
-      try {
-        return { ok: true as const, response: validateRecoveryResponse(raw, request, { registry, identity }) };
-      } catch (error) {
-        if (error instanceof ApprovalError) return { ok: false as const, error };
-        throw error;
-      }
-    };
-    let result = check(answer);
-    // As in the policy gate: LangGraph keeps a refused answer as this task's first resume value;
-    // skip refused ones until the newest.
-    while (!result.ok) {
-      try {
-        answer = interrupt(request);
-      } catch (error) {
-        if (!isGraphInterrupt(error)) throw error;
-        await auditLog.append({
-          threadId,
-          type: "tool.recovery_refused",
-          data: { code: result.error.code, message: result.error.message, details: result.error.details },
-        });
-        throw result.error;
-      }
-      result = check(answer);
-    }
-    const { resolver, decisions } = result.response;
+    const response = await interruptForAnswer(
+      request,
+      (answer) => validateRecoveryResponse(answer, request, { registry, identity }),
+      (error) => auditLog.append({ threadId, type: "tool.recovery_refused", data: { code: error.code, message: error.message, details: error.details } }).then(() => {}),
+    );
+    const { resolver, decisions } = response;
     const at = clock().toISOString();
     const byId = new Map(decisions.map((d) => [d.toolCallId, d]));
     const records = pending.map((r): DecisionRecord => {

@@ -26,6 +26,10 @@ export const AuditEventTypeSchema = z.enum([
   "tool.recovery_refused",
   "tool.circuit_opened",
   "model.failed",
+  "context.retrieved",
+  "escalation.requested",
+  "escalation.decided",
+  "escalation.refused",
   "budget.charge_failed",
   "run.completed",
 ]);

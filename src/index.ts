@@ -35,3 +35,5 @@ export * from "./ledger.js";
 export * from "./resilience.js";
 export * from "./recovery.js";
 export * from "./thread-lock.js";
+export * from "./context.js";
+export * from "./escalation.js";

@@ -159,12 +159,24 @@ export function mergeDecisions(current: DecisionRecord[] | undefined, update: De
   return out;
 }
 
-/** A case handed to a human. */
+/** Why a case goes to a human reviewer. */
+export const EscalationSignalSchema = z.object({
+  kind: z.enum(["policy", "missing_context", "low_confidence", "checks_disagree"]),
+  detail: z.string(),
+});
+export type EscalationSignal = z.output<typeof EscalationSignalSchema>;
+
+/**
+ * A case handed to a human. Written by the node that finds the reason (the policy gate, context
+ * retrieval, the escalation guard's first pass) and cleared (`null`) once a reviewer answered.
+ */
 export const EscalationSchema = z.object({
   reason: z.string(),
   toolCallIds: z.array(z.string()).default([]),
   policyIds: z.array(z.string()).default([]),
   at: z.string(),
+  /** What raised it; absent on cases raised by a policy `escalate` verdict. */
+  signals: z.array(EscalationSignalSchema).optional(),
 });
 export type Escalation = z.output<typeof EscalationSchema>;
 

@@ -1,0 +1,222 @@
+import { z } from "zod";
+import { canonicalJson, sha256Hex } from "./canonical.js";
+import { EartConfigError } from "./errors.js";
+import type { AgentIdentity } from "./identity.js";
+import type { ContextItem } from "./state.js";
+
+/**
+ * What an agent may see: retrieved items are kept only when the identity holds their data scope,
+ * and sensitive values are redacted by field and by pattern before any model, tool argument or
+ * audit record can hold them. Labels of what was retrieved raise the thread's sensitivity.
+ */
+
+/** One item as a provider returns it: where it comes from, its data scope, its labels, its content. */
+export const RetrievedItemSchema = z
+  .object({
+    id: z.string().min(1),
+    source: z.string().min(1),
+    /** The data scope an identity needs to see this item (e.g. `orders`, `payments`, `credit`). */
+    scope: z.string().min(1),
+    /** Sensitivity labels (e.g. `payment_data`, `pii`); they raise the thread's sensitivity. */
+    labels: z.array(z.string().min(1)).default([]),
+    /** Text or JSON. */
+    content: z.unknown(),
+  })
+  .strict();
+export type RetrievedItem = z.input<typeof RetrievedItemSchema>;
+
+const RedactionRuleSchema = z
+  .object({
+    id: z.string().min(1),
+    /** Object keys whose values are redacted, wherever they occur in an item (e.g. `card`, `salary`). */
+    fields: z.array(z.string().min(1)).default([]),
+    /** A pattern redacted inside every string (global flag added if missing). */
+    pattern: z.instanceof(RegExp).optional(),
+    /** An extra check on a pattern match (e.g. the Luhn checksum of a card number). */
+    validate: z.custom<(match: string) => boolean>((v) => typeof v === "function", "must be a function").optional(),
+    /**
+     * Roles of the human the agent acts for that may see the value; nobody when omitted.
+     * A salary rule with `visibleTo: ["hr-manager"]` shows salaries to HR managers' agents only.
+     */
+    visibleTo: z.array(z.string().min(1)).default([]),
+    /** A sensitivity label the thread gets when this rule finds something, seen or not. */
+    label: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((r) => r.fields.length > 0 || r.pattern !== undefined, { message: "a redaction rule needs fields or a pattern" });
+export type RedactionRule = z.input<typeof RedactionRuleSchema>;
+type ParsedRule = z.output<typeof RedactionRuleSchema>;
+
+/** Luhn checksum of the digits of a string: how card numbers are told from other digit runs. */
+export function luhnValid(text: string): boolean {
+  const digits = text.replace(/\D/g, "");
+  if (digits.length < 13 || digits.length > 19) return false;
+  let sum = 0;
+  for (let i = 0; i < digits.length; i++) {
+    let d = Number(digits[digits.length - 1 - i]);
+    if (i % 2 === 1) {
+      d *= 2;
+      if (d > 9) d -= 9;
+    }
+    sum += d;
+  }
+  return sum % 10 === 0;
+}
+
+/**
+ * Ready-made rules: card numbers (13–19 digits, spaces or dashes, Luhn-checked), IBANs, US social
+ * security numbers and UK national insurance numbers, each also by common field names.
+ * @example
+ * ```ts
+ * const redaction = defineRedaction([...STANDARD_REDACTIONS, { id: "salary", fields: ["salary"], visibleTo: ["hr-manager"], label: "compensation" }]);
+ * ```
+ */
+export const STANDARD_REDACTIONS: readonly RedactionRule[] = [
+  { id: "card_number", fields: ["card", "cardNumber", "card_number", "pan"], pattern: /\b(?:\d[ -]?){12,18}\d\b/g, validate: luhnValid, label: "payment_data" },
+  { id: "iban", fields: ["iban", "IBAN"], pattern: /\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b/g, label: "payment_data" },
+  { id: "national_id", fields: ["ssn", "nationalId", "national_id", "nino"], pattern: /\b(?:\d{3}-\d{2}-\d{4}|[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D])\b/g, label: "pii" },
+];
+
+/** Where a value was redacted, and by which rule. Never the value. */
+export interface Redacted {
+  path: string;
+  ruleId: string;
+}
+
+/** The outcome of redacting one value for one identity. */
+export interface RedactionResult<T> {
+  value: T;
+  redacted: Redacted[];
+  /** Labels of the rules that found something. */
+  labels: string[];
+}
+
+/** A compiled set of redaction rules. */
+export interface Redaction {
+  readonly rules: readonly ParsedRule[];
+  /** Redacts a value (string or JSON) for an identity; the input is not changed. */
+  apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined): RedactionResult<T>;
+}
+
+const mark = (ruleId: string) => `[REDACTED:${ruleId}]`;
+
+/**
+ * Compiles redaction rules once. Fields are matched by key at any depth; patterns inside every
+ * string (also inside JSON text). A rule's `visibleTo` roles of the human let the value through.
+ * With no identity, nothing is visible.
+ * @example
+ * ```ts
+ * const redaction = defineRedaction(STANDARD_REDACTIONS);
+ * redaction.apply("card 4111 1111 1111 1111", identity).value; // "card [REDACTED:card_number]"
+ * ```
+ */
+export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
+  const parsed: ParsedRule[] = [];
+  const ids = new Set<string>();
+  for (const [i, rule] of rules.entries()) {
+    const result = RedactionRuleSchema.safeParse(rule);
+    if (!result.success) throw new EartConfigError(`redaction[${i}]`, result.error.issues[0]?.message ?? "invalid");
+    if (ids.has(result.data.id)) throw new EartConfigError(`redaction[${i}]`, `two rules have the id "${result.data.id}"`);
+    ids.add(result.data.id);
+    const pattern = result.data.pattern;
+    parsed.push({ ...result.data, ...(pattern ? { pattern: pattern.global ? pattern : new RegExp(pattern.source, `${pattern.flags}g`) } : {}) });
+  }
+
+  function apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined): RedactionResult<T> {
+    const roles = new Set(identity?.onBehalfOf.roles ?? []);
+    const hidden = parsed.filter((r) => !r.visibleTo.some((role) => roles.has(role)));
+    const byField = new Map<string, ParsedRule>();
+    for (const r of parsed) for (const f of r.fields) if (!byField.has(f)) byField.set(f, r);
+    const redacted: Redacted[] = [];
+    const labels = new Set<string>();
+
+    const text = (s: string, path: string): string => {
+      let out = s;
+      for (const rule of parsed) {
+        if (!rule.pattern) continue;
+        out = out.replace(rule.pattern, (match) => {
+          if (rule.validate && !rule.validate(match)) return match;
+          if (rule.label) labels.add(rule.label);
+          if (!hidden.includes(rule)) return match;
+          redacted.push({ path, ruleId: rule.id });
+          return mark(rule.id);
+        });
+      }
+      return out;
+    };
+    const walk = (v: unknown, path: string): unknown => {
+      if (typeof v === "string") return text(v, path);
+      if (Array.isArray(v)) return v.map((x, i) => walk(x, `${path}[${i}]`));
+      if (v && typeof v === "object") {
+        const out: Record<string, unknown> = {};
+        for (const [k, x] of Object.entries(v)) {
+          const at = path ? `${path}.${k}` : k;
+          const rule = byField.get(k);
+          if (rule && x !== null && x !== undefined) {
+            if (rule.label) labels.add(rule.label);
+            if (hidden.includes(rule)) {
+              redacted.push({ path: at, ruleId: rule.id });
+              out[k] = mark(rule.id);
+              continue;
+            }
+          }
+          out[k] = walk(x, at);
+        }
+        return out;
+      }
+      return v;
+    };
+    return { value: walk(value, "") as T, redacted, labels: [...labels].sort() };
+  }
+
+  return { rules: parsed, apply };
+}
+
+/** What a provider learns about the run: the query, the bound identity and the thread. */
+export interface RetrievalRequest {
+  query: string;
+  identity: AgentIdentity;
+  threadId: string;
+}
+
+/** Filters, redacts and labels retrieved items for an identity. */
+export interface ScreenedContext {
+  items: ContextItem[];
+  dropped: { id: string; source: string; scope: string }[];
+  redacted: (Redacted & { itemId: string })[];
+  sensitivity: string[];
+}
+
+/**
+ * Keeps the items whose scope the identity holds, redacts each, and adds a digest of what is kept
+ * (SHA-256 of the canonical JSON of the redacted content) for provenance.
+ * @example
+ * ```ts
+ * const { items, dropped, sensitivity } = screenContext(retrieved, identity, redaction);
+ * ```
+ */
+export function screenContext(retrieved: readonly RetrievedItem[], identity: AgentIdentity, redaction: Redaction | undefined): ScreenedContext {
+  const scopes = new Set(identity.dataScopes);
+  const out: ScreenedContext = { items: [], dropped: [], redacted: [], sensitivity: [] };
+  const labels = new Set<string>();
+  for (const raw of retrieved) {
+    const item = RetrievedItemSchema.parse(raw);
+    if (!scopes.has(item.scope)) {
+      out.dropped.push({ id: item.id, source: item.source, scope: item.scope });
+      continue;
+    }
+    const screened = redaction ? redaction.apply(item.content, identity) : { value: item.content, redacted: [], labels: [] };
+    for (const l of [...item.labels, ...screened.labels]) labels.add(l);
+    out.redacted.push(...screened.redacted.map((r) => ({ ...r, itemId: item.id })));
+    out.items.push({
+      id: item.id,
+      source: item.source,
+      scope: item.scope,
+      labels: [...new Set([...item.labels, ...screened.labels])].sort(),
+      digest: sha256Hex(canonicalJson(screened.value ?? null)),
+      content: screened.value,
+    });
+  }
+  out.sensitivity = [...labels].sort();
+  return out;
+}

@@ -1,0 +1,109 @@
+import { z } from "zod";
+import { ApprovalError } from "./errors.js";
+import type { AgentIdentity, IdentityRegistry } from "./identity.js";
+import { EscalationSignalSchema } from "./state.js";
+
+/**
+ * The escalation protocol: a case the agent must not decide alone (low confidence, checks that
+ * disagree, missing context, a policy `escalate`) pauses for a human reviewer, who takes it over,
+ * sends it back with guidance, or closes it.
+ */
+
+/**
+ * The value of the escalation `interrupt()`: the case summary a reviewer needs.
+ * @example
+ * ```ts
+ * const request = pendingEscalation(await agent.getState(config)); // { type: "eart.escalation", reason, signals, … }
+ * ```
+ */
+export const EscalationRequestSchema = z.object({
+  type: z.literal("eart.escalation"),
+  threadId: z.string(),
+  reason: z.string(),
+  signals: z.array(EscalationSignalSchema).min(1),
+  /** What the agent proposed: its last answer and any tool calls. */
+  proposed: z.object({
+    text: z.string(),
+    toolCalls: z.array(z.object({ id: z.string().optional(), name: z.string(), args: z.record(z.string(), z.unknown()) })),
+  }),
+  /** Ids of the context items the agent had (never their content). */
+  contextIds: z.array(z.string()),
+  /** Any one of these roles may review. */
+  reviewerRoles: z.array(z.string()),
+  requestedBy: z.object({ agentId: z.string(), userId: z.string() }),
+  since: z.string(),
+});
+export type EscalationRequest = z.output<typeof EscalationRequestSchema>;
+
+/** True when an interrupt value is an eart escalation request. */
+export function isEscalationRequest(value: unknown): value is EscalationRequest {
+  return EscalationRequestSchema.safeParse(value).success;
+}
+
+/**
+ * The reviewer's answer (`new Command({ resume })`): `take_over` answers the user in the agent's
+ * place, `send_back` returns the case to the agent with guidance, `close` ends it.
+ * @example
+ * ```ts
+ * await agent.invoke(new Command({ resume: { reviewer: { id: "uma" }, action: "take_over", message: "Approved at 6.1% APR." } }), config);
+ * ```
+ */
+export const EscalationResponseSchema = z
+  .object({
+    reviewer: z.object({ id: z.string().min(1) }).strict(),
+    action: z.enum(["take_over", "send_back", "close"]),
+    message: z.string().min(1, "a reviewer's answer needs a message"),
+  })
+  .strict();
+export type EscalationResponse = z.output<typeof EscalationResponseSchema>;
+
+/**
+ * Checks a reviewer's answer by the approval rules: shape, a known reviewer holding one of the
+ * reviewer roles, and not the user or agent the case is about. Throws {@link ApprovalError}.
+ * @example
+ * ```ts
+ * const response = validateEscalationResponse(raw, request, { registry, identity });
+ * ```
+ */
+export function validateEscalationResponse(
+  raw: unknown,
+  request: EscalationRequest,
+  deps: { registry: IdentityRegistry; identity: AgentIdentity },
+): EscalationResponse {
+  const parsed = EscalationResponseSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ApprovalError("approval_resume_invalid", `Malformed escalation answer at ${issue.path.join(".") || "(root)"}: ${issue.message}`, {
+      path: issue.path.map(String),
+    });
+  }
+  const reviewerId = parsed.data.reviewer.id;
+  if (reviewerId === deps.identity.onBehalfOf.id || reviewerId === deps.identity.id) {
+    throw new ApprovalError("approval_self_approval", `"${reviewerId}" cannot review a case raised on their own behalf`, { approverId: reviewerId });
+  }
+  if (!deps.registry.getUser(reviewerId)) throw new ApprovalError("approval_unauthorized", `Unknown reviewer "${reviewerId}"`, { approverId: reviewerId });
+  if (!deps.registry.userHasAnyRole(reviewerId, request.reviewerRoles)) {
+    throw new ApprovalError("approval_unauthorized", `"${reviewerId}" holds none of the roles that may review this case (${request.reviewerRoles.join(", ")})`, {
+      approverId: reviewerId,
+      reviewerRoles: request.reviewerRoles,
+    });
+  }
+  return parsed.data;
+}
+
+/**
+ * The pending escalation of a paused run, from `invoke`'s result or `graph.getState()`.
+ * @example
+ * ```ts
+ * const request = pendingEscalation(await agent.invoke(input, config));
+ * ```
+ */
+export function pendingEscalation(source: unknown): EscalationRequest | undefined {
+  const s = source as { __interrupt__?: { value?: unknown }[]; tasks?: { interrupts?: { value?: unknown }[] }[] } | undefined;
+  const interrupts = [...(s?.__interrupt__ ?? []), ...(s?.tasks ?? []).flatMap((t) => t.interrupts ?? [])];
+  for (const i of interrupts) {
+    const parsed = EscalationRequestSchema.safeParse(i?.value);
+    if (parsed.success) return parsed.data;
+  }
+  return undefined;
+}
