@@ -56,7 +56,7 @@ export const THREAD_LOCK = Symbol.for("eart.threadLock");
 export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(graph: G, options: { lock?: ThreadLock } = {}): G {
   const stream = graph.stream.bind(graph);
   const { lock } = options;
-  async function guarded(input: unknown, options?: RunnableConfig): Promise<unknown> {
+  async function guarded(input: unknown, options: RunnableConfig): Promise<unknown> {
     if (isCommand(input) && input.resume !== undefined) {
       const before = await assertResumable(graph, options);
       const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];
@@ -73,13 +73,19 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     if (input !== null && input !== undefined && !isCommand(input)) await assertNotAwaitingApproval(graph, options);
     return stream(input, options);
   }
-  graph.stream = (async (input: unknown, options?: RunnableConfig) => {
-    const threadId = options?.configurable?.thread_id;
+  graph.stream = (async (input: unknown, given?: RunnableConfig & { durability?: string }) => {
+    // Each step's checkpoint is written before the next step starts: with LangGraph's default
+    // ("async") a tool could act while the checkpoint of its approval is still being written, and
+    // a crash then would lose the approval although its effect happened.
+    const options = { durability: "sync", ...given } as RunnableConfig;
+    const threadId = options.configurable?.thread_id;
     if (!lock || (typeof threadId !== "string" && typeof threadId !== "number")) return guarded(input, options);
     const release = await lock.acquire(String(threadId));
     let inner: unknown;
     try {
-      inner = await guarded(input, options);
+      // Losing the lock mid-run (a dropped database connection) aborts the run.
+      const signal = release.lost ? (options.signal ? AbortSignal.any([options.signal, release.lost]) : release.lost) : options.signal;
+      inner = await guarded(input, signal ? { ...options, signal } : options);
     } catch (error) {
       await release();
       throw error;

@@ -29,6 +29,7 @@ export type EartErrorCode =
   | "audit_input_invalid"
   | "ledger_input_invalid"
   | "thread_busy"
+  | "thread_lock_lost"
   | "effect_in_progress"
   | "tool_timeout"
   | "tool_arguments_invalid"
@@ -310,5 +311,22 @@ export class CircuitOpenError extends EartError {
 export class ModelUnavailableError extends EartError {
   constructor(failures: { model: number; attempt: number; error: string }[], options?: { cause?: unknown }) {
     super("model_unavailable", `Every model failed (${failures.length} attempts); last error: ${failures.at(-1)?.error ?? "none"}`, { failures }, options);
+  }
+}
+
+/**
+ * The connection that held a thread's lock was lost during the run (database restart, failover,
+ * session killed). The run is aborted with this error, since another process may now take the
+ * thread; what already ran is in the effect ledger, so resuming the thread later is safe.
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof ThreadLockLostError) scheduleResume(e.threadId); }
+ * ```
+ */
+export class ThreadLockLostError extends EartError {
+  readonly threadId: string;
+  constructor(threadId: string, cause?: unknown) {
+    super("thread_lock_lost", `The lock of thread "${threadId}" was lost during the run: ${(cause as Error)?.message ?? "connection lost"}`, { threadId }, { cause });
+    this.threadId = threadId;
   }
 }

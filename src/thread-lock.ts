@@ -2,7 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import Database from "better-sqlite3";
 import pg from "pg";
-import { EartConfigError, ThreadBusyError } from "./errors.js";
+import { EartConfigError, ThreadBusyError, ThreadLockLostError } from "./errors.js";
 import { openPostgres, type PostgresLocation } from "./postgres.js";
 import { openSqlite, type SqliteLocation } from "./sqlite.js";
 
@@ -11,8 +11,11 @@ import { openSqlite, type SqliteLocation } from "./sqlite.js";
  * concurrent run gets a {@link ThreadBusyError} before anything of it runs.
  */
 
-/** Releases a lock taken by {@link ThreadLock.acquire}. Safe to call more than once. */
-export type ReleaseThreadLock = () => Promise<void>;
+/**
+ * Releases a lock taken by {@link ThreadLock.acquire}. Safe to call more than once. `lost`, when
+ * present, is aborted (with a {@link ThreadLockLostError}) if the lock is lost while held.
+ */
+export type ReleaseThreadLock = (() => Promise<void>) & { lost?: AbortSignal };
 
 /**
  * Takes a thread's lock without waiting: resolves with the release function, or rejects with a
@@ -163,18 +166,32 @@ export class PostgresThreadLock implements ThreadLock {
       client.release();
       throw new ThreadBusyError(id, "another PostgreSQL session");
     }
-    let released = false;
-    return async () => {
-      if (released) return;
-      released = true;
-      try {
-        await client.query(`SELECT pg_advisory_unlock($1::bigint)`, [key]);
-        client.release();
-      } catch (error) {
-        // The connection is gone (and the lock with it): drop the client rather than reuse it.
-        client.release(error as Error);
-      }
+    // A checked-out client has no error listener of the pool's: without one, a dropped
+    // connection would be an unhandled 'error' event and end the process. The lock went with the
+    // connection, so the run holding it is told through `lost`.
+    const lost = new AbortController();
+    const onError = (error: Error) => {
+      if (!lost.signal.aborted) lost.abort(new ThreadLockLostError(id, error));
     };
+    client.on("error", onError);
+    let released = false;
+    return Object.assign(
+      async () => {
+        if (released) return;
+        released = true;
+        try {
+          if (lost.signal.aborted) throw lost.signal.reason;
+          await client.query(`SELECT pg_advisory_unlock($1::bigint)`, [key]);
+          client.off("error", onError);
+          client.release();
+        } catch (error) {
+          // The connection is gone (and the lock with it): drop the client rather than reuse it.
+          client.off("error", onError);
+          client.release(error as Error);
+        }
+      },
+      { lost: lost.signal },
+    );
   }
 
   /** Ends the pool (only when this lock created it). */

@@ -9,7 +9,7 @@ import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { advisoryLockKey, EartConfigError, MemoryThreadLock, PostgresThreadLock, SqliteThreadLock, ThreadBusyError, threadLockFor, type ThreadLock } from "eart";
+import { advisoryLockKey, EartConfigError, MemoryThreadLock, ThreadLockLostError, PostgresThreadLock, SqliteThreadLock, ThreadBusyError, threadLockFor, type ThreadLock } from "eart";
 import { resumeThread, runThread } from "eart/graphs";
 import { tool } from "@langchain/core/tools";
 import { z } from "zod";
@@ -114,6 +114,27 @@ describe("locks left by dead holders", () => {
     }
     expect(release).toBeTypeOf("function");
     await release!();
+  });
+});
+
+describe("a lock lost while held", () => {
+  it("PostgreSQL: a killed session aborts `lost` with ThreadLockLostError instead of crashing the process", async () => {
+    const thread = unique("lost");
+    const release = await new PostgresThreadLock({ pool: pool() }).acquire(thread);
+    expect(release.lost?.aborted).toBe(false);
+    const admin = pool();
+    const killed = await admin.query(
+      `SELECT pg_terminate_backend(l.pid) AS ok FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+         AND ((l.classid::bigint << 32) | l.objid::bigint) = ($1::bigint & x'ffffffffffffffff'::bigint)`,
+      [advisoryLockKey(thread)],
+    );
+    expect(killed.rows).toEqual([{ ok: true }]);
+    await new Promise<void>((resolve) => (release.lost!.aborted ? resolve() : release.lost!.addEventListener("abort", () => resolve(), { once: true })));
+    expect(release.lost!.reason).toBeInstanceOf(ThreadLockLostError);
+    expect((release.lost!.reason as ThreadLockLostError).threadId).toBe(thread);
+    await release(); // does not throw; the dead client is discarded
+    const again = await new PostgresThreadLock({ pool: pool() }).acquire(thread);
+    await again();
   });
 });
 
