@@ -1,15 +1,25 @@
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { BaseCheckpointSaver, END, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import { createPolicyGateParts, routeAfterPolicyGate, routeAfterTools, type GateUpdate } from "../guards/index.js";
+import {
+  createEscalationGuard,
+  createPolicyGateParts,
+  routeAfterEscalation,
+  routeAfterPolicyGate,
+  routeAfterTools,
+  type EscalationGuardOptions,
+  type GateUpdate,
+} from "../guards/index.js";
 import {
   bindIdentityStep,
+  createContextRetrieval,
   createGovernedToolNode,
   createModelStep,
   createToolRecovery,
   EffectLedgerOption,
   GovernedAnnotation,
   requireThreadId,
+  type ContextRetrievalOptions,
   type GovernedState,
 } from "../nodes/index.js";
 import { assertNoPendingApproval, ChatModelOption, ToolsOption } from "../nodes/runtime.js";
@@ -69,9 +79,26 @@ const GovernedAgentOptionsSchema = z
     modelRetry: RetryOptionsSchema.optional(),
     /** Chat models tried in order when the model fails after its retries. */
     fallbackModels: z.array(ChatModelOption).optional(),
+    /**
+     * Context the agent may see (`createContextRetrieval` options without `auditLog`): retrieved
+     * at the start of every run, filtered by scope, redacted; `redaction` also applies to tool results.
+     */
+    context: z.custom<Omit<ContextRetrievalOptions, "auditLog">>((v) => typeof v === "object" && v !== null && Array.isArray((v as { providers?: unknown }).providers), "must be context retrieval options ({ providers, … })").optional(),
+    /**
+     * Hand cases to a human reviewer (`createEscalationGuard` options without `registry` and
+     * `auditLog`): low confidence, disagreeing checks, missing context, policy `escalate`.
+     */
+    escalation: z.custom<Omit<EscalationGuardOptions, "registry" | "auditLog">>((v) => typeof v === "object" && v !== null && Array.isArray((v as { reviewerRoles?: unknown }).reviewerRoles), "must be escalation options ({ reviewerRoles, … })").optional(),
   })
   .strict();
 export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
+
+/** The builder calls used to wire the agent, with node names as plain strings. */
+interface LooseGraph {
+  addNode(name: string, node: unknown): LooseGraph;
+  addEdge(from: string, to: string): LooseGraph;
+  addConditionalEdges(from: string, route: unknown, map: Record<string, string>): LooseGraph;
+}
 
 /**
  * The prebuilt governed agent. Its `agent` node binds the identity (first run) or checks it
@@ -93,7 +120,7 @@ export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
  */
 export function createGovernedAgent(options: GovernedAgentOptions) {
   const opts = parseOptions(GovernedAgentOptionsSchema, options);
-  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets, ledger, execution, recoveryRoles, modelRetry, fallbackModels } = opts;
+  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets, ledger, execution, recoveryRoles, modelRetry, fallbackModels, context, escalation } = opts;
   const auditLog = opts.auditLog ?? new MemoryAuditLog();
   const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
   const modelStep = createModelStep({
@@ -111,7 +138,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
     assertNoPendingApproval(state, threadId);
     const last = state.messages[state.messages.length - 1];
     const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: last !== undefined && HumanMessage.isInstance(last) });
-    const turn = await modelStep(state.messages, config, threadId);
+    const turn = await modelStep(state.messages, config, threadId, state.context);
     const update: GateUpdate & { identity?: AgentIdentity } = binding.newlyBound ? { identity: binding.identity } : {};
     const messages: BaseMessage[] = [turn.message];
     const events = [...binding.events, ...turn.events];
@@ -126,17 +153,55 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
     return { ...update, messages };
   }
 
-  const graph = new StateGraph(GovernedAnnotation)
+  const redaction = context?.redaction;
+  const end = escalation ? "review" : END;
+  const typed = new StateGraph(GovernedAnnotation);
+  // Which nodes exist depends on the options; LangGraph's builder types want them known up front.
+  const graph = typed as unknown as LooseGraph;
+  graph
     .addNode("agent", agent)
     .addNode("policyGate", gate.policyGate)
-    .addNode("tools", createGovernedToolNode({ tools, auditLog, ...(budgets ? { budgets } : {}), ...(ledger ? { ledger } : {}), ...(execution ? { execution } : {}), ...(clock ? { clock } : {}) }))
+    .addNode(
+      "tools",
+      createGovernedToolNode({
+        tools,
+        auditLog,
+        ...(budgets ? { budgets } : {}),
+        ...(ledger ? { ledger } : {}),
+        ...(execution ? { execution } : {}),
+        ...(clock ? { clock } : {}),
+        ...(redaction ? { redaction } : {}),
+      }),
+    )
     .addNode("recovery", createToolRecovery({ registry, auditLog, ...(recoveryRoles ? { roles: recoveryRoles } : {}), ...(clock ? { clock } : {}) }))
-    .addEdge(START, "agent")
-    .addConditionalEdges("agent", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END })
-    .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END })
+    .addConditionalEdges("agent", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end })
+    .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end })
     .addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: "agent" })
     .addEdge("recovery", "tools");
+  if (context) {
+    // Context is retrieved for the identity, so the identity is bound first (it is also checked
+    // again by the agent step, which then finds it bound).
+    const retrieve = createContextRetrieval({ ...context, auditLog, ...(clock && !context.clock ? { clock } : {}) });
+    graph
+      .addNode("retrieveContext", async (state: GovernedState, config: LangGraphRunnableConfig) => {
+        const threadId = requireThreadId(config);
+        assertNoPendingApproval(state, threadId);
+        const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: false });
+        if (binding.events.length > 0) await auditLog.append(binding.events);
+        const update = await retrieve({ ...state, identity: binding.identity }, config);
+        return binding.newlyBound ? { ...update, identity: binding.identity } : update;
+      })
+      .addEdge(START, "retrieveContext")
+      .addConditionalEdges("retrieveContext", (state: GovernedState) => (state.escalation && escalation ? "review" : "agent"), { review: "review", agent: "agent" });
+  } else {
+    graph.addEdge(START, "agent");
+  }
+  if (escalation) {
+    graph
+      .addNode("review", createEscalationGuard({ ...escalation, registry, auditLog, ...(clock && !escalation.clock ? { clock } : {}) }))
+      .addConditionalEdges("review", routeAfterEscalation, { review: "review", agent: "agent", end: END });
+  }
 
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer));
-  return guardResumes(graph.compile({ checkpointer, name }), lock ? { lock } : {});
+  return guardResumes(typed.compile({ checkpointer, name }), lock ? { lock } : {});
 }

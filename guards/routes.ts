@@ -1,4 +1,4 @@
-import type { BaseMessage } from "@langchain/core/messages";
+import { HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { lastAIMessage } from "../nodes/runtime.js";
 import type { DecisionRecord, Escalation } from "../src/index.js";
 
@@ -53,4 +53,19 @@ export function routeAfterModel(state: { messages: BaseMessage[] }): "policyGate
 export function routeAfterTools(state: { messages: BaseMessage[]; decisions: DecisionRecord[] }): "recovery" | "agent" {
   const message = lastAIMessage(state.messages);
   return message && state.decisions.some((d) => d.messageId === message.id && d.status === "recovery_pending") ? "recovery" : "agent";
+}
+
+/**
+ * Routing function for the edge after the escalation guard (and after context retrieval): back to
+ * the guard while a case is open (it pauses for the reviewer), to the agent when the reviewer sent
+ * the case back with guidance (or, after retrieval, when nothing is missing), else to the end.
+ * @example
+ * ```ts
+ * graph.addConditionalEdges("review", routeAfterEscalation, { review: "review", agent: "agent", end: END });
+ * ```
+ */
+export function routeAfterEscalation(state: { messages: BaseMessage[]; escalation?: Escalation | null }): "review" | "agent" | "end" {
+  if (state.escalation) return "review";
+  const last = state.messages[state.messages.length - 1];
+  return last !== undefined && HumanMessage.isInstance(last) ? "agent" : "end";
 }

@@ -19,8 +19,8 @@ import {
 import { isGraphControlFlow, messageText, requireThreadId } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
-/** A LangChain retriever (any vector store's `asRetriever()`, or a `BaseRetriever`). */
-interface RetrieverLike {
+/** A LangChain retriever (any vector store's `asRetriever()`, or a `BaseRetriever`): what the context node calls. */
+export interface RetrieverLike {
   invoke(query: string, config?: unknown): Promise<DocumentInterface[]>;
 }
 /** A function provider: an order lookup, a credit bureau call… */

@@ -25,6 +25,7 @@ import {
   type LedgerKey,
   type ParsedToolExecution,
   type RecoveryReason,
+  type Redaction,
 } from "../src/index.js";
 import { checkToolArgs, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId, ToolsOption } from "./runtime.js";
 import type { GovernedState } from "./state.js";
@@ -49,6 +50,11 @@ const GovernedToolNodeOptionsSchema = z
     ledger: EffectLedgerOption.optional(),
     /** Per tool name (or `"*"` for every other tool): idempotency, timeout, retry, breaker, fallback. */
     execution: z.record(z.string(), ToolExecutionOptionsSchema).optional(),
+    /**
+     * Redaction (`defineRedaction`) applied to every tool result for the thread's identity before
+     * the model, the ledger or the audit log sees it; labels it finds raise the thread's sensitivity.
+     */
+    redaction: z.custom<Redaction>((v) => typeof (v as Redaction)?.apply === "function", "must be a Redaction (defineRedaction)").optional(),
     /** The clock of circuit breakers and records; injectable for tests. */
     clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
   })
@@ -61,7 +67,7 @@ const RUNNABLE: ReadonlySet<DecisionStatus> = new Set(["allowed", "approved"]);
 const RESULT_PREVIEW = 2_000;
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
-type Outcome = { record?: DecisionRecord; message?: ToolMessage; events: AuditEventInput[]; ran?: boolean };
+type Outcome = { record?: DecisionRecord; message?: ToolMessage; events: AuditEventInput[]; ran?: boolean; labels?: string[] };
 
 /**
  * What a tool receives in `config.configurable.eart` when the governed tool node runs it: the
@@ -114,7 +120,7 @@ const contentText = (content: unknown): string => (typeof content === "string" ?
  */
 export function createGovernedToolNode(options: GovernedToolNodeOptions) {
   const opts = parseOptions(GovernedToolNodeOptionsSchema, options);
-  const { auditLog, budgets } = opts;
+  const { auditLog, budgets, redaction } = opts;
   const ledger = opts.ledger ?? new MemoryEffectLedger();
   const clock = opts.clock ?? (() => new Date());
   const tools = indexTools(opts.tools);
@@ -174,6 +180,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     messageId: string,
     threadId: string,
     config: LangGraphRunnableConfig,
+    identity: GovernedState["identity"],
   ): Promise<Outcome> {
     const now = () => clock().toISOString();
     const answer = (content: string, status: "success" | "error") =>
@@ -229,11 +236,22 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const finish = async (outcome: { status: "succeeded"; result: unknown } | { status: "failed"; error: string }, attempt: number) => {
       if (!(await ledger.finish(key, outcome, clock()))) throw new EffectInProgressError(threadId, call.id, attempt);
     };
-    const succeed = async (message: ToolMessage, attempt: number, type: "tool.succeeded" | "tool.fallback", extra: Record<string, unknown> = {}) => {
+    const succeed = async (raw: ToolMessage, attempt: number, type: "tool.succeeded" | "tool.fallback", extra: Record<string, unknown> = {}) => {
+      // Redacted before anything keeps it: the model, the ledger (replays) and the audit log.
+      const screened = redaction?.apply(raw.content, identity);
+      const message = screened
+        ? new ToolMessage({ tool_call_id: raw.tool_call_id, name: raw.name, content: screened.value, status: raw.status, artifact: raw.artifact })
+        : raw;
       const content = contentText(message.content);
       await finish({ status: "succeeded", result: { content: message.content } }, attempt);
-      event(type, { attempt, result: content.slice(0, RESULT_PREVIEW), truncated: content.length > RESULT_PREVIEW, ...extra });
-      return executed(message);
+      event(type, {
+        attempt,
+        result: content.slice(0, RESULT_PREVIEW),
+        truncated: content.length > RESULT_PREVIEW,
+        ...(screened && screened.redacted.length > 0 ? { redacted: screened.redacted } : {}),
+        ...extra,
+      });
+      return { ...executed(message), ...(screened && screened.labels.length > 0 ? { labels: screened.labels } : {}) };
     };
 
     /** Runs the tool under a claimed ledger attempt: timeout, retries, breaker, then fallback. */
@@ -372,13 +390,14 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
   return async function governedTools(
     state: Pick<GovernedState, "messages" | "decisions"> & Partial<Pick<GovernedState, "identity" | "budget">>,
     config: LangGraphRunnableConfig,
-  ): Promise<{ decisions: DecisionRecord[]; messages: BaseMessage[]; budget?: Record<string, number> }> {
+  ): Promise<{ decisions: DecisionRecord[]; messages: BaseMessage[]; budget?: Record<string, number>; context?: { items: []; sensitivity: string[] } }> {
     const threadId = requireThreadId(config);
     const message = lastAIMessage(state.messages);
     const calls = (message?.tool_calls ?? []) as ToolCall[];
     const records = new Map(state.decisions.map((d) => [d.toolCallId, d]));
     const withIds = calls.filter((c): c is ToolCall & { id: string } => typeof c.id === "string" && c.id !== "");
-    const results = await Promise.all(withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config)));
+    const results = await Promise.all(withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config, state.identity)));
+    const labels = [...new Set(results.flatMap((r) => r.labels ?? []))].sort();
     const events = results.flatMap((r) => r.events);
     if (events.length > 0) await auditLog.append(events);
     // Replayed executions were charged when they ran.
@@ -388,6 +407,8 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       decisions: results.flatMap((r) => (r.record ? [r.record] : [])),
       messages: results.flatMap((r) => (r.message ? [r.message] : [])),
       ...(Object.keys(budget).length > 0 ? { budget } : {}),
+      // What the tools returned raises the thread's sensitivity like retrieved context does.
+      ...(labels.length > 0 ? { context: { items: [] as [], sensitivity: labels } } : {}),
     };
   };
 }

@@ -5,3 +5,4 @@ export * from "./model-node.js";
 export * from "./governed-tool-node.js";
 export { lastAIMessage, requireThreadId } from "./runtime.js";
 export * from "./tool-recovery.js";
+export * from "./context-retrieval.js";

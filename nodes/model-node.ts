@@ -13,6 +13,7 @@ import {
   sleep,
   toolCallDigest,
   type AuditEventInput,
+  type ThreadContext,
 } from "../src/index.js";
 import { assertNoPendingApproval, isGraphControlFlow, messageText, requireThreadId, ChatModelOption, ToolsOption } from "./runtime.js";
 import type { GovernedState } from "./state.js";
@@ -36,6 +37,15 @@ export interface ModelStep {
   message: BaseMessage;
   toolCalls: { id?: string; name: string; args: Record<string, unknown> }[];
   events: AuditEventInput[];
+}
+
+/**
+ * The retrieved context as the model sees it: one system message listing each item (already
+ * filtered and redacted for the identity) with its id and source, so answers can cite them.
+ */
+export function contextMessage(context: ThreadContext): SystemMessage {
+  const lines = context.items.map((item) => `[${item.id}] (${item.source}) ${typeof item.content === "string" ? item.content : JSON.stringify(item.content ?? null)}`);
+  return new SystemMessage(`Context retrieved for this request (cite ids in brackets):\n${lines.join("\n")}`);
 }
 
 /**
@@ -85,8 +95,9 @@ export function createModelStep(options: ModelNodeOptions) {
     return (m as { model?: string }).model ?? m.getName?.() ?? `model ${i}`;
   };
 
-  return async function modelStep(messages: BaseMessage[], config: LangGraphRunnableConfig, threadId: string): Promise<ModelStep> {
-    const { response, events: failures } = await call(system ? [system, ...messages] : messages, config, threadId);
+  return async function modelStep(messages: BaseMessage[], config: LangGraphRunnableConfig, threadId: string, context?: ThreadContext): Promise<ModelStep> {
+    const prefix = [...(system ? [system] : []), ...(context && context.items.length > 0 ? [contextMessage(context)] : [])];
+    const { response, events: failures } = await call(prefix.length > 0 ? [...prefix, ...messages] : messages, config, threadId);
     // Decisions and audit events name the proposing message, so it needs its id now, and in
     // lc_kwargs too: that is what a checkpointer serialises.
     if (!response.id) {
@@ -113,7 +124,8 @@ export function createModelStep(options: ModelNodeOptions) {
 }
 
 /**
- * Node that calls the chat model with the thread's messages and the tools bound, and records what
+ * Node that calls the chat model with the thread's messages (after the retrieved context, if any)
+ * and the tools bound, and records what
  * it proposed (`model.output`) and, when it answers without tool calls, the run's outcome
  * (`run.completed`).
  * @example
@@ -125,10 +137,10 @@ export function createModelNode(options: ModelNodeOptions) {
   const modelStep = createModelStep(options);
   const { auditLog } = options;
 
-  return async function agent(state: Pick<GovernedState, "messages"> & Partial<Pick<GovernedState, "decisions">>, config: LangGraphRunnableConfig): Promise<{ messages: BaseMessage[] }> {
+  return async function agent(state: Pick<GovernedState, "messages"> & Partial<Pick<GovernedState, "decisions" | "context">>, config: LangGraphRunnableConfig): Promise<{ messages: BaseMessage[] }> {
     const threadId = requireThreadId(config);
     assertNoPendingApproval(state, threadId);
-    const step = await modelStep(state.messages, config, threadId);
+    const step = await modelStep(state.messages, config, threadId, state.context);
     await auditLog.append(step.events);
     return { messages: [step.message] };
   };
