@@ -192,7 +192,8 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
         return binding.newlyBound ? { ...update, identity: binding.identity } : update;
       })
       .addEdge(START, "retrieveContext")
-      .addConditionalEdges("retrieveContext", (state: GovernedState) => (state.escalation && escalation ? "review" : "agent"), { review: "review", agent: "agent" });
+      // Missing context never lets the agent guess: to the reviewer, or (with no reviewer) to the end.
+      .addConditionalEdges("retrieveContext", (state: GovernedState) => (state.escalation ? "review" : "agent"), { review: end, agent: "agent" });
   } else {
     graph.addEdge(START, "agent");
   }

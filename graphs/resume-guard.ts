@@ -1,7 +1,7 @@
 import { isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
-import { ApprovalError, EartConfigError, type ThreadLock, isApprovalRequest, isRecoveryRequest, pendingApproval, ThreadStateError, type DecisionRecord } from "../src/index.js";
+import { ApprovalError, EartConfigError, type ThreadLock, isApprovalRequest, isEscalationRequest, isRecoveryRequest, pendingApproval, ThreadStateError, type DecisionRecord } from "../src/index.js";
 
 /** The part of a state snapshot the guard reads. */
 interface Snapshot {
@@ -133,11 +133,14 @@ export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "get
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
   const snapshot = await graph.getState(config!);
   if (!snapshot.createdAt) return;
-  if (snapshot.tasks.some((t) => (t.interrupts ?? []).some((i) => isApprovalRequest((i as { value?: unknown }).value) || isRecoveryRequest((i as { value?: unknown }).value)))) {
+  if (snapshot.tasks.some((t) => (t.interrupts ?? []).some((i) => {
+      const value = (i as { value?: unknown }).value;
+      return isApprovalRequest(value) || isRecoveryRequest(value) || isEscalationRequest(value);
+    }))) {
     throw new ThreadStateError(
       "thread_awaiting_approval",
       String(threadId),
-      `Thread "${threadId}" waits for an approval or a recovery decision; answer it before sending new input`,
+      `Thread "${threadId}" waits for a human (an approval, a recovery decision or a review); answer it before sending new input`,
     );
   }
 }

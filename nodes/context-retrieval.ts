@@ -116,7 +116,8 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
     const failed: { provider: string; error: string }[] = [];
     const results = await Promise.all(
       providers.map(async (provider, i): Promise<RetrievedItem[]> => {
-        const name = typeof provider === "function" ? provider.name || `provider ${i}` : "name" in provider ? (provider.name as string) : `retriever ${i}`;
+        const named = (provider as { name?: unknown }).name;
+        const name = typeof named === "string" && named !== "" ? named : typeof provider === "function" ? `provider ${i}` : `retriever ${i}`;
         try {
           if (typeof provider === "function") return await provider(request);
           if (isRetriever(provider)) return itemsOfDocuments(await provider.invoke(request.query, config), { name, labels: [] });
@@ -133,9 +134,9 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
   }
 
   return async function retrieveContext(
-    state: Pick<GovernedState, "messages" | "identity" | "context">,
+    state: Pick<GovernedState, "messages" | "identity" | "context"> & Partial<Pick<GovernedState, "escalation">>,
     config: LangGraphRunnableConfig,
-  ): Promise<{ context: { items: ContextItem[]; sensitivity: string[] }; escalation?: Escalation }> {
+  ): Promise<{ context: { items: ContextItem[]; sensitivity: string[] }; escalation?: Escalation | null }> {
     const threadId = requireThreadId(config);
     const identity: AgentIdentity | undefined = state.identity;
     if (!identity) throw new IdentityResolutionError("identity_missing", "The thread has no bound identity: bind it before retrieving context");
@@ -164,9 +165,11 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
         },
       },
     ];
-    const update: { context: { items: ContextItem[]; sensitivity: string[] }; escalation?: Escalation } = {
+    const update: { context: { items: ContextItem[]; sensitivity: string[] }; escalation?: Escalation | null } = {
       context: { items: screened.items, sensitivity: screened.sensitivity },
     };
+    const openForContext = state.escalation?.signals?.length && state.escalation.signals.every((sg) => sg.kind === "missing_context");
+    if (missing.length === 0 && openForContext) update.escalation = null; // what was missing is there now
     if (missing.length > 0) {
       const signals = missing.map((m) => ({ kind: "missing_context" as const, detail: `${m.fact}${m.description ? `: ${m.description}` : ""}` }));
       update.escalation = { reason: `Required context is missing: ${missing.map((m) => m.fact).join(", ")}`, toolCallIds: [], policyIds: [], at: clock().toISOString(), signals };

@@ -1,0 +1,138 @@
+import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
+import { Command } from "@langchain/langgraph";
+import { describe, expect, it } from "vitest";
+import { ApprovalError, definePolicy, pendingEscalation, type AuditEvent, type RetrievedItem } from "eart";
+import { scriptedModel } from "eart/testing";
+import { refundPolicy } from "../../examples/refund/policy.js";
+import { ask, config, refund, refundSetup } from "../support/refund.js";
+
+const types = (events: AuditEvent[]) => events.map((e) => e.type);
+const answerOf = (confidence: number) => new AIMessage(JSON.stringify({ answer: "Refund 1042 looks fine.", confidence }));
+
+/** A model that answers with JSON carrying a confidence; after reviewer guidance it is sure. */
+const unsureModel = () => {
+  const seen: BaseMessage[][] = [];
+  const model = scriptedModel((messages: BaseMessage[]) => {
+    seen.push(messages);
+    const guided = messages.some((m) => HumanMessage.isInstance(m) && String(m.content).startsWith("Guidance from reviewer"));
+    return answerOf(guided ? 0.95 : 0.4);
+  });
+  return { model, seen };
+};
+
+describe("the escalation guard in the governed agent", () => {
+  it("low confidence: pauses with the case; a reviewer takes over and answers in the agent's place", async () => {
+    const { model } = unsureModel();
+    const s = refundSetup([], { agent: { model, escalation: { reviewerRoles: ["supervisor"], confidence: { threshold: 0.7 } } } });
+    const paused = await s.agent.invoke(ask("Is my refund for order 1042 approved?"), config("e-1"));
+    const request = pendingEscalation(paused)!;
+    expect(request).toMatchObject({
+      type: "eart.escalation",
+      threadId: "e-1",
+      signals: [{ kind: "low_confidence", detail: "the model reported confidence 0.4, below 0.7" }],
+      proposed: { text: JSON.stringify({ answer: "Refund 1042 looks fine.", confidence: 0.4 }), toolCalls: [] },
+      reviewerRoles: ["supervisor"],
+      requestedBy: { agentId: "support-agent", userId: "cara" },
+    });
+    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "take_over", message: "Yes, approved today." } }), config("e-1"));
+    const last = done.messages.at(-1)!;
+    expect(AIMessage.isInstance(last) && last.content).toBe("Yes, approved today.");
+    expect(last.name).toBe("sam");
+    expect(done.escalation).toBeNull();
+    expect(pendingEscalation(await s.agent.getState(config("e-1")))).toBeUndefined();
+    const events = await s.auditLog.read("e-1");
+    expect(types(events).slice(-2)).toEqual(["escalation.requested", "escalation.decided"]);
+    expect(events.at(-1)!.data).toMatchObject({ reviewerId: "sam", action: "take_over" });
+    expect(await s.auditLog.verify("e-1")).toMatchObject({ ok: true });
+  });
+
+  it("send back: the guidance goes to the agent, which answers again, confidently", async () => {
+    const { model, seen } = unsureModel();
+    const s = refundSetup([], { agent: { model, escalation: { reviewerRoles: ["supervisor"], confidence: { threshold: 0.7 } } } });
+    await s.agent.invoke(ask("Is my refund approved?"), config("e-2"));
+    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sue" }, action: "send_back", message: "Check the delivery date first." } }), config("e-2"));
+    expect(seen).toHaveLength(2);
+    expect(seen[1]!.some((m) => HumanMessage.isInstance(m) && m.content === "Guidance from reviewer sue: Check the delivery date first.")).toBe(true);
+    expect(done.messages.at(-1)!.content).toBe(JSON.stringify({ answer: "Refund 1042 looks fine.", confidence: 0.95 }));
+    expect(pendingEscalation(await s.agent.getState(config("e-2")))).toBeUndefined();
+  });
+
+  it("checks that disagree escalate; close ends the case", async () => {
+    const s = refundSetup([], {
+      agent: { escalation: { reviewerRoles: ["supervisor"], checks: { score: () => "approve", income: () => "decline", fraud: () => undefined } } },
+    });
+    const paused = await s.agent.invoke(ask("hello"), config("e-3"));
+    expect(pendingEscalation(paused)!.signals).toEqual([{ kind: "checks_disagree", detail: 'score: "approve"; income: "decline"' }]);
+    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "close", message: "duplicate case" } }), config("e-3"));
+    expect(done.messages.at(-1)!.content).toBe("Case closed by sam: duplicate case");
+  });
+
+  it("a policy escalate verdict goes to the reviewer with the proposed call", async () => {
+    const policy = definePolicy({
+      name: "escalating",
+      rules: [{ id: "refund.review", tools: ["issue_refund"], effect: "escalate", reason: "Refunds go to a supervisor this week" }],
+    });
+    const s = refundSetup([[refund("c1", 60, "1043")]], { policy, agent: { escalation: { reviewerRoles: ["supervisor"] } } });
+    const paused = await s.agent.invoke(ask("Refund order 1043, $60."), config("e-4"));
+    const request = pendingEscalation(paused)!;
+    expect(request.signals).toEqual([{ kind: "policy", detail: "Refunds go to a supervisor this week" }]);
+    expect(request.proposed.toolCalls).toEqual([{ id: "c1", name: "issue_refund", args: { orderId: "1043", amount: 60 } }]);
+    expect(paused.messages.some((m) => ToolMessage.isInstance(m) && m.tool_call_id === "c1")).toBe(true);
+    await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "take_over", message: "Refunded by hand." } }), config("e-4"));
+    expect(s.refunds()).toEqual([]);
+  });
+
+  it("refuses a reviewer without the role, the requester and a malformed answer; the case stays open", async () => {
+    const { model } = unsureModel();
+    const s = refundSetup([], { agent: { model, escalation: { reviewerRoles: ["supervisor"], confidence: { threshold: 0.7 } } } });
+    await s.agent.invoke(ask("Is my refund approved?"), config("e-5"));
+    const cases: [unknown, string][] = [
+      [{ reviewer: { id: "fay" }, action: "take_over", message: "ok" }, "approval_unauthorized"],
+      [{ reviewer: { id: "cara" }, action: "take_over", message: "ok" }, "approval_self_approval"],
+      [{ reviewer: { id: "nobody" }, action: "close", message: "ok" }, "approval_unauthorized"],
+      [{ reviewer: { id: "sam" }, action: "approve", message: "ok" }, "approval_resume_invalid"],
+      [{ reviewer: { id: "sam" }, action: "take_over", message: "" }, "approval_resume_invalid"],
+    ];
+    for (const [resume, code] of cases) {
+      const error = await s.agent.invoke(new Command({ resume }), config("e-5")).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ApprovalError);
+      expect((error as ApprovalError).code).toBe(code);
+      expect(pendingEscalation(await s.agent.getState(config("e-5")))).toBeDefined();
+    }
+    expect(types(await s.auditLog.read("e-5")).filter((t) => t === "escalation.refused")).toHaveLength(5);
+    const newInput = await s.agent.invoke(ask("hello?"), config("e-5")).catch((e: unknown) => e);
+    expect((newInput as { code?: string }).code).toBe("thread_awaiting_approval");
+    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "take_over", message: "Approved." } }), config("e-5"));
+    expect(done.messages.at(-1)!.content).toBe("Approved.");
+  });
+});
+
+describe("context in the governed agent", () => {
+  it("a missing required fact escalates before the model is called", async () => {
+    const docs = async (): Promise<RetrievedItem[]> => [{ id: "o-1042", source: "orders", scope: "orders", labels: ["order"], content: "order 1042" }];
+    const s = refundSetup([[refund("c1", 60, "1043")]], {
+      policy: refundPolicy,
+      agent: { context: { providers: [docs], required: [{ fact: "order" }, { fact: "receipt" }] }, escalation: { reviewerRoles: ["supervisor"] } },
+    });
+    const paused = await s.agent.invoke(ask(), config("x-1"));
+    expect(pendingEscalation(paused)).toMatchObject({ signals: [{ kind: "missing_context", detail: "receipt" }], contextIds: ["o-1042"] });
+    expect(s.model.callCount).toBe(0);
+    expect(types(await s.auditLog.read("x-1"))).toEqual(["identity.bound", "context.retrieved", "escalation.requested"]);
+  });
+
+  it("the model sees the retrieved items, and the thread's sensitivity only rises", async () => {
+    let n = 0;
+    const docs = async (): Promise<RetrievedItem[]> => (n++ === 0 ? [{ id: "o-1042", source: "orders", scope: "orders", labels: ["customer_data"], content: "order 1042: delivered" }] : []);
+    const seen: BaseMessage[][] = [];
+    const model = scriptedModel((messages: BaseMessage[]) => {
+      seen.push(messages);
+      return new AIMessage("ok");
+    });
+    const s = refundSetup([], { agent: { model, context: { providers: [docs] } } });
+    const first = await s.agent.invoke(ask("order 1042?"), config("x-2"));
+    expect(first.context.sensitivity).toEqual(["customer_data"]);
+    expect(String(seen[0]![0]!.content)).toContain("[o-1042] (orders) order 1042: delivered");
+    const second = await s.agent.invoke(ask("thanks"), config("x-2"));
+    expect(second.context.sensitivity).toEqual(["customer_data"]);
+  });
+});
