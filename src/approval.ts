@@ -134,14 +134,7 @@ export function validateApprovalResponse(
   request: ApprovalRequest,
   deps: { registry: IdentityRegistry; identity: AgentIdentity },
 ): { response: ApprovalResponse; items: Map<string, ApprovalRequestItem> } {
-  const parsed = ApprovalResponseSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new ApprovalError("approval_resume_invalid", `Malformed approval response at ${issue.path.join(".") || "(root)"}: ${issue.message}`, {
-      path: issue.path.map(String),
-    });
-  }
-  const response = parsed.data;
+  const response = parseHumanAnswer(ApprovalResponseSchema, raw, "approval response");
   const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
   const seen = new Set<string>();
   for (const d of response.decisions) {
@@ -164,14 +157,7 @@ export function validateApprovalResponse(
     });
   }
   const approverId = response.approver.id;
-  if (approverId === deps.identity.onBehalfOf.id || approverId === deps.identity.id) {
-    throw new ApprovalError("approval_self_approval", `"${approverId}" cannot approve an action requested on their own behalf`, {
-      approverId,
-    });
-  }
-  if (!deps.registry.getUser(approverId)) {
-    throw new ApprovalError("approval_unauthorized", `Unknown approver "${approverId}"`, { approverId });
-  }
+  authorizeHuman(approverId, undefined, deps, { verb: "approve", object: "approver" });
   for (const d of response.decisions) {
     const item = items.get(d.toolCallId)!;
     if (!deps.registry.userHasAnyRole(approverId, item.approverRoles)) {
@@ -193,6 +179,24 @@ export function validateApprovalResponse(
 }
 
 /**
+ * The first interrupt value of a paused run that matches `schema`: from `invoke`'s result
+ * (`__interrupt__`) or from `graph.getState(config)` (`tasks[].interrupts`).
+ * @example
+ * ```ts
+ * const request = interruptValueOf(await graph.getState(config), ApprovalRequestSchema);
+ * ```
+ */
+export function interruptValueOf<S extends z.ZodType>(source: unknown, schema: S): z.output<S> | undefined {
+  const s = source as { __interrupt__?: { value?: unknown }[]; tasks?: { interrupts?: { value?: unknown }[] }[] } | undefined;
+  const interrupts = [...(s?.__interrupt__ ?? []), ...(s?.tasks ?? []).flatMap((t) => t.interrupts ?? [])];
+  for (const i of interrupts) {
+    const parsed = schema.safeParse(i?.value);
+    if (parsed.success) return parsed.data;
+  }
+  return undefined;
+}
+
+/**
  * The pending approval request of a paused run: from `invoke`'s result (`__interrupt__`) or from
  * `graph.getState(config)` (`tasks[].interrupts`). Undefined when none waits.
  * @example
@@ -201,11 +205,40 @@ export function validateApprovalResponse(
  * ```
  */
 export function pendingApproval(source: unknown): ApprovalRequest | undefined {
-  const s = source as { __interrupt__?: { value?: unknown }[]; tasks?: { interrupts?: { value?: unknown }[] }[] } | undefined;
-  const interrupts = [...(s?.__interrupt__ ?? []), ...(s?.tasks ?? []).flatMap((t) => t.interrupts ?? [])];
-  for (const i of interrupts) {
-    const parsed = ApprovalRequestSchema.safeParse(i?.value);
-    if (parsed.success) return parsed.data;
+  return interruptValueOf(source, ApprovalRequestSchema);
+}
+
+/**
+ * Parses a human's resume value with its schema, or throws `approval_resume_invalid` naming the
+ * first bad path. Shared by approvals, recoveries and reviews.
+ */
+export function parseHumanAnswer<S extends z.ZodType>(schema: S, raw: unknown, what: string): z.output<S> {
+  const parsed = schema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  throw new ApprovalError("approval_resume_invalid", `Malformed ${what} at ${issue.path.join(".") || "(root)"}: ${issue.message}`, {
+    path: issue.path.map(String),
+  });
+}
+
+/**
+ * The rules every human answer follows: not the user the agent acts for (nor the agent), a user
+ * the registry knows, holding one of `roles` (when given). Throws {@link ApprovalError}.
+ */
+export function authorizeHuman(
+  humanId: string,
+  roles: readonly string[] | undefined,
+  deps: { registry: IdentityRegistry; identity: AgentIdentity },
+  what: { verb: string; object: string },
+): void {
+  if (humanId === deps.identity.onBehalfOf.id || humanId === deps.identity.id) {
+    throw new ApprovalError("approval_self_approval", `"${humanId}" cannot ${what.verb} an action requested on their own behalf`, { approverId: humanId });
   }
-  return undefined;
+  if (!deps.registry.getUser(humanId)) throw new ApprovalError("approval_unauthorized", `Unknown ${what.object} "${humanId}"`, { approverId: humanId });
+  if (roles !== undefined && !deps.registry.userHasAnyRole(humanId, roles)) {
+    throw new ApprovalError("approval_unauthorized", `"${humanId}" holds none of the roles that may ${what.verb} this (${roles.join(", ")})`, {
+      approverId: humanId,
+      roles,
+    });
+  }
 }

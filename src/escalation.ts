@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { ApprovalError } from "./errors.js";
+import { authorizeHuman, interruptValueOf, parseHumanAnswer } from "./approval.js";
 import type { AgentIdentity, IdentityRegistry } from "./identity.js";
 import { EscalationSignalSchema } from "./state.js";
 
@@ -70,25 +70,9 @@ export function validateEscalationResponse(
   request: EscalationRequest,
   deps: { registry: IdentityRegistry; identity: AgentIdentity },
 ): EscalationResponse {
-  const parsed = EscalationResponseSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new ApprovalError("approval_resume_invalid", `Malformed escalation answer at ${issue.path.join(".") || "(root)"}: ${issue.message}`, {
-      path: issue.path.map(String),
-    });
-  }
-  const reviewerId = parsed.data.reviewer.id;
-  if (reviewerId === deps.identity.onBehalfOf.id || reviewerId === deps.identity.id) {
-    throw new ApprovalError("approval_self_approval", `"${reviewerId}" cannot review a case raised on their own behalf`, { approverId: reviewerId });
-  }
-  if (!deps.registry.getUser(reviewerId)) throw new ApprovalError("approval_unauthorized", `Unknown reviewer "${reviewerId}"`, { approverId: reviewerId });
-  if (!deps.registry.userHasAnyRole(reviewerId, request.reviewerRoles)) {
-    throw new ApprovalError("approval_unauthorized", `"${reviewerId}" holds none of the roles that may review this case (${request.reviewerRoles.join(", ")})`, {
-      approverId: reviewerId,
-      reviewerRoles: request.reviewerRoles,
-    });
-  }
-  return parsed.data;
+  const response = parseHumanAnswer(EscalationResponseSchema, raw, "escalation answer");
+  authorizeHuman(response.reviewer.id, request.reviewerRoles, deps, { verb: "review", object: "reviewer" });
+  return response;
 }
 
 /**
@@ -99,11 +83,5 @@ export function validateEscalationResponse(
  * ```
  */
 export function pendingEscalation(source: unknown): EscalationRequest | undefined {
-  const s = source as { __interrupt__?: { value?: unknown }[]; tasks?: { interrupts?: { value?: unknown }[] }[] } | undefined;
-  const interrupts = [...(s?.__interrupt__ ?? []), ...(s?.tasks ?? []).flatMap((t) => t.interrupts ?? [])];
-  for (const i of interrupts) {
-    const parsed = EscalationRequestSchema.safeParse(i?.value);
-    if (parsed.success) return parsed.data;
-  }
-  return undefined;
+  return interruptValueOf(source, EscalationRequestSchema);
 }

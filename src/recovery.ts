@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { authorizeHuman, interruptValueOf, parseHumanAnswer } from "./approval.js";
 import { ApprovalError } from "./errors.js";
 import type { AgentIdentity, IdentityRegistry } from "./identity.js";
 import { RecoveryReasonSchema, type DecisionRecord } from "./state.js";
@@ -124,14 +125,7 @@ export function validateRecoveryResponse(
   request: RecoveryRequest,
   deps: { registry: IdentityRegistry; identity: AgentIdentity },
 ): RecoveryResponse {
-  const parsed = RecoveryResponseSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new ApprovalError("approval_resume_invalid", `Malformed recovery response at ${issue.path.join(".") || "(root)"}: ${issue.message}`, {
-      path: issue.path.map(String),
-    });
-  }
-  const response = parsed.data;
+  const response = parseHumanAnswer(RecoveryResponseSchema, raw, "recovery response");
   const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
   const seen = new Set<string>();
   for (const d of response.decisions) {
@@ -150,18 +144,7 @@ export function validateRecoveryResponse(
       missing,
     });
   }
-  const resolverId = response.resolver.id;
-  if (resolverId === deps.identity.onBehalfOf.id || resolverId === deps.identity.id) {
-    throw new ApprovalError("approval_self_approval", `"${resolverId}" cannot resolve an action requested on their own behalf`, { approverId: resolverId });
-  }
-  if (!deps.registry.getUser(resolverId)) throw new ApprovalError("approval_unauthorized", `Unknown resolver "${resolverId}"`, { approverId: resolverId });
-  const roles = request.requests[0]!.resolverRoles;
-  if (!deps.registry.userHasAnyRole(resolverId, roles)) {
-    throw new ApprovalError("approval_unauthorized", `"${resolverId}" holds none of the roles that may resolve failed tool calls (${roles.join(", ")})`, {
-      approverId: resolverId,
-      resolverRoles: roles,
-    });
-  }
+  authorizeHuman(response.resolver.id, request.requests[0]!.resolverRoles, deps, { verb: "resolve", object: "resolver" });
   return response;
 }
 
@@ -173,11 +156,5 @@ export function validateRecoveryResponse(
  * ```
  */
 export function pendingRecovery(source: unknown): RecoveryRequest | undefined {
-  const s = source as { __interrupt__?: { value?: unknown }[]; tasks?: { interrupts?: { value?: unknown }[] }[] } | undefined;
-  const interrupts = [...(s?.__interrupt__ ?? []), ...(s?.tasks ?? []).flatMap((t) => t.interrupts ?? [])];
-  for (const i of interrupts) {
-    const parsed = RecoveryRequestSchema.safeParse(i?.value);
-    if (parsed.success) return parsed.data;
-  }
-  return undefined;
+  return interruptValueOf(source, RecoveryRequestSchema);
 }
