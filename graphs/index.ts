@@ -2,3 +2,4 @@
 export * from "./governed-agent.js";
 export * from "./resume-guard.js";
 export * from "./run-thread.js";
+export * from "./app.js";

@@ -1,0 +1,309 @@
+#!/usr/bin/env node
+/**
+ * `eart`: the approver's command line. It opens the app a module registers with `defineApp`
+ * (`--app <module>` or `EART_APP`): the audit log and the graphs, so it reads the same store as
+ * the graphs and resumes them through exactly the same validation as any resume.
+ *
+ *   eart pending [--role R]                  what waits for a human, across threads
+ *   eart show <thread>                       a readable timeline of a thread
+ *   eart approve|reject|edit <thread> <toolCallId> --as <user> [--args json] [--message m]
+ *   eart audit verify [--thread T]           check the hash chains
+ *   eart audit export --format jsonl [--thread T] [--out file]
+ *
+ * `--json` prints machine-readable output. Exit codes: 0 ok, 1 refused or failed (a typed error,
+ * a broken chain), 2 usage.
+ */
+import { createWriteStream } from "node:fs";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  EartError,
+  pendingApproval,
+  pendingEscalation,
+  pendingRecovery,
+  type AuditEvent,
+} from "eart";
+import { resumeThread, type EartApp } from "eart/graphs";
+
+class UsageError extends Error {}
+
+const USAGE = `usage: eart [--app <module>] [--json] <command>
+  pending [--role R]
+  show <thread>
+  approve <thread> <toolCallId> --as <user> [--message m]
+  reject <thread> <toolCallId> --as <user> [--message m]
+  edit <thread> <toolCallId> --as <user> --args <json> [--message m]
+  audit verify [--thread T]
+  audit export --format jsonl [--thread T] [--out file]`;
+
+const tty = process.stdout.isTTY === true && !process.env.NO_COLOR;
+const paint = (code: number) => (text: string) => (tty ? `\u001b[${code}m${text}\u001b[0m` : text);
+const bold = paint(1);
+const dim = paint(2);
+const red = paint(31);
+const green = paint(32);
+const yellow = paint(33);
+
+/** Columns aligned to their widest cell (colour codes do not count). */
+function table(header: string[], rows: string[][]): string {
+  const visible = (s: string) => s.replace(/\u001b\[\d+m/g, "").length;
+  const widths = header.map((h, i) => Math.max(visible(h), ...rows.map((r) => visible(r[i] ?? ""))));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c + " ".repeat(widths[i]! - visible(c)))).join("  ");
+  return [bold(line(header)), ...rows.map(line)].join("\n");
+}
+
+const short = (value: unknown, max = 60): string => {
+  const text = typeof value === "string" ? value : JSON.stringify(value);
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+};
+
+async function loadApp(modulePath: string | undefined): Promise<EartApp> {
+  const path = modulePath ?? process.env.EART_APP;
+  if (!path) throw new UsageError("say which app to open: --app <module> or EART_APP (a module that default-exports defineApp(...))");
+  const mod = (await import(pathToFileURL(resolve(path)).href)) as { default?: unknown };
+  const exported = mod.default;
+  const app = (typeof exported === "function" ? await (exported as () => unknown)() : exported) as EartApp | undefined;
+  if (!app || typeof app.graphFor !== "function") throw new UsageError(`${path} must default-export defineApp(...) or a function returning it`);
+  return app;
+}
+
+/** One item waiting for a human, as the inbox shows it. */
+interface InboxItem {
+  kind: "approval" | "recovery" | "review";
+  threadId: string;
+  toolCallId: string | null;
+  what: string;
+  roles: string[];
+  requestedBy: string;
+  since: string | null;
+  expiresAt: string | null;
+}
+
+async function inbox(app: EartApp): Promise<InboxItem[]> {
+  const items: InboxItem[] = [];
+  for (const threadId of await app.auditLog.listThreads()) {
+    const events = await app.auditLog.read(threadId);
+    let graph;
+    try {
+      graph = await app.graphFor(threadId);
+    } catch {
+      continue; // a thread of an agent this app does not run
+    }
+    const state = await graph.getState({ configurable: { thread_id: threadId } });
+    const requestedAt = [...events].reverse().find((e) => e.type === "approval.requested")?.at ?? null;
+    for (const r of pendingApproval(state)?.requests ?? []) {
+      items.push({
+        kind: "approval",
+        threadId,
+        toolCallId: r.toolCallId,
+        what: `${r.name} ${short(r.args, 50)}`,
+        roles: r.approverRoles,
+        requestedBy: `${r.requestedBy.agentId} for ${r.requestedBy.userId}`,
+        since: requestedAt,
+        expiresAt: r.expiresAt ?? null,
+      });
+    }
+    for (const r of pendingRecovery(state)?.requests ?? []) {
+      items.push({ kind: "recovery", threadId, toolCallId: r.toolCallId, what: `${r.name}: ${r.reason}`, roles: r.resolverRoles, requestedBy: `${r.requestedBy.agentId} for ${r.requestedBy.userId}`, since: r.since, expiresAt: null });
+    }
+    const review = pendingEscalation(state);
+    if (review) {
+      items.push({ kind: "review", threadId, toolCallId: null, what: short(review.reason, 60), roles: review.reviewerRoles, requestedBy: `${review.requestedBy.agentId} for ${review.requestedBy.userId}`, since: review.since, expiresAt: null });
+    }
+  }
+  return items;
+}
+
+/** One line per event: what happened, in words. */
+function describe(e: AuditEvent): string {
+  const d = e.data as Record<string, unknown>;
+  const calls = (v: unknown) => ((v as { name: string; args: unknown }[] | undefined) ?? []).map((c) => `${c.name}(${short(c.args, 40)})`).join(", ");
+  switch (e.type) {
+    case "run.started":
+      return `${d.userId} asked ${d.agentId}: ${short((d.request as { text?: string } | null)?.text ?? "", 70)}`;
+    case "identity.bound":
+      return `agent ${d.agentId} acts for ${d.userId} (${(d.userRoles as string[]).join(", ")}); tools ${(d.tools as string[]).join(", ")}`;
+    case "context.retrieved":
+      return `context ${((d.items as { id: string }[]) ?? []).map((i) => i.id).join(", ") || "none"}; dropped ${(d.dropped as unknown[]).length}, redacted ${(d.redacted as unknown[]).length}`;
+    case "model.output":
+      return (d.toolCalls as unknown[]).length > 0 ? `model proposes ${calls(d.toolCalls)}` : `model answers: ${short(d.text, 70)}`;
+    case "policy.decided":
+      return `${d.name} → ${d.effect} by ${(d.policyIds as string[]).join(", ")} (policy ${String(d.policyVersion).slice(0, 12)})`;
+    case "approval.requested":
+      return `waiting for ${((d.requests as { name: string; approverRoles: string[] }[]) ?? []).map((r) => `${r.name} (${r.approverRoles.join("/")})`).join(", ")}`;
+    case "approval.decided":
+      return `${d.name} ${d.decision} by ${d.approverId}${d.message ? `: ${d.message}` : ""} → ${d.status}`;
+    case "approval.refused":
+    case "tool.recovery_refused":
+    case "escalation.refused":
+      return `refused answer: ${d.code} ${short(d.message, 60)}`;
+    case "tool.started":
+      return `${d.name} started (attempt ${d.attempt ?? 1})`;
+    case "tool.succeeded":
+    case "tool.fallback":
+      return `${d.name} ${e.type === "tool.fallback" ? "fell back" : "succeeded"}: ${short(d.result, 60)}`;
+    case "tool.failed":
+      return `${d.name} failed (${d.kind}): ${short(d.error, 60)}`;
+    case "tool.recovery_requested":
+      return `${d.name} waits for recovery: ${d.reason}`;
+    case "tool.recovery_decided":
+      return `${d.name} ${d.decision} by ${d.resolverId}`;
+    case "escalation.requested":
+      return `escalated: ${short(d.reason, 70)}`;
+    case "escalation.decided":
+      return `review: ${d.action} by ${d.reviewerId}: ${short(d.message, 60)}`;
+    case "run.completed":
+      return `run completed (${d.outcome})`;
+    default:
+      return short(d, 80);
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      app: { type: "string" },
+      json: { type: "boolean", default: false },
+      role: { type: "string" },
+      as: { type: "string" },
+      args: { type: "string" },
+      message: { type: "string" },
+      thread: { type: "string" },
+      format: { type: "string" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  const [command, ...rest] = positionals;
+  if (values.help || !command) {
+    console.log(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const print = (human: () => string, machine: unknown) => console.log(values.json ? JSON.stringify(machine, null, 2) : human());
+
+  if (!["pending", "show", "approve", "reject", "edit", "audit"].includes(command)) throw new UsageError(`unknown command "${command}"`);
+  const app = await loadApp(values.app);
+  try {
+    if (command === "pending") {
+      const items = (await inbox(app)).filter((i) => !values.role || i.roles.includes(values.role));
+      print(
+        () =>
+          items.length === 0
+            ? dim("nothing waits")
+            : table(
+                ["KIND", "THREAD", "TOOL CALL", "WHAT", "ROLES", "REQUESTED BY", "SINCE", "EXPIRES"],
+                items.map((i) => [i.kind, i.threadId, i.toolCallId ?? "-", i.what, i.roles.join(","), i.requestedBy, i.since ?? "-", i.expiresAt ? yellow(i.expiresAt) : "-"]),
+              ),
+        items,
+      );
+      return 0;
+    }
+
+    if (command === "show") {
+      const threadId = rest[0];
+      if (!threadId) throw new UsageError("show needs a thread id");
+      const events = await app.auditLog.read(threadId);
+      if (events.length === 0) throw new UsageError(`thread "${threadId}" has no recorded events`);
+      const verification = await app.auditLog.verify(threadId);
+      print(
+        () =>
+          [
+            bold(`thread ${threadId}`),
+            table(["#", "AT", "EVENT", "WHAT"], events.map((e) => [String(e.seq), e.at, e.type, describe(e)])),
+            verification.ok ? green(`chain ok: ${verification.count} events, head ${verification.headHash.slice(0, 12)}`) : red(`chain BROKEN at #${verification.brokenAt.seq}: ${verification.brokenAt.reason}`),
+          ].join("\n"),
+        { threadId, events: events.map((e) => ({ seq: e.seq, at: e.at, type: e.type, summary: describe(e), data: e.data })), verification },
+      );
+      return verification.ok ? 0 : 1;
+    }
+
+    if (command === "approve" || command === "reject" || command === "edit") {
+      const [threadId, toolCallId] = rest;
+      if (!threadId || !toolCallId) throw new UsageError(`${command} needs <thread> <toolCallId>`);
+      if (!values.as) throw new UsageError(`${command} needs --as <user>: who decides`);
+      let args: Record<string, unknown> | undefined;
+      if (command === "edit") {
+        if (!values.args) throw new UsageError("edit needs --args <json>: the arguments to run instead");
+        try {
+          args = JSON.parse(values.args) as Record<string, unknown>;
+        } catch {
+          throw new UsageError("--args must be JSON");
+        }
+      }
+      const decision = { toolCallId, type: command, ...(args ? { args } : {}), ...(values.message ? { message: values.message } : {}) };
+      const graph = await app.graphFor(threadId);
+      const run = await resumeThread(graph, { approver: { id: values.as }, decisions: [decision] }, { configurable: { thread_id: threadId } });
+      const messages = ((run.values as { messages?: { content?: unknown }[] }).messages ?? []);
+      const last = messages[messages.length - 1];
+      const waiting = run.approval ? "approval" : run.recovery ? "recovery" : pendingEscalation(await graph.getState({ configurable: { thread_id: threadId } })) ? "review" : null;
+      print(
+        () => `${green({ approve: "approved", reject: "rejected", edit: "edited" }[command])} ${toolCallId} on ${threadId} as ${values.as}\n${waiting ? yellow(`now waits for a ${waiting}`) : `agent: ${short(last?.content ?? "", 200)}`}`,
+        { threadId, toolCallId, decision: command, by: values.as, waiting, last: last?.content ?? null },
+      );
+      return 0;
+    }
+
+    // audit
+    const sub = rest[0];
+    if (sub === "verify") {
+      const threads = values.thread ? [values.thread] : await app.auditLog.listThreads();
+      const results = await Promise.all(threads.map(async (t) => app.auditLog.verify(t)));
+      const broken = results.filter((r) => !r.ok);
+      print(
+        () =>
+          table(
+            ["THREAD", "EVENTS", "STATUS"],
+            results.map((r) =>
+              r.ok
+                ? [r.threadId, String(r.count), green(`ok, head ${r.headHash.slice(0, 12)}`)]
+                : [r.threadId, "-", red(`BROKEN at #${r.brokenAt.seq} (${r.brokenAt.reason}): expected ${r.brokenAt.expected.slice(0, 16)}, found ${r.brokenAt.found.slice(0, 16)}`)],
+            ),
+          ),
+        results,
+      );
+      return broken.length > 0 ? 1 : 0;
+    }
+    if (sub === "export") {
+      if (values.format !== "jsonl") {
+        throw new UsageError(values.format === "otlp" ? "--format otlp is not available yet; use --format jsonl" : "export needs --format jsonl");
+      }
+      const threads = values.thread ? [values.thread] : await app.auditLog.listThreads();
+      const out = values.out ? createWriteStream(values.out) : process.stdout;
+      let count = 0;
+      for (const [i, t] of threads.entries()) {
+        for (const e of await app.auditLog.read(t)) {
+          out.write(`${JSON.stringify(e)}\n`);
+          count++;
+        }
+        if (process.stderr.isTTY && threads.length > 20) process.stderr.write(`\r${i + 1}/${threads.length} threads`);
+      }
+      if (process.stderr.isTTY && threads.length > 20) process.stderr.write("\n");
+      if (values.out) {
+        await new Promise<void>((done, fail) => (out as ReturnType<typeof createWriteStream>).end((error?: Error | null) => (error ? fail(error) : done())));
+        console.error(`${count} events from ${threads.length} threads written to ${values.out}`);
+      }
+      return 0;
+    }
+    throw new UsageError(`unknown audit command "${sub ?? ""}": use verify or export`);
+  } finally {
+    await app.close?.();
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (error) {
+  if (error instanceof UsageError || (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    console.error(`eart: ${(error as Error).message}\n${USAGE}`);
+    process.exitCode = 2;
+  } else if (error instanceof EartError) {
+    console.error(red(`eart: refused [${error.code}]: ${error.message}`));
+    process.exitCode = 1;
+  } else {
+    console.error(red(`eart: ${(error as Error)?.stack ?? String(error)}`));
+    process.exitCode = 1;
+  }
+}

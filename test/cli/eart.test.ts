@@ -1,0 +1,110 @@
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import Database from "better-sqlite3";
+import { beforeAll, describe, expect, it } from "vitest";
+
+// The command line runs from the build, in real processes, against the refund example's SQLite file.
+const cli = resolve("dist/cli/eart.js");
+const demo = resolve("dist/examples/refund/demo.js");
+const app = resolve("dist/examples/refund/app.js");
+
+beforeAll(() => {
+  for (const f of [cli, demo, app]) if (!existsSync(f)) throw new Error(`${f} is missing: run "npm run build" (npm test does) before these tests`);
+});
+
+function run(file: string, args: string[]) {
+  const child = spawnSync(process.execPath, [cli, "--app", app, ...args], {
+    env: { ...process.env, EART_DEMO_FILE: file, OPENAI_API_KEY: "", NO_COLOR: "1" },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  return { status: child.status, out: child.stdout, err: child.stderr };
+}
+
+/** A fresh SQLite file with the refund thread paused for a supervisor. */
+function pausedThread(): string {
+  const file = join(mkdtempSync(join(tmpdir(), "eart-cli-")), "demo.sqlite");
+  const child = spawnSync(process.execPath, [demo, "request"], { env: { ...process.env, EART_DEMO_FILE: file, OPENAI_API_KEY: "" }, encoding: "utf8" });
+  expect(child.status).toBe(0);
+  return file;
+}
+
+const refunds = (file: string) => {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare(`SELECT order_id AS orderId, amount FROM refunds`).all();
+  } finally {
+    db.close();
+  }
+};
+
+describe("eart, the approver's command line", () => {
+  it("lists what waits, refuses a self-approval, approves as a supervisor, and shows the timeline", () => {
+    const file = pausedThread();
+
+    const pending = run(file, ["pending", "--json"]);
+    expect(pending.status).toBe(0);
+    const items = JSON.parse(pending.out) as { kind: string; threadId: string; toolCallId: string; roles: string[]; requestedBy: string; since: string }[];
+    expect(items).toEqual([
+      expect.objectContaining({ kind: "approval", threadId: "refund-1042", toolCallId: "call_1_refund", roles: ["supervisor"], requestedBy: "support-agent for cara" }),
+    ]);
+    expect(Date.parse(items[0]!.since)).not.toBeNaN();
+    expect(JSON.parse(run(file, ["pending", "--json", "--role", "finance"]).out)).toEqual([]);
+    const human = run(file, ["pending"]);
+    expect(human.out.split("\n")[0]).toMatch(/^KIND\s+THREAD\s+TOOL CALL\s+WHAT\s+ROLES\s+REQUESTED BY\s+SINCE\s+EXPIRES$/);
+    expect(human.out).not.toContain("\u001b["); // no colours when not on a terminal
+
+    const self = run(file, ["approve", "refund-1042", "call_1_refund", "--as", "cara"]);
+    expect(self.status).toBe(1);
+    expect(self.err).toContain("refused [approval_self_approval]");
+    expect(refunds(file)).toEqual([]);
+
+    const approved = run(file, ["approve", "refund-1042", "call_1_refund", "--as", "sam", "--json"]);
+    expect(approved.status).toBe(0);
+    expect(JSON.parse(approved.out)).toMatchObject({ threadId: "refund-1042", decision: "approve", by: "sam", waiting: null, last: "Your refund of $740 for order 1042 has been issued." });
+    expect(refunds(file)).toEqual([{ orderId: "1042", amount: 740 }]);
+    expect(JSON.parse(run(file, ["pending", "--json"]).out)).toEqual([]);
+
+    const again = run(file, ["approve", "refund-1042", "call_1_refund", "--as", "sam"]);
+    expect(again.status).toBe(1);
+    expect(again.err).toContain("thread_not_paused");
+
+    const show = run(file, ["show", "refund-1042"]);
+    expect(show.status).toBe(0);
+    expect(show.out).toMatch(/approval\.refused\s+refused answer: approval_self_approval/);
+    expect(show.out).toMatch(/approval\.decided\s+issue_refund approve by sam → approved/);
+    expect(show.out).toMatch(/chain ok: \d+ events/);
+  });
+
+  it("verifies the audit chains, reports a tampered one precisely with exit code 1, and exports JSONL", () => {
+    const file = pausedThread();
+    const verified = run(file, ["audit", "verify", "--json"]);
+    expect(verified.status).toBe(0);
+    const [result] = JSON.parse(verified.out) as { ok: boolean; threadId: string; count: number }[];
+    expect(result).toMatchObject({ ok: true, threadId: "refund-1042" });
+
+    const out = join(mkdtempSync(join(tmpdir(), "eart-cli-export-")), "audit.jsonl");
+    const exported = run(file, ["audit", "export", "--format", "jsonl", "--out", out]);
+    expect(exported.status).toBe(0);
+    const lines = readFileSync(out, "utf8").trim().split("\n").map((l) => JSON.parse(l) as { seq: number; hash: string });
+    expect(lines.map((l) => l.seq)).toEqual([...Array(result!.count).keys()]);
+
+    const db = new Database(file);
+    db.prepare(`UPDATE eart_audit_events SET data = json_set(data, '$.name', 'tampered') WHERE thread_id = 'refund-1042' AND seq = 3`).run();
+    db.close();
+    const broken = run(file, ["audit", "verify"]);
+    expect(broken.status).toBe(1);
+    expect(broken.out).toMatch(/refund-1042\s+-\s+BROKEN at #3 \(hash_mismatch\): expected [0-9a-f]{16}, found [0-9a-f]{16}/);
+  });
+
+  it("says how to use it: exit code 2 for usage errors", () => {
+    const file = pausedThread();
+    expect(run(file, ["edit", "refund-1042", "call_1_refund", "--as", "sam"]).status).toBe(2);
+    expect(run(file, ["audit", "export", "--format", "xml"]).status).toBe(2);
+    const none = spawnSync(process.execPath, [cli, "pending"], { env: { ...process.env, EART_APP: "" }, encoding: "utf8" });
+    expect(none.status).toBe(2);
+    expect(none.stderr).toContain("--app <module> or EART_APP");
+  });
+});
