@@ -1,5 +1,6 @@
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
-import { BaseCheckpointSaver, END, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import { BaseCheckpointSaver, END, isCommand, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
 import {
   createEscalationGuard,
@@ -34,6 +35,7 @@ import {
   threadLockFor,
   ToolExecutionOptionsSchema,
   type AgentIdentity,
+  type Redaction,
   type ThreadLock,
 } from "../src/index.js";
 import { guardResumes } from "./resume-guard.js";
@@ -92,6 +94,28 @@ const GovernedAgentOptionsSchema = z
   })
   .strict();
 export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
+
+/**
+ * Redacts what users type (a card number in a chat message) before it enters the thread: the
+ * checkpoint, the audit log and the model only ever hold the redacted text. Values are shown to
+ * the user's own roles as `visibleTo` says.
+ */
+function redactIncoming(graph: { stream: (input: unknown, options?: RunnableConfig) => Promise<unknown> }, redaction: Redaction, registry: IdentityRegistry): void {
+  const stream = graph.stream.bind(graph);
+  graph.stream = (input: unknown, options?: RunnableConfig) => {
+    const messages = (input as { messages?: unknown } | null)?.messages;
+    if (isCommand(input) || !Array.isArray(messages)) return stream(input, options);
+    const userId = options?.configurable?.user_id;
+    const roles = typeof userId === "string" ? (registry.getUser(userId)?.roles ?? []) : [];
+    const viewer = { onBehalfOf: { id: String(userId ?? ""), roles } };
+    const redacted = messages.map((m: unknown) => {
+      if (!HumanMessage.isInstance(m) || typeof m.content !== "string") return m;
+      const screened = redaction.apply(m.content, viewer);
+      return screened.redacted.length === 0 ? m : new HumanMessage({ content: screened.value, ...(m.id ? { id: m.id } : {}), ...(m.name ? { name: m.name } : {}) });
+    });
+    return stream({ ...(input as object), messages: redacted }, options);
+  };
+}
 
 /** The builder calls used to wire the agent, with node names as plain strings. */
 interface LooseGraph {
@@ -204,5 +228,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   }
 
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer));
-  return guardResumes(typed.compile({ checkpointer, name }), lock ? { lock } : {});
+  const app = guardResumes(typed.compile({ checkpointer, name }), lock ? { lock } : {});
+  if (redaction) redactIncoming(app as unknown as { stream: (input: unknown, options?: RunnableConfig) => Promise<unknown> }, redaction, registry);
+  return app;
 }

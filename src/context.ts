@@ -100,9 +100,21 @@ export interface Redaction {
 
 const mark = (ruleId: string) => `[REDACTED:${ruleId}]`;
 
+/** The value of a string that holds a JSON object or array, else undefined. */
+function parseJsonText(s: string): object | undefined {
+  const t = s.trimStart();
+  if (!t.startsWith("{") && !t.startsWith("[")) return undefined;
+  try {
+    const parsed = JSON.parse(s) as unknown;
+    return parsed !== null && typeof parsed === "object" ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Compiles redaction rules once. Fields are matched by key at any depth; patterns inside every
- * string (also inside JSON text). A rule's `visibleTo` roles of the human let the value through.
+ * Compiles redaction rules once. Fields are matched by key at any depth, also inside strings that
+ * hold JSON (a tool's result); patterns inside every string. A rule's `visibleTo` roles of the human let the value through.
  * With no identity, nothing is visible.
  * @example
  * ```ts
@@ -145,7 +157,14 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
       return out;
     };
     const walk = (v: unknown, path: string): unknown => {
-      if (typeof v === "string") return text(v, path);
+      if (typeof v === "string") {
+        // Tool results and retrieved documents are often JSON text: redact its fields too.
+        const json = parseJsonText(v);
+        if (json === undefined) return text(v, path);
+        const before = redacted.length;
+        const walked = walk(json, path);
+        return redacted.length === before ? v : JSON.stringify(walked); // unchanged text stays as it was
+      }
       if (Array.isArray(v)) return v.map((x, i) => walk(x, `${path}[${i}]`));
       if (v && typeof v === "object") {
         const out: Record<string, unknown> = {};

@@ -330,7 +330,7 @@ const errorMessage = (error: unknown) => (error as Error)?.message ?? String(err
  *     when { context.args.amountCents > 10000 && context.args.amountCents <= 500000 };
  *     @id("email.after-payment-data")
  *     forbid(principal, action == Action::"send_external_email", resource)
- *     when { context.sensitivity.contains("payment") };`,
+ *     when { context.sensitivity.contains("payment_data") };`,
  *   contextArgs: { issue_refund: ({ orderId, amount }) => ({ orderId, amountCents: Math.round(Number(amount) * 100) }) },
  *   resources: { issue_refund: (args) => ({ type: "Order", id: String(args.orderId) }) },
  * });

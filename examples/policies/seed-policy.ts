@@ -60,7 +60,7 @@ export const seedPolicy = definePolicy({
     {
       id: "email.after-payment-data",
       tools: ["send_external_email"],
-      when: (r) => r.context.sensitivity.includes("payment"),
+      when: (r) => r.context.sensitivity.includes("payment_data"),
       effect: "deny",
       reason: "No external e-mail after reading payment data",
     },

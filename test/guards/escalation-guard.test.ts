@@ -136,3 +136,19 @@ describe("context in the governed agent", () => {
     expect(second.context.sensitivity).toEqual(["customer_data"]);
   });
 });
+
+describe("what users type", () => {
+  it("is redacted before it enters the thread when the agent has a redaction", async () => {
+    const { defineRedaction, STANDARD_REDACTIONS } = await import("eart");
+    const seen: BaseMessage[][] = [];
+    const model = scriptedModel((messages: BaseMessage[]) => {
+      seen.push(messages);
+      return new AIMessage("noted");
+    });
+    const s = refundSetup([], { agent: { model, context: { providers: [async () => []], redaction: defineRedaction(STANDARD_REDACTIONS) } } });
+    const done = await s.agent.invoke(ask("Refund to my card 4111 1111 1111 1111 please"), config("u-1"));
+    expect(JSON.stringify(seen)).not.toContain("4111 1111");
+    expect(String(done.messages[0]!.content)).toBe("Refund to my card [REDACTED:card_number] please");
+    expect(JSON.stringify(await s.auditLog.read("u-1"))).not.toContain("4111 1111");
+  });
+});

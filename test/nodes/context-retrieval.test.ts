@@ -157,3 +157,13 @@ describe("a case opened for missing context", () => {
     expect((await node({ ...base, escalation: policyCase }, cfg)).escalation).toBeUndefined();
   });
 });
+
+describe("redaction of JSON text", () => {
+  it("redacts fields inside a string that holds JSON (a tool's result), and leaves other strings alone", () => {
+    const redaction = defineRedaction([{ id: "salary", fields: ["salary"], label: "compensation" }]);
+    const out = redaction.apply(JSON.stringify({ name: "Ann", offer: { salary: 85000 } }), undefined);
+    expect(JSON.parse(out.value)).toEqual({ name: "Ann", offer: { salary: "[REDACTED:salary]" } });
+    expect(out.redacted).toEqual([{ path: "offer.salary", ruleId: "salary" }]);
+    expect(redaction.apply("{not json salary: 1}", undefined).value).toBe("{not json salary: 1}");
+  });
+});

@@ -243,7 +243,7 @@ describe("createCedarPolicyEngine decisions", () => {
 
       @id("email.after-payment-data") @reason("No external e-mail after reading payment data")
       forbid(principal, action == Action::"send_external_email", resource)
-      when { context.sensitivity.contains("payment") };`,
+      when { context.sensitivity.contains("payment_data") };`,
   });
 
   it("has a content version and well-formed decisions that carry it", () => {
@@ -363,7 +363,7 @@ describe("createCedarPolicyEngine decisions", () => {
   it("sensitivity labels of the thread are in context: no external e-mail after payment data", () => {
     expect(decide(engine, request("send_external_email", { to: "a@example.com" }))).toMatchObject({ effect: "allow", policyIds: ["email.external"] });
     expect(decide(engine, request("send_external_email", { to: "a@example.com" }, { sensitivity: ["internal"] })).effect).toBe("allow");
-    expect(decide(engine, request("send_external_email", { to: "a@example.com" }, { sensitivity: ["personal", "payment"] }))).toEqual({
+    expect(decide(engine, request("send_external_email", { to: "a@example.com" }, { sensitivity: ["personal", "payment_data"] }))).toEqual({
       effect: "deny",
       reasons: ["No external e-mail after reading payment data"],
       policyIds: ["email.after-payment-data"],
@@ -744,7 +744,7 @@ permit(principal, action == Action::"initiate_renegotiation", resource);
 @id("email.external") @reason("External e-mail is allowed")
 permit(principal, action == Action::"send_external_email", resource);
 @id("email.after-payment-data") @reason("No external e-mail after reading payment data")
-forbid(principal, action == Action::"send_external_email", resource) when { context.sensitivity.contains("payment") };
+forbid(principal, action == Action::"send_external_email", resource) when { context.sensitivity.contains("payment_data") };
 `;
 
 const seedAction = (name: string, args: string) =>
