@@ -1,0 +1,65 @@
+import type { BaseChatModel } from "@langchain/core/language_models/chat_models";
+import type { BaseCheckpointSaver } from "@langchain/langgraph";
+import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
+import Database from "better-sqlite3";
+import { IdentityRegistry, SqliteAuditLog, SqliteEffectLedger, type AuditLog } from "eart";
+import { createGovernedAgent } from "eart/graphs";
+import { quoteContext } from "./data.js";
+import identities from "./identities.json" with { type: "json" };
+import { createSalesModel } from "./model.js";
+import { salesDiscountPolicy } from "./policy.js";
+import { createSalesTools, type DiscountRow } from "./tools.js";
+
+/** The sales identities, from the JSON file beside this example. */
+export function salesIdentities(): IdentityRegistry {
+  return IdentityRegistry.fromObject(identities);
+}
+
+/** Options of {@link openSalesDiscountAgent}. */
+export interface SalesDiscountAgentOptions {
+  /** The SQLite file for checkpoints, audit log, ledger and the `discounts` table. Default: in memory. */
+  file?: string;
+  /** Checkpoints elsewhere (e.g. a `MemorySaver` in tests). */
+  checkpointer?: BaseCheckpointSaver;
+  /** The audit log elsewhere (e.g. a `MemoryAuditLog` in tests). */
+  auditLog?: AuditLog;
+  /** Default: {@link createSalesModel}. */
+  model?: BaseChatModel;
+}
+
+/**
+ * The governed sales agent. It reads the quote (retrieved context, scope-filtered: internal cost
+ * sheets are dropped) and applies discounts: up to 10% alone, above that with a sales manager,
+ * above 30% never. Everything lives in one SQLite file unless a checkpointer or audit log is given.
+ */
+export async function openSalesDiscountAgent(options: SalesDiscountAgentOptions = {}): Promise<{
+  agent: ReturnType<typeof createGovernedAgent>;
+  auditLog: AuditLog;
+  discounts: () => DiscountRow[];
+  close: () => Promise<void>;
+}> {
+  const db = new Database(options.file ?? ":memory:");
+  db.pragma("journal_mode = WAL");
+  db.pragma("busy_timeout = 5000");
+  const auditLog = options.auditLog ?? new SqliteAuditLog({ database: db });
+  const tools = createSalesTools(db);
+  const agent = createGovernedAgent({
+    model: options.model ?? (await createSalesModel()),
+    tools: tools.all,
+    identities: salesIdentities(),
+    policy: salesDiscountPolicy,
+    checkpointer: options.checkpointer ?? new SqliteSaver(db),
+    auditLog,
+    ledger: new SqliteEffectLedger({ database: db }),
+    context: { providers: [quoteContext] },
+    systemPrompt: "You are a sales assistant. Apply the discount the account executive asks for to the quote in the context, and cite the quote.",
+  });
+  return {
+    agent,
+    auditLog,
+    discounts: tools.discounts,
+    close: async () => {
+      db.close();
+    },
+  };
+}
