@@ -161,7 +161,8 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
     const threadId = requireThreadId(config);
     assertNoPendingApproval(state, threadId);
     const last = state.messages[state.messages.length - 1];
-    const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: last !== undefined && HumanMessage.isInstance(last) });
+    // With context, the retrieval step (the run's first) records the request.
+    const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: !context && last !== undefined && HumanMessage.isInstance(last) });
     const turn = await modelStep(state.messages, config, threadId, state.context);
     const update: GateUpdate & { identity?: AgentIdentity } = binding.newlyBound ? { identity: binding.identity } : {};
     const messages: BaseMessage[] = [turn.message];
@@ -210,7 +211,8 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
       .addNode("retrieveContext", async (state: GovernedState, config: LangGraphRunnableConfig) => {
         const threadId = requireThreadId(config);
         assertNoPendingApproval(state, threadId);
-        const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: false });
+        const last = state.messages[state.messages.length - 1];
+        const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: last !== undefined && HumanMessage.isInstance(last) });
         if (binding.events.length > 0) await auditLog.append(binding.events);
         const update = await retrieve({ ...state, identity: binding.identity }, config);
         return binding.newlyBound ? { ...update, identity: binding.identity } : update;

@@ -77,6 +77,9 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
   /** What, in the current state, calls for a human. */
   function signalsOf(state: GovernedState): EscalationSignal[] {
     const signals: EscalationSignal[] = [];
+    // A case a reviewer sent back with guidance is not raised again for the same signals.
+    const guidance = [...state.messages].reverse().find((m) => HumanMessage.isInstance(m));
+    const sentBack = new Set(((guidance?.additional_kwargs as { eart_sent_back?: string[] } | undefined)?.eart_sent_back) ?? []);
     const last = state.messages[state.messages.length - 1];
     if (confidence && last && AIMessage.isInstance(last) && (last.tool_calls?.length ?? 0) === 0) {
       const value = confidence.read(last);
@@ -90,7 +93,7 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
     if (new Set(answers.map(([, value]) => JSON.stringify(value))).size > 1) {
       signals.push({ kind: "checks_disagree", detail: answers.map(([name, value]) => `${name}: ${JSON.stringify(value)}`).join("; ") });
     }
-    return signals;
+    return signals.filter((sg) => !sentBack.has(`${sg.kind}:${sg.detail}`));
   }
 
   return async function escalationGuard(state: GovernedState, config: LangGraphRunnableConfig): Promise<EscalationUpdate> {
@@ -132,7 +135,11 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
       action === "take_over"
         ? new AIMessage({ content: message, name: reviewer.id })
         : action === "send_back"
-          ? new HumanMessage({ content: `Guidance from reviewer ${reviewer.id}: ${message}`, name: reviewer.id })
+          ? new HumanMessage({
+              content: `Guidance from reviewer ${reviewer.id}: ${message}`,
+              name: reviewer.id,
+              additional_kwargs: { eart_sent_back: request.signals.map((sg) => `${sg.kind}:${sg.detail}`) },
+            })
           : new AIMessage({ content: `Case closed by ${reviewer.id}: ${message}`, name: reviewer.id });
     return { escalation: null, messages: [reply] };
   };

@@ -258,6 +258,11 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       },
     }));
     events.push(...flips);
+    if (escalated.length > 0) {
+      // Recorded here, before any pause: the reviewer's node may not write before its interrupt.
+      const reason = escalated.flatMap((r) => r.verdict.reasons).join("; ");
+      events.push({ threadId, type: "escalation.requested", data: { reason, signals: [{ kind: "policy", detail: reason }], toolCallIds: escalated.map((r) => r.toolCallId) } });
+    }
     if (pending.length > 0) {
       events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, pending) });
     }

@@ -57,6 +57,18 @@ describe("the escalation guard in the governed agent", () => {
     expect(pendingEscalation(await s.agent.getState(config("e-2")))).toBeUndefined();
   });
 
+  it("a case sent back is not raised again for the same signals: the agent's next answer ends the run", async () => {
+    const s = refundSetup([], { agent: { escalation: { reviewerRoles: ["supervisor"], checks: { score: () => "approve", income: () => "decline" } } } });
+    await s.agent.invoke(ask("hello"), config("e-6"));
+    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "send_back", message: "Income was verified by phone." } }), config("e-6"));
+    expect(pendingEscalation(await s.agent.getState(config("e-6")))).toBeUndefined();
+    expect(done.messages.at(-1)!.content).toBe("done after 1 turns");
+    expect(s.model.callCount).toBe(2);
+    // New input with the same disagreement, not after a send back, is escalated again.
+    const again = await s.agent.invoke(ask("and now?"), config("e-6"));
+    expect(pendingEscalation(again)?.signals.map((sg) => sg.kind)).toEqual(["checks_disagree"]);
+  });
+
   it("checks that disagree escalate; close ends the case", async () => {
     const s = refundSetup([], {
       agent: { escalation: { reviewerRoles: ["supervisor"], checks: { score: () => "approve", income: () => "decline", fraud: () => undefined } } },
@@ -78,6 +90,10 @@ describe("the escalation guard in the governed agent", () => {
     expect(request.signals).toEqual([{ kind: "policy", detail: "Refunds go to a supervisor this week" }]);
     expect(request.proposed.toolCalls).toEqual([{ id: "c1", name: "issue_refund", args: { orderId: "1043", amount: 60 } }]);
     expect(paused.messages.some((m) => ToolMessage.isInstance(m) && m.tool_call_id === "c1")).toBe(true);
+    const requested = (await s.auditLog.read("e-4")).filter((e) => e.type === "escalation.requested");
+    expect(requested.map((e) => e.data)).toEqual([
+      { reason: "Refunds go to a supervisor this week", signals: [{ kind: "policy", detail: "Refunds go to a supervisor this week" }], toolCallIds: ["c1"] },
+    ]);
     await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "take_over", message: "Refunded by hand." } }), config("e-4"));
     expect(s.refunds()).toEqual([]);
   });
@@ -117,7 +133,9 @@ describe("context in the governed agent", () => {
     const paused = await s.agent.invoke(ask(), config("x-1"));
     expect(pendingEscalation(paused)).toMatchObject({ signals: [{ kind: "missing_context", detail: "receipt" }], contextIds: ["o-1042"] });
     expect(s.model.callCount).toBe(0);
-    expect(types(await s.auditLog.read("x-1"))).toEqual(["identity.bound", "context.retrieved", "escalation.requested"]);
+    const events = await s.auditLog.read("x-1");
+    expect(types(events)).toEqual(["run.started", "identity.bound", "context.retrieved", "escalation.requested"]);
+    expect(events[0]!.data).toMatchObject({ userId: "cara", request: { text: "Please refund order 1042, $740." } });
   });
 
   it("the model sees the retrieved items, and the thread's sensitivity only rises", async () => {
