@@ -71,9 +71,9 @@ describe("finance-payment: the agent prepares, a human in finance always release
     ]);
     const events = await s.auditLog.read("t-pay");
     expect(types(events)).toEqual([
+      "run.started",
       "identity.bound",
       "context.retrieved",
-      "run.started",
       "model.output",
       "policy.decided",
       "tool.started",

@@ -33,9 +33,9 @@ describe("sales-discount: discounts up to 10% are the agent's, above need a sale
 
     const events = await s.auditLog.read("t-small");
     expect(types(events)).toEqual([
+      "run.started",
       "identity.bound",
       "context.retrieved",
-      "run.started",
       "model.output",
       "policy.decided",
       "tool.started",
@@ -100,9 +100,9 @@ describe("sales-discount: discounts up to 10% are the agent's, above need a sale
     ]);
     const events = await s.auditLog.read("t-large");
     expect(types(events)).toEqual([
+      "run.started",
       "identity.bound",
       "context.retrieved",
-      "run.started",
       "model.output",
       "policy.decided",
       "approval.requested",

@@ -1,0 +1,99 @@
+import type { BaseChatModel } from "@langchain/core/language_models/chat_models";
+import type { BaseCheckpointSaver } from "@langchain/langgraph";
+import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
+import Database from "better-sqlite3";
+import { defineRedaction, IdentityRegistry, SqliteAuditLog, SqliteEffectLedger, STANDARD_REDACTIONS, type AuditLog } from "eart";
+import { createGovernedAgent } from "eart/graphs";
+import type { GovernedState, RequiredFact } from "eart/nodes";
+import { applicantDocuments, creditBureau } from "./data.js";
+import { createLoanModel } from "./model.js";
+import { loanPolicy } from "./policy.js";
+import { createLoanTools } from "./tools.js";
+import identities from "./identities.json" with { type: "json" };
+
+/** The loan identities, from the JSON file beside this example. */
+export function loanIdentities(): IdentityRegistry {
+  return IdentityRegistry.fromObject(identities);
+}
+
+/** What the agent must have before it may recommend: a missing one goes to an underwriter. */
+export const LOAN_REQUIRED_FACTS: RequiredFact[] = [
+  { fact: "identity_document", description: "a verified identity document" },
+  { fact: "income_proof", description: "payslips or a tax return" },
+  { fact: "credit_report", description: "the credit bureau report" },
+];
+
+/** The content of the first context item carrying a label. */
+const labelled = (state: GovernedState, label: string) => state.context?.items.find((i) => i.labels.includes(label))?.content as Record<string, number> | undefined;
+
+/**
+ * Two independent reads of the application: the credit score band, and affordability (debts under
+ * 40% of monthly income). When they disagree, an underwriter decides. Each abstains (undefined)
+ * when its data is missing.
+ */
+export const LOAN_CHECKS = {
+  creditScore: (state: GovernedState) => {
+    const report = labelled(state, "credit_report");
+    return report ? (report.score! >= 680 ? "eligible" : "refer") : undefined;
+  },
+  affordability: (state: GovernedState) => {
+    const report = labelled(state, "credit_report");
+    const income = labelled(state, "income_proof");
+    if (!report || typeof income?.annualIncomeCents !== "number") return undefined;
+    return report.monthlyDebtCents! / (income.annualIncomeCents / 12) <= 0.4 ? "eligible" : "refer";
+  },
+};
+
+/** Options of {@link openLoanAgent}. */
+export interface LoanAgentOptions {
+  /** The SQLite file for checkpoints, audit log, effect ledger and the loan tables; in memory when omitted. */
+  file?: string;
+  /** Defaults to {@link createLoanModel}. */
+  model?: BaseChatModel;
+  /** Defaults to LangGraph's SQLite checkpointer on the same database. */
+  checkpointer?: BaseCheckpointSaver;
+  /** Defaults to eart's SQLite audit log on the same database. */
+  auditLog?: AuditLog;
+}
+
+/**
+ * The governed loan pre-screening agent. At the start of each run it retrieves the application,
+ * the submitted documents and the credit report (scopes `loan_documents` and `credit`; national
+ * ids redacted), and escalates to an underwriter when a required document is missing. It may
+ * recommend up to $50,000; a larger recommendation, checks that disagree or a confidence under 0.7
+ * go to an underwriter, who takes over, sends the case back or closes it. It never approves.
+ */
+export async function openLoanAgent(options: LoanAgentOptions = {}) {
+  const db = new Database(options.file ?? ":memory:");
+  db.pragma("journal_mode = WAL");
+  db.pragma("busy_timeout = 5000");
+  const auditLog = options.auditLog ?? new SqliteAuditLog({ database: db });
+  const tools = createLoanTools(db);
+  const agent = createGovernedAgent({
+    model: options.model ?? (await createLoanModel()),
+    tools: tools.all,
+    identities: loanIdentities(),
+    policy: loanPolicy,
+    checkpointer: options.checkpointer ?? new SqliteSaver(db),
+    auditLog,
+    ledger: new SqliteEffectLedger({ database: db }),
+    systemPrompt:
+      "You pre-screen loan applications. Use only the retrieved context and cite its ids. You may recommend an application " +
+      "with recommend_loan; you never approve loans. Finish with JSON: {applicationId, recommendation, confidence (0-1)}.",
+    context: {
+      providers: [applicantDocuments, creditBureau],
+      redaction: defineRedaction(STANDARD_REDACTIONS),
+      required: LOAN_REQUIRED_FACTS,
+    },
+    escalation: { reviewerRoles: ["underwriter"], confidence: { threshold: 0.7 }, checks: LOAN_CHECKS },
+  });
+  return {
+    agent,
+    auditLog,
+    recommendations: tools.recommendations,
+    approvals: tools.approvals,
+    close: async () => {
+      db.close();
+    },
+  };
+}
