@@ -15,7 +15,16 @@
  * the timed calls per variant (default 1,000); `EART_BENCH_DATABASE_URL` (else `EART_DATABASE_URL`,
  * else postgresql://postgres@127.0.0.1:5432/test) is the PostgreSQL it uses, and
  * `EART_BENCH_SKIP_LEDGER_POSTGRES=1` leaves PostgreSQL out.
+ *
+ * Then the audit append throughput benchmark (./audit.ts): events per second appended to the
+ * memory, JSONL file, SQLite and PostgreSQL audit logs, 100 events per append over 4 threads and
+ * one event per append, against the targets (≥ 70,000/s in memory, ≥ 10,000/s to PostgreSQL,
+ * batched). `EART_BENCH_SKIP_AUDIT=1` skips it; `EART_BENCH_AUDIT_EVENTS` sets the timed events
+ * per batched variant (default 50,000) and `EART_BENCH_AUDIT_SINGLE_EVENTS` per single-event
+ * variant (default 5,000); `EART_BENCH_SKIP_AUDIT_POSTGRES=1` leaves PostgreSQL out (it uses the
+ * same database as the ledger benchmark).
  */
+import { runAuditBench } from "./audit.js";
 import { runLedgerBench } from "./ledger.js";
 import { runPolicyBench } from "./policy.js";
 import { assertCompleted, createBareVariant, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
@@ -132,3 +141,4 @@ async function main(): Promise<void> {
 if (process.env.EART_BENCH_SKIP_REFUND !== "1") await main();
 await runPolicyBench();
 if (process.env.EART_BENCH_SKIP_LEDGER !== "1") await runLedgerBench();
+if (process.env.EART_BENCH_SKIP_AUDIT !== "1") await runAuditBench();

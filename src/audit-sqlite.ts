@@ -4,17 +4,22 @@ import {
   type AuditEventInput,
   type AuditLog,
   type AuditVerification,
+  type AuditVerifyOptions,
   type ChainHead,
   groupByThread,
   sealEventsWithJson,
   toInputList,
   verifyChain,
 } from "./audit.js";
-import { AuditStoreError, EartConfigError } from "./errors.js";
+import { headSigner, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "./audit-signing.js";
+import { AuditStoreError, EartConfigError, EartError } from "./errors.js";
 import { openSqlite, type SqliteLocation } from "./sqlite.js";
 
-/** Where the log lives: a file path, or an open better-sqlite3 database to share. */
-export type SqliteAuditLogOptions = SqliteLocation;
+/**
+ * Where the log lives (a file path, or an open better-sqlite3 database to share), and optionally
+ * an Ed25519 `signingKey` that signs each thread's head after every append.
+ */
+export type SqliteAuditLogOptions = SqliteLocation & { signingKey?: AuditSigningKey };
 
 interface EventRow {
   thread_id: string;
@@ -32,6 +37,8 @@ interface EventRow {
  * Audit log in a SQLite file (the embedded default, beside LangGraph's SQLite checkpointer).
  * Appends are serialised by SQLite's write lock, so several processes can share one file; the
  * chain head of each thread is kept in its own table, so a deleted last event is detected too.
+ * With a `signingKey`, the head is also signed (table `eart_audit_signed_heads`), so a verifier
+ * holding the public key detects a chain and head rewritten by someone without the private key.
  * @example
  * ```ts
  * const auditLog = new SqliteAuditLog({ path: ".eart/eart.sqlite" });
@@ -46,11 +53,16 @@ export class SqliteAuditLog implements AuditLog {
   readonly #setHead: Database.Statement;
   readonly #read: Database.Statement;
   readonly #threads: Database.Statement;
+  readonly #signedHead: Database.Statement;
+  readonly #setSignedHead: Database.Statement;
+  readonly #signer: HeadSigner | undefined;
   readonly #appendTx: Database.Transaction<(groups: Map<string, AuditEventInput[]>) => AuditEvent[]>;
 
   constructor(options: SqliteAuditLogOptions) {
+    const { signingKey, ...location } = (options ?? {}) as SqliteAuditLogOptions;
+    this.#signer = signingKey === undefined ? undefined : headSigner(signingKey);
     try {
-      ({ db: this.#db, owned: this.#owned } = openSqlite(options));
+      ({ db: this.#db, owned: this.#owned } = openSqlite(location as SqliteLocation));
       this.#db.exec(`
         CREATE TABLE IF NOT EXISTS eart_audit_events (
           thread_id TEXT NOT NULL,
@@ -69,6 +81,10 @@ export class SqliteAuditLog implements AuditLog {
           seq INTEGER NOT NULL,
           hash TEXT NOT NULL
         );
+        CREATE TABLE IF NOT EXISTS eart_audit_signed_heads (
+          thread_id TEXT PRIMARY KEY,
+          head TEXT NOT NULL
+        );
       `);
     } catch (error) {
       if (error instanceof EartConfigError) throw error;
@@ -85,6 +101,10 @@ export class SqliteAuditLog implements AuditLog {
     );
     this.#read = this.#db.prepare(`SELECT * FROM eart_audit_events WHERE thread_id = ? ORDER BY seq`);
     this.#threads = this.#db.prepare(`SELECT DISTINCT thread_id FROM eart_audit_events ORDER BY thread_id`);
+    this.#signedHead = this.#db.prepare(`SELECT head FROM eart_audit_signed_heads WHERE thread_id = ?`);
+    this.#setSignedHead = this.#db.prepare(
+      `INSERT INTO eart_audit_signed_heads (thread_id, head) VALUES (?, ?) ON CONFLICT(thread_id) DO UPDATE SET head = excluded.head`,
+    );
     this.#appendTx = this.#db.transaction((groups: Map<string, AuditEventInput[]>) => {
       const out: AuditEvent[] = [];
       for (const [threadId, inputs] of groups) {
@@ -96,6 +116,7 @@ export class SqliteAuditLog implements AuditLog {
         }
         const last = sealed[sealed.length - 1]!.event;
         this.#setHead.run(threadId, last.seq, last.hash);
+        if (this.#signer) this.#setSignedHead.run(threadId, JSON.stringify(this.#signer.sign({ threadId, seq: last.seq, hash: last.hash })));
       }
       return out;
     });
@@ -107,6 +128,8 @@ export class SqliteAuditLog implements AuditLog {
     try {
       return this.#appendTx.immediate(groups);
     } catch (error) {
+      // Refused input (e.g. data that is not JSON) stays what it is; the transaction rolled back.
+      if (error instanceof EartError) throw error;
       throw new AuditStoreError(`Cannot append to the SQLite audit log: ${(error as Error).message}`, { cause: error });
     }
   }
@@ -115,11 +138,19 @@ export class SqliteAuditLog implements AuditLog {
     return this.#query("read", () => (this.#read.all(threadId) as EventRow[]).map(rowToEvent));
   }
 
-  async verify(threadId: string): Promise<AuditVerification> {
-    const [rows, head] = this.#query("verify", () => [
-      this.#read.all(threadId) as EventRow[],
-      (this.#head.get(threadId) as ChainHead | undefined) ?? null,
-    ] as const);
+  async verify(threadId: string, options: AuditVerifyOptions = {}): Promise<AuditVerification> {
+    // One read transaction: the events and the heads from one snapshot, even while another
+    // process appends (two plain statements could see the events before and the head after).
+    const [rows, head, signed] = this.#query("verify", () =>
+      this.#db.transaction(
+        () =>
+          [
+            this.#read.all(threadId) as EventRow[],
+            (this.#head.get(threadId) as ChainHead | undefined) ?? null,
+            (this.#signedHead.get(threadId) as { head: string } | undefined)?.head,
+          ] as const,
+      )(),
+    );
     const events: unknown[] = [];
     for (const row of rows) {
       try {
@@ -128,7 +159,17 @@ export class SqliteAuditLog implements AuditLog {
         events.push({ id: row.id, malformed: true });
       }
     }
-    return verifyChain(threadId, events, head);
+    return verifyChain(threadId, events, head, {
+      ...options,
+      publicKey: options.publicKey ?? this.#signer?.publicKey,
+      signedHead: signed === undefined ? undefined : parseJsonOr(signed),
+    });
+  }
+
+  /** The thread's signed head, when this file has one (written by a log given a `signingKey`). */
+  async signedHead(threadId: string): Promise<SignedChainHead | undefined> {
+    const row = this.#query("read the signed head of", () => this.#signedHead.get(threadId) as { head: string } | undefined);
+    return row && (parseJsonOr(row.head) as SignedChainHead);
   }
 
   async listThreads(): Promise<string[]> {
@@ -146,6 +187,15 @@ export class SqliteAuditLog implements AuditLog {
   /** Closes the database connection (only when this log opened it). */
   close(): void {
     if (this.#owned) this.#db.close();
+  }
+}
+
+/** Stored JSON, or the raw text when it does not parse (verification then reports it malformed). */
+function parseJsonOr(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
   }
 }
 

@@ -1,7 +1,10 @@
+import * as nodeCrypto from "node:crypto";
 import { randomUUID } from "node:crypto";
 import { z } from "zod";
+import { auditKeyId, headSigner, toPublicKey, verifyHeadSignature, type AuditPublicKey, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "./audit-signing.js";
 import { canonicalJson, sha256Hex } from "./canonical.js";
-import { AuditInputError } from "./errors.js";
+import { AuditInputError, EartConfigError } from "./errors.js";
+import { parseOptions } from "./options.js";
 
 /** Every kind of audit event. */
 export const AuditEventTypeSchema = z.enum([
@@ -68,9 +71,24 @@ export type AuditEventInput = z.input<typeof AuditEventInputSchema>;
 export interface AuditBreak {
   seq: number;
   eventId: string | undefined;
-  reason: "hash_mismatch" | "prev_hash_mismatch" | "sequence_gap" | "head_mismatch" | "malformed";
+  reason: "hash_mismatch" | "prev_hash_mismatch" | "sequence_gap" | "head_mismatch" | "malformed" | "signature_invalid";
   expected: string;
   found: string;
+}
+
+/** What {@link AuditLog.verify} checks beyond the chain and the store's recorded head. */
+export interface AuditVerifyOptions {
+  /**
+   * Check the thread's signed head with this Ed25519 public key (KeyObject or PEM): it must be
+   * signed by this key and the chain must end exactly at it. A store that signs checks with its
+   * own key when none is given.
+   */
+  publicKey?: AuditPublicKey;
+  /**
+   * A head seen earlier and kept outside the store (e.g. a signed head an auditor saved): the
+   * chain must still contain it. This is what detects a rollback to an earlier head.
+   */
+  knownHead?: ChainHead;
 }
 
 /** Result of {@link AuditLog.verify}. */
@@ -88,14 +106,20 @@ export type AuditVerification =
  * ```
  */
 export interface AuditLog {
-  /** Appends events atomically, in order; returns them as stored. */
+  /**
+   * Appends events atomically (all or none), each thread's in the given order; returns them as
+   * stored: grouped by thread, threads in order of first appearance. A bad event anywhere in the
+   * batch throws `AuditInputError` and stores nothing.
+   */
   append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]>;
   /** Every event of a thread, in sequence order. */
   read(threadId: string): Promise<AuditEvent[]>;
   /** Recomputes the chain of a thread and reports the first broken link. */
-  verify(threadId: string): Promise<AuditVerification>;
+  verify(threadId: string, options?: AuditVerifyOptions): Promise<AuditVerification>;
   /** Thread ids that have events. */
   listThreads(): Promise<string[]>;
+  /** The thread's latest signed chain head, on stores given a `signingKey` (undefined when none is stored). */
+  signedHead?(threadId: string): Promise<SignedChainHead | undefined>;
 }
 
 /** The chain position an append continues from. */
@@ -106,15 +130,99 @@ export interface ChainHead {
 
 const EVENT_TYPES: ReadonlySet<string> = new Set(AuditEventTypeSchema.options);
 
+// One-shot hashing where Node has it (20.12+): about twice as fast as createHash for short input.
+const sha256 = typeof nodeCrypto.hash === "function" ? (text: string) => nodeCrypto.hash("sha256", text, "hex") : sha256Hex;
+
+/** A string JSON.stringify writes as-is between quotes: no quote, backslash, control character or surrogate. */
+const PLAIN_STRING = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+
+/** A JSON string as JSON.stringify writes it (RFC 8785 uses the same serialisation). */
+function jsonString(value: string): string {
+  return PLAIN_STRING.test(value) ? `"${value}"` : JSON.stringify(value);
+}
+
+/** Nesting beyond this is left to JSON.stringify (which also reports cycles). */
+const MAX_FAST_DEPTH = 64;
+
+/** The copy made by the last successful {@link canonicalOfPlain} call (one allocation-free way to return two results). */
+let plainCopy: unknown;
+
+/**
+ * RFC 8785 canonical JSON of a value that is plain JSON already (plain objects and arrays,
+ * strings, finite numbers, booleans, null), or undefined for anything else (a Date, a toJSON
+ * method, undefined, a non-finite number, a cycle...), which then takes the JSON.stringify path.
+ * Byte-for-byte what {@link canonicalJson} gives: keys sorted by UTF-16 code units, ECMAScript
+ * number and string serialisation. Verification keeps using {@link canonicalJson}, so a
+ * difference would show as a broken chain at once.
+ *
+ * On success it also leaves in `plainCopy` a fresh copy of the value, equal to `JSON.parse` of
+ * the returned text (keys in the same order, -0 as 0), which saves parsing it again.
+ */
+function canonicalOfPlain(value: unknown, depth: number): string | undefined {
+  switch (typeof value) {
+    case "string":
+      plainCopy = value;
+      return jsonString(value);
+    case "number":
+      if (!Number.isFinite(value)) return undefined;
+      plainCopy = value === 0 ? 0 : value;
+      return JSON.stringify(value);
+    case "boolean":
+      plainCopy = value;
+      return value ? "true" : "false";
+    case "object": {
+      if (value === null) {
+        plainCopy = null;
+        return "null";
+      }
+      if (depth > MAX_FAST_DEPTH || typeof (value as { toJSON?: unknown }).toJSON === "function") return undefined;
+      if (Array.isArray(value)) {
+        const copy: unknown[] = new Array(value.length);
+        let out = "[";
+        for (let i = 0; i < value.length; i++) {
+          const item = canonicalOfPlain(value[i], depth + 1);
+          if (item === undefined) return undefined;
+          copy[i] = plainCopy;
+          out += i === 0 ? item : `,${item}`;
+        }
+        plainCopy = copy;
+        return `${out}]`;
+      }
+      const proto = Object.getPrototypeOf(value) as unknown;
+      if (proto !== Object.prototype && proto !== null) return undefined;
+      const record = value as Record<string, unknown>;
+      const keys = Object.keys(record).sort();
+      const copy: Record<string, unknown> = {};
+      let out = "{";
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i]!;
+        const item = canonicalOfPlain(record[key], depth + 1);
+        if (item === undefined) return undefined;
+        // An own "__proto__" member, as JSON.parse makes it (plain assignment would set the prototype).
+        if (key === "__proto__") Object.defineProperty(copy, key, { value: plainCopy, enumerable: true, writable: true, configurable: true });
+        else copy[key] = plainCopy;
+        out += `${i === 0 ? "" : ","}${jsonString(key)}:${item}`;
+      }
+      plainCopy = copy;
+      return `${out}}`;
+    }
+    default:
+      return undefined;
+  }
+}
+
 /**
  * SHA-256 of the RFC 8785 canonical JSON of an event without its hash. The envelope's keys are
  * fixed, so it is written in their sorted order around the canonical JSON of `data`; the result is
  * byte-for-byte `canonicalJson` of the whole object.
  */
-function hashOf(event: Omit<AuditEvent, "hash">, canonicalData: string = canonicalJson(event.data)): string {
-  return sha256Hex(
-    `{"at":${JSON.stringify(event.at)},"data":${canonicalData},"id":${JSON.stringify(event.id)},"prevHash":${JSON.stringify(event.prevHash)},` +
-      `"schemaVersion":${event.schemaVersion},"seq":${event.seq},"threadId":${JSON.stringify(event.threadId)},"type":${JSON.stringify(event.type)}}`,
+function hashOf(event: Omit<AuditEvent, "hash">, canonicalData: string = canonicalJson(event.data), sealing = false): string {
+  // When sealing, the id (a fresh UUID) and the type (checked against the enum) need no escaping.
+  const id = sealing ? `"${event.id}"` : jsonString(event.id);
+  const type = sealing ? `"${event.type}"` : jsonString(event.type);
+  return sha256(
+    `{"at":${jsonString(event.at)},"data":${canonicalData},"id":${id},"prevHash":${jsonString(event.prevHash)},` +
+      `"schemaVersion":${event.schemaVersion},"seq":${event.seq},"threadId":${jsonString(event.threadId)},"type":${type}}`,
   );
 }
 
@@ -130,6 +238,39 @@ function checkInput(input: AuditEventInput): void {
 }
 
 /**
+ * Data as plain JSON, once, and its canonical JSON text: the text a store keeps and the hash
+ * covers; the data handed back is that text parsed, so what is hashed is exactly what a store
+ * reads back. Plain data is canonicalised directly; anything else goes through JSON.stringify
+ * first (Dates become strings, undefined members disappear, as in JSON).
+ */
+function normaliseData(raw: unknown): { dataJson: string; data: Record<string, unknown> } {
+  const value = raw ?? {};
+  let dataJson = canonicalOfPlain(value, 0);
+  let data = plainCopy;
+  if (dataJson === undefined) {
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(value);
+    } catch (error) {
+      throw new AuditInputError(`data must be JSON-serialisable: ${(error as Error).message}`);
+    }
+    if (text !== undefined) {
+      const parsed = JSON.parse(text) as unknown;
+      dataJson = canonicalOfPlain(parsed, 0);
+      data = plainCopy;
+      if (dataJson === undefined) {
+        // Plain JSON, only nested deeper than the fast path goes: the library's way.
+        dataJson = canonicalJson(parsed);
+        data = JSON.parse(dataJson) as unknown;
+      }
+    }
+  }
+  plainCopy = undefined;
+  if (dataJson === undefined || typeof data !== "object" || data === null || Array.isArray(data)) throw new AuditInputError("data must serialise to a JSON object");
+  return { dataJson, data: data as Record<string, unknown> };
+}
+
+/**
  * Seals inputs of one thread onto its chain head. Data is normalised to plain JSON first, so
  * what is hashed is exactly what a store reads back.
  * @example
@@ -141,27 +282,29 @@ export function sealEvents(head: ChainHead | null, inputs: readonly AuditEventIn
   return sealEventsWithJson(head, inputs).map((s) => s.event);
 }
 
-/** {@link sealEvents}, also returning each event's data as the JSON text a store keeps. */
+/** {@link sealEvents}, also returning each event's data as the JSON text a store keeps (its RFC 8785 canonical form). */
 export function sealEventsWithJson(head: ChainHead | null, inputs: readonly AuditEventInput[]): { event: AuditEvent; dataJson: string }[] {
   let seq = head ? head.seq + 1 : 0;
   let prevHash = head ? head.hash : GENESIS_HASH;
   const out: { event: AuditEvent; dataJson: string }[] = [];
+  // One clock reading per append: the events of one call are recorded at the same time.
+  let now: string | undefined;
   for (const input of inputs) {
     checkInput(input);
-    // Normalise data to plain JSON once; hash exactly what a store will read back.
-    const dataJson = JSON.stringify(input.data ?? {});
-    const data = JSON.parse(dataJson) as Record<string, unknown>;
-    const unsealed = {
+    const { dataJson, data } = normaliseData(input.data);
+    // Built whole, with its hash field from the start (no copy per event: this is the hot path).
+    const event: AuditEvent = {
       schemaVersion: AUDIT_SCHEMA_VERSION,
       id: randomUUID(),
       threadId: input.threadId,
       seq,
       type: input.type,
-      at: input.at ?? new Date().toISOString(),
+      at: input.at ?? (now ??= new Date().toISOString()),
       data,
       prevHash,
+      hash: "",
     };
-    const event = { ...unsealed, hash: hashOf(unsealed, canonicalJson(data)) };
+    event.hash = hashOf(event, dataJson, true);
     out.push({ event, dataJson });
     prevHash = event.hash;
     seq += 1;
@@ -169,55 +312,121 @@ export function sealEventsWithJson(head: ChainHead | null, inputs: readonly Audi
   return out;
 }
 
-/**
- * Checks a thread's events, as read from a store, against their chain and, when the store keeps
- * one, its recorded head. Detects changed, deleted, inserted and reordered events.
- * @example
- * ```ts
- * const result = verifyChain("t1", await log.read("t1"));
- * ```
- */
-export function verifyChain(threadId: string, events: readonly unknown[], head?: ChainHead | null): AuditVerification {
-  let prevHash = GENESIS_HASH;
+/** Where a chain of events stops being valid, checked from `from` (genesis when null). */
+function firstBadLink(threadId: string, events: readonly unknown[], from: ChainHead | null): { brokenAt: AuditBreak } | { head: ChainHead | null } {
+  let prevHash = from ? from.hash : GENESIS_HASH;
+  const offset = from ? from.seq + 1 : 0;
   for (let i = 0; i < events.length; i++) {
+    const position = offset + i;
     const parsed = AuditEventSchema.safeParse(events[i]);
     const rawId = (events[i] as { id?: unknown } | null)?.id;
     const eventId = typeof rawId === "string" ? rawId : undefined;
     if (!parsed.success || parsed.data.threadId !== threadId) {
       const found = parsed.success ? `threadId ${parsed.data.threadId}` : (parsed.error.issues[0]?.message ?? "malformed");
-      return { ok: false, threadId, count: events.length, brokenAt: { seq: i, eventId, reason: "malformed", expected: "a valid audit event", found } };
+      return { brokenAt: { seq: position, eventId, reason: "malformed", expected: "a valid audit event", found } };
     }
     const event = parsed.data;
-    if (event.seq !== i) {
-      return { ok: false, threadId, count: events.length, brokenAt: { seq: i, eventId, reason: "sequence_gap", expected: String(i), found: String(event.seq) } };
-    }
-    if (event.prevHash !== prevHash) {
-      return { ok: false, threadId, count: events.length, brokenAt: { seq: i, eventId, reason: "prev_hash_mismatch", expected: prevHash, found: event.prevHash } };
-    }
+    if (event.seq !== position) return { brokenAt: { seq: position, eventId, reason: "sequence_gap", expected: String(position), found: String(event.seq) } };
+    if (event.prevHash !== prevHash) return { brokenAt: { seq: position, eventId, reason: "prev_hash_mismatch", expected: prevHash, found: event.prevHash } };
     const { hash, ...unsealed } = event;
-    const expected = hashOf(unsealed);
-    if (expected !== hash) {
-      return { ok: false, threadId, count: events.length, brokenAt: { seq: i, eventId, reason: "hash_mismatch", expected, found: hash } };
-    }
+    // The stored data itself, not zod's copy of it: that copy drops an own "__proto__" member.
+    const expected = hashOf({ ...unsealed, data: (events[i] as { data: Record<string, unknown> }).data });
+    if (expected !== hash) return { brokenAt: { seq: position, eventId, reason: "hash_mismatch", expected, found: hash } };
     prevHash = hash;
   }
-  if (head !== undefined) {
-    const expectedHead = head ? `${head.seq}:${head.hash}` : `-1:${GENESIS_HASH}`;
-    const foundHead = `${events.length - 1}:${prevHash}`;
-    if (expectedHead !== foundHead) {
-      return {
-        ok: false,
-        threadId,
-        count: events.length,
-        // The first position the recorded head and the stored events disagree on.
-        brokenAt: { seq: Math.min(events.length, (head?.seq ?? -1) + 1), eventId: undefined, reason: "head_mismatch", expected: expectedHead, found: foundHead },
-      };
-    }
-  }
-  return { ok: true, threadId, count: events.length, headHash: prevHash };
+  return { head: events.length > 0 ? { seq: offset + events.length - 1, hash: prevHash } : from };
 }
 
+/**
+ * Checks that `events` (one thread's, in stored order) continue the chain from `head` (genesis
+ * when null); for a store that finds events after its last recorded head.
+ * @example
+ * ```ts
+ * const result = continuesChain("t1", { seq: 4, hash }, tailEvents); // undefined when they do
+ * ```
+ */
+export function continuesChain(threadId: string, head: ChainHead | null, events: readonly unknown[]): AuditBreak | undefined {
+  const result = firstBadLink(threadId, events, head);
+  return "brokenAt" in result ? result.brokenAt : undefined;
+}
+
+/** What {@link verifyChain} checks besides the events. */
+export interface VerifyChainOptions extends AuditVerifyOptions {
+  /** The thread's signed head as stored (checked when `publicKey` is given). */
+  signedHead?: unknown;
+}
+
+const headText = (head: ChainHead | null) => (head ? `${head.seq}:${head.hash}` : `-1:${GENESIS_HASH}`);
+
+/**
+ * Checks a thread's events, as read from a store, against their chain and, when the store keeps
+ * one, its recorded head. Detects changed, deleted, inserted and reordered events. With a
+ * `publicKey`, also checks the signed head: signed by that key, for this thread, and the chain
+ * ends exactly at it; with a `knownHead`, that the chain still contains it.
+ * The first failure is reported, in this order: the events themselves, the recorded head, the
+ * known head, the signed head.
+ * @example
+ * ```ts
+ * const result = verifyChain("t1", await log.read("t1"));
+ * // An auditor holding only the public key:
+ * const checked = verifyChain("t1", exportedEvents, undefined, { signedHead, publicKey: publicKeyPem });
+ * ```
+ */
+export function verifyChain(threadId: string, events: readonly unknown[], head?: ChainHead | null, options: VerifyChainOptions = {}): AuditVerification {
+  const count = events.length;
+  const fail = (brokenAt: AuditBreak): AuditVerification => ({ ok: false, threadId, count, brokenAt });
+  const chain = firstBadLink(threadId, events, null);
+  if ("brokenAt" in chain) return fail(chain.brokenAt);
+  const end = chain.head;
+  // The first position a head and the stored events disagree on.
+  const headBreak = (expected: ChainHead | null): AuditBreak => ({
+    seq: Math.min(count, (expected?.seq ?? -1) + 1),
+    eventId: undefined,
+    reason: "head_mismatch",
+    expected: headText(expected),
+    found: headText(end),
+  });
+  if (head !== undefined && headText(head) !== headText(end)) return fail(headBreak(head));
+  const { knownHead, publicKey } = options;
+  if (knownHead !== undefined) {
+    if (!Number.isInteger(knownHead?.seq) || knownHead.seq < 0 || typeof knownHead.hash !== "string") {
+      throw new EartConfigError("knownHead", "must be a chain head { seq, hash }");
+    }
+    const at = events[knownHead.seq] as AuditEvent | undefined;
+    if (at?.hash !== knownHead.hash) {
+      return fail({
+        seq: Math.min(count, knownHead.seq),
+        eventId: undefined,
+        reason: "head_mismatch",
+        expected: headText(knownHead),
+        found: at ? `${knownHead.seq}:${at.hash}` : headText(end),
+      });
+    }
+  }
+  if (publicKey !== undefined) {
+    const key = toPublicKey(publicKey);
+    const signed = options.signedHead;
+    if (signed === undefined || signed === null) {
+      if (count > 0) return fail({ seq: 0, eventId: undefined, reason: "signature_invalid", expected: `a head signed by key ${auditKeyId(key)}`, found: "no signed head" });
+    } else {
+      const check = verifyHeadSignature(signed, key);
+      if (!check.ok) return fail({ seq: 0, eventId: undefined, reason: "signature_invalid", expected: check.expected, found: check.found });
+      if (check.head.threadId !== threadId) {
+        return fail({ seq: 0, eventId: undefined, reason: "signature_invalid", expected: `a head of thread ${threadId}`, found: `a head of thread ${check.head.threadId}` });
+      }
+      const signedAt = { seq: check.head.seq, hash: check.head.hash };
+      if (headText(signedAt) !== headText(end)) return fail(headBreak(signedAt));
+    }
+  }
+  return { ok: true, threadId, count, headHash: end ? end.hash : GENESIS_HASH };
+}
+
+/**
+ * Groups inputs by thread, keeping their order; checks every input first, so a bad one anywhere
+ * in a batch throws {@link AuditInputError} before anything is stored.
+ */
 function groupByThread(inputs: readonly AuditEventInput[]): Map<string, AuditEventInput[]> {
+  for (const input of inputs) checkInput(input);
   const groups = new Map<string, AuditEventInput[]>();
   for (const input of inputs) {
     const list = groups.get(input.threadId);
@@ -232,8 +441,20 @@ export function toInputList(events: AuditEventInput | readonly AuditEventInput[]
   return Array.isArray(events) ? (events as readonly AuditEventInput[]) : [events as AuditEventInput];
 }
 
+/** Option schema: an Ed25519 private key (KeyObject or PKCS#8 PEM) that signs chain heads. */
+export const AuditSigningKeyOption = z.custom<AuditSigningKey>(
+  (v) => v instanceof nodeCrypto.KeyObject || (typeof v === "string" && v.length > 0),
+  "must be an Ed25519 private key (a KeyObject or a PEM string)",
+);
+
+const MemoryAuditLogOptionsSchema = z.object({ signingKey: AuditSigningKeyOption.optional() }).strict();
+
+/** Options of {@link MemoryAuditLog}. */
+export type MemoryAuditLogOptions = z.input<typeof MemoryAuditLogOptionsSchema>;
+
 /**
- * Audit log held in memory: for tests and short-lived processes.
+ * Audit log held in memory: for tests and short-lived processes. With a `signingKey`, each
+ * thread's head is signed after every append (see {@link AuditLog.signedHead}).
  * @example
  * ```ts
  * const auditLog = new MemoryAuditLog();
@@ -244,6 +465,13 @@ export class MemoryAuditLog implements AuditLog {
   // Data is kept as JSON text: appends hand out the sealed objects themselves, reads parse fresh
   // copies, and nothing a caller holds can change what is stored.
   readonly #threads = new Map<string, StoredEvent[]>();
+  readonly #signed = new Map<string, SignedChainHead>();
+  readonly #signer: HeadSigner | undefined;
+
+  constructor(options: MemoryAuditLogOptions = {}) {
+    const parsed = parseOptions(MemoryAuditLogOptionsSchema, options);
+    this.#signer = parsed.signingKey === undefined ? undefined : headSigner(parsed.signingKey);
+  }
 
   async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
     // Seal every thread's events before storing any, so a bad event stores nothing.
@@ -256,9 +484,21 @@ export class MemoryAuditLog implements AuditLog {
       let chain = this.#threads.get(threadId);
       if (!chain) this.#threads.set(threadId, (chain = []));
       for (const { event, dataJson } of list) {
-        chain.push({ ...event, data: dataJson });
+        chain.push({
+          schemaVersion: event.schemaVersion,
+          id: event.id,
+          threadId: event.threadId,
+          seq: event.seq,
+          type: event.type,
+          at: event.at,
+          data: dataJson,
+          prevHash: event.prevHash,
+          hash: event.hash,
+        });
         out.push(event);
       }
+      const last = list[list.length - 1]!.event;
+      if (this.#signer) this.#signed.set(threadId, this.#signer.sign({ threadId, seq: last.seq, hash: last.hash }));
     }
     return out;
   }
@@ -267,12 +507,21 @@ export class MemoryAuditLog implements AuditLog {
     return (this.#threads.get(threadId) ?? []).map((e) => ({ ...e, data: JSON.parse(e.data) as Record<string, unknown> }));
   }
 
-  async verify(threadId: string): Promise<AuditVerification> {
-    return verifyChain(threadId, await this.read(threadId));
+  async verify(threadId: string, options: AuditVerifyOptions = {}): Promise<AuditVerification> {
+    return verifyChain(threadId, await this.read(threadId), undefined, {
+      ...options,
+      publicKey: options.publicKey ?? this.#signer?.publicKey,
+      signedHead: this.#signed.get(threadId),
+    });
   }
 
   async listThreads(): Promise<string[]> {
     return [...this.#threads.keys()].sort();
+  }
+
+  async signedHead(threadId: string): Promise<SignedChainHead | undefined> {
+    const head = this.#signed.get(threadId);
+    return head && { ...head };
   }
 }
 

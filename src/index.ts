@@ -14,6 +14,8 @@ export {
   AuditEventInputSchema,
   AuditEventSchema,
   AuditEventTypeSchema,
+  AuditSigningKeyOption,
+  continuesChain,
   GENESIS_HASH,
   MemoryAuditLog,
   sealEvents,
@@ -24,9 +26,26 @@ export {
   type AuditEventType,
   type AuditLog,
   type AuditVerification,
+  type AuditVerifyOptions,
   type ChainHead,
+  type MemoryAuditLogOptions,
+  type VerifyChainOptions,
 } from "./audit.js";
 export { SqliteAuditLog, type SqliteAuditLogOptions } from "./audit-sqlite.js";
+export { JsonlAuditLog, type JsonlAuditLogOptions } from "./audit-jsonl.js";
+export { PostgresAuditLog, type PostgresAuditLogOptions } from "./audit-postgres.js";
+export {
+  auditKeyId,
+  generateAuditSigningKey,
+  signChainHead,
+  SIGNED_HEAD_SCHEMA_VERSION,
+  SignedChainHeadSchema,
+  verifyHeadSignature,
+  type AuditPublicKey,
+  type AuditSigningKey,
+  type HeadSignatureCheck,
+  type SignedChainHead,
+} from "./audit-signing.js";
 export { AuditLogOption, BudgetGuardOption, IdentityRegistryOption, parseOptions, PolicyEngineOption } from "./options.js";
 export * from "./policy-cedar.js";
 export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./replay.js";

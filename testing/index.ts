@@ -31,3 +31,4 @@ export function scriptedModel(script: ModelScript, options: { turns?: number } =
 export type { FakeBuiltModel };
 
 export { policyEngineSpec, requestOf, SEED_POLICY_CASES, type PolicyEngineCase, type SpecRunner } from "./policy-engine-spec.js";
+export { auditLogSpec, expectedAuditHash, type AuditLogSpecOptions, type AuditTamperOp, type MakeAuditLogOptions } from "./audit-log-spec.js";

@@ -1,0 +1,275 @@
+import { createHash } from "node:crypto";
+import type pg from "pg";
+import {
+  groupByThread,
+  sealEventsWithJson,
+  toInputList,
+  verifyChain,
+  type AuditEvent,
+  type AuditEventInput,
+  type AuditLog,
+  type AuditVerification,
+  type AuditVerifyOptions,
+  type ChainHead,
+} from "./audit.js";
+import { headSigner, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "./audit-signing.js";
+import { AuditStoreError, EartError } from "./errors.js";
+import { migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
+
+/**
+ * Where the PostgreSQL audit log lives (a connection string, else `EART_DATABASE_URL`, or a pool
+ * to share), and optionally an Ed25519 `signingKey` that signs each thread's head on every append.
+ */
+export type PostgresAuditLogOptions = PostgresLocation & { signingKey?: AuditSigningKey };
+
+const EVENTS = "eart_audit_events";
+const HEADS = "eart_audit_heads";
+
+/**
+ * First key of the two-key advisory locks this log takes (the bytes of "eart"). The two-key lock
+ * space is apart from the one-key space of `PostgresThreadLock`, so a run holding its thread's
+ * lock can still append to that thread's audit chain.
+ */
+const LOCK_NAMESPACE = 0x65617274;
+
+const COLUMNS = "thread_id, seq, id, type, at, schema_version, data, prev_hash, hash";
+
+interface EventRow {
+  thread_id: string;
+  seq: number;
+  id: string;
+  type: string;
+  at: string;
+  schema_version: number;
+  data: string;
+  prev_hash: string;
+  hash: string;
+}
+
+/** The second key of a thread's advisory lock: 32 bits of the SHA-256 of its id (a collision only serialises two threads). */
+function lockKey(threadId: string): number {
+  return createHash("sha256").update(threadId).digest().readInt32BE(0);
+}
+
+/**
+ * Audit log in PostgreSQL (tables `eart_audit_events` and `eart_audit_heads`, created on first
+ * use), shared by every process and machine on the database.
+ *
+ * An append is one transaction: `pg_advisory_xact_lock` on each thread it touches, each in its own
+ * statement and in one order for every writer; then, in new statements (so they see the previous
+ * holder's commit), the heads are read, the events inserted in one multi-row `INSERT … SELECT
+ * unnest(…)` and the heads updated. (A lock taken inside the INSERT would come too late: that
+ * statement's snapshot, taken before the lock is granted, would miss the previous append and fork
+ * the chain.) `PRIMARY KEY (thread_id, seq)` and `UNIQUE (thread_id, prev_hash)` are the net: a
+ * writer that skipped the lock fails instead of forking the chain. (`UNIQUE (prev_hash)` alone
+ * would refuse the second thread ever started, as every first event follows the same genesis hash.)
+ *
+ * `verify` reads the events and the head in one REPEATABLE READ transaction, so appends running at
+ * the same time never make it report a false break. It detects changed, deleted, inserted and
+ * reordered events and a deleted last event (the head); with a `signingKey` (or `publicKey` given
+ * to `verify`), also a chain and head rewritten by someone without the private key.
+ * @example
+ * ```ts
+ * const auditLog = new PostgresAuditLog({ connectionString: process.env.EART_DATABASE_URL });
+ * await auditLog.append([{ threadId: "t1", type: "run.started" }, { threadId: "t2", type: "run.started" }]);
+ * await auditLog.verify("t1");
+ * await auditLog.close();
+ * ```
+ */
+export class PostgresAuditLog implements AuditLog {
+  readonly #pool: pg.Pool;
+  readonly #owned: boolean;
+  readonly #migrate: () => Promise<void>;
+  readonly #signer: HeadSigner | undefined;
+
+  constructor(options: PostgresAuditLogOptions = {}) {
+    const { signingKey, ...location } = (options ?? {}) as PostgresAuditLogOptions;
+    this.#signer = signingKey === undefined ? undefined : headSigner(signingKey);
+    ({ pool: this.#pool, owned: this.#owned } = openPostgres(location));
+    this.#migrate = migrationOnce(
+      this.#pool,
+      EVENTS,
+      `CREATE TABLE IF NOT EXISTS ${EVENTS} (
+         thread_id TEXT NOT NULL,
+         seq INTEGER NOT NULL CHECK (seq >= 0),
+         id TEXT NOT NULL,
+         type TEXT NOT NULL,
+         at TEXT NOT NULL,
+         schema_version INTEGER NOT NULL,
+         data TEXT NOT NULL,
+         prev_hash TEXT NOT NULL,
+         hash TEXT NOT NULL,
+         PRIMARY KEY (thread_id, seq),
+         CONSTRAINT ${EVENTS}_prev_hash_key UNIQUE (thread_id, prev_hash)
+       );
+       CREATE TABLE IF NOT EXISTS ${HEADS} (
+         thread_id TEXT PRIMARY KEY,
+         seq INTEGER NOT NULL,
+         hash TEXT NOT NULL,
+         signed_head TEXT
+       );`,
+    );
+  }
+
+  async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
+    const groups = groupByThread(toInputList(events));
+    if (groups.size === 0) return [];
+    return this.#run("append to", async () => {
+      await this.#migrate();
+      const client = await this.#pool.connect();
+      let broken = false;
+      try {
+        return await this.#appendIn(client, groups);
+      } catch (error) {
+        // A client that cannot even roll back is not handed out again.
+        broken = await client.query("ROLLBACK").then(
+          () => false,
+          () => true,
+        );
+        throw error;
+      } finally {
+        client.release(broken);
+      }
+    });
+  }
+
+  async #appendIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>): Promise<AuditEvent[]> {
+    const threadIds = [...groups.keys()];
+    const keys = [...new Set(threadIds.map(lockKey))].sort((a, b) => a - b);
+    // One round trip, several statements: each lock in its own statement, then the heads read by
+    // a later statement of the same transaction, whose snapshot is taken after every lock is held.
+    // READ COMMITTED is spelled out: under a REPEATABLE READ default the snapshot would be the first statement's.
+    const results = (await client.query(
+      `BEGIN ISOLATION LEVEL READ COMMITTED;
+       ${keys.map((k) => `SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, ${k});`).join("\n")}
+       SELECT thread_id, seq, hash FROM ${HEADS} WHERE thread_id IN (${threadIds.map((id) => client.escapeLiteral(id)).join(", ")});`,
+    )) as unknown as pg.QueryResult<{ thread_id: string; seq: number; hash: string }>[];
+    const heads = new Map(results[results.length - 1]!.rows.map((r) => [r.thread_id, { seq: r.seq, hash: r.hash } satisfies ChainHead]));
+
+    const columns: unknown[][] = Array.from({ length: 9 }, () => []);
+    const headColumns: unknown[][] = Array.from({ length: 4 }, () => []);
+    const out: AuditEvent[] = [];
+    for (const [threadId, inputs] of groups) {
+      const sealed = sealEventsWithJson(heads.get(threadId) ?? null, inputs);
+      for (const { event, dataJson } of sealed) {
+        const row = [event.threadId, event.seq, event.id, event.type, event.at, event.schemaVersion, dataJson, event.prevHash, event.hash];
+        for (let i = 0; i < row.length; i++) columns[i]!.push(row[i]);
+        out.push(event);
+      }
+      const last = sealed[sealed.length - 1]!.event;
+      const signed = this.#signer?.sign({ threadId, seq: last.seq, hash: last.hash });
+      [threadId, last.seq, last.hash, signed ? JSON.stringify(signed) : null].forEach((v, i) => headColumns[i]!.push(v));
+    }
+    await client.query(
+      `WITH inserted AS (
+         INSERT INTO ${EVENTS} (${COLUMNS})
+         SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[])
+       )
+       INSERT INTO ${HEADS} (thread_id, seq, hash, signed_head)
+       SELECT * FROM unnest($10::text[], $11::int[], $12::text[], $13::text[])
+       ON CONFLICT (thread_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, signed_head = excluded.signed_head`,
+      [...columns, ...headColumns],
+    );
+    await client.query("COMMIT");
+    return out;
+  }
+
+  async read(threadId: string): Promise<AuditEvent[]> {
+    return this.#run("read", async () => {
+      await this.#migrate();
+      const { rows } = await this.#pool.query<EventRow>(`SELECT ${COLUMNS} FROM ${EVENTS} WHERE thread_id = $1 ORDER BY seq`, [threadId]);
+      return rows.map(rowToEvent);
+    });
+  }
+
+  async verify(threadId: string, options: AuditVerifyOptions = {}): Promise<AuditVerification> {
+    const [rows, head] = await this.#run("verify", async () => {
+      await this.#migrate();
+      const client = await this.#pool.connect();
+      try {
+        // One snapshot for the events and the head, whatever commits meanwhile.
+        await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        const events = await client.query<EventRow>(`SELECT ${COLUMNS} FROM ${EVENTS} WHERE thread_id = $1 ORDER BY seq`, [threadId]);
+        const heads = await client.query<{ seq: number; hash: string; signed_head: string | null }>(`SELECT seq, hash, signed_head FROM ${HEADS} WHERE thread_id = $1`, [threadId]);
+        await client.query("COMMIT");
+        return [events.rows, heads.rows[0]] as const;
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
+    });
+    const events: unknown[] = rows.map((row) => {
+      try {
+        return rowToEvent(row);
+      } catch {
+        return { id: row.id, malformed: true };
+      }
+    });
+    return verifyChain(threadId, events, head ? { seq: head.seq, hash: head.hash } : null, {
+      ...options,
+      publicKey: options.publicKey ?? this.#signer?.publicKey,
+      signedHead: head?.signed_head == null ? undefined : parseJsonOr(head.signed_head),
+    });
+  }
+
+  async listThreads(): Promise<string[]> {
+    return this.#run("list threads of", async () => {
+      await this.#migrate();
+      const { rows } = await this.#pool.query<{ thread_id: string }>(`SELECT thread_id FROM ${EVENTS} GROUP BY thread_id ORDER BY thread_id COLLATE "C"`);
+      return rows.map((r) => r.thread_id);
+    });
+  }
+
+  /** The thread's signed head, when it has one (written by a log given a `signingKey`). */
+  async signedHead(threadId: string): Promise<SignedChainHead | undefined> {
+    return this.#run("read the signed head of", async () => {
+      await this.#migrate();
+      const { rows } = await this.#pool.query<{ signed_head: string | null }>(`SELECT signed_head FROM ${HEADS} WHERE thread_id = $1`, [threadId]);
+      const text = rows[0]?.signed_head;
+      return text == null ? undefined : (parseJsonOr(text) as SignedChainHead);
+    });
+  }
+
+  /** Ends the connection pool (only when this log created it). */
+  async close(): Promise<void> {
+    if (this.#owned && !this.#pool.ended) await this.#pool.end();
+  }
+
+  async #run<T>(what: string, body: () => Promise<T>): Promise<T> {
+    try {
+      return await body();
+    } catch (error) {
+      if (error instanceof EartError) throw error;
+      const pgError = error as { code?: string; constraint?: string; message?: string };
+      const message =
+        pgError.code === "23505"
+          ? `a write conflicted with the chain (${pgError.constraint ?? "unique constraint"}): another writer appended to the thread without its lock, or the head was changed`
+          : (pgError.message ?? String(error));
+      throw new AuditStoreError(`Cannot ${what} the PostgreSQL audit log: ${message}`, { cause: error });
+    }
+  }
+}
+
+function parseJsonOr(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
+function rowToEvent(row: EventRow): AuditEvent {
+  return {
+    schemaVersion: row.schema_version as 1,
+    id: row.id,
+    threadId: row.thread_id,
+    seq: row.seq,
+    type: row.type as AuditEvent["type"],
+    at: row.at,
+    data: JSON.parse(row.data) as Record<string, unknown>,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}
