@@ -23,8 +23,14 @@
  * per batched variant (default 50,000) and `EART_BENCH_AUDIT_SINGLE_EVENTS` per single-event
  * variant (default 5,000); `EART_BENCH_SKIP_AUDIT_POSTGRES=1` leaves PostgreSQL out (it uses the
  * same database as the ledger benchmark).
+ *
+ * Then the export benchmark (./export.ts): the governed refund conversation with export off and
+ * with LangSmith + OpenTelemetry export on (to a local receiver in a child process), per invoke,
+ * and the ratio (target ≤ 1.05×). `EART_BENCH_SKIP_EXPORT=1` skips it; `EART_BENCH_EXPORT_THREADS`
+ * sets the timed threads per variant (default 1,000).
  */
 import { runAuditBench } from "./audit.js";
+import { runExportBench } from "./export.js";
 import { runLedgerBench } from "./ledger.js";
 import { runPolicyBench } from "./policy.js";
 import { assertCompleted, createBareVariant, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
@@ -142,3 +148,4 @@ if (process.env.EART_BENCH_SKIP_REFUND !== "1") await main();
 await runPolicyBench();
 if (process.env.EART_BENCH_SKIP_LEDGER !== "1") await runLedgerBench();
 if (process.env.EART_BENCH_SKIP_AUDIT !== "1") await runAuditBench();
+if (process.env.EART_BENCH_SKIP_EXPORT !== "1") await runExportBench();

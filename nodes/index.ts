@@ -6,3 +6,4 @@ export * from "./governed-tool-node.js";
 export { lastAIMessage, requireThreadId } from "./runtime.js";
 export * from "./tool-recovery.js";
 export * from "./context-retrieval.js";
+export * from "./trace-export.js";

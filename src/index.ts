@@ -56,3 +56,21 @@ export * from "./recovery.js";
 export * from "./thread-lock.js";
 export * from "./context.js";
 export * from "./escalation.js";
+export * from "./export-core.js";
+export {
+  deterministicUuid7,
+  ExportRedactionOption,
+  redactEvent,
+  SegmentTracker,
+  standardRedaction,
+  type CallFacts,
+  type RedactedEvent,
+  type Segment,
+  type SegmentLink,
+  type SegmentOutcome,
+  type TraceHandlers,
+  type WaitingFor,
+} from "./export-segments.js";
+export * from "./export-langsmith.js";
+export * from "./export-otel.js";
+export * from "./export-jsonl.js";

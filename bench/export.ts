@@ -1,0 +1,231 @@
+/**
+ * Benchmark: per-invoke time of the governed refund conversation (auto-allowed path, 3 model
+ * turns, 2 tool calls, 12 audit events per thread, `MemorySaver`, `MemoryAuditLog`) with export
+ * off, and with export on: the same audit log wrapped by `createTraceExport` with the LangSmith
+ * exporter (the real `langsmith` client, posting `/runs/batch` to a local capture server) and the
+ * OpenTelemetry exporter (the SDK's `BasicTracerProvider` + `BatchSpanProcessor` +
+ * OTLP/HTTP JSON exporter, posting to a local receiver). The receiving server runs in a child
+ * process, so its work is not on the measured event loop; everything the exporters do
+ * (redaction, mapping, serialisation, HTTP) is, in the background between and during invokes,
+ * which is what an application pays.
+ *
+ * One sample is one invoke plus one turn of the event loop (see `turn`), for both variants.
+ * Variants alternate in 10 rounds (which goes first alternates too), after a warm-up. The table
+ * also shows this process's CPU time per invoke (user + system), less sensitive than wall time to
+ * other processes on the machine. At the end the exporters are flushed and the run fails unless
+ * every event was exported (none dropped or failed) and the receiver got every span and run.
+ * Target: export on ≤ 1.05× export off (mean and median).
+ *
+ * Env: `EART_BENCH_EXPORT_THREADS` (timed threads per variant, default 1,000).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { HumanMessage } from "@langchain/core/messages";
+import { MemorySaver } from "@langchain/langgraph";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { createLangSmithExporter, createOtelExporter, createTraceExport, definePolicy, MemoryAuditLog, type AuditLog, type TraceExport } from "eart";
+import { createGovernedAgent } from "eart/graphs";
+import { scriptedModel } from "eart/testing";
+import { assertCompleted, createRefundTools, MODEL_CALLS_PER_THREAD, REQUEST, refundScript, type Variant } from "./refund.js";
+
+/** Target: export-on per-invoke time (mean and median) at most this multiple of export-off. */
+export const EXPORT_TARGET_RATIO = 1.05;
+const DEFAULT_THREADS = 1_000;
+const WARMUP_THREADS = 50;
+const ROUNDS = 10;
+
+const IDENTITIES = {
+  roles: { customer: { description: "A customer asking about their own orders", tools: ["lookup_order", "issue_refund"] } },
+  agents: [{ id: "support-agent", roles: ["support"], tools: ["lookup_order", "issue_refund"], dataScopes: ["orders"] }],
+  users: [{ id: "cara", name: "Cara (customer)", roles: ["customer"] }],
+};
+const POLICY = definePolicy({
+  name: "bench-refunds",
+  rules: [
+    { id: "orders.lookup", tools: ["lookup_order"], effect: "allow", reason: "Order lookups are allowed" },
+    { id: "refund.small", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 100, effect: "allow", reason: "Refunds up to $100 are allowed" },
+  ],
+});
+
+/** A receiver in a child process: answers 200 `{}` to every POST; counts requests, bytes, spans and run operations by path. */
+const RECEIVER = `
+const http = require("node:http");
+const stats = {};
+const server = http.createServer((req, res) => {
+  let bytes = 0;
+  const chunks = [];
+  req.on("data", (c) => ((bytes += c.length), chunks.push(c)));
+  req.on("end", () => {
+    if (req.method === "GET" && req.url === "/stats") {
+      res.writeHead(200, { "content-type": "application/json" });
+      return res.end(JSON.stringify(stats));
+    }
+    const s = (stats[req.url] ??= { requests: 0, bytes: 0, items: 0 });
+    s.requests += 1;
+    s.bytes += bytes;
+    try {
+      const body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+      if (req.url === "/v1/traces") for (const rs of body.resourceSpans) for (const ss of rs.scopeSpans) s.items += ss.spans.length;
+      else s.items += (body.post?.length ?? 0) + (body.patch?.length ?? 0);
+    } catch {}
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end("{}");
+  });
+});
+server.listen(0, "127.0.0.1", () => process.stdout.write(String(server.address().port) + "\\n"));
+`;
+
+async function startReceiver(): Promise<{ url: string; child: ChildProcess; stats(): Promise<Record<string, { requests: number; bytes: number; items: number }>> }> {
+  const child = spawn(process.execPath, ["-e", RECEIVER], { stdio: ["ignore", "pipe", "inherit"] });
+  const port = await new Promise<number>((done, fail) => {
+    child.once("error", fail);
+    child.stdout!.once("data", (d: Buffer) => done(Number(d.toString().trim())));
+  });
+  const url = `http://127.0.0.1:${port}`;
+  return { url, child, stats: async () => (await (await fetch(`${url}/stats`)).json()) as Record<string, { requests: number; bytes: number; items: number }> };
+}
+
+function threadCount(): number {
+  const raw = process.env.EART_BENCH_EXPORT_THREADS;
+  if (raw === undefined || raw === "") return DEFAULT_THREADS;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`EART_BENCH_EXPORT_THREADS must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+function governed(name: string, modelTurns: number, auditLog: AuditLog): Variant {
+  const { tools, refundsByThread } = createRefundTools();
+  const agent = createGovernedAgent({
+    model: scriptedModel(refundScript, { turns: modelTurns }),
+    tools,
+    identities: IDENTITIES,
+    policy: POLICY,
+    checkpointer: new MemorySaver(),
+    auditLog,
+  });
+  return {
+    name,
+    refundsByThread,
+    run: (threadId) => agent.invoke({ messages: [new HumanMessage(REQUEST)] }, { configurable: { thread_id: threadId, agent_id: "support-agent", user_id: "cara" } }),
+  };
+}
+
+const ms = (x: number) => x.toFixed(3);
+
+/**
+ * One turn of the event loop. The scripted conversation never waits for I/O, so without it the
+ * loop of invokes would run as one chain of microtasks and starve every timer and socket, the
+ * exporters' included (a real agent waits for its model between steps). Both variants take it,
+ * inside the clock: the exporters' background work runs in these turns and is measured.
+ */
+const turn = () => new Promise<void>((done) => setImmediate(done));
+
+/** Mean, median and 95th percentile of per-invoke times, in ms. */
+function summarise(samples: readonly number[]): { count: number; mean: number; median: number; p95: number } {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const mid = sorted.length / 2;
+  const median = sorted.length % 2 === 1 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  const p95 = sorted[Math.min(sorted.length - 1, Math.floor(0.95 * sorted.length))]!;
+  return { count: sorted.length, mean: sorted.reduce((a, x) => a + x, 0) / sorted.length, median, p95 };
+}
+
+/**
+ * Runs the export benchmark and prints its table and ratio.
+ * @example
+ * ```ts
+ * await runExportBench();
+ * ```
+ */
+export async function runExportBench(): Promise<void> {
+  const threads = threadCount();
+  const receiver = await startReceiver();
+  let provider: BasicTracerProvider | undefined;
+  let traceExport: TraceExport | undefined;
+  try {
+    provider = new BasicTracerProvider({
+      spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: `${receiver.url}/v1/traces` }), { maxQueueSize: 16_384, scheduledDelayMillis: 1_000, maxExportBatchSize: 512 })],
+    });
+    const inner = new MemoryAuditLog();
+    traceExport = createTraceExport({
+      auditLog: inner,
+      exporters: [createLangSmithExporter({ apiUrl: receiver.url, apiKey: "bench", projectName: "eart-bench" }), createOtelExporter({ tracerProvider: provider })],
+    });
+    const modelTurns = (WARMUP_THREADS + threads) * MODEL_CALLS_PER_THREAD;
+    const off = governed("export off", modelTurns, new MemoryAuditLog());
+    const on = governed("export on (LangSmith + OTel)", modelTurns, traceExport);
+    const variants = [off, on];
+
+    for (const variant of variants) {
+      for (let i = 0; i < WARMUP_THREADS; i++) {
+        assertCompleted(variant, `warmup-${i}`, await variant.run(`warmup-${i}`));
+        await turn();
+      }
+    }
+    const samples = new Map<Variant, number[]>(variants.map((v) => [v, []]));
+    // CPU time of this process per variant (user + system, all its threads): less sensitive than
+    // wall time to other processes on the machine.
+    const cpu = new Map<Variant, number>(variants.map((v) => [v, 0]));
+    const rounds = Math.min(ROUNDS, threads);
+    for (let round = 0; round < rounds; round++) {
+      const perRound = Math.floor(threads / rounds) + (round < threads % rounds ? 1 : 0);
+      for (const variant of round % 2 === 0 ? variants : [...variants].reverse()) {
+        const times = samples.get(variant)!;
+        const cpuStart = process.cpuUsage();
+        for (let i = 0; i < perRound; i++) {
+          const start = performance.now();
+          await variant.run(`r${round}-${i}`);
+          await turn();
+          times.push(performance.now() - start);
+        }
+        const used = process.cpuUsage(cpuStart);
+        cpu.set(variant, cpu.get(variant)! + (used.user + used.system) / 1000);
+      }
+    }
+
+    // Outside the clock: everything was exported, and arrived.
+    const flushStart = performance.now();
+    const flushed = await traceExport.flush({ timeoutMs: 60_000 });
+    const flushMs = performance.now() - flushStart;
+    for (const variant of variants) {
+      const timed = [...variant.refundsByThread].filter(([id]) => !id.startsWith("warmup-"));
+      if (timed.length !== threads || timed.some(([, n]) => n !== 1)) throw new Error(`${variant.name}: not every timed thread refunded exactly once`);
+    }
+    const threadIds = await inner.listThreads();
+    let events = 0;
+    for (const t of threadIds) events += (await inner.read(t)).length;
+    const stats = traceExport.stats();
+    const received = await receiver.stats();
+    for (const [name, s] of Object.entries(stats)) {
+      if (s.exported !== events || s.dropped !== 0 || s.failed !== 0) throw new Error(`${name} exporter: ${JSON.stringify(s)}, expected ${events} events exported`);
+    }
+    // Each exported conversation is 6 spans (invoke_agent, 3 chat, 2 execute_tool) and 9 LangSmith runs.
+    const onThreads = WARMUP_THREADS + threads;
+    if (!flushed || received["/v1/traces"]?.items !== 6 * onThreads || (received["/runs/batch"]?.items ?? 0) < 9 * onThreads) {
+      throw new Error(`export did not arrive in full: flushed=${flushed}, receiver ${JSON.stringify(received)}, ${onThreads} conversations exported`);
+    }
+
+    const o = summarise(samples.get(off)!);
+    const e = summarise(samples.get(on)!);
+    const ratio = { mean: e.mean / o.mean, median: e.median / o.median };
+    const met = ratio.mean <= EXPORT_TARGET_RATIO && ratio.median <= EXPORT_TARGET_RATIO;
+    console.log(`\neart bench: export, refund conversation (${threads} threads per variant, ${WARMUP_THREADS} warm-up, ${rounds} alternating rounds)`);
+    console.table(
+      variants.map((v) => {
+        const s = summarise(samples.get(v)!);
+        return { variant: v.name, threads: s.count, "mean ms": ms(s.mean), "median ms": ms(s.median), "p95 ms": ms(s.p95), "CPU ms/invoke": ms(cpu.get(v)! / s.count) };
+      }),
+    );
+    console.log(`exported: ${events} audit events of ${threadIds.length} threads by each exporter (none dropped or failed); final flush ${flushMs.toFixed(0)} ms`);
+    console.log(
+      `receiver (child process): ${Object.entries(received)
+        .map(([path, s]) => `${path} ${s.requests} requests, ${s.items} ${path === "/v1/traces" ? "spans" : "run operations"}, ${(s.bytes / 1024 / 1024).toFixed(1)} MB`)
+        .join("; ")}`,
+    );
+    console.log(`\nratio export on/off: mean ${ratio.mean.toFixed(3)}x, median ${ratio.median.toFixed(3)}x (CPU time per invoke ${(cpu.get(on)! / cpu.get(off)!).toFixed(3)}x)`);
+    console.log(`target: export on <= ${EXPORT_TARGET_RATIO}x export off (mean and median): ${met ? "MET" : "NOT MET"}`);
+  } finally {
+    await traceExport?.shutdown({ timeoutMs: 5_000 });
+    await provider?.shutdown();
+    receiver.child.kill();
+  }
+}

@@ -1,0 +1,48 @@
+import type { LangGraphRunnableConfig } from "@langchain/langgraph";
+import { z } from "zod";
+import { AuditLogOption, exportThread, parseOptions, type AuditExporter } from "../src/index.js";
+import { requireThreadId } from "./runtime.js";
+
+const TraceExportNodeOptionsSchema = z
+  .object({
+    /** The audit log the graph writes to (not a `createTraceExport` wrapper: that exports already). */
+    auditLog: AuditLogOption,
+    exporters: z
+      .array(z.custom<AuditExporter>((v) => typeof (v as AuditExporter)?.offer === "function", "must be an AuditExporter"))
+      .min(1),
+    /**
+     * Wait for the exporters to send, up to this many ms, before the node returns. Default 0:
+     * the node only queues the events (exporting never blocks the graph).
+     */
+    waitMs: z.number().int().nonnegative().default(0),
+    /** Threads whose last exported `seq` this node remembers, so it exports only new events. Default 10,000. */
+    maxThreads: z.number().int().positive().default(10_000),
+  })
+  .strict();
+export type TraceExportNodeOptions = z.input<typeof TraceExportNodeOptionsSchema>;
+
+/**
+ * A node that exports the thread's audit events written since its last run (all of them the first
+ * time in a process), read from the audit log: for a graph that wants an explicit export step,
+ * e.g. before `END`, instead of wrapping its audit log with `createTraceExport`. It writes no
+ * state and no audit event.
+ * @example
+ * ```ts
+ * graph.addNode("export", createTraceExportNode({ auditLog, exporters: [createJsonlExporter({ path: "audit.jsonl" })] }))
+ *   .addEdge("agent", "export").addEdge("export", END);
+ * ```
+ */
+export function createTraceExportNode(options: TraceExportNodeOptions) {
+  const { auditLog, exporters, waitMs, maxThreads } = parseOptions(TraceExportNodeOptionsSchema, options);
+  const exportedUpTo = new Map<string, number>();
+
+  return async function traceExport(_state: unknown, config: LangGraphRunnableConfig): Promise<Record<string, never>> {
+    const threadId = requireThreadId(config);
+    const last = await exportThread(auditLog, threadId, exporters, exportedUpTo.get(threadId) ?? -1);
+    exportedUpTo.delete(threadId);
+    exportedUpTo.set(threadId, last);
+    if (exportedUpTo.size > maxThreads) exportedUpTo.delete(exportedUpTo.keys().next().value!);
+    if (waitMs > 0) await Promise.all(exporters.map((x) => x.flush({ timeoutMs: waitMs })));
+    return {};
+  };
+}
