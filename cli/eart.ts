@@ -9,6 +9,7 @@
  *   eart approve|reject|edit <thread> <toolCallId> --as <user> [--args json] [--message m]
  *   eart audit verify [--thread T]           check the hash chains
  *   eart audit export --format jsonl [--thread T] [--out file]
+ *   eart audit export --format otlp [--thread T] [--endpoint url]   spans over OTLP/HTTP
  *
  * `--json` prints machine-readable output. Exit codes: 0 ok, 1 refused or failed (a typed error,
  * a broken chain), 2 usage.
@@ -18,7 +19,9 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import {
+  createOtelExporter,
   EartError,
+  exportThread,
   pendingApproval,
   pendingEscalation,
   pendingRecovery,
@@ -35,7 +38,8 @@ const USAGE = `usage: eart [--app <module>] [--json] <command>
   reject <thread> <toolCallId> --as <user> [--message m]
   edit <thread> <toolCallId> --as <user> --args <json> [--message m]
   audit verify [--thread T]
-  audit export --format jsonl [--thread T] [--out file]`;
+  audit export --format jsonl [--thread T] [--out file]
+  audit export --format otlp [--thread T] [--endpoint http://127.0.0.1:4318/v1/traces]`;
 
 const tty = process.stdout.isTTY === true && !process.env.NO_COLOR;
 const paint = (code: number) => (text: string) => (tty ? `\u001b[${code}m${text}\u001b[0m` : text);
@@ -160,6 +164,50 @@ function describe(e: AuditEvent): string {
   }
 }
 
+/**
+ * Sends threads as OpenTelemetry spans (the same mapping as `createOtelExporter`) over OTLP/HTTP.
+ * The SDK packages are loaded here only; a deployment that never exports OTLP does not need them.
+ */
+async function exportOtlp(app: EartApp, threads: string[], endpoint: string | undefined, json: boolean): Promise<number> {
+  const url = endpoint ?? process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? "http://127.0.0.1:4318/v1/traces";
+  let sdk: typeof import("@opentelemetry/sdk-trace-base");
+  let otlp: typeof import("@opentelemetry/exporter-trace-otlp-http");
+  try {
+    [sdk, otlp] = await Promise.all([import("@opentelemetry/sdk-trace-base"), import("@opentelemetry/exporter-trace-otlp-http")]);
+  } catch {
+    throw new UsageError("--format otlp needs @opentelemetry/api, @opentelemetry/sdk-trace-base and @opentelemetry/exporter-trace-otlp-http installed");
+  }
+  // Count what the collector accepted: the SDK only logs a failed delivery.
+  const inner = new otlp.OTLPTraceExporter({ url });
+  const delivery = { sent: 0, failed: 0 };
+  const counting: import("@opentelemetry/sdk-trace-base").SpanExporter = {
+    export: (spans, done) =>
+      inner.export(spans, (result) => {
+        if (result.code === 0) delivery.sent += spans.length;
+        else delivery.failed += spans.length;
+        done(result);
+      }),
+    shutdown: () => inner.shutdown(),
+    forceFlush: () => inner.forceFlush(),
+  };
+  const provider = new sdk.BasicTracerProvider({ spanProcessors: [new sdk.BatchSpanProcessor(counting)] });
+  const exporter = createOtelExporter({ tracerProvider: provider });
+  let events = 0;
+  for (const [i, t] of threads.entries()) {
+    events += (await exportThread(app.auditLog, t, [exporter])) + 1;
+    if (process.stderr.isTTY && threads.length > 20) process.stderr.write(`\r${i + 1}/${threads.length} threads`);
+  }
+  const flushed = await exporter.flush({ timeoutMs: 30_000 });
+  await exporter.shutdown({ timeoutMs: 5_000 });
+  await provider.shutdown();
+  const stats = exporter.stats();
+  const ok = flushed && stats.failed === 0 && stats.dropped === 0 && delivery.failed === 0 && delivery.sent > 0;
+  const summary = { endpoint: url, threads: threads.length, events, spansSent: delivery.sent, spansFailed: delivery.failed, ...stats };
+  if (json) console.log(JSON.stringify(summary, null, 2));
+  else console.error(`${ok ? green("sent") : red("NOT all sent")}: ${events} events from ${threads.length} threads to ${url} (${delivery.sent} spans accepted, ${delivery.failed} refused; dropped ${stats.dropped})`);
+  return ok ? 0 : 1;
+}
+
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -174,6 +222,7 @@ async function main(argv: string[]): Promise<number> {
       thread: { type: "string" },
       format: { type: "string" },
       out: { type: "string" },
+      endpoint: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -267,10 +316,9 @@ async function main(argv: string[]): Promise<number> {
       return broken.length > 0 ? 1 : 0;
     }
     if (sub === "export") {
-      if (values.format !== "jsonl") {
-        throw new UsageError(values.format === "otlp" ? "--format otlp is not available yet; use --format jsonl" : "export needs --format jsonl");
-      }
+      if (values.format !== "jsonl" && values.format !== "otlp") throw new UsageError("export needs --format jsonl or --format otlp");
       const threads = values.thread ? [values.thread] : await app.auditLog.listThreads();
+      if (values.format === "otlp") return await exportOtlp(app, threads, values.endpoint, values.json === true);
       const out = values.out ? createWriteStream(values.out) : process.stdout;
       let count = 0;
       for (const [i, t] of threads.entries()) {

@@ -1,9 +1,11 @@
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
+import { promisify } from "node:util";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { beforeAll, describe, expect, it } from "vitest";
+import { startCaptureServer } from "../support/capture-server.js";
 
 // The command line runs from the build, in real processes, against the refund example's SQLite file.
 const cli = resolve("dist/cli/eart.js");
@@ -97,6 +99,41 @@ describe("eart, the approver's command line", () => {
     const broken = run(file, ["audit", "verify"]);
     expect(broken.status).toBe(1);
     expect(broken.out).toMatch(/refund-1042\s+-\s+BROKEN at #3 \(hash_mismatch\): expected [0-9a-f]{16}, found [0-9a-f]{16}/);
+  });
+
+  it("exports the threads as OpenTelemetry spans over OTLP/HTTP, and fails when the collector refuses them", async () => {
+    const file = pausedThread();
+    const runAsync = async (endpoint: string) => {
+      try {
+        const { stdout } = await promisify(execFile)(process.execPath, [cli, "--app", app, "--json", "audit", "export", "--format", "otlp", "--endpoint", endpoint], {
+          env: { ...process.env, EART_DEMO_FILE: file, OPENAI_API_KEY: "", NO_COLOR: "1" },
+          timeout: 60_000,
+        });
+        return { status: 0, out: stdout };
+      } catch (error) {
+        return { status: (error as { code?: number }).code ?? -1, out: String((error as { stdout?: string }).stdout ?? "") };
+      }
+    };
+    const collector = await startCaptureServer("ok");
+    try {
+      const sent = await runAsync(`${collector.url}/v1/traces`);
+      expect(sent.status).toBe(0);
+      expect(JSON.parse(sent.out)).toMatchObject({ threads: 1, spansFailed: 0 });
+      expect(JSON.parse(sent.out).spansSent).toBeGreaterThan(0);
+      const bodies = collector.requests.filter((r) => r.method === "POST" && r.path === "/v1/traces").map((r) => JSON.stringify(r.json ?? r.body.toString("utf8")));
+      expect(bodies.join("\n")).toContain("invoke_agent support-agent");
+      expect(bodies.join("\n")).toContain("refund-1042");
+    } finally {
+      await collector.close();
+    }
+    const refusing = await startCaptureServer(503);
+    try {
+      const refused = await runAsync(`${refusing.url}/v1/traces`);
+      expect(refused.status).toBe(1);
+      expect(JSON.parse(refused.out).spansSent).toBe(0);
+    } finally {
+      await refusing.close();
+    }
   });
 
   it("says how to use it: exit code 2 for usage errors", () => {
