@@ -13,6 +13,7 @@ import {
   type ChainHead,
 } from "./audit.js";
 import { headSigner, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "./audit-signing.js";
+import { parseJsonOr, rowToEvent, type EventRow } from "./audit-rows.js";
 import { AuditStoreError, EartError } from "./errors.js";
 import { migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
 
@@ -34,17 +35,6 @@ const LOCK_NAMESPACE = 0x65617274;
 
 const COLUMNS = "thread_id, seq, id, type, at, schema_version, data, prev_hash, hash";
 
-interface EventRow {
-  thread_id: string;
-  seq: number;
-  id: string;
-  type: string;
-  at: string;
-  schema_version: number;
-  data: string;
-  prev_hash: string;
-  hash: string;
-}
 
 /** The second key of a thread's advisory lock: 32 bits of the SHA-256 of its id (a collision only serialises two threads). */
 function lockKey(threadId: string): number {
@@ -250,26 +240,4 @@ export class PostgresAuditLog implements AuditLog {
       throw new AuditStoreError(`Cannot ${what} the PostgreSQL audit log: ${message}`, { cause: error });
     }
   }
-}
-
-function parseJsonOr(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return text;
-  }
-}
-
-function rowToEvent(row: EventRow): AuditEvent {
-  return {
-    schemaVersion: row.schema_version as 1,
-    id: row.id,
-    threadId: row.thread_id,
-    seq: row.seq,
-    type: row.type as AuditEvent["type"],
-    at: row.at,
-    data: JSON.parse(row.data) as Record<string, unknown>,
-    prevHash: row.prev_hash,
-    hash: row.hash,
-  };
 }

@@ -12,6 +12,7 @@ import {
   verifyChain,
 } from "./audit.js";
 import { headSigner, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "./audit-signing.js";
+import { parseJsonOr, rowToEvent, type EventRow } from "./audit-rows.js";
 import { AuditStoreError, EartConfigError, EartError } from "./errors.js";
 import { openSqlite, type SqliteLocation } from "./sqlite.js";
 
@@ -21,17 +22,6 @@ import { openSqlite, type SqliteLocation } from "./sqlite.js";
  */
 export type SqliteAuditLogOptions = SqliteLocation & { signingKey?: AuditSigningKey };
 
-interface EventRow {
-  thread_id: string;
-  seq: number;
-  id: string;
-  type: string;
-  at: string;
-  schema_version: number;
-  data: string;
-  prev_hash: string;
-  hash: string;
-}
 
 /**
  * Audit log in a SQLite file (the embedded default, beside LangGraph's SQLite checkpointer).
@@ -188,27 +178,4 @@ export class SqliteAuditLog implements AuditLog {
   close(): void {
     if (this.#owned) this.#db.close();
   }
-}
-
-/** Stored JSON, or the raw text when it does not parse (verification then reports it malformed). */
-function parseJsonOr(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return text;
-  }
-}
-
-function rowToEvent(row: EventRow): AuditEvent {
-  return {
-    schemaVersion: row.schema_version as 1,
-    id: row.id,
-    threadId: row.thread_id,
-    seq: row.seq,
-    type: row.type as AuditEvent["type"],
-    at: row.at,
-    data: JSON.parse(row.data) as Record<string, unknown>,
-    prevHash: row.prev_hash,
-    hash: row.hash,
-  };
 }
