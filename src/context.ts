@@ -96,14 +96,28 @@ export interface Redaction {
   readonly rules: readonly ParsedRule[];
   /** Redacts a value (string or JSON) for an identity; the input is not changed. */
   apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined): RedactionResult<T>;
+  /**
+   * A cheap over-approximation of "could `apply` find anything in this value": false means it
+   * would change nothing and raise no label. Absent on hand-written redactions (assume true).
+   */
+  mayChange?(value: unknown): boolean;
 }
 
 const mark = (ruleId: string) => `[REDACTED:${ruleId}]`;
 
+/** First non-blank character (as `trimStart` counts blanks) is `{` or `[`; no copy of the string. */
+function looksLikeJson(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x7b || c === 0x5b) return true;
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09 && c !== 0xa0 && c !== 0xfeff && !(c >= 0x2000 && c <= 0x200a) && c !== 0x2028 && c !== 0x2029 && c !== 0x3000 && c !== 0x0b && c !== 0x0c && c !== 0x1680 && c !== 0x202f && c !== 0x205f) return false;
+  }
+  return false;
+}
+
 /** The value of a string that holds a JSON object or array, else undefined. */
 function parseJsonText(s: string): object | undefined {
-  const t = s.trimStart();
-  if (!t.startsWith("{") && !t.startsWith("[")) return undefined;
+  if (!looksLikeJson(s)) return undefined;
   try {
     const parsed = JSON.parse(s) as unknown;
     return parsed !== null && typeof parsed === "object" ? parsed : undefined;
@@ -134,11 +148,48 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
     parsed.push({ ...result.data, ...(pattern ? { pattern: pattern.global ? pattern : new RegExp(pattern.source, `${pattern.flags}g`) } : {}) });
   }
 
+  const byField = new Map<string, ParsedRule>();
+  for (const r of parsed) for (const f of r.fields) if (!byField.has(f)) byField.set(f, r);
+  // For mayChange: each pattern once, not global (no lastIndex), with `m` so that `^`/`$` hold at
+  // the edges of every string when the strings are tested joined by newlines.
+  const screens = parsed.flatMap((r) => (r.pattern ? [new RegExp(r.pattern.source, `${r.pattern.flags.replace(/[gym]/g, "")}m`)] : []));
+
+  /**
+   * Visits the value as `apply` does (strings holding JSON are parsed, and kept as text too),
+   * stops at the first key a field rule names, and tests each pattern once over all strings
+   * joined by newlines (a newline is a word boundary and, with `m`, a line edge, like a string's
+   * own edges), ignoring `validate`.
+   */
+  function mayChange(value: unknown): boolean {
+    const strings: string[] = [];
+    let field = false;
+    const visit = (v: unknown): void => {
+      if (typeof v === "string") {
+        strings.push(v);
+        const json = parseJsonText(v);
+        if (json !== undefined) visit(json);
+      } else if (Array.isArray(v)) {
+        for (const x of v) if (!field) visit(x);
+      } else if (v !== null && typeof v === "object") {
+        const o = v as Record<string, unknown>;
+        for (const k in o) {
+          const x = o[k];
+          if (x !== null && x !== undefined && byField.has(k)) field = true;
+          if (field) return;
+          visit(x);
+        }
+      }
+    };
+    visit(value);
+    if (field) return true;
+    if (strings.length === 0) return false;
+    const text = strings.length === 1 ? strings[0]! : strings.join("\n");
+    return screens.some((p) => p.test(text));
+  }
+
   function apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined): RedactionResult<T> {
     const roles = new Set(identity?.onBehalfOf.roles ?? []);
     const hidden = parsed.filter((r) => !r.visibleTo.some((role) => roles.has(role)));
-    const byField = new Map<string, ParsedRule>();
-    for (const r of parsed) for (const f of r.fields) if (!byField.has(f)) byField.set(f, r);
     const redacted: Redacted[] = [];
     const labels = new Set<string>();
 
@@ -188,7 +239,7 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
     return { value: walk(value, "") as T, redacted, labels: [...labels].sort() };
   }
 
-  return { rules: parsed, apply };
+  return { rules: parsed, apply, mayChange };
 }
 
 /** What a provider learns about the run: the query, the bound identity and the thread. */

@@ -35,80 +35,8 @@ export function standardRedaction(): Redaction {
 /** An event as it leaves the process: `data` and `threadId` redacted, and where. */
 export type RedactedEvent = AuditEvent & { redacted: Redacted[] };
 
-/** What a redaction could find, compiled once per redaction (see `mayRedact`). */
-interface Screen {
-  /** The rules' patterns, not global, with `m` so that `^`/`$` hold at each string's edges. */
-  patterns: RegExp[];
-  fields: ReadonlySet<string>;
-}
-const screens = new WeakMap<Redaction, Screen | null>();
-
-function screenOf(redaction: Redaction): Screen | null {
-  let screen = screens.get(redaction);
-  if (screen === undefined) {
-    const rules = Array.isArray(redaction.rules) ? redaction.rules : undefined;
-    screen = rules
-      ? {
-          patterns: rules.flatMap((r) => (r.pattern ? [new RegExp(r.pattern.source, `${r.pattern.flags.replace(/[gym]/g, "")}m`)] : [])),
-          fields: new Set(rules.flatMap((r) => r.fields ?? [])),
-        }
-      : null;
-    screens.set(redaction, screen);
-  }
-  return screen;
-}
-
-/** First non-blank character is `{` or `[` (the redaction parses such strings as JSON). */
-function looksLikeJson(s: string): boolean {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 0x7b || c === 0x5b) return true;
-    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09 && c !== 0xa0 && c !== 0xfeff && !(c >= 0x2000 && c <= 0x200a) && c !== 0x2028 && c !== 0x2029 && c !== 0x3000 && c !== 0x0b && c !== 0x0c && c !== 0x1680 && c !== 0x202f && c !== 0x205f) return false;
-  }
-  return false;
-}
-
-/**
- * A cheap over-approximation of "would `redaction.apply` change this value": it visits the value
- * as the redaction does (strings holding JSON are parsed, and kept as text too), stops at the
- * first key a field rule names, and tests each rule's pattern once over all strings joined by
- * newlines (a newline is a word boundary and, with `m`, a line edge, like a string's own edges),
- * ignoring `validate`. False means the full walk would find nothing; true means it may. A
- * `Redaction` without compiled rules always takes the full walk.
- */
-function mayRedact(redaction: Redaction, value: unknown): boolean {
-  const screen = screenOf(redaction);
-  if (screen === null) return true;
-  const strings: string[] = [];
-  let field = false;
-  const visit = (v: unknown): void => {
-    if (typeof v === "string") {
-      strings.push(v);
-      if (looksLikeJson(v)) {
-        try {
-          visit(JSON.parse(v));
-        } catch {
-          // Not JSON: its text is enough.
-        }
-      }
-    } else if (Array.isArray(v)) {
-      for (const x of v) if (!field) visit(x);
-    } else if (v !== null && typeof v === "object") {
-      const o = v as Record<string, unknown>;
-      for (const k in o) {
-        const x = o[k];
-        if (x !== null && x !== undefined && screen.fields.has(k)) field = true;
-        if (field) return;
-        visit(x);
-      }
-    }
-  };
-  visit(value);
-  if (field) return true;
-  if (strings.length === 0) return false;
-  const text = strings.length === 1 ? strings[0]! : strings.join("\n");
-  return screen.patterns.some((p) => p.test(text));
-}
+/** Whether redacting `value` could change it (see {@link Redaction.mayChange}); true when the redaction cannot say. */
+const mayRedact = (redaction: Redaction, value: unknown): boolean => redaction.mayChange?.(value) ?? true;
 
 const redactedCache = new WeakMap<Redaction, WeakMap<AuditEvent, RedactedEvent>>();
 let lastThread: { id: string; redaction: Redaction | undefined; hit: boolean } = { id: "", redaction: undefined, hit: false };
