@@ -282,6 +282,23 @@ export function sealEvents(head: ChainHead | null, inputs: readonly AuditEventIn
   return sealEventsWithJson(head, inputs).map((s) => s.event);
 }
 
+/** The canonical JSON text of each sealed event's data, as it was hashed (see {@link sealedDataJson}). */
+const sealedJson = new WeakMap<AuditEvent, string>();
+
+/**
+ * The canonical JSON of an event's `data` as it was hashed and stored, when `event` is the very
+ * object an append returned (exporters reuse it instead of serialising `data` again); undefined
+ * for any other object, such as one read back from a store.
+ * @example
+ * ```ts
+ * const [event] = await auditLog.append({ threadId: "t1", type: "run.started", data: { a: 1 } });
+ * sealedDataJson(event); // '{"a":1}'
+ * ```
+ */
+export function sealedDataJson(event: AuditEvent): string | undefined {
+  return sealedJson.get(event);
+}
+
 /** {@link sealEvents}, also returning each event's data as the JSON text a store keeps (its RFC 8785 canonical form). */
 export function sealEventsWithJson(head: ChainHead | null, inputs: readonly AuditEventInput[]): { event: AuditEvent; dataJson: string }[] {
   let seq = head ? head.seq + 1 : 0;
@@ -305,6 +322,7 @@ export function sealEventsWithJson(head: ChainHead | null, inputs: readonly Audi
       hash: "",
     };
     event.hash = hashOf(event, dataJson, true);
+    sealedJson.set(event, dataJson);
     out.push({ event, dataJson });
     prevHash = event.hash;
     seq += 1;

@@ -239,7 +239,59 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
     return { value: walk(value, "") as T, redacted, labels: [...labels].sort() };
   }
 
-  return { rules: parsed, apply, mayChange };
+  const redaction: Redaction = { rules: parsed, apply, mayChange };
+  compiled.add(redaction);
+  return redaction;
+}
+
+/** Redactions made by {@link defineRedaction}: their rules say all they do. */
+const compiled = new WeakSet<Redaction>();
+/** `validate` functions a rule can name when it crosses to another thread. */
+const PORTABLE_VALIDATORS: Record<string, (match: string) => boolean> = { luhn: luhnValid };
+
+/** A redaction rule as data: what crosses to a worker thread (a `validate` by name). */
+export type PortableRedactionRule = Omit<ParsedRule, "validate"> & { validate?: string };
+
+/**
+ * A redaction's rules as structured-cloneable data, for building the same redaction on another
+ * thread with {@link redactionFromPortable}; undefined when that cannot be done: a hand-written
+ * redaction, or a rule whose `validate` is a function of its own (only `luhnValid` travels).
+ * @example
+ * ```ts
+ * portableRedaction(defineRedaction(STANDARD_REDACTIONS)); // [{ id: "card_number", …, validate: "luhn" }, …]
+ * ```
+ */
+export function portableRedaction(redaction: Redaction): PortableRedactionRule[] | undefined {
+  if (!compiled.has(redaction)) return undefined;
+  const out: PortableRedactionRule[] = [];
+  for (const { validate, ...rule } of redaction.rules) {
+    if (validate === undefined) {
+      out.push(rule);
+      continue;
+    }
+    const name = Object.keys(PORTABLE_VALIDATORS).find((k) => PORTABLE_VALIDATORS[k] === validate);
+    if (name === undefined) return undefined;
+    out.push({ ...rule, validate: name });
+  }
+  return out;
+}
+
+/**
+ * The redaction {@link portableRedaction} described.
+ * @example
+ * ```ts
+ * const same = redactionFromPortable(portableRedaction(redaction)!);
+ * ```
+ */
+export function redactionFromPortable(rules: readonly PortableRedactionRule[]): Redaction {
+  return defineRedaction(
+    rules.map(({ validate, ...rule }) => {
+      if (validate === undefined) return rule;
+      const fn = PORTABLE_VALIDATORS[validate];
+      if (!fn) throw new EartConfigError("redaction", `unknown validate "${validate}"`);
+      return { ...rule, validate: fn };
+    }),
+  );
 }
 
 /** What a provider learns about the run: the query, the bound identity and the thread. */

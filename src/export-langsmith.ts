@@ -1,7 +1,11 @@
 import { Client } from "langsmith";
 import type { RunCreate, RunUpdate } from "langsmith/schemas";
 import { z } from "zod";
+import type { AuditEvent } from "./audit.js";
+import type { Redaction } from "./context.js";
+import { EartConfigError } from "./errors.js";
 import { parseOptions } from "./options.js";
+import { createWorkerExporter } from "./export-thread.js";
 import { createBatchExporter, ExportQueueOptionsSchema, type AuditExporter } from "./export-core.js";
 import {
   deterministicUuid7,
@@ -68,6 +72,12 @@ const LangSmithExporterOptionsSchema = ExportQueueOptionsSchema.extend({
   metadata: z.record(z.string(), z.string()).default({}),
   /** Threads whose state is kept in memory (to link a resume to its pause). Default 10,000. */
   maxThreads: z.number().int().positive().default(10_000),
+  /**
+   * Where mapping, serialising and HTTP run: `worker` (a worker thread; the graph's thread only
+   * redacts and posts) or `main` (the graph's thread). Default `worker`, or `main` when `fetch`
+   * is given (a function cannot cross to a worker).
+   */
+  thread: z.enum(["worker", "main"]).optional(),
 }).strict();
 export type LangSmithExporterOptions = z.input<typeof LangSmithExporterOptionsSchema>;
 
@@ -134,8 +144,35 @@ const str = (v: unknown): string | undefined => (typeof v === "string" && v !== 
  */
 export function createLangSmithExporter(options: LangSmithExporterOptions = {}): AuditExporter {
   const opts = parseOptions(LangSmithExporterOptionsSchema, options);
-  const { name, apiUrl, apiKey, workspaceId, projectName, requestTimeoutMs, tags: extraTags, metadata: extraMetadata, maxThreads } = opts;
   const redaction = opts.redaction ?? standardRedaction();
+  if ((opts.thread ?? (opts.fetch ? "main" : "worker")) === "main") return langSmithExporter(opts, redaction);
+  if (opts.fetch) throw new EartConfigError("fetch", 'a fetch function cannot run on the export worker; pass thread: "main" with it');
+  const { redaction: _r, fetch: _f, thread: _t, ...cloneable } = options;
+  return createWorkerExporter({
+    kind: "langsmith",
+    name: opts.name,
+    options: cloneable,
+    redaction,
+    maxQueueSize: opts.maxQueueSize,
+    maxBatchSize: opts.maxBatchSize,
+    flushIntervalMs: opts.flushIntervalMs,
+    env: { ...process.env },
+  });
+}
+
+/**
+ * The LangSmith exporter on the export worker: its events arrive redacted by the graph's thread.
+ * @example
+ * ```ts
+ * const x = buildLangSmithExporter({ apiUrl }, (e) => redactEvent(e, standardRedaction()));
+ * ```
+ */
+export function buildLangSmithExporter(options: Record<string, unknown>, redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent)): AuditExporter {
+  return langSmithExporter(parseOptions(LangSmithExporterOptionsSchema, { ...options, thread: "main" }), redaction);
+}
+
+function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>, redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent)): AuditExporter {
+  const { name, apiUrl, apiKey, workspaceId, projectName, requestTimeoutMs, tags: extraTags, metadata: extraMetadata, maxThreads } = opts;
   const baseFetch = opts.fetch ?? globalThis.fetch;
   // The send in flight's signal: every request the client makes for it is aborted with it.
   let sendSignal: AbortSignal | undefined;

@@ -3,7 +3,10 @@ import { createRequire } from "node:module";
 import { z } from "zod";
 import { EartConfigError } from "./errors.js";
 import { parseOptions } from "./options.js";
-import { createBatchExporter, ExportQueueOptionsSchema, type AuditExporter } from "./export-core.js";
+import type { AuditEvent } from "./audit.js";
+import type { Redaction } from "./context.js";
+import { createBatchExporter, EXPORT_DEFAULTS, ExportQueueOptionsSchema, type AuditExporter } from "./export-core.js";
+import { createWorkerExporter } from "./export-thread.js";
 import { ExportRedactionOption, SegmentTracker, standardRedaction, type CallFacts, type RedactedEvent, type Segment } from "./export-segments.js";
 
 /**
@@ -112,6 +115,23 @@ const OtelExporterOptionsSchema = ExportQueueOptionsSchema.extend({
   redaction: ExportRedactionOption.optional(),
   /** Threads whose state is kept in memory (open spans, the paused span to link to). Default 10,000. */
   maxThreads: z.number().int().positive().default(10_000),
+  /**
+   * Send spans over OTLP/HTTP (JSON) from a worker thread, with an SDK pipeline of eart's own
+   * (`BatchSpanProcessor` + `OTLPTraceExporter`), instead of through `tracer`/`tracerProvider` on
+   * the graph's thread. Needs `@opentelemetry/sdk-trace-base`, `@opentelemetry/resources` and
+   * `@opentelemetry/exporter-trace-otlp-http` installed.
+   */
+  otlp: z
+    .object({
+      /** Default the SDK's: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`, else http://localhost:4318/v1/traces. */
+      url: z.string().url().optional(),
+      headers: z.record(z.string(), z.string()).optional(),
+      /** `service.name` of the spans' resource. Default `OTEL_SERVICE_NAME`, else `eart`. */
+      serviceName: z.string().min(1).optional(),
+      resourceAttributes: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
+    })
+    .strict()
+    .optional(),
 }).strict();
 export type OtelExporterOptions = z.input<typeof OtelExporterOptionsSchema>;
 
@@ -146,13 +166,73 @@ const json = (v: unknown): string | undefined => (v === undefined ? undefined : 
  */
 export function createOtelExporter(options: OtelExporterOptions = {}): AuditExporter {
   const opts = parseOptions(OtelExporterOptionsSchema, options);
-  const { name, captureContent, maxThreads } = opts;
+  const require = createRequire(import.meta.url);
   try {
-    createRequire(import.meta.url).resolve("@opentelemetry/api");
+    require.resolve("@opentelemetry/api");
   } catch {
     throw new EartConfigError("tracerProvider", "the OpenTelemetry exporter needs @opentelemetry/api (npm install @opentelemetry/api)");
   }
   const redaction = opts.redaction ?? standardRedaction();
+  if (!opts.otlp) return otelExporter(opts, redaction);
+  if (opts.tracer || opts.tracerProvider) throw new EartConfigError("otlp", "give otlp (spans sent from a worker thread) or tracer/tracerProvider (spans through your SDK), not both");
+  for (const pkg of OTLP_PACKAGES) {
+    try {
+      require.resolve(pkg);
+    } catch {
+      throw new EartConfigError("otlp", `otlp needs ${OTLP_PACKAGES.join(", ")} installed (${pkg} is missing)`);
+    }
+  }
+  const { redaction: _r, ...cloneable } = options;
+  return createWorkerExporter({
+    kind: "otlp",
+    name: opts.name,
+    options: cloneable,
+    redaction,
+    maxQueueSize: opts.maxQueueSize,
+    maxBatchSize: opts.maxBatchSize,
+    flushIntervalMs: opts.flushIntervalMs,
+    env: { ...process.env },
+  });
+}
+
+const OTLP_PACKAGES = ["@opentelemetry/sdk-trace-base", "@opentelemetry/resources", "@opentelemetry/exporter-trace-otlp-http"] as const;
+
+/**
+ * The OTLP exporter on the export worker: builds the SDK pipeline, then maps events (which
+ * arrive redacted) to spans through it; shutdown also shuts the pipeline down.
+ * @example
+ * ```ts
+ * const x = await buildOtlpExporter({ otlp: { url: "http://127.0.0.1:4318/v1/traces" } }, (e) => redactEvent(e, false));
+ * ```
+ */
+export async function buildOtlpExporter(options: Record<string, unknown>, redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent)): Promise<AuditExporter> {
+  const opts = parseOptions(OtelExporterOptionsSchema, options);
+  const otlp = opts.otlp ?? {};
+  const [sdk, resources, exporter] = await Promise.all([import("@opentelemetry/sdk-trace-base"), import("@opentelemetry/resources"), import("@opentelemetry/exporter-trace-otlp-http")]);
+  const provider = new sdk.BasicTracerProvider({
+    resource: resources.resourceFromAttributes({ "service.name": otlp.serviceName ?? process.env.OTEL_SERVICE_NAME ?? "eart", ...otlp.resourceAttributes }),
+    spanProcessors: [
+      new sdk.BatchSpanProcessor(
+        new exporter.OTLPTraceExporter({ ...(otlp.url ? { url: otlp.url } : {}), ...(otlp.headers ? { headers: otlp.headers } : {}), timeoutMillis: opts.exportTimeoutMs }),
+        { maxQueueSize: Math.max(2_048, opts.maxQueueSize * 2), maxExportBatchSize: 512, scheduledDelayMillis: opts.flushIntervalMs },
+      ),
+    ],
+  });
+  const inner = otelExporter({ ...opts, otlp: undefined, tracerProvider: provider }, redaction);
+  return {
+    ...inner,
+    async shutdown(o = {}) {
+      const deadline = Date.now() + (o.timeoutMs ?? EXPORT_DEFAULTS.shutdownTimeoutMs);
+      const ok = await inner.shutdown({ timeoutMs: Math.max(1, deadline - Date.now() - 20) });
+      let stopped = false;
+      await Promise.race([provider.shutdown().then(() => (stopped = true), () => {}), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref?.())]);
+      return ok && stopped;
+    },
+  };
+}
+
+function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent)): AuditExporter {
+  const { name, captureContent, maxThreads } = opts;
   let api: Api | undefined;
   let tracer: Tracer | undefined = opts.tracer;
 

@@ -241,12 +241,14 @@ const later = (a: string, b: string) => (Date.parse(a) >= Date.parse(b) ? a : b)
 export class SegmentTracker<R, T> {
   readonly #threads = new Map<string, ThreadState<R, T>>();
   readonly #handlers: TraceHandlers<R, T>;
-  readonly #redaction: Redaction | false;
+  readonly #redact: (event: AuditEvent) => RedactedEvent;
   readonly #maxThreads: number;
 
-  constructor(handlers: TraceHandlers<R, T>, options: { redaction: Redaction | false; maxThreads: number }) {
+  /** `redaction` may also be a function that returns an event's redacted form (events redacted elsewhere: the export worker). */
+  constructor(handlers: TraceHandlers<R, T>, options: { redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent); maxThreads: number }) {
     this.#handlers = handlers;
-    this.#redaction = options.redaction;
+    const { redaction } = options;
+    this.#redact = typeof redaction === "function" ? redaction : (event) => redactEvent(event, redaction);
     this.#maxThreads = options.maxThreads;
   }
 
@@ -303,7 +305,7 @@ export class SegmentTracker<R, T> {
   #apply(thread: ThreadState<R, T>, raw: AuditEvent, silent: boolean): void {
     // The same event twice (a thread exported again in this process) is skipped.
     if (raw.seq <= thread.lastSeq) return;
-    const event = redactEvent(raw, this.#redaction);
+    const event = this.#redact(raw);
     const d = event.data;
     this.#learn(thread, event);
     const h = this.#handlers;

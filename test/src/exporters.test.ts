@@ -566,11 +566,11 @@ describe("LangSmith exporter", () => {
     expect(deterministicUuid7(1_700_000_000_000, "k", eventId).startsWith("018bcfe5-6800-7")).toBe(true);
   });
 
-  for (const dead of ["hang", "refused"] as const) {
-    it(`a ${dead === "hang" ? "endpoint that accepts connections and never answers" : "endpoint that refuses connections"} neither holds the graph nor shutdown beyond its bound`, async () => {
+  for (const [dead, thread] of [["hang", "worker"], ["refused", "worker"], ["hang", "main"], ["refused", "main"]] as const) {
+    it(`a ${dead === "hang" ? "endpoint that accepts connections and never answers" : "endpoint that refuses connections"} neither holds the graph nor shutdown beyond its bound (thread: ${thread})`, async () => {
       const hanging = dead === "hang" ? await server("hang") : undefined;
       const apiUrl = hanging?.url ?? `http://127.0.0.1:${await refusedPort()}`;
-      const langsmith = createLangSmithExporter({ apiUrl, apiKey: "k", flushIntervalMs: 0, requestTimeoutMs: 60_000, exportTimeoutMs: 60_000 });
+      const langsmith = createLangSmithExporter({ apiUrl, apiKey: "k", flushIntervalMs: 0, requestTimeoutMs: 60_000, exportTimeoutMs: 60_000, thread });
       const traceExport = createTraceExport({ auditLog: new MemoryAuditLog(), exporters: [langsmith] });
       const setup = refundSetup([], { auditLog: traceExport, agent: { model: refundModel() } });
       const paused = await setup.agent.invoke(ask(), config(`ls-${dead}`));
@@ -580,6 +580,8 @@ describe("LangSmith exporter", () => {
       if (hanging) {
         // The graph finished while LangSmith's request was still unanswered.
         await hanging.waitFor(() => hanging.received() > 0);
+        // On the worker, stats travel back within ~100 ms.
+        await hanging.waitFor(() => langsmith.stats().inFlight > 0);
         expect(langsmith.stats().inFlight).toBeGreaterThan(0);
       }
       const start = Date.now();
