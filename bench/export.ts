@@ -1,20 +1,26 @@
 /**
  * Benchmark: per-invoke time of the governed refund conversation (auto-allowed path, 3 model
- * turns, 2 tool calls, 12 audit events per thread, `MemorySaver`, `MemoryAuditLog`) with export
- * off, and with export on: the same audit log wrapped by `createTraceExport` with the LangSmith
- * exporter (the real `langsmith` client, posting `/runs/batch` to a local capture server) and the
- * OpenTelemetry exporter (the SDK's `BasicTracerProvider` + `BatchSpanProcessor` +
- * OTLP/HTTP JSON exporter, posting to a local receiver). The receiving server runs in a child
- * process, so its work is not on the measured event loop; everything the exporters do
- * (redaction, mapping, serialisation, HTTP) is, in the background between and during invokes,
- * which is what an application pays.
+ * turns, 2 tool calls, 12 audit events per thread, `MemorySaver`, `MemoryAuditLog`) in three
+ * variants, in one process:
  *
- * One sample is one invoke plus one turn of the event loop (see `turn`), for both variants.
- * Variants alternate in 10 rounds (which goes first alternates too), after a warm-up. The table
- * also shows this process's CPU time per invoke (user + system), less sensitive than wall time to
- * other processes on the machine. At the end the exporters are flushed and the run fails unless
- * every event was exported (none dropped or failed) and the receiver got every span and run.
- * Target: export on ≤ 1.05× export off (mean and median).
+ * - export off;
+ * - export on with the defaults: the same audit log wrapped by `createTraceExport` with the
+ *   LangSmith exporter (the real `langsmith` client, posting `/runs/batch`) and the
+ *   OpenTelemetry exporter with `otlp` (eart's SDK pipeline, OTLP/HTTP JSON), both on worker
+ *   threads;
+ * - export on the graph's thread: LangSmith with `thread: "main"`, and OpenTelemetry through the
+ *   application's SDK (`BasicTracerProvider` + `BatchSpanProcessor` + OTLP/HTTP JSON exporter).
+ *
+ * The receiving server runs in a child process, so its work is not on the measured event loop;
+ * everything the exporters do (redaction, mapping, serialisation, HTTP) is, on the graph's
+ * thread or on the workers, which is what an application pays.
+ *
+ * One sample is one invoke plus one turn of the event loop (see `turn`), for every variant.
+ * Variants run in 10 rounds, the order rotating each round, after a warm-up. The table also
+ * shows this process's CPU time per invoke (user + system, all threads, the workers' included).
+ * At the end the exporters are flushed and the run fails unless every event was exported (none
+ * dropped or failed) and the receiver got every span and run.
+ * Target: export on with the defaults ≤ 1.05× export off (mean and median).
  *
  * Env: `EART_BENCH_EXPORT_THREADS` (timed threads per variant, default 1,000).
  */

@@ -24,10 +24,11 @@
  * variant (default 5,000); `EART_BENCH_SKIP_AUDIT_POSTGRES=1` leaves PostgreSQL out (it uses the
  * same database as the ledger benchmark).
  *
- * Then the export benchmark (./export.ts): the governed refund conversation with export off and
- * with LangSmith + OpenTelemetry export on (to a local receiver in a child process), per invoke,
- * and the ratio (target ≤ 1.05×). `EART_BENCH_SKIP_EXPORT=1` skips it; `EART_BENCH_EXPORT_THREADS`
- * sets the timed threads per variant (default 1,000).
+ * Then the export benchmark (./export.ts): the governed refund conversation with export off, with
+ * LangSmith + OpenTelemetry export on worker threads (the defaults) and on the graph's thread (to a
+ * local receiver in a child process), per invoke, and the ratios (target: the defaults ≤ 1.05×).
+ * `EART_BENCH_SKIP_EXPORT=1` skips it; `EART_BENCH_EXPORT_THREADS` sets the timed threads per
+ * variant (default 1,000).
  */
 import { runAuditBench } from "./audit.js";
 import { runExportBench } from "./export.js";
