@@ -45,7 +45,7 @@ export type WireEvent = AuditEvent & { redacted: unknown[]; rawThreadId?: string
 /** Messages from the graph's thread to the worker. */
 export type ToWorker =
   | { t: "events"; json: string; count: number }
-  | { t: "flush" | "shutdown"; id: number; timeoutMs: number }
+  | { t: "flush" | "shutdown"; id: number; deadline: number }
   | { t: "read"; id: number; json?: string; error?: string };
 
 /** Messages from the worker. */
@@ -118,6 +118,7 @@ export function createWorkerExporter(spec: WorkerExporterSpec): AuditExporter {
   let droppedHere = 0;
   let worker_: ExporterStats = ZERO;
   let closed = false;
+  let finalised = false;
   let shutdownPromise: Promise<boolean> | undefined;
   let nextId = 1;
   const waiting = new Map<number, (reply: { ok: boolean; stats: ExporterStats }) => void>();
@@ -143,6 +144,8 @@ export function createWorkerExporter(spec: WorkerExporterSpec): AuditExporter {
     const w = new Worker(workerScript(), { workerData: { ...cloneable, redaction: workerRedaction }, env });
     w.unref();
     w.on("message", (m: FromWorker) => {
+      // After shutdown has settled its account, nothing the worker says changes it.
+      if (finalised) return;
       if (m.t === "stats") worker_ = m.stats;
       else if (m.t === "done") {
         worker_ = m.stats;
@@ -194,7 +197,9 @@ export function createWorkerExporter(spec: WorkerExporterSpec): AuditExporter {
         clearTimeout(timer);
         resolve(reply);
       });
-      w.postMessage({ t, id, timeoutMs: Math.max(1, deadline - Date.now() - REPLY_MARGIN_MS) } satisfies ToWorker);
+      // A point in time, not a duration: the worker may read it late (still loading), and must
+      // still answer before this side stops waiting.
+      w.postMessage({ t, id, deadline: deadline - REPLY_MARGIN_MS } satisfies ToWorker);
     });
   }
 
@@ -232,8 +237,11 @@ export function createWorkerExporter(spec: WorkerExporterSpec): AuditExporter {
         closed = true;
         if (!worker) return !dead;
         const reply = await request("shutdown", deadline);
+        // Whatever the worker has not settled by now is dropped, and its last word is final.
+        finalised = true;
         const left = inWorker();
         droppedHere += left;
+        worker_ = { ...worker_, queued: 0, inFlight: 0 };
         posted = settled();
         const w = worker;
         // Terminated whatever it answered: its sends were aborted by its own shutdown, or are

@@ -66,7 +66,8 @@ port.on("message", (m: ToWorker) => {
     if (m.error !== undefined || m.json === undefined) pending?.reject(new Error(m.error ?? "no events"));
     else pending?.resolve(unwire(JSON.parse(m.json) as WireEvent[]));
   } else {
-    const run = m.t === "flush" ? exporter.flush({ timeoutMs: m.timeoutMs }) : exporter.shutdown({ timeoutMs: m.timeoutMs });
+    const timeoutMs = Math.max(1, m.deadline - Date.now());
+    const run = m.t === "flush" ? exporter.flush({ timeoutMs }) : exporter.shutdown({ timeoutMs });
     void run.then(
       (ok) => port.postMessage({ t: "done", id: m.id, ok, stats: exporter.stats() } satisfies FromWorker),
       () => port.postMessage({ t: "done", id: m.id, ok: false, stats: exporter.stats() } satisfies FromWorker),

@@ -19,6 +19,7 @@ export {
   GENESIS_HASH,
   MemoryAuditLog,
   sealEvents,
+  sealedDataJson,
   verifyChain,
   type AuditBreak,
   type AuditEvent,
