@@ -59,14 +59,17 @@ const REPLY_MARGIN_MS = 50;
 const rawCache = new WeakMap<AuditEvent, string>();
 const redactedCache = new WeakMap<Redaction | typeof NO_REDACTION, WeakMap<AuditEvent, string>>();
 const NO_REDACTION = {};
-const q = JSON.stringify;
+
+/** Strings that need no escaping in JSON (ids, hashes, ISO times, event types, most thread ids). */
+const PLAIN = /^[\w.:+-]*$/;
+const quote = (v: string): string => (PLAIN.test(v) ? `"${v}"` : JSON.stringify(v));
 
 /** The event as JSON, as stored: its data is the text the audit log hashed, when it has it. Cached per event. */
 function rawWire(e: AuditEvent): string {
   const hit = rawCache.get(e);
   if (hit !== undefined) return hit;
-  const data = sealedDataJson(e) ?? q(e.data);
-  const json = `{"schemaVersion":${e.schemaVersion},"id":${q(e.id)},"threadId":${q(e.threadId)},"seq":${e.seq},"type":${q(e.type)},"at":${q(e.at)},"data":${data},"prevHash":${q(e.prevHash)},"hash":${q(e.hash)}}`;
+  const data = sealedDataJson(e) ?? JSON.stringify(e.data);
+  const json = `{"schemaVersion":${e.schemaVersion},"id":${quote(e.id)},"threadId":${quote(e.threadId)},"seq":${e.seq},"type":${quote(e.type)},"at":${quote(e.at)},"data":${data},"prevHash":${quote(e.prevHash)},"hash":${quote(e.hash)}}`;
   rawCache.set(e, json);
   return json;
 }
