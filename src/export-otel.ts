@@ -197,18 +197,38 @@ export function createOtelExporter(options: OtelExporterOptions = {}): AuditExpo
 
 const OTLP_PACKAGES = ["@opentelemetry/sdk-trace-base", "@opentelemetry/resources", "@opentelemetry/exporter-trace-otlp-http"] as const;
 
+/** The SDK packages the `otlp` pipeline is built from. */
+export interface OtlpModules {
+  sdk: typeof import("@opentelemetry/sdk-trace-base");
+  resources: typeof import("@opentelemetry/resources");
+  exporter: typeof import("@opentelemetry/exporter-trace-otlp-http");
+}
+
 /**
- * The OTLP exporter on the export worker: builds the SDK pipeline, then maps events (which
- * arrive redacted) to spans through it; shutdown also shuts the pipeline down.
+ * Loads the SDK packages of the `otlp` pipeline.
  * @example
  * ```ts
- * const x = await buildOtlpExporter({ otlp: { url: "http://127.0.0.1:4318/v1/traces" } }, (e) => redactEvent(e, false));
+ * const modules = await loadOtlpModules();
  * ```
  */
-export async function buildOtlpExporter(options: Record<string, unknown>, redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent)): Promise<AuditExporter> {
+export async function loadOtlpModules(): Promise<OtlpModules> {
+  const [sdk, resources, exporter] = await Promise.all([import("@opentelemetry/sdk-trace-base"), import("@opentelemetry/resources"), import("@opentelemetry/exporter-trace-otlp-http")]);
+  return { sdk, resources, exporter };
+}
+
+/**
+ * The OTLP exporter on the export worker: builds the SDK pipeline (reading the SDK's environment
+ * variables as it is built), then maps events to spans through it; shutdown also shuts the
+ * pipeline down.
+ * @example
+ * ```ts
+ * const x = buildOtlpExporter(await loadOtlpModules(), { otlp: { url: "http://127.0.0.1:4318/v1/traces" } }, standardRedaction());
+ * ```
+ */
+export function buildOtlpExporter(modules: OtlpModules, options: Record<string, unknown>, redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent)): AuditExporter {
+  const { sdk, resources, exporter } = modules;
   const opts = parseOptions(OtelExporterOptionsSchema, options);
   const otlp = opts.otlp ?? {};
-  const [sdk, resources, exporter] = await Promise.all([import("@opentelemetry/sdk-trace-base"), import("@opentelemetry/resources"), import("@opentelemetry/exporter-trace-otlp-http")]);
   const provider = new sdk.BasicTracerProvider({
     resource: resources.resourceFromAttributes({ "service.name": otlp.serviceName ?? process.env.OTEL_SERVICE_NAME ?? "eart", ...otlp.resourceAttributes }),
     spanProcessors: [

@@ -7,49 +7,58 @@ import { redactEvent } from "./export-segments.js";
 import { portableRedaction, type PortableRedactionRule, type Redaction } from "./context.js";
 
 /**
- * Exporters on a worker thread. The graph's thread only redacts each event (once, shared by every
- * exporter), writes it as JSON and posts it; the worker redacts, maps events to runs or spans,
- * serialises them and talks HTTP. Those cost several times what posting does, and would
- * otherwise run on the graph's event loop. The JSON of an event's data is the text the audit log
- * hashed (see `sealedDataJson`), so posting does not serialise data again.
+ * Exporters on a worker thread: one thread per process, shared by every worker exporter
+ * (LangSmith, OTLP), started with the first event any of them gets and ended when the last of
+ * them has shut down. The graph's thread only writes each event as JSON (the JSON of its data is
+ * the text the audit log hashed, see `sealedDataJson`) and posts it, once for all the exporters
+ * it was offered to; the worker parses it once, redacts it once per redaction, and each exporter
+ * maps events to runs or spans, serialises them and talks HTTP there. Those cost several times
+ * what posting does, and would otherwise run on the graph's event loop.
  *
  * The queue bound holds across the thread boundary: events posted and not yet settled by the
  * worker (exported, failed or dropped) count against `maxQueueSize`. Flush and shutdown keep
- * their deadlines whatever the worker does; at shutdown's deadline the worker is terminated and
- * what it still held is counted as dropped. A redaction made by `defineRedaction` whose rules
- * can cross threads (`portableRedaction`) runs on the worker; any other (a custom `validate`
- * function, a hand-written redaction) runs on the graph's thread before events are posted, and
- * only redacted events leave it.
+ * their deadlines whatever the worker does; what an exporter's shutdown leaves unsettled at its
+ * deadline is counted as dropped, and the worker is terminated once no exporter uses it. A
+ * redaction made by `defineRedaction` whose rules can cross threads (`portableRedaction`) runs on
+ * the worker; any other (a custom `validate` function, a hand-written redaction) runs on the
+ * graph's thread before events are posted, and only redacted events leave it.
  */
 
 /** How events reach the worker: as stored (it redacts with these rules, or not at all) or `pre`-redacted. */
 export type WorkerRedaction = PortableRedactionRule[] | false | "pre";
 
-/** What the worker builds: an exporter kind and its options (structured-cloneable). */
+/** What the worker builds for one exporter: its kind and options (structured-cloneable). */
 export interface WorkerExporterSpec {
   kind: "langsmith" | "otlp";
   name: string;
-  /** The exporter's own options, without `redaction`; the worker applies none (events arrive redacted). */
+  /** The exporter's own options, without `redaction`. */
   options: Record<string, unknown>;
   redaction: Redaction | false;
   maxQueueSize: number;
   maxBatchSize: number;
   flushIntervalMs: number;
-  /** The environment the worker sees: the process's when the exporter was created (clients read their defaults from it). */
+  /** The environment the exporter is built in: the process's when it was created (clients read their defaults from it). */
   env: Record<string, string | undefined>;
 }
 
-/** An event on the wire: redacted, with the raw thread id when redaction changed it (for ids and keys only, never exported). */
-export type WireEvent = AuditEvent & { redacted: unknown[]; rawThreadId?: string };
+/** An exporter as the worker builds it. */
+export type WorkerMemberSpec = Omit<WorkerExporterSpec, "redaction"> & { redaction: WorkerRedaction };
 
-/** Messages from the graph's thread to the worker. */
+/** An event on the wire: as stored, or redacted with the raw thread id when redaction changed it (for ids and keys only, never exported). */
+export type WireEvent = AuditEvent & { redacted?: unknown[]; rawThreadId?: string };
+
+/** Messages from the graph's thread to the worker. `events` is JSON: `[{ "ids": [member…], "events": [WireEvent…] }…]`. */
 export type ToWorker =
-  | { t: "events"; json: string; count: number }
-  | { t: "flush" | "shutdown"; id: number; deadline: number }
+  | { t: "add"; member: number; spec: WorkerMemberSpec }
+  | { t: "events"; json: string }
+  | { t: "flush" | "shutdown"; member: number; id: number; deadline: number }
   | { t: "read"; id: number; json?: string; error?: string };
 
 /** Messages from the worker. */
-export type FromWorker = { t: "stats"; stats: ExporterStats } | { t: "done"; id: number; ok: boolean; stats: ExporterStats } | { t: "read"; id: number; threadId: string };
+export type FromWorker =
+  | { t: "stats"; member: number; stats: ExporterStats }
+  | { t: "done"; member: number; id: number; ok: boolean; stats: ExporterStats }
+  | { t: "read"; member: number; id: number; threadId: string };
 
 /** How long posting waits for more events before it posts (a full batch goes at once), in ms. */
 const POST_DELAY_MS = 20;
@@ -99,98 +108,112 @@ function workerScript(): URL {
 
 const ZERO: ExporterStats = { queued: 0, inFlight: 0, exported: 0, dropped: 0, failed: 0 };
 
-/**
- * An exporter whose work runs on a worker thread (started at the first event). Used by
- * `createLangSmithExporter` and `createOtelExporter({ otlp })` unless `thread: "main"`.
- * @example
- * ```ts
- * const x = createWorkerExporter({ kind: "langsmith", name: "langsmith", options: { apiUrl }, redaction: standardRedaction(), maxQueueSize: 4096, maxBatchSize: 100, flushIntervalMs: 1_000 });
- * ```
- */
-export function createWorkerExporter(spec: WorkerExporterSpec): AuditExporter {
-  const { name, redaction, maxQueueSize, maxBatchSize } = spec;
-  const portable = redaction === false ? false : portableRedaction(redaction);
-  const workerRedaction: WorkerRedaction = portable ?? "pre";
-  const wire = portable === undefined ? (e: AuditEvent) => redactedWire(e, redaction) : rawWire;
-  let worker: Worker | undefined;
-  let dead: string | undefined;
-  let source: AuditSource | undefined;
-  let buffer: AuditEvent[] = [];
-  let postTimer: ReturnType<typeof setTimeout> | undefined;
-  let posted = 0;
-  let droppedHere = 0;
-  let worker_: ExporterStats = ZERO;
-  let closed = false;
-  let finalised = false;
-  let shutdownPromise: Promise<boolean> | undefined;
-  let nextId = 1;
-  const waiting = new Map<number, (reply: { ok: boolean; stats: ExporterStats }) => void>();
+/** One exporter's side of the shared worker. */
+interface Member {
+  readonly id: number;
+  /** Entries are shared by exporters whose events travel alike: as stored, or redacted by the same redaction. */
+  readonly wireKey: object;
+  readonly wire: (event: AuditEvent) => string;
+  readonly delayMs: number;
+  source: AuditSource | undefined;
+  /** Offered and not yet posted. */
+  buffered: number;
+  posted(count: number): void;
+  message(m: Exclude<FromWorker, { t: "read" }>): void;
+  fail(reason: string): void;
+}
 
-  const settled = () => worker_.exported + worker_.dropped + worker_.failed;
-  /** Posted and not yet settled by the worker: its queue and its send in flight. */
-  const inWorker = () => Math.max(0, posted - settled());
+const RAW = {};
 
-  function fail(reason: string): void {
-    if (dead) return;
-    dead = reason;
-    // Whatever the worker held, and whatever waits here, will never be sent.
-    droppedHere += inWorker() + buffer.length;
-    posted = settled();
-    buffer = [];
-    for (const done of waiting.values()) done({ ok: false, stats: worker_ });
-    waiting.clear();
-  }
+/** The process's export worker and the exporters on it. */
+class ExportHost {
+  readonly worker: Worker;
+  readonly members = new Map<number, Member>();
+  #pending: { events: readonly AuditEvent[]; member: Member; ids: number[] }[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #dead = false;
 
-  function start(): Worker {
-    if (worker) return worker;
-    const { redaction: _, env, ...cloneable } = spec;
-    const w = new Worker(workerScript(), { workerData: { ...cloneable, redaction: workerRedaction }, env });
-    w.unref();
-    w.on("message", (m: FromWorker) => {
-      // After shutdown has settled its account, nothing the worker says changes it.
-      if (finalised) return;
-      if (m.t === "stats") worker_ = m.stats;
-      else if (m.t === "done") {
-        worker_ = m.stats;
-        waiting.get(m.id)?.({ ok: m.ok, stats: m.stats });
-        waiting.delete(m.id);
-      } else if (m.t === "read") void answerRead(w, m.id, m.threadId);
+  constructor() {
+    this.worker = new Worker(workerScript());
+    this.worker.unref();
+    this.worker.on("message", (m: FromWorker) => {
+      const member = this.members.get(m.member);
+      if (!member) return;
+      if (m.t === "read") void this.#answerRead(member, m.id, m.threadId);
+      else member.message(m);
     });
-    w.on("error", (error) => fail(`${error.name}: ${error.message}`));
-    w.on("exit", (code) => fail(closed ? "shut down" : `the export worker exited (code ${code})`));
-    worker = w;
-    return w;
+    this.worker.on("error", (error) => this.#fail(`${error.name}: ${error.message}`));
+    this.worker.on("exit", (code) => this.#fail(`the export worker exited (code ${code})`));
   }
 
-  async function answerRead(w: Worker, id: number, threadId: string): Promise<void> {
-    try {
-      if (!source) throw new Error("no audit source connected");
-      const events = await source.read(threadId);
-      w.postMessage({ t: "read", id, json: `[${events.map(wire).join(",")}]` } satisfies ToWorker);
-    } catch (error) {
-      w.postMessage({ t: "read", id, error: error instanceof Error ? error.message : String(error) } satisfies ToWorker);
+  #fail(reason: string): void {
+    if (host === this) host = undefined;
+    if (this.#dead) return;
+    this.#dead = true;
+    this.#pending = [];
+    for (const m of this.members.values()) m.fail(reason);
+    this.members.clear();
+  }
+
+  add(member: Member, spec: WorkerMemberSpec): void {
+    this.members.set(member.id, member);
+    this.worker.postMessage({ t: "add", member: member.id, spec } satisfies ToWorker);
+  }
+
+  /** Queues events of one exporter; the same events offered to several exporters in a row travel once. */
+  enqueue(member: Member, events: readonly AuditEvent[]): void {
+    const last = this.#pending.at(-1);
+    if (last && last.events === events && last.member.wireKey === member.wireKey && !last.ids.includes(member.id)) last.ids.push(member.id);
+    else this.#pending.push({ events, member, ids: [member.id] });
+    member.buffered += events.length;
+    if (member.buffered >= MAX_POST_EVENTS) this.post();
+    else if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => this.post(), member.delayMs);
+      this.#timer.unref?.();
     }
   }
 
-  function post(): void {
-    if (postTimer !== undefined) {
-      clearTimeout(postTimer);
-      postTimer = undefined;
+  /** Posts everything queued, as one message. */
+  post(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
     }
-    if (buffer.length === 0 || dead) return;
-    const events = buffer;
-    buffer = [];
-    const parts = new Array<string>(events.length);
-    for (let i = 0; i < events.length; i++) parts[i] = wire(events[i]!);
-    posted += events.length;
-    start().postMessage({ t: "events", json: `[${parts.join(",")}]`, count: events.length } satisfies ToWorker);
+    const entries = this.#pending;
+    if (entries.length === 0 || this.#dead) return;
+    this.#pending = [];
+    const parts: string[] = [];
+    for (const { events, member, ids } of entries) {
+      const list = new Array<string>(events.length);
+      for (let i = 0; i < events.length; i++) list[i] = member.wire(events[i]!);
+      parts.push(`{"ids":[${ids.join(",")}],"events":[${list.join(",")}]}`);
+      for (const id of ids) {
+        const m = this.members.get(id);
+        if (!m) continue;
+        m.buffered -= events.length;
+        m.posted(events.length);
+      }
+    }
+    this.worker.postMessage({ t: "events", json: `[${parts.join(",")}]` } satisfies ToWorker);
   }
 
-  /** Asks the worker to flush or shut down; resolves with its answer, or undefined at the deadline. */
-  function request(t: "flush" | "shutdown", deadline: number): Promise<{ ok: boolean; stats: ExporterStats } | undefined> {
-    const w = worker;
-    if (!w || dead) return Promise.resolve(undefined);
-    const id = nextId++;
+  /** Drops an exporter's queued events (its shutdown could not wait for them); returns how many. */
+  unqueue(member: Member): number {
+    let n = 0;
+    for (const entry of this.#pending) {
+      const at = entry.ids.indexOf(member.id);
+      if (at < 0) continue;
+      entry.ids.splice(at, 1);
+      n += entry.events.length;
+    }
+    this.#pending = this.#pending.filter((e) => e.ids.length > 0);
+    member.buffered = 0;
+    return n;
+  }
+
+  request(member: Member, t: "flush" | "shutdown", deadline: number, waiting: Map<number, (reply: { ok: boolean; stats: ExporterStats }) => void>): Promise<{ ok: boolean; stats: ExporterStats } | undefined> {
+    if (this.#dead) return Promise.resolve(undefined);
+    const id = nextRequest++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         waiting.delete(id);
@@ -202,62 +225,145 @@ export function createWorkerExporter(spec: WorkerExporterSpec): AuditExporter {
       });
       // A point in time, not a duration: the worker may read it late (still loading), and must
       // still answer before this side stops waiting.
-      w.postMessage({ t, id, deadline: deadline - REPLY_MARGIN_MS } satisfies ToWorker);
+      this.worker.postMessage({ t, member: member.id, id, deadline: deadline - REPLY_MARGIN_MS } satisfies ToWorker);
     });
+  }
+
+  /** An exporter is done with the worker; the last one out terminates it (bounded by `deadline`). */
+  async remove(member: Member, deadline: number): Promise<void> {
+    this.members.delete(member.id);
+    if (this.members.size > 0) return;
+    if (host === this) host = undefined;
+    this.#dead = true;
+    await Promise.race([this.worker.terminate(), new Promise((r) => setTimeout(r, Math.max(0, Math.min(100, deadline - Date.now()))).unref?.())]);
+  }
+
+  async #answerRead(member: Member, id: number, threadId: string): Promise<void> {
+    try {
+      if (!member.source) throw new Error("no audit source connected");
+      const events = await member.source.read(threadId);
+      this.worker.postMessage({ t: "read", id, json: `[${events.map(member.wire).join(",")}]` } satisfies ToWorker);
+    } catch (error) {
+      this.worker.postMessage({ t: "read", id, error: error instanceof Error ? error.message : String(error) } satisfies ToWorker);
+    }
+  }
+}
+
+/** Events held for one post at most: a bigger backlog goes at once. */
+const MAX_POST_EVENTS = 512;
+let host: ExportHost | undefined;
+let nextMember = 1;
+let nextRequest = 1;
+
+/**
+ * An exporter whose work runs on the process's export worker (joined at its first event). Used
+ * by `createLangSmithExporter` and `createOtelExporter({ otlp })` unless `thread: "main"`.
+ * @example
+ * ```ts
+ * const x = createWorkerExporter({ kind: "langsmith", name: "langsmith", options: { apiUrl }, redaction: standardRedaction(), maxQueueSize: 4096, maxBatchSize: 100, flushIntervalMs: 1_000, env: { ...process.env } });
+ * ```
+ */
+export function createWorkerExporter(spec: WorkerExporterSpec): AuditExporter {
+  const { name, redaction, maxQueueSize } = spec;
+  const portable = redaction === false ? false : portableRedaction(redaction);
+  const memberSpec: WorkerMemberSpec = { ...spec, redaction: portable ?? "pre" };
+  let joined: ExportHost | undefined;
+  let dead: string | undefined;
+  let posted = 0;
+  let droppedHere = 0;
+  let worker_: ExporterStats = ZERO;
+  let closed = false;
+  let finalised = false;
+  let shutdownPromise: Promise<boolean> | undefined;
+  const waiting = new Map<number, (reply: { ok: boolean; stats: ExporterStats }) => void>();
+
+  const settled = () => worker_.exported + worker_.dropped + worker_.failed;
+  /** Posted and not yet settled by the worker: its queue and its send in flight. */
+  const inWorker = () => Math.max(0, posted - settled());
+
+  const member: Member = {
+    id: nextMember++,
+    wireKey: portable === undefined ? redaction || RAW : RAW,
+    wire: portable === undefined ? (e) => redactedWire(e, redaction) : rawWire,
+    delayMs: Math.min(POST_DELAY_MS, spec.flushIntervalMs),
+    source: undefined,
+    buffered: 0,
+    posted(count) {
+      posted += count;
+    },
+    message(m) {
+      // After shutdown has settled its account, nothing the worker says changes it.
+      if (finalised) return;
+      worker_ = m.stats;
+      if (m.t === "done") {
+        waiting.get(m.id)?.({ ok: m.ok, stats: m.stats });
+        waiting.delete(m.id);
+      }
+    },
+    fail(reason) {
+      if (dead || finalised) return;
+      dead = reason;
+      // Whatever the worker held, and whatever waits here, will never be sent.
+      droppedHere += inWorker() + member.buffered;
+      member.buffered = 0;
+      posted = settled();
+      for (const done of waiting.values()) done({ ok: false, stats: worker_ });
+      waiting.clear();
+    },
+  };
+
+  /** The worker this exporter is on, joined (or started) at its first event. */
+  function join(): ExportHost {
+    if (joined) return joined;
+    host ??= new ExportHost();
+    host.add(member, memberSpec);
+    return (joined = host);
   }
 
   return {
     name,
     offer(events) {
       if (events.length === 0) return true;
-      if (closed || dead || buffer.length + inWorker() + events.length > maxQueueSize) {
+      if (closed || dead || member.buffered + inWorker() + events.length > maxQueueSize) {
         droppedHere += events.length;
         return false;
       }
-      for (const e of events) buffer.push(e);
-      start();
-      if (buffer.length >= maxBatchSize) post();
-      else if (postTimer === undefined) {
-        postTimer = setTimeout(post, Math.min(POST_DELAY_MS, spec.flushIntervalMs));
-        postTimer.unref?.();
-      }
+      join().enqueue(member, events);
       return true;
     },
     connect(s) {
-      source = s;
+      member.source = s;
     },
     async flush(options = {}) {
       const deadline = Date.now() + (options.timeoutMs ?? EXPORT_DEFAULTS.flushTimeoutMs);
-      post();
-      if (!worker) return !dead;
-      const reply = await request("flush", deadline);
-      return reply?.ok === true && buffer.length === 0 && inWorker() === 0;
+      if (!joined) return !dead;
+      joined.post();
+      const reply = await joined.request(member, "flush", deadline, waiting);
+      return reply?.ok === true && member.buffered === 0 && inWorker() === 0;
     },
     shutdown(options = {}) {
       shutdownPromise ??= (async () => {
         const deadline = Date.now() + (options.timeoutMs ?? EXPORT_DEFAULTS.shutdownTimeoutMs);
-        post();
         closed = true;
-        if (!worker) return !dead;
-        const reply = await request("shutdown", deadline);
+        const h = joined;
+        if (!h) return !dead;
+        h.post();
+        const reply = await h.request(member, "shutdown", deadline, waiting);
         // Whatever the worker has not settled by now is dropped, and its last word is final.
         finalised = true;
-        const left = inWorker();
+        const left = inWorker() + h.unqueue(member);
         droppedHere += left;
         worker_ = { ...worker_, queued: 0, inFlight: 0 };
         posted = settled();
-        const w = worker;
-        // Terminated whatever it answered: its sends were aborted by its own shutdown, or are
-        // abandoned now. Bounded: a worker stuck in native code is left to exit with the process.
-        await Promise.race([w.terminate(), new Promise((r) => setTimeout(r, Math.max(0, Math.min(100, deadline - Date.now()))).unref?.())]);
+        await h.remove(member, deadline);
         return reply?.ok === true && left === 0;
       })();
       return shutdownPromise;
     },
     stats() {
-      const lastError = worker_.lastError ?? (dead && dead !== "shut down" ? dead : undefined);
+      const lastError = worker_.lastError ?? dead;
       return {
-        queued: buffer.length + Math.max(0, inWorker() - worker_.inFlight),
+        queued: member.buffered + Math.max(0, inWorker() - worker_.inFlight),
         inFlight: worker_.inFlight,
         exported: worker_.exported,
         dropped: droppedHere + worker_.dropped,

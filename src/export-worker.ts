@@ -1,76 +1,148 @@
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort } from "node:worker_threads";
 import type { AuditEvent } from "./audit.js";
+import { redactionFromPortable, type PortableRedactionRule, type Redaction } from "./context.js";
 import type { AuditExporter, ExporterStats } from "./export-core.js";
 import { buildLangSmithExporter } from "./export-langsmith.js";
-import { buildOtlpExporter } from "./export-otel.js";
+import { buildOtlpExporter, loadOtlpModules, type OtlpModules } from "./export-otel.js";
 import type { RedactedEvent } from "./export-segments.js";
-import type { FromWorker, ToWorker, WireEvent, WorkerExporterSpec, WorkerRedaction } from "./export-thread.js";
-import { redactionFromPortable } from "./context.js";
+import type { FromWorker, ToWorker, WireEvent, WorkerMemberSpec } from "./export-thread.js";
 
 /**
- * The export worker (see export-thread.ts): builds one exporter from `workerData` and feeds it
- * the events the graph's thread posts, already redacted. Reads of a thread's earlier events go
- * back to the graph's thread, which holds the audit log.
+ * The export worker (see export-thread.ts): builds the exporters the graph's thread adds and
+ * feeds them the events it posts. Each posted entry is parsed once for every exporter it names.
+ * Reads of a thread's earlier events go back to the graph's thread, which holds the audit log.
  */
 
 const port = parentPort!;
-const spec = workerData as Omit<WorkerExporterSpec, "redaction" | "env"> & { redaction: WorkerRedaction };
-const pre = spec.redaction === "pre";
 
-// Events arrive as stored, or redacted already (`pre`): then the raw thread id (when redaction
-// changed it) is kept apart, for ids and keys.
+/** One exporter on this worker: built (or being built), with the offers that arrived before it was. */
+interface Member {
+  spec: WorkerMemberSpec;
+  exporter: AuditExporter | undefined;
+  ready: Promise<AuditExporter>;
+  early: AuditEvent[][];
+  lastStats: string;
+}
+const members = new Map<number, Member>();
+
+// Events redacted on the graph's thread (`pre`) arrive with the raw thread id apart, for ids and keys.
 const redactedOf = new WeakMap<AuditEvent, RedactedEvent>();
-function unwire(list: WireEvent[]): AuditEvent[] {
+function unwire(list: WireEvent[], pre: boolean): AuditEvent[] {
   if (!pre) return list;
   return list.map((w) => {
-    if (w.rawThreadId === undefined) return w as RedactedEvent;
+    if (w.rawThreadId === undefined) return w;
     const { rawThreadId, ...redacted } = w;
     const raw = { ...redacted, threadId: rawThreadId };
     redactedOf.set(raw, redacted as RedactedEvent);
     return raw;
   });
 }
-const redaction =
-  spec.redaction === "pre" ? (e: AuditEvent): RedactedEvent => redactedOf.get(e) ?? (e as RedactedEvent) : spec.redaction === false ? false : redactionFromPortable(spec.redaction);
+const preRedacted = (e: AuditEvent): RedactedEvent => redactedOf.get(e) ?? (e as RedactedEvent);
 
-const reads = new Map<number, { resolve(events: AuditEvent[]): void; reject(error: Error): void }>();
+// One redaction object per rule set, so exporters with the same rules share each event's redaction.
+const redactions = new Map<string, Redaction>();
+function redactionFor(rules: PortableRedactionRule[] | false | "pre"): Redaction | false | ((e: AuditEvent) => RedactedEvent) {
+  if (rules === "pre") return preRedacted;
+  if (rules === false) return false;
+  const key = JSON.stringify(rules, (_, v: unknown) => (v instanceof RegExp ? `/${v.source}/${v.flags}` : v));
+  let r = redactions.get(key);
+  if (!r) redactions.set(key, (r = redactionFromPortable(rules)));
+  return r;
+}
+
+/** Runs `build` with the process environment set to `env` (clients read their defaults from it as they are built). */
+function withEnv<T>(env: Record<string, string | undefined>, build: () => T): T {
+  const saved = { ...process.env };
+  const set = (to: Record<string, string | undefined>) => {
+    for (const k of Object.keys(process.env)) if (!(k in to)) delete process.env[k];
+    for (const [k, v] of Object.entries(to)) if (v !== undefined) process.env[k] = v;
+  };
+  set(env);
+  try {
+    return build();
+  } finally {
+    set(saved);
+  }
+}
+
+let otlpModules: Promise<OtlpModules> | undefined;
+const reads = new Map<number, { pre: boolean; resolve(events: AuditEvent[]): void; reject(error: Error): void }>();
 let nextRead = 1;
 
-const exporter: AuditExporter = spec.kind === "langsmith" ? buildLangSmithExporter(spec.options, redaction) : await buildOtlpExporter(spec.options, redaction);
-exporter.connect({
-  read: (threadId) =>
-    new Promise<AuditEvent[]>((resolve, reject) => {
-      const id = nextRead++;
-      reads.set(id, { resolve, reject });
-      port.postMessage({ t: "read", id, threadId } satisfies FromWorker);
-    }),
-});
+async function build(id: number, spec: WorkerMemberSpec): Promise<AuditExporter> {
+  const redaction = redactionFor(spec.redaction);
+  const modules = spec.kind === "otlp" ? await (otlpModules ??= loadOtlpModules()) : undefined;
+  const exporter = withEnv(spec.env, () => (modules ? buildOtlpExporter(modules, spec.options, redaction) : buildLangSmithExporter(spec.options, redaction)));
+  exporter.connect({
+    read: (threadId) =>
+      new Promise<AuditEvent[]>((resolve, reject) => {
+        const readId = nextRead++;
+        reads.set(readId, { pre: spec.redaction === "pre", resolve, reject });
+        port.postMessage({ t: "read", member: id, id: readId, threadId } satisfies FromWorker);
+      }),
+  });
+  return exporter;
+}
 
-let last = "";
 function report(): void {
-  const stats: ExporterStats = exporter.stats();
-  const now = JSON.stringify(stats);
-  if (now === last) return;
-  last = now;
-  port.postMessage({ t: "stats", stats } satisfies FromWorker);
+  for (const [id, m] of members) {
+    if (!m.exporter) continue;
+    const stats: ExporterStats = m.exporter.stats();
+    const now = JSON.stringify(stats);
+    if (now === m.lastStats) continue;
+    m.lastStats = now;
+    port.postMessage({ t: "stats", member: id, stats } satisfies FromWorker);
+  }
 }
 // Stats travel back on their own; flush and shutdown answer with them too.
 setInterval(report, 100).unref();
 
 port.on("message", (m: ToWorker) => {
-  if (m.t === "events") {
-    exporter.offer(unwire(JSON.parse(m.json) as WireEvent[]));
+  if (m.t === "add") {
+    const ready = build(m.member, m.spec).then((exporter) => {
+      member.exporter = exporter;
+      for (const events of member.early) exporter.offer(events);
+      member.early = [];
+      return exporter;
+    });
+    const member: Member = { spec: m.spec, exporter: undefined, ready, early: [], lastStats: "" };
+    // A failed build fails the worker: the graph's thread counts what it held as dropped.
+    ready.catch((error: unknown) =>
+      setImmediate(() => {
+        throw error;
+      }),
+    );
+    members.set(m.member, member);
+  } else if (m.t === "events") {
+    for (const entry of JSON.parse(m.json) as { ids: number[]; events: WireEvent[] }[]) {
+      const first = members.get(entry.ids[0]!);
+      if (!first) continue;
+      const events = unwire(entry.events, first.spec.redaction === "pre");
+      for (const id of entry.ids) {
+        const member = members.get(id);
+        if (member?.exporter) member.exporter.offer(events);
+        else member?.early.push(events);
+      }
+    }
   } else if (m.t === "read") {
     const pending = reads.get(m.id);
     reads.delete(m.id);
     if (m.error !== undefined || m.json === undefined) pending?.reject(new Error(m.error ?? "no events"));
-    else pending?.resolve(unwire(JSON.parse(m.json) as WireEvent[]));
+    else pending?.resolve(unwire(JSON.parse(m.json) as WireEvent[], pending?.pre ?? false));
   } else {
-    const timeoutMs = Math.max(1, m.deadline - Date.now());
-    const run = m.t === "flush" ? exporter.flush({ timeoutMs }) : exporter.shutdown({ timeoutMs });
-    void run.then(
-      (ok) => port.postMessage({ t: "done", id: m.id, ok, stats: exporter.stats() } satisfies FromWorker),
-      () => port.postMessage({ t: "done", id: m.id, ok: false, stats: exporter.stats() } satisfies FromWorker),
-    );
+    const member = members.get(m.member);
+    if (!member) return;
+    void member.ready
+      .then((exporter) => {
+        const timeoutMs = Math.max(1, m.deadline - Date.now());
+        return (m.t === "flush" ? exporter.flush({ timeoutMs }) : exporter.shutdown({ timeoutMs })).then((ok) => ({ ok, stats: exporter.stats() }));
+      })
+      .then(
+        ({ ok, stats }) => port.postMessage({ t: "done", member: m.member, id: m.id, ok, stats } satisfies FromWorker),
+        () => port.postMessage({ t: "done", member: m.member, id: m.id, ok: false, stats: member.exporter?.stats() ?? { queued: 0, inFlight: 0, exported: 0, dropped: 0, failed: 0 } } satisfies FromWorker),
+      )
+      .finally(() => {
+        if (m.t === "shutdown") members.delete(m.member);
+      });
   }
 });
