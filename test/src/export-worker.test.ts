@@ -10,6 +10,7 @@ import {
   langSmithRootRunId,
   luhnValid,
   MemoryAuditLog,
+  sealedDataJson,
   portableRedaction,
   redactionFromPortable,
   sealEvents,
@@ -21,8 +22,6 @@ import {
   type LangSmithExporterOptions,
   type Redaction,
 } from "eart";
-// Not a public export: the JSON the audit log hashed, which the graph's thread posts to the worker as is.
-import { sealedDataJson } from "../../src/audit.js";
 import { startCaptureServer, type CaptureServer, type CapturedRequest } from "../support/capture-server.js";
 import { ask, config, lookup, refundSetup } from "../support/refund.js";
 
@@ -386,6 +385,65 @@ describe("the OpenTelemetry exporter with otlp (its own SDK pipeline on the work
     const root = spans.find((s) => s.name === "invoke_agent support-agent")!;
     expect(root.attributes).toMatchObject({ "eart.thread.id": { stringValue: "wk-otlp" }, "eart.run.outcome": { stringValue: "completed" }, "eart.user.id": { stringValue: "cara" } });
     expect(spans.find((s) => s.name === "execute_tool lookup_order")!.attributes["gen_ai.tool.call.id"]).toEqual({ stringValue: "c1" });
+  });
+});
+
+describe("one export worker per process", () => {
+  it("carries LangSmith and OTLP exporters on one thread, keeps the other going when one shuts down, and ends with the last", async () => {
+    const langsmithServer = await server();
+    const collector = await server();
+    const before = { started: workers.started, exited: workers.exited };
+    const langsmith = track(createLangSmithExporter({ apiUrl: langsmithServer.url, apiKey: "k", flushIntervalMs: 10 }));
+    const otel = track(createOtelExporter({ otlp: { url: `${collector.url}/v1/traces` }, flushIntervalMs: 10 }));
+    const log = new MemoryAuditLog();
+    const traceExport = createTraceExport({ auditLog: log, exporters: [langsmith, otel] });
+    await traceExport.append(refundThreadInputs("wk-shared-1"));
+    expect(await traceExport.flush({ timeoutMs: 10_000 })).toBe(true);
+    expect(workers.started - before.started).toBe(1);
+    expect(traceExport.stats()).toEqual({ langsmith: { ...ZERO, exported: 6 }, otel: { ...ZERO, exported: 6 } });
+
+    // LangSmith leaves; the worker stays for OTLP, which still exports.
+    expect(await langsmith.shutdown({ timeoutMs: 5_000 })).toBe(true);
+    expect(workers.exited).toBe(before.exited);
+    const spansBefore = collector.requests.length;
+    await traceExport.append(refundThreadInputs("wk-shared-2"));
+    expect(await otel.flush({ timeoutMs: 10_000 })).toBe(true);
+    expect(collector.requests.length).toBeGreaterThan(spansBefore);
+    expect(otel.stats()).toEqual({ ...ZERO, exported: 12 });
+    // The one that left refuses (and counts) what it is offered now.
+    expect(langsmith.stats()).toEqual({ ...ZERO, exported: 6, dropped: 6 });
+    expect([...langSmithRuns(langsmithServer.requests).values()].every((r) => r.extra?.metadata?.thread_id !== "wk-shared-2")).toBe(true);
+
+    // The last one out ends the worker; a new exporter starts a new one.
+    expect(await otel.shutdown({ timeoutMs: 5_000 })).toBe(true);
+    await until(() => workers.exited === before.exited + 1);
+    const again = track(createLangSmithExporter({ apiUrl: langsmithServer.url, apiKey: "k", flushIntervalMs: 10 }));
+    again.offer(await log.append(refundThreadInputs("wk-shared-3")));
+    expect(await again.flush({ timeoutMs: 10_000 })).toBe(true);
+    expect(workers.started - before.started).toBe(2);
+  });
+
+  it("builds each exporter in the environment it was created in, though they share the worker", async () => {
+    const first = await server();
+    const second = await server();
+    const saved = process.env.LANGSMITH_ENDPOINT;
+    try {
+      process.env.LANGSMITH_ENDPOINT = first.url;
+      const a = track(createLangSmithExporter({ apiKey: "k", flushIntervalMs: 10 }));
+      process.env.LANGSMITH_ENDPOINT = second.url;
+      const b = track(createLangSmithExporter({ apiKey: "k", flushIntervalMs: 10 }));
+      const before = workers.started;
+      a.offer(sealEvents(null, refundThreadInputs("wk-env-a")));
+      b.offer(sealEvents(null, refundThreadInputs("wk-env-b")));
+      expect(await Promise.all([a.flush({ timeoutMs: 10_000 }), b.flush({ timeoutMs: 10_000 })])).toEqual([true, true]);
+      expect(workers.started - before).toBe(1);
+      const threadsAt = (s: CaptureServer) => new Set([...langSmithRuns(s.requests).values()].map((r) => r.extra?.metadata?.thread_id));
+      expect(threadsAt(first)).toEqual(new Set(["wk-env-a"]));
+      expect(threadsAt(second)).toEqual(new Set(["wk-env-b"]));
+    } finally {
+      if (saved === undefined) delete process.env.LANGSMITH_ENDPOINT;
+      else process.env.LANGSMITH_ENDPOINT = saved;
+    }
   });
 });
 
