@@ -16,14 +16,14 @@
  * thread or on the workers, which is what an application pays.
  *
  * One sample is one invoke plus one turn of the event loop (see `turn`), for every variant.
- * Variants run in 10 rounds, the order rotating each round, after a warm-up; each round of a
+ * Variants run in 30 rounds, the order rotating each round, after a warm-up; each round of a
  * variant starts with 20 untimed invokes (see `SETTLE_THREADS`). The table also
  * shows this process's CPU time per invoke (user + system, all threads, the workers' included).
  * At the end the exporters are flushed and the run fails unless every event was exported (none
  * dropped or failed) and the receiver got every span and run.
  * Target: export on with the defaults ≤ 1.05× export off (mean and median).
  *
- * Env: `EART_BENCH_EXPORT_THREADS` (timed threads per variant, default 1,000).
+ * Env: `EART_BENCH_EXPORT_THREADS` (timed threads per variant, default 3,000).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -38,7 +38,7 @@ import { assertCompleted, createRefundTools, MODEL_CALLS_PER_THREAD, REQUEST, re
 
 /** Target: export-on per-invoke time (mean and median) at most this multiple of export-off. */
 export const EXPORT_TARGET_RATIO = 1.05;
-const DEFAULT_THREADS = 1_000;
+const DEFAULT_THREADS = 3_000;
 const WARMUP_THREADS = 50;
 const ROUNDS = 30;
 /**

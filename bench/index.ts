@@ -28,7 +28,7 @@
  * LangSmith + OpenTelemetry export on worker threads (the defaults) and on the graph's thread (to a
  * local receiver in a child process), per invoke, and the ratios (target: the defaults ≤ 1.05×).
  * `EART_BENCH_SKIP_EXPORT=1` skips it; `EART_BENCH_EXPORT_THREADS` sets the timed threads per
- * variant (default 1,000).
+ * variant (default 3,000).
  */
 import { runAuditBench } from "./audit.js";
 import { runExportBench } from "./export.js";

@@ -65,7 +65,6 @@ const POST_DELAY_MS = 20;
 /** What a flush or shutdown leaves itself, out of its deadline, to hear the worker's answer. */
 const REPLY_MARGIN_MS = 50;
 
-const rawCache = new WeakMap<AuditEvent, string>();
 const redactedCache = new WeakMap<Redaction | typeof NO_REDACTION, WeakMap<AuditEvent, string>>();
 const NO_REDACTION = {};
 
@@ -73,14 +72,10 @@ const NO_REDACTION = {};
 const PLAIN = /^[\w.:+-]*$/;
 const quote = (v: string): string => (PLAIN.test(v) ? `"${v}"` : JSON.stringify(v));
 
-/** The event as JSON, as stored: its data is the text the audit log hashed, when it has it. Cached per event. */
+/** The event as JSON, as stored: its data is the text the audit log hashed, when it has it. (Written once per post for every exporter it goes to.) */
 function rawWire(e: AuditEvent): string {
-  const hit = rawCache.get(e);
-  if (hit !== undefined) return hit;
   const data = sealedDataJson(e) ?? JSON.stringify(e.data);
-  const json = `{"schemaVersion":${e.schemaVersion},"id":${quote(e.id)},"threadId":${quote(e.threadId)},"seq":${e.seq},"type":${quote(e.type)},"at":${quote(e.at)},"data":${data},"prevHash":${quote(e.prevHash)},"hash":${quote(e.hash)}}`;
-  rawCache.set(e, json);
-  return json;
+  return `{"schemaVersion":${e.schemaVersion},"id":${quote(e.id)},"threadId":${quote(e.threadId)},"seq":${e.seq},"type":${quote(e.type)},"at":${quote(e.at)},"data":${data},"prevHash":${quote(e.prevHash)},"hash":${quote(e.hash)}}`;
 }
 
 /** The event as JSON, redacted here; cached per event and redaction. */
