@@ -148,16 +148,7 @@ export function createLangSmithExporter(options: LangSmithExporterOptions = {}):
   if ((opts.thread ?? (opts.fetch ? "main" : "worker")) === "main") return langSmithExporter(opts, redaction);
   if (opts.fetch) throw new EartConfigError("fetch", 'a fetch function cannot run on the export worker; pass thread: "main" with it');
   const { redaction: _r, fetch: _f, thread: _t, ...cloneable } = options;
-  return createWorkerExporter({
-    kind: "langsmith",
-    name: opts.name,
-    options: cloneable,
-    redaction,
-    maxQueueSize: opts.maxQueueSize,
-    maxBatchSize: opts.maxBatchSize,
-    flushIntervalMs: opts.flushIntervalMs,
-    env: { ...process.env },
-  });
+  return createWorkerExporter("langsmith", cloneable, opts, redaction);
 }
 
 /**

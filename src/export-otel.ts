@@ -183,16 +183,7 @@ export function createOtelExporter(options: OtelExporterOptions = {}): AuditExpo
     }
   }
   const { redaction: _r, ...cloneable } = options;
-  return createWorkerExporter({
-    kind: "otlp",
-    name: opts.name,
-    options: cloneable,
-    redaction,
-    maxQueueSize: opts.maxQueueSize,
-    maxBatchSize: opts.maxBatchSize,
-    flushIntervalMs: opts.flushIntervalMs,
-    env: { ...process.env },
-  });
+  return createWorkerExporter("otlp", cloneable, opts, redaction);
 }
 
 const OTLP_PACKAGES = ["@opentelemetry/sdk-trace-base", "@opentelemetry/resources", "@opentelemetry/exporter-trace-otlp-http"] as const;

@@ -251,15 +251,22 @@ let nextMember = 1;
 let nextRequest = 1;
 
 /**
- * An exporter whose work runs on the process's export worker (joined at its first event). Used
- * by `createLangSmithExporter` and `createOtelExporter({ otlp })` unless `thread: "main"`.
+ * An exporter whose work runs on the process's export worker (joined at its first event), built
+ * there from `options` (the caller's, structured-cloneable) in the environment of now. Used by
+ * `createLangSmithExporter` and `createOtelExporter({ otlp })` unless `thread: "main"`.
  * @example
  * ```ts
- * const x = createWorkerExporter({ kind: "langsmith", name: "langsmith", options: { apiUrl }, redaction: standardRedaction(), maxQueueSize: 4096, maxBatchSize: 100, flushIntervalMs: 1_000, env: { ...process.env } });
+ * const x = createWorkerExporter("langsmith", { apiUrl }, { name: "langsmith", maxQueueSize: 4096, maxBatchSize: 100, flushIntervalMs: 1_000 }, standardRedaction());
  * ```
  */
-export function createWorkerExporter(spec: WorkerExporterSpec): AuditExporter {
-  const { name, redaction, maxQueueSize } = spec;
+export function createWorkerExporter(
+  kind: WorkerExporterSpec["kind"],
+  options: Record<string, unknown>,
+  queue: Pick<WorkerExporterSpec, "name" | "maxQueueSize" | "maxBatchSize" | "flushIntervalMs">,
+  redaction: Redaction | false,
+): AuditExporter {
+  const { name, maxQueueSize, maxBatchSize, flushIntervalMs } = queue;
+  const spec: WorkerExporterSpec = { kind, name, options, redaction, maxQueueSize, maxBatchSize, flushIntervalMs, env: { ...process.env } };
   const portable = redaction === false ? false : portableRedaction(redaction);
   const memberSpec: WorkerMemberSpec = { ...spec, redaction: portable ?? "pre" };
   let joined: ExportHost | undefined;

@@ -1,5 +1,5 @@
 import { BasicTracerProvider } from "@opentelemetry/sdk-trace-base";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   createLangSmithExporter,
   createOtelExporter,
@@ -22,7 +22,8 @@ import {
   type LangSmithExporterOptions,
   type Redaction,
 } from "eart";
-import { startCaptureServer, type CaptureServer, type CapturedRequest } from "../support/capture-server.js";
+import { langSmithRuns, type CaptureServer } from "../support/capture-server.js";
+import { cleanups, server, track } from "../support/cleanups.js";
 import { ask, config, lookup, refundSetup } from "../support/refund.js";
 
 /**
@@ -43,20 +44,6 @@ vi.mock("node:worker_threads", async (importOriginal) => {
   return { ...actual, Worker: CountedWorker, default: { ...actual, Worker: CountedWorker } };
 });
 
-/** Things to close after each test, whatever happened. */
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
-async function server(answer: "ok" | "hang" | number = "ok"): Promise<CaptureServer> {
-  const s = await startCaptureServer(answer);
-  cleanups.push(() => s.close());
-  return s;
-}
-function track<X extends { shutdown(o?: { timeoutMs?: number }): Promise<boolean> }>(x: X): X {
-  cleanups.push(() => x.shutdown({ timeoutMs: 1_000 }));
-  return x;
-}
 async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!condition()) {
@@ -69,16 +56,6 @@ const CARD = "4111 1111 1111 1111";
 const CARD_DIGITS = "4111111111111111";
 const ZERO = { queued: 0, inFlight: 0, exported: 0, dropped: 0, failed: 0 };
 
-/** Every LangSmith run operation received: creates and updates, by id, merged in order. */
-function langSmithRuns(requests: CapturedRequest[]): Map<string, Record<string, any>> {
-  const runs = new Map<string, Record<string, any>>();
-  for (const r of requests) {
-    if (r.path !== "/runs/batch") continue;
-    const body = r.json as { post?: Record<string, any>[]; patch?: Record<string, any>[] };
-    for (const op of [...(body.post ?? []), ...(body.patch ?? [])]) runs.set(op.id, { ...runs.get(op.id), ...op });
-  }
-  return runs;
-}
 const byId = (runs: Map<string, Record<string, any>>) => [...runs.entries()].sort(([a], [b]) => a.localeCompare(b));
 const bodies = (capture: CaptureServer) => capture.requests.map((r) => r.body.toString("utf8")).join("\n");
 

@@ -6,7 +6,7 @@ import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messag
 import { Command, END, MemorySaver, MessagesAnnotation, START, StateGraph } from "@langchain/langgraph";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import {
   createBatchExporter,
   createJsonlExporter,
@@ -31,26 +31,13 @@ import {
 } from "eart";
 import { createTraceExportNode } from "eart/nodes";
 import { scriptedModel } from "eart/testing";
-import { refusedPort, startCaptureServer, type CaptureServer, type CapturedRequest } from "../support/capture-server.js";
+import { langSmithRuns, refusedPort, type CaptureServer, type CapturedRequest } from "../support/capture-server.js";
+import { cleanups, server, track } from "../support/cleanups.js";
 import { ask, config, refundSetup } from "../support/refund.js";
 
 const dir = mkdtempSync(join(tmpdir(), "eart-export-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Things to close after each test, whatever happened. */
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-});
-async function server(answer: "ok" | "hang" | number = "ok"): Promise<CaptureServer> {
-  const s = await startCaptureServer(answer);
-  cleanups.push(() => s.close());
-  return s;
-}
-function track<X extends { shutdown(o?: { timeoutMs?: number }): Promise<boolean> }>(x: X): X {
-  cleanups.push(() => x.shutdown({ timeoutMs: 1_000 }));
-  return x;
-}
 
 const CARD = "4111 1111 1111 1111";
 const CARD_DIGITS = "4111111111111111";
@@ -78,16 +65,6 @@ function gatedSend() {
   };
 }
 
-/** Every LangSmith run operation the capture server received: creates and updates, by id, merged in order. */
-function langSmithRuns(requests: CapturedRequest[]): Map<string, Record<string, any>> {
-  const runs = new Map<string, Record<string, any>>();
-  for (const r of requests) {
-    if (r.path !== "/runs/batch") continue;
-    const body = r.json as { post?: Record<string, any>[]; patch?: Record<string, any>[] };
-    for (const op of [...(body.post ?? []), ...(body.patch ?? [])]) runs.set(op.id, { ...runs.get(op.id), ...op });
-  }
-  return runs;
-}
 const roots = (runs: Map<string, Record<string, any>>) => [...runs.values()].filter((r) => r.parent_run_id === undefined).sort((a, b) => a.start_time.localeCompare(b.start_time) || a.dotted_order.localeCompare(b.dotted_order));
 
 /** The refund conversation: look up, refund $740 (with a card number in its reason), answer echoing the card. */

@@ -89,3 +89,14 @@ export async function refusedPort(): Promise<number> {
   await new Promise<void>((done) => server.close(() => done()));
   return port;
 }
+
+/** Every LangSmith run operation the capture server received: creates and updates, by id, merged in order. */
+export function langSmithRuns(requests: CapturedRequest[]): Map<string, Record<string, any>> {
+  const runs = new Map<string, Record<string, any>>();
+  for (const r of requests) {
+    if (r.path !== "/runs/batch") continue;
+    const body = r.json as { post?: Record<string, any>[]; patch?: Record<string, any>[] };
+    for (const op of [...(body.post ?? []), ...(body.patch ?? [])]) runs.set(op.id, { ...runs.get(op.id), ...op });
+  }
+  return runs;
+}
