@@ -23,7 +23,7 @@ import {
   type Redaction,
 } from "eart";
 import { langSmithRuns, type CaptureServer } from "../support/capture-server.js";
-import { cleanups, server, track } from "../support/cleanups.js";
+import { server, track } from "../support/cleanups.js";
 import { ask, config, lookup, refundSetup } from "../support/refund.js";
 
 /**

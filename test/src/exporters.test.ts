@@ -31,7 +31,7 @@ import {
 } from "eart";
 import { createTraceExportNode } from "eart/nodes";
 import { scriptedModel } from "eart/testing";
-import { langSmithRuns, refusedPort, type CaptureServer, type CapturedRequest } from "../support/capture-server.js";
+import { langSmithRuns, refusedPort } from "../support/capture-server.js";
 import { cleanups, server, track } from "../support/cleanups.js";
 import { ask, config, refundSetup } from "../support/refund.js";
 
