@@ -31,13 +31,14 @@ import { ask, config, lookup, refundSetup } from "../support/refund.js";
  * start is counted here, so tests can say how many an exporter started and that shutdown ended
  * them. The worker script itself is loaded from dist (`npm run build` first).
  */
-const workers = vi.hoisted(() => ({ started: 0, exited: 0 }));
+const workers = vi.hoisted(() => ({ started: 0, exited: 0, last: undefined as { terminate(): Promise<number> } | undefined }));
 vi.mock("node:worker_threads", async (importOriginal) => {
   const actual = await importOriginal<typeof import("node:worker_threads")>();
   class CountedWorker extends actual.Worker {
     constructor(...args: ConstructorParameters<typeof actual.Worker>) {
       super(...args);
       workers.started += 1;
+      workers.last = this;
       this.once("exit", () => (workers.exited += 1));
     }
   }
@@ -398,6 +399,32 @@ describe("one export worker per process", () => {
     again.offer(await log.append(refundThreadInputs("wk-shared-3")));
     expect(await again.flush({ timeoutMs: 10_000 })).toBe(true);
     expect(workers.started - before.started).toBe(2);
+  });
+
+  it("survives its worker dying: every exporter counts what the worker held as dropped, says why, and refuses what comes after", async () => {
+    const hanging = await server("hang");
+    const collector = await server("hang");
+    const langsmith = track(createLangSmithExporter({ apiUrl: hanging.url, apiKey: "k", flushIntervalMs: 0, requestTimeoutMs: 60_000, exportTimeoutMs: 60_000 }));
+    const otel = track(createOtelExporter({ otlp: { url: `${collector.url}/v1/traces` }, flushIntervalMs: 0, exportTimeoutMs: 60_000 }));
+    const traceExport = createTraceExport({ auditLog: new MemoryAuditLog(), exporters: [langsmith, otel] });
+    await traceExport.append(refundThreadInputs("wk-crash"));
+    await hanging.waitFor(() => hanging.received() > 0);
+    const before = workers.exited;
+    // The worker goes away with a send in flight (as a crash would).
+    await workers.last!.terminate();
+    await until(() => workers.exited === before + 1);
+    for (const x of [langsmith, otel]) {
+      const stats = x.stats();
+      expect(stats).toMatchObject({ queued: 0, inFlight: 0, exported: 0, failed: 0, dropped: 6 });
+      expect(stats.lastError).toMatch(/export worker exited/);
+    }
+    // The graph goes on: appends still store, and the exporters refuse and count.
+    await traceExport.append(refundThreadInputs("wk-crash-2"));
+    expect((await traceExport.read("wk-crash-2")).length).toBe(6);
+    expect(langsmith.stats().dropped).toBe(12);
+    expect(otel.stats().dropped).toBe(12);
+    expect(await traceExport.flush({ timeoutMs: 1_000 })).toBe(false);
+    expect(await traceExport.shutdown({ timeoutMs: 1_000 })).toBe(false);
   });
 
   it("builds each exporter in the environment it was created in, though they share the worker", async () => {
