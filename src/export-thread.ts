@@ -294,8 +294,8 @@ export function createWorkerExporter(
       posted += count;
     },
     message(m) {
-      // After shutdown has settled its account, nothing the worker says changes it.
-      if (finalised) return;
+      // After shutdown (or the worker's death) has settled its account, nothing the worker says changes it.
+      if (finalised || dead) return;
       worker_ = m.stats;
       if (m.t === "done") {
         waiting.get(m.id)?.({ ok: m.ok, stats: m.stats });
@@ -308,6 +308,7 @@ export function createWorkerExporter(
       // Whatever the worker held, and whatever waits here, will never be sent.
       droppedHere += inWorker() + member.buffered;
       member.buffered = 0;
+      worker_ = { ...worker_, queued: 0, inFlight: 0 };
       posted = settled();
       for (const done of waiting.values()) done({ ok: false, stats: worker_ });
       waiting.clear();

@@ -409,6 +409,8 @@ describe("one export worker per process", () => {
     const traceExport = createTraceExport({ auditLog: new MemoryAuditLog(), exporters: [langsmith, otel] });
     await traceExport.append(refundThreadInputs("wk-crash"));
     await hanging.waitFor(() => hanging.received() > 0);
+    // The graph's thread has heard that a send is in flight.
+    await until(() => langsmith.stats().inFlight > 0);
     const before = workers.exited;
     // The worker goes away with a send in flight (as a crash would).
     await workers.last!.terminate();
