@@ -27,14 +27,10 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { HumanMessage } from "@langchain/core/messages";
-import { MemorySaver } from "@langchain/langgraph";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
-import { createLangSmithExporter, createOtelExporter, createTraceExport, definePolicy, MemoryAuditLog, type AuditExporter, type AuditLog, type TraceExport } from "eart";
-import { createGovernedAgent } from "eart/graphs";
-import { scriptedModel } from "eart/testing";
-import { assertCompleted, createRefundTools, MODEL_CALLS_PER_THREAD, REQUEST, refundScript, type Variant } from "./refund.js";
+import { createLangSmithExporter, createOtelExporter, createTraceExport, MemoryAuditLog, type AuditExporter, type TraceExport } from "eart";
+import { assertCompleted, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
 
 /** Target: export-on per-invoke time (mean and median) at most this multiple of export-off. */
 export const EXPORT_TARGET_RATIO = 1.05;
@@ -47,19 +43,6 @@ const ROUNDS = 30;
  * steady state, before the clock runs.
  */
 const SETTLE_THREADS = 20;
-
-const IDENTITIES = {
-  roles: { customer: { description: "A customer asking about their own orders", tools: ["lookup_order", "issue_refund"] } },
-  agents: [{ id: "support-agent", roles: ["support"], tools: ["lookup_order", "issue_refund"], dataScopes: ["orders"] }],
-  users: [{ id: "cara", name: "Cara (customer)", roles: ["customer"] }],
-};
-const POLICY = definePolicy({
-  name: "bench-refunds",
-  rules: [
-    { id: "orders.lookup", tools: ["lookup_order"], effect: "allow", reason: "Order lookups are allowed" },
-    { id: "refund.small", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 100, effect: "allow", reason: "Refunds up to $100 are allowed" },
-  ],
-});
 
 /**
  * A receiver in a child process: answers 200 `{}` to every POST and keeps the bodies; `GET /stats`
@@ -114,23 +97,6 @@ function threadCount(): number {
   return n;
 }
 
-function governed(name: string, modelTurns: number, auditLog: AuditLog): Variant {
-  const { tools, refundsByThread } = createRefundTools();
-  const agent = createGovernedAgent({
-    model: scriptedModel(refundScript, { turns: modelTurns }),
-    tools,
-    identities: IDENTITIES,
-    policy: POLICY,
-    checkpointer: new MemorySaver(),
-    auditLog,
-  });
-  return {
-    name,
-    refundsByThread,
-    run: (threadId) => agent.invoke({ messages: [new HumanMessage(REQUEST)] }, { configurable: { thread_id: threadId, agent_id: "support-agent", user_id: "cara" } }),
-  };
-}
-
 const ms = (x: number) => x.toFixed(3);
 
 /**
@@ -183,11 +149,11 @@ export async function runExportBench(): Promise<void> {
     });
     const untimed = WARMUP_THREADS + SETTLE_THREADS * Math.min(ROUNDS, threads);
     const modelTurns = (untimed + threads) * MODEL_CALLS_PER_THREAD;
-    const off = governed("export off", modelTurns, new MemoryAuditLog());
+    const off = createGovernedVariant(modelTurns, { name: "export off" });
     const exported = (name: string, exporters: AuditExporter[]) => {
       const inner = new MemoryAuditLog();
       const traceExport = createTraceExport({ auditLog: inner, exporters });
-      exports.push({ name, traceExport, inner, variant: governed(name, modelTurns, traceExport) });
+      exports.push({ name, traceExport, inner, variant: createGovernedVariant(modelTurns, { name, auditLog: traceExport }) });
     };
     // The defaults: LangSmith and OTLP exporters on worker threads.
     exported("export on, worker threads (default)", [

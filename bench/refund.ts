@@ -6,7 +6,7 @@ import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langcha
 import { tool, type StructuredToolInterface } from "@langchain/core/tools";
 import { END, MemorySaver, MessagesAnnotation, START, StateGraph } from "@langchain/langgraph";
 import { ToolNode } from "@langchain/langgraph/prebuilt";
-import { definePolicy, MemoryAuditLog, type DecisionRecord } from "eart";
+import { definePolicy, MemoryAuditLog, type AuditLog, type DecisionRecord } from "eart";
 import { createGovernedAgent } from "eart/graphs";
 import { scriptedModel } from "eart/testing";
 import { z } from "zod";
@@ -150,16 +150,16 @@ const POLICY = definePolicy({
 
 /**
  * eart's prebuilt governed agent on the same model script and tools, with `MemorySaver` and a
- * `MemoryAuditLog`.
+ * `MemoryAuditLog` (or the audit log given, e.g. one wrapped by `createTraceExport`).
  * @example
  * ```ts
  * const governed = createGovernedVariant(3_000);
  * await governed.run("t1");
  * ```
  */
-export function createGovernedVariant(modelTurns: number): Variant & { auditLog: MemoryAuditLog } {
+export function createGovernedVariant<L extends AuditLog = MemoryAuditLog>(modelTurns: number, options: { name?: string; auditLog?: L } = {}): Variant & { auditLog: L } {
   const { tools, refundsByThread } = createRefundTools();
-  const auditLog = new MemoryAuditLog();
+  const auditLog = options.auditLog ?? (new MemoryAuditLog() as AuditLog as L);
   const agent = createGovernedAgent({
     model: scriptedModel(refundScript, { turns: modelTurns }),
     tools,
@@ -169,7 +169,7 @@ export function createGovernedVariant(modelTurns: number): Variant & { auditLog:
     auditLog,
   });
   return {
-    name: "governed",
+    name: options.name ?? "governed",
     refundsByThread,
     auditLog,
     run: (threadId) =>
