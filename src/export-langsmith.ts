@@ -1,8 +1,6 @@
 import { Client } from "langsmith";
 import type { RunCreate, RunUpdate } from "langsmith/schemas";
 import { z } from "zod";
-import type { AuditEvent } from "./audit.js";
-import type { Redaction } from "./context.js";
 import { EartConfigError } from "./errors.js";
 import { parseOptions } from "./options.js";
 import { createWorkerExporter } from "./export-thread.js";
@@ -13,6 +11,7 @@ import {
   SegmentTracker,
   standardRedaction,
   type CallFacts,
+  type ExportRedactor,
   type RedactedEvent,
   type Segment,
   type SegmentLink,
@@ -152,17 +151,18 @@ export function createLangSmithExporter(options: LangSmithExporterOptions = {}):
 }
 
 /**
- * The LangSmith exporter on the export worker: its events arrive redacted by the graph's thread.
+ * The LangSmith exporter on the export worker, from the options given on the graph's thread; its
+ * events arrive as stored (redacted here by `redaction`) or already redacted (a function).
  * @example
  * ```ts
- * const x = buildLangSmithExporter({ apiUrl }, (e) => redactEvent(e, standardRedaction()));
+ * const x = buildLangSmithExporter({ apiUrl }, standardRedaction());
  * ```
  */
-export function buildLangSmithExporter(options: Record<string, unknown>, redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent)): AuditExporter {
+export function buildLangSmithExporter(options: Record<string, unknown>, redaction: ExportRedactor): AuditExporter {
   return langSmithExporter(parseOptions(LangSmithExporterOptionsSchema, { ...options, thread: "main" }), redaction);
 }
 
-function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>, redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent)): AuditExporter {
+function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>, redaction: ExportRedactor): AuditExporter {
   const { name, apiUrl, apiKey, workspaceId, projectName, requestTimeoutMs, tags: extraTags, metadata: extraMetadata, maxThreads } = opts;
   const baseFetch = opts.fetch ?? globalThis.fetch;
   // The send in flight's signal: every request the client makes for it is aborted with it.

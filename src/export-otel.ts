@@ -3,11 +3,9 @@ import { createRequire } from "node:module";
 import { z } from "zod";
 import { EartConfigError } from "./errors.js";
 import { parseOptions } from "./options.js";
-import type { AuditEvent } from "./audit.js";
-import type { Redaction } from "./context.js";
 import { createBatchExporter, EXPORT_DEFAULTS, ExportQueueOptionsSchema, type AuditExporter } from "./export-core.js";
 import { createWorkerExporter } from "./export-thread.js";
-import { ExportRedactionOption, SegmentTracker, standardRedaction, type CallFacts, type RedactedEvent, type Segment } from "./export-segments.js";
+import { ExportRedactionOption, SegmentTracker, standardRedaction, type CallFacts, type ExportRedactor, type RedactedEvent, type Segment } from "./export-segments.js";
 
 /**
  * OpenTelemetry exporter: a thread's audit events become spans following the GenAI semantic
@@ -216,7 +214,7 @@ export async function loadOtlpModules(): Promise<OtlpModules> {
  * const x = buildOtlpExporter(await loadOtlpModules(), { otlp: { url: "http://127.0.0.1:4318/v1/traces" } }, standardRedaction());
  * ```
  */
-export function buildOtlpExporter(modules: OtlpModules, options: Record<string, unknown>, redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent)): AuditExporter {
+export function buildOtlpExporter(modules: OtlpModules, options: Record<string, unknown>, redaction: ExportRedactor): AuditExporter {
   const { sdk, resources, exporter } = modules;
   const opts = parseOptions(OtelExporterOptionsSchema, options);
   const otlp = opts.otlp ?? {};
@@ -242,7 +240,7 @@ export function buildOtlpExporter(modules: OtlpModules, options: Record<string, 
   };
 }
 
-function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent)): AuditExporter {
+function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redaction: ExportRedactor): AuditExporter {
   const { name, captureContent, maxThreads } = opts;
   let api: Api | undefined;
   let tracer: Tracer | undefined = opts.tracer;

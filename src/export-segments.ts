@@ -32,6 +32,12 @@ export function standardRedaction(): Redaction {
   return (standard ??= defineRedaction(STANDARD_REDACTIONS));
 }
 
+/**
+ * How a trace exporter redacts: a {@link Redaction}, `false` (values as stored), or a function
+ * returning an event's redacted form (events redacted before they reached the export worker).
+ */
+export type ExportRedactor = Redaction | false | ((event: AuditEvent) => RedactedEvent);
+
 /** An event as it leaves the process: `data` and `threadId` redacted, and where. */
 export type RedactedEvent = AuditEvent & { redacted: Redacted[] };
 
@@ -244,8 +250,7 @@ export class SegmentTracker<R, T> {
   readonly #redact: (event: AuditEvent) => RedactedEvent;
   readonly #maxThreads: number;
 
-  /** `redaction` may also be a function that returns an event's redacted form (events redacted elsewhere: the export worker). */
-  constructor(handlers: TraceHandlers<R, T>, options: { redaction: Redaction | false | ((event: AuditEvent) => RedactedEvent); maxThreads: number }) {
+  constructor(handlers: TraceHandlers<R, T>, options: { redaction: ExportRedactor; maxThreads: number }) {
     this.#handlers = handlers;
     const { redaction } = options;
     this.#redact = typeof redaction === "function" ? redaction : (event) => redactEvent(event, redaction);

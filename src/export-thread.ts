@@ -65,9 +65,6 @@ const POST_DELAY_MS = 20;
 /** What a flush or shutdown leaves itself, out of its deadline, to hear the worker's answer. */
 const REPLY_MARGIN_MS = 50;
 
-const redactedCache = new WeakMap<Redaction | typeof NO_REDACTION, WeakMap<AuditEvent, string>>();
-const NO_REDACTION = {};
-
 /** Strings that need no escaping in JSON (ids, hashes, ISO times, event types, most thread ids). */
 const PLAIN = /^[\w.:+-]*$/;
 const quote = (v: string): string => (PLAIN.test(v) ? `"${v}"` : JSON.stringify(v));
@@ -78,18 +75,11 @@ function rawWire(e: AuditEvent): string {
   return `{"schemaVersion":${e.schemaVersion},"id":${quote(e.id)},"threadId":${quote(e.threadId)},"seq":${e.seq},"type":${quote(e.type)},"at":${quote(e.at)},"data":${data},"prevHash":${quote(e.prevHash)},"hash":${quote(e.hash)}}`;
 }
 
-/** The event as JSON, redacted here; cached per event and redaction. */
-function redactedWire(event: AuditEvent, redaction: Redaction | false): string {
-  const key = redaction === false ? NO_REDACTION : redaction;
-  let cache = redactedCache.get(key);
-  const hit = cache?.get(event);
-  if (hit !== undefined) return hit;
+/** The event as JSON, redacted here (each entry of a post is written once, for every exporter it goes to). */
+function redactedWire(event: AuditEvent, redaction: Redaction): string {
   const r = redactEvent(event, redaction);
   const out: WireEvent = r.threadId === event.threadId ? r : { ...r, rawThreadId: event.threadId };
-  const json = JSON.stringify(out);
-  if (!cache) redactedCache.set(key, (cache = new WeakMap()));
-  cache.set(event, json);
-  return json;
+  return JSON.stringify(out);
 }
 
 /** The worker's script: next to this module when built; from `dist` when this module runs as TypeScript source (tests). */
@@ -268,6 +258,8 @@ export function createWorkerExporter(
   const { name, maxQueueSize, maxBatchSize, flushIntervalMs } = queue;
   const spec: WorkerExporterSpec = { kind, name, options, redaction, maxQueueSize, maxBatchSize, flushIntervalMs, env: { ...process.env } };
   const portable = redaction === false ? false : portableRedaction(redaction);
+  // A redaction that cannot cross threads is applied here, before posting.
+  const redactHere = redaction !== false && portable === undefined ? redaction : undefined;
   const memberSpec: WorkerMemberSpec = { ...spec, redaction: portable ?? "pre" };
   let joined: ExportHost | undefined;
   let dead: string | undefined;
@@ -285,8 +277,8 @@ export function createWorkerExporter(
 
   const member: Member = {
     id: nextMember++,
-    wireKey: portable === undefined ? redaction || RAW : RAW,
-    wire: portable === undefined ? (e) => redactedWire(e, redaction) : rawWire,
+    wireKey: redactHere ?? RAW,
+    wire: redactHere ? (e) => redactedWire(e, redactHere) : rawWire,
     delayMs: Math.min(POST_DELAY_MS, spec.flushIntervalMs),
     source: undefined,
     buffered: 0,

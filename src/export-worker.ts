@@ -1,11 +1,11 @@
 import { parentPort } from "node:worker_threads";
 import type { AuditEvent } from "./audit.js";
-import { redactionFromPortable, type PortableRedactionRule, type Redaction } from "./context.js";
+import { redactionFromPortable, type Redaction } from "./context.js";
 import type { AuditExporter, ExporterStats } from "./export-core.js";
 import { buildLangSmithExporter } from "./export-langsmith.js";
 import { buildOtlpExporter, loadOtlpModules, type OtlpModules } from "./export-otel.js";
-import type { RedactedEvent } from "./export-segments.js";
-import type { FromWorker, ToWorker, WireEvent, WorkerMemberSpec } from "./export-thread.js";
+import type { ExportRedactor, RedactedEvent } from "./export-segments.js";
+import type { FromWorker, ToWorker, WireEvent, WorkerMemberSpec, WorkerRedaction } from "./export-thread.js";
 
 /**
  * The export worker (see export-thread.ts): builds the exporters the graph's thread adds and
@@ -41,7 +41,7 @@ const preRedacted = (e: AuditEvent): RedactedEvent => redactedOf.get(e) ?? (e as
 
 // One redaction object per rule set, so exporters with the same rules share each event's redaction.
 const redactions = new Map<string, Redaction>();
-function redactionFor(rules: PortableRedactionRule[] | false | "pre"): Redaction | false | ((e: AuditEvent) => RedactedEvent) {
+function redactionFor(rules: WorkerRedaction): ExportRedactor {
   if (rules === "pre") return preRedacted;
   if (rules === false) return false;
   const key = JSON.stringify(rules, (_, v: unknown) => (v instanceof RegExp ? `/${v.source}/${v.flags}` : v));

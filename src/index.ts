@@ -65,6 +65,7 @@ export {
   SegmentTracker,
   standardRedaction,
   type CallFacts,
+  type ExportRedactor,
   type RedactedEvent,
   type Segment,
   type SegmentLink,
