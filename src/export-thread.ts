@@ -27,22 +27,15 @@ import { portableRedaction, type PortableRedactionRule, type Redaction } from ".
 /** How events reach the worker: as stored (it redacts with these rules, or not at all) or `pre`-redacted. */
 export type WorkerRedaction = PortableRedactionRule[] | false | "pre";
 
-/** What the worker builds for one exporter: its kind and options (structured-cloneable). */
-export interface WorkerExporterSpec {
+/** What the worker builds for one exporter (structured-cloneable). */
+export interface WorkerMemberSpec {
   kind: "langsmith" | "otlp";
-  name: string;
   /** The exporter's own options, without `redaction`. */
   options: Record<string, unknown>;
-  redaction: Redaction | false;
-  maxQueueSize: number;
-  maxBatchSize: number;
-  flushIntervalMs: number;
+  redaction: WorkerRedaction;
   /** The environment the exporter is built in: the process's when it was created (clients read their defaults from it). */
   env: Record<string, string | undefined>;
 }
-
-/** An exporter as the worker builds it. */
-export type WorkerMemberSpec = Omit<WorkerExporterSpec, "redaction"> & { redaction: WorkerRedaction };
 
 /** An event on the wire: as stored, or redacted with the raw thread id when redaction changed it (for ids and keys only, never exported). */
 export type WireEvent = AuditEvent & { redacted?: unknown[]; rawThreadId?: string };
@@ -246,21 +239,20 @@ let nextRequest = 1;
  * `createLangSmithExporter` and `createOtelExporter({ otlp })` unless `thread: "main"`.
  * @example
  * ```ts
- * const x = createWorkerExporter("langsmith", { apiUrl }, { name: "langsmith", maxQueueSize: 4096, maxBatchSize: 100, flushIntervalMs: 1_000 }, standardRedaction());
+ * const x = createWorkerExporter("langsmith", { apiUrl }, { name: "langsmith", maxQueueSize: 4096, flushIntervalMs: 1_000 }, standardRedaction());
  * ```
  */
 export function createWorkerExporter(
-  kind: WorkerExporterSpec["kind"],
+  kind: WorkerMemberSpec["kind"],
   options: Record<string, unknown>,
-  queue: Pick<WorkerExporterSpec, "name" | "maxQueueSize" | "maxBatchSize" | "flushIntervalMs">,
+  queue: { name: string; maxQueueSize: number; flushIntervalMs: number },
   redaction: Redaction | false,
 ): AuditExporter {
-  const { name, maxQueueSize, maxBatchSize, flushIntervalMs } = queue;
-  const spec: WorkerExporterSpec = { kind, name, options, redaction, maxQueueSize, maxBatchSize, flushIntervalMs, env: { ...process.env } };
+  const { name, maxQueueSize, flushIntervalMs } = queue;
   const portable = redaction === false ? false : portableRedaction(redaction);
   // A redaction that cannot cross threads is applied here, before posting.
   const redactHere = redaction !== false && portable === undefined ? redaction : undefined;
-  const memberSpec: WorkerMemberSpec = { ...spec, redaction: portable ?? "pre" };
+  const memberSpec: WorkerMemberSpec = { kind, options, redaction: portable ?? "pre", env: { ...process.env } };
   let joined: ExportHost | undefined;
   let dead: string | undefined;
   let posted = 0;
@@ -279,7 +271,7 @@ export function createWorkerExporter(
     id: nextMember++,
     wireKey: redactHere ?? RAW,
     wire: redactHere ? (e) => redactedWire(e, redactHere) : rawWire,
-    delayMs: Math.min(POST_DELAY_MS, spec.flushIntervalMs),
+    delayMs: Math.min(POST_DELAY_MS, flushIntervalMs),
     source: undefined,
     buffered: 0,
     posted(count) {
