@@ -26,6 +26,7 @@ import {
   type AuditLog,
 } from "eart";
 import { auditLogSpec, expectedAuditHash, type AuditTamperOp, type MakeAuditLogOptions } from "eart/testing";
+import { startReadyChild } from "../support/children.js";
 
 // A real PostgreSQL. No skip: without it the PostgreSQL cases fail, loudly.
 const PG_URL = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
@@ -672,24 +673,9 @@ process.stdout.write("done\\n");
 process.exit(0); // stdin is still open
 `,
     );
-    const children = Array.from({ length: WRITERS }, (_, writer) => {
-      const child = spawn(process.execPath, [script, store, target, shared, String(writer)], {
-        stdio: ["pipe", "pipe", "pipe"],
-        env: { ...process.env, EART_TEST_SIGNING_KEY: signingKeyPem ?? "" },
-      });
-      let stdout = "";
-      let stderr = "";
-      child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-      const ready = new Promise<void>((resolve, reject) => {
-        child.stdout.on("data", (c: Buffer) => {
-          stdout += c.toString();
-          if (stdout.includes("ready")) resolve();
-        });
-        child.on("exit", () => reject(new Error(`writer exited early: ${stderr}`)));
-      });
-      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-      return { child, ready, exited, out: () => stdout, err: () => stderr };
-    });
+    const children = Array.from({ length: WRITERS }, (_, writer) =>
+      startReadyChild(script, [store, target, shared, String(writer)], "writer", { ...process.env, EART_TEST_SIGNING_KEY: signingKeyPem ?? "" }),
+    );
     await Promise.all(children.map((c) => c.ready));
     const log: AuditLog =
       store === "jsonl"

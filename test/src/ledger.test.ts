@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,6 +18,7 @@ import {
   type LedgerEntry,
   type LedgerKey,
 } from "eart";
+import { startReadyChild } from "../support/children.js";
 
 // A real PostgreSQL (.ci/run starts it). No skip: without it the PostgreSQL cases fail, loudly.
 const PG_URL = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
@@ -422,21 +422,7 @@ await ledger.close();
 process.exit(0);
 `,
     );
-    const children = Array.from({ length: n }, () => {
-      const child = spawn(process.execPath, [script, store, target, JSON.stringify(key)], { stdio: ["pipe", "pipe", "pipe"] });
-      let stdout = "";
-      let stderr = "";
-      child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-      const ready = new Promise<void>((resolve, reject) => {
-        child.stdout.on("data", (c: Buffer) => {
-          stdout += c.toString();
-          if (stdout.includes("ready")) resolve();
-        });
-        child.on("exit", () => reject(new Error(`child exited early: ${stderr}`)));
-      });
-      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-      return { child, ready, exited, out: () => stdout, err: () => stderr };
-    });
+    const children = Array.from({ length: n }, () => startReadyChild(script, [store, target, JSON.stringify(key)], "child"));
     await Promise.all(children.map((c) => c.ready));
     for (const c of children) c.child.stdin.write("go\n");
     const claims: boolean[] = [];
