@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
+import { EartConfigError } from "./errors.js";
 import { sealedDataJson, type AuditEvent } from "./audit.js";
 import { EXPORT_DEFAULTS, type AuditExporter, type AuditSource, type ExporterStats } from "./export-core.js";
 import { redactEvent } from "./export-segments.js";
@@ -52,6 +53,26 @@ export type FromWorker =
   | { t: "stats"; member: number; stats: ExporterStats }
   | { t: "done"; member: number; id: number; ok: boolean; stats: ExporterStats }
   | { t: "read"; member: number; id: number; threadId: string };
+
+/**
+ * The export worker's scheduling priority on Linux (a nice value, 0–19), from
+ * `EART_EXPORT_WORKER_NICE`; default 19, the lowest: the worker gets the CPU time the graphs'
+ * threads leave, so exporting does not slow a busy process. What the worker cannot keep up
+ * with waits in the bounded queue, and is dropped and counted beyond it. `0` runs it at the
+ * process's own priority.
+ * @example
+ * ```ts
+ * process.env.EART_EXPORT_WORKER_NICE = "10";
+ * exportWorkerNice(); // 10
+ * ```
+ */
+export function exportWorkerNice(): number {
+  const raw = process.env.EART_EXPORT_WORKER_NICE;
+  if (raw === undefined || raw.trim() === "") return 19;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 19) throw new EartConfigError("EART_EXPORT_WORKER_NICE", `must be an integer from 0 to 19, got "${raw}"`);
+  return n;
+}
 
 /** How long posting waits for more events before it posts (a full batch goes at once), in ms. */
 const POST_DELAY_MS = 20;
@@ -111,8 +132,8 @@ class ExportHost {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #dead = false;
 
-  constructor() {
-    this.worker = new Worker(workerScript());
+  constructor(nice: number) {
+    this.worker = new Worker(workerScript(), { workerData: { nice } });
     this.worker.unref();
     this.worker.on("message", (m: FromWorker) => {
       const member = this.members.get(m.member);
@@ -253,6 +274,8 @@ export function createWorkerExporter(
   // A redaction that cannot cross threads is applied here, before posting.
   const redactHere = redaction !== false && portable === undefined ? redaction : undefined;
   const memberSpec: WorkerMemberSpec = { kind, options, redaction: portable ?? "pre", env: { ...process.env } };
+  // Read now, so a bad value fails here; the first exporter to start the worker sets its priority.
+  const nice = exportWorkerNice();
   let joined: ExportHost | undefined;
   let dead: string | undefined;
   let posted = 0;
@@ -302,7 +325,7 @@ export function createWorkerExporter(
   /** The worker this exporter is on, joined (or started) at its first event. */
   function join(): ExportHost {
     if (joined) return joined;
-    host ??= new ExportHost();
+    host ??= new ExportHost(nice);
     host.add(member, memberSpec);
     return (joined = host);
   }

@@ -1,4 +1,6 @@
-import { parentPort } from "node:worker_threads";
+import { readlinkSync } from "node:fs";
+import { setPriority } from "node:os";
+import { parentPort, workerData } from "node:worker_threads";
 import type { AuditEvent } from "./audit.js";
 import { redactionFromPortable, type Redaction } from "./context.js";
 import type { AuditExporter, ExporterStats } from "./export-core.js";
@@ -14,6 +16,22 @@ import type { FromWorker, ToWorker, WireEvent, WorkerMemberSpec, WorkerRedaction
  */
 
 const port = parentPort!;
+
+/**
+ * Lowers this thread's scheduling priority to `nice` (see `exportWorkerNice`). Linux keeps a nice
+ * value per thread, set through the thread's id (from /proc/thread-self); elsewhere the worker
+ * keeps the process's priority.
+ */
+function lowerPriority(nice: number): void {
+  if (nice <= 0) return;
+  try {
+    const tid = Number(readlinkSync("/proc/thread-self").split("/").pop());
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, nice);
+  } catch {
+    // No /proc/thread-self (not Linux): the process's priority.
+  }
+}
+lowerPriority((workerData as { nice: number }).nice);
 
 /** One exporter on this worker: built (or being built), with the offers that arrived before it was. */
 interface Member {

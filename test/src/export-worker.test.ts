@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from "node:fs";
 import { BasicTracerProvider } from "@opentelemetry/sdk-trace-base";
 import { describe, expect, it, vi } from "vitest";
 import {
@@ -449,6 +450,81 @@ describe("one export worker per process", () => {
     } finally {
       if (saved === undefined) delete process.env.LANGSMITH_ENDPOINT;
       else process.env.LANGSMITH_ENDPOINT = saved;
+    }
+  });
+});
+
+/** Nice values of this process's threads (Linux), by thread id. */
+function threadNices(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const tid of readdirSync("/proc/self/task")) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      out.set(Number(tid), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]));
+    } catch {
+      // The thread ended while we looked.
+    }
+  }
+  return out;
+}
+
+describe.runIf(process.platform === "linux")("the export worker's scheduling priority", () => {
+  const niced = (nice: number) => [...threadNices().values()].filter((n) => n === nice).length;
+  async function exportOnce(threadId: string): Promise<AuditExporter> {
+    const s = await server();
+    const x = track(createLangSmithExporter({ apiUrl: s.url, apiKey: "k", flushIntervalMs: 10 }));
+    x.offer(sealEvents(null, refundThreadInputs(threadId)));
+    expect(await x.flush({ timeoutMs: 10_000 })).toBe(true);
+    expect(x.stats()).toEqual({ ...ZERO, exported: 6 });
+    return x;
+  }
+  const withNice = async (value: string | undefined, body: () => Promise<void>) => {
+    const saved = process.env.EART_EXPORT_WORKER_NICE;
+    try {
+      if (value === undefined) delete process.env.EART_EXPORT_WORKER_NICE;
+      else process.env.EART_EXPORT_WORKER_NICE = value;
+      await body();
+    } finally {
+      if (saved === undefined) delete process.env.EART_EXPORT_WORKER_NICE;
+      else process.env.EART_EXPORT_WORKER_NICE = saved;
+    }
+  };
+
+  it("runs the worker, and only it, at the lowest priority by default, and at EART_EXPORT_WORKER_NICE when set", async () => {
+    await withNice(undefined, async () => {
+      expect(niced(19)).toBe(0);
+      const before = workers.exited;
+      const x = await exportOnce("wk-nice-default");
+      // The worker's thread, and no other thread of the process (the graph's included).
+      expect(niced(19)).toBe(1);
+      expect(threadNices().get(process.pid)).toBe(0);
+      expect(await x.shutdown({ timeoutMs: 5_000 })).toBe(true);
+      await until(() => workers.exited === before + 1);
+      expect(niced(19)).toBe(0);
+    });
+    await withNice("7", async () => {
+      const x = await exportOnce("wk-nice-7");
+      expect(niced(7)).toBe(1);
+      expect(niced(19)).toBe(0);
+      expect(await x.shutdown({ timeoutMs: 5_000 })).toBe(true);
+    });
+  });
+
+  it("refuses a value that is not a nice value, naming the variable, before any worker starts", async () => {
+    for (const bad of ["20", "-1", "low", "2.5"]) {
+      await withNice(bad, async () => {
+        const before = workers.started;
+        let error: unknown;
+        try {
+          createLangSmithExporter({ apiUrl: "http://127.0.0.1:9", apiKey: "k" });
+        } catch (e) {
+          error = e;
+        }
+        expect(error).toBeInstanceOf(EartConfigError);
+        expect((error as EartConfigError).field).toBe("EART_EXPORT_WORKER_NICE");
+        expect((error as Error).message).toContain(`"${bad}"`);
+        expect(workers.started).toBe(before);
+      });
     }
   });
 });
