@@ -75,7 +75,7 @@ export function exportWorkerNice(): number {
 }
 
 /** How long posting waits for more events before it posts (a full batch goes at once), in ms. */
-const POST_DELAY_MS = 20;
+const POST_DELAY_MS = 100;
 /** What a flush or shutdown leaves itself, out of its deadline, to hear the worker's answer. */
 const REPLY_MARGIN_MS = 50;
 
