@@ -1,6 +1,9 @@
 /**
  * Benchmark: per-invoke time of the same scripted refund conversation (auto-allowed, no
  * approval) on a bare LangGraph agent and on eart's governed agent, side by side in one run.
+ * After each timed invoke, outside the clock, the thread's checkpoints are deleted from the
+ * variant's `MemorySaver`, so the heap does not grow through the run (an agent in production keeps
+ * checkpoints in a database) and garbage collection weighs the same on every round.
  *
  * Then the policy decision latency benchmark (./policy.ts): typed rules and Cedar at 20 and at
  * 1,000 rules.
@@ -74,13 +77,17 @@ function threadCount(): number {
   return n;
 }
 
-/** Runs `count` fresh threads one after the other; returns the time of each invoke. */
+/**
+ * Runs `count` fresh threads one after the other; returns the time of each invoke. Each thread's
+ * checkpoints are deleted after its invoke, outside the clock (see `Variant.forget`).
+ */
 async function runThreads(variant: Variant, prefix: string, count: number): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < count; i++) {
     const start = performance.now();
     await variant.run(`${prefix}-${i}`);
     times.push(performance.now() - start);
+    await variant.forget(`${prefix}-${i}`);
   }
   return times;
 }

@@ -95,6 +95,8 @@ export interface Outcome {
 export interface Variant {
   name: string;
   run(threadId: string): Promise<Outcome>;
+  /** Deletes the thread's checkpoints (a finished conversation no longer held in this process's heap). */
+  forget(threadId: string): Promise<void>;
   refundsByThread: Map<string, number>;
 }
 
@@ -109,6 +111,7 @@ export interface Variant {
 export function createBareVariant(modelTurns: number): Variant {
   const { tools, refundsByThread } = createRefundTools();
   const model = scriptedModel(refundScript, { turns: modelTurns }).bindTools(tools);
+  const checkpointer = new MemorySaver();
   const graph = new StateGraph(MessagesAnnotation)
     .addNode("agent", async (state: typeof MessagesAnnotation.State) => ({ messages: [await model.invoke(state.messages)] }))
     .addNode("tools", new ToolNode(tools))
@@ -118,11 +121,12 @@ export function createBareVariant(modelTurns: number): Variant {
       return last && AIMessage.isInstance(last) && (last.tool_calls?.length ?? 0) > 0 ? "tools" : END;
     }, ["tools", END])
     .addEdge("tools", "agent")
-    .compile({ checkpointer: new MemorySaver() });
+    .compile({ checkpointer });
   return {
     name: "bare",
     refundsByThread,
     run: (threadId) => graph.invoke({ messages: [new HumanMessage(REQUEST)] }, { configurable: { thread_id: threadId } }),
+    forget: (threadId) => checkpointer.deleteThread(threadId),
   };
 }
 
@@ -160,12 +164,13 @@ const POLICY = definePolicy({
 export function createGovernedVariant<L extends AuditLog = MemoryAuditLog>(modelTurns: number, options: { name?: string; auditLog?: L } = {}): Variant & { auditLog: L } {
   const { tools, refundsByThread } = createRefundTools();
   const auditLog = options.auditLog ?? (new MemoryAuditLog() as AuditLog as L);
+  const checkpointer = new MemorySaver();
   const agent = createGovernedAgent({
     model: scriptedModel(refundScript, { turns: modelTurns }),
     tools,
     identities: IDENTITIES,
     policy: POLICY,
-    checkpointer: new MemorySaver(),
+    checkpointer,
     auditLog,
   });
   return {
@@ -177,6 +182,7 @@ export function createGovernedVariant<L extends AuditLog = MemoryAuditLog>(model
         { messages: [new HumanMessage(REQUEST)] },
         { configurable: { thread_id: threadId, agent_id: "support-agent", user_id: "cara" } },
       ),
+    forget: (threadId) => checkpointer.deleteThread(threadId),
   };
 }
 
