@@ -1,7 +1,7 @@
 /**
  * Benchmark: per-invoke time of the governed refund conversation (auto-allowed path, 3 model
  * turns, 2 tool calls, 12 audit events per thread, `MemorySaver`, `MemoryAuditLog`) in three
- * variants, in one process:
+ * variants, in each of its processes:
  *
  * - export off;
  * - export on with the defaults: the same audit log wrapped by `createTraceExport` with the
@@ -16,18 +16,23 @@
  * thread or on the workers, which is what an application pays.
  *
  * One sample is one invoke plus one turn of the event loop (see `turn`), for every variant.
- * Variants run in 30 rounds, the order rotating each round, after a warm-up; each round of a
+ * The measurement runs in fresh processes, one after the other (`EART_BENCH_EXPORT_PROCESSES`,
+ * default 3), each timing its share of the threads, and the samples of all of them are pooled:
+ * each process settles into its own JIT and garbage-collection state, which moved single-process
+ * ratios by several percent from run to run; pooling averages that over processes. In each, the
+ * variants run in 15 rounds, the order rotating each round, after a warm-up; each round of a
  * variant starts with 20 untimed invokes (see `SETTLE_THREADS`). After each invoke, outside the
  * clock, the thread's checkpoints are deleted, in every variant: the heap stays the same size
  * through the run (an agent in production keeps its checkpoints in a database), so garbage
- * collection costs every round alike instead of growing with the ~650 MB that 3 × 3,650
- * conversations' checkpoints would hold by the end. The table also
- * shows this process's CPU time per invoke (user + system, all threads, the workers' included).
- * At the end the exporters are flushed and the run fails unless every event was exported (none
- * dropped or failed) and the receiver got every span and run.
- * Target: export on with the defaults ≤ 1.05× export off (mean and median).
+ * collection costs every round alike instead of growing with the checkpoints of every
+ * conversation so far. The table also shows the CPU time per invoke (user + system, all threads,
+ * the workers' included) and the graph thread's alone. At the end of each process the exporters
+ * are flushed and it fails unless every event was exported (none dropped or failed) and the
+ * receiver got every span and run.
+ * Target: export on with the defaults ≤ 1.05× export off (mean and median of the pooled samples).
  *
- * Env: `EART_BENCH_EXPORT_THREADS` (timed threads per variant, default 3,000).
+ * Env: `EART_BENCH_EXPORT_THREADS` (timed threads per variant, over all processes, default 3,000),
+ * `EART_BENCH_EXPORT_PROCESSES` (default 3). `node dist/bench/export-run.js` runs it by hand.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -40,7 +45,8 @@ import { assertCompleted, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Va
 export const EXPORT_TARGET_RATIO = 1.05;
 const DEFAULT_THREADS = 3_000;
 const WARMUP_THREADS = 50;
-const ROUNDS = 30;
+const ROUNDS = 15;
+const DEFAULT_PROCESSES = 3;
 /**
  * Untimed invokes of a variant at the start of each of its rounds: the background work the
  * previous variant left (its exporters' last batches) settles, and the variant's own reaches its
@@ -93,11 +99,11 @@ async function startReceiver(): Promise<{ url: string; child: ChildProcess; stat
   return { url, child, stats: async () => (await (await fetch(`${url}/stats`)).json()) as Record<string, { requests: number; bytes: number; items: number }> };
 }
 
-function threadCount(): number {
-  const raw = process.env.EART_BENCH_EXPORT_THREADS;
-  if (raw === undefined || raw === "") return DEFAULT_THREADS;
+function positiveFromEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`EART_BENCH_EXPORT_THREADS must be a positive integer, got "${raw}"`);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
   return n;
 }
 
@@ -135,15 +141,24 @@ function summarise(samples: readonly number[]): { count: number; mean: number; m
   return { count: sorted.length, mean: sorted.reduce((a, x) => a + x, 0) / sorted.length, median, p95 };
 }
 
+/** What one process measured: per-invoke times and CPU time per variant, and what it exported. */
+export interface ExportMeasurement {
+  variants: { name: string; samples: number[]; cpuMs: number; graphCpuMs: number | null }[];
+  events: number;
+  threads: number;
+  flushMs: number;
+  received: Record<string, { requests: number; bytes: number; items: number }>;
+}
+
 /**
- * Runs the export benchmark and prints its table and ratio.
+ * Runs the three variants in this process with `threads` timed threads each, checks that every
+ * event was exported and arrived, and returns the samples.
  * @example
  * ```ts
- * await runExportBench();
+ * const m = await measureExport(1_000);
  * ```
  */
-export async function runExportBench(): Promise<void> {
-  const threads = threadCount();
+export async function measureExport(threads: number): Promise<ExportMeasurement> {
   const receiver = await startReceiver();
   let provider: BasicTracerProvider | undefined;
   const exports: { name: string; traceExport: TraceExport; inner: MemoryAuditLog; variant: Variant }[] = [];
@@ -241,43 +256,97 @@ export async function runExportBench(): Promise<void> {
     if (!flushed || received["/v1/traces"]?.items !== 6 * onThreads || (received["/runs/batch"]?.items ?? 0) < 9 * onThreads) {
       throw new Error(`export did not arrive in full: flushed=${flushed}, receiver ${JSON.stringify(received)}, ${onThreads} conversations exported`);
     }
-
-    const o = summarise(samples.get(off)!);
-    console.log(`\neart bench: export, refund conversation (${threads} timed threads per variant, ${WARMUP_THREADS} warm-up, ${rounds} rounds, order rotating, ${SETTLE_THREADS} untimed at the start of each round)`);
-    console.table(
-      variants.map((v) => {
-        const s = summarise(samples.get(v)!);
-        return {
-          variant: v.name,
-          threads: s.count,
-          "mean ms": ms(s.mean),
-          "median ms": ms(s.median),
-          "p95 ms": ms(s.p95),
-          "vs off (mean)": v === off ? "" : `${(s.mean / o.mean).toFixed(3)}x`,
-          "vs off (median)": v === off ? "" : `${(s.median / o.median).toFixed(3)}x`,
-          "CPU ms/invoke": ms(cpu.get(v)! / s.count),
-          "graph thread CPU ms/invoke": hasGraphCpu ? ms(graphCpu.get(v)! / s.count) : "n/a",
-        };
-      }),
-    );
-    console.log(`exported: ${events} audit events of ${threadCountSeen} threads by each exporter of each variant (none dropped or failed); final flush ${flushMs.toFixed(0)} ms`);
-    console.log(
-      `receiver (child process): ${Object.entries(received)
-        .map(([path, s]) => `${path} ${s.requests} requests, ${s.items} ${path === "/v1/traces" ? "spans" : "run operations"}, ${(s.bytes / 1024 / 1024).toFixed(1)} MB`)
-        .join("; ")}`,
-    );
-    console.log("CPU ms/invoke: this whole process's (the export workers' threads included); graph thread: its main thread's alone (Linux, 10 ms ticks); per invoke of the variant while it ran");
-    for (const x of exports) {
-      const e = summarise(samples.get(x.variant)!);
-      const ratio = { mean: e.mean / o.mean, median: e.median / o.median };
-      const met = ratio.mean <= EXPORT_TARGET_RATIO && ratio.median <= EXPORT_TARGET_RATIO;
-      const graphRatio = hasGraphCpu ? `, graph thread CPU ${(graphCpu.get(x.variant)! / graphCpu.get(off)!).toFixed(3)}x` : "";
-      console.log(`${x.name}/off: mean ${ratio.mean.toFixed(3)}x, median ${ratio.median.toFixed(3)}x (CPU ${(cpu.get(x.variant)! / cpu.get(off)!).toFixed(3)}x${graphRatio})`);
-      if (x === exports[0]) console.log(`target: export on (the defaults) <= ${EXPORT_TARGET_RATIO}x export off (mean and median): ${met ? "MET" : "NOT MET"}`);
-    }
+    return {
+      variants: variants.map((v) => ({ name: v.name, samples: samples.get(v)!, cpuMs: cpu.get(v)!, graphCpuMs: hasGraphCpu ? graphCpu.get(v)! : null })),
+      events,
+      threads: threadCountSeen,
+      flushMs,
+      received,
+    };
   } finally {
     await Promise.all(exports.map((x) => x.traceExport.shutdown({ timeoutMs: 5_000 })));
     await provider?.shutdown();
     receiver.child.kill();
+  }
+}
+
+/** The line a measuring process writes its result on (stdout), after this prefix. */
+export const MEASUREMENT_PREFIX = "eart-export-measurement ";
+
+/** Runs `measureExport` in a fresh process (./export-run.ts) and returns what it measured. */
+async function measureInChild(threads: number): Promise<ExportMeasurement> {
+  const child = spawn(process.execPath, [new URL("./export-run.js", import.meta.url).pathname], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, EART_BENCH_EXPORT_CHILD_THREADS: String(threads) },
+  });
+  let out = "";
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
+  const code = await new Promise<number | null>((done, fail) => {
+    child.once("error", fail);
+    child.once("exit", done);
+  });
+  const line = out.split("\n").find((l) => l.startsWith(MEASUREMENT_PREFIX));
+  if (code !== 0 || line === undefined) throw new Error(`an export measurement process failed (exit code ${code})${out ? `: ${out.slice(-2_000)}` : ""}`);
+  return JSON.parse(line.slice(MEASUREMENT_PREFIX.length)) as ExportMeasurement;
+}
+
+/**
+ * Runs the export benchmark in `EART_BENCH_EXPORT_PROCESSES` fresh processes, one after the other,
+ * and prints the pooled table and ratios, and each process's.
+ * @example
+ * ```ts
+ * await runExportBench();
+ * ```
+ */
+export async function runExportBench(): Promise<void> {
+  const threads = positiveFromEnv("EART_BENCH_EXPORT_THREADS", DEFAULT_THREADS);
+  const processes = Math.min(threads, positiveFromEnv("EART_BENCH_EXPORT_PROCESSES", DEFAULT_PROCESSES));
+  const runs: ExportMeasurement[] = [];
+  for (let p = 0; p < processes; p++) {
+    runs.push(await measureInChild(Math.floor(threads / processes) + (p < threads % processes ? 1 : 0)));
+  }
+  const names = runs[0]!.variants.map((v) => v.name);
+  const pooled = names.map((name, i) => {
+    const parts = runs.map((r) => r.variants[i]!);
+    const graph = parts.every((v) => v.graphCpuMs !== null) ? parts.reduce((a, v) => a + v.graphCpuMs!, 0) : null;
+    return { name, samples: parts.flatMap((v) => v.samples), cpuMs: parts.reduce((a, v) => a + v.cpuMs, 0), graphCpuMs: graph };
+  });
+  const [off, ...exported] = pooled;
+  const o = summarise(off!.samples);
+  const rounds = Math.min(ROUNDS, Math.floor(threads / processes));
+  console.log(`\neart bench: export, refund conversation (${threads} timed threads per variant over ${processes} processes, in each ${WARMUP_THREADS} warm-up, ${rounds} rounds, order rotating, ${SETTLE_THREADS} untimed at the start of each round)`);
+  console.table(
+    pooled.map((v) => {
+      const s = summarise(v.samples);
+      return {
+        variant: v.name,
+        threads: s.count,
+        "mean ms": ms(s.mean),
+        "median ms": ms(s.median),
+        "p95 ms": ms(s.p95),
+        "vs off (mean)": v === off ? "" : `${(s.mean / o.mean).toFixed(3)}x`,
+        "vs off (median)": v === off ? "" : `${(s.median / o.median).toFixed(3)}x`,
+        "CPU ms/invoke": ms(v.cpuMs / s.count),
+        "graph thread CPU ms/invoke": v.graphCpuMs !== null ? ms(v.graphCpuMs / s.count) : "n/a",
+      };
+    }),
+  );
+  for (const [p, r] of runs.entries()) {
+    const rOff = summarise(r.variants[0]!.samples);
+    const each = r.variants.slice(1).map((v) => {
+      const s = summarise(v.samples);
+      return `${v.name} ${(s.mean / rOff.mean).toFixed(3)}x mean, ${(s.median / rOff.median).toFixed(3)}x median`;
+    });
+    const arrived = Object.entries(r.received).map(([path, s]) => `${path} ${s.items} ${path === "/v1/traces" ? "spans" : "run operations"} in ${s.requests} requests (${(s.bytes / 1024 / 1024).toFixed(1)} MB)`);
+    console.log(`process ${p + 1}: ${each.join("; ")}; exported ${r.events} audit events of ${r.threads} threads by each exporter of each variant, none dropped or failed (final flush ${r.flushMs.toFixed(0)} ms); the receiver got ${arrived.join(", ")}`);
+  }
+  console.log("CPU ms/invoke: the whole process's (the export workers' threads included); graph thread: its main thread's alone (Linux, 10 ms ticks); per invoke of the variant while it ran");
+  for (const x of exported) {
+    const e = summarise(x.samples);
+    const ratio = { mean: e.mean / o.mean, median: e.median / o.median };
+    const met = ratio.mean <= EXPORT_TARGET_RATIO && ratio.median <= EXPORT_TARGET_RATIO;
+    const graphRatio = x.graphCpuMs !== null && off!.graphCpuMs !== null ? `, graph thread CPU ${(x.graphCpuMs / off!.graphCpuMs).toFixed(3)}x` : "";
+    console.log(`${x.name}/off: mean ${ratio.mean.toFixed(3)}x, median ${ratio.median.toFixed(3)}x (CPU ${(x.cpuMs / off!.cpuMs).toFixed(3)}x${graphRatio})`);
+    if (x === exported[0]) console.log(`target: export on (the defaults) <= ${EXPORT_TARGET_RATIO}x export off (mean and median): ${met ? "MET" : "NOT MET"}`);
   }
 }

@@ -27,15 +27,15 @@
  * variant (default 5,000); `EART_BENCH_SKIP_AUDIT_POSTGRES=1` leaves PostgreSQL out (it uses the
  * same database as the ledger benchmark).
  *
- * Then, in a child process of its own (./export-run.ts), the export benchmark (./export.ts): the
+ * Then, in fresh processes of its own (./export-run.ts), the export benchmark (./export.ts): the
  * governed refund conversation with export off, with LangSmith + OpenTelemetry export on the
  * export worker (the defaults) and on the graph's thread (to a local receiver in a child
- * process), per invoke, and the ratios (target: the defaults ≤ 1.05×).
+ * process), per invoke, pooled over the processes, and the ratios (target: the defaults ≤ 1.05×).
  * `EART_BENCH_SKIP_EXPORT=1` skips it; `EART_BENCH_EXPORT_THREADS` sets the timed threads per
- * variant (default 3,000).
+ * variant (default 3,000) and `EART_BENCH_EXPORT_PROCESSES` the processes (default 3).
  */
 import { runAuditBench } from "./audit.js";
-import { spawn } from "node:child_process";
+import { runExportBench } from "./export.js";
 import { runLedgerBench } from "./ledger.js";
 import { runPolicyBench } from "./policy.js";
 import { assertCompleted, createBareVariant, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
@@ -157,12 +157,5 @@ if (process.env.EART_BENCH_SKIP_REFUND !== "1") await main();
 await runPolicyBench();
 if (process.env.EART_BENCH_SKIP_LEDGER !== "1") await runLedgerBench();
 if (process.env.EART_BENCH_SKIP_AUDIT !== "1") await runAuditBench();
-if (process.env.EART_BENCH_SKIP_EXPORT !== "1") {
-  // In a process of its own (./export-run.ts): a fresh heap, as the export variants are compared.
-  const code = await new Promise<number | null>((done, fail) => {
-    const child = spawn(process.execPath, [new URL("./export-run.js", import.meta.url).pathname], { stdio: "inherit" });
-    child.once("error", fail);
-    child.once("exit", done);
-  });
-  if (code !== 0) throw new Error(`the export benchmark failed (exit code ${code})`);
-}
+// In fresh processes of its own (./export-run.ts): a fresh heap, as the export variants are compared.
+if (process.env.EART_BENCH_SKIP_EXPORT !== "1") await runExportBench();
