@@ -128,7 +128,9 @@ const RAW = {};
 class ExportHost {
   readonly worker: Worker;
   readonly members = new Map<number, Member>();
-  #pending: { events: readonly AuditEvent[]; member: Member; ids: number[] }[] = [];
+  // Each entry is written as JSON when it is queued: what waits for the post is text, and the
+  // events themselves can be collected young.
+  #pending: { events: readonly AuditEvent[] | undefined; wireKey: object; json: string; count: number; ids: number[] }[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
   #dead = false;
 
@@ -162,8 +164,13 @@ class ExportHost {
   /** Queues events of one exporter; the same events offered to several exporters in a row travel once. */
   enqueue(member: Member, events: readonly AuditEvent[]): void {
     const last = this.#pending.at(-1);
-    if (last && last.events === events && last.member.wireKey === member.wireKey && !last.ids.includes(member.id)) last.ids.push(member.id);
-    else this.#pending.push({ events, member, ids: [member.id] });
+    if (last && last.events === events && last.wireKey === member.wireKey && !last.ids.includes(member.id)) last.ids.push(member.id);
+    else {
+      if (last) last.events = undefined;
+      const list = new Array<string>(events.length);
+      for (let i = 0; i < events.length; i++) list[i] = member.wire(events[i]!);
+      this.#pending.push({ events, wireKey: member.wireKey, json: list.join(","), count: events.length, ids: [member.id] });
+    }
     member.buffered += events.length;
     if (member.buffered >= MAX_POST_EVENTS) this.post();
     else if (this.#timer === undefined) {
@@ -182,15 +189,13 @@ class ExportHost {
     if (entries.length === 0 || this.#dead) return;
     this.#pending = [];
     const parts: string[] = [];
-    for (const { events, member, ids } of entries) {
-      const list = new Array<string>(events.length);
-      for (let i = 0; i < events.length; i++) list[i] = member.wire(events[i]!);
-      parts.push(`{"ids":[${ids.join(",")}],"events":[${list.join(",")}]}`);
+    for (const { json, count, ids } of entries) {
+      parts.push(`{"ids":[${ids.join(",")}],"events":[${json}]}`);
       for (const id of ids) {
         const m = this.members.get(id);
         if (!m) continue;
-        m.buffered -= events.length;
-        m.posted(events.length);
+        m.buffered -= count;
+        m.posted(count);
       }
     }
     this.worker.postMessage({ t: "events", json: `[${parts.join(",")}]` } satisfies ToWorker);
@@ -203,7 +208,7 @@ class ExportHost {
       const at = entry.ids.indexOf(member.id);
       if (at < 0) continue;
       entry.ids.splice(at, 1);
-      n += entry.events.length;
+      n += entry.count;
     }
     this.#pending = this.#pending.filter((e) => e.ids.length > 0);
     member.buffered = 0;

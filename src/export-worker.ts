@@ -1,5 +1,5 @@
 import { readlinkSync } from "node:fs";
-import { setPriority } from "node:os";
+import { getPriority, setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import type { AuditEvent } from "./audit.js";
 import { redactionFromPortable, type Redaction } from "./context.js";
@@ -26,7 +26,8 @@ function lowerPriority(nice: number): void {
   if (nice <= 0) return;
   try {
     const tid = Number(readlinkSync("/proc/thread-self").split("/").pop());
-    if (Number.isInteger(tid) && tid > 0) setPriority(tid, nice);
+    // Only ever lower it: a process already running nicer than `nice` keeps its own.
+    if (Number.isInteger(tid) && tid > 0 && nice > getPriority(tid)) setPriority(tid, nice);
   } catch {
     // No /proc/thread-self (not Linux): the process's priority.
   }
