@@ -6,10 +6,12 @@ import { parseOptions } from "./options.js";
 import { createWorkerExporter } from "./export-thread.js";
 import { createBatchExporter, ExportQueueOptionsSchema, type AuditExporter } from "./export-core.js";
 import {
+  compact,
   deterministicUuid7,
   ExportRedactionOption,
   SegmentTracker,
   standardRedaction,
+  str,
   type CallFacts,
   type ExportRedactor,
   type RedactedEvent,
@@ -121,16 +123,6 @@ export function langSmithRootRunId(threadId: string, segment: Pick<SegmentLink<u
   return deterministicUuid7(Date.parse(segment.startedAt), "langsmith.root", segment.key, threadId);
 }
 
-/** The object without undefined values and empty arrays. */
-function compact<V extends Record<string, unknown>>(o: V): V {
-  const out: Record<string, unknown> = {};
-  for (const k in o) {
-    const v = o[k];
-    if (v !== undefined && !(Array.isArray(v) && v.length === 0)) out[k] = v;
-  }
-  return out as V;
-}
-const str = (v: unknown): string | undefined => (typeof v === "string" && v !== "" ? v : undefined);
 
 /**
  * Exports audit events to LangSmith as runs, in the background (see the module comment for the

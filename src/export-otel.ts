@@ -5,7 +5,7 @@ import { EartConfigError } from "./errors.js";
 import { parseOptions } from "./options.js";
 import { createBatchExporter, EXPORT_DEFAULTS, ExportQueueOptionsSchema, type AuditExporter } from "./export-core.js";
 import { createWorkerExporter } from "./export-thread.js";
-import { ExportRedactionOption, SegmentTracker, standardRedaction, type CallFacts, type ExportRedactor, type RedactedEvent, type Segment } from "./export-segments.js";
+import { compact, ExportRedactionOption, SegmentTracker, standardRedaction, str, type CallFacts, type ExportRedactor, type RedactedEvent, type Segment } from "./export-segments.js";
 
 /**
  * OpenTelemetry exporter: a thread's audit events become spans following the GenAI semantic
@@ -139,16 +139,8 @@ interface RootSpan {
   context: Context;
 }
 
-const str = (v: unknown): string | undefined => (typeof v === "string" && v !== "" ? v : undefined);
 /** Attributes without undefined values or empty arrays. */
-function attrs(o: Record<string, AttributeValue | undefined>): Attributes {
-  const out: Attributes = {};
-  for (const k in o) {
-    const v = o[k];
-    if (v !== undefined && !(Array.isArray(v) && v.length === 0)) out[k] = v;
-  }
-  return out;
-}
+const attrs = (o: Record<string, AttributeValue | undefined>): Attributes => compact(o) as Attributes;
 const strs = (v: unknown): string[] | undefined => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : undefined);
 const json = (v: unknown): string | undefined => (v === undefined ? undefined : typeof v === "string" ? v : JSON.stringify(v));
 

@@ -224,7 +224,24 @@ const REFUSALS: ReadonlySet<AuditEventType> = new Set(["approval.refused", "esca
 /** Calls remembered per thread (for the approval and tool spans of later segments). */
 const MAX_CALLS_PER_THREAD = 256;
 
-const str = (v: unknown): string | undefined => (typeof v === "string" && v !== "" ? v : undefined);
+/** The value when it is a non-empty string, else undefined (event data read by the trace exporters). */
+export const str = (v: unknown): string | undefined => (typeof v === "string" && v !== "" ? v : undefined);
+/**
+ * The object without undefined values and empty arrays: what the trace exporters send as run
+ * fields, metadata or span attributes.
+ * @example
+ * ```ts
+ * compact({ a: 1, b: undefined, c: [] }); // { a: 1 }
+ * ```
+ */
+export function compact<V extends Record<string, unknown>>(o: V): V {
+  const out: Record<string, unknown> = {};
+  for (const k in o) {
+    const v = o[k];
+    if (v !== undefined && !(Array.isArray(v) && v.length === 0)) out[k] = v;
+  }
+  return out as V;
+}
 const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
 const later = (a: string, b: string) => (Date.parse(a) >= Date.parse(b) ? a : b);
 
