@@ -25,6 +25,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { generateAuditSigningKey, JsonlAuditLog, MemoryAuditLog, PostgresAuditLog, SqliteAuditLog, type AuditEventInput, type AuditLog } from "eart";
 import pg from "pg";
+import { positiveIntFromEnv } from "./stats.js";
 
 const DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test";
 const BATCH = 100;
@@ -37,14 +38,6 @@ export const AUDIT_TARGETS = { memory: 70_000, postgres: 10_000 } as const;
 
 /** Every thread id of this run starts with this, so the run never touches another's rows. */
 const RUN_PREFIX = `bench-audit-${process.pid}-${Date.now()}`;
-
-function positiveInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
-  return n;
-}
 
 /** A realistic event of a governed run, the i-th of its thread (what the benchmark appends). */
 export function realisticEvent(threadId: string, i: number): AuditEventInput {
@@ -148,8 +141,8 @@ const fmt = (n: number) => n.toLocaleString("en-US");
  */
 export async function runAuditBench(): Promise<void> {
   const started = performance.now();
-  const batchedEvents = positiveInt("EART_BENCH_AUDIT_EVENTS", 50_000);
-  const singleEvents = positiveInt("EART_BENCH_AUDIT_SINGLE_EVENTS", 5_000);
+  const batchedEvents = positiveIntFromEnv("EART_BENCH_AUDIT_EVENTS", 50_000);
+  const singleEvents = positiveIntFromEnv("EART_BENCH_AUDIT_SINGLE_EVENTS", 5_000);
   const withPostgres = process.env.EART_BENCH_SKIP_AUDIT_POSTGRES !== "1";
   const databaseUrl = process.env.EART_BENCH_DATABASE_URL || process.env.EART_DATABASE_URL || DEFAULT_DATABASE_URL;
   const dir = mkdtempSync(join(tmpdir(), "eart-bench-audit-"));

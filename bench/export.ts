@@ -40,6 +40,7 @@ import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { createLangSmithExporter, createOtelExporter, createTraceExport, MemoryAuditLog, type AuditExporter, type TraceExport } from "eart";
 import { assertCompleted, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
+import { positiveIntFromEnv, summarise } from "./stats.js";
 
 /** Target: export-on per-invoke time (mean and median) at most this multiple of export-off. */
 export const EXPORT_TARGET_RATIO = 1.05;
@@ -99,14 +100,6 @@ async function startReceiver(): Promise<{ url: string; child: ChildProcess; stat
   return { url, child, stats: async () => (await (await fetch(`${url}/stats`)).json()) as Record<string, { requests: number; bytes: number; items: number }> };
 }
 
-function positiveFromEnv(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
-  return n;
-}
-
 const ms = (x: number) => x.toFixed(3);
 
 /**
@@ -131,15 +124,6 @@ function graphThreadCpuMs(): number | undefined {
  * inside the clock: the exporters' background work runs in these turns and is measured.
  */
 const turn = () => new Promise<void>((done) => setImmediate(done));
-
-/** Mean, median and 95th percentile of per-invoke times, in ms. */
-function summarise(samples: readonly number[]): { count: number; mean: number; median: number; p95: number } {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const mid = sorted.length / 2;
-  const median = sorted.length % 2 === 1 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-  const p95 = sorted[Math.min(sorted.length - 1, Math.floor(0.95 * sorted.length))]!;
-  return { count: sorted.length, mean: sorted.reduce((a, x) => a + x, 0) / sorted.length, median, p95 };
-}
 
 /** What one process measured: per-invoke times and CPU time per variant, and what it exported. */
 export interface ExportMeasurement {
@@ -299,8 +283,8 @@ async function measureInChild(threads: number): Promise<ExportMeasurement> {
  * ```
  */
 export async function runExportBench(): Promise<void> {
-  const threads = positiveFromEnv("EART_BENCH_EXPORT_THREADS", DEFAULT_THREADS);
-  const processes = Math.min(threads, positiveFromEnv("EART_BENCH_EXPORT_PROCESSES", DEFAULT_PROCESSES));
+  const threads = positiveIntFromEnv("EART_BENCH_EXPORT_THREADS", DEFAULT_THREADS);
+  const processes = Math.min(threads, positiveIntFromEnv("EART_BENCH_EXPORT_PROCESSES", DEFAULT_PROCESSES));
   const runs: ExportMeasurement[] = [];
   for (let p = 0; p < processes; p++) {
     runs.push(await measureInChild(Math.floor(threads / processes) + (p < threads % processes ? 1 : 0)));

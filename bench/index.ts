@@ -38,44 +38,13 @@ import { runAuditBench } from "./audit.js";
 import { runExportBench } from "./export.js";
 import { runLedgerBench } from "./ledger.js";
 import { runPolicyBench } from "./policy.js";
+import { positiveIntFromEnv, summarise } from "./stats.js";
 import { assertCompleted, createBareVariant, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
 
 /** Target: governed per-invoke time (mean and median) at most this multiple of bare. */
 export const TARGET_RATIO = 1.25;
 const WARMUP_THREADS = 50;
 const ROUNDS = 5;
-
-/** Summary of per-invoke times, in milliseconds. */
-export interface Stats {
-  count: number;
-  mean: number;
-  median: number;
-  p95: number;
-}
-
-/**
- * Mean, median and 95th percentile of a list of samples.
- * @example
- * ```ts
- * summarise([1, 2, 3]).median // 2
- * ```
- */
-export function summarise(samples: readonly number[]): Stats {
-  if (samples.length === 0) throw new Error("no samples");
-  const sorted = [...samples].sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-  const mid = sorted.length / 2;
-  const median = sorted.length % 2 === 1 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-  return { count: sorted.length, mean: sorted.reduce((s, x) => s + x, 0) / sorted.length, median, p95: at(0.95) };
-}
-
-function threadCount(): number {
-  const raw = process.env.EART_BENCH_THREADS;
-  if (raw === undefined || raw === "") return 1_000;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`EART_BENCH_THREADS must be a positive integer, got "${raw}"`);
-  return n;
-}
 
 /**
  * Runs `count` fresh threads one after the other; returns the time of each invoke. Each thread's
@@ -96,7 +65,7 @@ const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 const ms = (x: number) => x.toFixed(3);
 
 async function main(): Promise<void> {
-  const threads = threadCount();
+  const threads = positiveIntFromEnv("EART_BENCH_THREADS", 1_000);
   const modelTurns = (WARMUP_THREADS + threads) * MODEL_CALLS_PER_THREAD;
   const bare = createBareVariant(modelTurns);
   const governed = createGovernedVariant(modelTurns);

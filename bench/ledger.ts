@@ -42,6 +42,7 @@ import {
 import { createGovernedToolNode } from "eart/nodes";
 import pg from "pg";
 import { z } from "zod";
+import { positiveIntFromEnv } from "./stats.js";
 
 const DEFAULT_CALLS = 1_000;
 const WARMUP_CALLS = 200;
@@ -51,14 +52,6 @@ const DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test";
 
 /** Every thread id of this run starts with this, so the run never touches another's rows. */
 const RUN_PREFIX = `bench-${process.pid}-${Date.now()}`;
-
-function callCount(): number {
-  const raw = process.env.EART_BENCH_LEDGER_CALLS;
-  if (raw === undefined || raw === "") return DEFAULT_CALLS;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`EART_BENCH_LEDGER_CALLS must be a positive integer, got "${raw}"`);
-  return n;
-}
 
 /** Per-call summary, in microseconds. */
 interface PerCall {
@@ -246,7 +239,7 @@ const times = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
  */
 export async function runLedgerBench(): Promise<void> {
   const started = performance.now();
-  const calls = callCount();
+  const calls = positiveIntFromEnv("EART_BENCH_LEDGER_CALLS", DEFAULT_CALLS);
   const rounds = Math.min(ROUNDS, calls);
   const withPostgres = process.env.EART_BENCH_SKIP_LEDGER_POSTGRES !== "1";
   const databaseUrl = process.env.EART_BENCH_DATABASE_URL || process.env.EART_DATABASE_URL || DEFAULT_DATABASE_URL;
