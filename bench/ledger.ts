@@ -109,7 +109,7 @@ function makeCall(threadId: string, i: number): Call {
     messageId,
     name: TOOL_NAME,
     args,
-    digest: toolCallDigest(TOOL_NAME, args),
+    digest: toolCallDigest(TOOL_NAME, args, threadId),
     verdict: { effect: "allow", reasons: ["bench"], policyIds: ["bench.allow"], version: "bench" },
     status: "allowed",
     requestedBy: { agentId: "bench-agent", userId: "bench-user" },

@@ -28,9 +28,12 @@ import {
   AuditLogOption,
   BudgetGuardOption,
   IdentityRegistry,
+  lazySealer,
+  ledgerFor,
   MemoryAuditLog,
   parseOptions,
   PolicyEngineOption,
+  principalFromConfig,
   RetryOptionsSchema,
   threadLockFor,
   ToolExecutionOptionsSchema,
@@ -62,7 +65,8 @@ const GovernedAgentOptionsSchema = z
     budgets: BudgetGuardOption.optional(),
     /**
      * The effect ledger (`SqliteEffectLedger`, `PostgresEffectLedger`) that makes each tool call
-     * run at most once across resumes, crashes and processes. Defaults to one in memory.
+     * run at most once across resumes, crashes and processes, and whose store keeps the key that
+     * seals eart's records in state. Defaults to the checkpointer's store (`ledgerFor`).
      */
     ledger: EffectLedgerOption.optional(),
     /** Per tool name (or `"*"`): idempotency, timeout, retry, circuit breaker, fallback. */
@@ -105,9 +109,9 @@ function redactIncoming(graph: { stream: (input: unknown, options?: RunnableConf
   graph.stream = (input: unknown, options?: RunnableConfig) => {
     const messages = (input as { messages?: unknown } | null)?.messages;
     if (isCommand(input) || !Array.isArray(messages)) return stream(input, options);
-    const userId = options?.configurable?.user_id;
-    const roles = typeof userId === "string" ? (registry.getUser(userId)?.roles ?? []) : [];
-    const viewer = { onBehalfOf: { id: String(userId ?? ""), roles } };
+    const userId = principalFromConfig(options?.configurable)?.id;
+    const roles = userId !== undefined ? (registry.getUser(userId)?.roles ?? []) : [];
+    const viewer = { onBehalfOf: { id: userId ?? "", roles } };
     const redacted = messages.map((m: unknown) => {
       if (!HumanMessage.isInstance(m) || typeof m.content !== "string") return m;
       const screened = redaction.apply(m.content, viewer);
@@ -144,7 +148,7 @@ interface LooseGraph {
  */
 export function createGovernedAgent(options: GovernedAgentOptions) {
   const opts = parseOptions(GovernedAgentOptionsSchema, options);
-  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets, ledger, execution, recoveryRoles, modelRetry, fallbackModels, context, escalation } = opts;
+  const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets, execution, recoveryRoles, modelRetry, fallbackModels, context, escalation } = opts;
   const auditLog = opts.auditLog ?? new MemoryAuditLog();
   const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
   const modelStep = createModelStep({
@@ -155,14 +159,21 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
     ...(modelRetry ? { retry: modelRetry } : {}),
     ...(fallbackModels ? { fallbacks: fallbackModels } : {}),
   });
-  const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}), ...(budgets ? { budgets } : {}) });
+  // The ledger's store keeps both the executions and the key that seals eart's records in state.
+  const ledger = opts.ledger ?? ledgerFor(checkpointer);
+  const sealer = lazySealer(ledger);
+  const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ledger, ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}), ...(budgets ? { budgets } : {}) });
 
   async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
     const threadId = requireThreadId(config);
     assertNoPendingApproval(state, threadId);
     const last = state.messages[state.messages.length - 1];
     // With context, the retrieval step (the run's first) records the request.
-    const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: !context && last !== undefined && HumanMessage.isInstance(last) });
+    const binding = await bindIdentityStep(registry, state, config, threadId, {
+      recordRequest: !context && last !== undefined && HumanMessage.isInstance(last),
+      sealer: await sealer(),
+      auditLog,
+    });
     const turn = await modelStep(state.messages, config, threadId, state.context);
     const update: GateUpdate & { identity?: AgentIdentity } = binding.newlyBound ? { identity: binding.identity } : {};
     const messages: BaseMessage[] = [turn.message];
@@ -192,13 +203,13 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
         tools,
         auditLog,
         ...(budgets ? { budgets } : {}),
-        ...(ledger ? { ledger } : {}),
+        ledger,
         ...(execution ? { execution } : {}),
         ...(clock ? { clock } : {}),
         ...(redaction ? { redaction } : {}),
       }),
     )
-    .addNode("recovery", createToolRecovery({ registry, auditLog, ...(recoveryRoles ? { roles: recoveryRoles } : {}), ...(clock ? { clock } : {}) }))
+    .addNode("recovery", createToolRecovery({ registry, auditLog, ledger, ...(recoveryRoles ? { roles: recoveryRoles } : {}), ...(clock ? { clock } : {}) }))
     .addConditionalEdges("agent", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end })
     .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end })
     .addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: "agent" })
@@ -212,7 +223,11 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
         const threadId = requireThreadId(config);
         assertNoPendingApproval(state, threadId);
         const last = state.messages[state.messages.length - 1];
-        const binding = bindIdentityStep(registry, state, config, threadId, { recordRequest: last !== undefined && HumanMessage.isInstance(last) });
+        const binding = await bindIdentityStep(registry, state, config, threadId, {
+          recordRequest: last !== undefined && HumanMessage.isInstance(last),
+          sealer: await sealer(),
+          auditLog,
+        });
         if (binding.events.length > 0) await auditLog.append(binding.events);
         const update = await retrieve({ ...state, identity: binding.identity }, config);
         return binding.newlyBound ? { ...update, identity: binding.identity } : update;

@@ -1,7 +1,21 @@
 import { isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
-import { ApprovalError, EartConfigError, type ThreadLock, isApprovalRequest, isEscalationRequest, isRecoveryRequest, pendingApproval, ThreadStateError, type DecisionRecord } from "../src/index.js";
+import {
+  ApprovalError,
+  EartConfigError,
+  type ThreadLock,
+  isApprovalRequest,
+  isEscalationRequest,
+  isRecoveryRequest,
+  pendingApproval,
+  StateTamperError,
+  ThreadStateError,
+  type AgentIdentity,
+  type DecisionRecord,
+} from "../src/index.js";
+import { assertActsForBound } from "../nodes/identity-binding.js";
+import { GOVERNED_CHANNEL_NAMES } from "../nodes/state.js";
 
 /** The part of a state snapshot the guard reads. */
 interface Snapshot {
@@ -14,6 +28,81 @@ interface Snapshot {
 interface ResumableGraph {
   getState(config: RunnableConfig): Promise<Snapshot>;
   stream(input: unknown, options?: unknown): Promise<unknown>;
+  updateState?(config: RunnableConfig, values: unknown, asNode?: string): Promise<RunnableConfig>;
+  bulkUpdateState?(config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown; asNode?: string }[] }[]): Promise<RunnableConfig>;
+}
+
+/** Keys that rebuild a prototype when LangGraph's checkpoint serialiser reads a value back. */
+const PROTOTYPE_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+const MAX_DEPTH = 64;
+
+/**
+ * Refuses a resume value that LangGraph could not store and read back as it was given: a
+ * `__proto__`, `constructor` or `prototype` key at any depth (LangGraph's checkpoint reader turns
+ * a JSON `"__proto__"` member into a real prototype), an object that is not plain (a class
+ * instance, a Map, a Date), a number that is not finite, a function, a symbol, a bigint, or
+ * nesting deeper than 64. Throws `approval_resume_invalid` naming the path; nothing is stored.
+ * @example
+ * ```ts
+ * assertPlainResume(JSON.parse('{"__proto__":{"approved":true}}')); // throws ApprovalError
+ * ```
+ */
+export function assertPlainResume(value: unknown, path: string[] = [], depth = 0): void {
+  const refuse = (why: string): never => {
+    throw new ApprovalError("approval_resume_invalid", `Refused resume value at ${path.join(".") || "(root)"}: ${why}`, { path: [...path] });
+  };
+  if (depth > MAX_DEPTH) refuse(`nested deeper than ${MAX_DEPTH}`);
+  if (value === null || typeof value === "string" || typeof value === "boolean") return;
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) refuse("numbers must be finite");
+    return;
+  }
+  if (typeof value !== "object") refuse(`a ${typeof value} is not JSON`);
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => assertPlainResume(item, [...path, String(i)], depth + 1));
+    return;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) refuse("only plain objects are accepted");
+  for (const key of Reflect.ownKeys(value as object)) {
+    if (typeof key === "symbol") refuse("symbol keys are not JSON");
+    if (PROTOTYPE_KEYS.has(key as string)) refuse(`the key "${String(key)}" is not accepted`);
+    const descriptor = Object.getOwnPropertyDescriptor(value, key)!;
+    if (descriptor.get || descriptor.set) refuse(`"${String(key)}" is an accessor`);
+    assertPlainResume(descriptor.value, [...path, String(key)], depth + 1);
+  }
+}
+
+/**
+ * Refuses what a caller of the thread API may not write: a `Command` with anything but `resume`
+ * (its `update` and `goto` would write any channel and skip any node), a resume value that is not
+ * plain JSON ({@link assertPlainResume}), and input that writes eart's own channels. Throws before
+ * anything is stored.
+ */
+export function assertCallerInput(input: unknown): void {
+  if (isCommand(input)) {
+    const command = input as { update?: unknown; goto?: unknown; graph?: unknown; resume?: unknown };
+    const gotos = command.goto === undefined ? [] : Array.isArray(command.goto) ? command.goto : [command.goto];
+    if (command.update !== undefined || gotos.length > 0 || command.graph !== undefined) {
+      throw new StateTamperError("state_write_refused", "A Command from a caller may only carry resume: update and goto are for eart's nodes", {
+        fields: ["update", "goto", "graph"].filter((f) => f === "goto" ? gotos.length > 0 : (command as Record<string, unknown>)[f] !== undefined),
+      });
+    }
+    if (command.resume !== undefined) assertPlainResume(command.resume);
+    return;
+  }
+  assertNoGovernedChannels(input, "input");
+}
+
+/** Refuses a write of eart's channels from outside its nodes (input, `updateState`). */
+function assertNoGovernedChannels(values: unknown, via: string): void {
+  if (typeof values !== "object" || values === null) return;
+  const written = GOVERNED_CHANNEL_NAMES.filter((name) => Object.hasOwn(values, name));
+  if (written.length > 0) {
+    throw new StateTamperError("state_write_refused", `${via} may not write eart's channels (${written.join(", ")}): only eart's nodes write them`, {
+      channels: written,
+    });
+  }
 }
 
 /**
@@ -57,6 +146,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   const stream = graph.stream.bind(graph);
   const { lock } = options;
   async function guarded(input: unknown, options: RunnableConfig): Promise<unknown> {
+    assertCallerInput(input);
     if (isCommand(input) && input.resume !== undefined) {
       const before = await assertResumable(graph, options);
       const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];
@@ -70,7 +160,12 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
         })(),
       );
     }
-    if (input !== null && input !== undefined && !isCommand(input)) await assertNotAwaitingApproval(graph, options);
+    if (input !== null && input !== undefined && !isCommand(input)) {
+      const snapshot = await assertNotAwaitingApproval(graph, options);
+      // New input on a bound thread comes from the human it acts for; checked before it is stored.
+      const bound = (snapshot?.values as { identity?: AgentIdentity } | undefined)?.identity;
+      if (bound) assertActsForBound(bound, options.configurable);
+    }
     return stream(input, options);
   }
   graph.stream = (async (input: unknown, given?: RunnableConfig & { durability?: string }) => {
@@ -100,6 +195,22 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       })(),
     );
   }) as G["stream"];
+  // The state API is open to every caller of the thread: it may write the caller's own channels
+  // and messages, never eart's.
+  if (graph.updateState) {
+    const updateState = graph.updateState.bind(graph);
+    graph.updateState = ((config: RunnableConfig, values: unknown, asNode?: string) => {
+      assertNoGovernedChannels(values, "updateState");
+      return updateState(config, values, asNode);
+    }) as G["updateState"];
+  }
+  if (graph.bulkUpdateState) {
+    const bulkUpdateState = graph.bulkUpdateState.bind(graph);
+    graph.bulkUpdateState = ((config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown }[] }[]) => {
+      for (const step of supersteps) for (const update of step.updates) assertNoGovernedChannels(update.values, "updateState");
+      return bulkUpdateState(config, supersteps);
+    }) as G["bulkUpdateState"];
+  }
   if (lock) Object.defineProperty(graph, THREAD_LOCK, { value: lock });
   return graph;
 }
@@ -128,11 +239,11 @@ async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, con
  * await assertNotAwaitingApproval(app, { configurable: { thread_id: "t1" } });
  * ```
  */
-export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig | undefined): Promise<void> {
+export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig | undefined): Promise<Snapshot | undefined> {
   const threadId = config?.configurable?.thread_id;
-  if (typeof threadId !== "string" && typeof threadId !== "number") return;
+  if (typeof threadId !== "string" && typeof threadId !== "number") return undefined;
   const snapshot = await graph.getState(config!);
-  if (!snapshot.createdAt) return;
+  if (!snapshot.createdAt) return undefined;
   if (snapshot.tasks.some((t) => (t.interrupts ?? []).some((i) => {
       const value = (i as { value?: unknown }).value;
       return isApprovalRequest(value) || isRecoveryRequest(value) || isEscalationRequest(value);
@@ -143,4 +254,5 @@ export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "get
       `Thread "${threadId}" waits for a human (an approval, a recovery decision or a review); answer it before sending new input`,
     );
   }
+  return snapshot;
 }

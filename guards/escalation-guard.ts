@@ -8,6 +8,7 @@ import {
   IdentityRegistryOption,
   IdentityResolutionError,
   parseOptions,
+  principalFromConfig,
   validateEscalationResponse,
   type Escalation,
   type EscalationRequest,
@@ -126,21 +127,21 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
     };
     const response = await interruptForAnswer(
       request,
-      (answer) => validateEscalationResponse(answer, request, { registry, identity }),
+      (answer) => validateEscalationResponse(answer, request, { registry, identity, principal: principalFromConfig(config.configurable) }),
       (error) => auditLog.append({ threadId, type: "escalation.refused", data: { code: error.code, message: error.message, details: error.details } }).then(() => {}),
     );
-    const { reviewer, action, message } = response;
-    await auditLog.append({ threadId, type: "escalation.decided", data: { reviewerId: reviewer.id, action, message, reason: open.reason } });
+    const { reviewerId, action, message } = response;
+    await auditLog.append({ threadId, type: "escalation.decided", data: { reviewerId, action, message, reason: open.reason } });
     const reply =
       action === "take_over"
-        ? new AIMessage({ content: message, name: reviewer.id })
+        ? new AIMessage({ content: message, name: reviewerId })
         : action === "send_back"
           ? new HumanMessage({
-              content: `Guidance from reviewer ${reviewer.id}: ${message}`,
-              name: reviewer.id,
+              content: `Guidance from reviewer ${reviewerId}: ${message}`,
+              name: reviewerId,
               additional_kwargs: { eart_sent_back: request.signals.map((sg) => `${sg.kind}:${sg.detail}`) },
             })
-          : new AIMessage({ content: `Case closed by ${reviewer.id}: ${message}`, name: reviewer.id });
+          : new AIMessage({ content: `Case closed by ${reviewerId}: ${message}`, name: reviewerId });
     return { escalation: null, messages: [reply] };
   };
 }

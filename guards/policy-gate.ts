@@ -1,5 +1,5 @@
 import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
-import { interrupt, isGraphInterrupt, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import {
   ApprovalError,
@@ -12,9 +12,11 @@ import {
   emptyThreadContext,
   IdentityRegistryOption,
   IdentityResolutionError,
+  lazySealer,
   parseOptions,
   recordedRequest,
   PolicyEngineOption,
+  principalFromConfig,
   toolCallDigest,
   validateApprovalResponse,
   type AgentIdentity,
@@ -27,9 +29,10 @@ import {
   type Escalation,
   type PolicyDecision,
   type PolicyRequest,
+  type Principal,
   type ThreadContext,
 } from "../src/index.js";
-import { checkToolArgs, indexTools, lastAIMessage, requireThreadId, ToolsOption } from "../nodes/runtime.js";
+import { acceptAnswer, assertSealed, checkToolArgs, EffectLedgerOption, indexTools, lastAIMessage, newestAnswer, requireThreadId, ToolsOption } from "../nodes/runtime.js";
 import type { GovernedState } from "../nodes/state.js";
 
 const PolicyGateOptionsSchema = z
@@ -52,6 +55,11 @@ const PolicyGateOptionsSchema = z
      * budget denies or requires approval, as its rule says. Charge the same guard in the tool node.
      */
     budgets: BudgetGuardOption.optional(),
+    /**
+     * The effect ledger the tool node uses: its store keeps the key that seals the gate's records,
+     * which is how the tool node knows a decision is the gate's. Defaults to the process's key.
+     */
+    ledger: EffectLedgerOption.optional(),
   })
   .strict();
 export type PolicyGateOptions = z.input<typeof PolicyGateOptionsSchema>;
@@ -98,6 +106,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
   const opts = parseOptions(PolicyGateOptionsSchema, options);
   const { policy, registry, auditLog, clock, onExpired, shadowPolicy, budgets } = opts;
   const tools = indexTools(opts.tools);
+  const sealer = lazySealer(opts.ledger);
 
   const now = () => clock().toISOString();
   /** The expiry of a request made now under this verdict, if it has one. */
@@ -128,7 +137,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       messageId,
       name: call.name,
       args: call.args,
-      digest: toolCallDigest(call.name, call.args),
+      digest: toolCallDigest(call.name, call.args, threadId),
       approvals: [],
       requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id },
       decidedAt: now(),
@@ -216,7 +225,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
               messageId: message.id!,
               args: call.args,
               name: call.name,
-              digest: toolCallDigest(call.name, call.args),
+              digest: toolCallDigest(call.name, call.args, threadId),
               status: "denied" as const,
               approvals: [],
               decidedAt: now(),
@@ -236,6 +245,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       if (answer !== undefined) answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: answer, status: "error" }));
     }
     if (records.length === 0) return { update: {}, events: [] };
+    const seal = await sealer();
     const pending = records.filter((r) => r.status === "pending_approval");
     const escalated = records.filter((r) => r.status === "escalated");
     const events: AuditEventInput[] = records.map((r) => ({
@@ -266,14 +276,14 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     if (pending.length > 0) {
       events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, pending) });
     }
-    const update: GateUpdate = { decisions: records, messages: answers };
+    const update: GateUpdate = { decisions: records.map((r) => seal.decision(threadId, r)), messages: answers };
     if (escalated.length > 0) update.escalation = escalationOf(escalated);
     return { update, events };
   }
 
   /**
-   * Checks one resume value. Returns the updates it leads to, or the error that refuses it.
-   * Pure apart from policy evaluation: nothing is written here.
+   * Checks one resume value and returns the records it leads to, or throws the
+   * {@link ApprovalError} that refuses it. Pure apart from policy evaluation: nothing is written.
    */
   async function resolve(
     raw: unknown,
@@ -282,55 +292,48 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     identity: AgentIdentity,
     context: ThreadContext,
     threadId: string,
-  ): Promise<
-    { ok: true; records: DecisionRecord[]; approverId: string; types: Map<string, ApprovalRecord["type"]> } | { ok: false; error: ApprovalError }
-  > {
-    try {
-      const { response } = validateApprovalResponse(raw, request, { registry, identity });
-      const byId = new Map(pending.map((r) => [r.toolCallId, r]));
-      const at = now();
-      const records: DecisionRecord[] = [];
-      for (const d of response.decisions) {
-        const record = byId.get(d.toolCallId)!;
-        const approval: ApprovalRecord = { approverId: response.approver.id, type: d.type, at, ...(d.message !== undefined ? { message: d.message } : {}) };
-        if (d.type === "approve") {
-          records.push(
-            record.verdict.version === policy.version
-              ? withApproval(record, record.verdict, [...record.approvals, approval])
-              : await reevaluateApproved(record, approval, identity, context, threadId),
-          );
-        } else if (d.type === "reject") {
-          records.push({ ...record, status: "rejected", approvals: [...record.approvals, approval] });
-        } else if (d.type === "respond") {
-          records.push({ ...record, status: "responded", approvals: [...record.approvals, approval] });
-        } else {
-          const args = d.args!;
-          const checked = await checkToolArgs(tools.get(record.name)!, args);
-          if (!checked.ok) {
-            throw new ApprovalError("approval_edit_not_permitted", `The edited arguments for ${record.name} are invalid: ${checked.message}`, {
-              toolCallId: record.toolCallId,
-            });
-          }
-          const verdict = await decideFailClosed(policy, { identity, tool: { name: record.name, args: checked.args }, context, threadId });
-          const approverMayDecide =
-            verdict.effect === "allow" ||
-            (verdict.effect === "require_approval" && registry.userHasAnyRole(response.approver.id, verdict.approverRoles));
-          if (!approverMayDecide) {
-            throw new ApprovalError(
-              "approval_edit_not_permitted",
-              `Policy does not let "${response.approver.id}" approve the edited call to ${record.name}: ${verdict.effect} (${verdict.reasons.join("; ")})`,
-              { toolCallId: record.toolCallId, effect: verdict.effect, policyIds: verdict.policyIds },
-            );
-          }
-          // Earlier approvals were for the call as it was: the edited call starts its own list.
-          records.push(withApproval({ ...record, args, digest: toolCallDigest(record.name, args) }, verdict, [{ ...approval, originalDigest: record.digest }]));
+    principal: Principal | undefined,
+  ): Promise<{ records: DecisionRecord[]; approverId: string; types: Map<string, ApprovalRecord["type"]> }> {
+    const { response, approverId } = validateApprovalResponse(raw, request, { registry, identity, principal });
+    const byId = new Map(pending.map((r) => [r.toolCallId, r]));
+    const at = now();
+    const records: DecisionRecord[] = [];
+    for (const d of response.decisions) {
+      const record = byId.get(d.toolCallId)!;
+      const approval: ApprovalRecord = { approverId, type: d.type, at, ...(d.message !== undefined ? { message: d.message } : {}) };
+      if (d.type === "approve") {
+        records.push(
+          record.verdict.version === policy.version
+            ? withApproval(record, record.verdict, [...record.approvals, approval])
+            : await reevaluateApproved(record, approval, identity, context, threadId),
+        );
+      } else if (d.type === "reject") {
+        records.push({ ...record, status: "rejected", approvals: [...record.approvals, approval] });
+      } else if (d.type === "respond") {
+        records.push({ ...record, status: "responded", approvals: [...record.approvals, approval] });
+      } else {
+        const args = d.args!;
+        const checked = await checkToolArgs(tools.get(record.name)!, args);
+        if (!checked.ok) {
+          throw new ApprovalError("approval_edit_not_permitted", `The edited arguments for ${record.name} are invalid: ${checked.message}`, {
+            toolCallId: record.toolCallId,
+          });
         }
+        const verdict = await decideFailClosed(policy, { identity, tool: { name: record.name, args: checked.args }, context, threadId });
+        const approverMayDecide =
+          verdict.effect === "allow" || (verdict.effect === "require_approval" && registry.userHasAnyRole(approverId, verdict.approverRoles));
+        if (!approverMayDecide) {
+          throw new ApprovalError(
+            "approval_edit_not_permitted",
+            `Policy does not let "${approverId}" approve the edited call to ${record.name}: ${verdict.effect} (${verdict.reasons.join("; ")})`,
+            { toolCallId: record.toolCallId, effect: verdict.effect, policyIds: verdict.policyIds },
+          );
+        }
+        // Earlier approvals were for the call as it was: the edited call starts its own list.
+        records.push(withApproval({ ...record, args, digest: toolCallDigest(record.name, args, threadId) }, verdict, [{ ...approval, originalDigest: record.digest }]));
       }
-      return { ok: true, records, approverId: response.approver.id, types: new Map(response.decisions.map((d) => [d.toolCallId, d.type])) };
-    } catch (error) {
-      if (error instanceof ApprovalError) return { ok: false, error };
-      throw error;
     }
+    return { records, approverId, types: new Map(response.decisions.map((d) => [d.toolCallId, d.type])) };
   }
 
   /**
@@ -372,9 +375,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
    * to the model as expired, or asked again with a new expiry (`onExpired: "rerequest"`); other
    * pending calls wait for a new answer. The caller gets `approval_expired` from the resume guard.
    */
-  async function expire(lapsed: DecisionRecord[], answer: unknown, threadId: string): Promise<GateUpdate> {
+  async function expire(lapsed: DecisionRecord[], answer: unknown, threadId: string, principal: Principal | undefined): Promise<GateUpdate> {
     const at = now();
-    const approverId = (answer as { approver?: { id?: unknown } } | null)?.approver?.id;
+    const approverId = principal?.id;
     const records = lapsed.map((r): DecisionRecord =>
       onExpired === "rerequest"
         ? { ...r, approvals: [], expiredAt: at, ...expiryOf(r.verdict) }
@@ -407,35 +410,30 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
                 status: "error",
               }),
           );
-    return { decisions: records, messages };
+    const seal = await sealer();
+    return { decisions: records.map((r) => seal.decision(threadId, r)), messages };
   }
 
   /** Second pass: pause for the pending calls; on resume apply the decisions. */
-  async function decidePending(state: GovernedState, message: AIMessage, pending: DecisionRecord[], identity: AgentIdentity, threadId: string): Promise<GateUpdate> {
+  async function decidePending(
+    state: GovernedState,
+    message: AIMessage,
+    pending: DecisionRecord[],
+    identity: AgentIdentity,
+    threadId: string,
+    config: LangGraphRunnableConfig,
+  ): Promise<GateUpdate> {
     const request = buildApprovalRequest(threadId, pending);
     // The first statement with an effect is the interrupt: this node re-runs from here on resume.
-    let answer = interrupt(request);
+    const answer = newestAnswer(request);
     const lapsed = pending.filter((r) => r.expiresAt !== undefined && Date.parse(r.expiresAt) <= clock().getTime());
-    if (lapsed.length > 0) return expire(lapsed, answer, threadId);
-    let result = await resolve(answer, request, pending, identity, state.context ?? emptyThreadContext(), threadId);
-    // LangGraph keeps a refused answer as this task's first resume value. Answers given after it
-    // follow it in order, so skip refused ones until the newest.
-    while (!result.ok) {
-      try {
-        answer = interrupt(request);
-      } catch (error) {
-        if (!isGraphInterrupt(error)) throw error;
-        // No newer answer: the refused one is this run's answer. Record and refuse it; the thread
-        // stays paused on the same request.
-        await auditLog.append({
-          threadId,
-          type: "approval.refused",
-          data: { code: result.error.code, message: result.error.message, details: result.error.details, answer },
-        });
-        throw result.error;
-      }
-      result = await resolve(answer, request, pending, identity, state.context ?? emptyThreadContext(), threadId);
-    }
+    if (lapsed.length > 0) return expire(lapsed, answer, threadId, principalFromConfig(config.configurable));
+    const result = await acceptAnswer(
+      answer,
+      (a) => resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principalFromConfig(config.configurable)),
+      // The thread stays paused on the same request.
+      (error) => auditLog.append({ threadId, type: "approval.refused", data: { code: error.code, message: error.message, details: error.details, answer } }).then(() => {}),
+    );
     const { records, approverId, types } = result;
     const events: AuditEventInput[] = records.map((r) => {
       const approval = r.approvals.at(-1);
@@ -504,7 +502,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         );
       }
     }
-    const update: GateUpdate = { decisions: records, messages };
+    const seal = await sealer();
+    const update: GateUpdate = { decisions: records.map((r) => seal.decision(threadId, r)), messages };
     if (escalated.length > 0) update.escalation = escalationOf(escalated);
     return update;
   }
@@ -518,8 +517,12 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     if (!identity) {
       throw new IdentityResolutionError("identity_missing", "The thread has no bound identity: add the identity binding node before the policy gate");
     }
-    const pending = state.decisions.filter((d) => d.status === "pending_approval" && d.messageId === message.id);
-    if (pending.length > 0) return decidePending(state, message, pending, identity, threadId);
+    // Only what eart sealed for this thread counts: a forged record (a pending request with other
+    // approver roles, an "approved" status) stops here, before any human sees it.
+    const mine = state.decisions.filter((d) => d.messageId === message.id);
+    await assertSealed(await sealer(), auditLog, threadId, "policyGate", identity, mine);
+    const pending = mine.filter((d) => d.status === "pending_approval");
+    if (pending.length > 0) return decidePending(state, message, pending, identity, threadId, config);
     const { update, events } = await decideNew(state, message, calls, identity, threadId);
     if (events.length > 0) await auditLog.append(events);
     return update;

@@ -11,6 +11,7 @@ import {
   EartConfigError,
   EffectInProgressError,
   idempotencyKeyOf,
+  lazySealer,
   MemoryEffectLedger,
   parseOptions,
   sleep,
@@ -20,21 +21,14 @@ import {
   type AuditEventInput,
   type DecisionRecord,
   type DecisionStatus,
-  type EffectLedger,
   type LedgerEntry,
   type LedgerKey,
   type ParsedToolExecution,
   type RecoveryReason,
   type Redaction,
 } from "../src/index.js";
-import { checkToolArgs, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId, ToolsOption } from "./runtime.js";
+import { assertSealed, checkToolArgs, EffectLedgerOption, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId, ToolsOption } from "./runtime.js";
 import type { GovernedState } from "./state.js";
-
-/** Option schema: an {@link EffectLedger}. */
-export const EffectLedgerOption = z.custom<EffectLedger>(
-  (v) => ["begin", "retry", "finish", "get", "list"].every((m) => typeof (v as Record<string, unknown>)?.[m] === "function"),
-  "must be an EffectLedger",
-);
 
 const GovernedToolNodeOptionsSchema = z
   .object({
@@ -122,6 +116,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
   const opts = parseOptions(GovernedToolNodeOptionsSchema, options);
   const { auditLog, budgets, redaction } = opts;
   const ledger = opts.ledger ?? new MemoryEffectLedger();
+  const sealer = lazySealer(ledger);
   const clock = opts.clock ?? (() => new Date());
   const tools = indexTools(opts.tools);
   const execution = new Map<string, ParsedToolExecution>(Object.entries(opts.execution ?? {}));
@@ -185,7 +180,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const now = () => clock().toISOString();
     const answer = (content: string, status: "success" | "error") =>
       new ToolMessage({ tool_call_id: call.id, name: call.name, content, status });
-    const digest = toolCallDigest(call.name, call.args);
+    const digest = toolCallDigest(call.name, call.args, threadId);
     const ids = { toolCallId: call.id, name: call.name, digest };
     const events: AuditEventInput[] = [];
     const event = (type: AuditEventInput["type"], data: Record<string, unknown>) => events.push({ threadId, type, data: { ...ids, ...data } });
@@ -396,6 +391,11 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const calls = (message?.tool_calls ?? []) as ToolCall[];
     const records = new Map(state.decisions.map((d) => [d.toolCallId, d]));
     const withIds = calls.filter((c): c is ToolCall & { id: string } => typeof c.id === "string" && c.id !== "");
+    // Only records eart sealed for this thread can let a call run: state is a view any caller of
+    // the thread API can write.
+    const seal = await sealer();
+    const mine = withIds.flatMap((c) => (records.has(c.id) ? [records.get(c.id)!] : []));
+    await assertSealed(seal, auditLog, threadId, "tools", state.identity, mine);
     const results = await Promise.all(withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config, state.identity)));
     const labels = [...new Set(results.flatMap((r) => r.labels ?? []))].sort();
     const events = results.flatMap((r) => r.events);
@@ -404,7 +404,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const executed = withIds.map((call, i) => ({ call, ran: results[i]!.ran === true })).filter((r) => r.ran);
     const budget = executed.length > 0 ? await charge(executed, state, threadId) : {};
     return {
-      decisions: results.flatMap((r) => (r.record ? [r.record] : [])),
+      decisions: results.flatMap((r) => (r.record ? [seal.decision(threadId, r.record)] : [])),
       messages: results.flatMap((r) => (r.message ? [r.message] : [])),
       ...(Object.keys(budget).length > 0 ? { budget } : {}),
       // What the tools returned raises the thread's sensitivity like retrieved context does.

@@ -1,4 +1,4 @@
-import { HumanMessage } from "@langchain/core/messages";
+import { HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import {
@@ -7,18 +7,24 @@ import {
   IdentityRegistry,
   IdentityRegistryOption,
   IdentityResolutionError,
+  lazySealer,
   parseOptions,
+  principalFromConfig,
   type AgentIdentity,
   type AuditEventInput,
+  type AuditLog,
+  type Sealer,
   type IdentityClaim,
 } from "../src/index.js";
-import { messageText, requireThreadId } from "./runtime.js";
+import { assertSealed, EffectLedgerOption, messageText, requireThreadId } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
 const IdentityBindingOptionsSchema = z
   .object({
     registry: IdentityRegistryOption,
     auditLog: AuditLogOption,
+    /** The effect ledger the tool node uses: its store keeps the key that seals the bound identity. */
+    ledger: EffectLedgerOption.optional(),
   })
   .strict();
 export type IdentityBindingOptions = z.input<typeof IdentityBindingOptionsSchema>;
@@ -38,37 +44,9 @@ export function identityClaimFromConfig(config: LangGraphRunnableConfig | undefi
   if (typeof agentId !== "string" || agentId === "") {
     throw new IdentityResolutionError("identity_missing", "The run configuration names no agent (configurable.agent_id)");
   }
-  const authUser = c.langgraph_auth_user as unknown;
-  if (authUser !== undefined && authUser !== null) {
-    const id =
-      typeof authUser === "string"
-        ? authUser
-        : ((authUser as { identity?: unknown }).identity ?? (authUser as { id?: unknown }).id);
-    if (typeof id !== "string" || id === "") {
-      throw new IdentityResolutionError("identity_missing", "configurable.langgraph_auth_user carries no identity");
-    }
-    return { agentId, userId: id, source: "configurable.langgraph_auth_user" };
-  }
-  const userId = c.user_id;
-  if (typeof userId !== "string" || userId === "") {
-    throw new IdentityResolutionError("identity_missing", "The run configuration names no user (configurable.user_id)");
-  }
-  return { agentId, userId, source: "configurable.user_id" };
-}
-
-/** Whether two resolved identities are the same, field by field (cheaper than canonical JSON). */
-function sameIdentity(a: AgentIdentity, b: AgentIdentity): boolean {
-  const sameList = (x: readonly string[], y: readonly string[]) => x.length === y.length && x.every((v, i) => v === y[i]);
-  return (
-    a.schemaVersion === b.schemaVersion &&
-    a.id === b.id &&
-    a.source === b.source &&
-    a.onBehalfOf.id === b.onBehalfOf.id &&
-    sameList(a.roles, b.roles) &&
-    sameList(a.tools, b.tools) &&
-    sameList(a.dataScopes, b.dataScopes) &&
-    sameList(a.onBehalfOf.roles, b.onBehalfOf.roles)
-  );
+  const principal = principalFromConfig(c);
+  if (!principal) throw new IdentityResolutionError("identity_missing", "The run configuration names no user (configurable.user_id)");
+  return { agentId, userId: principal.id, source: principal.source };
 }
 
 /** What binding decided for one run: the identity, whether it is new to the thread, and its events. */
@@ -79,31 +57,63 @@ export interface IdentityBindingStep {
 }
 
 /**
- * The binding rule, shared by the node and the prebuilt agent. An unbound thread takes its
- * identity from the run configuration (required). A bound thread keeps it: configuration that
- * names an agent or user must name the same ones, and configuration that names none (an approver
- * resuming) leaves it as it is.
+ * Whether the last message is new input from a human (not guidance a reviewer sent back through
+ * eart, which arrives as a human message too).
  */
-export function bindIdentityStep(
+export function isNewHumanInput(messages: readonly BaseMessage[] | undefined): boolean {
+  const last = messages?.[messages.length - 1];
+  return last !== undefined && HumanMessage.isInstance(last) && last.additional_kwargs?.eart_sent_back === undefined;
+}
+
+/**
+ * Refuses new human input on a bound thread from anyone but the human it acts for (or for another
+ * agent): {@link IdentityImmutableError}. A configuration that names nobody keeps the binding.
+ */
+export function assertActsForBound(bound: AgentIdentity, configurable: Record<string, unknown> | undefined): void {
+  const agentId = configurable?.agent_id;
+  const principal = principalFromConfig(configurable);
+  const otherAgent = agentId !== undefined && agentId !== bound.id;
+  if (otherAgent || (principal !== undefined && principal.id !== bound.onBehalfOf.id)) {
+    throw new IdentityImmutableError(bound.id, bound.onBehalfOf.id, {
+      ...(typeof agentId === "string" ? { agentId } : {}),
+      ...(principal ? { userId: principal.id } : {}),
+    });
+  }
+}
+
+/**
+ * The binding rule, shared by the node and the prebuilt agent. An unbound thread takes its
+ * identity from the run configuration (required). A bound thread keeps it: new human input must
+ * come from the human it acts for ({@link assertActsForBound}); a resume or a continuation by
+ * someone else (an approver, a reviewer) is not an identity change, and the thread goes on acting
+ * for the bound human.
+ */
+export async function bindIdentityStep(
   registry: IdentityRegistry,
   state: Pick<GovernedState, "identity" | "messages">,
   config: LangGraphRunnableConfig,
   threadId: string,
-  options: { recordRequest: boolean },
-): IdentityBindingStep {
-  const bound = state.identity;
-  const c = config.configurable ?? {};
-  const named = c.agent_id !== undefined || c.user_id !== undefined || c.langgraph_auth_user !== undefined;
+  options: { recordRequest: boolean; sealer: Sealer; auditLog: Pick<AuditLog, "append"> },
+): Promise<IdentityBindingStep> {
+  const { sealer, auditLog } = options;
+  const events: AuditEventInput[] = [];
+  let bound = state.identity;
+  if (bound && !sealer.identityIsSealed(threadId, bound)) {
+    if (bound.seal !== undefined) {
+      // A seal that is not eart's: the identity was replaced behind eart's back. Nothing runs.
+      await assertSealed(sealer, auditLog, threadId, "bindIdentity", bound, []);
+    }
+    // Planted through the state API before the thread was bound: it binds nothing.
+    events.push({ threadId, type: "state.tamper_detected", data: { node: "bindIdentity", forged: [{ channel: "identity" }], outcome: "ignored" } });
+    bound = undefined;
+  }
   let identity: AgentIdentity;
-  if (bound && !named) {
+  if (bound) {
+    if (isNewHumanInput(state.messages)) assertActsForBound(bound, config.configurable);
     identity = bound;
   } else {
-    identity = registry.resolve(identityClaimFromConfig(config));
-    if (bound && !sameIdentity(bound, identity)) {
-      throw new IdentityImmutableError(bound.id, bound.onBehalfOf.id, { agentId: identity.id, userId: identity.onBehalfOf.id });
-    }
+    identity = sealer.identity(threadId, registry.resolve(identityClaimFromConfig(config)));
   }
-  const events: AuditEventInput[] = [];
   if (options.recordRequest) {
     const request = [...(state.messages ?? [])].reverse().find((m) => HumanMessage.isInstance(m));
     events.push({
@@ -150,13 +160,14 @@ export function bindIdentityStep(
 export function createIdentityBinding(options: IdentityBindingOptions) {
   const opts = parseOptions(IdentityBindingOptionsSchema, options);
   const { registry, auditLog } = opts;
+  const sealer = lazySealer(opts.ledger);
 
   return async function bindIdentity(
     state: Pick<GovernedState, "identity" | "messages">,
     config: LangGraphRunnableConfig,
   ): Promise<{ identity?: AgentIdentity }> {
     const threadId = requireThreadId(config);
-    const step = bindIdentityStep(registry, state, config, threadId, { recordRequest: true });
+    const step = await bindIdentityStep(registry, state, config, threadId, { recordRequest: true, sealer: await sealer(), auditLog });
     await auditLog.append(step.events);
     return step.newlyBound ? { identity: step.identity } : {};
   };

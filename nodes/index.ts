@@ -3,7 +3,7 @@ export * from "./state.js";
 export * from "./identity-binding.js";
 export * from "./model-node.js";
 export * from "./governed-tool-node.js";
-export { lastAIMessage, requireThreadId } from "./runtime.js";
+export { EffectLedgerOption, lastAIMessage, requireThreadId } from "./runtime.js";
 export * from "./tool-recovery.js";
 export * from "./context-retrieval.js";
 export * from "./trace-export.js";

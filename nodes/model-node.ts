@@ -114,7 +114,7 @@ export function createModelStep(options: ModelNodeOptions) {
         data: {
           messageId: response.id,
           text: messageText(response),
-          toolCalls: toolCalls.map((c) => ({ id: c.id ?? null, name: c.name, args: c.args, digest: toolCallDigest(c.name, c.args) })),
+          toolCalls: toolCalls.map((c) => ({ id: c.id ?? null, name: c.name, args: c.args, digest: toolCallDigest(c.name, c.args, threadId) })),
         },
       },
     ];

@@ -4,7 +4,17 @@ import type { StructuredToolInterface } from "@langchain/core/tools";
 import { z } from "zod";
 import { interopSafeParseAsync, isInteropZodSchema } from "@langchain/core/utils/types";
 import { interrupt, isGraphInterrupt, type LangGraphRunnableConfig } from "@langchain/langgraph";
-import { ApprovalError, EartConfigError, ThreadStateError, type DecisionRecord } from "../src/index.js";
+import {
+  ApprovalError,
+  EartConfigError,
+  StateTamperError,
+  ThreadStateError,
+  type AgentIdentity,
+  type AuditLog,
+  type DecisionRecord,
+  type EffectLedger,
+  type Sealer,
+} from "../src/index.js";
 
 /** The thread id of a run; governed nodes need one (their records are per thread). */
 export function requireThreadId(config: LangGraphRunnableConfig | undefined): string {
@@ -68,6 +78,41 @@ export const ToolsOption = z.array(
   z.custom<StructuredToolInterface>((v) => typeof (v as StructuredToolInterface)?.name === "string", "must be a LangChain tool"),
 );
 
+/**
+ * Option schema: an {@link EffectLedger}. Its store also keeps the key that seals eart's records
+ * in graph state: give the nodes of one graph the same ledger.
+ */
+export const EffectLedgerOption = z.custom<EffectLedger>(
+  (v) => ["begin", "retry", "finish", "get", "list"].every((m) => typeof (v as Record<string, unknown>)?.[m] === "function"),
+  "must be an EffectLedger",
+);
+
+/**
+ * Fails closed on graph state eart did not write: the thread's identity (when present) and the
+ * given decision records must carry eart's seal for this thread. Otherwise a
+ * `state.tamper_detected` event is appended and {@link StateTamperError} thrown; nothing runs.
+ * A caller of `updateState`, `Command` or the checkpoint store can write state, never a seal.
+ */
+export async function assertSealed(
+  sealer: Sealer,
+  auditLog: Pick<AuditLog, "append">,
+  threadId: string,
+  node: string,
+  identity: AgentIdentity | undefined,
+  records: readonly DecisionRecord[],
+): Promise<void> {
+  const forged: { channel: string; toolCallId?: string }[] = [];
+  if (identity && !sealer.identityIsSealed(threadId, identity)) forged.push({ channel: "identity" });
+  for (const r of records) if (!sealer.decisionIsSealed(threadId, r)) forged.push({ channel: "decisions", toolCallId: r.toolCallId });
+  if (forged.length === 0) return;
+  await auditLog.append({ threadId, type: "state.tamper_detected", data: { node, forged } });
+  throw new StateTamperError(
+    "state_tamper_detected",
+    `Thread "${threadId}" holds state eart did not write (${forged.map((f) => (f.toolCallId ? `${f.channel}:${f.toolCallId}` : f.channel)).join(", ")}); nothing was run`,
+    { threadId, node, forged },
+  );
+}
+
 /** Option schema: a LangChain chat model. */
 export const ChatModelOption = z.custom<BaseChatModel>((v) => typeof (v as BaseChatModel)?.invoke === "function", "must be a chat model");
 
@@ -90,29 +135,44 @@ export function assertNoPendingApproval(state: { messages: readonly BaseMessage[
 }
 
 /**
- * Pauses with `interrupt(request)` and returns the first answer `check` accepts. LangGraph keeps
- * a refused answer as the task's first resume value and later answers follow it in order, so
- * refused ones are skipped until the newest; when that one is refused too, `onRefused` records it
- * and its error is thrown (the thread stays paused on the same request). `check` throws an
- * {@link ApprovalError} to refuse.
+ * Pauses with `interrupt(request)` and returns the newest answer given to it. LangGraph keeps
+ * every resume value of a task, refused ones too, and replays them in order when the node re-runs:
+ * only the newest counts, so a refused answer is never checked again (the policy, the roles or the
+ * clock may have changed since it was refused). Must be the first statement with an effect in the
+ * calling node, which re-runs from its start on resume.
  */
-export async function interruptForAnswer<T>(request: unknown, check: (answer: unknown) => T, onRefused: (error: ApprovalError) => Promise<void>): Promise<T> {
-  // The first statement with an effect: the calling node re-runs from its start on resume.
+export function newestAnswer(request: unknown): unknown {
   let answer = interrupt(request);
   for (;;) {
-    let refused: ApprovalError;
-    try {
-      return check(answer);
-    } catch (error) {
-      if (!(error instanceof ApprovalError)) throw error;
-      refused = error;
-    }
     try {
       answer = interrupt(request);
     } catch (error) {
       if (!isGraphInterrupt(error)) throw error;
-      await onRefused(refused);
-      throw refused;
+      return answer;
     }
   }
+}
+
+/**
+ * Checks a human's answer: returns what `check` makes of it, or, when `check` refuses it with an
+ * {@link ApprovalError}, records the refusal with `onRefused` and throws the error (nothing ran;
+ * the thread stays paused on the same request).
+ */
+export async function acceptAnswer<T>(answer: unknown, check: (answer: unknown) => T | Promise<T>, onRefused: (error: ApprovalError) => Promise<void>): Promise<T> {
+  try {
+    return await check(answer);
+  } catch (error) {
+    if (!(error instanceof ApprovalError)) throw error;
+    await onRefused(error);
+    throw error;
+  }
+}
+
+/**
+ * The one interrupt helper of eart's human tasks (approval, recovery, review): pauses with
+ * `interrupt(request)`, takes the newest answer ({@link newestAnswer}) and checks it
+ * ({@link acceptAnswer}). `check` throws an {@link ApprovalError} to refuse.
+ */
+export async function interruptForAnswer<T>(request: unknown, check: (answer: unknown) => T | Promise<T>, onRefused: (error: ApprovalError) => Promise<void>): Promise<T> {
+  return acceptAnswer(newestAnswer(request), check, onRefused);
 }

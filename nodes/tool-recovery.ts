@@ -5,11 +5,13 @@ import {
   buildRecoveryRequest,
   IdentityRegistryOption,
   IdentityResolutionError,
+  lazySealer,
   parseOptions,
+  principalFromConfig,
   validateRecoveryResponse,
   type DecisionRecord,
 } from "../src/index.js";
-import { interruptForAnswer, lastAIMessage, requireThreadId } from "./runtime.js";
+import { assertSealed, EffectLedgerOption, interruptForAnswer, lastAIMessage, requireThreadId } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
 const ToolRecoveryOptionsSchema = z
@@ -19,6 +21,8 @@ const ToolRecoveryOptionsSchema = z
     /** Roles whose holders may retry, mark done or abandon a failed call. */
     roles: z.array(z.string().min(1)).min(1).default(["operator"]),
     clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
+    /** The effect ledger the tool node uses: its store keeps the key that seals eart's records in state. */
+    ledger: EffectLedgerOption.optional(),
   })
   .strict();
 export type ToolRecoveryOptions = z.input<typeof ToolRecoveryOptionsSchema>;
@@ -40,7 +44,8 @@ export type ToolRecoveryOptions = z.input<typeof ToolRecoveryOptionsSchema>;
  * ```
  */
 export function createToolRecovery(options: ToolRecoveryOptions) {
-  const { registry, auditLog, roles, clock = () => new Date() } = parseOptions(ToolRecoveryOptionsSchema, options);
+  const { registry, auditLog, roles, clock = () => new Date(), ledger } = parseOptions(ToolRecoveryOptionsSchema, options);
+  const sealer = lazySealer(ledger);
 
   return async function toolRecovery(state: Pick<GovernedState, "messages" | "decisions" | "identity">, config: LangGraphRunnableConfig): Promise<{ decisions?: DecisionRecord[] }> {
     const threadId = requireThreadId(config);
@@ -49,13 +54,16 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     if (pending.length === 0) return {};
     const identity = state.identity;
     if (!identity) throw new IdentityResolutionError("identity_missing", "The thread has no bound identity: recovery needs to know who the call was made for");
+    // Before the interrupt: a forged request must not reach a human, and this writes only on tamper.
+    const seal = await sealer();
+    await assertSealed(seal, auditLog, threadId, "recovery", identity, pending);
     const request = buildRecoveryRequest(threadId, pending, roles);
     const response = await interruptForAnswer(
       request,
-      (answer) => validateRecoveryResponse(answer, request, { registry, identity }),
+      (answer) => validateRecoveryResponse(answer, request, { registry, identity, principal: principalFromConfig(config.configurable) }),
       (error) => auditLog.append({ threadId, type: "tool.recovery_refused", data: { code: error.code, message: error.message, details: error.details } }).then(() => {}),
     );
-    const { resolver, decisions } = response;
+    const { resolverId, decisions } = response;
     const at = clock().toISOString();
     const byId = new Map(decisions.map((d) => [d.toolCallId, d]));
     const records = pending.map((r): DecisionRecord => {
@@ -65,7 +73,7 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
         status: r.recovery!.resumeStatus,
         recovery: {
           ...r.recovery!,
-          resolution: { type: d.type, by: resolver.id, at, ...(d.message !== undefined ? { message: d.message } : {}), ...(d.type === "mark_done" ? { result: d.result } : {}) },
+          resolution: { type: d.type, by: resolverId, at, ...(d.message !== undefined ? { message: d.message } : {}), ...(d.type === "mark_done" ? { result: d.result } : {}) },
         },
       };
     });
@@ -78,13 +86,13 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
           name: r.name,
           digest: r.digest,
           decision: r.recovery!.resolution!.type,
-          resolverId: resolver.id,
+          resolverId,
           reason: r.recovery!.reason,
           attempt: r.recovery!.attempt,
           message: r.recovery!.resolution!.message ?? null,
         },
       })),
     );
-    return { decisions: records };
+    return { decisions: records.map((r) => seal.decision(threadId, r)) };
   };
 }

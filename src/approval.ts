@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { ApprovalError } from "./errors.js";
-import type { AgentIdentity, IdentityRegistry } from "./identity.js";
+import type { AgentIdentity, IdentityRegistry, Principal } from "./identity.js";
 import type { DecisionRecord } from "./state.js";
 
 /** One call waiting for a human, as shown to the approver. */
@@ -58,8 +58,8 @@ export const ApprovalDecisionSchema = z
      * the tool's result (required); for the others, a note kept in the audit log.
      */
     message: z.string().optional(),
-    /** When given, must equal the digest of the request: proves the approver saw this exact call. */
-    digest: z.string().optional(),
+    /** The digest of the request item: proves the approver saw this exact call on this thread. */
+    digest: z.string().min(1),
   })
   .strict()
   .superRefine((d, ctx) => {
@@ -70,18 +70,25 @@ export const ApprovalDecisionSchema = z
 export type ApprovalDecision = z.output<typeof ApprovalDecisionSchema>;
 
 /**
- * The resume value for an approval interrupt (`new Command({ resume })`).
+ * A human named in an answer. Never who answers: that is the resuming run's authenticated
+ * principal. When present it must name that principal (a cross-check).
+ */
+export const NamedHumanSchema = z.object({ id: z.string().min(1) }).strict();
+
+/**
+ * The resume value for an approval interrupt (`new Command({ resume })`). The approver is the
+ * authenticated principal of the resuming run (`langgraph_auth_user`, or `user_id` set by a trusted
+ * in-process app); `approver`, if given, must name the same human.
  * @example
  * ```ts
  * await graph.invoke(new Command({ resume: {
- *   approver: { id: "sam" },
- *   decisions: [{ toolCallId: "call_1", type: "approve" }],
- * } }), config);
+ *   decisions: [{ toolCallId: "call_1", type: "approve", digest: request.requests[0].digest }],
+ * } }), { configurable: { thread_id: "t1", user_id: "sam" } });
  * ```
  */
 export const ApprovalResponseSchema = z
   .object({
-    approver: z.object({ id: z.string().min(1) }).strict(),
+    approver: NamedHumanSchema.optional(),
     decisions: z.array(ApprovalDecisionSchema).min(1),
   })
   .strict();
@@ -119,45 +126,76 @@ export function buildApprovalRequest(threadId: string, pending: readonly Decisio
   };
 }
 
+/** What a human answer is checked against: the registry, the thread's identity, and who answers. */
+export interface HumanAnswerDeps {
+  registry: IdentityRegistry;
+  identity: AgentIdentity;
+  /** The authenticated principal of the resuming run (`principalFromConfig`). */
+  principal: Principal | undefined;
+}
+
 /**
- * Checks a resume value against the pending request: shape, one decision per pending call (no
- * more, no fewer), a known approver holding one of each call's approver roles, no
- * self-approval, and digests that match. Throws {@link ApprovalError}; returns the parsed
- * response and, per decision, its request item.
- * @example
- * ```ts
- * const { response } = validateApprovalResponse(raw, request, { registry, identity });
- * ```
+ * Checks that an answer has exactly one decision per pending item, keyed by `toolCallId`.
+ * Throws `approval_decisions_mismatch`. Shared by every human task with pending items.
  */
-export function validateApprovalResponse(
-  raw: unknown,
-  request: ApprovalRequest,
-  deps: { registry: IdentityRegistry; identity: AgentIdentity },
-): { response: ApprovalResponse; items: Map<string, ApprovalRequestItem> } {
-  const response = parseHumanAnswer(ApprovalResponseSchema, raw, "approval response");
-  const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
+export function assertOneDecisionPerItem(decisions: readonly { toolCallId: string }[], pending: readonly string[], what: string): void {
+  const items = new Set(pending);
   const seen = new Set<string>();
-  for (const d of response.decisions) {
+  for (const d of decisions) {
     if (!items.has(d.toolCallId)) {
-      throw new ApprovalError("approval_decisions_mismatch", `No pending approval for tool call "${d.toolCallId}"`, {
-        toolCallId: d.toolCallId,
-        pending: [...items.keys()],
-      });
+      throw new ApprovalError("approval_decisions_mismatch", `No pending ${what} for tool call "${d.toolCallId}"`, { toolCallId: d.toolCallId, pending: [...items] });
     }
     if (seen.has(d.toolCallId)) {
       throw new ApprovalError("approval_decisions_mismatch", `More than one decision for tool call "${d.toolCallId}"`, { toolCallId: d.toolCallId });
     }
     seen.add(d.toolCallId);
   }
-  const missing = [...items.keys()].filter((id) => !seen.has(id));
+  const missing = pending.filter((id) => !seen.has(id));
   if (missing.length > 0) {
     throw new ApprovalError("approval_decisions_mismatch", `Every pending call needs a decision; missing: ${missing.join(", ")}`, {
       toolCallId: missing[0],
       missing,
     });
   }
-  const approverId = response.approver.id;
-  authorizeHuman(approverId, undefined, deps, { verb: "approve", object: "approver" });
+}
+
+/**
+ * Checks each decision's digest against its pending item's: the human saw this exact call on
+ * this thread. Throws `approval_digest_mismatch`.
+ */
+export function assertDigests(decisions: readonly { toolCallId: string; digest: string }[], items: ReadonlyMap<string, { digest: string }>): void {
+  for (const d of decisions) {
+    const expected = items.get(d.toolCallId)!.digest;
+    if (d.digest !== expected) {
+      throw new ApprovalError("approval_digest_mismatch", `The decision for "${d.toolCallId}" was made for a different call`, {
+        toolCallId: d.toolCallId,
+        expected,
+        found: d.digest,
+      });
+    }
+  }
+}
+
+/**
+ * Checks a resume value against the pending request: shape, one decision per pending call (no
+ * more, no fewer), an authenticated approver (the resuming run's principal) whom the registry
+ * knows, holding one of each call's approver roles, who is not the requester, and digests that
+ * match. Throws {@link ApprovalError}; returns the parsed response, per decision its request
+ * item, and the approver's id.
+ * @example
+ * ```ts
+ * const { approverId } = validateApprovalResponse(raw, request, { registry, identity, principal: principalFromConfig(config.configurable) });
+ * ```
+ */
+export function validateApprovalResponse(
+  raw: unknown,
+  request: ApprovalRequest,
+  deps: HumanAnswerDeps,
+): { response: ApprovalResponse; items: Map<string, ApprovalRequestItem>; approverId: string } {
+  const response = parseHumanAnswer(ApprovalResponseSchema, raw, "approval response");
+  const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
+  assertOneDecisionPerItem(response.decisions, [...items.keys()], "approval");
+  const approverId = authenticateHuman(response.approver, undefined, deps, { verb: "approve", object: "approver" });
   for (const d of response.decisions) {
     const item = items.get(d.toolCallId)!;
     if (!deps.registry.userHasAnyRole(approverId, item.approverRoles)) {
@@ -167,15 +205,9 @@ export function validateApprovalResponse(
         { toolCallId: d.toolCallId, approverId, approverRoles: item.approverRoles },
       );
     }
-    if (d.digest !== undefined && d.digest !== item.digest) {
-      throw new ApprovalError("approval_digest_mismatch", `The decision for "${d.toolCallId}" was made for a different call`, {
-        toolCallId: d.toolCallId,
-        expected: item.digest,
-        found: d.digest,
-      });
-    }
   }
-  return { response, items };
+  assertDigests(response.decisions, items);
+  return { response, items, approverId };
 }
 
 /**
@@ -222,15 +254,37 @@ export function parseHumanAnswer<S extends z.ZodType>(schema: S, raw: unknown, w
 }
 
 /**
- * The rules every human answer follows: not the user the agent acts for (nor the agent), a user
- * the registry knows, holding one of `roles` (when given). Throws {@link ApprovalError}.
+ * The one place a human answer is authenticated and authorised: the human is the resuming run's
+ * principal (none: `approval_unauthenticated`); a name in the payload is only a cross-check and
+ * must be that principal (`approval_principal_mismatch`); not the user the agent acts for, nor the
+ * agent (`approval_self_approval`); a user the registry knows, holding one of `roles` when given
+ * (`approval_unauthorized`). Returns the human's id. Throws {@link ApprovalError}.
+ * @example
+ * ```ts
+ * const approverId = authenticateHuman(response.approver, ["supervisor"], { registry, identity, principal }, { verb: "approve", object: "approver" });
+ * ```
  */
-export function authorizeHuman(
-  humanId: string,
+export function authenticateHuman(
+  named: { id: string } | undefined,
   roles: readonly string[] | undefined,
-  deps: { registry: IdentityRegistry; identity: AgentIdentity },
+  deps: HumanAnswerDeps,
   what: { verb: string; object: string },
-): void {
+): string {
+  const { principal } = deps;
+  if (!principal) {
+    throw new ApprovalError(
+      "approval_unauthenticated",
+      `Nobody is authenticated on this resume: the ${what.object} is the run's principal (configurable.langgraph_auth_user, or user_id set by a trusted app), never a name in the payload`,
+      { ...(named ? { named: named.id } : {}) },
+    );
+  }
+  const humanId = principal.id;
+  if (named && named.id !== humanId) {
+    throw new ApprovalError("approval_principal_mismatch", `The answer names ${what.object} "${named.id}" but was sent by "${humanId}"`, {
+      approverId: humanId,
+      named: named.id,
+    });
+  }
   if (humanId === deps.identity.onBehalfOf.id || humanId === deps.identity.id) {
     throw new ApprovalError("approval_self_approval", `"${humanId}" cannot ${what.verb} an action requested on their own behalf`, { approverId: humanId });
   }
@@ -241,4 +295,5 @@ export function authorizeHuman(
       roles,
     });
   }
+  return humanId;
 }

@@ -34,6 +34,7 @@ export const AuditEventTypeSchema = z.enum([
   "escalation.decided",
   "escalation.refused",
   "budget.charge_failed",
+  "state.tamper_detected",
   "run.completed",
 ]);
 export type AuditEventType = z.output<typeof AuditEventTypeSchema>;

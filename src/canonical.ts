@@ -24,13 +24,14 @@ export function sha256Hex(text: string): string {
 }
 
 /**
- * The digest that binds a decision or an approval to one exact tool call: the SHA-256 of the
- * canonical JSON of `{ name, args }`.
+ * The digest that binds a decision, an approval and a ledger entry to one exact tool call on one
+ * thread: the SHA-256 of the canonical JSON of `{ threadId, name, args }`. The same call on
+ * another thread has another digest, so an answer given on one thread never fits another.
  * @example
  * ```ts
- * toolCallDigest("issue_refund", { orderId: "1042", amount: 740 })
+ * toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, "refund-1042")
  * ```
  */
-export function toolCallDigest(name: string, args: Record<string, unknown>): string {
-  return sha256Hex(canonicalJson({ name, args }));
+export function toolCallDigest(name: string, args: Record<string, unknown>, threadId: string): string {
+  return sha256Hex(canonicalJson({ threadId, name, args }));
 }

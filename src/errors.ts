@@ -22,6 +22,10 @@ export type EartErrorCode =
   | "approval_digest_mismatch"
   | "approval_edit_not_permitted"
   | "approval_expired"
+  | "approval_unauthenticated"
+  | "approval_principal_mismatch"
+  | "state_write_refused"
+  | "state_tamper_detected"
   | "thread_unknown"
   | "thread_not_paused"
   | "thread_awaiting_approval"
@@ -142,7 +146,9 @@ export type ApprovalErrorCode =
   | "approval_self_approval"
   | "approval_digest_mismatch"
   | "approval_edit_not_permitted"
-  | "approval_expired";
+  | "approval_expired"
+  | "approval_unauthenticated"
+  | "approval_principal_mismatch";
 
 /**
  * A resume value for an approval interrupt was refused. Nothing ran, and the thread stays paused
@@ -157,6 +163,27 @@ export class ApprovalError extends EartError {
   constructor(code: ApprovalErrorCode, message: string, details: Record<string, unknown> & { toolCallId?: string } = {}) {
     super(code, message, details);
     this.toolCallId = details.toolCallId;
+  }
+}
+
+/**
+ * A caller tried to write what only eart's nodes may write, or eart found graph state that its
+ * own stores do not back. `state_write_refused`: a `Command` from outside carrying `update` or
+ * `goto`, an `updateState` of an eart channel, LangGraph's `Overwrite` on an eart channel, or a
+ * resume payload that could smuggle a prototype; nothing was stored. `state_tamper_detected`: a
+ * decision record or an identity in state without eart's seal for this thread (forged through
+ * `updateState`, `Command` or the checkpoint store); nothing ran, and the audit log has a
+ * `state.tamper_detected` event.
+ * @example
+ * ```ts
+ * await agent.invoke(new Command({ goto: "tools", update: { decisions } }), config); // throws StateTamperError "state_write_refused"
+ * ```
+ */
+export class StateTamperError extends EartError {
+  readonly threadId: string | undefined;
+  constructor(code: "state_write_refused" | "state_tamper_detected", message: string, details: Record<string, unknown> & { threadId?: string } = {}) {
+    super(code, message, details);
+    this.threadId = details.threadId;
   }
 }
 

@@ -1,6 +1,5 @@
 import { z } from "zod";
-import { authorizeHuman, interruptValueOf, parseHumanAnswer } from "./approval.js";
-import type { AgentIdentity, IdentityRegistry } from "./identity.js";
+import { authenticateHuman, interruptValueOf, NamedHumanSchema, parseHumanAnswer, type HumanAnswerDeps } from "./approval.js";
 import { EscalationSignalSchema } from "./state.js";
 
 /**
@@ -45,12 +44,13 @@ export function isEscalationRequest(value: unknown): value is EscalationRequest 
  * place, `send_back` returns the case to the agent with guidance, `close` ends it.
  * @example
  * ```ts
- * await agent.invoke(new Command({ resume: { reviewer: { id: "uma" }, action: "take_over", message: "Approved at 6.1% APR." } }), config);
+ * await agent.invoke(new Command({ resume: { action: "take_over", message: "Approved at 6.1% APR." } }), { configurable: { thread_id: "t1", user_id: "uma" } });
  * ```
  */
 export const EscalationResponseSchema = z
   .object({
-    reviewer: z.object({ id: z.string().min(1) }).strict(),
+    /** A cross-check only: the reviewer is the resuming run's principal. */
+    reviewer: NamedHumanSchema.optional(),
     action: z.enum(["take_over", "send_back", "close"]),
     message: z.string().min(1, "a reviewer's answer needs a message"),
   })
@@ -62,17 +62,17 @@ export type EscalationResponse = z.output<typeof EscalationResponseSchema>;
  * reviewer roles, and not the user or agent the case is about. Throws {@link ApprovalError}.
  * @example
  * ```ts
- * const response = validateEscalationResponse(raw, request, { registry, identity });
+ * const { reviewerId } = validateEscalationResponse(raw, request, { registry, identity, principal });
  * ```
  */
 export function validateEscalationResponse(
   raw: unknown,
   request: EscalationRequest,
-  deps: { registry: IdentityRegistry; identity: AgentIdentity },
-): EscalationResponse {
+  deps: HumanAnswerDeps,
+): EscalationResponse & { reviewerId: string } {
   const response = parseHumanAnswer(EscalationResponseSchema, raw, "escalation answer");
-  authorizeHuman(response.reviewer.id, request.reviewerRoles, deps, { verb: "review", object: "reviewer" });
-  return response;
+  const reviewerId = authenticateHuman(response.reviewer, request.reviewerRoles, deps, { verb: "review", object: "reviewer" });
+  return { ...response, reviewerId };
 }
 
 /**

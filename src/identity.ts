@@ -58,6 +58,8 @@ export const AgentIdentitySchema = z.object({
   onBehalfOf: z.object({ id: Id, roles: z.array(Name) }),
   /** Which part of the run configuration named the human. */
   source: z.enum(["configurable.user_id", "configurable.langgraph_auth_user"]),
+  /** eart's seal over this identity for its thread: an identity without a valid one is not the thread's. */
+  seal: z.string().optional(),
 });
 
 export type AgentIdentity = z.output<typeof AgentIdentitySchema>;
@@ -178,6 +180,35 @@ export class IdentityRegistry {
   }
 }
 
+/** The authenticated human of a run, and which part of the run configuration named them. */
+export interface Principal {
+  id: string;
+  source: AgentIdentity["source"];
+}
+
+/**
+ * The human a run acts as: LangGraph server's authenticated user (`langgraph_auth_user`, set by
+ * the server's custom auth; it wins), else `user_id`, which only a trusted in-process app sets.
+ * Undefined when the configuration names neither. Never read from a payload or from state.
+ * @example
+ * ```ts
+ * principalFromConfig({ user_id: "sam" }) // { id: "sam", source: "configurable.user_id" }
+ * ```
+ */
+export function principalFromConfig(configurable: Record<string, unknown> | undefined): Principal | undefined {
+  const authUser = configurable?.langgraph_auth_user;
+  if (authUser !== undefined && authUser !== null) {
+    const id = typeof authUser === "string" ? authUser : ((authUser as { identity?: unknown }).identity ?? (authUser as { id?: unknown }).id);
+    if (typeof id !== "string" || id === "") {
+      throw new IdentityResolutionError("identity_missing", "configurable.langgraph_auth_user carries no identity");
+    }
+    return { id, source: "configurable.langgraph_auth_user" };
+  }
+  const userId = configurable?.user_id;
+  if (typeof userId !== "string" || userId === "") return undefined;
+  return { id: userId, source: "configurable.user_id" };
+}
+
 /**
  * Reducer of the `identity` channel: the first identity written to a thread stays. Writing the
  * same identity again is a no-op; writing a different one, from a node or from
@@ -194,7 +225,9 @@ export function bindIdentityOnce(current: AgentIdentity | undefined, update: Age
     if (current) throw new IdentityImmutableError(current.id, current.onBehalfOf.id, {});
     throw new IdentityResolutionError("identity_missing", `Refused a malformed identity: ${parsed.error.issues[0]?.message ?? "invalid"}`);
   }
-  if (current === undefined || current === null) return parsed.data;
+  // An identity nobody sealed (planted through the state API before the first run) binds nothing:
+  // the binding node reports it and binds from the run configuration, which replaces it here.
+  if (current === undefined || current === null || current.seal === undefined) return parsed.data;
   if (canonicalJson(current) !== canonicalJson(parsed.data)) {
     throw new IdentityImmutableError(current.id, current.onBehalfOf.id, { agentId: parsed.data.id, userId: parsed.data.onBehalfOf.id });
   }

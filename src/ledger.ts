@@ -1,10 +1,12 @@
 import Database from "better-sqlite3";
 import pg from "pg";
 import { z } from "zod";
+import { randomBytes } from "node:crypto";
 import { canonicalJson, sha256Hex } from "./canonical.js";
-import { EartError } from "./errors.js";
+import { EartConfigError, EartError } from "./errors.js";
 import { migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
 import { openSqlite, type SqliteLocation } from "./sqlite.js";
+import { processSealKey, SEAL_KEY_BYTES, type SealKeySource } from "./seal.js";
 
 /**
  * The effect ledger: one record per tool execution, keyed by (thread id, tool call id, digest),
@@ -254,8 +256,13 @@ const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
  * const { claimed } = await ledger.begin({ threadId: "t1", toolCallId: "call_1", digest });
  * ```
  */
-export class MemoryEffectLedger implements EffectLedger {
+export class MemoryEffectLedger implements EffectLedger, SealKeySource {
   readonly #entries = new Map<string, LedgerEntry>();
+
+  /** The process's seal key: state sealed here is trusted by this process only, as the entries are. */
+  sealKey(): Uint8Array {
+    return processSealKey();
+  }
 
   static #id(key: LedgerKey): string {
     return canonicalJson([key.threadId, key.toolCallId, key.digest]);
@@ -323,6 +330,7 @@ export class MemoryEffectLedger implements EffectLedger {
 }
 
 const TABLE = "eart_effect_ledger";
+const KEY_TABLE = "eart_seal_keys";
 const COLUMNS = "thread_id, tool_call_id, digest, schema_version, status, attempt, started_at, finished_at, result, error";
 const KEY_WHERE_SQLITE = "thread_id = ? AND tool_call_id = ? AND digest = ?";
 
@@ -343,7 +351,7 @@ export type SqliteEffectLedgerOptions = SqliteLocation;
  * ledger.close();
  * ```
  */
-export class SqliteEffectLedger implements EffectLedger {
+export class SqliteEffectLedger implements EffectLedger, SealKeySource {
   readonly #db: Database.Database;
   readonly #owned: boolean;
   readonly #select: Database.Statement;
@@ -373,6 +381,7 @@ export class SqliteEffectLedger implements EffectLedger {
          PRIMARY KEY (thread_id, tool_call_id, digest)
        )`,
     );
+    this.#db.exec(`CREATE TABLE IF NOT EXISTS ${KEY_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL)`);
     this.#select = this.#db.prepare(`SELECT ${COLUMNS} FROM ${TABLE} WHERE ${KEY_WHERE_SQLITE}`);
     this.#list = this.#db.prepare(`SELECT ${COLUMNS} FROM ${TABLE} WHERE thread_id = ? ORDER BY started_at, tool_call_id, digest`);
     const insert = this.#db.prepare(
@@ -434,6 +443,15 @@ export class SqliteEffectLedger implements EffectLedger {
     return (this.#list.all(parseThreadId(threadId)) as LedgerRow[]).map(entryOfRow);
   }
 
+  /**
+   * The key that seals eart's records in graph state for every process on this file: made once
+   * (the first process to ask stores it), then read. It never enters graph state.
+   */
+  sealKey(): Uint8Array {
+    this.#db.prepare(`INSERT OR IGNORE INTO ${KEY_TABLE} (id, key) VALUES (1, ?)`).run(randomBytes(SEAL_KEY_BYTES));
+    return new Uint8Array((this.#db.prepare(`SELECT key FROM ${KEY_TABLE} WHERE id = 1`).get() as { key: Buffer }).key);
+  }
+
   /** Closes the database connection (only when this ledger opened it). */
   close(): void {
     if (this.#owned && this.#db.open) this.#db.close();
@@ -459,10 +477,11 @@ const PG_KEY_WHERE = "thread_id = $1 AND tool_call_id = $2 AND digest = $3";
  * await ledger.close();
  * ```
  */
-export class PostgresEffectLedger implements EffectLedger {
+export class PostgresEffectLedger implements EffectLedger, SealKeySource {
   readonly #pool: pg.Pool;
   readonly #owned: boolean;
   readonly #migrate: () => Promise<void>;
+  readonly #migrateKeys: () => Promise<void>;
 
   constructor(options: PostgresEffectLedgerOptions = {}) {
     ({ pool: this.#pool, owned: this.#owned } = openPostgres(options));
@@ -483,6 +502,18 @@ export class PostgresEffectLedger implements EffectLedger {
              PRIMARY KEY (thread_id, tool_call_id, digest)
            )`,
     );
+    this.#migrateKeys = migrationOnce(this.#pool, KEY_TABLE, `CREATE TABLE IF NOT EXISTS ${KEY_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), key BYTEA NOT NULL)`);
+  }
+
+  /**
+   * The key that seals eart's records in graph state for every process and machine on this
+   * database: made once (the first to ask stores it), then read. It never enters graph state.
+   */
+  async sealKey(): Promise<Uint8Array> {
+    await this.#migrateKeys();
+    await this.#pool.query(`INSERT INTO ${KEY_TABLE} (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING`, [randomBytes(SEAL_KEY_BYTES)]);
+    const { rows } = await this.#pool.query<{ key: Buffer }>(`SELECT key FROM ${KEY_TABLE} WHERE id = 1`);
+    return new Uint8Array(rows[0]!.key);
   }
 
   async #query(text: string, values: unknown[]): Promise<pg.QueryResult<LedgerRow>> {
@@ -550,4 +581,27 @@ export class PostgresEffectLedger implements EffectLedger {
   async close(): Promise<void> {
     if (this.#owned && !this.#pool.ended) await this.#pool.end();
   }
+}
+
+const memoryLedgers = new WeakMap<object, MemoryEffectLedger>();
+
+/**
+ * The effect ledger that fits a checkpointer: a {@link PostgresEffectLedger} on a `PostgresSaver`'s
+ * pool, a {@link SqliteEffectLedger} in a `SqliteSaver`'s file, or one {@link MemoryEffectLedger}
+ * per other checkpointer. So a thread that crashed in one process and is finished by another never
+ * repeats a side effect, with default options; and the ledger's seal key is shared the same way.
+ * @example
+ * ```ts
+ * const ledger = ledgerFor(SqliteSaver.fromConnString(".eart/agent.sqlite"));
+ * ```
+ */
+export function ledgerFor(checkpointer: unknown): EffectLedger {
+  const c = checkpointer as { pool?: unknown; db?: unknown } | null;
+  if (!c || typeof c !== "object") throw new EartConfigError("checkpointer", "an effect ledger needs a checkpointer");
+  // PostgresSaver keeps its pool in a (TypeScript-)private field.
+  if (c.pool instanceof pg.Pool) return new PostgresEffectLedger({ pool: c.pool });
+  if (c.db instanceof Database) return new SqliteEffectLedger({ database: c.db });
+  let ledger = memoryLedgers.get(c);
+  if (!ledger) memoryLedgers.set(c, (ledger = new MemoryEffectLedger()));
+  return ledger;
 }

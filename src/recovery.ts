@@ -1,7 +1,6 @@
 import { z } from "zod";
-import { authorizeHuman, interruptValueOf, parseHumanAnswer } from "./approval.js";
+import { assertDigests, assertOneDecisionPerItem, authenticateHuman, interruptValueOf, NamedHumanSchema, parseHumanAnswer, type HumanAnswerDeps } from "./approval.js";
 import { ApprovalError } from "./errors.js";
-import type { AgentIdentity, IdentityRegistry } from "./identity.js";
 import { RecoveryReasonSchema, type DecisionRecord } from "./state.js";
 
 /**
@@ -56,6 +55,8 @@ export const RecoveryDecisionSchema = z
      * happen, record `result` as its result; `abandon`: give up, the model is told.
      */
     type: z.enum(["retry", "mark_done", "abandon"]),
+    /** The digest of the request item: proves the resolver saw this exact call on this thread. */
+    digest: z.string().min(1),
     result: z.unknown().optional(),
     message: z.string().optional(),
   })
@@ -78,14 +79,14 @@ export type RecoveryDecision = z.output<typeof RecoveryDecisionSchema>;
  * @example
  * ```ts
  * await agent.invoke(new Command({ resume: {
- *   resolver: { id: "sam" },
- *   decisions: [{ toolCallId: "call_1", type: "mark_done", result: { refundId: 77 } }],
- * } }), config);
+ *   decisions: [{ toolCallId: "call_1", type: "mark_done", digest, result: { refundId: 77 } }],
+ * } }), { configurable: { thread_id: "t1", user_id: "sam" } });
  * ```
  */
 export const RecoveryResponseSchema = z
   .object({
-    resolver: z.object({ id: z.string().min(1) }).strict(),
+    /** A cross-check only: the resolver is the resuming run's principal. */
+    resolver: NamedHumanSchema.optional(),
     decisions: z.array(RecoveryDecisionSchema).min(1),
   })
   .strict();
@@ -117,35 +118,20 @@ export function buildRecoveryRequest(threadId: string, pending: readonly Decisio
  * not the user or agent the call was made for. Throws {@link ApprovalError}.
  * @example
  * ```ts
- * const response = validateRecoveryResponse(raw, request, { registry, identity });
+ * const { resolverId } = validateRecoveryResponse(raw, request, { registry, identity, principal });
  * ```
  */
 export function validateRecoveryResponse(
   raw: unknown,
   request: RecoveryRequest,
-  deps: { registry: IdentityRegistry; identity: AgentIdentity },
-): RecoveryResponse {
+  deps: HumanAnswerDeps,
+): RecoveryResponse & { resolverId: string } {
   const response = parseHumanAnswer(RecoveryResponseSchema, raw, "recovery response");
   const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
-  const seen = new Set<string>();
-  for (const d of response.decisions) {
-    if (!items.has(d.toolCallId) || seen.has(d.toolCallId)) {
-      throw new ApprovalError("approval_decisions_mismatch", `No pending recovery for tool call "${d.toolCallId}", or more than one decision for it`, {
-        toolCallId: d.toolCallId,
-        pending: [...items.keys()],
-      });
-    }
-    seen.add(d.toolCallId);
-  }
-  const missing = [...items.keys()].filter((id) => !seen.has(id));
-  if (missing.length > 0) {
-    throw new ApprovalError("approval_decisions_mismatch", `Every call waiting for recovery needs a decision; missing: ${missing.join(", ")}`, {
-      toolCallId: missing[0],
-      missing,
-    });
-  }
-  authorizeHuman(response.resolver.id, request.requests[0]!.resolverRoles, deps, { verb: "resolve", object: "resolver" });
-  return response;
+  assertOneDecisionPerItem(response.decisions, [...items.keys()], "recovery");
+  const resolverId = authenticateHuman(response.resolver, request.requests[0]!.resolverRoles, deps, { verb: "resolve", object: "resolver" });
+  assertDigests(response.decisions, items);
+  return { ...response, resolverId };
 }
 
 /**
