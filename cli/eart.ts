@@ -282,9 +282,12 @@ async function main(argv: string[]): Promise<number> {
           throw new UsageError("--args must be JSON");
         }
       }
-      const decision = { toolCallId, type: command, ...(args ? { args } : {}), ...(values.message ? { message: values.message } : {}) };
       const graph = await app.graphFor(threadId);
-      const run = await resumeThread(graph, { approver: { id: values.as }, decisions: [decision] }, { configurable: { thread_id: threadId } });
+      // The decision names the digest of the call the operator saw listed; a call changed since is refused.
+      const item = pendingApproval(await graph.getState({ configurable: { thread_id: threadId } }))?.requests.find((r) => r.toolCallId === toolCallId);
+      const decision = { toolCallId, type: command, digest: item?.digest ?? "none", ...(args ? { args } : {}), ...(values.message ? { message: values.message } : {}) };
+      // The command line is a trusted in-process app: the human it runs as is the principal of the resume.
+      const run = await resumeThread(graph, { decisions: [decision] }, { configurable: { thread_id: threadId, user_id: values.as } });
       const messages = ((run.values as { messages?: { content?: unknown }[] }).messages ?? []);
       const last = messages[messages.length - 1];
       const waiting = run.approval ? "approval" : run.recovery ? "recovery" : pendingEscalation(await graph.getState({ configurable: { thread_id: threadId } })) ? "review" : null;

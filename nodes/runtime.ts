@@ -83,8 +83,8 @@ export const ToolsOption = z.array(
  * in graph state: give the nodes of one graph the same ledger.
  */
 export const EffectLedgerOption = z.custom<EffectLedger>(
-  (v) => ["begin", "retry", "finish", "get", "list"].every((m) => typeof (v as Record<string, unknown>)?.[m] === "function"),
-  "must be an EffectLedger",
+  (v) => ["begin", "retry", "finish", "get", "list", "sealKey"].every((m) => typeof (v as Record<string, unknown>)?.[m] === "function"),
+  "must be an EffectLedger (begin, retry, finish, get, list, sealKey)",
 );
 
 /**

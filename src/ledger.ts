@@ -6,7 +6,7 @@ import { canonicalJson, sha256Hex } from "./canonical.js";
 import { EartConfigError, EartError } from "./errors.js";
 import { migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
 import { openSqlite, type SqliteLocation } from "./sqlite.js";
-import { processSealKey, SEAL_KEY_BYTES, type SealKeySource } from "./seal.js";
+import { processSealKey, SEAL_KEY_BYTES } from "./seal.js";
 
 /**
  * The effect ledger: one record per tool execution, keyed by (thread id, tool call id, digest),
@@ -111,6 +111,12 @@ export interface EffectLedger {
   get(key: LedgerKey): Promise<LedgerEntry | undefined>;
   /** Every entry of a thread, by `startedAt`, then tool call id, then digest. */
   list(threadId: string): Promise<LedgerEntry[]>;
+  /**
+   * The key that seals eart's records in graph state, kept in this ledger's store and the same for
+   * every process that shares it (the memory ledger: the process's key). A ledger that wraps
+   * another forwards it.
+   */
+  sealKey(): Promise<Uint8Array> | Uint8Array;
 }
 
 /**
@@ -256,7 +262,7 @@ const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
  * const { claimed } = await ledger.begin({ threadId: "t1", toolCallId: "call_1", digest });
  * ```
  */
-export class MemoryEffectLedger implements EffectLedger, SealKeySource {
+export class MemoryEffectLedger implements EffectLedger {
   readonly #entries = new Map<string, LedgerEntry>();
 
   /** The process's seal key: state sealed here is trusted by this process only, as the entries are. */
@@ -351,7 +357,7 @@ export type SqliteEffectLedgerOptions = SqliteLocation;
  * ledger.close();
  * ```
  */
-export class SqliteEffectLedger implements EffectLedger, SealKeySource {
+export class SqliteEffectLedger implements EffectLedger {
   readonly #db: Database.Database;
   readonly #owned: boolean;
   readonly #select: Database.Statement;
@@ -477,7 +483,7 @@ const PG_KEY_WHERE = "thread_id = $1 AND tool_call_id = $2 AND digest = $3";
  * await ledger.close();
  * ```
  */
-export class PostgresEffectLedger implements EffectLedger, SealKeySource {
+export class PostgresEffectLedger implements EffectLedger {
   readonly #pool: pg.Pool;
   readonly #owned: boolean;
   readonly #migrate: () => Promise<void>;

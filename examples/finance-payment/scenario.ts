@@ -68,8 +68,8 @@ export async function run(log: (line: string) => void): Promise<FinancePaymentSu
       ((await agent.getState(config(threadId, "amy"))).values.decisions as DecisionRecord[]).map((d) => ({ name: d.name, status: d.status, policyIds: d.verdict.policyIds }));
     const answer = (threadId: string, approverId: string, request: ApprovalRequest["requests"][number], type: "approve" | "reject", message?: string) =>
       agent.invoke(
-        new Command({ resume: { approver: { id: approverId }, decisions: [{ toolCallId: request.toolCallId, type, digest: request.digest, ...(message ? { message } : {}) }] } }),
-        config(threadId, "amy"),
+        new Command({ resume: { decisions: [{ toolCallId: request.toolCallId, type, digest: request.digest, ...(message ? { message } : {}) }] } }),
+        config(threadId, approverId),
       );
     const showPause = (request: ApprovalRequest["requests"][number]) => {
       log(`  paused: ${request.name} ${JSON.stringify(request.args)}`);

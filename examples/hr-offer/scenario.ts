@@ -83,14 +83,14 @@ export async function run(log: (line: string) => void, options: { file?: string 
     const decisions = [{ toolCallId: pending.toolCallId, type: "approve" as const, digest: pending.digest }];
     let refused = { approverId: "rita", code: "" };
     try {
-      await agent.invoke(new Command({ resume: { approver: { id: "rita" }, decisions } }), config(t2, "hana"));
+      await agent.invoke(new Command({ resume: { decisions } }), config(t2, "rita"));
     } catch (error) {
       if (!(error instanceof ApprovalError)) throw error;
       refused = { approverId: "rita", code: error.code };
       log(`rita (recruiter) tries to approve: refused, ${error.code}`);
     }
     log(`dora (HR director) approves ${pending.toolCallId}`);
-    const r2b = await agent.invoke(new Command({ resume: { approver: { id: "dora" }, decisions } }), config(t2, "hana"));
+    const r2b = await agent.invoke(new Command({ resume: { decisions } }), config(t2, "dora"));
     const answer2 = String(r2b.messages[r2b.messages.length - 1]?.content ?? "");
     log(`agent: ${answer2}`);
     log(`sent offers: ${JSON.stringify(sentOffers())}`);

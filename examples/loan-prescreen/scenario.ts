@@ -77,7 +77,7 @@ export async function run(log: (line: string) => void, options: { file?: string 
     log(`  context ids: ${case2.contextIds.join(", ")}`);
     let refused = { reviewerId: "leo", code: "" };
     try {
-      await agent.invoke(new Command({ resume: { reviewer: { id: "leo" }, action: "take_over", message: "Looks fine to me, approved." } }), config(t2));
+      await agent.invoke(new Command({ resume: { action: "take_over", message: "Looks fine to me, approved." } }), { configurable: { thread_id: t2, user_id: "leo" } });
     } catch (error) {
       if (!(error instanceof ApprovalError)) throw error;
       refused = { reviewerId: "leo", code: error.code };
@@ -85,7 +85,7 @@ export async function run(log: (line: string) => void, options: { file?: string 
     }
     const decision2 = "Approved by underwriting at $120,000 over 120 months, subject to a business plan review.";
     log(`uma (underwriter) takes over: ${decision2}`);
-    const r2b = await agent.invoke(new Command({ resume: { reviewer: { id: "uma" }, action: "take_over", message: decision2 } }), config(t2));
+    const r2b = await agent.invoke(new Command({ resume: { action: "take_over", message: decision2 } }), { configurable: { thread_id: t2, user_id: "uma" } });
     const final2 = r2b.messages[r2b.messages.length - 1]!;
     log(`answer (from ${final2.name}): ${String(final2.content)}`);
     log(`recommendations for A-200: ${JSON.stringify(rowsOf("A-200"))}`);
@@ -101,7 +101,7 @@ export async function run(log: (line: string) => void, options: { file?: string 
     log(`  signals: ${case3.signals.map((s) => `${s.kind}: ${s.detail}`).join("; ")}`);
     const decision3 = "Requested the last three payslips from the applicant; resubmit when they arrive.";
     log(`uma closes the case: ${decision3}`);
-    const r3b = await agent.invoke(new Command({ resume: { reviewer: { id: "uma" }, action: "close", message: decision3 } }), config(t3));
+    const r3b = await agent.invoke(new Command({ resume: { action: "close", message: decision3 } }), { configurable: { thread_id: t3, user_id: "uma" } });
     const answer3 = lastText(r3b.messages);
     log(`answer: ${answer3}`);
     const modelCalled = (await auditLog.read(t3)).some((e) => e.type === "model.output");

@@ -56,7 +56,7 @@ export async function run(log: (line: string) => void, options: { file?: string 
     const decisions = [{ toolCallId: pending.toolCallId, type: "approve" as const, digest: pending.digest }];
     let refused = { approverId: "fred", code: "" };
     try {
-      await agent.invoke(new Command({ resume: { approver: { id: "fred" }, decisions } }), config);
+      await agent.invoke(new Command({ resume: { decisions } }), { configurable: { thread_id: threadId, user_id: "fred" } });
     } catch (error) {
       if (!(error instanceof ApprovalError)) throw error;
       refused = { approverId: "fred", code: error.code };

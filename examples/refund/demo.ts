@@ -42,7 +42,7 @@ async function approve(): Promise<void> {
   console.log(`[process ${process.pid}] loaded ${threadId} from ${file}: ${approval.requests.length} call(s) waiting`);
   const decisions = approval.requests.map((r) => ({ toolCallId: r.toolCallId, type: "approve" as const, digest: r.digest }));
   console.log(`[process ${process.pid}] sam approves ${decisions.map((d) => d.toolCallId).join(", ")}`);
-  const result = await agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions } }), config);
+  const result = await agent.invoke(new Command({ resume: { decisions } }), { configurable: { thread_id: threadId, user_id: "sam" } });
   const last = result.messages[result.messages.length - 1];
   console.log(`[process ${process.pid}] agent: ${String(last?.content)}`);
   console.log(`refunds table: ${JSON.stringify(await refunds())}`);

@@ -72,8 +72,8 @@ export async function run(log: (line: string) => void): Promise<SalesDiscountSum
     log(`    approver roles: ${request.approverRoles.join(", ")}; requested by ${request.requestedBy.agentId} for ${request.requestedBy.userId}`);
     const decide = (approverId: string) =>
       agent.invoke(
-        new Command({ resume: { approver: { id: approverId }, decisions: [{ toolCallId: request.toolCallId, type: "approve", digest: request.digest }] } }),
-        config(largeThread, "rita"),
+        new Command({ resume: { decisions: [{ toolCallId: request.toolCallId, type: "approve", digest: request.digest }] } }),
+        config(largeThread, approverId),
       );
     const refusals: { approverId: string; code: string }[] = [];
     for (const approverId of ["rita", "nick"]) {

@@ -85,6 +85,7 @@ function probeLedger(inner: EffectLedger, at: CrashPoint | undefined): EffectLed
     },
     get: (key) => inner.get(key),
     list: (threadId) => inner.list(threadId),
+    sealKey: () => inner.sealKey(),
   };
 }
 
