@@ -163,8 +163,9 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     if (input !== null && input !== undefined && !isCommand(input)) {
       const snapshot = await assertNotAwaitingApproval(graph, options);
       // New input on a bound thread comes from the human it acts for; checked before it is stored.
+      // An identity nobody sealed binds nothing (the binding node reports it and binds afresh).
       const bound = (snapshot?.values as { identity?: AgentIdentity } | undefined)?.identity;
-      if (bound) assertActsForBound(bound, options.configurable);
+      if (bound?.seal !== undefined) assertActsForBound(bound, options.configurable);
     }
     return stream(input, options);
   }
@@ -199,14 +200,14 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   // and messages, never eart's.
   if (graph.updateState) {
     const updateState = graph.updateState.bind(graph);
-    graph.updateState = ((config: RunnableConfig, values: unknown, asNode?: string) => {
+    graph.updateState = (async (config: RunnableConfig, values: unknown, asNode?: string) => {
       assertNoGovernedChannels(values, "updateState");
       return updateState(config, values, asNode);
     }) as G["updateState"];
   }
   if (graph.bulkUpdateState) {
     const bulkUpdateState = graph.bulkUpdateState.bind(graph);
-    graph.bulkUpdateState = ((config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown }[] }[]) => {
+    graph.bulkUpdateState = (async (config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown }[] }[]) => {
       for (const step of supersteps) for (const update of step.updates) assertNoGovernedChannels(update.values, "updateState");
       return bulkUpdateState(config, supersteps);
     }) as G["bulkUpdateState"];

@@ -130,6 +130,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     context: ThreadContext,
     threadId: string,
     budget: Budget,
+    earlier: readonly ToolCall[],
   ): Promise<{ record: DecisionRecord; answer?: string; request?: PolicyRequest; flip?: Record<string, unknown> }> {
     const base = {
       schemaVersion: 1 as const,
@@ -162,7 +163,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const shadow = shadowPolicy && (await decideFailClosed(shadowPolicy, request));
     // Shadow mode compares policy sets: the enforced policy's own decision, before budgets.
     const flip = shadow && flipped(decided, shadow) ? { enforced: verdictSummary(decided), candidate: verdictSummary(shadow) } : undefined;
-    const verdict = await withinBudget(decided, request, budget);
+    const verdict = await withinBudget(decided, request, budget, earlier);
     const record: DecisionRecord = { ...base, status: STATUS_OF[verdict.effect], verdict, ...expiryOf(verdict) };
     if (verdict.effect === "deny") return { record, request, flip, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
     if (verdict.effect === "escalate") return { record, request, flip, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
@@ -173,11 +174,17 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
    * Applies the budgets to what policy decided. Exceeded: deny, or require approval (by the
    * budget's roles too). A budget that cannot be checked denies (fail closed).
    */
-  async function withinBudget(decided: PolicyDecision, request: PolicyRequest, budget: Budget): Promise<PolicyDecision> {
+  async function withinBudget(decided: PolicyDecision, request: PolicyRequest, budget: Budget, earlier: readonly ToolCall[]): Promise<PolicyDecision> {
     if (!budgets || (decided.effect !== "allow" && decided.effect !== "require_approval")) return decided;
     let over: Awaited<ReturnType<typeof budgets.check>>;
     try {
-      over = await budgets.check({ identity: request.identity, threadId: request.threadId ?? "", tool: request.tool, threadCounters: budget });
+      over = await budgets.check({
+        identity: request.identity,
+        threadId: request.threadId ?? "",
+        tool: request.tool,
+        threadCounters: budget,
+        pending: earlier.map((c) => ({ name: c.name, args: c.args })),
+      });
     } catch (error) {
       return {
         effect: "deny",
@@ -213,6 +220,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const answers: ToolMessage[] = [];
     const requests = new Map<string, PolicyRequest>();
     const flips: AuditEventInput[] = [];
+    // Calls of this message already let through: each later one is checked against budgets with them.
+    const through: ToolCall[] = [];
     for (const call of calls) {
       if (!call.id) throw new EartConfigError("messages", `the model proposed a call to ${call.name} without a tool call id`);
       const id = call.id;
@@ -238,8 +247,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
             },
             answer: `Refused: tool call id "${id}" was already used by an earlier call.`,
           }
-        : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId, state.budget ?? {});
+        : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId, state.budget ?? {}, through);
       records.push(record);
+      if (record.status === "allowed" || record.status === "pending_approval") through.push({ name: record.name, args: record.args });
       if (request) requests.set(id, request);
       if (flip) flips.push({ threadId, type: "policy.shadow_flip", data: { toolCallId: id, name: call.name, digest: record.digest, ...flip } });
       if (answer !== undefined) answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: answer, status: "error" }));

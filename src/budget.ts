@@ -65,6 +65,12 @@ export const BudgetRequestSchema = z.object({
   threadId: Name,
   tool: z.object({ name: Name, args: z.record(z.string(), z.unknown()) }),
   threadCounters: BudgetSchema,
+  /**
+   * For `check`: calls of the same model message already let through (allowed or sent for
+   * approval), which count as if charged, so that three $90 refunds in one message cannot each
+   * fit a $150 budget on their own.
+   */
+  pending: z.array(z.object({ name: Name, args: z.record(z.string(), z.unknown()) })).optional(),
 });
 export type BudgetRequest = z.output<typeof BudgetRequestSchema>;
 
@@ -323,6 +329,10 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
         };
       }
 
+      // Earlier calls of the same message count as charged (an unmeasurable amount spends the
+      // whole budget, as `charge` would).
+      const earlier = (rule: BudgetRule) => (req.pending ?? []).filter((p) => rulesFor(p.name).includes(rule));
+      const earlierSum = (rule: BudgetRule) => earlier(rule).reduce((total, p) => total + (amountOf(rule, p.args) ?? rule.maxSum!.max), 0);
       const exceeded: Exceeded[] = [];
       rules.forEach((rule, i) => {
         const details: string[] = [];
@@ -338,7 +348,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
             });
             return;
           }
-          const sum = counters(`${bases[i]}|sum`);
+          const sum = counters(`${bases[i]}|sum`) + earlierSum(rule);
           if (sum + amount > rule.maxSum.max) {
             details.push(
               `${rule.maxSum.arg} ${amount} would bring the total to ${sum + amount}, over the limit of ${rule.maxSum.max} ${within(rule)}`,
@@ -346,7 +356,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
           }
         }
         if (rule.maxCalls !== undefined) {
-          const calls = counters(`${bases[i]}|calls`);
+          const calls = counters(`${bases[i]}|calls`) + earlier(rule).length;
           if (calls + 1 > rule.maxCalls) details.push(`this would be call ${calls + 1}, over the limit of ${rule.maxCalls} ${within(rule)}`);
         }
         if (details.length > 0) {
