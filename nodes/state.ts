@@ -3,6 +3,7 @@ import {
   bindIdentityOnce,
   StateTamperError,
   emptyThreadContext,
+  mergeBudget,
   mergeDecisions,
   mergeThreadContext,
   type AgentIdentity,
@@ -81,7 +82,7 @@ export const GovernedChannels = {
   /** The case handed to a human, if any. */
   escalation: guarded<Escalation | null>("escalation", (_current, update) => update, () => null),
   /** Per-thread counters for budget rules. */
-  budget: guarded<Budget>("budget", (current, update) => ({ ...current, ...update }), () => ({})),
+  budget: guarded<Budget>("budget", mergeBudget, () => ({})),
 };
 
 /**

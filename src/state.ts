@@ -185,3 +185,21 @@ export type Escalation = z.output<typeof EscalationSchema>;
 /** Per-thread counters (calls, summed amounts) kept by budget rules. */
 export const BudgetSchema = z.record(z.string(), z.number());
 export type Budget = z.output<typeof BudgetSchema>;
+
+/**
+ * Merges per-thread budget counters: each counter only rises (its key names its window, so a new
+ * window is a new key). A write that would lower one, or is not a finite number, leaves it as it
+ * was: whoever can write state cannot give a thread its budget back.
+ * @example
+ * ```ts
+ * mergeBudget({ "refunds|t1|2025-03-10|sum": 740 }, { "refunds|t1|2025-03-10|sum": 0 }) // { …: 740 }
+ * ```
+ */
+export function mergeBudget(current: Budget | undefined, update: Budget | undefined): Budget {
+  const out: Budget = { ...(current ?? {}) };
+  if (!update || typeof update !== "object") return out;
+  for (const [key, value] of Object.entries(update)) {
+    if (typeof value === "number" && Number.isFinite(value) && !(value <= (out[key] ?? Number.NEGATIVE_INFINITY))) out[key] = value;
+  }
+  return out;
+}

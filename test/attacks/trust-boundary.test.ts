@@ -270,6 +270,20 @@ describe("budgets", () => {
   });
 });
 
+describe("per-thread budget counters only rise", () => {
+  it("a counter written back to 0 behind eart's back does not give the thread its budget back", async () => {
+    const budgets = defineBudgets([{ id: "refunds.thread", tools: ["issue_refund"], scope: "thread", window: "day", maxSum: { arg: "amount", max: 150 }, onExceed: "deny" }]);
+    const { agent, refunds } = refundSetup([[refund("c1", 100)], [], [refund("c2", 90, "1043")]], { budgets });
+    await agent.invoke(ask("refund $100"), config("bt"));
+    const counters = (await agent.getState(as("bt"))).values.budget as Record<string, number>;
+    expect(Object.values(counters)).toContain(100);
+    await unguardedUpdate(agent)(as("bt"), { budget: Object.fromEntries(Object.keys(counters).map((k) => [k, 0])) });
+    expect((await agent.getState(as("bt"))).values.budget).toEqual(counters);
+    await agent.invoke(ask("and $90 on order 1043"), config("bt"));
+    expect(refunds().map((r) => r.toolCallId)).toEqual(["c1"]);
+  });
+});
+
 describe("resume payloads that could smuggle authority are refused before LangGraph stores them", () => {
   it("a JSON __proto__ member, constructor and prototype keys, class instances, non-finite numbers", async () => {
     const { agent, approve, refunds } = await pausedOn740();
