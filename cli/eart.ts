@@ -14,7 +14,7 @@
  * `--json` prints machine-readable output. Exit codes: 0 ok, 1 refused or failed (a typed error,
  * a broken chain), 2 usage.
  */
-import { createWriteStream } from "node:fs";
+import { createWriteStream, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
@@ -25,6 +25,7 @@ import {
   pendingApproval,
   pendingEscalation,
   pendingRecovery,
+  signApprovalToken,
   type AuditEvent,
 } from "eart";
 import { resumeThread, type EartApp } from "eart/graphs";
@@ -34,8 +35,8 @@ class UsageError extends Error {}
 const USAGE = `usage: eart [--app <module>] [--json] <command>
   pending [--role R]
   show <thread>
-  approve <thread> <toolCallId> --as <user> [--message m]
-  reject <thread> <toolCallId> --as <user> [--message m]
+  approve <thread> <toolCallId> --as <user> [--key pem --kid id] [--message m]
+  reject <thread> <toolCallId> --as <user> [--key pem --kid id] [--message m]
   edit <thread> <toolCallId> --as <user> --args <json> [--message m]
   audit verify [--thread T]
   audit export --format jsonl [--thread T] [--out file]
@@ -223,6 +224,8 @@ async function main(argv: string[]): Promise<number> {
       format: { type: "string" },
       out: { type: "string" },
       endpoint: { type: "string" },
+      key: { type: "string" },
+      kid: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -285,9 +288,20 @@ async function main(argv: string[]): Promise<number> {
       const graph = await app.graphFor(threadId);
       // The decision names the digest of the call the operator saw listed; a call changed since is refused.
       const item = pendingApproval(await graph.getState({ configurable: { thread_id: threadId } }))?.requests.find((r) => r.toolCallId === toolCallId);
-      const decision = { toolCallId, type: command, digest: item?.digest ?? "none", ...(args ? { args } : {}), ...(values.message ? { message: values.message } : {}) };
-      // The command line is a trusted in-process app: the human it runs as is the principal of the resume.
-      const run = await resumeThread(graph, { decisions: [decision] }, { configurable: { thread_id: threadId, user_id: values.as } });
+      const digest = item?.digest ?? "none";
+      let token: string | undefined;
+      if (values.key !== undefined) {
+        // Signed with the approver's own key: the graph verifies it against the approver's public key.
+        if (command === "edit") throw new UsageError("--key signs approve and reject only; an edit is made as a principal (--as)");
+        if (!values.kid) throw new UsageError("--key needs --kid <key id>: which of the graph's approval keys verifies it");
+        token = signApprovalToken(
+          { kid: values.kid, threadId, toolCallId, digest, approver: values.as, decision: command, expiresInMs: 5 * 60_000 },
+          readFileSync(values.key, "utf8"),
+        );
+      }
+      const decision = { toolCallId, type: command, digest, ...(args ? { args } : {}), ...(values.message ? { message: values.message } : {}), ...(token ? { token } : {}) };
+      // Without a key the command line is a trusted in-process app: the human it runs as is the resume's principal.
+      const run = await resumeThread(graph, { decisions: [decision] }, { configurable: { thread_id: threadId, ...(token ? {} : { user_id: values.as }) } });
       const messages = ((run.values as { messages?: { content?: unknown }[] }).messages ?? []);
       const last = messages[messages.length - 1];
       const waiting = run.approval ? "approval" : run.recovery ? "recovery" : pendingEscalation(await graph.getState({ configurable: { thread_id: threadId } })) ? "review" : null;

@@ -9,6 +9,7 @@ import {
   routeAfterPolicyGate,
   routeAfterTools,
   type EscalationGuardOptions,
+  type PolicyGateOptions,
   type GateUpdate,
 } from "../guards/index.js";
 import {
@@ -61,6 +62,11 @@ const GovernedAgentOptionsSchema = z
     onExpired: z.enum(["answer", "rerequest"]).optional(),
     /** A candidate policy set run in shadow mode: never enforced, its differences audited. */
     shadowPolicy: PolicyEngineOption.optional(),
+    /**
+     * Public keys that verify signed approval tokens (`signApprovalToken`), by key id, each with the
+     * approver it speaks for; see `createPolicyGate`.
+     */
+    approvalKeys: z.custom<PolicyGateOptions["approvalKeys"]>((v) => typeof v === "object" && v !== null, "must map key ids to { approver, publicKey }").optional(),
     /** Budgets (`defineBudgets`): checked by the gate, charged by the tool node. */
     budgets: BudgetGuardOption.optional(),
     /**
@@ -162,7 +168,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   // The ledger's store keeps both the executions and the key that seals eart's records in state.
   const ledger = opts.ledger ?? ledgerFor(checkpointer);
   const sealer = lazySealer(ledger);
-  const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ledger, ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}), ...(budgets ? { budgets } : {}) });
+  const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ledger, ...(opts.approvalKeys ? { approvalKeys: opts.approvalKeys } : {}), ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}), ...(budgets ? { budgets } : {}) });
 
   async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
     const threadId = requireThreadId(config);

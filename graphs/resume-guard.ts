@@ -1,4 +1,4 @@
-import { isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
+import { Command, isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
 import {
@@ -150,7 +150,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     if (isCommand(input) && input.resume !== undefined) {
       const before = await assertResumable(graph, options);
       const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];
-      const inner = await stream(input, options);
+      const inner = await stream(asPlainResume(input, before), options);
       if (expiring.length === 0) return inner;
       // The gate answers lapsed calls itself (the thread moves on); the caller learns it here.
       return IterableReadableStream.fromAsyncGenerator(
@@ -214,6 +214,28 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   }
   if (lock) Object.defineProperty(graph, THREAD_LOCK, { value: lock });
   return graph;
+}
+
+/**
+ * A resume keyed by the id of the thread's one pending interrupt, as a plain resume. LangGraph
+ * keeps one plain resume value per thread (a newer one replaces it) but keyed ones per task, and
+ * replays the task's keyed values before the plain one: a refused plain answer would then come
+ * after, and pass for, a newer keyed one. As plain values, the newest answer is always the last.
+ */
+function asPlainResume(input: unknown, snapshot: Snapshot): unknown {
+  const resume = (input as { resume?: unknown }).resume;
+  const pending = snapshot.tasks.flatMap((t) => (t.interrupts ?? []) as { id?: unknown }[]);
+  if (pending.length !== 1 || typeof pending[0]!.id !== "string" || typeof resume !== "object" || resume === null) return input;
+  const keys = Object.keys(resume);
+  // LangGraph reads an object whose keys all look like interrupt ids as a map by interrupt id.
+  if (keys.length === 0 || !keys.every((k) => /^[0-9a-f]{32}$/.test(k))) return input;
+  if (keys.length !== 1 || keys[0] !== pending[0]!.id) {
+    throw new ApprovalError("approval_resume_invalid", `The resume answers interrupt ${keys.join(", ")}, but the thread waits on ${pending[0]!.id}`, {
+      path: [],
+      pending: pending[0]!.id,
+    });
+  }
+  return new Command({ resume: (resume as Record<string, unknown>)[keys[0]!] });
 }
 
 /** Throws `approval_expired` when the run just made expired calls of the request it answered. */

@@ -1,5 +1,6 @@
 import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
+import { KeyObject } from "node:crypto";
 import { z } from "zod";
 import {
   ApprovalError,
@@ -13,6 +14,7 @@ import {
   IdentityRegistryOption,
   IdentityResolutionError,
   lazySealer,
+  parseApprovalKeys,
   parseOptions,
   recordedRequest,
   PolicyEngineOption,
@@ -60,6 +62,11 @@ const PolicyGateOptionsSchema = z
      * which is how the tool node knows a decision is the gate's. Defaults to the process's key.
      */
     ledger: EffectLedgerOption.optional(),
+    /**
+     * Public keys that verify signed approval tokens (`signApprovalToken`), by key id, each with
+     * the approver it speaks for: out-of-band answers (a chat button, an e-mail link, the CLI).
+     */
+    approvalKeys: z.record(z.string(), z.object({ approver: z.string().min(1), publicKey: z.union([z.string(), z.custom<KeyObject>((v) => v instanceof KeyObject, "must be a KeyObject")]) })).optional(),
   })
   .strict();
 export type PolicyGateOptions = z.input<typeof PolicyGateOptionsSchema>;
@@ -107,6 +114,14 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
   const { policy, registry, auditLog, clock, onExpired, shadowPolicy, budgets } = opts;
   const tools = indexTools(opts.tools);
   const sealer = lazySealer(opts.ledger);
+  const approvalKeys = parseApprovalKeys(opts.approvalKeys);
+  /** What tokens on this thread are checked against; nonces used on any of its calls are spent. */
+  const tokenContext = (threadId: string, decisions: readonly DecisionRecord[]) => ({
+    threadId,
+    keys: approvalKeys,
+    now: clock(),
+    used: new Set(decisions.flatMap((d) => d.usedTokens ?? [])),
+  });
 
   const now = () => clock().toISOString();
   /** The expiry of a request made now under this verdict, if it has one. */
@@ -303,13 +318,16 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     context: ThreadContext,
     threadId: string,
     principal: Principal | undefined,
-  ): Promise<{ records: DecisionRecord[]; approverId: string; types: Map<string, ApprovalRecord["type"]> }> {
-    const { response, approverId } = validateApprovalResponse(raw, request, { registry, identity, principal });
+    decisions: readonly DecisionRecord[],
+  ): Promise<{ records: DecisionRecord[]; approverId: string; types: Map<string, ApprovalRecord["type"]>; viaToken: boolean }> {
+    const { response, approverId, tokenNonces } = validateApprovalResponse(raw, request, { registry, identity, principal, tokens: tokenContext(threadId, decisions) });
     const byId = new Map(pending.map((r) => [r.toolCallId, r]));
     const at = now();
     const records: DecisionRecord[] = [];
     for (const d of response.decisions) {
-      const record = byId.get(d.toolCallId)!;
+      const nonce = tokenNonces.get(d.toolCallId);
+      const found = byId.get(d.toolCallId)!;
+      const record = nonce === undefined ? found : { ...found, usedTokens: [...(found.usedTokens ?? []), nonce] };
       const approval: ApprovalRecord = { approverId, type: d.type, at, ...(d.message !== undefined ? { message: d.message } : {}) };
       if (d.type === "approve") {
         records.push(
@@ -343,7 +361,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         records.push(withApproval({ ...record, args, digest: toolCallDigest(record.name, args, threadId) }, verdict, [{ ...approval, originalDigest: record.digest }]));
       }
     }
-    return { records, approverId, types: new Map(response.decisions.map((d) => [d.toolCallId, d.type])) };
+    return { records, approverId, types: new Map(response.decisions.map((d) => [d.toolCallId, d.type])), viaToken: tokenNonces.size > 0 };
   }
 
   /**
@@ -436,15 +454,22 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const request = buildApprovalRequest(threadId, pending);
     // The first statement with an effect is the interrupt: this node re-runs from here on resume.
     const answer = newestAnswer(request);
+    const principal = principalFromConfig(config.configurable);
+    // A refused answer leaves the thread paused on the same request.
+    const refused = (error: ApprovalError) =>
+      auditLog.append({ threadId, type: "approval.refused", data: { code: error.code, message: error.message, details: error.details, answer } }).then(() => {});
     const lapsed = pending.filter((r) => r.expiresAt !== undefined && Date.parse(r.expiresAt) <= clock().getTime());
-    if (lapsed.length > 0) return expire(lapsed, answer, threadId, principalFromConfig(config.configurable));
+    if (lapsed.length > 0) {
+      // Only an answer an authorised approver could have given moves a lapsed request on.
+      await acceptAnswer(answer, (a) => validateApprovalResponse(a, request, { registry, identity, principal, tokens: tokenContext(threadId, state.decisions) }), refused);
+      return expire(lapsed, answer, threadId, principal);
+    }
     const result = await acceptAnswer(
       answer,
-      (a) => resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principalFromConfig(config.configurable)),
-      // The thread stays paused on the same request.
-      (error) => auditLog.append({ threadId, type: "approval.refused", data: { code: error.code, message: error.message, details: error.details, answer } }).then(() => {}),
+      (a) => resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principal, state.decisions),
+      refused,
     );
-    const { records, approverId, types } = result;
+    const { records, approverId, types, viaToken } = result;
     const events: AuditEventInput[] = records.map((r) => {
       const approval = r.approvals.at(-1);
       return {
@@ -455,6 +480,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           name: r.name,
           decision: types.get(r.toolCallId)!,
           approverId,
+          // Who authenticated the answer: the resuming run, or a signed token it relayed.
+          authenticatedBy: viaToken ? "approval_token" : (principal?.source ?? null),
+          ...(viaToken && principal ? { relayedBy: principal.id } : {}),
           digest: r.digest,
           originalDigest: approval?.originalDigest ?? r.digest,
           message: approval?.approverId === approverId ? (approval.message ?? null) : null,

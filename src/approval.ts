@@ -1,6 +1,8 @@
 import { z } from "zod";
 import { ApprovalError } from "./errors.js";
 import type { AgentIdentity, IdentityRegistry, Principal } from "./identity.js";
+import { verifyApprovalToken } from "./approval-token.js";
+import type { KeyObject } from "node:crypto";
 import type { DecisionRecord } from "./state.js";
 
 /** One call waiting for a human, as shown to the approver. */
@@ -60,6 +62,11 @@ export const ApprovalDecisionSchema = z
     message: z.string().optional(),
     /** The digest of the request item: proves the approver saw this exact call on this thread. */
     digest: z.string().min(1),
+    /**
+     * A signed approval token (`signApprovalToken`) for this decision, when the human answers out
+     * of band: it authenticates them instead of the resuming run's principal.
+     */
+    token: z.string().min(1).optional(),
   })
   .strict()
   .superRefine((d, ctx) => {
@@ -134,6 +141,43 @@ export interface HumanAnswerDeps {
   principal: Principal | undefined;
 }
 
+/** What signed approval tokens are checked against (see `signApprovalToken`). */
+export interface ApprovalTokenContext {
+  threadId: string;
+  keys: ReadonlyMap<string, { approver: string; publicKey: KeyObject }>;
+  now: Date;
+  /** Nonces already used on this thread's calls. */
+  used: ReadonlySet<string>;
+}
+
+/**
+ * The human behind decisions that carry signed tokens: every decision carries one, each verified
+ * and unused, all signed by the same approver. Undefined when no decision carries a token.
+ */
+function tokenPrincipal(decisions: readonly ApprovalDecision[], items: ReadonlyMap<string, ApprovalRequestItem>, context: ApprovalTokenContext | undefined): { principal: Principal; nonces: Map<string, string> } | undefined {
+  const signed = decisions.filter((d) => d.token !== undefined);
+  if (signed.length === 0) return undefined;
+  if (signed.length !== decisions.length) {
+    throw new ApprovalError("approval_token_invalid", "Either every decision of an answer carries a signed token or none does", { toolCallId: decisions.find((d) => !d.token)?.toolCallId });
+  }
+  if (!context || context.keys.size === 0) throw new ApprovalError("approval_token_invalid", "This graph accepts no approval tokens (no approvalKeys configured)", { toolCallId: signed[0]!.toolCallId });
+  const nonces = new Map<string, string>();
+  let approver: string | undefined;
+  for (const d of signed) {
+    const item = items.get(d.toolCallId)!;
+    const claims = verifyApprovalToken(d.token!, { threadId: context.threadId, toolCallId: d.toolCallId, digest: item.digest, decision: d.type }, context.keys, context.now);
+    if (context.used.has(claims.nonce) || [...nonces.values()].includes(claims.nonce)) {
+      throw new ApprovalError("approval_token_replayed", `The approval token for "${d.toolCallId}" was already used`, { toolCallId: d.toolCallId });
+    }
+    if (approver !== undefined && claims.approver !== approver) {
+      throw new ApprovalError("approval_token_invalid", "The tokens of one answer are signed by different approvers", { toolCallId: d.toolCallId });
+    }
+    approver = claims.approver;
+    nonces.set(d.toolCallId, claims.nonce);
+  }
+  return { principal: { id: approver!, source: "approval_token" }, nonces };
+}
+
 /**
  * Checks that an answer has exactly one decision per pending item, keyed by `toolCallId`.
  * Throws `approval_decisions_mismatch`. Shared by every human task with pending items.
@@ -190,12 +234,19 @@ export function assertDigests(decisions: readonly { toolCallId: string; digest: 
 export function validateApprovalResponse(
   raw: unknown,
   request: ApprovalRequest,
-  deps: HumanAnswerDeps,
-): { response: ApprovalResponse; items: Map<string, ApprovalRequestItem>; approverId: string } {
+  deps: HumanAnswerDeps & { tokens?: ApprovalTokenContext },
+): { response: ApprovalResponse; items: Map<string, ApprovalRequestItem>; approverId: string; tokenNonces: Map<string, string> } {
   const response = parseHumanAnswer(ApprovalResponseSchema, raw, "approval response");
   const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
   assertOneDecisionPerItem(response.decisions, [...items.keys()], "approval");
-  const approverId = authenticateHuman(response.approver, undefined, deps, { verb: "approve", object: "approver" });
+  for (const d of response.decisions) {
+    if (d.token !== undefined && d.type !== "approve" && d.type !== "reject") {
+      throw new ApprovalError("approval_token_invalid", `A signed token can approve or reject a call, not ${d.type} it`, { toolCallId: d.toolCallId });
+    }
+  }
+  // A signed token authenticates its signer; the resuming run only relays it.
+  const signed = tokenPrincipal(response.decisions, items, deps.tokens);
+  const approverId = authenticateHuman(response.approver, undefined, signed ? { ...deps, principal: signed.principal } : deps, { verb: "approve", object: "approver" });
   for (const d of response.decisions) {
     const item = items.get(d.toolCallId)!;
     if (!deps.registry.userHasAnyRole(approverId, item.approverRoles)) {
@@ -207,7 +258,7 @@ export function validateApprovalResponse(
     }
   }
   assertDigests(response.decisions, items);
-  return { response, items, approverId };
+  return { response, items, approverId, tokenNonces: signed?.nonces ?? new Map() };
 }
 
 /**

@@ -33,5 +33,6 @@ export function sha256Hex(text: string): string {
  * ```
  */
 export function toolCallDigest(name: string, args: Record<string, unknown>, threadId: string): string {
+  if (typeof threadId !== "string" || threadId === "") throw new TypeError("toolCallDigest needs the thread id: a digest binds a call to one thread");
   return sha256Hex(canonicalJson({ threadId, name, args }));
 }

@@ -24,6 +24,9 @@ export type EartErrorCode =
   | "approval_expired"
   | "approval_unauthenticated"
   | "approval_principal_mismatch"
+  | "approval_token_invalid"
+  | "approval_token_expired"
+  | "approval_token_replayed"
   | "state_write_refused"
   | "state_tamper_detected"
   | "thread_unknown"
@@ -148,7 +151,10 @@ export type ApprovalErrorCode =
   | "approval_edit_not_permitted"
   | "approval_expired"
   | "approval_unauthenticated"
-  | "approval_principal_mismatch";
+  | "approval_principal_mismatch"
+  | "approval_token_invalid"
+  | "approval_token_expired"
+  | "approval_token_replayed";
 
 /**
  * A resume value for an approval interrupt was refused. Nothing ran, and the thread stays paused

@@ -183,7 +183,8 @@ export class IdentityRegistry {
 /** The authenticated human of a run, and which part of the run configuration named them. */
 export interface Principal {
   id: string;
-  source: AgentIdentity["source"];
+  /** The run configuration's key that named them, or a signed approval token. */
+  source: AgentIdentity["source"] | "approval_token";
 }
 
 /**
@@ -195,7 +196,7 @@ export interface Principal {
  * principalFromConfig({ user_id: "sam" }) // { id: "sam", source: "configurable.user_id" }
  * ```
  */
-export function principalFromConfig(configurable: Record<string, unknown> | undefined): Principal | undefined {
+export function principalFromConfig(configurable: Record<string, unknown> | undefined): (Principal & { source: AgentIdentity["source"] }) | undefined {
   const authUser = configurable?.langgraph_auth_user;
   if (authUser !== undefined && authUser !== null) {
     const id = typeof authUser === "string" ? authUser : ((authUser as { identity?: unknown }).identity ?? (authUser as { id?: unknown }).id);

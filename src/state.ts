@@ -135,6 +135,8 @@ export const DecisionRecordSchema = z.object({
   executedAt: z.string().optional(),
   /** Set while and after the call waited for a human to recover it. */
   recovery: RecoveryRecordSchema.optional(),
+  /** Nonces of the signed approval tokens already used on this call: each token counts once. */
+  usedTokens: z.array(z.string()).optional(),
   /** eart's seal over this record for its thread (see `Sealer`): a record without a valid one grants nothing. */
   seal: z.string().optional(),
 });

@@ -63,7 +63,7 @@ export async function run(log: (line: string) => void, options: { file?: string 
       log(`fred (finance) tries to approve: refused, ${error.code}: ${error.message}`);
     }
     log(`max (procurement manager) approves ${pending.toolCallId}`);
-    const result = await agent.invoke(new Command({ resume: { approver: { id: "max" }, decisions } }), config);
+    const result = await agent.invoke(new Command({ resume: { decisions } }), { configurable: { thread_id: threadId, user_id: "max" } });
     const answer = String(result.messages[result.messages.length - 1]?.content ?? "");
     log(`agent: ${answer}`);
     log(`renegotiations table: ${JSON.stringify(renegotiations())}`);

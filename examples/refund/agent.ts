@@ -2,7 +2,7 @@ import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import Database from "better-sqlite3";
 import pg from "pg";
-import { IdentityRegistry, PostgresEffectLedger, SqliteAuditLog, SqliteEffectLedger, type ToolExecutionOptions } from "eart";
+import { approvalKeysFromFile, IdentityRegistry, PostgresEffectLedger, SqliteAuditLog, SqliteEffectLedger, type ApprovalKeys, type ToolExecutionOptions } from "eart";
 import { createGovernedAgent } from "eart/graphs";
 import { createRefundModel } from "./model.js";
 import { refundPolicy } from "./policy.js";
@@ -24,6 +24,11 @@ export interface RefundAgentOptions {
   postgres?: string;
   /** How `issue_refund` runs. Default: idempotent (it forwards the key), 10 s timeout, 3 attempts. */
   refundExecution?: ToolExecutionOptions;
+  /**
+   * Public keys of approvers who answer with signed tokens (`eart approve --key`). Default: the
+   * JSON file `EART_APPROVAL_KEYS` names, if set.
+   */
+  approvalKeys?: ApprovalKeys;
 }
 
 /** How `issue_refund` runs by default. */
@@ -63,6 +68,7 @@ export async function openRefundAgent(file: string, options: RefundAgentOptions 
     checkpointer,
     auditLog,
     ledger,
+    approvalKeys: options.approvalKeys ?? (process.env.EART_APPROVAL_KEYS ? approvalKeysFromFile(process.env.EART_APPROVAL_KEYS) : {}),
     execution: { issue_refund: options.refundExecution ?? REFUND_EXECUTION },
     recoveryRoles: ["supervisor"],
     systemPrompt: "You are a customer-support agent. Look orders up before refunding them.",

@@ -1,6 +1,7 @@
 import { execFile, spawnSync } from "node:child_process";
 import { promisify } from "node:util";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { generateKeyPairSync } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import Database from "better-sqlite3";
@@ -16,9 +17,9 @@ beforeAll(() => {
   for (const f of [cli, demo, app]) if (!existsSync(f)) throw new Error(`${f} is missing: run "npm run build" (npm test does) before these tests`);
 });
 
-function run(file: string, args: string[]) {
+function run(file: string, args: string[], env: Record<string, string> = {}) {
   const child = spawnSync(process.execPath, [cli, "--app", app, ...args], {
-    env: { ...process.env, EART_DEMO_FILE: file, OPENAI_API_KEY: "", NO_COLOR: "1" },
+    env: { ...process.env, EART_DEMO_FILE: file, OPENAI_API_KEY: "", NO_COLOR: "1", ...env },
     encoding: "utf8",
     timeout: 60_000,
   });
@@ -43,6 +44,26 @@ const refunds = (file: string) => {
 };
 
 describe("eart, the approver's command line", () => {
+  it("approves with a token signed by the approver's own key, and refuses a key that does not speak for the signer", () => {
+    const file = pausedThread();
+    const dir = mkdtempSync(join(tmpdir(), "eart-keys-"));
+    const sam = generateKeyPairSync("ed25519");
+    writeFileSync(join(dir, "sam.pem"), sam.privateKey.export({ type: "pkcs8", format: "pem" }));
+    const keys = join(dir, "approval-keys.json");
+    writeFileSync(keys, JSON.stringify({ "sam-1": { approver: "sam", publicKey: sam.publicKey.export({ type: "spki", format: "pem" }) } }));
+    const env = { EART_APPROVAL_KEYS: keys };
+    const posing = run(file, ["approve", "refund-1042", "call_1_refund", "--as", "sue", "--key", join(dir, "sam.pem"), "--kid", "sam-1"], env);
+    expect(posing.status).toBe(1);
+    expect(posing.err + posing.out).toContain("approval_token_invalid");
+    expect(refunds(file)).toEqual([]);
+    const signed = run(file, ["approve", "refund-1042", "call_1_refund", "--as", "sam", "--key", join(dir, "sam.pem"), "--kid", "sam-1", "--json"], env);
+    expect(signed.status).toBe(0);
+    expect(refunds(file)).toEqual([{ orderId: "1042", amount: 740 }]);
+    const show = run(file, ["show", "refund-1042", "--json"], env);
+    const decided = (JSON.parse(show.out) as { events: { type: string; data: Record<string, unknown> }[] }).events.find((e) => e.type === "approval.decided");
+    expect(decided?.data).toMatchObject({ approverId: "sam", authenticatedBy: "approval_token" });
+  });
+
   it("lists what waits, refuses a self-approval, approves as a supervisor, and shows the timeline", () => {
     const file = pausedThread();
 
