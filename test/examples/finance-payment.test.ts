@@ -20,11 +20,18 @@ async function setup() {
   const auditLog = new MemoryAuditLog();
   const opened = await openFinancePaymentAgent({ model, checkpointer: new MemorySaver(), auditLog });
   const ask = (threadId: string, text: string, userId = "amy") => opened.agent.invoke({ messages: [new HumanMessage(text)] }, config(threadId, userId));
-  const decide = (threadId: string, approverId: string, type: "approve" | "reject", message?: string, userId = "amy") =>
-    opened.agent.invoke(
-      new Command({ resume: { approver: { id: approverId }, decisions: [{ toolCallId: "call_1_execute", type, ...(message ? { message } : {}) }] } }),
-      config(threadId, userId),
+  // The approver is the principal of the resuming run; the decision names the digest of the call
+  // it answers (kept per thread, so a late answer after the run finished is the same valid answer).
+  const digests = new Map<string, string>();
+  const decide = async (threadId: string, approverId: string, type: "approve" | "reject", message?: string) => {
+    const item = pendingApproval(await opened.agent.getState(config(threadId)))?.requests.find((r) => r.toolCallId === "call_1_execute");
+    if (item) digests.set(threadId, item.digest);
+    const digest = digests.get(threadId) ?? "no-pending-call";
+    return opened.agent.invoke(
+      new Command({ resume: { decisions: [{ toolCallId: "call_1_execute", type, digest, ...(message ? { message } : {}) }] } }),
+      config(threadId, approverId),
     );
+  };
   const state = async (threadId: string, userId = "amy") =>
     (await opened.agent.getState(config(threadId, userId))).values as { decisions: DecisionRecord[]; context: { items: ContextItem[]; sensitivity: string[] } };
   return { ...opened, model, auditLog, ask, decide, state };
@@ -196,7 +203,7 @@ describe("finance-payment: the agent prepares, a human in finance always release
     expect(ofType(await s.auditLog.read("t-tom"), "context.retrieved")[0]).toMatchObject({ redacted: [], sensitivity: ["payment_data"] });
     // Seen or not, the thread has read payment data: no external e-mail from it either.
     expect(tom.context.sensitivity).toEqual(["payment_data"]);
-    await s.decide("t-tom", "fred", "approve", undefined, "tom");
+    await s.decide("t-tom", "fred", "approve");
     expect((await s.state("t-tom", "tom")).decisions.find((d) => d.name === "send_external_email")).toMatchObject({ status: "denied" });
     expect(s.outbox()).toEqual([]);
   });

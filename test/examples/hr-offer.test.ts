@@ -122,8 +122,10 @@ describe("offer letters with compensation redacted by role", () => {
     ]);
     expect(s.sentOffers()).toEqual([]);
 
+    // The approver is the principal of the resuming run; the decision names the digest it saw.
+    const digest = request!.requests[0]!.digest;
     const approve = (id: string) =>
-      s.agent.invoke(new Command({ resume: { approver: { id }, decisions: [{ toolCallId: "call_1_send", type: "approve" }] } }), config("hana-1", "hana"));
+      s.agent.invoke(new Command({ resume: { decisions: [{ toolCallId: "call_1_send", type: "approve", digest }] } }), config("hana-1", id));
     const byRecruiter = await approve("rita").catch((e: unknown) => e);
     expect(byRecruiter).toBeInstanceOf(ApprovalError);
     expect((byRecruiter as ApprovalError).code).toBe("approval_unauthorized");
@@ -168,8 +170,8 @@ describe("offer letters with compensation redacted by role", () => {
     expect(s.model.calls).toHaveLength(0);
     expect(s.drafts()).toEqual([]);
     const result = await s.agent.invoke(
-      new Command({ resume: { reviewer: { id: "hana" }, action: "close", message: "L7 band is being set by the comp committee; offer on hold." } }),
-      config("rita-4", "rita"),
+      new Command({ resume: { action: "close", message: "L7 band is being set by the comp committee; offer on hold." } }),
+      config("rita-4", "hana"),
     );
     expect(result.messages.at(-1)!.content).toBe("Case closed by hana: L7 band is being set by the comp committee; offer on hold.");
     expect((await s.auditLog.read("rita-4")).map((e) => e.type)).toEqual(["run.started", "identity.bound", "context.retrieved", "escalation.requested", "escalation.decided"]);

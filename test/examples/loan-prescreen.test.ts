@@ -11,7 +11,8 @@ import { loanScript } from "../../examples/loan-prescreen/model.js";
 import { loanPolicy } from "../../examples/loan-prescreen/policy.js";
 import { run } from "../../examples/loan-prescreen/scenario.js";
 
-const config = (threadId: string) => ({ configurable: { thread_id: threadId, agent_id: "prescreen-agent", user_id: "lena" } });
+/** The thread acts for loan officer lena; a reviewer answers by resuming as themselves (the run's principal). */
+const config = (threadId: string, userId = "lena") => ({ configurable: { thread_id: threadId, agent_id: "prescreen-agent", user_id: userId } });
 
 async function setup() {
   const model = scriptedModel(loanScript);
@@ -115,8 +116,8 @@ describe("loan pre-screening", () => {
     expect(decided).toMatchObject({ name: "recommend_loan", effect: "escalate", status: "escalated", policyIds: ["loan.underwriter"] });
 
     const result = await s.agent.invoke(
-      new Command({ resume: { reviewer: { id: "uma" }, action: "take_over", message: "Approved by underwriting at $120,000." } }),
-      config("a200"),
+      new Command({ resume: { action: "take_over", message: "Approved by underwriting at $120,000." } }),
+      config("a200", "uma"),
     );
     const last = result.messages.at(-1)!;
     expect(AIMessage.isInstance(last)).toBe(true);
@@ -146,7 +147,7 @@ describe("loan pre-screening", () => {
   it("records a policy escalation as escalation.requested before it is decided", async () => {
     const s = await setup();
     await s.agent.invoke(ask("Pre-screen loan application A-200."), config("a200-audit"));
-    await s.agent.invoke(new Command({ resume: { reviewer: { id: "uma" }, action: "close", message: "Declined." } }), config("a200-audit"));
+    await s.agent.invoke(new Command({ resume: { action: "close", message: "Declined." } }), config("a200-audit", "uma"));
     const types = await s.types("a200-audit");
     expect(types).toContain("escalation.requested");
     expect(types.indexOf("policy.decided")).toBeLessThan(types.indexOf("escalation.requested"));
@@ -190,7 +191,7 @@ describe("loan pre-screening", () => {
       { reason: "Required context is missing: income_proof", signals: [{ kind: "missing_context", detail: "income_proof: payslips or a tax return" }] },
     ]);
 
-    const result = await s.agent.invoke(new Command({ resume: { reviewer: { id: "uma" }, action: "close", message: "Asked the applicant for payslips." } }), config("a300"));
+    const result = await s.agent.invoke(new Command({ resume: { action: "close", message: "Asked the applicant for payslips." } }), config("a300", "uma"));
     expect(result.messages.at(-1)!.content).toBe("Case closed by uma: Asked the applicant for payslips.");
     expect(s.model.calls).toHaveLength(0);
     expect(s.recommendations()).toEqual([]);
@@ -206,7 +207,7 @@ describe("loan pre-screening", () => {
     expect(request).toBeDefined();
 
     const attempt = (id: string) =>
-      s.agent.invoke(new Command({ resume: { reviewer: { id }, action: "take_over", message: "Approved, looks fine." } }), config("refused"));
+      s.agent.invoke(new Command({ resume: { action: "take_over", message: "Approved, looks fine." } }), config("refused", id));
     const error = await attempt("leo").catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ApprovalError);
     expect((error as ApprovalError).code).toBe("approval_unauthorized");
@@ -223,8 +224,8 @@ describe("loan pre-screening", () => {
     expect(s.recommendations()).toEqual([]);
 
     const result = await s.agent.invoke(
-      new Command({ resume: { reviewer: { id: "uma" }, action: "take_over", message: "Referred for a business plan review." } }),
-      config("refused"),
+      new Command({ resume: { action: "take_over", message: "Referred for a business plan review." } }),
+      config("refused", "uma"),
     );
     expect(result.messages.at(-1)).toMatchObject({ name: "uma", content: "Referred for a business plan review." });
     expect(await s.eventsOf("refused", "escalation.decided")).toEqual([
@@ -244,7 +245,7 @@ describe("loan pre-screening", () => {
     expect(s.recommendations()).toEqual([{ applicationId: "A-400", amountCents: 3_000_000, toolCallId: "call_0_recommend" }]);
 
     const decision = "Declined: debts exceed 40% of income.";
-    const result = await s.agent.invoke(new Command({ resume: { reviewer: { id: "uma" }, action: "take_over", message: decision } }), config("a400"));
+    const result = await s.agent.invoke(new Command({ resume: { action: "take_over", message: decision } }), config("a400", "uma"));
     expect(result.messages.at(-1)).toMatchObject({ name: "uma", content: decision });
     expect(pendingEscalation(await s.agent.getState(config("a400")))).toBeUndefined();
     expect((await s.types("a400")).slice(-3)).toEqual(["run.completed", "escalation.requested", "escalation.decided"]);

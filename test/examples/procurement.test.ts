@@ -10,7 +10,8 @@ import { openProcurementAgent } from "../../examples/procurement/agent.js";
 import { procurementScript } from "../../examples/procurement/model.js";
 import { run } from "../../examples/procurement/scenario.js";
 
-const config = (threadId: string) => ({ configurable: { thread_id: threadId, agent_id: "procurement-agent", user_id: "pia" } });
+/** The thread acts for analyst pia; an approver answers by resuming as themselves (the run's principal). */
+const config = (threadId: string, userId = "pia") => ({ configurable: { thread_id: threadId, agent_id: "procurement-agent", user_id: userId } });
 const ASK = { messages: [new HumanMessage("Review our supplier agreements for cost-saving opportunities.")] };
 const TARGET = { contractId: "C-17", supplierId: "SUP-ACME", targetUnitPriceCents: 1_180 };
 
@@ -59,7 +60,7 @@ describe("procurement renegotiation", () => {
     const paused = await s.agent.invoke(ASK, config("p2"));
     const pending = pendingApproval(paused)!.requests[0]!;
     const approve = (id: string) =>
-      s.agent.invoke(new Command({ resume: { approver: { id }, decisions: [{ toolCallId: pending.toolCallId, type: "approve", digest: pending.digest }] } }), config("p2"));
+      s.agent.invoke(new Command({ resume: { decisions: [{ toolCallId: pending.toolCallId, type: "approve", digest: pending.digest }] } }), config("p2", id));
 
     const before = await s.agent.getState(config("p2"));
     const refused = await approve("fred").catch((e: unknown) => e);
@@ -89,9 +90,9 @@ describe("procurement renegotiation", () => {
     const paused = await s.agent.invoke(ASK, config("p3"));
     const pending = pendingApproval(paused)!.requests[0]!;
     await s.agent
-      .invoke(new Command({ resume: { approver: { id: "fred" }, decisions: [{ toolCallId: pending.toolCallId, type: "approve" }] } }), config("p3"))
+      .invoke(new Command({ resume: { decisions: [{ toolCallId: pending.toolCallId, type: "approve", digest: pending.digest }] } }), config("p3", "fred"))
       .catch(() => undefined);
-    await s.agent.invoke(new Command({ resume: { approver: { id: "max" }, decisions: [{ toolCallId: pending.toolCallId, type: "approve" }] } }), config("p3"));
+    await s.agent.invoke(new Command({ resume: { decisions: [{ toolCallId: pending.toolCallId, type: "approve", digest: pending.digest }] } }), config("p3", "max"));
 
     expect(await s.types("p3")).toEqual([
       "run.started",
@@ -144,8 +145,10 @@ describe("procurement renegotiation", () => {
     const paused = await s.agent.invoke(ASK, config("p4"));
     const pending = pendingApproval(paused)!.requests[0]!;
     const result = await s.agent.invoke(
-      new Command({ resume: { approver: { id: "max" }, decisions: [{ toolCallId: pending.toolCallId, type: "reject", message: "Acme's contract renews in March; wait for the tender." }] } }),
-      config("p4"),
+      new Command({
+        resume: { decisions: [{ toolCallId: pending.toolCallId, type: "reject", digest: pending.digest, message: "Acme's contract renews in March; wait for the tender." }] },
+      }),
+      config("p4", "max"),
     );
     expect(s.renegotiations()).toEqual([]);
     expect(String(result.messages.at(-1)!.content)).toContain("was not opened");

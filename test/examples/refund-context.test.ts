@@ -99,7 +99,11 @@ async function refundThread(threadId: string, redact: boolean) {
   const paused = await agent.invoke({ messages: [new HumanMessage("Hi, order 1042 arrived broken. Please refund $740.")] }, config);
   const approval = pendingApproval(paused);
   if (!approval) throw new Error("expected the $740 refund to wait for a supervisor");
-  const done = await agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: approval.requests.map((r) => ({ toolCallId: r.toolCallId, type: "approve" })) } }), config);
+  // Supervisor sam approves: he is the principal of the resuming run, and names each call's digest.
+  const done = await agent.invoke(
+    new Command({ resume: { decisions: approval.requests.map((r) => ({ toolCallId: r.toolCallId, type: "approve", digest: r.digest })) } }),
+    { configurable: { thread_id: threadId, agent_id: "support-agent", user_id: "sam" } },
+  );
   const state = await agent.getState(config);
   const messages = state.values.messages as BaseMessage[];
 

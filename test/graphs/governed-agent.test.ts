@@ -13,6 +13,7 @@ import {
   pendingApproval,
   replay,
   SqliteBudgetStore,
+  StateTamperError,
   ThreadStateError,
   toolCallDigest,
   type ApprovalRequest,
@@ -20,6 +21,7 @@ import {
 } from "eart";
 import { createGovernedAgent } from "eart/graphs";
 import { refundPolicy } from "../../examples/refund/policy.js";
+import { decide } from "../support/decisions.js";
 import { answersTo, ask, config, lookup, refund, refundSetup, registry } from "../support/refund.js";
 
 const types = (events: AuditEvent[]) => events.map((e) => e.type);
@@ -73,7 +75,7 @@ describe("createGovernedAgent: the refund path", () => {
           toolCallId: "c1",
           name: "issue_refund",
           args: { orderId: "1042", amount: 740 },
-          digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }),
+          digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, "t-approve"),
           reasons: ["Refunds over $100 up to $5,000 need a supervisor"],
           policyIds: ["refund.supervisor"],
           policyVersion: expect.stringMatching(/^[0-9a-f]{64}$/),
@@ -84,11 +86,14 @@ describe("createGovernedAgent: the refund path", () => {
     });
     expect(setup.refunds()).toEqual([]);
 
+    // The approver is the resuming run's principal (sam); `approver` in the payload is a cross-check.
     const result = await setup.agent.invoke(
       new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve", digest: request.requests[0]!.digest }] } }),
-      config("t-approve"),
+      config("t-approve", "sam"),
     );
     expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+    // A resume by another human is not an identity change: the thread still acts for cara.
+    expect(result.identity).toMatchObject({ id: "support-agent", onBehalfOf: { id: "cara" } });
     expect(answersTo(result.messages, "c1")).toHaveLength(1);
     const events = await setup.auditLog.read("t-approve");
     const decided = events.find((e) => e.type === "approval.decided")!;
@@ -149,15 +154,14 @@ describe("approval: mixed decisions in one interrupt", () => {
     const result = await setup.agent.invoke(
       new Command({
         resume: {
-          approver: { id: "sam" },
           decisions: [
-            { toolCallId: "c", type: "reject", message: "duplicate of a" },
-            { toolCallId: "b", type: "edit", args: { orderId: "1043", amount: 60 } },
-            { toolCallId: "a", type: "approve" },
+            decide(request, "c", "reject", { message: "duplicate of a" }),
+            decide(request, "b", "edit", { args: { orderId: "1043", amount: 60 } }),
+            decide(request, "a", "approve"),
           ],
         },
       }),
-      config("t-mixed"),
+      config("t-mixed", "sam"),
     );
     expect(setup.refunds()).toEqual([
       { orderId: "1042", amount: 740, toolCallId: "a" },
@@ -169,46 +173,61 @@ describe("approval: mixed decisions in one interrupt", () => {
     const proposing = result.messages.find((m) => AIMessage.isInstance(m) && m.tool_calls?.some((c) => c.id === "b")) as AIMessage;
     expect(proposing.tool_calls?.find((c) => c.id === "b")?.args).toEqual({ orderId: "1043", amount: 60 });
     const edited = result.decisions.find((d) => d.toolCallId === "b")!;
-    expect(edited).toMatchObject({ status: "executed", digest: toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }) });
-    expect(edited.approvals[0]).toMatchObject({ approverId: "sam", type: "edit", originalDigest: toolCallDigest("issue_refund", { orderId: "1043", amount: 900 }) });
+    expect(edited).toMatchObject({ status: "executed", digest: toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }, "t-mixed") });
+    expect(edited.approvals[0]).toMatchObject({ approverId: "sam", type: "edit", originalDigest: toolCallDigest("issue_refund", { orderId: "1043", amount: 900 }, "t-mixed") });
     expect(edited.verdict).toMatchObject({ effect: "allow", policyIds: ["refund.small"] });
     expect(result.decisions.find((d) => d.toolCallId === "c")?.status).toBe("rejected");
   });
 });
 
 describe("approval: refused resumes leave the thread paused and run nothing (invariants 4 and 8)", () => {
-  const cases: { name: string; resume: (r: ApprovalRequest) => unknown; code: string }[] = [
-    { name: "malformed payload", resume: () => ({ approver: "sam", decisions: "yes" }), code: "approval_resume_invalid" },
-    { name: "plain string", resume: () => "approve", code: "approval_resume_invalid" },
-    { name: "missing decision", resume: () => ({ approver: { id: "sam" }, decisions: [{ toolCallId: "other", type: "approve" }] }), code: "approval_decisions_mismatch" },
-    { name: "self-approval by the customer", resume: () => ({ approver: { id: "cara" }, decisions: [{ toolCallId: "c1", type: "approve" }] }), code: "approval_self_approval" },
-    { name: "approver without the role", resume: () => ({ approver: { id: "omar" }, decisions: [{ toolCallId: "c1", type: "approve" }] }), code: "approval_unauthorized" },
-    { name: "unknown approver", resume: () => ({ approver: { id: "mallory" }, decisions: [{ toolCallId: "c1", type: "approve" }] }), code: "approval_unauthorized" },
+  // `as`: the principal of the resuming run (configurable.user_id); null: nobody is authenticated.
+  const cases: { name: string; resume: (r: ApprovalRequest) => unknown; as: string | null; code: string }[] = [
+    { name: "malformed payload", resume: () => ({ approver: "sam", decisions: "yes" }), as: "sam", code: "approval_resume_invalid" },
+    { name: "plain string", resume: () => "approve", as: "sam", code: "approval_resume_invalid" },
+    { name: "decision without a digest", resume: () => ({ decisions: [{ toolCallId: "c1", type: "approve" }] }), as: "sam", code: "approval_resume_invalid" },
+    { name: "missing decision", resume: (r) => ({ decisions: [{ toolCallId: "other", type: "approve", digest: r.requests[0]!.digest }] }), as: "sam", code: "approval_decisions_mismatch" },
+    { name: "resume with no principal", resume: (r) => ({ approver: { id: "sam" }, decisions: [decide(r, "c1", "approve")] }), as: null, code: "approval_unauthenticated" },
+    { name: "payload naming another approver than the principal", resume: (r) => ({ approver: { id: "sam" }, decisions: [decide(r, "c1", "approve")] }), as: "omar", code: "approval_principal_mismatch" },
+    { name: "self-approval by the customer", resume: (r) => ({ decisions: [decide(r, "c1", "approve")] }), as: "cara", code: "approval_self_approval" },
+    { name: "approver without the role", resume: (r) => ({ decisions: [decide(r, "c1", "approve")] }), as: "omar", code: "approval_unauthorized" },
+    { name: "unknown approver", resume: (r) => ({ decisions: [decide(r, "c1", "approve")] }), as: "mallory", code: "approval_unauthorized" },
     {
       name: "approval bound to another call",
-      resume: () => ({ approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve", digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 5 }) }] }),
+      resume: (r) => ({ decisions: [{ toolCallId: "c1", type: "approve", digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 5 }, r.threadId) }] }),
+      as: "sam",
+      code: "approval_digest_mismatch",
+    },
+    {
+      name: "approval of the same call on another thread",
+      resume: () => ({ decisions: [{ toolCallId: "c1", type: "approve", digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, "t-elsewhere") }] }),
+      as: "sam",
       code: "approval_digest_mismatch",
     },
     {
       name: "edit past what policy allows",
-      resume: () => ({ approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "edit", args: { orderId: "1042", amount: 6000 } }] }),
+      resume: (r) => ({ decisions: [decide(r, "c1", "edit", { args: { orderId: "1042", amount: 6000 } })] }),
+      as: "sam",
       code: "approval_edit_not_permitted",
     },
     {
       name: "edit with invalid arguments",
-      resume: () => ({ approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "edit", args: { orderId: "1042", amount: -3 } }] }),
+      resume: (r) => ({ decisions: [decide(r, "c1", "edit", { args: { orderId: "1042", amount: -3 } })] }),
+      as: "sam",
       code: "approval_edit_not_permitted",
     },
   ];
 
-  for (const c of cases) {
+  cases.forEach((c, i) => {
     it(`refuses ${c.name} with ${c.code}, then accepts a correct resume`, async () => {
       const setup = refundSetup([[refund("c1", 740)]]);
-      const threadId = `t-refuse-${c.code}-${c.name.length}`;
+      const threadId = `t-refuse-${i}`;
       const request = await pausedOn(setup, threadId);
+      expect(request.requests[0]!.digest).toBe(toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, threadId));
       const before = await setup.agent.getState(config(threadId));
 
-      const error = await setup.agent.invoke(new Command({ resume: c.resume(request) }), config(threadId)).catch((e: unknown) => e);
+      const by = c.as === null ? { configurable: { thread_id: threadId } } : config(threadId, c.as);
+      const error = await setup.agent.invoke(new Command({ resume: c.resume(request) }), by).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(ApprovalError);
       expect((error as ApprovalError).code).toBe(c.code);
       expect(setup.refunds()).toEqual([]);
@@ -217,10 +236,7 @@ describe("approval: refused resumes leave the thread paused and run nothing (inv
       expect(after.values).toEqual(before.values);
       expect(pendingApproval(after)).toEqual(request);
 
-      const result = await setup.agent.invoke(
-        new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }),
-        config(threadId),
-      );
+      const result = await setup.agent.invoke(new Command({ resume: { decisions: [decide(request, "c1", "approve")] } }), config(threadId, "sam"));
       expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
       expect(answersTo(result.messages, "c1")).toHaveLength(1);
       const events = await setup.auditLog.read(threadId);
@@ -228,23 +244,24 @@ describe("approval: refused resumes leave the thread paused and run nothing (inv
       expect(events.find((e) => e.type === "approval.refused")?.data).toMatchObject({ code: c.code });
       expect(count(events, "approval.requested")).toBe(1);
       expect(count(events, "approval.decided")).toBe(1);
+      expect(events.find((e) => e.type === "approval.decided")?.data).toMatchObject({ approverId: "sam", status: "approved" });
     });
-  }
+  });
 
   it("keeps refusing after several bad answers and takes the first good one, recording each refusal once", async () => {
     const setup = refundSetup([[refund("c1", 740)]]);
-    await pausedOn(setup, "t-many");
+    const request = await pausedOn(setup, "t-many");
     for (const approver of ["cara", "omar", "nobody"]) {
       await expect(
-        setup.agent.invoke(new Command({ resume: { approver: { id: approver }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config("t-many")),
+        setup.agent.invoke(new Command({ resume: { decisions: [decide(request, "c1", "approve")] } }), config("t-many", approver)),
       ).rejects.toBeInstanceOf(ApprovalError);
     }
     const state = await setup.agent.getState(config("t-many"));
     const interruptId = state.tasks.flatMap((t) => t.interrupts)[0]!.id!;
     // Resumed by interrupt id this time.
     await setup.agent.invoke(
-      new Command({ resume: { [interruptId]: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "reject", message: "no" }] } } }),
-      config("t-many"),
+      new Command({ resume: { [interruptId]: { decisions: [decide(request, "c1", "reject", { message: "no" })] } } }),
+      config("t-many", "sam"),
     );
     expect(setup.refunds()).toEqual([]);
     const events = await setup.auditLog.read("t-many");
@@ -259,21 +276,23 @@ describe("approval: refused resumes leave the thread paused and run nothing (inv
 
   it("a supervisor's edit that still needs a supervisor is approved by that edit", async () => {
     const setup = refundSetup([[refund("c1", 740)]]);
-    await pausedOn(setup, "t-edit-mid");
+    const request = await pausedOn(setup, "t-edit-mid");
     await setup.agent.invoke(
-      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "edit", args: { orderId: "1042", amount: 500 } }] } }),
-      config("t-edit-mid"),
+      new Command({ resume: { decisions: [decide(request, "c1", "edit", { args: { orderId: "1042", amount: 500 } })] } }),
+      config("t-edit-mid", "sam"),
     );
     expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 500, toolCallId: "c1" }]);
   });
 });
 
 describe("resume on a thread that is not paused (invariant 8)", () => {
-  const resume = new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } });
+  // A well-formed approval, from an authorised supervisor, for the call the thread would have asked about.
+  const resume = (threadId: string) =>
+    new Command({ resume: { decisions: [{ toolCallId: "c1", type: "approve", digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, threadId) }] } });
 
   it("refuses an unknown thread", async () => {
     const setup = refundSetup([[refund("c1", 740)]]);
-    const error = await setup.agent.invoke(resume, config("t-nobody")).catch((e: unknown) => e);
+    const error = await setup.agent.invoke(resume("t-nobody"), config("t-nobody", "sam")).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ThreadStateError);
     expect((error as ThreadStateError).code).toBe("thread_unknown");
     expect(setup.model.callCount).toBe(0);
@@ -282,7 +301,7 @@ describe("resume on a thread that is not paused (invariant 8)", () => {
   it("refuses a finished thread", async () => {
     const setup = refundSetup([[refund("c1", 60, "1043")]]);
     await setup.agent.invoke(ask(), config("t-done"));
-    const error = await setup.agent.invoke(resume, config("t-done")).catch((e: unknown) => e);
+    const error = await setup.agent.invoke(resume("t-done"), config("t-done", "sam")).catch((e: unknown) => e);
     expect((error as ThreadStateError).code).toBe("thread_not_paused");
     expect(setup.refunds()).toHaveLength(1);
   });
@@ -303,31 +322,56 @@ describe("identity (invariant 3)", () => {
     expect(setup.refunds()).toEqual([]);
   });
 
-  it("binds once per thread: a later run for another user, or a state update, cannot change it", async () => {
+  it("binds once per thread: new input from another user or for another agent, or a state update, cannot change it", async () => {
     const setup = refundSetup([[lookup("c1")], [], [refund("c2", 60, "1043")]]);
     const first = await setup.agent.invoke(ask("Look up order 1042"), config("t-bind"));
     expect(first.identity).toMatchObject({ id: "support-agent", onBehalfOf: { id: "cara", roles: ["customer"] } });
     const calls = setup.model.callCount;
+    const messages = first.messages.length;
 
+    // New human input from another user on cara's thread.
     const other = await setup.agent.invoke(ask("Refund order 1043, $60"), config("t-bind", "omar")).catch((e: unknown) => e);
     expect(other).toBeInstanceOf(IdentityImmutableError);
+    // New human input from another user authenticated by LangGraph server (user_id still says cara).
+    const authOther = await setup.agent
+      .invoke(ask("Refund order 1043, $60"), config("t-bind", "cara", { langgraph_auth_user: { identity: "sam", permissions: [] } }))
+      .catch((e: unknown) => e);
+    expect(authOther).toBeInstanceOf(IdentityImmutableError);
+    // New human input naming another agent.
+    const otherAgent = await setup.agent
+      .invoke(ask("Refund order 1043, $60"), { configurable: { thread_id: "t-bind", agent_id: "rogue-agent", user_id: "cara" } })
+      .catch((e: unknown) => e);
+    expect(otherAgent).toBeInstanceOf(IdentityImmutableError);
     expect(setup.model.callCount).toBe(calls);
+    expect(setup.refunds()).toEqual([]);
 
+    // A caller may not write eart's identity channel through the state API at all.
     const forged = { ...first.identity!, onBehalfOf: { id: "sam", roles: ["supervisor"] }, tools: ["issue_refund", "lookup_order", "view_payment_details"] };
-    await expect(setup.agent.updateState(config("t-bind"), { identity: forged })).rejects.toBeInstanceOf(IdentityImmutableError);
+    const written = await setup.agent.updateState(config("t-bind"), { identity: forged }).catch((e: unknown) => e);
+    expect(written).toBeInstanceOf(StateTamperError);
+    expect((written as StateTamperError).code).toBe("state_write_refused");
     const state = await setup.agent.getState(config("t-bind"));
     expect(state.values.identity).toEqual(first.identity);
+    expect(state.values.messages).toHaveLength(messages);
   });
 
   it("takes the human from LangGraph server's authenticated user over user_id", async () => {
     const setup = refundSetup([[refund("c1", 740)]]);
     const result = await setup.agent.invoke(ask(), config("t-auth", "cara", { langgraph_auth_user: { identity: "omar", permissions: [] } }));
     expect(result.identity).toMatchObject({ onBehalfOf: { id: "omar" }, source: "configurable.langgraph_auth_user" });
-    // omar is now the requester, so omar cannot approve; sam can.
+    const request = pendingApproval(result)!;
+    expect(request.requests[0]!.requestedBy).toEqual({ agentId: "support-agent", userId: "omar" });
+    // omar is now the requester, so omar cannot approve, whatever user_id says; sam can.
     const self = await setup.agent
-      .invoke(new Command({ resume: { approver: { id: "omar" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config("t-auth"))
+      .invoke(new Command({ resume: { decisions: [decide(request, "c1", "approve")] } }), config("t-auth", "sam", { langgraph_auth_user: { identity: "omar", permissions: [] } }))
       .catch((e: unknown) => e);
     expect((self as ApprovalError).code).toBe("approval_self_approval");
+    expect(setup.refunds()).toEqual([]);
+    // The approver is also taken from the authenticated user, not from user_id (cara, a customer).
+    await setup.agent.invoke(new Command({ resume: { decisions: [decide(request, "c1", "approve")] } }), config("t-auth", "cara", { langgraph_auth_user: { identity: "sam", permissions: [] } }));
+    expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+    const decided = (await setup.auditLog.read("t-auth")).find((e) => e.type === "approval.decided");
+    expect(decided?.data).toMatchObject({ approverId: "sam", status: "approved" });
   });
 });
 
@@ -394,17 +438,14 @@ describe("no side effect without a decision for that exact call (invariant 1)", 
     // The graph pauses again on the call that was decided: the supervisor sees and approves $740.
     const again = pendingApproval(await setup.agent.invoke(null, config("t-swap")));
     expect(again?.requests[0]?.digest).toBe(request.requests[0]!.digest);
-    const result = await setup.agent.invoke(
-      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }),
-      config("t-swap"),
-    );
+    const result = await setup.agent.invoke(new Command({ resume: { decisions: [decide(again!, "c1", "approve")] } }), config("t-swap", "sam"));
     expect(setup.refunds()).toEqual([]);
     expect(answersTo(result.messages, "c1")[0]?.content).toMatch(/^Blocked: the call differs/);
     const events = await setup.auditLog.read("t-swap");
     expect(count(events, "tool.started")).toBe(0);
     expect(events.find((e) => e.type === "tool.blocked")?.data).toMatchObject({
       toolCallId: "c1",
-      digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 4900 }),
+      digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 4900 }, "t-swap"),
       recordedDigest: request.requests[0]!.digest,
     });
   });
@@ -415,10 +456,7 @@ describe("tool messages", () => {
     const setup = refundSetup([[lookup("l1"), refund("r1", 740), refund("r2", 9000, "2001")]]);
     const request = await pausedOn(setup, "t-once");
     expect(request.requests.map((r) => r.toolCallId)).toEqual(["r1"]);
-    const result = await setup.agent.invoke(
-      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "r1", type: "approve" }] } }),
-      config("t-once"),
-    );
+    const result = await setup.agent.invoke(new Command({ resume: { decisions: [decide(request, "r1", "approve")] } }), config("t-once", "sam"));
     for (const id of ["l1", "r1", "r2"]) expect(answersTo(result.messages, id)).toHaveLength(1);
     expect(answersTo(result.messages, "r2")[0]).toBeInstanceOf(ToolMessage);
     expect(setup.refunds().map((r) => r.toolCallId)).toEqual(["r1"]);
@@ -443,14 +481,14 @@ describe("escalate", () => {
 describe("respond", () => {
   it("answers the call in the tool's place; the tool never runs", async () => {
     const setup = refundSetup([[refund("c1", 740)]]);
-    await pausedOn(setup, "t-respond");
+    const request = await pausedOn(setup, "t-respond");
     const missing = await setup.agent
-      .invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "respond" }] } }), config("t-respond"))
+      .invoke(new Command({ resume: { decisions: [decide(request, "c1", "respond")] } }), config("t-respond", "sam"))
       .catch((e: unknown) => e);
     expect((missing as ApprovalError).code).toBe("approval_resume_invalid");
     const result = await setup.agent.invoke(
-      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "respond", message: "Store credit of $740 issued instead." }] } }),
-      config("t-respond"),
+      new Command({ resume: { decisions: [decide(request, "c1", "respond", { message: "Store credit of $740 issued instead." })] } }),
+      config("t-respond", "sam"),
     );
     expect(setup.refunds()).toEqual([]);
     const [answer] = answersTo(result.messages, "c1");
@@ -476,7 +514,7 @@ describe("identity on later runs", () => {
 describe("new input while an approval waits", () => {
   it("is refused before the model runs, and the approval still works", async () => {
     const setup = refundSetup([[refund("c1", 740)]]);
-    await pausedOn(setup, "t-busy");
+    const request = await pausedOn(setup, "t-busy");
     const calls = setup.model.callCount;
     const error = await setup.agent.invoke(ask("Also refund order 1043, $60."), config("t-busy")).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ThreadStateError);
@@ -486,7 +524,7 @@ describe("new input while an approval waits", () => {
     const state = await setup.agent.getState(config("t-busy"));
     expect(state.values.messages.filter((m) => m.content === "Also refund order 1043, $60.")).toEqual([]);
     expect(pendingApproval(state)?.requests[0]?.toolCallId).toBe("c1");
-    await setup.agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config("t-busy"));
+    await setup.agent.invoke(new Command({ resume: { decisions: [decide(request, "c1", "approve")] } }), config("t-busy", "sam"));
     expect(setup.refunds()).toHaveLength(1);
   });
 });
@@ -512,10 +550,7 @@ describe("the policy set changes while a call waits for approval", () => {
 
   it("decides the call again: now denied, so the approval does not run it", async () => {
     const { request, after } = await pausedThenRedeployed(740, "t-v2-deny");
-    const result = await after.agent.invoke(
-      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }),
-      config("t-v2-deny"),
-    );
+    const result = await after.agent.invoke(new Command({ resume: { decisions: [decide(request, "c1", "approve")] } }), config("t-v2-deny", "sam"));
     expect(after.refunds()).toEqual([]);
     expect(answersTo(result.messages, "c1")[0]?.content).toBe("Denied by policy: Refunds over $500 are no longer allowed");
     const decided = (await after.auditLog.read("t-v2-deny")).find((e) => e.type === "approval.decided")!;
@@ -529,15 +564,12 @@ describe("the policy set changes while a call waits for approval", () => {
   });
 
   it("asks again when the new policy needs a role the approver lacks, then runs on the right approval", async () => {
-    const { after } = await pausedThenRedeployed(300, "t-v2-reask");
-    const again = await after.agent.invoke(
-      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }),
-      config("t-v2-reask"),
-    );
+    const { request: first, after } = await pausedThenRedeployed(300, "t-v2-reask");
+    const again = await after.agent.invoke(new Command({ resume: { decisions: [decide(first, "c1", "approve")] } }), config("t-v2-reask", "sam"));
     expect(after.refunds()).toEqual([]);
     const request = pendingApproval(again);
     expect(request?.requests[0]).toMatchObject({ toolCallId: "c1", approverRoles: ["finance"], policyIds: ["refund.finance"], policyVersion: stricter.version });
-    await after.agent.invoke(new Command({ resume: { approver: { id: "fay" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config("t-v2-reask"));
+    await after.agent.invoke(new Command({ resume: { decisions: [decide(request!, "c1", "approve")] } }), config("t-v2-reask", "fay"));
     expect(after.refunds()).toEqual([{ orderId: "1042", amount: 300, toolCallId: "c1" }]);
     const events = await after.auditLog.read("t-v2-reask");
     expect(events.filter((e) => e.type === "approval.requested").map((e) => (e.data as { requests: { approverRoles: string[] }[] }).requests[0]!.approverRoles)).toEqual([
@@ -559,24 +591,24 @@ describe("quorum", () => {
       { id: "refund.two-supervisors", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) > 100, effect: "require_approval", approverRoles: ["supervisor"], quorum: 2 },
     ],
   });
-  const approve = (approver: string) =>
-    new Command({ resume: { approver: { id: approver }, decisions: [{ toolCallId: "c1", type: "approve" }] } });
+  // The approver is the resuming run's principal: each approves as themself.
+  const approve = (request: ApprovalRequest) => new Command({ resume: { decisions: [decide(request, "c1", "approve")] } });
 
   it("keeps the thread paused, recording partial approvals, until two distinct supervisors approve", async () => {
     const setup = refundSetup([[refund("c1", 740)]], { policy: twoSupervisors });
     const request = await pausedOn(setup, "t-quorum");
     expect(request.requests[0]).toMatchObject({ quorum: 2, approvedBy: [] });
 
-    const afterSam = pendingApproval(await setup.agent.invoke(approve("sam"), config("t-quorum")));
+    const afterSam = pendingApproval(await setup.agent.invoke(approve(request), config("t-quorum", "sam")));
     expect(afterSam?.requests[0]).toMatchObject({ toolCallId: "c1", quorum: 2, approvedBy: ["sam"] });
     expect(setup.refunds()).toEqual([]);
 
     // The same approver twice counts once.
-    const samAgain = pendingApproval(await setup.agent.invoke(approve("sam"), config("t-quorum")));
+    const samAgain = pendingApproval(await setup.agent.invoke(approve(afterSam!), config("t-quorum", "sam")));
     expect(samAgain?.requests[0]?.approvedBy).toEqual(["sam"]);
     expect(setup.refunds()).toEqual([]);
 
-    const done = await setup.agent.invoke(approve("sue"), config("t-quorum"));
+    const done = await setup.agent.invoke(approve(samAgain!), config("t-quorum", "sue"));
     expect(pendingApproval(done)).toBeUndefined();
     expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
     const events = await setup.auditLog.read("t-quorum");
@@ -590,11 +622,11 @@ describe("quorum", () => {
 
   it("lets any authorised approver reject while the quorum is gathered", async () => {
     const setup = refundSetup([[refund("c1", 740)]], { policy: twoSupervisors });
-    await pausedOn(setup, "t-quorum-veto");
-    await setup.agent.invoke(approve("sam"), config("t-quorum-veto"));
+    const request = await pausedOn(setup, "t-quorum-veto");
+    await setup.agent.invoke(approve(request), config("t-quorum-veto", "sam"));
     const result = await setup.agent.invoke(
-      new Command({ resume: { approver: { id: "sue" }, decisions: [{ toolCallId: "c1", type: "reject", message: "too much" }] } }),
-      config("t-quorum-veto"),
+      new Command({ resume: { decisions: [decide(request, "c1", "reject", { message: "too much" })] } }),
+      config("t-quorum-veto", "sue"),
     );
     expect(setup.refunds()).toEqual([]);
     expect(answersTo(result.messages, "c1")[0]?.content).toBe("Rejected by sue: too much");
@@ -602,9 +634,9 @@ describe("quorum", () => {
 
   it("still refuses the customer as a second approver", async () => {
     const setup = refundSetup([[refund("c1", 740)]], { policy: twoSupervisors });
-    await pausedOn(setup, "t-quorum-self");
-    await setup.agent.invoke(approve("sam"), config("t-quorum-self"));
-    await expect(setup.agent.invoke(approve("cara"), config("t-quorum-self"))).rejects.toMatchObject({ code: "approval_self_approval" });
+    const request = await pausedOn(setup, "t-quorum-self");
+    await setup.agent.invoke(approve(request), config("t-quorum-self", "sam"));
+    await expect(setup.agent.invoke(approve(request), config("t-quorum-self", "cara"))).rejects.toMatchObject({ code: "approval_self_approval" });
     expect(setup.refunds()).toEqual([]);
   });
 });
@@ -616,7 +648,7 @@ describe("expiry", () => {
       { id: "refund.supervisor", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["supervisor"], expiresIn: 15 * 60_000 },
     ],
   });
-  const approve = new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } });
+  const approve = (request: ApprovalRequest) => new Command({ resume: { decisions: [decide(request, "c1", "approve")] } });
 
   function clockAt(iso: string) {
     const clock = { now: new Date(iso) };
@@ -628,16 +660,16 @@ describe("expiry", () => {
     const setup = refundSetup([[refund("c1", 740)]], { policy: expiring, clock: read });
     const request = await pausedOn(setup, "t-exp-ok");
     expect(request.requests[0]?.expiresAt).toBe("2026-01-01T10:15:00.000Z");
-    await setup.agent.invoke(approve, config("t-exp-ok"));
+    await setup.agent.invoke(approve(request), config("t-exp-ok", "sam"));
     expect(setup.refunds()).toHaveLength(1);
   });
 
   it("refuses a late answer with a typed error, records it, and tells the model the call expired", async () => {
     const { clock, read } = clockAt("2026-01-01T10:00:00.000Z");
     const setup = refundSetup([[refund("c1", 740)]], { policy: expiring, clock: read });
-    await pausedOn(setup, "t-exp-late");
+    const request = await pausedOn(setup, "t-exp-late");
     clock.now = new Date("2026-01-01T10:15:00.001Z");
-    const error = await setup.agent.invoke(approve, config("t-exp-late")).catch((e: unknown) => e);
+    const error = await setup.agent.invoke(approve(request), config("t-exp-late", "sam")).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ApprovalError);
     expect((error as ApprovalError).code).toBe("approval_expired");
     expect(setup.refunds()).toEqual([]);
@@ -652,13 +684,13 @@ describe("expiry", () => {
   it("asks again with a new expiry when configured to", async () => {
     const { clock, read } = clockAt("2026-01-01T10:00:00.000Z");
     const setup = refundSetup([[refund("c1", 740)]], { policy: expiring, clock: read, onExpired: "rerequest" });
-    await pausedOn(setup, "t-exp-again");
+    const request = await pausedOn(setup, "t-exp-again");
     clock.now = new Date("2026-01-01T11:00:00.000Z");
-    await expect(setup.agent.invoke(approve, config("t-exp-again"))).rejects.toMatchObject({ code: "approval_expired" });
+    await expect(setup.agent.invoke(approve(request), config("t-exp-again", "sam"))).rejects.toMatchObject({ code: "approval_expired" });
     const again = pendingApproval(await setup.agent.getState(config("t-exp-again")));
     expect(again?.requests[0]).toMatchObject({ toolCallId: "c1", expiresAt: "2026-01-01T11:15:00.000Z" });
     expect(setup.refunds()).toEqual([]);
-    await setup.agent.invoke(approve, config("t-exp-again"));
+    await setup.agent.invoke(approve(again!), config("t-exp-again", "sam"));
     expect(setup.refunds()).toHaveLength(1);
   });
 });
@@ -694,7 +726,7 @@ describe("shadow mode and replay", () => {
       {
         toolCallId: "r1",
         name: "issue_refund",
-        digest: toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }),
+        digest: toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }, "t-shadow"),
         enforced: { effect: "allow", policyIds: ["refund.small"], version: refundPolicy.version, reasons: ["Refunds up to $100 are allowed"] },
         candidate: { effect: "require_approval", policyIds: ["refund.manager"], version: candidate.version, reasons: ["rule refund.manager: require_approval"], approverRoles: ["supervisor"] },
       },
@@ -759,7 +791,7 @@ describe("budgets", () => {
     const request = pendingApproval(result);
     expect(request?.requests[0]).toMatchObject({ toolCallId: "c", approverRoles: ["supervisor"], policyIds: ["refunds.thread-calls"] });
     expect(Object.values(result.budget)).toContain(2);
-    await setup.agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c", type: "approve" }] } }), config("t-budget-thread"));
+    await setup.agent.invoke(new Command({ resume: { decisions: [decide(request!, "c", "approve")] } }), config("t-budget-thread", "sam"));
     expect(setup.refunds().map((r) => r.toolCallId)).toEqual(["a", "b", "c"]);
   });
 });

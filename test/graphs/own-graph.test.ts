@@ -61,14 +61,18 @@ describe("eart nodes inside a user's own graph", () => {
     const config = { configurable: { thread_id: "ticket-7", agent_id: "support-agent", user_id: "cara" } };
     const paused = await app.invoke({ messages: [new HumanMessage("Refund $250 on order 1042")], ticketId: "T-7" }, config);
     const request = pendingApproval(paused)!;
+    // The approver is whoever resumes: sam, authenticated by your app (or langgraph_auth_user).
+    const { toolCallId, digest } = request.requests[0]!;
     const done = await app.invoke(
-      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: request.requests[0]!.toolCallId, type: "approve" }] } }),
-      config,
+      new Command({ resume: { decisions: [{ toolCallId, type: "approve", digest }] } }),
+      { configurable: { thread_id: "ticket-7", user_id: "sam" } },
     );
     // --- end of quick start ---
 
     expect(request.requests[0]).toMatchObject({ name: "issue_refund", args: { orderId: "1042", amount: 250 }, approverRoles: ["supervisor"] });
     expect(done.ticketId).toBe("T-7");
+    expect(done.identity).toMatchObject({ id: "support-agent", onBehalfOf: { id: "cara" } });
+    expect((await auditLog.read("ticket-7")).find((e) => e.type === "approval.decided")?.data).toMatchObject({ approverId: "sam", status: "approved" });
     expect(done.messages.at(-1)?.content).toBe("Refund sent.");
     expect(db.prepare("SELECT amount FROM refunds").all()).toEqual([{ amount: 250 }]);
     expect(await auditLog.verify("ticket-7")).toMatchObject({ ok: true });

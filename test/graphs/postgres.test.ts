@@ -33,11 +33,12 @@ describe("the governed agent on LangGraph's PostgreSQL checkpointer", () => {
     const second = refundSetup([[refund("c1", 740)]], { checkpointer: saver(), auditLog: first.auditLog });
     const state = await second.agent.getState(config(threadId));
     expect(pendingApproval(state)).toEqual(request);
-    const refused = await second.agent
-      .invoke(new Command({ resume: { approver: { id: "cara" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config(threadId))
-      .catch((e: unknown) => e);
+    const approve = new Command({ resume: { decisions: [{ toolCallId: "c1", type: "approve", digest: request!.requests[0]!.digest }] } });
+    // cara, for whom the agent acts, cannot approve her own refund.
+    const refused = await second.agent.invoke(approve, config(threadId, "cara")).catch((e: unknown) => e);
     expect((refused as { code?: string }).code).toBe("approval_self_approval");
-    await second.agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] } }), config(threadId));
+    expect(second.refunds()).toEqual([]);
+    await second.agent.invoke(approve, config(threadId, "sam"));
     expect(second.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
     expect(first.refunds()).toEqual([]);
     const events = await first.auditLog.read(threadId);

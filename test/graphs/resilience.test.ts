@@ -17,6 +17,7 @@ import {
 } from "eart";
 import { executionContextOf } from "eart/nodes";
 import { scriptedModel } from "eart/testing";
+import { decide } from "../support/decisions.js";
 import { ask, config, refund, refundSetup, turnsModel } from "../support/refund.js";
 
 // $60 on order 1043 is allowed by the refund policy without approval: these runs go straight to the tools.
@@ -73,7 +74,7 @@ describe("retries", () => {
     expect(s.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "c1" }]);
     expect(s.seen.map((x) => x.attempt)).toEqual([1, 2, 3]);
     // One key for every try: the tool can forward it.
-    const key = { threadId: "r-1", toolCallId: "c1", digest: toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }) };
+    const key = { threadId: "r-1", toolCallId: "c1", digest: toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }, "r-1") };
     expect(new Set(s.seen.map((x) => x.key))).toEqual(new Set([idempotencyKeyOf(key)]));
     expect(await s.ledger.get(key)).toMatchObject({ status: "succeeded", attempt: 3 });
     const events = await s.auditLog.read("r-1");
@@ -124,9 +125,10 @@ describe("timeouts", () => {
     expect((await s.ledger.list("t-1"))[0]).toMatchObject({ status: "started", attempt: 1 });
 
     // The supervisor abandons it: the model is told, the ledger records the failure, nothing ran.
+    // The resolver is the resuming run's principal; `resolver` in the payload is a cross-check.
     const result = await s.agent.invoke(
-      new Command({ resume: { resolver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "abandon", message: "customer called, refund by bank transfer" }] } }),
-      config("t-1"),
+      new Command({ resume: { resolver: { id: "sam" }, decisions: [decide(request, "c1", "abandon", { message: "customer called, refund by bank transfer" })] } }),
+      config("t-1", "sam"),
     );
     const answer = result.messages.find((m): m is ToolMessage => ToolMessage.isInstance(m) && m.tool_call_id === "c1")!;
     expect(answer.status).toBe("error");
@@ -170,7 +172,8 @@ describe("circuit breaker", () => {
     // Open: the tool is not called at all.
     await s.agent.invoke(askSmall(), config("b-3"));
     expect(s.seen).toHaveLength(2);
-    expect((await recoveryOf(s, "b-3")).requests[0]).toMatchObject({ reason: "circuit_open", attempt: 0 });
+    const waiting = await recoveryOf(s, "b-3");
+    expect(waiting.requests[0]).toMatchObject({ reason: "circuit_open", attempt: 0 });
     expect(await s.ledger.list("b-3")).toEqual([]);
 
     // After the cool-down one trial goes through; it succeeds and the breaker closes.
@@ -183,7 +186,7 @@ describe("circuit breaker", () => {
     expect(s.refunds()).toHaveLength(2);
 
     // The call that waited while the breaker was open is retried by a supervisor and runs once.
-    await s.agent.invoke(new Command({ resume: { resolver: { id: "sue" }, decisions: [{ toolCallId: "c1", type: "retry" }] } }), config("b-3"));
+    await s.agent.invoke(new Command({ resume: { decisions: [decide(waiting, "c1", "retry")] } }), config("b-3", "sue"));
     expect(s.refunds()).toHaveLength(3);
     expect(await s.ledger.list("b-3")).toMatchObject([{ status: "succeeded", attempt: 1 }]);
   });
@@ -229,28 +232,39 @@ describe("recovery by a human", () => {
   it("refuses a resolver without the role, the requester, and a malformed answer; nothing runs and the request stays", async () => {
     const s = failing();
     await s.agent.invoke(askSmall(), config("h-1"));
-    const cases: [unknown, string][] = [
-      [{ resolver: { id: "fay" }, decisions: [{ toolCallId: "c1", type: "retry" }] }, "approval_unauthorized"],
-      [{ resolver: { id: "cara" }, decisions: [{ toolCallId: "c1", type: "retry" }] }, "approval_self_approval"],
-      [{ resolver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "mark_done" }] }, "approval_resume_invalid"],
-      [{ resolver: { id: "sam" }, decisions: [{ toolCallId: "c9", type: "retry" }] }, "approval_decisions_mismatch"],
+    const request = await recoveryOf(s, "h-1");
+    const digest = request.requests[0]!.digest;
+    expect(digest).toBe(toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }, "h-1"));
+    // [resume value, principal of the resuming run (null: nobody), expected code]
+    const cases: [unknown, string | null, string][] = [
+      [{ decisions: [{ toolCallId: "c1", type: "retry", digest }] }, "fay", "approval_unauthorized"],
+      [{ decisions: [{ toolCallId: "c1", type: "retry", digest }] }, "cara", "approval_self_approval"],
+      [{ decisions: [{ toolCallId: "c1", type: "mark_done", digest }] }, "sam", "approval_resume_invalid"],
+      [{ decisions: [{ toolCallId: "c1", type: "retry" }] }, "sam", "approval_resume_invalid"],
+      [{ decisions: [{ toolCallId: "c9", type: "retry", digest }] }, "sam", "approval_decisions_mismatch"],
+      [{ decisions: [{ toolCallId: "c1", type: "retry", digest }] }, null, "approval_unauthenticated"],
+      [{ resolver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "retry", digest }] }, "sue", "approval_principal_mismatch"],
+      [{ decisions: [{ toolCallId: "c1", type: "retry", digest: toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }, "h-other") }] }, "sam", "approval_digest_mismatch"],
     ];
-    for (const [resume, code] of cases) {
-      const error = await s.agent.invoke(new Command({ resume }), config("h-1")).catch((e: unknown) => e);
+    for (const [resume, as, code] of cases) {
+      const by = as === null ? { configurable: { thread_id: "h-1" } } : config("h-1", as);
+      const error = await s.agent.invoke(new Command({ resume }), by).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(ApprovalError);
       expect((error as ApprovalError).code).toBe(code);
       expect((await recoveryOf(s, "h-1")).requests.map((r) => r.toolCallId)).toEqual(["c1"]);
     }
     expect(s.seen).toHaveLength(1);
-    expect(of(await s.auditLog.read("h-1"), "tool.recovery_refused")).toHaveLength(4);
+    expect(s.refunds()).toEqual([]);
+    expect(of(await s.auditLog.read("h-1"), "tool.recovery_refused")).toHaveLength(cases.length);
   });
 
   it("marks a call done with the result the human recorded; the tool is not called again", async () => {
     const s = failing();
     await s.agent.invoke(askSmall(), config("h-2"));
+    const request = await recoveryOf(s, "h-2");
     const result = await s.agent.invoke(
-      new Command({ resume: { resolver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "mark_done", result: { refundId: 77, status: "refunded" } }] } }),
-      config("h-2"),
+      new Command({ resume: { decisions: [decide(request, "c1", "mark_done", { result: { refundId: 77, status: "refunded" } })] } }),
+      config("h-2", "sam"),
     );
     expect(s.seen).toHaveLength(1);
     const answer = result.messages.find((m): m is ToolMessage => ToolMessage.isInstance(m) && m.tool_call_id === "c1")!;

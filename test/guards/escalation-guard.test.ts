@@ -34,12 +34,15 @@ describe("the escalation guard in the governed agent", () => {
       reviewerRoles: ["supervisor"],
       requestedBy: { agentId: "support-agent", userId: "cara" },
     });
-    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "take_over", message: "Yes, approved today." } }), config("e-1"));
+    // The reviewer is the principal of the resuming run, not a name in the payload.
+    const done = await s.agent.invoke(new Command({ resume: { action: "take_over", message: "Yes, approved today." } }), config("e-1", "sam"));
     const last = done.messages.at(-1)!;
     expect(AIMessage.isInstance(last) && last.content).toBe("Yes, approved today.");
     expect(last.name).toBe("sam");
     expect(done.escalation).toBeNull();
     expect(pendingEscalation(await s.agent.getState(config("e-1")))).toBeUndefined();
+    // The thread still acts for the human it was bound to.
+    expect(done.identity?.onBehalfOf.id).toBe("cara");
     const events = await s.auditLog.read("e-1");
     expect(types(events).slice(-2)).toEqual(["escalation.requested", "escalation.decided"]);
     expect(events.at(-1)!.data).toMatchObject({ reviewerId: "sam", action: "take_over" });
@@ -50,7 +53,7 @@ describe("the escalation guard in the governed agent", () => {
     const { model, seen } = unsureModel();
     const s = refundSetup([], { agent: { model, escalation: { reviewerRoles: ["supervisor"], confidence: { threshold: 0.7 } } } });
     await s.agent.invoke(ask("Is my refund approved?"), config("e-2"));
-    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sue" }, action: "send_back", message: "Check the delivery date first." } }), config("e-2"));
+    const done = await s.agent.invoke(new Command({ resume: { action: "send_back", message: "Check the delivery date first." } }), config("e-2", "sue"));
     expect(seen).toHaveLength(2);
     expect(seen[1]!.some((m) => HumanMessage.isInstance(m) && m.content === "Guidance from reviewer sue: Check the delivery date first.")).toBe(true);
     expect(done.messages.at(-1)!.content).toBe(JSON.stringify({ answer: "Refund 1042 looks fine.", confidence: 0.95 }));
@@ -60,7 +63,7 @@ describe("the escalation guard in the governed agent", () => {
   it("a case sent back is not raised again for the same signals: the agent's next answer ends the run", async () => {
     const s = refundSetup([], { agent: { escalation: { reviewerRoles: ["supervisor"], checks: { score: () => "approve", income: () => "decline" } } } });
     await s.agent.invoke(ask("hello"), config("e-6"));
-    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "send_back", message: "Income was verified by phone." } }), config("e-6"));
+    const done = await s.agent.invoke(new Command({ resume: { action: "send_back", message: "Income was verified by phone." } }), config("e-6", "sam"));
     expect(pendingEscalation(await s.agent.getState(config("e-6")))).toBeUndefined();
     expect(done.messages.at(-1)!.content).toBe("done after 1 turns");
     expect(s.model.callCount).toBe(2);
@@ -75,7 +78,8 @@ describe("the escalation guard in the governed agent", () => {
     });
     const paused = await s.agent.invoke(ask("hello"), config("e-3"));
     expect(pendingEscalation(paused)!.signals).toEqual([{ kind: "checks_disagree", detail: 'score: "approve"; income: "decline"' }]);
-    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "close", message: "duplicate case" } }), config("e-3"));
+    // A payload that names the reviewer is a cross-check: it holds when it names the principal.
+    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "close", message: "duplicate case" } }), config("e-3", "sam"));
     expect(done.messages.at(-1)!.content).toBe("Case closed by sam: duplicate case");
   });
 
@@ -94,32 +98,38 @@ describe("the escalation guard in the governed agent", () => {
     expect(requested.map((e) => e.data)).toEqual([
       { reason: "Refunds go to a supervisor this week", signals: [{ kind: "policy", detail: "Refunds go to a supervisor this week" }], toolCallIds: ["c1"] },
     ]);
-    await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "take_over", message: "Refunded by hand." } }), config("e-4"));
+    await s.agent.invoke(new Command({ resume: { action: "take_over", message: "Refunded by hand." } }), config("e-4", "sam"));
     expect(s.refunds()).toEqual([]);
   });
 
-  it("refuses a reviewer without the role, the requester and a malformed answer; the case stays open", async () => {
+  it("refuses a reviewer without the role, the requester, a mismatched or missing principal and a malformed answer; the case stays open", async () => {
     const { model } = unsureModel();
     const s = refundSetup([], { agent: { model, escalation: { reviewerRoles: ["supervisor"], confidence: { threshold: 0.7 } } } });
     await s.agent.invoke(ask("Is my refund approved?"), config("e-5"));
-    const cases: [unknown, string][] = [
-      [{ reviewer: { id: "fay" }, action: "take_over", message: "ok" }, "approval_unauthorized"],
-      [{ reviewer: { id: "cara" }, action: "take_over", message: "ok" }, "approval_self_approval"],
-      [{ reviewer: { id: "nobody" }, action: "close", message: "ok" }, "approval_unauthorized"],
-      [{ reviewer: { id: "sam" }, action: "approve", message: "ok" }, "approval_resume_invalid"],
-      [{ reviewer: { id: "sam" }, action: "take_over", message: "" }, "approval_resume_invalid"],
+    // [resume value, who resumes (the run's user_id; null: nobody), expected code]
+    const cases: [unknown, string | null, string][] = [
+      [{ action: "take_over", message: "ok" }, "fay", "approval_unauthorized"],
+      [{ action: "take_over", message: "ok" }, "cara", "approval_self_approval"],
+      [{ action: "close", message: "ok" }, "nobody", "approval_unauthorized"],
+      [{ reviewer: { id: "sam" }, action: "take_over", message: "ok" }, "fay", "approval_principal_mismatch"],
+      [{ reviewer: { id: "sam" }, action: "take_over", message: "ok" }, null, "approval_unauthenticated"],
+      [{ action: "approve", message: "ok" }, "sam", "approval_resume_invalid"],
+      [{ action: "take_over", message: "" }, "sam", "approval_resume_invalid"],
     ];
-    for (const [resume, code] of cases) {
-      const error = await s.agent.invoke(new Command({ resume }), config("e-5")).catch((e: unknown) => e);
-      expect(error).toBeInstanceOf(ApprovalError);
+    for (const [resume, by, code] of cases) {
+      const cfg = by === null ? { configurable: { thread_id: "e-5" } } : config("e-5", by);
+      const error = await s.agent.invoke(new Command({ resume }), cfg).catch((e: unknown) => e);
+      expect(error, code).toBeInstanceOf(ApprovalError);
       expect((error as ApprovalError).code).toBe(code);
       expect(pendingEscalation(await s.agent.getState(config("e-5")))).toBeDefined();
     }
-    expect(types(await s.auditLog.read("e-5")).filter((t) => t === "escalation.refused")).toHaveLength(5);
+    expect(types(await s.auditLog.read("e-5")).filter((t) => t === "escalation.refused")).toHaveLength(cases.length);
     const newInput = await s.agent.invoke(ask("hello?"), config("e-5")).catch((e: unknown) => e);
     expect((newInput as { code?: string }).code).toBe("thread_awaiting_approval");
-    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "take_over", message: "Approved." } }), config("e-5"));
+    // Only the newest answer counts: the refused ones are never checked again.
+    const done = await s.agent.invoke(new Command({ resume: { action: "take_over", message: "Approved." } }), config("e-5", "sam"));
     expect(done.messages.at(-1)!.content).toBe("Approved.");
+    expect((await s.auditLog.read("e-5")).at(-1)!.data).toMatchObject({ reviewerId: "sam", action: "take_over" });
   });
 });
 

@@ -1,14 +1,16 @@
 import { AIMessage, HumanMessage, ToolMessage } from "@langchain/core/messages";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { EartConfigError, IdentityResolutionError, MemoryAuditLog, toolCallDigest, type DecisionRecord } from "eart";
+import { EartConfigError, IdentityResolutionError, MemoryAuditLog, SqliteEffectLedger, StateTamperError, toolCallDigest, type DecisionRecord } from "eart";
 import { createPolicyGate, routeAfterModel, routeAfterPolicyGate } from "eart/guards";
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
 import { registry } from "../support/refund.js";
+import { processSealer, sealDecision, sealerOf, sealIdentity } from "../support/sealing.js";
 
 const cfg = { configurable: { thread_id: "g1" } };
-const identity = registry.resolve({ agentId: "support-agent", userId: "cara", source: "configurable.user_id" });
+// Bound as the identity binding node binds it: sealed for the thread.
+const identity = sealIdentity("g1", registry.resolve({ agentId: "support-agent", userId: "cara", source: "configurable.user_id" }));
 const tools = createRefundTools(new Database(":memory:")).all;
 
 function gate() {
@@ -56,7 +58,7 @@ describe("createPolicyGate", () => {
     ]);
     expect(out.decisions?.[1]).toMatchObject({
       messageId: "m1",
-      digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }),
+      digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, "g1"),
       requestedBy: { agentId: "support-agent", userId: "cara" },
       verdict: { approverRoles: ["supervisor"], version: refundPolicy.version },
     });
@@ -64,6 +66,8 @@ describe("createPolicyGate", () => {
     const events = await auditLog.read("g1");
     expect(events.map((e) => e.type)).toEqual(["policy.decided", "policy.decided", "policy.decided", "policy.decided", "approval.requested"]);
     expect(events[4]!.data).toMatchObject({ type: "eart.approval", requests: [{ toolCallId: "b" }] });
+    // Every record the gate writes carries its seal for the thread.
+    expect(out.decisions?.every((d) => processSealer().decisionIsSealed("g1", d))).toBe(true);
   });
 
   it("does not decide a call twice", async () => {
@@ -81,6 +85,59 @@ describe("createPolicyGate", () => {
     reused.messages[1] = new AIMessage({ id: "m2", content: "", tool_calls: [{ id: "a", name: "issue_refund", args: { orderId: "1042", amount: 5 } }] });
     const out = await policyGate(reused as never, cfg);
     expect(out.decisions?.[0]).toMatchObject({ toolCallId: "a", messageId: "m2", status: "denied", verdict: { policyIds: ["eart.duplicate-call-id"] } });
+  });
+
+  it("refuses a decision record it did not seal (state_tamper_detected), and records it", async () => {
+    const { policyGate, auditLog } = gate();
+    const first = await policyGate(state([{ id: "b", name: "issue_refund", args: { orderId: "1042", amount: 740 } }]) as never, cfg);
+    const pending = first.decisions![0]!;
+    expect(pending.status).toBe("pending_approval");
+    const { seal: _seal, ...unsealed } = pending;
+    const forgeries: [string, DecisionRecord][] = [
+      ["a forged approval", { ...pending, status: "approved", approvals: [{ approverId: "sam", type: "approve", at: pending.decidedAt }] }],
+      ["a record without its seal", unsealed as DecisionRecord],
+      ["a record sealed for another thread", sealDecision("g2", unsealed as DecisionRecord)],
+    ];
+    for (const [label, forged] of forgeries) {
+      const error = await policyGate(state([{ id: "b", name: "issue_refund", args: { orderId: "1042", amount: 740 } }], [forged]) as never, cfg).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error, label).toBeInstanceOf(StateTamperError);
+      expect((error as StateTamperError).code, label).toBe("state_tamper_detected");
+      expect((error as StateTamperError).details.forged, label).toEqual([{ channel: "decisions", toolCallId: "b" }]);
+    }
+    const tamper = (await auditLog.read("g1")).filter((e) => e.type === "state.tamper_detected");
+    expect(tamper).toHaveLength(3);
+    expect(tamper[0]!.data).toMatchObject({ node: "policyGate", forged: [{ channel: "decisions", toolCallId: "b" }] });
+  });
+
+  it("refuses an identity it did not seal (state_tamper_detected) and decides nothing", async () => {
+    const { policyGate, auditLog } = gate();
+    const { seal: _seal, ...unsealed } = identity;
+    const s = { ...state([{ id: "a", name: "lookup_order", args: { orderId: "1042" } }]), identity: unsealed };
+    const error = await policyGate(s as never, cfg).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(StateTamperError);
+    expect((error as StateTamperError).code).toBe("state_tamper_detected");
+    const events = await auditLog.read("g1");
+    expect(events.map((e) => e.type)).toEqual(["state.tamper_detected"]);
+    expect(events[0]!.data).toMatchObject({ node: "policyGate", forged: [{ channel: "identity" }] });
+  });
+
+  it("seals with the key of the ledger it is given, the one its tool node trusts", async () => {
+    const ledger = new SqliteEffectLedger({ database: new Database(":memory:") });
+    const sealer = await sealerOf(ledger);
+    const policyGate = createPolicyGate({ policy: refundPolicy, tools, registry, auditLog: new MemoryAuditLog(), ledger });
+    const { seal: _seal, ...unsealed } = identity;
+    const s = { ...state([{ id: "a", name: "lookup_order", args: { orderId: "1042" } }]), identity: sealer.identity("g1", unsealed) };
+    const out = await policyGate(s as never, cfg);
+    expect(sealer.decisionIsSealed("g1", out.decisions![0]!)).toBe(true);
+    expect(processSealer().decisionIsSealed("g1", out.decisions![0]!)).toBe(false);
+    // An identity sealed with the process key is not this deployment's.
+    await expect(policyGate(state([{ id: "a", name: "lookup_order", args: { orderId: "1042" } }]) as never, cfg)).rejects.toBeInstanceOf(StateTamperError);
   });
 
   it("fails closed without a bound identity", async () => {

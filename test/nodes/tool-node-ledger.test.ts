@@ -7,6 +7,8 @@ import {
   idempotencyKeyOf,
   MemoryAuditLog,
   MemoryEffectLedger,
+  SqliteEffectLedger,
+  StateTamperError,
   toolCallDigest,
   type DecisionRecord,
   type EffectLedger,
@@ -16,12 +18,13 @@ import { createGovernedToolNode, executionContextOf } from "eart/nodes";
 import { tool } from "@langchain/core/tools";
 import { z } from "zod";
 import { createRefundTools } from "../../examples/refund/tools.js";
+import { sealDecision, sealerOf } from "../support/sealing.js";
 
 const cfg = { configurable: { thread_id: "l1" } };
 const args = { orderId: "1042", amount: 50 };
-const digest = toolCallDigest("issue_refund", args);
+const digest = toolCallDigest("issue_refund", args, "l1");
 const key: LedgerKey = { threadId: "l1", toolCallId: "c1", digest };
-const record: DecisionRecord = {
+const unsealed: DecisionRecord = {
   schemaVersion: 1,
   toolCallId: "c1",
   messageId: "m1",
@@ -34,6 +37,8 @@ const record: DecisionRecord = {
   requestedBy: { agentId: "support-agent", userId: "cara" },
   decidedAt: new Date(0).toISOString(),
 };
+/** As the policy gate writes it, sealed with the process key (the memory ledger's). */
+const record = sealDecision("l1", unsealed);
 const state = () => ({ messages: [new AIMessage({ id: "m1", content: "", tool_calls: [{ id: "c1", name: "issue_refund", args }] })], decisions: [record] });
 
 function setup(opts: { idempotent?: boolean; ledger?: EffectLedger } = {}) {
@@ -105,12 +110,38 @@ describe("governed tool node with the effect ledger", () => {
       finish: (k, o, n) => inner.finish(k, o, n),
       get: async () => stale,
       list: (t) => inner.list(t),
+      sealKey: () => inner.sealKey(),
     };
     const s = setup({ idempotent: true, ledger });
     const error = await s.node(state(), cfg).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(EffectInProgressError);
     expect((error as EffectInProgressError).toolCallId).toBe("c1");
     expect(s.rows()).toEqual([]);
+  });
+
+  it("keys the ledger entry by the digest that covers the thread (the same call on another thread has another key)", async () => {
+    const s = setup();
+    await s.node(state(), cfg);
+    expect((await s.ledger.list("l1")).map((e) => e.key)).toEqual([key]);
+    expect(digest).not.toBe(toolCallDigest("issue_refund", args, "l2"));
+  });
+
+  it("trusts the seals of its ledger's store: a SQLite ledger's key, not the process key", async () => {
+    const ledgerDb = new Database(":memory:");
+    const ledger = new SqliteEffectLedger({ database: ledgerDb });
+    const s = setup({ ledger });
+    // Sealed with the process key: not this ledger's, so not the gate's of this deployment.
+    const error = await s.node(state(), cfg).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StateTamperError);
+    expect((error as StateTamperError).code).toBe("state_tamper_detected");
+    expect(s.rows()).toEqual([]);
+    // Sealed with the ledger's key, as a gate given the same ledger seals it: the call runs.
+    const sealed = (await sealerOf(ledger)).decision("l1", unsealed);
+    const out = await s.node({ ...state(), decisions: [sealed] }, cfg);
+    expect(s.rows()).toEqual([{ amount: 50, key: idempotencyKeyOf(key) }]);
+    expect(out.decisions[0]!.status).toBe("executed");
+    // The key lives in the store: another ledger on the same database agrees.
+    expect((await sealerOf(new SqliteEffectLedger({ database: ledgerDb }))).decisionIsSealed("l1", out.decisions[0]!)).toBe(true);
   });
 
   it("passes the attempt and key in the tool's config", async () => {

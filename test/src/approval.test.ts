@@ -4,15 +4,18 @@ import {
   ApprovalError,
   ApprovalRequestSchema,
   ApprovalResponseSchema,
+  authenticateHuman,
   buildApprovalRequest,
   canonicalJson,
   EartError,
   IdentityRegistry,
   isApprovalRequest,
   pendingApproval,
+  principalFromConfig,
   sha256Hex,
   toolCallDigest,
   validateApprovalResponse,
+  type AgentIdentity,
   type ApprovalErrorCode,
   type ApprovalRequest,
   type DecisionRecord,
@@ -35,13 +38,15 @@ const registry = IdentityRegistry.fromObject({
 });
 const identity = registry.resolve({ agentId: "support-agent", userId: "cara", source: "configurable.user_id" });
 
+const THREAD = "thread-1";
+
 const record = (toolCallId: string, name: string, args: Record<string, unknown>, approverRoles?: string[]): DecisionRecord => ({
   schemaVersion: 1,
   toolCallId,
   messageId: "msg-1",
   name,
   args,
-  digest: toolCallDigest(name, args),
+  digest: toolCallDigest(name, args, THREAD),
   verdict: {
     effect: "require_approval",
     reasons: [`${name} needs approval`],
@@ -57,20 +62,33 @@ const record = (toolCallId: string, name: string, args: Record<string, unknown>,
 
 const refund = record("call_1", "issue_refund", { orderId: "1042", amount: 740 }, ["supervisor"]);
 const close = record("call_2", "close_account", { accountId: "A-9" }, ["finance"]);
-const request: ApprovalRequest = buildApprovalRequest("thread-1", [refund, close]);
+const request: ApprovalRequest = buildApprovalRequest(THREAD, [refund, close]);
+const digest1 = request.requests[0]!.digest;
+const digest2 = request.requests[1]!.digest;
 
-const approveBoth = (approver = "boss") => ({
-  approver: { id: approver },
+/** Approves both pending calls with the digests of the request; no human named in the payload. */
+const approveBoth = () => ({
   decisions: [
-    { toolCallId: "call_1", type: "approve" },
-    { toolCallId: "call_2", type: "approve" },
-  ],
+    { toolCallId: "call_1", type: "approve", digest: digest1 },
+    { toolCallId: "call_2", type: "approve", digest: digest2 },
+  ] as { toolCallId: string; type: string; digest?: unknown; message?: string; args?: Record<string, unknown> }[],
 });
 
-function refused(raw: unknown, code: ApprovalErrorCode, req: ApprovalRequest = request): ApprovalError {
+/**
+ * Who answers: the resuming run's principal, from its configuration. `by` is the `user_id` of the
+ * resume (`null`: a resume that names nobody, only the thread).
+ */
+const configOf = (by: string | null): Record<string, unknown> => (by === null ? { thread_id: THREAD } : { thread_id: THREAD, user_id: by });
+const depsOf = (by: string | null, who: AgentIdentity = identity) => ({ registry, identity: who, principal: principalFromConfig(configOf(by)) });
+
+function validate(raw: unknown, by: string | null = "boss", req: ApprovalRequest = request) {
+  return validateApprovalResponse(raw, req, depsOf(by));
+}
+
+function refused(raw: unknown, code: ApprovalErrorCode, by: string | null = "boss", req: ApprovalRequest = request, who: AgentIdentity = identity): ApprovalError {
   let error: unknown;
   try {
-    validateApprovalResponse(raw, req, { registry, identity });
+    validateApprovalResponse(raw, req, depsOf(by, who));
   } catch (e) {
     error = e;
   }
@@ -81,33 +99,40 @@ function refused(raw: unknown, code: ApprovalErrorCode, req: ApprovalRequest = r
 }
 
 describe("toolCallDigest", () => {
-  it("is the sha256 of the RFC 8785 canonical JSON of {name, args}", () => {
+  it("is the sha256 of the RFC 8785 canonical JSON of {threadId, name, args}", () => {
     const args = { orderId: "1042", amount: 740, meta: { z: 1, a: [true, null, "x"] } };
-    const canonical = '{"args":{"amount":740,"meta":{"a":[true,null,"x"],"z":1},"orderId":"1042"},"name":"issue_refund"}';
-    expect(canonicalJson({ name: "issue_refund", args })).toBe(canonical);
+    const canonical = '{"args":{"amount":740,"meta":{"a":[true,null,"x"],"z":1},"orderId":"1042"},"name":"issue_refund","threadId":"thread-1"}';
+    expect(canonicalJson({ threadId: THREAD, name: "issue_refund", args })).toBe(canonical);
     const expected = createHash("sha256").update(canonical).digest("hex");
-    expect(toolCallDigest("issue_refund", args)).toBe(expected);
+    expect(toolCallDigest("issue_refund", args, THREAD)).toBe(expected);
     expect(sha256Hex(canonical)).toBe(expected);
   });
 
   it("normalises numbers the RFC 8785 way", () => {
     expect(canonicalJson({ a: 1.0, b: 1e21, c: -0, d: 0.000001 })).toBe('{"a":1,"b":1e+21,"c":0,"d":0.000001}');
-    expect(toolCallDigest("t", { n: 1.0 })).toBe(toolCallDigest("t", { n: 1 }));
+    expect(toolCallDigest("t", { n: 1.0 }, THREAD)).toBe(toolCallDigest("t", { n: 1 }, THREAD));
   });
 
   it("is independent of key order", () => {
-    expect(toolCallDigest("issue_refund", { orderId: "1042", amount: 740, x: { b: 2, a: 1 } })).toBe(
-      toolCallDigest("issue_refund", { x: { a: 1, b: 2 }, amount: 740, orderId: "1042" }),
+    expect(toolCallDigest("issue_refund", { orderId: "1042", amount: 740, x: { b: 2, a: 1 } }, THREAD)).toBe(
+      toolCallDigest("issue_refund", { x: { a: 1, b: 2 }, amount: 740, orderId: "1042" }, THREAD),
     );
   });
 
   it("changes with the name, any argument value or type", () => {
-    const base = toolCallDigest("issue_refund", { orderId: "1042", amount: 740 });
+    const base = toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, THREAD);
     expect(base).toMatch(/^[0-9a-f]{64}$/);
-    expect(toolCallDigest("issue_refunds", { orderId: "1042", amount: 740 })).not.toBe(base);
-    expect(toolCallDigest("issue_refund", { orderId: "1042", amount: 741 })).not.toBe(base);
-    expect(toolCallDigest("issue_refund", { orderId: "1042", amount: "740" })).not.toBe(base);
-    expect(toolCallDigest("issue_refund", { orderId: "1042" })).not.toBe(base);
+    expect(toolCallDigest("issue_refunds", { orderId: "1042", amount: 740 }, THREAD)).not.toBe(base);
+    expect(toolCallDigest("issue_refund", { orderId: "1042", amount: 741 }, THREAD)).not.toBe(base);
+    expect(toolCallDigest("issue_refund", { orderId: "1042", amount: "740" }, THREAD)).not.toBe(base);
+    expect(toolCallDigest("issue_refund", { orderId: "1042" }, THREAD)).not.toBe(base);
+  });
+
+  it("changes with the thread: the same call on another thread has another digest", () => {
+    const base = toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, THREAD);
+    expect(toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, "thread-2")).not.toBe(base);
+    // Without a thread there is no digest: one that fitted every thread would bind nothing.
+    expect(() => toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, "")).toThrow(TypeError);
   });
 
   it("sha256Hex matches a known vector", () => {
@@ -119,13 +144,13 @@ describe("buildApprovalRequest and isApprovalRequest", () => {
   it("lists every pending call with its digest, roles and requester", () => {
     expect(request).toEqual({
       type: "eart.approval",
-      threadId: "thread-1",
+      threadId: THREAD,
       requests: [
         {
           toolCallId: "call_1",
           name: "issue_refund",
           args: { orderId: "1042", amount: 740 },
-          digest: toolCallDigest("issue_refund", { amount: 740, orderId: "1042" }),
+          digest: toolCallDigest("issue_refund", { amount: 740, orderId: "1042" }, THREAD),
           reasons: ["issue_refund needs approval"],
           policyIds: ["issue_refund.rule"],
           policyVersion: "a".repeat(64),
@@ -136,7 +161,7 @@ describe("buildApprovalRequest and isApprovalRequest", () => {
           toolCallId: "call_2",
           name: "close_account",
           args: { accountId: "A-9" },
-          digest: toolCallDigest("close_account", { accountId: "A-9" }),
+          digest: toolCallDigest("close_account", { accountId: "A-9" }, THREAD),
           reasons: ["close_account needs approval"],
           policyIds: ["close_account.rule"],
           policyVersion: "a".repeat(64),
@@ -187,66 +212,84 @@ describe("pendingApproval", () => {
 });
 
 describe("ApprovalResponseSchema", () => {
-  it("accepts approve, reject with a message, and edit with args and digest", () => {
-    const parsed = ApprovalResponseSchema.parse({
-      approver: { id: "sam" },
-      decisions: [
-        { toolCallId: "a", type: "approve", message: "ok" },
-        { toolCallId: "b", type: "reject", message: "no" },
-        { toolCallId: "c", type: "edit", args: { amount: 100 }, digest: "d" },
-      ],
-    });
+  it("accepts approve, reject with a message, and edit with args, each with its digest; the approver is optional", () => {
+    const decisions = [
+      { toolCallId: "a", type: "approve", message: "ok", digest: "da" },
+      { toolCallId: "b", type: "reject", message: "no", digest: "db" },
+      { toolCallId: "c", type: "edit", args: { amount: 100 }, digest: "dc" },
+    ];
+    const parsed = ApprovalResponseSchema.parse({ decisions });
     expect(parsed.decisions.map((d) => d.type)).toEqual(["approve", "reject", "edit"]);
     expect(parsed.decisions[2]!.args).toEqual({ amount: 100 });
+    expect(parsed.approver).toBeUndefined();
+    expect(ApprovalResponseSchema.parse({ approver: { id: "sam" }, decisions }).approver).toEqual({ id: "sam" });
+  });
+
+  it("refuses a decision without a digest", () => {
+    expect(ApprovalResponseSchema.safeParse({ decisions: [{ toolCallId: "a", type: "approve" }] }).success).toBe(false);
+    expect(ApprovalResponseSchema.safeParse({ decisions: [{ toolCallId: "a", type: "approve", digest: "" }] }).success).toBe(false);
   });
 });
 
 describe("validateApprovalResponse", () => {
-  it("accepts a valid response and returns it with the request items", () => {
-    const { response, items } = validateApprovalResponse(approveBoth("boss"), request, { registry, identity });
-    expect(response).toEqual(approveBoth("boss"));
+  it("accepts a valid response and returns it with the request items and the approver (the run's principal)", () => {
+    const { response, items, approverId } = validate(approveBoth(), "boss");
+    expect(response).toEqual(approveBoth());
+    expect(approverId).toBe("boss");
     expect([...items.keys()]).toEqual(["call_1", "call_2"]);
     expect(items.get("call_1")).toEqual(request.requests[0]);
   });
 
+  it("accepts a payload that names the principal as the approver (a cross-check that holds)", () => {
+    const raw = { approver: { id: "boss" }, ...approveBoth() };
+    const { response, approverId } = validate(raw, "boss");
+    expect(response).toEqual(raw);
+    expect(approverId).toBe("boss");
+  });
+
+  it("takes the principal from langgraph_auth_user before user_id", () => {
+    const principal = principalFromConfig({ thread_id: THREAD, langgraph_auth_user: { identity: "boss" }, user_id: "cara" });
+    expect(validateApprovalResponse(approveBoth(), request, { registry, identity, principal }).approverId).toBe("boss");
+  });
+
   it("accepts decisions in any order, with matching digests, edits and rejects", () => {
     const raw = {
-      approver: { id: "boss" },
       decisions: [
-        { toolCallId: "call_2", type: "reject", message: "not today", digest: request.requests[1]!.digest },
-        { toolCallId: "call_1", type: "edit", args: { orderId: "1042", amount: 100 }, digest: request.requests[0]!.digest },
+        { toolCallId: "call_2", type: "reject", message: "not today", digest: digest2 },
+        { toolCallId: "call_1", type: "edit", args: { orderId: "1042", amount: 100 }, digest: digest1 },
       ],
     };
-    expect(validateApprovalResponse(raw, request, { registry, identity }).response).toEqual(raw);
+    expect(validate(raw, "boss").response).toEqual(raw);
   });
 
   it("accepts an approver holding one of each call's roles", () => {
-    const single = buildApprovalRequest("t", [refund]);
-    const raw = { approver: { id: "sam" }, decisions: [{ toolCallId: "call_1", type: "approve" }] };
-    expect(validateApprovalResponse(raw, single, { registry, identity }).response.approver.id).toBe("sam");
+    const single = buildApprovalRequest(THREAD, [refund]);
+    const raw = { decisions: [{ toolCallId: "call_1", type: "approve", digest: digest1 }] };
+    expect(validate(raw, "sam", single).approverId).toBe("sam");
   });
 
   describe("malformed → approval_resume_invalid", () => {
-    const d1 = { toolCallId: "call_1", type: "approve" };
-    const d2 = { toolCallId: "call_2", type: "approve" };
+    const d1 = { toolCallId: "call_1", type: "approve", digest: digest1 };
+    const d2 = { toolCallId: "call_2", type: "approve", digest: digest2 };
     it.each([
       ["not an object", "approve", ["(root)"]],
       ["null", null, []],
-      ["missing approver", { decisions: [d1, d2] }, ["approver"]],
+      ["missing digest", { decisions: [{ toolCallId: "call_1", type: "approve" }, d2] }, ["decisions", "0", "digest"]],
+      ["empty digest", { decisions: [d1, { ...d2, digest: "" }] }, ["decisions", "1", "digest"]],
       ["approver without id", { approver: {}, decisions: [d1, d2] }, ["approver", "id"]],
       ["approver with empty id", { approver: { id: "" }, decisions: [d1, d2] }, ["approver", "id"]],
       ["approver as a string", { approver: "boss", decisions: [d1, d2] }, ["approver"]],
       ["extra key on approver", { approver: { id: "boss", roles: ["supervisor"] }, decisions: [d1, d2] }, ["approver"]],
       ["extra top-level key", { ...approveBoth(), force: true }, []],
       ["missing decisions", { approver: { id: "boss" } }, ["decisions"]],
-      ["empty decisions", { approver: { id: "boss" }, decisions: [] }, ["decisions"]],
-      ["unknown decision type", { approver: { id: "boss" }, decisions: [{ ...d1, type: "accept" }, d2] }, ["decisions", "0", "type"]],
-      ["edit without args", { approver: { id: "boss" }, decisions: [{ ...d1, type: "edit" }, d2] }, ["decisions", "0", "args"]],
-      ["args on approve", { approver: { id: "boss" }, decisions: [{ ...d1, args: { amount: 1 } }, d2] }, ["decisions", "0", "args"]],
-      ["args on reject", { approver: { id: "boss" }, decisions: [d1, { ...d2, type: "reject", args: {} }] }, ["decisions", "1", "args"]],
-      ["extra key on a decision", { approver: { id: "boss" }, decisions: [d1, { ...d2, approvedBy: "sam" }] }, ["decisions", "1"]],
-      ["empty toolCallId", { approver: { id: "boss" }, decisions: [{ ...d1, toolCallId: "" }, d2] }, ["decisions", "0", "toolCallId"]],
-      ["numeric digest", { approver: { id: "boss" }, decisions: [{ ...d1, digest: 1 }, d2] }, ["decisions", "0", "digest"]],
+      ["empty decisions", { decisions: [] }, ["decisions"]],
+      ["unknown decision type", { decisions: [{ ...d1, type: "accept" }, d2] }, ["decisions", "0", "type"]],
+      ["edit without args", { decisions: [{ ...d1, type: "edit" }, d2] }, ["decisions", "0", "args"]],
+      ["args on approve", { decisions: [{ ...d1, args: { amount: 1 } }, d2] }, ["decisions", "0", "args"]],
+      ["args on reject", { decisions: [d1, { ...d2, type: "reject", args: {} }] }, ["decisions", "1", "args"]],
+      ["extra key on a decision", { decisions: [d1, { ...d2, approvedBy: "sam" }] }, ["decisions", "1"]],
+      ["empty toolCallId", { decisions: [{ ...d1, toolCallId: "" }, d2] }, ["decisions", "0", "toolCallId"]],
+      ["numeric digest", { decisions: [{ ...d1, digest: 1 }, d2] }, ["decisions", "0", "digest"]],
     ])("%s", (_label, raw, pathPrefix) => {
       const e = refused(raw, "approval_resume_invalid");
       expect(e.message).toMatch(/^Malformed approval response at /);
@@ -254,12 +297,17 @@ describe("validateApprovalResponse", () => {
       expect(Array.isArray(path)).toBe(true);
       if (pathPrefix[0] !== "(root)") expect(path.slice(0, pathPrefix.length)).toEqual(pathPrefix);
     });
+
+    it("is checked first: before who answers", () => {
+      refused({ decisions: [{ toolCallId: "call_1", type: "approve" }, d2] }, "approval_resume_invalid", null);
+      refused({ approver: { id: "sam" }, decisions: [{ ...d1, type: "accept" }, d2] }, "approval_resume_invalid", "cara");
+    });
   });
 
   describe("decisions that do not match the request → approval_decisions_mismatch", () => {
     it("a decision for an unknown tool call", () => {
       const raw = approveBoth();
-      raw.decisions.push({ toolCallId: "call_9", type: "approve" });
+      raw.decisions.push({ toolCallId: "call_9", type: "approve", digest: digest1 });
       const e = refused(raw, "approval_decisions_mismatch");
       expect(e.toolCallId).toBe("call_9");
       expect(e.details.pending).toEqual(["call_1", "call_2"]);
@@ -267,104 +315,221 @@ describe("validateApprovalResponse", () => {
 
     it("two decisions for the same call", () => {
       const raw = approveBoth();
-      raw.decisions.push({ toolCallId: "call_1", type: "reject" });
+      raw.decisions.push({ toolCallId: "call_1", type: "reject", digest: digest1 });
       const e = refused(raw, "approval_decisions_mismatch");
       expect(e.toolCallId).toBe("call_1");
       expect(e.message).toContain("More than one decision");
     });
 
     it("a pending call without a decision", () => {
-      const raw = { approver: { id: "boss" }, decisions: [{ toolCallId: "call_2", type: "approve" }] };
+      const raw = { decisions: [{ toolCallId: "call_2", type: "approve", digest: digest2 }] };
       const e = refused(raw, "approval_decisions_mismatch");
       expect(e.toolCallId).toBe("call_1");
       expect(e.details.missing).toEqual(["call_1"]);
+    });
+
+    it("is checked before who answers", () => {
+      const raw = { decisions: [{ toolCallId: "call_2", type: "approve", digest: digest2 }] };
+      refused(raw, "approval_decisions_mismatch", null);
+      refused({ approver: { id: "sam" }, ...raw }, "approval_decisions_mismatch", "cara");
+    });
+  });
+
+  describe("no principal on the resume → approval_unauthenticated", () => {
+    it("a resume whose configuration names only the thread", () => {
+      const e = refused(approveBoth(), "approval_unauthenticated", null);
+      expect(e.details).toEqual({});
+    });
+
+    it("even when the payload names an approver who could approve", () => {
+      const e = refused({ approver: { id: "boss" }, ...approveBoth() }, "approval_unauthenticated", null);
+      expect(e.details.named).toBe("boss");
+    });
+
+    it("an empty user_id is nobody", () => {
+      expect(principalFromConfig({ thread_id: THREAD, user_id: "" })).toBeUndefined();
+      refused(approveBoth(), "approval_unauthenticated", "");
+    });
+
+    it("is checked before the digests", () => {
+      const raw = approveBoth();
+      raw.decisions[0]!.digest = toolCallDigest("issue_refund", { orderId: "1042", amount: 7400 }, THREAD);
+      refused(raw, "approval_unauthenticated", null);
+    });
+  });
+
+  describe("a payload naming someone other than the principal → approval_principal_mismatch", () => {
+    it("a principal who could approve, naming another approver", () => {
+      const e = refused({ approver: { id: "sam" }, ...approveBoth() }, "approval_principal_mismatch", "boss");
+      expect(e.details).toEqual({ approverId: "boss", named: "sam" });
+    });
+
+    it("a principal without the roles cannot borrow them by naming an approver who has them", () => {
+      const e = refused({ approver: { id: "boss" }, ...approveBoth() }, "approval_principal_mismatch", "omar");
+      expect(e.details).toEqual({ approverId: "omar", named: "boss" });
+    });
+
+    it("the requester naming a supervisor is refused as a mismatch, before self-approval", () => {
+      const e = refused({ approver: { id: "boss" }, ...approveBoth() }, "approval_principal_mismatch", "cara");
+      expect(e.details).toEqual({ approverId: "cara", named: "boss" });
+    });
+
+    it("is checked before the digests", () => {
+      const raw = { approver: { id: "sam" }, ...approveBoth() };
+      raw.decisions[1]!.digest = digest1;
+      refused(raw, "approval_principal_mismatch", "boss");
     });
   });
 
   describe("self-approval → approval_self_approval", () => {
     it("the user the agent acts for", () => {
-      const e = refused(approveBoth("cara"), "approval_self_approval");
+      const e = refused(approveBoth(), "approval_self_approval", "cara");
+      expect(e.details.approverId).toBe("cara");
+    });
+
+    it("the user the agent acts for, naming themselves in the payload", () => {
+      const e = refused({ approver: { id: "cara" }, ...approveBoth() }, "approval_self_approval", "cara");
       expect(e.details.approverId).toBe("cara");
     });
 
     it("the user the agent acts for, even if they held an approver role", () => {
       const bossIdentity = registry.resolve({ agentId: "support-agent", userId: "boss", source: "configurable.user_id" });
-      let error: unknown;
-      try {
-        validateApprovalResponse(approveBoth("boss"), request, { registry, identity: bossIdentity });
-      } catch (e) {
-        error = e;
-      }
-      expect(error).toBeInstanceOf(ApprovalError);
-      expect((error as ApprovalError).code).toBe("approval_self_approval");
+      const e = refused(approveBoth(), "approval_self_approval", "boss", request, bossIdentity);
+      expect(e.details.approverId).toBe("boss");
     });
 
     it("the agent itself", () => {
-      const e = refused(approveBoth("support-agent"), "approval_self_approval");
+      const e = refused(approveBoth(), "approval_self_approval", "support-agent");
       expect(e.details.approverId).toBe("support-agent");
     });
   });
 
   describe("unauthorised approver → approval_unauthorized", () => {
     it("an unknown approver", () => {
-      const e = refused(approveBoth("mallory"), "approval_unauthorized");
+      const e = refused(approveBoth(), "approval_unauthorized", "mallory");
       expect(e.details.approverId).toBe("mallory");
     });
 
     it("an approver with none of the roles", () => {
-      const e = refused(approveBoth("omar"), "approval_unauthorized");
+      const e = refused(approveBoth(), "approval_unauthorized", "omar");
       expect(e.toolCallId).toBe("call_1");
       expect(e.details.approverRoles).toEqual(["supervisor"]);
     });
 
     it("an approver holding the roles of one call but not of the other", () => {
-      const e = refused(approveBoth("sam"), "approval_unauthorized");
+      const e = refused(approveBoth(), "approval_unauthorized", "sam");
       expect(e.toolCallId).toBe("call_2");
       expect(e.details).toMatchObject({ approverId: "sam", approverRoles: ["finance"] });
     });
 
     it("an approver for a call that names no approver roles", () => {
-      const noRoles = buildApprovalRequest("t", [record("c1", "x", {})]);
-      const e = refused({ approver: { id: "boss" }, decisions: [{ toolCallId: "c1", type: "approve" }] }, "approval_unauthorized", noRoles);
+      const c1 = record("c1", "x", {});
+      const noRoles = buildApprovalRequest(THREAD, [c1]);
+      const e = refused({ decisions: [{ toolCallId: "c1", type: "approve", digest: c1.digest }] }, "approval_unauthorized", "boss", noRoles);
       expect(e.toolCallId).toBe("c1");
+    });
+
+    it("is checked before the digests", () => {
+      const raw = approveBoth();
+      raw.decisions[0]!.digest = digest2;
+      refused(raw, "approval_unauthorized", "omar");
     });
   });
 
   describe("digest → approval_digest_mismatch", () => {
     it("a digest of a different call", () => {
+      const other = toolCallDigest("issue_refund", { orderId: "1042", amount: 7400 }, THREAD);
       const raw = {
-        approver: { id: "boss" },
         decisions: [
-          { toolCallId: "call_1", type: "approve", digest: toolCallDigest("issue_refund", { orderId: "1042", amount: 7400 }) },
-          { toolCallId: "call_2", type: "approve" },
+          { toolCallId: "call_1", type: "approve", digest: other },
+          { toolCallId: "call_2", type: "approve", digest: digest2 },
         ],
       };
       const e = refused(raw, "approval_digest_mismatch");
       expect(e.toolCallId).toBe("call_1");
-      expect(e.details.expected).toBe(request.requests[0]!.digest);
-      expect(e.details.found).toBe(toolCallDigest("issue_refund", { orderId: "1042", amount: 7400 }));
+      expect(e.details.expected).toBe(digest1);
+      expect(e.details.found).toBe(other);
     });
 
     it("the digest of the other pending call", () => {
       const raw = {
-        approver: { id: "boss" },
         decisions: [
-          { toolCallId: "call_1", type: "approve" },
-          { toolCallId: "call_2", type: "approve", digest: request.requests[0]!.digest },
+          { toolCallId: "call_1", type: "approve", digest: digest1 },
+          { toolCallId: "call_2", type: "approve", digest: digest1 },
         ],
       };
       expect(refused(raw, "approval_digest_mismatch").toolCallId).toBe("call_2");
+    });
+
+    it("the digest of the same call on another thread", () => {
+      const elsewhere = toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, "thread-2");
+      const raw = {
+        decisions: [
+          { toolCallId: "call_1", type: "approve", digest: elsewhere },
+          { toolCallId: "call_2", type: "approve", digest: digest2 },
+        ],
+      };
+      const e = refused(raw, "approval_digest_mismatch");
+      expect(e.toolCallId).toBe("call_1");
+      expect(e.details).toMatchObject({ expected: digest1, found: elsewhere });
     });
   });
 
   it("does not mutate the request", () => {
     const before = structuredClone(request);
     try {
-      validateApprovalResponse(approveBoth("omar"), request, { registry, identity });
+      validate(approveBoth(), "omar");
     } catch {
       /* refused */
     }
-    validateApprovalResponse(approveBoth("boss"), request, { registry, identity });
+    validate(approveBoth(), "boss");
     expect(request).toEqual(before);
+  });
+});
+
+describe("authenticateHuman", () => {
+  const what = { verb: "approve", object: "approver" };
+  const principal = (id: string) => principalFromConfig({ thread_id: THREAD, user_id: id });
+
+  function refusedBy(fn: () => unknown, code: ApprovalErrorCode): ApprovalError {
+    let error: unknown;
+    try {
+      fn();
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ApprovalError);
+    expect((error as ApprovalError).code).toBe(code);
+    return error as ApprovalError;
+  }
+
+  it("returns the principal's id, whether or not the payload names them", () => {
+    expect(authenticateHuman(undefined, ["supervisor"], { registry, identity, principal: principal("sam") }, what)).toBe("sam");
+    expect(authenticateHuman({ id: "sam" }, ["supervisor"], { registry, identity, principal: principal("sam") }, what)).toBe("sam");
+    expect(authenticateHuman(undefined, undefined, { registry, identity, principal: principal("omar") }, what)).toBe("omar");
+  });
+
+  it("refuses a resume with no principal with approval_unauthenticated, whatever the payload names", () => {
+    const none = principalFromConfig({ thread_id: THREAD });
+    expect(none).toBeUndefined();
+    refusedBy(() => authenticateHuman(undefined, ["supervisor"], { registry, identity, principal: none }, what), "approval_unauthenticated");
+    const e = refusedBy(() => authenticateHuman({ id: "sam" }, ["supervisor"], { registry, identity, principal: none }, what), "approval_unauthenticated");
+    expect(e.details.named).toBe("sam");
+  });
+
+  it("refuses a payload naming a human other than the principal with approval_principal_mismatch", () => {
+    const e = refusedBy(() => authenticateHuman({ id: "sam" }, ["supervisor"], { registry, identity, principal: principal("omar") }, what), "approval_principal_mismatch");
+    expect(e.details).toEqual({ approverId: "omar", named: "sam" });
+  });
+
+  it("refuses the user the agent acts for, and the agent, with approval_self_approval", () => {
+    refusedBy(() => authenticateHuman(undefined, undefined, { registry, identity, principal: principal("cara") }, what), "approval_self_approval");
+    refusedBy(() => authenticateHuman(undefined, undefined, { registry, identity, principal: principal("support-agent") }, what), "approval_self_approval");
+  });
+
+  it("refuses an unknown principal, and one without the roles, with approval_unauthorized", () => {
+    refusedBy(() => authenticateHuman(undefined, undefined, { registry, identity, principal: principal("ghost") }, what), "approval_unauthorized");
+    const e = refusedBy(() => authenticateHuman(undefined, ["supervisor"], { registry, identity, principal: principal("omar") }, what), "approval_unauthorized");
+    expect(e.details).toEqual({ approverId: "omar", roles: ["supervisor"] });
   });
 });

@@ -10,9 +10,11 @@ import {
   IdentityRegistry,
   IdentityRegistryError,
   IdentityResolutionError,
+  principalFromConfig,
   type AgentIdentity,
   type IdentityClaim,
 } from "eart";
+import { processSealer, sealIdentity } from "../support/sealing.js";
 
 const baseRegistry = () => ({
   roles: {
@@ -324,14 +326,47 @@ describe("IdentityRegistry.userHasAnyRole", () => {
   });
 });
 
+describe("principalFromConfig", () => {
+  it("is the user_id of the run configuration", () => {
+    expect(principalFromConfig({ thread_id: "t", user_id: "sam" })).toEqual({ id: "sam", source: "configurable.user_id" });
+  });
+
+  it("prefers langgraph_auth_user, as a string, { identity } or { id }", () => {
+    const auth = "configurable.langgraph_auth_user";
+    expect(principalFromConfig({ langgraph_auth_user: "uma", user_id: "cara" })).toEqual({ id: "uma", source: auth });
+    expect(principalFromConfig({ langgraph_auth_user: { identity: "uma" }, user_id: "cara" })).toEqual({ id: "uma", source: auth });
+    expect(principalFromConfig({ langgraph_auth_user: { id: "uma" } })).toEqual({ id: "uma", source: auth });
+  });
+
+  it("is undefined when the configuration names nobody", () => {
+    expect(principalFromConfig(undefined)).toBeUndefined();
+    expect(principalFromConfig({ thread_id: "t" })).toBeUndefined();
+    expect(principalFromConfig({ thread_id: "t", user_id: "" })).toBeUndefined();
+    expect(principalFromConfig({ thread_id: "t", user_id: 42 })).toBeUndefined();
+  });
+
+  it("refuses a langgraph_auth_user that carries no identity", () => {
+    for (const authUser of [{}, { identity: "" }, { id: 7 }, ""]) {
+      const error = thrown(() => principalFromConfig({ langgraph_auth_user: authUser, user_id: "cara" }));
+      expect(error).toBeInstanceOf(IdentityResolutionError);
+      expect((error as IdentityResolutionError).code).toBe("identity_missing");
+    }
+  });
+});
+
 describe("bindIdentityOnce", () => {
   const registry = IdentityRegistry.fromObject(baseRegistry());
+  const THREAD = "thread-1";
   const cara = () => registry.resolve(claim("support-agent", "cara"));
   const sam = () => registry.resolve(claim("support-agent", "sam"));
+  /** Cara's identity as the binding node writes it: sealed for the thread. */
+  const boundCara = () => sealIdentity(THREAD, cara());
 
   it("stores the first identity written", () => {
     const identity = cara();
     expect(bindIdentityOnce(undefined, identity)).toEqual(identity);
+    const sealed = boundCara();
+    expect(bindIdentityOnce(undefined, sealed)).toEqual(sealed);
   });
 
   it("strips unknown keys from the stored identity", () => {
@@ -341,22 +376,29 @@ describe("bindIdentityOnce", () => {
   });
 
   it("keeps the current identity when the update is undefined or null", () => {
-    const current = cara();
+    const current = boundCara();
     expect(bindIdentityOnce(current, undefined)).toBe(current);
     expect(bindIdentityOnce(current, null as unknown as undefined)).toBe(current);
     expect(bindIdentityOnce(undefined, undefined)).toBeUndefined();
   });
 
   it("writing the same identity again is a no-op, whatever the key order", () => {
-    const current = cara();
-    const same = JSON.parse(JSON.stringify(cara())) as AgentIdentity;
+    const current = boundCara();
+    const same = JSON.parse(JSON.stringify(current)) as AgentIdentity;
     const reordered = Object.fromEntries(Object.entries(same).reverse()) as AgentIdentity;
     expect(bindIdentityOnce(current, same)).toBe(current);
     expect(bindIdentityOnce(current, reordered)).toBe(current);
   });
 
+  it("an identity nobody sealed binds nothing: the sealed binding replaces it", () => {
+    const planted = sam();
+    const bound = boundCara();
+    expect(bindIdentityOnce(planted, bound)).toEqual(bound);
+    expect(processSealer().identityIsSealed(THREAD, bindIdentityOnce(planted, bound)!)).toBe(true);
+  });
+
   it("a different user throws IdentityImmutableError with both sides", () => {
-    const error = thrown(() => bindIdentityOnce(cara(), sam()));
+    const error = thrown(() => bindIdentityOnce(boundCara(), sam()));
     expect(error).toBeInstanceOf(IdentityImmutableError);
     const e = error as IdentityImmutableError;
     expect(e.code).toBe("identity_immutable");
@@ -367,21 +409,32 @@ describe("bindIdentityOnce", () => {
     });
   });
 
+  it("a different user throws even when the update carries a valid seal of its own", () => {
+    const error = thrown(() => bindIdentityOnce(boundCara(), sealIdentity(THREAD, sam())));
+    expect(error).toBeInstanceOf(IdentityImmutableError);
+    expect((error as IdentityImmutableError).details.attempted).toEqual({ agentId: "support-agent", userId: "sam" });
+  });
+
   it("a different agent throws IdentityImmutableError", () => {
     const other = registry.resolve(claim("wild-agent", "cara"));
-    const error = thrown(() => bindIdentityOnce(cara(), other));
+    const error = thrown(() => bindIdentityOnce(boundCara(), other));
     expect(error).toBeInstanceOf(IdentityImmutableError);
     expect((error as IdentityImmutableError).details.attempted).toEqual({ agentId: "wild-agent", userId: "cara" });
   });
 
   it("widening the tools of the same agent and user throws", () => {
-    const widened = { ...cara(), tools: ["delete_account", "issue_refund", "lookup_order"] };
-    expect(() => bindIdentityOnce(cara(), widened)).toThrow(IdentityImmutableError);
+    const widened = { ...boundCara(), tools: ["delete_account", "issue_refund", "lookup_order"] };
+    expect(() => bindIdentityOnce(boundCara(), widened)).toThrow(IdentityImmutableError);
   });
 
   it("changing only the source throws", () => {
-    const viaAuth = { ...cara(), source: "configurable.langgraph_auth_user" as const };
-    expect(() => bindIdentityOnce(cara(), viaAuth)).toThrow(IdentityImmutableError);
+    const viaAuth = { ...boundCara(), source: "configurable.langgraph_auth_user" as const };
+    expect(() => bindIdentityOnce(boundCara(), viaAuth)).toThrow(IdentityImmutableError);
+  });
+
+  it("stripping or changing the seal of the bound identity throws", () => {
+    expect(() => bindIdentityOnce(boundCara(), cara())).toThrow(IdentityImmutableError);
+    expect(() => bindIdentityOnce(boundCara(), sealIdentity("thread-2", cara()))).toThrow(IdentityImmutableError);
   });
 
   it.each([
@@ -391,6 +444,7 @@ describe("bindIdentityOnce", () => {
     ["no onBehalfOf", (i: Record<string, unknown>) => ({ ...i, onBehalfOf: undefined })],
     ["tool '*'-free but not strings", (i: Record<string, unknown>) => ({ ...i, tools: [1] })],
     ["unknown source", (i: Record<string, unknown>) => ({ ...i, source: "model" })],
+    ["a seal that is not a string", (i: Record<string, unknown>) => ({ ...i, seal: 1 })],
   ])("refuses a malformed first identity (%s) with identity_missing", (_label, mutate) => {
     const bad = mutate(cara() as unknown as Record<string, unknown>) as unknown as AgentIdentity;
     const error = thrown(() => bindIdentityOnce(undefined, bad));
@@ -399,13 +453,13 @@ describe("bindIdentityOnce", () => {
   });
 
   it("refuses a malformed update over a bound identity with IdentityImmutableError", () => {
-    const error = thrown(() => bindIdentityOnce(cara(), { id: "support-agent" } as unknown as AgentIdentity));
+    const error = thrown(() => bindIdentityOnce(boundCara(), { id: "support-agent" } as unknown as AgentIdentity));
     expect(error).toBeInstanceOf(IdentityImmutableError);
     expect((error as IdentityImmutableError).details).toMatchObject({ boundAgentId: "support-agent", boundUserId: "cara" });
   });
 
   it("refuses a non-object update", () => {
     expect(() => bindIdentityOnce(undefined, "support-agent" as unknown as AgentIdentity)).toThrow(IdentityResolutionError);
-    expect(() => bindIdentityOnce(cara(), 42 as unknown as AgentIdentity)).toThrow(IdentityImmutableError);
+    expect(() => bindIdentityOnce(boundCara(), 42 as unknown as AgentIdentity)).toThrow(IdentityImmutableError);
   });
 });
