@@ -149,7 +149,7 @@ interface LooseGraph {
  * const config = { configurable: { thread_id: "t1", agent_id: "support-agent", user_id: "cara" } };
  * const paused = await agent.invoke({ messages: [new HumanMessage("Refund order 1042")] }, config);
  * // pendingApproval(paused) is the ApprovalRequest
- * await agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId, type: "approve" }] } }), config);
+ * await agent.invoke(new Command({ resume: { decisions: [{ toolCallId, type: "approve", digest }] } }), { configurable: { thread_id: "t1", user_id: "sam" } });
  * ```
  */
 export function createGovernedAgent(options: GovernedAgentOptions) {

@@ -64,7 +64,7 @@ export async function runThread<S = Record<string, unknown>>(graph: RunnableGrap
  * error; a second concurrent resume gets a `ThreadBusyError` and never runs a tool.
  * @example
  * ```ts
- * await resumeThread(agent, { approver: { id: "sam" }, decisions: [{ toolCallId, type: "approve" }] }, config);
+ * await resumeThread(agent, { decisions: [{ toolCallId, type: "approve", digest }] }, { configurable: { thread_id: "t1", user_id: "sam" } });
  * ```
  */
 export async function resumeThread<S = Record<string, unknown>>(graph: RunnableGraph, resume: unknown, config: RunnableConfig, options: ThreadRunOptions = {}): Promise<ThreadRun<S>> {
