@@ -19,6 +19,10 @@
  * else postgresql://postgres@127.0.0.1:5432/test) is the PostgreSQL it uses, and
  * `EART_BENCH_SKIP_LEDGER_POSTGRES=1` leaves PostgreSQL out.
  *
+ * Then the cost of the authority check per governed call (./authority.ts): the one-time read of
+ * the seal key from each store, and the per-call seal and check. `EART_BENCH_SKIP_AUTHORITY=1`
+ * skips it; `EART_BENCH_AUTHORITY_CALLS` sets the calls per store (default 20,000).
+ *
  * Then the audit append throughput benchmark (./audit.ts): events per second appended to the
  * memory, JSONL file, SQLite and PostgreSQL audit logs, 100 events per append over 4 threads and
  * one event per append, against the targets (≥ 70,000/s in memory, ≥ 10,000/s to PostgreSQL,
@@ -35,6 +39,7 @@
  * variant (default 3,000) and `EART_BENCH_EXPORT_PROCESSES` the processes (default 3).
  */
 import { runAuditBench } from "./audit.js";
+import { runAuthorityBench } from "./authority.js";
 import { runExportBench } from "./export.js";
 import { runLedgerBench } from "./ledger.js";
 import { runPolicyBench } from "./policy.js";
@@ -125,6 +130,7 @@ async function main(): Promise<void> {
 if (process.env.EART_BENCH_SKIP_REFUND !== "1") await main();
 await runPolicyBench();
 if (process.env.EART_BENCH_SKIP_LEDGER !== "1") await runLedgerBench();
+if (process.env.EART_BENCH_SKIP_AUTHORITY !== "1") await runAuthorityBench();
 if (process.env.EART_BENCH_SKIP_AUDIT !== "1") await runAuditBench();
 // In fresh processes of its own (./export-run.ts): a fresh heap, as the export variants are compared.
 if (process.env.EART_BENCH_SKIP_EXPORT !== "1") await runExportBench();

@@ -11,8 +11,9 @@
  * separately, on the calls of the first table.
  *
  * The tool is a cheap LangChain `tool()` with a zod schema that returns its arguments as JSON, so
- * what is measured is the overhead around it. Inputs (the AI message, the allowed decision record)
- * are built before each block and results are checked after it, outside the clock. The config
+ * what is measured is the overhead around it. Inputs (the AI message, the allowed decision record,
+ * sealed with the ledger's seal key as the policy gate seals it) are built before each block and
+ * results are checked after it, outside the clock. The config
  * carries an `AbortSignal`, as LangGraph's config to a node always does.
  *
  * Env: `EART_BENCH_LEDGER_CALLS` (timed calls per variant, default 1,000);
@@ -32,6 +33,7 @@ import {
   MemoryAuditLog,
   MemoryEffectLedger,
   PostgresEffectLedger,
+  Sealer,
   SqliteAuditLog,
   SqliteEffectLedger,
   toolCallDigest,
@@ -97,8 +99,12 @@ interface Call {
   config: LangGraphRunnableConfig;
 }
 
-/** A call with its allowed decision record, as the policy gate would have written it. */
-function makeCall(threadId: string, i: number): Call {
+/**
+ * A call with its allowed decision record, as the policy gate would have written it: sealed for
+ * the thread with the seal key of the variant's ledger (the governed node refuses unsealed
+ * records). ToolNode reads no decisions: its calls carry the record unsealed.
+ */
+function makeCall(threadId: string, i: number, sealer?: Sealer): Call {
   const toolCallId = `call-${i}`;
   const args = { orderId: `order-${i}`, amount: (i % 100) + 1 };
   const messageId = `ai-${i}`;
@@ -119,7 +125,7 @@ function makeCall(threadId: string, i: number): Call {
     threadId,
     toolCallId,
     expected: JSON.stringify(args),
-    state: { messages: [message], decisions: [decision] },
+    state: { messages: [message], decisions: [sealer ? sealer.decision(threadId, decision) : decision] },
     // LangGraph hands every node a config with the run's AbortSignal; one per call, like one run each.
     config: { signal: new AbortController().signal, configurable: { thread_id: threadId } },
   };
@@ -138,6 +144,8 @@ interface Variant {
   runs: () => number;
   /** Present on the governed variants. */
   governed?: { ledger: EffectLedger; auditLog: AuditLog };
+  /** Governed variants: seals their calls' decision records with the ledger's key (set before the warm-up). */
+  sealer?: Sealer;
   close(): Promise<void>;
 }
 
@@ -279,11 +287,14 @@ export async function runLedgerBench(): Promise<void> {
     );
     const synchronous = ["OFF", "NORMAL", "FULL", "EXTRA"][Number(embeddedDb.pragma("synchronous", { simple: true }))] ?? "?";
     const governed = variants.filter((v) => v.governed);
+    // The seal key of each ledger (the PostgreSQL one reads, or creates, it with a query): before any call is built.
+    for (const v of governed) v.sealer = new Sealer(await v.governed!.ledger.sealKey());
+    const callOf = (v: Variant, threadId: string, i: number) => makeCall(threadId, i, v.sealer);
     const threadOf = (variant: Variant, round: number | "warmup") => `${RUN_PREFIX}-${variant.key}-${round === "warmup" ? "warmup" : `r${round}`}`;
 
     // Warm-up, not counted: first executions, then replays of the same calls. Also runs the
     // PostgreSQL migration and fills the pool before any timing.
-    const warmup = new Map(variants.map((v) => [v, Array.from({ length: WARMUP_CALLS }, (_, i) => makeCall(threadOf(v, "warmup"), i))]));
+    const warmup = new Map(variants.map((v) => [v, Array.from({ length: WARMUP_CALLS }, (_, i) => callOf(v, threadOf(v, "warmup"), i))]));
     for (const v of variants) await timeBlock(v, warmup.get(v)!, []);
     for (const v of governed) await timeBlock(v, warmup.get(v)!, []);
 
@@ -294,7 +305,7 @@ export async function runLedgerBench(): Promise<void> {
         v,
         Array.from({ length: rounds }, (_, round) => {
           const n = Math.floor(calls / rounds) + (round < calls % rounds ? 1 : 0);
-          return Array.from({ length: n }, (_, i) => makeCall(threadOf(v, round), i));
+          return Array.from({ length: n }, (_, i) => callOf(v, threadOf(v, round), i));
         }),
       );
     }
@@ -361,7 +372,7 @@ export async function runLedgerBench(): Promise<void> {
     console.log(`\nwhat one sample includes:`);
     console.log(`- ${variants[0]!.includes}`);
     console.log(
-      `- governed: the node in the wrapper StateGraph.addNode gives a function node (RunnableCallable, trace: false: config merge, AsyncLocalStorage, as ToolNode's): decision check, digest, ` +
+      `- governed: the node in the wrapper StateGraph.addNode gives a function node (RunnableCallable, trace: false: config merge, AsyncLocalStorage, as ToolNode's): decision check (its seal verified), digest, ` +
         `ledger.begin, audit append of tool.started, tool.invoke (as ToolNode's; no timeout set, so the run's own signal), ledger.finish, audit append of tool.succeeded, ` +
         `the decision update; replay: ledger.begin (not claimed: the recorded entry) and one audit append of tool.replayed`,
     );

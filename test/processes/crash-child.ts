@@ -151,6 +151,8 @@ async function open(target: ChildTarget) {
     systemPrompt: "You are a customer-support agent. Look orders up before refunding them.",
   });
   const config = { configurable: { thread_id: target.threadId, agent_id: "support-agent", user_id: "cara" } };
+  /** Supervisor sam's resume: the human answering is the authenticated principal of the run, not the payload. */
+  const supervisorConfig = { configurable: { thread_id: target.threadId, user_id: "sam" } };
 
   async function summary(): Promise<ThreadSummary> {
     const snapshot = await agent.getState(config);
@@ -185,6 +187,7 @@ async function open(target: ChildTarget) {
   return {
     agent,
     config,
+    supervisorConfig,
     summary,
     close: async () => {
       await pool?.end();
@@ -232,14 +235,14 @@ async function main(): Promise<boolean> {
         emit({ event: "paused", summary: await summary() });
       });
     case "approve": {
-      const { agent, config, summary, close } = await open(target);
+      const { agent, config, supervisorConfig, summary, close } = await open(target);
       try {
         const approval = pendingApproval(await agent.getState(config));
         if (!approval) throw new Error(`thread ${target.threadId} is not waiting for an approval`);
         const decisions = approval.requests.map((r) => ({ toolCallId: r.toolCallId, type: "approve" as const, digest: r.digest }));
         emit({ event: "ready" });
         if (job!.barrier) await waitForFile(job!.barrier);
-        await agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions } }), config);
+        await agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions } }), supervisorConfig);
         emit({ event: "result", summary: await summary() });
         return true;
       } catch (error) {
@@ -256,13 +259,13 @@ async function main(): Promise<boolean> {
         emit({ event: "result", before, summary: await summary() });
       });
     case "recover":
-      return eachTarget(async ({ agent, config, summary }, t) => {
+      return eachTarget(async ({ agent, config, supervisorConfig, summary }, t) => {
         const recovery = pendingRecovery(await agent.getState(config));
         if (!recovery) throw new Error(`thread ${t.threadId} is not waiting for a recovery decision`);
         const choice = t.decision ?? job!.decision;
         if (!choice) throw new Error(`no recovery decision for thread ${t.threadId}`);
-        const decisions = recovery.requests.map((r) => ({ toolCallId: r.toolCallId, ...choice }));
-        await agent.invoke(new Command({ resume: { resolver: { id: "sam" }, decisions } }), config);
+        const decisions = recovery.requests.map((r) => ({ toolCallId: r.toolCallId, ...choice, digest: r.digest }));
+        await agent.invoke(new Command({ resume: { resolver: { id: "sam" }, decisions } }), supervisorConfig);
         emit({ event: "result", summary: await summary() });
       });
   }

@@ -37,9 +37,11 @@ export type RecoveryChoice = { type: "retry" | "mark_done" | "abandon"; result?:
 export interface ChildJob {
   /**
    * `request`: cara asks for the $740 refund on every target; each must pause for approval.
-   * `approve`: sam approves the pending call (`new Command({ resume })`) of the first target.
+   * `approve`: sam approves the pending call (`new Command({ resume })`, run as `user_id` "sam", with
+   *   the request's digest) of the first target.
    * `continue`: `invoke(null, config)` on every target, as after a crash.
-   * `recover`: sam answers the pending `eart.recovery` request of every target with its `decision`.
+   * `recover`: sam (the run's `user_id`) answers the pending `eart.recovery` request of every target
+   *   with its `decision` and the request's digest.
    * The steps over every target go on after a target fails, and report each.
    */
   step: "request" | "approve" | "continue" | "recover";

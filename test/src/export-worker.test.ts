@@ -64,7 +64,7 @@ const bodies = (capture: CaptureServer) => capture.requests.map((r) => r.body.to
 /** A small refund thread as the governed agent records it: started, allowed, refunded, answered. */
 function refundThreadInputs(threadId: string, reason = "charged twice", answer = "Refunded $740 for order 1042."): AuditEventInput[] {
   const args = { orderId: "1042", amount: 740, reason };
-  const digest = toolCallDigest("issue_refund", args);
+  const digest = toolCallDigest("issue_refund", args, threadId);
   const at = (i: number) => new Date(Date.parse("2026-03-02T10:00:00.000Z") + i * 250).toISOString();
   return [
     { threadId, at: at(0), type: "run.started", data: { agentId: "support-agent", userId: "cara", request: { text: `Please refund order 1042, ${reason}`, messageId: "m-1" } } },
@@ -201,7 +201,7 @@ describe("the LangSmith exporter on the worker thread", () => {
     const emp = defineRedaction([{ id: "emp", pattern: /EMP-\d+/g, validate: (m) => m.endsWith("7") }]);
     const threadId = "review EMP-1237";
     const args = { orderId: "1042", amount: 740 };
-    const digest = toolCallDigest("issue_refund", args);
+    const digest = toolCallDigest("issue_refund", args, threadId);
     const log = new MemoryAuditLog();
     const stored = await log.append([
       { threadId, type: "run.started", data: { agentId: "support-agent", userId: "cara", request: { text: "Refund order 1042" } } },

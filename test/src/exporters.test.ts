@@ -456,7 +456,7 @@ describe("LangSmith exporter", () => {
     expect(JSON.parse(lookupRun.outputs.result)).toMatchObject({ orderId: "1042", total: 740 });
     expect(children.find((c) => c.name === "policy issue_refund")!.extra.metadata).toMatchObject({
       "eart.policy.decision": "require_approval",
-      "eart.tool.digest": toolCallDigest("issue_refund", { orderId: "1042", amount: 740, reason: `charged twice on card ${CARD}` }),
+      "eart.tool.digest": toolCallDigest("issue_refund", { orderId: "1042", amount: 740, reason: `charged twice on card ${CARD}` }, "ls-1"),
     });
   });
 
@@ -470,8 +470,8 @@ describe("LangSmith exporter", () => {
     const pausedAt = (await inner.read("ls-2")).length;
     // "Another process": a new exporter, which sees only the resume's events.
     await setup.agent.invoke(
-      new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c2", type: "approve" }] } }),
-      config("ls-2"),
+      new Command({ resume: { decisions: [{ toolCallId: "c2", type: "approve", digest: pendingApproval(paused)!.requests[0]!.digest }] } }),
+      config("ls-2", "sam"),
     );
     expect(pendingApproval(paused)).toBeDefined();
     const second = track(createLangSmithExporter({ apiUrl: capture.url, apiKey: "k", flushIntervalMs: 10 }));
@@ -551,7 +551,10 @@ describe("LangSmith exporter", () => {
       const traceExport = createTraceExport({ auditLog: new MemoryAuditLog(), exporters: [langsmith] });
       const setup = refundSetup([], { auditLog: traceExport, agent: { model: refundModel() } });
       const paused = await setup.agent.invoke(ask(), config(`ls-${dead}`));
-      await setup.agent.invoke(new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c2", type: "approve" }] } }), config(`ls-${dead}`));
+      await setup.agent.invoke(
+        new Command({ resume: { decisions: [{ toolCallId: "c2", type: "approve", digest: pendingApproval(paused)!.requests[0]!.digest }] } }),
+        config(`ls-${dead}`, "sam"),
+      );
       expect(pendingApproval(paused)).toBeDefined();
       expect(setup.refunds()).toHaveLength(1);
       if (hanging) {
@@ -627,7 +630,7 @@ describe("OpenTelemetry exporter", () => {
       "gen_ai.tool.call.id": "c1",
       "gen_ai.tool.type": "function",
       "eart.policy.decision": "allow",
-      "eart.tool.digest": toolCallDigest("lookup_order", { orderId: "1042" }),
+      "eart.tool.digest": toolCallDigest("lookup_order", { orderId: "1042" }, "ot-1"),
     });
     for (const s of spans.filter((x) => x !== root)) {
       expect(s.spanContext().traceId).toBe(root.spanContext().traceId);
@@ -717,7 +720,7 @@ describe("end to end: the governed refund agent through an approval, exported to
     expect(request.requests.map((r) => r.name)).toEqual(["issue_refund"]);
     const done = await setup.agent.invoke(
       new Command({ resume: { approver: { id: "sam" }, decisions: [{ toolCallId: "c2", type: "approve", digest: request.requests[0]!.digest }] } }),
-      config(threadId),
+      config(threadId, "sam"),
     );
     expect(String(done.messages.at(-1)!.content)).toContain("Refunded $740");
     expect(setup.refunds()).toHaveLength(1);

@@ -37,8 +37,10 @@ const newPool = () => {
 };
 
 const at = (second: number) => new Date(Date.UTC(2025, 2, 10, 9, 0, second));
-const DIGEST = toolCallDigest("issue_refund", { orderId: "1042", amount: 740 });
-const OTHER_DIGEST = toolCallDigest("issue_refund", { orderId: "1042", amount: 741 });
+// Digests of two calls on thread "t1". The ledger stores a key's digest as given (it never
+// recomputes one), so these serve as the digest of a call on any thread below.
+const DIGEST = toolCallDigest("issue_refund", { orderId: "1042", amount: 740 }, "t1");
+const OTHER_DIGEST = toolCallDigest("issue_refund", { orderId: "1042", amount: 741 }, "t1");
 
 interface LedgerBackend {
   name: string;

@@ -9,7 +9,7 @@ import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { advisoryLockKey, EartConfigError, MemoryThreadLock, ThreadLockLostError, PostgresThreadLock, SqliteThreadLock, ThreadBusyError, threadLockFor, type ThreadLock } from "eart";
+import { advisoryLockKey, EartConfigError, MemoryThreadLock, pendingApproval, ThreadLockLostError, PostgresThreadLock, SqliteThreadLock, ThreadBusyError, threadLockFor, type ThreadLock } from "eart";
 import { resumeThread, runThread } from "eart/graphs";
 import { tool } from "@langchain/core/tools";
 import { z } from "zod";
@@ -170,10 +170,12 @@ describe("the governed agent holds the thread's lock", () => {
       ],
     });
     await setup.agent.invoke(ask(), config("busy-1"));
-    const resume = { approver: { id: "sam" }, decisions: [{ toolCallId: "c1", type: "approve" }] };
-    const first = resumeThread(setup.agent, resume, config("busy-1"));
+    // Supervisor sam answers: he is the principal of the resuming run, and the decision carries the request's digest.
+    const digest = pendingApproval(await setup.agent.getState(config("busy-1")))!.requests[0]!.digest;
+    const resume = { decisions: [{ toolCallId: "c1", type: "approve", digest }] };
+    const first = resumeThread(setup.agent, resume, config("busy-1", "sam"));
     await inside;
-    const second = await resumeThread(setup.agent, resume, config("busy-1")).catch((e: unknown) => e);
+    const second = await resumeThread(setup.agent, resume, config("busy-1", "sam")).catch((e: unknown) => e);
     expect(second).toBeInstanceOf(ThreadBusyError);
     const direct = await setup.agent.invoke(null, config("busy-1")).catch((e: unknown) => e);
     expect(direct).toBeInstanceOf(ThreadBusyError);
@@ -189,7 +191,7 @@ describe("the governed agent holds the thread's lock", () => {
 
   it("resumeThread refuses an unknown thread with a typed error", async () => {
     const setup = refundSetup([]);
-    const error = await resumeThread(setup.agent, { approver: { id: "sam" }, decisions: [] }, config("nope")).catch((e: unknown) => e);
+    const error = await resumeThread(setup.agent, { decisions: [] }, config("nope", "sam")).catch((e: unknown) => e);
     expect((error as { code?: string }).code).toBe("thread_unknown");
   });
 });
