@@ -71,6 +71,8 @@ afterAll(async () => {
 interface Case {
   backend: "sqlite" | "postgres";
   idempotent: boolean;
+  /** Built with default options: the ledger comes from the checkpointer's store. */
+  defaults: boolean;
   at: CrashPoint;
   target: ChildTarget;
   file: string;
@@ -78,19 +80,19 @@ interface Case {
   schema?: string;
 }
 
-async function makeCase(backend: "sqlite" | "postgres", idempotent: boolean, at: CrashPoint): Promise<Case> {
+async function makeCase(backend: "sqlite" | "postgres", idempotent: boolean, at: CrashPoint, defaults: boolean): Promise<Case> {
   const dir = mkdtempSync(join(tmpdir(), "eart-crash-"));
   dirs.push(dir);
   const file = join(dir, "refund.sqlite");
-  const threadId = `crash-${runId}-${backend}-${idempotent ? "idem" : "nonidem"}-${at}`;
-  if (backend === "sqlite") return { backend, idempotent, at, file, threadId, target: { file, threadId, idempotent } };
-  const schema = `eart_crash_${runId}_${idempotent ? "i" : "n"}_${at}`;
+  const threadId = `crash-${runId}-${backend}-${idempotent ? "idem" : "nonidem"}${defaults ? "-defaults" : ""}-${at}`;
+  if (backend === "sqlite") return { backend, idempotent, defaults, at, file, threadId, target: { file, threadId, idempotent, defaults } };
+  const schema = `eart_crash_${runId}_${idempotent ? "i" : "n"}${defaults ? "d" : ""}_${at}`;
   schemas.push(schema);
   await admin.query(`CREATE SCHEMA "${schema}"`);
   const postgres = new URL(url);
   postgres.searchParams.set("options", `-c search_path=${schema}`);
   pgThreads.push(threadId);
-  return { backend, idempotent, at, file, threadId, schema, target: { file, threadId, postgres: postgres.toString(), idempotent } };
+  return { backend, idempotent, defaults, at, file, threadId, schema, target: { file, threadId, postgres: postgres.toString(), idempotent, defaults } };
 }
 
 interface Row {
@@ -182,10 +184,14 @@ const expected: Record<CrashPoint, { rows: number; ledger: { status: string; att
  * unknown; at the others it behaves as the idempotent one (nothing is retried).
  */
 const suites = [
-  { backend: "sqlite", idempotent: true, points: CRASH_POINTS },
-  { backend: "sqlite", idempotent: false, points: CRASH_POINTS },
-  { backend: "postgres", idempotent: true, points: CRASH_POINTS },
-  { backend: "postgres", idempotent: false, points: ["after_begin", "after_effect"] },
+  { backend: "sqlite", idempotent: true, defaults: false, points: CRASH_POINTS },
+  { backend: "sqlite", idempotent: false, defaults: false, points: CRASH_POINTS },
+  { backend: "postgres", idempotent: true, defaults: false, points: CRASH_POINTS },
+  { backend: "postgres", idempotent: false, defaults: false, points: ["after_begin", "after_effect"] },
+  // Default options: no ledger given, the agent takes its checkpointer's store. A crashed thread
+  // finished by another process still runs the refund once.
+  { backend: "sqlite", idempotent: false, defaults: true, points: ["after_effect", "after_checkpoint"] },
+  { backend: "postgres", idempotent: false, defaults: true, points: ["after_effect", "after_checkpoint"] },
 ] as const;
 
 /** Everything observed for one case, asserted by its test. */
@@ -201,7 +207,8 @@ interface Observed {
 
 const cases: Case[] = [];
 const observed = new Map<string, Observed>();
-const caseOf = (backend: string, idempotent: boolean, at: CrashPoint) => cases.find((c) => c.backend === backend && c.idempotent === idempotent && c.at === at)!;
+const caseOf = (backend: string, idempotent: boolean, defaults: boolean, at: CrashPoint) =>
+  cases.find((c) => c.backend === backend && c.idempotent === idempotent && c.defaults === defaults && c.at === at)!;
 const forThread = (run: ChildRun, threadId: string) =>
   run.events.filter((e) => ("summary" in e && e.summary.threadId === threadId) || ((e.event === "error" || e.event === "in_tool") && e.threadId === threadId));
 
@@ -210,7 +217,7 @@ const forThread = (run: ChildRun, threadId: string) =>
 // agent, database files and schema) and one answers the recovery requests. The tests below assert
 // on what was observed, case by case.
 beforeAll(async () => {
-  for (const s of suites) for (const at of s.points) cases.push(await makeCase(s.backend, s.idempotent, at));
+  for (const s of suites) for (const at of s.points) cases.push(await makeCase(s.backend, s.idempotent, at, s.defaults));
 
   const request = await runChild({ step: "request", targets: cases.map((c) => c.target) });
   const paused = eventsOf(request, "paused");
@@ -248,9 +255,9 @@ beforeAll(async () => {
   }
 }, 180_000);
 
-describe.each(suites)("a SIGKILL while approving the refund ($backend, idempotent: $idempotent)", ({ backend, idempotent, points }) => {
+describe.each(suites)("a SIGKILL while approving the refund ($backend, idempotent: $idempotent, default options: $defaults)", ({ backend, idempotent, defaults, points }) => {
   it.each(points)("at %s: a new process finishes the thread with exactly one refund", (at) => {
-    const c = caseOf(backend, idempotent, at);
+    const c = caseOf(backend, idempotent, defaults, at);
     const o = observed.get(c.threadId)!;
     const want = expected[at];
 

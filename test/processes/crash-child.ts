@@ -124,7 +124,8 @@ async function open(target: ChildTarget) {
   }
   const at = job!.step === "approve" ? job!.crashAt : undefined;
   probeCheckpointer(checkpointer, at);
-  const ledger = probeLedger(pool ? new PostgresEffectLedger({ pool }) : new SqliteEffectLedger({ database: db }), at);
+  // With default options the agent picks the ledger of its checkpointer's store itself.
+  const ledger = target.defaults ? undefined : probeLedger(pool ? new PostgresEffectLedger({ pool }) : new SqliteEffectLedger({ database: db }), at);
   const tools = createRefundTools(pool ?? db);
   const original = tools.issueRefund;
   const issueRefund = tool(
@@ -134,6 +135,9 @@ async function open(target: ChildTarget) {
       if (job!.hold) await waitForFile(job!.hold);
       const answer: unknown = await original.invoke(args, config);
       if (at === "after_effect") await crash(at, true);
+      // Without the probe ledger (default options) the checkpoint probe learns it here; it still
+      // dies only on the checkpoint that records the refund's answer.
+      if (target.defaults) refundFinished = true;
       return answer as string;
     },
     { name: original.name, description: original.description, schema: original.schema },
@@ -145,7 +149,7 @@ async function open(target: ChildTarget) {
     policy: refundPolicy,
     checkpointer,
     auditLog,
-    ledger,
+    ...(ledger ? { ledger } : {}),
     execution: { issue_refund: (target.idempotent ?? job!.idempotent) === false ? { idempotent: false } : REFUND_EXECUTION },
     recoveryRoles: ["supervisor"],
     systemPrompt: "You are a customer-support agent. Look orders up before refunding them.",

@@ -28,6 +28,11 @@ export interface ChildTarget {
   idempotent?: boolean;
   /** Overrides the job's `decision` for this thread (`recover`). */
   decision?: RecoveryChoice;
+  /**
+   * The agent is built with default options: no `ledger` (it comes from the checkpointer's store),
+   * so only the crash points outside the ledger apply (`after_effect`, `after_checkpoint`).
+   */
+  defaults?: boolean;
 }
 
 /** A supervisor's answer to an `eart.recovery` request. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DecisionRecordSchema, emptyThreadContext, mergeDecisions, mergeThreadContext, toolCallDigest, type DecisionRecord } from "eart";
+import { DecisionRecordSchema, emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext, toolCallDigest, type DecisionRecord } from "eart";
 
 const rec = (toolCallId: string, status: DecisionRecord["status"]): DecisionRecord =>
   DecisionRecordSchema.parse({
@@ -8,7 +8,7 @@ const rec = (toolCallId: string, status: DecisionRecord["status"]): DecisionReco
     messageId: "m",
     name: "lookup_order",
     args: { orderId: toolCallId },
-    digest: toolCallDigest("lookup_order", { orderId: toolCallId }),
+    digest: toolCallDigest("lookup_order", { orderId: toolCallId }, "t1"),
     verdict: { effect: "allow", reasons: ["ok"], policyIds: ["p"], version: "v" },
     status,
     requestedBy: { agentId: "a", userId: "u" },
@@ -69,5 +69,19 @@ describe("mergeDecisions", () => {
 
   it("a later record for the same id in one update wins", () => {
     expect(mergeDecisions([], [rec("c1", "allowed"), rec("c1", "executed")]).map((r) => r.status)).toEqual(["executed"]);
+  });
+});
+
+describe("mergeBudget", () => {
+  const key = "refunds.thread|t1|2025-03-10|sum";
+  it("raises counters and adds new ones; a new window is a new key", () => {
+    expect(mergeBudget({ [key]: 100 }, { [key]: 190, [`${key}-2`]: 5 })).toEqual({ [key]: 190, [`${key}-2`]: 5 });
+  });
+  it("never lowers a counter, and ignores values that are not finite numbers", () => {
+    const current = { [key]: 100 };
+    expect(mergeBudget(current, { [key]: 0 })).toEqual({ [key]: 100 });
+    expect(mergeBudget(current, { [key]: Number.NaN, other: Number.POSITIVE_INFINITY, third: "5" as unknown as number })).toEqual({ [key]: 100 });
+    expect(mergeBudget(current, undefined)).toEqual({ [key]: 100 });
+    expect(current).toEqual({ [key]: 100 });
   });
 });
