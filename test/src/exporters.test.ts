@@ -570,9 +570,12 @@ describe("LangSmith exporter", () => {
       expect(Date.now() - start).toBeLessThan(5_000);
       const stats = langsmith.stats();
       expect(stats.exported).toBe(0);
-      expect(stats.failed).toBeGreaterThan(0);
       expect(stats.failed + stats.dropped).toBe((await traceExport.read(`ls-${dead}`)).length);
-      expect(stats.lastError).toMatch(dead === "hang" ? /shut ?down|deadline/i : /fetch failed|ECONNREFUSED|connect/i);
+      // A hanging send on the worker is aborted there; when the worker (at the lowest priority, on
+      // a busy machine) reports it only after the deadline, the events count as dropped instead,
+      // as documented. Anywhere else the send has failed by then.
+      if (dead === "refused" || thread === "main") expect(stats.failed).toBeGreaterThan(0);
+      if (stats.failed > 0) expect(stats.lastError).toMatch(dead === "hang" ? /shut ?down|deadline/i : /fetch failed|ECONNREFUSED|connect/i);
       // Nothing is left behind: shutdown aborted the request the endpoint never answered.
       if (hanging) await hanging.waitFor(() => hanging.pending() === 0, 5_000);
     });
