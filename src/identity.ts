@@ -12,6 +12,11 @@ export const RoleDefinitionSchema = z.object({
   description: z.string().optional(),
   /** Tool names, or `"*"` for every tool. */
   tools: z.array(ToolGrant).default([]),
+  /**
+   * Data scopes an agent acting for a holder of this role may read, or `"*"` for all of the
+   * agent's. An agent's scopes are limited by them as its tools are by `tools`: none by default.
+   */
+  dataScopes: z.array(ToolGrant).default([]),
 });
 
 /** An agent: what it is allowed to call and to see, whoever it acts for. */
@@ -168,12 +173,16 @@ export class IdentityRegistry {
     // "*" on the agent side never widens past what the user allows: it expands to the user's grants.
     const agentTools = agent.tools.includes("*") ? [...userGrants].filter((t) => t !== "*") : agent.tools;
     const tools = [...new Set(agentTools.filter((t) => t !== "*" && allowedByUser(t)))].sort();
+    // Data scopes the same way: a client that names a wider agent gets no more than the human may read.
+    const scopeGrants = new Set<string>();
+    for (const role of user.roles) for (const scope of this.#roles.get(role)?.dataScopes ?? []) scopeGrants.add(scope);
+    const dataScopes = agent.dataScopes.filter((scope) => scopeGrants.has("*") || scopeGrants.has(scope));
     return {
       schemaVersion: 1,
       id: agent.id,
       roles: [...agent.roles],
       tools,
-      dataScopes: [...agent.dataScopes],
+      dataScopes,
       onBehalfOf: { id: user.id, roles: [...user.roles] },
       source: claim.source,
     };

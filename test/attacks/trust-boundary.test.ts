@@ -10,6 +10,14 @@ import { tool } from "@langchain/core/tools";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { defineBudgets, MemoryBudgetStore, ToolPermissionError, ApprovalError, IdentityImmutableError, isApprovalRequest, pendingApproval, StateTamperError, toolCallDigest, type DecisionRecord } from "eart";
+import { type BaseMessage } from "@langchain/core/messages";
+import Database from "better-sqlite3";
+import { IdentityRegistry } from "eart";
+import { createGovernedAgent } from "eart/graphs";
+import { scriptedModel } from "eart/testing";
+import identities from "../../examples/refund/identities.json" with { type: "json" };
+import { refundPolicy } from "../../examples/refund/policy.js";
+import { createRefundTools } from "../../examples/refund/tools.js";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
 
 /** A resume as the given human (the run's principal); `undefined` resumes with no principal. */
@@ -253,6 +261,42 @@ describe("callers cannot write what grants authority", () => {
     expect(events.find((e) => e.type === "state.tamper_detected")?.data).toMatchObject({ node: "bindIdentity", outcome: "ignored" });
     await agent.invoke(new Command({ resume: { decisions: [{ toolCallId: "c1", type: "approve", digest: request.requests[0]!.digest }] } }), as("p1", "sam"));
     expect(refunds()).toHaveLength(1);
+  });
+});
+
+describe("data scopes", () => {
+  it("a customer who names a more privileged agent on a new thread reads no more than her roles allow", async () => {
+    const registry = IdentityRegistry.fromObject({
+      ...identities,
+      agents: [...identities.agents, { id: "payments-agent", roles: ["payments"], tools: ["lookup_order"], dataScopes: ["orders", "payments"] }],
+    });
+    const seen: string[] = [];
+    const model = scriptedModel((messages: BaseMessage[]) => {
+      seen.push(messages.map((m) => String(m.content)).join("\n"));
+      return new AIMessage("ok");
+    });
+    const agent = createGovernedAgent({
+      model,
+      tools: createRefundTools(new Database(":memory:")).all,
+      identities: registry,
+      policy: refundPolicy,
+      checkpointer: new MemorySaver(),
+      context: {
+        providers: [
+          async () => [
+            { id: "order-1042", source: "orders-db", scope: "orders", labels: [], content: "order 1042, $740" },
+            { id: "card-on-file", source: "payments-db", scope: "payments", labels: [], content: "card on file ends in 1881" },
+          ],
+        ],
+      },
+    });
+    const asPayments = (threadId: string, userId: string) => ({ configurable: { thread_id: threadId, agent_id: "payments-agent", user_id: userId } });
+    await agent.invoke(ask("what is on file?"), asPayments("s1", "cara"));
+    expect(seen[0]).toContain("order-1042");
+    expect(seen[0]).not.toContain("card-on-file");
+    expect(((await agent.getState(as("s1"))).values.identity as { dataScopes: string[] }).dataScopes).toEqual(["orders"]);
+    await agent.invoke(ask("what is on file?"), asPayments("s2", "sam"));
+    expect(seen[1]).toContain("card-on-file");
   });
 });
 

@@ -18,15 +18,16 @@ import { processSealer, sealIdentity } from "../support/sealing.js";
 
 const baseRegistry = () => ({
   roles: {
-    customer: { description: "customer", tools: ["lookup_order", "issue_refund"] },
+    customer: { description: "customer", tools: ["lookup_order", "issue_refund"], dataScopes: ["orders"] },
     viewer: { tools: ["lookup_order"] },
-    supervisor: { tools: ["*"] },
+    supervisor: { tools: ["*"], dataScopes: ["*"] },
     auditor: { tools: ["read_audit"] },
     nobody: {},
   },
   agents: [
     { id: "support-agent", roles: ["support"], tools: ["lookup_order", "issue_refund", "delete_account"], dataScopes: ["orders"] },
     { id: "wild-agent", tools: ["*"] },
+    { id: "payments-agent", tools: ["lookup_order"], dataScopes: ["orders", "payments", "cards"] },
   ],
   users: [
     { id: "cara", name: "Cara", roles: ["customer"] },
@@ -141,7 +142,7 @@ describe("IdentityRegistry.fromObject validation", () => {
     const def = baseRegistry();
     def.agents.push({ id: "support-agent", tools: [] } as (typeof def.agents)[number]);
     const e = registryError(def);
-    expect(e.entry).toBe("agents[2].id");
+    expect(e.entry).toBe("agents[3].id");
     expect(e.message).toContain('duplicate agent id "support-agent"');
   });
 
@@ -230,6 +231,15 @@ describe("IdentityRegistry.resolve", () => {
       source: "configurable.langgraph_auth_user",
     });
     expect(AgentIdentitySchema.safeParse(identity).success).toBe(true);
+  });
+
+  it("limits the agent's data scopes by what the human's roles allow, as its tools", () => {
+    // A customer who names a wider agent gets no more than her roles may read.
+    expect(registry.resolve(claim("payments-agent", "cara")).dataScopes).toEqual(["orders"]);
+    expect(registry.resolve(claim("payments-agent", "sam")).dataScopes).toEqual(["orders", "payments", "cards"]);
+    // A role that declares no scopes grants none.
+    expect(registry.resolve(claim("payments-agent", "vic")).dataScopes).toEqual([]);
+    expect(registry.resolve(claim("payments-agent", "nil")).dataScopes).toEqual([]);
   });
 
   it("refuses an unknown agent", () => {
