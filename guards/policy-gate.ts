@@ -79,7 +79,7 @@ export const BUILTIN_POLICY_IDS = {
   duplicateCall: "eart.duplicate-call-id",
 } as const;
 
-type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
+type ToolCall = { id?: string; name: string; args: Record<string, unknown>; reserved?: boolean };
 export type GateUpdate = { decisions?: DecisionRecord[]; messages?: BaseMessage[]; escalation?: Escalation };
 
 /** Whether a candidate's decision differs from the enforced one in what it lets happen. */
@@ -178,8 +178,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const shadow = shadowPolicy && (await decideFailClosed(shadowPolicy, request));
     // Shadow mode compares policy sets: the enforced policy's own decision, before budgets.
     const flip = shadow && flipped(decided, shadow) ? { enforced: verdictSummary(decided), candidate: verdictSummary(shadow) } : undefined;
-    const verdict = await withinBudget(decided, request, budget, earlier);
-    const record: DecisionRecord = { ...base, status: STATUS_OF[verdict.effect], verdict, ...expiryOf(verdict) };
+    const { verdict, reserved } = await withinBudget(decided, request, budget, earlier);
+    const record: DecisionRecord = { ...base, status: STATUS_OF[verdict.effect], verdict, ...expiryOf(verdict), ...(reserved ? { budgetReserved: true } : {}) };
     if (verdict.effect === "deny") return { record, request, flip, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
     if (verdict.effect === "escalate") return { record, request, flip, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
     return { record, request, flip };
@@ -187,39 +187,82 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
 
   /**
    * Applies the budgets to what policy decided. Exceeded: deny, or require approval (by the
-   * budget's roles too). A budget that cannot be checked denies (fail closed).
+   * budget's roles too). A budget that cannot be checked denies (fail closed). A call policy allows
+   * and the budgets fit is reserved in the budget store there and then, atomically, so that
+   * concurrent threads cannot each fit the same budget.
    */
-  async function withinBudget(decided: PolicyDecision, request: PolicyRequest, budget: Budget, earlier: readonly ToolCall[]): Promise<PolicyDecision> {
-    if (!budgets || (decided.effect !== "allow" && decided.effect !== "require_approval")) return decided;
+  async function withinBudget(
+    decided: PolicyDecision,
+    request: PolicyRequest,
+    budget: Budget,
+    earlier: readonly ToolCall[],
+  ): Promise<{ verdict: PolicyDecision; reserved: boolean }> {
+    if (!budgets || (decided.effect !== "allow" && decided.effect !== "require_approval")) return { verdict: decided, reserved: false };
+    const req = {
+      identity: request.identity,
+      threadId: request.threadId ?? "",
+      tool: request.tool,
+      threadCounters: budget,
+      pending: earlier.map((c) => ({ name: c.name, args: c.args, ...(c.reserved ? { reserved: true } : {}) })),
+    };
     let over: Awaited<ReturnType<typeof budgets.check>>;
+    let reserved = false;
     try {
-      over = await budgets.check({
-        identity: request.identity,
-        threadId: request.threadId ?? "",
-        tool: request.tool,
-        threadCounters: budget,
-        pending: earlier.map((c) => ({ name: c.name, args: c.args })),
-      });
+      if (decided.effect === "allow") ({ verdict: over, reserved } = await budgets.reserve(req));
+      else over = await budgets.check(req);
     } catch (error) {
-      return {
-        effect: "deny",
-        reasons: [`budget check failed: ${(error as Error)?.message ?? String(error)}`],
-        policyIds: [],
-        version: decided.version,
-        evaluationError: true,
-      };
+      return { verdict: budgetFailure(error, decided.version), reserved: false };
     }
-    if (!over) return decided;
-    if (over.effect === "deny") return { effect: "deny", reasons: over.reasons, policyIds: over.budgetIds, version: decided.version };
+    if (!over) return { verdict: decided, reserved };
+    if (over.effect === "deny") return { verdict: { effect: "deny", reasons: over.reasons, policyIds: over.budgetIds, version: decided.version }, reserved: false };
     const roles = over.approverRoles ?? [];
-    return decided.effect === "require_approval"
-      ? {
-          ...decided,
-          reasons: [...decided.reasons, ...over.reasons],
-          policyIds: [...decided.policyIds, ...over.budgetIds],
-          approverRoles: [...new Set([...decided.approverRoles, ...roles])],
-        }
-      : { effect: "require_approval", reasons: over.reasons, policyIds: over.budgetIds, version: decided.version, approverRoles: roles };
+    const verdict: PolicyDecision =
+      decided.effect === "require_approval"
+        ? {
+            ...decided,
+            reasons: [...decided.reasons, ...over.reasons],
+            policyIds: [...decided.policyIds, ...over.budgetIds],
+            approverRoles: [...new Set([...decided.approverRoles, ...roles])],
+          }
+        : { effect: "require_approval", reasons: over.reasons, policyIds: over.budgetIds, version: decided.version, approverRoles: roles };
+    return { verdict, reserved: false };
+  }
+
+  const budgetFailure = (error: unknown, version: string): PolicyDecision => ({
+    effect: "deny",
+    reasons: [`budget check failed: ${(error as Error)?.message ?? String(error)}`],
+    policyIds: [],
+    version,
+    evaluationError: true,
+  });
+
+  /**
+   * Approved calls reserve their cross-thread budgets when the approval completes: budgets that
+   * deny still hold (the approver approved past those that ask for approval); one that no longer
+   * fits, or cannot be checked, denies the call.
+   */
+  async function reserveApproved(records: DecisionRecord[], identity: AgentIdentity, threadId: string, budget: Budget): Promise<DecisionRecord[]> {
+    if (!budgets) return records;
+    const out: DecisionRecord[] = [];
+    for (const r of records) {
+      if (r.status !== "approved" || r.budgetReserved) {
+        out.push(r);
+        continue;
+      }
+      let result: Awaited<ReturnType<typeof budgets.reserve>>;
+      try {
+        result = await budgets.reserve({ identity, threadId, tool: { name: r.name, args: r.args }, threadCounters: budget }, { only: "deny" });
+      } catch (error) {
+        out.push({ ...r, status: "denied", verdict: budgetFailure(error, r.verdict.version) });
+        continue;
+      }
+      if (result.verdict) {
+        out.push({ ...r, status: "denied", verdict: { effect: "deny", reasons: result.verdict.reasons, policyIds: result.verdict.budgetIds, version: r.verdict.version } });
+      } else {
+        out.push(result.reserved ? { ...r, budgetReserved: true } : r);
+      }
+    }
+    return out;
   }
 
   /** First pass: decide every new call and record it. No interrupt here. */
@@ -264,7 +307,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           }
         : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId, state.budget ?? {}, through);
       records.push(record);
-      if (record.status === "allowed" || record.status === "pending_approval") through.push({ name: record.name, args: record.args });
+      if (record.status === "allowed" || record.status === "pending_approval") through.push({ id, name: record.name, args: record.args, reserved: record.budgetReserved === true });
       if (request) requests.set(id, request);
       if (flip) flips.push({ threadId, type: "policy.shadow_flip", data: { toolCallId: id, name: call.name, digest: record.digest, ...flip } });
       if (answer !== undefined) answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: answer, status: "error" }));
@@ -319,6 +362,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     threadId: string,
     principal: Principal | undefined,
     decisions: readonly DecisionRecord[],
+    budget: Budget,
   ): Promise<{ records: DecisionRecord[]; approverId: string; types: Map<string, ApprovalRecord["type"]>; viaToken: boolean }> {
     const { response, approverId, tokenNonces } = validateApprovalResponse(raw, request, { registry, identity, principal, tokens: tokenContext(threadId, decisions) });
     const byId = new Map(pending.map((r) => [r.toolCallId, r]));
@@ -361,7 +405,12 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         records.push(withApproval({ ...record, args, digest: toolCallDigest(record.name, args, threadId) }, verdict, [{ ...approval, originalDigest: record.digest }]));
       }
     }
-    return { records, approverId, types: new Map(response.decisions.map((d) => [d.toolCallId, d.type])), viaToken: tokenNonces.size > 0 };
+    return {
+      records: await reserveApproved(records, identity, threadId, budget),
+      approverId,
+      types: new Map(response.decisions.map((d) => [d.toolCallId, d.type])),
+      viaToken: tokenNonces.size > 0,
+    };
   }
 
   /**
@@ -466,7 +515,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     }
     const result = await acceptAnswer(
       answer,
-      (a) => resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principal, state.decisions),
+      (a) => resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principal, state.decisions, state.budget ?? {}),
       refused,
     );
     const { records, approverId, types, viaToken } = result;

@@ -359,16 +359,20 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
    * previous left. A charge that fails is recorded; the call already ran and is not repeated.
    */
   async function charge(
-    executed: { call: ToolCall & { id: string } }[],
+    executed: { call: ToolCall & { id: string }; reserved: boolean }[],
     state: Partial<Pick<GovernedState, "identity" | "budget">>,
     threadId: string,
   ): Promise<Record<string, number>> {
     const update: Record<string, number> = {};
     if (!budgets || !state.identity) return update;
     const counters = { ...(state.budget ?? {}) };
-    for (const { call } of executed) {
+    for (const { call, reserved } of executed) {
       try {
-        const totals = await budgets.charge({ identity: state.identity, threadId, tool: { name: call.name, args: call.args }, threadCounters: counters });
+        // A call reserved by the gate is counted in the store already: only its thread's counters here.
+        const totals = await budgets.charge(
+          { identity: state.identity, threadId, tool: { name: call.name, args: call.args }, threadCounters: counters },
+          { crossThread: !reserved },
+        );
         Object.assign(counters, totals);
         Object.assign(update, totals);
       } catch (error) {
@@ -401,7 +405,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const events = results.flatMap((r) => r.events);
     if (events.length > 0) await auditLog.append(events);
     // Replayed executions were charged when they ran.
-    const executed = withIds.map((call, i) => ({ call, ran: results[i]!.ran === true })).filter((r) => r.ran);
+    const executed = withIds
+      .map((call, i) => ({ call, ran: results[i]!.ran === true, reserved: records.get(call.id)?.budgetReserved === true }))
+      .filter((r) => r.ran);
     const budget = executed.length > 0 ? await charge(executed, state, threadId) : {};
     return {
       decisions: results.flatMap((r) => (r.record ? [seal.decision(threadId, r.record)] : [])),

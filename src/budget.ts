@@ -70,7 +70,16 @@ export const BudgetRequestSchema = z.object({
    * approval), which count as if charged, so that three $90 refunds in one message cannot each
    * fit a $150 budget on their own.
    */
-  pending: z.array(z.object({ name: Name, args: z.record(z.string(), z.unknown()) })).optional(),
+  pending: z
+    .array(
+      z.object({
+        name: Name,
+        args: z.record(z.string(), z.unknown()),
+        /** Already reserved in the store (`reserve`): counted there, so not again here. */
+        reserved: z.boolean().optional(),
+      }),
+    )
+    .optional(),
 });
 export type BudgetRequest = z.output<typeof BudgetRequestSchema>;
 
@@ -101,6 +110,13 @@ export type BudgetVerdict = z.output<typeof BudgetVerdictSchema>;
 export interface BudgetStore {
   get(keys: string[]): Promise<Record<string, number>>;
   add(increments: Record<string, number>): Promise<void>;
+  /**
+   * Adds every increment of the batch only if no counter named in `limits` would then exceed its
+   * limit, atomically (one transaction, also across processes for the SQLite and PostgreSQL
+   * stores): `true` when added, `false` (nothing changed) otherwise. How concurrent threads
+   * reserve one budget without both fitting.
+   */
+  addWithin(increments: Record<string, number>, limits: Record<string, number>): Promise<boolean>;
 }
 
 /**
@@ -120,17 +136,25 @@ export interface BudgetGuard {
    */
   check(req: BudgetRequest): Promise<BudgetVerdict | undefined>;
   /**
-   * Records an executed call: adds the cross-thread counters in the store (one atomic batch) and
-   * returns the new totals of the touched per-thread counters, to merge into the `budget` channel.
+   * Checks a call and, when it fits, reserves its cross-thread counters in the store atomically
+   * (`BudgetStore.addWithin`), so that concurrent threads cannot both fit one budget. `only:
+   * "deny"` enforces only budgets that deny (a human approved past those that ask for approval).
+   * `reserved` says whether the store was charged; per-thread counters are charged by `charge`.
    */
-  charge(req: BudgetRequest): Promise<Record<string, number>>;
+  reserve(req: BudgetRequest, options?: { only?: "deny" }): Promise<{ verdict?: BudgetVerdict; reserved: boolean }>;
+  /**
+   * Records an executed call: adds the cross-thread counters in the store (one atomic batch),
+   * unless they were reserved (`crossThread: false`), and returns the new totals of the touched
+   * per-thread counters, to merge into the `budget` channel.
+   */
+  charge(req: BudgetRequest, options?: { crossThread?: boolean }): Promise<Record<string, number>>;
 }
 
 const isFunction = (v: unknown): v is (...args: never[]) => unknown => typeof v === "function";
 
 const BudgetStoreOption = z.custom<BudgetStore>(
-  (v) => typeof (v as BudgetStore)?.get === "function" && typeof (v as BudgetStore)?.add === "function",
-  "must be a BudgetStore (get and add)",
+  (v) => ["get", "add", "addWithin"].every((m) => typeof (v as Record<string, unknown>)?.[m] === "function"),
+  "must be a BudgetStore (get, add and addWithin)",
 );
 
 const BudgetOptionsSchema = z
@@ -295,8 +319,49 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
 
   const within = (rule: BudgetRule) => `per ${scopeText(rule.scope)} per ${windowText(rule.window)}`;
 
-  return {
+  /** The cross-thread counters a call adds now, and the limits of the rules `enforced` picks. */
+  const storeBatch = (req: BudgetRequest, rules: BudgetRule[], enforced: (rule: BudgetRule) => boolean) => {
+    const at = now();
+    const increments: Record<string, number> = {};
+    const limits: Record<string, number> = {};
+    for (const rule of rules) {
+      if (rule.scope === "thread") continue;
+      const base = baseKey(rule, req, at);
+      if (rule.maxCalls !== undefined) {
+        increments[`${base}|calls`] = (increments[`${base}|calls`] ?? 0) + 1;
+        if (enforced(rule)) limits[`${base}|calls`] = rule.maxCalls;
+      }
+      if (rule.maxSum) {
+        // An amount that cannot be measured spends the whole budget (check denies it anyway).
+        increments[`${base}|sum`] = (increments[`${base}|sum`] ?? 0) + (amountOf(rule, req.tool.args) ?? rule.maxSum.max);
+        if (enforced(rule)) limits[`${base}|sum`] = rule.maxSum.max;
+      }
+    }
+    return { increments, limits };
+  };
+
+  const guard: BudgetGuard = {
     version,
+
+    async reserve(request, options = {}) {
+      const req = parseRequest("reserve", request);
+      const cross = rulesFor(req.tool.name).filter((r) => r.scope !== "thread");
+      const enforced = (rule: BudgetRule) => options.only !== "deny" || rule.onExceed === "deny";
+      // Read, then add only within the limits in one transaction; a concurrent reservation that
+      // got there first makes the add fail, and the next read sees it.
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const verdict = await guard.check(request);
+        const binding = options.only === "deny" ? (verdict?.effect === "deny" ? verdict : undefined) : verdict;
+        if (binding) return { verdict: binding, reserved: false };
+        if (cross.length === 0) return { reserved: false };
+        const { increments, limits } = storeBatch(req, cross, enforced);
+        if (await store!.addWithin(increments, limits)) return { reserved: true };
+      }
+      return {
+        verdict: { effect: "deny", budgetIds: cross.map((r) => r.id), reasons: ["budgets stayed contended: the call could not be reserved (denied)"], evaluationError: true },
+        reserved: false,
+      };
+    },
 
     async check(request) {
       const req = parseRequest("check", request);
@@ -331,7 +396,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
 
       // Earlier calls of the same message count as charged (an unmeasurable amount spends the
       // whole budget, as `charge` would).
-      const earlier = (rule: BudgetRule) => (req.pending ?? []).filter((p) => rulesFor(p.name).includes(rule));
+      const earlier = (rule: BudgetRule) => (req.pending ?? []).filter((p) => rulesFor(p.name).includes(rule) && (rule.scope === "thread" || !p.reserved));
       const earlierSum = (rule: BudgetRule) => earlier(rule).reduce((total, p) => total + (amountOf(rule, p.args) ?? rule.maxSum!.max), 0);
       const exceeded: Exceeded[] = [];
       rules.forEach((rule, i) => {
@@ -366,7 +431,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
       return combine(exceeded);
     },
 
-    async charge(request) {
+    async charge(request, options = {}) {
       const req = parseRequest("charge", request);
       const rules = rulesFor(req.tool.name);
       if (rules.length === 0) return {};
@@ -375,7 +440,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
       const increments: Record<string, number> = {};
       const add = (rule: BudgetRule, key: string, delta: number) => {
         if (rule.scope === "thread") threadUpdate[key] = (threadUpdate[key] ?? req.threadCounters[key] ?? 0) + delta;
-        else increments[key] = (increments[key] ?? 0) + delta;
+        else if (options.crossThread !== false) increments[key] = (increments[key] ?? 0) + delta;
       };
       for (const rule of rules) {
         const base = baseKey(rule, req, at);
@@ -388,6 +453,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
       return threadUpdate;
     },
   };
+  return guard;
 }
 
 const KeysSchema = z.array(z.string());
@@ -408,6 +474,20 @@ function parseIncrements(increments: unknown): [string, number][] {
   }
   return Object.entries(parsed.data).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
+
+/** The limits of a batch, validated. */
+function parseLimits(limits: unknown): Map<string, number> {
+  const parsed = IncrementsSchema.safeParse(limits);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new EartConfigError("limits", `${issue.path.join(".") || "(root)"}: ${issue.message}`);
+  }
+  return new Map(Object.entries(parsed.data));
+}
+
+/** Whether adding `entries` to `current` keeps every limited counter within its limit. */
+const fits = (entries: [string, number][], limits: Map<string, number>, current: (key: string) => number) =>
+  entries.every(([key, delta]) => !limits.has(key) || current(key) + delta <= limits.get(key)!);
 
 const withZeros = (keys: string[], found: Iterable<[string, number]>): Record<string, number> => {
   const out: Record<string, number> = Object.fromEntries(keys.map((k) => [k, 0]));
@@ -436,6 +516,14 @@ export class MemoryBudgetStore implements BudgetStore {
   async add(increments: Record<string, number>): Promise<void> {
     for (const [key, delta] of parseIncrements(increments)) this.#values.set(key, (this.#values.get(key) ?? 0) + delta);
   }
+
+  async addWithin(increments: Record<string, number>, limits: Record<string, number>): Promise<boolean> {
+    const entries = parseIncrements(increments);
+    // No await between the check and the writes: atomic in this process.
+    if (!fits(entries, parseLimits(limits), (k) => this.#values.get(k) ?? 0)) return false;
+    for (const [key, delta] of entries) this.#values.set(key, (this.#values.get(key) ?? 0) + delta);
+    return true;
+  }
 }
 
 /** Where the SQLite counters live: a file path, or an open better-sqlite3 database to share. */
@@ -455,6 +543,7 @@ export class SqliteBudgetStore implements BudgetStore {
   readonly #owned: boolean;
   readonly #get: Database.Statement;
   readonly #addTx: Database.Transaction<(entries: [string, number][]) => void>;
+  readonly #addWithinTx: Database.Transaction<(entries: [string, number][], limits: Map<string, number>) => boolean>;
 
   constructor(options: SqliteBudgetStoreOptions) {
     ({ db: this.#db, owned: this.#owned } = openSqlite(options));
@@ -467,6 +556,14 @@ export class SqliteBudgetStore implements BudgetStore {
     );
     this.#addTx = this.#db.transaction((entries: [string, number][]) => {
       for (const [key, delta] of entries) upsert.run(key, delta);
+    });
+    const one = this.#db.prepare(`SELECT value FROM eart_budget_counters WHERE key = ?`);
+    // Run as an IMMEDIATE transaction: the write lock is taken before the read, so two processes
+    // never both read the same total.
+    this.#addWithinTx = this.#db.transaction((entries: [string, number][], limits: Map<string, number>) => {
+      if (!fits(entries, limits, (k) => (one.get(k) as { value: number } | undefined)?.value ?? 0)) return false;
+      for (const [key, delta] of entries) upsert.run(key, delta);
+      return true;
     });
   }
 
@@ -484,6 +581,13 @@ export class SqliteBudgetStore implements BudgetStore {
     const entries = parseIncrements(increments);
     if (entries.length === 0) return;
     this.#addTx.immediate(entries);
+  }
+
+  async addWithin(increments: Record<string, number>, limits: Record<string, number>): Promise<boolean> {
+    const entries = parseIncrements(increments);
+    const parsedLimits = parseLimits(limits);
+    if (entries.length === 0) return true;
+    return this.#addWithinTx.immediate(entries, parsedLimits);
   }
 
   /** Closes the database connection (only when this store opened it). */
@@ -542,6 +646,30 @@ export class PostgresBudgetStore implements BudgetStore {
          ON CONFLICT (key) DO UPDATE SET value = ${PG_TABLE}.value + EXCLUDED.value`,
         [entries.map(([k]) => k), entries.map(([, v]) => v)],
       );
+    });
+  }
+
+  async addWithin(increments: Record<string, number>, limits: Record<string, number>): Promise<boolean> {
+    const entries = parseIncrements(increments);
+    const parsedLimits = parseLimits(limits);
+    if (entries.length === 0) return true;
+    await this.#migrate();
+    const keys = entries.map(([k]) => k);
+    return inTransaction(this.#pool, async (client) => {
+      // Every row exists, then is locked in key order (no deadlock between two batches), read,
+      // checked and added to, in one transaction.
+      await client.query(`INSERT INTO ${PG_TABLE} (key, value) SELECT unnest($1::text[]), 0 ON CONFLICT (key) DO NOTHING`, [keys]);
+      const { rows } = await client.query<{ key: string; value: number }>(
+        `SELECT key, value FROM ${PG_TABLE} WHERE key = ANY($1::text[]) ORDER BY key COLLATE "C" FOR UPDATE`,
+        [keys],
+      );
+      const current = new Map(rows.map((r) => [r.key, Number(r.value)]));
+      if (!fits(entries, parsedLimits, (k) => current.get(k) ?? 0)) return false;
+      await client.query(
+        `UPDATE ${PG_TABLE} AS t SET value = t.value + d.delta FROM unnest($1::text[], $2::float8[]) AS d(key, delta) WHERE t.key = d.key`,
+        [keys, entries.map(([, v]) => v)],
+      );
+      return true;
     });
   }
 

@@ -34,6 +34,6 @@ export const PolicyEngineOption = z.custom<PolicyEngine>((v) => typeof (v as Pol
 
 /** Option schema: a {@link BudgetGuard} (from `defineBudgets`). */
 export const BudgetGuardOption = z.custom<BudgetGuard>(
-  (v) => typeof (v as BudgetGuard)?.check === "function" && typeof (v as BudgetGuard)?.charge === "function",
+  (v) => ["check", "reserve", "charge"].every((m) => typeof (v as unknown as Record<string, unknown>)?.[m] === "function"),
   "must be a BudgetGuard (defineBudgets)",
 );

@@ -137,6 +137,8 @@ export const DecisionRecordSchema = z.object({
   recovery: RecoveryRecordSchema.optional(),
   /** Nonces of the signed approval tokens already used on this call: each token counts once. */
   usedTokens: z.array(z.string()).optional(),
+  /** Its cross-thread budgets were reserved in the budget store when it was allowed or approved. */
+  budgetReserved: z.boolean().optional(),
   /** eart's seal over this record for its thread (see `Sealer`): a record without a valid one grants nothing. */
   seal: z.string().optional(),
 });

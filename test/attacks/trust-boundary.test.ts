@@ -18,7 +18,12 @@ import { scriptedModel } from "eart/testing";
 import identities from "../../examples/refund/identities.json" with { type: "json" };
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
+import { randomUUID } from "node:crypto";
+import pg from "pg";
+import { PostgresBudgetStore } from "eart";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
+
+const PG_URL = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
 
 /** A resume as the given human (the run's principal); `undefined` resumes with no principal. */
 const as = (threadId: string, userId?: string) => ({ configurable: { thread_id: threadId, ...(userId ? { user_id: userId } : {}) } });
@@ -312,6 +317,42 @@ describe("budgets", () => {
     const decided = (await auditLog.read("b1")).filter((e) => e.type === "policy.decided").map((e) => [e.data.toolCallId, e.data.effect]);
     expect(decided).toEqual([["c1", "allow"], ["c2", "deny"], ["c3", "deny"]]);
   });
+
+  for (const backend of ["memory", "PostgreSQL"] as const) {
+    it(`four concurrent threads of one customer do not each fit a $150 per-user budget (${backend} store)`, async () => {
+      const pool = backend === "PostgreSQL" ? new pg.Pool({ connectionString: PG_URL }) : undefined;
+      try {
+        const user = `cara`;
+        const id = `refunds.user-${randomUUID()}`; // a fresh counter in the shared table
+        const budgets = defineBudgets(
+          [{ id, tools: ["issue_refund"], scope: "user", window: "day", maxSum: { arg: "amount", max: 150 }, onExceed: "deny" }],
+          { store: pool ? new PostgresBudgetStore({ pool }) : new MemoryBudgetStore() },
+        );
+        // The tool waits until all four calls reached it (or 300 ms passed), so that without an
+        // atomic reservation every thread would pass the gate before any refund is counted.
+        let arrived = 0;
+        const { agent, refunds } = refundSetup([[refund("c1", 90)]], {
+          budgets,
+          tools: (t) => [
+            t.lookupOrder,
+            tool(
+              async (args, config) => {
+                arrived++;
+                for (let waited = 0; arrived < 4 && waited < 300; waited += 10) await new Promise((r) => setTimeout(r, 10));
+                return t.issueRefund.invoke(args, config);
+              },
+              { name: t.issueRefund.name, description: t.issueRefund.description, schema: t.issueRefund.schema },
+            ),
+          ],
+        });
+        await Promise.all(["u1", "u2", "u3", "u4"].map((t) => agent.invoke(ask("refund $90"), config(t, user))));
+        expect(refunds()).toHaveLength(1);
+        expect(arrived).toBe(1);
+      } finally {
+        await pool?.end();
+      }
+    });
+  }
 });
 
 describe("per-thread budget counters only rise", () => {

@@ -435,7 +435,11 @@ describe("BudgetGuard semantics", () => {
   it("check never writes: not to the store, not to the thread counters", async () => {
     const inner = new MemoryBudgetStore();
     let adds = 0;
-    const store: BudgetStore = { get: (keys) => inner.get(keys), add: (inc) => (adds++, inner.add(inc)) };
+    const store: BudgetStore = {
+      get: (keys) => inner.get(keys),
+      add: (inc) => (adds++, inner.add(inc)),
+      addWithin: (inc, limits) => (adds++, inner.addWithin(inc, limits)),
+    };
     const guard = defineBudgets(
       [
         { ...refundsPerAgentPerDay, maxCalls: 1 },
@@ -463,6 +467,9 @@ describe("BudgetGuard semantics", () => {
       add: async () => {
         throw new Error("connection refused");
       },
+      addWithin: async () => {
+        throw new Error("connection refused");
+      },
     };
     const guard = defineBudgets([refundsPerAgentPerDay], { store: broken });
     const req: BudgetRequest = { identity: identity(), threadId: "t1", tool: { name: "issue_refund", args: { amount: 1 } }, threadCounters: {} };
@@ -480,7 +487,7 @@ describe("BudgetGuard semantics", () => {
     await expect(t.charge("t")).rejects.toMatchObject({ code: "config_invalid", field: "clock" });
 
     // A store returning garbage for a counter is a failure too, not a zero.
-    const lying: BudgetStore = { get: async (keys) => Object.fromEntries(keys.map((k) => [k, Number.NaN])), add: async () => {} };
+    const lying: BudgetStore = { get: async (keys) => Object.fromEntries(keys.map((k) => [k, Number.NaN])), add: async () => {}, addWithin: async () => true };
     const fromLiar = defineBudgets([refundsPerAgentPerDay], { store: lying });
     expect(await fromLiar.check(req)).toMatchObject({ effect: "deny", evaluationError: true });
   });
@@ -494,6 +501,48 @@ describe("BudgetGuard semantics", () => {
     const noIdentity = { ...bad, threadId: "t1", identity: { id: "x" } } as unknown as BudgetRequest;
     await expect(guard.charge(noIdentity)).rejects.toBeInstanceOf(EartConfigError);
     expect(await store.get(["refunds.daily|support-agent|2025-03-10|sum"])).toEqual({ "refunds.daily|support-agent|2025-03-10|sum": 0 });
+  });
+});
+
+describe("BudgetGuard.reserve", () => {
+  const clock = () => new Date("2025-03-10T09:00:00Z");
+  const sumKey = "refunds.daily|support-agent|2025-03-10|sum";
+  const askFirst: BudgetRuleInput = { ...refundsPerAgentPerDay, id: "refunds.ask", maxSum: { arg: "amount", max: 100 }, onExceed: "require_approval", approverRoles: ["supervisor"] };
+
+  it("reserves a call that fits in the store, and refuses one that would not, adding nothing", async () => {
+    const store = new MemoryBudgetStore();
+    const guard = defineBudgets([refundsPerAgentPerDay], { store, clock });
+    const t = new Thread(guard, "t1");
+    expect(await guard.reserve(t.req("issue_refund", { amount: 1500 }))).toEqual({ reserved: true });
+    expect(await store.get([sumKey])).toEqual({ [sumKey]: 1500 });
+    expect(await guard.reserve(t.req("issue_refund", { amount: 600 }))).toMatchObject({ reserved: false, verdict: { effect: "deny", budgetIds: ["refunds.daily"] } });
+    expect(await store.get([sumKey])).toEqual({ [sumKey]: 1500 });
+    // charge after a reservation counts only the thread's own counters.
+    expect(await guard.charge(t.req("issue_refund", { amount: 1500 }), { crossThread: false })).toEqual({});
+    expect(await store.get([sumKey])).toEqual({ [sumKey]: 1500 });
+  });
+
+  it("only: deny enforces the budgets that deny; one that asks for approval was answered by the approver", async () => {
+    const store = new MemoryBudgetStore();
+    const guard = defineBudgets([askFirst], { store, clock });
+    const req = new Thread(guard, "t1").req("issue_refund", { amount: 150 });
+    expect(await guard.reserve(req)).toMatchObject({ reserved: false, verdict: { effect: "require_approval", approverRoles: ["supervisor"] } });
+    expect(await guard.reserve(req, { only: "deny" })).toEqual({ reserved: true });
+    expect(await store.get(["refunds.ask|support-agent|2025-03-10|sum"])).toEqual({ "refunds.ask|support-agent|2025-03-10|sum": 150 });
+  });
+
+  it("concurrent reservations never both fit one budget", async () => {
+    const store = new MemoryBudgetStore();
+    const guard = defineBudgets([{ ...refundsPerAgentPerDay, maxSum: { arg: "amount", max: 150 } }], { store, clock });
+    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => guard.reserve(new Thread(guard, `t${i}`).req("issue_refund", { amount: 90 }))));
+    expect(results.filter((r) => r.reserved)).toHaveLength(1);
+    expect(results.filter((r) => r.verdict?.effect === "deny")).toHaveLength(7);
+  });
+
+  it("a store that fails makes reserve throw (the gate then denies: fail closed)", async () => {
+    const broken: BudgetStore = { get: async () => ({}), add: async () => {}, addWithin: async () => { throw new Error("connection refused"); } };
+    const guard = defineBudgets([refundsPerAgentPerDay], { store: broken, clock });
+    await expect(guard.reserve(new Thread(guard, "t1").req("issue_refund", { amount: 1 }))).rejects.toThrow("connection refused");
   });
 });
 
@@ -605,6 +654,28 @@ describe.each(backends)("BudgetStore conformance: $name", (backend) => {
     expect(values[k("n0")]).toBe(0);
     expect(values[k("n1499")]).toBe(1499);
     expect(Object.values(values).reduce((a, b) => a + b, 0)).toBe((1499 * 1500) / 2);
+  });
+
+  it("addWithin adds a batch only when every limited counter stays within its limit, atomically", async () => {
+    prefix();
+    expect(await store.addWithin({ [k("sum")]: 90, [k("calls")]: 1, [k("free")]: 5 }, { [k("sum")]: 150 })).toBe(true);
+    // 90 + 90 > 150: nothing of the batch is added, not even the unlimited counter.
+    expect(await other.addWithin({ [k("sum")]: 90, [k("calls")]: 1, [k("free")]: 5 }, { [k("sum")]: 150 })).toBe(false);
+    expect(await store.get([k("sum"), k("calls"), k("free")])).toEqual({ [k("sum")]: 90, [k("calls")]: 1, [k("free")]: 5 });
+    // Exactly at the limit fits.
+    expect(await other.addWithin({ [k("sum")]: 60 }, { [k("sum")]: 150 })).toBe(true);
+    expect(await store.addWithin({ [k("sum")]: 0.5 }, { [k("sum")]: 150 })).toBe(false);
+    await expect(store.addWithin({ [k("sum")]: 1 }, { [k("sum")]: Number.NaN })).rejects.toBeInstanceOf(EartConfigError);
+    expect(await store.get([k("sum")])).toEqual({ [k("sum")]: 150 });
+  });
+
+  it("addWithin from many handles at once lets exactly as many through as fit", async () => {
+    prefix();
+    const results = await Promise.all(
+      Array.from({ length: 24 }, (_, i) => (i % 2 === 0 ? store : other).addWithin({ [k("sum")]: 90, [k("calls")]: 1 }, { [k("sum")]: 450, [k("calls")]: 100 })),
+    );
+    expect(results.filter(Boolean)).toHaveLength(5);
+    expect(await store.get([k("sum"), k("calls")])).toEqual({ [k("sum")]: 450, [k("calls")]: 5 });
   });
 
   it("backs the agent budget across threads and handles", async () => {
