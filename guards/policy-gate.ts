@@ -18,6 +18,7 @@ import {
   parseOptions,
   recordedRequest,
   PolicyEngineOption,
+  STATUS_OF_EFFECT,
   principalFromConfig,
   toolCallDigest,
   validateApprovalResponse,
@@ -34,7 +35,7 @@ import {
   type Principal,
   type ThreadContext,
 } from "../src/index.js";
-import { acceptAnswer, assertSealed, checkToolArgs, EffectLedgerOption, indexTools, lastAIMessage, newestAnswer, requireThreadId, ToolsOption } from "../nodes/runtime.js";
+import { acceptAnswer, assertSealed, checkToolArgs, sealDecisions, EffectLedgerOption, indexTools, lastAIMessage, newestAnswer, requireThreadId, ToolsOption } from "../nodes/runtime.js";
 import type { GovernedState } from "../nodes/state.js";
 
 const PolicyGateOptionsSchema = z
@@ -98,12 +99,6 @@ const verdictSummary = (v: DecisionRecord["verdict"]) => ({
   ...(v.approverRoles ? { approverRoles: v.approverRoles } : {}),
 });
 
-const STATUS_OF: Record<PolicyDecision["effect"], DecisionStatus> = {
-  allow: "allowed",
-  deny: "denied",
-  require_approval: "pending_approval",
-  escalate: "escalated",
-};
 
 /**
  * The gate's parts: the node, and the first-pass decision step the prebuilt agent runs in the
@@ -179,7 +174,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     // Shadow mode compares policy sets: the enforced policy's own decision, before budgets.
     const flip = shadow && flipped(decided, shadow) ? { enforced: verdictSummary(decided), candidate: verdictSummary(shadow) } : undefined;
     const { verdict, reserved } = await withinBudget(decided, request, budget, earlier);
-    const record: DecisionRecord = { ...base, status: STATUS_OF[verdict.effect], verdict, ...expiryOf(verdict), ...(reserved ? { budgetReserved: true } : {}) };
+    const record: DecisionRecord = { ...base, status: STATUS_OF_EFFECT[verdict.effect], verdict, ...expiryOf(verdict), ...(reserved ? { budgetReserved: true } : {}) };
     if (verdict.effect === "deny") return { record, request, flip, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
     if (verdict.effect === "escalate") return { record, request, flip, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
     return { record, request, flip };
@@ -344,7 +339,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     if (pending.length > 0) {
       events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, pending) });
     }
-    const update: GateUpdate = { decisions: records.map((r) => seal.decision(threadId, r)), messages: answers };
+    const update: GateUpdate = { decisions: sealDecisions(seal, threadId, state.decisions, records), messages: answers };
     if (escalated.length > 0) update.escalation = escalationOf(escalated);
     return { update, events };
   }
@@ -434,7 +429,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       const still = record.approvals.filter((a) => verdict.effect === "allow" || registry.userHasAnyRole(a.approverId, verdict.approverRoles));
       return withApproval(record, verdict, [...still, approval]);
     }
-    return { ...record, verdict, status: STATUS_OF[verdict.effect], ...expiryOf(verdict) };
+    return { ...record, verdict, status: STATUS_OF_EFFECT[verdict.effect], ...expiryOf(verdict) };
   }
 
   /**
@@ -452,7 +447,13 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
    * to the model as expired, or asked again with a new expiry (`onExpired: "rerequest"`); other
    * pending calls wait for a new answer. The caller gets `approval_expired` from the resume guard.
    */
-  async function expire(lapsed: DecisionRecord[], answer: unknown, threadId: string, principal: Principal | undefined): Promise<GateUpdate> {
+  async function expire(
+    lapsed: DecisionRecord[],
+    answer: unknown,
+    threadId: string,
+    principal: Principal | undefined,
+    inState: readonly DecisionRecord[],
+  ): Promise<GateUpdate> {
     const at = now();
     const approverId = principal?.id;
     const records = lapsed.map((r): DecisionRecord =>
@@ -487,8 +488,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
                 status: "error",
               }),
           );
-    const seal = await sealer();
-    return { decisions: records.map((r) => seal.decision(threadId, r)), messages };
+    return { decisions: sealDecisions(await sealer(), threadId, inState, records), messages };
   }
 
   /** Second pass: pause for the pending calls; on resume apply the decisions. */
@@ -511,7 +511,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     if (lapsed.length > 0) {
       // Only an answer an authorised approver could have given moves a lapsed request on.
       await acceptAnswer(answer, (a) => validateApprovalResponse(a, request, { registry, identity, principal, tokens: tokenContext(threadId, state.decisions) }), refused);
-      return expire(lapsed, answer, threadId, principal);
+      return expire(lapsed, answer, threadId, principal, state.decisions);
     }
     const result = await acceptAnswer(
       answer,
@@ -589,8 +589,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         );
       }
     }
-    const seal = await sealer();
-    const update: GateUpdate = { decisions: records.map((r) => seal.decision(threadId, r)), messages };
+    const update: GateUpdate = { decisions: sealDecisions(await sealer(), threadId, state.decisions, records), messages };
     if (escalated.length > 0) update.escalation = escalationOf(escalated);
     return update;
   }

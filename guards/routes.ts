@@ -1,6 +1,6 @@
 import { HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { lastAIMessage } from "../nodes/runtime.js";
-import type { DecisionRecord, Escalation } from "../src/index.js";
+import { RUNNABLE_STATUSES, type DecisionRecord, type Escalation } from "../src/index.js";
 
 /** Where a graph goes after the policy gate. Map each to a node in `addConditionalEdges`. */
 export type PolicyGateRoute = "approval" | "tools" | "agent" | "end";
@@ -24,7 +24,7 @@ export function routeAfterPolicyGate(state: { messages: BaseMessage[]; decisions
   if ((message.tool_calls?.length ?? 0) === 0) return "end";
   const mine = state.decisions.filter((d) => d.messageId === message.id);
   if (mine.some((d) => d.status === "pending_approval")) return "approval";
-  if (mine.some((d) => d.status === "allowed" || d.status === "approved")) return "tools";
+  if (mine.some((d) => RUNNABLE_STATUSES.has(d.status))) return "tools";
   if (mine.some((d) => d.status === "escalated")) return "end";
   return "agent";
 }

@@ -3,6 +3,7 @@ import { ToolInputParsingException, type StructuredToolInterface } from "@langch
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import {
+  ANSWERED_STATUSES,
   AuditLogOption,
   BudgetGuardOption,
   CircuitBreaker,
@@ -14,20 +15,21 @@ import {
   lazySealer,
   MemoryEffectLedger,
   parseOptions,
+  RUNNABLE_STATUSES,
+  WAITING_STATUSES,
   sleep,
   toolCallDigest,
   ToolExecutionOptionsSchema,
   ToolTimeoutError,
   type AuditEventInput,
   type DecisionRecord,
-  type DecisionStatus,
   type LedgerEntry,
   type LedgerKey,
   type ParsedToolExecution,
   type RecoveryReason,
   type Redaction,
 } from "../src/index.js";
-import { assertSealed, checkToolArgs, EffectLedgerOption, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId, ToolsOption } from "./runtime.js";
+import { assertSealed, checkToolArgs, sealDecisions, EffectLedgerOption, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId, ToolsOption } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
 const GovernedToolNodeOptionsSchema = z
@@ -55,9 +57,6 @@ const GovernedToolNodeOptionsSchema = z
   .strict();
 export type GovernedToolNodeOptions = z.input<typeof GovernedToolNodeOptionsSchema>;
 
-/** Statuses whose call has been answered to the model already. */
-const ANSWERED: ReadonlySet<DecisionStatus> = new Set(["denied", "invalid", "rejected", "responded", "expired", "escalated", "executed", "failed", "blocked"]);
-const RUNNABLE: ReadonlySet<DecisionStatus> = new Set(["allowed", "approved"]);
 const RESULT_PREVIEW = 2_000;
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
@@ -185,9 +184,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const events: AuditEventInput[] = [];
     const event = (type: AuditEventInput["type"], data: Record<string, unknown>) => events.push({ threadId, type, data: { ...ids, ...data } });
 
-    if (record && record.messageId === messageId && ANSWERED.has(record.status)) return { events };
-    if (record?.status === "pending_approval" || record?.status === "recovery_pending") return { events };
-    if (!record || record.messageId !== messageId || !RUNNABLE.has(record.status) || record.digest !== digest) {
+    if (record && record.messageId === messageId && ANSWERED_STATUSES.has(record.status)) return { events };
+    if (record && WAITING_STATUSES.has(record.status)) return { events };
+    if (!record || record.messageId !== messageId || !RUNNABLE_STATUSES.has(record.status) || record.digest !== digest) {
       const why = !record || record.messageId !== messageId
         ? "no policy decision was recorded for this call"
         : record.digest !== digest
@@ -410,7 +409,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       .filter((r) => r.ran);
     const budget = executed.length > 0 ? await charge(executed, state, threadId) : {};
     return {
-      decisions: results.flatMap((r) => (r.record ? [seal.decision(threadId, r.record)] : [])),
+      decisions: sealDecisions(seal, threadId, state.decisions, results.flatMap((r) => (r.record ? [r.record] : []))),
       messages: results.flatMap((r) => (r.message ? [r.message] : [])),
       ...(Object.keys(budget).length > 0 ? { budget } : {}),
       // What the tools returned raises the thread's sensitivity like retrieved context does.

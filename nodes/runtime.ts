@@ -6,8 +6,10 @@ import { interopSafeParseAsync, isInteropZodSchema } from "@langchain/core/utils
 import { interrupt, isGraphInterrupt, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import {
   ApprovalError,
+  assertTransition,
   EartConfigError,
   StateTamperError,
+  WAITING_STATUSES,
   ThreadStateError,
   type AgentIdentity,
   type AuditLog,
@@ -88,6 +90,19 @@ export const EffectLedgerOption = z.custom<EffectLedger>(
 );
 
 /**
+ * Seals the decision records a node writes, after checking each one's move against the call's
+ * lifecycle from the record in state (`assertTransition`): a node cannot write a status its call
+ * may not reach, and what it writes is recognisably eart's.
+ */
+export function sealDecisions(sealer: Sealer, threadId: string, inState: readonly DecisionRecord[], records: readonly DecisionRecord[]): DecisionRecord[] {
+  const before = new Map(inState.map((d) => [d.toolCallId, d]));
+  return records.map((r) => {
+    assertTransition(before.get(r.toolCallId), r);
+    return sealer.decision(threadId, r);
+  });
+}
+
+/**
  * Fails closed on graph state eart did not write: the thread's identity (when present) and the
  * given decision records must carry eart's seal for this thread. Otherwise a
  * `state.tamper_detected` event is appended and {@link StateTamperError} thrown; nothing runs.
@@ -121,7 +136,7 @@ export const ChatModelOption = z.custom<BaseChatModel>((v) => typeof (v as BaseC
  * new input on a paused thread would leave them unanswered. Nothing runs.
  */
 export function assertNoPendingApproval(state: { messages: readonly BaseMessage[]; decisions?: readonly DecisionRecord[] }, threadId: string): void {
-  const pending = new Set((state.decisions ?? []).filter((d) => d.status === "pending_approval" || d.status === "recovery_pending").map((d) => d.messageId));
+  const pending = new Set((state.decisions ?? []).filter((d) => WAITING_STATUSES.has(d.status)).map((d) => d.messageId));
   if (pending.size === 0) return;
   for (let i = state.messages.length - 1; i >= 0; i--) {
     const message = state.messages[i]!;

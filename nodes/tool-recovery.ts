@@ -11,7 +11,7 @@ import {
   validateRecoveryResponse,
   type DecisionRecord,
 } from "../src/index.js";
-import { assertSealed, EffectLedgerOption, interruptForAnswer, lastAIMessage, requireThreadId } from "./runtime.js";
+import { assertSealed, EffectLedgerOption, interruptForAnswer, lastAIMessage, requireThreadId, sealDecisions } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
 const ToolRecoveryOptionsSchema = z
@@ -93,6 +93,6 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
         },
       })),
     );
-    return { decisions: records.map((r) => seal.decision(threadId, r)) };
+    return { decisions: sealDecisions(seal, threadId, state.decisions, records) };
   };
 }

@@ -52,6 +52,7 @@ export * from "./policy-cedar.js";
 export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./replay.js";
 export * from "./budget.js";
 export * from "./ledger.js";
+export { ANSWERED_STATUSES, assertTransition, DecisionTransitionError, RUNNABLE_STATUSES, STATUS_OF_EFFECT, WAITING_STATUSES } from "./decision-lifecycle.js";
 export { approvalKeysFromFile, ApprovalTokenClaimsSchema, parseApprovalKeys, signApprovalToken, type ApprovalKeys, type ApprovalTokenClaims } from "./approval-token.js";
 export { lazySealer, processSealKey, Sealer, SEAL_KEY_BYTES, type SealKeySource } from "./seal.js";
 export * from "./resilience.js";
