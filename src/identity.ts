@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { canonicalJson } from "./canonical.js";
+import { sealedHere } from "./seal.js";
 import { IdentityImmutableError, IdentityRegistryError, IdentityResolutionError } from "./errors.js";
 
 const Id = z.string().min(1, "must be a non-empty string");
@@ -230,6 +231,8 @@ export function principalFromConfig(configurable: Record<string, unknown> | unde
  */
 export function bindIdentityOnce(current: AgentIdentity | undefined, update: AgentIdentity | undefined): AgentIdentity | undefined {
   if (update === undefined || update === null) return current;
+  // The binding node's own sealed identity on an unbound thread: built from the registry, valid.
+  if ((current === undefined || current === null) && sealedHere(update)) return update;
   const parsed = AgentIdentitySchema.safeParse(update);
   if (!parsed.success) {
     if (current) throw new IdentityImmutableError(current.id, current.onBehalfOf.id, {});

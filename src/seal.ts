@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { canonicalJson } from "./canonical.js";
 import type { AgentIdentity } from "./identity.js";
 import type { DecisionRecord } from "./state.js";
@@ -41,12 +41,25 @@ function unsealed<T extends { seal?: string }>(record: T): Omit<T, "seal"> {
   return rest;
 }
 
+// Records this process sealed or checked, with the key and thread they were sealed for. A run
+// hands the same objects from node to node (a checkpoint round trip makes new ones), so each is
+// hashed once, not at every step. Objects from outside the process are never in it.
+const checked = new WeakMap<object, string>();
+
+/** Whether this process sealed, or checked the seal of, this very object: it is eart's and valid. */
+export function sealedHere(value: unknown): boolean {
+  return typeof value === "object" && value !== null && checked.has(value);
+}
+
 /** Seals and checks records with one key. */
 export class Sealer {
   readonly #key: Uint8Array;
+  readonly #id: string;
 
   constructor(key: Uint8Array) {
     this.#key = key;
+    // Sealers of one key (each node has its own) recognise each other's records.
+    this.#id = createHash("sha256").update(key).digest("hex").slice(0, 16);
   }
 
   #mac(kind: string, threadId: string, body: unknown): string {
@@ -55,15 +68,24 @@ export class Sealer {
 
   #valid(kind: string, threadId: string, record: { seal?: unknown }): boolean {
     if (typeof record.seal !== "string") return false;
+    const mark = `${this.#id}|${kind}|${threadId}`;
+    if (checked.get(record) === mark) return true;
     const expected = Buffer.from(this.#mac(kind, threadId, unsealed(record as { seal?: string })));
     const found = Buffer.from(record.seal);
-    return expected.length === found.length && timingSafeEqual(expected, found);
+    const valid = expected.length === found.length && timingSafeEqual(expected, found);
+    if (valid) checked.set(record, mark);
+    return valid;
+  }
+
+  #sealed<T extends object>(kind: string, threadId: string, sealed: T): T {
+    checked.set(sealed, `${this.#id}|${kind}|${threadId}`);
+    return sealed;
   }
 
   /** The decision record with its seal for this thread (any earlier seal replaced). */
   decision(threadId: string, record: DecisionRecord): DecisionRecord {
     const body = unsealed(record);
-    return { ...body, seal: this.#mac("decision", threadId, body) };
+    return this.#sealed("decision", threadId, { ...body, seal: this.#mac("decision", threadId, body) });
   }
 
   /** Whether eart sealed this exact decision record for this thread. */
@@ -74,7 +96,7 @@ export class Sealer {
   /** The identity with its seal for this thread. */
   identity(threadId: string, identity: AgentIdentity): AgentIdentity {
     const body = unsealed(identity);
-    return { ...body, seal: this.#mac("identity", threadId, body) };
+    return this.#sealed("identity", threadId, { ...body, seal: this.#mac("identity", threadId, body) });
   }
 
   /** Whether eart sealed this exact identity for this thread. */
