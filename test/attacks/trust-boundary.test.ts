@@ -22,6 +22,7 @@ import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { PostgresBudgetStore } from "eart";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
+import { rng } from "../support/rng.js";
 
 const PG_URL = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
 
@@ -396,17 +397,6 @@ describe("resume payloads that could smuggle authority are refused before LangGr
   });
 });
 
-/** A small deterministic generator (mulberry32), so a failing case can be replayed. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("seeded fuzz", () => {
   it("1,000 hostile resume payloads from people who may not approve: 0 refunds, 0 pollution, and sam can still answer", async () => {

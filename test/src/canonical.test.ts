@@ -1,18 +1,8 @@
 import { canonicalize } from "json-canonicalize";
 import { describe, expect, it } from "vitest";
 import { canonicalJson } from "eart";
+import { rng } from "../support/rng.js";
 
-/** A small deterministic generator (mulberry32), so a failing value can be replayed. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("canonicalJson", () => {
   it("writes RFC 8785 exactly as the reference implementation, on 5,000 seeded JSON values", () => {
