@@ -147,6 +147,13 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   const { lock } = options;
   async function guarded(input: unknown, options: RunnableConfig): Promise<unknown> {
     assertCallerInput(input);
+    // A run from an older checkpoint forks the thread from there: its per-thread budget counters
+    // and sensitivity labels would be the older, lower ones. Callers run the thread as it stands.
+    if (options.configurable?.checkpoint_id !== undefined) {
+      throw new StateTamperError("state_write_refused", "A run may not start from an older checkpoint (checkpoint_id): it would roll the thread back", {
+        fields: ["configurable.checkpoint_id"],
+      });
+    }
     if (isCommand(input) && input.resume !== undefined) {
       const before = await assertResumable(graph, options);
       const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];

@@ -357,6 +357,23 @@ describe("budgets", () => {
 });
 
 describe("per-thread budget counters only rise", () => {
+  it("a run from an older checkpoint (time travel) is refused: it would bring back the older, lower counters", async () => {
+    const budgets = defineBudgets([{ id: "refunds.thread", tools: ["issue_refund"], scope: "thread", window: "day", maxSum: { arg: "amount", max: 150 }, onExceed: "deny" }]);
+    const { agent, refunds } = refundSetup([[refund("c1", 100)], [], [refund("c2", 90, "1043")]], { budgets });
+    await agent.invoke(ask("refund $100"), config("tt"));
+    const first = [];
+    for await (const snapshot of agent.getStateHistory(as("tt"))) first.push(snapshot);
+    const early = first.at(-1)!.config.configurable!.checkpoint_id as string;
+    // The newest checkpoint counts the $100; the earliest counts nothing.
+    expect(Object.values(first[0]!.values.budget as Record<string, number>)).toContain(100);
+    expect(first.at(-1)!.values.budget ?? {}).toEqual({});
+    const fork = { configurable: { ...config("tt").configurable, checkpoint_id: early } };
+    await expect(agent.invoke(ask("and $90 on order 1043"), fork)).rejects.toMatchObject({ code: "state_write_refused" });
+    await expect(agent.invoke(null, fork)).rejects.toMatchObject({ code: "state_write_refused" });
+    await agent.invoke(ask("and $90 on order 1043"), config("tt"));
+    expect(refunds().map((r) => r.toolCallId)).toEqual(["c1"]);
+  });
+
   it("a counter written back to 0 behind eart's back does not give the thread its budget back", async () => {
     const budgets = defineBudgets([{ id: "refunds.thread", tools: ["issue_refund"], scope: "thread", window: "day", maxSum: { arg: "amount", max: 150 }, onExceed: "deny" }]);
     const { agent, refunds } = refundSetup([[refund("c1", 100)], [], [refund("c2", 90, "1043")]], { budgets });
