@@ -8,6 +8,7 @@ import {
   isApprovalRequest,
   isEscalationRequest,
   isRecoveryRequest,
+  jsonProblem,
   pendingApproval,
   StateTamperError,
   ThreadStateError,
@@ -33,44 +34,26 @@ interface ResumableGraph {
 }
 
 /** Keys that rebuild a prototype when LangGraph's checkpoint serialiser reads a value back. */
-const PROTOTYPE_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+const PROTOTYPE_KEYS: ReadonlySet<string> = new Set(["__proto__", "constructor", "prototype"]);
 const MAX_DEPTH = 64;
 
 /**
  * Refuses a resume value that LangGraph could not store and read back as it was given: a
  * `__proto__`, `constructor` or `prototype` key at any depth (LangGraph's checkpoint reader turns
  * a JSON `"__proto__"` member into a real prototype), an object that is not plain (a class
- * instance, a Map, a Date), a number that is not finite, a function, a symbol, a bigint, or
- * nesting deeper than 64. Throws `approval_resume_invalid` naming the path; nothing is stored.
+ * instance, a Map, a Date), a getter or setter, a number that is not finite, a function, a symbol,
+ * a bigint, a cycle, or nesting deeper than 64. Throws `approval_resume_invalid` naming the path;
+ * nothing is stored.
  * @example
  * ```ts
  * assertPlainResume(JSON.parse('{"__proto__":{"approved":true}}')); // throws ApprovalError
  * ```
  */
-export function assertPlainResume(value: unknown, path: string[] = [], depth = 0): void {
-  const refuse = (why: string): never => {
-    throw new ApprovalError("approval_resume_invalid", `Refused resume value at ${path.join(".") || "(root)"}: ${why}`, { path: [...path] });
-  };
-  if (depth > MAX_DEPTH) refuse(`nested deeper than ${MAX_DEPTH}`);
-  if (value === null || typeof value === "string" || typeof value === "boolean") return;
-  if (typeof value === "number") {
-    if (!Number.isFinite(value)) refuse("numbers must be finite");
-    return;
-  }
-  if (typeof value !== "object") refuse(`a ${typeof value} is not JSON`);
-  if (Array.isArray(value)) {
-    value.forEach((item, i) => assertPlainResume(item, [...path, String(i)], depth + 1));
-    return;
-  }
-  const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null) refuse("only plain objects are accepted");
-  for (const key of Reflect.ownKeys(value as object)) {
-    if (typeof key === "symbol") refuse("symbol keys are not JSON");
-    if (PROTOTYPE_KEYS.has(key as string)) refuse(`the key "${String(key)}" is not accepted`);
-    const descriptor = Object.getOwnPropertyDescriptor(value, key)!;
-    if (descriptor.get || descriptor.set) refuse(`"${String(key)}" is an accessor`);
-    assertPlainResume(descriptor.value, [...path, String(key)], depth + 1);
-  }
+export function assertPlainResume(value: unknown): void {
+  const problem = jsonProblem(value, { forbiddenKeys: PROTOTYPE_KEYS, refuseAccessors: true, maxDepth: MAX_DEPTH });
+  if (!problem) return;
+  const path = problem.path.map(String);
+  throw new ApprovalError("approval_resume_invalid", `Refused resume value at ${path.join(".") || "(root)"}: it ${problem.why}`, { path });
 }
 
 /**

@@ -2,7 +2,7 @@ import * as nodeCrypto from "node:crypto";
 import { randomUUID } from "node:crypto";
 import { z } from "zod";
 import { auditKeyId, headSigner, toPublicKey, verifyHeadSignature, type AuditPublicKey, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "./audit-signing.js";
-import { canonicalJson, sha256Hex } from "./canonical.js";
+import { canonicalJson, jsonString, plainCanonicalJson, sha256Hex } from "./canonical.js";
 import { AuditInputError, EartConfigError } from "./errors.js";
 import { parseOptions } from "./options.js";
 
@@ -134,84 +134,6 @@ const EVENT_TYPES: ReadonlySet<string> = new Set(AuditEventTypeSchema.options);
 // One-shot hashing where Node has it (20.12+): about twice as fast as createHash for short input.
 const sha256 = typeof nodeCrypto.hash === "function" ? (text: string) => nodeCrypto.hash("sha256", text, "hex") : sha256Hex;
 
-/** A string JSON.stringify writes as-is between quotes: no quote, backslash, control character or surrogate. */
-const PLAIN_STRING = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
-
-/** A JSON string as JSON.stringify writes it (RFC 8785 uses the same serialisation). */
-function jsonString(value: string): string {
-  return PLAIN_STRING.test(value) ? `"${value}"` : JSON.stringify(value);
-}
-
-/** Nesting beyond this is left to JSON.stringify (which also reports cycles). */
-const MAX_FAST_DEPTH = 64;
-
-/** The copy made by the last successful {@link canonicalOfPlain} call (one allocation-free way to return two results). */
-let plainCopy: unknown;
-
-/**
- * RFC 8785 canonical JSON of a value that is plain JSON already (plain objects and arrays,
- * strings, finite numbers, booleans, null), or undefined for anything else (a Date, a toJSON
- * method, undefined, a non-finite number, a cycle...), which then takes the JSON.stringify path.
- * Byte-for-byte what {@link canonicalJson} gives: keys sorted by UTF-16 code units, ECMAScript
- * number and string serialisation. Verification keeps using {@link canonicalJson}, so a
- * difference would show as a broken chain at once.
- *
- * On success it also leaves in `plainCopy` a fresh copy of the value, equal to `JSON.parse` of
- * the returned text (keys in the same order, -0 as 0), which saves parsing it again.
- */
-function canonicalOfPlain(value: unknown, depth: number): string | undefined {
-  switch (typeof value) {
-    case "string":
-      plainCopy = value;
-      return jsonString(value);
-    case "number":
-      if (!Number.isFinite(value)) return undefined;
-      plainCopy = value === 0 ? 0 : value;
-      return JSON.stringify(value);
-    case "boolean":
-      plainCopy = value;
-      return value ? "true" : "false";
-    case "object": {
-      if (value === null) {
-        plainCopy = null;
-        return "null";
-      }
-      if (depth > MAX_FAST_DEPTH || typeof (value as { toJSON?: unknown }).toJSON === "function") return undefined;
-      if (Array.isArray(value)) {
-        const copy: unknown[] = new Array(value.length);
-        let out = "[";
-        for (let i = 0; i < value.length; i++) {
-          const item = canonicalOfPlain(value[i], depth + 1);
-          if (item === undefined) return undefined;
-          copy[i] = plainCopy;
-          out += i === 0 ? item : `,${item}`;
-        }
-        plainCopy = copy;
-        return `${out}]`;
-      }
-      const proto = Object.getPrototypeOf(value) as unknown;
-      if (proto !== Object.prototype && proto !== null) return undefined;
-      const record = value as Record<string, unknown>;
-      const keys = Object.keys(record).sort();
-      const copy: Record<string, unknown> = {};
-      let out = "{";
-      for (let i = 0; i < keys.length; i++) {
-        const key = keys[i]!;
-        const item = canonicalOfPlain(record[key], depth + 1);
-        if (item === undefined) return undefined;
-        // An own "__proto__" member, as JSON.parse makes it (plain assignment would set the prototype).
-        if (key === "__proto__") Object.defineProperty(copy, key, { value: plainCopy, enumerable: true, writable: true, configurable: true });
-        else copy[key] = plainCopy;
-        out += `${i === 0 ? "" : ","}${jsonString(key)}:${item}`;
-      }
-      plainCopy = copy;
-      return `${out}}`;
-    }
-    default:
-      return undefined;
-  }
-}
-
 /**
  * SHA-256 of the RFC 8785 canonical JSON of an event without its hash. The envelope's keys are
  * fixed, so it is written in their sorted order around the canonical JSON of `data`; the result is
@@ -246,8 +168,9 @@ function checkInput(input: AuditEventInput): void {
  */
 function normaliseData(raw: unknown): { dataJson: string; data: Record<string, unknown> } {
   const value = raw ?? {};
-  let dataJson = canonicalOfPlain(value, 0);
-  let data = plainCopy;
+  const copy: { value?: unknown } = {};
+  let dataJson = plainCanonicalJson(value, copy);
+  let data = copy.value;
   if (dataJson === undefined) {
     let text: string | undefined;
     try {
@@ -257,8 +180,8 @@ function normaliseData(raw: unknown): { dataJson: string; data: Record<string, u
     }
     if (text !== undefined) {
       const parsed = JSON.parse(text) as unknown;
-      dataJson = canonicalOfPlain(parsed, 0);
-      data = plainCopy;
+      dataJson = plainCanonicalJson(parsed, copy);
+      data = copy.value;
       if (dataJson === undefined) {
         // Plain JSON, only nested deeper than the fast path goes: the library's way.
         dataJson = canonicalJson(parsed);
@@ -266,7 +189,6 @@ function normaliseData(raw: unknown): { dataJson: string; data: Record<string, u
       }
     }
   }
-  plainCopy = undefined;
   if (dataJson === undefined || typeof data !== "object" || data === null || Array.isArray(data)) throw new AuditInputError("data must serialise to a JSON object");
   return { dataJson, data: data as Record<string, unknown> };
 }

@@ -9,52 +9,146 @@ import { canonicalize } from "json-canonicalize";
  * ```
  */
 export function canonicalJson(value: unknown): string {
-  const fast = plainCanonical(value);
-  return fast ?? canonicalize(value);
+  return plainCanonicalJson(value) ?? canonicalize(value);
 }
 
+/** A string JSON.stringify writes as-is between quotes: no quote, backslash, control character or surrogate. */
+const PLAIN_STRING = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+
+/** A JSON string as JSON.stringify writes it (RFC 8785 uses the same serialisation). */
+export function jsonString(value: string): string {
+  return PLAIN_STRING.test(value) ? `"${value}"` : JSON.stringify(value);
+}
+
+/** Nesting beyond this is left to the general path (which also reports cycles). */
+const MAX_FAST_DEPTH = 64;
+
 /**
- * RFC 8785 for plain JSON (what eart hashes and seals: records it built, parsed JSON): keys sorted
- * by UTF-16 code units, strings and finite numbers as ECMAScript's JSON.stringify writes them,
- * which is what the RFC specifies. Anything else (a class instance, `toJSON`, a non-finite number,
- * `undefined` in an array) returns undefined and takes the general path.
+ * RFC 8785 canonical JSON of a value that is plain JSON already (plain objects and arrays,
+ * strings, finite numbers, booleans, null; members that are undefined, functions or symbols are
+ * skipped, as JSON.stringify skips them), written directly: keys sorted by UTF-16 code units,
+ * ECMAScript number and string serialisation, which is what the RFC specifies. Undefined for
+ * anything else (a class instance, `toJSON`, a non-finite number, `undefined` in an array, deep
+ * nesting), which then takes the general path.
+ *
+ * With `copy`, it also leaves in `copy.value` a fresh copy of the value, equal to `JSON.parse`
+ * of the returned text (keys in the same order, -0 as 0), which saves parsing it again.
+ * @example
+ * ```ts
+ * const copy: { value?: unknown } = {};
+ * plainCanonicalJson({ b: 1, a: [2] }, copy) // '{"a":[2],"b":1}', copy.value { a: [2], b: 1 }
+ * ```
  */
-function plainCanonical(value: unknown): string | undefined {
+export function plainCanonicalJson(value: unknown, copy?: { value?: unknown }, depth = 0): string | undefined {
   switch (typeof value) {
     case "string":
-    case "boolean":
-      return JSON.stringify(value);
+      if (copy) copy.value = value;
+      return jsonString(value);
     case "number":
-      return Number.isFinite(value) ? JSON.stringify(value) : undefined;
+      if (!Number.isFinite(value)) return undefined;
+      if (copy) copy.value = value === 0 ? 0 : value;
+      return JSON.stringify(value);
+    case "boolean":
+      if (copy) copy.value = value;
+      return value ? "true" : "false";
     case "object": {
-      if (value === null) return "null";
+      if (value === null) {
+        if (copy) copy.value = null;
+        return "null";
+      }
+      if (depth > MAX_FAST_DEPTH || typeof (value as { toJSON?: unknown }).toJSON === "function") return undefined;
       if (Array.isArray(value)) {
+        const items: unknown[] | undefined = copy ? new Array(value.length) : undefined;
         let out = "[";
         for (let i = 0; i < value.length; i++) {
-          const item = plainCanonical(value[i]);
+          const item = plainCanonicalJson(value[i], copy, depth + 1);
           if (item === undefined) return undefined;
+          if (items) items[i] = copy!.value;
           out += i === 0 ? item : `,${item}`;
         }
+        if (copy) copy.value = items;
         return `${out}]`;
       }
-      const proto = Object.getPrototypeOf(value);
+      const proto = Object.getPrototypeOf(value) as unknown;
       if (proto !== Object.prototype && proto !== null) return undefined;
-      if (typeof (value as { toJSON?: unknown }).toJSON === "function") return undefined;
+      const record = value as Record<string, unknown>;
+      const keys = Object.keys(record).sort();
+      const members: Record<string, unknown> | undefined = copy ? {} : undefined;
       let out = "{";
       let first = true;
-      for (const key of Object.keys(value).sort()) {
-        const v = (value as Record<string, unknown>)[key];
-        // Skipped as JSON.stringify skips them.
+      for (const key of keys) {
+        const v = record[key];
         if (v === undefined || typeof v === "function" || typeof v === "symbol") continue;
-        const item = plainCanonical(v);
+        const item = plainCanonicalJson(v, copy, depth + 1);
         if (item === undefined) return undefined;
-        out += `${first ? "" : ","}${JSON.stringify(key)}:${item}`;
+        if (members) {
+          // An own "__proto__" member, as JSON.parse makes it (plain assignment would set the prototype).
+          if (key === "__proto__") Object.defineProperty(members, key, { value: copy!.value, enumerable: true, writable: true, configurable: true });
+          else members[key] = copy!.value;
+        }
+        out += `${first ? "" : ","}${jsonString(key)}:${item}`;
         first = false;
       }
+      if (copy) copy.value = members;
       return `${out}}`;
     }
     default:
       return undefined;
+  }
+}
+
+/** Where a value stops being plain JSON, and why (`why` reads after the path: "is a Map, not a plain object"). */
+export interface JsonProblem {
+  path: (string | number)[];
+  why: string;
+}
+
+/**
+ * Why a value is not plain JSON that a store writes and reads back equal (a non-finite number,
+ * `undefined`, a function, a class instance, a symbol key, a cycle), or undefined. `forbiddenKeys`
+ * refuses member names (`__proto__`, which LangGraph's checkpoint reader turns into a prototype);
+ * `refuseAccessors` refuses getters and setters instead of reading them; `maxDepth` bounds nesting.
+ * @example
+ * ```ts
+ * jsonProblem({ at: new Date() }) // { path: ["at"], why: "is a Date, not a plain object" }
+ * ```
+ */
+export function jsonProblem(
+  value: unknown,
+  options: { forbiddenKeys?: ReadonlySet<string>; refuseAccessors?: boolean; maxDepth?: number } = {},
+  path: (string | number)[] = [],
+  stack: object[] = [],
+): JsonProblem | undefined {
+  const problem = (why: string): JsonProblem => ({ path: [...path], why });
+  if (value === null || typeof value === "string" || typeof value === "boolean") return undefined;
+  if (typeof value === "number") return Number.isFinite(value) ? undefined : problem(`is ${value}, not a finite number`);
+  if (typeof value !== "object") return problem(`is ${typeof value === "undefined" ? "undefined" : `a ${typeof value}`}`);
+  if (options.maxDepth !== undefined && path.length >= options.maxDepth) return problem(`is nested deeper than ${options.maxDepth}`);
+  if (stack.includes(value)) return problem("is a circular reference");
+  stack.push(value);
+  try {
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const found = jsonProblem(value[i], options, [...path, i], stack);
+        if (found) return found;
+      }
+      return undefined;
+    }
+    const proto = Object.getPrototypeOf(value) as unknown;
+    if (proto !== Object.prototype && proto !== null) return problem(`is a ${(value as object).constructor?.name ?? "non-plain object"}, not a plain object`);
+    if (Object.getOwnPropertySymbols(value).length > 0) return problem("has symbol keys");
+    for (const key of Object.keys(value)) {
+      if (options.forbiddenKeys?.has(key)) return { path: [...path, key], why: "is a key that is not accepted" };
+      if (options.refuseAccessors) {
+        const descriptor = Object.getOwnPropertyDescriptor(value, key)!;
+        if (descriptor.get || descriptor.set) return { path: [...path, key], why: "is an accessor" };
+      }
+      const found = jsonProblem((value as Record<string, unknown>)[key], options, [...path, key], stack);
+      if (found) return found;
+    }
+    return undefined;
+  } finally {
+    stack.pop();
   }
 }
 

@@ -2,7 +2,7 @@ import Database from "better-sqlite3";
 import pg from "pg";
 import { z } from "zod";
 import { randomBytes } from "node:crypto";
-import { canonicalJson, sha256Hex } from "./canonical.js";
+import { canonicalJson, jsonProblem, sha256Hex } from "./canonical.js";
 import { EartConfigError, EartError } from "./errors.js";
 import { migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
 import { openSqlite, type SqliteLocation } from "./sqlite.js";
@@ -154,44 +154,17 @@ function isoOf(now: unknown): string {
   return at.toISOString();
 }
 
-/** Why a value is not plain JSON (it would not come back equal from the store), or `undefined`. */
-function jsonProblem(value: unknown, path: string, stack: object[]): string | undefined {
-  if (value === null || typeof value === "string" || typeof value === "boolean") return undefined;
-  if (typeof value === "number") return Number.isFinite(value) ? undefined : `${path} is ${value}, not a finite number`;
-  if (typeof value !== "object") return `${path} is ${typeof value === "undefined" ? "undefined" : `a ${typeof value}`}`;
-  if (stack.includes(value)) return `${path} is a circular reference`;
-  stack.push(value);
-  try {
-    if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) {
-        const problem = jsonProblem(value[i], `${path}[${i}]`, stack);
-        if (problem) return problem;
-      }
-      return undefined;
-    }
-    const proto = Object.getPrototypeOf(value) as unknown;
-    if (proto !== Object.prototype && proto !== null) {
-      return `${path} is a ${(value as object).constructor?.name ?? "non-plain object"}, not a plain object`;
-    }
-    if (Object.getOwnPropertySymbols(value).length > 0) return `${path} has symbol keys`;
-    for (const [k, v] of Object.entries(value)) {
-      const problem = jsonProblem(v, `${path}.${k}`, stack);
-      if (problem) return problem;
-    }
-    return undefined;
-  } finally {
-    stack.pop();
-  }
-}
-
 /** The validated outcome, with its result as JSON text. */
 type ParsedOutcome = { status: "succeeded"; resultJson: string } | { status: "failed"; error: string };
 
 function parseOutcome(outcome: unknown): ParsedOutcome {
   const parsed = parseWith(LedgerOutcomeSchema, "outcome", outcome);
   if (parsed.status === "failed") return parsed;
-  const problem = jsonProblem(parsed.result, "result", []);
-  if (problem) throw new LedgerInputError("outcome", `the result must be JSON-serialisable: ${problem} (use null for no result)`);
+  const problem = jsonProblem(parsed.result);
+  if (problem) {
+    const at = problem.path.reduce<string>((out, part) => (typeof part === "number" ? `${out}[${part}]` : `${out}.${part}`), "result");
+    throw new LedgerInputError("outcome", `the result must be JSON-serialisable: ${at} ${problem.why} (use null for no result)`);
+  }
   return { status: "succeeded", resultJson: JSON.stringify(parsed.result) };
 }
 
