@@ -27,6 +27,7 @@ import {
   type ApprovalRequest,
   type AuditEventInput,
   type Budget,
+  type BudgetVerdict,
   type DecisionRecord,
   type DecisionStatus,
   type Escalation,
@@ -209,7 +210,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       return { verdict: budgetFailure(error, decided.version), reserved: false };
     }
     if (!over) return { verdict: decided, reserved };
-    if (over.effect === "deny") return { verdict: { effect: "deny", reasons: over.reasons, policyIds: over.budgetIds, version: decided.version }, reserved: false };
+    if (over.effect === "deny") return { verdict: budgetDenial(over, decided.version), reserved: false };
     const roles = over.approverRoles ?? [];
     const verdict: PolicyDecision =
       decided.effect === "require_approval"
@@ -222,6 +223,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         : { effect: "require_approval", reasons: over.reasons, policyIds: over.budgetIds, version: decided.version, approverRoles: roles };
     return { verdict, reserved: false };
   }
+
+  /** The verdict of a call a budget denies. */
+  const budgetDenial = (over: BudgetVerdict, version: string): PolicyDecision => ({ effect: "deny", reasons: over.reasons, policyIds: over.budgetIds, version });
 
   const budgetFailure = (error: unknown, version: string): PolicyDecision => ({
     effect: "deny",
@@ -252,7 +256,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         continue;
       }
       if (result.verdict) {
-        out.push({ ...r, status: "denied", verdict: { effect: "deny", reasons: result.verdict.reasons, policyIds: result.verdict.budgetIds, version: r.verdict.version } });
+        out.push({ ...r, status: "denied", verdict: budgetDenial(result.verdict, r.verdict.version) });
       } else {
         out.push(result.reserved ? { ...r, budgetReserved: true } : r);
       }
