@@ -11,8 +11,9 @@ import { BudgetSchema } from "./state.js";
 
 /**
  * Budgets and rate limits: rules over counters of calls and of a summed numeric argument, per
- * thread (counted in graph state, the `budget` channel) or across threads per agent, user or
- * agent+user (counted in a {@link BudgetStore}), in fixed windows.
+ * thread or across threads per agent, user or agent+user, in fixed windows. Counters live in a
+ * {@link BudgetStore}; per-thread ones fall back to graph state (the `budget` channel) only when
+ * no store is given.
  */
 
 const Name = z.string().min(1, "must be a non-empty string");
@@ -25,8 +26,8 @@ export const BudgetRuleSchema = z
     /** Tool names the budget counts; `"*"` for every tool. */
     tools: z.union([z.literal("*"), z.array(Name).min(1, "must name at least one tool")]),
     /**
-     * Whose calls are counted together: `thread` per thread (in graph state); `agent`, `user`
-     * and `agent+user` across threads (in the store).
+     * Whose calls are counted together: `thread` per thread; `agent`, `user` and `agent+user`
+     * across threads. All are counted in the store; `thread` in graph state when there is none.
      */
     scope: z.enum(["thread", "agent", "user", "agent+user"]),
     /** Fixed window: the UTC day, the UTC hour, or buckets of N milliseconds (`floor(now / N)`). */
@@ -159,7 +160,11 @@ const BudgetStoreOption = z.custom<BudgetStore>(
 
 const BudgetOptionsSchema = z
   .object({
-    /** Where cross-thread counters live; required when a rule's scope is not `thread`. */
+    /**
+     * Where counters live; required when a rule's scope is not `thread`. Give one for per-thread
+     * rules too: without it they are counted in graph state, which callers of the thread API can
+     * reach (eart refuses their writes and forks, and its counters only rise).
+     */
     store: BudgetStoreOption.optional(),
     /** Current time, for the windows; `() => new Date()` when absent. */
     clock: z.custom<() => Date>(isFunction, "must be a function returning a Date").optional(),
@@ -232,8 +237,9 @@ function combine(exceeded: Exceeded[]): BudgetVerdict | undefined {
  *
  * Counter keys are `${ruleId}|${scopeKey}|${windowKey}|calls` and `…|sum`, where scopeKey is the
  * thread id, the agent id, the user id or `agent:user`, and windowKey is `2025-03-10`,
- * `2025-03-10T13` or `floor(now / N)`. Per-thread counters are in `threadCounters` (the thread's
- * `budget` state); the others in `options.store`, required when any rule is cross-thread.
+ * `2025-03-10T13` or `floor(now / N)`. Counters are in `options.store` (required when any rule is
+ * cross-thread); without a store, per-thread counters are in `threadCounters` (the thread's
+ * `budget` state).
  *
  * Throws {@link PolicyDefinitionError} naming the bad rule, or {@link EartConfigError} naming the bad
  * option.
@@ -275,6 +281,11 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
       ruleId: crossThread.id,
     });
   }
+
+  // With a store, every counter lives there, per-thread ones too (keyed by thread id): graph state
+  // is writable by callers of the thread API, the store is not. Without one (only per-thread
+  // rules), they are counted in the thread's `budget` channel, whose counters only rise.
+  const inStore = (rule: BudgetRule) => store !== undefined || rule.scope !== "thread";
 
   // Rules indexed by tool once, in their order.
   const anyTool = compiled.filter((r) => r.tools === "*");
@@ -325,7 +336,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
     const increments: Record<string, number> = {};
     const limits: Record<string, number> = {};
     for (const rule of rules) {
-      if (rule.scope === "thread") continue;
+      if (!inStore(rule)) continue;
       const base = baseKey(rule, req, at);
       if (rule.maxCalls !== undefined) {
         increments[`${base}|calls`] = (increments[`${base}|calls`] ?? 0) + 1;
@@ -345,7 +356,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
 
     async reserve(request, options = {}) {
       const req = parseRequest("reserve", request);
-      const cross = rulesFor(req.tool.name).filter((r) => r.scope !== "thread");
+      const cross = rulesFor(req.tool.name).filter(inStore);
       const enforced = (rule: BudgetRule) => options.only !== "deny" || rule.onExceed === "deny";
       // Read, then add only within the limits in one transaction; a concurrent reservation that
       // got there first makes the add fail, and the next read sees it.
@@ -373,10 +384,10 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
         const at = now();
         bases = rules.map((r) => baseKey(r, req, at));
         const storeKeys = rules.flatMap((r, i) =>
-          r.scope === "thread" ? [] : [...(r.maxCalls !== undefined ? [`${bases[i]}|calls`] : []), ...(r.maxSum ? [`${bases[i]}|sum`] : [])],
+          !inStore(r) ? [] : [...(r.maxCalls !== undefined ? [`${bases[i]}|calls`] : []), ...(r.maxSum ? [`${bases[i]}|sum`] : [])],
         );
         const stored = storeKeys.length > 0 ? await store!.get(storeKeys) : {};
-        const threadKeys = new Set(rules.flatMap((r, i) => (r.scope === "thread" ? [`${bases[i]}|calls`, `${bases[i]}|sum`] : [])));
+        const threadKeys = new Set(rules.flatMap((r, i) => (!inStore(r) ? [`${bases[i]}|calls`, `${bases[i]}|sum`] : [])));
         counters = (key) => {
           const value = threadKeys.has(key) ? req.threadCounters[key] : stored[key];
           if (value === undefined) return 0;
@@ -396,7 +407,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
 
       // Earlier calls of the same message count as charged (an unmeasurable amount spends the
       // whole budget, as `charge` would).
-      const earlier = (rule: BudgetRule) => (req.pending ?? []).filter((p) => rulesFor(p.name).includes(rule) && (rule.scope === "thread" || !p.reserved));
+      const earlier = (rule: BudgetRule) => (req.pending ?? []).filter((p) => rulesFor(p.name).includes(rule) && (!inStore(rule) || !p.reserved));
       const earlierSum = (rule: BudgetRule) => earlier(rule).reduce((total, p) => total + (amountOf(rule, p.args) ?? rule.maxSum!.max), 0);
       const exceeded: Exceeded[] = [];
       rules.forEach((rule, i) => {
@@ -439,7 +450,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
       const threadUpdate: Record<string, number> = {};
       const increments: Record<string, number> = {};
       const add = (rule: BudgetRule, key: string, delta: number) => {
-        if (rule.scope === "thread") threadUpdate[key] = (threadUpdate[key] ?? req.threadCounters[key] ?? 0) + delta;
+        if (!inStore(rule)) threadUpdate[key] = (threadUpdate[key] ?? req.threadCounters[key] ?? 0) + delta;
         else if (options.crossThread !== false) increments[key] = (increments[key] ?? 0) + delta;
       };
       for (const rule of rules) {

@@ -387,6 +387,32 @@ describe("per-thread budget counters only rise", () => {
   });
 });
 
+describe("per-thread budget counters in the budget store", () => {
+  it("with a store, a fork run past the guard from before a refund does not give the thread its budget back", async () => {
+    const budgets = defineBudgets(
+      [{ id: "refunds.thread", tools: ["issue_refund"], scope: "thread", window: "day", maxSum: { arg: "amount", max: 150 }, onExceed: "deny" }],
+      { store: new MemoryBudgetStore() },
+    );
+    // The model answers the newest request (a fork sees none of the turns after its checkpoint).
+    const model = scriptedModel((messages: BaseMessage[]) => {
+      if (messages.at(-1)?.getType() !== "human") return new AIMessage("done");
+      const text = String(messages.at(-1)!.content);
+      return new AIMessage({ content: "", tool_calls: [text.includes("$90") ? refund("c2", 90, "1043") : refund("c1", 100)] });
+    });
+    const { agent, refunds } = refundSetup([], { budgets, agent: { model } });
+    await agent.invoke(ask("refund $100"), config("fs"));
+    // The counter is in the store, not in state: nothing there for a caller to roll back.
+    expect((await agent.getState(as("fs"))).values.budget ?? {}).toEqual({});
+    const history = [];
+    for await (const snapshot of agent.getStateHistory(as("fs"))) history.push(snapshot);
+    const fork = { configurable: { ...config("fs").configurable, checkpoint_id: history.at(-1)!.config.configurable!.checkpoint_id }, durability: "sync" };
+    // The graph's own stream, past the guard's refusal of forks: what a script calling LangGraph directly reaches.
+    const proto = Object.getPrototypeOf(agent) as { stream: (input: unknown, config: unknown) => Promise<AsyncIterable<unknown>> };
+    for await (const _ of await proto.stream.call(agent, ask("and $90 on order 1043"), fork)) void _;
+    expect(refunds().map((r) => r.toolCallId)).toEqual(["c1"]);
+  });
+});
+
 describe("resume payloads that could smuggle authority are refused before LangGraph stores them", () => {
   it("a JSON __proto__ member, constructor and prototype keys, class instances, non-finite numbers", async () => {
     const { agent, approve, refunds } = await pausedOn740();

@@ -453,10 +453,33 @@ describe("BudgetGuard semantics", () => {
     expect(adds).toBe(0);
     expect(await inner.get(["refunds.daily|support-agent|2025-03-10|calls"])).toEqual({ "refunds.daily|support-agent|2025-03-10|calls": 0 });
     expect(threadCounters).toEqual({ "other|key": 7 });
-    // charge does write (the same spy sees it), so the zero above is meaningful.
-    expect(await guard.charge(req)).toEqual({ "thread|t1|2025-03-10T09|calls": 1 });
+    // charge does write (the same spy sees it), so the zero above is meaningful; with a store,
+    // the per-thread counter is written there too, not returned for state.
+    expect(await guard.charge(req)).toEqual({});
     expect(adds).toBe(1);
+    expect(await inner.get(["thread|t1|2025-03-10T09|calls"])).toEqual({ "thread|t1|2025-03-10T09|calls": 1 });
     expect(await guard.check(req)).toMatchObject({ effect: "deny" });
+  });
+
+  it("with a store, per-thread counters live in it: counters in state, forged or reset, change nothing", async () => {
+    const store = new MemoryBudgetStore();
+    const guard = defineBudgets([{ id: "per-thread", tools: ["issue_refund"], scope: "thread", window: "day", maxSum: { arg: "amount", max: 150 }, onExceed: "deny" }], {
+      store,
+      clock: () => new Date("2025-03-10T09:00:00Z"),
+    });
+    const call = (threadCounters: Record<string, number>, amount: number): BudgetRequest => ({
+      identity: identity(),
+      threadId: "t1",
+      tool: { name: "issue_refund", args: { amount } },
+      threadCounters,
+    });
+    expect(await guard.reserve(call({}, 100))).toEqual({ reserved: true });
+    // A caller who reset the thread's counters in state (or forked the thread) gains nothing.
+    expect((await guard.reserve(call({}, 100))).verdict).toMatchObject({ effect: "deny", budgetIds: ["per-thread"] });
+    // Counters planted in state do not deny a call either: the store is the only source.
+    expect(await guard.check(call({ "per-thread|t1|2025-03-10|sum": 1_000 }, 50))).toBeUndefined();
+    // Another thread has its own counter.
+    expect(await guard.check({ ...call({}, 150), threadId: "t2" })).toBeUndefined();
   });
 
   it("a failing store or clock makes check deny (fail closed) and charge throw", async () => {
