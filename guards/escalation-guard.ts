@@ -122,6 +122,7 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
       },
       contextIds: (state.context?.items ?? []).map((i) => i.id),
       reviewerRoles,
+      roles: [...reviewerRoles],
       requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id },
       since: open.at,
     };

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { authenticateHuman, interruptValueOf, NamedHumanSchema, parseHumanAnswer, type HumanAnswerDeps } from "./approval.js";
+import { checkHumanAnswer, HumanTaskEnvelopeSchema, interruptValueOf, NamedHumanSchema, parseHumanAnswer, type HumanAnswerDeps } from "./human-task.js";
 import { EscalationSignalSchema } from "./state.js";
 
 /**
@@ -15,9 +15,8 @@ import { EscalationSignalSchema } from "./state.js";
  * const request = pendingEscalation(await agent.getState(config)); // { type: "eart.escalation", reason, signals, … }
  * ```
  */
-export const EscalationRequestSchema = z.object({
+export const EscalationRequestSchema = HumanTaskEnvelopeSchema.extend({
   type: z.literal("eart.escalation"),
-  threadId: z.string(),
   reason: z.string(),
   signals: z.array(EscalationSignalSchema).min(1),
   /** What the agent proposed: its last answer and any tool calls. */
@@ -27,10 +26,8 @@ export const EscalationRequestSchema = z.object({
   }),
   /** Ids of the context items the agent had (never their content). */
   contextIds: z.array(z.string()),
-  /** Any one of these roles may review. */
+  /** Any one of these roles may review (the same as `roles`). */
   reviewerRoles: z.array(z.string()),
-  requestedBy: z.object({ agentId: z.string(), userId: z.string() }),
-  since: z.string(),
 });
 export type EscalationRequest = z.output<typeof EscalationRequestSchema>;
 
@@ -71,7 +68,7 @@ export function validateEscalationResponse(
   deps: HumanAnswerDeps,
 ): EscalationResponse & { reviewerId: string } {
   const response = parseHumanAnswer(EscalationResponseSchema, raw, "escalation answer");
-  const reviewerId = authenticateHuman(response.reviewer, request.reviewerRoles, deps, { verb: "review", object: "reviewer" });
+  const reviewerId = checkHumanAnswer({ named: response.reviewer, roles: request.roles }, deps, { verb: "review", object: "reviewer", task: "escalation" });
   return { ...response, reviewerId };
 }
 

@@ -10,6 +10,17 @@ export * from "./policy.js";
 export * from "./state.js";
 export * from "./approval.js";
 export {
+  authenticateHuman,
+  checkHumanAnswer,
+  HUMAN_TASK_TYPES,
+  HumanTaskEnvelopeSchema,
+  NamedHumanSchema,
+  pendingHumanTask,
+  type HumanAnswerDeps,
+  type HumanTaskEnvelope,
+  type HumanTaskType,
+} from "./human-task.js";
+export {
   AUDIT_SCHEMA_VERSION,
   AuditEventInputSchema,
   AuditEventSchema,

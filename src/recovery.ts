@@ -1,6 +1,5 @@
 import { z } from "zod";
-import { assertDigests, assertOneDecisionPerItem, authenticateHuman, interruptValueOf, NamedHumanSchema, parseHumanAnswer, type HumanAnswerDeps } from "./approval.js";
-import { ApprovalError } from "./errors.js";
+import { checkHumanAnswer, envelopeOf, HumanTaskEnvelopeSchema, HumanTaskItemSchema, interruptValueOf, NamedHumanSchema, parseHumanAnswer, type HumanAnswerDeps } from "./human-task.js";
 import { RecoveryReasonSchema, type DecisionRecord } from "./state.js";
 
 /**
@@ -11,11 +10,7 @@ import { RecoveryReasonSchema, type DecisionRecord } from "./state.js";
  */
 
 /** One call waiting for recovery, as shown to the human. */
-export const RecoveryRequestItemSchema = z.object({
-  toolCallId: z.string(),
-  name: z.string(),
-  args: z.record(z.string(), z.unknown()),
-  digest: z.string(),
+export const RecoveryRequestItemSchema = HumanTaskItemSchema.extend({
   reason: RecoveryReasonSchema,
   /** The effect-ledger attempt this is about (0 when the tool never started). */
   attempt: z.number().int().nonnegative(),
@@ -23,7 +18,6 @@ export const RecoveryRequestItemSchema = z.object({
   since: z.string(),
   /** Any one of these roles may decide. */
   resolverRoles: z.array(z.string()),
-  requestedBy: z.object({ agentId: z.string(), userId: z.string() }),
 });
 export type RecoveryRequestItem = z.output<typeof RecoveryRequestItemSchema>;
 
@@ -34,9 +28,8 @@ export type RecoveryRequestItem = z.output<typeof RecoveryRequestItemSchema>;
  * const request = pendingRecovery(await agent.getState(config)); // { type: "eart.recovery", requests: [...] }
  * ```
  */
-export const RecoveryRequestSchema = z.object({
+export const RecoveryRequestSchema = HumanTaskEnvelopeSchema.extend({
   type: z.literal("eart.recovery"),
-  threadId: z.string(),
   requests: z.array(RecoveryRequestItemSchema).min(1),
 });
 export type RecoveryRequest = z.output<typeof RecoveryRequestSchema>;
@@ -95,8 +88,13 @@ export type RecoveryResponse = z.output<typeof RecoveryResponseSchema>;
 /** Builds the interrupt value from the records waiting for recovery. */
 export function buildRecoveryRequest(threadId: string, pending: readonly DecisionRecord[], resolverRoles: readonly string[]): RecoveryRequest {
   return {
+    ...envelopeOf(
+      "eart.recovery",
+      threadId,
+      pending.map((r) => ({ requestedBy: r.requestedBy, since: r.recovery!.at })),
+      resolverRoles,
+    ),
     type: "eart.recovery",
-    threadId,
     requests: pending.map((r) => ({
       toolCallId: r.toolCallId,
       name: r.name,
@@ -128,9 +126,11 @@ export function validateRecoveryResponse(
 ): RecoveryResponse & { resolverId: string } {
   const response = parseHumanAnswer(RecoveryResponseSchema, raw, "recovery response");
   const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
-  assertOneDecisionPerItem(response.decisions, [...items.keys()], "recovery");
-  const resolverId = authenticateHuman(response.resolver, request.requests[0]!.resolverRoles, deps, { verb: "resolve", object: "resolver" });
-  assertDigests(response.decisions, items);
+  const resolverId = checkHumanAnswer({ named: response.resolver, decisions: response.decisions, items, roles: request.roles }, deps, {
+    verb: "resolve",
+    object: "resolver",
+    task: "recovery",
+  });
   return { ...response, resolverId };
 }
 

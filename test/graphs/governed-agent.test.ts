@@ -70,6 +70,9 @@ describe("createGovernedAgent: the refund path", () => {
     expect(request).toEqual({
       type: "eart.approval",
       threadId: "t-approve",
+      requestedBy: { agentId: "support-agent", userId: "cara" },
+      since: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      roles: ["supervisor"],
       requests: [
         {
           toolCallId: "c1",

@@ -145,6 +145,11 @@ describe("buildApprovalRequest and isApprovalRequest", () => {
     expect(request).toEqual({
       type: "eart.approval",
       threadId: THREAD,
+      // The envelope every human task carries: requester, oldest wait, and who may answer (the
+      // union of the calls' roles; each call's own roles decide it).
+      requestedBy: { agentId: "support-agent", userId: "cara" },
+      since: "2024-01-01T00:00:00.000Z",
+      roles: ["supervisor", "finance"],
       requests: [
         {
           toolCallId: "call_1",
