@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import type { AuditEvent, AuditEventType } from "./audit.js";
-import { defineRedaction, STANDARD_REDACTIONS, type Redacted, type Redaction } from "./context.js";
+import { defineRedaction, STANDARD_REDACTIONS, type Redacted, type Redaction } from "./redaction.js";
 import type { AuditSource } from "./export-core.js";
 
 /**

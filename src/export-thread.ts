@@ -5,7 +5,7 @@ import { EartConfigError } from "./errors.js";
 import { sealedDataJson, type AuditEvent } from "./audit.js";
 import { EXPORT_DEFAULTS, type AuditExporter, type AuditSource, type ExporterStats } from "./export-core.js";
 import { redactEvent } from "./export-segments.js";
-import { portableRedaction, type PortableRedactionRule, type Redaction } from "./context.js";
+import { portableRedaction, type PortableRedactionRule, type Redaction } from "./redaction.js";
 
 /**
  * Exporters on a worker thread: one thread per process, shared by every worker exporter

@@ -2,7 +2,7 @@ import { readlinkSync } from "node:fs";
 import { getPriority, setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import type { AuditEvent } from "./audit.js";
-import { redactionFromPortable, type Redaction } from "./context.js";
+import { redactionFromPortable, type Redaction } from "./redaction.js";
 import type { AuditExporter, ExporterStats } from "./export-core.js";
 import { buildLangSmithExporter } from "./export-langsmith.js";
 import { buildOtlpExporter, loadOtlpModules, type OtlpModules } from "./export-otel.js";

@@ -70,6 +70,7 @@ export * from "./resilience.js";
 export * from "./recovery.js";
 export * from "./thread-lock.js";
 export * from "./context.js";
+export * from "./redaction.js";
 export * from "./escalation.js";
 export * from "./export-core.js";
 export {

@@ -1,0 +1,84 @@
+import { describe, expect, it } from "vitest";
+import { defineRedaction, ibanValid, luhnValid, nationalIdValid, STANDARD_REDACTIONS } from "eart";
+
+const standard = defineRedaction(STANDARD_REDACTIONS);
+const redact = (value: unknown) => standard.apply(value, undefined);
+const CARD = "4111111111111111";
+
+describe("standard redactions on the forms attackers and real input use", () => {
+  it.each([
+    ["full-width digits", "card ４１１１ １１１１ １１１１ １１１１ please"],
+    ["non-breaking spaces", "card 4111\u00a01111\u00a01111\u00a01111 please"],
+    ["narrow and ideographic spaces", "card 4111\u202f1111\u30001111\u20071111 please"],
+    ["dots", "card 4111.1111.1111.1111 please"],
+    ["double spaces", "card 4111  1111  1111  1111 please"],
+    ["slashes and unicode dashes", "card 4111/1111\u20131111\u20101111 please"],
+    ["zero-width spaces between digits", "card 4\u200b1\u200b1\u200b1\u200b1111\u200d1111\ufeff1111 please"],
+    ["bidi controls", "card \u202e4111 1111 1111 1111\u202c please"],
+    ["glued to a word with _", `card_${CARD}_end`],
+    ["digits before it", `ref 12 ${CARD.replace(/(\d{4})(?=\d)/g, "$1 ")} ok`],
+    ["digits after it", `card ${CARD.replace(/(\d{4})(?=\d)/g, "$1 ")} 5 ok`],
+  ])("a card number in %s", (_, text) => {
+    const result = redact(text);
+    expect(result.value).toContain("[REDACTED:card_number]");
+    expect(result.value.replace(/\D/g, "")).not.toContain(CARD);
+    expect(result.labels).toEqual(["payment_data"]);
+  });
+
+  it("replaces only the card's stretch of the original text, invisible characters and all", () => {
+    expect(redact("a ４１１１ １１１１ １１１１ １１１１ b").value).toBe("a [REDACTED:card_number] b");
+    expect(redact("x card_4111111111111111_y").value).toBe("x card_[REDACTED:card_number]_y");
+    expect(redact("ref 12 4111 1111 1111 1111 5").value).toBe("ref 12 [REDACTED:card_number] 5");
+  });
+
+  it("a card as a JSON number, as an object key, and inside JSON text", () => {
+    expect(redact({ amount: 5, ref: 4111111111111111 }).value).toEqual({ amount: 5, ref: "[REDACTED:card_number]" });
+    expect(redact({ "4111 1111 1111 1111": "visa", "5500 0000 0000 0004": "mc" }).value).toEqual({
+      "[REDACTED:card_number]": "visa",
+      "[REDACTED:card_number]#2": "mc",
+    });
+    const text = redact(JSON.stringify({ result: { ref: 4111111111111111 } })).value;
+    expect(JSON.parse(text)).toEqual({ result: { ref: "[REDACTED:card_number]" } });
+  });
+
+  it("field names match whatever their case and separators", () => {
+    expect(redact({ CardNumber: "x", card_number: "y", "CARD-NUMBER": "z", PAN: "w", Iban: "v" }).value).toEqual({
+      CardNumber: "[REDACTED:card_number]",
+      card_number: "[REDACTED:card_number]",
+      "CARD-NUMBER": "[REDACTED:card_number]",
+      PAN: "[REDACTED:card_number]",
+      Iban: "[REDACTED:iban]",
+    });
+  });
+
+  it.each([
+    ["upper case, grouped", "pay to DE89 3704 0044 0532 0130 00 today"],
+    ["lower case", "pay to de89370400440532013000 today"],
+    ["dashes", "pay to DE89-3704-0044-0532-0130-00 today"],
+    ["followed by a word it could run into", "iban GB82WEST12345698765432 thanks"],
+  ])("an IBAN in %s", (_, text) => {
+    const value = redact(text).value;
+    expect(value).toContain("[REDACTED:iban]");
+    expect(value.endsWith("today") || value.endsWith("thanks")).toBe(true);
+  });
+
+  it.each([["dashes", "123-45-6789"], ["spaces", "123 45 6789"], ["dots", "123.45.6789"], ["a UK NI number", "AB 12 34 56 C"]])("a national id with %s", (_, id) => {
+    expect(redact(`my id is ${id}.`).value).toBe("my id is [REDACTED:national_id].");
+  });
+
+  it("checksums keep ordinary numbers: failing Luhn, IBAN or SSN rules stay as they are", () => {
+    for (const text of ["card 4111 1111 1111 1112", "GB82 WEST 1234 5698 7654 33", "000-12-3456", "666-12-3456", "123-00-4567", "2024-03-10", "+1 (415) 555-2671", "+44 20 7946 0958", "order 1042, 1043 and 1044"]) {
+      expect(redact(text).value, text).toBe(text);
+    }
+    expect([luhnValid(CARD), luhnValid("4111111111111112"), ibanValid("gb82 west 1234 5698 7654 32"), ibanValid("GB82WEST12345698765433")]).toEqual([true, false, true, false]);
+    expect([nationalIdValid("123-45-6789"), nationalIdValid("912-45-6789"), nationalIdValid("QQ123456C")]).toEqual([true, false, true]);
+  });
+
+  it("mayChange stays an over-approximation of apply on the new forms", () => {
+    for (const value of ["card ４１１１ １１１１ １１１１ １１１１", { ref: 4111111111111111 }, { "4111 1111 1111 1111": 1 }, "de89370400440532013000", `4\u200b111111111111111`]) {
+      expect(standard.mayChange!(value), JSON.stringify(value)).toBe(true);
+      expect(redact(value).redacted.length, JSON.stringify(value)).toBeGreaterThan(0);
+    }
+    expect(standard.mayChange!({ orderId: "1042", amount: 740, note: "call +1 415 555 2671" })).toBe(false);
+  });
+});
