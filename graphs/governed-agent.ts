@@ -20,6 +20,8 @@ import {
   createToolRecovery,
   EffectLedgerOption,
   GovernedAnnotation,
+  redactingAuditLog,
+  redactRunInput,
   requireThreadId,
   type ContextRetrievalOptions,
   type GovernedState,
@@ -36,6 +38,7 @@ import {
   PolicyEngineOption,
   principalFromConfig,
   RetryOptionsSchema,
+  standardRedaction,
   threadLockFor,
   ToolExecutionOptionsSchema,
   type AgentIdentity,
@@ -101,29 +104,31 @@ const GovernedAgentOptionsSchema = z
      * `auditLog`): low confidence, disagreeing checks, missing context, policy `escalate`.
      */
     escalation: z.custom<Omit<EscalationGuardOptions, "registry" | "auditLog">>((v) => typeof v === "object" && v !== null && Array.isArray((v as { reviewerRoles?: unknown }).reviewerRoles), "must be escalation options ({ reviewerRoles, … })").optional(),
+    /**
+     * What is redacted before the thread, the model, the audit log and the exporters hold it:
+     * what users send (every message form), what the model answers, tool results, artifacts and
+     * errors, and every audit event. Defaults to `context.redaction`, else the standard
+     * redactions (`STANDARD_REDACTIONS`); `false` turns redaction off.
+     */
+    redaction: z
+      .union([z.literal(false), z.custom<Redaction>((v) => typeof (v as Redaction)?.apply === "function", "must be a Redaction (defineRedaction) or false")])
+      .optional(),
   })
   .strict();
 export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
 
 /**
- * Redacts what users type (a card number in a chat message) before it enters the thread: the
- * checkpoint, the audit log and the model only ever hold the redacted text. Values are shown to
- * the user's own roles as `visibleTo` says.
+ * Redacts what callers send (a card number in a chat message, in any message form LangChain
+ * accepts) before it enters the thread: the checkpoint, the audit log and the model only ever hold
+ * the redacted text. Values are shown to the user's own roles as `visibleTo` says.
  */
 function redactIncoming(graph: { stream: (input: unknown, options?: RunnableConfig) => Promise<unknown> }, redaction: Redaction, registry: IdentityRegistry): void {
   const stream = graph.stream.bind(graph);
   graph.stream = (input: unknown, options?: RunnableConfig) => {
-    const messages = (input as { messages?: unknown } | null)?.messages;
-    if (isCommand(input) || !Array.isArray(messages)) return stream(input, options);
+    if (isCommand(input) || input === null || typeof input !== "object" || !("messages" in input)) return stream(input, options);
     const userId = principalFromConfig(options?.configurable)?.id;
     const roles = userId !== undefined ? (registry.getUser(userId)?.roles ?? []) : [];
-    const viewer = { onBehalfOf: { id: userId ?? "", roles } };
-    const redacted = messages.map((m: unknown) => {
-      if (!HumanMessage.isInstance(m) || typeof m.content !== "string") return m;
-      const screened = redaction.apply(m.content, viewer);
-      return screened.redacted.length === 0 ? m : new HumanMessage({ content: screened.value, ...(m.id ? { id: m.id } : {}), ...(m.name ? { name: m.name } : {}) });
-    });
-    return stream({ ...(input as object), messages: redacted }, options);
+    return stream(redactRunInput(input, redaction, { onBehalfOf: { id: userId ?? "", roles } }), options);
   };
 }
 
@@ -155,7 +160,8 @@ interface LooseGraph {
 export function createGovernedAgent(options: GovernedAgentOptions) {
   const opts = parseOptions(GovernedAgentOptionsSchema, options);
   const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets, execution, recoveryRoles, modelRetry, fallbackModels, context, escalation } = opts;
-  const auditLog = opts.auditLog ?? new MemoryAuditLog();
+  const redaction = opts.redaction === false ? undefined : (opts.redaction ?? context?.redaction ?? standardRedaction());
+  const auditLog = redaction ? redactingAuditLog(opts.auditLog ?? new MemoryAuditLog(), redaction) : (opts.auditLog ?? new MemoryAuditLog());
   const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
   const modelStep = createModelStep({
     model,
@@ -164,6 +170,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
     ...(systemPrompt ? { systemPrompt } : {}),
     ...(modelRetry ? { retry: modelRetry } : {}),
     ...(fallbackModels ? { fallbacks: fallbackModels } : {}),
+    ...(redaction ? { redaction } : {}),
   });
   // The ledger's store keeps both the executions and the key that seals eart's records in state.
   const ledger = opts.ledger ?? ledgerFor(checkpointer);
@@ -180,7 +187,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
       sealer: await sealer(),
       auditLog,
     });
-    const turn = await modelStep(state.messages, config, threadId, state.context);
+    const turn = await modelStep(state.messages, config, threadId, state.context, binding.identity);
     const update: GateUpdate & { identity?: AgentIdentity } = binding.newlyBound ? { identity: binding.identity } : {};
     const messages: BaseMessage[] = [turn.message];
     const events = [...binding.events, ...turn.events];
@@ -195,7 +202,6 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
     return { ...update, messages };
   }
 
-  const redaction = context?.redaction;
   const end = escalation ? "review" : END;
   const typed = new StateGraph(GovernedAnnotation);
   // Which nodes exist depends on the options; LangGraph's builder types want them known up front.
@@ -223,7 +229,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   if (context) {
     // Context is retrieved for the identity, so the identity is bound first (it is also checked
     // again by the agent step, which then finds it bound).
-    const retrieve = createContextRetrieval({ ...context, auditLog, ...(clock && !context.clock ? { clock } : {}) });
+    const retrieve = createContextRetrieval({ ...context, auditLog, ...(redaction && !context.redaction ? { redaction } : {}), ...(clock && !context.clock ? { clock } : {}) });
     graph
       .addNode("retrieveContext", async (state: GovernedState, config: LangGraphRunnableConfig) => {
         const threadId = requireThreadId(config);

@@ -177,6 +177,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     identity: GovernedState["identity"],
   ): Promise<Outcome> {
     const now = () => clock().toISOString();
+    const screen = (text: string): string => (redaction ? redaction.apply(text, identity).value : text);
     const answer = (content: string, status: "success" | "error") =>
       new ToolMessage({ tool_call_id: call.id, name: call.name, content, status });
     const digest = toolCallDigest(call.name, call.args, threadId);
@@ -232,9 +233,10 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     };
     const succeed = async (raw: ToolMessage, attempt: number, type: "tool.succeeded" | "tool.fallback", extra: Record<string, unknown> = {}) => {
       // Redacted before anything keeps it: the model, the ledger (replays) and the audit log.
-      const screened = redaction?.apply(raw.content, identity);
+      // The artifact too: it is checkpointed with the message, though the model does not see it.
+      const screened = redaction?.apply({ content: raw.content, artifact: raw.artifact }, identity);
       const message = screened
-        ? new ToolMessage({ tool_call_id: raw.tool_call_id, name: raw.name, content: screened.value, status: raw.status, artifact: raw.artifact })
+        ? new ToolMessage({ tool_call_id: raw.tool_call_id, name: raw.name, content: screened.value.content, status: raw.status, artifact: screened.value.artifact })
         : raw;
       const content = contentText(message.content);
       await finish({ status: "succeeded", result: { content: message.content } }, attempt);
@@ -271,10 +273,12 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
           if (isGraphControlFlow(error)) throw error;
           if (error instanceof EffectInProgressError) throw error;
           const kind = error instanceof ToolInputParsingException ? "arguments" : classifyToolError(error);
-          const text = errorText(error);
+          // An error's text can echo what the tool was given or saw: redacted before the model,
+          // the ledger, the recovery request and the audit log hold it.
+          const text = screen(errorText(error));
           if (kind === "arguments") {
             const detail = error instanceof ToolInputParsingException ? await checkToolArgs(tool!, call.args) : undefined;
-            const why = detail && !detail.ok ? detail.message : text;
+            const why = detail && !detail.ok ? screen(detail.message) : text;
             const content = `Invalid arguments for ${call.name}: ${why}`;
             await finish({ status: "failed", error: content }, attempt);
             event("tool.failed", { attempt, kind: "invalid_arguments", error: why });

@@ -7,3 +7,4 @@ export { EffectLedgerOption, lastAIMessage, requireThreadId } from "./runtime.js
 export * from "./tool-recovery.js";
 export * from "./context-retrieval.js";
 export * from "./trace-export.js";
+export { redactingAuditLog, redactMessage, redactRunInput, type RedactionViewer } from "./redaction.js";

@@ -13,8 +13,10 @@ import {
   sleep,
   toolCallDigest,
   type AuditEventInput,
+  type Redaction,
   type ThreadContext,
 } from "../src/index.js";
+import { redactMessage, type RedactionViewer } from "./redaction.js";
 import { assertNoPendingApproval, isGraphControlFlow, messageText, requireThreadId, ChatModelOption, ToolsOption } from "./runtime.js";
 import type { GovernedState } from "./state.js";
 
@@ -28,6 +30,11 @@ const ModelNodeOptionsSchema = z
     retry: RetryOptionsSchema.optional(),
     /** Models tried in order when the primary fails after its retries (same tools bound). */
     fallbacks: z.array(ChatModelOption).optional(),
+    /**
+     * Redacts what the model answers (its text and tool calls) before the thread, the gate and the
+     * audit log hold it: a value it should not have seen does not travel on.
+     */
+    redaction: z.custom<Redaction>((v) => typeof (v as Redaction)?.apply === "function", "must be a Redaction (defineRedaction)").optional(),
   })
   .strict();
 export type ModelNodeOptions = z.input<typeof ModelNodeOptionsSchema>;
@@ -54,7 +61,7 @@ export function contextMessage(context: ThreadContext): SystemMessage {
  */
 export function createModelStep(options: ModelNodeOptions) {
   const opts = parseOptions(ModelNodeOptionsSchema, options);
-  const { model, tools, systemPrompt, retry, fallbacks = [], auditLog } = opts;
+  const { model, tools, systemPrompt, retry, fallbacks = [], auditLog, redaction } = opts;
   const models = [model, ...fallbacks].map((m, i): Runnable<BaseMessage[], BaseMessage> => {
     if (tools.length === 0) return m;
     if (typeof m.bindTools !== "function") throw new EartConfigError(i === 0 ? "model" : `fallbacks`, "the model cannot call tools (it has no bindTools)");
@@ -95,9 +102,11 @@ export function createModelStep(options: ModelNodeOptions) {
     return (m as { model?: string }).model ?? m.getName?.() ?? `model ${i}`;
   };
 
-  return async function modelStep(messages: BaseMessage[], config: LangGraphRunnableConfig, threadId: string, context?: ThreadContext): Promise<ModelStep> {
+  return async function modelStep(messages: BaseMessage[], config: LangGraphRunnableConfig, threadId: string, context?: ThreadContext, viewer?: RedactionViewer): Promise<ModelStep> {
     const prefix = [...(system ? [system] : []), ...(context && context.items.length > 0 ? [contextMessage(context)] : [])];
-    const { response, events: failures } = await call(prefix.length > 0 ? [...prefix, ...messages] : messages, config, threadId);
+    const called = await call(prefix.length > 0 ? [...prefix, ...messages] : messages, config, threadId);
+    const failures = called.events;
+    const response = redaction ? redactMessage(called.response, redaction, viewer, { toolCallFields: false }).message : called.response;
     // Decisions and audit events name the proposing message, so it needs its id now, and in
     // lc_kwargs too: that is what a checkpointer serialises.
     if (!response.id) {

@@ -55,10 +55,28 @@ export function luhnValid(text: string): boolean {
   return sum % 10 === 0;
 }
 
-/** ISO 13616 check of an IBAN (any case, any separators): 15–34 characters, mod 97 equals 1. */
+/**
+ * IBAN lengths by country, from the SWIFT IBAN registry: a payment reference that carries the
+ * same mod-97 check digits (an ISO 11649 `RF…` creditor reference) names no country.
+ */
+const IBAN_LENGTHS: Readonly<Record<string, number>> = Object.fromEntries(
+  (
+    "AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BI27 BR29 BY28 CH21 CR22 CY28 CZ24 DE22 DJ27 DK18 DO28 EE20 EG29 ES24 " +
+    "FI18 FK18 FO18 FR27 GB22 GE22 GI23 GL18 GR27 GT28 HN28 HR21 HU28 IE22 IL23 IQ23 IS26 IT27 JO30 KW30 KZ20 LB28 LC32 " +
+    "LI21 LT20 LU20 LV21 LY25 MC27 MD24 ME22 MK19 MN20 MR27 MT31 MU30 NI28 NL18 NO15 OM23 PK24 PL28 PS29 PT25 QA29 RO24 " +
+    "RS22 RU33 SA24 SC31 SD18 SE24 SI19 SK24 SM27 SO23 ST25 SV28 TL23 TN24 TR26 UA29 VA22 VG24 XK20 YE30"
+  )
+    .split(" ")
+    .map((e) => [e.slice(0, 2), Number(e.slice(2))]),
+);
+
+/**
+ * ISO 13616 check of an IBAN (any case, any separators): a registered country, that country's
+ * length, and mod 97 equal to 1.
+ */
 export function ibanValid(text: string): boolean {
   const s = text.replace(/[^0-9A-Za-z]/g, "").toUpperCase();
-  if (s.length < 15 || s.length > 34 || !/^[A-Z]{2}\d{2}[A-Z0-9]+$/.test(s)) return false;
+  if (IBAN_LENGTHS[s.slice(0, 2)] !== s.length || !/^[A-Z]{2}\d{2}[A-Z0-9]+$/.test(s)) return false;
   let rest = 0;
   for (const ch of s.slice(4) + s.slice(0, 4)) {
     const v = ch >= "A" ? ch.charCodeAt(0) - 55 : ch.charCodeAt(0) - 48;
@@ -101,7 +119,7 @@ export const STANDARD_REDACTIONS: readonly RedactionRule[] = [
     validate: luhnValid,
     label: "payment_data",
   },
-  { id: "iban", fields: ["iban"], pattern: new RegExp(`${START}[A-Za-z]{2}\\d{2}(?:${SEP}{0,2}[A-Za-z0-9]){11,30}${END}`, "g"), validate: ibanValid, label: "payment_data" },
+  { id: "iban", fields: ["iban"], pattern: new RegExp(`${START}[A-Za-z]{2}\\d{2}(?:${SEP}{0,3}[A-Za-z0-9]){11,30}${END}`, "g"), validate: ibanValid, label: "payment_data" },
   {
     id: "national_id",
     fields: ["ssn", "nationalId", "nino"],
@@ -131,8 +149,12 @@ export interface RedactionResult<T> {
 /** A compiled set of redaction rules. */
 export interface Redaction {
   readonly rules: readonly ParsedRule[];
-  /** Redacts a value (string, number or JSON) for an identity; the input is not changed. */
-  apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined): RedactionResult<T>;
+  /**
+   * Redacts a value (string, number or JSON) for an identity; the input is not changed.
+   * `fields: false` applies the patterns only (what an agent writes under a field name, such as a
+   * salary in a draft, is its own proposal for policy to judge, not data it read).
+   */
+  apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined, options?: { fields?: boolean }): RedactionResult<T>;
   /**
    * A cheap over-approximation of "could `apply` find anything in this value": false means it
    * would change nothing and raise no label. Absent on hand-written redactions (assume true).
@@ -338,7 +360,8 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
     return screens.some((p) => p.test(text));
   }
 
-  function apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined): RedactionResult<T> {
+  function apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined, options: { fields?: boolean } = {}): RedactionResult<T> {
+    const fieldOf = options.fields === false ? () => undefined : fieldRule;
     const roles = new Set(identity?.onBehalfOf.roles ?? []);
     const hidden = new Set(parsed.filter((r) => !r.visibleTo.some((role) => roles.has(role))));
     const redacted: Redacted[] = [];
@@ -347,13 +370,18 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
     const text = (s: string, path: string): string => {
       if (patterns.length === 0 || s.length === 0) return s;
       const view = viewOf(s);
-      const found: { a: number; b: number; rule: ParsedRule }[] = [];
-      for (const p of patterns) {
-        for (const [a, b] of spansOf(p, view.text)) {
-          if (found.some((f) => a < f.b && f.a < b)) continue;
-          if (p.rule.label) labels.add(p.rule.label);
-          found.push({ a, b, rule: p.rule });
-        }
+      // Where rules overlap (the digits inside an IBAN can pass for a card), the longest match
+      // wins, then the earlier rule.
+      const candidates: { a: number; b: number; rule: ParsedRule; order: number }[] = [];
+      patterns.forEach((p, order) => {
+        for (const [a, b] of spansOf(p, view.text)) candidates.push({ a, b, rule: p.rule, order });
+      });
+      if (candidates.length > 1) candidates.sort((x, y) => y.b - y.a - (x.b - x.a) || x.order - y.order || x.a - y.a);
+      const found: typeof candidates = [];
+      for (const c of candidates) {
+        if (found.some((f) => c.a < f.b && f.a < c.b)) continue;
+        if (c.rule.label) labels.add(c.rule.label);
+        found.push(c);
       }
       const cut = found.filter((f) => hidden.has(f.rule)).sort((x, y) => x.a - y.a);
       if (cut.length === 0) return s;
@@ -391,7 +419,7 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
           // A key can hold a value too (`{ "4111 1111 1111 1111": "visa" }`).
           let key = text(k, at);
           if (key !== k) for (let n = 2; Object.hasOwn(out, key); n++) key = `${text(k, at)}#${n}`;
-          const rule = fieldRule(k);
+          const rule = fieldOf(k);
           if (rule && x !== null && x !== undefined) {
             if (rule.label) labels.add(rule.label);
             if (hidden.has(rule)) {

@@ -93,6 +93,8 @@ async function refundThread(threadId: string, redact: boolean) {
     auditLog,
     ledger,
     context: { providers: [orderHistory], ...(redact ? { redaction: defineRedaction(STANDARD_REDACTIONS) } : {}) },
+    // Redaction is on by default: the unredacted run opts out.
+    ...(redact ? {} : { redaction: false as const }),
   });
   const config = { configurable: { thread_id: threadId, agent_id: "support-agent", user_id: "cara" } };
 

@@ -422,7 +422,7 @@ describe("LangSmith exporter", () => {
       else process.env.LANGSMITH_ENDPOINT = previous;
     }
     const traceExport = track(createTraceExport({ auditLog: new MemoryAuditLog(), exporters: [langsmith] }));
-    const setup = refundSetup([], { auditLog: traceExport, agent: { model: refundModel() } });
+    const setup = refundSetup([], { auditLog: traceExport, agent: { model: refundModel(), redaction: false } }); // the exporters' own redaction is under test
     await setup.agent.invoke(ask("Refund order 1042 please"), config("ls-1"));
     expect(await traceExport.flush({ timeoutMs: 10_000 })).toBe(true);
     expect(capture.requests.every((r) => r.method === "POST" && r.path === "/runs/batch" && r.headers["x-api-key"] === "test-key")).toBe(true);
@@ -716,7 +716,7 @@ describe("end to end: the governed refund agent through an approval, exported to
         ],
       }),
     );
-    const setup = refundSetup([], { auditLog: traceExport, agent: { model: refundModel() } });
+    const setup = refundSetup([], { auditLog: traceExport, agent: { model: refundModel(), redaction: false } }); // the exporters' own redaction is under test
     const threadId = "e2e-1042";
     const paused = await setup.agent.invoke(ask(`Refund order 1042 ($740), it was charged twice on my card ${CARD}`), config(threadId));
     const request = pendingApproval(paused)!;
