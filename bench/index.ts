@@ -48,6 +48,8 @@ import { assertCompleted, createBareVariant, createGovernedVariant, MODEL_CALLS_
 
 /** Target: governed per-invoke time (mean and median) at most this multiple of bare. */
 export const TARGET_RATIO = 1.25;
+/** Target: the standard redactions cost at most this multiple of the same agent without them. */
+export const REDACTION_TARGET_RATIO = 1.05;
 const WARMUP_THREADS = 50;
 const ROUNDS = 5;
 
@@ -74,7 +76,9 @@ async function main(): Promise<void> {
   const modelTurns = (WARMUP_THREADS + threads) * MODEL_CALLS_PER_THREAD;
   const bare = createBareVariant(modelTurns);
   const governed = createGovernedVariant(modelTurns);
-  const variants = [bare, governed];
+  // The same agent with redaction off: what the default standard redactions cost.
+  const unredacted = createGovernedVariant(modelTurns, { name: "governed, redaction off", redaction: false });
+  const variants = [bare, governed, unredacted];
 
   // Warm-up, not counted: every thread must complete the conversation, or nothing is timed.
   for (const variant of variants) {
@@ -125,6 +129,14 @@ async function main(): Promise<void> {
   console.log("heap used: process.memoryUsage().heapUsed right after the variant's last block (informative; one shared heap)");
   console.log(`\nratio governed/bare: mean ${ratio.mean.toFixed(2)}x, median ${ratio.median.toFixed(2)}x`);
   console.log(`target: governed <= ${TARGET_RATIO}x bare (mean and median): ${met ? "MET" : "NOT MET"}`);
+  const u = stats.get(unredacted)!;
+  const redactionRatio = { mean: g.mean / u.mean, median: g.median / u.median };
+  const redactionMet = redactionRatio.mean <= REDACTION_TARGET_RATIO && redactionRatio.median <= REDACTION_TARGET_RATIO;
+  console.log(
+    `\nredaction (standard rules, on by default) per conversation: ${ms(g.mean - u.mean)} ms mean; ratio governed/redaction off: ` +
+      `mean ${redactionRatio.mean.toFixed(3)}x, median ${redactionRatio.median.toFixed(3)}x`,
+  );
+  console.log(`target: redaction on <= ${REDACTION_TARGET_RATIO}x off (mean and median): ${redactionMet ? "MET" : "NOT MET"}`);
 }
 
 if (process.env.EART_BENCH_SKIP_REFUND !== "1") await main();

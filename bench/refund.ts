@@ -161,7 +161,7 @@ const POLICY = definePolicy({
  * await governed.run("t1");
  * ```
  */
-export function createGovernedVariant<L extends AuditLog = MemoryAuditLog>(modelTurns: number, options: { name?: string; auditLog?: L } = {}): Variant & { auditLog: L } {
+export function createGovernedVariant<L extends AuditLog = MemoryAuditLog>(modelTurns: number, options: { name?: string; auditLog?: L; redaction?: false } = {}): Variant & { auditLog: L } {
   const { tools, refundsByThread } = createRefundTools();
   const auditLog = options.auditLog ?? (new MemoryAuditLog() as AuditLog as L);
   const checkpointer = new MemorySaver();
@@ -172,6 +172,7 @@ export function createGovernedVariant<L extends AuditLog = MemoryAuditLog>(model
     policy: POLICY,
     checkpointer,
     auditLog,
+    ...(options.redaction === false ? { redaction: false as const } : {}),
   });
   return {
     name: options.name ?? "governed",
