@@ -21,6 +21,7 @@ import {
   toolCallDigest,
   ToolExecutionOptionsSchema,
   ToolTimeoutError,
+  type AuditEvent,
   type AuditEventInput,
   type DecisionRecord,
   type LedgerEntry,
@@ -58,6 +59,8 @@ const GovernedToolNodeOptionsSchema = z
 export type GovernedToolNodeOptions = z.input<typeof GovernedToolNodeOptionsSchema>;
 
 const RESULT_PREVIEW = 2_000;
+/** `tool.failed` kinds written with a failed ledger entry; the other kinds are tries that failed. */
+const FINISHED_FAILURE_KINDS: ReadonlySet<unknown> = new Set(["invalid_arguments", "abandoned"]);
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
 type Outcome = { record?: DecisionRecord; message?: ToolMessage; events: AuditEventInput[]; ran?: boolean; labels?: string[] };
@@ -98,7 +101,9 @@ const contentText = (content: unknown): string => (typeof content === "string" ?
  * with no outcome is retried with the same key when the tool is declared `idempotent`, and
  * otherwise handed to a human (`recovery_pending`, see `createToolRecovery`), never re-run
  * silently. Per tool: a timeout (the tool's `AbortSignal`), retries with exponential backoff, a
- * circuit breaker and a fallback; when they are exhausted the call goes to a human as well.
+ * circuit breaker and a fallback; when they are exhausted the call goes to a human as well. The
+ * `tool.started` and outcome events that a crash kept out of the audit log are written from the
+ * ledger when the node meets the entry again, marked `reconstructed: "ledger"`.
  *
  * Only bad model arguments (schema failures, `ToolArgumentError`) go back to the model.
  * Permission refusals and infrastructure failures are audited and routed to a human. Graph
@@ -175,6 +180,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     threadId: string,
     config: LangGraphRunnableConfig,
     identity: GovernedState["identity"],
+    auditEvents: () => Promise<AuditEvent[]>,
   ): Promise<Outcome> {
     const now = () => clock().toISOString();
     const screen = (text: string): string => (redaction ? redaction.apply(text, identity).value : text);
@@ -218,13 +224,16 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       event("tool.recovery_requested", { reason, attempt, error: error ?? null });
       return { record: { ...current, status: "recovery_pending", recovery: { reason, attempt, at: now(), resumeStatus, ...(error !== undefined ? { error } : {}) } }, events };
     };
+    /** The content a succeeded entry answered with. */
+    const storedContent = (entry: LedgerEntry): unknown => {
+      const stored = entry.result as { content?: unknown } | null;
+      return stored && typeof stored === "object" && "content" in stored ? stored.content : contentText(entry.result);
+    };
     /** Answers from a finished ledger entry: the tool is not called again. */
     const replay = (entry: LedgerEntry): Outcome => {
       event("tool.replayed", { attempt: entry.attempt, status: entry.status });
       if (entry.status === "succeeded") {
-        const stored = entry.result as { content?: unknown } | null;
-        const content = stored && typeof stored === "object" && "content" in stored ? (stored.content as string) : contentText(entry.result);
-        return { record: { ...current, status: "executed", executedAt: entry.finishedAt ?? now() }, message: answer(content, "success"), events };
+        return { record: { ...current, status: "executed", executedAt: entry.finishedAt ?? now() }, message: answer(storedContent(entry) as string, "success"), events };
       }
       return { record: { ...current, status: "failed", executedAt: entry.finishedAt ?? now() }, message: answer(entry.error ?? "failed", "error"), events };
     };
@@ -323,6 +332,39 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const resolutionFor = (attempt: number) =>
       current.recovery?.resolution && current.recovery.attempt === attempt ? current.recovery.resolution : undefined;
 
+    /**
+     * Adds to this call's events what the audit log lacks about an entry this run did not claim. A
+     * crash between a ledger write and the audit append after it (the claim and `tool.started`, the
+     * finish and its outcome) leaves the ledger ahead of the log; the ledger tells what happened.
+     * Read only on this recovery path: the common path (a claim) never reads the log.
+     */
+    const reconstruct = async (entry: LedgerEntry): Promise<void> => {
+      const mine = (await auditEvents()).filter((e) => e.data.toolCallId === call.id && e.data.digest === digest);
+      const has = (attempt: number, type: AuditEventInput["type"], where: (data: Record<string, unknown>) => boolean = () => true) =>
+        mine.some((e) => e.type === type && e.data.attempt === attempt && where(e.data));
+      // Every attempt up to the entry's was claimed (the ledger counts claims), but some claims never
+      // started the tool: the breaker refused the try (a circuit_open request, or the fallback ran),
+      // or a human marked done or abandoned a call that had not started (attempt 0).
+      const beforeStart = resolutionFor(0);
+      const unstarted = (attempt: number) =>
+        has(attempt, "tool.recovery_requested", (d) => d.reason === "circuit_open") ||
+        has(attempt, "tool.fallback") ||
+        (attempt === 1 && beforeStart !== undefined && beforeStart.type !== "retry");
+      for (let attempt = 1; attempt <= entry.attempt; attempt++) {
+        if (has(attempt, "tool.started") || unstarted(attempt)) continue;
+        // The ledger keeps only the current attempt's start time.
+        event("tool.started", { attempt, reconstructed: "ledger", startedAt: attempt === entry.attempt ? entry.startedAt : null });
+      }
+      const attempt = entry.attempt;
+      if (entry.status === "succeeded" && !has(attempt, "tool.succeeded") && !has(attempt, "tool.fallback")) {
+        const content = contentText(storedContent(entry));
+        event("tool.succeeded", { attempt, result: content.slice(0, RESULT_PREVIEW), truncated: content.length > RESULT_PREVIEW, reconstructed: "ledger" });
+      }
+      if (entry.status === "failed" && !has(attempt, "tool.failed", (d) => FINISHED_FAILURE_KINDS.has(d.kind) || d.reconstructed === "ledger")) {
+        event("tool.failed", { attempt, kind: "error", error: entry.error, reconstructed: "ledger" });
+      }
+    };
+
     // While the breaker is open a new call is not even recorded: it goes to a human (or the
     // fallback, in execute) without calling the tool. An existing entry is handled below.
     if (!resolutionFor(0) && breaker && breaker.state(clock()) === "open" && !spec.fallback && !(await ledger.get(key))) {
@@ -333,6 +375,8 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     // One round trip on the common path: claim the key, or learn what is recorded under it.
     const begun = await ledger.begin(key, clock());
     const entry = begun.entry;
+    // Nothing is recorded for this call yet: what the log lacks comes before what this run adds.
+    if (!begun.claimed) await reconstruct(entry);
     if (!begun.claimed && entry.status !== "started") return replay(entry);
     const resolution = resolutionFor(begun.claimed ? 0 : entry.attempt);
 
@@ -403,7 +447,10 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const seal = await sealer();
     const mine = withIds.flatMap((c) => (records.has(c.id) ? [records.get(c.id)!] : []));
     await assertSealed(seal, auditLog, threadId, "tools", state.identity, mine);
-    const results = await Promise.all(withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config, state.identity)));
+    // Read at most once per run, and only by a call that meets a ledger entry it did not claim.
+    let audit: Promise<AuditEvent[]> | undefined;
+    const auditEvents = () => (audit ??= auditLog.read(threadId));
+    const results = await Promise.all(withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config, state.identity, auditEvents)));
     const labels = [...new Set(results.flatMap((r) => r.labels ?? []))].sort();
     const events = results.flatMap((r) => r.events);
     if (events.length > 0) await auditLog.append(events);

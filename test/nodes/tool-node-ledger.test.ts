@@ -88,7 +88,10 @@ describe("governed tool node with the effect ledger", () => {
     expect(s.rows()).toEqual([]);
     expect(out.messages).toEqual([]);
     expect(out.decisions[0]).toMatchObject({ status: "recovery_pending", recovery: { reason: "outcome_unknown", attempt: 1, resumeStatus: "allowed" } });
-    expect((await s.auditLog.read("l1")).map((e) => e.type)).toEqual(["tool.recovery_requested"]);
+    // The start the crashed run never recorded is reconstructed from the ledger first.
+    const events = await s.auditLog.read("l1");
+    expect(events.map((e) => e.type)).toEqual(["tool.started", "tool.recovery_requested"]);
+    expect(events[0]!.data).toMatchObject({ attempt: 1, reconstructed: "ledger" });
   });
 
   it("retries an execution with an unknown outcome under the same key when the tool is idempotent", async () => {
