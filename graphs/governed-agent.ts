@@ -122,14 +122,31 @@ export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
  * accepts) before it enters the thread: the checkpoint, the audit log and the model only ever hold
  * the redacted text. Values are shown to the user's own roles as `visibleTo` says.
  */
-function redactIncoming(graph: { stream: (input: unknown, options?: RunnableConfig) => Promise<unknown> }, redaction: Redaction, registry: IdentityRegistry): void {
-  const stream = graph.stream.bind(graph);
-  graph.stream = (input: unknown, options?: RunnableConfig) => {
-    if (isCommand(input) || input === null || typeof input !== "object" || !("messages" in input)) return stream(input, options);
-    const userId = principalFromConfig(options?.configurable)?.id;
-    const roles = userId !== undefined ? (registry.getUser(userId)?.roles ?? []) : [];
-    return stream(redactRunInput(input, redaction, { onBehalfOf: { id: userId ?? "", roles } }), options);
+function redactIncoming(graph: IncomingGraph, redaction: Redaction, registry: IdentityRegistry): void {
+  const viewer = (config: RunnableConfig | undefined) => {
+    const userId = principalFromConfig(config?.configurable)?.id;
+    return { onBehalfOf: { id: userId ?? "", roles: userId !== undefined ? (registry.getUser(userId)?.roles ?? []) : [] } };
   };
+  const redacted = (values: unknown, config: RunnableConfig | undefined) =>
+    values !== null && typeof values === "object" && !isCommand(values) && "messages" in values ? redactRunInput(values, redaction, viewer(config)) : values;
+  const stream = graph.stream.bind(graph);
+  graph.stream = (input, options) => stream(redacted(input, options), options);
+  // The state API writes messages too (an operator's edit, LangGraph Studio): the same redaction.
+  const updateState = graph.updateState.bind(graph);
+  graph.updateState = (config, values, asNode) => updateState(config, redacted(values, config), asNode);
+  const bulkUpdateState = graph.bulkUpdateState.bind(graph);
+  graph.bulkUpdateState = (config, supersteps) =>
+    bulkUpdateState(
+      config,
+      supersteps.map((step) => ({ ...step, updates: step.updates.map((u) => ({ ...u, values: redacted(u.values, config) })) })),
+    );
+}
+
+/** The methods through which callers put messages into a thread. */
+interface IncomingGraph {
+  stream(input: unknown, options?: RunnableConfig): Promise<unknown>;
+  updateState(config: RunnableConfig, values: unknown, asNode?: string): Promise<unknown>;
+  bulkUpdateState(config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown; asNode?: string }[] }[]): Promise<unknown>;
 }
 
 /** The builder calls used to wire the agent, with node names as plain strings. */
@@ -258,6 +275,6 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
 
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer));
   const app = guardResumes(typed.compile({ checkpointer, name }), lock ? { lock } : {});
-  if (redaction) redactIncoming(app as unknown as { stream: (input: unknown, options?: RunnableConfig) => Promise<unknown> }, redaction, registry);
+  if (redaction) redactIncoming(app as unknown as IncomingGraph, redaction, registry);
   return app;
 }

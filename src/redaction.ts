@@ -415,10 +415,14 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
       if (v && typeof v === "object") {
         const out: Record<string, unknown> = {};
         for (const [k, x] of Object.entries(v)) {
-          const at = path ? `${path}.${k}` : k;
-          // A key can hold a value too (`{ "4111 1111 1111 1111": "visa" }`).
-          let key = text(k, at);
-          if (key !== k) for (let n = 2; Object.hasOwn(out, key); n++) key = `${text(k, at)}#${n}`;
+          // A key can hold a value too (`{ "4111 1111 1111 1111": "visa" }`): the path names the
+          // redacted key, never the value.
+          let key = text(k, path ? `${path}.{key}` : "{key}");
+          if (key !== k) {
+            const base = key;
+            for (let n = 2; Object.hasOwn(out, key); n++) key = `${base}#${n}`;
+          }
+          const at = path ? `${path}.${key}` : key;
           const rule = fieldOf(k);
           if (rule && x !== null && x !== undefined) {
             if (rule.label) labels.add(rule.label);
