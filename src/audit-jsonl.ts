@@ -17,6 +17,8 @@ import {
   type ChainHead,
 } from "./audit.js";
 import { headSigner, type HeadSigner, type SignedChainHead } from "./audit-signing.js";
+import { globalHeadSigner, nextGlobalEntry, verifyGlobalLog, type GlobalEntry, type GlobalHead, type SignedGlobalHead } from "./audit-global.js";
+import type { GlobalLogSnapshot } from "./audit.js";
 import { AuditStoreError, EartError } from "./errors.js";
 import { parseOptions } from "./options.js";
 
@@ -45,11 +47,16 @@ export type JsonlAuditLogOptions = z.input<typeof JsonlAuditLogOptionsSchema>;
 /** A head as recorded in a commit line: `{ threadId, seq, hash }`, or a signed head. */
 type HeadRecord = { threadId: string; seq: number; hash: string } | SignedChainHead;
 
-/** One line of the heads file: the events file's length after an append, and the heads it set. */
+/**
+ * One line of the heads file: the events file's length after an append, the heads it set, and its
+ * entry in the global log (`g`, whose heads are these heads; signed as `gs` with a signing key).
+ */
 interface CommitLine {
   v: 1;
   end: number;
   heads: HeadRecord[];
+  g?: { gseq: number; prevHash: string; hash: string };
+  gs?: SignedGlobalHead;
 }
 
 const NEWLINE = 0x0a;
@@ -94,7 +101,10 @@ export class JsonlAuditLog implements AuditLog {
   readonly headsPath: string;
   readonly #lock: FileLock;
   readonly #signer: HeadSigner | undefined;
+  readonly #globalSigner: { sign(head: GlobalHead): SignedGlobalHead } | undefined;
   readonly #fsync: boolean;
+  /** The global log's last entry, as this process last read the heads file. */
+  #global: GlobalHead | null = null;
   #eventsFd: number | undefined;
   #headsFd: number | undefined;
   // What this process has read of the heads file: each thread's last recorded head, the events
@@ -108,6 +118,7 @@ export class JsonlAuditLog implements AuditLog {
     this.path = parsed.path;
     this.headsPath = `${parsed.path}.heads`;
     this.#signer = parsed.signingKey === undefined ? undefined : headSigner(parsed.signingKey);
+    this.#globalSigner = parsed.signingKey === undefined ? undefined : globalHeadSigner(parsed.signingKey);
     this.#fsync = parsed.fsync;
     this.#lock = new FileLock(`${parsed.path}.lock`, parsed.lockTimeoutMs, parsed.staleLockMs);
     try {
@@ -134,12 +145,39 @@ export class JsonlAuditLog implements AuditLog {
     const { eventsEnd, headsEnd } = await this.#locked("verify", () => this.#snapshot());
     // Everything from the files as they are now, not from what this process remembers: verify
     // must say the same in a fresh process.
-    const [events, record] = this.#guard("verify", () => [this.#eventsOf(threadId, eventsEnd), recordedHeads(this.#fd("heads"), headsEnd).heads.get(threadId)] as const);
+    const [events, recorded] = this.#guard("verify", () => [this.#eventsOf(threadId, eventsEnd), recordedHeads(this.#fd("heads"), headsEnd)] as const);
+    const record = recorded.heads.get(threadId);
+    // The commit lines are the global log: checked whole (they were read whole anyway).
+    const global = verifyGlobalLog(recorded.global, { recorded: recorded.global.length > 0 ? recorded.global.at(-1)! : null });
+    const problems = [...recorded.problems, ...global.problems.map((p) => p.detail)];
+    const logged = global.latest.get(threadId);
     return verifyChain(threadId, events, record ? { seq: record.seq, hash: record.hash } : null, {
       ...options,
       publicKey: options.publicKey ?? this.#signer?.publicKey,
       signedHead: record && "signature" in record ? record : undefined,
+      ...(problems.length > 0 ? { globalProblem: problems[0] } : {}),
+      globalHead: logged ? { seq: logged.seq, hash: logged.hash } : null,
     });
+  }
+
+  async globalLog(): Promise<GlobalLogSnapshot> {
+    const { headsEnd } = await this.#locked("read the global log of", () => this.#snapshot());
+    return this.#guard("read the global log of", () => {
+      const recorded = recordedHeads(this.#fd("heads"), headsEnd);
+      const last = recorded.global.at(-1);
+      return {
+        entries: recorded.global,
+        // The file's own statement of its end is its last commit line.
+        recorded: last ? { gseq: last.gseq, hash: last.hash } : null,
+        ...(recorded.signedGlobal ? { signedHead: recorded.signedGlobal } : {}),
+        ...(this.#signer ? { publicKey: this.#signer.publicKey } : {}),
+      };
+    });
+  }
+
+  async globalHead(): Promise<{ head: GlobalHead | null; signed?: SignedGlobalHead }> {
+    const { signedHead, recorded } = await this.globalLog();
+    return { head: recorded, ...(signedHead ? { signed: signedHead } : {}) };
   }
 
   async listThreads(): Promise<string[]> {
@@ -224,11 +262,12 @@ export class JsonlAuditLog implements AuditLog {
       this.#heads.clear();
       this.#committedEnd = 0;
       this.#headsOffset = 0;
+      this.#global = null;
     }
     if (size === this.#headsOffset) return { fragment: false };
     // A last line without its newline is a commit cut short (power loss): it never counted.
     this.#headsOffset = scanLines(fd, this.#headsOffset, size, (line, complete) => {
-      if (complete) applyCommit(line, this.#heads, (end) => (this.#committedEnd = end));
+      if (complete) applyCommit(line, this.#heads, (end) => (this.#committedEnd = end), (g) => (this.#global = g));
     });
     return { fragment: this.#headsOffset < size };
   }
@@ -238,6 +277,11 @@ export class JsonlAuditLog implements AuditLog {
     const eventsFd = this.#fd("events");
     const size = fstatSync(eventsFd).size;
     if (size !== this.#committedEnd) fragment = this.#recover(size, fragment);
+    // A file written before the global log: one first entry records every thread's head as it stands.
+    if (this.#global === null && this.#heads.size > 0) {
+      this.#commit(this.#committedEnd, [...this.#heads.keys()].sort().map((t) => this.#headRecord(t, this.#chainHead(t)!)), fragment);
+      fragment = false;
+    }
 
     const out: AuditEvent[] = [];
     const lines: string[] = [];
@@ -274,7 +318,9 @@ export class JsonlAuditLog implements AuditLog {
   /** Writes one commit line (the caller holds the lock). */
   #commit(end: number, heads: HeadRecord[], fragment: boolean): void {
     const fd = this.#fd("heads");
-    const line: CommitLine = { v: 1, end, heads };
+    const entry = nextGlobalEntry(this.#global, heads);
+    const line: CommitLine = { v: 1, end, heads, g: { gseq: entry.gseq, prevHash: entry.prevHash, hash: entry.hash } };
+    if (this.#globalSigner) line.gs = this.#globalSigner.sign(entry);
     // After a cut-short commit, start on a new line so it stays one unreadable line of its own.
     const bytes = Buffer.from(`${fragment ? "\n" : ""}${JSON.stringify(line)}\n`);
     const before = fstatSync(fd).size;
@@ -282,6 +328,7 @@ export class JsonlAuditLog implements AuditLog {
     if (this.#fsync) fdatasyncSync(fd);
     for (const head of heads) this.#heads.set(head.threadId, head);
     this.#committedEnd = end;
+    this.#global = { gseq: entry.gseq, hash: entry.hash };
     if (before === this.#headsOffset) this.#headsOffset = before + bytes.length;
   }
 
@@ -345,25 +392,51 @@ function parseLine(line: string): unknown {
   }
 }
 
-/** Applies one commit line to a heads map. */
-function applyCommit(line: string, heads: Map<string, HeadRecord>, onEnd: (end: number) => void): void {
+/** Applies one commit line to a heads map; returns the line when it is a commit. */
+function applyCommit(line: string, heads: Map<string, HeadRecord>, onEnd: (end: number) => void, onGlobal: (head: GlobalHead) => void = () => {}): Partial<CommitLine> | undefined {
   const commit = parseLine(line) as Partial<CommitLine> | undefined;
   // A line that is not a commit changes nothing: verify then finds the heads it should have set missing.
-  if (!commit || !Array.isArray(commit.heads) || !Number.isInteger(commit.end)) return;
+  if (!commit || !Array.isArray(commit.heads) || !Number.isInteger(commit.end)) return undefined;
   for (const head of commit.heads as unknown[]) {
     const threadId = (head as { threadId?: unknown } | null)?.threadId;
     if (typeof threadId === "string") heads.set(threadId, head as HeadRecord);
   }
   onEnd(commit.end!);
+  const g = commit.g;
+  if (g && Number.isInteger(g.gseq) && typeof g.hash === "string") onGlobal({ gseq: g.gseq, hash: g.hash });
+  return commit;
 }
 
-/** Every thread's last recorded head in the first `end` bytes of a heads file (complete lines only). */
-function recordedHeads(fd: number, end: number): { heads: Map<string, HeadRecord> } {
+/**
+ * Every thread's last recorded head in the first `end` bytes of a heads file (complete lines
+ * only), and the global log its commit lines make up (from the first line that carries one: a file
+ * written before the global log starts it later), with what is wrong with it.
+ */
+function recordedHeads(fd: number, end: number): { heads: Map<string, HeadRecord>; global: GlobalEntry[]; signedGlobal?: SignedGlobalHead; problems: string[] } {
   const heads = new Map<string, HeadRecord>();
+  const global: GlobalEntry[] = [];
+  const problems: string[] = [];
+  let signedGlobal: SignedGlobalHead | undefined;
   scanLines(fd, 0, end, (line, complete) => {
-    if (complete) applyCommit(line, heads, () => {});
+    if (!complete) return;
+    // A line that is not a commit (a commit cut short by a power loss) is no entry; had it been
+    // one, the next entry's link shows the loss.
+    const commit = applyCommit(line, heads, () => {});
+    if (!commit) return;
+    const g = commit.g;
+    if (!g) {
+      if (global.length > 0) problems.push("a commit after the global log began carries no global entry");
+      return;
+    }
+    global.push({
+      gseq: g.gseq,
+      prevHash: g.prevHash,
+      hash: g.hash,
+      heads: (commit.heads ?? []).map((h) => ({ threadId: (h as HeadRecord).threadId, seq: (h as HeadRecord).seq, hash: (h as HeadRecord).hash })),
+    });
+    signedGlobal = commit.gs;
   });
-  return { heads };
+  return { heads, global, ...(signedGlobal ? { signedGlobal } : {}), problems };
 }
 
 function readRange(fd: number, start: number, end: number): Buffer {

@@ -13,6 +13,8 @@ import {
   type ChainHead,
 } from "./audit.js";
 import { headSigner, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "./audit-signing.js";
+import { globalHeadSigner, nextGlobalEntry, type GlobalEntry, type GlobalHead, type SignedGlobalHead, type ThreadHead } from "./audit-global.js";
+import type { GlobalLogSnapshot } from "./audit.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "./audit-rows.js";
 import { AuditStoreError, EartError } from "./errors.js";
 import { migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
@@ -25,6 +27,11 @@ export type PostgresAuditLogOptions = PostgresLocation & { signingKey?: AuditSig
 
 const EVENTS = "eart_audit_events";
 const HEADS = "eart_audit_heads";
+const GLOBAL = "eart_audit_global";
+const GLOBAL_HEADS = "eart_audit_global_heads";
+const GLOBAL_SIGNED = "eart_audit_global_signed";
+/** The advisory lock that orders appends on the global log: taken after the threads' locks, by every writer. */
+const GLOBAL_LOCK = `${0x65617275}, 0`;
 
 /**
  * First key of the two-key advisory locks this log takes (the bytes of "eart"). The two-key lock
@@ -71,12 +78,14 @@ export class PostgresAuditLog implements AuditLog {
   readonly #owned: boolean;
   readonly #migrate: () => Promise<void>;
   readonly #signer: HeadSigner | undefined;
+  readonly #globalSigner: { sign(head: GlobalHead): SignedGlobalHead } | undefined;
 
   constructor(options: PostgresAuditLogOptions = {}) {
     const { signingKey, ...location } = (options ?? {}) as PostgresAuditLogOptions;
     this.#signer = signingKey === undefined ? undefined : headSigner(signingKey);
+    this.#globalSigner = signingKey === undefined ? undefined : globalHeadSigner(signingKey);
     ({ pool: this.#pool, owned: this.#owned } = openPostgres(location));
-    this.#migrate = migrationOnce(
+    const tables = migrationOnce(
       this.#pool,
       EVENTS,
       `CREATE TABLE IF NOT EXISTS ${EVENTS} (
@@ -97,7 +106,64 @@ export class PostgresAuditLog implements AuditLog {
          seq INTEGER NOT NULL,
          hash TEXT NOT NULL,
          signed_head TEXT
+       );
+       CREATE TABLE IF NOT EXISTS ${GLOBAL} (
+         gseq BIGINT PRIMARY KEY CHECK (gseq >= 0),
+         prev_hash TEXT NOT NULL UNIQUE,
+         hash TEXT NOT NULL
+       );
+       CREATE TABLE IF NOT EXISTS ${GLOBAL_HEADS} (
+         thread_id TEXT NOT NULL,
+         gseq BIGINT NOT NULL,
+         seq INTEGER NOT NULL,
+         hash TEXT NOT NULL,
+         PRIMARY KEY (thread_id, gseq)
+       );
+       CREATE TABLE IF NOT EXISTS ${GLOBAL_SIGNED} (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         head TEXT NOT NULL
        );`,
+    );
+    let baseline: Promise<void> | undefined;
+    this.#migrate = async () => {
+      await tables();
+      // A database written before the global log: one first entry records every thread's head as it stands.
+      baseline ??= this.#baseline().catch((error: unknown) => {
+        baseline = undefined;
+        throw error;
+      });
+      await baseline;
+    };
+  }
+
+  async #baseline(): Promise<void> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query(`BEGIN ISOLATION LEVEL READ COMMITTED`);
+      await client.query(`SELECT pg_advisory_xact_lock(${GLOBAL_LOCK})`);
+      const { rows: any } = await client.query(`SELECT 1 FROM ${GLOBAL} LIMIT 1`);
+      if (any.length === 0) {
+        const { rows } = await client.query<{ thread_id: string; seq: number; hash: string }>(`SELECT thread_id, seq, hash FROM ${HEADS} ORDER BY thread_id COLLATE "C"`);
+        if (rows.length > 0) await this.#insertGlobal(client, nextGlobalEntry(null, rows.map((r) => ({ threadId: r.thread_id, seq: r.seq, hash: r.hash }))));
+      }
+      await client.query("COMMIT");
+    } catch (error) {
+      await client.query("ROLLBACK").catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  /** Writes a global entry and its signed head (the caller holds the global lock in a transaction). */
+  async #insertGlobal(client: pg.PoolClient, entry: GlobalEntry): Promise<void> {
+    const signed = this.#globalSigner ? JSON.stringify(this.#globalSigner.sign(entry)) : null;
+    await client.query(
+      `WITH g AS (INSERT INTO ${GLOBAL} (gseq, prev_hash, hash) VALUES ($1, $2, $3)),
+            h AS (INSERT INTO ${GLOBAL_HEADS} (thread_id, gseq, seq, hash) SELECT t, $1, s, x FROM unnest($4::text[], $5::int[], $6::text[]) AS u(t, s, x))
+       INSERT INTO ${GLOBAL_SIGNED} (id, head) SELECT 1, $7::text WHERE $7::text IS NOT NULL
+       ON CONFLICT (id) DO UPDATE SET head = excluded.head`,
+      [entry.gseq, entry.prevHash, entry.hash, entry.heads.map((h) => h.threadId), entry.heads.map((h) => h.seq), entry.heads.map((h) => h.hash), signed],
     );
   }
 
@@ -129,12 +195,20 @@ export class PostgresAuditLog implements AuditLog {
     // One round trip, several statements: each lock in its own statement, then the heads read by
     // a later statement of the same transaction, whose snapshot is taken after every lock is held.
     // READ COMMITTED is spelled out: under a REPEATABLE READ default the snapshot would be the first statement's.
+    // The global log's lock comes last, after every thread lock, in every writer: no deadlock.
     const results = (await client.query(
       `BEGIN ISOLATION LEVEL READ COMMITTED;
        ${keys.map((k) => `SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, ${k});`).join("\n")}
-       SELECT thread_id, seq, hash FROM ${HEADS} WHERE thread_id IN (${threadIds.map((id) => client.escapeLiteral(id)).join(", ")});`,
-    )) as unknown as pg.QueryResult<{ thread_id: string; seq: number; hash: string }>[];
-    const heads = new Map(results[results.length - 1]!.rows.map((r) => [r.thread_id, { seq: r.seq, hash: r.hash } satisfies ChainHead]));
+       SELECT pg_advisory_xact_lock(${GLOBAL_LOCK});
+       SELECT thread_id, seq, hash FROM ${HEADS} WHERE thread_id IN (${threadIds.map((id) => client.escapeLiteral(id)).join(", ")});
+       SELECT gseq, hash FROM ${GLOBAL} ORDER BY gseq DESC LIMIT 1;`,
+    )) as unknown as pg.QueryResult[];
+    const heads = new Map(
+      (results[results.length - 2]!.rows as { thread_id: string; seq: number; hash: string }[]).map((r) => [r.thread_id, { seq: r.seq, hash: r.hash } satisfies ChainHead]),
+    );
+    const globalRow = results[results.length - 1]!.rows[0] as { gseq: string | number; hash: string } | undefined;
+    const globalHead: GlobalHead | null = globalRow ? { gseq: Number(globalRow.gseq), hash: globalRow.hash } : null;
+    const newHeads: ThreadHead[] = [];
 
     const columns: unknown[][] = Array.from({ length: 9 }, () => []);
     const headColumns: unknown[][] = Array.from({ length: 4 }, () => []);
@@ -147,6 +221,7 @@ export class PostgresAuditLog implements AuditLog {
         out.push(event);
       }
       const last = sealed[sealed.length - 1]!.event;
+      newHeads.push({ threadId, seq: last.seq, hash: last.hash });
       const signed = this.#signer?.sign({ threadId, seq: last.seq, hash: last.hash });
       [threadId, last.seq, last.hash, signed ? JSON.stringify(signed) : null].forEach((v, i) => headColumns[i]!.push(v));
     }
@@ -160,8 +235,50 @@ export class PostgresAuditLog implements AuditLog {
        ON CONFLICT (thread_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, signed_head = excluded.signed_head`,
       [...columns, ...headColumns],
     );
+    await this.#insertGlobal(client, nextGlobalEntry(globalHead, newHeads));
     await client.query("COMMIT");
     return out;
+  }
+
+  async globalLog(): Promise<GlobalLogSnapshot> {
+    return this.#run("read the global log of", async () => {
+      await this.#migrate();
+      const client = await this.#pool.connect();
+      try {
+        await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        const global = await client.query<{ gseq: string; prev_hash: string; hash: string }>(`SELECT gseq, prev_hash, hash FROM ${GLOBAL} ORDER BY gseq`);
+        const heads = await client.query<{ thread_id: string; gseq: string; seq: number; hash: string }>(`SELECT thread_id, gseq, seq, hash FROM ${GLOBAL_HEADS} ORDER BY gseq, thread_id COLLATE "C"`);
+        const signed = await client.query<{ head: string }>(`SELECT head FROM ${GLOBAL_SIGNED} WHERE id = 1`);
+        await client.query("COMMIT");
+        const entries = global.rows.map((r): GlobalEntry => ({ gseq: Number(r.gseq), heads: [], prevHash: r.prev_hash, hash: r.hash }));
+        const byGseq = new Map(entries.map((e) => [e.gseq, e]));
+        for (const r of heads.rows) byGseq.get(Number(r.gseq))?.heads.push({ threadId: r.thread_id, seq: r.seq, hash: r.hash });
+        const last = entries.at(-1);
+        return {
+          entries,
+          recorded: last ? { gseq: last.gseq, hash: last.hash } : null,
+          ...(signed.rows[0] ? { signedHead: parseJsonOr(signed.rows[0].head) as SignedGlobalHead } : {}),
+          ...(this.#signer ? { publicKey: this.#signer.publicKey } : {}),
+        };
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
+    });
+  }
+
+  async globalHead(): Promise<{ head: GlobalHead | null; signed?: SignedGlobalHead }> {
+    return this.#run("read the global head of", async () => {
+      await this.#migrate();
+      const { rows } = await this.#pool.query<{ gseq: string; hash: string; signed: string | null }>(
+        `SELECT g.gseq, g.hash, s.head AS signed FROM (SELECT gseq, hash FROM ${GLOBAL} ORDER BY gseq DESC LIMIT 1) g LEFT JOIN ${GLOBAL_SIGNED} s ON s.id = 1`,
+      );
+      const row = rows[0];
+      if (!row) return { head: null };
+      return { head: { gseq: Number(row.gseq), hash: row.hash }, ...(row.signed ? { signed: parseJsonOr(row.signed) as SignedGlobalHead } : {}) };
+    });
   }
 
   async read(threadId: string): Promise<AuditEvent[]> {
@@ -173,7 +290,7 @@ export class PostgresAuditLog implements AuditLog {
   }
 
   async verify(threadId: string, options: AuditVerifyOptions = {}): Promise<AuditVerification> {
-    const [rows, head] = await this.#run("verify", async () => {
+    const [rows, head, logged] = await this.#run("verify", async () => {
       await this.#migrate();
       const client = await this.#pool.connect();
       try {
@@ -181,8 +298,9 @@ export class PostgresAuditLog implements AuditLog {
         await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
         const events = await client.query<EventRow>(`SELECT ${COLUMNS} FROM ${EVENTS} WHERE thread_id = $1 ORDER BY seq`, [threadId]);
         const heads = await client.query<{ seq: number; hash: string; signed_head: string | null }>(`SELECT seq, hash, signed_head FROM ${HEADS} WHERE thread_id = $1`, [threadId]);
+        const logged = await client.query<{ seq: number; hash: string }>(`SELECT seq, hash FROM ${GLOBAL_HEADS} WHERE thread_id = $1 ORDER BY gseq DESC LIMIT 1`, [threadId]);
         await client.query("COMMIT");
-        return [events.rows, heads.rows[0]] as const;
+        return [events.rows, heads.rows[0], logged.rows[0] ?? null] as const;
       } catch (error) {
         await client.query("ROLLBACK").catch(() => {});
         throw error;
@@ -201,6 +319,7 @@ export class PostgresAuditLog implements AuditLog {
       ...options,
       publicKey: options.publicKey ?? this.#signer?.publicKey,
       signedHead: head?.signed_head == null ? undefined : parseJsonOr(head.signed_head),
+      globalHead: logged,
     });
   }
 

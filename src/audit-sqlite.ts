@@ -12,6 +12,8 @@ import {
   verifyChain,
 } from "./audit.js";
 import { headSigner, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "./audit-signing.js";
+import { globalHeadSigner, nextGlobalEntry, type GlobalEntry, type GlobalHead, type SignedGlobalHead, type ThreadHead } from "./audit-global.js";
+import type { GlobalLogSnapshot } from "./audit.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "./audit-rows.js";
 import { AuditStoreError, EartConfigError, EartError } from "./errors.js";
 import { openSqlite, type SqliteLocation } from "./sqlite.js";
@@ -46,11 +48,17 @@ export class SqliteAuditLog implements AuditLog {
   readonly #signedHead: Database.Statement;
   readonly #setSignedHead: Database.Statement;
   readonly #signer: HeadSigner | undefined;
+  readonly #globalSigner: { sign(head: GlobalHead): SignedGlobalHead } | undefined;
+  readonly #globalHead: Database.Statement;
+  readonly #logged: Database.Statement;
+  readonly #addGlobal: (heads: ThreadHead[]) => GlobalEntry;
+  readonly #readGlobal: Database.Transaction<() => GlobalLogSnapshot>;
   readonly #appendTx: Database.Transaction<(groups: Map<string, AuditEventInput[]>) => AuditEvent[]>;
 
   constructor(options: SqliteAuditLogOptions) {
     const { signingKey, ...location } = (options ?? {}) as SqliteAuditLogOptions;
     this.#signer = signingKey === undefined ? undefined : headSigner(signingKey);
+    this.#globalSigner = signingKey === undefined ? undefined : globalHeadSigner(signingKey);
     try {
       ({ db: this.#db, owned: this.#owned } = openSqlite(location as SqliteLocation));
       this.#db.exec(`
@@ -75,6 +83,22 @@ export class SqliteAuditLog implements AuditLog {
           thread_id TEXT PRIMARY KEY,
           head TEXT NOT NULL
         );
+        CREATE TABLE IF NOT EXISTS eart_audit_global (
+          gseq INTEGER PRIMARY KEY,
+          prev_hash TEXT NOT NULL,
+          hash TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS eart_audit_global_heads (
+          thread_id TEXT NOT NULL,
+          gseq INTEGER NOT NULL,
+          seq INTEGER NOT NULL,
+          hash TEXT NOT NULL,
+          PRIMARY KEY (thread_id, gseq)
+        );
+        CREATE TABLE IF NOT EXISTS eart_audit_global_signed (
+          id INTEGER PRIMARY KEY CHECK (id = 1),
+          head TEXT NOT NULL
+        );
       `);
     } catch (error) {
       if (error instanceof EartConfigError) throw error;
@@ -95,8 +119,43 @@ export class SqliteAuditLog implements AuditLog {
     this.#setSignedHead = this.#db.prepare(
       `INSERT INTO eart_audit_signed_heads (thread_id, head) VALUES (?, ?) ON CONFLICT(thread_id) DO UPDATE SET head = excluded.head`,
     );
+    this.#globalHead = this.#db.prepare(`SELECT gseq, hash FROM eart_audit_global ORDER BY gseq DESC LIMIT 1`);
+    this.#logged = this.#db.prepare(`SELECT seq, hash FROM eart_audit_global_heads WHERE thread_id = ? ORDER BY gseq DESC LIMIT 1`);
+    const insertGlobal = this.#db.prepare(`INSERT INTO eart_audit_global (gseq, prev_hash, hash) VALUES (?, ?, ?)`);
+    const insertGlobalHead = this.#db.prepare(`INSERT INTO eart_audit_global_heads (thread_id, gseq, seq, hash) VALUES (?, ?, ?, ?)`);
+    const setGlobalSigned = this.#db.prepare(`INSERT INTO eart_audit_global_signed (id, head) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET head = excluded.head`);
+    this.#addGlobal = (heads) => {
+      const entry = nextGlobalEntry((this.#globalHead.get() as GlobalHead | undefined) ?? null, heads);
+      insertGlobal.run(entry.gseq, entry.prevHash, entry.hash);
+      for (const h of entry.heads) insertGlobalHead.run(h.threadId, entry.gseq, h.seq, h.hash);
+      if (this.#globalSigner) setGlobalSigned.run(JSON.stringify(this.#globalSigner.sign(entry)));
+      return entry;
+    };
+    const allGlobal = this.#db.prepare(`SELECT gseq, prev_hash, hash FROM eart_audit_global ORDER BY gseq`);
+    const allGlobalHeads = this.#db.prepare(`SELECT thread_id, gseq, seq, hash FROM eart_audit_global_heads ORDER BY gseq, thread_id`);
+    const globalSigned = this.#db.prepare(`SELECT head FROM eart_audit_global_signed WHERE id = 1`);
+    this.#readGlobal = this.#db.transaction(() => {
+      const entries = (allGlobal.all() as { gseq: number; prev_hash: string; hash: string }[]).map((r): GlobalEntry => ({ gseq: r.gseq, heads: [], prevHash: r.prev_hash, hash: r.hash }));
+      const byGseq = new Map(entries.map((e) => [e.gseq, e]));
+      for (const r of allGlobalHeads.all() as { thread_id: string; gseq: number; seq: number; hash: string }[]) byGseq.get(r.gseq)?.heads.push({ threadId: r.thread_id, seq: r.seq, hash: r.hash });
+      const signed = (globalSigned.get() as { head: string } | undefined)?.head;
+      const last = entries.at(-1);
+      return {
+        entries,
+        recorded: last ? { gseq: last.gseq, hash: last.hash } : null,
+        ...(signed !== undefined ? { signedHead: parseJsonOr(signed) as SignedGlobalHead } : {}),
+        ...(this.#signer ? { publicKey: this.#signer.publicKey } : {}),
+      };
+    });
+    // A file written before the global log: one first entry records every thread's head as it stands.
+    this.#db.transaction(() => {
+      if (this.#globalHead.get() !== undefined) return;
+      const heads = this.#db.prepare(`SELECT thread_id AS threadId, seq, hash FROM eart_audit_heads ORDER BY thread_id`).all() as ThreadHead[];
+      if (heads.length > 0) this.#addGlobal(heads);
+    }).immediate();
     this.#appendTx = this.#db.transaction((groups: Map<string, AuditEventInput[]>) => {
       const out: AuditEvent[] = [];
+      const heads: ThreadHead[] = [];
       for (const [threadId, inputs] of groups) {
         const head = (this.#head.get(threadId) as ChainHead | undefined) ?? null;
         const sealed = sealEventsWithJson(head, inputs);
@@ -106,8 +165,10 @@ export class SqliteAuditLog implements AuditLog {
         }
         const last = sealed[sealed.length - 1]!.event;
         this.#setHead.run(threadId, last.seq, last.hash);
+        heads.push({ threadId, seq: last.seq, hash: last.hash });
         if (this.#signer) this.#setSignedHead.run(threadId, JSON.stringify(this.#signer.sign({ threadId, seq: last.seq, hash: last.hash })));
       }
+      this.#addGlobal(heads);
       return out;
     });
   }
@@ -131,13 +192,14 @@ export class SqliteAuditLog implements AuditLog {
   async verify(threadId: string, options: AuditVerifyOptions = {}): Promise<AuditVerification> {
     // One read transaction: the events and the heads from one snapshot, even while another
     // process appends (two plain statements could see the events before and the head after).
-    const [rows, head, signed] = this.#query("verify", () =>
+    const [rows, head, signed, logged] = this.#query("verify", () =>
       this.#db.transaction(
         () =>
           [
             this.#read.all(threadId) as EventRow[],
             (this.#head.get(threadId) as ChainHead | undefined) ?? null,
             (this.#signedHead.get(threadId) as { head: string } | undefined)?.head,
+            (this.#logged.get(threadId) as ChainHead | undefined) ?? null,
           ] as const,
       )(),
     );
@@ -153,6 +215,19 @@ export class SqliteAuditLog implements AuditLog {
       ...options,
       publicKey: options.publicKey ?? this.#signer?.publicKey,
       signedHead: signed === undefined ? undefined : parseJsonOr(signed),
+      globalHead: logged,
+    });
+  }
+
+  async globalLog(): Promise<GlobalLogSnapshot> {
+    return this.#query("read the global log of", () => this.#readGlobal());
+  }
+
+  async globalHead(): Promise<{ head: GlobalHead | null; signed?: SignedGlobalHead }> {
+    return this.#query("read the global head of", () => {
+      const head = (this.#globalHead.get() as GlobalHead | undefined) ?? null;
+      const signed = (this.#db.prepare(`SELECT head FROM eart_audit_global_signed WHERE id = 1`).get() as { head: string } | undefined)?.head;
+      return { head, ...(signed !== undefined ? { signed: parseJsonOr(signed) as SignedGlobalHead } : {}) };
     });
   }
 

@@ -3,6 +3,8 @@ import { randomUUID } from "node:crypto";
 import { z } from "zod";
 import { auditKeyId, headSigner, toPublicKey, verifyHeadSignature, type AuditPublicKey, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "./audit-signing.js";
 import { canonicalJson, jsonString, plainCanonicalJson, sha256Hex } from "./canonical.js";
+import { globalHeadSigner, globalMismatch, nextGlobalEntry, type GlobalEntry, type GlobalHead, type SignedGlobalHead, type ThreadHead } from "./audit-global.js";
+import type { KeyObject } from "node:crypto";
 import { AuditInputError, EartConfigError } from "./errors.js";
 import { parseOptions } from "./options.js";
 
@@ -72,7 +74,11 @@ export type AuditEventInput = z.input<typeof AuditEventInputSchema>;
 export interface AuditBreak {
   seq: number;
   eventId: string | undefined;
-  reason: "hash_mismatch" | "prev_hash_mismatch" | "sequence_gap" | "head_mismatch" | "malformed" | "signature_invalid";
+  /**
+   * `global_mismatch`: the thread's chain disagrees with its latest head in the store's global log
+   * (rolled back, cut short, deleted whole, or never logged).
+   */
+  reason: "hash_mismatch" | "prev_hash_mismatch" | "sequence_gap" | "head_mismatch" | "malformed" | "signature_invalid" | "global_mismatch";
   expected: string;
   found: string;
 }
@@ -121,6 +127,22 @@ export interface AuditLog {
   listThreads(): Promise<string[]>;
   /** The thread's latest signed chain head, on stores given a `signingKey` (undefined when none is stored). */
   signedHead?(threadId: string): Promise<SignedChainHead | undefined>;
+  /**
+   * The global log over all threads (one entry per append; see `verifyGlobalLog`), with the
+   * store's recorded global head and, on stores given a `signingKey`, its signed global head.
+   */
+  globalLog?(): Promise<GlobalLogSnapshot>;
+  /** The global head as of now, signed on stores given a `signingKey`: what a witness keeps. */
+  globalHead?(): Promise<{ head: GlobalHead | null; signed?: SignedGlobalHead }>;
+}
+
+/** A store's global log as read in one snapshot. */
+export interface GlobalLogSnapshot {
+  entries: GlobalEntry[];
+  recorded: GlobalHead | null;
+  signedHead?: SignedGlobalHead;
+  /** The public key the store signs with, when it signs. */
+  publicKey?: KeyObject;
 }
 
 /** The chain position an append continues from. */
@@ -295,6 +317,13 @@ export function continuesChain(threadId: string, head: ChainHead | null, events:
 export interface VerifyChainOptions extends AuditVerifyOptions {
   /** The thread's signed head as stored (checked when `publicKey` is given). */
   signedHead?: unknown;
+  /**
+   * The thread's latest head as the store's global log records it (`null`: the global log has no
+   * entry for it); the chain must end exactly there. Not checked when undefined.
+   */
+  globalHead?: { seq: number; hash: string } | null;
+  /** Why the global log cannot be trusted, when the store found it broken: the thread fails too. */
+  globalProblem?: string;
 }
 
 const headText = (head: ChainHead | null) => (head ? `${head.seq}:${head.hash}` : `-1:${GENESIS_HASH}`);
@@ -359,6 +388,16 @@ export function verifyChain(threadId: string, events: readonly unknown[], head?:
       if (headText(signedAt) !== headText(end)) return fail(headBreak(signedAt));
     }
   }
+  if (options.globalProblem !== undefined) {
+    return fail({ seq: count, eventId: undefined, reason: "global_mismatch", expected: "an intact global log", found: options.globalProblem });
+  }
+  if (options.globalHead !== undefined) {
+    const logged = options.globalHead ?? undefined;
+    const problem = globalMismatch(end, logged);
+    if (problem !== undefined) {
+      return fail({ seq: Math.min(count, logged ? logged.seq + 1 : 0), eventId: undefined, reason: "global_mismatch", expected: logged ? headText(logged) : "no events", found: problem });
+    }
+  }
   return { ok: true, threadId, count, headHash: end ? end.hash : GENESIS_HASH };
 }
 
@@ -408,10 +447,16 @@ export class MemoryAuditLog implements AuditLog {
   readonly #threads = new Map<string, StoredEvent[]>();
   readonly #signed = new Map<string, SignedChainHead>();
   readonly #signer: HeadSigner | undefined;
+  readonly #globalSigner: { sign(head: GlobalHead): SignedGlobalHead } | undefined;
+  readonly #global: GlobalEntry[] = [];
+  /** Each thread's latest head in the global log. */
+  readonly #logged = new Map<string, ThreadHead>();
+  #signedGlobal: SignedGlobalHead | undefined;
 
   constructor(options: MemoryAuditLogOptions = {}) {
     const parsed = parseOptions(MemoryAuditLogOptionsSchema, options);
     this.#signer = parsed.signingKey === undefined ? undefined : headSigner(parsed.signingKey);
+    this.#globalSigner = parsed.signingKey === undefined ? undefined : globalHeadSigner(parsed.signingKey);
   }
 
   async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
@@ -421,6 +466,7 @@ export class MemoryAuditLog implements AuditLog {
       return [threadId, sealEventsWithJson(last ? { seq: last.seq, hash: last.hash } : null, inputs)] as const;
     });
     const out: AuditEvent[] = [];
+    const heads: ThreadHead[] = [];
     for (const [threadId, list] of sealed) {
       let chain = this.#threads.get(threadId);
       if (!chain) this.#threads.set(threadId, (chain = []));
@@ -439,9 +485,31 @@ export class MemoryAuditLog implements AuditLog {
         out.push(event);
       }
       const last = list[list.length - 1]!.event;
+      heads.push({ threadId, seq: last.seq, hash: last.hash });
       if (this.#signer) this.#signed.set(threadId, this.#signer.sign({ threadId, seq: last.seq, hash: last.hash }));
     }
+    if (heads.length > 0) {
+      const entry = nextGlobalEntry(this.#global.at(-1) ?? null, heads);
+      this.#global.push(entry);
+      for (const h of entry.heads) this.#logged.set(h.threadId, h);
+      if (this.#globalSigner) this.#signedGlobal = this.#globalSigner.sign(entry);
+    }
     return out;
+  }
+
+  async globalLog(): Promise<GlobalLogSnapshot> {
+    const last = this.#global.at(-1);
+    return {
+      entries: this.#global.map((e) => ({ ...e, heads: e.heads.map((h) => ({ ...h })) })),
+      recorded: last ? { gseq: last.gseq, hash: last.hash } : null,
+      ...(this.#signedGlobal ? { signedHead: { ...this.#signedGlobal } } : {}),
+      ...(this.#signer ? { publicKey: this.#signer.publicKey } : {}),
+    };
+  }
+
+  async globalHead(): Promise<{ head: GlobalHead | null; signed?: SignedGlobalHead }> {
+    const last = this.#global.at(-1);
+    return { head: last ? { gseq: last.gseq, hash: last.hash } : null, ...(this.#signedGlobal ? { signed: { ...this.#signedGlobal } } : {}) };
   }
 
   async read(threadId: string): Promise<AuditEvent[]> {
@@ -449,10 +517,12 @@ export class MemoryAuditLog implements AuditLog {
   }
 
   async verify(threadId: string, options: AuditVerifyOptions = {}): Promise<AuditVerification> {
+    const logged = this.#logged.get(threadId);
     return verifyChain(threadId, await this.read(threadId), undefined, {
       ...options,
       publicKey: options.publicKey ?? this.#signer?.publicKey,
       signedHead: this.#signed.get(threadId),
+      globalHead: logged ? { seq: logged.seq, hash: logged.hash } : null,
     });
   }
 

@@ -40,9 +40,24 @@ export {
   type AuditVerification,
   type AuditVerifyOptions,
   type ChainHead,
+  type GlobalLogSnapshot,
   type MemoryAuditLogOptions,
   type VerifyChainOptions,
 } from "./audit.js";
+export {
+  GLOBAL_GENESIS_HASH,
+  globalEntryHash,
+  globalHeadSignatureProblem,
+  SignedGlobalHeadSchema,
+  verifyGlobalLog,
+  type AuditStoreProblem,
+  type GlobalEntry,
+  type GlobalHead,
+  type GlobalVerifyOptions,
+  type SignedGlobalHead,
+  type ThreadHead,
+} from "./audit-global.js";
+export { verifyAuditStore, type AuditStoreVerification } from "./audit-verify.js";
 export { SqliteAuditLog, type SqliteAuditLogOptions } from "./audit-sqlite.js";
 export { JsonlAuditLog, type JsonlAuditLogOptions } from "./audit-jsonl.js";
 export { PostgresAuditLog, type PostgresAuditLogOptions } from "./audit-postgres.js";

@@ -7,6 +7,8 @@ import {
   generateAuditSigningKey,
   sha256Hex,
   signChainHead,
+  globalEntryHash,
+  verifyAuditStore,
   verifyChain,
   verifyHeadSignature,
   type AuditEvent,
@@ -34,7 +36,12 @@ export type AuditTamperOp =
    * Make `head` the thread's recorded head (`{ threadId, seq, hash }`, with the signed head's
    * fields when it has a `signature`); `null` removes the recorded head, signed or not.
    */
-  | { kind: "set_head"; head: Record<string, unknown> | null };
+  | { kind: "set_head"; head: Record<string, unknown> | null }
+  /**
+   * Remove the thread whole: its events, its recorded and signed heads (in a shared file, its
+   * lines and heads, with the other threads' offsets fixed up). The global log is left as it is.
+   */
+  | { kind: "delete_thread" };
 
 /** How the spec makes a log: with a signing key when it tests signing. */
 export interface MakeAuditLogOptions {
@@ -331,6 +338,39 @@ export function auditLogSpec(
       });
     }
 
+    test("keeps a global log over all threads: one entry per append, chained from gseq 0, each thread's latest head in it", async ({ open, tid }) => {
+      const log = await open();
+      const [t, u] = [tid("t"), tid("u")];
+      await log.append([ev(t, "run.started"), ev(u, "run.started")]);
+      const [, second] = await log.append([ev(t, "model.output"), ev(t, "run.completed")]);
+      const before = (await log.globalHead!()).head!;
+      await log.append(ev(u, "run.completed"));
+      const { entries } = await log.globalLog!();
+      // Other tests may share the store: look at the entries naming this test's threads.
+      const ours = entries.filter((e) => e.heads.some((h) => h.threadId === t || h.threadId === u));
+      expect(ours.map((e) => e.heads.filter((h) => h.threadId === t || h.threadId === u).map((h) => [h.threadId, h.seq]))).toEqual([
+        [
+          [t, 0],
+          [u, 0],
+        ],
+        [[t, 2]],
+        [[u, 1]],
+      ]);
+      expect(ours[1]!.heads.find((h) => h.threadId === t)!.hash).toBe(second!.hash);
+      for (const e of ours) expect(e.hash).toBe(globalEntryHash(e));
+      expect(entries.map((e) => e.gseq)).toEqual(entries.map((_, i) => i));
+      const after = (await log.globalHead!()).head!;
+      expect(after.gseq).toBeGreaterThan(before.gseq);
+      const report = await verifyAuditStore(log, { witness: before });
+      const mine = report.problems.filter((p) => p.threadId === undefined || p.threadId === t || p.threadId === u);
+      expect(mine).toEqual([]);
+      // A witness the store cannot show (a later head, or another hash at a position) is a rollback.
+      const ahead = await verifyAuditStore(log, { witness: { gseq: after.gseq + 1_000, hash: after.hash } });
+      expect(ahead.problems.some((p) => p.kind === "rollback" && p.gseq === after.gseq + 1_000)).toBe(true);
+      const rewritten = await verifyAuditStore(log, { witness: { gseq: before.gseq, hash: "f".repeat(64) } });
+      expect(rewritten.problems.some((p) => p.kind === "rollback" && p.gseq === before.gseq)).toBe(true);
+    });
+
     test("verify with a knownHead checks the chain still contains it", async ({ open, tid }) => {
       const log = await open();
       const t = tid("t");
@@ -492,6 +532,20 @@ export function auditLogSpec(
         expect(await log.verify(t)).toEqual(broken(t, 5, { seq: 0, eventId: undefined, reason: "head_mismatch", expected: `-1:${GENESIS_HASH}`, found: `4:${events[4]!.hash}` }));
       });
 
+      test("tampering: a thread deleted whole (events, heads) is caught by the global log, per thread and store-wide", async ({ open, tid }) => {
+        const log = await open();
+        const [t, other] = [tid("t"), tid("other")];
+        await seeded(log, t, other);
+        await tamper(log, t, { kind: "delete_thread" });
+        expect(await log.read(t)).toEqual([]);
+        const lost = await log.verify(t);
+        expect([lost.ok, lost.count, lost.ok ? undefined : lost.brokenAt.reason]).toEqual([false, 0, "global_mismatch"]);
+        const report = await verifyAuditStore(log);
+        expect(report.ok).toBe(false);
+        // The store names the lost thread, or (a shared file whose commits were edited too) the broken global log.
+        expect(report.problems.some((p) => (p.kind === "missing_thread" && p.threadId === t) || (p.threadId === undefined && p.kind.startsWith("global_")))).toBe(true);
+      });
+
       if (options.signing !== false) {
         test("tampering, signed: a head re-signed by another key fails", async ({ open, tid }) => {
           const { privateKey, keyId } = generateAuditSigningKey();
@@ -527,9 +581,10 @@ export function auditLogSpec(
           expect([earlierHead?.seq, earlierHead?.hash]).toEqual([3, events[3]!.hash]);
           await tamper(log, t, { kind: "delete", seq: 4 });
           await tamper(log, t, { kind: "set_head", head: earlierHead! });
-          // Every stored record is genuine: nothing in the store can tell this from a chain of four.
-          expect(await log.verify(t)).toEqual({ ok: true, threadId: t, count: 4, headHash: events[3]!.hash });
-          // An auditor who kept the later head catches it.
+          // Every record of the thread is genuine, but the global log saw it reach seq 4.
+          const rolledBack = await log.verify(t);
+          expect([rolledBack.ok, rolledBack.count, rolledBack.ok ? undefined : rolledBack.brokenAt.reason]).toEqual([false, 4, "global_mismatch"]);
+          // An auditor who kept the later head catches it too.
           expect(await log.verify(t, { knownHead: { seq: 4, hash: events[4]!.hash } })).toEqual(
             broken(t, 4, { seq: 4, eventId: undefined, reason: "head_mismatch", expected: `4:${events[4]!.hash}`, found: `3:${events[3]!.hash}` }),
           );

@@ -8,6 +8,8 @@ import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import {
+  GLOBAL_GENESIS_HASH,
+  globalEntryHash,
   advisoryLockKey,
   AuditEventSchema,
   AuditStoreError,
@@ -34,17 +36,21 @@ const PG_URL = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.
 const RUN = `test-audit-${randomUUID()}`;
 
 const dir = mkdtempSync(join(tmpdir(), "eart-audit-stores-"));
+// A schema of this run's own: the store-wide checks (the global log over all threads) see only
+// what this file wrote, and the tampering it does stays here.
+const SCHEMA = `audit_${randomUUID().replace(/-/g, "")}`;
+/** The same database, in this run's schema (for child processes, which take a connection string). */
+const SCHEMA_URL = `${PG_URL}${PG_URL.includes("?") ? "&" : "?"}options=${encodeURIComponent(`-c search_path=${SCHEMA}`)}`;
 const pools: pg.Pool[] = [];
 const newPool = () => {
-  const pool = new pg.Pool({ connectionString: PG_URL });
+  const pool = new pg.Pool({ connectionString: PG_URL, options: `-c search_path=${SCHEMA}` });
   pools.push(pool);
   return pool;
 };
 const admin = newPool();
+await admin.query(`CREATE SCHEMA ${SCHEMA}`);
 afterAll(async () => {
-  // Only rows this file wrote: the tables are shared with other runs.
-  await admin.query(`DELETE FROM eart_audit_events WHERE thread_id LIKE 'spec-%' OR thread_id LIKE $1`, [`${RUN}%`]).catch(() => {});
-  await admin.query(`DELETE FROM eart_audit_heads WHERE thread_id LIKE 'spec-%' OR thread_id LIKE $1`, [`${RUN}%`]).catch(() => {});
+  await admin.query(`DROP SCHEMA ${SCHEMA} CASCADE`).catch(() => {});
   await Promise.all(pools.map((p) => p.end()));
   rmSync(dir, { recursive: true, force: true });
 });
@@ -106,7 +112,7 @@ auditLogSpec(
   },
 );
 
-auditLogSpec("PostgresAuditLog", (o) => new PostgresAuditLog({ connectionString: PG_URL, ...o }), { describe, it, expect }, {
+auditLogSpec("PostgresAuditLog", (o) => new PostgresAuditLog({ pool: newPool(), ...o }), { describe, it, expect }, {
   reopen: () => new PostgresAuditLog({ pool: newPool() }),
   tamper: async (_log, threadId, op) => {
     const statements: [string, unknown[]][] = [];
@@ -148,6 +154,11 @@ function tamperSql(threadId: string, op: AuditTamperOp, run: (sql: string, param
       run(`UPDATE eart_audit_events SET seq = ? WHERE ${where}`, [a, threadId, b]);
       return run(`UPDATE eart_audit_events SET seq = ? WHERE ${where}`, [b, threadId, parked]);
     }
+    case "delete_thread":
+      run(`DELETE FROM eart_audit_events WHERE thread_id = ?`, [threadId]);
+      run(`DELETE FROM eart_audit_heads WHERE thread_id = ?`, [threadId]);
+      if (dialect === "sqlite") run(`DELETE FROM eart_audit_signed_heads WHERE thread_id = ?`, [threadId]);
+      return;
     case "set_head": {
       const head = op.head as { seq: number; hash: string; signature?: string } | null;
       const signed = head && "signature" in head ? JSON.stringify(head) : null;
@@ -179,6 +190,29 @@ function tamperJsonl(path: string, threadId: string, op: AuditTamperOp): void {
     return index;
   };
   const edit = (index: number, change: (e: AuditEvent) => AuditEvent) => (lines[index] = JSON.stringify(change(JSON.parse(lines[index]!) as AuditEvent)));
+  if (op.kind === "delete_thread") {
+    // Surgery on a shared log: the thread's lines go, and every commit's `end` is moved back by
+    // the bytes removed before it, so the file stays consistent for the other threads.
+    const commits = readFileSync(`${path}.heads`, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { end: number; heads: { threadId: string }[] });
+    let offset = 0;
+    const removedBefore: [number, number][] = []; // [original end of line, bytes removed up to it]
+    let removed = 0;
+    const kept: string[] = [];
+    for (const line of lines) {
+      offset += Buffer.byteLength(line) + 1;
+      if ((JSON.parse(line) as AuditEvent).threadId === threadId) removed += Buffer.byteLength(line) + 1;
+      else kept.push(line);
+      removedBefore.push([offset, removed]);
+    }
+    const shift = (end: number) => removedBefore.filter(([at]) => at <= end).at(-1)?.[1] ?? 0;
+    const edited = commits.map((c) => ({ ...c, end: c.end - shift(c.end), heads: c.heads.filter((h) => h.threadId !== threadId) })).filter((c) => c.heads.length > 0);
+    writeFileSync(path, kept.map((l) => `${l}\n`).join(""));
+    writeFileSync(`${path}.heads`, edited.map((c) => `${JSON.stringify(c)}\n`).join(""));
+    return;
+  }
   switch (op.kind) {
     case "set_data":
       edit(at(op.seq), (e) => ({ ...e, data: op.data }));
@@ -265,7 +299,7 @@ describe("auditLogSpec itself", () => {
       (o) => new Blind(o),
       () => {},
     );
-    expect(failures.filter((f) => f.startsWith("tampering")).length).toBe(9);
+    expect(failures.filter((f) => f.startsWith("tampering")).length).toBe(10);
   });
 });
 
@@ -409,9 +443,21 @@ describe("JsonlAuditLog", () => {
       .filter(Boolean)
       .map((l) => JSON.parse(l) as unknown);
     const firstEnd = Buffer.byteLength(lines.slice(0, 3).join("\n")) + 1;
+    // Each commit is an entry of the global log too (`g`): chained over all threads by hash.
+    const [first, second] = commits as { g: { gseq: number; prevHash: string; hash: string }; heads: { threadId: string; seq: number; hash: string }[] }[];
     expect(commits).toEqual([
-      { v: 1, end: firstEnd, heads: [{ threadId: "t", seq: 1, hash: events[1]!.hash }, expect.objectContaining({ threadId: "u", seq: 0 })] },
-      { v: 1, end: statSync(path).size, heads: [{ threadId: "t", seq: 2, hash: events[2]!.hash }] },
+      {
+        v: 1,
+        end: firstEnd,
+        heads: [{ threadId: "t", seq: 1, hash: events[1]!.hash }, expect.objectContaining({ threadId: "u", seq: 0 })],
+        g: { gseq: 0, prevHash: GLOBAL_GENESIS_HASH, hash: globalEntryHash({ gseq: 0, heads: first!.heads, prevHash: GLOBAL_GENESIS_HASH }) },
+      },
+      {
+        v: 1,
+        end: statSync(path).size,
+        heads: [{ threadId: "t", seq: 2, hash: events[2]!.hash }],
+        g: { gseq: 1, prevHash: first!.g.hash, hash: globalEntryHash({ gseq: 1, heads: second!.heads, prevHash: first!.g.hash }) },
+      },
     ]);
   });
 
@@ -733,7 +779,7 @@ process.exit(0); // stdin is still open
   it("PostgreSQL: 4 processes appending to one thread at once keep one chain, signed, and verify stays ok throughout", async () => {
     const { privateKey, publicKey } = generateAuditSigningKey();
     const shared = `${RUN}-pg-shared`;
-    const { during, log } = await race("postgres", PG_URL, shared, privateKey.export({ type: "pkcs8", format: "pem" }).toString());
+    const { during, log } = await race("postgres", SCHEMA_URL, shared, privateKey.export({ type: "pkcs8", format: "pem" }).toString());
     await expectOneChain(log, shared, during);
     expect(await log.verify(shared, { publicKey })).toMatchObject({ ok: true });
   });
