@@ -8,13 +8,16 @@
  *   eart show <thread>                       a readable timeline of a thread
  *   eart approve|reject|edit <thread> <toolCallId> --as <user> [--args json] [--message m]
  *   eart audit verify [--thread T]           check the hash chains
+ *   eart audit verify --all [--witness file] [--public-key pem]   the whole store: every chain,
+ *                                            the global log, lost threads, rollback past a witness
+ *   eart audit head [--out file]             the global head now (signed): keep it as a witness
  *   eart audit export --format jsonl [--thread T] [--out file]
  *   eart audit export --format otlp [--thread T] [--endpoint url]   spans over OTLP/HTTP
  *
  * `--json` prints machine-readable output. Exit codes: 0 ok, 1 refused or failed (a typed error,
  * a broken chain), 2 usage.
  */
-import { createWriteStream, readFileSync } from "node:fs";
+import { createWriteStream, readFileSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
@@ -26,7 +29,10 @@ import {
   pendingEscalation,
   pendingRecovery,
   signApprovalToken,
+  verifyAuditStore,
   type AuditEvent,
+  type GlobalHead,
+  type SignedGlobalHead,
 } from "eart";
 import { resumeThread, type EartApp } from "eart/graphs";
 
@@ -39,6 +45,8 @@ const USAGE = `usage: eart [--app <module>] [--json] <command>
   reject <thread> <toolCallId> --as <user> [--key pem --kid id] [--message m]
   edit <thread> <toolCallId> --as <user> --args <json> [--message m]
   audit verify [--thread T]
+  audit verify --all [--witness file] [--public-key pem]
+  audit head [--out file]
   audit export --format jsonl [--thread T] [--out file]
   audit export --format otlp [--thread T] [--endpoint http://127.0.0.1:4318/v1/traces]`;
 
@@ -209,6 +217,33 @@ async function exportOtlp(app: EartApp, threads: string[], endpoint: string | un
   return ok ? 0 : 1;
 }
 
+/**
+ * The witness in a file: a global head as `eart audit head` wrote it (signed or not), or the
+ * newest `globalHead` in a JSONL export (`createJsonlExporter`).
+ */
+function witnessFrom(path: string): GlobalHead | SignedGlobalHead {
+  const text = readFileSync(path, "utf8");
+  const asHead = (v: unknown): GlobalHead | SignedGlobalHead | undefined => {
+    const h = v as { gseq?: unknown; hash?: unknown; signed?: unknown } | null;
+    if (h?.signed) return asHead(h.signed);
+    return h && Number.isInteger(h.gseq) && typeof h.hash === "string" ? (h as GlobalHead | SignedGlobalHead) : undefined;
+  };
+  let best: GlobalHead | SignedGlobalHead | undefined;
+  for (const line of text.split("\n")) {
+    if (line.trim() === "") continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      throw new UsageError(`${path} is neither a global head nor a JSONL export: a line is not JSON`);
+    }
+    const head = asHead((parsed as { globalHead?: unknown }).globalHead ?? parsed);
+    if (head && (!best || head.gseq > best.gseq)) best = head;
+  }
+  if (!best) throw new UsageError(`${path} holds no global head`);
+  return best;
+}
+
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -226,6 +261,9 @@ async function main(argv: string[]): Promise<number> {
       endpoint: { type: "string" },
       key: { type: "string" },
       kid: { type: "string" },
+      all: { type: "boolean", default: false },
+      witness: { type: "string" },
+      "public-key": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -314,6 +352,34 @@ async function main(argv: string[]): Promise<number> {
 
     // audit
     const sub = rest[0];
+    if (sub === "verify" && values.all) {
+      const witness = values.witness ? witnessFrom(values.witness) : undefined;
+      const publicKey = values["public-key"] ? readFileSync(values["public-key"], "utf8") : undefined;
+      const report = await verifyAuditStore(app.auditLog, { ...(witness ? { witness } : {}), ...(publicKey ? { publicKey } : {}) });
+      const head = report.globalHead ? `${report.globalHead.gseq}:${report.globalHead.hash.slice(0, 12)}` : "empty";
+      print(
+        () =>
+          [
+            `${report.threads} threads, ${report.events} events, global head ${head}${witness ? `, witness at ${witness.gseq}` : ""}`,
+            report.ok
+              ? green("ok")
+              : table(
+                  ["PROBLEM", "THREAD", "DETAIL"],
+                  report.problems.map((p) => [red(p.kind), p.threadId ?? "-", p.detail]),
+                ),
+          ].join("\n"),
+        report,
+      );
+      return report.ok ? 0 : 1;
+    }
+    if (sub === "head") {
+      if (typeof app.auditLog.globalHead !== "function") throw new UsageError("this audit log keeps no global log");
+      const { head, signed } = await app.auditLog.globalHead();
+      const text = `${JSON.stringify(signed ?? head)}\n`;
+      if (values.out) writeFileSync(values.out, text);
+      print(() => (values.out ? `global head ${head ? `${head.gseq}:${head.hash}` : "none"} written to ${values.out}` : text.trimEnd()), signed ?? head);
+      return 0;
+    }
     if (sub === "verify") {
       const threads = values.thread ? [values.thread] : await app.auditLog.listThreads();
       const results = await Promise.all(threads.map(async (t) => app.auditLog.verify(t)));
@@ -352,7 +418,7 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0;
     }
-    throw new UsageError(`unknown audit command "${sub ?? ""}": use verify or export`);
+    throw new UsageError(`unknown audit command "${sub ?? ""}": use verify, head or export`);
   } finally {
     await app.close?.();
   }

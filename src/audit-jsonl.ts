@@ -6,6 +6,7 @@ import {
   AuditSigningKeyOption,
   continuesChain,
   groupByThread,
+  markAppended,
   sealEventsWithJson,
   toInputList,
   verifyChain,
@@ -298,7 +299,8 @@ export class JsonlAuditLog implements AuditLog {
     const eventBytes = Buffer.from(lines.join(""));
     writeAll(eventsFd, eventBytes);
     if (this.#fsync) fdatasyncSync(eventsFd);
-    this.#commit(size + eventBytes.length, heads, fragment);
+    const entry = this.#commit(size + eventBytes.length, heads, fragment);
+    markAppended(out, entry, entry.signed);
     return out;
   }
 
@@ -315,8 +317,8 @@ export class JsonlAuditLog implements AuditLog {
     return { seq: record.seq, hash: record.hash };
   }
 
-  /** Writes one commit line (the caller holds the lock). */
-  #commit(end: number, heads: HeadRecord[], fragment: boolean): void {
+  /** Writes one commit line (the caller holds the lock); returns its global entry. */
+  #commit(end: number, heads: HeadRecord[], fragment: boolean): GlobalHead & { signed?: SignedGlobalHead } {
     const fd = this.#fd("heads");
     const entry = nextGlobalEntry(this.#global, heads);
     const line: CommitLine = { v: 1, end, heads, g: { gseq: entry.gseq, prevHash: entry.prevHash, hash: entry.hash } };
@@ -329,6 +331,7 @@ export class JsonlAuditLog implements AuditLog {
     for (const head of heads) this.#heads.set(head.threadId, head);
     this.#committedEnd = end;
     this.#global = { gseq: entry.gseq, hash: entry.hash };
+    return { gseq: entry.gseq, hash: entry.hash, ...(line.gs ? { signed: line.gs } : {}) };
     if (before === this.#headsOffset) this.#headsOffset = before + bytes.length;
   }
 

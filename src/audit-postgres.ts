@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import type pg from "pg";
 import {
   groupByThread,
+  markAppended,
   sealEventsWithJson,
   toInputList,
   verifyChain,
@@ -156,8 +157,9 @@ export class PostgresAuditLog implements AuditLog {
   }
 
   /** Writes a global entry and its signed head (the caller holds the global lock in a transaction). */
-  async #insertGlobal(client: pg.PoolClient, entry: GlobalEntry): Promise<void> {
-    const signed = this.#globalSigner ? JSON.stringify(this.#globalSigner.sign(entry)) : null;
+  async #insertGlobal(client: pg.PoolClient, entry: GlobalEntry): Promise<SignedGlobalHead | undefined> {
+    const signedHead = this.#globalSigner?.sign(entry);
+    const signed = signedHead ? JSON.stringify(signedHead) : null;
     await client.query(
       `WITH g AS (INSERT INTO ${GLOBAL} (gseq, prev_hash, hash) VALUES ($1, $2, $3)),
             h AS (INSERT INTO ${GLOBAL_HEADS} (thread_id, gseq, seq, hash) SELECT t, $1, s, x FROM unnest($4::text[], $5::int[], $6::text[]) AS u(t, s, x))
@@ -165,6 +167,7 @@ export class PostgresAuditLog implements AuditLog {
        ON CONFLICT (id) DO UPDATE SET head = excluded.head`,
       [entry.gseq, entry.prevHash, entry.hash, entry.heads.map((h) => h.threadId), entry.heads.map((h) => h.seq), entry.heads.map((h) => h.hash), signed],
     );
+    return signedHead;
   }
 
   async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
@@ -235,8 +238,10 @@ export class PostgresAuditLog implements AuditLog {
        ON CONFLICT (thread_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, signed_head = excluded.signed_head`,
       [...columns, ...headColumns],
     );
-    await this.#insertGlobal(client, nextGlobalEntry(globalHead, newHeads));
+    const entry = nextGlobalEntry(globalHead, newHeads);
+    const signedGlobal = await this.#insertGlobal(client, entry);
     await client.query("COMMIT");
+    markAppended(out, entry, signedGlobal);
     return out;
   }
 

@@ -7,6 +7,7 @@ import {
   type AuditVerifyOptions,
   type ChainHead,
   groupByThread,
+  markAppended,
   sealEventsWithJson,
   toInputList,
   verifyChain,
@@ -51,7 +52,7 @@ export class SqliteAuditLog implements AuditLog {
   readonly #globalSigner: { sign(head: GlobalHead): SignedGlobalHead } | undefined;
   readonly #globalHead: Database.Statement;
   readonly #logged: Database.Statement;
-  readonly #addGlobal: (heads: ThreadHead[]) => GlobalEntry;
+  readonly #addGlobal: (heads: ThreadHead[]) => GlobalEntry & { signed?: SignedGlobalHead };
   readonly #readGlobal: Database.Transaction<() => GlobalLogSnapshot>;
   readonly #appendTx: Database.Transaction<(groups: Map<string, AuditEventInput[]>) => AuditEvent[]>;
 
@@ -128,8 +129,9 @@ export class SqliteAuditLog implements AuditLog {
       const entry = nextGlobalEntry((this.#globalHead.get() as GlobalHead | undefined) ?? null, heads);
       insertGlobal.run(entry.gseq, entry.prevHash, entry.hash);
       for (const h of entry.heads) insertGlobalHead.run(h.threadId, entry.gseq, h.seq, h.hash);
-      if (this.#globalSigner) setGlobalSigned.run(JSON.stringify(this.#globalSigner.sign(entry)));
-      return entry;
+      const signed = this.#globalSigner?.sign(entry);
+      if (signed) setGlobalSigned.run(JSON.stringify(signed));
+      return { ...entry, ...(signed ? { signed } : {}) };
     };
     const allGlobal = this.#db.prepare(`SELECT gseq, prev_hash, hash FROM eart_audit_global ORDER BY gseq`);
     const allGlobalHeads = this.#db.prepare(`SELECT thread_id, gseq, seq, hash FROM eart_audit_global_heads ORDER BY gseq, thread_id`);
@@ -168,7 +170,8 @@ export class SqliteAuditLog implements AuditLog {
         heads.push({ threadId, seq: last.seq, hash: last.hash });
         if (this.#signer) this.#setSignedHead.run(threadId, JSON.stringify(this.#signer.sign({ threadId, seq: last.seq, hash: last.hash })));
       }
-      this.#addGlobal(heads);
+      const entry = this.#addGlobal(heads);
+      markAppended(out, entry, entry.signed);
       return out;
     });
   }

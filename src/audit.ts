@@ -227,6 +227,36 @@ export function sealEvents(head: ChainHead | null, inputs: readonly AuditEventIn
   return sealEventsWithJson(head, inputs).map((s) => s.event);
 }
 
+/** A global head as a witness keeps it: where the global log stood, signed when the store signs. */
+export interface WitnessHead {
+  gseq: number;
+  hash: string;
+  signed?: SignedGlobalHead;
+}
+
+/** The global head each appended event's append reached (see {@link globalHeadOf}). */
+const appendedHeads = new WeakMap<AuditEvent, WitnessHead>();
+
+/**
+ * The global head (signed, on a store with a `signingKey`) that the append of `event` reached,
+ * when `event` is the very object an append returned: what exporters carry out of the store as a
+ * witness (`eart audit verify --witness`). Undefined for events read back from a store.
+ * @example
+ * ```ts
+ * const [event] = await auditLog.append({ threadId: "t1", type: "run.started" });
+ * globalHeadOf(event); // { gseq: 41, hash: "…", signed: { … } }
+ * ```
+ */
+export function globalHeadOf(event: AuditEvent): WitnessHead | undefined {
+  return appendedHeads.get(event);
+}
+
+/** Marks the events of one append with the global head it reached (for the stores). */
+export function markAppended(events: readonly AuditEvent[], head: GlobalHead, signed: SignedGlobalHead | undefined): void {
+  const witness: WitnessHead = { gseq: head.gseq, hash: head.hash, ...(signed ? { signed } : {}) };
+  for (const e of events) appendedHeads.set(e, witness);
+}
+
 /** The canonical JSON text of each sealed event's data, as it was hashed (see {@link sealedDataJson}). */
 const sealedJson = new WeakMap<AuditEvent, string>();
 
@@ -493,6 +523,7 @@ export class MemoryAuditLog implements AuditLog {
       this.#global.push(entry);
       for (const h of entry.heads) this.#logged.set(h.threadId, h);
       if (this.#globalSigner) this.#signedGlobal = this.#globalSigner.sign(entry);
+      markAppended(out, entry, this.#signedGlobal);
     }
     return out;
   }

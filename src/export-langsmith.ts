@@ -223,7 +223,18 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
   ];
 
   const eventMetadata = (s: Seg, e: RedactedEvent, extra: Record<string, unknown> = {}) =>
-    compact({ ...extraMetadata, thread_id: s.threadLabel, "eart.thread.id": s.threadLabel, "eart.event.type": e.type, "eart.audit.seq": e.seq, "eart.audit.hash": e.hash, ...extra });
+    compact({
+      ...extraMetadata,
+      thread_id: s.threadLabel,
+      "eart.thread.id": s.threadLabel,
+      "eart.event.type": e.type,
+      "eart.audit.seq": e.seq,
+      "eart.audit.hash": e.hash,
+      // A witness outside the store: the global head this event's append reached, signed when the store signs.
+      "eart.audit.global_head": e.globalHead ? `${e.globalHead.gseq}:${e.globalHead.hash}` : undefined,
+      "eart.audit.global_head_signed": e.globalHead?.signed ? JSON.stringify(e.globalHead.signed) : undefined,
+      ...extra,
+    });
 
   const callMetadata = (call: CallFacts | undefined) =>
     call

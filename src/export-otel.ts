@@ -92,6 +92,8 @@ export const EartAttributes = {
   AUDIT_FIRST_SEQ: "eart.audit.first_seq",
   AUDIT_LAST_SEQ: "eart.audit.last_seq",
   AUDIT_HASH: "eart.audit.hash",
+  AUDIT_GLOBAL_HEAD: "eart.audit.global_head",
+  AUDIT_GLOBAL_HEAD_SIGNED: "eart.audit.global_head_signed",
   MESSAGE_TOOL_CALLS: "eart.message.tool_calls",
 } as const;
 
@@ -279,7 +281,16 @@ function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redactio
 
   function eventAttributes(e: RedactedEvent): Attributes {
     const d = e.data;
-    const base = { [E.AUDIT_SEQ]: e.seq, [E.AUDIT_HASH]: e.hash, [A.TOOL_CALL_ID]: str(d.toolCallId), [A.TOOL_NAME]: str(d.name), [E.TOOL_DIGEST]: str(d.digest) };
+    const base = {
+      [E.AUDIT_SEQ]: e.seq,
+      [E.AUDIT_HASH]: e.hash,
+      // A witness outside the store: the global head this event's append reached.
+      [E.AUDIT_GLOBAL_HEAD]: e.globalHead ? `${e.globalHead.gseq}:${e.globalHead.hash}` : undefined,
+      [E.AUDIT_GLOBAL_HEAD_SIGNED]: e.globalHead?.signed ? JSON.stringify(e.globalHead.signed) : undefined,
+      [A.TOOL_CALL_ID]: str(d.toolCallId),
+      [A.TOOL_NAME]: str(d.name),
+      [E.TOOL_DIGEST]: str(d.digest),
+    };
     if (e.type === "policy.decided") {
       return attrs({ ...base, [E.POLICY_DECISION]: str(d.effect), [E.POLICY_IDS]: strs(d.policyIds), [E.POLICY_VERSION]: str(d.policyVersion), "eart.policy.reasons": strs(d.reasons) });
     }

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import type { AuditEvent, AuditEventType } from "./audit.js";
+import { globalHeadOf, type AuditEvent, type AuditEventType, type WitnessHead } from "./audit.js";
 import { defineRedaction, STANDARD_REDACTIONS, type Redacted, type Redaction } from "./redaction.js";
 import type { AuditSource } from "./export-core.js";
 
@@ -39,7 +39,11 @@ export function standardRedaction(): Redaction {
 export type ExportRedactor = Redaction | false | ((event: AuditEvent) => RedactedEvent);
 
 /** An event as it leaves the process: `data` and `threadId` redacted, and where. */
-export type RedactedEvent = AuditEvent & { redacted: Redacted[] };
+export type RedactedEvent = AuditEvent & {
+  redacted: Redacted[];
+  /** The global head the event's append reached (signed when the store signs): a witness outside the store. */
+  globalHead?: WitnessHead;
+};
 
 /** Whether redacting `value` could change it (see {@link Redaction.mayChange}); true when the redaction cannot say. */
 const mayRedact = (redaction: Redaction, value: unknown): boolean => redaction.mayChange?.(value) ?? true;
@@ -83,7 +87,11 @@ export function redactEvent(event: AuditEvent, redaction: Redaction | false): Re
 
 /** The event with a new thread id, data and redactions (written out: much faster than a spread). */
 function withRedacted(e: AuditEvent, threadId: string, data: Record<string, unknown>, redacted: Redacted[]): RedactedEvent {
-  return { schemaVersion: e.schemaVersion, id: e.id, threadId, seq: e.seq, type: e.type, at: e.at, data, prevHash: e.prevHash, hash: e.hash, redacted };
+  // Read back on the export worker, the head travels on the event itself.
+  const globalHead = globalHeadOf(e) ?? (e as Partial<RedactedEvent>).globalHead;
+  const out: RedactedEvent = { schemaVersion: e.schemaVersion, id: e.id, threadId, seq: e.seq, type: e.type, at: e.at, data, prevHash: e.prevHash, hash: e.hash, redacted };
+  if (globalHead) out.globalHead = globalHead;
+  return out;
 }
 
 const HEX = "0123456789abcdef";

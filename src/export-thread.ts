@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { EartConfigError } from "./errors.js";
-import { sealedDataJson, type AuditEvent } from "./audit.js";
+import { globalHeadOf, sealedDataJson, type AuditEvent } from "./audit.js";
 import { EXPORT_DEFAULTS, type AuditExporter, type AuditSource, type ExporterStats } from "./export-core.js";
 import { redactEvent } from "./export-segments.js";
 import { portableRedaction, type PortableRedactionRule, type Redaction } from "./redaction.js";
@@ -86,7 +86,8 @@ const quote = (v: string): string => (PLAIN.test(v) ? `"${v}"` : JSON.stringify(
 /** The event as JSON, as stored: its data is the text the audit log hashed, when it has it. (Written once per post for every exporter it goes to.) */
 function rawWire(e: AuditEvent): string {
   const data = sealedDataJson(e) ?? JSON.stringify(e.data);
-  return `{"schemaVersion":${e.schemaVersion},"id":${quote(e.id)},"threadId":${quote(e.threadId)},"seq":${e.seq},"type":${quote(e.type)},"at":${quote(e.at)},"data":${data},"prevHash":${quote(e.prevHash)},"hash":${quote(e.hash)}}`;
+  const head = globalHeadOf(e);
+  return `{"schemaVersion":${e.schemaVersion},"id":${quote(e.id)},"threadId":${quote(e.threadId)},"seq":${e.seq},"type":${quote(e.type)},"at":${quote(e.at)},"data":${data},"prevHash":${quote(e.prevHash)},"hash":${quote(e.hash)}${head ? `,"globalHead":${JSON.stringify(head)}` : ""}}`;
 }
 
 /** The event as JSON, redacted here (each entry of a post is written once, for every exporter it goes to). */

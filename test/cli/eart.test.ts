@@ -1,6 +1,6 @@
 import { execFile, spawnSync } from "node:child_process";
 import { promisify } from "node:util";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { generateKeyPairSync } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -120,6 +120,47 @@ describe("eart, the approver's command line", () => {
     const broken = run(file, ["audit", "verify"]);
     expect(broken.status).toBe(1);
     expect(broken.out).toMatch(/refund-1042\s+-\s+BROKEN at #3 \(hash_mismatch\): expected [0-9a-f]{16}, found [0-9a-f]{16}/);
+  });
+
+  it("audit verify --all finds what per-thread checks cannot: a store restored from a backup (with a witness) and a thread deleted whole", () => {
+    const file = pausedThread();
+    const dir = mkdtempSync(join(tmpdir(), "eart-cli-witness-"));
+    // The insider's backup, taken while the refund waits for a supervisor.
+    const backup = join(dir, "backup.sqlite");
+    const db = new Database(file);
+    db.exec(`VACUUM INTO '${backup}'`);
+    db.close();
+    expect(run(file, ["approve", "refund-1042", "call_1_refund", "--as", "sam"]).status).toBe(0);
+    expect(refunds(file)).toEqual([{ orderId: "1042", amount: 740 }]);
+    // What an exporter or a SIEM kept outside the store: the global head after the refund.
+    const witness = join(dir, "witness.json");
+    expect(run(file, ["audit", "head", "--out", witness]).status).toBe(0);
+    const kept = JSON.parse(readFileSync(witness, "utf8")) as { gseq: number; hash: string };
+    expect(kept.hash).toMatch(/^[0-9a-f]{64}$/);
+    expect(JSON.parse(run(file, ["audit", "verify", "--all", "--json", "--witness", witness]).out)).toMatchObject({ ok: true, problems: [] });
+
+    // The backup is restored: the approval and the refund are gone from the audit log.
+    for (const suffix of ["-wal", "-shm"]) if (existsSync(file + suffix)) rmSync(file + suffix);
+    copyFileSync(backup, file);
+    // Every record in the store is genuine and consistent: the store alone cannot tell.
+    expect(run(file, ["audit", "verify"]).status).toBe(0);
+    expect(run(file, ["audit", "verify", "--all"]).status).toBe(0);
+    // The witness can.
+    const caught = run(file, ["audit", "verify", "--all", "--witness", witness]);
+    expect(caught.status).toBe(1);
+    expect(caught.out).toMatch(new RegExp(`rollback\\s+-\\s+the witness saw global entry ${kept.gseq}`));
+    // A JSONL export is a witness too: its newest line's global head counts.
+    const exported = join(dir, "export.jsonl");
+    writeFileSync(exported, [{ seq: 0, globalHead: { gseq: 0, hash: "0".repeat(64) } }, { seq: 1, globalHead: kept }].map((l) => JSON.stringify(l)).join("\n") + "\n");
+    expect(run(file, ["audit", "verify", "--all", "--witness", exported]).status).toBe(1);
+
+    // A thread deleted whole (events and heads) is named by the global log.
+    const edit = new Database(file);
+    edit.exec(`DELETE FROM eart_audit_events WHERE thread_id = 'refund-1042'; DELETE FROM eart_audit_heads WHERE thread_id = 'refund-1042'`);
+    edit.close();
+    const lost = run(file, ["audit", "verify", "--all", "--json"]);
+    expect(lost.status).toBe(1);
+    expect((JSON.parse(lost.out) as { problems: unknown[] }).problems).toContainEqual(expect.objectContaining({ kind: "missing_thread", threadId: "refund-1042" }));
   });
 
   it("exports the threads as OpenTelemetry spans over OTLP/HTTP, and fails when the collector refuses them", async () => {

@@ -350,9 +350,11 @@ describe("JSONL exporter", () => {
         { path: "data.request.text", ruleId: "card_number" },
         { path: "data.payment.card", ruleId: "card_number" },
       ]),
+      // Each line carries the global head its append reached: a witness outside the store.
+      globalHead: { gseq: 0, hash: (await inner.globalLog()).entries[0]!.hash },
     });
     expect(lines[0].redacted).toHaveLength(2);
-    expect(lines[1]).toEqual({ ...stored[1], redacted: [] });
+    expect(lines[1]).toEqual({ ...stored[1], redacted: [], globalHead: (await inner.globalHead()).head });
     // The stored chain is untouched by the export.
     expect(stored[0]!.data).toEqual({ request: { text: `my card is ${CARD}` }, payment: { card: "5500000000000004" } });
   });
