@@ -206,6 +206,8 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
       "eart.audit.first_seq": s.firstSeq,
       "eart.audit.last_seq": s.lastSeq,
       "eart.audit.head": s.lastHash,
+      "eart.audit.global_head": s.globalHead ? `${s.globalHead.gseq}:${s.globalHead.hash}` : undefined,
+      "eart.audit.global_head_signed": s.globalHead?.signed ? JSON.stringify(s.globalHead.signed) : undefined,
     });
 
   const rootTags = (s: Seg): string[] => [

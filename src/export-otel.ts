@@ -263,6 +263,8 @@ function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redactio
       [E.AUDIT_FIRST_SEQ]: s.firstSeq,
       [E.AUDIT_LAST_SEQ]: s.lastSeq,
       [E.AUDIT_HASH]: s.lastHash,
+      [E.AUDIT_GLOBAL_HEAD]: s.globalHead ? `${s.globalHead.gseq}:${s.globalHead.hash}` : undefined,
+      [E.AUDIT_GLOBAL_HEAD_SIGNED]: s.globalHead?.signed ? JSON.stringify(s.globalHead.signed) : undefined,
     });
 
   const common = (s: Seg) => ({ [A.CONVERSATION_ID]: s.threadLabel, [E.THREAD_ID]: s.threadLabel, [A.AGENT_NAME]: s.agentId });

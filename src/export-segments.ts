@@ -177,6 +177,8 @@ export interface Segment<R, T> {
   lastSeq: number;
   lastAt: string;
   lastHash: string;
+  /** The global head the segment's last exported append reached: a witness outside the store. */
+  globalHead?: RedactedEvent["globalHead"];
   /** The (redacted) first event. */
   first: RedactedEvent;
   agentId: string | undefined;
@@ -389,6 +391,7 @@ export class SegmentTracker<R, T> {
     segment.lastSeq = raw.seq;
     segment.lastAt = raw.at;
     segment.lastHash = raw.hash;
+    if (event.globalHead) segment.globalHead = event.globalHead;
     thread.lastSeq = raw.seq;
     thread.lastAt = raw.at;
     if (raw.type === "run.completed") this.#end(thread, segment, "completed", event, silent);

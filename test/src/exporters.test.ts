@@ -784,6 +784,13 @@ describe("end to end: the governed refund agent through an approval, exported to
     const lines = readFileSync(path, "utf8").trimEnd().split("\n").map((l) => JSON.parse(l) as AuditEvent);
     expect(lines.map((l) => [l.seq, l.hash])).toEqual(stored.map((e) => [e.seq, e.hash]));
 
+    // Witnesses: each export carries the global head the store reached, out of the store.
+    const finalHead = (await inner.globalHead()).head!;
+    const witness = `${finalHead.gseq}:${finalHead.hash}`;
+    expect(JSON.stringify([...runs.values()].map((r) => r.extra.metadata))).toContain(witness);
+    expect(JSON.stringify(spans.map((s) => ({ attributes: s.attributes, events: s.events })))).toContain(witness);
+    expect((lines.at(-1) as AuditEvent & { globalHead?: unknown }).globalHead).toEqual(finalHead);
+
     // Redaction: the card never left, in any form.
     const outbound = [
       capture.requests.map((r) => r.body.toString("utf8")).join("\n"),
