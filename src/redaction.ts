@@ -115,7 +115,8 @@ export const STANDARD_REDACTIONS: readonly RedactionRule[] = [
   {
     id: "card_number",
     fields: ["card", "cardNumber", "pan"],
-    pattern: new RegExp(`${START}\\d(?:${SEP}{0,3}\\d){12,18}${END}`, "g"),
+    // Never after a "+": that is an international phone number.
+    pattern: new RegExp(`(?<![0-9A-Za-z+])\\d(?:${SEP}{0,3}\\d){12,18}${END}`, "g"),
     validate: luhnValid,
     label: "payment_data",
   },
