@@ -20,6 +20,7 @@ import {
   sleep,
   toolCallDigest,
   ToolExecutionOptionsSchema,
+  ToolRecordError,
   ToolTimeoutError,
   type AuditEvent,
   type AuditEventInput,
@@ -28,6 +29,7 @@ import {
   type LedgerKey,
   type ParsedToolExecution,
   type RecoveryReason,
+  type Redacted,
   type Redaction,
 } from "../src/index.js";
 import { assertSealed, checkToolArgs, sealDecisions, EffectLedgerOption, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId, ToolsOption } from "./runtime.js";
@@ -59,6 +61,9 @@ const GovernedToolNodeOptionsSchema = z
 export type GovernedToolNodeOptions = z.input<typeof GovernedToolNodeOptionsSchema>;
 
 const RESULT_PREVIEW = 2_000;
+/** Tries of the ledger's finish after a tool returned, with backoff from FINISH_BACKOFF_MS. */
+const FINISH_TRIES = 4;
+const FINISH_BACKOFF_MS = 50;
 /** `tool.failed` kinds written with a failed ledger entry; the other kinds are tries that failed. */
 const FINISHED_FAILURE_KINDS: ReadonlySet<unknown> = new Set(["invalid_arguments", "abandoned"]);
 
@@ -142,7 +147,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     spec: ParsedToolExecution,
     context: ExecutionContext,
     config: LangGraphRunnableConfig,
-  ): Promise<ToolMessage> {
+  ): Promise<unknown> {
     const input = { type: "tool_call" as const, id: call.id, name: tool.name, args: call.args };
     const configurable = { ...config.configurable, eart: context };
     let output: unknown;
@@ -168,9 +173,22 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         clearTimeout(timer);
       }
     }
-    return ToolMessage.isInstance(output)
-      ? output
-      : new ToolMessage({ tool_call_id: call.id, name: call.name, content: typeof output === "string" ? output : JSON.stringify(output), status: "success" });
+    return output;
+  }
+
+  /**
+   * What a tool returned, as its message. Runs after the point of no return: an output that cannot
+   * be serialised is withheld, never a reason to run the tool again.
+   */
+  function asMessage(output: unknown, call: ToolCall & { id: string }): ToolMessage {
+    if (ToolMessage.isInstance(output)) return output;
+    let content: string;
+    try {
+      content = typeof output === "string" ? output : (JSON.stringify(output) ?? "null");
+    } catch (error) {
+      content = `The tool succeeded; its result was withheld because it could not be serialised (${errorText(error)}).`;
+    }
+    return new ToolMessage({ tool_call_id: call.id, name: call.name, content, status: "success" });
   }
 
   async function runOne(
@@ -240,20 +258,48 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const finish = async (outcome: { status: "succeeded"; result: unknown } | { status: "failed"; error: string }, attempt: number) => {
       if (!(await ledger.finish(key, outcome, clock()))) throw new EffectInProgressError(threadId, call.id, attempt);
     };
+    /**
+     * Records a call whose tool has returned: past this point nothing may run it again. The
+     * ledger's finish is retried with the result it already has; if it still fails, the run
+     * stops with `ToolRecordError` (the entry stays started: the next run asks a human, as after
+     * a crash), never as a failed call to retry.
+     */
+    const finishSucceeded = async (result: unknown, attempt: number, content: string) => {
+      let lastError: unknown;
+      for (let n = 0; n < FINISH_TRIES; n++) {
+        try {
+          return await finish({ status: "succeeded", result }, attempt);
+        } catch (error) {
+          if (error instanceof EffectInProgressError) throw error;
+          lastError = error;
+          if (n + 1 < FINISH_TRIES) await sleep(FINISH_BACKOFF_MS * 2 ** n, config.signal);
+        }
+      }
+      throw new ToolRecordError(threadId, call.id, attempt, content.slice(0, RESULT_PREVIEW), lastError);
+    };
     const succeed = async (raw: ToolMessage, attempt: number, type: "tool.succeeded" | "tool.fallback", extra: Record<string, unknown> = {}) => {
       // Redacted before anything keeps it: the model, the ledger (replays) and the audit log.
       // The artifact too: it is checkpointed with the message, though the model does not see it.
-      const screened = redaction?.apply({ content: raw.content, artifact: raw.artifact }, identity);
+      let screened: { value: { content: unknown; artifact: unknown }; redacted: Redacted[]; labels: string[] } | undefined;
+      let withheld: string | undefined;
+      try {
+        screened = redaction?.apply({ content: raw.content, artifact: raw.artifact }, identity);
+      } catch (error) {
+        // What cannot be redacted is not kept (fail closed); the tool did run, and that is recorded.
+        withheld = errorText(error);
+        screened = { value: { content: `The tool succeeded; its result was withheld because it could not be redacted (${withheld}).`, artifact: undefined }, redacted: [], labels: [] };
+      }
       const message = screened
-        ? new ToolMessage({ tool_call_id: raw.tool_call_id, name: raw.name, content: screened.value.content, status: raw.status, artifact: screened.value.artifact })
+        ? new ToolMessage({ tool_call_id: raw.tool_call_id, name: raw.name, content: screened.value.content as ToolMessage["content"], status: raw.status, artifact: screened.value.artifact })
         : raw;
       const content = contentText(message.content);
-      await finish({ status: "succeeded", result: { content: message.content } }, attempt);
+      await finishSucceeded({ content: message.content }, attempt, content);
       event(type, {
         attempt,
         result: content.slice(0, RESULT_PREVIEW),
         truncated: content.length > RESULT_PREVIEW,
         ...(screened && screened.redacted.length > 0 ? { redacted: screened.redacted } : {}),
+        ...(withheld !== undefined ? { withheld } : {}),
         ...extra,
       });
       return { ...executed(message), ...(screened && screened.labels.length > 0 ? { labels: screened.labels } : {}) };
@@ -274,10 +320,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         event("tool.started", { attempt, try: n, ...(admission.trial ? { breakerTrial: true } : {}) });
         // Recorded before the side effect: a crash during the tool still leaves its start.
         await auditLog.append(events.splice(0));
+        let returned: unknown;
         try {
-          const message = await invokeOnce(tool!, call, spec, { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
-          breaker?.success();
-          return await succeed(message, attempt, "tool.succeeded");
+          returned = await invokeOnce(tool!, call, spec, { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
         } catch (error) {
           if (isGraphControlFlow(error)) throw error;
           if (error instanceof EffectInProgressError) throw error;
@@ -307,7 +352,12 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
           const next = await ledger.retry(key, attempt, clock());
           if (!next) throw new EffectInProgressError(threadId, call.id, attempt);
           attempt = next.attempt;
+          continue;
         }
+        // The point of no return: the tool returned. Nothing from here on (redaction, the
+        // ledger's finish, the audit) is a tool failure, so nothing here can run it again.
+        breaker?.success();
+        return await succeed(asMessage(returned, call), attempt, "tool.succeeded");
       }
       const fallback = spec.fallback;
       if (fallback) {
@@ -315,15 +365,16 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
           const content = typeof fallback.value === "string" ? fallback.value : JSON.stringify(fallback.value);
           return succeed(answer(content, "success"), attempt, "tool.fallback", { fallback: "value", cause: lastError ?? null });
         }
+        let returned: { output: unknown } | undefined;
         try {
-          const message = await invokeOnce(fallback.tool as StructuredToolInterface, call, specOf(call.name), { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
-          return await succeed(message, attempt, "tool.fallback", { fallback: fallback.tool.name, cause: lastError ?? null });
+          returned = { output: await invokeOnce(fallback.tool as StructuredToolInterface, call, specOf(call.name), { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config) };
         } catch (error) {
           if (isGraphControlFlow(error)) throw error;
           if (error instanceof EffectInProgressError) throw error;
-          lastError = `fallback ${fallback.tool.name} failed: ${errorText(error)}`;
+          lastError = `fallback ${fallback.tool.name} failed: ${screen(errorText(error))}`;
           event("tool.failed", { attempt, kind: "fallback_failed", error: lastError });
         }
+        if (returned) return succeed(asMessage(returned.output, call), attempt, "tool.fallback", { fallback: fallback.tool.name, cause: lastError ?? null });
       }
       return toHuman(reason, attempt, lastError);
     }
