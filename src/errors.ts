@@ -42,7 +42,8 @@ export type EartErrorCode =
   | "tool_arguments_invalid"
   | "tool_permission_denied"
   | "circuit_open"
-  | "model_unavailable";
+  | "model_unavailable"
+  | "tool_record_incomplete";
 
 /**
  * Base class of every eart error.
@@ -361,5 +362,30 @@ export class ThreadLockLostError extends EartError {
   constructor(threadId: string, cause?: unknown) {
     super("thread_lock_lost", `The lock of thread "${threadId}" was lost during the run: ${(cause as Error)?.message ?? "connection lost"}`, { threadId }, { cause });
     this.threadId = threadId;
+  }
+}
+
+/**
+ * A tool returned, but its result could not be recorded in the effect ledger even after retries
+ * (the store is down). The call is not run again and not reported as failed: its ledger entry
+ * stays started, so the next run hands it to a human (or re-runs an idempotent tool), as after a
+ * crash at that point. `resultPreview` is what the tool returned (redacted).
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof ToolRecordError) alertOperator(e.toolCallId, e.resultPreview); }
+ * ```
+ */
+export class ToolRecordError extends EartError {
+  readonly toolCallId: string;
+  readonly resultPreview: string;
+  constructor(threadId: string, toolCallId: string, attempt: number, resultPreview: string, cause: unknown) {
+    super(
+      "tool_record_incomplete",
+      `Tool call "${toolCallId}" of thread "${threadId}" succeeded (attempt ${attempt}), but its result could not be recorded: ${(cause as Error)?.message ?? String(cause)}`,
+      { threadId, toolCallId, attempt, resultPreview },
+      { cause },
+    );
+    this.toolCallId = toolCallId;
+    this.resultPreview = resultPreview;
   }
 }
