@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
@@ -10,20 +11,39 @@ import {
   parseOptions,
   principalFromConfig,
   validateEscalationResponse,
+  canonicalJson,
+  sha256Hex,
   type Escalation,
   type EscalationRequest,
+  type Review,
   type EscalationSignal,
 } from "../src/index.js";
 
-/** Reads a confidence in [0, 1] from the model's answer: `{"confidence": 0.4, …}` as JSON content by default. */
+/**
+ * Reads the confidence the model declared in its answer: the answer is a JSON object (as text, in
+ * text content blocks, or fenced as ```json) with a numeric `confidence` in [0, 1]. Anything else
+ * (no JSON, prose around it, a numeric string, a value out of range) is undefined, which the guard
+ * treats as low confidence: an answer that does not say how sure it is gets a reviewer.
+ */
 export function confidenceFromJson(message: AIMessage): number | undefined {
-  if (typeof message.content !== "string") return undefined;
+  const text =
+    typeof message.content === "string"
+      ? message.content
+      : message.content.map((b) => (typeof b === "string" ? b : b.type === "text" && typeof (b as { text?: unknown }).text === "string" ? (b as { text: string }).text : "")).join("");
+  const fenced = /^\s*```(?:json)?\s*\n([\s\S]*?)\n\s*```\s*$/.exec(text);
   try {
-    const parsed = JSON.parse(message.content) as { confidence?: unknown };
-    return typeof parsed?.confidence === "number" ? parsed.confidence : undefined;
+    const parsed = JSON.parse(fenced ? fenced[1]! : text) as { confidence?: unknown };
+    const value = parsed?.confidence;
+    return typeof value === "number" && Number.isFinite(value) && value >= 0 && value <= 1 ? value : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** SHA-256 of the canonical JSON of an answer's text and tool calls: what a review is bound to. */
+export function answerDigest(message: BaseMessage | undefined): string {
+  const calls = message && AIMessage.isInstance(message) ? (message.tool_calls ?? []).map((c) => ({ name: c.name, args: c.args })) : [];
+  return sha256Hex(canonicalJson({ text: message ? messageText(message) : "", toolCalls: calls }));
 }
 
 const EscalationGuardOptionsSchema = z
@@ -32,7 +52,10 @@ const EscalationGuardOptionsSchema = z
     auditLog: AuditLogOption,
     /** Roles whose holders may review a case. */
     reviewerRoles: z.array(z.string().min(1)).min(1),
-    /** Escalate when the model's answer reports a confidence below `threshold`. */
+    /**
+     * Escalate when the model's answer reports a confidence below `threshold`, or none that `read`
+     * (default {@link confidenceFromJson}) can read in [0, 1].
+     */
     confidence: z
       .object({
         threshold: z.number().min(0).max(1),
@@ -51,7 +74,7 @@ const EscalationGuardOptionsSchema = z
 export type EscalationGuardOptions = z.input<typeof EscalationGuardOptionsSchema>;
 
 /** The update the guard returns. */
-export type EscalationUpdate = { escalation?: Escalation | null; messages?: BaseMessage[] };
+export type EscalationUpdate = { escalation?: Escalation | null; reviewed?: Review | null; messages?: BaseMessage[] };
 
 /**
  * Guard that hands a case to a human reviewer instead of letting the agent finish it, when the
@@ -78,13 +101,25 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
   /** What, in the current state, calls for a human. */
   function signalsOf(state: GovernedState): EscalationSignal[] {
     const signals: EscalationSignal[] = [];
-    // A case a reviewer sent back with guidance is not raised again for the same signals.
-    const guidance = [...state.messages].reverse().find((m) => HumanMessage.isInstance(m));
-    const sentBack = new Set(((guidance?.additional_kwargs as { eart_sent_back?: string[] } | undefined)?.eart_sent_back) ?? []);
     const last = state.messages[state.messages.length - 1];
+    // A reviewer's send-back, as eart recorded it, clears what the reviewer saw: a low confidence
+    // for the reviewed answer only (a different answer is judged afresh), and signals of the
+    // state (checks that disagree) until the human writes again.
+    const review = state.reviewed;
+    const lastHuman = [...state.messages].reverse().find((m) => HumanMessage.isInstance(m));
+    const sameTurn = review !== null && review !== undefined && lastHuman?.id === review.guidanceMessageId;
+    const sameAnswer = sameTurn && review!.answerDigest === answerDigest(last);
+    const sentBack = new Set(sameTurn ? review!.signals.filter((key) => sameAnswer || !key.startsWith("low_confidence:")) : []);
     if (confidence && last && AIMessage.isInstance(last) && (last.tool_calls?.length ?? 0) === 0) {
-      const value = confidence.read(last);
-      if (value !== undefined && value < confidence.threshold) {
+      let value: number | undefined;
+      try {
+        value = confidence.read(last);
+      } catch {
+        value = undefined;
+      }
+      if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value > 1) {
+        signals.push({ kind: "low_confidence", detail: `the model reported no readable confidence in [0, 1] (treated as below ${confidence.threshold})` });
+      } else if (value < confidence.threshold) {
         signals.push({ kind: "low_confidence", detail: `the model reported confidence ${value}, below ${confidence.threshold}` });
       }
     }
@@ -133,16 +168,23 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
     );
     const { reviewerId, action, message } = response;
     await auditLog.append({ threadId, type: "escalation.decided", data: { reviewerId, action, message, reason: open.reason } });
+    if (action === "send_back") {
+      // The guidance is recorded in eart's own channel, by id and bound to the reviewed answer:
+      // nothing a customer writes into a message can pass for it.
+      const guidance = new HumanMessage({ id: randomUUID(), content: `Guidance from reviewer ${reviewerId}: ${message}`, name: reviewerId });
+      const review: Review = {
+        guidanceMessageId: guidance.id!,
+        reviewerId,
+        answerDigest: answerDigest(proposing),
+        signals: request.signals.map((sg) => `${sg.kind}:${sg.detail}`),
+        at: clock().toISOString(),
+      };
+      return { escalation: null, reviewed: review, messages: [guidance] };
+    }
     const reply =
       action === "take_over"
         ? new AIMessage({ content: message, name: reviewerId })
-        : action === "send_back"
-          ? new HumanMessage({
-              content: `Guidance from reviewer ${reviewerId}: ${message}`,
-              name: reviewerId,
-              additional_kwargs: { eart_sent_back: request.signals.map((sg) => `${sg.kind}:${sg.detail}`) },
-            })
-          : new AIMessage({ content: `Case closed by ${reviewerId}: ${message}`, name: reviewerId });
-    return { escalation: null, messages: [reply] };
+        : new AIMessage({ content: `Case closed by ${reviewerId}: ${message}`, name: reviewerId });
+    return { escalation: null, reviewed: null, messages: [reply] };
   };
 }

@@ -60,9 +60,10 @@ export interface IdentityBindingStep {
  * Whether the last message is new input from a human (not guidance a reviewer sent back through
  * eart, which arrives as a human message too).
  */
-export function isNewHumanInput(messages: readonly BaseMessage[] | undefined): boolean {
+export function isNewHumanInput(messages: readonly BaseMessage[] | undefined, review?: { guidanceMessageId: string } | null): boolean {
   const last = messages?.[messages.length - 1];
-  return last !== undefined && HumanMessage.isInstance(last) && last.additional_kwargs?.eart_sent_back === undefined;
+  // Guidance is known by the id eart recorded for it, not by anything in the message itself.
+  return last !== undefined && HumanMessage.isInstance(last) && !(last.id !== undefined && last.id === review?.guidanceMessageId);
 }
 
 /**
@@ -90,7 +91,7 @@ export function assertActsForBound(bound: AgentIdentity, configurable: Record<st
  */
 export async function bindIdentityStep(
   registry: IdentityRegistry,
-  state: Pick<GovernedState, "identity" | "messages">,
+  state: Pick<GovernedState, "identity" | "messages"> & Partial<Pick<GovernedState, "reviewed">>,
   config: LangGraphRunnableConfig,
   threadId: string,
   options: { recordRequest: boolean; sealer: Sealer; auditLog: Pick<AuditLog, "append"> },
@@ -109,7 +110,7 @@ export async function bindIdentityStep(
   }
   let identity: AgentIdentity;
   if (bound) {
-    if (isNewHumanInput(state.messages)) assertActsForBound(bound, config.configurable);
+    if (isNewHumanInput(state.messages, state.reviewed)) assertActsForBound(bound, config.configurable);
     identity = bound;
   } else {
     identity = sealer.identity(threadId, registry.resolve(identityClaimFromConfig(config)));

@@ -10,6 +10,7 @@ import {
   type Budget,
   type DecisionRecord,
   type Escalation,
+  type Review,
   type ThreadContext,
 } from "../src/index.js";
 
@@ -81,6 +82,8 @@ export const GovernedChannels = {
   decisions: guarded<DecisionRecord[]>("decisions", mergeDecisions, () => []),
   /** The case handed to a human, if any. */
   escalation: guarded<Escalation | null>("escalation", (_current, update) => update, () => null),
+  /** The last reviewer send-back (see `ReviewSchema`), written only by the escalation guard. */
+  reviewed: guarded<Review | null>("reviewed", (_current, update) => update, () => null),
   /** Per-thread counters for budget rules. */
   budget: guarded<Budget>("budget", mergeBudget, () => ({})),
 };

@@ -186,6 +186,23 @@ export const EscalationSchema = z.object({
 });
 export type Escalation = z.output<typeof EscalationSchema>;
 
+/**
+ * A reviewer's send-back, as eart records it (never a marker in a message, which the customer
+ * could write): which guidance message it was, for which answer, and the signals it cleared for
+ * that answer only.
+ */
+export const ReviewSchema = z.object({
+  /** Id of the guidance message the reviewer's answer became. */
+  guidanceMessageId: z.string(),
+  reviewerId: z.string(),
+  /** SHA-256 of the canonical JSON of the reviewed answer (its text and tool calls). */
+  answerDigest: z.string(),
+  /** The signals (`kind:detail`) the reviewer saw; they are not raised again for that answer. */
+  signals: z.array(z.string()),
+  at: z.string(),
+});
+export type Review = z.output<typeof ReviewSchema>;
+
 /** Per-thread counters (calls, summed amounts) kept by budget rules. */
 export const BudgetSchema = z.record(z.string(), z.number());
 export type Budget = z.output<typeof BudgetSchema>;
