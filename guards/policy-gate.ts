@@ -1,6 +1,6 @@
 import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
-import { KeyObject } from "node:crypto";
+import { createHash, KeyObject } from "node:crypto";
 import { z } from "zod";
 import {
   ApprovalError,
@@ -82,6 +82,181 @@ export const BUILTIN_POLICY_IDS = {
 } as const;
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown>; reserved?: boolean };
+
+/**
+ * How deep tool arguments and answers may nest: as deep as the resume guard lets a resume value
+ * be (`guardResumes`). Deeper values are refused before anything walks them recursively (the
+ * digest, the seal, the audit log), which would overflow the stack with an untyped `RangeError`.
+ */
+const MAX_DEPTH = 64;
+
+/** Where a value nests deeper than `max` (the path of the first object found there), walked without recursion. */
+function nestedTooDeep(value: unknown, max: number): (string | number)[] | undefined {
+  const todo: { value: unknown; path: (string | number)[] }[] = [{ value, path: [] }];
+  while (todo.length > 0) {
+    const { value, path } = todo.pop()!;
+    if (typeof value !== "object" || value === null) continue;
+    if (path.length >= max) return path;
+    const entries: [string | number, unknown][] = Array.isArray(value) ? [...value.entries()] : Object.entries(value);
+    for (let i = entries.length - 1; i >= 0; i--) todo.push({ value: entries[i]![1], path: [...path, entries[i]![0]] });
+  }
+  return undefined;
+}
+
+/**
+ * What the gate keeps of a value it refuses (in audit events and records): enough to read, never
+ * all of it. Levels, entries per array or object, values in all, characters per string and in all.
+ */
+const KEEP = { depth: 8, entries: 100, values: 300, chars: 500, total: 10_000 } as const;
+
+/**
+ * A string cut to at most `max` characters, marked with its length. The cut never leaves part of
+ * a token behind (a card number, a key or a phone number cut in two would no longer look like
+ * one to redaction): a word the cut runs through goes, and so does a run of digits before it.
+ */
+function cutText(text: string, max: number): string {
+  let kept = text.slice(0, max);
+  if (/[\p{L}\p{N}_]/u.test(text.charAt(max))) kept = kept.replace(/[\p{L}\p{N}_]+$/u, "");
+  kept = kept.replace(/\p{N}[\p{N}\s./-]*$/u, "");
+  return `${kept}…[${text.length} characters]`;
+}
+
+/**
+ * A bounded copy of a value, for the audit log: nesting beyond `KEEP.depth`, entries beyond
+ * `KEEP.entries`, values beyond `KEEP.values` and text beyond `KEEP.chars` (per string, key
+ * included) or `KEEP.total` (in all) are cut, and marked; `truncated` says whether anything was.
+ * A small value comes back equal.
+ */
+function bounded(value: unknown): { value: unknown; truncated: boolean } {
+  let values = 0;
+  let room: number = KEEP.total;
+  let truncated = false;
+  const cut = (marker: string) => {
+    truncated = true;
+    return marker;
+  };
+  const text = (s: string): string => {
+    const max = Math.max(0, Math.min(KEEP.chars, room));
+    const kept = s.length > max ? cut(cutText(s, max)) : s;
+    room -= kept.length;
+    return kept;
+  };
+  const copy = (v: unknown, depth: number): unknown => {
+    values += 1;
+    if (v === null || v === undefined || typeof v === "boolean") return v;
+    if (typeof v === "number") return Number.isFinite(v) ? v : String(v);
+    if (typeof v === "string") return text(v);
+    if (typeof v !== "object") return `[${typeof v}]`;
+    if (depth >= KEEP.depth) return cut(`[nested deeper than ${KEEP.depth} levels]`);
+    if (values > KEEP.values) return cut("[…]");
+    if (Array.isArray(v)) {
+      const items = v.slice(0, KEEP.entries).map((item) => copy(item, depth + 1));
+      if (v.length > KEEP.entries) items.push(cut(`[${v.length - KEEP.entries} more items]`));
+      return items;
+    }
+    const keys = Object.keys(v);
+    const out: Record<string, unknown> = {};
+    // Defined, not assigned: an own "__proto__" member stays a member.
+    const put = (key: string, item: unknown) => Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true });
+    for (const key of keys.slice(0, KEEP.entries)) put(text(key), copy((v as Record<string, unknown>)[key], depth + 1));
+    if (keys.length > KEEP.entries) put("[…]", cut(`[${keys.length - KEEP.entries} more keys]`));
+    return out;
+  };
+  const kept = copy(value, 0);
+  return { value: kept, truncated };
+}
+
+/**
+ * SHA-256 of the RFC 8785 canonical JSON of a value (the digest `sha256Hex(canonicalJson(v))`
+ * gives for plain JSON), computed without recursion so that a hostile value nested thousands deep
+ * still gets one. Values JSON cannot hold are written as JSON.stringify writes them (`null`, or
+ * left out of an object); a cycle is written as `"[circular]"`.
+ */
+function digestOf(value: unknown): string {
+  const hash = createHash("sha256");
+  type Step = { text: string } | { value: unknown } | { leave: object };
+  const todo: Step[] = [{ value }];
+  const open = new Set<object>();
+  let buffer = "";
+  const write = (text: string) => {
+    buffer += text;
+    if (buffer.length >= 65_536) {
+      hash.update(buffer);
+      buffer = "";
+    }
+  };
+  const skipped = (v: unknown) => v === undefined || typeof v === "function" || typeof v === "symbol";
+  while (todo.length > 0) {
+    const step = todo.pop()!;
+    if ("text" in step) {
+      write(step.text);
+      continue;
+    }
+    if ("leave" in step) {
+      open.delete(step.leave);
+      continue;
+    }
+    let v = step.value;
+    if (typeof v === "object" && v !== null && typeof (v as { toJSON?: unknown }).toJSON === "function") v = (v as { toJSON(): unknown }).toJSON();
+    if (typeof v === "string") write(JSON.stringify(v));
+    else if (typeof v === "number") write(Number.isFinite(v) ? JSON.stringify(v) : "null");
+    else if (typeof v === "boolean") write(v ? "true" : "false");
+    else if (typeof v !== "object" || v === null) write("null");
+    else if (open.has(v)) write('"[circular]"');
+    else {
+      open.add(v);
+      const next: Step[] = [];
+      if (Array.isArray(v)) {
+        next.push({ text: "[" });
+        v.forEach((item, i) => next.push(...(i > 0 ? [{ text: "," }] : []), { value: skipped(item) ? null : item }));
+        next.push({ text: "]" });
+      } else {
+        const record = v as Record<string, unknown>;
+        const keys = Object.keys(record).filter((k) => !skipped(record[k])).sort();
+        next.push({ text: "{" });
+        keys.forEach((k, i) => next.push({ text: `${i > 0 ? "," : ""}${JSON.stringify(k)}:` }, { value: record[k] }));
+        next.push({ text: "}" });
+      }
+      next.push({ leave: v });
+      for (let i = next.length - 1; i >= 0; i--) todo.push(next[i]!);
+    }
+  }
+  hash.update(buffer);
+  return hash.digest("hex");
+}
+
+/**
+ * The arguments a decision record keeps and the digest that binds them. Arguments nested too deep
+ * to walk are refused: the record keeps a bounded copy, with the digest of the whole call
+ * computed the same way ({@link digestOf}), and `deepAt` says where they went too deep.
+ */
+function recordedCall(name: string, args: Record<string, unknown>, threadId: string): { call: { args: Record<string, unknown>; digest: string }; deepAt?: (string | number)[] } {
+  const deepAt = nestedTooDeep(args, MAX_DEPTH);
+  if (!deepAt) return { call: { args, digest: toolCallDigest(name, args, threadId) } };
+  return { call: { args: bounded(args).value as Record<string, unknown>, digest: digestOf({ threadId, name, args }) }, deepAt };
+}
+
+/**
+ * Refuses an answer nested deeper than the resume guard allows, as the guard does, before anything
+ * walks it (a gate used without `guardResumes` sees it after LangGraph stored it).
+ */
+function assertAnswerDepth(answer: unknown): void {
+  const at = nestedTooDeep(answer, MAX_DEPTH);
+  if (!at) return;
+  const path = at.map(String);
+  throw new ApprovalError("approval_resume_invalid", `Refused resume value at ${path.join(".") || "(root)"}: it is nested deeper than ${MAX_DEPTH}`, { path });
+}
+
+/**
+ * What the audit log keeps of a refused answer: the refusal, a bounded copy of the answer
+ * (`answerTruncated` when cut) and the digest of all of it (`answerDigest`, the SHA-256 of its
+ * canonical JSON), so that a refused payload of any size or depth is still on record.
+ */
+function refusalData(error: ApprovalError, answer: unknown): Record<string, unknown> {
+  const kept = bounded(answer);
+  const message = error.message.length > 2 * KEEP.chars ? cutText(error.message, 2 * KEEP.chars) : error.message;
+  return { code: error.code, message, details: bounded(error.details).value, answer: kept.value, answerTruncated: kept.truncated, answerDigest: digestOf(answer) };
+}
 export type GateUpdate = { decisions?: DecisionRecord[]; messages?: BaseMessage[]; escalation?: Escalation };
 
 /** Whether a candidate's decision differs from the enforced one in what it lets happen. */
@@ -143,13 +318,13 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     budget: Budget,
     earlier: readonly ToolCall[],
   ): Promise<{ record: DecisionRecord; answer?: string; request?: PolicyRequest; flip?: Record<string, unknown> }> {
+    const { call: recorded, deepAt } = recordedCall(call.name, call.args, threadId);
     const base = {
       schemaVersion: 1 as const,
       toolCallId: call.id,
       messageId,
       name: call.name,
-      args: call.args,
-      digest: toolCallDigest(call.name, call.args, threadId),
+      ...recorded,
       approvals: [],
       requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id },
       decidedAt: now(),
@@ -158,6 +333,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       record: { ...base, status, verdict: { effect: "deny" as const, reasons: [reason], policyIds: [policyId], version: policy.version } },
       answer: reason,
     });
+    // Bad model arguments go back to the model, as a schema failure does.
+    if (deepAt) return builtin("invalid", BUILTIN_POLICY_IDS.arguments, `Invalid arguments for ${call.name}: ${deepAt.join(".")} is nested deeper than ${MAX_DEPTH} levels`);
     const tool = tools.get(call.name);
     if (!tool) return builtin("invalid", BUILTIN_POLICY_IDS.unknownTool, `Unknown tool "${call.name}".`);
     if (!identity.tools.includes(call.name)) {
@@ -289,9 +466,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
             record: {
               ...previous,
               messageId: message.id!,
-              args: call.args,
+              ...recordedCall(call.name, call.args, threadId).call,
               name: call.name,
-              digest: toolCallDigest(call.name, call.args, threadId),
               status: "denied" as const,
               approvals: [],
               decidedAt: now(),
@@ -413,9 +589,12 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
   }
 
   /**
-   * The policy set changed between the request and the approval: the call is decided again
-   * before it can run. Allowed, or still needing an approval this approver may give: approved.
-   * Needing roles the approver lacks: asked again. Denied or escalated: not run.
+   * The policy set changed between the request and the approval (another version: edited rules,
+   * another declared `config` or `version`): the call is decided again before it can run.
+   * Allowed, or still needing an approval this approver may give: approved, counting only earlier
+   * approvals by holders of the roles now asked for. Needing roles the approver lacks: asked again
+   * of those roles (fail closed: nothing runs until they answer), with the same earlier approvals
+   * kept. Denied or escalated: not run, and the model is told why.
    */
   async function reevaluateApproved(
     record: DecisionRecord,
@@ -428,12 +607,13 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const verdict: PolicyDecision = checked.ok
       ? await decideFailClosed(policy, { identity, tool: { name: record.name, args: checked.args }, context, threadId })
       : { effect: "deny", reasons: [`Invalid arguments for ${record.name}: ${checked.message}`], policyIds: [BUILTIN_POLICY_IDS.arguments], version: policy.version };
+    // Only approvals from holders of the roles the new policy asks for still count, here and
+    // when the call is asked again: approvals under the old roles never make up a new quorum.
+    const still = record.approvals.filter((a) => verdict.effect === "allow" || (verdict.effect === "require_approval" && registry.userHasAnyRole(a.approverId, verdict.approverRoles)));
     if (verdict.effect === "allow" || (verdict.effect === "require_approval" && registry.userHasAnyRole(approval.approverId, verdict.approverRoles))) {
-      // Only approvals from holders of the roles the new policy asks for still count.
-      const still = record.approvals.filter((a) => verdict.effect === "allow" || registry.userHasAnyRole(a.approverId, verdict.approverRoles));
       return withApproval(record, verdict, [...still, approval]);
     }
-    return { ...record, verdict, status: STATUS_OF_EFFECT[verdict.effect], ...expiryOf(verdict) };
+    return { ...record, verdict, ...(verdict.effect === "require_approval" ? { approvals: still } : {}), status: STATUS_OF_EFFECT[verdict.effect], ...expiryOf(verdict) };
   }
 
   /**
@@ -509,17 +689,27 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const answer = newestAnswer(request);
     const principal = principalFromConfig(config.configurable);
     // A refused answer leaves the thread paused on the same request.
-    const refused = (error: ApprovalError) =>
-      auditLog.append({ threadId, type: "approval.refused", data: { code: error.code, message: error.message, details: error.details, answer } }).then(() => {});
+    // Audited bounded, with the digest of the whole answer: a refused payload can be any size or depth.
+    const refused = (error: ApprovalError) => auditLog.append({ threadId, type: "approval.refused", data: refusalData(error, answer) }).then(() => {});
     const lapsed = pending.filter((r) => r.expiresAt !== undefined && Date.parse(r.expiresAt) <= clock().getTime());
     if (lapsed.length > 0) {
       // Only an answer an authorised approver could have given moves a lapsed request on.
-      await acceptAnswer(answer, (a) => validateApprovalResponse(a, request, { registry, identity, principal, tokens: tokenContext(threadId, state.decisions) }), refused);
+      await acceptAnswer(
+        answer,
+        (a) => {
+          assertAnswerDepth(a);
+          return validateApprovalResponse(a, request, { registry, identity, principal, tokens: tokenContext(threadId, state.decisions) });
+        },
+        refused,
+      );
       return expire(lapsed, answer, threadId, principal, state.decisions);
     }
     const result = await acceptAnswer(
       answer,
-      (a) => resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principal, state.decisions, state.budget ?? {}),
+      (a) => {
+        assertAnswerDepth(a);
+        return resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principal, state.decisions, state.budget ?? {});
+      },
       refused,
     );
     const { records, approverId, types, viaToken } = result;
@@ -630,8 +820,12 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
  * the gate runs again (route `"approval"` back to it) and pauses with ONE `interrupt()` carrying
  * an {@link ApprovalRequest} for all of them. Nothing is written before that interrupt, so the
  * re-run on resume duplicates nothing. The resume value is checked by
- * {@link validateApprovalResponse}; edits are evaluated by policy again. A refused resume throws a
- * typed {@link ApprovalError}, runs nothing, and leaves the thread paused on the same request.
+ * {@link validateApprovalResponse}; edits are evaluated by policy again, and so is an approved
+ * call requested under another policy version. A refused resume throws a typed
+ * {@link ApprovalError}, runs nothing, leaves the thread paused on the same request, and is
+ * audited (`approval.refused`, with a bounded copy of the answer and the digest of all of it).
+ * Tool arguments nested deeper than 64 levels are answered to the model as invalid
+ * (`eart.arguments`); an answer nested deeper is refused as `approval_resume_invalid`.
  * @example
  * ```ts
  * graph

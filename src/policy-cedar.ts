@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import type * as CedarWasm from "@cedar-policy/cedar-wasm/nodejs";
 import { z } from "zod";
-import { canonicalJson, sha256Hex } from "./canonical.js";
+import { canonicalJson, jsonProblem, sha256Hex } from "./canonical.js";
 import { EartConfigError, PolicyDefinitionError } from "./errors.js";
 import { parseOptions } from "./options.js";
 import { DEFAULT_DENY_POLICY_ID, type PolicyDecision, type PolicyEngine, type PolicyRequest } from "./policy.js";
@@ -29,12 +29,27 @@ const CedarEntityListSchema = z.array(CedarEntitySchema);
 
 const isFunction = (v: unknown): v is (...args: never[]) => unknown => typeof v === "function";
 
+/** Functions whose call never returns a plain value: an async function returns a Promise, a generator an iterator. */
+const NOT_SYNCHRONOUS = new Set(["[object AsyncFunction]", "[object GeneratorFunction]", "[object AsyncGeneratorFunction]"]);
+const SYNCHRONOUS = "must be a synchronous function: a decision cannot wait for a Promise";
+/**
+ * A mapper that can answer synchronously. An async function compiled down to a plain one is
+ * caught at decision time instead, where a Promise it returns denies.
+ */
+const isSynchronousFunction = (v: unknown): boolean => isFunction(v) && !NOT_SYNCHRONOUS.has(Object.prototype.toString.call(v));
+
+/** Configuration the mappers depend on: plain JSON, part of the version, passed frozen to every mapper. */
+export type CedarPolicyConfig = Readonly<Record<string, unknown>>;
+
 /** Maps a tool call's arguments to the Cedar resource it acts on. */
-export type CedarResourceMapper = (args: Record<string, unknown>, request: PolicyRequest) => CedarEntityUid;
+export type CedarResourceMapper = (args: Record<string, unknown>, request: PolicyRequest, config: CedarPolicyConfig) => CedarEntityUid;
 /** Maps a tool call's arguments to what policies see as `context.args` (e.g. dollars to integer cents). */
-export type CedarArgsMapper = (args: Record<string, unknown>, request: PolicyRequest) => Record<string, unknown>;
+export type CedarArgsMapper = (args: Record<string, unknown>, request: PolicyRequest, config: CedarPolicyConfig) => Record<string, unknown>;
 /** Entities for one decision, beside the agent entity the engine builds from the identity. */
-export type CedarEntitiesProvider = (request: PolicyRequest) => CedarEntity[];
+export type CedarEntitiesProvider = (request: PolicyRequest, config: CedarPolicyConfig) => CedarEntity[];
+
+/** How deep `config` may nest. */
+const MAX_CONFIG_DEPTH = 32;
 
 const CedarPolicyEngineOptionsSchema = z
   .object({
@@ -44,12 +59,23 @@ const CedarPolicyEngineOptionsSchema = z
     schema: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).optional(),
     /** Entities every decision sees (e.g. a role hierarchy), or a function giving the entities one decision needs. */
     entities: z
-      .union([z.array(CedarEntitySchema), z.custom<CedarEntitiesProvider>(isFunction, "must be an array of Cedar entities or a function")])
+      .union([
+        z.array(CedarEntitySchema),
+        z.custom<CedarEntitiesProvider>(isFunction, "must be an array of Cedar entities or a function").refine(isSynchronousFunction, SYNCHRONOUS),
+      ])
       .optional(),
     /** Per tool name: the resource the call acts on. Default `Tool::"<tool name>"`. */
-    resources: z.record(z.string(), z.custom<CedarResourceMapper>(isFunction, "must be a function")).default({}),
+    resources: z.record(z.string(), z.custom<CedarResourceMapper>(isFunction, "must be a function").refine(isSynchronousFunction, SYNCHRONOUS)).default({}),
     /** Per tool name: what `context.args` holds. Default the tool arguments as they are. */
-    contextArgs: z.record(z.string(), z.custom<CedarArgsMapper>(isFunction, "must be a function")).default({}),
+    contextArgs: z.record(z.string(), z.custom<CedarArgsMapper>(isFunction, "must be a function").refine(isSynchronousFunction, SYNCHRONOUS)).default({}),
+    /**
+     * What the mappers read besides the request (an exchange rate, a tenant's limits), as plain
+     * JSON: part of the version, and passed frozen to every mapper as its last argument. A value
+     * a mapper reads from a closure is not in its source and would not change the version.
+     */
+    config: z.record(z.string(), z.unknown()).optional(),
+    /** A version you declare for what the engine depends on outside its options (a deploy id); folded into the version. */
+    version: z.string().min(1).optional(),
   })
   .strict();
 
@@ -253,7 +279,8 @@ function toCedarValue(value: unknown, path: string): CedarWasm.CedarValueJson {
       for (const [key, v] of Object.entries(value)) {
         if (RESERVED_KEYS.has(key)) throw new CedarInputError(`${path}.${key}: the key "${key}" is reserved by Cedar's JSON format`);
         if (v === null || v === undefined) continue;
-        out[key] = toCedarValue(v, `${path}.${key}`);
+        // Defined, not assigned: assigning "__proto__" would set the prototype and drop the value.
+        Object.defineProperty(out, key, { value: toCedarValue(v, `${path}.${key}`), enumerable: true, writable: true, configurable: true });
       }
       return out;
     }
@@ -264,6 +291,33 @@ function toCedarValue(value: unknown, path: string): CedarWasm.CedarValueJson {
 
 const uidKey = (uid: CedarEntityUid) => `${uid.type}::${JSON.stringify(uid.id)}`;
 const errorMessage = (error: unknown) => (error as Error)?.message ?? String(error);
+
+/**
+ * What a mapper returned, refused when it is a Promise (or any thenable): a decision cannot wait
+ * for it. Its rejection is observed, so that it cannot surface as an unhandled rejection.
+ */
+function synchronous<T>(value: T, what: string): T {
+  let thenable = false;
+  try {
+    thenable = typeof value === "object" && value !== null && typeof (value as { then?: unknown }).then === "function";
+  } catch {
+    thenable = true;
+  }
+  if (!thenable) return value;
+  try {
+    Promise.resolve(value).catch(() => {});
+  } catch {
+    // a thenable whose `then` throws: nothing more to observe
+  }
+  throw new CedarInputError(`${what} returned a Promise: mappers must answer synchronously`);
+}
+
+/** A frozen deep copy of plain JSON. */
+function frozenCopy<T>(value: T): T {
+  if (typeof value !== "object" || value === null) return value;
+  const copy = (Array.isArray(value) ? value.map(frozenCopy) : Object.fromEntries(Object.entries(value).map(([k, v]) => [k, frozenCopy(v)]))) as T;
+  return Object.freeze(copy);
+}
 
 /**
  * A {@link PolicyEngine} over Cedar policies (`@cedar-policy/cedar-wasm`), with the same decision
@@ -313,8 +367,12 @@ const errorMessage = (error: unknown) => (error as Error)?.message ?? String(err
  * `entity Role in [Role]; entity Agent in [Role]; entity Tool;` and per tool an action whose context
  * is `{ args: {...}, sensitivity: Set<String>, onBehalfOf: { id: String, roles: Set<String> } }`.
  *
- * `version` is the SHA-256 of the policy text, the schema, the static entities and the sources of
- * the mapping functions, so any change that can change a decision changes it. Construction throws
+ * `version` is the SHA-256 of the policy text, the schema, the static entities, the sources of
+ * the mapping functions, the declared `config` and the declared `version`. A value a mapper reads
+ * from a closure or the environment is not in its source: declare it in `config` (the mappers get
+ * it as their last argument) or name it in `version`. Mappers answer synchronously: an async
+ * function is refused at construction, and a Promise returned at decision time denies (fail
+ * closed), as does a mapper that throws. Construction throws
  * {@link PolicyDefinitionError} (with the policy id when known, and the library's message) for a
  * policy that does not parse or validate, and {@link EartConfigError} for bad options or entities.
  * Preparsed sets stay in the library's memory for the life of the process (keyed by version).
@@ -338,7 +396,16 @@ const errorMessage = (error: unknown) => (error as Error)?.message ?? String(err
  * ```
  */
 export function createCedarPolicyEngine(options: CedarPolicyEngineOptions): PolicyEngine {
-  const { policies: policyText, schema, entities, resources, contextArgs } = parseOptions(CedarPolicyEngineOptionsSchema, options);
+  const { policies: policyText, schema, entities, resources, contextArgs, config: declared, version: declaredVersion } = parseOptions(
+    CedarPolicyEngineOptionsSchema,
+    options,
+  );
+  if (declared !== undefined) {
+    const problem = jsonProblem(declared, { maxDepth: MAX_CONFIG_DEPTH, refuseAccessors: true });
+    if (problem) throw new EartConfigError("config", `${["config", ...problem.path].join(".")} ${problem.why}; config must be plain JSON, which is what the version hashes`);
+  }
+  // What the mappers see is what was hashed: a copy, frozen.
+  const config = (declared === undefined ? Object.freeze({}) : frozenCopy(JSON.parse(canonicalJson(declared)))) as CedarPolicyConfig;
   const texts = typeof policyText === "string" ? [policyText] : policyText;
   const { policies, byId } = compilePolicies(texts);
   const cedarSchema = schema as CedarWasm.Schema | undefined;
@@ -366,6 +433,9 @@ export function createCedarPolicyEngine(options: CedarPolicyEngineOptions): Poli
       entities: staticEntities ?? (entitiesProvider ? entitiesProvider.toString() : null),
       resources: fnSources(resources),
       contextArgs: fnSources(contextArgs),
+      // Present only when declared, so that the version of an engine without them stays as it was.
+      ...(declared !== undefined ? { config } : {}),
+      ...(declaredVersion !== undefined ? { declaredVersion } : {}),
     }),
   );
 
@@ -410,15 +480,19 @@ export function createCedarPolicyEngine(options: CedarPolicyEngineOptions): Poli
     try {
       const principal: CedarEntityUid = { type: "Agent", id: request.identity.id };
       const resourceMapper = resources[tool];
-      const resource = resourceMapper ? CedarEntityUidSchema.parse(resourceMapper(request.tool.args, request)) : { type: "Tool", id: tool };
+      const resource = resourceMapper
+        ? CedarEntityUidSchema.parse(synchronous(resourceMapper(request.tool.args, request, config), `the resources mapper of ${tool}`))
+        : { type: "Tool", id: tool };
       const argsMapper = contextArgs[tool];
-      const args = argsMapper ? argsMapper(request.tool.args, request) : request.tool.args;
+      const args = argsMapper ? synchronous(argsMapper(request.tool.args, request, config), `the contextArgs mapper of ${tool}`) : request.tool.args;
       const context = {
         args: toCedarValue(args, "args"),
         sensitivity: toCedarValue(request.context.sensitivity, "sensitivity"),
         onBehalfOf: toCedarValue({ id: request.identity.onBehalfOf.id, roles: request.identity.onBehalfOf.roles }, "onBehalfOf"),
       } as CedarWasm.Context;
-      const extra = entitiesProvider ? (CedarEntityListSchema.parse(entitiesProvider(request)) as CedarWasm.EntityJson[]) : [];
+      const extra = entitiesProvider
+        ? (CedarEntityListSchema.parse(synchronous(entitiesProvider(request, config), "the entities provider")) as CedarWasm.EntityJson[])
+        : [];
       const principalKey = uidKey(principal);
       if (staticKeys.has(principalKey) || extra.some((e) => uidKey(e.uid as CedarEntityUid) === principalKey)) {
         throw new CedarInputError(`entities may not define the principal ${principalKey}: it comes from the identity`);

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { canonicalJson, sha256Hex } from "./canonical.js";
+import { canonicalJson, jsonProblem, sha256Hex } from "./canonical.js";
 import { PolicyDefinitionError } from "./errors.js";
 import { AgentIdentitySchema } from "./identity.js";
 import { ThreadContextSchema } from "./state.js";
@@ -58,17 +58,46 @@ export interface PolicyEngine {
 
 const isFunction = (v: unknown): v is (...args: never[]) => unknown => typeof v === "function";
 
+/** Functions whose call never returns a plain value: an async function returns a Promise, a generator an iterator. */
+const NOT_SYNCHRONOUS = new Set(["[object AsyncFunction]", "[object GeneratorFunction]", "[object AsyncGeneratorFunction]"]);
+
+/**
+ * A function that can answer synchronously. Only what the runtime shows is caught here (an
+ * `async function`, a generator); an async function compiled down to a plain one is caught at
+ * decision time instead, where a Promise it returns denies.
+ */
+const isSynchronousFunction = (v: unknown): v is (...args: never[]) => unknown =>
+  isFunction(v) && !NOT_SYNCHRONOUS.has(Object.prototype.toString.call(v));
+
+/**
+ * Configuration a policy's rules depend on (limits, thresholds, lists): plain JSON, hashed into
+ * the policy version and handed, frozen, to every `when` and `reason`.
+ */
+export type PolicyConfig = Readonly<Record<string, unknown>>;
+
+const ConditionSchema = z
+  .custom<(request: PolicyRequest, config: PolicyConfig) => boolean>(isFunction, "must be a function")
+  .refine(isSynchronousFunction, "must be a synchronous function returning true or false: an async function returns a Promise, which decides nothing");
+
+const ReasonFunctionSchema = z
+  .custom<(request: PolicyRequest, config: PolicyConfig) => string>(isFunction, "must be a string or a function")
+  .refine(isSynchronousFunction, "must be a string or a synchronous function returning a string, not an async function");
+
 const PolicyRuleSchema = z
   .object({
     id: z.string().min(1),
     description: z.string().optional(),
     /** Tool names the rule applies to; omitted or `"*"` for every tool. */
     tools: z.union([z.literal("*"), z.array(z.string().min(1)).min(1)]).default("*"),
-    /** Extra condition over the request; the rule matches when it returns true. */
-    when: z.custom<(request: PolicyRequest) => boolean>(isFunction, "must be a function").optional(),
+    /**
+     * Extra condition over the request and the policy's `config`; the rule matches when it
+     * returns `true`, and does not when it returns `false`. Anything else (a Promise, `1`,
+     * `"yes"`, `undefined`) or a throw makes the decision deny.
+     */
+    when: ConditionSchema.optional(),
     effect: PolicyEffectSchema,
     /** Why, as shown to the model, the approver and the audit log. */
-    reason: z.union([z.string(), z.custom<(request: PolicyRequest) => string>(isFunction, "must be a string or a function")]).optional(),
+    reason: z.union([z.string(), ReasonFunctionSchema]).optional(),
     approverRoles: z.array(z.string().min(1)).min(1).optional(),
     /** For `require_approval`: distinct approvers needed (default 1). */
     quorum: z.number().int().min(1).optional(),
@@ -88,17 +117,90 @@ const PolicyRuleSchema = z
     }
   });
 
+/** How deep a policy's `config` may nest. */
+const MAX_CONFIG_DEPTH = 32;
+
 const PolicyDefinitionSchema = z
   .object({
     /** Name of the policy set, recorded with its version. */
     name: z.string().min(1).default("policy"),
     rules: z.array(PolicyRuleSchema),
+    /**
+     * What the rules read besides the request (a refund limit, a list of blocked countries), as
+     * plain JSON: part of the version, and passed frozen to every `when` and `reason` as their
+     * second argument. A value a rule reads from a closure or the environment is not in its
+     * source, so it would not change the version: declare it here.
+     */
+    config: z.record(z.string(), z.unknown()).optional(),
+    /**
+     * A version you declare for what the rules depend on outside this definition (a config
+     * file's hash, a deploy id). Folded into the version; it does not replace the hash.
+     */
+    version: z.string().min(1).optional(),
   })
   .strict();
 
-export type PolicyRule = z.input<typeof PolicyRuleSchema>;
-export type PolicyDefinition = z.input<typeof PolicyDefinitionSchema>;
+/** One typed rule; `C` is the type of the policy's `config`. */
+export type PolicyRule<C extends PolicyConfig = PolicyConfig> = Omit<z.input<typeof PolicyRuleSchema>, "when" | "reason"> & {
+  when?: (request: PolicyRequest, config: C) => boolean;
+  reason?: string | ((request: PolicyRequest, config: C) => string);
+};
+/** What {@link definePolicy} takes; `C` is the type of `config`, inferred from it. */
+export type PolicyDefinition<C extends PolicyConfig = PolicyConfig> = Omit<z.input<typeof PolicyDefinitionSchema>, "rules" | "config"> & {
+  rules: PolicyRule<C>[];
+  config?: C;
+};
 type CompiledRule = z.output<typeof PolicyRuleSchema>;
+
+/** A frozen copy of plain JSON, so that no rule can change what the version was computed from. */
+function frozenCopy<T>(value: T): T {
+  if (typeof value !== "object" || value === null) return value;
+  const copy = (Array.isArray(value) ? value.map(frozenCopy) : Object.fromEntries(Object.entries(value).map(([k, v]) => [k, frozenCopy(v)]))) as T;
+  return Object.freeze(copy);
+}
+
+/** What a misbehaving condition or reason returned, for the deny reason ("a Promise", `1 (number)`, `"yes" (string)`). */
+function describeValue(value: unknown): string {
+  if (isThenable(value)) return "a Promise";
+  if (value === null) return "null";
+  switch (typeof value) {
+    case "undefined":
+      return "undefined";
+    case "string":
+      return `${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)} (string)`;
+    case "number":
+    case "bigint":
+    case "boolean":
+      return `${String(value)} (${typeof value})`;
+    case "object":
+      return Array.isArray(value) ? "an array" : "an object";
+    default:
+      return `a ${typeof value}`;
+  }
+}
+
+/** Whether a value can be awaited (a Promise or any object with a `then` method). */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  if ((typeof value !== "object" && typeof value !== "function") || value === null) return false;
+  try {
+    return typeof (value as { then?: unknown }).then === "function";
+  } catch {
+    return true; // a `then` getter that throws: not a decision either
+  }
+}
+
+/**
+ * A Promise a condition returned decides nothing, and nobody awaits it: its rejection is
+ * observed here so that it cannot surface as an unhandled rejection (which ends the process).
+ */
+function settleIgnored(value: unknown): void {
+  if (!isThenable(value)) return;
+  try {
+    Promise.resolve(value).catch(() => {});
+  } catch {
+    // a thenable whose `then` throws: nothing more to observe
+  }
+}
 
 /** Policy id reported when no rule matched. */
 export const DEFAULT_DENY_POLICY_ID = "eart.default-deny";
@@ -109,27 +211,38 @@ export const DEFAULT_DENY_POLICY_ID = "eart.default-deny";
  * Matching rules combine as: any `deny` → deny; else any `escalate` → escalate; else any `allow`
  * → allow; else any `require_approval` → require_approval (approver roles of all of them, the
  * largest `quorum` of distinct approvers and the shortest `expiresIn` among them); no
- * match → deny (default deny). A rule whose `when` throws makes the decision `deny` with the error
- * in `reasons` (fail closed). The version is the SHA-256 of the rule set, condition sources
- * included, so any edit changes it.
+ * match → deny (default deny).
+ *
+ * **Fail closed.** A `when` decides with `true` or `false`, synchronously. A `when` that throws,
+ * or returns anything else (a Promise, `1`, `"yes"`, `{}`, `undefined`), makes the decision
+ * `deny` with `evaluationError: true` and a reason naming the rule and what it returned, whatever
+ * the rule's effect; so does a `reason` function that throws or does not return a string. An
+ * `async function` given as `when` or `reason` is refused here, with {@link PolicyDefinitionError}.
+ *
+ * **Version.** The SHA-256 of the rule set (condition and reason sources included), the declared
+ * `config` and the declared `version`, so any edit of them changes it. A value a rule reads from
+ * a closure or from the environment is *not* in its source: declare it in `config` (and read it
+ * from the rule's second argument) or name it in `version`, or an approval given after it changed
+ * is not checked again.
  * @example
  * ```ts
  * const policy = definePolicy({
  *   name: "refunds",
+ *   config: { autoLimit: 100, supervisorLimit: Number(process.env.REFUND_LIMIT ?? 5000) },
  *   rules: [
  *     { id: "orders.lookup", tools: ["lookup_order"], effect: "allow" },
- *     { id: "refund.small", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 100, effect: "allow" },
- *     { id: "refund.medium", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 5000,
+ *     { id: "refund.small", tools: ["issue_refund"], when: (r, c) => Number(r.tool.args.amount) <= c.autoLimit, effect: "allow" },
+ *     { id: "refund.medium", tools: ["issue_refund"], when: (r, c) => Number(r.tool.args.amount) <= c.supervisorLimit,
  *       effect: "require_approval", approverRoles: ["supervisor"], reason: "Refunds over $100 need a supervisor" },
  *   ],
  * });
  * ```
  */
-export function definePolicy(definition: PolicyDefinition): PolicyEngine {
+export function definePolicy<C extends PolicyConfig = PolicyConfig>(definition: PolicyDefinition<C>): PolicyEngine {
   const parsed = PolicyDefinitionSchema.safeParse(definition);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    const index = typeof issue.path[1] === "number" ? issue.path[1] : undefined;
+    const index = issue.path[0] === "rules" && typeof issue.path[1] === "number" ? issue.path[1] : undefined;
     const ruleId = index !== undefined ? (definition.rules?.[index] as { id?: string } | undefined)?.id : undefined;
     throw new PolicyDefinitionError(`Invalid policy at ${issue.path.join(".") || "(root)"}: ${issue.message}`, ruleId);
   }
@@ -138,6 +251,17 @@ export function definePolicy(definition: PolicyDefinition): PolicyEngine {
     if (ids.has(rule.id)) throw new PolicyDefinitionError(`Duplicate policy rule id "${rule.id}"`, rule.id);
     ids.add(rule.id);
   }
+  const declared = parsed.data.config;
+  if (declared !== undefined) {
+    const problem = jsonProblem(declared, { maxDepth: MAX_CONFIG_DEPTH, refuseAccessors: true });
+    if (problem) {
+      throw new PolicyDefinitionError(
+        `Invalid policy at ${["config", ...problem.path].join(".")}: it ${problem.why}; config must be plain JSON, which is what the version hashes`,
+      );
+    }
+  }
+  // What the rules see is what was hashed: a copy, frozen, so that no rule can change it later.
+  const config = (declared === undefined ? Object.freeze({}) : frozenCopy(JSON.parse(canonicalJson(declared)))) as PolicyConfig;
   // Rules indexed by tool once, in their order: a decision looks only at the rules that can apply.
   const rules: CompiledRule[] = parsed.data.rules;
   const anyTool = rules.filter((r) => r.tools === "*");
@@ -161,30 +285,49 @@ export function definePolicy(definition: PolicyDefinition): PolicyEngine {
         when: r.when ? r.when.toString() : null,
         reason: typeof r.reason === "function" ? r.reason.toString() : (r.reason ?? null),
       })),
+      // Present only when declared, so that the version of a policy without them stays as it was.
+      ...(declared !== undefined ? { config } : {}),
+      ...(parsed.data.version !== undefined ? { declaredVersion: parsed.data.version } : {}),
     }),
   );
 
   const reasonOf = (rule: CompiledRule, request: PolicyRequest): string => {
     if (typeof rule.reason === "string") return rule.reason;
-    if (typeof rule.reason === "function") return rule.reason(request);
+    if (typeof rule.reason === "function") {
+      const reason: unknown = rule.reason(request, config);
+      if (typeof reason === "string") return reason;
+      settleIgnored(reason);
+      throw new Error(`the reason of rule ${rule.id} returned ${describeValue(reason)}, not a string`);
+    }
     return rule.description ?? `rule ${rule.id}: ${rule.effect}`;
   };
+
+  /** A rule whose condition threw or did not decide: the call is denied (fail closed). */
+  const undecided = (rule: CompiledRule, what: string): PolicyDecision => ({
+    effect: "deny",
+    reasons: [what],
+    policyIds: [rule.id],
+    version,
+    evaluationError: true,
+  });
 
   const engine: PolicyEngine = {
     version,
     decide(request: PolicyRequest): PolicyDecision {
       const matched: Record<PolicyEffect, CompiledRule[]> = { allow: [], deny: [], require_approval: [], escalate: [] };
       for (const rule of byTool.get(request.tool.name) ?? anyTool) {
-        try {
-          if (rule.when && rule.when(request) !== true) continue;
-        } catch (error) {
-          return {
-            effect: "deny",
-            reasons: [`policy rule ${rule.id} failed to evaluate: ${(error as Error)?.message ?? String(error)}`],
-            policyIds: [rule.id],
-            version,
-            evaluationError: true,
-          };
+        if (rule.when) {
+          let result: unknown;
+          try {
+            result = rule.when(request, config);
+          } catch (error) {
+            return undecided(rule, `policy rule ${rule.id} failed to evaluate: ${(error as Error)?.message ?? String(error)}`);
+          }
+          if (result === false) continue;
+          if (result !== true) {
+            settleIgnored(result);
+            return undecided(rule, `policy rule ${rule.id} did not decide: its when returned ${describeValue(result)}, not a boolean (fail closed)`);
+          }
         }
         matched[rule.effect].push(rule);
       }

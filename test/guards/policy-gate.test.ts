@@ -140,6 +140,56 @@ describe("createPolicyGate", () => {
     await expect(policyGate(state([{ id: "a", name: "lookup_order", args: { orderId: "1042" } }]) as never, cfg)).rejects.toBeInstanceOf(StateTamperError);
   });
 
+  it("answers a call whose arguments nest 2,000 deep as invalid, beside the other calls, without walking them", async () => {
+    let deep: unknown = "x";
+    for (let i = 0; i < 2000; i++) deep = { a: deep };
+    const { policyGate, auditLog } = gate();
+    const out = await policyGate(
+      state([
+        { id: "a", name: "lookup_order", args: { orderId: "1042" } },
+        { id: "deep", name: "issue_refund", args: { orderId: "1042", amount: 5, note: deep } },
+      ]) as never,
+      cfg,
+    );
+    expect(out.decisions?.map((d) => [d.toolCallId, d.status, d.verdict.policyIds])).toEqual([
+      ["a", "allowed", ["orders.lookup"]],
+      ["deep", "invalid", ["eart.arguments"]],
+    ]);
+    const record = out.decisions![1]!;
+    // The record keeps a bounded copy; its digest is of the whole call.
+    expect(record.args).toMatchObject({ orderId: "1042", amount: 5, note: { a: { a: {} } } });
+    expect(JSON.stringify(record.args).length).toBeLessThan(500);
+    expect(record.digest).toMatch(/^[0-9a-f]{64}$/);
+    expect(processSealer().decisionIsSealed("g1", record)).toBe(true);
+    const [answer] = out.messages as ToolMessage[];
+    expect(answer).toMatchObject({ tool_call_id: "deep", status: "error" });
+    expect(String(answer!.content)).toBe(`Invalid arguments for issue_refund: note${".a".repeat(63)} is nested deeper than 64 levels`);
+    expect((await auditLog.read("g1")).map((e) => [e.type, e.data.toolCallId, e.data.status])).toEqual([
+      ["policy.decided", "a", "allowed"],
+      ["policy.decided", "deep", "invalid"],
+    ]);
+  });
+
+  it("digests a call just too deep as toolCallDigest digests it: the same canonical JSON", async () => {
+    let deep: unknown = [1.5, "é", { z: null, b: true, "\u2028": -0 }];
+    for (let i = 0; i < 64; i++) deep = { a: deep, [`k${i}`]: i };
+    const args = { orderId: "1042", amount: 5, note: deep };
+    const { policyGate } = gate();
+    const out = await policyGate(state([{ id: "d", name: "issue_refund", args }]) as never, cfg);
+    expect(out.decisions![0]).toMatchObject({ status: "invalid", digest: toolCallDigest("issue_refund", args, "g1") });
+  });
+
+  it("refuses a reused call id with deep arguments without walking them", async () => {
+    let deep: unknown = "x";
+    for (let i = 0; i < 2000; i++) deep = { a: deep };
+    const { policyGate } = gate();
+    const first = await policyGate(state([{ id: "a", name: "lookup_order", args: { orderId: "1042" } }]) as never, cfg);
+    const reused = state([], first.decisions);
+    reused.messages[1] = new AIMessage({ id: "m2", content: "", tool_calls: [{ id: "a", name: "issue_refund", args: { note: deep } }] });
+    const out = await policyGate(reused as never, cfg);
+    expect(out.decisions?.[0]).toMatchObject({ toolCallId: "a", messageId: "m2", status: "denied", verdict: { policyIds: ["eart.duplicate-call-id"] } });
+  });
+
   it("fails closed without a bound identity", async () => {
     const { policyGate } = gate();
     const s = { ...state([{ id: "a", name: "lookup_order", args: { orderId: "1042" } }]), identity: undefined };

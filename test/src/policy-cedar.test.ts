@@ -571,6 +571,45 @@ describe("createCedarPolicyEngine fail closed", () => {
     expect(d.reasons[0]).toContain("cycle");
   });
 
+  it("a mapper or entities provider that returns a Promise denies, and its rejection is not left unhandled", async () => {
+    const policies = `@id("all") permit(principal, action, resource);`;
+    const later = <T>(value: T) => (() => Promise.resolve(value)) as never;
+    const failing = (() => Promise.reject(new Error("rates service down"))) as never;
+    const engines: [string, CedarPolicyEngineOptions][] = [
+      ["the contextArgs mapper of issue_refund", { policies, contextArgs: { issue_refund: later({ amountCents: 5 }) } }],
+      ["the contextArgs mapper of issue_refund", { policies, contextArgs: { issue_refund: failing } }],
+      ["the resources mapper of issue_refund", { policies, resources: { issue_refund: later({ type: "Order", id: "1" }) } }],
+      ["the entities provider", { policies, entities: later([]) }],
+      ["the entities provider", { policies, entities: failing }],
+    ];
+    for (const [what, options] of engines) {
+      const d = decide(createCedarPolicyEngine(options), request("issue_refund", { amountCents: 5 }));
+      expect(d).toMatchObject({ effect: "deny", evaluationError: true });
+      expect(d.reasons[0]).toContain(`${what} returned a Promise`);
+    }
+    // An unhandled rejection would fail this file (and end a process running with the default settings).
+    await new Promise((resolve) => setImmediate(resolve));
+  });
+
+  it("refuses an async mapper or entities provider at construction, naming the option", () => {
+    const policies = `@id("all") permit(principal, action, resource);`;
+    const asyncFn = (async () => ({})) as never;
+    expect(configError({ policies, contextArgs: { issue_refund: asyncFn } })).toMatchObject({ field: "contextArgs" });
+    expect(configError({ policies, resources: { issue_refund: asyncFn } })).toMatchObject({ field: "resources" });
+    expect(configError({ policies, entities: asyncFn }).field).toBe("entities");
+    expect(configError({ policies, contextArgs: { issue_refund: asyncFn } }).message).toContain("synchronous");
+  });
+
+  it("an argument named __proto__ reaches the policies instead of vanishing", () => {
+    const e = createCedarPolicyEngine({
+      policies: `
+        @id("all") permit(principal, action == Action::"apply_discount", resource);
+        @id("no.proto") forbid(principal, action == Action::"apply_discount", resource) when { context.args has "__proto__" };`,
+    });
+    expect(decide(e, request("apply_discount", JSON.parse('{"__proto__": "x"}') as Record<string, unknown>))).toMatchObject({ effect: "deny", policyIds: ["no.proto"] });
+    expect(decide(e, request("apply_discount", { code: "x" })).effect).toBe("allow");
+  });
+
   it("decideFailClosed passes Cedar decisions through unchanged", async () => {
     const r = request("issue_refund", { amountCents: 7.5 });
     expect(await decideFailClosed(engine, r)).toEqual(decide(engine, r));
@@ -597,6 +636,26 @@ describe("createCedarPolicyEngine version", () => {
     const a = createCedarPolicyEngine({ policies, resources: { lookup_order: () => ({ type: "Tool", id: "lookup_order" }) } });
     const b = createCedarPolicyEngine({ policies, resources: { lookup_order: () => ({ type: "Tool", id: "other" }) } });
     expect(a.version).not.toBe(b.version);
+  });
+
+  it("covers the declared config, which the mappers receive, and a declared version", () => {
+    const refundPolicies = `@id("refund.small") permit(principal, action == Action::"issue_refund", resource) when { context.args.amountCents <= 10000 };`;
+    const inCents = (args: Record<string, unknown>, _r: PolicyRequest, c: { centsPerUnit?: unknown }) => ({ amountCents: Number(args.amount) * Number(c.centsPerUnit) });
+    const dollars = createCedarPolicyEngine({ policies: refundPolicies, config: { centsPerUnit: 100 }, contextArgs: { issue_refund: inCents } });
+    const yen = createCedarPolicyEngine({ policies: refundPolicies, config: { centsPerUnit: 1 }, contextArgs: { issue_refund: inCents } });
+    expect(dollars.version).not.toBe(yen.version);
+    expect(decide(dollars, request("issue_refund", { amount: 500 })).effect).toBe("deny");
+    expect(decide(yen, request("issue_refund", { amount: 500 })).effect).toBe("allow");
+    expect(createCedarPolicyEngine({ policies: refundPolicies, config: { centsPerUnit: 100 }, contextArgs: { issue_refund: inCents } }).version).toBe(dollars.version);
+    const a = createCedarPolicyEngine({ policies, version: "deploy-41" });
+    expect(a.version).not.toBe(createCedarPolicyEngine({ policies, version: "deploy-42" }).version);
+    expect(a.version).not.toBe(createCedarPolicyEngine({ policies }).version);
+    expect(configError({ policies, config: { at: new Date(0) } }).message).toContain("config.at");
+  });
+
+  it("an engine that declares neither keeps the version it had before they existed", () => {
+    // Pinned: upgrading eart must not change the version of a deployed policy set.
+    expect(createCedarPolicyEngine({ policies }).version).toBe("32cf5dee452fafb7c1e35acca741c8333f2d6d46777ce9b9b6d08a99eb087289");
   });
 
   it("two engines with different policies decide independently", () => {

@@ -77,7 +77,7 @@ describe("definePolicy validation", () => {
   });
 
   it("refuses an unknown top-level key without a rule id", () => {
-    const e = policyError({ rules: [], version: "1" });
+    const e = policyError({ rules: [], versions: "1" });
     expect(e.ruleId).toBeUndefined();
   });
 
@@ -223,18 +223,80 @@ describe("definePolicy decisions", () => {
     expect(decide(engine, request("admin_reset")).effect).toBe("escalate");
   });
 
-  it("a when that returns a truthy non-true value does not match", () => {
-    const engine = definePolicy({
-      rules: [{ id: "truthy", effect: "allow", when: (() => 1) as unknown as (r: PolicyRequest) => boolean }],
-    });
-    expect(decide(engine, request("x")).policyIds).toEqual([DEFAULT_DENY_POLICY_ID]);
+  // Each of these was skipped as "no match" before, so a deny rule that misbehaved let the call through.
+  it("a when that returns anything but a boolean denies, naming the rule and what it returned, for every effect", () => {
+    const returned: [unknown, string][] = [
+      [1, "1 (number)"],
+      [0, "0 (number)"],
+      ["yes", '"yes" (string)'],
+      ["", '"" (string)'],
+      [{}, "an object"],
+      [[], "an array"],
+      [null, "null"],
+      [undefined, "undefined"],
+      [Promise.resolve(true), "a Promise"],
+      [{ then: () => undefined }, "a Promise"],
+    ];
+    for (const effect of ["allow", "deny", "escalate", "require_approval"] as const) {
+      for (const [value, shown] of returned) {
+        const engine = definePolicy({
+          rules: [
+            { id: "allow.all", effect: "allow" },
+            { id: "odd", effect, when: (() => value) as never, ...(effect === "require_approval" ? { approverRoles: ["supervisor"] } : {}) },
+          ],
+        });
+        expect(decide(engine, request("x"))).toEqual({
+          effect: "deny",
+          reasons: [`policy rule odd did not decide: its when returned ${shown}, not a boolean (fail closed)`],
+          policyIds: ["odd"],
+          version: engine.version,
+          evaluationError: true,
+        });
+      }
+    }
   });
 
-  it("a when that returns a promise does not match (never allows by accident)", () => {
+  it("a when that returns a rejecting Promise denies, and the rejection is not left unhandled", async () => {
     const engine = definePolicy({
-      rules: [{ id: "async", effect: "allow", when: (async () => true) as unknown as (r: PolicyRequest) => boolean }],
+      rules: [
+        { id: "allow.all", effect: "allow" },
+        { id: "blocked", effect: "deny", when: (() => Promise.reject(new Error("lookup failed"))) as never },
+      ],
     });
-    expect(decide(engine, request("x")).effect).toBe("deny");
+    expect(decide(engine, request("x"))).toMatchObject({ effect: "deny", policyIds: ["blocked"], evaluationError: true });
+    // An unhandled rejection would fail this file (and end a process running with the default settings).
+    await new Promise((resolve) => setImmediate(resolve));
+  });
+
+  it("a string that only looks like a boolean is not one", () => {
+    const engine = definePolicy({ rules: [{ id: "stringly", effect: "allow", when: (() => "true") as never }] });
+    expect(decide(engine, request("x"))).toMatchObject({ effect: "deny", evaluationError: true, reasons: ['policy rule stringly did not decide: its when returned "true" (string), not a boolean (fail closed)'] });
+  });
+
+  it("refuses an async function, a generator or an async generator as when, and an async reason, naming the rule", () => {
+    const conditions: unknown[] = [async () => true, function* () { yield true; }, async function* () { yield true; }];
+    for (const when of conditions) {
+      const e = policyError({ rules: [{ id: "ok", effect: "allow" }, { id: "async-when", effect: "deny", when }] });
+      expect(e.ruleId).toBe("async-when");
+      expect(e.message).toContain("rules.1.when");
+      expect(e.message).toContain("synchronous");
+    }
+    const e = policyError({ rules: [{ id: "async-reason", effect: "deny", reason: async () => "why" }] });
+    expect(e.ruleId).toBe("async-reason");
+    expect(e.message).toContain("rules.0.reason");
+  });
+
+  it("a reason function that returns something other than a string denies", () => {
+    for (const [value, shown] of [[Promise.resolve("later"), "a Promise"], [42, "42 (number)"], [undefined, "undefined"]] as const) {
+      const engine = definePolicy({ rules: [{ id: "odd-reason", effect: "allow", reason: (() => value) as never }] });
+      expect(decide(engine, request("x"))).toEqual({
+        effect: "deny",
+        reasons: [`policy reason failed to evaluate: the reason of rule odd-reason returned ${shown}, not a string`],
+        policyIds: ["odd-reason"],
+        version: engine.version,
+        evaluationError: true,
+      });
+    }
   });
 
   it("a when that throws makes the decision deny with the error", () => {
@@ -369,6 +431,87 @@ describe("definePolicy version", () => {
     expect((before.decide(request("issue_refund", { amount: 500 })) as PolicyDecision).reasons).toEqual(["big refunds"]);
     expect((after.decide(request("issue_refund", { amount: 500 })) as PolicyDecision).reasons).toEqual(["BIG refunds"]);
     expect(after.version).not.toBe(before.version);
+  });
+});
+
+describe("definePolicy config and declared version", () => {
+  const decide = (engine: PolicyEngine, r: PolicyRequest) => engine.decide(r) as PolicyDecision;
+  const rules = () =>
+    [
+      {
+        id: "refund.limit",
+        tools: ["issue_refund"],
+        when: (r: PolicyRequest, c: { refundLimit: number }) => Number(r.tool.args.amount) > c.refundLimit,
+        effect: "deny" as const,
+        reason: (_r: PolicyRequest, c: { refundLimit: number }) => `over ${c.refundLimit}`,
+      },
+      { id: "refund.any", tools: ["issue_refund"], effect: "allow" as const },
+    ];
+
+  it("hands the declared config to every when and reason", () => {
+    const engine = definePolicy({ config: { refundLimit: 1000 }, rules: rules() });
+    expect(decide(engine, request("issue_refund", { amount: 1500 }))).toMatchObject({ effect: "deny", reasons: ["over 1000"] });
+    expect(decide(engine, request("issue_refund", { amount: 500 })).effect).toBe("allow");
+  });
+
+  it("is part of the version: another limit is another version, the same limit the same one", () => {
+    const v1000 = definePolicy({ config: { refundLimit: 1000 }, rules: rules() }).version;
+    expect(definePolicy({ config: { refundLimit: 5000 }, rules: rules() }).version).not.toBe(v1000);
+    expect(definePolicy({ config: { refundLimit: 1000 }, rules: rules() }).version).toBe(v1000);
+    // Key order does not matter: the config is hashed as canonical JSON.
+    expect(definePolicy({ config: { b: 1, a: 2 }, rules: [] }).version).toBe(definePolicy({ config: { a: 2, b: 1 }, rules: [] }).version);
+  });
+
+  it("is copied and frozen: changing the object later, or from a rule, changes no decision", () => {
+    const settings = { refundLimit: 1000, nested: { tiers: [1, 2] } };
+    const engine = definePolicy({ config: settings, rules: rules() });
+    settings.refundLimit = 999_999;
+    expect(decide(engine, request("issue_refund", { amount: 1500 })).effect).toBe("deny");
+    const mutating = definePolicy({
+      config: { refundLimit: 1000 },
+      rules: [{ id: "sneaky", effect: "allow", when: (_r, c) => ((c as { refundLimit: number }).refundLimit = 5, true) }],
+    });
+    // Assigning to a frozen object throws in a module (strict mode): the rule fails, so deny.
+    expect(decide(mutating, request("x"))).toMatchObject({ effect: "deny", evaluationError: true, policyIds: ["sneaky"] });
+  });
+
+  it("refuses config that is not plain JSON, naming where", () => {
+    const notJson: [unknown, string][] = [
+      [{ limit: () => 5 }, "config.limit"],
+      [{ since: new Date(0) }, "config.since"],
+      [{ limit: Number.NaN }, "config.limit"],
+      [{ nested: { deeper: undefined } }, "config.nested.deeper"],
+    ];
+    for (const [config, at] of notJson) {
+      const e = policyError({ config, rules: [] });
+      expect(e.message).toContain(`Invalid policy at ${at}:`);
+    }
+    let deep: unknown = 1;
+    for (let i = 0; i < 2000; i++) deep = { a: deep };
+    expect(policyError({ config: { deep }, rules: [] }).message).toContain("nested deeper than 32");
+  });
+
+  it("a declared version changes the version with it; the hash still covers the rules", () => {
+    const v1 = definePolicy({ version: "cfg-1", config: { refundLimit: 1000 }, rules: rules() }).version;
+    expect(v1).toMatch(HEX64);
+    expect(definePolicy({ version: "cfg-2", config: { refundLimit: 1000 }, rules: rules() }).version).not.toBe(v1);
+    const edited = rules().map((r) => (r.id === "refund.any" ? { ...r, effect: "require_approval" as const, approverRoles: ["supervisor"] } : r));
+    expect(definePolicy({ version: "cfg-1", config: { refundLimit: 1000 }, rules: edited }).version).not.toBe(v1);
+    expect(policyError({ version: "", rules: [] }).message).toContain("version");
+  });
+
+  it("a policy that declares neither keeps the version it had before they existed", () => {
+    // Pinned: upgrading eart must not change the version of a deployed policy (every approval
+    // pending under it would be decided again).
+    const engine = definePolicy({
+      name: "refunds",
+      rules: [
+        // eslint-disable-next-line @typescript-eslint/no-implied-eval
+        { id: "small", tools: ["issue_refund"], when: new Function("r", "return Number(r.tool.args.amount) <= 100;") as (r: PolicyRequest) => boolean, effect: "allow", reason: "Small refunds" },
+        { id: "big", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["supervisor"], quorum: 2, expiresIn: 60000, description: "big refunds" },
+      ],
+    });
+    expect(engine.version).toBe("26011dda9e59b05154535e60170e5ef24dc7fe17397fffb29b6cc3081a22c237");
   });
 });
 
