@@ -16,6 +16,11 @@
  *
  * `--json` prints machine-readable output. Exit codes: 0 ok, 1 refused or failed (a typed error,
  * a broken chain), 2 usage.
+ *
+ * What threads hold is written by customers, models and API clients: everything printed from
+ * them (table cells, messages, ids, error messages) shows control, bidi and zero-width
+ * characters and line breaks visibly (`\x1b`, `\n`, `\u202e`), and JSON output writes them as
+ * `\uXXXX` escapes, so no thread can move the cursor or draw a line of its own.
  */
 import { createWriteStream, readFileSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -58,16 +63,56 @@ const red = paint(31);
 const green = paint(32);
 const yellow = paint(33);
 
-/** Columns aligned to their widest cell (colour codes do not count). */
-function table(header: string[], rows: string[][]): string {
-  const visible = (s: string) => s.replace(/\u001b\[\d+m/g, "").length;
-  const widths = header.map((h, i) => Math.max(visible(h), ...rows.map((r) => visible(r[i] ?? ""))));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c + " ".repeat(widths[i]! - visible(c)))).join("  ");
-  return [bold(line(header)), ...rows.map(line)].join("\n");
+/**
+ * Characters a terminal acts on or that hide text: C0 and C1 controls, DEL, line and paragraph
+ * separators, format characters (zero-width, bidi overrides and isolates, tags), lone surrogates
+ * and invisible fillers. Thread content (a customer's message, a thread id, an approver's note)
+ * holds whatever its writer chose, so nothing of it reaches the terminal raw: an escape sequence
+ * or a line break would let it draw rows of its own.
+ */
+const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\u{e0100}-\u{e01ef}]/gu;
+/** The same, but C0: JSON.stringify escapes those in strings, and its indentation is made of them. */
+const UNPRINTABLE_IN_JSON = /[\u007f-\u009f\p{Cf}\p{Zl}\p{Zp}\p{Cs}\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\u{e0100}-\u{e01ef}]/gu;
+const NAMED_ESCAPES: Readonly<Record<string, string>> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+const hex = (n: number, width: number) => n.toString(16).padStart(width, "0");
+
+/** Text as the terminal may show it: every unprintable character written visibly (`\x1b`, `\n`, `\u202e`). */
+function printable(text: string): string {
+  return text.replace(UNPRINTABLE, (c) => {
+    const named = NAMED_ESCAPES[c];
+    if (named) return named;
+    const cp = c.codePointAt(0)!;
+    return cp < 0x100 ? `\\x${hex(cp, 2)}` : cp > 0xffff ? `\\u{${cp.toString(16)}}` : `\\u${hex(cp, 4)}`;
+  });
+}
+
+/**
+ * JSON text with the unprintable characters JSON.stringify leaves raw (DEL, C1, U+2028/2029,
+ * bidi and zero-width characters…) written as `\uXXXX` escapes too: the same JSON value, safe on
+ * a terminal. They can only occur inside strings, where the escape means the same character.
+ */
+function jsonText(value: unknown, indent?: number): string {
+  return (JSON.stringify(value, null, indent) ?? "null").replace(UNPRINTABLE_IN_JSON, (c) => {
+    let out = "";
+    for (let i = 0; i < c.length; i++) out += `\\u${hex(c.charCodeAt(i), 4)}`;
+    return out;
+  });
+}
+
+/** A table cell: thread content (escaped when printed), or the command line's own coloured status. */
+type Cell = string | { text: string; paint: (text: string) => string };
+
+/** Columns aligned to their widest cell. Every cell is escaped ({@link printable}) before it is measured or painted. */
+function table(header: string[], rows: Cell[][]): string {
+  const cells = rows.map((r) => r.map((c) => (typeof c === "string" ? { text: printable(c), paint: (t: string) => t } : { text: printable(c.text), paint: c.paint })));
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]?.text.length ?? 0)));
+  const line = (row: { text: string; paint: (t: string) => string }[]) =>
+    row.map((c, i) => c.paint(i === row.length - 1 ? c.text : c.text + " ".repeat(Math.max(0, widths[i]! - c.text.length)))).join("  ");
+  return [bold(line(header.map((h) => ({ text: h, paint: (t: string) => t })))), ...cells.map(line)].join("\n");
 }
 
 const short = (value: unknown, max = 60): string => {
-  const text = typeof value === "string" ? value : JSON.stringify(value);
+  const text = typeof value === "string" ? value : (JSON.stringify(value) ?? String(value));
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 };
 
@@ -212,8 +257,8 @@ async function exportOtlp(app: EartApp, threads: string[], endpoint: string | un
   const stats = exporter.stats();
   const ok = flushed && stats.failed === 0 && stats.dropped === 0 && delivery.failed === 0 && delivery.sent > 0;
   const summary = { endpoint: url, threads: threads.length, events, spansSent: delivery.sent, spansFailed: delivery.failed, ...stats };
-  if (json) console.log(JSON.stringify(summary, null, 2));
-  else console.error(`${ok ? green("sent") : red("NOT all sent")}: ${events} events from ${threads.length} threads to ${url} (${delivery.sent} spans accepted, ${delivery.failed} refused; dropped ${stats.dropped})`);
+  if (json) console.log(jsonText(summary, 2));
+  else console.error(`${ok ? green("sent") : red("NOT all sent")}: ${printable(`${events} events from ${threads.length} threads to ${url} (${delivery.sent} spans accepted, ${delivery.failed} refused; dropped ${stats.dropped})`)}`);
   return ok ? 0 : 1;
 }
 
@@ -272,7 +317,8 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return values.help ? 0 : 2;
   }
-  const print = (human: () => string, machine: unknown) => console.log(values.json ? JSON.stringify(machine, null, 2) : human());
+  // Human output escapes thread content where it is composed (table cells, printable()); JSON is escaped by jsonText.
+  const print = (human: () => string, machine: unknown) => console.log(values.json ? jsonText(machine, 2) : human());
 
   if (!["pending", "show", "approve", "reject", "edit", "audit"].includes(command)) throw new UsageError(`unknown command "${command}"`);
   const app = await loadApp(values.app);
@@ -285,7 +331,7 @@ async function main(argv: string[]): Promise<number> {
             ? dim("nothing waits")
             : table(
                 ["KIND", "THREAD", "TOOL CALL", "WHAT", "ROLES", "REQUESTED BY", "SINCE", "EXPIRES"],
-                items.map((i) => [i.kind, i.threadId, i.toolCallId ?? "-", i.what, i.roles.join(","), i.requestedBy, i.since ?? "-", i.expiresAt ? yellow(i.expiresAt) : "-"]),
+                items.map((i): Cell[] => [i.kind, i.threadId, i.toolCallId ?? "-", i.what, i.roles.join(","), i.requestedBy, i.since ?? "-", i.expiresAt ? { text: i.expiresAt, paint: yellow } : "-"]),
               ),
         items,
       );
@@ -301,9 +347,9 @@ async function main(argv: string[]): Promise<number> {
       print(
         () =>
           [
-            bold(`thread ${threadId}`),
+            bold(`thread ${printable(threadId)}`),
             table(["#", "AT", "EVENT", "WHAT"], events.map((e) => [String(e.seq), e.at, e.type, describe(e)])),
-            verification.ok ? green(`chain ok: ${verification.count} events, head ${verification.headHash.slice(0, 12)}`) : red(`chain BROKEN at #${verification.brokenAt.seq}: ${verification.brokenAt.reason}`),
+            verification.ok ? green(`chain ok: ${verification.count} events, head ${verification.headHash.slice(0, 12)}`) : red(printable(`chain BROKEN at #${verification.brokenAt.seq}: ${verification.brokenAt.reason}`)),
           ].join("\n"),
         { threadId, events: events.map((e) => ({ seq: e.seq, at: e.at, type: e.type, summary: describe(e), data: e.data })), verification },
       );
@@ -344,7 +390,7 @@ async function main(argv: string[]): Promise<number> {
       const last = messages[messages.length - 1];
       const waiting = run.approval ? "approval" : run.recovery ? "recovery" : pendingEscalation(await graph.getState({ configurable: { thread_id: threadId } })) ? "review" : null;
       print(
-        () => `${green({ approve: "approved", reject: "rejected", edit: "edited" }[command])} ${toolCallId} on ${threadId} as ${values.as}\n${waiting ? yellow(`now waits for a ${waiting}`) : `agent: ${short(last?.content ?? "", 200)}`}`,
+        () => `${green({ approve: "approved", reject: "rejected", edit: "edited" }[command])} ${printable(`${toolCallId} on ${threadId} as ${values.as}`)}\n${waiting ? yellow(`now waits for a ${waiting}`) : `agent: ${printable(short(last?.content ?? "", 200))}`}`,
         { threadId, toolCallId, decision: command, by: values.as, waiting, last: last?.content ?? null },
       );
       return 0;
@@ -360,12 +406,12 @@ async function main(argv: string[]): Promise<number> {
       print(
         () =>
           [
-            `${report.threads} threads, ${report.events} events, global head ${head}${witness ? `, witness at ${witness.gseq}` : ""}`,
+            printable(`${report.threads} threads, ${report.events} events, global head ${head}${witness ? `, witness at ${witness.gseq}` : ""}`),
             report.ok
               ? green("ok")
               : table(
                   ["PROBLEM", "THREAD", "DETAIL"],
-                  report.problems.map((p) => [red(p.kind), p.threadId ?? "-", p.detail]),
+                  report.problems.map((p): Cell[] => [{ text: p.kind, paint: red }, p.threadId ?? "-", p.detail]),
                 ),
           ].join("\n"),
         report,
@@ -375,9 +421,9 @@ async function main(argv: string[]): Promise<number> {
     if (sub === "head") {
       if (typeof app.auditLog.globalHead !== "function") throw new UsageError("this audit log keeps no global log");
       const { head, signed } = await app.auditLog.globalHead();
-      const text = `${JSON.stringify(signed ?? head)}\n`;
+      const text = `${jsonText(signed ?? head)}\n`;
       if (values.out) writeFileSync(values.out, text);
-      print(() => (values.out ? `global head ${head ? `${head.gseq}:${head.hash}` : "none"} written to ${values.out}` : text.trimEnd()), signed ?? head);
+      print(() => (values.out ? printable(`global head ${head ? `${head.gseq}:${head.hash}` : "none"} written to ${values.out}`) : text.trimEnd()), signed ?? head);
       return 0;
     }
     if (sub === "verify") {
@@ -388,10 +434,10 @@ async function main(argv: string[]): Promise<number> {
         () =>
           table(
             ["THREAD", "EVENTS", "STATUS"],
-            results.map((r) =>
+            results.map((r): Cell[] =>
               r.ok
-                ? [r.threadId, String(r.count), green(`ok, head ${r.headHash.slice(0, 12)}`)]
-                : [r.threadId, "-", red(`BROKEN at #${r.brokenAt.seq} (${r.brokenAt.reason}): expected ${r.brokenAt.expected.slice(0, 16)}, found ${r.brokenAt.found.slice(0, 16)}`)],
+                ? [r.threadId, String(r.count), { text: `ok, head ${r.headHash.slice(0, 12)}`, paint: green }]
+                : [r.threadId, "-", { text: `BROKEN at #${r.brokenAt.seq} (${r.brokenAt.reason}): expected ${r.brokenAt.expected.slice(0, 16)}, found ${r.brokenAt.found.slice(0, 16)}`, paint: red }],
             ),
           ),
         results,
@@ -406,7 +452,7 @@ async function main(argv: string[]): Promise<number> {
       let count = 0;
       for (const [i, t] of threads.entries()) {
         for (const e of await app.auditLog.read(t)) {
-          out.write(`${JSON.stringify(e)}\n`);
+          out.write(`${jsonText(e)}\n`);
           count++;
         }
         if (process.stderr.isTTY && threads.length > 20) process.stderr.write(`\r${i + 1}/${threads.length} threads`);
@@ -414,7 +460,7 @@ async function main(argv: string[]): Promise<number> {
       if (process.stderr.isTTY && threads.length > 20) process.stderr.write("\n");
       if (values.out) {
         await new Promise<void>((done, fail) => (out as ReturnType<typeof createWriteStream>).end((error?: Error | null) => (error ? fail(error) : done())));
-        console.error(`${count} events from ${threads.length} threads written to ${values.out}`);
+        console.error(printable(`${count} events from ${threads.length} threads written to ${values.out}`));
       }
       return 0;
     }
@@ -428,13 +474,14 @@ try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (error) {
   if (error instanceof UsageError || (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
-    console.error(`eart: ${(error as Error).message}\n${USAGE}`);
+    console.error(`eart: ${printable((error as Error).message)}\n${USAGE}`);
     process.exitCode = 2;
   } else if (error instanceof EartError) {
-    console.error(red(`eart: refused [${error.code}]: ${error.message}`));
+    console.error(red(`eart: refused [${error.code}]: ${printable(error.message)}`));
     process.exitCode = 1;
   } else {
-    console.error(red(`eart: ${(error as Error)?.stack ?? String(error)}`));
+    // A stack keeps its line breaks; what a message quotes from a thread is escaped.
+    console.error(red(`eart: ${((error as Error)?.stack ?? String(error)).split("\n").map(printable).join("\n")}`));
     process.exitCode = 1;
   }
 }

@@ -4,9 +4,10 @@ import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import {
   AuditLogOption,
-  EartConfigError,
+  EartError,
   IdentityResolutionError,
   parseOptions,
+  parseRetrievedItems,
   screenContext,
   type AgentIdentity,
   type AuditEventInput,
@@ -71,6 +72,22 @@ const ContextRetrievalOptionsSchema = z
   .strict();
 export type ContextRetrievalOptions = z.input<typeof ContextRetrievalOptionsSchema>;
 
+/**
+ * A name per provider, for the audit log and for namespacing item ids: its `name` (a function's
+ * own name), else `provider <i>` / `retriever <i>`; "/" replaced by "_", and a name given twice
+ * suffixed with `#<i>`, so each provider has its own.
+ */
+function providerNames(providers: readonly unknown[]): string[] {
+  const names: string[] = [];
+  providers.forEach((provider, i) => {
+    const named = (provider as { name?: unknown }).name;
+    let name = (typeof named === "string" && named !== "" ? named : typeof provider === "function" ? `provider ${i}` : `retriever ${i}`).replaceAll("/", "_");
+    if (names.includes(name)) name = `${name}#${i}`;
+    names.push(name);
+  });
+  return names;
+}
+
 /** Documents from a retriever as items: id, source and scope from the metadata or the provider's defaults. */
 function itemsOfDocuments(docs: DocumentInterface[], defaults: { name: string; source?: string; scope?: string; labels: string[] }): RetrievedItem[] {
   return docs.map((doc, i) => {
@@ -97,6 +114,14 @@ function itemsOfDocuments(docs: DocumentInterface[], defaults: { name: string; s
  * use it. The audit log gets provenance only (`context.retrieved`: item ids, sources, scopes,
  * labels, digests, where values were redacted), never the redacted values.
  *
+ * Each provider answers for itself: one that throws, or returns anything but an array of valid
+ * items with distinct ids and content nested at most 256 levels deep, is audited as failed
+ * (`failed: [{ provider, error, code }]`, e.g. `input_too_deep`) and none of its items is kept;
+ * the other providers' items are. Ids are the providers' own, except where two providers give the
+ * same id (in this retrieval or an earlier one of the thread), or an id reads as another
+ * provider's namespaced id: then it is `<provider>/<id>` (provider names are their `name`, a
+ * function's name, or `provider <i>`), so no provider's item replaces or passes for another's.
+ *
  * Facts listed in `required` that no kept item provides open an escalation (`missing_context`)
  * instead of letting the agent guess; a provider that fails is audited and counts as missing.
  * @example
@@ -111,26 +136,63 @@ function itemsOfDocuments(docs: DocumentInterface[], defaults: { name: string; s
  */
 export function createContextRetrieval(options: ContextRetrievalOptions) {
   const { providers, auditLog, redaction, required, query, clock = () => new Date() } = parseOptions(ContextRetrievalOptionsSchema, options);
+  const names = providerNames(providers);
 
   async function fetchAll(request: RetrievalRequest, config: LangGraphRunnableConfig) {
-    const failed: { provider: string; error: string }[] = [];
+    const failed: { provider: string; error: string; code?: string }[] = [];
     const results = await Promise.all(
-      providers.map(async (provider, i): Promise<RetrievedItem[]> => {
-        const named = (provider as { name?: unknown }).name;
-        const name = typeof named === "string" && named !== "" ? named : typeof provider === "function" ? `provider ${i}` : `retriever ${i}`;
+      providers.map(async (provider, i): Promise<{ provider: string; items: RetrievedItem[] }> => {
+        const name = names[i]!;
         try {
-          if (typeof provider === "function") return await provider(request);
-          if (isRetriever(provider)) return itemsOfDocuments(await provider.invoke(request.query, config), { name, labels: [] });
-          const p = provider as { retriever: RetrieverLike; source?: string; scope?: string; labels: string[] };
-          return itemsOfDocuments(await p.retriever.invoke(request.query, config), { name, ...(p.source ? { source: p.source } : {}), ...(p.scope ? { scope: p.scope } : {}), labels: p.labels });
+          let raw: unknown;
+          if (typeof provider === "function") raw = await provider(request);
+          else if (isRetriever(provider)) raw = itemsOfDocuments(await provider.invoke(request.query, config), { name, labels: [] });
+          else {
+            const p = provider as { retriever: RetrieverLike; source?: string; scope?: string; labels: string[] };
+            raw = itemsOfDocuments(await p.retriever.invoke(request.query, config), { name, ...(p.source ? { source: p.source } : {}), ...(p.scope ? { scope: p.scope } : {}), labels: p.labels });
+          }
+          // A malformed, duplicated or too deep item fails its own provider, never the run.
+          return { provider: name, items: parseRetrievedItems(raw) };
         } catch (error) {
           if (isGraphControlFlow(error)) throw error;
-          failed.push({ provider: name, error: (error as Error)?.message ?? String(error) });
-          return [];
+          failed.push({ provider: name, error: (error as Error)?.message ?? String(error), ...(error instanceof EartError ? { code: error.code } : {}) });
+          return { provider: name, items: [] };
         }
       }),
     );
-    return { retrieved: results.flat(), failed };
+    return { results, failed };
+  }
+
+  /**
+   * Item ids as the thread keeps them: as the provider gave them, unless another provider gave
+   * the same id in this retrieval or gave it before (the thread holds `<other>/<id>`), or the id
+   * reads as another provider's namespaced id (`<other>/…`). Then it is `<provider>/<id>`, so no
+   * provider's item replaces or passes for another's. Provider names are distinct and hold no
+   * "/", so namespaced ids never meet each other; a plain id that meets one (a provider giving
+   * both `x` and `<itself>/x`) is namespaced in turn.
+   */
+  function namespaced(results: { provider: string; items: RetrievedItem[] }[], previous: readonly ContextItem[]): RetrievedItem[] {
+    const givenBy = new Map<string, Set<string>>();
+    for (const r of results) for (const item of r.items) (givenBy.get(item.id) ?? givenBy.set(item.id, new Set()).get(item.id)!).add(r.provider);
+    const before = new Set(previous.map((i) => i.id));
+    const contested = (provider: string, id: string) =>
+      givenBy.get(id)!.size > 1 || names.some((n) => n !== provider && (id.startsWith(`${n}/`) || before.has(`${n}/${id}`)));
+    const out = results.flatMap((r) =>
+      r.items.map((item) => (contested(r.provider, item.id) ? { provider: r.provider, item: { ...item, id: `${r.provider}/${item.id}` }, plain: false } : { provider: r.provider, item, plain: true })),
+    );
+    for (let changed = true; changed; ) {
+      const count = new Map<string, number>();
+      for (const o of out) count.set(o.item.id, (count.get(o.item.id) ?? 0) + 1);
+      changed = false;
+      for (const o of out) {
+        if (o.plain && count.get(o.item.id)! > 1) {
+          o.item = { ...o.item, id: `${o.provider}/${o.item.id}` };
+          o.plain = false;
+          changed = true;
+        }
+      }
+    }
+    return out.map((o) => o.item);
   }
 
   return async function retrieveContext(
@@ -142,13 +204,9 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
     if (!identity) throw new IdentityResolutionError("identity_missing", "The thread has no bound identity: bind it before retrieving context");
     const text = query ? query(state as GovernedState) : [...state.messages].reverse().find((m) => HumanMessage.isInstance(m));
     const q = typeof text === "string" ? text : text ? messageText(text) : "";
-    const { retrieved, failed } = await fetchAll({ query: q, identity, threadId }, config);
-    let screened;
-    try {
-      screened = screenContext(retrieved, identity, redaction);
-    } catch (error) {
-      throw new EartConfigError("providers", `a provider returned an invalid item: ${(error as Error).message}`);
-    }
+    const { results, failed } = await fetchAll({ query: q, identity, threadId }, config);
+    // Every item was checked with its provider: what is left to fail here is eart's own fault.
+    const screened = screenContext(namespaced(results, state.context?.items ?? []), identity, redaction);
     const kept = [...(state.context?.items ?? []).filter((i) => !screened.items.some((n) => n.id === i.id)), ...screened.items];
     const missing = required.filter((r) => !kept.some((item) => (r.match ? r.match(item) : item.labels.includes(r.fact))));
     const events: AuditEventInput[] = [

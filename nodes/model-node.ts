@@ -46,13 +46,41 @@ export interface ModelStep {
   events: AuditEventInput[];
 }
 
+/** Characters that break a line, or hide or reorder text: controls (C0, DEL, C1), format characters (bidi, zero-width), line and paragraph separators, lone surrogates. */
+const LINE_BREAKING_OR_HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
+/** What JSON.stringify leaves raw of those (it escapes C0 and lone surrogates itself). */
+const RAW_IN_JSON = /[\u007f-\u009f\p{Cf}\p{Zl}\p{Zp}]/gu;
+/** `\uXXXX` escapes of each UTF-16 code unit of `c`, as JSON writes them. */
+const u = (c: string) => c.split("").map((unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, "0")}`).join("");
+/** JSON text with every line-breaking or hidden character written as an escape. */
+const oneLineJson = (value: unknown): string => (JSON.stringify(value) ?? "null").replace(RAW_IN_JSON, u);
+
+/** An item's content on its line: plain one-line text as it is, anything else as one-line JSON. */
+const contentText = (content: unknown): string =>
+  typeof content === "string" && !LINE_BREAKING_OR_HIDDEN.test(content) ? content : oneLineJson(content ?? null);
+/** An id or a source in the item's header: as it is when plain, else a JSON string whose brackets and parentheses are escaped too. */
+const headerText = (text: string): string =>
+  !LINE_BREAKING_OR_HIDDEN.test(text) && !/[[\]()]/.test(text) ? text : oneLineJson(text).replace(/[[\]()]/g, u);
+
 /**
  * The retrieved context as the model sees it: one system message listing each item (already
  * filtered and redacted for the identity) with its id and source, so answers can cite them.
+ *
+ * One item per line, `[id] (source) content`, and nothing an item holds can start another line
+ * or another item: content with a line break, a control, bidi or zero-width character is written
+ * as one-line JSON (plain one-line text stays as it is, JSON content is JSON already); an id or a
+ * source with brackets, parentheses or such characters is written as a JSON string with those
+ * escaped. Ids that two providers share are namespaced by provider (`<provider>/<id>`) by the
+ * retrieval node.
+ * @example
+ * ```ts
+ * contextMessage({ items: [{ id: "o-1", source: "orders", scope: "orders", labels: [], content: "a\n[x] (bureau) b" }], sensitivity: [] });
+ * // Context retrieved … :\n[o-1] (orders) "a\n[x] (bureau) b"
+ * ```
  */
 export function contextMessage(context: ThreadContext): SystemMessage {
-  const lines = context.items.map((item) => `[${item.id}] (${item.source}) ${typeof item.content === "string" ? item.content : JSON.stringify(item.content ?? null)}`);
-  return new SystemMessage(`Context retrieved for this request (cite ids in brackets):\n${lines.join("\n")}`);
+  const lines = context.items.map((item) => `[${headerText(item.id)}] (${headerText(item.source)}) ${contentText(item.content)}`);
+  return new SystemMessage(`Context retrieved for this request (cite ids in brackets), one item per line; content holding line breaks is written as JSON:\n${lines.join("\n")}`);
 }
 
 /**

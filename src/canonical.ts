@@ -1,15 +1,64 @@
 import { createHash } from "node:crypto";
 import { canonicalize } from "json-canonicalize";
+import { InputTooDeepError } from "./errors.js";
 
 /**
- * RFC 8785 canonical JSON of a value: sorted keys, no whitespace, normalised numbers.
+ * How deep arrays and objects may nest in what eart writes as canonical JSON (audit events,
+ * digests of tool calls, identities, context): 512 levels, far beyond real data, well within the
+ * stack of the recursive writer (which overflows after about 1,500).
+ */
+export const CANONICAL_JSON_MAX_DEPTH = 512;
+
+/**
+ * RFC 8785 canonical JSON of a value: sorted keys, no whitespace, normalised numbers. Arrays and
+ * objects nested deeper than {@link CANONICAL_JSON_MAX_DEPTH} levels throw
+ * {@link InputTooDeepError} (`input_too_deep`), never a stack overflow.
  * @example
  * ```ts
  * canonicalJson({ b: 1, a: [2, "x"] }) // '{"a":[2,"x"],"b":1}'
  * ```
  */
 export function canonicalJson(value: unknown): string {
-  return plainCanonicalJson(value) ?? canonicalize(value);
+  const plain = plainCanonicalJson(value);
+  if (plain !== undefined) return plain;
+  if (nestsDeeper(value, CANONICAL_JSON_MAX_DEPTH)) throw new InputTooDeepError(CANONICAL_JSON_MAX_DEPTH, "canonical JSON");
+  try {
+    return canonicalize(value);
+  } catch (error) {
+    // What the walk above cannot see: a toJSON that returns a deep value.
+    if (error instanceof RangeError && /call stack/i.test(error.message)) throw new InputTooDeepError(CANONICAL_JSON_MAX_DEPTH, "canonical JSON", { cause: error });
+    throw error;
+  }
+}
+
+/**
+ * Whether arrays and objects nest deeper than `limit` levels in a value (the value itself, when
+ * it is one, is level 1). Recurses at most `limit + 1` frames; stops at a cycle (the writer
+ * reports it) and at an object with `toJSON` (what it returns is not walked here).
+ * @example
+ * ```ts
+ * nestsDeeper({ a: [{}] }, 2) // true
+ * ```
+ */
+export function nestsDeeper(value: unknown, limit: number): boolean {
+  const ancestors = new Set<object>();
+  const deeper = (v: unknown, depth: number): boolean => {
+    if (v === null || typeof v !== "object" || typeof (v as { toJSON?: unknown }).toJSON === "function") return false;
+    if (depth > limit) return true;
+    if (ancestors.has(v)) return false;
+    ancestors.add(v);
+    try {
+      if (Array.isArray(v)) {
+        for (const x of v) if (deeper(x, depth + 1)) return true;
+      } else {
+        for (const k of Object.keys(v)) if (deeper((v as Record<string, unknown>)[k], depth + 1)) return true;
+      }
+      return false;
+    } finally {
+      ancestors.delete(v);
+    }
+  };
+  return deeper(value, 1);
 }
 
 /** A string JSON.stringify writes as-is between quotes: no quote, backslash, control character or surrogate. */
@@ -107,7 +156,8 @@ export interface JsonProblem {
  * Why a value is not plain JSON that a store writes and reads back equal (a non-finite number,
  * `undefined`, a function, a class instance, a symbol key, a cycle), or undefined. `forbiddenKeys`
  * refuses member names (`__proto__`, which LangGraph's checkpoint reader turns into a prototype);
- * `refuseAccessors` refuses getters and setters instead of reading them; `maxDepth` bounds nesting.
+ * `refuseAccessors` refuses getters and setters instead of reading them; `maxDepth` bounds nesting
+ * ({@link CANONICAL_JSON_MAX_DEPTH} by default, so a deep value is a problem, never a stack overflow).
  * @example
  * ```ts
  * jsonProblem({ at: new Date() }) // { path: ["at"], why: "is a Date, not a plain object" }
@@ -120,6 +170,7 @@ export function jsonProblem(
   stack: object[] = [],
 ): JsonProblem | undefined {
   const problem = (why: string): JsonProblem => ({ path: [...path], why });
+  if (options.maxDepth === undefined) options = { ...options, maxDepth: CANONICAL_JSON_MAX_DEPTH };
   if (value === null || typeof value === "string" || typeof value === "boolean") return undefined;
   if (typeof value === "number") return Number.isFinite(value) ? undefined : problem(`is ${value}, not a finite number`);
   if (typeof value !== "object") return problem(`is ${typeof value === "undefined" ? "undefined" : `a ${typeof value}`}`);

@@ -1,8 +1,9 @@
 import { z } from "zod";
-import { canonicalJson, sha256Hex } from "./canonical.js";
+import { canonicalJson, nestsDeeper, sha256Hex } from "./canonical.js";
+import { EartConfigError, InputTooDeepError } from "./errors.js";
 import type { AgentIdentity } from "./identity.js";
 import type { ContextItem } from "./state.js";
-import type { Redacted, Redaction } from "./redaction.js";
+import { REDACTION_MAX_DEPTH, type Redacted, type Redaction } from "./redaction.js";
 
 /**
  * What an agent may see: retrieved items are kept only when the identity holds their data scope,
@@ -25,6 +26,39 @@ export const RetrievedItemSchema = z
   .strict();
 export type RetrievedItem = z.input<typeof RetrievedItemSchema>;
 
+/** How deep the content of a retrieved item may nest arrays and objects: as deep as redaction walks (256 levels). */
+export const CONTEXT_ITEM_MAX_DEPTH = REDACTION_MAX_DEPTH;
+
+/**
+ * Checks what one provider returned: an array of valid items with distinct ids, whose content
+ * nests at most {@link CONTEXT_ITEM_MAX_DEPTH} levels. Throws, naming the first bad item, an
+ * {@link InputTooDeepError} for a too deep content and an {@link EartConfigError} (`providers`)
+ * for anything else (`undefined`, not an array, a malformed item, an id given twice): the
+ * retrieval node counts that provider as failed and keeps the others.
+ * @example
+ * ```ts
+ * parseRetrievedItems(await provider(request)); // throws on [{ id: "" }]
+ * ```
+ */
+export function parseRetrievedItems(value: unknown): z.output<typeof RetrievedItemSchema>[] {
+  if (!Array.isArray(value)) {
+    throw new EartConfigError("providers", `the provider returned ${value === undefined ? "undefined" : value === null ? "null" : `a ${typeof value}`}, not an array of items`);
+  }
+  const ids = new Set<string>();
+  return value.map((raw, i) => {
+    const parsed = RetrievedItemSchema.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new EartConfigError("providers", `item ${i}: ${issue.path.join(".") || "(item)"}: ${issue.message}`);
+    }
+    const item = parsed.data;
+    if (ids.has(item.id)) throw new EartConfigError("providers", `two items have the id ${JSON.stringify(item.id)}`);
+    ids.add(item.id);
+    if (nestsDeeper(item.content, CONTEXT_ITEM_MAX_DEPTH)) throw new InputTooDeepError(CONTEXT_ITEM_MAX_DEPTH, `item ${i} (${JSON.stringify(item.id)})`);
+    return item;
+  });
+}
+
 /** What a provider learns about the run: the query, the bound identity and the thread. */
 export interface RetrievalRequest {
   query: string;
@@ -42,7 +76,9 @@ export interface ScreenedContext {
 
 /**
  * Keeps the items whose scope the identity holds, redacts each, and adds a digest of what is kept
- * (SHA-256 of the canonical JSON of the redacted content) for provenance.
+ * (SHA-256 of the canonical JSON of the redacted content) for provenance. Throws on a malformed
+ * item: check each provider's answer with {@link parseRetrievedItems} first, as the retrieval
+ * node does, so that one bad provider fails alone.
  * @example
  * ```ts
  * const { items, dropped, sensitivity } = screenContext(retrieved, identity, redaction);

@@ -43,7 +43,11 @@ export type EartErrorCode =
   | "tool_permission_denied"
   | "circuit_open"
   | "model_unavailable"
-  | "tool_record_incomplete";
+  | "input_too_deep"
+  | "tool_record_incomplete"
+  | "store_timeout"
+  | "store_unavailable"
+  | "store_failure";
 
 /**
  * Base class of every eart error.
@@ -387,5 +391,57 @@ export class ToolRecordError extends EartError {
     );
     this.toolCallId = toolCallId;
     this.resultPreview = resultPreview;
+  }
+}
+
+/** The stores behind a {@link StoreError}. */
+export type StoreName = "effect_ledger" | "thread_lock" | "budget_store";
+
+/**
+ * An eart store (the effect ledger, a thread lock, the budget counters) did not answer. An
+ * internal fault, never a verdict: the operation did nothing that the caller can rely on, and the
+ * run stops (fail closed); run or resume the thread again once the store is back.
+ * - `store_timeout`: no answer within the store's bound (`timeoutMs`), e.g. every connection of
+ *   the pool is busy or the server hangs;
+ * - `store_unavailable`: the connection was lost or could not be made (server restarted, session
+ *   terminated, network down). A read is retried once on a new connection before this is thrown
+ *   (`details.retried`);
+ * - `store_failure`: the store answered with an error (a bug, a full disk, a corrupt row).
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof StoreError && e.code !== "store_failure") retryLater(threadId); }
+ * ```
+ */
+export class StoreError extends EartError {
+  readonly store: StoreName;
+  readonly operation: string;
+  constructor(
+    code: "store_timeout" | "store_unavailable" | "store_failure",
+    store: StoreName,
+    operation: string,
+    message: string,
+    details: Record<string, unknown> = {},
+    options?: { cause?: unknown },
+  ) {
+    super(code, `${store} ${operation}: ${message}`, { store, operation, ...details }, options);
+    this.store = store;
+    this.operation = operation;
+  }
+}
+
+/**
+ * A value nests arrays and objects deeper than eart walks: `limit` levels (512 for canonical JSON
+ * and digests, 256 for retrieved context). Thrown instead of a stack overflow; `where` says what
+ * was being read. Nothing was written.
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof InputTooDeepError) console.error(e.details.limit, e.details.where); }
+ * ```
+ */
+export class InputTooDeepError extends EartError {
+  readonly limit: number;
+  constructor(limit: number, where: string, options?: { cause?: unknown }) {
+    super("input_too_deep", `${where} nests arrays and objects deeper than ${limit} levels`, { limit, where }, options);
+    this.limit = limit;
   }
 }

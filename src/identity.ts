@@ -77,15 +77,92 @@ export interface IdentityClaim {
   source: AgentIdentity["source"];
 }
 
+/**
+ * What an id may not hold: controls (C0, DEL, C1), format characters (zero-width, bidi overrides
+ * and isolates, the byte-order mark, tags), line and paragraph separators, lone surrogates,
+ * private-use and unassigned code points, whitespace other than a plain space, and characters
+ * that render as nothing (fillers, variation selectors).
+ */
+const FORBIDDEN_IN_ID = /[\p{C}\p{Zl}\p{Zp}\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\u{e0100}-\u{e01ef}]|[^\S ]/u;
+
+/** An id as an error message may quote it: JSON, and what {@link FORBIDDEN_IN_ID} names written as `\uXXXX`. */
+function shownId(id: string): string {
+  return JSON.stringify(id).replace(new RegExp(FORBIDDEN_IN_ID.source, "gu"), (c) => {
+    const cp = c.codePointAt(0)!;
+    return cp > 0xffff ? `\\u{${cp.toString(16)}}` : `\\u${cp.toString(16).padStart(4, "0")}`;
+  });
+}
+
+/**
+ * Why an id cannot name an agent, a user or a role, or undefined. Ids are compared exactly, so
+ * one that looks like another (a trailing space, a zero-width character, full-width letters) would
+ * name someone else: each id has one way to be written, NFKC-normal, printable, trimmed.
+ */
+function idProblem(id: string): string | undefined {
+  return characterProblem(id) ?? normalFormProblem(id);
+}
+
+function characterProblem(id: string): string | undefined {
+  const bad = FORBIDDEN_IN_ID.exec(id)?.[0];
+  if (bad !== undefined) return `${shownId(id)} holds U+${bad.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}: ids hold no control, invisible, bidi or line-breaking character, and no whitespace but a plain space`;
+  if (id.trim() !== id) return `${shownId(id)} starts or ends with whitespace`;
+  return undefined;
+}
+
+function normalFormProblem(id: string): string | undefined {
+  const normal = id.normalize("NFKC");
+  return normal === id ? undefined : `${shownId(id)} is not in Unicode NFKC normal form: write it as ${shownId(normal)}`;
+}
+
+/** Ids that read as the same name are one id: NFKC-normal and case-folded (lower, upper, lower: "ß" is "ss"). */
+const foldedId = (id: string): string => id.normalize("NFKC").toLowerCase().toUpperCase().toLowerCase().normalize("NFKC");
+
+/**
+ * Refuses ids that are not well formed ({@link idProblem}) and two ids of one kind that fold to
+ * the same name, naming both entries (also when one of them is not NFKC-normal).
+ */
+function checkIds(kind: string, entries: readonly { id: string; entry: string }[]): void {
+  const seen = new Map<string, { id: string; entry: string }>();
+  for (const { id, entry } of entries) {
+    const problem = characterProblem(id);
+    if (problem) throw new IdentityRegistryError(entry, `${kind} ${problem}`);
+    const key = foldedId(id);
+    const earlier = seen.get(key);
+    if (earlier) {
+      if (earlier.id === id) throw new IdentityRegistryError(entry, `duplicate ${kind} id ${shownId(id)}`);
+      throw new IdentityRegistryError(
+        entry,
+        `${kind} id ${shownId(id)} collides with ${earlier.entry} ${shownId(earlier.id)}: ids that are the same after NFKC normalisation and case folding are one id`,
+      );
+    }
+    seen.set(key, { id, entry });
+  }
+  // After the collisions, so that "ｓａｍ" beside "sam" names both entries.
+  for (const { id, entry } of entries) {
+    const problem = normalFormProblem(id);
+    if (problem) throw new IdentityRegistryError(entry, `${kind} ${problem}`);
+  }
+}
+
 function entryPath(path: readonly PropertyKey[]): string {
   let out = "";
-  for (const key of path) out += typeof key === "number" ? `[${key}]` : out ? `.${String(key)}` : String(key);
+  for (const key of path) {
+    const name = typeof key === "string" && FORBIDDEN_IN_ID.test(key) ? shownId(key).slice(1, -1) : String(key);
+    out += typeof key === "number" ? `[${key}]` : out ? `.${name}` : name;
+  }
   return out || "(root)";
 }
 
 /**
  * Agents and human users, validated once at load. Resolves the identity of a run from trusted
  * configuration.
+ *
+ * Ids (of agents, users and roles) have one way to be written: Unicode NFKC-normal, no control,
+ * invisible, bidi or line-breaking character, no whitespace at either end. Two ids of one kind that
+ * are the same after NFKC normalisation and case folding (`sam` and `Sam`, `ｓａｍ`) are refused
+ * at load, naming both entries. Lookups ({@link IdentityRegistry.resolve}, `getUser`,
+ * `userHasAnyRole`) match ids exactly and normalise nothing: an id from the run configuration that
+ * is not written as in the registry (`Sam`, `sam `, `s\u200bam`) is an unknown user, so it is refused.
  * @example
  * ```ts
  * const registry = IdentityRegistry.fromObject({
@@ -115,16 +192,18 @@ export class IdentityRegistry {
       throw new IdentityRegistryError(entryPath(issue.path), issue.message);
     }
     const def = parsed.data;
-    const seen = new Set<string>();
+    checkIds("role", Object.keys(def.roles).map((id) => ({ id, entry: `roles.${shownId(id).slice(1, -1)}` })));
+    checkIds("agent", def.agents.map((a, i) => ({ id: a.id, entry: `agents[${i}].id` })));
+    checkIds("user", def.users.map((u, i) => ({ id: u.id, entry: `users[${i}].id` })));
     def.agents.forEach((a, i) => {
-      if (seen.has(`agent:${a.id}`)) throw new IdentityRegistryError(`agents[${i}].id`, `duplicate agent id "${a.id}"`);
-      seen.add(`agent:${a.id}`);
+      a.roles.forEach((role, j) => {
+        const problem = idProblem(role);
+        if (problem) throw new IdentityRegistryError(`agents[${i}].roles[${j}]`, `role ${problem}`);
+      });
     });
     def.users.forEach((u, i) => {
-      if (seen.has(`user:${u.id}`)) throw new IdentityRegistryError(`users[${i}].id`, `duplicate user id "${u.id}"`);
-      seen.add(`user:${u.id}`);
       u.roles.forEach((role, j) => {
-        if (!Object.hasOwn(def.roles, role)) throw new IdentityRegistryError(`users[${i}].roles[${j}]`, `role "${role}" is not declared in roles`);
+        if (!Object.hasOwn(def.roles, role)) throw new IdentityRegistryError(`users[${i}].roles[${j}]`, `role ${shownId(role)} is not declared in roles`);
       });
     });
     return new IdentityRegistry(def);
@@ -162,11 +241,17 @@ export class IdentityRegistry {
   resolve(claim: IdentityClaim): AgentIdentity {
     const agent = this.#agents.get(claim.agentId);
     if (!agent) {
-      throw new IdentityResolutionError("identity_unknown_agent", `Unknown agent "${claim.agentId}"`, { agentId: claim.agentId });
+      throw new IdentityResolutionError("identity_unknown_agent", `Unknown agent ${shownId(String(claim.agentId))}`, { agentId: claim.agentId });
     }
     const user = this.#users.get(claim.userId);
     if (!user) {
-      throw new IdentityResolutionError("identity_unknown_user", `Unknown user "${claim.userId}"`, { userId: claim.userId });
+      // Ids are matched exactly: a look-alike ("Sam", "sam ", "s\u200bam") is nobody, never the user it resembles.
+      const problem = typeof claim.userId === "string" ? idProblem(claim.userId) : undefined;
+      throw new IdentityResolutionError(
+        "identity_unknown_user",
+        problem ? `Unknown user: ${problem}; ids are matched exactly` : `Unknown user ${shownId(String(claim.userId))}`,
+        problem ? { userId: claim.userId, problem } : { userId: claim.userId },
+      );
     }
     const userGrants = new Set<string>();
     for (const role of user.roles) for (const tool of this.#roles.get(role)?.tools ?? []) userGrants.add(tool);
@@ -200,7 +285,9 @@ export interface Principal {
 /**
  * The human a run acts as: LangGraph server's authenticated user (`langgraph_auth_user`, set by
  * the server's custom auth; it wins), else `user_id`, which only a trusted in-process app sets.
- * Undefined when the configuration names neither. Never read from a payload or from state.
+ * Undefined when the configuration names neither. Never read from a payload or from state. The
+ * id is returned as given, never normalised: the registry matches it exactly, so a look-alike of
+ * a registered id (`Sam`, `sam `, `ｓａｍ`) is an unknown user and is refused (fail closed).
  * @example
  * ```ts
  * principalFromConfig({ user_id: "sam" }) // { id: "sam", source: "configurable.user_id" }

@@ -151,7 +151,9 @@ export interface RedactionResult<T> {
 export interface Redaction {
   readonly rules: readonly ParsedRule[];
   /**
-   * Redacts a value (string, number or JSON) for an identity; the input is not changed.
+   * Redacts a value (string, number or JSON) for an identity; the input is not changed. Arrays
+   * and objects nested deeper than {@link REDACTION_MAX_DEPTH} levels are replaced by
+   * `[REDACTED:too_deep]`.
    * `fields: false` applies the patterns only (what an agent writes under a field name, such as a
    * salary in a draft, is its own proposal for policy to judge, not data it read).
    */
@@ -164,6 +166,19 @@ export interface Redaction {
 }
 
 const mark = (ruleId: string) => `[REDACTED:${ruleId}]`;
+
+/**
+ * How deep redaction walks arrays and objects: 256 levels (the value itself, when it is one, is
+ * level 1; JSON text in a string counts from where the string is). What lies deeper is not looked
+ * at, so it is not let through either: it is replaced by `[REDACTED:too_deep]` and listed in
+ * `redacted` (rule `too_deep`). A mark rather than an error, because redaction runs where a
+ * failure would lose more than the cut part: a tool's result after the tool ran, an audit event,
+ * retrieved context. It also keeps every redacted value well within the canonical JSON limit
+ * (512 levels) when an audit event or a digest wraps it.
+ */
+export const REDACTION_MAX_DEPTH = 256;
+/** The rule id of a cut made by the depth limit. */
+const TOO_DEEP = "too_deep";
 
 /** First non-blank character (as `trimStart` counts blanks) is `{` or `[`; no copy of the string. */
 function looksLikeJson(s: string): boolean {
@@ -334,15 +349,19 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
   function mayChange(value: unknown): boolean {
     const strings: string[] = [];
     let field = false;
-    const visit = (v: unknown): void => {
+    // `depth`: how many arrays and objects enclose `v`. A container past the limit is cut by
+    // `apply`, so it "may change".
+    const visit = (v: unknown, depth: number): void => {
       if (typeof v === "string") {
         strings.push(v);
         const json = parseJsonText(v);
-        if (json !== undefined) visit(json);
+        if (json !== undefined) visit(json, depth);
       } else if (typeof v === "number" || typeof v === "bigint") {
         strings.push(String(v));
+      } else if (v !== null && typeof v === "object" && depth >= REDACTION_MAX_DEPTH) {
+        field = true;
       } else if (Array.isArray(v)) {
-        for (const x of v) if (!field) visit(x);
+        for (const x of v) if (!field) visit(x, depth + 1);
       } else if (v !== null && typeof v === "object") {
         const o = v as Record<string, unknown>;
         for (const k in o) {
@@ -350,11 +369,11 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
           if (x !== null && x !== undefined && fieldRule(k)) field = true;
           if (field) return;
           strings.push(k);
-          visit(x);
+          visit(x, depth + 1);
         }
       }
     };
-    visit(value);
+    visit(value, 0);
     if (field) return true;
     if (strings.length === 0 || screens.length === 0) return false;
     const text = normalised(strings.length === 1 ? strings[0]! : strings.join("\n"));
@@ -397,14 +416,19 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
       }
       return out + s.slice(at);
     };
-    const walk = (v: unknown, path: string): unknown => {
+    // `depth`: how many arrays and objects enclose `v`.
+    const walk = (v: unknown, path: string, depth: number): unknown => {
       if (typeof v === "string") {
         // Tool results and retrieved documents are often JSON text: redact its fields too.
         const json = parseJsonText(v);
         if (json === undefined) return text(v, path);
         const before = redacted.length;
-        const walked = walk(json, path);
+        const walked = walk(json, path, depth);
         return redacted.length === before ? v : JSON.stringify(walked); // unchanged text stays as it was
+      }
+      if (v !== null && typeof v === "object" && depth >= REDACTION_MAX_DEPTH) {
+        redacted.push({ path, ruleId: TOO_DEEP });
+        return mark(TOO_DEEP);
       }
       if (typeof v === "number" || typeof v === "bigint") {
         // A card stored as a JSON number is still a card.
@@ -412,7 +436,7 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
         const out = text(s, path);
         return out === s ? v : out;
       }
-      if (Array.isArray(v)) return v.map((x, i) => walk(x, `${path}[${i}]`));
+      if (Array.isArray(v)) return v.map((x, i) => walk(x, `${path}[${i}]`, depth + 1));
       if (v && typeof v === "object") {
         const out: Record<string, unknown> = {};
         for (const [k, x] of Object.entries(v)) {
@@ -433,13 +457,13 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
               continue;
             }
           }
-          out[key] = walk(x, at);
+          out[key] = walk(x, at, depth + 1);
         }
         return out;
       }
       return v;
     };
-    return { value: walk(value, "") as T, redacted, labels: [...labels].sort() };
+    return { value: walk(value, "", 0) as T, redacted, labels: [...labels].sort() };
   }
 
   const redaction: Redaction = { rules: parsed, apply, mayChange };

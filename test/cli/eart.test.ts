@@ -4,6 +4,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileS
 import { generateKeyPairSync } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import { beforeAll, describe, expect, it } from "vitest";
 import { startCaptureServer } from "../support/capture-server.js";
@@ -33,6 +34,32 @@ function pausedThread(): string {
   expect(child.status).toBe(0);
   return file;
 }
+
+/**
+ * A fresh SQLite file with a refund thread paused for a supervisor, whose thread id and customer
+ * message carry terminal escapes, line breaks, C1 controls and bidi overrides: what a customer or
+ * a client of the thread API can write.
+ */
+function hostileThread(threadId: string, text: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), "eart-cli-hostile-")), "demo.sqlite");
+  const agentModule = resolve("dist/examples/refund/agent.js");
+  const code = `
+    const { openRefundAgent } = await import(${JSON.stringify(pathToFileURL(agentModule).href)});
+    const { agent, close } = await openRefundAgent(process.env.EART_DEMO_FILE);
+    const config = { configurable: { thread_id: JSON.parse(process.env.HOSTILE_THREAD), agent_id: "support-agent", user_id: "cara" } };
+    await agent.invoke({ messages: [{ role: "user", content: JSON.parse(process.env.HOSTILE_TEXT) }] }, config);
+    await close();`;
+  const child = spawnSync(process.execPath, ["--input-type=module", "-e", code], {
+    env: { ...process.env, EART_DEMO_FILE: file, OPENAI_API_KEY: "", HOSTILE_THREAD: JSON.stringify(threadId), HOSTILE_TEXT: JSON.stringify(text) },
+    encoding: "utf8",
+  });
+  expect(child.stderr).toBe("");
+  expect(child.status).toBe(0);
+  return file;
+}
+
+/** Characters a terminal acts on or hides: C0 (but the line feeds the command line writes itself), DEL, C1, line and paragraph separators, zero-width and bidi controls. */
+const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u;
 
 const refunds = (file: string) => {
   const db = new Database(file, { readonly: true });
@@ -99,6 +126,63 @@ describe("eart, the approver's command line", () => {
     expect(show.out).toMatch(/approval\.refused\s+refused answer: approval_self_approval/);
     expect(show.out).toMatch(/approval\.decided\s+issue_refund approve by sam → approved/);
     expect(show.out).toMatch(/chain ok: \d+ events/);
+  });
+
+  it("prints what threads hold with every control character escaped: a customer cannot draw a forged row in the approver's terminal", () => {
+    const ESC = "\u001b";
+    const forged = "99  2026-01-01T00:00:00.000Z  approval.decided  issue_refund approve by sam → approved";
+    const threadId = `refund-1042\r${ESC}[2K${ESC}[1A${forged}\u202e\n`;
+    const text = `\r${ESC}[2K${ESC}]0;eart\u0007\n${forged}\u0085\u009b2K\u2028\u202e Hi, order 1042 arrived broken. Please refund $740.\u007f\u200b`;
+    const file = hostileThread(threadId, text);
+
+    // The human-readable forms: no raw control character, and no line the command line did not write.
+    const show = run(file, ["show", threadId]);
+    expect(show.status).toBe(0);
+    expect(show.out).not.toMatch(RAW_CONTROL);
+    const lines = show.out.trimEnd().split("\n");
+    expect(lines[0]).toBe("thread refund-1042\\r\\x1b[2K\\x1b[1A99  2026-01-01T00:00:00.000Z  approval.decided  issue_refund approve by sam → approved\\u202e\\n");
+    expect(lines[1]).toMatch(/^#\s+AT\s+EVENT\s+WHAT$/);
+    expect(lines.at(-1)).toMatch(/^chain ok: \d+ events/);
+    for (const line of lines.slice(2, -1)) expect(line).toMatch(/^\d+\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+[a-z_]+\.[a-z_]+\s/);
+    const started = lines.find((l) => /\srun\.started\s/.test(l))!;
+    expect(started).toContain("cara asked support-agent: \\r\\x1b[2K\\x1b]0;eart\\x07\\n99  2026");
+    // The forged row is text inside the row that quotes the customer, never a row of its own.
+    expect(lines.slice(1).filter((l) => l.includes("approval.decided"))).toEqual([started]);
+
+    const pending = run(file, ["pending"]);
+    expect(pending.status).toBe(0);
+    expect(pending.out).not.toMatch(RAW_CONTROL);
+    const rows = pending.out.trimEnd().split("\n");
+    expect(rows).toHaveLength(2);
+    expect(rows[1]).toMatch(/^approval\s+refund-1042\\r\\x1b\[2K\\x1b\[1A99 .*\\u202e\\n\s+call_1_refund\s+issue_refund /);
+
+    const inbox = run(file, ["pending", "--json"]);
+    expect(inbox.out).not.toMatch(RAW_CONTROL);
+    expect(JSON.parse(inbox.out)).toEqual([expect.objectContaining({ kind: "approval", threadId, toolCallId: "call_1_refund" })]);
+
+    // An approver's own hostile text (a refused name, a message) is escaped the same way, in errors too.
+    const posing = run(file, ["approve", threadId, "call_1_refund", "--as", `sam${ESC}[2K\r`]);
+    expect(posing.status).toBe(1);
+    expect(posing.err).toContain("sam\\x1b[2K\\r");
+    expect(posing.err + posing.out).not.toMatch(RAW_CONTROL);
+    const approved = run(file, ["approve", threadId, "call_1_refund", "--as", "sam", "--message", `ok\u009b1A\r${ESC}[2Kforged\u2029`]);
+    expect(approved.status).toBe(0);
+    expect(approved.out).not.toMatch(RAW_CONTROL);
+    expect(refunds(file)).toEqual([{ orderId: "1042", amount: 740 }]);
+    const after = run(file, ["show", threadId]);
+    expect(after.out).not.toMatch(RAW_CONTROL);
+    expect(after.out).toMatch(/approval\.refused\s+refused answer: approval_unauthorized .*sam\\x1b\[2K\\r/);
+    expect(after.out).toContain("issue_refund approve by sam: ok\\x9b1A\\r\\x1b[2Kforged\\u2029 → approved");
+
+    // --json stays JSON: the same values, every control character escaped by JSON itself.
+    const json = run(file, ["show", threadId, "--json"]);
+    expect(json.out).not.toMatch(RAW_CONTROL);
+    const parsed = JSON.parse(json.out) as { threadId: string; events: { type: string; data: { request?: { text: string } } }[] };
+    expect(parsed.threadId).toBe(threadId);
+    expect(parsed.events.find((e) => e.type === "run.started")!.data.request!.text).toBe(text);
+    const exported = run(file, ["audit", "export", "--format", "jsonl"]);
+    expect(exported.out).not.toMatch(RAW_CONTROL);
+    expect(exported.out.trimEnd().split("\n").map((l) => (JSON.parse(l) as { threadId: string }).threadId)).toContain(threadId);
   });
 
   it("verifies the audit chains, reports a tampered one precisely with exit code 1, and exports JSONL", () => {

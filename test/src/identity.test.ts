@@ -177,6 +177,91 @@ describe("IdentityRegistry.fromObject validation", () => {
   });
 });
 
+describe("IdentityRegistry ids: one way to write each, nothing confusable", () => {
+  const withUsers = (...ids: string[]) => ({ ...baseRegistry(), users: ids.map((id) => ({ id, roles: ["supervisor"] })) });
+
+  it.each([
+    ["a trailing space", "sam "],
+    ["a leading space", " sam"],
+    ["a zero-width space", "s\u200bam"],
+    ["a zero-width joiner", "sam\u200d"],
+    ["a bidi override", "\u202emas"],
+    ["a bidi isolate", "sam\u2066"],
+    ["an ANSI escape", "sam\u001b[31m"],
+    ["a line break", "sam\nsue"],
+    ["a C1 control", "sam\u009b"],
+    ["DEL", "sam\u007f"],
+    ["a byte-order mark", "\ufeffsam"],
+    ["a no-break space", "sam\u00a0o"],
+    ["a tab", "sam\tsue"],
+    ["full-width letters (not NFKC-normal)", "ｓａｍ"],
+    ["a ligature (not NFKC-normal)", "ﬁona"],
+  ])("refuses a user id with %s, naming the entry and showing the id escaped", (_what, id) => {
+    const e = registryError(withUsers("cara", id));
+    expect(e.entry).toBe("users[1].id");
+    expect(e.message).not.toMatch(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/);
+  });
+
+  it("refuses an agent id and a role name the same way", () => {
+    const agent = baseRegistry();
+    agent.agents[1]!.id = "wild-agent\u200b";
+    expect(registryError(agent).entry).toBe("agents[1].id");
+    const role = baseRegistry() as { roles: Record<string, unknown>; users: { id: string; roles?: string[] }[] };
+    role.roles["supervisor\u202e"] = { tools: ["*"] };
+    expect(registryError(role).entry).toBe("roles.supervisor\\u202e");
+  });
+
+  it("tells how to write an id that is not NFKC-normal", () => {
+    expect(registryError(withUsers("ｓａｍ")).message).toContain('"sam"');
+  });
+
+  it.each([
+    ["the same letters in another case", "sam", "Sam"],
+    ["full-width letters", "sam", "ｓａｍ"],
+    ["upper-case full-width letters", "SAM", "ｓａｍ"],
+    ["a ligature", "fiona", "ﬁona"],
+    ["a sharp s", "strasse", "STRAẞE"],
+  ])("refuses two user ids that are one after normalisation and case folding (%s), naming both", (_what, first, second) => {
+    const e = registryError(withUsers("cara", first, second));
+    expect(e.entry).toBe("users[2].id");
+    expect(e.message).toContain("users[1].id");
+    expect(e.message).toContain(JSON.stringify(first));
+  });
+
+  it("refuses agents and declared roles that differ only in case", () => {
+    const agents = baseRegistry();
+    agents.agents.push({ id: "Support-Agent", tools: [] } as (typeof agents.agents)[number]);
+    const e = registryError(agents);
+    expect(e.entry).toBe("agents[3].id");
+    expect(e.message).toContain("agents[0].id");
+    const roles = baseRegistry() as { roles: Record<string, unknown> };
+    roles.roles.Supervisor = { tools: [] };
+    expect(registryError(roles).message).toMatch(/roles\.Supervisor.*roles\.supervisor|roles\.supervisor.*roles\.Supervisor/);
+  });
+
+  it("keeps ids that are distinct and well formed: other scripts, inner spaces, punctuation", () => {
+    const registry = IdentityRegistry.fromObject(withUsers("sam", "sue", "søren", "José", "李雷", "mary ann", "o'brien", "ops@example.com"));
+    expect(registry.getUser("José")).toBeDefined();
+    expect(registry.getUser("mary ann")).toBeDefined();
+  });
+
+  it("finds a principal only by its exact id: a look-alike from the run configuration is an unknown user (fail closed)", () => {
+    const registry = IdentityRegistry.fromObject(baseRegistry());
+    for (const lookalike of ["Sam", "SAM", "sam ", " sam", "ｓａｍ", "s\u200bam", "sam\u202e", "sam\u001b[0m"]) {
+      expect(registry.getUser(lookalike), JSON.stringify(lookalike)).toBeUndefined();
+      expect(registry.userHasAnyRole(lookalike, ["supervisor"])).toBe(false);
+      const error = thrown(() => registry.resolve(claim("support-agent", lookalike)));
+      expect(error).toBeInstanceOf(IdentityResolutionError);
+      expect((error as IdentityResolutionError).code).toBe("identity_unknown_user");
+    }
+    // The error says why a non-normal id is never found, showing it escaped.
+    const error = thrown(() => registry.resolve(claim("support-agent", "s\u200bam"))) as IdentityResolutionError;
+    expect(error.message).toContain("s\\u200bam");
+    expect(error.message).not.toContain("\u200b");
+    expect(registry.getUser("sam")).toBeDefined();
+  });
+});
+
 describe("IdentityRegistry.fromFile", () => {
   const dir = mkdtempSync(join(tmpdir(), "eart-identity-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -82,3 +82,53 @@ describe("standard redactions on the forms attackers and real input use", () => 
     expect(standard.mayChange!({ orderId: "1042", amount: 740, note: "call +1 415 555 2671" })).toBe(false);
   });
 });
+
+describe("redaction of values nested deeper than it walks (256 levels): cut, never passed through", () => {
+  /** `levels` nested objects around `inner`. */
+  const nested = (levels: number, inner: unknown): unknown => {
+    let v = inner;
+    for (let i = 0; i < levels; i++) v = { a: v };
+    return v;
+  };
+  const depthOf = (v: unknown): number => {
+    let d = 0;
+    for (let x = v; x !== null && typeof x === "object"; x = (x as { a: unknown }).a) d++;
+    return d;
+  };
+
+  it("keeps 256 levels as they are", () => {
+    const v = nested(255, { card: "x", note: "no secret" });
+    const out = standard.apply(v, undefined);
+    expect(depthOf(out.value)).toBe(256);
+    expect(out.redacted).toEqual([{ path: `${"a.".repeat(255)}card`, ruleId: "card_number" }]);
+  });
+
+  it.each([257, 2_000, 100_000])("replaces what lies below level 256 of a %i-level value by a mark, and says where", (levels) => {
+    const v = nested(levels - 1, { note: `card ${CARD}`, harmless: 1 });
+    const out = standard.apply(v, undefined);
+    const json = JSON.stringify(out.value);
+    expect(json).not.toContain(CARD);
+    expect(depthOf(out.value)).toBe(256);
+    expect(json).toContain('"a":"[REDACTED:too_deep]"');
+    expect(out.redacted).toEqual([{ path: "a.".repeat(256).slice(0, -1), ruleId: "too_deep" }]);
+    expect(standard.mayChange!(v)).toBe(true);
+    // Patterns only (what an agent writes): the same cut.
+    expect(JSON.stringify(standard.apply(v, undefined, { fields: false }).value)).not.toContain(CARD);
+  });
+
+  it("cuts deep JSON text inside a string the same way (a tool's result)", () => {
+    const text = JSON.stringify(nested(1_000, { card: CARD }));
+    const out = standard.apply({ result: text }, undefined);
+    expect(out.value.result).not.toContain(CARD);
+    expect(out.value.result).toContain("[REDACTED:too_deep]");
+    expect(out.redacted.map((r) => r.ruleId)).toEqual(["too_deep"]);
+  });
+
+  it("cuts a deep value even when no rule could match in it: what lies below is not looked at", () => {
+    const none = defineRedaction([{ id: "salary", fields: ["salary"] }]);
+    const out = none.apply(nested(300, "plain"), undefined);
+    expect(depthOf(out.value)).toBe(256);
+    expect(none.mayChange!(nested(300, "plain"))).toBe(true);
+    expect(none.mayChange!(nested(200, "plain"))).toBe(false);
+  });
+});
