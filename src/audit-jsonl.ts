@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import { closeSync, fdatasyncSync, fstatSync, linkSync, openSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
-import { hostname } from "node:os";
 import { z } from "zod";
 import {
   AuditSigningKeyOption,
@@ -22,6 +21,7 @@ import { globalHeadSigner, nextGlobalEntry, verifyGlobalLog, type GlobalEntry, t
 import type { GlobalLogSnapshot } from "./audit.js";
 import { AuditStoreError, EartError } from "./errors.js";
 import { parseOptions } from "./options.js";
+import { holderLiveness, processInstance, type LockHolder } from "./thread-lock.js";
 
 const JsonlAuditLogOptionsSchema = z
   .object({
@@ -488,16 +488,16 @@ function scanLines(fd: number, start: number, end: number, onLine: (line: string
   return consumed;
 }
 
-interface LockOwner {
-  pid: number;
-  host: string;
-  token: string;
-}
+/** What a lock file holds: its holder's process instance (pid, start time, pid namespace, host) and a token. */
+type LockOwner = LockHolder & { token: string };
 
 /**
  * An exclusive lock between processes of one machine: a file created with O_EXCL, removed on
  * release. The work done under it is synchronous, so it is held for microseconds; waiting is
- * asynchronous (the event loop keeps running).
+ * asynchronous (the event loop keeps running). The file names its holder's process instance, not
+ * only its pid: a lock left by a process that died is broken at once, also when a restarted
+ * process has its pid again (a container's PID 1), and one whose holder cannot be checked from here
+ * (another host or container) once it is `staleLockMs` old.
  */
 class FileLock {
   readonly #path: string;
@@ -538,7 +538,8 @@ class FileLock {
       throw error;
     }
     try {
-      const owner: LockOwner = { pid: process.pid, host: hostname(), token: randomUUID() };
+      const { pid, host, instance, pidNamespace, started } = processInstance();
+      const owner: LockOwner = { pid, host, instance, pidNamespace, started, token: randomUUID() };
       writeSync(fd, JSON.stringify(owner));
     } finally {
       closeSync(fd);
@@ -562,7 +563,7 @@ class FileLock {
   #describeHolder(): string {
     try {
       const owner = JSON.parse(readFileSync(this.#path, "utf8")) as LockOwner;
-      return `held by pid ${owner.pid} on ${owner.host}`;
+      return `held by pid ${owner.pid} on ${owner.host}${owner.instance ? ` (instance ${owner.instance})` : ""}`;
     } catch {
       return "holder unknown";
     }
@@ -584,8 +585,10 @@ class FileLock {
     } catch {
       owner = undefined;
     }
-    const checkable = owner !== undefined && owner.host === hostname() && Number.isInteger(owner.pid);
-    const stale = checkable ? !isAlive(owner!.pid) : Date.now() - mtimeMs > this.#staleMs;
+    // A holder with this process's pid but another start time, or written before this process
+    // started, is an earlier process (a restarted container's PID 1): holderLiveness says so.
+    const liveness = owner !== undefined && typeof owner.host === "string" && Number.isInteger(owner.pid) ? holderLiveness(owner, mtimeMs) : "unknown";
+    const stale = liveness === "unknown" ? Date.now() - mtimeMs > this.#staleMs : liveness === "dead";
     if (!stale) return;
     // Move it aside, then make sure what was moved is the stale lock and not one taken since.
     const aside = `${this.#path}.${randomUUID()}.stale`;
@@ -602,14 +605,5 @@ class FileLock {
       }
     }
     unlinkSync(aside);
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }

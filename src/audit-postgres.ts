@@ -18,7 +18,7 @@ import { globalHeadSigner, nextGlobalEntry, type GlobalEntry, type GlobalHead, t
 import type { GlobalLogSnapshot } from "./audit.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "./audit-rows.js";
 import { AuditStoreError, EartError } from "./errors.js";
-import { migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
+import { isConnectionLoss, migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
 
 /**
  * Where the PostgreSQL audit log lives (a connection string, else `EART_DATABASE_URL`, or a pool
@@ -246,9 +246,10 @@ export class PostgresAuditLog implements AuditLog {
   }
 
   async globalLog(): Promise<GlobalLogSnapshot> {
-    return this.#run("read the global log of", async () => {
+    return this.#read("read the global log of", async () => {
       await this.#migrate();
       const client = await this.#pool.connect();
+      let broken = false;
       try {
         await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
         const global = await client.query<{ gseq: string; prev_hash: string; hash: string }>(`SELECT gseq, prev_hash, hash FROM ${GLOBAL} ORDER BY gseq`);
@@ -266,16 +267,19 @@ export class PostgresAuditLog implements AuditLog {
           ...(this.#signer ? { publicKey: this.#signer.publicKey } : {}),
         };
       } catch (error) {
-        await client.query("ROLLBACK").catch(() => {});
+        broken = await client.query("ROLLBACK").then(
+          () => false,
+          () => true,
+        );
         throw error;
       } finally {
-        client.release();
+        client.release(broken);
       }
     });
   }
 
   async globalHead(): Promise<{ head: GlobalHead | null; signed?: SignedGlobalHead }> {
-    return this.#run("read the global head of", async () => {
+    return this.#read("read the global head of", async () => {
       await this.#migrate();
       const { rows } = await this.#pool.query<{ gseq: string; hash: string; signed: string | null }>(
         `SELECT g.gseq, g.hash, s.head AS signed FROM (SELECT gseq, hash FROM ${GLOBAL} ORDER BY gseq DESC LIMIT 1) g LEFT JOIN ${GLOBAL_SIGNED} s ON s.id = 1`,
@@ -287,7 +291,7 @@ export class PostgresAuditLog implements AuditLog {
   }
 
   async read(threadId: string): Promise<AuditEvent[]> {
-    return this.#run("read", async () => {
+    return this.#read("read", async () => {
       await this.#migrate();
       const { rows } = await this.#pool.query<EventRow>(`SELECT ${COLUMNS} FROM ${EVENTS} WHERE thread_id = $1 ORDER BY seq`, [threadId]);
       return rows.map(rowToEvent);
@@ -295,9 +299,10 @@ export class PostgresAuditLog implements AuditLog {
   }
 
   async verify(threadId: string, options: AuditVerifyOptions = {}): Promise<AuditVerification> {
-    const [rows, head, logged] = await this.#run("verify", async () => {
+    const [rows, head, logged] = await this.#read("verify", async () => {
       await this.#migrate();
       const client = await this.#pool.connect();
+      let broken = false;
       try {
         // One snapshot for the events and the head, whatever commits meanwhile.
         await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
@@ -307,10 +312,13 @@ export class PostgresAuditLog implements AuditLog {
         await client.query("COMMIT");
         return [events.rows, heads.rows[0], logged.rows[0] ?? null] as const;
       } catch (error) {
-        await client.query("ROLLBACK").catch(() => {});
+        broken = await client.query("ROLLBACK").then(
+          () => false,
+          () => true,
+        );
         throw error;
       } finally {
-        client.release();
+        client.release(broken);
       }
     });
     const events: unknown[] = rows.map((row) => {
@@ -329,7 +337,7 @@ export class PostgresAuditLog implements AuditLog {
   }
 
   async listThreads(): Promise<string[]> {
-    return this.#run("list threads of", async () => {
+    return this.#read("list threads of", async () => {
       await this.#migrate();
       const { rows } = await this.#pool.query<{ thread_id: string }>(`SELECT thread_id FROM ${EVENTS} GROUP BY thread_id ORDER BY thread_id COLLATE "C"`);
       return rows.map((r) => r.thread_id);
@@ -338,7 +346,7 @@ export class PostgresAuditLog implements AuditLog {
 
   /** The thread's signed head, when it has one (written by a log given a `signingKey`). */
   async signedHead(threadId: string): Promise<SignedChainHead | undefined> {
-    return this.#run("read the signed head of", async () => {
+    return this.#read("read the signed head of", async () => {
       await this.#migrate();
       const { rows } = await this.#pool.query<{ signed_head: string | null }>(`SELECT signed_head FROM ${HEADS} WHERE thread_id = $1`, [threadId]);
       const text = rows[0]?.signed_head;
@@ -351,6 +359,21 @@ export class PostgresAuditLog implements AuditLog {
     if (this.#owned && !this.#pool.ended) await this.#pool.end();
   }
 
+  /**
+   * A read: run once more, on a new connection, when the connection was lost (a server restart,
+   * failover or terminated session), before it fails with {@link AuditStoreError}. Appends are not
+   * retried: one whose commit was not confirmed may be stored, and a second would add its events
+   * again.
+   */
+  async #read<T>(what: string, body: () => Promise<T>): Promise<T> {
+    return this.#run(what, () =>
+      body().catch((error: unknown) => {
+        if (!isConnectionLoss(error)) throw error;
+        return body();
+      }),
+    );
+  }
+
   async #run<T>(what: string, body: () => Promise<T>): Promise<T> {
     try {
       return await body();
@@ -360,7 +383,9 @@ export class PostgresAuditLog implements AuditLog {
       const message =
         pgError.code === "23505"
           ? `a write conflicted with the chain (${pgError.constraint ?? "unique constraint"}): another writer appended to the thread without its lock, or the head was changed`
-          : (pgError.message ?? String(error));
+          : isConnectionLoss(error)
+            ? `the connection to PostgreSQL was lost (${pgError.message ?? String(error)})`
+            : (pgError.message ?? String(error));
       throw new AuditStoreError(`Cannot ${what} the PostgreSQL audit log: ${message}`, { cause: error });
     }
   }

@@ -10,9 +10,11 @@ import {
   EartConfigError,
   idempotencyKeyOf,
   LedgerInputError,
+  ledgerFor,
   MemoryEffectLedger,
   PostgresEffectLedger,
   SqliteEffectLedger,
+  StoreError,
   toolCallDigest,
   type EffectLedger,
   type LedgerEntry,
@@ -400,6 +402,129 @@ describe("PostgresEffectLedger options", () => {
     const threadId = `test-ledger-${randomUUID()}`;
     const begins = await Promise.all(ledgers.map((l) => l.begin({ threadId, toolCallId: "c", digest: DIGEST })));
     expect(begins.filter((b) => b.claimed)).toHaveLength(1);
+  });
+});
+
+describe("PostgresEffectLedger faults: bounded, typed, reads retried once", () => {
+  // A schema of this test's own, so that locking its table blocks no other suite.
+  const schema = `eart_ledger_faults_${process.pid}_${randomUUID().slice(0, 8)}`;
+  const app = `eart_ledger_faults_${randomUUID().slice(0, 8)}`;
+  let admin: pg.Pool;
+  beforeAll(async () => {
+    admin = newPool();
+    await admin.query(`CREATE SCHEMA "${schema}"`);
+  });
+  afterAll(async () => {
+    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  });
+  const schemaPool = (extra: pg.PoolConfig = {}) => {
+    const pool = new pg.Pool({ connectionString: PG_URL, options: `-c search_path=${schema}`, application_name: app, ...extra });
+    pools.push(pool);
+    return pool;
+  };
+  /**
+   * Waits until a session of the ledger (not `not`) waits on a lock, i.e. its statement is blocked,
+   * and returns its pid; fails if `pending`, the ledger call, settles first.
+   */
+  const blockedSession = async (pending: Promise<unknown>, not?: number): Promise<number> => {
+    let settled: { value?: unknown; error?: unknown } | undefined;
+    pending.then(
+      (value) => (settled = { value }),
+      (error: unknown) => (settled = { error }),
+    );
+    while (!settled) {
+      const { rows } = await admin.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, [app]);
+      const pid = rows.find((r) => r.pid !== not)?.pid;
+      if (pid !== undefined) return pid;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`the ledger call settled before its statement was seen blocked: ${String(settled.error ?? JSON.stringify(settled.value))}`);
+  };
+  /** Holds an ACCESS EXCLUSIVE lock on the ledger's table until the returned function is called. */
+  const lockTable = async () => {
+    const client = await admin.connect();
+    await client.query("BEGIN");
+    await client.query(`LOCK TABLE "${schema}".eart_effect_ledger IN ACCESS EXCLUSIVE MODE`);
+    return async () => {
+      await client.query("COMMIT");
+      client.release();
+    };
+  };
+
+  it("a read whose connection the server terminates mid-statement is run again on a new connection", async () => {
+    const ledger = new PostgresEffectLedger({ pool: schemaPool() });
+    const key = { threadId: `faults-${randomUUID()}`, toolCallId: "c1", digest: DIGEST };
+    await ledger.begin(key);
+    const unlock = await lockTable();
+    const got = ledger.get(key);
+    try {
+      const first = await blockedSession(got);
+      await admin.query(`SELECT pg_terminate_backend($1)`, [first]);
+      await blockedSession(got, first); // the retry, on another session
+    } finally {
+      await unlock();
+    }
+    expect(await got).toMatchObject({ key, status: "started", attempt: 1 });
+  });
+
+  it("a write whose connection is terminated fails with StoreError store_unavailable and is not run again", async () => {
+    const ledger = new PostgresEffectLedger({ pool: schemaPool() });
+    const key = { threadId: `faults-${randomUUID()}`, toolCallId: "c1", digest: DIGEST };
+    await ledger.get(key); // migrated
+    const unlock = await lockTable();
+    const begun = ledger.begin(key).catch((e: unknown) => e);
+    try {
+      await admin.query(`SELECT pg_terminate_backend($1)`, [await blockedSession(begun)]);
+    } finally {
+      await unlock();
+    }
+    const error = await begun;
+    expect(error).toBeInstanceOf(StoreError);
+    expect(error).toMatchObject({ code: "store_unavailable", store: "effect_ledger", operation: "begin", details: expect.objectContaining({ retried: false, pgCode: "57P01" }) });
+    expect(await ledger.get(key)).toBeUndefined();
+  });
+
+  it("a finish whose connection is terminated before it committed reads the entry, finds it started, and writes it again", async () => {
+    const ledger = new PostgresEffectLedger({ pool: schemaPool() });
+    const key = { threadId: `faults-${randomUUID()}`, toolCallId: "c1", digest: DIGEST };
+    await ledger.begin(key);
+    const unlock = await lockTable();
+    const finishing = ledger.finish(key, { status: "succeeded", result: { refundId: 7 } });
+    try {
+      const first = await blockedSession(finishing);
+      await admin.query(`SELECT pg_terminate_backend($1)`, [first]);
+      await blockedSession(finishing, first); // reading what the lost statement left
+    } finally {
+      await unlock();
+    }
+    expect(await finishing).toBe(true);
+    expect(await ledger.get(key)).toMatchObject({ status: "succeeded", result: { refundId: 7 }, attempt: 1 });
+    // Finished: a second finish changes nothing, as ever.
+    expect(await ledger.finish(key, { status: "failed", error: "late" })).toBe(false);
+  });
+
+  it("an operation that gets no connection within timeoutMs fails with StoreError store_timeout", async () => {
+    const pool = schemaPool({ max: 1 });
+    const ledger = new PostgresEffectLedger({ pool, timeoutMs: 200 });
+    const key = { threadId: `faults-${randomUUID()}`, toolCallId: "c1", digest: DIGEST };
+    await ledger.get(key);
+    const busy = await pool.connect(); // the pool's only connection, taken by something else
+    try {
+      const error = await ledger.get(key).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(StoreError);
+      expect(error).toMatchObject({ code: "store_timeout", store: "effect_ledger", operation: "get" });
+    } finally {
+      busy.release();
+    }
+    expect(await ledger.get(key)).toBeUndefined(); // and works again once it can
+    expect(() => new PostgresEffectLedger({ pool, timeoutMs: 0 })).toThrow(EartConfigError);
+  });
+
+  it("ledgerFor gives a PostgresSaver's pool an 'error' listener", () => {
+    const pool = newPool();
+    expect(pool.listenerCount("error")).toBe(0);
+    ledgerFor({ pool });
+    expect(pool.listenerCount("error")).toBeGreaterThan(0);
   });
 });
 

@@ -1,7 +1,8 @@
 import { spawn, spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdtempSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { MemorySaver } from "@langchain/langgraph";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
@@ -9,7 +10,21 @@ import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { advisoryLockKey, EartConfigError, MemoryThreadLock, pendingApproval, ThreadLockLostError, PostgresThreadLock, SqliteThreadLock, ThreadBusyError, threadLockFor, type ThreadLock } from "eart";
+import {
+  advisoryLockKey,
+  EartConfigError,
+  MemoryThreadLock,
+  pendingApproval,
+  processInstance,
+  ThreadLockLostError,
+  PostgresThreadLock,
+  SqliteThreadLock,
+  StoreError,
+  ThreadBusyError,
+  threadLockFor,
+  type ProcessInstance,
+  type ThreadLock,
+} from "eart";
 import { resumeThread, runThread } from "eart/graphs";
 import { tool } from "@langchain/core/tools";
 import { z } from "zod";
@@ -146,6 +161,239 @@ describe("threadLockFor", () => {
     expect(threadLockFor(new SqliteSaver(new Database(":memory:")))).toBeInstanceOf(SqliteThreadLock);
     const saver = new PostgresSaver(pool());
     expect(threadLockFor(saver)).toBeInstanceOf(PostgresThreadLock);
+  });
+
+  it("PostgresSaver: one lock (one connection of its own) per pool, and the saver's pool gets an 'error' listener", () => {
+    const p = pool();
+    const saver = new PostgresSaver(p);
+    expect(p.listenerCount("error")).toBe(0);
+    const lock = threadLockFor(saver);
+    expect(threadLockFor(new PostgresSaver(p))).toBe(lock);
+    expect(threadLockFor(new PostgresSaver(pool()))).not.toBe(lock);
+    // A connection the server drops while idle in the saver's pool no longer ends the process.
+    expect(p.listenerCount("error")).toBeGreaterThan(0);
+  });
+});
+
+/** Terminates the PostgreSQL sessions holding the advisory locks of these threads; returns how many were terminated. */
+async function terminateHolders(admin: pg.Pool, threads: string[]): Promise<number> {
+  const { rows } = await admin.query<{ ok: boolean }>(
+    `SELECT pg_terminate_backend(pid) AS ok FROM (SELECT DISTINCT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+       AND ((l.classid::bigint << 32) | l.objid::bigint) = ANY (SELECT k & x'ffffffffffffffff'::bigint FROM unnest($1::bigint[]) AS k)) holders`,
+    [threads.map(advisoryLockKey)],
+  );
+  return rows.filter((r) => r.ok).length;
+}
+
+describe("PostgresThreadLock: a connection of its own, bounded", () => {
+  it("never holds a connection of the pool it is given: 30 runs hold their locks while the pool's only connection is busy", async () => {
+    // A pool of 1 whose connection a run is using: before, each lock took a connection of the
+    // pool for the whole run, so this waited for the pool (here: failed after 2 s).
+    const p = new pg.Pool({ connectionString: url, max: 1, connectionTimeoutMillis: 2_000 });
+    pools.push(p);
+    const inUse = await p.connect();
+    const lock = new PostgresThreadLock({ pool: p });
+    const other = new PostgresThreadLock({ pool: pool() });
+    try {
+      const threads = Array.from({ length: 30 }, (_, i) => unique(`own-${i}`));
+      const releases = await Promise.all(threads.map((t) => lock.acquire(t)));
+      expect(releases.map((r) => r.lost?.aborted)).toEqual(threads.map(() => false));
+      // Held against every other session, and the pool still has only its one connection.
+      for (const t of threads) await expect(other.acquire(t)).rejects.toBeInstanceOf(ThreadBusyError);
+      expect(p.totalCount).toBe(1);
+      expect((await inUse.query<{ one: number }>("SELECT 1 AS one")).rows).toEqual([{ one: 1 }]);
+      await Promise.all(releases.map((r) => r()));
+      const again = await other.acquire(threads[0]!);
+      await again();
+    } finally {
+      inUse.release();
+      await lock.close();
+      await other.close();
+    }
+  });
+
+  it("keeps two runs of this process apart although their advisory locks share one session", async () => {
+    const lock = new PostgresThreadLock({ pool: pool() });
+    try {
+      const thread = unique("same");
+      const outcomes = await Promise.allSettled(Array.from({ length: 8 }, () => lock.acquire(thread)));
+      const won = outcomes.filter((o): o is PromiseFulfilledResult<Awaited<ReturnType<ThreadLock["acquire"]>>> => o.status === "fulfilled");
+      expect(won).toHaveLength(1);
+      for (const o of outcomes.filter((o) => o.status === "rejected")) expect((o as PromiseRejectedResult).reason).toBeInstanceOf(ThreadBusyError);
+      await won[0]!.value();
+      // Released on the server too (a session's advisory locks count up and down).
+      const other = new PostgresThreadLock({ pool: pool() });
+      await (await other.acquire(thread))();
+      await other.close();
+    } finally {
+      await lock.close();
+    }
+  });
+
+  it("when its connection drops, every lock on it is lost (ThreadLockLostError), and the next acquire connects again", async () => {
+    const lock = new PostgresThreadLock({ pool: pool() });
+    try {
+      const threads = [unique("drop-a"), unique("drop-b")];
+      const [a, b] = await Promise.all(threads.map((t) => lock.acquire(t)));
+      expect(await terminateHolders(pool(), threads)).toBe(1); // one session holds both
+      for (const release of [a!, b!]) {
+        await new Promise<void>((resolve) => (release.lost!.aborted ? resolve() : release.lost!.addEventListener("abort", () => resolve(), { once: true })));
+        expect(release.lost!.reason).toBeInstanceOf(ThreadLockLostError);
+        await release();
+      }
+      const again = await lock.acquire(threads[0]!);
+      expect(again.lost?.aborted).toBe(false);
+      await again();
+    } finally {
+      await lock.close();
+    }
+  });
+
+  it("bounds connecting: a server that never answers fails acquire with a typed StoreError, not a hang", async () => {
+    const sockets: Socket[] = [];
+    const server = createServer((socket) => sockets.push(socket)); // accepts, never answers
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as { port: number };
+    const lock = new PostgresThreadLock({ connectionString: `postgresql://postgres@127.0.0.1:${port}/test`, timeoutMs: 300 });
+    try {
+      const error = await lock.acquire(unique("hang")).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(StoreError);
+      expect(error).toMatchObject({ code: "store_timeout", store: "thread_lock", operation: "connect" });
+    } finally {
+      await lock.close();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  it("refuses bad bounds with a typed config error", () => {
+    expect(() => new PostgresThreadLock({ pool: pool(), timeoutMs: 0 })).toThrow(EartConfigError);
+    expect(() => new PostgresThreadLock({ pool: pool(), idleTimeoutMs: -1 })).toThrow(EartConfigError);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Lock ownership is a process instance, not a pid
+
+const DIST = new URL("../../dist/src/index.js", import.meta.url);
+
+/** A live child process running the built eart: prints its process instance, takes `thread` in `file` if given, and waits. */
+function liveChild(file?: string, thread?: string) {
+  if (!existsSync(DIST)) throw new Error(`${DIST.pathname} is missing: run "npm run build" before these tests`);
+  const script = `
+    const eart = await import(${JSON.stringify(DIST.href)});
+    ${file ? `await new eart.SqliteThreadLock({ path: ${JSON.stringify(file)} }).acquire(${JSON.stringify(thread)});` : ""}
+    console.log(JSON.stringify(eart.processInstance()));
+    setInterval(() => {}, 1000);
+  `;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+  const instance = new Promise<ProcessInstance>((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += String(d);
+      if (out.includes("\n")) resolve(JSON.parse(out.split("\n")[0]!) as ProcessInstance);
+    });
+    child.on("exit", (code) => reject(new Error(`the child exited (${code}) before it reported`)));
+  });
+  const exited = new Promise((resolve) => child.on("exit", resolve));
+  return { child, instance, kill: async () => (child.kill("SIGKILL"), await exited) };
+}
+
+describe("SqliteThreadLock: locks of dead instances are taken over, also when their pid is ours again", () => {
+  const rowOf = (file: string, thread: string) => {
+    const db = new Database(file, { readonly: true });
+    try {
+      return db.prepare("SELECT pid, instance, started FROM eart_thread_locks WHERE thread_id = ?").get(thread) as { pid: number; instance: string | null; started: string | null };
+    } finally {
+      db.close();
+    }
+  };
+  const plant = (file: string, thread: string, row: Record<string, unknown>) => {
+    const db = new Database(file);
+    try {
+      const columns = Object.keys(row);
+      db.prepare(`INSERT INTO eart_thread_locks (thread_id, owner, ${columns.join(", ")}) VALUES (?, 'planted', ${columns.map(() => "?").join(", ")})`).run(thread, ...Object.values(row));
+    } finally {
+      db.close();
+    }
+  };
+
+  it("a lock row of an earlier eart with this process's pid, written before this process started (a restarted PID-1 container), is taken over", async () => {
+    const file = lockFile();
+    const thread = unique("pid1-legacy");
+    // The table as the first version made it, and a row its crashed process left, with the pid this process has now.
+    const db = new Database(file);
+    db.exec("CREATE TABLE eart_thread_locks (thread_id TEXT PRIMARY KEY, owner TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, acquired_at TEXT NOT NULL)");
+    const beforeThisProcess = new Date(Date.now() - process.uptime() * 1000 - 60_000).toISOString();
+    db.prepare("INSERT INTO eart_thread_locks VALUES (?, 'crashed', ?, ?, ?)").run(thread, process.pid, hostname(), beforeThisProcess);
+    db.close();
+    const release = await new SqliteThreadLock({ path: file }).acquire(thread);
+    expect(rowOf(file, thread)).toMatchObject({ pid: process.pid, instance: processInstance().instance });
+    await release();
+  });
+
+  it("a lock row with this process's pid but another instance's start time is taken over; a live instance's is not", async () => {
+    const file = lockFile();
+    const thread = unique("pid1");
+    const live = liveChild(file, thread);
+    try {
+      const child = await live.instance;
+      const lock = new SqliteThreadLock({ path: file });
+      // The child is alive: its lock holds.
+      const busy = await lock.acquire(thread).catch((e: unknown) => e);
+      expect(busy).toBeInstanceOf(ThreadBusyError);
+      expect((busy as ThreadBusyError).message).toContain(`process ${child.pid}`);
+      // What a restarted container finds: the row of an instance that had the pid this process has now.
+      const other = unique("pid1-restarted");
+      plant(file, other, { pid: process.pid, host: child.host, acquired_at: new Date().toISOString(), instance: child.instance, pid_ns: child.pidNamespace, started: child.started, heartbeat_at: Date.now() });
+      const release = await lock.acquire(other);
+      expect(rowOf(file, other)).toMatchObject({ pid: process.pid, instance: processInstance().instance, started: processInstance().started });
+      await release();
+      // A reused pid: the child's pid, with another start time, is another process.
+      const reused = unique("reused");
+      plant(file, reused, { pid: child.pid, host: child.host, acquired_at: new Date().toISOString(), instance: "gone", pid_ns: child.pidNamespace, started: `${child.started}0`, heartbeat_at: Date.now() });
+      await (await lock.acquire(reused))();
+      // Killed: its own lock is taken over.
+      await live.kill();
+      await (await lock.acquire(thread))();
+    } finally {
+      await live.kill();
+    }
+  });
+
+  it("a holder it cannot check (another container's pid namespace) holds while it renews, and is taken over when it stops", async () => {
+    const file = lockFile();
+    const lock = new SqliteThreadLock({ path: file, staleMs: 60_000 });
+    const me = processInstance();
+    const elsewhere = { pid: process.pid, host: me.host, instance: "elsewhere", pid_ns: "pid:[1]", started: "other-boot/1" };
+    const renewed = unique("ns-renewed");
+    plant(file, renewed, { ...elsewhere, acquired_at: new Date(Date.now() - 3_600_000).toISOString(), heartbeat_at: Date.now() });
+    await expect(lock.acquire(renewed)).rejects.toBeInstanceOf(ThreadBusyError);
+    const silent = unique("ns-silent");
+    plant(file, silent, { ...elsewhere, acquired_at: new Date(Date.now() - 3_600_000).toISOString(), heartbeat_at: Date.now() - 120_000 });
+    await (await lock.acquire(silent))();
+  });
+
+  it("renews its own locks, and tells the run through `lost` when its row was taken", async () => {
+    const file = lockFile();
+    const thread = unique("renew");
+    const lock = new SqliteThreadLock({ path: file, staleMs: 60 });
+    const release = await lock.acquire(thread);
+    const db = new Database(file);
+    try {
+      const beat = () => (db.prepare("SELECT heartbeat_at AS at FROM eart_thread_locks WHERE thread_id = ?").get(thread) as { at: number }).at;
+      const first = beat();
+      while (beat() === first) await new Promise((r) => setTimeout(r, 10));
+      expect(release.lost?.aborted).toBe(false);
+      db.prepare("UPDATE eart_thread_locks SET owner = 'someone-else' WHERE thread_id = ?").run(thread);
+      await new Promise<void>((resolve) => (release.lost!.aborted ? resolve() : release.lost!.addEventListener("abort", () => resolve(), { once: true })));
+      expect(release.lost!.reason).toBeInstanceOf(ThreadLockLostError);
+      await release();
+      // Its release did not remove the other holder's row.
+      expect(db.prepare("SELECT owner FROM eart_thread_locks WHERE thread_id = ?").get(thread)).toEqual({ owner: "someone-else" });
+    } finally {
+      db.close();
+    }
   });
 });
 
