@@ -37,11 +37,16 @@
  * process), per invoke, pooled over the processes, and the ratios (target: the defaults ≤ 1.05×).
  * `EART_BENCH_SKIP_EXPORT=1` skips it; `EART_BENCH_EXPORT_THREADS` sets the timed threads per
  * variant (default 3,000) and `EART_BENCH_EXPORT_PROCESSES` the processes (default 3).
+ *
+ * Last, the load benchmark on PostgreSQL (./pg-load.ts): 1,000 concurrent refund conversations
+ * with approvals on PostgresSaver with default options, conversations per second and p50/p99.
+ * `EART_BENCH_SKIP_PG_LOAD=1` skips it; `EART_BENCH_PG_LOAD_CONVERSATIONS` sets the count.
  */
 import { runAuditBench } from "./audit.js";
 import { runAuthorityBench } from "./authority.js";
 import { runExportBench } from "./export.js";
 import { runLedgerBench } from "./ledger.js";
+import { runPgLoadBench } from "./pg-load.js";
 import { runPolicyBench } from "./policy.js";
 import { positiveIntFromEnv, summarise } from "./stats.js";
 import { assertCompleted, createBareVariant, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
@@ -146,3 +151,4 @@ if (process.env.EART_BENCH_SKIP_AUTHORITY !== "1") await runAuthorityBench();
 if (process.env.EART_BENCH_SKIP_AUDIT !== "1") await runAuditBench();
 // In fresh processes of its own (./export-run.ts): a fresh heap, as the export variants are compared.
 if (process.env.EART_BENCH_SKIP_EXPORT !== "1") await runExportBench();
+if (process.env.EART_BENCH_SKIP_PG_LOAD !== "1") await runPgLoadBench();

@@ -56,7 +56,11 @@ function postgresRefunds(pool: pg.Pool): RefundInsert {
       tool_call_id TEXT,
       idempotency_key TEXT UNIQUE,
       created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-    )`));
+    )`).catch((error: unknown) => {
+      // A failed attempt (a dropped connection) is tried again by the next refund.
+      ready = undefined;
+      throw error;
+    }));
     const { rows } = await pool.query<{ refundId: number; orderId: string; amount: number }>(
       `WITH inserted AS (
          INSERT INTO refunds (order_id, amount, reason, tool_call_id, idempotency_key) VALUES ($1, $2, $3, $4, $5)
