@@ -7,6 +7,7 @@
  *   eart pending [--role R]                  what waits for a human, across threads
  *   eart show <thread>                       a readable timeline of a thread
  *   eart approve|reject|edit <thread> <toolCallId> --as <user> [--args json] [--message m]
+ *   eart continue <thread>                   carry on a run that stopped before it finished
  *   eart audit verify [--thread T]           check the hash chains
  *   eart audit verify --all [--witness file] [--public-key pem]   the whole store: every chain,
  *                                            the global log, lost threads, rollback past a witness
@@ -39,7 +40,7 @@ import {
   type GlobalHead,
   type SignedGlobalHead,
 } from "eart";
-import { resumeThread, type EartApp } from "eart/graphs";
+import { continueThread, resumeThread, unfinishedThreads, type EartApp } from "eart/graphs";
 
 class UsageError extends Error {}
 
@@ -49,6 +50,7 @@ const USAGE = `usage: eart [--app <module>] [--json] <command>
   approve <thread> <toolCallId> --as <user> [--key pem --kid id] [--message m]
   reject <thread> <toolCallId> --as <user> [--key pem --kid id] [--message m]
   edit <thread> <toolCallId> --as <user> --args <json> [--message m]
+  continue <thread>
   audit verify [--thread T]
   audit verify --all [--witness file] [--public-key pem]
   audit head [--out file]
@@ -128,7 +130,8 @@ async function loadApp(modulePath: string | undefined): Promise<EartApp> {
 
 /** One item waiting for a human, as the inbox shows it. */
 interface InboxItem {
-  kind: "approval" | "recovery" | "review";
+  /** `unfinished`: a run stopped before it finished; `eart continue <thread>` carries it on. */
+  kind: "approval" | "recovery" | "review" | "unfinished";
   threadId: string;
   toolCallId: string | null;
   what: string;
@@ -140,7 +143,15 @@ interface InboxItem {
 
 async function inbox(app: EartApp): Promise<InboxItem[]> {
   const items: InboxItem[] = [];
+  const unfinished = new Map((await unfinishedThreads(app)).map((u) => [u.threadId, u]));
   for (const threadId of await app.auditLog.listThreads()) {
+    const stopped = unfinished.get(threadId);
+    if (stopped) {
+      // An answer already recorded is continued, never asked for again.
+      const what = stopped.kind === "answered" ? `answered by ${stopped.answeredBy ?? "?"}, not yet acted on: eart continue` : `stopped before ${stopped.next.join(", ")}: eart continue`;
+      items.push({ kind: "unfinished", threadId, toolCallId: null, what, roles: [], requestedBy: `${stopped.agentId ?? "?"} for ${stopped.userId ?? "?"}`, since: stopped.since ?? null, expiresAt: null });
+      continue;
+    }
     const events = await app.auditLog.read(threadId);
     let graph;
     try {
@@ -320,7 +331,7 @@ async function main(argv: string[]): Promise<number> {
   // Human output escapes thread content where it is composed (table cells, printable()); JSON is escaped by jsonText.
   const print = (human: () => string, machine: unknown) => console.log(values.json ? jsonText(machine, 2) : human());
 
-  if (!["pending", "show", "approve", "reject", "edit", "audit"].includes(command)) throw new UsageError(`unknown command "${command}"`);
+  if (!["pending", "show", "approve", "reject", "edit", "continue", "audit"].includes(command)) throw new UsageError(`unknown command "${command}"`);
   const app = await loadApp(values.app);
   try {
     if (command === "pending") {
@@ -335,6 +346,15 @@ async function main(argv: string[]): Promise<number> {
               ),
         items,
       );
+      return 0;
+    }
+
+    if (command === "continue") {
+      const threadId = rest[0];
+      if (!threadId) throw new UsageError("continue needs a thread id");
+      const run = await continueThread(app, threadId);
+      const waiting = run.approval ? "approval" : run.recovery ? "recovery" : null;
+      print(() => `${threadId}: ${waiting ? `continued, now waits for ${waiting}` : "continued to its end"}`, { threadId, waiting });
       return 0;
     }
 

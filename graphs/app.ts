@@ -1,6 +1,7 @@
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
-import { AuditLogOption, EartConfigError, parseOptions, type AuditEvent, type AuditLog } from "../src/index.js";
+import { AuditLogOption, EartConfigError, parseOptions, ThreadStateError, type AuditEvent, type AuditLog } from "../src/index.js";
+import { runThread, type ThreadRun } from "./run-thread.js";
 
 /** The part of a compiled graph an app exposes: what `resumeThread` and `getState` need. */
 export interface AppGraph {
@@ -67,4 +68,127 @@ export function defineApp(app: { auditLog: AuditLog; graphs: Record<string, AppG
       return graph;
     },
   };
+}
+
+/** Events that answer a human task, by the request they answer. */
+const ANSWERS: Record<string, string> = {
+  "approval.requested": "approval.decided",
+  "tool.recovery_requested": "tool.recovery_decided",
+  "escalation.requested": "escalation.decided",
+};
+
+/**
+ * A thread whose last run stopped before it finished (a crash, a lost connection, a store that
+ * failed mid-step), and how to continue it:
+ * - `interrupted`: a step was under way and nothing waits for a human;
+ * - `answered`: a human's answer was recorded (`approval.decided`, `tool.recovery_decided`,
+ *   `escalation.decided`) but the run stopped before its step was saved, so the thread still shows
+ *   the request. The stored answer is acted on by continuing, not by asking again.
+ */
+export interface UnfinishedThread {
+  threadId: string;
+  kind: "interrupted" | "answered";
+  /** The steps LangGraph would run next. */
+  next: string[];
+  /** Who the run acts for, and, for `answered`, who answered: from the audit log. */
+  agentId: string | undefined;
+  userId: string | undefined;
+  answeredBy: string | undefined;
+  /** When the last event of the thread was recorded. */
+  since: string | undefined;
+}
+
+/** What a thread's state says about its next steps and interrupts. */
+async function stepsOf(graph: AppGraph, threadId: string): Promise<{ next: string[]; waiting: boolean; bound: boolean } | undefined> {
+  const state = (await graph.getState({ configurable: { thread_id: threadId } })) as Awaited<ReturnType<AppGraph["getState"]>> & { next?: readonly string[] };
+  if (!state.createdAt) return undefined;
+  // A step that failed in this process is a task with its error, and `next` is then empty.
+  const next = state.next && state.next.length > 0 ? [...state.next] : state.tasks.map((t) => (t as { name?: string }).name ?? "?");
+  return {
+    next,
+    waiting: state.tasks.some((t) => (t.interrupts?.length ?? 0) > 0),
+    bound: (state.values as { identity?: unknown } | undefined)?.identity !== undefined && (state.values as { identity?: unknown }).identity !== null,
+  };
+}
+
+/** Whether the last human-task event of a thread is an answer, and who gave it. */
+function recordedAnswer(events: readonly AuditEvent[]): { by: string } | undefined {
+  for (let i = events.length - 1; i >= 0; i--) {
+    const e = events[i]!;
+    if (Object.values(ANSWERS).includes(e.type)) {
+      const by = e.data.approverId ?? e.data.resolverId ?? e.data.reviewerId;
+      return typeof by === "string" ? { by } : undefined;
+    }
+    if (e.type in ANSWERS || e.type === "approval.refused" || e.type === "tool.recovery_refused" || e.type === "escalation.refused") return undefined;
+  }
+  return undefined;
+}
+
+/** The agent and the user a thread was started for, from its audit log. */
+function startedFor(events: readonly AuditEvent[]): { agentId: string | undefined; userId: string | undefined } {
+  const first = events.find((e) => (e.type === "identity.bound" || e.type === "run.started") && typeof e.data.agentId === "string");
+  return { agentId: first?.data.agentId as string | undefined, userId: typeof first?.data.userId === "string" ? first.data.userId : undefined };
+}
+
+/**
+ * The threads of an app whose last run stopped before it finished (see {@link UnfinishedThread}).
+ * Reads every thread's audit log and state: an operator's tool, not a hot path.
+ * @example
+ * ```ts
+ * for (const t of await unfinishedThreads(app)) await continueThread(app, t.threadId);
+ * ```
+ */
+export async function unfinishedThreads(app: EartApp): Promise<UnfinishedThread[]> {
+  const out: UnfinishedThread[] = [];
+  for (const threadId of await app.auditLog.listThreads()) {
+    let graph: AppGraph;
+    try {
+      graph = await app.graphFor(threadId);
+    } catch {
+      continue; // a thread of an agent this app does not run
+    }
+    const steps = await stepsOf(graph, threadId);
+    if (!steps || steps.next.length === 0) continue;
+    const events = await app.auditLog.read(threadId);
+    const answer = steps.waiting ? recordedAnswer(events) : undefined;
+    if (steps.waiting && !answer) continue; // waits for a human, as it should
+    out.push({ threadId, kind: answer ? "answered" : "interrupted", next: steps.next, ...startedFor(events), answeredBy: answer?.by, since: events.at(-1)?.at });
+  }
+  return out;
+}
+
+/**
+ * Continues a thread {@link unfinishedThreads} lists, from its last saved step, with what eart
+ * recorded: the thread's bound identity (or, when it stopped before binding was saved, the agent
+ * and user its audit log started it for), and for a recorded answer, the human who gave it, so
+ * the stored answer is checked again as theirs and acted on instead of asked again. Refuses a
+ * thread that is not unfinished (`ThreadStateError`).
+ * @example
+ * ```ts
+ * const run = await continueThread(app, "refund-1042");
+ * ```
+ */
+export async function continueThread(app: EartApp, threadId: string): Promise<ThreadRun> {
+  const graph = await app.graphFor(threadId);
+  const unfinished = (await unfinishedThreads({ ...app, auditLog: onlyThread(app.auditLog, threadId) })).find((t) => t.threadId === threadId);
+  if (!unfinished) throw new ThreadStateError("thread_not_paused", threadId, `Thread "${threadId}" has no unfinished step to continue`);
+  const steps = await stepsOf(graph, threadId);
+  const configurable: Record<string, unknown> = { thread_id: threadId };
+  if (unfinished.kind === "answered" && unfinished.answeredBy) configurable.user_id = unfinished.answeredBy;
+  else if (!steps?.bound) {
+    if (unfinished.agentId) configurable.agent_id = unfinished.agentId;
+    if (unfinished.userId) configurable.user_id = unfinished.userId;
+  }
+  return runThread(graph, null, { configurable });
+}
+
+/** The audit log as seen for one thread (listThreads names only it). */
+function onlyThread(auditLog: AuditLog, threadId: string): AuditLog {
+  return new Proxy(auditLog, {
+    get(target, property, receiver) {
+      if (property === "listThreads") return async () => ((await target.listThreads()).includes(threadId) ? [threadId] : []);
+      const value = Reflect.get(target, property, receiver) as unknown;
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }

@@ -247,6 +247,22 @@ describe("eart, the approver's command line", () => {
     expect((JSON.parse(lost.out) as { problems: unknown[] }).problems).toContainEqual(expect.objectContaining({ kind: "missing_thread", threadId: "refund-1042" }));
   });
 
+  it("lists a thread whose approval was recorded just before its process died, and continues it without asking again", () => {
+    const file = pausedThread();
+    const died = spawnSync(process.execPath, [resolve("dist/test/processes/approve-and-die.js")], { env: { ...process.env, EART_DEMO_FILE: file, OPENAI_API_KEY: "" }, encoding: "utf8" });
+    expect(died.status).toBe(9);
+    expect(refunds(file)).toEqual([]);
+    const pending = JSON.parse(run(file, ["pending", "--json"]).out) as { kind: string; threadId: string; what: string }[];
+    // Not an approval to ask for again: sam's answer is on record.
+    expect(pending).toEqual([expect.objectContaining({ kind: "unfinished", threadId: "refund-1042", what: expect.stringContaining("answered by sam") })]);
+    const continued = run(file, ["continue", "refund-1042"]);
+    expect(continued.status).toBe(0);
+    expect(continued.out).toContain("continued to its end");
+    expect(refunds(file)).toEqual([{ orderId: "1042", amount: 740 }]);
+    expect(JSON.parse(run(file, ["pending", "--json"]).out)).toEqual([]);
+    expect(run(file, ["continue", "refund-1042"]).status).toBe(1);
+  });
+
   it("exports the threads as OpenTelemetry spans over OTLP/HTTP, and fails when the collector refuses them", async () => {
     const file = pausedThread();
     const runAsync = async (endpoint: string) => {

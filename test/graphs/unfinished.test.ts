@@ -1,0 +1,61 @@
+import { Command } from "@langchain/langgraph";
+import { describe, expect, it } from "vitest";
+import { MemoryAuditLog, pendingApproval, type AuditEvent, type AuditEventInput } from "eart";
+import { continueThread, defineApp, unfinishedThreads } from "eart/graphs";
+import { ask, config, refund, refundSetup } from "../support/refund.js";
+
+/** An audit log that fails right after recording an event of one type: a process that died there. */
+class DiesAfter extends MemoryAuditLog {
+  constructor(private readonly type: AuditEventInput["type"] | undefined) {
+    super();
+  }
+  armed = true;
+  override async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
+    const stored = await super.append(events);
+    if (this.armed && stored.some((e) => e.type === this.type)) {
+      this.armed = false;
+      throw new Error(`the process died after ${this.type}`);
+    }
+    return stored;
+  }
+}
+
+describe("threads whose run stopped before it finished: listed, and continued with what eart recorded", () => {
+  it("an approval recorded before the crash is acted on by continuing, not asked for again", async () => {
+    const auditLog = new DiesAfter("approval.decided");
+    const s = refundSetup([[refund("c1", 740)]], { auditLog });
+    const paused = await s.agent.invoke(ask(), config("u-1"));
+    const request = pendingApproval(paused)!;
+    const approve = { decisions: [{ toolCallId: "c1", type: "approve", digest: request.requests[0]!.digest }] };
+    await expect(s.agent.invoke(new Command({ resume: approve }), config("u-1", "sam"))).rejects.toThrow("the process died after approval.decided");
+    // The thread still shows the request; eart's log says sam answered it.
+    expect(pendingApproval(await s.agent.getState(config("u-1")))).toBeDefined();
+    const app = defineApp({ auditLog, graphs: { "support-agent": s.agent } });
+    expect(await unfinishedThreads(app)).toEqual([expect.objectContaining({ threadId: "u-1", kind: "answered", answeredBy: "sam", agentId: "support-agent", userId: "cara", next: ["policyGate"] })]);
+    const run = await continueThread(app, "u-1");
+    expect(run.approval).toBeUndefined();
+    expect(s.refunds().map((r) => r.toolCallId)).toEqual(["c1"]);
+    expect(await unfinishedThreads(app)).toEqual([]);
+    expect((await auditLog.read("u-1")).filter((e) => e.type === "approval.requested")).toHaveLength(1);
+    expect(await auditLog.verify("u-1")).toMatchObject({ ok: true });
+  });
+
+  it("a run that stopped between steps is continued from its last saved step; a paused or finished thread is not listed", async () => {
+    const auditLog = new DiesAfter("tool.started");
+    const s = refundSetup([[refund("c1", 50)], [], [refund("c2", 740, "1043")]], { auditLog });
+    await expect(s.agent.invoke(ask(), config("u-2"))).rejects.toThrow("the process died after tool.started");
+    const app = defineApp({ auditLog, graphs: { "support-agent": s.agent } });
+    const [stopped] = await unfinishedThreads(app);
+    expect(stopped).toMatchObject({ threadId: "u-2", kind: "interrupted", next: ["tools"] });
+    const run = await continueThread(app, "u-2");
+    expect(await unfinishedThreads(app)).toEqual([]);
+    // The ledger had claimed the call before it died: its outcome is unknown, so a human decides
+    // (the refund tool is not idempotent) and nothing runs blindly.
+    expect(run.recovery?.requests[0]).toMatchObject({ toolCallId: "c1", reason: "outcome_unknown" });
+    expect(s.refunds()).toEqual([]);
+    // A thread waiting for a human is the inbox's, not this list's; continuing it is refused.
+    await s.agent.invoke(ask("and order 1043, $740"), config("u-3"));
+    expect(await unfinishedThreads(app)).toEqual([]);
+    await expect(continueThread(app, "u-3")).rejects.toMatchObject({ code: "thread_not_paused" });
+  });
+});
