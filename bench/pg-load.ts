@@ -14,15 +14,9 @@
  */
 import { HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { Command } from "@langchain/langgraph";
-import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import pg from "pg";
-import { pendingApproval, PostgresAuditLog } from "eart";
-import { createGovernedAgent } from "eart/graphs";
-import { scriptedModel } from "eart/testing";
-import { REFUND_EXECUTION, refundIdentities } from "../examples/refund/agent.js";
-import { refundScript } from "../examples/refund/model.js";
-import { refundPolicy } from "../examples/refund/policy.js";
-import { createRefundTools } from "../examples/refund/tools.js";
+import { pendingApproval } from "eart";
+import { scriptedRefundAgentOnPostgres } from "../examples/refund/agent.js";
 
 const REQUEST = "Hi, order 1042 arrived broken. Please refund $740.";
 const FINAL_ANSWER = "Your refund of $740 for order 1042 has been issued.";
@@ -38,19 +32,7 @@ export async function runPgLoadBench(n = Number(process.env.EART_BENCH_PG_LOAD_C
   connectionString.searchParams.set("options", `-c search_path=${schema}`);
   const pool = new pg.Pool({ connectionString: connectionString.toString() });
   try {
-    const checkpointer = new PostgresSaver(pool, undefined, { schema });
-    await checkpointer.setup();
-    const auditLog = new PostgresAuditLog({ pool });
-    const agent = createGovernedAgent({
-      model: scriptedModel(refundScript, { turns: 4 * n + 10 }),
-      tools: createRefundTools(pool).all,
-      identities: refundIdentities(),
-      policy: refundPolicy,
-      checkpointer,
-      auditLog,
-      execution: { issue_refund: REFUND_EXECUTION },
-      recoveryRoles: ["supervisor"],
-    });
+    const { agent, auditLog } = await scriptedRefundAgentOnPostgres(pool, { schema, turns: 4 * n + 10 });
     const conversation = async (threadId: string): Promise<number> => {
       const started = performance.now();
       const request = pendingApproval(await agent.invoke({ messages: [new HumanMessage(REQUEST)] }, { configurable: { thread_id: threadId, agent_id: "support-agent", user_id: "cara" } }));

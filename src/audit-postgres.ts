@@ -18,7 +18,7 @@ import { globalHeadSigner, nextGlobalEntry, type GlobalEntry, type GlobalHead, t
 import type { GlobalLogSnapshot } from "./audit.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "./audit-rows.js";
 import { AuditStoreError, EartError } from "./errors.js";
-import { isConnectionLoss, migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
+import { inTransaction, isConnectionLoss, migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
 
 /**
  * Where the PostgreSQL audit log lives (a connection string, else `EART_DATABASE_URL`, or a pool
@@ -31,6 +31,8 @@ const HEADS = "eart_audit_heads";
 const GLOBAL = "eart_audit_global";
 const GLOBAL_HEADS = "eart_audit_global_heads";
 const GLOBAL_SIGNED = "eart_audit_global_signed";
+/** How reads that must agree with each other begin: one read-only snapshot. */
+const SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 /** The advisory lock that orders appends on the global log: taken after the threads' locks, by every writer. */
 const GLOBAL_LOCK = `${0x65617275}, 0`;
 
@@ -248,33 +250,26 @@ export class PostgresAuditLog implements AuditLog {
   async globalLog(): Promise<GlobalLogSnapshot> {
     return this.#read("read the global log of", async () => {
       await this.#migrate();
-      const client = await this.#pool.connect();
-      let broken = false;
-      try {
-        await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-        const global = await client.query<{ gseq: string; prev_hash: string; hash: string }>(`SELECT gseq, prev_hash, hash FROM ${GLOBAL} ORDER BY gseq`);
-        const heads = await client.query<{ thread_id: string; gseq: string; seq: number; hash: string }>(`SELECT thread_id, gseq, seq, hash FROM ${GLOBAL_HEADS} ORDER BY gseq, thread_id COLLATE "C"`);
-        const signed = await client.query<{ head: string }>(`SELECT head FROM ${GLOBAL_SIGNED} WHERE id = 1`);
-        await client.query("COMMIT");
-        const entries = global.rows.map((r): GlobalEntry => ({ gseq: Number(r.gseq), heads: [], prevHash: r.prev_hash, hash: r.hash }));
-        const byGseq = new Map(entries.map((e) => [e.gseq, e]));
-        for (const r of heads.rows) byGseq.get(Number(r.gseq))?.heads.push({ threadId: r.thread_id, seq: r.seq, hash: r.hash });
-        const last = entries.at(-1);
-        return {
-          entries,
-          recorded: last ? { gseq: last.gseq, hash: last.hash } : null,
-          ...(signed.rows[0] ? { signedHead: parseJsonOr(signed.rows[0].head) as SignedGlobalHead } : {}),
-          ...(this.#signer ? { publicKey: this.#signer.publicKey } : {}),
-        };
-      } catch (error) {
-        broken = await client.query("ROLLBACK").then(
-          () => false,
-          () => true,
-        );
-        throw error;
-      } finally {
-        client.release(broken);
-      }
+      const [global, heads, signed] = await inTransaction(
+        this.#pool,
+        (client) =>
+          Promise.all([
+            client.query<{ gseq: string; prev_hash: string; hash: string }>(`SELECT gseq, prev_hash, hash FROM ${GLOBAL} ORDER BY gseq`),
+            client.query<{ thread_id: string; gseq: string; seq: number; hash: string }>(`SELECT thread_id, gseq, seq, hash FROM ${GLOBAL_HEADS} ORDER BY gseq, thread_id COLLATE "C"`),
+            client.query<{ head: string }>(`SELECT head FROM ${GLOBAL_SIGNED} WHERE id = 1`),
+          ]),
+        SNAPSHOT,
+      );
+      const entries = global.rows.map((r): GlobalEntry => ({ gseq: Number(r.gseq), heads: [], prevHash: r.prev_hash, hash: r.hash }));
+      const byGseq = new Map(entries.map((e) => [e.gseq, e]));
+      for (const r of heads.rows) byGseq.get(Number(r.gseq))?.heads.push({ threadId: r.thread_id, seq: r.seq, hash: r.hash });
+      const last = entries.at(-1);
+      return {
+        entries,
+        recorded: last ? { gseq: last.gseq, hash: last.hash } : null,
+        ...(signed.rows[0] ? { signedHead: parseJsonOr(signed.rows[0].head) as SignedGlobalHead } : {}),
+        ...(this.#signer ? { publicKey: this.#signer.publicKey } : {}),
+      };
     });
   }
 
@@ -301,25 +296,18 @@ export class PostgresAuditLog implements AuditLog {
   async verify(threadId: string, options: AuditVerifyOptions = {}): Promise<AuditVerification> {
     const [rows, head, logged] = await this.#read("verify", async () => {
       await this.#migrate();
-      const client = await this.#pool.connect();
-      let broken = false;
-      try {
-        // One snapshot for the events and the head, whatever commits meanwhile.
-        await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-        const events = await client.query<EventRow>(`SELECT ${COLUMNS} FROM ${EVENTS} WHERE thread_id = $1 ORDER BY seq`, [threadId]);
-        const heads = await client.query<{ seq: number; hash: string; signed_head: string | null }>(`SELECT seq, hash, signed_head FROM ${HEADS} WHERE thread_id = $1`, [threadId]);
-        const logged = await client.query<{ seq: number; hash: string }>(`SELECT seq, hash FROM ${GLOBAL_HEADS} WHERE thread_id = $1 ORDER BY gseq DESC LIMIT 1`, [threadId]);
-        await client.query("COMMIT");
-        return [events.rows, heads.rows[0], logged.rows[0] ?? null] as const;
-      } catch (error) {
-        broken = await client.query("ROLLBACK").then(
-          () => false,
-          () => true,
-        );
-        throw error;
-      } finally {
-        client.release(broken);
-      }
+      // One snapshot for the events and the heads, whatever commits meanwhile.
+      const [events, heads, logged] = await inTransaction(
+        this.#pool,
+        (client) =>
+          Promise.all([
+            client.query<EventRow>(`SELECT ${COLUMNS} FROM ${EVENTS} WHERE thread_id = $1 ORDER BY seq`, [threadId]),
+            client.query<{ seq: number; hash: string; signed_head: string | null }>(`SELECT seq, hash, signed_head FROM ${HEADS} WHERE thread_id = $1`, [threadId]),
+            client.query<{ seq: number; hash: string }>(`SELECT seq, hash FROM ${GLOBAL_HEADS} WHERE thread_id = $1 ORDER BY gseq DESC LIMIT 1`, [threadId]),
+          ]),
+        SNAPSHOT,
+      );
+      return [events.rows, heads.rows[0], logged.rows[0] ?? null] as const;
     });
     const events: unknown[] = rows.map((row) => {
       try {

@@ -181,17 +181,18 @@ export function withDeadline<T>(promise: Promise<T>, deadline: number, onTimeout
 }
 
 /**
- * Runs `run` in one transaction on a client of the pool; rolls back and rethrows on error.
+ * Runs `run` in one transaction on a client of the pool (`begin` opens it, e.g. a read-only
+ * snapshot: `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`); rolls back and rethrows on error.
  * @example
  * ```ts
  * await inTransaction(pool, (client) => client.query("UPDATE …"));
  * ```
  */
-export async function inTransaction<T>(pool: pg.Pool, run: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export async function inTransaction<T>(pool: pg.Pool, run: (client: pg.PoolClient) => Promise<T>, begin = "BEGIN"): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
   try {
-    await client.query("BEGIN");
+    await client.query(begin);
     const result = await run(client);
     await client.query("COMMIT");
     return result;

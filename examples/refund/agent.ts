@@ -2,9 +2,10 @@ import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import Database from "better-sqlite3";
 import pg from "pg";
-import { approvalKeysFromFile, IdentityRegistry, PostgresEffectLedger, SqliteAuditLog, SqliteEffectLedger, type ApprovalKeys, type ToolExecutionOptions } from "eart";
+import { approvalKeysFromFile, IdentityRegistry, PostgresAuditLog, PostgresEffectLedger, SqliteAuditLog, SqliteEffectLedger, type ApprovalKeys, type ToolExecutionOptions } from "eart";
 import { createGovernedAgent } from "eart/graphs";
-import { createRefundModel } from "./model.js";
+import { scriptedModel } from "eart/testing";
+import { createRefundModel, refundScript } from "./model.js";
 import { refundPolicy } from "./policy.js";
 import { createRefundTools } from "./tools.js";
 import identities from "./identities.json" with { type: "json" };
@@ -89,4 +90,32 @@ export async function openRefundAgent(file: string, options: RefundAgentOptions 
       db.close();
     },
   };
+}
+
+/**
+ * The refund agent on PostgreSQL as a deployment runs it with default options, for load tests and
+ * benchmarks: LangGraph's PostgresSaver on `pool` (tables in `schema`), the ledger and thread lock
+ * eart picks for that checkpointer, the audit log on the same pool, and the scripted model (enough
+ * `turns` for every conversation the caller will run).
+ * @example
+ * ```ts
+ * const { agent, auditLog } = await scriptedRefundAgentOnPostgres(pool, { schema: "public", turns: 4_000 });
+ * ```
+ */
+export async function scriptedRefundAgentOnPostgres(pool: pg.Pool, options: { schema: string; turns: number }) {
+  const checkpointer = new PostgresSaver(pool, undefined, { schema: options.schema });
+  await checkpointer.setup();
+  const auditLog = new PostgresAuditLog({ pool });
+  const tools = createRefundTools(pool);
+  const agent = createGovernedAgent({
+    model: scriptedModel(refundScript, { turns: options.turns }),
+    tools: tools.all,
+    identities: refundIdentities(),
+    policy: refundPolicy,
+    checkpointer,
+    auditLog,
+    execution: { issue_refund: REFUND_EXECUTION },
+    recoveryRoles: ["supervisor"],
+  });
+  return { agent, auditLog, tools };
 }

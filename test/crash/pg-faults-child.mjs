@@ -14,15 +14,9 @@ import { writeSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { AIMessage, HumanMessage } from "@langchain/core/messages";
 import { Command } from "@langchain/langgraph";
-import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import pg from "pg";
-import { pendingApproval, pendingRecovery, PostgresAuditLog } from "../../dist/src/index.js";
-import { createGovernedAgent } from "../../dist/graphs/index.js";
-import { scriptedModel } from "../../dist/testing/index.js";
-import { REFUND_EXECUTION, refundIdentities } from "../../dist/examples/refund/agent.js";
-import { refundScript } from "../../dist/examples/refund/model.js";
-import { refundPolicy } from "../../dist/examples/refund/policy.js";
-import { createRefundTools } from "../../dist/examples/refund/tools.js";
+import { pendingApproval, pendingRecovery } from "../../dist/src/index.js";
+import { scriptedRefundAgentOnPostgres } from "../../dist/examples/refund/agent.js";
 
 const REQUEST = "Hi, order 1042 arrived broken. Please refund $740.";
 const FINAL_ANSWER = "Your refund of $740 for order 1042 has been issued.";
@@ -35,20 +29,7 @@ const describe = (error) => ({ name: error?.name ?? "Error", code: typeof error?
 
 const pool = new pg.Pool({ connectionString: job.url });
 const schema = new URL(job.url).searchParams.get("options").replace("-c search_path=", "");
-const checkpointer = new PostgresSaver(pool, undefined, { schema });
-await checkpointer.setup();
-const auditLog = new PostgresAuditLog({ pool });
-const tools = createRefundTools(pool);
-const agent = createGovernedAgent({
-  model: scriptedModel(refundScript, { turns: 100_000 }),
-  tools: tools.all,
-  identities: refundIdentities(),
-  policy: refundPolicy,
-  checkpointer,
-  auditLog,
-  execution: { issue_refund: REFUND_EXECUTION },
-  recoveryRoles: ["supervisor"],
-});
+const { agent, auditLog } = await scriptedRefundAgentOnPostgres(pool, { schema, turns: 100_000 });
 
 const asCara = (threadId) => ({ configurable: { thread_id: threadId, agent_id: "support-agent", user_id: "cara" } });
 const asSam = (threadId) => ({ configurable: { thread_id: threadId, user_id: "sam" } });

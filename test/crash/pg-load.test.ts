@@ -1,15 +1,9 @@
 import { HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { Command } from "@langchain/langgraph";
-import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { idempotencyKeyOf, pendingApproval, PostgresAuditLog } from "eart";
-import { createGovernedAgent } from "eart/graphs";
-import { scriptedModel } from "eart/testing";
-import { REFUND_EXECUTION, refundIdentities } from "../../examples/refund/agent.js";
-import { refundScript } from "../../examples/refund/model.js";
-import { refundPolicy } from "../../examples/refund/policy.js";
-import { createRefundTools } from "../../examples/refund/tools.js";
+import { idempotencyKeyOf, pendingApproval } from "eart";
+import { scriptedRefundAgentOnPostgres } from "../../examples/refund/agent.js";
 
 /**
  * Load on PostgreSQL: the prebuilt refund agent on LangGraph's PostgresSaver with its default
@@ -51,20 +45,7 @@ async function openAgent() {
   connectionString.searchParams.set("options", `-c search_path=${schema}`);
   // No 'error' listener of our own: eart must not need one to survive a dropped connection.
   const pool = new pg.Pool({ connectionString: connectionString.toString() });
-  const checkpointer = new PostgresSaver(pool, undefined, { schema });
-  await checkpointer.setup();
-  const auditLog = new PostgresAuditLog({ pool });
-  const tools = createRefundTools(pool);
-  const agent = createGovernedAgent({
-    model: scriptedModel(refundScript, { turns: 10_000 }),
-    tools: tools.all,
-    identities: refundIdentities(),
-    policy: refundPolicy,
-    checkpointer,
-    auditLog,
-    execution: { issue_refund: REFUND_EXECUTION },
-    recoveryRoles: ["supervisor"],
-  });
+  const { agent, auditLog } = await scriptedRefundAgentOnPostgres(pool, { schema, turns: 10_000 });
   const handle = { agent, auditLog, pool, close: () => pool.end() };
   opened.push(handle);
   return handle;

@@ -1,9 +1,9 @@
-import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { AuditStoreError, JsonlAuditLog, processInstance, type ProcessInstance } from "eart";
+import { liveEartChild } from "../support/children.js";
 
 /**
  * The JSONL audit log's lock file names its holder's process instance (pid, start time, pid
@@ -27,24 +27,8 @@ const open = (options: { lockTimeoutMs?: number; staleLockMs?: number } = {}) =>
 const lockOf = (log: JsonlAuditLog) => `${log.path}.lock`;
 const started = (threadId: string) => ({ threadId, type: "run.started" as const });
 
-const DIST = new URL("../../dist/src/index.js", import.meta.url);
-
-/** A live child process running the built eart; resolves with its process instance. */
-function liveChild() {
-  if (!existsSync(DIST)) throw new Error(`${DIST.pathname} is missing: run "npm run build" before these tests`);
-  const script = `const eart = await import(${JSON.stringify(DIST.href)}); console.log(JSON.stringify(eart.processInstance())); setInterval(() => {}, 1000);`;
-  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
-  const instance = new Promise<ProcessInstance>((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += String(d);
-      if (out.includes("\n")) resolve(JSON.parse(out.split("\n")[0]!) as ProcessInstance);
-    });
-    child.on("exit", (code) => reject(new Error(`the child exited (${code}) before it reported`)));
-  });
-  const exited = new Promise((resolve) => child.on("exit", resolve));
-  return { instance, kill: async () => (child.kill("SIGKILL"), await exited) };
-}
+/** A live child process running the built eart; its `instance` resolves with its process instance. */
+const liveChild = () => liveEartChild<ProcessInstance>();
 
 describe("JsonlAuditLog lock file: ownership is a process instance", () => {
   it("breaks at once a lock left by an instance that had this process's pid (a restarted PID-1 container)", async () => {

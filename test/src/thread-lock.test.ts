@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
-import { existsSync, mkdtempSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -29,6 +29,7 @@ import { resumeThread, runThread } from "eart/graphs";
 import { tool } from "@langchain/core/tools";
 import { z } from "zod";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
+import { liveEartChild } from "../support/children.js";
 
 // A real PostgreSQL (.ci/run starts it). No skip: without it these tests fail.
 const url = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
@@ -275,29 +276,9 @@ describe("PostgresThreadLock: a connection of its own, bounded", () => {
 // ---------------------------------------------------------------------------------------------
 // Lock ownership is a process instance, not a pid
 
-const DIST = new URL("../../dist/src/index.js", import.meta.url);
-
-/** A live child process running the built eart: prints its process instance, takes `thread` in `file` if given, and waits. */
-function liveChild(file?: string, thread?: string) {
-  if (!existsSync(DIST)) throw new Error(`${DIST.pathname} is missing: run "npm run build" before these tests`);
-  const script = `
-    const eart = await import(${JSON.stringify(DIST.href)});
-    ${file ? `await new eart.SqliteThreadLock({ path: ${JSON.stringify(file)} }).acquire(${JSON.stringify(thread)});` : ""}
-    console.log(JSON.stringify(eart.processInstance()));
-    setInterval(() => {}, 1000);
-  `;
-  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
-  const instance = new Promise<ProcessInstance>((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += String(d);
-      if (out.includes("\n")) resolve(JSON.parse(out.split("\n")[0]!) as ProcessInstance);
-    });
-    child.on("exit", (code) => reject(new Error(`the child exited (${code}) before it reported`)));
-  });
-  const exited = new Promise((resolve) => child.on("exit", resolve));
-  return { child, instance, kill: async () => (child.kill("SIGKILL"), await exited) };
-}
+/** A live child process running the built eart: takes `thread` in `file` if given, prints its process instance, and waits. */
+const liveChild = (file?: string, thread?: string) =>
+  liveEartChild<ProcessInstance>(file ? `await new eart.SqliteThreadLock({ path: ${JSON.stringify(file)} }).acquire(${JSON.stringify(thread)});` : "");
 
 describe("SqliteThreadLock: locks of dead instances are taken over, also when their pid is ours again", () => {
   const rowOf = (file: string, thread: string) => {

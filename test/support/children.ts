@@ -1,4 +1,5 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { existsSync } from "node:fs";
 
 /** A child Node process that prints "ready" when set up, then waits for its go on stdin. */
 export interface ReadyChild {
@@ -33,4 +34,32 @@ export function startReadyChild(script: string, args: string[], label: string, e
   });
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   return { child, ready, exited, out: () => stdout, err: () => stderr };
+}
+
+const EART_DIST = new URL("../../dist/src/index.js", import.meta.url);
+
+/**
+ * A live child process running the built eart (`dist`): runs `setup` (module code with `eart` in
+ * scope, e.g. taking a lock), prints its process instance, and waits until killed.
+ * @example
+ * ```ts
+ * const live = liveEartChild(`await new eart.SqliteThreadLock({ path }).acquire("t1");`);
+ * const instance = await live.instance;
+ * await live.kill();
+ * ```
+ */
+export function liveEartChild<I = unknown>(setup = "") {
+  if (!existsSync(EART_DIST)) throw new Error(`${EART_DIST.pathname} is missing: run "npm run build" before these tests`);
+  const script = `const eart = await import(${JSON.stringify(EART_DIST.href)}); ${setup} console.log(JSON.stringify(eart.processInstance())); setInterval(() => {}, 1000);`;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+  const instance = new Promise<I>((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += String(d);
+      if (out.includes("\n")) resolve(JSON.parse(out.split("\n")[0]!) as I);
+    });
+    child.on("exit", (code) => reject(new Error(`the child exited (${code}) before it reported`)));
+  });
+  const exited = new Promise((resolve) => child.on("exit", resolve));
+  return { child, instance, kill: async () => (child.kill("SIGKILL"), await exited) };
 }
