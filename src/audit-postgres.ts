@@ -250,14 +250,15 @@ export class PostgresAuditLog implements AuditLog {
   async globalLog(): Promise<GlobalLogSnapshot> {
     return this.#read("read the global log of", async () => {
       await this.#migrate();
+      // One statement after another: a client runs one query at a time.
       const [global, heads, signed] = await inTransaction(
         this.#pool,
-        (client) =>
-          Promise.all([
-            client.query<{ gseq: string; prev_hash: string; hash: string }>(`SELECT gseq, prev_hash, hash FROM ${GLOBAL} ORDER BY gseq`),
-            client.query<{ thread_id: string; gseq: string; seq: number; hash: string }>(`SELECT thread_id, gseq, seq, hash FROM ${GLOBAL_HEADS} ORDER BY gseq, thread_id COLLATE "C"`),
-            client.query<{ head: string }>(`SELECT head FROM ${GLOBAL_SIGNED} WHERE id = 1`),
-          ]),
+        async (client) =>
+          [
+            await client.query<{ gseq: string; prev_hash: string; hash: string }>(`SELECT gseq, prev_hash, hash FROM ${GLOBAL} ORDER BY gseq`),
+            await client.query<{ thread_id: string; gseq: string; seq: number; hash: string }>(`SELECT thread_id, gseq, seq, hash FROM ${GLOBAL_HEADS} ORDER BY gseq, thread_id COLLATE "C"`),
+            await client.query<{ head: string }>(`SELECT head FROM ${GLOBAL_SIGNED} WHERE id = 1`),
+          ] as const,
         SNAPSHOT,
       );
       const entries = global.rows.map((r): GlobalEntry => ({ gseq: Number(r.gseq), heads: [], prevHash: r.prev_hash, hash: r.hash }));
@@ -299,12 +300,12 @@ export class PostgresAuditLog implements AuditLog {
       // One snapshot for the events and the heads, whatever commits meanwhile.
       const [events, heads, logged] = await inTransaction(
         this.#pool,
-        (client) =>
-          Promise.all([
-            client.query<EventRow>(`SELECT ${COLUMNS} FROM ${EVENTS} WHERE thread_id = $1 ORDER BY seq`, [threadId]),
-            client.query<{ seq: number; hash: string; signed_head: string | null }>(`SELECT seq, hash, signed_head FROM ${HEADS} WHERE thread_id = $1`, [threadId]),
-            client.query<{ seq: number; hash: string }>(`SELECT seq, hash FROM ${GLOBAL_HEADS} WHERE thread_id = $1 ORDER BY gseq DESC LIMIT 1`, [threadId]),
-          ]),
+        async (client) =>
+          [
+            await client.query<EventRow>(`SELECT ${COLUMNS} FROM ${EVENTS} WHERE thread_id = $1 ORDER BY seq`, [threadId]),
+            await client.query<{ seq: number; hash: string; signed_head: string | null }>(`SELECT seq, hash, signed_head FROM ${HEADS} WHERE thread_id = $1`, [threadId]),
+            await client.query<{ seq: number; hash: string }>(`SELECT seq, hash FROM ${GLOBAL_HEADS} WHERE thread_id = $1 ORDER BY gseq DESC LIMIT 1`, [threadId]),
+          ] as const,
         SNAPSHOT,
       );
       return [events.rows, heads.rows[0], logged.rows[0] ?? null] as const;
