@@ -1,6 +1,7 @@
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { BaseCheckpointSaver, END, isCommand, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
+import pg from "pg";
 import { z } from "zod";
 import {
   createEscalationGuard,
@@ -38,6 +39,7 @@ import {
   PolicyEngineOption,
   principalFromConfig,
   RetryOptionsSchema,
+  guardPool,
   standardRedaction,
   threadLockFor,
   ToolExecutionOptionsSchema,
@@ -191,6 +193,10 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   });
   // The ledger's store keeps both the executions and the key that seals eart's records in state.
   const ledger = opts.ledger ?? ledgerFor(checkpointer);
+  // The checkpointer's own pool (a PostgresSaver's) gets eart's error listeners whatever ledger
+  // and lock are chosen: a connection the server drops fails a statement, not the process.
+  const saverPool = (checkpointer as unknown as { pool?: unknown }).pool;
+  if (saverPool instanceof pg.Pool) guardPool(saverPool);
   const sealer = lazySealer(ledger);
   const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ledger, ...(opts.approvalKeys ? { approvalKeys: opts.approvalKeys } : {}), ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}), ...(budgets ? { budgets } : {}) });
 

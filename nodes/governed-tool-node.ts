@@ -272,6 +272,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         } catch (error) {
           if (error instanceof EffectInProgressError) throw error;
           lastError = error;
+          // A finish whose reply was lost may have been recorded: then it is done.
+          const entry = await ledger.get(key).catch(() => undefined);
+          if (entry?.status === "succeeded" && entry.attempt === attempt) return;
           if (n + 1 < FINISH_TRIES) await sleep(FINISH_BACKOFF_MS * 2 ** n, config.signal);
         }
       }

@@ -1,7 +1,7 @@
 import { Command } from "@langchain/langgraph";
 import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { pendingApproval } from "eart";
+import { MemoryEffectLedger, pendingApproval } from "eart";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
 
 // A real PostgreSQL (.ci/run starts it). No skip: without it this suite fails, loudly.
@@ -44,5 +44,19 @@ describe("the governed agent on LangGraph's PostgreSQL checkpointer", () => {
     const events = await first.auditLog.read(threadId);
     expect(events.filter((e) => e.type === "tool.succeeded")).toHaveLength(1);
     expect(await first.auditLog.verify(threadId)).toMatchObject({ ok: true });
+  });
+});
+
+describe("the PostgresSaver's pool, whatever ledger and lock the agent is given", () => {
+  it("gets eart's error listeners: a dropped connection fails a statement, not the process", async () => {
+    const s = saver();
+    const pool = (s as unknown as { pool: { listenerCount(event: string): number } }).pool;
+    const before = { error: pool.listenerCount("error"), connect: pool.listenerCount("connect") };
+    refundSetup([], { checkpointer: s, agent: { ledger: new MemoryEffectLedger(), threadLock: false } });
+    expect(pool.listenerCount("error")).toBe(before.error + 1);
+    expect(pool.listenerCount("connect")).toBe(before.connect + 1);
+    // Once per pool, however many agents share it.
+    refundSetup([], { checkpointer: s, agent: { ledger: new MemoryEffectLedger(), threadLock: false } });
+    expect(pool.listenerCount("error")).toBe(before.error + 1);
   });
 });

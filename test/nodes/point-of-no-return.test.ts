@@ -38,6 +38,21 @@ describe("a tool call's point of no return: once the tool returned, nothing can 
     expect(events).not.toContain("tool.retrying");
   });
 
+  it("a finish that was recorded though its reply was lost counts as recorded: one refund, executed", async () => {
+    class LostReply extends MemoryEffectLedger {
+      lost = 1;
+      override async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean> {
+        const done = await super.finish(key, outcome, now);
+        if (this.lost-- > 0) throw new Error("Connection terminated unexpectedly");
+        return done;
+      }
+    }
+    const s = refundSetup([[refund("c1", 50)]], { agent: { ledger: new LostReply(), execution: retried } });
+    const result = await s.agent.invoke(ask(), config("nr-4"));
+    expect(s.refunds().map((r) => r.toolCallId)).toEqual(["c1"]);
+    expect(result.decisions.map((d) => d.status)).toEqual(["executed"]);
+  });
+
   it("a ledger that stays down after the tool returned stops the run with ToolRecordError; the next run asks a human and re-runs nothing", async () => {
     const ledger = new FlakyLedger(100);
     const s = refundSetup([[refund("c1", 50)]], { agent: { ledger, execution: retried, recoveryRoles: ["supervisor"] } });
