@@ -1,6 +1,6 @@
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
-import { AuditLogOption, EartConfigError, parseOptions, ThreadStateError, type AuditEvent, type AuditLog } from "../src/index.js";
+import { AuditLogOption, EartConfigError, parseOptions, StateTamperError, ThreadStateError, type AuditEvent, type AuditLog } from "../src/index.js";
 import { runThread, type ThreadRun } from "./run-thread.js";
 
 /** The part of a compiled graph an app exposes: what `resumeThread` and `getState` need. */
@@ -111,23 +111,51 @@ async function stepsOf(graph: AppGraph, threadId: string): Promise<{ next: strin
   };
 }
 
-/** Whether the last human-task event of a thread is an answer, and who gave it. */
-function recordedAnswer(events: readonly AuditEvent[]): { by: string } | undefined {
+/** The answers a human recorded since the last request (an empty list when the last word is a request or a refusal). */
+function recordedAnswers(events: readonly AuditEvent[]): AuditEvent[] {
+  const answers: AuditEvent[] = [];
   for (let i = events.length - 1; i >= 0; i--) {
     const e = events[i]!;
-    if (Object.values(ANSWERS).includes(e.type)) {
-      const by = e.data.approverId ?? e.data.resolverId ?? e.data.reviewerId;
-      return typeof by === "string" ? { by } : undefined;
-    }
-    if (e.type in ANSWERS || e.type === "approval.refused" || e.type === "tool.recovery_refused" || e.type === "escalation.refused") return undefined;
+    if (Object.values(ANSWERS).includes(e.type)) answers.unshift(e);
+    else if (e.type in ANSWERS || e.type === "approval.refused" || e.type === "tool.recovery_refused" || e.type === "escalation.refused") break;
   }
-  return undefined;
+  return answers;
+}
+
+/** Who gave recorded answers: the one human all of them name. */
+function answererOf(answers: readonly AuditEvent[]): string | undefined {
+  const by = new Set(answers.map((e) => e.data.approverId ?? e.data.resolverId ?? e.data.reviewerId));
+  const [only] = by;
+  return by.size === 1 && typeof only === "string" ? only : undefined;
 }
 
 /** The agent and the user a thread was started for, from its audit log. */
 function startedFor(events: readonly AuditEvent[]): { agentId: string | undefined; userId: string | undefined } {
   const first = events.find((e) => (e.type === "identity.bound" || e.type === "run.started") && typeof e.data.agentId === "string");
   return { agentId: first?.data.agentId as string | undefined, userId: typeof first?.data.userId === "string" ? first.data.userId : undefined };
+}
+
+/** One thread looked at once: whether (and how) it is unfinished, whether its identity is bound, and its events. */
+async function inspect(app: EartApp, threadId: string): Promise<{ graph: AppGraph; unfinished?: UnfinishedThread; bound: boolean; answers: AuditEvent[] } | undefined> {
+  let graph: AppGraph;
+  try {
+    graph = await app.graphFor(threadId);
+  } catch {
+    return undefined; // a thread of an agent this app does not run
+  }
+  const steps = await stepsOf(graph, threadId);
+  if (!steps || steps.next.length === 0) return { graph, bound: steps?.bound ?? false, answers: [] };
+  const events = await app.auditLog.read(threadId);
+  const answers = steps.waiting ? recordedAnswers(events) : [];
+  const answeredBy = answererOf(answers);
+  // A thread waiting for a human, with no answer on record, waits as it should.
+  if (steps.waiting && answeredBy === undefined) return { graph, bound: steps.bound, answers };
+  return {
+    graph,
+    bound: steps.bound,
+    answers,
+    unfinished: { threadId, kind: steps.waiting ? "answered" : "interrupted", next: steps.next, ...startedFor(events), answeredBy, since: events.at(-1)?.at },
+  };
 }
 
 /**
@@ -141,20 +169,35 @@ function startedFor(events: readonly AuditEvent[]): { agentId: string | undefine
 export async function unfinishedThreads(app: EartApp): Promise<UnfinishedThread[]> {
   const out: UnfinishedThread[] = [];
   for (const threadId of await app.auditLog.listThreads()) {
-    let graph: AppGraph;
-    try {
-      graph = await app.graphFor(threadId);
-    } catch {
-      continue; // a thread of an agent this app does not run
-    }
-    const steps = await stepsOf(graph, threadId);
-    if (!steps || steps.next.length === 0) continue;
-    const events = await app.auditLog.read(threadId);
-    const answer = steps.waiting ? recordedAnswer(events) : undefined;
-    if (steps.waiting && !answer) continue; // waits for a human, as it should
-    out.push({ threadId, kind: answer ? "answered" : "interrupted", next: steps.next, ...startedFor(events), answeredBy: answer?.by, since: events.at(-1)?.at });
+    const seen = await inspect(app, threadId);
+    if (seen?.unfinished) out.push(seen.unfinished);
   }
   return out;
+}
+
+/**
+ * Whether the answer LangGraph stored for the thread (the resume value its re-run will read) is
+ * the one eart recorded: every decision of it, and no other, by call, type and digest (or the
+ * reviewer's action and message). Anything else (a later answer whose refusal was never recorded,
+ * a store edited behind eart's back) must not run as the recorded human's.
+ */
+async function storedAnswerIsRecorded(graph: AppGraph, threadId: string, answers: readonly AuditEvent[]): Promise<boolean> {
+  const saver = graph.checkpointer as { getTuple?: (config: RunnableConfig) => Promise<{ pendingWrites?: [string, string, unknown][] } | undefined> } | undefined;
+  const writes = (await saver?.getTuple?.({ configurable: { thread_id: threadId } }))?.pendingWrites ?? [];
+  // The newest answer LangGraph may hand the step: the thread's plain resume value, and the last of
+  // each task's list of resume values. Every one of them must be the recorded answer.
+  const newest = writes.filter(([, channel]) => channel === "__resume__").map(([, , value]) => (Array.isArray(value) ? value.at(-1) : value));
+  type Stored = { decisions?: { toolCallId?: unknown; type?: unknown; digest?: unknown }[]; action?: unknown; message?: unknown };
+  const isRecorded = (stored: Stored | undefined): boolean => {
+    if (!stored || typeof stored !== "object") return false;
+    if (answers.every((e) => e.type === "escalation.decided")) {
+      return answers.length === 1 && stored.action === answers[0]!.data.action && stored.message === answers[0]!.data.message;
+    }
+    const recorded = answers.map((e) => `${String(e.data.toolCallId)}|${String(e.data.decision)}|${String(e.data.originalDigest ?? e.data.digest)}`).sort();
+    const given = (Array.isArray(stored.decisions) ? stored.decisions : []).map((d) => `${String(d.toolCallId)}|${String(d.type)}|${String(d.digest)}`).sort();
+    return recorded.length > 0 && recorded.join("\n") === given.join("\n");
+  };
+  return newest.length > 0 && newest.every((stored) => isRecorded(stored as Stored | undefined));
 }
 
 /**
@@ -162,33 +205,26 @@ export async function unfinishedThreads(app: EartApp): Promise<UnfinishedThread[
  * recorded: the thread's bound identity (or, when it stopped before binding was saved, the agent
  * and user its audit log started it for), and for a recorded answer, the human who gave it, so
  * the stored answer is checked again as theirs and acted on instead of asked again. Refuses a
- * thread that is not unfinished (`ThreadStateError`).
+ * thread that is not unfinished (`ThreadStateError`), and a stored answer that is not the one eart
+ * recorded (`StateTamperError` `state_tamper_detected`).
  * @example
  * ```ts
  * const run = await continueThread(app, "refund-1042");
  * ```
  */
 export async function continueThread(app: EartApp, threadId: string): Promise<ThreadRun> {
-  const graph = await app.graphFor(threadId);
-  const unfinished = (await unfinishedThreads({ ...app, auditLog: onlyThread(app.auditLog, threadId) })).find((t) => t.threadId === threadId);
-  if (!unfinished) throw new ThreadStateError("thread_not_paused", threadId, `Thread "${threadId}" has no unfinished step to continue`);
-  const steps = await stepsOf(graph, threadId);
+  const seen = await inspect(app, threadId);
+  const unfinished = seen?.unfinished;
+  if (!seen || !unfinished) throw new ThreadStateError("thread_not_paused", threadId, `Thread "${threadId}" has no unfinished step to continue`);
   const configurable: Record<string, unknown> = { thread_id: threadId };
-  if (unfinished.kind === "answered" && unfinished.answeredBy) configurable.user_id = unfinished.answeredBy;
-  else if (!steps?.bound) {
+  if (unfinished.kind === "answered") {
+    if (!(await storedAnswerIsRecorded(seen.graph, threadId, seen.answers))) {
+      throw new StateTamperError("state_tamper_detected", `The answer stored for thread "${threadId}" is not the one eart recorded from ${unfinished.answeredBy}: it is not continued as theirs`, { threadId });
+    }
+    configurable.user_id = unfinished.answeredBy;
+  } else if (!seen.bound) {
     if (unfinished.agentId) configurable.agent_id = unfinished.agentId;
     if (unfinished.userId) configurable.user_id = unfinished.userId;
   }
-  return runThread(graph, null, { configurable });
-}
-
-/** The audit log as seen for one thread (listThreads names only it). */
-function onlyThread(auditLog: AuditLog, threadId: string): AuditLog {
-  return new Proxy(auditLog, {
-    get(target, property, receiver) {
-      if (property === "listThreads") return async () => ((await target.listThreads()).includes(threadId) ? [threadId] : []);
-      const value = Reflect.get(target, property, receiver) as unknown;
-      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
-  });
+  return runThread(seen.graph, null, { configurable });
 }

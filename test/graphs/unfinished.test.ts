@@ -40,6 +40,31 @@ describe("threads whose run stopped before it finished: listed, and continued wi
     expect(await auditLog.verify("u-1")).toMatchObject({ ok: true });
   });
 
+  it("a stored answer that is not the one eart recorded is not continued as the recorded approver's", async () => {
+    // sam approves and the process dies; then the customer sends her own answer (an edit to
+    // $4,900), and the audit store fails before her refusal is recorded: LangGraph keeps her
+    // answer as the thread's newest, while eart's log still ends with sam's approval.
+    class Store extends DiesAfter {
+      dropRefusals = false;
+      override async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
+        if (this.dropRefusals && [events].flat().some((e) => e.type === "approval.refused")) throw new Error("the audit store is down");
+        return super.append(events);
+      }
+    }
+    const auditLog = new Store("approval.decided");
+    const s = refundSetup([[refund("c1", 740)]], { auditLog });
+    const request = pendingApproval(await s.agent.invoke(ask(), config("u-4")))!;
+    const digest = request.requests[0]!.digest;
+    await expect(s.agent.invoke(new Command({ resume: { decisions: [{ toolCallId: "c1", type: "approve", digest }] } }), config("u-4", "sam"))).rejects.toThrow();
+    auditLog.dropRefusals = true;
+    const edit = { decisions: [{ toolCallId: "c1", type: "edit", digest, args: { orderId: "1042", amount: 4900 } }] };
+    await expect(s.agent.invoke(new Command({ resume: edit }), config("u-4", "cara"))).rejects.toThrow("the audit store is down");
+    const app = defineApp({ auditLog, graphs: { "support-agent": s.agent } });
+    expect(await unfinishedThreads(app)).toEqual([expect.objectContaining({ threadId: "u-4", kind: "answered", answeredBy: "sam" })]);
+    await expect(continueThread(app, "u-4")).rejects.toMatchObject({ code: "state_tamper_detected" });
+    expect(s.refunds()).toEqual([]);
+  });
+
   it("a run that stopped between steps is continued from its last saved step; a paused or finished thread is not listed", async () => {
     const auditLog = new DiesAfter("tool.started");
     const s = refundSetup([[refund("c1", 50)], [], [refund("c2", 740, "1043")]], { auditLog });
