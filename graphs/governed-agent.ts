@@ -134,8 +134,7 @@ function redactIncoming(graph: IncomingGraph, redaction: Redaction, registry: Id
   const stream = graph.stream.bind(graph);
   graph.stream = (input, options) => stream(redacted(input, options), options);
   // The state API writes messages too (an operator's edit, LangGraph Studio): the same redaction.
-  const updateState = graph.updateState.bind(graph);
-  graph.updateState = (config, values, asNode) => updateState(config, redacted(values, config), asNode);
+  // LangGraph's updateState is a one-step bulkUpdateState, so this covers both.
   const bulkUpdateState = graph.bulkUpdateState.bind(graph);
   graph.bulkUpdateState = (config, supersteps) =>
     bulkUpdateState(
@@ -147,7 +146,6 @@ function redactIncoming(graph: IncomingGraph, redaction: Redaction, registry: Id
 /** The methods through which callers put messages into a thread. */
 interface IncomingGraph {
   stream(input: unknown, options?: RunnableConfig): Promise<unknown>;
-  updateState(config: RunnableConfig, values: unknown, asNode?: string): Promise<unknown>;
   bulkUpdateState(config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown; asNode?: string }[] }[]): Promise<unknown>;
 }
 
