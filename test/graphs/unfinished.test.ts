@@ -1,7 +1,10 @@
-import { Command } from "@langchain/langgraph";
+import { AIMessage, type BaseMessage } from "@langchain/core/messages";
+import type { RunnableConfig } from "@langchain/core/runnables";
+import { Command, MemorySaver, type Checkpoint, type CheckpointMetadata } from "@langchain/langgraph";
 import { describe, expect, it } from "vitest";
 import { MemoryAuditLog, pendingApproval, type AuditEvent, type AuditEventInput } from "eart";
 import { continueThread, defineApp, unfinishedThreads } from "eart/graphs";
+import { scriptedModel } from "eart/testing";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
 
 /** An audit log that fails right after recording an event of one type: a process that died there. */
@@ -82,5 +85,63 @@ describe("threads whose run stopped before it finished: listed, and continued wi
     await s.agent.invoke(ask("and order 1043, $740"), config("u-3"));
     expect(await unfinishedThreads(app)).toEqual([]);
     await expect(continueThread(app, "u-3")).rejects.toMatchObject({ code: "thread_not_paused" });
+  });
+
+  it("a model answer saved before the process died is reused when the thread is continued: the model is not asked again", async () => {
+    // LangGraph saves a finished step's writes before the step's checkpoint. A process that dies
+    // between the two leaves the model's answer on record; continuing must use it, since a real
+    // model asked again may propose something else (here: a different, larger refund).
+    class DiesBeforeCheckpoint extends MemorySaver {
+      private armed = false;
+      private died = false;
+      override async putWrites(cfg: RunnableConfig, writes: [string, unknown][], taskId: string): Promise<void> {
+        await super.putWrites(cfg, writes, taskId);
+        const proposes = writes.some(([channel, value]) => channel === "messages" && [value].flat().some((m) => AIMessage.isInstance(m) && (m.tool_calls?.length ?? 0) > 0));
+        if (proposes && !this.died) this.armed = true;
+      }
+      override async put(cfg: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, versions: Record<string, string | number>): Promise<RunnableConfig> {
+        if (this.armed) {
+          this.armed = false;
+          this.died = true;
+          throw new Error("the process died before the checkpoint");
+        }
+        return super.put(cfg, checkpoint, metadata, versions);
+      }
+    }
+    let asked = 0;
+    const model = scriptedModel((messages: BaseMessage[]) => {
+      asked++;
+      if (messages.some((m) => AIMessage.isInstance(m))) return new AIMessage("done");
+      const proposal = asked === 1 ? refund("c1", 740) : refund("c9", 4900);
+      return new AIMessage({ content: "", tool_calls: [proposal] });
+    });
+    const auditLog = new MemoryAuditLog();
+    const s = refundSetup([], { auditLog, checkpointer: new DiesBeforeCheckpoint(), agent: { model } });
+    await expect(s.agent.invoke(ask(), config("u-5"))).rejects.toThrow("the process died before the checkpoint");
+    expect(asked).toBe(1);
+    const app = defineApp({ auditLog, graphs: { "support-agent": s.agent } });
+    expect(await unfinishedThreads(app)).toEqual([expect.objectContaining({ threadId: "u-5", kind: "interrupted" })]);
+    const run = await continueThread(app, "u-5");
+    expect(asked).toBe(1);
+    expect(run.approval?.requests.map((r) => r.toolCallId)).toEqual(["c1"]);
+    expect((await auditLog.read("u-5")).filter((e) => e.type === "approval.requested")).toHaveLength(1);
+    expect(s.refunds()).toEqual([]);
+  });
+
+  it("a thread that died right after its identity was bound, before any step was saved, is continued for the agent and user it was started for", async () => {
+    const auditLog = new DiesAfter("identity.bound");
+    const s = refundSetup([[refund("c1", 50)]], { auditLog });
+    await expect(s.agent.invoke(ask(), config("u-6"))).rejects.toThrow("the process died after identity.bound");
+    const app = defineApp({ auditLog, graphs: { "support-agent": s.agent } });
+    expect(await unfinishedThreads(app)).toEqual([expect.objectContaining({ threadId: "u-6", kind: "interrupted", agentId: "support-agent", userId: "cara" })]);
+    // The operator names nobody: the thread's own record says who it runs for.
+    const run = await continueThread(app, "u-6");
+    expect(run.approval).toBeUndefined();
+    expect(s.refunds().map((r) => r.toolCallId)).toEqual(["c1"]);
+    const bound = (await auditLog.read("u-6")).filter((e) => e.type === "identity.bound");
+    expect(bound.map((e) => [e.data.agentId, e.data.userId])).toEqual([
+      ["support-agent", "cara"],
+      ["support-agent", "cara"],
+    ]);
   });
 });
