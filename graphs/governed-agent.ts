@@ -1,7 +1,6 @@
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { BaseCheckpointSaver, END, isCommand, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
-import pg from "pg";
 import { z } from "zod";
 import {
   createEscalationGuard,
@@ -39,7 +38,7 @@ import {
   PolicyEngineOption,
   principalFromConfig,
   RetryOptionsSchema,
-  guardPool,
+  guardCheckpointer,
   standardRedaction,
   threadLockFor,
   ToolExecutionOptionsSchema,
@@ -191,10 +190,9 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   });
   // The ledger's store keeps both the executions and the key that seals eart's records in state.
   const ledger = opts.ledger ?? ledgerFor(checkpointer);
-  // The checkpointer's own pool (a PostgresSaver's) gets eart's error listeners whatever ledger
-  // and lock are chosen: a connection the server drops fails a statement, not the process.
-  const saverPool = (checkpointer as unknown as { pool?: unknown }).pool;
-  if (saverPool instanceof pg.Pool) guardPool(saverPool);
+  // A PostgresSaver gets eart's store faults whatever ledger and lock are chosen: a connection the
+  // server drops fails a statement (once more on a new connection), not the process; nothing waits unbounded.
+  guardCheckpointer(checkpointer);
   const sealer = lazySealer(ledger);
   const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ledger, ...(opts.approvalKeys ? { approvalKeys: opts.approvalKeys } : {}), ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}), ...(budgets ? { budgets } : {}) });
 

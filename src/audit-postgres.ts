@@ -17,14 +17,20 @@ import { headSigner, type AuditSigningKey, type HeadSigner, type SignedChainHead
 import { globalHeadSigner, nextGlobalEntry, type GlobalEntry, type GlobalHead, type SignedGlobalHead, type ThreadHead } from "./audit-global.js";
 import type { GlobalLogSnapshot } from "./audit.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "./audit-rows.js";
-import { AuditStoreError, EartError } from "./errors.js";
-import { inTransaction, isConnectionLoss, migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
+import { AuditStoreError, EartConfigError, EartError } from "./errors.js";
+import { connectWithin, inTransaction, isConnectionLoss, migrationOnce, openPostgres, type PostgresLocation } from "./postgres.js";
 
 /**
  * Where the PostgreSQL audit log lives (a connection string, else `EART_DATABASE_URL`, or a pool
- * to share), and optionally an Ed25519 `signingKey` that signs each thread's head on every append.
+ * to share), optionally an Ed25519 `signingKey` that signs each thread's head on every append, and
+ * `timeoutMs` (default 30 s), the bound on an append: on getting a connection, and on each of its
+ * statements on the server (`lock_timeout`, `statement_timeout`), so an append queued behind a
+ * stuck writer fails with `audit_store_failure` and appends nothing instead of waiting forever.
  */
-export type PostgresAuditLogOptions = PostgresLocation & { signingKey?: AuditSigningKey };
+export type PostgresAuditLogOptions = PostgresLocation & { signingKey?: AuditSigningKey; timeoutMs?: number };
+
+/** SQLSTATEs of a statement PostgreSQL cancelled at eart's bound: query_canceled (statement_timeout) and lock_not_available (lock_timeout). */
+const TIMED_OUT = new Set(["57014", "55P03"]);
 
 const EVENTS = "eart_audit_events";
 const HEADS = "eart_audit_heads";
@@ -82,9 +88,12 @@ export class PostgresAuditLog implements AuditLog {
   readonly #migrate: () => Promise<void>;
   readonly #signer: HeadSigner | undefined;
   readonly #globalSigner: { sign(head: GlobalHead): SignedGlobalHead } | undefined;
+  readonly #timeoutMs: number;
 
   constructor(options: PostgresAuditLogOptions = {}) {
-    const { signingKey, ...location } = (options ?? {}) as PostgresAuditLogOptions;
+    const { signingKey, timeoutMs = 30_000, ...location } = (options ?? {}) as PostgresAuditLogOptions;
+    if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new EartConfigError("timeoutMs", `a positive whole number of milliseconds, got ${String(timeoutMs)}`);
+    this.#timeoutMs = timeoutMs;
     this.#signer = signingKey === undefined ? undefined : headSigner(signingKey);
     this.#globalSigner = signingKey === undefined ? undefined : globalHeadSigner(signingKey);
     ({ pool: this.#pool, owned: this.#owned } = openPostgres(location));
@@ -177,7 +186,7 @@ export class PostgresAuditLog implements AuditLog {
     if (groups.size === 0) return [];
     return this.#run("append to", async () => {
       await this.#migrate();
-      const client = await this.#pool.connect();
+      const client = await connectWithin(this.#pool, this.#timeoutMs, () => new AuditStoreError(`Cannot append to the PostgreSQL audit log: no connection within ${this.#timeoutMs} ms; nothing was appended`));
       let broken = false;
       try {
         return await this.#appendIn(client, groups);
@@ -203,6 +212,8 @@ export class PostgresAuditLog implements AuditLog {
     // The global log's lock comes last, after every thread lock, in every writer: no deadlock.
     const results = (await client.query(
       `BEGIN ISOLATION LEVEL READ COMMITTED;
+       SET LOCAL lock_timeout = ${this.#timeoutMs};
+       SET LOCAL statement_timeout = ${this.#timeoutMs};
        ${keys.map((k) => `SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, ${k});`).join("\n")}
        SELECT pg_advisory_xact_lock(${GLOBAL_LOCK});
        SELECT thread_id, seq, hash FROM ${HEADS} WHERE thread_id IN (${threadIds.map((id) => client.escapeLiteral(id)).join(", ")});
@@ -370,7 +381,9 @@ export class PostgresAuditLog implements AuditLog {
       if (error instanceof EartError) throw error;
       const pgError = error as { code?: string; constraint?: string; message?: string };
       const message =
-        pgError.code === "23505"
+        pgError.code !== undefined && TIMED_OUT.has(pgError.code)
+          ? `no answer within ${this.#timeoutMs} ms (${pgError.message ?? pgError.code}); nothing was appended`
+          : pgError.code === "23505"
           ? `a write conflicted with the chain (${pgError.constraint ?? "unique constraint"}): another writer appended to the thread without its lock, or the head was changed`
           : isConnectionLoss(error)
             ? `the connection to PostgreSQL was lost (${pgError.message ?? String(error)})`

@@ -395,7 +395,7 @@ export class ToolRecordError extends EartError {
 }
 
 /** The stores behind a {@link StoreError}. */
-export type StoreName = "effect_ledger" | "thread_lock" | "budget_store";
+export type StoreName = "effect_ledger" | "thread_lock" | "budget_store" | "checkpointer";
 
 /**
  * An eart store (the effect ledger, a thread lock, the budget counters) did not answer. An

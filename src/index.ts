@@ -61,7 +61,7 @@ export { verifyAuditStore, type AuditStoreVerification } from "./audit-verify.js
 export { SqliteAuditLog, type SqliteAuditLogOptions } from "./audit-sqlite.js";
 export { JsonlAuditLog, type JsonlAuditLogOptions } from "./audit-jsonl.js";
 export { PostgresAuditLog, type PostgresAuditLogOptions } from "./audit-postgres.js";
-export { guardPool } from "./postgres.js";
+export { guardCheckpointer, guardPool } from "./postgres.js";
 export {
   auditKeyId,
   generateAuditSigningKey,

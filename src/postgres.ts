@@ -99,6 +99,48 @@ export function guardPool(pool: pg.Pool): pg.Pool {
   return pool;
 }
 
+/** The methods of LangGraph's `BaseCheckpointSaver` that {@link guardCheckpointer} bounds, each idempotent (reads, and upserts keyed by checkpoint id and task). */
+const SAVER_CALLS = ["getTuple", "put", "putWrites", "deleteThread"] as const;
+const guardedSavers = new WeakSet<object>();
+
+/**
+ * Puts a PostgreSQL-backed LangGraph checkpointer (`PostgresSaver`) under eart's store faults, as
+ * eart's own stores are: its pool is guarded ({@link guardPool}); `getTuple`, `put`, `putWrites` and
+ * `deleteThread` are bounded by `timeoutMs` and, being idempotent, run once more on a new
+ * connection when the connection was lost; what still fails surfaces as a {@link StoreError} of
+ * store `checkpointer` (`store_timeout`, `store_unavailable`, `store_failure`) instead of a raw pg
+ * error; `list` reports its faults the same way. Patches the saver in place, once; the prebuilt
+ * agent calls it on its checkpointer.
+ * @example
+ * ```ts
+ * const saver = guardCheckpointer(PostgresSaver.fromConnString(url));
+ * ```
+ */
+export function guardCheckpointer<T extends object>(saver: T, timeoutMs = 30_000): T {
+  const pool = (saver as { pool?: unknown }).pool;
+  if (!(pool instanceof pg.Pool) || guardedSavers.has(saver)) return saver;
+  guardedSavers.add(saver);
+  guardPool(pool);
+  const methods = saver as unknown as Record<string, ((...args: unknown[]) => unknown) | undefined>;
+  for (const name of SAVER_CALLS) {
+    const original = methods[name];
+    if (typeof original !== "function") continue;
+    methods[name] = (...args: unknown[]) => storeCall({ store: "checkpointer", operation: name, timeoutMs, idempotent: true }, () => Promise.resolve(original.apply(saver, args)));
+  }
+  const list = methods.list as ((...args: unknown[]) => AsyncGenerator<unknown>) | undefined;
+  if (typeof list === "function") {
+    methods.list = async function* (...args: unknown[]) {
+      try {
+        yield* list.apply(saver, args);
+      } catch (error) {
+        // Rows already yielded were seen: no retry, the fault is typed.
+        await storeCall({ store: "checkpointer", operation: "list", timeoutMs, idempotent: false }, () => Promise.reject(error));
+      }
+    };
+  }
+  return saver;
+}
+
 // Server codes of a lost session: admin_shutdown, crash_shutdown, cannot_connect_now, and class 08 (connection exception).
 const LOST_SQLSTATES = /^(57P0[123]|08...)$/;
 const LOST_SOCKET_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENETDOWN", "ENOTFOUND", "EAI_AGAIN"]);
@@ -204,6 +246,27 @@ export async function inTransaction<T>(pool: pg.Pool, run: (client: pg.PoolClien
     throw error;
   } finally {
     client.release(broken);
+  }
+}
+
+/**
+ * A client of `pool` within `timeoutMs`, or `onTimeout()` thrown: a pool whose connections are all
+ * taken cannot hold a caller forever. A client that arrives after the deadline goes back to the pool.
+ * @example
+ * ```ts
+ * const client = await connectWithin(pool, 30_000, () => new Error("no connection"));
+ * ```
+ */
+export async function connectWithin(pool: pg.Pool, timeoutMs: number, onTimeout: () => Error): Promise<pg.PoolClient> {
+  const connecting = pool.connect();
+  try {
+    return await withDeadline(connecting, Date.now() + timeoutMs, onTimeout);
+  } catch (error) {
+    connecting.then(
+      (late) => late.release(),
+      () => {},
+    );
+    throw error;
   }
 }
 

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { generateKeyPairSync, randomUUID } from "node:crypto";
+import { createHash, generateKeyPairSync, randomUUID } from "node:crypto";
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -644,6 +644,41 @@ describe("PostgresAuditLog", () => {
     const [twin] = sealEvents({ seq: 0, hash: first!.hash }, [ev(t, "model.output")]);
     await insert(twin!);
     await expect(insert({ ...twin!, prevHash: "1".repeat(64) })).rejects.toMatchObject({ code: "23505" });
+  });
+
+  it("an append is bounded: behind a stuck writer's lock, or with no connection to be had, it fails within timeoutMs and appends nothing", async () => {
+    const t = `${RUN}-bounded`;
+    expect(() => new PostgresAuditLog({ pool: newPool(), timeoutMs: 0 })).toThrow(EartConfigError);
+    const log = new PostgresAuditLog({ pool: newPool(), timeoutMs: 300 });
+    await log.append(ev(t, "run.started"));
+    // A writer that took the thread's append lock and hangs (the same two-key lock every writer takes).
+    const stuck = await admin.connect();
+    try {
+      await stuck.query("BEGIN");
+      await stuck.query("SELECT pg_advisory_xact_lock($1, $2)", [0x65617274, createHash("sha256").update(t).digest().readInt32BE(0)]);
+      const error = await log.append(ev(t, "model.output")).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(AuditStoreError);
+      expect((error as Error).message).toMatch(/no answer within 300 ms.*nothing was appended/);
+    } finally {
+      await stuck.query("ROLLBACK");
+      stuck.release();
+    }
+    expect((await log.read(t)).map((e) => e.type)).toEqual(["run.started"]);
+    // Every connection of the log's pool is taken: the append does not queue forever.
+    const tiny = new pg.Pool({ connectionString: PG_URL, options: `-c search_path=${SCHEMA}`, max: 1 });
+    pools.push(tiny);
+    const starved = new PostgresAuditLog({ pool: tiny, timeoutMs: 300 });
+    await starved.append(ev(t, "model.output"));
+    const held = await tiny.connect();
+    try {
+      await expect(starved.append(ev(t, "model.output", { late: true }))).rejects.toThrow(/no connection within 300 ms; nothing was appended/);
+    } finally {
+      held.release();
+    }
+    // The pool is whole again: the late client went back, and the next append works.
+    await starved.append(ev(t, "model.output", { after: true }));
+    expect((await log.read(t)).map((e) => e.data)).toEqual([{}, {}, { after: true }]);
+    expect(await log.verify(t)).toMatchObject({ ok: true, count: 3 });
   });
 
   it("an append that runs into the net fails with AuditStoreError and stores nothing of its batch", async () => {
