@@ -276,7 +276,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   }
 
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer));
-  const app = guardResumes(typed.compile({ checkpointer, name }), lock ? { lock } : {});
+  const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, ...(lock ? { lock } : {}) });
   if (redaction) redactIncoming(app as unknown as IncomingGraph, redaction, registry);
   return app;
 }

@@ -13,8 +13,12 @@ import {
   StateTamperError,
   ThreadStateError,
   type AgentIdentity,
+  type AuditLog,
   type DecisionRecord,
+  EartError,
+  pendingHumanTask,
 } from "../src/index.js";
+import { refusalData } from "../guards/policy-gate.js";
 import { assertActsForBound } from "../nodes/identity-binding.js";
 import { GOVERNED_CHANNEL_NAMES } from "../nodes/state.js";
 
@@ -88,6 +92,28 @@ function assertNoGovernedChannels(values: unknown, via: string): void {
   }
 }
 
+/** The event that records a refused answer, by the kind of human task it answered. */
+const REFUSED_EVENT = { "eart.approval": "approval.refused", "eart.recovery": "tool.recovery_refused", "eart.escalation": "escalation.refused" } as const;
+
+/**
+ * Records a resume the guard refused before LangGraph stored it (not plain JSON, nested too deep, a
+ * Command carrying update or goto) on the thread it tried to answer, when that thread waits for a
+ * human: the refusal, a bounded copy of the payload and the digest of all of it, as the nodes
+ * record the answers they refuse. A resume of a thread that waits for nobody writes nothing.
+ */
+async function auditRefusedAnswer(graph: Pick<ResumableGraph, "getState">, auditLog: AuditLog, config: RunnableConfig, answer: unknown, error: EartError): Promise<void> {
+  const threadId = config.configurable?.thread_id;
+  if (typeof threadId !== "string" && typeof threadId !== "number") return;
+  const task = pendingHumanTask(await graph.getState({ configurable: { thread_id: threadId } }));
+  if (!task) return;
+  const by = config.configurable?.user_id;
+  await auditLog.append({
+    threadId: String(threadId),
+    type: REFUSED_EVENT[task.type],
+    data: { ...refusalData(error, answer), ...(typeof by === "string" ? { claimedBy: by.slice(0, 256) } : {}) },
+  });
+}
+
 /**
  * Refuses a resume that LangGraph would silently ignore: on a thread that does not exist, or one
  * that is not paused on an interrupt. Throws {@link ThreadStateError}.
@@ -125,11 +151,16 @@ export const THREAD_LOCK = Symbol.for("eart.threadLock");
  * const app = guardResumes(new StateGraph(State)....compile({ checkpointer }), { lock: threadLockFor(checkpointer) });
  * ```
  */
-export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(graph: G, options: { lock?: ThreadLock } = {}): G {
+export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(graph: G, options: { lock?: ThreadLock; auditLog?: AuditLog } = {}): G {
   const stream = graph.stream.bind(graph);
-  const { lock } = options;
+  const { lock, auditLog } = options;
   async function guarded(input: unknown, options: RunnableConfig): Promise<unknown> {
-    assertCallerInput(input);
+    try {
+      assertCallerInput(input);
+    } catch (error) {
+      if (auditLog && isCommand(input) && error instanceof EartError) await auditRefusedAnswer(graph, auditLog, options, (input as { resume?: unknown }).resume, error);
+      throw error;
+    }
     // A run from an older checkpoint forks the thread from there: its per-thread budget counters
     // and sensitivity labels would be the older, lower ones. Callers run the thread as it stands.
     if (options.configurable?.checkpoint_id !== undefined) {

@@ -252,7 +252,7 @@ function assertAnswerDepth(answer: unknown): void {
  * (`answerTruncated` when cut) and the digest of all of it (`answerDigest`, the SHA-256 of its
  * canonical JSON), so that a refused payload of any size or depth is still on record.
  */
-function refusalData(error: ApprovalError, answer: unknown): Record<string, unknown> {
+export function refusalData(error: { code: string; message: string; details: unknown }, answer: unknown): Record<string, unknown> {
   const kept = bounded(answer);
   const message = error.message.length > 2 * KEEP.chars ? cutText(error.message, 2 * KEEP.chars) : error.message;
   return { code: error.code, message, details: bounded(error.details).value, answer: kept.value, answerTruncated: kept.truncated, answerDigest: digestOf(answer) };

@@ -282,6 +282,30 @@ describe("hostile payloads at the gate", () => {
     expect(refunds()).toEqual([]);
   });
 
+  it("the prebuilt agent's resume guard, which refuses a deep or non-JSON answer before LangGraph stores it, still audits it on the waiting thread", async () => {
+    const s = refundSetup([[refund("c1", 740)]]);
+    const request = pendingApproval(await s.agent.invoke(ask(), config("deep-1")))!;
+    const deep = { ...approve(request), extra: nested(2000) };
+    const error = await s.agent.invoke(new Command({ resume: deep }), config("deep-1", "sam")).catch((e: unknown) => e);
+    expect(error).toMatchObject({ name: "ApprovalError", code: "approval_resume_invalid" });
+    const notJson = { decisions: [{ ...approve(request).decisions[0]!, amount: Number.NaN }] };
+    await expect(s.agent.invoke(new Command({ resume: notJson }), config("deep-1", "fay"))).rejects.toMatchObject({ code: "approval_resume_invalid" });
+    const refused = (await s.auditLog.read("deep-1")).filter((e) => e.type === "approval.refused");
+    expect(refused.map((e) => [e.data.code, e.data.claimedBy])).toEqual([
+      ["approval_resume_invalid", "sam"],
+      ["approval_resume_invalid", "fay"],
+    ]);
+    expect(refused[0]!.data).toMatchObject({ answerTruncated: true, answerDigest: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(JSON.stringify(refused[0]!.data).length).toBeLessThan(20_000);
+    // A thread that waits for nobody gets no record from a stranger's payload.
+    await expect(s.agent.invoke(new Command({ resume: deep }), config("deep-unknown", "sam"))).rejects.toMatchObject({ code: "approval_resume_invalid" });
+    expect(await s.auditLog.read("deep-unknown")).toEqual([]);
+    // The request still stands, and sam's answer is acted on.
+    await s.agent.invoke(new Command({ resume: approve(request) }), config("deep-1", "sam"));
+    expect(s.refunds().map((r) => r.amount)).toEqual([740]);
+    expect(await s.auditLog.verify("deep-1")).toMatchObject({ ok: true });
+  });
+
   it("a refused answer of megabytes is audited truncated, with the digest of the whole answer", async () => {
     const { app, auditLog } = ownGraph({ orderId: "1042", amount: 740 });
     const request = pendingApproval(await app.invoke(start, cfg()))!;
