@@ -233,6 +233,8 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
       createGovernedToolNode({
         tools,
         auditLog,
+        policy,
+        registry,
         ...(budgets ? { budgets } : {}),
         ledger,
         ...(execution ? { execution } : {}),

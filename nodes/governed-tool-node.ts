@@ -9,7 +9,11 @@ import {
   CircuitBreaker,
   classifyToolError,
   backoffDelay,
+  decideFailClosed,
   EartConfigError,
+  emptyThreadContext,
+  IdentityRegistryOption,
+  PolicyEngineOption,
   EffectInProgressError,
   idempotencyKeyOf,
   lazySealer,
@@ -54,6 +58,16 @@ const GovernedToolNodeOptionsSchema = z
      * the model, the ledger or the audit log sees it; labels it finds raise the thread's sensitivity.
      */
     redaction: z.custom<Redaction>((v) => typeof (v as Redaction)?.apply === "function", "must be a Redaction (defineRedaction)").optional(),
+    /**
+     * The policy in force, with the `registry` its approver roles are read from. A call allowed or
+     * approved under another policy version (the service was redeployed between the decision and
+     * the run, say after a crash) is decided again before it runs: it runs only if the policy in
+     * force allows it, or asks for roles its earlier approvers hold (enough of them for the
+     * quorum); otherwise it is blocked (`tool.blocked`, `policyChanged`) and the model told why.
+     * The prebuilt agent passes both.
+     */
+    policy: PolicyEngineOption.optional(),
+    registry: IdentityRegistryOption.optional(),
     /** The clock of circuit breakers and records; injectable for tests. */
     clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
   })
@@ -92,6 +106,9 @@ export function executionContextOf(config: unknown): ExecutionContext | undefine
   return (config as { configurable?: { eart?: ExecutionContext } } | undefined)?.configurable?.eart;
 }
 
+/** What the tool node reads of the state. */
+type ToolState = Pick<GovernedState, "messages" | "decisions"> & Partial<Pick<GovernedState, "identity" | "budget" | "context">>;
+
 const errorText = (error: unknown): string => (error as Error)?.message ?? String(error);
 const contentText = (content: unknown): string => (typeof content === "string" ? content : JSON.stringify(content));
 
@@ -123,7 +140,8 @@ const contentText = (content: unknown): string => (typeof content === "string" ?
  */
 export function createGovernedToolNode(options: GovernedToolNodeOptions) {
   const opts = parseOptions(GovernedToolNodeOptionsSchema, options);
-  const { auditLog, budgets, redaction } = opts;
+  const { auditLog, budgets, redaction, policy, registry } = opts;
+  if (policy && !registry) throw new EartConfigError("registry", "give the registry with the policy: approvals are checked again against the roles the policy in force asks for");
   const ledger = opts.ledger ?? new MemoryEffectLedger();
   const sealer = lazySealer(ledger);
   const clock = opts.clock ?? (() => new Date());
@@ -191,15 +209,36 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     return new ToolMessage({ tool_call_id: call.id, name: call.name, content, status: "success" });
   }
 
+  /**
+   * Why a call decided under another policy version may no longer run under the one in force, or
+   * undefined when it still may (see the `policy` option).
+   */
+  async function noLongerAllowed(record: DecisionRecord, call: ToolCall & { id: string }, state: ToolState, threadId: string): Promise<string | undefined> {
+    if (!policy || record.verdict.version === policy.version) return undefined;
+    const changed = `the policy changed since it was decided (version ${record.verdict.version} → ${policy.version})`;
+    if (!state.identity) return `${changed} and the thread has no bound identity to decide it again`;
+    const checked = await checkToolArgs(tools.get(call.name)!, record.args);
+    if (!checked.ok) return `${changed} and its arguments are invalid: ${checked.message}`;
+    const verdict = await decideFailClosed(policy, { identity: state.identity, tool: { name: call.name, args: checked.args }, context: state.context ?? emptyThreadContext(), threadId });
+    if (verdict.effect === "allow") return undefined;
+    if (verdict.effect === "require_approval") {
+      const holders = new Set(record.approvals.filter((a) => (a.type === "approve" || a.type === "edit") && registry!.userHasAnyRole(a.approverId, verdict.approverRoles)).map((a) => a.approverId));
+      if (holders.size >= (verdict.quorum ?? 1)) return undefined;
+      return `${changed} and it now needs approval by ${verdict.approverRoles.join(" or ")}${(verdict.quorum ?? 1) > 1 ? ` (${verdict.quorum} approvers)` : ""}; propose it again to ask for it`;
+    }
+    return `${changed} and the policy in force ${verdict.effect === "deny" ? "denies" : "escalates"} it: ${verdict.reasons.join("; ")}`;
+  }
+
   async function runOne(
     call: ToolCall & { id: string },
     record: DecisionRecord | undefined,
     messageId: string,
     threadId: string,
     config: LangGraphRunnableConfig,
-    identity: GovernedState["identity"],
+    state: ToolState,
     auditEvents: () => Promise<AuditEvent[]>,
   ): Promise<Outcome> {
+    const identity = state.identity;
     const now = () => clock().toISOString();
     const screen = (text: string): string => (redaction ? redaction.apply(text, identity).value : text);
     const answer = (content: string, status: "success" | "error") =>
@@ -235,6 +274,15 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const spec = specOf(call.name);
     const breaker = breakers.get(call.name);
     const key: LedgerKey = { threadId, toolCallId: call.id, digest };
+    // Decided under another policy version and not begun: decided again first. (A call the ledger
+    // has met ran, or may have, under the decision it had: its entry is replayed or recovered.)
+    if (policy && record.verdict.version !== policy.version && !(await ledger.get(key))) {
+      const why = await noLongerAllowed(record, call, state, threadId);
+      if (why) {
+        event("tool.blocked", { reason: why, policyChanged: { from: record.verdict.version, to: policy.version } });
+        return { record: { ...record, status: "blocked" }, message: answer(`Not run: ${why}.`, "error"), events };
+      }
+    }
     const resumeStatus = current.recovery?.resumeStatus ?? (current.status as "allowed" | "approved");
 
     const executed = (message: ToolMessage): Outcome => ({ record: { ...current, status: "executed", executedAt: now() }, message, events, ran: true });
@@ -488,7 +536,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
   }
 
   return async function governedTools(
-    state: Pick<GovernedState, "messages" | "decisions"> & Partial<Pick<GovernedState, "identity" | "budget">>,
+    state: ToolState,
     config: LangGraphRunnableConfig,
   ): Promise<{ decisions: DecisionRecord[]; messages: BaseMessage[]; budget?: Record<string, number>; context?: { items: []; sensitivity: string[] } }> {
     const threadId = requireThreadId(config);
@@ -504,7 +552,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     // Read at most once per run, and only by a call that meets a ledger entry it did not claim.
     let audit: Promise<AuditEvent[]> | undefined;
     const auditEvents = () => (audit ??= auditLog.read(threadId));
-    const results = await Promise.all(withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config, state.identity, auditEvents)));
+    const results = await Promise.all(withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config, state, auditEvents)));
     const labels = [...new Set(results.flatMap((r) => r.labels ?? []))].sort();
     const events = results.flatMap((r) => r.events);
     if (events.length > 0) await auditLog.append(events);

@@ -14,6 +14,7 @@ import {
   canonicalJson,
   definePolicy,
   MemoryAuditLog,
+  MemoryEffectLedger,
   pendingApproval,
   PolicyDefinitionError,
   sha256Hex,
@@ -22,6 +23,7 @@ import {
   type PolicyEngine,
   type PolicyRule,
 } from "eart";
+import { continueThread, defineApp } from "eart/graphs";
 import { createGovernedToolNode, createIdentityBinding, GovernedChannels } from "eart/nodes";
 import { createPolicyGate, routeAfterModel, routeAfterPolicyGate } from "eart/guards";
 import { refundPolicy } from "../../examples/refund/policy.js";
@@ -156,6 +158,49 @@ describe("the policy version covers the configuration a decision depends on", ()
       requestedUnderVersion: before.version,
     });
     expect(await second.auditLog.verify("t-limit")).toMatchObject({ ok: true });
+  });
+
+  /**
+   * sam approves under one deploy, the approval is saved, and the process dies before the tools step
+   * began (the ledger's first write fails); another deploy continues the thread.
+   */
+  async function approvedThenRedeployed(threadId: string, afterPolicy: PolicyEngine) {
+    class DiesBeforeBegin extends MemoryEffectLedger {
+      armed = true;
+      override async begin(...args: Parameters<MemoryEffectLedger["begin"]>) {
+        if (this.armed) {
+          this.armed = false;
+          throw new Error("the process died before the tool began");
+        }
+        return super.begin(...args);
+      }
+    }
+    const ledger = new DiesBeforeBegin();
+    const checkpointer = new MemorySaver();
+    const first = refundSetup([[refund("c1", 4000)]], { policy: refundsWithLimit(5000), checkpointer, agent: { ledger } });
+    const request = pendingApproval(await first.agent.invoke(ask(), config(threadId)))!;
+    await expect(first.agent.invoke(new Command({ resume: approve(request) }), as(threadId, "sam"))).rejects.toThrow("the process died before the tool began");
+    const second = refundSetup([[refund("c1", 4000)], []], { policy: afterPolicy, checkpointer, auditLog: first.auditLog, agent: { ledger }, tools: () => first.tools.all });
+    const run = await continueThread(defineApp({ auditLog: first.auditLog, graphs: { "support-agent": second.agent } }), threadId);
+    return { first, run };
+  }
+
+  it("an approved refund that had not begun when the service was redeployed with a lower limit is decided again, and does not run", async () => {
+    const after = refundsWithLimit(1000);
+    const { first, run } = await approvedThenRedeployed("t-crash-limit", after);
+    expect(first.refunds()).toEqual([]);
+    const messages = run.values.messages as ToolMessage[];
+    expect(String(answersTo(messages, "c1")[0]?.content)).toMatch(/^Not run: the policy changed since it was decided \(version .+ → .+\) and the policy in force denies it: Refunds over \$1000 are not allowed\.$/);
+    const blocked = (await first.auditLog.read("t-crash-limit")).find((e) => e.type === "tool.blocked")!;
+    expect(blocked.data).toMatchObject({ toolCallId: "c1", policyChanged: { from: refundsWithLimit(5000).version, to: after.version } });
+    expect((run.values.decisions as DecisionRecord[]).find((d) => d.toolCallId === "c1")).toMatchObject({ status: "blocked" });
+    expect(await first.auditLog.verify("t-crash-limit")).toMatchObject({ ok: true });
+  });
+
+  it("decided again under a new version that asks for the role the approver holds, the approved refund runs once", async () => {
+    const { first } = await approvedThenRedeployed("t-crash-same", refundsWithLimit(6000));
+    expect(first.refunds()).toEqual([{ orderId: "1042", amount: 4000, toolCallId: "c1" }]);
+    expect((await first.auditLog.read("t-crash-same")).filter((e) => e.type === "tool.blocked")).toEqual([]);
   });
 
   it("the same limit after a redeploy keeps the version: the approval runs the refund", async () => {
