@@ -107,11 +107,14 @@ async function auditRefusedAnswer(graph: Pick<ResumableGraph, "getState">, audit
   const task = pendingHumanTask(await graph.getState({ configurable: { thread_id: threadId } }));
   if (!task) return;
   const by = config.configurable?.user_id;
-  await auditLog.append({
-    threadId: String(threadId),
-    type: REFUSED_EVENT[task.type],
-    data: { ...refusalData(error, answer), ...(typeof by === "string" ? { claimedBy: by.slice(0, 256) } : {}) },
-  });
+  let data: Record<string, unknown>;
+  try {
+    data = refusalData(error, answer);
+  } catch (unreadable) {
+    // Not even a bounded copy can be read (a getter that throws, a Date's prototype on a plain object).
+    data = { code: error.code, message: error.message.slice(0, 2_000), answerUnreadable: String((unreadable as Error)?.message ?? unreadable).slice(0, 500) };
+  }
+  await auditLog.append({ threadId: String(threadId), type: REFUSED_EVENT[task.type], data: { ...data, ...(typeof by === "string" ? { claimedBy: by.slice(0, 256) } : {}) } });
 }
 
 /**

@@ -221,7 +221,9 @@ export function buildOtlpExporter(modules: OtlpModules, options: Record<string, 
       ),
     ],
   });
-  const inner = otelExporter({ ...opts, otlp: undefined, tracerProvider: provider }, redaction);
+  // eart's own OTLP pipeline: a batch counts as exported once the SDK has sent it, not when its
+  // spans were handed over (a worker that dies then would lose them counted as exported).
+  const inner = otelExporter({ ...opts, otlp: undefined, tracerProvider: provider }, redaction, { flushEachSend: true });
   return {
     ...inner,
     async shutdown(o = {}) {
@@ -234,7 +236,7 @@ export function buildOtlpExporter(modules: OtlpModules, options: Record<string, 
   };
 }
 
-function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redaction: ExportRedactor): AuditExporter {
+function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redaction: ExportRedactor, how: { flushEachSend?: boolean } = {}): AuditExporter {
   const { name, captureContent, maxThreads } = opts;
   let api: Api | undefined;
   let tracer: Tracer | undefined = opts.tracer;
@@ -413,6 +415,7 @@ function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redactio
       api ??= await import("@opentelemetry/api");
       tracer ??= (opts.tracerProvider ?? api.trace.getTracerProvider()).getTracer("eart");
       await tracker.consume(events, source);
+      if (how.flushEachSend) await flushable()?.forceFlush();
     },
     async afterFlush() {
       await flushable()?.forceFlush();

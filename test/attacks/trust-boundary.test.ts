@@ -442,8 +442,8 @@ describe("resume payloads that could smuggle authority are refused before LangGr
 
 
 describe("seeded fuzz", () => {
-  it("1,000 hostile resume payloads from people who may not approve: 0 refunds, 0 pollution, and sam can still answer", async () => {
-    const { agent, approve, refunds, request } = await pausedOn740();
+  it("1,000 hostile resume payloads from people who may not approve: 0 refunds, 0 pollution, each refusal on record, and sam can still answer", async () => {
+    const { agent, approve, refunds, request, auditLog } = await pausedOn740();
     const next = rng(1042);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!;
     const digest = request.requests[0]!.digest;
@@ -483,6 +483,8 @@ describe("seeded fuzz", () => {
     }
     expect(codes.has("no error")).toBe(false);
     expect([...codes.keys()].every((c) => c.startsWith("approval_"))).toBe(true);
+    // Refused by the resume guard before LangGraph stored it, or by the gate after: each one is audited.
+    expect((await auditLog.read("t1")).filter((e) => e.type === "approval.refused")).toHaveLength(1000);
     expect(refunds()).toEqual([]);
     expect(({} as Record<string, unknown>).isAdmin).toBeUndefined();
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
