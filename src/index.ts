@@ -4,11 +4,11 @@
  * (`eart/graphs`).
  */
 export * from "./errors.js";
-export * from "./canonical.js";
-export * from "./identity.js";
-export * from "./policy.js";
-export * from "./state.js";
-export * from "./approval.js";
+export * from "./internal/canonical.js";
+export * from "./identity/registry.js";
+export * from "./policy/engine.js";
+export * from "./decisions/records.js";
+export * from "./human-tasks/approval.js";
 export {
   authenticateHuman,
   checkHumanAnswer,
@@ -19,7 +19,7 @@ export {
   type HumanAnswerDeps,
   type HumanTaskEnvelope,
   type HumanTaskType,
-} from "./human-task.js";
+} from "./human-tasks/protocol.js";
 export {
   AUDIT_SCHEMA_VERSION,
   AuditEventInputSchema,
@@ -43,7 +43,7 @@ export {
   type GlobalLogSnapshot,
   type MemoryAuditLogOptions,
   type VerifyChainOptions,
-} from "./audit.js";
+} from "./audit/log.js";
 export {
   GLOBAL_GENESIS_HASH,
   globalEntryHash,
@@ -56,12 +56,12 @@ export {
   type GlobalVerifyOptions,
   type SignedGlobalHead,
   type ThreadHead,
-} from "./audit-global.js";
-export { verifyAuditStore, type AuditStoreVerification } from "./audit-verify.js";
-export { SqliteAuditLog, type SqliteAuditLogOptions } from "./audit-sqlite.js";
-export { JsonlAuditLog, type JsonlAuditLogOptions } from "./audit-jsonl.js";
-export { PostgresAuditLog, type PostgresAuditLogOptions } from "./audit-postgres.js";
-export { guardCheckpointer, guardPool } from "./postgres.js";
+} from "./audit/global.js";
+export { verifyAuditStore, type AuditStoreVerification } from "./audit/verify.js";
+export { SqliteAuditLog, type SqliteAuditLogOptions } from "./stores/sqlite/audit-log.js";
+export { JsonlAuditLog, type JsonlAuditLogOptions } from "./audit/jsonl.js";
+export { PostgresAuditLog, type PostgresAuditLogOptions } from "./stores/postgres/audit-log.js";
+export { guardCheckpointer, guardPool } from "./stores/postgres/connection.js";
 export {
   auditKeyId,
   generateAuditSigningKey,
@@ -73,22 +73,22 @@ export {
   type AuditSigningKey,
   type HeadSignatureCheck,
   type SignedChainHead,
-} from "./audit-signing.js";
-export { AuditLogOption, BudgetGuardOption, IdentityRegistryOption, parseOptions, PolicyEngineOption } from "./options.js";
-export * from "./policy-cedar.js";
-export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./replay.js";
-export * from "./budget.js";
-export * from "./ledger.js";
-export { ANSWERED_STATUSES, assertTransition, DecisionTransitionError, RUNNABLE_STATUSES, STATUS_OF_EFFECT, WAITING_STATUSES } from "./decision-lifecycle.js";
-export { approvalKeysFromFile, ApprovalTokenClaimsSchema, parseApprovalKeys, signApprovalToken, type ApprovalKeys, type ApprovalTokenClaims } from "./approval-token.js";
-export { lazySealer, processSealKey, Sealer, SEAL_KEY_BYTES, type SealKeySource } from "./seal.js";
-export * from "./resilience.js";
-export * from "./recovery.js";
-export * from "./thread-lock.js";
-export * from "./context.js";
-export * from "./redaction.js";
-export * from "./escalation.js";
-export * from "./export-core.js";
+} from "./audit/signing.js";
+export { AuditLogOption, BudgetGuardOption, IdentityRegistryOption, parseOptions, PolicyEngineOption } from "./internal/options.js";
+export * from "./policy/cedar.js";
+export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./policy/replay.js";
+export * from "./policy/budget.js";
+export * from "./ledger/ledger.js";
+export { ANSWERED_STATUSES, assertTransition, DecisionTransitionError, RUNNABLE_STATUSES, STATUS_OF_EFFECT, WAITING_STATUSES } from "./decisions/lifecycle.js";
+export { approvalKeysFromFile, ApprovalTokenClaimsSchema, parseApprovalKeys, signApprovalToken, type ApprovalKeys, type ApprovalTokenClaims } from "./human-tasks/approval-token.js";
+export { lazySealer, processSealKey, Sealer, SEAL_KEY_BYTES, type SealKeySource } from "./decisions/seal.js";
+export * from "./tools/resilience.js";
+export * from "./human-tasks/recovery.js";
+export * from "./threads/lock.js";
+export * from "./context/context.js";
+export * from "./context/redaction.js";
+export * from "./human-tasks/escalation.js";
+export * from "./export/core.js";
 export {
   deterministicUuid7,
   ExportRedactionOption,
@@ -103,7 +103,7 @@ export {
   type SegmentOutcome,
   type TraceHandlers,
   type WaitingFor,
-} from "./export-segments.js";
-export * from "./export-langsmith.js";
-export * from "./export-otel.js";
-export * from "./export-jsonl.js";
+} from "./export/segments.js";
+export * from "./export/langsmith.js";
+export * from "./export/otel.js";
+export * from "./export/jsonl.js";

@@ -1,0 +1,522 @@
+import { z } from "zod";
+import { EartConfigError } from "../errors.js";
+import type { AgentIdentity } from "../identity/registry.js";
+
+/**
+ * Redaction: sensitive values found by field name and by pattern are replaced by
+ * `[REDACTED:<rule>]` before any model, checkpoint, audit record or exporter holds them.
+ *
+ * Patterns match on a normalised view of each string (Unicode NFKC, zero-width and bidi controls
+ * removed), so full-width digits, digits split by invisible characters or any kind of space still
+ * match; what is replaced is the matching stretch of the original string. A pattern with a
+ * `validate` (a checksum) that rejects a match is tried again on the match's shorter stretches
+ * between separators, so digits glued before or after a card number do not hide it.
+ */
+
+const RedactionRuleSchema = z
+  .object({
+    id: z.string().min(1),
+    /**
+     * Object keys whose values are redacted, wherever they occur in a value (e.g. `card`,
+     * `salary`). Keys match ignoring case and anything but letters and digits (`card_number`,
+     * `cardNumber` and `CARD-NUMBER` are one key).
+     */
+    fields: z.array(z.string().min(1)).default([]),
+    /** A pattern redacted inside every string, number and object key (global flag added if missing). */
+    pattern: z.instanceof(RegExp).optional(),
+    /** An extra check on a pattern match (e.g. the Luhn checksum of a card number). */
+    validate: z.custom<(match: string) => boolean>((v) => typeof v === "function", "must be a function").optional(),
+    /**
+     * Roles of the human the agent acts for that may see the value; nobody when omitted.
+     * A salary rule with `visibleTo: ["hr-manager"]` shows salaries to HR managers' agents only.
+     */
+    visibleTo: z.array(z.string().min(1)).default([]),
+    /** A sensitivity label the thread gets when this rule finds something, seen or not. */
+    label: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((r) => r.fields.length > 0 || r.pattern !== undefined, { message: "a redaction rule needs fields or a pattern" });
+export type RedactionRule = z.input<typeof RedactionRuleSchema>;
+type ParsedRule = z.output<typeof RedactionRuleSchema>;
+
+/** Luhn checksum of the digits of a string: how card numbers are told from other digit runs. */
+export function luhnValid(text: string): boolean {
+  const digits = text.replace(/\D/g, "");
+  if (digits.length < 13 || digits.length > 19) return false;
+  let sum = 0;
+  for (let i = 0; i < digits.length; i++) {
+    let d = Number(digits[digits.length - 1 - i]);
+    if (i % 2 === 1) {
+      d *= 2;
+      if (d > 9) d -= 9;
+    }
+    sum += d;
+  }
+  return sum % 10 === 0;
+}
+
+/**
+ * IBAN lengths by country, from the SWIFT IBAN registry: a payment reference that carries the
+ * same mod-97 check digits (an ISO 11649 `RF…` creditor reference) names no country.
+ */
+const IBAN_LENGTHS: Readonly<Record<string, number>> = Object.fromEntries(
+  (
+    "AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BI27 BR29 BY28 CH21 CR22 CY28 CZ24 DE22 DJ27 DK18 DO28 EE20 EG29 ES24 " +
+    "FI18 FK18 FO18 FR27 GB22 GE22 GI23 GL18 GR27 GT28 HN28 HR21 HU28 IE22 IL23 IQ23 IS26 IT27 JO30 KW30 KZ20 LB28 LC32 " +
+    "LI21 LT20 LU20 LV21 LY25 MC27 MD24 ME22 MK19 MN20 MR27 MT31 MU30 NI28 NL18 NO15 OM23 PK24 PL28 PS29 PT25 QA29 RO24 " +
+    "RS22 RU33 SA24 SC31 SD18 SE24 SI19 SK24 SM27 SO23 ST25 SV28 TL23 TN24 TR26 UA29 VA22 VG24 XK20 YE30"
+  )
+    .split(" ")
+    .map((e) => [e.slice(0, 2), Number(e.slice(2))]),
+);
+
+/**
+ * ISO 13616 check of an IBAN (any case, any separators): a registered country, that country's
+ * length, and mod 97 equal to 1.
+ */
+export function ibanValid(text: string): boolean {
+  const s = text.replace(/[^0-9A-Za-z]/g, "").toUpperCase();
+  if (IBAN_LENGTHS[s.slice(0, 2)] !== s.length || !/^[A-Z]{2}\d{2}[A-Z0-9]+$/.test(s)) return false;
+  let rest = 0;
+  for (const ch of s.slice(4) + s.slice(0, 4)) {
+    const v = ch >= "A" ? ch.charCodeAt(0) - 55 : ch.charCodeAt(0) - 48;
+    rest = (v >= 10 ? rest * 100 + v : rest * 10 + v) % 97;
+  }
+  return rest === 1;
+}
+
+/**
+ * A US social security number as issued (area not 000, 666 or 9xx; group not 00; serial not
+ * 0000), or any UK national insurance number (the pattern already checks its letters).
+ */
+export function nationalIdValid(text: string): boolean {
+  const digits = text.replace(/\D/g, "");
+  if (digits.length !== 9 || !/^\d/.test(text)) return true;
+  const area = digits.slice(0, 3);
+  return area !== "000" && area !== "666" && area[0] !== "9" && digits.slice(3, 5) !== "00" && digits.slice(5) !== "0000";
+}
+
+/** Up to three separators between digit groups: spaces of every kind, dots, dashes, slashes. */
+const SEP = "[\\s.\\-/\\u2010-\\u2015\\u2212]";
+/** Word edges where `_` is an edge too (`card_4111…`). */
+const START = "(?<![0-9A-Za-z])";
+const END = "(?![0-9A-Za-z])";
+
+/**
+ * Ready-made rules: card numbers (13–19 digits in any grouping, Luhn-checked), IBANs (any case and
+ * grouping, mod-97-checked), US social security numbers (grouped by dashes, spaces or dots) and UK
+ * national insurance numbers, each also by common field names.
+ * @example
+ * ```ts
+ * const redaction = defineRedaction([...STANDARD_REDACTIONS, { id: "salary", fields: ["salary"], visibleTo: ["hr-manager"], label: "compensation" }]);
+ * ```
+ */
+export const STANDARD_REDACTIONS: readonly RedactionRule[] = [
+  {
+    id: "card_number",
+    fields: ["card", "cardNumber", "pan"],
+    // Never after a "+": that is an international phone number.
+    pattern: new RegExp(`(?<![0-9A-Za-z+])\\d(?:${SEP}{0,3}\\d){12,18}${END}`, "g"),
+    validate: luhnValid,
+    label: "payment_data",
+  },
+  { id: "iban", fields: ["iban"], pattern: new RegExp(`${START}[A-Za-z]{2}\\d{2}(?:${SEP}{0,3}[A-Za-z0-9]){11,30}${END}`, "g"), validate: ibanValid, label: "payment_data" },
+  {
+    id: "national_id",
+    fields: ["ssn", "nationalId", "nino"],
+    pattern: new RegExp(
+      `${START}(?:\\d{3}${SEP}{1,3}\\d{2}${SEP}{1,3}\\d{4}|[A-CEGHJ-PR-TW-Z]{2}${SEP}{0,3}\\d{2}${SEP}{0,3}\\d{2}${SEP}{0,3}\\d{2}${SEP}{0,3}[A-D])${END}`,
+      "g",
+    ),
+    validate: nationalIdValid,
+    label: "pii",
+  },
+];
+
+/** Where a value was redacted, and by which rule. Never the value. */
+export interface Redacted {
+  path: string;
+  ruleId: string;
+}
+
+/** The outcome of redacting one value for one identity. */
+export interface RedactionResult<T> {
+  value: T;
+  redacted: Redacted[];
+  /** Labels of the rules that found something. */
+  labels: string[];
+}
+
+/** A compiled set of redaction rules. */
+export interface Redaction {
+  readonly rules: readonly ParsedRule[];
+  /**
+   * Redacts a value (string, number or JSON) for an identity; the input is not changed. Arrays
+   * and objects nested deeper than {@link REDACTION_MAX_DEPTH} levels are replaced by
+   * `[REDACTED:too_deep]`.
+   * `fields: false` applies the patterns only (what an agent writes under a field name, such as a
+   * salary in a draft, is its own proposal for policy to judge, not data it read).
+   */
+  apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined, options?: { fields?: boolean }): RedactionResult<T>;
+  /**
+   * A cheap over-approximation of "could `apply` find anything in this value": false means it
+   * would change nothing and raise no label. Absent on hand-written redactions (assume true).
+   */
+  mayChange?(value: unknown): boolean;
+}
+
+const mark = (ruleId: string) => `[REDACTED:${ruleId}]`;
+
+/**
+ * How deep redaction walks arrays and objects: 256 levels (the value itself, when it is one, is
+ * level 1; JSON text in a string counts from where the string is). What lies deeper is not looked
+ * at, so it is not let through either: it is replaced by `[REDACTED:too_deep]` and listed in
+ * `redacted` (rule `too_deep`). A mark rather than an error, because redaction runs where a
+ * failure would lose more than the cut part: a tool's result after the tool ran, an audit event,
+ * retrieved context. It also keeps every redacted value well within the canonical JSON limit
+ * (512 levels) when an audit event or a digest wraps it.
+ */
+export const REDACTION_MAX_DEPTH = 256;
+/** The rule id of a cut made by the depth limit. */
+const TOO_DEEP = "too_deep";
+
+/** First non-blank character (as `trimStart` counts blanks) is `{` or `[`; no copy of the string. */
+function looksLikeJson(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x7b || c === 0x5b) return true;
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09 && c !== 0xa0 && c !== 0xfeff && !(c >= 0x2000 && c <= 0x200a) && c !== 0x2028 && c !== 0x2029 && c !== 0x3000 && c !== 0x0b && c !== 0x0c && c !== 0x1680 && c !== 0x202f && c !== 0x205f) return false;
+  }
+  return false;
+}
+
+/** The value of a string that holds a JSON object or array, else undefined. */
+function parseJsonText(s: string): object | undefined {
+  if (!looksLikeJson(s)) return undefined;
+  try {
+    const parsed = JSON.parse(s) as unknown;
+    return parsed !== null && typeof parsed === "object" ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Characters that render as nothing: zero-width, bidi controls, soft hyphen, variation selectors. */
+const INVISIBLE = /[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]/;
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/**
+ * The normalised view patterns match on, and where each of its characters came from in the
+ * original (`from[i]`..`to[i]`). ASCII text is its own view.
+ */
+interface View {
+  text: string;
+  from?: number[];
+  to?: number[];
+}
+
+function viewOf(s: string): View {
+  if (!NON_ASCII.test(s)) return { text: s };
+  let text = "";
+  const from: number[] = [];
+  const to: number[] = [];
+  for (let i = 0; i < s.length; ) {
+    const cp = s.codePointAt(i)!;
+    const len = cp > 0xffff ? 2 : 1;
+    const ch = len === 1 ? s[i]! : s.slice(i, i + 2);
+    if (!INVISIBLE.test(ch)) {
+      const n = cp < 0x80 ? ch : ch.normalize("NFKC");
+      text += n;
+      for (let k = 0; k < n.length; k++) {
+        from.push(i);
+        to.push(i + len);
+      }
+    }
+    i += len;
+  }
+  return { text, from, to };
+}
+
+/** Normalised text as one string, for the cheap screen of `mayChange`. */
+const normalised = (s: string): string => (NON_ASCII.test(s) ? viewOf(s).text : s);
+
+const isAlnum = (text: string, i: number): boolean => {
+  const c = text.charCodeAt(i);
+  return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+};
+
+/** A field rule's key: case and everything but letters and digits ignored. */
+const fieldKey = (k: string): string => normalised(k).replace(/[^0-9A-Za-z]/g, "").toLowerCase();
+
+interface CompiledPattern {
+  rule: ParsedRule;
+  pattern: RegExp;
+  /** The pattern, matching a whole candidate string (no `g`). */
+  whole: RegExp;
+}
+
+/**
+ * Spans of a pattern in (normalised) text. A match its `validate` rejects is tried on its
+ * stretches from a group start to a group end (groups are runs of letters and digits), leftmost
+ * first and longest first, so "ref 12 4111 1111 1111 1111 5" still yields the card.
+ */
+function spansOf(p: CompiledPattern, text: string): [number, number][] {
+  const { pattern, rule } = p;
+  const out: [number, number][] = [];
+  pattern.lastIndex = 0;
+  for (let m = pattern.exec(text); m !== null; m = pattern.exec(text)) {
+    const s = m.index;
+    const e = s + m[0].length;
+    if (e === s) {
+      pattern.lastIndex = s + 1;
+      continue;
+    }
+    if (!rule.validate || rule.validate(m[0])) {
+      out.push([s, e]);
+      continue;
+    }
+    const sub = validStretch(p, text, s, e);
+    if (sub) {
+      out.push(sub);
+      pattern.lastIndex = sub[1];
+    } else {
+      pattern.lastIndex = s + 1;
+    }
+  }
+  return out;
+}
+
+function validStretch({ whole, rule }: CompiledPattern, text: string, s: number, e: number): [number, number] | undefined {
+  const starts = [s];
+  const ends = [e];
+  for (let i = s + 1; i < e; i++) {
+    const here = isAlnum(text, i);
+    const before = isAlnum(text, i - 1);
+    if (here && !before) starts.push(i);
+    if (!here && before) ends.push(i);
+  }
+  ends.sort((a, b) => b - a);
+  for (const a of starts) {
+    for (const b of ends) {
+      if (b <= a) break;
+      const candidate = text.slice(a, b);
+      if ((a !== s || b !== e) && whole.test(candidate) && rule.validate!(candidate)) return [a, b];
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Compiles redaction rules once. Fields are matched by key at any depth, also inside strings that
+ * hold JSON (a tool's result); patterns inside every string, number and object key, on the
+ * normalised view. A rule's `visibleTo` roles of the human let the value through. With no
+ * identity, nothing is visible.
+ * @example
+ * ```ts
+ * const redaction = defineRedaction(STANDARD_REDACTIONS);
+ * redaction.apply("card 4111 1111 1111 1111", identity).value; // "card [REDACTED:card_number]"
+ * ```
+ */
+export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
+  const parsed: ParsedRule[] = [];
+  const ids = new Set<string>();
+  for (const [i, rule] of rules.entries()) {
+    const result = RedactionRuleSchema.safeParse(rule);
+    if (!result.success) throw new EartConfigError(`redaction[${i}]`, result.error.issues[0]?.message ?? "invalid");
+    if (ids.has(result.data.id)) throw new EartConfigError(`redaction[${i}]`, `two rules have the id "${result.data.id}"`);
+    ids.add(result.data.id);
+    const pattern = result.data.pattern;
+    parsed.push({ ...result.data, ...(pattern ? { pattern: pattern.global ? pattern : new RegExp(pattern.source, `${pattern.flags}g`) } : {}) });
+  }
+
+  const byField = new Map<string, ParsedRule>();
+  for (const r of parsed) for (const f of r.fields) if (!byField.has(fieldKey(f))) byField.set(fieldKey(f), r);
+  const fieldRule = (k: string): ParsedRule | undefined => (byField.size === 0 ? undefined : byField.get(fieldKey(k)));
+  const patterns: CompiledPattern[] = parsed.flatMap((rule) =>
+    rule.pattern
+      ? [{ rule, pattern: new RegExp(rule.pattern.source, rule.pattern.flags), whole: new RegExp(`^(?:${rule.pattern.source})$`, rule.pattern.flags.replace(/[gy]/g, "")) }]
+      : [],
+  );
+  // For mayChange: each pattern once, not global (no lastIndex), with `m` so that `^`/`$` hold at
+  // the edges of every string when the strings are tested joined by newlines.
+  const screens = patterns.map((p) => new RegExp(p.rule.pattern!.source, `${p.rule.pattern!.flags.replace(/[gym]/g, "")}m`));
+
+  /**
+   * Visits the value as `apply` does (strings holding JSON are parsed, and kept as text too;
+   * numbers and keys are text too), stops at the first key a field rule names, and tests each
+   * pattern once over all of it joined by newlines and normalised, ignoring `validate`.
+   */
+  function mayChange(value: unknown): boolean {
+    const strings: string[] = [];
+    let field = false;
+    // `depth`: how many arrays and objects enclose `v`. A container past the limit is cut by
+    // `apply`, so it "may change".
+    const visit = (v: unknown, depth: number): void => {
+      if (typeof v === "string") {
+        strings.push(v);
+        const json = parseJsonText(v);
+        if (json !== undefined) visit(json, depth);
+      } else if (typeof v === "number" || typeof v === "bigint") {
+        strings.push(String(v));
+      } else if (v !== null && typeof v === "object" && depth >= REDACTION_MAX_DEPTH) {
+        field = true;
+      } else if (Array.isArray(v)) {
+        for (const x of v) if (!field) visit(x, depth + 1);
+      } else if (v !== null && typeof v === "object") {
+        const o = v as Record<string, unknown>;
+        for (const k in o) {
+          const x = o[k];
+          if (x !== null && x !== undefined && fieldRule(k)) field = true;
+          if (field) return;
+          strings.push(k);
+          visit(x, depth + 1);
+        }
+      }
+    };
+    visit(value, 0);
+    if (field) return true;
+    if (strings.length === 0 || screens.length === 0) return false;
+    const text = normalised(strings.length === 1 ? strings[0]! : strings.join("\n"));
+    return screens.some((p) => p.test(text));
+  }
+
+  function apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined, options: { fields?: boolean } = {}): RedactionResult<T> {
+    const fieldOf = options.fields === false ? () => undefined : fieldRule;
+    const roles = new Set(identity?.onBehalfOf.roles ?? []);
+    const hidden = new Set(parsed.filter((r) => !r.visibleTo.some((role) => roles.has(role))));
+    const redacted: Redacted[] = [];
+    const labels = new Set<string>();
+
+    const text = (s: string, path: string): string => {
+      if (patterns.length === 0 || s.length === 0) return s;
+      const view = viewOf(s);
+      // Where rules overlap (the digits inside an IBAN can pass for a card), the longest match
+      // wins, then the earlier rule.
+      const candidates: { a: number; b: number; rule: ParsedRule; order: number }[] = [];
+      patterns.forEach((p, order) => {
+        for (const [a, b] of spansOf(p, view.text)) candidates.push({ a, b, rule: p.rule, order });
+      });
+      if (candidates.length > 1) candidates.sort((x, y) => y.b - y.a - (x.b - x.a) || x.order - y.order || x.a - y.a);
+      const found: typeof candidates = [];
+      for (const c of candidates) {
+        if (found.some((f) => c.a < f.b && f.a < c.b)) continue;
+        if (c.rule.label) labels.add(c.rule.label);
+        found.push(c);
+      }
+      const cut = found.filter((f) => hidden.has(f.rule)).sort((x, y) => x.a - y.a);
+      if (cut.length === 0) return s;
+      let out = "";
+      let at = 0;
+      for (const f of cut) {
+        const start = view.from ? view.from[f.a]! : f.a;
+        const end = view.to ? view.to[f.b - 1]! : f.b;
+        out += s.slice(at, start) + mark(f.rule.id);
+        at = end;
+        redacted.push({ path, ruleId: f.rule.id });
+      }
+      return out + s.slice(at);
+    };
+    // `depth`: how many arrays and objects enclose `v`.
+    const walk = (v: unknown, path: string, depth: number): unknown => {
+      if (typeof v === "string") {
+        // Tool results and retrieved documents are often JSON text: redact its fields too.
+        const json = parseJsonText(v);
+        if (json === undefined) return text(v, path);
+        const before = redacted.length;
+        const walked = walk(json, path, depth);
+        return redacted.length === before ? v : JSON.stringify(walked); // unchanged text stays as it was
+      }
+      if (v !== null && typeof v === "object" && depth >= REDACTION_MAX_DEPTH) {
+        redacted.push({ path, ruleId: TOO_DEEP });
+        return mark(TOO_DEEP);
+      }
+      if (typeof v === "number" || typeof v === "bigint") {
+        // A card stored as a JSON number is still a card.
+        const s = String(v);
+        const out = text(s, path);
+        return out === s ? v : out;
+      }
+      if (Array.isArray(v)) return v.map((x, i) => walk(x, `${path}[${i}]`, depth + 1));
+      if (v && typeof v === "object") {
+        const out: Record<string, unknown> = {};
+        for (const [k, x] of Object.entries(v)) {
+          // A key can hold a value too (`{ "4111 1111 1111 1111": "visa" }`): the path names the
+          // redacted key, never the value.
+          let key = text(k, path ? `${path}.{key}` : "{key}");
+          if (key !== k) {
+            const base = key;
+            for (let n = 2; Object.hasOwn(out, key); n++) key = `${base}#${n}`;
+          }
+          const at = path ? `${path}.${key}` : key;
+          const rule = fieldOf(k);
+          if (rule && x !== null && x !== undefined) {
+            if (rule.label) labels.add(rule.label);
+            if (hidden.has(rule)) {
+              redacted.push({ path: at, ruleId: rule.id });
+              out[key] = mark(rule.id);
+              continue;
+            }
+          }
+          out[key] = walk(x, at, depth + 1);
+        }
+        return out;
+      }
+      return v;
+    };
+    return { value: walk(value, "", 0) as T, redacted, labels: [...labels].sort() };
+  }
+
+  const redaction: Redaction = { rules: parsed, apply, mayChange };
+  compiled.add(redaction);
+  return redaction;
+}
+
+/** Redactions made by {@link defineRedaction}: their rules say all they do. */
+const compiled = new WeakSet<Redaction>();
+/** `validate` functions a rule can name when it crosses to another thread. */
+const PORTABLE_VALIDATORS: Record<string, (match: string) => boolean> = { luhn: luhnValid, iban: ibanValid, national_id: nationalIdValid };
+
+/** A redaction rule as data: what crosses to a worker thread (a `validate` by name). */
+export type PortableRedactionRule = Omit<ParsedRule, "validate"> & { validate?: string };
+
+/**
+ * A redaction's rules as structured-cloneable data, for building the same redaction on another
+ * thread with {@link redactionFromPortable}; undefined when that cannot be done: a hand-written
+ * redaction, or a rule whose `validate` is a function of its own (only eart's checksums travel).
+ * @example
+ * ```ts
+ * portableRedaction(defineRedaction(STANDARD_REDACTIONS)); // [{ id: "card_number", …, validate: "luhn" }, …]
+ * ```
+ */
+export function portableRedaction(redaction: Redaction): PortableRedactionRule[] | undefined {
+  if (!compiled.has(redaction)) return undefined;
+  const out: PortableRedactionRule[] = [];
+  for (const { validate, ...rule } of redaction.rules) {
+    if (validate === undefined) {
+      out.push(rule);
+      continue;
+    }
+    const name = Object.keys(PORTABLE_VALIDATORS).find((k) => PORTABLE_VALIDATORS[k] === validate);
+    if (name === undefined) return undefined;
+    out.push({ ...rule, validate: name });
+  }
+  return out;
+}
+
+/**
+ * The redaction {@link portableRedaction} described.
+ * @example
+ * ```ts
+ * const same = redactionFromPortable(portableRedaction(redaction)!);
+ * ```
+ */
+export function redactionFromPortable(rules: readonly PortableRedactionRule[]): Redaction {
+  return defineRedaction(
+    rules.map(({ validate, ...rule }) => {
+      if (validate === undefined) return rule;
+      const fn = PORTABLE_VALIDATORS[validate];
+      if (!fn) throw new EartConfigError("redaction", `unknown validate "${validate}"`);
+      return { ...rule, validate: fn };
+    }),
+  );
+}

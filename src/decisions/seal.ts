@@ -1,0 +1,128 @@
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { canonicalJson } from "../internal/canonical.js";
+import type { AgentIdentity } from "../identity/registry.js";
+import type { DecisionRecord } from "./records.js";
+
+/**
+ * Seals: what lets eart's nodes tell the records they wrote from records a caller of the thread
+ * API wrote. Graph state is a view that `updateState`, `Command` and the checkpoint store can
+ * write; the key that seals it lives in eart's own store (the effect ledger's), never in state.
+ * A seal is an HMAC-SHA256 over the thread id and the canonical JSON of the record, so a record
+ * sealed for one thread, one call or one status fits no other.
+ */
+
+/** Where a seal key comes from: the effect ledger's store (`sealKey()`), shared by every process on it. */
+export interface SealKeySource {
+  sealKey(): Promise<Uint8Array> | Uint8Array;
+}
+
+/** Bytes of a seal key. */
+export const SEAL_KEY_BYTES = 32;
+
+// One key per process for the stores that live in one process (the memory ledger): nodes built
+// without a ledger still agree with each other.
+let processKey: Uint8Array | undefined;
+
+/**
+ * The seal key of this process, made on first use: what in-memory stores seal with.
+ * @example
+ * ```ts
+ * class MyLedger implements EffectLedger, SealKeySource { sealKey() { return processSealKey(); } … }
+ * ```
+ */
+export function processSealKey(): Uint8Array {
+  return (processKey ??= randomBytes(SEAL_KEY_BYTES));
+}
+
+/** The fields a seal covers: the record without its seal. */
+function unsealed<T extends { seal?: string }>(record: T): Omit<T, "seal"> {
+  if (record.seal === undefined) return record;
+  const { seal: _seal, ...rest } = record;
+  return rest;
+}
+
+// Records this process sealed or checked, with the key and thread they were sealed for. A run
+// hands the same objects from node to node (a checkpoint round trip makes new ones), so each is
+// hashed once, not at every step. Objects from outside the process are never in it.
+const checked = new WeakMap<object, string>();
+
+/** Whether this process sealed, or checked the seal of, this very object: it is eart's and valid. */
+export function sealedHere(value: unknown): boolean {
+  return typeof value === "object" && value !== null && checked.has(value);
+}
+
+/** Seals and checks records with one key. */
+export class Sealer {
+  readonly #key: Uint8Array;
+  readonly #id: string;
+
+  constructor(key: Uint8Array) {
+    this.#key = key;
+    // Sealers of one key (each node has its own) recognise each other's records.
+    this.#id = createHash("sha256").update(key).digest("hex").slice(0, 16);
+  }
+
+  #mac(kind: string, threadId: string, body: unknown): string {
+    return createHmac("sha256", this.#key).update(`eart.${kind}.v1\n${threadId}\n`).update(canonicalJson(body)).digest("base64url");
+  }
+
+  #valid(kind: string, threadId: string, record: { seal?: unknown }): boolean {
+    if (typeof record.seal !== "string") return false;
+    const mark = `${this.#id}|${kind}|${threadId}`;
+    if (checked.get(record) === mark) return true;
+    const expected = Buffer.from(this.#mac(kind, threadId, unsealed(record as { seal?: string })));
+    const found = Buffer.from(record.seal);
+    const valid = expected.length === found.length && timingSafeEqual(expected, found);
+    if (valid) checked.set(record, mark);
+    return valid;
+  }
+
+  #sealed<T extends object>(kind: string, threadId: string, sealed: T): T {
+    checked.set(sealed, `${this.#id}|${kind}|${threadId}`);
+    return sealed;
+  }
+
+  /** The decision record with its seal for this thread (any earlier seal replaced). */
+  decision(threadId: string, record: DecisionRecord): DecisionRecord {
+    const body = unsealed(record);
+    return this.#sealed("decision", threadId, { ...body, seal: this.#mac("decision", threadId, body) });
+  }
+
+  /** Whether eart sealed this exact decision record for this thread. */
+  decisionIsSealed(threadId: string, record: DecisionRecord): boolean {
+    return typeof record === "object" && record !== null && this.#valid("decision", threadId, record);
+  }
+
+  /** The identity with its seal for this thread. */
+  identity(threadId: string, identity: AgentIdentity): AgentIdentity {
+    const body = unsealed(identity);
+    return this.#sealed("identity", threadId, { ...body, seal: this.#mac("identity", threadId, body) });
+  }
+
+  /** Whether eart sealed this exact identity for this thread. */
+  identityIsSealed(threadId: string, identity: AgentIdentity): boolean {
+    return typeof identity === "object" && identity !== null && this.#valid("identity", threadId, identity);
+  }
+}
+
+/**
+ * The sealer of a node, from its store: resolved once, on first use (a PostgreSQL store reads its
+ * key with a query). Without a source, the process key.
+ * @example
+ * ```ts
+ * const sealer = lazySealer(ledger);
+ * const sealed = (await sealer()).decision(threadId, record);
+ * ```
+ */
+export function lazySealer(source: unknown): () => Promise<Sealer> {
+  let sealer: Promise<Sealer> | undefined;
+  const keySource = typeof (source as SealKeySource | undefined)?.sealKey === "function" ? (source as SealKeySource) : undefined;
+  return () =>
+    (sealer ??= Promise.resolve(keySource ? keySource.sealKey() : processSealKey()).then(
+      (key) => new Sealer(key),
+      (error: unknown) => {
+        sealer = undefined;
+        throw error;
+      },
+    ));
+}

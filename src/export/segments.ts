@@ -1,0 +1,507 @@
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import { globalHeadOf, type AuditEvent, type AuditEventType, type WitnessHead } from "../audit/log.js";
+import { defineRedaction, STANDARD_REDACTIONS, type Redacted, type Redaction } from "../context/redaction.js";
+import type { AuditSource } from "./core.js";
+
+/**
+ * How the trace exporters (LangSmith, OpenTelemetry) read a thread's audit events: as segments,
+ * one per graph invocation. A segment starts with `run.started` (new input) or with the first
+ * event after a pause (the resume: `approval.decided`, `escalation.decided`,
+ * `tool.recovery_decided`, `approval.expired`…), and ends with `run.completed` or with a pause
+ * (`approval.requested`, `escalation.requested`, `tool.recovery_requested`). A refused answer
+ * (`approval.refused`, …) is a segment of its own: that resume ran nothing and the thread stays
+ * paused. A resumed segment is linked to the paused one it continues.
+ */
+
+/** Option schema: a {@link Redaction}, or `false` to export values as stored. */
+export const ExportRedactionOption = z.union([
+  z.literal(false),
+  z.custom<Redaction>((v) => typeof (v as Redaction)?.apply === "function", "must be a Redaction (defineRedaction) or false"),
+]);
+
+let standard: Redaction | undefined;
+/**
+ * `defineRedaction(STANDARD_REDACTIONS)`, compiled once: what exporters redact by default.
+ * @example
+ * ```ts
+ * createJsonlExporter({ path: "audit.jsonl", redaction: standardRedaction() }); // the default, spelled out
+ * ```
+ */
+export function standardRedaction(): Redaction {
+  return (standard ??= defineRedaction(STANDARD_REDACTIONS));
+}
+
+/**
+ * How a trace exporter redacts: a {@link Redaction}, `false` (values as stored), or a function
+ * returning an event's redacted form (events redacted before they reached the export worker).
+ */
+export type ExportRedactor = Redaction | false | ((event: AuditEvent) => RedactedEvent);
+
+/** An event as it leaves the process: `data` and `threadId` redacted, and where. */
+export type RedactedEvent = AuditEvent & {
+  redacted: Redacted[];
+  /** The global head the event's append reached (signed when the store signs): a witness outside the store. */
+  globalHead?: WitnessHead;
+};
+
+/** Whether redacting `value` could change it (see {@link Redaction.mayChange}); true when the redaction cannot say. */
+const mayRedact = (redaction: Redaction, value: unknown): boolean => redaction.mayChange?.(value) ?? true;
+
+const redactedCache = new WeakMap<Redaction, WeakMap<AuditEvent, RedactedEvent>>();
+let lastThread: { id: string; redaction: Redaction | undefined; hit: boolean } = { id: "", redaction: undefined, hit: false };
+
+/**
+ * Redacts an event for export, with nobody's roles (nothing is visible): `data` by field and
+ * pattern, and the thread id by pattern. The envelope (ids, seq, hashes, time) is kept, so the
+ * hash no longer covers a redacted `data`; `redacted` lists the paths. The result is cached per
+ * event object and redaction, so exporters sharing a redaction redact each event once.
+ * @example
+ * ```ts
+ * redactEvent(event, standardRedaction()).data; // card numbers replaced by "[REDACTED:card_number]"
+ * ```
+ */
+export function redactEvent(event: AuditEvent, redaction: Redaction | false): RedactedEvent {
+  if (redaction === false) return withRedacted(event, event.threadId, event.data, []);
+  let cache = redactedCache.get(redaction);
+  const cached = cache?.get(event);
+  if (cached) return cached;
+  let out: RedactedEvent;
+  // Consecutive events are mostly of one thread: its id is screened once.
+  if (event.threadId !== lastThread.id || redaction !== lastThread.redaction) lastThread = { id: event.threadId, redaction, hit: mayRedact(redaction, event.threadId) };
+  const threadHit = lastThread.hit;
+  if (!threadHit && !mayRedact(redaction, event.data)) {
+    out = withRedacted(event, event.threadId, event.data, []);
+  } else {
+    const data = redaction.apply(event.data, undefined);
+    const threadId = threadHit ? redaction.apply(event.threadId, undefined) : { value: event.threadId, redacted: [] };
+    out = withRedacted(event, threadId.value, data.value, [
+      ...threadId.redacted.map((r) => ({ ...r, path: "threadId" })),
+      ...data.redacted.map((r) => ({ ...r, path: `data.${r.path}` })),
+    ]);
+  }
+  if (!cache) redactedCache.set(redaction, (cache = new WeakMap()));
+  cache.set(event, out);
+  return out;
+}
+
+/** The event with a new thread id, data and redactions (written out: much faster than a spread). */
+function withRedacted(e: AuditEvent, threadId: string, data: Record<string, unknown>, redacted: Redacted[]): RedactedEvent {
+  // Read back on the export worker, the head travels on the event itself.
+  const globalHead = globalHeadOf(e) ?? (e as Partial<RedactedEvent>).globalHead;
+  const out: RedactedEvent = { schemaVersion: e.schemaVersion, id: e.id, threadId, seq: e.seq, type: e.type, at: e.at, data, prevHash: e.prevHash, hash: e.hash, redacted };
+  if (globalHead) out.globalHead = globalHead;
+  return out;
+}
+
+const HEX = "0123456789abcdef";
+const HEX_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < 16; i++) {
+  HEX_VALUE[HEX.charCodeAt(i)] = i;
+  HEX_VALUE[HEX.toUpperCase().charCodeAt(i)] = i;
+}
+const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Positions of a dashed v4 UUID's random hex digits (not dashes, not the version or variant digit). */
+const RANDOM_DIGITS = [...Array(36).keys()].filter((i) => ![8, 13, 14, 18, 19, 23].includes(i));
+const masks = new Map<string, number[]>();
+
+/**
+ * A UUID v7 that is a function of a time, a kind and an id: time-ordered like the ids LangSmith
+ * makes, and the same every time the same events are exported (so a re-export updates, not
+ * duplicates). When `id` is a UUID (audit event ids are), its random digits are mixed with a mask
+ * of `kind`; otherwise `kind`, `scope` and `id` are hashed (SHA-256).
+ * @example
+ * ```ts
+ * deterministicUuid7(Date.parse(event.at), "langsmith.root", event.id); // "0193…-7…-8…"
+ * ```
+ */
+export function deterministicUuid7(ms: number, kind: string, id: string, scope = ""): string {
+  const ts = Math.max(0, Math.min(Math.trunc(ms), 2 ** 48 - 1)).toString(16).padStart(12, "0");
+  let r = "";
+  if (CANONICAL_UUID.test(id)) {
+    let mask = masks.get(kind);
+    if (mask === undefined) masks.set(kind, (mask = Array.from(createHash("sha256").update(`eart:${kind}`).digest("hex").slice(0, 19), (c) => HEX_VALUE[c.charCodeAt(0)]!)));
+    for (let i = 0; i < 19; i++) r += HEX[HEX_VALUE[id.charCodeAt(RANDOM_DIGITS[i]!)]! ^ mask[i]!];
+  } else {
+    r = createHash("sha256").update(`eart:${kind}:${scope}:${id}`).digest("hex").slice(0, 19);
+  }
+  const variant = HEX[(HEX_VALUE[r.charCodeAt(3)]! & 0x3) | 0x8];
+  return `${ts.slice(0, 8)}-${ts.slice(8, 12)}-7${r.slice(0, 3)}-${variant}${r.slice(4, 7)}-${r.slice(7, 19)}`;
+}
+
+/** What is known about one tool call of the thread, from its policy decision and approval. */
+export interface CallFacts {
+  toolCallId: string;
+  name: string;
+  digest?: string;
+  args?: unknown;
+  effect?: string;
+  status?: string;
+  policyIds: string[];
+  policyVersion?: string;
+  approverId?: string;
+  approval?: string;
+}
+
+/** Why a segment waits. */
+export type WaitingFor = "approval" | "escalation" | "recovery";
+
+/**
+ * How a segment ended: `completed` (`run.completed`), `paused` (waiting for a human), `refused`
+ * (a resume that was refused), `open` (no end event: it failed, crashed, or is still running when
+ * the exporter shut down).
+ */
+export type SegmentOutcome = "completed" | "paused" | "refused" | "open";
+
+/** A paused segment, as a later one links to it. */
+export interface SegmentLink<R> {
+  /** Id of the segment's first event: with `startedAt`, what its LangSmith run id is derived from. */
+  key: string;
+  startedAt: string;
+  /** Hash of the event that paused it; the resumed segment's first event has it as `prevHash`. */
+  lastHash: string;
+  /** The exporter's handle on it, when this process exported it. */
+  root: R | undefined;
+}
+
+/** One graph invocation of a thread, with the governance facts it gathered. */
+export interface Segment<R, T> {
+  /** The raw thread id (for ids and keys; never exported as such). */
+  threadId: string;
+  /** The thread id as exported (redacted). */
+  threadLabel: string;
+  key: string;
+  kind: "start" | "resume" | "continue";
+  startedAt: string;
+  firstSeq: number;
+  lastSeq: number;
+  lastAt: string;
+  lastHash: string;
+  /** The global head the segment's last exported append reached: a witness outside the store. */
+  globalHead?: RedactedEvent["globalHead"];
+  /** The (redacted) first event. */
+  first: RedactedEvent;
+  agentId: string | undefined;
+  userId: string | undefined;
+  effects: Set<string>;
+  policyIds: Set<string>;
+  policyVersions: Set<string>;
+  approvers: Set<string>;
+  digests: Set<string>;
+  approvals: { toolCallId: string; approverId: string; decision: string; digest: string | undefined }[];
+  resumedFrom: SegmentLink<R> | undefined;
+  outcome: SegmentOutcome | undefined;
+  waitingFor: WaitingFor | undefined;
+  error: string | undefined;
+  /** Text of the last model output. */
+  output: string | undefined;
+  /** Children created so far (orders them within a millisecond). */
+  children: number;
+  root: R | undefined;
+  tools: Map<string, T>;
+}
+
+/** What an exporter does with a thread's events, segment by segment. */
+export interface TraceHandlers<R, T> {
+  startSegment(segment: Segment<R, T>, event: RedactedEvent): R;
+  /** `segment.outcome` is set; `event` is the ending event (undefined for `open`). */
+  endSegment(segment: Segment<R, T>, root: R, event: RedactedEvent | undefined): void;
+  /** A `model.output`; `startAt` is the time of the step before it. */
+  model(segment: Segment<R, T>, root: R, event: RedactedEvent, startAt: string): void;
+  startTool(segment: Segment<R, T>, root: R, event: RedactedEvent, call: CallFacts | undefined): T;
+  /** `event` is `tool.succeeded` / `tool.failed`, or undefined when the segment ended first. */
+  endTool(segment: Segment<R, T>, root: R, tool: T, event: RedactedEvent | undefined, call: CallFacts | undefined): void;
+  /** Any other event of the segment (policy decisions, approvals, identity, context, retries…). */
+  step(segment: Segment<R, T>, root: R, event: RedactedEvent): void;
+}
+
+interface ThreadState<R, T> {
+  agentId: string | undefined;
+  userId: string | undefined;
+  calls: Map<string, CallFacts>;
+  current: Segment<R, T> | undefined;
+  paused: SegmentLink<R> | undefined;
+  lastSeq: number;
+  lastAt: string | undefined;
+}
+
+const PAUSES: Partial<Record<AuditEventType, WaitingFor>> = {
+  "approval.requested": "approval",
+  "escalation.requested": "escalation",
+  "tool.recovery_requested": "recovery",
+};
+const REFUSALS: ReadonlySet<AuditEventType> = new Set(["approval.refused", "escalation.refused", "tool.recovery_refused"]);
+/** Calls remembered per thread (for the approval and tool spans of later segments). */
+const MAX_CALLS_PER_THREAD = 256;
+
+/** The value when it is a non-empty string, else undefined (event data read by the trace exporters). */
+export const str = (v: unknown): string | undefined => (typeof v === "string" && v !== "" ? v : undefined);
+/**
+ * The object without undefined values and empty arrays: what the trace exporters send as run
+ * fields, metadata or span attributes.
+ * @example
+ * ```ts
+ * compact({ a: 1, b: undefined, c: [] }); // { a: 1 }
+ * ```
+ */
+export function compact<V extends Record<string, unknown>>(o: V): V {
+  const out: Record<string, unknown> = {};
+  for (const k in o) {
+    const v = o[k];
+    if (v !== undefined && !(Array.isArray(v) && v.length === 0)) out[k] = v;
+  }
+  return out as V;
+}
+const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
+const later = (a: string, b: string) => (Date.parse(a) >= Date.parse(b) ? a : b);
+
+/**
+ * Turns a stream of audit events into segments and calls an exporter's handlers: what the
+ * LangSmith and OpenTelemetry exporters are built on, for writing another trace exporter. One per
+ * exporter; it keeps a little state per thread (at most `maxThreads`, least recently used first
+ * out: an evicted thread's open segment is ended as `open`). Events are redacted before any
+ * handler sees them.
+ * @example
+ * ```ts
+ * const tracker = new SegmentTracker<string, string>({
+ *   startSegment: (s) => `run of ${s.agentId} on ${s.threadLabel}`,
+ *   endSegment: (s, root) => console.log(root, s.outcome, [...s.approvers]),
+ *   model: () => {}, startTool: (s, root, e) => e.id, endTool: () => {}, step: () => {},
+ * }, { redaction: standardRedaction(), maxThreads: 1_000 });
+ * await tracker.consume(await auditLog.read("t1"), auditLog);
+ * ```
+ */
+export class SegmentTracker<R, T> {
+  readonly #threads = new Map<string, ThreadState<R, T>>();
+  readonly #handlers: TraceHandlers<R, T>;
+  readonly #redact: (event: AuditEvent) => RedactedEvent;
+  readonly #maxThreads: number;
+
+  constructor(handlers: TraceHandlers<R, T>, options: { redaction: ExportRedactor; maxThreads: number }) {
+    this.#handlers = handlers;
+    const { redaction } = options;
+    this.#redact = typeof redaction === "function" ? redaction : (event) => redactEvent(event, redaction);
+    this.#maxThreads = options.maxThreads;
+  }
+
+  /**
+   * Consumes events in order. A thread first seen after its start (another process began it) is
+   * read from `source` first, silently, so agent, user, decisions and the paused segment are known.
+   */
+  async consume(events: readonly AuditEvent[], source: AuditSource | undefined): Promise<void> {
+    let last: string | undefined;
+    for (const event of events) {
+      if (event.threadId === last) {
+        this.#apply(this.#threads.get(last)!, event, false);
+        continue;
+      }
+      last = event.threadId;
+      let thread = this.#threads.get(event.threadId);
+      if (!thread) {
+        thread = this.#newThread(event.threadId);
+        if (event.seq > 0 && source) {
+          try {
+            for (const earlier of await source.read(event.threadId)) {
+              if (earlier.seq >= event.seq) break;
+              this.#apply(thread, earlier, true);
+            }
+          } catch {
+            // Without the history the segment is still exported, with fewer facts.
+          }
+        }
+      } else {
+        // Most recently used last.
+        this.#threads.delete(event.threadId);
+        this.#threads.set(event.threadId, thread);
+      }
+      this.#apply(thread, event, false);
+    }
+  }
+
+  /** Ends every open segment as `open` (at shutdown, so spans are not left unfinished). */
+  closeAll(): void {
+    for (const thread of this.#threads.values()) if (thread.current) this.#end(thread, thread.current, "open", undefined, false);
+  }
+
+  #newThread(threadId: string): ThreadState<R, T> {
+    const thread: ThreadState<R, T> = { agentId: undefined, userId: undefined, calls: new Map(), current: undefined, paused: undefined, lastSeq: -1, lastAt: undefined };
+    this.#threads.set(threadId, thread);
+    while (this.#threads.size > this.#maxThreads) {
+      const [oldestId, oldest] = this.#threads.entries().next().value as [string, ThreadState<R, T>];
+      if (oldest.current) this.#end(oldest, oldest.current, "open", undefined, false);
+      this.#threads.delete(oldestId);
+    }
+    return thread;
+  }
+
+  #apply(thread: ThreadState<R, T>, raw: AuditEvent, silent: boolean): void {
+    // The same event twice (a thread exported again in this process) is skipped.
+    if (raw.seq <= thread.lastSeq) return;
+    const event = this.#redact(raw);
+    const d = event.data;
+    this.#learn(thread, event);
+    const h = this.#handlers;
+
+    if (raw.type === "run.started") {
+      if (thread.current) this.#end(thread, thread.current, "open", undefined, silent);
+      this.#start(thread, raw, event, "start", silent);
+    } else if (REFUSALS.has(raw.type)) {
+      // A refused resume: its own segment, linked to the paused one, which stays the one to resume.
+      if (thread.current) this.#end(thread, thread.current, "open", undefined, silent);
+      const paused = thread.paused;
+      const segment = this.#start(thread, raw, event, "resume", silent);
+      segment.resumedFrom = paused;
+      thread.paused = paused;
+      segment.error = `${raw.type}: ${str(d.code) ?? "refused"}`;
+      if (!silent) h.step(segment, segment.root!, event);
+      this.#end(thread, segment, "refused", event, silent);
+      thread.lastSeq = raw.seq;
+      thread.lastAt = raw.at;
+      return;
+    } else if (!thread.current) {
+      this.#start(thread, raw, event, thread.paused ? "resume" : "continue", silent);
+    }
+
+    const segment = thread.current!;
+    // A segment begun in the history read silently (another process ran its start) gets its root now.
+    if (!silent && segment.root === undefined) segment.root = h.startSegment(segment, segment.first);
+    const root = segment.root as R;
+    this.#gather(segment, thread, event);
+    const call = str(d.toolCallId) ? thread.calls.get(str(d.toolCallId)!) : undefined;
+    const waiting = PAUSES[raw.type];
+
+    if (raw.type === "run.started") {
+      // The segment's root carries it.
+    } else if (raw.type === "model.output") {
+      if (!silent) h.model(segment, root, event, later(thread.lastAt ?? raw.at, segment.startedAt));
+    } else if (raw.type === "tool.started") {
+      const id = str(d.toolCallId) ?? event.id;
+      const open = segment.tools.get(id);
+      if (open !== undefined && !silent) h.endTool(segment, root, open, undefined, call);
+      segment.tools.delete(id);
+      if (!silent) segment.tools.set(id, h.startTool(segment, root, event, call));
+    } else if ((raw.type === "tool.succeeded" || raw.type === "tool.failed") && segment.tools.has(str(d.toolCallId) ?? "")) {
+      const id = str(d.toolCallId)!;
+      if (!silent) h.endTool(segment, root, segment.tools.get(id)!, event, call);
+      segment.tools.delete(id);
+    } else if (raw.type !== "run.completed" && !silent) {
+      h.step(segment, root, event);
+    }
+
+    segment.lastSeq = raw.seq;
+    segment.lastAt = raw.at;
+    segment.lastHash = raw.hash;
+    if (event.globalHead) segment.globalHead = event.globalHead;
+    thread.lastSeq = raw.seq;
+    thread.lastAt = raw.at;
+    if (raw.type === "run.completed") this.#end(thread, segment, "completed", event, silent);
+    else if (waiting) {
+      segment.waitingFor = waiting;
+      this.#end(thread, segment, "paused", event, silent);
+    }
+  }
+
+  /** Thread-level facts: who, and what was decided for each call. */
+  #learn(thread: ThreadState<R, T>, event: RedactedEvent): void {
+    const d = event.data;
+    if (event.type === "run.started" || event.type === "identity.bound" || event.type === "policy.decided") {
+      thread.agentId = str(d.agentId) ?? thread.agentId;
+      thread.userId = str(d.userId) ?? thread.userId;
+    }
+    const id = str(d.toolCallId);
+    if (!id) return;
+    if (event.type === "policy.decided") {
+      const request = d.request as { tool?: { args?: unknown } } | undefined;
+      thread.calls.delete(id);
+      thread.calls.set(id, {
+        toolCallId: id,
+        name: str(d.name) ?? "tool",
+        ...(str(d.digest) ? { digest: str(d.digest)! } : {}),
+        ...(request?.tool?.args !== undefined ? { args: request.tool.args } : {}),
+        ...(str(d.effect) ? { effect: str(d.effect)! } : {}),
+        ...(str(d.status) ? { status: str(d.status)! } : {}),
+        policyIds: strings(d.policyIds),
+        ...(str(d.policyVersion) ? { policyVersion: str(d.policyVersion)! } : {}),
+      });
+      if (thread.calls.size > MAX_CALLS_PER_THREAD) thread.calls.delete(thread.calls.keys().next().value!);
+    } else if (event.type === "approval.decided") {
+      const call = thread.calls.get(id) ?? { toolCallId: id, name: str(d.name) ?? "tool", policyIds: strings(d.policyIds) };
+      thread.calls.set(id, {
+        ...call,
+        ...(str(d.approverId) ? { approverId: str(d.approverId)! } : {}),
+        ...(str(d.decision) ? { approval: str(d.decision)! } : {}),
+        ...(str(d.digest) ? { digest: str(d.digest)! } : {}),
+        ...(str(d.status) ? { status: str(d.status)! } : {}),
+        ...(str(d.policyVersion) ? { policyVersion: str(d.policyVersion)! } : {}),
+        ...(strings(d.policyIds).length > 0 ? { policyIds: strings(d.policyIds) } : {}),
+      });
+    }
+  }
+
+  /** Segment-level facts, gathered for the root run / span. */
+  #gather(segment: Segment<R, T>, thread: ThreadState<R, T>, event: RedactedEvent): void {
+    const d = event.data;
+    segment.agentId = thread.agentId ?? segment.agentId;
+    segment.userId = thread.userId ?? segment.userId;
+    if (event.type === "policy.decided" || event.type === "approval.decided") {
+      for (const p of strings(d.policyIds)) segment.policyIds.add(p);
+      if (str(d.policyVersion)) segment.policyVersions.add(str(d.policyVersion)!);
+    }
+    if (event.type === "policy.decided" && str(d.effect)) segment.effects.add(str(d.effect)!);
+    if ((event.type === "policy.decided" || event.type === "tool.started") && str(d.digest)) segment.digests.add(str(d.digest)!);
+    if (event.type === "approval.decided" && str(d.approverId)) {
+      segment.approvers.add(str(d.approverId)!);
+      segment.approvals.push({ toolCallId: str(d.toolCallId) ?? "", approverId: str(d.approverId)!, decision: str(d.decision) ?? "", digest: str(d.digest) });
+      if (str(d.digest)) segment.digests.add(str(d.digest)!);
+    }
+    if (event.type === "model.output" && typeof d.text === "string") segment.output = d.text;
+  }
+
+  #start(thread: ThreadState<R, T>, raw: AuditEvent, event: RedactedEvent, kind: Segment<R, T>["kind"], silent: boolean): Segment<R, T> {
+    const segment: Segment<R, T> = {
+      threadId: raw.threadId,
+      threadLabel: event.threadId,
+      key: raw.id,
+      kind,
+      startedAt: raw.at,
+      firstSeq: raw.seq,
+      lastSeq: raw.seq,
+      lastAt: raw.at,
+      lastHash: raw.hash,
+      first: event,
+      agentId: thread.agentId,
+      userId: thread.userId,
+      effects: new Set(),
+      policyIds: new Set(),
+      policyVersions: new Set(),
+      approvers: new Set(),
+      digests: new Set(),
+      approvals: [],
+      resumedFrom: kind === "resume" ? thread.paused : undefined,
+      outcome: undefined,
+      waitingFor: undefined,
+      error: undefined,
+      output: undefined,
+      children: 0,
+      root: undefined,
+      tools: new Map(),
+    };
+    thread.paused = undefined;
+    thread.current = segment;
+    if (!silent) segment.root = this.#handlers.startSegment(segment, event);
+    return segment;
+  }
+
+  #end(thread: ThreadState<R, T>, segment: Segment<R, T>, outcome: SegmentOutcome, event: RedactedEvent | undefined, silent: boolean): void {
+    segment.outcome = outcome;
+    if (!silent && segment.root !== undefined) {
+      for (const [id, tool] of segment.tools) this.#handlers.endTool(segment, segment.root, tool, undefined, thread.calls.get(id));
+      this.#handlers.endSegment(segment, segment.root, event);
+    }
+    segment.tools.clear();
+    if (thread.current === segment) thread.current = undefined;
+    if (outcome === "paused") thread.paused = { key: segment.key, startedAt: segment.startedAt, lastHash: segment.lastHash, root: segment.root };
+    // Calls are looked up by later segments only across a pause; a finished run's can go.
+    else if (outcome === "completed") thread.calls.clear();
+  }
+}

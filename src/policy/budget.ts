@@ -1,0 +1,716 @@
+import Database from "better-sqlite3";
+import pg from "pg";
+import { z } from "zod";
+import { canonicalJson, sha256Hex } from "../internal/canonical.js";
+import { EartConfigError, PolicyDefinitionError } from "../errors.js";
+import { AgentIdentitySchema } from "../identity/registry.js";
+import { parseOptions } from "../internal/options.js";
+import { inTransaction, migrationOnce, openPostgres, storeCall, type PostgresLocation } from "../stores/postgres/connection.js";
+import { openSqlite, type SqliteLocation } from "../stores/sqlite/connection.js";
+import { BudgetSchema } from "../decisions/records.js";
+
+/**
+ * Budgets and rate limits: rules over counters of calls and of a summed numeric argument, per
+ * thread or across threads per agent, user or agent+user, in fixed windows. Counters live in a
+ * {@link BudgetStore}; per-thread ones fall back to graph state (the `budget` channel) only when
+ * no store is given.
+ */
+
+const Name = z.string().min(1, "must be a non-empty string");
+
+/** One budget rule, as written by the developer. */
+export const BudgetRuleSchema = z
+  .object({
+    /** Unique among the rules; part of every counter key. */
+    id: Name,
+    /** Tool names the budget counts; `"*"` for every tool. */
+    tools: z.union([z.literal("*"), z.array(Name).min(1, "must name at least one tool")]),
+    /**
+     * Whose calls are counted together: `thread` per thread; `agent`, `user` and `agent+user`
+     * across threads. All are counted in the store; `thread` in graph state when there is none.
+     */
+    scope: z.enum(["thread", "agent", "user", "agent+user"]),
+    /** Fixed window: the UTC day, the UTC hour, or buckets of N milliseconds (`floor(now / N)`). */
+    window: z.union([z.literal("day"), z.literal("hour"), z.number().int().positive()]),
+    /** At most this many calls in the window. */
+    maxCalls: z.number().int().nonnegative().optional(),
+    /** At most this sum of a numeric argument in the window (e.g. `{ arg: "amount", max: 2000 }`). */
+    maxSum: z.object({ arg: Name, max: z.number().nonnegative() }).strict().optional(),
+    /** What an exceeding call gets. */
+    onExceed: z.enum(["deny", "require_approval"]),
+    /** Roles that may approve an exceeding call; required for `require_approval`. */
+    approverRoles: z.array(Name).min(1).optional(),
+    /** Why, as shown to the model, the approver and the audit log. */
+    reason: Name.optional(),
+  })
+  .strict()
+  .superRefine((rule, ctx) => {
+    if (rule.maxCalls === undefined && rule.maxSum === undefined) {
+      ctx.addIssue({ code: "custom", path: ["maxCalls"], message: "a budget rule must set maxCalls, maxSum or both" });
+    }
+    if (rule.onExceed === "require_approval" && !rule.approverRoles) {
+      ctx.addIssue({ code: "custom", path: ["approverRoles"], message: "a require_approval budget must name approverRoles" });
+    }
+    if (rule.onExceed !== "require_approval" && rule.approverRoles !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["approverRoles"], message: "only a require_approval budget can name approverRoles" });
+    }
+  });
+
+/** A budget rule as passed to {@link defineBudgets}. */
+export type BudgetRuleInput = z.input<typeof BudgetRuleSchema>;
+type BudgetRule = z.output<typeof BudgetRuleSchema>;
+
+/** The call a budget is asked about or charged for. `threadCounters` is the thread's `budget` state. */
+export const BudgetRequestSchema = z.object({
+  identity: AgentIdentitySchema,
+  threadId: Name,
+  tool: z.object({ name: Name, args: z.record(z.string(), z.unknown()) }),
+  threadCounters: BudgetSchema,
+  /**
+   * For `check`: calls of the same model message already let through (allowed or sent for
+   * approval), which count as if charged, so that three $90 refunds in one message cannot each
+   * fit a $150 budget on their own.
+   */
+  pending: z
+    .array(
+      z.object({
+        name: Name,
+        args: z.record(z.string(), z.unknown()),
+        /** Already reserved in the store (`reserve`): counted there, so not again here. */
+        reserved: z.boolean().optional(),
+      }),
+    )
+    .optional(),
+});
+export type BudgetRequest = z.output<typeof BudgetRequestSchema>;
+
+/**
+ * What {@link BudgetGuard.check} says about a call that would exceed a budget. `deny` wins over
+ * `require_approval`; `budgetIds` and `reasons` name only the budgets behind the effect.
+ * `evaluationError` is set when the budget could not be evaluated (store or clock failure), which
+ * is a deny (fail closed).
+ */
+export const BudgetVerdictSchema = z.object({
+  effect: z.enum(["deny", "require_approval"]),
+  budgetIds: z.array(z.string()),
+  reasons: z.array(z.string()),
+  approverRoles: z.array(z.string()).min(1).optional(),
+  evaluationError: z.boolean().optional(),
+});
+export type BudgetVerdict = z.output<typeof BudgetVerdictSchema>;
+
+/**
+ * Where cross-thread counters live. Every requested key is in the result of `get` (0 when never
+ * added); `add` adds every increment of the batch, or none of them.
+ * @example
+ * ```ts
+ * await store.add({ "refunds|support-agent|2025-03-10|sum": 740 });
+ * (await store.get(["refunds|support-agent|2025-03-10|sum"]))["refunds|support-agent|2025-03-10|sum"]; // 740
+ * ```
+ */
+export interface BudgetStore {
+  get(keys: string[]): Promise<Record<string, number>>;
+  add(increments: Record<string, number>): Promise<void>;
+  /**
+   * Adds every increment of the batch only if no counter named in `limits` would then exceed its
+   * limit, atomically (one transaction, also across processes for the SQLite and PostgreSQL
+   * stores): `true` when added, `false` (nothing changed) otherwise. How concurrent threads
+   * reserve one budget without both fitting.
+   */
+  addWithin(increments: Record<string, number>, limits: Record<string, number>): Promise<boolean>;
+}
+
+/**
+ * Counts and checks budgets. Built by {@link defineBudgets}.
+ * @example
+ * ```ts
+ * const verdict = await budgets.check({ identity, threadId, tool, threadCounters: state.budget });
+ * if (!verdict) { await run(tool); const update = await budgets.charge({ identity, threadId, tool, threadCounters: state.budget }); }
+ * ```
+ */
+export interface BudgetGuard {
+  /** Content hash of the rules. */
+  readonly version: string;
+  /**
+   * Would this call exceed a budget if it ran? Counts what has been charged so far plus this call.
+   * Never writes. `undefined` means within every budget.
+   */
+  check(req: BudgetRequest): Promise<BudgetVerdict | undefined>;
+  /**
+   * Checks a call and, when it fits, reserves its cross-thread counters in the store atomically
+   * (`BudgetStore.addWithin`), so that concurrent threads cannot both fit one budget. `only:
+   * "deny"` enforces only budgets that deny (a human approved past those that ask for approval).
+   * `reserved` says whether the store was charged; per-thread counters are charged by `charge`.
+   */
+  reserve(req: BudgetRequest, options?: { only?: "deny" }): Promise<{ verdict?: BudgetVerdict; reserved: boolean }>;
+  /**
+   * Records an executed call: adds the cross-thread counters in the store (one atomic batch),
+   * unless they were reserved (`crossThread: false`), and returns the new totals of the touched
+   * per-thread counters, to merge into the `budget` channel.
+   */
+  charge(req: BudgetRequest, options?: { crossThread?: boolean }): Promise<Record<string, number>>;
+}
+
+const isFunction = (v: unknown): v is (...args: never[]) => unknown => typeof v === "function";
+
+const BudgetStoreOption = z.custom<BudgetStore>(
+  (v) => ["get", "add", "addWithin"].every((m) => typeof (v as Record<string, unknown>)?.[m] === "function"),
+  "must be a BudgetStore (get, add and addWithin)",
+);
+
+const BudgetOptionsSchema = z
+  .object({
+    /**
+     * Where counters live; required when a rule's scope is not `thread`. Give one for per-thread
+     * rules too: without it they are counted in graph state, which callers of the thread API can
+     * reach (eart refuses their writes and forks, and its counters only rise).
+     */
+    store: BudgetStoreOption.optional(),
+    /** Current time, for the windows; `() => new Date()` when absent. */
+    clock: z.custom<() => Date>(isFunction, "must be a function returning a Date").optional(),
+  })
+  .strict();
+
+/** Options of {@link defineBudgets}. */
+export type BudgetOptions = z.input<typeof BudgetOptionsSchema>;
+
+// Counter keys are `rule|scope|window|calls`: escape the separators inside ids so that two
+// different (rule, scope) pairs can never share a key. Ordinary ids are unchanged.
+const keyPart = (s: string): string => s.replace(/[%|:]/g, (c) => encodeURIComponent(c));
+
+function scopeKey(rule: BudgetRule, req: BudgetRequest): string {
+  switch (rule.scope) {
+    case "thread":
+      return keyPart(req.threadId);
+    case "agent":
+      return keyPart(req.identity.id);
+    case "user":
+      return keyPart(req.identity.onBehalfOf.id);
+    case "agent+user":
+      return `${keyPart(req.identity.id)}:${keyPart(req.identity.onBehalfOf.id)}`;
+  }
+}
+
+function windowKey(window: BudgetRule["window"], now: Date): string {
+  const iso = now.toISOString();
+  if (window === "day") return iso.slice(0, 10);
+  if (window === "hour") return iso.slice(0, 13);
+  return String(Math.floor(now.getTime() / window));
+}
+
+const windowText = (w: BudgetRule["window"]) => (w === "day" ? "UTC day" : w === "hour" ? "UTC hour" : `${w} ms window`);
+const scopeText = (s: BudgetRule["scope"]) => (s === "agent+user" ? "agent and user" : s);
+
+/** The amount a call adds to a `maxSum` budget, or undefined when it cannot be measured. */
+function amountOf(rule: BudgetRule, args: Record<string, unknown>): number | undefined {
+  const value = rule.maxSum ? args[rule.maxSum.arg] : undefined;
+  // Negative amounts would let a call refill its own budget: they are as unmeasurable as a string.
+  return typeof value === "number" && Number.isFinite(value) && value >= 0 ? value : undefined;
+}
+
+interface Exceeded {
+  rule: BudgetRule;
+  effect: BudgetVerdict["effect"];
+  reason: string;
+}
+
+function combine(exceeded: Exceeded[]): BudgetVerdict | undefined {
+  if (exceeded.length === 0) return undefined;
+  const denies = exceeded.filter((e) => e.effect === "deny");
+  const deciding = denies.length > 0 ? denies : exceeded;
+  const verdict: BudgetVerdict = {
+    effect: denies.length > 0 ? "deny" : "require_approval",
+    budgetIds: deciding.map((e) => e.rule.id),
+    reasons: deciding.map((e) => e.reason),
+  };
+  if (verdict.effect === "require_approval") {
+    verdict.approverRoles = [...new Set(deciding.flatMap((e) => e.rule.approverRoles ?? []))];
+  }
+  return verdict;
+}
+
+/**
+ * Defines budgets: limits on the number of calls of tools and on a summed numeric argument, per
+ * thread or per agent / user / agent+user across threads, in fixed UTC-day, UTC-hour or N-ms
+ * windows. Exceeding a budget yields `deny` or `require_approval`, as the rule says; a call whose
+ * summed argument is missing, not a finite number, or negative is denied (fail closed).
+ *
+ * Counter keys are `${ruleId}|${scopeKey}|${windowKey}|calls` and `…|sum`, where scopeKey is the
+ * thread id, the agent id, the user id or `agent:user`, and windowKey is `2025-03-10`,
+ * `2025-03-10T13` or `floor(now / N)`. Counters are in `options.store` (required when any rule is
+ * cross-thread); without a store, per-thread counters are in `threadCounters` (the thread's
+ * `budget` state).
+ *
+ * Throws {@link PolicyDefinitionError} naming the bad rule, or {@link EartConfigError} naming the bad
+ * option.
+ * @example
+ * ```ts
+ * const budgets = defineBudgets(
+ *   [
+ *     { id: "refunds.daily", tools: ["issue_refund"], scope: "agent", window: "day",
+ *       maxSum: { arg: "amount", max: 2000 }, onExceed: "deny", reason: "At most $2,000 refunded per agent per day" },
+ *     { id: "lookups.burst", tools: ["lookup_order"], scope: "thread", window: 60_000,
+ *       maxCalls: 10, onExceed: "require_approval", approverRoles: ["supervisor"] },
+ *   ],
+ *   { store: new SqliteBudgetStore({ path: ".eart/eart.sqlite" }) },
+ * );
+ * ```
+ */
+export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions): BudgetGuard {
+  const parsed = z.array(BudgetRuleSchema).safeParse(rules);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const index = typeof issue.path[0] === "number" ? issue.path[0] : undefined;
+    const rawId = index !== undefined && Array.isArray(rules) ? (rules[index] as { id?: unknown } | undefined)?.id : undefined;
+    const ruleId = typeof rawId === "string" && rawId !== "" ? rawId : undefined;
+    throw new PolicyDefinitionError(
+      `Invalid budget rule at ${issue.path.join(".") || "(root)"}${ruleId !== undefined ? ` ("${ruleId}")` : ""}: ${issue.message}`,
+      ruleId,
+    );
+  }
+  const compiled: BudgetRule[] = parsed.data;
+  const ids = new Set<string>();
+  for (const rule of compiled) {
+    if (ids.has(rule.id)) throw new PolicyDefinitionError(`Duplicate budget rule id "${rule.id}"`, rule.id);
+    ids.add(rule.id);
+  }
+  const { store, clock = () => new Date() } = parseOptions(BudgetOptionsSchema, options ?? {});
+  const crossThread = compiled.find((r) => r.scope !== "thread");
+  if (crossThread && !store) {
+    throw new EartConfigError("store", `budget "${crossThread.id}" has scope "${crossThread.scope}" and needs a BudgetStore`, {
+      ruleId: crossThread.id,
+    });
+  }
+
+  // With a store, every counter lives there, per-thread ones too (keyed by thread id): graph state
+  // is writable by callers of the thread API, the store is not. Without one (only per-thread
+  // rules), they are counted in the thread's `budget` channel, whose counters only rise.
+  const inStore = (rule: BudgetRule) => store !== undefined || rule.scope !== "thread";
+
+  // Rules indexed by tool once, in their order.
+  const anyTool = compiled.filter((r) => r.tools === "*");
+  const byTool = new Map<string, BudgetRule[]>();
+  for (const rule of compiled) if (rule.tools !== "*") for (const tool of rule.tools) byTool.set(tool, []);
+  for (const [tool, list] of byTool) list.push(...compiled.filter((r) => r.tools === "*" || r.tools.includes(tool)));
+  const rulesFor = (tool: string) => byTool.get(tool) ?? anyTool;
+
+  const version = sha256Hex(
+    canonicalJson(
+      compiled.map((r) => ({
+        id: r.id,
+        tools: r.tools,
+        scope: r.scope,
+        window: r.window,
+        maxCalls: r.maxCalls ?? null,
+        maxSum: r.maxSum ?? null,
+        onExceed: r.onExceed,
+        approverRoles: r.approverRoles ?? null,
+        reason: r.reason ?? null,
+      })),
+    ),
+  );
+
+  const now = (): Date => {
+    const at = clock();
+    if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw new EartConfigError("clock", "must return a valid Date");
+    return at;
+  };
+
+  const parseRequest = (what: string, req: unknown): BudgetRequest => {
+    const result = BudgetRequestSchema.safeParse(req);
+    if (!result.success) {
+      const issue = result.error.issues[0]!;
+      throw new EartConfigError("request", `invalid ${what} request at ${issue.path.join(".") || "(root)"}: ${issue.message}`);
+    }
+    return result.data;
+  };
+
+  const baseKey = (rule: BudgetRule, req: BudgetRequest, at: Date) =>
+    `${keyPart(rule.id)}|${scopeKey(rule, req)}|${windowKey(rule.window, at)}`;
+
+  const within = (rule: BudgetRule) => `per ${scopeText(rule.scope)} per ${windowText(rule.window)}`;
+
+  /** The cross-thread counters a call adds now, and the limits of the rules `enforced` picks. */
+  const storeBatch = (req: BudgetRequest, rules: BudgetRule[], enforced: (rule: BudgetRule) => boolean) => {
+    const at = now();
+    const increments: Record<string, number> = {};
+    const limits: Record<string, number> = {};
+    for (const rule of rules) {
+      if (!inStore(rule)) continue;
+      const base = baseKey(rule, req, at);
+      if (rule.maxCalls !== undefined) {
+        increments[`${base}|calls`] = (increments[`${base}|calls`] ?? 0) + 1;
+        if (enforced(rule)) limits[`${base}|calls`] = rule.maxCalls;
+      }
+      if (rule.maxSum) {
+        // An amount that cannot be measured spends the whole budget (check denies it anyway).
+        increments[`${base}|sum`] = (increments[`${base}|sum`] ?? 0) + (amountOf(rule, req.tool.args) ?? rule.maxSum.max);
+        if (enforced(rule)) limits[`${base}|sum`] = rule.maxSum.max;
+      }
+    }
+    return { increments, limits };
+  };
+
+  const guard: BudgetGuard = {
+    version,
+
+    async reserve(request, options = {}) {
+      const req = parseRequest("reserve", request);
+      const cross = rulesFor(req.tool.name).filter(inStore);
+      const enforced = (rule: BudgetRule) => options.only !== "deny" || rule.onExceed === "deny";
+      // Read, then add only within the limits in one transaction; a concurrent reservation that
+      // got there first makes the add fail, and the next read sees it.
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const verdict = await guard.check(request);
+        const binding = options.only === "deny" ? (verdict?.effect === "deny" ? verdict : undefined) : verdict;
+        if (binding) return { verdict: binding, reserved: false };
+        if (cross.length === 0) return { reserved: false };
+        const { increments, limits } = storeBatch(req, cross, enforced);
+        if (await store!.addWithin(increments, limits)) return { reserved: true };
+      }
+      return {
+        verdict: { effect: "deny", budgetIds: cross.map((r) => r.id), reasons: ["budgets stayed contended: the call could not be reserved (denied)"], evaluationError: true },
+        reserved: false,
+      };
+    },
+
+    async check(request) {
+      const req = parseRequest("check", request);
+      const rules = rulesFor(req.tool.name);
+      if (rules.length === 0) return undefined;
+      let counters: (key: string) => number;
+      let bases: string[];
+      try {
+        const at = now();
+        bases = rules.map((r) => baseKey(r, req, at));
+        const storeKeys = rules.flatMap((r, i) =>
+          !inStore(r) ? [] : [...(r.maxCalls !== undefined ? [`${bases[i]}|calls`] : []), ...(r.maxSum ? [`${bases[i]}|sum`] : [])],
+        );
+        const stored = storeKeys.length > 0 ? await store!.get(storeKeys) : {};
+        const threadKeys = new Set(rules.flatMap((r, i) => (!inStore(r) ? [`${bases[i]}|calls`, `${bases[i]}|sum`] : [])));
+        counters = (key) => {
+          const value = threadKeys.has(key) ? req.threadCounters[key] : stored[key];
+          if (value === undefined) return 0;
+          if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`counter ${key} is not a finite number`);
+          return value;
+        };
+        // Read every counter now, so a malformed one fails here, inside the fail-closed block.
+        for (const key of [...storeKeys, ...threadKeys]) counters(key);
+      } catch (error) {
+        return {
+          effect: "deny",
+          budgetIds: rules.map((r) => r.id),
+          reasons: [`budgets could not be evaluated: ${(error as Error)?.message ?? String(error)}`],
+          evaluationError: true,
+        };
+      }
+
+      // Earlier calls of the same message count as charged (an unmeasurable amount spends the
+      // whole budget, as `charge` would).
+      const earlier = (rule: BudgetRule) => (req.pending ?? []).filter((p) => rulesFor(p.name).includes(rule) && (!inStore(rule) || !p.reserved));
+      const earlierSum = (rule: BudgetRule) => earlier(rule).reduce((total, p) => total + (amountOf(rule, p.args) ?? rule.maxSum!.max), 0);
+      const exceeded: Exceeded[] = [];
+      rules.forEach((rule, i) => {
+        const details: string[] = [];
+        if (rule.maxSum) {
+          const amount = amountOf(rule, req.tool.args);
+          if (amount === undefined) {
+            exceeded.push({
+              rule,
+              effect: "deny",
+              reason:
+                `budget "${rule.id}": argument "${rule.maxSum.arg}" of ${req.tool.name} is missing, not a finite number or negative, ` +
+                `so the call cannot be counted against its limit of ${rule.maxSum.max} (denied)`,
+            });
+            return;
+          }
+          const sum = counters(`${bases[i]}|sum`) + earlierSum(rule);
+          if (sum + amount > rule.maxSum.max) {
+            details.push(
+              `${rule.maxSum.arg} ${amount} would bring the total to ${sum + amount}, over the limit of ${rule.maxSum.max} ${within(rule)}`,
+            );
+          }
+        }
+        if (rule.maxCalls !== undefined) {
+          const calls = counters(`${bases[i]}|calls`) + earlier(rule).length;
+          if (calls + 1 > rule.maxCalls) details.push(`this would be call ${calls + 1}, over the limit of ${rule.maxCalls} ${within(rule)}`);
+        }
+        if (details.length > 0) {
+          exceeded.push({ rule, effect: rule.onExceed, reason: rule.reason ?? `budget "${rule.id}": ${details.join("; ")}` });
+        }
+      });
+      return combine(exceeded);
+    },
+
+    async charge(request, options = {}) {
+      const req = parseRequest("charge", request);
+      const rules = rulesFor(req.tool.name);
+      if (rules.length === 0) return {};
+      const at = now();
+      const threadUpdate: Record<string, number> = {};
+      const increments: Record<string, number> = {};
+      const add = (rule: BudgetRule, key: string, delta: number) => {
+        if (!inStore(rule)) threadUpdate[key] = (threadUpdate[key] ?? req.threadCounters[key] ?? 0) + delta;
+        else if (options.crossThread !== false) increments[key] = (increments[key] ?? 0) + delta;
+      };
+      for (const rule of rules) {
+        const base = baseKey(rule, req, at);
+        if (rule.maxCalls !== undefined) add(rule, `${base}|calls`, 1);
+        // A call that ran although its amount cannot be measured (check denies it) spends the
+        // whole budget for the window: fail closed rather than count it as nothing.
+        if (rule.maxSum) add(rule, `${base}|sum`, amountOf(rule, req.tool.args) ?? rule.maxSum.max);
+      }
+      if (Object.keys(increments).length > 0) await store!.add(increments);
+      return threadUpdate;
+    },
+  };
+  return guard;
+}
+
+const KeysSchema = z.array(z.string());
+const IncrementsSchema = z.record(z.string(), z.number().refine(Number.isFinite, "must be a finite number"));
+
+function parseKeys(keys: unknown): string[] {
+  const parsed = KeysSchema.safeParse(keys);
+  if (!parsed.success) throw new EartConfigError("keys", parsed.error.issues[0]?.message ?? "must be an array of strings");
+  return [...new Set(parsed.data)];
+}
+
+/** Entries of a batch, validated, sorted by key so concurrent batches lock rows in one order. */
+function parseIncrements(increments: unknown): [string, number][] {
+  const parsed = IncrementsSchema.safeParse(increments);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new EartConfigError("increments", `${issue.path.join(".") || "(root)"}: ${issue.message}`);
+  }
+  return Object.entries(parsed.data).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** The limits of a batch, validated. */
+function parseLimits(limits: unknown): Map<string, number> {
+  const parsed = IncrementsSchema.safeParse(limits);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new EartConfigError("limits", `${issue.path.join(".") || "(root)"}: ${issue.message}`);
+  }
+  return new Map(Object.entries(parsed.data));
+}
+
+/** Whether adding `entries` to `current` keeps every limited counter within its limit. */
+const fits = (entries: [string, number][], limits: Map<string, number>, current: (key: string) => number) =>
+  entries.every(([key, delta]) => !limits.has(key) || current(key) + delta <= limits.get(key)!);
+
+const withZeros = (keys: string[], found: Iterable<[string, number]>): Record<string, number> => {
+  const out: Record<string, number> = Object.fromEntries(keys.map((k) => [k, 0]));
+  for (const [k, v] of found) out[k] = v;
+  return out;
+};
+
+/**
+ * Budget counters in memory: for tests and single-process runs.
+ * @example
+ * ```ts
+ * const budgets = defineBudgets(rules, { store: new MemoryBudgetStore() });
+ * ```
+ */
+export class MemoryBudgetStore implements BudgetStore {
+  readonly #values = new Map<string, number>();
+
+  async get(keys: string[]): Promise<Record<string, number>> {
+    const list = parseKeys(keys);
+    return withZeros(
+      list,
+      list.flatMap((k): [string, number][] => (this.#values.has(k) ? [[k, this.#values.get(k)!]] : [])),
+    );
+  }
+
+  async add(increments: Record<string, number>): Promise<void> {
+    for (const [key, delta] of parseIncrements(increments)) this.#values.set(key, (this.#values.get(key) ?? 0) + delta);
+  }
+
+  async addWithin(increments: Record<string, number>, limits: Record<string, number>): Promise<boolean> {
+    const entries = parseIncrements(increments);
+    // No await between the check and the writes: atomic in this process.
+    if (!fits(entries, parseLimits(limits), (k) => this.#values.get(k) ?? 0)) return false;
+    for (const [key, delta] of entries) this.#values.set(key, (this.#values.get(key) ?? 0) + delta);
+    return true;
+  }
+}
+
+/** Where the SQLite counters live: a file path, or an open better-sqlite3 database to share. */
+export type SqliteBudgetStoreOptions = SqliteLocation;
+
+/**
+ * Budget counters in a SQLite file (table `eart_budget_counters`), shared by every process that
+ * opens the file; a batch is added in one write transaction.
+ * @example
+ * ```ts
+ * const store = new SqliteBudgetStore({ path: ".eart/eart.sqlite" });
+ * const budgets = defineBudgets(rules, { store });
+ * ```
+ */
+export class SqliteBudgetStore implements BudgetStore {
+  readonly #db: Database.Database;
+  readonly #owned: boolean;
+  readonly #get: Database.Statement;
+  readonly #addTx: Database.Transaction<(entries: [string, number][]) => void>;
+  readonly #addWithinTx: Database.Transaction<(entries: [string, number][], limits: Map<string, number>) => boolean>;
+
+  constructor(options: SqliteBudgetStoreOptions) {
+    ({ db: this.#db, owned: this.#owned } = openSqlite(options));
+    this.#db.exec(`CREATE TABLE IF NOT EXISTS eart_budget_counters (key TEXT PRIMARY KEY, value REAL NOT NULL)`);
+    // Keys travel as one JSON array: no limit on the number of bound parameters.
+    this.#get = this.#db.prepare(`SELECT key, value FROM eart_budget_counters WHERE key IN (SELECT value FROM json_each(?))`);
+    const upsert = this.#db.prepare(
+      `INSERT INTO eart_budget_counters (key, value) VALUES (?, ?)
+       ON CONFLICT(key) DO UPDATE SET value = eart_budget_counters.value + excluded.value`,
+    );
+    this.#addTx = this.#db.transaction((entries: [string, number][]) => {
+      for (const [key, delta] of entries) upsert.run(key, delta);
+    });
+    const one = this.#db.prepare(`SELECT value FROM eart_budget_counters WHERE key = ?`);
+    // Run as an IMMEDIATE transaction: the write lock is taken before the read, so two processes
+    // never both read the same total.
+    this.#addWithinTx = this.#db.transaction((entries: [string, number][], limits: Map<string, number>) => {
+      if (!fits(entries, limits, (k) => (one.get(k) as { value: number } | undefined)?.value ?? 0)) return false;
+      for (const [key, delta] of entries) upsert.run(key, delta);
+      return true;
+    });
+  }
+
+  async get(keys: string[]): Promise<Record<string, number>> {
+    const list = parseKeys(keys);
+    if (list.length === 0) return {};
+    const rows = this.#get.all(JSON.stringify(list)) as { key: string; value: number }[];
+    return withZeros(
+      list,
+      rows.map((r): [string, number] => [r.key, r.value]),
+    );
+  }
+
+  async add(increments: Record<string, number>): Promise<void> {
+    const entries = parseIncrements(increments);
+    if (entries.length === 0) return;
+    this.#addTx.immediate(entries);
+  }
+
+  async addWithin(increments: Record<string, number>, limits: Record<string, number>): Promise<boolean> {
+    const entries = parseIncrements(increments);
+    const parsedLimits = parseLimits(limits);
+    if (entries.length === 0) return true;
+    return this.#addWithinTx.immediate(entries, parsedLimits);
+  }
+
+  /** Closes the database connection (only when this store opened it). */
+  close(): void {
+    if (this.#owned && this.#db.open) this.#db.close();
+  }
+}
+
+const PostgresBudgetBoundsSchema = z
+  .object({
+    /** The bound on each operation, waiting for a connection of the pool included (default 30 s). */
+    timeoutMs: z.number().int().positive().default(30_000),
+  })
+  .strict();
+
+/**
+ * Where the PostgreSQL counters live: a connection string (else `EART_DATABASE_URL`), or a pool to
+ * share; and `timeoutMs`, the bound on each operation (default 30 s).
+ */
+export type PostgresBudgetStoreOptions = PostgresLocation & z.input<typeof PostgresBudgetBoundsSchema>;
+
+const PG_TABLE = "eart_budget_counters";
+
+/**
+ * Budget counters in PostgreSQL (table `eart_budget_counters`, created on first use), shared by
+ * every process and machine on the database. A batch is added in one transaction with
+ * `INSERT … ON CONFLICT DO UPDATE`, so concurrent charges sum exactly. Faults are typed
+ * {@link StoreError}s (`store_timeout` past `timeoutMs`, `store_unavailable` for a lost connection,
+ * after one more attempt for `get`), which the budget guard turns into a denial.
+ * @example
+ * ```ts
+ * const store = new PostgresBudgetStore({ connectionString: process.env.EART_DATABASE_URL });
+ * const budgets = defineBudgets(rules, { store });
+ * // …
+ * await store.close();
+ * ```
+ */
+export class PostgresBudgetStore implements BudgetStore {
+  readonly #pool: pg.Pool;
+  readonly #owned: boolean;
+  readonly #migrate: () => Promise<void>;
+  readonly #timeoutMs: number;
+
+  constructor(options: PostgresBudgetStoreOptions = {}) {
+    const { timeoutMs, ...location } = (options ?? {}) as PostgresBudgetStoreOptions;
+    ({ timeoutMs: this.#timeoutMs } = parseOptions(PostgresBudgetBoundsSchema, timeoutMs === undefined ? {} : { timeoutMs }));
+    ({ pool: this.#pool, owned: this.#owned } = openPostgres(location));
+    this.#migrate = migrationOnce(this.#pool, PG_TABLE, `CREATE TABLE IF NOT EXISTS ${PG_TABLE} (key TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL)`);
+  }
+
+  /** One operation, bounded and with typed faults; `idempotent` ones are retried once after a lost connection. */
+  #call<T>(operation: string, idempotent: boolean, body: () => Promise<T>): Promise<T> {
+    return storeCall({ store: "budget_store", operation, timeoutMs: this.#timeoutMs, idempotent }, body);
+  }
+
+  async get(keys: string[]): Promise<Record<string, number>> {
+    const list = parseKeys(keys);
+    if (list.length === 0) return {};
+    const { rows } = await this.#call("get", true, async () => {
+      await this.#migrate();
+      return this.#pool.query<{ key: string; value: number }>(`SELECT key, value FROM ${PG_TABLE} WHERE key = ANY($1::text[])`, [list]);
+    });
+    return withZeros(
+      list,
+      rows.map((r): [string, number] => [r.key, Number(r.value)]),
+    );
+  }
+
+  async add(increments: Record<string, number>): Promise<void> {
+    const entries = parseIncrements(increments);
+    if (entries.length === 0) return;
+    // Not retried: a charge whose commit was not confirmed may have been counted.
+    await this.#call("add", false, async () => {
+      await this.#migrate();
+      await inTransaction(this.#pool, async (client) => {
+        await client.query(
+          `INSERT INTO ${PG_TABLE} (key, value) SELECT * FROM unnest($1::text[], $2::float8[])
+           ON CONFLICT (key) DO UPDATE SET value = ${PG_TABLE}.value + EXCLUDED.value`,
+          [entries.map(([k]) => k), entries.map(([, v]) => v)],
+        );
+      });
+    });
+  }
+
+  async addWithin(increments: Record<string, number>, limits: Record<string, number>): Promise<boolean> {
+    const entries = parseIncrements(increments);
+    const parsedLimits = parseLimits(limits);
+    if (entries.length === 0) return true;
+    const keys = entries.map(([k]) => k);
+    return this.#call("addWithin", false, async () => {
+      await this.#migrate();
+      return inTransaction(this.#pool, async (client) => {
+        // Every row exists, then is locked in key order (no deadlock between two batches), read,
+        // checked and added to, in one transaction.
+        await client.query(`INSERT INTO ${PG_TABLE} (key, value) SELECT unnest($1::text[]), 0 ON CONFLICT (key) DO NOTHING`, [keys]);
+        const { rows } = await client.query<{ key: string; value: number }>(
+          `SELECT key, value FROM ${PG_TABLE} WHERE key = ANY($1::text[]) ORDER BY key COLLATE "C" FOR UPDATE`,
+          [keys],
+        );
+        const current = new Map(rows.map((r) => [r.key, Number(r.value)]));
+        if (!fits(entries, parsedLimits, (k) => current.get(k) ?? 0)) return false;
+        await client.query(
+          `UPDATE ${PG_TABLE} AS t SET value = t.value + d.delta FROM unnest($1::text[], $2::float8[]) AS d(key, delta) WHERE t.key = d.key`,
+          [keys, entries.map(([, v]) => v)],
+        );
+        return true;
+      });
+    });
+  }
+
+  /** Ends the connection pool (only when this store created it). */
+  async close(): Promise<void> {
+    if (this.#owned && !this.#pool.ended) await this.#pool.end();
+  }
+}

@@ -1,0 +1,259 @@
+import Database from "better-sqlite3";
+import {
+  type AuditEvent,
+  type AuditEventInput,
+  type AuditLog,
+  type AuditVerification,
+  type AuditVerifyOptions,
+  type ChainHead,
+  groupByThread,
+  markAppended,
+  sealEventsWithJson,
+  toInputList,
+  verifyChain,
+} from "../../audit/log.js";
+import { headSigner, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "../../audit/signing.js";
+import { globalHeadSigner, nextGlobalEntry, type GlobalEntry, type GlobalHead, type SignedGlobalHead, type ThreadHead } from "../../audit/global.js";
+import type { GlobalLogSnapshot } from "../../audit/log.js";
+import { parseJsonOr, rowToEvent, type EventRow } from "../../audit/rows.js";
+import { AuditStoreError, EartConfigError, EartError } from "../../errors.js";
+import { openSqlite, type SqliteLocation } from "./connection.js";
+
+/**
+ * Where the log lives (a file path, or an open better-sqlite3 database to share), and optionally
+ * an Ed25519 `signingKey` that signs each thread's head after every append.
+ */
+export type SqliteAuditLogOptions = SqliteLocation & { signingKey?: AuditSigningKey };
+
+
+/**
+ * Audit log in a SQLite file (the embedded default, beside LangGraph's SQLite checkpointer).
+ * Appends are serialised by SQLite's write lock, so several processes can share one file; the
+ * chain head of each thread is kept in its own table, so a deleted last event is detected too.
+ * With a `signingKey`, the head is also signed (table `eart_audit_signed_heads`), so a verifier
+ * holding the public key detects a chain and head rewritten by someone without the private key.
+ * @example
+ * ```ts
+ * const auditLog = new SqliteAuditLog({ path: ".eart/eart.sqlite" });
+ * await auditLog.verify("thread-1");
+ * ```
+ */
+export class SqliteAuditLog implements AuditLog {
+  readonly #db: Database.Database;
+  readonly #owned: boolean;
+  readonly #insert: Database.Statement;
+  readonly #head: Database.Statement;
+  readonly #setHead: Database.Statement;
+  readonly #read: Database.Statement;
+  readonly #threads: Database.Statement;
+  readonly #signedHead: Database.Statement;
+  readonly #setSignedHead: Database.Statement;
+  readonly #signer: HeadSigner | undefined;
+  readonly #globalSigner: { sign(head: GlobalHead): SignedGlobalHead } | undefined;
+  readonly #globalHead: Database.Statement;
+  readonly #logged: Database.Statement;
+  readonly #addGlobal: (heads: ThreadHead[]) => GlobalEntry & { signed?: SignedGlobalHead };
+  readonly #readGlobal: Database.Transaction<() => GlobalLogSnapshot>;
+  readonly #appendTx: Database.Transaction<(groups: Map<string, AuditEventInput[]>) => AuditEvent[]>;
+
+  constructor(options: SqliteAuditLogOptions) {
+    const { signingKey, ...location } = (options ?? {}) as SqliteAuditLogOptions;
+    this.#signer = signingKey === undefined ? undefined : headSigner(signingKey);
+    this.#globalSigner = signingKey === undefined ? undefined : globalHeadSigner(signingKey);
+    try {
+      ({ db: this.#db, owned: this.#owned } = openSqlite(location as SqliteLocation));
+      this.#db.exec(`
+        CREATE TABLE IF NOT EXISTS eart_audit_events (
+          thread_id TEXT NOT NULL,
+          seq INTEGER NOT NULL,
+          id TEXT NOT NULL,
+          type TEXT NOT NULL,
+          at TEXT NOT NULL,
+          schema_version INTEGER NOT NULL,
+          data TEXT NOT NULL,
+          prev_hash TEXT NOT NULL,
+          hash TEXT NOT NULL,
+          PRIMARY KEY (thread_id, seq)
+        );
+        CREATE TABLE IF NOT EXISTS eart_audit_heads (
+          thread_id TEXT PRIMARY KEY,
+          seq INTEGER NOT NULL,
+          hash TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS eart_audit_signed_heads (
+          thread_id TEXT PRIMARY KEY,
+          head TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS eart_audit_global (
+          gseq INTEGER PRIMARY KEY,
+          prev_hash TEXT NOT NULL,
+          hash TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS eart_audit_global_heads (
+          thread_id TEXT NOT NULL,
+          gseq INTEGER NOT NULL,
+          seq INTEGER NOT NULL,
+          hash TEXT NOT NULL,
+          PRIMARY KEY (thread_id, gseq)
+        );
+        CREATE TABLE IF NOT EXISTS eart_audit_global_signed (
+          id INTEGER PRIMARY KEY CHECK (id = 1),
+          head TEXT NOT NULL
+        );
+      `);
+    } catch (error) {
+      if (error instanceof EartConfigError) throw error;
+      throw new AuditStoreError(`Cannot open the SQLite audit log: ${(error as Error).message}`, { cause: error });
+    }
+    this.#insert = this.#db.prepare(
+      `INSERT INTO eart_audit_events (thread_id, seq, id, type, at, schema_version, data, prev_hash, hash)
+       VALUES (@threadId, @seq, @id, @type, @at, @schemaVersion, @data, @prevHash, @hash)`,
+    );
+    this.#head = this.#db.prepare(`SELECT seq, hash FROM eart_audit_heads WHERE thread_id = ?`);
+    this.#setHead = this.#db.prepare(
+      `INSERT INTO eart_audit_heads (thread_id, seq, hash) VALUES (?, ?, ?)
+       ON CONFLICT(thread_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`,
+    );
+    this.#read = this.#db.prepare(`SELECT * FROM eart_audit_events WHERE thread_id = ? ORDER BY seq`);
+    this.#threads = this.#db.prepare(`SELECT DISTINCT thread_id FROM eart_audit_events ORDER BY thread_id`);
+    this.#signedHead = this.#db.prepare(`SELECT head FROM eart_audit_signed_heads WHERE thread_id = ?`);
+    this.#setSignedHead = this.#db.prepare(
+      `INSERT INTO eart_audit_signed_heads (thread_id, head) VALUES (?, ?) ON CONFLICT(thread_id) DO UPDATE SET head = excluded.head`,
+    );
+    this.#globalHead = this.#db.prepare(`SELECT gseq, hash FROM eart_audit_global ORDER BY gseq DESC LIMIT 1`);
+    this.#logged = this.#db.prepare(`SELECT seq, hash FROM eart_audit_global_heads WHERE thread_id = ? ORDER BY gseq DESC LIMIT 1`);
+    const insertGlobal = this.#db.prepare(`INSERT INTO eart_audit_global (gseq, prev_hash, hash) VALUES (?, ?, ?)`);
+    const insertGlobalHead = this.#db.prepare(`INSERT INTO eart_audit_global_heads (thread_id, gseq, seq, hash) VALUES (?, ?, ?, ?)`);
+    const setGlobalSigned = this.#db.prepare(`INSERT INTO eart_audit_global_signed (id, head) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET head = excluded.head`);
+    this.#addGlobal = (heads) => {
+      const entry = nextGlobalEntry((this.#globalHead.get() as GlobalHead | undefined) ?? null, heads);
+      insertGlobal.run(entry.gseq, entry.prevHash, entry.hash);
+      for (const h of entry.heads) insertGlobalHead.run(h.threadId, entry.gseq, h.seq, h.hash);
+      const signed = this.#globalSigner?.sign(entry);
+      if (signed) setGlobalSigned.run(JSON.stringify(signed));
+      return { ...entry, ...(signed ? { signed } : {}) };
+    };
+    const allGlobal = this.#db.prepare(`SELECT gseq, prev_hash, hash FROM eart_audit_global ORDER BY gseq`);
+    const allGlobalHeads = this.#db.prepare(`SELECT thread_id, gseq, seq, hash FROM eart_audit_global_heads ORDER BY gseq, thread_id`);
+    const globalSigned = this.#db.prepare(`SELECT head FROM eart_audit_global_signed WHERE id = 1`);
+    this.#readGlobal = this.#db.transaction(() => {
+      const entries = (allGlobal.all() as { gseq: number; prev_hash: string; hash: string }[]).map((r): GlobalEntry => ({ gseq: r.gseq, heads: [], prevHash: r.prev_hash, hash: r.hash }));
+      const byGseq = new Map(entries.map((e) => [e.gseq, e]));
+      for (const r of allGlobalHeads.all() as { thread_id: string; gseq: number; seq: number; hash: string }[]) byGseq.get(r.gseq)?.heads.push({ threadId: r.thread_id, seq: r.seq, hash: r.hash });
+      const signed = (globalSigned.get() as { head: string } | undefined)?.head;
+      const last = entries.at(-1);
+      return {
+        entries,
+        recorded: last ? { gseq: last.gseq, hash: last.hash } : null,
+        ...(signed !== undefined ? { signedHead: parseJsonOr(signed) as SignedGlobalHead } : {}),
+        ...(this.#signer ? { publicKey: this.#signer.publicKey } : {}),
+      };
+    });
+    // A file written before the global log: one first entry records every thread's head as it stands.
+    this.#db.transaction(() => {
+      if (this.#globalHead.get() !== undefined) return;
+      const heads = this.#db.prepare(`SELECT thread_id AS threadId, seq, hash FROM eart_audit_heads ORDER BY thread_id`).all() as ThreadHead[];
+      if (heads.length > 0) this.#addGlobal(heads);
+    }).immediate();
+    this.#appendTx = this.#db.transaction((groups: Map<string, AuditEventInput[]>) => {
+      const out: AuditEvent[] = [];
+      const heads: ThreadHead[] = [];
+      for (const [threadId, inputs] of groups) {
+        const head = (this.#head.get(threadId) as ChainHead | undefined) ?? null;
+        const sealed = sealEventsWithJson(head, inputs);
+        for (const { event, dataJson } of sealed) {
+          this.#insert.run({ ...event, data: dataJson });
+          out.push(event);
+        }
+        const last = sealed[sealed.length - 1]!.event;
+        this.#setHead.run(threadId, last.seq, last.hash);
+        heads.push({ threadId, seq: last.seq, hash: last.hash });
+        if (this.#signer) this.#setSignedHead.run(threadId, JSON.stringify(this.#signer.sign({ threadId, seq: last.seq, hash: last.hash })));
+      }
+      const entry = this.#addGlobal(heads);
+      markAppended(out, entry, entry.signed);
+      return out;
+    });
+  }
+
+  async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
+    const groups = groupByThread(toInputList(events));
+    if (groups.size === 0) return [];
+    try {
+      return this.#appendTx.immediate(groups);
+    } catch (error) {
+      // Refused input (e.g. data that is not JSON) stays what it is; the transaction rolled back.
+      if (error instanceof EartError) throw error;
+      throw new AuditStoreError(`Cannot append to the SQLite audit log: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  async read(threadId: string): Promise<AuditEvent[]> {
+    return this.#query("read", () => (this.#read.all(threadId) as EventRow[]).map(rowToEvent));
+  }
+
+  async verify(threadId: string, options: AuditVerifyOptions = {}): Promise<AuditVerification> {
+    // One read transaction: the events and the heads from one snapshot, even while another
+    // process appends (two plain statements could see the events before and the head after).
+    const [rows, head, signed, logged] = this.#query("verify", () =>
+      this.#db.transaction(
+        () =>
+          [
+            this.#read.all(threadId) as EventRow[],
+            (this.#head.get(threadId) as ChainHead | undefined) ?? null,
+            (this.#signedHead.get(threadId) as { head: string } | undefined)?.head,
+            (this.#logged.get(threadId) as ChainHead | undefined) ?? null,
+          ] as const,
+      )(),
+    );
+    const events: unknown[] = [];
+    for (const row of rows) {
+      try {
+        events.push(rowToEvent(row));
+      } catch {
+        events.push({ id: row.id, malformed: true });
+      }
+    }
+    return verifyChain(threadId, events, head, {
+      ...options,
+      publicKey: options.publicKey ?? this.#signer?.publicKey,
+      signedHead: signed === undefined ? undefined : parseJsonOr(signed),
+      globalHead: logged,
+    });
+  }
+
+  async globalLog(): Promise<GlobalLogSnapshot> {
+    return this.#query("read the global log of", () => this.#readGlobal());
+  }
+
+  async globalHead(): Promise<{ head: GlobalHead | null; signed?: SignedGlobalHead }> {
+    return this.#query("read the global head of", () => {
+      const head = (this.#globalHead.get() as GlobalHead | undefined) ?? null;
+      const signed = (this.#db.prepare(`SELECT head FROM eart_audit_global_signed WHERE id = 1`).get() as { head: string } | undefined)?.head;
+      return { head, ...(signed !== undefined ? { signed: parseJsonOr(signed) as SignedGlobalHead } : {}) };
+    });
+  }
+
+  /** The thread's signed head, when this file has one (written by a log given a `signingKey`). */
+  async signedHead(threadId: string): Promise<SignedChainHead | undefined> {
+    const row = this.#query("read the signed head of", () => this.#signedHead.get(threadId) as { head: string } | undefined);
+    return row && (parseJsonOr(row.head) as SignedChainHead);
+  }
+
+  async listThreads(): Promise<string[]> {
+    return this.#query("list threads of", () => (this.#threads.all() as { thread_id: string }[]).map((r) => r.thread_id));
+  }
+
+  #query<T>(what: string, run: () => T): T {
+    try {
+      return run();
+    } catch (error) {
+      throw new AuditStoreError(`Cannot ${what} the SQLite audit log: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /** Closes the database connection (only when this log opened it). */
+  close(): void {
+    if (this.#owned) this.#db.close();
+  }
+}
