@@ -26,7 +26,8 @@ import {
   type ContextRetrievalOptions,
   type GovernedState,
 } from "../nodes/index.js";
-import { assertNoPendingApproval, ChatModelOption, ToolsOption } from "../nodes/runtime.js";
+import { assertNoPendingApproval } from "../langgraph/run.js";
+import { ChatModelOption, ToolsOption } from "../langgraph/tools.js";
 import {
   AuditLogOption,
   BudgetGuardOption,

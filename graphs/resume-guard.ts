@@ -20,7 +20,7 @@ import {
 } from "../src/index.js";
 import { refusalData } from "../guards/policy-gate.js";
 import { assertActsForBound } from "../nodes/identity-binding.js";
-import { GOVERNED_CHANNEL_NAMES } from "../nodes/state.js";
+import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
 
 /** The part of a state snapshot the guard reads. */
 interface Snapshot {

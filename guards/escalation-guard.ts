@@ -2,8 +2,9 @@ import { randomUUID } from "node:crypto";
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import { interruptForAnswer, lastAIMessage, messageText, requireThreadId } from "../nodes/runtime.js";
-import type { GovernedState } from "../nodes/state.js";
+import { interruptForAnswer } from "../langgraph/interrupts.js";
+import { lastAIMessage, messageText, requireThreadId } from "../langgraph/run.js";
+import type { GovernedState } from "../langgraph/channels.js";
 import {
   AuditLogOption,
   IdentityRegistryOption,

@@ -36,8 +36,11 @@ import {
   type Principal,
   type ThreadContext,
 } from "../src/index.js";
-import { acceptAnswer, assertSealed, checkToolArgs, sealDecisions, EffectLedgerOption, indexTools, lastAIMessage, newestAnswer, requireThreadId, ToolsOption } from "../nodes/runtime.js";
-import type { GovernedState } from "../nodes/state.js";
+import { acceptAnswer, newestAnswer } from "../langgraph/interrupts.js";
+import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
+import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
+import { checkToolArgs, indexTools, ToolsOption } from "../langgraph/tools.js";
+import type { GovernedState } from "../langgraph/channels.js";
 
 const PolicyGateOptionsSchema = z
   .object({

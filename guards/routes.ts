@@ -1,5 +1,5 @@
 import { HumanMessage, type BaseMessage } from "@langchain/core/messages";
-import { lastAIMessage } from "../nodes/runtime.js";
+import { lastAIMessage } from "../langgraph/run.js";
 import { RUNNABLE_STATUSES, type DecisionRecord, type Escalation } from "../src/index.js";
 
 /** Where a graph goes after the policy gate. Map each to a node in `addConditionalEdges`. */

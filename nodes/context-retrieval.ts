@@ -17,8 +17,9 @@ import {
   type RetrievalRequest,
   type RetrievedItem,
 } from "../src/index.js";
-import { isGraphControlFlow, messageText, requireThreadId } from "./runtime.js";
-import type { GovernedState } from "./state.js";
+import { messageText, requireThreadId } from "../langgraph/run.js";
+import { isGraphControlFlow } from "../langgraph/tools.js";
+import type { GovernedState } from "../langgraph/channels.js";
 
 /** A LangChain retriever (any vector store's `asRetriever()`, or a `BaseRetriever`): what the context node calls. */
 export interface RetrieverLike {

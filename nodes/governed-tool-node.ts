@@ -36,8 +36,10 @@ import {
   type Redacted,
   type Redaction,
 } from "../src/index.js";
-import { assertSealed, checkToolArgs, sealDecisions, EffectLedgerOption, indexTools, isGraphControlFlow, lastAIMessage, requireThreadId, ToolsOption } from "./runtime.js";
-import type { GovernedState } from "./state.js";
+import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
+import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
+import { checkToolArgs, indexTools, isGraphControlFlow, ToolsOption } from "../langgraph/tools.js";
+import type { GovernedState } from "../langgraph/channels.js";
 
 const GovernedToolNodeOptionsSchema = z
   .object({

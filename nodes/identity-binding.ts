@@ -16,8 +16,9 @@ import {
   type Sealer,
   type IdentityClaim,
 } from "../src/index.js";
-import { assertSealed, EffectLedgerOption, messageText, requireThreadId } from "./runtime.js";
-import type { GovernedState } from "./state.js";
+import { assertSealed, EffectLedgerOption } from "../langgraph/records.js";
+import { messageText, requireThreadId } from "../langgraph/run.js";
+import type { GovernedState } from "../langgraph/channels.js";
 
 const IdentityBindingOptionsSchema = z
   .object({

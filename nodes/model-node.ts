@@ -17,8 +17,9 @@ import {
   type ThreadContext,
 } from "../src/index.js";
 import { redactMessage, type RedactionViewer } from "./redaction.js";
-import { assertNoPendingApproval, isGraphControlFlow, messageText, requireThreadId, ChatModelOption, ToolsOption } from "./runtime.js";
-import type { GovernedState } from "./state.js";
+import { assertNoPendingApproval, messageText, requireThreadId } from "../langgraph/run.js";
+import { isGraphControlFlow, ChatModelOption, ToolsOption } from "../langgraph/tools.js";
+import type { GovernedState } from "../langgraph/channels.js";
 
 const ModelNodeOptionsSchema = z
   .object({

@@ -11,8 +11,10 @@ import {
   validateRecoveryResponse,
   type DecisionRecord,
 } from "../src/index.js";
-import { assertSealed, EffectLedgerOption, interruptForAnswer, lastAIMessage, requireThreadId, sealDecisions } from "./runtime.js";
-import type { GovernedState } from "./state.js";
+import { interruptForAnswer } from "../langgraph/interrupts.js";
+import { assertSealed, EffectLedgerOption, sealDecisions } from "../langgraph/records.js";
+import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
+import type { GovernedState } from "../langgraph/channels.js";
 
 const ToolRecoveryOptionsSchema = z
   .object({

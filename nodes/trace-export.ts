@@ -1,7 +1,7 @@
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import { AuditLogOption, exportThread, parseOptions, type AuditExporter } from "../src/index.js";
-import { requireThreadId } from "./runtime.js";
+import { requireThreadId } from "../langgraph/run.js";
 
 const TraceExportNodeOptionsSchema = z
   .object({

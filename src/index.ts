@@ -22,6 +22,7 @@ export {
 } from "./human-tasks/protocol.js";
 export {
   AUDIT_SCHEMA_VERSION,
+  AuditLogOption,
   AuditEventInputSchema,
   AuditEventSchema,
   AuditEventTypeSchema,
@@ -74,14 +75,14 @@ export {
   type HeadSignatureCheck,
   type SignedChainHead,
 } from "./audit/signing.js";
-export { AuditLogOption, BudgetGuardOption, IdentityRegistryOption, parseOptions, PolicyEngineOption } from "./internal/options.js";
+export { parseOptions } from "./internal/options.js";
 export * from "./policy/cedar.js";
 export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./policy/replay.js";
 export * from "./policy/budget.js";
 export * from "./ledger/ledger.js";
 export { ANSWERED_STATUSES, assertTransition, DecisionTransitionError, RUNNABLE_STATUSES, STATUS_OF_EFFECT, WAITING_STATUSES } from "./decisions/lifecycle.js";
 export { approvalKeysFromFile, ApprovalTokenClaimsSchema, parseApprovalKeys, signApprovalToken, type ApprovalKeys, type ApprovalTokenClaims } from "./human-tasks/approval-token.js";
-export { lazySealer, processSealKey, Sealer, SEAL_KEY_BYTES, type SealKeySource } from "./decisions/seal.js";
+export { bindIdentityOnce, lazySealer, processSealKey, Sealer, SEAL_KEY_BYTES, type SealKeySource } from "./decisions/seal.js";
 export * from "./tools/resilience.js";
 export * from "./human-tasks/recovery.js";
 export * from "./threads/lock.js";

@@ -570,3 +570,9 @@ export class MemoryAuditLog implements AuditLog {
 type StoredEvent = Omit<AuditEvent, "data"> & { data: string };
 
 export { groupByThread };
+
+/** Option schema: an {@link AuditLog} (anything with its methods). */
+export const AuditLogOption = z.custom<AuditLog>(
+  (v) => typeof (v as AuditLog)?.append === "function" && typeof (v as AuditLog)?.read === "function",
+  "must be an AuditLog",
+);

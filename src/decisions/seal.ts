@@ -1,6 +1,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { canonicalJson } from "../internal/canonical.js";
-import type { AgentIdentity } from "../identity/registry.js";
+import { IdentityImmutableError, IdentityResolutionError } from "../errors.js";
+import { AgentIdentitySchema, type AgentIdentity } from "../identity/registry.js";
 import type { DecisionRecord } from "./records.js";
 
 /**
@@ -125,4 +126,31 @@ export function lazySealer(source: unknown): () => Promise<Sealer> {
         throw error;
       },
     ));
+}
+
+/**
+ * Reducer of the `identity` channel: the first identity written to a thread stays. Writing the
+ * same identity again is a no-op; writing a different one, from a node or from
+ * `graph.updateState`, throws {@link IdentityImmutableError}.
+ * @example
+ * ```ts
+ * Annotation<AgentIdentity | undefined>({ reducer: bindIdentityOnce, default: () => undefined })
+ * ```
+ */
+export function bindIdentityOnce(current: AgentIdentity | undefined, update: AgentIdentity | undefined): AgentIdentity | undefined {
+  if (update === undefined || update === null) return current;
+  // The binding node's own sealed identity on an unbound thread: built from the registry, valid.
+  if ((current === undefined || current === null) && sealedHere(update)) return update;
+  const parsed = AgentIdentitySchema.safeParse(update);
+  if (!parsed.success) {
+    if (current) throw new IdentityImmutableError(current.id, current.onBehalfOf.id, {});
+    throw new IdentityResolutionError("identity_missing", `Refused a malformed identity: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+  }
+  // An identity nobody sealed (planted through the state API before the first run) binds nothing:
+  // the binding node reports it and binds from the run configuration, which replaces it here.
+  if (current === undefined || current === null || current.seal === undefined) return parsed.data;
+  if (canonicalJson(current) !== canonicalJson(parsed.data)) {
+    throw new IdentityImmutableError(current.id, current.onBehalfOf.id, { agentId: parsed.data.id, userId: parsed.data.onBehalfOf.id });
+  }
+  return current;
 }

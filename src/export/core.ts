@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { AuditEvent, AuditEventInput, AuditLog, AuditVerification } from "../audit/log.js";
-import { AuditLogOption, parseOptions } from "../internal/options.js";
+import { AuditLogOption } from "../audit/log.js";
+import { parseOptions } from "../internal/options.js";
 
 /**
  * Exporters: copies of sealed audit events sent to LangSmith, OpenTelemetry or a JSONL file, in

@@ -10,7 +10,7 @@ import type { ExportRedactor, RedactedEvent } from "./segments.js";
 import type { FromWorker, ToWorker, WireEvent, WorkerMemberSpec, WorkerRedaction } from "./thread.js";
 
 /**
- * The export worker (see export-thread.ts): builds the exporters the graph's thread adds and
+ * The export worker (see thread.ts): builds the exporters the graph's thread adds and
  * feeds them the events it posts. Each posted entry is parsed once for every exporter it names.
  * Reads of a thread's earlier events go back to the graph's thread, which holds the audit log.
  */

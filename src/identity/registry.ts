@@ -1,8 +1,6 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { canonicalJson } from "../internal/canonical.js";
-import { sealedHere } from "../decisions/seal.js";
-import { IdentityImmutableError, IdentityRegistryError, IdentityResolutionError } from "../errors.js";
+import { IdentityRegistryError, IdentityResolutionError } from "../errors.js";
 
 const Id = z.string().min(1, "must be a non-empty string");
 const Name = z.string().min(1, "must be a non-empty string");
@@ -307,29 +305,6 @@ export function principalFromConfig(configurable: Record<string, unknown> | unde
   return { id: userId, source: "configurable.user_id" };
 }
 
-/**
- * Reducer of the `identity` channel: the first identity written to a thread stays. Writing the
- * same identity again is a no-op; writing a different one, from a node or from
- * `graph.updateState`, throws {@link IdentityImmutableError}.
- * @example
- * ```ts
- * Annotation<AgentIdentity | undefined>({ reducer: bindIdentityOnce, default: () => undefined })
- * ```
- */
-export function bindIdentityOnce(current: AgentIdentity | undefined, update: AgentIdentity | undefined): AgentIdentity | undefined {
-  if (update === undefined || update === null) return current;
-  // The binding node's own sealed identity on an unbound thread: built from the registry, valid.
-  if ((current === undefined || current === null) && sealedHere(update)) return update;
-  const parsed = AgentIdentitySchema.safeParse(update);
-  if (!parsed.success) {
-    if (current) throw new IdentityImmutableError(current.id, current.onBehalfOf.id, {});
-    throw new IdentityResolutionError("identity_missing", `Refused a malformed identity: ${parsed.error.issues[0]?.message ?? "invalid"}`);
-  }
-  // An identity nobody sealed (planted through the state API before the first run) binds nothing:
-  // the binding node reports it and binds from the run configuration, which replaces it here.
-  if (current === undefined || current === null || current.seal === undefined) return parsed.data;
-  if (canonicalJson(current) !== canonicalJson(parsed.data)) {
-    throw new IdentityImmutableError(current.id, current.onBehalfOf.id, { agentId: parsed.data.id, userId: parsed.data.onBehalfOf.id });
-  }
-  return current;
-}
+
+/** Option schema: an {@link IdentityRegistry}. */
+export const IdentityRegistryOption = z.custom<IdentityRegistry>((v) => v instanceof IdentityRegistry, "must be an IdentityRegistry");

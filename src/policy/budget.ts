@@ -714,3 +714,9 @@ export class PostgresBudgetStore implements BudgetStore {
     if (this.#owned && !this.#pool.ended) await this.#pool.end();
   }
 }
+
+/** Option schema: a {@link BudgetGuard} (from `defineBudgets`). */
+export const BudgetGuardOption = z.custom<BudgetGuard>(
+  (v) => ["check", "reserve", "charge"].every((m) => typeof (v as unknown as Record<string, unknown>)?.[m] === "function"),
+  "must be a BudgetGuard (defineBudgets)",
+);

@@ -417,3 +417,6 @@ function safeVersion(engine: PolicyEngine): string {
     return "unknown";
   }
 }
+
+/** Option schema: a {@link PolicyEngine}. */
+export const PolicyEngineOption = z.custom<PolicyEngine>((v) => typeof (v as PolicyEngine)?.decide === "function", "must be a PolicyEngine");

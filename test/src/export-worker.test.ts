@@ -28,7 +28,7 @@ import { server, track } from "../support/cleanups.js";
 import { ask, config, lookup, refundSetup } from "../support/refund.js";
 
 /**
- * The exporters on a worker thread (export-thread.ts, export-worker.ts). Every worker the sources
+ * The exporters on a worker thread (src/export/thread.ts, src/export/worker.ts). Every worker the sources
  * start is counted here, so tests can say how many an exporter started and that shutdown ended
  * them. The worker script itself is loaded from dist (`npm run build` first).
  */

@@ -1,0 +1,57 @@
+/** eart's records in graph state: sealed by the nodes that write them, checked by the nodes that act on them. */
+import { z } from "zod";
+import { StateTamperError } from "../src/errors.js";
+import type { AuditLog } from "../src/audit/log.js";
+import { assertTransition } from "../src/decisions/lifecycle.js";
+import type { DecisionRecord } from "../src/decisions/records.js";
+import type { Sealer } from "../src/decisions/seal.js";
+import type { AgentIdentity } from "../src/identity/registry.js";
+import type { EffectLedger } from "../src/ledger/ledger.js";
+
+/**
+ * Option schema: an {@link EffectLedger}. Its store also keeps the key that seals eart's records
+ * in graph state: give the nodes of one graph the same ledger.
+ */
+export const EffectLedgerOption = z.custom<EffectLedger>(
+  (v) => ["begin", "retry", "finish", "get", "list", "sealKey"].every((m) => typeof (v as Record<string, unknown>)?.[m] === "function"),
+  "must be an EffectLedger (begin, retry, finish, get, list, sealKey)",
+);
+
+/**
+ * Seals the decision records a node writes, after checking each one's move against the call's
+ * lifecycle from the record in state (`assertTransition`): a node cannot write a status its call
+ * may not reach, and what it writes is recognisably eart's.
+ */
+export function sealDecisions(sealer: Sealer, threadId: string, inState: readonly DecisionRecord[], records: readonly DecisionRecord[]): DecisionRecord[] {
+  const before = new Map(inState.map((d) => [d.toolCallId, d]));
+  return records.map((r) => {
+    assertTransition(before.get(r.toolCallId), r);
+    return sealer.decision(threadId, r);
+  });
+}
+
+/**
+ * Fails closed on graph state eart did not write: the thread's identity (when present) and the
+ * given decision records must carry eart's seal for this thread. Otherwise a
+ * `state.tamper_detected` event is appended and {@link StateTamperError} thrown; nothing runs.
+ * A caller of `updateState`, `Command` or the checkpoint store can write state, never a seal.
+ */
+export async function assertSealed(
+  sealer: Sealer,
+  auditLog: Pick<AuditLog, "append">,
+  threadId: string,
+  node: string,
+  identity: AgentIdentity | undefined,
+  records: readonly DecisionRecord[],
+): Promise<void> {
+  const forged: { channel: string; toolCallId?: string }[] = [];
+  if (identity && !sealer.identityIsSealed(threadId, identity)) forged.push({ channel: "identity" });
+  for (const r of records) if (!sealer.decisionIsSealed(threadId, r)) forged.push({ channel: "decisions", toolCallId: r.toolCallId });
+  if (forged.length === 0) return;
+  await auditLog.append({ threadId, type: "state.tamper_detected", data: { node, forged } });
+  throw new StateTamperError(
+    "state_tamper_detected",
+    `Thread "${threadId}" holds state eart did not write (${forged.map((f) => (f.toolCallId ? `${f.channel}:${f.toolCallId}` : f.channel)).join(", ")}); nothing was run`,
+    { threadId, node, forged },
+  );
+}
