@@ -23,7 +23,9 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { generateAuditSigningKey, JsonlAuditLog, MemoryAuditLog, PostgresAuditLog, SqliteAuditLog, type AuditEventInput, type AuditLog } from "eart";
+import { generateAuditSigningKey, JsonlAuditLog, MemoryAuditLog, type AuditEventInput, type AuditLog } from "eart";
+import { PostgresAuditLog } from "eart/postgres";
+import { SqliteAuditLog } from "eart/sqlite";
 import pg from "pg";
 import { positiveIntFromEnv } from "./stats.js";
 

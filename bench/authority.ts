@@ -9,7 +9,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { MemoryEffectLedger, PostgresEffectLedger, Sealer, SqliteEffectLedger, toolCallDigest, type DecisionRecord, type EffectLedger } from "eart";
+import { MemoryEffectLedger, Sealer, toolCallDigest, type DecisionRecord, type EffectLedger } from "eart";
+import { PostgresEffectLedger } from "eart/postgres";
+import { SqliteEffectLedger } from "eart/sqlite";
 import { positiveIntFromEnv } from "./stats.js";
 
 const THREAD = "bench-authority";

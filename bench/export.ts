@@ -38,7 +38,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
-import { createLangSmithExporter, createOtelExporter, createTraceExport, MemoryAuditLog, type AuditExporter, type TraceExport } from "eart";
+import { createTraceExport, MemoryAuditLog, type AuditExporter, type TraceExport } from "eart";
+import { createLangSmithExporter } from "eart/langsmith";
+import { createOtelExporter } from "eart/otel";
 import { assertCompleted, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
 import { positiveIntFromEnv, summarise } from "./stats.js";
 

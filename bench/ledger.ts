@@ -32,15 +32,14 @@ import {
   DecisionRecordSchema,
   MemoryAuditLog,
   MemoryEffectLedger,
-  PostgresEffectLedger,
   Sealer,
-  SqliteAuditLog,
-  SqliteEffectLedger,
   toolCallDigest,
   type AuditLog,
   type DecisionRecord,
   type EffectLedger,
 } from "eart";
+import { PostgresEffectLedger } from "eart/postgres";
+import { SqliteAuditLog, SqliteEffectLedger } from "eart/sqlite";
 import { createGovernedToolNode } from "eart/nodes";
 import pg from "pg";
 import { z } from "zod";

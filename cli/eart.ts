@@ -28,7 +28,6 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import {
-  createOtelExporter,
   EartError,
   exportThread,
   pendingApproval,
@@ -40,6 +39,7 @@ import {
   type GlobalHead,
   type SignedGlobalHead,
 } from "eart";
+import { createOtelExporter } from "eart/otel";
 import { continueThread, resumeThread, unfinishedThreads, type EartApp } from "eart/graphs";
 
 class UsageError extends Error {}

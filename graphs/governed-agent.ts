@@ -26,6 +26,7 @@ import {
   type ContextRetrievalOptions,
   type GovernedState,
 } from "../nodes/index.js";
+import { guardCheckpointer } from "../src/stores/postgres/connection.js";
 import { assertNoPendingApproval } from "../langgraph/run.js";
 import { ChatModelOption, ToolsOption } from "../langgraph/tools.js";
 import {
@@ -39,7 +40,6 @@ import {
   PolicyEngineOption,
   principalFromConfig,
   RetryOptionsSchema,
-  guardCheckpointer,
   standardRedaction,
   threadLockFor,
   ToolExecutionOptionsSchema,

@@ -59,10 +59,7 @@ export {
   type ThreadHead,
 } from "./audit/global.js";
 export { verifyAuditStore, type AuditStoreVerification } from "./audit/verify.js";
-export { SqliteAuditLog, type SqliteAuditLogOptions } from "./stores/sqlite/audit-log.js";
 export { JsonlAuditLog, type JsonlAuditLogOptions } from "./audit/jsonl.js";
-export { PostgresAuditLog, type PostgresAuditLogOptions } from "./stores/postgres/audit-log.js";
-export { guardCheckpointer, guardPool } from "./stores/postgres/connection.js";
 export {
   auditKeyId,
   generateAuditSigningKey,
@@ -76,16 +73,53 @@ export {
   type SignedChainHead,
 } from "./audit/signing.js";
 export { parseOptions } from "./internal/options.js";
-export * from "./policy/cedar.js";
 export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./policy/replay.js";
-export * from "./policy/budget.js";
-export * from "./ledger/ledger.js";
+export {
+  BudgetGuardOption,
+  BudgetRequestSchema,
+  BudgetRuleSchema,
+  BudgetVerdictSchema,
+  defineBudgets,
+  MemoryBudgetStore,
+  type BudgetGuard,
+  type BudgetOptions,
+  type BudgetRequest,
+  type BudgetRuleInput,
+  type BudgetStore,
+  type BudgetVerdict,
+} from "./policy/budget.js";
+export {
+  idempotencyKeyOf,
+  LEDGER_SCHEMA_VERSION,
+  LedgerEntrySchema,
+  ledgerFor,
+  LedgerInputError,
+  LedgerKeySchema,
+  LedgerOutcomeSchema,
+  LedgerStatusSchema,
+  MemoryEffectLedger,
+  type EffectLedger,
+  type LedgerBegin,
+  type LedgerEntry,
+  type LedgerKey,
+  type LedgerOutcome,
+  type LedgerStatus,
+} from "./ledger/ledger.js";
 export { ANSWERED_STATUSES, assertTransition, DecisionTransitionError, RUNNABLE_STATUSES, STATUS_OF_EFFECT, WAITING_STATUSES } from "./decisions/lifecycle.js";
 export { approvalKeysFromFile, ApprovalTokenClaimsSchema, parseApprovalKeys, signApprovalToken, type ApprovalKeys, type ApprovalTokenClaims } from "./human-tasks/approval-token.js";
 export { bindIdentityOnce, lazySealer, processSealKey, Sealer, SEAL_KEY_BYTES, type SealKeySource } from "./decisions/seal.js";
 export * from "./tools/resilience.js";
 export * from "./human-tasks/recovery.js";
-export * from "./threads/lock.js";
+export {
+  holderLiveness,
+  MemoryThreadLock,
+  processInstance,
+  threadLockFor,
+  type LockHolder,
+  type ProcessInstance,
+  type ReleaseThreadLock,
+  type ThreadLock,
+} from "./threads/lock.js";
 export * from "./context/context.js";
 export * from "./context/redaction.js";
 export * from "./human-tasks/escalation.js";
@@ -105,6 +139,4 @@ export {
   type TraceHandlers,
   type WaitingFor,
 } from "./export/segments.js";
-export * from "./export/langsmith.js";
-export * from "./export/otel.js";
 export * from "./export/jsonl.js";

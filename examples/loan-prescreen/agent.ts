@@ -2,7 +2,8 @@ import type { BaseChatModel } from "@langchain/core/language_models/chat_models"
 import type { BaseCheckpointSaver } from "@langchain/langgraph";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import Database from "better-sqlite3";
-import { defineRedaction, IdentityRegistry, SqliteAuditLog, SqliteEffectLedger, STANDARD_REDACTIONS, type AuditLog } from "eart";
+import { defineRedaction, IdentityRegistry, STANDARD_REDACTIONS, type AuditLog } from "eart";
+import { SqliteAuditLog, SqliteEffectLedger } from "eart/sqlite";
 import { createGovernedAgent } from "eart/graphs";
 import type { GovernedState, RequiredFact } from "eart/nodes";
 import { applicantDocuments, creditBureau } from "./data.js";

@@ -2,7 +2,8 @@ import type { BaseChatModel } from "@langchain/core/language_models/chat_models"
 import type { BaseCheckpointSaver } from "@langchain/langgraph";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import Database from "better-sqlite3";
-import { IdentityRegistry, SqliteAuditLog, SqliteEffectLedger, type AuditLog } from "eart";
+import { IdentityRegistry, type AuditLog } from "eart";
+import { SqliteAuditLog, SqliteEffectLedger } from "eart/sqlite";
 import { createGovernedAgent } from "eart/graphs";
 import { ContractRetriever, priceBenchmarks, spendData } from "./data.js";
 import { createProcurementModel } from "./model.js";

@@ -1,12 +1,12 @@
-import Database from "better-sqlite3";
-import pg from "pg";
+import type Database from "better-sqlite3";
+import type pg from "pg";
 import { z } from "zod";
 import { randomBytes } from "node:crypto";
 import { canonicalJson, jsonProblem, sha256Hex } from "../internal/canonical.js";
 import { EartConfigError, EartError, StoreError } from "../errors.js";
-import { migrationOnce, openPostgres, storeCall, type PostgresLocation } from "../stores/postgres/connection.js";
+import { isPgPool, migrationOnce, openPostgres, storeCall, type PostgresLocation } from "../stores/postgres/connection.js";
 import { parseOptions } from "../internal/options.js";
-import { openSqlite, type SqliteLocation } from "../stores/sqlite/connection.js";
+import { isSqliteDatabase, openSqlite, type SqliteLocation } from "../stores/sqlite/connection.js";
 import { processSealKey, SEAL_KEY_BYTES } from "../decisions/seal.js";
 
 /**
@@ -633,8 +633,8 @@ export function ledgerFor(checkpointer: unknown): EffectLedger {
   const c = checkpointer as { pool?: unknown; db?: unknown } | null;
   if (!c || typeof c !== "object") throw new EartConfigError("checkpointer", "an effect ledger needs a checkpointer");
   // PostgresSaver keeps its pool in a (TypeScript-)private field.
-  if (c.pool instanceof pg.Pool) return new PostgresEffectLedger({ pool: c.pool });
-  if (c.db instanceof Database) return new SqliteEffectLedger({ database: c.db });
+  if (isPgPool(c.pool)) return new PostgresEffectLedger({ pool: c.pool });
+  if (isSqliteDatabase(c.db)) return new SqliteEffectLedger({ database: c.db });
   let ledger = memoryLedgers.get(c);
   if (!ledger) memoryLedgers.set(c, (ledger = new MemoryEffectLedger()));
   return ledger;

@@ -1,5 +1,5 @@
-import Database from "better-sqlite3";
-import pg from "pg";
+import type Database from "better-sqlite3";
+import type pg from "pg";
 import { z } from "zod";
 import { canonicalJson, sha256Hex } from "../internal/canonical.js";
 import { EartConfigError, PolicyDefinitionError } from "../errors.js";

@@ -1,13 +1,13 @@
 import { createHash, randomUUID } from "node:crypto";
 import { readFileSync, readlinkSync } from "node:fs";
 import { hostname } from "node:os";
-import Database from "better-sqlite3";
-import pg from "pg";
+import type Database from "better-sqlite3";
+import type pg from "pg";
 import { z } from "zod";
 import { EartConfigError, EartError, StoreError, ThreadBusyError, ThreadLockLostError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
-import { dedicatedClient, isConnectionLoss, withDeadline, type PostgresLocation } from "../stores/postgres/connection.js";
-import { openSqlite, type SqliteLocation } from "../stores/sqlite/connection.js";
+import { dedicatedClient, isConnectionLoss, isPgPool, withDeadline, type PostgresLocation } from "../stores/postgres/connection.js";
+import { isSqliteDatabase, openSqlite, type SqliteLocation } from "../stores/sqlite/connection.js";
 
 /**
  * Per-thread locks: one run (or resume) of a thread at a time, across processes. A second
@@ -616,12 +616,12 @@ export function threadLockFor(checkpointer: unknown): ThreadLock {
   const c = checkpointer as { pool?: unknown; db?: unknown } | null;
   if (c && typeof c === "object") {
     // PostgresSaver keeps its pool in a (TypeScript-)private field.
-    if (c.pool instanceof pg.Pool) {
+    if (isPgPool(c.pool)) {
       let lock = postgresLocks.get(c.pool);
       if (!lock) postgresLocks.set(c.pool, (lock = new PostgresThreadLock({ pool: c.pool })));
       return lock;
     }
-    if (c.db instanceof Database) return new SqliteThreadLock({ database: c.db });
+    if (isSqliteDatabase(c.db)) return new SqliteThreadLock({ database: c.db });
     let lock = memoryLocks.get(c);
     if (!lock) memoryLocks.set(c, (lock = new MemoryThreadLock()));
     return lock;

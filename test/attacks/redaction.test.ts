@@ -26,8 +26,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import {
   createJsonlExporter,
-  createLangSmithExporter,
-  createOtelExporter,
   createTraceExport,
   defineRedaction,
   luhnValid,
@@ -35,6 +33,8 @@ import {
   STANDARD_REDACTIONS,
   ToolArgumentError,
 } from "eart";
+import { createLangSmithExporter } from "eart/langsmith";
+import { createOtelExporter } from "eart/otel";
 import { scriptedModel } from "eart/testing";
 import { startCaptureServer } from "../support/capture-server.js";
 import { config, refundSetup } from "../support/refund.js";

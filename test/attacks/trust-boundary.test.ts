@@ -20,7 +20,7 @@ import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
-import { PostgresBudgetStore } from "eart";
+import { PostgresBudgetStore } from "eart/postgres";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
 import { rng } from "../support/rng.js";
 

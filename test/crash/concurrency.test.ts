@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SqliteAuditLog } from "eart";
+import { SqliteAuditLog } from "eart/sqlite";
 import { assertChildBuilt, eventsOf, FINAL_ANSWER, REFUND_CALL_ID, runChild, type ChildEvent, type ChildRun, type ChildTarget } from "../processes/harness.js";
 
 /**

@@ -5,7 +5,9 @@ import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { advisoryLockKey, idempotencyKeyOf, SqliteAuditLog, type LedgerKey } from "eart";
+import { idempotencyKeyOf, type LedgerKey } from "eart";
+import { advisoryLockKey } from "eart/postgres";
+import { SqliteAuditLog } from "eart/sqlite";
 import {
   assertChildBuilt,
   CRASH_POINTS,

@@ -3,7 +3,8 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { idempotencyKeyOf, PostgresAuditLog } from "eart";
+import { idempotencyKeyOf } from "eart";
+import { PostgresAuditLog } from "eart/postgres";
 
 /**
  * Connections terminated by the server (`pg_terminate_backend`, as a failover, a restart or an

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SqliteAuditLog } from "eart";
+import { SqliteAuditLog } from "eart/sqlite";
 import { assertChildBuilt, eventsOf, FINAL_ANSWER, REFUND_CALL_ID, resultOf, runChild, type ChildTarget } from "../processes/harness.js";
 
 const run = promisify(execFile);

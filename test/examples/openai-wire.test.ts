@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SqliteAuditLog } from "eart";
+import { SqliteAuditLog } from "eart/sqlite";
 
 // The refund demo, built, in two real child processes, with the real ChatOpenAI client talking to
 // an OpenAI-compatible stub on 127.0.0.1. Nothing leaves the machine.

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { beforeAll, describe, expect, it } from "vitest";
-import { SqliteAuditLog } from "eart";
+import { SqliteAuditLog } from "eart/sqlite";
 
 // The demo runs from the build, in real child processes, as `npm run demo` does.
 const demo = resolve("dist/examples/refund/demo.js");

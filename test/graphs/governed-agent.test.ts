@@ -12,13 +12,13 @@ import {
   IdentityResolutionError,
   pendingApproval,
   replay,
-  SqliteBudgetStore,
   StateTamperError,
   ThreadStateError,
   toolCallDigest,
   type ApprovalRequest,
   type AuditEvent,
 } from "eart";
+import { SqliteBudgetStore } from "eart/sqlite";
 import { createGovernedAgent } from "eart/graphs";
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { decide } from "../support/decisions.js";

@@ -1,7 +1,8 @@
 import { AIMessage, HumanMessage, ToolMessage } from "@langchain/core/messages";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { EartConfigError, IdentityResolutionError, MemoryAuditLog, SqliteEffectLedger, StateTamperError, toolCallDigest, type DecisionRecord } from "eart";
+import { EartConfigError, IdentityResolutionError, MemoryAuditLog, StateTamperError, toolCallDigest, type DecisionRecord } from "eart";
+import { SqliteEffectLedger } from "eart/sqlite";
 import { createPolicyGate, routeAfterModel, routeAfterPolicyGate } from "eart/guards";
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";

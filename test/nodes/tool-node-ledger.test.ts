@@ -7,13 +7,13 @@ import {
   idempotencyKeyOf,
   MemoryAuditLog,
   MemoryEffectLedger,
-  SqliteEffectLedger,
   StateTamperError,
   toolCallDigest,
   type DecisionRecord,
   type EffectLedger,
   type LedgerKey,
 } from "eart";
+import { SqliteEffectLedger } from "eart/sqlite";
 import { createGovernedToolNode, executionContextOf } from "eart/nodes";
 import { tool } from "@langchain/core/tools";
 import { z } from "zod";

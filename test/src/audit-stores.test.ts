@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { createHash, generateKeyPairSync, randomUUID } from "node:crypto";
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import pg from "pg";
@@ -10,7 +10,6 @@ import { afterAll, describe, expect, it } from "vitest";
 import {
   GLOBAL_GENESIS_HASH,
   globalEntryHash,
-  advisoryLockKey,
   AuditEventSchema,
   AuditStoreError,
   canonicalJson,
@@ -19,14 +18,14 @@ import {
   generateAuditSigningKey,
   JsonlAuditLog,
   MemoryAuditLog,
-  PostgresAuditLog,
   sealEvents,
-  SqliteAuditLog,
   verifyChain,
   type AuditEvent,
   type AuditEventInput,
   type AuditLog,
 } from "eart";
+import { advisoryLockKey, PostgresAuditLog } from "eart/postgres";
+import { SqliteAuditLog } from "eart/sqlite";
 import { auditLogSpec, expectedAuditHash, type AuditTamperOp, type MakeAuditLogOptions } from "eart/testing";
 import { startReadyChild } from "../support/children.js";
 
@@ -735,7 +734,9 @@ describe("audit logs across processes", () => {
     const script = join(dir, `writer-${randomUUID()}.mjs`);
     writeFileSync(
       script,
-      `import { JsonlAuditLog, SqliteAuditLog, PostgresAuditLog } from ${JSON.stringify(pathToFileURL(distEntry).href)};
+      `import { JsonlAuditLog } from ${JSON.stringify(pathToFileURL(distEntry).href)};
+import { SqliteAuditLog } from ${JSON.stringify(pathToFileURL(join(dirname(distEntry), "stores", "sqlite", "index.js")).href)};
+import { PostgresAuditLog } from ${JSON.stringify(pathToFileURL(join(dirname(distEntry), "stores", "postgres", "index.js")).href)};
 const [store, target, shared, writer] = process.argv.slice(2);
 const signingKey = process.env.EART_TEST_SIGNING_KEY || undefined;
 const log = store === "jsonl" ? new JsonlAuditLog({ path: target, signingKey })

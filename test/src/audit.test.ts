@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
@@ -16,12 +16,12 @@ import {
   MemoryAuditLog,
   sealEvents,
   sha256Hex,
-  SqliteAuditLog,
   verifyChain,
   type AuditEvent,
   type AuditEventInput,
   type AuditLog,
 } from "eart";
+import { SqliteAuditLog } from "eart/sqlite";
 
 const dir = mkdtempSync(join(tmpdir(), "eart-audit-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -570,7 +570,7 @@ describe("SqliteAuditLog across processes", () => {
     const script = join(dir, `writer-${randomUUID()}.mjs`);
     writeFileSync(
       script,
-      `import { SqliteAuditLog } from ${JSON.stringify(pathToFileURL(distEntry).href)};
+      `import { SqliteAuditLog } from ${JSON.stringify(pathToFileURL(join(dirname(distEntry), "stores", "sqlite", "index.js")).href)};
 const log = new SqliteAuditLog({ path: process.argv[2] });
 process.stdout.write("ready\\n");
 for (let i = 0; i < ${N}; i++) {

@@ -11,14 +11,14 @@ import {
   EartConfigError,
   MemoryBudgetStore,
   PolicyDefinitionError,
-  PostgresBudgetStore,
-  SqliteBudgetStore,
   type AgentIdentity,
   type BudgetGuard,
   type BudgetRequest,
   type BudgetRuleInput,
   type BudgetStore,
 } from "eart";
+import { PostgresBudgetStore } from "eart/postgres";
+import { SqliteBudgetStore } from "eart/sqlite";
 
 // A real PostgreSQL (.ci/run starts it). No skip: without it the PostgreSQL cases fail, loudly.
 const PG_URL = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";

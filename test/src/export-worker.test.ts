@@ -2,13 +2,10 @@ import { readdirSync, readFileSync } from "node:fs";
 import { BasicTracerProvider } from "@opentelemetry/sdk-trace-base";
 import { describe, expect, it, vi } from "vitest";
 import {
-  createLangSmithExporter,
-  createOtelExporter,
   createTraceExport,
   defineRedaction,
   EartConfigError,
   exportThread,
-  langSmithRootRunId,
   luhnValid,
   MemoryAuditLog,
   sealedDataJson,
@@ -20,9 +17,10 @@ import {
   type AuditEvent,
   type AuditEventInput,
   type AuditExporter,
-  type LangSmithExporterOptions,
   type Redaction,
 } from "eart";
+import { createLangSmithExporter, langSmithRootRunId, type LangSmithExporterOptions } from "eart/langsmith";
+import { createOtelExporter } from "eart/otel";
 import { langSmithRuns, type CaptureServer } from "../support/capture-server.js";
 import { server, track } from "../support/cleanups.js";
 import { ask, config, lookup, refundSetup } from "../support/refund.js";

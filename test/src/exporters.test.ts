@@ -10,14 +10,11 @@ import { afterAll, describe, expect, it } from "vitest";
 import {
   createBatchExporter,
   createJsonlExporter,
-  createLangSmithExporter,
-  createOtelExporter,
   createTraceExport,
   defineRedaction,
   deterministicUuid7,
   EartConfigError,
   exportThread,
-  langSmithRootRunId,
   MemoryAuditLog,
   pendingApproval,
   redactEvent,
@@ -29,6 +26,8 @@ import {
   type AuditLog,
   type SendContext,
 } from "eart";
+import { createLangSmithExporter, langSmithRootRunId } from "eart/langsmith";
+import { createOtelExporter } from "eart/otel";
 import { createTraceExportNode } from "eart/nodes";
 import { scriptedModel } from "eart/testing";
 import { langSmithRuns, refusedPort } from "../support/capture-server.js";

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import pg from "pg";
@@ -12,14 +12,14 @@ import {
   LedgerInputError,
   ledgerFor,
   MemoryEffectLedger,
-  PostgresEffectLedger,
-  SqliteEffectLedger,
   StoreError,
   toolCallDigest,
   type EffectLedger,
   type LedgerEntry,
   type LedgerKey,
 } from "eart";
+import { PostgresEffectLedger } from "eart/postgres";
+import { SqliteEffectLedger } from "eart/sqlite";
 import { startReadyChild } from "../support/children.js";
 
 // A real PostgreSQL (.ci/run starts it). No skip: without it the PostgreSQL cases fail, loudly.
@@ -537,7 +537,8 @@ describe("EffectLedger across processes", () => {
     const script = join(dir, `begin-${randomUUID()}.mjs`);
     writeFileSync(
       script,
-      `import { SqliteEffectLedger, PostgresEffectLedger } from ${JSON.stringify(pathToFileURL(distEntry).href)};
+      `import { SqliteEffectLedger } from ${JSON.stringify(pathToFileURL(join(dirname(distEntry), "stores", "sqlite", "index.js")).href)};
+import { PostgresEffectLedger } from ${JSON.stringify(pathToFileURL(join(dirname(distEntry), "stores", "postgres", "index.js")).href)};
 const [store, target, key] = process.argv.slice(2);
 const ledger = store === "sqlite" ? new SqliteEffectLedger({ path: target }) : new PostgresEffectLedger({ connectionString: target });
 await ledger.get(JSON.parse(key)); // open and migrate before the race

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import {
-  createCedarPolicyEngine,
   decideFailClosed,
   definePolicy,
   DEFAULT_DENY_POLICY_ID,
@@ -9,11 +8,11 @@ import {
   PolicyDecisionSchema,
   PolicyDefinitionError,
   type AgentIdentity,
-  type CedarPolicyEngineOptions,
   type PolicyDecision,
   type PolicyEngine,
   type PolicyRequest,
 } from "eart";
+import { createCedarPolicyEngine, type CedarPolicyEngineOptions } from "eart/cedar";
 import { policyEngineSpec } from "eart/testing";
 import { refundPolicy } from "../../examples/refund/policy.js";
 

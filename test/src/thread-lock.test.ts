@@ -11,20 +11,19 @@ import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import {
-  advisoryLockKey,
   EartConfigError,
   MemoryThreadLock,
   pendingApproval,
   processInstance,
   ThreadLockLostError,
-  PostgresThreadLock,
-  SqliteThreadLock,
   StoreError,
   ThreadBusyError,
   threadLockFor,
   type ProcessInstance,
   type ThreadLock,
 } from "eart";
+import { advisoryLockKey, PostgresThreadLock } from "eart/postgres";
+import { SqliteThreadLock } from "eart/sqlite";
 import { resumeThread, runThread } from "eart/graphs";
 import { tool } from "@langchain/core/tools";
 import { z } from "zod";

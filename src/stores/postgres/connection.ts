@@ -1,7 +1,35 @@
-import pg from "pg";
+import { createRequire } from "node:module";
+import type pg from "pg";
 import { z } from "zod";
 import { EartConfigError, EartError, StoreError, type StoreName } from "../../errors.js";
 import { parseOptions } from "../../internal/options.js";
+
+let driver: typeof pg | undefined;
+
+/**
+ * node-postgres, loaded on first use: importing eart loads no database driver, and a project that
+ * never opens a PostgreSQL store need not install it. Throws {@link EartConfigError} saying what to
+ * install when it is missing.
+ * @example
+ * ```ts
+ * const pool = new (pgDriver().Pool)({ connectionString });
+ * ```
+ */
+export function pgDriver(): typeof pg {
+  if (driver) return driver;
+  try {
+    driver = createRequire(import.meta.url)("pg") as typeof pg;
+  } catch (error) {
+    throw new EartConfigError("pg", `eart's PostgreSQL stores need the pg package: npm install pg (${(error as Error)?.message ?? String(error)})`);
+  }
+  return driver;
+}
+
+/** Whether a value is a node-postgres pool (by its shape, so no driver is loaded and a second install of pg counts). */
+export function isPgPool(value: unknown): value is pg.Pool {
+  const v = value as Partial<Record<"query" | "connect" | "end" | "on", unknown>> & { totalCount?: unknown } | null;
+  return typeof v === "object" && v !== null && typeof v.query === "function" && typeof v.connect === "function" && typeof v.end === "function" && typeof v.on === "function" && typeof v.totalCount === "number";
+}
 
 /** Where a PostgreSQL-backed store lives: a connection string (else `EART_DATABASE_URL`), or a pool to share. */
 export interface PostgresLocation {
@@ -37,7 +65,7 @@ export function openPostgres(location: PostgresLocation): { pool: pg.Pool; owned
   if (parsed.pool) return { pool: guardPool(parsed.pool), owned: false };
   const connectionString = parsed.connectionString ?? process.env.EART_DATABASE_URL;
   if (!connectionString) throw new EartConfigError("connectionString", "give connectionString or pool, or set EART_DATABASE_URL");
-  return { pool: guardPool(new pg.Pool({ connectionString })), owned: true };
+  return { pool: guardPool(new (pgDriver().Pool)({ connectionString })), owned: true };
 }
 
 /**
@@ -55,13 +83,13 @@ export function dedicatedClient(location: PostgresLocation, overrides: pg.Client
   const parsed = parseOptions(PostgresLocationSchema, location);
   if (parsed.pool) {
     const pool = guardPool(parsed.pool);
-    const Client = ((pool as unknown as { Client?: typeof pg.Client }).Client ?? pg.Client) as typeof pg.Client;
+    const Client = ((pool as unknown as { Client?: typeof pg.Client }).Client ?? pgDriver().Client) as typeof pg.Client;
     const options = (pool as unknown as { options?: pg.PoolConfig }).options ?? {};
     return () => new Client({ ...options, ...overrides });
   }
   const connectionString = parsed.connectionString ?? process.env.EART_DATABASE_URL;
   if (!connectionString) throw new EartConfigError("connectionString", "give connectionString or pool, or set EART_DATABASE_URL");
-  return () => new pg.Client({ connectionString, ...overrides });
+  return () => new (pgDriver().Client)({ connectionString, ...overrides });
 }
 
 const guarded = new WeakSet<object>();
@@ -85,7 +113,7 @@ function guardClient(client: pg.ClientBase): void {
  * eart creates or is handed, including a `PostgresSaver`'s.
  * @example
  * ```ts
- * const pool = guardPool(new pg.Pool({ connectionString }));
+ * const pool = guardPool(new (pgDriver().Pool)({ connectionString }));
  * ```
  */
 export function guardPool(pool: pg.Pool): pg.Pool {
@@ -118,7 +146,7 @@ const guardedSavers = new WeakSet<object>();
  */
 export function guardCheckpointer<T extends object>(saver: T, timeoutMs = 30_000): T {
   const pool = (saver as { pool?: unknown }).pool;
-  if (!(pool instanceof pg.Pool) || guardedSavers.has(saver)) return saver;
+  if (!isPgPool(pool) || guardedSavers.has(saver)) return saver;
   guardedSavers.add(saver);
   guardPool(pool);
   const methods = saver as unknown as Record<string, ((...args: unknown[]) => unknown) | undefined>;
