@@ -38,11 +38,15 @@
  * `EART_BENCH_SKIP_EXPORT=1` skips it; `EART_BENCH_EXPORT_THREADS` sets the timed threads per
  * variant (default 3,000) and `EART_BENCH_EXPORT_PROCESSES` the processes (default 3).
  *
+ * First of all, the import time of `eart` beside `@langchain/langgraph` in fresh processes
+ * (./import.ts). `EART_BENCH_SKIP_IMPORT=1` skips it; `EART_BENCH_IMPORT_RUNS` sets the processes.
+ *
  * Last, the load benchmark on PostgreSQL (./pg-load.ts): 1,000 concurrent refund conversations
  * with approvals on PostgresSaver with default options, conversations per second and p50/p99.
  * `EART_BENCH_SKIP_PG_LOAD=1` skips it; `EART_BENCH_PG_LOAD_CONVERSATIONS` sets the count.
  */
 import { runAuditBench } from "./audit.js";
+import { runImportBench } from "./import.js";
 import { runAuthorityBench } from "./authority.js";
 import { runExportBench } from "./export.js";
 import { runLedgerBench } from "./ledger.js";
@@ -144,6 +148,7 @@ async function main(): Promise<void> {
   console.log(`target: redaction on <= ${REDACTION_TARGET_RATIO}x off (mean and median): ${redactionMet ? "MET" : "NOT MET"}`);
 }
 
+if (process.env.EART_BENCH_SKIP_IMPORT !== "1") await runImportBench();
 if (process.env.EART_BENCH_SKIP_REFUND !== "1") await main();
 await runPolicyBench();
 if (process.env.EART_BENCH_SKIP_LEDGER !== "1") await runLedgerBench();
