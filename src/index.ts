@@ -92,7 +92,6 @@ export {
   idempotencyKeyOf,
   LEDGER_SCHEMA_VERSION,
   LedgerEntrySchema,
-  ledgerFor,
   LedgerInputError,
   LedgerKeySchema,
   LedgerOutcomeSchema,
@@ -105,6 +104,7 @@ export {
   type LedgerOutcome,
   type LedgerStatus,
 } from "./ledger/ledger.js";
+export { ledgerFor, threadLockFor } from "./stores/for-checkpointer.js";
 export { ANSWERED_STATUSES, assertTransition, DecisionTransitionError, RUNNABLE_STATUSES, STATUS_OF_EFFECT, WAITING_STATUSES } from "./decisions/lifecycle.js";
 export { approvalKeysFromFile, ApprovalTokenClaimsSchema, parseApprovalKeys, signApprovalToken, type ApprovalKeys, type ApprovalTokenClaims } from "./human-tasks/approval-token.js";
 export { bindIdentityOnce, lazySealer, processSealKey, Sealer, SEAL_KEY_BYTES, type SealKeySource } from "./decisions/seal.js";
@@ -114,7 +114,6 @@ export {
   holderLiveness,
   MemoryThreadLock,
   processInstance,
-  threadLockFor,
   type LockHolder,
   type ProcessInstance,
   type ReleaseThreadLock,

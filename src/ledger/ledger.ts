@@ -1,13 +1,7 @@
-import type Database from "better-sqlite3";
-import type pg from "pg";
 import { z } from "zod";
-import { randomBytes } from "node:crypto";
 import { canonicalJson, jsonProblem, sha256Hex } from "../internal/canonical.js";
-import { EartConfigError, EartError, StoreError } from "../errors.js";
-import { isPgPool, migrationOnce, openPostgres, storeCall, type PostgresLocation } from "../stores/postgres/connection.js";
-import { parseOptions } from "../internal/options.js";
-import { isSqliteDatabase, openSqlite, type SqliteLocation } from "../stores/sqlite/connection.js";
-import { processSealKey, SEAL_KEY_BYTES } from "../decisions/seal.js";
+import { EartError } from "../errors.js";
+import { processSealKey } from "../decisions/seal.js";
 
 /**
  * The effect ledger: one record per tool execution, keyed by (thread id, tool call id, digest),
@@ -136,7 +130,7 @@ export class LedgerInputError extends EartError {
   }
 }
 
-function parseWith<S extends z.ZodType>(schema: S, field: string, value: unknown): z.output<S> {
+export function parseWith<S extends z.ZodType>(schema: S, field: string, value: unknown): z.output<S> {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0]!;
@@ -144,21 +138,21 @@ function parseWith<S extends z.ZodType>(schema: S, field: string, value: unknown
   throw new LedgerInputError(field, `${at}${issue.message}`);
 }
 
-const parseKey = (key: unknown): LedgerKey => parseWith(LedgerKeySchema, "key", key);
-const parseThreadId = (threadId: unknown): string => parseWith(KeyPart, "threadId", threadId);
-const parseAttempt = (attempt: unknown): number =>
+export const parseKey = (key: unknown): LedgerKey => parseWith(LedgerKeySchema, "key", key);
+export const parseThreadId = (threadId: unknown): string => parseWith(KeyPart, "threadId", threadId);
+export const parseAttempt = (attempt: unknown): number =>
   parseWith(z.number().int().positive("must be a positive integer"), "expectedAttempt", attempt);
 
-function isoOf(now: unknown): string {
+export function isoOf(now: unknown): string {
   const at = now ?? new Date();
   if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw new LedgerInputError("now", "must be a valid Date");
   return at.toISOString();
 }
 
 /** The validated outcome, with its result as JSON text. */
-type ParsedOutcome = { status: "succeeded"; resultJson: string } | { status: "failed"; error: string };
+export type ParsedOutcome = { status: "succeeded"; resultJson: string } | { status: "failed"; error: string };
 
-function parseOutcome(outcome: unknown): ParsedOutcome {
+export function parseOutcome(outcome: unknown): ParsedOutcome {
   const parsed = parseWith(LedgerOutcomeSchema, "outcome", outcome);
   if (parsed.status === "failed") return parsed;
   const problem = jsonProblem(parsed.result);
@@ -183,7 +177,7 @@ export function idempotencyKeyOf(key: LedgerKey): string {
 }
 
 /** A stored row, in the column names of both SQL stores. */
-interface LedgerRow {
+export interface LedgerRow {
   thread_id: string;
   tool_call_id: string;
   digest: string;
@@ -199,7 +193,7 @@ interface LedgerRow {
 const iso = (v: string | Date): string => (v instanceof Date ? v.toISOString() : v);
 
 /** A row as an entry, re-validated: a corrupt row is reported, never returned. */
-function entryOfRow(row: LedgerRow): LedgerEntry {
+export function entryOfRow(row: LedgerRow): LedgerEntry {
   let result: { result?: unknown } = {};
   try {
     if (row.result !== null) result = { result: JSON.parse(row.result) as unknown };
@@ -223,9 +217,9 @@ function entryOfRow(row: LedgerRow): LedgerEntry {
   return parsed.data;
 }
 
-const byStartThenCall = (a: LedgerEntry, b: LedgerEntry): number =>
+export const byStartThenCall = (a: LedgerEntry, b: LedgerEntry): number =>
   cmp(a.startedAt, b.startedAt) || cmp(a.key.toolCallId, b.key.toolCallId) || cmp(a.key.digest, b.key.digest);
-const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+export const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
  * An effect ledger in memory: for tests and single-process runs. Entries are copied in and out,
@@ -309,333 +303,6 @@ export class MemoryEffectLedger implements EffectLedger {
   }
 }
 
-const TABLE = "eart_effect_ledger";
-const KEY_TABLE = "eart_seal_keys";
-const COLUMNS = "thread_id, tool_call_id, digest, schema_version, status, attempt, started_at, finished_at, result, error";
-const KEY_WHERE_SQLITE = "thread_id = ? AND tool_call_id = ? AND digest = ?";
-
-/** Where the SQLite ledger lives: a file path, or an open better-sqlite3 database to share. */
-export type SqliteEffectLedgerOptions = SqliteLocation;
-
-/**
- * An effect ledger in a SQLite file (table `eart_effect_ledger`), shared by every process that
- * opens the file. It sets `synchronous = FULL` on its connection (also a shared one), so a
- * recorded execution survives a power loss, not only a process crash. `begin` inserts and reads
- * back in one write transaction, so exactly one caller claims a key; updates are compare-and-set
- * on the status and attempt.
- * @example
- * ```ts
- * const ledger = new SqliteEffectLedger({ path: ".eart/eart.sqlite" });
- * const { claimed, entry } = await ledger.begin(key);
- * // …
- * ledger.close();
- * ```
- */
-export class SqliteEffectLedger implements EffectLedger {
-  readonly #db: Database.Database;
-  readonly #owned: boolean;
-  readonly #select: Database.Statement;
-  readonly #list: Database.Statement;
-  readonly #begin: Database.Transaction<(k: LedgerKey, startedAt: string) => { claimed: boolean; row: LedgerRow }>;
-  readonly #retry: Database.Transaction<(k: LedgerKey, attempt: number, startedAt: string) => LedgerRow | undefined>;
-  readonly #finish: Database.Statement;
-
-  constructor(options: SqliteEffectLedgerOptions) {
-    ({ db: this.#db, owned: this.#owned } = openSqlite(options));
-    // In WAL mode SQLite's default (NORMAL) does not sync each commit: a power loss could undo a
-    // recorded `started` or `succeeded` and let a tool run twice. The ledger needs every commit
-    // durable, so this connection (shared or not) syncs each one.
-    this.#db.pragma("synchronous = FULL");
-    this.#db.exec(
-      `CREATE TABLE IF NOT EXISTS ${TABLE} (
-         thread_id TEXT NOT NULL,
-         tool_call_id TEXT NOT NULL,
-         digest TEXT NOT NULL,
-         schema_version INTEGER NOT NULL,
-         status TEXT NOT NULL CHECK (status IN ('started', 'succeeded', 'failed')),
-         attempt INTEGER NOT NULL,
-         started_at TEXT NOT NULL,
-         finished_at TEXT,
-         result TEXT,
-         error TEXT,
-         PRIMARY KEY (thread_id, tool_call_id, digest)
-       )`,
-    );
-    this.#db.exec(`CREATE TABLE IF NOT EXISTS ${KEY_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL)`);
-    this.#select = this.#db.prepare(`SELECT ${COLUMNS} FROM ${TABLE} WHERE ${KEY_WHERE_SQLITE}`);
-    this.#list = this.#db.prepare(`SELECT ${COLUMNS} FROM ${TABLE} WHERE thread_id = ? ORDER BY started_at, tool_call_id, digest`);
-    const insert = this.#db.prepare(
-      `INSERT OR IGNORE INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
-       VALUES (?, ?, ?, ${LEDGER_SCHEMA_VERSION}, 'started', 1, ?)`,
-    );
-    const bump = this.#db.prepare(
-      `UPDATE ${TABLE} SET attempt = attempt + 1, started_at = ? WHERE ${KEY_WHERE_SQLITE} AND status = 'started' AND attempt = ?`,
-    );
-    this.#finish = this.#db.prepare(
-      `UPDATE ${TABLE} SET status = ?, finished_at = ?, result = ?, error = ? WHERE ${KEY_WHERE_SQLITE} AND status = 'started'`,
-    );
-    this.#begin = this.#db.transaction((k: LedgerKey, startedAt: string) => {
-      const { changes } = insert.run(k.threadId, k.toolCallId, k.digest, startedAt);
-      return { claimed: changes === 1, row: this.#select.get(k.threadId, k.toolCallId, k.digest) as LedgerRow };
-    });
-    this.#retry = this.#db.transaction((k: LedgerKey, attempt: number, startedAt: string) => {
-      const { changes } = bump.run(startedAt, k.threadId, k.toolCallId, k.digest, attempt);
-      return changes === 1 ? (this.#select.get(k.threadId, k.toolCallId, k.digest) as LedgerRow) : undefined;
-    });
-  }
-
-  async begin(key: LedgerKey, now?: Date): Promise<LedgerBegin> {
-    const k = parseKey(key);
-    const { claimed, row } = this.#begin.immediate(k, isoOf(now));
-    return { claimed, entry: entryOfRow(row) };
-  }
-
-  async retry(key: LedgerKey, expectedAttempt: number, now?: Date): Promise<LedgerEntry | undefined> {
-    const k = parseKey(key);
-    const attempt = parseAttempt(expectedAttempt);
-    const row = this.#retry.immediate(k, attempt, isoOf(now));
-    return row && entryOfRow(row);
-  }
-
-  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean> {
-    const k = parseKey(key);
-    const o = parseOutcome(outcome);
-    const finishedAt = isoOf(now);
-    const { changes } = this.#finish.run(
-      o.status,
-      finishedAt,
-      o.status === "succeeded" ? o.resultJson : null,
-      o.status === "failed" ? o.error : null,
-      k.threadId,
-      k.toolCallId,
-      k.digest,
-    );
-    return changes === 1;
-  }
-
-  async get(key: LedgerKey): Promise<LedgerEntry | undefined> {
-    const k = parseKey(key);
-    const row = this.#select.get(k.threadId, k.toolCallId, k.digest) as LedgerRow | undefined;
-    return row && entryOfRow(row);
-  }
-
-  async list(threadId: string): Promise<LedgerEntry[]> {
-    return (this.#list.all(parseThreadId(threadId)) as LedgerRow[]).map(entryOfRow);
-  }
-
-  /**
-   * The key that seals eart's records in graph state for every process on this file: made once
-   * (the first process to ask stores it), then read. It never enters graph state.
-   */
-  sealKey(): Uint8Array {
-    this.#db.prepare(`INSERT OR IGNORE INTO ${KEY_TABLE} (id, key) VALUES (1, ?)`).run(randomBytes(SEAL_KEY_BYTES));
-    return new Uint8Array((this.#db.prepare(`SELECT key FROM ${KEY_TABLE} WHERE id = 1`).get() as { key: Buffer }).key);
-  }
-
-  /** Closes the database connection (only when this ledger opened it). */
-  close(): void {
-    if (this.#owned && this.#db.open) this.#db.close();
-  }
-}
-
-const PostgresLedgerBoundsSchema = z
-  .object({
-    /** The bound on each operation, waiting for a connection of the pool included (default 30 s). */
-    timeoutMs: z.number().int().positive().default(30_000),
-  })
-  .strict();
-
-/**
- * Where the PostgreSQL ledger lives: a connection string (else `EART_DATABASE_URL`), or a pool to
- * share; and `timeoutMs`, the bound on each operation (default 30 s).
- */
-export type PostgresEffectLedgerOptions = PostgresLocation & z.input<typeof PostgresLedgerBoundsSchema>;
-
-const PG_COLUMNS = COLUMNS;
-const PG_KEY_WHERE = "thread_id = $1 AND tool_call_id = $2 AND digest = $3";
-
-/**
- * An effect ledger in PostgreSQL (table `eart_effect_ledger`, created on first use), shared by
- * every process and machine on the database. `begin` is one `INSERT … ON CONFLICT DO NOTHING
- * RETURNING`, so exactly one caller claims a key; updates are compare-and-set on the status and
- * attempt.
- *
- * Faults are typed {@link StoreError}s: an operation that gets no answer within `timeoutMs`
- * (waiting for a pool connection included) fails with `store_timeout`, a lost connection with
- * `store_unavailable`. Reads (`get`, `list`, `sealKey`) are retried once on a new connection
- * first; so is `finish`, after reading what the lost statement left (its own outcome recorded:
- * done; still `started`: written again). `begin` and `retry` are not, as their outcome is unknown:
- * a `begin` that may have been stored is found by the next run as `started` (outcome unknown),
- * which never runs a call twice.
- * @example
- * ```ts
- * const ledger = new PostgresEffectLedger({ connectionString: process.env.EART_DATABASE_URL });
- * const { claimed, entry } = await ledger.begin(key);
- * // …
- * await ledger.close();
- * ```
- */
-export class PostgresEffectLedger implements EffectLedger {
-  readonly #pool: pg.Pool;
-  readonly #owned: boolean;
-  readonly #migrate: () => Promise<void>;
-  readonly #migrateKeys: () => Promise<void>;
-  readonly #timeoutMs: number;
-
-  constructor(options: PostgresEffectLedgerOptions = {}) {
-    const { timeoutMs, ...location } = (options ?? {}) as PostgresEffectLedgerOptions;
-    ({ timeoutMs: this.#timeoutMs } = parseOptions(PostgresLedgerBoundsSchema, timeoutMs === undefined ? {} : { timeoutMs }));
-    ({ pool: this.#pool, owned: this.#owned } = openPostgres(location));
-    this.#migrate = migrationOnce(
-      this.#pool,
-      TABLE,
-      `CREATE TABLE IF NOT EXISTS ${TABLE} (
-             thread_id TEXT NOT NULL,
-             tool_call_id TEXT NOT NULL,
-             digest TEXT NOT NULL,
-             schema_version INTEGER NOT NULL,
-             status TEXT NOT NULL CHECK (status IN ('started', 'succeeded', 'failed')),
-             attempt INTEGER NOT NULL,
-             started_at TIMESTAMPTZ NOT NULL,
-             finished_at TIMESTAMPTZ,
-             result TEXT,
-             error TEXT,
-             PRIMARY KEY (thread_id, tool_call_id, digest)
-           )`,
-    );
-    this.#migrateKeys = migrationOnce(this.#pool, KEY_TABLE, `CREATE TABLE IF NOT EXISTS ${KEY_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), key BYTEA NOT NULL)`);
-  }
-
-  /**
-   * The key that seals eart's records in graph state for every process and machine on this
-   * database: made once (the first to ask stores it), then read. It never enters graph state.
-   */
-  async sealKey(): Promise<Uint8Array> {
-    // Idempotent (the first key stored wins), so retried once after a lost connection.
-    return this.#call("sealKey", true, async () => {
-      await this.#migrateKeys();
-      await this.#pool.query(`INSERT INTO ${KEY_TABLE} (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING`, [randomBytes(SEAL_KEY_BYTES)]);
-      const { rows } = await this.#pool.query<{ key: Buffer }>(`SELECT key FROM ${KEY_TABLE} WHERE id = 1`);
-      return new Uint8Array(rows[0]!.key);
-    });
-  }
-
-  /** One operation, bounded and with typed faults; `idempotent` ones are retried once after a lost connection. */
-  #call<T>(operation: string, idempotent: boolean, body: () => Promise<T>): Promise<T> {
-    return storeCall({ store: "effect_ledger", operation, timeoutMs: this.#timeoutMs, idempotent }, body);
-  }
-
-  async #query(text: string, values: unknown[]): Promise<pg.QueryResult<LedgerRow>> {
-    await this.#migrate();
-    return this.#pool.query<LedgerRow>(text, values);
-  }
-
-  async begin(key: LedgerKey, now?: Date): Promise<LedgerBegin> {
-    const k = parseKey(key);
-    const startedAt = isoOf(now);
-    const inserted = await this.#call("begin", false, () =>
-      this.#query(
-        `INSERT INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
-         VALUES ($1, $2, $3, ${LEDGER_SCHEMA_VERSION}, 'started', 1, $4)
-         ON CONFLICT (thread_id, tool_call_id, digest) DO NOTHING
-         RETURNING ${PG_COLUMNS}`,
-        [k.threadId, k.toolCallId, k.digest, startedAt],
-      ),
-    );
-    if (inserted.rows[0]) return { claimed: true, entry: entryOfRow(inserted.rows[0]) };
-    // The conflicting insert has committed (ON CONFLICT waits for it), so a new statement sees it;
-    // rows are never deleted. A read: retried once after a lost connection.
-    const { rows } = await this.#call("begin", true, () => this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${PG_KEY_WHERE}`, [k.threadId, k.toolCallId, k.digest]));
-    if (!rows[0]) throw new Error(`eart_effect_ledger: the entry ${k.threadId}/${k.toolCallId} conflicted but cannot be read`);
-    return { claimed: false, entry: entryOfRow(rows[0]) };
-  }
-
-  async retry(key: LedgerKey, expectedAttempt: number, now?: Date): Promise<LedgerEntry | undefined> {
-    const k = parseKey(key);
-    const attempt = parseAttempt(expectedAttempt);
-    const startedAt = isoOf(now);
-    const { rows } = await this.#call("retry", false, () =>
-      this.#query(
-        `UPDATE ${TABLE} SET attempt = attempt + 1, started_at = $5
-         WHERE ${PG_KEY_WHERE} AND status = 'started' AND attempt = $4
-         RETURNING ${PG_COLUMNS}`,
-        [k.threadId, k.toolCallId, k.digest, attempt, startedAt],
-      ),
-    );
-    return rows[0] && entryOfRow(rows[0]);
-  }
-
-  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean> {
-    const k = parseKey(key);
-    const o = parseOutcome(outcome);
-    const finishedAt = isoOf(now);
-    const write = async () => {
-      const { rowCount } = await this.#call("finish", false, () =>
-        this.#query(
-          `UPDATE ${TABLE} SET status = $4, finished_at = $5, result = $6, error = $7
-           WHERE ${PG_KEY_WHERE} AND status = 'started'`,
-          [k.threadId, k.toolCallId, k.digest, o.status, finishedAt, o.status === "succeeded" ? o.resultJson : null, o.status === "failed" ? o.error : null],
-        ),
-      );
-      return rowCount === 1;
-    };
-    try {
-      return await write();
-    } catch (error) {
-      if (!(error instanceof StoreError && error.code === "store_unavailable")) throw error;
-      // The connection was lost with the statement: it may or may not have committed. What is
-      // recorded says which: this very outcome (it did), still started (it did not: write it
-      // again, compare-and-set as ever), or anything else (another run finished it).
-      const entry = await this.get(k);
-      if (entry?.status === "started") return write();
-      const recorded =
-        entry !== undefined &&
-        entry.status === o.status &&
-        (o.status === "succeeded" ? JSON.stringify(entry.result) === o.resultJson : entry.error === o.error);
-      if (recorded) return true;
-      throw error;
-    }
-  }
-
-  async get(key: LedgerKey): Promise<LedgerEntry | undefined> {
-    const k = parseKey(key);
-    const { rows } = await this.#call("get", true, () => this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${PG_KEY_WHERE}`, [k.threadId, k.toolCallId, k.digest]));
-    return rows[0] && entryOfRow(rows[0]);
-  }
-
-  async list(threadId: string): Promise<LedgerEntry[]> {
-    const id = parseThreadId(threadId);
-    const { rows } = await this.#call("list", true, () =>
-      this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE thread_id = $1 ORDER BY started_at, tool_call_id COLLATE "C", digest COLLATE "C"`, [id]),
-    );
-    return rows.map(entryOfRow);
-  }
-
-  /** Ends the connection pool (only when this ledger created it). */
-  async close(): Promise<void> {
-    if (this.#owned && !this.#pool.ended) await this.#pool.end();
-  }
-}
-
-const memoryLedgers = new WeakMap<object, MemoryEffectLedger>();
-
-/**
- * The effect ledger that fits a checkpointer: a {@link PostgresEffectLedger} on a `PostgresSaver`'s
- * pool, a {@link SqliteEffectLedger} in a `SqliteSaver`'s file, or one {@link MemoryEffectLedger}
- * per other checkpointer. So a thread that crashed in one process and is finished by another never
- * repeats a side effect, with default options; and the ledger's seal key is shared the same way.
- * @example
- * ```ts
- * const ledger = ledgerFor(SqliteSaver.fromConnString(".eart/agent.sqlite"));
- * ```
- */
-export function ledgerFor(checkpointer: unknown): EffectLedger {
-  const c = checkpointer as { pool?: unknown; db?: unknown } | null;
-  if (!c || typeof c !== "object") throw new EartConfigError("checkpointer", "an effect ledger needs a checkpointer");
-  // PostgresSaver keeps its pool in a (TypeScript-)private field.
-  if (isPgPool(c.pool)) return new PostgresEffectLedger({ pool: c.pool });
-  if (isSqliteDatabase(c.db)) return new SqliteEffectLedger({ database: c.db });
-  let ledger = memoryLedgers.get(c);
-  if (!ledger) memoryLedgers.set(c, (ledger = new MemoryEffectLedger()));
-  return ledger;
-}
+export const TABLE = "eart_effect_ledger";
+export const KEY_TABLE = "eart_seal_keys";
+export const COLUMNS = "thread_id, tool_call_id, digest, schema_version, status, attempt, started_at, finished_at, result, error";

@@ -1,12 +1,8 @@
-import type Database from "better-sqlite3";
-import type pg from "pg";
 import { z } from "zod";
 import { canonicalJson, sha256Hex } from "../internal/canonical.js";
 import { EartConfigError, PolicyDefinitionError } from "../errors.js";
 import { AgentIdentitySchema } from "../identity/registry.js";
 import { parseOptions } from "../internal/options.js";
-import { inTransaction, migrationOnce, openPostgres, storeCall, type PostgresLocation } from "../stores/postgres/connection.js";
-import { openSqlite, type SqliteLocation } from "../stores/sqlite/connection.js";
 import { BudgetSchema } from "../decisions/records.js";
 
 /**
@@ -470,14 +466,14 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
 const KeysSchema = z.array(z.string());
 const IncrementsSchema = z.record(z.string(), z.number().refine(Number.isFinite, "must be a finite number"));
 
-function parseKeys(keys: unknown): string[] {
+export function parseKeys(keys: unknown): string[] {
   const parsed = KeysSchema.safeParse(keys);
   if (!parsed.success) throw new EartConfigError("keys", parsed.error.issues[0]?.message ?? "must be an array of strings");
   return [...new Set(parsed.data)];
 }
 
 /** Entries of a batch, validated, sorted by key so concurrent batches lock rows in one order. */
-function parseIncrements(increments: unknown): [string, number][] {
+export function parseIncrements(increments: unknown): [string, number][] {
   const parsed = IncrementsSchema.safeParse(increments);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -487,7 +483,7 @@ function parseIncrements(increments: unknown): [string, number][] {
 }
 
 /** The limits of a batch, validated. */
-function parseLimits(limits: unknown): Map<string, number> {
+export function parseLimits(limits: unknown): Map<string, number> {
   const parsed = IncrementsSchema.safeParse(limits);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -497,10 +493,10 @@ function parseLimits(limits: unknown): Map<string, number> {
 }
 
 /** Whether adding `entries` to `current` keeps every limited counter within its limit. */
-const fits = (entries: [string, number][], limits: Map<string, number>, current: (key: string) => number) =>
+export const fits = (entries: [string, number][], limits: Map<string, number>, current: (key: string) => number) =>
   entries.every(([key, delta]) => !limits.has(key) || current(key) + delta <= limits.get(key)!);
 
-const withZeros = (keys: string[], found: Iterable<[string, number]>): Record<string, number> => {
+export const withZeros = (keys: string[], found: Iterable<[string, number]>): Record<string, number> => {
   const out: Record<string, number> = Object.fromEntries(keys.map((k) => [k, 0]));
   for (const [k, v] of found) out[k] = v;
   return out;
@@ -534,184 +530,6 @@ export class MemoryBudgetStore implements BudgetStore {
     if (!fits(entries, parseLimits(limits), (k) => this.#values.get(k) ?? 0)) return false;
     for (const [key, delta] of entries) this.#values.set(key, (this.#values.get(key) ?? 0) + delta);
     return true;
-  }
-}
-
-/** Where the SQLite counters live: a file path, or an open better-sqlite3 database to share. */
-export type SqliteBudgetStoreOptions = SqliteLocation;
-
-/**
- * Budget counters in a SQLite file (table `eart_budget_counters`), shared by every process that
- * opens the file; a batch is added in one write transaction.
- * @example
- * ```ts
- * const store = new SqliteBudgetStore({ path: ".eart/eart.sqlite" });
- * const budgets = defineBudgets(rules, { store });
- * ```
- */
-export class SqliteBudgetStore implements BudgetStore {
-  readonly #db: Database.Database;
-  readonly #owned: boolean;
-  readonly #get: Database.Statement;
-  readonly #addTx: Database.Transaction<(entries: [string, number][]) => void>;
-  readonly #addWithinTx: Database.Transaction<(entries: [string, number][], limits: Map<string, number>) => boolean>;
-
-  constructor(options: SqliteBudgetStoreOptions) {
-    ({ db: this.#db, owned: this.#owned } = openSqlite(options));
-    this.#db.exec(`CREATE TABLE IF NOT EXISTS eart_budget_counters (key TEXT PRIMARY KEY, value REAL NOT NULL)`);
-    // Keys travel as one JSON array: no limit on the number of bound parameters.
-    this.#get = this.#db.prepare(`SELECT key, value FROM eart_budget_counters WHERE key IN (SELECT value FROM json_each(?))`);
-    const upsert = this.#db.prepare(
-      `INSERT INTO eart_budget_counters (key, value) VALUES (?, ?)
-       ON CONFLICT(key) DO UPDATE SET value = eart_budget_counters.value + excluded.value`,
-    );
-    this.#addTx = this.#db.transaction((entries: [string, number][]) => {
-      for (const [key, delta] of entries) upsert.run(key, delta);
-    });
-    const one = this.#db.prepare(`SELECT value FROM eart_budget_counters WHERE key = ?`);
-    // Run as an IMMEDIATE transaction: the write lock is taken before the read, so two processes
-    // never both read the same total.
-    this.#addWithinTx = this.#db.transaction((entries: [string, number][], limits: Map<string, number>) => {
-      if (!fits(entries, limits, (k) => (one.get(k) as { value: number } | undefined)?.value ?? 0)) return false;
-      for (const [key, delta] of entries) upsert.run(key, delta);
-      return true;
-    });
-  }
-
-  async get(keys: string[]): Promise<Record<string, number>> {
-    const list = parseKeys(keys);
-    if (list.length === 0) return {};
-    const rows = this.#get.all(JSON.stringify(list)) as { key: string; value: number }[];
-    return withZeros(
-      list,
-      rows.map((r): [string, number] => [r.key, r.value]),
-    );
-  }
-
-  async add(increments: Record<string, number>): Promise<void> {
-    const entries = parseIncrements(increments);
-    if (entries.length === 0) return;
-    this.#addTx.immediate(entries);
-  }
-
-  async addWithin(increments: Record<string, number>, limits: Record<string, number>): Promise<boolean> {
-    const entries = parseIncrements(increments);
-    const parsedLimits = parseLimits(limits);
-    if (entries.length === 0) return true;
-    return this.#addWithinTx.immediate(entries, parsedLimits);
-  }
-
-  /** Closes the database connection (only when this store opened it). */
-  close(): void {
-    if (this.#owned && this.#db.open) this.#db.close();
-  }
-}
-
-const PostgresBudgetBoundsSchema = z
-  .object({
-    /** The bound on each operation, waiting for a connection of the pool included (default 30 s). */
-    timeoutMs: z.number().int().positive().default(30_000),
-  })
-  .strict();
-
-/**
- * Where the PostgreSQL counters live: a connection string (else `EART_DATABASE_URL`), or a pool to
- * share; and `timeoutMs`, the bound on each operation (default 30 s).
- */
-export type PostgresBudgetStoreOptions = PostgresLocation & z.input<typeof PostgresBudgetBoundsSchema>;
-
-const PG_TABLE = "eart_budget_counters";
-
-/**
- * Budget counters in PostgreSQL (table `eart_budget_counters`, created on first use), shared by
- * every process and machine on the database. A batch is added in one transaction with
- * `INSERT … ON CONFLICT DO UPDATE`, so concurrent charges sum exactly. Faults are typed
- * {@link StoreError}s (`store_timeout` past `timeoutMs`, `store_unavailable` for a lost connection,
- * after one more attempt for `get`), which the budget guard turns into a denial.
- * @example
- * ```ts
- * const store = new PostgresBudgetStore({ connectionString: process.env.EART_DATABASE_URL });
- * const budgets = defineBudgets(rules, { store });
- * // …
- * await store.close();
- * ```
- */
-export class PostgresBudgetStore implements BudgetStore {
-  readonly #pool: pg.Pool;
-  readonly #owned: boolean;
-  readonly #migrate: () => Promise<void>;
-  readonly #timeoutMs: number;
-
-  constructor(options: PostgresBudgetStoreOptions = {}) {
-    const { timeoutMs, ...location } = (options ?? {}) as PostgresBudgetStoreOptions;
-    ({ timeoutMs: this.#timeoutMs } = parseOptions(PostgresBudgetBoundsSchema, timeoutMs === undefined ? {} : { timeoutMs }));
-    ({ pool: this.#pool, owned: this.#owned } = openPostgres(location));
-    this.#migrate = migrationOnce(this.#pool, PG_TABLE, `CREATE TABLE IF NOT EXISTS ${PG_TABLE} (key TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL)`);
-  }
-
-  /** One operation, bounded and with typed faults; `idempotent` ones are retried once after a lost connection. */
-  #call<T>(operation: string, idempotent: boolean, body: () => Promise<T>): Promise<T> {
-    return storeCall({ store: "budget_store", operation, timeoutMs: this.#timeoutMs, idempotent }, body);
-  }
-
-  async get(keys: string[]): Promise<Record<string, number>> {
-    const list = parseKeys(keys);
-    if (list.length === 0) return {};
-    const { rows } = await this.#call("get", true, async () => {
-      await this.#migrate();
-      return this.#pool.query<{ key: string; value: number }>(`SELECT key, value FROM ${PG_TABLE} WHERE key = ANY($1::text[])`, [list]);
-    });
-    return withZeros(
-      list,
-      rows.map((r): [string, number] => [r.key, Number(r.value)]),
-    );
-  }
-
-  async add(increments: Record<string, number>): Promise<void> {
-    const entries = parseIncrements(increments);
-    if (entries.length === 0) return;
-    // Not retried: a charge whose commit was not confirmed may have been counted.
-    await this.#call("add", false, async () => {
-      await this.#migrate();
-      await inTransaction(this.#pool, async (client) => {
-        await client.query(
-          `INSERT INTO ${PG_TABLE} (key, value) SELECT * FROM unnest($1::text[], $2::float8[])
-           ON CONFLICT (key) DO UPDATE SET value = ${PG_TABLE}.value + EXCLUDED.value`,
-          [entries.map(([k]) => k), entries.map(([, v]) => v)],
-        );
-      });
-    });
-  }
-
-  async addWithin(increments: Record<string, number>, limits: Record<string, number>): Promise<boolean> {
-    const entries = parseIncrements(increments);
-    const parsedLimits = parseLimits(limits);
-    if (entries.length === 0) return true;
-    const keys = entries.map(([k]) => k);
-    return this.#call("addWithin", false, async () => {
-      await this.#migrate();
-      return inTransaction(this.#pool, async (client) => {
-        // Every row exists, then is locked in key order (no deadlock between two batches), read,
-        // checked and added to, in one transaction.
-        await client.query(`INSERT INTO ${PG_TABLE} (key, value) SELECT unnest($1::text[]), 0 ON CONFLICT (key) DO NOTHING`, [keys]);
-        const { rows } = await client.query<{ key: string; value: number }>(
-          `SELECT key, value FROM ${PG_TABLE} WHERE key = ANY($1::text[]) ORDER BY key COLLATE "C" FOR UPDATE`,
-          [keys],
-        );
-        const current = new Map(rows.map((r) => [r.key, Number(r.value)]));
-        if (!fits(entries, parsedLimits, (k) => current.get(k) ?? 0)) return false;
-        await client.query(
-          `UPDATE ${PG_TABLE} AS t SET value = t.value + d.delta FROM unnest($1::text[], $2::float8[]) AS d(key, delta) WHERE t.key = d.key`,
-          [keys, entries.map(([, v]) => v)],
-        );
-        return true;
-      });
-    });
-  }
-
-  /** Ends the connection pool (only when this store created it). */
-  async close(): Promise<void> {
-    if (this.#owned && !this.#pool.ended) await this.#pool.end();
   }
 }
 

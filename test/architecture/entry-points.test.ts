@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Command } from "@langchain/langgraph";
 import Database from "better-sqlite3";
@@ -48,6 +48,25 @@ describe("entry points", () => {
     // The check reads real loads: zod, which the root needs, is among them.
     expect(loaded).toContain("zod");
     expect(loaded.filter((p) => HEAVY.includes(p))).toEqual([]);
+  });
+
+  it('the types of "eart" name no driver or client: a project without @types/pg or @types/better-sqlite3 type-checks against them', () => {
+    const seen = new Set<string>();
+    const todo = [resolve("dist/src/index.d.ts")];
+    const outside: string[] = [];
+    while (todo.length > 0) {
+      const file = todo.pop()!;
+      if (seen.has(file)) continue;
+      seen.add(file);
+      for (const m of readFileSync(file, "utf8").matchAll(/from "([^"]+)"|import\("([^"]+)"\)/g)) {
+        const spec = (m[1] ?? m[2])!;
+        if (spec.startsWith(".")) todo.push(resolve(dirname(file), spec.replace(/\.js$/, ".d.ts")));
+        else outside.push(spec);
+      }
+    }
+    expect(seen.size).toBeGreaterThan(10);
+    expect(outside).toContain("zod");
+    expect(outside.filter((spec) => HEAVY.some((h) => spec === h || spec.startsWith(`${h}/`)))).toEqual([]);
   });
 
   it("each subpath loads what it is for: the checkpointer of its database, the LangSmith client", () => {

@@ -6,16 +6,16 @@
  */
 import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import type pg from "pg";
-import { PostgresBudgetStore } from "../../policy/budget.js";
-import { PostgresEffectLedger } from "../../ledger/ledger.js";
-import { PostgresThreadLock } from "../../threads/lock.js";
+import { PostgresBudgetStore } from "./budget-store.js";
+import { PostgresEffectLedger } from "./ledger.js";
+import { PostgresThreadLock } from "./thread-lock.js";
 import { PostgresAuditLog } from "./audit-log.js";
 import { guardCheckpointer, openPostgres, type PostgresLocation } from "./connection.js";
 
 export { PostgresAuditLog, type PostgresAuditLogOptions } from "./audit-log.js";
-export { PostgresEffectLedger, type PostgresEffectLedgerOptions } from "../../ledger/ledger.js";
-export { advisoryLockKey, PostgresThreadLock, type PostgresThreadLockOptions } from "../../threads/lock.js";
-export { PostgresBudgetStore, type PostgresBudgetStoreOptions } from "../../policy/budget.js";
+export { PostgresEffectLedger, type PostgresEffectLedgerOptions } from "./ledger.js";
+export { advisoryLockKey, PostgresThreadLock, type PostgresThreadLockOptions } from "./thread-lock.js";
+export { PostgresBudgetStore, type PostgresBudgetStoreOptions } from "./budget-store.js";
 export { guardCheckpointer, guardPool, isConnectionLoss, type PostgresLocation } from "./connection.js";
 
 /** Everything a governed agent stores, in one PostgreSQL database (see {@link postgresStores}). */

@@ -4,16 +4,16 @@
  * one file. Needs `better-sqlite3` and `@langchain/langgraph-checkpoint-sqlite` installed.
  */
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
-import { SqliteBudgetStore } from "../../policy/budget.js";
-import { SqliteEffectLedger } from "../../ledger/ledger.js";
-import { SqliteThreadLock } from "../../threads/lock.js";
+import { SqliteBudgetStore } from "./budget-store.js";
+import { SqliteEffectLedger } from "./ledger.js";
+import { SqliteThreadLock } from "./thread-lock.js";
 import { SqliteAuditLog } from "./audit-log.js";
 import { openSqlite } from "./connection.js";
 
 export { SqliteAuditLog, type SqliteAuditLogOptions } from "./audit-log.js";
-export { SqliteEffectLedger, type SqliteEffectLedgerOptions } from "../../ledger/ledger.js";
-export { SqliteThreadLock, type SqliteThreadLockOptions } from "../../threads/lock.js";
-export { SqliteBudgetStore, type SqliteBudgetStoreOptions } from "../../policy/budget.js";
+export { SqliteEffectLedger, type SqliteEffectLedgerOptions } from "./ledger.js";
+export { SqliteThreadLock, type SqliteThreadLockOptions } from "./thread-lock.js";
+export { SqliteBudgetStore, type SqliteBudgetStoreOptions } from "./budget-store.js";
 export type { SqliteLocation } from "./connection.js";
 
 /** Everything a governed agent stores, in one SQLite file (see {@link sqliteStores}). */

@@ -1,0 +1,204 @@
+import type pg from "pg";
+import { z } from "zod";
+import { randomBytes } from "node:crypto";
+import { StoreError } from "../../errors.js";
+import { SEAL_KEY_BYTES } from "../../decisions/seal.js";
+import {
+  COLUMNS,
+  entryOfRow,
+  isoOf,
+  KEY_TABLE,
+  LEDGER_SCHEMA_VERSION,
+  parseAttempt,
+  parseKey,
+  parseOutcome,
+  parseThreadId,
+  TABLE,
+  type EffectLedger,
+  type LedgerBegin,
+  type LedgerEntry,
+  type LedgerKey,
+  type LedgerOutcome,
+  type LedgerRow,
+} from "../../ledger/ledger.js";
+import { parseOptions } from "../../internal/options.js";
+import { migrationOnce, openPostgres, storeCall, type PostgresLocation } from "./connection.js";
+
+const PostgresLedgerBoundsSchema = z
+  .object({
+    /** The bound on each operation, waiting for a connection of the pool included (default 30 s). */
+    timeoutMs: z.number().int().positive().default(30_000),
+  })
+  .strict();
+
+/**
+ * Where the PostgreSQL ledger lives: a connection string (else `EART_DATABASE_URL`), or a pool to
+ * share; and `timeoutMs`, the bound on each operation (default 30 s).
+ */
+export type PostgresEffectLedgerOptions = PostgresLocation & z.input<typeof PostgresLedgerBoundsSchema>;
+
+const PG_COLUMNS = COLUMNS;
+const PG_KEY_WHERE = "thread_id = $1 AND tool_call_id = $2 AND digest = $3";
+
+/**
+ * An effect ledger in PostgreSQL (table `eart_effect_ledger`, created on first use), shared by
+ * every process and machine on the database. `begin` is one `INSERT … ON CONFLICT DO NOTHING
+ * RETURNING`, so exactly one caller claims a key; updates are compare-and-set on the status and
+ * attempt.
+ *
+ * Faults are typed {@link StoreError}s: an operation that gets no answer within `timeoutMs`
+ * (waiting for a pool connection included) fails with `store_timeout`, a lost connection with
+ * `store_unavailable`. Reads (`get`, `list`, `sealKey`) are retried once on a new connection
+ * first; so is `finish`, after reading what the lost statement left (its own outcome recorded:
+ * done; still `started`: written again). `begin` and `retry` are not, as their outcome is unknown:
+ * a `begin` that may have been stored is found by the next run as `started` (outcome unknown),
+ * which never runs a call twice.
+ * @example
+ * ```ts
+ * const ledger = new PostgresEffectLedger({ connectionString: process.env.EART_DATABASE_URL });
+ * const { claimed, entry } = await ledger.begin(key);
+ * // …
+ * await ledger.close();
+ * ```
+ */
+export class PostgresEffectLedger implements EffectLedger {
+  readonly #pool: pg.Pool;
+  readonly #owned: boolean;
+  readonly #migrate: () => Promise<void>;
+  readonly #migrateKeys: () => Promise<void>;
+  readonly #timeoutMs: number;
+
+  constructor(options: PostgresEffectLedgerOptions = {}) {
+    const { timeoutMs, ...location } = (options ?? {}) as PostgresEffectLedgerOptions;
+    ({ timeoutMs: this.#timeoutMs } = parseOptions(PostgresLedgerBoundsSchema, timeoutMs === undefined ? {} : { timeoutMs }));
+    ({ pool: this.#pool, owned: this.#owned } = openPostgres(location));
+    this.#migrate = migrationOnce(
+      this.#pool,
+      TABLE,
+      `CREATE TABLE IF NOT EXISTS ${TABLE} (
+             thread_id TEXT NOT NULL,
+             tool_call_id TEXT NOT NULL,
+             digest TEXT NOT NULL,
+             schema_version INTEGER NOT NULL,
+             status TEXT NOT NULL CHECK (status IN ('started', 'succeeded', 'failed')),
+             attempt INTEGER NOT NULL,
+             started_at TIMESTAMPTZ NOT NULL,
+             finished_at TIMESTAMPTZ,
+             result TEXT,
+             error TEXT,
+             PRIMARY KEY (thread_id, tool_call_id, digest)
+           )`,
+    );
+    this.#migrateKeys = migrationOnce(this.#pool, KEY_TABLE, `CREATE TABLE IF NOT EXISTS ${KEY_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), key BYTEA NOT NULL)`);
+  }
+
+  /**
+   * The key that seals eart's records in graph state for every process and machine on this
+   * database: made once (the first to ask stores it), then read. It never enters graph state.
+   */
+  async sealKey(): Promise<Uint8Array> {
+    // Idempotent (the first key stored wins), so retried once after a lost connection.
+    return this.#call("sealKey", true, async () => {
+      await this.#migrateKeys();
+      await this.#pool.query(`INSERT INTO ${KEY_TABLE} (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING`, [randomBytes(SEAL_KEY_BYTES)]);
+      const { rows } = await this.#pool.query<{ key: Buffer }>(`SELECT key FROM ${KEY_TABLE} WHERE id = 1`);
+      return new Uint8Array(rows[0]!.key);
+    });
+  }
+
+  /** One operation, bounded and with typed faults; `idempotent` ones are retried once after a lost connection. */
+  #call<T>(operation: string, idempotent: boolean, body: () => Promise<T>): Promise<T> {
+    return storeCall({ store: "effect_ledger", operation, timeoutMs: this.#timeoutMs, idempotent }, body);
+  }
+
+  async #query(text: string, values: unknown[]): Promise<pg.QueryResult<LedgerRow>> {
+    await this.#migrate();
+    return this.#pool.query<LedgerRow>(text, values);
+  }
+
+  async begin(key: LedgerKey, now?: Date): Promise<LedgerBegin> {
+    const k = parseKey(key);
+    const startedAt = isoOf(now);
+    const inserted = await this.#call("begin", false, () =>
+      this.#query(
+        `INSERT INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
+         VALUES ($1, $2, $3, ${LEDGER_SCHEMA_VERSION}, 'started', 1, $4)
+         ON CONFLICT (thread_id, tool_call_id, digest) DO NOTHING
+         RETURNING ${PG_COLUMNS}`,
+        [k.threadId, k.toolCallId, k.digest, startedAt],
+      ),
+    );
+    if (inserted.rows[0]) return { claimed: true, entry: entryOfRow(inserted.rows[0]) };
+    // The conflicting insert has committed (ON CONFLICT waits for it), so a new statement sees it;
+    // rows are never deleted. A read: retried once after a lost connection.
+    const { rows } = await this.#call("begin", true, () => this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${PG_KEY_WHERE}`, [k.threadId, k.toolCallId, k.digest]));
+    if (!rows[0]) throw new Error(`eart_effect_ledger: the entry ${k.threadId}/${k.toolCallId} conflicted but cannot be read`);
+    return { claimed: false, entry: entryOfRow(rows[0]) };
+  }
+
+  async retry(key: LedgerKey, expectedAttempt: number, now?: Date): Promise<LedgerEntry | undefined> {
+    const k = parseKey(key);
+    const attempt = parseAttempt(expectedAttempt);
+    const startedAt = isoOf(now);
+    const { rows } = await this.#call("retry", false, () =>
+      this.#query(
+        `UPDATE ${TABLE} SET attempt = attempt + 1, started_at = $5
+         WHERE ${PG_KEY_WHERE} AND status = 'started' AND attempt = $4
+         RETURNING ${PG_COLUMNS}`,
+        [k.threadId, k.toolCallId, k.digest, attempt, startedAt],
+      ),
+    );
+    return rows[0] && entryOfRow(rows[0]);
+  }
+
+  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean> {
+    const k = parseKey(key);
+    const o = parseOutcome(outcome);
+    const finishedAt = isoOf(now);
+    const write = async () => {
+      const { rowCount } = await this.#call("finish", false, () =>
+        this.#query(
+          `UPDATE ${TABLE} SET status = $4, finished_at = $5, result = $6, error = $7
+           WHERE ${PG_KEY_WHERE} AND status = 'started'`,
+          [k.threadId, k.toolCallId, k.digest, o.status, finishedAt, o.status === "succeeded" ? o.resultJson : null, o.status === "failed" ? o.error : null],
+        ),
+      );
+      return rowCount === 1;
+    };
+    try {
+      return await write();
+    } catch (error) {
+      if (!(error instanceof StoreError && error.code === "store_unavailable")) throw error;
+      // The connection was lost with the statement: it may or may not have committed. What is
+      // recorded says which: this very outcome (it did), still started (it did not: write it
+      // again, compare-and-set as ever), or anything else (another run finished it).
+      const entry = await this.get(k);
+      if (entry?.status === "started") return write();
+      const recorded =
+        entry !== undefined &&
+        entry.status === o.status &&
+        (o.status === "succeeded" ? JSON.stringify(entry.result) === o.resultJson : entry.error === o.error);
+      if (recorded) return true;
+      throw error;
+    }
+  }
+
+  async get(key: LedgerKey): Promise<LedgerEntry | undefined> {
+    const k = parseKey(key);
+    const { rows } = await this.#call("get", true, () => this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${PG_KEY_WHERE}`, [k.threadId, k.toolCallId, k.digest]));
+    return rows[0] && entryOfRow(rows[0]);
+  }
+
+  async list(threadId: string): Promise<LedgerEntry[]> {
+    const id = parseThreadId(threadId);
+    const { rows } = await this.#call("list", true, () =>
+      this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE thread_id = $1 ORDER BY started_at, tool_call_id COLLATE "C", digest COLLATE "C"`, [id]),
+    );
+    return rows.map(entryOfRow);
+  }
+
+  /** Ends the connection pool (only when this ledger created it). */
+  async close(): Promise<void> {
+    if (this.#owned && !this.#pool.ended) await this.#pool.end();
+  }
+}

@@ -1,0 +1,272 @@
+import { createHash } from "node:crypto";
+import type pg from "pg";
+import { z } from "zod";
+import { EartError, StoreError, ThreadBusyError, ThreadLockLostError } from "../../errors.js";
+import { parseOptions } from "../../internal/options.js";
+import { checkThreadId, type ReleaseThreadLock, type ThreadLock } from "../../threads/lock.js";
+import { dedicatedClient, isConnectionLoss, withDeadline, type PostgresLocation } from "./connection.js";
+
+/** The 64-bit advisory lock key of a thread (signed, as PostgreSQL's bigint). */
+export function advisoryLockKey(threadId: string): string {
+  return createHash("sha256").update(`eart.thread:${threadId}`).digest().readBigInt64BE(0).toString();
+}
+
+const PostgresLockBoundsSchema = z
+  .object({
+    /** The bound on connecting the lock's connection and on each lock statement (default 10 s). */
+    timeoutMs: z.number().int().positive().default(10_000),
+    /** The lock's connection is closed after this long without a lock held or asked for (default 10 s). */
+    idleTimeoutMs: z.number().int().positive().default(10_000),
+  })
+  .strict();
+
+/**
+ * Where the PostgreSQL thread lock connects (a connection string, else `EART_DATABASE_URL`, or a
+ * pool whose settings its own connection copies) and its bounds: `timeoutMs` (default 10 s) and
+ * `idleTimeoutMs` (default 10 s).
+ */
+export type PostgresThreadLockOptions = PostgresLocation & z.input<typeof PostgresLockBoundsSchema>;
+
+/** One lock held on a session. */
+interface Hold {
+  readonly threadId: string;
+  readonly lost: AbortController;
+}
+
+/**
+ * The lock's own connection. Every lock of a {@link PostgresThreadLock} is a session advisory lock
+ * on it, so the locks go away with it: when it drops, every hold on it is told through `lost`.
+ */
+class LockSession {
+  readonly client: pg.Client;
+  readonly ready: Promise<void>;
+  readonly holds = new Set<Hold>();
+  dead: Error | undefined;
+  /** Settles once the connection is closed after `die`. */
+  ended: Promise<void> | undefined;
+  #inFlight = 0;
+  #tail: Promise<void> = Promise.resolve();
+  #idleTimer: NodeJS.Timeout | undefined;
+  readonly #idleTimeoutMs: number;
+
+  constructor(client: pg.Client, idleTimeoutMs: number, onDead: (session: LockSession) => void) {
+    this.client = client;
+    this.#idleTimeoutMs = idleTimeoutMs;
+    client.on("error", (error: Error) => this.die(error));
+    client.on("end", () => this.die(new Error("the thread lock's connection ended")));
+    this.#onDead = onDead;
+    this.#inFlight++;
+    this.ready = client.connect().then(() => undefined).finally(() => {
+      this.#inFlight--;
+      this.#settle();
+    });
+  }
+
+  readonly #onDead: (session: LockSession) => void;
+
+  /** Runs one statement; a statement with no answer by `deadline` ends the session (and every lock on it). */
+  async query(operation: string, text: string, values: unknown[], deadline: number, timeoutMs: number): Promise<pg.QueryResult> {
+    const lost = () =>
+      new StoreError("store_unavailable", "thread_lock", operation, `the lock's connection was lost: ${this.dead?.message}`, {}, { cause: this.dead });
+    if (this.dead) throw lost();
+    this.#inFlight++;
+    this.#settle();
+    // One statement at a time on the connection (pg is dropping its own queue of concurrent queries).
+    const run = this.#tail.then(() => {
+      if (this.dead) throw lost();
+      return this.client.query(text, values);
+    });
+    this.#tail = run.then(
+      () => {},
+      () => {},
+    );
+    try {
+      return await withDeadline(run, deadline, () => {
+        const timeout = new StoreError("store_timeout", "thread_lock", operation, `no answer within ${timeoutMs} ms; the lock's connection is closed`, { timeoutMs });
+        this.die(timeout);
+        return timeout;
+      });
+    } finally {
+      this.#inFlight--;
+      this.#settle();
+    }
+  }
+
+  hold(threadId: string): Hold {
+    const hold: Hold = { threadId, lost: new AbortController() };
+    this.holds.add(hold);
+    if (this.dead) hold.lost.abort(new ThreadLockLostError(threadId, this.dead));
+    this.#settle();
+    return hold;
+  }
+
+  drop(hold: Hold): void {
+    this.holds.delete(hold);
+    this.#settle();
+  }
+
+  die(error: Error): void {
+    if (this.dead) return;
+    this.dead = error;
+    clearTimeout(this.#idleTimer);
+    for (const hold of this.holds) if (!hold.lost.signal.aborted) hold.lost.abort(new ThreadLockLostError(hold.threadId, error));
+    this.#onDead(this);
+    // Whatever state it is in, the connection is not used again; the server drops its locks with it.
+    this.ended = this.client.end().catch(() => {});
+  }
+
+  /**
+   * Busy (a statement in flight or a lock held): the connection keeps the process alive. Idle: it
+   * does not, and it is closed after `idleTimeoutMs`.
+   */
+  #settle(): void {
+    if (this.dead) return;
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+    // pg's Client has ref()/unref() (for the pool's allowExitOnIdle), not in its typings (nor in pg-native's client).
+    const socket = this.client as unknown as { ref?: () => void; unref?: () => void };
+    if (this.#inFlight > 0 || this.holds.size > 0) {
+      socket.ref?.();
+      return;
+    }
+    socket.unref?.();
+    this.#idleTimer = setTimeout(() => this.die(new Error("the thread lock's connection was idle")), this.#idleTimeoutMs);
+    this.#idleTimer.unref();
+  }
+}
+
+/**
+ * A thread lock held as a PostgreSQL session advisory lock (`pg_try_advisory_lock`): every process
+ * and machine on the database sees it, and it goes away with its session if the holder dies.
+ *
+ * The locks live on a **connection of the lock's own**, never on one of the pool it is given: a run
+ * holds its thread's lock for its whole duration, and a lock that held a connection of the
+ * checkpointer's pool (10 by default) starved the runs of that pool, which deadlocked at 10
+ * concurrent runs. One connection carries every lock of this object (advisory locks are per
+ * session, so this object also keeps the in-process holders apart); it copies the given pool's
+ * settings (or uses the connection string), is opened on first use, keeps the process alive only
+ * while a lock is held or asked for, and is closed after `idleTimeoutMs` without either. So a
+ * process needs one connection for its thread locks, however many runs it has.
+ *
+ * Bounds: connecting and each lock statement must answer within `timeoutMs`, else `acquire`
+ * rejects with a {@link StoreError} (`store_timeout`, or `store_unavailable` when the server cannot
+ * be reached) and the connection is closed. When the connection drops (server restart, failover,
+ * `pg_terminate_backend`, a statement past its bound), every lock on it is lost: each holder's
+ * `lost` is aborted with a {@link ThreadLockLostError}, and the next `acquire` opens a new
+ * connection.
+ * @example
+ * ```ts
+ * const lock = new PostgresThreadLock({ connectionString: process.env.EART_DATABASE_URL });
+ * const release = await lock.acquire("refund-1042");
+ * try { await graph.invoke(input, { configurable: { thread_id: "refund-1042" }, signal: release.lost }); }
+ * finally { await release(); }
+ * ```
+ */
+export class PostgresThreadLock implements ThreadLock {
+  readonly #newClient: () => pg.Client;
+  readonly #timeoutMs: number;
+  readonly #idleTimeoutMs: number;
+  /** Threads held or being acquired by this object (one session can take an advisory lock twice). */
+  readonly #held = new Map<string, Hold | "acquiring">();
+  #session: LockSession | undefined;
+
+  constructor(options: PostgresThreadLockOptions = {}) {
+    const { timeoutMs, idleTimeoutMs, ...location } = (options ?? {}) as PostgresThreadLockOptions;
+    const bounds = parseOptions(PostgresLockBoundsSchema, {
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+      ...(idleTimeoutMs !== undefined ? { idleTimeoutMs } : {}),
+    });
+    this.#timeoutMs = bounds.timeoutMs;
+    this.#idleTimeoutMs = bounds.idleTimeoutMs;
+    // keepAlive: a silently dead peer is noticed, and the locks reported lost. The driver's own
+    // connect timeout is only a backstop behind the acquire's bound, which reports it typed.
+    this.#newClient = dedicatedClient(location, { keepAlive: true, connectionTimeoutMillis: this.#timeoutMs + 1_000 });
+  }
+
+  async acquire(threadId: string): Promise<ReleaseThreadLock> {
+    const id = checkThreadId(threadId);
+    if (this.#held.has(id)) throw new ThreadBusyError(id, "another run of this process");
+    this.#held.set(id, "acquiring");
+    const key = advisoryLockKey(id);
+    const deadline = Date.now() + this.#timeoutMs;
+    let hold: Hold;
+    let session: LockSession;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        session = await this.#sessionBy(deadline);
+        const { rows } = await session.query("acquire", `SELECT pg_try_advisory_lock($1::bigint) AS locked`, [key], deadline, this.#timeoutMs);
+        if (rows[0]?.locked !== true) throw new ThreadBusyError(id, "another PostgreSQL session");
+        hold = session.hold(id);
+        break;
+      } catch (error) {
+        const fault = this.#fault("acquire", error);
+        // A connection that dropped took any lock it had just taken with it: trying once more on a
+        // new connection is safe.
+        if (attempt === 1 && (fault as StoreError).code === "store_unavailable" && Date.now() < deadline) continue;
+        this.#held.delete(id);
+        throw fault;
+      }
+    }
+    this.#held.set(id, hold);
+    let released = false;
+    return Object.assign(
+      async () => {
+        if (released) return;
+        released = true;
+        try {
+          // A lost lock went with its connection: nothing to unlock.
+          if (!session.dead) await session.query("release", `SELECT pg_advisory_unlock($1::bigint)`, [key], Date.now() + this.#timeoutMs, this.#timeoutMs);
+        } catch {
+          // The connection dropped or did not answer: it is closed, and the lock went with it.
+        } finally {
+          session.drop(hold);
+          if (this.#held.get(id) === hold) this.#held.delete(id);
+        }
+      },
+      { lost: hold.lost.signal },
+    );
+  }
+
+  /** The live session, connecting a new one if needed (shared by concurrent callers). */
+  async #sessionBy(deadline: number): Promise<LockSession> {
+    let session = this.#session;
+    if (!session || session.dead) {
+      session = new LockSession(this.#newClient(), this.#idleTimeoutMs, (dead) => {
+        if (this.#session === dead) this.#session = undefined;
+      });
+      this.#session = session;
+      session.ready.catch((error: unknown) => session!.die(error instanceof Error ? error : new Error(String(error))));
+    }
+    const connecting = session;
+    await withDeadline(connecting.ready, deadline, () => {
+      const timeout = new StoreError("store_timeout", "thread_lock", "connect", `no connection within ${this.#timeoutMs} ms`, { timeoutMs: this.#timeoutMs });
+      connecting.die(timeout);
+      return timeout;
+    });
+    return connecting;
+  }
+
+  #fault(operation: string, error: unknown): unknown {
+    if (error instanceof EartError) return error;
+    const lost = isConnectionLoss(error);
+    return new StoreError(
+      lost ? "store_unavailable" : "store_failure",
+      "thread_lock",
+      operation,
+      `${lost ? "the connection to PostgreSQL was lost" : "PostgreSQL failed"}: ${(error as Error)?.message ?? String(error)}`,
+      typeof (error as { code?: unknown })?.code === "string" ? { pgCode: (error as { code: string }).code } : {},
+      { cause: error },
+    );
+  }
+
+  /**
+   * Closes the lock's connection now rather than after `idleTimeoutMs`; locks still held are lost
+   * (their `lost` is aborted). A later `acquire` connects again.
+   */
+  async close(): Promise<void> {
+    const session = this.#session;
+    session?.die(new Error("the thread lock was closed"));
+    await session?.ended;
+  }
+}
+
