@@ -1,0 +1,476 @@
+import { randomUUID } from "node:crypto";
+import { SEAL_KEY_BYTES } from "../src/decisions/seal.js";
+import {
+  idempotencyKeyOf,
+  LEDGER_SCHEMA_VERSION,
+  LedgerEntrySchema,
+  LedgerInputError,
+  type EffectLedger,
+  type LedgerEntry,
+  type LedgerKey,
+  type LedgerOutcome,
+} from "../src/ledger/ledger.js";
+import type { SpecRunner } from "./policy-engine-spec.js";
+
+/** What a ledger's test tells the spec about it. */
+export interface EffectLedgerSpecOptions {
+  /**
+   * Another handle on the same storage (another connection pool or database connection): used
+   * for begins, retries and finishes from several handles at once and for reading back. Without
+   * it the concurrent cases run on one handle and the reopen case is not run.
+   */
+  reopen?: (ledger: EffectLedger) => EffectLedger | Promise<EffectLedger>;
+}
+
+const DIGEST = "d".repeat(64);
+const OTHER_DIGEST = "e".repeat(64);
+/** Fixed instants, so the spec can say exactly what `startedAt` and `finishedAt` hold. */
+const at = (minutes: number): Date => new Date(Date.UTC(2025, 2, 10, 9, minutes));
+const keyOf = (threadId: string, toolCallId = "call_1", digest = DIGEST): LedgerKey => ({ threadId, toolCallId, digest });
+const started = (key: LedgerKey, startedAt: Date, attempt = 1): LedgerEntry => ({
+  schemaVersion: LEDGER_SCHEMA_VERSION,
+  key,
+  status: "started",
+  attempt,
+  startedAt: startedAt.toISOString(),
+});
+
+/** A refused call's error, whether the implementation throws or rejects; `"resolved"` if it did neither. */
+const refusal = async (call: () => unknown): Promise<unknown> =>
+  Promise.resolve()
+    .then(call)
+    .then(
+      () => "resolved",
+      (error: unknown) => error,
+    );
+
+const circular = (): Record<string, unknown> => {
+  const o: Record<string, unknown> = { a: 1 };
+  o.self = o;
+  return o;
+};
+
+/**
+ * The conformance suite every {@link EffectLedger} runs: begin claims a key exactly once (also
+ * under concurrent begins from several handles) and otherwise returns the entry as it is; finish
+ * records an outcome only on a `started` entry, once (compare-and-set on the status), with a
+ * succeeded result kept as the JSON it was and a failed error as given; retry bumps the attempt
+ * only from `started` at the expected attempt (compare-and-set); get and list (a thread's entries
+ * only, by `startedAt`, then tool call id, then digest); invalid keys, outcomes, attempts and
+ * dates refused with {@link LedgerInputError} and nothing stored; a seal key of `SEAL_KEY_BYTES`
+ * bytes that never changes; and, for stores that pass `reopen`, a second handle that sees and
+ * continues what the first wrote. Thread ids are unique per test, so stores on a shared database
+ * can run it.
+ * @example
+ * ```ts
+ * import { describe, it, expect } from "vitest";
+ * effectLedgerSpec("MemoryEffectLedger", () => new MemoryEffectLedger(), { describe, it, expect });
+ * ```
+ */
+export function effectLedgerSpec(
+  name: string,
+  makeLedger: () => EffectLedger | Promise<EffectLedger>,
+  { describe, it, expect }: SpecRunner,
+  options: EffectLedgerSpecOptions = {},
+): void {
+  const { reopen } = options;
+
+  /** Runs a test body with fresh thread ids; closes every ledger it opened. */
+  const test = (
+    title: string,
+    body: (ctx: { open: () => Promise<EffectLedger>; again: (ledger: EffectLedger) => Promise<EffectLedger>; tid: (label: string) => string }) => Promise<void>,
+  ) =>
+    it(title, async () => {
+      const opened: EffectLedger[] = [];
+      const run = `spec-${randomUUID()}`;
+      try {
+        await body({
+          open: async () => {
+            const ledger = await makeLedger();
+            opened.push(ledger);
+            return ledger;
+          },
+          again: async (ledger) => {
+            const other = reopen ? await reopen(ledger) : ledger;
+            if (other !== ledger) opened.push(other);
+            return other;
+          },
+          tid: (label) => `${run}-${label}`,
+        });
+      } finally {
+        for (const ledger of opened.reverse()) await (ledger as { close?: () => unknown }).close?.();
+      }
+    });
+
+  const expectValid = (entry: LedgerEntry | undefined) => expect(LedgerEntrySchema.safeParse(entry).success).toBe(true);
+  const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
+
+  describe(`effectLedgerSpec: ${name}`, () => {
+    test("begin claims a new key as a started entry at attempt 1; every later begin returns the entry unchanged, unclaimed", async ({ open, tid }) => {
+      const ledger = await open();
+      const key = keyOf(tid("t"));
+      const first = await ledger.begin(key, at(0));
+      expect(first).toEqual({ claimed: true, entry: started(key, at(0)) });
+      expect(Object.keys(first.entry).sort()).toEqual(["attempt", "key", "schemaVersion", "startedAt", "status"]);
+      expectValid(first.entry);
+      expect(await ledger.begin(key, at(5))).toEqual({ claimed: false, entry: started(key, at(0)) });
+      expect(await ledger.get(key)).toEqual(started(key, at(0)));
+      // In any status: a finished entry is returned as it is, never claimed again.
+      expect(await ledger.finish(key, { status: "succeeded", result: { refundId: "r-1" } }, at(1))).toBe(true);
+      const finished = { ...started(key, at(0)), status: "succeeded", finishedAt: at(1).toISOString(), result: { refundId: "r-1" } };
+      expect(await ledger.begin(key, at(6))).toEqual({ claimed: false, entry: finished });
+      expect(await ledger.get(key)).toEqual(finished);
+    });
+
+    test("begin without a date stamps the entry with a valid ISO date", async ({ open, tid }) => {
+      const ledger = await open();
+      const key = keyOf(tid("t"));
+      const { claimed, entry } = await ledger.begin(key);
+      expect(claimed).toBe(true);
+      expectValid(entry);
+      expect(Number.isNaN(Date.parse(entry.startedAt))).toBe(false);
+      expect(await ledger.finish(key, { status: "failed", error: "declined" })).toBe(true);
+      const finished = (await ledger.get(key))!;
+      expectValid(finished);
+      expect(Number.isNaN(Date.parse(finished.finishedAt!))).toBe(false);
+    });
+
+    test("concurrent begins of one key, across handles: exactly one claims it, every caller gets its entry", async ({ open, again, tid }) => {
+      const ledger = await open();
+      const handles = [ledger, await again(ledger), await again(ledger)];
+      const key = keyOf(tid("t"));
+      const callers = 12;
+      // Each caller brings its own date: the winner's is the one every caller must see.
+      const results = await Promise.all(Array.from({ length: callers }, (_, i) => handles[i % handles.length]!.begin(key, at(i))));
+      const winners = results.filter((r) => r.claimed);
+      expect(winners.length).toBe(1);
+      const entry = winners[0]!.entry;
+      expect(entry.attempt).toBe(1);
+      expect(entry.status).toBe("started");
+      expect(results.map((r) => r.entry)).toEqual(results.map(() => entry));
+      expect(await ledger.get(key)).toEqual(entry);
+      expect(await ledger.list(key.threadId)).toEqual([entry]);
+    });
+
+    test("the thread, the tool call id and the digest each make another key", async ({ open, tid }) => {
+      const ledger = await open();
+      const [t, u] = [tid("t"), tid("u")];
+      const keys = [keyOf(t), keyOf(t, "call_1", OTHER_DIGEST), keyOf(t, "call_2"), keyOf(u)];
+      for (const key of keys) expect(await ledger.begin(key, at(0))).toEqual({ claimed: true, entry: started(key, at(0)) });
+      expect(await ledger.finish(keys[0]!, { status: "succeeded", result: 1 }, at(1))).toBe(true);
+      for (const key of keys.slice(1)) expect(await ledger.get(key)).toEqual(started(key, at(0)));
+    });
+
+    const results: [string, unknown][] = [
+      ["an object", { refundId: "r-1", amountCents: 74_000, ok: true, items: [1, "two", null, { three: 3.5 }] }],
+      ["null", null],
+      ["zero", 0],
+      ["false", false],
+      ["an empty string", ""],
+      ["an empty array", []],
+      ["a negative fraction", -0.125],
+      ["a string with quotes, newlines and non-ASCII", 'o\'k "q" \\ \n é 日本 \u2028 \ud83d\ude00'],
+      ["an object with a member named __proto__", JSON.parse('{"__proto__": {"isAdmin": true}, "amount": 5}') as unknown],
+      ["deeply nested keys in a given order", { z: { y: { x: [{ b: 1, a: 2 }] } }, a: "first?" }],
+    ];
+    for (const [label, result] of results) {
+      test(`finish records a succeeded result (${label}) as the JSON it was, with finishedAt`, async ({ open, tid }) => {
+        const ledger = await open();
+        const key = keyOf(tid("t"));
+        await ledger.begin(key, at(0));
+        expect(await ledger.finish(key, { status: "succeeded", result }, at(3))).toBe(true);
+        const entry = (await ledger.get(key))!;
+        expect(entry).toEqual({ ...started(key, at(0)), status: "succeeded", finishedAt: at(3).toISOString(), result });
+        expect(JSON.stringify(entry.result)).toBe(JSON.stringify(result));
+        expect("error" in entry).toBe(false);
+        expectValid(entry);
+        expect(await ledger.list(key.threadId)).toEqual([entry]);
+      });
+    }
+
+    test("finish records a failed error as given; a failed entry has no result", async ({ open, tid }) => {
+      const ledger = await open();
+      const key = keyOf(tid("t"));
+      await ledger.begin(key, at(0));
+      const error = 'Payment gateway said: "card declined" (code 51) — réessayer ✗';
+      expect(await ledger.finish(key, { status: "failed", error }, at(2))).toBe(true);
+      const entry = (await ledger.get(key))!;
+      expect(entry).toEqual({ ...started(key, at(0)), status: "failed", finishedAt: at(2).toISOString(), error });
+      expect("result" in entry).toBe(false);
+      expectValid(entry);
+    });
+
+    test("finish changes only a started entry: a finished entry never changes, a missing key is not created", async ({ open, tid }) => {
+      const ledger = await open();
+      const t = tid("t");
+      const missing = keyOf(t, "call_missing");
+      expect(await ledger.finish(missing, { status: "succeeded", result: 1 }, at(1))).toBe(false);
+      expect(await ledger.get(missing)).toBe(undefined);
+      expect(await ledger.list(t)).toEqual([]);
+
+      const key = keyOf(t);
+      await ledger.begin(key, at(0));
+      expect(await ledger.finish(key, { status: "succeeded", result: { n: 1 } }, at(1))).toBe(true);
+      const finished = (await ledger.get(key))!;
+      expect(await ledger.finish(key, { status: "succeeded", result: { n: 2 } }, at(2))).toBe(false);
+      expect(await ledger.finish(key, { status: "failed", error: "late" }, at(3))).toBe(false);
+      expect(await ledger.get(key)).toEqual(finished);
+
+      const failed = keyOf(t, "call_failed");
+      await ledger.begin(failed, at(0));
+      expect(await ledger.finish(failed, { status: "failed", error: "declined" }, at(1))).toBe(true);
+      const failedEntry = (await ledger.get(failed))!;
+      expect(await ledger.finish(failed, { status: "succeeded", result: "ok after all" }, at(2))).toBe(false);
+      expect(await ledger.get(failed)).toEqual(failedEntry);
+      expect(await ledger.list(t)).toEqual([finished, failedEntry]);
+    });
+
+    test("concurrent finishes of one started entry, across handles: exactly one records its outcome", async ({ open, again, tid }) => {
+      const ledger = await open();
+      const handles = [ledger, await again(ledger), await again(ledger)];
+      const key = keyOf(tid("t"));
+      await ledger.begin(key, at(0));
+      const callers = 12;
+      const outcomes: LedgerOutcome[] = Array.from({ length: callers }, (_, i) =>
+        i % 2 === 0 ? { status: "succeeded", result: { caller: i } } : { status: "failed", error: `caller ${i}` },
+      );
+      const done = await Promise.all(outcomes.map((o, i) => handles[i % handles.length]!.finish(key, o, at(10 + i))));
+      expect(done.filter(Boolean).length).toBe(1);
+      const winner = done.indexOf(true);
+      const o = outcomes[winner]!;
+      expect(await ledger.get(key)).toEqual({
+        ...started(key, at(0)),
+        status: o.status,
+        finishedAt: at(10 + winner).toISOString(),
+        ...(o.status === "succeeded" ? { result: o.result } : { error: o.error }),
+      });
+    });
+
+    test("retry bumps the attempt and startedAt only from started at the expected attempt (compare-and-set)", async ({ open, tid }) => {
+      const ledger = await open();
+      const key = keyOf(tid("t"));
+      await ledger.begin(key, at(0));
+      const second = await ledger.retry(key, 1, at(1));
+      expect(second).toEqual(started(key, at(1), 2));
+      expectValid(second);
+      expect(await ledger.get(key)).toEqual(started(key, at(1), 2));
+      // A stale or future attempt changes nothing.
+      expect(await ledger.retry(key, 1, at(2))).toBe(undefined);
+      expect(await ledger.retry(key, 3, at(2))).toBe(undefined);
+      expect(await ledger.get(key)).toEqual(started(key, at(1), 2));
+      expect(await ledger.retry(key, 2, at(3))).toEqual(started(key, at(3), 3));
+      // Not after a begin: begin never changes an existing entry.
+      expect(await ledger.begin(key, at(4))).toEqual({ claimed: false, entry: started(key, at(3), 3) });
+      expect(await ledger.finish(key, { status: "succeeded", result: "done" }, at(5))).toBe(true);
+      const finished = { ...started(key, at(3), 3), status: "succeeded", finishedAt: at(5).toISOString(), result: "done" };
+      expect(await ledger.get(key)).toEqual(finished);
+      // Not from a finished entry, at any attempt.
+      expect(await ledger.retry(key, 3, at(6))).toBe(undefined);
+      expect(await ledger.get(key)).toEqual(finished);
+      const failed = keyOf(key.threadId, "call_failed");
+      await ledger.begin(failed, at(0));
+      await ledger.finish(failed, { status: "failed", error: "no" }, at(1));
+      expect(await ledger.retry(failed, 1, at(2))).toBe(undefined);
+      expect((await ledger.get(failed))?.attempt).toBe(1);
+      // Nor a missing key, which is not created.
+      const missing = keyOf(key.threadId, "call_missing");
+      expect(await ledger.retry(missing, 1, at(2))).toBe(undefined);
+      expect(await ledger.get(missing)).toBe(undefined);
+    });
+
+    test("concurrent retries at one attempt, across handles: exactly one wins", async ({ open, again, tid }) => {
+      const ledger = await open();
+      const handles = [ledger, await again(ledger), await again(ledger)];
+      const key = keyOf(tid("t"));
+      await ledger.begin(key, at(0));
+      const callers = 12;
+      const retried = await Promise.all(Array.from({ length: callers }, (_, i) => handles[i % handles.length]!.retry(key, 1, at(10 + i))));
+      const winners = retried.filter((e) => e !== undefined);
+      expect(winners.length).toBe(1);
+      const winner = retried.findIndex((e) => e !== undefined);
+      expect(winners[0]).toEqual(started(key, at(10 + winner), 2));
+      expect(await ledger.get(key)).toEqual(started(key, at(10 + winner), 2));
+    });
+
+    test("get of an unknown key is undefined; list of an unknown thread is empty", async ({ open, tid }) => {
+      const ledger = await open();
+      const t = tid("nobody");
+      expect(await ledger.get(keyOf(t))).toBe(undefined);
+      expect(await ledger.list(t)).toEqual([]);
+      // Nor does asking create anything.
+      expect((await ledger.begin(keyOf(t), at(0))).claimed).toBe(true);
+    });
+
+    test("list returns a thread's entries only, by startedAt, then tool call id, then digest", async ({ open, tid }) => {
+      const ledger = await open();
+      const [t, prefixed, other] = [tid("t"), tid("t-2"), tid("other")];
+      const begun: [LedgerKey, number][] = [
+        [keyOf(t, "call_c"), 0],
+        [keyOf(t, "call_b", OTHER_DIGEST), 5],
+        [keyOf(t, "call_a"), 5],
+        [keyOf(t, "call_b"), 5],
+        [keyOf(t, "call_0"), 9],
+        [keyOf(prefixed, "call_a"), 1],
+        [keyOf(other, "call_a"), 1],
+      ];
+      for (const [key, minute] of begun) await ledger.begin(key, at(minute));
+      await ledger.finish(keyOf(t, "call_a"), { status: "succeeded", result: null }, at(6));
+      // A retry moves the entry to the start of its current attempt.
+      await ledger.retry(keyOf(t, "call_c"), 1, at(7));
+      const listed = await ledger.list(t);
+      expect(listed.map((e) => [e.key.toolCallId, e.key.digest, e.startedAt])).toEqual([
+        ["call_a", DIGEST, at(5).toISOString()],
+        ["call_b", DIGEST, at(5).toISOString()],
+        ["call_b", OTHER_DIGEST, at(5).toISOString()],
+        ["call_c", DIGEST, at(7).toISOString()],
+        ["call_0", DIGEST, at(9).toISOString()],
+      ]);
+      for (const entry of listed) {
+        expectValid(entry);
+        expect(await ledger.get(entry.key)).toEqual(entry);
+      }
+      expect((await ledger.list(prefixed)).map((e) => e.key)).toEqual([keyOf(prefixed, "call_a")]);
+      expect((await ledger.list(other)).map((e) => e.key)).toEqual([keyOf(other, "call_a")]);
+    });
+
+    test("keys with quotes, backslashes and non-ASCII characters are keys like any other", async ({ open, tid }) => {
+      const ledger = await open();
+      const odd = keyOf(tid(`o'k "q" \\ é 日本 \u2028 \ud83d\ude00`), `call_'"\\%_*`, `digest with spaces; DROP TABLE x; --`);
+      const plain = keyOf(tid("plain"));
+      expect(await ledger.begin(odd, at(0))).toEqual({ claimed: true, entry: started(odd, at(0)) });
+      expect((await ledger.begin(plain, at(0))).claimed).toBe(true);
+      expect(await ledger.finish(odd, { status: "succeeded", result: "odd" }, at(1))).toBe(true);
+      const entry = (await ledger.get(odd))!;
+      expect(entry.key).toEqual(odd);
+      expect(await ledger.list(odd.threadId)).toEqual([entry]);
+      expect(await ledger.get(plain)).toEqual(started(plain, at(0)));
+      // A LIKE-style wildcard in a thread id matches nothing else.
+      expect(await ledger.list(tid("%"))).toEqual([]);
+    });
+
+    test("hands out copies: changing a returned entry changes nothing stored", async ({ open, tid }) => {
+      const ledger = await open();
+      const key = keyOf(tid("t"));
+      const { entry } = await ledger.begin(key, at(0));
+      entry.attempt = 99;
+      entry.key.toolCallId = "changed";
+      expect(await ledger.get(key)).toEqual(started(key, at(0)));
+      await ledger.finish(key, { status: "succeeded", result: { nested: { n: 1 } } }, at(1));
+      const read = (await ledger.get(key))!;
+      (read.result as { nested: { n: number } }).nested.n = 2;
+      (await ledger.list(key.threadId))[0]!.status = "failed";
+      expect((await ledger.get(key))?.result).toEqual({ nested: { n: 1 } });
+      expect((await ledger.get(key))?.status).toBe("succeeded");
+    });
+
+    test("idempotencyKeyOf a stored key is the given key's: 64 hex characters, one per key", async ({ open, tid }) => {
+      const ledger = await open();
+      const key = keyOf(tid("t"));
+      const { entry } = await ledger.begin(key, at(0));
+      expect(entry.key).toEqual(key);
+      expect(idempotencyKeyOf(entry.key)).toMatch(/^[0-9a-f]{64}$/);
+      expect(idempotencyKeyOf(entry.key)).toBe(idempotencyKeyOf(key));
+      expect(idempotencyKeyOf((await ledger.list(key.threadId))[0]!.key)).toBe(idempotencyKeyOf(key));
+      const others = [keyOf(key.threadId, "call_1", OTHER_DIGEST), keyOf(key.threadId, "call_2"), keyOf(tid("u"))].map(idempotencyKeyOf);
+      expect(new Set([idempotencyKeyOf(key), ...others]).size).toBe(4);
+      const error = await refusal(() => idempotencyKeyOf({ threadId: "", toolCallId: "c", digest: DIGEST }));
+      expect(error instanceof LedgerInputError).toBe(true);
+    });
+
+    test(`sealKey is ${SEAL_KEY_BYTES} bytes and the same on every call`, async ({ open }) => {
+      const ledger = await open();
+      const first = await ledger.sealKey();
+      expect(first instanceof Uint8Array).toBe(true);
+      expect(first.length).toBe(SEAL_KEY_BYTES);
+      expect(hex(first)).toBe(hex(await ledger.sealKey()));
+      // Not all zeros: a key, not a placeholder.
+      expect(first.some((b) => b !== 0)).toBe(true);
+    });
+
+    /** A bad call (refused with `field`) and the state the spec checks is left as it was. */
+    const invalid: [string, string, (ledger: EffectLedger, t: string, kept: LedgerKey) => unknown][] = [
+      ["a begin with an empty thread id", "key", (l) => l.begin(keyOf(""), at(1))],
+      ["a begin with an empty tool call id", "key", (l, t) => l.begin(keyOf(t, ""), at(1))],
+      ["a begin without a digest", "key", (l, t) => l.begin({ threadId: t, toolCallId: "call_2" } as LedgerKey, at(1))],
+      ["a begin with a NUL character in the tool call id", "key", (l, t) => l.begin(keyOf(t, "call\u00002"), at(1))],
+      ["a begin with a key of an unknown field", "key", (l, t) => l.begin({ ...keyOf(t, "call_2"), extra: 1 } as LedgerKey, at(1))],
+      ["a begin with a non-string digest", "key", (l, t) => l.begin({ ...keyOf(t, "call_2"), digest: 5 } as unknown as LedgerKey, at(1))],
+      ["a begin with a null key", "key", (l) => l.begin(null as unknown as LedgerKey, at(1))],
+      ["a begin with an invalid date", "now", (l, t) => l.begin(keyOf(t, "call_2"), new Date(Number.NaN))],
+      ["a begin with a date that is a string", "now", (l, t) => l.begin(keyOf(t, "call_2"), "2025-03-10" as unknown as Date)],
+      ["a finish with a BigInt result", "outcome", (l, _t, k) => l.finish(k, { status: "succeeded", result: { amount: BigInt(1) } }, at(1))],
+      ["a finish with a NaN result", "outcome", (l, _t, k) => l.finish(k, { status: "succeeded", result: Number.NaN }, at(1))],
+      ["a finish with an Infinity nested in the result", "outcome", (l, _t, k) => l.finish(k, { status: "succeeded", result: { a: [1, Infinity] } }, at(1))],
+      ["a finish with a Date in the result", "outcome", (l, _t, k) => l.finish(k, { status: "succeeded", result: { when: new Date(0) } }, at(1))],
+      ["a finish with a Map result", "outcome", (l, _t, k) => l.finish(k, { status: "succeeded", result: new Map([["a", 1]]) }, at(1))],
+      ["a finish with an undefined member in the result", "outcome", (l, _t, k) => l.finish(k, { status: "succeeded", result: { a: undefined } }, at(1))],
+      ["a finish with an undefined result", "outcome", (l, _t, k) => l.finish(k, { status: "succeeded", result: undefined }, at(1))],
+      ["a finish with a function in the result", "outcome", (l, _t, k) => l.finish(k, { status: "succeeded", result: { f: () => 1 } }, at(1))],
+      ["a finish with a circular result", "outcome", (l, _t, k) => l.finish(k, { status: "succeeded", result: circular() }, at(1))],
+      ["a finish with an unknown status", "outcome", (l, _t, k) => l.finish(k, { status: "running" } as unknown as LedgerOutcome, at(1))],
+      ["a failed finish with an empty error", "outcome", (l, _t, k) => l.finish(k, { status: "failed", error: "" }, at(1))],
+      ["a failed finish with a result beside its error", "outcome", (l, _t, k) => l.finish(k, { status: "failed", error: "x", result: 1 } as unknown as LedgerOutcome, at(1))],
+      ["a finish with a bad key", "key", (l, t) => l.finish(keyOf(t, "call_1", ""), { status: "succeeded", result: 1 }, at(1))],
+      ["a finish with an invalid date", "now", (l, _t, k) => l.finish(k, { status: "succeeded", result: 1 }, new Date(Number.NaN))],
+      ["a retry at attempt 0", "expectedAttempt", (l, _t, k) => l.retry(k, 0, at(1))],
+      ["a retry at attempt 1.5", "expectedAttempt", (l, _t, k) => l.retry(k, 1.5, at(1))],
+      ["a retry at attempt NaN", "expectedAttempt", (l, _t, k) => l.retry(k, Number.NaN, at(1))],
+      ["a retry with a bad key", "key", (l, t) => l.retry({ threadId: t } as LedgerKey, 1, at(1))],
+      ["a retry with an invalid date", "now", (l, _t, k) => l.retry(k, 1, new Date(Number.NaN))],
+      ["a get with a bad key", "key", (l, t) => l.get({ threadId: t, toolCallId: "call_1", digest: "" })],
+      ["a list of an empty thread id", "threadId", (l) => l.list("")],
+      ["a list of a non-string thread id", "threadId", (l) => l.list(42 as unknown as string)],
+    ];
+    for (const [label, field, bad] of invalid) {
+      test(`refuses ${label} with LedgerInputError (field "${field}") and stores nothing`, async ({ open, tid }) => {
+        const ledger = await open();
+        const t = tid("t");
+        const kept = keyOf(t);
+        const done = keyOf(t, "call_done");
+        await ledger.begin(kept, at(0));
+        await ledger.begin(done, at(0));
+        await ledger.finish(done, { status: "succeeded", result: { n: 1 } }, at(0));
+        const before = await ledger.list(t);
+        const error = await refusal(() => bad(ledger, t, kept));
+        expect(error instanceof LedgerInputError).toBe(true);
+        expect((error as LedgerInputError).code).toBe("ledger_input_invalid");
+        expect((error as LedgerInputError).field).toBe(field);
+        expect(await ledger.list(t)).toEqual(before);
+        expect(await ledger.get(kept)).toEqual(started(kept, at(0)));
+        expect(await ledger.get(keyOf(t, "call_2"))).toBe(undefined);
+        // The ledger still works after a refusal.
+        expect(await ledger.retry(kept, 1, at(2))).toEqual(started(kept, at(2), 2));
+        expect(await ledger.finish(kept, { status: "succeeded", result: null }, at(3))).toBe(true);
+      });
+    }
+
+    if (reopen) {
+      test("another handle on the same storage sees and continues what the first wrote, with the same seal key", async ({ open, again, tid }) => {
+        const ledger = await open();
+        const key = keyOf(tid("t"));
+        await ledger.begin(key, at(0));
+        const other = await again(ledger);
+        expect(other === ledger).toBe(false);
+        expect(await other.get(key)).toEqual(started(key, at(0)));
+        expect(await other.begin(key, at(1))).toEqual({ claimed: false, entry: started(key, at(0)) });
+        expect(await other.retry(key, 1, at(2))).toEqual(started(key, at(2), 2));
+        expect(await ledger.retry(key, 1, at(3))).toBe(undefined);
+        expect(await ledger.finish(key, { status: "succeeded", result: { refundId: "r-1" } }, at(4))).toBe(true);
+        expect(await other.finish(key, { status: "failed", error: "late" }, at(5))).toBe(false);
+        const finished = { ...started(key, at(2), 2), status: "succeeded", finishedAt: at(4).toISOString(), result: { refundId: "r-1" } };
+        expect(await other.get(key)).toEqual(finished);
+        expect(await other.list(key.threadId)).toEqual([finished]);
+        expect(hex(await other.sealKey())).toBe(hex(await ledger.sealKey()));
+        const third = await again(ledger);
+        expect(hex(await third.sealKey())).toBe(hex(await ledger.sealKey()));
+      });
+
+      test("concurrent calls of sealKey from several handles (the first ones on fresh storage) agree on one key", async ({ open, again }) => {
+        const ledger = await open();
+        const handles = [ledger, await again(ledger), await again(ledger)];
+        const keys = await Promise.all(handles.flatMap((h) => [h.sealKey(), h.sealKey()]));
+        expect(new Set(keys.map((k) => hex(k))).size).toBe(1);
+      });
+    }
+  });
+}
