@@ -2,52 +2,35 @@ import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messa
 import { BaseCheckpointSaver, END, isCommand, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
-import {
-  createEscalationGuard,
-  createPolicyGateParts,
-  routeAfterEscalation,
-  routeAfterPolicyGate,
-  routeAfterTools,
-  type EscalationGuardOptions,
-  type PolicyGateOptions,
-  type GateUpdate,
-} from "../guards/index.js";
-import {
-  bindIdentityStep,
-  createContextRetrieval,
-  createGovernedToolNode,
-  createModelStep,
-  createToolRecovery,
-  EffectLedgerOption,
-  GovernedAnnotation,
-  redactingAuditLog,
-  redactRunInput,
-  requireThreadId,
-  type ContextRetrievalOptions,
-  type GovernedState,
-} from "../nodes/index.js";
+import { createEscalationGuard, type EscalationGuardOptions } from "../guards/escalation-guard.js";
+import { createPolicyGateParts, type PolicyGateOptions, type GateUpdate } from "../guards/policy-gate.js";
+import { routeAfterEscalation, routeAfterPolicyGate, routeAfterTools } from "../guards/routes.js";
+import { GovernedAnnotation, type GovernedState } from "../langgraph/channels.js";
+import { EffectLedgerOption } from "../langgraph/records.js";
+import { requireThreadId } from "../langgraph/run.js";
+import { createContextRetrieval, type ContextRetrievalOptions } from "../nodes/context-retrieval.js";
+import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
+import { bindIdentityStep } from "../nodes/identity-binding.js";
+import { createModelStep } from "../nodes/model-node.js";
+import { redactingAuditLog, redactRunInput } from "../nodes/redaction.js";
+import { createToolRecovery } from "../nodes/tool-recovery.js";
 import { guardCheckpointer } from "../src/stores/postgres/connection.js";
 import { assertNoPendingApproval } from "../langgraph/run.js";
 import { ChatModelOption, ToolsOption } from "../langgraph/tools.js";
-import {
-  AuditLogOption,
-  BudgetGuardOption,
-  IdentityRegistry,
-  lazySealer,
-  ledgerFor,
-  MemoryAuditLog,
-  parseOptions,
-  PolicyEngineOption,
-  principalFromConfig,
-  RetryOptionsSchema,
-  standardRedaction,
-  threadLockFor,
-  ToolExecutionOptionsSchema,
-  type AgentIdentity,
-  type Redaction,
-  type ThreadLock,
-} from "../src/index.js";
+import { AuditLogOption, MemoryAuditLog } from "../src/audit/log.js";
+import { type Redaction } from "../src/context/redaction.js";
+import { lazySealer } from "../src/decisions/seal.js";
+import { standardRedaction } from "../src/export/segments.js";
+import { IdentityRegistry, principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
+import { parseOptions } from "../src/internal/options.js";
+import { BudgetGuardOption } from "../src/policy/budget.js";
+import { PolicyEngineOption } from "../src/policy/engine.js";
+import { ledgerFor, threadLockFor } from "../src/stores/for-checkpointer.js";
+import { type ThreadLock } from "../src/threads/lock.js";
+import { RetryOptionsSchema, ToolExecutionOptionsSchema } from "../src/tools/resilience.js";
 import { guardResumes } from "./resume-guard.js";
+import { EartConfigError } from "../src/errors.js";
+import { assertAgentConfig, closestName } from "../src/policy/validate.js";
 
 const GovernedAgentOptionsSchema = z
   .object({
@@ -115,9 +98,64 @@ const GovernedAgentOptionsSchema = z
     redaction: z
       .union([z.literal(false), z.custom<Redaction>((v) => typeof (v as Redaction)?.apply === "function", "must be a Redaction (defineRedaction) or false")])
       .optional(),
+    /**
+     * Construction checks to skip, by code. `"policy_tool_unknown"`: the policy is shared with
+     * other agents, so its rules may name tools this agent does not have.
+     */
+    skipChecks: z.array(z.enum(["policy_tool_unknown"])).optional(),
   })
   .strict();
 export type GovernedAgentOptions = z.input<typeof GovernedAgentOptionsSchema>;
+
+/** Options passed under another name, and the option meant. */
+const MEANT_OPTION: ReadonlyMap<string, string> = new Map([
+  ["registry", "identities"],
+  ["identityRegistry", "identities"],
+  ["llm", "model"],
+  ["chatModel", "model"],
+  ["rules", "policy"],
+  ["policies", "policy"],
+  ["policyEngine", "policy"],
+  ["audit", "auditLog"],
+  ["saver", "checkpointer"],
+]);
+
+/** What an option takes, for the hint that names it. */
+const TAKES: Readonly<Record<string, string>> = {
+  identities: "the IdentityRegistry (IdentityRegistry.fromFile(path) or .fromObject(definition)) or its definition { roles, agents, users }",
+  model: `a chat model instance (e.g. new ChatOpenAI({ model: "gpt-4o" }))`,
+  policy: "a policy engine: definePolicy({ name, rules }) or a Cedar engine",
+};
+
+/**
+ * Common mistakes in the options, named with what to do before the schema reports them
+ * generically: an option under another name (`registry` for `identities`, `llm` for `model`),
+ * rules or a policy definition where a policy engine goes, a model name where a model goes.
+ */
+function checkOptionNames(options: unknown): void {
+  if (typeof options !== "object" || options === null) return;
+  const given = options as Record<string, unknown>;
+  const known = Object.keys(GovernedAgentOptionsSchema.shape);
+  for (const key of Object.keys(given)) {
+    if (known.includes(key)) continue;
+    const meant = MEANT_OPTION.get(key) ?? closestName(key, known);
+    if (meant) {
+      throw new EartConfigError(key, `createGovernedAgent has no option "${key}": did you mean "${meant}"?${TAKES[meant] ? ` It takes ${TAKES[meant]}` : ""}`, { expected: meant });
+    }
+  }
+  for (const field of ["policy", "shadowPolicy"]) {
+    const value = given[field];
+    if (Array.isArray(value)) {
+      throw new EartConfigError(field, `got an array (policy rules?), where a policy engine goes: pass definePolicy({ name, rules }) instead of the rules`);
+    }
+    if (typeof value === "object" && value !== null && "rules" in value && typeof (value as { decide?: unknown }).decide !== "function") {
+      throw new EartConfigError(field, `got a policy definition ({ rules }), where a policy engine goes: pass definePolicy(definition) instead`);
+    }
+  }
+  if (given.identities === undefined) throw new EartConfigError("identities", `is required: ${TAKES.identities}`);
+  if (typeof given.identities === "string") throw new EartConfigError("identities", `got a string: for a JSON file pass IdentityRegistry.fromFile(${JSON.stringify(given.identities)})`);
+  if (typeof given.model === "string") throw new EartConfigError("model", `got the string ${JSON.stringify(given.model)}, where ${TAKES.model} goes`);
+}
 
 /**
  * Redacts what callers send (a card number in a chat message, in any message form LangChain
@@ -175,11 +213,14 @@ interface LooseGraph {
  * ```
  */
 export function createGovernedAgent(options: GovernedAgentOptions) {
+  checkOptionNames(options);
   const opts = parseOptions(GovernedAgentOptionsSchema, options);
   const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets, execution, recoveryRoles, modelRetry, fallbackModels, context, escalation } = opts;
   const redaction = opts.redaction === false ? undefined : (opts.redaction ?? context?.redaction ?? standardRedaction());
   const auditLog = redaction ? redactingAuditLog(opts.auditLog ?? new MemoryAuditLog(), redaction) : (opts.auditLog ?? new MemoryAuditLog());
   const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
+  // Before anything is wired, stored or written: a refused configuration leaves no trace.
+  assertAgentConfig({ tools, policy, shadowPolicy, registry, recoveryRoles, reviewerRoles: escalation?.reviewerRoles, skip: opts.skipChecks });
   const modelStep = createModelStep({
     model,
     tools,

@@ -7,34 +7,44 @@ const Name = z.string().min(1, "must be a non-empty string");
 const ToolGrant = z.union([z.literal("*"), Name]);
 
 /** A role a human user can hold, and the tools it lets an agent use on that user's behalf. */
-export const RoleDefinitionSchema = z.object({
-  description: z.string().optional(),
-  /** Tool names, or `"*"` for every tool. */
-  tools: z.array(ToolGrant).default([]),
-  /**
-   * Data scopes an agent acting for a holder of this role may read, or `"*"` for all of the
-   * agent's. An agent's scopes are limited by them as its tools are by `tools`: none by default.
-   */
-  dataScopes: z.array(ToolGrant).default([]),
-});
+export const RoleDefinitionSchema = z
+  .object({
+    description: z.string().optional(),
+    /** Tool names, or `"*"` for every tool. */
+    tools: z.array(ToolGrant).default([]),
+    /**
+     * Data scopes an agent acting for a holder of this role may read, or `"*"` for all of the
+     * agent's. An agent's scopes are limited by them as its tools are by `tools`: none by default.
+     */
+    dataScopes: z.array(ToolGrant).default([]),
+  })
+  .strict();
 
 /** An agent: what it is allowed to call and to see, whoever it acts for. */
-export const AgentDefinitionSchema = z.object({
-  id: Id,
-  description: z.string().optional(),
-  roles: z.array(Name).default([]),
-  tools: z.array(ToolGrant),
-  dataScopes: z.array(Name).default([]),
-});
+export const AgentDefinitionSchema = z
+  .object({
+    id: Id,
+    description: z.string().optional(),
+    roles: z.array(Name).default([]),
+    tools: z.array(ToolGrant),
+    dataScopes: z.array(Name).default([]),
+  })
+  .strict();
 
 /** A human user: someone an agent acts for, or an approver. */
-export const UserDefinitionSchema = z.object({
-  id: Id,
-  name: z.string().optional(),
-  roles: z.array(Name).default([]),
-});
+export const UserDefinitionSchema = z
+  .object({
+    id: Id,
+    name: z.string().optional(),
+    roles: z.array(Name).default([]),
+  })
+  .strict();
 
-/** The whole registry as written in code or in a JSON file. */
+/**
+ * The whole registry as written in code or in a JSON file. Every level is strict: a key it does
+ * not know (`approverRole` for `roles`, `agent` for `agents`) is refused, not ignored, since the
+ * permission it was meant to give or take would silently not be there.
+ */
 export const IdentityRegistryDefinitionSchema = z
   .object({
     roles: z.record(Name, RoleDefinitionSchema).default({}),
@@ -142,6 +152,40 @@ function checkIds(kind: string, entries: readonly { id: string; entry: string }[
   }
 }
 
+/** Keys written for another one, and the key meant. */
+const MEANT_KEY: ReadonlyMap<string, string> = new Map([
+  ["approverRole", "roles"],
+  ["approverRoles", "roles"],
+  ["allowedTools", "tools"],
+  ["scopes", "dataScopes"],
+]);
+
+/** What an entry at `path` is, and the keys it may have. */
+function entryKeys(path: readonly PropertyKey[]): { what: string; keys: string[] } {
+  if (path.length === 0) return { what: "the registry", keys: Object.keys(IdentityRegistryDefinitionSchema.shape) };
+  if (path[0] === "roles") return { what: "a role", keys: Object.keys(RoleDefinitionSchema.shape) };
+  if (path[0] === "agents") return { what: "an agent", keys: Object.keys(AgentDefinitionSchema.shape) };
+  return { what: "a user", keys: Object.keys(UserDefinitionSchema.shape) };
+}
+
+/** The key `key` was likely meant as: a known confusion, or the same name but for case, separators and a plural "s". */
+function meantKey(key: string, keys: readonly string[]): string | undefined {
+  const alias = MEANT_KEY.get(key);
+  if (alias !== undefined && keys.includes(alias)) return alias;
+  const loose = (k: string) => k.toLowerCase().replace(/[^a-z0-9]/g, "").replace(/s$/, "");
+  return keys.find((k) => loose(k) === loose(key));
+}
+
+/** The error for a key the registry does not know: the entry is the one holding it; the message names it and the key most likely meant. */
+function unknownKeyError(path: readonly PropertyKey[], key: string): IdentityRegistryError {
+  const { what, keys } = entryKeys(path);
+  const meant = meantKey(key, keys);
+  return new IdentityRegistryError(
+    entryPath(path),
+    `unknown key ${shownId(key)}${meant ? `: did you mean "${meant}"?` : ""} (${what} has ${keys.join(", ")}); unknown keys are refused, not ignored`,
+  );
+}
+
 function entryPath(path: readonly PropertyKey[]): string {
   let out = "";
   for (const key of path) {
@@ -182,10 +226,17 @@ export class IdentityRegistry {
     this.#users = new Map(def.users.map((u) => [u.id, u]));
   }
 
-  /** Validates a registry given as an object. Throws {@link IdentityRegistryError} naming the bad entry. */
+  /**
+   * Validates a registry given as an object. Throws {@link IdentityRegistryError} naming the bad
+   * entry; a key no entry has (`approverRole`, `agent`) is refused with the key it most likely
+   * stands for, not ignored.
+   */
   static fromObject(input: unknown): IdentityRegistry {
     const parsed = IdentityRegistryDefinitionSchema.safeParse(input);
     if (!parsed.success) {
+      // An unknown key first: `agent` for `agents` also makes `agents` missing, but the key is the mistake.
+      const unknown = parsed.error.issues.find((i) => i.code === "unrecognized_keys");
+      if (unknown) throw unknownKeyError(unknown.path, unknown.keys[0]!);
       const issue = parsed.error.issues[0]!;
       throw new IdentityRegistryError(entryPath(issue.path), issue.message);
     }
@@ -216,6 +267,16 @@ export class IdentityRegistry {
       throw new IdentityRegistryError("(file)", `cannot read ${path}: ${(error as Error).message}`);
     }
     return IdentityRegistry.fromObject(raw);
+  }
+
+  /** Ids of the declared roles (the keys of `roles`): the only roles a user, and so an approver, can hold. */
+  roleIds(): string[] {
+    return [...this.#roles.keys()];
+  }
+
+  /** Ids of the agents, in the order they are declared. */
+  agentIds(): string[] {
+    return [...this.#agents.keys()];
   }
 
   getAgent(id: string): AgentDefinition | undefined {

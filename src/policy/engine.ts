@@ -54,7 +54,36 @@ export interface PolicyEngine {
   /** Content hash of the policy set; carried by every decision. */
   readonly version: string;
   decide(request: PolicyRequest): PolicyDecision | Promise<PolicyDecision>;
+  /**
+   * What the rules name, for the checks `createGovernedAgent` makes when it builds an agent (a
+   * rule naming a tool the agent does not have, an approver role nobody holds). Optional: an
+   * engine without it is not cross-checked. Engines from {@link definePolicy} have it.
+   */
+  describe?(): PolicyDescription;
 }
+
+/**
+ * What a policy's rules name, read-only: the tools each applies to and the roles it asks to
+ * approve. Decisions never read it; construction checks do (`createGovernedAgent`).
+ * @example
+ * ```ts
+ * refundPolicy.describe?.().rules.find((r) => r.id === "refund.supervisor")?.approverRoles; // ["supervisor"]
+ * ```
+ */
+export const PolicyDescriptionSchema = z.object({
+  name: z.string(),
+  rules: z.array(
+    z.object({
+      id: z.string(),
+      /** Tool names the rule applies to, or `"*"` for every tool. */
+      tools: z.union([z.literal("*"), z.array(z.string())]),
+      effect: PolicyEffectSchema,
+      /** For `require_approval`: roles whose holders may approve. */
+      approverRoles: z.array(z.string()).optional(),
+    }),
+  ),
+});
+export type PolicyDescription = z.output<typeof PolicyDescriptionSchema>;
 
 const isFunction = (v: unknown): v is (...args: never[]) => unknown => typeof v === "function";
 
@@ -108,6 +137,18 @@ const PolicyRuleSchema = z
   .superRefine((rule, ctx) => {
     if (rule.effect === "require_approval" && !rule.approverRoles) {
       ctx.addIssue({ code: "custom", path: ["approverRoles"], message: "a require_approval rule must name approverRoles" });
+    }
+    // Ignored on any other effect, so almost always a rule meant to ask for an approval.
+    if (rule.effect !== "require_approval" && rule.approverRoles !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["approverRoles"],
+        message: `only a require_approval rule asks approvers; this rule's effect is "${rule.effect}": make it effect "require_approval", or remove approverRoles`,
+      });
+    }
+    // "*" inside the list would be a tool named "*", which no call has.
+    if (Array.isArray(rule.tools) && rule.tools.includes("*")) {
+      ctx.addIssue({ code: "custom", path: ["tools"], message: 'write tools: "*" (not ["*"]) for a rule over every tool' });
     }
     if (rule.effect !== "require_approval" && rule.quorum !== undefined) {
       ctx.addIssue({ code: "custom", path: ["quorum"], message: "only a require_approval rule can have a quorum" });
@@ -224,6 +265,10 @@ export const DEFAULT_DENY_POLICY_ID = "eart.default-deny";
  * a closure or from the environment is *not* in its source: declare it in `config` (and read it
  * from the rule's second argument) or name it in `version`, or an approval given after it changed
  * is not checked again.
+ *
+ * **Description.** `describe()` lists each rule's tools, effect and approver roles, so that
+ * `createGovernedAgent` can refuse a rule naming a tool the agent does not have or a role the
+ * identities do not declare.
  * @example
  * ```ts
  * const policy = definePolicy({
@@ -311,8 +356,19 @@ export function definePolicy<C extends PolicyConfig = PolicyConfig>(definition: 
     evaluationError: true,
   });
 
+  const description: PolicyDescription = frozenCopy({
+    name: parsed.data.name,
+    rules: rules.map((r) => ({
+      id: r.id,
+      tools: r.tools === "*" ? ("*" as const) : [...r.tools],
+      effect: r.effect,
+      ...(r.approverRoles ? { approverRoles: [...r.approverRoles] } : {}),
+    })),
+  });
+
   const engine: PolicyEngine = {
     version,
+    describe: () => description,
     decide(request: PolicyRequest): PolicyDecision {
       const matched: Record<PolicyEffect, CompiledRule[]> = { allow: [], deny: [], require_approval: [], escalate: [] };
       for (const rule of byTool.get(request.tool.name) ?? anyTool) {

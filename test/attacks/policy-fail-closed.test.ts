@@ -11,18 +11,17 @@ import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import {
   ApprovalError,
-  canonicalJson,
   definePolicy,
   MemoryAuditLog,
   MemoryEffectLedger,
   pendingApproval,
   PolicyDefinitionError,
-  sha256Hex,
   type ApprovalRequest,
   type DecisionRecord,
   type PolicyEngine,
   type PolicyRule,
 } from "eart";
+import { canonicalJson, sha256Hex } from "../../src/internal/canonical.js";
 import { continueThread, defineApp } from "eart/graphs";
 import { createGovernedToolNode, createIdentityBinding, GovernedChannels } from "eart/nodes";
 import { createPolicyGate, routeAfterModel, routeAfterPolicyGate } from "eart/guards";
@@ -228,11 +227,11 @@ describe("the policy version covers the configuration a decision depends on", ()
   it("asked again under new approver roles, earlier approvals by holders of the old roles do not count toward the new quorum", async () => {
     const twoSupervisors = definePolicy({
       name: "refunds-q1",
-      rules: [{ id: "refund.two-supervisors", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["supervisor"], quorum: 2 }],
+      rules: [{ id: "orders.lookup", tools: ["lookup_order"], effect: "allow" }, { id: "refund.two-supervisors", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["supervisor"], quorum: 2 }],
     });
     const twoFinance = definePolicy({
       name: "refunds-q2",
-      rules: [{ id: "refund.two-finance", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["finance"], quorum: 2 }],
+      rules: [{ id: "orders.lookup", tools: ["lookup_order"], effect: "allow" }, { id: "refund.two-finance", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["finance"], quorum: 2 }],
     });
     const checkpointer = new MemorySaver();
     const first = refundSetup([[refund("c1", 740)]], { policy: twoSupervisors, checkpointer });

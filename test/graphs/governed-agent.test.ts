@@ -469,7 +469,10 @@ describe("tool messages", () => {
 describe("escalate", () => {
   it("stops the run, records the case and never runs the call", async () => {
     const policy = definePolicy({
-      rules: [{ id: "refund.review", tools: ["issue_refund"], effect: "escalate", reason: "Refunds on damaged goods go to a human" }],
+      rules: [
+        { id: "orders.lookup", tools: ["lookup_order"], effect: "allow" },
+        { id: "refund.review", tools: ["issue_refund"], effect: "escalate", reason: "Refunds on damaged goods go to a human" },
+      ],
     });
     const setup = refundSetup([[refund("c1", 60, "1043")]], { policy });
     const result = await setup.agent.invoke(ask(), config("t-esc"));
@@ -536,6 +539,7 @@ describe("the policy set changes while a call waits for approval", () => {
   const stricter = definePolicy({
     name: "refunds-v2",
     rules: [
+      { id: "orders.lookup", tools: ["lookup_order"], effect: "allow" },
       { id: "refund.small", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 100, effect: "allow" },
       { id: "refund.finance", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) > 100 && Number(r.tool.args.amount) <= 500, effect: "require_approval", approverRoles: ["finance"] },
       { id: "refund.limit-v2", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) > 500, effect: "deny", reason: "Refunds over $500 are no longer allowed" },
@@ -590,6 +594,7 @@ describe("quorum", () => {
   const twoSupervisors = definePolicy({
     name: "refunds-quorum",
     rules: [
+      { id: "orders.lookup", tools: ["lookup_order"], effect: "allow" },
       { id: "refund.small", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 100, effect: "allow" },
       { id: "refund.two-supervisors", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) > 100, effect: "require_approval", approverRoles: ["supervisor"], quorum: 2 },
     ],
@@ -648,6 +653,7 @@ describe("expiry", () => {
   const expiring = definePolicy({
     name: "refunds-expiring",
     rules: [
+      { id: "orders.lookup", tools: ["lookup_order"], effect: "allow" },
       { id: "refund.supervisor", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["supervisor"], expiresIn: 15 * 60_000 },
     ],
   });
@@ -761,7 +767,7 @@ describe("budgets", () => {
       [{ id: "refunds.agent-day", tools: ["issue_refund"], scope: "agent", window: "day", maxSum: { arg: "amount", max: 2000 }, onExceed: "deny", reason: "At most $2,000 refunded per agent per day" }],
       { store: new SqliteBudgetStore({ path: join(dir, "budgets.sqlite") }), clock: () => new Date(clock.now) },
     );
-    const lenient = definePolicy({ rules: [{ id: "refunds.any", tools: ["issue_refund"], effect: "allow" }] });
+    const lenient = definePolicy({ rules: [{ id: "orders.lookup", tools: ["lookup_order"], effect: "allow" }, { id: "refunds.any", tools: ["issue_refund"], effect: "allow" }] });
 
     const first = refundSetup([[refund("c1", 1500)]], { policy: lenient, budgets });
     await first.agent.invoke(ask(), config("t-budget-1"));
@@ -787,7 +793,7 @@ describe("budgets", () => {
     const budgets = defineBudgets([
       { id: "refunds.thread-calls", tools: ["issue_refund"], scope: "thread", window: "day", maxCalls: 2, onExceed: "require_approval", approverRoles: ["supervisor"] },
     ]);
-    const lenient = definePolicy({ rules: [{ id: "refunds.any", tools: ["issue_refund"], effect: "allow" }] });
+    const lenient = definePolicy({ rules: [{ id: "orders.lookup", tools: ["lookup_order"], effect: "allow" }, { id: "refunds.any", tools: ["issue_refund"], effect: "allow" }] });
     const setup = refundSetup([[refund("a", 10, "1043")], [refund("b", 10, "1043")], [refund("c", 10, "1043")]], { policy: lenient, budgets });
     const result = await setup.agent.invoke(ask(), config("t-budget-thread"));
     expect(setup.refunds().map((r) => r.toolCallId)).toEqual(["a", "b"]);

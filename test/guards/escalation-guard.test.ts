@@ -86,7 +86,7 @@ describe("the escalation guard in the governed agent", () => {
   it("a policy escalate verdict goes to the reviewer with the proposed call", async () => {
     const policy = definePolicy({
       name: "escalating",
-      rules: [{ id: "refund.review", tools: ["issue_refund"], effect: "escalate", reason: "Refunds go to a supervisor this week" }],
+      rules: [{ id: "orders.lookup", tools: ["lookup_order"], effect: "allow" }, { id: "refund.review", tools: ["issue_refund"], effect: "escalate", reason: "Refunds go to a supervisor this week" }],
     });
     const s = refundSetup([[refund("c1", 60, "1043")]], { policy, agent: { escalation: { reviewerRoles: ["supervisor"] } } });
     const paused = await s.agent.invoke(ask("Refund order 1043, $60."), config("e-4"));
