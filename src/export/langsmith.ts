@@ -3,6 +3,7 @@ import type { RunCreate, RunUpdate } from "langsmith/schemas";
 import { z } from "zod";
 import { EartConfigError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
+import { EartAttributes as E } from "./attributes.js";
 import { createWorkerExporter } from "./thread.js";
 import { createBatchExporter, ExportQueueOptionsSchema, type AuditExporter } from "./core.js";
 import {
@@ -18,6 +19,8 @@ import {
   type Segment,
   type SegmentLink,
 } from "./segments.js";
+
+export { EartAttributes } from "./attributes.js";
 
 /**
  * LangSmith exporter: a thread's audit events become LangSmith runs, sent with LangSmith's own
@@ -189,25 +192,25 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
     compact({
       ...extraMetadata,
       thread_id: s.threadLabel,
-      "eart.thread.id": s.threadLabel,
-      "eart.agent.id": s.agentId,
-      "eart.user.id": s.userId,
-      "eart.segment.kind": s.kind,
-      "eart.run.outcome": s.outcome ?? "running",
-      "eart.waiting_for": s.waitingFor,
-      "eart.policy.decision": [...s.effects],
-      "eart.policy.ids": [...s.policyIds],
-      "eart.policy.version": s.policyVersions.size > 0 ? [...s.policyVersions].join(",") : undefined,
-      "eart.approval.approver": s.approvers.size > 0 ? [...s.approvers].join(",") : undefined,
-      "eart.approvals": s.approvals,
-      "eart.tool.digests": [...s.digests],
-      "eart.resumed_from.run_id": s.resumedFrom ? langSmithRootRunId(s.threadId, s.resumedFrom) : undefined,
-      "eart.resumed_from.hash": s.resumedFrom?.lastHash,
-      "eart.audit.first_seq": s.firstSeq,
-      "eart.audit.last_seq": s.lastSeq,
-      "eart.audit.head": s.lastHash,
-      "eart.audit.global_head": s.globalHead ? `${s.globalHead.gseq}:${s.globalHead.hash}` : undefined,
-      "eart.audit.global_head_signed": s.globalHead?.signed ? JSON.stringify(s.globalHead.signed) : undefined,
+      [E.THREAD_ID]: s.threadLabel,
+      [E.AGENT_ID]: s.agentId,
+      [E.USER_ID]: s.userId,
+      [E.SEGMENT_KIND]: s.kind,
+      [E.RUN_OUTCOME]: s.outcome ?? "running",
+      [E.WAITING_FOR]: s.waitingFor,
+      [E.POLICY_DECISION]: [...s.effects],
+      [E.POLICY_IDS]: [...s.policyIds],
+      [E.POLICY_VERSION]: s.policyVersions.size > 0 ? [...s.policyVersions].join(",") : undefined,
+      [E.APPROVAL_APPROVER]: s.approvers.size > 0 ? [...s.approvers].join(",") : undefined,
+      [E.APPROVALS]: s.approvals,
+      [E.TOOL_DIGESTS]: [...s.digests],
+      [E.RESUMED_FROM_RUN_ID]: s.resumedFrom ? langSmithRootRunId(s.threadId, s.resumedFrom) : undefined,
+      [E.RESUMED_FROM_HASH]: s.resumedFrom?.lastHash,
+      [E.AUDIT_FIRST_SEQ]: s.firstSeq,
+      [E.AUDIT_LAST_SEQ]: s.lastSeq,
+      [E.AUDIT_HEAD]: s.lastHash,
+      [E.AUDIT_GLOBAL_HEAD]: s.globalHead ? `${s.globalHead.gseq}:${s.globalHead.hash}` : undefined,
+      [E.AUDIT_GLOBAL_HEAD_SIGNED]: s.globalHead?.signed ? JSON.stringify(s.globalHead.signed) : undefined,
     });
 
   const rootTags = (s: Seg): string[] => [
@@ -228,26 +231,26 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
     compact({
       ...extraMetadata,
       thread_id: s.threadLabel,
-      "eart.thread.id": s.threadLabel,
-      "eart.event.type": e.type,
-      "eart.audit.seq": e.seq,
-      "eart.audit.hash": e.hash,
+      [E.THREAD_ID]: s.threadLabel,
+      [E.EVENT_TYPE]: e.type,
+      [E.AUDIT_SEQ]: e.seq,
+      [E.AUDIT_HASH]: e.hash,
       // A witness outside the store: the global head this event's append reached, signed when the store signs.
-      "eart.audit.global_head": e.globalHead ? `${e.globalHead.gseq}:${e.globalHead.hash}` : undefined,
-      "eart.audit.global_head_signed": e.globalHead?.signed ? JSON.stringify(e.globalHead.signed) : undefined,
+      [E.AUDIT_GLOBAL_HEAD]: e.globalHead ? `${e.globalHead.gseq}:${e.globalHead.hash}` : undefined,
+      [E.AUDIT_GLOBAL_HEAD_SIGNED]: e.globalHead?.signed ? JSON.stringify(e.globalHead.signed) : undefined,
       ...extra,
     });
 
   const callMetadata = (call: CallFacts | undefined) =>
     call
       ? {
-          "eart.tool.call_id": call.toolCallId,
-          "eart.tool.digest": call.digest,
-          "eart.policy.decision": call.effect,
-          "eart.policy.ids": call.policyIds,
-          "eart.policy.version": call.policyVersion,
-          "eart.approval.approver": call.approverId,
-          "eart.approval.decision": call.approval,
+          [E.TOOL_CALL_ID]: call.toolCallId,
+          [E.TOOL_DIGEST]: call.digest,
+          [E.POLICY_DECISION]: call.effect,
+          [E.POLICY_IDS]: call.policyIds,
+          [E.POLICY_VERSION]: call.policyVersion,
+          [E.APPROVAL_APPROVER]: call.approverId,
+          [E.APPROVAL_DECISION]: call.approval,
         }
       : {};
 
@@ -334,7 +337,7 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
           start: startAt,
           end: e.at,
           outputs: { text: d.text ?? "", tool_calls: d.toolCalls ?? [] },
-          metadata: { "eart.message.id": d.messageId },
+          metadata: { [E.MESSAGE_ID]: d.messageId },
         });
       },
       startTool(s, root, e, call) {
@@ -345,7 +348,7 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
           runType: "tool",
           start: e.at,
           inputs: compact({ toolCallId: d.toolCallId, args: call?.args }),
-          metadata: { ...callMetadata(call), "eart.tool.digest": d.digest ?? call?.digest, "eart.tool.attempt": d.attempt, "eart.tool.try": d.try },
+          metadata: { ...callMetadata(call), [E.TOOL_DIGEST]: d.digest ?? call?.digest, [E.TOOL_ATTEMPT]: d.attempt, [E.TOOL_TRY]: d.try },
         });
       },
       endTool(s, _root, tool, e, call) {
@@ -376,7 +379,7 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
             end: e.at,
             inputs: compact({ tool: d.name, toolCallId: d.toolCallId, args: request?.tool?.args }),
             outputs: compact({ effect: d.effect, status: d.status, reasons: d.reasons, policyIds: d.policyIds, policyVersion: d.policyVersion, approverRoles: d.approverRoles ?? undefined }),
-            metadata: { "eart.tool.call_id": d.toolCallId, "eart.tool.digest": d.digest, "eart.policy.decision": d.effect, "eart.policy.ids": d.policyIds, "eart.policy.version": d.policyVersion },
+            metadata: { [E.TOOL_CALL_ID]: d.toolCallId, [E.TOOL_DIGEST]: d.digest, [E.POLICY_DECISION]: d.effect, [E.POLICY_IDS]: d.policyIds, [E.POLICY_VERSION]: d.policyVersion },
             tags: [...(str(d.effect) ? [`decision:${str(d.effect)}`] : []), ...((d.policyIds as string[] | undefined) ?? []).map((p) => `policy:${p}`)],
           });
         } else if (e.type === "approval.decided") {
@@ -389,12 +392,12 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
             inputs: compact({ tool: d.name, toolCallId: d.toolCallId, digest: d.digest }),
             outputs: compact({ decision: d.decision, status: d.status, approverId: d.approverId, message: d.message ?? undefined }),
             metadata: {
-              "eart.tool.call_id": d.toolCallId,
-              "eart.tool.digest": d.digest,
-              "eart.approval.approver": d.approverId,
-              "eart.approval.decision": d.decision,
-              "eart.policy.ids": d.policyIds,
-              "eart.policy.version": d.policyVersion,
+              [E.TOOL_CALL_ID]: d.toolCallId,
+              [E.TOOL_DIGEST]: d.digest,
+              [E.APPROVAL_APPROVER]: d.approverId,
+              [E.APPROVAL_DECISION]: d.decision,
+              [E.POLICY_IDS]: d.policyIds,
+              [E.POLICY_VERSION]: d.policyVersion,
             },
             tags: str(d.approverId) ? [`approver:${str(d.approverId)}`] : [],
           });

@@ -4,8 +4,11 @@ import { z } from "zod";
 import { EartConfigError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
 import { createBatchExporter, EXPORT_DEFAULTS, ExportQueueOptionsSchema, type AuditExporter } from "./core.js";
+import { EartAttributes } from "./attributes.js";
 import { createWorkerExporter } from "./thread.js";
 import { compact, ExportRedactionOption, SegmentTracker, standardRedaction, str, type CallFacts, type ExportRedactor, type RedactedEvent, type Segment } from "./segments.js";
+
+export { EartAttributes } from "./attributes.js";
 
 /**
  * OpenTelemetry exporter: a thread's audit events become spans following the GenAI semantic
@@ -65,37 +68,6 @@ export const GenAiOperations = {
   EXECUTE_TOOL: "execute_tool",
 } as const;
 
-/**
- * eart's own span attributes.
- * @example
- * ```ts
- * const approver = span.attributes[EartAttributes.APPROVAL_APPROVER]; // "sam"
- * ```
- */
-export const EartAttributes = {
-  THREAD_ID: "eart.thread.id",
-  USER_ID: "eart.user.id",
-  SEGMENT_KIND: "eart.segment.kind",
-  RUN_OUTCOME: "eart.run.outcome",
-  WAITING_FOR: "eart.waiting_for",
-  POLICY_DECISION: "eart.policy.decision",
-  POLICY_IDS: "eart.policy.ids",
-  POLICY_VERSION: "eart.policy.version",
-  APPROVAL_APPROVER: "eart.approval.approver",
-  APPROVAL_DECISION: "eart.approval.decision",
-  TOOL_DIGEST: "eart.tool.digest",
-  TOOL_DIGESTS: "eart.tool.digests",
-  TOOL_ATTEMPT: "eart.tool.attempt",
-  RESUMED_FROM_HASH: "eart.resumed_from.hash",
-  LINK_TYPE: "eart.link.type",
-  AUDIT_SEQ: "eart.audit.seq",
-  AUDIT_FIRST_SEQ: "eart.audit.first_seq",
-  AUDIT_LAST_SEQ: "eart.audit.last_seq",
-  AUDIT_HASH: "eart.audit.hash",
-  AUDIT_GLOBAL_HEAD: "eart.audit.global_head",
-  AUDIT_GLOBAL_HEAD_SIGNED: "eart.audit.global_head_signed",
-  MESSAGE_TOOL_CALLS: "eart.message.tool_calls",
-} as const;
 
 // SpanKind and SpanStatusCode values of @opentelemetry/api (not imported: the API loads lazily).
 const SPAN_KIND_INTERNAL = 0;
@@ -296,12 +268,12 @@ function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redactio
       [E.TOOL_DIGEST]: str(d.digest),
     };
     if (e.type === "policy.decided") {
-      return attrs({ ...base, [E.POLICY_DECISION]: str(d.effect), [E.POLICY_IDS]: strs(d.policyIds), [E.POLICY_VERSION]: str(d.policyVersion), "eart.policy.reasons": strs(d.reasons) });
+      return attrs({ ...base, [E.POLICY_DECISION]: str(d.effect), [E.POLICY_IDS]: strs(d.policyIds), [E.POLICY_VERSION]: str(d.policyVersion), [E.POLICY_REASONS]: strs(d.reasons) });
     }
     if (e.type === "approval.decided") {
       return attrs({ ...base, [E.APPROVAL_APPROVER]: str(d.approverId), [E.APPROVAL_DECISION]: str(d.decision), [E.POLICY_IDS]: strs(d.policyIds), [E.POLICY_VERSION]: str(d.policyVersion) });
     }
-    return attrs({ ...base, ...(captureContent ? { "eart.event.data": json(d) } : {}) });
+    return attrs({ ...base, ...(captureContent ? { [E.EVENT_DATA]: json(d) } : {}) });
   }
 
   const tracker = new SegmentTracker<RootSpan, Span>(

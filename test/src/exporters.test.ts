@@ -12,22 +12,21 @@ import {
   createJsonlExporter,
   createTraceExport,
   defineRedaction,
-  deterministicUuid7,
   EartConfigError,
   exportThread,
   MemoryAuditLog,
   pendingApproval,
-  redactEvent,
-  sealEvents,
   STANDARD_REDACTIONS,
   toolCallDigest,
   type AuditEvent,
   type AuditExporter,
   type AuditLog,
-  type SendContext,
 } from "eart";
+import { sealEvents } from "../../src/audit/log.js";
+import { type SendContext } from "../../src/export/core.js";
+import { deterministicUuid7, redactEvent } from "../../src/export/segments.js";
 import { createLangSmithExporter, langSmithRootRunId } from "eart/langsmith";
-import { createOtelExporter } from "eart/otel";
+import { createOtelExporter, EartAttributes } from "eart/otel";
 import { createTraceExportNode } from "eart/nodes";
 import { scriptedModel } from "eart/testing";
 import { langSmithRuns, refusedPort } from "../support/capture-server.js";
@@ -429,6 +428,11 @@ describe("LangSmith exporter", () => {
     expect(capture.requests.every((r) => r.method === "POST" && r.path === "/runs/batch" && r.headers["x-api-key"] === "test-key")).toBe(true);
     const runs = langSmithRuns(capture.requests);
     const [root] = roots(runs);
+    // One vocabulary: every eart.* key LangSmith carries is one the OpenTelemetry spans use too.
+    const vocabulary = new Set<string>(Object.values(EartAttributes));
+    const keys = [...runs.values()].flatMap((r) => Object.keys((r as { extra?: { metadata?: Record<string, unknown> } }).extra?.metadata ?? {}));
+    expect(keys.filter((k) => k.startsWith("eart.")).length).toBeGreaterThan(10);
+    expect(keys.filter((k) => k.startsWith("eart.") && !vocabulary.has(k))).toEqual([]);
     expect(root).toMatchObject({
       name: "support-agent",
       run_type: "chain",
@@ -640,6 +644,9 @@ describe("OpenTelemetry exporter", () => {
       expect(s.spanContext().traceId).toBe(root.spanContext().traceId);
       expect(s.parentSpanContext?.spanId).toBe(root.spanContext().spanId);
     }
+    const vocabulary = new Set<string>(Object.values(EartAttributes));
+    const keys = spans.flatMap((s) => [...Object.keys(s.attributes), ...s.events.flatMap((e) => Object.keys(e.attributes ?? {}))]);
+    expect(keys.filter((k) => k.startsWith("eart.") && !vocabulary.has(k))).toEqual([]);
     // Content is not captured by default.
     expect(JSON.stringify(spans.map((s) => s.attributes))).not.toContain("Refund");
     expect(spans.find((s) => s.name === "chat")!.attributes["gen_ai.output.messages"]).toBeUndefined();

@@ -1,0 +1,42 @@
+/**
+ * eart's own attributes, one vocabulary for every exporter: the OpenTelemetry span attributes and
+ * the LangSmith run metadata carry the same keys for the same facts.
+ * @example
+ * ```ts
+ * const approver = span.attributes[EartAttributes.APPROVAL_APPROVER]; // "sam"
+ * ```
+ */
+export const EartAttributes = {
+  THREAD_ID: "eart.thread.id",
+  AGENT_ID: "eart.agent.id",
+  USER_ID: "eart.user.id",
+  SEGMENT_KIND: "eart.segment.kind",
+  RUN_OUTCOME: "eart.run.outcome",
+  WAITING_FOR: "eart.waiting_for",
+  POLICY_DECISION: "eart.policy.decision",
+  POLICY_IDS: "eart.policy.ids",
+  POLICY_VERSION: "eart.policy.version",
+  POLICY_REASONS: "eart.policy.reasons",
+  APPROVAL_APPROVER: "eart.approval.approver",
+  APPROVAL_DECISION: "eart.approval.decision",
+  APPROVALS: "eart.approvals",
+  TOOL_CALL_ID: "eart.tool.call_id",
+  TOOL_DIGEST: "eart.tool.digest",
+  TOOL_DIGESTS: "eart.tool.digests",
+  TOOL_ATTEMPT: "eart.tool.attempt",
+  TOOL_TRY: "eart.tool.try",
+  RESUMED_FROM_RUN_ID: "eart.resumed_from.run_id",
+  RESUMED_FROM_HASH: "eart.resumed_from.hash",
+  LINK_TYPE: "eart.link.type",
+  AUDIT_SEQ: "eart.audit.seq",
+  AUDIT_FIRST_SEQ: "eart.audit.first_seq",
+  AUDIT_LAST_SEQ: "eart.audit.last_seq",
+  AUDIT_HASH: "eart.audit.hash",
+  AUDIT_HEAD: "eart.audit.head",
+  AUDIT_GLOBAL_HEAD: "eart.audit.global_head",
+  AUDIT_GLOBAL_HEAD_SIGNED: "eart.audit.global_head_signed",
+  MESSAGE_ID: "eart.message.id",
+  MESSAGE_TOOL_CALLS: "eart.message.tool_calls",
+  EVENT_TYPE: "eart.event.type",
+  EVENT_DATA: "eart.event.data",
+} as const;
