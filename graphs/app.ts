@@ -1,6 +1,8 @@
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
-import { AuditLogOption, EartConfigError, parseOptions, StateTamperError, ThreadStateError, type AuditEvent, type AuditLog } from "../src/index.js";
+import { AuditLogOption, type AuditEvent, type AuditLog } from "../src/audit/log.js";
+import { EartConfigError, StateTamperError, ThreadStateError } from "../src/errors.js";
+import { parseOptions } from "../src/internal/options.js";
 import { runThread, type ThreadRun } from "./run-thread.js";
 
 /** The part of a compiled graph an app exposes: what `resumeThread` and `getState` need. */

@@ -1,5 +1,5 @@
-/** Wiring: the prebuilt governed agent and the resume guard. */
-export * from "./governed-agent.js";
-export * from "./resume-guard.js";
-export * from "./run-thread.js";
-export * from "./app.js";
+/** Wiring: the prebuilt governed agent, the resume guard, running threads and apps (`eart/graphs`). */
+export { createGovernedAgent, type GovernedAgentOptions } from "./governed-agent.js";
+export { assertResumable, guardResumes } from "./resume-guard.js";
+export { resumeThread, runThread, type ThreadRun, type ThreadRunOptions } from "./run-thread.js";
+export { continueThread, defineApp, unfinishedThreads, type AppGraph, type EartApp, type UnfinishedThread } from "./app.js";

@@ -1,23 +1,16 @@
 import { Command, isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
-import {
-  ApprovalError,
-  EartConfigError,
-  type ThreadLock,
-  isApprovalRequest,
-  isEscalationRequest,
-  isRecoveryRequest,
-  jsonProblem,
-  pendingApproval,
-  StateTamperError,
-  ThreadStateError,
-  type AgentIdentity,
-  type AuditLog,
-  type DecisionRecord,
-  EartError,
-  pendingHumanTask,
-} from "../src/index.js";
+import { type AuditLog } from "../src/audit/log.js";
+import { type DecisionRecord } from "../src/decisions/records.js";
+import { ApprovalError, EartConfigError, StateTamperError, ThreadStateError, EartError } from "../src/errors.js";
+import { isApprovalRequest, pendingApproval } from "../src/human-tasks/approval.js";
+import { isEscalationRequest } from "../src/human-tasks/escalation.js";
+import { pendingHumanTask } from "../src/human-tasks/protocol.js";
+import { isRecoveryRequest } from "../src/human-tasks/recovery.js";
+import { type AgentIdentity } from "../src/identity/registry.js";
+import { jsonProblem } from "../src/internal/canonical.js";
+import { type ThreadLock } from "../src/threads/lock.js";
 import { refusalData } from "../guards/policy-gate.js";
 import { assertActsForBound } from "../nodes/identity-binding.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";

@@ -1,6 +1,9 @@
 import { Command } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
-import { pendingApproval, pendingRecovery, threadLockFor, type ApprovalRequest, type RecoveryRequest, type ThreadLock } from "../src/index.js";
+import { pendingApproval, type ApprovalRequest } from "../src/human-tasks/approval.js";
+import { pendingRecovery, type RecoveryRequest } from "../src/human-tasks/recovery.js";
+import { threadLockFor } from "../src/stores/for-checkpointer.js";
+import { type ThreadLock } from "../src/threads/lock.js";
 import { assertResumable, THREAD_LOCK } from "./resume-guard.js";
 
 /** The part of a compiled graph the helpers need. */

@@ -5,20 +5,13 @@ import { z } from "zod";
 import { interruptForAnswer } from "../langgraph/interrupts.js";
 import { lastAIMessage, messageText, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";
-import {
-  AuditLogOption,
-  IdentityRegistryOption,
-  IdentityResolutionError,
-  parseOptions,
-  principalFromConfig,
-  validateEscalationResponse,
-  canonicalJson,
-  sha256Hex,
-  type Escalation,
-  type EscalationRequest,
-  type Review,
-  type EscalationSignal,
-} from "../src/index.js";
+import { AuditLogOption } from "../src/audit/log.js";
+import { type Escalation, type Review, type EscalationSignal } from "../src/decisions/records.js";
+import { IdentityResolutionError } from "../src/errors.js";
+import { validateEscalationResponse, type EscalationRequest } from "../src/human-tasks/escalation.js";
+import { IdentityRegistryOption, principalFromConfig } from "../src/identity/registry.js";
+import { canonicalJson, sha256Hex } from "../src/internal/canonical.js";
+import { parseOptions } from "../src/internal/options.js";
 
 /**
  * Reads the confidence the model declared in its answer: the answer is a JSON object (as text, in

@@ -1,4 +1,4 @@
-/** Guards: decisions on a graph's path (the policy gate) and the routing functions around them. */
-export * from "./policy-gate.js";
-export * from "./routes.js";
-export * from "./escalation-guard.js";
+/** Guards: decisions on a graph's path (the policy gate, the escalation guard) and the routing functions around them (`eart/guards`). */
+export { BUILTIN_POLICY_IDS, createPolicyGate, type PolicyGateOptions } from "./policy-gate.js";
+export { routeAfterEscalation, routeAfterModel, routeAfterPolicyGate, routeAfterTools, type PolicyGateRoute } from "./routes.js";
+export { createEscalationGuard, type EscalationGuardOptions } from "./escalation-guard.js";

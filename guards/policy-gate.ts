@@ -2,40 +2,27 @@ import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messag
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { createHash, KeyObject } from "node:crypto";
 import { z } from "zod";
+import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
+import { STATUS_OF_EFFECT } from "../src/decisions/lifecycle.js";
 import {
-  ApprovalError,
-  approversOf,
-  AuditLogOption,
-  BudgetGuardOption,
-  buildApprovalRequest,
-  decideFailClosed,
-  EartConfigError,
   emptyThreadContext,
-  IdentityRegistryOption,
-  IdentityResolutionError,
-  lazySealer,
-  parseApprovalKeys,
-  parseOptions,
-  recordedRequest,
-  PolicyEngineOption,
-  STATUS_OF_EFFECT,
-  principalFromConfig,
-  toolCallDigest,
-  validateApprovalResponse,
-  type AgentIdentity,
   type ApprovalRecord,
-  type ApprovalRequest,
-  type AuditEventInput,
   type Budget,
-  type BudgetVerdict,
   type DecisionRecord,
   type DecisionStatus,
   type Escalation,
-  type PolicyDecision,
-  type PolicyRequest,
-  type Principal,
   type ThreadContext,
-} from "../src/index.js";
+} from "../src/decisions/records.js";
+import { lazySealer } from "../src/decisions/seal.js";
+import { ApprovalError, EartConfigError, IdentityResolutionError } from "../src/errors.js";
+import { parseApprovalKeys } from "../src/human-tasks/approval-token.js";
+import { approversOf, buildApprovalRequest, validateApprovalResponse, type ApprovalRequest } from "../src/human-tasks/approval.js";
+import { IdentityRegistryOption, principalFromConfig, type AgentIdentity, type Principal } from "../src/identity/registry.js";
+import { toolCallDigest } from "../src/internal/canonical.js";
+import { parseOptions } from "../src/internal/options.js";
+import { BudgetGuardOption, type BudgetVerdict } from "../src/policy/budget.js";
+import { decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
+import { recordedRequest } from "../src/policy/replay.js";
 import { acceptAnswer, newestAnswer } from "../langgraph/interrupts.js";
 import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";

@@ -1,6 +1,7 @@
 import { HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { lastAIMessage } from "../langgraph/run.js";
-import { RUNNABLE_STATUSES, type DecisionRecord, type Escalation } from "../src/index.js";
+import { RUNNABLE_STATUSES } from "../src/decisions/lifecycle.js";
+import { type DecisionRecord, type Escalation } from "../src/decisions/records.js";
 
 /** Where a graph goes after the policy gate. Map each to a node in `addConditionalEdges`. */
 export type PolicyGateRoute = "approval" | "tools" | "agent" | "end";

@@ -1,18 +1,18 @@
 import { Annotation, BinaryOperatorAggregate, MessagesAnnotation } from "@langchain/langgraph";
 import {
-  bindIdentityOnce,
-  StateTamperError,
   emptyThreadContext,
   mergeBudget,
   mergeDecisions,
   mergeThreadContext,
-  type AgentIdentity,
   type Budget,
   type DecisionRecord,
   type Escalation,
   type Review,
   type ThreadContext,
-} from "../src/index.js";
+} from "../src/decisions/records.js";
+import { bindIdentityOnce } from "../src/decisions/seal.js";
+import { StateTamperError } from "../src/errors.js";
+import { type AgentIdentity } from "../src/identity/registry.js";
 
 /** Whether a channel write is LangGraph's `Overwrite`, as the class or in its wire form. */
 function isOverwrite(value: unknown): boolean {

@@ -2,21 +2,13 @@ import { HumanMessage } from "@langchain/core/messages";
 import type { DocumentInterface } from "@langchain/core/documents";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import {
-  AuditLogOption,
-  EartError,
-  IdentityResolutionError,
-  parseOptions,
-  parseRetrievedItems,
-  screenContext,
-  type AgentIdentity,
-  type AuditEventInput,
-  type ContextItem,
-  type Escalation,
-  type Redaction,
-  type RetrievalRequest,
-  type RetrievedItem,
-} from "../src/index.js";
+import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
+import { parseRetrievedItems, screenContext, type RetrievalRequest, type RetrievedItem } from "../src/context/context.js";
+import { type Redaction } from "../src/context/redaction.js";
+import { type ContextItem, type Escalation } from "../src/decisions/records.js";
+import { EartError, IdentityResolutionError } from "../src/errors.js";
+import { type AgentIdentity } from "../src/identity/registry.js";
+import { parseOptions } from "../src/internal/options.js";
 import { messageText, requireThreadId } from "../langgraph/run.js";
 import { isGraphControlFlow } from "../langgraph/tools.js";
 import type { GovernedState } from "../langgraph/channels.js";

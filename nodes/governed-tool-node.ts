@@ -2,40 +2,19 @@ import { ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import { ToolInputParsingException, type StructuredToolInterface } from "@langchain/core/tools";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import {
-  ANSWERED_STATUSES,
-  AuditLogOption,
-  BudgetGuardOption,
-  CircuitBreaker,
-  classifyToolError,
-  backoffDelay,
-  decideFailClosed,
-  EartConfigError,
-  emptyThreadContext,
-  IdentityRegistryOption,
-  PolicyEngineOption,
-  EffectInProgressError,
-  idempotencyKeyOf,
-  lazySealer,
-  MemoryEffectLedger,
-  parseOptions,
-  RUNNABLE_STATUSES,
-  WAITING_STATUSES,
-  sleep,
-  toolCallDigest,
-  ToolExecutionOptionsSchema,
-  ToolRecordError,
-  ToolTimeoutError,
-  type AuditEvent,
-  type AuditEventInput,
-  type DecisionRecord,
-  type LedgerEntry,
-  type LedgerKey,
-  type ParsedToolExecution,
-  type RecoveryReason,
-  type Redacted,
-  type Redaction,
-} from "../src/index.js";
+import { AuditLogOption, type AuditEvent, type AuditEventInput } from "../src/audit/log.js";
+import { type Redacted, type Redaction } from "../src/context/redaction.js";
+import { ANSWERED_STATUSES, RUNNABLE_STATUSES, WAITING_STATUSES } from "../src/decisions/lifecycle.js";
+import { emptyThreadContext, type DecisionRecord, type RecoveryReason } from "../src/decisions/records.js";
+import { lazySealer } from "../src/decisions/seal.js";
+import { EartConfigError, EffectInProgressError, ToolRecordError, ToolTimeoutError } from "../src/errors.js";
+import { IdentityRegistryOption } from "../src/identity/registry.js";
+import { toolCallDigest } from "../src/internal/canonical.js";
+import { parseOptions } from "../src/internal/options.js";
+import { idempotencyKeyOf, MemoryEffectLedger, type LedgerEntry, type LedgerKey } from "../src/ledger/ledger.js";
+import { BudgetGuardOption } from "../src/policy/budget.js";
+import { decideFailClosed, PolicyEngineOption } from "../src/policy/engine.js";
+import { CircuitBreaker, classifyToolError, backoffDelay, sleep, ToolExecutionOptionsSchema, type ParsedToolExecution } from "../src/tools/resilience.js";
 import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import { checkToolArgs, indexTools, isGraphControlFlow, ToolsOption } from "../langgraph/tools.js";

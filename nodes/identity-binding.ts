@@ -1,21 +1,11 @@
 import { HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import {
-  AuditLogOption,
-  IdentityImmutableError,
-  IdentityRegistry,
-  IdentityRegistryOption,
-  IdentityResolutionError,
-  lazySealer,
-  parseOptions,
-  principalFromConfig,
-  type AgentIdentity,
-  type AuditEventInput,
-  type AuditLog,
-  type Sealer,
-  type IdentityClaim,
-} from "../src/index.js";
+import { AuditLogOption, type AuditEventInput, type AuditLog } from "../src/audit/log.js";
+import { lazySealer, type Sealer } from "../src/decisions/seal.js";
+import { IdentityImmutableError, IdentityResolutionError } from "../src/errors.js";
+import { IdentityRegistry, IdentityRegistryOption, principalFromConfig, type AgentIdentity, type IdentityClaim } from "../src/identity/registry.js";
+import { parseOptions } from "../src/internal/options.js";
 import { assertSealed, EffectLedgerOption } from "../langgraph/records.js";
 import { messageText, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";

@@ -3,19 +3,13 @@ import { SystemMessage, type BaseMessage } from "@langchain/core/messages";
 import type { Runnable } from "@langchain/core/runnables";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import {
-  AuditLogOption,
-  backoffDelay,
-  EartConfigError,
-  ModelUnavailableError,
-  parseOptions,
-  RetryOptionsSchema,
-  sleep,
-  toolCallDigest,
-  type AuditEventInput,
-  type Redaction,
-  type ThreadContext,
-} from "../src/index.js";
+import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
+import { type Redaction } from "../src/context/redaction.js";
+import { type ThreadContext } from "../src/decisions/records.js";
+import { EartConfigError, ModelUnavailableError } from "../src/errors.js";
+import { toolCallDigest } from "../src/internal/canonical.js";
+import { parseOptions } from "../src/internal/options.js";
+import { backoffDelay, RetryOptionsSchema, sleep } from "../src/tools/resilience.js";
 import { redactMessage, type RedactionViewer } from "./redaction.js";
 import { assertNoPendingApproval, messageText, requireThreadId } from "../langgraph/run.js";
 import { isGraphControlFlow, ChatModelOption, ToolsOption } from "../langgraph/tools.js";

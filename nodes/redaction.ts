@@ -1,5 +1,7 @@
 import { coerceMessageLikeToMessage, type BaseMessage, type BaseMessageLike } from "@langchain/core/messages";
-import type { AgentIdentity, AuditEventInput, AuditLog, Redacted, Redaction } from "../src/index.js";
+import type { AuditEventInput, AuditLog } from "../src/audit/log.js";
+import type { Redacted, Redaction } from "../src/context/redaction.js";
+import type { AgentIdentity } from "../src/identity/registry.js";
 
 /** Whose roles `visibleTo` is checked against; none: nothing is visible. */
 export type RedactionViewer = Pick<AgentIdentity, "onBehalfOf"> | undefined;

@@ -1,16 +1,12 @@
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import {
-  AuditLogOption,
-  buildRecoveryRequest,
-  IdentityRegistryOption,
-  IdentityResolutionError,
-  lazySealer,
-  parseOptions,
-  principalFromConfig,
-  validateRecoveryResponse,
-  type DecisionRecord,
-} from "../src/index.js";
+import { AuditLogOption } from "../src/audit/log.js";
+import { type DecisionRecord } from "../src/decisions/records.js";
+import { lazySealer } from "../src/decisions/seal.js";
+import { IdentityResolutionError } from "../src/errors.js";
+import { buildRecoveryRequest, validateRecoveryResponse } from "../src/human-tasks/recovery.js";
+import { IdentityRegistryOption, principalFromConfig } from "../src/identity/registry.js";
+import { parseOptions } from "../src/internal/options.js";
 import { interruptForAnswer } from "../langgraph/interrupts.js";
 import { assertSealed, EffectLedgerOption, sealDecisions } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";

@@ -1,6 +1,8 @@
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import { AuditLogOption, exportThread, parseOptions, type AuditExporter } from "../src/index.js";
+import { AuditLogOption } from "../src/audit/log.js";
+import { exportThread, type AuditExporter } from "../src/export/core.js";
+import { parseOptions } from "../src/internal/options.js";
 import { requireThreadId } from "../langgraph/run.js";
 
 const TraceExportNodeOptionsSchema = z

@@ -7,54 +7,60 @@
  */
 
 /** Every code an {@link EartError} can carry. */
-export type EartErrorCode =
-  | "config_invalid"
-  | "identity_registry_invalid"
-  | "identity_unknown_agent"
-  | "identity_unknown_user"
-  | "identity_missing"
-  | "identity_immutable"
-  | "policy_invalid"
-  | "approval_resume_invalid"
-  | "approval_decisions_mismatch"
-  | "approval_unauthorized"
-  | "approval_self_approval"
-  | "approval_digest_mismatch"
-  | "approval_edit_not_permitted"
-  | "approval_expired"
-  | "approval_unauthenticated"
-  | "approval_principal_mismatch"
-  | "approval_token_invalid"
-  | "approval_token_expired"
-  | "approval_token_replayed"
-  | "state_write_refused"
-  | "state_tamper_detected"
-  | "thread_unknown"
-  | "thread_not_paused"
-  | "thread_awaiting_approval"
-  | "audit_store_failure"
-  | "audit_input_invalid"
-  | "ledger_input_invalid"
-  | "thread_busy"
-  | "thread_lock_lost"
-  | "effect_in_progress"
-  | "tool_timeout"
-  | "tool_arguments_invalid"
-  | "tool_permission_denied"
-  | "circuit_open"
-  | "model_unavailable"
-  | "input_too_deep"
-  | "tool_record_incomplete"
-  | "store_timeout"
-  | "store_unavailable"
-  | "store_failure";
+export const EART_ERROR_CODES = [
+  "config_invalid",
+  "identity_registry_invalid",
+  "identity_unknown_agent",
+  "identity_unknown_user",
+  "identity_missing",
+  "identity_immutable",
+  "policy_invalid",
+  "approval_resume_invalid",
+  "approval_decisions_mismatch",
+  "approval_unauthorized",
+  "approval_self_approval",
+  "approval_digest_mismatch",
+  "approval_edit_not_permitted",
+  "approval_expired",
+  "approval_unauthenticated",
+  "approval_principal_mismatch",
+  "approval_token_invalid",
+  "approval_token_expired",
+  "approval_token_replayed",
+  "state_write_refused",
+  "state_tamper_detected",
+  "thread_unknown",
+  "thread_not_paused",
+  "thread_awaiting_approval",
+  "audit_store_failure",
+  "audit_input_invalid",
+  "ledger_input_invalid",
+  "thread_busy",
+  "thread_lock_lost",
+  "effect_in_progress",
+  "tool_timeout",
+  "tool_arguments_invalid",
+  "tool_permission_denied",
+  "circuit_open",
+  "model_unavailable",
+  "input_too_deep",
+  "tool_record_incomplete",
+  "store_timeout",
+  "store_unavailable",
+  "store_failure",
+] as const;
+
+/** Every code an {@link EartError} can carry. */
+export type EartErrorCode = (typeof EART_ERROR_CODES)[number];
+
+const KNOWN_CODES: ReadonlySet<string> = new Set(EART_ERROR_CODES);
 
 /**
  * Base class of every eart error.
  * @example
  * ```ts
  * try { await graph.invoke(new Command({ resume }), config); }
- * catch (e) { if (e instanceof EartError && e.code === "approval_unauthorized") deny(); else throw e; }
+ * catch (e) { if (isEartError(e, "approval_unauthorized")) deny(); else throw e; }
  * ```
  */
 export class EartError extends Error {
@@ -67,6 +73,26 @@ export class EartError extends Error {
     this.code = code;
     this.details = details;
   }
+}
+
+/**
+ * Whether a value is an error eart threw, with the given code when one is named. Reads the error's
+ * shape (an `Error` whose `code` is one of {@link EART_ERROR_CODES}, with `details`), not its class:
+ * it holds where `instanceof` fails, across realms (a worker, a `vm` context, an error revived from
+ * a server response) and when two copies of eart are installed. Narrows `details` to a record.
+ * @example
+ * ```ts
+ * try { await agent.invoke(new Command({ resume }), config); }
+ * catch (e) { if (isEartError(e, "approval_self_approval")) return "You cannot approve your own request."; throw e; }
+ * ```
+ */
+export function isEartError<C extends EartErrorCode>(value: unknown, code?: C): value is EartError & { code: C } {
+  if (typeof value !== "object" || value === null) return false;
+  const e = value as { code?: unknown; details?: unknown; name?: unknown; message?: unknown };
+  if (typeof e.code !== "string" || !KNOWN_CODES.has(e.code)) return false;
+  if (typeof e.name !== "string" || !e.name.endsWith("Error") || typeof e.message !== "string") return false;
+  if (typeof e.details !== "object" || e.details === null) return false;
+  return code === undefined || e.code === code;
 }
 
 /**

@@ -1,37 +1,125 @@
 /**
- * eart: the runtime core. Identity, policy engines, the approval protocol, the audit log and
- * the state records shared by the nodes (`eart/nodes`), guards (`eart/guards`) and graphs
- * (`eart/graphs`).
+ * eart: the runtime core. What a user of the package needs from it, by explicit list: identity,
+ * typed policy and budgets, the human tasks (approval, recovery, escalation) and their answers,
+ * the audit log and its verification, the effect ledger and thread lock contracts with their
+ * memory versions, redaction, trace export, and the typed errors. The nodes, guards and graphs
+ * are `eart/nodes`, `eart/guards` and `eart/graphs`; the stores of each backend and the heavy
+ * clients have their own entry points (`eart/sqlite`, `eart/postgres`, `eart/cedar`,
+ * `eart/langsmith`, `eart/otel`), so importing this one loads no driver.
  */
-export * from "./errors.js";
-export * from "./internal/canonical.js";
-export * from "./identity/registry.js";
-export * from "./policy/engine.js";
-export * from "./decisions/records.js";
-export * from "./human-tasks/approval.js";
+
+// Errors: branch on `code` (isEartError works across realms and duplicate installs).
 export {
-  authenticateHuman,
-  checkHumanAnswer,
-  HUMAN_TASK_TYPES,
-  HumanTaskEnvelopeSchema,
-  NamedHumanSchema,
-  pendingHumanTask,
-  type HumanAnswerDeps,
-  type HumanTaskEnvelope,
-  type HumanTaskType,
-} from "./human-tasks/protocol.js";
+  ApprovalError,
+  AuditInputError,
+  AuditStoreError,
+  CircuitOpenError,
+  EART_ERROR_CODES,
+  EartConfigError,
+  EartError,
+  EffectInProgressError,
+  IdentityImmutableError,
+  IdentityRegistryError,
+  IdentityResolutionError,
+  InputTooDeepError,
+  isEartError,
+  ModelUnavailableError,
+  PolicyDefinitionError,
+  StateTamperError,
+  StoreError,
+  ThreadBusyError,
+  ThreadLockLostError,
+  ThreadStateError,
+  ToolArgumentError,
+  ToolPermissionError,
+  ToolRecordError,
+  ToolTimeoutError,
+  type ApprovalErrorCode,
+  type EartErrorCode,
+  type StoreName,
+} from "./errors.js";
+export { DecisionTransitionError } from "./decisions/lifecycle.js";
+export { LedgerInputError } from "./ledger/ledger.js";
+
+// Identity.
+export {
+  IdentityRegistry,
+  type AgentDefinition,
+  type AgentIdentity,
+  type IdentityRegistryDefinition,
+  type Principal,
+  type RoleDefinition,
+  type UserDefinition,
+} from "./identity/registry.js";
+
+// Policy and budgets.
+export {
+  DEFAULT_DENY_POLICY_ID,
+  definePolicy,
+  type PolicyConfig,
+  type PolicyDecision,
+  type PolicyDefinition,
+  type PolicyDescription,
+  type PolicyEffect,
+  type PolicyEngine,
+  type PolicyRequest,
+  type PolicyRule,
+} from "./policy/engine.js";
+export { defineBudgets, MemoryBudgetStore, type BudgetGuard, type BudgetOptions, type BudgetRuleInput, type BudgetStore, type BudgetVerdict } from "./policy/budget.js";
+export { toolCallDigest } from "./internal/canonical.js";
+export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./policy/replay.js";
+
+// Decisions in state.
+export {
+  DecisionRecordSchema,
+  type ApprovalRecord,
+  type Budget,
+  type ContextItem,
+  type DecisionRecord,
+  type DecisionStatus,
+  type Escalation,
+  type EscalationSignal,
+  type RecoveryReason,
+  type Review,
+  type ThreadContext,
+} from "./decisions/records.js";
+export { Sealer } from "./decisions/seal.js";
+
+// Human tasks: what waits for a human, and the answers.
+export { HUMAN_TASK_TYPES, pendingHumanTask, type HumanTaskEnvelope, type HumanTaskType } from "./human-tasks/protocol.js";
+export {
+  isApprovalRequest,
+  pendingApproval,
+  validateApprovalResponse,
+  type ApprovalDecision,
+  type ApprovalRequest,
+  type ApprovalRequestItem,
+  type ApprovalResponse,
+} from "./human-tasks/approval.js";
+export { approvalKeysFromFile, parseApprovalKeys, signApprovalToken, type ApprovalKeys, type ApprovalTokenClaims } from "./human-tasks/approval-token.js";
+export {
+  isRecoveryRequest,
+  pendingRecovery,
+  validateRecoveryResponse,
+  type RecoveryDecision,
+  type RecoveryRequest,
+  type RecoveryRequestItem,
+  type RecoveryResponse,
+} from "./human-tasks/recovery.js";
+export {
+  isEscalationRequest,
+  pendingEscalation,
+  validateEscalationResponse,
+  type EscalationRequest,
+  type EscalationResponse,
+} from "./human-tasks/escalation.js";
+
+// Audit.
 export {
   AUDIT_SCHEMA_VERSION,
-  AuditLogOption,
-  AuditEventInputSchema,
   AuditEventSchema,
-  AuditEventTypeSchema,
-  AuditSigningKeyOption,
-  continuesChain,
   GENESIS_HASH,
   MemoryAuditLog,
-  sealEvents,
-  sealedDataJson,
   verifyChain,
   type AuditBreak,
   type AuditEvent,
@@ -40,102 +128,35 @@ export {
   type AuditLog,
   type AuditVerification,
   type AuditVerifyOptions,
-  type ChainHead,
-  type GlobalLogSnapshot,
   type MemoryAuditLogOptions,
-  type VerifyChainOptions,
 } from "./audit/log.js";
-export {
-  GLOBAL_GENESIS_HASH,
-  globalEntryHash,
-  globalHeadSignatureProblem,
-  SignedGlobalHeadSchema,
-  verifyGlobalLog,
-  type AuditStoreProblem,
-  type GlobalEntry,
-  type GlobalHead,
-  type GlobalVerifyOptions,
-  type SignedGlobalHead,
-  type ThreadHead,
-} from "./audit/global.js";
-export { verifyAuditStore, type AuditStoreVerification } from "./audit/verify.js";
 export { JsonlAuditLog, type JsonlAuditLogOptions } from "./audit/jsonl.js";
-export {
-  auditKeyId,
-  generateAuditSigningKey,
-  signChainHead,
-  SIGNED_HEAD_SCHEMA_VERSION,
-  SignedChainHeadSchema,
-  verifyHeadSignature,
-  type AuditPublicKey,
-  type AuditSigningKey,
-  type HeadSignatureCheck,
-  type SignedChainHead,
-} from "./audit/signing.js";
-export { parseOptions } from "./internal/options.js";
-export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./policy/replay.js";
-export {
-  BudgetGuardOption,
-  BudgetRequestSchema,
-  BudgetRuleSchema,
-  BudgetVerdictSchema,
-  defineBudgets,
-  MemoryBudgetStore,
-  type BudgetGuard,
-  type BudgetOptions,
-  type BudgetRequest,
-  type BudgetRuleInput,
-  type BudgetStore,
-  type BudgetVerdict,
-} from "./policy/budget.js";
-export {
-  idempotencyKeyOf,
-  LEDGER_SCHEMA_VERSION,
-  LedgerEntrySchema,
-  LedgerInputError,
-  LedgerKeySchema,
-  LedgerOutcomeSchema,
-  LedgerStatusSchema,
-  MemoryEffectLedger,
-  type EffectLedger,
-  type LedgerBegin,
-  type LedgerEntry,
-  type LedgerKey,
-  type LedgerOutcome,
-  type LedgerStatus,
-} from "./ledger/ledger.js";
+export { verifyGlobalLog, type GlobalHead, type SignedGlobalHead } from "./audit/global.js";
+export { verifyAuditStore, type AuditStoreVerification } from "./audit/verify.js";
+export { generateAuditSigningKey, verifyHeadSignature, type AuditPublicKey, type AuditSigningKey, type SignedChainHead } from "./audit/signing.js";
+
+// Effect ledger and thread lock: the contracts, the memory versions, and the ones that fit a checkpointer.
+export { idempotencyKeyOf, MemoryEffectLedger, type EffectLedger, type LedgerEntry, type LedgerKey, type LedgerOutcome } from "./ledger/ledger.js";
+export { MemoryThreadLock, type ReleaseThreadLock, type ThreadLock } from "./threads/lock.js";
 export { ledgerFor, threadLockFor } from "./stores/for-checkpointer.js";
-export { ANSWERED_STATUSES, assertTransition, DecisionTransitionError, RUNNABLE_STATUSES, STATUS_OF_EFFECT, WAITING_STATUSES } from "./decisions/lifecycle.js";
-export { approvalKeysFromFile, ApprovalTokenClaimsSchema, parseApprovalKeys, signApprovalToken, type ApprovalKeys, type ApprovalTokenClaims } from "./human-tasks/approval-token.js";
-export { bindIdentityOnce, lazySealer, processSealKey, Sealer, SEAL_KEY_BYTES, type SealKeySource } from "./decisions/seal.js";
-export * from "./tools/resilience.js";
-export * from "./human-tasks/recovery.js";
+
+// Tool execution options.
+export { type RetryOptions, type ToolExecutionOptions } from "./tools/resilience.js";
+
+// Context and redaction.
+export { type RetrievalRequest, type RetrievedItem } from "./context/context.js";
+export { defineRedaction, STANDARD_REDACTIONS, type Redaction, type RedactionRule } from "./context/redaction.js";
+export { standardRedaction } from "./export/segments.js";
+
+// Trace export.
 export {
-  holderLiveness,
-  MemoryThreadLock,
-  processInstance,
-  type LockHolder,
-  type ProcessInstance,
-  type ReleaseThreadLock,
-  type ThreadLock,
-} from "./threads/lock.js";
-export * from "./context/context.js";
-export * from "./context/redaction.js";
-export * from "./human-tasks/escalation.js";
-export * from "./export/core.js";
-export {
-  deterministicUuid7,
-  ExportRedactionOption,
-  redactEvent,
-  SegmentTracker,
-  standardRedaction,
-  type CallFacts,
-  type ExportRedactor,
-  type RedactedEvent,
-  type Segment,
-  type SegmentLink,
-  type SegmentOutcome,
-  type TraceHandlers,
-  type WaitingFor,
-} from "./export/segments.js";
-export * from "./export/jsonl.js";
+  createBatchExporter,
+  createTraceExport,
+  exportThread,
+  type AuditExporter,
+  type BatchExporterOptions,
+  type ExporterStats,
+  type TraceExport,
+  type TraceExportOptions,
+} from "./export/core.js";
+export { createJsonlExporter, type JsonlExporterOptions } from "./export/jsonl.js";

@@ -1,21 +1,10 @@
 import { randomUUID, type KeyObject } from "node:crypto";
-import {
-  AuditInputError,
-  auditKeyId,
-  canonicalJson,
-  GENESIS_HASH,
-  generateAuditSigningKey,
-  sha256Hex,
-  signChainHead,
-  globalEntryHash,
-  verifyAuditStore,
-  verifyChain,
-  verifyHeadSignature,
-  type AuditEvent,
-  type AuditEventInput,
-  type AuditLog,
-  type AuditVerification,
-} from "../src/index.js";
+import { globalEntryHash } from "../src/audit/global.js";
+import { GENESIS_HASH, verifyChain, type AuditEvent, type AuditEventInput, type AuditLog, type AuditVerification } from "../src/audit/log.js";
+import { auditKeyId, generateAuditSigningKey, signChainHead, verifyHeadSignature } from "../src/audit/signing.js";
+import { verifyAuditStore } from "../src/audit/verify.js";
+import { AuditInputError } from "../src/errors.js";
+import { canonicalJson, sha256Hex } from "../src/internal/canonical.js";
 import type { SpecRunner } from "./policy-engine-spec.js";
 
 /**

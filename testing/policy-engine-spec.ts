@@ -1,4 +1,5 @@
-import { PolicyDecisionSchema, type AgentIdentity, type PolicyDecision, type PolicyEffect, type PolicyEngine, type PolicyRequest } from "../src/index.js";
+import { type AgentIdentity } from "../src/identity/registry.js";
+import { PolicyDecisionSchema, type PolicyDecision, type PolicyEffect, type PolicyEngine, type PolicyRequest } from "../src/policy/engine.js";
 
 /** One row of the conformance table: a request and the decision every engine must give. */
 export interface PolicyEngineCase {

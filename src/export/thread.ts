@@ -103,7 +103,7 @@ function workerScript(): URL {
   if (existsSync(fileURLToPath(here))) return here;
   const built = new URL("../../dist/src/export/worker.js", import.meta.url);
   if (existsSync(fileURLToPath(built))) return built;
-  throw new Error(`eart: the export worker script was not found at ${fileURLToPath(here)} (build the package: npm run build)`);
+  throw new EartConfigError("exportWorker", `the export worker script was not found at ${fileURLToPath(here)} (build the package: npm run build)`);
 }
 
 const ZERO: ExporterStats = { queued: 0, inFlight: 0, exported: 0, dropped: 0, failed: 0 };

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { canonicalJson, jsonProblem, sha256Hex } from "../internal/canonical.js";
-import { EartError } from "../errors.js";
+import { EartError, StoreError } from "../errors.js";
 import { processSealKey } from "../decisions/seal.js";
 
 /**
@@ -198,7 +198,7 @@ export function entryOfRow(row: LedgerRow): LedgerEntry {
   try {
     if (row.result !== null) result = { result: JSON.parse(row.result) as unknown };
   } catch (error) {
-    throw new Error(`eart_effect_ledger: the stored result of ${row.thread_id}/${row.tool_call_id} is not JSON`, { cause: error });
+    throw new StoreError("store_failure", "effect_ledger", "read", `the stored result of ${row.thread_id}/${row.tool_call_id} is not JSON`, { threadId: row.thread_id, toolCallId: row.tool_call_id }, { cause: error });
   }
   const entry = {
     schemaVersion: Number(row.schema_version),
@@ -212,7 +212,7 @@ export function entryOfRow(row: LedgerRow): LedgerEntry {
   };
   const parsed = LedgerEntrySchema.safeParse(entry);
   if (!parsed.success) {
-    throw new Error(`eart_effect_ledger: the stored entry ${row.thread_id}/${row.tool_call_id} is invalid: ${parsed.error.issues[0]?.message}`);
+    throw new StoreError("store_failure", "effect_ledger", "read", `the stored entry ${row.thread_id}/${row.tool_call_id} is invalid: ${parsed.error.issues[0]?.message}`, { threadId: row.thread_id, toolCallId: row.tool_call_id });
   }
   return parsed.data;
 }

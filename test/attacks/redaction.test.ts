@@ -24,15 +24,8 @@ import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import {
-  createJsonlExporter,
-  createTraceExport,
-  defineRedaction,
-  luhnValid,
-  MemoryAuditLog,
-  STANDARD_REDACTIONS,
-  ToolArgumentError,
-} from "eart";
+import { createJsonlExporter, createTraceExport, defineRedaction, MemoryAuditLog, STANDARD_REDACTIONS, ToolArgumentError } from "eart";
+import { luhnValid } from "../../src/context/redaction.js";
 import { createLangSmithExporter } from "eart/langsmith";
 import { createOtelExporter } from "eart/otel";
 import { scriptedModel } from "eart/testing";

@@ -3,7 +3,8 @@ import { Command } from "@langchain/langgraph";
 import { tool } from "@langchain/core/tools";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { HumanTaskEnvelopeSchema, pendingApproval, pendingEscalation, pendingHumanTask, pendingRecovery, ToolPermissionError } from "eart";
+import { pendingApproval, pendingEscalation, pendingHumanTask, pendingRecovery, ToolPermissionError } from "eart";
+import { HumanTaskEnvelopeSchema } from "../../src/human-tasks/protocol.js";
 import { scriptedModel } from "eart/testing";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
 

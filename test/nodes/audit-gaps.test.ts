@@ -2,7 +2,8 @@ import { AIMessage, ToolMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
 import { describe, expect, it, vi } from "vitest";
 import { z } from "zod";
-import { MemoryAuditLog, MemoryEffectLedger, toolCallDigest, type AuditEventInput, type DecisionRecord, type LedgerKey, type RecoveryRecord } from "eart";
+import { MemoryAuditLog, MemoryEffectLedger, toolCallDigest, type AuditEventInput, type DecisionRecord, type LedgerKey } from "eart";
+import { type RecoveryRecord } from "../../src/decisions/records.js";
 import { createGovernedToolNode } from "eart/nodes";
 import { sealDecisions } from "../support/sealing.js";
 

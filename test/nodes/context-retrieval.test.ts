@@ -2,16 +2,10 @@ import { Document } from "@langchain/core/documents";
 import { HumanMessage } from "@langchain/core/messages";
 import { BaseRetriever } from "@langchain/core/retrievers";
 import { describe, expect, it } from "vitest";
-import {
-  defineRedaction,
-  EartConfigError,
-  luhnValid,
-  MemoryAuditLog,
-  STANDARD_REDACTIONS,
-  type AgentIdentity,
-  type RetrievedItem,
-} from "eart";
-import { contextMessage, createContextRetrieval } from "eart/nodes";
+import { defineRedaction, EartConfigError, MemoryAuditLog, STANDARD_REDACTIONS, type AgentIdentity, type RetrievedItem } from "eart";
+import { luhnValid } from "../../src/context/redaction.js";
+import { createContextRetrieval } from "eart/nodes";
+import { contextMessage } from "../../nodes/model-node.js";
 
 const identity = (roles: string[] = ["customer"], dataScopes = ["orders", "kb"]): AgentIdentity => ({
   schemaVersion: 1,

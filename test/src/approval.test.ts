@@ -2,17 +2,10 @@ import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
   ApprovalError,
-  ApprovalRequestSchema,
-  ApprovalResponseSchema,
-  authenticateHuman,
-  buildApprovalRequest,
-  canonicalJson,
   EartError,
   IdentityRegistry,
   isApprovalRequest,
   pendingApproval,
-  principalFromConfig,
-  sha256Hex,
   toolCallDigest,
   validateApprovalResponse,
   type AgentIdentity,
@@ -20,6 +13,10 @@ import {
   type ApprovalRequest,
   type DecisionRecord,
 } from "eart";
+import { ApprovalRequestSchema, ApprovalResponseSchema, buildApprovalRequest } from "../../src/human-tasks/approval.js";
+import { authenticateHuman } from "../../src/human-tasks/protocol.js";
+import { principalFromConfig } from "../../src/identity/registry.js";
+import { canonicalJson, sha256Hex } from "../../src/internal/canonical.js";
 
 const registry = IdentityRegistry.fromObject({
   roles: {

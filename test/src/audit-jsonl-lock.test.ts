@@ -2,7 +2,8 @@ import { existsSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } 
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { AuditStoreError, JsonlAuditLog, processInstance, type ProcessInstance } from "eart";
+import { AuditStoreError, JsonlAuditLog } from "eart";
+import { processInstance, type ProcessInstance } from "../../src/threads/lock.js";
 import { liveEartChild } from "../support/children.js";
 
 /**

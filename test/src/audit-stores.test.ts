@@ -8,22 +8,21 @@ import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import {
-  GLOBAL_GENESIS_HASH,
-  globalEntryHash,
   AuditEventSchema,
   AuditStoreError,
-  canonicalJson,
   EartConfigError,
   GENESIS_HASH,
   generateAuditSigningKey,
   JsonlAuditLog,
   MemoryAuditLog,
-  sealEvents,
   verifyChain,
   type AuditEvent,
   type AuditEventInput,
   type AuditLog,
 } from "eart";
+import { GLOBAL_GENESIS_HASH, globalEntryHash } from "../../src/audit/global.js";
+import { sealEvents } from "../../src/audit/log.js";
+import { canonicalJson } from "../../src/internal/canonical.js";
 import { advisoryLockKey, PostgresAuditLog } from "eart/postgres";
 import { SqliteAuditLog } from "eart/sqlite";
 import { auditLogSpec, expectedAuditHash, type AuditTamperOp, type MakeAuditLogOptions } from "eart/testing";

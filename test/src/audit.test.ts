@@ -10,17 +10,16 @@ import {
   AUDIT_SCHEMA_VERSION,
   AuditEventSchema,
   AuditStoreError,
-  canonicalJson,
   EartConfigError,
   GENESIS_HASH,
   MemoryAuditLog,
-  sealEvents,
-  sha256Hex,
   verifyChain,
   type AuditEvent,
   type AuditEventInput,
   type AuditLog,
 } from "eart";
+import { sealEvents } from "../../src/audit/log.js";
+import { canonicalJson, sha256Hex } from "../../src/internal/canonical.js";
 import { SqliteAuditLog } from "eart/sqlite";
 
 const dir = mkdtempSync(join(tmpdir(), "eart-audit-"));

@@ -6,17 +6,16 @@ import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  BudgetVerdictSchema,
   defineBudgets,
   EartConfigError,
   MemoryBudgetStore,
   PolicyDefinitionError,
   type AgentIdentity,
   type BudgetGuard,
-  type BudgetRequest,
   type BudgetRuleInput,
   type BudgetStore,
 } from "eart";
+import { BudgetVerdictSchema, type BudgetRequest } from "../../src/policy/budget.js";
 import { PostgresBudgetStore } from "eart/postgres";
 import { SqliteBudgetStore } from "eart/sqlite";
 

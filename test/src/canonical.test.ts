@@ -1,6 +1,7 @@
 import { canonicalize } from "json-canonicalize";
 import { describe, expect, it } from "vitest";
-import { canonicalJson, EartError, InputTooDeepError, jsonProblem, plainCanonicalJson, toolCallDigest } from "eart";
+import { EartError, InputTooDeepError, toolCallDigest } from "eart";
+import { canonicalJson, jsonProblem, plainCanonicalJson } from "../../src/internal/canonical.js";
 import { rng } from "../support/rng.js";
 
 

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { ANSWERED_STATUSES, assertTransition, DecisionStatusSchema, DecisionTransitionError, RUNNABLE_STATUSES, STATUS_OF_EFFECT, WAITING_STATUSES, type DecisionRecord, type DecisionStatus } from "eart";
+import { DecisionTransitionError, type DecisionRecord, type DecisionStatus } from "eart";
+import { ANSWERED_STATUSES, assertTransition, RUNNABLE_STATUSES, STATUS_OF_EFFECT, WAITING_STATUSES } from "../../src/decisions/lifecycle.js";
+import { DecisionStatusSchema } from "../../src/decisions/records.js";
 
 const record = (status: DecisionStatus, messageId = "m1"): DecisionRecord => ({
   schemaVersion: 1,

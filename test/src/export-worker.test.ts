@@ -6,12 +6,7 @@ import {
   defineRedaction,
   EartConfigError,
   exportThread,
-  luhnValid,
   MemoryAuditLog,
-  sealedDataJson,
-  portableRedaction,
-  redactionFromPortable,
-  sealEvents,
   STANDARD_REDACTIONS,
   toolCallDigest,
   type AuditEvent,
@@ -19,6 +14,8 @@ import {
   type AuditExporter,
   type Redaction,
 } from "eart";
+import { sealedDataJson, sealEvents } from "../../src/audit/log.js";
+import { luhnValid, portableRedaction, redactionFromPortable } from "../../src/context/redaction.js";
 import { createLangSmithExporter, langSmithRootRunId, type LangSmithExporterOptions } from "eart/langsmith";
 import { createOtelExporter } from "eart/otel";
 import { langSmithRuns, type CaptureServer } from "../support/capture-server.js";

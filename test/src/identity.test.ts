@@ -2,18 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import {
-  AgentIdentitySchema,
-  bindIdentityOnce,
-  EartError,
-  IdentityImmutableError,
-  IdentityRegistry,
-  IdentityRegistryError,
-  IdentityResolutionError,
-  principalFromConfig,
-  type AgentIdentity,
-  type IdentityClaim,
-} from "eart";
+import { EartError, IdentityImmutableError, IdentityRegistry, IdentityRegistryError, IdentityResolutionError, type AgentIdentity } from "eart";
+import { bindIdentityOnce } from "../../src/decisions/seal.js";
+import { AgentIdentitySchema, principalFromConfig, type IdentityClaim } from "../../src/identity/registry.js";
 import { processSealer, sealIdentity } from "../support/sealing.js";
 
 const baseRegistry = () => ({

@@ -1,17 +1,16 @@
 import { describe, expect, it } from "vitest";
 import {
-  decideFailClosed,
   definePolicy,
   DEFAULT_DENY_POLICY_ID,
   EartConfigError,
   EartError,
-  PolicyDecisionSchema,
   PolicyDefinitionError,
   type AgentIdentity,
   type PolicyDecision,
   type PolicyEngine,
   type PolicyRequest,
 } from "eart";
+import { decideFailClosed, PolicyDecisionSchema } from "../../src/policy/engine.js";
 import { createCedarPolicyEngine, type CedarPolicyEngineOptions } from "eart/cedar";
 import { policyEngineSpec } from "eart/testing";
 import { refundPolicy } from "../../examples/refund/policy.js";

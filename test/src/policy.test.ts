@@ -1,10 +1,8 @@
 import { describe, expect, it } from "vitest";
 import {
-  decideFailClosed,
   DEFAULT_DENY_POLICY_ID,
   definePolicy,
   EartError,
-  PolicyDecisionSchema,
   PolicyDefinitionError,
   type AgentIdentity,
   type PolicyDecision,
@@ -12,6 +10,7 @@ import {
   type PolicyEngine,
   type PolicyRequest,
 } from "eart";
+import { decideFailClosed, PolicyDecisionSchema } from "../../src/policy/engine.js";
 
 const identity: AgentIdentity = {
   schemaVersion: 1,

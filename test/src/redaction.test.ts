@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { defineRedaction, ibanValid, luhnValid, nationalIdValid, STANDARD_REDACTIONS } from "eart";
+import { defineRedaction, STANDARD_REDACTIONS } from "eart";
+import { ibanValid, luhnValid, nationalIdValid } from "../../src/context/redaction.js";
 
 const standard = defineRedaction(STANDARD_REDACTIONS);
 const redact = (value: unknown) => standard.apply(value, undefined);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { DecisionRecordSchema, emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext, toolCallDigest, type DecisionRecord } from "eart";
+import { DecisionRecordSchema, toolCallDigest, type DecisionRecord } from "eart";
+import { emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext } from "../../src/decisions/records.js";
 
 const rec = (toolCallId: string, status: DecisionRecord["status"]): DecisionRecord =>
   DecisionRecordSchema.parse({

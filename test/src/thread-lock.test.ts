@@ -10,18 +10,8 @@ import { PostgresSaver } from "@langchain/langgraph-checkpoint-postgres";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import {
-  EartConfigError,
-  MemoryThreadLock,
-  pendingApproval,
-  processInstance,
-  ThreadLockLostError,
-  StoreError,
-  ThreadBusyError,
-  threadLockFor,
-  type ProcessInstance,
-  type ThreadLock,
-} from "eart";
+import { EartConfigError, MemoryThreadLock, pendingApproval, ThreadLockLostError, StoreError, ThreadBusyError, threadLockFor, type ThreadLock } from "eart";
+import { processInstance, type ProcessInstance } from "../../src/threads/lock.js";
 import { advisoryLockKey, PostgresThreadLock } from "eart/postgres";
 import { SqliteThreadLock } from "eart/sqlite";
 import { resumeThread, runThread } from "eart/graphs";

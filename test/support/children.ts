@@ -38,10 +38,11 @@ export function startReadyChild(script: string, args: string[], label: string, e
 
 const EART_DIST = new URL("../../dist/src/index.js", import.meta.url);
 const EART_SQLITE_DIST = new URL("../../dist/src/stores/sqlite/index.js", import.meta.url);
+const EART_LOCK_DIST = new URL("../../dist/src/threads/lock.js", import.meta.url);
 
 /**
  * A live child process running the built eart (`dist`): runs `setup` (module code with `eart` in
- * scope, `eart/sqlite` included, e.g. taking a lock), prints its process instance, and waits until killed.
+ * scope, `eart/sqlite` and the lock module's `processInstance` included, e.g. taking a lock), prints its process instance, and waits until killed.
  * @example
  * ```ts
  * const live = liveEartChild(`await new eart.SqliteThreadLock({ path }).acquire("t1");`);
@@ -51,7 +52,7 @@ const EART_SQLITE_DIST = new URL("../../dist/src/stores/sqlite/index.js", import
  */
 export function liveEartChild<I = unknown>(setup = "") {
   if (!existsSync(EART_DIST)) throw new Error(`${EART_DIST.pathname} is missing: run "npm run build" before these tests`);
-  const script = `const eart = { ...(await import(${JSON.stringify(EART_DIST.href)})), ...(await import(${JSON.stringify(EART_SQLITE_DIST.href)})) }; ${setup} console.log(JSON.stringify(eart.processInstance())); setInterval(() => {}, 1000);`;
+  const script = `const eart = { ...(await import(${JSON.stringify(EART_DIST.href)})), ...(await import(${JSON.stringify(EART_SQLITE_DIST.href)})), ...(await import(${JSON.stringify(EART_LOCK_DIST.href)})) }; ${setup} console.log(JSON.stringify(eart.processInstance())); setInterval(() => {}, 1000);`;
   const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
   const instance = new Promise<I>((resolve, reject) => {
     let out = "";

@@ -1,4 +1,5 @@
-import { processSealKey, Sealer, type AgentIdentity, type DecisionRecord, type SealKeySource } from "eart";
+import { Sealer, type AgentIdentity, type DecisionRecord } from "eart";
+import { processSealKey, type SealKeySource } from "../../src/decisions/seal.js";
 
 /**
  * Seals hand-made state the way eart's nodes would have: the policy gate seals decision records,

@@ -132,7 +132,7 @@ export class PostgresEffectLedger implements EffectLedger {
     // The conflicting insert has committed (ON CONFLICT waits for it), so a new statement sees it;
     // rows are never deleted. A read: retried once after a lost connection.
     const { rows } = await this.#call("begin", true, () => this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${PG_KEY_WHERE}`, [k.threadId, k.toolCallId, k.digest]));
-    if (!rows[0]) throw new Error(`eart_effect_ledger: the entry ${k.threadId}/${k.toolCallId} conflicted but cannot be read`);
+    if (!rows[0]) throw new StoreError("store_failure", "effect_ledger", "begin", `the entry ${k.threadId}/${k.toolCallId} conflicted but cannot be read`, { threadId: k.threadId, toolCallId: k.toolCallId });
     return { claimed: false, entry: entryOfRow(rows[0]) };
   }
 
