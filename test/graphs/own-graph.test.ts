@@ -2,10 +2,9 @@ import { AIMessage, HumanMessage } from "@langchain/core/messages";
 import { Annotation, Command, END, MemorySaver, MessagesAnnotation, START, StateGraph } from "@langchain/langgraph";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { definePolicy, IdentityRegistry, MemoryAuditLog, pendingApproval, ThreadStateError } from "eart";
-import { createGovernedToolNode, createIdentityBinding, createModelNode, GovernedChannels } from "eart/nodes";
-import { createPolicyGate, routeAfterModel, routeAfterPolicyGate } from "eart/guards";
-import { guardResumes } from "eart/graphs";
+import { definePolicy, IdentityRegistry, MemoryAuditLog, MemoryEffectLedger, pendingApproval, ThreadStateError } from "eart";
+import { createIdentityBinding, createModelNode, GovernedChannels } from "eart/nodes";
+import { createGovernedToolPath, guardResumes, routeAfterGovernedTools, routeToGovernedTools } from "eart/graphs";
 import { scriptedModel } from "eart/testing";
 import { createRefundTools } from "../../examples/refund/tools.js";
 
@@ -32,11 +31,13 @@ describe("eart nodes inside a user's own graph", () => {
     const policy = definePolicy({
       name: "refunds",
       rules: [
+        { id: "orders.lookup", tools: ["lookup_order"], effect: "allow" },
         { id: "refund.small", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 100, effect: "allow" },
         { id: "refund.supervisor", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) > 100, effect: "require_approval", approverRoles: ["supervisor"] },
       ],
     });
     const auditLog = new MemoryAuditLog();
+    const ledger = new MemoryEffectLedger();
 
     const State = Annotation.Root({
       ...MessagesAnnotation.spec,
@@ -46,21 +47,19 @@ describe("eart nodes inside a user's own graph", () => {
 
     const app = guardResumes(
       new StateGraph(State)
-        .addNode("bindIdentity", createIdentityBinding({ registry, auditLog }))
+        .addNode("bindIdentity", createIdentityBinding({ registry, auditLog, ledger }))
         .addNode("agent", createModelNode({ model, tools, auditLog }))
-        .addNode("policyGate", createPolicyGate({ policy, tools, registry, auditLog }))
-        .addNode("tools", createGovernedToolNode({ tools, auditLog }))
+        .addNode("tools", createGovernedToolPath({ policy, tools, registry, auditLog, ledger, recoveryRoles: ["supervisor"] }))
         .addEdge(START, "bindIdentity")
         .addEdge("bindIdentity", "agent")
-        .addConditionalEdges("agent", routeAfterModel, { policyGate: "policyGate", end: END })
-        .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end: END })
-        .addEdge("tools", "agent")
+        .addConditionalEdges("agent", routeToGovernedTools, { tools: "tools", end: END })
+        .addConditionalEdges("tools", routeAfterGovernedTools, { agent: "agent", end: END })
         .compile({ checkpointer: new MemorySaver() }),
     );
 
     const config = { configurable: { thread_id: "ticket-7", agent_id: "support-agent", user_id: "cara" } };
-    const paused = await app.invoke({ messages: [new HumanMessage("Refund $250 on order 1042")], ticketId: "T-7" }, config);
-    const request = pendingApproval(paused)!;
+    await app.invoke({ messages: [new HumanMessage("Refund $250 on order 1042")], ticketId: "T-7" }, config);
+    const request = pendingApproval(await app.getState(config))!;
     // The approver is whoever resumes: sam, authenticated by your app (or langgraph_auth_user).
     const { toolCallId, digest } = request.requests[0]!;
     const done = await app.invoke(
