@@ -56,20 +56,58 @@ export function realisticEvent(threadId: string, i: number): AuditEventInput {
       return {
         threadId,
         type: "policy.decided",
-        data: { toolCallId, name: "issue_refund", digest: "9f".repeat(32), effect: "allow", status: "allowed", policyIds: ["refund.small"], version: "3c".repeat(32), reasons: ["refund under 100.00"] },
+        data: {
+          toolCallId,
+          name: "issue_refund",
+          digest: "9f".repeat(32),
+          agentId: "support-agent",
+          userId: "cara",
+          effect: "allow",
+          status: "allowed",
+          policyIds: ["refund.small"],
+          policyVersion: "3c".repeat(32),
+          reasons: ["refund under 100.00"],
+          approverRoles: null,
+          request: null,
+        },
       };
     case 2:
       return { threadId, type: "tool.started", data: { toolCallId, name: "issue_refund", digest: "9f".repeat(32), attempt: 1, idempotencyKey: `${threadId}:${toolCallId}` } };
     case 3:
-      return { threadId, type: "tool.succeeded", data: { toolCallId, name: "issue_refund", attempt: 1, durationMs: 42.5, content: JSON.stringify({ refundId: `r-${i}`, status: "issued", amountCents: args.amountCents }) } };
+      return { threadId, type: "tool.succeeded", data: { toolCallId, name: "issue_refund", digest: "9f".repeat(32), attempt: 1, result: JSON.stringify({ refundId: `r-${i}`, status: "issued", amountCents: args.amountCents }) } };
     case 4:
       return {
         threadId,
         type: "approval.requested",
-        data: { toolCallIds: [toolCallId], approverRoles: ["supervisor"], required: 1, expiresAt: "2030-01-01T00:00:00.000Z", requestedBy: { agentId: "support-agent", userId: "cara" } },
+        data: {
+          type: "eart.approval",
+          threadId,
+          requestedBy: { agentId: "support-agent", userId: "cara" },
+          since: "2030-01-01T00:00:00.000Z",
+          roles: ["supervisor"],
+          requests: [{ toolCallId, name: "issue_refund", args, digest: "9f".repeat(32), approverRoles: ["supervisor"], quorum: 1 }],
+        },
       };
     default:
-      return { threadId, type: "approval.decided", data: { toolCallId, decision: "approve", approverId: "sam", approverRoles: ["supervisor"], digest: "9f".repeat(32) } };
+      return {
+        threadId,
+        type: "approval.decided",
+        data: {
+          toolCallId,
+          name: "issue_refund",
+          digest: "9f".repeat(32),
+          originalDigest: "9f".repeat(32),
+          decision: "approve",
+          approverId: "sam",
+          authenticatedBy: "configurable.user_id",
+          status: "approved",
+          effect: "require_approval",
+          policyIds: ["refund.supervisor"],
+          policyVersion: "3c".repeat(32),
+          requestedUnderVersion: "3c".repeat(32),
+          message: null,
+        },
+      };
   }
 }
 

@@ -1,7 +1,8 @@
 import { Command, isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
-import { type AuditLog } from "../src/audit/log.js";
+import type { AuditEventData } from "../src/audit/events.js";
+import { type AuditEventInput, type AuditLog } from "../src/audit/log.js";
 import { type DecisionRecord } from "../src/decisions/records.js";
 import { ApprovalError, EartConfigError, StateTamperError, ThreadStateError, EartError } from "../src/errors.js";
 import { isApprovalRequest, pendingApproval } from "../src/human-tasks/approval.js";
@@ -100,14 +101,15 @@ async function auditRefusedAnswer(graph: Pick<ResumableGraph, "getState">, audit
   const task = pendingHumanTask(await graph.getState({ configurable: { thread_id: threadId } }));
   if (!task) return;
   const by = config.configurable?.user_id;
-  let data: Record<string, unknown>;
+  let data: AuditEventData<"approval.refused">;
   try {
     data = refusalData(error, answer);
   } catch (unreadable) {
     // Not even a bounded copy can be read (a getter that throws, a Date's prototype on a plain object).
     data = { code: error.code, message: error.message.slice(0, 2_000), answerUnreadable: String((unreadable as Error)?.message ?? unreadable).slice(0, 500) };
   }
-  await auditLog.append({ threadId: String(threadId), type: REFUSED_EVENT[task.type], data: { ...data, ...(typeof by === "string" ? { claimedBy: by.slice(0, 256) } : {}) } });
+  const refusal: AuditEventData<"approval.refused"> = { ...data, ...(typeof by === "string" ? { claimedBy: by.slice(0, 256) } : {}) };
+  await auditLog.append({ threadId: String(threadId), type: REFUSED_EVENT[task.type], data: refusal } as AuditEventInput);
 }
 
 /**

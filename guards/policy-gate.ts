@@ -2,6 +2,7 @@ import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messag
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { createHash, KeyObject } from "node:crypto";
 import { z } from "zod";
+import type { AuditEventData } from "../src/audit/events.js";
 import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
 import { STATUS_OF_EFFECT } from "../src/decisions/lifecycle.js";
 import {
@@ -242,7 +243,7 @@ function assertAnswerDepth(answer: unknown): void {
  * (`answerTruncated` when cut) and the digest of all of it (`answerDigest`, the SHA-256 of its
  * canonical JSON), so that a refused payload of any size or depth is still on record.
  */
-export function refusalData(error: { code: string; message: string; details: unknown }, answer: unknown): Record<string, unknown> {
+export function refusalData(error: { code: string; message: string; details: unknown }, answer: unknown): AuditEventData<"approval.refused"> {
   const kept = bounded(answer);
   const message = error.message.length > 2 * KEEP.chars ? cutText(error.message, 2 * KEEP.chars) : error.message;
   return { code: error.code, message, details: bounded(error.details).value, answer: kept.value, answerTruncated: kept.truncated, answerDigest: digestOf(answer) };
@@ -474,7 +475,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       records.push(record);
       if (record.status === "allowed" || record.status === "pending_approval") through.push({ id, name: record.name, args: record.args, reserved: record.budgetReserved === true });
       if (request) requests.set(id, request);
-      if (flip) flips.push({ threadId, type: "policy.shadow_flip", data: { toolCallId: id, name: call.name, digest: record.digest, ...flip } });
+      if (flip) flips.push({ threadId, type: "policy.shadow_flip", data: { toolCallId: id, name: call.name, digest: record.digest, enforced: flip.enforced, candidate: flip.candidate } });
       if (answer !== undefined) answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: answer, status: "error" }));
     }
     if (records.length === 0) return { update: {}, events: [] };

@@ -2,6 +2,7 @@ import { ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import { ToolInputParsingException, type StructuredToolInterface } from "@langchain/core/tools";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
+import type { AuditEventData } from "../src/audit/events.js";
 import { AuditLogOption, type AuditEvent, type AuditEventInput } from "../src/audit/log.js";
 import { type Redacted, type Redaction } from "../src/context/redaction.js";
 import { ANSWERED_STATUSES, RUNNABLE_STATUSES, WAITING_STATUSES } from "../src/decisions/lifecycle.js";
@@ -86,6 +87,9 @@ export interface ExecutionContext {
 export function executionContextOf(config: unknown): ExecutionContext | undefined {
   return (config as { configurable?: { eart?: ExecutionContext } } | undefined)?.configurable?.eart;
 }
+
+/** The events the tool node writes about one call (each names the call: id, tool, digest). */
+type ToolEventType = "tool.started" | "tool.succeeded" | "tool.failed" | "tool.blocked" | "tool.retrying" | "tool.fallback" | "tool.replayed" | "tool.recovery_requested" | "tool.circuit_opened";
 
 /** What the tool node reads of the state. */
 type ToolState = Pick<GovernedState, "messages" | "decisions"> & Partial<Pick<GovernedState, "identity" | "budget" | "context">>;
@@ -227,7 +231,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const digest = toolCallDigest(call.name, call.args, threadId);
     const ids = { toolCallId: call.id, name: call.name, digest };
     const events: AuditEventInput[] = [];
-    const event = (type: AuditEventInput["type"], data: Record<string, unknown>) => events.push({ threadId, type, data: { ...ids, ...data } });
+    const event = <T extends ToolEventType>(type: T, data: Omit<AuditEventData<T>, keyof typeof ids>) => events.push({ threadId, type, data: { ...ids, ...data } } as unknown as AuditEventInput);
 
     if (record && record.messageId === messageId && ANSWERED_STATUSES.has(record.status)) return { events };
     if (record && WAITING_STATUSES.has(record.status)) return { events };

@@ -82,7 +82,7 @@ export function redactingAuditLog<L extends AuditLog>(auditLog: L, redaction: Re
   const screen = (event: AuditEventInput): AuditEventInput => {
     if (redaction.mayChange && !redaction.mayChange(event.data)) return event;
     const { value, redacted } = redaction.apply(event.data, undefined);
-    return redacted.length === 0 ? event : { ...event, data: value };
+    return redacted.length === 0 ? event : ({ ...event, data: value } as AuditEventInput);
   };
   return new Proxy(auditLog, {
     get(target, property, receiver) {

@@ -130,6 +130,14 @@ export {
   type AuditVerifyOptions,
   type MemoryAuditLogOptions,
 } from "./audit/log.js";
+export {
+  AUDIT_EVENT_TYPES,
+  AuditEventDataSchemas,
+  isAuditEventOf,
+  readEventData,
+  type AuditEventData,
+  type AuditEventReading,
+} from "./audit/events.js";
 export { JsonlAuditLog, type JsonlAuditLogOptions } from "./audit/jsonl.js";
 export { verifyGlobalLog, type GlobalHead, type SignedGlobalHead } from "./audit/global.js";
 export { verifyAuditStore, type AuditStoreVerification } from "./audit/verify.js";

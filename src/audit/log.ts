@@ -1,6 +1,7 @@
 import * as nodeCrypto from "node:crypto";
 import { randomUUID } from "node:crypto";
 import { z } from "zod";
+import { AUDIT_EVENT_TYPES, type AuditEventData, type AuditEventType } from "./events.js";
 import { auditKeyId, headSigner, toPublicKey, verifyHeadSignature, type AuditPublicKey, type AuditSigningKey, type HeadSigner, type SignedChainHead } from "./signing.js";
 import { canonicalJson, jsonString, plainCanonicalJson, sha256Hex } from "../internal/canonical.js";
 import { globalHeadSigner, globalMismatch, nextGlobalEntry, type GlobalEntry, type GlobalHead, type SignedGlobalHead, type ThreadHead } from "./global.js";
@@ -8,38 +9,9 @@ import type { KeyObject } from "node:crypto";
 import { AuditInputError, EartConfigError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
 
-/** Every kind of audit event. */
-export const AuditEventTypeSchema = z.enum([
-  "run.started",
-  "identity.bound",
-  "model.output",
-  "policy.decided",
-  "approval.requested",
-  "approval.decided",
-  "approval.refused",
-  "approval.expired",
-  "policy.shadow_flip",
-  "tool.started",
-  "tool.succeeded",
-  "tool.failed",
-  "tool.blocked",
-  "tool.retrying",
-  "tool.fallback",
-  "tool.replayed",
-  "tool.recovery_requested",
-  "tool.recovery_decided",
-  "tool.recovery_refused",
-  "tool.circuit_opened",
-  "model.failed",
-  "context.retrieved",
-  "escalation.requested",
-  "escalation.decided",
-  "escalation.refused",
-  "budget.charge_failed",
-  "state.tamper_detected",
-  "run.completed",
-]);
-export type AuditEventType = z.output<typeof AuditEventTypeSchema>;
+/** Every kind of audit event (each one's data: {@link AuditEventDataSchemas}). */
+export const AuditEventTypeSchema = z.enum(AUDIT_EVENT_TYPES);
+export type { AuditEventType };
 
 /** Current version of the audit event record. */
 export const AUDIT_SCHEMA_VERSION = 1 as const;
@@ -68,7 +40,11 @@ export const AuditEventInputSchema = z.object({
   data: z.record(z.string(), z.unknown()).default({}),
   at: z.string().optional(),
 });
-export type AuditEventInput = z.input<typeof AuditEventInputSchema>;
+/**
+ * What a node hands to {@link AuditLog.append}, typed by event type: `data` is what that type
+ * records ({@link AuditEventData}), so a producer that misspells or forgets a field does not compile.
+ */
+export type AuditEventInput = { [T in AuditEventType]: { threadId: string; type: T; data?: AuditEventData<T>; at?: string } }[AuditEventType];
 
 /** Where the chain of a thread broke. */
 export interface AuditBreak {

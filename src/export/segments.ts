@@ -1,3 +1,4 @@
+import { readEventData } from "../audit/events.js";
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { globalHeadOf, type AuditEvent, type AuditEventType, type WitnessHead } from "../audit/log.js";
@@ -252,7 +253,6 @@ export function compact<V extends Record<string, unknown>>(o: V): V {
   }
   return out as V;
 }
-const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
 const later = (a: string, b: string) => (Date.parse(a) >= Date.parse(b) ? a : b);
 
 /**
@@ -403,58 +403,64 @@ export class SegmentTracker<R, T> {
 
   /** Thread-level facts: who, and what was decided for each call. */
   #learn(thread: ThreadState<R, T>, event: RedactedEvent): void {
-    const d = event.data;
-    if (event.type === "run.started" || event.type === "identity.bound" || event.type === "policy.decided") {
-      thread.agentId = str(d.agentId) ?? thread.agentId;
-      thread.userId = str(d.userId) ?? thread.userId;
+    const who = readEventData(event, "run.started") ?? readEventData(event, "identity.bound") ?? readEventData(event, "policy.decided");
+    if (who) {
+      thread.agentId = who.agentId ?? thread.agentId;
+      thread.userId = who.userId ?? thread.userId;
     }
-    const id = str(d.toolCallId);
-    if (!id) return;
-    if (event.type === "policy.decided") {
-      const request = d.request as { tool?: { args?: unknown } } | undefined;
+    const decided = readEventData(event, "policy.decided");
+    if (decided?.toolCallId) {
+      const id = decided.toolCallId;
+      const request = decided.request as { tool?: { args?: unknown } } | null | undefined;
       thread.calls.delete(id);
       thread.calls.set(id, {
         toolCallId: id,
-        name: str(d.name) ?? "tool",
-        ...(str(d.digest) ? { digest: str(d.digest)! } : {}),
+        name: decided.name ?? "tool",
+        ...(decided.digest ? { digest: decided.digest } : {}),
         ...(request?.tool?.args !== undefined ? { args: request.tool.args } : {}),
-        ...(str(d.effect) ? { effect: str(d.effect)! } : {}),
-        ...(str(d.status) ? { status: str(d.status)! } : {}),
-        policyIds: strings(d.policyIds),
-        ...(str(d.policyVersion) ? { policyVersion: str(d.policyVersion)! } : {}),
+        ...(decided.effect ? { effect: decided.effect } : {}),
+        ...(decided.status ? { status: decided.status } : {}),
+        policyIds: decided.policyIds ?? [],
+        ...(decided.policyVersion ? { policyVersion: decided.policyVersion } : {}),
       });
       if (thread.calls.size > MAX_CALLS_PER_THREAD) thread.calls.delete(thread.calls.keys().next().value!);
-    } else if (event.type === "approval.decided") {
-      const call = thread.calls.get(id) ?? { toolCallId: id, name: str(d.name) ?? "tool", policyIds: strings(d.policyIds) };
+    }
+    const approved = readEventData(event, "approval.decided");
+    if (approved?.toolCallId) {
+      const id = approved.toolCallId;
+      const call = thread.calls.get(id) ?? { toolCallId: id, name: approved.name ?? "tool", policyIds: approved.policyIds ?? [] };
       thread.calls.set(id, {
         ...call,
-        ...(str(d.approverId) ? { approverId: str(d.approverId)! } : {}),
-        ...(str(d.decision) ? { approval: str(d.decision)! } : {}),
-        ...(str(d.digest) ? { digest: str(d.digest)! } : {}),
-        ...(str(d.status) ? { status: str(d.status)! } : {}),
-        ...(str(d.policyVersion) ? { policyVersion: str(d.policyVersion)! } : {}),
-        ...(strings(d.policyIds).length > 0 ? { policyIds: strings(d.policyIds) } : {}),
+        ...(approved.approverId ? { approverId: approved.approverId } : {}),
+        ...(approved.decision ? { approval: approved.decision } : {}),
+        ...(approved.digest ? { digest: approved.digest } : {}),
+        ...(approved.status ? { status: approved.status } : {}),
+        ...(approved.policyVersion ? { policyVersion: approved.policyVersion } : {}),
+        ...((approved.policyIds ?? []).length > 0 ? { policyIds: approved.policyIds! } : {}),
       });
     }
   }
 
   /** Segment-level facts, gathered for the root run / span. */
   #gather(segment: Segment<R, T>, thread: ThreadState<R, T>, event: RedactedEvent): void {
-    const d = event.data;
     segment.agentId = thread.agentId ?? segment.agentId;
     segment.userId = thread.userId ?? segment.userId;
-    if (event.type === "policy.decided" || event.type === "approval.decided") {
-      for (const p of strings(d.policyIds)) segment.policyIds.add(p);
-      if (str(d.policyVersion)) segment.policyVersions.add(str(d.policyVersion)!);
+    const decided = readEventData(event, "policy.decided");
+    const approved = readEventData(event, "approval.decided");
+    for (const facts of [decided, approved]) {
+      for (const p of facts?.policyIds ?? []) segment.policyIds.add(p);
+      if (facts?.policyVersion) segment.policyVersions.add(facts.policyVersion);
     }
-    if (event.type === "policy.decided" && str(d.effect)) segment.effects.add(str(d.effect)!);
-    if ((event.type === "policy.decided" || event.type === "tool.started") && str(d.digest)) segment.digests.add(str(d.digest)!);
-    if (event.type === "approval.decided" && str(d.approverId)) {
-      segment.approvers.add(str(d.approverId)!);
-      segment.approvals.push({ toolCallId: str(d.toolCallId) ?? "", approverId: str(d.approverId)!, decision: str(d.decision) ?? "", digest: str(d.digest) });
-      if (str(d.digest)) segment.digests.add(str(d.digest)!);
+    if (decided?.effect) segment.effects.add(decided.effect);
+    const digest = decided?.digest ?? readEventData(event, "tool.started")?.digest;
+    if (digest) segment.digests.add(digest);
+    if (approved?.approverId) {
+      segment.approvers.add(approved.approverId);
+      segment.approvals.push({ toolCallId: approved.toolCallId ?? "", approverId: approved.approverId, decision: approved.decision ?? "", digest: approved.digest });
+      if (approved.digest) segment.digests.add(approved.digest);
     }
-    if (event.type === "model.output" && typeof d.text === "string") segment.output = d.text;
+    const output = readEventData(event, "model.output");
+    if (output?.text !== undefined) segment.output = output.text;
   }
 
   #start(thread: ThreadState<R, T>, raw: AuditEvent, event: RedactedEvent, kind: Segment<R, T>["kind"], silent: boolean): Segment<R, T> {
