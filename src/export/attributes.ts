@@ -1,3 +1,5 @@
+import type { Segment } from "./segments.js";
+
 /**
  * eart's own attributes, one vocabulary for every exporter: the OpenTelemetry span attributes and
  * the LangSmith run metadata carry the same keys for the same facts.
@@ -40,3 +42,36 @@ export const EartAttributes = {
   EVENT_TYPE: "eart.event.type",
   EVENT_DATA: "eart.event.data",
 } as const;
+
+/**
+ * The eart attributes of a segment (one run of a thread, from its start or resume to its pause or
+ * end), the same in every exporter: who, what kind of segment and how it ended, what policy decided
+ * and who approved, the digests of the calls, where in the audit chain it starts and ends, and the
+ * global head it reached. Exporters add their own (GenAI conventions, LangSmith's thread id).
+ * @example
+ * ```ts
+ * span.setAttributes(compact(segmentAttributes(segment)));
+ * ```
+ */
+export function segmentAttributes(s: Segment<unknown, unknown>): Record<string, string | number | string[] | undefined> {
+  const E = EartAttributes;
+  return {
+    [E.THREAD_ID]: s.threadLabel,
+    [E.AGENT_ID]: s.agentId,
+    [E.USER_ID]: s.userId,
+    [E.SEGMENT_KIND]: s.kind,
+    [E.RUN_OUTCOME]: s.outcome ?? "running",
+    [E.WAITING_FOR]: s.waitingFor,
+    [E.POLICY_DECISION]: [...s.effects],
+    [E.POLICY_IDS]: [...s.policyIds],
+    [E.POLICY_VERSION]: s.policyVersions.size > 0 ? [...s.policyVersions].join(",") : undefined,
+    [E.APPROVAL_APPROVER]: s.approvers.size > 0 ? [...s.approvers].join(",") : undefined,
+    [E.TOOL_DIGESTS]: [...s.digests],
+    [E.RESUMED_FROM_HASH]: s.resumedFrom?.lastHash,
+    [E.AUDIT_FIRST_SEQ]: s.firstSeq,
+    [E.AUDIT_LAST_SEQ]: s.lastSeq,
+    [E.AUDIT_HEAD]: s.lastHash,
+    [E.AUDIT_GLOBAL_HEAD]: s.globalHead ? `${s.globalHead.gseq}:${s.globalHead.hash}` : undefined,
+    [E.AUDIT_GLOBAL_HEAD_SIGNED]: s.globalHead?.signed ? JSON.stringify(s.globalHead.signed) : undefined,
+  };
+}

@@ -3,7 +3,7 @@ import type { RunCreate, RunUpdate } from "langsmith/schemas";
 import { z } from "zod";
 import { EartConfigError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
-import { EartAttributes as E } from "./attributes.js";
+import { EartAttributes as E, segmentAttributes } from "./attributes.js";
 import { createWorkerExporter } from "./thread.js";
 import { createBatchExporter, ExportQueueOptionsSchema, type AuditExporter } from "./core.js";
 import {
@@ -192,25 +192,9 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
     compact({
       ...extraMetadata,
       thread_id: s.threadLabel,
-      [E.THREAD_ID]: s.threadLabel,
-      [E.AGENT_ID]: s.agentId,
-      [E.USER_ID]: s.userId,
-      [E.SEGMENT_KIND]: s.kind,
-      [E.RUN_OUTCOME]: s.outcome ?? "running",
-      [E.WAITING_FOR]: s.waitingFor,
-      [E.POLICY_DECISION]: [...s.effects],
-      [E.POLICY_IDS]: [...s.policyIds],
-      [E.POLICY_VERSION]: s.policyVersions.size > 0 ? [...s.policyVersions].join(",") : undefined,
-      [E.APPROVAL_APPROVER]: s.approvers.size > 0 ? [...s.approvers].join(",") : undefined,
+      ...segmentAttributes(s),
       [E.APPROVALS]: s.approvals,
-      [E.TOOL_DIGESTS]: [...s.digests],
       [E.RESUMED_FROM_RUN_ID]: s.resumedFrom ? langSmithRootRunId(s.threadId, s.resumedFrom) : undefined,
-      [E.RESUMED_FROM_HASH]: s.resumedFrom?.lastHash,
-      [E.AUDIT_FIRST_SEQ]: s.firstSeq,
-      [E.AUDIT_LAST_SEQ]: s.lastSeq,
-      [E.AUDIT_HEAD]: s.lastHash,
-      [E.AUDIT_GLOBAL_HEAD]: s.globalHead ? `${s.globalHead.gseq}:${s.globalHead.hash}` : undefined,
-      [E.AUDIT_GLOBAL_HEAD_SIGNED]: s.globalHead?.signed ? JSON.stringify(s.globalHead.signed) : undefined,
     });
 
   const rootTags = (s: Seg): string[] => [

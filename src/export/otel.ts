@@ -4,7 +4,7 @@ import { z } from "zod";
 import { EartConfigError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
 import { createBatchExporter, EXPORT_DEFAULTS, ExportQueueOptionsSchema, type AuditExporter } from "./core.js";
-import { EartAttributes } from "./attributes.js";
+import { EartAttributes, segmentAttributes } from "./attributes.js";
 import { createWorkerExporter } from "./thread.js";
 import { compact, ExportRedactionOption, SegmentTracker, standardRedaction, str, type CallFacts, type ExportRedactor, type RedactedEvent, type Segment } from "./segments.js";
 
@@ -223,22 +223,7 @@ function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redactio
       [A.AGENT_NAME]: s.agentId,
       [A.AGENT_ID]: s.agentId,
       [A.CONVERSATION_ID]: s.threadLabel,
-      [E.THREAD_ID]: s.threadLabel,
-      [E.USER_ID]: s.userId,
-      [E.SEGMENT_KIND]: s.kind,
-      [E.RUN_OUTCOME]: s.outcome ?? "running",
-      [E.WAITING_FOR]: s.waitingFor,
-      [E.POLICY_DECISION]: [...s.effects],
-      [E.POLICY_IDS]: [...s.policyIds],
-      [E.POLICY_VERSION]: s.policyVersions.size > 0 ? [...s.policyVersions].join(",") : undefined,
-      [E.APPROVAL_APPROVER]: s.approvers.size > 0 ? [...s.approvers].join(",") : undefined,
-      [E.TOOL_DIGESTS]: [...s.digests],
-      [E.RESUMED_FROM_HASH]: s.resumedFrom?.lastHash,
-      [E.AUDIT_FIRST_SEQ]: s.firstSeq,
-      [E.AUDIT_LAST_SEQ]: s.lastSeq,
-      [E.AUDIT_HASH]: s.lastHash,
-      [E.AUDIT_GLOBAL_HEAD]: s.globalHead ? `${s.globalHead.gseq}:${s.globalHead.hash}` : undefined,
-      [E.AUDIT_GLOBAL_HEAD_SIGNED]: s.globalHead?.signed ? JSON.stringify(s.globalHead.signed) : undefined,
+      ...segmentAttributes(s),
     });
 
   const common = (s: Seg) => ({ [A.CONVERSATION_ID]: s.threadLabel, [E.THREAD_ID]: s.threadLabel, [A.AGENT_NAME]: s.agentId });

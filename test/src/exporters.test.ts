@@ -777,7 +777,7 @@ describe("end to end: the governed refund agent through an approval, exported to
     const agents = spans.filter((s) => s.name === "invoke_agent support-agent").sort((a, b) => a.attributes["eart.audit.first_seq"] as number - (b.attributes["eart.audit.first_seq"] as number));
     expect(agents).toHaveLength(2);
     const [pausedSpan, resumedSpan] = agents as [ReadableSpan, ReadableSpan];
-    expect(pausedSpan.attributes).toMatchObject({ "eart.run.outcome": "paused", "eart.audit.hash": pauseEvent.hash });
+    expect(pausedSpan.attributes).toMatchObject({ "eart.run.outcome": "paused", "eart.audit.head": pauseEvent.hash });
     expect(resumedSpan.attributes).toMatchObject({ "eart.run.outcome": "completed", "eart.approval.approver": "sam", "eart.resumed_from.hash": pauseEvent.hash, "eart.segment.kind": "resume" });
     expect(resumedSpan.links).toHaveLength(1);
     expect(resumedSpan.links[0]).toMatchObject({ context: pausedSpan.spanContext(), attributes: { "eart.link.type": "resumed_from" } });
