@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { EartConfigError } from "../src/errors.js";
 import type { BudgetStore } from "../src/policy/budget.js";
+import { withHandles } from "./handles.js";
 import type { SpecRunner } from "./policy-engine-spec.js";
 
 /** What a budget store's test tells the spec about it. */
@@ -52,27 +53,10 @@ export function budgetStoreSpec(
     title: string,
     body: (ctx: { open: () => Promise<BudgetStore>; again: (store: BudgetStore) => Promise<BudgetStore>; key: (label: string) => string }) => Promise<void>,
   ) =>
-    it(title, async () => {
-      const opened: BudgetStore[] = [];
+    it(title, () => {
       const run = `spec-${randomUUID()}`;
-      try {
-        await body({
-          open: async () => {
-            const store = await makeStore();
-            opened.push(store);
-            return store;
-          },
-          again: async (store) => {
-            const other = reopen ? await reopen(store) : store;
-            if (other !== store) opened.push(other);
-            return other;
-          },
-          // Shaped like the keys `defineBudgets` writes: rule|scope|window|counter.
-          key: (label) => `${run}|${label}|2025-03-10|calls`,
-        });
-      } finally {
-        for (const store of opened.reverse()) await (store as { close?: () => unknown }).close?.();
-      }
+      // Shaped like the keys `defineBudgets` writes: rule|scope|window|counter.
+      return withHandles(makeStore, reopen, (handles) => body({ ...handles, key: (label) => `${run}|${label}|2025-03-10|calls` }));
     });
 
   describe(`budgetStoreSpec: ${name}`, () => {

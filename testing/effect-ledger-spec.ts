@@ -10,6 +10,7 @@ import {
   type LedgerKey,
   type LedgerOutcome,
 } from "../src/ledger/ledger.js";
+import { withHandles } from "./handles.js";
 import type { SpecRunner } from "./policy-engine-spec.js";
 
 /** What a ledger's test tells the spec about it. */
@@ -80,26 +81,9 @@ export function effectLedgerSpec(
     title: string,
     body: (ctx: { open: () => Promise<EffectLedger>; again: (ledger: EffectLedger) => Promise<EffectLedger>; tid: (label: string) => string }) => Promise<void>,
   ) =>
-    it(title, async () => {
-      const opened: EffectLedger[] = [];
+    it(title, () => {
       const run = `spec-${randomUUID()}`;
-      try {
-        await body({
-          open: async () => {
-            const ledger = await makeLedger();
-            opened.push(ledger);
-            return ledger;
-          },
-          again: async (ledger) => {
-            const other = reopen ? await reopen(ledger) : ledger;
-            if (other !== ledger) opened.push(other);
-            return other;
-          },
-          tid: (label) => `${run}-${label}`,
-        });
-      } finally {
-        for (const ledger of opened.reverse()) await (ledger as { close?: () => unknown }).close?.();
-      }
+      return withHandles(makeLedger, reopen, (handles) => body({ ...handles, tid: (label) => `${run}-${label}` }));
     });
 
   const expectValid = (entry: LedgerEntry | undefined) => expect(LedgerEntrySchema.safeParse(entry).success).toBe(true);

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { EartConfigError, ThreadBusyError } from "../src/errors.js";
 import type { ReleaseThreadLock, ThreadLock } from "../src/threads/lock.js";
+import { withHandles } from "./handles.js";
 import type { SpecRunner } from "./policy-engine-spec.js";
 
 /** What a thread lock's test tells the spec about it. */
@@ -77,32 +78,24 @@ export function threadLockSpec(
     }) => Promise<void>,
   ) =>
     it(title, async () => {
-      const opened: ThreadLock[] = [];
       const held: ReleaseThreadLock[] = [];
       const run = `spec-${randomUUID()}`;
-      try {
-        await body({
-          open: async () => {
-            const lock = await makeLock();
-            opened.push(lock);
-            return lock;
-          },
-          again: async (lock) => {
-            const other = reopen ? await reopen(lock) : lock;
-            if (other !== lock) opened.push(other);
-            return other;
-          },
-          tid: (label) => `${run}-${label}`,
-          acquire: async (lock, threadId) => {
-            const release = await lock.acquire(threadId);
-            held.push(release);
-            return release;
-          },
-        });
-      } finally {
-        for (const release of held) await release();
-        for (const lock of opened.reverse()) await (lock as { close?: () => unknown }).close?.();
-      }
+      // Locks taken are released before their handles close.
+      await withHandles(makeLock, reopen, async (handles) => {
+        try {
+          await body({
+            ...handles,
+            tid: (label) => `${run}-${label}`,
+            acquire: async (lock, threadId) => {
+              const release = await lock.acquire(threadId);
+              held.push(release);
+              return release;
+            },
+          });
+        } finally {
+          for (const release of held) await release();
+        }
+      });
     });
 
   /** Expects a prompt ThreadBusyError for `threadId`. */

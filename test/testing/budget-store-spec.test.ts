@@ -1,36 +1,13 @@
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MemoryBudgetStore, type BudgetStore } from "eart";
 import { PostgresBudgetStore } from "eart/postgres";
 import { SqliteBudgetStore } from "eart/sqlite";
 import { budgetStoreSpec, type BudgetStoreSpecOptions } from "eart/testing";
+import { failingCases as failingOf, specGround } from "../support/specs.js";
 
-// A real PostgreSQL. No skip: without it the PostgreSQL cases fail, loudly.
-const PG_URL = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
-
-const dir = mkdtempSync(join(tmpdir(), "eart-budget-spec-"));
-// A schema of this run's own: its counters table is this file's alone.
-const SCHEMA = `budget_spec_${randomUUID().replace(/-/g, "")}`;
-const pools: pg.Pool[] = [];
-const newPool = () => {
-  const pool = new pg.Pool({ connectionString: PG_URL, options: `-c search_path=${SCHEMA}` });
-  pools.push(pool);
-  return pool;
-};
-const admin = newPool();
-await admin.query(`CREATE SCHEMA ${SCHEMA}`);
-// Two pools for the stores (a handle and the handles reopened beside it), shared by every test,
-// so the number of connections stays bounded.
-const [mainPool, otherPool] = [newPool(), newPool()];
-afterAll(async () => {
-  await admin.query(`DROP SCHEMA ${SCHEMA} CASCADE`).catch(() => {});
-  await Promise.all(pools.map((p) => p.end()));
-  rmSync(dir, { recursive: true, force: true });
-});
+const { dir, mainPool, otherPool } = await specGround("budget");
 
 budgetStoreSpec("MemoryBudgetStore", () => new MemoryBudgetStore(), { describe, it, expect });
 
@@ -50,19 +27,7 @@ budgetStoreSpec("PostgresBudgetStore", () => new PostgresBudgetStore({ pool: mai
   reopen: () => new PostgresBudgetStore({ pool: otherPool }),
 });
 
-/** The titles of the spec's cases that fail on a store made by `make`. */
-async function failingCases(make: () => BudgetStore, options?: BudgetStoreSpecOptions): Promise<string[]> {
-  const failures: string[] = [];
-  const pending: Promise<unknown>[] = [];
-  const recorder = {
-    describe: (_: string, body: () => void) => body(),
-    it: (title: string, body: () => void | Promise<void>) => void pending.push(Promise.resolve().then(body).catch(() => failures.push(title))),
-    expect,
-  };
-  budgetStoreSpec("mutant", make, recorder, options);
-  await Promise.all(pending);
-  return failures;
-}
+const failingCases = (make: () => BudgetStore, options?: BudgetStoreSpecOptions) => failingOf(budgetStoreSpec, make, options);
 
 /** A memory store with some of its methods replaced. */
 const mutant = (replace: (inner: MemoryBudgetStore) => Partial<BudgetStore>) => (): BudgetStore => {

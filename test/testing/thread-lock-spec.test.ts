@@ -9,9 +9,8 @@ import { EartConfigError, MemoryThreadLock, ThreadBusyError, type ReleaseThreadL
 import { PostgresThreadLock } from "eart/postgres";
 import { SqliteThreadLock } from "eart/sqlite";
 import { threadLockSpec, type ThreadLockSpecOptions } from "eart/testing";
+import { failingCases as failingOf, PG_URL } from "../support/specs.js";
 
-// A real PostgreSQL. No skip: without it the PostgreSQL cases fail, loudly.
-const PG_URL = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
 
 const dir = mkdtempSync(join(tmpdir(), "eart-lock-spec-"));
 // Advisory locks are database-wide, not per schema: the spec's thread ids are unique per test.
@@ -46,19 +45,7 @@ threadLockSpec("PostgresThreadLock", () => new PostgresThreadLock({ pool }), { d
   reopen: () => new PostgresThreadLock({ pool }),
 });
 
-/** The titles of the spec's cases that fail on a lock made by `make`. */
-async function failingCases(make: () => ThreadLock, options?: ThreadLockSpecOptions): Promise<string[]> {
-  const failures: string[] = [];
-  const pending: Promise<unknown>[] = [];
-  const recorder = {
-    describe: (_: string, body: () => void) => body(),
-    it: (title: string, body: () => void | Promise<void>) => void pending.push(Promise.resolve().then(body).catch(() => failures.push(title))),
-    expect,
-  };
-  threadLockSpec("mutant", make, recorder, options);
-  await Promise.all(pending);
-  return failures;
-}
+const failingCases = (make: () => ThreadLock, options?: ThreadLockSpecOptions) => failingOf(threadLockSpec, make, options);
 
 /** An in-memory lock with one flaw chosen by `flaw`. */
 class FlawedLock implements ThreadLock {
