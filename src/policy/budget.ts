@@ -1,9 +1,9 @@
 import { z } from "zod";
-import { canonicalJson, sha256Hex } from "../internal/canonical.js";
-import { EartConfigError, PolicyDefinitionError } from "../errors.js";
+import { EartConfigError } from "../errors.js";
 import { AgentIdentitySchema } from "../identity/registry.js";
 import { parseOptions } from "../internal/options.js";
 import { BudgetSchema } from "../decisions/records.js";
+import { compileRules, describeRules, parseRuleSet, RuleIdSchema, RuleToolsSchema, type PolicyDescription, type RuleSetKind } from "./rules.js";
 
 /**
  * Budgets and rate limits: rules over counters of calls and of a summed numeric argument, per
@@ -18,9 +18,9 @@ const Name = z.string().min(1, "must be a non-empty string");
 export const BudgetRuleSchema = z
   .object({
     /** Unique among the rules; part of every counter key. */
-    id: Name,
+    id: RuleIdSchema,
     /** Tool names the budget counts; `"*"` for every tool. */
-    tools: z.union([z.literal("*"), z.array(Name).min(1, "must name at least one tool")]),
+    tools: RuleToolsSchema,
     /**
      * Whose calls are counted together: `thread` per thread; `agent`, `user` and `agent+user`
      * across threads. All are counted in the store; `thread` in graph state when there is none.
@@ -55,6 +55,9 @@ export const BudgetRuleSchema = z
 /** A budget rule as passed to {@link defineBudgets}. */
 export type BudgetRuleInput = z.input<typeof BudgetRuleSchema>;
 type BudgetRule = z.output<typeof BudgetRuleSchema>;
+
+const BudgetRulesSchema = z.array(BudgetRuleSchema);
+const BUDGETS: RuleSetKind = { definition: "budget rule", rule: "budget rule", rulesAt: "root", quoteRuleId: true };
 
 /** The call a budget is asked about or charged for. `threadCounters` is the thread's `budget` state. */
 export const BudgetRequestSchema = z.object({
@@ -145,6 +148,13 @@ export interface BudgetGuard {
    * per-thread counters, to merge into the `budget` channel.
    */
   charge(req: BudgetRequest, options?: { crossThread?: boolean }): Promise<Record<string, number>>;
+  /**
+   * What the budgets name, read-only, in the shape of a policy's description: each rule's tools,
+   * its `onExceed` as `effect`, and its approver roles; for construction checks (a tool the agent
+   * does not have, an approver role nobody holds). Never read by `check`, `reserve` or `charge`.
+   * Optional: a guard without it is not cross-checked. Guards from {@link defineBudgets} have it.
+   */
+  describe?(): PolicyDescription;
 }
 
 const isFunction = (v: unknown): v is (...args: never[]) => unknown => typeof v === "function";
@@ -237,6 +247,10 @@ function combine(exceeded: Exceeded[]): BudgetVerdict | undefined {
  * cross-thread); without a store, per-thread counters are in `threadCounters` (the thread's
  * `budget` state).
  *
+ * The rules are compiled as a typed policy's are (one compiler): the same checks of ids and tools,
+ * the same errors, the same lookup by tool (`"*"` rules count every tool), a content-hash
+ * `version`, and a read-only `describe()` in the shape of a policy's description.
+ *
  * Throws {@link PolicyDefinitionError} naming the bad rule, or {@link EartConfigError} naming the bad
  * option.
  * @example
@@ -253,23 +267,19 @@ function combine(exceeded: Exceeded[]): BudgetVerdict | undefined {
  * ```
  */
 export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions): BudgetGuard {
-  const parsed = z.array(BudgetRuleSchema).safeParse(rules);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const index = typeof issue.path[0] === "number" ? issue.path[0] : undefined;
-    const rawId = index !== undefined && Array.isArray(rules) ? (rules[index] as { id?: unknown } | undefined)?.id : undefined;
-    const ruleId = typeof rawId === "string" && rawId !== "" ? rawId : undefined;
-    throw new PolicyDefinitionError(
-      `Invalid budget rule at ${issue.path.join(".") || "(root)"}${ruleId !== undefined ? ` ("${ruleId}")` : ""}: ${issue.message}`,
-      ruleId,
-    );
-  }
-  const compiled: BudgetRule[] = parsed.data;
-  const ids = new Set<string>();
-  for (const rule of compiled) {
-    if (ids.has(rule.id)) throw new PolicyDefinitionError(`Duplicate budget rule id "${rule.id}"`, rule.id);
-    ids.add(rule.id);
-  }
+  const compiled: BudgetRule[] = parseRuleSet(BudgetRulesSchema, rules, BUDGETS);
+  const { rulesFor, version } = compileRules(compiled, {
+    kind: BUDGETS,
+    fingerprint: (r) => ({
+      scope: r.scope,
+      window: r.window,
+      maxCalls: r.maxCalls ?? null,
+      maxSum: r.maxSum ?? null,
+      onExceed: r.onExceed,
+      approverRoles: r.approverRoles ?? null,
+      reason: r.reason ?? null,
+    }),
+  });
   const { store, clock = () => new Date() } = parseOptions(BudgetOptionsSchema, options ?? {});
   const crossThread = compiled.find((r) => r.scope !== "thread");
   if (crossThread && !store) {
@@ -283,27 +293,9 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
   // rules), they are counted in the thread's `budget` channel, whose counters only rise.
   const inStore = (rule: BudgetRule) => store !== undefined || rule.scope !== "thread";
 
-  // Rules indexed by tool once, in their order.
-  const anyTool = compiled.filter((r) => r.tools === "*");
-  const byTool = new Map<string, BudgetRule[]>();
-  for (const rule of compiled) if (rule.tools !== "*") for (const tool of rule.tools) byTool.set(tool, []);
-  for (const [tool, list] of byTool) list.push(...compiled.filter((r) => r.tools === "*" || r.tools.includes(tool)));
-  const rulesFor = (tool: string) => byTool.get(tool) ?? anyTool;
-
-  const version = sha256Hex(
-    canonicalJson(
-      compiled.map((r) => ({
-        id: r.id,
-        tools: r.tools,
-        scope: r.scope,
-        window: r.window,
-        maxCalls: r.maxCalls ?? null,
-        maxSum: r.maxSum ?? null,
-        onExceed: r.onExceed,
-        approverRoles: r.approverRoles ?? null,
-        reason: r.reason ?? null,
-      })),
-    ),
+  const description = describeRules(
+    "budgets",
+    compiled.map((r) => ({ id: r.id, tools: r.tools, effect: r.onExceed, approverRoles: r.approverRoles })),
   );
 
   const now = (): Date => {
@@ -349,6 +341,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
 
   const guard: BudgetGuard = {
     version,
+    describe: () => description,
 
     async reserve(request, options = {}) {
       const req = parseRequest("reserve", request);

@@ -1,11 +1,22 @@
 import { z } from "zod";
-import { canonicalJson, jsonProblem, sha256Hex } from "../internal/canonical.js";
+import { canonicalJson, jsonProblem } from "../internal/canonical.js";
 import { PolicyDefinitionError } from "../errors.js";
 import { AgentIdentitySchema } from "../identity/registry.js";
 import { ThreadContextSchema } from "../decisions/records.js";
+import {
+  compileRules,
+  describeRules,
+  parseRuleSet,
+  PolicyEffectSchema,
+  RuleIdSchema,
+  RuleToolsSchema,
+  type PolicyDescription,
+  type PolicyEffect,
+  type RuleSetKind,
+} from "./rules.js";
 
-export const PolicyEffectSchema = z.enum(["allow", "deny", "require_approval", "escalate"]);
-export type PolicyEffect = z.output<typeof PolicyEffectSchema>;
+// The effect vocabulary and the description are shared with budgets, so they live with the rule compiler.
+export { PolicyDescriptionSchema, PolicyEffectSchema, type PolicyDescription, type PolicyEffect } from "./rules.js";
 
 const DecisionBase = {
   /** Human-readable reasons, one per deciding rule (or the evaluator error). */
@@ -62,29 +73,6 @@ export interface PolicyEngine {
   describe?(): PolicyDescription;
 }
 
-/**
- * What a policy's rules name, read-only: the tools each applies to and the roles it asks to
- * approve. Decisions never read it; construction checks do (`createGovernedAgent`).
- * @example
- * ```ts
- * refundPolicy.describe?.().rules.find((r) => r.id === "refund.supervisor")?.approverRoles; // ["supervisor"]
- * ```
- */
-export const PolicyDescriptionSchema = z.object({
-  name: z.string(),
-  rules: z.array(
-    z.object({
-      id: z.string(),
-      /** Tool names the rule applies to, or `"*"` for every tool. */
-      tools: z.union([z.literal("*"), z.array(z.string())]),
-      effect: PolicyEffectSchema,
-      /** For `require_approval`: roles whose holders may approve. */
-      approverRoles: z.array(z.string()).optional(),
-    }),
-  ),
-});
-export type PolicyDescription = z.output<typeof PolicyDescriptionSchema>;
-
 const isFunction = (v: unknown): v is (...args: never[]) => unknown => typeof v === "function";
 
 /** Functions whose call never returns a plain value: an async function returns a Promise, a generator an iterator. */
@@ -114,10 +102,10 @@ const ReasonFunctionSchema = z
 
 const PolicyRuleSchema = z
   .object({
-    id: z.string().min(1),
+    id: RuleIdSchema,
     description: z.string().optional(),
     /** Tool names the rule applies to; omitted or `"*"` for every tool. */
-    tools: z.union([z.literal("*"), z.array(z.string().min(1)).min(1)]).default("*"),
+    tools: RuleToolsSchema.default("*"),
     /**
      * Extra condition over the request and the policy's `config`; the rule matches when it
      * returns `true`, and does not when it returns `false`. Anything else (a Promise, `1`,
@@ -145,10 +133,6 @@ const PolicyRuleSchema = z
         path: ["approverRoles"],
         message: `only a require_approval rule asks approvers; this rule's effect is "${rule.effect}": make it effect "require_approval", or remove approverRoles`,
       });
-    }
-    // "*" inside the list would be a tool named "*", which no call has.
-    if (Array.isArray(rule.tools) && rule.tools.includes("*")) {
-      ctx.addIssue({ code: "custom", path: ["tools"], message: 'write tools: "*" (not ["*"]) for a rule over every tool' });
     }
     if (rule.effect !== "require_approval" && rule.quorum !== undefined) {
       ctx.addIssue({ code: "custom", path: ["quorum"], message: "only a require_approval rule can have a quorum" });
@@ -192,6 +176,8 @@ export type PolicyDefinition<C extends PolicyConfig = PolicyConfig> = Omit<z.inp
   config?: C;
 };
 type CompiledRule = z.output<typeof PolicyRuleSchema>;
+
+const POLICY: RuleSetKind = { definition: "policy", rule: "policy rule", rulesAt: "rules", quoteRuleId: false };
 
 /** A frozen copy of plain JSON, so that no rule can change what the version was computed from. */
 function frozenCopy<T>(value: T): T {
@@ -284,19 +270,8 @@ export const DEFAULT_DENY_POLICY_ID = "eart.default-deny";
  * ```
  */
 export function definePolicy<C extends PolicyConfig = PolicyConfig>(definition: PolicyDefinition<C>): PolicyEngine {
-  const parsed = PolicyDefinitionSchema.safeParse(definition);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const index = issue.path[0] === "rules" && typeof issue.path[1] === "number" ? issue.path[1] : undefined;
-    const ruleId = index !== undefined ? (definition.rules?.[index] as { id?: string } | undefined)?.id : undefined;
-    throw new PolicyDefinitionError(`Invalid policy at ${issue.path.join(".") || "(root)"}: ${issue.message}`, ruleId);
-  }
-  const ids = new Set<string>();
-  for (const rule of parsed.data.rules) {
-    if (ids.has(rule.id)) throw new PolicyDefinitionError(`Duplicate policy rule id "${rule.id}"`, rule.id);
-    ids.add(rule.id);
-  }
-  const declared = parsed.data.config;
+  const parsed = parseRuleSet(PolicyDefinitionSchema, definition, POLICY);
+  const declared = parsed.config;
   if (declared !== undefined) {
     const problem = jsonProblem(declared, { maxDepth: MAX_CONFIG_DEPTH, refuseAccessors: true });
     if (problem) {
@@ -307,34 +282,24 @@ export function definePolicy<C extends PolicyConfig = PolicyConfig>(definition: 
   }
   // What the rules see is what was hashed: a copy, frozen, so that no rule can change it later.
   const config = (declared === undefined ? Object.freeze({}) : frozenCopy(JSON.parse(canonicalJson(declared)))) as PolicyConfig;
-  // Rules indexed by tool once, in their order: a decision looks only at the rules that can apply.
-  const rules: CompiledRule[] = parsed.data.rules;
-  const anyTool = rules.filter((r) => r.tools === "*");
-  const byTool = new Map<string, CompiledRule[]>();
-  for (const rule of rules) {
-    if (rule.tools === "*") continue;
-    for (const tool of rule.tools) byTool.set(tool, []);
-  }
-  for (const [tool, list] of byTool) list.push(...rules.filter((r) => r.tools === "*" || r.tools.includes(tool)));
-  const version = sha256Hex(
-    canonicalJson({
-      name: parsed.data.name,
-      rules: parsed.data.rules.map((r) => ({
-        id: r.id,
-        description: r.description ?? null,
-        tools: r.tools,
-        effect: r.effect,
-        approverRoles: r.approverRoles ?? null,
-        quorum: r.quorum ?? null,
-        expiresIn: r.expiresIn ?? null,
-        when: r.when ? r.when.toString() : null,
-        reason: typeof r.reason === "function" ? r.reason.toString() : (r.reason ?? null),
-      })),
+  const { rulesFor, version } = compileRules(parsed.rules, {
+    kind: POLICY,
+    fingerprint: (r) => ({
+      description: r.description ?? null,
+      effect: r.effect,
+      approverRoles: r.approverRoles ?? null,
+      quorum: r.quorum ?? null,
+      expiresIn: r.expiresIn ?? null,
+      when: r.when ? r.when.toString() : null,
+      reason: typeof r.reason === "function" ? r.reason.toString() : (r.reason ?? null),
+    }),
+    declared: {
+      name: parsed.name,
       // Present only when declared, so that the version of a policy without them stays as it was.
       ...(declared !== undefined ? { config } : {}),
-      ...(parsed.data.version !== undefined ? { declaredVersion: parsed.data.version } : {}),
-    }),
-  );
+      ...(parsed.version !== undefined ? { declaredVersion: parsed.version } : {}),
+    },
+  });
 
   const reasonOf = (rule: CompiledRule, request: PolicyRequest): string => {
     if (typeof rule.reason === "string") return rule.reason;
@@ -356,22 +321,14 @@ export function definePolicy<C extends PolicyConfig = PolicyConfig>(definition: 
     evaluationError: true,
   });
 
-  const description: PolicyDescription = frozenCopy({
-    name: parsed.data.name,
-    rules: rules.map((r) => ({
-      id: r.id,
-      tools: r.tools === "*" ? ("*" as const) : [...r.tools],
-      effect: r.effect,
-      ...(r.approverRoles ? { approverRoles: [...r.approverRoles] } : {}),
-    })),
-  });
+  const description = describeRules(parsed.name, parsed.rules);
 
   const engine: PolicyEngine = {
     version,
     describe: () => description,
     decide(request: PolicyRequest): PolicyDecision {
       const matched: Record<PolicyEffect, CompiledRule[]> = { allow: [], deny: [], require_approval: [], escalate: [] };
-      for (const rule of byTool.get(request.tool.name) ?? anyTool) {
+      for (const rule of rulesFor(request.tool.name)) {
         if (rule.when) {
           let result: unknown;
           try {

@@ -7,6 +7,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   defineBudgets,
+  definePolicy,
   EartConfigError,
   MemoryBudgetStore,
   PolicyDefinitionError,
@@ -14,8 +15,11 @@ import {
   type BudgetGuard,
   type BudgetRuleInput,
   type BudgetStore,
+  type PolicyDecision,
+  type PolicyDefinition,
 } from "eart";
 import { BudgetVerdictSchema, type BudgetRequest } from "../../src/policy/budget.js";
+import { PolicyDescriptionSchema } from "../../src/policy/engine.js";
 import { PostgresBudgetStore } from "eart/postgres";
 import { SqliteBudgetStore } from "eart/sqlite";
 
@@ -155,6 +159,122 @@ describe("defineBudgets: rule and option validation", () => {
     expect((budgetError([base], { store: {} }) as EartConfigError).field).toBe("store");
     expect((budgetError([base], { clock: "now" }) as EartConfigError).field).toBe("clock");
     expect((budgetError([base], { stor: new MemoryBudgetStore() }) as EartConfigError).field).toBe("options");
+  });
+});
+
+/** The error a policy definition throws. */
+function policyError(definition: unknown): PolicyDefinitionError {
+  try {
+    definePolicy(definition as PolicyDefinition);
+  } catch (error) {
+    if (error instanceof PolicyDefinitionError) return error;
+    throw error;
+  }
+  throw new Error("definePolicy did not throw");
+}
+
+// Budgets and typed policies are compiled by one rule compiler (src/policy/rules.ts): the same
+// checks, the same errors, the same tool lookup, the same kind of version.
+describe("budgets and policies share one rule compiler", () => {
+  const policyRule = (id: string, extra: Record<string, unknown> = {}) => ({ id, effect: "allow", ...extra });
+
+  it("refuse a duplicate id with the same error, naming the id", () => {
+    const fromBudgets = budgetError([{ ...base, id: "a" }, { ...base, id: "b" }, { ...base, id: "a" }]) as PolicyDefinitionError;
+    const fromPolicy = policyError({ rules: [policyRule("a"), policyRule("b"), policyRule("a")] });
+    for (const [error, kind] of [
+      [fromBudgets, "budget rule"],
+      [fromPolicy, "policy rule"],
+    ] as const) {
+      expect(error).toBeInstanceOf(PolicyDefinitionError);
+      expect(error.code).toBe("policy_invalid");
+      expect(error.ruleId).toBe("a");
+      expect(error.message).toBe(`Duplicate ${kind} id "a"`);
+    }
+  });
+
+  it("refuse an unknown field with the same error, naming the rule, where it is and the field", () => {
+    const fromBudgets = budgetError([base, { ...base, id: "typo", tool: ["t"] }]) as PolicyDefinitionError;
+    const fromPolicy = policyError({ rules: [policyRule("ok"), policyRule("typo", { tool: ["t"] })] });
+    expect([fromBudgets.ruleId, fromPolicy.ruleId]).toEqual(["typo", "typo"]);
+    expect(fromBudgets.message).toBe('Invalid budget rule at 1 ("typo"): Unrecognized key: "tool"');
+    expect(fromPolicy.message).toBe('Invalid policy at rules.1: Unrecognized key: "tool"');
+  });
+
+  it.each([
+    ["an empty tool list", [], 'must name at least one tool, or be "*" for every tool'],
+    ['"*" inside the list', ["lookup_order", "*"], 'write tools: "*" (not ["*"]) for a rule over every tool'],
+    ["an empty tool name", [""], "must be a non-empty string"],
+  ])("refuse %s the same way", (_name, tools, message) => {
+    const fromBudgets = budgetError([{ ...base, id: "bad", tools }]) as PolicyDefinitionError;
+    const fromPolicy = policyError({ rules: [policyRule("bad", { tools })] });
+    expect([fromBudgets.ruleId, fromPolicy.ruleId]).toEqual(["bad", "bad"]);
+    expect(fromBudgets.message).toMatch(/^Invalid budget rule at 0\.tools(\.0)? \("bad"\): /);
+    expect(fromPolicy.message).toMatch(/^Invalid policy at rules\.0\.tools(\.0)?: /);
+    expect(fromBudgets.message.endsWith(`: ${message}`)).toBe(true);
+    expect(fromPolicy.message.endsWith(`: ${message}`)).toBe(true);
+  });
+
+  it('look rules up by tool the same way: "*" rules apply to every tool, in definition order', async () => {
+    // Each id once per set, "*" rules before, between and after the rules naming tools.
+    const order = [
+      { id: "any.1", tools: "*" as const },
+      { id: "refund", tools: ["issue_refund"] },
+      { id: "any.2", tools: "*" as const },
+      { id: "both", tools: ["lookup_order", "issue_refund"] },
+    ];
+    const guard = defineBudgets(order.map((r) => ({ ...base, ...r, maxCalls: 0 })));
+    const policy = definePolicy({ rules: order.map((r) => ({ ...r, effect: "deny" as const })) });
+    const budgetIds = async (tool: string) => (await new Thread(guard, "t1").check(tool))?.budgetIds;
+    const policyIds = (tool: string) => (policy.decide({ identity: identity(), tool: { name: tool, args: {} }, context: { items: [], sensitivity: [] } }) as PolicyDecision).policyIds;
+    for (const [tool, ids] of [
+      ["issue_refund", ["any.1", "refund", "any.2", "both"]],
+      ["lookup_order", ["any.1", "any.2", "both"]],
+      ["anything_else", ["any.1", "any.2"]],
+    ] as const) {
+      expect(await budgetIds(tool)).toEqual(ids);
+      expect(policyIds(tool)).toEqual(ids);
+    }
+  });
+
+  it("version the rules by content: a changed limit, tool or id is a new version, the same rules the same one", () => {
+    const budgetVersion = (rule: Partial<BudgetRuleInput>) => defineBudgets([{ ...base, ...rule }]).version;
+    const policyVersion = (rule: Record<string, unknown>) =>
+      definePolicy({ rules: [{ id: "r", tools: ["t"], effect: "require_approval", approverRoles: ["supervisor"], ...rule }] }).version;
+    for (const version of [budgetVersion, policyVersion]) expect(version({})).toBe(version({}));
+    const budgets = [{}, { maxCalls: 2 }, { maxSum: { arg: "amount", max: 10 } }, { maxSum: { arg: "amount", max: 11 } }, { tools: ["u"] }, { tools: "*" as const }, { id: "s" }].map(budgetVersion);
+    const policies = [{}, { quorum: 2 }, { expiresIn: 60_000 }, { expiresIn: 60_001 }, { tools: ["u"] }, { tools: "*" }, { id: "s" }].map(policyVersion);
+    for (const versions of [budgets, policies]) {
+      for (const v of versions) expect(v).toMatch(HEX64);
+      expect(new Set(versions).size).toBe(versions.length);
+    }
+  });
+});
+
+describe("BudgetGuard.describe", () => {
+  it("lists each budget's tools, its onExceed as effect and its approver roles, frozen, in a policy's description shape", () => {
+    const guard = defineBudgets(
+      [
+        refundsPerAgentPerDay,
+        { id: "lookups.burst", tools: ["lookup_order"], scope: "thread", window: 60_000, maxCalls: 10, onExceed: "require_approval", approverRoles: ["supervisor", "lead"] },
+        { id: "everything", tools: "*", scope: "thread", window: "hour", maxCalls: 100, onExceed: "deny" },
+      ],
+      { store: new MemoryBudgetStore() },
+    );
+    const description = guard.describe?.();
+    expect(description).toEqual({
+      name: "budgets",
+      rules: [
+        { id: "refunds.daily", tools: ["issue_refund"], effect: "deny" },
+        { id: "lookups.burst", tools: ["lookup_order"], effect: "require_approval", approverRoles: ["supervisor", "lead"] },
+        { id: "everything", tools: "*", effect: "deny" },
+      ],
+    });
+    expect(PolicyDescriptionSchema.safeParse(description).success).toBe(true);
+    // Read-only: a construction check cannot change what the guard counts.
+    expect(Object.isFrozen(description)).toBe(true);
+    expect(Object.isFrozen(description!.rules[0]!.tools)).toBe(true);
+    expect(() => (description!.rules[1]!.approverRoles as string[]).push("anyone")).toThrow(TypeError);
+    expect(guard.describe?.()).toBe(description);
   });
 });
 

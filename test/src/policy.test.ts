@@ -10,7 +10,9 @@ import {
   type PolicyEngine,
   type PolicyRequest,
 } from "eart";
+import { z } from "zod";
 import { decideFailClosed, PolicyDecisionSchema } from "../../src/policy/engine.js";
+import { compileRules, parseRuleSet, RuleIdSchema, RuleToolsSchema, type RuleSetKind } from "../../src/policy/rules.js";
 
 const identity: AgentIdentity = {
   schemaVersion: 1,
@@ -92,6 +94,15 @@ describe("definePolicy validation", () => {
   it("refuses an empty tools list and an empty rule id", () => {
     expect(policyError({ rules: [{ id: "t", effect: "allow", tools: [] }] }).ruleId).toBe("t");
     expect(policyError({ rules: [{ id: "", effect: "allow" }] }).message).toContain("rules.0.id");
+  });
+
+  it("names a rule only by an id that is one: not an empty string, not a number", () => {
+    const empty = policyError({ rules: [{ id: "", effect: "allow" }] });
+    expect(empty.message).toBe("Invalid policy at rules.0.id: must be a non-empty string");
+    expect(empty.ruleId).toBeUndefined();
+    const numeric = policyError({ rules: [{ id: 5, effect: "allow" }] });
+    expect(numeric.message).toMatch(/^Invalid policy at rules\.0\.id: /);
+    expect(numeric.ruleId).toBeUndefined();
   });
 
   it("refuses a missing rules list", () => {
@@ -511,6 +522,88 @@ describe("definePolicy config and declared version", () => {
       ],
     });
     expect(engine.version).toBe("26011dda9e59b05154535e60170e5ef24dc7fe17397fffb29b6cc3081a22c237");
+  });
+});
+
+describe("the rule compiler (shared with budgets)", () => {
+  const kind: RuleSetKind = { definition: "widget rule", rule: "widget rule", rulesAt: "root", quoteRuleId: true };
+  type Widget = { id: string; tools: "*" | string[]; limit: number };
+  const widgets: Widget[] = [
+    { id: "a", tools: ["x"], limit: 1 },
+    { id: "all.1", tools: "*", limit: 2 },
+    { id: "b", tools: ["y", "x"], limit: 3 },
+    { id: "all.2", tools: "*", limit: 4 },
+  ];
+  const compile = (rules: Widget[], declared?: Record<string, unknown>) =>
+    compileRules(rules, { kind, fingerprint: (r) => ({ limit: r.limit }), ...(declared ? { declared } : {}) });
+
+  it('looks rules up by tool: those naming it and every "*" rule, in definition order; one frozen list per tool', () => {
+    const { rulesFor } = compile(widgets);
+    expect(rulesFor("x").map((r) => r.id)).toEqual(["a", "all.1", "b", "all.2"]);
+    expect(rulesFor("y").map((r) => r.id)).toEqual(["all.1", "b", "all.2"]);
+    expect(rulesFor("z").map((r) => r.id)).toEqual(["all.1", "all.2"]);
+    // Not an own property of a plain object: looked up in a Map.
+    expect(rulesFor("__proto__").map((r) => r.id)).toEqual(["all.1", "all.2"]);
+    expect(rulesFor("x")).toBe(rulesFor("x"));
+    expect(Object.isFrozen(rulesFor("x"))).toBe(true);
+    expect(compile([]).rulesFor("x")).toEqual([]);
+  });
+
+  it("refuses a duplicate id, naming it and the kind of rule", () => {
+    let error: unknown;
+    try {
+      compile([...widgets, { id: "b", tools: "*", limit: 5 }]);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(PolicyDefinitionError);
+    expect(error).toMatchObject({ code: "policy_invalid", ruleId: "b", message: 'Duplicate widget rule id "b"' });
+  });
+
+  it("versions the rules by content: id, tools, fingerprint and order; what is declared, in any key order", () => {
+    const version = compile(widgets).version;
+    expect(version).toMatch(HEX64);
+    expect(compile(widgets.map((w) => ({ ...w }))).version).toBe(version);
+    const edits: Widget[][] = [
+      widgets.map((w) => (w.id === "b" ? { ...w, limit: 30 } : w)),
+      widgets.map((w) => (w.id === "b" ? { ...w, tools: ["y"] } : w)),
+      widgets.map((w) => (w.id === "b" ? { ...w, id: "c" } : w)),
+      [...widgets].reverse(),
+    ];
+    const versions = [version, ...edits.map((rules) => compile(rules).version), compile(widgets, { name: "w" }).version];
+    expect(new Set(versions).size).toBe(versions.length);
+    expect(compile(widgets, { name: "w", size: 2 }).version).toBe(compile(widgets, { size: 2, name: "w" }).version);
+  });
+
+  it("turns the first schema issue into a definition error naming the field and the rule", () => {
+    const schema = z.array(z.object({ id: RuleIdSchema, tools: RuleToolsSchema, limit: z.number() }).strict());
+    const refused = (input: unknown, k: RuleSetKind = kind) => {
+      try {
+        parseRuleSet(schema, input, k);
+      } catch (error) {
+        return error as PolicyDefinitionError;
+      }
+      throw new Error("parseRuleSet did not throw");
+    };
+    const ok = { id: "ok", tools: "*", limit: 1 };
+    expect(parseRuleSet(schema, [ok], kind)).toEqual([ok]);
+    expect(refused([ok, { id: "w", tools: ["x"], limit: "1" }])).toMatchObject({
+      ruleId: "w",
+      message: 'Invalid widget rule at 1.limit ("w"): Invalid input: expected number, received string',
+    });
+    expect(refused([ok, { id: "w", tools: ["x"], limit: "1" }], { ...kind, quoteRuleId: false }).message).toBe(
+      "Invalid widget rule at 1.limit: Invalid input: expected number, received string",
+    );
+    expect(refused({ rules: [] })).toMatchObject({ ruleId: undefined, message: "Invalid widget rule at (root): Invalid input: expected array, received object" });
+    // Rules under `rules` of a definition: the rule is found there.
+    const definition = z.object({ rules: schema }).strict();
+    let nested: unknown;
+    try {
+      parseRuleSet(definition, { rules: [ok, { id: "n", tools: [], limit: 1 }] }, { ...kind, rulesAt: "rules" });
+    } catch (error) {
+      nested = error;
+    }
+    expect(nested).toMatchObject({ ruleId: "n", message: 'Invalid widget rule at rules.1.tools ("n"): must name at least one tool, or be "*" for every tool' });
   });
 });
 
