@@ -220,7 +220,7 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   const auditLog = redaction ? redactingAuditLog(opts.auditLog ?? new MemoryAuditLog(), redaction) : (opts.auditLog ?? new MemoryAuditLog());
   const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
   // Before anything is wired, stored or written: a refused configuration leaves no trace.
-  assertAgentConfig({ tools, policy, shadowPolicy, registry, recoveryRoles, reviewerRoles: escalation?.reviewerRoles, skip: opts.skipChecks });
+  assertAgentConfig({ tools, policy, shadowPolicy, budgets, registry, recoveryRoles, reviewerRoles: escalation?.reviewerRoles, skip: opts.skipChecks });
   const modelStep = createModelStep({
     model,
     tools,

@@ -62,7 +62,7 @@ export function createGovernedToolPath(options: GovernedToolPathOptions) {
   const opts = parseOptions(GovernedToolPathOptionsSchema, options);
   const { policy, tools, registry, auditLog, ledger, budgets, execution, recoveryRoles, onExpired, clock } = opts;
   // The same checks as the prebuilt agent: typos are found here, not when a call is denied.
-  assertAgentConfig({ tools, policy, registry, recoveryRoles, skip: opts.skipChecks });
+  assertAgentConfig({ tools, policy, budgets, registry, recoveryRoles, skip: opts.skipChecks });
   const shared = { ...(ledger ? { ledger } : {}), ...(clock ? { clock } : {}) };
   return new StateGraph(GovernedAnnotation)
     .addNode("policyGate", createPolicyGate({ policy, tools, registry, auditLog, ...shared, ...(budgets ? { budgets } : {}), ...(onExpired ? { onExpired } : {}) }))

@@ -37,6 +37,8 @@ export interface AgentConfigFacts {
   policy?: PolicyDescription | undefined;
   /** The shadow policy's description, if there is one and it describes itself. */
   shadowPolicy?: PolicyDescription | undefined;
+  /** The budgets' description (`defineBudgets(...).describe()`), if there are budgets. */
+  budgets?: PolicyDescription | undefined;
   /** Roles the identities declare (the keys of `roles`). */
   roles: readonly string[];
   /** Each agent of the identities with the tools it is granted (names, or `"*"`). */
@@ -73,6 +75,7 @@ export function checkAgentConfig(facts: AgentConfigFacts): ConfigProblem[] {
   const policies = [
     { field: "policy", description: facts.policy, what: "rule" },
     { field: "shadowPolicy", description: facts.shadowPolicy, what: "shadow policy rule" },
+    { field: "budgets", description: facts.budgets, what: "budget" },
   ] as const;
   for (const { field, description, what } of policies) {
     for (const rule of description?.rules ?? []) {
@@ -155,6 +158,7 @@ export function assertAgentConfig(input: {
   tools: readonly { name: string }[];
   policy: PolicyEngine;
   shadowPolicy?: PolicyEngine | undefined;
+  budgets?: { describe?: () => unknown } | undefined;
   registry: IdentityRegistry;
   recoveryRoles?: readonly string[] | undefined;
   reviewerRoles?: readonly string[] | undefined;
@@ -165,6 +169,7 @@ export function assertAgentConfig(input: {
     tools: input.tools.map((t) => t.name),
     policy: describedPolicy(input.policy, "policy"),
     shadowPolicy: input.shadowPolicy ? describedPolicy(input.shadowPolicy, "shadowPolicy") : undefined,
+    budgets: input.budgets ? describedPolicy(input.budgets, "budgets") : undefined,
     roles: registry.roleIds(),
     agents: registry.agentIds().map((id) => ({ id, tools: registry.getAgent(id)?.tools ?? [] })),
     answerRoles: [
@@ -182,7 +187,7 @@ export function assertAgentConfig(input: {
 const youMean = (meant: string | undefined): string => (meant ? `: did you mean ${JSON.stringify(meant)}?` : ".");
 
 /** The description of an engine that has one, validated; undefined for an engine that does not describe itself. */
-function describedPolicy(engine: PolicyEngine, field: string): PolicyDescription | undefined {
+function describedPolicy(engine: { describe?: () => unknown }, field: string): PolicyDescription | undefined {
   if (typeof engine.describe !== "function") return undefined;
   let raw: unknown;
   try {

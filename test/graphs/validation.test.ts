@@ -6,6 +6,7 @@ import { MemorySaver } from "@langchain/langgraph";
 import Database from "better-sqlite3";
 import { describe, expect, it, vi } from "vitest";
 import {
+  defineBudgets,
   definePolicy,
   EartConfigError,
   IdentityRegistry,
@@ -120,6 +121,17 @@ describe("1. a policy rule naming a tool the agent does not have", () => {
     const { options } = refundOptions();
     const e = configError(() => createGovernedAgent({ ...options, shadowPolicy: typo }), "shadowPolicy");
     expect(e.message).toContain('shadow policy rule "refund.supervisor" names tool "issue_refunds"');
+  });
+
+  it("is checked in budgets too: a budget over a tool the agent lacks, or approved by a role nobody holds", () => {
+    const { options } = refundOptions();
+    const budgets = defineBudgets([
+      { id: "refunds.daily", tools: ["issue_refunds"], scope: "thread", window: "day", maxSum: { arg: "amount", max: 2_000 }, onExceed: "require_approval", approverRoles: ["supervisr"] },
+    ]);
+    const e = configError(() => createGovernedAgent({ ...options, budgets }), "budgets");
+    expect(e.message).toContain('budget "refunds.daily" names tool "issue_refunds"');
+    expect(e.message).toContain('role "supervisr"');
+    expect(e.details).toMatchObject({ code: "policy_tool_unknown", ruleId: "refunds.daily", suggestion: "issue_refund" });
   });
 
   it("is allowed for a policy shared with other agents, when said so (skipChecks)", () => {
