@@ -1,4 +1,4 @@
-import type { Segment } from "./segments.js";
+import type { CallFacts, RedactedEvent, Segment } from "./segments.js";
 
 /**
  * eart's own attributes, one vocabulary for every exporter: the OpenTelemetry span attributes and
@@ -73,5 +73,34 @@ export function segmentAttributes(s: Segment<unknown, unknown>): Record<string, 
     [E.AUDIT_HEAD]: s.lastHash,
     [E.AUDIT_GLOBAL_HEAD]: s.globalHead ? `${s.globalHead.gseq}:${s.globalHead.hash}` : undefined,
     [E.AUDIT_GLOBAL_HEAD_SIGNED]: s.globalHead?.signed ? JSON.stringify(s.globalHead.signed) : undefined,
+  };
+}
+
+/**
+ * The eart attributes of one audit event, the same in every exporter: where it sits in the chain,
+ * and the global head its append reached (a witness outside the store, signed when the store signs).
+ */
+export function eventAttributes(e: RedactedEvent): Record<string, string | number | undefined> {
+  const E = EartAttributes;
+  return {
+    [E.AUDIT_SEQ]: e.seq,
+    [E.AUDIT_HASH]: e.hash,
+    [E.AUDIT_GLOBAL_HEAD]: e.globalHead ? `${e.globalHead.gseq}:${e.globalHead.hash}` : undefined,
+    [E.AUDIT_GLOBAL_HEAD_SIGNED]: e.globalHead?.signed ? JSON.stringify(e.globalHead.signed) : undefined,
+  };
+}
+
+/** The eart attributes of a tool call: what policy decided for it, who approved it, and its digest. */
+export function callAttributes(call: CallFacts | undefined): Record<string, string | string[] | undefined> {
+  const E = EartAttributes;
+  if (!call) return {};
+  return {
+    [E.TOOL_CALL_ID]: call.toolCallId,
+    [E.TOOL_DIGEST]: call.digest,
+    [E.POLICY_DECISION]: call.effect,
+    [E.POLICY_IDS]: call.policyIds,
+    [E.POLICY_VERSION]: call.policyVersion,
+    [E.APPROVAL_APPROVER]: call.approverId,
+    [E.APPROVAL_DECISION]: call.approval,
   };
 }

@@ -3,7 +3,7 @@ import type { RunCreate, RunUpdate } from "langsmith/schemas";
 import { z } from "zod";
 import { EartConfigError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
-import { EartAttributes as E, segmentAttributes } from "./attributes.js";
+import { callAttributes, EartAttributes as E, eventAttributes, segmentAttributes } from "./attributes.js";
 import { createWorkerExporter } from "./thread.js";
 import { createBatchExporter, ExportQueueOptionsSchema, type AuditExporter } from "./core.js";
 import {
@@ -13,7 +13,6 @@ import {
   SegmentTracker,
   standardRedaction,
   str,
-  type CallFacts,
   type ExportRedactor,
   type RedactedEvent,
   type Segment,
@@ -217,26 +216,11 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
       thread_id: s.threadLabel,
       [E.THREAD_ID]: s.threadLabel,
       [E.EVENT_TYPE]: e.type,
-      [E.AUDIT_SEQ]: e.seq,
-      [E.AUDIT_HASH]: e.hash,
-      // A witness outside the store: the global head this event's append reached, signed when the store signs.
-      [E.AUDIT_GLOBAL_HEAD]: e.globalHead ? `${e.globalHead.gseq}:${e.globalHead.hash}` : undefined,
-      [E.AUDIT_GLOBAL_HEAD_SIGNED]: e.globalHead?.signed ? JSON.stringify(e.globalHead.signed) : undefined,
+      ...eventAttributes(e),
       ...extra,
     });
 
-  const callMetadata = (call: CallFacts | undefined) =>
-    call
-      ? {
-          [E.TOOL_CALL_ID]: call.toolCallId,
-          [E.TOOL_DIGEST]: call.digest,
-          [E.POLICY_DECISION]: call.effect,
-          [E.POLICY_IDS]: call.policyIds,
-          [E.POLICY_VERSION]: call.policyVersion,
-          [E.APPROVAL_APPROVER]: call.approverId,
-          [E.APPROVAL_DECISION]: call.approval,
-        }
-      : {};
+  const callMetadata = callAttributes;
 
   function child(
     s: Seg,

@@ -4,9 +4,9 @@ import { z } from "zod";
 import { EartConfigError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
 import { createBatchExporter, EXPORT_DEFAULTS, ExportQueueOptionsSchema, type AuditExporter } from "./core.js";
-import { EartAttributes, segmentAttributes } from "./attributes.js";
+import { callAttributes, EartAttributes, eventAttributes, segmentAttributes } from "./attributes.js";
 import { createWorkerExporter } from "./thread.js";
-import { compact, ExportRedactionOption, SegmentTracker, standardRedaction, str, type CallFacts, type ExportRedactor, type RedactedEvent, type Segment } from "./segments.js";
+import { compact, ExportRedactionOption, SegmentTracker, standardRedaction, str, type ExportRedactor, type RedactedEvent, type Segment } from "./segments.js";
 
 export { EartAttributes } from "./attributes.js";
 
@@ -228,26 +228,11 @@ function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redactio
 
   const common = (s: Seg) => ({ [A.CONVERSATION_ID]: s.threadLabel, [E.THREAD_ID]: s.threadLabel, [A.AGENT_NAME]: s.agentId });
 
-  const callAttributes = (call: CallFacts | undefined) =>
-    call
-      ? {
-          [E.POLICY_DECISION]: call.effect,
-          [E.POLICY_IDS]: call.policyIds,
-          [E.POLICY_VERSION]: call.policyVersion,
-          [E.APPROVAL_APPROVER]: call.approverId,
-          [E.APPROVAL_DECISION]: call.approval,
-          [E.TOOL_DIGEST]: call.digest,
-        }
-      : {};
 
-  function eventAttributes(e: RedactedEvent): Attributes {
+  function stepAttributes(e: RedactedEvent): Attributes {
     const d = e.data;
     const base = {
-      [E.AUDIT_SEQ]: e.seq,
-      [E.AUDIT_HASH]: e.hash,
-      // A witness outside the store: the global head this event's append reached.
-      [E.AUDIT_GLOBAL_HEAD]: e.globalHead ? `${e.globalHead.gseq}:${e.globalHead.hash}` : undefined,
-      [E.AUDIT_GLOBAL_HEAD_SIGNED]: e.globalHead?.signed ? JSON.stringify(e.globalHead.signed) : undefined,
+      ...eventAttributes(e),
       [A.TOOL_CALL_ID]: str(d.toolCallId),
       [A.TOOL_NAME]: str(d.name),
       [E.TOOL_DIGEST]: str(d.digest),
@@ -347,7 +332,7 @@ function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redactio
         span.end(new Date(e?.at ?? s.lastAt));
       },
       step(_s, root, e) {
-        root.span.addEvent(`eart.${e.type}`, eventAttributes(e), new Date(e.at));
+        root.span.addEvent(`eart.${e.type}`, stepAttributes(e), new Date(e.at));
       },
     },
     { redaction, maxThreads },
