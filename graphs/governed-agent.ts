@@ -225,10 +225,10 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
     model,
     tools,
     auditLog,
-    ...(systemPrompt ? { systemPrompt } : {}),
-    ...(modelRetry ? { retry: modelRetry } : {}),
-    ...(fallbackModels ? { fallbacks: fallbackModels } : {}),
-    ...(redaction ? { redaction } : {}),
+    systemPrompt,
+    retry: modelRetry,
+    fallbacks: fallbackModels,
+    redaction,
   });
   // The ledger's store keeps both the executions and the key that seals eart's records in state.
   const ledger = opts.ledger ?? ledgerFor(checkpointer);
@@ -236,7 +236,9 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   // server drops fails a statement (once more on a new connection), not the process; nothing waits unbounded.
   guardCheckpointer(checkpointer);
   const sealer = lazySealer(ledger);
-  const gate = createPolicyGateParts({ policy, tools, registry, auditLog, ledger, ...(opts.approvalKeys ? { approvalKeys: opts.approvalKeys } : {}), ...(clock ? { clock } : {}), ...(onExpired ? { onExpired } : {}), ...(shadowPolicy ? { shadowPolicy } : {}), ...(budgets ? { budgets } : {}) });
+  // What every step of the tool path shares, given once (an option left out stays undefined: each step's default).
+  const shared = { registry, auditLog, ledger, clock };
+  const gate = createPolicyGateParts({ ...shared, policy, tools, approvalKeys: opts.approvalKeys, onExpired, shadowPolicy, budgets });
 
   async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
     const threadId = requireThreadId(config);
@@ -272,19 +274,9 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
     .addNode("policyGate", gate.policyGate)
     .addNode(
       "tools",
-      createGovernedToolNode({
-        tools,
-        auditLog,
-        policy,
-        registry,
-        ...(budgets ? { budgets } : {}),
-        ledger,
-        ...(execution ? { execution } : {}),
-        ...(clock ? { clock } : {}),
-        ...(redaction ? { redaction } : {}),
-      }),
+      createGovernedToolNode({ ...shared, tools, policy, budgets, execution, redaction }),
     )
-    .addNode("recovery", createToolRecovery({ registry, auditLog, ledger, ...(recoveryRoles ? { roles: recoveryRoles } : {}), ...(clock ? { clock } : {}) }))
+    .addNode("recovery", createToolRecovery({ ...shared, roles: recoveryRoles }))
     .addConditionalEdges("agent", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end })
     .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end })
     .addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: "agent" })

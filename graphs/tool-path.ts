@@ -63,11 +63,12 @@ export function createGovernedToolPath(options: GovernedToolPathOptions) {
   const { policy, tools, registry, auditLog, ledger, budgets, execution, recoveryRoles, onExpired, clock } = opts;
   // The same checks as the prebuilt agent: typos are found here, not when a call is denied.
   assertAgentConfig({ tools, policy, budgets, registry, recoveryRoles, skip: opts.skipChecks });
-  const shared = { ...(ledger ? { ledger } : {}), ...(clock ? { clock } : {}) };
+  // What every step shares, given once (an option left out stays undefined: each step's default).
+  const shared = { registry, auditLog, ledger, clock };
   return new StateGraph(GovernedAnnotation)
-    .addNode("policyGate", createPolicyGate({ policy, tools, registry, auditLog, ...shared, ...(budgets ? { budgets } : {}), ...(onExpired ? { onExpired } : {}) }))
-    .addNode("tools", createGovernedToolNode({ tools, auditLog, policy, registry, ...shared, ...(budgets ? { budgets } : {}), ...(execution ? { execution } : {}) }))
-    .addNode("recovery", createToolRecovery({ registry, auditLog, ...shared, ...(recoveryRoles ? { roles: recoveryRoles } : {}) }))
+    .addNode("policyGate", createPolicyGate({ ...shared, policy, tools, budgets, onExpired }))
+    .addNode("tools", createGovernedToolNode({ ...shared, tools, policy, budgets, execution }))
+    .addNode("recovery", createToolRecovery({ ...shared, roles: recoveryRoles }))
     .addEdge(START, "policyGate")
     .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: END, end: END })
     .addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: END })
