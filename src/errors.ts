@@ -55,6 +55,38 @@ export type EartErrorCode = (typeof EART_ERROR_CODES)[number];
 
 const KNOWN_CODES: ReadonlySet<string> = new Set(EART_ERROR_CODES);
 
+/** The store an error is about, and what it was doing. */
+type StoreDetails = { store: StoreName; operation: string; retried?: boolean; pgCode?: string; timeoutMs?: number; [detail: string]: unknown };
+type ThreadDetails = { threadId: string };
+type CallDetails = { threadId: string; toolCallId: string; attempt: number };
+
+/**
+ * The `details` of each code whose details have a fixed shape; the others carry what their
+ * refusal is about (`Record<string, unknown>`). {@link isEartError} narrows to these.
+ */
+export interface EartErrorDetailsByCode {
+  config_invalid: { field: string; [detail: string]: unknown };
+  identity_registry_invalid: { entry: string };
+  policy_invalid: { ruleId?: string };
+  thread_unknown: ThreadDetails;
+  thread_not_paused: ThreadDetails;
+  thread_awaiting_approval: ThreadDetails;
+  thread_busy: ThreadDetails & { holder?: string };
+  thread_lock_lost: ThreadDetails;
+  effect_in_progress: CallDetails;
+  tool_record_incomplete: CallDetails & { resultPreview: string };
+  tool_timeout: { tool: string; timeoutMs: number };
+  circuit_open: { tool: string; openUntil: string };
+  model_unavailable: { failures: { model: number; attempt: number; error: string }[] };
+  input_too_deep: { limit: number; where: string };
+  store_timeout: StoreDetails;
+  store_unavailable: StoreDetails;
+  store_failure: StoreDetails;
+}
+
+/** The `details` of an error with code `C`. */
+export type EartErrorDetails<C extends EartErrorCode> = C extends keyof EartErrorDetailsByCode ? EartErrorDetailsByCode[C] : Readonly<Record<string, unknown>>;
+
 /**
  * Base class of every eart error.
  * @example
@@ -79,14 +111,15 @@ export class EartError extends Error {
  * Whether a value is an error eart threw, with the given code when one is named. Reads the error's
  * shape (an `Error` whose `code` is one of {@link EART_ERROR_CODES}, with `details`), not its class:
  * it holds where `instanceof` fails, across realms (a worker, a `vm` context, an error revived from
- * a server response) and when two copies of eart are installed. Narrows `details` to a record.
+ * a server response) and when two copies of eart are installed. Narrows `details` to what that
+ * code carries ({@link EartErrorDetailsByCode}).
  * @example
  * ```ts
  * try { await agent.invoke(new Command({ resume }), config); }
  * catch (e) { if (isEartError(e, "approval_self_approval")) return "You cannot approve your own request."; throw e; }
  * ```
  */
-export function isEartError<C extends EartErrorCode>(value: unknown, code?: C): value is EartError & { code: C } {
+export function isEartError<C extends EartErrorCode = EartErrorCode>(value: unknown, code?: C): value is EartError & { code: C; details: EartErrorDetails<C> } {
   if (typeof value !== "object" || value === null) return false;
   const e = value as { code?: unknown; details?: unknown; name?: unknown; message?: unknown };
   if (typeof e.code !== "string" || !KNOWN_CODES.has(e.code)) return false;

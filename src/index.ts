@@ -36,6 +36,8 @@ export {
   ToolTimeoutError,
   type ApprovalErrorCode,
   type EartErrorCode,
+  type EartErrorDetails,
+  type EartErrorDetailsByCode,
   type StoreName,
 } from "./errors.js";
 export { DecisionTransitionError } from "./decisions/lifecycle.js";

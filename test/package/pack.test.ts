@@ -237,6 +237,7 @@ describe("a project that installs it", () => {
     const ran = await run(process.execPath, [program], { cwd: project, timeoutMs: 60_000 });
     expect(ran.code, told(ran)).toBe(0);
     expect(JSON.parse(ran.stdout.trim().split("\n").at(-1)!), told(ran)).toEqual({
+      finished: "large",
       small: { paused: false, answer: "done", events: expect.arrayContaining(["policy.decided", "tool.started", "tool.succeeded"]) },
       large: {
         roles: ["supervisor"],
@@ -292,7 +293,7 @@ const AGENT_PROGRAM = `import { AIMessage, HumanMessage, type BaseMessage } from
 import { tool } from "@langchain/core/tools";
 import { Command, MemorySaver } from "@langchain/langgraph";
 import { z } from "zod";
-import { definePolicy, IdentityRegistry, MemoryAuditLog, pendingApproval, type ApprovalRequest } from "eart";
+import { definePolicy, IdentityRegistry, isEartError, MemoryAuditLog, pendingApproval, type ApprovalRequest } from "eart";
 import { createGovernedToolNode, executionContextOf } from "eart/nodes";
 import { createPolicyGate } from "eart/guards";
 import { createGovernedAgent, type GovernedAgentOptions } from "eart/graphs";
@@ -349,7 +350,16 @@ const approved = await agent.invoke(
   config("large", "sam"),
 );
 
+// Answering a finished thread is refused; the error's details are typed by its code.
+let finished: string | undefined;
+try {
+  await agent.invoke(new Command({ resume: { decisions: [] } }), config("large", "sam"));
+} catch (e) {
+  if (isEartError(e, "thread_not_paused")) finished = e.details.threadId;
+}
+
 console.log(JSON.stringify({
+  finished,
   small: { paused: pendingApproval(small) !== undefined, answer: answer(small), events: (await auditLog.read("small")).map((e) => e.type) },
   large: { roles: request.roles, calls: request.requests.map((r) => ({ name: r.name, args: r.args, policyIds: r.policyIds })), ranBeforeApproval },
   approved: { paused: pendingApproval(approved) !== undefined, answer: answer(approved) },
