@@ -82,6 +82,7 @@ export interface EartErrorDetailsByCode {
   store_timeout: StoreDetails;
   store_unavailable: StoreDetails;
   store_failure: StoreDetails;
+  audit_store_failure: StoreDetails;
 }
 
 /** The `details` of an error with code `C`. */
@@ -274,19 +275,6 @@ export class ThreadStateError extends EartError {
   }
 }
 
-/**
- * An audit store could not be read or written. Raised, never swallowed: a step that cannot be
- * recorded does not run.
- * @example
- * ```ts
- * catch (e) { if (e instanceof AuditStoreError) alertOps(e.details); }
- * ```
- */
-export class AuditStoreError extends EartError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super("audit_store_failure", message, {}, options);
-  }
-}
 
 /**
  * An event handed to an audit log does not validate (unknown type, no thread id...). Nothing of
@@ -454,7 +442,7 @@ export class ToolRecordError extends EartError {
 }
 
 /** The stores behind a {@link StoreError}. */
-export type StoreName = "effect_ledger" | "thread_lock" | "budget_store" | "checkpointer";
+export type StoreName = "effect_ledger" | "thread_lock" | "budget_store" | "checkpointer" | "audit_log";
 
 /**
  * An eart store (the effect ledger, a thread lock, the budget counters) did not answer. An
@@ -475,16 +463,32 @@ export class StoreError extends EartError {
   readonly store: StoreName;
   readonly operation: string;
   constructor(
-    code: "store_timeout" | "store_unavailable" | "store_failure",
+    code: "store_timeout" | "store_unavailable" | "store_failure" | "audit_store_failure",
     store: StoreName,
     operation: string,
     message: string,
     details: Record<string, unknown> = {},
     options?: { cause?: unknown },
   ) {
-    super(code, `${store} ${operation}: ${message}`, { store, operation, ...details }, options);
+    // An audit log's messages name their store and what failed themselves.
+    super(code, code === "audit_store_failure" ? message : `${store} ${operation}: ${message}`, { store, operation, ...details }, options);
     this.store = store;
     this.operation = operation;
+  }
+}
+
+/**
+ * An audit store could not be read or written: the {@link StoreError} of the audit log (store
+ * `audit_log`, code `audit_store_failure`). Raised, never swallowed: a step that cannot be recorded
+ * does not run.
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof StoreError) alertOps(e.store, e.message); }
+ * ```
+ */
+export class AuditStoreError extends StoreError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("audit_store_failure", "audit_log", "access", message, {}, options);
   }
 }
 

@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
-import { ApprovalError, EART_ERROR_CODES, EartError, isEartError, StoreError } from "eart";
+import { ApprovalError, AuditStoreError, EART_ERROR_CODES, EartError, isEartError, StoreError } from "eart";
 
 /**
  * `isEartError` reads an error's shape, not its class: callers of eart behind an API, in a worker
@@ -18,6 +18,12 @@ describe("isEartError", () => {
     expect(isEartError(refused, "approval_unauthorized")).toBe(false);
     const store = new StoreError("store_unavailable", "effect_ledger", "begin", "the connection was lost");
     expect(isEartError(store, "store_unavailable") && store.details.store).toBe("effect_ledger");
+  });
+
+  it("every store fault is a StoreError, the audit log's too", () => {
+    const audit = new AuditStoreError("Cannot append to the PostgreSQL audit log: the connection to PostgreSQL was lost");
+    expect(audit).toBeInstanceOf(StoreError);
+    expect(isEartError(audit, "audit_store_failure") && [audit.details.store, audit.message]).toEqual(["audit_log", "Cannot append to the PostgreSQL audit log: the connection to PostgreSQL was lost"]);
   });
 
   it("refuses what is not one: other errors, strangers' codes, look-alikes without details, non-objects", () => {
