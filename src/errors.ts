@@ -79,6 +79,8 @@ export interface EartErrorDetailsByCode {
   circuit_open: { tool: string; openUntil: string };
   model_unavailable: { failures: { model: number; attempt: number; error: string }[] };
   input_too_deep: { limit: number; where: string };
+  audit_input_invalid: { where: string };
+  ledger_input_invalid: { where: string; field: string };
   store_timeout: StoreDetails;
   store_unavailable: StoreDetails;
   store_failure: StoreDetails;
@@ -277,6 +279,23 @@ export class ThreadStateError extends EartError {
 
 
 /**
+ * Input a caller gave that eart refuses, before anything is written: the one class to catch for
+ * refused data (an audit event, a ledger key or outcome, a value nested too deep). `where` says what
+ * was being read. Its subclasses name the store or walk that refused it.
+ * @example
+ * ```ts
+ * catch (e) { if (e instanceof InputError) return badRequest(e.code, e.where); }
+ * ```
+ */
+export class InputError extends EartError {
+  readonly where: string;
+  constructor(code: "audit_input_invalid" | "ledger_input_invalid" | "input_too_deep", where: string, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(code, message, { where, ...details }, options);
+    this.where = where;
+  }
+}
+
+/**
  * An event handed to an audit log does not validate (unknown type, no thread id...). Nothing of
  * that append is stored.
  * @example
@@ -284,9 +303,9 @@ export class ThreadStateError extends EartError {
  * await log.append({ threadId: "t1", type: "made.up" }); // throws AuditInputError
  * ```
  */
-export class AuditInputError extends EartError {
+export class AuditInputError extends InputError {
   constructor(message: string) {
-    super("audit_input_invalid", `Invalid audit event: ${message}`);
+    super("audit_input_invalid", "audit event", `Invalid audit event: ${message}`);
   }
 }
 
@@ -501,10 +520,10 @@ export class AuditStoreError extends StoreError {
  * catch (e) { if (e instanceof InputTooDeepError) console.error(e.details.limit, e.details.where); }
  * ```
  */
-export class InputTooDeepError extends EartError {
+export class InputTooDeepError extends InputError {
   readonly limit: number;
   constructor(limit: number, where: string, options?: { cause?: unknown }) {
-    super("input_too_deep", `${where} nests arrays and objects deeper than ${limit} levels`, { limit, where }, options);
+    super("input_too_deep", where, `${where} nests arrays and objects deeper than ${limit} levels`, { limit }, options);
     this.limit = limit;
   }
 }

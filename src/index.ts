@@ -21,6 +21,7 @@ export {
   IdentityImmutableError,
   IdentityRegistryError,
   IdentityResolutionError,
+  InputError,
   InputTooDeepError,
   isEartError,
   ModelUnavailableError,

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { canonicalJson, jsonProblem, sha256Hex } from "../internal/canonical.js";
-import { EartError, StoreError } from "../errors.js";
+import { InputError, StoreError } from "../errors.js";
 import { processSealKey } from "../decisions/seal.js";
 
 /**
@@ -122,10 +122,10 @@ export interface EffectLedger {
  * await ledger.finish(key, { status: "succeeded", result: new Map() }); // throws LedgerInputError { field: "outcome" }
  * ```
  */
-export class LedgerInputError extends EartError {
+export class LedgerInputError extends InputError {
   readonly field: string;
   constructor(field: string, message: string) {
-    super("ledger_input_invalid", `Invalid effect-ledger input "${field}": ${message}`, { field });
+    super("ledger_input_invalid", `effect-ledger ${field}`, `Invalid effect-ledger input "${field}": ${message}`, { field });
     this.field = field;
   }
 }

@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
-import { ApprovalError, AuditStoreError, EART_ERROR_CODES, EartError, isEartError, StoreError } from "eart";
+import { ApprovalError, AuditInputError, AuditStoreError, EART_ERROR_CODES, EartError, InputError, InputTooDeepError, isEartError, LedgerInputError, MemoryAuditLog, MemoryEffectLedger, StoreError } from "eart";
 
 /**
  * `isEartError` reads an error's shape, not its class: callers of eart behind an API, in a worker
@@ -24,6 +24,24 @@ describe("isEartError", () => {
     const audit = new AuditStoreError("Cannot append to the PostgreSQL audit log: the connection to PostgreSQL was lost");
     expect(audit).toBeInstanceOf(StoreError);
     expect(isEartError(audit, "audit_store_failure") && [audit.details.store, audit.message]).toEqual(["audit_log", "Cannot append to the PostgreSQL audit log: the connection to PostgreSQL was lost"]);
+  });
+
+  it("every refused input is an InputError, whichever store or walk refused it, and nothing was stored", async () => {
+    const log = new MemoryAuditLog();
+    const ledger = new MemoryEffectLedger();
+    const deep: Record<string, unknown> = {};
+    let at = deep;
+    for (let i = 0; i < 600; i++) at = at.a = {} as Record<string, unknown>;
+    const refused = await Promise.all([
+      log.append({ threadId: "", type: "run.started" }).catch((e: unknown) => e),
+      ledger.begin({ threadId: "t", toolCallId: "", digest: "d" }).catch((e: unknown) => e),
+      log.append({ threadId: "t", type: "run.started", data: { deep } }).catch((e: unknown) => e),
+    ]);
+    expect(refused.map((e) => e instanceof InputError && (e as InputError).where)).toEqual(["audit event", "effect-ledger key", expect.any(String)]);
+    expect([refused[0] instanceof AuditInputError, refused[1] instanceof LedgerInputError]).toEqual([true, true]);
+    expect(refused[2] instanceof InputTooDeepError || refused[2] instanceof AuditInputError).toBe(true);
+    expect(await log.read("t")).toEqual([]);
+    expect(await ledger.list("t")).toEqual([]);
   });
 
   it("refuses what is not one: other errors, strangers' codes, look-alikes without details, non-objects", () => {
