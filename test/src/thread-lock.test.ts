@@ -123,6 +123,22 @@ describe("locks left by dead holders", () => {
 });
 
 describe("a lock lost while held", () => {
+  it("SQLite: closing a lock releases what it holds (its runs see lost), and closes the file it opened", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "eart-lock-close-")), "locks.sqlite");
+    const first = new SqliteThreadLock({ path: file });
+    const release = await first.acquire("t-close");
+    const other = new SqliteThreadLock({ path: file });
+    await expect(other.acquire("t-close")).rejects.toBeInstanceOf(ThreadBusyError);
+    first.close();
+    expect(release.lost?.aborted).toBe(true);
+    expect(release.lost?.reason).toBeInstanceOf(ThreadLockLostError);
+    const again = await other.acquire("t-close");
+    await again();
+    other.close();
+    // The file is closed: the closed lock takes nothing more.
+    await expect(first.acquire("t-close-2")).rejects.toThrow();
+  });
+
   it("PostgreSQL: a killed session aborts `lost` with ThreadLockLostError instead of crashing the process", async () => {
     const thread = unique("lost");
     const release = await new PostgresThreadLock({ pool: pool() }).acquire(thread);

@@ -40,13 +40,15 @@ export interface SqliteStores {
  */
 export function sqliteStores(path: string): SqliteStores {
   const { db } = openSqlite({ path });
+  const threadLock = new SqliteThreadLock({ database: db });
   return {
     checkpointer: new SqliteSaver(db),
     auditLog: new SqliteAuditLog({ database: db }),
     ledger: new SqliteEffectLedger({ database: db }),
     budgetStore: new SqliteBudgetStore({ database: db }),
-    threadLock: new SqliteThreadLock({ database: db }),
+    threadLock,
     close: () => {
+      threadLock.close();
       if (db.open) db.close();
     },
   };

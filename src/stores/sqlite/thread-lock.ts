@@ -44,6 +44,7 @@ function sqliteFault(operation: string, error: unknown): unknown {
  */
 export class SqliteThreadLock implements ThreadLock {
   readonly #db: Database.Database;
+  readonly #owned: boolean;
   readonly #staleMs: number;
   readonly #take: Database.Transaction<(threadId: string, owner: string) => LockRow | undefined>;
   readonly #release: Database.Statement;
@@ -54,7 +55,7 @@ export class SqliteThreadLock implements ThreadLock {
   constructor(options: SqliteThreadLockOptions) {
     const { staleMs, ...location } = (options ?? {}) as SqliteThreadLockOptions;
     ({ staleMs: this.#staleMs } = parseOptions(SqliteLockBoundsSchema, staleMs === undefined ? {} : { staleMs }));
-    ({ db: this.#db } = openSqlite(location as SqliteLocation));
+    ({ db: this.#db, owned: this.#owned } = openSqlite(location as SqliteLocation));
     this.#db.exec(`CREATE TABLE IF NOT EXISTS eart_thread_locks (
       thread_id TEXT PRIMARY KEY,
       owner TEXT NOT NULL,
@@ -130,6 +131,20 @@ export class SqliteThreadLock implements ThreadLock {
       },
       { lost: lost.signal },
     );
+  }
+
+  /**
+   * Releases every lock this object holds (each run holding one sees `lost`), stops renewing, and
+   * closes the file when this lock opened it (`{ path }`); a shared `{ database }` stays open.
+   */
+  close(): void {
+    for (const [threadId, held] of this.#held) {
+      if (!held.lost.signal.aborted) held.lost.abort(new ThreadLockLostError(threadId, new Error("the thread lock was closed")));
+      if (this.#db.open) this.#release.run(threadId, held.owner);
+    }
+    this.#held.clear();
+    this.#stopHeartbeat();
+    if (this.#owned && this.#db.open) this.#db.close();
   }
 
   #startHeartbeat(): void {
