@@ -1,17 +1,18 @@
-import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
+import { HumanMessage } from "@langchain/core/messages";
 import { BaseCheckpointSaver, END, isCommand, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
 import { createEscalationGuard, type EscalationGuardOptions } from "../guards/escalation-guard.js";
 import { createPolicyGateParts, type PolicyGateOptions, type GateUpdate } from "../guards/policy-gate.js";
+import { hostSteps } from "../langgraph/steps.js";
 import { routeAfterEscalation, routeAfterPolicyGate, routeAfterTools } from "../guards/routes.js";
 import { GovernedAnnotation, type GovernedState } from "../langgraph/channels.js";
 import { EffectLedgerOption } from "../langgraph/records.js";
 import { requireThreadId } from "../langgraph/run.js";
 import { createContextRetrieval, type ContextRetrievalOptions } from "../nodes/context-retrieval.js";
 import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
-import { bindIdentityStep } from "../nodes/identity-binding.js";
-import { createModelStep } from "../nodes/model-node.js";
+import { identityStep } from "../nodes/identity-binding.js";
+import { createModelStep, modelTurnStep } from "../nodes/model-node.js";
 import { redactingAuditLog, redactRunInput } from "../nodes/redaction.js";
 import { createToolRecovery } from "../nodes/tool-recovery.js";
 import { guardCheckpointer } from "../src/stores/postgres/connection.js";
@@ -240,30 +241,17 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   const shared = { registry, auditLog, ledger, clock };
   const gate = createPolicyGateParts({ ...shared, policy, tools, approvalKeys: opts.approvalKeys, onExpired, shadowPolicy, budgets });
 
-  async function agent(state: GovernedState, config: LangGraphRunnableConfig): Promise<GateUpdate & { identity?: AgentIdentity }> {
-    const threadId = requireThreadId(config);
-    assertNoPendingApproval(state, threadId);
+  const isNewRun = (state: GovernedState) => {
     const last = state.messages[state.messages.length - 1];
-    // With context, the retrieval step (the run's first) records the request.
-    const binding = await bindIdentityStep(registry, state, config, threadId, {
-      recordRequest: !context && last !== undefined && HumanMessage.isInstance(last),
-      sealer: await sealer(),
-      auditLog,
-    });
-    const turn = await modelStep(state.messages, config, threadId, state.context, binding.identity);
-    const update: GateUpdate & { identity?: AgentIdentity } = binding.newlyBound ? { identity: binding.identity } : {};
-    const messages: BaseMessage[] = [turn.message];
-    const events = [...binding.events, ...turn.events];
-    if (turn.toolCalls.length > 0 && AIMessage.isInstance(turn.message)) {
-      const decided = await gate.decideNew(state, turn.message, turn.toolCalls, binding.identity, threadId);
-      messages.push(...(decided.update.messages ?? []));
-      events.push(...decided.events);
-      if (decided.update.decisions) update.decisions = decided.update.decisions;
-      if (decided.update.escalation) update.escalation = decided.update.escalation;
-    }
-    await auditLog.append(events);
-    return { ...update, messages };
-  }
+    return last !== undefined && HumanMessage.isInstance(last);
+  };
+  // The model turn: the same steps the public nodes host, in one node (one checkpoint and one
+  // audit append per turn). With context, the retrieval node (the run's first) records the request.
+  const agent = hostSteps<GovernedState, GateUpdate & { identity?: AgentIdentity }>(
+    auditLog,
+    [identityStep(registry, sealer, auditLog, { recordRequest: (state) => !context && isNewRun(state) }), modelTurnStep(modelStep, { asIdentity: true }), gate.decideStep],
+    { before: (state, { threadId }) => assertNoPendingApproval(state, threadId) },
+  );
 
   const end = escalation ? "review" : END;
   const typed = new StateGraph(GovernedAnnotation);
@@ -284,20 +272,17 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   if (context) {
     // Context is retrieved for the identity, so the identity is bound first (it is also checked
     // again by the agent step, which then finds it bound).
+    const bind = identityStep(registry, sealer, auditLog, { recordRequest: isNewRun });
     const retrieve = createContextRetrieval({ ...context, auditLog, ...(redaction && !context.redaction ? { redaction } : {}), ...(clock && !context.clock ? { clock } : {}) });
     graph
       .addNode("retrieveContext", async (state: GovernedState, config: LangGraphRunnableConfig) => {
         const threadId = requireThreadId(config);
         assertNoPendingApproval(state, threadId);
-        const last = state.messages[state.messages.length - 1];
-        const binding = await bindIdentityStep(registry, state, config, threadId, {
-          recordRequest: last !== undefined && HumanMessage.isInstance(last),
-          sealer: await sealer(),
-          auditLog,
-        });
+        const binding = await bind(state, { config, threadId });
         if (binding.events.length > 0) await auditLog.append(binding.events);
-        const update = await retrieve({ ...state, identity: binding.identity }, config);
-        return binding.newlyBound ? { ...update, identity: binding.identity } : update;
+        const identity = binding.update.identity ?? state.identity;
+        const update = await retrieve({ ...state, identity }, config);
+        return binding.update.identity ? { ...update, identity } : update;
       })
       .addEdge(START, "retrieveContext")
       // Missing context never lets the agent guess: to the reviewer, or (with no reviewer) to the end.

@@ -27,6 +27,7 @@ import { recordedRequest } from "../src/policy/replay.js";
 import { acceptAnswer, newestAnswer } from "../langgraph/interrupts.js";
 import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
+import type { Step } from "../langgraph/steps.js";
 import { checkToolArgs, indexTools, ToolsOption } from "../langgraph/tools.js";
 import type { GovernedState } from "../langgraph/channels.js";
 
@@ -799,7 +800,19 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     return update;
   }
 
-  return { policyGate, decideNew };
+  /**
+   * The gate's first pass as a {@link Step}: decides every call of the model's message that ends
+   * the state it is given (the model step before it added it), writing nothing; the approval
+   * pause is the `policyGate` node's. A message without tool calls changes nothing.
+   */
+  const decideStep: Step<GovernedState, GateUpdate> = async (state, { threadId }) => {
+    const message = state.messages.at(-1);
+    if (!message || !AIMessage.isInstance(message) || (message.tool_calls?.length ?? 0) === 0) return { update: {}, events: [] };
+    if (!state.identity) throw new IdentityResolutionError("identity_missing", "The thread has no bound identity: bind it in a step before the policy decision");
+    return decideNew(state, message, message.tool_calls as ToolCall[], state.identity, threadId);
+  };
+
+  return { policyGate, decideStep };
 }
 
 /**

@@ -7,7 +7,8 @@ import { IdentityImmutableError, IdentityResolutionError } from "../src/errors.j
 import { IdentityRegistry, IdentityRegistryOption, principalFromConfig, type AgentIdentity, type IdentityClaim } from "../src/identity/registry.js";
 import { parseOptions } from "../src/internal/options.js";
 import { assertSealed, EffectLedgerOption } from "../langgraph/records.js";
-import { messageText, requireThreadId } from "../langgraph/run.js";
+import { messageText } from "../langgraph/run.js";
+import { hostSteps, type Step } from "../langgraph/steps.js";
 import type { GovernedState } from "../langgraph/channels.js";
 
 const IdentityBindingOptionsSchema = z
@@ -152,15 +153,25 @@ export async function bindIdentityStep(
 export function createIdentityBinding(options: IdentityBindingOptions) {
   const opts = parseOptions(IdentityBindingOptionsSchema, options);
   const { registry, auditLog } = opts;
-  const sealer = lazySealer(opts.ledger);
+  return hostSteps<BindingState, { identity?: AgentIdentity }>(auditLog, [identityStep(registry, lazySealer(opts.ledger), auditLog, { recordRequest: () => true })]);
+}
 
-  return async function bindIdentity(
-    state: Pick<GovernedState, "identity" | "messages">,
-    config: LangGraphRunnableConfig,
-  ): Promise<{ identity?: AgentIdentity }> {
-    const threadId = requireThreadId(config);
-    const step = await bindIdentityStep(registry, state, config, threadId, { recordRequest: true, sealer: await sealer(), auditLog });
-    await auditLog.append(step.events);
-    return step.newlyBound ? { identity: step.identity } : {};
+/** What identity binding reads of the state. */
+type BindingState = Pick<GovernedState, "identity" | "messages"> & Partial<Pick<GovernedState, "reviewed">>;
+
+/**
+ * The identity binding as a {@link Step}: binds the thread's identity (or checks the one bound),
+ * and records the run's start when `recordRequest` says so. Its update sets `identity` when the
+ * thread is newly bound; the steps after it read the identity from the state they are given.
+ */
+export function identityStep<S extends BindingState>(
+  registry: IdentityRegistry,
+  sealer: () => Promise<Sealer>,
+  auditLog: Pick<AuditLog, "append">,
+  options: { recordRequest: (state: S) => boolean },
+): Step<S, { identity?: AgentIdentity }> {
+  return async (state, { config, threadId }) => {
+    const step = await bindIdentityStep(registry, state, config, threadId, { recordRequest: options.recordRequest(state), sealer: await sealer(), auditLog });
+    return { update: step.newlyBound ? { identity: step.identity } : {}, events: step.events };
   };
 }

@@ -11,7 +11,8 @@ import { toolCallDigest } from "../src/internal/canonical.js";
 import { parseOptions } from "../src/internal/options.js";
 import { backoffDelay, RetryOptionsSchema, sleep } from "../src/tools/resilience.js";
 import { redactMessage, type RedactionViewer } from "./redaction.js";
-import { assertNoPendingApproval, messageText, requireThreadId } from "../langgraph/run.js";
+import { assertNoPendingApproval, messageText } from "../langgraph/run.js";
+import { hostSteps, type Step } from "../langgraph/steps.js";
 import { isGraphControlFlow, ChatModelOption, ToolsOption } from "../langgraph/tools.js";
 import type { GovernedState } from "../langgraph/channels.js";
 
@@ -166,14 +167,21 @@ export function createModelStep(options: ModelNodeOptions) {
  * ```
  */
 export function createModelNode(options: ModelNodeOptions) {
-  const modelStep = createModelStep(options);
-  const { auditLog } = options;
+  const step = modelTurnStep(createModelStep(options), { asIdentity: false });
+  return hostSteps<ModelState, { messages?: BaseMessage[] }>(options.auditLog, [step], { before: (state, { threadId }) => assertNoPendingApproval(state, threadId) });
+}
 
-  return async function agent(state: Pick<GovernedState, "messages"> & Partial<Pick<GovernedState, "decisions" | "context">>, config: LangGraphRunnableConfig): Promise<{ messages: BaseMessage[] }> {
-    const threadId = requireThreadId(config);
-    assertNoPendingApproval(state, threadId);
-    const step = await modelStep(state.messages, config, threadId, state.context);
-    await auditLog.append(step.events);
-    return { messages: [step.message] };
+/** What the model step reads of the state. */
+type ModelState = Pick<GovernedState, "messages"> & Partial<Pick<GovernedState, "decisions" | "context" | "identity">>;
+
+/**
+ * A model turn as a {@link Step}: calls the model with the thread's messages (and retrieved
+ * context), and adds its answer to `messages`. With `asIdentity`, what the model's answer shows is
+ * redacted as the thread's bound identity may see it.
+ */
+export function modelTurnStep<S extends ModelState>(modelStep: ReturnType<typeof createModelStep>, options: { asIdentity: boolean }): Step<S, { messages?: BaseMessage[] }> {
+  return async (state, { config, threadId }) => {
+    const turn = await modelStep(state.messages, config, threadId, state.context, options.asIdentity ? state.identity : undefined);
+    return { update: { messages: [turn.message] }, events: turn.events };
   };
 }
