@@ -1,12 +1,12 @@
 import { HumanMessage } from "@langchain/core/messages";
-import { BaseCheckpointSaver, END, isCommand, START, StateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import { BaseCheckpointSaver, END, isCommand, START, StateGraph, type CompiledStateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
 import { createEscalationGuard, type EscalationGuardOptions } from "../guards/escalation-guard.js";
 import { createPolicyGateParts, type PolicyGateOptions, type GateUpdate } from "../guards/policy-gate.js";
 import { hostSteps } from "../langgraph/steps.js";
 import { routeAfterEscalation, routeAfterPolicyGate, routeAfterTools } from "../guards/routes.js";
-import { GovernedAnnotation, type GovernedState } from "../langgraph/channels.js";
+import { GovernedAnnotation, type GovernedState, type GovernedUpdate } from "../langgraph/channels.js";
 import { EffectLedgerOption } from "../langgraph/records.js";
 import { requireThreadId } from "../langgraph/run.js";
 import { createContextRetrieval, type ContextRetrievalOptions } from "../nodes/context-retrieval.js";
@@ -213,7 +213,13 @@ interface LooseGraph {
  * await agent.invoke(new Command({ resume: { decisions: [{ toolCallId, type: "approve", digest }] } }), { configurable: { thread_id: "t1", user_id: "sam" } });
  * ```
  */
-export function createGovernedAgent(options: GovernedAgentOptions) {
+/**
+ * The compiled governed agent: a LangGraph graph over eart's state (`GovernedAnnotation`), named
+ * with the few type parameters every LangGraph 1.x release accepts.
+ */
+export type GovernedAgent = CompiledStateGraph<GovernedState, GovernedUpdate, string, typeof GovernedAnnotation.spec, typeof GovernedAnnotation.spec>;
+
+export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgent {
   checkOptionNames(options);
   const opts = parseOptions(GovernedAgentOptionsSchema, options);
   const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets, execution, recoveryRoles, modelRetry, fallbackModels, context, escalation } = opts;
@@ -299,5 +305,5 @@ export function createGovernedAgent(options: GovernedAgentOptions) {
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer));
   const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, ...(lock ? { lock } : {}) });
   if (redaction) redactIncoming(app as unknown as IncomingGraph, redaction, registry);
-  return app;
+  return app as unknown as GovernedAgent;
 }

@@ -1,7 +1,7 @@
 import type { BaseMessage } from "@langchain/core/messages";
-import { END, START, StateGraph } from "@langchain/langgraph";
+import { END, START, StateGraph, type CompiledStateGraph } from "@langchain/langgraph";
 import { z } from "zod";
-import { GovernedAnnotation } from "../langgraph/channels.js";
+import { GovernedAnnotation, type GovernedState, type GovernedUpdate } from "../langgraph/channels.js";
 import { lastAIMessage } from "../langgraph/run.js";
 import { EffectLedgerOption } from "../langgraph/records.js";
 import { ToolsOption } from "../langgraph/tools.js";
@@ -58,7 +58,7 @@ export type GovernedToolPathOptions = z.input<typeof GovernedToolPathOptionsSche
  *   .addConditionalEdges("tools", routeAfterGovernedTools, { agent: "agent", end: END });
  * ```
  */
-export function createGovernedToolPath(options: GovernedToolPathOptions) {
+export function createGovernedToolPath(options: GovernedToolPathOptions): CompiledStateGraph<GovernedState, GovernedUpdate, string, typeof GovernedAnnotation.spec, typeof GovernedAnnotation.spec> {
   const opts = parseOptions(GovernedToolPathOptionsSchema, options);
   const { policy, tools, registry, auditLog, ledger, budgets, execution, recoveryRoles, onExpired, clock } = opts;
   // The same checks as the prebuilt agent: typos are found here, not when a call is denied.
@@ -73,7 +73,7 @@ export function createGovernedToolPath(options: GovernedToolPathOptions) {
     .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: END, end: END })
     .addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: END })
     .addEdge("recovery", "tools")
-    .compile();
+    .compile() as unknown as CompiledStateGraph<GovernedState, GovernedUpdate, string, typeof GovernedAnnotation.spec, typeof GovernedAnnotation.spec>;
 }
 
 /**

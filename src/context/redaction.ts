@@ -23,7 +23,7 @@ const RedactionRuleSchema = z
      */
     fields: z.array(z.string().min(1)).default([]),
     /** A pattern redacted inside every string, number and object key (global flag added if missing). */
-    pattern: z.instanceof(RegExp).optional(),
+    pattern: z.custom<RegExp>((v) => v instanceof RegExp, "must be a RegExp").optional(),
     /** An extra check on a pattern match (e.g. the Luhn checksum of a card number). */
     validate: z.custom<(match: string) => boolean>((v) => typeof v === "function", "must be a function").optional(),
     /**

@@ -21,6 +21,7 @@ const manifest = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as
   types: string;
   bin: Record<string, string>;
   exports: Record<string, string | { types: string; default: string }>;
+  peerDependencies: Record<string, string>;
   peerDependenciesMeta: Record<string, { optional?: boolean }>;
 };
 const versionIn = (name: string) => (JSON.parse(readFileSync(join(root, "node_modules", name, "package.json"), "utf8")) as { version: string }).version;
@@ -129,6 +130,26 @@ async function cacheRegistry(cache: string, upstream: string): Promise<CacheRegi
 /** Files of the installed package (what the tarball held), relative to it. */
 const installed = (file: string) => join(project, "node_modules", manifest.name, file);
 
+/**
+ * Installs the packed tarball into a new project `dir` beside `peers` (name → version), with
+ * TypeScript and Node's types, as a user runs `npm install`: from the npm cache the project's own
+ * install filled, through the registry on 127.0.0.1.
+ */
+async function installInto(dir: string, peers: Record<string, string>): Promise<Ran & { misses: string[] }> {
+  mkdirSync(dir);
+  const dependencies = { [manifest.name]: `file:${join(work, tarball.filename)}`, ...peers };
+  const devDependencies = { typescript: versionIn("typescript"), "@types/node": versionIn("@types/node") };
+  writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "eart-user", private: true, type: "module", dependencies, devDependencies }, null, 2));
+  writeFileSync(join(dir, ".npmrc"), "");
+  const config = async (key: string) => (await run("npm", ["config", "get", key], { cwd: root })).stdout.trim();
+  const [cache, upstream] = [await config("cache"), await config("registry")];
+  registry = await cacheRegistry(cache, upstream.endsWith("/") ? upstream : `${upstream}/`);
+  const env = npmEnv({ npm_config_cache: join(work, `npm-cache-${dir.split("/").at(-1)}`), npm_config_registry: registry.url, npm_config_userconfig: join(dir, ".npmrc"), npm_config_update_notifier: "false" });
+  const install = await run("npm", ["install", "--no-audit", "--no-fund"], { cwd: dir, env });
+  await registry.close();
+  return { ...install, misses: registry.misses };
+}
+
 beforeAll(async () => {
   const targets = [manifest.main, manifest.types, ...Object.values(manifest.bin)].concat(
     Object.values(manifest.exports).flatMap((t) => (typeof t === "string" ? [] : [t.types, t.default])),
@@ -143,18 +164,8 @@ beforeAll(async () => {
   tarball = { filename: info!.filename, size: info!.size, files: info!.files.map((f) => f.path).sort() };
 
   // One install, as a user runs it: the package, its required peers, TypeScript and Node's types.
-  mkdirSync(project);
-  const dependencies = Object.fromEntries([[manifest.name, `file:${join(work, tarball.filename)}`], ...REQUIRED_PEERS.map((p) => [p, versionIn(p)])]);
-  const devDependencies = { typescript: versionIn("typescript"), "@types/node": versionIn("@types/node") };
-  writeFileSync(join(project, "package.json"), JSON.stringify({ name: "eart-user", private: true, type: "module", dependencies, devDependencies }, null, 2));
-  writeFileSync(join(project, ".npmrc"), "");
-  const config = async (key: string) => (await run("npm", ["config", "get", key], { cwd: root })).stdout.trim();
-  const [cache, upstream] = [await config("cache"), await config("registry")];
-  registry = await cacheRegistry(cache, upstream.endsWith("/") ? upstream : `${upstream}/`);
-  const env = npmEnv({ npm_config_cache: join(work, "npm-cache"), npm_config_registry: registry.url, npm_config_userconfig: join(project, ".npmrc"), npm_config_update_notifier: "false" });
-  const install = await run("npm", ["install", "--no-audit", "--no-fund"], { cwd: project, env });
-  await registry.close();
-  expect(install.code, told(install, `\nnot in the npm cache (${cache}): ${registry.misses.join(", ")}`)).toBe(0);
+  const install = await installInto(project, Object.fromEntries(REQUIRED_PEERS.map((p) => [p, versionIn(p)])));
+  expect(install.code, told(install, `\nnot in the npm cache: ${install.misses.join(", ")}`)).toBe(0);
 }, 240_000);
 
 afterAll(async () => {
@@ -236,22 +247,7 @@ describe("a project that installs it", () => {
     expect(existsSync(program), "the type-check did not emit out/agent.js").toBe(true);
     const ran = await run(process.execPath, [program], { cwd: project, timeoutMs: 60_000 });
     expect(ran.code, told(ran)).toBe(0);
-    expect(JSON.parse(ran.stdout.trim().split("\n").at(-1)!), told(ran)).toEqual({
-      finished: "large",
-      small: { paused: false, answer: "done", events: expect.arrayContaining(["policy.decided", "tool.started", "tool.succeeded"]) },
-      large: {
-        roles: ["supervisor"],
-        calls: [{ name: "issue_refund", args: { orderId: "1042", amount: 740 }, policyIds: ["refund.supervisor"] }],
-        ranBeforeApproval: false,
-      },
-      approved: { paused: false, answer: "done" },
-      refunds: [
-        { orderId: "1042", amount: 60, keyed: true },
-        { orderId: "1042", amount: 740, keyed: true },
-      ],
-      verified: { small: true, large: true },
-      entryPoints: { nodes: "function", guards: "function" },
-    });
+    expect(JSON.parse(ran.stdout.trim().split("\n").at(-1)!), told(ran)).toEqual(EXPECTED_RUN);
   });
 
   it('imports "eart" without the optional peers, loading none of them; "eart/sqlite" fails naming the package to install', async () => {
@@ -289,6 +285,59 @@ describe("a project that installs it", () => {
 });
 
 /** The user's program: the prebuilt governed agent with a $100 refund limit, over the public entry points only. */
+describe("with the lowest peers it declares", () => {
+  // The lowest versions the peer ranges allow, kept in the npm cache by aliased dev dependencies
+  // (lowest-langgraph, lowest-langchain-core, lowest-zod), so this runs offline like the rest.
+  const LOWEST: Record<string, string> = {
+    "@langchain/langgraph": versionIn("lowest-langgraph"),
+    "@langchain/core": versionIn("lowest-langchain-core"),
+    zod: versionIn("lowest-zod"),
+  };
+  const lowest = join(work, "lowest");
+
+  it("are the bottom of the ranges in package.json", () => {
+    for (const [name, version] of Object.entries(LOWEST)) expect(manifest.peerDependencies[name]).toBe(`^${version}`);
+  });
+
+  it("installs without a peer conflict, type-checks the same governed agent strictly, and runs it the same", async () => {
+    const install = await installInto(lowest, LOWEST);
+    expect(install.code, told(install, `\nnot in the npm cache: ${install.misses.join(", ")}`)).toBe(0);
+    for (const [name, version] of Object.entries(LOWEST)) {
+      expect((JSON.parse(readFileSync(join(lowest, "node_modules", name, "package.json"), "utf8")) as { version: string }).version).toBe(version);
+    }
+    const ls = await run("npm", ["ls", "--all"], { cwd: lowest, env: npmEnv({ npm_config_userconfig: join(lowest, ".npmrc") }) });
+    expect(ls.code, told(ls)).toBe(0);
+    writeFileSync(join(lowest, "agent.ts"), AGENT_PROGRAM);
+    writeFileSync(
+      join(lowest, "tsconfig.json"),
+      JSON.stringify({ compilerOptions: { target: "ES2022", module: "NodeNext", moduleResolution: "NodeNext", strict: true, skipLibCheck: false, outDir: "out" }, files: ["agent.ts"] }),
+    );
+    const tsc = await run(process.execPath, [join(lowest, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.json"], { cwd: lowest });
+    expect(tsc.code, told(tsc)).toBe(0);
+    const ran = await run(process.execPath, [join(lowest, "out/agent.js")], { cwd: lowest, timeoutMs: 60_000 });
+    expect(ran.code, told(ran)).toBe(0);
+    expect(JSON.parse(ran.stdout.trim().split("\n").at(-1)!), told(ran)).toEqual(EXPECTED_RUN);
+  }, 240_000);
+});
+
+/** What the program prints, against any peers the package declares. */
+const EXPECTED_RUN = {
+  finished: "large",
+  small: { paused: false, answer: "done", events: expect.arrayContaining(["policy.decided", "tool.started", "tool.succeeded"]) },
+  large: {
+    roles: ["supervisor"],
+    calls: [{ name: "issue_refund", args: { orderId: "1042", amount: 740 }, policyIds: ["refund.supervisor"] }],
+    ranBeforeApproval: false,
+  },
+  approved: { paused: false, answer: "done" },
+  refunds: [
+    { orderId: "1042", amount: 60, keyed: true },
+    { orderId: "1042", amount: 740, keyed: true },
+  ],
+  verified: { small: true, large: true },
+  entryPoints: { nodes: "function", guards: "function" },
+};
+
 const AGENT_PROGRAM = `import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
 import { Command, MemorySaver } from "@langchain/langgraph";
