@@ -439,6 +439,9 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
       if (Array.isArray(v)) return v.map((x, i) => walk(x, `${path}[${i}]`, depth + 1));
       if (v && typeof v === "object") {
         const out: Record<string, unknown> = {};
+        // Defined, not assigned: an own "__proto__" member stays a member (assigned, it would set
+        // the copy's prototype, and readers would see its fields as the object's own).
+        const put = (key: string, item: unknown) => Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true });
         for (const [k, x] of Object.entries(v)) {
           // A key can hold a value too (`{ "4111 1111 1111 1111": "visa" }`): the path names the
           // redacted key, never the value.
@@ -453,11 +456,11 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
             if (rule.label) labels.add(rule.label);
             if (hidden.has(rule)) {
               redacted.push({ path: at, ruleId: rule.id });
-              out[key] = mark(rule.id);
+              put(key, mark(rule.id));
               continue;
             }
           }
-          out[key] = walk(x, at, depth + 1);
+          put(key, walk(x, at, depth + 1));
         }
         return out;
       }
