@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { refusalData } from "../src/human-tasks/refusal.js";
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
@@ -158,7 +159,8 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
     const response = await interruptForAnswer(
       request,
       (answer) => validateEscalationResponse(answer, request, { registry, identity, principal: principalFromConfig(config.configurable) }),
-      (error) => auditLog.append({ threadId, type: "escalation.refused", data: { code: error.code, message: error.message, details: error.details } }).then(() => {}),
+      // Bounded, with the digest of the whole answer: a refused payload can be any size or depth.
+      (error, answer) => auditLog.append({ threadId, type: "escalation.refused", data: refusalData(error, answer) }).then(() => {}),
     );
     const { reviewerId, action, message } = response;
     await auditLog.append({ threadId, type: "escalation.decided", data: { reviewerId, action, message, reason: open.reason } });

@@ -1,8 +1,8 @@
 import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
-import { createHash, KeyObject } from "node:crypto";
+import { KeyObject } from "node:crypto";
 import { z } from "zod";
-import type { AuditEventData } from "../src/audit/events.js";
+import { bounded, digestOf, nestedTooDeep, refusalData } from "../src/human-tasks/refusal.js";
 import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
 import { STATUS_OF_EFFECT } from "../src/decisions/lifecycle.js";
 import {
@@ -82,141 +82,6 @@ type ToolCall = { id?: string; name: string; args: Record<string, unknown>; rese
  */
 const MAX_DEPTH = 64;
 
-/** Where a value nests deeper than `max` (the path of the first object found there), walked without recursion. */
-function nestedTooDeep(value: unknown, max: number): (string | number)[] | undefined {
-  const todo: { value: unknown; path: (string | number)[] }[] = [{ value, path: [] }];
-  while (todo.length > 0) {
-    const { value, path } = todo.pop()!;
-    if (typeof value !== "object" || value === null) continue;
-    if (path.length >= max) return path;
-    const entries: [string | number, unknown][] = Array.isArray(value) ? [...value.entries()] : Object.entries(value);
-    for (let i = entries.length - 1; i >= 0; i--) todo.push({ value: entries[i]![1], path: [...path, entries[i]![0]] });
-  }
-  return undefined;
-}
-
-/**
- * What the gate keeps of a value it refuses (in audit events and records): enough to read, never
- * all of it. Levels, entries per array or object, values in all, characters per string and in all.
- */
-const KEEP = { depth: 8, entries: 100, values: 300, chars: 500, total: 10_000 } as const;
-
-/**
- * A string cut to at most `max` characters, marked with its length. The cut never leaves part of
- * a token behind (a card number, a key or a phone number cut in two would no longer look like
- * one to redaction): a word the cut runs through goes, and so does a run of digits before it.
- */
-function cutText(text: string, max: number): string {
-  let kept = text.slice(0, max);
-  if (/[\p{L}\p{N}_]/u.test(text.charAt(max))) kept = kept.replace(/[\p{L}\p{N}_]+$/u, "");
-  kept = kept.replace(/\p{N}[\p{N}\s./-]*$/u, "");
-  return `${kept}…[${text.length} characters]`;
-}
-
-/**
- * A bounded copy of a value, for the audit log: nesting beyond `KEEP.depth`, entries beyond
- * `KEEP.entries`, values beyond `KEEP.values` and text beyond `KEEP.chars` (per string, key
- * included) or `KEEP.total` (in all) are cut, and marked; `truncated` says whether anything was.
- * A small value comes back equal.
- */
-function bounded(value: unknown): { value: unknown; truncated: boolean } {
-  let values = 0;
-  let room: number = KEEP.total;
-  let truncated = false;
-  const cut = (marker: string) => {
-    truncated = true;
-    return marker;
-  };
-  const text = (s: string): string => {
-    const max = Math.max(0, Math.min(KEEP.chars, room));
-    const kept = s.length > max ? cut(cutText(s, max)) : s;
-    room -= kept.length;
-    return kept;
-  };
-  const copy = (v: unknown, depth: number): unknown => {
-    values += 1;
-    if (v === null || v === undefined || typeof v === "boolean") return v;
-    if (typeof v === "number") return Number.isFinite(v) ? v : String(v);
-    if (typeof v === "string") return text(v);
-    if (typeof v !== "object") return `[${typeof v}]`;
-    if (depth >= KEEP.depth) return cut(`[nested deeper than ${KEEP.depth} levels]`);
-    if (values > KEEP.values) return cut("[…]");
-    if (Array.isArray(v)) {
-      const items = v.slice(0, KEEP.entries).map((item) => copy(item, depth + 1));
-      if (v.length > KEEP.entries) items.push(cut(`[${v.length - KEEP.entries} more items]`));
-      return items;
-    }
-    const keys = Object.keys(v);
-    const out: Record<string, unknown> = {};
-    // Defined, not assigned: an own "__proto__" member stays a member.
-    const put = (key: string, item: unknown) => Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true });
-    for (const key of keys.slice(0, KEEP.entries)) put(text(key), copy((v as Record<string, unknown>)[key], depth + 1));
-    if (keys.length > KEEP.entries) put("[…]", cut(`[${keys.length - KEEP.entries} more keys]`));
-    return out;
-  };
-  const kept = copy(value, 0);
-  return { value: kept, truncated };
-}
-
-/**
- * SHA-256 of the RFC 8785 canonical JSON of a value (the digest `sha256Hex(canonicalJson(v))`
- * gives for plain JSON), computed without recursion so that a hostile value nested thousands deep
- * still gets one. Values JSON cannot hold are written as JSON.stringify writes them (`null`, or
- * left out of an object); a cycle is written as `"[circular]"`.
- */
-function digestOf(value: unknown): string {
-  const hash = createHash("sha256");
-  type Step = { text: string } | { value: unknown } | { leave: object };
-  const todo: Step[] = [{ value }];
-  const open = new Set<object>();
-  let buffer = "";
-  const write = (text: string) => {
-    buffer += text;
-    if (buffer.length >= 65_536) {
-      hash.update(buffer);
-      buffer = "";
-    }
-  };
-  const skipped = (v: unknown) => v === undefined || typeof v === "function" || typeof v === "symbol";
-  while (todo.length > 0) {
-    const step = todo.pop()!;
-    if ("text" in step) {
-      write(step.text);
-      continue;
-    }
-    if ("leave" in step) {
-      open.delete(step.leave);
-      continue;
-    }
-    let v = step.value;
-    if (typeof v === "object" && v !== null && typeof (v as { toJSON?: unknown }).toJSON === "function") v = (v as { toJSON(): unknown }).toJSON();
-    if (typeof v === "string") write(JSON.stringify(v));
-    else if (typeof v === "number") write(Number.isFinite(v) ? JSON.stringify(v) : "null");
-    else if (typeof v === "boolean") write(v ? "true" : "false");
-    else if (typeof v !== "object" || v === null) write("null");
-    else if (open.has(v)) write('"[circular]"');
-    else {
-      open.add(v);
-      const next: Step[] = [];
-      if (Array.isArray(v)) {
-        next.push({ text: "[" });
-        v.forEach((item, i) => next.push(...(i > 0 ? [{ text: "," }] : []), { value: skipped(item) ? null : item }));
-        next.push({ text: "]" });
-      } else {
-        const record = v as Record<string, unknown>;
-        const keys = Object.keys(record).filter((k) => !skipped(record[k])).sort();
-        next.push({ text: "{" });
-        keys.forEach((k, i) => next.push({ text: `${i > 0 ? "," : ""}${JSON.stringify(k)}:` }, { value: record[k] }));
-        next.push({ text: "}" });
-      }
-      next.push({ leave: v });
-      for (let i = next.length - 1; i >= 0; i--) todo.push(next[i]!);
-    }
-  }
-  hash.update(buffer);
-  return hash.digest("hex");
-}
-
 /**
  * The arguments a decision record keeps and the digest that binds them. Arguments nested too deep
  * to walk are refused: the record keeps a bounded copy, with the digest of the whole call
@@ -239,16 +104,6 @@ function assertAnswerDepth(answer: unknown): void {
   throw new ApprovalError("approval_resume_invalid", `Refused resume value at ${path.join(".") || "(root)"}: it is nested deeper than ${MAX_DEPTH}`, { path });
 }
 
-/**
- * What the audit log keeps of a refused answer: the refusal, a bounded copy of the answer
- * (`answerTruncated` when cut) and the digest of all of it (`answerDigest`, the SHA-256 of its
- * canonical JSON), so that a refused payload of any size or depth is still on record.
- */
-export function refusalData(error: { code: string; message: string; details: unknown }, answer: unknown): AuditEventData<"approval.refused"> {
-  const kept = bounded(answer);
-  const message = error.message.length > 2 * KEEP.chars ? cutText(error.message, 2 * KEEP.chars) : error.message;
-  return { code: error.code, message, details: bounded(error.details).value, answer: kept.value, answerTruncated: kept.truncated, answerDigest: digestOf(answer) };
-}
 export type GateUpdate = { decisions?: DecisionRecord[]; messages?: BaseMessage[]; escalation?: Escalation };
 
 /** Whether a candidate's decision differs from the enforced one in what it lets happen. */

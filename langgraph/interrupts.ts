@@ -26,12 +26,12 @@ export function newestAnswer(request: unknown): unknown {
  * {@link ApprovalError}, records the refusal with `onRefused` and throws the error (nothing ran;
  * the thread stays paused on the same request).
  */
-export async function acceptAnswer<T>(answer: unknown, check: (answer: unknown) => T | Promise<T>, onRefused: (error: ApprovalError) => Promise<void>): Promise<T> {
+export async function acceptAnswer<T>(answer: unknown, check: (answer: unknown) => T | Promise<T>, onRefused: (error: ApprovalError, answer: unknown) => Promise<void>): Promise<T> {
   try {
     return await check(answer);
   } catch (error) {
     if (!(error instanceof ApprovalError)) throw error;
-    await onRefused(error);
+    await onRefused(error, answer);
     throw error;
   }
 }
@@ -41,6 +41,6 @@ export async function acceptAnswer<T>(answer: unknown, check: (answer: unknown) 
  * `interrupt(request)`, takes the newest answer ({@link newestAnswer}) and checks it
  * ({@link acceptAnswer}). `check` throws an {@link ApprovalError} to refuse.
  */
-export async function interruptForAnswer<T>(request: unknown, check: (answer: unknown) => T | Promise<T>, onRefused: (error: ApprovalError) => Promise<void>): Promise<T> {
+export async function interruptForAnswer<T>(request: unknown, check: (answer: unknown) => T | Promise<T>, onRefused: (error: ApprovalError, answer: unknown) => Promise<void>): Promise<T> {
   return acceptAnswer(newestAnswer(request), check, onRefused);
 }

@@ -1,4 +1,5 @@
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
+import { refusalData } from "../src/human-tasks/refusal.js";
 import { z } from "zod";
 import { AuditLogOption } from "../src/audit/log.js";
 import { type DecisionRecord } from "../src/decisions/records.js";
@@ -59,7 +60,8 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     const response = await interruptForAnswer(
       request,
       (answer) => validateRecoveryResponse(answer, request, { registry, identity, principal: principalFromConfig(config.configurable) }),
-      (error) => auditLog.append({ threadId, type: "tool.recovery_refused", data: { code: error.code, message: error.message, details: error.details } }).then(() => {}),
+      // Bounded, with the digest of the whole answer: a refused payload can be any size or depth.
+      (error, answer) => auditLog.append({ threadId, type: "tool.recovery_refused", data: refusalData(error, answer) }).then(() => {}),
     );
     const { resolverId, decisions } = response;
     const at = clock().toISOString();
