@@ -1,8 +1,10 @@
+import { Command } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
 import { AuditLogOption, type AuditEvent, type AuditLog } from "../src/audit/log.js";
 import { EartConfigError, StateTamperError, ThreadStateError } from "../src/errors.js";
 import { parseOptions } from "../src/internal/options.js";
+import { recordedAnswers, recordedStoredAnswer } from "./resume-guard.js";
 import { runThread, type ThreadRun } from "./run-thread.js";
 
 /** The part of a compiled graph an app exposes: what `resumeThread` and `getState` need. */
@@ -72,13 +74,6 @@ export function defineApp(app: { auditLog: AuditLog; graphs: Record<string, AppG
   };
 }
 
-/** Events that answer a human task, by the request they answer. */
-const ANSWERS: Record<string, string> = {
-  "approval.requested": "approval.decided",
-  "tool.recovery_requested": "tool.recovery_decided",
-  "escalation.requested": "escalation.decided",
-};
-
 /**
  * A thread whose last run stopped before it finished (a crash, a lost connection, a store that
  * failed mid-step), and how to continue it:
@@ -111,17 +106,6 @@ async function stepsOf(graph: AppGraph, threadId: string): Promise<{ next: strin
     waiting: state.tasks.some((t) => (t.interrupts?.length ?? 0) > 0),
     bound: (state.values as { identity?: unknown } | undefined)?.identity !== undefined && (state.values as { identity?: unknown }).identity !== null,
   };
-}
-
-/** The answers a human recorded since the last request (an empty list when the last word is a request or a refusal). */
-function recordedAnswers(events: readonly AuditEvent[]): AuditEvent[] {
-  const answers: AuditEvent[] = [];
-  for (let i = events.length - 1; i >= 0; i--) {
-    const e = events[i]!;
-    if (Object.values(ANSWERS).includes(e.type)) answers.unshift(e);
-    else if (e.type in ANSWERS || e.type === "approval.refused" || e.type === "tool.recovery_refused" || e.type === "escalation.refused") break;
-  }
-  return answers;
 }
 
 /** Who gave recorded answers: the one human all of them name. */
@@ -178,31 +162,6 @@ export async function unfinishedThreads(app: EartApp): Promise<UnfinishedThread[
 }
 
 /**
- * Whether the answer LangGraph stored for the thread (the resume value its re-run will read) is
- * the one eart recorded: every decision of it, and no other, by call, type and digest (or the
- * reviewer's action and message). Anything else (a later answer whose refusal was never recorded,
- * a store edited behind eart's back) must not run as the recorded human's.
- */
-async function storedAnswerIsRecorded(graph: AppGraph, threadId: string, answers: readonly AuditEvent[]): Promise<boolean> {
-  const saver = graph.checkpointer as { getTuple?: (config: RunnableConfig) => Promise<{ pendingWrites?: [string, string, unknown][] } | undefined> } | undefined;
-  const writes = (await saver?.getTuple?.({ configurable: { thread_id: threadId } }))?.pendingWrites ?? [];
-  // The newest answer LangGraph may hand the step: the thread's plain resume value, and the last of
-  // each task's list of resume values. Every one of them must be the recorded answer.
-  const newest = writes.filter(([, channel]) => channel === "__resume__").map(([, , value]) => (Array.isArray(value) ? value.at(-1) : value));
-  type Stored = { decisions?: { toolCallId?: unknown; type?: unknown; digest?: unknown }[]; action?: unknown; message?: unknown };
-  const isRecorded = (stored: Stored | undefined): boolean => {
-    if (!stored || typeof stored !== "object") return false;
-    if (answers.every((e) => e.type === "escalation.decided")) {
-      return answers.length === 1 && stored.action === answers[0]!.data.action && stored.message === answers[0]!.data.message;
-    }
-    const recorded = answers.map((e) => `${String(e.data.toolCallId)}|${String(e.data.decision)}|${String(e.data.originalDigest ?? e.data.digest)}`).sort();
-    const given = (Array.isArray(stored.decisions) ? stored.decisions : []).map((d) => `${String(d.toolCallId)}|${String(d.type)}|${String(d.digest)}`).sort();
-    return recorded.length > 0 && recorded.join("\n") === given.join("\n");
-  };
-  return newest.length > 0 && newest.every((stored) => isRecorded(stored as Stored | undefined));
-}
-
-/**
  * Continues a thread {@link unfinishedThreads} lists, from its last saved step, with what eart
  * recorded: the thread's bound identity (or, when it stopped before binding was saved, the agent
  * and user its audit log started it for), and for a recorded answer, the human who gave it, so
@@ -220,10 +179,13 @@ export async function continueThread(app: EartApp, threadId: string): Promise<Th
   if (!seen || !unfinished) throw new ThreadStateError("thread_not_paused", threadId, `Thread "${threadId}" has no unfinished step to continue`);
   const configurable: Record<string, unknown> = { thread_id: threadId };
   if (unfinished.kind === "answered") {
-    if (!(await storedAnswerIsRecorded(seen.graph, threadId, seen.answers))) {
+    const recorded = await recordedStoredAnswer(seen.graph, threadId, seen.answers);
+    if (!recorded) {
       throw new StateTamperError("state_tamper_detected", `The answer stored for thread "${threadId}" is not the one eart recorded from ${unfinished.answeredBy}: it is not continued as theirs`, { threadId });
     }
-    configurable.user_id = unfinished.answeredBy;
+    // Given again as the recorded human's answer (a thread waiting for a human is never continued
+    // with null input: that would read whatever answer is newest, a refused one included).
+    return runThread(seen.graph, new Command({ resume: recorded.answer }), { configurable: { ...configurable, user_id: unfinished.answeredBy } });
   } else if (!seen.bound) {
     if (unfinished.agentId) configurable.agent_id = unfinished.agentId;
     if (unfinished.userId) configurable.user_id = unfinished.userId;

@@ -303,7 +303,7 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
   }
 
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer));
-  const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, ...(lock ? { lock } : {}) });
+  const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, lock: lock ?? false });
   if (redaction) redactIncoming(app as unknown as IncomingGraph, redaction, registry);
   return app as unknown as GovernedAgent;
 }

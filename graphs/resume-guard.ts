@@ -1,18 +1,19 @@
-import { Command, isCommand, type BaseCheckpointSaver } from "@langchain/langgraph";
+import { BaseCheckpointSaver, Command, isCommand } from "@langchain/langgraph";
+import { threadLockFor } from "../src/stores/for-checkpointer.js";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
 import type { AuditEventData } from "../src/audit/events.js";
-import { type AuditEventInput, type AuditLog } from "../src/audit/log.js";
+import { type AuditEvent, type AuditEventInput, type AuditLog } from "../src/audit/log.js";
 import { type DecisionRecord } from "../src/decisions/records.js";
 import { ApprovalError, EartConfigError, StateTamperError, ThreadStateError, EartError } from "../src/errors.js";
 import { isApprovalRequest, pendingApproval } from "../src/human-tasks/approval.js";
 import { isEscalationRequest } from "../src/human-tasks/escalation.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { isRecoveryRequest } from "../src/human-tasks/recovery.js";
-import { type AgentIdentity } from "../src/identity/registry.js";
+import { principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
 import { jsonProblem } from "../src/internal/canonical.js";
 import { type ThreadLock } from "../src/threads/lock.js";
-import { refusalData } from "../guards/policy-gate.js";
+import { refusalData } from "../src/human-tasks/refusal.js";
 import { assertActsForBound } from "../nodes/identity-binding.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
 
@@ -48,7 +49,14 @@ const MAX_DEPTH = 64;
  * ```
  */
 export function assertPlainResume(value: unknown): void {
-  const problem = jsonProblem(value, { forbiddenKeys: PROTOTYPE_KEYS, refuseAccessors: true, maxDepth: MAX_DEPTH });
+  if (value === null) throw new ApprovalError("approval_resume_invalid", "Refused resume value at (root): it is null; a resume carries the answer", { path: [] });
+  let problem: ReturnType<typeof jsonProblem>;
+  try {
+    problem = jsonProblem(value, { forbiddenKeys: PROTOTYPE_KEYS, refuseAccessors: true, maxDepth: MAX_DEPTH });
+  } catch (error) {
+    // A value that cannot even be read (a Proxy whose traps throw, a revoked Proxy).
+    throw new ApprovalError("approval_resume_invalid", `Refused resume value at (root): it cannot be read (${String((error as Error)?.message ?? error).slice(0, 200)})`, { path: [] });
+  }
   if (!problem) return;
   const path = problem.path.map(String);
   throw new ApprovalError("approval_resume_invalid", `Refused resume value at ${path.join(".") || "(root)"}: it ${problem.why}`, { path });
@@ -100,7 +108,13 @@ async function auditRefusedAnswer(graph: Pick<ResumableGraph, "getState">, audit
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
   const task = pendingHumanTask(await graph.getState({ configurable: { thread_id: threadId } }));
   if (!task) return;
-  const by = config.configurable?.user_id;
+  // Who sent it: the authenticated principal (LangGraph server's user wins over a user_id beside it).
+  let by: string | undefined;
+  try {
+    by = principalFromConfig(config.configurable)?.id;
+  } catch {
+    by = undefined;
+  }
   let data: AuditEventData<"approval.refused">;
   try {
     data = refusalData(error, answer);
@@ -108,7 +122,7 @@ async function auditRefusedAnswer(graph: Pick<ResumableGraph, "getState">, audit
     // Not even a bounded copy can be read (a getter that throws, a Date's prototype on a plain object).
     data = { code: error.code, message: error.message.slice(0, 2_000), answerUnreadable: String((unreadable as Error)?.message ?? unreadable).slice(0, 500) };
   }
-  const refusal: AuditEventData<"approval.refused"> = { ...data, ...(typeof by === "string" ? { claimedBy: by.slice(0, 256) } : {}) };
+  const refusal: AuditEventData<"approval.refused"> = { ...data, ...(by !== undefined ? { claimedBy: by.slice(0, 256) } : {}) };
   await auditLog.append({ threadId: String(threadId), type: REFUSED_EVENT[task.type], data: refusal } as AuditEventInput);
 }
 
@@ -140,18 +154,26 @@ export const THREAD_LOCK = Symbol.for("eart.threadLock");
 
 /**
  * Makes a compiled graph refuse, with a typed error and before anything is written, resumes
- * (`new Command({ resume })`) on unknown or finished threads, and new input on a thread that waits
- * for a human; through `invoke` and `stream`. With a `lock`, every run of a thread holds the
- * thread's lock from before these checks until its stream ends, so a second concurrent run or
- * resume of the same thread gets a `ThreadBusyError` and runs nothing. Returns the same graph.
+ * (`new Command({ resume })`) on unknown or finished threads, new input on a thread that waits for
+ * a human, and a continue (`null` input) of such a thread unless its stored answer is one eart
+ * recorded as accepted (that needs `auditLog`); through `invoke` and `stream`. Every run of a
+ * thread holds the thread's lock (by default the one that fits the compiled checkpointer,
+ * `threadLockFor`; `lock: false` leaves serialising to you) from before these checks until its
+ * stream ends, so a second concurrent run or answer of the same thread gets a `ThreadBusyError`
+ * and runs nothing. Given `auditLog`, refused answers are recorded on the waiting thread.
+ * Returns the same graph.
  * @example
  * ```ts
- * const app = guardResumes(new StateGraph(State)....compile({ checkpointer }), { lock: threadLockFor(checkpointer) });
+ * const app = guardResumes(new StateGraph(State)....compile({ checkpointer }), { auditLog });
  * ```
  */
-export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(graph: G, options: { lock?: ThreadLock; auditLog?: AuditLog } = {}): G {
+export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(graph: G, options: { lock?: ThreadLock | false; auditLog?: AuditLog } = {}): G {
   const stream = graph.stream.bind(graph);
-  const { lock, auditLog } = options;
+  const { auditLog } = options;
+  // One run of a thread at a time, by default: without it two people answering one request at
+  // once would both be accepted. The lock that fits the graph's checkpointer, unless one is given
+  // (or `false`: the caller serialises runs itself).
+  const lock = options.lock === false ? undefined : (options.lock ?? (graph.checkpointer instanceof BaseCheckpointSaver ? threadLockFor(graph.checkpointer) : undefined));
   async function guarded(input: unknown, options: RunnableConfig): Promise<unknown> {
     try {
       assertCallerInput(input);
@@ -179,7 +201,13 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
         })(),
       );
     }
-    if (input !== null && input !== undefined && !isCommand(input)) {
+    if (input === null || input === undefined) {
+      // Continuing a thread that waits for a human re-runs the paused step with the newest answer
+      // LangGraph stored, refused ones included, checked as the continuing caller's: a customer's
+      // refused edit would run as the supervisor's approval. Only an answer eart recorded as
+      // accepted (a run that stopped after it) may be continued; anything else is answered with a Command.
+      await assertContinuable(graph, options, auditLog);
+    } else if (!isCommand(input)) {
       const snapshot = await assertNotAwaitingApproval(graph, options);
       // New input on a bound thread comes from the human it acts for; checked before it is stored.
       // An identity nobody sealed binds nothing (the binding node reports it and binds afresh).
@@ -273,8 +301,28 @@ async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, con
 }
 
 /**
- * Refuses new input on a thread that waits for an approval: LangGraph would start a new run and
- * drop the pending request, leaving the proposed calls unanswered. Throws
+ * Refuses a continue (`null` input) of a thread that waits for a human unless the answer LangGraph
+ * stored for it is the one eart recorded as accepted (its run stopped after the answer was
+ * recorded): `thread_awaiting_approval`. Without an audit log nothing is known to be accepted.
+ */
+async function assertContinuable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog | undefined): Promise<void> {
+  const threadId = config.configurable?.thread_id;
+  if (typeof threadId !== "string" && typeof threadId !== "number") return;
+  try {
+    await assertNotAwaitingApproval(graph, config);
+    return;
+  } catch (refusal) {
+    if (!auditLog) throw refusal;
+    const answers = recordedAnswers(await auditLog.read(String(threadId)));
+    if (answers.length > 0 && (await recordedStoredAnswer(graph, String(threadId), answers))) return;
+    throw refusal;
+  }
+}
+
+/**
+ * Refuses new input, or a continue (`null` input), on a thread that waits for a human: new input
+ * would start a new run and drop the pending request; a continue would re-run the paused step
+ * with the newest stored answer, a refused one included, as the continuing caller's. Throws
  * {@link ThreadStateError} (`thread_awaiting_approval`) before anything is written.
  * @example
  * ```ts
@@ -298,3 +346,47 @@ export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "get
   }
   return snapshot;
 }
+
+/** Events that answer a human task, by the request they answer. */
+export const ANSWERS: Record<string, string> = {
+  "approval.requested": "approval.decided",
+  "tool.recovery_requested": "tool.recovery_decided",
+  "escalation.requested": "escalation.decided",
+};
+
+/** The answers a human recorded since the last request (an empty list when the last word is a request or a refusal). */
+export function recordedAnswers(events: readonly AuditEvent[]): AuditEvent[] {
+  const answers: AuditEvent[] = [];
+  for (let i = events.length - 1; i >= 0; i--) {
+    const e = events[i]!;
+    if (Object.values(ANSWERS).includes(e.type)) answers.unshift(e);
+    else if (e.type in ANSWERS || e.type === "approval.refused" || e.type === "tool.recovery_refused" || e.type === "escalation.refused") break;
+  }
+  return answers;
+}
+
+/**
+ * The answer LangGraph stored for the thread (the resume value its re-run would read), when it is
+ * the one eart recorded: every decision of it, and no other, by call, type and digest (or the
+ * reviewer's action and message). Anything else (a later answer whose refusal was never recorded,
+ * a store edited behind eart's back) must not run as the recorded human's.
+ */
+export async function recordedStoredAnswer(graph: { checkpointer?: unknown }, threadId: string, answers: readonly AuditEvent[]): Promise<{ answer: unknown } | undefined> {
+  const saver = graph.checkpointer as { getTuple?: (config: RunnableConfig) => Promise<{ pendingWrites?: [string, string, unknown][] } | undefined> } | undefined;
+  const writes = (await saver?.getTuple?.({ configurable: { thread_id: threadId } }))?.pendingWrites ?? [];
+  // The newest answer LangGraph may hand the step: the thread's plain resume value, and the last of
+  // each task's list of resume values. Every one of them must be the recorded answer.
+  const newest = writes.filter(([, channel]) => channel === "__resume__").map(([, , value]) => (Array.isArray(value) ? value.at(-1) : value));
+  type Stored = { decisions?: { toolCallId?: unknown; type?: unknown; digest?: unknown }[]; action?: unknown; message?: unknown };
+  const isRecorded = (stored: Stored | undefined): boolean => {
+    if (!stored || typeof stored !== "object") return false;
+    if (answers.every((e) => e.type === "escalation.decided")) {
+      return answers.length === 1 && stored.action === answers[0]!.data.action && stored.message === answers[0]!.data.message;
+    }
+    const recorded = answers.map((e) => `${String(e.data.toolCallId)}|${String(e.data.decision)}|${String(e.data.originalDigest ?? e.data.digest)}`).sort();
+    const given = (Array.isArray(stored.decisions) ? stored.decisions : []).map((d) => `${String(d.toolCallId)}|${String(d.type)}|${String(d.digest)}`).sort();
+    return recorded.length > 0 && recorded.join("\n") === given.join("\n");
+  };
+  return newest.length > 0 && newest.every((stored) => isRecorded(stored as Stored | undefined)) ? { answer: newest.at(-1) } : undefined;
+}
+

@@ -123,6 +123,14 @@ export class EartError extends Error {
  * ```
  */
 export function isEartError<C extends EartErrorCode = EartErrorCode>(value: unknown, code?: C): value is EartError & { code: C; details: EartErrorDetails<C> } {
+  try {
+    return hasEartShape(value, code);
+  } catch {
+    return false; // a Proxy whose traps throw, a getter that throws: not an error eart made
+  }
+}
+
+function hasEartShape(value: unknown, code: EartErrorCode | undefined): boolean {
   if (typeof value !== "object" || value === null) return false;
   const e = value as { code?: unknown; details?: unknown; name?: unknown; message?: unknown };
   if (typeof e.code !== "string" || !KNOWN_CODES.has(e.code)) return false;

@@ -172,7 +172,7 @@ describe("callers cannot write what grants authority", () => {
     await expect(agent.updateState(as("t1"), { decisions: forged })).rejects.toMatchObject({ name: "StateTamperError", code: "state_write_refused" });
     await expect(agent.updateState(as("t1"), { decisions: forged }, "agent")).rejects.toBeInstanceOf(StateTamperError);
     expect(await stored(agent, "t1")).toBe(before);
-    await expect(agent.invoke(null, as("t1", "cara"))).resolves.toBeDefined();
+    await expect(agent.invoke(null, as("t1", "cara"))).rejects.toMatchObject({ code: "thread_awaiting_approval" });
     expect(refunds()).toEqual([]);
   });
 
