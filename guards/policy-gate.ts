@@ -22,13 +22,14 @@ import { IdentityRegistryOption, principalFromConfig, type AgentIdentity, type P
 import { toolCallDigest } from "../src/internal/canonical.js";
 import { parseOptions } from "../src/internal/options.js";
 import { BudgetGuardOption, type BudgetVerdict } from "../src/policy/budget.js";
-import { decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
+import { BUILTIN_POLICY_IDS, decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
 import { recordedRequest } from "../src/policy/replay.js";
 import { acceptAnswer, newestAnswer } from "../langgraph/interrupts.js";
 import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { Step } from "../langgraph/steps.js";
 import { checkToolArgs, indexTools, ToolsOption } from "../langgraph/tools.js";
+import { approvalsThatCount, decideRecordedCall } from "../langgraph/redecide.js";
 import type { GovernedState } from "../langgraph/channels.js";
 
 const PolicyGateOptionsSchema = z
@@ -65,13 +66,7 @@ const PolicyGateOptionsSchema = z
   .strict();
 export type PolicyGateOptions = z.input<typeof PolicyGateOptionsSchema>;
 
-/** Policy ids eart itself reports, for checks made before the policy engine. */
-export const BUILTIN_POLICY_IDS = {
-  unknownTool: "eart.unknown-tool",
-  permissions: "eart.permissions",
-  arguments: "eart.arguments",
-  duplicateCall: "eart.duplicate-call-id",
-} as const;
+export { BUILTIN_POLICY_IDS } from "../src/policy/engine.js";
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown>; reserved?: boolean };
 
@@ -450,13 +445,10 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     context: ThreadContext,
     threadId: string,
   ): Promise<DecisionRecord> {
-    const checked = await checkToolArgs(tools.get(record.name)!, record.args);
-    const verdict: PolicyDecision = checked.ok
-      ? await decideFailClosed(policy, { identity, tool: { name: record.name, args: checked.args }, context, threadId })
-      : { effect: "deny", reasons: [`Invalid arguments for ${record.name}: ${checked.message}`], policyIds: [BUILTIN_POLICY_IDS.arguments], version: policy.version };
+    const verdict = await decideRecordedCall(policy, tools.get(record.name)!, record, { identity, context, threadId });
     // Only approvals from holders of the roles the new policy asks for still count, here and
     // when the call is asked again: approvals under the old roles never make up a new quorum.
-    const still = record.approvals.filter((a) => verdict.effect === "allow" || (verdict.effect === "require_approval" && registry.userHasAnyRole(a.approverId, verdict.approverRoles)));
+    const still = approvalsThatCount(record.approvals, verdict, registry);
     if (verdict.effect === "allow" || (verdict.effect === "require_approval" && registry.userHasAnyRole(approval.approverId, verdict.approverRoles))) {
       return withApproval(record, verdict, [...still, approval]);
     }

@@ -14,11 +14,12 @@ import { toolCallDigest } from "../src/internal/canonical.js";
 import { parseOptions } from "../src/internal/options.js";
 import { idempotencyKeyOf, MemoryEffectLedger, type LedgerEntry, type LedgerKey } from "../src/ledger/ledger.js";
 import { BudgetGuardOption } from "../src/policy/budget.js";
-import { decideFailClosed, PolicyEngineOption } from "../src/policy/engine.js";
+import { PolicyEngineOption } from "../src/policy/engine.js";
 import { CircuitBreaker, classifyToolError, backoffDelay, sleep, ToolExecutionOptionsSchema, type ParsedToolExecution } from "../src/tools/resilience.js";
 import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import { checkToolArgs, indexTools, isGraphControlFlow, ToolsOption } from "../langgraph/tools.js";
+import { approvalsThatCount, decideRecordedCall } from "../langgraph/redecide.js";
 import type { GovernedState } from "../langgraph/channels.js";
 
 const GovernedToolNodeOptionsSchema = z
@@ -196,18 +197,15 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
 
   /**
    * Why a call decided under another policy version may no longer run under the one in force, or
-   * undefined when it still may (see the `policy` option).
+   * undefined when it still may (see the `policy` option); the caller has checked the versions differ.
    */
   async function noLongerAllowed(record: DecisionRecord, call: ToolCall & { id: string }, state: ToolState, threadId: string): Promise<string | undefined> {
-    if (!policy || record.verdict.version === policy.version) return undefined;
-    const changed = `the policy changed since it was decided (version ${record.verdict.version} → ${policy.version})`;
+    const changed = `the policy changed since it was decided (version ${record.verdict.version} → ${policy!.version})`;
     if (!state.identity) return `${changed} and the thread has no bound identity to decide it again`;
-    const checked = await checkToolArgs(tools.get(call.name)!, record.args);
-    if (!checked.ok) return `${changed} and its arguments are invalid: ${checked.message}`;
-    const verdict = await decideFailClosed(policy, { identity: state.identity, tool: { name: call.name, args: checked.args }, context: state.context ?? emptyThreadContext(), threadId });
+    const verdict = await decideRecordedCall(policy!, tools.get(call.name)!, record, { identity: state.identity, context: state.context ?? emptyThreadContext(), threadId });
     if (verdict.effect === "allow") return undefined;
     if (verdict.effect === "require_approval") {
-      const holders = new Set(record.approvals.filter((a) => (a.type === "approve" || a.type === "edit") && registry!.userHasAnyRole(a.approverId, verdict.approverRoles)).map((a) => a.approverId));
+      const holders = new Set(approvalsThatCount(record.approvals, verdict, registry!).filter((a) => a.type === "approve" || a.type === "edit").map((a) => a.approverId));
       if (holders.size >= (verdict.quorum ?? 1)) return undefined;
       return `${changed} and it now needs approval by ${verdict.approverRoles.join(" or ")}${(verdict.quorum ?? 1) > 1 ? ` (${verdict.quorum} approvers)` : ""}; propose it again to ask for it`;
     }

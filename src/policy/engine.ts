@@ -232,6 +232,14 @@ function settleIgnored(value: unknown): void {
 /** Policy id reported when no rule matched. */
 export const DEFAULT_DENY_POLICY_ID = "eart.default-deny";
 
+/** Policy ids eart itself reports, for checks made before the policy engine. */
+export const BUILTIN_POLICY_IDS = {
+  unknownTool: "eart.unknown-tool",
+  permissions: "eart.permissions",
+  arguments: "eart.arguments",
+  duplicateCall: "eart.duplicate-call-id",
+} as const;
+
 /**
  * Typed policy rules written in TypeScript: the fast default {@link PolicyEngine}.
  *
