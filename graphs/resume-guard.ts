@@ -2,7 +2,7 @@ import { BaseCheckpointSaver, Command, isCommand } from "@langchain/langgraph";
 import { threadLockFor } from "../src/stores/for-checkpointer.js";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
-import type { AuditEventData } from "../src/audit/events.js";
+import { REFUSAL_EVENT_TYPES, type AuditEventData } from "../src/audit/events.js";
 import { type AuditEvent, type AuditEventInput, type AuditLog } from "../src/audit/log.js";
 import { type DecisionRecord } from "../src/decisions/records.js";
 import { ApprovalError, EartConfigError, StateTamperError, ThreadStateError, EartError } from "../src/errors.js";
@@ -348,7 +348,7 @@ export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "get
 }
 
 /** Events that answer a human task, by the request they answer. */
-export const ANSWERS: Record<string, string> = {
+const ANSWERS: Record<string, string> = {
   "approval.requested": "approval.decided",
   "tool.recovery_requested": "tool.recovery_decided",
   "escalation.requested": "escalation.decided",
@@ -360,7 +360,7 @@ export function recordedAnswers(events: readonly AuditEvent[]): AuditEvent[] {
   for (let i = events.length - 1; i >= 0; i--) {
     const e = events[i]!;
     if (Object.values(ANSWERS).includes(e.type)) answers.unshift(e);
-    else if (e.type in ANSWERS || e.type === "approval.refused" || e.type === "tool.recovery_refused" || e.type === "escalation.refused") break;
+    else if (e.type in ANSWERS || REFUSAL_EVENT_TYPES.has(e.type)) break;
   }
   return answers;
 }

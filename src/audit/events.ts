@@ -98,6 +98,9 @@ export type AuditEventType = keyof typeof AuditEventDataSchemas;
 /** Every kind of audit event, as a list (in the order the schemas are declared). */
 export const AUDIT_EVENT_TYPES = Object.keys(AuditEventDataSchemas) as [AuditEventType, ...AuditEventType[]];
 
+/** The events that record a refused answer to a human task (approval, recovery, escalation). */
+export const REFUSAL_EVENT_TYPES: ReadonlySet<AuditEventType> = new Set(["approval.refused", "tool.recovery_refused", "escalation.refused"]);
+
 /** The data an event of type `T` carries, as a producer writes it. */
 export type AuditEventData<T extends AuditEventType> = z.input<(typeof AuditEventDataSchemas)[T]>;
 

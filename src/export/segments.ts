@@ -1,4 +1,4 @@
-import { readEventData } from "../audit/events.js";
+import { readEventData, REFUSAL_EVENT_TYPES, type AuditEventReading } from "../audit/events.js";
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { globalHeadOf, type AuditEvent, type AuditEventType, type WitnessHead } from "../audit/log.js";
@@ -231,7 +231,6 @@ const PAUSES: Partial<Record<AuditEventType, WaitingFor>> = {
   "escalation.requested": "escalation",
   "tool.recovery_requested": "recovery",
 };
-const REFUSALS: ReadonlySet<AuditEventType> = new Set(["approval.refused", "escalation.refused", "tool.recovery_refused"]);
 /** Calls remembered per thread (for the approval and tool spans of later segments). */
 const MAX_CALLS_PER_THREAD = 256;
 
@@ -253,6 +252,27 @@ export function compact<V extends Record<string, unknown>>(o: V): V {
   }
   return out as V;
 }
+/** What the segment tracker reads of one event, each through its type's schema (see readEventData). */
+interface EventFacts {
+  who: AuditEventReading<"run.started" | "identity.bound" | "policy.decided"> | undefined;
+  decided: AuditEventReading<"policy.decided"> | undefined;
+  approved: AuditEventReading<"approval.decided"> | undefined;
+  started: AuditEventReading<"tool.started"> | undefined;
+  output: AuditEventReading<"model.output"> | undefined;
+}
+
+/** An event's facts, read once: only the reading of its own type is parsed. */
+function factsOf(event: RedactedEvent): EventFacts {
+  const decided = readEventData(event, "policy.decided");
+  return {
+    who: readEventData(event, "run.started") ?? readEventData(event, "identity.bound") ?? decided,
+    decided,
+    approved: readEventData(event, "approval.decided"),
+    started: readEventData(event, "tool.started"),
+    output: readEventData(event, "model.output"),
+  };
+}
+
 const later = (a: string, b: string) => (Date.parse(a) >= Date.parse(b) ? a : b);
 
 /**
@@ -339,13 +359,15 @@ export class SegmentTracker<R, T> {
     if (raw.seq <= thread.lastSeq) return;
     const event = this.#redact(raw);
     const d = event.data;
-    this.#learn(thread, event);
+    // Each event read once through its type's schema, for the thread's facts and the segment's.
+    const facts = factsOf(event);
+    this.#learn(thread, facts);
     const h = this.#handlers;
 
     if (raw.type === "run.started") {
       if (thread.current) this.#end(thread, thread.current, "open", undefined, silent);
       this.#start(thread, raw, event, "start", silent);
-    } else if (REFUSALS.has(raw.type)) {
+    } else if (REFUSAL_EVENT_TYPES.has(raw.type)) {
       // A refused resume: its own segment, linked to the paused one, which stays the one to resume.
       if (thread.current) this.#end(thread, thread.current, "open", undefined, silent);
       const paused = thread.paused;
@@ -366,7 +388,7 @@ export class SegmentTracker<R, T> {
     // A segment begun in the history read silently (another process ran its start) gets its root now.
     if (!silent && segment.root === undefined) segment.root = h.startSegment(segment, segment.first);
     const root = segment.root as R;
-    this.#gather(segment, thread, event);
+    this.#gather(segment, thread, facts);
     const call = str(d.toolCallId) ? thread.calls.get(str(d.toolCallId)!) : undefined;
     const waiting = PAUSES[raw.type];
 
@@ -402,13 +424,11 @@ export class SegmentTracker<R, T> {
   }
 
   /** Thread-level facts: who, and what was decided for each call. */
-  #learn(thread: ThreadState<R, T>, event: RedactedEvent): void {
-    const who = readEventData(event, "run.started") ?? readEventData(event, "identity.bound") ?? readEventData(event, "policy.decided");
+  #learn(thread: ThreadState<R, T>, { who, decided, approved }: EventFacts): void {
     if (who) {
       thread.agentId = who.agentId ?? thread.agentId;
       thread.userId = who.userId ?? thread.userId;
     }
-    const decided = readEventData(event, "policy.decided");
     if (decided?.toolCallId) {
       const id = decided.toolCallId;
       const request = decided.request as { tool?: { args?: unknown } } | null | undefined;
@@ -425,7 +445,6 @@ export class SegmentTracker<R, T> {
       });
       if (thread.calls.size > MAX_CALLS_PER_THREAD) thread.calls.delete(thread.calls.keys().next().value!);
     }
-    const approved = readEventData(event, "approval.decided");
     if (approved?.toolCallId) {
       const id = approved.toolCallId;
       const call = thread.calls.get(id) ?? { toolCallId: id, name: approved.name ?? "tool", policyIds: approved.policyIds ?? [] };
@@ -442,24 +461,21 @@ export class SegmentTracker<R, T> {
   }
 
   /** Segment-level facts, gathered for the root run / span. */
-  #gather(segment: Segment<R, T>, thread: ThreadState<R, T>, event: RedactedEvent): void {
+  #gather(segment: Segment<R, T>, thread: ThreadState<R, T>, { decided, approved, started, output }: EventFacts): void {
     segment.agentId = thread.agentId ?? segment.agentId;
     segment.userId = thread.userId ?? segment.userId;
-    const decided = readEventData(event, "policy.decided");
-    const approved = readEventData(event, "approval.decided");
     for (const facts of [decided, approved]) {
       for (const p of facts?.policyIds ?? []) segment.policyIds.add(p);
       if (facts?.policyVersion) segment.policyVersions.add(facts.policyVersion);
     }
     if (decided?.effect) segment.effects.add(decided.effect);
-    const digest = decided?.digest ?? readEventData(event, "tool.started")?.digest;
+    const digest = decided?.digest ?? started?.digest;
     if (digest) segment.digests.add(digest);
     if (approved?.approverId) {
       segment.approvers.add(approved.approverId);
       segment.approvals.push({ toolCallId: approved.toolCallId ?? "", approverId: approved.approverId, decision: approved.decision ?? "", digest: approved.digest });
       if (approved.digest) segment.digests.add(approved.digest);
     }
-    const output = readEventData(event, "model.output");
     if (output?.text !== undefined) segment.output = output.text;
   }
 
