@@ -6,10 +6,8 @@ import { REFUSAL_EVENT_TYPES, type AuditEventData } from "../src/audit/events.js
 import { type AuditEvent, type AuditEventInput, type AuditLog } from "../src/audit/log.js";
 import { type DecisionRecord } from "../src/decisions/records.js";
 import { ApprovalError, EartConfigError, StateTamperError, ThreadStateError, EartError } from "../src/errors.js";
-import { isApprovalRequest, pendingApproval } from "../src/human-tasks/approval.js";
-import { isEscalationRequest } from "../src/human-tasks/escalation.js";
+import { pendingApproval } from "../src/human-tasks/approval.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
-import { isRecoveryRequest } from "../src/human-tasks/recovery.js";
 import { principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
 import { jsonProblem } from "../src/internal/canonical.js";
 import { type ThreadLock } from "../src/threads/lock.js";
@@ -308,16 +306,18 @@ async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, con
 async function assertContinuable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog | undefined): Promise<void> {
   const threadId = config.configurable?.thread_id;
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
-  try {
-    await assertNotAwaitingApproval(graph, config);
-    return;
-  } catch (refusal) {
-    if (!auditLog) throw refusal;
+  const snapshot = await graph.getState(config);
+  if (!snapshot.createdAt || !pendingHumanTask(snapshot)) return;
+  if (auditLog) {
     const answers = recordedAnswers(await auditLog.read(String(threadId)));
     if (answers.length > 0 && (await recordedStoredAnswer(graph, String(threadId), answers))) return;
-    throw refusal;
   }
+  throw awaitingHuman(String(threadId));
 }
+
+/** The refusal of input or a continue on a thread that waits for a human. */
+const awaitingHuman = (threadId: string) =>
+  new ThreadStateError("thread_awaiting_approval", threadId, `Thread "${threadId}" waits for a human (an approval, a recovery decision or a review); answer it before sending new input`);
 
 /**
  * Refuses new input, or a continue (`null` input), on a thread that waits for a human: new input
@@ -334,16 +334,7 @@ export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "get
   if (typeof threadId !== "string" && typeof threadId !== "number") return undefined;
   const snapshot = await graph.getState(config!);
   if (!snapshot.createdAt) return undefined;
-  if (snapshot.tasks.some((t) => (t.interrupts ?? []).some((i) => {
-      const value = (i as { value?: unknown }).value;
-      return isApprovalRequest(value) || isRecoveryRequest(value) || isEscalationRequest(value);
-    }))) {
-    throw new ThreadStateError(
-      "thread_awaiting_approval",
-      String(threadId),
-      `Thread "${threadId}" waits for a human (an approval, a recovery decision or a review); answer it before sending new input`,
-    );
-  }
+  if (pendingHumanTask(snapshot)) throw awaitingHuman(String(threadId));
   return snapshot;
 }
 
