@@ -2,7 +2,7 @@ import { ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import { ToolInputParsingException, type StructuredToolInterface } from "@langchain/core/tools";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import type { AuditEventData } from "../src/audit/events.js";
+import { readEventData, type AuditEventData } from "../src/audit/events.js";
 import { AuditLogOption, type AuditEvent, type AuditEventInput } from "../src/audit/log.js";
 import { type Redacted, type Redaction } from "../src/context/redaction.js";
 import { ANSWERED_STATUSES, RUNNABLE_STATUSES, WAITING_STATUSES } from "../src/decisions/lifecycle.js";
@@ -15,7 +15,7 @@ import { parseOptions } from "../src/internal/options.js";
 import { idempotencyKeyOf, MemoryEffectLedger, type LedgerEntry, type LedgerKey } from "../src/ledger/ledger.js";
 import { BudgetGuardOption } from "../src/policy/budget.js";
 import { PolicyEngineOption } from "../src/policy/engine.js";
-import { CircuitBreaker, classifyToolError, backoffDelay, sleep, ToolExecutionOptionsSchema, type ParsedToolExecution } from "../src/tools/resilience.js";
+import { CircuitBreaker, classifyToolError, backoffDelay, isRunCancelled, sleep, ToolExecutionOptionsSchema, type ParsedToolExecution } from "../src/tools/resilience.js";
 import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import { checkToolArgs, indexTools, isGraphControlFlow, ToolsOption } from "../langgraph/tools.js";
@@ -90,7 +90,21 @@ export function executionContextOf(config: unknown): ExecutionContext | undefine
 }
 
 /** The events the tool node writes about one call (each names the call: id, tool, digest). */
-type ToolEventType = "tool.started" | "tool.succeeded" | "tool.failed" | "tool.blocked" | "tool.retrying" | "tool.fallback" | "tool.replayed" | "tool.recovery_requested" | "tool.circuit_opened";
+type ToolEventType = "tool.started" | "tool.succeeded" | "tool.failed" | "tool.blocked" | "tool.retrying" | "tool.fallback" | "tool.replayed" | "tool.recovery_requested" | "tool.circuit_opened" | "tool.cancelled";
+
+/** What a ledger attempt cut short by a cancelled run may have done (`tool.cancelled`'s `outcome`). */
+type CancelOutcome = AuditEventData<"tool.cancelled">["outcome"];
+/**
+ * What the attempt had done when a cancelled run was about to hand it to a human for `reason`:
+ * an unknown outcome stays unknown, a failure is a failure, an open breaker never called the tool.
+ */
+const CANCELLED_BEFORE_RECOVERY: Readonly<Record<RecoveryReason, CancelOutcome>> = {
+  outcome_unknown: "unknown",
+  timeout: "unknown",
+  exhausted: "failed",
+  permission_denied: "failed",
+  circuit_open: "not_run",
+};
 
 /** What the tool node reads of the state. */
 type ToolState = Pick<GovernedState, "messages" | "decisions"> & Partial<Pick<GovernedState, "identity" | "budget" | "context">>;
@@ -116,6 +130,14 @@ const contentText = (content: unknown): string => (typeof content === "string" ?
  * Only bad model arguments (schema failures, `ToolArgumentError`) go back to the model.
  * Permission refusals and infrastructure failures are audited and routed to a human. Graph
  * interrupts raised inside a tool pass through.
+ *
+ * A cancelled run (its `config.signal` aborted: a client or server cancel, a multitask
+ * `interrupt` / `rollback`) is not a tool failure: no retry, fallback, breaker count or recovery
+ * request; `tool.cancelled` is recorded and the abort is rethrown untouched. The ledger entry stays
+ * `started`, and `tool.cancelled`'s `outcome` tells the next run what the attempt did: `not_run`
+ * (cancelled before the tool was called) or `failed` (cancelled while waiting to retry a failed
+ * try) run again under the same key; `unknown` (cancelled while the tool ran: it may have had its
+ * effect) runs again only for an `idempotent` tool, and otherwise goes to a human, as after a crash.
  * @example
  * ```ts
  * graph.addNode("tools", createGovernedToolNode({
@@ -269,7 +291,27 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const resumeStatus = current.recovery?.resumeStatus ?? (current.status as "allowed" | "approved");
 
     const executed = (message: ToolMessage): Outcome => ({ record: { ...current, status: "executed", executedAt: now() }, message, events, ran: true });
-    const toHuman = (reason: RecoveryReason, attempt: number, error?: string): Outcome => {
+    /**
+     * Ends the call as cancelled with its run and throws `error` untouched, so LangGraph ends the
+     * run as cancelled, not failed. Nothing of a failure happens: no `tool.failed`, retry,
+     * fallback, breaker failure or recovery request, since the step is thrown away. The ledger
+     * entry stays `started` at `attempt`: `tool.cancelled` (written now, with what the call had
+     * still to write) tells the next run whether the attempt may have had its effect (`outcome`).
+     */
+    const cancelled = async (error: unknown, attempt: number, outcome: CancelOutcome, at: { try?: number; trial?: boolean } = {}): Promise<never> => {
+      if (at.trial) breaker?.cancellation();
+      event("tool.cancelled", { attempt, ...(at.try !== undefined ? { try: at.try } : {}), outcome, reason: screen(errorText(error)) });
+      try {
+        await auditLog.append(events.splice(0));
+      } catch {
+        // The run still ends as cancelled. Without the event the next run reads the entry as an
+        // unknown outcome (a human decides, or an idempotent tool runs again): the safe side.
+      }
+      throw error;
+    };
+    const toHuman = async (reason: RecoveryReason, attempt: number, error?: string, ifCancelled: CancelOutcome = CANCELLED_BEFORE_RECOVERY[reason]): Promise<Outcome> => {
+      // A request made in a step the run throws away would wait for an answer nobody can give.
+      if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, ifCancelled);
       event("tool.recovery_requested", { reason, attempt, error: error ?? null });
       return { record: { ...current, status: "recovery_pending", recovery: { reason, attempt, at: now(), resumeStatus, ...(error !== undefined ? { error } : {}) } }, events };
     };
@@ -306,7 +348,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
           // A finish whose reply was lost may have been recorded: then it is done.
           const entry = await ledger.get(key).catch(() => undefined);
           if (entry?.status === "succeeded" && entry.attempt === attempt) return;
-          if (n + 1 < FINISH_TRIES) await sleep(FINISH_BACKOFF_MS * 2 ** n, config.signal);
+          // Not cut short by a cancelled run: the tool has acted, and an outcome recorded now is
+          // replayed by the next run instead of going to a human as unknown.
+          if (n + 1 < FINISH_TRIES) await sleep(FINISH_BACKOFF_MS * 2 ** n);
         }
       }
       throw new ToolRecordError(threadId, call.id, attempt, content.slice(0, RESULT_PREVIEW), lastError);
@@ -344,7 +388,11 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       const attempts = spec.retry?.attempts ?? 1;
       let reason: RecoveryReason = "exhausted";
       let lastError: string | undefined;
+      // The last thing run timed out: it may still be acting, so its outcome is unknown.
+      let lastTimedOut = false;
       for (let n = 1; ; n++) {
+        // Claimed (begin or retry) but not called yet: a cancelled run leaves it to the next one.
+        if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, "not_run", { try: n });
         const admission = force && n === 1 ? { admitted: true as const, trial: false } : (breaker?.admit(clock()) ?? { admitted: true as const, trial: false });
         if (!admission.admitted) {
           reason = "circuit_open";
@@ -354,12 +402,17 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         event("tool.started", { attempt, try: n, ...(admission.trial ? { breakerTrial: true } : {}) });
         // Recorded before the side effect: a crash during the tool still leaves its start.
         await auditLog.append(events.splice(0));
+        if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, "not_run", { try: n, trial: admission.trial });
         let returned: unknown;
         try {
           returned = await invokeOnce(tool!, call, spec, { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
         } catch (error) {
           if (isGraphControlFlow(error)) throw error;
           if (error instanceof EffectInProgressError) throw error;
+          // The run's signal, not the tool's timeout (that aborts only the tool's own signal).
+          // Whatever the error says (the abort, or a failure the abort caused), the tool was
+          // running when the run was cancelled: it may have acted.
+          if (isRunCancelled(config.signal)) return cancelled(error, attempt, "unknown", { try: n, trial: admission.trial });
           const kind = error instanceof ToolInputParsingException ? "arguments" : classifyToolError(error);
           // An error's text can echo what the tool was given or saw: redacted before the model,
           // the ledger, the recovery request and the audit log hold it.
@@ -377,11 +430,18 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
           if (breaker?.failure(clock())) event("tool.circuit_opened", { attempt, error: text });
           if (kind === "timeout" && !spec.idempotent) return toHuman("timeout", attempt, text);
           lastError = text;
+          lastTimedOut = kind === "timeout";
           const retryable = spec.retry?.retryOn ? spec.retry.retryOn(error) : true;
           if (!retryable || n >= attempts) break;
           const delayMs = backoffDelay(spec.retry!, n);
           event("tool.retrying", { attempt, try: n + 1, delayMs, error: text });
-          await sleep(delayMs, config.signal);
+          try {
+            await sleep(delayMs, config.signal);
+          } catch (error) {
+            // Only an abort of the run ends the wait early. The try failed before it; the next
+            // run tries again, as this one was about to.
+            return cancelled(error, attempt, lastTimedOut ? "unknown" : "failed", { try: n + 1 });
+          }
           // Each try is a start of its own in the ledger: a crash during it is an unknown outcome.
           const next = await ledger.retry(key, attempt, clock());
           if (!next) throw new EffectInProgressError(threadId, call.id, attempt);
@@ -393,6 +453,10 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         breaker?.success();
         return await succeed(asMessage(returned, call), attempt, "tool.succeeded");
       }
+      // What the attempt did, should the run be cancelled before its fallback or its human: a
+      // refusing breaker never called the tool.
+      let spent: CancelOutcome = reason === "circuit_open" ? "not_run" : lastTimedOut ? "unknown" : "failed";
+      if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, spent);
       const fallback = spec.fallback;
       if (fallback) {
         if ("value" in fallback) {
@@ -405,12 +469,15 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         } catch (error) {
           if (isGraphControlFlow(error)) throw error;
           if (error instanceof EffectInProgressError) throw error;
+          // The fallback was running: it may have acted.
+          if (isRunCancelled(config.signal)) return cancelled(error, attempt, "unknown");
+          spent = error instanceof ToolTimeoutError ? "unknown" : "failed";
           lastError = `fallback ${fallback.tool.name} failed: ${screen(errorText(error))}`;
           event("tool.failed", { attempt, kind: "fallback_failed", error: lastError });
         }
         if (returned) return succeed(asMessage(returned.output, call), attempt, "tool.fallback", { fallback: fallback.tool.name, cause: lastError ?? null });
       }
-      return toHuman(reason, attempt, lastError);
+      return toHuman(reason, attempt, lastError, spent);
     }
 
     /** The human's resolution, when it is about this ledger attempt (0: the tool never started). */
@@ -423,17 +490,20 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
      * finish and its outcome) leaves the ledger ahead of the log; the ledger tells what happened.
      * Read only on this recovery path: the common path (a claim) never reads the log.
      */
+    const eventsOfCall = async () => (await auditEvents()).filter((e) => e.data.toolCallId === call.id && e.data.digest === digest);
     const reconstruct = async (entry: LedgerEntry): Promise<void> => {
-      const mine = (await auditEvents()).filter((e) => e.data.toolCallId === call.id && e.data.digest === digest);
+      const mine = await eventsOfCall();
       const has = (attempt: number, type: AuditEventInput["type"], where: (data: Record<string, unknown>) => boolean = () => true) =>
         mine.some((e) => e.type === type && e.data.attempt === attempt && where(e.data));
       // Every attempt up to the entry's was claimed (the ledger counts claims), but some claims never
       // started the tool: the breaker refused the try (a circuit_open request, or the fallback ran),
-      // or a human marked done or abandoned a call that had not started (attempt 0).
+      // a human marked done or abandoned a call that had not started (attempt 0), or the run was
+      // cancelled before it called the tool.
       const beforeStart = resolutionFor(0);
       const unstarted = (attempt: number) =>
         has(attempt, "tool.recovery_requested", (d) => d.reason === "circuit_open") ||
         has(attempt, "tool.fallback") ||
+        has(attempt, "tool.cancelled", (d) => d.outcome === "not_run") ||
         (attempt === 1 && beforeStart !== undefined && beforeStart.type !== "retry");
       for (let attempt = 1; attempt <= entry.attempt; attempt++) {
         if (has(attempt, "tool.started") || unstarted(attempt)) continue;
@@ -450,6 +520,15 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       }
     };
 
+    /** What `tool.cancelled` says the attempt did, when a cancelled run left it; unknown wins. */
+    const cancelledOutcome = async (attempt: number): Promise<CancelOutcome | undefined> => {
+      const outcomes = (await eventsOfCall()).flatMap((e) => {
+        const data = readEventData(e, "tool.cancelled");
+        return data?.attempt === attempt && data.outcome !== undefined ? [data.outcome] : [];
+      });
+      return outcomes.includes("unknown") ? "unknown" : outcomes[0];
+    };
+
     // While the breaker is open a new call is not even recorded: it goes to a human (or the
     // fallback, in execute) without calling the tool. An existing entry is handled below.
     if (!resolutionFor(0) && breaker && breaker.state(clock()) === "open" && !spec.fallback && !(await ledger.get(key))) {
@@ -457,6 +536,8 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       if (!admission.admitted) return toHuman("circuit_open", 0, `the circuit breaker is open until ${admission.openUntil.toISOString()}`);
     }
 
+    // A cancelled run claims nothing: the next run finds the call as this one did.
+    if (isRunCancelled(config.signal)) throw config.signal!.reason;
     // One round trip on the common path: claim the key, or learn what is recorded under it.
     const begun = await ledger.begin(key, clock());
     const entry = begun.entry;
@@ -478,9 +559,17 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     }
     if (begun.claimed) return execute(entry.attempt, resolution !== undefined);
 
-    // Started with no outcome: a crash or a timeout in an earlier run, or a failure a human
-    // decided to retry. Only an idempotent tool or a human's retry runs it again.
-    if (!resolution && !spec.idempotent) return toHuman("outcome_unknown", entry.attempt);
+    // Started with no outcome: a crash, a timeout or a cancelled run in an earlier run, or a
+    // failure a human decided to retry. Only an idempotent tool, a human's retry, or an attempt a
+    // cancelled run recorded as not run (or failed, about to be retried) runs it again. A
+    // cancellation while the tool ran, or none recorded (a crash, or the event was lost), leaves
+    // the outcome unknown: a human decides, as exactly once asks.
+    if (!resolution && !spec.idempotent) {
+      const outcome = await cancelledOutcome(entry.attempt);
+      if (outcome !== "not_run" && outcome !== "failed") {
+        return toHuman("outcome_unknown", entry.attempt, outcome === "unknown" ? "the run was cancelled while the tool was running; it may have acted" : undefined);
+      }
+    }
     const next = await ledger.retry(key, entry.attempt, clock());
     if (!next) throw new EffectInProgressError(threadId, call.id, entry.attempt);
     return execute(next.attempt, resolution !== undefined);
@@ -535,7 +624,19 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     // Read at most once per run, and only by a call that meets a ledger entry it did not claim.
     let audit: Promise<AuditEvent[]> | undefined;
     const auditEvents = () => (audit ??= auditLog.read(threadId));
-    const results = await Promise.all(withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config, state, auditEvents)));
+    const running = withIds.map((c) => runOne(c, records.get(c.id), message!.id!, threadId, config, state, auditEvents));
+    let results: Outcome[];
+    try {
+      results = await Promise.all(running);
+    } catch (error) {
+      if (isRunCancelled(config.signal)) {
+        // The other calls share the signal and end promptly; what those that finished did is
+        // recorded before the run ends (their ledger entries are finished: the next run replays them).
+        const finished = (await Promise.allSettled(running)).flatMap((r) => (r.status === "fulfilled" ? r.value.events : []));
+        if (finished.length > 0) await auditLog.append(finished).catch(() => undefined);
+      }
+      throw error;
+    }
     const labels = [...new Set(results.flatMap((r) => r.labels ?? []))].sort();
     const events = results.flatMap((r) => r.events);
     if (events.length > 0) await auditLog.append(events);

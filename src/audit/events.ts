@@ -76,6 +76,15 @@ export const AuditEventDataSchemas = {
   "tool.recovery_decided": z.looseObject({ ...CallFields, attempt: Int, reason: Str, decision: Str, resolverId: Str, message: Str.nullable() }),
   "tool.recovery_refused": Refusal,
   "tool.circuit_opened": z.looseObject({ ...CallFields, attempt: Int, error: Str }),
+  /**
+   * The run was cancelled (its `AbortSignal` aborted) while the call was being run: not a tool
+   * failure. `outcome` is what the cancelled ledger attempt may have done: `not_run` (claimed, its
+   * tool never called), `failed` (its tool failed before the cancellation, as a try that is retried
+   * does), `unknown` (the tool or its fallback was running, or had timed out). The next run runs a
+   * `not_run` or `failed` attempt again under the same key; an `unknown` one only when the tool is
+   * idempotent, otherwise a human decides.
+   */
+  "tool.cancelled": z.looseObject({ ...CallFields, attempt: Int, try: Int.optional(), outcome: z.enum(["not_run", "failed", "unknown"]), reason: Str }),
   "context.retrieved": z.looseObject({
     items: z.array(z.unknown()),
     dropped: z.array(z.unknown()),

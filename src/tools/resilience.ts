@@ -59,7 +59,8 @@ export const ToolExecutionOptionsSchema = z
     /**
      * The tool may run again with the same idempotency key without a second effect (it forwards
      * the key, e.g. as an Idempotency-Key header). Only then is an execution whose outcome is
-     * unknown (crash, timeout) retried automatically; otherwise a human decides.
+     * unknown (crash, timeout, a run cancelled while the tool ran) retried automatically;
+     * otherwise a human decides.
      */
     idempotent: z.boolean().default(false),
     /** Milliseconds before the tool's `AbortSignal` is aborted with a `ToolTimeoutError`. */
@@ -152,6 +153,15 @@ export class CircuitBreaker {
     this.#trialInFlight = false;
   }
 
+  /**
+   * Records a call that was cancelled with its run (see {@link isRunCancelled}): neither a success
+   * nor a failure, so nothing is counted; the half-open trial it held is given back, or the breaker
+   * would wait for that trial's outcome for ever. Call it only for a call admitted as the trial.
+   */
+  cancellation(): void {
+    this.#trialInFlight = false;
+  }
+
   /** Records a failure. Returns true when this failure opened the breaker. */
   failure(now: Date): boolean {
     const t = now.getTime();
@@ -168,6 +178,22 @@ export class CircuitBreaker {
     }
     return false;
   }
+}
+
+/**
+ * Whether the run was cancelled: the run's `AbortSignal` (a node's `config.signal`) is aborted, by
+ * a client or server cancel, a LangGraph server multitask `interrupt` / `rollback`, `abort()` on
+ * the controller of `graph.invoke(input, { signal })`, or LangGraph throwing the step away (a step
+ * timeout, another node of the step failing). The step's outcome is discarded, so it is not a tool
+ * failure: nothing is retried, counted by a breaker, or handed to a human. A tool's own `timeout`
+ * aborts only the signal eart gives that tool, never the run's, so it is a failure, not this.
+ * @example
+ * ```ts
+ * if (isRunCancelled(config.signal)) throw error; // untouched: LangGraph ends the run as cancelled
+ * ```
+ */
+export function isRunCancelled(signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true;
 }
 
 /** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
