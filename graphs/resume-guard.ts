@@ -6,7 +6,7 @@ import { REFUSAL_EVENT_TYPES, type AuditEventData } from "../src/audit/events.js
 import { type AuditEvent, type AuditEventInput, type AuditLog } from "../src/audit/log.js";
 import { type DecisionRecord } from "../src/decisions/records.js";
 import { ApprovalError, EartConfigError, StateTamperError, ThreadStateError, EartError } from "../src/errors.js";
-import { pendingApproval } from "../src/human-tasks/approval.js";
+import { ApprovalRequestSchema, keyedApprovalAnswer, pendingApproval, type ApprovalRequest } from "../src/human-tasks/approval.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
 import { jsonProblem } from "../src/internal/canonical.js";
@@ -221,11 +221,16 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     const options = { durability: "sync", ...given } as RunnableConfig;
     const threadId = options.configurable?.thread_id;
     if (!lock || (typeof threadId !== "string" && typeof threadId !== "number")) return guarded(input, options);
-    const release = await lock.acquire(String(threadId));
+    const held = await lock.acquire(String(threadId));
+    // Released once: when the stream ends, or when the run is cancelled before anyone read it
+    // (its generator would never start, so its `finally` would never run).
+    let released: Promise<void> | undefined;
+    const release = () => (released ??= Promise.resolve(held()));
+    options.signal?.addEventListener("abort", () => void release().catch(() => undefined), { once: true });
     let inner: unknown;
     try {
       // Losing the lock mid-run (a dropped database connection) aborts the run.
-      const signal = release.lost ? (options.signal ? AbortSignal.any([options.signal, release.lost]) : release.lost) : options.signal;
+      const signal = held.lost ? (options.signal ? AbortSignal.any([options.signal, held.lost]) : held.lost) : options.signal;
       inner = await guarded(input, signal ? { ...options, signal } : options);
     } catch (error) {
       await release();
@@ -357,10 +362,29 @@ export function recordedAnswers(events: readonly AuditEvent[]): AuditEvent[] {
 }
 
 /**
+ * The approval request the thread's stored interrupt asks, when it asks exactly one: what a
+ * positional (HITL) answer is read against. Undefined otherwise (no approval pending, or two that
+ * differ), and a positional answer then matches nothing.
+ */
+function approvalAskedIn(writes: readonly [string, string, unknown][]): ApprovalRequest | undefined {
+  const asked = writes
+    .filter(([, channel]) => channel === "__interrupt__")
+    .flatMap(([, , value]) => (Array.isArray(value) ? value : [value]))
+    .flatMap((i) => {
+      const parsed = ApprovalRequestSchema.safeParse((i as { value?: unknown } | null)?.value);
+      return parsed.success ? [parsed.data] : [];
+    });
+  const distinct = new Set(asked.map((r) => r.requests.map((q) => `${q.toolCallId}|${q.digest}`).join(",")));
+  return distinct.size === 1 ? asked[0] : undefined;
+}
+
+/**
  * The answer LangGraph stored for the thread (the resume value its re-run would read), when it is
  * the one eart recorded: every decision of it, and no other, by call, type and digest (or the
- * reviewer's action and message). Anything else (a later answer whose refusal was never recorded,
- * a store edited behind eart's back) must not run as the recorded human's.
+ * reviewer's action and message). A positional (LangChain HITL) answer is read by position
+ * against the approval request the thread waits on, as the gate reads it. Anything else (a later
+ * answer whose refusal was never recorded, a store edited behind eart's back) must not run as the
+ * recorded human's.
  */
 export async function recordedStoredAnswer(graph: { checkpointer?: unknown }, threadId: string, answers: readonly AuditEvent[]): Promise<{ answer: unknown } | undefined> {
   const saver = graph.checkpointer as { getTuple?: (config: RunnableConfig) => Promise<{ pendingWrites?: [string, string, unknown][] } | undefined> } | undefined;
@@ -368,6 +392,17 @@ export async function recordedStoredAnswer(graph: { checkpointer?: unknown }, th
   // The newest answer LangGraph may hand the step: the thread's plain resume value, and the last of
   // each task's list of resume values. Every one of them must be the recorded answer.
   const newest = writes.filter(([, channel]) => channel === "__resume__").map(([, , value]) => (Array.isArray(value) ? value.at(-1) : value));
+  const asked = approvalAskedIn(writes);
+  /** The stored answer in the keyed form, as the gate reads it; undefined when it cannot be read so. */
+  const keyed = (stored: unknown): unknown => {
+    if (!asked) return stored;
+    try {
+      return keyedApprovalAnswer(stored, asked);
+    } catch (error) {
+      if (error instanceof ApprovalError) return undefined;
+      throw error;
+    }
+  };
   type Stored = { decisions?: { toolCallId?: unknown; type?: unknown; digest?: unknown }[]; action?: unknown; message?: unknown };
   const isRecorded = (stored: Stored | undefined): boolean => {
     if (!stored || typeof stored !== "object") return false;
@@ -378,6 +413,6 @@ export async function recordedStoredAnswer(graph: { checkpointer?: unknown }, th
     const given = (Array.isArray(stored.decisions) ? stored.decisions : []).map((d) => `${String(d.toolCallId)}|${String(d.type)}|${String(d.digest)}`).sort();
     return recorded.length > 0 && recorded.join("\n") === given.join("\n");
   };
-  return newest.length > 0 && newest.every((stored) => isRecorded(stored as Stored | undefined)) ? { answer: newest.at(-1) } : undefined;
+  return newest.length > 0 && newest.every((stored) => isRecorded(keyed(stored) as Stored | undefined)) ? { answer: newest.at(-1) } : undefined;
 }
 

@@ -17,7 +17,7 @@ import {
 import { lazySealer } from "../src/decisions/seal.js";
 import { ApprovalError, EartConfigError, IdentityResolutionError } from "../src/errors.js";
 import { parseApprovalKeys } from "../src/human-tasks/approval-token.js";
-import { approversOf, buildApprovalRequest, validateApprovalResponse, type ApprovalRequest } from "../src/human-tasks/approval.js";
+import { approversOf, buildApprovalRequest, validateApprovalResponse, withHitlRequest, type ApprovalRequest } from "../src/human-tasks/approval.js";
 import { IdentityRegistryOption, principalFromConfig, type AgentIdentity, type Principal } from "../src/identity/registry.js";
 import { toolCallDigest } from "../src/internal/canonical.js";
 import { parseOptions } from "../src/internal/options.js";
@@ -523,7 +523,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     threadId: string,
     config: LangGraphRunnableConfig,
   ): Promise<GateUpdate> {
-    const request = buildApprovalRequest(threadId, pending);
+    // eart's request with LangChain's HITL request fields beside it (the audit log keeps eart's).
+    const request = withHitlRequest(buildApprovalRequest(threadId, pending));
     // The first statement with an effect is the interrupt: this node re-runs from here on resume.
     const answer = newestAnswer(request);
     const principal = principalFromConfig(config.configurable);
@@ -540,6 +541,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           return validateApprovalResponse(a, request, { registry, identity, principal, tokens: tokenContext(threadId, state.decisions) });
         },
         refused,
+        request,
       );
       return expire(lapsed, answer, threadId, principal, state.decisions);
     }
@@ -550,6 +552,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         return resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principal, state.decisions, state.budget ?? {});
       },
       refused,
+      request,
     );
     const { records, approverId, types, viaToken } = result;
     const events: AuditEventInput[] = records.map((r) => {
@@ -669,8 +672,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
  * Allowed calls pass to the governed tool node. Denied, invalid and escalated calls are answered
  * to the model with a `ToolMessage` and never run. Calls that need approval are recorded, then
  * the gate runs again (route `"approval"` back to it) and pauses with ONE `interrupt()` carrying
- * an {@link ApprovalRequest} for all of them. Nothing is written before that interrupt, so the
- * re-run on resume duplicates nothing. The resume value is checked by
+ * an {@link ApprovalRequest} for all of them, with LangChain's HITL request fields beside eart's.
+ * Nothing is written before that interrupt, so the re-run on resume duplicates nothing. The
+ * resume value, keyed or a positional HITL answer, is checked by
  * {@link validateApprovalResponse}; edits are evaluated by policy again, and so is an approved
  * call requested under another policy version. A refused resume throws a typed
  * {@link ApprovalError}, runs nothing, leaves the thread paused on the same request, and is

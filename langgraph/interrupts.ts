@@ -1,5 +1,5 @@
 /** The one way eart's nodes ask a human: interrupt, read the newest answer, record a refusal and ask again. */
-import { interrupt, isGraphInterrupt } from "@langchain/langgraph";
+import { getConfig, interrupt, isGraphInterrupt } from "@langchain/langgraph";
 import { ApprovalError } from "../src/errors.js";
 
 /**
@@ -22,16 +22,75 @@ export function newestAnswer(request: unknown): unknown {
 }
 
 /**
+ * How a refused answer ends the run: `"throw"` (the default) throws the {@link ApprovalError} to
+ * the caller; `"interrupt"` pauses again on the same request with `refusal: { code, message }`
+ * beside it, so the thread stays interrupted and its interrupt says why (LangGraph server: a
+ * thrown error would turn the run and the thread into `error` and hide the request). Read from
+ * `configurable.eart_refusals`, which eart's server graphs set (`createServerAgent`).
+ */
+export type RefusalMode = "throw" | "interrupt";
+
+/** The refusal mode of the running graph ({@link RefusalMode}). */
+function refusalMode(): RefusalMode {
+  let configurable: Record<string, unknown> | undefined;
+  try {
+    configurable = getConfig()?.configurable;
+  } catch {
+    configurable = undefined;
+  }
+  return configurable?.eart_refusals === "interrupt" ? "interrupt" : "throw";
+}
+
+/** The key of an answer that stands for one refused before LangGraph could store it ({@link refusedAnswer}). */
+export const REFUSED_ANSWER_KEY = "eart_refused";
+
+/**
+ * What a host resumes with in refusal mode `"interrupt"` when it refused an answer before LangGraph
+ * stored it (too deep, not JSON: `guardResumes` already recorded the refusal): the step pauses again
+ * with this refusal beside its request, as for an answer the step refused itself. Only the host
+ * writes it: `createServerAgent` renames the key in a client's answer, so one is checked as any answer.
+ * @example
+ * ```ts
+ * await graph.stream(new Command({ resume: refusedAnswer(error) }), config);
+ * ```
+ */
+export function refusedAnswer(error: ApprovalError): { [REFUSED_ANSWER_KEY]: { code: string; message: string } } {
+  return { [REFUSED_ANSWER_KEY]: { code: error.code, message: error.message } };
+}
+
+/** The refusal a {@link refusedAnswer} carries, or undefined for any other answer. */
+function refusalIn(answer: unknown): { code: string; message: string } | undefined {
+  if (typeof answer !== "object" || answer === null || !Object.hasOwn(answer, REFUSED_ANSWER_KEY) || Object.keys(answer).length !== 1) return undefined;
+  const refusal = (answer as Record<string, unknown>)[REFUSED_ANSWER_KEY] as { code?: unknown; message?: unknown } | null;
+  if (typeof refusal?.code !== "string" || typeof refusal.message !== "string") return undefined;
+  return { code: refusal.code.slice(0, 100), message: refusal.message.slice(0, 2_000) };
+}
+
+/**
  * Checks a human's answer: returns what `check` makes of it, or, when `check` refuses it with an
  * {@link ApprovalError}, records the refusal with `onRefused` and throws the error (nothing ran;
- * the thread stays paused on the same request).
+ * the thread stays paused on the same request). In refusal mode `"interrupt"` it pauses again on
+ * `request` with the refusal beside it instead ({@link RefusalMode}); the refused answer is never
+ * read again ({@link newestAnswer}).
  */
-export async function acceptAnswer<T>(answer: unknown, check: (answer: unknown) => T | Promise<T>, onRefused: (error: ApprovalError, answer: unknown) => Promise<void>): Promise<T> {
+export async function acceptAnswer<T>(
+  answer: unknown,
+  check: (answer: unknown) => T | Promise<T>,
+  onRefused: (error: ApprovalError, answer: unknown) => Promise<void>,
+  request?: object,
+): Promise<T> {
+  const refused = request !== undefined ? refusalIn(answer) : undefined;
+  if (refused && refusalMode() === "interrupt") interrupt({ ...request, refusal: refused });
   try {
     return await check(answer);
   } catch (error) {
     if (!(error instanceof ApprovalError)) throw error;
     await onRefused(error, answer);
+    if (request !== undefined && refusalMode() === "interrupt") {
+      // The refusal is recorded; this pause comes after the answers already given, so on resume
+      // the next answer is the newest and this one is not checked again.
+      interrupt({ ...request, refusal: { code: error.code, message: error.message } });
+    }
     throw error;
   }
 }
@@ -42,5 +101,5 @@ export async function acceptAnswer<T>(answer: unknown, check: (answer: unknown) 
  * ({@link acceptAnswer}). `check` throws an {@link ApprovalError} to refuse.
  */
 export async function interruptForAnswer<T>(request: unknown, check: (answer: unknown) => T | Promise<T>, onRefused: (error: ApprovalError, answer: unknown) => Promise<void>): Promise<T> {
-  return acceptAnswer(newestAnswer(request), check, onRefused);
+  return acceptAnswer(newestAnswer(request), check, onRefused, request as object);
 }

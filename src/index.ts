@@ -93,12 +93,15 @@ export { HUMAN_TASK_TYPES, pendingHumanTask, type HumanTaskEnvelope, type HumanT
 export {
   isApprovalRequest,
   pendingApproval,
+  toHitlRequest,
   validateApprovalResponse,
   type ApprovalDecision,
   type ApprovalRequest,
   type ApprovalRequestItem,
   type ApprovalResponse,
 } from "./human-tasks/approval.js";
+// LangChain's HITL request (beside eart's fields on the approval interrupt) and positional answer.
+export { type HITLRequest, type HITLResponse } from "./human-tasks/hitl.js";
 export { approvalKeysFromFile, parseApprovalKeys, signApprovalToken, type ApprovalKeys, type ApprovalTokenClaims } from "./human-tasks/approval-token.js";
 export {
   isRecoveryRequest,

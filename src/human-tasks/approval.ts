@@ -14,6 +14,7 @@ import {
 } from "./protocol.js";
 import type { KeyObject } from "node:crypto";
 import type { DecisionRecord } from "../decisions/records.js";
+import { HITL_DECISION_TYPES, hitlRequestFields, HitlRequestFieldsSchema, keyedFromPositional, type HitlDecisionType, type HitlRequestFields } from "./hitl.js";
 
 /** One call waiting for a human, as shown to the approver. */
 export const ApprovalRequestItemSchema = HumanTaskItemSchema.extend({
@@ -28,12 +29,20 @@ export const ApprovalRequestItemSchema = HumanTaskItemSchema.extend({
   approvedBy: z.array(z.string()).optional(),
   /** When the request lapses (ISO); an answer after it is refused. */
   expiresAt: z.string().optional(),
+  /**
+   * When an approver edited the call since it was first asked about (while a quorum is gathered):
+   * the digest of the call before that edit. A positional (HITL) answer carries no digest, so it
+   * cannot show it saw the edit: it may edit or reject such a call, not approve it.
+   */
+  originalDigest: z.string().optional(),
 });
 export type ApprovalRequestItem = z.output<typeof ApprovalRequestItemSchema>;
 
 /**
  * The value of the approval `interrupt()`: every call of the step that needs a human, in one
- * request.
+ * request. Beside eart's fields the interrupt carries LangChain's HITL request fields in both
+ * spellings ({@link withHitlRequest}), so HITL UIs render it and answer it positionally; the
+ * audit log records eart's fields only (`toHitlRequest` gives the HITL view of such a request).
  * @example
  * ```ts
  * const state = await graph.getState(config);
@@ -43,6 +52,7 @@ export type ApprovalRequestItem = z.output<typeof ApprovalRequestItemSchema>;
 export const ApprovalRequestSchema = HumanTaskEnvelopeSchema.extend({
   type: z.literal("eart.approval"),
   requests: z.array(ApprovalRequestItemSchema).min(1),
+  ...HitlRequestFieldsSchema.partial().shape,
 });
 export type ApprovalRequest = z.output<typeof ApprovalRequestSchema>;
 
@@ -109,7 +119,16 @@ export function approversOf(record: DecisionRecord): string[] {
   return [...new Set(record.approvals.filter((a) => a.type === "approve" || a.type === "edit").map((a) => a.approverId))];
 }
 
-/** Builds the interrupt value from the records waiting for approval. */
+/** The digest of a pending call before its latest edit, when an approver edited it. */
+function originalDigestOf(record: DecisionRecord): { originalDigest?: string } {
+  const edit = record.approvals.findLast((a) => a.type === "edit" && a.originalDigest !== undefined);
+  return edit ? { originalDigest: edit.originalDigest! } : {};
+}
+
+/**
+ * Builds eart's approval request (the audited `approval.requested` data) from the records waiting
+ * for approval; the interrupt carries it {@link withHitlRequest}.
+ */
 export function buildApprovalRequest(threadId: string, pending: readonly DecisionRecord[]): ApprovalRequest {
   return {
     ...envelopeOf(
@@ -130,9 +149,62 @@ export function buildApprovalRequest(threadId: string, pending: readonly Decisio
       approverRoles: r.verdict.approverRoles ?? [],
       ...((r.verdict.quorum ?? 1) > 1 ? { quorum: r.verdict.quorum, approvedBy: approversOf(r) } : {}),
       ...(r.expiresAt ? { expiresAt: r.expiresAt } : {}),
+      ...originalDigestOf(r),
       requestedBy: r.requestedBy,
     })),
   };
+}
+
+/**
+ * The decisions a pending call takes from a HITL answer, for its review config and for the
+ * positional answer alike. Policy sets no per-call restriction on decision types (any pending
+ * call may be approved, edited, rejected, or answered with `respond` in the keyed form; an edit is
+ * evaluated by policy again when it is given). What eart does restrict: a call an approver edited
+ * since it was asked about (`originalDigest`) is not approved positionally, since a positional
+ * approve carries no digest to show it saw the edit; an edit (which names the arguments it runs)
+ * or a reject still can, and a keyed approve with the new digest.
+ */
+function allowedDecisionsOf(item: ApprovalRequestItem): HitlDecisionType[] {
+  return HITL_DECISION_TYPES.filter((t) => !(t === "approve" && item.originalDigest !== undefined));
+}
+
+/** What an approver reads about a call in a HITL UI: why it needs approval, who may give it, how many, until when. */
+function descriptionOf(item: ApprovalRequestItem): string {
+  const lines = [item.reasons.length > 0 ? item.reasons.join("; ") : `${item.name} needs approval`];
+  if (item.approverRoles.length > 0) lines.push(`Approver roles: ${item.approverRoles.join(", ")}`);
+  if (item.quorum !== undefined) lines.push(`Approvals needed: ${item.quorum} (so far: ${item.approvedBy?.length ? item.approvedBy.join(", ") : "none"})`);
+  if (item.expiresAt !== undefined) lines.push(`Expires at: ${item.expiresAt}`);
+  if (item.originalDigest !== undefined) lines.push("Edited by an approver since it was requested: approve it with its digest (keyed answer), or edit or reject it");
+  return lines.join("\n");
+}
+
+/**
+ * LangChain's HITL request fields for an approval request, in both spellings: one action request
+ * and one review config per pending call, in the order of `requests` (what the interrupt carries
+ * beside eart's fields). For a request read with `pendingApproval` or from the audit log.
+ * @example
+ * ```ts
+ * const { actionRequests, reviewConfigs } = toHitlRequest(pendingApproval(await agent.getState(config))!);
+ * ```
+ */
+export function toHitlRequest(request: Pick<ApprovalRequest, "requests">): HitlRequestFields {
+  return hitlRequestFields(request.requests.map((r) => ({ name: r.name, args: r.args, description: descriptionOf(r), allowedDecisions: allowedDecisionsOf(r) })));
+}
+
+/**
+ * The approval interrupt's value: eart's request (as {@link buildApprovalRequest} builds and the
+ * audit log records it) with LangChain's HITL request fields beside its own, in both spellings
+ * (`actionRequests` / `reviewConfigs` for LangChain JS, `action_requests` / `review_configs` for
+ * Agent Chat UI), one entry per item of `requests`, in the same order: the order a positional
+ * answer follows.
+ * @example
+ * ```ts
+ * const answer = interrupt(withHitlRequest(buildApprovalRequest(threadId, pending)));
+ * ```
+ */
+export function withHitlRequest(request: ApprovalRequest): ApprovalRequest & HitlRequestFields {
+  // Derived from eart's items every time: HITL fields a caller passed in are never kept.
+  return { ...request, ...toHitlRequest(request) };
 }
 
 /** What signed approval tokens are checked against (see `signApprovalToken`). */
@@ -173,11 +245,38 @@ function tokenPrincipal(decisions: readonly ApprovalDecision[], items: ReadonlyM
 }
 
 /**
+ * A resume value in eart's keyed form: a positional (LangChain HITL) answer translated by
+ * position against `request` (each decision gets its call's `toolCallId` and `digest`); any
+ * other value as given. Throws {@link ApprovalError} for what no translation can fix (both forms
+ * in one answer, a malformed HITL decision, not one per pending call, an edit naming another
+ * tool, an approve of a call edited since it was requested). The keyed result still has to pass
+ * {@link validateApprovalResponse}, which calls this first.
+ * @example
+ * ```ts
+ * keyedApprovalAnswer({ decisions: [{ type: "approve" }] }, request); // { decisions: [{ toolCallId, type: "approve", digest }] }
+ * ```
+ */
+export function keyedApprovalAnswer(raw: unknown, request: Pick<ApprovalRequest, "requests">): unknown {
+  return keyedFromPositional(
+    raw,
+    request.requests.map((r) => ({
+      toolCallId: r.toolCallId,
+      name: r.name,
+      digest: r.digest,
+      allowedDecisions: allowedDecisionsOf(r),
+      ...(r.originalDigest !== undefined ? { originalDigest: r.originalDigest } : {}),
+    })),
+  );
+}
+
+/**
  * Checks a resume value against the pending request: shape, one decision per pending call (no
  * more, no fewer), an authenticated approver (the resuming run's principal) whom the registry
  * knows, holding one of each call's approver roles, who is not the requester, and digests that
- * match. Throws {@link ApprovalError}; returns the parsed response, per decision its request
- * item, and the approver's id.
+ * match. A LangChain HITL answer (`{ decisions: [{ type: "approve" }, …] }`, one per action
+ * request, in order) is first translated into the keyed form by position
+ * ({@link keyedApprovalAnswer}) and then checked the same way. Throws {@link ApprovalError};
+ * returns the parsed (keyed) response, per decision its request item, and the approver's id.
  * @example
  * ```ts
  * const { approverId } = validateApprovalResponse(raw, request, { registry, identity, principal: principalFromConfig(config.configurable) });
@@ -188,7 +287,7 @@ export function validateApprovalResponse(
   request: ApprovalRequest,
   deps: HumanAnswerDeps & { tokens?: ApprovalTokenContext },
 ): { response: ApprovalResponse; items: Map<string, ApprovalRequestItem>; approverId: string; tokenNonces: Map<string, string> } {
-  const response = parseHumanAnswer(ApprovalResponseSchema, raw, "approval response");
+  const response = parseHumanAnswer(ApprovalResponseSchema, keyedApprovalAnswer(raw, request), "approval response");
   const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
   const token: { signed?: ReturnType<typeof tokenPrincipal> } = {};
   const approverId = checkHumanAnswer(

@@ -174,16 +174,16 @@ describe("1. the governed tool path in a user's own graph", () => {
     expect(refunds()).toEqual([{ amount: 250 }]);
   });
 
-  it("HITL-shaped and malformed resumes are refused as approval_resume_invalid; nothing runs and the request stands", async () => {
+  it("malformed resumes (and HITL answers that do not fit the request) are refused; nothing runs and the request stands", async () => {
     const { app, refunds, request } = await pausedOn250("a2");
     const before = await held(app, "a2");
     const { digest } = request.requests[0]!;
     const resumes: unknown[] = [
-      // LangChain HITL middleware answers: no toolCallId, no digest.
-      { decisions: [{ type: "approve" }] },
+      // LangChain HITL answers are read by position (test/graphs/hitl-answers.test.ts); ones that do not fit are refused.
       { decisions: [{ type: "accept" }] },
+      { decisions: [{ type: "approve" }, { type: "approve" }] },
+      { decisions: [{ type: "approve" }, { toolCallId: "r1", type: "approve", digest }] },
       [{ type: "approve" }],
-      { decisions: [{ type: "edit", edited_action: { name: "issue_refund", args: { orderId: "1042", amount: 5000 } } }] },
       "approve",
       true,
       42,

@@ -86,6 +86,11 @@ describe("createGovernedAgent: the refund path", () => {
           requestedBy: { agentId: "support-agent", userId: "cara" },
         },
       ],
+      // LangChain's HITL request, in both spellings, so HITL UIs render it.
+      actionRequests: [{ name: "issue_refund", args: { orderId: "1042", amount: 740 }, description: expect.stringContaining("need a supervisor") }],
+      reviewConfigs: [{ actionName: "issue_refund", allowedDecisions: ["approve", "edit", "reject"] }],
+      action_requests: [{ name: "issue_refund", args: { orderId: "1042", amount: 740 }, description: expect.stringContaining("need a supervisor") }],
+      review_configs: [{ action_name: "issue_refund", allowed_decisions: ["approve", "edit", "reject"] }],
     });
     expect(setup.refunds()).toEqual([]);
 

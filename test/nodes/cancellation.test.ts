@@ -290,3 +290,15 @@ describe("circuit breaker", () => {
     expect(breaker.admit(later)).toEqual({ admitted: true, trial: true });
   });
 });
+
+describe("the thread lock of a cancelled run", () => {
+  it("is released when the run is cancelled before anyone read its stream: the next run is not refused as busy", async () => {
+    const s = agentWith("x-lock", () => undefined, { idempotent: true });
+    const controller = new AbortController();
+    const stream = await s.agent.stream(askSmall(), { ...config("x-lock"), signal: controller.signal });
+    controller.abort();
+    // The stream is never read. A lock held forever would refuse this run with thread_busy.
+    await expect(s.agent.invoke(null, config("x-lock"))).resolves.toBeDefined();
+    void stream;
+  });
+});
