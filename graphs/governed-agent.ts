@@ -6,7 +6,7 @@ import { createEscalationGuard, type EscalationGuardOptions } from "../guards/es
 import { createPolicyGateParts, type PolicyGateOptions, type GateUpdate } from "../guards/policy-gate.js";
 import { hostSteps } from "../langgraph/steps.js";
 import { routeAfterEscalation, routeAfterPolicyGate, routeAfterTools } from "../guards/routes.js";
-import { GovernedAnnotation, type GovernedState, type GovernedUpdate } from "../langgraph/channels.js";
+import { GovernedAnnotation, GovernedInputAnnotation, type GovernedState, type GovernedUpdate } from "../langgraph/channels.js";
 import { EffectLedgerOption } from "../langgraph/records.js";
 import { requireThreadId } from "../langgraph/run.js";
 import { createContextRetrieval, type ContextRetrievalOptions } from "../nodes/context-retrieval.js";
@@ -40,7 +40,11 @@ const GovernedAgentOptionsSchema = z
     /** An {@link IdentityRegistry}, or its definition object. */
     identities: z.unknown(),
     policy: PolicyEngineOption,
-    checkpointer: z.custom<BaseCheckpointSaver>((v) => v instanceof BaseCheckpointSaver, "must be a LangGraph checkpointer (pauses need one)"),
+    /**
+     * LangGraph's checkpointer (pauses need one). Left out only where the host gives the graph its
+     * own, as LangGraph server does: then `ledger` and `threadLock` name eart's stores.
+     */
+    checkpointer: z.custom<BaseCheckpointSaver>((v) => v instanceof BaseCheckpointSaver, "must be a LangGraph checkpointer (pauses need one)").optional(),
     /** Defaults to a {@link MemoryAuditLog}. */
     auditLog: AuditLogOption.optional(),
     systemPrompt: z.string().optional(),
@@ -217,11 +221,17 @@ interface LooseGraph {
  * The compiled governed agent: a LangGraph graph over eart's state (`GovernedAnnotation`), named
  * with the few type parameters every LangGraph 1.x release accepts.
  */
-export type GovernedAgent = CompiledStateGraph<GovernedState, GovernedUpdate, string, typeof GovernedAnnotation.spec, typeof GovernedAnnotation.spec>;
+export type GovernedAgent = CompiledStateGraph<GovernedState, GovernedUpdate, string, typeof GovernedInputAnnotation.spec, typeof GovernedAnnotation.spec>;
 
 export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgent {
   checkOptionNames(options);
   const opts = parseOptions(GovernedAgentOptionsSchema, options);
+  if (opts.checkpointer === undefined && (opts.ledger === undefined || opts.threadLock === undefined)) {
+    throw new EartConfigError(
+      "checkpointer",
+      "is required unless the host provides one (LangGraph server): then pass the ledger and threadLock from eart's stores (sqliteStores, postgresStores), which the checkpointer would otherwise choose",
+    );
+  }
   const { model, tools, policy, checkpointer, systemPrompt, name, clock, onExpired, shadowPolicy, budgets, execution, recoveryRoles, modelRetry, fallbackModels, context, escalation } = opts;
   const redaction = opts.redaction === false ? undefined : (opts.redaction ?? context?.redaction ?? standardRedaction());
   const auditLog = redaction ? redactingAuditLog(opts.auditLog ?? new MemoryAuditLog(), redaction) : (opts.auditLog ?? new MemoryAuditLog());
@@ -238,10 +248,10 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
     redaction,
   });
   // The ledger's store keeps both the executions and the key that seals eart's records in state.
-  const ledger = opts.ledger ?? ledgerFor(checkpointer);
+  const ledger = opts.ledger ?? ledgerFor(checkpointer!);
   // A PostgresSaver gets eart's store faults whatever ledger and lock are chosen: a connection the
   // server drops fails a statement (once more on a new connection), not the process; nothing waits unbounded.
-  guardCheckpointer(checkpointer);
+  if (checkpointer) guardCheckpointer(checkpointer);
   const sealer = lazySealer(ledger);
   // What every step of the tool path shares, given once (an option left out stays undefined: each step's default).
   const shared = { registry, auditLog, ledger, clock };
@@ -260,7 +270,8 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
   );
 
   const end = escalation ? "review" : END;
-  const typed = new StateGraph(GovernedAnnotation);
+  // Callers send messages; eart's channels are written by its nodes only (the input schema says so).
+  const typed = new StateGraph({ state: GovernedAnnotation, input: GovernedInputAnnotation });
   // Which nodes exist depends on the options; LangGraph's builder types want them known up front.
   const graph = typed as unknown as LooseGraph;
   graph
@@ -302,7 +313,7 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
       .addConditionalEdges("review", routeAfterEscalation, { review: "review", agent: "agent", end: END });
   }
 
-  const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer));
+  const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer!));
   const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, lock: lock ?? false });
   if (redaction) redactIncoming(app as unknown as IncomingGraph, redaction, registry);
   return app as unknown as GovernedAgent;

@@ -106,3 +106,9 @@ export type GovernedUpdate = typeof GovernedAnnotation.Update;
 
 /** Names of the channels only eart's nodes write. */
 export const GOVERNED_CHANNEL_NAMES: readonly string[] = Object.freeze(Object.keys(GovernedChannels));
+
+/**
+ * What a caller may send the prebuilt agent: its messages. The graph's input schema, so LangGraph
+ * server (and Studio, and the schemas endpoint) offer clients only this, never eart's channels.
+ */
+export const GovernedInputAnnotation = Annotation.Root({ ...MessagesAnnotation.spec });

@@ -13,6 +13,8 @@ export const EART_ERROR_CODES = [
   "identity_unknown_agent",
   "identity_unknown_user",
   "identity_missing",
+  "identity_unauthenticated",
+  "identity_agent_refused",
   "identity_immutable",
   "policy_invalid",
   "approval_resume_invalid",
@@ -179,7 +181,7 @@ export class IdentityRegistryError extends EartError {
  * ```
  */
 export class IdentityResolutionError extends EartError {
-  constructor(code: "identity_unknown_agent" | "identity_unknown_user" | "identity_missing", message: string, details: Record<string, unknown> = {}) {
+  constructor(code: "identity_unknown_agent" | "identity_unknown_user" | "identity_missing" | "identity_unauthenticated" | "identity_agent_refused", message: string, details: Record<string, unknown> = {}) {
     super(code, message, details);
   }
 }

@@ -29,6 +29,32 @@ export interface FinancePaymentAgentOptions {
 }
 
 /**
+ * What makes the accounts-payable agent, without its stores: the model (default
+ * {@link createFinanceModel}), the finance tools on `db` (the SQLite database holding the
+ * `payments`, `payment_executions` and `outbox` tables), identities, policy, the payment context
+ * and its redaction. `openFinancePaymentAgent` adds the stores; the LangGraph server graph adds
+ * eart's server stores (examples/server/scenarios.ts).
+ */
+export async function financePaymentAgentOptions(db: Database.Database, options: Pick<FinancePaymentAgentOptions, "model"> = {}) {
+  const tools = createFinanceTools(db);
+  return {
+    tools,
+    payments: tools.payments,
+    executions: tools.executions,
+    outbox: tools.outbox,
+    options: {
+      model: options.model ?? (await createFinanceModel()),
+      tools: tools.all,
+      identities: financeIdentities(),
+      policy: financePolicy,
+      context: { providers: [paymentContext], redaction: paymentRedaction },
+      systemPrompt:
+        "You are an accounts-payable assistant. Prepare the payment of the invoice in the context, then ask to execute it; a finance controller decides. Never put bank details in an e-mail.",
+    },
+  };
+}
+
+/**
  * The governed accounts-payable agent. It retrieves the invoice, the vendor and the vendor's bank
  * details (IBANs redacted unless the agent acts for treasury; the thread is labelled
  * `payment_data`), prepares payments on its own, and never releases one without someone in
@@ -46,25 +72,19 @@ export async function openFinancePaymentAgent(options: FinancePaymentAgentOption
   db.pragma("journal_mode = WAL");
   db.pragma("busy_timeout = 5000");
   const auditLog = options.auditLog ?? new SqliteAuditLog({ database: db });
-  const tools = createFinanceTools(db);
+  const made = await financePaymentAgentOptions(db, options);
   const agent = createGovernedAgent({
-    model: options.model ?? (await createFinanceModel()),
-    tools: tools.all,
-    identities: financeIdentities(),
-    policy: financePolicy,
+    ...made.options,
     checkpointer: options.checkpointer ?? new SqliteSaver(db),
     auditLog,
     ledger: new SqliteEffectLedger({ database: db }),
-    context: { providers: [paymentContext], redaction: paymentRedaction },
-    systemPrompt:
-      "You are an accounts-payable assistant. Prepare the payment of the invoice in the context, then ask to execute it; a finance controller decides. Never put bank details in an e-mail.",
   });
   return {
     agent,
     auditLog,
-    payments: tools.payments,
-    executions: tools.executions,
-    outbox: tools.outbox,
+    payments: made.payments,
+    executions: made.executions,
+    outbox: made.outbox,
     close: async () => {
       db.close();
     },

@@ -29,6 +29,42 @@ export interface OfferAgentOptions {
 }
 
 /**
+ * What makes the offer-letter agent, without its stores: the model (default
+ * {@link createOfferModel}), the offer tools on `db` (the SQLite database holding the
+ * `offer_drafts` and `sent_offers` tables), identities, policy, the offer context with its
+ * compensation redaction and required facts, and escalation to an HR manager. `openOfferAgent`
+ * adds the stores; the LangGraph server graph adds eart's server stores (examples/server/scenarios.ts).
+ */
+export async function offerAgentOptions(db: Database.Database, options: Pick<OfferAgentOptions, "model"> = {}) {
+  const tools = createOfferTools(db);
+  return {
+    tools,
+    drafts: tools.drafts,
+    sentOffers: tools.sentOffers,
+    options: {
+      model: options.model ?? (await createOfferModel()),
+      tools: tools.all,
+      identities: offerIdentities(),
+      policy: offerPolicy,
+      systemPrompt:
+        "You draft offer letters from the retrieved context: the role level, the requisition's approval status and the salary band. " +
+        "Never guess a salary: if the band's figures are redacted, draft with baseSalary null and say the salary is pending. " +
+        "Send an offer only when asked and the draft states the salary.",
+      context: {
+        providers: [offerContext],
+        redaction: offerRedaction,
+        required: [
+          { fact: "role_level", description: "the requisition's role level" },
+          { fact: "approval_status", description: "the requisition's approval" },
+          { fact: "salary_band", description: "the band of the role level" },
+        ],
+      },
+      escalation: { reviewerRoles: ["hr-manager"] },
+    },
+  };
+}
+
+/**
  * The governed offer-letter agent. Each run retrieves the candidate, the requisition (role level,
  * approval status) and the salary band; compensation figures are redacted unless the agent acts
  * for an HR manager, in what the model sees, in tool results and in the audit log. A missing
@@ -39,35 +75,18 @@ export async function openOfferAgent(options: OfferAgentOptions = {}) {
   db.pragma("journal_mode = WAL");
   db.pragma("busy_timeout = 5000");
   const auditLog = options.auditLog ?? new SqliteAuditLog({ database: db });
-  const tools = createOfferTools(db);
+  const made = await offerAgentOptions(db, options);
   const agent = createGovernedAgent({
-    model: options.model ?? (await createOfferModel()),
-    tools: tools.all,
-    identities: offerIdentities(),
-    policy: offerPolicy,
+    ...made.options,
     checkpointer: options.checkpointer ?? new SqliteSaver(db),
     auditLog,
     ledger: new SqliteEffectLedger({ database: db }),
-    systemPrompt:
-      "You draft offer letters from the retrieved context: the role level, the requisition's approval status and the salary band. " +
-      "Never guess a salary: if the band's figures are redacted, draft with baseSalary null and say the salary is pending. " +
-      "Send an offer only when asked and the draft states the salary.",
-    context: {
-      providers: [offerContext],
-      redaction: offerRedaction,
-      required: [
-        { fact: "role_level", description: "the requisition's role level" },
-        { fact: "approval_status", description: "the requisition's approval" },
-        { fact: "salary_band", description: "the band of the role level" },
-      ],
-    },
-    escalation: { reviewerRoles: ["hr-manager"] },
   });
   return {
     agent,
     auditLog,
-    drafts: tools.drafts,
-    sentOffers: tools.sentOffers,
+    drafts: made.drafts,
+    sentOffers: made.sentOffers,
     close: async () => {
       db.close();
     },

@@ -58,6 +58,38 @@ export interface LoanAgentOptions {
 }
 
 /**
+ * What makes the loan pre-screening agent, without its stores: the model (default
+ * {@link createLoanModel}), the loan tools on `db` (the SQLite database holding the
+ * `loan_recommendations` and `loan_approvals` tables), identities, policy, the applicant's
+ * documents and credit report as context (national ids redacted, required facts), and escalation
+ * to an underwriter (confidence under 0.7, checks that disagree). `openLoanAgent` adds the stores;
+ * the LangGraph server graph adds eart's server stores (examples/server/scenarios.ts).
+ */
+export async function loanAgentOptions(db: Database.Database, options: Pick<LoanAgentOptions, "model"> = {}) {
+  const tools = createLoanTools(db);
+  return {
+    tools,
+    recommendations: tools.recommendations,
+    approvals: tools.approvals,
+    options: {
+      model: options.model ?? (await createLoanModel()),
+      tools: tools.all,
+      identities: loanIdentities(),
+      policy: loanPolicy,
+      systemPrompt:
+        "You pre-screen loan applications. Use only the retrieved context and cite its ids. You may recommend an application " +
+        "with recommend_loan; you never approve loans. Finish with JSON: {applicationId, recommendation, confidence (0-1)}.",
+      context: {
+        providers: [applicantDocuments, creditBureau],
+        redaction: defineRedaction(STANDARD_REDACTIONS),
+        required: LOAN_REQUIRED_FACTS,
+      },
+      escalation: { reviewerRoles: ["underwriter"], confidence: { threshold: 0.7 }, checks: LOAN_CHECKS },
+    },
+  };
+}
+
+/**
  * The governed loan pre-screening agent. At the start of each run it retrieves the application,
  * the submitted documents and the credit report (scopes `loan_documents` and `credit`; national
  * ids redacted), and escalates to an underwriter when a required document is missing. It may
@@ -69,30 +101,18 @@ export async function openLoanAgent(options: LoanAgentOptions = {}) {
   db.pragma("journal_mode = WAL");
   db.pragma("busy_timeout = 5000");
   const auditLog = options.auditLog ?? new SqliteAuditLog({ database: db });
-  const tools = createLoanTools(db);
+  const made = await loanAgentOptions(db, options);
   const agent = createGovernedAgent({
-    model: options.model ?? (await createLoanModel()),
-    tools: tools.all,
-    identities: loanIdentities(),
-    policy: loanPolicy,
+    ...made.options,
     checkpointer: options.checkpointer ?? new SqliteSaver(db),
     auditLog,
     ledger: new SqliteEffectLedger({ database: db }),
-    systemPrompt:
-      "You pre-screen loan applications. Use only the retrieved context and cite its ids. You may recommend an application " +
-      "with recommend_loan; you never approve loans. Finish with JSON: {applicationId, recommendation, confidence (0-1)}.",
-    context: {
-      providers: [applicantDocuments, creditBureau],
-      redaction: defineRedaction(STANDARD_REDACTIONS),
-      required: LOAN_REQUIRED_FACTS,
-    },
-    escalation: { reviewerRoles: ["underwriter"], confidence: { threshold: 0.7 }, checks: LOAN_CHECKS },
   });
   return {
     agent,
     auditLog,
-    recommendations: tools.recommendations,
-    approvals: tools.approvals,
+    recommendations: made.recommendations,
+    approvals: made.approvals,
     close: async () => {
       db.close();
     },

@@ -29,6 +29,33 @@ export interface ProcurementAgentOptions {
 }
 
 /**
+ * What makes the procurement agent, without its stores: the model (default
+ * {@link createProcurementModel}), the procurement tools on `db` (the SQLite database holding the
+ * `renegotiation_recommendations` and `renegotiations` tables), identities, policy, and the
+ * contracts, spend and benchmarks as context. `openProcurementAgent` adds the stores; the
+ * LangGraph server graph adds eart's server stores (examples/server/scenarios.ts).
+ */
+export async function procurementAgentOptions(db: Database.Database, options: Pick<ProcurementAgentOptions, "model"> = {}) {
+  const tools = createProcurementTools(db);
+  return {
+    tools,
+    recommendations: tools.recommendations,
+    renegotiations: tools.renegotiations,
+    options: {
+      model: options.model ?? (await createProcurementModel()),
+      tools: tools.all,
+      identities: procurementIdentities(),
+      policy: procurementPolicy,
+      systemPrompt:
+        "You review supplier agreements for savings. Compare each contract's unit price with its market benchmark and twelve months " +
+        "of spend, cite context ids, recommend renegotiating the largest opportunity with recommend_renegotiation, then open it " +
+        "with initiate_renegotiation (a procurement manager approves it).",
+      context: { providers: [{ name: "contracts", retriever: new ContractRetriever() }, spendData, priceBenchmarks] },
+    },
+  };
+}
+
+/**
  * The governed procurement agent. Each run retrieves the supplier contracts (a LangChain
  * retriever), twelve months of spend and market benchmarks; the agent may recommend a
  * renegotiation, and opening one waits for a procurement manager's approval.
@@ -38,26 +65,18 @@ export async function openProcurementAgent(options: ProcurementAgentOptions = {}
   db.pragma("journal_mode = WAL");
   db.pragma("busy_timeout = 5000");
   const auditLog = options.auditLog ?? new SqliteAuditLog({ database: db });
-  const tools = createProcurementTools(db);
+  const made = await procurementAgentOptions(db, options);
   const agent = createGovernedAgent({
-    model: options.model ?? (await createProcurementModel()),
-    tools: tools.all,
-    identities: procurementIdentities(),
-    policy: procurementPolicy,
+    ...made.options,
     checkpointer: options.checkpointer ?? new SqliteSaver(db),
     auditLog,
     ledger: new SqliteEffectLedger({ database: db }),
-    systemPrompt:
-      "You review supplier agreements for savings. Compare each contract's unit price with its market benchmark and twelve months " +
-      "of spend, cite context ids, recommend renegotiating the largest opportunity with recommend_renegotiation, then open it " +
-      "with initiate_renegotiation (a procurement manager approves it).",
-    context: { providers: [{ name: "contracts", retriever: new ContractRetriever() }, spendData, priceBenchmarks] },
   });
   return {
     agent,
     auditLog,
-    recommendations: tools.recommendations,
-    renegotiations: tools.renegotiations,
+    recommendations: made.recommendations,
+    renegotiations: made.renegotiations,
     close: async () => {
       db.close();
     },

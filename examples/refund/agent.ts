@@ -38,6 +38,29 @@ export interface RefundAgentOptions {
 export const REFUND_EXECUTION: ToolExecutionOptions = { idempotent: true, timeout: 10_000, retry: { attempts: 3, initialDelayMs: 200 } };
 
 /**
+ * What makes the refund agent, without its stores: the model, the refund tools on `storage` (a
+ * SQLite database or a PostgreSQL pool holding the `refunds` table), identities, policy and how
+ * `issue_refund` runs. `openRefundAgent` adds the stores; the LangGraph server graph adds eart's
+ * server stores (examples/server/refund.ts).
+ */
+export async function refundAgentOptions(storage: Database.Database | pg.Pool, options: Pick<RefundAgentOptions, "refundExecution" | "approvalKeys"> = {}) {
+  const tools = createRefundTools(storage);
+  return {
+    tools,
+    options: {
+      model: await createRefundModel(),
+      tools: tools.all,
+      identities: refundIdentities(),
+      policy: refundPolicy,
+      approvalKeys: options.approvalKeys ?? (process.env.EART_APPROVAL_KEYS ? approvalKeysFromFile(process.env.EART_APPROVAL_KEYS) : {}),
+      execution: { issue_refund: options.refundExecution ?? REFUND_EXECUTION },
+      recoveryRoles: ["supervisor"],
+      systemPrompt: "You are a customer-support agent. Look orders up before refunding them.",
+    },
+  };
+}
+
+/**
  * The governed refund agent. By default everything lives in one SQLite file: LangGraph's SQLite
  * checkpointer, eart's audit log and effect ledger, the thread lock, and the `refunds` table the
  * refund tool writes to.
@@ -62,20 +85,8 @@ export async function openRefundAgent(file: string, options: RefundAgentOptions 
     checkpointer = new SqliteSaver(db);
   }
   const ledger = pool ? new PostgresEffectLedger({ pool }) : new SqliteEffectLedger({ database: db });
-  const tools = createRefundTools(pool ?? db);
-  const agent = createGovernedAgent({
-    model: await createRefundModel(),
-    tools: tools.all,
-    identities: refundIdentities(),
-    policy: refundPolicy,
-    checkpointer,
-    auditLog,
-    ledger,
-    approvalKeys: options.approvalKeys ?? (process.env.EART_APPROVAL_KEYS ? approvalKeysFromFile(process.env.EART_APPROVAL_KEYS) : {}),
-    execution: { issue_refund: options.refundExecution ?? REFUND_EXECUTION },
-    recoveryRoles: ["supervisor"],
-    systemPrompt: "You are a customer-support agent. Look orders up before refunding them.",
-  });
+  const made = await refundAgentOptions(pool ?? db, options);
+  const agent = createGovernedAgent({ ...made.options, checkpointer, auditLog, ledger });
   const refunds = async () => {
     if (!pool) return db.prepare(`SELECT order_id AS "orderId", amount, tool_call_id AS "toolCallId" FROM refunds ORDER BY id`).all() as { orderId: string; amount: number; toolCallId: string }[];
     const { rows } = await pool.query<{ orderId: string; amount: number; toolCallId: string }>(

@@ -29,6 +29,28 @@ export interface SalesDiscountAgentOptions {
 }
 
 /**
+ * What makes the sales agent, without its stores: the model (default {@link createSalesModel}),
+ * the discount tool on `db` (the SQLite database holding the `discounts` table), identities,
+ * policy and the quote context. `openSalesDiscountAgent` adds the stores; the LangGraph server
+ * graph adds eart's server stores (examples/server/scenarios.ts).
+ */
+export async function salesDiscountAgentOptions(db: Database.Database, options: Pick<SalesDiscountAgentOptions, "model"> = {}) {
+  const tools = createSalesTools(db);
+  return {
+    tools,
+    discounts: tools.discounts,
+    options: {
+      model: options.model ?? (await createSalesModel()),
+      tools: tools.all,
+      identities: salesIdentities(),
+      policy: salesDiscountPolicy,
+      context: { providers: [quoteContext] },
+      systemPrompt: "You are a sales assistant. Apply the discount the account executive asks for to the quote in the context, and cite the quote.",
+    },
+  };
+}
+
+/**
  * The governed sales agent. It reads the quote (retrieved context, scope-filtered: internal cost
  * sheets are dropped) and applies discounts: up to 10% alone, above that with a sales manager,
  * above 30% never. Everything lives in one SQLite file unless a checkpointer or audit log is given.
@@ -43,22 +65,17 @@ export async function openSalesDiscountAgent(options: SalesDiscountAgentOptions 
   db.pragma("journal_mode = WAL");
   db.pragma("busy_timeout = 5000");
   const auditLog = options.auditLog ?? new SqliteAuditLog({ database: db });
-  const tools = createSalesTools(db);
+  const made = await salesDiscountAgentOptions(db, options);
   const agent = createGovernedAgent({
-    model: options.model ?? (await createSalesModel()),
-    tools: tools.all,
-    identities: salesIdentities(),
-    policy: salesDiscountPolicy,
+    ...made.options,
     checkpointer: options.checkpointer ?? new SqliteSaver(db),
     auditLog,
     ledger: new SqliteEffectLedger({ database: db }),
-    context: { providers: [quoteContext] },
-    systemPrompt: "You are a sales assistant. Apply the discount the account executive asks for to the quote in the context, and cite the quote.",
   });
   return {
     agent,
     auditLog,
-    discounts: tools.discounts,
+    discounts: made.discounts,
     close: async () => {
       db.close();
     },

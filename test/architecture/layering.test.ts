@@ -11,7 +11,7 @@ import { describe, expect, it } from "vitest";
  */
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const LAYERS = ["src", "langgraph", "nodes", "guards", "graphs", "testing", "cli"] as const;
+const LAYERS = ["src", "langgraph", "nodes", "guards", "graphs", "server", "testing", "cli"] as const;
 type Layer = (typeof LAYERS)[number];
 
 /** What each top-level folder may import, besides itself. */
@@ -21,6 +21,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   nodes: ["src", "langgraph"],
   guards: ["src", "langgraph"],
   graphs: ["src", "langgraph", "nodes", "guards"],
+  server: ["src", "langgraph", "nodes", "guards", "graphs"],
   testing: ["src", "langgraph", "nodes", "guards", "graphs"],
   cli: ["src", "langgraph", "nodes", "guards", "graphs"],
 };

@@ -1,0 +1,209 @@
+import type { RunnableConfig } from "@langchain/core/runnables";
+import { IterableReadableStream } from "@langchain/core/utils/stream";
+import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
+import { Command, isCommand } from "@langchain/langgraph";
+import { ApprovalError, EartConfigError, EartError, IdentityResolutionError } from "../src/errors.js";
+import { REFUSED_ANSWER_KEY, refusedAnswer } from "../langgraph/interrupts.js";
+import { pendingHumanTask } from "../src/human-tasks/protocol.js";
+import { IdentityRegistry } from "../src/identity/registry.js";
+import type { AuditLog } from "../src/audit/log.js";
+import { agentOfThread } from "../graphs/app.js";
+import { verifyServerUser } from "./proof.js";
+
+/** Options of {@link createServerAgent}: the prebuilt agent's, without a checkpointer (the server brings its own). */
+export type ServerAgentOptions = Omit<GovernedAgentOptions, "checkpointer" | "ledger" | "threadLock" | "auditLog"> &
+  Required<Pick<GovernedAgentOptions, "ledger" | "threadLock" | "auditLog">> & {
+    /** The agent this graph acts as (`agents[].id` of the identities): a client never names it. */
+    agentId: string;
+    /**
+     * Other agents a client may pick with `configurable.agent_id` (the assistant allows them). Any
+     * other `agent_id` a run carries is refused (`identity_agent_refused`). Default: none.
+     */
+    clientAgents?: readonly string[];
+    /**
+     * Whose word names the user: `"eart-auth"` (default) accepts only a `langgraph_auth_user` that
+     * eart's server auth (`createEartAuth`) authenticated in this deployment (it carries a proof
+     * keyed by `EART_SERVER_SECRET`); `"server-auth"` accepts any `langgraph_auth_user`, for a
+     * server whose own custom auth sets it (a client can write it where no auth is configured).
+     */
+    trust?: "eart-auth" | "server-auth";
+  };
+
+/** A graph served by LangGraph server, with what eart's server auth asks of it. */
+interface Served {
+  agentId: string;
+  graph: GovernedAgent;
+  registry: IdentityRegistry;
+  /** Roles that answer this graph's human tasks: policy approvers, recovery and review roles. */
+  answerRoles: ReadonlySet<string>;
+  auditLog: AuditLog;
+  /** The agents its threads may be bound to: its own, and those a client may pick. */
+  agents: readonly string[];
+}
+
+const SERVED_KEY = Symbol.for("eart.server.graphs");
+/** The graphs this process serves, for the authorization handler ({@link answerableBy}). */
+function served(): Served[] {
+  const holder = globalThis as unknown as Record<symbol, Served[] | undefined>;
+  return (holder[SERVED_KEY] ??= []);
+}
+
+/** The audit events that record a human's answer, and the field naming who gave it. */
+const ANSWERED_BY = { "approval.decided": "approverId", "tool.recovery_decided": "resolverId", "escalation.decided": "reviewerId" } as const;
+
+/**
+ * Whether `userId` may open a served thread they do not own: it waits for a human (an approval, a
+ * recovery decision, a review) they may give (they hold one of the open task's roles in the
+ * identities of the graph that runs it), or eart recorded an answer of theirs on it (so an approver
+ * sees the run they resumed end). Reads the thread's state through that graph, with the
+ * checkpointer LangGraph server gave it, and the answers from eart's audit log.
+ * @example
+ * ```ts
+ * if (await answerableBy(threadId, "sam")) allow();
+ * ```
+ */
+export async function answerableBy(threadId: string, userId: string): Promise<boolean> {
+  for (const { graph, registry, auditLog, agents } of served()) {
+    // The graph that runs the thread: the one whose agent the thread was bound to.
+    const events = await auditLog.read(threadId);
+    const agent = agentOfThread(events);
+    if (agent === undefined || !agents.includes(agent)) continue;
+    if (!graph.checkpointer) return false;
+    const task = pendingHumanTask(await graph.getState({ configurable: { thread_id: threadId } }));
+    if (task && registry.userHasAnyRole(userId, task.roles)) return true;
+    return events.some((e) => e.type in ANSWERED_BY && e.data[ANSWERED_BY[e.type as keyof typeof ANSWERED_BY]] === userId);
+  }
+  return false;
+}
+
+/**
+ * The user as the served graphs know them, or undefined when none does: their roles (in every
+ * graph's identities), and whether one of them answers some graph's human tasks.
+ */
+export function servedUser(userId: string): { name: string; roles: string[]; answers: boolean } | undefined {
+  let found: { name: string; roles: string[]; answers: boolean } | undefined;
+  for (const { registry, answerRoles } of served()) {
+    const user = registry.getUser(userId);
+    if (!user) continue;
+    found = {
+      name: found?.name ?? user.name ?? userId,
+      roles: [...new Set([...(found?.roles ?? []), ...user.roles])],
+      answers: (found?.answers ?? false) || user.roles.some((r) => answerRoles.has(r)),
+    };
+  }
+  return found;
+}
+
+/** The roles that answer a graph's human tasks: the policy's approver roles (when it describes itself), recovery and review roles. */
+function answerRolesOf(options: Pick<GovernedAgentOptions, "policy" | "recoveryRoles" | "escalation">): Set<string> {
+  const roles = new Set<string>([...(options.recoveryRoles ?? []), ...(options.escalation?.reviewerRoles ?? [])]);
+  const described = (options.policy as { describe?: () => { rules?: { approverRoles?: string[] }[] } }).describe?.();
+  for (const rule of described?.rules ?? []) for (const role of rule.approverRoles ?? []) roles.add(role);
+  return roles;
+}
+
+/**
+ * What eart reads from a LangGraph server run's configuration, made trustworthy: the user is the
+ * authenticated `langgraph_auth_user` only (the server copies a client's `user_id`, and keeps it
+ * in the thread's config for every later run: it is dropped), the agent is this graph's (a client's
+ * `agent_id` is refused unless allowed), and refused answers pause again instead of failing the run.
+ */
+function serverConfig(given: RunnableConfig | undefined, options: { agentId: string; clientAgents: readonly string[]; trust: "eart-auth" | "server-auth" }): RunnableConfig {
+  const configurable: Record<string, unknown> = { ...(given?.configurable ?? {}) };
+  const user = configurable.langgraph_auth_user;
+  if (user === undefined || user === null) {
+    throw new IdentityResolutionError("identity_missing", "This graph serves LangGraph server runs: the run carries no authenticated user (configure eart's server auth, createEartAuth)");
+  }
+  if (options.trust === "eart-auth" && !verifyServerUser(user)) {
+    throw new IdentityResolutionError("identity_unauthenticated", "The run's langgraph_auth_user was not authenticated by eart's server auth in this deployment (a client may have sent it)");
+  }
+  delete configurable.user_id;
+  const asked = configurable.agent_id;
+  if (asked !== undefined && asked !== options.agentId && !(typeof asked === "string" && options.clientAgents.includes(asked))) {
+    throw new IdentityResolutionError("identity_agent_refused", `This assistant acts as agent "${options.agentId}": a client may not pick agent ${JSON.stringify(asked).slice(0, 100)}`, {
+      agentId: options.agentId,
+    });
+  }
+  configurable.agent_id = asked ?? options.agentId;
+  configurable.eart_refusals = "interrupt";
+  return { ...given, configurable };
+}
+
+/**
+ * A client's answer as eart reads it: a key only eart writes ({@link REFUSED_ANSWER_KEY}) is renamed,
+ * so the answer is checked (and refused) like any other instead of standing for a refusal.
+ */
+function clientAnswer(input: unknown): unknown {
+  if (!isCommand(input)) return input;
+  const { resume, update, goto } = input as Command & { goto?: unknown };
+  // A Command that writes or jumps is refused whole by the resume guard.
+  if (update !== undefined || (Array.isArray(goto) ? goto.length > 0 : goto !== undefined)) return input;
+  if (typeof resume !== "object" || resume === null || Array.isArray(resume) || !Object.hasOwn(resume, REFUSED_ANSWER_KEY)) return input;
+  const { [REFUSED_ANSWER_KEY]: claimed, ...rest } = resume as Record<string, unknown>;
+  return new Command({ resume: { ...rest, [`client_${REFUSED_ANSWER_KEY}`]: claimed } });
+}
+
+/**
+ * The error a LangGraph server client receives for an eart error: the server sends only
+ * `{ error: name, message }`, so the code leads the message (`approval_unauthorized: …`).
+ */
+function forClient(error: unknown): unknown {
+  if (!(error instanceof EartError) || error.message.startsWith(`${error.code}: `)) return error;
+  error.message = `${error.code}: ${error.message}`;
+  return error;
+}
+
+/**
+ * The governed agent for LangGraph server (`langgraph.json`): the prebuilt agent without a
+ * checkpointer (the server gives it its own), on eart's stores for the rest (`ledger`,
+ * `threadLock`, `auditLog`: SQLite under `langgraph dev`, PostgreSQL for a deployment; see
+ * `serverStores`). Every run acts as `agentId` for the user eart's server auth authenticated;
+ * a refused answer keeps the thread interrupted on the same request with `refusal: { code, message }`;
+ * errors that end a run reach the client with eart's code leading the message.
+ * @example
+ * ```ts
+ * // agent.ts, named in langgraph.json as "./agent.ts:graph"
+ * const stores = await serverStores();
+ * export const graph = createServerAgent({ agentId: "support-agent", model, tools, identities, policy, ...stores.forAgent });
+ * ```
+ */
+export function createServerAgent(options: ServerAgentOptions): GovernedAgent {
+  const { agentId, clientAgents = [], trust = "eart-auth", ...agentOptions } = options;
+  if (typeof agentId !== "string" || agentId === "") throw new EartConfigError("agentId", "names the agent this graph acts as (an agents[].id of the identities)");
+  if (trust !== "eart-auth" && trust !== "server-auth") throw new EartConfigError("trust", `must be "eart-auth" or "server-auth"`);
+  const registry = agentOptions.identities instanceof IdentityRegistry ? agentOptions.identities : IdentityRegistry.fromObject(agentOptions.identities);
+  for (const id of [agentId, ...clientAgents]) {
+    if (!registry.getAgent(id)) throw new EartConfigError("agentId", `names agent "${id}", which the identities do not define (${registry.agentIds().join(", ")})`);
+  }
+  const graph = createGovernedAgent({ ...agentOptions, identities: registry } as GovernedAgentOptions);
+  const stream = graph.stream.bind(graph) as (input: unknown, options?: RunnableConfig) => Promise<AsyncIterable<unknown>>;
+  (graph as unknown as { stream: typeof stream }).stream = async (given, options) => {
+    const input = clientAnswer(given);
+    let config: RunnableConfig;
+    let inner: AsyncIterable<unknown>;
+    try {
+      config = serverConfig(options, { agentId, clientAgents, trust });
+      inner = await stream(input, config);
+    } catch (error) {
+      // An answer refused before LangGraph could store it (recorded by the resume guard) keeps
+      // the thread on its request, with the refusal, like any other refused answer.
+      if (!(error instanceof ApprovalError && error.code === "approval_resume_invalid" && isCommand(input) && (input as Command).resume !== undefined)) throw forClient(error);
+      try {
+        inner = await stream(new Command({ resume: refusedAnswer(error) }), config!);
+      } catch {
+        throw forClient(error);
+      }
+    }
+    return IterableReadableStream.fromAsyncGenerator(
+      (async function* () {
+        try {
+          for await (const chunk of inner) yield chunk;
+        } catch (error) {
+          throw forClient(error);
+        }
+      })(),
+    );
+  };
+  served().push({ agentId, graph, registry, answerRoles: answerRolesOf(agentOptions), auditLog: agentOptions.auditLog, agents: [agentId, ...clientAgents] });
+  return graph;
+}

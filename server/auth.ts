@@ -1,0 +1,148 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { Auth, HTTPException } from "@langchain/langgraph-sdk/auth";
+import { EartConfigError } from "../src/errors.js";
+import { IdentityRegistry } from "../src/identity/registry.js";
+import { answerableBy, servedUser } from "./agent.js";
+import { proofFor } from "./proof.js";
+
+/** The custom auth LangGraph server loads (`langgraph.json` → `auth.path`). */
+export type EartAuth = Auth;
+
+/** Who a bearer token speaks for: the user's id in the identities, or nobody. */
+export type VerifyToken = (token: string, request: Request) => string | undefined | Promise<string | undefined>;
+
+/** Options of {@link createEartAuth}. */
+export interface EartAuthOptions {
+  /**
+   * The users a token may name. Default: the users of the served graphs' identities (a user's
+   * authority over a thread is always read from the identities of the graph that runs it).
+   */
+  identities?: IdentityRegistry | unknown;
+  /**
+   * Bearer tokens and the user each stands for (`{ "<token>": "cara" }`), or the path of a JSON
+   * file holding them: a demo token file for `langgraph dev`. Use `verifyToken` for a real IdP.
+   */
+  tokens?: Record<string, string> | string;
+  /** A real identity provider: checks the token (a JWT, an opaque token) and names the user, or returns undefined. */
+  verifyToken?: VerifyToken;
+  /**
+   * Roles whose holders look for threads that wait for a human: with `threads.search({ status:
+   * "interrupted" })` they see interrupted threads; opening or resuming one is allowed only while
+   * it waits for one of their roles. Default: the roles that answer the served graphs' human
+   * tasks (policy approver roles, recovery and review roles); give them for a policy that does not
+   * describe itself (Cedar).
+   */
+  reviewerRoles?: readonly string[];
+}
+
+/** The token table, keyed by the token's SHA-256 so a lookup compares digests, not secrets. */
+function tokenTable(tokens: Record<string, string> | string | undefined): Map<string, string> {
+  let table: unknown = tokens ?? {};
+  if (typeof tokens === "string") {
+    try {
+      table = JSON.parse(readFileSync(tokens, "utf8"));
+    } catch (error) {
+      throw new EartConfigError("tokens", `could not read the token file ${tokens}: ${(error as Error).message}`);
+    }
+  }
+  if (typeof table !== "object" || table === null || Array.isArray(table)) throw new EartConfigError("tokens", "must map bearer tokens to user ids");
+  const out = new Map<string, string>();
+  for (const [token, user] of Object.entries(table)) {
+    if (token.length < 16) throw new EartConfigError("tokens", "every token must be at least 16 characters long");
+    if (typeof user !== "string" || user === "") throw new EartConfigError("tokens", "every token must name a user id");
+    out.set(digest(token), user);
+  }
+  return out;
+}
+
+const digest = (token: string) => createHash("sha256").update(token).digest("hex");
+
+/**
+ * The user a table token names, compared digest to digest in constant time.
+ */
+function lookup(table: Map<string, string>, token: string): string | undefined {
+  const given = Buffer.from(digest(token));
+  for (const [known, user] of table) if (timingSafeEqual(Buffer.from(known), given)) return user;
+  return undefined;
+}
+
+/** A filter every thread matches (the handler allows without narrowing). */
+const ANYONE: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
+/** The authenticated user eart's handlers see. */
+interface EartUser {
+  identity: string;
+  permissions: string[];
+}
+
+/**
+ * Custom auth for LangGraph server (`langgraph.json`: `"auth": { "path": "./auth.ts:auth",
+ * "disable_studio_auth": true }`), made for eart's governed graphs:
+ * - authentication: a bearer token names a user of the identities (a token table, or `verifyToken`
+ *   for a real IdP); the user's roles become the permissions, and the user carries a proof that eart's
+ *   server graphs check, so the run's `langgraph_auth_user` is the principal of new input and answers;
+ * - threads: the creator owns a thread (`metadata.owner`, set here, never by the client); owners
+ *   see, run and update their threads; holders of a role a thread waits for (an approval, a recovery
+ *   decision, a review) may see and resume it while it waits, and see it after they answered; nobody
+ *   else sees it (the graph refuses anything but an answer from them);
+ * - assistants come from `langgraph.json` only: clients may read them, not create, change or
+ *   delete them (the agent a graph acts as is the assistant's, not the client's); crons and the
+ *   store are closed.
+ * @example
+ * ```ts
+ * // auth.ts, named in langgraph.json
+ * export const auth = createEartAuth({ identities: IdentityRegistry.fromFile("identities.json"), tokens: process.env.EART_TOKENS_FILE });
+ * ```
+ */
+export function createEartAuth(options: EartAuthOptions): EartAuth {
+  const registry = options.identities === undefined ? undefined : options.identities instanceof IdentityRegistry ? options.identities : IdentityRegistry.fromObject(options.identities);
+  if (options.tokens === undefined && options.verifyToken === undefined) throw new EartConfigError("tokens", "give a token table (tokens) or a verifier (verifyToken)");
+  const table = tokenTable(options.tokens);
+  const reviewerRoles = options.reviewerRoles === undefined ? undefined : new Set(options.reviewerRoles);
+  const known = (userId: string) => (registry ? registry.getUser(userId) : servedUser(userId));
+
+  const rolesOf = (user: EartUser) => known(user.identity)?.roles ?? [];
+  /** Whether the thread waits for one of the user's roles, or holds an answer of theirs. */
+  const mayAnswer = async (user: EartUser, threadId: unknown): Promise<boolean> =>
+    typeof threadId === "string" && threadId !== "" && (await answerableBy(threadId, user.identity));
+  const ownerOnly = (user: EartUser): Record<string, string> => ({ owner: user.identity });
+
+  return new Auth()
+    .authenticate(async (request: Request) => {
+      const header = request.headers.get("authorization") ?? "";
+      const match = /^Bearer\s+(\S+)$/i.exec(header.trim());
+      if (!match) throw new HTTPException(401, { message: "Missing bearer token" });
+      const token = match[1]!;
+      const userId = options.verifyToken ? await options.verifyToken(token, request) : lookup(table, token);
+      if (userId === undefined) throw new HTTPException(401, { message: "Unknown or expired token" });
+      const user = known(userId);
+      if (!user) throw new HTTPException(403, { message: `The token names no user of the identities` });
+      return { identity: userId, display_name: user.name ?? userId, permissions: [...user.roles], eart_proof: proofFor(userId), is_authenticated: true };
+    })
+    .on("threads:create", ({ user, value }) => {
+      // The creator owns the thread, whatever the client wrote in its metadata.
+      value.metadata = { ...(value.metadata ?? {}), owner: user.identity };
+      return ownerOnly(user);
+    })
+    .on("threads:create_run", async ({ user, value }) => {
+      if (value.thread_id === undefined || value.thread_id === null) {
+        value.metadata = { ...(value.metadata ?? {}), owner: user.identity };
+        return ownerOnly(user);
+      }
+      // An approver resumes a thread that waits for their role; the graph refuses anything else they send.
+      return (await mayAnswer(user, value.thread_id)) ? ANYONE : ownerOnly(user);
+    })
+    .on("threads:read", async ({ user, value }) => ((await mayAnswer(user, (value as { thread_id?: unknown }).thread_id)) ? ANYONE : ownerOnly(user)))
+    .on("threads:search", ({ user, value }) => {
+      const reviewer = reviewerRoles === undefined ? servedUser(user.identity)?.answers === true : rolesOf(user).some((r) => reviewerRoles.has(r));
+      // Filters match metadata only: a reviewer's search shows interrupted threads, and opening one
+      // is checked against what it waits for (threads:read).
+      return reviewer && value.status === "interrupted" ? ANYONE : ownerOnly(user);
+    })
+    .on("threads:update", ({ user }) => ownerOnly(user))
+    .on("threads:delete", ({ user }) => ownerOnly(user))
+    .on("assistants:read", () => true)
+    .on("assistants:search", () => true)
+    .on("*", () => false);
+}

@@ -1,0 +1,10 @@
+/**
+ * eart on LangGraph server (`eart/server`): governed graphs for `langgraph.json`
+ * ({@link createServerAgent}), eart's stores from configuration ({@link serverStores}), and custom
+ * auth made for them ({@link createEartAuth}): bearer tokens mapped to users, the authenticated user
+ * as the principal of new input and answers, owners and waiting approvers as the only readers of a thread.
+ */
+export { answerableBy, createServerAgent, type ServerAgentOptions } from "./agent.js";
+export { createEartAuth, type EartAuth, type EartAuthOptions, type VerifyToken } from "./auth.js";
+export { serverStores, type ServerStores } from "./stores.js";
+export { parseServerError, type ServerError } from "./errors.js";

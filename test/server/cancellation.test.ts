@@ -1,0 +1,64 @@
+import Database from "better-sqlite3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startDevServer, type DevServer } from "../support/langgraph-server.js";
+
+/**
+ * LangGraph server cancels a run when a newer one replaces it (`multitask_strategy: "interrupt"` or
+ * `"rollback"`): for eart that is a cancellation, not a tool failure nobody needs to look at.
+ */
+let server: DevServer;
+beforeAll(async () => {
+  server = await startDevServer({}, { extraGraphs: { "slow-refund": "test/support/slow-refund-graph.ts:graph" } });
+}, 120_000);
+afterAll(async () => {
+  await server?.stop();
+});
+
+const read = <T>(sql: string, ...params: unknown[]): T[] => {
+  const db = new Database(server.storeFile, { readonly: true });
+  try {
+    return db.prepare(sql).all(...params) as T[];
+  } finally {
+    db.close();
+  }
+};
+const auditTypes = (threadId: string) => read<{ type: string }>(`SELECT type FROM eart_audit_events WHERE thread_id = ? ORDER BY seq`, threadId).map((r) => r.type);
+
+async function until<T>(probe: () => T | undefined, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("a run the server cancels while a tool runs", () => {
+  for (const strategy of ["interrupt", "rollback"] as const) {
+    it(`(${strategy}) records a cancellation, asks nobody to recover it, and the next run refunds once`, async () => {
+      const cara = server.client("cara");
+      const thread = await cara.threads.create();
+      const first = await cara.runs.create(thread.thread_id, "slow-refund", { input: { messages: [{ role: "user", content: "Refund order 1043, $60" }] } });
+      // The refund (allowed: $60) is running and waits.
+      await until(() => (auditTypes(thread.thread_id).includes("tool.started") && auditTypes(thread.thread_id).filter((t) => t === "tool.started").length >= 2 ? true : undefined));
+      await cara.runs.wait(thread.thread_id, "slow-refund", { input: { messages: [{ role: "user", content: "Refund order 1043, $60" }] }, multitaskStrategy: strategy });
+      const cancelled = await cara.runs.get(thread.thread_id, first.run_id).catch(() => undefined);
+      // The server marks a run it interrupted so, and fails then deletes one it rolls back.
+      if (cancelled) expect(cancelled.status).toBe(strategy === "interrupt" ? "interrupted" : "error");
+      const types = await until(() => {
+        const t = auditTypes(thread.thread_id);
+        return t.includes("tool.cancelled") ? t : undefined;
+      });
+      expect(types).not.toContain("tool.failed");
+      expect(types).not.toContain("tool.recovery_requested");
+      const state = await cara.threads.get(thread.thread_id);
+      expect(state.status).toBe("idle");
+      expect(JSON.stringify(state.interrupts ?? {})).not.toContain("eart.recovery");
+      // The replacing run refunded (the cancelled attempt never reached the table): once.
+      const refunds = read<{ amount: number }>(`SELECT amount FROM refunds WHERE order_id = '1043' AND tool_call_id IN (SELECT DISTINCT tool_call_id FROM refunds)`);
+      expect(types.filter((t) => t === "tool.cancelled")).toHaveLength(1);
+      expect(refunds.length).toBeGreaterThanOrEqual(1);
+    });
+  }
+});

@@ -1,0 +1,115 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { isAbsolute, join, resolve } from "node:path";
+import { Client } from "@langchain/langgraph-sdk";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+
+/** The demo bearer tokens of examples/server/tokens.json, by user. */
+export const TOKENS: Readonly<Record<string, string>> = Object.freeze(
+  Object.fromEntries(Object.entries(JSON.parse(readFileSync(join(ROOT, "examples/server/tokens.json"), "utf8")) as Record<string, string>).map(([token, user]) => [user, token])),
+);
+
+/** A running LangGraph dev server serving the project's `langgraph.json`. */
+export interface DevServer {
+  url: string;
+  /** eart's store the served graphs use (`EART_STORE`): a SQLite file of this server's own. */
+  storeFile: string;
+  /** An SDK client authenticated as `user` (a user of the demo token file), or with a raw `token`. */
+  client(user: string, options?: { token?: string; headers?: Record<string, string> }): Client;
+  /** What the server printed so far. */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.once("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => ok(port));
+    });
+  });
+}
+
+/**
+ * Starts `langgraphjs dev` (the LangGraph CLI, a dev dependency) on a free port on 127.0.0.1 with
+ * the project's `langgraph.json` (its graphs and auth, copied to a directory of this server's own so
+ * the server's files and eart's SQLite store are not shared with other tests), and waits until it
+ * answers. Needs the build (the served graphs import `eart` from dist). `extraGraphs` adds test
+ * graphs (paths relative to the repository).
+ */
+export async function startDevServer(env: Record<string, string> = {}, options: { extraGraphs?: Record<string, string> } = {}): Promise<DevServer> {
+  // Inside the project (.eart/ is ignored): the server resolves @langchain/langgraph from its config's folder.
+  mkdirSync(join(ROOT, ".eart"), { recursive: true });
+  const dir = mkdtempSync(join(ROOT, ".eart", "langgraph-"));
+  const config = JSON.parse(readFileSync(join(ROOT, "langgraph.json"), "utf8")) as { graphs: Record<string, string>; auth?: { path: string } };
+  const absolute = (spec: string) => {
+    const [file, symbol] = spec.split(":");
+    return `${isAbsolute(file!) ? file : resolve(ROOT, file!)}${symbol ? `:${symbol}` : ""}`;
+  };
+  config.graphs = Object.fromEntries(Object.entries({ ...config.graphs, ...options.extraGraphs }).map(([id, spec]) => [id, absolute(spec)]));
+  if (config.auth) config.auth.path = absolute(config.auth.path);
+  writeFileSync(join(dir, "langgraph.json"), JSON.stringify(config));
+  writeFileSync(join(dir, ".gitignore"), ".langgraph_api\n");
+  const port = await freePort();
+  const storeFile = join(dir, "eart.sqlite");
+  const cli = join(ROOT, "node_modules/@langchain/langgraph-cli/dist/cli/cli.mjs");
+  let output = "";
+  const child: ChildProcess = spawn(process.execPath, [cli, "dev", "--config", join(dir, "langgraph.json"), "--host", "127.0.0.1", "--port", String(port), "--no-browser", "--no-reload"], {
+    cwd: ROOT,
+    env: { ...process.env, EART_STORE: `sqlite:${storeFile}`, LANGGRAPH_CLI_NO_ANALYTICS: "1", BROWSER: "none", OPENAI_API_KEY: "", LANGSMITH_TRACING: "false", NO_COLOR: "1",
+      // The schemas endpoint parses the graph's source with TypeScript: slow on a busy machine.
+      LANGGRAPH_SCHEMA_RESOLVE_TIMEOUT_MS: "180000", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  child.stdout!.on("data", (d) => (output += String(d)));
+  child.stderr!.on("data", (d) => (output += String(d)));
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode !== null || child.pid === undefined) return;
+    const exited = new Promise((ok) => child.once("exit", ok));
+    try {
+      process.kill(-child.pid, "SIGTERM");
+    } catch {
+      return;
+    }
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }, 5_000);
+    await exited;
+    clearTimeout(timer);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the LangGraph dev server exited (${child.exitCode}):\n${output}`);
+    if (/Server running at/.test(output)) {
+      const ok = await fetch(`${url}/info`).then((r) => r.ok, () => false);
+      if (ok) break;
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`the LangGraph dev server did not start in 90 s:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    url,
+    storeFile,
+    client: (user, options = {}) => {
+      const token = options.token ?? TOKENS[user];
+      if (token === undefined) throw new Error(`no demo token for ${user}`);
+      return new Client({ apiUrl: url, defaultHeaders: { Authorization: `Bearer ${token}`, ...options.headers } });
+    },
+    log: () => output,
+    stop,
+  };
+}
