@@ -7,4 +7,4 @@
 export { answerableBy, createServerAgent, type ServerAgentOptions } from "./agent.js";
 export { createEartAuth, type EartAuth, type EartAuthOptions, type VerifyToken } from "./auth.js";
 export { serverStores, type ServerStores } from "./stores.js";
-export { parseServerError, type ServerError } from "./errors.js";
+export { parseServerError, type ServerError } from "../src/errors.js";

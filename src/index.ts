@@ -35,6 +35,8 @@ export {
   ToolPermissionError,
   ToolRecordError,
   ToolTimeoutError,
+  parseServerError,
+  type ServerError,
   type ApprovalErrorCode,
   type EartErrorCode,
   type EartErrorDetails,

@@ -101,6 +101,28 @@ describe("the refund agent on LangGraph server", () => {
     expect(refunds()).toHaveLength(before + 1);
   });
 
+  it("renders as LangChain's HITL request for Agent Chat UI, and takes its answer: the supervisor's approve runs the refund once", async () => {
+    const before = refunds().length;
+    const { threadId, request } = await pausedThread();
+    const call = request.value.requests![0]!;
+    expect(request.value).toMatchObject({
+      action_requests: [{ name: "issue_refund", args: call.args, description: expect.any(String) }],
+      review_configs: [{ action_name: "issue_refund", allowed_decisions: ["approve", "edit", "reject"] }],
+      actionRequests: [{ name: "issue_refund", args: call.args }],
+      reviewConfigs: [{ actionName: "issue_refund", allowedDecisions: ["approve", "edit", "reject"] }],
+    });
+    // The customer's HITL approve is hers, and refused; an edit past policy from the supervisor too.
+    const cara = server.client("cara");
+    await cara.runs.wait(threadId, "refund", { command: { resume: { decisions: [{ type: "approve" }] } } });
+    expect((await interruptOf(cara, threadId)).value.refusal?.code).toBe("approval_self_approval");
+    const sam = server.client("sam");
+    await sam.runs.wait(threadId, "refund", { command: { resume: { decisions: [{ type: "edit", edited_action: { name: "issue_refund", args: { ...call.args, amount: 9000 } } }] } } });
+    expect((await interruptOf(sam, threadId)).value.refusal?.code).toBe("approval_edit_not_permitted");
+    await sam.runs.wait(threadId, "refund", { command: { resume: { decisions: [{ type: "approve" }] } } });
+    expect((await sam.threads.get(threadId)).status).toBe("idle");
+    expect(refunds().slice(before)).toEqual([{ orderId: "1042", amount: 740 }]);
+  });
+
   it("keeps another customer out of the thread: not found, to read, to run or to update", async () => {
     const { threadId, request } = await pausedThread();
     const omar = server.client("omar");
