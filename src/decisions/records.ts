@@ -77,6 +77,8 @@ export const RecordedVerdictSchema = z.object({
   approverRoles: z.array(z.string()).optional(),
   quorum: z.number().int().min(1).optional(),
   expiresInMs: z.number().int().positive().optional(),
+  /** The answers an approver may give (policy's `allowedDecisions`); every kind when absent. */
+  allowedDecisions: z.array(z.enum(["approve", "edit", "reject", "respond"])).optional(),
   evaluationError: z.boolean().optional(),
 });
 

@@ -35,6 +35,8 @@ export const ApprovalRequestItemSchema = HumanTaskItemSchema.extend({
    * cannot show it saw the edit: it may edit or reject such a call, not approve it.
    */
   originalDigest: z.string().optional(),
+  /** The answers policy lets an approver give this call; any when absent (approve, edit, reject, respond). */
+  allowedDecisions: z.array(z.enum(["approve", "edit", "reject", "respond"])).optional(),
 });
 export type ApprovalRequestItem = z.output<typeof ApprovalRequestItemSchema>;
 
@@ -150,6 +152,7 @@ export function buildApprovalRequest(threadId: string, pending: readonly Decisio
       ...((r.verdict.quorum ?? 1) > 1 ? { quorum: r.verdict.quorum, approvedBy: approversOf(r) } : {}),
       ...(r.expiresAt ? { expiresAt: r.expiresAt } : {}),
       ...originalDigestOf(r),
+      ...(r.verdict.allowedDecisions ? { allowedDecisions: [...r.verdict.allowedDecisions] } : {}),
       requestedBy: r.requestedBy,
     })),
   };
@@ -157,15 +160,31 @@ export function buildApprovalRequest(threadId: string, pending: readonly Decisio
 
 /**
  * The decisions a pending call takes from a HITL answer, for its review config and for the
- * positional answer alike. Policy sets no per-call restriction on decision types (any pending
- * call may be approved, edited, rejected, or answered with `respond` in the keyed form; an edit is
- * evaluated by policy again when it is given). What eart does restrict: a call an approver edited
+ * positional answer alike: the kinds its policy rule allows (`allowedDecisions`; all when the rule
+ * does not say, and `respond` only in the keyed form, which HITL lacks), an edit evaluated by
+ * policy again when it is given. And: a call an approver edited
  * since it was asked about (`originalDigest`) is not approved positionally, since a positional
  * approve carries no digest to show it saw the edit; an edit (which names the arguments it runs)
  * or a reject still can, and a keyed approve with the new digest.
  */
 function allowedDecisionsOf(item: ApprovalRequestItem): HitlDecisionType[] {
-  return HITL_DECISION_TYPES.filter((t) => !(t === "approve" && item.originalDigest !== undefined));
+  return HITL_DECISION_TYPES.filter((t) => !(t === "approve" && item.originalDigest !== undefined) && (item.allowedDecisions?.includes(t) ?? true));
+}
+
+/**
+ * Refuses a decision of a kind policy does not let an approver give the call (`allowedDecisions`
+ * of its rule): an edit with `approval_edit_not_permitted`, another kind with `approval_resume_invalid`.
+ */
+function assertDecisionsAllowed(decisions: readonly { toolCallId: string; type: string }[], items: ReadonlyMap<string, ApprovalRequestItem>): void {
+  for (const d of decisions) {
+    const allowed = items.get(d.toolCallId)?.allowedDecisions;
+    if (!allowed || (allowed as readonly string[]).includes(d.type)) continue;
+    throw new ApprovalError(
+      d.type === "edit" ? "approval_edit_not_permitted" : "approval_resume_invalid",
+      `Policy lets an approver ${allowed.join(", ")} the call to ${items.get(d.toolCallId)!.name}, not ${d.type} it`,
+      { toolCallId: d.toolCallId, allowed: [...allowed], path: ["decisions", d.toolCallId, "type"] },
+    );
+  }
 }
 
 /** What an approver reads about a call in a HITL UI: why it needs approval, who may give it, how many, until when. */
@@ -289,6 +308,7 @@ export function validateApprovalResponse(
 ): { response: ApprovalResponse; items: Map<string, ApprovalRequestItem>; approverId: string; tokenNonces: Map<string, string> } {
   const response = parseHumanAnswer(ApprovalResponseSchema, keyedApprovalAnswer(raw, request), "approval response");
   const items = new Map(request.requests.map((r) => [r.toolCallId, r]));
+  assertDecisionsAllowed(response.decisions, items);
   const token: { signed?: ReturnType<typeof tokenPrincipal> } = {};
   const approverId = checkHumanAnswer(
     {

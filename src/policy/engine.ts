@@ -39,6 +39,8 @@ export const PolicyDecisionSchema = z.discriminatedUnion("effect", [
     quorum: z.number().int().min(1).optional(),
     /** How long the approval may take, from the request; no expiry when absent. */
     expiresInMs: z.number().int().positive().optional(),
+    /** The answers an approver may give (`approve` always among them); every kind when absent. */
+    allowedDecisions: z.array(z.enum(["approve", "edit", "reject", "respond"])).optional(),
   }),
   z.object({ effect: z.literal("escalate"), ...DecisionBase }),
 ]);
@@ -120,6 +122,11 @@ const PolicyRuleSchema = z
     quorum: z.number().int().min(1).optional(),
     /** For `require_approval`: milliseconds the approvers have, from the request. */
     expiresIn: z.number().int().positive().optional(),
+    /**
+     * For `require_approval`: the answers an approver may give, `approve` among them (say
+     * `["approve", "reject"]` where a call must not be edited). Default: approve, edit, reject, respond.
+     */
+    allowedDecisions: z.array(z.enum(["approve", "edit", "reject", "respond"])).min(1).optional(),
   })
   .strict()
   .superRefine((rule, ctx) => {
@@ -133,6 +140,12 @@ const PolicyRuleSchema = z
         path: ["approverRoles"],
         message: `only a require_approval rule asks approvers; this rule's effect is "${rule.effect}": make it effect "require_approval", or remove approverRoles`,
       });
+    }
+    if (rule.allowedDecisions !== undefined && rule.effect !== "require_approval") {
+      ctx.addIssue({ code: "custom", path: ["allowedDecisions"], message: "only a require_approval rule takes answers" });
+    }
+    if (rule.allowedDecisions !== undefined && !rule.allowedDecisions.includes("approve")) {
+      ctx.addIssue({ code: "custom", path: ["allowedDecisions"], message: `must include "approve": a call nobody may approve is a deny rule` });
     }
     if (rule.effect !== "require_approval" && rule.quorum !== undefined) {
       ctx.addIssue({ code: "custom", path: ["quorum"], message: "only a require_approval rule can have a quorum" });
@@ -298,6 +311,8 @@ export function definePolicy<C extends PolicyConfig = PolicyConfig>(definition: 
       approverRoles: r.approverRoles ?? null,
       quorum: r.quorum ?? null,
       expiresIn: r.expiresIn ?? null,
+      // Present only when set, so that the version of a policy without it stays as it was.
+      ...(r.allowedDecisions !== undefined ? { allowedDecisions: [...r.allowedDecisions].sort() } : {}),
       when: r.when ? r.when.toString() : null,
       reason: typeof r.reason === "function" ? r.reason.toString() : (r.reason ?? null),
     }),
@@ -369,12 +384,16 @@ export function definePolicy<C extends PolicyConfig = PolicyConfig>(definition: 
         if (effect === "require_approval") {
           const quorum = Math.max(...deciding.map((r) => r.quorum ?? 1));
           const expiries = deciding.flatMap((r) => (r.expiresIn !== undefined ? [r.expiresIn] : []));
+          // Every deciding rule's restriction holds: the answers all of them allow.
+          const restricted = deciding.flatMap((r) => (r.allowedDecisions ? [r.allowedDecisions] : []));
+          const allowedDecisions = restricted.length > 0 ? (["approve", "edit", "reject", "respond"] as const).filter((t) => restricted.every((a) => a.includes(t))) : undefined;
           return {
             effect,
             ...base,
             approverRoles: [...new Set(deciding.flatMap((r) => r.approverRoles ?? []))],
             ...(quorum > 1 ? { quorum } : {}),
             ...(expiries.length > 0 ? { expiresInMs: Math.min(...expiries) } : {}),
+            ...(allowedDecisions ? { allowedDecisions } : {}),
           };
         }
         return { effect, ...base };

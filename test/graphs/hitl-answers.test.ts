@@ -326,3 +326,48 @@ describe("a HITL answer recorded before a crash is continued, not asked again", 
     expect(s.refunds()).toEqual([]);
   });
 });
+
+describe("allowedDecisions from policy", () => {
+  const noEdit = definePolicy({
+    name: "refunds-no-edit",
+    rules: [
+      { id: "orders.lookup", tools: ["lookup_order"], effect: "allow" },
+      { id: "refund.small", tools: ["issue_refund"], when: (r) => Number(r.tool.args.amount) <= 100, effect: "allow" },
+      {
+        id: "refund.supervisor",
+        tools: ["issue_refund"],
+        when: (r) => Number(r.tool.args.amount) > 100,
+        effect: "require_approval",
+        approverRoles: ["supervisor"],
+        allowedDecisions: ["approve", "reject"],
+        reason: "Refunds over $100 need a supervisor, who may not change them",
+      },
+    ],
+  });
+
+  it("leaves edit out of the HITL review config and refuses an edit, keyed or positional, where the rule forbids it", async () => {
+    const setup = refundSetup([[refund("c1", 740)]], { agent: { policy: noEdit } });
+    const paused = await setup.agent.invoke(ask(), config("ad-1"));
+    const value = (paused as { __interrupt__: { value: Record<string, unknown> }[] }).__interrupt__[0]!.value;
+    const request = pendingApproval(paused)!;
+    expect(request.requests[0]!.allowedDecisions).toEqual(["approve", "reject"]);
+    expect(value.reviewConfigs).toEqual([{ actionName: "issue_refund", allowedDecisions: ["approve", "reject"] }]);
+    expect(value.review_configs).toEqual([{ action_name: "issue_refund", allowed_decisions: ["approve", "reject"] }]);
+    const { digest } = request.requests[0]!;
+    const refusedWith = async (resume: unknown) => setup.agent.invoke(new Command({ resume }), config("ad-1", "sam")).then(() => "ran", (e: { code?: string }) => e.code);
+    expect(await refusedWith({ decisions: [{ toolCallId: "c1", type: "edit", digest, args: { orderId: "1042", amount: 50 } }] })).toBe("approval_edit_not_permitted");
+    expect(await refusedWith({ decisions: [{ type: "edit", edited_action: { name: "issue_refund", args: { orderId: "1042", amount: 50 } } }] })).toBe("approval_edit_not_permitted");
+    expect(await refusedWith({ decisions: [{ toolCallId: "c1", type: "respond", digest, message: "store credit" }] })).toBe("approval_resume_invalid");
+    expect(setup.refunds()).toEqual([]);
+    await setup.agent.invoke(new Command({ resume: { decisions: [{ type: "approve" }] } }), config("ad-1", "sam"));
+    expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+  });
+
+  it("is part of the policy version only where a rule sets it, and must include approve", () => {
+    const same = definePolicy({ name: "p", rules: [{ id: "r", tools: ["t"], effect: "require_approval", approverRoles: ["a"] }] });
+    const restricted = definePolicy({ name: "p", rules: [{ id: "r", tools: ["t"], effect: "require_approval", approverRoles: ["a"], allowedDecisions: ["approve", "reject"] }] });
+    expect(restricted.version).not.toBe(same.version);
+    expect(() => definePolicy({ name: "p", rules: [{ id: "r", tools: ["t"], effect: "require_approval", approverRoles: ["a"], allowedDecisions: ["reject"] }] })).toThrow(/must include "approve"/);
+    expect(() => definePolicy({ name: "p", rules: [{ id: "r", tools: ["t"], effect: "allow", allowedDecisions: ["approve"] }] })).toThrow(/only a require_approval rule/);
+  });
+});
