@@ -1,4 +1,3 @@
-import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDevServer, type DevServer } from "../support/langgraph-server.js";
 
@@ -14,15 +13,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-const read = <T>(sql: string, ...params: unknown[]): T[] => {
-  const db = new Database(server.storeFile, { readonly: true });
-  try {
-    return db.prepare(sql).all(...params) as T[];
-  } finally {
-    db.close();
-  }
-};
-const auditTypes = (threadId: string) => read<{ type: string }>(`SELECT type FROM eart_audit_events WHERE thread_id = ? ORDER BY seq`, threadId).map((r) => r.type);
+const auditTypes = (threadId: string) => server.auditTypes(threadId);
 
 async function until<T>(probe: () => T | undefined, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -56,7 +47,7 @@ describe("a run the server cancels while a tool runs", () => {
       expect(state.status).toBe("idle");
       expect(JSON.stringify(state.interrupts ?? {})).not.toContain("eart.recovery");
       // The replacing run refunded (the cancelled attempt never reached the table): once.
-      const refunds = read<{ amount: number }>(`SELECT amount FROM refunds WHERE order_id = '1043' AND tool_call_id IN (SELECT DISTINCT tool_call_id FROM refunds)`);
+      const refunds = server.rows<{ amount: number }>("refunds", "amount", { sql: "order_id = ?", params: ["1043"] });
       expect(types.filter((t) => t === "tool.cancelled")).toHaveLength(1);
       expect(refunds.length).toBeGreaterThanOrEqual(1);
     });

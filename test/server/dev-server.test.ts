@@ -1,8 +1,6 @@
-import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Client } from "@langchain/langgraph-sdk";
 import { parseServerError } from "eart/server";
-import { startDevServer, type DevServer } from "../support/langgraph-server.js";
+import { approveAll, interruptOf, startDevServer, type DevServer, type ServedInterrupt } from "../support/langgraph-server.js";
 
 /**
  * The refund agent on a real LangGraph dev server (the project's langgraph.json and eart's server
@@ -18,35 +16,9 @@ afterAll(async () => {
 
 const REQUEST = { messages: [{ role: "user", content: "Please refund order 1042, $740" }] };
 
-type Interrupt = { id: string; value: Record<string, unknown> & { requests?: { toolCallId: string; digest: string; name: string; args: Record<string, unknown> }[]; refusal?: { code: string; message: string } } };
-
-function refunds(): { orderId: string; amount: number }[] {
-  const db = new Database(server.storeFile, { readonly: true });
-  try {
-    const exists = db.prepare(`SELECT 1 FROM sqlite_master WHERE name = 'refunds'`).get();
-    return exists ? (db.prepare(`SELECT order_id AS orderId, amount FROM refunds ORDER BY id`).all() as { orderId: string; amount: number }[]) : [];
-  } finally {
-    db.close();
-  }
-}
-
-function auditTypes(threadId: string): string[] {
-  const db = new Database(server.storeFile, { readonly: true });
-  try {
-    return (db.prepare(`SELECT type FROM eart_audit_events WHERE thread_id = ? ORDER BY seq`).all(threadId) as { type: string }[]).map((r) => r.type);
-  } finally {
-    db.close();
-  }
-}
-
-/** The one interrupt a thread waits on. */
-async function interruptOf(client: Client, threadId: string): Promise<Interrupt> {
-  const thread = await client.threads.get(threadId);
-  expect(thread.status).toBe("interrupted");
-  const all = Object.values(thread.interrupts ?? {}).flat() as Interrupt[];
-  expect(all).toHaveLength(1);
-  return all[0]!;
-}
+type Interrupt = ServedInterrupt;
+const refunds = () => server.rows<{ orderId: string; amount: number }>("refunds", "order_id AS orderId, amount");
+const auditTypes = (threadId: string) => server.auditTypes(threadId);
 
 /** A customer's thread paused on the refund approval. */
 async function pausedThread(customer = "cara"): Promise<{ threadId: string; request: Interrupt }> {
@@ -56,7 +28,7 @@ async function pausedThread(customer = "cara"): Promise<{ threadId: string; requ
   return { threadId: thread.thread_id, request: await interruptOf(client, thread.thread_id) };
 }
 
-const approve = (request: Interrupt) => ({ decisions: request.value.requests!.map((r) => ({ toolCallId: r.toolCallId, type: "approve", digest: r.digest })) });
+const approve = approveAll;
 
 describe("the refund agent on LangGraph server", () => {
   it("pauses a customer's refund for a supervisor, who approves it: the refund runs once and the thread ends idle", async () => {

@@ -1,7 +1,5 @@
-import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Client } from "@langchain/langgraph-sdk";
-import { startDevServer, type DevServer } from "../support/langgraph-server.js";
+import { approveAll, interruptOf, startDevServer, type DevServer, type ServedInterrupt } from "../support/langgraph-server.js";
 
 /**
  * The five scenario agents on a real LangGraph dev server (the project's langgraph.json, eart's
@@ -17,37 +15,10 @@ afterAll(async () => {
   await server?.stop();
 });
 
-type Request = { toolCallId: string; digest: string; name: string; args: Record<string, unknown> };
-type Interrupt = { id: string; value: Record<string, unknown> & { type?: string; roles?: string[]; requests?: Request[]; refusal?: { code: string; message: string } } };
-
+type Interrupt = ServedInterrupt;
 /** Rows of a scenario table in the server's store file (none before the table exists). */
-function rows<T = Record<string, unknown>>(table: string, columns = "*"): T[] {
-  const db = new Database(server.storeFile, { readonly: true });
-  try {
-    const exists = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(table);
-    return exists ? (db.prepare(`SELECT ${columns} FROM ${table} ORDER BY rowid`).all() as T[]) : [];
-  } finally {
-    db.close();
-  }
-}
-
-function auditTypes(threadId: string): string[] {
-  const db = new Database(server.storeFile, { readonly: true });
-  try {
-    return (db.prepare(`SELECT type FROM eart_audit_events WHERE thread_id = ? ORDER BY seq`).all(threadId) as { type: string }[]).map((r) => r.type);
-  } finally {
-    db.close();
-  }
-}
-
-/** The one interrupt a thread waits on. */
-async function interruptOf(client: Client, threadId: string): Promise<Interrupt> {
-  const thread = await client.threads.get(threadId);
-  expect(thread.status).toBe("interrupted");
-  const all = Object.values(thread.interrupts ?? {}).flat() as Interrupt[];
-  expect(all).toHaveLength(1);
-  return all[0]!;
-}
+const rows = <T = Record<string, unknown>>(table: string, columns = "*") => server.rows<T>(table, columns);
+const auditTypes = (threadId: string) => server.auditTypes(threadId);
 
 /** A requester's new thread, run on `graphId` with `text`, paused for a human. */
 async function pausedThread(graphId: string, requester: string, text: string): Promise<{ threadId: string; request: Interrupt }> {
@@ -57,7 +28,7 @@ async function pausedThread(graphId: string, requester: string, text: string): P
   return { threadId: thread.thread_id, request: await interruptOf(client, thread.thread_id) };
 }
 
-const approve = (request: Interrupt) => ({ decisions: request.value.requests!.map((r) => ({ toolCallId: r.toolCallId, type: "approve", digest: r.digest })) });
+const approve = approveAll;
 const lastMessage = (values: unknown) => (values as { messages: { content: string; name?: string }[] }).messages.at(-1)!;
 
 /** The scenarios whose side effect waits for an approver role (`require_approval`). */

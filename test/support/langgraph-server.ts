@@ -2,7 +2,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { isAbsolute, join, resolve } from "node:path";
+import Database from "better-sqlite3";
 import { Client } from "@langchain/langgraph-sdk";
+import { expect } from "vitest";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -18,6 +20,10 @@ export interface DevServer {
   storeFile: string;
   /** An SDK client authenticated as `user` (a user of the demo token file), or with a raw `token`. */
   client(user: string, options?: { token?: string; headers?: Record<string, string> }): Client;
+  /** Rows of a table in eart's store file (none before the table exists), read-only. */
+  rows<T = Record<string, unknown>>(table: string, columns?: string, where?: { sql: string; params: unknown[] }): T[];
+  /** The types of a thread's audit events, in order. */
+  auditTypes(threadId: string): string[];
   /** What the server printed so far. */
   log(): string;
   stop(): Promise<void>;
@@ -109,7 +115,41 @@ export async function startDevServer(env: Record<string, string> = {}, options: 
       if (token === undefined) throw new Error(`no demo token for ${user}`);
       return new Client({ apiUrl: url, defaultHeaders: { Authorization: `Bearer ${token}`, ...options.headers } });
     },
+    rows: <T>(table: string, columns = "*", where?: { sql: string; params: unknown[] }) => readStore<T>(storeFile, table, columns, where),
+    auditTypes: (threadId: string) =>
+      readStore<{ type: string }>(storeFile, "eart_audit_events", "type", { sql: "thread_id = ? ORDER BY seq", params: [threadId] }).map((r) => r.type),
     log: () => output,
     stop,
   };
 }
+
+function readStore<T>(file: string, table: string, columns: string, where?: { sql: string; params: unknown[] }): T[] {
+  const db = new Database(file, { readonly: true });
+  try {
+    const exists = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(table);
+    if (!exists) return [];
+    return db.prepare(`SELECT ${columns} FROM ${table} ${where ? `WHERE ${where.sql}` : "ORDER BY rowid"}`).all(...(where?.params ?? [])) as T[];
+  } finally {
+    db.close();
+  }
+}
+
+/** A pending call of an eart approval request, as the server shows it. */
+export type ServedRequest = { toolCallId: string; digest: string; name: string; args: Record<string, unknown> };
+/** One interrupt of a served thread. */
+export type ServedInterrupt = {
+  id: string;
+  value: Record<string, unknown> & { type?: string; roles?: string[]; requests?: ServedRequest[]; refusal?: { code: string; message: string } };
+};
+
+/** The one interrupt a thread waits on (the thread must be interrupted on exactly one). */
+export async function interruptOf(client: Client, threadId: string): Promise<ServedInterrupt> {
+  const thread = await client.threads.get(threadId);
+  expect(thread.status).toBe("interrupted");
+  const all = Object.values(thread.interrupts ?? {}).flat() as ServedInterrupt[];
+  expect(all).toHaveLength(1);
+  return all[0]!;
+}
+
+/** eart's keyed answer approving every call of an approval interrupt. */
+export const approveAll = (request: ServedInterrupt) => ({ decisions: request.value.requests!.map((r) => ({ toolCallId: r.toolCallId, type: "approve", digest: r.digest })) });
