@@ -8,6 +8,7 @@ export default defineConfig({
     // Tests import the package by its public names, resolved to the sources.
     alias: [
       { find: /^eart\/(nodes|guards|graphs|testing)$/, replacement: `${root}$1/index.ts` },
+      { find: /^eart\/middleware$/, replacement: `${root}middleware/index.ts` },
       { find: /^eart\/server$/, replacement: `${root}server/index.ts` },
       { find: /^eart\/sqlite$/, replacement: `${root}src/stores/sqlite/index.ts` },
       { find: /^eart\/postgres$/, replacement: `${root}src/stores/postgres/index.ts` },

@@ -66,7 +66,7 @@ export function assertPlainResume(value: unknown): void {
  * plain JSON ({@link assertPlainResume}), and input that writes eart's own channels. Throws before
  * anything is stored.
  */
-export function assertCallerInput(input: unknown): void {
+export function assertCallerInput(input: unknown, channels: readonly string[] = GOVERNED_CHANNEL_NAMES): void {
   if (isCommand(input)) {
     const command = input as { update?: unknown; goto?: unknown; graph?: unknown; resume?: unknown };
     const gotos = command.goto === undefined ? [] : Array.isArray(command.goto) ? command.goto : [command.goto];
@@ -78,13 +78,13 @@ export function assertCallerInput(input: unknown): void {
     if (command.resume !== undefined) assertPlainResume(command.resume);
     return;
   }
-  assertNoGovernedChannels(input, "input");
+  assertNoGovernedChannels(input, "input", channels);
 }
 
 /** Refuses a write of eart's channels from outside its nodes (input, `updateState`). */
-function assertNoGovernedChannels(values: unknown, via: string): void {
+function assertNoGovernedChannels(values: unknown, via: string, channels: readonly string[]): void {
   if (typeof values !== "object" || values === null) return;
-  const written = GOVERNED_CHANNEL_NAMES.filter((name) => Object.hasOwn(values, name));
+  const written = channels.filter((name) => Object.hasOwn(values, name));
   if (written.length > 0) {
     throw new StateTamperError("state_write_refused", `${via} may not write eart's channels (${written.join(", ")}): only eart's nodes write them`, {
       channels: written,
@@ -165,16 +165,21 @@ export const THREAD_LOCK = Symbol.for("eart.threadLock");
  * const app = guardResumes(new StateGraph(State)....compile({ checkpointer }), { auditLog });
  * ```
  */
-export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(graph: G, options: { lock?: ThreadLock | false; auditLog?: AuditLog } = {}): G {
+export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(
+  graph: G,
+  options: { lock?: ThreadLock | false; auditLog?: AuditLog; channels?: readonly string[] } = {},
+): G {
   const stream = graph.stream.bind(graph);
   const { auditLog } = options;
+  // eart's channels in this graph (the prebuilt agent's names, or the private ones of the createAgent middleware).
+  const channels = options.channels ?? GOVERNED_CHANNEL_NAMES;
   // One run of a thread at a time, by default: without it two people answering one request at
   // once would both be accepted. The lock that fits the graph's checkpointer, unless one is given
   // (or `false`: the caller serialises runs itself).
   const lock = options.lock === false ? undefined : (options.lock ?? (graph.checkpointer instanceof BaseCheckpointSaver ? threadLockFor(graph.checkpointer) : undefined));
   async function guarded(input: unknown, options: RunnableConfig): Promise<unknown> {
     try {
-      assertCallerInput(input);
+      assertCallerInput(input, channels);
     } catch (error) {
       if (auditLog && isCommand(input) && error instanceof EartError) await auditRefusedAnswer(graph, auditLog, options, (input as { resume?: unknown }).resume, error);
       throw error;
@@ -251,14 +256,14 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   if (graph.updateState) {
     const updateState = graph.updateState.bind(graph);
     graph.updateState = (async (config: RunnableConfig, values: unknown, asNode?: string) => {
-      assertNoGovernedChannels(values, "updateState");
+      assertNoGovernedChannels(values, "updateState", channels);
       return updateState(config, values, asNode);
     }) as G["updateState"];
   }
   if (graph.bulkUpdateState) {
     const bulkUpdateState = graph.bulkUpdateState.bind(graph);
     graph.bulkUpdateState = (async (config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown }[] }[]) => {
-      for (const step of supersteps) for (const update of step.updates) assertNoGovernedChannels(update.values, "updateState");
+      for (const step of supersteps) for (const update of step.updates) assertNoGovernedChannels(update.values, "updateState", channels);
       return bulkUpdateState(config, supersteps);
     }) as G["bulkUpdateState"];
   }

@@ -129,31 +129,45 @@ export function createModelStep(options: ModelNodeOptions) {
   return async function modelStep(messages: BaseMessage[], config: LangGraphRunnableConfig, threadId: string, context?: ThreadContext, viewer?: RedactionViewer): Promise<ModelStep> {
     const prefix = [...(system ? [system] : []), ...(context && context.items.length > 0 ? [contextMessage(context)] : [])];
     const called = await call(prefix.length > 0 ? [...prefix, ...messages] : messages, config, threadId);
-    const failures = called.events;
-    const response = redaction ? redactMessage(called.response, redaction, viewer, { toolCallFields: false }).message : called.response;
-    // Decisions and audit events name the proposing message, so it needs its id now, and in
-    // lc_kwargs too: that is what a checkpointer serialises.
-    if (!response.id) {
-      const id = randomUUID();
-      response.id = id;
-      (response as { lc_kwargs: Record<string, unknown> }).lc_kwargs.id = id;
-    }
-    const toolCalls = (response as { tool_calls?: ModelStep["toolCalls"] }).tool_calls ?? [];
-    const events: AuditEventInput[] = [
-      ...failures,
-      {
-        threadId,
-        type: "model.output",
-        data: {
-          messageId: response.id,
-          text: messageText(response),
-          toolCalls: toolCalls.map((c) => ({ id: c.id ?? null, name: c.name, args: c.args, digest: toolCallDigest(c.name, c.args, threadId) })),
-        },
-      },
-    ];
-    if (toolCalls.length === 0) events.push({ threadId, type: "run.completed", data: { outcome: "answered", messageId: response.id } });
-    return { message: response, toolCalls, events };
+    const answer = modelAnswer(called.response, threadId, { redaction, viewer });
+    return { ...answer, events: [...called.events, ...answer.events] };
   };
+}
+
+/**
+ * What eart makes of a model's answer, wherever the model was called (the model node, or
+ * `createAgent`'s model call under `governanceMiddleware`): the answer redacted as the viewer may
+ * see it, given an id if it has none (decisions and audit events name it), and its events:
+ * `model.output` with each proposed call's digest, and `run.completed` when it proposes none.
+ */
+export function modelAnswer(
+  called: BaseMessage,
+  threadId: string,
+  options: { redaction?: Redaction | undefined; viewer?: RedactionViewer | undefined } = {},
+): { message: BaseMessage; toolCalls: ModelStep["toolCalls"]; events: AuditEventInput[] } {
+  const { redaction, viewer } = options;
+  const response = redaction ? redactMessage(called, redaction, viewer, { toolCallFields: false }).message : called;
+  // Decisions and audit events name the proposing message, so it needs its id now, and in
+  // lc_kwargs too: that is what a checkpointer serialises.
+  if (!response.id) {
+    const id = randomUUID();
+    response.id = id;
+    (response as { lc_kwargs: Record<string, unknown> }).lc_kwargs.id = id;
+  }
+  const toolCalls = (response as { tool_calls?: ModelStep["toolCalls"] }).tool_calls ?? [];
+  const events: AuditEventInput[] = [
+    {
+      threadId,
+      type: "model.output",
+      data: {
+        messageId: response.id,
+        text: messageText(response),
+        toolCalls: toolCalls.map((c) => ({ id: c.id ?? null, name: c.name, args: c.args, digest: toolCallDigest(c.name, c.args, threadId) })),
+      },
+    },
+  ];
+  if (toolCalls.length === 0) events.push({ threadId, type: "run.completed", data: { outcome: "answered", messageId: response.id } });
+  return { message: response, toolCalls, events };
 }
 
 /**

@@ -132,6 +132,30 @@ export function isEartError<C extends EartErrorCode = EartErrorCode>(value: unkn
   }
 }
 
+/**
+ * The eart error a thrown value is, or wraps: LangChain's `createAgent` wraps what middleware
+ * throws (a `MiddlewareError` with the original as `cause`), so an eart error raised by
+ * `governanceMiddleware` reaches the caller inside one. Follows `cause` a few levels; undefined
+ * when there is no eart error (of that code) there.
+ * @example
+ * ```ts
+ * try { await agent.invoke(new Command({ resume }), config); }
+ * catch (e) { if (eartErrorOf(e, "approval_self_approval")) return "You cannot approve your own request."; throw e; }
+ * ```
+ */
+export function eartErrorOf<C extends EartErrorCode = EartErrorCode>(value: unknown, code?: C): (EartError & { code: C; details: EartErrorDetails<C> }) | undefined {
+  let current: unknown = value;
+  for (let depth = 0; depth < 8 && current !== undefined && current !== null; depth++) {
+    if (isEartError(current, code)) return current;
+    try {
+      current = (current as { cause?: unknown }).cause;
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
 function hasEartShape(value: unknown, code: EartErrorCode | undefined): boolean {
   if (typeof value !== "object" || value === null) return false;
   const e = value as { code?: unknown; details?: unknown; name?: unknown; message?: unknown };

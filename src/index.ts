@@ -36,6 +36,7 @@ export {
   ToolRecordError,
   ToolTimeoutError,
   parseServerError,
+  eartErrorOf,
   type ServerError,
   type ApprovalErrorCode,
   type EartErrorCode,

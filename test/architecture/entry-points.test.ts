@@ -73,6 +73,10 @@ describe("entry points", () => {
     expect(packagesLoadedBy("src/stores/sqlite/index.js")).toContain("@langchain/langgraph-checkpoint-sqlite");
     expect(packagesLoadedBy("src/stores/postgres/index.js")).toContain("@langchain/langgraph-checkpoint-postgres");
     expect(packagesLoadedBy("src/export/langsmith.js")).toContain("langsmith");
+    // LangChain's createAgent, only behind eart/middleware.
+    expect(packagesLoadedBy("middleware/index.js")).toContain("langchain");
+    expect(packagesLoadedBy("src/index.js")).not.toContain("langchain");
+    expect(packagesLoadedBy("graphs/index.js")).not.toContain("langchain");
   });
 
   it("sqliteStores: one file holds the checkpoints, audit log, ledger, budget counters and lock of a governed refund", async () => {

@@ -11,7 +11,7 @@ import { describe, expect, it } from "vitest";
  */
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const LAYERS = ["src", "langgraph", "nodes", "guards", "graphs", "server", "testing", "cli"] as const;
+const LAYERS = ["src", "langgraph", "nodes", "guards", "graphs", "server", "middleware", "testing", "cli"] as const;
 type Layer = (typeof LAYERS)[number];
 
 /** What each top-level folder may import, besides itself. */
@@ -22,6 +22,7 @@ const MAY_IMPORT: Record<Layer, readonly Layer[]> = {
   guards: ["src", "langgraph"],
   graphs: ["src", "langgraph", "nodes", "guards"],
   server: ["src", "langgraph", "nodes", "guards", "graphs"],
+  middleware: ["src", "langgraph", "nodes", "guards", "graphs"],
   testing: ["src", "langgraph", "nodes", "guards", "graphs"],
   cli: ["src", "langgraph", "nodes", "guards", "graphs"],
 };

@@ -32,7 +32,7 @@ const REQUIRED_PEERS = ["@langchain/langgraph", "@langchain/core", "zod"];
 const ABSENT = ["pg", "better-sqlite3", "@cedar-policy/cedar-wasm", "@langchain/langgraph-checkpoint-sqlite", "@langchain/langgraph-checkpoint-postgres", "@opentelemetry/api", "@types/pg", "@types/better-sqlite3"];
 /** What `import "eart"` must not load: the optional peers, and langsmith, installed but only for eart/langsmith. */
 const NOT_LOADED_BY_ROOT = [...Object.keys(manifest.peerDependenciesMeta).filter((p) => manifest.peerDependenciesMeta[p]!.optional), "langsmith"];
-const SHIPPED_DIRS = ["src", "langgraph", "nodes", "guards", "graphs", "server", "testing", "cli"];
+const SHIPPED_DIRS = ["src", "langgraph", "nodes", "guards", "graphs", "server", "middleware", "testing", "cli"];
 
 const CHILD_TIMEOUT_MS = 120_000;
 const work = mkdtempSync(join(tmpdir(), "eart-pack-"));

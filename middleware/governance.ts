@@ -1,0 +1,274 @@
+import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
+import type { StructuredToolInterface } from "@langchain/core/tools";
+import { Command, getConfig, ReducedValue, StateSchema, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import { createMiddleware } from "langchain";
+import { z } from "zod";
+import { createPolicyGateParts, type GateUpdate } from "../guards/policy-gate.js";
+import { requireThreadId } from "../langgraph/run.js";
+import { type GovernedState } from "../langgraph/channels.js";
+import { EffectLedgerOption } from "../langgraph/records.js";
+import { guardResumes } from "../graphs/resume-guard.js";
+import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
+import { identityStep } from "../nodes/identity-binding.js";
+import { modelAnswer } from "../nodes/model-node.js";
+import { redactingAuditLog } from "../nodes/redaction.js";
+import { AuditLogOption, MemoryAuditLog, type AuditLog } from "../src/audit/log.js";
+import { type Redaction } from "../src/context/redaction.js";
+import { emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext, type DecisionRecord, type ThreadContext } from "../src/decisions/records.js";
+import { bindIdentityOnce, lazySealer } from "../src/decisions/seal.js";
+import { EartConfigError } from "../src/errors.js";
+import { standardRedaction } from "../src/export/segments.js";
+import { IdentityRegistry, type AgentIdentity } from "../src/identity/registry.js";
+import { parseOptions } from "../src/internal/options.js";
+import { PolicyEngineOption } from "../src/policy/engine.js";
+import { ToolExecutionOptionsSchema } from "../src/tools/resilience.js";
+import type { ThreadLock } from "../src/threads/lock.js";
+
+const GovernanceMiddlewareOptionsSchema = z
+  .object({
+    /** An {@link IdentityRegistry}, or its definition object. */
+    identities: z.unknown(),
+    policy: PolicyEngineOption,
+    /** Defaults to a {@link MemoryAuditLog}. */
+    auditLog: AuditLogOption.optional(),
+    /**
+     * The effect ledger that makes each tool call run at most once across resumes, crashes and
+     * processes (`SqliteEffectLedger`, `PostgresEffectLedger`); its store keeps the key that seals
+     * eart's records in state. Defaults to one in memory (this process only).
+     */
+    ledger: EffectLedgerOption.optional(),
+    /** Per tool name (or `"*"`): idempotency, timeout, retry, circuit breaker, fallback. */
+    execution: z.record(z.string(), ToolExecutionOptionsSchema).optional(),
+    /** The clock approvals expire by; injectable for tests. */
+    clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
+    /** Public keys that verify signed approval tokens, by key id (see `createPolicyGate`). */
+    approvalKeys: z.custom<Record<string, unknown>>((v) => typeof v === "object" && v !== null, "must map key ids to { approver, publicKey }").optional(),
+    /**
+     * What is redacted before the thread, the model, the audit log and the exporters hold it: the
+     * model's answers, tool results, and every audit event. Defaults to the standard redactions;
+     * `false` turns redaction off.
+     */
+    redaction: z
+      .union([z.literal(false), z.custom<Redaction>((v) => typeof (v as Redaction)?.apply === "function", "must be a Redaction (defineRedaction) or false")])
+      .optional(),
+  })
+  .strict();
+export type GovernanceMiddlewareOptions = z.input<typeof GovernanceMiddlewareOptionsSchema>;
+
+/**
+ * The state eart adds to a `createAgent` agent: private channels (their names start with `_`, so
+ * `createAgent` keeps them out of the agent's input and output schemas: no client sends them),
+ * with eart's reducers. Authority never comes from them: records count only when eart sealed them.
+ */
+const GovernanceState = new StateSchema({
+  _eart_identity: new ReducedValue(z.custom<AgentIdentity | undefined>(() => true).optional(), { reducer: bindIdentityOnce }),
+  _eart_decisions: new ReducedValue(z.array(z.custom<DecisionRecord>(() => true)).optional(), { reducer: mergeDecisions }),
+  _eart_context: new ReducedValue(z.custom<ThreadContext>(() => true).optional(), {
+    inputSchema: z.custom<Partial<ThreadContext>>(() => true).optional(),
+    reducer: mergeThreadContext,
+  }),
+  _eart_budget: new ReducedValue(z.record(z.string(), z.number()).optional(), { reducer: mergeBudget }),
+});
+
+/** The names of eart's channels in a `createAgent` agent: only eart's steps write them. */
+export const GOVERNANCE_CHANNEL_NAMES: readonly string[] = Object.freeze(Object.keys(GovernanceState.fields));
+
+/** The agent's state as the middleware reads it. */
+type AgentState = {
+  messages: BaseMessage[];
+  _eart_identity?: AgentIdentity;
+  _eart_decisions?: DecisionRecord[];
+  _eart_context?: ThreadContext;
+  _eart_budget?: Record<string, number>;
+};
+
+/** eart's own view of the agent's state: the channels its steps read, by their names. */
+function governedView(state: AgentState): GovernedState {
+  return {
+    messages: state.messages,
+    identity: state._eart_identity,
+    decisions: state._eart_decisions ?? [],
+    context: state._eart_context ?? emptyThreadContext(),
+    budget: state._eart_budget ?? {},
+    escalation: null,
+    reviewed: null,
+  };
+}
+
+/** A step's update, written to the agent's channels. */
+function agentUpdate(update: GateUpdate & { identity?: AgentIdentity; budget?: Record<string, number>; context?: Partial<ThreadContext> }): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (update.messages?.length) out.messages = update.messages;
+  if (update.decisions?.length) out._eart_decisions = update.decisions;
+  if (update.identity) out._eart_identity = update.identity;
+  if (update.budget && Object.keys(update.budget).length > 0) out._eart_budget = update.budget;
+  if (update.context) out._eart_context = update.context;
+  return out;
+}
+
+/** The run's LangGraph configuration (thread id, signal, the authenticated user). */
+function runConfig(): LangGraphRunnableConfig {
+  const config = getConfig() as LangGraphRunnableConfig | undefined;
+  if (!config) throw new EartConfigError("config", "governanceMiddleware runs inside a createAgent run (it found no run configuration)");
+  return config;
+}
+
+/** The last AI message, when it is the newest message with tool calls that nothing answered yet. */
+function proposing(messages: readonly BaseMessage[]): AIMessage | undefined {
+  const last = [...messages].reverse().find((m) => AIMessage.isInstance(m));
+  return last && (last.tool_calls?.length ?? 0) > 0 ? last : undefined;
+}
+
+/**
+ * eart for `createAgent` (LangChain v1): a middleware built on the same steps as eart's nodes,
+ * that replaces `humanInTheLoopMiddleware` and governs every tool call.
+ * - `beforeAgent`: binds the thread's identity from trusted run configuration (the agent
+ *   `configurable.agent_id`, the human `langgraph_auth_user` or `user_id`), once; later input from
+ *   anyone else is refused.
+ * - `wrapModelCall`: records what the model proposed (`model.output`), redacted; while calls wait
+ *   for a human it does not call the model: it pauses with one `interrupt()` carrying eart's
+ *   approval request and LangChain's HITL request fields, and checks the answer (eart's keyed
+ *   form or the HITL `{ decisions }` in order) as eart's gate does.
+ * - `afterModel`: decides every proposed call by policy: denied calls are answered to the model,
+ *   calls that need a human send the turn back to the pause above, allowed ones go to the tools.
+ * - `wrapToolCall`: runs a call only as eart decided it (sealed record, same digest), at most once
+ *   through the effect ledger, with timeouts, retries, breaker and fallbacks, and records it.
+ * Tool calls are decided from the agent's own tools (the ones `createAgent` gives the model).
+ * @example
+ * ```ts
+ * const agent = createAgent({ model, tools, checkpointer, middleware: [governanceMiddleware({ identities, policy, auditLog, ledger })] });
+ * const paused = await agent.invoke({ messages: [{ role: "user", content: "Refund order 1042, $740" }] }, { configurable: { thread_id: "t1", agent_id: "support-agent", user_id: "cara" } });
+ * await agent.invoke(new Command({ resume: { decisions: [{ type: "approve" }] } }), { configurable: { thread_id: "t1", user_id: "sam" } });
+ * ```
+ */
+export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
+  const opts = parseOptions(GovernanceMiddlewareOptionsSchema, options);
+  if (opts.identities === undefined) throw new EartConfigError("identities", "is required: the IdentityRegistry or its definition { roles, agents, users }");
+  const registry = opts.identities instanceof IdentityRegistry ? opts.identities : IdentityRegistry.fromObject(opts.identities);
+  const redaction = opts.redaction === false ? undefined : (opts.redaction ?? standardRedaction());
+  const raw = opts.auditLog ?? new MemoryAuditLog();
+  const auditLog: AuditLog = redaction ? redactingAuditLog(raw, redaction) : raw;
+  const { policy, ledger, execution, clock } = opts;
+  const sealer = lazySealer(ledger);
+  const bind = identityStep<GovernedState>(registry, sealer, auditLog, {
+    recordRequest: (state) => HumanMessage.isInstance(state.messages.at(-1)),
+  });
+
+  // The gate and the tool runners are made for the tools createAgent gives the model, which the
+  // middleware first sees in the model call.
+  let gate: { tools: readonly StructuredToolInterface[]; parts: ReturnType<typeof createPolicyGateParts> } | undefined;
+  const gateFor = (tools: readonly StructuredToolInterface[]) => {
+    if (!gate || gate.tools !== tools) {
+      gate = {
+        tools,
+        parts: createPolicyGateParts({ policy, tools: [...tools], registry, auditLog, ledger, clock, approvalKeys: opts.approvalKeys as never }),
+      };
+    }
+    return gate.parts;
+  };
+  const runners = new WeakMap<object, ReturnType<typeof createGovernedToolNode>>();
+  const runnerFor = (tool: StructuredToolInterface) => {
+    let runner = runners.get(tool);
+    if (!runner) {
+      runner = createGovernedToolNode({ tools: [tool], auditLog, ledger, execution, redaction, policy, registry, clock });
+      runners.set(tool, runner);
+    }
+    return runner;
+  };
+  const currentGate = () => {
+    if (!gate) throw new EartConfigError("tools", "governanceMiddleware decides tool calls with the agent's tools, which it had not seen: the model was not called through createAgent");
+    return gate.parts;
+  };
+
+  const middleware = createMiddleware({
+    name: "EartGovernanceMiddleware",
+    stateSchema: GovernanceState,
+    beforeAgent: async (state) => {
+      const config = runConfig();
+      const view = governedView(state as AgentState);
+      const result = await bind(view, { config, threadId: requireThreadId(config) });
+      if (result.events.length > 0) await auditLog.append(result.events);
+      return agentUpdate(result.update);
+    },
+    wrapModelCall: async (request, handler) => {
+      const config = runConfig();
+      const threadId = requireThreadId(config);
+      const state = request.state as AgentState;
+      const parts = gateFor(request.tools as StructuredToolInterface[]);
+      const message = proposing(state.messages);
+      const waiting = message && (state._eart_decisions ?? []).some((d) => d.messageId === message.id && d.status === "pending_approval");
+      if (waiting) {
+        // Calls wait for a human: pause here (the gate's pass over pending calls; its first effect is the interrupt), not the model.
+        const update = await parts.policyGate(governedView(state), config);
+        return new Command({ update: agentUpdate(update) }) as never;
+      }
+      const response = await handler(request);
+      if (!AIMessage.isInstance(response)) return response;
+      const answer = modelAnswer(response, threadId, { redaction, viewer: state._eart_identity });
+      await auditLog.append(answer.events);
+      return answer.message as AIMessage;
+    },
+    afterModel: {
+      canJumpTo: ["model"],
+      hook: async (state) => {
+        const config = runConfig();
+        const view = governedView(state as AgentState);
+        if (!proposing(view.messages)) return undefined;
+        const update = await currentGate().policyGate(view, config);
+        const written = agentUpdate(update);
+        const message = proposing(view.messages)!;
+        const decisions = mergeDecisions(view.decisions, update.decisions ?? []);
+        const waiting = decisions.some((d) => d.messageId === message.id && d.status === "pending_approval");
+        // A call that waits for a human goes back to the model call, which pauses for it.
+        return waiting ? { ...written, jumpTo: "model" as const } : written;
+      },
+    },
+    wrapToolCall: async (request, _handler) => {
+      const config = runConfig();
+      const state = request.state as AgentState;
+      const tool = request.tool as StructuredToolInterface | undefined;
+      const call = request.toolCall;
+      const message = proposing(state.messages);
+      if (!tool || !message || !call.id) {
+        return new ToolMessage({ tool_call_id: call.id ?? "", name: call.name, content: `Not run: ${call.name} is not a tool this agent governs.`, status: "error" });
+      }
+      // The governed tool node, over this one call of the proposing message.
+      const only = new AIMessage({ id: message.id!, content: message.content, tool_calls: [call] });
+      const view = governedView({ ...state, messages: [...state.messages.filter((m) => m.id !== message.id), only] });
+      const update = await runnerFor(tool)(view, config);
+      const answer = update.messages.find((m) => ToolMessage.isInstance(m) && m.tool_call_id === call.id);
+      const rest = agentUpdate({ ...update, messages: update.messages.filter((m) => m !== answer) });
+      if (Object.keys(rest).length === 0 && answer) return answer as ToolMessage;
+      return new Command({ update: { ...rest, messages: [...(answer ? [answer] : []), ...((rest.messages as BaseMessage[] | undefined) ?? [])] } }) as never;
+    },
+  });
+  // What guardAgent needs to record the answers it refuses: the store, not the redacting view.
+  Object.defineProperty(middleware, GOVERNANCE, { value: { auditLog: raw } });
+  return middleware;
+}
+
+const GOVERNANCE = Symbol.for("eart.governanceMiddleware");
+
+/**
+ * Guards a `createAgent` agent that uses {@link governanceMiddleware} as `guardResumes` guards
+ * eart's own graphs: resumes on unknown or finished threads are refused (LangGraph would ignore
+ * them silently); a `Command` with `update` or `goto` and input or `updateState` that writes eart's
+ * channels are refused before anything is stored; resume values that LangGraph could not store
+ * and read back as given are refused; a continue of a thread that waits for a human is refused;
+ * every run holds the thread's lock (the one that fits the agent's checkpointer). Refused answers
+ * are recorded in the middleware's audit log. Returns the same agent.
+ * @example
+ * ```ts
+ * const governance = governanceMiddleware({ identities, policy, auditLog, ledger });
+ * const agent = guardAgent(createAgent({ model, tools, checkpointer, middleware: [governance] }), governance);
+ * ```
+ */
+export function guardAgent<A extends { graph: unknown }>(agent: A, governance: object, options: { lock?: ThreadLock | false } = {}): A {
+  const own = (governance as { [GOVERNANCE]?: { auditLog: AuditLog } })[GOVERNANCE];
+  if (!own) throw new EartConfigError("governance", "must be the governanceMiddleware the agent was created with");
+  // createAgent may bind default config around its compiled graph: guard the graph itself.
+  let graph = agent.graph as { bound?: unknown };
+  while (graph && typeof graph === "object" && "bound" in graph && graph.bound) graph = graph.bound as { bound?: unknown };
+  guardResumes(graph as Parameters<typeof guardResumes>[0], { auditLog: own.auditLog, channels: GOVERNANCE_CHANNEL_NAMES, ...(options.lock !== undefined ? { lock: options.lock } : {}) });
+  return agent;
+}

@@ -1,0 +1,128 @@
+import { Command } from "@langchain/langgraph";
+import { describe, expect, it } from "vitest";
+import { eartErrorOf, pendingApproval } from "eart";
+import { middlewareRefundSetup } from "../support/middleware-agent.js";
+import { ask, config, lookup, refund } from "../support/refund.js";
+
+describe("governanceMiddleware on createAgent: the refund conversation", () => {
+  it("pauses a $740 refund for a supervisor with eart's request and the HITL fields, and runs it once after the supervisor approves", async () => {
+    const s = middlewareRefundSetup([[lookup("l1")], [refund("c1", 740)]]);
+    const paused = await s.agent.invoke(ask(), config("m-1"));
+    const request = pendingApproval(paused);
+    expect(request).toMatchObject({ type: "eart.approval", roles: ["supervisor"], requests: [{ toolCallId: "c1", name: "issue_refund", args: { orderId: "1042", amount: 740 } }] });
+    const value = (paused as { __interrupt__: { value: Record<string, unknown> }[] }).__interrupt__[0]!.value;
+    expect(value.action_requests).toEqual([{ name: "issue_refund", args: { orderId: "1042", amount: 740 }, description: expect.any(String) }]);
+    expect(s.refunds()).toEqual([]);
+    const done = await s.agent.invoke(new Command({ resume: { decisions: [{ type: "approve" }] } }), config("m-1", "sam"));
+    expect(s.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+    expect(String(done.messages.at(-1)!.content)).toBe("done after 2 turns");
+    const types = (await s.auditLog.read("m-1")).map((e) => e.type);
+    expect(types).toEqual(expect.arrayContaining(["run.started", "identity.bound", "model.output", "policy.decided", "approval.requested", "approval.decided", "tool.started", "tool.succeeded"]));
+    expect(await s.auditLog.verify("m-1")).toMatchObject({ ok: true });
+  });
+});
+
+// createAgent wraps what middleware throws (MiddlewareError, the original as cause): eartErrorOf finds eart's error in it.
+const codeOf = (p: Promise<unknown>) => p.then(() => "no error", (e: { message?: string }) => eartErrorOf(e)?.code ?? String(e.message));
+const approveKeyed = (request: NonNullable<ReturnType<typeof pendingApproval>>) => ({ decisions: request.requests.map((r) => ({ toolCallId: r.toolCallId, type: "approve", digest: r.digest })) });
+
+describe("governanceMiddleware: what LangChain's HITL middleware lets through", () => {
+  it("refuses the customer's own approval, a supervisor named in the payload, and an unknown approver; nothing runs and the request stands", async () => {
+    const s = middlewareRefundSetup([[refund("c1", 740)]]);
+    const request = pendingApproval(await s.agent.invoke(ask(), config("m-2")))!;
+    expect(await codeOf(s.agent.invoke(new Command({ resume: approveKeyed(request) }), config("m-2", "cara")))).toBe("approval_self_approval");
+    expect(await codeOf(s.agent.invoke(new Command({ resume: { ...approveKeyed(request), approver: { id: "sam" } } }), config("m-2", "cara")))).toBe("approval_principal_mismatch");
+    expect(await codeOf(s.agent.invoke(new Command({ resume: { decisions: [{ type: "approve" }] } }), config("m-2", "mallory")))).toBe("approval_unauthorized");
+    expect(await codeOf(s.agent.invoke(new Command({ resume: { decisions: [{ type: "approve" }] } }), config("m-2", "omar")))).toBe("approval_unauthorized");
+    expect(s.refunds()).toEqual([]);
+    expect(pendingApproval(await s.agent.getState(config("m-2")))?.requests[0]!.digest).toBe(request.requests[0]!.digest);
+    const refused = (await s.auditLog.read("m-2")).filter((e) => e.type === "approval.refused");
+    expect(refused).toHaveLength(4);
+    await s.agent.invoke(new Command({ resume: { decisions: [{ type: "approve" }] } }), config("m-2", "sam"));
+    expect(s.refunds()).toHaveLength(1);
+  });
+
+  it("answers each of three calls as decided: approve, edit (checked by policy again), reject; none is dropped", async () => {
+    const s = middlewareRefundSetup([[refund("a", 200), refund("b", 300, "1043"), refund("c", 400)]]);
+    const request = pendingApproval(await s.agent.invoke(ask(), config("m-3")))!;
+    expect(request.requests.map((r) => r.toolCallId)).toEqual(["a", "b", "c"]);
+    const done = await s.agent.invoke(
+      new Command({
+        resume: {
+          decisions: [
+            { type: "approve" },
+            { type: "edit", editedAction: { name: "issue_refund", args: { orderId: "1043", amount: 60 } } },
+            { type: "reject", message: "Duplicate of a" },
+          ],
+        },
+      }),
+      config("m-3", "sam"),
+    );
+    expect(s.refunds().map((r) => [r.toolCallId, r.orderId, r.amount])).toEqual(
+      expect.arrayContaining([
+        ["a", "1042", 200],
+        ["b", "1043", 60],
+      ]),
+    );
+    expect(s.refunds()).toHaveLength(2);
+    const rejected = done.messages.find((m: { tool_call_id?: string; status?: string }) => m.tool_call_id === "c");
+    expect(String(rejected?.content)).toContain("Duplicate of a");
+  });
+
+  it("refuses an edit past policy ($9,000) and a digest from another thread; the supervisor's valid answer still works", async () => {
+    const s = middlewareRefundSetup([[refund("c1", 740)], [], [refund("c1", 740)]]);
+    const request = pendingApproval(await s.agent.invoke(ask(), config("m-4")))!;
+    expect(await codeOf(s.agent.invoke(new Command({ resume: { decisions: [{ type: "edit", edited_action: { name: "issue_refund", args: { orderId: "1042", amount: 9000 } } }] } }), config("m-4", "sam")))).toBe("approval_edit_not_permitted");
+    const other = pendingApproval(await s.agent.invoke(ask(), config("m-4b")))!;
+    expect(other.requests[0]!.digest).not.toBe(request.requests[0]!.digest);
+    expect(await codeOf(s.agent.invoke(new Command({ resume: approveKeyed(other) }), config("m-4", "sam")))).toBe("approval_digest_mismatch");
+    expect(s.refunds()).toEqual([]);
+    await s.agent.invoke(new Command({ resume: approveKeyed(request) }), config("m-4", "sam"));
+    expect(s.refunds()).toHaveLength(1);
+  });
+
+  it("denies a refund over $5,000 without asking anyone, and runs an allowed $60 one without a pause", async () => {
+    const s = middlewareRefundSetup([[refund("big", 9200, "2001"), refund("small", 60, "1043")]]);
+    const out = await s.agent.invoke(ask(), config("m-5"));
+    expect(pendingApproval(out)).toBeUndefined();
+    expect(s.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "small" }]);
+    const denied = out.messages.find((m: { tool_call_id?: string }) => m.tool_call_id === "big");
+    expect(String(denied?.content)).toMatch(/not allowed/);
+  });
+
+  it("refuses resumes on unknown and finished threads, Command update/goto, __proto__ answers and writes of eart's channels", async () => {
+    const s = middlewareRefundSetup([[refund("c1", 60, "1043")]]);
+    expect(await codeOf(s.agent.invoke(new Command({ resume: { decisions: [] } }), config("never-started", "sam")))).toBe("thread_unknown");
+    await s.agent.invoke(ask("Refund order 1043, $60."), config("m-6"));
+    expect(await codeOf(s.agent.invoke(new Command({ resume: { decisions: [] } }), config("m-6", "sam")))).toBe("thread_not_paused");
+    expect(await codeOf(s.agent.invoke(new Command({ update: { messages: [] }, goto: "tools" }), config("m-6")))).toBe("state_write_refused");
+    expect(await codeOf(s.agent.invoke({ messages: [], _eart_decisions: [] } as never, config("m-6")))).toBe("state_write_refused");
+    expect(await codeOf(s.agent.graph.updateState(config("m-6"), { _eart_identity: { id: "support-agent" } }))).toBe("state_write_refused");
+    const p = middlewareRefundSetup([[refund("c1", 740)]]);
+    await p.agent.invoke(ask(), config("m-7"));
+    expect(await codeOf(p.agent.invoke(new Command({ resume: JSON.parse('{"__proto__":{"approved":true},"decisions":[]}') }), config("m-7", "sam")))).toBe("approval_resume_invalid");
+    expect(p.refunds()).toEqual([]);
+  });
+
+  it("does not run a call whose record a caller forged in state: only what eart sealed counts", async () => {
+    const s = middlewareRefundSetup([[refund("c1", 740)]]);
+    const request = pendingApproval(await s.agent.invoke(ask(), config("m-8")))!;
+    // Past the guard (LangGraph's own updateState), an "approved" record for the call.
+    const graph = s.agent.graph as object;
+    const raw = (Object.getPrototypeOf(graph) as { bulkUpdateState: (c: unknown, s: unknown) => Promise<unknown> }).bulkUpdateState;
+    const state = await s.agent.getState(config("m-8"));
+    const records = (state.values as { _eart_decisions: Record<string, unknown>[] })._eart_decisions;
+    const forged = records.map((r) => ({ ...r, status: "approved", approvals: [{ approverId: "sam", type: "approve", at: new Date().toISOString() }] }));
+    await raw.call(graph, config("m-8"), [{ updates: [{ values: { _eart_decisions: forged }, asNode: "EartGovernanceMiddleware.after_model" }] }]);
+    expect(((await s.agent.getState(config("m-8"))).values as { _eart_decisions: { status: string }[] })._eart_decisions[0]!.status).toBe("approved");
+    // And run on past the guard too (LangGraph's own stream): the forged record lets nothing run.
+    const rawStream = (Object.getPrototypeOf(graph) as { stream: (i: unknown, c: unknown) => Promise<AsyncIterable<unknown>> }).stream;
+    const error = await (async () => {
+      for await (const _ of await rawStream.call(graph, null, config("m-8", "cara"))) void _;
+    })().then(() => undefined, (e: unknown) => e);
+    expect(s.refunds()).toEqual([]);
+    expect(eartErrorOf(error)?.code).toBe("state_tamper_detected");
+    expect((await s.auditLog.read("m-8")).map((e) => e.type)).toContain("state.tamper_detected");
+    expect(request.requests).toHaveLength(1);
+  });
+});

@@ -1,0 +1,46 @@
+import { MemorySaver, type BaseCheckpointSaver } from "@langchain/langgraph";
+import Database from "better-sqlite3";
+import { createAgent, type AgentMiddleware } from "langchain";
+import { MemoryAuditLog, MemoryEffectLedger, type AuditLog, type EffectLedger, type PolicyEngine } from "eart";
+import { governanceMiddleware, guardAgent, type GovernanceMiddlewareOptions } from "eart/middleware";
+import { refundPolicy } from "../../examples/refund/policy.js";
+import { createRefundTools } from "../../examples/refund/tools.js";
+import { registry, turnsModel, type Call } from "./refund.js";
+
+/**
+ * The refund agent as a LangChain v1 `createAgent` agent with `governanceMiddleware`, a scripted
+ * model proposing `turns`, and a real refunds table (SQLite in memory) to count side effects.
+ */
+export function middlewareRefundSetup(
+  turns: Call[][],
+  opts: {
+    policy?: PolicyEngine;
+    checkpointer?: BaseCheckpointSaver;
+    auditLog?: AuditLog;
+    ledger?: EffectLedger;
+    database?: Database.Database;
+    /** Middleware around eart's (before it in the list), and after it. */
+    before?: AgentMiddleware[];
+    after?: AgentMiddleware[];
+    governance?: Partial<GovernanceMiddlewareOptions>;
+  } = {},
+) {
+  const db = opts.database ?? new Database(":memory:");
+  const tools = createRefundTools(db);
+  const auditLog = opts.auditLog ?? new MemoryAuditLog();
+  const ledger = opts.ledger ?? new MemoryEffectLedger();
+  const model = turnsModel(turns);
+  const governance = governanceMiddleware({ identities: registry, policy: opts.policy ?? refundPolicy, auditLog, ledger, ...opts.governance });
+  const agent = guardAgent(
+    createAgent({
+      model,
+      tools: tools.all,
+      checkpointer: opts.checkpointer ?? new MemorySaver(),
+      middleware: [...(opts.before ?? []), governance, ...(opts.after ?? [])],
+    }),
+    governance,
+  );
+  const refunds = () =>
+    db.prepare(`SELECT order_id AS orderId, amount, tool_call_id AS toolCallId FROM refunds ORDER BY id`).all() as { orderId: string; amount: number; toolCallId: string }[];
+  return { agent, auditLog, ledger, model, db, tools, refunds };
+}
