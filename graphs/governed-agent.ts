@@ -167,7 +167,7 @@ function checkOptionNames(options: unknown): void {
  * accepts) before it enters the thread: the checkpoint, the audit log and the model only ever hold
  * the redacted text. Values are shown to the user's own roles as `visibleTo` says.
  */
-function redactIncoming(graph: IncomingGraph, redaction: Redaction, registry: IdentityRegistry): void {
+export function redactIncoming(graph: IncomingGraph, redaction: Redaction, registry: IdentityRegistry): void {
   const viewer = (config: RunnableConfig | undefined) => {
     const userId = principalFromConfig(config?.configurable)?.id;
     return { onBehalfOf: { id: userId ?? "", roles: userId !== undefined ? (registry.getUser(userId)?.roles ?? []) : [] } };
@@ -187,7 +187,7 @@ function redactIncoming(graph: IncomingGraph, redaction: Redaction, registry: Id
 }
 
 /** The methods through which callers put messages into a thread. */
-interface IncomingGraph {
+export interface IncomingGraph {
   stream(input: unknown, options?: RunnableConfig): Promise<unknown>;
   bulkUpdateState(config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown; asNode?: string }[] }[]): Promise<unknown>;
 }

@@ -8,9 +8,12 @@ import { requireThreadId } from "../langgraph/run.js";
 import { type GovernedState } from "../langgraph/channels.js";
 import { EffectLedgerOption } from "../langgraph/records.js";
 import { guardResumes } from "../graphs/resume-guard.js";
+import { redactIncoming, type IncomingGraph } from "../graphs/governed-agent.js";
 import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { identityStep } from "../nodes/identity-binding.js";
-import { modelAnswer } from "../nodes/model-node.js";
+import { contextMessage, modelAnswer } from "../nodes/model-node.js";
+import { createContextRetrieval, type ContextRetrievalOptions } from "../nodes/context-retrieval.js";
+import { createToolRecovery } from "../nodes/tool-recovery.js";
 import { redactingAuditLog } from "../nodes/redaction.js";
 import { AuditLogOption, MemoryAuditLog, type AuditLog } from "../src/audit/log.js";
 import { type Redaction } from "../src/context/redaction.js";
@@ -41,6 +44,15 @@ const GovernanceMiddlewareOptionsSchema = z
     execution: z.record(z.string(), ToolExecutionOptionsSchema).optional(),
     /** The clock approvals expire by; injectable for tests. */
     clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
+    /** Roles that may retry, mark done or abandon a call the tools could not finish (default `["operator"]`). */
+    recoveryRoles: z.array(z.string().min(1)).min(1).optional(),
+    /**
+     * Context the agent may see (`createContextRetrieval` options without `auditLog`): retrieved at
+     * the start of every run for the thread's identity, filtered by scope, redacted, and given to
+     * the model before the conversation. Required facts that are missing stop the run (no reviewer
+     * to escalate to here): the model does not guess.
+     */
+    context: z.custom<Omit<ContextRetrievalOptions, "auditLog">>((v) => typeof v === "object" && v !== null && Array.isArray((v as { providers?: unknown }).providers), "must be context retrieval options ({ providers, … })").optional(),
     /** Public keys that verify signed approval tokens, by key id (see `createPolicyGate`). */
     approvalKeys: z.custom<Record<string, unknown>>((v) => typeof v === "object" && v !== null, "must map key ids to { approver, publicKey }").optional(),
     /**
@@ -148,8 +160,12 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
   const redaction = opts.redaction === false ? undefined : (opts.redaction ?? standardRedaction());
   const raw = opts.auditLog ?? new MemoryAuditLog();
   const auditLog: AuditLog = redaction ? redactingAuditLog(raw, redaction) : raw;
-  const { policy, ledger, execution, clock } = opts;
+  const { policy, ledger, execution, clock, context } = opts;
   const sealer = lazySealer(ledger);
+  const recovery = createToolRecovery({ registry, auditLog, ledger, clock, ...(opts.recoveryRoles ? { roles: opts.recoveryRoles } : {}) });
+  const retrieve = context
+    ? createContextRetrieval({ ...context, auditLog, ...(redaction && !context.redaction ? { redaction } : {}), ...(clock && !context.clock ? { clock } : {}) })
+    : undefined;
   const bind = identityStep<GovernedState>(registry, sealer, auditLog, {
     recordRequest: (state) => HumanMessage.isInstance(state.messages.at(-1)),
   });
@@ -188,7 +204,14 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       const view = governedView(state as AgentState);
       const result = await bind(view, { config, threadId: requireThreadId(config) });
       if (result.events.length > 0) await auditLog.append(result.events);
-      return agentUpdate(result.update);
+      const bound = agentUpdate(result.update);
+      if (!retrieve || !HumanMessage.isInstance(view.messages.at(-1))) return bound;
+      // Context is retrieved for the identity, once per run of new input.
+      const retrieved = await retrieve({ ...view, identity: result.update.identity ?? view.identity }, config);
+      if (retrieved.escalation) {
+        throw new EartConfigError("context", `Required context is missing (${retrieved.escalation.reason}): governanceMiddleware has no reviewer to hand the case to; the run stops rather than let the model guess`);
+      }
+      return { ...bound, ...agentUpdate({ context: retrieved.context }) };
     },
     wrapModelCall: async (request, handler) => {
       const config = runConfig();
@@ -196,13 +219,19 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       const state = request.state as AgentState;
       const parts = gateFor(request.tools as StructuredToolInterface[]);
       const message = proposing(state.messages);
-      const waiting = message && (state._eart_decisions ?? []).some((d) => d.messageId === message.id && d.status === "pending_approval");
-      if (waiting) {
+      const mine = message ? (state._eart_decisions ?? []).filter((d) => d.messageId === message.id) : [];
+      if (mine.some((d) => d.status === "pending_approval")) {
         // Calls wait for a human: pause here (the gate's pass over pending calls; its first effect is the interrupt), not the model.
         const update = await parts.policyGate(governedView(state), config);
         return new Command({ update: agentUpdate(update) }) as never;
       }
-      const response = await handler(request);
+      if (mine.some((d) => d.status === "recovery_pending")) {
+        // Calls the tools could not finish wait for a human (retry, mark done, abandon): the recovery step pauses.
+        const update = await recovery(governedView(state), config);
+        return new Command({ update: agentUpdate(update) }) as never;
+      }
+      const known = state._eart_context;
+      const response = await handler(known && known.items.length > 0 ? { ...request, messages: [contextMessage(known), ...request.messages] } : request);
       if (!AIMessage.isInstance(response)) return response;
       const answer = modelAnswer(response, threadId, { redaction, viewer: state._eart_identity });
       await auditLog.append(answer.events);
@@ -243,7 +272,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
     },
   });
   // What guardAgent needs to record the answers it refuses: the store, not the redacting view.
-  Object.defineProperty(middleware, GOVERNANCE, { value: { auditLog: raw } });
+  Object.defineProperty(middleware, GOVERNANCE, { value: { auditLog: raw, redaction, registry } });
   return middleware;
 }
 
@@ -251,7 +280,8 @@ const GOVERNANCE = Symbol.for("eart.governanceMiddleware");
 
 /**
  * Guards a `createAgent` agent that uses {@link governanceMiddleware} as `guardResumes` guards
- * eart's own graphs: resumes on unknown or finished threads are refused (LangGraph would ignore
+ * eart's own graphs, and redacts what callers send before the thread holds it (the middleware's
+ * redaction, in every message form): resumes on unknown or finished threads are refused (LangGraph would ignore
  * them silently); a `Command` with `update` or `goto` and input or `updateState` that writes eart's
  * channels are refused before anything is stored; resume values that LangGraph could not store
  * and read back as given are refused; a continue of a thread that waits for a human is refused;
@@ -264,11 +294,13 @@ const GOVERNANCE = Symbol.for("eart.governanceMiddleware");
  * ```
  */
 export function guardAgent<A extends { graph: unknown }>(agent: A, governance: object, options: { lock?: ThreadLock | false } = {}): A {
-  const own = (governance as { [GOVERNANCE]?: { auditLog: AuditLog } })[GOVERNANCE];
+  const own = (governance as { [GOVERNANCE]?: { auditLog: AuditLog; redaction: Redaction | undefined; registry: IdentityRegistry } })[GOVERNANCE];
   if (!own) throw new EartConfigError("governance", "must be the governanceMiddleware the agent was created with");
   // createAgent may bind default config around its compiled graph: guard the graph itself.
   let graph = agent.graph as { bound?: unknown };
   while (graph && typeof graph === "object" && "bound" in graph && graph.bound) graph = graph.bound as { bound?: unknown };
   guardResumes(graph as Parameters<typeof guardResumes>[0], { auditLog: own.auditLog, channels: GOVERNANCE_CHANNEL_NAMES, ...(options.lock !== undefined ? { lock: options.lock } : {}) });
+  // What callers send is redacted before the thread holds it, as for the prebuilt agent.
+  if (own.redaction) redactIncoming(graph as unknown as IncomingGraph, own.redaction, own.registry);
   return agent;
 }

@@ -1,6 +1,8 @@
+import { AIMessage, type BaseMessage } from "@langchain/core/messages";
 import { Command } from "@langchain/langgraph";
+import { scriptedModel } from "eart/testing";
 import { describe, expect, it } from "vitest";
-import { eartErrorOf, pendingApproval } from "eart";
+import { eartErrorOf, pendingApproval, pendingRecovery } from "eart";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
 import { ask, config, lookup, refund } from "../support/refund.js";
 
@@ -124,5 +126,68 @@ describe("governanceMiddleware: what LangChain's HITL middleware lets through", 
     expect(eartErrorOf(error)?.code).toBe("state_tamper_detected");
     expect((await s.auditLog.read("m-8")).map((e) => e.type)).toContain("state.tamper_detected");
     expect(request.requests).toHaveLength(1);
+  });
+});
+
+/** The scripted model of `turns`, keeping what it was shown on each call. */
+function watching(seen: string[], turns: ReturnType<typeof refund>[][]) {
+  return scriptedModel((messages: BaseMessage[]) => {
+    seen.push(JSON.stringify(messages.map((m) => m.content)));
+    const turn = messages.filter((m) => AIMessage.isInstance(m)).length;
+    const calls = turns[turn];
+    return calls ? new AIMessage({ content: "", tool_calls: calls }) : new AIMessage(`done after ${turn} turns`);
+  });
+}
+
+describe("governanceMiddleware: context, redaction and recovery", () => {
+  const CARD = "4111 1111 1111 1111";
+
+  it("redacts a card number in what the customer sends before the thread, the model or the audit log holds it", async () => {
+    const seen: string[] = [];
+    const s = middlewareRefundSetup([], { model: watching(seen, [[refund("c1", 60, "1043")]]) });
+    const out = await s.agent.invoke(ask(`Refund order 1043, $60. My card is ${CARD}.`), config("m-r1"));
+    expect(JSON.stringify(out.messages)).not.toContain(CARD);
+    expect(JSON.stringify((await s.agent.getState(config("m-r1"))).values)).not.toContain(CARD);
+    expect(JSON.stringify(await s.auditLog.read("m-r1"))).not.toContain(CARD);
+    expect(seen.join("\n")).not.toContain(CARD);
+    expect(s.refunds()).toHaveLength(1);
+  });
+
+  it("gives the model the context its identity may see, redacted, and audits where it came from", async () => {
+    const orders = async () => [
+      { id: "order-1042", source: "orders-db", scope: "orders", labels: [], content: { orderId: "1042", total: 740, card: CARD } },
+      { id: "payroll-7", source: "hr-db", scope: "payroll", labels: ["compensation"], content: { salary: 91000 } },
+    ];
+    const prompts: string[] = [];
+    const s = middlewareRefundSetup([], { model: watching(prompts, []), governance: { context: { providers: [orders] } } });
+    await s.agent.invoke(ask("What did order 1042 cost?"), config("m-c1"));
+    expect(prompts[0]).toContain("order-1042");
+    expect(prompts[0]).not.toContain(CARD);
+    expect(prompts[0]).not.toContain("91000");
+    const retrieved = (await s.auditLog.read("m-c1")).find((e) => e.type === "context.retrieved")!.data as { items: { id: string }[]; dropped: { id: string }[] };
+    expect(retrieved.items.map((i) => i.id)).toEqual(["order-1042"]);
+    expect(retrieved.dropped.map((i) => i.id)).toEqual(["payroll-7"]);
+    expect(JSON.stringify(retrieved)).not.toContain(CARD);
+  });
+
+  it("hands a call the tools could not finish to a human (recovery), and runs it once when they retry", async () => {
+    let failures = 1;
+    const s = middlewareRefundSetup([[refund("c1", 60, "1043")]], {
+      governance: { recoveryRoles: ["supervisor"], execution: { issue_refund: { retry: { attempts: 1 } } } },
+      wrapRefund: (real) => async (args, cfg) => {
+        if (failures-- > 0) throw new Error("payment provider unavailable");
+        return real(args, cfg);
+      },
+    });
+    const paused = await s.agent.invoke(ask("Refund order 1043, $60."), config("m-rec"));
+    const waiting = pendingRecovery(paused);
+    expect(waiting).toMatchObject({ type: "eart.recovery", roles: ["supervisor"], requests: [{ toolCallId: "c1" }] });
+    expect(s.refunds()).toEqual([]);
+    // The customer may not decide it; the supervisor retries.
+    const retry = { decisions: [{ toolCallId: "c1", type: "retry", digest: waiting!.requests[0]!.digest }] };
+    expect(await codeOf(s.agent.invoke(new Command({ resume: retry }), config("m-rec", "cara")))).toMatch(/^approval_/);
+    await s.agent.invoke(new Command({ resume: retry }), config("m-rec", "sam"));
+    expect(s.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "c1" }]);
+    expect((await s.auditLog.read("m-rec")).map((e) => e.type)).toEqual(expect.arrayContaining(["tool.failed", "tool.recovery_requested", "tool.recovery_decided", "tool.succeeded"]));
   });
 });

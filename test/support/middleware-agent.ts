@@ -1,4 +1,6 @@
+import { tool, type StructuredToolInterface } from "@langchain/core/tools";
 import { MemorySaver, type BaseCheckpointSaver } from "@langchain/langgraph";
+import { z } from "zod";
 import Database from "better-sqlite3";
 import { createAgent, type AgentMiddleware } from "langchain";
 import { MemoryAuditLog, MemoryEffectLedger, type AuditLog, type EffectLedger, type PolicyEngine } from "eart";
@@ -23,13 +25,18 @@ export function middlewareRefundSetup(
     before?: AgentMiddleware[];
     after?: AgentMiddleware[];
     governance?: Partial<GovernanceMiddlewareOptions>;
+    /** Replaces the scripted model of `turns`. */
+    model?: ReturnType<typeof turnsModel>;
+    /** Wraps issue_refund's function (to make it fail, say). */
+    wrapRefund?: (real: (args: Record<string, unknown>, config: unknown) => Promise<unknown>) => (args: Record<string, unknown>, config: unknown) => Promise<unknown>;
   } = {},
 ) {
   const db = opts.database ?? new Database(":memory:");
-  const tools = createRefundTools(db);
+  const created = createRefundTools(db);
+  const tools = opts.wrapRefund ? { ...created, all: created.all.map((t) => (t.name === "issue_refund" ? wrapped(t, opts.wrapRefund!) : t)) } : created;
   const auditLog = opts.auditLog ?? new MemoryAuditLog();
   const ledger = opts.ledger ?? new MemoryEffectLedger();
-  const model = turnsModel(turns);
+  const model = opts.model ?? turnsModel(turns);
   const governance = governanceMiddleware({ identities: registry, policy: opts.policy ?? refundPolicy, auditLog, ledger, ...opts.governance });
   const agent = guardAgent(
     createAgent({
@@ -43,4 +50,10 @@ export function middlewareRefundSetup(
   const refunds = () =>
     db.prepare(`SELECT order_id AS orderId, amount, tool_call_id AS toolCallId FROM refunds ORDER BY id`).all() as { orderId: string; amount: number; toolCallId: string }[];
   return { agent, auditLog, ledger, model, db, tools, refunds };
+}
+
+/** A copy of a LangChain tool whose function is wrapped. */
+function wrapped(t: StructuredToolInterface, wrap: (real: (args: Record<string, unknown>, config: unknown) => Promise<unknown>) => (args: Record<string, unknown>, config: unknown) => Promise<unknown>): StructuredToolInterface {
+  const real = (args: Record<string, unknown>, config: unknown) => t.invoke(args, config as never);
+  return tool(wrap(real) as never, { name: t.name, description: t.description, schema: t.schema as z.ZodObject<z.ZodRawShape> }) as unknown as StructuredToolInterface;
 }
