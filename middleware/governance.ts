@@ -24,6 +24,7 @@ import { standardRedaction } from "../src/export/segments.js";
 import { IdentityRegistry, type AgentIdentity } from "../src/identity/registry.js";
 import { parseOptions } from "../src/internal/options.js";
 import { PolicyEngineOption } from "../src/policy/engine.js";
+import { assertAgentConfig } from "../src/policy/validate.js";
 import { ToolExecutionOptionsSchema } from "../src/tools/resilience.js";
 import type { ThreadLock } from "../src/threads/lock.js";
 
@@ -175,6 +176,9 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
   let gate: { tools: readonly StructuredToolInterface[]; parts: ReturnType<typeof createPolicyGateParts> } | undefined;
   const gateFor = (tools: readonly StructuredToolInterface[]) => {
     if (!gate || gate.tools !== tools) {
+      // Checked as createGovernedAgent checks its options, once the agent's tools are known (a
+      // middleware that narrows the tools the model sees may leave rules about others: not a mistake here).
+      assertAgentConfig({ tools, policy, registry, recoveryRoles: opts.recoveryRoles, skip: ["policy_tool_unknown"] });
       gate = {
         tools,
         parts: createPolicyGateParts({ policy, tools: [...tools], registry, auditLog, ledger, clock, approvalKeys: opts.approvalKeys as never }),

@@ -2,9 +2,11 @@ import { AIMessage, type BaseMessage } from "@langchain/core/messages";
 import { Command } from "@langchain/langgraph";
 import { scriptedModel } from "eart/testing";
 import { describe, expect, it } from "vitest";
-import { eartErrorOf, pendingApproval, pendingRecovery } from "eart";
+import { definePolicy, eartErrorOf, pendingApproval, pendingRecovery } from "eart";
+import { governanceMiddleware } from "eart/middleware";
+import { refundPolicy } from "../../examples/refund/policy.js";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
-import { ask, config, lookup, refund } from "../support/refund.js";
+import { ask, config, lookup, refund, registry } from "../support/refund.js";
 
 describe("governanceMiddleware on createAgent: the refund conversation", () => {
   it("pauses a $740 refund for a supervisor with eart's request and the HITL fields, and runs it once after the supervisor approves", async () => {
@@ -189,5 +191,21 @@ describe("governanceMiddleware: context, redaction and recovery", () => {
     await s.agent.invoke(new Command({ resume: retry }), config("m-rec", "sam"));
     expect(s.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "c1" }]);
     expect((await s.auditLog.read("m-rec")).map((e) => e.type)).toEqual(expect.arrayContaining(["tool.failed", "tool.recovery_requested", "tool.recovery_decided", "tool.succeeded"]));
+  });
+});
+
+describe("governanceMiddleware: its options", () => {
+  it("refuses options it does not take (budgets, shadow policies) and a missing identity registry at construction", () => {
+    expect(() => governanceMiddleware({ identities: registry, policy: refundPolicy, budgets: {} } as never)).toThrow(/budgets/);
+    expect(() => governanceMiddleware({ identities: registry, policy: refundPolicy, shadowPolicy: refundPolicy } as never)).toThrow(/shadowPolicy/);
+    expect(() => governanceMiddleware({ policy: refundPolicy } as never)).toThrow(/identities/);
+  });
+
+  it("checks the policy against the agent's tools and identities once it knows the tools: an approver role nobody has is refused before anything runs", async () => {
+    const policy = definePolicy({ name: "typo", rules: [{ id: "all", tools: "*", effect: "require_approval", approverRoles: ["supervisr"] }] });
+    const s = middlewareRefundSetup([[refund("c1", 740)]], { policy });
+    const error = await s.agent.invoke(ask(), config("m-opt")).then(() => undefined, (e: unknown) => e);
+    expect(eartErrorOf(error, "config_invalid")?.message).toMatch(/supervisr/);
+    expect(s.refunds()).toEqual([]);
   });
 });
