@@ -1,4 +1,5 @@
-import { Annotation, BinaryOperatorAggregate, MessagesAnnotation } from "@langchain/langgraph";
+import type { BaseMessage } from "@langchain/core/messages";
+import { Annotation, BinaryOperatorAggregate, MessagesAnnotation, messagesStateReducer, type Messages } from "@langchain/langgraph";
 import {
   emptyThreadContext,
   mergeBudget,
@@ -111,4 +112,7 @@ export const GOVERNED_CHANNEL_NAMES: readonly string[] = Object.freeze(Object.ke
  * What a caller may send the prebuilt agent: its messages. The graph's input schema, so LangGraph
  * server (and Studio, and the schemas endpoint) offer clients only this, never eart's channels.
  */
-export const GovernedInputAnnotation = Annotation.Root({ ...MessagesAnnotation.spec });
+export const GovernedInputAnnotation = Annotation.Root({
+  // Spelled out with BaseMessage from @langchain/core, so the declarations name it from there.
+  messages: Annotation<BaseMessage[], Messages>({ reducer: messagesStateReducer, default: () => [] }),
+});

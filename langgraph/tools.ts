@@ -42,4 +42,6 @@ export const ToolsOption = z.array(
 
 
 /** Option schema: a LangChain chat model. */
-export const ChatModelOption = z.custom<BaseChatModel>((v) => typeof (v as BaseChatModel)?.invoke === "function", "must be a chat model");
+// Annotated: inferred, the declaration would name LangChain's message types through whichever
+// installed package re-exports them (langchain, say), which a project without it cannot resolve.
+export const ChatModelOption: z.ZodCustom<BaseChatModel, BaseChatModel> = z.custom<BaseChatModel>((v) => typeof (v as BaseChatModel)?.invoke === "function", "must be a chat model");

@@ -1,13 +1,13 @@
 import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import type { StructuredToolInterface } from "@langchain/core/tools";
-import { Command, getConfig, ReducedValue, StateSchema, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import { BaseCheckpointSaver, Command, getConfig, isCommand, ReducedValue, StateSchema, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import { createMiddleware } from "langchain";
 import { z } from "zod";
 import { createPolicyGateParts, type GateUpdate } from "../guards/policy-gate.js";
 import { requireThreadId } from "../langgraph/run.js";
 import { type GovernedState } from "../langgraph/channels.js";
 import { EffectLedgerOption } from "../langgraph/records.js";
-import { guardResumes } from "../graphs/resume-guard.js";
+import { assertCallerInput, guardResumes } from "../graphs/resume-guard.js";
 import { redactIncoming, type IncomingGraph } from "../graphs/governed-agent.js";
 import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { identityStep } from "../nodes/identity-binding.js";
@@ -18,7 +18,9 @@ import { redactingAuditLog } from "../nodes/redaction.js";
 import { AuditLogOption, MemoryAuditLog, type AuditLog } from "../src/audit/log.js";
 import { type Redaction } from "../src/context/redaction.js";
 import { emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext, type DecisionRecord, type ThreadContext } from "../src/decisions/records.js";
-import { bindIdentityOnce, lazySealer } from "../src/decisions/seal.js";
+import { bindIdentityOnce, lazySealer, type Sealer } from "../src/decisions/seal.js";
+import type { EffectLedger } from "../src/ledger/ledger.js";
+import { ledgerFor } from "../src/stores/for-checkpointer.js";
 import { EartConfigError } from "../src/errors.js";
 import { standardRedaction } from "../src/export/segments.js";
 import { IdentityRegistry, type AgentIdentity } from "../src/identity/registry.js";
@@ -38,7 +40,9 @@ const GovernanceMiddlewareOptionsSchema = z
     /**
      * The effect ledger that makes each tool call run at most once across resumes, crashes and
      * processes (`SqliteEffectLedger`, `PostgresEffectLedger`); its store keeps the key that seals
-     * eart's records in state. Defaults to one in memory (this process only).
+     * eart's records in state. Defaults to the one that fits the agent's checkpointer
+     * (`ledgerFor`: SQLite or PostgreSQL beside a `SqliteSaver` / `PostgresSaver`), which
+     * `guardAgent` finds; without `guardAgent`, one in memory (this process only).
      */
     ledger: EffectLedgerOption.optional(),
     /** Per tool name (or `"*"`): idempotency, timeout, retry, circuit breaker, fallback. */
@@ -161,9 +165,17 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
   const redaction = opts.redaction === false ? undefined : (opts.redaction ?? standardRedaction());
   const raw = opts.auditLog ?? new MemoryAuditLog();
   const auditLog: AuditLog = redaction ? redactingAuditLog(raw, redaction) : raw;
-  const { policy, ledger, execution, clock, context } = opts;
-  const sealer = lazySealer(ledger);
-  const recovery = createToolRecovery({ registry, auditLog, ledger, clock, ...(opts.recoveryRoles ? { roles: opts.recoveryRoles } : {}) });
+  const { policy, execution, clock, context } = opts;
+  // The ledger (and the seal key its store keeps) is settled on first use: guardAgent may give the
+  // one that fits the agent's checkpointer before that.
+  let ledger: EffectLedger | undefined = opts.ledger;
+  let settled: { sealer: () => Promise<Sealer>; recovery: ReturnType<typeof createToolRecovery> } | undefined;
+  const settle = () =>
+    (settled ??= {
+      sealer: lazySealer(ledger),
+      recovery: createToolRecovery({ registry, auditLog, ledger, clock, ...(opts.recoveryRoles ? { roles: opts.recoveryRoles } : {}) }),
+    });
+  const sealer = () => settle().sealer();
   const retrieve = context
     ? createContextRetrieval({ ...context, auditLog, ...(redaction && !context.redaction ? { redaction } : {}), ...(clock && !context.clock ? { clock } : {}) })
     : undefined;
@@ -175,6 +187,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
   // middleware first sees in the model call.
   let gate: { tools: readonly StructuredToolInterface[]; parts: ReturnType<typeof createPolicyGateParts> } | undefined;
   const gateFor = (tools: readonly StructuredToolInterface[]) => {
+    settle();
     if (!gate || gate.tools !== tools) {
       // Checked as createGovernedAgent checks its options, once the agent's tools are known (a
       // middleware that narrows the tools the model sees may leave rules about others: not a mistake here).
@@ -190,7 +203,10 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
   const runnerFor = (tool: StructuredToolInterface) => {
     let runner = runners.get(tool);
     if (!runner) {
-      runner = createGovernedToolNode({ tools: [tool], auditLog, ledger, execution, redaction, policy, registry, clock });
+      settle();
+      // Each runner governs one tool: its execution options, and those for every tool ("*").
+      const own = execution ? Object.fromEntries(Object.entries(execution).filter(([name]) => name === tool.name || name === "*")) : undefined;
+      runner = createGovernedToolNode({ tools: [tool], auditLog, ledger, execution: own, redaction, policy, registry, clock });
       runners.set(tool, runner);
     }
     return runner;
@@ -231,7 +247,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       }
       if (mine.some((d) => d.status === "recovery_pending")) {
         // Calls the tools could not finish wait for a human (retry, mark done, abandon): the recovery step pauses.
-        const update = await recovery(governedView(state), config);
+        const update = await settle().recovery(governedView(state), config);
         return new Command({ update: agentUpdate(update) }) as never;
       }
       const known = state._eart_context;
@@ -253,7 +269,12 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         const decisions = mergeDecisions(view.decisions, update.decisions ?? []);
         const waiting = decisions.some((d) => d.messageId === message.id && d.status === "pending_approval");
         // A call that waits for a human goes back to the model call, which pauses for it.
-        return waiting ? { ...written, jumpTo: "model" as const } : written;
+        if (waiting) return { ...written, jumpTo: "model" as const };
+        // Every call answered without running (rejected, answered by a human, denied): the model
+        // reads the answers and takes another turn, as after the tools.
+        const answered = new Set([...view.messages, ...(update.messages ?? [])].flatMap((m) => (ToolMessage.isInstance(m) ? [m.tool_call_id] : [])));
+        const unanswered = (message.tool_calls ?? []).some((c) => !answered.has(c.id ?? ""));
+        return unanswered ? written : { ...written, jumpTo: "model" as const };
       },
     },
     wrapToolCall: async (request, _handler) => {
@@ -276,11 +297,29 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
     },
   });
   // What guardAgent needs to record the answers it refuses: the store, not the redacting view.
-  Object.defineProperty(middleware, GOVERNANCE, { value: { auditLog: raw, redaction, registry } });
+  Object.defineProperty(middleware, GOVERNANCE, {
+    value: {
+      auditLog: raw,
+      redaction,
+      registry,
+      /** The ledger that fits the agent's checkpointer, unless one was given (before the first run). */
+      useCheckpointer(checkpointer: unknown) {
+        if (ledger !== undefined || settled !== undefined || !(checkpointer instanceof BaseCheckpointSaver)) return;
+        ledger = ledgerFor(checkpointer);
+      },
+    },
+  });
   return middleware;
 }
 
 const GOVERNANCE = Symbol.for("eart.governanceMiddleware");
+
+/** Plain input without eart's channels (createAgent copies them in from the thread's state). */
+function withoutGovernanceChannels(input: unknown): unknown {
+  if (typeof input !== "object" || input === null || isCommand(input) || Array.isArray(input)) return input;
+  if (!GOVERNANCE_CHANNEL_NAMES.some((name) => Object.hasOwn(input, name))) return input;
+  return Object.fromEntries(Object.entries(input).filter(([key]) => !GOVERNANCE_CHANNEL_NAMES.includes(key)));
+}
 
 /**
  * Guards a `createAgent` agent that uses {@link governanceMiddleware} as `guardResumes` guards
@@ -298,12 +337,29 @@ const GOVERNANCE = Symbol.for("eart.governanceMiddleware");
  * ```
  */
 export function guardAgent<A extends { graph: unknown }>(agent: A, governance: object, options: { lock?: ThreadLock | false } = {}): A {
-  const own = (governance as { [GOVERNANCE]?: { auditLog: AuditLog; redaction: Redaction | undefined; registry: IdentityRegistry } })[GOVERNANCE];
+  const own = (governance as { [GOVERNANCE]?: { auditLog: AuditLog; redaction: Redaction | undefined; registry: IdentityRegistry; useCheckpointer(c: unknown): void } })[GOVERNANCE];
   if (!own) throw new EartConfigError("governance", "must be the governanceMiddleware the agent was created with");
   // createAgent may bind default config around its compiled graph: guard the graph itself.
-  let graph = agent.graph as { bound?: unknown };
+  let graph = agent.graph as { bound?: unknown; checkpointer?: unknown };
   while (graph && typeof graph === "object" && "bound" in graph && graph.bound) graph = graph.bound as { bound?: unknown };
+  own.useCheckpointer(graph.checkpointer);
   guardResumes(graph as Parameters<typeof guardResumes>[0], { auditLog: own.auditLog, channels: GOVERNANCE_CHANNEL_NAMES, ...(options.lock !== undefined ? { lock: options.lock } : {}) });
+  // createAgent's invoke and stream merge the thread's state into the input, eart's channels with
+  // it: the graph takes input without them (a caller's own are refused below, before that merge).
+  const inner = graph as unknown as { stream: (input: unknown, options?: unknown) => Promise<unknown> };
+  const guardedStream = inner.stream.bind(inner);
+  inner.stream = (input, streamOptions) => guardedStream(withoutGovernanceChannels(input), streamOptions);
+  const outer = agent as unknown as Record<string, unknown>;
+  for (const method of ["invoke", "stream", "streamEvents"]) {
+    const original = outer[method];
+    if (typeof original !== "function") continue;
+    const call = (input: unknown, rest: unknown[]) => {
+      assertCallerInput(input, GOVERNANCE_CHANNEL_NAMES);
+      return (original as (...args: unknown[]) => unknown).call(agent, input, ...rest);
+    };
+    // invoke and stream return promises (a refusal rejects them); streamEvents returns its stream.
+    outer[method] = method === "streamEvents" ? (input: unknown, ...rest: unknown[]) => call(input, rest) : async (input: unknown, ...rest: unknown[]) => call(input, rest);
+  }
   // What callers send is redacted before the thread holds it, as for the prebuilt agent.
   if (own.redaction) redactIncoming(graph as unknown as IncomingGraph, own.redaction, own.registry);
   return agent;
