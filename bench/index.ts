@@ -5,12 +5,22 @@
  * variant's `MemorySaver`, so the heap does not grow through the run (an agent in production keeps
  * checkpoints in a database) and garbage collection weighs the same on every round.
  *
+ * Then the middleware benchmark (./middleware.ts): LangChain v1 `createAgent` alone, with LangChain's
+ * `humanInTheLoopMiddleware` (interrupting `issue_refund` over $100) and with eart's
+ * `governanceMiddleware` + `guardAgent`, on the same scripted refund conversation and tools, per
+ * conversation, on two paths: auto-allowed (lookup + $60 refund, no pause anywhere) and the
+ * approval round trip ($740 refund paused, then the resume approving it, timed from the first
+ * invoke to the end of the resume). Prints mean and median per variant and path and the ratios
+ * governance/HITL (target: at most 1.00x on both paths), HITL/plain and governance/plain.
+ * `EART_BENCH_SKIP_MIDDLEWARE=1` skips it; `EART_BENCH_MIDDLEWARE_THREADS` sets the timed
+ * conversations per variant and path (default 300).
+ *
  * Then the policy decision latency benchmark (./policy.ts): typed rules and Cedar at 20 and at
- * 1,000 rules.
+ * 1,000 rules. `EART_BENCH_SKIP_POLICY=1` skips it.
  *
  * Usage: `npm run bench`, or `EART_BENCH_THREADS=200 npm run bench` for a shorter run.
- * `EART_BENCH_SKIP_REFUND=1` skips the refund benchmark and runs only the policy one (for quick
- * iteration); by default both run.
+ * `EART_BENCH_SKIP_REFUND=1` skips the refund benchmark (for quick iteration on the others); every
+ * part has an `EART_BENCH_SKIP_*` variable of its own, and by default all run.
  *
  * Then the governed tool execution benchmark (./ledger.ts): the governed tool node with the effect
  * ledger in memory, in SQLite and in PostgreSQL against LangGraph's `ToolNode` on the same tool,
@@ -50,6 +60,7 @@ import { runImportBench } from "./import.js";
 import { runAuthorityBench } from "./authority.js";
 import { runExportBench } from "./export.js";
 import { runLedgerBench } from "./ledger.js";
+import { runMiddlewareBench } from "./middleware.js";
 import { runPgLoadBench } from "./pg-load.js";
 import { runPolicyBench } from "./policy.js";
 import { positiveIntFromEnv, summarise } from "./stats.js";
@@ -150,7 +161,8 @@ async function main(): Promise<void> {
 
 if (process.env.EART_BENCH_SKIP_IMPORT !== "1") await runImportBench();
 if (process.env.EART_BENCH_SKIP_REFUND !== "1") await main();
-await runPolicyBench();
+if (process.env.EART_BENCH_SKIP_MIDDLEWARE !== "1") await runMiddlewareBench();
+if (process.env.EART_BENCH_SKIP_POLICY !== "1") await runPolicyBench();
 if (process.env.EART_BENCH_SKIP_LEDGER !== "1") await runLedgerBench();
 if (process.env.EART_BENCH_SKIP_AUTHORITY !== "1") await runAuthorityBench();
 if (process.env.EART_BENCH_SKIP_AUDIT !== "1") await runAuditBench();

@@ -134,7 +134,8 @@ describe("createGovernedAgent: the refund path", () => {
     const events = await setup.auditLog.read("t-perm");
     expect(count(events, "tool.started")).toBe(0);
     // The card number never reached the conversation.
-    expect(JSON.stringify(result.messages)).not.toContain("4111");
+    // (the whole number: a message id, a random UUID, may hold "4111")
+    expect(JSON.stringify(result.messages)).not.toMatch(/4111[ -]?1111/);
   });
 
   it("sends bad model arguments and unknown tools back to the model, never running them", async () => {

@@ -209,3 +209,15 @@ describe("governanceMiddleware: its options", () => {
     expect(s.refunds()).toEqual([]);
   });
 });
+
+describe("governanceMiddleware: its state", () => {
+  it("is private: the agent's input and output schemas offer clients messages, none of eart's channels", () => {
+    const s = middlewareRefundSetup([]);
+    const builder = (s.agent.graph as unknown as { builder: { _inputRuntimeDefinition: { getInputJsonSchema(): { properties?: object } }; _outputRuntimeDefinition: { getJsonSchema(): { properties?: object } } } }).builder;
+    const input = Object.keys(builder._inputRuntimeDefinition.getInputJsonSchema().properties ?? {});
+    const output = Object.keys(builder._outputRuntimeDefinition.getJsonSchema().properties ?? {});
+    expect(input).toContain("messages");
+    expect(input.filter((k) => k.startsWith("_eart"))).toEqual([]);
+    expect(output.filter((k) => k.startsWith("_eart"))).toEqual([]);
+  });
+});
