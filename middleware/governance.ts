@@ -78,13 +78,15 @@ export type GovernanceMiddlewareOptions = z.input<typeof GovernanceMiddlewareOpt
  * with eart's reducers. Authority never comes from them: records count only when eart sealed them.
  */
 const GovernanceState = new StateSchema({
-  _eart_identity: new ReducedValue(z.custom<AgentIdentity | undefined>(() => true).optional(), { reducer: bindIdentityOnce }),
-  _eart_decisions: new ReducedValue(z.array(z.custom<DecisionRecord>(() => true)).optional(), { reducer: mergeDecisions }),
-  _eart_context: new ReducedValue(z.custom<ThreadContext>(() => true).optional(), {
-    inputSchema: z.custom<Partial<ThreadContext>>(() => true).optional(),
+  // One unchecked schema per channel: createAgent parses each middleware's state on every model
+  // call, and eart checks its records itself (their seals), so a per-record schema would only cost.
+  _eart_identity: new ReducedValue(z.custom<AgentIdentity | undefined>(() => true), { reducer: bindIdentityOnce }),
+  _eart_decisions: new ReducedValue(z.custom<DecisionRecord[] | undefined>(() => true), { reducer: mergeDecisions }),
+  _eart_context: new ReducedValue(z.custom<ThreadContext | undefined>(() => true), {
+    inputSchema: z.custom<Partial<ThreadContext> | undefined>(() => true),
     reducer: mergeThreadContext,
   }),
-  _eart_budget: new ReducedValue(z.record(z.string(), z.number()).optional(), { reducer: mergeBudget }),
+  _eart_budget: new ReducedValue(z.custom<Record<string, number> | undefined>(() => true), { reducer: mergeBudget }),
 });
 
 /** The names of eart's channels in a `createAgent` agent: only eart's steps write them. */
@@ -139,9 +141,9 @@ function proposing(messages: readonly BaseMessage[]): AIMessage | undefined {
 /**
  * eart for `createAgent` (LangChain v1): a middleware built on the same steps as eart's nodes,
  * that replaces `humanInTheLoopMiddleware` and governs every tool call.
- * - `beforeAgent`: binds the thread's identity from trusted run configuration (the agent
- *   `configurable.agent_id`, the human `langgraph_auth_user` or `user_id`), once; later input from
- *   anyone else is refused.
+ * - `wrapModelCall` (or `beforeAgent`, with `context`): binds the thread's identity from trusted
+ *   run configuration (the agent `configurable.agent_id`, the human `langgraph_auth_user` or
+ *   `user_id`), once, before the model is called; later input from anyone else is refused.
  * - `wrapModelCall`: records what the model proposed (`model.output`), redacted; while calls wait
  *   for a human it does not call the model: it pauses with one `interrupt()` carrying eart's
  *   approval request and LangChain's HITL request fields, and checks the answer (eart's keyed
@@ -219,20 +221,26 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
   const middleware = createMiddleware({
     name: "EartGovernanceMiddleware",
     stateSchema: GovernanceState,
-    beforeAgent: async (state) => {
-      const config = runConfig();
-      const view = governedView(state as AgentState);
-      const result = await bind(view, { config, threadId: requireThreadId(config) });
-      if (result.events.length > 0) await auditLog.append(result.events);
-      const bound = agentUpdate(result.update);
-      if (!retrieve || !HumanMessage.isInstance(view.messages.at(-1))) return bound;
-      // Context is retrieved for the identity, once per run of new input.
-      const retrieved = await retrieve({ ...view, identity: result.update.identity ?? view.identity }, config);
-      if (retrieved.escalation) {
-        throw new EartConfigError("context", `Required context is missing (${retrieved.escalation.reason}): governanceMiddleware has no reviewer to hand the case to; the run stops rather than let the model guess`);
-      }
-      return { ...bound, ...agentUpdate({ context: retrieved.context }) };
-    },
+    // With context to retrieve, a step of its own binds the identity and retrieves before the
+    // model; without, the model call binds it (one graph step fewer per run).
+    ...(retrieve
+      ? {
+          beforeAgent: async (state: unknown) => {
+            const config = runConfig();
+            const view = governedView(state as AgentState);
+            const result = await bind(view, { config, threadId: requireThreadId(config) });
+            if (result.events.length > 0) await auditLog.append(result.events);
+            const bound = agentUpdate(result.update);
+            if (!HumanMessage.isInstance(view.messages.at(-1))) return bound;
+            // Context is retrieved for the identity, once per run of new input.
+            const retrieved = await retrieve({ ...view, identity: result.update.identity ?? view.identity }, config);
+            if (retrieved.escalation) {
+              throw new EartConfigError("context", `Required context is missing (${retrieved.escalation.reason}): governanceMiddleware has no reviewer to hand the case to; the run stops rather than let the model guess`);
+            }
+            return { ...bound, ...agentUpdate({ context: retrieved.context }) };
+          },
+        }
+      : {}),
     wrapModelCall: async (request, handler) => {
       const config = runConfig();
       const threadId = requireThreadId(config);
@@ -250,21 +258,32 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         const update = await settle().recovery(governedView(state), config);
         return new Command({ update: agentUpdate(update) }) as never;
       }
+      // Who the run acts for, checked before the model is called (new input from anyone else is
+      // refused); recorded with what the model answers, in one append. afterModel writes it to state.
+      const binding = retrieve ? undefined : await bind(governedView(state), { config, threadId });
+      const identity = binding?.update.identity ?? state._eart_identity;
       const known = state._eart_context;
       const response = await handler(known && known.items.length > 0 ? { ...request, messages: [contextMessage(known), ...request.messages] } : request);
-      if (!AIMessage.isInstance(response)) return response;
-      const answer = modelAnswer(response, threadId, { redaction, viewer: state._eart_identity });
-      await auditLog.append(answer.events);
+      if (!AIMessage.isInstance(response)) {
+        if (binding && binding.events.length > 0) await auditLog.append(binding.events);
+        return response;
+      }
+      const answer = modelAnswer(response, threadId, { redaction, viewer: identity });
+      await auditLog.append([...(binding?.events ?? []), ...answer.events]);
       return answer.message as AIMessage;
     },
     afterModel: {
       canJumpTo: ["model"],
       hook: async (state) => {
         const config = runConfig();
-        const view = governedView(state as AgentState);
-        if (!proposing(view.messages)) return undefined;
+        let view = governedView(state as AgentState);
+        // The identity the model call bound (the same seal again: binding is deterministic), into state.
+        const unbound = view.identity === undefined ? (await bind(view, { config, threadId: requireThreadId(config) })).update.identity : undefined;
+        if (unbound) view = { ...view, identity: unbound };
+        const bound = unbound ? agentUpdate({ identity: unbound }) : {};
+        if (!proposing(view.messages)) return Object.keys(bound).length > 0 ? bound : undefined;
         const update = await currentGate().policyGate(view, config);
-        const written = agentUpdate(update);
+        const written = { ...bound, ...agentUpdate(update) };
         const message = proposing(view.messages)!;
         const decisions = mergeDecisions(view.decisions, update.decisions ?? []);
         const waiting = decisions.some((d) => d.messageId === message.id && d.status === "pending_approval");
