@@ -315,6 +315,15 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
 
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer!));
   const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, lock: lock ?? false });
-  if (redaction) redactIncoming(app as unknown as IncomingGraph, redaction, registry);
+  if (redaction) {
+    redactIncoming(app as unknown as IncomingGraph, redaction, registry);
+    // A copy made with withConfig (guarded by guardResumes) redacts what callers send too.
+    const guardedWithConfig = (app as unknown as { withConfig: (config: unknown) => unknown }).withConfig;
+    (app as unknown as { withConfig: (config: unknown) => unknown }).withConfig = (config: unknown) => {
+      const copy = guardedWithConfig.call(app, config);
+      redactIncoming(copy as IncomingGraph, redaction, registry);
+      return copy;
+    };
+  }
   return app as unknown as GovernedAgent;
 }

@@ -167,12 +167,21 @@ export const THREAD_LOCK = Symbol.for("eart.threadLock");
  */
 export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseCheckpointSaver | boolean }>(
   graph: G,
-  options: { lock?: ThreadLock | false; auditLog?: AuditLog; channels?: readonly string[] } = {},
+  options: {
+    lock?: ThreadLock | false;
+    auditLog?: AuditLog;
+    /** eart's channels in this graph: the prebuilt agent's names (default), or the createAgent middleware's private ones. */
+    channels?: readonly string[];
+    /** Where the bound identity and the decision records are in this graph's state (`identity`, `decisions` by default). */
+    names?: { identity: string; decisions: string };
+  } = {},
 ): G {
+  // Guarded once: a second guard would wait for the lock the first one holds, forever.
+  if ((graph as unknown as Record<symbol, unknown>)[GUARDED]) return graph;
   const stream = graph.stream.bind(graph);
   const { auditLog } = options;
-  // eart's channels in this graph (the prebuilt agent's names, or the private ones of the createAgent middleware).
   const channels = options.channels ?? GOVERNED_CHANNEL_NAMES;
+  const names = options.names ?? { identity: "identity", decisions: "decisions" };
   // One run of a thread at a time, by default: without it two people answering one request at
   // once would both be accepted. The lock that fits the graph's checkpointer, unless one is given
   // (or `false`: the caller serialises runs itself).
@@ -200,7 +209,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       return IterableReadableStream.fromAsyncGenerator(
         (async function* () {
           for await (const chunk of inner as AsyncIterable<unknown>) yield chunk;
-          await assertAnsweredInTime(graph, options!, before, expiring.map((r) => r.toolCallId));
+          await assertAnsweredInTime(graph, options!, before, expiring.map((r) => r.toolCallId), names.decisions);
         })(),
       );
     }
@@ -214,7 +223,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       const snapshot = await assertNotAwaitingApproval(graph, options);
       // New input on a bound thread comes from the human it acts for; checked before it is stored.
       // An identity nobody sealed binds nothing (the binding node reports it and binds afresh).
-      const bound = (snapshot?.values as { identity?: AgentIdentity } | undefined)?.identity;
+      const bound = (snapshot?.values as Record<string, AgentIdentity | undefined> | undefined)?.[names.identity];
       if (bound?.seal !== undefined) assertActsForBound(bound, options.configurable);
     }
     return stream(input, options);
@@ -256,6 +265,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   if (graph.updateState) {
     const updateState = graph.updateState.bind(graph);
     graph.updateState = (async (config: RunnableConfig, values: unknown, asNode?: string) => {
+      assertNotForked(config, "updateState");
       assertNoGovernedChannels(values, "updateState", channels);
       return updateState(config, values, asNode);
     }) as G["updateState"];
@@ -263,12 +273,35 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   if (graph.bulkUpdateState) {
     const bulkUpdateState = graph.bulkUpdateState.bind(graph);
     graph.bulkUpdateState = (async (config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown }[] }[]) => {
+      assertNotForked(config, "updateState");
       for (const step of supersteps) for (const update of step.updates) assertNoGovernedChannels(update.values, "updateState", channels);
       return bulkUpdateState(config, supersteps);
     }) as G["bulkUpdateState"];
   }
   if (lock) Object.defineProperty(graph, THREAD_LOCK, { value: lock });
+  Object.defineProperty(graph, GUARDED, { value: true });
+  // LangGraph's withConfig copies the graph without the guard's methods: every copy is guarded
+  // too, under the same lock (two locks would let a run of the copy and one of the original overlap).
+  const withConfig = (graph as unknown as { withConfig?: (config: unknown) => unknown }).withConfig;
+  if (typeof withConfig === "function") {
+    (graph as unknown as { withConfig: (config: unknown) => unknown }).withConfig = (config: unknown) =>
+      guardResumes(withConfig.call(graph, config) as G, { ...options, lock: lock ?? false, channels, names });
+  }
   return graph;
+}
+
+/** Marks a graph the resume guard already wraps. */
+const GUARDED = Symbol.for("eart.guardResumes");
+
+/**
+ * Refuses a state write on an older checkpoint (`checkpoint_id`): it forks the thread from there,
+ * which would bring back a request already answered, or an unbound thread.
+ */
+function assertNotForked(config: RunnableConfig | undefined, via: string): void {
+  if (config?.configurable?.checkpoint_id === undefined) return;
+  throw new StateTamperError("state_write_refused", `${via} may not write from an older checkpoint (checkpoint_id): it would roll the thread back`, {
+    fields: ["configurable.checkpoint_id"],
+  });
 }
 
 /**
@@ -294,9 +327,9 @@ function asPlainResume(input: unknown, snapshot: Snapshot): unknown {
 }
 
 /** Throws `approval_expired` when the run just made expired calls of the request it answered. */
-async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, before: Snapshot, toolCallIds: string[]): Promise<void> {
+async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, before: Snapshot, toolCallIds: string[], channel: string): Promise<void> {
   const expiredAt = (snapshot: Snapshot) =>
-    new Map(((snapshot.values as { decisions?: DecisionRecord[] }).decisions ?? []).map((d) => [d.toolCallId, d.expiredAt]));
+    new Map((((snapshot.values as Record<string, DecisionRecord[] | undefined>)[channel]) ?? []).map((d) => [d.toolCallId, d.expiredAt]));
   const was = expiredAt(before);
   const now = expiredAt(await graph.getState(config));
   const lapsed = toolCallIds.filter((id) => now.get(id) !== undefined && now.get(id) !== was.get(id));

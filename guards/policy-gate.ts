@@ -298,15 +298,25 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const flips: AuditEventInput[] = [];
     // Calls of this message already let through: each later one is checked against budgets with them.
     const through: ToolCall[] = [];
+    // An id two calls of this message share names neither for sure (records, answers and the
+    // ledger are keyed by it): every call under it is refused, answered once.
+    const seen = new Set<string>();
+    const shared = new Set(calls.flatMap((c) => (c.id && seen.has(c.id) ? [c.id] : (seen.add(c.id ?? ""), []))));
+    const refusedShared = new Set<string>();
     for (const call of calls) {
       if (!call.id) throw new EartConfigError("messages", `the model proposed a call to ${call.name} without a tool call id`);
       const id = call.id;
       const previous = known.get(id);
       if (previous && previous.messageId === message.id) continue; // already decided
-      const { record, answer, request, flip } = previous
+      if (shared.has(id)) {
+        if (refusedShared.has(id)) continue;
+        refusedShared.add(id);
+      }
+      const reuse = previous ? "was already used by an earlier call" : shared.has(id) ? "names two calls of this message" : undefined;
+      const { record, answer, request, flip } = reuse
         ? {
             record: {
-              ...previous,
+              ...(previous ?? { schemaVersion: 1 as const, toolCallId: id, requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id }, approvals: [] }),
               messageId: message.id!,
               ...recordedCall(call.name, call.args, threadId).call,
               name: call.name,
@@ -315,12 +325,12 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
               decidedAt: now(),
               verdict: {
                 effect: "deny" as const,
-                reasons: [`tool call id "${id}" was already used by an earlier call`],
+                reasons: [`tool call id "${id}" ${reuse}`],
                 policyIds: [BUILTIN_POLICY_IDS.duplicateCall],
                 version: policy.version,
               },
             },
-            answer: `Refused: tool call id "${id}" was already used by an earlier call.`,
+            answer: `Refused: tool call id "${id}" ${reuse}.`,
           }
         : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId, state.budget ?? {}, through);
       records.push(record);

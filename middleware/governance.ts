@@ -7,7 +7,7 @@ import { createPolicyGateParts, type GateUpdate } from "../guards/policy-gate.js
 import { requireThreadId } from "../langgraph/run.js";
 import { type GovernedState } from "../langgraph/channels.js";
 import { EffectLedgerOption } from "../langgraph/records.js";
-import { assertCallerInput, guardResumes } from "../graphs/resume-guard.js";
+import { assertCallerInput, guardResumes, THREAD_LOCK } from "../graphs/resume-guard.js";
 import { redactIncoming, type IncomingGraph } from "../graphs/governed-agent.js";
 import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { identityStep } from "../nodes/identity-binding.js";
@@ -358,28 +358,65 @@ function withoutGovernanceChannels(input: unknown): unknown {
 export function guardAgent<A extends { graph: unknown }>(agent: A, governance: object, options: { lock?: ThreadLock | false } = {}): A {
   const own = (governance as { [GOVERNANCE]?: { auditLog: AuditLog; redaction: Redaction | undefined; registry: IdentityRegistry; useCheckpointer(c: unknown): void } })[GOVERNANCE];
   if (!own) throw new EartConfigError("governance", "must be the governanceMiddleware the agent was created with");
+  if (options.lock !== undefined && options.lock !== false && typeof (options.lock as ThreadLock)?.acquire !== "function") {
+    throw new EartConfigError("lock", "must be a ThreadLock or false");
+  }
+  // An agent built without this middleware would run its tools ungoverned behind a guard that looks fine.
+  const middleware = (agent as { options?: { middleware?: unknown } }).options?.middleware;
+  if (!Array.isArray(middleware) || !middleware.includes(governance)) {
+    throw new EartConfigError("governance", "the agent was not created with this governanceMiddleware (createAgent({ …, middleware: [governance] }))");
+  }
+  if ((agent as unknown as Record<symbol, unknown>)[GUARDED_AGENT]) return agent;
   // createAgent may bind default config around its compiled graph: guard the graph itself.
   let graph = agent.graph as { bound?: unknown; checkpointer?: unknown };
   while (graph && typeof graph === "object" && "bound" in graph && graph.bound) graph = graph.bound as { bound?: unknown };
   own.useCheckpointer(graph.checkpointer);
-  guardResumes(graph as Parameters<typeof guardResumes>[0], { auditLog: own.auditLog, channels: GOVERNANCE_CHANNEL_NAMES, ...(options.lock !== undefined ? { lock: options.lock } : {}) });
-  // createAgent's invoke and stream merge the thread's state into the input, eart's channels with
-  // it: the graph takes input without them (a caller's own are refused below, before that merge).
-  const inner = graph as unknown as { stream: (input: unknown, options?: unknown) => Promise<unknown> };
-  const guardedStream = inner.stream.bind(inner);
-  inner.stream = (input, streamOptions) => guardedStream(withoutGovernanceChannels(input), streamOptions);
+  const guard = (target: unknown, lock: ThreadLock | false | undefined) => {
+    guardResumes(target as Parameters<typeof guardResumes>[0], {
+      auditLog: own.auditLog,
+      channels: GOVERNANCE_CHANNEL_NAMES,
+      names: { identity: "_eart_identity", decisions: "_eart_decisions" },
+      ...(lock !== undefined ? { lock } : {}),
+    });
+    // createAgent's invoke and stream merge the thread's state into the input, eart's channels with
+    // it: the graph takes input without them (a caller's own are refused below, before that merge).
+    const inner = target as { stream: (input: unknown, options?: unknown) => Promise<unknown>; withConfig?: (config: unknown) => unknown };
+    const guardedStream = inner.stream.bind(inner);
+    inner.stream = (input, streamOptions) => guardedStream(withoutGovernanceChannels(input), streamOptions);
+    // What callers send is redacted before the thread holds it, as for the prebuilt agent.
+    if (own.redaction) redactIncoming(target as IncomingGraph, own.redaction, own.registry);
+    // Copies made with withConfig are guarded the same way, under the same lock.
+    const withConfig = inner.withConfig;
+    if (typeof withConfig === "function") {
+      const sameLock = ((target as Record<symbol, unknown>)[THREAD_LOCK] as ThreadLock | undefined) ?? false;
+      inner.withConfig = (config: unknown) => {
+        const copy = withConfig.call(target, config);
+        guard(copy, sameLock);
+        return copy;
+      };
+    }
+  };
+  guard(graph, options.lock);
   const outer = agent as unknown as Record<string, unknown>;
   for (const method of ["invoke", "stream", "streamEvents"]) {
     const original = outer[method];
     if (typeof original !== "function") continue;
     const call = (input: unknown, rest: unknown[]) => {
-      assertCallerInput(input, GOVERNANCE_CHANNEL_NAMES);
+      // A caller's own writes of eart's channels (a Command goes to the graph's guard, which records refused answers).
+      if (!isCommand(input)) assertCallerInput(input, GOVERNANCE_CHANNEL_NAMES);
       return (original as (...args: unknown[]) => unknown).call(agent, input, ...rest);
     };
     // invoke and stream return promises (a refusal rejects them); streamEvents returns its stream.
     outer[method] = method === "streamEvents" ? (input: unknown, ...rest: unknown[]) => call(input, rest) : async (input: unknown, ...rest: unknown[]) => call(input, rest);
   }
-  // What callers send is redacted before the thread holds it, as for the prebuilt agent.
-  if (own.redaction) redactIncoming(graph as unknown as IncomingGraph, own.redaction, own.registry);
+  // agent.withConfig builds a new agent (and graph): guard it too, under the same lock.
+  const agentWithConfig = outer.withConfig;
+  if (typeof agentWithConfig === "function") {
+    const sameLock = ((graph as Record<symbol, unknown>)[THREAD_LOCK] as ThreadLock | undefined) ?? false;
+    outer.withConfig = (config: unknown) => guardAgent((agentWithConfig as (c: unknown) => A).call(agent, config), governance, { lock: sameLock });
+  }
+  Object.defineProperty(agent, GUARDED_AGENT, { value: true });
   return agent;
 }
+
+const GUARDED_AGENT = Symbol.for("eart.guardAgent");

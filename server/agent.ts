@@ -154,6 +154,47 @@ function forClient(error: unknown): unknown {
 }
 
 /**
+ * Puts a graph's runs under the server's rules ({@link serverConfig}, refusals kept on the thread,
+ * eart's codes for the client); a copy made with withConfig gets the same.
+ */
+function serve(graph: GovernedAgent, rules: { agentId: string; clientAgents: readonly string[]; trust: "eart-auth" | "server-auth" }): void {
+  const stream = graph.stream.bind(graph) as (input: unknown, options?: RunnableConfig) => Promise<AsyncIterable<unknown>>;
+  (graph as unknown as { stream: typeof stream }).stream = async (given, options) => {
+    const input = clientAnswer(given);
+    let config: RunnableConfig;
+    let inner: AsyncIterable<unknown>;
+    try {
+      config = serverConfig(options, rules);
+      inner = await stream(input, config);
+    } catch (error) {
+      // An answer refused before LangGraph could store it (recorded by the resume guard) keeps
+      // the thread on its request, with the refusal, like any other refused answer.
+      if (!(error instanceof ApprovalError && error.code === "approval_resume_invalid" && isCommand(input) && (input as Command).resume !== undefined)) throw forClient(error);
+      try {
+        inner = await stream(new Command({ resume: refusedAnswer(error) }), config!);
+      } catch {
+        throw forClient(error);
+      }
+    }
+    return IterableReadableStream.fromAsyncGenerator(
+      (async function* () {
+        try {
+          for await (const chunk of inner) yield chunk;
+        } catch (error) {
+          throw forClient(error);
+        }
+      })(),
+    );
+  };
+  const withConfig = (graph as unknown as { withConfig: (config: unknown) => unknown }).withConfig;
+  (graph as unknown as { withConfig: (config: unknown) => unknown }).withConfig = (config: unknown) => {
+    const copy = withConfig.call(graph, config) as GovernedAgent;
+    serve(copy, rules);
+    return copy;
+  };
+}
+
+/**
  * The governed agent for LangGraph server (`langgraph.json`): the prebuilt agent without a
  * checkpointer (the server gives it its own), on eart's stores for the rest (`ledger`,
  * `threadLock`, `auditLog`: SQLite under `langgraph dev`, PostgreSQL for a deployment; see
@@ -176,34 +217,7 @@ export function createServerAgent(options: ServerAgentOptions): GovernedAgent {
     if (!registry.getAgent(id)) throw new EartConfigError("agentId", `names agent "${id}", which the identities do not define (${registry.agentIds().join(", ")})`);
   }
   const graph = createGovernedAgent({ ...agentOptions, identities: registry } as GovernedAgentOptions);
-  const stream = graph.stream.bind(graph) as (input: unknown, options?: RunnableConfig) => Promise<AsyncIterable<unknown>>;
-  (graph as unknown as { stream: typeof stream }).stream = async (given, options) => {
-    const input = clientAnswer(given);
-    let config: RunnableConfig;
-    let inner: AsyncIterable<unknown>;
-    try {
-      config = serverConfig(options, { agentId, clientAgents, trust });
-      inner = await stream(input, config);
-    } catch (error) {
-      // An answer refused before LangGraph could store it (recorded by the resume guard) keeps
-      // the thread on its request, with the refusal, like any other refused answer.
-      if (!(error instanceof ApprovalError && error.code === "approval_resume_invalid" && isCommand(input) && (input as Command).resume !== undefined)) throw forClient(error);
-      try {
-        inner = await stream(new Command({ resume: refusedAnswer(error) }), config!);
-      } catch {
-        throw forClient(error);
-      }
-    }
-    return IterableReadableStream.fromAsyncGenerator(
-      (async function* () {
-        try {
-          for await (const chunk of inner) yield chunk;
-        } catch (error) {
-          throw forClient(error);
-        }
-      })(),
-    );
-  };
+  serve(graph, { agentId, clientAgents, trust });
   served().push({ agentId, graph, registry, answerRoles: answerRolesOf(agentOptions), auditLog: agentOptions.auditLog, agents: [agentId, ...clientAgents] });
   return graph;
 }
