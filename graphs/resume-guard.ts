@@ -200,6 +200,15 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
         fields: ["configurable.checkpoint_id"],
       });
     }
+    // A namespace other than the thread's root hides its state from these checks (nothing bound,
+    // nothing waiting) while LangGraph still writes the input into the thread.
+    const ns = options.configurable?.checkpoint_ns;
+    const nsMap = options.configurable?.checkpoint_map;
+    if ((ns !== undefined && ns !== "") || (nsMap !== undefined && nsMap !== null && Object.keys(nsMap as object).length > 0)) {
+      throw new StateTamperError("state_write_refused", "A run of the thread starts at its root (checkpoint_ns, checkpoint_map are LangGraph's own)", {
+        fields: ["configurable.checkpoint_ns", "configurable.checkpoint_map"].filter((f) => (f.endsWith("ns") ? ns !== undefined && ns !== "" : nsMap !== undefined)),
+      });
+    }
     if (isCommand(input) && input.resume !== undefined) {
       const before = await assertResumable(graph, options);
       const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];
@@ -266,6 +275,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     const updateState = graph.updateState.bind(graph);
     graph.updateState = (async (config: RunnableConfig, values: unknown, asNode?: string) => {
       assertNotForked(config, "updateState");
+      assertPlainUpdate(values, "updateState");
       assertNoGovernedChannels(values, "updateState", channels);
       return updateState(config, values, asNode);
     }) as G["updateState"];
@@ -274,7 +284,12 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     const bulkUpdateState = graph.bulkUpdateState.bind(graph);
     graph.bulkUpdateState = (async (config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown }[] }[]) => {
       assertNotForked(config, "updateState");
-      for (const step of supersteps) for (const update of step.updates) assertNoGovernedChannels(update.values, "updateState", channels);
+      for (const step of supersteps) {
+        for (const update of step.updates) {
+          assertPlainUpdate(update.values, "updateState");
+          assertNoGovernedChannels(update.values, "updateState", channels);
+        }
+      }
       return bulkUpdateState(config, supersteps);
     }) as G["bulkUpdateState"];
   }
@@ -298,10 +313,20 @@ const GUARDED = Symbol.for("eart.guardResumes");
  * which would bring back a request already answered, or an unbound thread.
  */
 function assertNotForked(config: RunnableConfig | undefined, via: string): void {
-  if (config?.configurable?.checkpoint_id === undefined) return;
-  throw new StateTamperError("state_write_refused", `${via} may not write from an older checkpoint (checkpoint_id): it would roll the thread back`, {
-    fields: ["configurable.checkpoint_id"],
+  const ns = config?.configurable?.checkpoint_ns;
+  if (config?.configurable?.checkpoint_id === undefined && (ns === undefined || ns === "")) return;
+  throw new StateTamperError("state_write_refused", `${via} may not write from an older checkpoint or another namespace (checkpoint_id, checkpoint_ns): it would roll the thread back`, {
+    fields: ["configurable.checkpoint_id", "configurable.checkpoint_ns"],
   });
+}
+
+/**
+ * Refuses state-API values that are not one update of channels: a `Command` (its update and goto
+ * would write any channel and skip any node) or a list of updates (LangGraph reads it as several).
+ */
+function assertPlainUpdate(values: unknown, via: string): void {
+  if (isCommand(values)) throw new StateTamperError("state_write_refused", `${via} takes channel values, not a Command`, { fields: ["values"] });
+  if (Array.isArray(values)) throw new StateTamperError("state_write_refused", `${via} takes one object of channel values, not a list`, { fields: ["values"] });
 }
 
 /**

@@ -16,6 +16,12 @@ export type ServerAgentOptions = Omit<GovernedAgentOptions, "checkpointer" | "le
     /** The agent this graph acts as (`agents[].id` of the identities): a client never names it. */
     agentId: string;
     /**
+     * The graph's id in `langgraph.json`: reviewers find the interrupted threads of the graphs
+     * whose human tasks they answer with `threads.search({ status: "interrupted" })`. Without it,
+     * nobody finds this graph's threads by search (each is still opened and answered by id).
+     */
+    graphId?: string;
+    /**
      * Other agents a client may pick with `configurable.agent_id` (the assistant allows them). Any
      * other `agent_id` a run carries is refused (`identity_agent_refused`). Default: none.
      */
@@ -37,6 +43,7 @@ interface Served {
   /** Roles that answer this graph's human tasks: policy approvers, recovery and review roles. */
   answerRoles: ReadonlySet<string>;
   auditLog: AuditLog;
+  graphId: string | undefined;
   /** The agents its threads may be bound to: its own, and those a client may pick. */
   agents: readonly string[];
 }
@@ -78,17 +85,18 @@ export async function answerableBy(threadId: string, userId: string): Promise<bo
 
 /**
  * The user as the served graphs know them, or undefined when none does: their roles (in every
- * graph's identities), and whether one of them answers some graph's human tasks.
+ * graph's identities), and the graphs (by `graphId`) whose human tasks one of them answers.
  */
-export function servedUser(userId: string): { name: string; roles: string[]; answers: boolean } | undefined {
-  let found: { name: string; roles: string[]; answers: boolean } | undefined;
-  for (const { registry, answerRoles } of served()) {
+export function servedUser(userId: string): { name: string; roles: string[]; answersIn: string[] } | undefined {
+  let found: { name: string; roles: string[]; answersIn: string[] } | undefined;
+  for (const { registry, answerRoles, graphId } of served()) {
     const user = registry.getUser(userId);
     if (!user) continue;
+    const answers = graphId !== undefined && user.roles.some((r) => answerRoles.has(r));
     found = {
       name: found?.name ?? user.name ?? userId,
       roles: [...new Set([...(found?.roles ?? []), ...user.roles])],
-      answers: (found?.answers ?? false) || user.roles.some((r) => answerRoles.has(r)),
+      answersIn: [...new Set([...(found?.answersIn ?? []), ...(answers ? [graphId] : [])])],
     };
   }
   return found;
@@ -209,7 +217,7 @@ function serve(graph: GovernedAgent, rules: { agentId: string; clientAgents: rea
  * ```
  */
 export function createServerAgent(options: ServerAgentOptions): GovernedAgent {
-  const { agentId, clientAgents = [], trust = "eart-auth", ...agentOptions } = options;
+  const { agentId, clientAgents = [], trust = "eart-auth", graphId, ...agentOptions } = options;
   if (typeof agentId !== "string" || agentId === "") throw new EartConfigError("agentId", "names the agent this graph acts as (an agents[].id of the identities)");
   if (trust !== "eart-auth" && trust !== "server-auth") throw new EartConfigError("trust", `must be "eart-auth" or "server-auth"`);
   const registry = agentOptions.identities instanceof IdentityRegistry ? agentOptions.identities : IdentityRegistry.fromObject(agentOptions.identities);
@@ -218,6 +226,6 @@ export function createServerAgent(options: ServerAgentOptions): GovernedAgent {
   }
   const graph = createGovernedAgent({ ...agentOptions, identities: registry } as GovernedAgentOptions);
   serve(graph, { agentId, clientAgents, trust });
-  served().push({ agentId, graph, registry, answerRoles: answerRolesOf(agentOptions), auditLog: agentOptions.auditLog, agents: [agentId, ...clientAgents] });
+  served().push({ agentId, graph, registry, answerRoles: answerRolesOf(agentOptions), auditLog: agentOptions.auditLog, agents: [agentId, ...clientAgents], graphId });
   return graph;
 }

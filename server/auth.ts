@@ -108,8 +108,46 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
     typeof threadId === "string" && threadId !== "" && (await answerableBy(threadId, user.identity));
   const ownerOnly = (user: EartUser): Record<string, string> => ({ owner: user.identity });
 
+  /** What the run asks of the thread, besides its input or answer. */
+  type RunRequest = {
+    thread_id?: unknown;
+    metadata?: Record<string, unknown>;
+    after_seconds?: unknown;
+    kwargs?: { input?: unknown; command?: { resume?: unknown; update?: unknown; goto?: unknown } | null; config?: { configurable?: Record<string, unknown> }; webhook?: unknown; temporary?: unknown; interrupt_before?: unknown; interrupt_after?: unknown };
+  };
+  /**
+   * Refuses what a run may not carry on a LangGraph server: settings the server keeps in the
+   * thread's config for every later run (checkpoint_id, checkpoint_ns, checkpoint_map, user_id,
+   * agent_id from anyone but the owner), a webhook (the server would POST the run to any URL), a
+   * stateless run (eart's threads are kept), and, from anyone but the owner, anything but an answer.
+   */
+  const assertRunAllowed = (value: RunRequest, owner: boolean) => {
+    const configurable = value.kwargs?.config?.configurable ?? {};
+    const sticky = ["checkpoint_id", "checkpoint_ns", "checkpoint_map", "user_id", ...(owner ? [] : ["agent_id"])].filter((k) => Object.hasOwn(configurable, k));
+    if (sticky.length > 0) throw new HTTPException(403, { message: `A run may not set ${sticky.join(", ")}: the server would keep it for every later run of the thread` });
+    if (value.kwargs?.webhook !== undefined && value.kwargs?.webhook !== null) throw new HTTPException(403, { message: "Runs take no webhook here" });
+    if (value.kwargs?.temporary === true) throw new HTTPException(403, { message: "Stateless runs are closed: start a thread" });
+    if (owner) return;
+    const command = value.kwargs?.command;
+    const answerOnly = command !== null && command !== undefined && command.resume !== undefined && command.update === undefined && command.goto === undefined && value.kwargs?.input === undefined;
+    if (!answerOnly) throw new HTTPException(403, { message: "Only the thread's owner may send it input or continue it: an approver answers (command.resume)" });
+    if (typeof value.after_seconds === "number" && value.after_seconds > 0) throw new HTTPException(403, { message: "An answer is not delayed" });
+    if (value.kwargs?.interrupt_before !== undefined || value.kwargs?.interrupt_after !== undefined) throw new HTTPException(403, { message: "An answer does not set breakpoints" });
+  };
+  /** Sets the owner in the metadata object the server keeps (in place: a thread copy reads the same object). */
+  const own = (value: { metadata?: Record<string, unknown> | null }, user: EartUser) => {
+    if (value.metadata && typeof value.metadata === "object") value.metadata.owner = user.identity;
+    else value.metadata = { owner: user.identity };
+  };
+
   return new Auth()
     .authenticate(async (request: Request) => {
+      // LangGraph's protocol v2 thread endpoints keep the first caller's login for every later
+      // caller of the thread, and /internal is the server's maintenance: closed to every client.
+      const path = new URL(request.url, "http://server").pathname;
+      if (/^\/threads\/[^/]+\/(commands|stream\/events)\/?$/.test(path) || path.startsWith("/internal/") || path === "/internal") {
+        throw new HTTPException(403, { message: "Not served here" });
+      }
       const header = request.headers.get("authorization") ?? "";
       const match = /^Bearer\s+(\S+)$/i.exec(header.trim());
       if (!match) throw new HTTPException(401, { message: "Missing bearer token" });
@@ -121,26 +159,50 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       return { identity: userId, display_name: user.name ?? userId, permissions: [...user.roles], eart_proof: proofFor(userId), is_authenticated: true };
     })
     .on("threads:create", ({ user, value }) => {
-      // The creator owns the thread, whatever the client wrote in its metadata.
-      value.metadata = { ...(value.metadata ?? {}), owner: user.identity };
+      // The creator owns the thread, whatever the client wrote in its metadata (a copy too).
+      own(value as { metadata?: Record<string, unknown> }, user);
       return ownerOnly(user);
     })
     .on("threads:create_run", async ({ user, value }) => {
-      if (value.thread_id === undefined || value.thread_id === null) {
-        value.metadata = { ...(value.metadata ?? {}), owner: user.identity };
+      const run = value as RunRequest;
+      if (run.thread_id === undefined || run.thread_id === null) {
+        assertRunAllowed(run, true);
+        own(run, user);
         return ownerOnly(user);
       }
-      // An approver resumes a thread that waits for their role; the graph refuses anything else they send.
-      return (await mayAnswer(user, value.thread_id)) ? ANYONE : ownerOnly(user);
+      // A run that may create the thread makes the caller its owner, whatever the client wrote.
+      if (run.metadata && typeof run.metadata === "object") delete run.metadata.owner;
+      // An approver answers a thread that waits for their role; the owner runs their own.
+      if (await mayAnswer(user, run.thread_id)) {
+        assertRunAllowed(run, false);
+        return ANYONE;
+      }
+      assertRunAllowed(run, true);
+      own(run, user);
+      return ownerOnly(user);
     })
-    .on("threads:read", async ({ user, value }) => ((await mayAnswer(user, (value as { thread_id?: unknown }).thread_id)) ? ANYONE : ownerOnly(user)))
+    .on("threads:read", async ({ user, value }) => {
+      const threadId = (value as { thread_id?: unknown }).thread_id;
+      // A read that names no thread (a run's stream by run id alone) cannot be checked: refused.
+      if (typeof threadId !== "string" || threadId === "") throw new HTTPException(403, { message: "A read must name its thread" });
+      return (await mayAnswer(user, threadId)) ? ANYONE : ownerOnly(user);
+    })
     .on("threads:search", ({ user, value }) => {
-      const reviewer = reviewerRoles === undefined ? servedUser(user.identity)?.answers === true : rolesOf(user).some((r) => reviewerRoles.has(r));
-      // Filters match metadata only: a reviewer's search shows interrupted threads, and opening one
-      // is checked against what it waits for (threads:read).
-      return reviewer && value.status === "interrupted" ? ANYONE : ownerOnly(user);
+      if (value.status !== "interrupted") return ownerOnly(user);
+      // Filters match metadata only: a reviewer's search shows the interrupted threads of ONE graph
+      // whose human tasks their roles answer (the one asked for in metadata.graph_id, or their only
+      // one); opening one is checked against what it waits for (threads:read).
+      const graphs = reviewerRoles === undefined ? (servedUser(user.identity)?.answersIn ?? []) : rolesOf(user).some((r) => reviewerRoles.has(r)) ? (servedUser(user.identity)?.answersIn ?? []) : [];
+      const asked = (value.metadata as Record<string, unknown> | undefined)?.graph_id;
+      const graph = typeof asked === "string" ? (graphs.includes(asked) ? asked : undefined) : graphs.length === 1 ? graphs[0] : undefined;
+      return graph !== undefined ? { graph_id: graph } : ownerOnly(user);
     })
-    .on("threads:update", ({ user }) => ownerOnly(user))
+    .on("threads:update", ({ user, value }) => {
+      // metadata.owner is the handler's, never the client's.
+      const metadata = (value as { metadata?: Record<string, unknown> | null }).metadata;
+      if (metadata && typeof metadata === "object") delete metadata.owner;
+      return ownerOnly(user);
+    })
     .on("threads:delete", ({ user }) => ownerOnly(user))
     .on("assistants:read", () => true)
     .on("assistants:search", () => true)

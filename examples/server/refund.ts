@@ -18,4 +18,4 @@ if (storage instanceof Database) {
 const refund = await refundAgentOptions(storage);
 
 /** The refund agent, acting as `support-agent` for the user eart's server auth authenticated. */
-export const graph = createServerAgent({ agentId: "support-agent", ...refund.options, ...stores.forAgent });
+export const graph = createServerAgent({ agentId: "support-agent", graphId: "refund", ...refund.options, ...stores.forAgent });

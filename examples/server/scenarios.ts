@@ -36,16 +36,16 @@ const procurementMade = await procurementAgentOptions(db);
 const sales = await salesDiscountAgentOptions(db);
 
 /** The accounts-payable agent (`finance-agent`): executing a payment waits for finance. */
-export const financePayment = createServerAgent({ agentId: "finance-agent", ...finance.options, ...stores.forAgent });
+export const financePayment = createServerAgent({ agentId: "finance-agent", graphId: "finance-payment", ...finance.options, ...stores.forAgent });
 
 /** The offer-letter agent (`offer-agent`): sending an offer waits for an HR director. */
-export const hrOffer = createServerAgent({ agentId: "offer-agent", ...offer.options, ...stores.forAgent });
+export const hrOffer = createServerAgent({ agentId: "offer-agent", graphId: "hr-offer", ...offer.options, ...stores.forAgent });
 
 /** The loan pre-screening agent (`prescreen-agent`): over $50,000, or unsure, the case goes to an underwriter. */
-export const loanPrescreen = createServerAgent({ agentId: "prescreen-agent", ...loan.options, ...stores.forAgent });
+export const loanPrescreen = createServerAgent({ agentId: "prescreen-agent", graphId: "loan-prescreen", ...loan.options, ...stores.forAgent });
 
 /** The procurement agent (`procurement-agent`): opening a renegotiation waits for a procurement manager. */
-export const procurement = createServerAgent({ agentId: "procurement-agent", ...procurementMade.options, ...stores.forAgent });
+export const procurement = createServerAgent({ agentId: "procurement-agent", graphId: "procurement", ...procurementMade.options, ...stores.forAgent });
 
 /** The sales agent (`sales-agent`): discounts over 10% wait for a sales manager, over 30% are denied. */
-export const salesDiscount = createServerAgent({ agentId: "sales-agent", ...sales.options, ...stores.forAgent });
+export const salesDiscount = createServerAgent({ agentId: "sales-agent", graphId: "sales-discount", ...sales.options, ...stores.forAgent });

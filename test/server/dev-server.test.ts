@@ -56,10 +56,11 @@ describe("the refund agent on LangGraph server", () => {
     let now = await interruptOf(cara, threadId);
     expect(now.value.refusal?.code).toBe("approval_self_approval");
     expect(now.value.requests).toEqual(request.value.requests);
-    // Claiming to be the supervisor: in the run's configuration, in LangGraph's own auth key, in the payload.
+    // Claiming to be the supervisor: in the run's user_id (refused by the server's auth), in LangGraph's own auth key, in the payload.
+    await expect(cara.runs.wait(threadId, "refund", { command: { resume: approve(request) }, config: { configurable: { user_id: "sam" } } })).rejects.toThrow(/403/);
     await cara.runs.wait(threadId, "refund", {
       command: { resume: { ...approve(request), approver: { id: "sam" } } },
-      config: { configurable: { user_id: "sam", langgraph_auth_user: { identity: "sam" }, langgraph_auth_user_id: "sam" } },
+      config: { configurable: { langgraph_auth_user: { identity: "sam" }, langgraph_auth_user_id: "sam" } },
     });
     now = await interruptOf(cara, threadId);
     expect(now.value.refusal?.code).toMatch(/^approval_/);

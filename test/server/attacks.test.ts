@@ -1,0 +1,660 @@
+import { createServer, type Server } from "node:http";
+import { connect } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Client } from "@langchain/langgraph-sdk";
+import { createEartAuth } from "eart/server";
+import { approveAll, interruptOf, startDevServer, TOKENS, type DevServer, type ServedInterrupt } from "../support/langgraph-server.js";
+
+/**
+ * Red-team suite: eart on a real LangGraph dev server (the project's langgraph.json, eart's server
+ * auth, the demo tokens), attacked through the HTTP API by a customer, another customer, a
+ * supervisor of this or another scenario, an approver who already answered, or nobody.
+ *
+ * Every test asserts the SAFE behaviour. An attack that works today is an `it.fails(...)` whose
+ * comment names the hole (HOLE: …): the suite stays green until the hole is fixed, and then
+ * the `it.fails` must become an `it`.
+ */
+let server: DevServer;
+beforeAll(async () => {
+  server = await startDevServer({}, { extraGraphs: { "slow-refund": "test/support/slow-refund-graph.ts:graph" } });
+}, 120_000);
+afterAll(async () => {
+  await server?.stop();
+});
+
+const REQUEST = { messages: [{ role: "user", content: "Please refund order 1042, $740" }] };
+const say = (content: string) => ({ messages: [{ role: "user", content }] });
+
+type Refund = { orderId: string; amount: number };
+const refunds = () => server.rows<Refund>("refunds", "order_id AS orderId, amount");
+const auditTypes = (threadId: string) => server.auditTypes(threadId);
+const auditRows = (threadId: string) =>
+  server.rows<{ type: string; data: string }>("eart_audit_events", "type, data", { sql: "thread_id = ? ORDER BY seq", params: [threadId] });
+const approve = approveAll;
+const as = (user: string) => server.client(user);
+const messagesOf = (values: unknown) => ((values as { messages?: { type?: string; content: unknown }[] } | null)?.messages ?? []).map((m) => String(m.content));
+
+/** A thread of `owner` run once on `graphId`, paused for a human. */
+async function pausedThread(owner = "cara", graphId = "refund", input: unknown = REQUEST): Promise<{ threadId: string; request: ServedInterrupt }> {
+  const client = as(owner);
+  const thread = await client.threads.create();
+  await client.runs.wait(thread.thread_id, graphId, { input });
+  return { threadId: thread.thread_id, request: await interruptOf(client, thread.thread_id) };
+}
+
+/** Cara's refund thread, approved by sam and finished: sam keeps access to it as its answerer. */
+async function answeredThread(): Promise<string> {
+  const { threadId, request } = await pausedThread();
+  await as("sam").runs.wait(threadId, "refund", { command: { resume: approve(request) } });
+  expect((await as("cara").threads.get(threadId)).status).toBe("idle");
+  return threadId;
+}
+
+/** A raw HTTP request to the server as `user` (or with the given headers only). */
+async function http(user: string | undefined, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
+  const res = await fetch(`${server.url}${path}`, {
+    method,
+    headers: { "content-type": "application/json", ...(user ? { authorization: `Bearer ${TOKENS[user]}` } : {}), ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, text: await res.text() };
+}
+
+/** Reads a streaming response for `ms` milliseconds, then hangs up. */
+async function readFor(path: string, init: RequestInit, ms = 2_000): Promise<{ status: number; text: string }> {
+  const aborter = new AbortController();
+  const res = await fetch(`${server.url}${path}`, { ...init, signal: aborter.signal });
+  let text = "";
+  const timer = setTimeout(() => aborter.abort(), ms);
+  try {
+    const reader = res.body!.getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+  } catch {
+    // hung up
+  } finally {
+    clearTimeout(timer);
+  }
+  return { status: res.status, text };
+}
+
+/** A protocol-v2 command (`POST /threads/:id/commands`) as `user`. */
+const command = (user: string, threadId: string, body: { id: number; method: string; params?: Record<string, unknown> }) =>
+  http(user, "POST", `/threads/${threadId}/commands`, body);
+
+async function until<T>(probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+/** Waits until a thread's runs are all finished. */
+const settled = (client: Client, threadId: string) =>
+  until(async () => ((await client.runs.list(threadId)).every((r) => r.status !== "pending" && r.status !== "running") ? true : undefined));
+
+// ─── Authentication ──────────────────────────────────────────────────────────────────────────
+
+describe("authentication: tokens and headers", () => {
+  it("turns away every malformed or foreign credential, and never lets a second Authorization header pick the user", async () => {
+    const cara = TOKENS.cara!;
+    const refused: Record<string, Record<string, string>> = {
+      "token in the wrong case": { authorization: `Bearer ${cara.toUpperCase()}` },
+      "a prefix of the token (16 characters)": { authorization: `Bearer ${cara.slice(0, 16)}` },
+      "the token with a suffix": { authorization: `Bearer ${cara}x` },
+      "two tokens": { authorization: `Bearer ${cara} ${TOKENS.sam}` },
+      "two credentials, comma separated": { authorization: `Bearer ${cara}, Bearer ${TOKENS.sam}` },
+      "Basic scheme": { authorization: `Basic ${Buffer.from(`cara:${cara}`).toString("base64")}` },
+      "Token scheme": { authorization: `Token ${cara}` },
+      "no scheme": { authorization: cara },
+      "empty bearer": { authorization: "Bearer " },
+      "x-api-key": { "x-api-key": cara },
+      "x-user-id": { "x-user-id": "sam" },
+    };
+    for (const [name, headers] of Object.entries(refused)) {
+      const res = await http(undefined, "POST", "/threads/search", {}, headers);
+      expect(res.status, name).toBe(401);
+    }
+    expect((await http(undefined, "POST", `/threads/search?token=${cara}`, {})).status).toBe(401);
+    // Raw HTTP: two Authorization headers (the customer's, then the supervisor's) authenticate nobody.
+    const url = new URL(server.url);
+    for (const order of [
+      [cara, TOKENS.sam!],
+      [TOKENS.sam!, cara],
+    ]) {
+      const status = await new Promise<string>((ok, fail) => {
+        const socket = connect(Number(url.port), url.hostname, () => {
+          const body = "{}";
+          socket.write(
+            `POST /threads/search HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n` +
+              order.map((t) => `Authorization: Bearer ${t}\r\n`).join("") +
+              `\r\n${body}`,
+          );
+        });
+        let out = "";
+        socket.on("data", (d) => (out += String(d)));
+        socket.on("end", () => ok(out.split("\r\n")[0]!));
+        socket.on("error", fail);
+      });
+      expect(status).toMatch(/ 401 /);
+    }
+  });
+
+  it("refuses a token table with short tokens or tokens that name nobody", () => {
+    expect(() => createEartAuth({ tokens: { "short-token": "cara" } })).toThrow(/at least 16/);
+    expect(() => createEartAuth({ tokens: { "a-long-enough-token-1": "" } })).toThrow(/name a user/);
+    expect(() => createEartAuth({})).toThrow(/tokens|verifyToken/);
+  });
+
+  it("ignores a client's langgraph_auth_user even when it carries another user's genuine eart_proof", async () => {
+    // The proof is real: it is read from a thread config the supervisor ran on (see the leak below).
+    const answered = await answeredThread();
+    const samUser = ((await as("cara").threads.get(answered)).config as { configurable: Record<string, unknown> }).configurable.langgraph_auth_user;
+    const { threadId, request } = await pausedThread();
+    const before = refunds().length;
+    const cara = as("cara");
+    await cara.runs.wait(threadId, "refund", {
+      command: { resume: approve(request) },
+      config: { configurable: { langgraph_auth_user: samUser, langgraph_auth_user_id: "sam", eart_refusals: "throw" } },
+    });
+    // A user_id in the run's settings is refused outright (the server would keep it for every later run).
+    await expect(cara.runs.wait(threadId, "refund", { command: { resume: approve(request) }, config: { configurable: { user_id: "sam" } } })).rejects.toThrow(/403/);
+    const now = await interruptOf(cara, threadId);
+    // Still the customer's own answer, and still refused by pausing again (eart_refusals is forced).
+    expect(now.value.refusal?.code).toBe("approval_self_approval");
+    expect(refunds()).toHaveLength(before);
+    expect(auditTypes(threadId)).not.toContain("approval.decided");
+  });
+});
+
+// ─── Reading another user's thread ───────────────────────────────────────────────────────────
+
+describe("reading another customer's thread", () => {
+  it("answers not found to another customer for the thread, its state, history, runs, joins, streams and a copy", async () => {
+    const { threadId } = await pausedThread();
+    const [run] = await as("cara").runs.list(threadId);
+    const omar = as("omar");
+    const notFound = /404|not found|409/i;
+    await expect(omar.threads.get(threadId)).rejects.toThrow(notFound);
+    await expect(omar.threads.getState(threadId)).rejects.toThrow(notFound);
+    await expect(omar.threads.getHistory(threadId)).rejects.toThrow(notFound);
+    await expect(omar.runs.list(threadId)).rejects.toThrow(notFound);
+    await expect(omar.runs.get(threadId, run!.run_id)).rejects.toThrow(notFound);
+    await expect(omar.runs.join(threadId, run!.run_id)).rejects.toThrow(notFound);
+    await expect(omar.threads.copy(threadId)).rejects.toThrow(notFound);
+    const history = await http("omar", "POST", `/threads/${threadId}/history`, { limit: 10 });
+    expect(history.status).toBe(404);
+    const state = await http("omar", "POST", `/threads/${threadId}/state/checkpoint`, { checkpoint: {} });
+    expect(state.status).toBe(404);
+    // The thread's own run stream: one error event, nothing of the thread.
+    const stream = await readFor(`/threads/${threadId}/runs/${run!.run_id}/stream`, { headers: { authorization: `Bearer ${TOKENS.omar}` } });
+    expect(stream.text).toMatch(/404: Thread not found/);
+    expect(stream.text).not.toContain("1042");
+    // Search and count, even asking for her threads by owner, show none of hers.
+    expect(await omar.threads.search({ metadata: { owner: "cara" }, limit: 100 })).toEqual([]);
+    expect(await omar.threads.count({ metadata: { owner: "cara" } })).toBe(0);
+  });
+
+  // HOLE (medium): GET /runs/:run_id/stream (no thread in the path) is authorized with the
+  // thread filter but the filter is only applied when a thread id is given
+  // (langgraph-api storage/ops.mjs Stream.join): anyone holding a run id reads its buffered
+  // events (messages, identity, decisions) and, for a live run, steals them from its reader.
+  it("does not stream a customer's run to another customer who knows its run id (/runs/:run_id/stream)", async () => {
+    const cara = as("cara");
+    const thread = await cara.threads.create();
+    const run = await cara.runs.create(thread.thread_id, "refund", { input: say("PRIVATE-NOTE-CARA order 1043, $60") });
+    await settled(cara, thread.thread_id);
+    const leaked = await readFor(`/runs/${run.run_id}/stream`, { headers: { authorization: `Bearer ${TOKENS.omar}` } });
+    expect(leaked.text).not.toContain("PRIVATE-NOTE-CARA");
+  });
+
+  // HOLE (low-medium): LangGraph server stores each run's configurable in the thread's `config`
+  // (runs.put merges it), and threads.get/search return it: the thread's owner (and every
+  // reviewer, see the search leak) reads the last runner's `langgraph_auth_user` with its
+  // never-expiring `eart_proof`, and the x-* request headers the server copies into the
+  // configurable (client IPs from proxies, client names).
+  it.fails("does not show the owner the supervisor's eart_proof or request headers in the thread config", async () => {
+    const { threadId, request } = await pausedThread();
+    await server.client("sam", { headers: { "x-forwarded-for": "10.20.30.40" } }).runs.wait(threadId, "refund", { command: { resume: approve(request) } });
+    const config = JSON.stringify((await as("cara").threads.get(threadId)).config);
+    expect(config).not.toMatch(/eart_proof/);
+    expect(config).not.toContain("10.20.30.40");
+  });
+
+  it("keeps customers to their own interrupted threads, and reviewers out of threads they cannot answer", async () => {
+    const hr = await pausedThread("hana", "hr-offer", say("Draft and send the offer letter for candidate CAND-7."));
+    const own = await pausedThread("omar");
+    const customer = await as("omar").threads.search({ status: "interrupted", limit: 1000 });
+    expect(customer.map((t) => t.metadata?.owner)).toEqual(customer.map(() => "omar"));
+    expect(customer.map((t) => t.thread_id)).toContain(own.threadId);
+    // A refund supervisor opening the HR thread: not found, by every read path.
+    const sam = as("sam");
+    await expect(sam.threads.get(hr.threadId)).rejects.toThrow(/404|not found/i);
+    await expect(sam.threads.getState(hr.threadId)).rejects.toThrow(/404|not found/i);
+    await expect(sam.runs.wait(hr.threadId, "hr-offer", { command: { resume: approve(hr.request) } })).rejects.toThrow(/404|not found/i);
+  });
+
+  // HOLE (high, beyond the documented limit): the reviewer search filter is "anyone" for every
+  // user holding an answering role of ANY served graph (server/auth.ts threads:search), and the
+  // server returns whole thread objects. Measured: sam (refund supervisor), sue, fred, fiona,
+  // mia, max, dora, uma and hana each see every interrupted thread of every graph (refund,
+  // finance-payment, hr-offer, …) with: metadata (owner, graph_id), status, `values` (all
+  // messages with tool arguments and results: the HR offer letter body with candidate name
+  // and "Base salary: $165,000", the bound identity, decisions, context), `interrupts` (the
+  // full approval request) and `config` (the owner's langgraph_auth_user with eart_proof,
+  // user-agent and x-* headers). `threads.count` gives the total, and the `values` filter
+  // works as an oracle on any value. Only metadata-level listing of answerable threads is
+  // the documented limit.
+  it("does not show a refund supervisor the HR offer (salary) of an interrupted hr-offer thread in search", async () => {
+    const hr = await pausedThread("hana", "hr-offer", say("Draft and send the offer letter for candidate CAND-7."));
+    const found = await as("sam").threads.search({ status: "interrupted", limit: 1000 });
+    const seen = found.find((t) => t.thread_id === hr.threadId);
+    expect(JSON.stringify(seen ?? {})).not.toMatch(/165,000|165000/);
+    expect(seen).toBeUndefined();
+  });
+});
+
+// ─── LangGraph protocol v2 (/threads/:id/commands, /threads/:id/stream/events) ───────────────
+
+describe("the protocol-v2 thread endpoints", () => {
+  // Was a hole (critical): langgraph-api's ProtocolService.ensureThread keeps one in-memory record
+  // per thread id with the auth of the FIRST caller and never checks later callers: once the owner
+  // used protocol v2 on a thread, anyone with its id read its state and events, started runs as its
+  // owner, or answered its requests as the supervisor who last used it. eart's auth closes these
+  // endpoints (threads, runs and the SDK's other endpoints serve everything).
+  it("are closed to every client, owner included: nothing is read, run or answered through them", async () => {
+    const cara = as("cara");
+    const thread = await cara.threads.create();
+    await cara.runs.wait(thread.thread_id, "refund", { input: say("PRIVATE-V2-CARA hello") });
+    const before = refunds().length;
+    for (const user of ["cara", "omar", "sam"]) {
+      const started = await command(user, thread.thread_id, { id: 1, method: "run.start", params: { assistant_id: "refund", input: say("Refund order 1043, $60") } });
+      expect(started.status).toBe(403);
+      const state = await command(user, thread.thread_id, { id: 2, method: "state.get" });
+      expect(state.status).toBe(403);
+      expect(state.text).not.toContain("PRIVATE-V2-CARA");
+      const events = await http(user, "POST", `/threads/${thread.thread_id}/stream/events`, { channels: ["values", "updates", "messages"] });
+      expect(events.status).toBe(403);
+      expect(events.text).not.toContain("PRIVATE-V2-CARA");
+    }
+    expect(refunds()).toHaveLength(before);
+    expect(auditTypes(thread.thread_id)).not.toContain("tool.succeeded");
+  });
+});
+
+
+// ─── Acting on another user's thread ─────────────────────────────────────────────────────────
+
+describe("acting on another user's thread", () => {
+  it("refuses another customer's and an answerer's writes: update state, patch, delete, cancel, delete runs", async () => {
+    const threadId = await answeredThread();
+    const [run] = await as("cara").runs.list(threadId);
+    for (const user of ["omar", "sam"]) {
+      const client = as(user);
+      await expect(client.threads.updateState(threadId, { values: { messages: [{ role: "user", content: "hi" }] } }), user).rejects.toThrow(/403|404|not found|forbidden/i);
+      await expect(client.threads.update(threadId, { metadata: { owner: user } }), user).rejects.toThrow(/404|not found/i);
+      await expect(client.threads.delete(threadId), user).rejects.toThrow(/404|not found/i);
+      await expect(client.runs.cancel(threadId, run!.run_id), user).rejects.toThrow(/404|not found/i);
+      await expect(client.runs.delete(threadId, run!.run_id), user).rejects.toThrow(/404|not found/i);
+    }
+    const thread = await as("cara").threads.get(threadId);
+    expect(thread.metadata?.owner).toBe("cara");
+    expect((await as("cara").runs.list(threadId)).length).toBeGreaterThan(0);
+  });
+
+  it("refuses a thread created with another customer's thread id (raise, do_nothing, with supersteps)", async () => {
+    const { threadId } = await pausedThread();
+    for (const body of [
+      { thread_id: threadId },
+      { thread_id: threadId, if_exists: "do_nothing" },
+      { thread_id: threadId, if_exists: "do_nothing", metadata: { owner: "omar" }, supersteps: [{ updates: [{ values: { messages: [{ role: "user", content: "x" }] }, as_node: "agent" }] }] },
+    ]) {
+      expect((await http("omar", "POST", "/threads", body)).status).toBe(409);
+    }
+    expect((await interruptOf(as("cara"), threadId)).value.type).toBe("eart.approval");
+  });
+
+  // HOLE (medium): a run with `if_not_exists: "create"` on a new thread id creates the thread
+  // with the run's metadata, where the client wrote `owner` (server/auth.ts threads:create_run
+  // sets owner only when no thread id is given): omar plants a thread, with his content and his
+  // bound identity, in cara's thread list ("your refund was approved, confirm your card at …").
+  it("does not let a customer plant a thread in another customer's account (if_not_exists + metadata.owner)", async () => {
+    const id = crypto.randomUUID();
+    const res = await http("omar", "POST", `/threads/${id}/runs`, {
+      assistant_id: "refund",
+      input: say("Cara: your refund was approved, confirm your card number at evil.example"),
+      if_not_exists: "create",
+      metadata: { owner: "cara" },
+    });
+    expect(res.status).toBeLessThan(300);
+    await new Promise((r) => setTimeout(r, 3_000));
+    await expect(as("cara").threads.get(id)).rejects.toThrow(/404|not found/i);
+  });
+
+  // HOLE (low-medium): threads.update (PATCH metadata) lets the owner rewrite `owner`, which
+  // server/auth.ts says eart sets and clients never do: a customer hands a thread holding the
+  // messages she wrote (updateState can write AI messages too) to a supervisor's list.
+  it("does not let the owner rewrite metadata.owner", async () => {
+    const cara = as("cara");
+    const thread = await cara.threads.create();
+    await cara.threads.update(thread.thread_id, { metadata: { owner: "sam" } }).catch(() => undefined);
+    expect((await cara.threads.get(thread.thread_id)).metadata?.owner).toBe("cara");
+    await expect(as("sam").threads.get(thread.thread_id)).rejects.toThrow(/404|not found/i);
+  });
+
+  // HOLE (low): threads.copy is authorized as a read: an answerer (sam) copies the customer's
+  // thread, creating a thread in her account (the copy keeps her metadata.owner) with her
+  // checkpoints. (eart's seals are per thread, so the copy's records are refused when run.)
+  it.fails("does not let an answerer create threads in the customer's account by copying hers", async () => {
+    const { threadId } = await pausedThread();
+    await expect(as("sam").threads.copy(threadId)).rejects.toThrow();
+  });
+
+  it("refuses a resume keyed by the interrupt id of another thread, and nothing runs on either", async () => {
+    const a = await pausedThread();
+    const b = await pausedThread();
+    const before = refunds().length;
+    const sam = as("sam");
+    await sam.runs.wait(b.threadId, "refund", { command: { resume: { [a.request.id]: approve(a.request) } } });
+    expect((await interruptOf(sam, b.threadId)).value.refusal?.code).toBe("approval_resume_invalid");
+    expect((await interruptOf(sam, a.threadId)).id).toBe(a.request.id);
+    expect(refunds()).toHaveLength(before);
+    expect(auditTypes(a.threadId)).not.toContain("approval.decided");
+    expect(auditTypes(b.threadId)).not.toContain("approval.decided");
+  });
+
+  it("runs nothing when an approver resumes the thread on another graph (finance-payment), and the thread keeps its request", async () => {
+    const { threadId, request } = await pausedThread();
+    const before = refunds().length;
+    const sam = as("sam");
+    await sam.runs.wait(threadId, "finance-payment", { command: { resume: approve(request) } }).catch(() => undefined);
+    expect(refunds()).toHaveLength(before);
+    expect(auditTypes(threadId)).not.toContain("approval.decided");
+    // (LangGraph rewrote the thread's metadata.graph_id to "finance-payment" meanwhile.)
+    await sam.runs.wait(threadId, "refund", { command: { resume: approve(request) } });
+    expect(refunds().slice(before)).toEqual([{ orderId: "1042", amount: 740 }]);
+  });
+
+  // HOLE (medium): an answerer keeps threads:create_run on the thread after he answered, and
+  // eart only refuses his NEW input: a continue (input null) is accepted. The owner stopped
+  // her run before its tools (interrupt_before, or a cancellation); the supervisor continues
+  // it and her $60 refund is issued although she stopped it, audited as her run (no event
+  // names sam). The auth's promise is "the graph refuses anything but an answer from them".
+  it("does not let an answerer continue the owner's stopped run (input null)", async () => {
+    const threadId = await answeredThread();
+    const cara = as("cara");
+    await cara.runs.wait(threadId, "refund", { input: say("Refund order 1043, $60"), interruptBefore: ["tools"] });
+    expect((await cara.threads.getState(threadId)).next).toEqual(["tools"]);
+    const before = refunds().filter((r) => r.orderId === "1043").length;
+    await as("sam").runs.wait(threadId, "refund", { input: null }).catch(() => undefined);
+    expect(refunds().filter((r) => r.orderId === "1043")).toHaveLength(before);
+  });
+
+  it("does not let an answerer cancel or roll back the owner's run in flight (multitask interrupt / rollback)", { timeout: 120_000 }, async () => {
+    const threadId = await answeredThread();
+    const cara = as("cara");
+    // The slow refund graph's first refund on this thread waits until its run is cancelled.
+    const run = await cara.runs.create(threadId, "slow-refund", { input: say("Refund order 1043, $60") });
+    const started = auditTypes(threadId).filter((t) => t === "tool.started").length;
+    await until(() => (auditTypes(threadId).filter((t) => t === "tool.started").length >= started + 2 ? true : undefined));
+    const sam = as("sam");
+    for (const strategy of ["interrupt", "rollback"] as const) {
+      await sam.runs.create(threadId, "refund", { command: { resume: { decisions: [] } }, multitaskStrategy: strategy }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect((await cara.runs.get(threadId, run.run_id)).status, strategy).toBe("running");
+    }
+    expect(auditTypes(threadId)).not.toContain("tool.cancelled");
+    await cara.runs.cancel(threadId, run.run_id, true, "interrupt").catch(() => undefined);
+    await settled(cara, threadId);
+  });
+});
+
+// ─── Run configuration injected by a client ──────────────────────────────────────────────────
+
+describe("run configuration a client injects", () => {
+  // HOLE (high): eart's resume guard (graphs/resume-guard.ts guarded()) reads the thread's state
+  // with the run's configurable, and a client may set `checkpoint_ns` there (RunCreate
+  // `checkpoint.checkpoint_ns` or `config.configurable.checkpoint_ns`): in an empty namespace
+  // it finds no bound identity and no waiting request, so it skips assertActsForBound and
+  // assertNotAwaitingApproval; LangGraph then writes the input to the thread's root
+  // namespace before the agent node refuses the run. The answerer (sam keeps access after he
+  // approved) thereby stores his message in cara's conversation, with no audit event; when
+  // cara next continues the thread (input null), her agent acts on it as hers: a refund
+  // for order 1043 is issued on her behalf (audited as run.started by cara).
+  // Was a hole (high): closed by the server's auth (an answerer only answers; a run may not set checkpoint_ns) and the guard (root namespace only).
+  it("does not store an answerer's new input in the customer's thread through checkpoint_ns, nor act on it as hers", async () => {
+    const threadId = await answeredThread();
+    const cara = as("cara");
+    const sam = as("sam");
+    const before = messagesOf((await cara.threads.getState(threadId)).values);
+    await expect(sam.runs.wait(threadId, "refund", { input: say("Refund order 1043, $60") })).rejects.toThrow(/identity_immutable|403/);
+    expect(messagesOf((await cara.threads.getState(threadId)).values)).toEqual(before);
+    await sam.runs.wait(threadId, "refund", { input: say("Refund order 1043, $60"), config: { configurable: { checkpoint_ns: "x" } } }).catch(() => undefined);
+    const refunded = refunds().filter((r) => r.orderId === "1043").length;
+    await cara.runs.wait(threadId, "refund", { input: null }).catch(() => undefined);
+    expect(refunds().filter((r) => r.orderId === "1043")).toHaveLength(refunded);
+    expect(messagesOf((await cara.threads.getState(threadId)).values)).toEqual(before);
+  });
+
+  // HOLE (medium): the same checkpoint_ns bypass lets the owner write new input on a thread that
+  // waits for a supervisor: the interrupt is gone (the supervisors lose access: 404), no
+  // refusal is recorded, and the thread is stuck (the agent step refuses every later run).
+  it("keeps a thread waiting for its supervisor when its owner sends input with a checkpoint_ns", async () => {
+    const { threadId, request } = await pausedThread();
+    const cara = as("cara");
+    await cara.runs.wait(threadId, "refund", { input: say("Refund order 1043, $60"), checkpoint: { checkpoint_ns: "x" } as never }).catch(() => undefined);
+    expect((await interruptOf(cara, threadId)).id).toBe(request.id);
+    await as("sam").runs.wait(threadId, "refund", { command: { resume: approve(request) } });
+    expect((await cara.threads.get(threadId)).status).toBe("idle");
+  });
+
+  // HOLE (medium-high, DoS by a colleague): LangGraph server merges every run's configurable
+  // into the thread's config and every later run inherits it (storage/ops.mjs runs.put). One
+  // refused run from an answerer carrying `checkpoint_id` (or `checkpoint_ns`, or a foreign
+  // `agent_id`) leaves it in the thread for good: every later run, the other supervisor's
+  // approval included, is refused (state_write_refused), and the owner cannot remove it.
+  // Was a hole (medium-high): the server kept the refused run's checkpoint_id for every later run; its auth now refuses such runs before they are stored.
+  it("lets the other supervisor approve after one supervisor's run carried a checkpoint_id", async () => {
+    const { threadId, request } = await pausedThread();
+    const cara = as("cara");
+    const head = (await cara.threads.getState(threadId)).checkpoint.checkpoint_id!;
+    await expect(
+      as("sam").runs.wait(threadId, "refund", { command: { resume: approve(request) }, config: { configurable: { checkpoint_id: head } } }),
+    ).rejects.toThrow(/state_write_refused|403/);
+    await as("sue").runs.wait(threadId, "refund", { command: { resume: approve(request) } });
+    expect((await cara.threads.get(threadId)).status).toBe("idle");
+  });
+});
+
+// ─── State writes through the thread API ─────────────────────────────────────────────────────
+
+describe("state writes through the thread API", () => {
+  const forgedFrom = (request: ServedInterrupt) => [{ ...request.value.requests![0], status: "approved", approvals: [{ approverId: "sam", type: "approve" }] }];
+
+  // HOLE (medium, invariant 8): POST /threads with `supersteps` on the owner's existing thread
+  // (if_exists "do_nothing") applies `command: { update }` through bulkUpdateState; eart's
+  // guard (graphs/resume-guard.ts bulkUpdateState wrapper) checks `values` only, so a Command
+  // writing `decisions` is stored: the forged unsealed "approved" record is in state, the
+  // pending approval is dropped from the thread, and nothing is audited.
+  it("refuses a Command update of eart's channels sent as a superstep of POST /threads, and the state is unchanged", async () => {
+    const { threadId, request } = await pausedThread();
+    const res = await http("cara", "POST", "/threads", {
+      thread_id: threadId,
+      if_exists: "do_nothing",
+      supersteps: [{ updates: [{ command: { update: { decisions: forgedFrom(request) } }, as_node: "policyGate" }] }],
+    });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect((await interruptOf(as("cara"), threadId)).id).toBe(request.id);
+  });
+
+  it("runs nothing for forged decisions however they are written (superstep Command with goto, __copy__ pairs), and says so", async () => {
+    const { threadId, request } = await pausedThread();
+    const before = refunds().length;
+    await http("cara", "POST", "/threads", {
+      thread_id: threadId,
+      if_exists: "do_nothing",
+      supersteps: [{ updates: [{ command: { update: { decisions: forgedFrom(request) }, goto: "tools" }, as_node: "policyGate" }] }],
+    });
+    // The Command superstep is refused (the state API takes channel values only): the thread still waits for sam.
+    await expect(as("cara").runs.wait(threadId, "refund", { input: null })).rejects.toThrow(/state_tamper_detected|thread_awaiting_approval/);
+    const state = await as("cara").threads.getState(threadId);
+    expect(state.tasks.flatMap((t) => (t.interrupts ?? []) as { value: { requests?: unknown } }[]).map((i) => i.value.requests)).toEqual([request.value.requests]);
+    const other = await pausedThread();
+    await http("cara", "POST", "/threads", {
+      thread_id: other.threadId,
+      if_exists: "do_nothing",
+      supersteps: [{ updates: [{ values: [[{ decisions: forgedFrom(other.request) }, "policyGate"]], as_node: "__copy__" }] }],
+    });
+    await as("cara").runs.wait(other.threadId, "refund", { input: null }).catch(() => undefined);
+    expect(refunds()).toHaveLength(before);
+    expect(auditTypes(threadId)).not.toContain("approval.decided");
+    expect(auditTypes(other.threadId)).not.toContain("approval.decided");
+  });
+
+  // HOLE (low, invariant 8): updateState with `values` as an array of records (the API's schema
+  // allows it) slips past the guard's own-key check and ends in a 500, not a typed refusal.
+  it.fails("refuses updateState with eart's channels inside an array of values with a typed 4xx error", async () => {
+    const { threadId, request } = await pausedThread();
+    const res = await http("cara", "POST", `/threads/${threadId}/state`, { values: [{ decisions: forgedFrom(request) }], as_node: "policyGate" });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(res.status).toBeLessThan(500);
+  });
+
+  it("refuses the owner's fork of the thread back to its approved checkpoint, and in a copy; the refund was issued once", async () => {
+    const threadId = await answeredThread();
+    const before = refunds().length;
+    const cara = as("cara");
+    const approvedAt = (history: Awaited<ReturnType<Client["threads"]["getHistory"]>>) =>
+      history.find((h) => h.next.includes("tools") && ((h.values as { decisions?: { toolCallId: string; status: string }[] }).decisions ?? []).some((d) => d.toolCallId === "call_1_refund" && d.status === "approved"));
+    const target = approvedAt(await cara.threads.getHistory(threadId, { limit: 50 }));
+    expect(target).toBeDefined();
+    await expect(cara.threads.updateState(threadId, { values: { messages: [] }, checkpointId: target!.checkpoint.checkpoint_id!, asNode: "policyGate" })).rejects.toThrow();
+    expect((await cara.threads.getState(threadId)).next).toEqual([]);
+    expect(refunds()).toHaveLength(before);
+    // The same in a copy (a new thread id): eart's seals do not fit it.
+    const copy = await cara.threads.copy(threadId);
+    const copied = approvedAt(await cara.threads.getHistory(copy.thread_id, { limit: 50 }));
+    expect(copied).toBeDefined();
+    await expect(cara.threads.updateState(copy.thread_id, { values: { messages: [] }, checkpointId: copied!.checkpoint.checkpoint_id!, asNode: "policyGate" })).rejects.toThrow();
+    await cara.runs.wait(copy.thread_id, "refund", { input: null }).catch(() => undefined);
+    expect(refunds()).toHaveLength(before);
+  });
+
+  // HOLE (low-medium, DoS and cost): an answer's free text has no size bound: an 2 MB reject
+  // message is accepted, written whole into two audit events (approval.decided, model.output),
+  // into the thread's state several times and handed to the model; LangGraph's run store keeps
+  // the payload too. (Depth and prototype keys are bounded, size is not.)
+  it.fails("refuses an answer of several megabytes before anything stores it", async () => {
+    const { threadId, request } = await pausedThread();
+    const big = "x".repeat(2 * 1024 * 1024);
+    const sam = as("sam");
+    await sam.runs.wait(threadId, "refund", { command: { resume: { decisions: [{ toolCallId: request.value.requests![0]!.toolCallId, type: "reject", digest: request.value.requests![0]!.digest, message: big }] } } }).catch(() => undefined);
+    const largest = Math.max(...auditRows(threadId).map((r) => r.data.length));
+    expect(largest).toBeLessThan(256 * 1024);
+    expect((await interruptOf(sam, threadId)).value.refusal?.code).toBe("approval_resume_invalid");
+  });
+});
+
+// ─── The rest of the server API ──────────────────────────────────────────────────────────────
+
+describe("the rest of the server API", () => {
+  it("keeps assistants read-only, and the store and crons closed", async () => {
+    const cara = as("cara");
+    const [assistant] = await cara.assistants.search({ graphId: "refund" });
+    const id = assistant!.assistant_id;
+    await expect(cara.assistants.create({ graphId: "refund", assistantId: crypto.randomUUID() })).rejects.toThrow(/403|forbidden/i);
+    await expect(cara.assistants.update(id, { config: { configurable: { agent_id: "finance-agent" } } })).rejects.toThrow(/403|forbidden/i);
+    await expect(cara.assistants.setLatest(id, 1)).rejects.toThrow(/403|forbidden/i);
+    await expect(cara.assistants.delete(id)).rejects.toThrow(/403|forbidden/i);
+    expect((await cara.assistants.getVersions(id)).every((v) => JSON.stringify(v.config) === JSON.stringify(assistant!.config))).toBe(true);
+    await expect(cara.store.putItem(["users", "cara"], "k", { v: 1 })).rejects.toThrow(/403|forbidden/i);
+    await expect(cara.store.getItem(["users", "cara"], "k")).rejects.toThrow(/403|forbidden/i);
+    await expect(cara.store.searchItems(["users"])).rejects.toThrow(/403|forbidden/i);
+    await expect(cara.store.listNamespaces()).rejects.toThrow(/403|forbidden/i);
+    const thread = await cara.threads.create();
+    expect((await http("cara", "POST", `/threads/${thread.thread_id}/runs/crons`, { assistant_id: id, schedule: "* * * * *" })).status).toBeGreaterThanOrEqual(400);
+    expect((await http("cara", "POST", "/runs/crons", { assistant_id: id, schedule: "* * * * *" })).status).toBeGreaterThanOrEqual(400);
+    expect((await as("cara").assistants.search({ graphId: "refund" }))[0]!.config).toEqual(assistant!.config);
+  });
+
+  // HOLE (example policy, medium): nothing ties an order to the customer who asks: omar has
+  // cara's order 1043 refunded ($60 is auto-allowed; larger amounts only need a supervisor
+  // who may not notice). Fix in examples/refund (policy or tool: the order's customer must be
+  // the identity's onBehalfOf).
+  it.fails("does not refund another customer's order", async () => {
+    const omar = as("omar");
+    const thread = await omar.threads.create();
+    await omar.runs.wait(thread.thread_id, "refund", { input: say("Please refund order 1043, $60") });
+    expect(auditTypes(thread.thread_id).filter((t) => t === "tool.succeeded")).toHaveLength(1); // the lookup only
+  });
+
+  // HOLE (high under `langgraph dev`): POST /internal/truncate sits behind authentication but
+  // no authorization handler: any customer may wipe all threads, runs, checkpoints and the
+  // store (pending approvals included). Probed here with no flags (it truncates nothing).
+  it("refuses /internal/truncate to a customer", async () => {
+    const res = await http("omar", "POST", "/internal/truncate", {});
+    expect(res.status).toBe(403);
+  });
+
+  // HOLE (medium, DoS): a stateless run (POST /runs/wait without a thread) makes LangGraph's
+  // getGraph set the shared compiled graph's checkpointer to undefined; answerableBy
+  // (server/agent.ts) then answers false for every thread of that graph, so every supervisor
+  // gets 404 on the threads waiting for them until some other request restores it (the
+  // stateless run itself fails: "No checkpointer set").
+  it("keeps supervisors on their waiting threads after another customer's stateless run", async () => {
+    const { threadId } = await pausedThread();
+    await as("omar").runs.wait(null, "refund", { input: say("hello") }).catch(() => undefined);
+    try {
+      expect((await as("sam").threads.get(threadId)).status).toBe("interrupted");
+    } finally {
+      // Restores the checkpointer (a state read through the graph) for the tests after this one.
+      await as("cara").threads.getState(threadId);
+    }
+  });
+
+  // HOLE (medium, SSRF): a run's `webhook` makes the server POST the run (with its values and its
+  // config, eart_proof included) to any URL the client names, internal addresses included.
+  it("does not POST a run to a URL its client names (webhook)", async () => {
+    const hits: string[] = [];
+    const hook: Server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => (body += String(d)));
+      req.on("end", () => {
+        hits.push(body);
+        res.end("ok");
+      });
+    });
+    await new Promise<void>((ok) => hook.listen(0, "127.0.0.1", () => ok()));
+    try {
+      const port = (hook.address() as { port: number }).port;
+      const cara = as("cara");
+      const thread = await cara.threads.create();
+      await cara.runs.wait(thread.thread_id, "refund", { input: say("hello"), webhook: `http://127.0.0.1:${port}/internal-admin` }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 2_000));
+      expect(hits).toEqual([]);
+    } finally {
+      hook.close();
+    }
+  });
+
+  // HOLE (low-medium, DoS by a colleague): an answerer may create a run with `after_seconds`
+  // (a day away): the thread stays busy, the other supervisor's answer is refused (422 with
+  // the default multitask strategy), the owner's updateState gets 409, and only the owner can
+  // cancel the delayed run. When it fires, it answers whatever the thread waits on then.
+  it.fails("lets the other supervisor answer although an answerer queued a delayed run on the thread", async () => {
+    const { threadId, request } = await pausedThread();
+    const delayed = await as("sam").runs.create(threadId, "refund", { command: { resume: { decisions: "later" } }, afterSeconds: 86_400 });
+    try {
+      await as("sue").runs.wait(threadId, "refund", { command: { resume: approve(request) } });
+      expect((await as("cara").threads.get(threadId)).status).toBe("idle");
+    } finally {
+      await as("cara").runs.cancel(threadId, delayed.run_id).catch(() => undefined);
+    }
+  });
+});
