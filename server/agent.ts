@@ -1,7 +1,7 @@
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
 import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
-import { Command, isCommand } from "@langchain/langgraph";
+import { BaseCheckpointSaver, Command, isCommand } from "@langchain/langgraph";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError } from "../src/errors.js";
 import { REFUSED_ANSWER_KEY, refusedAnswer } from "../langgraph/interrupts.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
@@ -55,6 +55,29 @@ function served(): Served[] {
   return (holder[SERVED_KEY] ??= []);
 }
 
+/** The checkpointer LangGraph server last gave each served graph (it sets it per run; a stateless run sets none). */
+const threadStore = new WeakMap<object, BaseCheckpointSaver>();
+
+/** Keeps the server's checkpointer of a graph when the server assigns it. */
+function rememberCheckpointer(graph: GovernedAgent): void {
+  let current = (graph as { checkpointer?: unknown }).checkpointer;
+  Object.defineProperty(graph, "checkpointer", {
+    configurable: true,
+    enumerable: true,
+    get: () => current,
+    set: (value: unknown) => {
+      current = value;
+      if (value instanceof BaseCheckpointSaver) threadStore.set(graph, value);
+    },
+  });
+}
+
+/** A thread's state as the graph reads it, from the given checkpointer (a view of the graph: the graph itself is not changed). */
+function readState(graph: GovernedAgent, checkpointer: BaseCheckpointSaver, threadId: string): Promise<unknown> {
+  const view = Object.create(graph, { checkpointer: { value: checkpointer } }) as GovernedAgent;
+  return view.getState({ configurable: { thread_id: threadId } });
+}
+
 /** The audit events that record a human's answer, and the field naming who gave it. */
 const ANSWERED_BY = { "approval.decided": "approverId", "tool.recovery_decided": "resolverId", "escalation.decided": "reviewerId" } as const;
 
@@ -75,8 +98,10 @@ export async function answerableBy(threadId: string, userId: string): Promise<bo
     const events = await auditLog.read(threadId);
     const agent = agentOfThread(events);
     if (agent === undefined || !agents.includes(agent)) continue;
-    if (!graph.checkpointer) return false;
-    const task = pendingHumanTask(await graph.getState({ configurable: { thread_id: threadId } }));
+    const checkpointer = threadStore.get(graph);
+    if (!checkpointer) return false;
+    // The thread's state, read from the server's checkpointer (not the graph's, which a stateless run clears).
+    const task = pendingHumanTask(await readState(graph, checkpointer, threadId));
     if (task && registry.userHasAnyRole(userId, task.roles)) return true;
     return events.some((e) => e.type in ANSWERED_BY && e.data[ANSWERED_BY[e.type as keyof typeof ANSWERED_BY]] === userId);
   }
@@ -226,6 +251,7 @@ export function createServerAgent(options: ServerAgentOptions): GovernedAgent {
   }
   const graph = createGovernedAgent({ ...agentOptions, identities: registry } as GovernedAgentOptions);
   serve(graph, { agentId, clientAgents, trust });
+  rememberCheckpointer(graph);
   served().push({ agentId, graph, registry, answerRoles: answerRolesOf(agentOptions), auditLog: agentOptions.auditLog, agents: [agentId, ...clientAgents], graphId });
   return graph;
 }
