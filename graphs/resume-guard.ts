@@ -33,6 +33,8 @@ interface ResumableGraph {
 /** Keys that rebuild a prototype when LangGraph's checkpoint serialiser reads a value back. */
 const PROTOTYPE_KEYS: ReadonlySet<string> = new Set(["__proto__", "constructor", "prototype"]);
 const MAX_DEPTH = 64;
+/** The largest answer a resume may carry, in bytes of JSON. */
+const MAX_ANSWER_BYTES = 64 * 1024;
 
 /**
  * Refuses a resume value that LangGraph could not store and read back as it was given: a
@@ -55,7 +57,15 @@ export function assertPlainResume(value: unknown): void {
     // A value that cannot even be read (a Proxy whose traps throw, a revoked Proxy).
     throw new ApprovalError("approval_resume_invalid", `Refused resume value at (root): it cannot be read (${String((error as Error)?.message ?? error).slice(0, 200)})`, { path: [] });
   }
-  if (!problem) return;
+  if (!problem) {
+    // A human's answer is a few decisions and notes: one of megabytes is refused before LangGraph
+    // stores it (and keeps it in the run store, the thread's state and the model's input).
+    const size = Buffer.byteLength(JSON.stringify(value) ?? "", "utf8");
+    if (size > MAX_ANSWER_BYTES) {
+      throw new ApprovalError("approval_resume_invalid", `Refused resume value at (root): it is ${size} bytes; an answer is at most ${MAX_ANSWER_BYTES}`, { path: [], size, limit: MAX_ANSWER_BYTES });
+    }
+    return;
+  }
   const path = problem.path.map(String);
   throw new ApprovalError("approval_resume_invalid", `Refused resume value at ${path.join(".") || "(root)"}: it ${problem.why}`, { path });
 }
@@ -243,7 +253,10 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     // a crash then would lose the approval although its effect happened.
     const options = { durability: "sync", ...given } as RunnableConfig;
     const threadId = options.configurable?.thread_id;
-    if (!lock || (typeof threadId !== "string" && typeof threadId !== "number")) return guarded(input, options);
+    if (typeof threadId !== "string" && typeof threadId !== "number") {
+      throw new EartConfigError("configurable.thread_id", "every run of a governed thread names it (configurable.thread_id)");
+    }
+    if (!lock) return guarded(input, options);
     const held = await lock.acquire(String(threadId));
     // Released once: when the stream ends, or when the run is cancelled before anyone read it
     // (its generator would never start, so its `finally` would never run).

@@ -900,8 +900,9 @@ describe("5. the resume guard's refusal audit", () => {
     const { app, auditLog } = ownGraph(50, { db, tools: [real.lookupOrder, failing], guardAudit: true });
     const recovery = pendingRecovery(await app.invoke(start(), cara("g4")))!;
     const huge = "y".repeat(1_000_000);
-    expect(await codeOf(app.invoke(new Command({ resume: { resolver: { id: huge }, decisions: [{ toolCallId: "r1", type: "retry", digest: recovery.requests[0]!.digest }] } }), as("g4", "fay")))).toBe("approval_principal_mismatch");
-    expect(await codeOf(app.invoke(new Command({ resume: { decisions: [{ toolCallId: huge, type: "retry", digest: "d" }] } }), as("g4", "fay")))).toBe("approval_decisions_mismatch");
+    // Refused by size before LangGraph stores them (an answer is at most 64 KB).
+    expect(await codeOf(app.invoke(new Command({ resume: { resolver: { id: huge }, decisions: [{ toolCallId: "r1", type: "retry", digest: recovery.requests[0]!.digest }] } }), as("g4", "fay")))).toBe("approval_resume_invalid");
+    expect(await codeOf(app.invoke(new Command({ resume: { decisions: [{ toolCallId: huge, type: "retry", digest: "d" }] } }), as("g4", "fay")))).toBe("approval_resume_invalid");
     const refused = (await auditLog.read("g4")).filter((e) => e.type === "tool.recovery_refused");
     expect(refused).toHaveLength(2);
     for (const e of refused) expect(JSON.stringify(e.data).length).toBeLessThan(20_000);

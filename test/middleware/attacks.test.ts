@@ -1086,11 +1086,9 @@ describe("typed errors: construction and run time", () => {
     expect(await codeOf(s.agent.invoke(approve(), { configurable: { user_id: "sam" } }))).toBe("config_invalid");
   });
 
-  // HOLE (low, typed errors): new input without configurable.thread_id passes guardAgent (its
-  // checks skip a run with no thread) and fails inside LangGraph's checkpointer with a plain Error
-  // ("Failed to put checkpoint ... missing thread_id") before eart's requireThreadId is reached.
-  // Nothing runs, but the caller gets no typed error (invariant 8).
-  it.fails("a run without a thread id is refused with a typed configuration error; nothing runs", async () => {
+  // Was a hole (low, typed errors): new input without configurable.thread_id failed inside
+  // LangGraph's checkpointer with a plain Error; the guard now refuses it typed.
+  it("a run without a thread id is refused with a typed configuration error; nothing runs", async () => {
     const s = middlewareRefundSetup([[refund("c1", 60, "1043")]]);
     const code = await codeOf(s.agent.invoke(ask(), { configurable: { agent_id: "support-agent", user_id: "cara" } }));
     expect(s.refunds()).toEqual([]);

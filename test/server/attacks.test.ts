@@ -546,11 +546,9 @@ describe("state writes through the thread API", () => {
     expect(refunds()).toHaveLength(before);
   });
 
-  // HOLE (low-medium, DoS and cost): an answer's free text has no size bound: an 2 MB reject
-  // message is accepted, written whole into two audit events (approval.decided, model.output),
-  // into the thread's state several times and handed to the model; LangGraph's run store keeps
-  // the payload too. (Depth and prototype keys are bounded, size is not.)
-  it.fails("refuses an answer of several megabytes before anything stores it", async () => {
+  // Was a hole (low-medium, DoS and cost): an answer had no size bound (a 2 MB reject message went
+  // whole into the audit log, the state and the model's input); the guard refuses answers over 64 KB.
+  it("refuses an answer of several megabytes before anything stores it", async () => {
     const { threadId, request } = await pausedThread();
     const big = "x".repeat(2 * 1024 * 1024);
     const sam = as("sam");
