@@ -203,22 +203,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       if (auditLog && isCommand(input) && error instanceof EartError) await auditRefusedAnswer(graph, auditLog, options, (input as { resume?: unknown }).resume, error);
       throw error;
     }
-    // A run from an older checkpoint forks the thread from there: its per-thread budget counters
-    // and sensitivity labels would be the older, lower ones. Callers run the thread as it stands.
-    if (options.configurable?.checkpoint_id !== undefined) {
-      throw new StateTamperError("state_write_refused", "A run may not start from an older checkpoint (checkpoint_id): it would roll the thread back", {
-        fields: ["configurable.checkpoint_id"],
-      });
-    }
-    // A namespace other than the thread's root hides its state from these checks (nothing bound,
-    // nothing waiting) while LangGraph still writes the input into the thread.
-    const ns = options.configurable?.checkpoint_ns;
-    const nsMap = options.configurable?.checkpoint_map;
-    if ((ns !== undefined && ns !== "") || (nsMap !== undefined && nsMap !== null && Object.keys(nsMap as object).length > 0)) {
-      throw new StateTamperError("state_write_refused", "A run of the thread starts at its root (checkpoint_ns, checkpoint_map are LangGraph's own)", {
-        fields: ["configurable.checkpoint_ns", "configurable.checkpoint_map"].filter((f) => (f.endsWith("ns") ? ns !== undefined && ns !== "" : nsMap !== undefined)),
-      });
-    }
+    assertThreadRoot(options, "A run");
     if (isCommand(input) && input.resume !== undefined) {
       const before = await assertResumable(graph, options);
       const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];
@@ -287,7 +272,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   if (graph.updateState) {
     const updateState = graph.updateState.bind(graph);
     graph.updateState = (async (config: RunnableConfig, values: unknown, asNode?: string) => {
-      assertNotForked(config, "updateState");
+      assertThreadRoot(config, "updateState");
       assertPlainUpdate(values, "updateState");
       assertNoGovernedChannels(values, "updateState", channels);
       return updateState(config, values, asNode);
@@ -296,7 +281,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   if (graph.bulkUpdateState) {
     const bulkUpdateState = graph.bulkUpdateState.bind(graph);
     graph.bulkUpdateState = (async (config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown }[] }[]) => {
-      assertNotForked(config, "updateState");
+      assertThreadRoot(config, "updateState");
       for (const step of supersteps) {
         for (const update of step.updates) {
           assertPlainUpdate(update.values, "updateState");
@@ -322,15 +307,21 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
 const GUARDED = Symbol.for("eart.guardResumes");
 
 /**
- * Refuses a state write on an older checkpoint (`checkpoint_id`): it forks the thread from there,
- * which would bring back a request already answered, or an unbound thread.
+ * Refuses a run or a state write that is not on the thread as it stands: from an older checkpoint
+ * (`checkpoint_id`: it forks the thread from there, with its older budget counters and sensitivity
+ * labels, a request already answered, or no binding yet) or in a namespace other than the thread's
+ * root (`checkpoint_ns`, `checkpoint_map`: the thread's state is hidden from these checks, nothing
+ * bound and nothing waiting, while LangGraph still writes into the thread).
  */
-function assertNotForked(config: RunnableConfig | undefined, via: string): void {
-  const ns = config?.configurable?.checkpoint_ns;
-  if (config?.configurable?.checkpoint_id === undefined && (ns === undefined || ns === "")) return;
-  throw new StateTamperError("state_write_refused", `${via} may not write from an older checkpoint or another namespace (checkpoint_id, checkpoint_ns): it would roll the thread back`, {
-    fields: ["configurable.checkpoint_id", "configurable.checkpoint_ns"],
-  });
+function assertThreadRoot(config: RunnableConfig | undefined, via: string): void {
+  const c = config?.configurable ?? {};
+  const fields = [
+    ...(c.checkpoint_id !== undefined ? ["configurable.checkpoint_id"] : []),
+    ...(c.checkpoint_ns !== undefined && c.checkpoint_ns !== "" ? ["configurable.checkpoint_ns"] : []),
+    ...(c.checkpoint_map !== undefined && c.checkpoint_map !== null && Object.keys(c.checkpoint_map as object).length > 0 ? ["configurable.checkpoint_map"] : []),
+  ];
+  if (fields.length === 0) return;
+  throw new StateTamperError("state_write_refused", `${via} may not start from an older checkpoint or another namespace (${fields.join(", ")}): it would roll the thread back`, { fields });
 }
 
 /**

@@ -309,10 +309,11 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       const only = new AIMessage({ id: message.id!, content: message.content, tool_calls: [call] });
       const view = governedView({ ...state, messages: [...state.messages.filter((m) => m.id !== message.id), only] });
       const update = await runnerFor(tool)(view, config);
-      const answer = update.messages.find((m) => ToolMessage.isInstance(m) && m.tool_call_id === call.id);
-      const rest = agentUpdate({ ...update, messages: update.messages.filter((m) => m !== answer) });
-      if (Object.keys(rest).length === 0 && answer) return answer as ToolMessage;
-      return new Command({ update: { ...rest, messages: [...(answer ? [answer] : []), ...((rest.messages as BaseMessage[] | undefined) ?? [])] } }) as never;
+      const written = agentUpdate(update);
+      // The call's answer alone goes back as ToolNode expects it; anything more (eart's records) as a Command.
+      const [reply] = update.messages;
+      if (Object.keys(written).length === 1 && update.messages.length === 1 && ToolMessage.isInstance(reply) && reply.tool_call_id === call.id) return reply;
+      return new Command({ update: written }) as never;
     },
   });
   // What guardAgent needs to record the answers it refuses: the store, not the redacting view.

@@ -6,7 +6,7 @@ import { ApprovalError, EartConfigError, EartError, IdentityResolutionError } fr
 import { REFUSED_ANSWER_KEY, refusedAnswer } from "../langgraph/interrupts.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
-import type { AuditLog } from "../src/audit/log.js";
+import type { AuditEvent, AuditLog } from "../src/audit/log.js";
 import { agentOfThread } from "../graphs/app.js";
 import { verifyServerUser } from "./proof.js";
 
@@ -93,9 +93,12 @@ const ANSWERED_BY = { "approval.decided": "approverId", "tool.recovery_decided":
  * ```
  */
 export async function answerableBy(threadId: string, userId: string): Promise<boolean> {
+  // Graphs often share one audit store: the thread's events are read once per store.
+  const reads = new Map<AuditLog, Promise<AuditEvent[]>>();
   for (const { graph, registry, auditLog, agents } of served()) {
     // The graph that runs the thread: the one whose agent the thread was bound to.
-    const events = await auditLog.read(threadId);
+    if (!reads.has(auditLog)) reads.set(auditLog, auditLog.read(threadId));
+    const events = await reads.get(auditLog)!;
     const agent = agentOfThread(events);
     if (agent === undefined || !agents.includes(agent)) continue;
     const checkpointer = threadStore.get(graph);
