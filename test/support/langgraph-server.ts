@@ -29,6 +29,16 @@ export interface DevServer {
   stop(): Promise<void>;
 }
 
+/** Whether any process of the group `pgid` leads is still running. */
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function freePort(): Promise<number> {
   return new Promise((ok, fail) => {
     const server = createServer();
@@ -92,7 +102,10 @@ export async function startDevServer(env: Record<string, string> = {}, options: 
     }, 5_000);
     await exited;
     clearTimeout(timer);
-    rmSync(dir, { recursive: true, force: true });
+    // The CLI exits before the server process it started has flushed its files: wait until the
+    // whole group is gone, then remove the folder (retrying while a last write lands).
+    for (let i = 0; i < 50 && groupAlive(child.pid!); i++) await new Promise((r) => setTimeout(r, 100));
+    rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   };
   const deadline = Date.now() + 90_000;
   for (;;) {
