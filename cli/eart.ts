@@ -269,7 +269,7 @@ async function main(argv: string[], out: Output): Promise<number> {
   const app: EartApp = await loadApp(mode.module);
   try {
     if (command === "pending") {
-      printInbox((await inbox(app)).filter((i) => !values.role || i.roles.includes(values.role)), out);
+      printInbox((await inbox(app, { role: values.role || undefined })).filter((i) => !values.role || i.roles.includes(values.role)), out);
       return 0;
     }
     if (command === "continue") return await continueLocally(app, threadOf(command, rest), out);

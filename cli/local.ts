@@ -24,16 +24,39 @@ export async function loadApp(modulePath: string | undefined): Promise<EartApp> 
 }
 
 /**
- * What waits for a human across the app's threads. A thread of an agent the app does not
- * register fails the listing (`config_invalid`, naming the agents and threads): an inbox that
- * skipped it would hide a request nobody else lists.
+ * What waits for a human across the app's threads, in thread order. A thread of an agent the app
+ * does not register fails the listing (`config_invalid`, naming the agents and threads): an inbox
+ * that skipped it would hide a request nobody else lists.
+ *
+ * With an audit log that keeps an inbox index (`pending`: the memory, SQLite and PostgreSQL
+ * stores), only the threads the index lists are read: their graph state says exactly what waits,
+ * as it does without the index; the index only says where to look. With `role`, threads whose
+ * every request is recorded for other roles are not read either, nor are unfinished threads looked
+ * for (they wait for no role). Otherwise (a JSONL log) every thread of the log is read.
+ * Unfinished threads (`unfinishedThreads`) are still found by reading every thread's state.
  */
-export async function inbox(app: EartApp): Promise<InboxItem[]> {
+export async function inbox(app: EartApp, options: { role?: string } = {}): Promise<InboxItem[]> {
   const { unfinishedThreads } = await import("eart/graphs");
+  const { role } = options;
+  const indexed = typeof app.auditLog.pending === "function" ? await app.auditLog.pending() : undefined;
   const items: InboxItem[] = [];
   const unreadable: { threadId: string; reason: string }[] = [];
-  const unfinished = new Map((await unfinishedThreads(app)).map((u) => [u.threadId, u]));
-  for (const threadId of await app.auditLog.listThreads()) {
+  const unfinished = new Map(indexed && role !== undefined ? [] : (await unfinishedThreads(app)).map((u) => [u.threadId, u]));
+  /** When each indexed thread's newest open approval was requested (what the inbox shows as its `since`). */
+  const requested = new Map<string, string>();
+  let threadIds: string[];
+  if (indexed) {
+    const listed = new Set<string>(unfinished.keys());
+    for (const task of indexed) {
+      if (role !== undefined && task.roles !== null && !task.roles.includes(role)) continue;
+      listed.add(task.threadId);
+      if (task.kind === "approval" && task.at > (requested.get(task.threadId) ?? "")) requested.set(task.threadId, task.at);
+    }
+    threadIds = [...listed].sort();
+  } else {
+    threadIds = await app.auditLog.listThreads();
+  }
+  for (const threadId of threadIds) {
     const stopped = unfinished.get(threadId);
     if (stopped) {
       // An answer already recorded is continued, never asked for again.
@@ -49,10 +72,14 @@ export async function inbox(app: EartApp): Promise<InboxItem[]> {
       unreadable.push({ threadId, reason: error.message.replace(/^Invalid option "graphs": /, "") });
       continue;
     }
-    const events = await app.auditLog.read(threadId);
     const state = await graph.getState({ configurable: { thread_id: threadId } });
-    const requestedAt = [...events].reverse().find((e) => e.type === "approval.requested")?.at ?? null;
-    items.push(...inboxItems(threadId, tasksIn(interruptValuesOfState(state)), requestedAt));
+    const tasks = tasksIn(interruptValuesOfState(state));
+    let requestedAt = requested.get(threadId) ?? null;
+    if (requestedAt === null && tasks.some((t) => t.kind === "approval")) {
+      // Not in the index (no index, or it does not agree with the state): the events say.
+      requestedAt = [...(await app.auditLog.read(threadId))].reverse().find((e) => e.type === "approval.requested")?.at ?? null;
+    }
+    items.push(...inboxItems(threadId, tasks, requestedAt));
   }
   if (unreadable.length > 0) {
     throw new EartConfigError(

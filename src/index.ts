@@ -148,6 +148,7 @@ export {
   type AuditEventReading,
 } from "./audit/events.js";
 export { JsonlAuditLog, type JsonlAuditLogOptions } from "./audit/jsonl.js";
+export { InboxIndex, type PendingKind, type PendingOptions, type PendingTask } from "./audit/inbox.js";
 export { verifyGlobalLog, type GlobalHead, type SignedGlobalHead } from "./audit/global.js";
 export { verifyAuditStore, type AuditStoreVerification } from "./audit/verify.js";
 export { generateAuditSigningKey, verifyHeadSignature, type AuditPublicKey, type AuditSigningKey, type SignedChainHead } from "./audit/signing.js";

@@ -8,6 +8,7 @@ import { globalHeadSigner, globalMismatch, nextGlobalEntry, type GlobalEntry, ty
 import type { KeyObject } from "node:crypto";
 import { AuditInputError, EartConfigError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
+import { InboxIndex, parsePendingOptions, type PendingOptions, type PendingTask } from "./inbox.js";
 
 /** Every kind of audit event (each one's data: {@link AuditEventDataSchemas}). */
 export const AuditEventTypeSchema = z.enum(AUDIT_EVENT_TYPES);
@@ -110,6 +111,13 @@ export interface AuditLog {
   globalLog?(): Promise<GlobalLogSnapshot>;
   /** The global head as of now, signed on stores given a `signingKey`: what a witness keeps. */
   globalHead?(): Promise<{ head: GlobalHead | null; signed?: SignedGlobalHead }>;
+  /**
+   * What waits for a human, from the store's inbox index (kept in the transaction of every append,
+   * so it says what the chain says): the open approval, recovery and escalation requests, oldest
+   * first; with `role`, only those whose recorded roles include it. A listing, never an authority:
+   * an answer is checked by the graph that asked. On the memory, SQLite and PostgreSQL stores.
+   */
+  pending?(options?: PendingOptions): Promise<PendingTask[]>;
 }
 
 /** A store's global log as read in one snapshot. */
@@ -458,6 +466,7 @@ export class MemoryAuditLog implements AuditLog {
   /** Each thread's latest head in the global log. */
   readonly #logged = new Map<string, ThreadHead>();
   #signedGlobal: SignedGlobalHead | undefined;
+  readonly #inbox = new InboxIndex();
 
   constructor(options: MemoryAuditLogOptions = {}) {
     const parsed = parseOptions(MemoryAuditLogOptionsSchema, options);
@@ -489,6 +498,7 @@ export class MemoryAuditLog implements AuditLog {
           hash: event.hash,
         });
         out.push(event);
+        this.#inbox.apply(event);
       }
       const last = list[list.length - 1]!.event;
       heads.push({ threadId, seq: last.seq, hash: last.hash });
@@ -540,6 +550,10 @@ export class MemoryAuditLog implements AuditLog {
   async signedHead(threadId: string): Promise<SignedChainHead | undefined> {
     const head = this.#signed.get(threadId);
     return head && { ...head };
+  }
+
+  async pending(options?: PendingOptions): Promise<PendingTask[]> {
+    return this.#inbox.list(parsePendingOptions(options));
   }
 }
 

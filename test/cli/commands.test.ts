@@ -312,3 +312,25 @@ describe("auditor-only mode: --audit <store>, without an app", () => {
     expect(eart(["--audit", "mysql://x", "audit", "verify"]).status).toBe(2);
   });
 });
+
+describe("eart pending reads the threads the inbox index lists, and shows what their state says", () => {
+  it("lists by role from the index; a row forged into the index shows nothing the thread does not ask", () => {
+    const file = paused("multi", "idx-1");
+    const on = { file, scenario: "multi" as const };
+    const listed = (args: string[]) => (json(eart(["pending", "--json", ...args], on).out) as unknown as { threadId: string; toolCallId: string; roles: string[] }[]).map((i) => `${i.threadId}/${i.toolCallId}/${i.roles.join(",")}`);
+    expect(listed(["--role", "supervisor"])).toEqual(["idx-1/c1/supervisor", "idx-1/c2/supervisor", "idx-1/c3/supervisor"]);
+    expect(listed(["--role", "finance"])).toEqual([]);
+    // Rows written into the index behind the store's back: a call the thread does not ask about, a
+    // thread that does not exist, and the thread again under another role. The state decides.
+    const db = new Database(file);
+    const forge = db.prepare(`INSERT OR REPLACE INTO eart_inbox (thread_id, kind, item, since, task) VALUES (?, 'approval', ?, '2000-01-01T00:00:00.000Z', ?)`);
+    const role = db.prepare(`INSERT OR REPLACE INTO eart_inbox_roles (role, since, thread_id, kind, item) VALUES ('finance', '2000-01-01T00:00:00.000Z', ?, 'approval', ?)`);
+    for (const [threadId, item] of [["idx-1", "c99"], ["ghost", "c1"]] as const) {
+      forge.run(threadId, item, JSON.stringify({ threadId, kind: "approval", toolCallId: item, name: "issue_refund", roles: ["finance"], requestedBy: null, since: "2000-01-01T00:00:00.000Z", expiresAt: null, seq: 0, at: "2000-01-01T00:00:00.000Z" }));
+      role.run(threadId, item);
+    }
+    db.close();
+    expect(listed([])).toEqual(["idx-1/c1/supervisor", "idx-1/c2/supervisor", "idx-1/c3/supervisor"]);
+    expect(listed(["--role", "finance"])).toEqual([]);
+  });
+});

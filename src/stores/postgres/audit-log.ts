@@ -18,6 +18,7 @@ import { globalHeadSigner, nextGlobalEntry, type GlobalEntry, type GlobalHead, t
 import type { GlobalLogSnapshot } from "../../audit/log.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "../../audit/rows.js";
 import { AuditStoreError, EartConfigError, EartError } from "../../errors.js";
+import { INBOX_EVENT_TYPES, InboxIndex, netInboxChanges, parsePendingOptions, readPendingRow, type PendingOptions, type PendingTask } from "../../audit/inbox.js";
 import { connectWithin, inTransaction, isConnectionLoss, migrationOnce, openPostgres, type PostgresLocation } from "./connection.js";
 
 /**
@@ -37,6 +38,8 @@ const HEADS = "eart_audit_heads";
 const GLOBAL = "eart_audit_global";
 const GLOBAL_HEADS = "eart_audit_global_heads";
 const GLOBAL_SIGNED = "eart_audit_global_signed";
+const INBOX = "eart_inbox";
+const INBOX_STATE = "eart_inbox_state";
 /** How reads that must agree with each other begin: one read-only snapshot. */
 const SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 /** The advisory lock that orders appends on the global log: taken after the threads' locks, by every writer. */
@@ -134,7 +137,26 @@ export class PostgresAuditLog implements AuditLog {
        CREATE TABLE IF NOT EXISTS ${GLOBAL_SIGNED} (
          id INTEGER PRIMARY KEY CHECK (id = 1),
          head TEXT NOT NULL
-       );`,
+       );
+       CREATE TABLE IF NOT EXISTS ${INBOX} (
+         thread_id TEXT COLLATE "C" NOT NULL,
+         kind TEXT COLLATE "C" NOT NULL,
+         item TEXT COLLATE "C" NOT NULL,
+         since TEXT COLLATE "C" NOT NULL,
+         roles TEXT[],
+         task TEXT NOT NULL,
+         PRIMARY KEY (thread_id, kind, item)
+       );
+       CREATE INDEX IF NOT EXISTS ${INBOX}_since ON ${INBOX} (since, thread_id, kind, item);
+       CREATE INDEX IF NOT EXISTS ${INBOX}_roles ON ${INBOX} USING GIN (roles);
+       CREATE TABLE IF NOT EXISTS ${INBOX_STATE} (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         gseq BIGINT
+       );
+       -- A new database's index is current from the start; one that already holds events is built on first listing.
+       INSERT INTO ${INBOX_STATE} (id, gseq)
+       SELECT 1, CASE WHEN EXISTS (SELECT 1 FROM ${EVENTS}) OR EXISTS (SELECT 1 FROM ${GLOBAL}) THEN NULL ELSE -1 END
+       ON CONFLICT (id) DO NOTHING;`,
     );
     let baseline: Promise<void> | undefined;
     this.#migrate = async () => {
@@ -167,16 +189,22 @@ export class PostgresAuditLog implements AuditLog {
     }
   }
 
-  /** Writes a global entry and its signed head (the caller holds the global lock in a transaction). */
-  async #insertGlobal(client: pg.PoolClient, entry: GlobalEntry): Promise<SignedGlobalHead | undefined> {
+  /**
+   * Writes a global entry and its signed head (the caller holds the global lock in a transaction).
+   * With `advanceInbox` (an append that kept the inbox index), the index is marked current up to
+   * this entry, only if it was current up to the one before: an index left behind (a database
+   * written before it, or by a writer that does not keep it) stays behind until it is rebuilt.
+   */
+  async #insertGlobal(client: pg.PoolClient, entry: GlobalEntry, advanceInbox = false): Promise<SignedGlobalHead | undefined> {
     const signedHead = this.#globalSigner?.sign(entry);
     const signed = signedHead ? JSON.stringify(signedHead) : null;
     await client.query(
       `WITH g AS (INSERT INTO ${GLOBAL} (gseq, prev_hash, hash) VALUES ($1, $2, $3)),
-            h AS (INSERT INTO ${GLOBAL_HEADS} (thread_id, gseq, seq, hash) SELECT t, $1, s, x FROM unnest($4::text[], $5::int[], $6::text[]) AS u(t, s, x))
+            h AS (INSERT INTO ${GLOBAL_HEADS} (thread_id, gseq, seq, hash) SELECT t, $1, s, x FROM unnest($4::text[], $5::int[], $6::text[]) AS u(t, s, x)),
+            i AS (UPDATE ${INBOX_STATE} SET gseq = $1 WHERE id = 1 AND $8::boolean AND gseq = $1::bigint - 1)
        INSERT INTO ${GLOBAL_SIGNED} (id, head) SELECT 1, $7::text WHERE $7::text IS NOT NULL
        ON CONFLICT (id) DO UPDATE SET head = excluded.head`,
-      [entry.gseq, entry.prevHash, entry.hash, entry.heads.map((h) => h.threadId), entry.heads.map((h) => h.seq), entry.heads.map((h) => h.hash), signed],
+      [entry.gseq, entry.prevHash, entry.hash, entry.heads.map((h) => h.threadId), entry.heads.map((h) => h.seq), entry.heads.map((h) => h.hash), signed, advanceInbox],
     );
     return signedHead;
   }
@@ -241,18 +269,21 @@ export class PostgresAuditLog implements AuditLog {
       const signed = this.#signer?.sign({ threadId, seq: last.seq, hash: last.hash });
       [threadId, last.seq, last.hash, signed ? JSON.stringify(signed) : null].forEach((v, i) => headColumns[i]!.push(v));
     }
+    // The inbox index's net changes, in the same statement: their keys are distinct, and apart
+    // from every other table it writes. Most appends change nothing there and leave it out.
+    const inbox = inboxColumns(out);
     await client.query(
       `WITH inserted AS (
          INSERT INTO ${EVENTS} (${COLUMNS})
          SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[])
-       )
+       )${inbox ? APPEND_INBOX_CHANGES : ""}
        INSERT INTO ${HEADS} (thread_id, seq, hash, signed_head)
        SELECT * FROM unnest($10::text[], $11::int[], $12::text[], $13::text[])
        ON CONFLICT (thread_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, signed_head = excluded.signed_head`,
-      [...columns, ...headColumns],
+      [...columns, ...headColumns, ...(inbox ?? [])],
     );
     const entry = nextGlobalEntry(globalHead, newHeads);
-    const signedGlobal = await this.#insertGlobal(client, entry);
+    const signedGlobal = await this.#insertGlobal(client, entry, true);
     await client.query("COMMIT");
     markAppended(out, entry, signedGlobal);
     return out;
@@ -336,6 +367,71 @@ export class PostgresAuditLog implements AuditLog {
     });
   }
 
+  /**
+   * What waits for a human, from the inbox index (table `eart_inbox`), kept in the transaction of
+   * every append. An index behind the global log (a database written before it existed, or
+   * appended to by a writer that does not keep it) is rebuilt from the events first, under the
+   * global log's lock, so no append slips between the rebuild and the mark that it is current.
+   */
+  async pending(options?: PendingOptions): Promise<PendingTask[]> {
+    const { role, limit } = parsePendingOptions(options);
+    const rows = await this.#read("list what waits in", async () => {
+      await this.#migrate();
+      const list = () =>
+        this.#pool.query<{ current: boolean; task: string | null }>(
+          `SELECT s.current, l.task FROM (
+             SELECT (SELECT gseq FROM ${INBOX_STATE} WHERE id = 1) IS NOT DISTINCT FROM coalesce((SELECT gseq FROM ${GLOBAL} ORDER BY gseq DESC LIMIT 1), -1) AS current
+           ) s
+           LEFT JOIN LATERAL (
+             SELECT task, since, thread_id, kind, item FROM ${INBOX}
+             WHERE s.current${role === undefined ? "" : " AND roles @> ARRAY[$2::text]"}
+             ORDER BY since, thread_id, kind, item LIMIT $1
+           ) l ON true
+           ORDER BY l.since, l.thread_id, l.kind, l.item`,
+          role === undefined ? [limit ?? null] : [limit ?? null, role],
+        );
+      let result = await list();
+      if (!result.rows[0]?.current) {
+        await this.#rebuildInbox();
+        result = await list();
+      }
+      return result.rows;
+    });
+    return rows.flatMap((r) => (r.task === null ? [] : [readPendingRow(r.task, "PostgreSQL")]));
+  }
+
+  /** Rebuilds the inbox index from the events, when it is behind the global log (see {@link pending}). */
+  async #rebuildInbox(): Promise<void> {
+    await inTransaction(
+      this.#pool,
+      async (client) => {
+        await client.query(`SET LOCAL lock_timeout = ${this.#timeoutMs}; SET LOCAL statement_timeout = ${this.#timeoutMs}`);
+        await client.query(`SELECT pg_advisory_xact_lock(${GLOBAL_LOCK})`);
+        const { rows: state } = await client.query<{ covered: string | null; head: string }>(
+          `SELECT (SELECT gseq FROM ${INBOX_STATE} WHERE id = 1) AS covered, coalesce((SELECT gseq FROM ${GLOBAL} ORDER BY gseq DESC LIMIT 1), -1) AS head`,
+        );
+        const { covered, head } = state[0]!;
+        if (covered !== null && Number(covered) === Number(head)) return;
+        const index = new InboxIndex();
+        const { rows } = await client.query<{ thread_id: string; seq: number; type: AuditEvent["type"]; at: string; data: string }>(
+          `SELECT thread_id, seq, type, at, data FROM ${EVENTS} WHERE type = ANY($1::text[]) ORDER BY thread_id, seq`,
+          [INBOX_EVENT_TYPES],
+        );
+        for (const row of rows) {
+          const data = parseJsonOr(row.data);
+          // An event whose data does not parse is reported by verify; it opens and closes nothing here.
+          if (typeof data !== "object" || data === null || Array.isArray(data)) continue;
+          index.apply({ threadId: row.thread_id, seq: row.seq, type: row.type, at: row.at, data: data as Record<string, unknown> });
+        }
+        const columns = inboxColumns([], index.entries());
+        await client.query(`DELETE FROM ${INBOX}`);
+        if (columns) await client.query(`WITH ${inboxChangesSql(1)} SELECT 1`, columns);
+        await client.query(`UPDATE ${INBOX_STATE} SET gseq = $1 WHERE id = 1`, [head]);
+      },
+      "BEGIN ISOLATION LEVEL READ COMMITTED",
+    );
+  }
+
   async listThreads(): Promise<string[]> {
     return this.#read("list threads of", async () => {
       await this.#migrate();
@@ -391,4 +487,39 @@ export class PostgresAuditLog implements AuditLog {
       throw new AuditStoreError(`Cannot ${what} the PostgreSQL audit log: ${message}`, { cause: error });
     }
   }
+}
+
+/**
+ * The CTEs that write the inbox index's net changes, from parameters `$first`… (see
+ * {@link inboxColumns}): the entries closed, then the entries opened or replaced.
+ */
+function inboxChangesSql(first: number): string {
+  const $ = (i: number) => `$${first + i}`;
+  return `closed AS (
+         DELETE FROM ${INBOX} WHERE (thread_id, kind, item) IN (SELECT * FROM unnest(${$(0)}::text[], ${$(1)}::text[], ${$(2)}::text[]))
+       ),
+       opened AS (
+         INSERT INTO ${INBOX} (thread_id, kind, item, since, roles, task)
+         SELECT t, k, i, s, CASE WHEN r IS NULL THEN NULL ELSE ARRAY(SELECT json_array_elements_text(r::json)) END, x
+         FROM unnest(${$(3)}::text[], ${$(4)}::text[], ${$(5)}::text[], ${$(6)}::text[], ${$(7)}::text[], ${$(8)}::text[]) AS u(t, k, i, s, r, x)
+         ON CONFLICT (thread_id, kind, item) DO UPDATE SET since = excluded.since, roles = excluded.roles, task = excluded.task
+       )`;
+}
+
+/** What an append's statement adds to write the inbox index (its parameters follow the 13 of the events and heads). */
+const APPEND_INBOX_CHANGES = `,
+       ${inboxChangesSql(14)}`;
+
+/** The parameters of {@link inboxChangesSql} for stored events (and tasks to open), or undefined when they change nothing. */
+function inboxColumns(events: readonly AuditEvent[], open: Iterable<PendingTask> = []): unknown[][] | undefined {
+  const closed: string[][] = [[], [], []];
+  const opened: (string | null)[][] = [[], [], [], [], [], []];
+  const put = (task: PendingTask) =>
+    [task.threadId, task.kind, task.toolCallId ?? "", task.since, task.roles && JSON.stringify(task.roles), JSON.stringify(task)].forEach((v, i) => opened[i]!.push(v));
+  for (const { key, task } of netInboxChanges(events).values()) {
+    if (task) put(task);
+    else key.forEach((v, i) => closed[i]!.push(v));
+  }
+  for (const task of open) put(task);
+  return closed[0]!.length + opened[0]!.length === 0 ? undefined : [...closed, ...opened];
 }

@@ -17,6 +17,7 @@ import { globalHeadSigner, nextGlobalEntry, type GlobalEntry, type GlobalHead, t
 import type { GlobalLogSnapshot } from "../../audit/log.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "../../audit/rows.js";
 import { AuditStoreError, EartConfigError, EartError } from "../../errors.js";
+import { INBOX_EVENT_TYPES, InboxIndex, netInboxChanges, parsePendingOptions, readPendingRow, type PendingOptions, type PendingTask } from "../../audit/inbox.js";
 import { openSqlite, type SqliteLocation } from "./connection.js";
 
 /**
@@ -55,6 +56,7 @@ export class SqliteAuditLog implements AuditLog {
   readonly #addGlobal: (heads: ThreadHead[]) => GlobalEntry & { signed?: SignedGlobalHead };
   readonly #readGlobal: Database.Transaction<() => GlobalLogSnapshot>;
   readonly #appendTx: Database.Transaction<(groups: Map<string, AuditEventInput[]>) => AuditEvent[]>;
+  readonly #inbox: SqliteInbox;
 
   constructor(options: SqliteAuditLogOptions) {
     const { signingKey, ...location } = (options ?? {}) as SqliteAuditLogOptions;
@@ -155,6 +157,8 @@ export class SqliteAuditLog implements AuditLog {
       const heads = this.#db.prepare(`SELECT thread_id AS threadId, seq, hash FROM eart_audit_heads ORDER BY thread_id`).all() as ThreadHead[];
       if (heads.length > 0) this.#addGlobal(heads);
     }).immediate();
+
+    this.#inbox = sqliteInbox(this.#db, () => (this.#globalHead.get() as GlobalHead | undefined)?.gseq ?? -1);
     this.#appendTx = this.#db.transaction((groups: Map<string, AuditEventInput[]>) => {
       const out: AuditEvent[] = [];
       const heads: ThreadHead[] = [];
@@ -171,6 +175,7 @@ export class SqliteAuditLog implements AuditLog {
         if (this.#signer) this.#setSignedHead.run(threadId, JSON.stringify(this.#signer.sign({ threadId, seq: last.seq, hash: last.hash })));
       }
       const entry = this.#addGlobal(heads);
+      this.#inbox.keep(out, entry);
       markAppended(out, entry, entry.signed);
       return out;
     });
@@ -240,6 +245,16 @@ export class SqliteAuditLog implements AuditLog {
     return row && (parseJsonOr(row.head) as SignedChainHead);
   }
 
+  /**
+   * What waits for a human, from the inbox index (tables `eart_inbox`, `eart_inbox_roles`), kept
+   * in the transaction of every append. An index behind the global log (a file written before it
+   * existed, or appended to by a writer that does not keep it) is rebuilt from the events first.
+   */
+  async pending(options?: PendingOptions): Promise<PendingTask[]> {
+    const parsed = parsePendingOptions(options);
+    return this.#query("list what waits in", () => this.#inbox.list(parsed));
+  }
+
   async listThreads(): Promise<string[]> {
     return this.#query("list threads of", () => (this.#threads.all() as { thread_id: string }[]).map((r) => r.thread_id));
   }
@@ -256,4 +271,128 @@ export class SqliteAuditLog implements AuditLog {
   close(): void {
     if (this.#owned) this.#db.close();
   }
+}
+
+/** The inbox index of a SQLite audit log: kept by appends, listed by `pending`. */
+interface SqliteInbox {
+  /** Writes the net changes of stored events and marks the index current up to `entry` (inside the append's transaction). */
+  keep(events: readonly AuditEvent[], entry: GlobalEntry): void;
+  list(options: PendingOptions): PendingTask[];
+}
+
+/**
+ * The inbox index's tables (`eart_inbox`, `eart_inbox_roles`, `eart_inbox_state`) and statements.
+ *
+ * `eart_inbox_state.gseq` says up to which entry of the global log the index is current (-1: an
+ * empty log; NULL: never built). An append moves it on only from where the append found the log,
+ * so an index left behind (a file written before it, or appended to by a writer that does not
+ * keep it) stays behind, and the next listing rebuilds it from the events in one write
+ * transaction. A database opened read-only (an auditor's) is never written: its listing replays
+ * the events instead.
+ */
+function sqliteInbox(db: Database.Database, headGseq: () => number): SqliteInbox {
+  const readEvents = () =>
+    db
+      .prepare(`SELECT thread_id, seq, type, at, data FROM eart_audit_events WHERE type IN (${INBOX_EVENT_TYPES.map(() => "?").join(", ")}) ORDER BY thread_id, seq`)
+      .iterate(...INBOX_EVENT_TYPES) as Iterable<{ thread_id: string; seq: number; type: AuditEvent["type"]; at: string; data: string }>;
+  const replay = (): InboxIndex => {
+    const index = new InboxIndex();
+    for (const row of readEvents()) {
+      const data = parseJsonOr(row.data);
+      // An event whose data does not parse is reported by verify; it opens and closes nothing here.
+      if (typeof data !== "object" || data === null || Array.isArray(data)) continue;
+      index.apply({ threadId: row.thread_id, seq: row.seq, type: row.type, at: row.at, data: data as Record<string, unknown> });
+    }
+    return index;
+  };
+  if (db.readonly) {
+    return {
+      keep: () => {},
+      list: (options) => db.transaction(() => replay().list(options))(),
+    };
+  }
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS eart_inbox (
+      thread_id TEXT NOT NULL,
+      kind TEXT NOT NULL,
+      item TEXT NOT NULL,
+      since TEXT NOT NULL,
+      task TEXT NOT NULL,
+      PRIMARY KEY (thread_id, kind, item)
+    );
+    CREATE INDEX IF NOT EXISTS eart_inbox_since ON eart_inbox (since, thread_id, kind, item);
+    CREATE TABLE IF NOT EXISTS eart_inbox_roles (
+      role TEXT NOT NULL,
+      since TEXT NOT NULL,
+      thread_id TEXT NOT NULL,
+      kind TEXT NOT NULL,
+      item TEXT NOT NULL,
+      PRIMARY KEY (thread_id, kind, item, role)
+    );
+    CREATE INDEX IF NOT EXISTS eart_inbox_roles_role ON eart_inbox_roles (role, since, thread_id, kind, item);
+    CREATE TABLE IF NOT EXISTS eart_inbox_state (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      gseq INTEGER
+    );
+  `);
+  // A new file's index is current from the start; one that already holds events is built on first listing.
+  db.prepare(
+    `INSERT OR IGNORE INTO eart_inbox_state (id, gseq)
+     SELECT 1, CASE WHEN EXISTS (SELECT 1 FROM eart_audit_events) OR EXISTS (SELECT 1 FROM eart_audit_global) THEN NULL ELSE -1 END`,
+  ).run();
+  const state = db.prepare(`SELECT gseq FROM eart_inbox_state WHERE id = 1`);
+  const covered = () => (state.get() as { gseq: number | null } | undefined)?.gseq;
+  const advance = db.prepare(`UPDATE eart_inbox_state SET gseq = ? WHERE id = 1 AND gseq = ?`);
+  const deleteRoles = db.prepare(`DELETE FROM eart_inbox_roles WHERE thread_id = ? AND kind = ? AND item = ?`);
+  const deleteTask = db.prepare(`DELETE FROM eart_inbox WHERE thread_id = ? AND kind = ? AND item = ?`);
+  const putTask = db.prepare(
+    `INSERT INTO eart_inbox (thread_id, kind, item, since, task) VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (thread_id, kind, item) DO UPDATE SET since = excluded.since, task = excluded.task`,
+  );
+  const putRole = db.prepare(`INSERT OR IGNORE INTO eart_inbox_roles (role, since, thread_id, kind, item) VALUES (?, ?, ?, ?, ?)`);
+  const write = (task: PendingTask) => {
+    const item = task.toolCallId ?? "";
+    putTask.run(task.threadId, task.kind, item, task.since, JSON.stringify(task));
+    for (const role of task.roles ?? []) putRole.run(role, task.since, task.threadId, task.kind, item);
+  };
+  const rebuild = db.transaction(() => {
+    const head = headGseq();
+    if (covered() === head) return;
+    const index = replay();
+    db.prepare(`DELETE FROM eart_inbox_roles`).run();
+    db.prepare(`DELETE FROM eart_inbox`).run();
+    for (const task of index.entries()) write(task);
+    db.prepare(`UPDATE eart_inbox_state SET gseq = ? WHERE id = 1`).run(head);
+  });
+  const all = db.prepare(`SELECT task FROM eart_inbox ORDER BY since, thread_id, kind, item LIMIT ?`).pluck();
+  const forRole = db
+    .prepare(
+      `SELECT i.task FROM eart_inbox_roles r JOIN eart_inbox i ON i.thread_id = r.thread_id AND i.kind = r.kind AND i.item = r.item
+       WHERE r.role = ? ORDER BY r.since, r.thread_id, r.kind, r.item LIMIT ?`,
+    )
+    .pluck();
+  /** The open entries' rows, or undefined when the index is behind the global log. */
+  const current = db.transaction((options: PendingOptions) => {
+    if (covered() !== headGseq()) return undefined;
+    const limit = options.limit ?? -1;
+    return (options.role === undefined ? all.all(limit) : forRole.all(options.role, limit)) as string[];
+  });
+  return {
+    keep(events, entry) {
+      for (const { key, task } of netInboxChanges(events).values()) {
+        deleteRoles.run(...key);
+        if (task) write(task);
+        else deleteTask.run(...key);
+      }
+      advance.run(entry.gseq, entry.gseq - 1);
+    },
+    list(options) {
+      let rows = current.deferred(options);
+      if (!rows) {
+        rebuild.immediate();
+        rows = current.deferred(options)!;
+      }
+      return rows.map((row) => readPendingRow(row, "SQLite"));
+    },
+  };
 }
