@@ -3,7 +3,7 @@ import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { approvalKeysFromFile, IdentityRegistry, type ApprovalKeys, type ToolExecutionOptions } from "eart";
-import { PostgresAuditLog, PostgresEffectLedger } from "eart/postgres";
+import { PostgresAuditLog, PostgresEffectLedger, serialisedSetup } from "eart/postgres";
 import { SqliteAuditLog, SqliteEffectLedger } from "eart/sqlite";
 import { createGovernedAgent } from "eart/graphs";
 import { scriptedModel } from "eart/testing";
@@ -79,8 +79,9 @@ export async function openRefundAgent(file: string, options: RefundAgentOptions 
   pool?.on("error", () => {});
   let checkpointer: SqliteSaver | PostgresSaver;
   if (pool) {
-    checkpointer = new PostgresSaver(pool);
-    await checkpointer.setup();
+    const saver = new PostgresSaver(pool);
+    await serialisedSetup(pool, () => saver.setup());
+    checkpointer = saver;
   } else {
     checkpointer = new SqliteSaver(db);
   }
@@ -117,7 +118,7 @@ export async function openRefundAgent(file: string, options: RefundAgentOptions 
  */
 export async function scriptedRefundAgentOnPostgres(pool: pg.Pool, options: { schema: string; turns: number }) {
   const checkpointer = new PostgresSaver(pool, undefined, { schema: options.schema });
-  await checkpointer.setup();
+  await serialisedSetup(pool, () => checkpointer.setup());
   const auditLog = new PostgresAuditLog({ pool });
   const tools = createRefundTools(pool);
   const agent = createGovernedAgent({

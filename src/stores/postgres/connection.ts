@@ -319,3 +319,28 @@ export function migrationOnce(pool: pg.Pool, table: string, ddl: string): () => 
       throw error;
     }));
 }
+
+/**
+ * Runs `setup` (LangGraph's `PostgresSaver.setup()`: its tables and migrations) holding an
+ * advisory lock, so processes that start together on a new database create the tables once: its
+ * own DDL is not safe to run from several at once (duplicate keys in PostgreSQL's catalog).
+ * @example
+ * ```ts
+ * await serialisedSetup(pool, () => checkpointer.setup());
+ * ```
+ */
+export async function serialisedSetup(pool: pg.Pool, setup: () => Promise<void>): Promise<void> {
+  // The lock holds a connection while setup takes another: a pool of one would wait on itself.
+  if ((pool as { options?: { max?: number } }).options?.max === 1) return setup();
+  const client = await pool.connect();
+  try {
+    await client.query(`SELECT pg_advisory_lock(hashtext('eart_checkpointer_setup'))`);
+    try {
+      await setup();
+    } finally {
+      await client.query(`SELECT pg_advisory_unlock(hashtext('eart_checkpointer_setup'))`);
+    }
+  } finally {
+    client.release();
+  }
+}

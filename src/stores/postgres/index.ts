@@ -10,13 +10,13 @@ import { PostgresBudgetStore } from "./budget-store.js";
 import { PostgresEffectLedger } from "./ledger.js";
 import { PostgresThreadLock } from "./thread-lock.js";
 import { PostgresAuditLog } from "./audit-log.js";
-import { guardCheckpointer, openPostgres, type PostgresLocation } from "./connection.js";
+import { guardCheckpointer, openPostgres, serialisedSetup, type PostgresLocation } from "./connection.js";
 
 export { PostgresAuditLog, type PostgresAuditLogOptions } from "./audit-log.js";
 export { PostgresEffectLedger, type PostgresEffectLedgerOptions } from "./ledger.js";
 export { advisoryLockKey, PostgresThreadLock, type PostgresThreadLockOptions } from "./thread-lock.js";
 export { PostgresBudgetStore, type PostgresBudgetStoreOptions } from "./budget-store.js";
-export { guardCheckpointer, guardPool, isConnectionLoss, type PostgresLocation } from "./connection.js";
+export { guardCheckpointer, guardPool, isConnectionLoss, serialisedSetup, type PostgresLocation } from "./connection.js";
 
 /** Everything a governed agent stores, in one PostgreSQL database (see {@link postgresStores}). */
 export interface PostgresStores {
@@ -47,7 +47,7 @@ export async function postgresStores(location: PostgresLocation & { schema?: str
   const { schema, ...where } = location;
   const { pool, owned } = openPostgres(where);
   const checkpointer = guardCheckpointer(new PostgresSaver(pool, undefined, schema ? { schema } : undefined));
-  await checkpointer.setup();
+  await serialisedSetup(pool, () => checkpointer.setup());
   const threadLock = new PostgresThreadLock({ pool });
   return {
     checkpointer,
