@@ -51,12 +51,24 @@
  * First of all, the import time of `eart` beside `@langchain/langgraph` in fresh processes
  * (./import.ts). `EART_BENCH_SKIP_IMPORT=1` skips it; `EART_BENCH_IMPORT_RUNS` sets the processes.
  *
- * Last, the load benchmark on PostgreSQL (./pg-load.ts): 1,000 concurrent refund conversations
+ * Then the load benchmark on PostgreSQL (./pg-load.ts): 1,000 concurrent refund conversations
  * with approvals on PostgresSaver with default options, conversations per second and p50/p99.
  * `EART_BENCH_SKIP_PG_LOAD=1` skips it; `EART_BENCH_PG_LOAD_CONVERSATIONS` sets the count.
+ *
+ * Then the inbox index (./inbox.ts): what waits for a role, listed through the audit store's index
+ * at 10,000 threads on SQLite and PostgreSQL, beside a full scan (target ≤ 50 ms).
+ * `EART_BENCH_SKIP_INBOX=1` skips it; `EART_BENCH_INBOX_THREADS` sets the threads.
+ *
+ * Last, the scale-out benchmark (./pg-workers.ts): 1, 2 and 4 worker processes on one PostgreSQL
+ * serving 2,000 refund conversations, each approved on another process than its request:
+ * throughput, p50/p99, round trips per conversation and the invariants (no duplicate refund, no
+ * lost approval, every chain verified). `EART_BENCH_SKIP_PG_WORKERS=1` skips it;
+ * `EART_BENCH_PG_WORKERS_THREADS` sets the threads.
  */
 import { runAuditBench } from "./audit.js";
 import { runImportBench } from "./import.js";
+import { runInboxBench } from "./inbox.js";
+import { runPgWorkersBench } from "./pg-workers.js";
 import { runAuthorityBench } from "./authority.js";
 import { runExportBench } from "./export.js";
 import { runLedgerBench } from "./ledger.js";
@@ -169,3 +181,5 @@ if (process.env.EART_BENCH_SKIP_AUDIT !== "1") await runAuditBench();
 // In fresh processes of its own (./export-run.ts): a fresh heap, as the export variants are compared.
 if (process.env.EART_BENCH_SKIP_EXPORT !== "1") await runExportBench();
 if (process.env.EART_BENCH_SKIP_PG_LOAD !== "1") await runPgLoadBench();
+if (process.env.EART_BENCH_SKIP_INBOX !== "1") await runInboxBench();
+if (process.env.EART_BENCH_SKIP_PG_WORKERS !== "1") await runPgWorkersBench();
