@@ -11,7 +11,7 @@ import { pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
 import { jsonProblem } from "../src/internal/canonical.js";
 import { type ThreadLock } from "../src/threads/lock.js";
-import { refusalData } from "../src/human-tasks/refusal.js";
+import { digestOf, refusalData } from "../src/human-tasks/refusal.js";
 import { assertActsForBound } from "../nodes/identity-binding.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
 
@@ -206,6 +206,9 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     assertThreadRoot(options, "A run");
     if (isCommand(input) && input.resume !== undefined) {
       const before = await assertResumable(graph, options);
+      // A request answered already, in a step that stopped before it was saved: the answer eart
+      // accepted stands (continue the thread to act on it); a new one would replace it unread.
+      if (auditLog) await assertNotAnswered(graph, options, auditLog, input.resume);
       const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];
       const inner = await stream(asPlainResume(input, before), options);
       if (expiring.length === 0) return inner;
@@ -387,6 +390,24 @@ async function assertContinuable(graph: Pick<ResumableGraph, "getState"> & { che
   throw awaitingHuman(String(threadId));
 }
 
+/**
+ * Refuses an answer to a request eart recorded as answered already, whose answer LangGraph still
+ * holds for the step that acts on it (the step stopped before it was saved): LangGraph would put
+ * the new answer in its place, and the step would act on that one instead of the accepted one.
+ * The caller continues the thread (`null` input) to act on the accepted answer. Audited.
+ */
+async function assertNotAnswered(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog, answer: unknown): Promise<void> {
+  const threadId = String(config.configurable?.thread_id);
+  const answers = recordedAnswers(await auditLog.read(threadId));
+  const stored = answers.length > 0 ? await recordedStoredAnswer(graph, threadId, answers) : undefined;
+  // The same answer again (continueThread gives the recorded one as its human's) changes nothing.
+  if (!stored || digestOf(answer) === digestOf(stored.answer)) return;
+  const by = [...new Set(answers.map((e) => String(e.data.approverId ?? e.data.resolverId ?? e.data.reviewerId ?? "?")))].join(", ");
+  const error = new ApprovalError("approval_already_answered", `Thread "${threadId}" was answered already (by ${by}) in a step that did not finish; that answer stands: continue the thread (input null) to act on it`);
+  await auditRefusedAnswer(graph, auditLog, config, answer, error);
+  throw error;
+}
+
 /** The refusal of input or a continue on a thread that waits for a human. */
 const awaitingHuman = (threadId: string) =>
   new ThreadStateError("thread_awaiting_approval", threadId, `Thread "${threadId}" waits for a human (an approval, a recovery decision or a review); answer it before sending new input`);
@@ -423,7 +444,8 @@ export function recordedAnswers(events: readonly AuditEvent[]): AuditEvent[] {
   for (let i = events.length - 1; i >= 0; i--) {
     const e = events[i]!;
     if (Object.values(ANSWERS).includes(e.type)) answers.unshift(e);
-    else if (e.type in ANSWERS || REFUSAL_EVENT_TYPES.has(e.type)) break;
+    // A refusal ends the answers, except one of a later answer to what was answered already.
+    else if (e.type in ANSWERS || (REFUSAL_EVENT_TYPES.has(e.type) && e.data.code !== "approval_already_answered")) break;
   }
   return answers;
 }

@@ -24,7 +24,7 @@ import { parseOptions } from "../src/internal/options.js";
 import { BudgetGuardOption, type BudgetVerdict } from "../src/policy/budget.js";
 import { BUILTIN_POLICY_IDS, decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
 import { recordedRequest } from "../src/policy/replay.js";
-import { acceptAnswer, newestAnswer } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
 import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { Step } from "../langgraph/steps.js";
@@ -122,6 +122,32 @@ const verdictSummary = (v: DecisionRecord["verdict"]) => ({
  * The gate's parts: the node, and the first-pass decision step the prebuilt agent runs in the
  * same step as the model. `decideNew` writes nothing; it returns the update and the events.
  */
+/**
+ * A record answered by a human's decision, with the answer the model gets in the tool's place:
+ * denied or escalated when policy decided an edit again, the approver's response, or the
+ * rejection. Records that go on (approved, edited, still waiting) are returned as they are.
+ */
+function withAnswer(r: DecisionRecord, approverId: string): DecisionRecord {
+  const why = r.verdict.reasons.join("; ");
+  const note = r.approvals.at(-1)?.message;
+  const answer: DecisionRecord["answer"] =
+    r.status === "denied"
+      ? { content: `Denied by policy: ${why}`, status: "error" }
+      : r.status === "escalated"
+        ? { content: `Escalated to a human: ${why}`, status: "error" }
+        : r.status === "responded"
+          ? { content: r.approvals.at(-1)!.message!, status: "success" }
+          : r.status === "rejected"
+            ? { content: note ? `Rejected by ${approverId}: ${note}` : `Rejected by ${approverId}.`, status: "error" }
+            : undefined;
+  return answer ? { ...r, answer } : r;
+}
+
+/** The answers of records that carry one, as the model reads them. */
+function answersOf(records: readonly DecisionRecord[]): ToolMessage[] {
+  return records.flatMap((r) => (r.answer ? [new ToolMessage({ tool_call_id: r.toolCallId, name: r.name, content: r.answer.content, status: r.answer.status })] : []));
+}
+
 export function createPolicyGateParts(options: PolicyGateOptions) {
   const opts = parseOptions(PolicyGateOptionsSchema, options);
   const { policy, registry, auditLog, clock, onExpired, shadowPolicy, budgets } = opts;
@@ -333,7 +359,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
             answer: `Refused: tool call id "${id}" ${reuse}.`,
           }
         : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId, state.budget ?? {}, through);
-      records.push(record);
+      // The answer goes in the record too (sealed with it): a tool step that runs after this one
+      // (createAgent's, under governanceMiddleware) answers the call from it.
+      records.push(answer !== undefined ? { ...record, answer: { content: answer, status: "error" } } : record);
       if (record.status === "allowed" || record.status === "pending_approval") through.push({ id, name: record.name, args: record.args, reserved: record.budgetReserved === true });
       if (request) requests.set(id, request);
       if (flip) flips.push({ threadId, type: "policy.shadow_flip", data: { toolCallId: id, name: call.name, digest: record.digest, enforced: flip.enforced, candidate: flip.candidate } });
@@ -492,7 +520,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const records = lapsed.map((r): DecisionRecord =>
       onExpired === "rerequest"
         ? { ...r, approvals: [], expiredAt: at, ...expiryOf(r.verdict) }
-        : { ...r, status: "expired", expiredAt: at },
+        : { ...r, status: "expired", expiredAt: at, answer: { content: `The approval request expired at ${r.expiresAt}; the call was not run.`, status: "error" } },
     );
     const events: AuditEventInput[] = lapsed.map((r) => ({
       threadId,
@@ -509,19 +537,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     }));
     if (onExpired === "rerequest") events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, records) });
     await auditLog.append(events);
-    const messages =
-      onExpired === "rerequest"
-        ? []
-        : records.map(
-            (r) =>
-              new ToolMessage({
-                tool_call_id: r.toolCallId,
-                name: r.name,
-                content: `The approval request expired at ${r.expiresAt}; the call was not run.`,
-                status: "error",
-              }),
-          );
-    return { decisions: sealDecisions(await sealer(), threadId, inState, records), messages };
+    return { decisions: sealDecisions(await sealer(), threadId, inState, records), messages: answersOf(records) };
   }
 
   /** Second pass: pause for the pending calls; on resume apply the decisions. */
@@ -536,13 +552,28 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     // eart's request with LangChain's HITL request fields beside it (the audit log keeps eart's).
     const request = withHitlRequest(buildApprovalRequest(threadId, pending));
     // The first statement with an effect is the interrupt: this node re-runs from here on resume.
-    const answer = newestAnswer(request);
-    const principal = principalFromConfig(config.configurable);
+    const answers = answersGiven(request);
+    // An answer eart accepted before for this request (the step that runs the approved calls
+    // stopped before it was saved) stands as it was then, from whom it came then: not checked
+    // against whoever continues the thread, not expired since, not recorded twice. Otherwise the
+    // newest answer counts.
+    const accepted = await acceptedBefore(auditLog, threadId, { requested: "approval.requested", decided: "approval.decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) });
+    const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
+    const replayed = accepted !== undefined && standing !== undefined;
+    const answer = replayed ? standing : answers.at(-1);
+    const answerDigest = replayed ? accepted!.answerDigest : digestOf(answer);
+    const principal = replayed ? accepted!.principal : principalFromConfig(config.configurable);
     // A refused answer leaves the thread paused on the same request.
     // Audited bounded, with the digest of the whole answer: a refused payload can be any size or depth.
     const refused = (error: ApprovalError) => auditLog.append({ threadId, type: "approval.refused", data: refusalData(error, answer) }).then(() => {});
+    const newest = answers.at(-1);
+    if (replayed && newest !== standing && digestOf(newest) !== answerDigest) {
+      // A later answer to a request answered already changes nothing: recorded as refused.
+      const error = new ApprovalError("approval_already_answered", `The request was answered already by "${accepted!.principal.id}"; that answer stands`);
+      await auditLog.append({ threadId, type: "approval.refused", data: refusalData(error, newest) });
+    }
     const lapsed = pending.filter((r) => r.expiresAt !== undefined && Date.parse(r.expiresAt) <= clock().getTime());
-    if (lapsed.length > 0) {
+    if (lapsed.length > 0 && !replayed) {
       // Only an answer an authorised approver could have given moves a lapsed request on.
       await acceptAnswer(
         answer,
@@ -586,12 +617,14 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           policyIds: r.verdict.policyIds,
           policyVersion: r.verdict.version,
           requestedUnderVersion: request.requests.find((q) => q.toolCallId === r.toolCallId)?.policyVersion ?? null,
+          answerDigest,
         },
       };
     });
+    const answered = records.map((r) => withAnswer(r, approverId));
     const askedAgain = records.filter((r) => r.status === "pending_approval");
     if (askedAgain.length > 0) events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, askedAgain) });
-    await auditLog.append(events);
+    if (!replayed) await auditLog.append(events);
     const messages: BaseMessage[] = [];
     const edited = new Map(records.filter((r) => r.approvals.at(-1)?.type === "edit").map((r) => [r.toolCallId, r]));
     if (edited.size > 0) {
@@ -606,36 +639,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         }),
       );
     }
-    const refusedNow = records.filter((r) => r.status === "denied" || r.status === "escalated");
-    for (const r of refusedNow) {
-      const why = r.verdict.reasons.join("; ");
-      messages.push(
-        new ToolMessage({
-          tool_call_id: r.toolCallId,
-          name: r.name,
-          content: r.status === "denied" ? `Denied by policy: ${why}` : `Escalated to a human: ${why}`,
-          status: "error",
-        }),
-      );
-    }
-    const escalated = refusedNow.filter((r) => r.status === "escalated");
-    for (const r of records) {
-      if (r.status === "responded") {
-        // The approver answers in the tool's place; the tool does not run.
-        messages.push(new ToolMessage({ tool_call_id: r.toolCallId, name: r.name, content: r.approvals.at(-1)!.message!, status: "success" }));
-      } else if (r.status === "rejected") {
-        const note = r.approvals.at(-1)?.message;
-        messages.push(
-          new ToolMessage({
-            tool_call_id: r.toolCallId,
-            name: r.name,
-            content: note ? `Rejected by ${approverId}: ${note}` : `Rejected by ${approverId}.`,
-            status: "error",
-          }),
-        );
-      }
-    }
-    const update: GateUpdate = { decisions: sealDecisions(await sealer(), threadId, state.decisions, records), messages };
+    messages.push(...answersOf(answered));
+    const escalated = answered.filter((r) => r.status === "escalated");
+    const update: GateUpdate = { decisions: sealDecisions(await sealer(), threadId, state.decisions, answered), messages };
     if (escalated.length > 0) update.escalation = escalationOf(escalated);
     return update;
   }

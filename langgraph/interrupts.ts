@@ -1,6 +1,8 @@
 /** The one way eart's nodes ask a human: interrupt, read the newest answer, record a refusal and ask again. */
 import { getConfig, interrupt, isGraphInterrupt } from "@langchain/langgraph";
 import { ApprovalError } from "../src/errors.js";
+import type { AuditLog } from "../src/audit/log.js";
+import type { Principal } from "../src/identity/registry.js";
 
 /**
  * Pauses with `interrupt(request)` and returns the newest answer given to it. LangGraph keeps
@@ -10,13 +12,22 @@ import { ApprovalError } from "../src/errors.js";
  * calling node, which re-runs from its start on resume.
  */
 export function newestAnswer(request: unknown): unknown {
-  let answer = interrupt(request);
+  return answersGiven(request).at(-1);
+}
+
+/**
+ * Pauses with `interrupt(request)` like {@link newestAnswer}, and returns every answer given to
+ * it, oldest first (at least one): a step that finds one of them accepted before (see
+ * {@link acceptedBefore}) acts on that one.
+ */
+export function answersGiven(request: unknown): unknown[] {
+  const answers = [interrupt(request)];
   for (;;) {
     try {
-      answer = interrupt(request);
+      answers.push(interrupt(request));
     } catch (error) {
       if (!isGraphInterrupt(error)) throw error;
-      return answer;
+      return answers;
     }
   }
 }
@@ -102,4 +113,46 @@ export async function acceptAnswer<T>(
  */
 export async function interruptForAnswer<T>(request: unknown, check: (answer: unknown) => T | Promise<T>, onRefused: (error: ApprovalError, answer: unknown) => Promise<void>): Promise<T> {
   return acceptAnswer(newestAnswer(request), check, onRefused, request as object);
+}
+
+/** What {@link acceptedBefore} looks for: the request's calls, by digest. */
+export interface AcceptedAnswerQuery {
+  /** The event that asks (`approval.requested`, `tool.recovery_requested`): acceptances before the newest one that names a call do not count. */
+  requested: string;
+  /** The event that records an accepted answer per call (`approval.decided`, `tool.recovery_decided`). */
+  decided: string;
+  /** The waiting calls, each with the digest it was asked under. */
+  calls: readonly { toolCallId: string; digest: string }[];
+}
+
+/**
+ * The answer eart accepted before for this same request, and from whom: the step that accepts an
+ * answer may also act on it (run the approved calls), and if the process stopped before the step
+ * was saved, LangGraph runs it again, with the answers it stored, under whoever continues the
+ * thread. The audit log (eart's own, append-only) says which answer was accepted (its digest) and
+ * who gave it; that answer stands, checked as from them, and is not recorded twice. Undefined when
+ * no answer to this request was accepted (every call of it, by one principal).
+ */
+export async function acceptedBefore(auditLog: Pick<AuditLog, "read">, threadId: string, query: AcceptedAnswerQuery): Promise<{ principal: Principal; answerDigest: string } | undefined> {
+  const waiting = new Map(query.calls.map((c) => [c.toolCallId, c.digest]));
+  const events = await auditLog.read(threadId);
+  let newest: { answerDigest: string; id: string; source: unknown } | undefined;
+  const covered = new Set<string>();
+  for (let i = events.length - 1; i >= 0; i--) {
+    const event = events[i]!;
+    const data = event.data as Record<string, unknown>;
+    if (event.type === query.requested) {
+      const named = [...((data.requests as { toolCallId?: unknown }[] | undefined) ?? []).map((r) => r.toolCallId), data.toolCallId];
+      if (named.some((id) => typeof id === "string" && waiting.has(id))) break;
+    }
+    if (event.type !== query.decided || typeof data.answerDigest !== "string") continue;
+    const id = data.toolCallId as string;
+    if (waiting.get(id) !== ((data.originalDigest ?? data.digest) as string)) continue;
+    const by = String(data.approverId ?? data.resolverId);
+    newest ??= { answerDigest: data.answerDigest, id: by, source: data.authenticatedBy };
+    if (data.answerDigest === newest.answerDigest && by === newest.id && data.authenticatedBy === newest.source) covered.add(id);
+  }
+  if (!newest || covered.size !== waiting.size) return undefined;
+  if (newest.source !== "configurable.user_id" && newest.source !== "configurable.langgraph_auth_user") return undefined;
+  return { principal: { id: newest.id, source: newest.source }, answerDigest: newest.answerDigest };
 }

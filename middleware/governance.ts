@@ -28,6 +28,7 @@ import { parseOptions } from "../src/internal/options.js";
 import { PolicyEngineOption } from "../src/policy/engine.js";
 import { assertAgentConfig } from "../src/policy/validate.js";
 import { ToolExecutionOptionsSchema } from "../src/tools/resilience.js";
+import { ANSWERED_STATUSES, RUNNABLE_STATUSES } from "../src/decisions/lifecycle.js";
 import type { ThreadLock } from "../src/threads/lock.js";
 
 const GovernanceMiddlewareOptionsSchema = z
@@ -213,9 +214,78 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
     }
     return runner;
   };
-  const currentGate = () => {
-    if (!gate) throw new EartConfigError("tools", "governanceMiddleware decides tool calls with the agent's tools, which it had not seen: the model was not called through createAgent");
-    return gate.parts;
+
+  // The agent's tools as guardAgent found them: a thread resumed in a new process meets its tool
+  // step before any model call shows the middleware the tools.
+  let agentTools: readonly StructuredToolInterface[] | undefined;
+  const knownTools = (): readonly StructuredToolInterface[] => {
+    const tools = gate?.tools ?? agentTools;
+    if (!tools) throw new EartConfigError("tools", "governanceMiddleware answers a paused thread with the agent's tools, which it has not seen: guard the agent with guardAgent(agent, governance)");
+    return tools;
+  };
+
+  /**
+   * Runs, through the governed tool node, the calls of the proposing message that `decisions` let
+   * run and the thread has not answered: each call with its own tool's runner, as createAgent's
+   * tool step would. Returns their answers and records.
+   */
+  const runCalls = async (state: AgentState, decisions: DecisionRecord[], message: AIMessage, config: LangGraphRunnableConfig) => {
+    const tools = knownTools();
+    const others = state.messages.filter((m) => m.id !== message.id);
+    const byId = new Map(decisions.map((d) => [d.toolCallId, d]));
+    const calls = (message.tool_calls ?? []).filter((c) => c.id && !answeredIn(state.messages, message.id, c.id) && byId.get(c.id)?.messageId === message.id && RUNNABLE_STATUSES.has(byId.get(c.id)!.status));
+    const runs = await Promise.all(
+      calls.map((call) => {
+        const tool = tools.find((t) => t.name === call.name);
+        if (!tool) return { decisions: [], messages: [notGoverned(call)] };
+        const only = new AIMessage({ id: message.id!, content: message.content, tool_calls: [call] });
+        return runnerFor(tool)(governedView({ ...state, _eart_decisions: decisions, messages: [...others, only] }), config);
+      }),
+    );
+    return {
+      decisions: runs.flatMap((r) => r.decisions),
+      messages: runs.flatMap((r) => r.messages),
+      budget: Object.assign({}, ...runs.map((r) => ("budget" in r ? r.budget : undefined) ?? {})) as Record<string, number>,
+    };
+  };
+
+  /**
+   * The approval pause, in the tool step of the first waiting call (the other calls' steps wait):
+   * one `interrupt()` for every waiting call of the message (the gate's pass over pending calls;
+   * its first effect is the interrupt), then, in the same step, the calls the answer lets run.
+   * Pausing here, not in a model step, keeps other middleware's afterModel hooks to one pass per
+   * model answer.
+   */
+  const answerHere = async (state: AgentState, message: AIMessage, config: LangGraphRunnableConfig) => {
+    const answered = await gateFor(knownTools()).policyGate(governedView(state), config);
+    const decisions = mergeDecisions(state._eart_decisions ?? [], answered.decisions ?? []);
+    const edited = (answered.messages ?? []).find((m): m is AIMessage => AIMessage.isInstance(m) && m.id === message.id);
+    const waiting = decisions.some((d) => d.messageId === message.id && d.status === "pending_approval");
+    const ran = waiting ? undefined : await runCalls(state, decisions, edited ?? message, config);
+    // Calls answered without running before the pause (denied, unknown: the gate checked their
+    // seals) whose own steps did not answer them yet.
+    const said = new Set((answered.messages ?? []).flatMap((m) => (ToolMessage.isInstance(m) ? [m.tool_call_id] : [])));
+    const earlier = waiting ? [] : decisions.filter((d) => d.messageId === message.id && d.answer && ANSWERED_STATUSES.has(d.status) && !said.has(d.toolCallId) && !answeredIn(state.messages, message.id, d.toolCallId));
+    return new Command({
+      update: agentUpdate({
+        decisions: [...(answered.decisions ?? []), ...(ran?.decisions ?? [])],
+        messages: [...(answered.messages ?? []), ...earlier.map(answerOf), ...(ran?.messages ?? [])],
+        budget: ran?.budget,
+      }),
+    });
+  };
+
+  /**
+   * The recovery step (it pauses for a human), and then, in the same step, the calls its answer
+   * lets run: createAgent goes from the model's step to its tools only while the model's message
+   * is the newest, and calls of the message have answered already. The model is called next.
+   */
+  const recoverHere = async (state: AgentState, config: LangGraphRunnableConfig) => {
+    const answered = await settle().recovery(governedView(state), config);
+    const decisions = mergeDecisions(state._eart_decisions ?? [], answered.decisions ?? []);
+    const ran = await runCalls(state, decisions, proposing(state.messages)!, config);
+    const update = agentUpdate({ decisions: [...(answered.decisions ?? []), ...ran.decisions], messages: ran.messages, budget: ran.budget });
+    return new Command({ update, goto: MODEL_NODE });
   };
 
   const middleware = createMiddleware({
@@ -249,17 +319,19 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       const message = proposing(state.messages);
       const mine = message ? (state._eart_decisions ?? []).filter((d) => d.messageId === message.id) : [];
       if (mine.some((d) => d.status === "pending_approval")) {
-        // Calls wait for a human: pause here (the gate's pass over pending calls; its first effect is the interrupt), not the model.
+        // Calls wait for a human: pause here (the gate's pass over pending calls; its first effect
+        // is the interrupt), not the model. The answer is written to the records (and an edit to
+        // the proposing message, in place): the tool step after this one runs or answers each call.
         const update = await parts.policyGate(governedView(state), config);
-        return new Command({ update: agentUpdate(update) }) as never;
+        return new Command({ update: agentUpdate({ ...update, messages: (update.messages ?? []).filter((m) => AIMessage.isInstance(m)) }) }) as never;
       }
       if (mine.some((d) => d.status === "recovery_pending")) {
-        // Calls the tools could not finish wait for a human (retry, mark done, abandon): the recovery step pauses.
-        const update = await settle().recovery(governedView(state), config);
-        return new Command({ update: agentUpdate(update) }) as never;
+        // Calls the tools could not finish wait for a human (retry, mark done, abandon): the
+        // recovery step pauses; its answer is acted on here, and the model is called next.
+        return recoverHere(state, config) as never;
       }
       // Who the run acts for, checked before the model is called (new input from anyone else is
-      // refused); recorded with what the model answers, in one append. afterModel writes it to state.
+      // refused); recorded with what the model answers, in one append.
       const binding = retrieve ? undefined : await bind(governedView(state), { config, threadId });
       const identity = binding?.update.identity ?? state._eart_identity;
       const known = state._eart_context;
@@ -269,32 +341,15 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         return response;
       }
       const answer = modelAnswer(response, threadId, { redaction, viewer: identity });
-      await auditLog.append([...(binding?.events ?? []), ...answer.events]);
-      return answer.message as AIMessage;
-    },
-    afterModel: {
-      canJumpTo: ["model"],
-      hook: async (state) => {
-        const config = runConfig();
-        let view = governedView(state as AgentState);
-        // The identity the model call bound (the same seal again: binding is deterministic), into state.
-        const unbound = view.identity === undefined ? (await bind(view, { config, threadId: requireThreadId(config) })).update.identity : undefined;
-        if (unbound) view = { ...view, identity: unbound };
-        const bound = unbound ? agentUpdate({ identity: unbound }) : {};
-        if (!proposing(view.messages)) return Object.keys(bound).length > 0 ? bound : undefined;
-        const update = await currentGate().policyGate(view, config);
-        const written = { ...bound, ...agentUpdate(update) };
-        const message = proposing(view.messages)!;
-        const decisions = mergeDecisions(view.decisions, update.decisions ?? []);
-        const waiting = decisions.some((d) => d.messageId === message.id && d.status === "pending_approval");
-        // A call that waits for a human goes back to the model call, which pauses for it.
-        if (waiting) return { ...written, jumpTo: "model" as const };
-        // Every call answered without running (rejected, answered by a human, denied): the model
-        // reads the answers and takes another turn, as after the tools.
-        const answered = new Set([...view.messages, ...(update.messages ?? [])].flatMap((m) => (ToolMessage.isInstance(m) ? [m.tool_call_id] : [])));
-        const unanswered = (message.tool_calls ?? []).some((c) => !answered.has(c.id ?? ""));
-        return unanswered ? written : { ...written, jumpTo: "model" as const };
-      },
+      // createAgent writes the message its model call returned, whatever this hook returns with a
+      // Command: what it writes is made the redacted answer, so the thread never holds the raw one.
+      if (answer.message !== response) becomeRedacted(response, answer.message as AIMessage);
+      // Every proposed call is decided here, in the model's step: no step of its own per turn.
+      const view = { ...governedView(state), identity, messages: [...state.messages, response] };
+      const decided = await parts.decideStep(view, { config, threadId });
+      await auditLog.append([...(binding?.events ?? []), ...answer.events, ...decided.events]);
+      const update = agentUpdate({ identity: binding?.update.identity, decisions: decided.update.decisions });
+      return (Object.keys(update).length > 0 ? new Command({ update }) : response) as never;
     },
     wrapToolCall: async (request, _handler) => {
       const config = runConfig();
@@ -302,9 +357,27 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       const tool = request.tool as StructuredToolInterface | undefined;
       const call = request.toolCall;
       const message = proposing(state.messages);
-      if (!tool || !message || !call.id) {
-        return new ToolMessage({ tool_call_id: call.id ?? "", name: call.name, content: `Not run: ${call.name} is not a tool this agent governs.`, status: "error" });
+      if (!message || !call.id) return notGoverned(call);
+      // A call the thread has answered already is not answered twice.
+      if (answeredIn(state.messages, message.id, call.id)) return new Command({ update: {} }) as never;
+      const mine = (state._eart_decisions ?? []).filter((d) => d.messageId === message.id);
+      const record = mine.find((d) => d.toolCallId === call.id);
+      if (record?.answer && ANSWERED_STATUSES.has(record.status)) {
+        // Answered without running (denied, unknown, rejected…): from eart's sealed record, now,
+        // whatever its siblings wait for.
+        const sealed = (await settle().sealer()).decisionIsSealed(requireThreadId(config), record);
+        return sealed ? answerOf(record) : notGoverned(call);
       }
+      const pending = mine.filter((d) => d.status === "pending_approval");
+      if (pending.length > 0) {
+        // While a call of the message waits for a human, none of its calls runs. The first
+        // waiting call's step pauses for all of them and runs what the answer lets run.
+        const first = (message.tool_calls ?? []).find((c) => c.id && pending.some((p) => p.toolCallId === c.id) && !answeredIn(state.messages, message.id, c.id));
+        return (first?.id === call.id ? answerHere(state, message, config) : new Command({ update: {} })) as never;
+      }
+      // Calls the tools could not finish wait for a human: the model step pauses for them next.
+      if (mine.some((d) => d.status === "recovery_pending")) return new Command({ update: {} }) as never;
+      if (!tool) return notGoverned(call);
       // The governed tool node, over this one call of the proposing message.
       const only = new AIMessage({ id: message.id!, content: message.content, tool_calls: [call] });
       const view = governedView({ ...state, messages: [...state.messages.filter((m) => m.id !== message.id), only] });
@@ -323,6 +396,10 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       redaction,
       registry,
       /** The ledger that fits the agent's checkpointer, unless one was given (before the first run). */
+      /** The agent's tools (createAgent's options and its middleware's), for a thread resumed before any model call. */
+      useTools(tools: readonly StructuredToolInterface[]) {
+        agentTools ??= tools;
+      },
       useCheckpointer(checkpointer: unknown) {
         if (ledger !== undefined || settled !== undefined || !(checkpointer instanceof BaseCheckpointSaver)) return;
         ledger = ledgerFor(checkpointer);
@@ -333,6 +410,45 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
 }
 
 const GOVERNANCE = Symbol.for("eart.governanceMiddleware");
+
+/** createAgent's model step (its node name). */
+const MODEL_NODE = "model_request";
+
+/** The answer to a call of a tool the agent does not have. */
+function notGoverned(call: { id?: string; name: string }): ToolMessage {
+  return new ToolMessage({ tool_call_id: call.id ?? "", name: call.name, content: `Not run: ${call.name} is not a tool this agent governs.`, status: "error" });
+}
+
+/** A record's answer (a call answered without running), as the model reads it. */
+function answerOf(record: DecisionRecord): ToolMessage {
+  return new ToolMessage({ tool_call_id: record.toolCallId, name: record.name, content: record.answer!.content, status: record.answer!.status });
+}
+
+/** Whether a tool message after the proposing message `messageId` answers the call (an earlier one answered another call under that id). */
+function answeredIn(messages: readonly BaseMessage[], messageId: string | undefined, toolCallId: string): boolean {
+  const at = messages.findLastIndex((m) => m.id === messageId);
+  for (let i = at + 1; i < messages.length; i++) {
+    const m = messages[i]!;
+    if (ToolMessage.isInstance(m) && m.tool_call_id === toolCallId) return true;
+  }
+  return false;
+}
+
+/**
+ * Makes the model's own answer object the redacted one, in place: createAgent writes the object
+ * its model call returned to the thread when the hook returns a Command. If the two still differ
+ * once serialised, nothing is written (fail closed).
+ */
+function becomeRedacted(target: AIMessage, redacted: AIMessage): void {
+  const fields = ["content", "additional_kwargs", "response_metadata", "tool_calls", "invalid_tool_calls", "usage_metadata", "name", "id"] as const;
+  const into = target as unknown as Record<string, unknown>;
+  const from = redacted as unknown as Record<string, unknown>;
+  for (const field of fields) if (field in redacted) into[field] = from[field];
+  into.lc_kwargs = { ...(from.lc_kwargs as Record<string, unknown>) };
+  if (JSON.stringify(target.toJSON()) !== JSON.stringify(redacted.toJSON())) {
+    throw new EartConfigError("redaction", "could not be applied to the model's answer in place (it carries a field governanceMiddleware does not know): nothing of the answer was kept");
+  }
+}
 
 /** Plain input without eart's channels (createAgent copies them in from the thread's state). */
 function withoutGovernanceChannels(input: unknown): unknown {
@@ -357,7 +473,7 @@ function withoutGovernanceChannels(input: unknown): unknown {
  * ```
  */
 export function guardAgent<A extends { graph: unknown }>(agent: A, governance: object, options: { lock?: ThreadLock | false } = {}): A {
-  const own = (governance as { [GOVERNANCE]?: { auditLog: AuditLog; redaction: Redaction | undefined; registry: IdentityRegistry; useCheckpointer(c: unknown): void } })[GOVERNANCE];
+  const own = (governance as { [GOVERNANCE]?: { auditLog: AuditLog; redaction: Redaction | undefined; registry: IdentityRegistry; useCheckpointer(c: unknown): void; useTools(t: readonly StructuredToolInterface[]): void } })[GOVERNANCE];
   if (!own) throw new EartConfigError("governance", "must be the governanceMiddleware the agent was created with");
   if (options.lock !== undefined && options.lock !== false && typeof (options.lock as ThreadLock)?.acquire !== "function") {
     throw new EartConfigError("lock", "must be a ThreadLock or false");
@@ -372,6 +488,10 @@ export function guardAgent<A extends { graph: unknown }>(agent: A, governance: o
   let graph = agent.graph as { bound?: unknown; checkpointer?: unknown };
   while (graph && typeof graph === "object" && "bound" in graph && graph.bound) graph = graph.bound as { bound?: unknown };
   own.useCheckpointer(graph.checkpointer);
+  own.useTools([
+    ...(((agent as { options?: { tools?: unknown[] } }).options?.tools ?? []) as StructuredToolInterface[]),
+    ...middleware.flatMap((m) => ((m as { tools?: unknown[] }).tools ?? []) as StructuredToolInterface[]),
+  ].filter((t) => typeof (t as { invoke?: unknown })?.invoke === "function" && typeof t.name === "string"));
   const guard = (target: unknown, lock: ThreadLock | false | undefined) => {
     guardResumes(target as Parameters<typeof guardResumes>[0], {
       auditLog: own.auditLog,

@@ -253,7 +253,12 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const events: AuditEventInput[] = [];
     const event = <T extends ToolEventType>(type: T, data: Omit<AuditEventData<T>, keyof typeof ids>) => events.push({ threadId, type, data: { ...ids, ...data } } as unknown as AuditEventInput);
 
-    if (record && record.messageId === messageId && ANSWERED_STATUSES.has(record.status)) return { events };
+    if (record && record.messageId === messageId && ANSWERED_STATUSES.has(record.status)) {
+      // Answered without running: from the record's answer, unless the thread holds it already.
+      const at = state.messages.findLastIndex((m) => m.id === messageId);
+      const said = record.answer && !state.messages.slice(at + 1).some((m) => ToolMessage.isInstance(m) && m.tool_call_id === call.id);
+      return { events, ...(said ? { message: answer(record.answer!.content, record.answer!.status) } : {}) };
+    }
     if (record && WAITING_STATUSES.has(record.status)) return { events };
     if (!record || record.messageId !== messageId || !RUNNABLE_STATUSES.has(record.status) || record.digest !== digest) {
       const why = !record || record.messageId !== messageId

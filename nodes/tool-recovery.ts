@@ -1,5 +1,5 @@
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
-import { refusalData } from "../src/human-tasks/refusal.js";
+import { digestOf, refusalData } from "../src/human-tasks/refusal.js";
 import { z } from "zod";
 import { AuditLogOption } from "../src/audit/log.js";
 import { type DecisionRecord } from "../src/decisions/records.js";
@@ -8,7 +8,7 @@ import { IdentityResolutionError } from "../src/errors.js";
 import { buildRecoveryRequest, validateRecoveryResponse } from "../src/human-tasks/recovery.js";
 import { IdentityRegistryOption, principalFromConfig } from "../src/identity/registry.js";
 import { parseOptions } from "../src/internal/options.js";
-import { interruptForAnswer } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
 import { assertSealed, EffectLedgerOption, sealDecisions } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";
@@ -57,11 +57,20 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     const seal = await sealer();
     await assertSealed(seal, auditLog, threadId, "recovery", identity, pending);
     const request = buildRecoveryRequest(threadId, pending, roles);
-    const response = await interruptForAnswer(
-      request,
-      (answer) => validateRecoveryResponse(answer, request, { registry, identity, principal: principalFromConfig(config.configurable) }),
+    // As for approvals: an answer eart accepted before for this request (the step that acts on it
+    // stopped before it was saved) stands, from whom it came then, and is not recorded twice.
+    const answers = answersGiven(request);
+    const accepted = await acceptedBefore(auditLog, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) });
+    const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
+    const replayed = accepted !== undefined && standing !== undefined;
+    const answer = replayed ? standing : answers.at(-1);
+    const principal = replayed ? accepted!.principal : principalFromConfig(config.configurable);
+    const response = await acceptAnswer(
+      answer,
+      (a) => validateRecoveryResponse(a, request, { registry, identity, principal }),
       // Bounded, with the digest of the whole answer: a refused payload can be any size or depth.
-      (error, answer) => auditLog.append({ threadId, type: "tool.recovery_refused", data: refusalData(error, answer) }).then(() => {}),
+      (error, refusedAnswer) => auditLog.append({ threadId, type: "tool.recovery_refused", data: refusalData(error, refusedAnswer) }).then(() => {}),
+      request,
     );
     const { resolverId, decisions } = response;
     const at = clock().toISOString();
@@ -77,7 +86,7 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
         },
       };
     });
-    await auditLog.append(
+    if (!replayed) await auditLog.append(
       records.map((r) => ({
         threadId,
         type: "tool.recovery_decided" as const,
@@ -90,6 +99,8 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
           reason: r.recovery!.reason,
           attempt: r.recovery!.attempt,
           message: r.recovery!.resolution!.message ?? null,
+          authenticatedBy: principal?.source ?? null,
+          answerDigest: digestOf(answer),
         },
       })),
     );

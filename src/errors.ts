@@ -29,6 +29,7 @@ export const EART_ERROR_CODES = [
   "approval_token_invalid",
   "approval_token_expired",
   "approval_token_replayed",
+  "approval_already_answered",
   "state_write_refused",
   "state_tamper_detected",
   "thread_unknown",
@@ -255,7 +256,8 @@ export type ApprovalErrorCode =
   | "approval_principal_mismatch"
   | "approval_token_invalid"
   | "approval_token_expired"
-  | "approval_token_replayed";
+  | "approval_token_replayed"
+  | "approval_already_answered";
 
 /**
  * A resume value for an approval interrupt was refused. Nothing ran, and the thread stays paused

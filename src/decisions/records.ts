@@ -141,6 +141,11 @@ export const DecisionRecordSchema = z.object({
   usedTokens: z.array(z.string()).optional(),
   /** Its cross-thread budgets were reserved in the budget store when it was allowed or approved. */
   budgetReserved: z.boolean().optional(),
+  /**
+   * What the model was told in the tool's place, for a call answered without running (denied,
+   * invalid, rejected, answered by a human, expired): a tool step after the decision answers from it.
+   */
+  answer: z.object({ content: z.string(), status: z.enum(["success", "error"]) }).optional(),
   /** eart's seal over this record for its thread (see `Sealer`): a record without a valid one grants nothing. */
   seal: z.string().optional(),
 });

@@ -303,11 +303,15 @@ describe("a HITL answer recorded before a crash is continued, not asked again", 
     const auditLog = new DiesAfter("approval.decided");
     const s = await paused([[refund("c1", 740)]], "h-crash-forged", { auditLog });
     await expect(s.agent.invoke(resume({ decisions: [{ type: "approve" }] }), config("h-crash-forged", "sam"))).rejects.toThrow();
-    // The customer's own edit: refused, but the audit store fails before the refusal is recorded,
-    // so LangGraph keeps her answer as the newest while eart's log ends with sam's approval.
-    auditLog.dropRefusals = true;
     const edit = { decisions: [{ type: "edit", editedAction: { name: "issue_refund", args: { orderId: "1042", amount: 4900 } } }] };
-    await expect(s.agent.invoke(resume(edit), config("h-crash-forged", "cara"))).rejects.toThrow("the audit store is down");
+    // Through the guard, the customer's own edit is refused before LangGraph stores it: sam's stands.
+    expect(await codeOf(s.agent.invoke(resume(edit), config("h-crash-forged", "cara")))).toBe("approval_already_answered");
+    // Past the guard (LangGraph's own stream, as an insider): refused by the gate, but the audit
+    // store fails before the refusal is recorded, so LangGraph keeps her answer as the newest while
+    // eart's log ends with sam's approval.
+    auditLog.dropRefusals = true;
+    const raw = (Object.getPrototypeOf(s.agent) as { stream: (i: unknown, c: unknown) => Promise<AsyncIterable<unknown>> }).stream;
+    await expect((async () => { for await (const _ of await raw.call(s.agent, resume(edit), config("h-crash-forged", "cara"))) void _; })()).rejects.toThrow("the audit store is down");
     const app = defineApp({ auditLog, graphs: { "support-agent": s.agent } });
     await expect(continueThread(app, "h-crash-forged")).rejects.toMatchObject({ code: "state_tamper_detected" });
     expect(await codeOf(s.agent.invoke(null, config("h-crash-forged", "sam")))).toBe("thread_awaiting_approval");

@@ -59,9 +59,13 @@ describe("threads whose run stopped before it finished: listed, and continued wi
     const request = pendingApproval(await s.agent.invoke(ask(), config("u-4")))!;
     const digest = request.requests[0]!.digest;
     await expect(s.agent.invoke(new Command({ resume: { decisions: [{ toolCallId: "c1", type: "approve", digest }] } }), config("u-4", "sam"))).rejects.toThrow();
-    auditLog.dropRefusals = true;
     const edit = { decisions: [{ toolCallId: "c1", type: "edit", digest, args: { orderId: "1042", amount: 4900 } }] };
-    await expect(s.agent.invoke(new Command({ resume: edit }), config("u-4", "cara"))).rejects.toThrow("the audit store is down");
+    // Through the guard her answer is refused before LangGraph stores it (sam's stands); past it
+    // (LangGraph's own stream, as an insider) it is stored, and its refusal is not recorded.
+    await expect(s.agent.invoke(new Command({ resume: edit }), config("u-4", "cara"))).rejects.toMatchObject({ code: "approval_already_answered" });
+    auditLog.dropRefusals = true;
+    const raw = (Object.getPrototypeOf(s.agent) as { stream: (i: unknown, c: unknown) => Promise<AsyncIterable<unknown>> }).stream;
+    await expect((async () => { for await (const _ of await raw.call(s.agent, new Command({ resume: edit }), config("u-4", "cara"))) void _; })()).rejects.toThrow("the audit store is down");
     const app = defineApp({ auditLog, graphs: { "support-agent": s.agent } });
     expect(await unfinishedThreads(app)).toEqual([expect.objectContaining({ threadId: "u-4", kind: "answered", answeredBy: "sam" })]);
     await expect(continueThread(app, "u-4")).rejects.toMatchObject({ code: "state_tamper_detected" });

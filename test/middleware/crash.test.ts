@@ -131,8 +131,9 @@ describe("governanceMiddleware: a process killed while the approved refund runs;
 
     const cont = await runChild({ ...c, step: "continue" });
     const continued = resultOf(cont);
-    // The approval's checkpoint was saved, the tools step's was not.
-    expect(continued.before).toMatchObject({ next: ["tools"], approval: null, refundAnswers: [] });
+    // The approval is answered in the tools step that runs the refund, whose checkpoint was not
+    // saved: the thread still shows the request; the answer sam gave stands (the audit log says so).
+    expect(continued.before).toMatchObject({ next: ["tools"], approval: [REFUND_CALL_ID], refundAnswers: [] });
     // Not run blindly: the call waits for a supervisor's recovery decision.
     expect(eventsOf(cont, "in_tool")).toEqual([]);
     expect(continued.summary).toMatchObject({ recovery: [{ toolCallId: REFUND_CALL_ID, reason: "outcome_unknown" }], verify: { ok: true } });
@@ -158,7 +159,7 @@ describe("governanceMiddleware: a process killed while the approved refund runs;
 
     const cont = await runChild({ ...c, step: "continue" });
     const continued = resultOf(cont);
-    expect(continued.before).toMatchObject({ next: ["tools"], approval: null, refundAnswers: [] });
+    expect(continued.before).toMatchObject({ next: ["tools"], approval: [REFUND_CALL_ID], refundAnswers: [] });
     expect(eventsOf(cont, "in_tool")).toEqual([]);
     expect(continued.summary).toMatchObject({ next: [], recovery: null, approval: null, last: { type: "ai", content: FINAL_ANSWER }, verify: { ok: true } });
     expect(continued.summary.refundAnswers).toEqual([{ status: "success", content: expect.stringContaining('"status":"refunded"') }]);
@@ -177,7 +178,7 @@ describe("governanceMiddleware: a process killed while the approved refund runs;
 
     const cont = await runChild({ ...c, step: "continue", idempotent: true });
     const continued = resultOf(cont);
-    expect(continued.before).toMatchObject({ next: ["tools"], approval: null, refundAnswers: [] });
+    expect(continued.before).toMatchObject({ next: ["tools"], approval: [REFUND_CALL_ID], refundAnswers: [] });
     // Run again, with the same key: the refunds system returns the first refund instead of paying twice.
     expect(eventsOf(cont, "in_tool")).toEqual([expect.objectContaining({ attempt: 2, idempotencyKey: key })]);
     expect(continued.summary).toMatchObject({ next: [], recovery: null, last: { type: "ai", content: FINAL_ANSWER }, verify: { ok: true } });

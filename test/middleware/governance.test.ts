@@ -117,7 +117,7 @@ describe("governanceMiddleware: what LangChain's HITL middleware lets through", 
     const state = await s.agent.getState(config("m-8"));
     const records = (state.values as { _eart_decisions: Record<string, unknown>[] })._eart_decisions;
     const forged = records.map((r) => ({ ...r, status: "approved", approvals: [{ approverId: "sam", type: "approve", at: new Date().toISOString() }] }));
-    await raw.call(graph, config("m-8"), [{ updates: [{ values: { _eart_decisions: forged }, asNode: "EartGovernanceMiddleware.after_model" }] }]);
+    await raw.call(graph, config("m-8"), [{ updates: [{ values: { _eart_decisions: forged }, asNode: "model_request" }] }]);
     expect(((await s.agent.getState(config("m-8"))).values as { _eart_decisions: { status: string }[] })._eart_decisions[0]!.status).toBe("approved");
     // And run on past the guard too (LangGraph's own stream): the forged record lets nothing run.
     const rawStream = (Object.getPrototypeOf(graph) as { stream: (i: unknown, c: unknown) => Promise<AsyncIterable<unknown>> }).stream;
