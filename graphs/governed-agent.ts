@@ -1,5 +1,5 @@
 import { HumanMessage } from "@langchain/core/messages";
-import { BaseCheckpointSaver, END, isCommand, START, StateGraph, type CompiledStateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
+import { BaseCheckpointSaver, Command, END, isCommand, START, StateGraph, type CompiledStateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
 import { createEscalationGuard, type EscalationGuardOptions } from "../guards/escalation-guard.js";
@@ -172,8 +172,10 @@ export function redactIncoming(graph: IncomingGraph, redaction: Redaction, regis
     const userId = principalFromConfig(config?.configurable)?.id;
     return { onBehalfOf: { id: userId ?? "", roles: userId !== undefined ? (registry.getUser(userId)?.roles ?? []) : [] } };
   };
-  const redacted = (values: unknown, config: RunnableConfig | undefined) =>
-    values !== null && typeof values === "object" && !isCommand(values) && "messages" in values ? redactRunInput(values, redaction, viewer(config)) : values;
+  const redacted = (values: unknown, config: RunnableConfig | undefined) => {
+    if (isCommand(values)) return redactedResume(values, redaction);
+    return values !== null && typeof values === "object" && "messages" in values ? redactRunInput(values, redaction, viewer(config)) : values;
+  };
   const stream = graph.stream.bind(graph);
   graph.stream = (input, options) => stream(redacted(input, options), options);
   // The state API writes messages too (an operator's edit, LangGraph Studio): the same redaction.
@@ -184,6 +186,27 @@ export function redactIncoming(graph: IncomingGraph, redaction: Redaction, regis
       config,
       supersteps.map((step) => ({ ...step, updates: step.updates.map((u) => ({ ...u, values: redacted(u.values, config) })) })),
     );
+}
+
+/**
+ * A resume with what a human wrote in it (a reject or respond message, an edit's arguments)
+ * redacted as nobody may see it: the thread, the model and the audit log hold it after this.
+ * Signed approval tokens are kept as they are (a token is checked byte for byte). A `Command`
+ * carrying anything but a resume is returned as it is (the guard refuses it).
+ */
+function redactedResume(command: Command, redaction: Redaction): Command {
+  const { resume, update, goto } = command as { resume?: unknown; update?: unknown; goto?: unknown };
+  const empty = (v: unknown) => v === undefined || (Array.isArray(v) && v.length === 0);
+  if (resume === undefined || resume === null || typeof resume !== "object" || !empty(update) || !empty(goto)) return command;
+  const decisions = (resume as { decisions?: unknown }).decisions;
+  const tokens = Array.isArray(decisions) ? decisions.map((d) => (typeof (d as { token?: unknown } | null)?.token === "string" ? (d as { token: string }).token : undefined)) : [];
+  const screened = redaction.apply(resume, undefined);
+  if (screened.redacted.length === 0) return command;
+  const value = screened.value as { decisions?: Record<string, unknown>[] };
+  tokens.forEach((token, i) => {
+    if (token !== undefined && value.decisions?.[i]) value.decisions[i] = { ...value.decisions[i], token };
+  });
+  return new Command({ resume: value });
 }
 
 /** The methods through which callers put messages into a thread. */

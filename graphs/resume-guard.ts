@@ -228,6 +228,9 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       await assertContinuable(graph, options, auditLog);
     } else if (!isCommand(input)) {
       const snapshot = await assertNotAwaitingApproval(graph, options);
+      // A request whose interrupt was dropped (a state write on the paused thread) still waits:
+      // the proposing message's calls are recorded as waiting for a human.
+      if (snapshot && waitsInRecords(snapshot.values as Record<string, unknown>, names.decisions)) throw awaitingHuman(String(options.configurable?.thread_id));
       // New input on a bound thread comes from the human it acts for; checked before it is stored.
       // An identity nobody sealed binds nothing (the binding node reports it and binds afresh).
       const bound = (snapshot?.values as Record<string, AgentIdentity | undefined> | undefined)?.[names.identity];
@@ -406,6 +409,15 @@ async function assertNotAnswered(graph: Pick<ResumableGraph, "getState"> & { che
   const error = new ApprovalError("approval_already_answered", `Thread "${threadId}" was answered already (by ${by}) in a step that did not finish; that answer stands: continue the thread (input null) to act on it`);
   await auditRefusedAnswer(graph, auditLog, config, answer, error);
   throw error;
+}
+
+/** Whether the newest AI message with tool calls has a call eart recorded as waiting for a human. */
+function waitsInRecords(values: Record<string, unknown> | undefined, channel: string): boolean {
+  const messages = (values?.messages ?? []) as { id?: string; tool_calls?: unknown[]; getType?: () => string }[];
+  const proposing = [...messages].reverse().find((m) => m?.getType?.() === "ai");
+  if (!proposing?.id || !(proposing.tool_calls?.length ?? 0)) return false;
+  const records = (values?.[channel] ?? []) as DecisionRecord[];
+  return Array.isArray(records) && records.some((r) => r?.messageId === proposing.id && (r.status === "pending_approval" || r.status === "recovery_pending"));
 }
 
 /** The refusal of input or a continue on a thread that waits for a human. */

@@ -110,3 +110,17 @@ describe("signed approval tokens", () => {
     expect(setup.refunds()).toEqual([]);
   });
 });
+
+describe("a token beside what the approver wrote", () => {
+  it("a card number in the message of a token-signed reject is redacted before the thread holds it, and the token still verifies (tokens are kept byte for byte)", async () => {
+    const { agent, request, refunds, auditLog } = await paused("tok-redact");
+    const token = tokenFor(request, { decision: "reject" });
+    const resume = { decisions: [{ toolCallId: "c1", type: "reject", digest: request.requests[0]!.digest, token, message: "send it to card 4111 1111 1111 1111 instead" }] };
+    const done = await agent.invoke(new Command({ resume }), bare("tok-redact"));
+    expect(refunds()).toEqual([]);
+    const decided = (await auditLog.read("tok-redact")).find((e) => e.type === "approval.decided")!;
+    expect(decided.data).toMatchObject({ approverId: "sam", authenticatedBy: "approval_token", decision: "reject" });
+    expect(JSON.stringify(done.messages)).not.toMatch(/4111 1111 1111 1111/);
+    expect(JSON.stringify(done.messages)).toContain("[REDACTED:card_number]");
+  });
+});

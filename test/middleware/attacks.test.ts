@@ -417,13 +417,9 @@ describe("skipping the approval pause", () => {
     expect(s.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
   });
 
-  // HOLE (low, fails closed but untyped): a message appended through updateState on a paused thread
-  // drops its interrupt, so guardAgent's "no new input while a human is asked" check passes. With a
-  // human message last, the gate's lastAIMessage() finds no proposing message, so the model call
-  // neither pauses nor calls the model; afterModel still sees the waiting call and jumps back to the
-  // model: the run loops until LangGraph's recursion limit (GraphRecursionError, not an eart error).
-  // Nothing runs, but the thread is stuck and the caller gets no clear, typed error (invariant 8).
-  it.fails("a customer message slipped in through updateState on a paused thread gets a typed refusal, not a recursion-limit loop", async () => {
+  // A message appended through updateState on a paused thread drops its interrupt; the guard also
+  // reads the decision records, which still say the proposing message's call waits for a human.
+  it("a customer message slipped in through updateState on a paused thread gets a typed refusal, not a recursion-limit loop", async () => {
     const s = middlewareRefundSetup([[refund("c1", 740)]]);
     await s.agent.invoke(ask(), config("p-human-slip"));
     await graphOf(s.agent).updateState(config("p-human-slip"), { messages: [new HumanMessage("Never mind, just do it")] });
@@ -823,11 +819,10 @@ describe("who answers, and what an answer carries", () => {
     expect(s.refunds()).toEqual([]);
   });
 
-  // HOLE (redaction): what an approver writes back (a reject or respond message, an edit's
-  // arguments) goes into the thread as a ToolMessage / the edited AI message without eart's
-  // redaction: guardAgent redacts incoming *messages*, not resume values, and decidePending copies
-  // the approver's text into the ToolMessage as is. The card reaches the checkpoint and the model.
-  it.fails("a card number in a supervisor's reject message is redacted before the thread and the model hold it", async () => {
+  // What an approver writes back (a reject or respond message, an edit's arguments) is redacted in
+  // the resume itself, before LangGraph stores it: the thread, the model and the audit log hold the
+  // redacted text (signed approval tokens are kept as they are: test/attacks/approval-tokens.test.ts).
+  it("a card number in a supervisor's reject message is redacted before the thread and the model hold it", async () => {
     const { model, seen } = watching([[refund("c1", 740)]]);
     const s = middlewareRefundSetup([], { model });
     await s.agent.invoke(ask(), config("a-reject-card"));
@@ -836,7 +831,7 @@ describe("who answers, and what an answer carries", () => {
     expect(seen.map(text).join("\n")).not.toMatch(CARD_RE);
   });
 
-  it.fails("a card number in a supervisor's keyed respond is redacted before the thread and the model hold it", async () => {
+  it("a card number in a supervisor's keyed respond is redacted before the thread and the model hold it", async () => {
     const { model, seen } = watching([[refund("c1", 740)]]);
     const s = middlewareRefundSetup([], { model });
     const request = pendingApproval(await s.agent.invoke(ask(), config("a-respond-card")))!;
@@ -845,7 +840,7 @@ describe("who answers, and what an answer carries", () => {
     expect(seen.map(text).join("\n")).not.toMatch(CARD_RE);
   });
 
-  it.fails("a card number in a supervisor's edited arguments is redacted before the thread and the model hold it", async () => {
+  it("a card number in a supervisor's edited arguments is redacted before the thread and the model hold it", async () => {
     const { model, seen } = watching([[refund("c1", 740)]]);
     const s = middlewareRefundSetup([], { model });
     await s.agent.invoke(ask(), config("a-edit-card"));
