@@ -281,6 +281,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       assertThreadRoot(config, "updateState");
       assertPlainUpdate(values, "updateState");
       assertNoGovernedChannels(values, "updateState", channels);
+      await assertNoGovernedAnswers(graph, config, [values], names.decisions);
       return updateState(config, values, asNode);
     }) as G["updateState"];
   }
@@ -294,6 +295,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
           assertNoGovernedChannels(update.values, "updateState", channels);
         }
       }
+      await assertNoGovernedAnswers(graph, config, supersteps.flatMap((step) => step.updates.map((u) => u.values)), names.decisions);
       return bulkUpdateState(config, supersteps);
     }) as G["bulkUpdateState"];
   }
@@ -409,6 +411,30 @@ async function assertNotAnswered(graph: Pick<ResumableGraph, "getState"> & { che
   const error = new ApprovalError("approval_already_answered", `Thread "${threadId}" was answered already (by ${by}) in a step that did not finish; that answer stands: continue the thread (input null) to act on it`);
   await auditRefusedAnswer(graph, auditLog, config, answer, error);
   throw error;
+}
+
+/**
+ * Refuses a state write that answers a tool call eart governs (one it has a decision record for):
+ * such a call is answered by eart's tool step, or by eart's gate for one it did not let run. A
+ * forged `ToolMessage` would stand in for it: the model would read "refunded" for a refund that
+ * never ran, with nothing in the audit log saying why.
+ */
+async function assertNoGovernedAnswers(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, writes: readonly unknown[], channel: string): Promise<void> {
+  const answered = new Set<string>();
+  for (const values of writes) {
+    const messages = (values as { messages?: unknown } | null)?.messages;
+    for (const m of Array.isArray(messages) ? messages : messages !== undefined ? [messages] : []) {
+      const like = m as { tool_call_id?: unknown; role?: unknown; type?: unknown; getType?: () => string } | null;
+      const isTool = typeof like?.getType === "function" ? like.getType() === "tool" : like?.role === "tool" || like?.type === "tool";
+      if (isTool && typeof like?.tool_call_id === "string") answered.add(like.tool_call_id);
+    }
+  }
+  if (answered.size === 0) return;
+  const records = ((await graph.getState(config)).values as Record<string, unknown> | undefined)?.[channel];
+  const governed = Array.isArray(records) ? (records as DecisionRecord[]).filter((r) => answered.has(r?.toolCallId)).map((r) => r.toolCallId) : [];
+  if (governed.length > 0) {
+    throw new StateTamperError("state_write_refused", `updateState may not answer a tool call eart governs (${governed.join(", ")}): eart's tool step answers it`, { toolCallIds: governed });
+  }
 }
 
 /** Whether the newest AI message with tool calls has a call eart recorded as waiting for a human. */
