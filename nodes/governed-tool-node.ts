@@ -127,6 +127,14 @@ const contentText = (content: unknown): string => (typeof content === "string" ?
  * `tool.started` and outcome events that a crash kept out of the audit log are written from the
  * ledger when the node meets the entry again, marked `reconstructed: "ledger"`.
  *
+ * When the ledger and the audit log share one transaction domain (`ledger.commitsWith(auditLog)`:
+ * the SQLite stores on one connection, the PostgreSQL ones on one pool, as `sqliteStores`,
+ * `postgresStores` and the prebuilt agent's defaults open them), a first execution makes two
+ * commits, the two a crash-safe call needs: the claim with `tool.started` before the tool, the
+ * outcome with its event (and the call's events before it) after. A failed audit write then
+ * leaves no claim; a crash between the two leaves the claim with its start, as above. Otherwise
+ * they are four separate writes, in the same order.
+ *
  * Only bad model arguments (schema failures, `ToolArgumentError`) go back to the model.
  * Permission refusals and infrastructure failures are audited and routed to a human. Graph
  * interrupts raised inside a tool pass through.
@@ -151,6 +159,10 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
   const { auditLog, budgets, redaction, policy, registry } = opts;
   if (policy && !registry) throw new EartConfigError("registry", "give the registry with the policy: approvals are checked again against the roles the policy in force asks for");
   const ledger = opts.ledger ?? new MemoryEffectLedger();
+  // A ledger and an audit log in one transaction domain (SQLite on one connection, PostgreSQL on
+  // one pool): a first execution makes the two durable commits a crash-safe call needs, the claim
+  // with `tool.started` before the side effect and the outcome with its event after it, not four.
+  const batched = ledger.commitsWith?.(auditLog) === true;
   const sealer = lazySealer(ledger);
   const clock = opts.clock ?? (() => new Date());
   const tools = indexTools(opts.tools);
@@ -251,7 +263,8 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const digest = toolCallDigest(call.name, call.args, threadId);
     const ids = { toolCallId: call.id, name: call.name, digest };
     const events: AuditEventInput[] = [];
-    const event = <T extends ToolEventType>(type: T, data: Omit<AuditEventData<T>, keyof typeof ids>) => events.push({ threadId, type, data: { ...ids, ...data } } as unknown as AuditEventInput);
+    const eventOf = <T extends ToolEventType>(type: T, data: Omit<AuditEventData<T>, keyof typeof ids>) => ({ threadId, type, data: { ...ids, ...data } }) as unknown as AuditEventInput;
+    const event = <T extends ToolEventType>(type: T, data: Omit<AuditEventData<T>, keyof typeof ids>) => events.push(eventOf(type, data));
 
     if (record && record.messageId === messageId && ANSWERED_STATUSES.has(record.status)) {
       // Answered without running: from the record's answer, unless the thread holds it already.
@@ -333,8 +346,37 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       }
       return { record: { ...current, status: "failed", executedAt: entry.finishedAt ?? now() }, message: answer(entry.error ?? "failed", "error"), events };
     };
-    const finish = async (outcome: { status: "succeeded"; result: unknown } | { status: "failed"; error: string }, attempt: number) => {
+    /** Whether this call's outcome event went into the ledger's commit, should a finish that failed turn out recorded. */
+    let finishedTogether = false;
+    /**
+     * Records the outcome in the ledger, and `last` (its event) after this call's other events:
+     * batched, in the same commit as the outcome; otherwise left for the node's append, as the
+     * events of a ledger without a shared commit are. A shared commit that fails and did not
+     * commit is followed by the outcome alone, so an audit write never keeps the ledger from
+     * recording what the tool did.
+     */
+    const finish = async (outcome: { status: "succeeded"; result: unknown } | { status: "failed"; error: string }, attempt: number, last: AuditEventInput) => {
+      if (batched) {
+        finishedTogether = true;
+        try {
+          if (!(await ledger.finish(key, outcome, clock(), { log: auditLog, events: [...events, last] }))) throw new EffectInProgressError(threadId, call.id, attempt);
+          events.length = 0;
+          return;
+        } catch (error) {
+          if (error instanceof EffectInProgressError) throw error;
+          // What the failed commit left: unreadable (then it is unknown: the caller's to handle),
+          // still started (nothing of it: the outcome goes alone), or finished by it (all of it).
+          const entry = await ledger.get(key).catch(() => undefined);
+          if (!entry) throw error;
+          if (entry.status === outcome.status && entry.attempt === attempt) {
+            events.length = 0;
+            return;
+          }
+        }
+      }
+      finishedTogether = false;
       if (!(await ledger.finish(key, outcome, clock()))) throw new EffectInProgressError(threadId, call.id, attempt);
+      events.push(last);
     };
     /**
      * Records a call whose tool has returned: past this point nothing may run it again. The
@@ -342,17 +384,22 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
      * stops with `ToolRecordError` (the entry stays started: the next run asks a human, as after
      * a crash), never as a failed call to retry.
      */
-    const finishSucceeded = async (result: unknown, attempt: number, content: string) => {
+    const finishSucceeded = async (result: unknown, attempt: number, content: string, last: AuditEventInput) => {
       let lastError: unknown;
       for (let n = 0; n < FINISH_TRIES; n++) {
         try {
-          return await finish({ status: "succeeded", result }, attempt);
+          return await finish({ status: "succeeded", result }, attempt, last);
         } catch (error) {
           if (error instanceof EffectInProgressError) throw error;
           lastError = error;
-          // A finish whose reply was lost may have been recorded: then it is done.
+          // A finish whose reply was lost may have been recorded: then it is done (and its event
+          // with it, when that finish was the shared commit).
           const entry = await ledger.get(key).catch(() => undefined);
-          if (entry?.status === "succeeded" && entry.attempt === attempt) return;
+          if (entry?.status === "succeeded" && entry.attempt === attempt) {
+            if (finishedTogether) events.length = 0;
+            else events.push(last);
+            return;
+          }
           // Not cut short by a cancelled run: the tool has acted, and an outcome recorded now is
           // replayed by the next run instead of going to a human as unknown.
           if (n + 1 < FINISH_TRIES) await sleep(FINISH_BACKOFF_MS * 2 ** n);
@@ -376,8 +423,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         ? new ToolMessage({ tool_call_id: raw.tool_call_id, name: raw.name, content: screened.value.content as ToolMessage["content"], status: raw.status, artifact: screened.value.artifact })
         : raw;
       const content = contentText(message.content);
-      await finishSucceeded({ content: message.content }, attempt, content);
-      event(type, {
+      const outcome = eventOf(type, {
         attempt,
         result: content.slice(0, RESULT_PREVIEW),
         truncated: content.length > RESULT_PREVIEW,
@@ -385,28 +431,36 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         ...(withheld !== undefined ? { withheld } : {}),
         ...extra,
       });
+      await finishSucceeded({ content: message.content }, attempt, content, outcome);
       return { ...executed(message), ...(screened && screened.labels.length > 0 ? { labels: screened.labels } : {}) };
     };
 
-    /** Runs the tool under a claimed ledger attempt: timeout, retries, breaker, then fallback. */
-    async function execute(attempt: number, force: boolean): Promise<Outcome> {
+    /**
+     * Runs the tool under a claimed ledger attempt: timeout, retries, breaker, then fallback.
+     * `claimedWithStart`: the claim committed the first try's `tool.started` (see the begin below),
+     * which the breaker, closed, admitted: the first try goes straight to the tool.
+     */
+    async function execute(attempt: number, force: boolean, claimedWithStart = false): Promise<Outcome> {
       const attempts = spec.retry?.attempts ?? 1;
       let reason: RecoveryReason = "exhausted";
       let lastError: string | undefined;
       // The last thing run timed out: it may still be acting, so its outcome is unknown.
       let lastTimedOut = false;
       for (let n = 1; ; n++) {
+        const startedWithClaim = claimedWithStart && n === 1;
         // Claimed (begin or retry) but not called yet: a cancelled run leaves it to the next one.
-        if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, "not_run", { try: n });
-        const admission = force && n === 1 ? { admitted: true as const, trial: false } : (breaker?.admit(clock()) ?? { admitted: true as const, trial: false });
+        if (!startedWithClaim && isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, "not_run", { try: n });
+        const admission = (force && n === 1) || startedWithClaim ? { admitted: true as const, trial: false } : (breaker?.admit(clock()) ?? { admitted: true as const, trial: false });
         if (!admission.admitted) {
           reason = "circuit_open";
           lastError = `the circuit breaker is open until ${admission.openUntil.toISOString()}`;
           break;
         }
-        event("tool.started", { attempt, try: n, ...(admission.trial ? { breakerTrial: true } : {}) });
-        // Recorded before the side effect: a crash during the tool still leaves its start.
-        await auditLog.append(events.splice(0));
+        if (!startedWithClaim) {
+          event("tool.started", { attempt, try: n, ...(admission.trial ? { breakerTrial: true } : {}) });
+          // Recorded before the side effect: a crash during the tool still leaves its start.
+          await auditLog.append(events.splice(0));
+        }
         if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, "not_run", { try: n, trial: admission.trial });
         let returned: unknown;
         try {
@@ -426,8 +480,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
             const detail = error instanceof ToolInputParsingException ? await checkToolArgs(tool!, call.args) : undefined;
             const why = detail && !detail.ok ? screen(detail.message) : text;
             const content = `Invalid arguments for ${call.name}: ${why}`;
-            await finish({ status: "failed", error: content }, attempt);
-            event("tool.failed", { attempt, kind: "invalid_arguments", error: why });
+            await finish({ status: "failed", error: content }, attempt, eventOf("tool.failed", { attempt, kind: "invalid_arguments", error: why }));
             return { record: { ...current, status: "invalid" }, message: answer(content, "error"), events };
           }
           event("tool.failed", { attempt, try: n, kind: kind === "timeout" ? "timeout" : kind === "permission" ? "permission_denied" : "error", error: text });
@@ -492,7 +545,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     /**
      * Adds to this call's events what the audit log lacks about an entry this run did not claim. A
      * crash between a ledger write and the audit append after it (the claim and `tool.started`, the
-     * finish and its outcome) leaves the ledger ahead of the log; the ledger tells what happened.
+     * finish and its outcome, when they are separate commits; a retry's claim and its start; an
+     * outcome whose shared commit failed) leaves the ledger ahead of the log; the ledger tells what
+     * happened.
      * Read only on this recovery path: the common path (a claim) never reads the log.
      */
     const eventsOfCall = async () => (await auditEvents()).filter((e) => e.data.toolCallId === call.id && e.data.digest === digest);
@@ -543,8 +598,12 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
 
     // A cancelled run claims nothing: the next run finds the call as this one did.
     if (isRunCancelled(config.signal)) throw config.signal!.reason;
+    // Batched, a claim commits the first try's `tool.started` with it, where nothing between the
+    // two could differ: no human's resolution to apply first, and a closed breaker (or none),
+    // whose admission changes nothing and admits. (Not claimed: nothing is appended.)
+    const startsWithClaim = batched && !resolutionFor(0) && (!breaker || breaker.state(clock()) === "closed");
     // One round trip on the common path: claim the key, or learn what is recorded under it.
-    const begun = await ledger.begin(key, clock());
+    const begun = await ledger.begin(key, clock(), startsWithClaim ? { log: auditLog, events: [eventOf("tool.started", { attempt: 1, try: 1 })] } : undefined);
     const entry = begun.entry;
     // Nothing is recorded for this call yet: what the log lacks comes before what this run adds.
     if (!begun.claimed) await reconstruct(entry);
@@ -558,11 +617,10 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     }
     if (resolution?.type === "abandon") {
       const content = `Abandoned by ${resolution.by}${resolution.message ? `: ${resolution.message}` : "."} The action was not completed.`;
-      await finish({ status: "failed", error: content }, entry.attempt);
-      event("tool.failed", { attempt: entry.attempt, kind: "abandoned", error: content, by: resolution.by });
+      await finish({ status: "failed", error: content }, entry.attempt, eventOf("tool.failed", { attempt: entry.attempt, kind: "abandoned", error: content, by: resolution.by }));
       return { record: { ...current, status: "failed", executedAt: now() }, message: answer(content, "error"), events };
     }
-    if (begun.claimed) return execute(entry.attempt, resolution !== undefined);
+    if (begun.claimed) return execute(entry.attempt, resolution !== undefined, startsWithClaim);
 
     // Started with no outcome: a crash, a timeout or a cancelled run in an earlier run, or a
     // failure a human decided to retry. Only an idempotent tool, a human's retry, or an attempt a

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { canonicalJson, jsonProblem, sha256Hex } from "../internal/canonical.js";
 import { InputError, StoreError } from "../errors.js";
 import { processSealKey } from "../decisions/seal.js";
+import type { AuditEventInput, AuditLog } from "../audit/log.js";
 
 /**
  * The effect ledger: one record per tool execution, keyed by (thread id, tool call id, digest),
@@ -71,6 +72,23 @@ export type LedgerOutcome = z.output<typeof LedgerOutcomeSchema>;
 export type LedgerBegin = { claimed: boolean; entry: LedgerEntry };
 
 /**
+ * Audit events to commit with a ledger write ({@link EffectLedger.begin}, {@link EffectLedger.finish}):
+ * appended to `log`, exactly as `log.append(events)` appends them, in the same transaction as the
+ * write and only if the write happens (the key claimed, the entry finished). Given only to a ledger
+ * whose {@link EffectLedger.commitsWith} says yes for `log`; any other refuses it.
+ * @example
+ * ```ts
+ * if (ledger.commitsWith?.(auditLog)) {
+ *   await ledger.begin(key, new Date(), { log: auditLog, events: [{ threadId, type: "tool.started", data }] });
+ * }
+ * ```
+ */
+export interface LedgerAudit {
+  log: AuditLog;
+  events: readonly AuditEventInput[];
+}
+
+/**
  * Records tool executions by idempotency key, so that a call runs at most once per key. Every
  * operation is atomic in its store, also across processes for the SQLite and PostgreSQL stores.
  * @example
@@ -88,9 +106,10 @@ export interface EffectLedger {
   /**
    * Records that an execution is about to start. Returns `{ claimed: true }` with a new entry
    * (attempt 1) when this caller created it, or `{ claimed: false }` with the existing entry, in
-   * any status, unchanged.
+   * any status, unchanged. With `audit`, its events are appended in the same commit as the claim,
+   * and not at all when the key was not claimed; a failed append leaves no claim.
    */
-  begin(key: LedgerKey, now?: Date): Promise<LedgerBegin>;
+  begin(key: LedgerKey, now?: Date, audit?: LedgerAudit): Promise<LedgerBegin>;
   /**
    * Claims a retry of an execution whose outcome is unknown: bumps `attempt` (and sets
    * `startedAt`) only if the entry is still `started` at `expectedAttempt` (compare-and-set).
@@ -99,9 +118,19 @@ export interface EffectLedger {
   retry(key: LedgerKey, expectedAttempt: number, now?: Date): Promise<LedgerEntry | undefined>;
   /**
    * Records the outcome of a `started` entry. `false` when the entry is missing or already
-   * finished: a finished entry is never changed.
+   * finished: a finished entry is never changed. With `audit`, its events are appended in the same
+   * commit as the outcome, and not at all when it returns `false`; a failed append records no outcome.
    */
-  finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean>;
+  finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date, audit?: LedgerAudit): Promise<boolean>;
+  /**
+   * Whether this ledger can commit `log`'s events in its own transactions (the `audit` argument of
+   * `begin` and `finish`): true only when both live in one transaction domain, e.g. the SQLite
+   * ledger and audit log on the very same database connection, or the PostgreSQL ones on the same
+   * pool. The governed tool node then makes the two durable commits a crash-safe call needs (the
+   * claim with `tool.started`, the outcome with its event) instead of four. Optional: a ledger
+   * without it gets no `audit`.
+   */
+  commitsWith?(log: AuditLog): boolean;
   /** The entry of a key, or `undefined`. */
   get(key: LedgerKey): Promise<LedgerEntry | undefined>;
   /** Every entry of a thread, by `startedAt`, then tool call id, then digest. */
@@ -136,6 +165,21 @@ export function parseWith<S extends z.ZodType>(schema: S, field: string, value: 
   const issue = parsed.error.issues[0]!;
   const at = issue.path.length > 0 ? `${issue.path.join(".")}: ` : "";
   throw new LedgerInputError(field, `${at}${issue.message}`);
+}
+
+/**
+ * The events of a ledger write's `audit`, checked against the ledger's own store: `undefined` for
+ * none (no audit, or no events), else the events. Throws {@link LedgerInputError} (field `audit`)
+ * when the ledger cannot commit them with its write (`shares` says whether it can for that log).
+ */
+export function parseAudit(audit: unknown, shares: (log: AuditLog) => boolean): readonly AuditEventInput[] | undefined {
+  if (audit === undefined) return undefined;
+  const a = audit as Partial<LedgerAudit> | null;
+  if (typeof a !== "object" || a === null || !Array.isArray(a.events) || typeof a.log?.append !== "function") {
+    throw new LedgerInputError("audit", "must be { log, events } with an audit log and an array of events");
+  }
+  if (!shares(a.log)) throw new LedgerInputError("audit", "this ledger cannot commit that audit log's events in its own transactions (see commitsWith): append them yourself");
+  return a.events.length === 0 ? undefined : a.events;
 }
 
 export const parseKey = (key: unknown): LedgerKey => parseWith(LedgerKeySchema, "key", key);
@@ -248,9 +292,15 @@ export class MemoryEffectLedger implements EffectLedger {
 
   // Each method validates first and then reads and writes with no await in between: atomic.
 
-  async begin(key: LedgerKey, now?: Date): Promise<LedgerBegin> {
+  /** False: in memory there is no commit to share, and a ledger write's `audit` is refused. */
+  commitsWith(_log: AuditLog): boolean {
+    return false;
+  }
+
+  async begin(key: LedgerKey, now?: Date, audit?: LedgerAudit): Promise<LedgerBegin> {
     const k = parseKey(key);
     const startedAt = isoOf(now);
+    parseAudit(audit, () => false);
     const id = MemoryEffectLedger.#id(k);
     const existing = this.#entries.get(id);
     if (existing) return { claimed: false, entry: MemoryEffectLedger.#copy(existing) };
@@ -272,10 +322,11 @@ export class MemoryEffectLedger implements EffectLedger {
     return MemoryEffectLedger.#copy(entry);
   }
 
-  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean> {
+  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date, audit?: LedgerAudit): Promise<boolean> {
     const k = parseKey(key);
     const parsed = parseOutcome(outcome);
     const finishedAt = isoOf(now);
+    parseAudit(audit, () => false);
     const id = MemoryEffectLedger.#id(k);
     const existing = this.#entries.get(id);
     if (!existing || existing.status !== "started") return false;

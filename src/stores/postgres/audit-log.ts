@@ -168,6 +168,7 @@ export class PostgresAuditLog implements AuditLog {
       });
       await baseline;
     };
+    appenders.set(this, { pool: this.#pool, within: () => this.#within() });
   }
 
   async #baseline(): Promise<void> {
@@ -196,17 +197,29 @@ export class PostgresAuditLog implements AuditLog {
    * written before it, or by a writer that does not keep it) stays behind until it is rebuilt.
    */
   async #insertGlobal(client: pg.PoolClient, entry: GlobalEntry, advanceInbox = false): Promise<SignedGlobalHead | undefined> {
+    const global = this.#globalWrite(entry, advanceInbox, 1);
+    await client.query(`WITH ${global.ctes} ${global.signed}`, global.params);
+    return global.signedHead;
+  }
+
+  /**
+   * The statement parts that write a global entry, its heads and its signed head, and move the
+   * inbox index's mark with `advanceInbox` (see {@link #insertGlobal}), their parameters numbered
+   * from `$first`: CTEs (`ctes`) and the final statement (`signed`), to stand in one statement
+   * alone or after other CTEs on other tables.
+   */
+  #globalWrite(entry: GlobalEntry, advanceInbox: boolean, first: number): { ctes: string; signed: string; params: unknown[]; signedHead: SignedGlobalHead | undefined } {
     const signedHead = this.#globalSigner?.sign(entry);
-    const signed = signedHead ? JSON.stringify(signedHead) : null;
-    await client.query(
-      `WITH g AS (INSERT INTO ${GLOBAL} (gseq, prev_hash, hash) VALUES ($1, $2, $3)),
-            h AS (INSERT INTO ${GLOBAL_HEADS} (thread_id, gseq, seq, hash) SELECT t, $1, s, x FROM unnest($4::text[], $5::int[], $6::text[]) AS u(t, s, x)),
-            i AS (UPDATE ${INBOX_STATE} SET gseq = $1 WHERE id = 1 AND $8::boolean AND gseq = $1::bigint - 1)
-       INSERT INTO ${GLOBAL_SIGNED} (id, head) SELECT 1, $7::text WHERE $7::text IS NOT NULL
+    const $ = (i: number) => `$${first + i - 1}`;
+    return {
+      ctes: `g AS (INSERT INTO ${GLOBAL} (gseq, prev_hash, hash) VALUES (${$(1)}, ${$(2)}, ${$(3)})),
+            h AS (INSERT INTO ${GLOBAL_HEADS} (thread_id, gseq, seq, hash) SELECT t, ${$(1)}, s, x FROM unnest(${$(4)}::text[], ${$(5)}::int[], ${$(6)}::text[]) AS u(t, s, x)),
+            i AS (UPDATE ${INBOX_STATE} SET gseq = ${$(1)} WHERE id = 1 AND ${$(8)}::boolean AND gseq = ${$(1)}::bigint - 1)`,
+      signed: `INSERT INTO ${GLOBAL_SIGNED} (id, head) SELECT 1, ${$(7)}::text WHERE ${$(7)}::text IS NOT NULL
        ON CONFLICT (id) DO UPDATE SET head = excluded.head`,
-      [entry.gseq, entry.prevHash, entry.hash, entry.heads.map((h) => h.threadId), entry.heads.map((h) => h.seq), entry.heads.map((h) => h.hash), signed, advanceInbox],
-    );
-    return signedHead;
+      params: [entry.gseq, entry.prevHash, entry.hash, entry.heads.map((h) => h.threadId), entry.heads.map((h) => h.seq), entry.heads.map((h) => h.hash), signedHead ? JSON.stringify(signedHead) : null, advanceInbox],
+      signedHead,
+    };
   }
 
   async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
@@ -232,21 +245,47 @@ export class PostgresAuditLog implements AuditLog {
   }
 
   async #appendIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>): Promise<AuditEvent[]> {
-    const threadIds = [...groups.keys()];
-    const keys = [...new Set(threadIds.map(lockKey))].sort((a, b) => a - b);
     // One round trip, several statements: each lock in its own statement, then the heads read by
     // a later statement of the same transaction, whose snapshot is taken after every lock is held.
     // READ COMMITTED is spelled out: under a REPEATABLE READ default the snapshot would be the first statement's.
-    // The global log's lock comes last, after every thread lock, in every writer: no deadlock.
     const results = (await client.query(
       `BEGIN ISOLATION LEVEL READ COMMITTED;
-       SET LOCAL lock_timeout = ${this.#timeoutMs};
-       SET LOCAL statement_timeout = ${this.#timeoutMs};
-       ${keys.map((k) => `SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, ${k});`).join("\n")}
+       ${this.#bounds().join("\n")}
+       ${this.#locksAndReads(client, [...groups.keys()])}`,
+    )) as unknown as pg.QueryResult[];
+    const marks = await this.#writeIn(client, groups, results);
+    await client.query("COMMIT");
+    marks();
+    return marks.events;
+  }
+
+  /** The bounds an append puts on its statements on the server, one statement each (`SET LOCAL`: for its transaction). */
+  #bounds(): string[] {
+    return [`SET LOCAL lock_timeout = ${this.#timeoutMs};`, `SET LOCAL statement_timeout = ${this.#timeoutMs};`];
+  }
+
+  /**
+   * The statements that open an append, in a READ COMMITTED transaction: the lock of each thread,
+   * each in its own statement and in one order for every writer, the global log's lock last (after
+   * every thread lock, in every writer: no deadlock), then the threads' heads and the global head
+   * (the query's last two results), read by later statements, whose snapshot is taken after every
+   * lock is held.
+   */
+  #locksAndReads(client: pg.PoolClient, threadIds: readonly string[]): string {
+    const keys = [...new Set(threadIds.map(lockKey))].sort((a, b) => a - b);
+    return `${keys.map((k) => `SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, ${k});`).join("\n")}
        SELECT pg_advisory_xact_lock(${GLOBAL_LOCK});
        SELECT thread_id, seq, hash FROM ${HEADS} WHERE thread_id IN (${threadIds.map((id) => client.escapeLiteral(id)).join(", ")});
-       SELECT gseq, hash FROM ${GLOBAL} ORDER BY gseq DESC LIMIT 1;`,
-    )) as unknown as pg.QueryResult[];
+       SELECT gseq, hash FROM ${GLOBAL} ORDER BY gseq DESC LIMIT 1;`;
+  }
+
+  /**
+   * The writes of an append, after the query that ended with {@link #locksAndReads} (its
+   * `results`): the events, the heads (signed with a `signingKey`), the inbox index's changes and
+   * the global entry. Commits nothing: returns what marks the stored events once the caller has
+   * committed (and the events, as stored).
+   */
+  async #writeIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>, results: pg.QueryResult[]): Promise<(() => void) & { events: AuditEvent[] }> {
     const heads = new Map(
       (results[results.length - 2]!.rows as { thread_id: string; seq: number; hash: string }[]).map((r) => [r.thread_id, { seq: r.seq, hash: r.hash } satisfies ChainHead]),
     );
@@ -269,24 +308,40 @@ export class PostgresAuditLog implements AuditLog {
       const signed = this.#signer?.sign({ threadId, seq: last.seq, hash: last.hash });
       [threadId, last.seq, last.hash, signed ? JSON.stringify(signed) : null].forEach((v, i) => headColumns[i]!.push(v));
     }
-    // The inbox index's net changes, in the same statement: their keys are distinct, and apart
-    // from every other table it writes. Most appends change nothing there and leave it out.
+    // One statement writes it all: the events, the inbox index's net changes (most appends change
+    // nothing there and leave them out), the heads, and the global entry with its heads, signed
+    // head and the inbox index's mark. Each part writes a table of its own (keys distinct within
+    // each), so none depends on what another writes; one round trip fewer under the global lock.
     const inbox = inboxColumns(out);
+    const entry = nextGlobalEntry(globalHead, newHeads);
+    const global = this.#globalWrite(entry, true, 14 + (inbox ? inbox.length : 0));
     await client.query(
       `WITH inserted AS (
          INSERT INTO ${EVENTS} (${COLUMNS})
          SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[])
-       )${inbox ? APPEND_INBOX_CHANGES : ""}
-       INSERT INTO ${HEADS} (thread_id, seq, hash, signed_head)
-       SELECT * FROM unnest($10::text[], $11::int[], $12::text[], $13::text[])
-       ON CONFLICT (thread_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, signed_head = excluded.signed_head`,
-      [...columns, ...headColumns, ...(inbox ?? [])],
+       )${inbox ? APPEND_INBOX_CHANGES : ""},
+       heads AS (
+         INSERT INTO ${HEADS} (thread_id, seq, hash, signed_head)
+         SELECT * FROM unnest($10::text[], $11::int[], $12::text[], $13::text[])
+         ON CONFLICT (thread_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, signed_head = excluded.signed_head
+       ),
+       ${global.ctes}
+       ${global.signed}`,
+      [...columns, ...headColumns, ...(inbox ?? []), ...global.params],
     );
-    const entry = nextGlobalEntry(globalHead, newHeads);
-    const signedGlobal = await this.#insertGlobal(client, entry, true);
-    await client.query("COMMIT");
-    markAppended(out, entry, signedGlobal);
-    return out;
+    return Object.assign(() => markAppended(out, entry, global.signedHead), { events: out });
+  }
+
+  /** What {@link postgresAppendWithin} hands a store on this log's pool. */
+  #within(): PostgresAppendWithin {
+    return {
+      ready: () => this.#migrate(),
+      bounds: () => this.#bounds(),
+      open: (client, events) => {
+        const groups = groupByThread(toInputList(events));
+        return { sql: this.#locksAndReads(client, [...groups.keys()]), write: (results) => this.#writeIn(client, groups, results) };
+      },
+    };
   }
 
   async globalLog(): Promise<GlobalLogSnapshot> {
@@ -487,6 +542,35 @@ export class PostgresAuditLog implements AuditLog {
       throw new AuditStoreError(`Cannot ${what} the PostgreSQL audit log: ${message}`, { cause: error });
     }
   }
+}
+
+/**
+ * An append of a {@link PostgresAuditLog} run inside a transaction a store on the same pool holds
+ * (the effect ledger's claim and finish), so its writes and the events commit together. The
+ * caller opens the transaction (`BEGIN ISOLATION LEVEL READ COMMITTED`, then `bounds()`), runs its
+ * own statements, then `open(…).sql` (the log's locks and reads, in the same query or a later
+ * one: they must be the query's last statements), hands that query's results to `write`, commits,
+ * and then calls what `write` returned. Everything the log's own append does happens, in its
+ * order: thread locks, the global lock, heads, events, signed heads, inbox index, global entry.
+ */
+export interface PostgresAppendWithin {
+  /** The log's tables, created (and a pre-global-log database's baseline written) on first use. */
+  ready(): Promise<void>;
+  /** The `SET LOCAL` bounds of an append, one statement each. */
+  bounds(): string[];
+  open(client: pg.PoolClient, events: readonly AuditEventInput[]): { sql: string; write(results: pg.QueryResult[]): Promise<(() => void) & { events: AuditEvent[] }> };
+}
+
+const appenders = new WeakMap<object, { pool: pg.Pool; within: () => PostgresAppendWithin }>();
+
+/**
+ * The append of `log` to run inside a transaction on `pool`, when `log` is a
+ * {@link PostgresAuditLog} on that very pool (undefined otherwise). Internal to the PostgreSQL
+ * stores: not exported from `eart/postgres`.
+ */
+export function postgresAppendWithin(log: unknown, pool: pg.Pool): PostgresAppendWithin | undefined {
+  const own = typeof log === "object" && log !== null ? appenders.get(log) : undefined;
+  return own && own.pool === pool ? own.within() : undefined;
 }
 
 /**

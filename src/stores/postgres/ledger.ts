@@ -10,11 +10,13 @@ import {
   KEY_TABLE,
   LEDGER_SCHEMA_VERSION,
   parseAttempt,
+  parseAudit,
   parseKey,
   parseOutcome,
   parseThreadId,
   TABLE,
   type EffectLedger,
+  type LedgerAudit,
   type LedgerBegin,
   type LedgerEntry,
   type LedgerKey,
@@ -22,7 +24,9 @@ import {
   type LedgerRow,
 } from "../../ledger/ledger.js";
 import { parseOptions } from "../../internal/options.js";
-import { migrationOnce, openPostgres, storeCall, type PostgresLocation } from "./connection.js";
+import type { AuditEventInput, AuditLog } from "../../audit/log.js";
+import { postgresAppendWithin, type PostgresAppendWithin } from "./audit-log.js";
+import { connectWithin, migrationOnce, openPostgres, storeCall, type PostgresLocation } from "./connection.js";
 
 const PostgresLedgerBoundsSchema = z
   .object({
@@ -53,6 +57,11 @@ const PG_KEY_WHERE = "thread_id = $1 AND tool_call_id = $2 AND digest = $3";
  * done; still `started`: written again). `begin` and `retry` are not, as their outcome is unknown:
  * a `begin` that may have been stored is found by the next run as `started` (outcome unknown),
  * which never runs a call twice.
+ *
+ * Given a {@link PostgresAuditLog} on the same pool (as `postgresStores` opens them), it commits
+ * audit events with its own writes (`commitsWith`): the claim with `tool.started`, the outcome
+ * with its event, each in one transaction that takes the audit log's locks after the ledger row,
+ * in the log's own order.
  * @example
  * ```ts
  * const ledger = new PostgresEffectLedger({ connectionString: process.env.EART_DATABASE_URL });
@@ -116,9 +125,22 @@ export class PostgresEffectLedger implements EffectLedger {
     return this.#pool.query<LedgerRow>(text, values);
   }
 
-  async begin(key: LedgerKey, now?: Date): Promise<LedgerBegin> {
+  /** True for a {@link PostgresAuditLog} on this ledger's very pool. */
+  commitsWith(log: AuditLog): boolean {
+    return postgresAppendWithin(log, this.#pool) !== undefined;
+  }
+
+  /** The audit log's append to run inside this ledger's transaction with `audit`'s events, or undefined for none. */
+  #audited(audit: LedgerAudit | undefined): { within: PostgresAppendWithin; events: readonly AuditEventInput[] } | undefined {
+    const events = parseAudit(audit, (log) => this.commitsWith(log));
+    return events && { within: postgresAppendWithin(audit!.log, this.#pool)!, events };
+  }
+
+  async begin(key: LedgerKey, now?: Date, audit?: LedgerAudit): Promise<LedgerBegin> {
     const k = parseKey(key);
     const startedAt = isoOf(now);
+    const audited = this.#audited(audit);
+    if (audited) return this.#call("begin", false, () => this.#beginAudited(k, startedAt, audited.within, audited.events));
     const inserted = await this.#call("begin", false, () =>
       this.#query(
         `INSERT INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
@@ -132,8 +154,82 @@ export class PostgresEffectLedger implements EffectLedger {
     // The conflicting insert has committed (ON CONFLICT waits for it), so a new statement sees it;
     // rows are never deleted. A read: retried once after a lost connection.
     const { rows } = await this.#call("begin", true, () => this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${PG_KEY_WHERE}`, [k.threadId, k.toolCallId, k.digest]));
-    if (!rows[0]) throw new StoreError("store_failure", "effect_ledger", "begin", `the entry ${k.threadId}/${k.toolCallId} conflicted but cannot be read`, { threadId: k.threadId, toolCallId: k.toolCallId });
+    if (!rows[0]) throw this.#unreadable(k);
     return { claimed: false, entry: entryOfRow(rows[0]) };
+  }
+
+  #unreadable(k: LedgerKey): StoreError {
+    return new StoreError("store_failure", "effect_ledger", "begin", `the entry ${k.threadId}/${k.toolCallId} conflicted but cannot be read`, { threadId: k.threadId, toolCallId: k.toolCallId });
+  }
+
+  /**
+   * Runs `write` in one READ COMMITTED transaction with the audit log's append of `events`: the
+   * first query holds the transaction's opening, the audit log's bounds, the ledger's statements
+   * (`ledgerSql`), then the log's locks and reads; `wrote` reads from that query's results whether
+   * the ledger wrote (else the transaction is rolled back and nothing is appended). The ledger row
+   * is written before the log's locks are taken, so no writer waits for the row while holding them.
+   */
+  async #withAudit<T>(
+    within: PostgresAppendWithin,
+    events: readonly AuditEventInput[],
+    ledgerSql: (q: (v: string) => string) => string[],
+    wrote: (ledgerResults: pg.QueryResult[]) => { write: boolean; value: T },
+  ): Promise<T> {
+    await this.#migrate();
+    await within.ready();
+    const client = await connectWithin(this.#pool, this.#timeoutMs, () => new StoreError("store_timeout", "effect_ledger", "connect", `no connection within ${this.#timeoutMs} ms`, { timeoutMs: this.#timeoutMs }));
+    let broken = false;
+    try {
+      const append = within.open(client, events);
+      const bounds = within.bounds();
+      const ledger = ledgerSql((v) => client.escapeLiteral(v));
+      const results = (await client.query(`BEGIN ISOLATION LEVEL READ COMMITTED;\n${[...bounds, ...ledger].join("\n")}\n${append.sql}`)) as unknown as pg.QueryResult[];
+      const first = 1 + bounds.length;
+      const { write, value } = wrote(results.slice(first, first + ledger.length));
+      if (!write) {
+        await client.query("ROLLBACK");
+        return value;
+      }
+      const marks = await append.write(results);
+      await client.query("COMMIT");
+      marks();
+      return value;
+    } catch (error) {
+      // A client that cannot even roll back is not handed out again.
+      broken = await client.query("ROLLBACK").then(
+        () => false,
+        () => true,
+      );
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /** `begin` with audit events: the claim and the events in one transaction, none of it when the key was claimed before. */
+  #beginAudited(k: LedgerKey, startedAt: string, within: PostgresAppendWithin, events: readonly AuditEventInput[]): Promise<LedgerBegin> {
+    return this.#withAudit<LedgerBegin>(
+      within,
+      events,
+      (q) => {
+        const where = `thread_id = ${q(k.threadId)} AND tool_call_id = ${q(k.toolCallId)} AND digest = ${q(k.digest)}`;
+        return [
+          `INSERT INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
+           VALUES (${q(k.threadId)}, ${q(k.toolCallId)}, ${q(k.digest)}, ${LEDGER_SCHEMA_VERSION}, 'started', 1, ${q(startedAt)})
+           ON CONFLICT (thread_id, tool_call_id, digest) DO NOTHING
+           RETURNING ${PG_COLUMNS};`,
+          // A new statement: it sees the conflicting insert, which ON CONFLICT waited for.
+          `SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${where};`,
+        ];
+      },
+      ([inserted, existing]) => {
+        const claimed = inserted!.rows[0] as LedgerRow | undefined;
+        if (claimed) return { write: true, value: { claimed: true, entry: entryOfRow(claimed) } };
+        const row = existing!.rows[0] as LedgerRow | undefined;
+        if (!row) throw this.#unreadable(k);
+        return { write: false, value: { claimed: false, entry: entryOfRow(row) } };
+      },
+    );
   }
 
   async retry(key: LedgerKey, expectedAttempt: number, now?: Date): Promise<LedgerEntry | undefined> {
@@ -151,16 +247,32 @@ export class PostgresEffectLedger implements EffectLedger {
     return rows[0] && entryOfRow(rows[0]);
   }
 
-  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean> {
+  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date, audit?: LedgerAudit): Promise<boolean> {
     const k = parseKey(key);
     const o = parseOutcome(outcome);
     const finishedAt = isoOf(now);
-    const write = async () => {
+    const audited = this.#audited(audit);
+    const result = o.status === "succeeded" ? o.resultJson : null;
+    const failure = o.status === "failed" ? o.error : null;
+    // With audit events: the outcome and the events in one transaction, neither when the entry is not started.
+    const writeAudited = () =>
+      this.#call("finish", false, () =>
+        this.#withAudit(
+          audited!.within,
+          audited!.events,
+          (q) => [
+            `UPDATE ${TABLE} SET status = ${q(o.status)}, finished_at = ${q(finishedAt)}, result = ${result === null ? "NULL" : q(result)}, error = ${failure === null ? "NULL" : q(failure)}
+             WHERE thread_id = ${q(k.threadId)} AND tool_call_id = ${q(k.toolCallId)} AND digest = ${q(k.digest)} AND status = 'started';`,
+          ],
+          ([updated]) => ({ write: updated!.rowCount === 1, value: updated!.rowCount === 1 }),
+        ),
+      );
+    const write = audited ? writeAudited : async () => {
       const { rowCount } = await this.#call("finish", false, () =>
         this.#query(
           `UPDATE ${TABLE} SET status = $4, finished_at = $5, result = $6, error = $7
            WHERE ${PG_KEY_WHERE} AND status = 'started'`,
-          [k.threadId, k.toolCallId, k.digest, o.status, finishedAt, o.status === "succeeded" ? o.resultJson : null, o.status === "failed" ? o.error : null],
+          [k.threadId, k.toolCallId, k.digest, o.status, finishedAt, result, failure],
         ),
       );
       return rowCount === 1;
@@ -170,8 +282,9 @@ export class PostgresEffectLedger implements EffectLedger {
     } catch (error) {
       if (!(error instanceof StoreError && error.code === "store_unavailable")) throw error;
       // The connection was lost with the statement: it may or may not have committed. What is
-      // recorded says which: this very outcome (it did), still started (it did not: write it
-      // again, compare-and-set as ever), or anything else (another run finished it).
+      // recorded says which: this very outcome (it did, with its audit events if any: one
+      // transaction), still started (it did not: write it again, compare-and-set as ever), or
+      // anything else (another run finished it).
       const entry = await this.get(k);
       if (entry?.status === "started") return write();
       const recorded =

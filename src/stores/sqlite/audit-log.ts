@@ -179,9 +179,19 @@ export class SqliteAuditLog implements AuditLog {
       markAppended(out, entry, entry.signed);
       return out;
     });
+    appenders.set(this, { db: this.#db, append: (events) => this.#appendNow(events) });
   }
 
   async append(events: AuditEventInput | readonly AuditEventInput[]): Promise<AuditEvent[]> {
+    return this.#appendNow(events);
+  }
+
+  /**
+   * The append itself, synchronous: its own write transaction, or, called inside a transaction of
+   * this connection (the effect ledger's, see {@link sqliteAppendWithin}), a savepoint of it, so
+   * the events commit, or roll back, with the caller's writes.
+   */
+  #appendNow(events: AuditEventInput | readonly AuditEventInput[]): AuditEvent[] {
     const groups = groupByThread(toInputList(events));
     if (groups.size === 0) return [];
     try {
@@ -271,6 +281,25 @@ export class SqliteAuditLog implements AuditLog {
   close(): void {
     if (this.#owned) this.#db.close();
   }
+}
+
+const appenders = new WeakMap<object, { db: Database.Database; append: (events: readonly AuditEventInput[]) => AuditEvent[] }>();
+
+/**
+ * The append of `log` to run inside a transaction the caller holds on `db`, when `log` is a
+ * {@link SqliteAuditLog} on that very connection (undefined otherwise): the effect ledger commits
+ * a claim or an outcome and its audit events together with it. The append is the log's own (hash
+ * chain, heads, signed heads, global log, inbox index), in a savepoint of the caller's transaction.
+ * Internal to the SQLite stores: not exported from `eart/sqlite`.
+ */
+export function sqliteAppendWithin(log: unknown, db: Database.Database): ((events: readonly AuditEventInput[]) => AuditEvent[]) | undefined {
+  const own = typeof log === "object" && log !== null ? appenders.get(log) : undefined;
+  if (!own || own.db !== db) return undefined;
+  return (events) => {
+    // Outside the caller's transaction the append would commit on its own: a bug, not a fallback.
+    if (!db.inTransaction) throw new AuditStoreError("Cannot append to the SQLite audit log within a transaction: none is open on its connection");
+    return own.append(events);
+  };
 }
 
 /** The inbox index of a SQLite audit log: kept by appends, listed by `pending`. */

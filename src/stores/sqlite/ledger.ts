@@ -8,17 +8,21 @@ import {
   KEY_TABLE,
   LEDGER_SCHEMA_VERSION,
   parseAttempt,
+  parseAudit,
   parseKey,
   parseOutcome,
   parseThreadId,
   TABLE,
   type EffectLedger,
+  type LedgerAudit,
   type LedgerBegin,
   type LedgerEntry,
   type LedgerKey,
   type LedgerOutcome,
   type LedgerRow,
 } from "../../ledger/ledger.js";
+import type { AuditEventInput, AuditLog } from "../../audit/log.js";
+import { sqliteAppendWithin } from "./audit-log.js";
 import { openSqlite, type SqliteLocation } from "./connection.js";
 
 const KEY_WHERE_SQLITE = "thread_id = ? AND tool_call_id = ? AND digest = ?";
@@ -32,6 +36,10 @@ export type SqliteEffectLedgerOptions = SqliteLocation;
  * recorded execution survives a power loss, not only a process crash. `begin` inserts and reads
  * back in one write transaction, so exactly one caller claims a key; updates are compare-and-set
  * on the status and attempt.
+ *
+ * Given a {@link SqliteAuditLog} on the very same database connection (`{ database }`, as
+ * `sqliteStores` opens them), it commits audit events with its own writes (`commitsWith`): the
+ * claim with `tool.started`, the outcome with its event, each one transaction and one sync.
  * @example
  * ```ts
  * const ledger = new SqliteEffectLedger({ path: ".eart/eart.sqlite" });
@@ -45,9 +53,10 @@ export class SqliteEffectLedger implements EffectLedger {
   readonly #owned: boolean;
   readonly #select: Database.Statement;
   readonly #list: Database.Statement;
-  readonly #begin: Database.Transaction<(k: LedgerKey, startedAt: string) => { claimed: boolean; row: LedgerRow }>;
+  readonly #begin: Database.Transaction<(k: LedgerKey, startedAt: string, audited?: () => void) => { claimed: boolean; row: LedgerRow }>;
   readonly #retry: Database.Transaction<(k: LedgerKey, attempt: number, startedAt: string) => LedgerRow | undefined>;
   readonly #finish: Database.Statement;
+  readonly #finishAudited: Database.Transaction<(values: unknown[], audited: () => void) => boolean>;
 
   constructor(options: SqliteEffectLedgerOptions) {
     ({ db: this.#db, owned: this.#owned } = openSqlite(options));
@@ -83,9 +92,16 @@ export class SqliteEffectLedger implements EffectLedger {
     this.#finish = this.#db.prepare(
       `UPDATE ${TABLE} SET status = ?, finished_at = ?, result = ?, error = ? WHERE ${KEY_WHERE_SQLITE} AND status = 'started'`,
     );
-    this.#begin = this.#db.transaction((k: LedgerKey, startedAt: string) => {
+    // `audited` runs the audit log's append inside the transaction, only when the write happened.
+    this.#begin = this.#db.transaction((k: LedgerKey, startedAt: string, audited?: () => void) => {
       const { changes } = insert.run(k.threadId, k.toolCallId, k.digest, startedAt);
+      if (changes === 1) audited?.();
       return { claimed: changes === 1, row: this.#select.get(k.threadId, k.toolCallId, k.digest) as LedgerRow };
+    });
+    this.#finishAudited = this.#db.transaction((values: unknown[], audited: () => void) => {
+      const { changes } = this.#finish.run(...values);
+      if (changes === 1) audited();
+      return changes === 1;
     });
     this.#retry = this.#db.transaction((k: LedgerKey, attempt: number, startedAt: string) => {
       const { changes } = bump.run(startedAt, k.threadId, k.toolCallId, k.digest, attempt);
@@ -93,9 +109,23 @@ export class SqliteEffectLedger implements EffectLedger {
     });
   }
 
-  async begin(key: LedgerKey, now?: Date): Promise<LedgerBegin> {
+  /** True for a {@link SqliteAuditLog} on this ledger's very database connection. */
+  commitsWith(log: AuditLog): boolean {
+    return sqliteAppendWithin(log, this.#db) !== undefined;
+  }
+
+  /** The append of `audit`'s events inside this connection's transaction, or undefined for none. */
+  #audited(audit: LedgerAudit | undefined): (() => void) | undefined {
+    const events = parseAudit(audit, (log) => this.commitsWith(log));
+    if (!events) return undefined;
+    const append = sqliteAppendWithin(audit!.log, this.#db)!;
+    return () => void append(events as AuditEventInput[]);
+  }
+
+  async begin(key: LedgerKey, now?: Date, audit?: LedgerAudit): Promise<LedgerBegin> {
     const k = parseKey(key);
-    const { claimed, row } = this.#begin.immediate(k, isoOf(now));
+    const startedAt = isoOf(now);
+    const { claimed, row } = this.#begin.immediate(k, startedAt, this.#audited(audit));
     return { claimed, entry: entryOfRow(row) };
   }
 
@@ -106,20 +136,15 @@ export class SqliteEffectLedger implements EffectLedger {
     return row && entryOfRow(row);
   }
 
-  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date): Promise<boolean> {
+  async finish(key: LedgerKey, outcome: LedgerOutcome, now?: Date, audit?: LedgerAudit): Promise<boolean> {
     const k = parseKey(key);
     const o = parseOutcome(outcome);
     const finishedAt = isoOf(now);
-    const { changes } = this.#finish.run(
-      o.status,
-      finishedAt,
-      o.status === "succeeded" ? o.resultJson : null,
-      o.status === "failed" ? o.error : null,
-      k.threadId,
-      k.toolCallId,
-      k.digest,
-    );
-    return changes === 1;
+    const audited = this.#audited(audit);
+    const values = [o.status, finishedAt, o.status === "succeeded" ? o.resultJson : null, o.status === "failed" ? o.error : null, k.threadId, k.toolCallId, k.digest];
+    // Without events, one statement (its own transaction); with them, one write transaction.
+    if (!audited) return this.#finish.run(...values).changes === 1;
+    return this.#finishAudited.immediate(values, audited);
   }
 
   async get(key: LedgerKey): Promise<LedgerEntry | undefined> {
