@@ -25,7 +25,7 @@ import { BudgetGuardOption, type BudgetVerdict } from "../src/policy/budget.js";
 import { BUILTIN_POLICY_IDS, decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
 import { recordedRequest } from "../src/policy/replay.js";
 import { acceptAnswer, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
-import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
+import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { Step } from "../langgraph/steps.js";
 import { checkToolArgs, indexTools, ToolsOption } from "../langgraph/tools.js";
@@ -145,7 +145,7 @@ function withAnswer(r: DecisionRecord, approverId: string): DecisionRecord {
 
 /** The answers of records that carry one, as the model reads them. */
 function answersOf(records: readonly DecisionRecord[]): ToolMessage[] {
-  return records.flatMap((r) => (r.answer ? [new ToolMessage({ tool_call_id: r.toolCallId, name: r.name, content: r.answer.content, status: r.answer.status })] : []));
+  return records.flatMap((r) => answerOf(r) ?? []);
 }
 
 export function createPolicyGateParts(options: PolicyGateOptions) {

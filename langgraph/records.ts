@@ -1,4 +1,5 @@
 /** eart's records in graph state: sealed by the nodes that write them, checked by the nodes that act on them. */
+import { ToolMessage } from "@langchain/core/messages";
 import { z } from "zod";
 import { StateTamperError } from "../src/errors.js";
 import type { AuditLog } from "../src/audit/log.js";
@@ -54,4 +55,10 @@ export async function assertSealed(
     `Thread "${threadId}" holds state eart did not write (${forged.map((f) => (f.toolCallId ? `${f.channel}:${f.toolCallId}` : f.channel)).join(", ")}); nothing was run`,
     { threadId, node, forged },
   );
+}
+
+/** What the model is told in a call's place when eart answered it without running (the record's `answer`), if it did. */
+export function answerOf(record: DecisionRecord): ToolMessage | undefined {
+  const { answer } = record;
+  return answer ? new ToolMessage({ tool_call_id: record.toolCallId, name: record.name, content: answer.content, status: answer.status }) : undefined;
 }

@@ -49,3 +49,16 @@ export function assertNoPendingApproval(state: { messages: readonly BaseMessage[
     }
   }
 }
+
+/**
+ * Whether a tool message after the proposing message `messageId` answers the call: one before it
+ * answered another call under that id (a model may reuse an id in a later message).
+ */
+export function answeredAfter(messages: readonly BaseMessage[], messageId: string | undefined, toolCallId: string): boolean {
+  const at = messages.findLastIndex((m) => m.id === messageId);
+  for (let i = at + 1; i < messages.length; i++) {
+    const m = messages[i]!;
+    if (ToolMessage.isInstance(m) && m.tool_call_id === toolCallId) return true;
+  }
+  return false;
+}

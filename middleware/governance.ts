@@ -4,9 +4,9 @@ import { BaseCheckpointSaver, Command, getConfig, isCommand, ReducedValue, State
 import { createMiddleware } from "langchain";
 import { z } from "zod";
 import { createPolicyGateParts, type GateUpdate } from "../guards/policy-gate.js";
-import { requireThreadId } from "../langgraph/run.js";
+import { answeredAfter, requireThreadId } from "../langgraph/run.js";
 import { type GovernedState } from "../langgraph/channels.js";
-import { EffectLedgerOption } from "../langgraph/records.js";
+import { answerOf, EffectLedgerOption } from "../langgraph/records.js";
 import { assertCallerInput, guardResumes, THREAD_LOCK } from "../graphs/resume-guard.js";
 import { redactIncoming, type IncomingGraph } from "../graphs/governed-agent.js";
 import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
@@ -233,7 +233,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
     const tools = knownTools();
     const others = state.messages.filter((m) => m.id !== message.id);
     const byId = new Map(decisions.map((d) => [d.toolCallId, d]));
-    const calls = (message.tool_calls ?? []).filter((c) => c.id && !answeredIn(state.messages, message.id, c.id) && byId.get(c.id)?.messageId === message.id && RUNNABLE_STATUSES.has(byId.get(c.id)!.status));
+    const calls = (message.tool_calls ?? []).filter((c) => c.id && !answeredAfter(state.messages, message.id, c.id) && byId.get(c.id)?.messageId === message.id && RUNNABLE_STATUSES.has(byId.get(c.id)!.status));
     const runs = await Promise.all(
       calls.map((call) => {
         const tool = tools.find((t) => t.name === call.name);
@@ -265,11 +265,11 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
     // Calls answered without running before the pause (denied, unknown: the gate checked their
     // seals) whose own steps did not answer them yet.
     const said = new Set((answered.messages ?? []).flatMap((m) => (ToolMessage.isInstance(m) ? [m.tool_call_id] : [])));
-    const earlier = waiting ? [] : decisions.filter((d) => d.messageId === message.id && d.answer && ANSWERED_STATUSES.has(d.status) && !said.has(d.toolCallId) && !answeredIn(state.messages, message.id, d.toolCallId));
+    const earlier = waiting ? [] : decisions.filter((d) => d.messageId === message.id && d.answer && ANSWERED_STATUSES.has(d.status) && !said.has(d.toolCallId) && !answeredAfter(state.messages, message.id, d.toolCallId));
     return new Command({
       update: agentUpdate({
         decisions: [...(answered.decisions ?? []), ...(ran?.decisions ?? [])],
-        messages: [...(answered.messages ?? []), ...earlier.map(answerOf), ...(ran?.messages ?? [])],
+        messages: [...(answered.messages ?? []), ...earlier.flatMap((d) => answerOf(d) ?? []), ...(ran?.messages ?? [])],
         budget: ran?.budget,
       }),
     });
@@ -359,20 +359,20 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       const message = proposing(state.messages);
       if (!message || !call.id) return notGoverned(call);
       // A call the thread has answered already is not answered twice.
-      if (answeredIn(state.messages, message.id, call.id)) return new Command({ update: {} }) as never;
+      if (answeredAfter(state.messages, message.id, call.id)) return new Command({ update: {} }) as never;
       const mine = (state._eart_decisions ?? []).filter((d) => d.messageId === message.id);
       const record = mine.find((d) => d.toolCallId === call.id);
       if (record?.answer && ANSWERED_STATUSES.has(record.status)) {
         // Answered without running (denied, unknown, rejected…): from eart's sealed record, now,
         // whatever its siblings wait for.
         const sealed = (await settle().sealer()).decisionIsSealed(requireThreadId(config), record);
-        return sealed ? answerOf(record) : notGoverned(call);
+        return (sealed && answerOf(record)) || notGoverned(call);
       }
       const pending = mine.filter((d) => d.status === "pending_approval");
       if (pending.length > 0) {
         // While a call of the message waits for a human, none of its calls runs. The first
         // waiting call's step pauses for all of them and runs what the answer lets run.
-        const first = (message.tool_calls ?? []).find((c) => c.id && pending.some((p) => p.toolCallId === c.id) && !answeredIn(state.messages, message.id, c.id));
+        const first = (message.tool_calls ?? []).find((c) => c.id && pending.some((p) => p.toolCallId === c.id) && !answeredAfter(state.messages, message.id, c.id));
         return (first?.id === call.id ? answerHere(state, message, config) : new Command({ update: {} })) as never;
       }
       // Calls the tools could not finish wait for a human: the model step pauses for them next.
@@ -417,21 +417,6 @@ const MODEL_NODE = "model_request";
 /** The answer to a call of a tool the agent does not have. */
 function notGoverned(call: { id?: string; name: string }): ToolMessage {
   return new ToolMessage({ tool_call_id: call.id ?? "", name: call.name, content: `Not run: ${call.name} is not a tool this agent governs.`, status: "error" });
-}
-
-/** A record's answer (a call answered without running), as the model reads it. */
-function answerOf(record: DecisionRecord): ToolMessage {
-  return new ToolMessage({ tool_call_id: record.toolCallId, name: record.name, content: record.answer!.content, status: record.answer!.status });
-}
-
-/** Whether a tool message after the proposing message `messageId` answers the call (an earlier one answered another call under that id). */
-function answeredIn(messages: readonly BaseMessage[], messageId: string | undefined, toolCallId: string): boolean {
-  const at = messages.findLastIndex((m) => m.id === messageId);
-  for (let i = at + 1; i < messages.length; i++) {
-    const m = messages[i]!;
-    if (ToolMessage.isInstance(m) && m.tool_call_id === toolCallId) return true;
-  }
-  return false;
 }
 
 /**

@@ -16,8 +16,8 @@ import { idempotencyKeyOf, MemoryEffectLedger, type LedgerEntry, type LedgerKey 
 import { BudgetGuardOption } from "../src/policy/budget.js";
 import { PolicyEngineOption } from "../src/policy/engine.js";
 import { CircuitBreaker, classifyToolError, backoffDelay, isRunCancelled, sleep, ToolExecutionOptionsSchema, type ParsedToolExecution } from "../src/tools/resilience.js";
-import { assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
-import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
+import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
+import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import { checkToolArgs, indexTools, isGraphControlFlow, ToolsOption } from "../langgraph/tools.js";
 import { approvalsThatCount, decideRecordedCall } from "../langgraph/redecide.js";
 import type { GovernedState } from "../langgraph/channels.js";
@@ -268,9 +268,8 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
 
     if (record && record.messageId === messageId && ANSWERED_STATUSES.has(record.status)) {
       // Answered without running: from the record's answer, unless the thread holds it already.
-      const at = state.messages.findLastIndex((m) => m.id === messageId);
-      const said = record.answer && !state.messages.slice(at + 1).some((m) => ToolMessage.isInstance(m) && m.tool_call_id === call.id);
-      return { events, ...(said ? { message: answer(record.answer!.content, record.answer!.status) } : {}) };
+      const said = answeredAfter(state.messages, messageId, call.id) ? undefined : answerOf(record);
+      return { events, ...(said ? { message: said } : {}) };
     }
     if (record && WAITING_STATUSES.has(record.status)) return { events };
     if (!record || record.messageId !== messageId || !RUNNABLE_STATUSES.has(record.status) || record.digest !== digest) {
