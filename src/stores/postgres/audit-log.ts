@@ -19,7 +19,7 @@ import type { GlobalLogSnapshot } from "../../audit/log.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "../../audit/rows.js";
 import { AuditStoreError, EartConfigError, EartError } from "../../errors.js";
 import { INBOX_EVENT_TYPES, InboxIndex, netInboxChanges, parsePendingOptions, readPendingRow, type PendingOptions, type PendingTask } from "../../audit/inbox.js";
-import { connectWithin, inTransaction, isConnectionLoss, migrationOnce, openPostgres, type PostgresLocation } from "./connection.js";
+import { connectWithin, inTransaction, isConnectionLoss, migrationOnce, openPostgres, releasing, type PostgresLocation } from "./connection.js";
 
 /**
  * Where the PostgreSQL audit log lives (a connection string, else `EART_DATABASE_URL`, or a pool
@@ -228,19 +228,7 @@ export class PostgresAuditLog implements AuditLog {
     return this.#run("append to", async () => {
       await this.#migrate();
       const client = await connectWithin(this.#pool, this.#timeoutMs, () => new AuditStoreError(`Cannot append to the PostgreSQL audit log: no connection within ${this.#timeoutMs} ms; nothing was appended`));
-      let broken = false;
-      try {
-        return await this.#appendIn(client, groups);
-      } catch (error) {
-        // A client that cannot even roll back is not handed out again.
-        broken = await client.query("ROLLBACK").then(
-          () => false,
-          () => true,
-        );
-        throw error;
-      } finally {
-        client.release(broken);
-      }
+      return releasing(client, () => this.#appendIn(client, groups));
     });
   }
 

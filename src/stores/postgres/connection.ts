@@ -260,17 +260,33 @@ export function withDeadline<T>(promise: Promise<T>, deadline: number, onTimeout
  */
 export async function inTransaction<T>(pool: pg.Pool, run: (client: pg.PoolClient) => Promise<T>, begin = "BEGIN"): Promise<T> {
   const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
+  return releasing(client, async () => {
     await client.query(begin);
     const result = await run(client);
     await client.query("COMMIT");
     return result;
+  });
+}
+
+/**
+ * Runs `run` on `client` and hands the client back to its pool: after a failure, once its open
+ * transaction is rolled back; a client that cannot even roll back (its connection is gone) is
+ * dropped, not pooled again. The failure is thrown as it was.
+ * @example
+ * ```ts
+ * const client = await pool.connect();
+ * await releasing(client, async () => { await client.query("BEGIN"); …; await client.query("COMMIT"); });
+ * ```
+ */
+export async function releasing<T>(client: pg.PoolClient, run: () => Promise<T>): Promise<T> {
+  let broken = false;
+  try {
+    return await run();
   } catch (error) {
-    // A client that cannot even roll back (its connection is gone) is dropped, not pooled again.
-    await client.query("ROLLBACK").catch((e: unknown) => {
-      broken = e instanceof Error ? e : new Error(String(e));
-    });
+    broken = await client.query("ROLLBACK").then(
+      () => false,
+      () => true,
+    );
     throw error;
   } finally {
     client.release(broken);

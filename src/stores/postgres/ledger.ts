@@ -26,7 +26,7 @@ import {
 import { parseOptions } from "../../internal/options.js";
 import type { AuditEventInput, AuditLog } from "../../audit/log.js";
 import { postgresAppendWithin, type PostgresAppendWithin } from "./audit-log.js";
-import { connectWithin, migrationOnce, openPostgres, storeCall, type PostgresLocation } from "./connection.js";
+import { connectWithin, migrationOnce, releasing, openPostgres, storeCall, type PostgresLocation } from "./connection.js";
 
 const PostgresLedgerBoundsSchema = z
   .object({
@@ -178,8 +178,7 @@ export class PostgresEffectLedger implements EffectLedger {
     await this.#migrate();
     await within.ready();
     const client = await connectWithin(this.#pool, this.#timeoutMs, () => new StoreError("store_timeout", "effect_ledger", "connect", `no connection within ${this.#timeoutMs} ms`, { timeoutMs: this.#timeoutMs }));
-    let broken = false;
-    try {
+    return releasing(client, async () => {
       const append = within.open(client, events);
       const bounds = within.bounds();
       const ledger = ledgerSql((v) => client.escapeLiteral(v));
@@ -194,16 +193,7 @@ export class PostgresEffectLedger implements EffectLedger {
       await client.query("COMMIT");
       marks();
       return value;
-    } catch (error) {
-      // A client that cannot even roll back is not handed out again.
-      broken = await client.query("ROLLBACK").then(
-        () => false,
-        () => true,
-      );
-      throw error;
-    } finally {
-      client.release(broken);
-    }
+    });
   }
 
   /** `begin` with audit events: the claim and the events in one transaction, none of it when the key was claimed before. */
