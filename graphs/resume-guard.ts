@@ -1,4 +1,4 @@
-import { BaseCheckpointSaver, Command, isCommand } from "@langchain/langgraph";
+import { BaseCheckpointSaver, Command, INTERRUPT, isCommand } from "@langchain/langgraph";
 import { threadLockFor } from "../src/stores/for-checkpointer.js";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
@@ -157,6 +157,80 @@ export async function assertResumable(graph: Pick<ResumableGraph, "getState">, c
   return snapshot;
 }
 
+/** Where LangGraph looks for a saver lent to a run before the graph's own (its `CONFIG_KEY_CHECKPOINTER`, not exported). */
+const CONFIG_KEY_CHECKPOINTER = "__pregel_checkpointer";
+
+/** A thread's latest checkpoint as the saver returns it. */
+type SavedTuple = NonNullable<Awaited<ReturnType<BaseCheckpointSaver["getTuple"]>>>;
+
+/** The saver a run of `graph` with `config` uses: one lent through the config, else the graph's own. */
+function saverOf(graph: { checkpointer?: unknown }, config: RunnableConfig): BaseCheckpointSaver | undefined {
+  const saver = config.configurable?.[CONFIG_KEY_CHECKPOINTER] ?? graph.checkpointer;
+  return saver instanceof BaseCheckpointSaver ? saver : undefined;
+}
+
+/**
+ * {@link assertResumable} from the thread's latest checkpoint as the saver returns it (no state
+ * snapshot: the guard reads only whether the thread exists and what its interrupts ask), and that
+ * checkpoint, to lend to the run. Without a saver of LangGraph's, from `getState`.
+ */
+async function readResumable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig): Promise<{ snapshot: Snapshot; tuple?: { saver: BaseCheckpointSaver; saved: SavedTuple; generation: number } }> {
+  const threadId = config.configurable?.thread_id;
+  const saver = saverOf(graph, config);
+  if (!saver || (typeof threadId !== "string" && typeof threadId !== "number")) return { snapshot: await assertResumable(graph, config) };
+  const generation = writesOf(saver, String(threadId));
+  const saved = await saver.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } });
+  if (!saved) throw new ThreadStateError("thread_unknown", String(threadId), `Thread "${threadId}" does not exist; there is nothing to resume`);
+  // What getState lists as each task's interrupts: the interrupt writes pending on the checkpoint.
+  const byTask = new Map<string, unknown[]>();
+  for (const [taskId, channel, value] of saved.pendingWrites ?? []) {
+    if (channel !== INTERRUPT) continue;
+    byTask.set(taskId, [...(byTask.get(taskId) ?? []), ...(Array.isArray(value) ? value : [value])]);
+  }
+  if (byTask.size === 0) throw new ThreadStateError("thread_not_paused", String(threadId), `Thread "${threadId}" is not paused; there is nothing to resume`);
+  const snapshot: Snapshot = { createdAt: saved.checkpoint.ts, values: undefined, tasks: [...byTask.values()].map((interrupts) => ({ interrupts })) };
+  return { snapshot, tuple: { saver, saved, generation } };
+}
+
+/**
+ * The run's configuration with a saver that hands the run, once, the checkpoint the guard read
+ * (the run's first read of the thread's latest checkpoint), and is the graph's saver for the
+ * rest. A state write through this process's guard since the guard read it: read afresh.
+ */
+function lendCheckpoint(config: RunnableConfig, tuple: { saver: BaseCheckpointSaver; saved: SavedTuple; generation: number }): RunnableConfig {
+  const { saver, saved, generation } = tuple;
+  const threadId = String(config.configurable?.thread_id);
+  let lent = false;
+  const getTuple = (wanted: RunnableConfig) => {
+    const c = wanted.configurable ?? {};
+    const first = !lent && String(c.thread_id) === threadId && (c.checkpoint_ns ?? "") === "" && c.checkpoint_id === undefined;
+    lent ||= first;
+    return first && writesOf(saver, threadId) === generation ? Promise.resolve(saved) : saver.getTuple(wanted);
+  };
+  const lending = new Proxy(saver, {
+    get(target, property) {
+      if (property === "getTuple") return getTuple;
+      const value = Reflect.get(target, property, target) as unknown;
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return { ...config, configurable: { ...config.configurable, [CONFIG_KEY_CHECKPOINTER]: lending } };
+}
+
+/** Per saver and thread, the state writes made through a guard in this process. */
+const stateWrites = new WeakMap<object, Map<string, number>>();
+const writesOf = (saver: object, threadId: string): number => stateWrites.get(saver)?.get(threadId) ?? 0;
+
+/** Counts a state write of the thread `config` names. */
+function countStateWrite(graph: { checkpointer?: unknown }, config: RunnableConfig): void {
+  const saver = saverOf(graph, config);
+  const threadId = config.configurable?.thread_id;
+  if (!saver || threadId === undefined) return;
+  let counts = stateWrites.get(saver);
+  if (!counts) stateWrites.set(saver, (counts = new Map()));
+  counts.set(String(threadId), writesOf(saver, String(threadId)) + 1);
+}
+
 /** Marks a graph whose runs take a thread lock (see {@link guardResumes}). */
 export const THREAD_LOCK = Symbol.for("eart.threadLock");
 
@@ -205,12 +279,18 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     }
     assertThreadRoot(options, "A run");
     if (isCommand(input) && input.resume !== undefined) {
-      const before = await assertResumable(graph, options);
+      // Under the lock the thread's checkpoint, read once here, is the one the run starts from:
+      // it is lent to the run (not read and deserialised a second time) unless a state write of
+      // this process came in between.
+      const read = lock ? await readResumable(graph, options) : { snapshot: await assertResumable(graph, options) };
+      let before = read.snapshot;
       // A request answered already, in a step that stopped before it was saved: the answer eart
       // accepted stands (continue the thread to act on it); a new one would replace it unread.
       if (auditLog) await assertNotAnswered(graph, options, auditLog, input.resume);
       const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];
-      const inner = await stream(asPlainResume(input, before), options);
+      // Whether the answer came in time is read from the records before and after the run.
+      if (expiring.length > 0 && read.tuple) before = await graph.getState(options);
+      const inner = await stream(asPlainResume(input, before), read.tuple ? lendCheckpoint(options, read.tuple) : options);
       if (expiring.length === 0) return inner;
       // The gate answers lapsed calls itself (the thread moves on); the caller learns it here.
       return IterableReadableStream.fromAsyncGenerator(
@@ -282,6 +362,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       assertPlainUpdate(values, "updateState");
       assertNoGovernedChannels(values, "updateState", channels);
       await assertNoGovernedAnswers(graph, config, [values], names.decisions);
+      countStateWrite(graph, config);
       return updateState(config, values, asNode);
     }) as G["updateState"];
   }
@@ -296,6 +377,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
         }
       }
       await assertNoGovernedAnswers(graph, config, supersteps.flatMap((step) => step.updates.map((u) => u.values)), names.decisions);
+      countStateWrite(graph, config);
       return bulkUpdateState(config, supersteps);
     }) as G["bulkUpdateState"];
   }

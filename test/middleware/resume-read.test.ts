@@ -1,0 +1,75 @@
+import { HumanMessage } from "@langchain/core/messages";
+import type { RunnableConfig } from "@langchain/core/runnables";
+import { Command, MemorySaver } from "@langchain/langgraph";
+import { describe, expect, it } from "vitest";
+import { MemoryAuditLog, pendingApproval, type AuditEvent } from "eart";
+import { middlewareRefundSetup } from "../support/middleware-agent.js";
+import { ask, config, refund } from "../support/refund.js";
+
+/**
+ * The guard reads a paused thread's checkpoint once per resume: the checkpoint it checked is the
+ * one the run starts from (lent to the run under the thread's lock), not read and deserialised a
+ * second time. A state write that comes in between (another caller's `updateState` while the
+ * guard checks) is not lost: the run then reads the thread afresh.
+ */
+
+/** A MemorySaver that counts reads of a thread's latest root checkpoint. */
+class CountingSaver extends MemorySaver {
+  latestReads = 0;
+
+  override async getTuple(config: RunnableConfig) {
+    const c = config.configurable ?? {};
+    if ((c.checkpoint_ns ?? "") === "" && c.checkpoint_id === undefined) this.latestReads += 1;
+    return super.getTuple(config);
+  }
+}
+
+/** An audit log that runs `between` once, the first time the guard reads it during a resume. */
+class InterleavingAuditLog extends MemoryAuditLog {
+  between: (() => Promise<void>) | undefined;
+
+  override async read(threadId: string): Promise<AuditEvent[]> {
+    const hook = this.between;
+    this.between = undefined;
+    if (hook) await hook();
+    return super.read(threadId);
+  }
+}
+
+const approve = () => new Command({ resume: { decisions: [{ type: "approve" }] } });
+
+describe("a resume reads the paused thread once", () => {
+  it("an honest approval: the thread's latest checkpoint is read once before the run's first step, and the refund runs once", async () => {
+    const checkpointer = new CountingSaver();
+    const s = middlewareRefundSetup([[refund("c1", 740)], []], { checkpointer });
+    expect(pendingApproval(await s.agent.invoke(ask(), config("rr-1")))).toBeDefined();
+    // Every read of the latest checkpoint during the resume: the guard's one, and the reads the
+    // run makes after its own steps (none before its first step, which it takes from the guard).
+    const before = checkpointer.latestReads;
+    let readsAtFirstStep: number | undefined;
+    const original = checkpointer.put.bind(checkpointer);
+    checkpointer.put = async (...args: Parameters<MemorySaver["put"]>) => {
+      readsAtFirstStep ??= checkpointer.latestReads - before;
+      return original(...args);
+    };
+    const out = await s.agent.invoke(approve(), config("rr-1", "sam"));
+    expect(pendingApproval(out)).toBeUndefined();
+    expect(readsAtFirstStep).toBe(1);
+    expect(s.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+    expect(await s.auditLog.verify("rr-1")).toMatchObject({ ok: true });
+  });
+
+  it("another caller's state write that lands while the guard checks the resume is kept: the run starts from the thread as written, not from the copy the guard read", async () => {
+    const checkpointer = new CountingSaver();
+    const auditLog = new InterleavingAuditLog();
+    const s = middlewareRefundSetup([[refund("c1", 740)], []], { checkpointer, auditLog });
+    await s.agent.invoke(ask(), config("rr-2"));
+    const note = new HumanMessage({ id: "note-1", content: "Customer called again: please hurry." });
+    auditLog.between = async () => {
+      await s.agent.graph.updateState(config("rr-2"), { messages: [note] });
+    };
+    await s.agent.invoke(approve(), config("rr-2", "sam")).catch((e: unknown) => e);
+    const state = await s.agent.graph.getState(config("rr-2"));
+    expect((state.values.messages as { id?: string }[]).map((m) => m.id)).toContain("note-1");
+  });
+});
