@@ -47,6 +47,22 @@ function unsealed<T extends { seal?: string }>(record: T): Omit<T, "seal"> {
 // hashed once, not at every step. Objects from outside the process are never in it.
 const checked = new WeakMap<object, string>();
 
+/**
+ * The JSON of the records this process sealed or checked lately, by seal: a copy of one (LangGraph
+ * copies state into each tool call's task; a checkpoint round trip makes new objects) whose JSON
+ * is the very same text holds the same data, so its seal holds too, without hashing it again.
+ * Anything else is checked in full. Bounded: the oldest entries go first.
+ */
+const recent = new Map<string, { mark: string; json: string }>();
+const RECENT_LIMIT = 4_096;
+
+function remember(record: { seal?: unknown }, mark: string): void {
+  if (typeof record.seal !== "string") return;
+  recent.delete(record.seal);
+  recent.set(record.seal, { mark, json: JSON.stringify(record) });
+  if (recent.size > RECENT_LIMIT) recent.delete(recent.keys().next().value!);
+}
+
 /** Whether this process sealed, or checked the seal of, this very object: it is eart's and valid. */
 export function sealedHere(value: unknown): boolean {
   return typeof value === "object" && value !== null && checked.has(value);
@@ -71,15 +87,25 @@ export class Sealer {
     if (typeof record.seal !== "string") return false;
     const mark = `${this.#id}|${kind}|${threadId}`;
     if (checked.get(record) === mark) return true;
+    const seen = recent.get(record.seal);
+    if (seen !== undefined && seen.mark === mark && seen.json === JSON.stringify(record)) {
+      checked.set(record, mark);
+      return true;
+    }
     const expected = Buffer.from(this.#mac(kind, threadId, unsealed(record as { seal?: string })));
     const found = Buffer.from(record.seal);
     const valid = expected.length === found.length && timingSafeEqual(expected, found);
-    if (valid) checked.set(record, mark);
+    if (valid) {
+      checked.set(record, mark);
+      remember(record, mark);
+    }
     return valid;
   }
 
-  #sealed<T extends object>(kind: string, threadId: string, sealed: T): T {
-    checked.set(sealed, `${this.#id}|${kind}|${threadId}`);
+  #sealed<T extends { seal?: unknown }>(kind: string, threadId: string, sealed: T): T {
+    const mark = `${this.#id}|${kind}|${threadId}`;
+    checked.set(sealed, mark);
+    remember(sealed, mark);
     return sealed;
   }
 
