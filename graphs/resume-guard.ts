@@ -231,6 +231,22 @@ function countStateWrite(graph: { checkpointer?: unknown }, config: RunnableConf
   counts.set(String(threadId), writesOf(saver, String(threadId)) + 1);
 }
 
+/** Where a graph keeps the bound identity and the decision records in its state values. */
+export interface StateRecords {
+  identity(values: Record<string, unknown>): unknown;
+  decisions(values: Record<string, unknown>): unknown;
+}
+
+/** eart's own graphs: the `identity` and `decisions` channels. */
+const DEFAULT_RECORDS: StateRecords = { identity: (values) => values.identity, decisions: (values) => values.decisions };
+
+/** The decision records in state values (none when they are missing or not a list). */
+function decisionsIn(values: unknown, records: StateRecords): DecisionRecord[] {
+  if (typeof values !== "object" || values === null) return [];
+  const found = records.decisions(values as Record<string, unknown>);
+  return Array.isArray(found) ? (found as DecisionRecord[]) : [];
+}
+
 /** Marks a graph whose runs take a thread lock (see {@link guardResumes}). */
 export const THREAD_LOCK = Symbol.for("eart.threadLock");
 
@@ -256,8 +272,8 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     auditLog?: AuditLog;
     /** eart's channels in this graph: the prebuilt agent's names (default), or the createAgent middleware's private ones. */
     channels?: readonly string[];
-    /** Where the bound identity and the decision records are in this graph's state (`identity`, `decisions` by default). */
-    names?: { identity: string; decisions: string };
+    /** Where the bound identity and the decision records are in this graph's state values (the `identity` and `decisions` channels by default). */
+    records?: StateRecords;
   } = {},
 ): G {
   // Guarded once: a second guard would wait for the lock the first one holds, forever.
@@ -265,7 +281,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   const stream = graph.stream.bind(graph);
   const { auditLog } = options;
   const channels = options.channels ?? GOVERNED_CHANNEL_NAMES;
-  const names = options.names ?? { identity: "identity", decisions: "decisions" };
+  const records = options.records ?? DEFAULT_RECORDS;
   // One run of a thread at a time, by default: without it two people answering one request at
   // once would both be accepted. The lock that fits the graph's checkpointer, unless one is given
   // (or `false`: the caller serialises runs itself).
@@ -296,7 +312,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       return IterableReadableStream.fromAsyncGenerator(
         (async function* () {
           for await (const chunk of inner as AsyncIterable<unknown>) yield chunk;
-          await assertAnsweredInTime(graph, options!, before, expiring.map((r) => r.toolCallId), names.decisions);
+          await assertAnsweredInTime(graph, options!, before, expiring.map((r) => r.toolCallId), records);
         })(),
       );
     }
@@ -310,10 +326,10 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       const snapshot = await assertNotAwaitingApproval(graph, options);
       // A request whose interrupt was dropped (a state write on the paused thread) still waits:
       // the proposing message's calls are recorded as waiting for a human.
-      if (snapshot && waitsInRecords(snapshot.values as Record<string, unknown>, names.decisions)) throw awaitingHuman(String(options.configurable?.thread_id));
+      if (snapshot && waitsInRecords(snapshot.values as Record<string, unknown>, records)) throw awaitingHuman(String(options.configurable?.thread_id));
       // New input on a bound thread comes from the human it acts for; checked before it is stored.
       // An identity nobody sealed binds nothing (the binding node reports it and binds afresh).
-      const bound = (snapshot?.values as Record<string, AgentIdentity | undefined> | undefined)?.[names.identity];
+      const bound = snapshot?.values ? (records.identity(snapshot.values as Record<string, unknown>) as AgentIdentity | undefined) : undefined;
       if (bound?.seal !== undefined) assertActsForBound(bound, options.configurable);
     }
     return stream(input, options);
@@ -361,7 +377,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       assertThreadRoot(config, "updateState");
       assertPlainUpdate(values, "updateState");
       assertNoGovernedChannels(values, "updateState", channels);
-      await assertNoGovernedAnswers(graph, config, [values], names.decisions);
+      await assertNoGovernedAnswers(graph, config, [values], records);
       countStateWrite(graph, config);
       return updateState(config, values, asNode);
     }) as G["updateState"];
@@ -376,7 +392,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
           assertNoGovernedChannels(update.values, "updateState", channels);
         }
       }
-      await assertNoGovernedAnswers(graph, config, supersteps.flatMap((step) => step.updates.map((u) => u.values)), names.decisions);
+      await assertNoGovernedAnswers(graph, config, supersteps.flatMap((step) => step.updates.map((u) => u.values)), records);
       countStateWrite(graph, config);
       return bulkUpdateState(config, supersteps);
     }) as G["bulkUpdateState"];
@@ -388,7 +404,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   const withConfig = (graph as unknown as { withConfig?: (config: unknown) => unknown }).withConfig;
   if (typeof withConfig === "function") {
     (graph as unknown as { withConfig: (config: unknown) => unknown }).withConfig = (config: unknown) =>
-      guardResumes(withConfig.call(graph, config) as G, { ...options, lock: lock ?? false, channels, names });
+      guardResumes(withConfig.call(graph, config) as G, { ...options, lock: lock ?? false, channels, records });
   }
   return graph;
 }
@@ -446,9 +462,8 @@ function asPlainResume(input: unknown, snapshot: Snapshot): unknown {
 }
 
 /** Throws `approval_expired` when the run just made expired calls of the request it answered. */
-async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, before: Snapshot, toolCallIds: string[], channel: string): Promise<void> {
-  const expiredAt = (snapshot: Snapshot) =>
-    new Map((((snapshot.values as Record<string, DecisionRecord[] | undefined>)[channel]) ?? []).map((d) => [d.toolCallId, d.expiredAt]));
+async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, before: Snapshot, toolCallIds: string[], records: StateRecords): Promise<void> {
+  const expiredAt = (snapshot: Snapshot) => new Map(decisionsIn(snapshot.values, records).map((d) => [d.toolCallId, d.expiredAt]));
   const was = expiredAt(before);
   const now = expiredAt(await graph.getState(config));
   const lapsed = toolCallIds.filter((id) => now.get(id) !== undefined && now.get(id) !== was.get(id));
@@ -501,7 +516,7 @@ async function assertNotAnswered(graph: Pick<ResumableGraph, "getState"> & { che
  * forged `ToolMessage` would stand in for it: the model would read "refunded" for a refund that
  * never ran, with nothing in the audit log saying why.
  */
-async function assertNoGovernedAnswers(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, writes: readonly unknown[], channel: string): Promise<void> {
+async function assertNoGovernedAnswers(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, writes: readonly unknown[], records: StateRecords): Promise<void> {
   const answered = new Set<string>();
   for (const values of writes) {
     const messages = (values as { messages?: unknown } | null)?.messages;
@@ -512,20 +527,18 @@ async function assertNoGovernedAnswers(graph: Pick<ResumableGraph, "getState">, 
     }
   }
   if (answered.size === 0) return;
-  const records = ((await graph.getState(config)).values as Record<string, unknown> | undefined)?.[channel];
-  const governed = Array.isArray(records) ? (records as DecisionRecord[]).filter((r) => answered.has(r?.toolCallId)).map((r) => r.toolCallId) : [];
+  const governed = decisionsIn((await graph.getState(config)).values, records).filter((r) => answered.has(r?.toolCallId)).map((r) => r.toolCallId);
   if (governed.length > 0) {
     throw new StateTamperError("state_write_refused", `updateState may not answer a tool call eart governs (${governed.join(", ")}): eart's tool step answers it`, { toolCallIds: governed });
   }
 }
 
 /** Whether the newest AI message with tool calls has a call eart recorded as waiting for a human. */
-function waitsInRecords(values: Record<string, unknown> | undefined, channel: string): boolean {
+function waitsInRecords(values: Record<string, unknown> | undefined, records: StateRecords): boolean {
   const messages = (values?.messages ?? []) as { id?: string; tool_calls?: unknown[]; getType?: () => string }[];
   const proposing = [...messages].reverse().find((m) => m?.getType?.() === "ai");
   if (!proposing?.id || !(proposing.tool_calls?.length ?? 0)) return false;
-  const records = (values?.[channel] ?? []) as DecisionRecord[];
-  return Array.isArray(records) && records.some((r) => r?.messageId === proposing.id && (r.status === "pending_approval" || r.status === "recovery_pending"));
+  return decisionsIn(values, records).some((r) => r?.messageId === proposing.id && (r.status === "pending_approval" || r.status === "recovery_pending"));
 }
 
 /** The refusal of input or a continue on a thread that waits for a human. */

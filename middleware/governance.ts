@@ -73,21 +73,42 @@ const GovernanceMiddlewareOptionsSchema = z
   .strict();
 export type GovernanceMiddlewareOptions = z.input<typeof GovernanceMiddlewareOptionsSchema>;
 
+/** eart's records in a `createAgent` agent's state, in its one channel. */
+export interface GovernanceRecords {
+  identity?: AgentIdentity;
+  decisions?: DecisionRecord[];
+  context?: ThreadContext;
+  budget?: Record<string, number>;
+}
+
 /**
- * The state eart adds to a `createAgent` agent: private channels (their names start with `_`, so
- * `createAgent` keeps them out of the agent's input and output schemas: no client sends them),
- * with eart's reducers. Authority never comes from them: records count only when eart sealed them.
+ * Reducer of eart's channel: each record kind by its own reducer (the identity binds once, decision
+ * records merge by call, context and budgets accumulate); kinds the update does not carry stay.
+ */
+function mergeGovernanceRecords(current: GovernanceRecords | undefined, update: Partial<GovernanceRecords> | undefined): GovernanceRecords {
+  const base = current ?? {};
+  if (!update || typeof update !== "object") return base;
+  const out: GovernanceRecords = { ...base };
+  if (update.identity !== undefined) out.identity = bindIdentityOnce(base.identity, update.identity);
+  if (update.decisions !== undefined) out.decisions = mergeDecisions(base.decisions, update.decisions);
+  if (update.context !== undefined) out.context = mergeThreadContext(base.context, update.context);
+  if (update.budget !== undefined) out.budget = mergeBudget(base.budget, update.budget);
+  return out;
+}
+
+/**
+ * The state eart adds to a `createAgent` agent: one private channel (its name starts with `_`, so
+ * `createAgent` keeps it out of the agent's input and output schemas: no client sends it), with
+ * eart's reducers. Authority never comes from it: records count only when eart sealed them.
  */
 const GovernanceState = new StateSchema({
-  // One unchecked schema per channel: createAgent parses each middleware's state on every model
-  // call, and eart checks its records itself (their seals), so a per-record schema would only cost.
-  _eart_identity: new ReducedValue(z.custom<AgentIdentity | undefined>(() => true), { reducer: bindIdentityOnce }),
-  _eart_decisions: new ReducedValue(z.custom<DecisionRecord[] | undefined>(() => true), { reducer: mergeDecisions }),
-  _eart_context: new ReducedValue(z.custom<ThreadContext | undefined>(() => true), {
-    inputSchema: z.custom<Partial<ThreadContext> | undefined>(() => true),
-    reducer: mergeThreadContext,
+  // One channel with an unchecked schema: createAgent builds and parses each middleware's state
+  // schema on every model call, and every channel costs on every step (a read of an empty one
+  // throws inside LangGraph); eart checks its records itself (their seals).
+  _eart: new ReducedValue(z.custom<GovernanceRecords | undefined>(() => true), {
+    inputSchema: z.custom<Partial<GovernanceRecords> | undefined>(() => true),
+    reducer: mergeGovernanceRecords,
   }),
-  _eart_budget: new ReducedValue(z.custom<Record<string, number> | undefined>(() => true), { reducer: mergeBudget }),
 });
 
 /** The names of eart's channels in a `createAgent` agent: only eart's steps write them. */
@@ -96,20 +117,17 @@ export const GOVERNANCE_CHANNEL_NAMES: readonly string[] = Object.freeze(Object.
 /** The agent's state as the middleware reads it. */
 type AgentState = {
   messages: BaseMessage[];
-  _eart_identity?: AgentIdentity;
-  _eart_decisions?: DecisionRecord[];
-  _eart_context?: ThreadContext;
-  _eart_budget?: Record<string, number>;
+  _eart?: GovernanceRecords;
 };
 
 /** eart's own view of the agent's state: the channels its steps read, by their names. */
 function governedView(state: AgentState): GovernedState {
   return {
     messages: state.messages,
-    identity: state._eart_identity,
-    decisions: state._eart_decisions ?? [],
-    context: state._eart_context ?? emptyThreadContext(),
-    budget: state._eart_budget ?? {},
+    identity: state._eart?.identity,
+    decisions: state._eart?.decisions ?? [],
+    context: state._eart?.context ?? emptyThreadContext(),
+    budget: state._eart?.budget ?? {},
     escalation: null,
     reviewed: null,
   };
@@ -119,10 +137,12 @@ function governedView(state: AgentState): GovernedState {
 function agentUpdate(update: GateUpdate & { identity?: AgentIdentity; budget?: Record<string, number>; context?: Partial<ThreadContext> }): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (update.messages?.length) out.messages = update.messages;
-  if (update.decisions?.length) out._eart_decisions = update.decisions;
-  if (update.identity) out._eart_identity = update.identity;
-  if (update.budget && Object.keys(update.budget).length > 0) out._eart_budget = update.budget;
-  if (update.context) out._eart_context = update.context;
+  const records: Partial<GovernanceRecords> = {};
+  if (update.decisions?.length) records.decisions = update.decisions;
+  if (update.identity) records.identity = update.identity;
+  if (update.budget && Object.keys(update.budget).length > 0) records.budget = update.budget;
+  if (update.context) records.context = update.context as ThreadContext;
+  if (Object.keys(records).length > 0) out._eart = records;
   return out;
 }
 
@@ -239,7 +259,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         const tool = tools.find((t) => t.name === call.name);
         if (!tool) return { decisions: [], messages: [notGoverned(call)] };
         const only = new AIMessage({ id: message.id!, content: message.content, tool_calls: [call] });
-        return runnerFor(tool)(governedView({ ...state, _eart_decisions: decisions, messages: [...others, only] }), config);
+        return runnerFor(tool)(governedView({ ...state, _eart: { ...state._eart, decisions }, messages: [...others, only] }), config);
       }),
     );
     return {
@@ -258,7 +278,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
    */
   const answerHere = async (state: AgentState, message: AIMessage, config: LangGraphRunnableConfig) => {
     const answered = await gateFor(knownTools()).policyGate(governedView(state), config);
-    const decisions = mergeDecisions(state._eart_decisions ?? [], answered.decisions ?? []);
+    const decisions = mergeDecisions(state._eart?.decisions ?? [], answered.decisions ?? []);
     const edited = (answered.messages ?? []).find((m): m is AIMessage => AIMessage.isInstance(m) && m.id === message.id);
     const waiting = decisions.some((d) => d.messageId === message.id && d.status === "pending_approval");
     const ran = waiting ? undefined : await runCalls(state, decisions, edited ?? message, config);
@@ -282,7 +302,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
    */
   const recoverHere = async (state: AgentState, config: LangGraphRunnableConfig) => {
     const answered = await settle().recovery(governedView(state), config);
-    const decisions = mergeDecisions(state._eart_decisions ?? [], answered.decisions ?? []);
+    const decisions = mergeDecisions(state._eart?.decisions ?? [], answered.decisions ?? []);
     const ran = await runCalls(state, decisions, proposing(state.messages)!, config);
     const update = agentUpdate({ decisions: [...(answered.decisions ?? []), ...ran.decisions], messages: ran.messages, budget: ran.budget });
     return new Command({ update, goto: MODEL_NODE });
@@ -317,7 +337,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       const state = request.state as AgentState;
       const parts = gateFor(request.tools as StructuredToolInterface[]);
       const message = proposing(state.messages);
-      const mine = message ? (state._eart_decisions ?? []).filter((d) => d.messageId === message.id) : [];
+      const mine = message ? (state._eart?.decisions ?? []).filter((d) => d.messageId === message.id) : [];
       if (mine.some((d) => d.status === "pending_approval")) {
         // Calls wait for a human: pause here (the gate's pass over pending calls; its first effect
         // is the interrupt), not the model. The answer is written to the records (and an edit to
@@ -333,8 +353,8 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       // Who the run acts for, checked before the model is called (new input from anyone else is
       // refused); recorded with what the model answers, in one append.
       const binding = retrieve ? undefined : await bind(governedView(state), { config, threadId });
-      const identity = binding?.update.identity ?? state._eart_identity;
-      const known = state._eart_context;
+      const identity = binding?.update.identity ?? state._eart?.identity;
+      const known = state._eart?.context;
       const response = await handler(known && known.items.length > 0 ? { ...request, messages: [contextMessage(known), ...request.messages] } : request);
       if (!AIMessage.isInstance(response)) {
         if (binding && binding.events.length > 0) await auditLog.append(binding.events);
@@ -360,7 +380,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       if (!message || !call.id) return notGoverned(call);
       // A call the thread has answered already is not answered twice.
       if (answeredAfter(state.messages, message.id, call.id)) return new Command({ update: {} }) as never;
-      const mine = (state._eart_decisions ?? []).filter((d) => d.messageId === message.id);
+      const mine = (state._eart?.decisions ?? []).filter((d) => d.messageId === message.id);
       const record = mine.find((d) => d.toolCallId === call.id);
       if (record?.answer && ANSWERED_STATUSES.has(record.status)) {
         // Answered without running (denied, unknown, rejected…): from eart's sealed record, now,
@@ -481,7 +501,7 @@ export function guardAgent<A extends { graph: unknown }>(agent: A, governance: o
     guardResumes(target as Parameters<typeof guardResumes>[0], {
       auditLog: own.auditLog,
       channels: GOVERNANCE_CHANNEL_NAMES,
-      names: { identity: "_eart_identity", decisions: "_eart_decisions" },
+      records: { identity: (values) => (values._eart as GovernanceRecords | undefined)?.identity, decisions: (values) => (values._eart as GovernanceRecords | undefined)?.decisions },
       ...(lock !== undefined ? { lock } : {}),
     });
     // createAgent's invoke and stream merge the thread's state into the input, eart's channels with

@@ -100,8 +100,8 @@ describe("governanceMiddleware: what LangChain's HITL middleware lets through", 
     await s.agent.invoke(ask("Refund order 1043, $60."), config("m-6"));
     expect(await codeOf(s.agent.invoke(new Command({ resume: { decisions: [] } }), config("m-6", "sam")))).toBe("thread_not_paused");
     expect(await codeOf(s.agent.invoke(new Command({ update: { messages: [] }, goto: "tools" }), config("m-6")))).toBe("state_write_refused");
-    expect(await codeOf(s.agent.invoke({ messages: [], _eart_decisions: [] } as never, config("m-6")))).toBe("state_write_refused");
-    expect(await codeOf(s.agent.graph.updateState(config("m-6"), { _eart_identity: { id: "support-agent" } }))).toBe("state_write_refused");
+    expect(await codeOf(s.agent.invoke({ messages: [], _eart: { decisions: [] } } as never, config("m-6")))).toBe("state_write_refused");
+    expect(await codeOf(s.agent.graph.updateState(config("m-6"), { _eart: { identity: { id: "support-agent" } } }))).toBe("state_write_refused");
     const p = middlewareRefundSetup([[refund("c1", 740)]]);
     await p.agent.invoke(ask(), config("m-7"));
     expect(await codeOf(p.agent.invoke(new Command({ resume: JSON.parse('{"__proto__":{"approved":true},"decisions":[]}') }), config("m-7", "sam")))).toBe("approval_resume_invalid");
@@ -115,10 +115,10 @@ describe("governanceMiddleware: what LangChain's HITL middleware lets through", 
     const graph = s.agent.graph as object;
     const raw = (Object.getPrototypeOf(graph) as { bulkUpdateState: (c: unknown, s: unknown) => Promise<unknown> }).bulkUpdateState;
     const state = await s.agent.getState(config("m-8"));
-    const records = (state.values as { _eart_decisions: Record<string, unknown>[] })._eart_decisions;
+    const records = (state.values as { _eart: { decisions: Record<string, unknown>[] } })._eart.decisions;
     const forged = records.map((r) => ({ ...r, status: "approved", approvals: [{ approverId: "sam", type: "approve", at: new Date().toISOString() }] }));
-    await raw.call(graph, config("m-8"), [{ updates: [{ values: { _eart_decisions: forged }, asNode: "model_request" }] }]);
-    expect(((await s.agent.getState(config("m-8"))).values as { _eart_decisions: { status: string }[] })._eart_decisions[0]!.status).toBe("approved");
+    await raw.call(graph, config("m-8"), [{ updates: [{ values: { _eart: { decisions: forged } }, asNode: "model_request" }] }]);
+    expect(((await s.agent.getState(config("m-8"))).values as { _eart: { decisions: { status: string }[] } })._eart.decisions[0]!.status).toBe("approved");
     // And run on past the guard too (LangGraph's own stream): the forged record lets nothing run.
     const rawStream = (Object.getPrototypeOf(graph) as { stream: (i: unknown, c: unknown) => Promise<AsyncIterable<unknown>> }).stream;
     const error = await (async () => {

@@ -801,7 +801,7 @@ describe("found by the port, fixed", () => {
   // hitl.test.ts "should auto-approve safe tools and interrupt for tools requiring approval" invokes
   // twice on thread test-123. createAgent's invoke/stream merge the thread's current values into the
   // input (ReactAgent #initializeMiddlewareStates: { ...getState(config).values, ...input }), so the
-  // graph got _eart_identity and _eart_decisions back as input, and guardAgent's guard refused it;
+  // graph got eart's `_eart` channel back as input, and guardAgent's guard refused it;
   // guardAgent now refuses eart's channels in the caller's input before that merge, and drops them after.
   it("a second user turn on the same thread through agent.invoke is taken", async () => {
     const { agent } = hitlAgent([[{ id: "call_1", name: "calculator", args: { a: 42, b: 17, operation: "multiply" } }], "714", [{ id: "call_2", name: "write_file", args: { filename: "greeting.txt", content: "Hello World" } }]], policyOf(allow("calculator"), review("write_file")));
