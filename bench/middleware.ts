@@ -11,7 +11,10 @@
  *   auto-allowed path neither middleware pauses and on the approval path both do;
  * - governance: `createAgent` + `governanceMiddleware` + `guardAgent` (identities from
  *   examples/refund/identities.json, the refund policy, `MemoryAuditLog`, `MemoryEffectLedger`,
- *   standard redactions on: the defaults).
+ *   standard redactions on: the defaults);
+ * - prebuilt: eart's own governed agent (`createGovernedAgent`, a LangGraph `StateGraph`) with the
+ *   same identities, policy, stores and redaction defaults: what the approval round trip costs
+ *   there beside `createAgent` + HITL middleware (the speed-and-scale target, at most 0.85x).
  *
  * Two paths, each conversation on a fresh thread:
  * - auto: "Please refund order 1043 for $60.": lookup, a $60 refund, the model's final text; one
@@ -40,6 +43,7 @@ import { Command, MemorySaver } from "@langchain/langgraph";
 import Database from "better-sqlite3";
 import { createAgent, humanInTheLoopMiddleware } from "langchain";
 import { MemoryAuditLog, MemoryEffectLedger } from "eart";
+import { createGovernedAgent } from "eart/graphs";
 import { governanceMiddleware, guardAgent } from "eart/middleware";
 import { scriptedModel } from "eart/testing";
 import identities from "../examples/refund/identities.json" with { type: "json" };
@@ -50,6 +54,8 @@ import { positiveIntFromEnv, summarise, type Stats } from "./stats.js";
 
 /** Target: the governance middleware at most the time of the HITL middleware, on both paths. */
 export const MIDDLEWARE_TARGET_RATIO = 1.0;
+/** Target: eart's prebuilt agent's approval round trip at most 0.85x the HITL middleware's. */
+export const PREBUILT_APPROVAL_TARGET_RATIO = 0.85;
 const WARMUP_THREADS = 40;
 const ROUNDS = 5;
 /** Model calls per conversation on either path: lookup, refund, final text. */
@@ -79,7 +85,7 @@ interface Timing {
 }
 
 interface MiddlewareVariant {
-  name: "plain" | "HITL" | "governance";
+  name: "plain" | "HITL" | "governance" | "prebuilt";
   /** Whether the approval path pauses for a human (every variant but plain). */
   pauses: boolean;
   /** Runs one conversation of `path` on a fresh thread, timed; throws if it paused where it must not or did not where it must. */
@@ -98,7 +104,7 @@ function createVariant(name: MiddlewareVariant["name"], modelTurns: number): Mid
   const tools = createRefundTools(db);
   const model = scriptedModel(refundScript, { turns: modelTurns });
   const checkpointer = new MemorySaver();
-  const auditLog = name === "governance" ? new MemoryAuditLog() : undefined;
+  const auditLog = name === "governance" || name === "prebuilt" ? new MemoryAuditLog() : undefined;
   let agent: { invoke(input: unknown, config: unknown): Promise<unknown> };
   if (name === "plain") {
     agent = createAgent({ model, tools: tools.all, checkpointer });
@@ -109,6 +115,8 @@ function createVariant(name: MiddlewareVariant["name"], modelTurns: number): Mid
       },
     });
     agent = createAgent({ model, tools: tools.all, checkpointer, middleware: [hitl] });
+  } else if (name === "prebuilt") {
+    agent = createGovernedAgent({ model, tools: tools.all, identities, policy: refundPolicy, checkpointer, auditLog, ledger: new MemoryEffectLedger() });
   } else {
     const governance = governanceMiddleware({ identities, policy: refundPolicy, auditLog, ledger: new MemoryEffectLedger() });
     agent = guardAgent(createAgent({ model, tools: tools.all, checkpointer, middleware: [governance] }), governance);
@@ -168,7 +176,7 @@ const ratioText = (a: Stats, b: Stats) => `mean ${(a.mean / b.mean).toFixed(2)}x
 export async function runMiddlewareBench(): Promise<void> {
   const threads = positiveIntFromEnv("EART_BENCH_MIDDLEWARE_THREADS", 300);
   const modelTurns = (WARMUP_THREADS + threads) * PATHS.length * MODEL_CALLS_PER_CONVERSATION + 50;
-  const variants = (["plain", "HITL", "governance"] as const).map((name) => createVariant(name, modelTurns));
+  const variants = (["plain", "HITL", "governance", "prebuilt"] as const).map((name) => createVariant(name, modelTurns));
   const started = performance.now();
 
   // Warm-up, not counted: every conversation must complete, or nothing is timed.
@@ -185,10 +193,11 @@ export async function runMiddlewareBench(): Promise<void> {
       }
     }
   }
-  const governed = variants.find((v) => v.name === "governance")!;
-  for (const path of PATHS) {
-    const verification = await governed.auditLog!.verify(`warmup-${path}-0`);
-    if (!verification.ok || verification.count === 0) throw new Error(`governance audit chain of warmup-${path}-0 is broken or empty: ${JSON.stringify(verification)}`);
+  for (const governed of variants.filter((v) => v.auditLog)) {
+    for (const path of PATHS) {
+      const verification = await governed.auditLog!.verify(`warmup-${path}-0`);
+      if (!verification.ok || verification.count === 0) throw new Error(`${governed.name} audit chain of warmup-${path}-0 is broken or empty: ${JSON.stringify(verification)}`);
+    }
   }
 
   // Interleaved rounds: each round runs every variant on both paths; the order of the variants
@@ -218,8 +227,9 @@ export async function runMiddlewareBench(): Promise<void> {
   console.log(
     `\neart bench: createAgent middleware, refund conversation per conversation (${threads} per variant and path, ${WARMUP_THREADS} warm-up, ${rounds} interleaved rounds, ${seconds.toFixed(1)} s)`,
   );
-  console.log("plain: createAgent alone; HITL: + humanInTheLoopMiddleware (issue_refund when amount > $100); governance: + governanceMiddleware + guardAgent (memory audit log and ledger, redaction on)");
+  console.log("plain: createAgent alone; HITL: + humanInTheLoopMiddleware (issue_refund when amount > $100); governance: + governanceMiddleware + guardAgent (memory audit log and ledger, redaction on); prebuilt: eart's createGovernedAgent (same stores and defaults)");
   let met = true;
+  let prebuiltMet = false;
   for (const path of PATHS) {
     const stats = new Map(variants.map((v) => [v.name, summarise(samples.get(key(v, path))!.map((t) => t.total))]));
     console.log(
@@ -247,8 +257,17 @@ export async function runMiddlewareBench(): Promise<void> {
     console.log(`ratio governance/HITL:  ${ratioText(gov, hitl)}   target: governance middleware at most the time of HITL middleware (<= ${MIDDLEWARE_TARGET_RATIO.toFixed(2)}x, mean and median): ${pathMet ? "MET" : "NOT MET"}`);
     console.log(`ratio HITL/plain:       ${ratioText(hitl, plain)}`);
     console.log(`ratio governance/plain: ${ratioText(gov, plain)}`);
+    const prebuilt = stats.get("prebuilt")!;
+    if (path === "approval") {
+      prebuiltMet = prebuilt.mean / hitl.mean <= PREBUILT_APPROVAL_TARGET_RATIO && prebuilt.median / hitl.median <= PREBUILT_APPROVAL_TARGET_RATIO;
+      console.log(`ratio prebuilt/HITL:    ${ratioText(prebuilt, hitl)}   target: eart's prebuilt agent's approval round trip at most ${PREBUILT_APPROVAL_TARGET_RATIO.toFixed(2)}x HITL middleware (mean and median): ${prebuiltMet ? "MET" : "NOT MET"}`);
+    } else {
+      console.log(`ratio prebuilt/HITL:    ${ratioText(prebuilt, hitl)}`);
+    }
+    console.log(`ratio prebuilt/plain:   ${ratioText(prebuilt, plain)}`);
   }
   console.log(`\ntarget: governance middleware at most the time of HITL middleware on both paths (<= ${MIDDLEWARE_TARGET_RATIO.toFixed(2)}x): ${met ? "MET" : "NOT MET"}`);
+  console.log(`target: prebuilt agent's approval round trip at most ${PREBUILT_APPROVAL_TARGET_RATIO.toFixed(2)}x HITL middleware: ${prebuiltMet ? "MET" : "NOT MET"}`);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await runMiddlewareBench();
