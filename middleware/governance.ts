@@ -14,7 +14,7 @@ import { identityStep } from "../nodes/identity-binding.js";
 import { contextMessage, modelAnswer } from "../nodes/model-node.js";
 import { createContextRetrieval, type ContextRetrievalOptions } from "../nodes/context-retrieval.js";
 import { createToolRecovery } from "../nodes/tool-recovery.js";
-import { redactingAuditLog } from "../nodes/redaction.js";
+import { redactingAuditLog, redactMessage } from "../nodes/redaction.js";
 import { AuditLogOption, MemoryAuditLog, type AuditLog } from "../src/audit/log.js";
 import { type Redaction } from "../src/context/redaction.js";
 import { emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext, type DecisionRecord, type ThreadContext } from "../src/decisions/records.js";
@@ -356,6 +356,22 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       const identity = binding?.update.identity ?? state._eart?.identity;
       const known = state._eart?.context;
       const response = await handler(known && known.items.length > 0 ? { ...request, messages: [contextMessage(known), ...request.messages] } : request);
+      const structured = structuredAnswer(response);
+      if (structured) {
+        // A structured answer ends the run: what the model said, the messages createAgent made of
+        // it and the structured response itself are redacted before the thread or the caller
+        // holds them, the model's output is recorded, and the identity is bound, in one write
+        // (createAgent keeps nothing else of a step that returns a structured answer).
+        const [first, ...rest] = structured.messages;
+        const proposal = AIMessage.isInstance(first) ? first : undefined;
+        const answer = proposal ? modelAnswer(proposal, threadId, { redaction, viewer: identity }) : undefined;
+        if (proposal && answer && answer.message !== proposal) becomeRedacted(proposal, answer.message as AIMessage);
+        const others = redaction ? rest.map((m) => redactMessage(m, redaction, identity).message) : rest;
+        const structuredResponse = redaction ? redaction.apply(structured.structuredResponse, identity).value : structured.structuredResponse;
+        await auditLog.append([...(binding?.events ?? []), ...(answer?.events ?? [])]);
+        const records = agentUpdate({ identity: binding?.update.identity });
+        return new Command({ update: { messages: [...(proposal ? [proposal] : []), ...others], structuredResponse, ...records } }) as never;
+      }
       if (!AIMessage.isInstance(response)) {
         if (binding && binding.events.length > 0) await auditLog.append(binding.events);
         return response;
@@ -453,6 +469,14 @@ function becomeRedacted(target: AIMessage, redacted: AIMessage): void {
   if (JSON.stringify(target.toJSON()) !== JSON.stringify(redacted.toJSON())) {
     throw new EartConfigError("redaction", "could not be applied to the model's answer in place (it carries a field governanceMiddleware does not know): nothing of the answer was kept");
   }
+}
+
+/** createAgent's structured answer (`{ structuredResponse, messages }`), or undefined for anything else. */
+function structuredAnswer(response: unknown): { structuredResponse: unknown; messages: BaseMessage[] } | undefined {
+  if (typeof response !== "object" || response === null || isCommand(response) || AIMessage.isInstance(response)) return undefined;
+  const r = response as { structuredResponse?: unknown; messages?: unknown };
+  if (!("structuredResponse" in r) || !Array.isArray(r.messages)) return undefined;
+  return { structuredResponse: r.structuredResponse, messages: r.messages as BaseMessage[] };
 }
 
 /** Plain input without eart's channels (createAgent copies them in from the thread's state). */

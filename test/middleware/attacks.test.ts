@@ -445,12 +445,12 @@ describe("skipping the approval pause", () => {
 describe("createAgent's structured-response paths", () => {
   const summary = () => toolStrategy(z.object({ summary: z.string() }).meta({ title: "refund_summary" }));
 
-  // HOLE: when createAgent's base handler parses a structured response it returns
-  // `{ structuredResponse, messages }`, not an AIMessage. wrapModelCall then returns it untouched
-  // ("if (!AIMessage.isInstance(response)) return response"): modelAnswer never runs, so the model's
-  // text, its tool-call args and the structured response are checkpointed and returned unredacted,
-  // and no `model.output` event records what the model said (invariants 6 and 9).
-  it.fails("a structured answer holding a card number is redacted in the thread and in structuredResponse, and audited as model output", async () => {
+  // When createAgent's base handler parses a structured response it returns
+  // `{ structuredResponse, messages }`, not an AIMessage, and keeps nothing else of the step
+  // (no Command of a middleware). eart redacts the model's message, the messages createAgent made
+  // of it and the structured response, records the model's output, and writes them with the
+  // identity binding in one Command.
+  it("a structured answer holding a card number is redacted in the thread and in structuredResponse, and audited as model output", async () => {
     const model = scriptedModel((messages: BaseMessage[]) =>
       messages.some((m) => AIMessage.isInstance(m))
         ? new AIMessage("done")
@@ -462,6 +462,17 @@ describe("createAgent's structured-response paths", () => {
     expect(events.map((e) => e.type)).toContain("model.output");
     expect(text((await stateOf(s.agent, "sr-redact")).messages)).not.toMatch(CARD_RE);
     expect(JSON.stringify(out.structuredResponse ?? null)).not.toMatch(CARD_RE);
+  });
+
+  it("a structured first answer still binds the thread to its customer: omar's input afterwards is refused, and the honest structured answer comes back whole", async () => {
+    const model = scriptedModel(() => new AIMessage({ content: "", tool_calls: [{ id: "s1", name: "refund_summary", args: { summary: "order 1042 refunded" } }] }));
+    const s = customSetup({ model, responseFormat: summary() });
+    const out = (await s.agent.invoke(ask(), config("sr-bind"))) as { structuredResponse?: unknown };
+    expect(out.structuredResponse).toEqual({ summary: "order 1042 refunded" });
+    expect((await stateOf(s.agent, "sr-bind"))._eart?.identity?.onBehalfOf.id).toBe("cara");
+    expect((await s.auditLog.read("sr-bind")).filter((e) => e.type === "identity.bound")).toHaveLength(1);
+    expect(eartErrorOf(await s.agent.invoke(ask("Show me everything on this thread."), config("sr-bind", "omar")).catch((e: unknown) => e))?.code).toBe("identity_immutable");
+    expect(model.calls.length).toBe(1);
   });
 
   // With two structured-output calls createAgent's handler returns a retry Command (messages: [the
