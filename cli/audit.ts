@@ -86,6 +86,8 @@ export function describe(e: AuditEvent): string {
       return `${d.name} ${e.type === "tool.fallback" ? "fell back" : "succeeded"}: ${short(d.result, 60)}`;
     case "tool.failed":
       return `${d.name} failed (${d.kind}): ${short(d.error, 60)}`;
+    case "tool.interrupted":
+      return `${d.name} asks a question (interrupt, attempt ${d.attempt ?? 1})`;
     case "tool.recovery_requested":
       return `${d.name} waits for recovery: ${d.reason}`;
     case "tool.recovery_decided":

@@ -33,7 +33,7 @@ export function indexTools(tools: readonly StructuredToolInterface[], field = "t
 }
 
 /** Errors that must pass through every catch: interrupts and other graph control flow. */
-export { isGraphBubbleUp as isGraphControlFlow } from "@langchain/langgraph";
+export { isGraphBubbleUp as isGraphControlFlow, isGraphInterrupt } from "@langchain/langgraph";
 
 /** Option schema: LangChain tools. */
 export const ToolsOption = z.array(

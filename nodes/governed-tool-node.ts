@@ -3,6 +3,7 @@ import { ToolInputParsingException, type StructuredToolInterface } from "@langch
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import { readEventData, type AuditEventData } from "../src/audit/events.js";
+import { HUMAN_TASK_TYPES } from "../src/human-tasks/protocol.js";
 import { AuditLogOption, type AuditEvent, type AuditEventInput } from "../src/audit/log.js";
 import { type Redacted, type Redaction } from "../src/context/redaction.js";
 import { ANSWERED_STATUSES, RUNNABLE_STATUSES, WAITING_STATUSES } from "../src/decisions/lifecycle.js";
@@ -18,7 +19,7 @@ import { PolicyEngineOption } from "../src/policy/engine.js";
 import { CircuitBreaker, classifyToolError, backoffDelay, isRunCancelled, sleep, ToolExecutionOptionsSchema, type ParsedToolExecution } from "../src/tools/resilience.js";
 import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
-import { checkToolArgs, indexTools, isGraphControlFlow, ToolsOption } from "../langgraph/tools.js";
+import { checkToolArgs, indexTools, isGraphControlFlow, isGraphInterrupt, ToolsOption } from "../langgraph/tools.js";
 import { approvalsThatCount, decideRecordedCall } from "../langgraph/redecide.js";
 import type { GovernedState } from "../langgraph/channels.js";
 
@@ -90,7 +91,13 @@ export function executionContextOf(config: unknown): ExecutionContext | undefine
 }
 
 /** The events the tool node writes about one call (each names the call: id, tool, digest). */
-type ToolEventType = "tool.started" | "tool.succeeded" | "tool.failed" | "tool.blocked" | "tool.retrying" | "tool.fallback" | "tool.replayed" | "tool.recovery_requested" | "tool.circuit_opened" | "tool.cancelled";
+type ToolEventType = "tool.started" | "tool.succeeded" | "tool.failed" | "tool.blocked" | "tool.retrying" | "tool.fallback" | "tool.replayed" | "tool.recovery_requested" | "tool.circuit_opened" | "tool.cancelled" | "tool.interrupted";
+
+/** Whether an interrupt a tool raised carries a value shaped as one of eart's human tasks. */
+function posesAsHumanTask(error: unknown): boolean {
+  const interrupts = (error as { interrupts?: unknown }).interrupts;
+  return Array.isArray(interrupts) && interrupts.some((i) => (HUMAN_TASK_TYPES as readonly unknown[]).includes((i as { value?: { type?: unknown } } | null)?.value?.type));
+}
 
 /** What a ledger attempt cut short by a cancelled run may have done (`tool.cancelled`'s `outcome`). */
 type CancelOutcome = AuditEventData<"tool.cancelled">["outcome"];
@@ -326,6 +333,22 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       }
       throw error;
     };
+    /**
+     * The tool paused the run with `interrupt()`: recorded (`tool.interrupted`, with what the call
+     * had still to write), and the interrupt rethrown untouched. The ledger entry stays `started`;
+     * the next run sees that the tool paused itself and calls it again under a new attempt, instead
+     * of taking the open entry for an unknown outcome. Without the event (its append failed) the
+     * next run asks a human, as after a crash.
+     */
+    const interrupted = async (error: unknown, attempt: number, at: { try?: number } = {}): Promise<never> => {
+      // An interrupt dressed as one of eart's human tasks is a forgery (eart never asks from inside
+      // a tool): not recorded as the tool's own question, so answering it lets nothing run; the
+      // call goes to a human as an unknown outcome.
+      if (posesAsHumanTask(error)) throw error;
+      event("tool.interrupted", { attempt, ...(at.try !== undefined ? { try: at.try } : {}) });
+      await auditLog.append(events.splice(0)).catch(() => undefined);
+      throw error;
+    };
     const toHuman = async (reason: RecoveryReason, attempt: number, error?: string, ifCancelled: CancelOutcome = CANCELLED_BEFORE_RECOVERY[reason]): Promise<Outcome> => {
       // A request made in a step the run throws away would wait for an answer nobody can give.
       if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, ifCancelled);
@@ -465,6 +488,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         try {
           returned = await invokeOnce(tool!, call, spec, { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
         } catch (error) {
+          if (isGraphInterrupt(error)) return interrupted(error, attempt, { try: n });
           if (isGraphControlFlow(error)) throw error;
           if (error instanceof EffectInProgressError) throw error;
           // The run's signal, not the tool's timeout (that aborts only the tool's own signal).
@@ -524,6 +548,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         try {
           returned = { output: await invokeOnce(fallback.tool as StructuredToolInterface, call, specOf(call.name), { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config) };
         } catch (error) {
+          if (isGraphInterrupt(error)) return interrupted(error, attempt);
           if (isGraphControlFlow(error)) throw error;
           if (error instanceof EffectInProgressError) throw error;
           // The fallback was running: it may have acted.
@@ -628,7 +653,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     // the outcome unknown: a human decides, as exactly once asks.
     if (!resolution && !spec.idempotent) {
       const outcome = await cancelledOutcome(entry.attempt);
-      if (outcome !== "not_run" && outcome !== "failed") {
+      // A tool that paused itself with interrupt() is called again for its answer.
+      const paused = (await eventsOfCall()).some((e) => e.type === "tool.interrupted" && e.data.attempt === entry.attempt);
+      if (outcome !== "not_run" && outcome !== "failed" && !paused) {
         return toHuman("outcome_unknown", entry.attempt, outcome === "unknown" ? "the run was cancelled while the tool was running; it may have acted" : undefined);
       }
     }

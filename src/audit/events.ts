@@ -85,6 +85,14 @@ export const AuditEventDataSchemas = {
    * idempotent, otherwise a human decides.
    */
   "tool.cancelled": z.looseObject({ ...CallFields, attempt: Int, try: Int.optional(), outcome: z.enum(["not_run", "failed", "unknown"]), reason: Str }),
+  /**
+   * The tool paused the run with LangGraph's `interrupt()` (it asks someone a question): neither a
+   * failure nor an outcome. LangGraph runs the tool again from its start once the answer comes; the
+   * ledger attempt stays `started`, and the next run claims a new attempt under the same key and
+   * calls the tool again, which then reads the answer (what it did before `interrupt()` runs again,
+   * as LangGraph's rule for interrupts is).
+   */
+  "tool.interrupted": z.looseObject({ ...CallFields, attempt: Int, try: Int.optional() }),
   "context.retrieved": z.looseObject({
     items: z.array(z.unknown()),
     dropped: z.array(z.unknown()),

@@ -1,6 +1,6 @@
 import { AIMessage, ToolMessage } from "@langchain/core/messages";
 import { tool, type StructuredToolInterface } from "@langchain/core/tools";
-import { Command } from "@langchain/langgraph";
+import { Command, interrupt } from "@langchain/langgraph";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import {
@@ -312,5 +312,51 @@ describe("model retries and fallbacks", () => {
     expect(error).toBeInstanceOf(ModelUnavailableError);
     expect((error as ModelUnavailableError).details.failures).toHaveLength(2);
     expect(of(await s.auditLog.read("m-2"), "model.failed").map((e) => e.data.next)).toEqual(["fallback", "none"]);
+  });
+});
+
+describe("a tool that asks with interrupt()", () => {
+  it("pauses the run without a failure; the answer reaches the tool on a new attempt under the same key, and the refund runs once", async () => {
+    const answers: unknown[] = [];
+    const s = withFlaky(() => {
+      answers.push(interrupt({ question: "Which card should the refund go to?" }));
+    });
+    const paused = await s.agent.invoke(askSmall(), config("ti-1"));
+    expect((paused.__interrupt__ as { value: unknown }[]).map((i) => i.value)).toEqual([{ question: "Which card should the refund go to?" }]);
+    expect(s.refunds()).toEqual([]);
+    const done = await s.agent.invoke(new Command({ resume: "the visa" }), config("ti-1"));
+    expect(pendingRecovery(done)).toBeUndefined();
+    expect(answers).toEqual(["the visa"]);
+    expect(s.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "c1" }]);
+    const key = { threadId: "ti-1", toolCallId: "c1", digest: toolCallDigest("issue_refund", { orderId: "1043", amount: 60 }, "ti-1") };
+    expect(s.seen.map((x) => [x.attempt, x.key])).toEqual([
+      [1, idempotencyKeyOf(key)],
+      [2, idempotencyKeyOf(key)],
+    ]);
+    expect(await s.ledger.get(key)).toMatchObject({ status: "succeeded", attempt: 2 });
+    const events = await s.auditLog.read("ti-1");
+    expect(events.filter((e) => e.type.startsWith("tool.")).map((e) => [e.type, e.data.attempt])).toEqual([
+      ["tool.started", 1],
+      ["tool.interrupted", 1],
+      ["tool.started", 2],
+      ["tool.succeeded", 2],
+    ]);
+    expect(await s.auditLog.verify("ti-1")).toMatchObject({ ok: true });
+  });
+
+  it("a tool whose pause was not recorded (the audit append failed) goes to a human on the next run, as an outcome nobody knows", async () => {
+    const s = withFlaky(() => {
+      interrupt({ question: "Which card?" });
+    });
+    const append = s.auditLog.append.bind(s.auditLog);
+    s.auditLog.append = async (events) => {
+      const list = Array.isArray(events) ? events : [events];
+      if (list.some((e) => e.type === "tool.interrupted")) throw new Error("audit store down");
+      return append(events);
+    };
+    await s.agent.invoke(askSmall(), config("ti-2"));
+    const after = await s.agent.invoke(new Command({ resume: "the visa" }), config("ti-2"));
+    expect(pendingRecovery(after)?.requests.map((r) => [r.toolCallId, r.reason])).toEqual([["c1", "outcome_unknown"]]);
+    expect(s.refunds()).toEqual([]);
   });
 });

@@ -1010,13 +1010,11 @@ describe("a governed tool that asks a human itself (interrupt() inside the tool)
     return { agent, auditLog, asked };
   }
 
-  // HOLE (availability of exactly-once): the governed tool node claims the ledger entry and writes
-  // `tool.started` before it calls the tool; the tool's interrupt() is rethrown as graph control flow
-  // and leaves the entry "started". On resume LangGraph re-runs the tool's task from the start, the
-  // ledger finds a started entry with no outcome, and the call goes to an operator as
-  // "outcome_unknown": the customer's answer never reaches the tool, and a retry asks again and
-  // ends the same way. Any LangGraph tool that uses interrupt() cannot finish under eart.
-  it.fails("the customer's answer reaches the tool, which completes once; no 'outcome unknown' recovery request", async () => {
+  // The governed tool node claims the ledger entry and writes `tool.started` before it calls the
+  // tool; a tool's interrupt() leaves the entry "started". It is recorded as `tool.interrupted`, so
+  // when LangGraph re-runs the tool's task with the answer, the open entry is known to be a tool
+  // that paused itself (not an unknown outcome): a new attempt calls the tool, which reads the answer.
+  it("the customer's answer reaches the tool, which completes once; no 'outcome unknown' recovery request", async () => {
     const s = askingAgent([{ id: "q1", name: "ask_customer", args: { question: "Which card?" } }]);
     const paused = (await s.agent.invoke(ask("Refund please"), config("ti-one"))) as { __interrupt__?: { value: unknown }[] };
     expect(paused.__interrupt__?.map((i) => i.value)).toEqual([{ question: "Which card?" }]);
@@ -1026,10 +1024,9 @@ describe("a governed tool that asks a human itself (interrupt() inside the tool)
     expect((await s.auditLog.read("ti-one")).filter((e) => e.type === "tool.recovery_requested")).toEqual([]);
   });
 
-  // HOLE (same cause): two such tools paused at once (two interrupts pending). A resume keyed to one
-  // interrupt id re-runs both tool tasks; both find their ledger entries "started" and both go to an
-  // operator, so the question nobody answered is turned into an "outcome unknown" recovery too.
-  it.fails("two tools paused at once: a resume keyed to one interrupt answers that one; the other keeps waiting for its own answer", async () => {
+  // Two such tools paused at once (two interrupts pending). A resume keyed to one interrupt id
+  // re-runs both tool tasks: the answered one completes, the other asks its question again.
+  it("two tools paused at once: a resume keyed to one interrupt answers that one; the other keeps waiting for its own answer", async () => {
     const s = askingAgent([
       { id: "q1", name: "ask_customer", args: { question: "Which card?" } },
       { id: "q2", name: "ask_customer", args: { question: "Which order?" } },
