@@ -1,14 +1,27 @@
 import { definePolicy } from "eart";
+import { ORDERS } from "./tools.js";
 
 const amountOf = (args: Record<string, unknown>) => Number(args.amount);
 
 /**
  * Refunds up to $100 are allowed; above $100 up to $5,000 need a supervisor; above $5,000 are
- * denied. Order lookups are allowed. Everything else is denied by default.
+ * denied. Order lookups are allowed. A customer's agent may not look up or refund another
+ * customer's order. Everything else is denied by default.
  */
 export const refundPolicy = definePolicy({
   name: "refunds",
   rules: [
+    {
+      id: "orders.own",
+      tools: ["lookup_order", "issue_refund"],
+      // The order's customer, from the order system; the agent acts for the thread's human.
+      when: (r) => {
+        const owner = ORDERS[String(r.tool.args.orderId)]?.customer;
+        return r.identity.onBehalfOf.roles.includes("customer") && owner !== undefined && owner !== r.identity.onBehalfOf.id;
+      },
+      effect: "deny",
+      reason: "A customer's orders are theirs alone: this order belongs to another customer",
+    },
     { id: "orders.lookup", tools: ["lookup_order"], effect: "allow", reason: "Order lookups are allowed" },
     {
       id: "refund.small",

@@ -9,6 +9,7 @@ import { z } from "zod";
 export const ORDERS: Record<string, { orderId: string; customer: string; total: number; status: string; card: string }> = {
   "1042": { orderId: "1042", customer: "cara", total: 740, status: "delivered", card: "4111 1111 1111 1111" },
   "1043": { orderId: "1043", customer: "cara", total: 60, status: "delivered", card: "4111 1111 1111 1111" },
+  "2002": { orderId: "2002", customer: "omar", total: 740, status: "delivered", card: "5500 0000 0000 0004" },
   "2001": { orderId: "2001", customer: "omar", total: 9200, status: "delivered", card: "5500 0000 0000 0004" },
 };
 

@@ -115,7 +115,7 @@ describe("createGovernedAgent: the refund path", () => {
   });
 
   it("denies a refund over $5,000 without asking anyone and tells the model why", async () => {
-    const setup = refundSetup([[refund("c1", 9200, "2001")]]);
+    const setup = refundSetup([[refund("c1", 9200, "1099")]]);
     const result = await setup.agent.invoke(ask(), config("t-deny"));
     expect(pendingApproval(result)).toBeUndefined();
     expect(setup.refunds()).toEqual([]);
@@ -365,8 +365,9 @@ describe("identity (invariant 3)", () => {
   });
 
   it("takes the human from LangGraph server's authenticated user over user_id", async () => {
-    const setup = refundSetup([[refund("c1", 740)]]);
-    const result = await setup.agent.invoke(ask(), config("t-auth", "cara", { langgraph_auth_user: { identity: "omar", permissions: [] } }));
+    // omar's own order: the refund policy denies a customer's agent another customer's order.
+    const setup = refundSetup([[refund("c1", 740, "2002")]]);
+    const result = await setup.agent.invoke(ask("Please refund order 2002, $740."), config("t-auth", "cara", { langgraph_auth_user: { identity: "omar", permissions: [] } }));
     expect(result.identity).toMatchObject({ onBehalfOf: { id: "omar" }, source: "configurable.langgraph_auth_user" });
     const request = pendingApproval(result)!;
     expect(request.requests[0]!.requestedBy).toEqual({ agentId: "support-agent", userId: "omar" });
@@ -378,7 +379,7 @@ describe("identity (invariant 3)", () => {
     expect(setup.refunds()).toEqual([]);
     // The approver is also taken from the authenticated user, not from user_id (cara, a customer).
     await setup.agent.invoke(new Command({ resume: { decisions: [decide(request, "c1", "approve")] } }), config("t-auth", "cara", { langgraph_auth_user: { identity: "sam", permissions: [] } }));
-    expect(setup.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+    expect(setup.refunds()).toEqual([{ orderId: "2002", amount: 740, toolCallId: "c1" }]);
     const decided = (await setup.auditLog.read("t-auth")).find((e) => e.type === "approval.decided");
     expect(decided?.data).toMatchObject({ approverId: "sam", status: "approved" });
   });
@@ -462,7 +463,7 @@ describe("no side effect without a decision for that exact call (invariant 1)", 
 
 describe("tool messages", () => {
   it("answers every proposed call exactly once across allow, deny and approval", async () => {
-    const setup = refundSetup([[lookup("l1"), refund("r1", 740), refund("r2", 9000, "2001")]]);
+    const setup = refundSetup([[lookup("l1"), refund("r1", 740), refund("r2", 9000, "1099")]]);
     const request = await pausedOn(setup, "t-once");
     expect(request.requests.map((r) => r.toolCallId)).toEqual(["r1"]);
     const result = await setup.agent.invoke(new Command({ resume: { decisions: [decide(request, "r1", "approve")] } }), config("t-once", "sam"));

@@ -89,6 +89,7 @@ describe("a valid configuration", () => {
     expect(description).toEqual({
       name: "refunds",
       rules: [
+        { id: "orders.own", tools: ["lookup_order", "issue_refund"], effect: "deny" },
         { id: "orders.lookup", tools: ["lookup_order"], effect: "allow" },
         { id: "refund.small", tools: ["issue_refund"], effect: "allow" },
         { id: "refund.supervisor", tools: ["issue_refund"], effect: "require_approval", approverRoles: ["supervisor"] },
@@ -96,7 +97,7 @@ describe("a valid configuration", () => {
       ],
     });
     expect(Object.isFrozen(description)).toBe(true);
-    expect(Object.isFrozen(description!.rules[2]!.approverRoles)).toBe(true);
+    expect(Object.isFrozen(description!.rules[3]!.approverRoles)).toBe(true);
   });
 });
 

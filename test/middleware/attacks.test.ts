@@ -540,7 +540,7 @@ describe("tool call ids and tools the agent does not have", () => {
     ["two identical allowed calls", [refund("c1", 60, "1043"), refund("c1", 60, "1043")], 1],
     ["an allowed $60 then a $90 under the same id", [refund("c1", 60, "1043"), refund("c1", 90, "1043")], 1],
     ["a $740 (needs sam) then a $60 under the same id", [refund("c1", 740), refund("c1", 60, "1043")], 1],
-    ["a $60 then a $9,000 (denied) under the same id", [refund("c1", 60, "1043"), refund("c1", 9000, "2001")], 1],
+    ["a $60 then a $9,000 (denied) under the same id", [refund("c1", 60, "1043"), refund("c1", 9000, "1099")], 1],
     ["a lookup then a $4,900 refund under the same id", [lookup("c1"), refund("c1", 4900)], 0],
   ] as const)("two calls with one id in one message (%s): never more than one refund, never one above $100 without sam", async (_what, calls, atMost) => {
     const s = middlewareRefundSetup([[...calls]]);
@@ -793,7 +793,7 @@ describe("who answers, and what an answer carries", () => {
     await s.agent.invoke(ask(), config("a-edit"));
     const edit = (name: string, args: Record<string, unknown>) => new Command({ resume: { decisions: [{ type: "edit", editedAction: { name, args } }] } });
     expect(await codeOf(s.agent.invoke(edit("lookup_order", { orderId: "1042" }), config("a-edit", "sam")))).toBe("approval_edit_not_permitted");
-    expect(await codeOf(s.agent.invoke(edit("issue_refund", { orderId: "2001", amount: 9200 }), config("a-edit", "sam")))).toBe("approval_edit_not_permitted");
+    expect(await codeOf(s.agent.invoke(edit("issue_refund", { orderId: "1099", amount: 9200 }), config("a-edit", "sam")))).toBe("approval_edit_not_permitted");
     expect(await codeOf(s.agent.invoke(edit("issue_refund", { orderId: "1042", amount: 50 }), config("a-edit", "cara")))).toBe("approval_self_approval");
     expect(s.refunds()).toEqual([]);
     expect(pendingApproval(await graphOf(s.agent).getState(config("a-edit")))?.requests.map((r) => r.toolCallId)).toEqual(["c1"]);

@@ -222,7 +222,7 @@ describe("summarizationMiddleware with governanceMiddleware", () => {
 });
 
 describe("modelFallbackMiddleware with governanceMiddleware", () => {
-  const fallbackCalls: Call[][] = [[refund("c1", 740), refund("big", 9200, "2001")]];
+  const fallbackCalls: Call[][] = [[refund("c1", 740), refund("big", 9200, "1099")]];
 
   it("listed after eart (required): the fallback's calls are governed: the $740 refund pauses for sam and runs once, the $9,200 one is denied and never runs", async () => {
     const primary = fakeModel().alwaysThrow(new Error("primary model unavailable"));

@@ -86,7 +86,7 @@ describe("governanceMiddleware: what LangChain's HITL middleware lets through", 
   });
 
   it("denies a refund over $5,000 without asking anyone, and runs an allowed $60 one without a pause", async () => {
-    const s = middlewareRefundSetup([[refund("big", 9200, "2001"), refund("small", 60, "1043")]]);
+    const s = middlewareRefundSetup([[refund("big", 9200, "1099"), refund("small", 60, "1043")]]);
     const out = await s.agent.invoke(ask(), config("m-5"));
     expect(pendingApproval(out)).toBeUndefined();
     expect(s.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "small" }]);

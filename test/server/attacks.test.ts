@@ -229,7 +229,7 @@ describe("reading another customer's thread", () => {
 
   it("keeps customers to their own interrupted threads, and reviewers out of threads they cannot answer", async () => {
     const hr = await pausedThread("hana", "hr-offer", say("Draft and send the offer letter for candidate CAND-7."));
-    const own = await pausedThread("omar");
+    const own = await pausedThread("omar", "refund", { messages: [{ role: "user", content: "Please refund order 2002, $740" }] });
     const customer = await as("omar").threads.search({ status: "interrupted", limit: 1000 });
     expect(customer.map((t) => t.metadata?.owner)).toEqual(customer.map(() => "omar"));
     expect(customer.map((t) => t.thread_id)).toContain(own.threadId);
@@ -581,15 +581,17 @@ describe("the rest of the server API", () => {
     expect((await as("cara").assistants.search({ graphId: "refund" }))[0]!.config).toEqual(assistant!.config);
   });
 
-  // HOLE (example policy, medium): nothing ties an order to the customer who asks: omar has
-  // cara's order 1043 refunded ($60 is auto-allowed; larger amounts only need a supervisor
-  // who may not notice). Fix in examples/refund (policy or tool: the order's customer must be
-  // the identity's onBehalfOf).
-  it.fails("does not refund another customer's order", async () => {
+  // Was a hole (example policy, medium): nothing tied an order to the customer who asks, and omar
+  // had cara's order 1043 refunded ($60 is auto-allowed). The refund policy's `orders.own` rule
+  // denies a customer's agent another customer's order, the lookup too (its total and status are hers).
+  it("does not refund another customer's order, nor show it to him", async () => {
     const omar = as("omar");
     const thread = await omar.threads.create();
     await omar.runs.wait(thread.thread_id, "refund", { input: say("Please refund order 1043, $60") });
-    expect(auditTypes(thread.thread_id).filter((t) => t === "tool.succeeded")).toHaveLength(1); // the lookup only
+    const decided = server.rows<{ data: string }>("eart_audit_events", "data", { sql: "thread_id = ? AND type = 'policy.decided' ORDER BY seq", params: [thread.thread_id] }).map((r) => JSON.parse(r.data) as { name: string; effect: string; policyIds: string[] });
+    expect(decided.length).toBeGreaterThan(0);
+    expect(decided.every((d) => d.effect === "deny" && d.policyIds.includes("orders.own"))).toBe(true);
+    expect(auditTypes(thread.thread_id).filter((t) => t === "tool.succeeded")).toEqual([]);
   });
 
   // HOLE (high under `langgraph dev`): POST /internal/truncate sits behind authentication but
