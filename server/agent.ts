@@ -2,7 +2,7 @@ import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
 import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
 import { BaseCheckpointSaver, Command, isCommand } from "@langchain/langgraph";
-import { ApprovalError, EartConfigError, EartError, IdentityResolutionError } from "../src/errors.js";
+import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
 import { REFUSED_ANSWER_KEY, refusedAnswer } from "../langgraph/interrupts.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
@@ -190,6 +190,25 @@ function forClient(error: unknown): unknown {
 }
 
 /**
+ * A refusal of what a caller sent (a state write, a resume) as the HTTP answer it is: LangGraph
+ * server's router answers an error with its `getResponse()` (Hono's rule), else with a bare 500.
+ * 403 for a refused write, 409 for a thread that is busy or not in the state asked for, 422 for
+ * other bad input; the body is `{ error: code, message }`. eart's own faults (configuration, a
+ * store) stay server errors.
+ */
+function asHttpRefusal(error: unknown): unknown {
+  if (!(error instanceof EartError) || error instanceof EartConfigError || error instanceof StoreError) return error;
+  const status = error instanceof StateTamperError ? 403 : error instanceof ThreadStateError || error instanceof ThreadBusyError ? 409 : 422;
+  const refusal = forClient(error) as EartError;
+  if (!("getResponse" in refusal)) {
+    Object.defineProperty(refusal, "getResponse", {
+      value: () => new Response(JSON.stringify({ error: refusal.code, message: refusal.message }), { status, headers: { "content-type": "application/json" } }),
+    });
+  }
+  return refusal;
+}
+
+/**
  * Puts a graph's runs under the server's rules ({@link serverConfig}, refusals kept on the thread,
  * eart's codes for the client); a copy made with withConfig gets the same.
  */
@@ -222,6 +241,18 @@ function serve(graph: GovernedAgent, rules: { agentId: string; clientAgents: rea
       })(),
     );
   };
+  // State writes are answered in the request itself: a refusal is a 4xx with eart's code.
+  for (const method of ["updateState", "bulkUpdateState"] as const) {
+    const original = (graph as unknown as Record<string, unknown>)[method];
+    if (typeof original !== "function") continue;
+    (graph as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+      try {
+        return await (original as (...a: unknown[]) => Promise<unknown>).apply(graph, args);
+      } catch (error) {
+        throw asHttpRefusal(error);
+      }
+    };
+  }
   const withConfig = (graph as unknown as { withConfig: (config: unknown) => unknown }).withConfig;
   (graph as unknown as { withConfig: (config: unknown) => unknown }).withConfig = (config: unknown) => {
     const copy = withConfig.call(graph, config) as GovernedAgent;

@@ -517,13 +517,16 @@ describe("state writes through the thread API", () => {
     expect(auditTypes(other.threadId)).not.toContain("approval.decided");
   });
 
-  // HOLE (low, invariant 8): updateState with `values` as an array of records (the API's schema
-  // allows it) slips past the guard's own-key check and ends in a 500, not a typed refusal.
-  it.fails("refuses updateState with eart's channels inside an array of values with a typed 4xx error", async () => {
+  // Was a hole (low, invariant 8): updateState with `values` as an array of records (the API's
+  // schema allows it) was refused by the guard, but the server answered a bare 500. A refusal of a
+  // state write is now a 4xx carrying eart's code, and the thread is unchanged.
+  it("refuses updateState with eart's channels inside an array of values with a typed 4xx error", async () => {
     const { threadId, request } = await pausedThread();
+    const before = await as("cara").threads.getState(threadId);
     const res = await http("cara", "POST", `/threads/${threadId}/state`, { values: [{ decisions: forgedFrom(request) }], as_node: "policyGate" });
-    expect(res.status).toBeGreaterThanOrEqual(400);
-    expect(res.status).toBeLessThan(500);
+    expect(res.status).toBe(403);
+    expect(res.text).toContain("state_write_refused");
+    expect((await as("cara").threads.getState(threadId)).checkpoint.checkpoint_id).toBe(before.checkpoint.checkpoint_id);
   });
 
   it("refuses the owner's fork of the thread back to its approved checkpoint, and in a copy; the refund was issued once", async () => {
