@@ -646,18 +646,14 @@ describe("the rest of the server API", () => {
     }
   });
 
-  // HOLE (low-medium, DoS by a colleague): an answerer may create a run with `after_seconds`
-  // (a day away): the thread stays busy, the other supervisor's answer is refused (422 with
-  // the default multitask strategy), the owner's updateState gets 409, and only the owner can
-  // cancel the delayed run. When it fires, it answers whatever the thread waits on then.
-  it.fails("lets the other supervisor answer although an answerer queued a delayed run on the thread", async () => {
+  // Was a hole (low-medium, DoS by a colleague): an answerer could create a run with
+  // `after_seconds` (a day away): the thread stayed busy, the other supervisor's answer was
+  // refused, the owner's updateState got 409, and only the owner could cancel the delayed run.
+  // eart's server auth refuses a delayed answer (403) before the server queues it.
+  it("refuses an answerer's delayed run on the thread, and the other supervisor answers", async () => {
     const { threadId, request } = await pausedThread();
-    const delayed = await as("sam").runs.create(threadId, "refund", { command: { resume: { decisions: "later" } }, afterSeconds: 86_400 });
-    try {
-      await as("sue").runs.wait(threadId, "refund", { command: { resume: approve(request) } });
-      expect((await as("cara").threads.get(threadId)).status).toBe("idle");
-    } finally {
-      await as("cara").runs.cancel(threadId, delayed.run_id).catch(() => undefined);
-    }
+    await expect(as("sam").runs.create(threadId, "refund", { command: { resume: { decisions: "later" } }, afterSeconds: 86_400 })).rejects.toThrow(/403|not delayed/i);
+    await as("sue").runs.wait(threadId, "refund", { command: { resume: approve(request) } });
+    expect((await as("cara").threads.get(threadId)).status).toBe("idle");
   });
 });
