@@ -14,7 +14,7 @@ import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { identityStep } from "../nodes/identity-binding.js";
 import { createModelStep, modelTurnStep } from "../nodes/model-node.js";
 import { redactingAuditLog, redactRunInput } from "../nodes/redaction.js";
-import { createToolRecovery } from "../nodes/tool-recovery.js";
+import { createToolRecovery, DEFAULT_RECOVERY_ROLES } from "../nodes/tool-recovery.js";
 import { guardCheckpointer } from "../src/stores/postgres/connection.js";
 import { assertNoPendingApproval } from "../langgraph/run.js";
 import { ChatModelOption, ToolsOption } from "../langgraph/tools.js";
@@ -302,7 +302,7 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
     .addNode("policyGate", gate.policyGate)
     .addNode(
       "tools",
-      createGovernedToolNode({ ...shared, tools, policy, budgets, execution, redaction }),
+      createGovernedToolNode({ ...shared, tools, policy, budgets, execution, redaction, recoveryRoles: [...(recoveryRoles ?? DEFAULT_RECOVERY_ROLES)] }),
     )
     .addNode("recovery", createToolRecovery({ ...shared, roles: recoveryRoles }))
     .addConditionalEdges("agent", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: "agent", end })

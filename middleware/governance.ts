@@ -13,7 +13,7 @@ import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { identityStep } from "../nodes/identity-binding.js";
 import { contextMessage, modelAnswer } from "../nodes/model-node.js";
 import { createContextRetrieval, type ContextRetrievalOptions } from "../nodes/context-retrieval.js";
-import { createToolRecovery } from "../nodes/tool-recovery.js";
+import { createToolRecovery, DEFAULT_RECOVERY_ROLES } from "../nodes/tool-recovery.js";
 import { redactingAuditLog, redactMessage } from "../nodes/redaction.js";
 import { AuditLogOption, MemoryAuditLog, type AuditLog } from "../src/audit/log.js";
 import { type Redaction } from "../src/context/redaction.js";
@@ -229,7 +229,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       settle();
       // Each runner governs one tool: its execution options, and those for every tool ("*").
       const own = execution ? Object.fromEntries(Object.entries(execution).filter(([name]) => name === tool.name || name === "*")) : undefined;
-      runner = createGovernedToolNode({ tools: [tool], auditLog, ledger, execution: own, redaction, policy, registry, clock });
+      runner = createGovernedToolNode({ tools: [tool], auditLog, ledger, execution: own, redaction, policy, registry, clock, recoveryRoles: [...(opts.recoveryRoles ?? DEFAULT_RECOVERY_ROLES)] });
       runners.set(tool, runner);
     }
     return runner;

@@ -54,6 +54,13 @@ const GovernedToolNodeOptionsSchema = z
     registry: IdentityRegistryOption.optional(),
     /** The clock of circuit breakers and records; injectable for tests. */
     clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
+    /**
+     * The roles the recovery node lets resolve a call the tools could not finish (its `roles`),
+     * recorded with each `tool.recovery_requested` so the audit log's inbox lists the request for
+     * them (`pending({ role })`). Give the same roles as the recovery node; without them the
+     * request records no roles and is listed only without a role filter.
+     */
+    recoveryRoles: z.array(z.string().min(1)).min(1).optional(),
   })
   .strict();
 export type GovernedToolNodeOptions = z.input<typeof GovernedToolNodeOptionsSchema>;
@@ -163,7 +170,7 @@ const contentText = (content: unknown): string => (typeof content === "string" ?
  */
 export function createGovernedToolNode(options: GovernedToolNodeOptions) {
   const opts = parseOptions(GovernedToolNodeOptionsSchema, options);
-  const { auditLog, budgets, redaction, policy, registry } = opts;
+  const { auditLog, budgets, redaction, policy, registry, recoveryRoles } = opts;
   if (policy && !registry) throw new EartConfigError("registry", "give the registry with the policy: approvals are checked again against the roles the policy in force asks for");
   const ledger = opts.ledger ?? new MemoryEffectLedger();
   // A ledger and an audit log in one transaction domain (SQLite on one connection, PostgreSQL on
@@ -352,7 +359,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const toHuman = async (reason: RecoveryReason, attempt: number, error?: string, ifCancelled: CancelOutcome = CANCELLED_BEFORE_RECOVERY[reason]): Promise<Outcome> => {
       // A request made in a step the run throws away would wait for an answer nobody can give.
       if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, ifCancelled);
-      event("tool.recovery_requested", { reason, attempt, error: error ?? null });
+      event("tool.recovery_requested", { reason, attempt, error: error ?? null, ...(recoveryRoles ? { roles: [...recoveryRoles] } : {}) });
       return { record: { ...current, status: "recovery_pending", recovery: { reason, attempt, at: now(), resumeStatus, ...(error !== undefined ? { error } : {}) } }, events };
     };
     /** The content a succeeded entry answered with. */

@@ -13,12 +13,15 @@ import { assertSealed, EffectLedgerOption, sealDecisions } from "../langgraph/re
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";
 
+/** Who may resolve a call the tools could not finish, unless the agent names other roles. */
+export const DEFAULT_RECOVERY_ROLES: readonly string[] = Object.freeze(["operator"]);
+
 const ToolRecoveryOptionsSchema = z
   .object({
     registry: IdentityRegistryOption,
     auditLog: AuditLogOption,
     /** Roles whose holders may retry, mark done or abandon a failed call. */
-    roles: z.array(z.string().min(1)).min(1).default(["operator"]),
+    roles: z.array(z.string().min(1)).min(1).default([...DEFAULT_RECOVERY_ROLES]),
     clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
     /** The effect ledger the tool node uses: its store keeps the key that seals eart's records in state. */
     ledger: EffectLedgerOption.optional(),

@@ -72,7 +72,8 @@ export const AuditEventDataSchemas = {
   "tool.retrying": z.looseObject({ ...CallFields, attempt: Int, try: Int, delayMs: z.number(), error: Str }),
   "tool.fallback": z.looseObject({ ...CallFields, attempt: Int, fallback: Str, cause: Str, result: Str, truncated: z.boolean() }),
   "tool.replayed": z.looseObject({ ...CallFields, attempt: Int, status: Str }),
-  "tool.recovery_requested": z.looseObject({ ...CallFields, attempt: Int, reason: Str, error: Str.nullable() }),
+  /** `roles`: who may resolve it, when the tool node was told (the inbox lists it for them). */
+  "tool.recovery_requested": z.looseObject({ ...CallFields, attempt: Int, reason: Str, error: Str.nullable(), roles: Strs.optional() }),
   "tool.recovery_decided": z.looseObject({ ...CallFields, attempt: Int, reason: Str, decision: Str, resolverId: Str, message: Str.nullable() }),
   "tool.recovery_refused": Refusal,
   "tool.circuit_opened": z.looseObject({ ...CallFields, attempt: Int, error: Str }),

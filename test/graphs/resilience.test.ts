@@ -360,3 +360,17 @@ describe("a tool that asks with interrupt()", () => {
     expect(s.refunds()).toEqual([]);
   });
 });
+
+describe("recovery requests in the audit log's inbox", () => {
+  it("are listed for the roles that may resolve them (the agent's recoveryRoles), not for others", async () => {
+    const s = withFlaky(() => {
+      throw new ToolPermissionError("the payment provider refused the key");
+    });
+    await s.agent.invoke(askSmall(), config("inbox-rec"));
+    expect((await recoveryOf(s, "inbox-rec")).roles).toEqual(["supervisor"]);
+    const forSupervisors = await s.auditLog.pending!({ role: "supervisor" });
+    expect(forSupervisors.filter((t) => t.threadId === "inbox-rec").map((t) => [t.kind, t.toolCallId, t.roles])).toEqual([["recovery", "c1", ["supervisor"]]]);
+    expect((await s.auditLog.pending!({ role: "operator" })).filter((t) => t.threadId === "inbox-rec")).toEqual([]);
+    expect((await s.auditLog.pending!({ role: "customer" })).filter((t) => t.threadId === "inbox-rec")).toEqual([]);
+  });
+});
