@@ -49,15 +49,7 @@ function sqliteRefunds(db: Database.Database): RefundInsert {
 function postgresRefunds(pool: pg.Pool): RefundInsert {
   let ready: Promise<unknown> | undefined;
   return async (orderId, amount, reason, toolCallId, key) => {
-    await (ready ??= pool.query(`CREATE TABLE IF NOT EXISTS refunds (
-      id SERIAL PRIMARY KEY,
-      order_id TEXT NOT NULL,
-      amount DOUBLE PRECISION NOT NULL,
-      reason TEXT,
-      tool_call_id TEXT,
-      idempotency_key TEXT UNIQUE,
-      created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-    )`).catch((error: unknown) => {
+    await (ready ??= createPostgresRefunds(pool).catch((error: unknown) => {
       // A failed attempt (a dropped connection) is tried again by the next refund.
       ready = undefined;
       throw error;
@@ -75,6 +67,34 @@ function postgresRefunds(pool: pg.Pool): RefundInsert {
     );
     return rows[0]!;
   };
+}
+
+/**
+ * Creates the `refunds` table if it is missing, under a transaction-scoped advisory lock: processes
+ * that start together on a new database (workers of one deployment) would otherwise race in
+ * PostgreSQL's catalog (`CREATE TABLE IF NOT EXISTS` is not safe to run from several at once).
+ */
+async function createPostgresRefunds(pool: pg.Pool): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('eart_example_refunds_table'))`);
+    await client.query(`CREATE TABLE IF NOT EXISTS refunds (
+      id SERIAL PRIMARY KEY,
+      order_id TEXT NOT NULL,
+      amount DOUBLE PRECISION NOT NULL,
+      reason TEXT,
+      tool_call_id TEXT,
+      idempotency_key TEXT UNIQUE,
+      created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )`);
+    await client.query("COMMIT");
+  } catch (error) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
 }
 
 /**
