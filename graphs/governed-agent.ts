@@ -278,7 +278,7 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
   const sealer = lazySealer(ledger);
   // What every step of the tool path shares, given once (an option left out stays undefined: each step's default).
   const shared = { registry, auditLog, ledger, clock };
-  const gate = createPolicyGateParts({ ...shared, policy, tools, approvalKeys: opts.approvalKeys, onExpired, shadowPolicy, budgets });
+  const gate = createPolicyGateParts({ ...shared, policy, tools, approvalKeys: opts.approvalKeys, onExpired, shadowPolicy, budgets, ...(escalation ? { reviewerRoles: escalation.reviewerRoles } : {}) });
 
   const isNewRun = (state: GovernedState) => {
     const last = state.messages[state.messages.length - 1];
@@ -313,7 +313,13 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
     // Context is retrieved for the identity, so the identity is bound first (it is also checked
     // again by the agent step, which then finds it bound).
     const bind = identityStep(registry, sealer, auditLog, { recordRequest: isNewRun });
-    const retrieve = createContextRetrieval({ ...context, auditLog, ...(redaction && !context.redaction ? { redaction } : {}), ...(clock && !context.clock ? { clock } : {}) });
+    const retrieve = createContextRetrieval({
+      ...context,
+      auditLog,
+      ...(redaction && !context.redaction ? { redaction } : {}),
+      ...(clock && !context.clock ? { clock } : {}),
+      ...(escalation && !context.reviewerRoles ? { reviewerRoles: escalation.reviewerRoles } : {}),
+    });
     graph
       .addNode("retrieveContext", async (state: GovernedState, config: LangGraphRunnableConfig) => {
         const threadId = requireThreadId(config);

@@ -62,6 +62,12 @@ const PolicyGateOptionsSchema = z
      * the approver it speaks for: out-of-band answers (a chat button, an e-mail link, the CLI).
      */
     approvalKeys: z.record(z.string(), z.object({ approver: z.string().min(1), publicKey: z.union([z.string(), z.custom<KeyObject>((v) => v instanceof KeyObject, "must be a KeyObject")]) })).optional(),
+    /**
+     * The roles of the reviewers a call the policy escalates goes to (the escalation guard's
+     * `reviewerRoles`), recorded with `escalation.requested` so the audit log's inbox lists the
+     * case for them.
+     */
+    reviewerRoles: z.array(z.string().min(1)).min(1).optional(),
   })
   .strict();
 export type PolicyGateOptions = z.input<typeof PolicyGateOptionsSchema>;
@@ -394,7 +400,11 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     if (escalated.length > 0) {
       // Recorded here, before any pause: the reviewer's node may not write before its interrupt.
       const reason = escalated.flatMap((r) => r.verdict.reasons).join("; ");
-      events.push({ threadId, type: "escalation.requested", data: { reason, signals: [{ kind: "policy", detail: reason }], toolCallIds: escalated.map((r) => r.toolCallId) } });
+      events.push({
+        threadId,
+        type: "escalation.requested",
+        data: { reason, signals: [{ kind: "policy", detail: reason }], toolCallIds: escalated.map((r) => r.toolCallId), ...(opts.reviewerRoles ? { roles: [...opts.reviewerRoles] } : {}) },
+      });
     }
     if (pending.length > 0) {
       events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, pending) });

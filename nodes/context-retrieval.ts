@@ -61,6 +61,11 @@ const ContextRetrievalOptionsSchema = z
     /** What to retrieve for; defaults to the text of the last human message. */
     query: z.custom<(state: GovernedState) => string>((v) => typeof v === "function", "must be a function").optional(),
     clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
+    /**
+     * The roles of the reviewers a case of missing context goes to (the escalation guard's
+     * `reviewerRoles`), recorded with `escalation.requested` so the audit log's inbox lists it for them.
+     */
+    reviewerRoles: z.array(z.string().min(1)).min(1).optional(),
   })
   .strict();
 export type ContextRetrievalOptions = z.input<typeof ContextRetrievalOptionsSchema>;
@@ -128,7 +133,7 @@ function itemsOfDocuments(docs: DocumentInterface[], defaults: { name: string; s
  * ```
  */
 export function createContextRetrieval(options: ContextRetrievalOptions) {
-  const { providers, auditLog, redaction, required, query, clock = () => new Date() } = parseOptions(ContextRetrievalOptionsSchema, options);
+  const { providers, auditLog, redaction, required, query, reviewerRoles, clock = () => new Date() } = parseOptions(ContextRetrievalOptionsSchema, options);
   const names = providerNames(providers);
 
   async function fetchAll(request: RetrievalRequest, config: LangGraphRunnableConfig) {
@@ -224,7 +229,7 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
     if (missing.length > 0) {
       const signals = missing.map((m) => ({ kind: "missing_context" as const, detail: `${m.fact}${m.description ? `: ${m.description}` : ""}` }));
       update.escalation = { reason: `Required context is missing: ${missing.map((m) => m.fact).join(", ")}`, toolCallIds: [], policyIds: [], at: clock().toISOString(), signals };
-      events.push({ threadId, type: "escalation.requested", data: { reason: update.escalation.reason, signals } });
+      events.push({ threadId, type: "escalation.requested", data: { reason: update.escalation.reason, signals, ...(reviewerRoles ? { roles: [...reviewerRoles] } : {}) } });
     }
     await auditLog.append(events);
     return update;

@@ -102,7 +102,8 @@ export const AuditEventDataSchemas = {
     missing: Strs,
     sensitivity: Strs,
   }),
-  "escalation.requested": z.looseObject({ reason: Str, signals: z.array(z.unknown()), toolCallIds: Strs.optional() }),
+  /** `roles`: the reviewers' roles, when the node that asked knew them (the inbox lists the case for them). */
+  "escalation.requested": z.looseObject({ reason: Str, signals: z.array(z.unknown()), toolCallIds: Strs.optional(), roles: Strs.optional() }),
   "escalation.decided": z.looseObject({ reviewerId: Str, action: Str, reason: Str, message: Str }),
   "escalation.refused": Refusal,
   "budget.charge_failed": z.looseObject({ toolCallId: Str, name: Str, error: Str }),

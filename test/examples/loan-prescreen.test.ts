@@ -98,6 +98,7 @@ describe("loan pre-screening", () => {
     const paused = await s.agent.invoke(ask("Pre-screen loan application A-200."), config("a200"));
 
     const request = pendingEscalation(paused);
+    expect((await s.auditLog.pending!({ role: "underwriter" })).filter((t) => t.threadId === "a200").map((t) => [t.kind, t.roles])).toEqual([["escalation", ["underwriter"]]]);
     expect(request).toMatchObject({
       type: "eart.escalation",
       threadId: "a200",
@@ -167,6 +168,7 @@ describe("loan pre-screening", () => {
         reason: "Loans over $50,000 go to an underwriter",
         signals: [{ kind: "policy", detail: "Loans over $50,000 go to an underwriter" }],
         toolCallIds: ["call_0_recommend"],
+        roles: ["underwriter"],
       },
     ]);
     expect(await s.eventsOf("a200-audit", "escalation.decided")).toEqual([
@@ -188,8 +190,11 @@ describe("loan pre-screening", () => {
     const [retrieved] = await s.eventsOf("a300", "context.retrieved");
     expect(retrieved!.missing).toEqual(["income_proof"]);
     expect(await s.eventsOf("a300", "escalation.requested")).toEqual([
-      { reason: "Required context is missing: income_proof", signals: [{ kind: "missing_context", detail: "income_proof: payslips or a tax return" }] },
+      { reason: "Required context is missing: income_proof", signals: [{ kind: "missing_context", detail: "income_proof: payslips or a tax return" }], roles: ["underwriter"] },
     ]);
+    // The case is in the underwriters' inbox, and in nobody else's.
+    expect((await s.auditLog.pending!({ role: "underwriter" })).filter((t) => t.threadId === "a300").map((t) => [t.kind, t.roles])).toEqual([["escalation", ["underwriter"]]]);
+    expect((await s.auditLog.pending!({ role: "applicant" })).filter((t) => t.threadId === "a300")).toEqual([]);
 
     const result = await s.agent.invoke(new Command({ resume: { action: "close", message: "Asked the applicant for payslips." } }), config("a300", "uma"));
     expect(result.messages.at(-1)!.content).toBe("Case closed by uma: Asked the applicant for payslips.");

@@ -96,7 +96,7 @@ describe("the escalation guard in the governed agent", () => {
     expect(paused.messages.some((m) => ToolMessage.isInstance(m) && m.tool_call_id === "c1")).toBe(true);
     const requested = (await s.auditLog.read("e-4")).filter((e) => e.type === "escalation.requested");
     expect(requested.map((e) => e.data)).toEqual([
-      { reason: "Refunds go to a supervisor this week", signals: [{ kind: "policy", detail: "Refunds go to a supervisor this week" }], toolCallIds: ["c1"] },
+      { reason: "Refunds go to a supervisor this week", signals: [{ kind: "policy", detail: "Refunds go to a supervisor this week" }], toolCallIds: ["c1"], roles: ["supervisor"] },
     ]);
     await s.agent.invoke(new Command({ resume: { action: "take_over", message: "Refunded by hand." } }), config("e-4", "sam"));
     expect(s.refunds()).toEqual([]);
