@@ -78,8 +78,8 @@ import { runPolicyBench } from "./policy.js";
 import { positiveIntFromEnv, summarise } from "./stats.js";
 import { assertCompleted, createBareVariant, createGovernedVariant, MODEL_CALLS_PER_THREAD, type Variant } from "./refund.js";
 
-/** Target: governed per-invoke time (mean and median) at most this multiple of bare. */
-export const TARGET_RATIO = 1.25;
+/** Target (speed and scale): governed per-invoke time (mean and median) at most this multiple of bare, with the authority checks, redaction defaults and audit on. */
+export const TARGET_RATIO = 1.1;
 /** Target: the standard redactions cost at most this multiple of the same agent without them. */
 export const REDACTION_TARGET_RATIO = 1.05;
 const WARMUP_THREADS = 50;
