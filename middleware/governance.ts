@@ -362,15 +362,17 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         // it and the structured response itself are redacted before the thread or the caller
         // holds them, the model's output is recorded, and the identity is bound, in one write
         // (createAgent keeps nothing else of a step that returns a structured answer).
-        const [first, ...rest] = structured.messages;
-        const proposal = AIMessage.isInstance(first) ? first : undefined;
-        const answer = proposal ? modelAnswer(proposal, threadId, { redaction, viewer: identity }) : undefined;
-        if (proposal && answer && answer.message !== proposal) becomeRedacted(proposal, answer.message as AIMessage);
+        const proposal = structured.messages.find((m): m is AIMessage => AIMessage.isInstance(m));
+        // createAgent writes the model's own message beside a Command: without it in hand, it could not be redacted.
+        if (!proposal) throw new EartConfigError("responseFormat", "a structured answer came without the model's message: governanceMiddleware cannot redact and record it, so nothing of it was kept");
+        const rest = structured.messages.filter((m) => m !== proposal);
+        const answer = modelAnswer(proposal, threadId, { redaction, viewer: identity });
+        if (answer.message !== proposal) becomeRedacted(proposal, answer.message as AIMessage);
         const others = redaction ? rest.map((m) => redactMessage(m, redaction, identity).message) : rest;
         const structuredResponse = redaction ? redaction.apply(structured.structuredResponse, identity).value : structured.structuredResponse;
-        await auditLog.append([...(binding?.events ?? []), ...(answer?.events ?? [])]);
+        await auditLog.append([...(binding?.events ?? []), ...answer.events]);
         const records = agentUpdate({ identity: binding?.update.identity });
-        return new Command({ update: { messages: [...(proposal ? [proposal] : []), ...others], structuredResponse, ...records } }) as never;
+        return new Command({ update: { messages: [proposal, ...others], structuredResponse, ...records } }) as never;
       }
       if (!AIMessage.isInstance(response)) {
         if (binding && binding.events.length > 0) await auditLog.append(binding.events);

@@ -475,6 +475,21 @@ describe("createAgent's structured-response paths", () => {
     expect(model.calls.length).toBe(1);
   });
 
+  it("a middleware inside eart's that hands back a structured answer without the model's message is refused, typed; the model's raw message is not kept", async () => {
+    const model = scriptedModel(() => new AIMessage({ content: `Card on file ${CARD}`, tool_calls: [{ id: "s1", name: "refund_summary", args: { summary: "a" } }] }));
+    const stripper = createMiddleware({
+      name: "StructuredStripper",
+      wrapModelCall: async (request, handler) => {
+        await handler(request);
+        return { structuredResponse: { summary: "nothing to see" }, messages: [] } as never;
+      },
+    });
+    const s = customSetup({ model, responseFormat: summary(), after: [stripper as AgentMiddleware] });
+    const error = await s.agent.invoke(ask(), config("sr-stripped")).catch((e: unknown) => e);
+    expect(eartErrorOf(error)?.code).toBe("config_invalid");
+    expect(text((await stateOf(s.agent, "sr-stripped")).messages)).not.toMatch(CARD_RE);
+  });
+
   // With two structured-output calls createAgent's handler returns a retry Command (messages: [the
   // raw response, an error ToolMessage], goto: model_request) and hands eart the raw AIMessage. eart
   // makes that very object the redacted answer, so what the Command writes is redacted too.
