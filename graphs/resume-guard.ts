@@ -193,6 +193,29 @@ async function readResumable(graph: Pick<ResumableGraph, "getState"> & { checkpo
 }
 
 /**
+ * The thread's latest checkpoint as its state, when it reads as one without LangGraph's help: no
+ * writes pending on it (no interrupt, no step cut short, whose writes `getState` would apply) and
+ * every reduced channel stored whole (none to rebuild from earlier writes, as a delta channel
+ * is). A thread with no checkpoint has no state. Undefined when the checkpoint does not read so:
+ * the caller reads the state snapshot.
+ */
+async function readClean(graph: { checkpointer?: unknown; channels?: unknown }, config: RunnableConfig): Promise<{ snapshot: Snapshot | undefined; tuple?: { saver: BaseCheckpointSaver; saved: SavedTuple; generation: number } } | undefined> {
+  const threadId = config.configurable?.thread_id;
+  const saver = saverOf(graph, config);
+  if (!saver || (typeof threadId !== "string" && typeof threadId !== "number")) return undefined;
+  const specs = (graph.channels ?? {}) as Record<string, { lc_graph_name?: unknown } | undefined>;
+  if (Object.values(specs).some((c) => c?.lc_graph_name === "DeltaChannel")) return undefined;
+  const generation = writesOf(saver, String(threadId));
+  const saved = await saver.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } });
+  if (!saved) return { snapshot: undefined };
+  if ((saved.pendingWrites?.length ?? 0) > 0) return undefined;
+  const { channel_values: values, channel_versions: versions } = saved.checkpoint;
+  const rebuilt = Object.entries(specs).some(([key, c]) => c?.lc_graph_name === "BinaryOperatorAggregate" && versions[key] !== undefined && !Object.hasOwn(values, key));
+  if (rebuilt) return undefined;
+  return { snapshot: { createdAt: saved.checkpoint.ts, values, tasks: [] }, tuple: { saver, saved, generation } };
+}
+
+/**
  * The run's configuration with a saver that hands the run, once, the checkpoint the guard read
  * (the run's first read of the thread's latest checkpoint), and is the graph's saver for the
  * rest. A state write through this process's guard since the guard read it: read afresh.
@@ -323,7 +346,10 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // accepted (a run that stopped after it) may be continued; anything else is answered with a Command.
       await assertContinuable(graph, options, auditLog);
     } else if (!isCommand(input)) {
-      const snapshot = await assertNotAwaitingApproval(graph, options);
+      // Under the lock a thread whose latest checkpoint reads as its state (nothing pending on it,
+      // every channel stored whole) is checked from that checkpoint, which is lent to the run.
+      const clean = lock ? await readClean(graph, options) : undefined;
+      const snapshot = clean ? clean.snapshot : await assertNotAwaitingApproval(graph, options);
       // A request whose interrupt was dropped (a state write on the paused thread) still waits:
       // the proposing message's calls are recorded as waiting for a human.
       if (snapshot && waitsInRecords(snapshot.values as Record<string, unknown>, records)) throw awaitingHuman(String(options.configurable?.thread_id));
@@ -331,6 +357,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // An identity nobody sealed binds nothing (the binding node reports it and binds afresh).
       const bound = snapshot?.values ? (records.identity(snapshot.values as Record<string, unknown>) as AgentIdentity | undefined) : undefined;
       if (bound?.seal !== undefined) assertActsForBound(bound, options.configurable);
+      if (clean?.tuple) return stream(input, lendCheckpoint(options, clean.tuple));
     }
     return stream(input, options);
   }

@@ -7,10 +7,11 @@ import { middlewareRefundSetup } from "../support/middleware-agent.js";
 import { ask, config, refund } from "../support/refund.js";
 
 /**
- * The guard reads a paused thread's checkpoint once per resume: the checkpoint it checked is the
- * one the run starts from (lent to the run under the thread's lock), not read and deserialised a
- * second time. A state write that comes in between (another caller's `updateState` while the
- * guard checks) is not lost: the run then reads the thread afresh.
+ * The guard reads a thread's checkpoint once per resume, and once per new input when nothing is
+ * pending on it: the checkpoint it checked is the one the run starts from (lent to the run under
+ * the thread's lock), not read and deserialised a second time. A state write that comes in between
+ * (another caller's `updateState` while the guard checks) is not lost: the run then reads the
+ * thread afresh.
  */
 
 /** A MemorySaver that counts reads of a thread's latest root checkpoint. */
@@ -71,5 +72,45 @@ describe("a resume reads the paused thread once", () => {
     await s.agent.invoke(approve(), config("rr-2", "sam")).catch((e: unknown) => e);
     const state = await s.agent.graph.getState(config("rr-2"));
     expect((state.values.messages as { id?: string }[]).map((m) => m.id)).toContain("note-1");
+  });
+});
+
+describe("new input on a thread reads its checkpoint once", () => {
+  it("a second turn: the guard's read of the thread's latest checkpoint is the run's first one, and the conversation goes on", async () => {
+    const checkpointer = new CountingSaver();
+    const s = middlewareRefundSetup([[refund("c1", 60, "1043")], [], [refund("c2", 60, "1043")], []], { checkpointer });
+    await s.agent.invoke(ask("Refund order 1043, $60."), config("rr-turn"));
+    const before = checkpointer.latestReads;
+    let readsAtFirstStep: number | undefined;
+    const original = checkpointer.put.bind(checkpointer);
+    checkpointer.put = async (...args: Parameters<MemorySaver["put"]>) => {
+      readsAtFirstStep ??= checkpointer.latestReads - before;
+      return original(...args);
+    };
+    await s.agent.invoke(ask("And the other $60 please."), config("rr-turn"));
+    // createAgent reads the state once itself before the run (to merge it into the input); the
+    // guard's read is the run's: two in all, not three.
+    expect(readsAtFirstStep).toBe(2);
+    expect(s.refunds().map((r) => r.toolCallId)).toEqual(["c1", "c2"]);
+  });
+
+  it("another caller's state write that lands between the guard's read and the run is kept", async () => {
+    const checkpointer = new CountingSaver();
+    const s = middlewareRefundSetup([[], []], { checkpointer });
+    await s.agent.invoke(ask("Hello"), config("rr-turn-2"));
+    const note = new HumanMessage({ id: "note-2", content: "A note an operator added." });
+    // The turn's reads: createAgent's own first, then the guard's. Right after the guard's, an
+    // operator's state write lands.
+    let reads = 0;
+    const read = checkpointer.getTuple.bind(checkpointer);
+    checkpointer.getTuple = async (cfg: RunnableConfig) => {
+      const tuple = await read(cfg);
+      reads += 1;
+      if (reads === 2) await s.agent.graph.updateState(config("rr-turn-2"), { messages: [note] });
+      return tuple;
+    };
+    await s.agent.invoke(ask("Anything else?"), config("rr-turn-2"));
+    const state = await s.agent.graph.getState(config("rr-turn-2"));
+    expect((state.values.messages as { id?: string }[]).map((m) => m.id)).toContain("note-2");
   });
 });
