@@ -23,6 +23,18 @@ class CountingSaver extends MemorySaver {
     if ((c.checkpoint_ns ?? "") === "" && c.checkpoint_id === undefined) this.latestReads += 1;
     return super.getTuple(config);
   }
+
+  /** From now on: how many such reads happened before the next run's first step wrote its checkpoint. */
+  countUntilFirstStep(): () => number | undefined {
+    const before = this.latestReads;
+    let reads: number | undefined;
+    const put = this.put.bind(this);
+    this.put = async (...args: Parameters<MemorySaver["put"]>) => {
+      reads ??= this.latestReads - before;
+      return put(...args);
+    };
+    return () => reads;
+  }
 }
 
 /** An audit log that runs `between` once, the first time the guard reads it during a resume. */
@@ -46,16 +58,10 @@ describe("a resume reads the paused thread once", () => {
     expect(pendingApproval(await s.agent.invoke(ask(), config("rr-1")))).toBeDefined();
     // Every read of the latest checkpoint during the resume: the guard's one, and the reads the
     // run makes after its own steps (none before its first step, which it takes from the guard).
-    const before = checkpointer.latestReads;
-    let readsAtFirstStep: number | undefined;
-    const original = checkpointer.put.bind(checkpointer);
-    checkpointer.put = async (...args: Parameters<MemorySaver["put"]>) => {
-      readsAtFirstStep ??= checkpointer.latestReads - before;
-      return original(...args);
-    };
+    const reads = checkpointer.countUntilFirstStep();
     const out = await s.agent.invoke(approve(), config("rr-1", "sam"));
     expect(pendingApproval(out)).toBeUndefined();
-    expect(readsAtFirstStep).toBe(1);
+    expect(reads()).toBe(1);
     expect(s.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
     expect(await s.auditLog.verify("rr-1")).toMatchObject({ ok: true });
   });
@@ -80,17 +86,11 @@ describe("new input on a thread reads its checkpoint once", () => {
     const checkpointer = new CountingSaver();
     const s = middlewareRefundSetup([[refund("c1", 60, "1043")], [], [refund("c2", 60, "1043")], []], { checkpointer });
     await s.agent.invoke(ask("Refund order 1043, $60."), config("rr-turn"));
-    const before = checkpointer.latestReads;
-    let readsAtFirstStep: number | undefined;
-    const original = checkpointer.put.bind(checkpointer);
-    checkpointer.put = async (...args: Parameters<MemorySaver["put"]>) => {
-      readsAtFirstStep ??= checkpointer.latestReads - before;
-      return original(...args);
-    };
+    const reads = checkpointer.countUntilFirstStep();
     await s.agent.invoke(ask("And the other $60 please."), config("rr-turn"));
     // createAgent reads the state once itself before the run (to merge it into the input); the
     // guard's read is the run's: two in all, not three.
-    expect(readsAtFirstStep).toBe(2);
+    expect(reads()).toBe(2);
     expect(s.refunds().map((r) => r.toolCallId)).toEqual(["c1", "c2"]);
   });
 
