@@ -147,7 +147,11 @@ export async function assertResumable(graph: Pick<ResumableGraph, "getState">, c
   if (typeof threadId !== "string" && typeof threadId !== "number") {
     throw new EartConfigError("configurable.thread_id", "a resume needs the thread_id of the paused thread");
   }
-  const snapshot = await graph.getState(config!);
+  return assertPaused(threadId, await graph.getState(config!));
+}
+
+/** Refuses a resume of a thread that has no checkpoint, or whose checkpoint waits on no interrupt. */
+function assertPaused(threadId: string | number, snapshot: Snapshot): Snapshot {
   if (!snapshot.createdAt) {
     throw new ThreadStateError("thread_unknown", String(threadId), `Thread "${threadId}" does not exist; there is nothing to resume`);
   }
@@ -169,27 +173,40 @@ function saverOf(graph: { checkpointer?: unknown }, config: RunnableConfig): Bas
   return saver instanceof BaseCheckpointSaver ? saver : undefined;
 }
 
+/** A thread's latest checkpoint as its saver returns it, with the saver and this process's count of state writes when it was read. */
+type LatestRead = { saver: BaseCheckpointSaver; saved: SavedTuple; generation: number };
+
+/**
+ * Reads the thread's latest checkpoint from the saver the run will use. Undefined when there is no
+ * saver of LangGraph's or no thread id (the caller falls back to `getState`); `saved` undefined
+ * when the thread has no checkpoint.
+ */
+async function readLatest(graph: { checkpointer?: unknown }, config: RunnableConfig): Promise<(Omit<LatestRead, "saved"> & { saved: SavedTuple | undefined; threadId: string | number }) | undefined> {
+  const threadId = config.configurable?.thread_id;
+  const saver = saverOf(graph, config);
+  if (!saver || (typeof threadId !== "string" && typeof threadId !== "number")) return undefined;
+  const generation = writesOf(saver, String(threadId));
+  const saved = await saver.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } });
+  return { saver, saved, generation, threadId };
+}
+
 /**
  * {@link assertResumable} from the thread's latest checkpoint as the saver returns it (no state
  * snapshot: the guard reads only whether the thread exists and what its interrupts ask), and that
  * checkpoint, to lend to the run. Without a saver of LangGraph's, from `getState`.
  */
-async function readResumable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig): Promise<{ snapshot: Snapshot; tuple?: { saver: BaseCheckpointSaver; saved: SavedTuple; generation: number } }> {
-  const threadId = config.configurable?.thread_id;
-  const saver = saverOf(graph, config);
-  if (!saver || (typeof threadId !== "string" && typeof threadId !== "number")) return { snapshot: await assertResumable(graph, config) };
-  const generation = writesOf(saver, String(threadId));
-  const saved = await saver.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } });
-  if (!saved) throw new ThreadStateError("thread_unknown", String(threadId), `Thread "${threadId}" does not exist; there is nothing to resume`);
+async function readResumable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig): Promise<{ snapshot: Snapshot; tuple?: LatestRead }> {
+  const read = await readLatest(graph, config);
+  if (!read) return { snapshot: await assertResumable(graph, config) };
+  const { saver, saved, generation, threadId } = read;
   // What getState lists as each task's interrupts: the interrupt writes pending on the checkpoint.
   const byTask = new Map<string, unknown[]>();
-  for (const [taskId, channel, value] of saved.pendingWrites ?? []) {
+  for (const [taskId, channel, value] of saved?.pendingWrites ?? []) {
     if (channel !== INTERRUPT) continue;
     byTask.set(taskId, [...(byTask.get(taskId) ?? []), ...(Array.isArray(value) ? value : [value])]);
   }
-  if (byTask.size === 0) throw new ThreadStateError("thread_not_paused", String(threadId), `Thread "${threadId}" is not paused; there is nothing to resume`);
-  const snapshot: Snapshot = { createdAt: saved.checkpoint.ts, values: undefined, tasks: [...byTask.values()].map((interrupts) => ({ interrupts })) };
-  return { snapshot, tuple: { saver, saved, generation } };
+  const snapshot = assertPaused(threadId, { createdAt: saved?.checkpoint.ts, values: undefined, tasks: [...byTask.values()].map((interrupts) => ({ interrupts })) });
+  return { snapshot, tuple: { saver, saved: saved!, generation } };
 }
 
 /**
@@ -199,14 +216,12 @@ async function readResumable(graph: Pick<ResumableGraph, "getState"> & { checkpo
  * is). A thread with no checkpoint has no state. Undefined when the checkpoint does not read so:
  * the caller reads the state snapshot.
  */
-async function readClean(graph: { checkpointer?: unknown; channels?: unknown }, config: RunnableConfig): Promise<{ snapshot: Snapshot | undefined; tuple?: { saver: BaseCheckpointSaver; saved: SavedTuple; generation: number } } | undefined> {
-  const threadId = config.configurable?.thread_id;
-  const saver = saverOf(graph, config);
-  if (!saver || (typeof threadId !== "string" && typeof threadId !== "number")) return undefined;
+async function readClean(graph: { checkpointer?: unknown; channels?: unknown }, config: RunnableConfig): Promise<{ snapshot: Snapshot | undefined; tuple?: LatestRead } | undefined> {
   const specs = (graph.channels ?? {}) as Record<string, { lc_graph_name?: unknown } | undefined>;
   if (Object.values(specs).some((c) => c?.lc_graph_name === "DeltaChannel")) return undefined;
-  const generation = writesOf(saver, String(threadId));
-  const saved = await saver.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } });
+  const read = await readLatest(graph, config);
+  if (!read) return undefined;
+  const { saver, saved, generation } = read;
   if (!saved) return { snapshot: undefined };
   if ((saved.pendingWrites?.length ?? 0) > 0) return undefined;
   const { channel_values: values, channel_versions: versions } = saved.checkpoint;
@@ -220,7 +235,7 @@ async function readClean(graph: { checkpointer?: unknown; channels?: unknown }, 
  * (the run's first read of the thread's latest checkpoint), and is the graph's saver for the
  * rest. A state write through this process's guard since the guard read it: read afresh.
  */
-function lendCheckpoint(config: RunnableConfig, tuple: { saver: BaseCheckpointSaver; saved: SavedTuple; generation: number }): RunnableConfig {
+function lendCheckpoint(config: RunnableConfig, tuple: LatestRead): RunnableConfig {
   const { saver, saved, generation } = tuple;
   const threadId = String(config.configurable?.thread_id);
   let lent = false;
