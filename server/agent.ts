@@ -29,7 +29,7 @@ export type ServerAgentOptions = Omit<GovernedAgentOptions, "checkpointer" | "le
     /**
      * Whose word names the user: `"eart-auth"` (default) accepts only a `langgraph_auth_user` that
      * eart's server auth (`createEartAuth`) authenticated in this deployment (it carries a proof
-     * keyed by `EART_SERVER_SECRET`); `"server-auth"` accepts any `langgraph_auth_user`, for a
+     * keyed by `EART_SERVER_SECRET` and bound to the run); `"server-auth"` accepts any `langgraph_auth_user`, for a
      * server whose own custom auth sets it (a client can write it where no auth is configured).
      */
     trust?: "eart-auth" | "server-auth";
@@ -150,8 +150,8 @@ function serverConfig(given: RunnableConfig | undefined, options: { agentId: str
   if (user === undefined || user === null) {
     throw new IdentityResolutionError("identity_missing", "This graph serves LangGraph server runs: the run carries no authenticated user (configure eart's server auth, createEartAuth)");
   }
-  if (options.trust === "eart-auth" && !verifyServerUser(user)) {
-    throw new IdentityResolutionError("identity_unauthenticated", "The run's langgraph_auth_user was not authenticated by eart's server auth in this deployment (a client may have sent it)");
+  if (options.trust === "eart-auth" && !verifyServerUser(user, given?.runId)) {
+    throw new IdentityResolutionError("identity_unauthenticated", "The run's langgraph_auth_user was not authenticated by eart's server auth in this deployment for this run (a client may have sent it, or copied it from an earlier run)");
   }
   delete configurable.user_id;
   const asked = configurable.agent_id;

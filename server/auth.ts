@@ -34,6 +34,14 @@ export interface EartAuthOptions {
    * describe itself (Cedar).
    */
   reviewerRoles?: readonly string[];
+  /**
+   * Request headers a run keeps in its configuration, where the graph and its tools read them
+   * (lower case: `["x-request-id"]`). LangGraph server copies every `x-*` header and `user-agent`
+   * of a run's request there and keeps them in the thread's `config`, which every reader of the
+   * thread sees (the owner sees an approver's, an approver the owner's): the others are dropped.
+   * Default: none.
+   */
+  runHeaders?: readonly string[];
 }
 
 /** The token table, keyed by the token's SHA-256 so a lookup compares digests, not secrets. */
@@ -100,6 +108,7 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
   if (options.tokens === undefined && options.verifyToken === undefined) throw new EartConfigError("tokens", "give a token table (tokens) or a verifier (verifyToken)");
   const table = tokenTable(options.tokens);
   const reviewerRoles = options.reviewerRoles === undefined ? undefined : new Set(options.reviewerRoles);
+  const runHeaders = new Set((options.runHeaders ?? []).map((h) => h.toLowerCase()));
   const known = (userId: string) => (registry ? registry.getUser(userId) : servedUser(userId));
 
   const rolesOf = (user: EartUser) => known(user.identity)?.roles ?? [];
@@ -113,7 +122,8 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
     thread_id?: unknown;
     metadata?: Record<string, unknown>;
     after_seconds?: unknown;
-    kwargs?: { input?: unknown; command?: { resume?: unknown; update?: unknown; goto?: unknown } | null; config?: { configurable?: Record<string, unknown> }; webhook?: unknown; temporary?: unknown; interrupt_before?: unknown; interrupt_after?: unknown };
+    run_id?: unknown;
+    kwargs?: { input?: unknown; command?: { resume?: unknown; update?: unknown; goto?: unknown } | null; config?: { configurable?: Record<string, unknown> | undefined }; webhook?: unknown; temporary?: unknown; interrupt_before?: unknown; interrupt_after?: unknown };
   };
   /**
    * Refuses what a run may not carry on a LangGraph server: settings the server keeps in the
@@ -133,6 +143,23 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
     if (!answerOnly) throw new HTTPException(403, { message: "Only the thread's owner may send it input or continue it: an approver answers (command.resume)" });
     if (typeof value.after_seconds === "number" && value.after_seconds > 0) throw new HTTPException(403, { message: "An answer is not delayed" });
     if (value.kwargs?.interrupt_before !== undefined || value.kwargs?.interrupt_after !== undefined) throw new HTTPException(403, { message: "An answer does not set breakpoints" });
+  };
+  /**
+   * What the run's configuration carries of this request: the user, with a proof for this run
+   * only (the thread's `config` keeps it, for the thread's readers to see), and the headers
+   * `runHeaders` lists.
+   */
+  const stamp = (value: RunRequest, user: EartUser) => {
+    const runId = value.run_id;
+    if (typeof runId !== "string" || runId === "") throw new HTTPException(403, { message: "A run must have an id" });
+    const kwargs = (value.kwargs ??= {});
+    const config = (kwargs.config ??= {});
+    const configurable = (config.configurable ??= {});
+    for (const key of Object.keys(configurable)) {
+      const name = key.toLowerCase();
+      if ((name.startsWith("x-") || name === "user-agent") && !runHeaders.has(name)) delete configurable[key];
+    }
+    configurable.langgraph_auth_user = { ...user, eart_proof: proofFor(user.identity, runId) };
   };
   /** Sets the owner in the metadata object the server keeps (in place: a thread copy reads the same object). */
   const own = (value: { metadata?: Record<string, unknown> | null }, user: EartUser) => {
@@ -156,10 +183,14 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       if (userId === undefined) throw new HTTPException(401, { message: "Unknown or expired token" });
       const user = known(userId);
       if (!user) throw new HTTPException(403, { message: `The token names no user of the identities` });
-      return { identity: userId, display_name: user.name ?? userId, permissions: [...user.roles], eart_proof: proofFor(userId), is_authenticated: true };
+      return { identity: userId, display_name: user.name ?? userId, permissions: [...user.roles], is_authenticated: true };
     })
     .on("threads:create", ({ user, value }) => {
-      // The creator owns the thread, whatever the client wrote in its metadata (a copy too).
+      // A copy of a thread carries its owner: only the owner copies it (an answerer may read a
+      // thread, not make one in its owner's account, nor take its content into one of their own).
+      const claimed = (value as { metadata?: Record<string, unknown> | null }).metadata?.owner;
+      if (claimed !== undefined && claimed !== user.identity) throw new HTTPException(403, { message: "A thread is created for its caller: another user's thread is not copied, nor named as owner" });
+      // The creator owns the thread.
       own(value as { metadata?: Record<string, unknown> }, user);
       return ownerOnly(user);
     })
@@ -168,6 +199,7 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       if (run.thread_id === undefined || run.thread_id === null) {
         assertRunAllowed(run, true);
         own(run, user);
+        stamp(run, user);
         return ownerOnly(user);
       }
       // A run that may create the thread makes the caller its owner, whatever the client wrote.
@@ -175,10 +207,12 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       // An approver answers a thread that waits for their role; the owner runs their own.
       if (await mayAnswer(user, run.thread_id)) {
         assertRunAllowed(run, false);
+        stamp(run, user);
         return ANYONE;
       }
       assertRunAllowed(run, true);
       own(run, user);
+      stamp(run, user);
       return ownerOnly(user);
     })
     .on("threads:read", async ({ user, value }) => {

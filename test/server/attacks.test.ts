@@ -214,17 +214,29 @@ describe("reading another customer's thread", () => {
     expect(leaked.text).not.toContain("PRIVATE-NOTE-CARA");
   });
 
-  // HOLE (low-medium): LangGraph server stores each run's configurable in the thread's `config`
-  // (runs.put merges it), and threads.get/search return it: the thread's owner (and every
-  // reviewer, see the search leak) reads the last runner's `langgraph_auth_user` with its
-  // never-expiring `eart_proof`, and the x-* request headers the server copies into the
-  // configurable (client IPs from proxies, client names).
-  it.fails("does not show the owner the supervisor's eart_proof or request headers in the thread config", async () => {
+  // Was a hole (low-medium): LangGraph server stores each run's configurable in the thread's
+  // `config` (runs.put merges it), and threads.get/search return it: the thread's owner (and every
+  // reviewer) read the last runner's `langgraph_auth_user` with a never-expiring `eart_proof`, and
+  // the x-* request headers the server copies into the configurable (client IPs from proxies).
+  // eart's auth now drops the headers from the run (runHeaders keeps the ones listed) and proves
+  // the user for that run only (test/server/proof.test.ts: a proof read there authenticates no
+  // other run).
+  it("does not show the owner the supervisor's request headers in the thread config, and the proof it shows is for that run only", async () => {
     const { threadId, request } = await pausedThread();
-    await server.client("sam", { headers: { "x-forwarded-for": "10.20.30.40" } }).runs.wait(threadId, "refund", { command: { resume: approve(request) } });
-    const config = JSON.stringify((await as("cara").threads.get(threadId)).config);
-    expect(config).not.toMatch(/eart_proof/);
-    expect(config).not.toContain("10.20.30.40");
+    const headers = { "x-forwarded-for": "10.20.30.40", "x-client-name": "sam-laptop", "user-agent": "sam-browser/1.0" };
+    await server.client("sam", { headers }).runs.wait(threadId, "refund", { command: { resume: approve(request) } });
+    const configurable = ((await as("cara").threads.get(threadId)).config as { configurable: Record<string, unknown> }).configurable;
+    const text = JSON.stringify(configurable);
+    for (const value of Object.values(headers)) expect(text).not.toContain(value);
+    const samUser = configurable.langgraph_auth_user as { identity: string; eart_proof: string };
+    expect(samUser.identity).toBe("sam");
+    // Sam's next answer, on another thread, carries another proof: each is bound to its run.
+    const other = await pausedThread();
+    await as("sam").runs.wait(other.threadId, "refund", { command: { resume: approve(other.request) } });
+    const next = ((await as("cara").threads.get(other.threadId)).config as { configurable: Record<string, { identity: string; eart_proof: string }> }).configurable.langgraph_auth_user!;
+    expect(next.identity).toBe("sam");
+    expect(next.eart_proof).toMatch(/^[\w-]{43}$/);
+    expect(next.eart_proof).not.toBe(samUser.eart_proof);
   });
 
   it("keeps customers to their own interrupted threads, and reviewers out of threads they cannot answer", async () => {
@@ -348,12 +360,23 @@ describe("acting on another user's thread", () => {
     await expect(as("sam").threads.get(thread.thread_id)).rejects.toThrow(/404|not found/i);
   });
 
-  // HOLE (low): threads.copy is authorized as a read: an answerer (sam) copies the customer's
-  // thread, creating a thread in her account (the copy keeps her metadata.owner) with her
-  // checkpoints. (eart's seals are per thread, so the copy's records are refused when run.)
-  it.fails("does not let an answerer create threads in the customer's account by copying hers", async () => {
+  // Was a hole (low): threads.copy is authorized as a read, so an answerer (sam) could copy the
+  // customer's thread into a new one with her checkpoints. A copy keeps its source's owner, and
+  // eart's auth creates threads for their caller only.
+  it("does not let an answerer copy a customer's thread; the owner may copy her own", async () => {
     const { threadId } = await pausedThread();
-    await expect(as("sam").threads.copy(threadId)).rejects.toThrow();
+    const cara = as("cara");
+    const before = await cara.threads.count({});
+    await expect(as("sam").threads.copy(threadId)).rejects.toThrow(/403|forbidden/i);
+    await expect(as("omar").threads.copy(threadId)).rejects.toThrow(/404|409|not found/i);
+    expect(await cara.threads.count({})).toBe(before);
+    expect(await as("sam").threads.search({ limit: 1000 })).not.toContainEqual(expect.objectContaining({ metadata: expect.objectContaining({ owner: "cara" }) }));
+    // The owner's own copy is hers.
+    const copy = await cara.threads.copy(threadId);
+    expect(copy.metadata?.owner).toBe("cara");
+    expect(await cara.threads.count({})).toBe(before + 1);
+    // A thread created naming another owner is refused, not silently re-owned.
+    expect((await http("omar", "POST", "/threads", { metadata: { owner: "cara" } })).status).toBe(403);
   });
 
   it("refuses a resume keyed by the interrupt id of another thread, and nothing runs on either", async () => {
