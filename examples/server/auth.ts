@@ -8,4 +8,7 @@ import { createEartAuth, type EartAuth } from "eart/server";
 
 export const auth: EartAuth = createEartAuth({
   tokens: process.env.EART_TOKENS_FILE ?? fileURLToPath(new URL("./tokens.json", import.meta.url)),
+  // The request headers a run keeps (LangGraph server would keep every x-* header and user-agent
+  // in the thread's config, for everyone who reads the thread).
+  runHeaders: ["x-request-id"],
 });

@@ -224,10 +224,12 @@ describe("reading another customer's thread", () => {
   it("does not show the owner the supervisor's request headers in the thread config, and the proof it shows is for that run only", async () => {
     const { threadId, request } = await pausedThread();
     const headers = { "x-forwarded-for": "10.20.30.40", "x-client-name": "sam-laptop", "user-agent": "sam-browser/1.0" };
-    await server.client("sam", { headers }).runs.wait(threadId, "refund", { command: { resume: approve(request) } });
+    await server.client("sam", { headers: { ...headers, "x-request-id": "req-77" } }).runs.wait(threadId, "refund", { command: { resume: approve(request) } });
     const configurable = ((await as("cara").threads.get(threadId)).config as { configurable: Record<string, unknown> }).configurable;
     const text = JSON.stringify(configurable);
     for (const value of Object.values(headers)) expect(text).not.toContain(value);
+    // The one the project's auth lists (runHeaders) is kept.
+    expect(configurable["x-request-id"]).toBe("req-77");
     const samUser = configurable.langgraph_auth_user as { identity: string; eart_proof: string };
     expect(samUser.identity).toBe("sam");
     // Sam's next answer, on another thread, carries another proof: each is bound to its run.
