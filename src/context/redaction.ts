@@ -245,6 +245,16 @@ const isAlnum = (text: string, i: number): boolean => {
   return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
 };
 
+/** The longest object key a redaction remembers (its field rule, or that it was found clean), and how many it remembers. */
+const MEMO_MAX_LENGTH = 1_024;
+const MEMO_LIMIT = 8_192;
+
+/** Remembers `value` for `key`, forgetting the oldest entry beyond {@link MEMO_LIMIT}. */
+function remember<V>(memo: Map<string, V>, key: string, value: V): void {
+  if (memo.size >= MEMO_LIMIT) memo.delete(memo.keys().next().value!);
+  memo.set(key, value);
+}
+
 /** A field rule's key: case and everything but letters and digits ignored. */
 const fieldKey = (k: string): string => normalised(k).replace(/[^0-9A-Za-z]/g, "").toLowerCase();
 
@@ -331,7 +341,16 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
 
   const byField = new Map<string, ParsedRule>();
   for (const r of parsed) for (const f of r.fields) if (!byField.has(fieldKey(f))) byField.set(fieldKey(f), r);
-  const fieldRule = (k: string): ParsedRule | undefined => (byField.size === 0 ? undefined : byField.get(fieldKey(k)));
+  // Object keys repeat (every audit event of a kind has the same ones): each is looked up once.
+  const ruleOfKey = new Map<string, ParsedRule | null>();
+  const fieldRule = (k: string): ParsedRule | undefined => {
+    if (byField.size === 0) return undefined;
+    const known = ruleOfKey.get(k);
+    if (known !== undefined) return known ?? undefined;
+    const rule = byField.get(fieldKey(k));
+    if (k.length <= MEMO_MAX_LENGTH) remember(ruleOfKey, k, rule ?? null);
+    return rule;
+  };
   const patterns: CompiledPattern[] = parsed.flatMap((rule) =>
     rule.pattern
       ? [{ rule, pattern: new RegExp(rule.pattern.source, rule.pattern.flags), whole: new RegExp(`^(?:${rule.pattern.source})$`, rule.pattern.flags.replace(/[gy]/g, "")) }]
@@ -340,6 +359,10 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
   // For mayChange: each pattern once, not global (no lastIndex), with `m` so that `^`/`$` hold at
   // the edges of every string when the strings are tested joined by newlines.
   const screens = patterns.map((p) => new RegExp(p.rule.pattern!.source, `${p.rule.pattern!.flags.replace(/[gym]/g, "")}m`));
+  // Object keys the screens found nothing in (joined with the rest, as `mayChange` tests them):
+  // the same keys recur in every event of a kind and are not tested again. Keys only: V8 keeps a
+  // key's hash, while looking up any other string costs about what testing it does.
+  const cleanKeys = new Map<string, true>();
 
   /**
    * Visits the value as `apply` does (strings holding JSON are parsed, and kept as text too;
@@ -348,6 +371,7 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
    */
   function mayChange(value: unknown): boolean {
     const strings: string[] = [];
+    const keys: string[] = [];
     let field = false;
     // `depth`: how many arrays and objects enclose `v`. A container past the limit is cut by
     // `apply`, so it "may change".
@@ -368,16 +392,19 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
           const x = o[k];
           if (x !== null && x !== undefined && fieldRule(k)) field = true;
           if (field) return;
-          strings.push(k);
+          if (!cleanKeys.has(k)) keys.push(k);
           visit(x, depth + 1);
         }
       }
     };
     visit(value, 0);
     if (field) return true;
+    if (keys.length > 0) strings.push(...keys);
     if (strings.length === 0 || screens.length === 0) return false;
     const text = normalised(strings.length === 1 ? strings[0]! : strings.join("\n"));
-    return screens.some((p) => p.test(text));
+    if (screens.some((p) => p.test(text))) return true;
+    for (const k of keys) if (k.length <= MEMO_MAX_LENGTH) remember(cleanKeys, k, true);
+    return false;
   }
 
   function apply<T>(value: T, identity: Pick<AgentIdentity, "onBehalfOf"> | undefined, options: { fields?: boolean } = {}): RedactionResult<T> {

@@ -82,6 +82,25 @@ describe("standard redactions on the forms attackers and real input use", () => 
     }
     expect(standard.mayChange!({ orderId: "1042", amount: 740, note: "call +1 415 555 2671" })).toBe(false);
   });
+
+  it("mayChange remembers what it found clean, and still finds a card beside strings it has seen, under a key it has seen, in JSON text or a key", () => {
+    const redaction = defineRedaction(STANDARD_REDACTIONS);
+    const clean = { orderId: "1042", note: "refund approved", digest: "468adb1c97ef9f05" };
+    expect(redaction.mayChange!(clean)).toBe(false);
+    expect(redaction.mayChange!(clean)).toBe(false);
+    // The same strings beside a card, the card under a key seen before, in JSON text, in a key.
+    for (const value of [
+      { ...clean, more: CARD },
+      { orderId: CARD, note: "refund approved" },
+      { note: JSON.stringify({ ...clean, n: CARD }) },
+      { [CARD]: "refund approved" },
+      { ...clean, card: "x" },
+    ]) {
+      expect(redaction.mayChange!(value), JSON.stringify(value)).toBe(true);
+      expect(redaction.apply(value, undefined).redacted.length, JSON.stringify(value)).toBeGreaterThan(0);
+    }
+    expect(redaction.mayChange!(clean)).toBe(false);
+  });
 });
 
 describe("redaction of values nested deeper than it walks (256 levels): cut, never passed through", () => {
