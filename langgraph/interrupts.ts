@@ -22,6 +22,12 @@ export function newestAnswer(request: unknown): unknown {
  */
 export function answersGiven(request: unknown): unknown[] {
   const answers = [interrupt(request)];
+  const left = answersLeft();
+  if (left !== undefined) {
+    // As many more as LangGraph holds: no last call that only throws to say there are none.
+    for (let i = 0; i < left; i++) answers.push(interrupt(request));
+    return answers;
+  }
   for (;;) {
     try {
       answers.push(interrupt(request));
@@ -31,6 +37,26 @@ export function answersGiven(request: unknown): unknown[] {
     }
   }
 }
+
+/**
+ * How many more answers `interrupt()` would return in the running task, read from the task's
+ * scratchpad as `interrupt()` reads it (the answers stored after the current one, and a resume
+ * given to no interrupt in particular); undefined where the scratchpad is not as expected.
+ */
+function answersLeft(): number | undefined {
+  let pad: { resume?: unknown; interruptCounter?: unknown; nullResume?: unknown } | undefined;
+  try {
+    pad = getConfig()?.configurable?.[SCRATCHPAD] as typeof pad;
+  } catch {
+    return undefined;
+  }
+  if (!pad || !Array.isArray(pad.resume) || typeof pad.interruptCounter !== "number") return undefined;
+  const stored = Math.max(0, pad.resume.length - 1 - pad.interruptCounter);
+  return stored + (pad.nullResume !== undefined ? 1 : 0);
+}
+
+/** Where LangGraph keeps a task's resume values (the key `interrupt()` reads). */
+const SCRATCHPAD = "__pregel_scratchpad";
 
 /**
  * How a refused answer ends the run: `"throw"` (the default) throws the {@link ApprovalError} to
