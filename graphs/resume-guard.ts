@@ -285,6 +285,20 @@ function decisionsIn(values: unknown, records: StateRecords): DecisionRecord[] {
   return Array.isArray(found) ? (found as DecisionRecord[]) : [];
 }
 
+/**
+ * Whether an interrupt of the paused run asks about a call with an expiry (`requests[].expiresAt`):
+ * a look at the raw values, before the approval request is parsed (most requests have none).
+ */
+function asksWithExpiry(snapshot: Snapshot): boolean {
+  // Where interruptValueOf looks: a run's result (`__interrupt__`) and a snapshot's tasks.
+  const s = snapshot as { __interrupt__?: readonly { value?: unknown }[]; tasks?: readonly { interrupts?: readonly { value?: unknown }[] }[] };
+  const interrupts = [...(s.__interrupt__ ?? []), ...(s.tasks ?? []).flatMap((t) => t.interrupts ?? [])];
+  return interrupts.some((i) => {
+    const requests = (i?.value as { requests?: unknown } | null | undefined)?.requests;
+    return Array.isArray(requests) && requests.some((r) => typeof r === "object" && r !== null && (r as { expiresAt?: unknown }).expiresAt !== undefined);
+  });
+}
+
 /** Marks a graph whose runs take a thread lock (see {@link guardResumes}). */
 export const THREAD_LOCK = Symbol.for("eart.threadLock");
 
@@ -341,7 +355,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // A request answered already, in a step that stopped before it was saved: the answer eart
       // accepted stands (continue the thread to act on it); a new one would replace it unread.
       if (auditLog) await assertNotAnswered(graph, options, auditLog, input.resume);
-      const expiring = pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? [];
+      const expiring = asksWithExpiry(before) ? (pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? []) : [];
       // Whether the answer came in time is read from the records before and after the run.
       if (expiring.length > 0 && read.tuple) before = await graph.getState(options);
       const inner = await stream(asPlainResume(input, before), read.tuple ? lendCheckpoint(options, read.tuple) : options);
