@@ -1,11 +1,11 @@
 import { HumanMessage } from "@langchain/core/messages";
 import { BaseCheckpointSaver, Command, END, isCommand, START, StateGraph, type CompiledStateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
-import { Runnable, type RunnableConfig } from "@langchain/core/runnables";
+import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
 import { createEscalationGuard, type EscalationGuardOptions } from "../guards/escalation-guard.js";
 import { createPolicyGateParts, type PolicyGateOptions, type GateUpdate } from "../guards/policy-gate.js";
 import { hostSteps } from "../langgraph/steps.js";
-import { routeAfterEscalation, routeAfterPolicyGate, routeAfterTools } from "../guards/routes.js";
+import { routeAfterEscalation, routeAfterPolicyGate, routeAfterTools, untraced } from "../guards/routes.js";
 import { GovernedAnnotation, GovernedInputAnnotation, type GovernedState, type GovernedUpdate } from "../langgraph/channels.js";
 import { EffectLedgerOption } from "../langgraph/records.js";
 import { requireThreadId } from "../langgraph/run.js";
@@ -223,24 +223,6 @@ interface LooseGraph {
 }
 
 /**
- * A route as a Runnable that LangGraph runs without tracing it, as it runs its own routing: a
- * conditional edge's function is otherwise a traced run of its own after every step (a run tree,
- * callbacks), which costs more than the route itself. The edge still reads the state after the
- * step, so a state written as a node (`updateState(…, asNode)`) is routed as before.
- */
-class UntracedRoute<S, R> extends Runnable<S, R> {
-  lc_namespace = ["eart", "graphs"];
-
-  constructor(private readonly route: (state: S) => R) {
-    super();
-  }
-
-  override async invoke(state: S): Promise<R> {
-    return this.route(state);
-  }
-}
-
-/**
  * The prebuilt governed agent. Its `agent` node binds the identity (first run) or checks it
  * against the run configuration, calls the model, and puts every proposed call through the policy
  * gate's decision, all in one step: one checkpoint and one audit append per model turn, so the
@@ -323,9 +305,9 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
       createGovernedToolNode({ ...shared, tools, policy, budgets, execution, redaction, recoveryRoles: [...(recoveryRoles ?? DEFAULT_RECOVERY_ROLES)] }),
     )
     .addNode("recovery", createToolRecovery({ ...shared, roles: recoveryRoles }))
-    .addConditionalEdges("agent", new UntracedRoute(routeAfterPolicyGate), { approval: "policyGate", tools: "tools", agent: "agent", end })
-    .addConditionalEdges("policyGate", new UntracedRoute(routeAfterPolicyGate), { approval: "policyGate", tools: "tools", agent: "agent", end })
-    .addConditionalEdges("tools", new UntracedRoute(routeAfterTools), { recovery: "recovery", agent: "agent" })
+    .addConditionalEdges("agent", untraced(routeAfterPolicyGate), { approval: "policyGate", tools: "tools", agent: "agent", end })
+    .addConditionalEdges("policyGate", untraced(routeAfterPolicyGate), { approval: "policyGate", tools: "tools", agent: "agent", end })
+    .addConditionalEdges("tools", untraced(routeAfterTools), { recovery: "recovery", agent: "agent" })
     .addEdge("recovery", "tools");
   if (context) {
     // Context is retrieved for the identity, so the identity is bound first (it is also checked
@@ -350,14 +332,14 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
       })
       .addEdge(START, "retrieveContext")
       // Missing context never lets the agent guess: to the reviewer, or (with no reviewer) to the end.
-      .addConditionalEdges("retrieveContext", new UntracedRoute((state: GovernedState) => (state.escalation ? "review" : "agent")), { review: end, agent: "agent" });
+      .addConditionalEdges("retrieveContext", untraced((state: GovernedState) => (state.escalation ? "review" : "agent")), { review: end, agent: "agent" });
   } else {
     graph.addEdge(START, "agent");
   }
   if (escalation) {
     graph
       .addNode("review", createEscalationGuard({ ...escalation, registry, auditLog, ...(clock && !escalation.clock ? { clock } : {}) }))
-      .addConditionalEdges("review", new UntracedRoute(routeAfterEscalation), { review: "review", agent: "agent", end: END });
+      .addConditionalEdges("review", untraced(routeAfterEscalation), { review: "review", agent: "agent", end: END });
   }
 
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer!));

@@ -6,7 +6,7 @@ import { lastAIMessage } from "../langgraph/run.js";
 import { EffectLedgerOption } from "../langgraph/records.js";
 import { ToolsOption } from "../langgraph/tools.js";
 import { createPolicyGate } from "../guards/policy-gate.js";
-import { routeAfterPolicyGate, routeAfterTools } from "../guards/routes.js";
+import { routeAfterPolicyGate, routeAfterTools, untraced } from "../guards/routes.js";
 import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { createToolRecovery } from "../nodes/tool-recovery.js";
 import { AuditLogOption } from "../src/audit/log.js";
@@ -70,8 +70,8 @@ export function createGovernedToolPath(options: GovernedToolPathOptions): Compil
     .addNode("tools", createGovernedToolNode({ ...shared, tools, policy, budgets, execution }))
     .addNode("recovery", createToolRecovery({ ...shared, roles: recoveryRoles }))
     .addEdge(START, "policyGate")
-    .addConditionalEdges("policyGate", routeAfterPolicyGate, { approval: "policyGate", tools: "tools", agent: END, end: END })
-    .addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: END })
+    .addConditionalEdges("policyGate", untraced(routeAfterPolicyGate), { approval: "policyGate", tools: "tools", agent: END, end: END })
+    .addConditionalEdges("tools", untraced(routeAfterTools), { recovery: "recovery", agent: END })
     .addEdge("recovery", "tools")
     .compile() as unknown as CompiledStateGraph<GovernedState, GovernedUpdate, string, typeof GovernedAnnotation.spec, typeof GovernedAnnotation.spec>;
 }

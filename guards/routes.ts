@@ -1,4 +1,5 @@
 import { HumanMessage, type BaseMessage } from "@langchain/core/messages";
+import { Runnable } from "@langchain/core/runnables";
 import { lastAIMessage } from "../langgraph/run.js";
 import { RUNNABLE_STATUSES } from "../src/decisions/lifecycle.js";
 import { type DecisionRecord, type Escalation } from "../src/decisions/records.js";
@@ -70,3 +71,24 @@ export function routeAfterEscalation(state: { messages: BaseMessage[]; escalatio
   const last = state.messages[state.messages.length - 1];
   return last !== undefined && HumanMessage.isInstance(last) ? "agent" : "end";
 }
+
+/**
+ * A route as a Runnable that LangGraph runs without tracing it, as it runs its own routing: a
+ * conditional edge's function is otherwise a traced run of its own after every step (a run tree,
+ * callbacks), which costs more than the route itself. The edge still reads the state after the
+ * step, so a state written as a node (`updateState(…, asNode)`) is routed as before.
+ */
+class UntracedRoute<S, R> extends Runnable<S, R> {
+  lc_namespace = ["eart", "graphs"];
+
+  constructor(private readonly route: (state: S) => R) {
+    super();
+  }
+
+  override async invoke(state: S): Promise<R> {
+    return this.route(state);
+  }
+}
+
+/** `route` as an untraced conditional edge of eart's graphs ({@link UntracedRoute}). */
+export const untraced = <S, R>(route: (state: S) => R): Runnable<S, R> => new UntracedRoute(route);
