@@ -285,6 +285,11 @@ function decisionsIn(values: unknown, records: StateRecords): DecisionRecord[] {
   return Array.isArray(found) ? (found as DecisionRecord[]) : [];
 }
 
+/** Whether a checkpoint holds an answer LangGraph will hand the paused step (a resume value stored before this run). */
+function holdsAnswer(saved: SavedTuple): boolean {
+  return (saved.pendingWrites ?? []).some(([, channel]) => channel === "__resume__");
+}
+
 /**
  * Whether an interrupt of the paused run asks about a call with an expiry (`requests[].expiresAt`):
  * a look at the raw values, before the approval request is parsed (most requests have none).
@@ -354,7 +359,8 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       let before = read.snapshot;
       // A request answered already, in a step that stopped before it was saved: the answer eart
       // accepted stands (continue the thread to act on it); a new one would replace it unread.
-      if (auditLog) await assertNotAnswered(graph, options, auditLog, input.resume);
+      // (Only a checkpoint that holds an answer can hold an accepted one: without one, no log read.)
+      if (auditLog && (!read.tuple || holdsAnswer(read.tuple.saved))) await assertNotAnswered(graph, options, auditLog, input.resume);
       const expiring = asksWithExpiry(before) ? (pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? []) : [];
       // Whether the answer came in time is read from the records before and after the run.
       if (expiring.length > 0 && read.tuple) before = await graph.getState(options);

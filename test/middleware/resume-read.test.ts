@@ -37,18 +37,6 @@ class CountingSaver extends MemorySaver {
   }
 }
 
-/** An audit log that runs `between` once, the first time the guard reads it during a resume. */
-class InterleavingAuditLog extends MemoryAuditLog {
-  between: (() => Promise<void>) | undefined;
-
-  override async read(threadId: string): Promise<AuditEvent[]> {
-    const hook = this.between;
-    this.between = undefined;
-    if (hook) await hook();
-    return super.read(threadId);
-  }
-}
-
 const approve = () => new Command({ resume: { decisions: [{ type: "approve" }] } });
 
 describe("a resume reads the paused thread once", () => {
@@ -68,12 +56,16 @@ describe("a resume reads the paused thread once", () => {
 
   it("another caller's state write that lands while the guard checks the resume is kept: the run starts from the thread as written, not from the copy the guard read", async () => {
     const checkpointer = new CountingSaver();
-    const auditLog = new InterleavingAuditLog();
-    const s = middlewareRefundSetup([[refund("c1", 740)], []], { checkpointer, auditLog });
+    const s = middlewareRefundSetup([[refund("c1", 740)], []], { checkpointer });
     await s.agent.invoke(ask(), config("rr-2"));
     const note = new HumanMessage({ id: "note-1", content: "Customer called again: please hurry." });
-    auditLog.between = async () => {
-      await s.agent.graph.updateState(config("rr-2"), { messages: [note] });
+    // Right after the guard's read of the paused thread (the resume's first), an operator's state write lands.
+    const reads = checkpointer.latestReads;
+    const read = checkpointer.getTuple.bind(checkpointer);
+    checkpointer.getTuple = async (cfg: RunnableConfig) => {
+      const tuple = await read(cfg);
+      if (checkpointer.latestReads === reads + 1) await s.agent.graph.updateState(config("rr-2"), { messages: [note] });
+      return tuple;
     };
     await s.agent.invoke(approve(), config("rr-2", "sam")).catch((e: unknown) => e);
     const state = await s.agent.graph.getState(config("rr-2"));
