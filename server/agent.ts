@@ -28,9 +28,10 @@ export type ServerAgentOptions = Omit<GovernedAgentOptions, "checkpointer" | "le
     clientAgents?: readonly string[];
     /**
      * Whose word names the user: `"eart-auth"` (default) accepts only a `langgraph_auth_user` that
-     * eart's server auth (`createEartAuth`) authenticated in this deployment (it carries a proof
-     * keyed by `EART_SERVER_SECRET` and bound to the run); `"server-auth"` accepts any `langgraph_auth_user`, for a
-     * server whose own custom auth sets it (a client can write it where no auth is configured).
+     * eart's server auth (`createEartAuth`) authenticated in this deployment for the run (it carries
+     * a proof of the user and the run id keyed by `EART_SERVER_SECRET`); `"server-auth"` accepts any
+     * `langgraph_auth_user`, for a server whose own custom auth sets it (a client can write it where
+     * no auth is configured).
      */
     trust?: "eart-auth" | "server-auth";
   };
