@@ -7,7 +7,7 @@ import { type AuditEvent, type AuditEventInput, type AuditLog } from "../src/aud
 import { type DecisionRecord } from "../src/decisions/records.js";
 import { ApprovalError, EartConfigError, StateTamperError, ThreadStateError, EartError } from "../src/errors.js";
 import { ApprovalRequestSchema, keyedApprovalAnswer, pendingApproval, type ApprovalRequest } from "../src/human-tasks/approval.js";
-import { pendingHumanTask } from "../src/human-tasks/protocol.js";
+import { interruptValues, pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
 import { jsonProblem } from "../src/internal/canonical.js";
 import { type ThreadLock } from "../src/threads/lock.js";
@@ -287,7 +287,12 @@ function decisionsIn(values: unknown, records: StateRecords): DecisionRecord[] {
 
 /** Whether a checkpoint holds an answer LangGraph will hand the paused step (a resume value stored before this run). */
 function holdsAnswer(saved: SavedTuple): boolean {
-  return (saved.pendingWrites ?? []).some(([, channel]) => channel === "__resume__");
+  return heldAnswers(saved.pendingWrites ?? []).length > 0;
+}
+
+/** The answers a checkpoint's pending writes hold for the paused step (its `__resume__` writes): the newest of each. */
+function heldAnswers(writes: readonly [string, string, unknown][]): unknown[] {
+  return writes.filter(([, channel]) => channel === "__resume__").map(([, , value]) => (Array.isArray(value) ? value.at(-1) : value));
 }
 
 /**
@@ -295,11 +300,8 @@ function holdsAnswer(saved: SavedTuple): boolean {
  * a look at the raw values, before the approval request is parsed (most requests have none).
  */
 function asksWithExpiry(snapshot: Snapshot): boolean {
-  // Where interruptValueOf looks: a run's result (`__interrupt__`) and a snapshot's tasks.
-  const s = snapshot as { __interrupt__?: readonly { value?: unknown }[]; tasks?: readonly { interrupts?: readonly { value?: unknown }[] }[] };
-  const interrupts = [...(s.__interrupt__ ?? []), ...(s.tasks ?? []).flatMap((t) => t.interrupts ?? [])];
-  return interrupts.some((i) => {
-    const requests = (i?.value as { requests?: unknown } | null | undefined)?.requests;
+  return interruptValues(snapshot).some((value) => {
+    const requests = (value as { requests?: unknown } | null | undefined)?.requests;
     return Array.isArray(requests) && requests.some((r) => typeof r === "object" && r !== null && (r as { expiresAt?: unknown }).expiresAt !== undefined);
   });
 }
@@ -675,7 +677,7 @@ export async function recordedStoredAnswer(graph: { checkpointer?: unknown }, th
   const writes = (await saver?.getTuple?.({ configurable: { thread_id: threadId } }))?.pendingWrites ?? [];
   // The newest answer LangGraph may hand the step: the thread's plain resume value, and the last of
   // each task's list of resume values. Every one of them must be the recorded answer.
-  const newest = writes.filter(([, channel]) => channel === "__resume__").map(([, , value]) => (Array.isArray(value) ? value.at(-1) : value));
+  const newest = heldAnswers(writes);
   const asked = approvalAskedIn(writes);
   /** The stored answer in the keyed form, as the gate reads it; undefined when it cannot be read so. */
   const keyed = (stored: unknown): unknown => {

@@ -58,13 +58,20 @@ export const HumanTaskItemSchema = z.object({
  * ```
  */
 export function interruptValueOf<S extends z.ZodType>(source: unknown, schema: S): z.output<S> | undefined {
-  const s = source as { __interrupt__?: { value?: unknown }[]; tasks?: { interrupts?: { value?: unknown }[] }[] } | undefined;
-  const interrupts = [...(s?.__interrupt__ ?? []), ...(s?.tasks ?? []).flatMap((t) => t.interrupts ?? [])];
-  for (const i of interrupts) {
-    const parsed = schema.safeParse(i?.value);
+  for (const value of interruptValues(source)) {
+    const parsed = schema.safeParse(value);
     if (parsed.success) return parsed.data;
   }
   return undefined;
+}
+
+/**
+ * The raw interrupt values of a paused run, unparsed: from `invoke`'s result (`__interrupt__`) or
+ * from `graph.getState(config)` (`tasks[].interrupts`).
+ */
+export function interruptValues(source: unknown): unknown[] {
+  const s = source as { __interrupt__?: { value?: unknown }[]; tasks?: { interrupts?: { value?: unknown }[] }[] } | undefined;
+  return [...(s?.__interrupt__ ?? []), ...(s?.tasks ?? []).flatMap((t) => t.interrupts ?? [])].map((i) => i?.value);
 }
 
 /**
