@@ -102,8 +102,11 @@ export async function answerableBy(threadId: string, userId: string): Promise<bo
     const events = await reads.get(auditLog)!;
     const agent = agentOfThread(events);
     if (agent === undefined || !agents.includes(agent)) continue;
+    // Two graphs may serve one agent (a test's variant beside the project's, two graph ids of one
+    // agent); one the server has not run yet has no checkpointer: the thread is read through one
+    // that has. The order they registered in is the order their modules finished loading.
     const checkpointer = threadStore.get(graph);
-    if (!checkpointer) return false;
+    if (!checkpointer) continue;
     // The thread's state, read from the server's checkpointer (not the graph's, which a stateless run clears).
     const task = pendingHumanTask(await readState(graph, checkpointer, threadId));
     if (task && registry.userHasAnyRole(userId, task.roles)) return true;
