@@ -10,9 +10,10 @@ import { approveAll, interruptOf, startDevServer, TOKENS, type DevServer, type S
  * auth, the demo tokens), attacked through the HTTP API by a customer, another customer, a
  * supervisor of this or another scenario, an approver who already answered, or nobody.
  *
- * Every test asserts the SAFE behaviour. An attack that works today is an `it.fails(...)` whose
- * comment names the hole (HOLE: …): the suite stays green until the hole is fixed, and then
- * the `it.fails` must become an `it`.
+ * Every test asserts the SAFE behaviour. A comment headed HOLE tells what the attack did when the
+ * red-team pass found it, before it was closed (all are closed: none is an `it.fails`). An attack
+ * found working would be an `it.fails(...)` with such a comment, until its hole is fixed and it
+ * becomes an `it`.
  */
 let server: DevServer;
 beforeAll(async () => {
