@@ -18,12 +18,14 @@ const identities = {
   roles: {
     customer: { description: "A customer", tools: ["issue_refund"] },
     supervisor: { description: "Approves refunds", tools: [] },
+    finance: { description: "Finance staff: answers nothing on this agent", tools: [] },
   },
   agents: [{ id: "support-agent", roles: ["support"], tools: ["issue_refund"] }],
   users: [
     { id: "cara", roles: ["customer"] },
     { id: "omar", roles: ["customer"] },
     { id: "sam", roles: ["supervisor"] },
+    { id: "fiona", roles: ["finance"] },
   ],
 };
 
@@ -45,7 +47,7 @@ function servedGraph(auditLog: MemoryAuditLog) {
 }
 
 describe("answerableBy with two graphs serving one agent", () => {
-  it("lets the supervisor open a thread waiting for them when the graph registered first has never run; nobody else", async () => {
+  it("lets the supervisor open a thread waiting for them when the graph registered first has never run; nobody else (another customer, a colleague of another role, the owner)", async () => {
     const auditLog = new MemoryAuditLog();
     // Registered first and never given a checkpointer: the server has run nothing on it.
     servedGraph(auditLog);
@@ -61,6 +63,8 @@ describe("answerableBy with two graphs serving one agent", () => {
 
     expect(await answerableBy("t-waiting", "sam")).toBe(true);
     expect(await answerableBy("t-waiting", "omar")).toBe(false);
+    // A colleague whose role this request does not ask for.
+    expect(await answerableBy("t-waiting", "fiona")).toBe(false);
     expect(await answerableBy("t-waiting", "cara")).toBe(false);
     expect(await answerableBy("t-unknown", "sam")).toBe(false);
   });
