@@ -5,6 +5,7 @@ import { EartConfigError } from "../src/errors.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
 import { answerableBy, servedUser } from "./agent.js";
 import { proofFor } from "./proof.js";
+import { narrowedSearches } from "./search.js";
 
 /** The custom auth LangGraph server loads (`langgraph.json` → `auth.path`). */
 export type EartAuth = Auth;
@@ -28,10 +29,12 @@ export interface EartAuthOptions {
   verifyToken?: VerifyToken;
   /**
    * Roles whose holders look for threads that wait for a human: with `threads.search({ status:
-   * "interrupted" })` they see interrupted threads; opening or resuming one is allowed only while
-   * it waits for one of their roles. Default: the roles that answer the served graphs' human
-   * tasks (policy approver roles, recovery and review roles); give them for a policy that does not
-   * describe itself (Cedar).
+   * "interrupted" })` they find the interrupted threads they may answer (the server's custom app
+   * must mount `createEartHttpMiddleware()`, which drops the others from the answer; without it
+   * they find their own threads only); opening or resuming one is allowed only while it waits for
+   * one of their roles. Default: the roles that answer the served graphs' human tasks (policy
+   * approver roles, recovery and review roles); give them for a policy that does not describe
+   * itself (Cedar).
    */
   reviewerRoles?: readonly string[];
   /**
@@ -221,15 +224,23 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       if (typeof threadId !== "string" || threadId === "") throw new HTTPException(403, { message: "A read must name its thread" });
       return (await mayAnswer(user, threadId)) ? ANYONE : ownerOnly(user);
     })
-    .on("threads:search", ({ user, value }) => {
-      if (value.status !== "interrupted") return ownerOnly(user);
-      // Filters match metadata only: a reviewer's search shows the interrupted threads of ONE graph
-      // whose human tasks their roles answer (the one asked for in metadata.graph_id, or their only
-      // one); opening one is checked against what it waits for (threads:read).
+    .on("threads:search", async ({ user, value }) => {
+      // The runs of one thread are listed to whoever may read the thread.
+      const threadId = (value as { thread_id?: unknown }).thread_id;
+      if (threadId !== undefined) return (await mayAnswer(user, threadId)) ? ANYONE : ownerOnly(user);
+      // A reviewer searches past their own threads only through eart's HTTP middleware, which drops
+      // from the answer what they may not open (filters match metadata only), and by metadata
+      // alone: a filter on values would count or find threads they may not open.
+      const narrowed = narrowedSearches().getStore();
+      if (value.status !== "interrupted" || narrowed === undefined || value.values !== undefined) return ownerOnly(user);
+      // The interrupted threads of ONE graph whose human tasks their roles answer (the one asked
+      // for in metadata.graph_id, or their only one).
       const graphs = reviewerRoles === undefined ? (servedUser(user.identity)?.answersIn ?? []) : rolesOf(user).some((r) => reviewerRoles.has(r)) ? (servedUser(user.identity)?.answersIn ?? []) : [];
       const asked = (value.metadata as Record<string, unknown> | undefined)?.graph_id;
       const graph = typeof asked === "string" ? (graphs.includes(asked) ? asked : undefined) : graphs.length === 1 ? graphs[0] : undefined;
-      return graph !== undefined ? { graph_id: graph } : ownerOnly(user);
+      if (graph === undefined) return ownerOnly(user);
+      narrowed.reviewer = user.identity;
+      return { graph_id: graph };
     })
     .on("threads:update", ({ user, value }) => {
       // metadata.owner is the handler's, never the client's.

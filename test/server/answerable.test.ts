@@ -4,9 +4,10 @@ import { MemorySaver } from "@langchain/langgraph";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { definePolicy, MemoryAuditLog, MemoryEffectLedger } from "eart";
-import { answerableBy, createServerAgent } from "eart/server";
+import { answerableBy, createEartAuth, createServerAgent } from "eart/server";
 import { scriptedModel } from "eart/testing";
 import { proofFor } from "../../server/proof.js";
+import { narrowedSearches, type NarrowedSearch } from "../../server/search.js";
 
 /**
  * Who may open a thread they do not own on LangGraph server (`answerableBy`, which eart's auth asks
@@ -29,7 +30,7 @@ const identities = {
   ],
 };
 
-function servedGraph(auditLog: MemoryAuditLog) {
+function servedGraph(auditLog: MemoryAuditLog, graphId?: string) {
   const issueRefund = tool(async () => "refunded", { name: "issue_refund", description: "Refund an order", schema: z.object({ orderId: z.string(), amount: z.number() }) });
   const model = scriptedModel((messages: BaseMessage[]) =>
     messages.some((m) => AIMessage.isInstance(m)) ? new AIMessage("Done.") : new AIMessage({ content: "", tool_calls: [{ id: "c1", name: "issue_refund", args: { orderId: "1042", amount: 740 } }] }),
@@ -43,6 +44,7 @@ function servedGraph(auditLog: MemoryAuditLog) {
     ledger: new MemoryEffectLedger(),
     threadLock: false,
     auditLog,
+    ...(graphId ? { graphId } : {}),
   });
 }
 
@@ -67,5 +69,33 @@ describe("answerableBy with two graphs serving one agent", () => {
     expect(await answerableBy("t-waiting", "fiona")).toBe(false);
     expect(await answerableBy("t-waiting", "cara")).toBe(false);
     expect(await answerableBy("t-unknown", "sam")).toBe(false);
+  });
+});
+
+describe("eart's auth on a reviewer's search", () => {
+  // The server calls the handler with the authenticated user and the search's filters.
+  type SearchHandler = (request: { user: { identity: string; permissions: string[] }; value: Record<string, unknown> }) => Promise<unknown>;
+  const handlerOf = (auth: ReturnType<typeof createEartAuth>) => (auth as unknown as { "~handlerCache": { callbacks: Record<string, SearchHandler> } })["~handlerCache"].callbacks["threads:search"]!;
+  const sam = { identity: "sam", permissions: ["supervisor"] };
+  const interrupted = { status: "interrupted", metadata: { graph_id: "desk" } };
+
+  it("lists a reviewer's own threads only, unless eart's HTTP middleware filters the answer; never by values", async () => {
+    servedGraph(new MemoryAuditLog(), "desk");
+    const search = handlerOf(createEartAuth({ tokens: { "token-of-sam-supervisor": "sam" } }));
+    // Without the middleware (no custom app mounted it): the server would answer whole threads of
+    // the graph, those waiting for other roles too.
+    expect(await search({ user: sam, value: interrupted })).toEqual({ owner: "sam" });
+    // Through it: the graph's interrupted threads, marked for the middleware to narrow.
+    const scope: NarrowedSearch = {};
+    expect(await narrowedSearches().run(scope, () => search({ user: sam, value: interrupted }))).toEqual({ graph_id: "desk" });
+    expect(scope.reviewer).toBe("sam");
+    // A values filter would count or find threads the reviewer may not open.
+    const probing: NarrowedSearch = {};
+    expect(await narrowedSearches().run(probing, () => search({ user: sam, value: { ...interrupted, values: { messages: {} } } }))).toEqual({ owner: "sam" });
+    expect(probing.reviewer).toBeUndefined();
+    // A customer is no reviewer, middleware or not.
+    const customer: NarrowedSearch = {};
+    expect(await narrowedSearches().run(customer, () => search({ user: { identity: "cara", permissions: ["customer"] }, value: interrupted }))).toEqual({ owner: "cara" });
+    expect(customer.reviewer).toBeUndefined();
   });
 });

@@ -264,8 +264,9 @@ describe("reading another customer's thread", () => {
   // and "Base salary: $165,000", the bound identity, decisions, context), `interrupts` (the
   // full approval request) and `config` (the owner's langgraph_auth_user with eart_proof,
   // user-agent and x-* headers). `threads.count` gives the total, and the `values` filter
-  // works as an oracle on any value. Only metadata-level listing of answerable threads is
-  // the documented limit.
+  // works as an oracle on any value. The search was narrowed to one graph first; within a graph,
+  // eart's HTTP middleware now drops the threads a reviewer may not open, and counts and values
+  // filters cover the caller's own threads only (test/server/search.test.ts).
   it("does not show a refund supervisor the HR offer (salary) of an interrupted hr-offer thread in search", async () => {
     const hr = await pausedThread("hana", "hr-offer", say("Draft and send the offer letter for candidate CAND-7."));
     const found = await as("sam").threads.search({ status: "interrupted", limit: 1000 });

@@ -55,19 +55,22 @@ async function freePort(): Promise<number> {
  * the project's `langgraph.json` (its graphs and auth, copied to a directory of this server's own so
  * the server's files and eart's SQLite store are not shared with other tests), and waits until it
  * answers. Needs the build (the served graphs import `eart` from dist). `extraGraphs` adds test
- * graphs (paths relative to the repository).
+ * graphs (paths relative to the repository); `withoutHttpApp` leaves out the custom app (eart's
+ * HTTP middleware), as a deployment that did not mount it.
  */
-export async function startDevServer(env: Record<string, string> = {}, options: { extraGraphs?: Record<string, string> } = {}): Promise<DevServer> {
+export async function startDevServer(env: Record<string, string> = {}, options: { extraGraphs?: Record<string, string>; withoutHttpApp?: boolean } = {}): Promise<DevServer> {
   // Inside the project (.eart/ is ignored): the server resolves @langchain/langgraph from its config's folder.
   mkdirSync(join(ROOT, ".eart"), { recursive: true });
   const dir = mkdtempSync(join(ROOT, ".eart", "langgraph-"));
-  const config = JSON.parse(readFileSync(join(ROOT, "langgraph.json"), "utf8")) as { graphs: Record<string, string>; auth?: { path: string } };
+  const config = JSON.parse(readFileSync(join(ROOT, "langgraph.json"), "utf8")) as { graphs: Record<string, string>; auth?: { path: string }; http?: { app?: string } };
   const absolute = (spec: string) => {
     const [file, symbol] = spec.split(":");
     return `${isAbsolute(file!) ? file : resolve(ROOT, file!)}${symbol ? `:${symbol}` : ""}`;
   };
   config.graphs = Object.fromEntries(Object.entries({ ...config.graphs, ...options.extraGraphs }).map(([id, spec]) => [id, absolute(spec)]));
   if (config.auth) config.auth.path = absolute(config.auth.path);
+  if (options.withoutHttpApp) delete config.http;
+  else if (config.http?.app) config.http.app = absolute(config.http.app);
   writeFileSync(join(dir, "langgraph.json"), JSON.stringify(config));
   writeFileSync(join(dir, ".gitignore"), ".langgraph_api\n");
   const port = await freePort();

@@ -1,0 +1,102 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startDevServer, TOKENS, type DevServer } from "../support/langgraph-server.js";
+
+/**
+ * A reviewer's search on a real LangGraph dev server (the project's langgraph.json: eart's auth and
+ * its HTTP middleware in the custom app), beside a test graph with two approving desks: a
+ * supervisor approves refunds over $100 up to $500, finance approves larger ones. LangGraph's
+ * filters match metadata only and a search answers whole threads (values, interrupts, config): a
+ * reviewer of one desk must find the threads waiting for them, and nothing of the other desk's.
+ */
+let server: DevServer;
+beforeAll(async () => {
+  server = await startDevServer({}, { extraGraphs: { "two-desk-refund": "test/support/two-desk-refund-graph.ts:graph" } });
+}, 120_000);
+afterAll(async () => {
+  await server?.stop();
+});
+
+const GRAPH = "two-desk-refund";
+const as = (user: string) => server.client(user);
+const say = (content: string) => ({ messages: [{ role: "user", content }] });
+
+/** A thread of `owner` run once on `graphId` with `input`, and its status after the run. */
+async function ranThread(owner: string, graphId: string, input: unknown, options: { interruptBefore?: string[] } = {}): Promise<{ threadId: string; status: string }> {
+  const client = as(owner);
+  const thread = await client.threads.create();
+  await client.runs.wait(thread.thread_id, graphId, { input, ...(options.interruptBefore ? { interruptBefore: options.interruptBefore } : {}) });
+  return { threadId: thread.thread_id, status: (await client.threads.get(thread.thread_id)).status };
+}
+
+/** What `user` finds with `threads.search({ status: "interrupted" })` on `graphId`: thread ids, and the answer's text. */
+async function found(user: string, graphId = GRAPH): Promise<{ ids: string[]; text: string }> {
+  const threads = await as(user).threads.search({ status: "interrupted", metadata: { graph_id: graphId }, limit: 1000 });
+  return { ids: threads.map((t) => t.thread_id), text: JSON.stringify(threads) };
+}
+
+/** A raw POST to the server as `user`: its status and parsed body. */
+async function post(user: string, path: string, body: unknown): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${TOKENS[user]}` }, body: JSON.stringify(body) });
+  return { status: res.status, body: await res.json() };
+}
+
+describe("a reviewer's search", () => {
+  it("lists to each desk the threads waiting for its role, and nothing of the other desk's (values, interrupts and all)", async () => {
+    const small = await ranThread("cara", GRAPH, say("Please refund order 1042, $300"));
+    const large = await ranThread("omar", GRAPH, say("Please refund order 2002, $740"));
+    expect([small.status, large.status]).toEqual(["interrupted", "interrupted"]);
+
+    // The supervisors find cara's $300 refund (theirs to approve), not omar's $740 (finance's).
+    for (const supervisor of ["sam", "sue"]) {
+      const seen = await found(supervisor);
+      expect(seen.ids).toContain(small.threadId);
+      expect(seen.ids).not.toContain(large.threadId);
+      expect(seen.text).not.toContain("2002");
+    }
+    // Finance finds omar's, not cara's.
+    const finance = await found("fay");
+    expect(finance.ids).toContain(large.threadId);
+    expect(finance.ids).not.toContain(small.threadId);
+    expect(finance.text).not.toContain("1042");
+    // Each owner finds their own thread, and no other.
+    expect((await found("omar")).ids).toEqual([large.threadId]);
+    expect((await found("cara")).ids).toEqual([small.threadId]);
+    // What the search shows a reviewer, they may open: the same threads, by id.
+    await expect(as("sam").threads.get(small.threadId)).resolves.toMatchObject({ thread_id: small.threadId });
+    await expect(as("sam").threads.get(large.threadId)).rejects.toThrow(/404|not found/i);
+  });
+
+  it("does not list a thread its owner stopped at a breakpoint: it waits for no reviewer", async () => {
+    const stopped = await ranThread("cara", "refund", say("Please refund order 1042, $740"), { interruptBefore: ["policyGate"] });
+    expect(stopped.status).toBe("interrupted");
+    const seen = await found("sam", "refund");
+    expect(seen.ids).not.toContain(stopped.threadId);
+    expect(seen.text).not.toContain(stopped.threadId);
+    // Its owner finds it.
+    expect((await found("cara", "refund")).ids).toContain(stopped.threadId);
+  });
+
+  it("counts, and finds by values, only the caller's own threads: neither is an oracle on another's messages", async () => {
+    const large = await ranThread("omar", GRAPH, say("Please refund order 2002, $740 PRIVATE-ORACLE"));
+    expect(large.status).toBe("interrupted");
+    const probe = { status: "interrupted", metadata: { graph_id: GRAPH }, values: { messages: { 0: { content: "Please refund order 2002, $740 PRIVATE-ORACLE" } } } };
+    // The probe matches the thread: its owner finds it by it, and counts it.
+    expect(((await post("omar", "/threads/search", probe)).body as { thread_id: string }[]).map((t) => t.thread_id)).toEqual([large.threadId]);
+    expect((await post("omar", "/threads/count", probe)).body).toBe(1);
+    // A supervisor, and finance (who may answer the thread, but finds by metadata, not values).
+    for (const reviewer of ["sam", "fay"]) {
+      expect((await post(reviewer, "/threads/search", probe)).body).toEqual([]);
+      expect((await post(reviewer, "/threads/count", probe)).body).toBe(0);
+      expect((await post(reviewer, "/threads/count", { status: "interrupted", metadata: { graph_id: GRAPH } })).body).toBe(0);
+    }
+  });
+
+  it("lists the runs of a thread to those who may read it: its owner and the desk it waits for", async () => {
+    const large = await ranThread("omar", GRAPH, say("Please refund order 2002, $740"));
+    for (const status of [undefined, "success", "interrupted"]) {
+      await expect(as("sam").runs.list(large.threadId, status ? { status: status as "success" } : {})).rejects.toThrow(/404|not found/i);
+    }
+    expect(await as("omar").runs.list(large.threadId)).toHaveLength(1);
+    expect(await as("fay").runs.list(large.threadId)).toHaveLength(1);
+  });
+});
