@@ -61,6 +61,13 @@ describe("a reviewer's search", () => {
     // Each owner finds their own thread, and no other.
     expect((await found("omar")).ids).toEqual([large.threadId]);
     expect((await found("cara")).ids).toEqual([small.threadId]);
+    // A selection without the thread's id or owner shows a reviewer nothing it cannot check.
+    const blind = await post("sam", "/threads/search", { status: "interrupted", metadata: { graph_id: GRAPH }, select: ["values", "interrupts"], limit: 1000 });
+    expect(blind.status).toBe(200);
+    expect(JSON.stringify(blind.body)).not.toContain("2002");
+    const selected = await post("sam", "/threads/search", { status: "interrupted", metadata: { graph_id: GRAPH }, select: ["thread_id", "values"], limit: 1000 });
+    expect((selected.body as { thread_id: string }[]).map((t) => t.thread_id)).toContain(small.threadId);
+    expect(JSON.stringify(selected.body)).not.toContain("2002");
     // What the search shows a reviewer, they may open: the same threads, by id.
     await expect(as("sam").threads.get(small.threadId)).resolves.toMatchObject({ thread_id: small.threadId });
     await expect(as("sam").threads.get(large.threadId)).rejects.toThrow(/404|not found/i);
