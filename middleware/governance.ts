@@ -165,14 +165,15 @@ function proposing(messages: readonly BaseMessage[]): AIMessage | undefined {
  * - `wrapModelCall` (or `beforeAgent`, with `context`): binds the thread's identity from trusted
  *   run configuration (the agent `configurable.agent_id`, the human `langgraph_auth_user` or
  *   `user_id`), once, before the model is called; later input from anyone else is refused.
- * - `wrapModelCall`: records what the model proposed (`model.output`), redacted; while calls wait
- *   for a human it does not call the model: it pauses with one `interrupt()` carrying eart's
- *   approval request and LangChain's HITL request fields, and checks the answer (eart's keyed
- *   form or the HITL `{ decisions }` in order) as eart's gate does.
- * - `afterModel`: decides every proposed call by policy: denied calls are answered to the model,
- *   calls that need a human send the turn back to the pause above, allowed ones go to the tools.
- * - `wrapToolCall`: runs a call only as eart decided it (sealed record, same digest), at most once
- *   through the effect ledger, with timeouts, retries, breaker and fallbacks, and records it.
+ * - `wrapModelCall`: records what the model proposed (`model.output`), redacted, and decides every
+ *   proposed call by policy in the same step (no hook step of its own per turn); while calls wait
+ *   for a human it does not call the model (it pauses, as the tool step does).
+ * - `wrapToolCall`: answers a denied call to the model; for calls that need a human, the step of
+ *   the first waiting call pauses once for all of them with one `interrupt()` carrying eart's
+ *   approval request and LangChain's HITL request fields, checks the answer (eart's keyed form or
+ *   the HITL `{ decisions }` in order) as eart's gate does, and runs what it lets run; a call runs
+ *   only as eart decided it (sealed record, same digest), at most once through the effect ledger,
+ *   with timeouts, retries, breaker and fallbacks, and is recorded.
  * Tool calls are decided from the agent's own tools (the ones `createAgent` gives the model).
  * @example
  * ```ts
