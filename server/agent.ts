@@ -87,13 +87,14 @@ const ANSWERED_BY = { "approval.decided": "approverId", "tool.recovery_decided":
  * recovery decision, a review) they may give (they hold one of the open task's roles in the
  * identities of the graph that runs it), or eart recorded an answer of theirs on it (so an approver
  * sees the run they resumed end). Reads the thread's state through that graph, with the
- * checkpointer LangGraph server gave it, and the answers from eart's audit log.
+ * checkpointer LangGraph server gave it, and the answers from eart's audit log. With
+ * `orAnswered: false`, only a thread that waits for one of their roles now (a reviewer's search).
  * @example
  * ```ts
  * if (await answerableBy(threadId, "sam")) allow();
  * ```
  */
-export async function answerableBy(threadId: string, userId: string): Promise<boolean> {
+export async function answerableBy(threadId: string, userId: string, options: { orAnswered?: boolean } = {}): Promise<boolean> {
   // Graphs often share one audit store: the thread's events are read once per store.
   const reads = new Map<AuditLog, Promise<AuditEvent[]>>();
   for (const { graph, registry, auditLog, agents } of served()) {
@@ -110,7 +111,7 @@ export async function answerableBy(threadId: string, userId: string): Promise<bo
     // The thread's state, read from the server's checkpointer (not the graph's, which a stateless run clears).
     const task = pendingHumanTask(await readState(graph, checkpointer, threadId));
     if (task && registry.userHasAnyRole(userId, task.roles)) return true;
-    return events.some((e) => e.type in ANSWERED_BY && e.data[ANSWERED_BY[e.type as keyof typeof ANSWERED_BY]] === userId);
+    return options.orAnswered !== false && events.some((e) => e.type in ANSWERED_BY && e.data[ANSWERED_BY[e.type as keyof typeof ANSWERED_BY]] === userId);
   }
   return false;
 }

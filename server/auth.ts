@@ -5,7 +5,8 @@ import { EartConfigError } from "../src/errors.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
 import { answerableBy, servedUser } from "./agent.js";
 import { proofFor } from "./proof.js";
-import { narrowedSearches } from "./search.js";
+import { narrowedSearches } from "./http.js";
+import { closedPath } from "./paths.js";
 
 /** The custom auth LangGraph server loads (`langgraph.json` → `auth.path`). */
 export type EartAuth = Auth;
@@ -174,8 +175,7 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
     .authenticate(async (request: Request) => {
       // LangGraph's protocol v2 thread endpoints keep the first caller's login for every later
       // caller of the thread, and /internal is the server's maintenance: closed to every client.
-      const path = new URL(request.url, "http://server").pathname;
-      if (/^\/threads\/[^/]+\/(commands|stream\/events)\/?$/.test(path) || path.startsWith("/internal/") || path === "/internal") {
+      if (closedPath(request.url)) {
         throw new HTTPException(403, { message: "Not served here" });
       }
       const header = request.headers.get("authorization") ?? "";
@@ -229,8 +229,9 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       const threadId = (value as { thread_id?: unknown }).thread_id;
       if (threadId !== undefined) return (await mayAnswer(user, threadId)) ? ANYONE : ownerOnly(user);
       // A reviewer searches past their own threads only through eart's HTTP middleware, which drops
-      // from the answer what they may not open (filters match metadata only), and by metadata
-      // alone: a filter on values would count or find threads they may not open.
+      // from the answer the threads that do not wait for them (filters match metadata only), then
+      // pages and counts it; and by metadata alone: a filter on values would count (/threads/count
+      // is not narrowed) or find threads they may not open.
       const narrowed = narrowedSearches().getStore();
       if (value.status !== "interrupted" || narrowed === undefined || value.values !== undefined) return ownerOnly(user);
       // The interrupted threads of ONE graph whose human tasks their roles answer (the one asked

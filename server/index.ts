@@ -8,6 +8,6 @@
  */
 export { answerableBy, createServerAgent, type ServerAgentOptions } from "./agent.js";
 export { createEartAuth, type EartAuth, type EartAuthOptions, type VerifyToken } from "./auth.js";
-export { createEartHttpMiddleware, type EartHttpContext, type EartHttpMiddleware } from "./search.js";
+export { createEartHttpMiddleware, type EartHttpContext, type EartHttpMiddleware } from "./http.js";
 export { serverStores, type ServerStores } from "./stores.js";
 export { parseServerError, type ServerError } from "../src/errors.js";

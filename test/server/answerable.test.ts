@@ -7,7 +7,7 @@ import { definePolicy, MemoryAuditLog, MemoryEffectLedger } from "eart";
 import { answerableBy, createEartAuth, createServerAgent } from "eart/server";
 import { scriptedModel } from "eart/testing";
 import { proofFor } from "../../server/proof.js";
-import { narrowedSearches, type NarrowedSearch } from "../../server/search.js";
+import { narrowedSearches, type NarrowedSearch } from "../../server/http.js";
 
 /**
  * Who may open a thread they do not own on LangGraph server (`answerableBy`, which eart's auth asks

@@ -302,6 +302,30 @@ describe("the protocol-v2 thread endpoints", () => {
     expect(refunds()).toHaveLength(before);
     expect(auditTypes(thread.thread_id)).not.toContain("tool.succeeded");
   });
+
+  // HOLE (critical, found by a red-team pass): the auth compared the URL's raw pathname, and the
+  // server's router reads it percent-decoded: `POST /threads/{id}/command%73` reached the closed
+  // endpoint, and once cara had used it on her thread, omar read her state through it.
+  it("stay closed however the path is written (percent-escapes, case, doubled slashes, dot segments)", async () => {
+    const cara = as("cara");
+    const thread = await cara.threads.create();
+    await cara.runs.wait(thread.thread_id, "refund", { input: say("PRIVATE-V2-ENCODED hello") });
+    const id = thread.thread_id;
+    const variants = [`/threads/${id}/command%73`, `/threads/${id}/%63ommands`, `/%74hreads/${id}/commands`, `/threads/${id}/Commands`, `//threads/${id}/commands`, `/x/../threads/${id}/commands`, `/threads/${id}/commands/`];
+    for (const user of ["cara", "omar"]) {
+      for (const path of variants) {
+        const state = await http(user, "POST", path, { id: 2, method: "state.get" });
+        expect(state.status, `${user} ${path}`).not.toBe(200);
+        expect(state.text).not.toContain("PRIVATE-V2-ENCODED");
+      }
+      for (const path of [`/threads/${id}/stream/event%73`, `/threads/${id}/%73tream/events`]) {
+        const events = await http(user, "POST", path, { channels: ["values"] });
+        expect(events.status, `${user} ${path}`).not.toBe(200);
+        expect(events.text).not.toContain("PRIVATE-V2-ENCODED");
+      }
+    }
+    expect(auditTypes(id).filter((t) => t === "run.started")).toHaveLength(1);
+  });
 });
 
 
@@ -630,6 +654,17 @@ describe("the rest of the server API", () => {
   it("refuses /internal/truncate to a customer", async () => {
     const res = await http("omar", "POST", "/internal/truncate", {});
     expect(res.status).toBe(403);
+  });
+
+  // HOLE (critical, found by a red-team pass): `POST /%69nternal/truncate {"threads":true}` as omar
+  // answered 200 and emptied every thread of the server: the auth compared the raw pathname, the
+  // router reads it percent-decoded. Probed with no flags (were it served, it would truncate nothing).
+  it("refuses /internal however its path is written", async () => {
+    const { threadId } = await pausedThread();
+    for (const path of ["/%69nternal/truncate", "/%2569nternal/truncate", "/internal%2Ftruncate", "/INTERNAL/truncate", "//internal/truncate", "/x/../internal/truncate", "/internal/truncate?x=1", "/internal/truncate/"]) {
+      expect((await http("omar", "POST", path, {})).status, path).not.toBe(200);
+    }
+    expect((await as("cara").threads.get(threadId)).status).toBe("interrupted");
   });
 
   // HOLE (medium, DoS): a stateless run (POST /runs/wait without a thread) makes LangGraph's

@@ -61,16 +61,66 @@ describe("a reviewer's search", () => {
     // Each owner finds their own thread, and no other.
     expect((await found("omar")).ids).toEqual([large.threadId]);
     expect((await found("cara")).ids).toEqual([small.threadId]);
-    // A selection without the thread's id or owner shows a reviewer nothing it cannot check.
+    // A selection is served as asked, checked all the same: without the thread's id, the threads
+    // waiting for sam come back with only the fields he chose, and none of finance's.
     const blind = await post("sam", "/threads/search", { status: "interrupted", metadata: { graph_id: GRAPH }, select: ["values", "interrupts"], limit: 1000 });
     expect(blind.status).toBe(200);
+    expect(JSON.stringify(blind.body)).toContain("order 1042, $300");
     expect(JSON.stringify(blind.body)).not.toContain("2002");
+    expect((blind.body as Record<string, unknown>[]).every((t) => Object.keys(t).sort().join() === "interrupts,values")).toBe(true);
     const selected = await post("sam", "/threads/search", { status: "interrupted", metadata: { graph_id: GRAPH }, select: ["thread_id", "values"], limit: 1000 });
     expect((selected.body as { thread_id: string }[]).map((t) => t.thread_id)).toContain(small.threadId);
     expect(JSON.stringify(selected.body)).not.toContain("2002");
     // What the search shows a reviewer, they may open: the same threads, by id.
     await expect(as("sam").threads.get(small.threadId)).resolves.toMatchObject({ thread_id: small.threadId });
     await expect(as("sam").threads.get(large.threadId)).rejects.toThrow(/404|not found/i);
+  });
+
+  // Found by a red-team pass: the server paged and counted before the middleware dropped threads,
+  // so X-Pagination-Total counted finance's threads for sam, answered yes or no to `ids` and
+  // metadata guesses about them, and a page could come back empty while threads waited for him.
+  it("pages and counts after the check: a page is full, and neither its positions nor its headers tell of another desk's threads", async () => {
+    const small = await ranThread("cara", GRAPH, say("Please refund order 1042, $250"));
+    // Newer than cara's: three threads waiting for finance.
+    const large: string[] = [];
+    for (let i = 0; i < 3; i++) large.push((await ranThread("omar", GRAPH, say("Please refund order 2002, $740"))).threadId);
+    const search = (user: string, extra: Record<string, unknown>) =>
+      fetch(`${server.url}/threads/search`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${TOKENS[user]}` },
+        body: JSON.stringify({ status: "interrupted", metadata: { graph_id: GRAPH }, ...extra }),
+      }).then(async (res) => ({ ids: ((await res.json()) as { thread_id: string }[]).map((t) => t.thread_id), next: res.headers.get("x-pagination-next"), total: res.headers.get("x-pagination-total") }));
+    // The newest thread waiting for sam is on his first page of one, whatever finance waits on.
+    expect((await search("sam", { limit: 1 })).ids).toEqual([(await found("sam")).ids[0]]);
+    // Each of sam's threads once, in order, paging one at a time: the pages hold only his.
+    const all = (await found("sam")).ids;
+    const paged: string[] = [];
+    for (let offset = 0; offset < all.length; offset++) paged.push(...(await search("sam", { limit: 1, offset })).ids);
+    expect(paged).toEqual(all);
+    expect(paged).toContain(small.threadId);
+    // Guesses about finance's threads: the same answer, headers and all, as for threads that do not exist.
+    const nothing = await search("sam", { ids: [crypto.randomUUID()], limit: 1 });
+    expect(nothing).toEqual({ ids: [], next: null, total: null });
+    expect(await search("sam", { ids: [large[0]], limit: 1 })).toEqual(nothing);
+    expect(await search("sam", { ids: large, limit: 3 })).toEqual(nothing);
+    expect(await search("sam", { metadata: { graph_id: GRAPH, owner: "omar" }, limit: 1 })).toEqual(nothing);
+    // Counted from what the reviewer may see: finance counts its own desk's threads.
+    const finance = await search("fay", { ids: large, limit: 3 });
+    expect(finance.ids.sort()).toEqual([...large].sort());
+    expect(finance.total).toBe("4");
+  });
+
+  it("does not list a thread the reviewer answered once that now waits for another desk", async () => {
+    const { threadId } = await ranThread("cara", GRAPH, say("Please refund order 1042, $300"));
+    const request = Object.values((await as("cara").threads.get(threadId)).interrupts ?? {}).flat()[0] as { value: { requests: { toolCallId: string; digest: string }[] } };
+    await as("sam").runs.wait(threadId, GRAPH, { command: { resume: { decisions: request.value.requests.map((r) => ({ toolCallId: r.toolCallId, type: "approve", digest: r.digest })) } } });
+    // The same thread, a larger refund: it waits for finance now.
+    await as("cara").runs.wait(threadId, GRAPH, { input: say("Please refund order 1042, $900 PRIVATE-LATER") });
+    expect((await as("cara").threads.get(threadId)).status).toBe("interrupted");
+    const seen = await found("sam");
+    expect(seen.ids).not.toContain(threadId);
+    expect(seen.text).not.toContain("PRIVATE-LATER");
+    expect((await found("fay")).ids).toContain(threadId);
   });
 
   it("does not list a thread its owner stopped at a breakpoint: it waits for no reviewer", async () => {
