@@ -15,7 +15,7 @@
  * lock: the auth checks every form of the path too).
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { answerableBy } from "./agent.js";
+import { answerableBy, servedUser } from "./agent.js";
 import { closedPath } from "./paths.js";
 
 /** What the search handler learnt of one search request that passes through eart's middleware. */
@@ -39,6 +39,7 @@ export interface EartHttpContext {
     /** The path the router reads (decoded). */
     path: string;
     json(): Promise<unknown>;
+    header(name: string): string | undefined;
     /** Hono's cache of the request's body (a promise of its text), which the server's validator reads the body from. */
     bodyCache: { text?: unknown };
   };
@@ -51,35 +52,79 @@ export type EartHttpMiddleware = (c: EartHttpContext, next: () => Promise<void>)
 const SEARCH_PATH = /^\/threads\/search\/?$/;
 /** The most threads one search lists (the server refuses a larger `limit`): a reviewer's window. */
 const WINDOW = 1_000;
-/** The server's defaults. */
+/** The server's default page. */
 const DEFAULT_LIMIT = 10;
 const PAGINATION_HEADERS = ["x-pagination-next", "x-pagination-total"];
+/** The bodies the server reads as JSON: its validator's media types, and text/plain, which it takes for JSON. */
+const JSON_MEDIA = /^application\/([\w.-]+\+)?json$/i;
 
 /** A thread of a search answer, as much of it as the check reads. */
-type FoundThread = Record<string, unknown> & { thread_id?: unknown; metadata?: { owner?: unknown } | null };
-/** What the caller asked of the page. */
-type Page = { offset: number; limit: number; select: string[] | undefined };
+type FoundThread = Record<string, unknown> & { thread_id?: unknown; metadata?: Record<string, unknown> | null; interrupts?: unknown };
+/** What the caller asked of a search that may be a reviewer's: the filters the window leaves out, and the page. */
+type Asked = { ids: unknown[] | undefined; metadata: Record<string, unknown> | undefined; offset: number; limit: number; select: string[] | undefined };
 
 /**
- * The page a search that may be a reviewer's asks for (interrupted threads, no values filter),
- * when it fits the window; undefined for any other search (the server answers it as sent).
+ * What a search that may be a reviewer's asks (interrupted threads, no values filter, a JSON body,
+ * a page inside the window); undefined for any other search (the server answers it as sent).
  */
-function reviewerPage(payload: unknown): Page | undefined {
+function askedOf(payload: unknown, contentType: string | undefined): Asked | undefined {
+  const media = (contentType ?? "").split(";")[0]!.trim();
+  if (!JSON_MEDIA.test(media) && !(contentType ?? "").startsWith("text/plain")) return undefined;
   if (typeof payload !== "object" || payload === null || Array.isArray(payload)) return undefined;
-  const { status, values, offset = 0, limit = DEFAULT_LIMIT, select } = payload as Record<string, unknown>;
+  const { status, values, ids, metadata, offset = 0, limit = DEFAULT_LIMIT, select } = payload as Record<string, unknown>;
   if (status !== "interrupted" || values !== undefined) return undefined;
   if (!Number.isInteger(offset) || !Number.isInteger(limit) || (offset as number) < 0 || (limit as number) < 1) return undefined;
-  if (select !== undefined && (!Array.isArray(select) || !select.every((k) => typeof k === "string"))) return undefined;
   if ((offset as number) + (limit as number) > WINDOW) return undefined;
-  return { offset: offset as number, limit: limit as number, select: select as string[] | undefined };
+  if (select !== undefined && (!Array.isArray(select) || !select.every((k) => typeof k === "string"))) return undefined;
+  if (ids !== undefined && ids !== null && !Array.isArray(ids)) return undefined;
+  if (metadata !== undefined && metadata !== null && (typeof metadata !== "object" || Array.isArray(metadata))) return undefined;
+  return {
+    ids: (ids ?? undefined) as unknown[] | undefined,
+    metadata: (metadata ?? undefined) as Record<string, unknown> | undefined,
+    offset: offset as number,
+    limit: limit as number,
+    select: select as string[] | undefined,
+  };
+}
+
+/** Whether `superset` holds `subset`, as the server matches a search's metadata filter. */
+function contained(superset: unknown, subset: unknown): boolean {
+  if (superset === null || superset === undefined || subset === null || subset === undefined) return true;
+  for (const [key, value] of Object.entries(subset as Record<string, unknown>)) {
+    const held = (superset as Record<string, unknown>)[key];
+    if (held === null || held === undefined) return false;
+    if (typeof value === "object" && value !== null && typeof held === "object") {
+      if (!contained(held, value)) return false;
+    } else if (held !== value) return false;
+  }
+  return true;
+}
+
+/**
+ * Whether the thread, as the search shows it, may wait for one of `roles`: one of its interrupts
+ * is an eart human task naming one of them. A thread this rules out is dropped without reading its
+ * state; one it lets through is checked against its state ({@link answerableBy}).
+ */
+function mayWaitFor(thread: FoundThread, roles: ReadonlySet<string>): boolean {
+  const interrupts = thread.interrupts;
+  if (typeof interrupts !== "object" || interrupts === null) return false;
+  return Object.values(interrupts as Record<string, unknown>).some(
+    (list) =>
+      Array.isArray(list) &&
+      list.some((i) => {
+        const value = (i as { value?: { type?: unknown; roles?: unknown } } | null)?.value;
+        return typeof value?.type === "string" && value.type.startsWith("eart.") && Array.isArray(value.roles) && value.roles.some((r) => typeof r === "string" && roles.has(r));
+      }),
+  );
 }
 
 /**
  * The HTTP middleware for LangGraph server's custom app that lets eart's auth show reviewers the
  * threads waiting for them: a reviewer's `threads.search({ status: "interrupted" })` lists, of the
  * graph the auth narrows it to, only the threads they own or that wait for one of their roles,
- * paged and counted after the others are dropped. It also refuses the paths eart's auth closes.
- * Other requests pass untouched. Without it, eart's auth shows every caller their own threads only.
+ * filtered by the caller's `ids` and `metadata`, then paged and counted. It also refuses the paths
+ * eart's auth closes. Other requests pass untouched. Without it, eart's auth shows every caller
+ * their own threads only.
  * @example
  * ```ts
  * // http.ts, named in langgraph.json: "http": { "app": "./http.ts:app" }
@@ -96,16 +141,26 @@ export function createEartHttpMiddleware(): EartHttpMiddleware {
     }
     if (c.req.method !== "POST" || !SEARCH_PATH.test(c.req.path)) return next();
     const payload = await c.req.json().catch(() => undefined);
-    const page = reviewerPage(payload);
-    if (page) {
-      // The server searches the window, with the fields the check reads; the page is cut here.
-      const select = page.select && [...new Set([...page.select, "thread_id", "metadata"])];
-      c.req.bodyCache.text = Promise.resolve(JSON.stringify({ ...(payload as object), offset: 0, limit: WINDOW, ...(select ? { select } : {}) }));
+    const asked = askedOf(payload, c.req.header("content-type"));
+    if (asked) {
+      // The server lists the window: the graph's interrupted threads (the auth narrows them to the
+      // caller's own, or to one graph for a reviewer), whatever else the caller filters by, so
+      // what the check costs does not depend on the caller's guesses; with the fields it reads.
+      const { ids: _ids, metadata, select: _select, ...rest } = payload as Record<string, unknown>;
+      const graphId = (metadata as Record<string, unknown> | undefined)?.graph_id;
+      const window = {
+        ...rest,
+        ...(graphId !== undefined ? { metadata: { graph_id: graphId } } : {}),
+        ...(asked.select ? { select: [...new Set([...asked.select, "thread_id", "metadata", "interrupts"])] } : {}),
+        offset: 0,
+        limit: WINDOW,
+      };
+      c.req.bodyCache.text = Promise.resolve(JSON.stringify(window));
     }
     const search: NarrowedSearch = {};
     await narrowedSearches().run(search, next);
     const res = c.res;
-    if (res === undefined || res.status !== 200 || (!page && search.reviewer === undefined)) return;
+    if (res === undefined || res.status !== 200 || (!asked && search.reviewer === undefined)) return;
     let threads: unknown;
     try {
       threads = await res.clone().json();
@@ -113,28 +168,34 @@ export function createEartHttpMiddleware(): EartHttpMiddleware {
       threads = undefined;
     }
     // A reviewer's search whose page could not be cut after the check (past the window) lists nothing.
-    if (!Array.isArray(threads) || !page) return replace(c, res, [], undefined);
+    if (!Array.isArray(threads) || !asked) return replace(c, res, [], { offset: 0, limit: DEFAULT_LIMIT, total: 0 });
     const reviewer = search.reviewer;
-    const kept: FoundThread[] = [];
+    const roles = new Set(reviewer === undefined ? [] : (servedUser(reviewer)?.roles ?? []));
+    const visible: FoundThread[] = [];
     for (const thread of threads as FoundThread[]) {
-      if (reviewer === undefined || thread?.metadata?.owner === reviewer) kept.push(thread);
-      else if (typeof thread?.thread_id === "string" && (await answerableBy(thread.thread_id, reviewer, { orAnswered: false }))) kept.push(thread);
+      if (reviewer === undefined || thread?.metadata?.owner === reviewer) visible.push(thread);
+      else if (mayWaitFor(thread, roles) && typeof thread.thread_id === "string" && (await answerableBy(thread.thread_id, reviewer, { orAnswered: false }))) visible.push(thread);
     }
-    const cut = kept.slice(page.offset, page.offset + page.limit).map((t) => (page.select ? Object.fromEntries(Object.entries(t).filter(([k]) => page.select!.includes(k))) : t));
-    // Counted as the server counts a page: the matching threads, here the ones kept.
-    const more = kept.length === page.limit ? { next: page.offset + kept.length } : undefined;
-    replace(c, res, cut, more);
+    // The caller's own filters, on what they may see.
+    const found = visible.filter((t) => (!asked.ids || asked.ids.length === 0 || asked.ids.includes(t.thread_id)) && contained(t.metadata, asked.metadata));
+    const cut = found.slice(asked.offset, asked.offset + asked.limit).map((t) => (asked.select ? Object.fromEntries(Object.entries(t).filter(([k]) => asked.select!.includes(k))) : t));
+    replace(c, res, cut, { offset: asked.offset, limit: asked.limit, total: cut.length > 0 ? found.length : 0 });
   };
 }
 
-/** Sets the search's answer and its pagination headers, keeping the response's status and other headers. */
-function replace(c: EartHttpContext, res: Response, threads: unknown[], more: { next: number } | undefined): void {
+/**
+ * Sets the search's answer and its pagination headers as the server sets them (`total`: the
+ * threads found before the page was cut, none when the page is empty), keeping the response's
+ * status and other headers.
+ */
+function replace(c: EartHttpContext, res: Response, threads: unknown[], page: { offset: number; limit: number; total: number }): void {
   const headers = new Headers(res.headers);
   for (const name of ["content-length", ...PAGINATION_HEADERS]) headers.delete(name);
-  if (more) {
-    headers.set("X-Pagination-Next", String(more.next));
-    headers.set("X-Pagination-Total", String(more.next + 1));
-  }
+  const next = page.offset + page.total;
+  if (page.total === page.limit) {
+    headers.set("X-Pagination-Next", String(next));
+    headers.set("X-Pagination-Total", String(next + 1));
+  } else headers.set("X-Pagination-Total", String(next));
   // Hono copies the old response's headers into a new one: cleared first, so none comes back.
   c.res = undefined;
   c.res = new Response(JSON.stringify(threads), { status: res.status, headers });

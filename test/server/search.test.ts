@@ -100,14 +100,21 @@ describe("a reviewer's search", () => {
     expect(paged).toContain(small.threadId);
     // Guesses about finance's threads: the same answer, headers and all, as for threads that do not exist.
     const nothing = await search("sam", { ids: [crypto.randomUUID()], limit: 1 });
-    expect(nothing).toEqual({ ids: [], next: null, total: null });
+    expect(nothing).toEqual({ ids: [], next: null, total: "0" });
     expect(await search("sam", { ids: [large[0]], limit: 1 })).toEqual(nothing);
     expect(await search("sam", { ids: large, limit: 3 })).toEqual(nothing);
     expect(await search("sam", { metadata: { graph_id: GRAPH, owner: "omar" }, limit: 1 })).toEqual(nothing);
-    // Counted from what the reviewer may see: finance counts its own desk's threads.
+    // Counted from what the reviewer may see, as the server counts a page: finance pages through
+    // its desk's threads, and following X-Pagination-Next ends.
     const finance = await search("fay", { ids: large, limit: 3 });
     expect(finance.ids.sort()).toEqual([...large].sort());
-    expect(finance.total).toBe("4");
+    expect([finance.next, finance.total]).toEqual(["3", "4"]);
+    expect(await search("fay", { ids: large, limit: 3, offset: 3 })).toEqual({ ids: [], next: null, total: "3" });
+    const two = await search("fay", { ids: large, limit: 2 });
+    expect([two.ids.length, two.next, two.total]).toEqual([2, null, "3"]);
+    // The owner's pages are the server's own, headers too.
+    const own = await search("omar", { ids: large, limit: 2, offset: 2 });
+    expect([own.ids.length, own.next, own.total]).toEqual([1, null, "5"]);
   });
 
   it("does not list a thread the reviewer answered once that now waits for another desk", async () => {
