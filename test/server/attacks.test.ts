@@ -193,9 +193,10 @@ describe("reading another customer's thread", () => {
     expect(history.status).toBe(404);
     const state = await http("omar", "POST", `/threads/${threadId}/state/checkpoint`, { checkpoint: {} });
     expect(state.status).toBe(404);
-    // The thread's own run stream: one error event, nothing of the thread.
+    // The thread's own run stream: not found, nothing of the thread.
     const stream = await readFor(`/threads/${threadId}/runs/${run!.run_id}/stream`, { headers: { authorization: `Bearer ${TOKENS.omar}` } });
-    expect(stream.text).toMatch(/404: Thread not found/);
+    expect(stream.status).toBe(404);
+    expect(stream.text).toMatch(/not found/i);
     expect(stream.text).not.toContain("1042");
     // Search and count, even asking for her threads by owner, show none of hers.
     expect(await omar.threads.search({ metadata: { owner: "cara" }, limit: 100 })).toEqual([]);
@@ -213,6 +214,32 @@ describe("reading another customer's thread", () => {
     await settled(cara, thread.thread_id);
     const leaked = await readFor(`/runs/${run.run_id}/stream`, { headers: { authorization: `Bearer ${TOKENS.omar}` } });
     expect(leaked.text).not.toContain("PRIVATE-NOTE-CARA");
+  });
+
+  // HOLE (medium, found by a red-team pass): GET /threads/{his own thread}/runs/{cara's run}/stream
+  // answered omar (and nick, of another scenario) with cara's buffered events (her message, the
+  // identity, the decisions), replayed from the start with Last-Event-ID: -1; the read used them up,
+  // so cara then got none. The server checks the thread in the path and reads the run by its id
+  // alone. eart's HTTP middleware first asks the server, as the caller, for that run of that thread.
+  it("does not stream or join a customer's run through another thread's path (the caller's own)", async () => {
+    const cara = as("cara");
+    const thread = await cara.threads.create();
+    const run = await cara.runs.create(thread.thread_id, "refund", { input: say("PRIVATE-RUN-PATH order 1043, $60") });
+    await settled(cara, thread.thread_id);
+    for (const user of ["omar", "nick", "sam"]) {
+      const own = (await as(user).threads.create()).thread_id;
+      const stream = await readFor(`/threads/${own}/runs/${run.run_id}/stream`, { headers: { authorization: `Bearer ${TOKENS[user]}`, "last-event-id": "-1" } });
+      expect(stream.status, user).toBe(404);
+      expect(stream.text).not.toContain("PRIVATE-RUN-PATH");
+      const joined = await http(user, "GET", `/threads/${own}/runs/${run.run_id}/join`);
+      expect(joined.status, user).toBe(404);
+      expect(joined.text).not.toContain("PRIVATE-RUN-PATH");
+    }
+    // Nothing was used up: cara's own read gets her run, and so does her join.
+    const mine = await readFor(`/threads/${thread.thread_id}/runs/${run.run_id}/stream`, { headers: { authorization: `Bearer ${TOKENS.cara}` } });
+    expect(mine.status).toBe(200);
+    expect(mine.text).toContain("PRIVATE-RUN-PATH");
+    expect((await http("cara", "GET", `/threads/${thread.thread_id}/runs/${run.run_id}/join`)).status).toBe(200);
   });
 
   // Was a hole (low-medium): LangGraph server stores each run's configurable in the thread's
