@@ -6,7 +6,7 @@ import { IdentityRegistry } from "../src/identity/registry.js";
 import { answerableBy, servedUser } from "./agent.js";
 import { proofFor } from "./proof.js";
 import { narrowedSearches } from "./http.js";
-import { closedPath } from "./paths.js";
+import { closedPath, runReadsOf } from "./paths.js";
 
 /** The custom auth LangGraph server loads (`langgraph.json` → `auth.path`). */
 export type EartAuth = Auth;
@@ -77,6 +77,27 @@ function lookup(table: Map<string, string>, token: string): string | undefined {
   const given = Buffer.from(digest(token));
   for (const [known, user] of table) if (timingSafeEqual(Buffer.from(known), given)) return user;
   return undefined;
+}
+
+/** Where LangGraph server binds the fetch that calls its own API in process (for its custom routes and webhooks). */
+const LOOPBACK = Symbol.for("langgraph_api:fetch");
+
+/**
+ * Whether the run is one of the thread's, asked of the server as the caller (`GET
+ * /threads/:thread_id/runs/:run_id` checks both, and the caller's read of the thread). The server
+ * streams and joins a run by its id alone once the thread in the path may be read: a caller naming
+ * their own thread would read another's run. Without the server's loopback, refused.
+ */
+async function runOfThread(threadId: string, runId: string, authorization: string | undefined): Promise<boolean> {
+  const loopback = (globalThis as unknown as Record<symbol, unknown>)[LOOPBACK];
+  if (typeof loopback !== "function") return false;
+  const res = await (loopback as (url: string, init: RequestInit) => Promise<Response>)(`/threads/${encodeURIComponent(threadId)}/runs/${encodeURIComponent(runId)}`, {
+    method: "GET",
+    headers: authorization === undefined ? {} : { authorization },
+  });
+  if (res.status !== 200) return false;
+  const run = (await res.json().catch(() => undefined)) as { thread_id?: unknown; run_id?: unknown } | undefined;
+  return run?.thread_id === threadId && run?.run_id === runId;
 }
 
 /** A filter every thread matches (the handler allows without narrowing). */
@@ -186,6 +207,11 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       if (userId === undefined) throw new HTTPException(401, { message: "Unknown or expired token" });
       const user = known(userId);
       if (!user) throw new HTTPException(403, { message: `The token names no user of the identities` });
+      // The server streams and joins a run by its id once the thread in the path may be read: the
+      // run must be that thread's (asked of the server as the caller, before it is read).
+      for (const read of request.method === "GET" || request.method === "HEAD" ? runReadsOf(request.url) : []) {
+        if (!(await runOfThread(read.threadId, read.runId, request.headers.get("authorization") ?? undefined))) throw new HTTPException(404, { message: "Run not found" });
+      }
       return { identity: userId, display_name: user.name ?? userId, permissions: [...user.roles], is_authenticated: true };
     })
     .on("threads:create", ({ user, value }) => {

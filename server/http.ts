@@ -12,8 +12,7 @@
  * without the middleware, a reviewer's search lists their own threads only.
  *
  * It also refuses, by the path the server's router reads, the paths eart's auth closes (a second
- * lock: the auth checks every form of the path too), and a run's stream or result read through a
- * thread the run is not of (the server checks the thread in the path, then reads the run by id).
+ * lock: the auth checks every form of the path too).
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { answerableBy, servedUser } from "./agent.js";
@@ -51,28 +50,7 @@ export interface EartHttpContext {
 export type EartHttpMiddleware = (c: EartHttpContext, next: () => Promise<void>) => Promise<void>;
 
 const SEARCH_PATH = /^\/threads\/search\/?$/;
-/** A run's stream or result read through a thread's path: `/threads/:thread_id/runs/:run_id/(stream|join)`. */
-const RUN_READ = /^\/threads\/([^/]+)\/runs\/([^/]+)\/(stream|join)\/?$/;
-/** Where LangGraph server binds the fetch that calls its own API in process (its custom routes' and webhooks' loopback). */
-const LOOPBACK = Symbol.for("langgraph_api:fetch");
 
-/**
- * Whether the run is one of the thread's, asked of the server as the caller (`GET
- * /threads/:thread_id/runs/:run_id`, which checks both, and the caller's read of the thread).
- * The server streams and joins a run by its id alone once the thread in the path may be read: a
- * caller naming their own thread would read another's run. No loopback, no answer: refused.
- */
-async function runOfThread(threadId: string, runId: string, authorization: string | undefined): Promise<boolean> {
-  const loopback = (globalThis as unknown as Record<symbol, unknown>)[LOOPBACK];
-  if (typeof loopback !== "function") return false;
-  const res = (await (loopback as (url: string, init: RequestInit) => Promise<Response>)(`/threads/${encodeURIComponent(threadId)}/runs/${encodeURIComponent(runId)}`, {
-    method: "GET",
-    headers: authorization === undefined ? {} : { authorization },
-  })) as Response;
-  if (res.status !== 200) return false;
-  const run = (await res.json().catch(() => undefined)) as { thread_id?: unknown; run_id?: unknown } | undefined;
-  return run?.thread_id === threadId && run?.run_id === runId;
-}
 /** The most threads one search lists (the server refuses a larger `limit`): a reviewer's window. */
 const WINDOW = 1_000;
 /** The server's default page. */
@@ -146,8 +124,7 @@ function mayWaitFor(thread: FoundThread, roles: ReadonlySet<string>): boolean {
  * threads waiting for them: a reviewer's `threads.search({ status: "interrupted" })` lists, of the
  * graph the auth narrows it to, only the threads they own or that wait for one of their roles,
  * filtered by the caller's `ids` and `metadata`, then paged and counted. It also refuses the paths
- * eart's auth closes, and a run's stream or join through a thread the run is not of. Other
- * requests pass untouched. Without it, eart's auth shows every caller
+ * eart's auth closes. Other requests pass untouched. Without it, eart's auth shows every caller
  * their own threads only.
  * @example
  * ```ts
@@ -161,13 +138,6 @@ export function createEartHttpMiddleware(): EartHttpMiddleware {
   return async (c, next) => {
     if (closedPath(c.req.path)) {
       c.res = Response.json({ error: "Forbidden", message: "Not served here" }, { status: 403 });
-      return;
-    }
-    const runRead = c.req.method === "GET" ? RUN_READ.exec(c.req.path) : null;
-    if (runRead) {
-      // The server checks the thread in the path and reads the run by its id alone.
-      if (!(await runOfThread(runRead[1]!, runRead[2]!, c.req.header("authorization")))) c.res = Response.json({ error: "Not Found", message: "Run not found" }, { status: 404 });
-      else await next();
       return;
     }
     if (c.req.method !== "POST" || !SEARCH_PATH.test(c.req.path)) return next();

@@ -20,8 +20,8 @@ function decodeOnce(path: string): string {
   });
 }
 
-/** The forms of a request's path a router may read, folded for comparison. */
-export function pathForms(url: string): string[] {
+/** The forms of a request's path a router may read, folded for comparison (`keepCase`: not case-folded). */
+export function pathForms(url: string, options: { keepCase?: boolean } = {}): string[] {
   const start = url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
   const raw = start < 0 ? "/" : url.slice(start).split(/[?#]/, 1)[0]!;
   let normalised = raw;
@@ -33,7 +33,8 @@ export function pathForms(url: string): string[] {
   const forms = new Set<string>();
   for (let path of [raw, normalised]) {
     for (let i = 0; i < 8; i++) {
-      forms.add(path.replace(/\/{2,}/g, "/").toLowerCase());
+      const folded = path.replace(/\/{2,}/g, "/");
+      forms.add(options.keepCase ? folded : folded.toLowerCase());
       const decoded = decodeOnce(path);
       if (decoded === path) break;
       path = decoded;
@@ -51,4 +52,24 @@ export function pathForms(url: string): string[] {
  */
 export function closedPath(url: string): boolean {
   return pathForms(url).some((path) => CLOSED.some((closed) => closed.test(path)));
+}
+
+/** A run's stream or result read through a thread's path: `/threads/:thread_id/runs/:run_id/(stream|join)`. */
+const RUN_READ = /^\/threads\/([^/]+)\/runs\/([^/]+)\/(stream|join)\/?$/i;
+
+/**
+ * The thread and run a request reads a run's stream or result through, in every form of its path
+ * (ids as written, not case-folded); none for any other path.
+ * @example
+ * ```ts
+ * runReadsOf("http://127.0.0.1:2024/threads/t1/runs/r1/stream"); // [{ threadId: "t1", runId: "r1" }]
+ * ```
+ */
+export function runReadsOf(url: string): { threadId: string; runId: string }[] {
+  const reads = new Map<string, { threadId: string; runId: string }>();
+  for (const path of pathForms(url, { keepCase: true })) {
+    const match = RUN_READ.exec(path);
+    if (match) reads.set(`${match[1]}\n${match[2]}`, { threadId: match[1]!, runId: match[2]! });
+  }
+  return [...reads.values()];
 }

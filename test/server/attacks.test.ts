@@ -220,7 +220,7 @@ describe("reading another customer's thread", () => {
   // answered omar (and nick, of another scenario) with cara's buffered events (her message, the
   // identity, the decisions), replayed from the start with Last-Event-ID: -1; the read used them up,
   // so cara then got none. The server checks the thread in the path and reads the run by its id
-  // alone. eart's HTTP middleware first asks the server, as the caller, for that run of that thread.
+  // alone. eart's auth first asks the server, as the caller, for that run of that thread.
   it("does not stream or join a customer's run through another thread's path (the caller's own)", async () => {
     const cara = as("cara");
     const thread = await cara.threads.create();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { closedPath } from "../../server/paths.js";
+import { closedPath, runReadsOf } from "../../server/paths.js";
 
 /**
  * The paths eart's auth closes, in every form LangGraph server's router may read them: the auth
@@ -38,6 +38,16 @@ describe("closedPath", () => {
   it("leaves the endpoints eart's auth serves open", () => {
     for (const path of ["/threads", "/threads/search", `/threads/${id}`, `/threads/${id}/state`, `/threads/${id}/runs`, `/threads/${id}/runs/stream`, "/runs/wait", "/assistants/search", "/internals", "/info", `/threads/${id}/history`, "/%E0%A4%A/x"]) {
       expect(closedPath(`http://127.0.0.1:2024${path}`), path).toBe(false);
+    }
+  });
+
+  it("finds the thread and run a stream or join reads, in every form of the path", () => {
+    const run = "7d1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b";
+    for (const path of [`/threads/${id}/runs/${run}/stream`, `/threads/${id}/runs/${run}/join`, `/threads/${id}/runs/${run}/strea%6D`, `//threads/${id}/runs/${run}/join/`, `/threads/${id}/runs/${run}/stream?cancel_on_disconnect=true`]) {
+      expect(runReadsOf(`http://127.0.0.1:2024${path}`), path).toEqual([{ threadId: id, runId: run }]);
+    }
+    for (const path of [`/threads/${id}/runs/${run}`, `/threads/${id}/runs/${run}/cancel`, `/runs/${run}/stream`, `/threads/${id}/state`]) {
+      expect(runReadsOf(`http://127.0.0.1:2024${path}`), path).toEqual([]);
     }
   });
 });
