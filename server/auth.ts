@@ -148,17 +148,20 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
     metadata?: Record<string, unknown>;
     after_seconds?: unknown;
     run_id?: unknown;
-    kwargs?: { input?: unknown; command?: { resume?: unknown; update?: unknown; goto?: unknown } | null; config?: { configurable?: Record<string, unknown> | undefined }; webhook?: unknown; temporary?: unknown; interrupt_before?: unknown; interrupt_after?: unknown };
+    kwargs?: { input?: unknown; command?: { resume?: unknown; update?: unknown; goto?: unknown } | null; config?: { configurable?: Record<string, unknown> | undefined; recursion_limit?: unknown }; webhook?: unknown; temporary?: unknown; interrupt_before?: unknown; interrupt_after?: unknown };
   };
   /**
    * Refuses what a run may not carry on a LangGraph server: settings the server keeps in the
    * thread's config for every later run (checkpoint_id, checkpoint_ns, checkpoint_map, user_id,
-   * agent_id from anyone but the owner), a webhook (the server would POST the run to any URL), a
-   * stateless run (eart's threads are kept), and, from anyone but the owner, anything but an answer.
+   * the LangSmith project and example a `langsmith_tracer` sets, which would trace an approver's
+   * runs where the client chose; agent_id from anyone but the owner), a webhook (the server would
+   * POST the run to any URL), a stateless run (eart's threads are kept), and, from anyone but the
+   * owner, anything but an answer (nor one that sets its recursion limit, which could end the run
+   * between the approved call and the answer to the customer).
    */
   const assertRunAllowed = (value: RunRequest, owner: boolean) => {
     const configurable = value.kwargs?.config?.configurable ?? {};
-    const sticky = ["checkpoint_id", "checkpoint_ns", "checkpoint_map", "user_id", ...(owner ? [] : ["agent_id"])].filter((k) => Object.hasOwn(configurable, k));
+    const sticky = ["checkpoint_id", "checkpoint_ns", "checkpoint_map", "user_id", "langsmith_project", "langsmith_example_id", ...(owner ? [] : ["agent_id"])].filter((k) => Object.hasOwn(configurable, k));
     if (sticky.length > 0) throw new HTTPException(403, { message: `A run may not set ${sticky.join(", ")}: the server would keep it for every later run of the thread` });
     if (value.kwargs?.webhook !== undefined && value.kwargs?.webhook !== null) throw new HTTPException(403, { message: "Runs take no webhook here" });
     if (value.kwargs?.temporary === true) throw new HTTPException(403, { message: "Stateless runs are closed: start a thread" });
@@ -168,6 +171,7 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
     if (!answerOnly) throw new HTTPException(403, { message: "Only the thread's owner may send it input or continue it: an approver answers (command.resume)" });
     if (typeof value.after_seconds === "number" && value.after_seconds > 0) throw new HTTPException(403, { message: "An answer is not delayed" });
     if (value.kwargs?.interrupt_before !== undefined || value.kwargs?.interrupt_after !== undefined) throw new HTTPException(403, { message: "An answer does not set breakpoints" });
+    if (value.kwargs?.config && Object.hasOwn(value.kwargs.config, "recursion_limit")) throw new HTTPException(403, { message: "An answer does not set the run's recursion limit" });
   };
   /**
    * What the run's configuration carries of this request: the user, with a proof for this run
@@ -275,7 +279,12 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       if (metadata && typeof metadata === "object") delete metadata.owner;
       return ownerOnly(user);
     })
-    .on("threads:delete", ({ user }) => ownerOnly(user))
+    .on("threads:delete", ({ user, value }) => {
+      // Deleting a run deletes the checkpoints it wrote: the thread would go back to before an
+      // approver's answer, or to before the request that waits for one. A thread is deleted whole.
+      if ((value as { run_id?: unknown }).run_id !== undefined) throw new HTTPException(403, { message: "A run is not deleted: the checkpoints it wrote are the thread's history (delete the thread)" });
+      return ownerOnly(user);
+    })
     .on("assistants:read", () => true)
     .on("assistants:search", () => true)
     .on("*", () => false);

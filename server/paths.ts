@@ -1,13 +1,14 @@
 /**
  * The paths of LangGraph server that eart's auth closes to every client: LangGraph's protocol v2
  * thread endpoints (`/threads/:id/commands`, `/threads/:id/stream/events`), which keep the first
- * caller's login for every later caller of the thread, and `/internal`, the server's maintenance
- * (`/internal/truncate` empties every thread). A path is checked in every form the server's router
+ * caller's login for every later caller of the thread, `/internal`, the server's maintenance
+ * (`/internal/truncate` empties every thread), and a run's stream read without its thread
+ * (`/runs/:id/stream`: a read must name its thread; the server would answer an empty stream). A path is checked in every form the server's router
  * may read it in: as sent and as URL-normalised (`/x/../internal`), percent-decoded as often as it
  * decodes (`/%69nternal`, `/threads/t/command%73`), runs of slashes folded, any case.
  */
 
-const CLOSED: readonly RegExp[] = [/^\/threads\/[^/]+\/(commands|stream\/events)\/?$/, /^\/internal(\/|$)/];
+const CLOSED: readonly RegExp[] = [/^\/threads\/[^/]+\/(commands|stream\/events)\/?$/, /^\/internal(\/|$)/, /^\/runs\/[^/]+\/(stream|join)\/?$/];
 
 /** Decodes every percent-escape that decodes (a malformed one is kept as sent). */
 function decodeOnce(path: string): string {

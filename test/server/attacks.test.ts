@@ -213,6 +213,7 @@ describe("reading another customer's thread", () => {
     const run = await cara.runs.create(thread.thread_id, "refund", { input: say("PRIVATE-NOTE-CARA order 1043, $60") });
     await settled(cara, thread.thread_id);
     const leaked = await readFor(`/runs/${run.run_id}/stream`, { headers: { authorization: `Bearer ${TOKENS.omar}` } });
+    expect(leaked.status).toBe(403);
     expect(leaked.text).not.toContain("PRIVATE-NOTE-CARA");
   });
 
@@ -368,11 +369,45 @@ describe("acting on another user's thread", () => {
       await expect(client.threads.update(threadId, { metadata: { owner: user } }), user).rejects.toThrow(/404|not found/i);
       await expect(client.threads.delete(threadId), user).rejects.toThrow(/404|not found/i);
       await expect(client.runs.cancel(threadId, run!.run_id), user).rejects.toThrow(/404|not found/i);
-      await expect(client.runs.delete(threadId, run!.run_id), user).rejects.toThrow(/404|not found/i);
+      await expect(client.runs.delete(threadId, run!.run_id), user).rejects.toThrow(/403|404|not found|forbidden/i);
     }
     const thread = await as("cara").threads.get(threadId);
     expect(thread.metadata?.owner).toBe("cara");
     expect((await as("cara").runs.list(threadId)).length).toBeGreaterThan(0);
+  });
+
+  // HOLE (low-medium, found by a red-team pass): the server deletes the checkpoints a run wrote
+  // with the run. Cara deleted sam's approval run and her thread went back to waiting for a
+  // supervisor (sue could then open it; eart refused her answer: sam's stood); deleting her own
+  // first run emptied the thread, past "thread_awaiting_approval", with the request still open in
+  // the audit log. eart's auth refuses run deletion: a thread is deleted whole.
+  it("does not let the owner delete a run: the approver's answer and the request it answered stay in the thread", async () => {
+    const { threadId, request } = await pausedThread();
+    await as("sam").runs.wait(threadId, "refund", { command: { resume: approve(request) } });
+    const cara = as("cara");
+    const before = await cara.threads.getHistory(threadId, { limit: 100 });
+    for (const run of await cara.runs.list(threadId)) {
+      await expect(cara.runs.delete(threadId, run.run_id)).rejects.toThrow(/403|forbidden/i);
+    }
+    expect(await cara.threads.getHistory(threadId, { limit: 100 })).toHaveLength(before.length);
+    expect((await cara.threads.get(threadId)).status).toBe("idle");
+    expect(refunds().filter((r) => r.orderId === "1042").length).toBeGreaterThan(0);
+    expect(auditTypes(threadId)).toContain("approval.decided");
+  });
+
+  // Was a hole (low, found by a red-team pass): a run's `langsmith_tracer` becomes
+  // `langsmith_project` in the thread's config, which the server copies into every later run:
+  // the supervisor's approval would be traced to the project the customer named. An answerer's
+  // `recursion_limit: 1` let the refund run and ended the run before the customer's answer.
+  it("refuses a run that names the LangSmith project, and an answer that sets the recursion limit", async () => {
+    const { threadId, request } = await pausedThread();
+    const traced = await http("cara", "POST", `/threads/${threadId}/runs/wait`, { assistant_id: "refund", input: say("hello"), langsmith_tracer: { project_name: "attacker-project" } });
+    expect(traced.status).toBe(403);
+    expect(JSON.stringify((await as("cara").threads.get(threadId)).config)).not.toContain("attacker-project");
+    const limited = await http("sam", "POST", `/threads/${threadId}/runs/wait`, { assistant_id: "refund", command: { resume: approve(request) }, config: { recursion_limit: 1 } });
+    expect(limited.status).toBe(403);
+    expect((await as("cara").threads.get(threadId)).status).toBe("interrupted");
+    expect(auditTypes(threadId)).not.toContain("approval.decided");
   });
 
   it("refuses a thread created with another customer's thread id (raise, do_nothing, with supersteps)", async () => {
