@@ -199,7 +199,8 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
   return new Auth()
     .authenticate(async (request: Request) => {
       // LangGraph's protocol v2 thread endpoints keep the first caller's login for every later
-      // caller of the thread, and /internal is the server's maintenance: closed to every client.
+      // caller of the thread, /internal is the server's maintenance, and a run's stream names no
+      // thread to check: closed to every client, in every form of the path (server/paths.ts).
       if (closedPath(request.url)) {
         throw new HTTPException(403, { message: "Not served here" });
       }
