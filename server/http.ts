@@ -16,6 +16,7 @@
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { answerableBy, servedUser } from "./agent.js";
+import { pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { closedPath } from "./paths.js";
 
 /** What the search handler learnt of one search request that passes through eart's middleware. */
@@ -102,21 +103,16 @@ function contained(superset: unknown, subset: unknown): boolean {
 }
 
 /**
- * Whether the thread, as the search shows it, may wait for one of `roles`: one of its interrupts
- * is an eart human task naming one of them. A thread this rules out is dropped without reading its
- * state; one it lets through is checked against its state ({@link answerableBy}).
+ * Whether the thread, as the search shows it, may wait for one of `roles`: the human task its
+ * interrupts carry (read as a state's tasks are) names one of them. A thread this rules out is
+ * dropped without reading its state; one it lets through is checked against its state
+ * ({@link answerableBy}).
  */
 function mayWaitFor(thread: FoundThread, roles: ReadonlySet<string>): boolean {
   const interrupts = thread.interrupts;
   if (typeof interrupts !== "object" || interrupts === null) return false;
-  return Object.values(interrupts as Record<string, unknown>).some(
-    (list) =>
-      Array.isArray(list) &&
-      list.some((i) => {
-        const value = (i as { value?: { type?: unknown; roles?: unknown } } | null)?.value;
-        return typeof value?.type === "string" && value.type.startsWith("eart.") && Array.isArray(value.roles) && value.roles.some((r) => typeof r === "string" && roles.has(r));
-      }),
-  );
+  const tasks = Object.values(interrupts as Record<string, unknown>).map((list) => ({ interrupts: Array.isArray(list) ? list : [] }));
+  return pendingHumanTask({ tasks })?.roles.some((r) => roles.has(r)) ?? false;
 }
 
 /**

@@ -3,9 +3,10 @@
  * thread endpoints (`/threads/:id/commands`, `/threads/:id/stream/events`), which keep the first
  * caller's login for every later caller of the thread, `/internal`, the server's maintenance
  * (`/internal/truncate` empties every thread), and a run's stream read without its thread
- * (`/runs/:id/stream`: a read must name its thread; the server would answer an empty stream). A path is checked in every form the server's router
- * may read it in: as sent and as URL-normalised (`/x/../internal`), percent-decoded as often as it
- * decodes (`/%69nternal`, `/threads/t/command%73`), runs of slashes folded, any case.
+ * (`/runs/:id/stream`: a read must name its thread; the server would answer an empty stream). A
+ * path is checked in every form the server's router may read it in: as sent and as URL-normalised
+ * (`/x/../internal`), percent-decoded as often as it decodes (`/%69nternal`,
+ * `/threads/t/command%73`), runs of slashes folded, any case.
  */
 
 const CLOSED: readonly RegExp[] = [/^\/threads\/[^/]+\/(commands|stream\/events)\/?$/, /^\/internal(\/|$)/, /^\/runs\/[^/]+\/(stream|join)\/?$/];
