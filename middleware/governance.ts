@@ -434,7 +434,10 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       auditLog: raw,
       redaction,
       registry,
-      /** The ledger that fits the agent's checkpointer, unless one was given (before the first run). */
+      /** What LangGraph server needs of it (server/agent.ts `serveAgent`): the policy and recovery roles (who answers), and whether the stores were given. */
+      policy,
+      recoveryRoles: opts.recoveryRoles ?? DEFAULT_RECOVERY_ROLES,
+      stores: { auditLog: opts.auditLog !== undefined, ledger: () => ledger !== undefined },
       /** The agent's tools (createAgent's options and its middleware's), for a thread resumed before any model call. */
       useTools(tools: readonly StructuredToolInterface[]) {
         agentTools ??= tools;

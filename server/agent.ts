@@ -39,7 +39,7 @@ export type ServerAgentOptions = Omit<GovernedAgentOptions, "checkpointer" | "le
 /** A graph served by LangGraph server, with what eart's server auth asks of it. */
 interface Served {
   agentId: string;
-  graph: GovernedAgent;
+  graph: ServedGraph;
   registry: IdentityRegistry;
   /** Roles that answer this graph's human tasks: policy approvers, recovery and review roles. */
   answerRoles: ReadonlySet<string>;
@@ -48,6 +48,9 @@ interface Served {
   /** The agents its threads may be bound to: its own, and those a client may pick. */
   agents: readonly string[];
 }
+
+/** What eart's server wiring needs of a compiled graph: eart's prebuilt agent, or a guarded `createAgent` agent's graph. */
+type ServedGraph = Pick<GovernedAgent, "stream" | "getState" | "withConfig">;
 
 const SERVED_KEY = Symbol.for("eart.server.graphs");
 /** The graphs this process serves, for the authorization handler ({@link answerableBy}). */
@@ -60,7 +63,7 @@ function served(): Served[] {
 const threadStore = new WeakMap<object, BaseCheckpointSaver>();
 
 /** Keeps the server's checkpointer of a graph when the server assigns it. */
-function rememberCheckpointer(graph: GovernedAgent): void {
+function rememberCheckpointer(graph: ServedGraph): void {
   let current = (graph as { checkpointer?: unknown }).checkpointer;
   Object.defineProperty(graph, "checkpointer", {
     configurable: true,
@@ -74,8 +77,8 @@ function rememberCheckpointer(graph: GovernedAgent): void {
 }
 
 /** A thread's state as the graph reads it, from the given checkpointer (a view of the graph: the graph itself is not changed). */
-function readState(graph: GovernedAgent, checkpointer: BaseCheckpointSaver, threadId: string): Promise<unknown> {
-  const view = Object.create(graph, { checkpointer: { value: checkpointer } }) as GovernedAgent;
+function readState(graph: ServedGraph, checkpointer: BaseCheckpointSaver, threadId: string): Promise<unknown> {
+  const view = Object.create(graph, { checkpointer: { value: checkpointer } }) as ServedGraph;
   return view.getState({ configurable: { thread_id: threadId } });
 }
 
@@ -110,10 +113,17 @@ export async function answerableBy(threadId: string, userId: string, options: { 
     if (!checkpointer) continue;
     // The thread's state, read from the server's checkpointer (not the graph's, which a stateless run clears).
     const task = pendingHumanTask(await readState(graph, checkpointer, threadId));
-    if (task && registry.userHasAnyRole(userId, task.roles)) return true;
-    return options.orAnswered !== false && events.some((e) => e.type in ANSWERED_BY && e.data[ANSWERED_BY[e.type as keyof typeof ANSWERED_BY]] === userId);
+    if (task) return registry.userHasAnyRole(userId, task.roles) || answered(events, userId, options);
+    // A graph of another kind (eart's prebuilt agent, a createAgent agent) does not see the open
+    // task of a thread the other kind ran: the next graph of the agent reads it.
+    if (answered(events, userId, options)) return true;
   }
   return false;
+}
+
+/** Whether eart recorded an answer of `userId` on the thread (unless only waiting threads count). */
+function answered(events: readonly AuditEvent[], userId: string, options: { orAnswered?: boolean }): boolean {
+  return options.orAnswered !== false && events.some((e) => e.type in ANSWERED_BY && e.data[ANSWERED_BY[e.type as keyof typeof ANSWERED_BY]] === userId);
 }
 
 /**
@@ -217,7 +227,7 @@ function asHttpRefusal(error: unknown): unknown {
  * Puts a graph's runs under the server's rules ({@link serverConfig}, refusals kept on the thread,
  * eart's codes for the client); a copy made with withConfig gets the same.
  */
-function serve(graph: GovernedAgent, rules: { agentId: string; clientAgents: readonly string[]; trust: "eart-auth" | "server-auth" }): void {
+function serve(graph: ServedGraph, rules: { agentId: string; clientAgents: readonly string[]; trust: "eart-auth" | "server-auth" }): void {
   const stream = graph.stream.bind(graph) as (input: unknown, options?: RunnableConfig) => Promise<AsyncIterable<unknown>>;
   (graph as unknown as { stream: typeof stream }).stream = async (given, options) => {
     const input = clientAnswer(given);
@@ -260,7 +270,7 @@ function serve(graph: GovernedAgent, rules: { agentId: string; clientAgents: rea
   }
   const withConfig = (graph as unknown as { withConfig: (config: unknown) => unknown }).withConfig;
   (graph as unknown as { withConfig: (config: unknown) => unknown }).withConfig = (config: unknown) => {
-    const copy = withConfig.call(graph, config) as GovernedAgent;
+    const copy = withConfig.call(graph, config) as ServedGraph;
     serve(copy, rules);
     return copy;
   };
@@ -282,15 +292,87 @@ function serve(graph: GovernedAgent, rules: { agentId: string; clientAgents: rea
  */
 export function createServerAgent(options: ServerAgentOptions): GovernedAgent {
   const { agentId, clientAgents = [], trust = "eart-auth", graphId, ...agentOptions } = options;
+  const registry = agentOptions.identities instanceof IdentityRegistry ? agentOptions.identities : IdentityRegistry.fromObject(agentOptions.identities);
+  assertAgents(registry, agentId, clientAgents, trust);
+  const graph = createGovernedAgent({ ...agentOptions, identities: registry } as GovernedAgentOptions);
+  register(graph, { agentId, clientAgents, trust, graphId, registry, answerRoles: answerRolesOf(agentOptions), auditLog: agentOptions.auditLog });
+  return graph;
+}
+
+/** The rules a served graph runs under, and what eart's server auth reads of it. */
+interface Registration {
+  agentId: string;
+  clientAgents: readonly string[];
+  trust: "eart-auth" | "server-auth";
+  graphId: string | undefined;
+  registry: IdentityRegistry;
+  answerRoles: ReadonlySet<string>;
+  auditLog: AuditLog;
+}
+
+/** Puts a graph under the server's rules and registers it with eart's server auth. */
+function register(graph: ServedGraph, r: Registration): void {
+  serve(graph, { agentId: r.agentId, clientAgents: r.clientAgents, trust: r.trust });
+  rememberCheckpointer(graph);
+  served().push({ agentId: r.agentId, graph, registry: r.registry, answerRoles: r.answerRoles, auditLog: r.auditLog, agents: [r.agentId, ...r.clientAgents], graphId: r.graphId });
+}
+
+/** Checks the agent ids a served graph acts as against its identities. */
+function assertAgents(registry: IdentityRegistry, agentId: unknown, clientAgents: readonly string[], trust: unknown): void {
   if (typeof agentId !== "string" || agentId === "") throw new EartConfigError("agentId", "names the agent this graph acts as (an agents[].id of the identities)");
   if (trust !== "eart-auth" && trust !== "server-auth") throw new EartConfigError("trust", `must be "eart-auth" or "server-auth"`);
-  const registry = agentOptions.identities instanceof IdentityRegistry ? agentOptions.identities : IdentityRegistry.fromObject(agentOptions.identities);
   for (const id of [agentId, ...clientAgents]) {
     if (!registry.getAgent(id)) throw new EartConfigError("agentId", `names agent "${id}", which the identities do not define (${registry.agentIds().join(", ")})`);
   }
-  const graph = createGovernedAgent({ ...agentOptions, identities: registry } as GovernedAgentOptions);
-  serve(graph, { agentId, clientAgents, trust });
-  rememberCheckpointer(graph);
-  served().push({ agentId, graph, registry, answerRoles: answerRolesOf(agentOptions), auditLog: agentOptions.auditLog, agents: [agentId, ...clientAgents], graphId });
-  return graph;
+}
+
+/** Options of {@link serveAgent}: what {@link createServerAgent} takes beside the agent's own options. */
+export type ServeAgentOptions = Pick<ServerAgentOptions, "agentId" | "graphId" | "clientAgents" | "trust">;
+
+/** What a governanceMiddleware keeps for LangGraph server (middleware/governance.ts). */
+interface GovernanceForServer {
+  auditLog: AuditLog;
+  registry: IdentityRegistry;
+  policy: GovernedAgentOptions["policy"];
+  recoveryRoles: readonly string[];
+  stores: { auditLog: boolean; ledger: () => boolean };
+}
+
+/**
+ * A LangChain v1 `createAgent` agent with eart's `governanceMiddleware` on LangGraph server
+ * (`langgraph.json` names the agent; the server runs its graph): its runs act as `agentId` for the
+ * user eart's server auth authenticated (as {@link createServerAgent}'s do), a refused answer
+ * keeps the thread interrupted on the same request with `refusal: { code, message }`, and eart's
+ * server auth lets the approvers of its policy (and its recovery roles) find, open and answer its
+ * threads while they wait for them. The agent must be guarded (`guardAgent`, with the server
+ * stores' thread lock) and the middleware given the server stores' audit log and ledger: the
+ * server brings its own checkpointer, so eart's would otherwise live in this process only (its
+ * seals would not hold after a restart, nor its records on another worker). Returns the same agent.
+ * @example
+ * ```ts
+ * // agent.ts, named in langgraph.json as "./agent.ts:agent"
+ * const stores = await serverStores();
+ * const governance = governanceMiddleware({ identities, policy, auditLog: stores.forAgent.auditLog, ledger: stores.forAgent.ledger });
+ * export const agent = serveAgent(guardAgent(createAgent({ model, tools, middleware: [governance] }), governance, { lock: stores.forAgent.threadLock }), governance, { agentId: "support-agent", graphId: "refund" });
+ * ```
+ */
+export function serveAgent<A extends { graph: unknown }>(agent: A, governance: object, options: ServeAgentOptions): A {
+  const own = (governance as Record<symbol, GovernanceForServer | undefined>)[Symbol.for("eart.governanceMiddleware")];
+  if (!own) throw new EartConfigError("governance", "must be the governanceMiddleware the agent was created with");
+  if (!(agent as unknown as Record<symbol, unknown>)[Symbol.for("eart.guardAgent")]) {
+    throw new EartConfigError("agent", "is not guarded: guardAgent(agent, governance, { lock: stores.forAgent.threadLock }) before serving it (without the guard, callers could write eart's records and answer unknown threads)");
+  }
+  const middleware = (agent as { options?: { middleware?: unknown } }).options?.middleware;
+  if (!Array.isArray(middleware) || !middleware.includes(governance)) throw new EartConfigError("governance", "the agent was not created with this governanceMiddleware");
+  if (!own.stores.auditLog || !own.stores.ledger()) {
+    throw new EartConfigError("governance", "give governanceMiddleware the server stores' auditLog and ledger (serverStores().forAgent): on LangGraph server eart's records must outlive this process");
+  }
+  const { agentId, clientAgents = [], trust = "eart-auth", graphId } = options;
+  assertAgents(own.registry, agentId, clientAgents, trust);
+  // The graph the server runs: createAgent's compiled graph (the server unwraps the agent to it).
+  let graph = agent.graph as ServedGraph & { bound?: unknown };
+  while (graph && typeof graph === "object" && "bound" in graph && graph.bound) graph = graph.bound as ServedGraph & { bound?: unknown };
+  const answerRoles = answerRolesOf({ policy: own.policy, recoveryRoles: [...own.recoveryRoles] });
+  register(graph, { agentId, clientAgents, trust, graphId, registry: own.registry, answerRoles, auditLog: own.auditLog });
+  return agent;
 }

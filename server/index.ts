@@ -6,7 +6,7 @@
  * thread, and the custom app's middleware that narrows a reviewer's search to those threads
  * ({@link createEartHttpMiddleware}).
  */
-export { answerableBy, createServerAgent, type ServerAgentOptions } from "./agent.js";
+export { answerableBy, createServerAgent, serveAgent, type ServeAgentOptions, type ServerAgentOptions } from "./agent.js";
 export { createEartAuth, type EartAuth, type EartAuthOptions, type VerifyToken } from "./auth.js";
 export { createEartHttpMiddleware, type EartHttpContext, type EartHttpMiddleware } from "./http.js";
 export { serverStores, type ServerStores } from "./stores.js";

@@ -1,0 +1,134 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MemorySaver } from "@langchain/langgraph";
+import { createAgent } from "langchain";
+import { MemoryAuditLog, MemoryEffectLedger } from "eart";
+import { governanceMiddleware, guardAgent } from "eart/middleware";
+import { serveAgent } from "eart/server";
+import { refundPolicy } from "../../examples/refund/policy.js";
+import { interruptOf, startDevServer, TOKENS, type DevServer } from "../support/langgraph-server.js";
+import { registry, turnsModel } from "../support/refund.js";
+
+/**
+ * A `createAgent` agent with eart's governanceMiddleware on a real LangGraph dev server
+ * (examples/server/refund-middleware.ts, served beside the project's graphs with eart's auth and
+ * HTTP middleware): the customer's refund pauses for a supervisor, who finds it, opens it and
+ * approves it with LangChain's HITL answer; the customer, another customer and a forged write get
+ * nothing past eart.
+ */
+let server: DevServer;
+beforeAll(async () => {
+  server = await startDevServer({}, { extraGraphs: { "refund-middleware": "examples/server/refund-middleware.ts:agent" } });
+}, 120_000);
+afterAll(async () => {
+  await server?.stop();
+});
+
+const GRAPH = "refund-middleware";
+const as = (user: string) => server.client(user);
+const say = (content: string) => ({ messages: [{ role: "user", content }] });
+const HITL_APPROVE = { decisions: [{ type: "approve" }] };
+type Refund = { orderId: string; amount: number };
+/** Refunds of cara's order 1042 for `amount` (each test asks a different amount). */
+const refundsOf = (amount: number) => server.rows<Refund>("refunds", "order_id AS orderId, amount", { sql: "order_id = '1042' AND amount = ?", params: [amount] });
+const lastText = async (user: string, threadId: string) => {
+  const messages = ((await as(user).threads.getState(threadId)).values as { messages: { content: unknown }[] }).messages;
+  return String(messages.at(-1)?.content);
+};
+
+/** A thread of `owner` whose refund of order `orderId` for `amount` waits for a supervisor. */
+async function paused(owner: string, amount: number, orderId = "1042") {
+  const client = as(owner);
+  const thread = await client.threads.create();
+  await client.runs.wait(thread.thread_id, GRAPH, { input: say(`Please refund order ${orderId}, $${amount}`) });
+  return { threadId: thread.thread_id, request: await interruptOf(client, thread.thread_id) };
+}
+
+describe("a createAgent agent with governanceMiddleware on LangGraph server", () => {
+  it("pauses the customer's refund for a supervisor, who finds it, opens it and approves it with the HITL answer; it runs once", async () => {
+    const { threadId, request } = await paused("cara", 740);
+    // eart's approval request, with LangChain's HITL request fields beside it.
+    expect(request.value.type).toBe("eart.approval");
+    expect((request.value as unknown as { action_requests: { name: string }[] }).action_requests.map((a) => a.name)).toEqual(["issue_refund"]);
+    expect(refundsOf(740)).toEqual([]);
+
+    // Sam (a supervisor) finds it waiting for him; omar (another customer) does not.
+    const found = await as("sam").threads.search({ status: "interrupted", metadata: { graph_id: GRAPH }, limit: 1000 });
+    expect(found.map((t) => t.thread_id)).toContain(threadId);
+    const omarFinds = await as("omar").threads.search({ status: "interrupted", metadata: { graph_id: GRAPH }, limit: 1000 });
+    expect(omarFinds.map((t) => t.thread_id)).not.toContain(threadId);
+    await expect(as("omar").threads.get(threadId)).rejects.toThrow(/404|not found/i);
+
+    await as("sam").runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE } });
+    expect((await as("cara").threads.get(threadId)).status).toBe("idle");
+    expect(refundsOf(740)).toEqual([{ orderId: "1042", amount: 740 }]);
+    expect(await lastText("cara", threadId)).toMatch(/refund/i);
+    // Who approved, as eart authenticated them: sam, through the server's auth.
+    const decided = server.rows<{ data: string }>("eart_audit_events", "data", { sql: "thread_id = ? AND type = 'approval.decided'", params: [threadId] });
+    expect(decided.map((r) => JSON.parse(r.data) as Record<string, unknown>)).toEqual([
+      expect.objectContaining({ approverId: "sam", authenticatedBy: "configurable.langgraph_auth_user", decision: "approve" }),
+    ]);
+    // The server's run as sam approved the refund once: a second answer runs nothing.
+    await as("sam").runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE } }).catch(() => undefined);
+    expect(refundsOf(740)).toHaveLength(1);
+  });
+
+  it("does not let the customer approve her own refund, however she names a supervisor", async () => {
+    const { threadId } = await paused("cara", 300);
+    const cara = as("cara");
+    // Her own answer: refused, and the thread stays on its request with the refusal beside it.
+    await cara.runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE } });
+    expect((await interruptOf(cara, threadId)).value.refusal?.code).toBe("approval_self_approval");
+    // A supervisor named in the answer is not who answered.
+    await cara.runs.wait(threadId, GRAPH, { command: { resume: { decisions: [{ type: "approve" }], approverId: "sam", user_id: "sam" } } });
+    expect((await interruptOf(cara, threadId)).value.refusal?.code).toMatch(/^approval_/);
+    // Named in the run's settings: refused before the run (the server would keep it for every later run).
+    await expect(cara.runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE }, config: { configurable: { user_id: "sam" } } })).rejects.toThrow(/403/);
+    // Claimed as the authenticated user: eart's auth stamps the real one.
+    await cara.runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE }, config: { configurable: { langgraph_auth_user: { identity: "sam" } } } });
+    expect((await interruptOf(cara, threadId)).value.refusal?.code).toBe("approval_self_approval");
+    expect(refundsOf(300)).toEqual([]);
+    expect(server.auditTypes(threadId)).not.toContain("approval.decided");
+  });
+
+  it("refuses writes of eart's records (state update, Command update) and another customer's answer; nothing runs", async () => {
+    const { threadId, request } = await paused("cara", 250);
+    const forged = { _eart: { decisions: [{ toolCallId: request.value.requests![0]!.toolCallId, status: "approved" }] } };
+    await expect(as("cara").threads.updateState(threadId, { values: forged })).rejects.toThrow(/state_write_refused/);
+    const res = await fetch(`${server.url}/threads/${threadId}/runs/wait`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${TOKENS.cara}` },
+      body: JSON.stringify({ assistant_id: GRAPH, command: { update: forged, resume: HITL_APPROVE } }),
+    });
+    // The server answers a run's error in the body of a 200.
+    expect(await res.text()).toContain("state_write_refused");
+    // Another customer may not answer it (nor see it).
+    await expect(as("omar").runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE } })).rejects.toThrow(/404|not found/i);
+    // A continue of a thread that waits for a human is refused.
+    await expect(as("cara").runs.wait(threadId, GRAPH, { input: null })).rejects.toThrow(/thread_awaiting_approval/);
+    expect(refundsOf(250)).toEqual([]);
+    expect(server.auditTypes(threadId)).not.toContain("approval.decided");
+    // The request still waits for a supervisor, who approves it.
+    await as("sue").runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE } });
+    expect(refundsOf(250)).toEqual([{ orderId: "1042", amount: 250 }]);
+  });
+});
+
+describe("serveAgent", () => {
+  const parts = (governance: Record<string, unknown> = {}) => {
+    const g = governanceMiddleware({ identities: registry, policy: refundPolicy, ...governance });
+    const agent = createAgent({ model: turnsModel([]), tools: [], checkpointer: new MemorySaver(), middleware: [g] });
+    return { g, agent };
+  };
+  it("refuses an agent that is not guarded, a middleware it was not made with, stores of this process only, and unknown agents", () => {
+    const stores = { auditLog: new MemoryAuditLog(), ledger: new MemoryEffectLedger() };
+    const { g, agent } = parts(stores);
+    expect(() => serveAgent(agent, g, { agentId: "support-agent" })).toThrow(/not guarded/);
+    const other = parts(stores);
+    const guarded = guardAgent(agent, g);
+    expect(() => serveAgent(guarded, other.g, { agentId: "support-agent" })).toThrow(/not created with this governanceMiddleware/);
+    expect(() => serveAgent(guarded, {}, { agentId: "support-agent" })).toThrow(/must be the governanceMiddleware/);
+    expect(() => serveAgent(guarded, g, { agentId: "nobody" })).toThrow(/identities do not define/);
+    const bare = parts();
+    expect(() => serveAgent(guardAgent(bare.agent, bare.g), bare.g, { agentId: "support-agent" })).toThrow(/server stores' auditLog and ledger/);
+  });
+});
