@@ -12,6 +12,11 @@
  * - governance: `createAgent` + `governanceMiddleware` + `guardAgent` (identities from
  *   examples/refund/identities.json, the refund policy, `MemoryAuditLog`, `MemoryEffectLedger`,
  *   standard redactions on: the defaults);
+ * - floor: `createAgent` + a middleware that does no work but has the shape eart's does: one
+ *   state channel declared through its `stateSchema`, a `wrapModelCall` that calls the model, a
+ *   `wrapToolCall` that pauses (`interrupt`) where HITL does and otherwise runs the tool. What any
+ *   middleware of that shape costs before it governs anything: `createAgent` parses a middleware's
+ *   declared state with a zod object it builds (and compiles) again on every model call.
  * - prebuilt: eart's own governed agent (`createGovernedAgent`, a LangGraph `StateGraph`) with the
  *   same identities, policy, stores and redaction defaults: what the approval round trip costs
  *   there beside `createAgent` + HITL middleware (the speed-and-scale target, at most 0.85x).
@@ -39,9 +44,10 @@
  * conversations per variant and path (default 300).
  */
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
-import { Command, MemorySaver } from "@langchain/langgraph";
+import { Command, interrupt, MemorySaver, ReducedValue, StateSchema } from "@langchain/langgraph";
 import Database from "better-sqlite3";
-import { createAgent, humanInTheLoopMiddleware } from "langchain";
+import { createAgent, createMiddleware, humanInTheLoopMiddleware } from "langchain";
+import { z } from "zod";
 import { MemoryAuditLog, MemoryEffectLedger } from "eart";
 import { createGovernedAgent } from "eart/graphs";
 import { governanceMiddleware, guardAgent } from "eart/middleware";
@@ -85,7 +91,7 @@ interface Timing {
 }
 
 interface MiddlewareVariant {
-  name: "plain" | "HITL" | "governance" | "prebuilt";
+  name: "plain" | "HITL" | "floor" | "governance" | "prebuilt";
   /** Whether the approval path pauses for a human (every variant but plain). */
   pauses: boolean;
   /** Runs one conversation of `path` on a fresh thread, timed; throws if it paused where it must not or did not where it must. */
@@ -115,6 +121,8 @@ function createVariant(name: MiddlewareVariant["name"], modelTurns: number): Mid
       },
     });
     agent = createAgent({ model, tools: tools.all, checkpointer, middleware: [hitl] });
+  } else if (name === "floor") {
+    agent = createAgent({ model, tools: tools.all, checkpointer, middleware: [floorMiddleware()] });
   } else if (name === "prebuilt") {
     agent = createGovernedAgent({ model, tools: tools.all, identities, policy: refundPolicy, checkpointer, auditLog, ledger: new MemoryEffectLedger() });
   } else {
@@ -161,6 +169,25 @@ function createVariant(name: MiddlewareVariant["name"], modelTurns: number): Mid
   };
 }
 
+/**
+ * The floor variant's middleware: eart's shape without its work (one declared channel, as
+ * governanceMiddleware's `_eart`; the model and tool calls wrapped; the pause in the tool step).
+ */
+function floorMiddleware() {
+  const state = new StateSchema({
+    _floor: new ReducedValue(z.custom<unknown>(() => true), { inputSchema: z.custom<unknown>(() => true), reducer: (_current: unknown, update: unknown) => update }),
+  });
+  return createMiddleware({
+    name: "FloorMiddleware",
+    stateSchema: state,
+    wrapModelCall: (request, handler) => handler(request),
+    wrapToolCall: (request, handler) => {
+      if (request.toolCall.name === "issue_refund" && Number(request.toolCall.args.amount) > 100) interrupt({ action: request.toolCall.name });
+      return handler(request);
+    },
+  });
+}
+
 const ms = (x: number) => x.toFixed(3);
 const mean = (xs: readonly number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
 const ratioText = (a: Stats, b: Stats) => `mean ${(a.mean / b.mean).toFixed(2)}x, median ${(a.median / b.median).toFixed(2)}x`;
@@ -176,7 +203,7 @@ const ratioText = (a: Stats, b: Stats) => `mean ${(a.mean / b.mean).toFixed(2)}x
 export async function runMiddlewareBench(): Promise<void> {
   const threads = positiveIntFromEnv("EART_BENCH_MIDDLEWARE_THREADS", 300);
   const modelTurns = (WARMUP_THREADS + threads) * PATHS.length * MODEL_CALLS_PER_CONVERSATION + 50;
-  const variants = (["plain", "HITL", "governance", "prebuilt"] as const).map((name) => createVariant(name, modelTurns));
+  const variants = (["plain", "HITL", "floor", "governance", "prebuilt"] as const).map((name) => createVariant(name, modelTurns));
   const started = performance.now();
 
   // Warm-up, not counted: every conversation must complete, or nothing is timed.
@@ -227,7 +254,7 @@ export async function runMiddlewareBench(): Promise<void> {
   console.log(
     `\neart bench: createAgent middleware, refund conversation per conversation (${threads} per variant and path, ${WARMUP_THREADS} warm-up, ${rounds} interleaved rounds, ${seconds.toFixed(1)} s)`,
   );
-  console.log("plain: createAgent alone; HITL: + humanInTheLoopMiddleware (issue_refund when amount > $100); governance: + governanceMiddleware + guardAgent (memory audit log and ledger, redaction on); prebuilt: eart's createGovernedAgent (same stores and defaults)");
+  console.log("plain: createAgent alone; HITL: + humanInTheLoopMiddleware (issue_refund when amount > $100); floor: + a middleware of eart's shape doing no work (one declared state channel, model and tool calls wrapped, the pause in the tool step); governance: + governanceMiddleware + guardAgent (memory audit log and ledger, redaction on); prebuilt: eart's createGovernedAgent (same stores and defaults)");
   let met = true;
   let prebuiltMet = false;
   for (const path of PATHS) {
@@ -257,6 +284,9 @@ export async function runMiddlewareBench(): Promise<void> {
     console.log(`ratio governance/HITL:  ${ratioText(gov, hitl)}   target: governance middleware at most the time of HITL middleware (<= ${MIDDLEWARE_TARGET_RATIO.toFixed(2)}x, mean and median): ${pathMet ? "MET" : "NOT MET"}`);
     console.log(`ratio HITL/plain:       ${ratioText(hitl, plain)}`);
     console.log(`ratio governance/plain: ${ratioText(gov, plain)}`);
+    const floor = stats.get("floor")!;
+    console.log(`ratio floor/HITL:       ${ratioText(floor, hitl)}   (a middleware of eart's shape that does no work)`);
+    console.log(`ratio governance/floor: ${ratioText(gov, floor)}   (eart's work: identity, policy, seals, ledger, redaction, audit chain)`);
     const prebuilt = stats.get("prebuilt")!;
     if (path === "approval") {
       prebuiltMet = prebuilt.mean / hitl.mean <= PREBUILT_APPROVAL_TARGET_RATIO && prebuilt.median / hitl.median <= PREBUILT_APPROVAL_TARGET_RATIO;
