@@ -189,9 +189,23 @@ function clientAnswer(input: unknown): unknown {
   const { resume, update, goto } = input as Command & { goto?: unknown };
   // A Command that writes or jumps is refused whole by the resume guard.
   if (update !== undefined || (Array.isArray(goto) ? goto.length > 0 : goto !== undefined)) return input;
-  if (typeof resume !== "object" || resume === null || Array.isArray(resume) || !Object.hasOwn(resume, REFUSED_ANSWER_KEY)) return input;
-  const { [REFUSED_ANSWER_KEY]: claimed, ...rest } = resume as Record<string, unknown>;
-  return new Command({ resume: { ...rest, [`client_${REFUSED_ANSWER_KEY}`]: claimed } });
+  if (typeof resume !== "object" || resume === null || Array.isArray(resume)) return input;
+  const keys = Object.keys(resume);
+  // The answer itself, or (keyed by interrupt id, as LangGraph reads an object whose keys all look
+  // like interrupt ids) each answer in it: the guard unwraps the keyed form before eart reads it.
+  const keyed = keys.length > 0 && keys.every((k) => INTERRUPT_ID.test(k));
+  const renamed = keyed ? Object.fromEntries(keys.map((k) => [k, withoutRefusalKey((resume as Record<string, unknown>)[k])])) : withoutRefusalKey(resume);
+  return renamed === resume || (keyed && keys.every((k) => (renamed as Record<string, unknown>)[k] === (resume as Record<string, unknown>)[k])) ? input : new Command({ resume: renamed });
+}
+
+/** What LangGraph takes for an interrupt id in a resume map. */
+const INTERRUPT_ID = /^[0-9a-f]{32}$/;
+
+/** An answer with the key only eart writes renamed (the same object when it has none). */
+function withoutRefusalKey(answer: unknown): unknown {
+  if (typeof answer !== "object" || answer === null || Array.isArray(answer) || !Object.hasOwn(answer, REFUSED_ANSWER_KEY)) return answer;
+  const { [REFUSED_ANSWER_KEY]: claimed, ...rest } = answer as Record<string, unknown>;
+  return { ...rest, [`client_${REFUSED_ANSWER_KEY}`]: claimed };
 }
 
 /**
