@@ -238,6 +238,25 @@ function asHttpRefusal(error: unknown): unknown {
 }
 
 /**
+ * Refuses a run of a thread that a graph of another kind made (LangGraph server runs any of its
+ * graphs on any thread): its latest checkpoint holds channels this graph does not have (eart's
+ * prebuilt agent keeps its records in `identity`, `decisions`…; a createAgent agent in `_eart`).
+ * Read through this graph, such a thread shows neither its records nor the request it waits on:
+ * new input would be taken past a waiting request, an answer would fail without eart's code.
+ */
+async function assertMadeHere(graph: ServedGraph, config: RunnableConfig): Promise<void> {
+  const checkpointer = (graph as { checkpointer?: unknown }).checkpointer;
+  const threadId = config.configurable?.thread_id;
+  const channels = (graph as { channels?: Record<string, unknown> }).channels;
+  if (!(checkpointer instanceof BaseCheckpointSaver) || (typeof threadId !== "string" && typeof threadId !== "number") || !channels) return;
+  const tuple = await checkpointer.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } });
+  const foreign = Object.keys(tuple?.checkpoint.channel_versions ?? {}).filter((name) => !Object.hasOwn(channels, name));
+  if (foreign.length > 0) {
+    throw new ThreadStateError("thread_of_another_graph", String(threadId), `Thread "${threadId}" was made by another graph (it holds ${foreign.slice(0, 5).join(", ")}, which this graph does not): run it on the graph that made it`);
+  }
+}
+
+/**
  * Puts a graph's runs under the server's rules ({@link serverConfig}, refusals kept on the thread,
  * eart's codes for the client); a copy made with withConfig gets the same.
  */
@@ -249,6 +268,7 @@ function serve(graph: ServedGraph, rules: { agentId: string; clientAgents: reado
     let inner: AsyncIterable<unknown>;
     try {
       config = serverConfig(options, rules);
+      await assertMadeHere(graph, config);
       inner = await stream(input, config);
     } catch (error) {
       // An answer refused before LangGraph could store it (recorded by the resume guard) keeps

@@ -5,7 +5,7 @@ import { MemoryAuditLog, MemoryEffectLedger } from "eart";
 import { governanceMiddleware, guardAgent } from "eart/middleware";
 import { serveAgent } from "eart/server";
 import { refundPolicy } from "../../examples/refund/policy.js";
-import { interruptOf, startDevServer, TOKENS, type DevServer } from "../support/langgraph-server.js";
+import { approveAll, interruptOf, startDevServer, TOKENS, type DevServer } from "../support/langgraph-server.js";
 import { registry, turnsModel } from "../support/refund.js";
 
 /**
@@ -110,6 +110,34 @@ describe("a createAgent agent with governanceMiddleware on LangGraph server", ()
     // The request still waits for a supervisor, who approves it.
     await as("sue").runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE } });
     expect(refundsOf(250)).toEqual([{ orderId: "1042", amount: 250 }]);
+  });
+});
+
+describe("a thread run on a graph of the other kind (the server runs any graph on any thread)", () => {
+  // Found by a red-team pass: sam's answer sent through the prebuilt "refund" graph failed with a
+  // TypeError (the prebuilt graph read the thread without its records); cara's new input sent
+  // through "refund-middleware" to her prebuilt thread waiting for a supervisor was taken, and the
+  // request was left unanswerable there.
+  it("refuses an answer through the prebuilt graph to the middleware graph's thread, with eart's code; the request stands", async () => {
+    const { threadId } = await paused("cara", 200);
+    await expect(as("sam").runs.wait(threadId, "refund", { command: { resume: HITL_APPROVE } })).rejects.toThrow(/thread_of_another_graph/);
+    expect(refundsOf(200)).toEqual([]);
+    expect(server.auditTypes(threadId)).not.toContain("approval.decided");
+    await as("sue").runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE } });
+    expect(refundsOf(200)).toEqual([{ orderId: "1042", amount: 200 }]);
+  });
+
+  it("refuses the owner's new input through the middleware graph to her prebuilt thread that waits for a supervisor; the request stands", async () => {
+    const cara = as("cara");
+    const thread = await cara.threads.create();
+    await cara.runs.wait(thread.thread_id, "refund", { input: say("Please refund order 1042, $150") });
+    const request = await interruptOf(cara, thread.thread_id);
+    const before = server.auditTypes(thread.thread_id).length;
+    await expect(cara.runs.wait(thread.thread_id, GRAPH, { input: say("hello there") })).rejects.toThrow(/thread_of_another_graph/);
+    await expect(cara.runs.wait(thread.thread_id, GRAPH, { input: null })).rejects.toThrow(/thread_of_another_graph/);
+    expect(server.auditTypes(thread.thread_id)).toHaveLength(before);
+    await as("sam").runs.wait(thread.thread_id, "refund", { command: { resume: approveAll(request) } });
+    expect(refundsOf(150)).toEqual([{ orderId: "1042", amount: 150 }]);
   });
 });
 
