@@ -606,7 +606,7 @@ function waitsInRecords(values: Record<string, unknown> | undefined, records: St
 }
 
 /** The refusal of input or a continue on a thread that waits for a human. */
-const awaitingHuman = (threadId: string) =>
+export const awaitingHuman = (threadId: string) =>
   new ThreadStateError("thread_awaiting_approval", threadId, `Thread "${threadId}" waits for a human (an approval, a recovery decision or a review); answer it before sending new input`);
 
 /**

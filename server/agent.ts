@@ -1,8 +1,10 @@
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
 import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
-import { BaseCheckpointSaver, Command, isCommand } from "@langchain/langgraph";
+import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
+import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
+import { awaitingHuman } from "../graphs/resume-guard.js";
 import { REFUSED_ANSWER_KEY, refusedAnswer } from "../langgraph/interrupts.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
@@ -247,13 +249,59 @@ function asHttpRefusal(error: unknown): unknown {
 async function assertMadeHere(graph: ServedGraph, config: RunnableConfig): Promise<void> {
   const checkpointer = (graph as { checkpointer?: unknown }).checkpointer;
   const threadId = config.configurable?.thread_id;
+  if (!(checkpointer instanceof BaseCheckpointSaver) || (typeof threadId !== "string" && typeof threadId !== "number")) return;
+  const refusal = otherGraphs(graph, String(threadId), await checkpointer.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } }));
+  if (refusal) throw refusal;
+}
+
+/** The refusal of a run of a thread whose latest checkpoint holds channels `graph` does not have, if it does. */
+function otherGraphs(graph: ServedGraph, threadId: string, tuple: CheckpointTuple | undefined): ThreadStateError | undefined {
   const channels = (graph as { channels?: Record<string, unknown> }).channels;
-  if (!(checkpointer instanceof BaseCheckpointSaver) || (typeof threadId !== "string" && typeof threadId !== "number") || !channels) return;
-  const tuple = await checkpointer.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } });
+  if (!channels) return undefined;
   const foreign = Object.keys(tuple?.checkpoint.channel_versions ?? {}).filter((name) => !Object.hasOwn(channels, name));
-  if (foreign.length > 0) {
-    throw new ThreadStateError("thread_of_another_graph", String(threadId), `Thread "${threadId}" was made by another graph (it holds ${foreign.slice(0, 5).join(", ")}, which this graph does not): run it on the graph that made it`);
+  if (foreign.length === 0) return undefined;
+  return new ThreadStateError("thread_of_another_graph", threadId, `Thread "${threadId}" was made by another graph (it holds ${foreign.slice(0, 5).join(", ")}, which this graph does not): run it on the graph that made it`);
+}
+
+/** LangGraph server's id of a graph's own assistant (the only kind eart's auth lets exist). */
+const graphAssistantId = (graphId: string) => uuid5(graphId, "6ba7b821-9dad-11d1-80b4-00c04fd430c8");
+
+/**
+ * Why a run that would fail in the graph is refused before LangGraph server creates it, for eart's
+ * server auth: an `agent_id` the graph does not act as, a run of a thread on a graph of the other
+ * kind ({@link assertMadeHere}), and new input on a thread that waits for a human. Refused in the
+ * graph, the run would make the server mark the thread `error`, keep the `agent_id` for every later
+ * run, and (on another graph) rewrite its `graph_id`: a reviewer's search would no longer list the
+ * request. Undefined when it is not refused here (the graph still checks every
+ * run), or when the run's assistant is not the own assistant of a served graph with a `graphId`.
+ */
+export async function refusalBeforeRun(threadId: string | undefined, assistantId: unknown, run: { newInput: boolean; agentId?: unknown }): Promise<EartError | undefined> {
+  const graphs = served();
+  const target = graphs.find((s) => s.graphId !== undefined && (assistantId === s.graphId || assistantId === graphAssistantId(s.graphId)));
+  if (!target) return undefined;
+  // An agent the graph does not act as: the server would keep it in the thread's config, and the
+  // graph refuse every later run of the thread (its approvers' answers too).
+  if (run.agentId !== undefined && !target.agents.includes(run.agentId as string)) {
+    return new IdentityResolutionError("identity_agent_refused", `This assistant acts as agent "${target.agentId}": a client may not pick agent ${JSON.stringify(run.agentId).slice(0, 100)}`, { agentId: target.agentId });
   }
+  if (threadId === undefined) return undefined;
+  // The server gives every graph its one checkpointer: any graph it ran reads the thread.
+  const checkpointer = threadStore.get(target.graph) ?? graphs.map((s) => threadStore.get(s.graph)).find((c) => c !== undefined);
+  if (!checkpointer) return undefined;
+  const tuple = await checkpointer.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } });
+  if (!tuple) return undefined;
+  const other = otherGraphs(target.graph, threadId, tuple);
+  if (other || !run.newInput) return other;
+  return pendingHumanTask(await readState(target.graph, checkpointer, threadId)) ? awaitingHuman(threadId) : undefined;
+}
+
+/** Whose thread it is, for eart: the human its identity was first bound for (eart's audit log). */
+export async function boundUserOf(threadId: string): Promise<string | undefined> {
+  const logs = new Set(served().map((s) => s.auditLog));
+  for (const log of logs) {
+    for (const e of await log.read(threadId)) if (e.type === "identity.bound" && typeof e.data.userId === "string") return e.data.userId;
+  }
+  return undefined;
 }
 
 /**

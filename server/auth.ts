@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { Auth, HTTPException } from "@langchain/langgraph-sdk/auth";
 import { EartConfigError } from "../src/errors.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
-import { answerableBy, servedUser } from "./agent.js";
+import { answerableBy, boundUserOf, refusalBeforeRun, servedUser } from "./agent.js";
 import { proofFor } from "./proof.js";
 import { narrowedSearches } from "./http.js";
 import { closedPath, runReadsOf } from "./paths.js";
@@ -145,6 +145,7 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
   /** What the run asks of the thread, besides its input or answer. */
   type RunRequest = {
     thread_id?: unknown;
+    assistant_id?: unknown;
     metadata?: Record<string, unknown>;
     after_seconds?: unknown;
     run_id?: unknown;
@@ -190,6 +191,26 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
     }
     configurable.langgraph_auth_user = { ...user, eart_proof: proofFor(user.identity, runId) };
   };
+  /**
+   * Refuses, before the server creates it, a run the graph would refuse in a way that takes the
+   * request out of the reviewers' search (the server marks a failed run's thread `error`, and a run
+   * on another graph rewrites its `graph_id`) or sticks (the server keeps a run's `agent_id` for
+   * every later run): an agent the graph does not act as, a run on a graph of the other kind, new
+   * input on a thread that waits for a human. What the thread holds is said only to whoever may run
+   * it (its answerer, or the user it was bound for): anyone else is answered not found by the server.
+   */
+  const refuseBeforeRun = async (user: EartUser, run: RunRequest, answerer: boolean) => {
+    const threadId = run.thread_id === undefined || run.thread_id === null ? undefined : String(run.thread_id);
+    const input = run.kwargs?.input;
+    const newInput = input !== undefined && input !== null && (run.kwargs?.command === undefined || run.kwargs?.command === null);
+    // What the run itself asks (an agent) is answered to anyone; what the thread holds only to
+    // whoever may run it.
+    const refusal =
+      (await refusalBeforeRun(undefined, run.assistant_id, { newInput: false, agentId: run.kwargs?.config?.configurable?.agent_id })) ??
+      (threadId !== undefined && (answerer || (await boundUserOf(threadId)) === user.identity) ? await refusalBeforeRun(threadId, run.assistant_id, { newInput }) : undefined);
+    // The body a run's error has (`{ error, message }`, the code leading the message): parseServerError reads both.
+    if (refusal) throw new HTTPException(409, { message: JSON.stringify({ error: refusal.name, message: `${refusal.code}: ${refusal.message}` }), headers: { "content-type": "application/json" } });
+  };
   /** Sets the owner in the metadata object the server keeps (in place: a thread copy reads the same object). */
   const own = (value: { metadata?: Record<string, unknown> | null }, user: EartUser) => {
     if (value.metadata && typeof value.metadata === "object") value.metadata.owner = user.identity;
@@ -232,6 +253,7 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       const run = value as RunRequest;
       if (run.thread_id === undefined || run.thread_id === null) {
         assertRunAllowed(run, true);
+        await refuseBeforeRun(user, run, false);
         own(run, user);
         stamp(run, user);
         return ownerOnly(user);
@@ -241,10 +263,12 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       // An approver answers a thread that waits for their role; the owner runs their own.
       if (await mayAnswer(user, run.thread_id)) {
         assertRunAllowed(run, false);
+        await refuseBeforeRun(user, run, true);
         stamp(run, user);
         return ANYONE;
       }
       assertRunAllowed(run, true);
+      await refuseBeforeRun(user, run, false);
       own(run, user);
       stamp(run, user);
       return ownerOnly(user);
