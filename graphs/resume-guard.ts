@@ -544,7 +544,7 @@ async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, con
  * stored for it is the one eart recorded as accepted (its run stopped after the answer was
  * recorded): `thread_awaiting_approval`. Without an audit log nothing is known to be accepted.
  */
-async function assertContinuable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog | undefined): Promise<void> {
+export async function assertContinuable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog | undefined): Promise<void> {
   const threadId = config.configurable?.thread_id;
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
   const snapshot = await graph.getState(config);

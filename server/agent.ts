@@ -4,7 +4,7 @@ import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } fr
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
-import { awaitingHuman } from "../graphs/resume-guard.js";
+import { assertContinuable, awaitingHuman } from "../graphs/resume-guard.js";
 import { REFUSED_ANSWER_KEY, refusedAnswer } from "../langgraph/interrupts.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
@@ -275,7 +275,7 @@ const graphAssistantId = (graphId: string) => uuid5(graphId, "6ba7b821-9dad-11d1
  * request. Undefined when it is not refused here (the graph still checks every
  * run), or when the run's assistant is not the own assistant of a served graph with a `graphId`.
  */
-export async function refusalBeforeRun(threadId: string | undefined, assistantId: unknown, run: { newInput: boolean; agentId?: unknown }): Promise<EartError | undefined> {
+export async function refusalBeforeRun(threadId: string | undefined, assistantId: unknown, run: { newInput: boolean; continues?: boolean; agentId?: unknown }): Promise<EartError | undefined> {
   const graphs = served();
   const target = graphs.find((s) => s.graphId !== undefined && (assistantId === s.graphId || assistantId === graphAssistantId(s.graphId)));
   if (!target) return undefined;
@@ -291,8 +291,25 @@ export async function refusalBeforeRun(threadId: string | undefined, assistantId
   const tuple = await checkpointer.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } });
   if (!tuple) return undefined;
   const other = otherGraphs(target.graph, threadId, tuple);
-  if (other || !run.newInput) return other;
-  return pendingHumanTask(await readState(target.graph, checkpointer, threadId)) ? awaitingHuman(threadId) : undefined;
+  if (other) return other;
+  // A graph of the same kind acting as another agent (another scenario's) would refuse the run, or
+  // the answer as from someone it does not know, and the server rewrite the thread's graph_id.
+  const agent = agentOfThread(await target.auditLog.read(threadId));
+  if (agent !== undefined && !target.agents.includes(agent)) {
+    return new ThreadStateError("thread_of_another_graph", threadId, `Thread "${threadId}" acts as agent "${agent}", which this graph does not: run it on the graph that made it`);
+  }
+  if (run.newInput) return pendingHumanTask(await readState(target.graph, checkpointer, threadId)) ? awaitingHuman(threadId) : undefined;
+  if (run.continues) {
+    // A continue of a thread that waits for a human, unless eart recorded its answer as accepted
+    // (a step that stopped after accepting it): the graph's own check, on the server's checkpointer.
+    try {
+      await assertContinuable(Object.create(target.graph, { checkpointer: { value: checkpointer } }) as Parameters<typeof assertContinuable>[0], { configurable: { thread_id: threadId } }, target.auditLog);
+    } catch (error) {
+      if (error instanceof ThreadStateError) return error;
+      throw error;
+    }
+  }
+  return undefined;
 }
 
 /** Whose thread it is, for eart: the human its identity was first bound for (eart's audit log). */

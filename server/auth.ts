@@ -166,8 +166,16 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
     if (sticky.length > 0) throw new HTTPException(403, { message: `A run may not set ${sticky.join(", ")}: the server would keep it for every later run of the thread` });
     if (value.kwargs?.webhook !== undefined && value.kwargs?.webhook !== null) throw new HTTPException(403, { message: "Runs take no webhook here" });
     if (value.kwargs?.temporary === true) throw new HTTPException(403, { message: "Stateless runs are closed: start a thread" });
-    if (owner) return;
     const command = value.kwargs?.command;
+    if (owner) {
+      // The graph refuses a Command that writes or jumps (after the server marked the run's thread
+      // as running it: refused there, the thread would be left `error`, out of the reviewers' search).
+      const gotos = command?.goto === undefined || command?.goto === null ? [] : Array.isArray(command.goto) ? command.goto : [command.goto];
+      if (command && ((command.update !== undefined && command.update !== null) || gotos.length > 0)) {
+        throw new HTTPException(403, { message: "state_write_refused: A Command from a caller may only carry resume: update and goto are for eart's nodes" });
+      }
+      return;
+    }
     const answerOnly = command !== null && command !== undefined && command.resume !== undefined && command.update === undefined && command.goto === undefined && value.kwargs?.input === undefined;
     if (!answerOnly) throw new HTTPException(403, { message: "Only the thread's owner may send it input or continue it: an approver answers (command.resume)" });
     if (typeof value.after_seconds === "number" && value.after_seconds > 0) throw new HTTPException(403, { message: "An answer is not delayed" });
@@ -202,12 +210,14 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
   const refuseBeforeRun = async (user: EartUser, run: RunRequest, answerer: boolean) => {
     const threadId = run.thread_id === undefined || run.thread_id === null ? undefined : String(run.thread_id);
     const input = run.kwargs?.input;
-    const newInput = input !== undefined && input !== null && (run.kwargs?.command === undefined || run.kwargs?.command === null);
+    const command = run.kwargs?.command === undefined || run.kwargs?.command === null ? undefined : run.kwargs.command;
+    const newInput = input !== undefined && input !== null && command === undefined;
+    const continues = (input === undefined || input === null) && command === undefined;
     // What the run itself asks (an agent) is answered to anyone; what the thread holds only to
     // whoever may run it.
     const refusal =
       (await refusalBeforeRun(undefined, run.assistant_id, { newInput: false, agentId: run.kwargs?.config?.configurable?.agent_id })) ??
-      (threadId !== undefined && (answerer || (await boundUserOf(threadId)) === user.identity) ? await refusalBeforeRun(threadId, run.assistant_id, { newInput }) : undefined);
+      (threadId !== undefined && (answerer || (await boundUserOf(threadId)) === user.identity) ? await refusalBeforeRun(threadId, run.assistant_id, { newInput, continues }) : undefined);
     // The body a run's error has (`{ error, message }`, the code leading the message): parseServerError reads both.
     if (refusal) throw new HTTPException(409, { message: JSON.stringify({ error: refusal.name, message: `${refusal.code}: ${refusal.message}` }), headers: { "content-type": "application/json" } });
   };

@@ -178,9 +178,17 @@ describe("the refund agent on LangGraph server", () => {
     const cara = server.client("cara");
     const error = await cara.runs.wait(threadId, "refund", { input: { messages: [{ role: "user", content: "and order 1043, $60" }] } }).then(() => undefined, (e: Error) => e);
     expect(parseServerError(error)).toMatchObject({ name: "ThreadStateError", code: "thread_awaiting_approval", message: expect.stringContaining(threadId) });
-    // New input is refused before the server makes the run (a 409 with the same body); a continue
-    // is refused by the graph, and the run's error carries it.
-    const out = await cara.runs.wait(threadId, "refund", { input: null, raiseError: false });
+    // New input and a continue are refused before the server makes the run (a 409 with the body a
+    // run's error has).
+    const continued = await cara.runs.wait(threadId, "refund", { input: null }).then(() => undefined, (e: Error) => e);
+    expect(parseServerError(continued)).toMatchObject({ name: "ThreadStateError", code: "thread_awaiting_approval" });
+    // A run made before the thread waited (delayed, queued behind the one that pauses) is refused
+    // by the graph when it starts, and the run's error carries eart's code.
+    const fresh = await cara.threads.create();
+    const first = await cara.runs.create(fresh.thread_id, "refund", { input: REQUEST, afterSeconds: 1 });
+    const second = await cara.runs.create(fresh.thread_id, "refund", { input: { messages: [{ role: "user", content: "and order 1043, $60" }] }, afterSeconds: 2, multitaskStrategy: "enqueue" });
+    await cara.runs.join(fresh.thread_id, first.run_id);
+    const out = await cara.runs.join(fresh.thread_id, second.run_id);
     expect(parseServerError((out as { __error__?: unknown }).__error__)).toMatchObject({ name: "ThreadStateError", code: "thread_awaiting_approval" });
   });
 

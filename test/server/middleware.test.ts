@@ -119,8 +119,12 @@ describe("a createAgent agent with governanceMiddleware on LangGraph server", ()
     expect(await res.text()).toContain("state_write_refused");
     // Another customer may not answer it (nor see it).
     await expect(as("omar").runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE } })).rejects.toThrow(/404|not found/i);
-    // A continue of a thread that waits for a human is refused.
+    // A continue of a thread that waits for a human, and a Command that writes or jumps, are
+    // refused before the server makes the run: the thread stays in the reviewers' queue.
     await expect(as("cara").runs.wait(threadId, GRAPH, { input: null })).rejects.toThrow(/thread_awaiting_approval/);
+    await expect(as("cara").runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE, goto: "tools" } })).rejects.toThrow(/state_write_refused/);
+    expect((await as("cara").threads.get(threadId)).status).toBe("interrupted");
+    expect((await as("sue").threads.search({ status: "interrupted", metadata: { graph_id: GRAPH }, limit: 1000 })).map((t) => t.thread_id)).toContain(threadId);
     expect(refundsOf(250)).toEqual([]);
     expect(server.auditTypes(threadId)).not.toContain("approval.decided");
     // The request still waits for a supervisor, who approves it.
@@ -149,6 +153,25 @@ describe("a thread run on a graph of the other kind (the server runs any graph o
     await expect(as("omar").runs.wait(threadId, "refund", { input: say("hello") })).rejects.toThrow(/404|not found/i);
     await as("sue").runs.wait(threadId, GRAPH, { command: { resume: HITL_APPROVE } });
     expect(refundsOf(200)).toEqual([{ orderId: "1042", amount: 200 }]);
+  });
+
+  // Found by a second red-team pass: a graph of the same kind acting as another agent (another
+  // scenario's) took sam's answer to cara's refund (refused there, or as from an unknown approver)
+  // and the server rewrote the thread's graph_id: no refund supervisor found it any more.
+  it("refuses an answer through another scenario's graph (same kind, another agent); the thread stays the refund graph's", async () => {
+    const cara = as("cara");
+    const thread = await cara.threads.create();
+    await cara.runs.wait(thread.thread_id, "refund", { input: say("Please refund order 1042, $160") });
+    const request = await interruptOf(cara, thread.thread_id);
+    for (const graph of ["finance-payment", "hr-offer"]) {
+      await expect(as("sam").runs.wait(thread.thread_id, graph, { command: { resume: approveAll(request) } }), graph).rejects.toThrow(/thread_of_another_graph/);
+    }
+    await expect(cara.runs.wait(thread.thread_id, "hr-offer", { input: null })).rejects.toThrow(/thread_of_another_graph/);
+    const kept = await cara.threads.get(thread.thread_id);
+    expect([kept.status, kept.metadata?.graph_id]).toEqual(["interrupted", "refund"]);
+    expect((await as("sue").threads.search({ status: "interrupted", metadata: { graph_id: "refund" }, limit: 1000 })).map((t) => t.thread_id)).toContain(thread.thread_id);
+    await as("sue").runs.wait(thread.thread_id, "refund", { command: { resume: approveAll(request) } });
+    expect(refundsOf(160)).toEqual([{ orderId: "1042", amount: 160 }]);
   });
 
   it("refuses the owner's new input through the middleware graph to her prebuilt thread that waits for a supervisor; the request stands", async () => {
