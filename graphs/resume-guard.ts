@@ -78,17 +78,32 @@ export function assertPlainResume(value: unknown): void {
  */
 export function assertCallerInput(input: unknown, channels: readonly string[] = GOVERNED_CHANNEL_NAMES): void {
   if (isCommand(input)) {
-    const command = input as { update?: unknown; goto?: unknown; graph?: unknown; resume?: unknown };
-    const gotos = command.goto === undefined ? [] : Array.isArray(command.goto) ? command.goto : [command.goto];
-    if (command.update !== undefined || gotos.length > 0 || command.graph !== undefined) {
-      throw new StateTamperError("state_write_refused", "A Command from a caller may only carry resume: update and goto are for eart's nodes", {
-        fields: ["update", "goto", "graph"].filter((f) => f === "goto" ? gotos.length > 0 : (command as Record<string, unknown>)[f] !== undefined),
-      });
-    }
-    if (command.resume !== undefined) assertPlainResume(command.resume);
+    const fields = commandWrites(input);
+    if (fields.length > 0) throw new StateTamperError("state_write_refused", COMMAND_WRITE_REFUSED, { fields });
+    const { resume } = input as { resume?: unknown };
+    if (resume !== undefined) assertPlainResume(resume);
     return;
   }
   assertNoGovernedChannels(input, "input", channels);
+}
+
+/** Why a caller's Command that writes or jumps is refused. */
+export const COMMAND_WRITE_REFUSED = "A Command from a caller may only carry resume: update and goto are for eart's nodes";
+
+/**
+ * The fields of a Command (or its JSON form) that write state or jump (`update`, a non-empty
+ * `goto`, `graph`): a caller's Command may carry none of them.
+ */
+export function commandWrites(command: { update?: unknown; goto?: unknown; graph?: unknown }): string[] {
+  const gotos = command.goto === undefined ? [] : Array.isArray(command.goto) ? command.goto : [command.goto];
+  return ["update", "goto", "graph"].filter((f) => (f === "goto" ? gotos.length > 0 : (command as Record<string, unknown>)[f] !== undefined));
+}
+
+/** The keys of a resume LangGraph reads as a map by interrupt id (every key looks like one), or undefined. */
+export function resumeMapKeys(resume: unknown): string[] | undefined {
+  if (typeof resume !== "object" || resume === null || Array.isArray(resume)) return undefined;
+  const keys = Object.keys(resume);
+  return keys.length > 0 && keys.every((k) => /^[0-9a-f]{32}$/.test(k)) ? keys : undefined;
 }
 
 /** Refuses a write of eart's channels from outside its nodes (input, `updateState`). */
@@ -512,10 +527,9 @@ function assertPlainUpdate(values: unknown, via: string): void {
 function asPlainResume(input: unknown, snapshot: Snapshot): unknown {
   const resume = (input as { resume?: unknown }).resume;
   const pending = snapshot.tasks.flatMap((t) => (t.interrupts ?? []) as { id?: unknown }[]);
-  if (pending.length !== 1 || typeof pending[0]!.id !== "string" || typeof resume !== "object" || resume === null) return input;
-  const keys = Object.keys(resume);
-  // LangGraph reads an object whose keys all look like interrupt ids as a map by interrupt id.
-  if (keys.length === 0 || !keys.every((k) => /^[0-9a-f]{32}$/.test(k))) return input;
+  if (pending.length !== 1 || typeof pending[0]!.id !== "string") return input;
+  const keys = resumeMapKeys(resume);
+  if (!keys) return input;
   if (keys.length !== 1 || keys[0] !== pending[0]!.id) {
     throw new ApprovalError("approval_resume_invalid", `The resume answers interrupt ${keys.join(", ")}, but the thread waits on ${pending[0]!.id}`, {
       path: [],

@@ -62,3 +62,19 @@ export function answeredAfter(messages: readonly BaseMessage[], messageId: strin
   }
   return false;
 }
+
+/**
+ * The compiled graph of a LangChain `createAgent` agent: `createAgent` may bind default config
+ * around it (`.bound`), and LangGraph server runs the graph itself.
+ */
+export function compiledGraphOf<G = unknown>(agent: { graph: unknown }): G {
+  let graph = agent.graph as { bound?: unknown };
+  while (graph && typeof graph === "object" && "bound" in graph && graph.bound) graph = graph.bound as { bound?: unknown };
+  return graph as G;
+}
+
+/** Whether a `createAgent` agent was made with this middleware (in its `middleware` option). */
+export function madeWith(agent: object, middleware: object): boolean {
+  const list = (agent as { options?: { middleware?: unknown } }).options?.middleware;
+  return Array.isArray(list) && list.includes(middleware);
+}

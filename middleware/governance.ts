@@ -4,7 +4,7 @@ import { BaseCheckpointSaver, Command, getConfig, isCommand, ReducedValue, State
 import { createMiddleware } from "langchain";
 import { z } from "zod";
 import { createPolicyGateParts, type GateUpdate } from "../guards/policy-gate.js";
-import { answeredAfter, requireThreadId } from "../langgraph/run.js";
+import { answeredAfter, compiledGraphOf, madeWith, requireThreadId } from "../langgraph/run.js";
 import { type GovernedState } from "../langgraph/channels.js";
 import { answerOf, EffectLedgerOption } from "../langgraph/records.js";
 import { assertCallerInput, guardResumes, THREAD_LOCK } from "../graphs/resume-guard.js";
@@ -514,14 +514,13 @@ export function guardAgent<A extends { graph: unknown }>(agent: A, governance: o
     throw new EartConfigError("lock", "must be a ThreadLock or false");
   }
   // An agent built without this middleware would run its tools ungoverned behind a guard that looks fine.
-  const middleware = (agent as { options?: { middleware?: unknown } }).options?.middleware;
-  if (!Array.isArray(middleware) || !middleware.includes(governance)) {
+  if (!madeWith(agent, governance)) {
     throw new EartConfigError("governance", "the agent was not created with this governanceMiddleware (createAgent({ …, middleware: [governance] }))");
   }
+  const middleware = (agent as unknown as { options: { middleware: unknown[] } }).options.middleware;
   if ((agent as unknown as Record<symbol, unknown>)[GUARDED_AGENT]) return agent;
-  // createAgent may bind default config around its compiled graph: guard the graph itself.
-  let graph = agent.graph as { bound?: unknown; checkpointer?: unknown };
-  while (graph && typeof graph === "object" && "bound" in graph && graph.bound) graph = graph.bound as { bound?: unknown };
+  // Guard the compiled graph itself (createAgent may bind default config around it).
+  const graph = compiledGraphOf<{ checkpointer?: unknown }>(agent);
   own.useCheckpointer(graph.checkpointer);
   own.useTools([
     ...(((agent as { options?: { tools?: unknown[] } }).options?.tools ?? []) as StructuredToolInterface[]),

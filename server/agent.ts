@@ -4,7 +4,8 @@ import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } fr
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
-import { assertContinuable, awaitingHuman } from "../graphs/resume-guard.js";
+import { assertContinuable, awaitingHuman, commandWrites, resumeMapKeys } from "../graphs/resume-guard.js";
+import { compiledGraphOf, madeWith } from "../langgraph/run.js";
 import { REFUSED_ANSWER_KEY, refusedAnswer } from "../langgraph/interrupts.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
@@ -80,8 +81,12 @@ function rememberCheckpointer(graph: ServedGraph): void {
 
 /** A thread's state as the graph reads it, from the given checkpointer (a view of the graph: the graph itself is not changed). */
 function readState(graph: ServedGraph, checkpointer: BaseCheckpointSaver, threadId: string): Promise<unknown> {
-  const view = Object.create(graph, { checkpointer: { value: checkpointer } }) as ServedGraph;
-  return view.getState({ configurable: { thread_id: threadId } });
+  return on(graph, checkpointer).getState({ configurable: { thread_id: threadId } });
+}
+
+/** The graph reading through the given checkpointer (a view: the graph itself is not changed). */
+function on<G extends object>(graph: G, checkpointer: BaseCheckpointSaver): G {
+  return Object.create(graph, { checkpointer: { value: checkpointer } }) as G;
 }
 
 /** The audit events that record a human's answer, and the field naming who gave it. */
@@ -172,14 +177,17 @@ function serverConfig(given: RunnableConfig | undefined, options: { agentId: str
   }
   delete configurable.user_id;
   const asked = configurable.agent_id;
-  if (asked !== undefined && asked !== options.agentId && !(typeof asked === "string" && options.clientAgents.includes(asked))) {
-    throw new IdentityResolutionError("identity_agent_refused", `This assistant acts as agent "${options.agentId}": a client may not pick agent ${JSON.stringify(asked).slice(0, 100)}`, {
-      agentId: options.agentId,
-    });
-  }
+  const refused = agentRefusal(options.agentId, [options.agentId, ...options.clientAgents], asked);
+  if (refused) throw refused;
   configurable.agent_id = asked ?? options.agentId;
   configurable.eart_refusals = "interrupt";
   return { ...given, configurable };
+}
+
+/** The refusal of a run that names an agent (`configurable.agent_id`) the graph does not act as, if it does. */
+function agentRefusal(agentId: string, agents: readonly string[], asked: unknown): IdentityResolutionError | undefined {
+  if (asked === undefined || (typeof asked === "string" && agents.includes(asked))) return undefined;
+  return new IdentityResolutionError("identity_agent_refused", `This assistant acts as agent "${agentId}": a client may not pick agent ${JSON.stringify(asked).slice(0, 100)}`, { agentId });
 }
 
 /**
@@ -187,21 +195,19 @@ function serverConfig(given: RunnableConfig | undefined, options: { agentId: str
  * so the answer is checked (and refused) like any other instead of standing for a refusal.
  */
 function clientAnswer(input: unknown): unknown {
-  if (!isCommand(input)) return input;
-  const { resume, update, goto } = input as Command & { goto?: unknown };
   // A Command that writes or jumps is refused whole by the resume guard.
-  if (update !== undefined || (Array.isArray(goto) ? goto.length > 0 : goto !== undefined)) return input;
-  if (typeof resume !== "object" || resume === null || Array.isArray(resume)) return input;
-  const keys = Object.keys(resume);
-  // The answer itself, or (keyed by interrupt id, as LangGraph reads an object whose keys all look
-  // like interrupt ids) each answer in it: the guard unwraps the keyed form before eart reads it.
-  const keyed = keys.length > 0 && keys.every((k) => INTERRUPT_ID.test(k));
-  const renamed = keyed ? Object.fromEntries(keys.map((k) => [k, withoutRefusalKey((resume as Record<string, unknown>)[k])])) : withoutRefusalKey(resume);
-  return renamed === resume || (keyed && keys.every((k) => (renamed as Record<string, unknown>)[k] === (resume as Record<string, unknown>)[k])) ? input : new Command({ resume: renamed });
+  if (!isCommand(input) || commandWrites(input).length > 0) return input;
+  const { resume } = input as Command;
+  // The answer itself, or each answer of a map by interrupt id: the guard unwraps that form before eart reads it.
+  const keys = resumeMapKeys(resume);
+  if (!keys) {
+    const renamed = withoutRefusalKey(resume);
+    return renamed === resume ? input : new Command({ resume: renamed });
+  }
+  const answers = resume as Record<string, unknown>;
+  const renamed = Object.fromEntries(keys.map((k) => [k, withoutRefusalKey(answers[k])]));
+  return keys.every((k) => renamed[k] === answers[k]) ? input : new Command({ resume: renamed });
 }
-
-/** What LangGraph takes for an interrupt id in a resume map. */
-const INTERRUPT_ID = /^[0-9a-f]{32}$/;
 
 /** An answer with the key only eart writes renamed (the same object when it has none). */
 function withoutRefusalKey(answer: unknown): unknown {
@@ -275,16 +281,23 @@ const graphAssistantId = (graphId: string) => uuid5(graphId, "6ba7b821-9dad-11d1
  * request. Undefined when it is not refused here (the graph still checks every
  * run), or when the run's assistant is not the own assistant of a served graph with a `graphId`.
  */
-export async function refusalBeforeRun(threadId: string | undefined, assistantId: unknown, run: { newInput: boolean; continues?: boolean; agentId?: unknown }): Promise<EartError | undefined> {
+export async function refusalBeforeRun(
+  threadId: string | undefined,
+  assistantId: unknown,
+  run: { caller: string; answerer: boolean; newInput: boolean; continues: boolean; agentId?: unknown },
+): Promise<EartError | undefined> {
   const graphs = served();
   const target = graphs.find((s) => s.graphId !== undefined && (assistantId === s.graphId || assistantId === graphAssistantId(s.graphId)));
   if (!target) return undefined;
   // An agent the graph does not act as: the server would keep it in the thread's config, and the
-  // graph refuse every later run of the thread (its approvers' answers too).
-  if (run.agentId !== undefined && !target.agents.includes(run.agentId as string)) {
-    return new IdentityResolutionError("identity_agent_refused", `This assistant acts as agent "${target.agentId}": a client may not pick agent ${JSON.stringify(run.agentId).slice(0, 100)}`, { agentId: target.agentId });
-  }
-  if (threadId === undefined) return undefined;
+  // graph refuse every later run of the thread (its approvers' answers too). Said to anyone: it is
+  // about the run, not the thread.
+  const refused = agentRefusal(target.agentId, target.agents, run.agentId);
+  if (refused || threadId === undefined) return refused;
+  // What the thread holds is said only to whoever may run it: its answerer, or the user it was
+  // bound for (the server answers anyone else not found).
+  const events = await threadEvents(threadId);
+  if (!run.answerer && events.find((e) => e.type === "identity.bound")?.data.userId !== run.caller) return undefined;
   // The server gives every graph its one checkpointer: any graph it ran reads the thread.
   const checkpointer = threadStore.get(target.graph) ?? graphs.map((s) => threadStore.get(s.graph)).find((c) => c !== undefined);
   if (!checkpointer) return undefined;
@@ -294,7 +307,7 @@ export async function refusalBeforeRun(threadId: string | undefined, assistantId
   if (other) return other;
   // A graph of the same kind acting as another agent (another scenario's) would refuse the run, or
   // the answer as from someone it does not know, and the server rewrite the thread's graph_id.
-  const agent = agentOfThread(await target.auditLog.read(threadId));
+  const agent = agentOfThread(events);
   if (agent !== undefined && !target.agents.includes(agent)) {
     return new ThreadStateError("thread_of_another_graph", threadId, `Thread "${threadId}" acts as agent "${agent}", which this graph does not: run it on the graph that made it`);
   }
@@ -303,7 +316,7 @@ export async function refusalBeforeRun(threadId: string | undefined, assistantId
     // A continue of a thread that waits for a human, unless eart recorded its answer as accepted
     // (a step that stopped after accepting it): the graph's own check, on the server's checkpointer.
     try {
-      await assertContinuable(Object.create(target.graph, { checkpointer: { value: checkpointer } }) as Parameters<typeof assertContinuable>[0], { configurable: { thread_id: threadId } }, target.auditLog);
+      await assertContinuable(on(target.graph as Parameters<typeof assertContinuable>[0], checkpointer), { configurable: { thread_id: threadId } }, target.auditLog);
     } catch (error) {
       if (error instanceof ThreadStateError) return error;
       throw error;
@@ -312,13 +325,13 @@ export async function refusalBeforeRun(threadId: string | undefined, assistantId
   return undefined;
 }
 
-/** Whose thread it is, for eart: the human its identity was first bound for (eart's audit log). */
-export async function boundUserOf(threadId: string): Promise<string | undefined> {
-  const logs = new Set(served().map((s) => s.auditLog));
-  for (const log of logs) {
-    for (const e of await log.read(threadId)) if (e.type === "identity.bound" && typeof e.data.userId === "string") return e.data.userId;
+/** A thread's audit events, from the first audit store of the served graphs that holds any. */
+async function threadEvents(threadId: string): Promise<AuditEvent[]> {
+  for (const log of new Set(served().map((s) => s.auditLog))) {
+    const events = await log.read(threadId);
+    if (events.length > 0) return events;
   }
-  return undefined;
+  return [];
 }
 
 /**
@@ -461,16 +474,14 @@ export function serveAgent<A extends { graph: unknown }>(agent: A, governance: o
   if (!(agent as unknown as Record<symbol, unknown>)[Symbol.for("eart.guardAgent")]) {
     throw new EartConfigError("agent", "is not guarded: guardAgent(agent, governance, { lock: stores.forAgent.threadLock }) before serving it (without the guard, callers could write eart's records and answer unknown threads)");
   }
-  const middleware = (agent as { options?: { middleware?: unknown } }).options?.middleware;
-  if (!Array.isArray(middleware) || !middleware.includes(governance)) throw new EartConfigError("governance", "the agent was not created with this governanceMiddleware");
+  if (!madeWith(agent, governance)) throw new EartConfigError("governance", "the agent was not created with this governanceMiddleware");
   if (!own.stores.auditLog || !own.stores.ledger()) {
     throw new EartConfigError("governance", "give governanceMiddleware the server stores' auditLog and ledger (serverStores().forAgent): on LangGraph server eart's records must outlive this process");
   }
   const { agentId, clientAgents = [], trust = "eart-auth", graphId } = options;
   assertAgents(own.registry, agentId, clientAgents, trust);
   // The graph the server runs: createAgent's compiled graph (the server unwraps the agent to it).
-  let graph = agent.graph as ServedGraph & { bound?: unknown };
-  while (graph && typeof graph === "object" && "bound" in graph && graph.bound) graph = graph.bound as ServedGraph & { bound?: unknown };
+  const graph = compiledGraphOf<ServedGraph>(agent);
   const answerRoles = answerRolesOf({ policy: own.policy, recoveryRoles: [...own.recoveryRoles] });
   register(graph, { agentId, clientAgents, trust, graphId, registry: own.registry, answerRoles, auditLog: own.auditLog });
   return agent;

@@ -3,7 +3,8 @@ import { readFileSync } from "node:fs";
 import { Auth, HTTPException } from "@langchain/langgraph-sdk/auth";
 import { EartConfigError } from "../src/errors.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
-import { answerableBy, boundUserOf, refusalBeforeRun, servedUser } from "./agent.js";
+import { answerableBy, refusalBeforeRun, servedUser } from "./agent.js";
+import { COMMAND_WRITE_REFUSED, commandWrites } from "../graphs/resume-guard.js";
 import { proofFor } from "./proof.js";
 import { narrowedSearches } from "./http.js";
 import { closedPath, runReadsOf } from "./paths.js";
@@ -170,10 +171,7 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
     if (owner) {
       // The graph refuses a Command that writes or jumps (after the server marked the run's thread
       // as running it: refused there, the thread would be left `error`, out of the reviewers' search).
-      const gotos = command?.goto === undefined || command?.goto === null ? [] : Array.isArray(command.goto) ? command.goto : [command.goto];
-      if (command && ((command.update !== undefined && command.update !== null) || gotos.length > 0)) {
-        throw new HTTPException(403, { message: "state_write_refused: A Command from a caller may only carry resume: update and goto are for eart's nodes" });
-      }
+      if (command && commandWrites(command).length > 0) throw new HTTPException(403, { message: `state_write_refused: ${COMMAND_WRITE_REFUSED}` });
       return;
     }
     const answerOnly = command !== null && command !== undefined && command.resume !== undefined && command.update === undefined && command.goto === undefined && value.kwargs?.input === undefined;
@@ -213,11 +211,7 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
     const command = run.kwargs?.command === undefined || run.kwargs?.command === null ? undefined : run.kwargs.command;
     const newInput = input !== undefined && input !== null && command === undefined;
     const continues = (input === undefined || input === null) && command === undefined;
-    // What the run itself asks (an agent) is answered to anyone; what the thread holds only to
-    // whoever may run it.
-    const refusal =
-      (await refusalBeforeRun(undefined, run.assistant_id, { newInput: false, agentId: run.kwargs?.config?.configurable?.agent_id })) ??
-      (threadId !== undefined && (answerer || (await boundUserOf(threadId)) === user.identity) ? await refusalBeforeRun(threadId, run.assistant_id, { newInput, continues }) : undefined);
+    const refusal = await refusalBeforeRun(threadId, run.assistant_id, { caller: user.identity, answerer, newInput, continues, agentId: run.kwargs?.config?.configurable?.agent_id });
     // The body a run's error has (`{ error, message }`, the code leading the message): parseServerError reads both.
     if (refusal) throw new HTTPException(409, { message: JSON.stringify({ error: refusal.name, message: `${refusal.code}: ${refusal.message}` }), headers: { "content-type": "application/json" } });
   };

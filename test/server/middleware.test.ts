@@ -35,11 +35,11 @@ const lastText = async (user: string, threadId: string) => {
   return String(messages.at(-1)?.content);
 };
 
-/** A thread of `owner` whose refund of order `orderId` for `amount` waits for a supervisor. */
-async function paused(owner: string, amount: number, orderId = "1042") {
+/** A thread of `owner` on `graphId` whose refund of cara's order 1042 for `amount` waits for a supervisor. */
+async function paused(owner: string, amount: number, graphId = GRAPH) {
   const client = as(owner);
   const thread = await client.threads.create();
-  await client.runs.wait(thread.thread_id, GRAPH, { input: say(`Please refund order ${orderId}, $${amount}`) });
+  await client.runs.wait(thread.thread_id, graphId, { input: say(`Please refund order 1042, $${amount}`) });
   return { threadId: thread.thread_id, request: await interruptOf(client, thread.thread_id) };
 }
 
@@ -160,35 +160,31 @@ describe("a thread run on a graph of the other kind (the server runs any graph o
   // and the server rewrote the thread's graph_id: no refund supervisor found it any more.
   it("refuses an answer through another scenario's graph (same kind, another agent); the thread stays the refund graph's", async () => {
     const cara = as("cara");
-    const thread = await cara.threads.create();
-    await cara.runs.wait(thread.thread_id, "refund", { input: say("Please refund order 1042, $160") });
-    const request = await interruptOf(cara, thread.thread_id);
+    const { threadId, request } = await paused("cara", 160, "refund");
     for (const graph of ["finance-payment", "hr-offer"]) {
-      await expect(as("sam").runs.wait(thread.thread_id, graph, { command: { resume: approveAll(request) } }), graph).rejects.toThrow(/thread_of_another_graph/);
+      await expect(as("sam").runs.wait(threadId, graph, { command: { resume: approveAll(request) } }), graph).rejects.toThrow(/thread_of_another_graph/);
     }
-    await expect(cara.runs.wait(thread.thread_id, "hr-offer", { input: null })).rejects.toThrow(/thread_of_another_graph/);
-    const kept = await cara.threads.get(thread.thread_id);
+    await expect(cara.runs.wait(threadId, "hr-offer", { input: null })).rejects.toThrow(/thread_of_another_graph/);
+    const kept = await cara.threads.get(threadId);
     expect([kept.status, kept.metadata?.graph_id]).toEqual(["interrupted", "refund"]);
-    expect((await as("sue").threads.search({ status: "interrupted", metadata: { graph_id: "refund" }, limit: 1000 })).map((t) => t.thread_id)).toContain(thread.thread_id);
-    await as("sue").runs.wait(thread.thread_id, "refund", { command: { resume: approveAll(request) } });
+    expect((await as("sue").threads.search({ status: "interrupted", metadata: { graph_id: "refund" }, limit: 1000 })).map((t) => t.thread_id)).toContain(threadId);
+    await as("sue").runs.wait(threadId, "refund", { command: { resume: approveAll(request) } });
     expect(refundsOf(160)).toEqual([{ orderId: "1042", amount: 160 }]);
   });
 
   it("refuses the owner's new input through the middleware graph to her prebuilt thread that waits for a supervisor; the request stands", async () => {
     const cara = as("cara");
-    const thread = await cara.threads.create();
-    await cara.runs.wait(thread.thread_id, "refund", { input: say("Please refund order 1042, $150") });
-    const request = await interruptOf(cara, thread.thread_id);
-    const before = server.auditTypes(thread.thread_id).length;
-    await expect(cara.runs.wait(thread.thread_id, GRAPH, { input: say("hello there") })).rejects.toThrow(/thread_of_another_graph/);
+    const { threadId, request } = await paused("cara", 150, "refund");
+    const before = server.auditTypes(threadId).length;
+    await expect(cara.runs.wait(threadId, GRAPH, { input: say("hello there") })).rejects.toThrow(/thread_of_another_graph/);
     // Her new input on her own graph is refused before the run too: the thread stays in the queue.
-    await expect(cara.runs.wait(thread.thread_id, "refund", { input: say("hello again") })).rejects.toThrow(/thread_awaiting_approval/);
-    const kept = await cara.threads.get(thread.thread_id);
+    await expect(cara.runs.wait(threadId, "refund", { input: say("hello again") })).rejects.toThrow(/thread_awaiting_approval/);
+    const kept = await cara.threads.get(threadId);
     expect([kept.status, kept.metadata?.graph_id]).toEqual(["interrupted", "refund"]);
-    expect((await as("sue").threads.search({ status: "interrupted", metadata: { graph_id: "refund" }, limit: 1000 })).map((t) => t.thread_id)).toContain(thread.thread_id);
-    await expect(cara.runs.wait(thread.thread_id, GRAPH, { input: null })).rejects.toThrow(/thread_of_another_graph/);
-    expect(server.auditTypes(thread.thread_id)).toHaveLength(before);
-    await as("sam").runs.wait(thread.thread_id, "refund", { command: { resume: approveAll(request) } });
+    expect((await as("sue").threads.search({ status: "interrupted", metadata: { graph_id: "refund" }, limit: 1000 })).map((t) => t.thread_id)).toContain(threadId);
+    await expect(cara.runs.wait(threadId, GRAPH, { input: null })).rejects.toThrow(/thread_of_another_graph/);
+    expect(server.auditTypes(threadId)).toHaveLength(before);
+    await as("sam").runs.wait(threadId, "refund", { command: { resume: approveAll(request) } });
     expect(refundsOf(150)).toEqual([{ orderId: "1042", amount: 150 }]);
   });
 });
