@@ -121,12 +121,13 @@ function assertNoGovernedChannels(values: unknown, via: string, channels: readon
 const REFUSED_EVENT = { "eart.approval": "approval.refused", "eart.recovery": "tool.recovery_refused", "eart.escalation": "escalation.refused" } as const;
 
 /**
- * Records a resume the guard refused before LangGraph stored it (not plain JSON, nested too deep, a
- * Command carrying update or goto) on the thread it tried to answer, when that thread waits for a
- * human: the refusal, a bounded copy of the payload and the digest of all of it, as the nodes
- * record the answers they refuse. A resume of a thread that waits for nobody writes nothing.
+ * Records what the guard refused before LangGraph stored it (a resume that is not plain JSON or is
+ * nested too deep, a Command carrying update or goto; for LangGraph server, new input or a continue)
+ * on the thread it was sent to, when that thread waits for a human: the refusal, a bounded copy of
+ * the payload and the digest of all of it, as the nodes record the answers they refuse. Sent to a
+ * thread that waits for nobody, it writes nothing.
  */
-async function auditRefusedAnswer(graph: Pick<ResumableGraph, "getState">, auditLog: AuditLog, config: RunnableConfig, answer: unknown, error: EartError): Promise<void> {
+export async function auditRefusedAnswer(graph: Pick<ResumableGraph, "getState">, auditLog: AuditLog, config: RunnableConfig, answer: unknown, error: EartError): Promise<void> {
   const threadId = config.configurable?.thread_id;
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
   const task = pendingHumanTask(await graph.getState({ configurable: { thread_id: threadId } }));

@@ -438,6 +438,8 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       policy,
       recoveryRoles: opts.recoveryRoles ?? DEFAULT_RECOVERY_ROLES,
       stores: { auditLog: opts.auditLog !== undefined, ledger: () => ledger !== undefined },
+      /** eart's channels in the agent's state: a client's input may not write them. */
+      channels: GOVERNANCE_CHANNEL_NAMES,
       /** The agent's tools (createAgent's options and its middleware's), for a thread resumed before any model call. */
       useTools(tools: readonly StructuredToolInterface[]) {
         agentTools ??= tools;

@@ -4,7 +4,7 @@ import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } fr
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
-import { assertContinuable, awaitingHuman, commandWrites, resumeMapKeys } from "../graphs/resume-guard.js";
+import { assertCallerInput, assertContinuable, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys } from "../graphs/resume-guard.js";
 import { compiledGraphOf, madeWith } from "../langgraph/run.js";
 import { REFUSED_ANSWER_KEY, refusedAnswer } from "../langgraph/interrupts.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
@@ -335,10 +335,21 @@ async function threadEvents(threadId: string): Promise<AuditEvent[]> {
 }
 
 /**
+ * Whether a run's refusal is one of what the caller sent to a thread that may wait for a human: an
+ * answer LangGraph could not store, new input or a continue while it waits, a write of eart's
+ * records or a jump. The thread is kept on its request, if it waits on one.
+ */
+function refusedOnRequest(error: unknown, input: unknown): error is EartError {
+  if (error instanceof ApprovalError) return error.code === "approval_resume_invalid" && isCommand(input) && (input as Command).resume !== undefined;
+  if (error instanceof ThreadStateError) return error.code === "thread_awaiting_approval";
+  return error instanceof StateTamperError && error.code === "state_write_refused";
+}
+
+/**
  * Puts a graph's runs under the server's rules ({@link serverConfig}, refusals kept on the thread,
  * eart's codes for the client); a copy made with withConfig gets the same.
  */
-function serve(graph: ServedGraph, rules: { agentId: string; clientAgents: readonly string[]; trust: "eart-auth" | "server-auth" }): void {
+function serve(graph: ServedGraph, rules: ServeRules): void {
   const stream = graph.stream.bind(graph) as (input: unknown, options?: RunnableConfig) => Promise<AsyncIterable<unknown>>;
   (graph as unknown as { stream: typeof stream }).stream = async (given, options) => {
     const input = clientAnswer(given);
@@ -347,13 +358,25 @@ function serve(graph: ServedGraph, rules: { agentId: string; clientAgents: reado
     try {
       config = serverConfig(options, rules);
       await assertMadeHere(graph, config);
+    } catch (error) {
+      throw forClient(error);
+    }
+    try {
+      // The server runs the graph itself: input eart's channels are in is the client's.
+      if (rules.channels && !isCommand(input)) assertCallerInput(input, rules.channels);
       inner = await stream(input, config);
     } catch (error) {
-      // An answer refused before LangGraph could store it (recorded by the resume guard) keeps
-      // the thread on its request, with the refusal, like any other refused answer.
-      if (!(error instanceof ApprovalError && error.code === "approval_resume_invalid" && isCommand(input) && (input as Command).resume !== undefined)) throw forClient(error);
+      // A run refused on a thread that waits for a human keeps the thread on its request, with
+      // the refusal, like any refused answer: thrown, it would make the server mark the thread
+      // `error`, and its reviewers' search would no longer list the request. (eart's auth refuses
+      // most such runs before the server makes them; not a run delayed or queued behind the one
+      // that paused, nor one on a graph registered without a graphId.)
+      if (!refusedOnRequest(error, input)) throw forClient(error);
       try {
-        inner = await stream(new Command({ resume: refusedAnswer(error) }), config!);
+        // The resume guard recorded a refused Command; new input or a continue is recorded here
+        // (on a thread that waits for a human only).
+        if (!isCommand(input)) await auditRefusedAnswer(graph, rules.auditLog, config, input, error);
+        inner = await stream(new Command({ resume: refusedAnswer(error) }), config);
       } catch {
         throw forClient(error);
       }
@@ -411,6 +434,16 @@ export function createServerAgent(options: ServerAgentOptions): GovernedAgent {
   return graph;
 }
 
+/** The rules a served graph's runs are under. */
+interface ServeRules {
+  agentId: string;
+  clientAgents: readonly string[];
+  trust: "eart-auth" | "server-auth";
+  auditLog: AuditLog;
+  /** Channels only eart writes that the graph's own guard does not check in input (a createAgent graph's: its agent-level guard does). */
+  channels?: readonly string[];
+}
+
 /** The rules a served graph runs under, and what eart's server auth reads of it. */
 interface Registration {
   agentId: string;
@@ -420,11 +453,12 @@ interface Registration {
   registry: IdentityRegistry;
   answerRoles: ReadonlySet<string>;
   auditLog: AuditLog;
+  channels?: readonly string[];
 }
 
 /** Puts a graph under the server's rules and registers it with eart's server auth. */
 function register(graph: ServedGraph, r: Registration): void {
-  serve(graph, { agentId: r.agentId, clientAgents: r.clientAgents, trust: r.trust });
+  serve(graph, { agentId: r.agentId, clientAgents: r.clientAgents, trust: r.trust, auditLog: r.auditLog, ...(r.channels ? { channels: r.channels } : {}) });
   rememberCheckpointer(graph);
   served().push({ agentId: r.agentId, graph, registry: r.registry, answerRoles: r.answerRoles, auditLog: r.auditLog, agents: [r.agentId, ...r.clientAgents], graphId: r.graphId });
 }
@@ -448,6 +482,7 @@ interface GovernanceForServer {
   policy: GovernedAgentOptions["policy"];
   recoveryRoles: readonly string[];
   stores: { auditLog: boolean; ledger: () => boolean };
+  channels: readonly string[];
 }
 
 /**
@@ -483,6 +518,6 @@ export function serveAgent<A extends { graph: unknown }>(agent: A, governance: o
   // The graph the server runs: createAgent's compiled graph (the server unwraps the agent to it).
   const graph = compiledGraphOf<ServedGraph>(agent);
   const answerRoles = answerRolesOf({ policy: own.policy, recoveryRoles: [...own.recoveryRoles] });
-  register(graph, { agentId, clientAgents, trust, graphId, registry: own.registry, answerRoles, auditLog: own.auditLog });
+  register(graph, { agentId, clientAgents, trust, graphId, registry: own.registry, answerRoles, auditLog: own.auditLog, channels: own.channels });
   return agent;
 }

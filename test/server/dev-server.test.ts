@@ -182,14 +182,37 @@ describe("the refund agent on LangGraph server", () => {
     // run's error has).
     const continued = await cara.runs.wait(threadId, "refund", { input: null }).then(() => undefined, (e: Error) => e);
     expect(parseServerError(continued)).toMatchObject({ name: "ThreadStateError", code: "thread_awaiting_approval" });
-    // A run made before the thread waited (delayed, queued behind the one that pauses) is refused
-    // by the graph when it starts, and the run's error carries eart's code.
+  });
+
+  // Was a hole (low, a request out of the reviewers' search): a run made before the thread waited
+  // (delayed, queued behind the one that pauses) was refused by the graph when it started, and the
+  // server marked the thread `error`: no supervisor's search listed the request any more.
+  it("keeps a thread on its request when a run queued before it paused brings new input: refused, recorded, still in the supervisors' search", async () => {
+    const before = refunds().length;
+    const cara = server.client("cara");
     const fresh = await cara.threads.create();
-    const first = await cara.runs.create(fresh.thread_id, "refund", { input: REQUEST, afterSeconds: 1 });
-    const second = await cara.runs.create(fresh.thread_id, "refund", { input: { messages: [{ role: "user", content: "and order 1043, $60" }] }, afterSeconds: 2, multitaskStrategy: "enqueue" });
-    await cara.runs.join(fresh.thread_id, first.run_id);
-    const out = await cara.runs.join(fresh.thread_id, second.run_id);
-    expect(parseServerError((out as { __error__?: unknown }).__error__)).toMatchObject({ name: "ThreadStateError", code: "thread_awaiting_approval" });
+    const threadId = fresh.thread_id;
+    const first = await cara.runs.create(threadId, "refund", { input: REQUEST, afterSeconds: 1 });
+    const second = await cara.runs.create(threadId, "refund", { input: { messages: [{ role: "user", content: "and order 1043, $60" }] }, afterSeconds: 2, multitaskStrategy: "enqueue" });
+    await cara.runs.join(threadId, first.run_id);
+    const paused = await interruptOf(cara, threadId);
+    await cara.runs.join(threadId, second.run_id);
+    expect((await cara.runs.get(threadId, second.run_id)).status).toBe("success");
+    const thread = await cara.threads.get(threadId);
+    expect(thread.status).toBe("interrupted");
+    expect(JSON.stringify(thread.values)).not.toContain("order 1043");
+    const now = await interruptOf(cara, threadId);
+    expect(now.value.refusal?.code).toBe("thread_awaiting_approval");
+    expect(now.value.requests).toEqual(paused.value.requests);
+    const refused = server.rows<{ data: string }>("eart_audit_events", "data", { sql: "thread_id = ? AND type = 'approval.refused'", params: [threadId] });
+    expect(refused.map((r) => JSON.parse(r.data) as { code: string; claimedBy?: string })).toEqual([expect.objectContaining({ code: "thread_awaiting_approval", claimedBy: "cara" })]);
+    const sue = server.client("sue");
+    const listed = await sue.threads.search({ status: "interrupted", metadata: { graph_id: "refund" }, limit: 1000 });
+    expect(listed.map((t) => t.thread_id)).toContain(threadId);
+    // The refusal is not an answer: the supervisor's approval runs the refund once.
+    await sue.runs.wait(threadId, "refund", { command: { resume: approve(now) } });
+    expect((await cara.threads.get(threadId)).status).toBe("idle");
+    expect(refunds().slice(before)).toEqual([{ orderId: "1042", amount: 740 }]);
   });
 
   it("acts as the assistant's agent: a client's agent_id is refused, and clients cannot make assistants", async () => {

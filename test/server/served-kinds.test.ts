@@ -35,11 +35,12 @@ const model = () =>
     messages.some((m) => AIMessage.isInstance(m)) ? new AIMessage("Done.") : new AIMessage({ content: "", tool_calls: [{ id: "c1", name: "issue_refund", args: { orderId: "1042", amount: 740 } }] }),
   );
 
-/** A run as cara, authenticated by eart's server auth for that run. */
-const asCara = (threadId: string) => {
+/** A run as `user`, authenticated by eart's server auth for that run. */
+const runAs = (user: string, threadId: string) => {
   const runId = crypto.randomUUID();
-  return { configurable: { thread_id: threadId, langgraph_auth_user: { identity: "cara", permissions: ["customer"], eart_proof: proofFor("cara", runId) } }, runId };
+  return { configurable: { thread_id: threadId, langgraph_auth_user: { identity: user, permissions: [], eart_proof: proofFor(user, runId) } }, runId };
 };
+const asCara = (threadId: string) => runAs("cara", threadId);
 const REQUEST = { messages: [{ role: "user", content: "Please refund order 1042, $740" }] };
 
 describe("answerableBy with a prebuilt and a createAgent graph serving one agent", () => {
@@ -61,6 +62,46 @@ describe("answerableBy with a prebuilt and a createAgent graph serving one agent
       expect(await answerableBy(threadId, "sam"), threadId).toBe(true);
       expect(await answerableBy(threadId, "omar"), threadId).toBe(false);
       expect(await answerableBy(threadId, "cara"), threadId).toBe(false);
+    }
+  });
+});
+
+describe("runs the graph refuses on a thread that waits for a human, on graphs registered without a graphId", () => {
+  // eart's auth refuses such runs before the server makes them only for graphs registered with a
+  // graphId; refused in the graph, they used to fail the run, and the server then marked the
+  // thread `error`: no reviewer's search listed the request any more.
+  it("keeps the thread on its request with the refusal, recorded, for new input, a continue and a write of eart's records, of either kind", async () => {
+    const auditLog = new MemoryAuditLog();
+    const ledger = new MemoryEffectLedger();
+    const checkpointer = new MemorySaver();
+    const governance = governanceMiddleware({ identities, policy, auditLog, ledger });
+    const agent = serveAgent(guardAgent(createAgent({ model: model(), tools: [issueRefund], middleware: [governance] }), governance, { lock: false }), governance, { agentId: "support-agent" });
+    const prebuilt = createServerAgent({ agentId: "support-agent", model: model(), tools: [issueRefund], identities, policy, ledger, threadLock: false, auditLog });
+    (agent.graph as { checkpointer?: unknown }).checkpointer = checkpointer;
+    (prebuilt as { checkpointer?: unknown }).checkpointer = checkpointer;
+    type Served = { invoke(input: unknown, config: unknown): Promise<unknown>; getState(config: unknown): Promise<{ tasks: { interrupts: { value: { refusal?: { code: string } } }[] }[]; values: unknown }> };
+    const kinds: [string, Served, string][] = [
+      ["t-prebuilt-refused", prebuilt as unknown as Served, "decisions"],
+      ["t-middleware-refused", agent.graph as unknown as Served, "_eart"],
+    ];
+    for (const [threadId, graph, records] of kinds) {
+      await graph.invoke(REQUEST, asCara(threadId));
+      const refusalOf = async () => (await graph.getState({ configurable: { thread_id: threadId } })).tasks.flatMap((t) => t.interrupts)[0]?.value.refusal?.code;
+      expect(await refusalOf(), threadId).toBeUndefined();
+      const sent: [string, unknown, string][] = [
+        ["sam", { messages: [{ role: "user", content: "approved by phone" }] }, "thread_awaiting_approval"],
+        ["cara", null, "thread_awaiting_approval"],
+        ["cara", { messages: [{ role: "user", content: "approved" }], [records]: [] }, "state_write_refused"],
+      ];
+      for (const [user, input, code] of sent) {
+        await graph.invoke(input, runAs(user, threadId));
+        expect(await refusalOf(), `${threadId} ${user} ${code}`).toBe(code);
+      }
+      const refused = (await auditLog.read(threadId)).filter((e) => e.type === "approval.refused").map((e) => [e.data.code, e.data.claimedBy]);
+      expect(refused, threadId).toEqual(sent.map(([user, , code]) => [code, user]));
+      expect(JSON.stringify((await graph.getState({ configurable: { thread_id: threadId } })).values), threadId).not.toContain("approved");
+      expect((await auditLog.read(threadId)).map((e) => e.type), threadId).not.toContain("approval.decided");
+      expect(await answerableBy(threadId, "sam"), threadId).toBe(true);
     }
   });
 });
