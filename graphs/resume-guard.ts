@@ -107,7 +107,7 @@ export function resumeMapKeys(resume: unknown): string[] | undefined {
 }
 
 /** Refuses a write of eart's channels from outside its nodes (input, `updateState`). */
-function assertNoGovernedChannels(values: unknown, via: string, channels: readonly string[]): void {
+export function assertNoGovernedChannels(values: unknown, via: string, channels: readonly string[]): void {
   if (typeof values !== "object" || values === null) return;
   const written = channels.filter((name) => Object.hasOwn(values, name));
   if (written.length > 0) {

@@ -1,10 +1,12 @@
 import type { RunnableConfig } from "@langchain/core/runnables";
+import { coerceMessageLikeToMessage, type BaseMessageLike } from "@langchain/core/messages";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
 import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
-import { assertCallerInput, assertContinuable, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys } from "../graphs/resume-guard.js";
+import { assertCallerInput, assertContinuable, assertNoGovernedChannels, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys } from "../graphs/resume-guard.js";
+import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
 import { compiledGraphOf, madeWith } from "../langgraph/run.js";
 import { REFUSED_ANSWER_KEY, refusedAnswer } from "../langgraph/interrupts.js";
 import { pendingHumanTask } from "../src/human-tasks/protocol.js";
@@ -335,6 +337,39 @@ async function threadEvents(threadId: string): Promise<AuditEvent[]> {
 }
 
 /**
+ * A client's state write (`threads.updateState`, a thread created with `supersteps`), beyond what
+ * the graph's guard refuses to anyone (eart's records, answers to governed calls): it may add or
+ * edit the user's own messages only (an AI, tool or system message it wrote would read as the
+ * agent's own words, to the model and to the reviewer deciding a request on the thread; a removal
+ * would take them back), and not while the thread waits for a human (the write would drop the
+ * request's interrupt: a reviewer's search would no longer list it). Throws
+ * {@link StateTamperError} (`state_write_refused`) or {@link ThreadStateError}.
+ */
+async function assertClientStateWrite(graph: ServedGraph, channels: readonly string[], config: RunnableConfig | undefined, writes: readonly unknown[]): Promise<void> {
+  for (const values of writes) {
+    // What is not one object of channel values, the graph's guard refuses as it is.
+    if (Array.isArray(values) || isCommand(values)) return;
+    assertNoGovernedChannels(values, "updateState", channels);
+    const messages = (values as { messages?: unknown } | null | undefined)?.messages;
+    if (messages === undefined || messages === null) continue;
+    for (const like of Array.isArray(messages) ? messages : [messages]) {
+      let type: string;
+      try {
+        type = coerceMessageLikeToMessage(like as BaseMessageLike).getType();
+      } catch {
+        type = "unreadable";
+      }
+      if (type !== "human") {
+        throw new StateTamperError("state_write_refused", `A client's state write may add only the user's own messages (role "user"), not ${type === "unreadable" ? "an unreadable message" : `a ${type} message`}: the agent's steps write the others`, { fields: ["messages"] });
+      }
+    }
+  }
+  const threadId = config?.configurable?.thread_id;
+  if (typeof threadId !== "string" && typeof threadId !== "number") return;
+  if (pendingHumanTask(await graph.getState({ configurable: { thread_id: threadId } }))) throw awaitingHuman(String(threadId));
+}
+
+/**
  * Whether a run's refusal is one of what the caller sent to a thread that may wait for a human: an
  * answer LangGraph could not store, new input or a continue while it waits, a write of eart's
  * records or a jump. The thread is kept on its request, if it waits on one.
@@ -362,8 +397,9 @@ function serve(graph: ServedGraph, rules: ServeRules): void {
       throw forClient(error);
     }
     try {
-      // The server runs the graph itself: input eart's channels are in is the client's.
-      if (rules.channels && !isCommand(input)) assertCallerInput(input, rules.channels);
+      // The server runs the graph itself (a createAgent graph, past its agent's guard): input
+      // eart's channels are in is the client's.
+      if (!isCommand(input)) assertCallerInput(input, rules.channels);
       inner = await stream(input, config);
     } catch (error) {
       // A run refused on a thread that waits for a human keeps the thread on its request, with
@@ -397,6 +433,8 @@ function serve(graph: ServedGraph, rules: ServeRules): void {
     if (typeof original !== "function") continue;
     (graph as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
       try {
+        const [config, values] = args as [RunnableConfig | undefined, unknown];
+        await assertClientStateWrite(graph, rules.channels, config, method === "updateState" ? [values] : ((values as { updates?: { values?: unknown }[] }[] | undefined) ?? []).flatMap((step) => (step?.updates ?? []).map((u) => u?.values)));
         return await (original as (...a: unknown[]) => Promise<unknown>).apply(graph, args);
       } catch (error) {
         throw asHttpRefusal(error);
@@ -430,7 +468,7 @@ export function createServerAgent(options: ServerAgentOptions): GovernedAgent {
   const registry = agentOptions.identities instanceof IdentityRegistry ? agentOptions.identities : IdentityRegistry.fromObject(agentOptions.identities);
   assertAgents(registry, agentId, clientAgents, trust);
   const graph = createGovernedAgent({ ...agentOptions, identities: registry } as GovernedAgentOptions);
-  register(graph, { agentId, clientAgents, trust, graphId, registry, answerRoles: answerRolesOf(agentOptions), auditLog: agentOptions.auditLog });
+  register(graph, { agentId, clientAgents, trust, graphId, registry, answerRoles: answerRolesOf(agentOptions), auditLog: agentOptions.auditLog, channels: GOVERNED_CHANNEL_NAMES });
   return graph;
 }
 
@@ -440,8 +478,8 @@ interface ServeRules {
   clientAgents: readonly string[];
   trust: "eart-auth" | "server-auth";
   auditLog: AuditLog;
-  /** Channels only eart writes that the graph's own guard does not check in input (a createAgent graph's: its agent-level guard does). */
-  channels?: readonly string[];
+  /** The channels only eart writes in the graph's state (the prebuilt agent's, or a createAgent agent's `_eart`). */
+  channels: readonly string[];
 }
 
 /** The rules a served graph runs under, and what eart's server auth reads of it. */
@@ -453,12 +491,12 @@ interface Registration {
   registry: IdentityRegistry;
   answerRoles: ReadonlySet<string>;
   auditLog: AuditLog;
-  channels?: readonly string[];
+  channels: readonly string[];
 }
 
 /** Puts a graph under the server's rules and registers it with eart's server auth. */
 function register(graph: ServedGraph, r: Registration): void {
-  serve(graph, { agentId: r.agentId, clientAgents: r.clientAgents, trust: r.trust, auditLog: r.auditLog, ...(r.channels ? { channels: r.channels } : {}) });
+  serve(graph, { agentId: r.agentId, clientAgents: r.clientAgents, trust: r.trust, auditLog: r.auditLog, channels: r.channels });
   rememberCheckpointer(graph);
   served().push({ agentId: r.agentId, graph, registry: r.registry, answerRoles: r.answerRoles, auditLog: r.auditLog, agents: [r.agentId, ...r.clientAgents], graphId: r.graphId });
 }
