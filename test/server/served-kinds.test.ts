@@ -43,17 +43,25 @@ const runAs = (user: string, threadId: string) => {
 const asCara = (threadId: string) => runAs("cara", threadId);
 const REQUEST = { messages: [{ role: "user", content: "Please refund order 1042, $740" }] };
 
+/**
+ * Both kinds serving support-agent, registered without a graphId, the createAgent graph first, on
+ * the one checkpointer LangGraph server gives every graph it runs, and one audit log.
+ */
+function bothKinds() {
+  const auditLog = new MemoryAuditLog();
+  const ledger = new MemoryEffectLedger();
+  const checkpointer = new MemorySaver();
+  const governance = governanceMiddleware({ identities, policy, auditLog, ledger });
+  const agent = serveAgent(guardAgent(createAgent({ model: model(), tools: [issueRefund], middleware: [governance] }), governance, { lock: false }), governance, { agentId: "support-agent" });
+  const prebuilt = createServerAgent({ agentId: "support-agent", model: model(), tools: [issueRefund], identities, policy, ledger, threadLock: false, auditLog });
+  (agent.graph as { checkpointer?: unknown }).checkpointer = checkpointer;
+  (prebuilt as { checkpointer?: unknown }).checkpointer = checkpointer;
+  return { auditLog, agent, prebuilt };
+}
+
 describe("answerableBy with a prebuilt and a createAgent graph serving one agent", () => {
   it("lets the supervisor open the waiting threads of both, the createAgent graph registered first; not another customer", async () => {
-    const auditLog = new MemoryAuditLog();
-    const ledger = new MemoryEffectLedger();
-    const checkpointer = new MemorySaver();
-    const governance = governanceMiddleware({ identities, policy, auditLog, ledger });
-    const agent = serveAgent(guardAgent(createAgent({ model: model(), tools: [issueRefund], middleware: [governance] }), governance, { lock: false }), governance, { agentId: "support-agent" });
-    const prebuilt = createServerAgent({ agentId: "support-agent", model: model(), tools: [issueRefund], identities, policy, ledger, threadLock: false, auditLog });
-    // LangGraph server gives each graph it runs its checkpointer.
-    (agent.graph as { checkpointer?: unknown }).checkpointer = checkpointer;
-    (prebuilt as { checkpointer?: unknown }).checkpointer = checkpointer;
+    const { auditLog, agent, prebuilt } = bothKinds();
 
     await prebuilt.invoke(REQUEST, asCara("t-prebuilt"));
     await agent.invoke(REQUEST, asCara("t-middleware"));
@@ -71,14 +79,7 @@ describe("runs the graph refuses on a thread that waits for a human, on graphs r
   // graphId; refused in the graph, they used to fail the run, and the server then marked the
   // thread `error`: no reviewer's search listed the request any more.
   it("keeps the thread on its request with the refusal, recorded, for new input, a continue and a write of eart's records, of either kind", async () => {
-    const auditLog = new MemoryAuditLog();
-    const ledger = new MemoryEffectLedger();
-    const checkpointer = new MemorySaver();
-    const governance = governanceMiddleware({ identities, policy, auditLog, ledger });
-    const agent = serveAgent(guardAgent(createAgent({ model: model(), tools: [issueRefund], middleware: [governance] }), governance, { lock: false }), governance, { agentId: "support-agent" });
-    const prebuilt = createServerAgent({ agentId: "support-agent", model: model(), tools: [issueRefund], identities, policy, ledger, threadLock: false, auditLog });
-    (agent.graph as { checkpointer?: unknown }).checkpointer = checkpointer;
-    (prebuilt as { checkpointer?: unknown }).checkpointer = checkpointer;
+    const { auditLog, agent, prebuilt } = bothKinds();
     type Served = { invoke(input: unknown, config: unknown): Promise<unknown>; getState(config: unknown): Promise<{ tasks: { interrupts: { value: { refusal?: { code: string } } }[] }[]; values: unknown }> };
     const kinds: [string, Served, string][] = [
       ["t-prebuilt-refused", prebuilt as unknown as Served, "decisions"],
