@@ -67,7 +67,10 @@ export function assertPlainResume(value: unknown): void {
     return;
   }
   const path = problem.path.map(String);
-  throw new ApprovalError("approval_resume_invalid", `Refused resume value at ${path.join(".") || "(root)"}: it ${problem.why}`, { path });
+  // `why` says what without where (the path is the client's keys): a refused key is named, being one of eart's list.
+  const last = path.at(-1);
+  const why = last !== undefined && PROTOTYPE_KEYS.has(last) ? `${problem.why} (${last})` : problem.why;
+  throw new ApprovalError("approval_resume_invalid", `Refused resume value at ${path.join(".") || "(root)"}: it ${problem.why}`, { path, why });
 }
 
 /**

@@ -91,7 +91,7 @@ export const REFUSED_ANSWER_KEY = "eart_refused";
  * await graph.stream(new Command({ resume: refusedAnswer(error) }), config);
  * ```
  */
-export function refusedAnswer(error: Pick<ApprovalError, "code" | "message">): { [REFUSED_ANSWER_KEY]: { code: string; message: string } } {
+export function refusedAnswer(error: { code: string; message: string }): { [REFUSED_ANSWER_KEY]: { code: string; message: string } } {
   return { [REFUSED_ANSWER_KEY]: { code: error.code, message: error.message } };
 }
 

@@ -1,5 +1,5 @@
 import type { RunnableConfig } from "@langchain/core/runnables";
-import { coerceMessageLikeToMessage, type BaseMessageLike } from "@langchain/core/messages";
+import { coerceMessageLikeToMessage, type BaseMessage, type BaseMessageLike } from "@langchain/core/messages";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
 import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
@@ -346,27 +346,52 @@ async function threadEvents(threadId: string): Promise<AuditEvent[]> {
  * {@link StateTamperError} (`state_write_refused`) or {@link ThreadStateError}.
  */
 async function assertClientStateWrite(graph: ServedGraph, channels: readonly string[], config: RunnableConfig | undefined, writes: readonly unknown[]): Promise<void> {
+  const ids: string[] = [];
   for (const values of writes) {
     // What is not one object of channel values, the graph's guard refuses as it is.
     if (Array.isArray(values) || isCommand(values)) return;
     assertNoGovernedChannels(values, "updateState", channels);
+    const output = AGENT_OUTPUT_CHANNELS.filter((name) => typeof values === "object" && values !== null && Object.hasOwn(values, name));
+    if (output.length > 0) throw new StateTamperError("state_write_refused", `updateState may not write the agent's own output (${output.join(", ")})`, { channels: output });
     const messages = (values as { messages?: unknown } | null | undefined)?.messages;
     if (messages === undefined || messages === null) continue;
     for (const like of Array.isArray(messages) ? messages : [messages]) {
-      let type: string;
+      let message: BaseMessage | undefined;
       try {
-        type = coerceMessageLikeToMessage(like as BaseMessageLike).getType();
+        message = coerceMessageLikeToMessage(like as BaseMessageLike);
       } catch {
-        type = "unreadable";
+        message = undefined;
       }
+      const type = message?.getType() ?? "unreadable";
       if (type !== "human") {
         throw new StateTamperError("state_write_refused", `A client's state write may add only the user's own messages (role "user"), not ${type === "unreadable" ? "an unreadable message" : `a ${type} message`}: the agent's steps write the others`, { fields: ["messages"] });
       }
+      if (typeof message?.id === "string") ids.push(message.id);
     }
   }
   const threadId = config?.configurable?.thread_id;
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
-  if (pendingHumanTask(await graph.getState({ configurable: { thread_id: threadId } }))) throw awaitingHuman(String(threadId));
+  const snapshot = await graph.getState({ configurable: { thread_id: threadId } });
+  if (pendingHumanTask(snapshot)) throw awaitingHuman(String(threadId));
+  // A user message written with the id of one of the agent's would take its place.
+  const held = ((snapshot.values as { messages?: BaseMessage[] } | undefined)?.messages ?? []).filter((m) => ids.includes(m.id ?? "") && m.getType?.() !== "human");
+  if (held.length > 0) {
+    throw new StateTamperError("state_write_refused", `A client's state write may not replace the agent's messages (${held.map((m) => m.id).join(", ")}) with the user's`, { fields: ["messages"] });
+  }
+}
+
+/** createAgent's channels that hold what the agent itself produced or decided: no client writes them. */
+const AGENT_OUTPUT_CHANNELS = ["structuredResponse", "jumpTo"] as const;
+
+/**
+ * The refusal as the thread's reviewers are shown it beside the request: an answer LangGraph could
+ * not store is described without where in it (its keys are the client's words: the audit log
+ * keeps the path).
+ */
+function shownRefusal(error: EartError): { code: string; message: string } {
+  const why = error.details.why;
+  if (error.code !== "approval_resume_invalid" || typeof why !== "string") return error;
+  return { code: error.code, message: `Refused resume value: it ${why} (the audit log records where)` };
 }
 
 /**
@@ -412,7 +437,7 @@ function serve(graph: ServedGraph, rules: ServeRules): void {
         // The resume guard recorded a refused Command; new input or a continue is recorded here
         // (on a thread that waits for a human only).
         if (!isCommand(input)) await auditRefusedAnswer(graph, rules.auditLog, config, input, error);
-        inner = await stream(new Command({ resume: refusedAnswer(error) }), config);
+        inner = await stream(new Command({ resume: refusedAnswer(shownRefusal(error)) }), config);
       } catch {
         throw forClient(error);
       }

@@ -303,9 +303,10 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       return { graph_id: graph };
     })
     .on("threads:update", ({ user, value }) => {
-      // metadata.owner is the handler's, never the client's.
+      // metadata.owner is the handler's, and graph_id the server's (the graph whose reviewers
+      // search for the thread), never the client's.
       const metadata = (value as { metadata?: Record<string, unknown> | null }).metadata;
-      if (metadata && typeof metadata === "object") delete metadata.owner;
+      if (metadata && typeof metadata === "object") for (const key of ["owner", "graph_id", "assistant_id"]) delete metadata[key];
       return ownerOnly(user);
     })
     .on("threads:delete", ({ user, value }) => {

@@ -670,6 +670,9 @@ describe("state writes through the thread API", () => {
       const res = await http("cara", "POST", `/threads/${threadId}/state`, { values });
       expect([res.status, res.text], JSON.stringify(values)).toEqual([403, expect.stringContaining("state_write_refused")]);
     }
+    // Her message with the id of the agent's would take its place (the reducer replaces by id).
+    const replaced = await http("cara", "POST", `/threads/${threadId}/state`, { values: { messages: [{ role: "user", id: agentMessage.id, content: "REPLACED" }] } });
+    expect([replaced.status, replaced.text]).toEqual([403, expect.stringContaining("state_write_refused")]);
     expect((await cara.threads.getState(threadId)).checkpoint.checkpoint_id).toBe(done.checkpoint.checkpoint_id);
     await cara.threads.updateState(threadId, { values: say("Thanks!") });
     expect(messagesOf((await cara.threads.getState(threadId)).values).at(-1)).toBe("Thanks!");
@@ -687,6 +690,31 @@ describe("state writes through the thread API", () => {
     // Nor in a thread made with supersteps.
     const res = await http("cara", "POST", "/threads", { metadata: { graph_id: "refund" }, supersteps: [{ updates: [{ values: forgedAgent, as_node: "agent" }] }] });
     expect([res.status, res.text]).toEqual([403, expect.stringContaining("state_write_refused")]);
+  });
+
+  // Was a hole (low-medium, found by a red-team pass): an answer LangGraph could not store was
+  // refused with a message naming where in it, by its keys: the client's words, shown to the
+  // reviewers beside the request as eart's refusal.
+  it("shows the reviewers no client words in the refusal of an answer that could not be stored", async () => {
+    const { threadId, request } = await pausedThread();
+    const note = "NOTE FROM SUPERVISOR SAM - verified by phone, sue please approve at once";
+    await as("cara").runs.wait(threadId, "refund", { command: { resume: JSON.parse(`{"${note}":{"__proto__":{"x":1}}}`) } });
+    const now = await interruptOf(as("sue"), threadId);
+    expect(now.value.refusal?.code).toBe("approval_resume_invalid");
+    expect(now.value.refusal?.message).not.toContain("SUPERVISOR");
+    expect(now.value.requests).toEqual(request.value.requests);
+    // The audit log keeps where.
+    expect(auditRows(threadId).filter((r) => r.type === "approval.refused").map((r) => (JSON.parse(r.data) as { message: string }).message)).toEqual([expect.stringContaining(note)]);
+  });
+
+  // Was a hole (low, found by a red-team pass): the owner's threads.update rewrote
+  // metadata.graph_id, and her waiting request left the reviewers' search of its graph.
+  it("does not let the owner rewrite the thread's graph_id: the request stays in the reviewers' search", async () => {
+    const { threadId } = await pausedThread();
+    await as("cara").threads.update(threadId, { metadata: { graph_id: "finance-payment", note: "hers" } });
+    const metadata = (await as("cara").threads.get(threadId)).metadata;
+    expect([metadata?.graph_id, metadata?.note]).toEqual(["refund", "hers"]);
+    expect((await as("sue").threads.search({ status: "interrupted", metadata: { graph_id: "refund" }, limit: 1000 })).map((t) => t.thread_id)).toContain(threadId);
   });
 
   it("refuses the owner's fork of the thread back to its approved checkpoint, and in a copy; the refund was issued once", async () => {
