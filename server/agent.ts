@@ -5,7 +5,8 @@ import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } fr
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
-import { assertCallerInput, assertContinuable, assertNoGovernedChannels, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys } from "../graphs/resume-guard.js";
+import { assertCallerInput, assertContinuable, assertNoGovernedChannels, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys, THREAD_LOCK } from "../graphs/resume-guard.js";
+import type { ThreadLock } from "../src/threads/lock.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
 import { compiledGraphOf, madeWith } from "../langgraph/run.js";
 import { REFUSED_ANSWER_KEY, refusedAnswer } from "../langgraph/interrupts.js";
@@ -457,12 +458,25 @@ function serve(graph: ServedGraph, rules: ServeRules): void {
     const original = (graph as unknown as Record<string, unknown>)[method];
     if (typeof original !== "function") continue;
     (graph as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+      let release: (() => Promise<void>) | undefined;
       try {
-        const [config, values] = args as [RunnableConfig | undefined, unknown];
-        await assertClientStateWrite(graph, rules.channels, config, method === "updateState" ? [values] : ((values as { updates?: { values?: unknown }[] }[] | undefined) ?? []).flatMap((step) => (step?.updates ?? []).map((u) => u?.values)));
+        // LangGraph's updateState is a one-step bulkUpdateState (this graph's, below): every
+        // client write is checked there, once.
+        if (method === "bulkUpdateState") {
+          const [config, supersteps] = args as [RunnableConfig | undefined, { updates?: { values?: unknown }[] }[] | undefined];
+          // Checked and written under the thread's lock: not while a run is under way (the
+          // server's own busy check does not cover every way in: a thread created with
+          // supersteps), and not between the check that nothing waits and the write.
+          const lock = (graph as unknown as Record<symbol, ThreadLock | undefined>)[THREAD_LOCK];
+          const threadId = config?.configurable?.thread_id;
+          if (lock && (typeof threadId === "string" || typeof threadId === "number")) release = await lock.acquire(String(threadId));
+          await assertClientStateWrite(graph, rules.channels, config, (supersteps ?? []).flatMap((step) => (step?.updates ?? []).map((u) => u?.values)));
+        }
         return await (original as (...a: unknown[]) => Promise<unknown>).apply(graph, args);
       } catch (error) {
         throw asHttpRefusal(error);
+      } finally {
+        await release?.();
       }
     };
   }

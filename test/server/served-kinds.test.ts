@@ -4,7 +4,7 @@ import { MemorySaver } from "@langchain/langgraph";
 import { createAgent } from "langchain";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { definePolicy, MemoryAuditLog, MemoryEffectLedger } from "eart";
+import { definePolicy, MemoryAuditLog, MemoryEffectLedger, MemoryThreadLock } from "eart";
 import { governanceMiddleware, guardAgent } from "eart/middleware";
 import { answerableBy, createServerAgent, serveAgent } from "eart/server";
 import { scriptedModel } from "eart/testing";
@@ -47,13 +47,13 @@ const REQUEST = { messages: [{ role: "user", content: "Please refund order 1042,
  * Both kinds serving support-agent, registered without a graphId, the createAgent graph first, on
  * the one checkpointer LangGraph server gives every graph it runs, and one audit log.
  */
-function bothKinds() {
+function bothKinds(lock: MemoryThreadLock | false = false) {
   const auditLog = new MemoryAuditLog();
   const ledger = new MemoryEffectLedger();
   const checkpointer = new MemorySaver();
   const governance = governanceMiddleware({ identities, policy, auditLog, ledger });
-  const agent = serveAgent(guardAgent(createAgent({ model: model(), tools: [issueRefund], middleware: [governance] }), governance, { lock: false }), governance, { agentId: "support-agent" });
-  const prebuilt = createServerAgent({ agentId: "support-agent", model: model(), tools: [issueRefund], identities, policy, ledger, threadLock: false, auditLog });
+  const agent = serveAgent(guardAgent(createAgent({ model: model(), tools: [issueRefund], middleware: [governance] }), governance, { lock }), governance, { agentId: "support-agent" });
+  const prebuilt = createServerAgent({ agentId: "support-agent", model: model(), tools: [issueRefund], identities, policy, ledger, threadLock: lock, auditLog });
   (agent.graph as { checkpointer?: unknown }).checkpointer = checkpointer;
   (prebuilt as { checkpointer?: unknown }).checkpointer = checkpointer;
   return { auditLog, agent, prebuilt };
@@ -103,6 +103,29 @@ describe("runs the graph refuses on a thread that waits for a human, on graphs r
       expect(JSON.stringify((await graph.getState({ configurable: { thread_id: threadId } })).values), threadId).not.toContain("approved");
       expect((await auditLog.read(threadId)).map((e) => e.type), threadId).not.toContain("approval.decided");
       expect(await answerableBy(threadId, "sam"), threadId).toBe(true);
+    }
+  });
+});
+
+describe("a client's state write on a served graph", () => {
+  // Found by a red-team pass (not reproduced, a race): the check that nothing waits and the write
+  // were two steps outside the thread's lock, and a thread created with supersteps skips the
+  // server's own busy check: a write landing as a run paused could drop the request's interrupt.
+  it("waits for no run: it is refused while a run holds the thread's lock, and taken once none does, of either kind", async () => {
+    const lock = new MemoryThreadLock();
+    const { agent, prebuilt } = bothKinds(lock);
+    type Writable = { updateState(config: unknown, values: unknown): Promise<unknown>; getState(config: unknown): Promise<{ values: unknown }> };
+    for (const [threadId, graph] of [
+      ["t-prebuilt-lock", prebuilt],
+      ["t-middleware-lock", agent.graph],
+    ] as [string, Writable][]) {
+      const held = await lock.acquire(threadId);
+      await expect(graph.updateState({ configurable: { thread_id: threadId } }, { messages: [{ role: "user", content: "hello" }] }), threadId).rejects.toMatchObject({ code: "thread_busy" });
+      await held();
+      await graph.updateState({ configurable: { thread_id: threadId } }, { messages: [{ role: "user", content: "hello" }] });
+      expect(JSON.stringify((await graph.getState({ configurable: { thread_id: threadId } })).values), threadId).toContain("hello");
+      // The write let the lock go.
+      await (await lock.acquire(threadId))();
     }
   });
 });
