@@ -674,6 +674,9 @@ describe("state writes through the thread API", () => {
     const replaced = await http("cara", "POST", `/threads/${threadId}/state`, { values: { messages: [{ role: "user", id: agentMessage.id, content: "REPLACED" }] } });
     expect([replaced.status, replaced.text]).toEqual([403, expect.stringContaining("state_write_refused")]);
     expect((await cara.threads.getState(threadId)).checkpoint.checkpoint_id).toBe(done.checkpoint.checkpoint_id);
+    // Written as a node the graph does not have: LangGraph's refusal is answered as eart's, not a bare 500.
+    const unknownNode = await http("cara", "POST", `/threads/${threadId}/state`, { values: say("hi"), as_node: "__end__" });
+    expect([unknownNode.status, unknownNode.text]).toEqual([403, expect.stringContaining("state_write_refused")]);
     await cara.threads.updateState(threadId, { values: say("Thanks!") });
     expect(messagesOf((await cara.threads.getState(threadId)).values).at(-1)).toBe("Thanks!");
     // Written so that a role and a type disagree, or in LangChain's serialised form: whatever is
