@@ -340,10 +340,11 @@ async function threadEvents(threadId: string): Promise<AuditEvent[]> {
 /**
  * A client's state write (`threads.updateState`, a thread created with `supersteps`), beyond what
  * the graph's guard refuses to anyone (eart's records, answers to governed calls): it may add or
- * edit the user's own messages only (an AI, tool or system message it wrote would read as the
- * agent's own words, to the model and to the reviewer deciding a request on the thread; a removal
- * would take them back), and not while the thread waits for a human (the write would drop the
- * request's interrupt: a reviewer's search would no longer list it). Throws
+ * edit the user's own messages only (an AI, tool or system message it wrote, or one of hers with
+ * the id of the agent's, would read as the agent's own words, to the model and to the reviewer
+ * deciding a request on the thread; a removal would take them back), not the agent's own output
+ * (`structuredResponse`, `jumpTo`), and nothing while the thread waits for a human (the write would
+ * drop the request's interrupt: a reviewer's search would no longer list it). Throws
  * {@link StateTamperError} (`state_write_refused`) or {@link ThreadStateError}.
  */
 async function assertClientStateWrite(graph: ServedGraph, channels: readonly string[], config: RunnableConfig | undefined, writes: readonly unknown[]): Promise<void> {
@@ -476,7 +477,7 @@ function serve(graph: ServedGraph, rules: ServeRules): void {
       } catch (error) {
         // LangGraph's own refusal of a client's write (a node the graph does not have, an
         // ambiguous update) is the client's bad input, not a server fault.
-        throw asHttpRefusal(error instanceof InvalidUpdateError ? new StateTamperError("state_write_refused", `LangGraph refused the state write: ${error.message.slice(0, 300)}`, { fields: ["as_node"] }) : error);
+        throw asHttpRefusal(error instanceof InvalidUpdateError ? new StateTamperError("state_write_refused", `LangGraph refused the state write: ${error.message.slice(0, 300)}`, { refusedBy: "langgraph" }) : error);
       } finally {
         await release?.();
       }
@@ -524,20 +525,15 @@ interface ServeRules {
 }
 
 /** The rules a served graph runs under, and what eart's server auth reads of it. */
-interface Registration {
-  agentId: string;
-  clientAgents: readonly string[];
-  trust: "eart-auth" | "server-auth";
+interface Registration extends ServeRules {
   graphId: string | undefined;
   registry: IdentityRegistry;
   answerRoles: ReadonlySet<string>;
-  auditLog: AuditLog;
-  channels: readonly string[];
 }
 
 /** Puts a graph under the server's rules and registers it with eart's server auth. */
 function register(graph: ServedGraph, r: Registration): void {
-  serve(graph, { agentId: r.agentId, clientAgents: r.clientAgents, trust: r.trust, auditLog: r.auditLog, channels: r.channels });
+  serve(graph, r);
   rememberCheckpointer(graph);
   served().push({ agentId: r.agentId, graph, registry: r.registry, answerRoles: r.answerRoles, auditLog: r.auditLog, agents: [r.agentId, ...r.clientAgents], graphId: r.graphId });
 }
