@@ -255,21 +255,31 @@ function asHttpRefusal(error: unknown): unknown {
  * Read through this graph, such a thread shows neither its records nor the request it waits on:
  * new input would be taken past a waiting request, an answer would fail without eart's code.
  */
-async function assertMadeHere(graph: ServedGraph, config: RunnableConfig): Promise<void> {
+async function assertMadeHere(graph: ServedGraph, agents: readonly string[], config: RunnableConfig): Promise<void> {
   const checkpointer = (graph as { checkpointer?: unknown }).checkpointer;
   const threadId = config.configurable?.thread_id;
   if (!(checkpointer instanceof BaseCheckpointSaver) || (typeof threadId !== "string" && typeof threadId !== "number")) return;
-  const refusal = otherGraphs(graph, String(threadId), await checkpointer.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } }));
+  const refusal = otherGraphs(graph, agents, String(threadId), await checkpointer.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } }));
   if (refusal) throw refusal;
 }
 
-/** The refusal of a run of a thread whose latest checkpoint holds channels `graph` does not have, if it does. */
-function otherGraphs(graph: ServedGraph, threadId: string, tuple: CheckpointTuple | undefined): ThreadStateError | undefined {
+/**
+ * The refusal of a run of a thread whose latest checkpoint holds channels `graph` does not have, or
+ * is bound to an agent the graph does not act as (another scenario's graph of the same kind: its
+ * nodes would answer the thread's request with their own policy and roles), if it does.
+ */
+function otherGraphs(graph: ServedGraph, agents: readonly string[], threadId: string, tuple: CheckpointTuple | undefined): ThreadStateError | undefined {
   const channels = (graph as { channels?: Record<string, unknown> }).channels;
   if (!channels) return undefined;
   const foreign = Object.keys(tuple?.checkpoint.channel_versions ?? {}).filter((name) => !Object.hasOwn(channels, name));
-  if (foreign.length === 0) return undefined;
-  return new ThreadStateError("thread_of_another_graph", threadId, `Thread "${threadId}" was made by another graph (it holds ${foreign.slice(0, 5).join(", ")}, which this graph does not): run it on the graph that made it`);
+  if (foreign.length > 0) {
+    return new ThreadStateError("thread_of_another_graph", threadId, `Thread "${threadId}" was made by another graph (it holds ${foreign.slice(0, 5).join(", ")}, which this graph does not): run it on the graph that made it`);
+  }
+  // The bound identity of either kind (eart's nodes write it, sealed; a client cannot).
+  const values = (tuple?.checkpoint.channel_values ?? {}) as { identity?: { id?: unknown }; _eart?: { identity?: { id?: unknown } } };
+  const bound = values.identity?.id ?? values._eart?.identity?.id;
+  if (typeof bound !== "string" || agents.includes(bound)) return undefined;
+  return new ThreadStateError("thread_of_another_graph", threadId, `Thread "${threadId}" acts as agent "${bound}", which this graph does not: run it on the graph that made it`);
 }
 
 /** LangGraph server's id of a graph's own assistant (the only kind eart's auth lets exist). */
@@ -306,14 +316,11 @@ export async function refusalBeforeRun(
   if (!checkpointer) return undefined;
   const tuple = await checkpointer.getTuple({ configurable: { thread_id: threadId, checkpoint_ns: "" } });
   if (!tuple) return undefined;
-  const other = otherGraphs(target.graph, threadId, tuple);
+  // A graph of the other kind, or of the same kind acting as another agent (another scenario's),
+  // would refuse the run, or answer the request with its own policy, and the server rewrite the
+  // thread's graph_id.
+  const other = otherGraphs(target.graph, target.agents, threadId, tuple);
   if (other) return other;
-  // A graph of the same kind acting as another agent (another scenario's) would refuse the run, or
-  // the answer as from someone it does not know, and the server rewrite the thread's graph_id.
-  const agent = agentOfThread(events);
-  if (agent !== undefined && !target.agents.includes(agent)) {
-    return new ThreadStateError("thread_of_another_graph", threadId, `Thread "${threadId}" acts as agent "${agent}", which this graph does not: run it on the graph that made it`);
-  }
   if (run.newInput) return pendingHumanTask(await readState(target.graph, checkpointer, threadId)) ? awaitingHuman(threadId) : undefined;
   if (run.continues) {
     // A continue of a thread that waits for a human, unless eart recorded its answer as accepted
@@ -419,7 +426,7 @@ function serve(graph: ServedGraph, rules: ServeRules): void {
     let inner: AsyncIterable<unknown>;
     try {
       config = serverConfig(options, rules);
-      await assertMadeHere(graph, config);
+      await assertMadeHere(graph, [rules.agentId, ...rules.clientAgents], config);
     } catch (error) {
       throw forClient(error);
     }

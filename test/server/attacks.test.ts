@@ -710,6 +710,28 @@ describe("state writes through the thread API", () => {
     expect(auditRows(threadId).filter((r) => r.type === "approval.refused").map((r) => (JSON.parse(r.data) as { message: string }).message)).toEqual([expect.stringContaining(note)]);
   });
 
+  // Was a hole (medium, found by a red-team pass): a run on another scenario's graph, queued by the
+  // owner before her thread was bound (the auth had nothing to refuse it by yet), was refused as new
+  // input on a waiting thread, and the refusal was resumed through THAT graph's nodes: they raised
+  // the request again with their own roles ("operator"), and the supervisors lost the thread.
+  it("refuses a run of another scenario's graph queued before the thread was bound; the request keeps its roles and the supervisor approves it", async () => {
+    const before = refunds().length;
+    const cara = as("cara");
+    const { thread_id: threadId } = await cara.threads.create();
+    const first = await cara.runs.create(threadId, "refund", { input: REQUEST });
+    const other = await cara.runs.create(threadId, "finance-payment", { input: say("Pay invoice INV-7731."), multitaskStrategy: "enqueue" });
+    await cara.runs.join(threadId, first.run_id);
+    const out = await cara.runs.join(threadId, other.run_id);
+    expect(String(JSON.stringify((out as { __error__?: unknown }).__error__))).toContain("thread_of_another_graph");
+    // (The failed run marks the thread `error`: out of the search, the request is still opened by id.)
+    const state = await as("sam").threads.getState(threadId);
+    const [now] = state.tasks.flatMap((t) => (t.interrupts ?? []) as ServedInterrupt[]);
+    expect([now?.value.type, now?.value.roles, now?.value.refusal]).toEqual(["eart.approval", ["supervisor"], undefined]);
+    expect(auditTypes(threadId).filter((t) => t.endsWith(".refused"))).toEqual([]);
+    await as("sam").runs.wait(threadId, "refund", { command: { resume: approve(now!) } });
+    expect(refunds().slice(before)).toEqual([{ orderId: "1042", amount: 740 }]);
+  });
+
   // Was a hole (low, found by a red-team pass): the owner's threads.update rewrote
   // metadata.graph_id, and her waiting request left the reviewers' search of its graph.
   it("does not let the owner rewrite the thread's graph_id: the request stays in the reviewers' search", async () => {
