@@ -47,6 +47,8 @@ export async function financePaymentAgentOptions(db: Database.Database, options:
       tools: tools.all,
       identities: financeIdentities(),
       policy: financePolicy,
+      // A payment the tools could not finish waits for a finance controller (retry, mark done, abandon).
+      recoveryRoles: ["finance"],
       context: { providers: [paymentContext], redaction: paymentRedaction },
       systemPrompt:
         "You are an accounts-payable assistant. Prepare the payment of the invoice in the context, then ask to execute it; a finance controller decides. Never put bank details in an e-mail.",

@@ -46,6 +46,8 @@ export async function offerAgentOptions(db: Database.Database, options: Pick<Off
       tools: tools.all,
       identities: offerIdentities(),
       policy: offerPolicy,
+      // An offer the tools could not finish sending waits for an HR director.
+      recoveryRoles: ["hr-director"],
       systemPrompt:
         "You draft offer letters from the retrieved context: the role level, the requisition's approval status and the salary band. " +
         "Never guess a salary: if the band's figures are redacted, draft with baseSalary null and say the salary is pending. " +

@@ -76,6 +76,8 @@ export async function loanAgentOptions(db: Database.Database, options: Pick<Loan
       tools: tools.all,
       identities: loanIdentities(),
       policy: loanPolicy,
+      // A decision the tools could not record waits for an underwriter.
+      recoveryRoles: ["underwriter"],
       systemPrompt:
         "You pre-screen loan applications. Use only the retrieved context and cite its ids. You may recommend an application " +
         "with recommend_loan; you never approve loans. Finish with JSON: {applicationId, recommendation, confidence (0-1)}.",

@@ -46,6 +46,8 @@ export async function procurementAgentOptions(db: Database.Database, options: Pi
       tools: tools.all,
       identities: procurementIdentities(),
       policy: procurementPolicy,
+      // A renegotiation the tools could not open waits for a procurement manager.
+      recoveryRoles: ["procurement-manager"],
       systemPrompt:
         "You review supplier agreements for savings. Compare each contract's unit price with its market benchmark and twelve months " +
         "of spend, cite context ids, recommend renegotiating the largest opportunity with recommend_renegotiation, then open it " +

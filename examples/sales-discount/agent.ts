@@ -44,6 +44,8 @@ export async function salesDiscountAgentOptions(db: Database.Database, options: 
       tools: tools.all,
       identities: salesIdentities(),
       policy: salesDiscountPolicy,
+      // A discount the tools could not apply waits for a sales manager.
+      recoveryRoles: ["sales-manager"],
       context: { providers: [quoteContext] },
       systemPrompt: "You are a sales assistant. Apply the discount the account executive asks for to the quote in the context, and cite the quote.",
     },

@@ -1,7 +1,11 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { HumanMessage, ToolMessage } from "@langchain/core/messages";
+import Database from "better-sqlite3";
 import { Command, MemorySaver } from "@langchain/langgraph";
 import { describe, expect, it } from "vitest";
-import { MemoryAuditLog, pendingApproval, type AuditEvent, type ContextItem, type DecisionRecord } from "eart";
+import { MemoryAuditLog, pendingApproval, pendingRecovery, type AuditEvent, type ContextItem, type DecisionRecord } from "eart";
 import { requestOf, scriptedModel } from "eart/testing";
 import { openFinancePaymentAgent } from "../../examples/finance-payment/agent.js";
 import { financeScript } from "../../examples/finance-payment/model.js";
@@ -38,6 +42,32 @@ async function setup() {
 }
 
 describe("finance-payment: the agent prepares, a human in finance always releases", () => {
+  it("asks a finance controller, not a role nobody holds, about a release the bank link failed; the clerk may not answer it", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "eart-finance-")), "finance.sqlite");
+    const opened = await openFinancePaymentAgent({ model: scriptedModel(financeScript), file });
+    // The bank link is down: every release fails.
+    const bank = new Database(file);
+    bank.exec(`CREATE TRIGGER bank_down BEFORE INSERT ON payment_executions BEGIN SELECT RAISE(ABORT, 'bank link down'); END;`);
+    try {
+      await opened.agent.invoke({ messages: [new HumanMessage("Pay invoice INV-7731.")] }, config("t-bank", "amy"));
+      const asked = pendingApproval(await opened.agent.getState(config("t-bank")))!.requests[0]!;
+      await opened.agent.invoke(new Command({ resume: { decisions: [{ toolCallId: asked.toolCallId, type: "approve", digest: asked.digest }] } }), config("t-bank", "fred")).catch(() => undefined);
+      const recovery = pendingRecovery(await opened.agent.getState(config("t-bank")));
+      expect(recovery?.roles).toEqual(["finance"]);
+      const call = recovery!.requests[0]!;
+      const abandon = (userId: string) =>
+        opened.agent.invoke(new Command({ resume: { decisions: [{ toolCallId: call.toolCallId, type: "abandon", digest: call.digest }] } }), config("t-bank", userId));
+      await expect(abandon("amy")).rejects.toMatchObject({ code: "approval_self_approval" });
+      await expect(abandon("tom")).rejects.toMatchObject({ code: "approval_unauthorized" });
+      await abandon("fiona");
+      expect(pendingRecovery(await opened.agent.getState(config("t-bank")))).toBeUndefined();
+      expect(opened.executions()).toEqual([]);
+    } finally {
+      bank.close();
+      await opened.close();
+    }
+  });
+
   it("prepares the payment on its own, pauses the execution for finance, and executes it once when finance approves", async () => {
     const s = await setup();
     const paused = await s.ask("t-pay", "Pay invoice INV-7731.");
