@@ -29,7 +29,7 @@ import { PolicyEngineOption } from "../src/policy/engine.js";
 import { ledgerFor, threadLockFor } from "../src/stores/for-checkpointer.js";
 import { type ThreadLock } from "../src/threads/lock.js";
 import { RetryOptionsSchema, ToolExecutionOptionsSchema } from "../src/tools/resilience.js";
-import { guardResumes } from "./resume-guard.js";
+import { assertNoOverwrite, guardResumes } from "./resume-guard.js";
 import { EartConfigError } from "../src/errors.js";
 import { assertAgentConfig, closestName } from "../src/policy/validate.js";
 
@@ -174,6 +174,8 @@ export function redactIncoming(graph: IncomingGraph, redaction: Redaction, regis
   };
   const redacted = (values: unknown, config: RunnableConfig | undefined) => {
     if (isCommand(values)) return redactedResume(values, redaction);
+    // What is not messages to add is refused as the guard refuses it, before it is read as messages.
+    assertNoOverwrite(values, "input");
     return values !== null && typeof values === "object" && "messages" in values ? redactRunInput(values, redaction, viewer(config)) : values;
   };
   const stream = graph.stream.bind(graph);

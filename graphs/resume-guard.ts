@@ -1,4 +1,4 @@
-import { BaseCheckpointSaver, Command, INTERRUPT, isCommand } from "@langchain/langgraph";
+import { BaseCheckpointSaver, Command, INTERRUPT, InvalidUpdateError, isCommand } from "@langchain/langgraph";
 import { threadLockFor } from "../src/stores/for-checkpointer.js";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
@@ -88,7 +88,31 @@ export function assertCallerInput(input: unknown, channels: readonly string[] = 
     return;
   }
   assertNoGovernedChannels(input, "input", channels);
+  assertNoOverwrite(input, "input");
 }
+
+/**
+ * Refuses channel values a caller sends as LangGraph's `Overwrite` (the class, or its wire forms
+ * `{ __overwrite__: … }`, `{ type: "__overwrite__", value }`, `{ lg_name: "Overwrite" }`): a caller
+ * adds to the thread; replacing what a channel holds would drop the answers eart's steps wrote
+ * (and its checks read what is added, not what would replace it).
+ */
+export function assertNoOverwrite(values: unknown, via: string): void {
+  if (typeof values !== "object" || values === null || Array.isArray(values) || isCommand(values)) return;
+  const replaced = Object.keys(values).filter((key) => isOverwrite((values as Record<string, unknown>)[key]));
+  if (replaced.length > 0) {
+    throw new StateTamperError("state_write_refused", `${via} may not overwrite a channel (${replaced.join(", ")}): a caller adds to the thread, never replaces what it holds`, { fields: replaced });
+  }
+}
+
+function isOverwrite(value: unknown): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return OVERWRITE in v || (v.type === OVERWRITE && "value" in v) || v.lg_name === "Overwrite";
+}
+
+/** LangGraph's key for a value that replaces a channel's (its `Overwrite`). */
+const OVERWRITE = "__overwrite__";
 
 /** Why a caller's Command that writes or jumps is refused. */
 export const COMMAND_WRITE_REFUSED = "A Command from a caller may only carry resume: update and goto are for eart's nodes";
@@ -400,7 +424,9 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // LangGraph stored, refused ones included, checked as the continuing caller's: a customer's
       // refused edit would run as the supervisor's approval. Only an answer eart recorded as
       // accepted (a run that stopped after it) may be continued; anything else is answered with a Command.
-      await assertContinuable(graph, options, auditLog);
+      const accepted = await assertContinuable(graph, options, auditLog);
+      // Otherwise, only for whom the thread acts.
+      if (!accepted) await assertContinuer(graph, options, records, auditLog);
     } else if (!isCommand(input)) {
       // Under the lock a thread whose latest checkpoint reads as its state (nothing pending on it,
       // every channel stored whole) is checked from that checkpoint, which is lent to the run.
@@ -460,9 +486,10 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       assertThreadRoot(config, "updateState");
       assertPlainUpdate(values, "updateState");
       assertNoGovernedChannels(values, "updateState", channels);
+      assertNoOverwrite(values, "updateState");
       await assertNoGovernedAnswers(graph, config, [values], records);
       countStateWrite(graph, config);
-      return updateState(config, values, asNode);
+      return langGraphRefusal(() => updateState(config, values, asNode));
     }) as G["updateState"];
   }
   if (graph.bulkUpdateState) {
@@ -473,11 +500,12 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
         for (const update of step.updates) {
           assertPlainUpdate(update.values, "updateState");
           assertNoGovernedChannels(update.values, "updateState", channels);
+          assertNoOverwrite(update.values, "updateState");
         }
       }
       await assertNoGovernedAnswers(graph, config, supersteps.flatMap((step) => step.updates.map((u) => u.values)), records);
       countStateWrite(graph, config);
-      return bulkUpdateState(config, supersteps);
+      return langGraphRefusal(() => bulkUpdateState(config, supersteps));
     }) as G["bulkUpdateState"];
   }
   if (lock) Object.defineProperty(graph, THREAD_LOCK, { value: lock });
@@ -490,6 +518,19 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       guardResumes(withConfig.call(graph, config) as G, { ...options, lock: lock ?? false, channels, records });
   }
   return graph;
+}
+
+/**
+ * A state write, with LangGraph's own refusal of it (a node the graph does not have, an ambiguous
+ * update: nothing was written) as eart's typed one.
+ */
+async function langGraphRefusal<T>(write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (error) {
+    if (!(error instanceof InvalidUpdateError)) throw error;
+    throw new StateTamperError("state_write_refused", `LangGraph refused the state write: ${error.message.slice(0, 300)}`, { refusedBy: "langgraph" });
+  }
 }
 
 /** Marks a graph the resume guard already wraps. */
@@ -562,16 +603,44 @@ async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, con
  * stored for it is the one eart recorded as accepted (its run stopped after the answer was
  * recorded): `thread_awaiting_approval`. Without an audit log nothing is known to be accepted.
  */
-export async function assertContinuable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog | undefined): Promise<void> {
+export async function assertContinuable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog | undefined): Promise<boolean> {
+  const threadId = config.configurable?.thread_id;
+  if (typeof threadId !== "string" && typeof threadId !== "number") return false;
+  const snapshot = await graph.getState(config);
+  if (!snapshot.createdAt || !pendingHumanTask(snapshot)) return false;
+  if (auditLog) {
+    const answers = recordedAnswers(await auditLog.read(String(threadId)));
+    if (answers.length > 0 && (await recordedStoredAnswer(graph, String(threadId), answers))) return true;
+  }
+  throw awaitingHuman(String(threadId));
+}
+
+/** Who gave a recorded answer (an approver, a resolver, a reviewer). */
+const answererOf = (event: AuditEvent): string => String(event.data.approverId ?? event.data.resolverId ?? event.data.reviewerId ?? "?");
+
+/**
+ * Refuses a continue (`null` input) of a thread that waits for nobody by anyone but the human it
+ * acts for: it would run the agent on another's conversation and hand them its state (a continue
+ * of an answer eart recorded as accepted acts on that answer, as its approver's, whoever continues).
+ * A configuration that names nobody continues as the thread's own. A thread whose state is bound to
+ * nobody yet (its first run stopped before the binding was saved) is continued only by the human
+ * the audit log recorded it bound for: anyone else would be bound to input another sent
+ * (`thread_unbound`: send the input again).
+ */
+async function assertContinuer(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, records: StateRecords, auditLog: AuditLog | undefined): Promise<void> {
   const threadId = config.configurable?.thread_id;
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
   const snapshot = await graph.getState(config);
-  if (!snapshot.createdAt || !pendingHumanTask(snapshot)) return;
-  if (auditLog) {
-    const answers = recordedAnswers(await auditLog.read(String(threadId)));
-    if (answers.length > 0 && (await recordedStoredAnswer(graph, String(threadId), answers))) return;
-  }
-  throw awaitingHuman(String(threadId));
+  if (!snapshot.createdAt) return;
+  const values = (snapshot.values ?? {}) as Record<string, unknown>;
+  const bound = records.identity(values) as AgentIdentity | undefined;
+  if (bound?.seal !== undefined) return assertActsForBound(bound, config.configurable);
+  if (((values.messages as unknown[] | undefined) ?? []).length === 0) return;
+  const principal = principalFromConfig(config.configurable);
+  if (principal === undefined) return;
+  const recorded = auditLog ? (await auditLog.read(String(threadId))).find((e) => e.type === "identity.bound")?.data.userId : undefined;
+  if (recorded === principal.id) return;
+  throw new ThreadStateError("thread_unbound", String(threadId), `Thread "${threadId}" acts for nobody yet (its first run stopped before it was bound): a continue would bind its caller to input another may have sent; send the input again`);
 }
 
 /**
@@ -586,7 +655,7 @@ async function assertNotAnswered(graph: Pick<ResumableGraph, "getState"> & { che
   const stored = answers.length > 0 ? await recordedStoredAnswer(graph, threadId, answers) : undefined;
   // The same answer again (continueThread gives the recorded one as its human's) changes nothing.
   if (!stored || digestOf(answer) === digestOf(stored.answer)) return;
-  const by = [...new Set(answers.map((e) => String(e.data.approverId ?? e.data.resolverId ?? e.data.reviewerId ?? "?")))].join(", ");
+  const by = [...new Set(answers.map(answererOf))].join(", ");
   const error = new ApprovalError("approval_already_answered", `Thread "${threadId}" was answered already (by ${by}) in a step that did not finish; that answer stands: continue the thread (input null) to act on it`);
   await auditRefusedAnswer(graph, auditLog, config, answer, error);
   throw error;

@@ -2,7 +2,7 @@ import type { RunnableConfig } from "@langchain/core/runnables";
 import { coerceMessageLikeToMessage, type BaseMessage, type BaseMessageLike } from "@langchain/core/messages";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
 import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
-import { BaseCheckpointSaver, Command, InvalidUpdateError, isCommand, type CheckpointTuple } from "@langchain/langgraph";
+import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
 import { assertCallerInput, assertContinuable, assertNoGovernedChannels, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys, THREAD_LOCK } from "../graphs/resume-guard.js";
@@ -482,9 +482,7 @@ function serve(graph: ServedGraph, rules: ServeRules): void {
         }
         return await (original as (...a: unknown[]) => Promise<unknown>).apply(graph, args);
       } catch (error) {
-        // LangGraph's own refusal of a client's write (a node the graph does not have, an
-        // ambiguous update) is the client's bad input, not a server fault.
-        throw asHttpRefusal(error instanceof InvalidUpdateError ? new StateTamperError("state_write_refused", `LangGraph refused the state write: ${error.message.slice(0, 300)}`, { refusedBy: "langgraph" }) : error);
+        throw asHttpRefusal(error);
       } finally {
         await release?.();
       }

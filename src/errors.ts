@@ -36,6 +36,7 @@ export const EART_ERROR_CODES = [
   "thread_not_paused",
   "thread_awaiting_approval",
   "thread_of_another_graph",
+  "thread_unbound",
   "audit_store_failure",
   "audit_input_invalid",
   "ledger_input_invalid",
@@ -76,6 +77,7 @@ export interface EartErrorDetailsByCode {
   thread_not_paused: ThreadDetails;
   thread_awaiting_approval: ThreadDetails;
   thread_of_another_graph: ThreadDetails;
+  thread_unbound: ThreadDetails;
   thread_busy: ThreadDetails & { holder?: string };
   thread_lock_lost: ThreadDetails;
   effect_in_progress: CallDetails;
@@ -309,7 +311,7 @@ export class StateTamperError extends EartError {
  */
 export class ThreadStateError extends EartError {
   readonly threadId: string;
-  constructor(code: "thread_unknown" | "thread_not_paused" | "thread_awaiting_approval" | "thread_of_another_graph", threadId: string, message: string) {
+  constructor(code: "thread_unknown" | "thread_not_paused" | "thread_awaiting_approval" | "thread_of_another_graph" | "thread_unbound", threadId: string, message: string) {
     super(code, message, { threadId });
     this.threadId = threadId;
   }
