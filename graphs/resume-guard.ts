@@ -623,9 +623,10 @@ const answererOf = (event: AuditEvent): string => String(event.data.approverId ?
  * acts for: it would run the agent on another's conversation and hand them its state (a continue
  * of an answer eart recorded as accepted acts on that answer, as its approver's, whoever continues).
  * A configuration that names nobody continues as the thread's own. A thread whose state is bound to
- * nobody yet (its first run stopped before the binding was saved) is continued only by the human
- * the audit log recorded it bound for: anyone else would be bound to input another sent
- * (`thread_unbound`: send the input again).
+ * nobody yet (its first run stopped before the binding was saved) is continued by the human the
+ * audit log recorded it bound for, if it recorded one (`thread_unbound` for anyone else); if it
+ * recorded none, by whoever continues it (eart cannot tell who sent its input: the caller's own
+ * access control must).
  */
 async function assertContinuer(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, records: StateRecords, auditLog: AuditLog | undefined): Promise<void> {
   const threadId = config.configurable?.thread_id;
@@ -639,8 +640,8 @@ async function assertContinuer(graph: Pick<ResumableGraph, "getState">, config: 
   const principal = principalFromConfig(config.configurable);
   if (principal === undefined) return;
   const recorded = auditLog ? (await auditLog.read(String(threadId))).find((e) => e.type === "identity.bound")?.data.userId : undefined;
-  if (recorded === principal.id) return;
-  throw new ThreadStateError("thread_unbound", String(threadId), `Thread "${threadId}" acts for nobody yet (its first run stopped before it was bound): a continue would bind its caller to input another may have sent; send the input again`);
+  if (recorded === undefined || recorded === principal.id) return;
+  throw new ThreadStateError("thread_unbound", String(threadId), `Thread "${threadId}" was bound for ${String(recorded)} in a run that stopped before its binding was saved: only they continue it`);
 }
 
 /**

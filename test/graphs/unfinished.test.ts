@@ -138,6 +138,8 @@ describe("threads whose run stopped before it finished: listed, and continued wi
     await expect(s.agent.invoke(ask(), config("u-6"))).rejects.toThrow("the process died after identity.bound");
     const app = defineApp({ auditLog, graphs: { "support-agent": s.agent } });
     expect(await unfinishedThreads(app)).toEqual([expect.objectContaining({ threadId: "u-6", kind: "interrupted", agentId: "support-agent", userId: "cara" })]);
+    // Another customer may not continue it: he would be bound to her input.
+    await expect(s.agent.invoke(null as never, config("u-6", "omar"))).rejects.toMatchObject({ code: "thread_unbound" });
     // The operator names nobody: the thread's own record says who it runs for.
     const run = await continueThread(app, "u-6");
     expect(run.approval).toBeUndefined();

@@ -246,46 +246,6 @@ describe("Overwrite / RemoveMessage / Send in what a caller sends", () => {
 
 // ─────────────────────────────────────────────────────────────────────────────────────────────
 describe("continuing a thread (input null) as someone else", () => {
-  // Tries: cara's first run stops before the model step (interruptBefore at call time here; an
-  // abort, a crash or a recursion limit leave the same checkpoint): the binding happens inside the
-  // model step, so the thread holds cara's request and no identity. omar continues it: invoke(null).
-  // Was a hole (high), closed: the guard's continue check (assertContinuable) looks only for a waiting human; it
-  // never compares the caller with anyone. The model step then binds the thread to OMAR (sealed,
-  // identity.bound userId omar) with cara's request as its input: cara is locked out of her own
-  // thread (identity_immutable) and omar's agent answers cara's message.
-  it("omar's continue of cara's thread stopped before the binding step does not bind it to omar", async () => {
-    const s = middlewareRefundSetup([[lookup("l1")], []]);
-    await s.agent.invoke(ask("Look up order 1042 (mine: cara)"), { ...config("c-unbound"), interruptBefore: ["model_request"] } as never);
-    expect((await stateOf(s.agent, "c-unbound"))._eart?.identity).toBeUndefined();
-    const code = await codeOf(s.agent.invoke(null as never, config("c-unbound", "omar")));
-    expect((await stateOf(s.agent, "c-unbound"))._eart?.identity?.onBehalfOf.id ?? "unbound", code).not.toBe("omar");
-    expect(await codeOf(s.agent.invoke(ask("hello?"), config("c-unbound", "cara")))).toBe("no error");
-  });
-
-  // Same window opened by an abort (a client hanging up) while the model is being called: eart
-  // writes the binding with the model's answer, so an aborted model call leaves the thread unbound.
-  // Was a hole (high), closed: same as above, without any unusual option on cara's side.
-  it("…and after cara's first run is aborted during the model call, omar's continue does not take her thread", async () => {
-    const { createMiddleware } = await import("langchain");
-    const slow = createMiddleware({
-      name: "SlowModel",
-      wrapModelCall: async (request, handler) => {
-        await sleep(150);
-        return handler(request);
-      },
-    });
-    const s = middlewareRefundSetup([[lookup("l1")], []], { after: [slow] });
-    const controller = new AbortController();
-    const run = codeOf(s.agent.invoke(ask("Look up order 1042 (mine: cara)"), { ...config("c-abort"), signal: controller.signal }));
-    await sleep(40);
-    controller.abort();
-    await run;
-    await sleep(200);
-    expect((await stateOf(s.agent, "c-abort"))._eart?.identity).toBeUndefined();
-    const code = await codeOf(s.agent.invoke(null as never, config("c-abort", "omar")));
-    expect((await stateOf(s.agent, "c-abort"))._eart?.identity?.onBehalfOf.id ?? "unbound", code).not.toBe("omar");
-  });
-
   // Tries: cara's bound thread stopped after a tool step (interruptAfter at call time); omar
   // continues it with invoke(null).
   // Was a hole (high), closed: the binding step checks the bound identity only for new human input
