@@ -1,4 +1,4 @@
-import { BaseCheckpointSaver, Command, INTERRUPT, InvalidUpdateError, isCommand } from "@langchain/langgraph";
+import { BaseCheckpointSaver, Command, INTERRUPT, InvalidUpdateError, isCommand, Overwrite } from "@langchain/langgraph";
 import { threadLockFor } from "../src/stores/for-checkpointer.js";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
@@ -105,14 +105,12 @@ export function assertNoOverwrite(values: unknown, via: string): void {
   }
 }
 
+/** LangGraph's own test (the class, `{ __overwrite__ }`, `{ lg_name }`), and the discriminator form its channels also read. */
 function isOverwrite(value: unknown): boolean {
-  if (typeof value !== "object" || value === null) return false;
-  const v = value as Record<string, unknown>;
-  return OVERWRITE in v || (v.type === OVERWRITE && "value" in v) || v.lg_name === "Overwrite";
+  if (Overwrite.isInstance(value)) return true;
+  const v = value as { type?: unknown } | null;
+  return typeof v === "object" && v !== null && v.type === "__overwrite__" && "value" in v;
 }
-
-/** LangGraph's key for a value that replaces a channel's (its `Overwrite`). */
-const OVERWRITE = "__overwrite__";
 
 /** Why a caller's Command that writes or jumps is refused. */
 export const COMMAND_WRITE_REFUSED = "A Command from a caller may only carry resume: update and goto are for eart's nodes";
@@ -424,9 +422,10 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // LangGraph stored, refused ones included, checked as the continuing caller's: a customer's
       // refused edit would run as the supervisor's approval. Only an answer eart recorded as
       // accepted (a run that stopped after it) may be continued; anything else is answered with a Command.
-      const accepted = await assertContinuable(graph, options, auditLog);
+      const snapshot = await graph.getState(options);
+      const accepted = await continuableFrom(graph, options, snapshot, auditLog);
       // Otherwise, only for whom the thread acts.
-      if (!accepted) await assertContinuer(graph, options, records, auditLog);
+      if (!accepted) await assertContinuer(options, snapshot, records, auditLog);
     } else if (!isCommand(input)) {
       // Under the lock a thread whose latest checkpoint reads as its state (nothing pending on it,
       // every channel stored whole) is checked from that checkpoint, which is lent to the run.
@@ -604,9 +603,13 @@ async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, con
  * recorded): `thread_awaiting_approval`. Without an audit log nothing is known to be accepted.
  */
 export async function assertContinuable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog | undefined): Promise<boolean> {
+  return continuableFrom(graph, config, await graph.getState(config), auditLog);
+}
+
+/** {@link assertContinuable} on the thread's state as read (`snapshot`): true when it continues an answer eart accepted. */
+async function continuableFrom(graph: { checkpointer?: unknown }, config: RunnableConfig, snapshot: Snapshot, auditLog: AuditLog | undefined): Promise<boolean> {
   const threadId = config.configurable?.thread_id;
   if (typeof threadId !== "string" && typeof threadId !== "number") return false;
-  const snapshot = await graph.getState(config);
   if (!snapshot.createdAt || !pendingHumanTask(snapshot)) return false;
   if (auditLog) {
     const answers = recordedAnswers(await auditLog.read(String(threadId)));
@@ -628,11 +631,9 @@ const answererOf = (event: AuditEvent): string => String(event.data.approverId ?
  * recorded none, by whoever continues it (eart cannot tell who sent its input: the caller's own
  * access control must).
  */
-async function assertContinuer(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, records: StateRecords, auditLog: AuditLog | undefined): Promise<void> {
+async function assertContinuer(config: RunnableConfig, snapshot: Snapshot, records: StateRecords, auditLog: AuditLog | undefined): Promise<void> {
   const threadId = config.configurable?.thread_id;
-  if (typeof threadId !== "string" && typeof threadId !== "number") return;
-  const snapshot = await graph.getState(config);
-  if (!snapshot.createdAt) return;
+  if ((typeof threadId !== "string" && typeof threadId !== "number") || !snapshot.createdAt) return;
   const values = (snapshot.values ?? {}) as Record<string, unknown>;
   const bound = records.identity(values) as AgentIdentity | undefined;
   if (bound?.seal !== undefined) return assertActsForBound(bound, config.configurable);

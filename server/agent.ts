@@ -288,7 +288,8 @@ const graphAssistantId = (graphId: string) => uuid5(graphId, "6ba7b821-9dad-11d1
 /**
  * Why a run that would fail in the graph is refused before LangGraph server creates it, for eart's
  * server auth: an `agent_id` the graph does not act as, a run of a thread on a graph of the other
- * kind ({@link assertMadeHere}), and new input on a thread that waits for a human. Refused in the
+ * kind or acting as another agent ({@link assertMadeHere}), and new input or a continue on a thread
+ * that waits for a human. Refused in the
  * graph, the run would make the server mark the thread `error`, keep the `agent_id` for every later
  * run, and (on another graph) rewrite its `graph_id`: a reviewer's search would no longer list the
  * request. Undefined when it is not refused here (the graph still checks every
@@ -420,13 +421,14 @@ function refusedOnRequest(error: unknown, input: unknown): error is EartError {
  */
 function serve(graph: ServedGraph, rules: ServeRules): void {
   const stream = graph.stream.bind(graph) as (input: unknown, options?: RunnableConfig) => Promise<AsyncIterable<unknown>>;
+  const agents = [rules.agentId, ...rules.clientAgents];
   (graph as unknown as { stream: typeof stream }).stream = async (given, options) => {
     const input = clientAnswer(given);
     let config: RunnableConfig;
     let inner: AsyncIterable<unknown>;
     try {
       config = serverConfig(options, rules);
-      await assertMadeHere(graph, [rules.agentId, ...rules.clientAgents], config);
+      await assertMadeHere(graph, agents, config);
     } catch (error) {
       throw forClient(error);
     }

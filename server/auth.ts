@@ -201,8 +201,8 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
    * Refuses, before the server creates it, a run the graph would refuse in a way that takes the
    * request out of the reviewers' search (the server marks a failed run's thread `error`, and a run
    * on another graph rewrites its `graph_id`) or sticks (the server keeps a run's `agent_id` for
-   * every later run): an agent the graph does not act as, a run on a graph of the other kind, new
-   * input on a thread that waits for a human. What the thread holds is said only to whoever may run
+   * every later run): an agent the graph does not act as, a run on a graph of the other kind or of
+   * another agent, new input or a continue on a thread that waits for a human. What the thread holds is said only to whoever may run
    * it (its answerer, or the user it was bound for): anyone else is answered not found by the server.
    */
   const refuseBeforeRun = async (user: EartUser, run: RunRequest, answerer: boolean) => {
