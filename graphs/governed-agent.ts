@@ -14,6 +14,7 @@ import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { identityStep } from "../nodes/identity-binding.js";
 import { createModelStep, modelTurnStep } from "../nodes/model-node.js";
 import { redactingAuditLog, redactRunInput } from "../nodes/redaction.js";
+import { redactedTracing } from "../nodes/tracing.js";
 import { createToolRecovery, DEFAULT_RECOVERY_ROLES } from "../nodes/tool-recovery.js";
 import { guardCheckpointer } from "../src/stores/postgres/connection.js";
 import { assertNoPendingApproval } from "../langgraph/run.js";
@@ -179,7 +180,8 @@ export function redactIncoming(graph: IncomingGraph, redaction: Redaction, regis
     return values !== null && typeof values === "object" && "messages" in values ? redactRunInput(values, redaction, viewer(config)) : values;
   };
   const stream = graph.stream.bind(graph);
-  graph.stream = (input, options) => stream(redacted(input, options), options);
+  // What LangChain's tracer sends to LangSmith (a tool's raw result, the model's raw answer) is redacted too.
+  graph.stream = (input, options) => stream(redacted(input, options), redactedTracing(options, redaction));
   // The state API writes messages too (an operator's edit, LangGraph Studio): the same redaction.
   // LangGraph's updateState is a one-step bulkUpdateState, so this covers both.
   const bulkUpdateState = graph.bulkUpdateState.bind(graph);

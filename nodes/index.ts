@@ -15,3 +15,4 @@ export {
 } from "./context-retrieval.js";
 export { createTraceExportNode, type TraceExportNodeOptions } from "./trace-export.js";
 export { redactingAuditLog, redactMessage, redactRunInput, type RedactionViewer } from "./redaction.js";
+export { RedactingTracer, redactedTracing } from "./tracing.js";
