@@ -169,6 +169,7 @@ function checkOptionNames(options: unknown): void {
  * the redacted text. Values are shown to the user's own roles as `visibleTo` says.
  */
 export function redactIncoming(graph: IncomingGraph, redaction: Redaction, registry: IdentityRegistry): void {
+  Object.defineProperty(graph, INCOMING_REDACTION, { value: { redaction, registry }, configurable: true });
   const viewer = (config: RunnableConfig | undefined) => {
     const userId = principalFromConfig(config?.configurable)?.id;
     return { onBehalfOf: { id: userId ?? "", roles: userId !== undefined ? (registry.getUser(userId)?.roles ?? []) : [] } };
@@ -195,23 +196,44 @@ export function redactIncoming(graph: IncomingGraph, redaction: Redaction, regis
 /**
  * A resume with what a human wrote in it (a reject or respond message, an edit's arguments)
  * redacted as nobody may see it: the thread, the model and the audit log hold it after this.
- * Signed approval tokens are kept as they are (a token is checked byte for byte). A `Command`
- * carrying anything but a resume is returned as it is (the guard refuses it).
+ * A `Command` carrying anything but a resume is returned as it is (the guard refuses it).
  */
 function redactedResume(command: Command, redaction: Redaction): Command {
   const { resume, update, goto } = command as { resume?: unknown; update?: unknown; goto?: unknown };
   const empty = (v: unknown) => v === undefined || (Array.isArray(v) && v.length === 0);
-  if (resume === undefined || resume === null || typeof resume !== "object" || !empty(update) || !empty(goto)) return command;
-  const decisions = (resume as { decisions?: unknown }).decisions;
+  if (!empty(update) || !empty(goto)) return command;
+  const value = redactedAnswer(resume, redaction);
+  return value === resume ? command : new Command({ resume: value });
+}
+
+/**
+ * A human's answer (a resume value) redacted as nobody may see it; the same value when nothing
+ * was found. Signed approval tokens are kept as they are (a token is checked byte for byte).
+ * @example
+ * ```ts
+ * redactedAnswer({ decisions: [{ type: "reject", message: "card 4111 1111 1111 1111" }] }, redaction);
+ * // { decisions: [{ type: "reject", message: "card [REDACTED:card_number]" }] }
+ * ```
+ */
+export function redactedAnswer(resume: unknown, redaction: Redaction): unknown {
+  if (resume === undefined || resume === null) return resume;
+  const decisions = typeof resume === "object" ? (resume as { decisions?: unknown }).decisions : undefined;
   const tokens = Array.isArray(decisions) ? decisions.map((d) => (typeof (d as { token?: unknown } | null)?.token === "string" ? (d as { token: string }).token : undefined)) : [];
   const screened = redaction.apply(resume, undefined);
-  if (screened.redacted.length === 0) return command;
+  if (screened.redacted.length === 0) return resume;
   const value = screened.value as { decisions?: Record<string, unknown>[] };
   tokens.forEach((token, i) => {
     if (token !== undefined && value.decisions?.[i]) value.decisions[i] = { ...value.decisions[i], token };
   });
-  return new Command({ resume: value });
+  return value;
 }
+
+/** What a graph redacts callers' input and answers with ({@link redactIncoming}), for the server's record of a run. */
+export function incomingRedactionOf(graph: object): { redaction: Redaction; registry: IdentityRegistry } | undefined {
+  return (graph as Record<symbol, { redaction: Redaction; registry: IdentityRegistry } | undefined>)[INCOMING_REDACTION];
+}
+
+const INCOMING_REDACTION = Symbol.for("eart.incomingRedaction");
 
 /** The methods through which callers put messages into a thread. */
 export interface IncomingGraph {

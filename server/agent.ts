@@ -1,7 +1,8 @@
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { coerceMessageLikeToMessage, type BaseMessage, type BaseMessageLike } from "@langchain/core/messages";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
-import { createGovernedAgent, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
+import { createGovernedAgent, incomingRedactionOf, redactedAnswer, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
+import type { Redaction } from "../src/context/redaction.js";
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
@@ -53,6 +54,8 @@ interface Served {
   graphId: string | undefined;
   /** The agents its threads may be bound to: its own, and those a client may pick. */
   agents: readonly string[];
+  /** What it redacts callers' input and answers with (none when its redaction is off). */
+  incoming: { redaction: Redaction; registry: IdentityRegistry } | undefined;
 }
 
 /** What eart's server wiring needs of a compiled graph: eart's prebuilt agent, or a guarded `createAgent` agent's graph. */
@@ -295,6 +298,54 @@ const graphAssistantId = (graphId: string) => uuid5(graphId, "6ba7b821-9dad-11d1
  * request. Undefined when it is not refused here (the graph still checks every
  * run), or when the run's assistant is not the own assistant of a served graph with a `graphId`.
  */
+/**
+ * Redacts, in place, what a client's run asks the server to keep (its input, its answer, its
+ * metadata) as the graph it runs redacts them: the server stores a run's request whole and shows
+ * it to whoever may read the thread's runs (an approver listing the runs of a thread that waits for
+ * them would otherwise read the customer's card number, which the thread itself holds redacted).
+ * The input is redacted for the caller's own roles (`visibleTo`), as the thread holds it; an answer
+ * and metadata for no one's. A run whose graph eart cannot tell is redacted by every served graph's
+ * redaction.
+ * @example
+ * ```ts
+ * redactRunRequest(run, user.identity); // in the auth's threads:create_run handler
+ * ```
+ */
+export function redactRunRequest(run: { assistant_id?: unknown; metadata?: Record<string, unknown> | null; kwargs?: { input?: unknown; command?: { resume?: unknown } | null } }, userId: string): void {
+  for (const { redaction, registry } of incomingOf(run.assistant_id)) {
+    const kwargs = run.kwargs;
+    if (kwargs?.input !== undefined && kwargs.input !== null) {
+      const viewer = { onBehalfOf: { id: userId, roles: registry.getUser(userId)?.roles ?? [] } };
+      const screened = redaction.apply(kwargs.input, viewer);
+      if (screened.redacted.length > 0) kwargs.input = screened.value;
+    }
+    if (kwargs?.command && kwargs.command.resume !== undefined) kwargs.command.resume = redactedAnswer(kwargs.command.resume, redaction);
+    if (run.metadata && typeof run.metadata === "object") run.metadata = redactedMetadata(run.metadata, redaction);
+  }
+}
+
+/** Metadata a client sends for a thread or a run, redacted as nobody may see it, in place (the server keeps the object it gave the handler). */
+export function redactThreadMetadata(value: { metadata?: Record<string, unknown> | null }): void {
+  if (!value.metadata || typeof value.metadata !== "object") return;
+  for (const { redaction } of incomingOf(undefined)) value.metadata = redactedMetadata(value.metadata, redaction);
+}
+
+function redactedMetadata(metadata: Record<string, unknown>, redaction: Redaction): Record<string, unknown> {
+  const screened = redaction.apply(metadata, undefined);
+  if (screened.redacted.length === 0) return metadata;
+  // The same object, its values replaced: a thread copy reads it.
+  for (const key of Object.keys(metadata)) delete metadata[key];
+  return Object.assign(metadata, screened.value);
+}
+
+/** The redactions of the graph a run names (by graph id or its assistant), or of every served graph. */
+function incomingOf(assistantId: unknown): { redaction: Redaction; registry: IdentityRegistry }[] {
+  const graphs = served();
+  const target = graphs.filter((s) => s.graphId !== undefined && (assistantId === s.graphId || assistantId === graphAssistantId(s.graphId)));
+  const from = (target.length > 0 ? target : graphs).flatMap((s) => (s.incoming ? [s.incoming] : []));
+  return [...new Map(from.map((i) => [i.redaction, i])).values()];
+}
+
 export async function refusalBeforeRun(
   threadId: string | undefined,
   assistantId: unknown,
@@ -542,7 +593,7 @@ interface Registration extends ServeRules {
 function register(graph: ServedGraph, r: Registration): void {
   serve(graph, r);
   rememberCheckpointer(graph);
-  served().push({ agentId: r.agentId, graph, registry: r.registry, answerRoles: r.answerRoles, auditLog: r.auditLog, agents: [r.agentId, ...r.clientAgents], graphId: r.graphId });
+  served().push({ agentId: r.agentId, graph, registry: r.registry, answerRoles: r.answerRoles, auditLog: r.auditLog, agents: [r.agentId, ...r.clientAgents], graphId: r.graphId, incoming: incomingRedactionOf(graph) });
 }
 
 /** Checks the agent ids a served graph acts as against its identities. */

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { Auth, HTTPException } from "@langchain/langgraph-sdk/auth";
 import { EartConfigError } from "../src/errors.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
-import { answerableBy, refusalBeforeRun, servedUser } from "./agent.js";
+import { answerableBy, redactRunRequest, redactThreadMetadata, refusalBeforeRun, servedUser } from "./agent.js";
 import { COMMAND_WRITE_REFUSED, commandWrites } from "../graphs/resume-guard.js";
 import { proofFor } from "./proof.js";
 import { narrowedSearches } from "./http.js";
@@ -186,6 +186,8 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
    * `runHeaders` lists.
    */
   const stamp = (value: RunRequest, user: EartUser) => {
+    // The server keeps the run's request whole for the thread's readers: kept redacted, as the thread holds it.
+    redactRunRequest(value, user.identity);
     const runId = value.run_id;
     if (typeof runId !== "string" || runId === "") throw new HTTPException(403, { message: "A run must have an id" });
     const kwargs = (value.kwargs ??= {});
@@ -249,7 +251,8 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       // thread, not make one in its owner's account, nor take its content into one of their own).
       const claimed = (value as { metadata?: Record<string, unknown> | null }).metadata?.owner;
       if (claimed !== undefined && claimed !== user.identity) throw new HTTPException(403, { message: "A thread is created for its caller: another user's thread is not copied, nor named as owner" });
-      // The creator owns the thread.
+      // The creator owns the thread; what the metadata carries is kept redacted (its answerers read it).
+      redactThreadMetadata(value as { metadata?: Record<string, unknown> | null });
       own(value as { metadata?: Record<string, unknown> }, user);
       return ownerOnly(user);
     })
@@ -307,6 +310,7 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       // search for the thread), never the client's.
       const metadata = (value as { metadata?: Record<string, unknown> | null }).metadata;
       if (metadata && typeof metadata === "object") for (const key of ["owner", "graph_id", "assistant_id"]) delete metadata[key];
+      redactThreadMetadata(value as { metadata?: Record<string, unknown> | null });
       return ownerOnly(user);
     })
     .on("threads:delete", ({ user, value }) => {

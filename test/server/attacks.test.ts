@@ -881,3 +881,58 @@ describe("the rest of the server API", () => {
     expect((await as("cara").threads.get(threadId)).status).toBe("idle");
   });
 });
+
+describe("what the server keeps of a run's request", () => {
+  const CARD = "4111 1111 1111 1111";
+  const hasCard = (value: unknown) => /4111 ?1111 ?1111 ?1111/.test(JSON.stringify(value));
+
+  // Was a hole (medium, data exposure to a colleague): the server keeps each run's request whole
+  // (`kwargs.input`, `kwargs.command`, metadata) and lists it to whoever may read the thread's
+  // runs. The thread held the customer's message redacted, but sam, listing the runs of the thread
+  // that waited for him, read her card number in the run's input. eart's auth now redacts the
+  // request before the server keeps it, as the graph redacts it.
+  it("a supervisor listing the runs of a thread that waits for him reads the customer's message as the thread holds it: no card number", async () => {
+    const cara = as("cara");
+    const thread = await cara.threads.create();
+    await cara.runs.wait(thread.thread_id, "refund", { input: say(`Please refund order 1042, $740. My card is ${CARD}.`) });
+    const sam = as("sam");
+    const runs = await sam.runs.list(thread.thread_id);
+    expect(runs).toHaveLength(1);
+    const input = (runs[0] as unknown as { kwargs: { input: { messages: { content: string }[] } } }).kwargs.input;
+    expect(input.messages[0]!.content).toBe("Please refund order 1042, $740. My card is [REDACTED:card_number].");
+    expect(hasCard(runs)).toBe(false);
+    expect(hasCard(await sam.runs.get(thread.thread_id, runs[0]!.run_id))).toBe(false);
+    // What the thread holds: the same text.
+    expect(messagesOf((await sam.threads.getState(thread.thread_id)).values)[0]).toBe(input.messages[0]!.content);
+    // The request still waits for sam, and his approval still pays once.
+    const request = await interruptOf(sam, thread.thread_id);
+    await sam.runs.wait(thread.thread_id, "refund", { command: { resume: approve(request) } });
+    expect((await cara.threads.get(thread.thread_id)).status).toBe("idle");
+  });
+
+  it("the customer listing her runs does not read what the supervisor wrote in his answer (a reject message with a card number)", async () => {
+    const { threadId, request } = await pausedThread();
+    const reject = { decisions: request.value.requests!.map((r) => ({ toolCallId: r.toolCallId, type: "reject", digest: r.digest, message: `Refund goes to card ${CARD} only after a call` })) };
+    await as("sam").runs.wait(threadId, "refund", { command: { resume: reject } });
+    const runs = await as("cara").runs.list(threadId);
+    expect(runs).toHaveLength(2);
+    const answer = runs.map((r) => (r as unknown as { kwargs: { command?: { resume?: unknown } } }).kwargs.command?.resume).find((r) => r !== undefined);
+    expect(JSON.stringify(answer)).toContain("Refund goes to card [REDACTED:card_number] only after a call");
+    expect(hasCard(runs)).toBe(false);
+    // The reject was taken as sam gave it: nothing refunded, the thread done.
+    expect((await as("cara").threads.get(threadId)).status).toBe("idle");
+    expect(await auditTypes(threadId)).toContain("approval.decided");
+  });
+
+  it("metadata a customer puts on her thread and runs is kept redacted: the supervisor reading the thread does not read her card", async () => {
+    const cara = as("cara");
+    const thread = await cara.threads.create({ metadata: { note: `card ${CARD}` } });
+    await cara.threads.update(thread.thread_id, { metadata: { note2: `card ${CARD}` } });
+    await cara.runs.wait(thread.thread_id, "refund", { input: REQUEST, metadata: { ticket: `card ${CARD}` } });
+    const sam = as("sam");
+    const seen = await sam.threads.get(thread.thread_id);
+    expect(seen.metadata).toMatchObject({ note: "card [REDACTED:card_number]", note2: "card [REDACTED:card_number]", owner: "cara" });
+    expect(hasCard(seen)).toBe(false);
+    expect(hasCard(await sam.runs.list(thread.thread_id))).toBe(false);
+  });
+});

@@ -181,6 +181,22 @@ describe("a createAgent agent with governanceMiddleware on LangGraph server", ()
     expect(refundsOf(275)).toEqual([{ orderId: "1042", amount: 275 }]);
     expect(server.rows<Refund>("refunds", "order_id AS orderId, amount", { sql: "order_id = '1043'", params: [] })).toEqual([]);
   });
+
+  it("keeps the run's request as the thread holds it: a supervisor listing the runs reads no card number in the customer's input, nor she in his reject message", async () => {
+    const cara = as("cara");
+    const thread = await cara.threads.create();
+    await cara.runs.wait(thread.thread_id, GRAPH, { input: say("Please refund order 1042, $743. My card is 4111 1111 1111 1111.") });
+    const sam = as("sam");
+    await interruptOf(sam, thread.thread_id);
+    await sam.runs.wait(thread.thread_id, GRAPH, { command: { resume: { decisions: [{ type: "reject", message: "Only to card 4111 1111 1111 1111" }] } } });
+    for (const reader of [sam, cara]) {
+      const runs = JSON.stringify(await reader.runs.list(thread.thread_id));
+      expect(runs).toContain("My card is [REDACTED:card_number].");
+      expect(runs).toContain("Only to card [REDACTED:card_number]");
+      expect(runs).not.toMatch(/4111 ?1111 ?1111 ?1111/);
+    }
+    expect(refundsOf(743)).toEqual([]);
+  });
 });
 
 describe("a thread run on a graph of the other kind (the server runs any graph on any thread)", () => {
