@@ -14,7 +14,7 @@ import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { identityStep } from "../nodes/identity-binding.js";
 import { createModelStep, modelTurnStep } from "../nodes/model-node.js";
 import { redactingAuditLog, redactRunInput } from "../nodes/redaction.js";
-import { redactedTracing } from "../nodes/tracing.js";
+import { boundTracingRedacted, redactedTracing } from "../nodes/tracing.js";
 import { createToolRecovery, DEFAULT_RECOVERY_ROLES } from "../nodes/tool-recovery.js";
 import { guardCheckpointer } from "../src/stores/postgres/connection.js";
 import { assertNoPendingApproval } from "../langgraph/run.js";
@@ -181,14 +181,17 @@ export function redactIncoming(graph: IncomingGraph, redaction: Redaction, regis
     return values !== null && typeof values === "object" && "messages" in values ? redactRunInput(values, redaction, viewer(config)) : values;
   };
   const stream = graph.stream.bind(graph);
-  // What LangChain's tracer sends to LangSmith (a tool's raw result, the model's raw answer) is redacted too.
+  // What LangChain's tracer sends to LangSmith (a tool's raw result, the model's raw answer) is
+  // redacted too: the run's tracers, and those the graph was bound with (withConfig).
+  const bound = graph as { config?: RunnableConfig };
+  bound.config = boundTracingRedacted(bound.config, redaction);
   graph.stream = (input, options) => stream(redacted(input, options), redactedTracing(options, redaction));
   // The state API writes messages too (an operator's edit, LangGraph Studio): the same redaction.
   // LangGraph's updateState is a one-step bulkUpdateState, so this covers both.
   const bulkUpdateState = graph.bulkUpdateState.bind(graph);
   graph.bulkUpdateState = (config, supersteps) =>
     bulkUpdateState(
-      config,
+      redactedTracing(config, redaction)!,
       supersteps.map((step) => ({ ...step, updates: step.updates.map((u) => ({ ...u, values: redacted(u.values, config) })) })),
     );
 }

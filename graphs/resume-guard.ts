@@ -509,6 +509,12 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   }
   if (lock) Object.defineProperty(graph, THREAD_LOCK, { value: lock });
   Object.defineProperty(graph, GUARDED, { value: true });
+  // A graph piped after another runnable (`prep.pipe(graph)`) is streamed through its transform,
+  // which LangChain runs past invoke and stream, and so past this guard (and the redaction of what
+  // callers send): refused, typed, before anything runs.
+  (graph as unknown as { transform: () => never }).transform = () => {
+    throw new EartConfigError("transform", "a guarded graph runs through invoke, stream or streamEvents: piped after another runnable (its transform), it would run past eart's guard; call it from a step of your own with the output of the one before");
+  };
   // LangGraph's withConfig copies the graph without the guard's methods: every copy is guarded
   // too, under the same lock (two locks would let a run of the copy and one of the original overlap).
   const withConfig = (graph as unknown as { withConfig?: (config: unknown) => unknown }).withConfig;

@@ -2,6 +2,7 @@ import { BaseCallbackHandler } from "@langchain/core/callbacks/base";
 import { CallbackManager, type Callbacks } from "@langchain/core/callbacks/manager";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { LangChainTracer, type LangChainTracerFields } from "@langchain/core/tracers/tracer_langchain";
+import { getCurrentRunTree } from "langsmith/singletons/traceable";
 import type { Redaction } from "../src/context/redaction.js";
 
 /**
@@ -13,8 +14,8 @@ import type { Redaction } from "../src/context/redaction.js";
  * replica the tracer was given.
  */
 
-/** The run fields that carry data: everything a run sends but its ids, names, times and tags. */
-const PAYLOAD = ["inputs", "outputs", "error", "events", "extra"] as const;
+/** The run fields that can carry data: everything a run sends but its ids, times and order. */
+const PAYLOAD = ["inputs", "outputs", "error", "events", "extra", "tags", "name", "serialized"] as const;
 
 /** The tracer's LangSmith client (langsmith's `Client`), as far as eart uses it. */
 type TraceClient = LangChainTracer["client"];
@@ -36,15 +37,20 @@ function screened(value: unknown, redaction: Redaction): unknown {
 function redactedRun<R extends object>(run: R, redaction: Redaction): R {
   const out: Record<string, unknown> = { ...(run as Record<string, unknown>) };
   for (const key of PAYLOAD) if (out[key] !== undefined && out[key] !== null) out[key] = screened(out[key], redaction);
+  // Files a traceable attaches (text, JSON, images) are not sent: eart cannot redact every format.
+  if (out.attachments !== undefined) delete out.attachments;
   return out as R;
 }
 
-/** The client, sending every run it creates or updates redacted. The same client when it does already. */
+/** The client, sending every run it creates or updates redacted. The same client when it does already, with this redaction. */
 function redactingClient(client: TraceClient, redaction: Redaction): TraceClient {
-  if ((client as unknown as Record<symbol, unknown>)[REDACTING]) return client;
+  const applied = (client as unknown as Record<symbol, ReadonlySet<Redaction> | undefined>)[REDACTING];
+  if (applied?.has(redaction)) return client;
+  // A client redacting with another redaction (a caller's narrower one) redacts with both.
+  const both = new Set([...(applied ?? []), redaction]);
   return new Proxy(client, {
     get(target, property) {
-      if (property === REDACTING) return true;
+      if (property === REDACTING) return both;
       if (property === "createRun") return (run: object, ...rest: unknown[]) => (target.createRun as (...a: unknown[]) => unknown)(redactedRun(run, redaction), ...rest);
       if (property === "updateRun") return (id: string, run: object, ...rest: unknown[]) => (target.updateRun as (...a: unknown[]) => unknown)(id, redactedRun(run, redaction), ...rest);
       const value = Reflect.get(target, property, target) as unknown;
@@ -105,6 +111,7 @@ export class RedactingTracer extends LangChainTracer {
   /** The redacting twin of a tracer LangChain or a caller made (same client, project, replicas, tracing metadata, runs so far). */
   static of(tracer: LangChainTracer, redaction: Redaction): RedactingTracer {
     if (tracer instanceof RedactingTracer && redactionOf.get(tracer) === redaction) return tracer;
+    // A tracer of another kind (a subclass, a caller's RedactingTracer with its own redaction) sends through its client, redacted by this redaction too.
     // Its constructor fields and run maps are LangChain's protected members: read as LangChain's own copy reads them.
     const own = tracer as unknown as { fields: LangChainTracerFields; runMap: unknown; runTreeMap: unknown };
     const copy = new RedactingTracer({ ...own.fields, client: tracer.client, projectName: tracer.projectName, exampleId: tracer.exampleId, replicas: tracer.replicas, redaction });
@@ -115,13 +122,52 @@ export class RedactingTracer extends LangChainTracer {
   }
 }
 
-/** Whether LangSmith tracing is on from the environment (the variables LangChain reads). */
-function tracingFromEnv(): boolean {
+/**
+ * Whether LangChain will trace the run to LangSmith with a tracer of its own: tracing is on from
+ * the environment (the variables LangChain reads), or from an enclosing langsmith `traceable` run.
+ */
+function tracingOn(): boolean {
+  const tree = currentRunTree();
+  if (tree?.tracingEnabled !== undefined) return tree.tracingEnabled === true;
   return ["LANGSMITH_TRACING_V2", "LANGCHAIN_TRACING_V2", "LANGSMITH_TRACING", "LANGCHAIN_TRACING"].some((name) => process.env[name] === "true");
 }
 
-const isTracer = (handler: unknown): handler is LangChainTracer =>
-  handler instanceof LangChainTracer || (handler as { name?: unknown } | null)?.name === "langchain_tracer";
+function currentRunTree(): { tracingEnabled?: boolean } | undefined {
+  try {
+    return getCurrentRunTree(true) as { tracingEnabled?: boolean } | undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A LangSmith tracer, by what it does (LangChain's own test is its name, which a subclass may change). */
+const isTracer = (handler: unknown): handler is LangChainTracer => {
+  if (handler instanceof LangChainTracer) return true;
+  const h = handler as { name?: unknown; getRunTreeWithTracingConfig?: unknown; copyWithTracingConfig?: unknown } | null;
+  return h?.name === "langchain_tracer" || (typeof h?.getRunTreeWithTracingConfig === "function" && typeof h?.copyWithTracingConfig === "function");
+};
+
+/** Callbacks with every LangSmith tracer replaced by its redacting twin (and one added when `add`); the same callbacks when there is nothing to do. */
+function redactedCallbacks(callbacks: Callbacks | undefined, redaction: Redaction, add: boolean): Callbacks | undefined {
+  if (callbacks === undefined || Array.isArray(callbacks)) {
+    const handlers = (callbacks ?? []) as (BaseCallbackHandler | Record<string, unknown>)[];
+    if (!add && !handlers.some(isTracer)) return callbacks;
+    const out = handlers.map((h) => (isTracer(h) ? RedactingTracer.of(h as LangChainTracer, redaction) : h));
+    if (add && !out.some(isTracer)) out.push(new RedactingTracer({ redaction }));
+    return out as Callbacks;
+  }
+  const manager = callbacks as CallbackManager;
+  if (!add && !manager.handlers.some(isTracer)) return callbacks;
+  const copy = manager.copy();
+  for (const handler of [...copy.handlers]) {
+    if (!isTracer(handler)) continue;
+    const inheritable = copy.inheritableHandlers.includes(handler);
+    copy.removeHandler(handler);
+    copy.addHandler(RedactingTracer.of(handler, redaction), inheritable);
+  }
+  if (add && !copy.handlers.some(isTracer)) copy.addHandler(new RedactingTracer({ redaction }), true);
+  return copy;
+}
 
 /**
  * A run's configuration whose LangSmith tracing is redacted: every LangChain tracer in its
@@ -135,24 +181,19 @@ const isTracer = (handler: unknown): handler is LangChainTracer =>
  * ```
  */
 export function redactedTracing<C extends RunnableConfig>(config: C | undefined, redaction: Redaction): C | undefined {
-  const callbacks: Callbacks | undefined = config?.callbacks;
-  const fromEnv = tracingFromEnv();
-  if (callbacks === undefined || Array.isArray(callbacks)) {
-    const handlers = (callbacks ?? []) as (BaseCallbackHandler | Record<string, unknown>)[];
-    if (!fromEnv && !handlers.some(isTracer)) return config;
-    const out = handlers.map((h) => (isTracer(h) ? RedactingTracer.of(h as LangChainTracer, redaction) : h));
-    if (fromEnv && !out.some(isTracer)) out.push(new RedactingTracer({ redaction }));
-    return { ...config, callbacks: out } as C;
-  }
-  const manager = callbacks as CallbackManager;
-  if (!fromEnv && !manager.handlers.some(isTracer)) return config;
-  const copy = manager.copy();
-  for (const handler of [...copy.handlers]) {
-    if (!isTracer(handler)) continue;
-    const inheritable = copy.inheritableHandlers.includes(handler);
-    copy.removeHandler(handler);
-    copy.addHandler(RedactingTracer.of(handler, redaction), inheritable);
-  }
-  if (fromEnv && !copy.handlers.some(isTracer)) copy.addHandler(new RedactingTracer({ redaction }), true);
-  return { ...config, callbacks: copy } as C;
+  const callbacks = redactedCallbacks(config?.callbacks, redaction, tracingOn());
+  return callbacks === config?.callbacks ? config : ({ ...config, callbacks } as C);
+}
+
+/**
+ * The configuration a graph was bound with (`withConfig({ callbacks })`), its LangSmith tracers
+ * replaced by their redacting twins (LangGraph merges it into every run, beside the run's own).
+ * @example
+ * ```ts
+ * copy.config = boundTracingRedacted(copy.config, redaction);
+ * ```
+ */
+export function boundTracingRedacted<C extends RunnableConfig>(config: C | undefined, redaction: Redaction): C | undefined {
+  const callbacks = redactedCallbacks(config?.callbacks, redaction, false);
+  return callbacks === config?.callbacks ? config : ({ ...config, callbacks } as C);
 }

@@ -1,4 +1,3 @@
-import { awaitAllCallbacks } from "@langchain/core/callbacks/promises";
 import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import { RunnableLambda } from "@langchain/core/runnables";
 import { tool } from "@langchain/core/tools";
@@ -9,7 +8,7 @@ import { createAgent } from "langchain";
 import { Client } from "langsmith";
 import { RunTree } from "langsmith/run_trees";
 import { traceable } from "langsmith/traceable";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { MemoryAuditLog, MemoryEffectLedger } from "eart";
 import { createGovernedAgent } from "eart/graphs";
@@ -21,7 +20,7 @@ import identities from "../../examples/refund/identities.json" with { type: "jso
 import { refundScript } from "../../examples/refund/model.js";
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
-import { startCaptureServer, type CaptureServer } from "../support/capture-server.js";
+import { captureTraces, CARD, cards, lookupWithCard } from "../support/trace-capture.js";
 
 /**
  * What LangChain's tracer sends to LangSmith while an eart agent runs. eart redacts a tool's
@@ -31,33 +30,8 @@ import { startCaptureServer, type CaptureServer } from "../support/capture-serve
  * traces to a local capture server through the real `langsmith` client and reads what arrived.
  */
 
-const CARD = "4111 1111 1111 1111";
-const ENV = ["LANGSMITH_TRACING", "LANGSMITH_ENDPOINT", "LANGSMITH_API_KEY", "LANGCHAIN_CALLBACKS_BACKGROUND"] as const;
-const saved = Object.fromEntries(ENV.map((k) => [k, process.env[k]]));
-
-let capture: CaptureServer;
-beforeAll(async () => {
-  capture = await startCaptureServer();
-  process.env.LANGSMITH_ENDPOINT = capture.url;
-  process.env.LANGSMITH_API_KEY = "test-key";
-  // Runs are sent before invoke returns: nothing is left in a background queue between tests.
-  process.env.LANGCHAIN_CALLBACKS_BACKGROUND = "false";
-});
-afterEach(() => {
-  delete process.env.LANGSMITH_TRACING;
-});
-afterAll(async () => {
-  for (const k of ENV) if (saved[k] === undefined) delete process.env[k];
-  else process.env[k] = saved[k];
-  await capture.close();
-});
-
-/** The order lookup of a payment system that returns the card on file (the refund tools' lookup leaves it out). */
-const lookupWithCard = tool(async ({ orderId }) => JSON.stringify({ orderId, customer: "cara", total: 740, status: "delivered", card: CARD }), {
-  name: "lookup_order",
-  description: "Look up an order by id",
-  schema: z.object({ orderId: z.string() }),
-});
+const traces = captureTraces();
+const traced = (from: number, clients?: readonly { awaitPendingTraceBatches(): Promise<void> }[]) => traces.traced(from, clients);
 
 /** The refund conversation, the model repeating the card on file in its last answer. */
 function scriptWithCard(messages: BaseMessage[]): AIMessage {
@@ -65,6 +39,9 @@ function scriptWithCard(messages: BaseMessage[]): AIMessage {
   if (last && ToolMessage.isInstance(last) && last.name === "issue_refund" && last.status !== "error") return new AIMessage(`Refunded $740 to the card ${CARD}.`);
   return refundScript(messages);
 }
+
+/** A tool that reads the card on file back. */
+const cardOnFile = tool(async () => `card on file ${CARD}`, { name: "card_on_file", description: "Reads the card on file", schema: z.object({}) });
 
 function refundTools() {
   const tools = createRefundTools(new Database(":memory:"));
@@ -96,23 +73,11 @@ async function conversation(agent: Runner, threadId: string, extra: Record<strin
   if (first.__interrupt__?.length) await agent.invoke(new Command({ resume: { decisions: [{ type: "approve" }] } }), approve(threadId, extra));
 }
 
-/** Everything the capture server received since `from`, as text, once the tracer's sends are done. */
-async function traced(from: number, clients: readonly { awaitPendingTraceBatches(): Promise<void> }[] = []): Promise<string> {
-  await awaitAllCallbacks();
-  for (const c of [new LangChainTracer().client, ...clients]) await c.awaitPendingTraceBatches();
-  await capture.waitFor((requests) => requests.slice(from).some((r) => r.path.startsWith("/runs")), 10_000);
-  return capture.requests
-    .slice(from)
-    .map((r) => `${r.method} ${r.path}\n${r.body.toString("utf8")}`)
-    .join("\n");
-}
-
-const cards = (text: string) => (text.match(/4111 ?1111 ?1111 ?1111/g) ?? []).length;
 
 describe("LangSmith tracing of an eart agent (LANGSMITH_TRACING=true)", () => {
   it("without eart (createAgent alone), the trace carries the card number: the tool's result and the model's answer as they were", async () => {
     process.env.LANGSMITH_TRACING = "true";
-    const from = capture.requests.length;
+    const from = traces.server.requests.length;
     await conversation(plainAgent(), "plain-1");
     const text = await traced(from);
     expect(text).toContain("lookup_order");
@@ -124,7 +89,7 @@ describe("LangSmith tracing of an eart agent (LANGSMITH_TRACING=true)", () => {
     ["the prebuilt governed agent", prebuiltAgent],
   ] as const)("%s: the runs reach LangSmith whole (the tool's, the model's, the graph's) but redacted: no card number anywhere", async (_name, make) => {
     process.env.LANGSMITH_TRACING = "true";
-    const from = capture.requests.length;
+    const from = traces.server.requests.length;
     await conversation(make(), `governed-${_name.length}`);
     const text = await traced(from);
     // The runs are there, with their payloads: the lookup's result, the refund, the model's answer.
@@ -136,21 +101,21 @@ describe("LangSmith tracing of an eart agent (LANGSMITH_TRACING=true)", () => {
   });
 
   it("a tracer the caller passes (its own client and project, as LangGraph server makes one for langsmith_project) sends redacted too, to its own project", async () => {
-    const from = capture.requests.length;
-    const client = new Client({ apiUrl: capture.url, apiKey: "caller-key", autoBatchTracing: false });
+    const from = traces.server.requests.length;
+    const client = new Client({ apiUrl: traces.server.url, apiKey: "caller-key", autoBatchTracing: false });
     const tracer = new LangChainTracer({ client, replicas: [["caller-project", undefined]] });
     await conversation(middlewareAgent(), "caller-tracer-1", { callbacks: [tracer] });
     const text = await traced(from, [client]);
     expect(text).toContain("caller-project");
     // Sent by the caller's own client, to its own project…
-    expect(capture.requests.slice(from).some((r) => r.headers["x-api-key"] === "caller-key")).toBe(true);
+    expect(traces.server.requests.slice(from).some((r) => r.headers["x-api-key"] === "caller-key")).toBe(true);
     expect(text).toContain("lookup_order");
     expect(cards(text)).toBe(0); // …redacted
   });
 
   it("streamEvents (LangGraph server's way of running a graph: its callbacks are a CallbackManager) is redacted too", async () => {
     process.env.LANGSMITH_TRACING = "true";
-    const from = capture.requests.length;
+    const from = traces.server.requests.length;
     const agent = middlewareAgent() as unknown as { graph: { streamEvents(input: unknown, config: unknown): AsyncIterable<unknown> } };
     for await (const _ of agent.graph.streamEvents({ messages: [new HumanMessage(REQUEST)] }, { ...ask("events-1"), version: "v2" })) void _;
     for await (const _ of agent.graph.streamEvents(new Command({ resume: { decisions: [{ type: "approve" }] } }), { ...approve("events-1"), version: "v2" })) void _;
@@ -167,7 +132,7 @@ describe("LangSmith tracing of an eart agent (LANGSMITH_TRACING=true)", () => {
     const tools = createRefundTools(new Database(":memory:")).all.map((t) => (t.name === "lookup_order" ? lookup : t));
     const governance = governanceMiddleware({ identities, policy: refundPolicy, auditLog: new MemoryAuditLog(), ledger: new MemoryEffectLedger() });
     const agent = guardAgent(createAgent({ model: scriptedModel(refundScript), tools, checkpointer: new MemorySaver(), middleware: [governance] }), governance);
-    const from = capture.requests.length;
+    const from = traces.server.requests.length;
     await conversation(agent, "traceable-1");
     const text = await traced(from);
     expect(text).toContain("payments.fetch_card");
@@ -178,7 +143,7 @@ describe("LangSmith tracing of an eart agent (LANGSMITH_TRACING=true)", () => {
     process.env.LANGSMITH_TRACING = "true";
     const agent = middlewareAgent();
     const handle = traceable(async (threadId: string) => conversation(agent, threadId), { name: "support.handle_ticket" });
-    const from = capture.requests.length;
+    const from = traces.server.requests.length;
     await handle("inside-traceable-1");
     const text = await traced(from);
     expect(text).toContain("support.handle_ticket");
@@ -188,7 +153,7 @@ describe("LangSmith tracing of an eart agent (LANGSMITH_TRACING=true)", () => {
 
   it("with redaction: false the agent redacts nothing, traces included (the option says so)", async () => {
     process.env.LANGSMITH_TRACING = "true";
-    const from = capture.requests.length;
+    const from = traces.server.requests.length;
     await conversation(middlewareAgent({ redaction: false }), "unredacted-1");
     expect(cards(await traced(from))).toBeGreaterThan(0);
   });
@@ -216,35 +181,33 @@ describe("redactedTracing and RedactingTracer (for graphs of your own)", () => {
   });
 
   it.each(["itself", "a copy LangChain makes of it (per-run tracing metadata)"] as const)("pointed at an enclosing run's own client (LangChain does so inside a traceable), %s keeps redacting", async (which) => {
-    const from = capture.requests.length;
-    const raw = new Client({ apiUrl: capture.url, apiKey: "k", autoBatchTracing: false });
+    const from = traces.server.requests.length;
+    const raw = new Client({ apiUrl: traces.server.url, apiKey: "k", autoBatchTracing: false });
     const made = new RedactingTracer({ redaction: standardRedaction() });
     const tracer = which === "itself" ? made : made.copyWithTracingConfig({ metadata: { ls_agent_type: "root" } });
     tracer.updateFromRunTree(new RunTree({ name: "outer", client: raw, tracingEnabled: true }));
-    const echo = tool(async () => `card on file ${CARD}`, { name: "card_on_file", description: "d", schema: z.object({}) });
-    await echo.invoke({}, { callbacks: [tracer] });
+    await cardOnFile.invoke({}, { callbacks: [tracer] });
     const text = await traced(from, [raw]);
     expect(text).toContain("card on file [REDACTED:card_number]");
     expect(cards(text)).toBe(0);
   });
 
   it("a replica with a client of its own (another workspace) gets the run redacted too", async () => {
-    const from = capture.requests.length;
-    const main = new Client({ apiUrl: capture.url, apiKey: "main-key", autoBatchTracing: false });
-    const other = new Client({ apiUrl: capture.url, apiKey: "replica-key", autoBatchTracing: false });
+    const from = traces.server.requests.length;
+    const main = new Client({ apiUrl: traces.server.url, apiKey: "main-key", autoBatchTracing: false });
+    const other = new Client({ apiUrl: traces.server.url, apiKey: "replica-key", autoBatchTracing: false });
     const tracer = new LangChainTracer({ client: main, replicas: [{ projectName: "main-project" }, { projectName: "replica-project", client: other }] });
-    const echo = tool(async () => `card on file ${CARD}`, { name: "card_on_file", description: "d", schema: z.object({}) });
-    await echo.invoke({}, redactedTracing({ callbacks: [tracer] }, standardRedaction()));
+    await cardOnFile.invoke({}, redactedTracing({ callbacks: [tracer] }, standardRedaction()));
     const text = await traced(from, [main, other]);
-    const byReplica = capture.requests.slice(from).filter((r) => r.headers["x-api-key"] === "replica-key");
+    const byReplica = traces.server.requests.slice(from).filter((r) => r.headers["x-api-key"] === "replica-key");
     expect(byReplica.map((r) => r.body.toString("utf8")).join("\n")).toContain("card on file [REDACTED:card_number]");
     expect(text).toContain("replica-project");
     expect(cards(text)).toBe(0);
   });
 
   it("a payload it cannot read as JSON (a cycle) is not sent at all: it fails closed", async () => {
-    const from = capture.requests.length;
-    const client = new Client({ apiUrl: capture.url, apiKey: "k", autoBatchTracing: false });
+    const from = traces.server.requests.length;
+    const client = new Client({ apiUrl: traces.server.url, apiKey: "k", autoBatchTracing: false });
     const cyclic: Record<string, unknown> = { note: `card ${CARD}` };
     cyclic.self = cyclic;
     await RunnableLambda.from((_: unknown) => "done").invoke(cyclic, { callbacks: [new RedactingTracer({ client, redaction: standardRedaction() })] });
@@ -254,10 +217,9 @@ describe("redactedTracing and RedactingTracer (for graphs of your own)", () => {
   });
 
   it("a RedactingTracer passed to a run of a plain graph sends the run redacted", async () => {
-    const from = capture.requests.length;
-    const client = new Client({ apiUrl: capture.url, apiKey: "k", autoBatchTracing: false });
-    const echo = tool(async () => `card on file ${CARD}`, { name: "card_on_file", description: "d", schema: z.object({}) });
-    await echo.invoke({}, { callbacks: [new RedactingTracer({ client, redaction: standardRedaction() })] });
+    const from = traces.server.requests.length;
+    const client = new Client({ apiUrl: traces.server.url, apiKey: "k", autoBatchTracing: false });
+    await cardOnFile.invoke({}, { callbacks: [new RedactingTracer({ client, redaction: standardRedaction() })] });
     const text = await traced(from, [client]);
     expect(text).toContain("card on file [REDACTED:card_number]");
     expect(cards(text)).toBe(0);
