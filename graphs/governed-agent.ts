@@ -211,7 +211,8 @@ function redactedResume(command: Command, redaction: Redaction): Command {
 
 /**
  * A human's answer (a resume value) redacted as nobody may see it; the same value when nothing
- * was found. Signed approval tokens are kept as they are (a token is checked byte for byte).
+ * was found. Signed approval tokens are kept as they are (a token is checked byte for byte); text
+ * in a token's field that has no token's shape is redacted like the rest.
  * @example
  * ```ts
  * redactedAnswer({ decisions: [{ type: "reject", message: "card 4111 1111 1111 1111" }] }, redaction);
@@ -221,7 +222,12 @@ function redactedResume(command: Command, redaction: Redaction): Command {
 export function redactedAnswer(resume: unknown, redaction: Redaction): unknown {
   if (resume === undefined || resume === null) return resume;
   const decisions = typeof resume === "object" ? (resume as { decisions?: unknown }).decisions : undefined;
-  const tokens = Array.isArray(decisions) ? decisions.map((d) => (typeof (d as { token?: unknown } | null)?.token === "string" ? (d as { token: string }).token : undefined)) : [];
+  // Only what has a token's shape (two base64url parts) is kept as sent: anything else in the field is text.
+  const tokenOf = (d: unknown) => {
+    const token = (d as { token?: unknown } | null)?.token;
+    return typeof token === "string" && /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token) ? token : undefined;
+  };
+  const tokens = Array.isArray(decisions) ? decisions.map(tokenOf) : [];
   const screened = redaction.apply(resume, undefined);
   if (screened.redacted.length === 0) return resume;
   const value = screened.value as { decisions?: Record<string, unknown>[] };

@@ -289,23 +289,13 @@ function otherGraphs(graph: ServedGraph, agents: readonly string[], threadId: st
 const graphAssistantId = (graphId: string) => uuid5(graphId, "6ba7b821-9dad-11d1-80b4-00c04fd430c8");
 
 /**
- * Why a run that would fail in the graph is refused before LangGraph server creates it, for eart's
- * server auth: an `agent_id` the graph does not act as, a run of a thread on a graph of the other
- * kind or acting as another agent ({@link assertMadeHere}), and new input or a continue on a thread
- * that waits for a human. Refused in the
- * graph, the run would make the server mark the thread `error`, keep the `agent_id` for every later
- * run, and (on another graph) rewrite its `graph_id`: a reviewer's search would no longer list the
- * request. Undefined when it is not refused here (the graph still checks every
- * run), or when the run's assistant is not the own assistant of a served graph with a `graphId`.
- */
-/**
  * Redacts, in place, what a client's run asks the server to keep (its input, its answer, its
  * metadata) as the graph it runs redacts them: the server stores a run's request whole and shows
  * it to whoever may read the thread's runs (an approver listing the runs of a thread that waits for
  * them would otherwise read the customer's card number, which the thread itself holds redacted).
- * The input is redacted for the caller's own roles (`visibleTo`), as the thread holds it; an answer
- * and metadata for no one's. A run whose graph eart cannot tell is redacted by every served graph's
- * redaction.
+ * The input is redacted for the caller's own roles (`visibleTo`), as the thread holds it; an
+ * answer, metadata and the run's settings (configuration, context, tags, kept headers) for no
+ * one's. A run whose graph eart cannot tell is redacted by every served graph's redaction.
  * @example
  * ```ts
  * redactRunRequest(run, user.identity); // in the auth's threads:create_run handler
@@ -320,6 +310,13 @@ export function redactRunRequest(run: { assistant_id?: unknown; metadata?: Recor
       if (screened.redacted.length > 0) kwargs.input = screened.value;
     }
     if (kwargs?.command && kwargs.command.resume !== undefined) kwargs.command.resume = redactedAnswer(kwargs.command.resume, redaction);
+    // The rest of the request (its configuration, context, tags, run name, kept headers, breakpoints)
+    // is the run's settings, which the server also keeps and shows: for no one's roles.
+    for (const [key, value] of Object.entries(kwargs ?? {})) {
+      if (key === "input" || key === "command" || value === undefined || value === null) continue;
+      const screened = redaction.apply(value, undefined);
+      if (screened.redacted.length > 0) (kwargs as Record<string, unknown>)[key] = screened.value;
+    }
     if (run.metadata && typeof run.metadata === "object") run.metadata = redactedMetadata(run.metadata, redaction);
   }
 }
@@ -346,6 +343,16 @@ function incomingOf(assistantId: unknown): { redaction: Redaction; registry: Ide
   return [...new Map(from.map((i) => [i.redaction, i])).values()];
 }
 
+/**
+ * Why a run that would fail in the graph is refused before LangGraph server creates it, for eart's
+ * server auth: an `agent_id` the graph does not act as, a run of a thread on a graph of the other
+ * kind or acting as another agent ({@link assertMadeHere}), and new input or a continue on a thread
+ * that waits for a human. Refused in the
+ * graph, the run would make the server mark the thread `error`, keep the `agent_id` for every later
+ * run, and (on another graph) rewrite its `graph_id`: a reviewer's search would no longer list the
+ * request. Undefined when it is not refused here (the graph still checks every
+ * run), or when the run's assistant is not the own assistant of a served graph with a `graphId`.
+ */
 export async function refusalBeforeRun(
   threadId: string | undefined,
   assistantId: unknown,
@@ -414,30 +421,51 @@ async function assertClientStateWrite(graph: ServedGraph, channels: readonly str
     assertNoGovernedChannels(values, "updateState", channels);
     const output = AGENT_OUTPUT_CHANNELS.filter((name) => typeof values === "object" && values !== null && Object.hasOwn(values, name));
     if (output.length > 0) throw new StateTamperError("state_write_refused", `updateState may not write the agent's own output (${output.join(", ")})`, { channels: output });
-    const messages = (values as { messages?: unknown } | null | undefined)?.messages;
-    if (messages === undefined || messages === null) continue;
-    for (const like of Array.isArray(messages) ? messages : [messages]) {
-      let message: BaseMessage | undefined;
-      try {
-        message = coerceMessageLikeToMessage(like as BaseMessageLike);
-      } catch {
-        message = undefined;
-      }
-      const type = message?.getType() ?? "unreadable";
-      if (type !== "human") {
-        throw new StateTamperError("state_write_refused", `A client's state write may add only the user's own messages (role "user"), not ${type === "unreadable" ? "an unreadable message" : `a ${type} message`}: the agent's steps write the others`, { fields: ["messages"] });
-      }
-      if (typeof message?.id === "string") ids.push(message.id);
-    }
+    ids.push(...clientMessageIds(values, "state write"));
   }
   const threadId = config?.configurable?.thread_id;
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
   const snapshot = await graph.getState({ configurable: { thread_id: threadId } });
   if (pendingHumanTask(snapshot)) throw awaitingHuman(String(threadId));
-  // A user message written with the id of one of the agent's would take its place.
+  assertReplacesNoAgentMessage(snapshot, ids, "state write");
+}
+
+/**
+ * The ids of the messages a client writes (run input or a state write), each of which must be the
+ * user's own (role "user"): an AI, tool or system message would read as the agent's own words, to
+ * the model and to the reviewer deciding a request on the thread, and a removal would take them
+ * back. Throws {@link StateTamperError} (`state_write_refused`).
+ * @example
+ * ```ts
+ * clientMessageIds({ messages: [{ role: "user", content: "Refund order 1042" }] }, "input"); // []
+ * ```
+ */
+export function clientMessageIds(values: unknown, via: "input" | "state write"): string[] {
+  const messages = (values as { messages?: unknown } | null | undefined)?.messages;
+  if (messages === undefined || messages === null) return [];
+  const ids: string[] = [];
+  for (const like of Array.isArray(messages) ? messages : [messages]) {
+    let message: BaseMessage | undefined;
+    try {
+      message = coerceMessageLikeToMessage(like as BaseMessageLike);
+    } catch {
+      message = undefined;
+    }
+    const type = message?.getType() ?? "unreadable";
+    if (type !== "human") {
+      throw new StateTamperError("state_write_refused", `A client's ${via} may add only the user's own messages (role "user"), not ${type === "unreadable" ? "an unreadable message" : `a ${type} message`}: the agent's steps write the others`, { fields: ["messages"] });
+    }
+    if (typeof message?.id === "string") ids.push(message.id);
+  }
+  return ids;
+}
+
+/** Refuses user messages that carry the id of one of the agent's (the reducer would put them in its place). */
+function assertReplacesNoAgentMessage(snapshot: { values?: unknown }, ids: readonly string[], via: string): void {
+  if (ids.length === 0) return;
   const held = ((snapshot.values as { messages?: BaseMessage[] } | undefined)?.messages ?? []).filter((m) => ids.includes(m.id ?? "") && m.getType?.() !== "human");
   if (held.length > 0) {
-    throw new StateTamperError("state_write_refused", `A client's state write may not replace the agent's messages (${held.map((m) => m.id).join(", ")}) with the user's`, { fields: ["messages"] });
+    throw new StateTamperError("state_write_refused", `A client's ${via} may not replace the agent's messages (${held.map((m) => m.id).join(", ")}) with the user's`, { fields: ["messages"] });
   }
 }
 
@@ -486,7 +514,13 @@ function serve(graph: ServedGraph, rules: ServeRules): void {
     try {
       // The server runs the graph itself (a createAgent graph, past its agent's guard): input
       // eart's channels are in is the client's.
-      if (!isCommand(input)) assertCallerInput(input, rules.channels);
+      if (!isCommand(input)) {
+        assertCallerInput(input, rules.channels);
+        // The user's own messages only, none in the place of one of the agent's (eart's auth
+        // refuses the others before the server keeps the run; a graph served without it, here).
+        const ids = clientMessageIds(input, "input");
+        if (ids.length > 0) assertReplacesNoAgentMessage(await graph.getState(config), ids, "input");
+      }
       inner = await stream(input, config);
     } catch (error) {
       // A run refused on a thread that waits for a human keeps the thread on its request, with

@@ -1,9 +1,9 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Auth, HTTPException } from "@langchain/langgraph-sdk/auth";
-import { EartConfigError } from "../src/errors.js";
+import { EartConfigError, StateTamperError } from "../src/errors.js";
 import { IdentityRegistry } from "../src/identity/registry.js";
-import { answerableBy, redactRunRequest, redactThreadMetadata, refusalBeforeRun, servedUser } from "./agent.js";
+import { answerableBy, clientMessageIds, redactRunRequest, redactThreadMetadata, refusalBeforeRun, servedUser } from "./agent.js";
 import { COMMAND_WRITE_REFUSED, commandWrites } from "../graphs/resume-guard.js";
 import { proofFor } from "./proof.js";
 import { narrowedSearches } from "./http.js";
@@ -172,6 +172,13 @@ export function createEartAuth(options: EartAuthOptions): EartAuth {
       // The graph refuses a Command that writes or jumps (after the server marked the run's thread
       // as running it: refused there, the thread would be left `error`, out of the reviewers' search).
       if (command && commandWrites(command).length > 0) throw new HTTPException(403, { message: `state_write_refused: ${COMMAND_WRITE_REFUSED}` });
+      // Input adds the user's own messages only (an AI or tool message would read as the agent's words to the thread's reviewers).
+      try {
+        clientMessageIds(value.kwargs?.input, "input");
+      } catch (error) {
+        if (error instanceof StateTamperError) throw new HTTPException(403, { message: `${error.code}: ${error.message}` });
+        throw error;
+      }
       return;
     }
     const answerOnly = command !== null && command !== undefined && command.resume !== undefined && command.update === undefined && command.goto === undefined && value.kwargs?.input === undefined;

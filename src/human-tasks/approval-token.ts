@@ -102,9 +102,11 @@ export function verifyApprovalToken(
   } catch {
     return refuse("its claims do not parse");
   }
+  // What the claims say is quoted only once the signature holds: before, it is anyone's text, and
+  // the refusal is shown beside the request to the thread's other readers.
   const key = keys.get(claims.kid);
-  if (!key) refuse(`unknown key id "${claims.kid}"`);
-  if (key!.approver !== claims.approver) refuse(`key "${claims.kid}" does not speak for "${claims.approver}"`);
+  if (!key) refuse("unknown key id");
+  if (key!.approver !== claims.approver) refuse("its key does not speak for the approver it names");
   if (!verify(null, Buffer.from(parts[0]!), key!.publicKey, Buffer.from(parts[1]!, "base64url"))) refuse("bad signature");
   const binding: [string, string, string][] = [
     ["thread", claims.threadId, expected.threadId],

@@ -31,6 +31,7 @@ import { createOtelExporter } from "eart/otel";
 import { scriptedModel } from "eart/testing";
 import { startCaptureServer } from "../support/capture-server.js";
 import { config, refundSetup } from "../support/refund.js";
+import { luhnCheckDigit } from "../support/cards.js";
 import { rng } from "../support/rng.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -47,19 +48,6 @@ const digits = (r: Rand, n: number) => Array.from({ length: n }, () => String(in
 const letters = (r: Rand, n: number) => Array.from({ length: n }, () => String.fromCharCode(65 + int(r, 0, 25))).join("");
 const alnum = (r: Rand, n: number) => Array.from({ length: n }, () => (r() < 0.3 ? String.fromCharCode(65 + int(r, 0, 25)) : String(int(r, 0, 9)))).join("");
 
-/** Luhn check digit for a number without it. */
-function luhnCheckDigit(body: string): string {
-  let sum = 0;
-  for (let i = 0; i < body.length; i++) {
-    let d = Number(body[body.length - 1 - i]);
-    if (i % 2 === 0) {
-      d *= 2;
-      if (d > 9) d -= 9;
-    }
-    sum += d;
-  }
-  return String((10 - (sum % 10)) % 10);
-}
 function luhnOk(number: string): boolean {
   return luhnCheckDigit(number.slice(0, -1)) === number.slice(-1);
 }
