@@ -10,8 +10,8 @@ import type { Redaction } from "../src/context/redaction.js";
  * graph to LangSmith as it happened: a tool's raw result (the card number eart redacts before the
  * thread, the model and the audit log hold it), the model's raw answer, an error's text. The
  * redacting tracer sends each run through a client that redacts its payload first (inputs,
- * outputs, error, events, metadata), as nobody may see it, whichever LangSmith client, project or
- * replica the tracer was given.
+ * outputs, error, events, metadata, tags, name, serialised form) as nobody may see it, and sends
+ * no attached files, whichever LangSmith client, project or replica the tracer was given.
  */
 
 /** The run fields that can carry data: everything a run sends but its ids, times and order. */
