@@ -13,7 +13,7 @@ import { createContextRetrieval, type ContextRetrievalOptions } from "../nodes/c
 import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { identityStep } from "../nodes/identity-binding.js";
 import { createModelStep, modelTurnStep } from "../nodes/model-node.js";
-import { redactingAuditLog, redactRunInput } from "../nodes/redaction.js";
+import { redactingAuditLog, redactRunInput, type RedactionViewer } from "../nodes/redaction.js";
 import { boundTracingRedacted, redactedTracing } from "../nodes/tracing.js";
 import { createToolRecovery, DEFAULT_RECOVERY_ROLES } from "../nodes/tool-recovery.js";
 import { guardCheckpointer } from "../src/stores/postgres/connection.js";
@@ -170,10 +170,7 @@ function checkOptionNames(options: unknown): void {
  */
 export function redactIncoming(graph: IncomingGraph, redaction: Redaction, registry: IdentityRegistry): void {
   Object.defineProperty(graph, INCOMING_REDACTION, { value: { redaction, registry }, configurable: true });
-  const viewer = (config: RunnableConfig | undefined) => {
-    const userId = principalFromConfig(config?.configurable)?.id;
-    return { onBehalfOf: { id: userId ?? "", roles: userId !== undefined ? (registry.getUser(userId)?.roles ?? []) : [] } };
-  };
+  const viewer = (config: RunnableConfig | undefined) => redactionViewer(principalFromConfig(config?.configurable)?.id, registry);
   const redacted = (values: unknown, config: RunnableConfig | undefined) => {
     if (isCommand(values)) return redactedResume(values, redaction);
     // What is not messages to add is refused as the guard refuses it, before it is read as messages.
@@ -235,6 +232,11 @@ export function redactedAnswer(resume: unknown, redaction: Redaction): unknown {
     if (token !== undefined && value.decisions?.[i]) value.decisions[i] = { ...value.decisions[i], token };
   });
   return value;
+}
+
+/** Whom what a user sends is redacted for: their own roles in the identities (none for nobody), as `visibleTo` says. */
+export function redactionViewer(userId: string | undefined, registry: IdentityRegistry): NonNullable<RedactionViewer> {
+  return { onBehalfOf: { id: userId ?? "", roles: userId !== undefined ? (registry.getUser(userId)?.roles ?? []) : [] } };
 }
 
 /** What a graph redacts callers' input and answers with ({@link redactIncoming}), for the server's record of a run. */

@@ -1,7 +1,7 @@
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { coerceMessageLikeToMessage, type BaseMessage, type BaseMessageLike } from "@langchain/core/messages";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
-import { createGovernedAgent, incomingRedactionOf, redactedAnswer, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
+import { createGovernedAgent, incomingRedactionOf, redactedAnswer, redactionViewer, type GovernedAgent, type GovernedAgentOptions } from "../graphs/governed-agent.js";
 import type { Redaction } from "../src/context/redaction.js";
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
@@ -288,6 +288,9 @@ function otherGraphs(graph: ServedGraph, agents: readonly string[], threadId: st
 /** LangGraph server's id of a graph's own assistant (the only kind eart's auth lets exist). */
 const graphAssistantId = (graphId: string) => uuid5(graphId, "6ba7b821-9dad-11d1-80b4-00c04fd430c8");
 
+/** Whether a run's `assistant_id` names this served graph (by its graph id, or its own assistant's id). */
+const namedBy = (s: Served, assistantId: unknown): boolean => s.graphId !== undefined && (assistantId === s.graphId || assistantId === graphAssistantId(s.graphId));
+
 /**
  * Redacts, in place, what a client's run asks the server to keep (its input, its answer, its
  * metadata) as the graph it runs redacts them: the server stores a run's request whole and shows
@@ -302,20 +305,19 @@ const graphAssistantId = (graphId: string) => uuid5(graphId, "6ba7b821-9dad-11d1
  * ```
  */
 export function redactRunRequest(run: { assistant_id?: unknown; metadata?: Record<string, unknown> | null; kwargs?: { input?: unknown; command?: { resume?: unknown } | null } }, userId: string): void {
+  const kwargs = (run.kwargs ?? {}) as Record<string, unknown> & { command?: { resume?: unknown } | null };
   for (const { redaction, registry } of incomingOf(run.assistant_id)) {
-    const kwargs = run.kwargs;
-    if (kwargs?.input !== undefined && kwargs.input !== null) {
-      const viewer = { onBehalfOf: { id: userId, roles: registry.getUser(userId)?.roles ?? [] } };
-      const screened = redaction.apply(kwargs.input, viewer);
-      if (screened.redacted.length > 0) kwargs.input = screened.value;
-    }
-    if (kwargs?.command && kwargs.command.resume !== undefined) kwargs.command.resume = redactedAnswer(kwargs.command.resume, redaction);
-    // The rest of the request (its configuration, context, tags, run name, kept headers, breakpoints)
-    // is the run's settings, which the server also keeps and shows: for no one's roles.
-    for (const [key, value] of Object.entries(kwargs ?? {})) {
-      if (key === "input" || key === "command" || value === undefined || value === null) continue;
-      const screened = redaction.apply(value, undefined);
-      if (screened.redacted.length > 0) (kwargs as Record<string, unknown>)[key] = screened.value;
+    // The input as the thread holds it (for the caller's roles); the rest of the request (its
+    // configuration, context, tags, run name, kept headers, breakpoints) is the run's settings,
+    // which the server also keeps and shows: for no one's roles, as an answer is.
+    for (const [key, value] of Object.entries(kwargs)) {
+      if (value === undefined || value === null) continue;
+      if (key === "command") {
+        if (kwargs.command?.resume !== undefined) kwargs.command.resume = redactedAnswer(kwargs.command.resume, redaction);
+        continue;
+      }
+      const screened = redaction.apply(value, key === "input" ? redactionViewer(userId, registry) : undefined);
+      if (screened.redacted.length > 0) kwargs[key] = screened.value;
     }
     if (run.metadata && typeof run.metadata === "object") run.metadata = redactedMetadata(run.metadata, redaction);
   }
@@ -338,7 +340,7 @@ function redactedMetadata(metadata: Record<string, unknown>, redaction: Redactio
 /** The redactions of the graph a run names (by graph id or its assistant), or of every served graph. */
 function incomingOf(assistantId: unknown): { redaction: Redaction; registry: IdentityRegistry }[] {
   const graphs = served();
-  const target = graphs.filter((s) => s.graphId !== undefined && (assistantId === s.graphId || assistantId === graphAssistantId(s.graphId)));
+  const target = graphs.filter((s) => namedBy(s, assistantId));
   const from = (target.length > 0 ? target : graphs).flatMap((s) => (s.incoming ? [s.incoming] : []));
   return [...new Map(from.map((i) => [i.redaction, i])).values()];
 }
@@ -359,7 +361,7 @@ export async function refusalBeforeRun(
   run: { caller: string; answerer: boolean; newInput: boolean; continues: boolean; agentId?: unknown },
 ): Promise<EartError | undefined> {
   const graphs = served();
-  const target = graphs.find((s) => s.graphId !== undefined && (assistantId === s.graphId || assistantId === graphAssistantId(s.graphId)));
+  const target = graphs.find((s) => namedBy(s, assistantId));
   if (!target) return undefined;
   // An agent the graph does not act as: the server would keep it in the thread's config, and the
   // graph refuse every later run of the thread (its approvers' answers too). Said to anyone: it is
