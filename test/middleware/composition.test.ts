@@ -18,16 +18,14 @@ import { answersTo, ask, config, lookup, refund, registry, turnsModel, type Call
  * job, and eart's guarantees still hold (no tool runs without eart's decision, an approved call
  * runs once, answers bound to their call, the audit chain verifies).
  *
- * Where the middleware order matters (createAgent runs `afterModel` hooks in reverse list order and
- * nests `wrapModelCall` with the first in the list outermost):
- * - toolCallLimitMiddleware goes BEFORE governanceMiddleware in the list. eart pauses for an
- *   approval by jumping from its `afterModel` back to the model node; after the answer the
- *   `afterModel` hooks run again over the same model message. Hooks that ran before eart's (the
- *   middleware listed after it) then see that message twice: the limit counts the approved call
- *   twice and blocks it after the supervisor approved it.
- * - modelFallbackMiddleware goes AFTER governanceMiddleware. Listed before, it wraps eart's model
- *   call and catches what it throws: the approval pause, and a refused answer's typed error, which it
- *   turns into a second pause (the refusal is audited, nothing runs, but the caller gets no error).
+ * The order of the list does not matter for these four (createAgent runs `afterModel` hooks in
+ * reverse list order and nests `wrapModelCall` with the first in the list outermost): eart decides
+ * every call inside its own `wrapModelCall` and pauses in the tool step, so
+ * - toolCallLimitMiddleware, before or after eart, sees each model answer once and counts an
+ *   approved call once (a pause in a model step would send the answer through the `afterModel`
+ *   hooks again after the approval, and the limit would block what the supervisor approved);
+ * - modelFallbackMiddleware, before or after eart, does not wrap the pause: a refused answer
+ *   reaches its caller as eart's typed error, and the thread still waits;
  * - piiMiddleware and summarizationMiddleware work in either position.
  */
 
@@ -132,7 +130,7 @@ describe("piiMiddleware with governanceMiddleware", () => {
 });
 
 describe("toolCallLimitMiddleware with governanceMiddleware", () => {
-  it("listed before eart (required): the second refund over a run limit of 1 is blocked by LangChain and never runs; eart ran only what it decided", async () => {
+  it("listed before eart: the second refund over a run limit of 1 is blocked by LangChain and never runs; eart ran only what it decided", async () => {
     const s = setup({
       model: turnsModel([[refund("a", 60), refund("b", 80, "1043")]]),
       middleware: (g) => [toolCallLimitMiddleware({ toolName: "issue_refund", runLimit: 1 }), g],
@@ -147,7 +145,7 @@ describe("toolCallLimitMiddleware with governanceMiddleware", () => {
     expect(await s.auditLog.verify("limit-1")).toMatchObject({ ok: true });
   });
 
-  it("listed before eart (required): a $740 refund waiting for sam is counted once; after the approval it runs once, and a $60 one over the limit is blocked", async () => {
+  it("listed before eart: a $740 refund waiting for sam is counted once; after the approval it runs once, and a $60 one over the limit is blocked", async () => {
     const s = setup({
       model: turnsModel([[refund("c1", 740), refund("c2", 60, "1043")]]),
       middleware: (g) => [toolCallLimitMiddleware({ toolName: "issue_refund", runLimit: 1 }), g],
@@ -224,7 +222,7 @@ describe("summarizationMiddleware with governanceMiddleware", () => {
 describe("modelFallbackMiddleware with governanceMiddleware", () => {
   const fallbackCalls: Call[][] = [[refund("c1", 740), refund("big", 9200, "1099")]];
 
-  it("listed after eart (required): the fallback's calls are governed: the $740 refund pauses for sam and runs once, the $9,200 one is denied and never runs", async () => {
+  it("listed after eart: the fallback's calls are governed: the $740 refund pauses for sam and runs once, the $9,200 one is denied and never runs", async () => {
     const primary = fakeModel().alwaysThrow(new Error("primary model unavailable"));
     const fallback = turnsModel(fallbackCalls);
     const s = setup({ model: primary, middleware: (g) => [g, modelFallbackMiddleware(fallback)] });
