@@ -104,6 +104,22 @@ export class RedactingTracer extends LangChainTracer {
     redactTracer(this);
   }
 
+  /**
+   * The run as LangSmith's run tree, for sending it and for code inside it (`getCurrentRunTree()`
+   * in a tool): its metadata and tags redacted, as the run is sent, so the distributed-tracing
+   * headers a tool sends downstream (`toHeaders()`: metadata and tags as baggage) and the runs a
+   * downstream service traces under them carry no raw value either.
+   */
+  override getRunTreeWithTracingConfig(id: string): ReturnType<LangChainTracer["getRunTreeWithTracingConfig"]> {
+    const tree = super.getRunTreeWithTracingConfig(id);
+    const redaction = redactionOf.get(this);
+    if (!tree || !redaction) return tree;
+    const t = tree as unknown as { extra?: Record<string, unknown>; tags?: string[] };
+    if (t.extra?.metadata !== undefined) t.extra = { ...t.extra, metadata: redaction.apply(t.extra.metadata, undefined).value };
+    if (t.tags !== undefined) t.tags = redaction.apply(t.tags, undefined).value;
+    return tree;
+  }
+
   override copyWithTracingConfig(config: Parameters<LangChainTracer["copyWithTracingConfig"]>[0]): LangChainTracer {
     return RedactingTracer.of(super.copyWithTracingConfig(config), redactionOf.get(this)!);
   }

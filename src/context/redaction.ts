@@ -201,6 +201,82 @@ function parseJsonText(s: string): object | undefined {
   }
 }
 
+/** The rule id of JSON text re-written because its parse lost a member (a key given twice). */
+const DUPLICATE_KEY = "duplicate_key";
+
+/**
+ * What `JSON.parse` loses of a JSON text (one that parses): whether a member's key comes again
+ * later in the same object (only the last is kept, so a value in an earlier one is never looked
+ * at), and where the numbers are that have more significant digits than a double holds (a
+ * 16–19-digit card as a number is rounded, and no longer passes its checksum). One scan of the
+ * text's tokens.
+ */
+function jsonLosses(s: string): { duplicateKey: boolean; unsafeNumbers: [number, number][] } {
+  let duplicateKey = false;
+  const unsafeNumbers: [number, number][] = [];
+  // Per open container: the keys seen in an object, null for an array.
+  const open: (Set<string> | null)[] = [];
+  let expectKey = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      let escaped = false;
+      while (j < s.length) {
+        const d = s.charCodeAt(j);
+        if (d === 0x5c) {
+          escaped = true;
+          j += 2;
+        } else if (d === 0x22) break;
+        else j++;
+      }
+      const keys = open.at(-1);
+      if (expectKey && keys) {
+        const key = escaped ? (JSON.parse(s.slice(i, j + 1)) as string) : s.slice(i + 1, j);
+        if (keys.has(key)) duplicateKey = true;
+        else keys.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b) {
+      open.push(new Set());
+      expectKey = true;
+    } else if (c === 0x5b) {
+      open.push(null);
+    } else if (c === 0x7d || c === 0x5d) {
+      open.pop();
+    } else if (c === 0x2c) {
+      expectKey = open.at(-1) != null;
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      // Significant digits of the number's mantissa (leading zeros and the point do not count).
+      let digits = 0;
+      let j = i;
+      for (; j < s.length; j++) {
+        const d = s.charCodeAt(j);
+        if (d >= 0x30 && d <= 0x39) {
+          if (digits > 0 || d !== 0x30) digits++;
+        } else if (d !== 0x2d && d !== 0x2e) break;
+      }
+      // Past the mantissa: an exponent's sign and digits.
+      while (j < s.length && /[eE+\-0-9]/.test(s[j]!)) j++;
+      if (digits > 15) unsafeNumbers.push([i, j]);
+      i = j - 1;
+    }
+  }
+  return { duplicateKey, unsafeNumbers };
+}
+
+/** The JSON text with each of `spans` (numbers too long for a double) written as a string of its digits. */
+function quoteNumbers(s: string, spans: readonly [number, number][]): string {
+  let out = "";
+  let at = 0;
+  for (const [a, b] of spans) {
+    out += `${s.slice(at, a)}"${s.slice(a, b)}"`;
+    at = b;
+  }
+  return out + s.slice(at);
+}
+
 /** Characters that render as nothing: zero-width, bidi controls, soft hyphen, variation selectors. */
 const INVISIBLE = /[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]/;
 const NON_ASCII = /[^\x00-\x7f]/;
@@ -379,7 +455,11 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
       if (typeof v === "string") {
         strings.push(v);
         const json = parseJsonText(v);
-        if (json !== undefined) visit(json, depth);
+        if (json !== undefined) {
+          // A member the parse drops (its key comes again) is only in the text: rewritten by `apply`.
+          if (jsonLosses(v).duplicateKey) field = true;
+          else visit(json, depth);
+        }
       } else if (typeof v === "number" || typeof v === "bigint") {
         strings.push(String(v));
       } else if (v !== null && typeof v === "object" && depth >= REDACTION_MAX_DEPTH) {
@@ -447,10 +527,20 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
     const walk = (v: unknown, path: string, depth: number): unknown => {
       if (typeof v === "string") {
         // Tool results and retrieved documents are often JSON text: redact its fields too.
-        const json = parseJsonText(v);
-        if (json === undefined) return text(v, path);
+        const parsed = parseJsonText(v);
+        if (parsed === undefined) return text(v, path);
+        // What the parse would lose is looked at too: a number too long for a double is read as
+        // the string of its digits (a 19-digit card is still a card, and a rewrite never shows it
+        // rounded), and a member whose key comes again is dropped by rewriting the text from what
+        // was read (any JSON reader keeps the last).
+        const losses = jsonLosses(v);
+        const json = losses.unsafeNumbers.length > 0 ? (JSON.parse(quoteNumbers(v, losses.unsafeNumbers)) as object) : parsed;
         const before = redacted.length;
         const walked = walk(json, path, depth);
+        if (losses.duplicateKey) {
+          redacted.push({ path, ruleId: DUPLICATE_KEY });
+          return JSON.stringify(walked);
+        }
         return redacted.length === before ? v : JSON.stringify(walked); // unchanged text stays as it was
       }
       if (v !== null && typeof v === "object" && depth >= REDACTION_MAX_DEPTH) {

@@ -152,3 +152,52 @@ describe("redaction of values nested deeper than it walks (256 levels): cut, nev
     expect(none.mayChange!(nested(200, "plain"))).toBe(false);
   });
 });
+
+describe("JSON text whose parse would lose what it says: a key given twice, a number too long for a double", () => {
+  const SPACED = "4111 1111 1111 1111";
+  // A 19-digit number that passes Luhn: as a JS number it is rounded to 4111111111111111000.
+  const LONG = "4111111111111111110";
+
+  it("a card in a member whose key comes again later is not kept: the text is rewritten from what a JSON reader keeps", () => {
+    const out = redact(`{"orderId":"1042","note":"paid with ${SPACED}","note":"paid"}`);
+    expect(out.value).toBe('{"orderId":"1042","note":"paid"}');
+    expect(out.redacted).toEqual([{ path: "", ruleId: "duplicate_key" }]);
+    expect(standard.mayChange!(`{"orderId":"1042","note":"paid with ${SPACED}","note":"paid"}`)).toBe(true);
+  });
+
+  it("a field rule is not dodged by naming the field twice, the secret first (even with no pattern in it)", () => {
+    for (const text of [`{"pan":"${SPACED}","pan":null}`, `{"iban":"not a pattern at all","iban":null}`, `{"IBAN":"x","iban":null}`]) {
+      expect(standard.mayChange!(text)).toBe(true);
+      const out = redact({ result: text });
+      expect(JSON.stringify(out.value)).not.toMatch(/4111|not a pattern|"x"/);
+      expect(out.redacted.length).toBeGreaterThan(0);
+    }
+  });
+
+  it("a key written with escapes is the same key", () => {
+    expect(redact(`{"note":"${SPACED}","\\u006eote":"paid"}`).value).toBe('{"note":"paid"}');
+  });
+
+  it("a card written as a JSON number of 19 digits is a card (read as its digits, not rounded)", () => {
+    expect(redact(`{"account":${LONG}}`).value).toBe('{"account":"[REDACTED:card_number]"}');
+    expect(standard.mayChange!(`{"account":${LONG}}`)).toBe(true);
+  });
+
+  it("a rewrite for another reason shows a long number as its exact digits, never rounded", () => {
+    const out = redact(`{"note":"card ${SPACED}","id":12345678901234567891}`);
+    expect(out.value).toBe('{"note":"card [REDACTED:card_number]","id":"12345678901234567891"}');
+  });
+
+  it("a key given twice and a long card number together: both handled, nothing rounded", () => {
+    const out = redact(`{"orderId":"1042","note":"paid with ${SPACED}","note":"paid","account":${LONG}}`);
+    expect(out.value).toBe('{"orderId":"1042","note":"paid","account":"[REDACTED:card_number]"}');
+    expect(String(out.value)).not.toMatch(/4111111111111111/);
+  });
+
+  it("JSON that round-trips stays as it was: the same key in other objects, long numbers that are not cards, escapes", () => {
+    for (const text of ['{"a":{"a":1},"b":[{"a":1},{"a":2}]}', '{"id":12345678901234567891,"n":-0.000012345678901234567}', '{"s":"a \\"quoted\\": {\\"k\\":1,\\"k\\":2}"}', "[1e400, 3.14]"]) {
+      expect(redact(text)).toEqual({ value: text, redacted: [], labels: [] });
+      expect(standard.mayChange!(text)).toBe(false);
+    }
+  });
+});
