@@ -5,6 +5,7 @@ import { createMiddleware } from "langchain";
 import { z } from "zod";
 import { createPolicyGateParts, type GateUpdate } from "../guards/policy-gate.js";
 import { answeredAfter, compiledGraphOf, madeWith, requireThreadId } from "../langgraph/run.js";
+import { isGraphControlFlow } from "../langgraph/tools.js";
 import { type GovernedState } from "../langgraph/channels.js";
 import { answerOf, EffectLedgerOption } from "../langgraph/records.js";
 import { assertCallerInput, guardResumes, THREAD_LOCK } from "../graphs/resume-guard.js";
@@ -14,7 +15,7 @@ import { identityStep } from "../nodes/identity-binding.js";
 import { contextMessage, modelAnswer } from "../nodes/model-node.js";
 import { createContextRetrieval, type ContextRetrievalOptions } from "../nodes/context-retrieval.js";
 import { createToolRecovery, DEFAULT_RECOVERY_ROLES } from "../nodes/tool-recovery.js";
-import { redactingAuditLog, redactMessage } from "../nodes/redaction.js";
+import { redactError, redactingAuditLog, redactMessage } from "../nodes/redaction.js";
 import { AuditLogOption, MemoryAuditLog, type AuditLog } from "../src/audit/log.js";
 import { type Redaction } from "../src/context/redaction.js";
 import { emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext, type DecisionRecord, type ThreadContext } from "../src/decisions/records.js";
@@ -207,20 +208,30 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
     recordRequest: (state) => HumanMessage.isInstance(state.messages.at(-1)),
   });
 
-  // The gate and the tool runners are made for the tools createAgent gives the model, which the
-  // middleware first sees in the model call.
-  let gate: { tools: readonly StructuredToolInterface[]; parts: ReturnType<typeof createPolicyGateParts> } | undefined;
+  // A gate per tool set: the tools a model call was given decide its calls (a middleware such as
+  // llmToolSelectorMiddleware narrows them per call, and so per thread); a paused call is answered
+  // with all the agent's tools (knownTools), never with the set another thread's call was given.
+  type Gate = { tools: readonly StructuredToolInterface[]; parts: ReturnType<typeof createPolicyGateParts> };
+  const gates = new Map<string, Gate>();
+  let lastGate: Gate | undefined;
+  // Every tool a model call was given, by name: the agent's tools when guardAgent did not say them.
+  const seenTools = new Map<string, StructuredToolInterface>();
   const gateFor = (tools: readonly StructuredToolInterface[]) => {
     settle();
-    if (!gate || gate.tools !== tools) {
+    if (lastGate?.tools === tools) return lastGate.parts;
+    const key = tools.map((t) => t.name).join("\u0000");
+    let gate = gates.get(key);
+    if (!gate || gate.tools.length !== tools.length || gate.tools.some((t, i) => t !== tools[i])) {
       // Checked as createGovernedAgent checks its options, once the agent's tools are known (a
       // middleware that narrows the tools the model sees may leave rules about others: not a mistake here).
       assertAgentConfig({ tools, policy, registry, recoveryRoles: opts.recoveryRoles, skip: ["policy_tool_unknown"] });
-      gate = {
-        tools,
-        parts: createPolicyGateParts({ policy, tools: [...tools], registry, auditLog, ledger, clock, approvalKeys: opts.approvalKeys as never }),
-      };
+      gate = { tools, parts: createPolicyGateParts({ policy, tools: [...tools], registry, auditLog, ledger, clock, approvalKeys: opts.approvalKeys as never }) };
+      // Bounded: a selector can give each call its own subset.
+      if (gates.size >= MAX_GATES) gates.delete(gates.keys().next().value!);
+      gates.set(key, gate);
+      for (const t of tools) seenTools.set(t.name, t);
     }
+    lastGate = gate;
     return gate.parts;
   };
   const runners = new WeakMap<object, ReturnType<typeof createGovernedToolNode>>();
@@ -240,7 +251,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
   // step before any model call shows the middleware the tools.
   let agentTools: readonly StructuredToolInterface[] | undefined;
   const knownTools = (): readonly StructuredToolInterface[] => {
-    const tools = gate?.tools ?? agentTools;
+    const tools = agentTools ?? (seenTools.size > 0 ? [...seenTools.values()] : undefined);
     if (!tools) throw new EartConfigError("tools", "governanceMiddleware answers a paused thread with the agent's tools, which it has not seen: guard the agent with guardAgent(agent, governance)");
     return tools;
   };
@@ -343,7 +354,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         // Calls wait for a human: pause here (the gate's pass over pending calls; its first effect
         // is the interrupt), not the model. The answer is written to the records (and an edit to
         // the proposing message, in place): the tool step after this one runs or answers each call.
-        const update = await parts.policyGate(governedView(state), config);
+        const update = await gateFor(knownTools()).policyGate(governedView(state), config);
         return new Command({ update: agentUpdate({ ...update, messages: (update.messages ?? []).filter((m) => AIMessage.isInstance(m)) }) }) as never;
       }
       if (mine.some((d) => d.status === "recovery_pending")) {
@@ -356,7 +367,16 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       const binding = retrieve ? undefined : await bind(governedView(state), { config, threadId });
       const identity = binding?.update.identity ?? state._eart?.identity;
       const known = state._eart?.context;
-      const response = await handler(known && known.items.length > 0 ? { ...request, messages: [contextMessage(known), ...request.messages] } : request);
+      let response: Awaited<ReturnType<typeof handler>>;
+      try {
+        // A copy of the list: a middleware inside eart that edits the messages in place for its
+        // model call (contextEditingMiddleware does) would otherwise edit the thread's own list.
+        response = await handler({ ...request, messages: known && known.items.length > 0 ? [contextMessage(known), ...request.messages] : [...request.messages] });
+      } catch (error) {
+        // What the model's error says is redacted before a middleware around eart (modelRetry
+        // writes it into the thread as an answer) or the caller holds it.
+        throw isGraphControlFlow(error) ? error : redactError(error, redaction);
+      }
       const structured = structuredAnswer(response);
       if (structured) {
         // A structured answer ends the run: what the model said, the messages createAgent made of
@@ -455,6 +475,9 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
 
 const GOVERNANCE = Symbol.for("eart.governanceMiddleware");
 
+/** Gates kept per middleware, one per tool set its model calls were given. */
+const MAX_GATES = 32;
+
 /** createAgent's model step (its node name). */
 const MODEL_NODE = "model_request";
 
@@ -502,7 +525,8 @@ function withoutGovernanceChannels(input: unknown): unknown {
  * channels are refused before anything is stored; resume values that LangGraph could not store
  * and read back as given are refused; a continue of a thread that waits for a human is refused;
  * every run holds the thread's lock (the one that fits the agent's checkpointer). Refused answers
- * are recorded in the middleware's audit log. Returns the same agent.
+ * are recorded in the middleware's audit log. An agent with another middleware that wraps tool
+ * calls is refused (`EartConfigError` `middleware`): eart runs each call itself. Returns the same agent.
  * @example
  * ```ts
  * const governance = governanceMiddleware({ identities, policy, auditLog, ledger });
@@ -521,6 +545,7 @@ export function guardAgent<A extends { graph: unknown }>(agent: A, governance: o
   }
   const middleware = (agent as unknown as { options: { middleware: unknown[] } }).options.middleware;
   if ((agent as unknown as Record<symbol, unknown>)[GUARDED_AGENT]) return agent;
+  assertNoToolWrappers(middleware, governance);
   // Guard the compiled graph itself (createAgent may bind default config around it).
   const graph = compiledGraphOf<{ checkpointer?: unknown }>(agent);
   own.useCheckpointer(graph.checkpointer);
@@ -577,3 +602,21 @@ export function guardAgent<A extends { graph: unknown }>(agent: A, governance: o
 }
 
 const GUARDED_AGENT = Symbol.for("eart.guardAgent");
+
+/**
+ * Refuses another middleware that wraps tool calls: eart runs each governed call itself (at most
+ * once, with its own retries, timeouts, breaker and fallbacks). Listed before eart, a wrapper's
+ * `wrapToolCall` surrounds eart's approval pause and refusals and may catch them (LangChain's
+ * `toolRetryMiddleware` and `toolErrorMiddleware` do: the pause became a failed answer, and the
+ * approved refund then never ran); listed after it, it would never run (a `toolEmulatorMiddleware`
+ * meant for tests would leave real refunds running).
+ */
+function assertNoToolWrappers(middleware: readonly unknown[], governance: object): void {
+  const wrappers = middleware.filter((m) => m !== governance && typeof (m as { wrapToolCall?: unknown } | null)?.wrapToolCall === "function");
+  if (wrappers.length === 0) return;
+  const names = wrappers.map((m) => `"${String((m as { name?: unknown }).name ?? "unnamed")}"`).join(", ");
+  throw new EartConfigError(
+    "middleware",
+    `${names} ${wrappers.length === 1 ? "wraps" : "wrap"} tool calls (wrapToolCall): under governanceMiddleware eart runs each call itself, at most once, so a wrapper listed before it would surround its approval pause and refusals (and may catch them), and one listed after it would never run. Remove it; for retries, timeouts and fallbacks use governanceMiddleware's execution option`,
+  );
+}

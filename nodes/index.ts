@@ -14,5 +14,5 @@ export {
   type RetrieverLike,
 } from "./context-retrieval.js";
 export { createTraceExportNode, type TraceExportNodeOptions } from "./trace-export.js";
-export { redactingAuditLog, redactMessage, redactRunInput, type RedactionViewer } from "./redaction.js";
+export { redactError, redactingAuditLog, redactMessage, redactRunInput, type RedactionViewer } from "./redaction.js";
 export { RedactingTracer, redactedTracing } from "./tracing.js";

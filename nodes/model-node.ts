@@ -10,7 +10,7 @@ import { EartConfigError, ModelUnavailableError } from "../src/errors.js";
 import { toolCallDigest } from "../src/internal/canonical.js";
 import { parseOptions } from "../src/internal/options.js";
 import { backoffDelay, RetryOptionsSchema, sleep } from "../src/tools/resilience.js";
-import { redactMessage, type RedactionViewer } from "./redaction.js";
+import { redactError, redactMessage, type RedactionViewer } from "./redaction.js";
 import { assertNoPendingApproval, messageText } from "../langgraph/run.js";
 import { hostSteps, type Step } from "../langgraph/steps.js";
 import { isGraphControlFlow, ChatModelOption, ToolsOption } from "../langgraph/tools.js";
@@ -109,8 +109,9 @@ export function createModelStep(options: ModelNodeOptions) {
           return { response, events };
         } catch (error) {
           if (isGraphControlFlow(error)) throw error;
-          last = error;
-          const text = (error as Error)?.message ?? String(error);
+          // What the model's error says is redacted before the audit log or the caller holds it.
+          last = redactError(error, redaction);
+          const text = (last as Error)?.message ?? String(redaction ? redaction.apply(String(error), undefined).value : error);
           failures.push({ model: m, attempt, error: text });
           const next = attempt < attempts ? "retry" : m + 1 < models.length ? "fallback" : "none";
           events.push({ threadId, type: "model.failed", data: { model: m, modelName: modelName(m), attempt, error: text, next } });

@@ -57,6 +57,32 @@ export function redactMessage(
 }
 
 /**
+ * An error a model (or anything it calls) threw, as the caller and the middleware around eart may
+ * see it: its message, stack and own fields redacted for no one's roles, its class kept (`instanceof`,
+ * `name`, a `status` stay usable for retries), its `cause` left out (it may hold the raw text). The
+ * same error when redaction finds nothing in it; values that are not errors are returned as they are.
+ * @example
+ * ```ts
+ * catch (error) { throw redactError(error, redaction); }
+ * ```
+ */
+export function redactError(error: unknown, redaction: Redaction | undefined): unknown {
+  if (!redaction || !(error instanceof Error)) return error;
+  const own: Record<string, unknown> = {};
+  for (const key of Object.keys(error)) if (key !== "cause") own[key] = (error as unknown as Record<string, unknown>)[key];
+  const carried = { message: error.message, stack: error.stack, own };
+  if (redaction.mayChange && !redaction.mayChange(carried)) return error;
+  const { value, redacted } = redaction.apply(carried, undefined);
+  if (redacted.length === 0) return error;
+  const safe = Object.create(Object.getPrototypeOf(error) as object) as Error;
+  Object.assign(safe, value.own);
+  Object.defineProperty(safe, "message", { value: value.message, writable: true, configurable: true });
+  Object.defineProperty(safe, "stack", { value: value.stack, writable: true, configurable: true });
+  if (safe.name !== error.name) Object.defineProperty(safe, "name", { value: error.name, writable: true, configurable: true });
+  return safe;
+}
+
+/**
  * The input of a run with every message redacted (see {@link redactMessage}); other input as it is.
  * @example
  * ```ts

@@ -313,6 +313,23 @@ describe("model retries and fallbacks", () => {
     expect((error as ModelUnavailableError).details.failures).toHaveLength(2);
     expect(of(await s.auditLog.read("m-2"), "model.failed").map((e) => e.data.next)).toEqual(["fallback", "none"]);
   });
+
+  it("a model error that echoes a card number reaches the caller redacted: in the error's message, its failures and its cause", async () => {
+    const echoing = scriptedModel(() => {
+      throw Object.assign(new Error('Could not parse the arguments {"card": "4111 1111 1111 1111"}'), { status: 400 });
+    });
+    const s = refundSetup([], { agent: { model: echoing } });
+    const error = (await s.agent.invoke(ask("hello"), config("m-3")).catch((e: unknown) => e)) as ModelUnavailableError;
+    expect(error).toBeInstanceOf(ModelUnavailableError);
+    expect(error.message).toContain('{"card": "[REDACTED:card_number]"}');
+    expect(JSON.stringify(error.details)).toContain("[REDACTED:card_number]");
+    // The model's own error stays an Error of its class, with its status (for retries), without the raw text.
+    const cause = error.cause as Error & { status?: number };
+    expect(cause).toBeInstanceOf(Error);
+    expect(cause.status).toBe(400);
+    for (const text of [error.message, error.stack, JSON.stringify(error.details), cause.message, cause.stack]) expect(text).not.toMatch(/4111 1111 1111 1111/);
+    expect(JSON.stringify(await s.auditLog.read("m-3"))).not.toMatch(/4111 1111 1111 1111/);
+  });
 });
 
 describe("a tool that asks with interrupt()", () => {

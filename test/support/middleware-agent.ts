@@ -27,6 +27,8 @@ export function middlewareRefundSetup(
     governance?: Partial<GovernanceMiddlewareOptions>;
     /** Replaces the scripted model of `turns`. */
     model?: ReturnType<typeof turnsModel>;
+    /** false: the agent without guardAgent (what the middleware holds on its own). */
+    guard?: boolean;
     /** Wraps issue_refund's function (to make it fail, say). */
     wrapRefund?: (real: (args: Record<string, unknown>, config: unknown) => Promise<unknown>) => (args: Record<string, unknown>, config: unknown) => Promise<unknown>;
   } = {},
@@ -38,15 +40,13 @@ export function middlewareRefundSetup(
   const ledger = opts.ledger ?? new MemoryEffectLedger();
   const model = opts.model ?? turnsModel(turns);
   const governance = governanceMiddleware({ identities: registry, policy: opts.policy ?? refundPolicy, auditLog, ledger, ...opts.governance });
-  const agent = guardAgent(
-    createAgent({
-      model,
-      tools: tools.all,
-      checkpointer: opts.checkpointer ?? new MemorySaver(),
-      middleware: [...(opts.before ?? []), governance, ...(opts.after ?? [])],
-    }),
-    governance,
-  );
+  const unguarded = createAgent({
+    model,
+    tools: tools.all,
+    checkpointer: opts.checkpointer ?? new MemorySaver(),
+    middleware: [...(opts.before ?? []), governance, ...(opts.after ?? [])],
+  });
+  const agent = opts.guard === false ? unguarded : guardAgent(unguarded, governance);
   const refunds = () =>
     db.prepare(`SELECT order_id AS orderId, amount, tool_call_id AS toolCallId FROM refunds ORDER BY id`).all() as { orderId: string; amount: number; toolCallId: string }[];
   return { agent, auditLog, ledger, model, db, tools, refunds };
