@@ -93,7 +93,8 @@ export function inboxItems(threadId: string, tasks: readonly WaitingTask[], requ
           kind: "approval",
           threadId,
           toolCallId: r.toolCallId,
-          what: `${r.name} ${short(r.args, 50)}${r.quorum ? ` (${r.approvedBy?.length ?? 0}/${r.quorum} approvals)` : ""}`,
+          // What the tool reads, when its schema reads the arguments otherwise (a default, a coercion).
+          what: `${r.name} ${short(r.args, 50)}${r.parsedArgs ? ` (runs as ${short(r.parsedArgs, 50)})` : ""}${r.quorum ? ` (${r.approvedBy?.length ?? 0}/${r.quorum} approvals)` : ""}`,
           roles: r.approverRoles,
           requestedBy: requester(r.requestedBy),
           since: requestedAt ?? task.request.since,

@@ -28,7 +28,7 @@ import { acceptAnswer, acceptedBefore, answersGiven } from "../langgraph/interru
 import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { Step } from "../langgraph/steps.js";
-import { checkToolArgs, indexTools, ToolsOption } from "../langgraph/tools.js";
+import { checkToolArgs, indexTools, parsedArgsField, ToolsOption } from "../langgraph/tools.js";
 import { approvalsThatCount, decideRecordedCall } from "../langgraph/redecide.js";
 import type { GovernedState } from "../langgraph/channels.js";
 
@@ -193,7 +193,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     earlier: readonly ToolCall[],
   ): Promise<{ record: DecisionRecord; answer?: string; request?: PolicyRequest; flip?: Record<string, unknown> }> {
     const { call: recorded, deepAt } = recordedCall(call.name, call.args, threadId);
-    const base = {
+    const base: Omit<DecisionRecord, "status" | "verdict"> = {
       schemaVersion: 1 as const,
       toolCallId: call.id,
       messageId,
@@ -221,6 +221,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const checked = await checkToolArgs(tool, call.args);
     if (!checked.ok) return builtin("invalid", BUILTIN_POLICY_IDS.arguments, `Invalid arguments for ${call.name}: ${checked.message}`);
     const request: PolicyRequest = { identity, tool: { name: call.name, args: checked.args }, context, threadId };
+    // What policy judges is what the tool will read: recorded when it differs from what the model sent.
+    Object.assign(base, parsedArgsField(call.args, checked.args));
     const decided = await decideFailClosed(policy, request);
     const shadow = shadowPolicy && (await decideFailClosed(shadowPolicy, request));
     // Shadow mode compares policy sets: the enforced policy's own decision, before budgets.
@@ -301,7 +303,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       }
       let result: Awaited<ReturnType<typeof budgets.reserve>>;
       try {
-        result = await budgets.reserve({ identity, threadId, tool: { name: r.name, args: r.args }, threadCounters: budget }, { only: "deny" });
+        result = await budgets.reserve({ identity, threadId, tool: { name: r.name, args: r.parsedArgs ?? r.args }, threadCounters: budget }, { only: "deny" });
       } catch (error) {
         out.push({ ...r, status: "denied", verdict: budgetFailure(error, r.verdict.version) });
         continue;
@@ -368,7 +370,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       // The answer goes in the record too (sealed with it): a tool step that runs after this one
       // (createAgent's, under governanceMiddleware) answers the call from it.
       records.push(answer !== undefined ? { ...record, answer: { content: answer, status: "error" } } : record);
-      if (record.status === "allowed" || record.status === "pending_approval") through.push({ id, name: record.name, args: record.args, reserved: record.budgetReserved === true });
+      if (record.status === "allowed" || record.status === "pending_approval") through.push({ id, name: record.name, args: record.parsedArgs ?? record.args, reserved: record.budgetReserved === true });
       if (request) requests.set(id, request);
       if (flip) flips.push({ threadId, type: "policy.shadow_flip", data: { toolCallId: id, name: call.name, digest: record.digest, enforced: flip.enforced, candidate: flip.candidate } });
       if (answer !== undefined) answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: answer, status: "error" }));
@@ -467,7 +469,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           );
         }
         // Earlier approvals were for the call as it was: the edited call starts its own list.
-        records.push(withApproval({ ...record, args, digest: toolCallDigest(record.name, args, threadId) }, verdict, [{ ...approval, originalDigest: record.digest }]));
+        const { parsedArgs: _asBefore, ...unedited } = record;
+        records.push(withApproval({ ...unedited, args, ...parsedArgsField(args, checked.args), digest: toolCallDigest(record.name, args, threadId) }, verdict, [{ ...approval, originalDigest: record.digest }]));
       }
     }
     return {

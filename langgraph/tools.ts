@@ -4,22 +4,45 @@ import type { StructuredToolInterface } from "@langchain/core/tools";
 import { interopSafeParseAsync, isInteropZodSchema } from "@langchain/core/utils/types";
 import { z } from "zod";
 import { EartConfigError } from "../src/errors.js";
+import { canonicalJson } from "../src/internal/canonical.js";
 
 /** Result of checking model-proposed arguments against a tool's schema. */
 export type ArgsCheck = { ok: true; args: Record<string, unknown> } | { ok: false; message: string };
 
 /**
- * Checks arguments against a tool's zod schema. Tools described by JSON schema are checked by the
- * tool itself when it runs.
+ * Checks arguments against a tool's zod schema, and returns them as the tool will read them (its
+ * schema's defaults, coercions and transforms applied): what policy judges. A schema that makes
+ * something other than an object of them (a string tool's `{ input }` becomes the string) gives
+ * them back as the model sent them, so a rule can still read `args.input`. Tools described by
+ * JSON schema are checked by the tool itself when it runs.
  */
 export async function checkToolArgs(tool: StructuredToolInterface, args: unknown): Promise<ArgsCheck> {
   if (typeof args !== "object" || args === null || Array.isArray(args)) return { ok: false, message: "arguments must be an object" };
   if (!isInteropZodSchema(tool.schema)) return { ok: true, args: args as Record<string, unknown> };
   const result = await interopSafeParseAsync(tool.schema, args);
-  if (result.success) return { ok: true, args: result.data as Record<string, unknown> };
+  if (result.success) {
+    const data = result.data as unknown;
+    const plain = typeof data === "object" && data !== null && !Array.isArray(data);
+    return { ok: true, args: (plain ? data : args) as Record<string, unknown> };
+  }
   const issues = (result.error as { issues?: { path?: PropertyKey[]; message: string }[] }).issues ?? [];
   const message = issues.map((i) => `${(i.path ?? []).map(String).join(".") || "(args)"}: ${i.message}`).join("; ");
   return { ok: false, message: message || String(result.error) };
+}
+
+/**
+ * The record field that says how the tool reads a call's arguments when that differs from what
+ * the model sent (`parsedArgs`: a default filled in, a string coerced, a transform applied): what
+ * policy judged, what budgets count, what an approver is shown beside the arguments. Nothing when
+ * they read the same, or when the tool's reading is not plain JSON (it is still what policy judged).
+ */
+export function parsedArgsField(args: Record<string, unknown>, parsed: Record<string, unknown>): { parsedArgs?: Record<string, unknown> } {
+  if (parsed === args) return {};
+  try {
+    return canonicalJson(parsed) === canonicalJson(args) ? {} : { parsedArgs: JSON.parse(canonicalJson(parsed)) as Record<string, unknown> };
+  } catch {
+    return {};
+  }
 }
 
 /** Indexes tools by name, refusing duplicates. */

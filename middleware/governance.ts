@@ -339,7 +339,9 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
             if (retrieved.escalation) {
               throw new EartConfigError("context", `Required context is missing (${retrieved.escalation.reason}): governanceMiddleware has no reviewer to hand the case to; the run stops rather than let the model guess`);
             }
-            return { ...bound, ...agentUpdate({ context: retrieved.context }) };
+            // One write of eart's channel: the identity and the context together (two `_eart`
+            // updates spread into one object would keep only the context's, and bind no one).
+            return agentUpdate({ ...result.update, context: retrieved.context });
           },
         }
       : {}),

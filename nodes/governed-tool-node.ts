@@ -676,18 +676,19 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
    * previous left. A charge that fails is recorded; the call already ran and is not repeated.
    */
   async function charge(
-    executed: { call: ToolCall & { id: string }; reserved: boolean }[],
+    executed: { call: ToolCall & { id: string }; reserved: boolean; parsedArgs?: Record<string, unknown> }[],
     state: Partial<Pick<GovernedState, "identity" | "budget">>,
     threadId: string,
   ): Promise<Record<string, number>> {
     const update: Record<string, number> = {};
     if (!budgets || !state.identity) return update;
     const counters = { ...(state.budget ?? {}) };
-    for (const { call, reserved } of executed) {
+    // Counted as policy judged them: the arguments as the tool reads them.
+    for (const { call, reserved, parsedArgs } of executed) {
       try {
         // A call reserved by the gate is counted in the store already: only its thread's counters here.
         const totals = await budgets.charge(
-          { identity: state.identity, threadId, tool: { name: call.name, args: call.args }, threadCounters: counters },
+          { identity: state.identity, threadId, tool: { name: call.name, args: parsedArgs ?? call.args }, threadCounters: counters },
           { crossThread: !reserved },
         );
         Object.assign(counters, totals);
@@ -738,7 +739,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     if (events.length > 0) await auditLog.append(events);
     // Replayed executions were charged when they ran.
     const executed = withIds
-      .map((call, i) => ({ call, ran: results[i]!.ran === true, reserved: records.get(call.id)?.budgetReserved === true }))
+      .map((call, i) => ({ call, ran: results[i]!.ran === true, reserved: records.get(call.id)?.budgetReserved === true, parsedArgs: records.get(call.id)?.parsedArgs }))
       .filter((r) => r.ran);
     const budget = executed.length > 0 ? await charge(executed, state, threadId) : {};
     return {

@@ -124,6 +124,11 @@ export const DecisionRecordSchema = z.object({
   messageId: z.string(),
   name: z.string(),
   args: z.record(z.string(), z.unknown()),
+  /**
+   * The arguments as the tool reads them (its schema's defaults, coercions and transforms), when
+   * that differs from `args`: what policy judged, what budgets count, what the approver is shown.
+   */
+  parsedArgs: z.record(z.string(), z.unknown()).optional(),
   digest: z.string(),
   verdict: RecordedVerdictSchema,
   status: DecisionStatusSchema,

@@ -37,6 +37,12 @@ export const ApprovalRequestItemSchema = HumanTaskItemSchema.extend({
   originalDigest: z.string().optional(),
   /** The answers policy lets an approver give this call; any when absent (approve, edit, reject, respond). */
   allowedDecisions: z.array(z.enum(["approve", "edit", "reject", "respond"])).optional(),
+  /**
+   * The arguments as the tool reads them, when that differs from `args` (a default its schema
+   * fills in, a coerced value): what policy judged and what the call runs with. An edit gives
+   * arguments as `args` are given.
+   */
+  parsedArgs: z.record(z.string(), z.unknown()).optional(),
 });
 export type ApprovalRequestItem = z.output<typeof ApprovalRequestItemSchema>;
 
@@ -144,6 +150,7 @@ export function buildApprovalRequest(threadId: string, pending: readonly Decisio
       toolCallId: r.toolCallId,
       name: r.name,
       args: r.args,
+      ...(r.parsedArgs ? { parsedArgs: r.parsedArgs } : {}),
       digest: r.digest,
       reasons: r.verdict.reasons,
       policyIds: r.verdict.policyIds,
@@ -189,12 +196,33 @@ function assertDecisionsAllowed(decisions: readonly { toolCallId: string; type: 
 
 /** What an approver reads about a call in a HITL UI: why it needs approval, who may give it, how many, until when. */
 function descriptionOf(item: ApprovalRequestItem): string {
-  const lines = [item.reasons.length > 0 ? item.reasons.join("; ") : `${item.name} needs approval`];
+  // A reason is policy's text, and may quote the model's arguments: its control, bidi and
+  // zero-width characters are written visibly, and a line of it that starts like one of eart's own
+  // ("Approver roles: …") is marked as the reason's, so it cannot pass for eart's.
+  const lines = [item.reasons.length > 0 ? item.reasons.map(reasonText).join("; ") : `${item.name} needs approval`];
+  if (item.parsedArgs !== undefined) lines.push(`${PARSED_ARGS_LABEL} ${visible(JSON.stringify(item.parsedArgs))}`);
   if (item.approverRoles.length > 0) lines.push(`Approver roles: ${item.approverRoles.join(", ")}`);
   if (item.quorum !== undefined) lines.push(`Approvals needed: ${item.quorum} (so far: ${item.approvedBy?.length ? item.approvedBy.join(", ") : "none"})`);
   if (item.expiresAt !== undefined) lines.push(`Expires at: ${item.expiresAt}`);
   if (item.originalDigest !== undefined) lines.push("Edited by an approver since it was requested: approve it with its digest (keyed answer), or edit or reject it");
   return lines.join("\n");
+}
+
+/** The labels of the lines eart writes in a description after the reasons. */
+const PARSED_ARGS_LABEL = "The tool reads these arguments as:";
+const OWN_LINES = /^\s*(Approver roles:|Approvals needed:|Expires at:|Edited by an approver|The tool reads these arguments as:|Reason:)/;
+
+/** Control (C0 but line feed and tab, DEL, C1), bidi and zero-width characters written as `\uXXXX`. */
+function visible(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/** A rule's reason as a description shows it: visible characters, no line that reads as eart's own. */
+function reasonText(reason: string): string {
+  return visible(reason)
+    .split("\n")
+    .map((line) => (OWN_LINES.test(line) ? `Reason: ${line}` : line))
+    .join("\n");
 }
 
 /**
