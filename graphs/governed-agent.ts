@@ -1,6 +1,7 @@
 import { HumanMessage } from "@langchain/core/messages";
 import { BaseCheckpointSaver, Command, END, isCommand, START, StateGraph, type CompiledStateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
+import { IterableReadableStream } from "@langchain/core/utils/stream";
 import { z } from "zod";
 import { createEscalationGuard, type EscalationGuardOptions } from "../guards/escalation-guard.js";
 import { createPolicyGateParts, type PolicyGateOptions, type GateUpdate } from "../guards/policy-gate.js";
@@ -183,6 +184,20 @@ export function redactIncoming(graph: IncomingGraph, redaction: Redaction, regis
   const bound = graph as { config?: RunnableConfig };
   bound.config = boundTracingRedacted(bound.config, redaction);
   graph.stream = (input, options) => stream(redacted(input, options), redactedTracing(options, redaction));
+  // What LangChain's events carry to whoever streams them (every LangGraph server run goes through
+  // streamEvents, and stream_mode "events" hands them to the client): a tool's raw result, a
+  // retriever's documents, the model's raw answer, before eart's redaction. Each event is redacted
+  // for the caller's roles, but the graph's own chunks of state (redacted already).
+  const streamEvents = graph.streamEvents;
+  if (typeof streamEvents === "function") {
+    graph.streamEvents = (input: unknown, options?: RunnableConfig & { encoding?: unknown; version?: unknown }, ...rest: unknown[]) => {
+      if (options?.encoding !== undefined) throw new EartConfigError("encoding", "streamEvents of an eart agent yields events, not encoded bytes: its events are redacted before the caller gets them");
+      const events = streamEvents.call(graph, input, options, ...rest);
+      const who = viewer(options);
+      const wrap = (stream: unknown) => redactedEvents(stream as AsyncIterable<unknown>, redaction, who);
+      return events instanceof Promise ? events.then(wrap) : wrap(events);
+    };
+  }
   // The state API writes messages too (an operator's edit, LangGraph Studio): the same redaction.
   // LangGraph's updateState is a one-step bulkUpdateState, so this covers both.
   const bulkUpdateState = graph.bulkUpdateState.bind(graph);
@@ -246,10 +261,39 @@ export function incomingRedactionOf(graph: object): { redaction: Redaction; regi
 
 const INCOMING_REDACTION = Symbol.for("eart.incomingRedaction");
 
-/** The methods through which callers put messages into a thread. */
+/** The methods through which callers put messages into a thread, and read a run's events. */
 export interface IncomingGraph {
   stream(input: unknown, options?: RunnableConfig): Promise<unknown>;
   bulkUpdateState(config: RunnableConfig, supersteps: readonly { updates: readonly { values?: unknown; asNode?: string }[] }[]): Promise<unknown>;
+  streamEvents?: (input: unknown, options?: RunnableConfig & { encoding?: unknown; version?: unknown }, ...rest: unknown[]) => unknown;
+}
+
+/** Events of the graph's own state stream (v2 `on_chain_stream`, v3 state methods): what the thread holds, redacted already. */
+const STATE_EVENTS = new Set(["on_chain_stream", "values", "updates", "checkpoints", "lifecycle"]);
+
+/**
+ * A run's events as the caller may see them: each redacted for the viewer (the graph's own state
+ * chunks pass as they are). A v2 stream stays a LangChain `IterableReadableStream`; another stream
+ * keeps its own methods, iterated redacted.
+ */
+function redactedEvents(events: AsyncIterable<unknown>, redaction: Redaction, viewer: RedactionViewer): unknown {
+  const redactOne = (event: unknown): unknown => {
+    const kind = (event as { event?: unknown; method?: unknown } | null)?.event ?? (event as { method?: unknown } | null)?.method;
+    if (typeof kind === "string" && STATE_EVENTS.has(kind)) return event;
+    if (redaction.mayChange && !redaction.mayChange(event)) return event;
+    return redaction.apply(event, viewer).value;
+  };
+  async function* redacted() {
+    for await (const event of events) yield redactOne(event);
+  }
+  if (events instanceof IterableReadableStream) return IterableReadableStream.fromAsyncGenerator(redacted());
+  return new Proxy(events as object, {
+    get(target, property, receiver) {
+      if (property === Symbol.asyncIterator) return () => redacted()[Symbol.asyncIterator]();
+      const value = Reflect.get(target, property, receiver) as unknown;
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }
 
 /** The builder calls used to wire the agent, with node names as plain strings. */

@@ -86,17 +86,43 @@ function providerNames(providers: readonly unknown[]): string[] {
   return names;
 }
 
+/** A deep copy of a plain value, frozen all the way down. */
+function frozenCopy<T>(value: T): T {
+  const freeze = (v: unknown): unknown => {
+    if (v !== null && typeof v === "object") {
+      for (const x of Object.values(v)) freeze(x);
+      Object.freeze(v);
+    }
+    return v;
+  };
+  return freeze(structuredClone(value)) as T;
+}
+
+/**
+ * A retriever's documents for the query. A LangChain retriever is asked without the run's
+ * callbacks: its own run would carry the documents as it found them (before scope filtering and
+ * redaction) into the caller's event stream and the run's traces. What it found is recorded by
+ * eart (`context.retrieved`). Another runnable is invoked with the run's configuration.
+ */
+function documentsOf(retriever: RetrieverLike, query: string, config: LangGraphRunnableConfig): Promise<DocumentInterface[]> {
+  const direct = (retriever as { _getRelevantDocuments?: (query: string) => Promise<DocumentInterface[]> })._getRelevantDocuments;
+  return typeof direct === "function" ? direct.call(retriever, query) : retriever.invoke(query, config);
+}
+
 /** Documents from a retriever as items: id, source and scope from the metadata or the provider's defaults. */
 function itemsOfDocuments(docs: DocumentInterface[], defaults: { name: string; source?: string; scope?: string; labels: string[] }): RetrievedItem[] {
   return docs.map((doc, i) => {
     const meta = (doc.metadata ?? {}) as Record<string, unknown>;
     const str = (v: unknown) => (typeof v === "string" && v !== "" ? v : undefined);
-    const labels = Array.isArray(meta.labels) ? meta.labels.filter((l): l is string => typeof l === "string") : [];
+    // A single label may be given as a string: it still raises the thread's sensitivity.
+    const labels = Array.isArray(meta.labels) ? meta.labels.filter((l): l is string => typeof l === "string") : typeof meta.labels === "string" && meta.labels !== "" ? [meta.labels] : [];
     return {
       id: str(doc.id) ?? str(meta.id) ?? `${defaults.name}#${i}`,
       source: str(meta.source) ?? defaults.source ?? defaults.name,
       // No scope anywhere: a scope nobody holds, so the item is dropped (fail closed).
-      scope: str(meta.scope) ?? defaults.scope ?? "eart.unscoped",
+      // A scope the document names but not as one non-empty string (an array, "") is no scope
+      // anyone holds, not the provider's default: dropped.
+      scope: meta.scope !== undefined ? (str(meta.scope) ?? "eart.unscoped") : (defaults.scope ?? "eart.unscoped"),
       labels: [...new Set([...defaults.labels, ...labels])],
       content: doc.pageContent,
     };
@@ -144,10 +170,10 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
         try {
           let raw: unknown;
           if (typeof provider === "function") raw = await provider(request);
-          else if (isRetriever(provider)) raw = itemsOfDocuments(await provider.invoke(request.query, config), { name, labels: [] });
+          else if (isRetriever(provider)) raw = itemsOfDocuments(await documentsOf(provider, request.query, config), { name, labels: [] });
           else {
             const p = provider as { retriever: RetrieverLike; source?: string; scope?: string; labels: string[] };
-            raw = itemsOfDocuments(await p.retriever.invoke(request.query, config), { name, ...(p.source ? { source: p.source } : {}), ...(p.scope ? { scope: p.scope } : {}), labels: p.labels });
+            raw = itemsOfDocuments(await documentsOf(p.retriever, request.query, config), { name, ...(p.source ? { source: p.source } : {}), ...(p.scope ? { scope: p.scope } : {}), labels: p.labels });
           }
           // A malformed, duplicated or too deep item fails its own provider, never the run.
           return { provider: name, items: parseRetrievedItems(raw) };
@@ -202,7 +228,8 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
     if (!identity) throw new IdentityResolutionError("identity_missing", "The thread has no bound identity: bind it before retrieving context");
     const text = query ? query(state as GovernedState) : [...state.messages].reverse().find((m) => HumanMessage.isInstance(m));
     const q = typeof text === "string" ? text : text ? messageText(text) : "";
-    const { results, failed } = await fetchAll({ query: q, identity, threadId }, config);
+    // Providers get a frozen copy: one that edits the identity it is handed widens nothing.
+    const { results, failed } = await fetchAll({ query: q, identity: frozenCopy(identity), threadId }, config);
     // Every item was checked with its provider: what is left to fail here is eart's own fault.
     const screened = screenContext(namespaced(results, state.context?.items ?? []), identity, redaction);
     const kept = [...(state.context?.items ?? []).filter((i) => !screened.items.some((n) => n.id === i.id)), ...screened.items];

@@ -55,6 +55,12 @@ export function parseRetrievedItems(value: unknown): z.output<typeof RetrievedIt
     if (ids.has(item.id)) throw new EartConfigError("providers", `two items have the id ${JSON.stringify(item.id)}`);
     ids.add(item.id);
     if (nestsDeeper(item.content, CONTEXT_ITEM_MAX_DEPTH)) throw new InputTooDeepError(CONTEXT_ITEM_MAX_DEPTH, `item ${i} (${JSON.stringify(item.id)})`);
+    // Content that is not JSON (NaN, a BigInt, a function) fails its own provider, not the run that digests it.
+    try {
+      canonicalJson(item.content ?? null);
+    } catch (error) {
+      throw new EartConfigError("providers", `item ${i} (${JSON.stringify(item.id)}): its content is not JSON: ${(error as Error)?.message ?? String(error)}`);
+    }
     return item;
   });
 }
@@ -95,13 +101,17 @@ export function screenContext(retrieved: readonly RetrievedItem[], identity: Age
       continue;
     }
     const screened = redaction ? redaction.apply(item.content, identity) : { value: item.content, redacted: [], labels: [] };
-    for (const l of [...item.labels, ...screened.labels]) labels.add(l);
-    out.redacted.push(...screened.redacted.map((r) => ({ ...r, itemId: item.id })));
+    // An item's id and source are text the model and the thread hold too.
+    const named = redaction ? redaction.apply({ id: item.id, source: item.source }, identity) : { value: { id: item.id, source: item.source }, redacted: [], labels: [] };
+    let id = named.value.id;
+    for (let n = 2; id !== item.id && out.items.some((kept) => kept.id === id); n++) id = `${named.value.id}#${n}`;
+    for (const l of [...item.labels, ...screened.labels, ...named.labels]) labels.add(l);
+    out.redacted.push(...screened.redacted.map((r) => ({ ...r, itemId: id })), ...named.redacted.map((r) => ({ ...r, itemId: id })));
     out.items.push({
-      id: item.id,
-      source: item.source,
+      id,
+      source: named.value.source,
       scope: item.scope,
-      labels: [...new Set([...item.labels, ...screened.labels])].sort(),
+      labels: [...new Set([...item.labels, ...screened.labels, ...named.labels])].sort(),
       digest: sha256Hex(canonicalJson(screened.value ?? null)),
       content: screened.value,
     });

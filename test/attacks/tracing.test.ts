@@ -225,3 +225,35 @@ describe("redactedTracing and RedactingTracer (for graphs of your own)", () => {
     expect(cards(text)).toBe(0);
   });
 });
+
+describe("what streamEvents hands the caller (LangGraph server's stream_mode \"events\")", () => {
+  /** Every event of the customer's turn, as the caller receives them. */
+  async function eventsOf(agent: Runner, threadId: string): Promise<{ event: string; name?: string }[]> {
+    const events: { event: string; name?: string }[] = [];
+    const stream = (agent.streamEvents as (input: unknown, options: unknown) => AsyncIterable<{ event: string; name?: string }>).call(agent, { messages: [new HumanMessage(REQUEST)] }, { ...ask(threadId), version: "v2" });
+    for await (const e of stream) events.push(e);
+    return events;
+  }
+
+  it("without eart, the tool's raw result reaches the caller in on_tool_end (the control)", async () => {
+    const events = await eventsOf(plainAgent(), "events-plain");
+    expect(events.some((e) => e.event === "on_tool_end" && e.name === "lookup_order")).toBe(true);
+    expect(cards(JSON.stringify(events))).toBeGreaterThan(0);
+  });
+
+  it.each([
+    ["createAgent + governanceMiddleware", middlewareAgent],
+    ["the prebuilt governed agent", prebuiltAgent],
+  ] as const)("%s: the tool's end event is there, its result redacted: no card number in any event", async (_name, make) => {
+    const events = await eventsOf(make(), `events-${_name}`);
+    const toolEnd = events.filter((e) => e.event === "on_tool_end" && e.name === "lookup_order");
+    expect(toolEnd.length).toBeGreaterThan(0);
+    expect(JSON.stringify(toolEnd)).toContain("[REDACTED:card_number]");
+    expect(cards(JSON.stringify(events))).toBe(0);
+  });
+
+  it("an encoded event stream (bytes eart cannot read) is refused, typed, before the run", async () => {
+    const agent = prebuiltAgent() as unknown as { streamEvents(input: unknown, options: unknown): unknown };
+    expect(() => agent.streamEvents({ messages: [new HumanMessage(REQUEST)] }, { ...ask("events-encoded"), version: "v2", encoding: "text/event-stream" })).toThrow(/Invalid option "encoding"/);
+  });
+});
