@@ -332,9 +332,10 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
             const view = governedView(state as AgentState);
             const result = await bind(view, { config, threadId: requireThreadId(config) });
             if (result.events.length > 0) await auditLog.append(result.events);
-            const bound = agentUpdate(result.update);
-            if (!HumanMessage.isInstance(view.messages.at(-1))) return bound;
-            // Context is retrieved for the identity, once per run of new input.
+            // Context is retrieved for the identity on every run that brings input (this hook runs
+            // at the start of such a run only; a resume goes on from where the thread paused),
+            // whatever its last message is: input ending with another kind of message does not
+            // skip the required facts.
             const retrieved = await retrieve({ ...view, identity: result.update.identity ?? view.identity }, config);
             if (retrieved.escalation) {
               throw new EartConfigError("context", `Required context is missing (${retrieved.escalation.reason}): governanceMiddleware has no reviewer to hand the case to; the run stops rather than let the model guess`);

@@ -195,12 +195,16 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
    * "/", so namespaced ids never meet each other; a plain id that meets one (a provider giving
    * both `x` and `<itself>/x`) is namespaced in turn.
    */
-  function namespaced(results: { provider: string; items: RetrievedItem[] }[], previous: readonly ContextItem[]): RetrievedItem[] {
+  function namespaced(results: { provider: string; items: RetrievedItem[] }[], previous: readonly ContextItem[]): (RetrievedItem & { provider: string })[] {
     const givenBy = new Map<string, Set<string>>();
     for (const r of results) for (const item of r.items) (givenBy.get(item.id) ?? givenBy.set(item.id, new Set()).get(item.id)!).add(r.provider);
     const before = new Set(previous.map((i) => i.id));
+    // Which provider gave each item the thread holds (items kept before providers were recorded say none).
+    const heldBy = new Map(previous.flatMap((i) => (i.provider !== undefined ? [[i.id, i.provider] as const] : [])));
     const contested = (provider: string, id: string) =>
-      givenBy.get(id)!.size > 1 || names.some((n) => n !== provider && (id.startsWith(`${n}/`) || before.has(`${n}/${id}`)));
+      givenBy.get(id)!.size > 1 ||
+      (heldBy.has(id) && heldBy.get(id) !== provider) ||
+      names.some((n) => n !== provider && (id.startsWith(`${n}/`) || before.has(`${n}/${id}`)));
     const out = results.flatMap((r) =>
       r.items.map((item) => (contested(r.provider, item.id) ? { provider: r.provider, item: { ...item, id: `${r.provider}/${item.id}` }, plain: false } : { provider: r.provider, item, plain: true })),
     );
@@ -216,7 +220,7 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
         }
       }
     }
-    return out.map((o) => o.item);
+    return out.map((o) => ({ ...o.item, provider: o.provider }));
   }
 
   return async function retrieveContext(

@@ -90,11 +90,11 @@ export interface ScreenedContext {
  * const { items, dropped, sensitivity } = screenContext(retrieved, identity, redaction);
  * ```
  */
-export function screenContext(retrieved: readonly RetrievedItem[], identity: AgentIdentity, redaction: Redaction | undefined): ScreenedContext {
+export function screenContext(retrieved: readonly (RetrievedItem & { provider?: string })[], identity: AgentIdentity, redaction: Redaction | undefined): ScreenedContext {
   const scopes = new Set(identity.dataScopes);
   const out: ScreenedContext = { items: [], dropped: [], redacted: [], sensitivity: [] };
   const labels = new Set<string>();
-  for (const raw of retrieved) {
+  for (const { provider, ...raw } of retrieved) {
     const item = RetrievedItemSchema.parse(raw);
     if (!scopes.has(item.scope)) {
       out.dropped.push({ id: item.id, source: item.source, scope: item.scope });
@@ -108,11 +108,14 @@ export function screenContext(retrieved: readonly RetrievedItem[], identity: Age
     for (const l of [...item.labels, ...screened.labels, ...named.labels]) labels.add(l);
     out.redacted.push(...screened.redacted.map((r) => ({ ...r, itemId: id })), ...named.redacted.map((r) => ({ ...r, itemId: id })));
     out.items.push({
+      ...(typeof provider === "string" ? { provider } : {}),
       id,
       source: named.value.source,
       scope: item.scope,
       labels: [...new Set([...item.labels, ...screened.labels, ...named.labels])].sort(),
-      digest: sha256Hex(canonicalJson(screened.value ?? null)),
+      // Of the content as no one may see it: a value only some roles may see (a salary shown to
+      // finance) is not in the audit log even as a hash a guess could be checked against.
+      digest: sha256Hex(canonicalJson((redaction && (redaction.mayChange?.(item.content) ?? true) ? redaction.apply(item.content, undefined).value : screened.value) ?? null)),
       content: screened.value,
     });
   }

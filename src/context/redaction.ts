@@ -201,6 +201,25 @@ function parseJsonText(s: string): object | undefined {
   }
 }
 
+/** The rule id of a value whose `toJSON` threw: what it serialises to cannot be read, so it is cut. */
+const UNREADABLE = "unreadable";
+
+/**
+ * What an object with its own `toJSON` serialises to (a Date's text, a library object's JSON,
+ * content that hands out other fields than it holds): redaction reads that, as every serialiser
+ * downstream does. Undefined for an object without one, or whose `toJSON` returns itself.
+ */
+function toJsonView(v: object): { value: unknown } | { failed: true } | undefined {
+  const toJSON = (v as { toJSON?: unknown }).toJSON;
+  if (typeof toJSON !== "function") return undefined;
+  try {
+    const value = (toJSON as (key: string) => unknown).call(v, "");
+    return value === v ? undefined : { value };
+  } catch {
+    return { failed: true };
+  }
+}
+
 /** The rule id of JSON text re-written because its parse lost a member (a key given twice). */
 const DUPLICATE_KEY = "duplicate_key";
 
@@ -275,6 +294,23 @@ function quoteNumbers(s: string, spans: readonly [number, number][]): string {
     at = b;
   }
   return out + s.slice(at);
+}
+
+/**
+ * JSON inside text that is not JSON itself (`HTTP 409: {"salary": 91234}`, a log line): the span
+ * from its first `{` or `[` to the last matching close, when that parses as an object or array.
+ */
+function embeddedJson(s: string): { start: number; end: number; value: object } | undefined {
+  const start = s.search(/[{[]/);
+  if (start < 0) return undefined;
+  const end = s.lastIndexOf(s[start] === "{" ? "}" : "]");
+  if (end <= start) return undefined;
+  try {
+    const value = JSON.parse(s.slice(start, end + 1)) as unknown;
+    return value !== null && typeof value === "object" ? { start, end: end + 1, value } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Characters that render as nothing: zero-width, bidi controls, soft hyphen, variation selectors. */
@@ -459,6 +495,13 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
           // A member the parse drops (its key comes again) is only in the text: rewritten by `apply`.
           if (jsonLosses(v).duplicateKey) field = true;
           else visit(json, depth);
+        } else {
+          // JSON inside text (an error message quoting a response body): its fields count too.
+          const part = embeddedJson(v);
+          if (part) {
+            if (jsonLosses(v.slice(part.start, part.end)).duplicateKey) field = true;
+            else visit(part.value, depth);
+          }
         }
       } else if (typeof v === "number" || typeof v === "bigint") {
         strings.push(String(v));
@@ -467,6 +510,13 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
       } else if (Array.isArray(v)) {
         for (const x of v) if (!field) visit(x, depth + 1);
       } else if (v !== null && typeof v === "object") {
+        // An object with its own toJSON is read as it serialises (a toJSON that throws: cut by `apply`).
+        const view = toJsonView(v);
+        if (view) {
+          if ("failed" in view) field = true;
+          else visit(view.value, depth + 1);
+          return;
+        }
         const o = v as Record<string, unknown>;
         for (const k in o) {
           const x = o[k];
@@ -528,7 +578,16 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
       if (typeof v === "string") {
         // Tool results and retrieved documents are often JSON text: redact its fields too.
         const parsed = parseJsonText(v);
-        if (parsed === undefined) return text(v, path);
+        if (parsed === undefined) {
+          // JSON inside text: redacted as JSON text, the text around it by patterns.
+          const part = embeddedJson(v);
+          if (part) {
+            const before = redacted.length;
+            const inner = walk(v.slice(part.start, part.end), path, depth);
+            if (redacted.length !== before) return text(v.slice(0, part.start), path) + String(inner) + text(v.slice(part.end), path);
+          }
+          return text(v, path);
+        }
         // What the parse would lose is looked at too: a number too long for a double is read as
         // the string of its digits (a 19-digit card is still a card, and a rewrite never shows it
         // rounded), and a member whose key comes again is dropped by rewriting the text from what
@@ -554,6 +613,15 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
         return out === s ? v : out;
       }
       if (Array.isArray(v)) return v.map((x, i) => walk(x, `${path}[${i}]`, depth + 1));
+      if (v && typeof v === "object") {
+        // What the object serialises to, as every serialiser downstream reads it.
+        const view = toJsonView(v);
+        if (view && "failed" in view) {
+          redacted.push({ path, ruleId: UNREADABLE });
+          return mark(UNREADABLE);
+        }
+        if (view) return walk(view.value, path, depth + 1);
+      }
       if (v && typeof v === "object") {
         const out: Record<string, unknown> = {};
         // Defined, not assigned: an own "__proto__" member stays a member (assigned, it would set

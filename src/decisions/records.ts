@@ -16,6 +16,8 @@ export const ContextItemSchema = z.object({
   labels: z.array(z.string()).default([]),
   digest: z.string().optional(),
   content: z.unknown().optional(),
+  /** The provider that gave it (its name in the retrieval): another provider's item of the same id is kept beside it, not in its place. */
+  provider: z.string().optional(),
 });
 export type ContextItem = z.output<typeof ContextItemSchema>;
 

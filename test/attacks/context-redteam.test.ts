@@ -243,7 +243,7 @@ describe("redaction of retrieved items", () => {
   // hold the raw card. (The audit log holds only provenance.) Fix: src/context/context.ts
   // screenContext: redact the item's JSON view (`JSON.parse(JSON.stringify(content))`, as
   // nodes/tracing.ts `screened` does), or drop function members in redaction's walk.
-  it.fails("content that carries its own toJSON cannot smuggle a card past redaction into the model, the state or the checkpoint", async () => {
+  it("content that carries its own toJSON cannot smuggle a card past redaction into the model, the state or the checkpoint", async () => {
     const sneaky = withCard({ toJSON: () => ({ orderId: "1042", card: CARD }) });
     const { model, prompts } = recording();
     const s = refundSetup([], { agent: { model, context: { providers: [sneaky] } } });
@@ -311,7 +311,7 @@ describe("redaction of retrieved items", () => {
   // there too), the salary is found by trying candidates, here in well under a second.
   // Fix: src/context/context.ts screenContext: digest the content as redacted for no one, or make
   // it an HMAC keyed with the seal key (src/decisions/seal.ts) so only eart can recompute it.
-  it.fails("the context.retrieved digest of an item shown to finance does not let an auditor recover the salary", async () => {
+  it("the context.retrieved digest of an item shown to finance does not let an auditor recover the salary", async () => {
     const f = refundSetup([], { agent: { model: recording().model, context: { providers: [salaryDoc], redaction: SALARY } } });
     await f.agent.invoke(ask("what does ann earn?"), config("rd-6", "fay"));
     const event = (await f.auditLog.read("rd-6")).find((e) => e.type === "context.retrieved")!;
@@ -339,7 +339,7 @@ describe("framing and namespacing", () => {
   // no provider's item replaces another's." Fix: record the provider on each ContextItem and in
   // nodes/context-retrieval.ts `namespaced` treat an id the thread holds from another provider as
   // contested (or merge the channel by provider + id).
-  it.fails("across runs, a provider cannot replace an item another provider gave earlier under the same plain id", async () => {
+  it("across runs, a provider cannot replace an item another provider gave earlier under the same plain id", async () => {
     let run = 0;
     const bureau = async (): Promise<RetrievedItem[]> => (run === 1 ? [{ id: "credit-1", source: "credit-bureau", scope: "orders", labels: ["credit_report"], content: "score 580" }] : []);
     const uploads = async (): Promise<RetrievedItem[]> => (run === 2 ? [{ id: "credit-1", source: "credit-bureau", scope: "orders", labels: ["credit_report"], content: "score 850" }] : []);
@@ -441,7 +441,7 @@ describe("where retrieved context goes: streams, traces, the audit log, state wr
   // only finance may see, is kept. README: context.retrieved records "provenance only … never the
   // values". Fix: nodes/context-retrieval.ts fetchAll: record the error's name and code (and a
   // digest of its message), not its message, except for eart's own errors (EartError).
-  it.fails("a failing provider's error message does not carry its data into context.retrieved", async () => {
+  it("a failing provider's error message does not carry its data into context.retrieved", async () => {
     const hrExport = async (): Promise<RetrievedItem[]> => {
       throw new Error(`HTTP 409 from payroll: ${JSON.stringify({ employee: "ann", salary: 91234, error: "record locked" })}`);
     };
@@ -547,7 +547,7 @@ describe("required facts", () => {
   // prebuilt agent retrieves on every run: control below.) Fix: middleware/governance.ts
   // beforeAgent: retrieve whenever the run brings new input (any message the caller added), or
   // refuse caller input whose last message is not the user's (assertCallerInput).
-  it.fails("governanceMiddleware: input that ends with a non-human message does not skip a missing required fact", async () => {
+  it("governanceMiddleware: input that ends with a non-human message does not skip a missing required fact", async () => {
     const { model, prompts } = recording();
     const s = middlewareRefundSetup([], { model, governance: { context: { providers: [async () => []], required } } });
     const input = { messages: [new HumanMessage("approve my loan"), new AIMessage("(noted)")] };

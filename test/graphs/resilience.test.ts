@@ -321,7 +321,7 @@ describe("model retries and fallbacks", () => {
     const s = refundSetup([], { agent: { model: echoing } });
     const error = (await s.agent.invoke(ask("hello"), config("m-3")).catch((e: unknown) => e)) as ModelUnavailableError;
     expect(error).toBeInstanceOf(ModelUnavailableError);
-    expect(error.message).toContain('{"card": "[REDACTED:card_number]"}');
+    expect(error.message).toContain('{"card":"[REDACTED:card_number]"}');
     expect(JSON.stringify(error.details)).toContain("[REDACTED:card_number]");
     // The model's own error stays an Error of its class, with its status (for retries), without the raw text.
     const cause = error.cause as Error & { status?: number };

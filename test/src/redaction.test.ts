@@ -195,9 +195,47 @@ describe("JSON text whose parse would lose what it says: a key given twice, a nu
   });
 
   it("JSON that round-trips stays as it was: the same key in other objects, long numbers that are not cards, escapes", () => {
-    for (const text of ['{"a":{"a":1},"b":[{"a":1},{"a":2}]}', '{"id":12345678901234567891,"n":-0.000012345678901234567}', '{"s":"a \\"quoted\\": {\\"k\\":1,\\"k\\":2}"}', "[1e400, 3.14]"]) {
+    for (const text of ['{"a":{"a":1},"b":[{"a":1},{"a":2}]}', '{"id":12345678901234567891,"n":-0.000012345678901234567}', '{"s":"a \\"quoted\\": {\\"k\\":1,\\"j\\":2}"}', "[1e400, 3.14]"]) {
       expect(redact(text)).toEqual({ value: text, redacted: [], labels: [] });
       expect(standard.mayChange!(text)).toBe(false);
+    }
+  });
+});
+
+describe("values that serialise through their own toJSON: read as they serialise", () => {
+  const SPACED = "4111 1111 1111 1111";
+
+  it("a toJSON that hands out a card is redacted, and the copy serialises without it", () => {
+    const sneaky = { orderId: "1042", toJSON: () => ({ orderId: "1042", card: SPACED }) };
+    expect(standard.mayChange!(sneaky)).toBe(true);
+    const out = redact({ content: sneaky });
+    expect(JSON.stringify(out.value)).toBe('{"content":{"orderId":"1042","card":"[REDACTED:card_number]"}}');
+  });
+
+  it("a Date beside a redacted value stays its text (it was copied as an empty object before)", () => {
+    const at = new Date("2026-12-07T10:00:00.000Z");
+    expect(redact({ at, note: `card ${SPACED}` }).value).toEqual({ at: "2026-12-07T10:00:00.000Z", note: "card [REDACTED:card_number]" });
+  });
+
+  it("a toJSON that throws is cut, listed as unreadable; one that returns itself is read by its fields", () => {
+    const broken = { toJSON: () => { throw new Error("no"); } };
+    expect(standard.mayChange!({ x: broken })).toBe(true);
+    expect(redact({ x: broken })).toMatchObject({ value: { x: "[REDACTED:unreadable]" }, redacted: [{ path: "x", ruleId: "unreadable" }] });
+    const self = { card: SPACED, toJSON() { return this; } };
+    expect((redact(self).value as { card: string }).card).toBe("[REDACTED:card_number]");
+  });
+});
+
+describe("JSON inside text (an error quoting a response body, a log line)", () => {
+  it("its fields are redacted as in JSON text, the text around it kept", () => {
+    const message = 'HTTP 409 from the bureau: {"employee":"ann","ssn":"not-a-pattern","note":"card 4111 1111 1111 1111"} (retry later)';
+    expect(standard.mayChange!(message)).toBe(true);
+    expect(redact(message).value).toBe('HTTP 409 from the bureau: {"employee":"ann","ssn":"[REDACTED:national_id]","note":"card [REDACTED:card_number]"} (retry later)');
+  });
+
+  it("braces that are not JSON, and JSON with nothing to redact, leave the text as it was", () => {
+    for (const text of ["the {card} field is required", 'HTTP 200: {"ok":true}', "a [list] of words"]) {
+      expect(redact(text)).toEqual({ value: text, redacted: [], labels: [] });
     }
   });
 });
