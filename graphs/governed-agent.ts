@@ -1,4 +1,4 @@
-import { HumanMessage } from "@langchain/core/messages";
+import { HumanMessage, isBaseMessage } from "@langchain/core/messages";
 import { BaseCheckpointSaver, Command, END, isCommand, START, StateGraph, type CompiledStateGraph, type LangGraphRunnableConfig } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
@@ -14,7 +14,7 @@ import { createContextRetrieval, type ContextRetrievalOptions } from "../nodes/c
 import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { identityStep } from "../nodes/identity-binding.js";
 import { createModelStep, modelTurnStep } from "../nodes/model-node.js";
-import { redactingAuditLog, redactRunInput, type RedactionViewer } from "../nodes/redaction.js";
+import { redactingAuditLog, redactMessage, redactRunInput, type RedactionViewer } from "../nodes/redaction.js";
 import { boundTracingRedacted, redactedTracing } from "../nodes/tracing.js";
 import { createToolRecovery, DEFAULT_RECOVERY_ROLES } from "../nodes/tool-recovery.js";
 import { guardCheckpointer } from "../src/stores/postgres/connection.js";
@@ -268,6 +268,38 @@ export interface IncomingGraph {
   streamEvents?: (input: unknown, options?: RunnableConfig & { encoding?: unknown; version?: unknown }, ...rest: unknown[]) => unknown;
 }
 
+/**
+ * A value of an event redacted for the viewer, the same value when nothing in it was: messages
+ * stay messages of their own class (LangGraph server concatenates streamed chunks), arrays and
+ * plain objects are copied only where something changed, anything else is redacted as data.
+ */
+function redactedValue(value: unknown, redaction: Redaction, viewer: RedactionViewer, depth: number): unknown {
+  if (isBaseMessage(value)) return redactMessage(value, redaction, viewer).message;
+  if (depth >= EVENT_DEPTH || value === null || typeof value !== "object") {
+    const { value: out, redacted } = redaction.apply(value, viewer);
+    return redacted.length === 0 ? value : out;
+  }
+  if (Array.isArray(value)) {
+    const out = value.map((v) => redactedValue(v, redaction, viewer, depth + 1));
+    return out.some((v, i) => v !== value[i]) ? out : value;
+  }
+  if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
+    const { value: out, redacted } = redaction.apply(value, viewer);
+    return redacted.length === 0 ? value : out;
+  }
+  let changed = false;
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value)) {
+    const r = redactedValue(v, redaction, viewer, depth + 1);
+    if (r !== v) changed = true;
+    Object.defineProperty(out, key, { value: r, enumerable: true, writable: true, configurable: true });
+  }
+  return changed ? out : value;
+}
+
+/** How deep an event is walked for messages before the rest is redacted as data. */
+const EVENT_DEPTH = 8;
+
 /** Events of the graph's own state stream (v2 `on_chain_stream`, v3 state methods): what the thread holds, redacted already. */
 const STATE_EVENTS = new Set(["on_chain_stream", "values", "updates", "checkpoints", "lifecycle"]);
 
@@ -281,7 +313,7 @@ function redactedEvents(events: AsyncIterable<unknown>, redaction: Redaction, vi
     const kind = (event as { event?: unknown; method?: unknown } | null)?.event ?? (event as { method?: unknown } | null)?.method;
     if (typeof kind === "string" && STATE_EVENTS.has(kind)) return event;
     if (redaction.mayChange && !redaction.mayChange(event)) return event;
-    return redaction.apply(event, viewer).value;
+    return redactedValue(event, redaction, viewer, 0);
   };
   async function* redacted() {
     for await (const event of events) yield redactOne(event);
