@@ -8,7 +8,7 @@ import { createContextRetrieval } from "eart/nodes";
 import { scriptedModel } from "eart/testing";
 import { contextMessage } from "../../nodes/model-node.js";
 import { canonicalJson, sha256Hex } from "../../src/internal/canonical.js";
-import { ask, config, refund, refundSetup } from "../support/refund.js";
+import { ask, config, customerIdentity, refund, refundSetup } from "../support/refund.js";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
 import { captureTraces } from "../support/trace-capture.js";
 
@@ -54,15 +54,7 @@ const unguardedUpdate = (agent: object) => (cfg: unknown, values: Record<string,
   const proto = Object.getPrototypeOf(agent) as { bulkUpdateState: (c: unknown, s: unknown) => Promise<unknown> };
   return proto.bulkUpdateState.call(agent, cfg, [{ updates: [{ values, asNode }] }]);
 };
-const identity = (roles: string[] = ["customer"], dataScopes = ["orders", "kb"]): AgentIdentity => ({
-  schemaVersion: 1,
-  id: "support-agent",
-  roles: ["support"],
-  tools: ["lookup_order"],
-  dataScopes,
-  onBehalfOf: { id: "cara", roles },
-  source: "configurable.user_id",
-});
+const identity = customerIdentity;
 const nodeCfg = { configurable: { thread_id: "n1" } };
 const SALARY = defineRedaction([...STANDARD_REDACTIONS, { id: "salary", fields: ["salary"], visibleTo: ["finance"], label: "compensation" }]);
 const stateText = async (agent: { getState(c: unknown): Promise<{ values: unknown }> }, threadId: string) => JSON.stringify((await agent.getState({ configurable: { thread_id: threadId } })).values);

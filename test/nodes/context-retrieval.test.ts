@@ -2,20 +2,13 @@ import { Document } from "@langchain/core/documents";
 import { HumanMessage } from "@langchain/core/messages";
 import { BaseRetriever } from "@langchain/core/retrievers";
 import { describe, expect, it } from "vitest";
-import { defineRedaction, EartConfigError, MemoryAuditLog, STANDARD_REDACTIONS, type AgentIdentity, type RetrievedItem } from "eart";
+import { defineRedaction, EartConfigError, MemoryAuditLog, STANDARD_REDACTIONS, type RetrievedItem } from "eart";
 import { luhnValid } from "../../src/context/redaction.js";
 import { createContextRetrieval } from "eart/nodes";
 import { contextMessage } from "../../nodes/model-node.js";
+import { customerIdentity } from "../support/refund.js";
 
-const identity = (roles: string[] = ["customer"], dataScopes = ["orders", "kb"]): AgentIdentity => ({
-  schemaVersion: 1,
-  id: "support-agent",
-  roles: ["support"],
-  tools: ["lookup_order"],
-  dataScopes,
-  onBehalfOf: { id: "cara", roles },
-  source: "configurable.user_id",
-});
+const identity = customerIdentity;
 const cfg = { configurable: { thread_id: "c1" } };
 const CARD = "4111 1111 1111 1111";
 

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Client } from "@langchain/langgraph-sdk";
 import { signApprovalToken } from "eart";
 import { approveAll, interruptOf, startDevServer, type DevServer, type ServedInterrupt } from "../support/langgraph-server.js";
-import { luhnCheckDigit } from "../support/cards.js";
+import { luhnCheckDigit, where } from "../support/cards.js";
 
 /**
  * Red-team pass on what one user of eart's LangGraph server can READ of a sensitive value another
@@ -48,23 +48,6 @@ function card(n: number): string {
   return `${body}${luhnCheckDigit(body)}`.replace(/(\d{4})(?=\d)/g, "$1 ");
 }
 
-/** Where in a value (JSON paths) a string or key holds `needle`, separators ignored. */
-function where(value: unknown, needle: string, path = "$", out: string[] = []): string[] {
-  const bare = needle.replace(/[\s-]/g, "");
-  const holds = (s: string) => s.replace(/[\s-]/g, "").includes(bare);
-  if (typeof value === "string") {
-    if (holds(value)) out.push(path);
-  } else if (typeof value === "number") {
-    if (holds(String(value))) out.push(path);
-  } else if (Array.isArray(value)) value.forEach((v, i) => where(v, needle, `${path}[${i}]`, out));
-  else if (value && typeof value === "object") {
-    for (const [k, v] of Object.entries(value)) {
-      if (holds(k)) out.push(`${path}.{key}`);
-      where(v, needle, `${path}.${k}`, out);
-    }
-  }
-  return out;
-}
 
 /** Whether a value holds the redaction mark somewhere (the data path was exercised). */
 const marked = (value: unknown, mark = REDACTED) => JSON.stringify(value).includes(mark);

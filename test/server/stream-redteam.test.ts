@@ -4,6 +4,7 @@ import { AIMessage, HumanMessage, SystemMessage, ToolMessage, type BaseMessage }
 import type { Client } from "@langchain/langgraph-sdk";
 import { refundScript } from "../../examples/refund/model.js";
 import { financeScript } from "../../examples/finance-payment/model.js";
+import { where } from "../support/cards.js";
 import { approveAll, interruptOf, startDevServer, type DevServer } from "../support/langgraph-server.js";
 
 /**
@@ -139,23 +140,6 @@ type Part = { event: string; data: unknown };
 const SAFE_MODES = ["values", "updates", "messages-tuple", "events", "debug", "tasks", "checkpoints", "custom"] as const;
 const GRAPHS = ["refund", "refund-middleware"] as const;
 
-/** Where in a value (JSON paths) a string, number or key holds `needle`, separators ignored. */
-function where(value: unknown, needle: string, path = "$", out: string[] = []): string[] {
-  const bare = needle.replace(/[\s-]/g, "");
-  const holds = (s: string) => s.replace(/[\s-]/g, "").includes(bare);
-  if (typeof value === "string") {
-    if (holds(value)) out.push(path);
-  } else if (typeof value === "number") {
-    if (holds(String(value))) out.push(path);
-  } else if (Array.isArray(value)) value.forEach((v, i) => where(v, needle, `${path}[${i}]`, out));
-  else if (value && typeof value === "object") {
-    for (const [k, v] of Object.entries(value)) {
-      if (holds(k)) out.push(`${path}.{key}`);
-      where(v, needle, `${path}.${k}`, out);
-    }
-  }
-  return out;
-}
 const marked = (value: unknown, mark = REDACTED) => JSON.stringify(value ?? null).includes(mark);
 const kind = (p: Part) => p.event.split("|")[0]!;
 

@@ -11,3 +11,21 @@ export function luhnCheckDigit(body: string): string {
   }
   return String((10 - (sum % 10)) % 10);
 }
+
+/** Where in a value (JSON paths) a string, number or key holds `needle`, separators ignored. */
+export function where(value: unknown, needle: string, path = "$", out: string[] = []): string[] {
+  const bare = needle.replace(/[\s-]/g, "");
+  const holds = (s: string) => s.replace(/[\s-]/g, "").includes(bare);
+  if (typeof value === "string") {
+    if (holds(value)) out.push(path);
+  } else if (typeof value === "number") {
+    if (holds(String(value))) out.push(path);
+  } else if (Array.isArray(value)) value.forEach((v, i) => where(v, needle, `${path}[${i}]`, out));
+  else if (value && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) {
+      if (holds(k)) out.push(`${path}.{key}`);
+      where(v, needle, `${path}.${k}`, out);
+    }
+  }
+  return out;
+}

@@ -1,7 +1,7 @@
 import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import { MemorySaver, type BaseCheckpointSaver } from "@langchain/langgraph";
 import Database from "better-sqlite3";
-import { IdentityRegistry, MemoryAuditLog, type AuditLog, type BudgetGuard, type PolicyEngine } from "eart";
+import { IdentityRegistry, MemoryAuditLog, type AgentIdentity, type AuditLog, type BudgetGuard, type PolicyEngine } from "eart";
 import { createGovernedAgent, type GovernedAgentOptions } from "eart/graphs";
 import { scriptedModel } from "eart/testing";
 import identities from "../../examples/refund/identities.json" with { type: "json" };
@@ -74,3 +74,14 @@ export const lookup = (id: string, orderId = "1042"): Call => ({ id, name: "look
 /** Tool messages answering a call id. */
 export const answersTo = (messages: BaseMessage[], id: string) =>
   messages.filter((m): m is ToolMessage => ToolMessage.isInstance(m) && m.tool_call_id === id);
+
+/** The support agent's identity acting for cara, with her roles and its data scopes as a test needs them. */
+export const customerIdentity = (roles: string[] = ["customer"], dataScopes = ["orders", "kb"]): AgentIdentity => ({
+  schemaVersion: 1,
+  id: "support-agent",
+  roles: ["support"],
+  tools: ["lookup_order"],
+  dataScopes,
+  onBehalfOf: { id: "cara", roles },
+  source: "configurable.user_id",
+});
