@@ -35,19 +35,11 @@ import {
 import { createCedarPolicyEngine } from "eart/cedar";
 import { createGovernedAgent } from "eart/graphs";
 import { governanceMiddleware, guardAgent } from "eart/middleware";
-import { scriptedModel } from "eart/testing";
-import { refundSetup, ask as askRefund, config as refundConfig } from "../support/refund.js";
+import { refundSetup, turnsModel, ask as askRefund, config as refundConfig, type Call } from "../support/refund.js";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
 
 // ── fixtures ────────────────────────────────────────────────────────────────────────────────────
 
-type Call = { id: string; name: string; args: Record<string, unknown> };
-const turnsModel = (turns: Call[][]) =>
-  scriptedModel((messages: BaseMessage[]) => {
-    const turn = messages.filter((m) => AIMessage.isInstance(m)).length;
-    const calls = turns[turn];
-    return calls ? new AIMessage({ content: "", tool_calls: calls }) : new AIMessage(`done after ${turn} turns`);
-  });
 
 const TOOLS = ["pay", "run_sql", "wire", "flag_order", "pay_cents"];
 const registry = IdentityRegistry.fromObject({

@@ -38,7 +38,7 @@ import { refundScript } from "../../examples/refund/model.js";
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
 import { startCaptureServer, type CaptureServer } from "../support/capture-server.js";
-import { CARD, cards, lookupWithCard } from "../support/trace-capture.js";
+import { CARD, cardNamingModel, cards, lookupWithCard } from "../support/trace-capture.js";
 
 /**
  * A red-team pass on the OpenTelemetry side of eart's redaction:
@@ -346,18 +346,7 @@ describe("1. LangSmith in OpenTelemetry mode: the runs written onto OTel spans",
   it.each(KINDS)("%s: a tool-call id and an unknown tool name carrying the card, proposed by the model (gen_ai.tool.call.id, the model run's output)", async (kind) => {
     process.env.LANGSMITH_TRACING = "true";
     const proposing = () => {
-      let turn = 0;
-      return scriptedModel(() =>
-        turn++ === 0
-          ? new AIMessage({
-              content: "",
-              tool_calls: [
-                { id: `call_${CARD}`, name: "lookup_order", args: { orderId: "1042" } },
-                { id: "call_2", name: `card_${CARD.replace(/ /g, "")}`, args: {} },
-              ],
-            })
-          : new AIMessage("Done."),
-      );
+      return cardNamingModel();
     };
     const control = await tracedDuring(() => makeAgent("plain", { model: proposing() }).invoke({ messages: [new HumanMessage("Look up order 1042")] }, ask(thread("plain-ids"))));
     expect(written(control.writes, "gen_ai.tool.call.id").some((v) => cards(v) > 0)).toBe(true);

@@ -24,7 +24,7 @@ import identities from "../../examples/refund/identities.json" with { type: "jso
 import { refundScript } from "../../examples/refund/model.js";
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
-import { captureTraces, CARD, cards, lookupWithCard } from "../support/trace-capture.js";
+import { captureTraces, CARD, cardNamingModel, cards, lookupWithCard } from "../support/trace-capture.js";
 
 /**
  * Red-team pass on the redacted LangSmith tracing of eart's agents (nodes/tracing.ts, wired in
@@ -367,18 +367,7 @@ describe("attacks that held: the trace arrives, redacted", () => {
 
     it("a tool-call id and an unknown tool name carrying the card, proposed by the model", async () => {
       process.env.LANGSMITH_TRACING = "true";
-      let turn = 0;
-      const model = scriptedModel(() =>
-        turn++ === 0
-          ? new AIMessage({
-              content: "",
-              tool_calls: [
-                { id: `call_${CARD}`, name: "lookup_order", args: { orderId: "1042" } },
-                { id: "call_2", name: `card_${CARD.replace(/ /g, "")}`, args: {} },
-              ],
-            })
-          : new AIMessage("Done."),
-      );
+      const model = cardNamingModel();
       expectRedactedTrace(await tracedDuring(() => makeAgent(kind, { model }).invoke({ messages: [new HumanMessage("Look up order 1042")] }, ask(thread("tool-call-id")))));
     });
 

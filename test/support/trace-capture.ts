@@ -1,8 +1,10 @@
 import { awaitAllCallbacks } from "@langchain/core/callbacks/promises";
+import { AIMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
 import { LangChainTracer } from "@langchain/core/tracers/tracer_langchain";
 import { afterAll, afterEach, beforeAll } from "vitest";
 import { z } from "zod";
+import { scriptedModel } from "eart/testing";
 import { startCaptureServer, type CaptureServer } from "./capture-server.js";
 
 /**
@@ -65,4 +67,20 @@ export function captureTraces(): {
         .join("\n");
     },
   };
+}
+
+/** A model whose first answer proposes a call whose id holds the card and a call of a tool named after it, then says "Done.". */
+export function cardNamingModel() {
+  let turn = 0;
+  return scriptedModel(() =>
+    turn++ === 0
+      ? new AIMessage({
+          content: "",
+          tool_calls: [
+            { id: `call_${CARD}`, name: "lookup_order", args: { orderId: "1042" } },
+            { id: "call_2", name: `card_${CARD.replace(/ /g, "")}`, args: {} },
+          ],
+        })
+      : new AIMessage("Done."),
+  );
 }
