@@ -6,6 +6,7 @@ import { z } from "zod";
 import { createEscalationGuard, type EscalationGuardOptions } from "../guards/escalation-guard.js";
 import { createPolicyGateParts, type PolicyGateOptions, type GateUpdate } from "../guards/policy-gate.js";
 import { hostSteps } from "../langgraph/steps.js";
+import { TokenHoldBack } from "./token-stream.js";
 import { routeAfterEscalation, routeAfterPolicyGate, routeAfterTools, untraced } from "../guards/routes.js";
 import { GovernedAnnotation, GovernedInputAnnotation, type GovernedState, type GovernedUpdate } from "../langgraph/channels.js";
 import { EffectLedgerOption } from "../langgraph/records.js";
@@ -316,7 +317,10 @@ function redactedEvents(events: AsyncIterable<unknown>, redaction: Redaction, vi
     return redactedValue(event, redaction, viewer, 0);
   };
   async function* redacted() {
-    for await (const event of events) yield redactOne(event);
+    // The model's tokens are held back per message, so that a card split across them goes out redacted.
+    const tokens = new TokenHoldBack(redaction, viewer);
+    for await (const event of events) for (const out of tokens.take(event)) yield redactOne(out);
+    for (const out of tokens.flush()) yield redactOne(out);
   }
   if (events instanceof IterableReadableStream) return IterableReadableStream.fromAsyncGenerator(redacted());
   return new Proxy(events as object, {

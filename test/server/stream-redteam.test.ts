@@ -24,11 +24,11 @@ import { approveAll, interruptOf, startDevServer, type DevServer } from "../supp
  * "the model's raw answer" in every event `streamEvents` hands the caller (README, context
  * red-team list).
  *
- * Each attack asserts the guarantee with a control that the mode carried the field. What is still
- * open is an `it.fails(...)` headed LEAK with what leaks, where, and a fix (the README lists it: the
- * model's token stream); the bug the pass found in the event redaction is fixed.
- * In an `it.fails`, a setup that did not happen ends the test early and PASSING (`setupBroken`),
- * so vitest reports it as broken instead of counting a leak that was not shown.
+ * Each attack asserts the guarantee with a control that the mode carried the field. The pass
+ * found the model's token stream carrying a card split across tokens (each token redacted alone),
+ * in every token mode and in the run's stored stream that approvers replay, and a bug of the event
+ * redaction that failed runs in messages mode; both are fixed (graphs/token-stream.ts holds the
+ * tokens back per message; an event is kept when nothing in it is redacted).
  */
 let server: DevServer;
 let openai: Server;
@@ -143,12 +143,6 @@ const GRAPHS = ["refund", "refund-middleware"] as const;
 const marked = (value: unknown, mark = REDACTED) => JSON.stringify(value ?? null).includes(mark);
 const kind = (p: Part) => p.event.split("|")[0]!;
 
-/** In an `it.fails`: a setup that did not happen ends the test early and passing (vitest then reports the it.fails as broken). */
-function setupBroken(ok: boolean, what: string): boolean {
-  if (!ok) console.warn(`red-team setup did not happen: ${what}`);
-  return !ok;
-}
-
 /** A message or message chunk as the server serialises it (flat, or LangChain's constructor form). */
 function messageOf(x: unknown): { id?: string; content: string } {
   const m = x as { kwargs?: { id?: string; content?: unknown }; id?: unknown; content?: unknown } | null;
@@ -240,7 +234,7 @@ describe("the model's answer in every stream mode (cara, both served agents, wit
     }
   });
 
-  // LEAK (medium; customer's own stream, and every reader of the run's stream: see the replay
+  // Found by the pass, fixed (medium; customer's own stream, and every reader of the run's stream: see the replay
   // below): stream_mode "messages-tuple" hands the caller the model's RAW answer, token by token,
   // before eart redacts it: "Noted: the card you spelled is 4111 1111 1111 1111." while the
   // thread holds "… is [REDACTED:card_number].". Both served agents, with and without
@@ -256,20 +250,20 @@ describe("the model's answer in every stream mode (cara, both served agents, wit
   // as an event and redact it; since a token cannot be redacted alone, hold back the model's
   // tokens per message id and release the redacted accumulation (or emit only the redacted final
   // message: tag eart's model call "nostream" and emit the message eart keeps).
-  it.fails("messages-tuple: the model's raw answer never reaches the client (both agents, with and without subgraphs)", { timeout: 120_000 }, async () => {
+  it("messages-tuple: the model's raw answer never reaches the client (both agents, with and without subgraphs)", { timeout: 120_000 }, async () => {
     const leaks: string[] = [];
     for (const graph of GRAPHS) {
       for (const subgraphs of [false, true]) {
         const { parts } = await spelledRun(graph, subgraphs);
         const tuples = parts.filter((p) => kind(p) === "messages");
-        if (setupBroken(tuples.length > 0, `${graph} messages-tuple chunks were streamed`)) return;
+        expect(tuples.length, `${graph} messages-tuple chunks were streamed`).toBeGreaterThan(0);
         leaks.push(...spells(reassembled(parts, "messages-tuple")).map((t) => `${graph} subgraphs=${subgraphs}: ${t}`));
       }
     }
     expect(leaks).toEqual([]);
   });
 
-  // LEAK (medium; the fix of today does not hold for a streaming model): stream_mode "events":
+  // Found by the pass, fixed (medium; the first event redaction did not hold for a streaming model): stream_mode "events":
   // `redactedEvents` redacts each `on_chat_model_stream` event ALONE, and no token holds a whole
   // card ("…41", "11 ", "111", "1 1", …), so every chunk passes and the client's concatenation
   // (LangGraph SDK, any chat UI) reads "4111 1111 1111 1111"; only `on_chat_model_end` (the whole
@@ -278,18 +272,18 @@ describe("the model's answer in every stream mode (cara, both served agents, wit
   // (graphs/governed-agent.ts `redactedEvents`): per chat-model run id, accumulate the tokens and
   // hold back what could still become a match (the trailing digit/separator run), releasing the
   // redacted text as its delta; or drop `on_chat_model_stream` for eart's agents and keep `_end`.
-  it.fails("events: the model's token chunks (on_chat_model_stream) never spell the card (both agents)", { timeout: 120_000 }, async () => {
+  it("events: the model's token chunks (on_chat_model_stream) never spell the card (both agents)", { timeout: 120_000 }, async () => {
     const leaks: string[] = [];
     for (const graph of GRAPHS) {
       const { parts } = await spelledRun(graph, false);
       const tokens = parts.filter((p) => p.event === "events" && (p.data as { event: string }).event === "on_chat_model_stream");
-      if (setupBroken(tokens.length > 10, `${graph} streamed model tokens`)) return;
+      expect(tokens.length, `${graph} streamed model tokens`).toBeGreaterThan(10);
       leaks.push(...spells(reassembled(parts, "events")).map((t) => `${graph}: ${t}`));
     }
     expect(leaks).toEqual([]);
   });
 
-  // LEAK + BUG (medium): stream_mode "messages" (the SDK's "messages/partial"): the server
+  // Found by the pass, fixed (medium): stream_mode "messages" (the SDK's "messages/partial"): the server
   // accumulates the redacted-one-by-one `on_chat_model_stream` chunks (stream.mjs
   // `messages[id].concat(message)`), so a partial holds the raw card (same cause as above). And
   // it errors the RUN at random (most runs here): when `redaction.mayChange(event)` is true for
@@ -301,12 +295,12 @@ describe("the model's answer in every stream mode (cara, both served agents, wit
   // `event: error` (TypeError). Fix (redactedEvents): return the event itself when
   // `apply(...).redacted` is empty, and rebuild a message/chunk with its own class when it is not
   // (as nodes/redaction.ts `redactMessage` does); plus the per-run token hold-back above.
-  it.fails("messages: partials never hold the raw card, and the run does not error (both agents, several runs)", { timeout: 180_000 }, async () => {
+  it("messages: partials never hold the raw card, and the run does not error (both agents, several runs)", { timeout: 180_000 }, async () => {
     const seen: string[] = [];
     for (const graph of GRAPHS) {
       for (let attempt = 0; attempt < 4; attempt++) {
         const { parts } = await streamNew(as("cara"), graph, say(`Please refund order 1042, $740. My card is ${SPELLED}.`), { streamMode: ["messages"] });
-        if (setupBroken(parts.some((p) => p.event === "messages/partial"), `${graph} streamed partials`)) return;
+        expect(parts.some((p) => p.event === "messages/partial"), `${graph} streamed partials`).toBe(true);
         const error = parts.find((p) => p.event === "error");
         if (error) seen.push(`${graph}#${attempt} error: ${JSON.stringify(error.data)}`);
         seen.push(...spells(reassembled(parts, "messages/partial")).map((t) => `${graph}#${attempt} partial: ${t}`));
@@ -352,8 +346,8 @@ describe("a customer's run, replayed and joined by the supervisor it waits for",
       return { threadId, runId, own, bySam };
     })());
 
-  // LEAK (medium, customer → supervisor; and to whoever else may read the run's stream): the raw
-  // model tokens of the LEAK above are kept in the run's resumable stream, and sam, who may open
+  // Found by the pass, fixed (medium, customer → supervisor; and to whoever else may read the run's stream): the raw
+  // model tokens of the leak above are kept in the run's resumable stream, and sam, who may open
   // the thread because it waits for him, replays them (`runs.joinStream(thread, run, { lastEventId:
   // "-1" })`): he reassembles "4111 1111 1111 1111" from the messages-tuple and events chunks,
   // while the thread shows him "[REDACTED:card_number]" (and cara's words, which no pattern reads).
@@ -361,10 +355,11 @@ describe("a customer's run, replayed and joined by the supervisor it waits for",
   // they ran), never for the reader who joins; with the served data this shows nothing the thread
   // does not already show that reader (the documented "approvers read what the agent was shown for
   // its user"), but a joiner is never redacted for. Fix: as above (redactedEvents).
-  it.fails("sam's replay of cara's run (Last-Event-ID: -1) never spells the card the thread shows him redacted", { timeout: 120_000 }, async () => {
+  it("sam's replay of cara's run (Last-Event-ID: -1) never spells the card the thread shows him redacted", { timeout: 120_000 }, async () => {
     const { threadId, bySam } = await replayed();
     const samReads = await noted(as("sam"), threadId).catch(() => undefined);
-    if (setupBroken(samReads === `Noted: the card you spelled is ${REDACTED}.` && bySam.some((p) => kind(p) === "messages"), "sam opens the waiting thread and replays the run's messages")) return;
+    expect(samReads).toBe(`Noted: the card you spelled is ${REDACTED}.`);
+    expect(bySam.some((p) => kind(p) === "messages")).toBe(true);
     expect([...spells(reassembled(bySam, "messages-tuple")), ...spells(reassembled(bySam, "events"))]).toEqual([]);
   });
 
@@ -378,7 +373,7 @@ describe("a customer's run, replayed and joined by the supervisor it waits for",
     for (const [where_, secret] of Object.entries(secrets)) expect([...where(own, secret), ...where(bySam, secret)], where_).toEqual([]);
   });
 
-  it("holds: sam joining cara's run once it waits for him, in the state modes only (values, updates, debug), reads her answer redacted (the control of the LEAK above: only the token modes leak)", { timeout: 120_000 }, async () => {
+  it("holds: sam joining cara's run once it waits for him, in the state modes only (values, updates, debug), reads her answer redacted (the control of the replay above: the token modes were the ones that leaked)", { timeout: 120_000 }, async () => {
     const cara = as("cara");
     const threadId = (await cara.threads.create()).thread_id;
     const run = await cara.runs.create(threadId, "refund", { input: say(`Please refund order 1042, $740. My card is ${SPELLED}.`), streamMode: ["values", "updates", "debug"], streamResumable: true });
