@@ -247,7 +247,9 @@ export class JsonlAuditLog implements AuditLog {
     const needle = JSON.stringify(threadId);
     const events: unknown[] = [];
     scanLines(this.#fd("events"), 0, end, (line) => {
-      if (!line.includes(needle)) return;
+      // eart writes every line canonical (no escape a thread id does not need): a line that names
+      // the thread another way (`"\u0072efund-…"`, which any JSON reader takes for it) is read too.
+      if (!line.includes(needle) && !line.includes("\\")) return;
       const parsed = parseLine(line) as { threadId?: unknown } | undefined;
       if (parsed?.threadId === threadId) events.push(parsed);
     });

@@ -1,5 +1,5 @@
 import type { AuditLog } from "./log.js";
-import { verifyGlobalLog, type AuditStoreProblem, type GlobalHead, type SignedGlobalHead } from "./global.js";
+import { globalMismatch, verifyGlobalLog, type AuditStoreProblem, type GlobalHead, type SignedGlobalHead } from "./global.js";
 import type { AuditPublicKey } from "./signing.js";
 import { EartConfigError } from "../errors.js";
 
@@ -49,7 +49,13 @@ export async function verifyAuditStore(log: AuditLog, options: { publicKey?: Aud
     }
     const result = await log.verify(threadId, publicKey !== undefined ? { publicKey } : {});
     events += result.count;
-    if (result.ok) continue;
+    if (result.ok) {
+      // Against the global log checked here, not only the store's own record of each thread's
+      // latest head (a row of that record with no entry in the global log could stand for one).
+      const mismatch = globalMismatch(result.count > 0 ? { seq: result.count - 1, hash: result.headHash } : null, check.latest.get(threadId));
+      if (mismatch) problems.push({ kind: check.latest.has(threadId) ? "thread_mismatch" : "unlogged_thread", threadId, detail: mismatch });
+      continue;
+    }
     const { reason, found, seq } = result.brokenAt;
     if (reason === "global_mismatch") {
       problems.push({ kind: check.latest.has(threadId) ? "thread_mismatch" : "unlogged_thread", threadId, detail: found });

@@ -177,7 +177,12 @@ export class PostgresAuditLog implements AuditLog {
       await client.query(`BEGIN ISOLATION LEVEL READ COMMITTED`);
       await client.query(`SELECT pg_advisory_xact_lock(${GLOBAL_LOCK})`);
       const { rows: any } = await client.query(`SELECT 1 FROM ${GLOBAL} LIMIT 1`);
-      if (any.length === 0) {
+      // Not a database whose inbox index was current up to an entry of the global log: it had a
+      // global log, emptied since; a first entry over the heads as they stand now would vouch for
+      // whatever was done to them. It stays empty, and verify says so.
+      const { rows: inbox } = await client.query<{ gseq: string | number | null }>(`SELECT gseq FROM ${INBOX_STATE} WHERE id = 1`);
+      const hadGlobalLog = inbox[0]?.gseq !== null && inbox[0]?.gseq !== undefined && Number(inbox[0].gseq) >= 0;
+      if (any.length === 0 && !hadGlobalLog) {
         const { rows } = await client.query<{ thread_id: string; seq: number; hash: string }>(`SELECT thread_id, seq, hash FROM ${HEADS} ORDER BY thread_id COLLATE "C"`);
         if (rows.length > 0) await this.#insertGlobal(client, nextGlobalEntry(null, rows.map((r) => ({ threadId: r.thread_id, seq: r.seq, hash: r.hash }))));
       }
@@ -389,7 +394,11 @@ export class PostgresAuditLog implements AuditLog {
           [
             await client.query<EventRow>(`SELECT ${COLUMNS} FROM ${EVENTS} WHERE thread_id = $1 ORDER BY seq`, [threadId]),
             await client.query<{ seq: number; hash: string; signed_head: string | null }>(`SELECT seq, hash, signed_head FROM ${HEADS} WHERE thread_id = $1`, [threadId]),
-            await client.query<{ seq: number; hash: string }>(`SELECT seq, hash FROM ${GLOBAL_HEADS} WHERE thread_id = $1 ORDER BY gseq DESC LIMIT 1`, [threadId]),
+            // A row of the heads record counts only with its entry in the global log.
+            await client.query<{ seq: number; hash: string }>(
+              `SELECT h.seq, h.hash FROM ${GLOBAL_HEADS} h JOIN ${GLOBAL} g ON g.gseq = h.gseq WHERE h.thread_id = $1 ORDER BY h.gseq DESC LIMIT 1`,
+              [threadId],
+            ),
           ] as const,
         SNAPSHOT,
       );

@@ -16,6 +16,7 @@ import { headSigner, type AuditSigningKey, type HeadSigner, type SignedChainHead
 import { globalHeadSigner, nextGlobalEntry, type GlobalEntry, type GlobalHead, type SignedGlobalHead, type ThreadHead } from "../../audit/global.js";
 import type { GlobalLogSnapshot } from "../../audit/log.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "../../audit/rows.js";
+import { canonicalJson } from "../../internal/canonical.js";
 import { AuditStoreError, EartConfigError, EartError } from "../../errors.js";
 import { INBOX_EVENT_TYPES, InboxIndex, netInboxChanges, parsePendingOptions, readPendingRow, type PendingOptions, type PendingTask } from "../../audit/inbox.js";
 import { openSqlite, type SqliteLocation } from "./connection.js";
@@ -123,7 +124,10 @@ export class SqliteAuditLog implements AuditLog {
       `INSERT INTO eart_audit_signed_heads (thread_id, head) VALUES (?, ?) ON CONFLICT(thread_id) DO UPDATE SET head = excluded.head`,
     );
     this.#globalHead = this.#db.prepare(`SELECT gseq, hash FROM eart_audit_global ORDER BY gseq DESC LIMIT 1`);
-    this.#logged = this.#db.prepare(`SELECT seq, hash FROM eart_audit_global_heads WHERE thread_id = ? ORDER BY gseq DESC LIMIT 1`);
+    // A thread's latest head in the global log: a row of the heads record counts only with its entry.
+    this.#logged = this.#db.prepare(
+      `SELECT h.seq, h.hash FROM eart_audit_global_heads h JOIN eart_audit_global g ON g.gseq = h.gseq WHERE h.thread_id = ? ORDER BY h.gseq DESC LIMIT 1`,
+    );
     const insertGlobal = this.#db.prepare(`INSERT INTO eart_audit_global (gseq, prev_hash, hash) VALUES (?, ?, ?)`);
     const insertGlobalHead = this.#db.prepare(`INSERT INTO eart_audit_global_heads (thread_id, gseq, seq, hash) VALUES (?, ?, ?, ?)`);
     const setGlobalSigned = this.#db.prepare(`INSERT INTO eart_audit_global_signed (id, head) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET head = excluded.head`);
@@ -152,10 +156,17 @@ export class SqliteAuditLog implements AuditLog {
       };
     });
     // A file written before the global log: one first entry records every thread's head as it stands.
+    // Not a file whose inbox index was current up to an entry of the global log: that file had a
+    // global log, which was emptied since; writing (and signing) a first entry over the heads as
+    // they stand now would vouch for whatever was done to them. It stays empty, and verify says so.
     this.#db.transaction(() => {
       if (this.#globalHead.get() !== undefined) return;
       const heads = this.#db.prepare(`SELECT thread_id AS threadId, seq, hash FROM eart_audit_heads ORDER BY thread_id`).all() as ThreadHead[];
-      if (heads.length > 0) this.#addGlobal(heads);
+      const inbox = this.#db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'eart_inbox_state'`).get()
+        ? (this.#db.prepare(`SELECT gseq FROM eart_inbox_state WHERE id = 1`).get() as { gseq: number | null } | undefined)
+        : undefined;
+      const hadGlobalLog = typeof inbox?.gseq === "number" && inbox.gseq >= 0;
+      if (heads.length > 0 && !hadGlobalLog) this.#addGlobal(heads);
     }).immediate();
 
     this.#inbox = sqliteInbox(this.#db, () => (this.#globalHead.get() as GlobalHead | undefined)?.gseq ?? -1);
@@ -222,19 +233,31 @@ export class SqliteAuditLog implements AuditLog {
       )(),
     );
     const events: unknown[] = [];
+    // The stored text is what SQL reads (`json_extract` keeps the first of a key given twice, the
+    // parse the last): it must be the canonical text that was hashed, not only parse to it.
+    let rewritten: { seq: number; id: string } | undefined;
     for (const row of rows) {
       try {
-        events.push(rowToEvent(row));
+        const event = rowToEvent(row);
+        if (!rewritten && canonicalJson(event.data) !== row.data) rewritten = { seq: row.seq, id: row.id };
+        events.push(event);
       } catch {
         events.push({ id: row.id, malformed: true });
       }
     }
-    return verifyChain(threadId, events, head, {
+    const result = verifyChain(threadId, events, head, {
       ...options,
       publicKey: options.publicKey ?? this.#signer?.publicKey,
       signedHead: signed === undefined ? undefined : parseJsonOr(signed),
       globalHead: logged,
     });
+    if (!result.ok || !rewritten) return result;
+    return {
+      ok: false,
+      threadId,
+      count: result.count,
+      brokenAt: { seq: rewritten.seq, eventId: rewritten.id, reason: "hash_mismatch", expected: "its data stored as the canonical JSON that was hashed", found: "other text that parses to it (a key given twice, or other spacing)" },
+    };
   }
 
   async globalLog(): Promise<GlobalLogSnapshot> {
