@@ -276,21 +276,18 @@ export interface IncomingGraph {
  */
 function redactedValue(value: unknown, redaction: Redaction, viewer: RedactionViewer, depth: number): unknown {
   if (isBaseMessage(value)) return redactMessage(value, redaction, viewer).message;
-  if (depth >= EVENT_DEPTH || value === null || typeof value !== "object") {
-    const { value: out, redacted } = redaction.apply(value, viewer);
-    return redacted.length === 0 ? value : out;
-  }
-  if (Array.isArray(value)) {
+  if (Array.isArray(value) && depth < EVENT_DEPTH) {
     const out = value.map((v) => redactedValue(v, redaction, viewer, depth + 1));
     return out.some((v, i) => v !== value[i]) ? out : value;
   }
-  if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
+  const plainObject = value !== null && typeof value === "object" && !Array.isArray(value) && [Object.prototype, null].includes(Object.getPrototypeOf(value));
+  if (!plainObject || depth >= EVENT_DEPTH) {
     const { value: out, redacted } = redaction.apply(value, viewer);
     return redacted.length === 0 ? value : out;
   }
   let changed = false;
   const out: Record<string, unknown> = {};
-  for (const [key, v] of Object.entries(value)) {
+  for (const [key, v] of Object.entries(value as object)) {
     const r = redactedValue(v, redaction, viewer, depth + 1);
     if (r !== v) changed = true;
     Object.defineProperty(out, key, { value: r, enumerable: true, writable: true, configurable: true });

@@ -21,9 +21,12 @@ interface Held {
   raw: string;
   /** What was sent of it: a prefix of its redacted text. */
   sent: string;
-  /** The last event that carried a token of it: the shape of the event that sends the rest. */
-  template: { event: Record<string, unknown>; rebuild: (event: Record<string, unknown>, chunk: AIMessageChunk) => Record<string, unknown> };
+  /** The last event that carried a token of it, that token, and how to put another in its place: the shape of the event that sends the rest. */
+  template: { event: Record<string, unknown>; token: AIMessageChunk; rebuild: Rebuild };
 }
+
+/** An event like `event`, carrying `chunk` where it carried its token. */
+type Rebuild = (event: Record<string, unknown>, chunk: AIMessageChunk) => Record<string, unknown>;
 
 /** A streamed token: an AI message chunk whose content is text. */
 function tokenOf(value: unknown): AIMessageChunk | undefined {
@@ -96,10 +99,10 @@ export class TokenHoldBack {
     return this.redaction.apply(text, this.viewer).value;
   }
 
-  #token(key: string, token: AIMessageChunk, event: Record<string, unknown>, rebuild: Held["template"]["rebuild"]): unknown {
-    const held = this.#held.get(key) ?? { raw: "", sent: "", template: { event, rebuild } };
+  #token(key: string, token: AIMessageChunk, event: Record<string, unknown>, rebuild: Rebuild): unknown {
+    const held: Held = this.#held.get(key) ?? { raw: "", sent: "", template: { event, token, rebuild } };
     held.raw += token.content as string;
-    held.template = { event, rebuild };
+    held.template = { event, token, rebuild };
     this.#held.set(key, held);
     // What may go out: the redacted text up to HOLD characters before the newest, and never into
     // JSON (its fields are redacted once it is whole), provided no later text can change it: the
@@ -121,10 +124,8 @@ export class TokenHoldBack {
       const all = this.#redact(held.raw);
       // What was sent is a prefix of the redacted text; the rest goes out as one more token.
       const rest = all.startsWith(held.sent) ? all.slice(held.sent.length) : "";
-      if (rest.length === 0) continue;
-      const chunk = (held.template.event.data as { chunk?: unknown } | undefined)?.chunk;
-      const token = tokenOf(chunk) ?? tokenOf(((chunk as unknown[] | undefined) ?? []).flat().find((c) => tokenOf(c)));
-      if (token) out.push(held.template.rebuild(held.template.event, withText(token, rest)));
+      const { event, token, rebuild } = held.template;
+      if (rest.length > 0) out.push(rebuild(event, withText(token, rest)));
     }
     return out;
   }

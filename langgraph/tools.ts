@@ -39,7 +39,8 @@ export async function checkToolArgs(tool: StructuredToolInterface, args: unknown
 export function parsedArgsField(args: Record<string, unknown>, parsed: Record<string, unknown>): { parsedArgs?: Record<string, unknown> } {
   if (parsed === args) return {};
   try {
-    return canonicalJson(parsed) === canonicalJson(args) ? {} : { parsedArgs: JSON.parse(canonicalJson(parsed)) as Record<string, unknown> };
+    const text = canonicalJson(parsed);
+    return text === canonicalJson(args) ? {} : { parsedArgs: JSON.parse(text) as Record<string, unknown> };
   } catch {
     return {};
   }

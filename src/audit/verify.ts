@@ -41,6 +41,8 @@ export async function verifyAuditStore(log: AuditLog, options: { publicKey?: Aud
   const stored = new Set(await log.listThreads());
   const threads = [...new Set([...stored, ...check.latest.keys()])].sort();
   let events = 0;
+  // A chain that does not end where the global log says: a thread it logs (rolled back, rewritten), or one it never logged.
+  const mismatched = (threadId: string, detail: string): AuditStoreProblem => ({ kind: check.latest.has(threadId) ? "thread_mismatch" : "unlogged_thread", threadId, detail });
   for (const threadId of threads) {
     if (!stored.has(threadId)) {
       const logged = check.latest.get(threadId)!;
@@ -53,12 +55,12 @@ export async function verifyAuditStore(log: AuditLog, options: { publicKey?: Aud
       // Against the global log checked here, not only the store's own record of each thread's
       // latest head (a row of that record with no entry in the global log could stand for one).
       const mismatch = globalMismatch(result.count > 0 ? { seq: result.count - 1, hash: result.headHash } : null, check.latest.get(threadId));
-      if (mismatch) problems.push({ kind: check.latest.has(threadId) ? "thread_mismatch" : "unlogged_thread", threadId, detail: mismatch });
+      if (mismatch) problems.push(mismatched(threadId, mismatch));
       continue;
     }
     const { reason, found, seq } = result.brokenAt;
     if (reason === "global_mismatch") {
-      problems.push({ kind: check.latest.has(threadId) ? "thread_mismatch" : "unlogged_thread", threadId, detail: found });
+      problems.push(mismatched(threadId, found));
     } else {
       problems.push({ kind: "thread_broken", threadId, detail: `${reason} at seq ${seq}: expected ${result.brokenAt.expected}, found ${found}` });
     }

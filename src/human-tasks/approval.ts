@@ -200,17 +200,25 @@ function descriptionOf(item: ApprovalRequestItem): string {
   // zero-width characters are written visibly, and a line of it that starts like one of eart's own
   // ("Approver roles: …") is marked as the reason's, so it cannot pass for eart's.
   const lines = [item.reasons.length > 0 ? item.reasons.map(reasonText).join("; ") : `${item.name} needs approval`];
-  if (item.parsedArgs !== undefined) lines.push(`${PARSED_ARGS_LABEL} ${visible(JSON.stringify(item.parsedArgs))}`);
-  if (item.approverRoles.length > 0) lines.push(`Approver roles: ${item.approverRoles.join(", ")}`);
-  if (item.quorum !== undefined) lines.push(`Approvals needed: ${item.quorum} (so far: ${item.approvedBy?.length ? item.approvedBy.join(", ") : "none"})`);
-  if (item.expiresAt !== undefined) lines.push(`Expires at: ${item.expiresAt}`);
-  if (item.originalDigest !== undefined) lines.push("Edited by an approver since it was requested: approve it with its digest (keyed answer), or edit or reject it");
+  if (item.parsedArgs !== undefined) lines.push(`${OWN.parsedArgs} ${visible(JSON.stringify(item.parsedArgs))}`);
+  if (item.approverRoles.length > 0) lines.push(`${OWN.roles} ${item.approverRoles.join(", ")}`);
+  if (item.quorum !== undefined) lines.push(`${OWN.quorum} ${item.quorum} (so far: ${item.approvedBy?.length ? item.approvedBy.join(", ") : "none"})`);
+  if (item.expiresAt !== undefined) lines.push(`${OWN.expires} ${item.expiresAt}`);
+  if (item.originalDigest !== undefined) lines.push(`${OWN.edited} since it was requested: approve it with its digest (keyed answer), or edit or reject it`);
   return lines.join("\n");
 }
 
-/** The labels of the lines eart writes in a description after the reasons. */
-const PARSED_ARGS_LABEL = "The tool reads these arguments as:";
-const OWN_LINES = /^\s*(Approver roles:|Approvals needed:|Expires at:|Edited by an approver|The tool reads these arguments as:|Reason:)/;
+/** How the lines eart writes in a description after the reasons begin (and the mark of a reason's line that begins like one). */
+const OWN = {
+  parsedArgs: "The tool reads these arguments as:",
+  roles: "Approver roles:",
+  quorum: "Approvals needed:",
+  expires: "Expires at:",
+  edited: "Edited by an approver",
+  reason: "Reason:",
+} as const;
+/** Whether a line begins like one of eart's own (blanks before it ignored). */
+const readsAsOwn = (line: string) => Object.values(OWN).some((label) => line.trimStart().startsWith(label));
 
 /** Control (C0 but line feed and tab, DEL, C1), bidi and zero-width characters written as `\uXXXX`. */
 function visible(text: string): string {
@@ -221,7 +229,7 @@ function visible(text: string): string {
 function reasonText(reason: string): string {
   return visible(reason)
     .split("\n")
-    .map((line) => (OWN_LINES.test(line) ? `Reason: ${line}` : line))
+    .map((line) => (readsAsOwn(line) ? `${OWN.reason} ${line}` : line))
     .join("\n");
 }
 
