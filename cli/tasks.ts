@@ -256,6 +256,8 @@ export function recoveryAnswer(
       toolCallId: r.toolCallId,
       type: action,
       digest: r.digest,
+      // The request the CLI read: a call that failed again since waits under another attempt.
+      attempt: r.attempt,
       ...(extra.result !== undefined ? { result: extra.result } : {}),
       ...(extra.message !== undefined ? { message: extra.message } : {}),
     })),

@@ -2,7 +2,7 @@ import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messag
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { KeyObject } from "node:crypto";
 import { z } from "zod";
-import { bounded, digestOf, nestedTooDeep, refusalData } from "../src/human-tasks/refusal.js";
+import { argumentsProblem, bounded, digestOf, MAX_ARGUMENT_DEPTH, nestedTooDeep, proposedCallDigest, refusalData } from "../src/human-tasks/refusal.js";
 import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
 import { STATUS_OF_EFFECT } from "../src/decisions/lifecycle.js";
 import {
@@ -26,7 +26,7 @@ import { BUILTIN_POLICY_IDS, decideFailClosed, PolicyEngineOption, type PolicyDe
 import { recordedRequest } from "../src/policy/replay.js";
 import { acceptAnswer, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
 import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
-import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
+import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { Step } from "../langgraph/steps.js";
 import { checkToolArgs, indexTools, parsedArgsField, ToolsOption } from "../langgraph/tools.js";
 import { approvalsThatCount, decideRecordedCall } from "../langgraph/redecide.js";
@@ -76,22 +76,34 @@ export { BUILTIN_POLICY_IDS } from "../src/policy/engine.js";
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown>; reserved?: boolean };
 
-/**
- * How deep tool arguments and answers may nest: as deep as the resume guard lets a resume value
- * be (`guardResumes`). Deeper values are refused before anything walks them recursively (the
- * digest, the seal, the audit log), which would overflow the stack with an untyped `RangeError`.
- */
-const MAX_DEPTH = 64;
+/** How deep tool arguments and answers may nest ({@link MAX_ARGUMENT_DEPTH}). */
+const MAX_DEPTH = MAX_ARGUMENT_DEPTH;
 
 /**
- * The arguments a decision record keeps and the digest that binds them. Arguments nested too deep
- * to walk are refused: the record keeps a bounded copy, with the digest of the whole call
- * computed the same way ({@link digestOf}), and `deepAt` says where they went too deep.
+ * The arguments a decision record keeps and the digest that binds them. Arguments that cannot be
+ * recorded as they are (nested too deep to walk, or holding a number JSON cannot: NaN, Infinity)
+ * are refused: the record keeps a bounded, JSON-safe copy, with the digest of the whole call
+ * computed the same way ({@link digestOf}), and `refused` says what is wrong, where.
  */
-function recordedCall(name: string, args: Record<string, unknown>, threadId: string): { call: { args: Record<string, unknown>; digest: string }; deepAt?: (string | number)[] } {
-  const deepAt = nestedTooDeep(args, MAX_DEPTH);
-  if (!deepAt) return { call: { args, digest: toolCallDigest(name, args, threadId) } };
-  return { call: { args: bounded(args).value as Record<string, unknown>, digest: digestOf({ threadId, name, args }) }, deepAt };
+function recordedCall(name: string, args: Record<string, unknown>, threadId: string): { call: { args: Record<string, unknown>; digest: string }; refused?: string } {
+  const problem = argumentsProblem(args, MAX_DEPTH);
+  if (!problem) return { call: { args, digest: toolCallDigest(name, args, threadId) } };
+  return { call: { args: bounded(args).value as Record<string, unknown>, digest: digestOf({ threadId, name, args }) }, refused: `${problem.path.join(".") || "the arguments"} ${problem.why}` };
+}
+
+/**
+ * The calls of the message, other than those waiting for this answer, that will run and have not
+ * yet (let through, or approved by an earlier answer, and not answered in the thread).
+ */
+function unrunSiblings(state: Pick<GovernedState, "decisions" | "messages">, message: AIMessage, pending: readonly DecisionRecord[]): DecisionRecord[] {
+  const waiting = new Set(pending.map((r) => r.toolCallId));
+  return state.decisions.filter(
+    (d) =>
+      d.messageId === message.id &&
+      (d.status === "allowed" || d.status === "approved") &&
+      !waiting.has(d.toolCallId) &&
+      !answeredAfter(state.messages, message.id, d.toolCallId),
+  );
 }
 
 /**
@@ -192,7 +204,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     budget: Budget,
     earlier: readonly ToolCall[],
   ): Promise<{ record: DecisionRecord; answer?: string; request?: PolicyRequest; flip?: Record<string, unknown> }> {
-    const { call: recorded, deepAt } = recordedCall(call.name, call.args, threadId);
+    const { call: recorded, refused } = recordedCall(call.name, call.args, threadId);
     const base: Omit<DecisionRecord, "status" | "verdict"> = {
       schemaVersion: 1 as const,
       toolCallId: call.id,
@@ -208,7 +220,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       answer: reason,
     });
     // Bad model arguments go back to the model, as a schema failure does.
-    if (deepAt) return builtin("invalid", BUILTIN_POLICY_IDS.arguments, `Invalid arguments for ${call.name}: ${deepAt.join(".")} is nested deeper than ${MAX_DEPTH} levels`);
+    if (refused) return builtin("invalid", BUILTIN_POLICY_IDS.arguments, `Invalid arguments for ${call.name}: ${refused}`);
     const tool = tools.get(call.name);
     if (!tool) return builtin("invalid", BUILTIN_POLICY_IDS.unknownTool, `Unknown tool "${call.name}".`);
     if (!identity.tools.includes(call.name)) {
@@ -293,17 +305,21 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
    * deny still hold (the approver approved past those that ask for approval); one that no longer
    * fits, or cannot be checked, denies the call.
    */
-  async function reserveApproved(records: DecisionRecord[], identity: AgentIdentity, threadId: string, budget: Budget): Promise<DecisionRecord[]> {
+  async function reserveApproved(records: DecisionRecord[], identity: AgentIdentity, threadId: string, budget: Budget, siblings: readonly DecisionRecord[]): Promise<DecisionRecord[]> {
     if (!budgets) return records;
     const out: DecisionRecord[] = [];
+    // The message's calls that will run and are not charged yet count as if charged (as they do
+    // when the message is first decided): the thread's counters hold only what ran.
+    const through = siblings.map((r) => ({ name: r.name, args: r.parsedArgs ?? r.args, reserved: r.budgetReserved === true }));
     for (const r of records) {
       if (r.status !== "approved" || r.budgetReserved) {
         out.push(r);
+        if (r.status === "approved") through.push({ name: r.name, args: r.parsedArgs ?? r.args, reserved: true });
         continue;
       }
       let result: Awaited<ReturnType<typeof budgets.reserve>>;
       try {
-        result = await budgets.reserve({ identity, threadId, tool: { name: r.name, args: r.parsedArgs ?? r.args }, threadCounters: budget }, { only: "deny" });
+        result = await budgets.reserve({ identity, threadId, tool: { name: r.name, args: r.parsedArgs ?? r.args }, threadCounters: budget, pending: [...through] }, { only: "deny" });
       } catch (error) {
         out.push({ ...r, status: "denied", verdict: budgetFailure(error, r.verdict.version) });
         continue;
@@ -312,6 +328,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         out.push({ ...r, status: "denied", verdict: budgetDenial(result.verdict, r.verdict.version) });
       } else {
         out.push(result.reserved ? { ...r, budgetReserved: true } : r);
+        through.push({ name: r.name, args: r.parsedArgs ?? r.args, reserved: result.reserved });
       }
     }
     return out;
@@ -430,6 +447,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     principal: Principal | undefined,
     decisions: readonly DecisionRecord[],
     budget: Budget,
+    siblings: readonly DecisionRecord[],
   ): Promise<{ records: DecisionRecord[]; approverId: string; types: Map<string, ApprovalRecord["type"]>; viaToken: boolean }> {
     const { response, approverId, tokenNonces } = validateApprovalResponse(raw, request, { registry, identity, principal, tokens: tokenContext(threadId, decisions) });
     const byId = new Map(pending.map((r) => [r.toolCallId, r]));
@@ -470,11 +488,11 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         }
         // Earlier approvals were for the call as it was: the edited call starts its own list.
         const { parsedArgs: _asBefore, ...unedited } = record;
-        records.push(withApproval({ ...unedited, args, ...parsedArgsField(args, checked.args), digest: toolCallDigest(record.name, args, threadId) }, verdict, [{ ...approval, originalDigest: record.digest }]));
+        records.push(withApproval({ ...unedited, args, ...parsedArgsField(args, checked.args), digest: proposedCallDigest(record.name, args, threadId) }, verdict, [{ ...approval, originalDigest: record.digest }]));
       }
     }
     return {
-      records: await reserveApproved(records, identity, threadId, budget),
+      records: await reserveApproved(records, identity, threadId, budget, siblings),
       approverId,
       types: new Map(response.decisions.map((d) => [d.toolCallId, d.type])),
       viaToken: tokenNonces.size > 0,
@@ -603,7 +621,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       answer,
       (a) => {
         assertAnswerDepth(a);
-        return resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principal, state.decisions, state.budget ?? {});
+        return resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principal, state.decisions, state.budget ?? {}, unrunSiblings(state, message, pending));
       },
       refused,
       request,

@@ -11,7 +11,7 @@ import { emptyThreadContext, type DecisionRecord, type RecoveryReason } from "..
 import { lazySealer } from "../src/decisions/seal.js";
 import { EartConfigError, EffectInProgressError, ToolRecordError, ToolTimeoutError } from "../src/errors.js";
 import { IdentityRegistryOption } from "../src/identity/registry.js";
-import { toolCallDigest } from "../src/internal/canonical.js";
+import { proposedCallDigest } from "../src/human-tasks/refusal.js";
 import { parseOptions } from "../src/internal/options.js";
 import { idempotencyKeyOf, MemoryEffectLedger, type LedgerEntry, type LedgerKey } from "../src/ledger/ledger.js";
 import { BudgetGuardOption } from "../src/policy/budget.js";
@@ -233,7 +233,17 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
    * be serialised is withheld, never a reason to run the tool again.
    */
   function asMessage(output: unknown, call: ToolCall & { id: string }): ToolMessage {
-    if (ToolMessage.isInstance(output)) return output;
+    if (ToolMessage.isInstance(output)) {
+      // A tool answers its own call: the call id (and message id) of the message it returns
+      // would answer another call of the message, or replace a message of the thread.
+      return new ToolMessage({
+        tool_call_id: call.id,
+        name: call.name,
+        content: output.content,
+        status: output.status === "error" ? "error" : "success",
+        ...(output.artifact !== undefined ? { artifact: output.artifact } : {}),
+      });
+    }
     let content: string;
     try {
       content = typeof output === "string" ? output : (JSON.stringify(output) ?? "null");
@@ -274,7 +284,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const screen = (text: string): string => (redaction ? redaction.apply(text, identity).value : text);
     const answer = (content: string, status: "success" | "error") =>
       new ToolMessage({ tool_call_id: call.id, name: call.name, content, status });
-    const digest = toolCallDigest(call.name, call.args, threadId);
+    const digest = proposedCallDigest(call.name, call.args, threadId);
     const ids = { toolCallId: call.id, name: call.name, digest };
     const events: AuditEventInput[] = [];
     const eventOf = <T extends ToolEventType>(type: T, data: Omit<AuditEventData<T>, keyof typeof ids>) => ({ threadId, type, data: { ...ids, ...data } }) as unknown as AuditEventInput;
@@ -485,66 +495,76 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
           lastError = `the circuit breaker is open until ${admission.openUntil.toISOString()}`;
           break;
         }
-        if (!startedWithClaim) {
-          event("tool.started", { attempt, try: n, ...(admission.trial ? { breakerTrial: true } : {}) });
-          // Recorded before the side effect: a crash during the tool still leaves its start.
-          await auditLog.append(events.splice(0));
-        }
-        if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, "not_run", { try: n, trial: admission.trial });
-        let returned: unknown;
         try {
-          returned = await invokeOnce(tool!, call, spec, { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
-        } catch (error) {
-          if (isGraphInterrupt(error)) return interrupted(error, attempt, { try: n });
-          if (isGraphControlFlow(error)) throw error;
-          if (error instanceof EffectInProgressError) throw error;
-          // The run's signal, not the tool's timeout (that aborts only the tool's own signal).
-          // Whatever the error says (the abort, or a failure the abort caused), the tool was
-          // running when the run was cancelled: it may have acted.
-          if (isRunCancelled(config.signal)) return cancelled(error, attempt, "unknown", { try: n, trial: admission.trial });
-          const kind = error instanceof ToolInputParsingException ? "arguments" : classifyToolError(error);
-          // An error's text can echo what the tool was given or saw: redacted before the model,
-          // the ledger, the recovery request and the audit log hold it.
-          const text = screen(errorText(error));
-          if (kind === "arguments") {
-            const detail = error instanceof ToolInputParsingException ? await checkToolArgs(tool!, call.args) : undefined;
-            const why = detail && !detail.ok ? screen(detail.message) : text;
-            const content = `Invalid arguments for ${call.name}: ${why}`;
-            await finish({ status: "failed", error: content }, attempt, eventOf("tool.failed", { attempt, kind: "invalid_arguments", error: why }));
-            return { record: { ...current, status: "invalid" }, message: answer(content, "error"), events };
+          if (!startedWithClaim) {
+            event("tool.started", { attempt, try: n, ...(admission.trial ? { breakerTrial: true } : {}) });
+            // Recorded before the side effect: a crash during the tool still leaves its start.
+            await auditLog.append(events.splice(0));
           }
-          event("tool.failed", { attempt, try: n, kind: kind === "timeout" ? "timeout" : kind === "permission" ? "permission_denied" : "error", error: text });
-          if (kind === "permission") return toHuman("permission_denied", attempt, text);
-          if (breaker?.failure(clock())) event("tool.circuit_opened", { attempt, error: text });
-          if (kind === "timeout" && !spec.idempotent) return toHuman("timeout", attempt, text);
-          lastError = text;
-          lastTimedOut = kind === "timeout";
-          const retryable = spec.retry?.retryOn ? spec.retry.retryOn(error) : true;
-          if (!retryable || n >= attempts) break;
-          const delayMs = backoffDelay(spec.retry!, n);
-          event("tool.retrying", { attempt, try: n + 1, delayMs, error: text });
+          if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, "not_run", { try: n, trial: admission.trial });
+          let returned: unknown;
           try {
-            await sleep(delayMs, config.signal);
+            returned = await invokeOnce(tool!, call, spec, { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
           } catch (error) {
-            // Only an abort of the run ends the wait early. The try failed before it; the next
-            // run tries again, as this one was about to.
-            return cancelled(error, attempt, lastTimedOut ? "unknown" : "failed", { try: n + 1 });
+            if (isGraphInterrupt(error)) return interrupted(error, attempt, { try: n });
+            if (isGraphControlFlow(error)) throw error;
+            if (error instanceof EffectInProgressError) throw error;
+            // The run's signal, not the tool's timeout (that aborts only the tool's own signal).
+            // Whatever the error says (the abort, or a failure the abort caused), the tool was
+            // running when the run was cancelled: it may have acted.
+            if (isRunCancelled(config.signal)) return cancelled(error, attempt, "unknown", { try: n, trial: admission.trial });
+            const kind = error instanceof ToolInputParsingException ? "arguments" : classifyToolError(error);
+            // An error's text can echo what the tool was given or saw: redacted before the model,
+            // the ledger, the recovery request and the audit log hold it.
+            const text = screen(errorText(error));
+            if (kind === "arguments") {
+              const detail = error instanceof ToolInputParsingException ? await checkToolArgs(tool!, call.args) : undefined;
+              const why = detail && !detail.ok ? screen(detail.message) : text;
+              const content = `Invalid arguments for ${call.name}: ${why}`;
+              await finish({ status: "failed", error: content }, attempt, eventOf("tool.failed", { attempt, kind: "invalid_arguments", error: why }));
+              return { record: { ...current, status: "invalid" }, message: answer(content, "error"), events };
+            }
+            event("tool.failed", { attempt, try: n, kind: kind === "timeout" ? "timeout" : kind === "permission" ? "permission_denied" : "error", error: text });
+            if (kind === "permission") return toHuman("permission_denied", attempt, text);
+            if (breaker?.failure(clock())) event("tool.circuit_opened", { attempt, error: text });
+            if (kind === "timeout" && !spec.idempotent) return toHuman("timeout", attempt, text);
+            lastError = text;
+            lastTimedOut = kind === "timeout";
+            const retryable = spec.retry?.retryOn ? spec.retry.retryOn(error) : true;
+            if (!retryable || n >= attempts) break;
+            const delayMs = backoffDelay(spec.retry!, n);
+            event("tool.retrying", { attempt, try: n + 1, delayMs, error: text });
+            try {
+              await sleep(delayMs, config.signal);
+            } catch (error) {
+              // Only an abort of the run ends the wait early. The try failed before it; the next
+              // run tries again, as this one was about to.
+              return cancelled(error, attempt, lastTimedOut ? "unknown" : "failed", { try: n + 1 });
+            }
+            // Each try is a start of its own in the ledger: a crash during it is an unknown outcome.
+            const next = await ledger.retry(key, attempt, clock());
+            if (!next) throw new EffectInProgressError(threadId, call.id, attempt);
+            attempt = next.attempt;
+            continue;
           }
-          // Each try is a start of its own in the ledger: a crash during it is an unknown outcome.
-          const next = await ledger.retry(key, attempt, clock());
-          if (!next) throw new EffectInProgressError(threadId, call.id, attempt);
-          attempt = next.attempt;
-          continue;
+          // The point of no return: the tool returned. Nothing from here on (redaction, the
+          // ledger's finish, the audit) is a tool failure, so nothing here can run it again.
+          breaker?.success();
+          return await succeed(asMessage(returned, call), attempt, "tool.succeeded");
+        } finally {
+          // A half-open trial that ended with neither a success nor a failure recorded (bad
+          // arguments, a refusal for a human, a pause, an error of eart's) is given back: kept,
+          // the breaker would refuse every later call for good.
+          if (admission.trial) breaker?.release(admission);
         }
-        // The point of no return: the tool returned. Nothing from here on (redaction, the
-        // ledger's finish, the audit) is a tool failure, so nothing here can run it again.
-        breaker?.success();
-        return await succeed(asMessage(returned, call), attempt, "tool.succeeded");
       }
       // What the attempt did, should the run be cancelled before its fallback or its human: a
       // refusing breaker never called the tool.
       let spent: CancelOutcome = reason === "circuit_open" ? "not_run" : lastTimedOut ? "unknown" : "failed";
       if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, spent);
+      // A try that timed out may still be acting (a tool that ignores its signal pays late): a
+      // fallback would act a second time, or answer as if nothing had; a human decides.
+      if (lastTimedOut) return toHuman("timeout", attempt, lastError, spent);
       const fallback = spec.fallback;
       if (fallback) {
         if ("value" in fallback) {
@@ -664,6 +684,17 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       const paused = (await eventsOfCall()).some((e) => e.type === "tool.interrupted" && e.data.attempt === entry.attempt);
       if (outcome !== "not_run" && outcome !== "failed" && !paused) {
         return toHuman("outcome_unknown", entry.attempt, outcome === "unknown" ? "the run was cancelled while the tool was running; it may have acted" : undefined);
+      }
+    }
+    // A new attempt of a call decided under another policy version (a human's retry, an idempotent
+    // tool run again): decided again first. One the policy in force no longer lets run goes back to
+    // a human, who may mark it done or abandon it (an earlier attempt may have acted: the model is
+    // not told it did not run); a retry is decided again.
+    if (policy && record.verdict.version !== policy.version) {
+      const why = await noLongerAllowed(record, call, state, threadId);
+      if (why) {
+        event("tool.blocked", { reason: why, policyChanged: { from: record.verdict.version, to: policy.version } });
+        return toHuman(current.recovery?.reason ?? "outcome_unknown", entry.attempt, `not run again: ${why}`);
       }
     }
     const next = await ledger.retry(key, entry.attempt, clock());

@@ -5,6 +5,7 @@ import { AuditLogOption, type AuditEventInput, type AuditLog } from "../src/audi
 import { lazySealer, type Sealer } from "../src/decisions/seal.js";
 import { IdentityImmutableError, IdentityResolutionError } from "../src/errors.js";
 import { IdentityRegistry, IdentityRegistryOption, principalFromConfig, type AgentIdentity, type IdentityClaim } from "../src/identity/registry.js";
+import { canonicalJson } from "../src/internal/canonical.js";
 import { parseOptions } from "../src/internal/options.js";
 import { assertSealed, EffectLedgerOption } from "../langgraph/records.js";
 import { messageText } from "../langgraph/run.js";
@@ -41,9 +42,10 @@ export function identityClaimFromConfig(config: LangGraphRunnableConfig | undefi
   return { agentId, userId: principal.id, source: principal.source };
 }
 
-/** What binding decided for one run: the identity, whether it is new to the thread, and its events. */
+/** What binding decided for one run: the identity, whether the thread is (re)bound to it now, and its events. */
 export interface IdentityBindingStep {
   identity: AgentIdentity;
+  /** True when the thread was unbound, or the registry's grants for its agent and human changed since it was bound. */
   newlyBound: boolean;
   events: AuditEventInput[];
 }
@@ -76,10 +78,12 @@ export function assertActsForBound(bound: AgentIdentity, configurable: Record<st
 
 /**
  * The binding rule, shared by the node and the prebuilt agent. An unbound thread takes its
- * identity from the run configuration (required). A bound thread keeps it: new human input must
- * come from the human it acts for ({@link assertActsForBound}); a resume or a continuation by
- * someone else (an approver, a reviewer) is not an identity change, and the thread goes on acting
- * for the bound human.
+ * identity from the run configuration (required). A bound thread keeps its agent and human: new
+ * human input must come from the human it acts for ({@link assertActsForBound}); a resume or a
+ * continuation by someone else (an approver, a reviewer) is not an identity change, and the thread
+ * goes on acting for the bound human. Their grants are read again from the registry in force at
+ * each step: one removed since is refused, and changed roles, tools or data scopes rebind the
+ * thread (sealed again, an `identity.bound` event with `rebound: true`).
  */
 export async function bindIdentityStep(
   registry: IdentityRegistry,
@@ -101,9 +105,14 @@ export async function bindIdentityStep(
     bound = undefined;
   }
   let identity: AgentIdentity;
+  let rebound = false;
   if (bound) {
     if (isNewHumanInput(state.messages, state.reviewed)) assertActsForBound(bound, config.configurable);
-    identity = bound;
+    // The registry in force, not the one the thread was bound under: a user or agent removed since
+    // is refused (IdentityResolutionError), and changed grants apply from this step on.
+    const current = registry.resolve({ agentId: bound.id, userId: bound.onBehalfOf.id, source: bound.source });
+    rebound = grantsDiffer(bound, current);
+    identity = rebound ? sealer.rebound(threadId, bound, current) : bound;
   } else {
     identity = sealer.identity(threadId, registry.resolve(identityClaimFromConfig(config)));
   }
@@ -119,11 +128,12 @@ export async function bindIdentityStep(
       },
     });
   }
-  if (!bound) {
+  if (!bound || rebound) {
     events.push({
       threadId,
       type: "identity.bound",
       data: {
+        ...(rebound ? { rebound: true } : {}),
         agentId: identity.id,
         agentRoles: identity.roles,
         userId: identity.onBehalfOf.id,
@@ -134,7 +144,13 @@ export async function bindIdentityStep(
       },
     });
   }
-  return { identity, newlyBound: !bound, events };
+  return { identity, newlyBound: !bound || rebound, events };
+}
+
+/** Whether the registry now grants the bound agent and human something else than when bound. */
+function grantsDiffer(bound: AgentIdentity, current: AgentIdentity): boolean {
+  const { seal: _seal, ...was } = bound;
+  return canonicalJson(was) !== canonicalJson(current);
 }
 
 /**

@@ -7,7 +7,7 @@ import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
 import { type Redaction } from "../src/context/redaction.js";
 import { type ThreadContext } from "../src/decisions/records.js";
 import { EartConfigError, ModelUnavailableError } from "../src/errors.js";
-import { toolCallDigest } from "../src/internal/canonical.js";
+import { proposedCallDigest } from "../src/human-tasks/refusal.js";
 import { parseOptions } from "../src/internal/options.js";
 import { backoffDelay, RetryOptionsSchema, sleep } from "../src/tools/resilience.js";
 import { redactError, redactMessage, type RedactionViewer } from "./redaction.js";
@@ -163,7 +163,7 @@ export function modelAnswer(
       data: {
         messageId: response.id,
         text: messageText(response),
-        toolCalls: toolCalls.map((c) => ({ id: c.id ?? null, name: c.name, args: c.args, digest: toolCallDigest(c.name, c.args, threadId) })),
+        toolCalls: toolCalls.map((c) => ({ id: c.id ?? null, name: c.name, args: c.args, digest: proposedCallDigest(c.name, c.args, threadId) })),
       },
     },
   ];

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { AuditLogOption } from "../src/audit/log.js";
 import { type DecisionRecord } from "../src/decisions/records.js";
 import { lazySealer } from "../src/decisions/seal.js";
-import { IdentityResolutionError } from "../src/errors.js";
+import { ApprovalError, IdentityResolutionError } from "../src/errors.js";
 import { buildRecoveryRequest, validateRecoveryResponse } from "../src/human-tasks/recovery.js";
 import { IdentityRegistryOption, principalFromConfig } from "../src/identity/registry.js";
 import { parseOptions } from "../src/internal/options.js";
@@ -68,9 +68,23 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     const replayed = accepted !== undefined && standing !== undefined;
     const answer = replayed ? standing : answers.at(-1);
     const principal = replayed ? accepted!.principal : principalFromConfig(config.configurable);
+    // An answer accepted for an earlier request of these calls (a call retried and failed again is
+    // asked about again, under the same digest), sent again: not an answer to this request.
+    const resent = replayed ? undefined : await answeredBefore(auditLog, threadId, pending, digestOf(answer));
     const response = await acceptAnswer(
       answer,
-      (a) => validateRecoveryResponse(a, request, { registry, identity, principal }),
+      (a) => {
+        const checked = validateRecoveryResponse(a, request, { registry, identity, principal });
+        const stale = resent && checked.decisions.find((d) => d.toolCallId === resent.toolCallId && d.attempt === undefined);
+        if (stale) {
+          throw new ApprovalError(
+            "approval_already_answered",
+            `This answer was accepted for attempt ${resent!.attempt} of "${stale.toolCallId}" already; the call now waits about attempt ${pending.find((r) => r.toolCallId === stale.toolCallId)!.recovery!.attempt}: answer it with that attempt`,
+            { toolCallId: stale.toolCallId },
+          );
+        }
+        return checked;
+      },
       // Bounded, with the digest of the whole answer: a refused payload can be any size or depth.
       (error, refusedAnswer) => auditLog.append({ threadId, type: "tool.recovery_refused", data: refusalData(error, refusedAnswer) }).then(() => {}),
       request,
@@ -109,4 +123,25 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     );
     return { decisions: sealDecisions(seal, threadId, state.decisions, records) };
   };
+}
+
+/**
+ * A call of `pending` whose earlier recovery request (another attempt) accepted an answer with this
+ * digest, and that attempt; undefined when none did.
+ */
+async function answeredBefore(
+  auditLog: { read(threadId: string): Promise<{ type: string; data: Record<string, unknown> }[]> },
+  threadId: string,
+  pending: readonly DecisionRecord[],
+  answerDigest: string,
+): Promise<{ toolCallId: string; attempt: number } | undefined> {
+  const asked = new Map(pending.map((r) => [r.toolCallId, r]));
+  for (const event of await auditLog.read(threadId)) {
+    if (event.type !== "tool.recovery_decided" || event.data.answerDigest !== answerDigest) continue;
+    const record = asked.get(String(event.data.toolCallId));
+    if (record && event.data.digest === record.digest && event.data.attempt !== record.recovery!.attempt) {
+      return { toolCallId: record.toolCallId, attempt: Number(event.data.attempt) };
+    }
+  }
+  return undefined;
 }

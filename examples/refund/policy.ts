@@ -1,5 +1,5 @@
 import { definePolicy } from "eart";
-import { ORDERS } from "./tools.js";
+import { orderOf } from "./tools.js";
 
 const amountOf = (args: Record<string, unknown>) => Number(args.amount);
 
@@ -16,7 +16,7 @@ export const refundPolicy = definePolicy({
       tools: ["lookup_order", "issue_refund"],
       // The order's customer, from the order system; the agent acts for the thread's human.
       when: (r) => {
-        const owner = ORDERS[String(r.tool.args.orderId)]?.customer;
+        const owner = orderOf(String(r.tool.args.orderId))?.customer;
         return r.identity.onBehalfOf.roles.includes("customer") && owner !== undefined && owner !== r.identity.onBehalfOf.id;
       },
       effect: "deny",

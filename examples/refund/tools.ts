@@ -13,6 +13,11 @@ export const ORDERS: Record<string, { orderId: string; customer: string; total: 
   "2001": { orderId: "2001", customer: "omar", total: 9200, status: "delivered", card: "5500 0000 0000 0004" },
 };
 
+/** The order with this id, or undefined: an own entry only ("constructor" or "__proto__" is no order). */
+export function orderOf(orderId: string): (typeof ORDERS)[string] | undefined {
+  return Object.hasOwn(ORDERS, orderId) ? ORDERS[orderId] : undefined;
+}
+
 /** A refund as the `refunds` table holds it. */
 export interface RefundRow {
   refundId: number;
@@ -108,7 +113,7 @@ export function createRefundTools(db: Database.Database | pg.Pool) {
 
   const lookupOrder = tool(
     async ({ orderId }) => {
-      const order = ORDERS[orderId];
+      const order = orderOf(orderId);
       if (!order) return `No order ${orderId}.`;
       const { card: _card, ...visible } = order;
       return JSON.stringify(visible);
@@ -121,7 +126,7 @@ export function createRefundTools(db: Database.Database | pg.Pool) {
   );
 
   const viewPaymentDetails = tool(
-    async ({ orderId }) => JSON.stringify({ orderId, card: ORDERS[orderId]?.card ?? null }),
+    async ({ orderId }) => JSON.stringify({ orderId, card: orderOf(orderId)?.card ?? null }),
     {
       name: "view_payment_details",
       description: "Show the payment card of an order (finance only).",
@@ -131,7 +136,7 @@ export function createRefundTools(db: Database.Database | pg.Pool) {
 
   const issueRefund = tool(
     async ({ orderId, amount, reason }, config) => {
-      const order = ORDERS[orderId];
+      const order = orderOf(orderId);
       if (!order) throw new ToolArgumentError(`no order ${orderId}`);
       const toolCallId = (config as { toolCall?: { id?: string } } | undefined)?.toolCall?.id ?? null;
       const row = await insert(orderId, amount, reason ?? null, toolCallId, executionContextOf(config)?.idempotencyKey ?? null);

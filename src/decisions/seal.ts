@@ -63,6 +63,9 @@ function remember(record: { seal?: unknown }, mark: string): void {
   if (recent.size > RECENT_LIMIT) recent.delete(recent.keys().next().value!);
 }
 
+// Identities the binding sealed to replace a thread's bound one (Sealer.rebound), with that one's seal.
+const replacing = new WeakMap<object, string>();
+
 /** Whether this process sealed, or checked the seal of, this very object: it is eart's and valid. */
 export function sealedHere(value: unknown): boolean {
   return typeof value === "object" && value !== null && checked.has(value);
@@ -126,6 +129,17 @@ export class Sealer {
     return this.#sealed("identity", threadId, { ...body, seal: this.#mac("identity", threadId, body) });
   }
 
+  /**
+   * The identity `current` becomes on its thread when the registry in force grants its agent and
+   * human something else: sealed for the thread, and marked as replacing `current` (by its seal),
+   * so the identity channel takes it ({@link bindIdentityOnce}) and nothing else.
+   */
+  rebound(threadId: string, current: AgentIdentity, resolved: AgentIdentity): AgentIdentity {
+    const identity = this.identity(threadId, resolved);
+    if (current.seal !== undefined) replacing.set(identity, current.seal);
+    return identity;
+  }
+
   /** Whether eart sealed this exact identity for this thread. */
   identityIsSealed(threadId: string, identity: AgentIdentity): boolean {
     return typeof identity === "object" && identity !== null && this.#valid("identity", threadId, identity);
@@ -167,6 +181,9 @@ export function bindIdentityOnce(current: AgentIdentity | undefined, update: Age
   if (update === undefined || update === null) return current;
   // The binding node's own sealed identity on an unbound thread: built from the registry, valid.
   if ((current === undefined || current === null) && sealedHere(update)) return update;
+  // The binding's re-resolution of the bound agent and human under the registry in force (their
+  // grants changed since the thread was bound), made for this very identity.
+  if (current?.seal !== undefined && replacing.get(update) === current.seal && current.id === update.id && current.onBehalfOf.id === update.onBehalfOf.id) return update;
   const parsed = AgentIdentitySchema.safeParse(update);
   if (!parsed.success) {
     if (current) throw new IdentityImmutableError(current.id, current.onBehalfOf.id, {});

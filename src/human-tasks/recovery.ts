@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { checkHumanAnswer, envelopeOf, HumanTaskEnvelopeSchema, HumanTaskItemSchema, interruptValueOf, NamedHumanSchema, parseHumanAnswer, type HumanAnswerDeps } from "./protocol.js";
 import { RecoveryReasonSchema, type DecisionRecord } from "../decisions/records.js";
+import { ApprovalError } from "../errors.js";
 
 /**
  * The recovery protocol: a call that was allowed or approved but could not be finished by the
@@ -50,6 +51,12 @@ export const RecoveryDecisionSchema = z
     type: z.enum(["retry", "mark_done", "abandon"]),
     /** The digest of the request item: proves the resolver saw this exact call on this thread. */
     digest: z.string().min(1),
+    /**
+     * The request item's `attempt`: the answer is for that request of the call, and refused for
+     * another (a call retried and failed again is asked about again, under the same digest).
+     * Without it, an answer accepted for an earlier request of the call, sent again, is refused.
+     */
+    attempt: z.number().int().nonnegative().optional(),
     result: z.unknown().optional(),
     message: z.string().optional(),
   })
@@ -131,6 +138,16 @@ export function validateRecoveryResponse(
     object: "resolver",
     task: "recovery",
   });
+  for (const d of response.decisions) {
+    const asked = items.get(d.toolCallId)!.attempt;
+    if (d.attempt !== undefined && d.attempt !== asked) {
+      throw new ApprovalError("approval_already_answered", `The decision for "${d.toolCallId}" answers attempt ${d.attempt}; the call now waits about attempt ${asked}`, {
+        toolCallId: d.toolCallId,
+        expected: asked,
+        found: d.attempt,
+      });
+    }
+  }
   return { ...response, resolverId };
 }
 

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { AuditEventData } from "../audit/events.js";
+import { toolCallDigest } from "../internal/canonical.js";
 
 /**
  * What eart keeps of a value it refuses (an answer, tool arguments nested too deep): enough to
@@ -7,6 +8,41 @@ import type { AuditEventData } from "../audit/events.js";
  * guard and the resume guard record their refusals through {@link refusalData}, so a refused
  * payload of any size or depth is on record, bounded.
  */
+
+/**
+ * How deep tool arguments and answers may nest: as deep as the resume guard lets a resume value
+ * be (`guardResumes`). Deeper values are refused before anything walks them recursively (the
+ * digest, the seal, the audit log), which would overflow the stack with an untyped `RangeError`.
+ */
+export const MAX_ARGUMENT_DEPTH = 64;
+
+/**
+ * The digest of a proposed call, whatever the model put in its arguments: `toolCallDigest`, or for
+ * arguments that cannot be recorded as they are ({@link argumentsProblem}), {@link digestOf} the
+ * call, which gives the same for plain JSON and never throws. What the model's output records
+ * and the gate binds the call's decision to.
+ */
+export function proposedCallDigest(name: string, args: Record<string, unknown>, threadId: string): string {
+  return argumentsProblem(args, MAX_ARGUMENT_DEPTH) ? digestOf({ threadId, name, args }) : toolCallDigest(name, args, threadId);
+}
+
+/**
+ * Why tool arguments cannot be recorded as they are, and where: nested deeper than `max`, or a
+ * number JSON cannot hold (NaN, Infinity: what `JSON.parse` makes of `1e309`). Walked without
+ * recursion; undefined when they can.
+ */
+export function argumentsProblem(value: unknown, max: number): { path: (string | number)[]; why: string } | undefined {
+  const todo: { value: unknown; path: (string | number)[] }[] = [{ value, path: [] }];
+  while (todo.length > 0) {
+    const { value, path } = todo.pop()!;
+    if (typeof value === "number" && !Number.isFinite(value)) return { path, why: `is ${value}, not a finite number` };
+    if (typeof value !== "object" || value === null) continue;
+    if (path.length >= max) return { path, why: `is nested deeper than ${max} levels` };
+    const entries: [string | number, unknown][] = Array.isArray(value) ? [...value.entries()] : Object.entries(value);
+    for (let i = entries.length - 1; i >= 0; i--) todo.push({ value: entries[i]![1], path: [...path, entries[i]![0]] });
+  }
+  return undefined;
+}
 
 /** Where a value nests deeper than `max` (the path of the first object found there), walked without recursion. */
 export function nestedTooDeep(value: unknown, max: number): (string | number)[] | undefined {

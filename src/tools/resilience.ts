@@ -122,7 +122,8 @@ export class CircuitBreaker {
   readonly #options: BreakerOptions;
   #failures: number[] = [];
   #openedAt: number | undefined;
-  #trialInFlight = false;
+  /** The admission of the half-open trial in flight, if any: only its holder can give it back. */
+  #trial: BreakerAdmission | undefined;
 
   constructor(options: z.input<typeof BreakerOptionsSchema>) {
     this.#options = BreakerOptionsSchema.parse(options);
@@ -138,9 +139,9 @@ export class CircuitBreaker {
   admit(now: Date): BreakerAdmission {
     const state = this.state(now);
     if (state === "closed") return { admitted: true, trial: false };
-    if (state === "half_open" && !this.#trialInFlight) {
-      this.#trialInFlight = true;
-      return { admitted: true, trial: true };
+    if (state === "half_open" && this.#trial === undefined) {
+      this.#trial = { admitted: true, trial: true };
+      return this.#trial;
     }
     const openUntil = new Date((this.#openedAt ?? now.getTime()) + this.#options.cooldownMs);
     return { admitted: false, openUntil: openUntil.getTime() > now.getTime() ? openUntil : now };
@@ -150,7 +151,7 @@ export class CircuitBreaker {
   success(): void {
     this.#failures = [];
     this.#openedAt = undefined;
-    this.#trialInFlight = false;
+    this.#trial = undefined;
   }
 
   /**
@@ -159,14 +160,23 @@ export class CircuitBreaker {
    * would wait for that trial's outcome for ever. Call it only for a call admitted as the trial.
    */
   cancellation(): void {
-    this.#trialInFlight = false;
+    this.#trial = undefined;
+  }
+
+  /**
+   * Gives back the trial this admission holds when its try ended without a success, a failure or
+   * a cancellation being recorded (bad arguments, a refusal sent to a human, a pause, an error of
+   * eart's own): nothing is counted. A trial already settled, or another's, is left as it is.
+   */
+  release(admission: BreakerAdmission): void {
+    if (this.#trial === admission) this.#trial = undefined;
   }
 
   /** Records a failure. Returns true when this failure opened the breaker. */
   failure(now: Date): boolean {
     const t = now.getTime();
-    if (this.#trialInFlight || this.#openedAt !== undefined) {
-      this.#trialInFlight = false;
+    if (this.#trial !== undefined || this.#openedAt !== undefined) {
+      this.#trial = undefined;
       this.#openedAt = t;
       return true;
     }
