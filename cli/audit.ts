@@ -56,8 +56,19 @@ export async function openAuditStore(spec: string): Promise<OpenedAuditLog> {
   throw new UsageError(`--audit takes sqlite:<file>, postgres://… or jsonl:<file>, not "${spec}"`);
 }
 
-/** One line per event: what happened, in words. */
+/**
+ * One line per event: what happened, in words. An event whose data is not as its type records it
+ * (an edited store) is shown as its data: the verdict on the chain is still printed.
+ */
 export function describe(e: AuditEvent): string {
+  try {
+    return describeEvent(e);
+  } catch {
+    return short(e.data, 80);
+  }
+}
+
+function describeEvent(e: AuditEvent): string {
   const d = e.data as Record<string, unknown>;
   const calls = (v: unknown) => ((v as { name: string; args: unknown }[] | undefined) ?? []).map((c) => `${c.name}(${short(c.args, 40)})`).join(", ");
   switch (e.type) {
@@ -227,6 +238,19 @@ export async function auditCommand(auditLog: AuditLog, sub: string | undefined, 
   }
   if (sub === "head") {
     if (typeof auditLog.globalHead !== "function") throw new UsageError("this audit log keeps no global log");
+    if (values.out && existsSync(values.out)) {
+      // A witness is replaced only by a head of a store that still holds it: refreshing it over a
+      // store rolled back past it (a backup restored) would erase the evidence.
+      const witness = witnessFrom(values.out);
+      const report = await verifyAuditStore(auditLog, { witness });
+      if (!report.ok) {
+        throw new CliError(
+          "witness_not_extended",
+          `${values.out} holds a head (${witness.gseq}) the store does not verify against (${report.problems.map((p) => p.kind).join(", ")}): not overwritten. Run audit verify --all --witness ${values.out}; remove the file yourself only if the store was replaced on purpose`,
+          { witness: values.out, problems: report.problems },
+        );
+      }
+    }
     const { head, signed } = await auditLog.globalHead();
     const text = `${jsonText(signed ?? head)}\n`;
     if (values.out) writeFileSync(values.out, text);
@@ -234,8 +258,13 @@ export async function auditCommand(auditLog: AuditLog, sub: string | undefined, 
     return 0;
   }
   if (sub === "verify") {
+    // A witness is about the whole store (its global log): checked by --all only, never dropped.
+    if (values.witness) throw new UsageError("--witness checks the whole store: audit verify --all --witness <file>");
+    const publicKey = values["public-key"] ? readFileSync(values["public-key"], "utf8") : undefined;
     const threads = values.thread ? [values.thread] : await auditLog.listThreads();
-    const results = await Promise.all(threads.map(async (t) => auditLog.verify(t)));
+    const results = await Promise.all(threads.map(async (t) => auditLog.verify(t, publicKey ? { publicKey } : undefined)));
+    const unknown = values.thread !== undefined && results[0]?.ok === true && results[0].count === 0;
+    if (unknown) throw new CliError("thread_unknown", `The audit store holds no events of thread "${values.thread}" and its global log names none: nothing to verify (check the id)`, { threadId: values.thread });
     const broken = results.filter((r) => !r.ok);
     out.print(
       () =>

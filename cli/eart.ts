@@ -14,14 +14,16 @@
  *
  *   eart pending [--role R]                  what waits for a human, across threads
  *   eart show <thread>                       a readable timeline of a thread
- *   eart approve|reject <thread> (<toolCallId> | --all) [--message m]      one call, or all of them
- *   eart edit <thread> <toolCallId> --args json [--message m]
- *   eart decide <thread> [--approve ids|all] [--reject ids|all] [--edit id=json]… [--respond ids|all]
+ *   eart approve|reject <thread> (<toolCallId> | --all) --ref <ref> [--message m]      one call, or all of them
+ *                                            (every answer names the REF `pending` lists for what it
+ *                                            answers; what waits must still be exactly that)
+ *   eart edit <thread> <toolCallId> --ref <ref> --args json [--message m]
+ *   eart decide <thread> --ref <ref> [--approve ids|all] [--reject ids|all] [--edit id=json]… [--respond ids|all]
  *               [--message m] [--message-for id=text]…   every pending call of the request, in one answer
  *                                            (`all`: every call not named; --message: a note on each
  *                                            decision, --message-for: on one call instead)
- *   eart recover <thread> (<toolCallId>[,…] | --all) --action retry|mark_done|abandon [--result json] [--message m]
- *   eart review <thread> --action take_over|send_back|close --message m
+ *   eart recover <thread> (<toolCallId>[,…] | --all) --ref <ref> --action retry|mark_done|abandon [--result json] [--message m]
+ *   eart review <thread> --ref <ref> --action take_over|send_back|close --message m
  *   eart continue <thread>                   carry on a run that stopped before it finished (app only)
  *   eart audit verify [--thread T]           check the hash chains
  *   eart audit verify --all [--witness file] [--public-key pem]   the whole store: every chain,
@@ -55,6 +57,7 @@ import {
   printInbox,
   RECOVERY_ACTIONS,
   recoveryAnswer,
+  REF_FORMAT,
   REVIEW_ACTIONS,
   type AnswerPlan,
   type ApprovalPlan,
@@ -64,13 +67,14 @@ import {
 const USAGE = `usage: eart [--app <module> | --url <server> [--token <bearer>] | --audit <store>] [--json] <command>
   pending [--role R]
   show <thread>
-  approve <thread> (<toolCallId> | --all) [--as <user> [--key pem --kid id]] [--message m]
-  reject <thread> (<toolCallId> | --all) [--as <user> [--key pem --kid id]] [--message m]
-  edit <thread> <toolCallId> --args <json> [--as <user>] [--message m]
-  decide <thread> [--approve <ids>|all] [--reject <ids>|all] [--edit <id>=<json>]... [--respond <ids>|all]
+  approve <thread> (<toolCallId> | --all) --ref <ref> [--as <user> [--key pem --kid id]] [--message m]
+  reject <thread> (<toolCallId> | --all) --ref <ref> [--as <user> [--key pem --kid id]] [--message m]
+  edit <thread> <toolCallId> --args <json> --ref <ref> [--as <user>] [--message m]
+  decide <thread> --ref <ref> [--approve <ids>|all] [--reject <ids>|all] [--edit <id>=<json>]... [--respond <ids>|all]
          [--message m] [--message-for <id>=<text>]... [--as <user>]
-  recover <thread> (<toolCallId>[,...] | --all) --action retry|mark_done|abandon [--result <json>] [--as <user>] [--message m]
-  review <thread> --action take_over|send_back|close --message m [--as <user>]
+  recover <thread> (<toolCallId>[,...] | --all) --ref <ref> --action retry|mark_done|abandon [--result <json>] [--as <user>] [--message m]
+  review <thread> --ref <ref> --action take_over|send_back|close --message m [--as <user>]
+  (--ref: the REF pending lists for what you answer; the answer is refused if what waits changed since)
   continue <thread>
   audit verify [--thread T]
   audit verify --all [--witness file] [--public-key pem]
@@ -119,6 +123,7 @@ function parse(argv: string[]) {
       key: { type: "string" },
       kid: { type: "string" },
       all: { type: "boolean", default: false },
+      ref: { type: "string" },
       witness: { type: "string" },
       "public-key": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
@@ -160,9 +165,16 @@ function approvalPlanOf(command: "approve" | "reject" | "edit" | "decide", rest:
   const none = { approve: [], reject: [], respond: [], edit: new Map<string, Record<string, unknown>>(), ...(message !== undefined ? { message } : {}) };
   if (command === "decide") {
     if (rest.length > 1) throw new UsageError("decide takes the thread id only: name the calls with --approve, --reject, --edit and --respond");
-    const plan = { ...none, approve: idList(values.approve), reject: idList(values.reject), respond: idList(values.respond), edit: editOptions(values.edit), messageFor: messageOptions(values["message-for"]) };
-    if (plan.approve.length + plan.reject.length + plan.respond.length + plan.edit.size === 0) throw new UsageError("decide needs at least one of --approve, --reject, --edit, --respond (ids, comma-separated, or all)");
-    return { plan, single: undefined };
+    const lists = { approve: idList(values.approve), reject: idList(values.reject), respond: idList(values.respond) };
+    const edit = editOptions(values.edit);
+    if (lists.approve.length + lists.reject.length + lists.respond.length + edit.size === 0) throw new UsageError("decide needs at least one of --approve, --reject, --edit, --respond (ids, comma-separated, or all)");
+    if (edit.has("all")) throw new UsageError("--edit names one call: <toolCallId>=<json>");
+    // The word "all" in a list: the calls not named elsewhere.
+    const byWord = (Object.keys(lists) as (keyof typeof lists)[]).filter((type) => lists[type].includes("all"));
+    if (byWord.length > 1) throw new UsageError(`"all" can stand for one decision only (--${byWord.join(" all and --")} all)`);
+    const others = byWord[0];
+    const named = Object.fromEntries(Object.entries(lists).map(([type, ids]) => [type, ids.filter((id) => id !== "all")])) as typeof lists;
+    return { plan: { ...none, ...named, edit, messageFor: messageOptions(values["message-for"]), ...(others ? { rest: others, restByWord: true } : {}) }, single: undefined };
   }
   for (const o of ["approve", "reject", "edit", "respond", "message-for"] as const) if (values[o] !== undefined) throw new UsageError(`--${o} goes with decide; ${command} takes <thread> <toolCallId>`);
   const toolCallId = rest[1];
@@ -176,17 +188,32 @@ function approvalPlanOf(command: "approve" | "reject" | "edit" | "decide", rest:
     return { plan: { ...none, edit: args }, single: toolCallId };
   }
   if (!toolCallId && !values.all) throw new UsageError(`${command} needs <thread> <toolCallId>, or <thread> --all for every pending call`);
-  return { plan: { ...none, [command]: [toolCallId ?? "all"] }, single: toolCallId };
+  // Every call only by --all: a call id is whatever the model chose, "all" included.
+  return { plan: toolCallId === undefined ? { ...none, rest: command } : { ...none, [command]: [toolCallId] }, single: toolCallId };
 }
 
 const PAST: Record<string, string> = { approve: "approved", reject: "rejected", edit: "edited", respond: "answered" };
 
+/**
+ * The `--ref` of an answer: the reference `pending` lists for the task the human decided on. An
+ * answer without it would decide whatever waits when it is sent (a colleague's edit since, a new
+ * request on the thread), not what was read.
+ */
+function refOf(command: Command, values: Values): string {
+  const ref = values.ref;
+  if (ref === undefined) throw new UsageError(`${command} needs --ref <ref>: the REF eart pending lists for what you answer (nothing else is answered)`);
+  if (!REF_FORMAT.test(ref)) throw new UsageError(`--ref takes the 12 hexadecimal characters eart pending lists, not "${ref}"`);
+  return ref;
+}
+
 /** What an answer command sends, built from the thread's waiting task, and how it is reported. */
 function answerPlanOf(command: Command, threadId: string, rest: string[], values: Values): AnswerPlan<TaskKind> {
+  const ref = refOf(command, values);
   if (command === "approve" || command === "reject" || command === "edit" || command === "decide") {
     const { plan, single } = approvalPlanOf(command, rest, values);
     return {
       kind: "approval",
+      ref,
       build: (task) => approvalAnswer(threadId, task.request, plan),
       report: (answer) => {
         const decisions = (answer as ReturnType<typeof approvalAnswer>).decisions.map((d) => ({ toolCallId: d.toolCallId, type: d.type }));
@@ -200,12 +227,13 @@ function answerPlanOf(command: Command, threadId: string, rest: string[], values
   }
   if (command === "recover") {
     const action = actionOf(values.action, RECOVERY_ACTIONS, "recover");
-    const ids = values.all ? ["all"] : idList(rest.slice(1));
+    const ids = values.all ? ("all" as const) : idList(rest.slice(1));
     if (values.all && rest.length > 1) throw new UsageError("recover takes toolCallIds or --all, not both");
     if (ids.length === 0) throw new UsageError("recover needs <thread> <toolCallId>[,...] or <thread> --all");
     const result = jsonOption("--result", values.result);
     return {
       kind: "recovery",
+      ref,
       build: (task) => recoveryAnswer(threadId, task.request, ids, action, { ...(result !== undefined ? { result } : {}), ...(values.message !== undefined ? { message: values.message } : {}) }),
       report: (answer) => {
         const toolCallIds = (answer as ReturnType<typeof recoveryAnswer>).decisions.map((d) => d.toolCallId);
@@ -220,6 +248,7 @@ function answerPlanOf(command: Command, threadId: string, rest: string[], values
   if (!message) throw new UsageError(`review needs --message: ${REVIEW_ACTIONS[action]}`);
   return {
     kind: "review",
+    ref,
     build: () => ({ action, message }),
     report: () => ({ verb: "reviewed", what: `${threadId}: ${action}`, machine: { threadId, action, message } }),
   } satisfies AnswerPlan<"review">;

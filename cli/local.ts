@@ -10,7 +10,7 @@ import { pathToFileURL } from "node:url";
 import { EartConfigError, isEartError, signApprovalToken, ThreadStateError, type ApprovalDecision } from "eart";
 import type { AppGraph, EartApp } from "eart/graphs";
 import { printable, UsageError, type Output } from "./output.js";
-import { afterRun, inboxItems, interruptValuesOfState, printAnswered, taskOfKind, tasksIn, type AnswerPlan, type InboxItem, type TaskKind } from "./tasks.js";
+import { afterRun, assertTaskRef, inboxItems, interruptValuesOfState, printAnswered, taskOfKind, tasksIn, type AnswerPlan, type InboxItem, type TaskKind } from "./tasks.js";
 
 /** Opens the app a module registers (`--app <module>` or `EART_APP`). */
 export async function loadApp(modulePath: string | undefined): Promise<EartApp> {
@@ -61,7 +61,7 @@ export async function inbox(app: EartApp, options: { role?: string } = {}): Prom
     if (stopped) {
       // An answer already recorded is continued, never asked for again.
       const what = stopped.kind === "answered" ? `answered by ${stopped.answeredBy ?? "?"}, not yet acted on: eart continue` : `stopped before ${stopped.next.join(", ")}: eart continue`;
-      items.push({ kind: "unfinished", threadId, toolCallId: null, what, roles: [], requestedBy: `${stopped.agentId ?? "?"} for ${stopped.userId ?? "?"}`, since: stopped.since ?? null, expiresAt: null, refusal: null });
+      items.push({ kind: "unfinished", threadId, ref: null, toolCallId: null, what, roles: [], requestedBy: `${stopped.agentId ?? "?"} for ${stopped.userId ?? "?"}`, since: stopped.since ?? null, expiresAt: null, refusal: null });
       continue;
     }
     let graph: AppGraph;
@@ -94,7 +94,8 @@ export async function inbox(app: EartApp, options: { role?: string } = {}): Prom
 /**
  * Answers a thread's waiting task as `as` (the resume's `user_id`), or with the approval tokens
  * `sign` puts on each decision (then the tokens authenticate the approver). Reads what waits
- * first, so the answer carries the digests of the calls listed; a call changed since is refused.
+ * first: it must be what the human listed (`plan.ref`), or nothing is sent (`task_changed`); the
+ * answer carries the digests of those calls, so one changed in between is refused by the graph.
  */
 export async function answerLocally<K extends TaskKind>(
   app: EartApp,
@@ -110,6 +111,7 @@ export async function answerLocally<K extends TaskKind>(
   const state = await graph.getState(config);
   if (!state.createdAt) throw new ThreadStateError("thread_unknown", threadId, `Thread "${threadId}" does not exist; there is nothing to answer`);
   const task = taskOfKind(threadId, tasksIn(interruptValuesOfState(state)), plan.kind);
+  assertTaskRef(threadId, task, plan.ref);
   const answer = plan.build(task);
   if (sign) for (const d of (answer as { decisions: ApprovalDecision[] }).decisions) d.token = sign(d);
   // Without a key the command line is a trusted in-process app: the human it runs as is the resume's principal.

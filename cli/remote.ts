@@ -7,7 +7,7 @@
 import { EART_ERROR_CODES, EartError, parseServerError, ThreadStateError, type EartErrorCode } from "eart";
 import type { Client, Thread } from "@langchain/langgraph-sdk";
 import { bold, CliError, dim, printable, short, table, UsageError, yellow, type Cell, type Output } from "./output.js";
-import { afterRun, inboxItems, printAnswered, printInbox, taskOfKind, tasksIn, type AnswerPlan, type TaskKind } from "./tasks.js";
+import { afterRun, assertTaskRef, inboxItems, printAnswered, printInbox, taskOfKind, tasksIn, type AnswerPlan, type TaskKind } from "./tasks.js";
 
 /** Where the server is, and the bearer token that names the approver. */
 export interface RemoteTarget {
@@ -146,7 +146,7 @@ async function show(remote: Remote, threadId: string, out: Output): Promise<numb
       [
         bold(`thread ${printable(threadId)}`) + printable(` (${thread.status}${agent ? `, graph ${String(agent)}` : ""}, updated ${thread.updated_at})`),
         waiting.length > 0
-          ? table(["WAITS FOR", "TOOL CALL", "WHAT", "ROLES", "SINCE", "LAST ANSWER REFUSED"], waiting.map((i): Cell[] => [i.kind, i.toolCallId ?? "-", i.what, i.roles.join(","), i.since ?? "-", i.refusal ? { text: `${i.refusal.code}: ${short(i.refusal.message, 80)}`, paint: yellow } : "-"]))
+          ? table(["WAITS FOR", "REF", "TOOL CALL", "WHAT", "ROLES", "SINCE", "LAST ANSWER REFUSED"], waiting.map((i): Cell[] => [i.kind, i.ref ?? "-", i.toolCallId ?? "-", i.what, i.roles.join(","), i.since ?? "-", i.refusal ? { text: `${i.refusal.code}: ${short(i.refusal.message, 80)}`, paint: yellow } : "-"]))
           : dim("nothing waits for a human"),
         ...(decisions.length > 0 ? [table(["TOOL CALL", "TOOL", "ARGS", "POLICY", "STATUS", "ANSWERS"], decisions.map((d) => [d.toolCallId, d.name, short(d.args, 50), d.effect, d.status, d.approvals.join(", ") || "-"]))] : []),
         ...(messages.length > 0 ? [table(["#", "ROLE", "MESSAGE"], messages.map((m, i) => [String(i), m.role, short(m.text, 120)]))] : []),
@@ -169,6 +169,7 @@ async function answer<K extends TaskKind>(remote: Remote, threadId: string, plan
     throw new ThreadStateError("thread_not_paused", threadId, `Thread "${threadId}" is ${thread.status}, not waiting for a human; there is nothing to answer`);
   }
   const task = taskOfKind(threadId, tasks, plan.kind);
+  assertTaskRef(threadId, task, plan.ref);
   const resume = plan.build(task);
   const metadata = (thread.metadata ?? {}) as Record<string, unknown>;
   const assistantId = [metadata.assistant_id, metadata.graph_id].find((v): v is string => typeof v === "string" && v !== "");

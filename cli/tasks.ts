@@ -16,6 +16,7 @@ import {
   type RecoveryRequest,
   ThreadStateError,
 } from "eart";
+import { createHash } from "node:crypto";
 import { CliError, dim, green, printable, short, table, UsageError, yellow, type Cell, type Output } from "./output.js";
 
 /** Why the previous answer to a task was refused, when its interrupt value says so. */
@@ -66,13 +67,60 @@ export function interruptValuesOfState(state: { tasks: readonly { interrupts?: r
   return state.tasks.flatMap((t) => (t.interrupts ?? []).map((i) => (i as { value?: unknown } | null)?.value));
 }
 
+/** JSON with every object's keys in order: the same text for the same value, however it was built or sent. */
+function stableJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map((v) => stableJson(v === undefined ? null : v)).join(",")}]`;
+  if (typeof value === "object" && value !== null) {
+    const entries = Object.entries(value).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+/**
+ * The reference of a waiting task: a short hash of the whole request a human is shown (its calls,
+ * their arguments and digests, the approvals so far, what it asks, until when). An answer names it
+ * (`--ref`), and is refused when what waits is no longer exactly that: a colleague's edit or
+ * approval, a call failed again, another request on the thread.
+ */
+export function taskRef(task: WaitingTask): string {
+  const { refusal: _refusal, ...request } = task.request as WaitingTask["request"] & { refusal?: unknown };
+  return createHash("sha256").update(stableJson([task.kind, request])).digest("hex").slice(0, 12);
+}
+
+/** What `--ref` takes: the 12 hexadecimal characters `pending` lists. */
+export const REF_FORMAT = /^[0-9a-f]{12}$/;
+
+/**
+ * Refuses an answer whose `--ref` is not the reference of what waits now (`task_changed`): the
+ * human decided on something else. Nothing is sent.
+ */
+export function assertTaskRef(threadId: string, task: WaitingTask, ref: string): void {
+  const now = taskRef(task);
+  if (now === ref) return;
+  throw new CliError(
+    "task_changed",
+    `What waits on thread "${threadId}" is not what ref ${ref} was listed for: it changed since (an edit or an approval by someone else, a call that failed again, another request). Nothing was sent: list it again (eart pending) and answer what it shows now`,
+    { threadId, ref },
+  );
+}
+
 /** One item waiting for a human, as the inbox shows it. */
 export interface InboxItem {
   /** `unfinished`: a run stopped before it finished; `eart continue <thread>` carries it on. */
   kind: "approval" | "recovery" | "review" | "unfinished";
   threadId: string;
+  /** The reference an answer to the thread's waiting task names (`--ref`); null for `unfinished`. */
+  ref: string | null;
   toolCallId: string | null;
+  /** The call as the request shows it: name and arguments, whole up to {@link WHAT_MAX} characters. */
   what: string;
+  /** The call's arguments, what the tool reads of them where that differs, and its digest (approvals and recoveries). */
+  args?: Record<string, unknown>;
+  parsedArgs?: Record<string, unknown>;
+  digest?: string;
+  /** The effect-ledger attempt a recovery is about. */
+  attempt?: number;
   roles: string[];
   requestedBy: string;
   since: string | null;
@@ -83,18 +131,33 @@ export interface InboxItem {
 
 const requester = (r: { agentId: string; userId: string }) => `${r.agentId} for ${r.userId}`;
 
+/**
+ * How much of a call the WHAT column shows: arguments are not cut at a column's width (a long first
+ * field would hide the amount); beyond this, the row says where the rest is.
+ */
+export const WHAT_MAX = 2_000;
+const whole = (value: unknown) => {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > WHAT_MAX ? `${text.slice(0, WHAT_MAX)}… [${text.length} characters: the whole call is in --json]` : text;
+};
+
 /** The inbox rows of a thread's waiting tasks: one per pending call, one per review. */
 export function inboxItems(threadId: string, tasks: readonly WaitingTask[], requestedAt?: string | null): InboxItem[] {
   const items: InboxItem[] = [];
   for (const task of tasks) {
+    const ref = taskRef(task);
     if (task.kind === "approval") {
       for (const r of task.request.requests) {
         items.push({
           kind: "approval",
           threadId,
+          ref,
           toolCallId: r.toolCallId,
           // What the tool reads, when its schema reads the arguments otherwise (a default, a coercion).
-          what: `${r.name} ${short(r.args, 50)}${r.parsedArgs ? ` (runs as ${short(r.parsedArgs, 50)})` : ""}${r.quorum ? ` (${r.approvedBy?.length ?? 0}/${r.quorum} approvals)` : ""}`,
+          what: `${r.name} ${whole(r.args)}${r.parsedArgs ? ` (runs as ${whole(r.parsedArgs)})` : ""}${r.quorum ? ` (${r.approvedBy?.length ?? 0}/${r.quorum} approvals)` : ""}`,
+          args: r.args,
+          ...(r.parsedArgs ? { parsedArgs: r.parsedArgs } : {}),
+          digest: r.digest,
           roles: r.approverRoles,
           requestedBy: requester(r.requestedBy),
           since: requestedAt ?? task.request.since,
@@ -104,11 +167,25 @@ export function inboxItems(threadId: string, tasks: readonly WaitingTask[], requ
       }
     } else if (task.kind === "recovery") {
       for (const r of task.request.requests) {
-        items.push({ kind: "recovery", threadId, toolCallId: r.toolCallId, what: `${r.name}: ${r.reason}`, roles: r.resolverRoles, requestedBy: requester(r.requestedBy), since: r.since, expiresAt: null, refusal: task.refusal });
+        items.push({
+          kind: "recovery",
+          threadId,
+          ref,
+          toolCallId: r.toolCallId,
+          what: `${r.name} ${whole(r.args)}: ${r.reason} (attempt ${r.attempt})`,
+          args: r.args,
+          digest: r.digest,
+          attempt: r.attempt,
+          roles: r.resolverRoles,
+          requestedBy: requester(r.requestedBy),
+          since: r.since,
+          expiresAt: null,
+          refusal: task.refusal,
+        });
       }
     } else {
       const review = task.request;
-      items.push({ kind: "review", threadId, toolCallId: null, what: short(review.reason, 60), roles: review.reviewerRoles, requestedBy: requester(review.requestedBy), since: review.since, expiresAt: null, refusal: task.refusal });
+      items.push({ kind: "review", threadId, ref, toolCallId: null, what: short(review.reason, 60), roles: review.reviewerRoles, requestedBy: requester(review.requestedBy), since: review.since, expiresAt: null, refusal: task.refusal });
     }
   }
   return items;
@@ -134,6 +211,10 @@ export function taskOfKind<K extends TaskKind>(threadId: string, tasks: readonly
  * of the request at once (several calls of one model turn wait together).
  */
 export interface ApprovalPlan {
+  /** The decision for every call not named (`--all`, or the word `all` in a `decide` list). */
+  rest?: "approve" | "reject" | "respond";
+  /** The word `all` in a `decide` list stands for `rest`: refused on a thread with a call named "all". */
+  restByWord?: boolean;
   approve: readonly string[];
   reject: readonly string[];
   respond: readonly string[];
@@ -159,21 +240,17 @@ export function idList(values: readonly string[] | undefined): string[] {
 export function approvalAnswer(threadId: string, request: ApprovalRequest, plan: ApprovalPlan): { decisions: ApprovalDecision[] } {
   const pending = request.requests.map((r) => r.toolCallId);
   const named = new Map<string, ApprovalDecision["type"]>();
-  let rest: ApprovalDecision["type"] | undefined;
+  let rest: ApprovalDecision["type"] | undefined = plan.rest;
   const lists: [ApprovalDecision["type"], readonly string[]][] = [
     ["approve", plan.approve],
     ["reject", plan.reject],
     ["respond", plan.respond],
     ["edit", [...plan.edit.keys()]],
   ];
+  // A model chooses call ids: with one named "all", the word would turn "this call" into "every call".
+  if (plan.restByWord && pending.includes("all")) throw new UsageError(`a call of thread "${threadId}" is named "all": name each call by its id`);
   for (const [type, ids] of lists) {
     for (const id of ids) {
-      if (id === "all") {
-        if (type === "edit") throw new UsageError("--edit names one call: <toolCallId>=<json>");
-        if (rest && rest !== type) throw new UsageError(`"all" can stand for one decision only (--${rest} all and --${type} all)`);
-        rest = type;
-        continue;
-      }
       const already = named.get(id);
       if (already && already !== type) throw new UsageError(`call "${id}" is decided twice (--${already} and --${type})`);
       named.set(id, type);
@@ -189,7 +266,7 @@ export function approvalAnswer(threadId: string, request: ApprovalRequest, plan:
     const calls = request.requests.filter((r) => missing.includes(r.toolCallId)).map((r) => `${r.toolCallId} (${r.name} ${short(r.args, 40)})`);
     throw new ApprovalError(
       "approval_decisions_mismatch",
-      `One answer decides every pending call of thread "${threadId}"; undecided: ${calls.join(", ")}. Decide them together: eart decide ${threadId} --approve <ids> --reject <ids> (or all), or eart approve ${threadId} --all`,
+      `One answer decides every pending call of thread "${threadId}"; undecided: ${calls.join(", ")}. Decide them together: eart decide ${threadId} --approve <ids> --reject <ids> (or all), or eart approve ${threadId} --all --ref <ref>`,
       { toolCallId: missing[0], missing },
     );
   }
@@ -229,19 +306,19 @@ export function actionOf<A extends string>(value: string | undefined, actions: R
 }
 
 /**
- * The keyed answer for a recovery request: the same action for the calls named (`all`: every
- * pending call), each with its digest. Throws `approval_decisions_mismatch` when a named call does
+ * The keyed answer for a recovery request: the same action for the calls named (`"all"`, from
+ * `--all`: every pending call), each with its digest and attempt. Throws `approval_decisions_mismatch` when a named call does
  * not wait or a pending one is left undecided.
  */
 export function recoveryAnswer(
   threadId: string,
   request: RecoveryRequest,
-  ids: readonly string[],
+  ids: readonly string[] | "all",
   action: RecoveryDecision["type"],
   extra: { result?: unknown; message?: string },
 ): { decisions: RecoveryDecision[] } {
   const pending = request.requests.map((r) => r.toolCallId);
-  const chosen = ids.includes("all") ? pending : [...new Set(ids)];
+  const chosen = ids === "all" ? pending : [...new Set(ids)];
   for (const id of chosen) {
     if (!pending.includes(id)) throw new ApprovalError("approval_decisions_mismatch", `No pending recovery for tool call "${id}" on thread "${threadId}"; pending: ${pending.join(", ")}`, { toolCallId: id, pending });
   }
@@ -310,10 +387,11 @@ export function printInbox(items: readonly InboxItem[], out: Output): void {
       items.length === 0
         ? dim("nothing waits")
         : table(
-            ["KIND", "THREAD", "TOOL CALL", "WHAT", "ROLES", "REQUESTED BY", "SINCE", "EXPIRES", ...(refused ? ["LAST ANSWER REFUSED"] : [])],
+            ["KIND", "THREAD", "REF", "TOOL CALL", "WHAT", "ROLES", "REQUESTED BY", "SINCE", "EXPIRES", ...(refused ? ["LAST ANSWER REFUSED"] : [])],
             items.map((i): Cell[] => [
               i.kind,
               i.threadId,
+              i.ref ?? "-",
               i.toolCallId ?? "-",
               i.what,
               i.roles.join(","),
@@ -330,6 +408,8 @@ export function printInbox(items: readonly InboxItem[], out: Output): void {
 /** The answer to a waiting task, built from it, and how the command line reports it. */
 export interface AnswerPlan<K extends TaskKind> {
   kind: K;
+  /** The reference of the task the human answers, as listed ({@link taskRef}): checked before anything is sent. */
+  ref: string;
   build(task: Extract<WaitingTask, { kind: K }>): unknown;
   /** The report: what was done (`approved`) and to what (`call_1 on t1`), and its JSON fields. */
   report(answer: unknown): AnswerReport;

@@ -5,6 +5,7 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import { beforeAll, describe, expect, it } from "vitest";
+import { answerWithoutRef, withListedRef } from "../support/cli-ref.js";
 
 // The command line's commands beyond one call's approval, from the build, in real processes, on
 // the SQLite file of a test app (dist/test/processes/cli-app.js) paused on each kind of human task.
@@ -25,8 +26,16 @@ function paused(scenario: Scenario, threadId: string, file = join(mkdtempSync(jo
   return file;
 }
 
-/** Runs the built command line; with a scenario, against the test app on `file`. */
+/** Runs the built command line; with a scenario, against the test app on `file`. An answer names the ref `pending` lists (cli-ref.ts). */
 function eart(args: string[], options: { file?: string; scenario?: Scenario; env?: Record<string, string>; node?: string[] } = {}) {
+  if (options.scenario && answerWithoutRef(args)) {
+    const listed = spawn(["pending", "--json"], options);
+    args = withListedRef(args, listed.status === 0 ? (JSON.parse(listed.out) as { threadId: string; ref: string | null }[]) : []);
+  }
+  return spawn(args, options);
+}
+
+function spawn(args: string[], options: { file?: string; scenario?: Scenario; env?: Record<string, string>; node?: string[] }) {
   const appArgs = options.scenario ? ["--app", app] : [];
   const child = spawnSync(process.execPath, [...(options.node ?? []), cli, ...appArgs, ...args], {
     env: { ...process.env, NO_COLOR: "1", OPENAI_API_KEY: "", EART_APP: "", EART_URL: "", EART_TOKEN: "", ...(options.file ? { EART_CLI_FILE: options.file } : {}), ...(options.scenario ? { EART_CLI_SCENARIO: options.scenario } : {}), ...options.env },
@@ -127,8 +136,8 @@ describe("eart recover and eart review: the other human tasks", () => {
     const on = { file, scenario: "recovery" as const };
     const pending = json(eart(["pending", "--json"], on).out) as unknown as { kind: string; toolCallId: string; what: string }[];
     expect(pending).toEqual([
-      expect.objectContaining({ kind: "recovery", toolCallId: "c1", what: "issue_refund: permission_denied" }),
-      expect.objectContaining({ kind: "recovery", toolCallId: "c2", what: "issue_refund: permission_denied" }),
+      expect.objectContaining({ kind: "recovery", toolCallId: "c1", what: 'issue_refund {"orderId":"1043","amount":50}: permission_denied (attempt 1)', args: { orderId: "1043", amount: 50 }, attempt: 1 }),
+      expect.objectContaining({ kind: "recovery", toolCallId: "c2", what: 'issue_refund {"orderId":"1043","amount":40}: permission_denied (attempt 1)', args: { orderId: "1043", amount: 40 }, attempt: 1 }),
     ]);
     const badAction = eart(["recover", "rec-1", "--all", "--action", "redo", "--as", "sam", "--json"], on);
     expect(badAction.status).toBe(2);

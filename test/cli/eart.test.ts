@@ -8,6 +8,7 @@ import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import { beforeAll, describe, expect, it } from "vitest";
 import { startCaptureServer } from "../support/capture-server.js";
+import { answerWithoutRef, withListedRef } from "../support/cli-ref.js";
 
 // The command line runs from the build, in real processes, against the refund example's SQLite file.
 const cli = resolve("dist/cli/eart.js");
@@ -19,6 +20,15 @@ beforeAll(() => {
 });
 
 function run(file: string, args: string[], env: Record<string, string> = {}) {
+  // An answer names the ref `pending` lists (cli-ref.ts).
+  if (answerWithoutRef(args)) {
+    const listed = spawn(file, ["pending", "--json"], env);
+    args = withListedRef(args, listed.status === 0 ? (JSON.parse(listed.out) as { threadId: string; ref: string | null }[]) : []);
+  }
+  return spawn(file, args, env);
+}
+
+function spawn(file: string, args: string[], env: Record<string, string>) {
   const child = spawnSync(process.execPath, [cli, "--app", app, ...args], {
     env: { ...process.env, EART_DEMO_FILE: file, OPENAI_API_KEY: "", NO_COLOR: "1", ...env },
     encoding: "utf8",
@@ -103,7 +113,7 @@ describe("eart, the approver's command line", () => {
     expect(Date.parse(items[0]!.since)).not.toBeNaN();
     expect(JSON.parse(run(file, ["pending", "--json", "--role", "finance"]).out)).toEqual([]);
     const human = run(file, ["pending"]);
-    expect(human.out.split("\n")[0]).toMatch(/^KIND\s+THREAD\s+TOOL CALL\s+WHAT\s+ROLES\s+REQUESTED BY\s+SINCE\s+EXPIRES$/);
+    expect(human.out.split("\n")[0]).toMatch(/^KIND\s+THREAD\s+REF\s+TOOL CALL\s+WHAT\s+ROLES\s+REQUESTED BY\s+SINCE\s+EXPIRES$/);
     expect(human.out).not.toContain("\u001b["); // no colours when not on a terminal
 
     const self = run(file, ["approve", "refund-1042", "call_1_refund", "--as", "cara"]);
@@ -154,7 +164,7 @@ describe("eart, the approver's command line", () => {
     expect(pending.out).not.toMatch(RAW_CONTROL);
     const rows = pending.out.trimEnd().split("\n");
     expect(rows).toHaveLength(2);
-    expect(rows[1]).toMatch(/^approval\s+refund-1042\\r\\x1b\[2K\\x1b\[1A99 .*\\u202e\\n\s+call_1_refund\s+issue_refund /);
+    expect(rows[1]).toMatch(/^approval\s+refund-1042\\r\\x1b\[2K\\x1b\[1A99 .*\\u202e\\n\s+[0-9a-f]{12}\s+call_1_refund\s+issue_refund /);
 
     const inbox = run(file, ["pending", "--json"]);
     expect(inbox.out).not.toMatch(RAW_CONTROL);

@@ -5,6 +5,7 @@ import { promisify } from "node:util";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startDevServer, TOKENS, type DevServer } from "../support/langgraph-server.js";
+import { answerWithoutRef, withListedRef } from "../support/cli-ref.js";
 
 /**
  * `eart --url … --token …` against a real LangGraph dev server serving the refund agent (the
@@ -37,7 +38,15 @@ async function run(args: string[], env: Record<string, string> = {}) {
 }
 
 /** Runs the built command line against the server as `user` (a demo token), or with `--token` given in `args`. */
-const eart = (args: string[], user?: string) => run(["--url", server.url, ...(user ? ["--token", TOKENS[user]!] : []), ...args]);
+/** The command line against the server as `user`; an answer names the ref `pending` lists to that user (cli-ref.ts). */
+async function eart(args: string[], user?: string) {
+  const as = ["--url", server.url, ...(user ? ["--token", TOKENS[user]!] : [])];
+  if (answerWithoutRef(args)) {
+    const listed = await run([...as, "pending", "--json"]);
+    args = withListedRef(args, listed.status === 0 ? (JSON.parse(listed.out) as { threadId: string; ref: string | null }[]) : []);
+  }
+  return run([...as, ...args]);
+}
 
 const json = (out: string) => JSON.parse(out) as Record<string, unknown> & { error?: { code: string; message: string; details?: Record<string, unknown> } };
 
@@ -72,7 +81,7 @@ describe("eart against a LangGraph server", () => {
     expect(items).toContainEqual(expect.objectContaining({ kind: "approval", threadId, toolCallId: "call_1_refund", roles: ["supervisor"], requestedBy: "support-agent for cara", refusal: null }));
     expect((json((await eart(["pending", "--json", "--role", "finance"], "sam")).out) as unknown as { threadId: string }[]).map((i) => i.threadId)).not.toContain(threadId);
     const table = await eart(["pending"], "sam");
-    expect(table.out.split("\n")[0]).toMatch(/^KIND\s+THREAD\s+TOOL CALL\s+WHAT\s+ROLES\s+REQUESTED BY\s+SINCE\s+EXPIRES$/);
+    expect(table.out.split("\n")[0]).toMatch(/^KIND\s+THREAD\s+REF\s+TOOL CALL\s+WHAT\s+ROLES\s+REQUESTED BY\s+SINCE\s+EXPIRES$/);
 
     // The customer answers her own request: the server refuses it, the thread keeps waiting, with the refusal.
     const self = await eart(["approve", threadId, "--all", "--json"], "cara");
@@ -89,7 +98,7 @@ describe("eart against a LangGraph server", () => {
     const show = await eart(["show", threadId], "sam");
     expect(show.status).toBe(0);
     expect(show.out).toMatch(new RegExp(`^thread ${threadId} \\(interrupted, graph refund`));
-    expect(show.out).toMatch(/approval\s+call_1_refund\s+issue_refund .*approval_self_approval/);
+    expect(show.out).toMatch(/approval\s+[0-9a-f]{12}\s+call_1_refund\s+issue_refund .*approval_self_approval/);
     expect(show.out).toMatch(/call_1_refund\s+issue_refund\s+\S+\s+require_approval\s+pending_approval/);
 
     const approved = await eart(["approve", threadId, "call_1_refund", "--message", "checked the photos", "--json"], "sam");
@@ -121,7 +130,9 @@ describe("eart against a LangGraph server", () => {
 
   it("decides and rejects with one resume (decide --reject all), reading the token from EART_URL and EART_TOKEN", async () => {
     const threadId = await pausedThread();
-    const { status, out, err } = await run(["--json", "decide", threadId, "--reject", "all", "--message", "duplicate request"], { EART_APP: "", EART_URL: server.url, EART_TOKEN: TOKENS.sue! });
+    const env = { EART_APP: "", EART_URL: server.url, EART_TOKEN: TOKENS.sue! };
+    const listed = JSON.parse((await run(["--json", "pending"], env)).out) as { threadId: string; ref: string | null }[];
+    const { status, out, err } = await run(withListedRef(["--json", "decide", threadId, "--reject", "all", "--message", "duplicate request"], listed), env);
     expect(err).toBe("");
     expect(status).toBe(0);
     expect(json(out)).toMatchObject({ threadId, decisions: [{ toolCallId: "call_1_refund", type: "reject" }], waiting: null });
