@@ -2,9 +2,10 @@ import { Command } from "@langchain/langgraph";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { z } from "zod";
 import { AuditLogOption, type AuditEvent, type AuditLog } from "../src/audit/log.js";
-import { EartConfigError, StateTamperError, ThreadStateError } from "../src/errors.js";
+import { EartConfigError, StateTamperError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
 import { parseOptions } from "../src/internal/options.js";
-import { recordedAnswers, recordedStoredAnswer } from "./resume-guard.js";
+import { type ReleaseThreadLock, type ThreadLock } from "../src/threads/lock.js";
+import { recordedAnswers, recordedStoredAnswer, THREAD_LOCK } from "./resume-guard.js";
 import { runThread, type ThreadRun } from "./run-thread.js";
 
 /** The part of a compiled graph an app exposes: what `resumeThread` and `getState` need. */
@@ -108,6 +109,21 @@ async function stepsOf(graph: AppGraph, threadId: string): Promise<{ next: strin
   };
 }
 
+/** Whether a run holds the thread now, by the graph's own thread lock (a graph without one cannot tell: false). */
+async function running(graph: AppGraph, threadId: string): Promise<boolean> {
+  const lock = (graph as { [THREAD_LOCK]?: ThreadLock })[THREAD_LOCK];
+  if (!lock) return false;
+  let release: ReleaseThreadLock;
+  try {
+    release = await lock.acquire(threadId);
+  } catch (error) {
+    if (error instanceof ThreadBusyError) return true;
+    throw error;
+  }
+  await release();
+  return false;
+}
+
 /** Who gave recorded answers: the one human all of them name. */
 function answererOf(answers: readonly AuditEvent[]): string | undefined {
   const by = new Set(answers.map((e) => e.data.approverId ?? e.data.resolverId ?? e.data.reviewerId));
@@ -122,7 +138,7 @@ function startedFor(events: readonly AuditEvent[]): { agentId: string | undefine
 }
 
 /** One thread looked at once: whether (and how) it is unfinished, whether its identity is bound, and its events. */
-async function inspect(app: EartApp, threadId: string): Promise<{ graph: AppGraph; unfinished?: UnfinishedThread; bound: boolean; answers: AuditEvent[] } | undefined> {
+async function inspect(app: EartApp, threadId: string): Promise<{ graph: AppGraph; unfinished?: UnfinishedThread; bound: boolean; answers: AuditEvent[]; running?: true } | undefined> {
   let graph: AppGraph;
   try {
     graph = await app.graphFor(threadId);
@@ -131,6 +147,8 @@ async function inspect(app: EartApp, threadId: string): Promise<{ graph: AppGrap
   }
   const steps = await stepsOf(graph, threadId);
   if (!steps || steps.next.length === 0) return { graph, bound: steps?.bound ?? false, answers: [] };
+  // A step under way right now (its run holds the thread) has not stopped: it is not unfinished.
+  if (await running(graph, threadId)) return { graph, bound: steps.bound, answers: [], running: true };
   const events = await app.auditLog.read(threadId);
   const answers = steps.waiting ? recordedAnswers(events) : [];
   const answeredBy = answererOf(answers);
@@ -176,6 +194,7 @@ export async function unfinishedThreads(app: EartApp): Promise<UnfinishedThread[
 export async function continueThread(app: EartApp, threadId: string): Promise<ThreadRun> {
   const seen = await inspect(app, threadId);
   const unfinished = seen?.unfinished;
+  if (seen?.running) throw new ThreadBusyError(threadId, "a run of the thread under way now");
   if (!seen || !unfinished) throw new ThreadStateError("thread_not_paused", threadId, `Thread "${threadId}" has no unfinished step to continue`);
   const configurable: Record<string, unknown> = { thread_id: threadId };
   if (unfinished.kind === "answered") {

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { BaseCheckpointSaver, Command, INTERRUPT, InvalidUpdateError, isCommand, Overwrite } from "@langchain/langgraph";
 import { threadLockFor } from "../src/stores/for-checkpointer.js";
 import type { RunnableConfig } from "@langchain/core/runnables";
@@ -350,6 +351,18 @@ function asksWithExpiry(snapshot: Snapshot): boolean {
 /** Marks a graph whose runs take a thread lock (see {@link guardResumes}). */
 export const THREAD_LOCK = Symbol.for("eart.threadLock");
 
+/** Threads whose lock the current state write already holds (a host that checks and writes under it). */
+const heldForWrite = new AsyncLocalStorage<ReadonlySet<string>>();
+
+/**
+ * Runs `write` as holding thread `threadId`'s lock, which the caller took (LangGraph server's
+ * state-write check, which must hold it from its check to the write): the guard's state write
+ * inside does not take it again.
+ */
+export function withThreadHeld<T>(threadId: string, write: () => Promise<T>): Promise<T> {
+  return heldForWrite.run(new Set([...(heldForWrite.getStore() ?? []), threadId]), write);
+}
+
 /**
  * Makes a compiled graph refuse, with a typed error and before anything is written, resumes
  * (`new Command({ resume })`) on unknown or finished threads, new input on a thread that waits for
@@ -477,6 +490,20 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       })(),
     );
   }) as G["stream"];
+  /**
+   * A state write holds the thread's lock, as a run does: one made while a run holds the thread
+   * gets `ThreadBusyError` (the run's next checkpoint would supersede it, silently).
+   */
+  const underLock = async <T>(config: RunnableConfig, write: () => Promise<T>): Promise<T> => {
+    const threadId = config.configurable?.thread_id;
+    if (!lock || (typeof threadId !== "string" && typeof threadId !== "number") || heldForWrite.getStore()?.has(String(threadId))) return write();
+    const held = await lock.acquire(String(threadId));
+    try {
+      return await write();
+    } finally {
+      await held();
+    }
+  };
   // The state API is open to every caller of the thread: it may write the caller's own channels
   // and messages, never eart's.
   if (graph.updateState) {
@@ -488,7 +515,8 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       assertNoOverwrite(values, "updateState");
       await assertNoGovernedAnswers(graph, config, [values], records);
       countStateWrite(graph, config);
-      return langGraphRefusal(() => updateState(config, values, asNode));
+      // LangGraph's updateState is a one-step bulkUpdateState: the lock is taken there.
+      return graph.bulkUpdateState ? langGraphRefusal(() => updateState(config, values, asNode)) : underLock(config, () => langGraphRefusal(() => updateState(config, values, asNode)));
     }) as G["updateState"];
   }
   if (graph.bulkUpdateState) {
@@ -503,8 +531,10 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
         }
       }
       await assertNoGovernedAnswers(graph, config, supersteps.flatMap((step) => step.updates.map((u) => u.values)), records);
-      countStateWrite(graph, config);
-      return langGraphRefusal(() => bulkUpdateState(config, supersteps));
+      return underLock(config, () => {
+        countStateWrite(graph, config);
+        return langGraphRefusal(() => bulkUpdateState(config, supersteps));
+      });
     }) as G["bulkUpdateState"];
   }
   if (lock) Object.defineProperty(graph, THREAD_LOCK, { value: lock });

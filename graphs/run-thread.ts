@@ -29,12 +29,18 @@ export interface ThreadRunOptions {
 /** Whether the graph takes the thread lock itself, and checks resumes under it (`guardResumes` with a lock). */
 const locksItself = (graph: RunnableGraph): boolean => (graph as { [THREAD_LOCK]?: ThreadLock })[THREAD_LOCK] !== undefined;
 
-async function locked<T>(graph: RunnableGraph, config: RunnableConfig, options: ThreadRunOptions, run: () => Promise<T>): Promise<T> {
-  if (locksItself(graph)) return run();
+/**
+ * Runs `run` with the config it is to use, holding the thread's lock. Losing the lock while held
+ * (its connection dropped, its row taken over) aborts the run through its signal, as under the
+ * guard: it stops at its next step instead of acting beside the run that holds the thread now.
+ */
+async function locked<T>(graph: RunnableGraph, config: RunnableConfig, options: ThreadRunOptions, run: (config: RunnableConfig) => Promise<T>): Promise<T> {
+  if (locksItself(graph)) return run(config);
   const lock = options.lock ?? threadLockFor(graph.checkpointer);
   const release = await lock.acquire(String(config.configurable?.thread_id));
   try {
-    return await run();
+    const signal = release.lost ? (config.signal ? AbortSignal.any([config.signal, release.lost]) : release.lost) : config.signal;
+    return await run(signal ? { ...config, signal } : config);
   } finally {
     await release();
   }
@@ -55,8 +61,8 @@ async function outcome<S>(graph: RunnableGraph, config: RunnableConfig): Promise
  * ```
  */
 export async function runThread<S = Record<string, unknown>>(graph: RunnableGraph, input: unknown, config: RunnableConfig, options: ThreadRunOptions = {}): Promise<ThreadRun<S>> {
-  return locked(graph, config, options, async () => {
-    await graph.invoke(input, config);
+  return locked(graph, config, options, async (held) => {
+    await graph.invoke(input, held);
     return outcome<S>(graph, config);
   });
 }
@@ -71,10 +77,10 @@ export async function runThread<S = Record<string, unknown>>(graph: RunnableGrap
  * ```
  */
 export async function resumeThread<S = Record<string, unknown>>(graph: RunnableGraph, resume: unknown, config: RunnableConfig, options: ThreadRunOptions = {}): Promise<ThreadRun<S>> {
-  return locked(graph, config, options, async () => {
+  return locked(graph, config, options, async (held) => {
     // Checked under the lock: by the graph itself when it takes it, else here.
     if (!locksItself(graph)) await assertResumable(graph, config);
-    await graph.invoke(new Command({ resume }), config);
+    await graph.invoke(new Command({ resume }), held);
     return outcome<S>(graph, config);
   });
 }

@@ -6,7 +6,7 @@ import type { Redaction } from "../src/context/redaction.js";
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
-import { assertCallerInput, assertContinuable, assertNoGovernedChannels, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys, THREAD_LOCK } from "../graphs/resume-guard.js";
+import { assertCallerInput, assertContinuable, assertNoGovernedChannels, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys, THREAD_LOCK, withThreadHeld } from "../graphs/resume-guard.js";
 import type { ThreadLock } from "../src/threads/lock.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
 import { compiledGraphOf, madeWith } from "../langgraph/run.js";
@@ -568,6 +568,8 @@ function serve(graph: ServedGraph, rules: ServeRules): void {
           const threadId = config?.configurable?.thread_id;
           if (lock && (typeof threadId === "string" || typeof threadId === "number")) release = await lock.acquire(String(threadId));
           await assertClientStateWrite(graph, rules.channels, config, (supersteps ?? []).flatMap((step) => (step?.updates ?? []).map((u) => u?.values)));
+          // The guard's own write under the lock taken here.
+          if (release) return await withThreadHeld(String(threadId), () => (original as (...a: unknown[]) => Promise<unknown>).apply(graph, args));
         }
         return await (original as (...a: unknown[]) => Promise<unknown>).apply(graph, args);
       } catch (error) {

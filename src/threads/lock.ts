@@ -144,6 +144,9 @@ export function holderLiveness(holder: LockHolder, writtenAt?: number): "alive" 
   if (holder.host !== me.host) return "unknown";
   if (holder.instance && holder.instance === me.instance) return "alive";
   if (holder.pidNamespace && me.pidNamespace && holder.pidNamespace !== me.pidNamespace) return "unknown";
+  // Another realm of this very process (a worker thread, another copy of eart's module): the pid
+  // lives on whatever became of it (a terminated worker), so only its renewals tell.
+  if (holder.instance && holder.pid === me.pid && holder.started && holder.started === me.started) return "unknown";
   if (!pidExists(holder.pid)) return "dead";
   if (holder.started && me.started) {
     const started = holder.pid === me.pid ? me.started : startOf(holder.pid);

@@ -2,7 +2,7 @@ import { HumanMessage } from "@langchain/core/messages";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { Command, MemorySaver } from "@langchain/langgraph";
 import { describe, expect, it } from "vitest";
-import { MemoryAuditLog, pendingApproval, type AuditEvent } from "eart";
+import { MemoryAuditLog, pendingApproval, ThreadBusyError, type AuditEvent } from "eart";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
 import { ask, config, refund } from "../support/refund.js";
 
@@ -10,8 +10,8 @@ import { ask, config, refund } from "../support/refund.js";
  * The guard reads a thread's checkpoint once per resume, and once per new input when nothing is
  * pending on it: the checkpoint it checked is the one the run starts from (lent to the run under
  * the thread's lock), not read and deserialised a second time. A state write that comes in between
- * (another caller's `updateState` while the guard checks) is not lost: the run then reads the
- * thread afresh.
+ * (another caller's `updateState` while the guard checks) is not lost: it is refused, as any while
+ * a run holds the thread, and taken once the run is over.
  */
 
 /** A MemorySaver that counts reads of a thread's latest root checkpoint. */
@@ -54,7 +54,7 @@ describe("a resume reads the paused thread once", () => {
     expect(await s.auditLog.verify("rr-1")).toMatchObject({ ok: true });
   });
 
-  it("another caller's state write that lands while the guard checks the resume is kept: the run starts from the thread as written, not from the copy the guard read", async () => {
+  it("another caller's state write while the guard checks the resume is refused (ThreadBusyError: the run holds the thread), not lost; after the run it is taken", async () => {
     const checkpointer = new CountingSaver();
     const s = middlewareRefundSetup([[refund("c1", 740)], []], { checkpointer });
     await s.agent.invoke(ask(), config("rr-2"));
@@ -62,12 +62,17 @@ describe("a resume reads the paused thread once", () => {
     // Right after the guard's read of the paused thread (the resume's first), an operator's state write lands.
     const reads = checkpointer.latestReads;
     const read = checkpointer.getTuple.bind(checkpointer);
+    let written: unknown = "not tried";
     checkpointer.getTuple = async (cfg: RunnableConfig) => {
       const tuple = await read(cfg);
-      if (checkpointer.latestReads === reads + 1) await s.agent.graph.updateState(config("rr-2"), { messages: [note] });
+      if (checkpointer.latestReads === reads + 1) written = await s.agent.graph.updateState(config("rr-2"), { messages: [note] }).then(() => "written", (e: unknown) => e);
       return tuple;
     };
-    await s.agent.invoke(approve(), config("rr-2", "sam")).catch((e: unknown) => e);
+    await s.agent.invoke(approve(), config("rr-2", "sam"));
+    expect(written).toBeInstanceOf(ThreadBusyError);
+    expect(s.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+    checkpointer.getTuple = read;
+    await s.agent.graph.updateState(config("rr-2"), { messages: [note] });
     const state = await s.agent.graph.getState(config("rr-2"));
     expect((state.values.messages as { id?: string }[]).map((m) => m.id)).toContain("note-1");
   });
@@ -86,7 +91,7 @@ describe("new input on a thread reads its checkpoint once", () => {
     expect(s.refunds().map((r) => r.toolCallId)).toEqual(["c1", "c2"]);
   });
 
-  it("another caller's state write that lands between the guard's read and the run is kept", async () => {
+  it("another caller's state write between the guard's read and the run is refused (ThreadBusyError), not lost", async () => {
     const checkpointer = new CountingSaver();
     const s = middlewareRefundSetup([[], []], { checkpointer });
     await s.agent.invoke(ask("Hello"), config("rr-turn-2"));
@@ -95,13 +100,17 @@ describe("new input on a thread reads its checkpoint once", () => {
     // operator's state write lands.
     let reads = 0;
     const read = checkpointer.getTuple.bind(checkpointer);
+    let written: unknown = "not tried";
     checkpointer.getTuple = async (cfg: RunnableConfig) => {
       const tuple = await read(cfg);
       reads += 1;
-      if (reads === 2) await s.agent.graph.updateState(config("rr-turn-2"), { messages: [note] });
+      if (reads === 2) written = await s.agent.graph.updateState(config("rr-turn-2"), { messages: [note] }).then(() => "written", (e: unknown) => e);
       return tuple;
     };
     await s.agent.invoke(ask("Anything else?"), config("rr-turn-2"));
+    expect(written).toBeInstanceOf(ThreadBusyError);
+    checkpointer.getTuple = read;
+    await s.agent.graph.updateState(config("rr-turn-2"), { messages: [note] });
     const state = await s.agent.graph.getState(config("rr-turn-2"));
     expect((state.values.messages as { id?: string }[]).map((m) => m.id)).toContain("note-2");
   });

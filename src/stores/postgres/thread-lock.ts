@@ -27,6 +27,11 @@ const PostgresLockBoundsSchema = z
  */
 export type PostgresThreadLockOptions = PostgresLocation & z.input<typeof PostgresLockBoundsSchema>;
 
+/** A server without a setting (idle_session_timeout is PostgreSQL 14+) has nothing to turn off. */
+function ignoreUnknownSetting(error: unknown): void {
+  if ((error as { code?: unknown })?.code !== "42704") throw error;
+}
+
 /** One lock held on a session. */
 interface Hold {
   readonly threadId: string;
@@ -47,19 +52,28 @@ class LockSession {
   #inFlight = 0;
   #tail: Promise<void> = Promise.resolve();
   #idleTimer: NodeJS.Timeout | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
   readonly #idleTimeoutMs: number;
+  readonly #timeoutMs: number;
 
-  constructor(client: pg.Client, idleTimeoutMs: number, onDead: (session: LockSession) => void) {
+  constructor(client: pg.Client, bounds: { idleTimeoutMs: number; timeoutMs: number }, onDead: (session: LockSession) => void) {
     this.client = client;
-    this.#idleTimeoutMs = idleTimeoutMs;
+    this.#idleTimeoutMs = bounds.idleTimeoutMs;
+    this.#timeoutMs = bounds.timeoutMs;
     client.on("error", (error: Error) => this.die(error));
     client.on("end", () => this.die(new Error("the thread lock's connection ended")));
     this.#onDead = onDead;
     this.#inFlight++;
-    this.ready = client.connect().then(() => undefined).finally(() => {
-      this.#inFlight--;
-      this.#settle();
-    });
+    this.ready = client
+      .connect()
+      // The session sits idle while it holds locks: a server, role or pool setting that ends idle
+      // sessions would end it, and every lock with it, under a run that is still working.
+      .then(() => client.query(`SET idle_session_timeout = 0; SET idle_in_transaction_session_timeout = 0`).catch(ignoreUnknownSetting))
+      .then(() => undefined)
+      .finally(() => {
+        this.#inFlight--;
+        this.#settle();
+      });
   }
 
   readonly #onDead: (session: LockSession) => void;
@@ -109,6 +123,7 @@ class LockSession {
     if (this.dead) return;
     this.dead = error;
     clearTimeout(this.#idleTimer);
+    clearInterval(this.#heartbeat);
     for (const hold of this.holds) if (!hold.lost.signal.aborted) hold.lost.abort(new ThreadLockLostError(hold.threadId, error));
     this.#onDead(this);
     // Whatever state it is in, the connection is not used again; the server drops its locks with it.
@@ -125,6 +140,18 @@ class LockSession {
     this.#idleTimer = undefined;
     // pg's Client has ref()/unref() (for the pool's allowExitOnIdle), not in its typings (nor in pg-native's client).
     const socket = this.client as unknown as { ref?: () => void; unref?: () => void };
+    if (this.holds.size > 0) {
+      // While locks are held the session is asked to answer every half bound: a server that has
+      // dropped it without a word (a failover, a network that went silent) is found out within the
+      // bound, and every lock on it reported lost, not after the OS's keepalive (hours).
+      this.#heartbeat ??= setInterval(() => {
+        this.query("heartbeat", "SELECT 1", [], Date.now() + this.#timeoutMs, this.#timeoutMs).catch(() => undefined);
+      }, Math.max(1, Math.floor(this.#timeoutMs / 2)));
+      this.#heartbeat.unref();
+    } else {
+      clearInterval(this.#heartbeat);
+      this.#heartbeat = undefined;
+    }
     if (this.#inFlight > 0 || this.holds.size > 0) {
       socket.ref?.();
       return;
@@ -153,7 +180,9 @@ class LockSession {
  * be reached) and the connection is closed. When the connection drops (server restart, failover,
  * `pg_terminate_backend`, a statement past its bound), every lock on it is lost: each holder's
  * `lost` is aborted with a {@link ThreadLockLostError}, and the next `acquire` opens a new
- * connection.
+ * connection. While it holds locks the connection is asked to answer every `timeoutMs / 2`, so a
+ * session the server dropped without a word is found out within the bound; it turns off the
+ * server's idle-session timeouts for itself, which would end it under a working run.
  * @example
  * ```ts
  * const lock = new PostgresThreadLock({ connectionString: process.env.EART_DATABASE_URL });
@@ -231,7 +260,7 @@ export class PostgresThreadLock implements ThreadLock {
   async #sessionBy(deadline: number): Promise<LockSession> {
     let session = this.#session;
     if (!session || session.dead) {
-      session = new LockSession(this.#newClient(), this.#idleTimeoutMs, (dead) => {
+      session = new LockSession(this.#newClient(), { idleTimeoutMs: this.#idleTimeoutMs, timeoutMs: this.#timeoutMs }, (dead) => {
         if (this.#session === dead) this.#session = undefined;
       });
       this.#session = session;

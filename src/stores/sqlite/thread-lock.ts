@@ -50,6 +50,8 @@ export class SqliteThreadLock implements ThreadLock {
   readonly #release: Database.Statement;
   readonly #renew: Database.Statement;
   readonly #held = new Map<string, { owner: string; lost: AbortController }>();
+  /** Releases a write of another process kept from going through (busy): retried at each beat. */
+  readonly #unreleased = new Map<string, string>();
   #heartbeat: NodeJS.Timeout | undefined;
 
   constructor(options: SqliteThreadLockOptions) {
@@ -121,13 +123,15 @@ export class SqliteThreadLock implements ThreadLock {
         if (released) return;
         released = true;
         if (this.#held.get(id)?.owner === owner) this.#held.delete(id);
-        if (this.#held.size === 0) this.#stopHeartbeat();
-        if (!this.#db.open) return;
+        if (!this.#db.open) return this.#stopIfIdle();
         try {
           this.#release.run(id, owner);
-        } catch (error) {
-          throw sqliteFault("release", error);
+        } catch {
+          // Busy past busy_timeout (another process's long write): the run is over whatever the
+          // file says; the row is deleted at the next beat, never left naming a live holder.
+          this.#unreleased.set(id, owner);
         }
+        this.#stopIfIdle();
       },
       { lost: lost.signal },
     );
@@ -143,6 +147,8 @@ export class SqliteThreadLock implements ThreadLock {
       if (this.#db.open) this.#release.run(threadId, held.owner);
     }
     this.#held.clear();
+    for (const [threadId, owner] of this.#unreleased) if (this.#db.open) this.#release.run(threadId, owner);
+    this.#unreleased.clear();
     this.#stopHeartbeat();
     if (this.#owned && this.#db.open) this.#db.close();
   }
@@ -159,9 +165,23 @@ export class SqliteThreadLock implements ThreadLock {
     this.#heartbeat = undefined;
   }
 
+  #stopIfIdle(): void {
+    if (this.#held.size === 0 && this.#unreleased.size === 0) this.#stopHeartbeat();
+    else this.#startHeartbeat();
+  }
+
   /** Renews every lock this object holds; a lock whose row is gone or taken was lost. */
   #renewAll(): void {
     if (!this.#db.open) return this.#stopHeartbeat();
+    for (const [id, owner] of this.#unreleased) {
+      try {
+        this.#release.run(id, owner);
+        this.#unreleased.delete(id);
+      } catch {
+        // still busy: the next beat tries again
+      }
+    }
+    this.#stopIfIdle();
     const now = Date.now();
     for (const [id, { owner, lost }] of this.#held) {
       let renewed: boolean;
