@@ -236,8 +236,11 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
     const { results, failed } = await fetchAll({ query: q, identity: frozenCopy(identity), threadId }, config);
     // Every item was checked with its provider: what is left to fail here is eart's own fault.
     const screened = screenContext(namespaced(results, state.context?.items ?? []), identity, redaction);
-    const kept = [...(state.context?.items ?? []).filter((i) => !screened.items.some((n) => n.id === i.id)), ...screened.items];
-    const missing = required.filter((r) => !kept.some((item) => (r.match ? r.match(item) : item.labels.includes(r.fact))));
+    // Required facts are about what this run retrieved: another application's income proof, kept
+    // from an earlier request on the thread, does not stand in for this one's. A run that retrieves
+    // nothing (a follow-up) goes on with what the thread holds.
+    const basis = screened.items.length > 0 ? screened.items : (state.context?.items ?? []);
+    const missing = required.filter((r) => !basis.some((item) => (r.match ? r.match(item) : item.labels.includes(r.fact))));
     const events: AuditEventInput[] = [
       {
         threadId,

@@ -40,6 +40,16 @@ export const VENDORS: Record<string, Vendor> = {
   },
 };
 
+/** The invoice with this id, or undefined: an own entry only ("constructor" or "__proto__" is no invoice). */
+export function invoiceOf(invoiceId: string): Invoice | undefined {
+  return Object.hasOwn(INVOICES, invoiceId) ? INVOICES[invoiceId] : undefined;
+}
+
+/** The vendor with this id, or undefined: an own entry only. */
+export function vendorOf(vendorId: string): Vendor | undefined {
+  return Object.hasOwn(VENDORS, vendorId) ? VENDORS[vendorId] : undefined;
+}
+
 export const invoiceIdsIn = (text: string): string[] => [...new Set(text.match(/\bINV-\d{4}\b/g) ?? [])];
 export const vendorIdsIn = (text: string): string[] => [...new Set(text.match(/\bV-\d{3}\b/g) ?? [])];
 
@@ -60,17 +70,17 @@ const vendorItem = (v: Vendor): RetrievedItem => ({
  * record, and no bank details.
  */
 export async function paymentContext({ query }: { query: string }): Promise<RetrievedItem[]> {
-  const invoices = invoiceIdsIn(query).flatMap((id) => (INVOICES[id] ? [INVOICES[id]] : []));
+  const invoices = invoiceIdsIn(query).flatMap((id) => invoiceOf(id) ?? []);
   const items: RetrievedItem[] = [];
   for (const invoice of invoices) {
-    const vendor = VENDORS[invoice.vendorId]!;
+    const vendor = vendorOf(invoice.vendorId)!;
     items.push(
       { id: `invoice:${invoice.invoiceId}`, source: "erp.invoices", scope: "invoices", content: invoice },
       vendorItem(vendor),
       { id: `bank:${vendor.vendorId}`, source: "erp.vendor-bank-accounts", scope: "vendor-bank", labels: ["payment_data"], content: { vendorId: vendor.vendorId, ...vendor.bank } },
     );
   }
-  if (invoices.length === 0) for (const id of vendorIdsIn(query)) if (VENDORS[id]) items.push(vendorItem(VENDORS[id]));
+  if (invoices.length === 0) for (const vendor of vendorIdsIn(query).flatMap((id) => vendorOf(id) ?? [])) items.push(vendorItem(vendor));
   return [...new Map(items.map((item) => [item.id, item])).values()];
 }
 

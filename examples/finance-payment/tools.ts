@@ -3,7 +3,7 @@ import type Database from "better-sqlite3";
 import { ToolArgumentError } from "eart";
 import { executionContextOf } from "eart/nodes";
 import { z } from "zod";
-import { INVOICES, VENDORS } from "./data.js";
+import { invoiceOf, vendorOf } from "./data.js";
 
 /** A payment as the `payments` table holds it. */
 export interface PaymentRow {
@@ -32,10 +32,13 @@ const toolCallIdOf = (config: unknown) => (config as { toolCall?: { id?: string 
 
 /**
  * The finance tools, over one SQLite database. `prepare_payment` drafts a payment for an invoice
- * (the payee's bank details come from the vendor master, never from the model); `execute_payment`
+ * (the payee's bank details come from the vendor master, never from the model) and reports the
+ * payment as stored: an invoice prepared or paid before is not prepared again; `execute_payment`
  * releases a prepared payment: a row in `payment_executions`, the side effect that must happen
- * once and only with a finance approval; `send_external_email` writes to the `outbox`. Each
- * forwards eart's idempotency key to a unique column.
+ * once and only with a finance approval. It releases only a payment still `prepared`, for the
+ * vendor and amount prepared, and marks it `executed` in the same transaction, so a second
+ * approval of the same payment (another thread, another week) pays nothing. `send_external_email`
+ * writes to the `outbox`. Each forwards eart's idempotency key to a unique column.
  */
 export function createFinanceTools(db: Database.Database) {
   db.exec(`
@@ -63,56 +66,59 @@ export function createFinanceTools(db: Database.Database) {
       idempotency_key TEXT UNIQUE
     );`);
 
+  const insertPayment = db.prepare(
+    `INSERT INTO payments (payment_id, invoice_id, vendor_id, amount_cents, iban, status) VALUES (?, ?, ?, ?, ?, 'prepared') ON CONFLICT (payment_id) DO NOTHING`,
+  );
+  const paymentById = db.prepare(`SELECT vendor_id AS vendorId, amount_cents AS amountCents, status FROM payments WHERE payment_id = ?`);
+  const executionByKey = db.prepare(`SELECT 1 FROM payment_executions WHERE idempotency_key = ?`);
+  const markExecuted = db.prepare(`UPDATE payments SET status = 'executed' WHERE payment_id = ? AND vendor_id = ? AND amount_cents = ? AND status = 'prepared'`);
+  const insertExecution = db.prepare(
+    `INSERT INTO payment_executions (payment_id, amount_cents, tool_call_id, idempotency_key) VALUES (?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING`,
+  );
+  type StoredPayment = { vendorId: string; amountCents: number; status: PaymentRow["status"] };
+
   const preparePayment = tool(
     async ({ invoiceId }) => {
-      const invoice = INVOICES[invoiceId];
+      const invoice = invoiceOf(invoiceId);
       if (!invoice) throw new ToolArgumentError(`no invoice ${invoiceId}`);
-      const vendor = VENDORS[invoice.vendorId]!;
+      const vendor = vendorOf(invoice.vendorId)!;
       const paymentId = `PAY-${invoiceId}`;
-      db.prepare(`INSERT INTO payments (payment_id, invoice_id, vendor_id, amount_cents, iban, status) VALUES (?, ?, ?, ?, ?, 'prepared') ON CONFLICT (payment_id) DO NOTHING`).run(
-        paymentId,
-        invoiceId,
-        vendor.vendorId,
-        invoice.amountCents,
-        vendor.bank.iban,
-      );
+      insertPayment.run(paymentId, invoiceId, vendor.vendorId, invoice.amountCents, vendor.bank.iban);
+      // What is stored, not what this call meant to store: an invoice paid before says "executed".
+      const stored = paymentById.get(paymentId) as StoredPayment;
       // The draft names the account it will pay to: redacted for whoever may not see it.
       return JSON.stringify({
         paymentId,
         invoiceId,
-        vendorId: vendor.vendorId,
+        vendorId: stored.vendorId,
         payee: vendor.bank.accountHolder,
         iban: vendor.bank.iban,
-        amountCents: invoice.amountCents,
+        amountCents: stored.amountCents,
         currency: invoice.currency,
-        status: "prepared",
+        status: stored.status,
       });
     },
     {
       name: "prepare_payment",
-      description: "Draft the payment of a vendor invoice. The payment is not released until executed.",
+      description: "Draft the payment of a vendor invoice. The payment is not released until executed. An invoice paid already is reported with status executed.",
       schema: z.object({ invoiceId: z.string().describe("The invoice id, e.g. INV-7731") }),
     },
   );
 
   const executePayment = tool(
     async ({ paymentId, vendorId, amountCents }, config) => {
-      const payment = db.prepare(`SELECT vendor_id AS vendorId, amount_cents AS amountCents, status FROM payments WHERE payment_id = ?`).get(paymentId) as
-        | { vendorId: string; amountCents: number; status: string }
-        | undefined;
-      if (!payment) throw new ToolArgumentError(`no prepared payment ${paymentId}`);
-      if (payment.vendorId !== vendorId || payment.amountCents !== amountCents) {
-        throw new ToolArgumentError(`payment ${paymentId} is for ${payment.amountCents} cents to ${payment.vendorId}`);
-      }
       const key = executionContextOf(config)?.idempotencyKey ?? null;
       db.transaction(() => {
-        db.prepare(`INSERT INTO payment_executions (payment_id, amount_cents, tool_call_id, idempotency_key) VALUES (?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING`).run(
-          paymentId,
-          amountCents,
-          toolCallIdOf(config),
-          key,
-        );
-        db.prepare(`UPDATE payments SET status = 'executed' WHERE payment_id = ?`).run(paymentId);
+        // A retry of this very call (same idempotency key) after it committed: released already, by it.
+        if (key !== null && executionByKey.get(key)) return;
+        // Release only what is still prepared, as prepared: the status changes with the release or not at all.
+        if (markExecuted.run(paymentId, vendorId, amountCents).changes !== 1) {
+          const payment = paymentById.get(paymentId) as StoredPayment | undefined;
+          if (!payment) throw new ToolArgumentError(`no prepared payment ${paymentId}`);
+          if (payment.status !== "prepared") throw new ToolArgumentError(`payment ${paymentId} is ${payment.status}, not prepared: it is not released again`);
+          throw new ToolArgumentError(`payment ${paymentId} is for ${payment.amountCents} cents to ${payment.vendorId}`);
+        }
+        insertExecution.run(paymentId, amountCents, toolCallIdOf(config), key);
       })();
       return JSON.stringify({ paymentId, amountCents, bankReference: `BNK-${paymentId}`, status: "executed" });
     },

@@ -51,7 +51,7 @@ export async function offerAgentOptions(db: Database.Database, options: Pick<Off
       systemPrompt:
         "You draft offer letters from the retrieved context: the role level, the requisition's approval status and the salary band. " +
         "Never guess a salary: if the band's figures are redacted, draft with baseSalary null and say the salary is pending. " +
-        "Send an offer only when asked and the draft states the salary.",
+        "Send an offer only when asked and the draft states the salary, with the draft's candidate, level and base salary.",
       context: {
         providers: [offerContext],
         redaction: offerRedaction,
@@ -70,7 +70,8 @@ export async function offerAgentOptions(db: Database.Database, options: Pick<Off
  * The governed offer-letter agent. Each run retrieves the candidate, the requisition (role level,
  * approval status) and the salary band; compensation figures are redacted unless the agent acts
  * for an HR manager, in what the model sees, in tool results and in the audit log. A missing
- * requisition or band goes to an HR manager; sending an offer waits for an HR director.
+ * requisition or band goes to an HR manager; sending an offer waits for an HR director, who is
+ * shown the terms sent (a salary outside the level's band is marked as the exception it is).
  */
 export async function openOfferAgent(options: OfferAgentOptions = {}) {
   const db = new Database(options.file ?? ":memory:");

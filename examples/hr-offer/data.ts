@@ -37,6 +37,18 @@ export const SALARY_BANDS: Record<string, { roleLevel: string; currency: string;
   L4: { roleLevel: "L4", currency: "USD", minSalary: 148_000, targetSalary: 165_000, maxSalary: 182_000, signOnBonus: 12_000 },
 };
 
+/** An own entry of a record, or undefined: "constructor" or "__proto__" names nothing. */
+const own = <T>(record: Record<string, T>, key: string): T | undefined => (Object.hasOwn(record, key) ? record[key] : undefined);
+
+/** The candidate with this id, or undefined (own entries only). */
+export const candidateOf = (candidateId: string): Candidate | undefined => own(CANDIDATES, candidateId);
+
+/** The requisition with this id, or undefined (own entries only). */
+export const requisitionOf = (requisitionId: string): (typeof REQUISITIONS)[string] | undefined => own(REQUISITIONS, requisitionId);
+
+/** The salary band of a role level, or undefined: a level without a band, or no level (own entries only). */
+export const bandOf = (roleLevel: string): (typeof SALARY_BANDS)[string] | undefined => own(SALARY_BANDS, roleLevel);
+
 /** Every compensation figure of the data, as digits and with thousands separators: what must never reach a recruiter. */
 export const SALARY_FIGURES: string[] = [
   ...Object.values(SALARY_BANDS).flatMap((b) => [b.minSalary, b.targetSalary, b.maxSalary, b.signOnBonus]),
@@ -66,11 +78,11 @@ export function candidateIdOf(text: string): string | undefined {
  */
 export async function offerContext({ query }: RetrievalRequest): Promise<RetrievedItem[]> {
   const id = candidateIdOf(query);
-  const candidate = id ? CANDIDATES[id] : undefined;
-  const requisition = candidate ? REQUISITIONS[candidate.requisitionId] : undefined;
+  const candidate = id ? candidateOf(id) : undefined;
+  const requisition = candidate ? requisitionOf(candidate.requisitionId) : undefined;
   if (!candidate || !requisition) return [];
   const { expectedSalary: _private, ...profile } = candidate;
-  const band = SALARY_BANDS[requisition.roleLevel];
+  const band = bandOf(requisition.roleLevel);
   return [
     { id: `candidate/${candidate.candidateId}`, source: "applicant-tracking", scope: "recruiting", labels: ["candidate"], content: profile },
     {

@@ -34,7 +34,8 @@ export function offerLetter(candidate: Record<string, unknown>, requisition: Rec
 /**
  * The offer conversation as a script, reading only the context it is shown: draft the letter
  * with the band's target salary when the figure is visible (else "pending"); when asked to send
- * it and the draft is complete, propose sending it; then report. Tool call ids come from the turn.
+ * it and the draft is complete, propose sending it with the terms it states; then report. Tool
+ * call ids come from the turn.
  */
 export function offerScript(messages: BaseMessage[]): AIMessage {
   const turn = messages.filter((m) => AIMessage.isInstance(m)).length;
@@ -65,7 +66,9 @@ export function offerScript(messages: BaseMessage[]): AIMessage {
     if (last.status === "error") return new AIMessage(`The draft was not stored: ${String(last.content)}`);
     const draft = JSON.parse(String(last.content)) as { draftId: string; salaryStatus: string };
     if (/\bsend\b/i.test(request) && draft.salaryStatus === "included") {
-      return new AIMessage({ content: "", tool_calls: [{ id: `call_${turn}_send`, name: "send_offer", args: { draftId: draft.draftId } }] });
+      // The terms the draft states, so the approver sees what is sent.
+      const terms = { draftId: draft.draftId, candidateId, roleLevel: String(requisition.roleLevel), baseSalary: target };
+      return new AIMessage({ content: "", tool_calls: [{ id: `call_${turn}_send`, name: "send_offer", args: terms }] });
     }
     return new AIMessage(
       draft.salaryStatus === "included"

@@ -1,4 +1,5 @@
 import type { BaseChatModel } from "@langchain/core/language_models/chat_models";
+import { HumanMessage } from "@langchain/core/messages";
 import type { BaseCheckpointSaver } from "@langchain/langgraph";
 import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import Database from "better-sqlite3";
@@ -6,7 +7,7 @@ import { defineRedaction, IdentityRegistry, STANDARD_REDACTIONS, type AuditLog }
 import { SqliteAuditLog, SqliteEffectLedger } from "eart/sqlite";
 import { createGovernedAgent } from "eart/graphs";
 import type { GovernedState, RequiredFact } from "eart/nodes";
-import { applicantDocuments, creditBureau } from "./data.js";
+import { applicantDocuments, applicationIdOf, creditBureau } from "./data.js";
 import { createLoanModel } from "./model.js";
 import { loanPolicy } from "./policy.js";
 import { createLoanTools } from "./tools.js";
@@ -24,22 +25,45 @@ export const LOAN_REQUIRED_FACTS: RequiredFact[] = [
   { fact: "credit_report", description: "the credit bureau report" },
 ];
 
-/** The content of the first context item carrying a label. */
-const labelled = (state: GovernedState, label: string) => state.context?.items.find((i) => i.labels.includes(label))?.content as Record<string, number> | undefined;
+/** The application the officer's newest request names (a follow-up that names none keeps the one before). */
+function currentApplicationId(state: GovernedState): string | undefined {
+  for (const m of [...state.messages].reverse()) {
+    if (!HumanMessage.isInstance(m)) continue;
+    const id = applicationIdOf(typeof m.content === "string" ? m.content : JSON.stringify(m.content));
+    if (id) return id;
+  }
+  return undefined;
+}
 
 /**
- * Two independent reads of the application: the credit score band, and affordability (debts under
- * 40% of monthly income). When they disagree, an underwriter decides. Each abstains (undefined)
- * when its data is missing.
+ * What the checks read, of the application being screened only: a thread keeps every item it
+ * retrieved, so an earlier application's report or payslips are still there and must not stand in
+ * for this one's. The application item names its applicant (whose credit report it is); the
+ * submitted documents carry the application's id in theirs (`A-100/payslips`).
+ */
+function applicationData(state: GovernedState): { report?: Record<string, number>; income?: Record<string, number> } {
+  const applicationId = currentApplicationId(state);
+  const items = state.context?.items ?? [];
+  const contentOf = (item: { content?: unknown } | undefined) => item?.content as Record<string, unknown> | undefined;
+  const application = contentOf(items.find((i) => i.labels.includes("loan_application") && contentOf(i)?.applicationId === applicationId));
+  if (!applicationId || !application) return {};
+  const report = items.find((i) => i.labels.includes("credit_report") && contentOf(i)?.applicantId === application.applicantId);
+  const income = items.find((i) => i.labels.includes("income_proof") && i.id.startsWith(`${applicationId}/`));
+  return { report: contentOf(report) as Record<string, number> | undefined, income: contentOf(income) as Record<string, number> | undefined };
+}
+
+/**
+ * Two independent reads of the application being screened: the credit score band, and
+ * affordability (debts under 40% of monthly income). When they disagree, an underwriter decides.
+ * Each abstains (undefined) when its data is missing.
  */
 export const LOAN_CHECKS = {
   creditScore: (state: GovernedState) => {
-    const report = labelled(state, "credit_report");
+    const { report } = applicationData(state);
     return report ? (report.score! >= 680 ? "eligible" : "refer") : undefined;
   },
   affordability: (state: GovernedState) => {
-    const report = labelled(state, "credit_report");
-    const income = labelled(state, "income_proof");
+    const { report, income } = applicationData(state);
     if (!report || typeof income?.annualIncomeCents !== "number") return undefined;
     return report.monthlyDebtCents! / (income.annualIncomeCents / 12) <= 0.4 ? "eligible" : "refer";
   },
@@ -95,8 +119,9 @@ export async function loanAgentOptions(db: Database.Database, options: Pick<Loan
  * The governed loan pre-screening agent. At the start of each run it retrieves the application,
  * the submitted documents and the credit report (scopes `loan_documents` and `credit`; national
  * ids redacted), and escalates to an underwriter when a required document is missing. It may
- * recommend up to $50,000; a larger recommendation, checks that disagree or a confidence under 0.7
- * go to an underwriter, who takes over, sends the case back or closes it. It never approves.
+ * recommend an application of up to $50,000, for the amount applied for; a larger one, checks
+ * (of this application's data) that disagree or a confidence under 0.7 go to an underwriter, who
+ * takes over, sends the case back or closes it. It never approves.
  */
 export async function openLoanAgent(options: LoanAgentOptions = {}) {
   const db = new Database(options.file ?? ":memory:");

@@ -63,6 +63,11 @@ export const CREDIT_REPORTS: Record<string, CreditReport> = {
   "P-400": { applicantId: "P-400", score: 760, monthlyDebtCents: 210_000, delinquencies: 0 },
 };
 
+/** The application with this id, or undefined: an own entry only ("constructor" or "__proto__" is no application). */
+export function applicationOf(applicationId: string): LoanApplication | undefined {
+  return Object.hasOwn(APPLICATIONS, applicationId) ? APPLICATIONS[applicationId] : undefined;
+}
+
 /** The application id a request names ("application A-100"). */
 export function applicationIdOf(text: string): string | undefined {
   return /\bA-\d+\b/.exec(text)?.[0];
@@ -75,19 +80,19 @@ export function applicationIdOf(text: string): string | undefined {
  */
 export async function applicantDocuments({ query }: RetrievalRequest): Promise<RetrievedItem[]> {
   const id = applicationIdOf(query);
-  const application = id ? APPLICATIONS[id] : undefined;
+  const application = id ? applicationOf(id) : undefined;
   if (!application) return [];
   return [
     { id: `${application.applicationId}/application`, source: "loan-intake", scope: "loan_documents", labels: ["loan_application"], content: { ...application } },
-    ...(DOCUMENTS[application.applicationId] ?? []).map((d) => ({ id: d.id, source: "document-store", scope: d.scope, labels: [d.kind], content: d.content })),
+    ...(Object.hasOwn(DOCUMENTS, application.applicationId) ? DOCUMENTS[application.applicationId]! : []).map((d) => ({ id: d.id, source: "document-store", scope: d.scope, labels: [d.kind], content: d.content })),
   ];
 }
 
 /** Context provider: the applicant's credit report from the bureau (scope `credit`). */
 export async function creditBureau({ query }: RetrievalRequest): Promise<RetrievedItem[]> {
   const id = applicationIdOf(query);
-  const application = id ? APPLICATIONS[id] : undefined;
-  const report = application ? CREDIT_REPORTS[application.applicantId] : undefined;
+  const application = id ? applicationOf(id) : undefined;
+  const report = application && Object.hasOwn(CREDIT_REPORTS, application.applicantId) ? CREDIT_REPORTS[application.applicantId] : undefined;
   if (!report) return [];
   return [{ id: `credit/${report.applicantId}`, source: "credit-bureau", scope: "credit", labels: ["credit_report"], content: { ...report } }];
 }

@@ -3,7 +3,7 @@ import type Database from "better-sqlite3";
 import { ToolArgumentError } from "eart";
 import { executionContextOf } from "eart/nodes";
 import { z } from "zod";
-import { APPLICATIONS } from "./data.js";
+import { applicationOf } from "./data.js";
 
 /** A row of `loan_recommendations` or `loan_approvals`. */
 export interface LoanDecisionRow {
@@ -18,6 +18,9 @@ const toolCallIdOf = (config: unknown) => (config as { toolCall?: { id?: string 
  * The loan tools, writing to two tables of the given SQLite database: `recommend_loan` records a
  * recommendation for an underwriter to act on; `approve_loan` records a final approval, the
  * decision only an underwriter makes. Both forward eart's idempotency key to a unique column.
+ * `recommend_loan` recommends an application for the amount applied for and refuses any other:
+ * policy decides on the call's `amountCents`, so the call that runs must state the application's
+ * own amount (a $120,000 application quoted "at $49,999" would pass the $50,000 limit).
  */
 export function createLoanTools(db: Database.Database) {
   for (const table of ["loan_recommendations", "loan_approvals"]) {
@@ -44,13 +47,17 @@ export function createLoanTools(db: Database.Database) {
 
   const recommendLoan = tool(
     async ({ applicationId, amountCents, rationale }, config) => {
-      if (!APPLICATIONS[applicationId]) throw new ToolArgumentError(`no application ${applicationId}`);
+      const application = applicationOf(applicationId);
+      if (!application) throw new ToolArgumentError(`no application ${applicationId}`);
+      if (amountCents !== application.amountCents) {
+        throw new ToolArgumentError(`application ${applicationId} is for ${application.amountCents} cents: recommend the amount applied for, not ${amountCents}`);
+      }
       insertRecommendation.run(applicationId, amountCents, rationale, toolCallIdOf(config), executionContextOf(config)?.idempotencyKey ?? null);
       return JSON.stringify({ applicationId, amountCents, status: "recommended", next: "an underwriter makes the final decision" });
     },
     {
       name: "recommend_loan",
-      description: "Record a recommendation to approve a loan application, with the rationale. It is not an approval.",
+      description: "Record a recommendation to approve a loan application for the amount applied for, with the rationale. It is not an approval.",
       schema: schema.extend({ rationale: z.string().describe("Why, citing the context ids") }),
     },
   );

@@ -47,15 +47,17 @@ export async function salesDiscountAgentOptions(db: Database.Database, options: 
       // A discount the tools could not apply waits for a sales manager.
       recoveryRoles: ["sales-manager"],
       context: { providers: [quoteContext] },
-      systemPrompt: "You are a sales assistant. Apply the discount the account executive asks for to the quote in the context, and cite the quote.",
+      systemPrompt: "You are a sales assistant. Apply the discount the account executive asks for to their quote in the context, and cite the quote.",
     },
   };
 }
 
 /**
  * The governed sales agent. It reads the quote (retrieved context, scope-filtered: internal cost
- * sheets are dropped) and applies discounts: up to 10% alone, above that with a sales manager,
- * above 30% never. Everything lives in one SQLite file unless a checkpointer or audit log is given.
+ * sheets are dropped) and applies discounts to the quotes of the human it acts for: up to 10%
+ * alone, above that with a sales manager other than the quote's owner, above 30% never; a
+ * colleague's quote, never. Everything lives in one SQLite file unless a checkpointer or audit
+ * log is given.
  */
 export async function openSalesDiscountAgent(options: SalesDiscountAgentOptions = {}): Promise<{
   agent: ReturnType<typeof createGovernedAgent>;

@@ -1,4 +1,4 @@
-import type { RetrievedItem } from "eart";
+import type { RetrievalRequest, RetrievedItem } from "eart";
 
 /** The sales scenario's records: quotes, the accounts they belong to, and internal cost sheets. */
 
@@ -29,6 +29,7 @@ const quote = (quoteId: string, account: string, owner: string, lines: QuoteLine
   validUntil,
 });
 
+/** Each quote's owner is the account executive who sells it; only the owner has the agent discount it. */
 export const QUOTES: Record<string, Quote> = {
   "Q-1001": quote("Q-1001", "Acme Tools", "rita", [{ sku: "LIC-STD", description: "Standard licence, 1 year", quantity: 20, unitPriceCents: 120_000 }], "2025-07-31"),
   "Q-1002": quote(
@@ -41,9 +42,14 @@ export const QUOTES: Record<string, Quote> = {
     ],
     "2025-08-15",
   ),
-  "Q-1003": quote("Q-1003", "Cobalt Retail", "nick", [{ sku: "LIC-STD", description: "Standard licence, 1 year", quantity: 5, unitPriceCents: 120_000 }], "2025-07-15"),
+  "Q-1003": quote("Q-1003", "Cobalt Retail", "rita", [{ sku: "LIC-STD", description: "Standard licence, 1 year", quantity: 5, unitPriceCents: 120_000 }], "2025-07-15"),
   "Q-2001": quote("Q-2001", "Delta Mining", "mia", [{ sku: "LIC-ENT", description: "Enterprise licence, 3 years", quantity: 10, unitPriceCents: 300_000 }], "2025-09-01"),
 };
+
+/** The quote with this id, or undefined: an own entry only ("constructor" or "__proto__" is no quote). */
+export function quoteOf(quoteId: string): Quote | undefined {
+  return Object.hasOwn(QUOTES, quoteId) ? QUOTES[quoteId] : undefined;
+}
 
 /** Account facts the agent may read when discounting. */
 export const ACCOUNTS: Record<string, { account: string; segment: string; customerSince: string; lastDiscountPercent: number | null }> = {
@@ -72,19 +78,20 @@ export const dollars = (cents: number): string =>
   `$${(cents / 100).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 
 /**
- * The context provider: for every quote named in the request, the quote, its account and its
- * internal cost sheet. The cost sheet carries the `pricing-internal` scope, which the sales agent
- * does not hold: eart drops it before the model sees anything.
+ * The context provider: for every quote named in the request that belongs to the human the agent
+ * acts for, the quote, its account and its internal cost sheet (a colleague's quote is not read:
+ * it is not theirs to discount). The cost sheet carries the `pricing-internal` scope, which the
+ * sales agent does not hold: eart drops it before the model sees anything.
  */
-export async function quoteContext({ query }: { query: string }): Promise<RetrievedItem[]> {
+export async function quoteContext({ query, identity }: RetrievalRequest): Promise<RetrievedItem[]> {
   return quoteIdsIn(query).flatMap((id): RetrievedItem[] => {
-    const q = QUOTES[id];
-    if (!q) return [];
-    const account = ACCOUNTS[q.account];
+    const q = quoteOf(id);
+    if (!q || q.owner !== identity.onBehalfOf.id) return [];
+    const account = Object.hasOwn(ACCOUNTS, q.account) ? ACCOUNTS[q.account] : undefined;
     return [
       { id: `quote:${id}`, source: "crm.quotes", scope: "quotes", content: q },
       ...(account ? [{ id: `account:${q.account}`, source: "crm.accounts", scope: "accounts", content: account }] : []),
-      { id: `cost:${id}`, source: "finance.cost-sheets", scope: "pricing-internal", labels: ["margin"], content: COST_SHEETS[id] ?? [] },
+      { id: `cost:${id}`, source: "finance.cost-sheets", scope: "pricing-internal", labels: ["margin"], content: Object.hasOwn(COST_SHEETS, id) ? COST_SHEETS[id]! : [] },
     ];
   });
 }

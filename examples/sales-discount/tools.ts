@@ -3,7 +3,7 @@ import type Database from "better-sqlite3";
 import { ToolArgumentError } from "eart";
 import { executionContextOf } from "eart/nodes";
 import { z } from "zod";
-import { QUOTES } from "./data.js";
+import { quoteOf } from "./data.js";
 
 /** A discount as the `discounts` table holds it. */
 export interface DiscountRow {
@@ -35,7 +35,7 @@ export function createSalesTools(db: Database.Database) {
 
   const applyDiscount = tool(
     async ({ quoteId, percent, reason }, config) => {
-      const quote = QUOTES[quoteId];
+      const quote = quoteOf(quoteId);
       if (!quote) throw new ToolArgumentError(`no quote ${quoteId}`);
       const newTotalCents = Math.round(quote.listTotalCents * (1 - percent / 100));
       const toolCallId = (config as { toolCall?: { id?: string } } | undefined)?.toolCall?.id ?? null;

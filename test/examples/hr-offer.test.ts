@@ -119,7 +119,7 @@ describe("offer letters with compensation redacted by role", () => {
       expect.objectContaining({
         toolCallId: "call_1_send",
         name: "send_offer",
-        args: { draftId: "D-1" },
+        args: { draftId: "D-1", candidateId: "CAND-7", roleLevel: "L4", baseSalary: 165_000 },
         approverRoles: ["hr-director"],
         policyIds: ["offer.send"],
         requestedBy: { agentId: "offer-agent", userId: "hana" },
