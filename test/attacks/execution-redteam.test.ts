@@ -152,6 +152,19 @@ const recoveryOf = async (agent: { getState: (c: unknown) => Promise<unknown> },
 const codeOf = (p: Promise<unknown>) => p.then(() => "no error", (e: { message?: string }) => eartErrorOf(e)?.code ?? `not eart's: ${String(e?.message ?? e).slice(0, 200)}`);
 
 // ─────────────────────────────────────────────────────────────────────────────────────────────
+/** A fallback tool paying through another gateway, and what it paid. */
+function backupGateway() {
+  const backup: unknown[] = [];
+  const backupPayout = tool(
+    async (args) => {
+      backup.push(args);
+      return "paid through the backup gateway";
+    },
+    { name: "backup_payout", schema: z.object({ orderId: z.string(), amount: z.number() }) },
+  );
+  return { backup, backupPayout };
+}
+
 describe("timeouts and fallbacks", () => {
   // Was a hole (high: double payout). A timeout leaves the outcome unknown (eart's own rule: the
   // tool may still be acting). For an `idempotent` tool the node may run it again under the same
@@ -159,14 +172,7 @@ describe("timeouts and fallbacks", () => {
   // cannot dedupe by the key: the late primary and the fallback both paid. This is the README's own
   // configuration (idempotent + timeout + fallback). A last try that timed out now goes to a human.
   it("an idempotent refund that times out (its gateway ignores the abort and pays late) is not followed by its fallback: a human decides", async () => {
-    const backup: unknown[] = [];
-    const backupPayout = tool(
-      async (args) => {
-        backup.push(args);
-        return "paid through the backup gateway";
-      },
-      { name: "backup_payout", schema: z.object({ orderId: z.string(), amount: z.number() }) },
-    );
+    const { backup, backupPayout } = backupGateway();
     const s = withRefund(async (args, cfg, _real, _n, db) => {
       await pause(80);
       return payIgnoringAbort(db, args, cfg);
@@ -183,14 +189,7 @@ describe("timeouts and fallbacks", () => {
   });
 
   it("a non-idempotent refund that times out (and pays late) is neither retried nor replaced by its fallback: a human decides", async () => {
-    const backup: unknown[] = [];
-    const backupPayout = tool(
-      async (args) => {
-        backup.push(args);
-        return "paid through the backup gateway";
-      },
-      { name: "backup_payout", schema: z.object({ orderId: z.string(), amount: z.number() }) },
-    );
+    const { backup, backupPayout } = backupGateway();
     const s = withRefund(async (args, cfg, _real, _n, db) => {
       await pause(80);
       return payIgnoringAbort(db, args, cfg);

@@ -375,6 +375,22 @@ async function offerSetup(script: (messages: BaseMessage[]) => AIMessage) {
   return { ...offers, cfg };
 }
 
+/** A model that drafts CAND-7's L4 offer at $400,000, then sends it stating `sent` as its base salary. */
+function draftAndSend(sent: number) {
+  return (messages: BaseMessage[]): AIMessage => {
+    const turn = turnOf(messages);
+    const last = messages.at(-1);
+    if (last && HumanMessage.isInstance(last)) {
+      return new AIMessage({ content: "", tool_calls: [{ id: `call_${turn}_draft`, name: "draft_offer", args: { candidateId: "CAND-7", roleLevel: "L4", baseSalary: 400_000, body: "Base salary: $400,000 per year." } }] });
+    }
+    if (last && ToolMessage.isInstance(last) && last.name === "draft_offer") {
+      const draft = JSON.parse(String(last.content)) as { draftId: string };
+      return new AIMessage({ content: "", tool_calls: [{ id: `call_${turn}_send`, name: "send_offer", args: { draftId: draft.draftId, candidateId: "CAND-7", roleLevel: "L4", baseSalary: sent } }] });
+    }
+    return new AIMessage("Sent.");
+  };
+}
+
 describe("hr-offer: an offer from the band, level and approval; salary figures only for those who may see them", () => {
   // Was a hole (medium), in eart's library: the thread-wide required facts again. CAND-8 is hired
   // into L7, which has no band ("the agent must not draft without one"); on a thread that retrieved
@@ -400,21 +416,7 @@ describe("hr-offer: an offer from the band, level and approval; salary figures o
   // outside the level's band adds `offer.send.outside-band`: the director sees the figure and is
   // told it is an exception.
   it("the HR director approving an offer is shown the salary it states (here far above the band)", async () => {
-    const script = (messages: BaseMessage[]): AIMessage => {
-      const turn = turnOf(messages);
-      const last = messages.at(-1);
-      if (last && HumanMessage.isInstance(last)) {
-        return new AIMessage({ content: "", tool_calls: [{ id: `call_${turn}_draft`, name: "draft_offer", args: { candidateId: "CAND-7", roleLevel: "L4", baseSalary: 400_000, body: "Base salary: $400,000 per year." } }] });
-      }
-      if (last && ToolMessage.isInstance(last) && last.name === "draft_offer") {
-        const draft = JSON.parse(String(last.content)) as { draftId: string };
-        return new AIMessage({
-          content: "",
-          tool_calls: [{ id: `call_${turn}_send`, name: "send_offer", args: { draftId: draft.draftId, candidateId: "CAND-7", roleLevel: "L4", baseSalary: 400_000 } }],
-        });
-      }
-      return new AIMessage("Sent.");
-    };
+    const script = draftAndSend(400_000);
     const s = await offerSetup(script);
     const paused = await s.agent.invoke(ask("Draft and send the offer for candidate CAND-7."), s.cfg("hana-high", "hana"));
     expect(SALARY_BANDS.L4!.maxSalary).toBe(182_000);
@@ -432,21 +434,7 @@ describe("hr-offer: an offer from the band, level and approval; salary figures o
   // only a draft whose stored terms they are. A model that shows the director an in-band salary
   // for the $400,000 draft gets the approval (policy sees $165,000) and sends nothing.
   it("an offer sent with other terms than its draft's sends nothing, even approved", async () => {
-    const script = (messages: BaseMessage[]): AIMessage => {
-      const turn = turnOf(messages);
-      const last = messages.at(-1);
-      if (last && HumanMessage.isInstance(last)) {
-        return new AIMessage({ content: "", tool_calls: [{ id: `call_${turn}_draft`, name: "draft_offer", args: { candidateId: "CAND-7", roleLevel: "L4", baseSalary: 400_000, body: "Base salary: $400,000 per year." } }] });
-      }
-      if (last && ToolMessage.isInstance(last) && last.name === "draft_offer") {
-        const draft = JSON.parse(String(last.content)) as { draftId: string };
-        return new AIMessage({
-          content: "",
-          tool_calls: [{ id: `call_${turn}_send`, name: "send_offer", args: { draftId: draft.draftId, candidateId: "CAND-7", roleLevel: "L4", baseSalary: 165_000 } }],
-        });
-      }
-      return new AIMessage("ok");
-    };
+    const script = draftAndSend(165_000);
     const s = await offerSetup(script);
     const paused = await s.agent.invoke(ask("Draft and send the offer for candidate CAND-7."), s.cfg("hana-low", "hana"));
     const item = pendingApproval(paused)!.requests[0]!;
