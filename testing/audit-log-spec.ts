@@ -52,6 +52,11 @@ export interface AuditLogSpecOptions {
   reopen?: (log: AuditLog) => AuditLog | Promise<AuditLog>;
   /** Run the signing cases (default true): `makeLog({ signingKey })` must sign chain heads. */
   signing?: boolean;
+  /**
+   * The log is only ever used by one process (an in-memory log): said so, the suite runs without
+   * `reopen`. Without either, it fails: a shared log's chains must hold across handles.
+   */
+  singleProcess?: boolean;
 }
 
 /** An event of any type with any data: a store keeps data as it is given, whatever the type records. */
@@ -82,7 +87,7 @@ export function auditLogSpec(
   { describe, it, expect }: SpecRunner,
   options: AuditLogSpecOptions = {},
 ): void {
-  const { tamper, reopen } = options;
+  const { tamper, reopen, singleProcess } = options;
 
   /** Runs a test body with fresh thread ids; closes every log it opened. */
   const test = (title: string, body: (ctx: { open: (o?: MakeAuditLogOptions) => Promise<AuditLog>; again: (log: AuditLog) => Promise<AuditLog>; tid: (label: string) => string }) => Promise<void>) =>
@@ -125,6 +130,23 @@ export function auditLogSpec(
     );
 
   describe(`auditLogSpec: ${name}`, () => {
+    if (!reopen && !singleProcess) {
+      it("is given a second handle on the same storage (reopen), or said to be used by one process only (singleProcess)", () => {
+        throw new Error("auditLogSpec needs reopen (another handle on the same storage: chains and the global log must hold across processes), or singleProcess: true for a log no other process uses");
+      });
+    }
+
+    test("a thread id that begins another's names only its own thread: read, verify and heads never mix them", async ({ open, tid }) => {
+      const log = await open();
+      const [t, longer] = [tid("t-1"), tid("t-10")];
+      const mine = await log.append([ev(t, "run.started", { who: "t-1" })]);
+      const theirs = await log.append([ev(longer, "run.started", { who: "t-10" }), ev(longer, "run.completed")]);
+      expect(await log.read(t)).toEqual(mine);
+      expect(await log.read(longer)).toEqual(theirs);
+      expect(await log.verify(t)).toEqual({ ok: true, threadId: t, count: 1, headHash: mine[0]!.hash });
+      expect(await log.read(tid("t-"))).toEqual([]);
+      expect((await log.verify(tid("t-"))).count).toBe(0);
+    });
     test("a single event starts the thread's chain at seq 0, chained to genesis", async ({ open, tid }) => {
       const log = await open();
       const t = tid("t");
@@ -323,6 +345,36 @@ export function auditLogSpec(
         const [last] = await log.append(ev(t, "run.started"));
         expect([last!.seq, last!.prevHash]).toEqual([3, next!.hash]);
         expectChained(await log.read(t), t);
+      });
+
+      test("what one handle appends, a handle that read the thread before reads now (no stale reads)", async ({ open, again, tid }) => {
+        const log = await open();
+        const other = await again(log);
+        const t = tid("t");
+        await log.append(ev(t, "run.started"));
+        expect((await other.read(t)).length).toBe(1);
+        expect((await other.verify(t)).count).toBe(1);
+        await log.append(ev(t, "approval.decided", { approverId: "sam" }));
+        const seen = await other.read(t);
+        expect(seen.map((e) => e.type)).toEqual(["run.started", "approval.decided"]);
+        expect(await other.verify(t)).toEqual({ ok: true, threadId: t, count: 2, headHash: seen[1]!.hash });
+        expect((await other.listThreads()).includes(t)).toBe(true);
+      });
+
+      test("concurrent appends to several threads from several handles keep one global log: contiguous, chained, verified", async ({ open, again, tid }) => {
+        const log = await open();
+        const handles = [log, await again(log), await again(log)];
+        const threads = [tid("a"), tid("b"), tid("c"), tid("d")];
+        await Promise.all(Array.from({ length: 24 }, (_, i) => handles[i % handles.length]!.append(ev(threads[i % threads.length]!, "run.started", { i }))));
+        for (const handle of handles) {
+          const { entries } = await handle.globalLog!();
+          expect(entries.map((e) => e.gseq)).toEqual(entries.map((_, i) => i));
+          for (const e of entries) expect(e.hash).toBe(globalEntryHash(e));
+          const ours = entries.filter((e) => e.heads.some((h) => threads.includes(h.threadId)));
+          expect(ours.length).toBe(24);
+        }
+        const report = await verifyAuditStore(log);
+        expect(report.problems.filter((p) => p.threadId === undefined || threads.includes(p.threadId))).toEqual([]);
       });
     }
 

@@ -12,6 +12,11 @@ export interface BudgetStoreSpecOptions {
    * run on one handle and the reopen case is not run.
    */
   reopen?: (store: BudgetStore) => BudgetStore | Promise<BudgetStore>;
+  /**
+   * The store is only ever used by one process (an in-memory store): said so, the suite runs
+   * without `reopen`. Without either, it fails: shared counters must hold their limits across handles.
+   */
+  singleProcess?: boolean;
 }
 
 /** A refused call's error, whether the implementation throws or rejects; `"resolved"` if it did neither. */
@@ -46,7 +51,7 @@ export function budgetStoreSpec(
   { describe, it, expect }: SpecRunner,
   options: BudgetStoreSpecOptions = {},
 ): void {
-  const { reopen } = options;
+  const { reopen, singleProcess } = options;
 
   /** Runs a test body with fresh counter keys; closes every store it opened. */
   const test = (
@@ -60,6 +65,11 @@ export function budgetStoreSpec(
     });
 
   describe(`budgetStoreSpec: ${name}`, () => {
+    if (!reopen && !singleProcess) {
+      it("is given a second handle on the same storage (reopen), or said to be used by one process only (singleProcess)", () => {
+        throw new Error("budgetStoreSpec needs reopen (another handle on the same storage: limits must hold across processes), or singleProcess: true for a store no other process uses");
+      });
+    }
     test("get gives every requested key once, 0 for a counter never added; no keys give no entries", async ({ open, key }) => {
       const store = await open();
       const [a, b] = [key("a"), key("b")];
@@ -79,6 +89,19 @@ export function budgetStoreSpec(
       await store.add({ [sum]: -100 });
       await store.add({ [refund]: 0 });
       expect(await store.get([calls, sum, refund])).toEqual({ [calls]: 2, [sum]: 640.75, [refund]: 0 });
+    });
+
+    test("small increments are counted, not rounded away: a thousand of 2^-10 sum to 1 and meet a limit", async ({ open, key }) => {
+      const store = await open();
+      const [sum, capped] = [key("sum"), key("capped")];
+      // Sub-cent amounts (a usage price, a token count in dollars): a store counting in cents would
+      // keep 0 and let every charge through.
+      for (let i = 0; i < 1_000; i++) await store.add({ [sum]: 2 ** -10 });
+      expect(await store.get([sum])).toEqual({ [sum]: 1_000 * 2 ** -10 });
+      let taken = 0;
+      while (await store.addWithin({ [capped]: 2 ** -10 }, { [capped]: 2 ** -6 })) if (++taken > 64) break;
+      expect(taken).toBe(16);
+      expect(await store.get([capped])).toEqual({ [capped]: 2 ** -6 });
     });
 
     test("an empty batch changes nothing: add resolves, addWithin says true", async ({ open, key }) => {

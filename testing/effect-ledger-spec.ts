@@ -21,6 +21,11 @@ export interface EffectLedgerSpecOptions {
    * it the concurrent cases run on one handle and the reopen case is not run.
    */
   reopen?: (ledger: EffectLedger) => EffectLedger | Promise<EffectLedger>;
+  /**
+   * The store is only ever used by one process (an in-memory ledger): said so, the suite runs
+   * without `reopen`. Without either, it fails: a shared ledger's claims must hold across handles.
+   */
+  singleProcess?: boolean;
 }
 
 const DIGEST = "d".repeat(64);
@@ -74,7 +79,7 @@ export function effectLedgerSpec(
   { describe, it, expect }: SpecRunner,
   options: EffectLedgerSpecOptions = {},
 ): void {
-  const { reopen } = options;
+  const { reopen, singleProcess } = options;
 
   /** Runs a test body with fresh thread ids; closes every ledger it opened. */
   const test = (
@@ -90,6 +95,11 @@ export function effectLedgerSpec(
   const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
 
   describe(`effectLedgerSpec: ${name}`, () => {
+    if (!reopen && !singleProcess) {
+      it("is given a second handle on the same storage (reopen), or said to be used by one process only (singleProcess)", () => {
+        throw new Error("effectLedgerSpec needs reopen (another handle on the same storage: claims must hold across processes), or singleProcess: true for a ledger no other process uses");
+      });
+    }
     test("begin claims a new key as a started entry at attempt 1; every later begin returns the entry unchanged, unclaimed", async ({ open, tid }) => {
       const ledger = await open();
       const key = keyOf(tid("t"));
@@ -367,8 +377,27 @@ export function effectLedgerSpec(
       expect(first instanceof Uint8Array).toBe(true);
       expect(first.length).toBe(SEAL_KEY_BYTES);
       expect(hex(first)).toBe(hex(await ledger.sealKey()));
-      // Not all zeros: a key, not a placeholder.
-      expect(first.some((b) => b !== 0)).toBe(true);
+      // A key, not a placeholder: random bytes (32 of them hold about 30 distinct values), not a
+      // constant anyone could write seals with.
+      expect(new Set(first).size).toBeGreaterThan(SEAL_KEY_BYTES / 2);
+    });
+
+    test("a retry racing a finish, across handles, never brings a finished entry back to started", async ({ open, again, tid }) => {
+      const ledger = await open();
+      const other = await again(ledger);
+      const t = tid("t");
+      for (let i = 0; i < 24; i++) {
+        const key = keyOf(t, `call_${i}`);
+        await ledger.begin(key, at(0));
+        // Each handle, each order of the calls: whichever lands first, a recorded outcome stays.
+        const finish = () => (i % 2 === 0 ? ledger : other).finish(key, { status: "succeeded", result: { i } }, at(1));
+        const retry = () => (i % 2 === 0 ? other : ledger).retry(key, 1, at(2));
+        const finished = i % 4 < 2 ? (await Promise.all([finish(), retry()]))[0] : (await Promise.all([retry(), finish()]))[1];
+        // finish records on a started entry, whichever attempt: it always finds one here, and what it recorded stays.
+        expect(finished).toBe(true);
+        expect((await ledger.get(key))?.status).toBe("succeeded");
+        expect((await other.get(key))?.status).toBe("succeeded");
+      }
     });
 
     /** A bad call (refused with `field`) and the state the spec checks is left as it was. */

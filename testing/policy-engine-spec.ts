@@ -160,6 +160,23 @@ export function policyEngineSpec(
       }
     });
 
+    it("one engine decides the whole table, forwards and backwards, as a fresh engine does each case (no state carried from call to call)", async () => {
+      // The gate keeps one engine for every call of the process: a cache keyed on less than the
+      // whole request (the tool, the user, not the arguments) would hand one call another's decision.
+      const engine = await makeEngine();
+      const effects = async (order: readonly PolicyEngineCase[]) => {
+        const out = new Map<PolicyEngineCase, string>();
+        for (const c of order) out.set(c, (await engine.decide(requestOf(c))).effect);
+        return out;
+      };
+      const forwards = await effects(cases);
+      const backwards = await effects([...cases].reverse());
+      for (const c of cases) {
+        expect(`${c.name}: ${forwards.get(c)}`).toBe(`${c.name}: ${c.expect.effect}`);
+        expect(`${c.name}: ${backwards.get(c)}`).toBe(`${c.name}: ${c.expect.effect}`);
+      }
+    });
+
     for (const c of cases) {
       it(`${c.tool}: ${c.name} → ${c.expect.effect}`, async () => {
         const engine = await makeEngine();

@@ -14,6 +14,11 @@ export interface ThreadLockSpecOptions {
   reopen?: (lock: ThreadLock) => ThreadLock | Promise<ThreadLock>;
   /** How long a refused acquire of a held thread may take to reject, connecting a new handle included (default 5,000 ms). */
   busyWithinMs?: number;
+  /**
+   * The lock is only ever used by one process (an in-process lock): said so, the suite runs
+   * without `reopen`. Without either, it fails: a shared lock must exclude other processes.
+   */
+  singleProcess?: boolean;
 }
 
 /** A refused call's error, whether the implementation throws or rejects; `"resolved"` if it did neither. */
@@ -64,7 +69,7 @@ export function threadLockSpec(
   { describe, it, expect }: SpecRunner,
   options: ThreadLockSpecOptions = {},
 ): void {
-  const { reopen, busyWithinMs = 5_000 } = options;
+  const { reopen, busyWithinMs = 5_000, singleProcess } = options;
 
   /** Runs a test body with fresh thread ids; releases every lock it took and closes every handle it opened. */
   const test = (
@@ -107,6 +112,11 @@ export function threadLockSpec(
   };
 
   describe(`threadLockSpec: ${name}`, () => {
+    if (!reopen && !singleProcess) {
+      it("is given a second handle on the same storage (reopen), or said to be used by one process only (singleProcess)", () => {
+        throw new Error("threadLockSpec needs reopen (another handle on the same storage: a held thread must be busy to other processes), or singleProcess: true for a lock no other process uses");
+      });
+    }
     test("acquire resolves with a release function; once released, the thread can be acquired again", async ({ open, tid, acquire }) => {
       const lock = await open();
       const t = tid("t");

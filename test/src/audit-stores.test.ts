@@ -58,7 +58,7 @@ const ev = (threadId: string, type: AuditEventInput["type"], data: Record<string
 // ---------------------------------------------------------------------------------------------
 // The conformance suite, on every store
 
-auditLogSpec("MemoryAuditLog", (o) => new MemoryAuditLog(o), { describe, it, expect });
+auditLogSpec("MemoryAuditLog", (o) => new MemoryAuditLog(o), { describe, it, expect }, { singleProcess: true });
 
 /** Where each file-backed log lives, for its tamper hook and reopen. */
 const locations = new WeakMap<AuditLog, string>();
@@ -258,7 +258,7 @@ describe("auditLogSpec itself", () => {
       },
       expect,
     };
-    auditLogSpec("under test", makeLog, runner, tamper ? { tamper } : {});
+    auditLogSpec("under test", makeLog, runner, { singleProcess: true, ...(tamper ? { tamper } : {}) });
     await Promise.all(pending);
     return failures.sort();
   }

@@ -9,7 +9,7 @@ import { failingCases as failingOf, specGround } from "../support/specs.js";
 
 const { dir, mainPool, otherPool } = await specGround("budget");
 
-budgetStoreSpec("MemoryBudgetStore", () => new MemoryBudgetStore(), { describe, it, expect });
+budgetStoreSpec("MemoryBudgetStore", () => new MemoryBudgetStore(), { describe, it, expect }, { singleProcess: true });
 
 /** The file of each SQLite store, for reopening it. */
 const paths = new WeakMap<BudgetStore, string>();
@@ -27,7 +27,7 @@ budgetStoreSpec("PostgresBudgetStore", () => new PostgresBudgetStore({ pool: mai
   reopen: () => new PostgresBudgetStore({ pool: otherPool }),
 });
 
-const failingCases = (make: () => BudgetStore, options?: BudgetStoreSpecOptions) => failingOf(budgetStoreSpec, make, options);
+const failingCases = (make: () => BudgetStore, options?: BudgetStoreSpecOptions) => failingOf(budgetStoreSpec, make, { singleProcess: true, ...options });
 
 /** A memory store with some of its methods replaced. */
 const mutant = (replace: (inner: MemoryBudgetStore) => Partial<BudgetStore>) => (): BudgetStore => {

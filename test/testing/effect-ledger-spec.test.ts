@@ -9,7 +9,7 @@ import { failingCases as failingOf, specGround } from "../support/specs.js";
 
 const { dir, mainPool, otherPool } = await specGround("ledger");
 
-effectLedgerSpec("MemoryEffectLedger", () => new MemoryEffectLedger(), { describe, it, expect });
+effectLedgerSpec("MemoryEffectLedger", () => new MemoryEffectLedger(), { describe, it, expect }, { singleProcess: true });
 
 /** The file of each SQLite ledger, for reopening it. */
 const paths = new WeakMap<EffectLedger, string>();
@@ -27,7 +27,7 @@ effectLedgerSpec("PostgresEffectLedger", () => new PostgresEffectLedger({ pool: 
   reopen: () => new PostgresEffectLedger({ pool: otherPool }),
 });
 
-const failingCases = (make: () => EffectLedger, options?: EffectLedgerSpecOptions) => failingOf(effectLedgerSpec, make, options);
+const failingCases = (make: () => EffectLedger, options?: EffectLedgerSpecOptions) => failingOf(effectLedgerSpec, make, { singleProcess: true, ...options });
 
 /** A memory ledger with some of its methods replaced. */
 const mutant = (replace: (inner: MemoryEffectLedger) => Partial<EffectLedger>) => (): EffectLedger => {

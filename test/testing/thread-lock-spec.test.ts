@@ -24,7 +24,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-threadLockSpec("MemoryThreadLock", () => new MemoryThreadLock(), { describe, it, expect });
+threadLockSpec("MemoryThreadLock", () => new MemoryThreadLock(), { describe, it, expect }, { singleProcess: true });
 
 /** The file of each SQLite lock, for reopening it. */
 const paths = new WeakMap<ThreadLock, string>();
@@ -45,7 +45,7 @@ threadLockSpec("PostgresThreadLock", () => new PostgresThreadLock({ pool }), { d
   reopen: () => new PostgresThreadLock({ pool }),
 });
 
-const failingCases = (make: () => ThreadLock, options?: ThreadLockSpecOptions) => failingOf(threadLockSpec, make, options);
+const failingCases = (make: () => ThreadLock, options?: ThreadLockSpecOptions) => failingOf(threadLockSpec, make, { singleProcess: true, ...options });
 
 /** An in-memory lock with one flaw chosen by `flaw`. */
 class FlawedLock implements ThreadLock {
