@@ -18,6 +18,9 @@
  * Then the policy decision latency benchmark (./policy.ts): typed rules and Cedar at 20 and at
  * 1,000 rules. `EART_BENCH_SKIP_POLICY=1` skips it.
  *
+ * Then what one hostile input costs as it grows (./exhaustion.ts): redaction, context screening
+ * and the token hold-back at n and 8n, against a growth target. `EART_BENCH_SKIP_EXHAUSTION=1` skips it.
+ *
  * Usage: `npm run bench`, or `EART_BENCH_THREADS=200 npm run bench` for a shorter run.
  * `EART_BENCH_SKIP_REFUND=1` skips the refund benchmark (for quick iteration on the others); every
  * part has an `EART_BENCH_SKIP_*` variable of its own, and by default all run.
@@ -70,6 +73,7 @@ import { runImportBench } from "./import.js";
 import { runInboxBench } from "./inbox.js";
 import { runPgWorkersBench } from "./pg-workers.js";
 import { runAuthorityBench } from "./authority.js";
+import { runExhaustionBench } from "./exhaustion.js";
 import { runExportBench } from "./export.js";
 import { runLedgerBench } from "./ledger.js";
 import { runMiddlewareBench } from "./middleware.js";
@@ -175,6 +179,7 @@ if (process.env.EART_BENCH_SKIP_IMPORT !== "1") await runImportBench();
 if (process.env.EART_BENCH_SKIP_REFUND !== "1") await main();
 if (process.env.EART_BENCH_SKIP_MIDDLEWARE !== "1") await runMiddlewareBench();
 if (process.env.EART_BENCH_SKIP_POLICY !== "1") await runPolicyBench();
+if (process.env.EART_BENCH_SKIP_EXHAUSTION !== "1") runExhaustionBench();
 if (process.env.EART_BENCH_SKIP_LEDGER !== "1") await runLedgerBench();
 if (process.env.EART_BENCH_SKIP_AUTHORITY !== "1") await runAuthorityBench();
 if (process.env.EART_BENCH_SKIP_AUDIT !== "1") await runAuditBench();

@@ -32,7 +32,7 @@ import { PolicyEngineOption } from "../src/policy/engine.js";
 import { ledgerFor, threadLockFor } from "../src/stores/for-checkpointer.js";
 import { type ThreadLock } from "../src/threads/lock.js";
 import { RetryOptionsSchema, ToolExecutionOptionsSchema } from "../src/tools/resilience.js";
-import { assertNoOverwrite, guardResumes } from "./resume-guard.js";
+import { assertNoOverwrite, assertPlainResume, guardResumes } from "./resume-guard.js";
 import { EartConfigError } from "../src/errors.js";
 import { assertAgentConfig, closestName } from "../src/policy/validate.js";
 
@@ -218,6 +218,13 @@ function redactedResume(command: Command, redaction: Redaction): Command {
   const { resume, update, goto } = command as { resume?: unknown; update?: unknown; goto?: unknown };
   const empty = (v: unknown) => v === undefined || (Array.isArray(v) && v.length === 0);
   if (!empty(update) || !empty(goto)) return command;
+  // An answer the guard refuses (too big, too deep, not JSON) is not worth redacting first: it is
+  // refused as it came, its refusal recorded bounded (and redacted) by the guard.
+  try {
+    assertPlainResume(resume);
+  } catch {
+    return command;
+  }
   const value = redactedAnswer(resume, redaction);
   return value === resume ? command : new Command({ resume: value });
 }

@@ -23,7 +23,18 @@ interface Held {
   sent: string;
   /** The last event that carried a token of it, that token, and how to put another in its place: the shape of the event that sends the rest. */
   template: { event: Record<string, unknown>; token: AIMessageChunk; rebuild: Rebuild };
+  /** Where its first `{` or `[` is (JSON is held until whole), or -1 while it has none. */
+  brace: number;
+  /** How long `raw` was when what may go out was last worked out. */
+  checked: number;
 }
+
+/**
+ * How much more text a message must have before what may go out is worked out again: at least
+ * `STEP` characters, and an eighth of what it holds, so the redaction of a long answer costs a
+ * few times its length in all, not its length for every token.
+ */
+const STEP = 64;
 
 /** An event like `event`, carrying `chunk` where it carried its token. */
 type Rebuild = (event: Record<string, unknown>, chunk: AIMessageChunk) => Record<string, unknown>;
@@ -100,15 +111,21 @@ export class TokenHoldBack {
   }
 
   #token(key: string, token: AIMessageChunk, event: Record<string, unknown>, rebuild: Rebuild): unknown {
-    const held: Held = this.#held.get(key) ?? { raw: "", sent: "", template: { event, token, rebuild } };
-    held.raw += token.content as string;
+    const held: Held = this.#held.get(key) ?? { raw: "", sent: "", template: { event, token, rebuild }, brace: -1, checked: 0 };
+    const text = token.content as string;
+    if (held.brace < 0) {
+      const at = text.search(/[{[]/);
+      if (at >= 0) held.brace = held.raw.length + at;
+    }
+    held.raw += text;
     held.template = { event, token, rebuild };
     this.#held.set(key, held);
+    if (held.raw.length - held.checked < Math.max(STEP, held.raw.length >> 3)) return rebuild(event, withText(token, ""));
+    held.checked = held.raw.length;
     // What may go out: the redacted text up to HOLD characters before the newest, and never into
     // JSON (its fields are redacted once it is whole), provided no later text can change it: the
     // redacted text of that part is a prefix of the redacted text of all of it.
-    const brace = held.raw.search(/[{[]/);
-    const cut = Math.max(0, Math.min(held.raw.length - HOLD, brace < 0 ? Infinity : brace));
+    const cut = Math.max(0, Math.min(held.raw.length - HOLD, held.brace < 0 ? Infinity : held.brace));
     const prefix = this.#redact(held.raw.slice(0, cut));
     const ready = prefix.length > held.sent.length && prefix.startsWith(held.sent) && this.#redact(held.raw).startsWith(prefix);
     const delta = ready ? prefix.slice(held.sent.length) : "";

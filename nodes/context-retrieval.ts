@@ -4,7 +4,7 @@ import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
 import { parseRetrievedItems, screenContext, type RetrievalRequest, type RetrievedItem } from "../src/context/context.js";
-import { type Redaction } from "../src/context/redaction.js";
+import { recordedRedactions, type Redaction } from "../src/context/redaction.js";
 import { type ContextItem, type Escalation } from "../src/decisions/records.js";
 import { EartError, IdentityResolutionError } from "../src/errors.js";
 import { type AgentIdentity } from "../src/identity/registry.js";
@@ -248,7 +248,7 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
         data: {
           items: screened.items.map(({ content: _content, ...provenance }) => provenance),
           dropped: screened.dropped,
-          redacted: screened.redacted,
+          redacted: recordedRedactions(screened.redacted),
           sensitivity: screened.sensitivity,
           failed,
           missing: missing.map((m) => m.fact),

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { readEventData, type AuditEventData } from "../src/audit/events.js";
 import { HUMAN_TASK_TYPES } from "../src/human-tasks/protocol.js";
 import { AuditLogOption, type AuditEvent, type AuditEventInput } from "../src/audit/log.js";
-import { type Redacted, type Redaction } from "../src/context/redaction.js";
+import { recordedRedactions, type Redacted, type Redaction } from "../src/context/redaction.js";
 import { ANSWERED_STATUSES, RUNNABLE_STATUSES, WAITING_STATUSES } from "../src/decisions/lifecycle.js";
 import { emptyThreadContext, type DecisionRecord, type RecoveryReason } from "../src/decisions/records.js";
 import { lazySealer } from "../src/decisions/seal.js";
@@ -466,7 +466,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         attempt,
         result: content.slice(0, RESULT_PREVIEW),
         truncated: content.length > RESULT_PREVIEW,
-        ...(screened && screened.redacted.length > 0 ? { redacted: screened.redacted } : {}),
+        ...(screened && screened.redacted.length > 0 ? { redacted: recordedRedactions(screened.redacted) } : {}),
         ...(withheld !== undefined ? { withheld } : {}),
         ...extra,
       });

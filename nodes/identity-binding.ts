@@ -5,6 +5,7 @@ import { AuditLogOption, type AuditEventInput, type AuditLog } from "../src/audi
 import { lazySealer, type Sealer } from "../src/decisions/seal.js";
 import { IdentityImmutableError, IdentityResolutionError } from "../src/errors.js";
 import { IdentityRegistry, IdentityRegistryOption, principalFromConfig, type AgentIdentity, type IdentityClaim } from "../src/identity/registry.js";
+import { cutText } from "../src/human-tasks/refusal.js";
 import { canonicalJson } from "../src/internal/canonical.js";
 import { parseOptions } from "../src/internal/options.js";
 import { assertSealed, EffectLedgerOption } from "../langgraph/records.js";
@@ -124,7 +125,7 @@ export async function bindIdentityStep(
       data: {
         agentId: identity.id,
         userId: identity.onBehalfOf.id,
-        request: request ? { messageId: request.id ?? null, text: messageText(request) } : null,
+        request: request ? recordedRequest(request) : null,
       },
     });
   }
@@ -145,6 +146,18 @@ export async function bindIdentityStep(
     });
   }
   return { identity, newlyBound: !bound || rebound, events };
+}
+
+/** How much of a request's text `run.started` keeps: the rest is counted, not stored again on every turn. */
+const REQUEST_TEXT_KEPT = 10_000;
+
+/** The request as `run.started` records it: its text up to {@link REQUEST_TEXT_KEPT} characters, and when cut, its length. */
+function recordedRequest(request: BaseMessage): { messageId: string | null; text: string; length?: number } {
+  const text = messageText(request);
+  const base = { messageId: request.id ?? null };
+  if (text.length <= REQUEST_TEXT_KEPT) return { ...base, text };
+  // Cut as refusals are: never through a card number or a word, which redaction would no longer know.
+  return { ...base, text: cutText(text, REQUEST_TEXT_KEPT), length: text.length };
 }
 
 /** Whether the registry now grants the bound agent and human something else than when bound. */

@@ -94,6 +94,9 @@ export function screenContext(retrieved: readonly (RetrievedItem & { provider?: 
   const scopes = new Set(identity.dataScopes);
   const out: ScreenedContext = { items: [], dropped: [], redacted: [], sensitivity: [] };
   const labels = new Set<string>();
+  // The ids kept so far, and the next number to try for a redacted id that meets another.
+  const kept = new Set<string>();
+  const next = new Map<string, number>();
   for (const { provider, ...raw } of retrieved) {
     const item = RetrievedItemSchema.parse(raw);
     if (!scopes.has(item.scope)) {
@@ -104,7 +107,12 @@ export function screenContext(retrieved: readonly (RetrievedItem & { provider?: 
     // An item's id and source are text the model and the thread hold too.
     const named = redaction ? redaction.apply({ id: item.id, source: item.source }, identity) : { value: { id: item.id, source: item.source }, redacted: [], labels: [] };
     let id = named.value.id;
-    for (let n = 2; id !== item.id && out.items.some((kept) => kept.id === id); n++) id = `${named.value.id}#${n}`;
+    if (id !== item.id && kept.has(id)) {
+      let n = next.get(named.value.id) ?? 2;
+      for (id = `${named.value.id}#${n}`; kept.has(id); ) id = `${named.value.id}#${++n}`;
+      next.set(named.value.id, n + 1);
+    }
+    kept.add(id);
     for (const l of [...item.labels, ...screened.labels, ...named.labels]) labels.add(l);
     out.redacted.push(...screened.redacted.map((r) => ({ ...r, itemId: id })), ...named.redacted.map((r) => ({ ...r, itemId: id })));
     out.items.push({

@@ -139,6 +139,27 @@ export interface Redacted {
   ruleId: string;
 }
 
+/** How many redactions, and how much of each path, an audit event keeps of what one value had redacted. */
+const RECORDED_REDACTIONS = { entries: 50, pathChars: 200 } as const;
+
+/**
+ * What an audit event keeps of a value's redactions: the first 50, each path cut to 200
+ * characters, and, when there were more, one entry per rule counting the rest (`path: "…<n> more"`).
+ * A value built to be redacted a million times over (a key per card) records a bounded list, not a
+ * list many times its own size.
+ * @example
+ * ```ts
+ * recordedRedactions(screened.redacted); // [{ path: "cards[0]", ruleId: "card_number" }, …, { path: "…950 more", ruleId: "card_number" }]
+ * ```
+ */
+export function recordedRedactions<R extends Redacted>(redacted: readonly R[]): (R | Redacted)[] {
+  const cut = (path: string) => (path.length > RECORDED_REDACTIONS.pathChars ? `${path.slice(0, RECORDED_REDACTIONS.pathChars)}…` : path);
+  const kept = redacted.slice(0, RECORDED_REDACTIONS.entries).map((r) => ({ ...r, path: cut(r.path) }));
+  const more = new Map<string, number>();
+  for (const r of redacted.slice(RECORDED_REDACTIONS.entries)) more.set(r.ruleId, (more.get(r.ruleId) ?? 0) + 1);
+  return [...kept, ...[...more].map(([ruleId, n]) => ({ path: `…${n} more`, ruleId }))];
+}
+
 /** The outcome of redacting one value for one identity. */
 export interface RedactionResult<T> {
   value: T;
@@ -398,7 +419,12 @@ function spansOf(p: CompiledPattern, text: string): [number, number][] {
       continue;
     }
     const sub = validStretch(p, text, s, e);
-    if (sub) {
+    if (sub === UNDECIDED) {
+      // Too many stretches to try (a crafted near-miss, a custom rule's long match): the whole
+      // match is redacted, never searched for seconds, never let through unread.
+      out.push([s, e]);
+      pattern.lastIndex = e;
+    } else if (sub) {
       out.push(sub);
       pattern.lastIndex = sub[1];
     } else {
@@ -408,7 +434,11 @@ function spansOf(p: CompiledPattern, text: string): [number, number][] {
   return out;
 }
 
-function validStretch({ whole, rule }: CompiledPattern, text: string, s: number, e: number): [number, number] | undefined {
+/** How many stretches of one match are tried against the rule before the match is taken whole. */
+const STRETCH_TRIES = 256;
+const UNDECIDED = "undecided";
+
+function validStretch({ whole, rule }: CompiledPattern, text: string, s: number, e: number): [number, number] | undefined | typeof UNDECIDED {
   const starts = [s];
   const ends = [e];
   for (let i = s + 1; i < e; i++) {
@@ -418,11 +448,14 @@ function validStretch({ whole, rule }: CompiledPattern, text: string, s: number,
     if (!here && before) ends.push(i);
   }
   ends.sort((a, b) => b - a);
+  let tries = 0;
   for (const a of starts) {
     for (const b of ends) {
       if (b <= a) break;
+      if (a === s && b === e) continue;
+      if (++tries > STRETCH_TRIES) return UNDECIDED;
       const candidate = text.slice(a, b);
-      if ((a !== s || b !== e) && whole.test(candidate) && rule.validate!(candidate)) return [a, b];
+      if (whole.test(candidate) && rule.validate!(candidate)) return [a, b];
     }
   }
   return undefined;
@@ -555,8 +588,16 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
       });
       if (candidates.length > 1) candidates.sort((x, y) => y.b - y.a - (x.b - x.a) || x.order - y.order || x.a - y.a);
       const found: typeof candidates = [];
+      // What the matches kept so far cover: a candidate that overlaps one is dropped (linear in the
+      // text, however many matches it holds).
+      const covered = candidates.length > 1 ? new Uint8Array(view.text.length) : undefined;
       for (const c of candidates) {
-        if (found.some((f) => c.a < f.b && f.a < c.b)) continue;
+        if (covered) {
+          let overlaps = false;
+          for (let i = c.a; i < c.b && !overlaps; i++) overlaps = covered[i] === 1;
+          if (overlaps) continue;
+          covered.fill(1, c.a, c.b);
+        }
         if (c.rule.label) labels.add(c.rule.label);
         found.push(c);
       }
@@ -627,13 +668,17 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
         // Defined, not assigned: an own "__proto__" member stays a member (assigned, it would set
         // the copy's prototype, and readers would see its fields as the object's own).
         const put = (key: string, item: unknown) => Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true });
+        // The next number to try for a redacted key that meets another (`[card]#2`, `#3`…).
+        const next = new Map<string, number>();
         for (const [k, x] of Object.entries(v)) {
           // A key can hold a value too (`{ "4111 1111 1111 1111": "visa" }`): the path names the
           // redacted key, never the value.
           let key = text(k, path ? `${path}.{key}` : "{key}");
-          if (key !== k) {
+          if (key !== k && Object.hasOwn(out, key)) {
             const base = key;
-            for (let n = 2; Object.hasOwn(out, key); n++) key = `${base}#${n}`;
+            let n = next.get(base) ?? 2;
+            for (key = `${base}#${n}`; Object.hasOwn(out, key); ) key = `${base}#${++n}`;
+            next.set(base, n + 1);
           }
           const at = path ? `${path}.${key}` : key;
           const rule = fieldOf(k);

@@ -68,7 +68,7 @@ const KEEP = { depth: 8, entries: 100, values: 300, chars: 500, total: 10_000 } 
  * a token behind (a card number, a key or a phone number cut in two would no longer look like
  * one to redaction): a word the cut runs through goes, and so does a run of digits before it.
  */
-function cutText(text: string, max: number): string {
+export function cutText(text: string, max: number): string {
   let kept = text.slice(0, max);
   if (/[\p{L}\p{N}_]/u.test(text.charAt(max))) kept = kept.replace(/[\p{L}\p{N}_]+$/u, "");
   kept = kept.replace(/\p{N}[\p{N}\s./-]*$/u, "");
