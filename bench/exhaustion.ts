@@ -18,7 +18,7 @@ import { AIMessageChunk } from "@langchain/core/messages";
 import { defineRedaction, STANDARD_REDACTIONS, type AgentIdentity, type Redaction, type RedactionRule } from "eart";
 import { TokenHoldBack } from "../graphs/token-stream.js";
 import { screenContext } from "../src/context/context.js";
-import { luhnCheckDigit } from "../test/support/cards.js";
+import { cardNumber } from "../test/support/cards.js";
 
 /** The input 8 times larger must take under 20 times longer. */
 export const EXHAUSTION_TARGET_RATIO = 20;
@@ -46,10 +46,7 @@ function growth<T>(make: (n: number) => T, run: (x: T) => unknown, n: number): {
 const STD = defineRedaction(STANDARD_REDACTIONS);
 const ruleOf = (id: string) => defineRedaction([STANDARD_REDACTIONS.find((r) => r.id === id)!]);
 const CARD = "4111111111111111";
-const cardN = (i: number) => {
-  const body = `411111${String(i).padStart(9, "0")}`;
-  return body + luhnCheckDigit(body);
-};
+const cardN = cardNumber;
 const TLDS = new Set(["com", "org", "net", "io", "de", "uk"]);
 const EMAIL: RedactionRule = { id: "email", pattern: /[\w.+-]+@[\w-]+(?:\.[\w-]+)+/g, validate: (m) => TLDS.has(m.slice(m.lastIndexOf(".") + 1).toLowerCase()) };
 const nested = (levels: number, inner: string) => {

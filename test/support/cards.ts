@@ -12,6 +12,12 @@ export function luhnCheckDigit(body: string): string {
   return String((10 - (sum % 10)) % 10);
 }
 
+/** The i-th of many distinct 16-digit card numbers that pass Luhn. */
+export const cardNumber = (i: number): string => {
+  const body = `411111${String(i).padStart(9, "0")}`;
+  return body + luhnCheckDigit(body);
+};
+
 /** Where in a value (JSON paths) a string, number or key holds `needle`, separators ignored. */
 export function where(value: unknown, needle: string, path = "$", out: string[] = []): string[] {
   const bare = needle.replace(/[\s-]/g, "");
