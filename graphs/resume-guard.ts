@@ -515,8 +515,9 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       assertNoOverwrite(values, "updateState");
       await assertNoGovernedAnswers(graph, config, [values], records);
       countStateWrite(graph, config);
+      const write = () => langGraphRefusal(() => updateState(config, values, asNode));
       // LangGraph's updateState is a one-step bulkUpdateState: the lock is taken there.
-      return graph.bulkUpdateState ? langGraphRefusal(() => updateState(config, values, asNode)) : underLock(config, () => langGraphRefusal(() => updateState(config, values, asNode)));
+      return graph.bulkUpdateState ? write() : underLock(config, write);
     }) as G["updateState"];
   }
   if (graph.bulkUpdateState) {

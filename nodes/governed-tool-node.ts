@@ -339,8 +339,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
      * entry stays `started` at `attempt`: `tool.cancelled` (written now, with what the call had
      * still to write) tells the next run whether the attempt may have had its effect (`outcome`).
      */
-    const cancelled = async (error: unknown, attempt: number, outcome: CancelOutcome, at: { try?: number; trial?: boolean } = {}): Promise<never> => {
-      if (at.trial) breaker?.cancellation();
+    const cancelled = async (error: unknown, attempt: number, outcome: CancelOutcome, at: { try?: number } = {}): Promise<never> => {
       event("tool.cancelled", { attempt, ...(at.try !== undefined ? { try: at.try } : {}), outcome, reason: screen(errorText(error)) });
       try {
         await auditLog.append(events.splice(0));
@@ -501,7 +500,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
             // Recorded before the side effect: a crash during the tool still leaves its start.
             await auditLog.append(events.splice(0));
           }
-          if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, "not_run", { try: n, trial: admission.trial });
+          if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, "not_run", { try: n });
           let returned: unknown;
           try {
             returned = await invokeOnce(tool!, call, spec, { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
@@ -512,7 +511,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
             // The run's signal, not the tool's timeout (that aborts only the tool's own signal).
             // Whatever the error says (the abort, or a failure the abort caused), the tool was
             // running when the run was cancelled: it may have acted.
-            if (isRunCancelled(config.signal)) return cancelled(error, attempt, "unknown", { try: n, trial: admission.trial });
+            if (isRunCancelled(config.signal)) return cancelled(error, attempt, "unknown", { try: n });
             const kind = error instanceof ToolInputParsingException ? "arguments" : classifyToolError(error);
             // An error's text can echo what the tool was given or saw: redacted before the model,
             // the ledger, the recovery request and the audit log hold it.
@@ -552,9 +551,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
           breaker?.success();
           return await succeed(asMessage(returned, call), attempt, "tool.succeeded");
         } finally {
-          // A half-open trial that ended with neither a success nor a failure recorded (bad
-          // arguments, a refusal for a human, a pause, an error of eart's) is given back: kept,
-          // the breaker would refuse every later call for good.
+          // A half-open trial that ended with neither a success nor a failure recorded (a
+          // cancelled run, bad arguments, a refusal for a human, a pause, an error of eart's) is
+          // given back: kept, the breaker would refuse every later call for good.
           if (admission.trial) breaker?.release(admission);
         }
       }

@@ -1,7 +1,7 @@
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { digestOf, refusalData } from "../src/human-tasks/refusal.js";
 import { z } from "zod";
-import { AuditLogOption } from "../src/audit/log.js";
+import { AuditLogOption, type AuditEvent } from "../src/audit/log.js";
 import { type DecisionRecord } from "../src/decisions/records.js";
 import { lazySealer } from "../src/decisions/seal.js";
 import { ApprovalError, IdentityResolutionError } from "../src/errors.js";
@@ -63,14 +63,16 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     // As for approvals: an answer eart accepted before for this request (the step that acts on it
     // stopped before it was saved) stands, from whom it came then, and is not recorded twice.
     const answers = answersGiven(request);
-    const accepted = await acceptedBefore(auditLog, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) });
+    // The thread's events, read once for both questions below.
+    const events = await auditLog.read(threadId);
+    const accepted = await acceptedBefore({ read: async () => events }, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) });
     const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
     const replayed = accepted !== undefined && standing !== undefined;
     const answer = replayed ? standing : answers.at(-1);
     const principal = replayed ? accepted!.principal : principalFromConfig(config.configurable);
     // An answer accepted for an earlier request of these calls (a call retried and failed again is
     // asked about again, under the same digest), sent again: not an answer to this request.
-    const resent = replayed ? undefined : await answeredBefore(auditLog, threadId, pending, digestOf(answer));
+    const resent = replayed ? undefined : answeredBefore(events, pending, digestOf(answer));
     const response = await acceptAnswer(
       answer,
       (a) => {
@@ -129,14 +131,9 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
  * A call of `pending` whose earlier recovery request (another attempt) accepted an answer with this
  * digest, and that attempt; undefined when none did.
  */
-async function answeredBefore(
-  auditLog: { read(threadId: string): Promise<{ type: string; data: Record<string, unknown> }[]> },
-  threadId: string,
-  pending: readonly DecisionRecord[],
-  answerDigest: string,
-): Promise<{ toolCallId: string; attempt: number } | undefined> {
+function answeredBefore(events: readonly AuditEvent[], pending: readonly DecisionRecord[], answerDigest: string): { toolCallId: string; attempt: number } | undefined {
   const asked = new Map(pending.map((r) => [r.toolCallId, r]));
-  for (const event of await auditLog.read(threadId)) {
+  for (const event of events) {
     if (event.type !== "tool.recovery_decided" || event.data.answerDigest !== answerDigest) continue;
     const record = asked.get(String(event.data.toolCallId));
     if (record && event.data.digest === record.digest && event.data.attempt !== record.recovery!.attempt) {

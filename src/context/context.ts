@@ -3,7 +3,7 @@ import { canonicalJson, nestsDeeper, sha256Hex } from "../internal/canonical.js"
 import { EartConfigError, InputTooDeepError } from "../errors.js";
 import type { AgentIdentity } from "../identity/registry.js";
 import type { ContextItem } from "../decisions/records.js";
-import { REDACTION_MAX_DEPTH, type Redacted, type Redaction } from "./redaction.js";
+import { distinctName, REDACTION_MAX_DEPTH, type Redacted, type Redaction } from "./redaction.js";
 
 /**
  * What an agent may see: retrieved items are kept only when the identity holds their data scope,
@@ -94,7 +94,7 @@ export function screenContext(retrieved: readonly (RetrievedItem & { provider?: 
   const scopes = new Set(identity.dataScopes);
   const out: ScreenedContext = { items: [], dropped: [], redacted: [], sensitivity: [] };
   const labels = new Set<string>();
-  // The ids kept so far, and the next number to try for a redacted id that meets another.
+  // The ids kept so far, and where to go on from for an id redacted like another (distinctName).
   const kept = new Set<string>();
   const next = new Map<string, number>();
   for (const { provider, ...raw } of retrieved) {
@@ -106,12 +106,7 @@ export function screenContext(retrieved: readonly (RetrievedItem & { provider?: 
     const screened = redaction ? redaction.apply(item.content, identity) : { value: item.content, redacted: [], labels: [] };
     // An item's id and source are text the model and the thread hold too.
     const named = redaction ? redaction.apply({ id: item.id, source: item.source }, identity) : { value: { id: item.id, source: item.source }, redacted: [], labels: [] };
-    let id = named.value.id;
-    if (id !== item.id && kept.has(id)) {
-      let n = next.get(named.value.id) ?? 2;
-      for (id = `${named.value.id}#${n}`; kept.has(id); ) id = `${named.value.id}#${++n}`;
-      next.set(named.value.id, n + 1);
-    }
+    const id = named.value.id === item.id ? item.id : distinctName(named.value.id, (name) => kept.has(name), next);
     kept.add(id);
     for (const l of [...item.labels, ...screened.labels, ...named.labels]) labels.add(l);
     out.redacted.push(...screened.redacted.map((r) => ({ ...r, itemId: id })), ...named.redacted.map((r) => ({ ...r, itemId: id })));

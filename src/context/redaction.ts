@@ -139,6 +139,24 @@ export interface Redacted {
   ruleId: string;
 }
 
+/**
+ * `name`, or when it is taken (two keys or ids redacted to the same mark), the first of `name#2`,
+ * `name#3`… that is not. `next` remembers, per name, where to go on from, so that k names redacted
+ * alike cost k tries, not k²/2.
+ * @example
+ * ```ts
+ * distinctName("[REDACTED:card_number]", (n) => kept.has(n), next); // "[REDACTED:card_number]#2"
+ * ```
+ */
+export function distinctName(name: string, taken: (name: string) => boolean, next: Map<string, number>): string {
+  if (!taken(name)) return name;
+  let n = next.get(name) ?? 2;
+  let candidate = `${name}#${n}`;
+  while (taken(candidate)) candidate = `${name}#${++n}`;
+  next.set(name, n + 1);
+  return candidate;
+}
+
 /** How many redactions, and how much of each path, an audit event keeps of what one value had redacted. */
 const RECORDED_REDACTIONS = { entries: 50, pathChars: 200 } as const;
 
@@ -668,18 +686,13 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
         // Defined, not assigned: an own "__proto__" member stays a member (assigned, it would set
         // the copy's prototype, and readers would see its fields as the object's own).
         const put = (key: string, item: unknown) => Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true });
-        // The next number to try for a redacted key that meets another (`[card]#2`, `#3`…).
+        const taken = (key: string) => Object.hasOwn(out, key);
         const next = new Map<string, number>();
         for (const [k, x] of Object.entries(v)) {
           // A key can hold a value too (`{ "4111 1111 1111 1111": "visa" }`): the path names the
           // redacted key, never the value.
           let key = text(k, path ? `${path}.{key}` : "{key}");
-          if (key !== k && Object.hasOwn(out, key)) {
-            const base = key;
-            let n = next.get(base) ?? 2;
-            for (key = `${base}#${n}`; Object.hasOwn(out, key); ) key = `${base}#${++n}`;
-            next.set(base, n + 1);
-          }
+          if (key !== k) key = distinctName(key, taken, next);
           const at = path ? `${path}.${key}` : key;
           const rule = fieldOf(k);
           if (rule && x !== null && x !== undefined) {

@@ -32,25 +32,22 @@ export function proposedCallDigest(name: string, args: Record<string, unknown>, 
  * recursion; undefined when they can.
  */
 export function argumentsProblem(value: unknown, max: number): { path: (string | number)[]; why: string } | undefined {
-  const todo: { value: unknown; path: (string | number)[] }[] = [{ value, path: [] }];
-  while (todo.length > 0) {
-    const { value, path } = todo.pop()!;
-    if (typeof value === "number" && !Number.isFinite(value)) return { path, why: `is ${value}, not a finite number` };
-    if (typeof value !== "object" || value === null) continue;
-    if (path.length >= max) return { path, why: `is nested deeper than ${max} levels` };
-    const entries: [string | number, unknown][] = Array.isArray(value) ? [...value.entries()] : Object.entries(value);
-    for (let i = entries.length - 1; i >= 0; i--) todo.push({ value: entries[i]![1], path: [...path, entries[i]![0]] });
-  }
-  return undefined;
+  return walkProblem(value, max, true);
 }
 
 /** Where a value nests deeper than `max` (the path of the first object found there), walked without recursion. */
 export function nestedTooDeep(value: unknown, max: number): (string | number)[] | undefined {
+  return walkProblem(value, max, false)?.path;
+}
+
+/** The first place a value nests deeper than `max`, or (with `finite`) holds a number JSON cannot, walked without recursion. */
+function walkProblem(value: unknown, max: number, finite: boolean): { path: (string | number)[]; why: string } | undefined {
   const todo: { value: unknown; path: (string | number)[] }[] = [{ value, path: [] }];
   while (todo.length > 0) {
     const { value, path } = todo.pop()!;
+    if (finite && typeof value === "number" && !Number.isFinite(value)) return { path, why: `is ${value}, not a finite number` };
     if (typeof value !== "object" || value === null) continue;
-    if (path.length >= max) return path;
+    if (path.length >= max) return { path, why: `is nested deeper than ${max} levels` };
     const entries: [string | number, unknown][] = Array.isArray(value) ? [...value.entries()] : Object.entries(value);
     for (let i = entries.length - 1; i >= 0; i--) todo.push({ value: entries[i]![1], path: [...path, entries[i]![0]] });
   }

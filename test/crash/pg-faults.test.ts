@@ -1,10 +1,10 @@
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { idempotencyKeyOf } from "eart";
 import { PostgresAuditLog } from "eart/postgres";
+import { startJsonLinesChild } from "../support/children.js";
 
 /**
  * Connections terminated by the server (`pg_terminate_backend`, as a failover, a restart or an
@@ -56,51 +56,6 @@ async function terminate(applicationName: string): Promise<number> {
   return rows[0]!.n;
 }
 
-interface Child {
-  /** Resolves on the first event `check` accepts; rejects if the child exits first. */
-  until(check: (e: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
-  events: Record<string, unknown>[];
-  send(line: string): void;
-  exited: Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }>;
-}
-
-function start(args: string[], env: NodeJS.ProcessEnv = {}): Child {
-  const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, ...env } });
-  const events: Record<string, unknown>[] = [];
-  const waiters: { check: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }[] = [];
-  let stdout = "";
-  let stderr = "";
-  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-  child.stdout.setEncoding("utf8").on("data", (c: string) => {
-    stdout += c;
-    let newline: number;
-    while ((newline = stdout.indexOf("\n")) >= 0) {
-      const line = stdout.slice(0, newline);
-      stdout = stdout.slice(newline + 1);
-      const event = JSON.parse(line) as Record<string, unknown>;
-      events.push(event);
-      for (const w of [...waiters]) if (w.check(event)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(event);
-    }
-  });
-  const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) =>
-    child.on("exit", (status, signal) => resolve({ status, signal, stderr })),
-  );
-  return {
-    events,
-    send: (line) => child.stdin.write(`${line}\n`),
-    exited,
-    until: (check) => {
-      const seen = events.find(check);
-      if (seen) return Promise.resolve(seen);
-      return Promise.race([
-        new Promise<Record<string, unknown>>((resolve) => waiters.push({ check, resolve })),
-        exited.then(({ status, signal, stderr: err }) => {
-          throw new Error(`the child ended (${status} ${signal}) first:\n${err}\n${JSON.stringify(events.slice(-5))}`);
-        }),
-      ]);
-    },
-  };
-}
 
 describe("a PostgresSaver's pool handed to eart survives connections the server terminates", () => {
   it("an idle and a checked-out connection terminated: the statement on the dead one fails, the process does not", async () => {
@@ -128,7 +83,7 @@ describe("a PostgresSaver's pool handed to eart survives connections the server 
       await pool.end();
       process.exit(0);
     `;
-    const child = start(["--input-type=module", "-e", script], { EART_FAULTS_URL: connectionString(app) });
+    const child = startJsonLinesChild(["--input-type=module", "-e", script], { EART_FAULTS_URL: connectionString(app) });
     expect(await child.until((e) => e.event === "ready")).toEqual({ event: "ready", idle: 1, total: 2 });
     expect(await terminate(app)).toBe(2);
     const survived = await child.until((e) => e.event === "survived");
@@ -144,7 +99,7 @@ describe("fault injection: eart's connections terminated while conversations run
     const app = `eart_faults_load_${runId}`;
     const N = 60;
     const threads = Array.from({ length: N }, (_, i) => `faults-${runId}-${i}`);
-    const child = start([CHILD], { EART_FAULTS_JOB: JSON.stringify({ url: connectionString(app), threads, concurrency: 8 }) });
+    const child = startJsonLinesChild([CHILD], { EART_FAULTS_JOB: JSON.stringify({ url: connectionString(app), threads, concurrency: 8 }) });
     await child.until((e) => e.event === "ready");
 
     // Four rounds, each once the conversations have moved on: no clock, only progress.

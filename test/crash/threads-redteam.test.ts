@@ -40,7 +40,7 @@
  * Unicode, lone surrogates) get their own locks on all three backends; a PostgreSQL holder in a
  * terminated worker thread frees its lock.
  */
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -60,6 +60,7 @@ import { SqliteThreadLock } from "eart/sqlite";
 import { continueThread, defineApp, guardResumes, resumeThread, runThread, unfinishedThreads } from "eart/graphs";
 import { ask, config, lookup, refund, refundSetup, type Call } from "../support/refund.js";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
+import { startJsonLinesChild, type JsonLinesChild } from "../support/children.js";
 import { processInstance } from "../../src/threads/lock.js";
 
 const PG_URL = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
@@ -241,64 +242,11 @@ describe("a lock lost while its run goes on", () => {
 // ─────────────────────────────────────────────────────────────────────────────────────────────
 // Child processes (./threads-redteam-child.mjs on the built package) and a network that can fail silently.
 
-interface Child {
-  events: Record<string, unknown>[];
-  until(check: (e: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
-  send(line: string): void;
-  alive(): boolean;
-  exited: Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }>;
-  kill(): Promise<void>;
-}
-
-function startChild(job: Record<string, unknown>): Child {
-  const child: ChildProcessWithoutNullStreams = spawn(process.execPath, [CHILD], { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, EART_THREADS_JOB: JSON.stringify(job) } });
-  const events: Record<string, unknown>[] = [];
-  const waiters: { check: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }[] = [];
-  let stdout = "";
-  let stderr = "";
-  let done = false;
-  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-  child.stdout.setEncoding("utf8").on("data", (c: string) => {
-    stdout += c;
-    let newline: number;
-    while ((newline = stdout.indexOf("\n")) >= 0) {
-      const event = JSON.parse(stdout.slice(0, newline)) as Record<string, unknown>;
-      stdout = stdout.slice(newline + 1);
-      events.push(event);
-      for (const w of [...waiters]) if (w.check(event)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(event);
-    }
-  });
-  child.stdin.on("error", () => {});
-  const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) =>
-    child.on("exit", (status, signal) => {
-      done = true;
-      resolve({ status, signal, stderr });
-    }),
-  );
-  const kill = async () => {
-    if (!done) child.kill("SIGKILL");
-    await exited;
-  };
-  cleanups.push(kill);
-  return {
-    events,
-    send: (line) => child.stdin.write(`${line}\n`),
-    alive: () => !done,
-    exited,
-    kill,
-    until: (check) => {
-      const seen = events.find(check);
-      if (seen) return Promise.resolve(seen);
-      return Promise.race([
-        new Promise<Record<string, unknown>>((resolve) => waiters.push({ check, resolve })),
-        exited.then(({ status, signal, stderr: err }) => {
-          const late = events.find(check);
-          if (late) return late;
-          throw new Error(`the child ended (${status} ${signal}) first:\n${err}\n${JSON.stringify(events.slice(-5))}`);
-        }),
-      ]);
-    },
-  };
+/** A child on ./threads-redteam-child.mjs running `job`, killed when the file's tests end. */
+function startChild(job: Record<string, unknown>): JsonLinesChild {
+  const child = startJsonLinesChild([CHILD], { EART_THREADS_JOB: JSON.stringify(job) });
+  cleanups.push(child.kill);
+  return child;
 }
 
 /**

@@ -36,6 +36,78 @@ export function startReadyChild(script: string, args: string[], label: string, e
   return { child, ready, exited, out: () => stdout, err: () => stderr };
 }
 
+/** A child Node process that prints one JSON event per line, and what a test does with it. */
+export interface JsonLinesChild {
+  /** Every event it printed so far. */
+  events: Record<string, unknown>[];
+  /** Resolves on the first event `check` accepts; rejects if the child exits first. */
+  until(check: (e: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+  /** Writes a line to its stdin. */
+  send(line: string): void;
+  alive(): boolean;
+  exited: Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }>;
+  /** Kills it (SIGKILL) unless it has exited, and waits for its exit. */
+  kill(): Promise<void>;
+}
+
+/**
+ * Starts `node ...args` with piped stdio and reads its stdout as JSON lines.
+ * @example
+ * ```ts
+ * const child = startJsonLinesChild([script], { JOB: "…" });
+ * await child.until((e) => e.kind === "locked");
+ * child.send("go");
+ * ```
+ */
+export function startJsonLinesChild(args: string[], env: NodeJS.ProcessEnv = {}): JsonLinesChild {
+  const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const events: Record<string, unknown>[] = [];
+  const waiters: { check: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }[] = [];
+  let stdout = "";
+  let stderr = "";
+  let done = false;
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+  child.stdout.setEncoding("utf8").on("data", (c: string) => {
+    stdout += c;
+    let newline: number;
+    while ((newline = stdout.indexOf("\n")) >= 0) {
+      const event = JSON.parse(stdout.slice(0, newline)) as Record<string, unknown>;
+      stdout = stdout.slice(newline + 1);
+      events.push(event);
+      for (const w of [...waiters]) if (w.check(event)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(event);
+    }
+  });
+  child.stdin.on("error", () => {});
+  const exited = new Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) =>
+    child.on("exit", (status, signal) => {
+      done = true;
+      resolve({ status, signal, stderr });
+    }),
+  );
+  return {
+    events,
+    send: (line) => child.stdin.write(`${line}\n`),
+    alive: () => !done,
+    exited,
+    kill: async () => {
+      if (!done) child.kill("SIGKILL");
+      await exited;
+    },
+    until: (check) => {
+      const seen = events.find(check);
+      if (seen) return Promise.resolve(seen);
+      return Promise.race([
+        new Promise<Record<string, unknown>>((resolve) => waiters.push({ check, resolve })),
+        exited.then(({ status, signal, stderr: err }) => {
+          const late = events.find(check);
+          if (late) return late;
+          throw new Error(`the child ended (${status} ${signal}) first:\n${err}\n${JSON.stringify(events.slice(-5))}`);
+        }),
+      ]);
+    },
+  };
+}
+
 const EART_DIST = new URL("../../dist/src/index.js", import.meta.url);
 const EART_SQLITE_DIST = new URL("../../dist/src/stores/sqlite/index.js", import.meta.url);
 const EART_LOCK_DIST = new URL("../../dist/src/threads/lock.js", import.meta.url);
