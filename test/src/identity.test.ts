@@ -523,6 +523,21 @@ describe("bindIdentityOnce", () => {
     expect(() => bindIdentityOnce(boundCara(), sealIdentity("thread-2", cara()))).toThrow(IdentityImmutableError);
   });
 
+  it("takes the binding's rebind (the registry's new grants) for the identity it was made for, and nothing posing as one", () => {
+    const bound = boundCara();
+    const wider = { ...cara(), tools: [...cara().tools, "view_payment_details"].sort() };
+    const rebound = processSealer().rebound(THREAD, bound, wider);
+    expect(bindIdentityOnce(bound, rebound)).toBe(rebound);
+    // A copy of it (what a caller's state write or a checkpoint round trip hands over) is not the binding's.
+    expect(() => bindIdentityOnce(bound, structuredClone(rebound))).toThrow(IdentityImmutableError);
+    // Made for another bound identity (another thread's, or one replaced since), it replaces nothing here.
+    const elsewhere = processSealer().rebound("thread-2", sealIdentity("thread-2", cara()), wider);
+    expect(() => bindIdentityOnce(bound, elsewhere)).toThrow(IdentityImmutableError);
+    expect(() => bindIdentityOnce(rebound, processSealer().rebound(THREAD, bound, cara()))).toThrow(IdentityImmutableError);
+    // Nor for another human.
+    expect(() => bindIdentityOnce(bound, processSealer().rebound(THREAD, bound, sam()))).toThrow(IdentityImmutableError);
+  });
+
   it.each([
     ["no schemaVersion", (i: Record<string, unknown>) => ({ ...i, schemaVersion: undefined })],
     ["schemaVersion 2", (i: Record<string, unknown>) => ({ ...i, schemaVersion: 2 })],
