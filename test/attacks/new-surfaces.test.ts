@@ -493,22 +493,22 @@ describe("1. the governed tool path in a user's own graph", () => {
   });
 });
 
+/** The prebuilt agent on a bundle of stores, with the refunds table in its own file. */
+const agentOn = (stores: { checkpointer: BaseCheckpointSaver; auditLog: AuditLog; ledger: EffectLedger; threadLock: ThreadLock }, db: Database.Database, amount = 250, tools?: StructuredToolInterface[]) =>
+  createGovernedAgent({
+    model: proposing(amount),
+    tools: tools ?? createRefundTools(db).all,
+    identities: registry,
+    policy: refundPolicy,
+    checkpointer: stores.checkpointer,
+    auditLog: stores.auditLog,
+    ledger: stores.ledger,
+    threadLock: stores.threadLock,
+  });
+
 describe("2. sqliteStores / postgresStores", () => {
   const dir = mkdtempSync(join(tmpdir(), "eart-new-surfaces-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-  /** The prebuilt agent on a bundle of stores, with the refunds table in its own file. */
-  const agentOn = (stores: { checkpointer: BaseCheckpointSaver; auditLog: AuditLog; ledger: EffectLedger; threadLock: ThreadLock }, db: Database.Database, amount = 250, tools?: StructuredToolInterface[]) =>
-    createGovernedAgent({
-      model: proposing(amount),
-      tools: tools ?? createRefundTools(db).all,
-      identities: registry,
-      policy: refundPolicy,
-      checkpointer: stores.checkpointer,
-      auditLog: stores.auditLog,
-      ledger: stores.ledger,
-      threadLock: stores.threadLock,
-    });
 
   it("two sqliteStores handles on one file share the seal key and the lock: one agent pauses, the other approves, the refund runs once", async () => {
     const file = join(dir, "two-handles.sqlite");
@@ -624,9 +624,7 @@ describe("2. sqliteStores / postgresStores", () => {
       const c = await postgresStores({ pool, schema });
       await c.close();
       expect((await pool.query("SELECT 1 AS one")).rows).toEqual([{ one: 1 }]);
-      // Tenants on one database: a search_path per tenant gives each its own eart tables and seal
-      // key. (`schema` alone moves only LangGraph's checkpoint tables, as documented: two stores
-      // with different `schema` and the same search_path share eart's audit log, ledger and key.)
+      // Tenants on one database: a search_path per tenant gives each its own eart tables and seal key.
       const other = `eart_ns_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
       await admin.query(`CREATE SCHEMA "${other}"`);
       const v = new URL(PG_URL);
@@ -641,6 +639,97 @@ describe("2. sqliteStores / postgresStores", () => {
       await pool.end();
       await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
       await admin.end();
+    }
+  });
+});
+
+describe("2b. postgresStores({ schema }): one tenant per schema of one database", () => {
+  // Was a hole: `schema` moved only LangGraph's checkpoint tables. Two tenants given their own
+  // schema on one connection string shared eart's audit log, effect ledger and its seal key,
+  // budgets, inbox and thread locks: tenant B's refund on a thread id tenant A also used (an order
+  // number) with the same call id (a model that numbers its calls) was answered from tenant A's
+  // ledger, with A's result, and never ran; each tenant listed the other's approvals.
+  const tenants: string[] = [];
+  const tenantName = () => {
+    const name = `eart_tenant_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
+    tenants.push(name);
+    return name;
+  };
+  afterAll(async () => {
+    const admin = new pg.Pool({ connectionString: PG_URL, max: 1 });
+    for (const name of tenants) await admin.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
+    await admin.end();
+  });
+
+  it("two tenants on one connection string: their own seal key, audit chains, inbox, ledger, budgets and thread locks; one tenant's two handles share them", async () => {
+    const a = await postgresStores({ connectionString: PG_URL, schema: tenantName() });
+    const a2 = await postgresStores({ connectionString: PG_URL, schema: tenants.at(-1)! });
+    const b = await postgresStores({ connectionString: PG_URL, schema: tenantName() });
+    try {
+      expect(Buffer.from(await a.ledger.sealKey()).equals(Buffer.from(await b.ledger.sealKey()))).toBe(false);
+      expect(Buffer.from(await a.ledger.sealKey()).equals(Buffer.from(await a2.ledger.sealKey()))).toBe(true);
+      const thread = "refund-1042";
+      await a.auditLog.append({ threadId: thread, type: "approval.requested", data: { requests: [{ toolCallId: "r1", name: "issue_refund", args: { amount: 740 }, digest: "d".repeat(64), roles: ["supervisor"] }], approverRoles: ["supervisor"] } as never });
+      expect(await b.auditLog.read(thread)).toEqual([]);
+      expect((await a2.auditLog.read(thread)).map((e) => e.type)).toEqual(["approval.requested"]);
+      expect((await a2.auditLog.pending!()).map((t) => t.threadId)).toContain(thread);
+      expect((await b.auditLog.pending!()).map((t) => t.threadId)).not.toContain(thread);
+      const key = { threadId: thread, toolCallId: "r1", digest: "d".repeat(64) };
+      expect((await a.ledger.begin(key)).claimed).toBe(true);
+      await a.ledger.finish(key, { status: "succeeded", result: "refunded to tenant A" });
+      expect(await b.ledger.get(key)).toBeUndefined();
+      expect((await b.ledger.begin(key)).claimed).toBe(true);
+      await a.budgetStore.add({ "refunds:cara": 90 });
+      expect(await b.budgetStore.get(["refunds:cara"])).toEqual({ "refunds:cara": 0 });
+      expect(await a2.budgetStore.get(["refunds:cara"])).toEqual({ "refunds:cara": 90 });
+      const release = await a.threadLock.acquire(thread);
+      await (await b.threadLock.acquire(thread))();
+      expect(await codeOf(a2.threadLock.acquire(thread))).toBe("thread_busy");
+      await release();
+    } finally {
+      await a.close();
+      await a2.close();
+      await b.close();
+    }
+  });
+
+  it("the same thread id and call id in two tenants: each tenant's refund runs, on its own ledger", async () => {
+    const a = await postgresStores({ connectionString: PG_URL, schema: tenantName() });
+    const b = await postgresStores({ connectionString: PG_URL, schema: tenantName() });
+    const dbA = new Database(":memory:");
+    const dbB = new Database(":memory:");
+    try {
+      await agentOn(a, dbA, 60).invoke(start(), cara("order-1042"));
+      await agentOn(b, dbB, 60).invoke(start(), cara("order-1042"));
+      expect(dbA.prepare("SELECT amount FROM refunds").all()).toEqual([{ amount: 60 }]);
+      expect(dbB.prepare("SELECT amount FROM refunds").all()).toEqual([{ amount: 60 }]);
+      // Each tenant's chain holds its own run only.
+      const runs = async (stores: { auditLog: AuditLog }) => (await stores.auditLog.read("order-1042")).filter((e) => e.type === "run.started").length;
+      expect([await runs(a), await runs(b)]).toEqual([1, 1]);
+      expect(await a.auditLog.verify("order-1042")).toMatchObject({ ok: true });
+      expect(await b.auditLog.verify("order-1042")).toMatchObject({ ok: true });
+    } finally {
+      await a.close();
+      await b.close();
+      dbA.close();
+      dbB.close();
+    }
+  });
+
+  it("a pool whose search_path is not the schema is refused (EartConfigError schema), left open, and a schema name that is not a plain lower-case name is refused before anything is created", async () => {
+    const pool = new pg.Pool({ connectionString: PG_URL, max: 2 });
+    try {
+      const name = tenantName();
+      expect(await codeOf(postgresStores({ pool, schema: name }))).toBe("config_invalid");
+      await expect(postgresStores({ pool, schema: name })).rejects.toThrow(/schema.*search_path/s);
+      expect((await pool.query("SELECT 1 AS one")).rows).toEqual([{ one: 1 }]);
+      for (const bad of ["Tenant_B", "tenant-b", "1tenant", 'x"; DROP SCHEMA public; --', "", "a".repeat(64), 42]) {
+        expect(await codeOf(postgresStores({ connectionString: PG_URL, schema: bad as string })), String(bad)).toBe("config_invalid");
+      }
+      const { rows } = await pool.query(`SELECT nspname FROM pg_namespace WHERE nspname IN ('Tenant_B', 'tenant-b', '1tenant')`);
+      expect(rows).toEqual([]);
+    } finally {
+      await pool.end();
     }
   });
 });

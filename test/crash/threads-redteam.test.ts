@@ -27,11 +27,12 @@
  *    and then silently dropped. It now takes the lock (ThreadBusyError while a run holds it).
  * 7. unfinishedThreads listed a thread whose run was under way as one that stopped: a thread
  *    whose lock is held is not listed, and continueThread of it is ThreadBusyError.
+ * 8. The PostgreSQL advisory-lock key named the thread id only: two tenants in two schemas of one
+ *    database blocked each other's threads of the same id (only runs were blocked, nothing
+ *    crossed). The key is now in the space of the schema the lock's search_path resolves to.
  * Open (`it.fails`): a SQLite holder in another container whose event loop stalls past staleMs is
  * taken over as designed and acts once more when it wakes, before its heartbeat tells it (a check
- * at each step's boundary would be needed); the PostgreSQL advisory-lock key does not name the
- * deployment, so two tenants in two schemas of one database block each other's threads of the
- * same id (only runs are blocked, nothing crosses; documented in the README).
+ * at each step's boundary would be needed).
  * Held (plain `it`): a live same-host holder stalled far past staleMs is never taken over; four
  * processes racing to take over one dead holder get one lock; a tool re-entering its own thread
  * gets ThreadBusyError without deadlock; continueThread of a running thread, a second supervisor's
@@ -624,22 +625,35 @@ describe("thread ids and lock keys", () => {
     });
   }
 
-  // Open, documented: the advisory-lock key names the thread id only.
-  it.fails("PostgreSQL: two deployments in two schemas of one database (two tenants) do not lock each other's threads of the same id", async () => {
+  // Was a hole: the advisory-lock key named the thread id only, so two tenants blocked each other.
+  it("PostgreSQL: two deployments in two schemas of one database (two tenants) do not lock each other's threads of the same id; one tenant's two handles do", async () => {
     const thread = unique("tenant-thread");
+    await admin.query(`CREATE SCHEMA IF NOT EXISTS tenant_a; CREATE SCHEMA IF NOT EXISTS tenant_b`);
     const tenant = (schema: string) => {
       const u = new URL(PG_URL);
       u.searchParams.set("options", `-c search_path=${schema}`);
-      return new PostgresThreadLock({ connectionString: u.toString() });
+      const lock = new PostgresThreadLock({ connectionString: u.toString() });
+      cleanups.push(() => lock.close());
+      return lock;
     };
     const a = tenant("tenant_a");
     const b = tenant("tenant_b");
-    cleanups.push(() => a.close(), () => b.close());
     const releaseA = await a.acquire(thread);
     // Tenant B's own thread of that id (a customer number, an order id) is not tenant A's.
     const fromB = await settle(b.acquire(thread).then((release) => release()));
+    // Tenant A's other worker (another handle, the same schema) is kept out; so is one on the default schema's key space.
+    const fromA = await tenant("tenant_a").acquire(thread).catch((e: unknown) => e);
     await releaseA();
     expect(fromB).toBe("completed");
+    expect(fromA).toBeInstanceOf(ThreadBusyError);
+    // A search_path that names a schema not created yet is its own space too (by its text), not the default one's.
+    const missing = tenant("tenant_not_created");
+    const onPublic = new PostgresThreadLock({ pool: pgPool() });
+    cleanups.push(() => onPublic.close());
+    const releasePublic = await onPublic.acquire(thread);
+    const fromMissing = await settle(missing.acquire(thread).then((release) => release()));
+    await releasePublic();
+    expect(fromMissing).toBe("completed");
   });
 });
 

@@ -6,9 +6,17 @@ import { parseOptions } from "../../internal/options.js";
 import { checkThreadId, type ReleaseThreadLock, type ThreadLock } from "../../threads/lock.js";
 import { dedicatedClient, isConnectionLoss, withDeadline, type PostgresLocation } from "./connection.js";
 
-/** The 64-bit advisory lock key of a thread (signed, as PostgreSQL's bigint). */
-export function advisoryLockKey(threadId: string): string {
-  return createHash("sha256").update(`eart.thread:${threadId}`).digest().readBigInt64BE(0).toString();
+/**
+ * The 64-bit advisory lock key of a thread (signed, as PostgreSQL's bigint). Advisory locks are
+ * per database, not per schema: a deployment in another schema of the same database (a tenant, by
+ * its `search_path`) names its threads in that schema's space (`schema`), so two tenants' threads
+ * of the same id do not lock each other. The default schema `public` keeps the key of the thread
+ * id alone.
+ */
+export function advisoryLockKey(threadId: string, options: { schema?: string } = {}): string {
+  const schema = typeof options === "object" && options !== null ? options.schema : undefined;
+  const name = schema === undefined || schema === "public" ? `eart.thread:${threadId}` : `eart.thread@${schema.length}:${schema}:${threadId}`;
+  return createHash("sha256").update(name).digest().readBigInt64BE(0).toString();
 }
 
 const PostgresLockBoundsSchema = z
@@ -46,6 +54,8 @@ class LockSession {
   readonly client: pg.Client;
   readonly ready: Promise<void>;
   readonly holds = new Set<Hold>();
+  /** The schema the session's `search_path` resolves to: the space its threads' keys are in ({@link advisoryLockKey}). */
+  schema: string | undefined;
   dead: Error | undefined;
   /** Settles once the connection is closed after `die`. */
   ended: Promise<void> | undefined;
@@ -69,7 +79,12 @@ class LockSession {
       // The session sits idle while it holds locks: a server, role or pool setting that ends idle
       // sessions would end it, and every lock with it, under a run that is still working.
       .then(() => client.query(`SET idle_session_timeout = 0; SET idle_in_transaction_session_timeout = 0`).catch(ignoreUnknownSetting))
-      .then(() => undefined)
+      // Where eart's tables of this deployment are (its unqualified names resolve there); a
+      // search_path naming no schema that exists yet is its own space, by its text.
+      .then(() => client.query<{ schema: string }>(`SELECT COALESCE(current_schema(), 'search_path=' || current_setting('search_path')) AS schema`))
+      .then(({ rows }) => {
+        this.schema = rows[0]?.schema;
+      })
       .finally(() => {
         this.#inFlight--;
         this.#settle();
@@ -216,13 +231,14 @@ export class PostgresThreadLock implements ThreadLock {
     const id = checkThreadId(threadId);
     if (this.#held.has(id)) throw new ThreadBusyError(id, "another run of this process");
     this.#held.set(id, "acquiring");
-    const key = advisoryLockKey(id);
+    let key = "";
     const deadline = Date.now() + this.#timeoutMs;
     let hold: Hold;
     let session: LockSession;
     for (let attempt = 1; ; attempt++) {
       try {
         session = await this.#sessionBy(deadline);
+        key = advisoryLockKey(id, { schema: session.schema });
         const { rows } = await session.query("acquire", `SELECT pg_try_advisory_lock($1::bigint) AS locked`, [key], deadline, this.#timeoutMs);
         if (rows[0]?.locked !== true) throw new ThreadBusyError(id, "another PostgreSQL session");
         hold = session.hold(id);
