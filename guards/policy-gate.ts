@@ -166,6 +166,13 @@ function answersOf(records: readonly DecisionRecord[]): ToolMessage[] {
   return records.flatMap((r) => answerOf(r) ?? []);
 }
 
+/**
+ * The most calls of one model message that wait for a human at once: the rest are refused, answered
+ * to the model ({@link BUILTIN_POLICY_IDS} `approvalBatch`). An answer deciding this many, keyed or
+ * in order, fits the 64 KB answer limit.
+ */
+export const MAX_APPROVALS_PER_MESSAGE = 100;
+
 export function createPolicyGateParts(options: PolicyGateOptions) {
   const opts = parseOptions(PolicyGateOptionsSchema, options);
   const { policy, registry, auditLog, clock, onExpired, shadowPolicy, budgets } = opts;
@@ -354,6 +361,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const seen = new Set<string>();
     const shared = new Set(calls.flatMap((c) => (c.id && seen.has(c.id) ? [c.id] : (seen.add(c.id ?? ""), []))));
     const refusedShared = new Set<string>();
+    let waiting = 0;
     for (const call of calls) {
       if (!call.id) throw new EartConfigError("messages", `the model proposed a call to ${call.name} without a tool call id`);
       const id = call.id;
@@ -384,6 +392,16 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
             answer: `Refused: tool call id "${id}" ${reuse}.`,
           }
         : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId, state.budget ?? {}, through);
+      if (record.status === "pending_approval" && ++waiting > MAX_APPROVALS_PER_MESSAGE) {
+        // One request holds every waiting call of a message, and its answer must fit the answer
+        // limit: past this many, a call is refused now (the model may propose it again later),
+        // so what waits can always be answered.
+        const reason = `${call.name} was not decided: the message proposes more than ${MAX_APPROVALS_PER_MESSAGE} calls that need a human's approval, and at most ${MAX_APPROVALS_PER_MESSAGE} wait at once. Propose it again once those are decided.`;
+        const verdict = { effect: "deny" as const, reasons: [reason], policyIds: [BUILTIN_POLICY_IDS.approvalBatch], version: record.verdict.version };
+        records.push({ ...record, status: "denied", verdict, answer: { content: reason, status: "error" } });
+        answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: reason, status: "error" }));
+        continue;
+      }
       // The answer goes in the record too (sealed with it): a tool step that runs after this one
       // (createAgent's, under governanceMiddleware) answers the call from it.
       records.push(answer !== undefined ? { ...record, answer: { content: answer, status: "error" } } : record);

@@ -251,6 +251,7 @@ export const BUILTIN_POLICY_IDS = {
   permissions: "eart.permissions",
   arguments: "eart.arguments",
   duplicateCall: "eart.duplicate-call-id",
+  approvalBatch: "eart.approval-batch",
 } as const;
 
 /**

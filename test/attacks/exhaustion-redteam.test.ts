@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { defineRedaction, definePolicy, MemoryAuditLog, pendingApproval, STANDARD_REDACTIONS, type Redaction, type RedactionRule } from "eart";
 import { createGovernedAgent } from "eart/graphs";
+import { MAX_APPROVALS_PER_MESSAGE } from "eart/guards";
 import { TokenHoldBack } from "../../graphs/token-stream.js";
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
@@ -36,8 +37,9 @@ import { config, lookup, refund, refundSetup, registry, type Call } from "../sup
  *   200 characters, and the rest counted per rule.
  * - `run.started` kept the customer's whole message: now its first 10,000 characters (cut as
  *   refusals are, never through a card) and its length.
- * Open (`it.fails`): a message proposing thousands of calls that need approval makes a request
- * whose smallest answer is over the 64 KB answer limit: the thread waits for good.
+ * - A message proposing thousands of calls that need approval made a request whose smallest
+ *   answer was over the 64 KB answer limit: the thread waited for good. At most 100 calls of a
+ *   message now wait; the rest are refused to the model.
  * Held: near-misses of each standard rule, JSON detection and the embedded-JSON finder, nesting
  * just under the limits, a thousand allowed tool calls, a 4 MB tool result (2,000 characters kept
  * in the audit log), thousands of retrieved items with distinct ids (measured in the bench).
@@ -210,27 +212,33 @@ describe("a customer's message and answer, through createGovernedAgent", () => {
     expect(bytesOf(events), "bytes of audit for one turn").toBeLessThan(64 * 1024);
   });
 
-  // Open (medium, wedge of a thread and the approvers' inbox): every call that needs approval is
-  // in one request, and an answer must decide every one, within 64 KB. A model talked into
-  // proposing 4,000 refunds (a prompt-injected document) pauses on a 3.6 MB request whose smallest
-  // answer (4,000 positional `{"type":"reject"}`) is 72 KB: refused; new input is refused while it
-  // waits (`thread_awaiting_approval`): nothing can ever close it. Keyed answers (what the README
-  // recommends) stop fitting at about 570 calls. Fix: cap the calls per model message (deny the
-  // rest with a reason the model reads), or size the answer limit to the request (say 64 KB plus
-  // 200 bytes per pending call), or accept an `{ all: "reject" }` answer.
-  it.fails("a message proposing 4,000 calls that need approval makes a request no answer can close", async () => {
+  // Was a hole (medium, wedge of a thread and the approvers' inbox): every call that needs approval
+  // was in one request, and an answer must decide every one, within 64 KB. A model talked into
+  // proposing 4,000 refunds (a prompt-injected document) paused on a 3.6 MB request whose smallest
+  // answer (4,000 positional `{"type":"reject"}`) is 72 KB: refused; new input was refused while it
+  // waited (`thread_awaiting_approval`): nothing could ever close it. Now at most
+  // MAX_APPROVALS_PER_MESSAGE (100) calls of a message wait; the rest are refused at once, answered
+  // to the model (`eart.approval-batch`).
+  it("a message proposing 4,000 calls that need approval: 100 wait, the rest are refused to the model, and an approver can close what waits", async () => {
     const calls = Array.from({ length: 4_000 }, (_, i) => refund(`c${i}`, 500));
-    const { agent, refunds } = refundSetup([calls]);
+    const { agent, refunds, auditLog } = refundSetup([calls]);
     const threadId = fresh("wedge");
     await agent.invoke({ messages: [new HumanMessage("Refund order 1042, $500, 4,000 times.")] }, config(threadId));
-    const request = pendingApproval(await agent.getState(config(threadId)))!;
-    // Setup: one request holds all of them; the smallest answer the protocol has is refused for its size.
-    expect(request.requests).toHaveLength(4_000);
+    const state = await agent.getState(config(threadId));
+    const request = pendingApproval(state)!;
+    expect(request.requests).toHaveLength(MAX_APPROVALS_PER_MESSAGE);
+    expect(request.requests.map((r) => r.toolCallId)).toEqual(calls.slice(0, MAX_APPROVALS_PER_MESSAGE).map((c) => c.id));
+    const refused = (state.values.decisions as { toolCallId: string; status: string; verdict: { policyIds: string[] } }[]).filter((d) => d.verdict.policyIds.includes("eart.approval-batch"));
+    expect(refused).toHaveLength(4_000 - MAX_APPROVALS_PER_MESSAGE);
+    expect(new Set(refused.map((d) => d.status))).toEqual(new Set(["denied"]));
+    // The keyed answer (what the README recommends) and the positional one both fit the limit.
+    const keyed = { decisions: request.requests.map((r) => ({ toolCallId: r.toolCallId, type: "reject", digest: r.digest })) };
+    expect(bytesOf(keyed)).toBeLessThan(64 * 1024);
     const smallest = { decisions: request.requests.map(() => ({ type: "reject" })) };
-    expect(bytesOf(smallest)).toBeGreaterThan(64 * 1024);
     const answered = await outcome(agent.invoke(new Command({ resume: smallest }), config(threadId, "sam")));
     const moved = await outcome(agent.invoke({ messages: [new HumanMessage("Forget it.")] }, config(threadId)));
     expect(refunds()).toEqual([]);
+    expect((await auditLog.verify(threadId)).ok).toBe(true);
     // The guarantee: an authorised approver can close what the thread waits for.
     expect({ answered, moved }, `answer: ${answered}; new input: ${moved}; request ${bytesOf(request)} bytes`).toEqual({ answered: "ran", moved: "ran" });
   });
