@@ -283,17 +283,43 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     }
     if (!over) return { verdict: decided, reserved };
     if (over.effect === "deny") return { verdict: budgetDenial(over, decided.version), reserved: false };
+    return { verdict: budgetApproval(decided, over), reserved: false };
+  }
+
+  /**
+   * A call policy allows or sends to approvers, past a budget that asks for approval: it waits
+   * for the budget's approvers as well. Beside policy's own approvers, both are needed (each a
+   * group of `approverGroups`): a supervisor approving a call policy gives her does not approve
+   * past a budget that names finance.
+   */
+  const budgetApproval = (decided: PolicyDecision & { effect: "allow" | "require_approval" }, over: BudgetVerdict): PolicyDecision => {
     const roles = over.approverRoles ?? [];
-    const verdict: PolicyDecision =
-      decided.effect === "require_approval"
-        ? {
-            ...decided,
-            reasons: [...decided.reasons, ...over.reasons],
-            policyIds: [...decided.policyIds, ...over.budgetIds],
-            approverRoles: [...new Set([...decided.approverRoles, ...roles])],
-          }
-        : { effect: "require_approval", reasons: over.reasons, policyIds: over.budgetIds, version: decided.version, approverRoles: roles };
-    return { verdict, reserved: false };
+    if (decided.effect !== "require_approval") return { effect: "require_approval", reasons: over.reasons, policyIds: over.budgetIds, version: decided.version, approverRoles: roles };
+    const groups = roles.length > 0 ? [...(decided.approverGroups ?? [decided.approverRoles]), roles] : decided.approverGroups;
+    return {
+      ...decided,
+      reasons: [...decided.reasons, ...over.reasons],
+      policyIds: [...decided.policyIds, ...over.budgetIds],
+      approverRoles: [...new Set([...decided.approverRoles, ...roles])],
+      ...(groups ? { approverGroups: groups } : {}),
+    };
+  };
+
+  /**
+   * A call decided again when a human answers (an edit, a redeploy since it was asked): policy's
+   * new verdict with the approvers the budgets ask for ({@link budgetApproval}). Budgets that deny
+   * are applied when the approval completes (reserveApproved); one that cannot be checked denies.
+   */
+  async function withBudgetApprovers(verdict: PolicyDecision, request: PolicyRequest, budget: Budget, siblings: readonly DecisionRecord[]): Promise<PolicyDecision> {
+    if (!budgets || (verdict.effect !== "allow" && verdict.effect !== "require_approval")) return verdict;
+    const pending = siblings.map((r) => ({ name: r.name, args: r.parsedArgs ?? r.args, reserved: r.budgetReserved === true }));
+    let over: Awaited<ReturnType<typeof budgets.check>>;
+    try {
+      over = await budgets.check({ identity: request.identity, threadId: request.threadId ?? "", tool: request.tool, threadCounters: budget, pending });
+    } catch (error) {
+      return budgetFailure(error, verdict.version);
+    }
+    return over?.effect === "require_approval" ? budgetApproval(verdict, over) : verdict;
   }
 
   /** The verdict of a call a budget denies. */
@@ -480,7 +506,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         records.push(
           record.verdict.version === policy.version
             ? withApproval(record, record.verdict, [...record.approvals, approval])
-            : await reevaluateApproved(record, approval, identity, context, threadId),
+            : await reevaluateApproved(record, approval, identity, context, threadId, budget, siblings),
         );
       } else if (d.type === "reject") {
         records.push({ ...record, status: "rejected", approvals: [...record.approvals, approval] });
@@ -494,7 +520,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
             toolCallId: record.toolCallId,
           });
         }
-        const verdict = await decideFailClosed(policy, { identity, tool: { name: record.name, args: checked.args }, context, threadId });
+        const asked = { identity, tool: { name: record.name, args: checked.args }, context, threadId };
+        const verdict = await withBudgetApprovers(await decideFailClosed(policy, asked), asked, budget, siblings);
         const approverMayDecide =
           verdict.effect === "allow" || (verdict.effect === "require_approval" && registry.userHasAnyRole(approverId, verdict.approverRoles));
         if (!approverMayDecide) {
@@ -531,8 +558,12 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     identity: AgentIdentity,
     context: ThreadContext,
     threadId: string,
+    budget: Budget,
+    siblings: readonly DecisionRecord[],
   ): Promise<DecisionRecord> {
-    const verdict = await decideRecordedCall(policy, tools.get(record.name)!, record, { identity, context, threadId });
+    const decided = await decideRecordedCall(policy, tools.get(record.name)!, record, { identity, context, threadId });
+    const request = { identity, tool: { name: record.name, args: (record.parsedArgs ?? record.args) as Record<string, unknown> }, context, threadId };
+    const verdict = await withBudgetApprovers(decided, request, budget, siblings);
     // Only approvals from holders of the roles the new policy asks for still count, here and
     // when the call is asked again: approvals under the old roles never make up a new quorum.
     const still = approvalsThatCount(record.approvals, verdict, registry);
@@ -548,8 +579,11 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
    */
   function withApproval(record: DecisionRecord, verdict: DecisionRecord["verdict"], approvals: ApprovalRecord[]): DecisionRecord {
     const next = { ...record, verdict, approvals };
-    const needed = verdict.effect === "require_approval" ? (verdict.quorum ?? 1) : 1;
-    return { ...next, status: approversOf(next).length >= needed ? "approved" : "pending_approval" };
+    if (verdict.effect !== "require_approval") return { ...next, status: "approved" };
+    const approvers = approversOf(next);
+    // Every group of roles (policy's, a budget's) met by an approver holding one of its roles.
+    const met = (verdict.approverGroups ?? []).every((group) => approvers.some((id) => registry.userHasAnyRole(id, group)));
+    return { ...next, status: met && approvers.length >= (verdict.quorum ?? 1) ? "approved" : "pending_approval" };
   }
 
   /**

@@ -25,7 +25,12 @@ export const ApprovalRequestItemSchema = HumanTaskItemSchema.extend({
   approverRoles: z.array(z.string()),
   /** Distinct approvers needed; present when more than one. */
   quorum: z.number().int().min(2).optional(),
-  /** Who has approved so far, when a quorum is being gathered. */
+  /**
+   * Groups of roles that must each approve (a budget's approvers beside policy's): every group by
+   * a holder of one of its roles; present when the call has them.
+   */
+  approverGroups: z.array(z.array(z.string())).optional(),
+  /** Who has approved so far, when a quorum or several groups are being gathered. */
   approvedBy: z.array(z.string()).optional(),
   /** When the request lapses (ISO); an answer after it is refused. */
   expiresAt: z.string().optional(),
@@ -156,7 +161,9 @@ export function buildApprovalRequest(threadId: string, pending: readonly Decisio
       policyIds: r.verdict.policyIds,
       policyVersion: r.verdict.version,
       approverRoles: r.verdict.approverRoles ?? [],
-      ...((r.verdict.quorum ?? 1) > 1 ? { quorum: r.verdict.quorum, approvedBy: approversOf(r) } : {}),
+      ...((r.verdict.quorum ?? 1) > 1 ? { quorum: r.verdict.quorum } : {}),
+      ...(r.verdict.approverGroups ? { approverGroups: r.verdict.approverGroups.map((g) => [...g]) } : {}),
+      ...((r.verdict.quorum ?? 1) > 1 || r.verdict.approverGroups ? { approvedBy: approversOf(r) } : {}),
       ...(r.expiresAt ? { expiresAt: r.expiresAt } : {}),
       ...originalDigestOf(r),
       ...(r.verdict.allowedDecisions ? { allowedDecisions: [...r.verdict.allowedDecisions] } : {}),
@@ -202,7 +209,9 @@ function descriptionOf(item: ApprovalRequestItem): string {
   const lines = [item.reasons.length > 0 ? item.reasons.map(reasonText).join("; ") : `${item.name} needs approval`];
   if (item.parsedArgs !== undefined) lines.push(`${OWN.parsedArgs} ${visible(JSON.stringify(item.parsedArgs))}`);
   if (item.approverRoles.length > 0) lines.push(`${OWN.roles} ${item.approverRoles.join(", ")}`);
-  if (item.quorum !== undefined) lines.push(`${OWN.quorum} ${item.quorum} (so far: ${item.approvedBy?.length ? item.approvedBy.join(", ") : "none"})`);
+  const sofar = `(so far: ${item.approvedBy?.length ? item.approvedBy.join(", ") : "none"})`;
+  if (item.approverGroups !== undefined) lines.push(`${OWN.groups} ${item.approverGroups.map((g) => g.join(" or ")).join("; and ")} ${sofar}`);
+  if (item.quorum !== undefined) lines.push(`${OWN.quorum} ${item.quorum} ${sofar}`);
   if (item.expiresAt !== undefined) lines.push(`${OWN.expires} ${item.expiresAt}`);
   if (item.originalDigest !== undefined) lines.push(`${OWN.edited} since it was requested: approve it with its digest (keyed answer), or edit or reject it`);
   return lines.join("\n");
@@ -213,6 +222,7 @@ const OWN = {
   parsedArgs: "The tool reads these arguments as:",
   roles: "Approver roles:",
   quorum: "Approvals needed:",
+  groups: "Needs an approval from each of:",
   expires: "Expires at:",
   edited: "Edited by an approver",
   reason: "Reason:",

@@ -37,6 +37,13 @@ export const PolicyDecisionSchema = z.discriminatedUnion("effect", [
     approverRoles: z.array(z.string()).min(1),
     /** How many distinct approvers must approve; 1 when absent. */
     quorum: z.number().int().min(1).optional(),
+    /**
+     * Requirements that must each be met, beside the quorum: every group needs an approval by a
+     * holder of one of its roles (one approver holding roles of several groups meets them all).
+     * eart sets it when a budget's approvers are needed beside policy's: `[policy's roles, the
+     * budget's roles]`. Absent: any one of `approverRoles` meets the requirement.
+     */
+    approverGroups: z.array(z.array(z.string()).min(1)).optional(),
     /** How long the approval may take, from the request; no expiry when absent. */
     expiresInMs: z.number().int().positive().optional(),
     /** The answers an approver may give (`approve` always among them); every kind when absent. */

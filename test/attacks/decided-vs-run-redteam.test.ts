@@ -10,8 +10,8 @@
  * the approver was shown `{ to }` for a wire its schema fills to $4,900, and `"false"` for a flag
  * that runs as true (the record now keeps `parsedArgs`, the arguments as the tool reads them, and
  * the request shows them); budgets counted raw dollars where policy judged cents; a rule's reason
- * quoting an argument could forge lines of the HITL description. The one `it.fails` left is a
- * design question named there (a budget's approver roles join the rule's, any one may approve).
+ * quoting an argument could forge lines of the HITL description; a budget's approver roles joined
+ * the rule's and any one of them could approve past both (each is now a group that must approve).
  */
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { DynamicTool, tool, type StructuredToolInterface } from "@langchain/core/tools";
@@ -23,6 +23,7 @@ import {
   defineBudgets,
   definePolicy,
   eartErrorOf,
+  toHitlRequest,
   IdentityRegistry,
   MemoryAuditLog,
   MemoryBudgetStore,
@@ -458,26 +459,49 @@ describe("budgets count the amount the tool runs", () => {
     expect(s.ran).toHaveLength(1);
   });
 
-  // Open (medium; semantics), listed in the README. Who: a supervisor approving past a budget that names finance. A
-  // require_approval budget's roles are merged into the policy verdict's approverRoles as a union
-  // (guards/policy-gate.ts `withinBudget`: `[...decided.approverRoles, ...roles]`), and any ONE of
-  // the roles may answer. So a $250 call that needs a supervisor by policy AND finance by the
-  // budget is approved by the supervisor alone, while a $90 over-budget call (policy: allow) needs
-  // finance (control above): the bigger call gets the weaker check. Fix: `withinBudget`: keep the
-  // budget's requirement as its own conjunct (e.g. a per-call list of role groups, each needing one
-  // approval, checked in `withApproval` / `checkHumanAnswer`), so both the policy's and the
-  // budget's approvers must approve.
-  it.fails("an over-budget $250 that also needs a supervisor by policy still needs finance (the budget's role)", async () => {
-    const budgets = defineBudgets(
+  // Was a hole (medium): a require_approval budget's roles were merged into the policy verdict's
+  // approverRoles as a union, and any ONE of them could answer. So a $250 call that needs a
+  // supervisor by policy AND finance by the budget was approved by the supervisor alone, while a
+  // $90 over-budget call (policy: allow) needed finance (control above): the bigger call got the
+  // weaker check. Now the budget's roles are a group of their own (`approverGroups`): each group
+  // needs an approval by a holder of one of its roles.
+  const financeBudget = () =>
+    defineBudgets(
       [{ id: "pay.finance", tools: ["pay"], scope: "user", window: "day", maxSum: { arg: "amount", max: 300 }, onExceed: "require_approval", approverRoles: ["finance"], reason: "Over $300 a day needs finance" }],
       { store: new MemoryBudgetStore() },
     );
-    const s = setup([[{ id: "p1", name: "pay", args: { to: "acme", amount: 250 } }], [{ id: "p2", name: "pay", args: { to: "acme", amount: 250 } }]], moneyPolicy(["pay"]), { budgets });
+  it("an over-budget $250 that also needs a supervisor by policy still needs finance (the budget's role); both approving runs it once", async () => {
+    const s = setup([[{ id: "p1", name: "pay", args: { to: "acme", amount: 250 } }], [{ id: "p2", name: "pay", args: { to: "acme", amount: 250 } }]], moneyPolicy(["pay"]), { budgets: financeBudget() });
     const first = pendingApproval(await s.agent.invoke(ask(), cfg("bf1")))!;
-    const second = pendingApproval(await s.agent.invoke(approveAll(first), cfg("bf1", "sam")));
+    const second = pendingApproval(await s.agent.invoke(approveAll(first), cfg("bf1", "sam")))!;
     expect(s.ran).toHaveLength(1);
-    // Observed: p2 asks for ["supervisor", "finance"] (any one), and sam's approval runs it: $500 of $300 without finance.
-    if (second) await s.agent.invoke(approveAll(second), cfg("bf1", "sam")).catch(() => undefined);
+    expect(second.requests.map((r) => [r.toolCallId, r.approverRoles, r.approverGroups])).toEqual([["p2", ["supervisor", "finance"], [["supervisor"], ["finance"]]]]);
+    // The supervisor's approval is kept, and the call waits for finance.
+    const third = pendingApproval(await s.agent.invoke(approveAll(second), cfg("bf1", "sam")))!;
     expect(s.ran).toHaveLength(1);
+    expect(third.requests.map((r) => [r.toolCallId, r.approvedBy])).toEqual([["p2", ["sam"]]]);
+    expect(toHitlRequest(third).actionRequests[0]!.description).toContain("Needs an approval from each of: supervisor; and finance (so far: sam)");
+    // Sam again adds nothing (as a second approval by one approver toward a quorum); finance completes it.
+    const fourth = pendingApproval(await s.agent.invoke(approveAll(third), cfg("bf1", "sam")))!;
+    expect(s.ran).toHaveLength(1);
+    expect(fourth.requests.map((r) => [r.toolCallId, r.approvedBy])).toEqual([["p2", ["sam"]]]);
+    await s.agent.invoke(approveAll(fourth), cfg("bf1", "fay"));
+    expect(s.ran.map((r) => (r.args as { amount: number }).amount)).toEqual([250, 250]);
+    expect((await s.auditLog.verify("bf1")).ok).toBe(true);
+  });
+  it("finance approving first still waits for the supervisor policy asks for; a supervisor's edit past the budget waits for finance", async () => {
+    const s = setup([[{ id: "p1", name: "pay", args: { to: "acme", amount: 250 } }], [{ id: "p2", name: "pay", args: { to: "acme", amount: 250 } }]], moneyPolicy(["pay"]), { budgets: financeBudget() });
+    const first = pendingApproval(await s.agent.invoke(ask(), cfg("bf2")))!;
+    const second = pendingApproval(await s.agent.invoke(approveAll(first), cfg("bf2", "sam")))!;
+    const waiting = pendingApproval(await s.agent.invoke(approveAll(second), cfg("bf2", "fay")))!;
+    expect(waiting.requests.map((r) => [r.toolCallId, r.approvedBy])).toEqual([["p2", ["fay"]]]);
+    expect(s.ran).toHaveLength(1);
+    // Sam edits the call (still over the budget): the edit counts for the supervisor only; finance again.
+    const edit = new Command({ resume: { decisions: [{ toolCallId: "p2", type: "edit", digest: waiting.requests[0]!.digest, args: { to: "acme", amount: 200 } }] } });
+    const afterEdit = pendingApproval(await s.agent.invoke(edit, cfg("bf2", "sam")))!;
+    expect(s.ran).toHaveLength(1);
+    expect(afterEdit.requests.map((r) => [r.toolCallId, r.args, r.approvedBy, r.approverGroups])).toEqual([["p2", { to: "acme", amount: 200 }, ["sam"], [["supervisor"], ["finance"]]]]);
+    await s.agent.invoke(approveAll(afterEdit), cfg("bf2", "fay"));
+    expect(s.ran.map((r) => (r.args as { amount: number }).amount)).toEqual([250, 200]);
   });
 });
