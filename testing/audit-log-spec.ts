@@ -1,5 +1,6 @@
 import { randomUUID, type KeyObject } from "node:crypto";
 import { globalEntryHash } from "../src/audit/global.js";
+import { InboxIndex, type PendingTask } from "../src/audit/inbox.js";
 import { GENESIS_HASH, verifyChain, type AuditEvent, type AuditEventInput, type AuditLog, type AuditVerification } from "../src/audit/log.js";
 import { auditKeyId, generateAuditSigningKey, signChainHead, verifyHeadSignature } from "../src/audit/signing.js";
 import { verifyAuditStore } from "../src/audit/verify.js";
@@ -72,8 +73,9 @@ export function expectedAuditHash(e: Omit<AuditEvent, "hash">): string {
 /**
  * The conformance suite every {@link AuditLog} runs: append (single, batch, several threads in one
  * batch), read in order, listThreads, verify, the refusal of invalid input with nothing stored,
- * concurrent appends to one thread keeping one chain, signed chain heads, and, for stores that
- * pass a `tamper` hook, the precise report of each kind of edit of their storage.
+ * concurrent appends to one thread keeping one chain, signed chain heads, `pending()` (the inbox
+ * index) saying what the chain says whichever handle appended, and, for stores that pass a
+ * `tamper` hook, the precise report of each kind of edit of their storage.
  * Thread ids are unique per test, so stores on a shared database can run it.
  * @example
  * ```ts
@@ -377,6 +379,64 @@ export function auditLogSpec(
         expect(report.problems.filter((p) => p.threadId === undefined || threads.includes(p.threadId))).toEqual([]);
       });
     }
+
+    // `eart approvals` (cli/local.ts `inbox`), a process of its own, lists the threads the
+    // index names when the log has `pending`: a request another process appended that the index
+    // misses waits unseen until it expires. Without `pending`, it reads every thread instead.
+    test("what waits for a human, appended through one handle, is listed through another: pending() says what the chain says (without pending, listThreads and read find it)", async ({
+      open,
+      again,
+      tid,
+    }) => {
+      const log = await open();
+      const other = await again(log);
+      const [t, u, w] = [tid("t"), tid("u"), tid("w")];
+      const requestedBy = { agentId: "support-agent", userId: "cara" };
+      const call = (toolCallId: string, approverRoles: string[], more: Record<string, unknown> = {}) => ({
+        toolCallId,
+        name: "issue_refund",
+        digest: `d-${toolCallId}`,
+        args: { orderId: "1042", amountCents: 74_000 },
+        approverRoles,
+        requestedBy,
+        ...more,
+      });
+      await log.append(
+        ev(t, "approval.requested", {
+          requestedBy,
+          since: "2030-01-02T00:00:00.000Z",
+          roles: ["supervisor", "finance"],
+          requests: [call("c1", ["supervisor"]), call("c2", ["finance"], { expiresAt: "2030-01-03T00:00:00.000Z" })],
+        }),
+      );
+      await other.append({ ...ev(u, "tool.recovery_requested", { toolCallId: "c9", name: "issue_refund", digest: "d-c9", attempt: 1, reason: "outcome_unknown", error: null, roles: ["ops"], requestedBy }), at: "2030-01-01T00:00:00.000Z" });
+      await log.append(ev(w, "escalation.requested", { reason: "missing_context", roles: ["underwriter"], requestedBy, since: "2030-01-04T00:00:00.000Z" }));
+      const ours = (tasks: readonly PendingTask[]) => tasks.filter((p) => p.threadId.startsWith(tid("")));
+      const keys = (tasks: readonly PendingTask[]) => ours(tasks).map((p) => `${p.threadId.slice(tid("").length)}/${p.kind}/${p.toolCallId ?? "-"}`);
+      /** What the chain says waits: the index rebuilt from this test's threads' events. */
+      const replayed = async (handle: AuditLog, role?: string) => {
+        const index = new InboxIndex();
+        for (const threadId of [t, u, w]) for (const e of await handle.read(threadId)) index.apply(e);
+        return index.list(role === undefined ? {} : { role });
+      };
+      const expectListed = async (handle: AuditLog, expected: string[], financeOnly: string[]) => {
+        if (typeof handle.pending !== "function") {
+          const threads = await handle.listThreads();
+          for (const threadId of [t, u, w]) expect(threads.includes(threadId)).toBe(true);
+          expect(keys(await replayed(handle))).toEqual(expected);
+          return;
+        }
+        expect(keys(await handle.pending())).toEqual(expected);
+        expect(ours(await handle.pending())).toEqual(await replayed(handle));
+        expect(keys(await handle.pending({ role: "finance" }))).toEqual(financeOnly);
+        expect(ours(await handle.pending({ role: "finance" }))).toEqual(await replayed(handle, "finance"));
+      };
+      for (const handle of [other, log]) await expectListed(handle, ["u/recovery/c9", "t/approval/c1", "t/approval/c2", "w/escalation/-"], ["t/approval/c2"]);
+      // Answers recorded through either handle close their entries for both.
+      await other.append(ev(t, "approval.decided", { toolCallId: "c1", name: "issue_refund", digest: "d-c1", approverId: "sam", decision: "approve", status: "approved" }));
+      await log.append(ev(u, "tool.recovery_decided", { toolCallId: "c9", name: "issue_refund", digest: "d-c9", attempt: 1, reason: "outcome_unknown", decision: "mark_done", resolverId: "olga", message: null }));
+      for (const handle of [log, other]) await expectListed(handle, ["t/approval/c2", "w/escalation/-"], ["t/approval/c2"]);
+    });
 
     test("keeps a global log over all threads: one entry per append, chained from gseq 0, each thread's latest head in it", async ({ open, tid }) => {
       const log = await open();

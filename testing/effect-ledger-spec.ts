@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
+import { GENESIS_HASH, type AuditEventInput, type AuditLog } from "../src/audit/log.js";
 import { SEAL_KEY_BYTES } from "../src/decisions/seal.js";
+import { AuditInputError } from "../src/errors.js";
 import {
   idempotencyKeyOf,
   LEDGER_SCHEMA_VERSION,
@@ -10,6 +12,7 @@ import {
   type LedgerKey,
   type LedgerOutcome,
 } from "../src/ledger/ledger.js";
+import { expectedAuditHash } from "./audit-log-spec.js";
 import { withHandles } from "./handles.js";
 import type { SpecRunner } from "./policy-engine-spec.js";
 
@@ -26,6 +29,21 @@ export interface EffectLedgerSpecOptions {
    * without `reopen`. Without either, it fails: a shared ledger's claims must hold across handles.
    */
   singleProcess?: boolean;
+  /**
+   * For a ledger whose `commitsWith` can say yes: the audit log in its transaction domain, for a
+   * handle of it (each handle `reopen` gives is asked for its own). The suite checks that
+   * `commitsWith(log)` is true and that `begin` and `finish` given `{ log, events }` append the
+   * events exactly as `log.append` would, continuing the thread's chain, and only when they write
+   * (the key claimed, the entry finished), also under concurrent calls from several handles; a
+   * refused event leaves no claim and no outcome. The suite does not close these logs. Without it
+   * those cases are not run (a ledger without `commitsWith`, or whose `commitsWith` says no to
+   * every log, like the memory ledger, gives none).
+   * @example
+   * ```ts
+   * { reopen: () => new MyLedger(pool), auditLog: (ledger) => new MyAuditLog((ledger as MyLedger).pool) }
+   * ```
+   */
+  auditLog?: (ledger: EffectLedger) => AuditLog | Promise<AuditLog>;
 }
 
 const DIGEST = "d".repeat(64);
@@ -64,9 +82,11 @@ const circular = (): Record<string, unknown> => {
  * only from `started` at the expected attempt (compare-and-set); get and list (a thread's entries
  * only, by `startedAt`, then tool call id, then digest); invalid keys, outcomes, attempts and
  * dates refused with {@link LedgerInputError} and nothing stored; a seal key of `SEAL_KEY_BYTES`
- * bytes that never changes; and, for stores that pass `reopen`, a second handle that sees and
- * continues what the first wrote. Thread ids are unique per test, so stores on a shared database
- * can run it.
+ * bytes that never changes; for stores that pass `reopen`, a second handle that sees and
+ * continues what the first wrote; and, for ledgers that pass `auditLog`, audit events committed
+ * with `begin` and `finish` (appended to the log's chain exactly when the write happens, never for
+ * a loser of a race, and a refused event leaves nothing written). Thread ids are unique per test,
+ * so stores on a shared database can run it.
  * @example
  * ```ts
  * import { describe, it, expect } from "vitest";
@@ -79,7 +99,7 @@ export function effectLedgerSpec(
   { describe, it, expect }: SpecRunner,
   options: EffectLedgerSpecOptions = {},
 ): void {
-  const { reopen, singleProcess } = options;
+  const { reopen, singleProcess, auditLog } = options;
 
   /** Runs a test body with fresh thread ids; closes every ledger it opened. */
   const test = (
@@ -399,6 +419,115 @@ export function effectLedgerSpec(
         expect((await other.get(key))?.status).toBe("succeeded");
       }
     });
+
+    if (auditLog) {
+      /** The audit log a handle commits with, after checking that it says so. */
+      const logOf = async (ledger: EffectLedger): Promise<AuditLog> => {
+        const log = await auditLog(ledger);
+        expect(ledger.commitsWith?.(log)).toBe(true);
+        return log;
+      };
+      const ev = (threadId: string, type: AuditEventInput["type"], data: Record<string, unknown>): AuditEventInput => ({ threadId, type, data }) as AuditEventInput;
+      /** The fields of a tool event about a key's call, as the governed tool node writes them. */
+      const callOf = (key: LedgerKey, more: Record<string, unknown> = {}) => ({ toolCallId: key.toolCallId, name: "issue_refund", digest: key.digest, attempt: 1, ...more });
+      /** The thread's events as type and data, after checking they are one chain that verifies. */
+      const chainOf = async (log: AuditLog, threadId: string): Promise<[string, Record<string, unknown>][]> => {
+        const events = await log.read(threadId);
+        events.forEach((e, i) => {
+          expect([e.threadId, e.seq, e.prevHash]).toEqual([threadId, i, i === 0 ? GENESIS_HASH : events[i - 1]!.hash]);
+          expect(e.hash).toBe(expectedAuditHash(e));
+        });
+        expect(await log.verify(threadId)).toEqual({ ok: true, threadId, count: events.length, headHash: events.at(-1)?.hash ?? GENESIS_HASH });
+        return events.map((e) => [e.type, e.data]);
+      };
+
+      // The governed tool node batches when `commitsWith(auditLog)` says yes: the claim carries
+      // `tool.started` and the finish every event of the call with its outcome, and it appends
+      // none of them itself. Events a ledger drops are a tool call with no audit record.
+      test("with commitsWith(log), begin and finish append their audit events to the log's chain, and only when they write", async ({ open, tid }) => {
+        const ledger = await open();
+        const log = await logOf(ledger);
+        const t = tid("t");
+        const key = keyOf(t);
+        await log.append(ev(t, "run.started", { input: "refund 1042" }));
+        const start = callOf(key, { try: 1 });
+        expect(await ledger.begin(key, at(0), { log, events: [ev(t, "tool.started", start)] })).toEqual({ claimed: true, entry: started(key, at(0)) });
+        expect(await chainOf(log, t)).toEqual([
+          ["run.started", { input: "refund 1042" }],
+          ["tool.started", start],
+        ]);
+        // Not claimed: nothing appended.
+        expect(await ledger.begin(key, at(1), { log, events: [ev(t, "tool.started", { ...start, late: true })] })).toEqual({ claimed: false, entry: started(key, at(0)) });
+        expect((await log.read(t)).length).toBe(2);
+        const outcome = [ev(t, "tool.retrying", callOf(key, { try: 1, delayMs: 100, error: "timeout" })), ev(t, "tool.succeeded", callOf(key, { result: '{"refundId":"r-1"}' }))];
+        expect(await ledger.finish(key, { status: "succeeded", result: { refundId: "r-1" } }, at(2), { log, events: outcome })).toBe(true);
+        expect((await chainOf(log, t)).slice(2)).toEqual(outcome.map((e) => [e.type, e.data]));
+        expect((await ledger.get(key))?.status).toBe("succeeded");
+        // Not finished (already finished, or missing): nothing appended, nothing created.
+        expect(await ledger.finish(key, { status: "failed", error: "late" }, at(3), { log, events: [ev(t, "tool.failed", callOf(key, { kind: "error", error: "late" }))] })).toBe(false);
+        const missing = keyOf(t, "call_missing");
+        expect(await ledger.finish(missing, { status: "succeeded", result: 1 }, at(3), { log, events: [ev(t, "tool.succeeded", callOf(missing))] })).toBe(false);
+        expect(await ledger.get(missing)).toBe(undefined);
+        expect((await chainOf(log, t)).length).toBe(4);
+        // The log goes on from there, and the ledger's writes without events append nothing.
+        const next = keyOf(t, "call_2");
+        expect((await ledger.begin(next, at(4))).claimed).toBe(true);
+        expect(await ledger.finish(next, { status: "succeeded", result: null }, at(5))).toBe(true);
+        await log.append(ev(t, "run.completed", {}));
+        expect((await chainOf(log, t)).map(([type]) => type)).toEqual(["run.started", "tool.started", "tool.retrying", "tool.succeeded", "run.completed"]);
+      });
+
+      test("with commitsWith(log), an audit event the log refuses leaves no claim and no outcome", async ({ open, tid }) => {
+        const ledger = await open();
+        const log = await logOf(ledger);
+        const t = tid("t");
+        const key = keyOf(t);
+        const bad = { threadId: t, type: "tool.exploded", data: {} } as unknown as AuditEventInput;
+        // Refused as the log's own append refuses it (AuditInputError), whether before or inside the write.
+        expect(await refusal(() => ledger.begin(key, at(0), { log, events: [ev(t, "tool.started", callOf(key)), bad] })) instanceof AuditInputError).toBe(true);
+        expect(await ledger.get(key)).toBe(undefined);
+        expect(await log.read(t)).toEqual([]);
+        expect((await ledger.begin(key, at(1), { log, events: [ev(t, "tool.started", callOf(key))] })).claimed).toBe(true);
+        expect(await refusal(() => ledger.finish(key, { status: "succeeded", result: 1 }, at(2), { log, events: [bad] })) instanceof AuditInputError).toBe(true);
+        expect(await ledger.get(key)).toEqual(started(key, at(1)));
+        expect((await log.read(t)).map((e) => e.type)).toEqual(["tool.started"]);
+        expect(await ledger.finish(key, { status: "succeeded", result: 1 }, at(3), { log, events: [ev(t, "tool.succeeded", callOf(key))] })).toBe(true);
+        expect((await chainOf(log, t)).map(([type]) => type)).toEqual(["tool.started", "tool.succeeded"]);
+      });
+
+      test("with commitsWith(log), concurrent begins and finishes of one key across handles append exactly the winner's events", async ({ open, again, tid }) => {
+        const ledger = await open();
+        const handles = [ledger, await again(ledger), await again(ledger)];
+        const logs = await Promise.all(handles.map(logOf));
+        const t = tid("t");
+        const key = keyOf(t);
+        const callers = 12;
+        const via = (i: number) => [handles[i % handles.length]!, logs[i % handles.length]!] as const;
+        const begun = await Promise.all(
+          Array.from({ length: callers }, (_, i) => {
+            const [handle, log] = via(i);
+            return handle.begin(key, at(i), { log, events: [ev(t, "tool.started", callOf(key, { caller: i }))] });
+          }),
+        );
+        expect(begun.filter((b) => b.claimed).length).toBe(1);
+        const claimer = begun.findIndex((b) => b.claimed);
+        const finished = await Promise.all(
+          Array.from({ length: callers }, (_, i) => {
+            const [handle, log] = via(i);
+            return handle.finish(key, { status: "succeeded", result: { caller: i } }, at(20 + i), { log, events: [ev(t, "tool.succeeded", callOf(key, { caller: i }))] });
+          }),
+        );
+        expect(finished.filter(Boolean).length).toBe(1);
+        const finisher = finished.indexOf(true);
+        for (const log of logs) {
+          expect(await chainOf(log, t)).toEqual([
+            ["tool.started", callOf(key, { caller: claimer })],
+            ["tool.succeeded", callOf(key, { caller: finisher })],
+          ]);
+        }
+        expect((await ledger.get(key))?.result).toEqual({ caller: finisher });
+      });
+    }
 
     /** A bad call (refused with `field`) and the state the spec checks is left as it was. */
     const invalid: [string, string, (ledger: EffectLedger, t: string, kept: LedgerKey) => unknown][] = [

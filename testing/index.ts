@@ -30,7 +30,7 @@ export function scriptedModel(script: ModelScript, options: { turns?: number } =
 
 export type { FakeBuiltModel };
 
-export { policyEngineSpec, requestOf, SEED_POLICY_CASES, type PolicyEngineCase, type SpecRunner } from "./policy-engine-spec.js";
+export { policyEngineSpec, requestOf, SEED_POLICY_CASES, type PolicyEngineCase, type PolicyEngineSpecOptions, type SpecRunner } from "./policy-engine-spec.js";
 export { auditLogSpec, expectedAuditHash, type AuditLogSpecOptions, type AuditTamperOp, type MakeAuditLogOptions } from "./audit-log-spec.js";
 export { effectLedgerSpec, type EffectLedgerSpecOptions } from "./effect-ledger-spec.js";
 export { budgetStoreSpec, type BudgetStoreSpecOptions } from "./budget-store-spec.js";

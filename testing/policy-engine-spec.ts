@@ -1,7 +1,17 @@
 import { type AgentIdentity } from "../src/identity/registry.js";
 import { PolicyDecisionSchema, type PolicyDecision, type PolicyEffect, type PolicyEngine, type PolicyRequest } from "../src/policy/engine.js";
 
-/** One row of the conformance table: a request and the decision every engine must give. */
+/** The answers an approver may give a call (`allowedDecisions` of a `require_approval` decision). */
+type ApprovalDecisionKind = "approve" | "edit" | "reject" | "respond";
+const EVERY_DECISION: readonly ApprovalDecisionKind[] = ["approve", "edit", "reject", "respond"];
+
+/**
+ * One row of the conformance table: a request and the decision every engine must give. What
+ * `expect` leaves out is not checked. The approval terms of a `require_approval` decision are
+ * compared as the runtime reads them: `quorum` (distinct approvers) 1 when the decision has none,
+ * `expiresInMs` `null` for a request that never expires, `allowedDecisions` every kind when the
+ * decision names none.
+ */
 export interface PolicyEngineCase {
   name: string;
   agent: { id: string; roles: string[] };
@@ -9,7 +19,27 @@ export interface PolicyEngineCase {
   tool: string;
   args: Record<string, unknown>;
   sensitivity?: string[];
-  expect: { effect: PolicyEffect; policyIds?: string[]; approverRoles?: string[] };
+  expect: {
+    effect: PolicyEffect;
+    policyIds?: string[];
+    approverRoles?: string[];
+    quorum?: number;
+    expiresInMs?: number | null;
+    allowedDecisions?: ApprovalDecisionKind[];
+  };
+}
+
+/** What a policy engine's test tells the spec about it (or, as before, only its table). */
+export interface PolicyEngineSpecOptions {
+  /** The table every engine must decide as it says (default {@link SEED_POLICY_CASES}). */
+  cases?: readonly PolicyEngineCase[];
+  /**
+   * The same kind of engine loaded with edited rules (a limit moved, a rule removed): it must
+   * decide at least one row of `cases` otherwise. The suite checks that its version differs, since
+   * an approval given under one version is applied as it stands only under that same version.
+   * Without it that case is not run.
+   */
+  changedRules?: () => PolicyEngine | Promise<PolicyEngine>;
 }
 
 const support = { id: "support-agent", roles: ["support"] };
@@ -127,27 +157,70 @@ export interface SpecRunner {
   };
 }
 
+/** A decision as the table and the runtime read it: effect, policy ids, and the approval terms in force. */
+function summaryOf(d: PolicyDecision) {
+  return {
+    effect: d.effect,
+    policyIds: [...d.policyIds].sort(),
+    ...(d.effect === "require_approval"
+      ? {
+          approverRoles: [...d.approverRoles].sort(),
+          quorum: d.quorum ?? 1,
+          expiresInMs: d.expiresInMs ?? null,
+          allowedDecisions: [...(d.allowedDecisions ?? EVERY_DECISION)].sort(),
+        }
+      : {}),
+  };
+}
+
 /**
  * The conformance suite every {@link PolicyEngine} runs: the contract (well-formed decisions,
- * version, determinism, default deny) and the seed table, so two engines loaded with the same
- * policy decide the same.
+ * version, determinism, default deny) and the seed table (or the table given), so two engines
+ * loaded with the same policy decide the same, approval terms (quorum, expiry, allowed answers)
+ * included where the table states them; given `changedRules`, that edited rules change the version.
+ * The fourth argument is the table, or {@link PolicyEngineSpecOptions}.
  * @example
  * ```ts
  * import { describe, it, expect } from "vitest";
  * policyEngineSpec("typed rules", () => seedPolicy, { describe, it, expect });
+ * policyEngineSpec("my rules", () => definePolicy(mine), { describe, it, expect }, { cases: MY_CASES, changedRules: () => definePolicy(edited) });
  * ```
  */
 export function policyEngineSpec(
   name: string,
   makeEngine: () => PolicyEngine | Promise<PolicyEngine>,
   { describe, it, expect }: SpecRunner,
-  cases: readonly PolicyEngineCase[] = SEED_POLICY_CASES,
+  casesOrOptions: readonly PolicyEngineCase[] | PolicyEngineSpecOptions = SEED_POLICY_CASES,
 ): void {
+  const options: PolicyEngineSpecOptions = Array.isArray(casesOrOptions) ? { cases: casesOrOptions } : (casesOrOptions as PolicyEngineSpecOptions);
+  const { cases = SEED_POLICY_CASES, changedRules } = options;
   describe(`policyEngineSpec: ${name}`, () => {
     it("has a content version", async () => {
       const engine = await makeEngine();
       expect(engine.version).toMatch(/^[0-9a-f]{64}$/);
+      // The same rules, the same version: in another process, or made again after a restart.
+      expect((await makeEngine()).version).toBe(engine.version);
     });
+
+    if (changedRules) {
+      // guards/policy-gate.ts applies an approval as it stands only when the call's recorded
+      // version is the engine's; the tool node decides a call again before it runs when they
+      // differ. A version that stays the same across edited rules lets a call asked under the old
+      // rules run under the new ones without being decided again.
+      it("an engine with edited rules (changedRules) that decides a row otherwise has another version, and its decisions carry it", async () => {
+        const [engine, edited] = [await makeEngine(), await changedRules()];
+        const changed: string[] = [];
+        for (const c of cases) {
+          const [before, after] = [await engine.decide(requestOf(c)), await edited.decide(requestOf(c))];
+          expect(after.version).toBe(edited.version);
+          if (JSON.stringify(summaryOf(before)) !== JSON.stringify(summaryOf(after))) changed.push(c.name);
+        }
+        // Else changedRules is not an edit this table can see: give one that decides a row otherwise.
+        expect(changed.length).toBeGreaterThan(0);
+        expect(edited.version).toMatch(/^[0-9a-f]{64}$/);
+        expect(`${changed[0]}: ${edited.version === engine.version ? "the same version" : "another version"}`).toBe(`${changed[0]}: another version`);
+      });
+    }
 
     it("gives well-formed decisions that carry the engine's version, the same each time", async () => {
       const engine = await makeEngine();
@@ -186,6 +259,11 @@ export function policyEngineSpec(
         if (c.expect.approverRoles) {
           expect(decision.effect === "require_approval" ? [...decision.approverRoles].sort() : []).toEqual([...c.expect.approverRoles].sort());
         }
+        // The terms the gate enforces: distinct approvers counted, the request's expiry, the answers the approver may give.
+        const terms = summaryOf(decision);
+        if (c.expect.quorum !== undefined) expect(`quorum ${terms.quorum}`).toBe(`quorum ${c.expect.quorum}`);
+        if (c.expect.expiresInMs !== undefined) expect(`expiresInMs ${terms.expiresInMs}`).toBe(`expiresInMs ${c.expect.expiresInMs}`);
+        if (c.expect.allowedDecisions) expect(terms.allowedDecisions).toEqual([...c.expect.allowedDecisions].sort());
       });
     }
   });

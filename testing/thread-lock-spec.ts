@@ -19,7 +19,20 @@ export interface ThreadLockSpecOptions {
    * without `reopen`. Without either, it fails: a shared lock must exclude other processes.
    */
   singleProcess?: boolean;
+  /**
+   * For a lock with leases (held only while its holder renews it: a Redis `SET NX PX`, the SQLite
+   * lock's `staleMs`): how long a lease lasts without renewal, in ms. The suite holds a lock for
+   * twice this long and checks that it is still held (other handles still get ThreadBusyError, its
+   * `lost` stays quiet): a run holds its thread's lock for the whole run, however long. Make the
+   * lock with a short lease for the test (a few hundred ms) so the case stays quick. A lock without
+   * leases (held for as long as its holder's session or process lives: the PostgreSQL and memory
+   * locks) gives none; the case then holds the lock across a short pause only (100 ms).
+   */
+  leaseMs?: number;
 }
+
+/** How long the lease case holds a lock of a store without leases. */
+const SHORT_HOLD_MS = 100;
 
 /** A refused call's error, whether the implementation throws or rejects; `"resolved"` if it did neither. */
 const refusal = async (call: () => unknown): Promise<unknown> =>
@@ -54,9 +67,10 @@ async function within(promise: Promise<unknown>, ms: number): Promise<unknown> {
  * acquires of one thread exactly one wins; release frees the thread for any handle and is
  * idempotent (a second call never frees a later holder's lock); threads never block each other,
  * a thread id that is a prefix of another included; a `lost` signal, when given, stays quiet
- * while the lock is held; and a thread id that is not a non-empty string is refused with
- * {@link EartConfigError} (field `threadId`). Thread ids are unique per test, so locks on a shared
- * database (PostgreSQL advisory locks are database-wide) can run it.
+ * while the lock is held; a lock held past its lease (`leaseMs`) is still held; and a thread id
+ * that is not a non-empty string is refused with {@link EartConfigError} (field `threadId`).
+ * Thread ids are unique per test, so locks on a shared database (PostgreSQL advisory locks are
+ * database-wide) can run it.
  * @example
  * ```ts
  * import { describe, it, expect } from "vitest";
@@ -69,7 +83,7 @@ export function threadLockSpec(
   { describe, it, expect }: SpecRunner,
   options: ThreadLockSpecOptions = {},
 ): void {
-  const { reopen, busyWithinMs = 5_000, singleProcess } = options;
+  const { reopen, busyWithinMs = 5_000, singleProcess, leaseMs } = options;
 
   /** Runs a test body with fresh thread ids; releases every lock it took and closes every handle it opened. */
   const test = (
@@ -219,6 +233,27 @@ export function threadLockSpec(
       await expectBusy(lock.acquire(t), t);
       expect(release.lost?.aborted ?? false).toBe(false);
       await release();
+    });
+
+    // graphs/run-thread.ts holds the lock for the whole run and aborts the run on `lost`: a lease
+    // that lapses under a run longer than it (a slow tool, a model call) without `lost` lets a
+    // second worker run the thread while the first still does.
+    test("a lock held past its lease (leaseMs) is still held: other handles get ThreadBusyError and lost stays quiet", async ({ open, again, tid, acquire }) => {
+      const lock = await open();
+      const other = await again(lock);
+      const t = tid("t");
+      const release = await acquire(lock, t);
+      await expectBusy(other.acquire(t), t);
+      await new Promise((resolve) => setTimeout(resolve, leaseMs === undefined ? SHORT_HOLD_MS : 2 * leaseMs));
+      const taken = await within(other.acquire(t), busyWithinMs);
+      if (typeof taken === "function") await (taken as ReleaseThreadLock)();
+      const lost = release.lost?.aborted ? "lost aborted" : "lost never aborted: two runs of one thread at once";
+      expect(typeof taken === "function" ? `lapsed: another handle took it (${lost})` : "held").toBe("held");
+      expect(release.lost?.aborted ?? false).toBe(false);
+      await expectBusy(other.acquire(t), t);
+      await expectBusy(lock.acquire(t), t);
+      await release();
+      await (await acquire(other, t))();
     });
 
     test("thread ids with quotes, backslashes and non-ASCII characters are threads like any other", async ({ open, again, tid, acquire }) => {

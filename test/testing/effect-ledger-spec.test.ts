@@ -1,9 +1,11 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { join } from "node:path";
+import Database from "better-sqlite3";
+import type pg from "pg";
 import { describe, expect, it } from "vitest";
 import { MemoryEffectLedger, type EffectLedger, type LedgerOutcome } from "eart";
-import { PostgresEffectLedger } from "eart/postgres";
-import { SqliteEffectLedger } from "eart/sqlite";
+import { PostgresAuditLog, PostgresEffectLedger } from "eart/postgres";
+import { SqliteAuditLog, SqliteEffectLedger } from "eart/sqlite";
 import { effectLedgerSpec, type EffectLedgerSpecOptions } from "eart/testing";
 import { failingCases as failingOf, specGround } from "../support/specs.js";
 
@@ -23,8 +25,41 @@ effectLedgerSpec("SqliteEffectLedger", () => sqliteLedger(join(dir, `${randomUUI
   reopen: (ledger) => sqliteLedger(paths.get(ledger)!),
 });
 
-effectLedgerSpec("PostgresEffectLedger", () => new PostgresEffectLedger({ pool: mainPool }), { describe, it, expect }, {
-  reopen: () => new PostgresEffectLedger({ pool: otherPool }),
+/** The audit log on each SQLite ledger's very connection, as `sqliteStores` opens them. */
+const sqliteLogs = new WeakMap<EffectLedger, SqliteAuditLog>();
+/** A SQLite ledger and audit log sharing one connection, which closing the ledger closes. */
+class SharedConnectionLedger extends SqliteEffectLedger {
+  readonly #db: Database.Database;
+  constructor(readonly path: string) {
+    const db = new Database(path);
+    db.pragma("journal_mode = WAL");
+    super({ database: db });
+    this.#db = db;
+    sqliteLogs.set(this, new SqliteAuditLog({ database: db }));
+  }
+  override close(): void {
+    super.close();
+    if (this.#db.open) this.#db.close();
+  }
+}
+
+effectLedgerSpec("SqliteEffectLedger, with the audit log on its connection (sqliteStores)", () => new SharedConnectionLedger(join(dir, `${randomUUID()}.sqlite`)), { describe, it, expect }, {
+  reopen: (ledger) => new SharedConnectionLedger((ledger as SharedConnectionLedger).path),
+  auditLog: (ledger) => sqliteLogs.get(ledger)!,
+});
+
+/** The audit log on each PostgreSQL ledger's pool (`postgresStores` opens them on one). */
+const pgLogs = new Map([mainPool, otherPool].map((pool) => [pool, new PostgresAuditLog({ pool })]));
+const pgPools = new WeakMap<EffectLedger, pg.Pool>();
+const pgLedger = (pool: pg.Pool) => {
+  const ledger = new PostgresEffectLedger({ pool });
+  pgPools.set(ledger, pool);
+  return ledger;
+};
+
+effectLedgerSpec("PostgresEffectLedger", () => pgLedger(mainPool), { describe, it, expect }, {
+  reopen: () => pgLedger(otherPool),
+  auditLog: (ledger) => pgLogs.get(pgPools.get(ledger)!)!,
 });
 
 const failingCases = (make: () => EffectLedger, options?: EffectLedgerSpecOptions) => failingOf(effectLedgerSpec, make, { singleProcess: true, ...options });

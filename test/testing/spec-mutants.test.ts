@@ -23,12 +23,15 @@
  * another appended, and never checked the global log after concurrent appends to different
  * threads; the budget suite's fractions were all multiples of 1/100 (a store counting in hundredths
  * passed); the policy suite gave every case a fresh engine (a decision cache ignoring the
- * arguments passed).
+ * arguments passed); the ledger suite never exercised `commitsWith` / `audit` batching (given
+ * `auditLog`, the log a ledger commits with, it now checks that the events of begin and finish
+ * land in the chain exactly when the write does); the audit suite never called `pending()` (it now
+ * lists through one handle what another appended); the lock suite never held a lock longer than a
+ * lease (given `leaseMs`, it holds one for twice the lease); the policy suite checked `version`
+ * only for form (given `changedRules`, edited rules must change it) and its case table could not
+ * say `quorum`, `expiresInMs` or `allowedDecisions` (now it can, and the suite checks them).
  *
- * Open (`it.fails`): the ledger suite never exercises `commitsWith` / `audit` batching; the audit
- * suite never calls `pending()`; the lock suite never holds a lock longer than a lease; the policy
- * suite checks `version` only for form and its case table cannot say `quorum`, `expiresInMs` or
- * `allowedDecisions`.
+ * Open (`it.fails`): none.
  *
  * What the suites caught from the start: a begin or an addWithin atomic per handle only (given
  * `reopen`), a seal key per handle, two handles appending on one prev hash, a verify that ignores
@@ -125,10 +128,11 @@ class Queue {
 /** An event of any type with any data (as the audit suite makes them). */
 const aev = (threadId: string, type: AuditEventInput["type"], data: Record<string, unknown> = {}) => ({ threadId, type, data }) as AuditEventInput;
 
-/** What the suite says about a store: "the suite should fail on this mutant" (false today for the gaps). */
-const SHOULD_FAIL = "the conformance suite should fail on this mutant";
 /** The case every shared-store suite fails when given neither `reopen` nor `singleProcess`. */
 const ASKS_FOR_REOPEN = "is given a second handle on the same storage (reopen), or said to be used by one process only (singleProcess)";
+/** The audit suite's case that lists what waits for a human through a second handle. */
+const PENDING_CASE =
+  "what waits for a human, appended through one handle, is listed through another: pending() says what the chain says (without pending, listThreads and read find it)";
 /** The policy suite's case that asks one engine for the whole table. */
 const ONE_ENGINE_CASE = "one engine decides the whole table, forwards and backwards, as a fresh engine does each case (no state carried from call to call)";
 
@@ -190,6 +194,7 @@ class SharedLedger implements EffectLedger {
         await io();
         if (existing !== undefined) return { claimed: false, entry: copyEntry(existing) };
         this.db.rows.set(id, JSON.stringify(entry));
+        if (events) await this.db.audit.append(events);
         return { claimed: true, entry: copyEntry(JSON.stringify(entry)) };
       });
     }
@@ -277,9 +282,15 @@ class SharedLedger implements EffectLedger {
   }
 }
 
-/** The ledger suite against `flaw`: a fresh database per `open`, `reopen` a second handle on it (unless `reopen: false`). */
+/**
+ * The ledger suite against `flaw`: a fresh database per `open`, `reopen` a second handle on it
+ * (unless `reopen: false`), and the audit log in its transaction domain (`auditLog`).
+ */
 const ledgerFailures = (flaw: LedgerFlaw, { reopen = true } = {}) =>
-  failingCases(effectLedgerSpec, () => new SharedLedger(newLedgerDb(), flaw), reopen ? { reopen: (l: EffectLedger) => new SharedLedger((l as SharedLedger).db, flaw) } : {});
+  failingCases(effectLedgerSpec, () => new SharedLedger(newLedgerDb(), flaw), {
+    ...(reopen ? { reopen: (l: EffectLedger) => new SharedLedger((l as SharedLedger).db, flaw) } : {}),
+    auditLog: (l: EffectLedger) => (l as SharedLedger).db.audit,
+  });
 
 const ledgerKey = (threadId = `t-${randomUUID()}`): LedgerKey => ({ threadId, toolCallId: "call_1", digest: "d".repeat(64) });
 
@@ -290,7 +301,11 @@ describe("effectLedgerSpec, red-teamed", () => {
   });
 
   it("catches a begin that is atomic per handle only (check-then-insert across two handles), given reopen", async () => {
-    expect(await ledgerFailures("begin-atomic-per-handle")).toEqual(["concurrent begins of one key, across handles: exactly one claims it, every caller gets its entry"]);
+    expect((await ledgerFailures("begin-atomic-per-handle")).sort()).toEqual([
+      "concurrent begins of one key, across handles: exactly one claims it, every caller gets its entry",
+      // Two claims, two `tool.started` in the log.
+      "with commitsWith(log), concurrent begins and finishes of one key across handles append exactly the winner's events",
+    ]);
   });
 
   // Was a gap (spec option), now caught: nodes/governed-tool-node.ts:657 claims a call with `ledger.begin` and runs
@@ -339,14 +354,15 @@ describe("effectLedgerSpec, red-teamed", () => {
     expect(await ledgerFailures("retry-stale-write")).toContain("a retry racing a finish, across handles, never brings a finished entry back to started");
   });
 
-  // GAP. nodes/governed-tool-node.ts:179 batches whenever `ledger.commitsWith(auditLog)` is true:
-  // the claim then carries the first `tool.started` (line 657, and the node appends no start of its
-  // own: line 499), and the finish carries every event of the call plus its outcome (line 401,
-  // which then empties the node's buffer). A ledger that says yes and drops those events loses
-  // `tool.started`, `tool.succeeded` / `tool.failed` (and the retries' events) of every tool call:
-  // refunds run with no audit record (Invariant 6), and the chain still verifies. The suite never
-  // calls `commitsWith` nor passes `audit`.
-  it.fails("GAP: passes a ledger that says commitsWith(log) and drops the events it is given", async () => {
+  // Was a gap, now caught (spec option `auditLog`): nodes/governed-tool-node.ts:179 batches
+  // whenever `ledger.commitsWith(auditLog)` is true: the claim then carries the first
+  // `tool.started` (line 657, and the node appends no start of its own: line 499), and the finish
+  // carries every event of the call plus its outcome (line 401, which then empties the node's
+  // buffer). A ledger that says yes and drops those events loses `tool.started`, `tool.succeeded` /
+  // `tool.failed` (and the retries' events) of every tool call: refunds run with no audit record
+  // (Invariant 6), and the chain still verifies. The suite never called `commitsWith` nor passed
+  // `audit`.
+  it("catches a ledger that says commitsWith(log) and drops the events it is given", async () => {
     const db = newLedgerDb();
     const ledger = new SharedLedger(db, "drops-batched-events");
     const key = ledgerKey();
@@ -361,7 +377,11 @@ describe("effectLedgerSpec, red-teamed", () => {
     await genuine.begin(key, undefined, { log: g.audit, events: [started] });
     await genuine.finish(key, { status: "succeeded", result: 1 }, undefined, { log: g.audit, events: [done] });
     expect((await g.audit.read(key.threadId)).map((e) => e.type)).toEqual(["tool.started", "tool.succeeded"]);
-    expect(await ledgerFailures("drops-batched-events"), SHOULD_FAIL).not.toEqual([]);
+    expect((await ledgerFailures("drops-batched-events")).sort()).toEqual([
+      "with commitsWith(log), an audit event the log refuses leaves no claim and no outcome",
+      "with commitsWith(log), begin and finish append their audit events to the log's chain, and only when they write",
+      "with commitsWith(log), concurrent begins and finishes of one key across handles append exactly the winner's events",
+    ]);
   });
 
   // Was a gap, now caught: The seal key is what Invariant 1 rests on: src/decisions/seal.ts HMACs every decision
@@ -691,13 +711,13 @@ describe("auditLogSpec, red-teamed", () => {
     expect(await auditFailures("cached-read")).toContain("what one handle appends, a handle that read the thread before reads now (no stale reads)");
   });
 
-  // GAP. `pending()` is the inbox index, "kept in the transaction of every append, so it says what
-  // the chain says" (src/audit/log.ts, AuditLog.pending). cli/local.ts:41 (`eart approvals`, run as
-  // its own process) lists only the threads the index names when the log has `pending`. This store
-  // keeps the index in the handle, fed by that handle's appends: the approver's process lists
-  // nothing the workers asked, and the requests wait unseen until they expire. The suite never
-  // calls `pending`.
-  it.fails("GAP: passes a log whose pending() index misses what other handles appended", async () => {
+  // Was a gap, now caught: `pending()` is the inbox index, "kept in the transaction of every
+  // append, so it says what the chain says" (src/audit/log.ts, AuditLog.pending). cli/local.ts:41
+  // (`eart approvals`, run as its own process) lists only the threads the index names when the log
+  // has `pending`. This store keeps the index in the handle, fed by that handle's appends: the
+  // approver's process lists nothing the workers asked, and the requests wait unseen until they
+  // expire. The suite never called `pending`.
+  it("catches a log whose pending() index misses what other handles appended", async () => {
     const db = newAuditDb();
     const [worker, approverCli] = [new SharedAuditLog(db, {}, "per-handle-inbox"), new SharedAuditLog(db, {}, "per-handle-inbox")];
     const t = `t-${randomUUID()}`;
@@ -708,7 +728,7 @@ describe("auditLogSpec, red-teamed", () => {
     const g = newAuditDb();
     await new SharedAuditLog(g, {}).append(request);
     expect((await new SharedAuditLog(g, {}).pending()).map((p) => p.toolCallId)).toEqual(["c1"]);
-    expect(await auditFailures("per-handle-inbox"), SHOULD_FAIL).not.toEqual([]);
+    expect(await auditFailures("per-handle-inbox")).toEqual([PENDING_CASE]);
   });
 
   // Was a gap, now caught: The global log is the store's one serial chain (README, "Scaling out": every append takes
@@ -854,7 +874,8 @@ type LockFlaw =
   /** A lease (SET NX PX) never renewed, and no `lost` signal when it lapses. */
   | "lease-without-renewal";
 
-const LEASE_MS = 1_500;
+/** The mutant's lease: short, as a test configures a lease lock, so the suite's wait past it stays short. */
+const LEASE_MS = 300;
 
 class SharedLock implements ThreadLock {
   readonly handle = randomUUID();
@@ -889,7 +910,11 @@ class SharedLock implements ThreadLock {
 }
 
 const lockFailures = (flaw: LockFlaw) =>
-  failingCases(threadLockSpec, () => new SharedLock(new Map(), flaw), { reopen: (l: ThreadLock) => new SharedLock((l as SharedLock).db, flaw), busyWithinMs: 1_000 });
+  failingCases(threadLockSpec, () => new SharedLock(new Map(), flaw), {
+    reopen: (l: ThreadLock) => new SharedLock((l as SharedLock).db, flaw),
+    busyWithinMs: 1_000,
+    leaseMs: LEASE_MS,
+  });
 
 describe("threadLockSpec, red-teamed", () => {
   it("control: passes the genuine shared-storage lock", async () => {
@@ -906,13 +931,14 @@ describe("threadLockSpec, red-teamed", () => {
     expect(await lockFailures("release-fire-and-forget")).toContain("acquire resolves with a release function; once released, the thread can be acquired again");
   });
 
-  // GAP. graphs/run-thread.ts:40 (and resume-guard.ts:468, app.ts:118) hold the lock for the whole
-  // run, and abort the run on `release.lost` (run-thread.ts:42) when the store says the lock is
-  // gone. A Redis-style lease (SET NX PX) that is never renewed lapses under a run longer than the
-  // lease (a slow tool, a model call) without firing `lost`: a second worker takes the thread while
-  // the first still runs it, which is exactly the "two runs at once" the lock exists to prevent. The
-  // suite never holds a lock for longer than a few milliseconds.
-  it.fails("GAP: passes a lease lock that lapses while held, without a lost signal", async () => {
+  // Was a gap, now caught (spec option `leaseMs`): graphs/run-thread.ts:40 (and resume-guard.ts:468,
+  // app.ts:118) hold the lock for the whole run, and abort the run on `release.lost`
+  // (run-thread.ts:42) when the store says the lock is gone. A Redis-style lease (SET NX PX) that
+  // is never renewed lapses under a run longer than the lease (a slow tool, a model call) without
+  // firing `lost`: a second worker takes the thread while the first still runs it, which is exactly
+  // the "two runs at once" the lock exists to prevent. The suite never held a lock for longer than
+  // a few milliseconds.
+  it("catches a lease lock that lapses while held, without a lost signal", async () => {
     const db = new Map<string, { owner: string; until: number }>();
     const [workerA, workerB] = [new SharedLock(db, "lease-without-renewal"), new SharedLock(db, "lease-without-renewal")];
     const t = `t-${randomUUID()}`;
@@ -928,7 +954,7 @@ describe("threadLockSpec, red-teamed", () => {
     await sleep(LEASE_MS + 100);
     await expect(new SharedLock(g).acquire(t)).rejects.toBeInstanceOf(ThreadBusyError);
     await held();
-    expect(await lockFailures("lease-without-renewal"), SHOULD_FAIL).not.toEqual([]);
+    expect(await lockFailures("lease-without-renewal")).toEqual(["a lock held past its lease (leaseMs) is still held: other handles get ThreadBusyError and lost stays quiet"]);
   });
 });
 
@@ -1018,6 +1044,19 @@ const refundsPolicy = (supervisorUpToCents: number) =>
     ],
   });
 
+/** Refunds of $50, $3,000 and $6,000: allowed, a supervisor's, denied, under "supervisor up to $5,000". */
+const REFUND_CASES: PolicyEngineCase[] = [50_00, 3_000_00, 6_000_00].map((amountCents, i) => ({
+  name: `a refund of ${amountCents} cents`,
+  agent: supportAgent,
+  tool: "issue_refund",
+  args: { orderId: "1042", amountCents },
+  expect: [
+    { effect: "allow" as const, policyIds: ["refund.small"] },
+    { effect: "require_approval" as const, policyIds: ["refund.supervisor"], approverRoles: ["supervisor"] },
+    { effect: "deny" as const, policyIds: ["refund.limit"] },
+  ][i]!,
+}));
+
 const dualControl = definePolicy({
   name: "dual-control",
   rules: [
@@ -1035,14 +1074,21 @@ const dualControl = definePolicy({
 });
 const finance = { id: "finance-agent", roles: ["finance-agent"] };
 const DUAL_CASES: PolicyEngineCase[] = [
-  { name: "a payment", agent: finance, tool: "execute_payment", args: { paymentId: "P-1", amountCents: 5_000_000 }, expect: { effect: "require_approval", policyIds: ["payment.dual"], approverRoles: ["finance"] } },
+  {
+    name: "a payment",
+    agent: finance,
+    tool: "execute_payment",
+    args: { paymentId: "P-1", amountCents: 5_000_000 },
+    expect: { effect: "require_approval", policyIds: ["payment.dual"], approverRoles: ["finance"], quorum: 2, expiresInMs: 3_600_000, allowedDecisions: ["approve", "reject"] },
+  },
   { name: "a tool no policy names", agent: finance, tool: "wire_money", args: { amountCents: 1 }, expect: { effect: "deny", policyIds: ["eart.default-deny"] } },
 ];
 
 describe("policyEngineSpec, red-teamed", () => {
-  it("control: passes the seed policy and the dual-control policy, each behind a pass-through wrapper", async () => {
+  it("control: passes the seed policy and the dual-control policy, each behind a pass-through wrapper, and typed rules whose edit changes their version", async () => {
     expect(await policyFailures(() => new ApprovalTermsDroppedEngine(seedPolicy))).toEqual([]); // seed has no approval terms to drop
     expect(await policyFailures(() => dualControl, DUAL_CASES)).toEqual([]);
+    expect(await failingCases(policyEngineSpec, () => refundsPolicy(500_000), { cases: REFUND_CASES, changedRules: () => refundsPolicy(100_000) })).toEqual([]);
   });
 
   it("catches an engine that allows what no rule names (default allow)", async () => {
@@ -1067,33 +1113,37 @@ describe("policyEngineSpec, red-teamed", () => {
     expect(await policyFailures(() => new MemoEngine(seedPolicy))).toContain(ONE_ENGINE_CASE);
   });
 
-  // GAP. The version decides whether a call asked or approved under earlier rules is decided again:
+  // Was a gap, now caught (spec option `changedRules`). The version decides whether a call asked or approved under earlier rules is decided again:
   // guards/policy-gate.ts:463 applies an approval as is when `record.verdict.version ===
   // policy.version`, and nodes/governed-tool-node.ts:325 and :693 re-decide a call before it runs
   // only when the versions differ. An engine whose version names the policy instead of hashing its
   // rules keeps the same version across a deploy that tightens them: a $3,000 refund asked under
   // "supervisor up to $5,000" and approved after the deploy to "deny above $1,000" runs. The suite
-  // checks only that the version looks like a hash and that decisions carry it.
-  it.fails("GAP: passes an engine whose version does not change when its rules do", async () => {
+  // checked only that the version looks like a hash and that decisions carry it.
+  it("catches an engine whose version does not change when its rules do, given changedRules", async () => {
     const [before, after] = [refundsPolicy(500_000), refundsPolicy(100_000)];
     expect((await before.decide(refundRequest(300_000))).effect).toBe("require_approval");
     expect((await after.decide(refundRequest(300_000))).effect).toBe("deny");
     expect(before.version).not.toBe(after.version);
     expect(new NamedVersionEngine(before, "refunds").version).toBe(new NamedVersionEngine(after, "refunds").version);
-    expect(await policyFailures(() => new NamedVersionEngine(seedPolicy, "seed")), SHOULD_FAIL).not.toEqual([]);
+    const failures = await failingCases(policyEngineSpec, () => new NamedVersionEngine(refundsPolicy(500_000), "refunds"), {
+      cases: REFUND_CASES,
+      changedRules: () => new NamedVersionEngine(refundsPolicy(100_000), "refunds"),
+    });
+    expect(failures).toEqual(["an engine with edited rules (changedRules) that decides a row otherwise has another version, and its decisions carry it"]);
   });
 
-  // GAP. guards/policy-gate.ts:533 counts `verdict.quorum ?? 1` distinct approvers; :186 sets the
+  // Was a gap, now caught (the table's `quorum`, `expiresInMs`, `allowedDecisions`). guards/policy-gate.ts:533 counts `verdict.quorum ?? 1` distinct approvers; :186 sets the
   // request's expiry from `expiresInMs`; src/human-tasks/approval.ts:162/178 limit the answers to
   // `allowedDecisions` ("approve or reject, never edit"). An engine that drops them turns a two-person payment rule into a
   // one-person one, with no expiry and edits allowed. A user's `PolicyEngineCase` cannot even say
-  // what these should be (`expect` has effect, policyIds and approverRoles only), so the suite
-  // passes the engine whatever table it is given.
-  it.fails("GAP: passes an engine that drops quorum, expiry and allowed decisions from require_approval", async () => {
+  // what these should be (`expect` had effect, policyIds and approverRoles only), so the suite
+  // passed the engine whatever table it was given.
+  it("catches an engine that drops quorum, expiry and allowed decisions from require_approval, given a table that states them", async () => {
     const payment: PolicyRequest = { ...refundRequest(0), tool: { name: "execute_payment", args: { paymentId: "P-1", amountCents: 5_000_000 } } };
     expect(await dualControl.decide(payment)).toMatchObject({ effect: "require_approval", quorum: 2, expiresInMs: 3_600_000, allowedDecisions: ["approve", "reject"] });
     const dropped = await new ApprovalTermsDroppedEngine(dualControl).decide(payment);
     expect([dropped.effect, "quorum" in dropped, "expiresInMs" in dropped, "allowedDecisions" in dropped]).toEqual(["require_approval", false, false, false]);
-    expect(await policyFailures(() => new ApprovalTermsDroppedEngine(dualControl), DUAL_CASES), SHOULD_FAIL).not.toEqual([]);
+    expect(await policyFailures(() => new ApprovalTermsDroppedEngine(dualControl), DUAL_CASES)).toEqual(["execute_payment: a payment → require_approval"]);
   });
 });

@@ -28,17 +28,20 @@ threadLockSpec("MemoryThreadLock", () => new MemoryThreadLock(), { describe, it,
 
 /** The file of each SQLite lock, for reopening it. */
 const paths = new WeakMap<ThreadLock, string>();
+/** A short lease, so the spec holds a lock past it quickly (the default is 30 s). */
+const STALE_MS = 300;
 const sqliteLock = (path: string) => {
   const database = new Database(path);
   database.pragma("journal_mode = WAL");
   databases.push(database);
-  const lock = new SqliteThreadLock({ database });
+  const lock = new SqliteThreadLock({ database, staleMs: STALE_MS });
   paths.set(lock, path);
   return lock;
 };
 
 threadLockSpec("SqliteThreadLock", () => sqliteLock(join(dir, `${randomUUID()}.sqlite`)), { describe, it, expect }, {
   reopen: (lock) => sqliteLock(paths.get(lock)!),
+  leaseMs: STALE_MS,
 });
 
 threadLockSpec("PostgresThreadLock", () => new PostgresThreadLock({ pool }), { describe, it, expect }, {
