@@ -6,7 +6,7 @@
 import { createWriteStream, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { resolve } from "node:path";
-import { exportThread, JsonlAuditLog, verifyAuditStore, type AuditEvent, type AuditLog, type GlobalHead, type SignedGlobalHead } from "eart";
+import { JsonlAuditLog, verifyAuditStore, type AuditEvent, type AuditLog, type GlobalHead, type SignedGlobalHead } from "eart";
 import { bold, CliError, green, jsonText, printable, red, short, table, UsageError, type Cell, type Output } from "./output.js";
 
 /** An audit log opened alone, and how to close it. */
@@ -131,9 +131,17 @@ export async function showThread(auditLog: AuditLog, threadId: string, out: Outp
   return verification.ok ? 0 : 1;
 }
 
+/** Events the CLI's exporter queues at most; whenever the next offer would not fit, the CLI lets it drain. */
+const OTLP_QUEUE_EVENTS = 2_048;
+/** Events per offer. */
+const OTLP_OFFER_EVENTS = 512;
+
 /**
  * Sends threads as OpenTelemetry spans (the same mapping as `createOtelExporter`) over OTLP/HTTP.
  * The SDK packages are loaded here only; a deployment that never exports OTLP does not need them.
+ * Events are offered in pieces, and whenever the exporter's queue has no room for the next one the
+ * CLI waits for it to drain (spans handed over and sent), so a store of any size goes out in
+ * bounded memory. Exit 0 only when the collector accepted every span that was created.
  */
 async function exportOtlp(auditLog: AuditLog, threads: string[], endpoint: string | undefined, out: Output): Promise<number> {
   const url = endpoint ?? process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? "http://127.0.0.1:4318/v1/traces";
@@ -147,7 +155,7 @@ async function exportOtlp(auditLog: AuditLog, threads: string[], endpoint: strin
   }
   // Count what the collector accepted: the SDK only logs a failed delivery.
   const inner = new otlp.OTLPTraceExporter({ url });
-  const delivery = { sent: 0, failed: 0 };
+  const delivery = { created: 0, sent: 0, failed: 0 };
   const counting: import("@opentelemetry/sdk-trace-base").SpanExporter = {
     export: (spans, done) =>
       inner.export(spans, (result) => {
@@ -158,21 +166,54 @@ async function exportOtlp(auditLog: AuditLog, threads: string[], endpoint: strin
     shutdown: () => inner.shutdown(),
     forceFlush: () => inner.forceFlush(),
   };
-  const provider = new sdk.BasicTracerProvider({ spanProcessors: [new sdk.BatchSpanProcessor(counting)] });
-  const exporter = createOtelExporter({ tracerProvider: provider });
+  // The batch processor holds every span of a full queue's drain (at most one per event, plus the
+  // open spans of the thread before), so it never drops one; what it would drop still shows, as
+  // spans created and not accepted.
+  const batch = new sdk.BatchSpanProcessor(counting, { maxQueueSize: 2 * OTLP_QUEUE_EVENTS, maxExportBatchSize: OTLP_OFFER_EVENTS });
+  const processor: import("@opentelemetry/sdk-trace-base").SpanProcessor = {
+    onStart: (span, context) => {
+      delivery.created += 1;
+      batch.onStart(span, context);
+    },
+    onEnd: (span) => batch.onEnd(span),
+    forceFlush: () => batch.forceFlush(),
+    shutdown: () => batch.shutdown(),
+  };
+  const provider = new sdk.BasicTracerProvider({ spanProcessors: [processor] });
+  // Threads are exported one after the other, whole: the one before never comes back, so its
+  // state (and its open spans, ended as `open`) goes as soon as the next one starts.
+  const exporter = createOtelExporter({ tracerProvider: provider, maxQueueSize: OTLP_QUEUE_EVENTS, maxBatchSize: OTLP_OFFER_EVENTS, maxThreads: 1 });
+  exporter.connect(auditLog);
   let events = 0;
+  let notOffered = 0;
+  let drained = true;
   for (const [i, t] of threads.entries()) {
-    events += (await exportThread(auditLog, t, [exporter])) + 1;
+    const all = await auditLog.read(t);
+    for (let at = 0; at < all.length; at += OTLP_OFFER_EVENTS) {
+      const piece = all.slice(at, at + OTLP_OFFER_EVENTS);
+      // No room: let the queue drain first (an offer that does not fit would be dropped).
+      if (exporter.stats().queued + piece.length > OTLP_QUEUE_EVENTS) drained = (await exporter.flush({ timeoutMs: 60_000 })) && drained;
+      if (!exporter.offer(piece)) {
+        // Counted as dropped by the exporter; the rest of the thread is not offered.
+        notOffered += all.length - at - piece.length;
+        break;
+      }
+      events += piece.length;
+    }
     if (process.stderr.isTTY && threads.length > 20) process.stderr.write(`\r${i + 1}/${threads.length} threads`);
   }
+  if (process.stderr.isTTY && threads.length > 20) process.stderr.write("\n");
   const flushed = await exporter.flush({ timeoutMs: 30_000 });
   await exporter.shutdown({ timeoutMs: 5_000 });
   await provider.shutdown();
   const stats = exporter.stats();
-  const ok = flushed && stats.failed === 0 && stats.dropped === 0 && delivery.failed === 0 && delivery.sent > 0;
-  const summary = { endpoint: url, threads: threads.length, events, spansSent: delivery.sent, spansFailed: delivery.failed, ...stats };
+  const ok = drained && flushed && notOffered === 0 && stats.failed === 0 && stats.dropped === 0 && delivery.failed === 0 && delivery.sent > 0 && delivery.sent === delivery.created;
+  const summary = { endpoint: url, threads: threads.length, events, eventsNotOffered: notOffered, spansCreated: delivery.created, spansSent: delivery.sent, spansFailed: delivery.failed, ...stats };
   if (out.json) console.log(jsonText(summary, 2));
-  else console.error(`${ok ? green("sent") : red("NOT all sent")}: ${printable(`${events} events from ${threads.length} threads to ${url} (${delivery.sent} spans accepted, ${delivery.failed} refused; dropped ${stats.dropped})`)}`);
+  else
+    console.error(
+      `${ok ? green("sent") : red("NOT all sent")}: ${printable(`${events} events from ${threads.length} threads to ${url} (${delivery.sent} of ${delivery.created} spans accepted, ${delivery.failed} refused; events dropped ${stats.dropped + notOffered}, failed ${stats.failed})`)}`,
+    );
   return ok ? 0 : 1;
 }
 

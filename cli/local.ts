@@ -127,7 +127,8 @@ export function tokenSigner(threadId: string, approver: string, keyFile: string,
   const key = readFileSync(keyFile, "utf8");
   return (d) => {
     if (d.type !== "approve" && d.type !== "reject") throw new UsageError(`--key signs approve and reject only; an ${d.type} is made as a principal (--as)`);
-    return signApprovalToken({ kid, threadId, toolCallId: d.toolCallId, digest: d.digest, approver, decision: d.type, expiresInMs: 5 * 60_000 }, key);
+    // The decision's message (--message) is signed with it: the graph refuses one a token does not sign.
+    return signApprovalToken({ kid, threadId, toolCallId: d.toolCallId, digest: d.digest, approver, decision: d.type, ...(d.message !== undefined ? { message: d.message } : {}), expiresInMs: 5 * 60_000 }, key);
   };
 }
 

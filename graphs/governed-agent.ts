@@ -464,7 +464,10 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
   }
 
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer!));
-  const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, lock: lock ?? false });
+  // With a reviewer, a case open for review keeps the thread waiting, even if a state write drops
+  // the review step's interrupt.
+  const records = escalation ? { identity: (v: Record<string, unknown>) => v.identity, decisions: (v: Record<string, unknown>) => v.decisions, escalation: (v: Record<string, unknown>) => v.escalation } : undefined;
+  const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, lock: lock ?? false, ...(records ? { records } : {}) });
   if (redaction) {
     redactIncoming(app as unknown as IncomingGraph, redaction, registry);
     // A copy made with withConfig (guarded by guardResumes) redacts what callers send too.

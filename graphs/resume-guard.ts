@@ -315,6 +315,12 @@ function countStateWrite(graph: { checkpointer?: unknown }, config: RunnableConf
 export interface StateRecords {
   identity(values: Record<string, unknown>): unknown;
   decisions(values: Record<string, unknown>): unknown;
+  /**
+   * The case open for a reviewer, in a graph whose review step asks one (the escalation guard
+   * writes it, and clears it when the reviewer decides): while it is open, new input is refused,
+   * as for a call waiting for an approval. Not given: escalations are recorded, not waited for.
+   */
+  escalation?(values: Record<string, unknown>): unknown;
 }
 
 /** eart's own graphs: the `identity` and `decisions` channels. */
@@ -723,8 +729,14 @@ async function assertNoGovernedAnswers(graph: Pick<ResumableGraph, "getState">, 
   }
 }
 
-/** Whether the newest AI message with tool calls has a call eart recorded as waiting for a human. */
+/**
+ * Whether the thread's records say it waits for a human (whatever its interrupts say: a state
+ * write drops them): a case open for a reviewer, where the graph has one, or a call of the newest
+ * AI message with tool calls recorded as waiting for an approval or a recovery decision.
+ */
 function waitsInRecords(values: Record<string, unknown> | undefined, records: StateRecords): boolean {
+  const open = values ? records.escalation?.(values) : undefined;
+  if (typeof open === "object" && open !== null) return true;
   const messages = (values?.messages ?? []) as { id?: string; tool_calls?: unknown[]; getType?: () => string }[];
   const proposing = [...messages].reverse().find((m) => m?.getType?.() === "ai");
   if (!proposing?.id || !(proposing.tool_calls?.length ?? 0)) return false;

@@ -17,7 +17,7 @@ const TraceExportNodeOptionsSchema = z
      * the node only queues the events (exporting never blocks the graph).
      */
     waitMs: z.number().int().nonnegative().default(0),
-    /** Threads whose last exported `seq` this node remembers, so it exports only new events. Default 10,000. */
+    /** Threads whose last exported `seq` (per exporter) this node remembers, so it exports only new events. Default 10,000. */
     maxThreads: z.number().int().positive().default(10_000),
   })
   .strict();
@@ -27,7 +27,8 @@ export type TraceExportNodeOptions = z.input<typeof TraceExportNodeOptionsSchema
  * A node that exports the thread's audit events written since its last run (all of them the first
  * time in a process), read from the audit log: for a graph that wants an explicit export step,
  * e.g. before `END`, instead of wrapping its audit log with `createTraceExport`. It writes no
- * state and no audit event.
+ * state and no audit event, and never fails the run because of an exporter. Events an exporter
+ * refused (its queue full) are offered to it again on the node's next run on the thread.
  * @example
  * ```ts
  * graph.addNode("export", createTraceExportNode({ auditLog, exporters: [createJsonlExporter({ path: "audit.jsonl" })] }))
@@ -36,15 +37,17 @@ export type TraceExportNodeOptions = z.input<typeof TraceExportNodeOptionsSchema
  */
 export function createTraceExportNode(options: TraceExportNodeOptions) {
   const { auditLog, exporters, waitMs, maxThreads } = parseOptions(TraceExportNodeOptionsSchema, options);
-  const exportedUpTo = new Map<string, number>();
+  // Per thread, the last `seq` each exporter took (same order as `exporters`): one that refused an
+  // offer is not moved past those events, and the others are not offered them twice.
+  const exportedUpTo = new Map<string, number[]>();
 
   return async function traceExport(_state: unknown, config: LangGraphRunnableConfig): Promise<Record<string, never>> {
     const threadId = requireThreadId(config);
-    const last = await exportThread(auditLog, threadId, exporters, exportedUpTo.get(threadId) ?? -1);
+    const took = await exportThread(auditLog, threadId, exporters, exportedUpTo.get(threadId) ?? exporters.map(() => -1));
     exportedUpTo.delete(threadId);
-    exportedUpTo.set(threadId, last);
+    exportedUpTo.set(threadId, took);
     if (exportedUpTo.size > maxThreads) exportedUpTo.delete(exportedUpTo.keys().next().value!);
-    if (waitMs > 0) await Promise.all(exporters.map((x) => x.flush({ timeoutMs: waitMs })));
+    if (waitMs > 0) await Promise.all(exporters.map((x) => Promise.resolve().then(() => x.flush({ timeoutMs: waitMs })).catch(() => false)));
     return {};
   };
 }

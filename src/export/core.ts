@@ -17,7 +17,7 @@ export interface ExporterStats {
   inFlight: number;
   /** Sent (or handed to the tracer) without error. */
   exported: number;
-  /** Never sent: the queue was full, the exporter was shut down, or shutdown's deadline passed first. */
+  /** Never sent: the queue was full, the exporter was shut down, shutdown's deadline passed first, or the offer could not be taken (a redaction run at `offer` threw). */
   dropped: number;
   /** Sent, but the destination failed or timed out. Not retried: the audit log still has them. */
   failed: number;
@@ -428,20 +428,66 @@ export function createTraceExport(options: TraceExportOptions): TraceExport {
   };
 }
 
+/** The most events `exportThread` offers an exporter at a time. */
+const OFFER_EVENTS = EXPORT_DEFAULTS.maxBatchSize;
+
 /**
  * Offers a thread's events with `seq` above `afterSeq` (all by default) to exporters, read from
  * the audit log: to export a thread on demand, or again (LangSmith run ids are derived from the
- * events, so the same runs are sent again, not new ones). Returns the last `seq` offered.
+ * events, so the same runs are sent again, not new ones). Never waits for a send and never throws
+ * for an exporter (one whose offer throws has refused it). Events are offered in order, 512 at a
+ * time, and an exporter is offered no more once it refused some (its queue full, shut down, or it
+ * could not take them). Returns the last `seq` every exporter took (`afterSeq` when one took
+ * none), so a later call from there offers the rest. Given one `afterSeq` per exporter (same
+ * order), it reads the log once and returns the last `seq` each exporter took.
  * @example
  * ```ts
  * const last = await exportThread(auditLog, "refund-1042", [jsonl]);
+ * const [jsonlAt, otelAt] = await exportThread(auditLog, "refund-1042", [jsonl, otel], [last, -1]);
  * ```
  */
-export async function exportThread(auditLog: AuditSource, threadId: string, exporters: readonly AuditExporter[], afterSeq = -1): Promise<number> {
-  const events = (await auditLog.read(threadId)).filter((e) => e.seq > afterSeq);
-  for (const x of exporters) {
-    x.connect(auditLog);
-    x.offer(events);
+export async function exportThread(auditLog: AuditSource, threadId: string, exporters: readonly AuditExporter[], afterSeq?: number): Promise<number>;
+export async function exportThread(auditLog: AuditSource, threadId: string, exporters: readonly AuditExporter[], afterSeq: readonly number[]): Promise<number[]>;
+export async function exportThread(auditLog: AuditSource, threadId: string, exporters: readonly AuditExporter[], afterSeq: number | readonly number[] = -1): Promise<number | number[]> {
+  const after = exporters.map((_, i) => (typeof afterSeq === "number" ? afterSeq : (afterSeq[i] ?? -1)));
+  const all = await auditLog.read(threadId);
+  // Exporters at the same point get the same pieces: the export worker posts each once for all of them.
+  const pieces = new Map<number, AuditEvent[][]>();
+  const piecesAfter = (at: number): AuditEvent[][] => {
+    let p = pieces.get(at);
+    if (!p) {
+      const events = all.filter((e) => e.seq > at);
+      p = [];
+      for (let i = 0; i < events.length; i += OFFER_EVENTS) p.push(events.length <= OFFER_EVENTS ? events : events.slice(i, i + OFFER_EVENTS));
+      pieces.set(at, p);
+    }
+    return p;
+  };
+  const took = [...after];
+  const taking = exporters.map((x) => {
+    try {
+      x.connect(auditLog);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  const rounds = Math.max(0, ...after.map((at) => piecesAfter(at).length));
+  for (let k = 0; k < rounds; k++) {
+    for (const [i, x] of exporters.entries()) {
+      const piece = piecesAfter(after[i]!)[k];
+      if (!taking[i] || !piece) continue;
+      try {
+        if (x.offer(piece)) {
+          took[i] = piece.at(-1)!.seq;
+          continue;
+        }
+      } catch {
+        // An exporter must not throw; one that does has not taken the events, and stops nobody.
+      }
+      taking[i] = false;
+    }
   }
-  return events.at(-1)?.seq ?? afterSeq;
+  if (typeof afterSeq !== "number") return took;
+  return took.length > 0 ? Math.min(...took) : Math.max(afterSeq, all.at(-1)?.seq ?? afterSeq);
 }

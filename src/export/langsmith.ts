@@ -114,6 +114,19 @@ function anySignal(signals: AbortSignal[]): AbortSignal {
 }
 
 /**
+ * A LangSmith endpoint answered with a redirect, which the exporter does not follow (it would carry
+ * the API key to another origin): the batch counts as failed, and `lastError` names the status.
+ */
+class LangSmithRedirectError extends Error {
+  readonly status: number;
+  constructor(status: number) {
+    super(`the LangSmith endpoint answered ${status || "a redirect"}; redirects are not followed (set apiUrl to the endpoint itself)`);
+    this.name = "LangSmithRedirectError";
+    this.status = status;
+  }
+}
+
+/**
  * The root run id of a segment, from its first event: the same in every process.
  * @example
  * ```ts
@@ -161,9 +174,16 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
   const baseFetch = opts.fetch ?? globalThis.fetch;
   // The send in flight's signal: every request the client makes for it is aborted with it.
   let sendSignal: AbortSignal | undefined;
-  const boundedFetch = ((input: Parameters<typeof fetch>[0], init?: RequestInit) => {
+  const boundedFetch = (async (input: Parameters<typeof fetch>[0], init?: RequestInit) => {
     const signals = [AbortSignal.timeout(requestTimeoutMs), ...(init?.signal ? [init.signal] : []), ...(sendSignal ? [sendSignal] : [])];
-    return baseFetch(input, { ...init, signal: anySignal(signals) });
+    // Redirects are never followed: a followed 301/302/303 would carry the API key to whatever
+    // origin `Location` names (as a GET, so the batch would look sent while nothing was ingested).
+    const response = await baseFetch(input, { ...init, redirect: "manual", signal: anySignal(signals) });
+    if (response.type === "opaqueredirect" || (response.status >= 300 && response.status < 400)) {
+      await response.body?.cancel().catch(() => {});
+      throw new LangSmithRedirectError(response.status);
+    }
+    return response;
   }) as typeof fetch;
   const client = new Client({
     ...(apiUrl ? { apiUrl } : {}),
@@ -386,20 +406,19 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
     async send(events, { signal, source }) {
       creates = [];
       updates = [];
-      await tracker.consume(events, source);
-      // Roots still running: sent with the facts they have so far (their end updates them).
-      for (const { create, segment } of newRoots.values()) {
-        create.name = segment.agentId ?? DEFAULT_ROOT_NAME;
-        create.extra = { metadata: rootMetadata(segment) };
-        create.tags = rootTags(segment);
-      }
-      newRoots.clear();
-      const runCreates = creates;
-      const runUpdates = updates;
-      creates = [];
-      updates = [];
-      sendSignal = signal;
       try {
+        await tracker.consume(events, source);
+        // Roots still running: sent with the facts they have so far (their end updates them).
+        for (const { create, segment } of newRoots.values()) {
+          create.name = segment.agentId ?? DEFAULT_ROOT_NAME;
+          create.extra = { metadata: rootMetadata(segment) };
+          create.tags = rootTags(segment);
+        }
+        const runCreates = creates;
+        const runUpdates = updates;
+        creates = [];
+        updates = [];
+        sendSignal = signal;
         // LangSmith takes at most 100 operations per request; a create and its update in the same
         // request are merged by the client.
         for (let i = 0, j = 0; i < runCreates.length || j < runUpdates.length; ) {
@@ -410,7 +429,15 @@ function langSmithExporter(opts: z.output<typeof LangSmithExporterOptionsSchema>
           signal.throwIfAborted();
           await client.batchIngestRuns({ runCreates: c, runUpdates: u });
         }
+      } catch (error) {
+        // The tracker saw these events while mapping them; had it kept them as seen, a later
+        // `exportThread` of the same threads would send nothing and count them exported.
+        tracker.forget(new Set(events.map((e) => e.threadId)));
+        throw error;
       } finally {
+        newRoots.clear();
+        creates = [];
+        updates = [];
         sendSignal = undefined;
       }
     },

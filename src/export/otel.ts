@@ -356,8 +356,14 @@ function otelExporter(opts: z.output<typeof OtelExporterOptionsSchema>, redactio
     async send(events, { source }) {
       api ??= await import("@opentelemetry/api");
       tracer ??= (opts.tracerProvider ?? api.trace.getTracerProvider()).getTracer("eart");
-      await tracker.consume(events, source);
-      if (how.flushEachSend) await flushable()?.forceFlush();
+      try {
+        await tracker.consume(events, source);
+        if (how.flushEachSend) await flushable()?.forceFlush();
+      } catch (error) {
+        // Not kept as seen: exporting these threads again (`exportThread`) maps them again.
+        tracker.forget(new Set(events.map((e) => e.threadId)));
+        throw error;
+      }
     },
     async afterFlush() {
       await flushable()?.forceFlush();

@@ -338,6 +338,16 @@ export class SegmentTracker<R, T> {
     }
   }
 
+  /**
+   * Forgets what the tracker knows of these threads: called when a send of their events failed,
+   * so that exporting them again (`exportThread`) maps them again instead of skipping them as
+   * seen. A forgotten thread's later events read its history from the audit source, as for a
+   * thread another process began. Its open spans or runs are left unfinished, not sent.
+   */
+  forget(threadIds: Iterable<string>): void {
+    for (const id of threadIds) this.#threads.delete(id);
+  }
+
   /** Ends every open segment as `open` (at shutdown, so spans are not left unfinished). */
   closeAll(): void {
     for (const thread of this.#threads.values()) if (thread.current) this.#end(thread, thread.current, "open", undefined, false);

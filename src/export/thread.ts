@@ -286,6 +286,7 @@ export function createWorkerExporter(
   let dead: string | undefined;
   let posted = 0;
   let droppedHere = 0;
+  let errorHere: string | undefined;
   let worker_: ExporterStats = ZERO;
   let closed = false;
   let finalised = false;
@@ -344,7 +345,15 @@ export function createWorkerExporter(
         droppedHere += events.length;
         return false;
       }
-      join().enqueue(member, events);
+      try {
+        join().enqueue(member, events);
+      } catch (error) {
+        // A redaction applied here that throws (a rule's own `validate`), or a worker that cannot
+        // start: the offer is refused and counted, never thrown into the graph.
+        droppedHere += events.length;
+        errorHere = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+        return false;
+      }
       return true;
     },
     connect(s) {
@@ -377,7 +386,7 @@ export function createWorkerExporter(
       return shutdownPromise;
     },
     stats() {
-      const lastError = worker_.lastError ?? dead;
+      const lastError = worker_.lastError ?? dead ?? errorHere;
       return {
         queued: member.buffered + Math.max(0, inWorker() - worker_.inFlight),
         inFlight: worker_.inFlight,

@@ -90,7 +90,8 @@ export const ApprovalDecisionSchema = z
     digest: z.string().min(1),
     /**
      * A signed approval token (`signApprovalToken`) for this decision, when the human answers out
-     * of band: it authenticates them instead of the resuming run's principal.
+     * of band: it authenticates them instead of the resuming run's principal. A `message` beside
+     * it must be the one the token signs (its `messageDigest`), or it is refused.
      */
     token: z.string().min(1).optional(),
   })
@@ -283,7 +284,9 @@ export interface ApprovalTokenContext {
 
 /**
  * The human behind decisions that carry signed tokens: every decision carries one, each verified
- * and unused, all signed by the same approver. Undefined when no decision carries a token.
+ * and unused, all signed by the same approver, each message beside one signed with it (else the
+ * relayer's words would be recorded and shown as the signer's). Undefined when no decision
+ * carries a token.
  */
 function tokenPrincipal(decisions: readonly ApprovalDecision[], items: ReadonlyMap<string, ApprovalRequestItem>, context: ApprovalTokenContext | undefined): { principal: Principal; nonces: Map<string, string> } | undefined {
   const signed = decisions.filter((d) => d.token !== undefined);
@@ -296,7 +299,8 @@ function tokenPrincipal(decisions: readonly ApprovalDecision[], items: ReadonlyM
   let approver: string | undefined;
   for (const d of signed) {
     const item = items.get(d.toolCallId)!;
-    const claims = verifyApprovalToken(d.token!, { threadId: context.threadId, toolCallId: d.toolCallId, digest: item.digest, decision: d.type }, context.keys, context.now);
+    const expected = { threadId: context.threadId, toolCallId: d.toolCallId, digest: item.digest, decision: d.type, ...(d.message !== undefined ? { message: d.message } : {}) };
+    const claims = verifyApprovalToken(d.token!, expected, context.keys, context.now);
     if (context.used.has(claims.nonce) || [...nonces.values()].includes(claims.nonce)) {
       throw new ApprovalError("approval_token_replayed", `The approval token for "${d.toolCallId}" was already used`, { toolCallId: d.toolCallId });
     }

@@ -67,8 +67,10 @@ const KEEP = { depth: 8, entries: 100, values: 300, chars: 500, total: 10_000 } 
  */
 export function cutText(text: string, max: number): string {
   let kept = text.slice(0, max);
-  if (/[\p{L}\p{N}_]/u.test(text.charAt(max))) kept = kept.replace(/[\p{L}\p{N}_]+$/u, "");
-  kept = kept.replace(/\p{N}[\p{N}\s./-]*$/u, "");
+  // Invisible format characters (zero-width spaces and joiners, \p{Cf}) count as part of a word or
+  // a number: redaction reads through them, so a cut beside one must too.
+  if (/[\p{L}\p{N}_\p{Cf}]/u.test(text.charAt(max))) kept = kept.replace(/[\p{L}\p{N}_\p{Cf}]+$/u, "");
+  kept = kept.replace(/\p{N}[\p{N}\p{Cf}\s./\-\u2010-\u2015\u2212]*$/u, "");
   return `${kept}…[${text.length} characters]`;
 }
 

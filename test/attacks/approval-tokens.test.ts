@@ -112,15 +112,24 @@ describe("signed approval tokens", () => {
 });
 
 describe("a token beside what the approver wrote", () => {
-  it("a card number in the message of a token-signed reject is redacted before the thread holds it, and the token still verifies (tokens are kept byte for byte)", async () => {
+  it("a token signs its reject's message: one the graph redacts (a card number) no longer matches and is refused, nothing of it stored; the message as signed is kept byte for byte", async () => {
     const { agent, request, refunds, auditLog } = await paused("tok-redact");
-    const token = tokenFor(request, { decision: "reject" });
-    const resume = { decisions: [{ toolCallId: "c1", type: "reject", digest: request.requests[0]!.digest, token, message: "send it to card 4111 1111 1111 1111 instead" }] };
-    const done = await agent.invoke(new Command({ resume }), bare("tok-redact"));
+    const message = "send it to card 4111 1111 1111 1111 instead";
+    const signed = tokenFor(request, { decision: "reject", message });
+    const resume = { decisions: [{ toolCallId: "c1", type: "reject", digest: request.requests[0]!.digest, token: signed, message }] };
+    // The graph redacts the message before it holds it: the token signed another text.
+    const refused = await agent.invoke(new Command({ resume }), bare("tok-redact")).then(() => "no error", (e: { code?: string }) => e.code);
+    expect(refused).toBe("approval_token_invalid");
+    expect(refunds()).toEqual([]);
+    const state = await agent.getState(bare("tok-redact"));
+    expect(JSON.stringify(state)).not.toMatch(/4111 1111 1111 1111/);
+    expect(JSON.stringify(await auditLog.read("tok-redact"))).not.toMatch(/4111 1111 1111 1111/);
+    // A message without data the graph redacts is kept as signed, and the reject is sam's.
+    const plain = "wrong order: ask the customer for the order number";
+    const done = await agent.invoke(new Command({ resume: { decisions: [{ toolCallId: "c1", type: "reject", digest: request.requests[0]!.digest, token: tokenFor(request, { decision: "reject", message: plain }), message: plain }] } }), bare("tok-redact"));
     expect(refunds()).toEqual([]);
     const decided = (await auditLog.read("tok-redact")).find((e) => e.type === "approval.decided")!;
-    expect(decided.data).toMatchObject({ approverId: "sam", authenticatedBy: "approval_token", decision: "reject" });
-    expect(JSON.stringify(done.messages)).not.toMatch(/4111 1111 1111 1111/);
-    expect(JSON.stringify(done.messages)).toContain("[REDACTED:card_number]");
+    expect(decided.data).toMatchObject({ approverId: "sam", authenticatedBy: "approval_token", decision: "reject", message: plain });
+    expect(JSON.stringify(done.messages)).toContain(plain);
   });
 });

@@ -486,24 +486,30 @@ describe("what the auth's redaction must not break", () => {
     expect(marked(seen)).toBe(true);
   });
 
-  it("signed approval tokens still work through the auth's redaction: a reject whose message it redacts keeps its token; an approve pays once; a replay is refused", async () => {
-    const token = (threadId: string, request: ServedInterrupt, decision: "approve" | "reject") => {
+  it("signed approval tokens still work through the auth's redaction: a message the relayer added (a card in it) is refused and never stored; a reject with the message sam signed is sam's; an approve pays once; a replay is refused", async () => {
+    const token = (threadId: string, request: ServedInterrupt, decision: "approve" | "reject", message?: string) => {
       const r = request.value.requests![0]!;
-      return signApprovalToken({ kid: "sam-1", threadId, toolCallId: r.toolCallId, digest: r.digest, approver: "sam", decision, expiresInMs: 10 * 60_000 }, samKey.privateKey);
+      return signApprovalToken({ kid: "sam-1", threadId, toolCallId: r.toolCallId, digest: r.digest, approver: "sam", decision, ...(message !== undefined ? { message } : {}), expiresInMs: 10 * 60_000 }, samKey.privateKey);
     };
-    // A reject signed by sam, relayed by the customer's app (cara's session), with a card in its
-    // message: the message is redacted, the token kept, and the reject is sam's.
+    // A reject signed by sam, relayed by the customer's app (cara's session) with a message sam
+    // did not sign, a card in it: refused (the token signs its message), the card redacted before
+    // anything holds it.
     const secret = card(401);
     const one = await pausedThread(615);
-    const rejectToken = token(one.threadId, one.request, "reject");
-    await as("cara").runs.wait(one.threadId, "refund", { command: { resume: decide(one.request, { type: "reject", token: rejectToken, message: `not to ${secret}` }) } });
+    await as("cara")
+      .runs.wait(one.threadId, "refund", { command: { resume: decide(one.request, { type: "reject", token: token(one.threadId, one.request, "reject"), message: `not to ${secret}` }) } })
+      .catch(() => undefined);
+    expect(refundsOf(615)).toEqual([]);
+    expect(where(await everything(as("cara"), one.threadId), secret)).toEqual([]);
+    const decidedOn = (threadId: string) =>
+      server.rows<{ data: string }>("eart_audit_events", "data", { sql: "thread_id = ? AND type = 'approval.decided'", params: [threadId] }).map((r) => JSON.parse(r.data) as Record<string, unknown>);
+    expect(decidedOn(one.threadId)).toEqual([]);
+    // The reject with the message sam signed, relayed by cara: kept as signed, and the reject is sam's.
+    const note = "not this one: ask the customer for the order number";
+    await as("cara").runs.wait(one.threadId, "refund", { command: { resume: decide(one.request, { type: "reject", token: token(one.threadId, one.request, "reject", note), message: note }) } });
     expect((await as("cara").threads.get(one.threadId)).status).toBe("idle");
     expect(refundsOf(615)).toEqual([]);
-    const kept = (await as("cara").runs.list(one.threadId)).map((r) => (r as unknown as { kwargs: { command?: { resume?: { decisions?: { token?: string; message?: string }[] } } } }).kwargs.command?.resume).find((x) => x);
-    expect(kept?.decisions?.[0]).toMatchObject({ token: rejectToken, message: `not to ${REDACTED}` });
-    expect(where(await everything(as("cara"), one.threadId), secret)).toEqual([]);
-    const decided = server.rows<{ data: string }>("eart_audit_events", "data", { sql: "thread_id = ? AND type = 'approval.decided'", params: [one.threadId] }).map((r) => JSON.parse(r.data) as Record<string, unknown>);
-    expect(decided).toEqual([expect.objectContaining({ approverId: "sam", authenticatedBy: "approval_token", decision: "reject" })]);
+    expect(decidedOn(one.threadId)).toEqual([expect.objectContaining({ approverId: "sam", authenticatedBy: "approval_token", decision: "reject", message: note })]);
     // An approve signed by sam, relayed by cara: pays once; the same token again runs nothing.
     const two = await pausedThread(616);
     const approveToken = token(two.threadId, two.request, "approve");
