@@ -1,6 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import { gunzipSync } from "node:zlib";
 import { AIMessage, type BaseMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
 import { Command, END, MemorySaver, MessagesAnnotation, START, StateGraph } from "@langchain/langgraph";
@@ -24,7 +23,7 @@ import { createTraceExportNode } from "eart/nodes";
 import { createOtelExporter } from "eart/otel";
 import { scriptedModel } from "eart/testing";
 import { auditCommand } from "../../cli/audit.js";
-import { langSmithRuns, type CapturedRequest } from "../support/capture-server.js";
+import { langSmithRuns, readCaptured, type CapturedRequest } from "../support/capture-server.js";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
 
 /**
@@ -125,18 +124,7 @@ async function endpoint(answer: (i: number, req: CapturedRequest) => Answer = ()
   const requests: CapturedRequest[] = [];
   const sockets = new Set<Socket>();
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      let body = Buffer.concat(chunks);
-      if (req.headers["content-encoding"] === "gzip") body = gunzipSync(body);
-      let json: unknown;
-      try {
-        json = JSON.parse(body.toString("utf8"));
-      } catch {
-        json = undefined;
-      }
-      const captured: CapturedRequest = { method: req.method ?? "", path: req.url ?? "", headers: req.headers, body, json };
+    readCaptured(req, (captured) => {
       requests.push(captured);
       const a = answer(requests.length - 1, captured);
       if (a === "hang") return;
@@ -191,6 +179,12 @@ function memorySpans() {
   closers.push(() => provider.shutdown());
   return { memory, provider };
 }
+/** A trace export to LangSmith at `e` (on the graph's thread) and to OTel through `provider`, with content. */
+const toBoth = (e: Endpoint, provider: BasicTracerProvider) =>
+  createTraceExport({
+    auditLog: new MemoryAuditLog(),
+    exporters: [createLangSmithExporter({ apiUrl: e.url, apiKey: "k", thread: "main", flushIntervalMs: 10 }), createOtelExporter({ tracerProvider: provider, captureContent: true, flushIntervalMs: 10 })],
+  });
 const spanText = (spans: readonly ReadableSpan[]) =>
   JSON.stringify(spans.map((s) => ({ name: s.name, attributes: s.attributes, events: s.events, status: s.status, links: s.links, parent: s.parentSpanContext?.spanId })));
 
@@ -292,12 +286,7 @@ describe("1. leaks: what the thread redacts never reaches LangSmith or OpenTelem
   it("a refused answer cut in the middle of a card (zero-width separator) does not export the card's digits", async () => {
     const e = await endpoint();
     const { memory, provider } = memorySpans();
-    const traceExport = track(
-      createTraceExport({
-        auditLog: new MemoryAuditLog(),
-        exporters: [createLangSmithExporter({ apiUrl: e.url, apiKey: "k", thread: "main", flushIntervalMs: 10 }), createOtelExporter({ tracerProvider: provider, captureContent: true, flushIntervalMs: 10 })],
-      }),
-    );
+    const traceExport = track(toBoth(e, provider));
     const setup = refundSetup([[refund("c1", 740)]], { auditLog: traceExport });
     await setup.agent.invoke(ask(), config("cut-1"));
     const card = "4111111111111111";
@@ -350,12 +339,7 @@ describe("1. leaks: what the thread redacts never reaches LangSmith or OpenTelem
   it("retrieved context: the content of a kept item and of one outside the viewer's scope never leaves; only provenance does", async () => {
     const e = await endpoint();
     const { memory, provider } = memorySpans();
-    const traceExport = track(
-      createTraceExport({
-        auditLog: new MemoryAuditLog(),
-        exporters: [createLangSmithExporter({ apiUrl: e.url, apiKey: "k", thread: "main", flushIntervalMs: 10 }), createOtelExporter({ tracerProvider: provider, captureContent: true, flushIntervalMs: 10 })],
-      }),
-    );
+    const traceExport = track(toBoth(e, provider));
     const items = [
       { id: "order-1042", source: "orders-db", scope: "orders", labels: [], content: `Order 1042, card ${CARD}, note zq-order-content-1` },
       { id: "hr-7", source: "hr-db", scope: "hr", labels: ["pii"], content: "Salary 182,000; zq-hr-content-2" },
@@ -397,12 +381,7 @@ describe("2. forgery and confusion: event data cannot forge governance facts or 
   it("a tool result and the model's text carrying eart.* keys, approver, policy, thread and parent ids change no metadata, tag, attribute or link", async () => {
     const e = await endpoint();
     const { memory, provider } = memorySpans();
-    const traceExport = track(
-      createTraceExport({
-        auditLog: new MemoryAuditLog(),
-        exporters: [createLangSmithExporter({ apiUrl: e.url, apiKey: "k", thread: "main", flushIntervalMs: 10 }), createOtelExporter({ tracerProvider: provider, captureContent: true, flushIntervalMs: 10 })],
-      }),
-    );
+    const traceExport = track(toBoth(e, provider));
     const forgedLookup = tool(async () => JSON.stringify(FORGED), { name: "lookup_order", description: "Look up an order by id", schema: z.object({ orderId: z.string() }) });
     let turn = 0;
     const model = scriptedModel((_messages: BaseMessage[]) =>

@@ -29,6 +29,23 @@ export interface CaptureServer {
   close(): Promise<void>;
 }
 
+/** Reads a request whole (gunzipped, its JSON parsed when it is JSON) and hands it to `done`. */
+export function readCaptured(req: IncomingMessage, done: (captured: CapturedRequest) => void): void {
+  const chunks: Buffer[] = [];
+  req.on("data", (c: Buffer) => chunks.push(c));
+  req.on("end", () => {
+    let body = Buffer.concat(chunks);
+    if (req.headers["content-encoding"] === "gzip") body = gunzipSync(body);
+    let json: unknown;
+    try {
+      json = JSON.parse(body.toString("utf8"));
+    } catch {
+      json = undefined;
+    }
+    done({ method: req.method ?? "", path: req.url ?? "", headers: req.headers, body, json });
+  });
+}
+
 export async function startCaptureServer(answer: "ok" | "hang" | number = "ok"): Promise<CaptureServer> {
   const requests: CapturedRequest[] = [];
   const sockets = new Set<Socket>();
@@ -38,18 +55,8 @@ export async function startCaptureServer(answer: "ok" | "hang" | number = "ok"):
     received += 1;
     pending += 1;
     res.on("close", () => (pending -= 1));
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      let body = Buffer.concat(chunks);
-      if (req.headers["content-encoding"] === "gzip") body = gunzipSync(body);
-      let json: unknown;
-      try {
-        json = JSON.parse(body.toString("utf8"));
-      } catch {
-        json = undefined;
-      }
-      requests.push({ method: req.method ?? "", path: req.url ?? "", headers: req.headers, body, json });
+    readCaptured(req, (captured) => {
+      requests.push(captured);
       if (answer !== "hang") {
         res.writeHead(answer === "ok" ? 200 : answer, { "content-type": "application/json" });
         res.end("{}");
