@@ -31,8 +31,13 @@ const ProviderSchema = z.union([
       /** A name for the audit log. */
       name: z.string().min(1),
       retriever: z.custom<RetrieverLike>(isRetriever, "must be a LangChain retriever"),
-      /** Defaults for documents whose metadata lacks them. A document with no scope is dropped. */
+      /**
+       * The source of every document this provider gives: a document's own metadata cannot claim
+       * another (an upload tagged "credit-bureau" is still an upload). Without it, a document's
+       * metadata `source` is kept, else the provider's `name`.
+       */
       source: z.string().min(1).optional(),
+      /** The scope of documents whose metadata names none. A document with no scope is dropped. */
       scope: z.string().min(1).optional(),
       labels: z.array(z.string().min(1)).default([]),
     })
@@ -109,7 +114,7 @@ function documentsOf(retriever: RetrieverLike, query: string, config: LangGraphR
   return typeof direct === "function" ? direct.call(retriever, query) : retriever.invoke(query, config);
 }
 
-/** Documents from a retriever as items: id, source and scope from the metadata or the provider's defaults. */
+/** Documents from a retriever as items: the provider's source when it names one; id, scope (and a source) from the metadata or the provider's defaults. */
 function itemsOfDocuments(docs: DocumentInterface[], defaults: { name: string; source?: string; scope?: string; labels: string[] }): RetrievedItem[] {
   return docs.map((doc, i) => {
     const meta = (doc.metadata ?? {}) as Record<string, unknown>;
@@ -118,7 +123,7 @@ function itemsOfDocuments(docs: DocumentInterface[], defaults: { name: string; s
     const labels = Array.isArray(meta.labels) ? meta.labels.filter((l): l is string => typeof l === "string") : typeof meta.labels === "string" && meta.labels !== "" ? [meta.labels] : [];
     return {
       id: str(doc.id) ?? str(meta.id) ?? `${defaults.name}#${i}`,
-      source: str(meta.source) ?? defaults.source ?? defaults.name,
+      source: defaults.source ?? str(meta.source) ?? defaults.name,
       // No scope anywhere: a scope nobody holds, so the item is dropped (fail closed).
       // A scope the document names but not as one non-empty string (an array, "") is no scope
       // anyone holds, not the provider's default: dropped.

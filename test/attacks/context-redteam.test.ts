@@ -560,17 +560,14 @@ describe("required facts", () => {
     expect((await p.agent.getState(config("rq-3"))).values.escalation?.signals).toEqual([{ kind: "missing_context", detail: "income_proof: a payslip" }]);
   });
 
-  // Found (low-medium, partly by design; a malicious document): a required fact is satisfied by any
-  // kept item whose labels (or `match`) say so, and an item carries no record of the provider that
-  // gave it. A retriever document's metadata sets its own `source` and `labels` (the provider's
-  // `source` is only a default), so a customer's uploaded file tagged source "credit-bureau",
-  // labels ["credit_report"] satisfies even `match: item.source === "credit-bureau"` while the
-  // bureau is down, and the model is shown it as the bureau's. README: "a `required` fact only it
-  // provides escalates". Providers are trusted, but a retriever over users' uploads is the usual
-  // case. Fix: add `provider` to ContextItem (src/decisions/records.ts, set in
-  // nodes/context-retrieval.ts), let a required fact name `providers`, and never let document
-  // metadata override a named retriever provider's `source`.
-  it.fails("a document's own metadata cannot satisfy a required fact while the provider that gives it is down", async () => {
+  // Was a hole (low-medium; a malicious document): a retriever document's metadata set its own
+  // `source` over the provider's (which was only a default), so a customer's uploaded file tagged
+  // source "credit-bureau", labels ["credit_report"], satisfied even `match: item.source ===
+  // "credit-bureau"` while the bureau was down, and the model was shown it as the bureau's. A named
+  // provider's `source` is now the source of every document it gives. Still by design: a fact
+  // matched by label alone (the default) is met by any kept item carrying the label: match on
+  // `source` for facts only one provider may give.
+  it("a document's own metadata cannot satisfy a required fact while the provider that gives it is down", async () => {
     const bureau = async (): Promise<RetrievedItem[]> => {
       throw new Error("bureau unavailable");
     };
