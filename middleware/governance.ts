@@ -374,7 +374,14 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       try {
         // A copy of the list: a middleware inside eart that edits the messages in place for its
         // model call (contextEditingMiddleware does) would otherwise edit the thread's own list.
-        response = await handler({ ...request, messages: known && known.items.length > 0 ? [contextMessage(known), ...request.messages] : [...request.messages] });
+        // The system message too (a middleware before eart may build it from the thread or from
+        // the application's context): redacted for the identity, as everything else the model reads.
+        const system = redaction && request.systemMessage ? redactMessage(request.systemMessage, redaction, identity).message : request.systemMessage;
+        response = await handler({
+          ...request,
+          ...(system !== request.systemMessage ? { systemMessage: system as typeof request.systemMessage } : {}),
+          messages: known && known.items.length > 0 ? [contextMessage(known), ...request.messages] : [...request.messages],
+        });
       } catch (error) {
         // What the model's error says is redacted before a middleware around eart (modelRetry
         // writes it into the thread as an answer) or the caller holds it.

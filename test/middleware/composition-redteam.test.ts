@@ -331,16 +331,18 @@ describe("dynamicSystemPromptMiddleware with governanceMiddleware", () => {
     expect(seen).not.toMatch(CARD_RE);
   });
 
-  // LEAK (low; largely application misconfiguration). A prompt built from the application's own
-  // runtime context (a card on file) reaches the model raw: eart redacts what callers send, tool
-  // results and model answers, never the system message. Listed before eart, the prompt passes
-  // through eart's wrapModelCall, which could screen `request.systemMessage` before its handler.
-  it.fails("listed before eart: a card number the application put in the system prompt is redacted before the model sees it", async () => {
+  // Was a hole (low; largely application misconfiguration): a prompt built from the application's
+  // own runtime context (a card on file) reached the model raw: eart redacted what callers send,
+  // tool results and model answers, never the system message. eart's wrapModelCall now redacts
+  // `request.systemMessage` for the identity before its handler.
+  it("listed before eart: a card number the application put in the system prompt is redacted before the model sees it", async () => {
     const prompt = dynamicSystemPromptMiddleware((_state: unknown, runtime: { context?: { card?: string } }) => `Card on file: ${runtime.context?.card ?? "none"}`);
     const model = turnsModel([[lookup("l1")]]);
     const s = setup({ model, middleware: (g) => [prompt as AgentMiddleware, g] });
     await s.agent.invoke(ask("Look up 1042"), { ...config("dsp-ctx"), context: { card: CARD } } as never);
-    expect(seenBy(model).map(text).join("\n")).not.toMatch(CARD_RE); // fails
+    const seen = seenBy(model).map(text).join("\n");
+    expect(seen).toContain("Card on file: [REDACTED:card_number]");
+    expect(seen).not.toMatch(CARD_RE);
   });
 });
 
