@@ -409,7 +409,7 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
   // audit append per turn). With context, the retrieval node (the run's first) records the request.
   const agent = hostSteps<GovernedState, GateUpdate & { identity?: AgentIdentity }>(
     auditLog,
-    [identityStep(registry, sealer, auditLog, { recordRequest: (state) => !context && isNewRun(state) }), modelTurnStep(modelStep, { asIdentity: true }), gate.decideStep],
+    [identityStep(registry, sealer, auditLog, { recordRequest: (state) => !context && isNewRun(state) }), modelTurnStep(modelStep, { asIdentity: true, sealer }), gate.decideStep],
     { before: (state, { threadId }) => assertNoPendingApproval(state, threadId) },
   );
 
@@ -437,6 +437,7 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
     const retrieve = createContextRetrieval({
       ...context,
       auditLog,
+      ledger,
       ...(redaction && !context.redaction ? { redaction } : {}),
       ...(clock && !context.clock ? { clock } : {}),
       ...(escalation && !context.reviewerRoles ? { reviewerRoles: escalation.reviewerRoles } : {}),

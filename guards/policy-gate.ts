@@ -14,7 +14,7 @@ import {
   type Escalation,
   type ThreadContext,
 } from "../src/decisions/records.js";
-import { lazySealer } from "../src/decisions/seal.js";
+import { lazySealer, sealedContext } from "../src/decisions/seal.js";
 import { ApprovalError, EartConfigError, IdentityResolutionError } from "../src/errors.js";
 import { parseApprovalKeys } from "../src/human-tasks/approval-token.js";
 import { approversOf, buildApprovalRequest, validateApprovalResponse, withHitlRequest, type ApprovalRequest } from "../src/human-tasks/approval.js";
@@ -388,6 +388,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const shared = new Set(calls.flatMap((c) => (c.id && seen.has(c.id) ? [c.id] : (seen.add(c.id ?? ""), []))));
     const refusedShared = new Set<string>();
     let waiting = 0;
+    // Policy judges the context eart's retrieval sealed for the thread, nothing written past the guard.
+    const context = sealedContext(await sealer(), threadId, state.context).context ?? emptyThreadContext();
     for (const call of calls) {
       if (!call.id) throw new EartConfigError("messages", `the model proposed a call to ${call.name} without a tool call id`);
       const id = call.id;
@@ -417,7 +419,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
             },
             answer: `Refused: tool call id "${id}" ${reuse}.`,
           }
-        : await evaluate({ ...call, id }, message.id!, identity, state.context ?? emptyThreadContext(), threadId, state.budget ?? {}, through);
+        : await evaluate({ ...call, id }, message.id!, identity, context, threadId, state.budget ?? {}, through);
       if (record.status === "pending_approval" && ++waiting > MAX_APPROVALS_PER_MESSAGE) {
         // One request holds every waiting call of a message, and its answer must fit the answer
         // limit: past this many, a call is refused now (the model may propose it again later),
@@ -671,9 +673,10 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     }
     const result = await acceptAnswer(
       answer,
-      (a) => {
+      async (a) => {
         assertAnswerDepth(a);
-        return resolve(a, request, pending, identity, state.context ?? emptyThreadContext(), threadId, principal, state.decisions, state.budget ?? {}, unrunSiblings(state, message, pending));
+        const context = sealedContext(await sealer(), threadId, state.context).context ?? emptyThreadContext();
+        return resolve(a, request, pending, identity, context, threadId, principal, state.decisions, state.budget ?? {}, unrunSiblings(state, message, pending));
       },
       refused,
       request,

@@ -19,7 +19,7 @@ import { redactError, redactingAuditLog, redactMessage } from "../nodes/redactio
 import { AuditLogOption, MemoryAuditLog, type AuditLog } from "../src/audit/log.js";
 import { type Redaction } from "../src/context/redaction.js";
 import { emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext, type DecisionRecord, type ThreadContext } from "../src/decisions/records.js";
-import { bindIdentityOnce, lazySealer, type Sealer } from "../src/decisions/seal.js";
+import { bindIdentityOnce, forgedContextEvent, lazySealer, sealedContext, type Sealer } from "../src/decisions/seal.js";
 import type { EffectLedger } from "../src/ledger/ledger.js";
 import { ledgerFor } from "../src/stores/for-checkpointer.js";
 import { EartConfigError } from "../src/errors.js";
@@ -201,8 +201,14 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       recovery: createToolRecovery({ registry, auditLog, ledger, clock, ...(opts.recoveryRoles ? { roles: opts.recoveryRoles } : {}) }),
     });
   const sealer = () => settle().sealer();
+  // Made on first use, once the ledger (whose key seals the items) is settled.
+  let retrieval: ReturnType<typeof createContextRetrieval> | undefined;
   const retrieve = context
-    ? createContextRetrieval({ ...context, auditLog, ...(redaction && !context.redaction ? { redaction } : {}), ...(clock && !context.clock ? { clock } : {}) })
+    ? (...args: Parameters<ReturnType<typeof createContextRetrieval>>) => {
+        settle();
+        retrieval ??= createContextRetrieval({ ...context, auditLog, ledger, ...(redaction && !context.redaction ? { redaction } : {}), ...(clock && !context.clock ? { clock } : {}) });
+        return retrieval(...args);
+      }
     : undefined;
   const bind = identityStep<GovernedState>(registry, sealer, auditLog, {
     recordRequest: (state) => HumanMessage.isInstance(state.messages.at(-1)),
@@ -369,7 +375,10 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       // refused); recorded with what the model answers, in one append.
       const binding = retrieve ? undefined : await bind(governedView(state), { config, threadId });
       const identity = binding?.update.identity ?? state._eart?.identity;
-      const known = state._eart?.context;
+      // Only the items eart's retrieval sealed for the thread are shown to the model.
+      const held = state._eart?.context?.items.length ? sealedContext(await sealer(), threadId, state._eart.context) : { context: state._eart?.context, forged: [] };
+      if (held.forged.length > 0) await auditLog.append(forgedContextEvent(threadId, "model_request", held.forged));
+      const known = held.context;
       let response: Awaited<ReturnType<typeof handler>>;
       try {
         // A copy of the list: a middleware inside eart that edits the messages in place for its

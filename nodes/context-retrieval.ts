@@ -6,6 +6,8 @@ import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
 import { parseRetrievedItems, screenContext, type RetrievalRequest, type RetrievedItem } from "../src/context/context.js";
 import { recordedRedactions, type Redaction } from "../src/context/redaction.js";
 import { type ContextItem, type Escalation } from "../src/decisions/records.js";
+import { forgedContextEvent, lazySealer, sealedContext } from "../src/decisions/seal.js";
+import { EffectLedgerOption } from "../langgraph/records.js";
 import { EartError, IdentityResolutionError } from "../src/errors.js";
 import { type AgentIdentity } from "../src/identity/registry.js";
 import { parseOptions } from "../src/internal/options.js";
@@ -71,6 +73,11 @@ const ContextRetrievalOptionsSchema = z
      * `reviewerRoles`), recorded with `escalation.requested` so the audit log's inbox lists it for them.
      */
     reviewerRoles: z.array(z.string().min(1)).min(1).optional(),
+    /**
+     * The effect ledger whose store keeps the key that seals each kept item for its thread (the
+     * agent's): the model and policy are shown only items it sealed. Defaults to this process's key.
+     */
+    ledger: EffectLedgerOption.optional(),
   })
   .strict();
 export type ContextRetrievalOptions = z.input<typeof ContextRetrievalOptionsSchema>;
@@ -164,7 +171,8 @@ function itemsOfDocuments(docs: DocumentInterface[], defaults: { name: string; s
  * ```
  */
 export function createContextRetrieval(options: ContextRetrievalOptions) {
-  const { providers, auditLog, redaction, required, query, reviewerRoles, clock = () => new Date() } = parseOptions(ContextRetrievalOptionsSchema, options);
+  const { providers, auditLog, redaction, required, query, reviewerRoles, ledger, clock = () => new Date() } = parseOptions(ContextRetrievalOptionsSchema, options);
+  const sealer = lazySealer(ledger);
   const names = providerNames(providers);
 
   async function fetchAll(request: RetrievalRequest, config: LangGraphRunnableConfig) {
@@ -244,7 +252,9 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
     // Required facts are about what this run retrieved: another application's income proof, kept
     // from an earlier request on the thread, does not stand in for this one's. A run that retrieves
     // nothing (a follow-up) goes on with what the thread holds.
-    const basis = screened.items.length > 0 ? screened.items : (state.context?.items ?? []);
+    const seal = await sealer();
+    const held = sealedContext(seal, threadId, state.context);
+    const basis = screened.items.length > 0 ? screened.items : (held.context?.items ?? []);
     const missing = required.filter((r) => !basis.some((item) => (r.match ? r.match(item) : item.labels.includes(r.fact))));
     const events: AuditEventInput[] = [
       {
@@ -260,8 +270,9 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
         },
       },
     ];
+    if (held.forged.length > 0) events.push(forgedContextEvent(threadId, "retrieveContext", held.forged));
     const update: { context: { items: ContextItem[]; sensitivity: string[] }; escalation?: Escalation | null } = {
-      context: { items: screened.items, sensitivity: screened.sensitivity },
+      context: { items: screened.items.map((item) => seal.contextItem(threadId, item)), sensitivity: screened.sensitivity },
     };
     const openForContext = state.escalation?.signals?.length && state.escalation.signals.every((sg) => sg.kind === "missing_context");
     if (missing.length === 0 && openForContext) update.escalation = null; // what was missing is there now

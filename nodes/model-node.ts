@@ -6,6 +6,7 @@ import { z } from "zod";
 import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
 import { type Redaction } from "../src/context/redaction.js";
 import { type ThreadContext } from "../src/decisions/records.js";
+import { forgedContextEvent, sealedContext, type Sealer } from "../src/decisions/seal.js";
 import { EartConfigError, ModelUnavailableError } from "../src/errors.js";
 import { proposedCallDigest } from "../src/human-tasks/refusal.js";
 import { parseOptions } from "../src/internal/options.js";
@@ -194,9 +195,12 @@ type ModelState = Pick<GovernedState, "messages"> & Partial<Pick<GovernedState, 
  * context), and adds its answer to `messages`. With `asIdentity`, what the model's answer shows is
  * redacted as the thread's bound identity may see it.
  */
-export function modelTurnStep<S extends ModelState>(modelStep: ReturnType<typeof createModelStep>, options: { asIdentity: boolean }): Step<S, { messages?: BaseMessage[] }> {
+export function modelTurnStep<S extends ModelState>(modelStep: ReturnType<typeof createModelStep>, options: { asIdentity: boolean; sealer?: () => Promise<Sealer> }): Step<S, { messages?: BaseMessage[] }> {
   return async (state, { config, threadId }) => {
-    const turn = await modelStep(state.messages, config, threadId, state.context, options.asIdentity ? state.identity : undefined);
-    return { update: { messages: [turn.message] }, events: turn.events };
+    // With the retrieval's sealer, only items it sealed for this thread are shown to the model.
+    const held = options.sealer ? sealedContext(await options.sealer(), threadId, state.context) : { context: state.context, forged: [] };
+    const turn = await modelStep(state.messages, config, threadId, held.context, options.asIdentity ? state.identity : undefined);
+    const events = held.forged.length > 0 ? [forgedContextEvent(threadId, "agent", held.forged), ...turn.events] : turn.events;
+    return { update: { messages: [turn.message] }, events };
   };
 }

@@ -107,7 +107,7 @@ export const AuditEventDataSchemas = {
   "escalation.decided": z.looseObject({ reviewerId: Str, action: Str, reason: Str, message: Str }),
   "escalation.refused": Refusal,
   "budget.charge_failed": z.looseObject({ toolCallId: Str, name: Str, error: Str }),
-  "state.tamper_detected": z.looseObject({ node: Str, forged: z.array(z.object({ channel: Str, toolCallId: Str.optional() })), outcome: Str.optional() }),
+  "state.tamper_detected": z.looseObject({ node: Str, forged: z.array(z.object({ channel: Str, toolCallId: Str.optional(), itemId: Str.optional() })), outcome: Str.optional() }),
   "run.completed": z.looseObject({ messageId: Str.optional(), outcome: Str.optional() }),
 } as const;
 

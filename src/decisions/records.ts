@@ -18,6 +18,8 @@ export const ContextItemSchema = z.object({
   content: z.unknown().optional(),
   /** The provider that gave it (its name in the retrieval): another provider's item of the same id is kept beside it, not in its place. */
   provider: z.string().optional(),
+  /** eart's seal (the retrieval's): an item without a valid one is never shown to the model or to policy. */
+  seal: z.string().optional(),
 });
 export type ContextItem = z.output<typeof ContextItemSchema>;
 

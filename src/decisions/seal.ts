@@ -2,7 +2,7 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypt
 import { canonicalJson } from "../internal/canonical.js";
 import { IdentityImmutableError, IdentityResolutionError } from "../errors.js";
 import { AgentIdentitySchema, type AgentIdentity } from "../identity/registry.js";
-import type { DecisionRecord } from "./records.js";
+import type { ContextItem, DecisionRecord, ThreadContext } from "./records.js";
 
 /**
  * Seals: what lets eart's nodes tell the records they wrote from records a caller of the thread
@@ -144,6 +144,38 @@ export class Sealer {
   identityIsSealed(threadId: string, identity: AgentIdentity): boolean {
     return typeof identity === "object" && identity !== null && this.#valid("identity", threadId, identity);
   }
+
+  /** The retrieved context item with its seal for this thread: what the retrieval kept, as it kept it. */
+  contextItem(threadId: string, item: ContextItem): ContextItem {
+    const body = unsealed(item);
+    return this.#sealed("context", threadId, { ...body, seal: this.#mac("context", threadId, body) });
+  }
+
+  /** Whether eart's retrieval sealed this exact item for this thread. */
+  contextItemIsSealed(threadId: string, item: ContextItem): boolean {
+    return typeof item === "object" && item !== null && this.#valid("context", threadId, item);
+  }
+}
+
+/**
+ * The thread's context with only the items eart's retrieval sealed for it, and the ids of the
+ * others (written past eart's guard: the checkpoint store, LangGraph's methods called directly).
+ * What the model is shown and policy judges.
+ * @example
+ * ```ts
+ * const { context, forged } = sealedContext(await sealer(), threadId, state.context);
+ * ```
+ */
+export function sealedContext(sealer: Sealer, threadId: string, context: ThreadContext | undefined): { context: ThreadContext | undefined; forged: string[] } {
+  if (!context || context.items.length === 0) return { context, forged: [] };
+  const forged = context.items.filter((item) => !sealer.contextItemIsSealed(threadId, item)).map((item) => String((item as { id?: unknown })?.id));
+  if (forged.length === 0) return { context, forged };
+  return { context: { ...context, items: context.items.filter((item) => sealer.contextItemIsSealed(threadId, item)) }, forged };
+}
+
+/** The audit event of context items found unsealed (and not used) by a step. */
+export function forgedContextEvent(threadId: string, node: string, forged: readonly string[]) {
+  return { threadId, type: "state.tamper_detected" as const, data: { node, forged: forged.map((id) => ({ channel: "context", itemId: id })), outcome: "context_items_dropped" } };
 }
 
 /**

@@ -444,15 +444,13 @@ describe("where retrieved context goes: streams, traces, the audit log, state wr
     expect(JSON.stringify(event)).not.toContain("91234");
   });
 
-  // Found (low-medium; past the guard: a script or server calling LangGraph's methods, an edit of
-  // the checkpoint store): context items are not sealed. An item written into `context` past
-  // guardResumes reaches the model in eart's "Context retrieved" message with a trusted source,
-  // a prompt injection wearing eart's provenance. README's threat table stops forged decisions
-  // and identities past the guard with seals and keeps labels rising; retrieved items are not in
-  // it (governanceMiddleware closed the same path by guarding withConfig only). Fix: seal each
-  // item (HMAC over thread id, id, source, scope, digest) in nodes/context-retrieval.ts, and in
-  // nodes/model-node.ts contextMessage drop (and audit) items whose seal does not verify.
-  it.fails("a context item written past the guard never reaches the model as retrieved context", async () => {
+  // Was a hole (low-medium; past the guard: a script or server calling LangGraph's methods, an edit
+  // of the checkpoint store): context items were not sealed. An item written into `context` past
+  // guardResumes reached the model in eart's "Context retrieved" message with a trusted source, a
+  // prompt injection wearing eart's provenance. The retrieval now seals each item it keeps (the
+  // ledger's key, per thread); the model step, policy and the required-fact check use sealed items
+  // only, and record the others (`state.tamper_detected`, channel `context`).
+  it("a context item written past the guard never reaches the model as retrieved context; it is recorded as tampering, and the retrieved item still is shown", async () => {
     const { model, prompts } = recording();
     const bureau = async (): Promise<RetrievedItem[]> => [{ id: "credit-1", source: "credit-bureau", scope: "orders", labels: [], content: "score 580" }];
     const s = refundSetup([], { agent: { model, context: { providers: [bureau] } } });
@@ -462,6 +460,9 @@ describe("where retrieved context goes: streams, traces, the audit log, state wr
     await s.agent.invoke(ask("anything else?"), config("pg-1"));
     expect(prompts).toHaveLength(2);
     expect(prompts[1]).not.toContain("pre-approved");
+    expect(prompts[1]).toContain("score 580");
+    const tampered = (await s.auditLog.read("pg-1")).filter((e) => e.type === "state.tamper_detected");
+    expect(tampered.map((e) => e.data)).toContainEqual(expect.objectContaining({ forged: [{ channel: "context", itemId: "policy-override" }], outcome: "context_items_dropped" }));
   });
 
   it("held: the same write through the guarded API is refused before it is stored", async () => {
