@@ -322,8 +322,17 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     return over?.effect === "require_approval" ? budgetApproval(verdict, over) : verdict;
   }
 
-  /** The verdict of a call a budget denies. */
-  const budgetDenial = (over: BudgetVerdict, version: string): PolicyDecision => ({ effect: "deny", reasons: over.reasons, policyIds: over.budgetIds, version });
+  /**
+   * The verdict of a call a budget denies; one that could not be evaluated (its store or clock
+   * failed) says so, as a policy that throws does: an outage is not customers reaching their caps.
+   */
+  const budgetDenial = (over: BudgetVerdict, version: string): PolicyDecision => ({
+    effect: "deny",
+    reasons: over.reasons,
+    policyIds: over.budgetIds,
+    version,
+    ...(over.evaluationError ? { evaluationError: true } : {}),
+  });
 
   const budgetFailure = (error: unknown, version: string): PolicyDecision => ({
     effect: "deny",
