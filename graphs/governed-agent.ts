@@ -32,7 +32,7 @@ import { PolicyEngineOption } from "../src/policy/engine.js";
 import { ledgerFor, threadLockFor } from "../src/stores/for-checkpointer.js";
 import { type ThreadLock } from "../src/threads/lock.js";
 import { RetryOptionsSchema, ToolExecutionOptionsSchema } from "../src/tools/resilience.js";
-import { assertNoOverwrite, assertPlainResume, guardResumes } from "./resume-guard.js";
+import { assertNoOverwrite, assertPlainResume, guardResumes, REVIEWED_RECORDS } from "./resume-guard.js";
 import { EartConfigError } from "../src/errors.js";
 import { assertAgentConfig, closestName } from "../src/policy/validate.js";
 
@@ -467,8 +467,7 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer!));
   // With a reviewer, a case open for review keeps the thread waiting, even if a state write drops
   // the review step's interrupt.
-  const records = escalation ? { identity: (v: Record<string, unknown>) => v.identity, decisions: (v: Record<string, unknown>) => v.decisions, escalation: (v: Record<string, unknown>) => v.escalation } : undefined;
-  const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, lock: lock ?? false, ...(records ? { records } : {}) });
+  const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, lock: lock ?? false, ...(escalation ? { records: REVIEWED_RECORDS } : {}) });
   if (redaction) {
     redactIncoming(app as unknown as IncomingGraph, redaction, registry);
     // A copy made with withConfig (guarded by guardResumes) redacts what callers send too.

@@ -326,6 +326,9 @@ export interface StateRecords {
 /** eart's own graphs: the `identity` and `decisions` channels. */
 const DEFAULT_RECORDS: StateRecords = { identity: (values) => values.identity, decisions: (values) => values.decisions };
 
+/** eart's own graphs with a review step: the `identity`, `decisions` and `escalation` channels. */
+export const REVIEWED_RECORDS: StateRecords = { ...DEFAULT_RECORDS, escalation: (values) => values.escalation };
+
 /** The decision records in state values (none when they are missing or not a list). */
 function decisionsIn(values: unknown, records: StateRecords): DecisionRecord[] {
   if (typeof values !== "object" || values === null) return [];

@@ -187,6 +187,10 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     used: new Set(decisions.flatMap((d) => d.usedTokens ?? [])),
   });
 
+  /** What policy judges of the thread's context: the items eart's retrieval sealed for it, nothing written past the guard. */
+  const judgedContext = async (threadId: string, context: ThreadContext | undefined): Promise<ThreadContext> =>
+    sealedContext(await sealer(), threadId, context).context ?? emptyThreadContext();
+
   const now = () => clock().toISOString();
   /** The expiry of a request made now under this verdict, if it has one. */
   const expiryOf = (verdict: DecisionRecord["verdict"]) =>
@@ -397,8 +401,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const shared = new Set(calls.flatMap((c) => (c.id && seen.has(c.id) ? [c.id] : (seen.add(c.id ?? ""), []))));
     const refusedShared = new Set<string>();
     let waiting = 0;
-    // Policy judges the context eart's retrieval sealed for the thread, nothing written past the guard.
-    const context = sealedContext(await sealer(), threadId, state.context).context ?? emptyThreadContext();
+    const context = await judgedContext(threadId, state.context);
     for (const call of calls) {
       if (!call.id) throw new EartConfigError("messages", `the model proposed a call to ${call.name} without a tool call id`);
       const id = call.id;
@@ -684,8 +687,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       answer,
       async (a) => {
         assertAnswerDepth(a);
-        const context = sealedContext(await sealer(), threadId, state.context).context ?? emptyThreadContext();
-        return resolve(a, request, pending, identity, context, threadId, principal, state.decisions, state.budget ?? {}, unrunSiblings(state, message, pending));
+        return resolve(a, request, pending, identity, await judgedContext(threadId, state.context), threadId, principal, state.decisions, state.budget ?? {}, unrunSiblings(state, message, pending));
       },
       refused,
       request,
