@@ -73,7 +73,8 @@ const FINISH_BACKOFF_MS = 50;
 const FINISHED_FAILURE_KINDS: ReadonlySet<unknown> = new Set(["invalid_arguments", "abandoned"]);
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
-type Outcome = { record?: DecisionRecord; message?: ToolMessage; events: AuditEventInput[]; ran?: boolean; labels?: string[] };
+/** `reserved`: this run reserved the call against the budgets again (a human's retry). */
+type Outcome = { record?: DecisionRecord; message?: ToolMessage; events: AuditEventInput[]; ran?: boolean; labels?: string[]; reserved?: boolean };
 
 /**
  * What a tool receives in `config.configurable.eart` when the governed tool node runs it: the
@@ -696,9 +697,45 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         return toHuman(current.recovery?.reason ?? "outcome_unknown", entry.attempt, `not run again: ${why}`);
       }
     }
+    // A human's retry of an attempt that may have acted (it started the tool, which then threw,
+    // timed out or was lost) may pay a second time: the budgets that deny are checked and reserved
+    // again before it runs. One that no longer fits, or cannot be checked, sends the call back to
+    // a human, who may mark it done or abandon it. (A breaker that refused the try ran nothing.)
+    let reservedAgain = false;
+    if (resolution?.type === "retry" && current.recovery?.reason !== "circuit_open") {
+      const again = await reserveRetry(current, call, state, threadId);
+      if (again.refused) {
+        event("tool.blocked", { reason: again.refused });
+        return toHuman(current.recovery?.reason ?? "outcome_unknown", entry.attempt, `not run again: ${again.refused}`);
+      }
+      reservedAgain = again.reserved;
+    }
     const next = await ledger.retry(key, entry.attempt, clock());
     if (!next) throw new EffectInProgressError(threadId, call.id, entry.attempt);
-    return execute(next.attempt, resolution !== undefined);
+    const outcome = await execute(next.attempt, resolution !== undefined);
+    return reservedAgain ? { ...outcome, reserved: true } : outcome;
+  }
+
+  /**
+   * Reserves a human's retry against the budgets that deny (the approvers approved past those that
+   * ask for approval), as the gate reserved the first attempt: `refused` says why it may not run.
+   */
+  async function reserveRetry(
+    record: DecisionRecord,
+    call: ToolCall & { id: string },
+    state: ToolState,
+    threadId: string,
+  ): Promise<{ refused?: string; reserved: boolean }> {
+    if (!budgets) return { reserved: false };
+    if (!state.identity) return { refused: "the budgets cannot be checked: the thread has no bound identity", reserved: false };
+    try {
+      const tool = { name: call.name, args: record.parsedArgs ?? call.args };
+      const { verdict, reserved } = await budgets.reserve({ identity: state.identity, threadId, tool, threadCounters: { ...(state.budget ?? {}) }, pending: [] }, { only: "deny" });
+      if (verdict) return { refused: `an earlier attempt may have acted, and another would exceed the budget: ${verdict.reasons.join("; ")}`, reserved: false };
+      return { reserved };
+    } catch (error) {
+      return { refused: `budget check failed: ${(error as Error)?.message ?? String(error)}`, reserved: false };
+    }
   }
 
   /**
@@ -769,7 +806,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     if (events.length > 0) await auditLog.append(events);
     // Replayed executions were charged when they ran.
     const executed = withIds
-      .map((call, i) => ({ call, ran: results[i]!.ran === true, reserved: records.get(call.id)?.budgetReserved === true, parsedArgs: records.get(call.id)?.parsedArgs }))
+      .map((call, i) => ({ call, ran: results[i]!.ran === true, reserved: records.get(call.id)?.budgetReserved === true || results[i]!.reserved === true, parsedArgs: records.get(call.id)?.parsedArgs }))
       .filter((r) => r.ran);
     const budget = executed.length > 0 ? await charge(executed, state, threadId) : {};
     return {

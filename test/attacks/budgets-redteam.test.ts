@@ -14,18 +14,18 @@
  * UTC whatever the Date's offset, and a clock going back never reopens a spent window; a broken
  * clock or store denies and runs nothing (the guard says evaluationError), PostgreSQL faults are typed
  * StoreErrors; unmeasurable amounts are denied and write nothing; separators and `__proto__` in
- * ids never share counters; a call that fails cleanly is charged once (its reservation stays) and a
- * human retry does not charge it twice; an approver's edit is charged at the edited amount and an
+ * ids never share counters; a call that throws stays charged (its reservation stays) and a
+ * human retry of it is reserved again (an error does not prove nothing was paid); an approver's edit is charged at the edited amount and an
  * edit over a deny budget does not run.
  *
- * Leaked (it.fails below, each with LEAK/Fix):
- *  - a human "retry" of a refund that paid and then threw runs a second payout that no budget
- *    counts or checks: the user's deny cap is exceeded by the retried amount;
+ * Leaked (it.fails below, with LEAK/Fix):
  *  - counter keys do not name the scope kind: two guards sharing one store with one rule id (one
  *    per thread, one per user) share counters, so a caller choosing a thread id equal to another
  *    user's id spends that user's budget (cross-user denial of service).
  * Closed since: a budget store outage was sealed as an ordinary budget denial (no
- * `evaluationError`): the verdict now says it could not be evaluated.
+ * `evaluationError`): the verdict now says it could not be evaluated; a human "retry" of a refund
+ * that paid and then threw ran a second payout no budget counted or checked: it is now reserved
+ * again.
  */
 import { tool, type StructuredToolInterface } from "@langchain/core/tools";
 import { Command, MemorySaver } from "@langchain/langgraph";
@@ -457,9 +457,9 @@ const recoveryOn = async (agent: { getState: (c: unknown) => Promise<unknown> },
 };
 
 describe("each call is charged exactly once", () => {
-  it("a refund that fails cleanly stays charged once (never zero); the supervisor's retry runs it and does not charge it again", async () => {
+  it("a refund that threw stays charged (never zero); the supervisor's retry is reserved again, since an error does not prove nothing was paid", async () => {
     const store = new MemoryBudgetStore();
-    const budgets = defineBudgets([perUser(100)], { store, clock: fixedClock().clock });
+    const budgets = defineBudgets([perUser(200)], { store, clock: fixedClock().clock });
     const s = refundWith(
       async (args, cfg, real, n) => {
         if (n === 1) throw new Error("gateway 502: nothing was transferred");
@@ -476,18 +476,16 @@ describe("each call is charged exactly once", () => {
     expect(await valueOf(store, sumKey())).toBe(60);
     await s.agent.invoke(new Command({ resume: { decisions: [decide(first, "c1", "retry")] } }), config("once-1", "sam"));
     expect(s.refunds()).toHaveLength(1);
-    expect(await valueOf(store, sumKey())).toBe(60);
+    // Counted for each attempt that may have paid (fail closed), and once in the store per attempt.
+    expect(await valueOf(store, sumKey())).toBe(120);
   });
 
-  // LEAK: a refund that pays and then throws (a gateway 502 after the transfer) goes to a human;
-  // the supervisor answers "retry" and eart runs it again with no budget check and no charge (the
-  // gate's one reservation covers the call id, not each attempt that may act). Two $60 payouts for
-  // cara against a $100 per-user deny cap: $120 paid, the store says $60, and she can still get
-  // $40 more ($160 in all, 60% over). Severity: medium (a human is in the loop, but the budget is
-  // the control meant to bound exactly this). Fix: nodes/governed-tool-node.ts retry path (and the
-  // recovery "retry" in guards): before an attempt that follows one that may have acted, reserve
-  // the call again (`budgets.reserve(..., { only: "deny" })`) and refuse the retry when it no longer fits.
-  it.fails("a supervisor's retry of a refund that paid and then threw is checked and charged against the deny cap", async () => {
+  // Was a leak: a refund that paid and then threw (a gateway 502 after the transfer) went to a
+  // human, whose "retry" ran it again with no budget check and no charge (the gate's one
+  // reservation covered the call id, not each attempt that may act): two $60 payouts for cara
+  // against a $100 per-user deny cap. Now a human's retry of an attempt that started the tool is
+  // reserved again against the budgets that deny; one that no longer fits goes back to the human.
+  it("a supervisor's retry of a refund that paid and then threw is checked and charged against the deny cap", async () => {
     const store = new MemoryBudgetStore();
     const budgets = defineBudgets([perUser(100)], { store, clock: fixedClock().clock });
     const s = refundWith(
@@ -509,6 +507,40 @@ describe("each call is charged exactly once", () => {
     const paid = total(s.refunds().map((r) => r.amount));
     expect(paid).toBeLessThanOrEqual(100);
     expect(await valueOf(store, sumKey())).toBeGreaterThanOrEqual(paid);
+    // The call is back with a human, who is told why, and may mark it done or abandon it.
+    const again = await recoveryOn(s.agent, "twice-1");
+    expect(again.requests[0]).toMatchObject({ toolCallId: "c1" });
+    expect(JSON.stringify(again.requests[0])).toMatch(/exceed the budget/);
+    await s.agent.invoke(new Command({ resume: { decisions: [decide(again, "c1", "mark_done", { result: "refunded by the gateway" })] } }), config("twice-1", "sam"));
+    expect((await recordsOf(s.agent, "twice-1")).find((r) => r.toolCallId === "c1")?.status).toBe("executed");
+    expect(s.refunds().map((r) => r.amount)).toEqual([60]);
+  });
+
+  it("a retry whose budget store is down does not run: the call goes back to a human", async () => {
+    const inner = new MemoryBudgetStore();
+    let down = false;
+    const store: BudgetStore = {
+      get: (keys) => inner.get(keys),
+      add: (increments) => inner.add(increments),
+      addWithin: (increments, limits) => (down ? Promise.reject(new Error("budget store unreachable")) : inner.addWithin(increments, limits)),
+    };
+    const budgets = defineBudgets([perUser(500)], { store, clock: fixedClock().clock });
+    const s = refundWith(
+      async (args, _cfg, _real, n, db) => {
+        const paid = payEveryTime(db, args);
+        if (n === 1) throw new Error("gateway 502 after the transfer");
+        return paid;
+      },
+      budgets,
+      [[refund("c1", 60, "1043")]],
+    );
+    await s.agent.invoke(ask(), config("retry-down"));
+    const first = await recoveryOn(s.agent, "retry-down");
+    down = true;
+    await s.agent.invoke(new Command({ resume: { decisions: [decide(first, "c1", "retry")] } }), config("retry-down", "sam")).catch(() => undefined);
+    expect(s.refunds().map((r) => r.amount)).toEqual([60]);
+    const again = await recoveryOn(s.agent, "retry-down");
+    expect(JSON.stringify(again.requests[0])).toMatch(/budget check failed/);
   });
 
   it("an approver's edit is charged at the edited amount; an edit past a deny cap does not run and charges nothing", async () => {
