@@ -180,8 +180,9 @@ const BudgetOptionsSchema = z
 /** Options of {@link defineBudgets}. */
 export type BudgetOptions = z.input<typeof BudgetOptionsSchema>;
 
-// Counter keys are `rule|scope|window|calls`: escape the separators inside ids so that two
-// different (rule, scope) pairs can never share a key. Ordinary ids are unchanged.
+// Counter keys are `rule|kind|scope|window|calls` in a store, `rule|scope|window|calls` in a
+// thread's state: escape the separators inside ids so that two different (rule, scope) pairs can
+// never share a key. Ordinary ids are unchanged.
 const keyPart = (s: string): string => s.replace(/[%|:]/g, (c) => encodeURIComponent(c));
 
 function scopeKey(rule: BudgetRule, req: BudgetRequest): string {
@@ -241,11 +242,13 @@ function combine(exceeded: Exceeded[]): BudgetVerdict | undefined {
  * windows. Exceeding a budget yields `deny` or `require_approval`, as the rule says; a call whose
  * summed argument is missing, not a finite number, or negative is denied (fail closed).
  *
- * Counter keys are `${ruleId}|${scopeKey}|${windowKey}|calls` and `…|sum`, where scopeKey is the
- * thread id, the agent id, the user id or `agent:user`, and windowKey is `2025-03-10`,
- * `2025-03-10T13` or `floor(now / N)`. Counters are in `options.store` (required when any rule is
- * cross-thread); without a store, per-thread counters are in `threadCounters` (the thread's
- * `budget` state).
+ * Counter keys in the store are `${ruleId}|${kind}|${scopeKey}|${windowKey}|calls` and `…|sum`,
+ * where kind is the rule's scope (`thread`, `agent`, `user`, `agent+user`), scopeKey is the thread
+ * id, the agent id, the user id or `agent:user`, and windowKey is `2025-03-10`, `2025-03-10T13` or
+ * `floor(now / N)`. Counters of earlier versions, keyed without the kind, are read and counted
+ * too, so an upgrade restarts no window. Counters are in `options.store` (required when any rule
+ * is cross-thread); without a store, per-thread counters are in `threadCounters` (the thread's
+ * `budget` state), keyed `${ruleId}|${threadId}|${windowKey}|…`.
  *
  * The rules are compiled as a typed policy's are (one compiler): the same checks of ids and tools,
  * the same errors, the same lookup by tool (`"*"` rules count every tool), a content-hash
@@ -313,8 +316,18 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
     return result.data;
   };
 
+  // In the store a key names the scope's kind: one rule id counted per thread by one guard and per
+  // user by another sharing the store must not share counters (a thread named after a user would
+  // spend that user's budget). The thread's state holds only per-thread counters: no kind there.
   const baseKey = (rule: BudgetRule, req: BudgetRequest, at: Date) =>
-    `${keyPart(rule.id)}|${scopeKey(rule, req)}|${windowKey(rule.window, at)}`;
+    `${keyPart(rule.id)}|${inStore(rule) ? `${rule.scope}|` : ""}${scopeKey(rule, req)}|${windowKey(rule.window, at)}`;
+  // The same counter as versions before the kind was named kept it (one field fewer, so never
+  // another counter's key): still read and counted, so an upgrade within a window restarts no
+  // budget. Nothing writes these keys any more.
+  const legacyKey = (key: string) => {
+    const [rule, , ...rest] = key.split("|");
+    return [rule, ...rest].join("|");
+  };
 
   const within = (rule: BudgetRule) => `per ${scopeText(rule.scope)} per ${windowText(rule.window)}`;
 
@@ -339,6 +352,82 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
     return { increments, limits };
   };
 
+  /**
+   * What the budgets say about a call, and the counter each store key had under its key of
+   * before (reserve lowers its limits by it).
+   */
+  async function evaluate(request: unknown): Promise<{ verdict: BudgetVerdict | undefined; legacy: (key: string) => number }> {
+    const req = parseRequest("check", request);
+    const rules = rulesFor(req.tool.name);
+    if (rules.length === 0) return { verdict: undefined, legacy: () => 0 };
+    let counters: (key: string) => number;
+    let legacy: (key: string) => number;
+    let bases: string[];
+    try {
+      const at = now();
+      bases = rules.map((r) => baseKey(r, req, at));
+      const storeKeys = rules.flatMap((r, i) =>
+        !inStore(r) ? [] : [...(r.maxCalls !== undefined ? [`${bases[i]}|calls`] : []), ...(r.maxSum ? [`${bases[i]}|sum`] : [])],
+      );
+      const stored = storeKeys.length > 0 ? await store!.get([...storeKeys, ...storeKeys.map(legacyKey)]) : {};
+      const threadKeys = new Set(rules.flatMap((r, i) => (!inStore(r) ? [`${bases[i]}|calls`, `${bases[i]}|sum`] : [])));
+      const valueOf = (key: string, value: unknown) => {
+        if (value === undefined) return 0;
+        if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`counter ${key} is not a finite number`);
+        return value;
+      };
+      counters = (key) =>
+        threadKeys.has(key) ? valueOf(key, req.threadCounters[key]) : valueOf(key, stored[key]) + valueOf(legacyKey(key), stored[legacyKey(key)]);
+      legacy = (key) => valueOf(legacyKey(key), stored[legacyKey(key)]);
+      // Read every counter now, so a malformed one fails here, inside the fail-closed block.
+      for (const key of [...storeKeys, ...threadKeys]) counters(key);
+    } catch (error) {
+      const verdict: BudgetVerdict = {
+        effect: "deny",
+        budgetIds: rules.map((r) => r.id),
+        reasons: [`budgets could not be evaluated: ${(error as Error)?.message ?? String(error)}`],
+        evaluationError: true,
+      };
+      return { verdict, legacy: () => 0 };
+    }
+
+    // Earlier calls of the same message count as charged (an unmeasurable amount spends the
+    // whole budget, as `charge` would).
+    const earlier = (rule: BudgetRule) => (req.pending ?? []).filter((p) => rulesFor(p.name).includes(rule) && (!inStore(rule) || !p.reserved));
+    const earlierSum = (rule: BudgetRule) => earlier(rule).reduce((total, p) => total + (amountOf(rule, p.args) ?? rule.maxSum!.max), 0);
+    const exceeded: Exceeded[] = [];
+    rules.forEach((rule, i) => {
+      const details: string[] = [];
+      if (rule.maxSum) {
+        const amount = amountOf(rule, req.tool.args);
+        if (amount === undefined) {
+          exceeded.push({
+            rule,
+            effect: "deny",
+            reason:
+              `budget "${rule.id}": argument "${rule.maxSum.arg}" of ${req.tool.name} is missing, not a finite number or negative, ` +
+              `so the call cannot be counted against its limit of ${rule.maxSum.max} (denied)`,
+          });
+          return;
+        }
+        const sum = counters(`${bases[i]}|sum`) + earlierSum(rule);
+        if (sum + amount > rule.maxSum.max) {
+          details.push(
+            `${rule.maxSum.arg} ${amount} would bring the total to ${sum + amount}, over the limit of ${rule.maxSum.max} ${within(rule)}`,
+          );
+        }
+      }
+      if (rule.maxCalls !== undefined) {
+        const calls = counters(`${bases[i]}|calls`) + earlier(rule).length;
+        if (calls + 1 > rule.maxCalls) details.push(`this would be call ${calls + 1}, over the limit of ${rule.maxCalls} ${within(rule)}`);
+      }
+      if (details.length > 0) {
+        exceeded.push({ rule, effect: rule.onExceed, reason: rule.reason ?? `budget "${rule.id}": ${details.join("; ")}` });
+      }
+    });
+    return { verdict: combine(exceeded), legacy };
+  }
+
   const guard: BudgetGuard = {
     version,
     describe: () => description,
@@ -350,11 +439,12 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
       // Read, then add only within the limits in one transaction; a concurrent reservation that
       // got there first makes the add fail, and the next read sees it.
       for (let attempt = 0; attempt < 5; attempt++) {
-        const verdict = await guard.check(request);
+        const { verdict, legacy } = await evaluate(request);
         const binding = options.only === "deny" ? (verdict?.effect === "deny" ? verdict : undefined) : verdict;
         if (binding) return { verdict: binding, reserved: false };
         if (cross.length === 0) return { reserved: false };
         const { increments, limits } = storeBatch(req, cross, enforced);
+        for (const key of Object.keys(limits)) limits[key] = limits[key]! - legacy(key);
         if (await store!.addWithin(increments, limits)) return { reserved: true };
       }
       return {
@@ -364,71 +454,7 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
     },
 
     async check(request) {
-      const req = parseRequest("check", request);
-      const rules = rulesFor(req.tool.name);
-      if (rules.length === 0) return undefined;
-      let counters: (key: string) => number;
-      let bases: string[];
-      try {
-        const at = now();
-        bases = rules.map((r) => baseKey(r, req, at));
-        const storeKeys = rules.flatMap((r, i) =>
-          !inStore(r) ? [] : [...(r.maxCalls !== undefined ? [`${bases[i]}|calls`] : []), ...(r.maxSum ? [`${bases[i]}|sum`] : [])],
-        );
-        const stored = storeKeys.length > 0 ? await store!.get(storeKeys) : {};
-        const threadKeys = new Set(rules.flatMap((r, i) => (!inStore(r) ? [`${bases[i]}|calls`, `${bases[i]}|sum`] : [])));
-        counters = (key) => {
-          const value = threadKeys.has(key) ? req.threadCounters[key] : stored[key];
-          if (value === undefined) return 0;
-          if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`counter ${key} is not a finite number`);
-          return value;
-        };
-        // Read every counter now, so a malformed one fails here, inside the fail-closed block.
-        for (const key of [...storeKeys, ...threadKeys]) counters(key);
-      } catch (error) {
-        return {
-          effect: "deny",
-          budgetIds: rules.map((r) => r.id),
-          reasons: [`budgets could not be evaluated: ${(error as Error)?.message ?? String(error)}`],
-          evaluationError: true,
-        };
-      }
-
-      // Earlier calls of the same message count as charged (an unmeasurable amount spends the
-      // whole budget, as `charge` would).
-      const earlier = (rule: BudgetRule) => (req.pending ?? []).filter((p) => rulesFor(p.name).includes(rule) && (!inStore(rule) || !p.reserved));
-      const earlierSum = (rule: BudgetRule) => earlier(rule).reduce((total, p) => total + (amountOf(rule, p.args) ?? rule.maxSum!.max), 0);
-      const exceeded: Exceeded[] = [];
-      rules.forEach((rule, i) => {
-        const details: string[] = [];
-        if (rule.maxSum) {
-          const amount = amountOf(rule, req.tool.args);
-          if (amount === undefined) {
-            exceeded.push({
-              rule,
-              effect: "deny",
-              reason:
-                `budget "${rule.id}": argument "${rule.maxSum.arg}" of ${req.tool.name} is missing, not a finite number or negative, ` +
-                `so the call cannot be counted against its limit of ${rule.maxSum.max} (denied)`,
-            });
-            return;
-          }
-          const sum = counters(`${bases[i]}|sum`) + earlierSum(rule);
-          if (sum + amount > rule.maxSum.max) {
-            details.push(
-              `${rule.maxSum.arg} ${amount} would bring the total to ${sum + amount}, over the limit of ${rule.maxSum.max} ${within(rule)}`,
-            );
-          }
-        }
-        if (rule.maxCalls !== undefined) {
-          const calls = counters(`${bases[i]}|calls`) + earlier(rule).length;
-          if (calls + 1 > rule.maxCalls) details.push(`this would be call ${calls + 1}, over the limit of ${rule.maxCalls} ${within(rule)}`);
-        }
-        if (details.length > 0) {
-          exceeded.push({ rule, effect: rule.onExceed, reason: rule.reason ?? `budget "${rule.id}": ${details.join("; ")}` });
-        }
-      });
-      return combine(exceeded);
+      return (await evaluate(request)).verdict;
     },
 
     async charge(request, options = {}) {

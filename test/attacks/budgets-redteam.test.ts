@@ -18,14 +18,12 @@
  * human retry of it is reserved again (an error does not prove nothing was paid); an approver's edit is charged at the edited amount and an
  * edit over a deny budget does not run.
  *
- * Leaked (it.fails below, with LEAK/Fix):
- *  - counter keys do not name the scope kind: two guards sharing one store with one rule id (one
- *    per thread, one per user) share counters, so a caller choosing a thread id equal to another
- *    user's id spends that user's budget (cross-user denial of service).
  * Closed since: a budget store outage was sealed as an ordinary budget denial (no
  * `evaluationError`): the verdict now says it could not be evaluated; a human "retry" of a refund
  * that paid and then threw ran a second payout no budget counted or checked: it is now reserved
- * again.
+ * again; counter keys did not name the scope kind, so two guards sharing one store with one rule
+ * id (one per thread, one per user) shared counters and a caller choosing a thread id equal to
+ * another user's id spent that user's budget: store keys now name the kind.
  */
 import { tool, type StructuredToolInterface } from "@langchain/core/tools";
 import { Command, MemorySaver } from "@langchain/langgraph";
@@ -93,7 +91,7 @@ const perUser = (max: number, onExceed: "deny" | "require_approval" = "deny", ex
   ...extra,
 });
 
-const sumKey = (user = "cara", day = "2025-03-10", rule = "refunds.user") => `${rule}|${user}|${day}|sum`;
+const sumKey = (user = "cara", day = "2025-03-10", rule = "refunds.user") => `${rule}|user|${user}|${day}|sum`;
 const valueOf = async (store: BudgetStore, key: string) => (await store.get([key]))[key]!;
 
 const recordsOf = async (agent: { getState: (c: unknown) => Promise<{ values: unknown }> }, threadId: string) =>
@@ -396,14 +394,11 @@ describe("counter keys", () => {
     store.close();
   });
 
-  // LEAK: keys are `rule|scopeKey|window|…` and never name the scope kind, so two guards on one store
-  // (two agents, two deployments) with the same rule id, one counted per thread and one per user,
-  // share counters. Thread ids are chosen by the caller: a thread named "cara" spends user cara's
-  // daily refund cap in the other guard (here all $300 of it), so cara's next refund is denied.
-  // Severity: low-medium, cross-user denial of service; no one gains budget (counters only rise).
-  // Fix: src/policy/budget.ts baseKey: include the scope kind (`rule|user|cara|…`) — ideally also a
-  // namespace per guard (e.g. its version or an explicit `namespace` option).
-  it.fails("two guards sharing a store with one rule id: a thread named after a user does not spend that user's budget", async () => {
+  // Was a leak: keys were `rule|scopeKey|window|…` and never named the scope kind, so two guards on
+  // one store (two agents, two deployments) with the same rule id, one counted per thread and one
+  // per user, shared counters: a thread the caller named "cara" spent user cara's daily refund cap
+  // in the other guard. Now a store key names the kind (`rule|user|cara|…`).
+  it("two guards sharing a store with one rule id: a thread named after a user does not spend that user's budget", async () => {
     const store = new MemoryBudgetStore();
     const { clock } = fixedClock();
     const perThread = defineBudgets([{ ...perUser(300), scope: "thread" }], { store, clock });
@@ -412,6 +407,34 @@ describe("counter keys", () => {
     expect((await perThread.reserve(req("cara", 300, "mallory"))).reserved).toBe(true);
     // The guarantee: cara, who has spent nothing, can still be refunded.
     expect((await perUserGuard.reserve(req("t-cara", 100, "cara"))).reserved).toBe(true);
+  });
+
+  it("counters written under the keys of before (no scope kind) still count after an upgrade: no window restarts", async () => {
+    const store = new MemoryBudgetStore();
+    const { clock } = fixedClock();
+    // Setup: cara was refunded $250 today by a version that keyed counters without the kind.
+    await store.add({ "refunds.user|cara|2025-03-10|sum": 250 });
+    const budgets = defineBudgets([perUser(300)], { store, clock });
+    expect((await budgets.check(req("t-1", 100)))?.effect).toBe("deny");
+    expect((await budgets.reserve(req("t-1", 100))).reserved).toBe(false);
+    // What is left of her cap still fits, and is counted under the new key only.
+    expect((await budgets.reserve(req("t-1", 50))).reserved).toBe(true);
+    expect(await valueOf(store, sumKey())).toBe(50);
+    expect(await valueOf(store, "refunds.user|cara|2025-03-10|sum")).toBe(250);
+    expect((await budgets.reserve(req("t-2", 1))).reserved).toBe(false);
+  });
+
+  it("a counter of before that is not a number denies (fail closed), as a malformed counter does", async () => {
+    const inner = new MemoryBudgetStore();
+    const store: BudgetStore = {
+      get: async (keys) => ({ ...(await inner.get(keys)), "refunds.user|cara|2025-03-10|sum": Number.NaN }),
+      add: (increments) => inner.add(increments),
+      addWithin: (increments, limits) => inner.addWithin(increments, limits),
+    };
+    const budgets = defineBudgets([perUser(300)], { store, clock: fixedClock().clock });
+    const { verdict, reserved } = await budgets.reserve(req("t-1", 1));
+    expect(reserved).toBe(false);
+    expect(verdict).toMatchObject({ effect: "deny", evaluationError: true });
   });
 });
 

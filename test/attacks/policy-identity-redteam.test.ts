@@ -324,13 +324,13 @@ describe("budgets cannot be refilled or exceeded", () => {
       );
       reserved += results.filter((r) => r.reserved).length;
     }
-    const days = await store.get(["refunds.midnight|cara|2025-03-10|sum", "refunds.midnight|cara|2025-03-11|sum"]);
+    const days = await store.get(["refunds.midnight|user|cara|2025-03-10|sum", "refunds.midnight|user|cara|2025-03-11|sum"]);
     // Setup: the clock did cross midnight, and both days took reservations.
     expect(now).toBeGreaterThan(Date.parse("2025-03-11T00:00:00Z"));
     expect(Object.values(days).every((v) => v > 0)).toBe(true);
     // Guarantee: neither day is over its limit, and every reservation is counted in one of them.
     expect(Object.values(days).every((v) => v <= 150)).toBe(true);
-    expect(reserved * 60).toBe(days["refunds.midnight|cara|2025-03-10|sum"]! + days["refunds.midnight|cara|2025-03-11|sum"]!);
+    expect(reserved * 60).toBe(days["refunds.midnight|user|cara|2025-03-10|sum"]! + days["refunds.midnight|user|cara|2025-03-11|sum"]!);
   });
 
   for (const backend of ["SQLite", "PostgreSQL"] as const) {

@@ -316,7 +316,7 @@ describe("BudgetGuard semantics", () => {
     expect(await t1.call("issue_refund", { amount: 1500 })).toBeUndefined();
     // Cross-thread counters are not in the thread's update.
     expect(t1.budget).toEqual({});
-    expect(await store.get(["refunds.daily|support-agent|2025-03-10|sum"])).toEqual({ "refunds.daily|support-agent|2025-03-10|sum": 1500 });
+    expect(await store.get(["refunds.daily|agent|support-agent|2025-03-10|sum"])).toEqual({ "refunds.daily|agent|support-agent|2025-03-10|sum": 1500 });
 
     // Another thread of the same agent (for another user): 600 more would exceed.
     expect(await t2.check("issue_refund", { amount: 600 })).toEqual({
@@ -335,9 +335,9 @@ describe("BudgetGuard semantics", () => {
     // The next UTC day starts from zero.
     clock.now = new Date("2025-03-11T00:00:00Z");
     expect(await t2.check("issue_refund", { amount: 2000 })).toBeUndefined();
-    expect(await store.get(["refunds.daily|support-agent|2025-03-10|sum", "refunds.daily|billing-agent|2025-03-10|sum"])).toEqual({
-      "refunds.daily|support-agent|2025-03-10|sum": 2000,
-      "refunds.daily|billing-agent|2025-03-10|sum": 1900,
+    expect(await store.get(["refunds.daily|agent|support-agent|2025-03-10|sum", "refunds.daily|agent|billing-agent|2025-03-10|sum"])).toEqual({
+      "refunds.daily|agent|support-agent|2025-03-10|sum": 2000,
+      "refunds.daily|agent|billing-agent|2025-03-10|sum": 1900,
     });
   });
 
@@ -380,16 +380,16 @@ describe("BudgetGuard semantics", () => {
     expect(await agentAForDan.check("issue_refund")).toBeUndefined();
     expect(
       await store.get([
-        "per-user|cara|2025-03-10|calls",
-        "per-pair|agent-a:cara|2025-03-10|calls",
-        "per-pair|agent-b:cara|2025-03-10|calls",
-        "per-user|dan|2025-03-10|calls",
+        "per-user|user|cara|2025-03-10|calls",
+        "per-pair|agent+user|agent-a:cara|2025-03-10|calls",
+        "per-pair|agent+user|agent-b:cara|2025-03-10|calls",
+        "per-user|user|dan|2025-03-10|calls",
       ]),
     ).toEqual({
-      "per-user|cara|2025-03-10|calls": 2,
-      "per-pair|agent-a:cara|2025-03-10|calls": 1,
-      "per-pair|agent-b:cara|2025-03-10|calls": 1,
-      "per-user|dan|2025-03-10|calls": 0,
+      "per-user|user|cara|2025-03-10|calls": 2,
+      "per-pair|agent+user|agent-a:cara|2025-03-10|calls": 1,
+      "per-pair|agent+user|agent-b:cara|2025-03-10|calls": 1,
+      "per-user|user|dan|2025-03-10|calls": 0,
     });
   });
 
@@ -402,9 +402,9 @@ describe("BudgetGuard semantics", () => {
     // Unescaped, both would be "a:b:c".
     expect(await new Thread(guard, "t1", identity("a:b", "c")).call("x")).toBeUndefined();
     expect(await new Thread(guard, "t2", identity("a", "b:c")).call("x")).toBeUndefined();
-    expect(await store.get(["p|a%3Ab:c|2025-03-10|calls", "p|a:b%3Ac|2025-03-10|calls"])).toEqual({
-      "p|a%3Ab:c|2025-03-10|calls": 1,
-      "p|a:b%3Ac|2025-03-10|calls": 1,
+    expect(await store.get(["p|agent+user|a%3Ab:c|2025-03-10|calls", "p|agent+user|a:b%3Ac|2025-03-10|calls"])).toEqual({
+      "p|agent+user|a%3Ab:c|2025-03-10|calls": 1,
+      "p|agent+user|a:b%3Ac|2025-03-10|calls": 1,
     });
   });
 
@@ -570,13 +570,13 @@ describe("BudgetGuard semantics", () => {
     const req: BudgetRequest = { identity: identity(), threadId: "t1", tool: { name: "issue_refund", args: { amount: 10 } }, threadCounters };
     for (let i = 0; i < 5; i++) expect(await guard.check(req)).toBeUndefined();
     expect(adds).toBe(0);
-    expect(await inner.get(["refunds.daily|support-agent|2025-03-10|calls"])).toEqual({ "refunds.daily|support-agent|2025-03-10|calls": 0 });
+    expect(await inner.get(["refunds.daily|agent|support-agent|2025-03-10|calls"])).toEqual({ "refunds.daily|agent|support-agent|2025-03-10|calls": 0 });
     expect(threadCounters).toEqual({ "other|key": 7 });
     // charge does write (the same spy sees it), so the zero above is meaningful; with a store,
     // the per-thread counter is written there too, not returned for state.
     expect(await guard.charge(req)).toEqual({});
     expect(adds).toBe(1);
-    expect(await inner.get(["thread|t1|2025-03-10T09|calls"])).toEqual({ "thread|t1|2025-03-10T09|calls": 1 });
+    expect(await inner.get(["thread|thread|t1|2025-03-10T09|calls"])).toEqual({ "thread|thread|t1|2025-03-10T09|calls": 1 });
     expect(await guard.check(req)).toMatchObject({ effect: "deny" });
   });
 
@@ -642,13 +642,13 @@ describe("BudgetGuard semantics", () => {
     await expect(guard.charge(bad)).rejects.toMatchObject({ code: "config_invalid", field: "request" });
     const noIdentity = { ...bad, threadId: "t1", identity: { id: "x" } } as unknown as BudgetRequest;
     await expect(guard.charge(noIdentity)).rejects.toBeInstanceOf(EartConfigError);
-    expect(await store.get(["refunds.daily|support-agent|2025-03-10|sum"])).toEqual({ "refunds.daily|support-agent|2025-03-10|sum": 0 });
+    expect(await store.get(["refunds.daily|agent|support-agent|2025-03-10|sum"])).toEqual({ "refunds.daily|agent|support-agent|2025-03-10|sum": 0 });
   });
 });
 
 describe("BudgetGuard.reserve", () => {
   const clock = () => new Date("2025-03-10T09:00:00Z");
-  const sumKey = "refunds.daily|support-agent|2025-03-10|sum";
+  const sumKey = "refunds.daily|agent|support-agent|2025-03-10|sum";
   const askFirst: BudgetRuleInput = { ...refundsPerAgentPerDay, id: "refunds.ask", maxSum: { arg: "amount", max: 100 }, onExceed: "require_approval", approverRoles: ["supervisor"] };
 
   it("reserves a call that fits in the store, and refuses one that would not, adding nothing", async () => {
@@ -670,7 +670,7 @@ describe("BudgetGuard.reserve", () => {
     const req = new Thread(guard, "t1").req("issue_refund", { amount: 150 });
     expect(await guard.reserve(req)).toMatchObject({ reserved: false, verdict: { effect: "require_approval", approverRoles: ["supervisor"] } });
     expect(await guard.reserve(req, { only: "deny" })).toEqual({ reserved: true });
-    expect(await store.get(["refunds.ask|support-agent|2025-03-10|sum"])).toEqual({ "refunds.ask|support-agent|2025-03-10|sum": 150 });
+    expect(await store.get(["refunds.ask|agent|support-agent|2025-03-10|sum"])).toEqual({ "refunds.ask|agent|support-agent|2025-03-10|sum": 150 });
   });
 
   it("concurrent reservations never both fit one budget", async () => {
@@ -829,7 +829,7 @@ describe.each(backends)("BudgetStore conformance: $name", (backend) => {
     expect(await new Thread(g1, "t1", identity(agentId)).call("issue_refund", { amount: 1500 })).toBeUndefined();
     expect(await new Thread(g2, "t2", identity(agentId)).check("issue_refund", { amount: 600 })).toMatchObject({ effect: "deny" });
     expect(await new Thread(g2, "t2", identity(k("other-agent"))).check("issue_refund", { amount: 600 })).toBeUndefined();
-    const key = `refunds.daily|${agentId.replace(/[%|:]/g, encodeURIComponent)}|2025-03-10|sum`;
+    const key = `refunds.daily|agent|${agentId.replace(/[%|:]/g, encodeURIComponent)}|2025-03-10|sum`;
     expect(await other.get([key])).toEqual({ [key]: 1500 });
   });
 });
