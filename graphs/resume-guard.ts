@@ -525,8 +525,9 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       await assertNoGovernedAnswers(graph, config, [values], records);
       countStateWrite(graph, config);
       const write = () => langGraphRefusal(() => updateState(config, values, asNode));
-      // LangGraph's updateState is a one-step bulkUpdateState: the lock is taken there.
-      return graph.bulkUpdateState ? write() : underLock(config, write);
+      // LangGraph's updateState is a one-step bulkUpdateState: the lock is taken, and the thread
+      // checked under it, there.
+      return graph.bulkUpdateState ? write() : underLock(config, async () => (await assertNotWaiting(graph, config, records), write()));
     }) as G["updateState"];
   }
   if (graph.bulkUpdateState) {
@@ -541,7 +542,8 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
         }
       }
       await assertNoGovernedAnswers(graph, config, supersteps.flatMap((step) => step.updates.map((u) => u.values)), records);
-      return underLock(config, () => {
+      return underLock(config, async () => {
+        await assertNotWaiting(graph, config, records);
         countStateWrite(graph, config);
         return langGraphRefusal(() => bulkUpdateState(config, supersteps));
       });
@@ -734,16 +736,29 @@ async function assertNoGovernedAnswers(graph: Pick<ResumableGraph, "getState">, 
 
 /**
  * Whether the thread's records say it waits for a human (whatever its interrupts say: a state
- * write drops them): a case open for a reviewer, where the graph has one, or a call of the newest
- * AI message with tool calls recorded as waiting for an approval or a recovery decision.
+ * write drops them): a case open for a reviewer, where the graph has one, or a call recorded as
+ * waiting for an approval or a recovery decision.
  */
 function waitsInRecords(values: Record<string, unknown> | undefined, records: StateRecords): boolean {
   const open = values ? records.escalation?.(values) : undefined;
   if (typeof open === "object" && open !== null) return true;
-  const messages = (values?.messages ?? []) as { id?: string; tool_calls?: unknown[]; getType?: () => string }[];
-  const proposing = [...messages].reverse().find((m) => m?.getType?.() === "ai");
-  if (!proposing?.id || !(proposing.tool_calls?.length ?? 0)) return false;
-  return decisionsIn(values, records).some((r) => r?.messageId === proposing.id && (r.status === "pending_approval" || r.status === "recovery_pending"));
+  // Any call still waiting, whatever message follows it: a state write can append a message after
+  // the proposing one, or remove or replace it, and the call still waits (a recovery may be a
+  // payment that went through).
+  return decisionsIn(values, records).some((r) => r?.status === "pending_approval" || r?.status === "recovery_pending");
+}
+
+/**
+ * Refuses a state write on a thread that waits for a human (its interrupt, or eart's records): the
+ * write would drop the request's interrupt, and with it the request from every listing that reads
+ * the thread (a reviewer's search, `eart pending`), as LangGraph server's guard refuses it.
+ */
+async function assertNotWaiting(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, records: StateRecords): Promise<void> {
+  const threadId = config.configurable?.thread_id;
+  if (typeof threadId !== "string" && typeof threadId !== "number") return;
+  const snapshot = await graph.getState({ configurable: { thread_id: threadId } });
+  if (!snapshot.createdAt) return;
+  if (pendingHumanTask(snapshot) || waitsInRecords(snapshot.values as Record<string, unknown>, records)) throw awaitingHuman(String(threadId));
 }
 
 /** The refusal of input or a continue on a thread that waits for a human. */

@@ -231,7 +231,8 @@ describe("found by the pass, closed: a raw card number reached LangSmith while t
     process.env.LANGSMITH_TRACING = "true";
     const graph = graphOf(makeAgent(kind));
     const id = thread("update-state");
-    await graph.invoke(request(), ask(id));
+    // A $60 refund runs without a pause: a thread waiting for a human takes no state write.
+    await graph.invoke({ messages: [new HumanMessage(`Please refund order 1043 for $60. My card is ${CARD}.`)] }, ask(id));
     const text = await tracedDuring(() =>
       variant === "metadata"
         ? graph.updateState({ ...ask(id), metadata: { operator_note: `customer read out ${CARD}` } }, { messages: [new AIMessage("An operator note.")] })

@@ -23,6 +23,7 @@ import { createGovernedAgent } from "eart/graphs";
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { decide } from "../support/decisions.js";
 import { answersTo, ask, config, lookup, refund, refundSetup, registry } from "../support/refund.js";
+import { writePastPause } from "../support/state-writes.js";
 
 const types = (events: AuditEvent[]) => events.map((e) => e.type);
 const count = (events: AuditEvent[], type: string) => events.filter((e) => e.type === type).length;
@@ -441,8 +442,9 @@ describe("no side effect without a decision for that exact call (invariant 1)", 
     const request = await pausedOn(setup, "t-swap");
     const state = await setup.agent.getState(config("t-swap"));
     const proposing = state.values.messages[state.values.messages.length - 1] as AIMessage;
-    // Someone rewrites the proposed call to a larger amount while it waits for the supervisor.
-    await setup.agent.updateState(config("t-swap"), {
+    // Someone rewrites the proposed call to a larger amount while it waits for the supervisor:
+    // refused through the guard, and written past it.
+    await writePastPause(setup.agent, config("t-swap"), {
       messages: [new AIMessage({ id: proposing.id!, content: "", tool_calls: [{ id: "c1", name: "issue_refund", args: { orderId: "1042", amount: 4900 } }] })],
     });
     // The graph pauses again on the call that was decided: the supervisor sees and approves $740.
