@@ -136,7 +136,7 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
       const signals = signalsOf(state);
       if (signals.length === 0) return {};
       const reason = signals.map((s) => s.detail).join("; ");
-      await auditLog.append({ threadId, type: "escalation.requested", data: { reason, signals, roles: [...reviewerRoles] } });
+      await auditLog.append({ threadId, type: "escalation.requested", data: { reason, signals, roles: [...reviewerRoles], requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id } } });
       return { escalation: { reason, toolCallIds: [], policyIds: [], at: clock().toISOString(), signals } };
     }
 

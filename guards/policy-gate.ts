@@ -127,6 +127,14 @@ function flipped(enforced: DecisionRecord["verdict"], candidate: PolicyDecision)
   return roles(enforced.approverRoles) !== roles(candidate.approverRoles) || (enforced.quorum ?? 1) !== (candidate.quorum ?? 1);
 }
 
+/** A verdict as `replay` compares it: recorded for the engine's own verdict where budgets changed it, and for an edit. */
+const replayedVerdict = (v: PolicyDecision) => ({
+  effect: v.effect,
+  policyIds: v.policyIds,
+  approverRoles: v.effect === "require_approval" ? v.approverRoles : null,
+  quorum: v.effect === "require_approval" ? (v.quorum ?? null) : null,
+});
+
 const verdictSummary = (v: DecisionRecord["verdict"]) => ({
   effect: v.effect,
   policyIds: v.policyIds,
@@ -206,6 +214,23 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     at: now(),
   });
 
+  /** The record that a case is opened for a reviewer (the inbox lists it for `reviewerRoles`). */
+  const escalationRequested = (threadId: string, escalated: readonly DecisionRecord[]): AuditEventInput => {
+    const reason = escalated.flatMap((r) => r.verdict.reasons).join("; ");
+    return {
+      threadId,
+      type: "escalation.requested",
+      data: {
+        reason,
+        signals: [{ kind: "policy", detail: reason }],
+        toolCallIds: escalated.map((r) => r.toolCallId),
+        ...(opts.reviewerRoles ? { roles: [...opts.reviewerRoles] } : {}),
+        // Whom the case is about, as an approval request says (an inbox shows it, and routes by it).
+        ...(escalated[0]?.requestedBy ? { requestedBy: escalated[0].requestedBy } : {}),
+      },
+    };
+  };
+
   async function evaluate(
     call: ToolCall & { id: string },
     messageId: string,
@@ -214,7 +239,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     threadId: string,
     budget: Budget,
     earlier: readonly ToolCall[],
-  ): Promise<{ record: DecisionRecord; answer?: string; request?: PolicyRequest; flip?: Record<string, unknown> }> {
+  ): Promise<{ record: DecisionRecord; answer?: string; request?: PolicyRequest; flip?: Record<string, unknown>; engine?: PolicyDecision }> {
     const { call: recorded, refused } = recordedCall(call.name, call.args, threadId);
     const base: Omit<DecisionRecord, "status" | "verdict"> = {
       schemaVersion: 1 as const,
@@ -247,14 +272,18 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     // What policy judges is what the tool will read: recorded when it differs from what the model sent.
     Object.assign(base, parsedArgsField(call.args, checked.args));
     const decided = await decideFailClosed(policy, request);
-    const shadow = shadowPolicy && (await decideFailClosed(shadowPolicy, request));
+    // The candidate judges a copy of its own: one that changes the request in place (a conversion
+    // to cents) changes nothing the enforced policy decided, the budgets count or the record keeps.
+    const shadow = shadowPolicy && (await decideFailClosed(shadowPolicy, structuredClone(request)));
     // Shadow mode compares policy sets: the enforced policy's own decision, before budgets.
     const flip = shadow && flipped(decided, shadow) ? { enforced: verdictSummary(decided), candidate: verdictSummary(shadow) } : undefined;
     const { verdict, reserved } = await withinBudget(decided, request, budget, earlier);
     const record: DecisionRecord = { ...base, status: STATUS_OF_EFFECT[verdict.effect], verdict, ...expiryOf(verdict), ...(reserved ? { budgetReserved: true } : {}) };
-    if (verdict.effect === "deny") return { record, request, flip, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
-    if (verdict.effect === "escalate") return { record, request, flip, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
-    return { record, request, flip };
+    // The engine's own verdict, when budgets changed it: what a replay of a policy compares with.
+    const engine = verdict === decided ? undefined : decided;
+    if (verdict.effect === "deny") return { record, request, flip, engine, answer: `Denied by policy: ${verdict.reasons.join("; ")}` };
+    if (verdict.effect === "escalate") return { record, request, flip, engine, answer: `Escalated to a human: ${verdict.reasons.join("; ")}` };
+    return { record, request, flip, engine };
   }
 
   /**
@@ -392,6 +421,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const records: DecisionRecord[] = [];
     const answers: ToolMessage[] = [];
     const requests = new Map<string, PolicyRequest>();
+    const engines = new Map<string, PolicyDecision>();
     const flips: AuditEventInput[] = [];
     // Calls of this message already let through: each later one is checked against budgets with them.
     const through: ToolCall[] = [];
@@ -412,7 +442,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         refusedShared.add(id);
       }
       const reuse = previous ? "was already used by an earlier call" : shared.has(id) ? "names two calls of this message" : undefined;
-      const { record, answer, request, flip } = reuse
+      const { record, answer, request, flip, engine } = reuse
         ? {
             record: {
               ...(previous ?? { schemaVersion: 1 as const, toolCallId: id, requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id }, approvals: [] }),
@@ -447,6 +477,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       records.push(answer !== undefined ? { ...record, answer: { content: answer, status: "error" } } : record);
       if (record.status === "allowed" || record.status === "pending_approval") through.push({ id, name: record.name, args: record.parsedArgs ?? record.args, reserved: record.budgetReserved === true });
       if (request) requests.set(id, request);
+      if (engine) engines.set(id, engine);
       if (flip) flips.push({ threadId, type: "policy.shadow_flip", data: { toolCallId: id, name: call.name, digest: record.digest, enforced: flip.enforced, candidate: flip.candidate } });
       if (answer !== undefined) answers.push(new ToolMessage({ tool_call_id: id, name: call.name, content: answer, status: "error" }));
     }
@@ -467,22 +498,17 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         policyIds: r.verdict.policyIds,
         policyVersion: r.verdict.version,
         approverRoles: r.verdict.approverRoles ?? null,
+        quorum: r.verdict.quorum ?? null,
         agentId: identity.id,
         userId: identity.onBehalfOf.id,
         // What the engine was asked, so a candidate policy set can be replayed on it.
         request: requests.has(r.toolCallId) ? recordedRequest(requests.get(r.toolCallId)!) : null,
+        ...(engines.has(r.toolCallId) ? { beforeBudgets: replayedVerdict(engines.get(r.toolCallId)!) } : {}),
       },
     }));
     events.push(...flips);
-    if (escalated.length > 0) {
-      // Recorded here, before any pause: the reviewer's node may not write before its interrupt.
-      const reason = escalated.flatMap((r) => r.verdict.reasons).join("; ");
-      events.push({
-        threadId,
-        type: "escalation.requested",
-        data: { reason, signals: [{ kind: "policy", detail: reason }], toolCallIds: escalated.map((r) => r.toolCallId), ...(opts.reviewerRoles ? { roles: [...opts.reviewerRoles] } : {}) },
-      });
-    }
+    // Recorded here, before any pause: the reviewer's node may not write before its interrupt.
+    if (escalated.length > 0) events.push(escalationRequested(threadId, escalated));
     if (pending.length > 0) {
       events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, pending) });
     }
@@ -506,11 +532,13 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     decisions: readonly DecisionRecord[],
     budget: Budget,
     siblings: readonly DecisionRecord[],
-  ): Promise<{ records: DecisionRecord[]; approverId: string; types: Map<string, ApprovalRecord["type"]>; viaToken: boolean }> {
+  ): Promise<{ records: DecisionRecord[]; approverId: string; types: Map<string, ApprovalRecord["type"]>; viaToken: boolean; edits: Map<string, { request: PolicyRequest; engine: PolicyDecision }> }> {
     const { response, approverId, tokenNonces } = validateApprovalResponse(raw, request, { registry, identity, principal, tokens: tokenContext(threadId, decisions) });
     const byId = new Map(pending.map((r) => [r.toolCallId, r]));
     const at = now();
     const records: DecisionRecord[] = [];
+    // What policy was asked about each edited call, and what it said before budgets: recorded for replay.
+    const edits = new Map<string, { request: PolicyRequest; engine: PolicyDecision }>();
     for (const d of response.decisions) {
       const nonce = tokenNonces.get(d.toolCallId);
       const found = byId.get(d.toolCallId)!;
@@ -535,7 +563,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           });
         }
         const asked = { identity, tool: { name: record.name, args: checked.args }, context, threadId };
-        const verdict = await withBudgetApprovers(await decideFailClosed(policy, asked), asked, budget, siblings);
+        const engine = await decideFailClosed(policy, asked);
+        const verdict = await withBudgetApprovers(engine, asked, budget, siblings);
+        edits.set(record.toolCallId, { request: asked, engine });
         const approverMayDecide =
           verdict.effect === "allow" || (verdict.effect === "require_approval" && registry.userHasAnyRole(approverId, verdict.approverRoles));
         if (!approverMayDecide) {
@@ -555,6 +585,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       approverId,
       types: new Map(response.decisions.map((d) => [d.toolCallId, d.type])),
       viaToken: tokenNonces.size > 0,
+      edits,
     };
   }
 
@@ -692,9 +723,10 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       refused,
       request,
     );
-    const { records, approverId, types, viaToken } = result;
+    const { records, approverId, types, viaToken, edits } = result;
     const events: AuditEventInput[] = records.map((r) => {
       const approval = r.approvals.at(-1);
+      const edit = edits.get(r.toolCallId);
       return {
         threadId,
         type: "approval.decided",
@@ -715,12 +747,18 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           policyVersion: r.verdict.version,
           requestedUnderVersion: request.requests.find((q) => q.toolCallId === r.toolCallId)?.policyVersion ?? null,
           answerDigest,
+          // An edited call, as policy was asked about it and answered before budgets: replayed as edited.
+          ...(edit ? { request: recordedRequest(edit.request), beforeBudgets: replayedVerdict(edit.engine) } : {}),
         },
       };
     });
     const answered = records.map((r) => withAnswer(r, approverId));
     const askedAgain = records.filter((r) => r.status === "pending_approval");
     if (askedAgain.length > 0) events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, askedAgain) });
+    // A call the policy in force now escalates (a redeploy since it was asked): a reviewer is asked,
+    // and the inbox lists the case for them, as when the call was first decided.
+    const escalatedNow = answered.filter((r) => r.status === "escalated");
+    if (escalatedNow.length > 0) events.push(escalationRequested(threadId, escalatedNow));
     if (!replayed) await auditLog.append(events);
     const messages: BaseMessage[] = [];
     const edited = new Map(records.filter((r) => r.approvals.at(-1)?.type === "edit").map((r) => [r.toolCallId, r]));
@@ -737,9 +775,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       );
     }
     messages.push(...answersOf(answered));
-    const escalated = answered.filter((r) => r.status === "escalated");
     const update: GateUpdate = { decisions: sealDecisions(await sealer(), threadId, state.decisions, answered), messages };
-    if (escalated.length > 0) update.escalation = escalationOf(escalated);
+    if (escalatedNow.length > 0) update.escalation = escalationOf(escalatedNow);
     return update;
   }
 

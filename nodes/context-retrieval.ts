@@ -279,7 +279,7 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
     if (missing.length > 0) {
       const signals = missing.map((m) => ({ kind: "missing_context" as const, detail: `${m.fact}${m.description ? `: ${m.description}` : ""}` }));
       update.escalation = { reason: `Required context is missing: ${missing.map((m) => m.fact).join(", ")}`, toolCallIds: [], policyIds: [], at: clock().toISOString(), signals };
-      events.push({ threadId, type: "escalation.requested", data: { reason: update.escalation.reason, signals, ...(reviewerRoles ? { roles: [...reviewerRoles] } : {}) } });
+      events.push({ threadId, type: "escalation.requested", data: { reason: update.escalation.reason, signals, ...(reviewerRoles ? { roles: [...reviewerRoles] } : {}), requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id } } });
     }
     await auditLog.append(events);
     return update;

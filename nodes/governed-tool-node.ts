@@ -369,7 +369,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const toHuman = async (reason: RecoveryReason, attempt: number, error?: string, ifCancelled: CancelOutcome = CANCELLED_BEFORE_RECOVERY[reason]): Promise<Outcome> => {
       // A request made in a step the run throws away would wait for an answer nobody can give.
       if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, ifCancelled);
-      event("tool.recovery_requested", { reason, attempt, error: error ?? null, ...(recoveryRoles ? { roles: [...recoveryRoles] } : {}) });
+      event("tool.recovery_requested", { reason, attempt, error: error ?? null, ...(recoveryRoles ? { roles: [...recoveryRoles] } : {}), ...(current.requestedBy ? { requestedBy: current.requestedBy } : {}) });
       return { record: { ...current, status: "recovery_pending", recovery: { reason, attempt, at: now(), resumeStatus, ...(error !== undefined ? { error } : {}) } }, events };
     };
     /** The content a succeeded entry answered with. */

@@ -73,7 +73,7 @@ export {
 } from "./policy/engine.js";
 export { defineBudgets, MemoryBudgetStore, type BudgetGuard, type BudgetOptions, type BudgetRuleInput, type BudgetStore, type BudgetVerdict } from "./policy/budget.js";
 export { toolCallDigest } from "./internal/canonical.js";
-export { recordedRequest, replay, type ReplayFlip, type ReplayReport } from "./policy/replay.js";
+export { recordedRequest, replay, type ReplayFlip, type ReplayOptions, type ReplayReport, type UnreplayableDecision } from "./policy/replay.js";
 
 // Decisions in state.
 export {

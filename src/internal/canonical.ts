@@ -235,3 +235,16 @@ export function toolCallDigest(name: string, args: Record<string, unknown>, thre
 }
 
 const digests = new WeakMap<object, { threadId: string; name: string; digest: string }>();
+
+/**
+ * Whether a function's source shows what it does: a bound function, a Proxy or a built-in prints
+ * `[native code]` whatever it decides, so a version hashed from it cannot tell two apart.
+ * @example
+ * ```ts
+ * hasReadableSource((r) => r.amount <= 100); // true
+ * hasReadableSource(((r) => r.amount <= 100).bind(null)); // false
+ * ```
+ */
+export function hasReadableSource(fn: (...args: never[]) => unknown): boolean {
+  return !/\{\s*\[native code\]\s*\}\s*$/.test(Function.prototype.toString.call(fn));
+}

@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import type * as CedarWasm from "@cedar-policy/cedar-wasm/nodejs";
 import { z } from "zod";
-import { canonicalJson, jsonProblem, sha256Hex } from "../internal/canonical.js";
+import { canonicalJson, hasReadableSource, jsonProblem, sha256Hex } from "../internal/canonical.js";
 import { EartConfigError, PolicyDefinitionError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
 import { DEFAULT_DENY_POLICY_ID, type PolicyDecision, type PolicyEngine, type PolicyRequest } from "./engine.js";
@@ -423,6 +423,21 @@ export function createCedarPolicyEngine(options: CedarPolicyEngineOptions): Poli
   }
   const staticKeys = new Set((staticEntities ?? []).map((e) => uidKey(e.uid as CedarEntityUid)));
 
+  // The version hashes each function's source: one that does not show it (bound, a Proxy) could
+  // change what it maps under the same version, unless the engine declares its version itself.
+  if (declaredVersion === undefined) {
+    const unreadable = [
+      ...Object.entries(resources).map(([tool, fn]) => [`resources.${tool}`, fn] as const),
+      ...Object.entries(contextArgs).map(([tool, fn]) => [`contextArgs.${tool}`, fn] as const),
+      ...(entitiesProvider ? [["entities", entitiesProvider] as const] : []),
+    ].find(([, fn]) => !hasReadableSource(fn as (...args: never[]) => unknown));
+    if (unreadable) {
+      throw new EartConfigError(
+        unreadable[0],
+        "is a bound or native function, whose source does not show what it does, so the engine's version could not tell two of them apart; write it as a function of its own, or declare the engine's version",
+      );
+    }
+  }
   const fnSources = (record: Record<string, (...args: never[]) => unknown>) =>
     Object.fromEntries(Object.entries(record).map(([tool, fn]) => [tool, fn.toString()]));
   const version = sha256Hex(

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { canonicalJson, jsonProblem } from "../internal/canonical.js";
+import { canonicalJson, hasReadableSource, jsonProblem } from "../internal/canonical.js";
 import { PolicyDefinitionError } from "../errors.js";
 import { AgentIdentitySchema } from "../identity/registry.js";
 import { ThreadContextSchema } from "../decisions/records.js";
@@ -307,6 +307,19 @@ export function definePolicy<C extends PolicyConfig = PolicyConfig>(definition: 
       throw new PolicyDefinitionError(
         `Invalid policy at ${["config", ...problem.path].join(".")}: it ${problem.why}; config must be plain JSON, which is what the version hashes`,
       );
+    }
+  }
+  // The version hashes each function's source: one that does not show it (bound, a Proxy) could
+  // change what it decides under the same version, unless the policy declares its version itself.
+  if (parsed.version === undefined) {
+    for (const rule of parsed.rules) {
+      for (const [field, fn] of [["when", rule.when], ["reason", rule.reason]] as const) {
+        if (typeof fn === "function" && !hasReadableSource(fn)) {
+          throw new PolicyDefinitionError(
+            `Invalid policy rule "${rule.id}": its ${field} is a bound or native function, whose source does not show what it decides, so the policy version could not tell two of them apart; write it as a function of its own, or declare the policy's version`,
+          );
+        }
+      }
     }
   }
   // What the rules see is what was hashed: a copy, frozen, so that no rule can change it later.
