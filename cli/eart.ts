@@ -249,7 +249,7 @@ function answerPlanOf(command: Command, threadId: string, rest: string[], values
   return {
     kind: "review",
     ref,
-    build: () => ({ action, message }),
+    build: (task) => ({ action, message, digest: task.request.digest }),
     report: () => ({ verb: "reviewed", what: `${threadId}: ${action}`, machine: { threadId, action, message } }),
   } satisfies AnswerPlan<"review">;
 }

@@ -9,7 +9,7 @@ import type { GovernedState } from "../langgraph/channels.js";
 import { AuditLogOption } from "../src/audit/log.js";
 import { type Escalation, type Review, type EscalationSignal } from "../src/decisions/records.js";
 import { IdentityResolutionError } from "../src/errors.js";
-import { validateEscalationResponse, type EscalationRequest } from "../src/human-tasks/escalation.js";
+import { caseDigest, validateEscalationResponse, type EscalationRequest } from "../src/human-tasks/escalation.js";
 import { IdentityRegistryOption, principalFromConfig } from "../src/identity/registry.js";
 import { canonicalJson, sha256Hex } from "../src/internal/canonical.js";
 import { parseOptions } from "../src/internal/options.js";
@@ -141,7 +141,7 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
     }
 
     const proposing = lastAIMessage(state.messages);
-    const request: EscalationRequest = {
+    const shown: Omit<EscalationRequest, "digest"> = {
       type: "eart.escalation",
       threadId,
       reason: open.reason,
@@ -156,6 +156,7 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
       requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id },
       since: open.at,
     };
+    const request: EscalationRequest = { ...shown, digest: caseDigest(shown) };
     const response = await interruptForAnswer(
       request,
       (answer) => validateEscalationResponse(answer, request, { registry, identity, principal: principalFromConfig(config.configurable) }),

@@ -116,6 +116,7 @@ export {
   type RecoveryResponse,
 } from "./human-tasks/recovery.js";
 export {
+  caseDigest,
   isEscalationRequest,
   pendingEscalation,
   validateEscalationResponse,

@@ -76,8 +76,9 @@ export async function run(log: (line: string) => void, options: { file?: string 
     log(`  proposed: ${case2.proposed.toolCalls.map((c) => `${c.name} ${JSON.stringify({ applicationId: c.args.applicationId, amountCents: c.args.amountCents })}`).join(", ")}`);
     log(`  context ids: ${case2.contextIds.join(", ")}`);
     let refused = { reviewerId: "leo", code: "" };
+    // An answer names the case it answers (its digest): a stale or retried answer decides no other case.
     try {
-      await agent.invoke(new Command({ resume: { action: "take_over", message: "Looks fine to me, approved." } }), { configurable: { thread_id: t2, user_id: "leo" } });
+      await agent.invoke(new Command({ resume: { action: "take_over", message: "Looks fine to me, approved.", digest: case2.digest } }), { configurable: { thread_id: t2, user_id: "leo" } });
     } catch (error) {
       if (!(error instanceof ApprovalError)) throw error;
       refused = { reviewerId: "leo", code: error.code };
@@ -85,7 +86,7 @@ export async function run(log: (line: string) => void, options: { file?: string 
     }
     const decision2 = "Approved by underwriting at $120,000 over 120 months, subject to a business plan review.";
     log(`uma (underwriter) takes over: ${decision2}`);
-    const r2b = await agent.invoke(new Command({ resume: { action: "take_over", message: decision2 } }), { configurable: { thread_id: t2, user_id: "uma" } });
+    const r2b = await agent.invoke(new Command({ resume: { action: "take_over", message: decision2, digest: case2.digest } }), { configurable: { thread_id: t2, user_id: "uma" } });
     const final2 = r2b.messages[r2b.messages.length - 1]!;
     log(`answer (from ${final2.name}): ${String(final2.content)}`);
     log(`recommendations for A-200: ${JSON.stringify(rowsOf("A-200"))}`);
@@ -101,7 +102,7 @@ export async function run(log: (line: string) => void, options: { file?: string 
     log(`  signals: ${case3.signals.map((s) => `${s.kind}: ${s.detail}`).join("; ")}`);
     const decision3 = "Requested the last three payslips from the applicant; resubmit when they arrive.";
     log(`uma closes the case: ${decision3}`);
-    const r3b = await agent.invoke(new Command({ resume: { action: "close", message: decision3 } }), { configurable: { thread_id: t3, user_id: "uma" } });
+    const r3b = await agent.invoke(new Command({ resume: { action: "close", message: decision3, digest: case3.digest } }), { configurable: { thread_id: t3, user_id: "uma" } });
     const answer3 = lastText(r3b.messages);
     log(`answer: ${answer3}`);
     const modelCalled = (await auditLog.read(t3)).some((e) => e.type === "model.output");

@@ -1,6 +1,8 @@
 import { z } from "zod";
 import { checkHumanAnswer, HumanTaskEnvelopeSchema, interruptValueOf, NamedHumanSchema, parseHumanAnswer, type HumanAnswerDeps } from "./protocol.js";
 import { EscalationSignalSchema } from "../decisions/records.js";
+import { ApprovalError } from "../errors.js";
+import { canonicalJson, sha256Hex } from "../internal/canonical.js";
 
 /**
  * The escalation protocol: a case the agent must not decide alone (low confidence, checks that
@@ -28,8 +30,26 @@ export const EscalationRequestSchema = HumanTaskEnvelopeSchema.extend({
   contextIds: z.array(z.string()),
   /** Any one of these roles may review (the same as `roles`). */
   reviewerRoles: z.array(z.string()),
+  /**
+   * The case's digest (its thread, reason, signals, what the agent proposed, context ids and
+   * since): an answer carries it, so a stale or retried answer decides no later case, nor another
+   * thread's. See {@link caseDigest}.
+   */
+  digest: z.string(),
 });
 export type EscalationRequest = z.output<typeof EscalationRequestSchema>;
+
+/**
+ * The digest of a case as a reviewer is shown it: what an answer must carry (`digest`).
+ * @example
+ * ```ts
+ * const request = { ...rest, digest: caseDigest(rest) };
+ * ```
+ */
+export function caseDigest(request: Pick<EscalationRequest, "threadId" | "reason" | "signals" | "proposed" | "contextIds" | "since">): string {
+  const { threadId, reason, signals, proposed, contextIds, since } = request;
+  return sha256Hex(canonicalJson({ threadId, reason, signals, proposed, contextIds, since }));
+}
 
 /** True when an interrupt value is an eart escalation request. */
 export function isEscalationRequest(value: unknown): value is EscalationRequest {
@@ -41,7 +61,8 @@ export function isEscalationRequest(value: unknown): value is EscalationRequest 
  * place, `send_back` returns the case to the agent with guidance, `close` ends it.
  * @example
  * ```ts
- * await agent.invoke(new Command({ resume: { action: "take_over", message: "Approved at 6.1% APR." } }), { configurable: { thread_id: "t1", user_id: "uma" } });
+ * const request = pendingEscalation(await agent.getState(config))!;
+ * await agent.invoke(new Command({ resume: { action: "take_over", message: "Approved at 6.1% APR.", digest: request.digest } }), { configurable: { thread_id: "t1", user_id: "uma" } });
  * ```
  */
 export const EscalationResponseSchema = z
@@ -50,6 +71,8 @@ export const EscalationResponseSchema = z
     reviewer: NamedHumanSchema.optional(),
     action: z.enum(["take_over", "send_back", "close"]),
     message: z.string().min(1, "a reviewer's answer needs a message"),
+    /** The digest of the case answered (the request's `digest`): the reviewer saw this case. */
+    digest: z.string().min(1, "a reviewer's answer names the case it answers (the request's digest)"),
   })
   .strict();
 export type EscalationResponse = z.output<typeof EscalationResponseSchema>;
@@ -69,6 +92,12 @@ export function validateEscalationResponse(
 ): EscalationResponse & { reviewerId: string } {
   const response = parseHumanAnswer(EscalationResponseSchema, raw, "escalation answer");
   const reviewerId = checkHumanAnswer({ named: response.reviewer, roles: request.roles }, deps, { verb: "review", object: "reviewer", task: "escalation" });
+  if (response.digest !== request.digest) {
+    throw new ApprovalError("approval_digest_mismatch", "The answer was given for another case than the one that waits (a stale or retried answer, or another thread's): read the case again and answer it", {
+      expected: request.digest,
+      found: response.digest,
+    });
+  }
   return { ...response, reviewerId };
 }
 

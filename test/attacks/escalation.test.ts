@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { pendingEscalation } from "eart";
 import { scriptedModel } from "eart/testing";
 import { ask, config, refundSetup } from "../support/refund.js";
+import { reviewed, waitingCase } from "../support/reviews.js";
 
 const review = { reviewerRoles: ["supervisor"], confidence: { threshold: 0.7 } };
 const unsure = (content: AIMessage["content"]) => () => new AIMessage({ content });
@@ -52,15 +53,16 @@ describe("escalation signals the customer and the model cannot steer", () => {
       return new AIMessage(JSON.stringify({ answer: guided ? `Approved, per guidance (${turn}).` : "Approved.", confidence: 0.4 }));
     });
     const s = refundSetup([], { agent: { model, escalation: review } });
-    await s.agent.invoke(ask("Is my refund approved?"), config("d-1"));
-    const again = await s.agent.invoke(new Command({ resume: { action: "send_back", message: "Check the delivery date." } }), config("d-1", "sam"));
-    // The new answer was never reviewed: it waits for the reviewer, not for the customer.
+    const first = waitingCase(await s.agent.invoke(ask("Is my refund approved?"), config("d-1")));
+    const again = await s.agent.invoke(new Command({ resume: reviewed(first, "send_back", "Check the delivery date.") }), config("d-1", "sam"));
+    // The new answer was never reviewed: it waits for the reviewer, not for the customer, as a case of its own.
     expect(pendingEscalation(again)?.proposed.text).toContain("per guidance");
+    expect(pendingEscalation(again)?.digest).not.toBe(first.digest);
 
     // A model that repeats the reviewed answer word for word is not sent to the same reviewer again.
     const same = refundSetup([], { agent: { model: scriptedModel(unsure(JSON.stringify({ answer: "Approved.", confidence: 0.4 }))), escalation: review } });
-    await same.agent.invoke(ask("Is my refund approved?"), config("d-2"));
-    const done = await same.agent.invoke(new Command({ resume: { action: "send_back", message: "Fine as it is." } }), config("d-2", "sam"));
+    const reviewedCase = waitingCase(await same.agent.invoke(ask("Is my refund approved?"), config("d-2")));
+    const done = await same.agent.invoke(new Command({ resume: reviewed(reviewedCase, "send_back", "Fine as it is.") }), config("d-2", "sam"));
     expect(pendingEscalation(done)).toBeUndefined();
   });
 

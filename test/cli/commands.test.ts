@@ -179,6 +179,11 @@ describe("eart recover and eart review: the other human tasks", () => {
     const self = eart(["review", "rev-1", "--action", "take_over", "--message", "Approved.", "--as", "cara", "--json"], on);
     expect(self.status).toBe(1);
     expect(json(self.out).error).toMatchObject({ code: "approval_self_approval" });
+    // The answer the command line sends names the case it answers (its digest), refused for who sent it only.
+    const refusals = rows(file, `SELECT data FROM eart_audit_events WHERE thread_id = 'rev-1' AND type = 'escalation.refused' ORDER BY seq`) as { data: string }[];
+    expect(refusals.map((r) => JSON.parse(r.data) as Record<string, unknown>)).toEqual([
+      expect.objectContaining({ code: "approval_self_approval", answer: { action: "take_over", message: "Approved.", digest: expect.stringMatching(/^[0-9a-f]{64}$/) } }),
+    ]);
     const taken = eart(["review", "rev-1", "--action", "take_over", "--message", "Your refund is approved.", "--as", "sam", "--json"], on);
     expect(taken.status).toBe(0);
     expect(json(taken.out)).toEqual({ threadId: "rev-1", action: "take_over", message: "Your refund is approved.", by: "sam", waiting: null, last: "Your refund is approved." });

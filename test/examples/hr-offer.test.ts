@@ -10,6 +10,7 @@ import { openOfferAgent } from "../../examples/hr-offer/agent.js";
 import { salaryFiguresIn } from "../../examples/hr-offer/data.js";
 import { offerScript } from "../../examples/hr-offer/model.js";
 import { run } from "../../examples/hr-offer/scenario.js";
+import { reviewed, waitingCase } from "../support/reviews.js";
 
 const config = (threadId: string, userId: string) => ({ configurable: { thread_id: threadId, agent_id: "offer-agent", user_id: userId } });
 const ask = (text: string) => ({ messages: [new HumanMessage(text)] });
@@ -175,7 +176,7 @@ describe("offer letters with compensation redacted by role", () => {
     expect(s.model.calls).toHaveLength(0);
     expect(s.drafts()).toEqual([]);
     const result = await s.agent.invoke(
-      new Command({ resume: { action: "close", message: "L7 band is being set by the comp committee; offer on hold." } }),
+      new Command({ resume: reviewed(waitingCase(paused), "close", "L7 band is being set by the comp committee; offer on hold.") }),
       config("rita-4", "hana"),
     );
     expect(result.messages.at(-1)!.content).toBe("Case closed by hana: L7 band is being set by the comp committee; offer on hold.");

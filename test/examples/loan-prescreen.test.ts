@@ -10,6 +10,7 @@ import { loanIdentities, openLoanAgent } from "../../examples/loan-prescreen/age
 import { loanScript } from "../../examples/loan-prescreen/model.js";
 import { loanPolicy } from "../../examples/loan-prescreen/policy.js";
 import { run } from "../../examples/loan-prescreen/scenario.js";
+import { reviewed, waitingCase } from "../support/reviews.js";
 
 /** The thread acts for loan officer lena; a reviewer answers by resuming as themselves (the run's principal). */
 const config = (threadId: string, userId = "lena") => ({ configurable: { thread_id: threadId, agent_id: "prescreen-agent", user_id: userId } });
@@ -117,7 +118,7 @@ describe("loan pre-screening", () => {
     expect(decided).toMatchObject({ name: "recommend_loan", effect: "escalate", status: "escalated", policyIds: ["loan.underwriter"] });
 
     const result = await s.agent.invoke(
-      new Command({ resume: { action: "take_over", message: "Approved by underwriting at $120,000." } }),
+      new Command({ resume: reviewed(request!, "take_over", "Approved by underwriting at $120,000.") }),
       config("a200", "uma"),
     );
     const last = result.messages.at(-1)!;
@@ -147,8 +148,8 @@ describe("loan pre-screening", () => {
 
   it("records a policy escalation as escalation.requested before it is decided", async () => {
     const s = await setup();
-    await s.agent.invoke(ask("Pre-screen loan application A-200."), config("a200-audit"));
-    await s.agent.invoke(new Command({ resume: { action: "close", message: "Declined." } }), config("a200-audit", "uma"));
+    const paused = await s.agent.invoke(ask("Pre-screen loan application A-200."), config("a200-audit"));
+    await s.agent.invoke(new Command({ resume: reviewed(waitingCase(paused), "close", "Declined.") }), config("a200-audit", "uma"));
     const types = await s.types("a200-audit");
     expect(types).toContain("escalation.requested");
     expect(types.indexOf("policy.decided")).toBeLessThan(types.indexOf("escalation.requested"));
@@ -169,6 +170,7 @@ describe("loan pre-screening", () => {
         signals: [{ kind: "policy", detail: "Loans over $50,000 go to an underwriter" }],
         toolCallIds: ["call_0_recommend"],
         roles: ["underwriter"],
+        requestedBy: { agentId: "prescreen-agent", userId: "lena" },
       },
     ]);
     expect(await s.eventsOf("a200-audit", "escalation.decided")).toEqual([
@@ -190,13 +192,18 @@ describe("loan pre-screening", () => {
     const [retrieved] = await s.eventsOf("a300", "context.retrieved");
     expect(retrieved!.missing).toEqual(["income_proof"]);
     expect(await s.eventsOf("a300", "escalation.requested")).toEqual([
-      { reason: "Required context is missing: income_proof", signals: [{ kind: "missing_context", detail: "income_proof: payslips or a tax return" }], roles: ["underwriter"] },
+      {
+        reason: "Required context is missing: income_proof",
+        signals: [{ kind: "missing_context", detail: "income_proof: payslips or a tax return" }],
+        roles: ["underwriter"],
+        requestedBy: { agentId: "prescreen-agent", userId: "lena" },
+      },
     ]);
     // The case is in the underwriters' inbox, and in nobody else's.
     expect((await s.auditLog.pending!({ role: "underwriter" })).filter((t) => t.threadId === "a300").map((t) => [t.kind, t.roles])).toEqual([["escalation", ["underwriter"]]]);
     expect((await s.auditLog.pending!({ role: "applicant" })).filter((t) => t.threadId === "a300")).toEqual([]);
 
-    const result = await s.agent.invoke(new Command({ resume: { action: "close", message: "Asked the applicant for payslips." } }), config("a300", "uma"));
+    const result = await s.agent.invoke(new Command({ resume: reviewed(request!, "close", "Asked the applicant for payslips.") }), config("a300", "uma"));
     expect(result.messages.at(-1)!.content).toBe("Case closed by uma: Asked the applicant for payslips.");
     expect(s.model.calls).toHaveLength(0);
     expect(s.recommendations()).toEqual([]);
@@ -208,11 +215,11 @@ describe("loan pre-screening", () => {
     const s = await setup();
     await s.agent.invoke(ask("Pre-screen loan application A-200."), config("refused"));
     const before = await s.agent.getState(config("refused"));
-    const request = pendingEscalation(before);
-    expect(request).toBeDefined();
+    const request = waitingCase(before);
 
+    // The answer names the case: only who answers is wrong.
     const attempt = (id: string) =>
-      s.agent.invoke(new Command({ resume: { action: "take_over", message: "Approved, looks fine." } }), config("refused", id));
+      s.agent.invoke(new Command({ resume: reviewed(request, "take_over", "Approved, looks fine.") }), config("refused", id));
     const error = await attempt("leo").catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ApprovalError);
     expect((error as ApprovalError).code).toBe("approval_unauthorized");
@@ -229,7 +236,7 @@ describe("loan pre-screening", () => {
     expect(s.recommendations()).toEqual([]);
 
     const result = await s.agent.invoke(
-      new Command({ resume: { action: "take_over", message: "Referred for a business plan review." } }),
+      new Command({ resume: reviewed(request, "take_over", "Referred for a business plan review.") }),
       config("refused", "uma"),
     );
     expect(result.messages.at(-1)).toMatchObject({ name: "uma", content: "Referred for a business plan review." });
@@ -250,7 +257,7 @@ describe("loan pre-screening", () => {
     expect(s.recommendations()).toEqual([{ applicationId: "A-400", amountCents: 3_000_000, toolCallId: "call_0_recommend" }]);
 
     const decision = "Declined: debts exceed 40% of income.";
-    const result = await s.agent.invoke(new Command({ resume: { action: "take_over", message: decision } }), config("a400", "uma"));
+    const result = await s.agent.invoke(new Command({ resume: reviewed(waitingCase(paused), "take_over", decision) }), config("a400", "uma"));
     expect(result.messages.at(-1)).toMatchObject({ name: "uma", content: decision });
     expect(pendingEscalation(await s.agent.getState(config("a400")))).toBeUndefined();
     expect((await s.types("a400")).slice(-3)).toEqual(["run.completed", "escalation.requested", "escalation.decided"]);

@@ -7,6 +7,7 @@ import { pendingApproval, pendingEscalation, pendingHumanTask, pendingRecovery, 
 import { HumanTaskEnvelopeSchema } from "../../src/human-tasks/protocol.js";
 import { scriptedModel } from "eart/testing";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
+import { reviewed, waitingCase } from "../support/reviews.js";
 
 /** The three human tasks of the refund agent: an approval, a recovery and an escalation, paused. */
 async function pausedOnEach() {
@@ -60,7 +61,7 @@ describe("one human-task protocol: approval, recovery and escalation", () => {
     const answers = {
       approval: { agent: approval.agent, thread: "h-approval", answer: { decisions: [{ toolCallId: "c1", type: "approve", digest: digestOf(pendingApproval(approval.state)) }] }, named: "approver" },
       recovery: { agent: recovery.agent, thread: "h-recovery", answer: { decisions: [{ toolCallId: "c1", type: "abandon", digest: digestOf(pendingRecovery(recovery.state)) }] }, named: "resolver" },
-      escalation: { agent: escalation.agent, thread: "h-escalation", answer: { action: "close", message: "Closed." }, named: "reviewer" },
+      escalation: { agent: escalation.agent, thread: "h-escalation", answer: reviewed(waitingCase(escalation.state), "close", "Closed."), named: "reviewer" },
     };
     for (const [kind, { agent, thread, answer, named }] of Object.entries(answers)) {
       const noPrincipal = { configurable: { thread_id: thread } };

@@ -1,10 +1,11 @@
 import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import { Command } from "@langchain/langgraph";
 import { describe, expect, it } from "vitest";
-import { ApprovalError, definePolicy, pendingEscalation, type AuditEvent, type RetrievedItem } from "eart";
+import { ApprovalError, caseDigest, definePolicy, pendingEscalation, type AuditEvent, type RetrievedItem } from "eart";
 import { scriptedModel } from "eart/testing";
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
+import { reviewed, waitingCase } from "../support/reviews.js";
 
 const types = (events: AuditEvent[]) => events.map((e) => e.type);
 const answerOf = (confidence: number) => new AIMessage(JSON.stringify({ answer: "Refund 1042 looks fine.", confidence }));
@@ -34,8 +35,10 @@ describe("the escalation guard in the governed agent", () => {
       reviewerRoles: ["supervisor"],
       requestedBy: { agentId: "support-agent", userId: "cara" },
     });
+    // The case names itself: the digest of what the reviewer is shown, which an answer carries.
+    expect(request.digest).toBe(caseDigest(request));
     // The reviewer is the principal of the resuming run, not a name in the payload.
-    const done = await s.agent.invoke(new Command({ resume: { action: "take_over", message: "Yes, approved today." } }), config("e-1", "sam"));
+    const done = await s.agent.invoke(new Command({ resume: reviewed(request, "take_over", "Yes, approved today.") }), config("e-1", "sam"));
     const last = done.messages.at(-1)!;
     expect(AIMessage.isInstance(last) && last.content).toBe("Yes, approved today.");
     expect(last.name).toBe("sam");
@@ -52,8 +55,8 @@ describe("the escalation guard in the governed agent", () => {
   it("send back: the guidance goes to the agent, which answers again, confidently", async () => {
     const { model, seen } = unsureModel();
     const s = refundSetup([], { agent: { model, escalation: { reviewerRoles: ["supervisor"], confidence: { threshold: 0.7 } } } });
-    await s.agent.invoke(ask("Is my refund approved?"), config("e-2"));
-    const done = await s.agent.invoke(new Command({ resume: { action: "send_back", message: "Check the delivery date first." } }), config("e-2", "sue"));
+    const paused = await s.agent.invoke(ask("Is my refund approved?"), config("e-2"));
+    const done = await s.agent.invoke(new Command({ resume: reviewed(waitingCase(paused), "send_back", "Check the delivery date first.") }), config("e-2", "sue"));
     expect(seen).toHaveLength(2);
     expect(seen[1]!.some((m) => HumanMessage.isInstance(m) && m.content === "Guidance from reviewer sue: Check the delivery date first.")).toBe(true);
     expect(done.messages.at(-1)!.content).toBe(JSON.stringify({ answer: "Refund 1042 looks fine.", confidence: 0.95 }));
@@ -62,8 +65,8 @@ describe("the escalation guard in the governed agent", () => {
 
   it("a case sent back is not raised again for the same signals: the agent's next answer ends the run", async () => {
     const s = refundSetup([], { agent: { escalation: { reviewerRoles: ["supervisor"], checks: { score: () => "approve", income: () => "decline" } } } });
-    await s.agent.invoke(ask("hello"), config("e-6"));
-    const done = await s.agent.invoke(new Command({ resume: { action: "send_back", message: "Income was verified by phone." } }), config("e-6", "sam"));
+    const paused = await s.agent.invoke(ask("hello"), config("e-6"));
+    const done = await s.agent.invoke(new Command({ resume: reviewed(waitingCase(paused), "send_back", "Income was verified by phone.") }), config("e-6", "sam"));
     expect(pendingEscalation(await s.agent.getState(config("e-6")))).toBeUndefined();
     expect(done.messages.at(-1)!.content).toBe("done after 1 turns");
     expect(s.model.callCount).toBe(2);
@@ -79,7 +82,7 @@ describe("the escalation guard in the governed agent", () => {
     const paused = await s.agent.invoke(ask("hello"), config("e-3"));
     expect(pendingEscalation(paused)!.signals).toEqual([{ kind: "checks_disagree", detail: 'score: "approve"; income: "decline"' }]);
     // A payload that names the reviewer is a cross-check: it holds when it names the principal.
-    const done = await s.agent.invoke(new Command({ resume: { reviewer: { id: "sam" }, action: "close", message: "duplicate case" } }), config("e-3", "sam"));
+    const done = await s.agent.invoke(new Command({ resume: reviewed(waitingCase(paused), "close", "duplicate case", { reviewer: { id: "sam" } }) }), config("e-3", "sam"));
     expect(done.messages.at(-1)!.content).toBe("Case closed by sam: duplicate case");
   });
 
@@ -96,25 +99,35 @@ describe("the escalation guard in the governed agent", () => {
     expect(paused.messages.some((m) => ToolMessage.isInstance(m) && m.tool_call_id === "c1")).toBe(true);
     const requested = (await s.auditLog.read("e-4")).filter((e) => e.type === "escalation.requested");
     expect(requested.map((e) => e.data)).toEqual([
-      { reason: "Refunds go to a supervisor this week", signals: [{ kind: "policy", detail: "Refunds go to a supervisor this week" }], toolCallIds: ["c1"], roles: ["supervisor"] },
+      {
+        reason: "Refunds go to a supervisor this week",
+        signals: [{ kind: "policy", detail: "Refunds go to a supervisor this week" }],
+        toolCallIds: ["c1"],
+        roles: ["supervisor"],
+        requestedBy: { agentId: "support-agent", userId: "cara" },
+      },
     ]);
-    await s.agent.invoke(new Command({ resume: { action: "take_over", message: "Refunded by hand." } }), config("e-4", "sam"));
+    await s.agent.invoke(new Command({ resume: reviewed(request, "take_over", "Refunded by hand.") }), config("e-4", "sam"));
     expect(s.refunds()).toEqual([]);
   });
 
-  it("refuses a reviewer without the role, the requester, a mismatched or missing principal and a malformed answer; the case stays open", async () => {
+  it("refuses a reviewer without the role, the requester, a mismatched or missing principal, a malformed answer and one for another case; the case stays open", async () => {
     const { model } = unsureModel();
     const s = refundSetup([], { agent: { model, escalation: { reviewerRoles: ["supervisor"], confidence: { threshold: 0.7 } } } });
-    await s.agent.invoke(ask("Is my refund approved?"), config("e-5"));
+    const request = waitingCase(await s.agent.invoke(ask("Is my refund approved?"), config("e-5")));
+    // Each answer carries the case's digest, so that only the property under test is wrong.
     // [resume value, who resumes (the run's user_id; null: nobody), expected code]
     const cases: [unknown, string | null, string][] = [
-      [{ action: "take_over", message: "ok" }, "fay", "approval_unauthorized"],
-      [{ action: "take_over", message: "ok" }, "cara", "approval_self_approval"],
-      [{ action: "close", message: "ok" }, "nobody", "approval_unauthorized"],
-      [{ reviewer: { id: "sam" }, action: "take_over", message: "ok" }, "fay", "approval_principal_mismatch"],
-      [{ reviewer: { id: "sam" }, action: "take_over", message: "ok" }, null, "approval_unauthenticated"],
-      [{ action: "approve", message: "ok" }, "sam", "approval_resume_invalid"],
-      [{ action: "take_over", message: "" }, "sam", "approval_resume_invalid"],
+      [reviewed(request, "take_over", "ok"), "fay", "approval_unauthorized"],
+      [reviewed(request, "take_over", "ok"), "cara", "approval_self_approval"],
+      [reviewed(request, "close", "ok"), "nobody", "approval_unauthorized"],
+      [reviewed(request, "take_over", "ok", { reviewer: { id: "sam" } }), "fay", "approval_principal_mismatch"],
+      [reviewed(request, "take_over", "ok", { reviewer: { id: "sam" } }), null, "approval_unauthenticated"],
+      [{ ...reviewed(request, "take_over", "ok"), action: "approve" }, "sam", "approval_resume_invalid"],
+      [reviewed(request, "take_over", ""), "sam", "approval_resume_invalid"],
+      // An answer that names no case, and one that names another.
+      [{ action: "take_over", message: "ok" }, "sam", "approval_resume_invalid"],
+      [reviewed({ digest: "0".repeat(64) }, "take_over", "ok"), "sam", "approval_digest_mismatch"],
     ];
     for (const [resume, by, code] of cases) {
       const cfg = by === null ? { configurable: { thread_id: "e-5" } } : config("e-5", by);
@@ -127,7 +140,7 @@ describe("the escalation guard in the governed agent", () => {
     const newInput = await s.agent.invoke(ask("hello?"), config("e-5")).catch((e: unknown) => e);
     expect((newInput as { code?: string }).code).toBe("thread_awaiting_approval");
     // Only the newest answer counts: the refused ones are never checked again.
-    const done = await s.agent.invoke(new Command({ resume: { action: "take_over", message: "Approved." } }), config("e-5", "sam"));
+    const done = await s.agent.invoke(new Command({ resume: reviewed(request, "take_over", "Approved.") }), config("e-5", "sam"));
     expect(done.messages.at(-1)!.content).toBe("Approved.");
     expect((await s.auditLog.read("e-5")).at(-1)!.data).toMatchObject({ reviewerId: "sam", action: "take_over" });
   });

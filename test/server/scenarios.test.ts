@@ -136,10 +136,12 @@ describe("the loan-prescreen agent on LangGraph server", () => {
     expect(request.value.type).toBe("eart.escalation");
     expect(request.value.roles).toEqual(["underwriter"]);
     expect(request.value.reason).toBe("Loans over $50,000 go to an underwriter");
+    // The case names itself: an answer carries its digest.
+    expect(request.value.digest).toMatch(/^[0-9a-f]{64}$/);
 
     const uma = server.client("uma");
     const decision = "Approved by underwriting at $120,000 over 120 months, subject to a business plan review.";
-    await uma.runs.wait(threadId, "loan-prescreen", { command: { resume: { action: "take_over", message: decision } } });
+    await uma.runs.wait(threadId, "loan-prescreen", { command: { resume: { action: "take_over", message: decision, digest: request.value.digest } } });
     const thread = await uma.threads.get(threadId);
     expect(thread.status).toBe("idle");
     expect(lastMessage(thread.values)).toMatchObject({ content: decision, name: "uma" });
@@ -155,11 +157,13 @@ describe("the loan-prescreen agent on LangGraph server", () => {
     const before = recommendations().length;
     const { threadId, request } = await pausedThread("loan-prescreen", "lena", ASK);
     const lena = server.client("lena");
-    await lena.runs.wait(threadId, "loan-prescreen", { command: { resume: { action: "take_over", message: "Looks fine to me, approved." } } });
+    // Her answer names the case (its digest): only who answers is wrong.
+    await lena.runs.wait(threadId, "loan-prescreen", { command: { resume: { action: "take_over", message: "Looks fine to me, approved.", digest: request.value.digest } } });
     const now = await interruptOf(lena, threadId);
     expect(now.value.refusal?.code).toBe("approval_self_approval");
     expect(now.value.type).toBe("eart.escalation");
     expect(now.value.reason).toBe(request.value.reason);
+    expect(now.value.digest).toBe(request.value.digest);
     expect(recommendations()).toHaveLength(before);
     expect(approvals()).toEqual([]);
     const types = auditTypes(threadId);

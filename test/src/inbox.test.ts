@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { AIMessage } from "@langchain/core/messages";
 import { Command } from "@langchain/langgraph";
 import Database from "better-sqlite3";
 import pg from "pg";
@@ -9,10 +10,12 @@ import { afterAll, describe, expect, it } from "vitest";
 import { AuditInputError, AuditStoreError, EartConfigError, MemoryAuditLog, type AuditEventInput, type AuditLog } from "eart";
 import { PostgresAuditLog } from "eart/postgres";
 import { SqliteAuditLog } from "eart/sqlite";
+import { scriptedModel } from "eart/testing";
 import { InboxIndex, inboxChanges, type PendingTask } from "../../src/audit/inbox.js";
 import { defineRedaction, STANDARD_REDACTIONS } from "../../src/context/redaction.js";
 import { redactingAuditLog } from "../../nodes/redaction.js";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
+import { reviewed, waitingCase } from "../support/reviews.js";
 
 // A real PostgreSQL. No skip: without it the PostgreSQL cases fail, loudly.
 const PG_URL = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
@@ -352,6 +355,19 @@ describe("the inbox of a governed agent", () => {
     expect(keys(await auditLog.pending!())).toEqual(["g1/approval/call_1"]);
     await agent.invoke(new Command({ resume: { decisions: [{ toolCallId: "call_1", type: "approve", digest }] } }), config("g1", "sam"));
     expect(refunds()).toHaveLength(1);
+    expect(await auditLog.pending!()).toEqual([]);
+  });
+
+  it("lists a case paused for a reviewer with whom it is about, keeps it through an answer for another case, and drops it once answered", async () => {
+    const unsure = scriptedModel(() => new AIMessage(JSON.stringify({ answer: "Probably fine.", confidence: 0.2 })));
+    const { agent, auditLog } = refundSetup([], { agent: { model: unsure, escalation: { reviewerRoles: ["supervisor"], confidence: { threshold: 0.7 } } } });
+    const request = waitingCase(await agent.invoke(ask("Is my refund approved?"), config("g2")));
+    const [task] = await auditLog.pending!({ role: "supervisor" });
+    expect(task).toMatchObject({ threadId: "g2", kind: "escalation", toolCallId: null, roles: ["supervisor"], requestedBy: { agentId: "support-agent", userId: "cara" } });
+    // An answer naming another case: refused, and the case still waits.
+    await expect(agent.invoke(new Command({ resume: reviewed({ digest: "0".repeat(64) }, "close", "Closed.") }), config("g2", "sam"))).rejects.toMatchObject({ code: "approval_digest_mismatch" });
+    expect(keys(await auditLog.pending!())).toEqual(["g2/escalation/-"]);
+    await agent.invoke(new Command({ resume: reviewed(request, "close", "Closed.") }), config("g2", "sam"));
     expect(await auditLog.pending!()).toEqual([]);
   });
 });
