@@ -1,6 +1,7 @@
 /** LangChain tools and chat models as eart's nodes take them: option schemas, indexing, argument checks. */
 import type { BaseChatModel } from "@langchain/core/language_models/chat_models";
 import type { StructuredToolInterface } from "@langchain/core/tools";
+import { isGraphBubbleUp, isGraphInterrupt as isLangGraphInterrupt } from "@langchain/langgraph";
 import { interopSafeParseAsync, isInteropZodSchema } from "@langchain/core/utils/types";
 import { z } from "zod";
 import { EartConfigError } from "../src/errors.js";
@@ -56,8 +57,26 @@ export function indexTools(tools: readonly StructuredToolInterface[], field = "t
   return byName;
 }
 
-/** Errors that must pass through every catch: interrupts and other graph control flow. */
-export { isGraphBubbleUp as isGraphControlFlow, isGraphInterrupt } from "@langchain/langgraph";
+/**
+ * Errors that must pass through every catch: interrupts and other graph control flow, as
+ * LangGraph raises them. LangGraph's own test reads a flag (`is_bubble_up`) and a name, which an
+ * error a tool built from a downstream's body (`Object.assign(new Error(m), body)`) can carry: such
+ * an error would pass for a pause, or end the run as if the graph had finished, with the call's
+ * outcome unknown and nobody asked. Here the flag must come from LangGraph's class (the getter its
+ * prototype defines), never from the error's own properties.
+ */
+export function isGraphControlFlow(error: unknown): boolean {
+  if (!isGraphBubbleUp(error) || typeof error !== "object" || error === null || Object.hasOwn(error, "is_bubble_up")) return false;
+  for (let proto = Object.getPrototypeOf(error); proto !== null && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    if (typeof Object.getOwnPropertyDescriptor(proto, "is_bubble_up")?.get === "function") return true;
+  }
+  return false;
+}
+
+/** A LangGraph interrupt, as LangGraph raises it (see {@link isGraphControlFlow}). */
+export function isGraphInterrupt(error: unknown): boolean {
+  return isLangGraphInterrupt(error) && isGraphControlFlow(error) && Array.isArray((error as { interrupts?: unknown }).interrupts);
+}
 
 /** Option schema: LangChain tools. */
 export const ToolsOption = z.array(

@@ -201,7 +201,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     context: ExecutionContext,
     config: LangGraphRunnableConfig,
   ): Promise<unknown> {
-    const input = { type: "tool_call" as const, id: call.id, name: tool.name, args: call.args };
+    // A copy for each try: a tool that changes its arguments in place (dollars to cents) must not
+    // hand the next try, or the fallback, arguments other than those decided.
+    const input = { type: "tool_call" as const, id: call.id, name: tool.name, args: structuredClone(call.args) };
     const configurable = { ...config.configurable, eart: context };
     let output: unknown;
     if (spec.timeout === undefined) {
@@ -479,7 +481,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
      * `claimedWithStart`: the claim committed the first try's `tool.started` (see the begin below),
      * which the breaker, closed, admitted: the first try goes straight to the tool.
      */
-    async function execute(attempt: number, force: boolean, claimedWithStart = false): Promise<Outcome> {
+    async function execute(attempt: number, force: boolean, claimedWithStart = false, afterUnknown = false): Promise<Outcome> {
       const attempts = spec.retry?.attempts ?? 1;
       let reason: RecoveryReason = "exhausted";
       let lastError: string | undefined;
@@ -491,8 +493,15 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
         if (!startedWithClaim && isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, "not_run", { try: n });
         const admission = (force && n === 1) || startedWithClaim ? { admitted: true as const, trial: false } : (breaker?.admit(clock()) ?? { admitted: true as const, trial: false });
         if (!admission.admitted) {
-          reason = "circuit_open";
-          lastError = `the circuit breaker is open until ${admission.openUntil.toISOString()}`;
+          // A breaker that refuses the first try ran nothing; one that refuses a retry ends tries
+          // that ran (and may have acted): that is what the human is told, and what a retry of
+          // theirs is charged for.
+          if (n === 1) {
+            reason = "circuit_open";
+            lastError = `the circuit breaker is open until ${admission.openUntil.toISOString()}`;
+          } else {
+            lastError = `${lastError ?? "the try failed"}; the circuit breaker then refused another try until ${admission.openUntil.toISOString()}`;
+          }
           break;
         }
         try {
@@ -563,8 +572,11 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       let spent: CancelOutcome = reason === "circuit_open" ? "not_run" : lastTimedOut ? "unknown" : "failed";
       if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, spent);
       // A try that timed out may still be acting (a tool that ignores its signal pays late): a
-      // fallback would act a second time, or answer as if nothing had; a human decides.
+      // fallback would act a second time, or answer as if nothing had; a human decides. So does a
+      // run again over an attempt whose outcome is unknown (a crash or a cancellation while the
+      // tool ran): that attempt may have acted, and a fallback cannot know the primary's key.
       if (lastTimedOut) return toHuman("timeout", attempt, lastError, spent);
+      if (afterUnknown) return toHuman("outcome_unknown", attempt, `${lastError ?? "not run"}; an earlier attempt may have acted, so no fallback ran`, spent);
       const fallback = spec.fallback;
       if (fallback) {
         if ("value" in fallback) {
@@ -645,6 +657,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     if (!resolutionFor(0) && breaker && breaker.state(clock()) === "open" && !spec.fallback && !(await ledger.get(key))) {
       const admission = breaker.admit(clock());
       if (!admission.admitted) return toHuman("circuit_open", 0, `the circuit breaker is open until ${admission.openUntil.toISOString()}`);
+      // The cool-down ended meanwhile and this read took the half-open trial: given back, as the
+      // call claims and is admitted below (kept, it would refuse every later call for good).
+      if (admission.trial) breaker.release(admission);
     }
 
     // A cancelled run claims nothing: the next run finds the call as this one did.
@@ -678,13 +693,12 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     // cancelled run recorded as not run (or failed, about to be retried) runs it again. A
     // cancellation while the tool ran, or none recorded (a crash, or the event was lost), leaves
     // the outcome unknown: a human decides, as exactly once asks.
-    if (!resolution && !spec.idempotent) {
-      const outcome = await cancelledOutcome(entry.attempt);
-      // A tool that paused itself with interrupt() is called again for its answer.
-      const paused = (await eventsOfCall()).some((e) => e.type === "tool.interrupted" && e.data.attempt === entry.attempt);
-      if (outcome !== "not_run" && outcome !== "failed" && !paused) {
-        return toHuman("outcome_unknown", entry.attempt, outcome === "unknown" ? "the run was cancelled while the tool was running; it may have acted" : undefined);
-      }
+    const outcome = await cancelledOutcome(entry.attempt);
+    // A tool that paused itself with interrupt() is called again for its answer.
+    const paused = (await eventsOfCall()).some((e) => e.type === "tool.interrupted" && e.data.attempt === entry.attempt);
+    const mayHaveActed = outcome !== "not_run" && outcome !== "failed" && !paused;
+    if (!resolution && !spec.idempotent && mayHaveActed) {
+      return toHuman("outcome_unknown", entry.attempt, outcome === "unknown" ? "the run was cancelled while the tool was running; it may have acted" : undefined);
     }
     // A new attempt of a call decided under another policy version (a human's retry, an idempotent
     // tool run again): decided again first. One the policy in force no longer lets run goes back to
@@ -712,8 +726,8 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     }
     const next = await ledger.retry(key, entry.attempt, clock());
     if (!next) throw new EffectInProgressError(threadId, call.id, entry.attempt);
-    const outcome = await execute(next.attempt, resolution !== undefined);
-    return reservedAgain ? { ...outcome, reserved: true } : outcome;
+    const ran = await execute(next.attempt, resolution !== undefined, false, mayHaveActed);
+    return reservedAgain ? { ...ran, reserved: true } : ran;
   }
 
   /**
