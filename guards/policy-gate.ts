@@ -544,6 +544,19 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       const found = byId.get(d.toolCallId)!;
       const record = nonce === undefined ? found : { ...found, usedTokens: [...(found.usedTokens ?? []), nonce] };
       const approval: ApprovalRecord = { approverId, type: d.type, at, ...(d.message !== undefined ? { message: d.message } : {}) };
+      // Asked under another policy version (a redeploy since): the kinds of answer the policy in
+      // force allows for the call decide, not those of the request as it was asked (an approve is
+      // decided again below, with the approvers the policy in force asks for).
+      if (d.type !== "approve" && record.verdict.version !== policy.version) {
+        const now = await decideRecordedCall(policy, tools.get(record.name)!, record, { identity, context, threadId });
+        if (now.effect === "require_approval" && now.allowedDecisions && !now.allowedDecisions.includes(d.type)) {
+          throw new ApprovalError(
+            d.type === "edit" ? "approval_edit_not_permitted" : "approval_resume_invalid",
+            `The policy in force (version ${policy.version}) does not let an approver ${d.type} the call to ${record.name}: it allows ${now.allowedDecisions.join(", ")}`,
+            { toolCallId: record.toolCallId },
+          );
+        }
+      }
       if (d.type === "approve") {
         records.push(
           record.verdict.version === policy.version
@@ -625,10 +638,15 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
   function withApproval(record: DecisionRecord, verdict: DecisionRecord["verdict"], approvals: ApprovalRecord[]): DecisionRecord {
     const next = { ...record, verdict, approvals };
     if (verdict.effect !== "require_approval") return { ...next, status: "approved" };
+    // Read against the registry in force: an approver demoted or removed since they approved no
+    // longer counts. The quorum is policy's, made up by holders of policy's own roles (a budget's
+    // approver counts for the budget's group, not toward policy's quorum); every group of roles
+    // (policy's, a budget's) is met by an approver holding one of its roles.
     const approvers = approversOf(next);
-    // Every group of roles (policy's, a budget's) met by an approver holding one of its roles.
+    const policyRoles = verdict.approverGroups?.[0] ?? verdict.approverRoles ?? [];
+    const holders = approvers.filter((id) => registry.userHasAnyRole(id, policyRoles));
     const met = (verdict.approverGroups ?? []).every((group) => approvers.some((id) => registry.userHasAnyRole(id, group)));
-    return { ...next, status: met && approvers.length >= (verdict.quorum ?? 1) ? "approved" : "pending_approval" };
+    return { ...next, status: met && holders.length >= (verdict.quorum ?? 1) ? "approved" : "pending_approval" };
   }
 
   /**

@@ -294,8 +294,11 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
    * Pausing here, not in a model step, keeps other middleware's afterModel hooks to one pass per
    * model answer.
    */
-  const answerHere = async (state: AgentState, message: AIMessage, config: LangGraphRunnableConfig) => {
-    const answered = await gateFor(knownTools()).policyGate(governedView(state), config);
+  const answerHere = async (state: AgentState, message: AIMessage, config: LangGraphRunnableConfig) =>
+    actOnAnswer(state, message, await gateFor(knownTools()).policyGate(governedView(state), config), config);
+
+  /** What an approval answer lets run runs, and the rest is answered; nothing while a call of the message still waits. */
+  const actOnAnswer = async (state: AgentState, message: AIMessage, answered: GateUpdate, config: LangGraphRunnableConfig, goto?: string) => {
     const decisions = mergeDecisions(state._eart?.decisions ?? [], answered.decisions ?? []);
     const edited = (answered.messages ?? []).find((m): m is AIMessage => AIMessage.isInstance(m) && m.id === message.id);
     const waiting = decisions.some((d) => d.messageId === message.id && d.status === "pending_approval");
@@ -310,6 +313,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         messages: [...(answered.messages ?? []), ...earlier.flatMap((d) => answerOf(d) ?? []), ...(ran?.messages ?? [])],
         budget: ran?.budget,
       }),
+      ...(goto ? { goto } : {}),
     });
   };
 
@@ -364,6 +368,13 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         // is the interrupt), not the model. The answer is written to the records (and an edit to
         // the proposing message, in place): the tool step after this one runs or answers each call.
         const update = await gateFor(knownTools()).policyGate(governedView(state), config);
+        const decisions = mergeDecisions(state._eart?.decisions ?? [], update.decisions ?? []);
+        if (!decisions.some((d) => d.messageId === message!.id && d.status === "pending_approval")) {
+          // The answer leaves nothing waiting (a quorum completed, a sibling lapsed): what it lets
+          // run runs here and the rest is answered, then the model is called. createAgent would
+          // not go to the tools again when a sibling's answer is already the newest message.
+          return actOnAnswer(state, message!, update, config, MODEL_NODE) as never;
+        }
         return new Command({ update: agentUpdate({ ...update, messages: (update.messages ?? []).filter((m) => AIMessage.isInstance(m)) }) }) as never;
       }
       if (mine.some((d) => d.status === "recovery_pending")) {

@@ -61,6 +61,7 @@ export {
 // Policy and budgets.
 export {
   DEFAULT_DENY_POLICY_ID,
+  MAX_APPROVAL_EXPIRY_MS,
   definePolicy,
   type PolicyConfig,
   type PolicyDecision,

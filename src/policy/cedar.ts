@@ -4,7 +4,7 @@ import { z } from "zod";
 import { canonicalJson, hasReadableSource, jsonProblem, sha256Hex } from "../internal/canonical.js";
 import { EartConfigError, PolicyDefinitionError } from "../errors.js";
 import { parseOptions } from "../internal/options.js";
-import { DEFAULT_DENY_POLICY_ID, type PolicyDecision, type PolicyEngine, type PolicyRequest } from "./engine.js";
+import { DEFAULT_DENY_POLICY_ID, MAX_APPROVAL_EXPIRY_MS, type PolicyDecision, type PolicyEngine, type PolicyRequest } from "./engine.js";
 
 // Loaded on first use: importing eart should not pay for the Cedar runtime (about 45 ms).
 let cedarWasm: typeof CedarWasm | undefined;
@@ -108,9 +108,9 @@ function parseQuorum(id: string, value: string | null): number {
 function parseExpiresIn(id: string, value: string | null): number {
   const match = value === null ? null : DURATION.exec(value);
   const ms = match ? Number(match[1]) * DURATION_UNITS[match[2] ?? "ms"]! : NaN;
-  if (!Number.isSafeInteger(ms) || ms <= 0) {
+  if (!Number.isSafeInteger(ms) || ms <= 0 || ms > MAX_APPROVAL_EXPIRY_MS) {
     throw new PolicyDefinitionError(
-      `Policy "${id}": @expires_in must be a positive duration such as "90s", "15m", "2h", "1d" or milliseconds ("900000"), not ${value === null ? "empty" : JSON.stringify(value)}`,
+      `Policy "${id}": @expires_in must be a positive duration of at most a year such as "90s", "15m", "2h", "1d" or milliseconds ("900000"), not ${value === null ? "empty" : JSON.stringify(value)}`,
       id,
     );
   }

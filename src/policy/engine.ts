@@ -28,6 +28,12 @@ const DecisionBase = {
 };
 
 /** What a {@link PolicyEngine} decides for one tool call. Fail closed: an evaluator error is a deny. */
+/**
+ * The longest an approval may wait: a year (366 days). A longer expiry is a mistake, and one past
+ * the last date a `Date` holds would fail every call it decides.
+ */
+export const MAX_APPROVAL_EXPIRY_MS = 366 * 24 * 60 * 60 * 1000;
+
 export const PolicyDecisionSchema = z.discriminatedUnion("effect", [
   z.object({ effect: z.literal("allow"), ...DecisionBase }),
   z.object({ effect: z.literal("deny"), ...DecisionBase, evaluationError: z.boolean().optional() }),
@@ -44,8 +50,8 @@ export const PolicyDecisionSchema = z.discriminatedUnion("effect", [
      * budget's roles]`. Absent: any one of `approverRoles` meets the requirement.
      */
     approverGroups: z.array(z.array(z.string()).min(1)).optional(),
-    /** How long the approval may take, from the request; no expiry when absent. */
-    expiresInMs: z.number().int().positive().optional(),
+    /** How long the approval may take, from the request (at most a year); no expiry when absent. */
+    expiresInMs: z.number().int().positive().max(MAX_APPROVAL_EXPIRY_MS, "an approval may wait at most a year").optional(),
     /** The answers an approver may give (`approve` always among them); every kind when absent. */
     allowedDecisions: z.array(z.enum(["approve", "edit", "reject", "respond"])).optional(),
   }),
@@ -128,7 +134,7 @@ const PolicyRuleSchema = z
     /** For `require_approval`: distinct approvers needed (default 1). */
     quorum: z.number().int().min(1).optional(),
     /** For `require_approval`: milliseconds the approvers have, from the request. */
-    expiresIn: z.number().int().positive().optional(),
+    expiresIn: z.number().int().positive().max(MAX_APPROVAL_EXPIRY_MS, "an approval may wait at most a year (366 days)").optional(),
     /**
      * For `require_approval`: the answers an approver may give, `approve` among them (say
      * `["approve", "reject"]` where a call must not be edited). Default: approve, edit, reject, respond.
