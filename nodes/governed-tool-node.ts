@@ -73,8 +73,12 @@ const FINISH_BACKOFF_MS = 50;
 const FINISHED_FAILURE_KINDS: ReadonlySet<unknown> = new Set(["invalid_arguments", "abandoned"]);
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
-/** `reserved`: this run reserved the call against the budgets again (a human's retry). */
-type Outcome = { record?: DecisionRecord; message?: ToolMessage; events: AuditEventInput[]; ran?: boolean; labels?: string[]; reserved?: boolean };
+/**
+ * `reserved`: this run reserved the call against the budgets again (a human's retry);
+ * `earlierAttempt`: it ran again after an attempt that may have acted, which the thread's own
+ * counters are charged for too.
+ */
+type Outcome = { record?: DecisionRecord; message?: ToolMessage; events: AuditEventInput[]; ran?: boolean; labels?: string[]; reserved?: boolean; earlierAttempt?: boolean };
 
 /**
  * What a tool receives in `config.configurable.eart` when the governed tool node runs it: the
@@ -516,7 +520,10 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
             returned = await invokeOnce(tool!, call, spec, { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config);
           } catch (error) {
             if (isGraphInterrupt(error)) return interrupted(error, attempt, { try: n });
-            if (isGraphControlFlow(error)) throw error;
+            // Other graph control flow from inside a tool (a ParentCommand of a subgraph it ran)
+            // would end the run as finished with the call's outcome unrecorded: the tool ran and
+            // may have acted, so a human decides.
+            if (isGraphControlFlow(error)) return toHuman("outcome_unknown", attempt, `the tool ended with LangGraph control flow (${(error as Error).name}), which eart does not follow from a tool`);
             if (error instanceof EffectInProgressError) throw error;
             // The run's signal, not the tool's timeout (that aborts only the tool's own signal).
             // Whatever the error says (the abort, or a failure the abort caused), the tool was
@@ -588,7 +595,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
           returned = { output: await invokeOnce(fallback.tool as StructuredToolInterface, call, specOf(call.name), { idempotencyKey: idempotencyKeyOf(key), key, attempt }, config) };
         } catch (error) {
           if (isGraphInterrupt(error)) return interrupted(error, attempt);
-          if (isGraphControlFlow(error)) throw error;
+          if (isGraphControlFlow(error)) return toHuman("outcome_unknown", attempt, `the fallback ended with LangGraph control flow (${(error as Error).name}), which eart does not follow from a tool`);
           if (error instanceof EffectInProgressError) throw error;
           // The fallback was running: it may have acted.
           if (isRunCancelled(config.signal)) return cancelled(error, attempt, "unknown");
@@ -713,10 +720,12 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     }
     // A human's retry of an attempt that may have acted (it started the tool, which then threw,
     // timed out or was lost) may pay a second time: the budgets that deny are checked and reserved
-    // again before it runs. One that no longer fits, or cannot be checked, sends the call back to
-    // a human, who may mark it done or abandon it. (A breaker that refused the try ran nothing.)
+    // again before it runs, with the earlier attempt counted. One that no longer fits, or cannot
+    // be checked, sends the call back to a human, who may mark it done or abandon it. (A breaker
+    // that refused the try ran nothing; a downstream that refused the caller's permission did not act.)
     let reservedAgain = false;
-    if (resolution?.type === "retry" && current.recovery?.reason !== "circuit_open") {
+    const retriesAfterEffect = resolution?.type === "retry" && current.recovery?.reason !== "circuit_open" && current.recovery?.reason !== "permission_denied";
+    if (retriesAfterEffect) {
       const again = await reserveRetry(current, call, state, threadId);
       if (again.refused) {
         event("tool.blocked", { reason: again.refused });
@@ -727,7 +736,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const next = await ledger.retry(key, entry.attempt, clock());
     if (!next) throw new EffectInProgressError(threadId, call.id, entry.attempt);
     const ran = await execute(next.attempt, resolution !== undefined, false, mayHaveActed);
-    return reservedAgain ? { ...ran, reserved: true } : ran;
+    return retriesAfterEffect ? { ...ran, ...(reservedAgain ? { reserved: true } : {}), earlierAttempt: true } : ran;
   }
 
   /**
@@ -744,7 +753,10 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     if (!state.identity) return { refused: "the budgets cannot be checked: the thread has no bound identity", reserved: false };
     try {
       const tool = { name: call.name, args: record.parsedArgs ?? call.args };
-      const { verdict, reserved } = await budgets.reserve({ identity: state.identity, threadId, tool, threadCounters: { ...(state.budget ?? {}) }, pending: [] }, { only: "deny" });
+      // The earlier attempt counts as charged: a thread's own counters (no budget store) hold only
+      // calls that finished, and it did not; the store holds its reservation already.
+      const earlier = [{ name: call.name, args: tool.args, reserved: true }];
+      const { verdict, reserved } = await budgets.reserve({ identity: state.identity, threadId, tool, threadCounters: { ...(state.budget ?? {}) }, pending: earlier }, { only: "deny" });
       if (verdict) return { refused: `an earlier attempt may have acted, and another would exceed the budget: ${verdict.reasons.join("; ")}`, reserved: false };
       return { reserved };
     } catch (error) {
@@ -820,7 +832,11 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     if (events.length > 0) await auditLog.append(events);
     // Replayed executions were charged when they ran.
     const executed = withIds
-      .map((call, i) => ({ call, ran: results[i]!.ran === true, reserved: records.get(call.id)?.budgetReserved === true || results[i]!.reserved === true, parsedArgs: records.get(call.id)?.parsedArgs }))
+      .flatMap((call, i) => {
+        const ran = { call, ran: results[i]!.ran === true, reserved: records.get(call.id)?.budgetReserved === true || results[i]!.reserved === true, parsedArgs: records.get(call.id)?.parsedArgs };
+        // The earlier attempt of a retry: the thread's own counters only (the store holds it).
+        return results[i]!.earlierAttempt ? [ran, { ...ran, reserved: true }] : [ran];
+      })
       .filter((r) => r.ran);
     const budget = executed.length > 0 ? await charge(executed, state, threadId) : {};
     return {

@@ -117,7 +117,10 @@ const REDACTED = "[REDACTED:";
  * ```
  */
 export async function replay(auditLog: AuditLog, candidate: PolicyEngine, options: ReplayOptions = {}): Promise<ReplayReport> {
-  const threadIds = options.threadIds ?? (await auditLog.listThreads());
+  // Every thread the store lists, and every one its global log knows: a thread deleted whole from
+  // the store is not "no change", it is a thread replay could not read.
+  const logged = options.threadIds === undefined && typeof auditLog.globalLog === "function" ? (await auditLog.globalLog()).entries.flatMap((e) => e.heads.map((h) => h.threadId)) : [];
+  const threadIds = options.threadIds ?? [...new Set([...(await auditLog.listThreads()), ...logged])].sort();
   const report: ReplayReport = { candidateVersion: candidate.version, threads: threadIds.length, evaluated: 0, skipped: 0, flips: [], unreplayable: [], unverified: [] };
   for (const threadId of threadIds) {
     const events = await auditLog.read(threadId);
