@@ -473,6 +473,13 @@ const payEveryTime = (db: Database.Database, args: Record<string, unknown>) => {
   return JSON.stringify({ orderId: args.orderId, amount: args.amount, status: "refunded" });
 };
 
+/** A gateway that pays on every call, and answers its first with a 502 after the transfer. */
+const paysThenThrows: Body = async (args, _cfg, _real, n, db) => {
+  const paid = payEveryTime(db, args);
+  if (n === 1) throw new Error("gateway 502 after the transfer");
+  return paid;
+};
+
 const recoveryOn = async (agent: { getState: (c: unknown) => Promise<unknown> }, threadId: string) => {
   const request = pendingRecovery(await agent.getState(config(threadId)));
   if (!request) throw new Error(`expected a pending recovery request on ${threadId}`);
@@ -512,11 +519,7 @@ describe("each call is charged exactly once", () => {
     const store = new MemoryBudgetStore();
     const budgets = defineBudgets([perUser(100)], { store, clock: fixedClock().clock });
     const s = refundWith(
-      async (args, _cfg, _real, n, db) => {
-        const paid = payEveryTime(db, args);
-        if (n === 1) throw new Error("gateway 502 after the transfer");
-        return paid;
-      },
+      paysThenThrows,
       budgets,
       [[refund("c1", 60, "1043")]],
     );
@@ -549,11 +552,7 @@ describe("each call is charged exactly once", () => {
     };
     const budgets = defineBudgets([perUser(500)], { store, clock: fixedClock().clock });
     const s = refundWith(
-      async (args, _cfg, _real, n, db) => {
-        const paid = payEveryTime(db, args);
-        if (n === 1) throw new Error("gateway 502 after the transfer");
-        return paid;
-      },
+      paysThenThrows,
       budgets,
       [[refund("c1", 60, "1043")]],
     );

@@ -160,6 +160,13 @@ const payEveryTime = (db: Database.Database, args: Record<string, unknown>) => {
   return JSON.stringify({ orderId: args.orderId, amount: args.amount, status: "refunded" });
 };
 
+/** A gateway that pays on every call, and answers its first with a 502 after the transfer. */
+const paysThenThrows: Body = async (args, _cfg, _real, n, db) => {
+  const paid = payEveryTime(db, args);
+  if (n === 1) throw new Error("gateway 502 after the transfer");
+  return paid;
+};
+
 const recoveryOn = async (agent: { getState: (c: unknown) => Promise<unknown> }, threadId: string) => {
   const request = pendingRecovery(await agent.getState(config(threadId)));
   if (!request) throw new Error(`expected a pending recovery request on ${threadId}`);
@@ -372,11 +379,7 @@ describe("2. a human's retry of an attempt that may have acted", () => {
     const rule: BudgetRuleInput = { id: "refunds.thread", tools: ["issue_refund"], scope: "thread", window: "day", maxSum: { arg: "amount", max: 100 }, onExceed: "deny" };
     const budgets = defineBudgets([rule], { clock: () => DAY });
     const s = refundWith(
-      async (args, _cfg, _real, n, db) => {
-        const paid = payEveryTime(db, args);
-        if (n === 1) throw new Error("gateway 502 after the transfer");
-        return paid;
-      },
+      paysThenThrows,
       [[refund("c1", 60, "1043")]],
       { budgets },
     );
@@ -422,11 +425,7 @@ describe("2. a human's retry of an attempt that may have acted", () => {
     const rule: BudgetRuleInput = { id: "refunds.user", tools: ["issue_refund"], scope: "user", window: "day", maxSum: { arg: "amount", max: 100 }, onExceed: "require_approval", approverRoles: ["supervisor"] };
     const budgets = defineBudgets([rule], { store, clock: () => DAY });
     const s = refundWith(
-      async (args, _cfg, _real, n, db) => {
-        const paid = payEveryTime(db, args);
-        if (n === 1) throw new Error("gateway 502 after the transfer");
-        return paid;
-      },
+      paysThenThrows,
       [[refund("c1", 60, "1043")]],
       { budgets },
     );
