@@ -137,7 +137,7 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
       if (signals.length === 0) return {};
       const reason = signals.map((s) => s.detail).join("; ");
       await auditLog.append({ threadId, type: "escalation.requested", data: { reason, signals, roles: [...reviewerRoles], requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id } } });
-      return { escalation: { reason, toolCallIds: [], policyIds: [], at: clock().toISOString(), signals } };
+      return { escalation: { id: randomUUID(), reason, toolCallIds: [], policyIds: [], at: clock().toISOString(), signals } };
     }
 
     const proposing = lastAIMessage(state.messages);
@@ -155,6 +155,7 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
       roles: [...reviewerRoles],
       requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id },
       since: open.at,
+      ...(open.id !== undefined ? { caseId: open.id } : {}),
     };
     const request: EscalationRequest = { ...shown, digest: caseDigest(shown) };
     const response = await interruptForAnswer(

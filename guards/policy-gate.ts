@@ -1,6 +1,6 @@
 import { AIMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
-import { KeyObject } from "node:crypto";
+import { KeyObject, randomUUID } from "node:crypto";
 import { z } from "zod";
 import { argumentsProblem, bounded, digestOf, MAX_ARGUMENT_DEPTH, nestedTooDeep, proposedCallDigest, refusalData } from "../src/human-tasks/refusal.js";
 import { AuditLogOption, type AuditEventInput } from "../src/audit/log.js";
@@ -208,6 +208,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
 
   /** The case handed to a human for the escalated calls. */
   const escalationOf = (escalated: DecisionRecord[]): Escalation => ({
+    id: randomUUID(),
     reason: escalated.flatMap((r) => r.verdict.reasons).join("; "),
     toolCallIds: escalated.map((r) => r.toolCallId),
     policyIds: [...new Set(escalated.flatMap((r) => r.verdict.policyIds))],

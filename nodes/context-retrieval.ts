@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { HumanMessage } from "@langchain/core/messages";
 import type { DocumentInterface } from "@langchain/core/documents";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
@@ -278,7 +279,7 @@ export function createContextRetrieval(options: ContextRetrievalOptions) {
     if (missing.length === 0 && openForContext) update.escalation = null; // what was missing is there now
     if (missing.length > 0) {
       const signals = missing.map((m) => ({ kind: "missing_context" as const, detail: `${m.fact}${m.description ? `: ${m.description}` : ""}` }));
-      update.escalation = { reason: `Required context is missing: ${missing.map((m) => m.fact).join(", ")}`, toolCallIds: [], policyIds: [], at: clock().toISOString(), signals };
+      update.escalation = { id: randomUUID(), reason: `Required context is missing: ${missing.map((m) => m.fact).join(", ")}`, toolCallIds: [], policyIds: [], at: clock().toISOString(), signals };
       events.push({ threadId, type: "escalation.requested", data: { reason: update.escalation.reason, signals, ...(reviewerRoles ? { roles: [...reviewerRoles] } : {}), requestedBy: { agentId: identity.id, userId: identity.onBehalfOf.id } } });
     }
     await auditLog.append(events);

@@ -195,6 +195,8 @@ export type EscalationSignal = z.output<typeof EscalationSignalSchema>;
  * retrieval, the escalation guard's first pass) and cleared (`null`) once a reviewer answered.
  */
 export const EscalationSchema = z.object({
+  /** The case's own id (random): two cases a thread opened at one clock reading are two cases. */
+  id: z.string().optional(),
   reason: z.string(),
   toolCallIds: z.array(z.string()).default([]),
   policyIds: z.array(z.string()).default([]),

@@ -30,9 +30,11 @@ export const EscalationRequestSchema = HumanTaskEnvelopeSchema.extend({
   contextIds: z.array(z.string()),
   /** Any one of these roles may review (the same as `roles`). */
   reviewerRoles: z.array(z.string()),
+  /** The case's own id, where it has one (cases opened at one clock reading differ by it). */
+  caseId: z.string().optional(),
   /**
-   * The case's digest (its thread, reason, signals, what the agent proposed, context ids and
-   * since): an answer carries it, so a stale or retried answer decides no later case, nor another
+   * The case's digest (its thread, reason, signals, what the agent proposed, context ids, since
+   * and id): an answer carries it, so a stale or retried answer decides no later case, nor another
    * thread's. See {@link caseDigest}.
    */
   digest: z.string(),
@@ -46,9 +48,9 @@ export type EscalationRequest = z.output<typeof EscalationRequestSchema>;
  * const request = { ...rest, digest: caseDigest(rest) };
  * ```
  */
-export function caseDigest(request: Pick<EscalationRequest, "threadId" | "reason" | "signals" | "proposed" | "contextIds" | "since">): string {
-  const { threadId, reason, signals, proposed, contextIds, since } = request;
-  return sha256Hex(canonicalJson({ threadId, reason, signals, proposed, contextIds, since }));
+export function caseDigest(request: Pick<EscalationRequest, "threadId" | "reason" | "signals" | "proposed" | "contextIds" | "since" | "caseId">): string {
+  const { threadId, reason, signals, proposed, contextIds, since, caseId } = request;
+  return sha256Hex(canonicalJson({ threadId, reason, signals, proposed, contextIds, since, ...(caseId !== undefined ? { caseId } : {}) }));
 }
 
 /** True when an interrupt value is an eart escalation request. */

@@ -21,7 +21,7 @@
  * 7. resilience: a tool that pauses itself (both agents), arguments cloned per try, a tool raising
  *    LangGraph's own ParentCommand.
  *
- * Found by this pass (closed ones are plain tests, "Was a hole" above them; two stay it.fails):
+ * Found by this pass (closed ones are plain tests, "Was a hole" above them; one stays it.fails):
  * - MEDIUM: budgets counted in the thread's state (no store): the attempt that paid and threw is
  *   counted nowhere, so the supervisor's retry "fits" and pays again past the deny cap;
  * - MEDIUM: replay over a store where an insider deleted a whole thread reports no change: the
@@ -38,8 +38,9 @@
  *   nowhere and nobody asked.
  * Closed: the retry's check counts the earlier attempt, and the thread's own counters are charged
  * for it; a retry after a permission refusal is not charged again; replay reads the threads the
- * global log names; control flow other than an interrupt from a tool hands the call to a human.
- * Open (it.fails): an engine's own approver groups with a quorum; two cases at one clock reading.
+ * global log names; control flow other than an interrupt from a tool hands the call to a human;
+ * each case has its own id, in its digest.
+ * Open (it.fails): an engine's own approver groups with a quorum.
  *
  * Held (plain it): every state-write route on a waiting thread is refused with the request intact
  * and still answerable; a run cut before the pause is continued by its customer; nothing of the
@@ -530,7 +531,7 @@ describe("4. a reviewer's answer names the case it answers", () => {
     expect(pendingEscalation(done)).toBeUndefined();
   });
 
-  // HOLE (low: needs two cases of one thread opened at the same clock reading: a frozen or coarse
+  // Was a hole, now closed: each case has its own random id, which the digest covers. It was (low: needs two cases of one thread opened at the same clock reading: a frozen or coarse
   // clock, which `clock` lets a deployment give). caseDigest binds the thread, reason, signals,
   // proposal, context ids and `since` (the clock's reading when the case opened), nothing that is
   // the case's own: a template agent giving the same uncertain answer twice opens a second case
@@ -538,7 +539,7 @@ describe("4. a reviewer's answer names the case it answers", () => {
   // retry, a stale screen) decides the second, unseen. Fix: guards/escalation-guard.ts (first
   // pass): give each case an id of its own (a random id, or the seq of its escalation.requested
   // event) in the `escalation` record, and src/human-tasks/escalation.ts `caseDigest`: cover it.
-  it.fails("two cases of one thread opened at the same clock reading do not share a digest: the retried answer to the first is refused on the second", async () => {
+  it("two cases of one thread opened at the same clock reading do not share a digest: the retried answer to the first is refused on the second", async () => {
     const s = refundSetup([], { clock: () => DAY, agent: { model: sameAnswer(), escalation: review } });
     const first = pendingEscalation(await s.agent.invoke(ask("Is my refund approved?"), config("e-frozen")))!;
     const stale = reviewed(first, "close", "Not approved.");

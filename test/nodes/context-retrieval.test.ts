@@ -109,6 +109,7 @@ describe("createContextRetrieval, called directly", () => {
     });
     const update = await node({ messages: [new HumanMessage("prescreen")], identity: identity(), context: { items: [], sensitivity: [] } }, cfg);
     expect(update.escalation).toEqual({
+      id: expect.stringMatching(/^[0-9a-f-]{36}$/),
       reason: "Required context is missing: income_proof",
       toolCallIds: [],
       policyIds: [],
