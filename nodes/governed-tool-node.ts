@@ -80,6 +80,15 @@ type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
  */
 type Outcome = { record?: DecisionRecord; message?: ToolMessage; events: AuditEventInput[]; ran?: boolean; labels?: string[]; reserved?: boolean; earlierAttempt?: boolean };
 
+/** A copy of a call's arguments for one try; arguments that cannot be copied (a function a test's model put there) are handed as they are. */
+function copyOf(args: Record<string, unknown>): Record<string, unknown> {
+  try {
+    return structuredClone(args);
+  } catch {
+    return args;
+  }
+}
+
 /**
  * What a tool receives in `config.configurable.eart` when the governed tool node runs it: the
  * idempotency key to forward to the system it calls, and which attempt this is.
@@ -207,7 +216,7 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
   ): Promise<unknown> {
     // A copy for each try: a tool that changes its arguments in place (dollars to cents) must not
     // hand the next try, or the fallback, arguments other than those decided.
-    const input = { type: "tool_call" as const, id: call.id, name: tool.name, args: structuredClone(call.args) };
+    const input = { type: "tool_call" as const, id: call.id, name: tool.name, args: copyOf(call.args) };
     const configurable = { ...config.configurable, eart: context };
     let output: unknown;
     if (spec.timeout === undefined) {
