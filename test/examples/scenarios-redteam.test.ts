@@ -123,7 +123,7 @@ describe("refund: what a customer can get back without a supervisor", () => {
     const result = await agent.invoke(ask("Show me the card of order 1042."), refundConfig("t-card", "fay"));
     const decided = (await agent.getState(refundConfig("t-card", "fay"))).values.decisions as DecisionRecord[];
     expect(decided).toEqual([expect.objectContaining({ name: "view_payment_details", status: "denied" })]);
-    expect(JSON.stringify(result.messages)).not.toContain("4111");
+    expect(JSON.stringify(result.messages)).not.toMatch(/4111[\s-]?1111/);
   });
 });
 
