@@ -43,7 +43,6 @@ import {
   MemoryBudgetStore,
   MemoryEffectLedger,
   pendingApproval,
-  pendingRecovery,
   type AgentIdentity,
   type BudgetGuard,
   type BudgetRuleInput,
@@ -54,6 +53,7 @@ import { PostgresBudgetStore } from "eart/postgres";
 import { SqliteBudgetStore } from "eart/sqlite";
 import { decide } from "../support/decisions.js";
 import { ask, config, refund, refundSetup, type Call } from "../support/refund.js";
+import { paysThenThrows, recoveryOn, type RefundBody } from "../support/gateways.js";
 
 // ── fixtures ────────────────────────────────────────────────────────────────────────────────────
 
@@ -440,7 +440,7 @@ describe("counter keys", () => {
 
 // ── charged exactly once ────────────────────────────────────────────────────────────────────────
 
-type Body = (args: Record<string, unknown>, cfg: unknown, real: StructuredToolInterface, n: number, db: Database.Database) => Promise<unknown>;
+type Body = RefundBody;
 
 /** The refund agent (ledger, supervisors recover) with issue_refund's body replaced by `body`. */
 function refundWith(body: Body, budgets: BudgetGuard, turns: Call[][]) {
@@ -463,28 +463,6 @@ function refundWith(body: Body, budgets: BudgetGuard, turns: Call[][]) {
   return setup;
 }
 
-/** A gateway that pays every time it is called (it does not dedupe by idempotency key). */
-const payEveryTime = (db: Database.Database, args: Record<string, unknown>) => {
-  db.prepare(`INSERT INTO refunds (order_id, amount, tool_call_id, idempotency_key, created_at) VALUES (?, ?, 'x', NULL, ?)`).run(
-    String(args.orderId),
-    Number(args.amount),
-    new Date(0).toISOString(),
-  );
-  return JSON.stringify({ orderId: args.orderId, amount: args.amount, status: "refunded" });
-};
-
-/** A gateway that pays on every call, and answers its first with a 502 after the transfer. */
-const paysThenThrows: Body = async (args, _cfg, _real, n, db) => {
-  const paid = payEveryTime(db, args);
-  if (n === 1) throw new Error("gateway 502 after the transfer");
-  return paid;
-};
-
-const recoveryOn = async (agent: { getState: (c: unknown) => Promise<unknown> }, threadId: string) => {
-  const request = pendingRecovery(await agent.getState(config(threadId)));
-  if (!request) throw new Error(`expected a pending recovery request on ${threadId}`);
-  return request;
-};
 
 describe("each call is charged exactly once", () => {
   it("a refund that threw stays charged (never zero); the supervisor's retry is reserved again, since an error does not prove nothing was paid", async () => {

@@ -88,6 +88,7 @@ import { createRefundTools } from "../../examples/refund/tools.js";
 import { decide } from "../support/decisions.js";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
 import { ask, config, refund, refundSetup, registry, type Call } from "../support/refund.js";
+import { paysThenThrows, payEveryTime, recoveryOn, type RefundBody } from "../support/gateways.js";
 import { reviewed } from "../support/reviews.js";
 
 // ── fixtures ────────────────────────────────────────────────────────────────────────────────────
@@ -132,7 +133,7 @@ async function held(graph: unknown, threadId: string) {
   };
 }
 
-type Body = (args: Record<string, unknown>, cfg: unknown, real: StructuredToolInterface, n: number, db: Database.Database) => Promise<unknown>;
+type Body = RefundBody;
 
 /** The refund agent (supervisors recover) with issue_refund's body replaced by `body`; `n` counts the calls that reached it. */
 function refundWith(body: Body, turns: Call[][], opts: { budgets?: BudgetGuard; execution?: Record<string, unknown> } = {}) {
@@ -155,24 +156,6 @@ function refundWith(body: Body, turns: Call[][], opts: { budgets?: BudgetGuard; 
   return setup;
 }
 
-/** A gateway that pays every time it is called (it does not dedupe by idempotency key). */
-const payEveryTime = (db: Database.Database, args: Record<string, unknown>) => {
-  db.prepare(`INSERT INTO refunds (order_id, amount, tool_call_id, idempotency_key, created_at) VALUES (?, ?, 'x', NULL, ?)`).run(String(args.orderId), Number(args.amount), DAY.toISOString());
-  return JSON.stringify({ orderId: args.orderId, amount: args.amount, status: "refunded" });
-};
-
-/** A gateway that pays on every call, and answers its first with a 502 after the transfer. */
-const paysThenThrows: Body = async (args, _cfg, _real, n, db) => {
-  const paid = payEveryTime(db, args);
-  if (n === 1) throw new Error("gateway 502 after the transfer");
-  return paid;
-};
-
-const recoveryOn = async (agent: { getState: (c: unknown) => Promise<unknown> }, threadId: string) => {
-  const request = pendingRecovery(await agent.getState(config(threadId)));
-  if (!request) throw new Error(`expected a pending recovery request on ${threadId}`);
-  return request;
-};
 
 const approvalOn = async (agent: { getState: (c: unknown) => Promise<unknown> }, threadId: string) => {
   const request = pendingApproval(await agent.getState(config(threadId)));
