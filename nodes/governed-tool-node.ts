@@ -385,7 +385,10 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       // A request made in a step the run throws away would wait for an answer nobody can give.
       if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, ifCancelled);
       event("tool.recovery_requested", { reason, attempt, error: error ?? null, ...(recoveryRoles ? { roles: [...recoveryRoles] } : {}), ...(current.requestedBy ? { requestedBy: current.requestedBy } : {}) });
-      return { record: { ...current, status: "recovery_pending", recovery: { reason, attempt, at: now(), resumeStatus, ...(error !== undefined ? { error } : {}) } }, events };
+      return {
+        record: { ...current, status: "recovery_pending", recovery: { reason, attempt, at: now(), resumeStatus, ...(error !== undefined ? { error } : {}), ...(recoveryRoles ? { roles: [...recoveryRoles] } : {}) } },
+        events,
+      };
     };
     /** The content a succeeded entry answered with. */
     const storedContent = (entry: LedgerEntry): unknown => {

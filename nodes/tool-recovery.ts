@@ -59,7 +59,10 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     // Before the interrupt: a forged request must not reach a human, and this writes only on tamper.
     const seal = await sealer();
     await assertSealed(seal, auditLog, threadId, "recovery", identity, pending);
-    const request = buildRecoveryRequest(threadId, pending, roles);
+    // The roles each call was handed over to answer it (the inbox lists it for them): a change of
+    // roles since applies to later requests. Calls handed over with none recorded: the node's.
+    const recorded = pending.every((r) => r.recovery!.roles) ? [...new Set(pending.flatMap((r) => r.recovery!.roles!))] : undefined;
+    const request = buildRecoveryRequest(threadId, pending, recorded ?? roles);
     // As for approvals: an answer eart accepted before for this request (the step that acts on it
     // stopped before it was saved) stands, from whom it came then, and is not recorded twice.
     const answers = answersGiven(request);

@@ -115,6 +115,12 @@ export const RecoveryRecordSchema = z.object({
   at: z.string(),
   /** The status the call goes back to once resolved. */
   resumeStatus: z.enum(["allowed", "approved"]),
+  /**
+   * The roles that may resolve it, as the tool node was told when it handed the call over: they
+   * answer this request (a later change of roles applies to later requests), and the inbox lists
+   * it for them.
+   */
+  roles: z.array(z.string().min(1)).min(1).optional(),
   resolution: RecoveryResolutionSchema.optional(),
 });
 export type RecoveryRecord = z.output<typeof RecoveryRecordSchema>;

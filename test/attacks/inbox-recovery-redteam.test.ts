@@ -31,9 +31,9 @@
  * replaced) on a thread paused for a supervisor dropped the request and new input was taken; the
  * same on a recovery let the refund be proposed again and pay a second time; recovery and
  * escalation entries did not say whom they were about.
- * Open (it.fails below, with what the attacker gets, severity and the smallest fix): after a
- * redeploy that changes `recoveryRoles`, a waiting recovery is listed for the old role (whose
- * answer is refused) and hidden from the new one.
+ * Also closed: after a redeploy that changed `recoveryRoles`, a waiting recovery was listed for the
+ * old role (whose answer was refused) and hidden from the new one; a request is now answered by the
+ * roles it was handed over to.
  */
 import { AIMessage, HumanMessage, RemoveMessage, type BaseMessage } from "@langchain/core/messages";
 import { tool, type StructuredToolInterface } from "@langchain/core/tools";
@@ -204,31 +204,35 @@ describe("the inbox lists every human task that waits, for the roles that may an
     });
   });
 
-  // HOLE (low): the recovery node asks with the roles it is configured with NOW, while the index
-  // (and the stored interrupt) keep the roles recorded when the call was handed over. After a
-  // redeploy that moves recovery from `finance` to `supervisor`, the waiting recovery is listed
-  // for finance (`pending({ role: "finance" })`, `eart pending --role finance`), whose answer is
-  // then refused (approval_unauthorized), and hidden from supervisors, who alone may answer it: it
-  // waits unseen. (Approvals keep the roles their verdict recorded, and are asked again when an
-  // answer under a new policy needs others.)
-  // Fix: nodes/governed-tool-node.ts toHuman: record the resolver roles in `record.recovery`, and
-  // nodes/tool-recovery.ts: ask with those recorded roles (a change of roles then applies to new
-  // requests), or hand the call over again (`tool.recovery_requested` with the new roles).
-  it.fails("after a redeploy that changes recoveryRoles, a waiting recovery is listed only for a role that may resolve it", async () => {
+  // Was a hole (low): the recovery node asked with the roles it was configured with NOW, while the
+  // index and the stored interrupt kept the roles the call was handed over to. After a redeploy
+  // that moved recovery from `finance` to `supervisor`, the waiting recovery was listed for finance,
+  // whose answer was refused (approval_unauthorized), and hidden from supervisors, who alone could
+  // answer it: it waited unseen. Now a request is answered by the roles it was handed over to
+  // (recorded with the call, as an approval keeps the roles its verdict named), and a change of
+  // roles applies to the requests made after it: what is listed for a role is what it may answer.
+  it("after a redeploy that changes recoveryRoles, a waiting recovery is listed for the roles that may resolve it, and later ones for the new roles", async () => {
     const checkpointer = new MemorySaver();
     const ledger = new MemoryEffectLedger();
     const first = payThenFail([[small("c1")]], { setup: { checkpointer }, agent: { ledger, recoveryRoles: ["finance"] } });
     await first.agent.invoke(askSmall(), config("roles-rc"));
     const second = payThenFail([[small("c1")]], { setup: { checkpointer, auditLog: first.auditLog }, agent: { ledger, recoveryRoles: ["supervisor"] } });
     const request = await recoveryOf(second.agent, "roles-rc");
-    // fay (finance) may no longer resolve it: the node in force asks supervisors.
-    expect(await codeOf(second.agent.invoke(new Command({ resume: { decisions: [decide(request, "c1", "abandon")] } }), config("roles-rc", "fay")))).toBe("approval_unauthorized");
-    // The guarantee: listed for the role that may answer it, not for one that may not.
+    expect(request.roles).toEqual(["finance"]);
+    // Listed for the role that may answer it, and only for that role.
     expect({
       supervisor: await listed(first.auditLog, second.agent, "supervisor"),
       finance: await listed(first.auditLog, second.agent, "finance"),
-      indexedForSupervisor: await indexed(first.auditLog, "supervisor"),
-    }).toEqual({ supervisor: ["roles-rc/recovery/c1"], finance: [], indexedForSupervisor: ["roles-rc/recovery/c1"] });
+      indexedForFinance: await indexed(first.auditLog, "finance"),
+    }).toEqual({ supervisor: [], finance: ["roles-rc/recovery/c1"], indexedForFinance: ["roles-rc/recovery/c1"] });
+    // sam (supervisor) may not resolve it; fay (finance), to whom it was handed over, does.
+    expect(await codeOf(second.agent.invoke(new Command({ resume: { decisions: [decide(request, "c1", "abandon")] } }), config("roles-rc", "sam")))).toBe("approval_unauthorized");
+    expect(await codeOf(second.agent.invoke(new Command({ resume: { decisions: [decide(request, "c1", "abandon")] } }), config("roles-rc", "fay")))).toBe("no error");
+    expect(await indexed(first.auditLog)).toEqual([]);
+    // A call handed over after the redeploy goes to the new roles.
+    await second.agent.invoke(askSmall(), config("roles-rc-2"));
+    expect((await recoveryOf(second.agent, "roles-rc-2")).roles).toEqual(["supervisor"]);
+    expect(await listed(first.auditLog, second.agent, "supervisor")).toEqual(["roles-rc-2/recovery/c1"]);
   });
 
   // Was a hole: an approval entry says whom it is about (`requestedBy`); a recovery's and an
