@@ -332,6 +332,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const groups = roles.length > 0 ? [...(decided.approverGroups ?? [decided.approverRoles]), roles] : decided.approverGroups;
     return {
       ...decided,
+      // Policy's approvers make up its quorum; the budget's meet their own group.
+      ...(roles.length > 0 ? { quorumRoles: decided.quorumRoles ?? decided.approverRoles } : {}),
       reasons: [...decided.reasons, ...over.reasons],
       policyIds: [...decided.policyIds, ...over.budgetIds],
       approverRoles: [...new Set([...decided.approverRoles, ...roles])],
@@ -640,12 +642,11 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const next = { ...record, verdict, approvals };
     if (verdict.effect !== "require_approval") return { ...next, status: "approved" };
     // Read against the registry in force: an approver demoted or removed since they approved no
-    // longer counts. The quorum is policy's, made up by holders of policy's own roles (a budget's
-    // approver counts for the budget's group, not toward policy's quorum); every group of roles
-    // (policy's, a budget's) is met by an approver holding one of its roles.
+    // longer counts. The quorum is made up by holders of its roles (policy's own where a budget's
+    // approvers are needed too: a budget's approver meets the budget's group, not a place in
+    // policy's quorum); every group of roles is met by an approver holding one of its roles.
     const approvers = approversOf(next);
-    const policyRoles = verdict.approverGroups?.[0] ?? verdict.approverRoles ?? [];
-    const holders = approvers.filter((id) => registry.userHasAnyRole(id, policyRoles));
+    const holders = approvers.filter((id) => registry.userHasAnyRole(id, verdict.quorumRoles ?? verdict.approverRoles ?? []));
     const met = (verdict.approverGroups ?? []).every((group) => approvers.some((id) => registry.userHasAnyRole(id, group)));
     return { ...next, status: met && holders.length >= (verdict.quorum ?? 1) ? "approved" : "pending_approval" };
   }

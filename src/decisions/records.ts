@@ -82,6 +82,8 @@ export const RecordedVerdictSchema = z.object({
   quorum: z.number().int().min(1).optional(),
   /** Role groups that must each approve (policy's `approverGroups`): every group by a holder of one of its roles. */
   approverGroups: z.array(z.array(z.string()).min(1)).optional(),
+  /** Whose approvals make up the quorum, when not every approver's do: policy's roles, where a budget's approvers are needed beside them. */
+  quorumRoles: z.array(z.string()).optional(),
   expiresInMs: z.number().int().positive().optional(),
   /** The answers an approver may give (policy's `allowedDecisions`); every kind when absent. */
   allowedDecisions: z.array(z.enum(["approve", "edit", "reject", "respond"])).optional(),

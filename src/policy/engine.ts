@@ -50,6 +50,12 @@ export const PolicyDecisionSchema = z.discriminatedUnion("effect", [
      * budget's roles]`. Absent: any one of `approverRoles` meets the requirement.
      */
     approverGroups: z.array(z.array(z.string()).min(1)).optional(),
+    /**
+     * The roles whose holders make up the quorum, when not all of `approverRoles`: eart sets it to
+     * policy's roles when a budget's approvers are needed beside them (a budget's approver meets
+     * its group, never a place in policy's quorum). Absent: holders of any of `approverRoles`.
+     */
+    quorumRoles: z.array(z.string()).optional(),
     /** How long the approval may take, from the request (at most a year); no expiry when absent. */
     expiresInMs: z.number().int().positive().max(MAX_APPROVAL_EXPIRY_MS, "an approval may wait at most a year").optional(),
     /** The answers an approver may give (`approve` always among them); every kind when absent. */

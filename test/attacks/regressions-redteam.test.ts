@@ -21,7 +21,7 @@
  * 7. resilience: a tool that pauses itself (both agents), arguments cloned per try, a tool raising
  *    LangGraph's own ParentCommand.
  *
- * Found by this pass (closed ones are plain tests, "Was a hole" above them; one stays it.fails):
+ * Found by this pass, and closed (each a plain test with "Was a hole" above it):
  * - MEDIUM: budgets counted in the thread's state (no store): the attempt that paid and threw is
  *   counted nowhere, so the supervisor's retry "fits" and pays again past the deny cap;
  * - MEDIUM: replay over a store where an insider deleted a whole thread reports no change: the
@@ -39,8 +39,8 @@
  * Closed: the retry's check counts the earlier attempt, and the thread's own counters are charged
  * for it; a retry after a permission refusal is not charged again; replay reads the threads the
  * global log names; control flow other than an interrupt from a tool hands the call to a human;
- * each case has its own id, in its digest.
- * Open (it.fails): an engine's own approver groups with a quorum.
+ * each case has its own id, in its digest; a quorum is made up by holders of the verdict's roles
+ * (policy's own, `quorumRoles`, where a budget added its approvers' group).
  *
  * Held (plain it): every state-write route on a waiting thread is refused with the request intact
  * and still answerable; a run cut before the pause is continued by its customer; nothing of the
@@ -612,7 +612,7 @@ describe("6. quorums", () => {
     expect(s.refunds().map((r) => r.amount)).toEqual([740]);
   });
 
-  // HOLE (low: an over-reach of the quorum fix; fail closed, but a legitimate request can never be
+  // Was a hole, now closed: the quorum's roles are the verdict's (`quorumRoles` where a budget added a group). It was (low: an over-reach of the quorum fix; fail closed, but a legitimate request can never be
   // approved, and while it waits the thread refuses all new input). `withApproval` now counts toward
   // the quorum only approvers holding `approverGroups[0]`, assuming group 0 is policy's and the rest
   // are budgets'. A PolicyEngine's own decision may carry approverGroups (the public contract:
@@ -623,7 +623,7 @@ describe("6. quorums", () => {
   // guards/policy-gate.ts `withApproval` (and `budgetApproval`): count holders of the policy
   // decision's own roles (`approverRoles` as the engine gave them, or every group the engine gave,
   // recorded apart from the groups budgets add), not only the first group.
-  it.fails("an engine's own approver groups (finance and supervisor, quorum 2): one approver of each completes it and the refund runs once", async () => {
+  it("an engine's own approver groups (finance and supervisor, quorum 2): one approver of each completes it and the refund runs once", async () => {
     const s = await approveTwice(twoDesks(true), "q-groups");
     expect(pendingApproval(await s.agent.getState(config("q-groups")))).toBeUndefined();
     expect(s.refunds().map((r) => r.amount)).toEqual([740]);
