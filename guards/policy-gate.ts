@@ -23,7 +23,7 @@ import { toolCallDigest } from "../src/internal/canonical.js";
 import { parseOptions } from "../src/internal/options.js";
 import { BudgetGuardOption, type BudgetVerdict } from "../src/policy/budget.js";
 import { BUILTIN_POLICY_IDS, decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
-import { recordedRequest } from "../src/policy/replay.js";
+import { comparedVerdict, recordedRequest, verdictFlipped } from "../src/policy/replay.js";
 import { acceptAnswer, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
 import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
@@ -119,22 +119,6 @@ function assertAnswerDepth(answer: unknown): void {
 
 export type GateUpdate = { decisions?: DecisionRecord[]; messages?: BaseMessage[]; escalation?: Escalation };
 
-/** Whether a candidate's decision differs from the enforced one in what it lets happen. */
-function flipped(enforced: DecisionRecord["verdict"], candidate: PolicyDecision): boolean {
-  if (enforced.effect !== candidate.effect) return true;
-  if (candidate.effect !== "require_approval") return false;
-  const roles = (r: readonly string[] | undefined) => [...(r ?? [])].sort().join(",");
-  return roles(enforced.approverRoles) !== roles(candidate.approverRoles) || (enforced.quorum ?? 1) !== (candidate.quorum ?? 1);
-}
-
-/** A verdict as `replay` compares it: recorded for the engine's own verdict where budgets changed it, and for an edit. */
-const replayedVerdict = (v: PolicyDecision) => ({
-  effect: v.effect,
-  policyIds: v.policyIds,
-  approverRoles: v.effect === "require_approval" ? v.approverRoles : null,
-  quorum: v.effect === "require_approval" ? (v.quorum ?? null) : null,
-});
-
 const verdictSummary = (v: DecisionRecord["verdict"]) => ({
   effect: v.effect,
   policyIds: v.policyIds,
@@ -206,30 +190,28 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
       ? { expiresAt: new Date(clock().getTime() + verdict.expiresInMs).toISOString() }
       : {};
 
-  /** The case handed to a human for the escalated calls. */
-  const escalationOf = (escalated: DecisionRecord[]): Escalation => ({
-    id: randomUUID(),
-    reason: escalated.flatMap((r) => r.verdict.reasons).join("; "),
-    toolCallIds: escalated.map((r) => r.toolCallId),
-    policyIds: [...new Set(escalated.flatMap((r) => r.verdict.policyIds))],
-    at: now(),
-  });
-
-  /** The record that a case is opened for a reviewer (the inbox lists it for `reviewerRoles`). */
-  const escalationRequested = (threadId: string, escalated: readonly DecisionRecord[]): AuditEventInput => {
-    const reason = escalated.flatMap((r) => r.verdict.reasons).join("; ");
-    return {
-      threadId,
-      type: "escalation.requested",
-      data: {
-        reason,
-        signals: [{ kind: "policy", detail: reason }],
-        toolCallIds: escalated.map((r) => r.toolCallId),
-        ...(opts.reviewerRoles ? { roles: [...opts.reviewerRoles] } : {}),
-        // Whom the case is about, as an approval request says (an inbox shows it, and routes by it).
-        ...(escalated[0]?.requestedBy ? { requestedBy: escalated[0].requestedBy } : {}),
-      },
+  /**
+   * The case handed to a human for the escalated calls, and the record that it was opened (the
+   * inbox lists it for `reviewerRoles`); none when no call was escalated.
+   */
+  const openCase = (threadId: string, escalated: readonly DecisionRecord[]): { escalation: Escalation; event: AuditEventInput } | undefined => {
+    if (escalated.length === 0) return undefined;
+    const escalation: Escalation = {
+      id: randomUUID(),
+      reason: escalated.flatMap((r) => r.verdict.reasons).join("; "),
+      toolCallIds: escalated.map((r) => r.toolCallId),
+      policyIds: [...new Set(escalated.flatMap((r) => r.verdict.policyIds))],
+      at: now(),
     };
+    const data = {
+      reason: escalation.reason,
+      signals: [{ kind: "policy", detail: escalation.reason }],
+      toolCallIds: escalation.toolCallIds,
+      ...(opts.reviewerRoles ? { roles: [...opts.reviewerRoles] } : {}),
+      // Whom the case is about, as an approval request says (an inbox shows it, and routes by it).
+      ...(escalated[0]!.requestedBy ? { requestedBy: escalated[0]!.requestedBy } : {}),
+    };
+    return { escalation, event: { threadId, type: "escalation.requested", data } };
   };
 
   async function evaluate(
@@ -277,7 +259,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     // to cents) changes nothing the enforced policy decided, the budgets count or the record keeps.
     const shadow = shadowPolicy && (await decideFailClosed(shadowPolicy, structuredClone(request)));
     // Shadow mode compares policy sets: the enforced policy's own decision, before budgets.
-    const flip = shadow && flipped(decided, shadow) ? { enforced: verdictSummary(decided), candidate: verdictSummary(shadow) } : undefined;
+    const flip = shadow && verdictFlipped(comparedVerdict(decided), shadow) ? { enforced: verdictSummary(decided), candidate: verdictSummary(shadow) } : undefined;
     const { verdict, reserved } = await withinBudget(decided, request, budget, earlier);
     const record: DecisionRecord = { ...base, status: STATUS_OF_EFFECT[verdict.effect], verdict, ...expiryOf(verdict), ...(reserved ? { budgetReserved: true } : {}) };
     // The engine's own verdict, when budgets changed it: what a replay of a policy compares with.
@@ -506,17 +488,18 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         userId: identity.onBehalfOf.id,
         // What the engine was asked, so a candidate policy set can be replayed on it.
         request: requests.has(r.toolCallId) ? recordedRequest(requests.get(r.toolCallId)!) : null,
-        ...(engines.has(r.toolCallId) ? { beforeBudgets: replayedVerdict(engines.get(r.toolCallId)!) } : {}),
+        ...(engines.has(r.toolCallId) ? { beforeBudgets: comparedVerdict(engines.get(r.toolCallId)!) } : {}),
       },
     }));
     events.push(...flips);
     // Recorded here, before any pause: the reviewer's node may not write before its interrupt.
-    if (escalated.length > 0) events.push(escalationRequested(threadId, escalated));
+    const opened = openCase(threadId, escalated);
+    if (opened) events.push(opened.event);
     if (pending.length > 0) {
       events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, pending) });
     }
     const update: GateUpdate = { decisions: sealDecisions(seal, threadId, state.decisions, records), messages: answers };
-    if (escalated.length > 0) update.escalation = escalationOf(escalated);
+    if (opened) update.escalation = opened.escalation;
     return { update, events };
   }
 
@@ -768,7 +751,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           requestedUnderVersion: request.requests.find((q) => q.toolCallId === r.toolCallId)?.policyVersion ?? null,
           answerDigest,
           // An edited call, as policy was asked about it and answered before budgets: replayed as edited.
-          ...(edit ? { request: recordedRequest(edit.request), beforeBudgets: replayedVerdict(edit.engine) } : {}),
+          ...(edit ? { request: recordedRequest(edit.request), beforeBudgets: comparedVerdict(edit.engine) } : {}),
         },
       };
     });
@@ -777,8 +760,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     if (askedAgain.length > 0) events.push({ threadId, type: "approval.requested", data: buildApprovalRequest(threadId, askedAgain) });
     // A call the policy in force now escalates (a redeploy since it was asked): a reviewer is asked,
     // and the inbox lists the case for them, as when the call was first decided.
-    const escalatedNow = answered.filter((r) => r.status === "escalated");
-    if (escalatedNow.length > 0) events.push(escalationRequested(threadId, escalatedNow));
+    const opened = openCase(threadId, answered.filter((r) => r.status === "escalated"));
+    if (opened) events.push(opened.event);
     if (!replayed) await auditLog.append(events);
     const messages: BaseMessage[] = [];
     const edited = new Map(records.filter((r) => r.approvals.at(-1)?.type === "edit").map((r) => [r.toolCallId, r]));
@@ -796,7 +779,7 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     }
     messages.push(...answersOf(answered));
     const update: GateUpdate = { decisions: sealDecisions(await sealer(), threadId, state.decisions, answered), messages };
-    if (escalatedNow.length > 0) update.escalation = escalationOf(escalatedNow);
+    if (opened) update.escalation = opened.escalation;
     return update;
   }
 

@@ -204,7 +204,10 @@ export interface Redaction {
   mayChange?(value: unknown): boolean;
 }
 
-const mark = (ruleId: string) => `[REDACTED:${ruleId}]`;
+/** How every redaction's mark begins: `[REDACTED:<rule>]`. */
+export const REDACTION_MARK = "[REDACTED:";
+
+const mark = (ruleId: string) => `${REDACTION_MARK}${ruleId}]`;
 
 /**
  * How deep redaction walks arrays and objects: 256 levels (the value itself, when it is one, is

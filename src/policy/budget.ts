@@ -376,9 +376,8 @@ export function defineBudgets(rules: BudgetRuleInput[], options?: BudgetOptions)
         if (typeof value !== "number" || !Number.isFinite(value)) throw new Error(`counter ${key} is not a finite number`);
         return value;
       };
-      counters = (key) =>
-        threadKeys.has(key) ? valueOf(key, req.threadCounters[key]) : valueOf(key, stored[key]) + valueOf(legacyKey(key), stored[legacyKey(key)]);
       legacy = (key) => valueOf(legacyKey(key), stored[legacyKey(key)]);
+      counters = (key) => (threadKeys.has(key) ? valueOf(key, req.threadCounters[key]) : valueOf(key, stored[key]) + legacy(key));
       // Read every counter now, so a malformed one fails here, inside the fail-closed block.
       for (const key of [...storeKeys, ...threadKeys]) counters(key);
     } catch (error) {

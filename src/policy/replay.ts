@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { AuditLog, AuditVerifyOptions } from "../audit/log.js";
+import { REDACTION_MARK } from "../context/redaction.js";
 import { ContextItemSchema } from "../decisions/records.js";
 import { AgentIdentitySchema } from "../identity/registry.js";
 import { BUILTIN_POLICY_IDS, decideFailClosed, type PolicyDecision, type PolicyEngine, type PolicyRequest } from "./engine.js";
@@ -97,7 +98,6 @@ export interface ReplayOptions {
 }
 
 const BUILTIN = new Set<string>(Object.values(BUILTIN_POLICY_IDS));
-const REDACTED = "[REDACTED:";
 
 /**
  * Re-evaluates the decision requests recorded in an audit log against a candidate policy set and
@@ -149,7 +149,7 @@ export async function replay(auditLog: AuditLog, candidate: PolicyEngine, option
       const decision = await decideFailClosed(candidate, recorded.request as PolicyRequest);
       report.evaluated += 1;
       const engine = recorded.beforeBudgets ?? recorded;
-      if (flippedFrom(engine, decision)) {
+      if (verdictFlipped(engine, decision)) {
         report.flips.push({
           ...ids,
           toolCallId: recorded.toolCallId,
@@ -183,10 +183,10 @@ function holdsRedaction(value: unknown): boolean {
   while (stack.length > 0) {
     const v = stack.pop();
     if (typeof v === "string") {
-      if (v.includes(REDACTED)) return true;
+      if (v.includes(REDACTION_MARK)) return true;
     } else if (typeof v === "object" && v !== null) {
       for (const [key, inner] of Object.entries(v)) {
-        if (key.includes(REDACTED)) return true;
+        if (key.includes(REDACTION_MARK)) return true;
         stack.push(inner);
       }
     }
@@ -194,8 +194,33 @@ function holdsRedaction(value: unknown): boolean {
   return false;
 }
 
-/** As shadow mode compares: the effect, and for an approval its roles and (where recorded) its quorum. */
-function flippedFrom(recorded: z.output<typeof RecordedVerdictSchema>, candidate: PolicyDecision): boolean {
+/**
+ * A verdict as the audit log keeps it for {@link replay} (`beforeBudgets`, an edit's verdict): its
+ * effect, policy ids, and an approval's roles and quorum.
+ * @example
+ * ```ts
+ * comparedVerdict(decided); // { effect: "require_approval", policyIds: ["refund.supervisor"], approverRoles: ["supervisor"], quorum: null }
+ * ```
+ */
+export function comparedVerdict(v: PolicyDecision): z.output<typeof RecordedVerdictSchema> {
+  return {
+    effect: v.effect,
+    policyIds: v.policyIds,
+    approverRoles: v.effect === "require_approval" ? v.approverRoles : null,
+    quorum: v.effect === "require_approval" ? (v.quorum ?? null) : null,
+  };
+}
+
+/**
+ * Whether a candidate decides otherwise than a verdict did, in what it lets happen: the effect,
+ * and for an approval its roles and its quorum (an older record without one: not compared). Shadow
+ * mode and replay compare alike.
+ * @example
+ * ```ts
+ * verdictFlipped(comparedVerdict(enforced), candidate);
+ * ```
+ */
+export function verdictFlipped(recorded: z.output<typeof RecordedVerdictSchema>, candidate: PolicyDecision): boolean {
   if (recorded.effect !== candidate.effect) return true;
   if (candidate.effect !== "require_approval") return false;
   const roles = (r: readonly string[] | null | undefined) => [...(r ?? [])].sort().join(",");
