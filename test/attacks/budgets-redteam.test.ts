@@ -27,7 +27,6 @@
  */
 import { tool, type StructuredToolInterface } from "@langchain/core/tools";
 import { Command, MemorySaver } from "@langchain/langgraph";
-import Database from "better-sqlite3";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -41,7 +40,6 @@ import {
   eartErrorOf,
   IdentityRegistry,
   MemoryBudgetStore,
-  MemoryEffectLedger,
   pendingApproval,
   type AgentIdentity,
   type BudgetGuard,
@@ -52,8 +50,8 @@ import {
 import { PostgresBudgetStore } from "eart/postgres";
 import { SqliteBudgetStore } from "eart/sqlite";
 import { decide } from "../support/decisions.js";
-import { ask, config, refund, refundSetup, type Call } from "../support/refund.js";
-import { paysThenThrows, recoveryOn, type RefundBody } from "../support/gateways.js";
+import { ask, config, refund, refundSetup } from "../support/refund.js";
+import { paysThenThrows, recoveryOn, refundWith } from "../support/gateways.js";
 
 // ── fixtures ────────────────────────────────────────────────────────────────────────────────────
 
@@ -440,30 +438,6 @@ describe("counter keys", () => {
 
 // ── charged exactly once ────────────────────────────────────────────────────────────────────────
 
-type Body = RefundBody;
-
-/** The refund agent (ledger, supervisors recover) with issue_refund's body replaced by `body`. */
-function refundWith(body: Body, budgets: BudgetGuard, turns: Call[][]) {
-  let n = 0;
-  const holder: { db?: Database.Database } = {};
-  const setup = refundSetup(turns, {
-    budgets,
-    tools: (t) => [
-      t.lookupOrder,
-      t.viewPaymentDetails,
-      tool(async (args: Record<string, unknown>, cfg) => body(args, cfg, t.issueRefund, ++n, holder.db!), {
-        name: t.issueRefund.name,
-        description: t.issueRefund.description,
-        schema: t.issueRefund.schema as z.ZodObject<z.ZodRawShape>,
-      }) as unknown as StructuredToolInterface,
-    ],
-    agent: { ledger: new MemoryEffectLedger(), recoveryRoles: ["supervisor"] },
-  });
-  holder.db = setup.db;
-  return setup;
-}
-
-
 describe("each call is charged exactly once", () => {
   it("a refund that threw stays charged (never zero); the supervisor's retry is reserved again, since an error does not prove nothing was paid", async () => {
     const store = new MemoryBudgetStore();
@@ -473,8 +447,8 @@ describe("each call is charged exactly once", () => {
         if (n === 1) throw new Error("gateway 502: nothing was transferred");
         return real.invoke(args, cfg as never);
       },
-      budgets,
       [[refund("c1", 60, "1043")]],
+      { budgets },
     );
     await s.agent.invoke(ask(), config("once-1"));
     const first = await recoveryOn(s.agent, "once-1");
@@ -498,8 +472,8 @@ describe("each call is charged exactly once", () => {
     const budgets = defineBudgets([perUser(100)], { store, clock: fixedClock().clock });
     const s = refundWith(
       paysThenThrows,
-      budgets,
       [[refund("c1", 60, "1043")]],
+      { budgets },
     );
     await s.agent.invoke(ask(), config("twice-1"));
     const first = await recoveryOn(s.agent, "twice-1");
@@ -531,8 +505,8 @@ describe("each call is charged exactly once", () => {
     const budgets = defineBudgets([perUser(500)], { store, clock: fixedClock().clock });
     const s = refundWith(
       paysThenThrows,
-      budgets,
       [[refund("c1", 60, "1043")]],
+      { budgets },
     );
     await s.agent.invoke(ask(), config("retry-down"));
     const first = await recoveryOn(s.agent, "retry-down");

@@ -71,7 +71,6 @@ import {
   ToolPermissionError,
   verifyAuditStore,
   type AgentIdentity,
-  type BudgetGuard,
   type BudgetRuleInput,
   type BudgetStore,
   type DecisionRecord,
@@ -87,8 +86,8 @@ import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
 import { decide } from "../support/decisions.js";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
-import { ask, config, refund, refundSetup, registry, type Call } from "../support/refund.js";
-import { paysThenThrows, payEveryTime, recoveryOn, type RefundBody } from "../support/gateways.js";
+import { ask, config, refund, refundSetup, registry } from "../support/refund.js";
+import { paysThenThrows, payEveryTime, recoveryOn, refundWith } from "../support/gateways.js";
 import { reviewed } from "../support/reviews.js";
 
 // ── fixtures ────────────────────────────────────────────────────────────────────────────────────
@@ -132,30 +131,6 @@ async function held(graph: unknown, threadId: string) {
     interrupts: snapshot.tasks.flatMap((t) => (t.interrupts ?? []).map((i) => i.id)),
   };
 }
-
-type Body = RefundBody;
-
-/** The refund agent (supervisors recover) with issue_refund's body replaced by `body`; `n` counts the calls that reached it. */
-function refundWith(body: Body, turns: Call[][], opts: { budgets?: BudgetGuard; execution?: Record<string, unknown> } = {}) {
-  let n = 0;
-  const holder: { db?: Database.Database } = {};
-  const setup = refundSetup(turns, {
-    ...(opts.budgets ? { budgets: opts.budgets } : {}),
-    tools: (t) => [
-      t.lookupOrder,
-      t.viewPaymentDetails,
-      tool(async (args: Record<string, unknown>, cfg) => body(args, cfg, t.issueRefund, ++n, holder.db!), {
-        name: t.issueRefund.name,
-        description: t.issueRefund.description,
-        schema: t.issueRefund.schema as z.ZodObject<z.ZodRawShape>,
-      }) as unknown as StructuredToolInterface,
-    ],
-    agent: { ledger: new MemoryEffectLedger(), recoveryRoles: ["supervisor"], ...(opts.execution ? { execution: opts.execution as never } : {}) },
-  });
-  holder.db = setup.db;
-  return setup;
-}
-
 
 const approvalOn = async (agent: { getState: (c: unknown) => Promise<unknown> }, threadId: string) => {
   const request = pendingApproval(await agent.getState(config(threadId)));

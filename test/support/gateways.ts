@@ -1,7 +1,8 @@
 import type Database from "better-sqlite3";
-import type { StructuredToolInterface } from "@langchain/core/tools";
-import { pendingRecovery } from "eart";
-import { config } from "./refund.js";
+import { tool, type StructuredToolInterface } from "@langchain/core/tools";
+import type { z } from "zod";
+import { MemoryEffectLedger, pendingRecovery, type BudgetGuard } from "eart";
+import { config, refundSetup, type Call } from "./refund.js";
 
 /** The body of a refund tool a test puts in `issue_refund`'s place: the call's arguments, its config, the real tool, the call's number, the refunds database. */
 export type RefundBody = (args: Record<string, unknown>, cfg: unknown, real: StructuredToolInterface, n: number, db: Database.Database) => Promise<unknown>;
@@ -29,3 +30,27 @@ export const recoveryOn = async (agent: { getState: (c: unknown) => Promise<unkn
   if (!request) throw new Error(`expected a pending recovery request on ${threadId}`);
   return request;
 };
+
+/**
+ * The refund agent (an effect ledger, supervisors resolve recoveries) with issue_refund's body
+ * replaced by `body`, which gets the real tool, the call's number and the refunds database.
+ */
+export function refundWith(body: RefundBody, turns: Call[][], opts: { budgets?: BudgetGuard; execution?: Record<string, unknown> } = {}) {
+  let n = 0;
+  const holder: { db?: Database.Database } = {};
+  const setup = refundSetup(turns, {
+    ...(opts.budgets ? { budgets: opts.budgets } : {}),
+    tools: (t) => [
+      t.lookupOrder,
+      t.viewPaymentDetails,
+      tool(async (args: Record<string, unknown>, cfg) => body(args, cfg, t.issueRefund, ++n, holder.db!), {
+        name: t.issueRefund.name,
+        description: t.issueRefund.description,
+        schema: t.issueRefund.schema as z.ZodObject<z.ZodRawShape>,
+      }) as unknown as StructuredToolInterface,
+    ],
+    agent: { ledger: new MemoryEffectLedger(), recoveryRoles: ["supervisor"], ...(opts.execution ? { execution: opts.execution as never } : {}) },
+  });
+  holder.db = setup.db;
+  return setup;
+}
