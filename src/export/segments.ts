@@ -1,8 +1,9 @@
 import { readEventData, REFUSAL_EVENT_TYPES, type AuditEventReading } from "../audit/events.js";
-import { createHash } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { z } from "zod";
 import { globalHeadOf, type AuditEvent, type AuditEventType, type WitnessHead } from "../audit/log.js";
 import { defineRedaction, STANDARD_REDACTIONS, type Redacted, type Redaction } from "../context/redaction.js";
+import { EartConfigError } from "../errors.js";
 import type { AuditSource } from "./core.js";
 
 /**
@@ -49,12 +50,49 @@ export type RedactedEvent = AuditEvent & {
 /** Whether redacting `value` could change it (see {@link Redaction.mayChange}); true when the redaction cannot say. */
 const mayRedact = (redaction: Redaction, value: unknown): boolean => redaction.mayChange?.(value) ?? true;
 
+/** The shortest `EART_EXPORT_THREAD_KEY` taken: a deployment secret, not a word. */
+const MIN_THREAD_KEY_LENGTH = 16;
+let threadKey: Buffer | undefined;
+
+/**
+ * The key of the digest a redacted thread id is exported with: `EART_EXPORT_THREAD_KEY` (a
+ * deployment secret shared by every process that exports, so a thread keeps its label across
+ * restarts), else a random key made once per process (labels then hold within the process).
+ * A plain hash would not do: a card number or an IBAN in a thread id is guessable from it.
+ */
+export function exportThreadKey(): Buffer {
+  if (threadKey) return threadKey;
+  const configured = process.env.EART_EXPORT_THREAD_KEY;
+  if (configured !== undefined && configured !== "") {
+    if (configured.length < MIN_THREAD_KEY_LENGTH) {
+      throw new EartConfigError("EART_EXPORT_THREAD_KEY", `must be at least ${MIN_THREAD_KEY_LENGTH} characters (a deployment secret)`);
+    }
+    return (threadKey = Buffer.from(configured, "utf8"));
+  }
+  return (threadKey = randomBytes(32));
+}
+
+/** Makes `key` (hex) the export thread key of this thread of the process: the export worker takes its parent's. */
+export function useExportThreadKey(key: string): void {
+  threadKey = Buffer.from(key, "hex");
+}
+
+/**
+ * A redacted thread id as exported: the redacted text and a keyed digest of the raw id, so two
+ * threads whose ids differ only in what was redacted ("acct-<IBAN 1>", "acct-<IBAN 2>") stay two
+ * threads in LangSmith and in tracing backends, and the digest tells nothing of the value.
+ */
+function threadLabel(redacted: string, raw: string): string {
+  return `${redacted}~${createHmac("sha256", exportThreadKey()).update(raw, "utf8").digest("hex").slice(0, 16)}`;
+}
+
 const redactedCache = new WeakMap<Redaction, WeakMap<AuditEvent, RedactedEvent>>();
 let lastThread: { id: string; redaction: Redaction | undefined; hit: boolean } = { id: "", redaction: undefined, hit: false };
 
 /**
  * Redacts an event for export, with nobody's roles (nothing is visible): `data` by field and
- * pattern, and the thread id by pattern. The envelope (ids, seq, hashes, time) is kept, so the
+ * pattern, and the thread id by pattern (a redacted one gets a keyed digest of the raw id after
+ * `~`: see {@link exportThreadKey}). The envelope (ids, seq, hashes, time) is kept, so the
  * hash no longer covers a redacted `data`; `redacted` lists the paths. The result is cached per
  * event object and redaction, so exporters sharing a redaction redact each event once.
  * @example
@@ -76,7 +114,8 @@ export function redactEvent(event: AuditEvent, redaction: Redaction | false): Re
   } else {
     const data = redaction.apply(event.data, undefined);
     const threadId = threadHit ? redaction.apply(event.threadId, undefined) : { value: event.threadId, redacted: [] };
-    out = withRedacted(event, threadId.value, data.value, [
+    const label = threadId.redacted.length > 0 ? threadLabel(threadId.value, event.threadId) : event.threadId;
+    out = withRedacted(event, label, data.value, [
       ...threadId.redacted.map((r) => ({ ...r, path: "threadId" })),
       ...data.redacted.map((r) => ({ ...r, path: `data.${r.path}` })),
     ]);

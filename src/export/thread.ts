@@ -4,7 +4,7 @@ import { Worker } from "node:worker_threads";
 import { EartConfigError } from "../errors.js";
 import { globalHeadOf, sealedDataJson, type AuditEvent } from "../audit/log.js";
 import { EXPORT_DEFAULTS, type AuditExporter, type AuditSource, type ExporterStats } from "./core.js";
-import { redactEvent } from "./segments.js";
+import { exportThreadKey, redactEvent } from "./segments.js";
 import { portableRedaction, type PortableRedactionRule, type Redaction } from "../context/redaction.js";
 
 /**
@@ -36,6 +36,8 @@ export interface WorkerMemberSpec {
   redaction: WorkerRedaction;
   /** The environment the exporter is built in: the process's when it was created (clients read their defaults from it). */
   env: Record<string, string | undefined>;
+  /** The graph's thread's export thread key (hex), for redacted thread ids. */
+  threadKey: string;
 }
 
 /** An event on the wire: as stored, or redacted with the raw thread id when redaction changed it (for ids and keys only, never exported). */
@@ -279,7 +281,7 @@ export function createWorkerExporter(
   const portable = redaction === false ? false : portableRedaction(redaction);
   // A redaction that cannot cross threads is applied here, before posting.
   const redactHere = redaction !== false && portable === undefined ? redaction : undefined;
-  const memberSpec: WorkerMemberSpec = { kind, options, redaction: portable ?? "pre", env: { ...process.env } };
+  const memberSpec: WorkerMemberSpec = { kind, options, redaction: portable ?? "pre", env: { ...process.env }, threadKey: exportThreadKey().toString("hex") };
   // Read now, so a bad value fails here; the first exporter to start the worker sets its priority.
   const nice = exportWorkerNice();
   let joined: ExportHost | undefined;

@@ -6,7 +6,7 @@ import { redactionFromPortable, type Redaction } from "../context/redaction.js";
 import type { AuditExporter, ExporterStats } from "./core.js";
 import { buildLangSmithExporter } from "./langsmith.js";
 import { buildOtlpExporter, loadOtlpModules, type OtlpModules } from "./otel.js";
-import type { ExportRedactor, RedactedEvent } from "./segments.js";
+import { useExportThreadKey, type ExportRedactor, type RedactedEvent } from "./segments.js";
 import type { FromWorker, ToWorker, WireEvent, WorkerMemberSpec, WorkerRedaction } from "./thread.js";
 
 /**
@@ -118,6 +118,8 @@ setInterval(report, 100).unref();
 
 port.on("message", (m: ToWorker) => {
   if (m.t === "add") {
+    // Redacted thread ids get the digest the graph's thread gives them (its key, not one of the worker's own).
+    useExportThreadKey(m.spec.threadKey);
     const ready = build(m.member, m.spec).then((exporter) => {
       member.exporter = exporter;
       for (const events of member.early) exporter.offer(events);

@@ -1,5 +1,7 @@
+import { spawnSync } from "node:child_process";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { resolve } from "node:path";
 import { AIMessage, type BaseMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
 import { Command, END, MemorySaver, MessagesAnnotation, START, StateGraph } from "@langchain/langgraph";
@@ -25,6 +27,8 @@ import { scriptedModel } from "eart/testing";
 import { auditCommand } from "../../cli/audit.js";
 import { langSmithRuns, readCaptured, type CapturedRequest } from "../support/capture-server.js";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
+
+const ROOT = resolve(import.meta.dirname, "../..");
 
 /**
  * Red-team pass on the export pipeline: `src/export/*` (core, langsmith, otel, segments, thread,
@@ -469,30 +473,66 @@ describe("2. forgery and confusion: event data cannot forge governance facts or 
     }
   });
 
-  // LEAK (confusion): the thread id is redacted by pattern alone, so "acct-<IBAN 1>" and
-  // "acct-<IBAN 2>" both become "acct-[REDACTED:iban]": LangSmith groups runs into threads by the
+  // Was a hole (confusion): the thread id was redacted by pattern alone, so "acct-<IBAN 1>" and
+  // "acct-<IBAN 2>" both became "acct-[REDACTED:iban]": LangSmith groups runs into threads by the
   // `thread_id` metadata, and OTel backends group by `gen_ai.conversation.id`, so two customers'
-  // conversations show as one thread (each customer's runs appear in the other's thread view).
-  // Deployments that key threads by account (IBAN, card token) merge every customer into one.
-  // Fix: src/export/segments.ts redactEvent — when the thread id is redacted, append a keyed digest
-  // of the raw id (HMAC with a per-deployment key: a plain hash of a card or IBAN is guessable).
-  it.fails("two thread ids that differ only in a redacted value are exported as two threads", async () => {
-    const e = await endpoint();
+  // conversations showed as one thread (each customer's runs in the other's thread view).
+  // Now a redacted thread id is exported with a keyed digest of the raw id after "~"
+  // (src/export/segments.ts threadLabel; the key is EART_EXPORT_THREAD_KEY or one per process,
+  // handed to the export worker): two threads stay two, on the graph's thread and on the worker.
+  it("two thread ids that differ only in a redacted value are exported as two threads (LangSmith on the graph's thread and on the worker, OTel)", async () => {
+    const [e, w] = [await endpoint(), await endpoint()];
     const { memory, provider } = memorySpans();
     const log = new MemoryAuditLog();
     const traceExport = track(
       createTraceExport({
         auditLog: log,
-        exporters: [createLangSmithExporter({ apiUrl: e.url, apiKey: "k", thread: "main", flushIntervalMs: 10 }), createOtelExporter({ tracerProvider: provider, flushIntervalMs: 10 })],
+        exporters: [
+          createLangSmithExporter({ apiUrl: e.url, apiKey: "k", thread: "main", flushIntervalMs: 10 }),
+          createLangSmithExporter({ apiUrl: w.url, apiKey: "k", flushIntervalMs: 10 }),
+          createOtelExporter({ tracerProvider: provider, flushIntervalMs: 10 }),
+        ],
       }),
     );
     for (const id of [`acct-${IBAN_DE}`, `acct-${IBAN_FR}`]) await traceExport.append(small().map((i) => ({ ...i, threadId: id }) as AuditEventInput));
     expect(await traceExport.flush({ timeoutMs: 10_000 })).toBe(true);
-    const rs = roots(langSmithRuns(e.requests));
-    expect(rs).toHaveLength(2);
-    expect(found(e.text())).toEqual([]);
-    expect(new Set(rs.map((r) => r.extra.metadata.thread_id)).size).toBe(2);
-    expect(new Set(memory.getFinishedSpans().map((s) => s.attributes["gen_ai.conversation.id"])).size).toBe(2);
+    const label = /^acct-\[REDACTED:iban\]~[0-9a-f]{16}$/;
+    const labels = (requests: CapturedRequest[]) => {
+      const runs = langSmithRuns(requests);
+      expect(roots(runs)).toHaveLength(2);
+      // Every run of a thread carries its thread's one label.
+      return new Set([...runs.values()].map((r) => r.extra.metadata.thread_id));
+    };
+    const [main, worker] = [labels(e.requests), labels(w.requests)];
+    expect(found(e.text() + w.text())).toEqual([]);
+    expect(main.size).toBe(2);
+    expect([...main].every((l) => label.test(String(l)))).toBe(true);
+    // The worker labels a thread as the graph's thread does (it takes its parent's key).
+    expect(worker).toEqual(main);
+    const conversations = new Set(memory.getFinishedSpans().map((s) => s.attributes["gen_ai.conversation.id"]));
+    expect(conversations).toEqual(main);
+  });
+
+  it("a redacted thread id keeps its label across processes that share EART_EXPORT_THREAD_KEY, and no other process can name it; a short key is refused", () => {
+    const script = `import { redactEvent, standardRedaction } from "./dist/src/export/segments.js";
+      const event = { schemaVersion: 1, id: "e1", threadId: process.argv[1], seq: 1, type: "run.completed", at: "2026-01-01T00:00:00.000Z", data: {}, prevHash: null, hash: "h" };
+      console.log(redactEvent(event, standardRedaction()).threadId);`;
+    const label = (id: string, key?: string) => {
+      const run = spawnSync(process.execPath, ["--input-type=module", "-e", script, id], { cwd: ROOT, encoding: "utf8", env: { ...process.env, EART_EXPORT_THREAD_KEY: key ?? "" } });
+      return { out: run.stdout.trim(), err: run.stderr };
+    };
+    const key = "a deployment secret of some length";
+    const first = label(`acct-${IBAN_DE}`, key);
+    expect(first.out).toMatch(/^acct-\[REDACTED:iban\]~[0-9a-f]{16}$/);
+    // Another process (a restart, another worker) with the same key: the same label.
+    expect(label(`acct-${IBAN_DE}`, key).out).toBe(first.out);
+    expect(label(`acct-${IBAN_FR}`, key).out).not.toBe(first.out);
+    // Another key (or none: one made per process) cannot tell which IBAN a label stands for.
+    expect(label(`acct-${IBAN_DE}`, "another secret, also long").out).not.toBe(first.out);
+    expect(label(`acct-${IBAN_DE}`).out).not.toBe(first.out);
+    const short = label(`acct-${IBAN_DE}`, "short");
+    expect(short.out).toBe("");
+    expect(short.err).toMatch(/EART_EXPORT_THREAD_KEY.*at least 16 characters/);
   });
 });
 

@@ -18,7 +18,7 @@ import { sealedDataJson, sealEvents } from "../../src/audit/log.js";
 import { luhnValid, portableRedaction, redactionFromPortable } from "../../src/context/redaction.js";
 import { createLangSmithExporter, langSmithRootRunId, type LangSmithExporterOptions } from "eart/langsmith";
 import { createOtelExporter } from "eart/otel";
-import { langSmithRuns, type CaptureServer } from "../support/capture-server.js";
+import { langSmithRuns, redactedThreadLabel, type CaptureServer } from "../support/capture-server.js";
 import { server, track } from "../support/cleanups.js";
 import { ask, config, lookup, refundSetup } from "../support/refund.js";
 
@@ -160,7 +160,9 @@ describe("the LangSmith exporter on the worker thread", () => {
     const runs = [...onWorker.runs.values()];
     expect(runs).toHaveLength(4);
     // Every run's thread metadata is the redacted id.
-    expect(runs.every((r) => r.extra.metadata.thread_id === "refund for [REDACTED:card_number]" && r.extra.metadata["eart.thread.id"] === "refund for [REDACTED:card_number]")).toBe(true);
+    const label = runs[0]!.extra.metadata.thread_id;
+    expect(label).toMatch(redactedThreadLabel("refund for [REDACTED:card_number]"));
+    expect(runs.every((r) => r.extra.metadata.thread_id === label && r.extra.metadata["eart.thread.id"] === label)).toBe(true);
     const root = runs.find((r) => r.parent_run_id === undefined)!;
     expect(root.id).toBe(langSmithRootRunId(threadId, { key: events[0]!.id, startedAt: events[0]!.at }));
     expect(root.inputs.input).toBe("Please refund order 1042, charged twice on card [REDACTED:card_number]");
@@ -187,7 +189,8 @@ describe("the LangSmith exporter on the worker thread", () => {
     const runs = [...onWorker.runs.values()];
     expect(runs.find((r) => r.name === "issue_refund")!.inputs.args.reason).toBe("approved by [REDACTED:emp] for EMP-1234");
     expect(runs.find((r) => r.name === "chat")!.outputs.text).toBe("[REDACTED:emp] and EMP-1234 signed off the refund.");
-    expect(runs.every((r) => r.extra.metadata.thread_id === "review [REDACTED:emp]")).toBe(true);
+    expect(runs[0]!.extra.metadata.thread_id).toMatch(redactedThreadLabel("review [REDACTED:emp]"));
+    expect(runs.every((r) => r.extra.metadata.thread_id === runs[0]!.extra.metadata.thread_id)).toBe(true);
     expect(runs.find((r) => r.parent_run_id === undefined)!.id).toBe(langSmithRootRunId(threadId, { key: events[0]!.id, startedAt: events[0]!.at }));
     expect(byId(onWorker.runs)).toEqual(byId(onMain.runs));
   });
@@ -221,7 +224,7 @@ describe("the LangSmith exporter on the worker thread", () => {
     const [root, ...others] = [...onWorker.runs.values()].filter((r) => r.parent_run_id === undefined);
     expect(others).toEqual([]);
     expect(root!.extra.metadata).toMatchObject({
-      thread_id: "review [REDACTED:emp]",
+      thread_id: expect.stringMatching(redactedThreadLabel("review [REDACTED:emp]")),
       "eart.segment.kind": "resume",
       // From the history read back: who, and which run it resumes (an id derived from the raw thread id).
       "eart.agent.id": "support-agent",

@@ -29,7 +29,7 @@ import { createLangSmithExporter, langSmithRootRunId } from "eart/langsmith";
 import { createOtelExporter, EartAttributes } from "eart/otel";
 import { createTraceExportNode } from "eart/nodes";
 import { scriptedModel } from "eart/testing";
-import { langSmithRuns, refusedPort } from "../support/capture-server.js";
+import { langSmithRuns, redactedThreadLabel, refusedPort } from "../support/capture-server.js";
 import { cleanups, server, track } from "../support/cleanups.js";
 import { ask, config, refundSetup } from "../support/refund.js";
 
@@ -245,7 +245,7 @@ describe("redactEvent", () => {
       }
     }
     const [withCardThread] = sealEvents(null, [{ threadId: `card-${CARD_DIGITS}`, type: "run.started" }]);
-    expect(redactEvent(withCardThread!, anchored)).toMatchObject({ threadId: "card-[REDACTED:card_number]", redacted: [{ path: "threadId", ruleId: "card_number" }] });
+    expect(redactEvent(withCardThread!, anchored)).toMatchObject({ threadId: expect.stringMatching(redactedThreadLabel("card-[REDACTED:card_number]")), redacted: [{ path: "threadId", ruleId: "card_number" }] });
   });
 });
 

@@ -107,3 +107,8 @@ export function langSmithRuns(requests: CapturedRequest[]): Map<string, Record<s
   }
   return runs;
 }
+
+/** How an exporter labels a thread whose id was redacted: the redacted text, "~", and 16 hex digits of a keyed digest of the raw id. */
+export function redactedThreadLabel(redacted: string): RegExp {
+  return new RegExp(`^${redacted.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}~[0-9a-f]{16}$`);
+}
