@@ -464,11 +464,15 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     }
     return stream(input, options);
   }
-  graph.stream = (async (input: unknown, given?: RunnableConfig & { durability?: string }) => {
-    // Each step's checkpoint is written before the next step starts: with LangGraph's default
-    // ("async") a tool could act while the checkpoint of its approval is still being written, and
-    // a crash then would lose the approval although its effect happened.
-    const options = { durability: "sync", ...given } as RunnableConfig;
+  graph.stream = (async (input: unknown, given?: RunnableConfig & { durability?: string; checkpointDuring?: boolean }) => {
+    // Each step's checkpoint is written before the next step starts, whatever the caller asks:
+    // with LangGraph's default ("async") a tool could act while the checkpoint of its approval is
+    // still being written, and with "exit" (or checkpointDuring: false) nothing of the run is
+    // saved until it ends. A run that failed after the approved refund ran would then leave the
+    // thread paused with no stored answer, and another approver's reject would be taken for a
+    // refund that was paid. A caller of the thread API may not lower it.
+    const { checkpointDuring: _during, ...rest } = given ?? {};
+    const options = { ...rest, durability: "sync" } as RunnableConfig;
     const threadId = options.configurable?.thread_id;
     if (typeof threadId !== "string" && typeof threadId !== "number") {
       throw new EartConfigError("configurable.thread_id", "every run of a governed thread names it (configurable.thread_id)");

@@ -22,6 +22,7 @@ import { emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext, ty
 import { bindIdentityOnce, forgedContextEvent, lazySealer, sealedContext, type Sealer } from "../src/decisions/seal.js";
 import type { EffectLedger } from "../src/ledger/ledger.js";
 import { ledgerFor } from "../src/stores/for-checkpointer.js";
+import { guardCheckpointer } from "../src/stores/postgres/connection.js";
 import { EartConfigError } from "../src/errors.js";
 import { standardRedaction } from "../src/export/segments.js";
 import { IdentityRegistry, type AgentIdentity } from "../src/identity/registry.js";
@@ -578,6 +579,9 @@ export function guardAgent<A extends { graph: unknown }>(agent: A, governance: o
   assertNoToolWrappers(middleware, governance);
   // Guard the compiled graph itself (createAgent may bind default config around it).
   const graph = compiledGraphOf<{ checkpointer?: unknown }>(agent);
+  // A PostgresSaver gets eart's store faults, as under the prebuilt agent: a connection the server
+  // drops fails a statement once more on a new connection, not the run with a raw driver error.
+  if (typeof graph.checkpointer === "object" && graph.checkpointer !== null) guardCheckpointer(graph.checkpointer);
   own.useCheckpointer(graph.checkpointer);
   own.useTools([
     ...(((agent as { options?: { tools?: unknown[] } }).options?.tools ?? []) as StructuredToolInterface[]),
