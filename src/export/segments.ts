@@ -87,7 +87,15 @@ function threadLabel(redacted: string, raw: string): string {
 }
 
 const redactedCache = new WeakMap<Redaction, WeakMap<AuditEvent, RedactedEvent>>();
-let lastThread: { id: string; redaction: Redaction | undefined; hit: boolean } = { id: "", redaction: undefined, hit: false };
+/** The thread id last screened: whether redaction may change it, and once asked, its exported label and what was redacted in it. */
+let lastThread: { id: string; redaction: Redaction | undefined; hit: boolean; redacted?: { label: string; found: Redacted[] } } = { id: "", redaction: undefined, hit: false };
+
+/** The exported form of the last screened thread id (redacted, then labelled), made once per thread. */
+function redactedThread(redaction: Redaction): { label: string; found: Redacted[] } {
+  if (lastThread.redacted) return lastThread.redacted;
+  const { value, redacted } = redaction.apply(lastThread.id, undefined);
+  return (lastThread.redacted = { label: redacted.length > 0 ? threadLabel(value, lastThread.id) : lastThread.id, found: redacted.map((r) => ({ ...r, path: "threadId" })) });
+}
 
 /**
  * Redacts an event for export, with nobody's roles (nothing is visible): `data` by field and
@@ -106,17 +114,16 @@ export function redactEvent(event: AuditEvent, redaction: Redaction | false): Re
   const cached = cache?.get(event);
   if (cached) return cached;
   let out: RedactedEvent;
-  // Consecutive events are mostly of one thread: its id is screened once.
+  // Consecutive events are mostly of one thread: its id is screened, redacted and labelled once.
   if (event.threadId !== lastThread.id || redaction !== lastThread.redaction) lastThread = { id: event.threadId, redaction, hit: mayRedact(redaction, event.threadId) };
   const threadHit = lastThread.hit;
   if (!threadHit && !mayRedact(redaction, event.data)) {
     out = withRedacted(event, event.threadId, event.data, []);
   } else {
     const data = redaction.apply(event.data, undefined);
-    const threadId = threadHit ? redaction.apply(event.threadId, undefined) : { value: event.threadId, redacted: [] };
-    const label = threadId.redacted.length > 0 ? threadLabel(threadId.value, event.threadId) : event.threadId;
-    out = withRedacted(event, label, data.value, [
-      ...threadId.redacted.map((r) => ({ ...r, path: "threadId" })),
+    const thread = threadHit ? redactedThread(redaction) : { label: event.threadId, found: [] };
+    out = withRedacted(event, thread.label, data.value, [
+      ...thread.found.map((r) => ({ ...r })),
       ...data.redacted.map((r) => ({ ...r, path: `data.${r.path}` })),
     ]);
   }
