@@ -25,7 +25,7 @@ import { createTraceExportNode } from "eart/nodes";
 import { createOtelExporter } from "eart/otel";
 import { scriptedModel } from "eart/testing";
 import { auditCommand } from "../../cli/audit.js";
-import { langSmithRuns, readCaptured, type CapturedRequest } from "../support/capture-server.js";
+import { langSmithRuns, readCaptured, redactedThreadLabel, type CapturedRequest } from "../support/capture-server.js";
 import { ask, config, refund, refundSetup } from "../support/refund.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -496,7 +496,7 @@ describe("2. forgery and confusion: event data cannot forge governance facts or 
     );
     for (const id of [`acct-${IBAN_DE}`, `acct-${IBAN_FR}`]) await traceExport.append(small().map((i) => ({ ...i, threadId: id }) as AuditEventInput));
     expect(await traceExport.flush({ timeoutMs: 10_000 })).toBe(true);
-    const label = /^acct-\[REDACTED:iban\]~[0-9a-f]{16}$/;
+    const label = redactedThreadLabel("acct-[REDACTED:iban]");
     const labels = (requests: CapturedRequest[]) => {
       const runs = langSmithRuns(requests);
       expect(roots(runs)).toHaveLength(2);
@@ -523,7 +523,7 @@ describe("2. forgery and confusion: event data cannot forge governance facts or 
     };
     const key = "a deployment secret of some length";
     const first = label(`acct-${IBAN_DE}`, key);
-    expect(first.out).toMatch(/^acct-\[REDACTED:iban\]~[0-9a-f]{16}$/);
+    expect(first.out).toMatch(redactedThreadLabel("acct-[REDACTED:iban]"));
     // Another process (a restart, another worker) with the same key: the same label.
     expect(label(`acct-${IBAN_DE}`, key).out).toBe(first.out);
     expect(label(`acct-${IBAN_FR}`, key).out).not.toBe(first.out);

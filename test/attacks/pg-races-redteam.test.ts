@@ -57,7 +57,6 @@
  *   approval.decided after the other supervisor's reject finished the thread (nothing is paid).
  */
 import { EventEmitter } from "node:events";
-import { createServer, connect, type Server, type Socket } from "node:net";
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import { tool, type StructuredToolInterface } from "@langchain/core/tools";
 import { Command } from "@langchain/langgraph";
@@ -84,6 +83,7 @@ import { PostgresAuditLog, PostgresEffectLedger, PostgresThreadLock, serialisedS
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
 import { decide } from "../support/decisions.js";
+import { freezingProxy } from "../support/pg-proxy.js";
 import { ask, config, refund, refundSetup, registry, turnsModel } from "../support/refund.js";
 
 // A real PostgreSQL. No skip: without it this file fails, loudly.
@@ -147,6 +147,34 @@ function gate(): Gate {
   const wait = new Promise<void>((r) => (open = r));
   const entered = new Promise<void>((r) => (enter = r));
   return { entered, enter, wait, open };
+}
+
+/** Cuts `a` off from the checkpoints ({@link cutOff}) right after it appends an event of `type`; `restore` lets it back and says whether it was cut. */
+function cutOffAfter(a: Instance, type: string): { restore(): Promise<boolean> } {
+  let restore: (() => Promise<void>) | undefined;
+  a.auditLog.afterAppend = async (events) => {
+    if (!events.some((e) => e.type === type)) return;
+    a.auditLog.afterAppend = undefined;
+    restore = await cutOff(a.app);
+  };
+  return {
+    async restore() {
+      await restore?.();
+      return restore !== undefined;
+    },
+  };
+}
+
+/** A gate that `a`'s next append holding an event of `type` waits at (before it is stored). */
+function stallBefore(a: Instance, type: string): Gate {
+  const stalled = gate();
+  a.auditLog.beforeAppend = async (events) => {
+    if (!events.some((e) => e.type === type)) return;
+    a.auditLog.beforeAppend = undefined;
+    stalled.enter();
+    await stalled.wait;
+  };
+  return stalled;
 }
 
 /** A gate the refund tool waits at (after paying) while one is armed; `release` opens it and disarms. */
@@ -388,36 +416,6 @@ async function cutOff(app: string): Promise<() => Promise<void>> {
   };
 }
 
-/** A TCP proxy to PostgreSQL that can be frozen: from then on nothing passes either way and no close reaches the other side (a silent partition, a failover behind a virtual IP). */
-async function freezingProxy(): Promise<{ port: number; freeze(): void; close(): void }> {
-  const target = new URL(url);
-  const sockets: Socket[] = [];
-  let frozen = false;
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port || 5432), target.hostname);
-    sockets.push(client, upstream);
-    for (const [from, to] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      from.on("data", (chunk: Buffer) => {
-        if (!frozen) to.write(chunk);
-      });
-      from.on("close", () => {
-        if (!frozen) to.destroy();
-      });
-      from.on("error", () => {});
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const close = () => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  };
-  opened.push(async () => close());
-  return { port: (server.address() as { port: number }).port, freeze: () => void (frozen = true), close };
-}
-
 // ═════════════════════════════════════════════════════════════════════════════════════════════
 describe("1. two supervisors approve the same paused $740 refund at the same moment", () => {
   for (const kind of KINDS) {
@@ -625,15 +623,9 @@ describe("4. sessions terminated, connections cut, clients gone mid-run", () => 
       const a = await instance(kind);
       const b = await instance(kind);
       const { thread, request } = await pausedThread(a, `${kind}-cut-after-approval`);
-      let restore: (() => Promise<void>) | undefined;
-      a.auditLog.afterAppend = async (events) => {
-        if (!events.some((e) => e.type === "approval.decided")) return;
-        a.auditLog.afterAppend = undefined;
-        restore = await cutOff(a.app);
-      };
+      const cut = cutOffAfter(a, "approval.decided");
       const out = await settle(a.agent.invoke(answer(request, "approve"), config(thread, "sam")));
-      await restore?.();
-      expect(restore).toBeTypeOf("function");
+      expect(await cut.restore()).toBe(true);
       expect(out.ok).toBe(false);
       if (kind === "prebuilt") {
         expect(eartErrorOf((out as { error: unknown }).error)).toBeInstanceOf(StoreError);
@@ -650,14 +642,9 @@ describe("4. sessions terminated, connections cut, clients gone mid-run", () => 
       const a = await instance(kind);
       const b = await instance(kind);
       const { thread, request } = await pausedThread(a, `${kind}-cut-after-refund`);
-      let restore: (() => Promise<void>) | undefined;
-      a.auditLog.afterAppend = async (events) => {
-        if (!events.some((e) => e.type === "tool.succeeded")) return;
-        a.auditLog.afterAppend = undefined;
-        restore = await cutOff(a.app);
-      };
+      const cut = cutOffAfter(a, "tool.succeeded");
       const out = await settle(a.agent.invoke(answer(request, "approve"), config(thread, "sam")));
-      await restore?.();
+      await cut.restore();
       expect(out.ok).toBe(false);
       const reject = codeOf(await settle(b.agent.invoke(answer(request, "reject"), config(thread, "sue"))));
       expect(["approval_already_answered", "thread_not_paused"]).toContain(reject);
@@ -769,21 +756,14 @@ describe("5. a thread lock lost mid-run, and the caller's durability", () => {
     // monotonically increasing per-thread lock generation that each write compares and sets.
     it.fails(`${kind}: the lock's session dropped silently while sam's approval is being decided, and sue rejects meanwhile: the rejected refund is never paid, and one answer decides`, async () => {
       const app = appName(`silent_${kind}`);
-      const proxy = await freezingProxy();
-      const lockUrl = new URL(connectionString(app));
-      lockUrl.port = String(proxy.port);
-      const lock = new PostgresThreadLock({ connectionString: lockUrl.toString() });
+      const proxy = await freezingProxy(connectionString(app));
+      opened.push(proxy.close);
+      const lock = new PostgresThreadLock({ connectionString: proxy.url });
       opened.push(() => lock.close());
       const a = await instance(kind, { on: await openStores(app), lock });
       const b = await instance(kind);
       const { thread, request } = await pausedThread(a, `${kind}-silent-lock`);
-      const stalled = gate();
-      a.auditLog.beforeAppend = async (events) => {
-        if (!events.some((e) => e.type === "approval.decided")) return;
-        a.auditLog.beforeAppend = undefined;
-        stalled.enter();
-        await stalled.wait;
-      };
+      const stalled = stallBefore(a, "approval.decided");
       const runA = settle(a.agent.invoke(answer(request, "approve"), config(thread, "sam")));
       await stalled.entered;
       proxy.freeze();
@@ -793,7 +773,7 @@ describe("5. a thread lock lost mid-run, and the caller's durability", () => {
       stalled.open();
       // Sam's run pays now, or gives up: whichever comes first (then the proxy is closed, so its lock hears it).
       await Promise.race([runA, firstPayment(thread)]);
-      proxy.close();
+      await proxy.close();
       await runA;
       expect(paidOn(thread)).toHaveLength(0);
       expect(await decidedOn(b, thread)).toEqual(["reject:sue"]);
@@ -816,13 +796,7 @@ describe("5. a thread lock lost mid-run, and the caller's durability", () => {
       const a = await instance(kind);
       const b = await instance(kind);
       const { thread, request } = await pausedThread(a, `${kind}-lost-lock`);
-      const stalled = gate();
-      a.auditLog.beforeAppend = async (events) => {
-        if (!events.some((e) => e.type === "approval.decided")) return;
-        a.auditLog.beforeAppend = undefined;
-        stalled.enter();
-        await stalled.wait;
-      };
+      const stalled = stallBefore(a, "approval.decided");
       const appendMade = new Promise<void>((resolve) => (a.auditLog.heldSettled = resolve));
       const runA = settle(a.agent.invoke(answer(request, "approve"), config(thread, "sam")));
       await stalled.entered;
@@ -851,15 +825,9 @@ describe("5. a thread lock lost mid-run, and the caller's durability", () => {
       const a = await instance(kind);
       const b = await instance(kind);
       const { thread, request } = await pausedThread(a, `${kind}-durability-exit`);
-      let restore: (() => Promise<void>) | undefined;
-      a.auditLog.afterAppend = async (events) => {
-        if (!events.some((e) => e.type === "tool.succeeded")) return;
-        a.auditLog.afterAppend = undefined;
-        restore = await cutOff(a.app);
-      };
+      const cut = cutOffAfter(a, "tool.succeeded");
       const out = await settle(a.agent.invoke(answer(request, "approve"), { ...config(thread, "sam"), durability: "exit" }));
-      await restore?.();
-      expect(restore).toBeTypeOf("function");
+      expect(await cut.restore()).toBe(true);
       expect(out.ok).toBe(false);
       expect(paidOn(thread)).toHaveLength(1);
       const reject = codeOf(await settle(b.agent.invoke(answer(request, "reject"), config(thread, "sue"))));

@@ -43,7 +43,6 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, connect, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -59,6 +58,7 @@ import { eartErrorOf, MemoryAuditLog, MemoryThreadLock, pendingApproval, ThreadB
 import { advisoryLockKey, PostgresThreadLock } from "eart/postgres";
 import { SqliteThreadLock } from "eart/sqlite";
 import { continueThread, defineApp, guardResumes, resumeThread, runThread, unfinishedThreads } from "eart/graphs";
+import { freezingProxy } from "../support/pg-proxy.js";
 import { ask, config, lookup, refund, refundSetup, type Call } from "../support/refund.js";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
 import { startJsonLinesChild, type JsonLinesChild } from "../support/children.js";
@@ -250,47 +250,16 @@ function startChild(job: Record<string, unknown>): JsonLinesChild {
   return child;
 }
 
-/**
- * A TCP proxy to the test's PostgreSQL that can be frozen: from then on nothing passes either way
- * and neither side's close reaches the other (a partition, a failover behind a virtual IP, a VM
- * paused on the way). Its sockets stay open, so TCP keepalive sees nothing wrong.
- */
-async function freezingProxy(): Promise<{ url: string; freeze(): void }> {
-  const target = new URL(PG_URL);
-  const sockets: Socket[] = [];
-  let frozen = false;
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port || 5432), target.hostname);
-    sockets.push(client, upstream);
-    for (const [from, to] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      from.on("data", (chunk: Buffer) => {
-        if (!frozen) to.write(chunk);
-      });
-      from.on("close", () => {
-        if (!frozen) to.destroy();
-      });
-      from.on("error", () => {});
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  cleanups.push(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  );
-  const url = new URL(PG_URL);
-  url.port = String((server.address() as { port: number }).port);
-  return { url: url.toString(), freeze: () => void (frozen = true) };
+/** {@link freezingProxy} to the test's PostgreSQL, closed when the file's tests end. */
+async function frozenLater(): Promise<{ url: string; freeze(): void }> {
+  const proxy = await freezingProxy(PG_URL);
+  cleanups.push(proxy.close);
+  return proxy;
 }
 
 describe("a lock lost without its holder knowing", () => {
   it("guarded graph, PostgreSQL lock: the network to the lock's server goes silent and the server drops the session (failover); another process takes the thread; the first run never acts again", async () => {
-    const proxy = await freezingProxy();
+    const proxy = await frozenLater();
     const thread = unique("pg-silent");
     const lock = new PostgresThreadLock({ connectionString: proxy.url, timeoutMs: 1_000 });
     const mine = watched(lock);
