@@ -718,8 +718,10 @@ describe("state writes through the thread API", () => {
     const before = refunds().length;
     const cara = as("cara");
     const { thread_id: threadId } = await cara.threads.create();
-    const first = await cara.runs.create(threadId, "refund", { input: REQUEST });
-    const other = await cara.runs.create(threadId, "finance-payment", { input: say("Pay invoice INV-7731."), multitaskStrategy: "enqueue" });
+    // Both runs are queued on the empty thread, the refund first: the server starts a queued run at
+    // its creation time plus afterSeconds, so neither starts (and binds the thread) before both are in.
+    const first = await cara.runs.create(threadId, "refund", { input: REQUEST, afterSeconds: 1 });
+    const other = await cara.runs.create(threadId, "finance-payment", { input: say("Pay invoice INV-7731."), multitaskStrategy: "enqueue", afterSeconds: 2 });
     await cara.runs.join(threadId, first.run_id);
     const out = await cara.runs.join(threadId, other.run_id);
     expect(String(JSON.stringify((out as { __error__?: unknown }).__error__))).toContain("thread_of_another_graph");
