@@ -11,7 +11,7 @@ import { ApprovalRequestSchema, keyedApprovalAnswer, pendingApproval, type Appro
 import { interruptValues, pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
 import { jsonProblem } from "../src/internal/canonical.js";
-import { type ThreadLock } from "../src/threads/lock.js";
+import { withThreadFence, type ThreadLock } from "../src/threads/lock.js";
 import { digestOf, refusalData } from "../src/human-tasks/refusal.js";
 import { assertActsForBound } from "../nodes/identity-binding.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
@@ -486,9 +486,11 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     options.signal?.addEventListener("abort", () => void release().catch(() => undefined), { once: true });
     let inner: unknown;
     try {
-      // Losing the lock mid-run (a dropped database connection) aborts the run.
+      // Losing the lock mid-run (a dropped database connection) aborts the run; a run the holder
+      // has not yet heard it lost is fenced: what it writes in the lock's database is checked
+      // against the hold's token there, and refused once another process has taken the thread.
       const signal = held.lost ? (options.signal ? AbortSignal.any([options.signal, held.lost]) : held.lost) : options.signal;
-      inner = await guarded(input, signal ? { ...options, signal } : options);
+      inner = await withThreadFence(held.fence, () => guarded(input, signal ? { ...options, signal } : options));
     } catch (error) {
       await release();
       throw error;

@@ -3,7 +3,7 @@ import type { RunnableConfig } from "@langchain/core/runnables";
 import { pendingApproval, type ApprovalRequest } from "../src/human-tasks/approval.js";
 import { pendingRecovery, type RecoveryRequest } from "../src/human-tasks/recovery.js";
 import { threadLockFor } from "../src/stores/for-checkpointer.js";
-import { type ThreadLock } from "../src/threads/lock.js";
+import { withThreadFence, type ThreadLock } from "../src/threads/lock.js";
 import { assertResumable, THREAD_LOCK } from "./resume-guard.js";
 
 /** The part of a compiled graph the helpers need. */
@@ -32,7 +32,8 @@ const locksItself = (graph: RunnableGraph): boolean => (graph as { [THREAD_LOCK]
 /**
  * Runs `run` with the config it is to use, holding the thread's lock. Losing the lock while held
  * (its connection dropped, its row taken over) aborts the run through its signal, as under the
- * guard: it stops at its next step instead of acting beside the run that holds the thread now.
+ * guard: it stops at its next step instead of acting beside the run that holds the thread now;
+ * until it hears of it, what it writes in the lock's database is fenced (`ThreadFence`).
  */
 async function locked<T>(graph: RunnableGraph, config: RunnableConfig, options: ThreadRunOptions, run: (config: RunnableConfig) => Promise<T>): Promise<T> {
   if (locksItself(graph)) return run(config);
@@ -40,7 +41,7 @@ async function locked<T>(graph: RunnableGraph, config: RunnableConfig, options: 
   const release = await lock.acquire(String(config.configurable?.thread_id));
   try {
     const signal = release.lost ? (config.signal ? AbortSignal.any([config.signal, release.lost]) : release.lost) : config.signal;
-    return await run(signal ? { ...config, signal } : config);
+    return await withThreadFence(release.fence, () => run(signal ? { ...config, signal } : config));
   } finally {
     await release();
   }

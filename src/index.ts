@@ -157,7 +157,7 @@ export { generateAuditSigningKey, verifyHeadSignature, type AuditPublicKey, type
 
 // Effect ledger and thread lock: the contracts, the memory versions, and the ones that fit a checkpointer.
 export { idempotencyKeyOf, MemoryEffectLedger, type EffectLedger, type LedgerEntry, type LedgerKey, type LedgerOutcome } from "./ledger/ledger.js";
-export { MemoryThreadLock, type ReleaseThreadLock, type ThreadLock } from "./threads/lock.js";
+export { MemoryThreadLock, withThreadFence, type ReleaseThreadLock, type ThreadFence, type ThreadLock } from "./threads/lock.js";
 export { ledgerFor, threadLockFor } from "./stores/for-checkpointer.js";
 
 // Tool execution options.

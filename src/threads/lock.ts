@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import { readFileSync, readlinkSync } from "node:fs";
 import { hostname } from "node:os";
@@ -11,8 +12,67 @@ import { EartConfigError, ThreadBusyError, ThreadLockLostError } from "../errors
 /**
  * Releases a lock taken by {@link ThreadLock.acquire}. Safe to call more than once. `lost`, when
  * present, is aborted (with a {@link ThreadLockLostError}) if the lock is lost while held.
+ * `fence`, when present, is what the stores of the lock's database check a write of the run
+ * against ({@link ThreadFence}).
  */
-export type ReleaseThreadLock = (() => Promise<void>) & { lost?: AbortSignal };
+export type ReleaseThreadLock = (() => Promise<void>) & { lost?: AbortSignal; fence?: ThreadFence };
+
+/**
+ * The fencing token of one hold of a thread's lock. A lock that can be lost without its holder
+ * hearing of it in time (a database session the server dropped during a partition) is a lease: its
+ * holder may go on working after another process took the thread. Each hold of the PostgreSQL lock
+ * records a new token for the thread in the database, and eart's stores there check, in the
+ * transaction of each claim of an effect and each audit append of the thread, that the token is
+ * still the holder's (a row lock: a new holder's token waits for that transaction to end), else
+ * refuse the write with {@link ThreadLockLostError}. A run holds its fence through
+ * {@link withThreadFence}; the stores read it with {@link threadFence}.
+ */
+export interface ThreadFence {
+  readonly threadId: string;
+  /** The lock's key of the thread (its advisory lock key, as text). */
+  readonly key: string;
+  /** This hold's token. */
+  readonly token: string;
+  /** Aborted when the holder learns the lock is lost. */
+  readonly lost: AbortSignal;
+}
+
+/** One store of fences per process, whichever copy of eart's modules asks. */
+const fences = ((globalThis as unknown as Record<symbol, AsyncLocalStorage<ThreadFence> | undefined>)[Symbol.for("eart.threadFences")] ??= new AsyncLocalStorage<ThreadFence>());
+
+/**
+ * Runs `run` as the holder of `fence` (nothing changes without one): the writes of the thread that
+ * eart's stores make from it are checked against it.
+ * @example
+ * ```ts
+ * const release = await lock.acquire(threadId);
+ * try { await withThreadFence(release.fence, () => graph.invoke(input, config)); } finally { await release(); }
+ * ```
+ */
+export function withThreadFence<T>(fence: ThreadFence | undefined, run: () => T): T {
+  return fence ? fences.run(fence, run) : run();
+}
+
+/**
+ * The fence the current run holds for `threadId`, if any. One whose holder already learned the
+ * lock is lost is refused here, with {@link ThreadLockLostError}.
+ * @example
+ * ```ts
+ * const fence = threadFence(event.threadId); // undefined outside a fenced run
+ * ```
+ */
+export function threadFence(threadId: string): ThreadFence | undefined {
+  const fence = fences.getStore();
+  if (!fence || fence.threadId !== threadId) return undefined;
+  if (fence.lost.aborted) throw fenceRefusal(fence);
+  return fence;
+}
+
+/** The refusal of a write made under a fence that is no longer the thread's. */
+export function fenceRefusal(fence: ThreadFence): ThreadLockLostError {
+  const reason = fence.lost.reason as unknown;
+  return reason instanceof ThreadLockLostError ? reason : new ThreadLockLostError(fence.threadId, new Error("another run holds the thread now; nothing of this run is written"));
+}
 
 /**
  * Takes a thread's lock without waiting: resolves with the release function, or rejects with a

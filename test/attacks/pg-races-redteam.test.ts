@@ -46,15 +46,15 @@
  *   refund that was paid. The guard now always runs with "sync" (graphs/resume-guard.ts);
  * - LOW, middleware: guardAgent did not guard a plain `PostgresSaver` as createGovernedAgent does:
  *   one terminated checkpointer connection failed the approval with node-postgres' raw error. It
- *   does now (middleware/governance.ts guardAgent, guardCheckpointer).
- *
- * Found, open (`it.fails`, each with a HOLE comment above it):
- * - MEDIUM, both agents: the thread lock is a lease with no fence. A run whose lock session the
- *   server dropped without a word (partition, failover) goes on for up to 15 s; a second
- *   supervisor's reject in that window is accepted and delivered, and then the first run records
- *   its approval and pays the rejected refund;
- * - LOW, both agents: a run aborted because its lock session was terminated still appends its
- *   approval.decided after the other supervisor's reject finished the thread (nothing is paid).
+ *   does now (middleware/governance.ts guardAgent, guardCheckpointer);
+ * - MEDIUM, both agents: the thread lock was a lease with no fence. A run whose lock session the
+ *   server dropped without a word (partition, failover) went on for up to 15 s; a second
+ *   supervisor's reject in that window was accepted and delivered, and then the first run recorded
+ *   its approval and paid the rejected refund. Each hold now writes a fencing token that the audit
+ *   log and the ledger check in the transaction of each write of the run (src/stores/postgres/fence.ts);
+ * - LOW, both agents: a run aborted because its lock session was terminated still appended its
+ *   approval.decided after the other supervisor's reject finished the thread (nothing was paid).
+ *   The same fence refuses it.
  */
 import { EventEmitter } from "node:events";
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
@@ -738,23 +738,16 @@ async function singleCheckpointerKill(kind: Kind) {
 // ═════════════════════════════════════════════════════════════════════════════════════════════
 describe("5. a thread lock lost mid-run, and the caller's durability", () => {
   for (const kind of KINDS) {
-    // HOLE (severity: medium): the thread lock is a lease with no fence. When the lock's session is
-    // dropped by the server without the holder hearing of it (a partition, a failover behind a virtual
-    // IP, a firewall eating the FIN), the holder's run goes on for up to timeoutMs/2 + timeoutMs
-    // (10–15 s by default) before the heartbeat aborts it, while another process takes the thread. If
-    // a second supervisor rejects in that window, the reject is accepted, recorded and answered ("not
-    // refunded") — and then the first run records sam's approval and PAYS the rejected refund; the
-    // thread ends on the first run's branch, with two deciding answers and two run.completed in the
-    // audit log. Reproduce: the agent's thread lock on a connection through a TCP proxy; stall sam's
-    // run in the gate before it records approval.decided; freeze the proxy; pg_terminate_backend the
-    // lock's session; sue rejects from another instance (completes); let sam's run go on. Fix: fence
-    // every effect and every recorded decision with the lock, server side: e.g. the PostgreSQL ledger's
-    // claim (PostgresEffectLedger.begin / #beginAudited) and the gate's approval.decided append check,
-    // in their own transaction, that the run's lock is still held (`EXISTS (SELECT 1 FROM pg_locks
-    // WHERE locktype='advisory' AND granted AND pid = <the lock session's backend pid> AND key = …)`,
-    // the pid and key handed to the run with the lock in graphs/resume-guard.ts), or carry a
-    // monotonically increasing per-thread lock generation that each write compares and sets.
-    it.fails(`${kind}: the lock's session dropped silently while sam's approval is being decided, and sue rejects meanwhile: the rejected refund is never paid, and one answer decides`, async () => {
+    // Was a hole (medium): the thread lock was a lease with no fence. When the lock's session was
+    // dropped by the server without the holder hearing of it (a partition, a failover behind a
+    // virtual IP, a firewall eating the FIN), the holder's run went on for up to timeoutMs/2 +
+    // timeoutMs (10–15 s by default) while another process took the thread. A second supervisor's
+    // reject in that window was accepted, recorded and answered ("not refunded"), and then the first
+    // run recorded sam's approval and PAID the rejected refund, with two deciding answers in the log.
+    // Now each hold writes a new fencing token for the thread, and the audit log and the ledger
+    // check the run's token in the transaction of each write: sam's approval.decided is refused
+    // (ThreadLockLostError) and nothing of his run is paid or recorded.
+    it(`${kind}: the lock's session dropped silently while sam's approval is being decided, and sue rejects meanwhile: the rejected refund is never paid, and one answer decides`, async () => {
       const app = appName(`silent_${kind}`);
       const proxy = await freezingProxy(connectionString(app));
       opened.push(proxy.close);
@@ -779,20 +772,12 @@ describe("5. a thread lock lost mid-run, and the caller's durability", () => {
       expect(await decidedOn(b, thread)).toEqual(["reject:sue"]);
     });
 
-    // HOLE (severity: low): a run whose thread lock is lost (its session terminated: the run is aborted
-    // through its signal and its caller gets ThreadLockLostError) still records the decision its gate
-    // was making: after the other supervisor's reject has finished the thread (run.completed), the
-    // audit log gets sam's approval.decided "approve" as well. Nothing is paid (the aborted run stops
-    // at the step's end), but the log holds two deciding answers to one request, the last one an
-    // approval that never took effect, which recordedAnswers / acceptedBefore read as accepted.
-    // Reproduce: hold sam's run inside the audit log's append of approval.decided (a slow append: the
-    // global audit lock, a slow network); pg_terminate_backend its lock session; sue rejects from
-    // another instance; let the append go on. Fix: fence the decision's append as the ledger's claim
-    // in the hole above (a check, in the append's own transaction, that the run's advisory lock is
-    // still held by its session, else ThreadLockLostError and nothing appended); checking the run's
-    // signal in guards/policy-gate.ts decidePending right before the append narrows the window but
-    // cannot close it (the append itself may be the slow part).
-    it.fails(`${kind}: the lock's session terminated while sam's approval is being decided, and sue rejects meanwhile: only sue's answer is recorded as deciding`, async () => {
+    // Was a hole (low): a run whose thread lock was lost (its session terminated: the run aborted,
+    // its caller got ThreadLockLostError) still recorded the decision its gate was making, after the
+    // other supervisor's reject had finished the thread: the log held two deciding answers, the last
+    // an approval that never took effect. Now the append checks the run's fence (refused: the run
+    // heard its lock was lost, and another hold's token replaced its own), and nothing is appended.
+    it(`${kind}: the lock's session terminated while sam's approval is being decided, and sue rejects meanwhile: only sue's answer is recorded as deciding`, async () => {
       const a = await instance(kind);
       const b = await instance(kind);
       const { thread, request } = await pausedThread(a, `${kind}-lost-lock`);

@@ -19,6 +19,8 @@ import type { GlobalLogSnapshot } from "../../audit/log.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "../../audit/rows.js";
 import { AuditStoreError, EartConfigError, EartError } from "../../errors.js";
 import { INBOX_EVENT_TYPES, InboxIndex, netInboxChanges, parsePendingOptions, readPendingRow, type PendingOptions, type PendingTask } from "../../audit/inbox.js";
+import type { ThreadFence } from "../../threads/lock.js";
+import { checkFence, fenceOf, fenceRead } from "./fence.js";
 import { connectWithin, inTransaction, isConnectionLoss, migrationOnce, openPostgres, releasing, type PostgresLocation } from "./connection.js";
 
 /**
@@ -72,6 +74,9 @@ function lockKey(threadId: string): number {
  * the chain.) `PRIMARY KEY (thread_id, seq)` and `UNIQUE (thread_id, prev_hash)` are the net: a
  * writer that skipped the lock fails instead of forking the chain. (`UNIQUE (prev_hash)` alone
  * would refuse the second thread ever started, as every first event follows the same genesis hash.)
+ * An append of a thread made by a run that holds its `PostgresThreadLock` checks, in the same
+ * transaction, that the lock's fencing token is still the run's (`ThreadLockLostError` and nothing
+ * appended when another process took the thread meanwhile).
  *
  * `verify` reads the events and the head in one REPEATABLE READ transaction, so appends running at
  * the same time never make it report a false break. It detects changed, deleted, inserted and
@@ -232,21 +237,22 @@ export class PostgresAuditLog implements AuditLog {
     if (groups.size === 0) return [];
     return this.#run("append to", async () => {
       await this.#migrate();
+      const fence = await fenceOf(this.#pool, groups.keys());
       const client = await connectWithin(this.#pool, this.#timeoutMs, () => new AuditStoreError(`Cannot append to the PostgreSQL audit log: no connection within ${this.#timeoutMs} ms; nothing was appended`));
-      return releasing(client, () => this.#appendIn(client, groups));
+      return releasing(client, () => this.#appendIn(client, groups, fence));
     });
   }
 
-  async #appendIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>): Promise<AuditEvent[]> {
+  async #appendIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>, fence: ThreadFence | undefined): Promise<AuditEvent[]> {
     // One round trip, several statements: each lock in its own statement, then the heads read by
     // a later statement of the same transaction, whose snapshot is taken after every lock is held.
     // READ COMMITTED is spelled out: under a REPEATABLE READ default the snapshot would be the first statement's.
     const results = (await client.query(
       `BEGIN ISOLATION LEVEL READ COMMITTED;
        ${this.#bounds().join("\n")}
-       ${this.#locksAndReads(client, [...groups.keys()])}`,
+       ${this.#locksAndReads(client, [...groups.keys()], fence)}`,
     )) as unknown as pg.QueryResult[];
-    const marks = await this.#writeIn(client, groups, results);
+    const marks = await this.#writeIn(client, groups, results, fence);
     await client.query("COMMIT");
     marks();
     return marks.events;
@@ -262,12 +268,14 @@ export class PostgresAuditLog implements AuditLog {
    * each in its own statement and in one order for every writer, the global log's lock last (after
    * every thread lock, in every writer: no deadlock), then the threads' heads and the global head
    * (the query's last two results), read by later statements, whose snapshot is taken after every
-   * lock is held.
+   * lock is held. With the `fence` of the run appending, its thread's token is read (and
+   * share-locked) before the heads: the third last result.
    */
-  #locksAndReads(client: pg.PoolClient, threadIds: readonly string[]): string {
+  #locksAndReads(client: pg.PoolClient, threadIds: readonly string[], fence: ThreadFence | undefined): string {
     const keys = [...new Set(threadIds.map(lockKey))].sort((a, b) => a - b);
     return `${keys.map((k) => `SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, ${k});`).join("\n")}
        SELECT pg_advisory_xact_lock(${GLOBAL_LOCK});
+       ${fence ? fenceRead(fence) : ""}
        SELECT thread_id, seq, hash FROM ${HEADS} WHERE thread_id IN (${threadIds.map((id) => client.escapeLiteral(id)).join(", ")});
        SELECT gseq, hash FROM ${GLOBAL} ORDER BY gseq DESC LIMIT 1;`;
   }
@@ -275,10 +283,12 @@ export class PostgresAuditLog implements AuditLog {
   /**
    * The writes of an append, after the query that ended with {@link #locksAndReads} (its
    * `results`): the events, the heads (signed with a `signingKey`), the inbox index's changes and
-   * the global entry. Commits nothing: returns what marks the stored events once the caller has
-   * committed (and the events, as stored).
+   * the global entry, after the `fence` is checked (a run that lost its thread's lock to another
+   * writes nothing: `ThreadLockLostError`). Commits nothing: returns what marks the stored events
+   * once the caller has committed (and the events, as stored).
    */
-  async #writeIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>, results: pg.QueryResult[]): Promise<(() => void) & { events: AuditEvent[] }> {
+  async #writeIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>, results: pg.QueryResult[], fence: ThreadFence | undefined): Promise<(() => void) & { events: AuditEvent[] }> {
+    if (fence) checkFence(fence, results[results.length - 3]);
     const heads = new Map(
       (results[results.length - 2]!.rows as { thread_id: string; seq: number; hash: string }[]).map((r) => [r.thread_id, { seq: r.seq, hash: r.hash } satisfies ChainHead]),
     );
@@ -330,9 +340,10 @@ export class PostgresAuditLog implements AuditLog {
     return {
       ready: () => this.#migrate(),
       bounds: () => this.#bounds(),
-      open: (client, events) => {
+      open: (client, events, fence) => {
         const groups = groupByThread(toInputList(events));
-        return { sql: this.#locksAndReads(client, [...groups.keys()]), write: (results) => this.#writeIn(client, groups, results) };
+        const held = fence && groups.has(fence.threadId) ? fence : undefined;
+        return { sql: this.#locksAndReads(client, [...groups.keys()], held), write: (results) => this.#writeIn(client, groups, results, held) };
       },
     };
   }
@@ -555,7 +566,8 @@ export interface PostgresAppendWithin {
   ready(): Promise<void>;
   /** The `SET LOCAL` bounds of an append, one statement each. */
   bounds(): string[];
-  open(client: pg.PoolClient, events: readonly AuditEventInput[]): { sql: string; write(results: pg.QueryResult[]): Promise<(() => void) & { events: AuditEvent[] }> };
+  /** The append's statements and its writes; with the `fence` of the run (from {@link fenceOf} on the pool), checked in its transaction. */
+  open(client: pg.PoolClient, events: readonly AuditEventInput[], fence?: ThreadFence): { sql: string; write(results: pg.QueryResult[]): Promise<(() => void) & { events: AuditEvent[] }> };
 }
 
 const appenders = new WeakMap<object, { pool: pg.Pool; within: () => PostgresAppendWithin }>();

@@ -27,6 +27,8 @@ import { parseOptions } from "../../internal/options.js";
 import type { AuditEventInput, AuditLog } from "../../audit/log.js";
 import { postgresAppendWithin, type PostgresAppendWithin } from "./audit-log.js";
 import { connectWithin, migrationOnce, releasing, openPostgres, storeCall, type PostgresLocation } from "./connection.js";
+import { checkFence, fenceOf, fenceRead } from "./fence.js";
+import type { ThreadFence } from "../../threads/lock.js";
 
 const PostgresLedgerBoundsSchema = z
   .object({
@@ -62,6 +64,10 @@ const PG_KEY_WHERE = "thread_id = $1 AND tool_call_id = $2 AND digest = $3";
  * audit events with its own writes (`commitsWith`): the claim with `tool.started`, the outcome
  * with its event, each in one transaction that takes the audit log's locks after the ledger row,
  * in the log's own order.
+ *
+ * A claim (`begin`, `retry`) made by a run holding its thread's {@link PostgresThreadLock} in this
+ * database checks the lock's fencing token in its transaction: a run whose lock another process
+ * has taken meanwhile gets `ThreadLockLostError`, and nothing is claimed.
  * @example
  * ```ts
  * const ledger = new PostgresEffectLedger({ connectionString: process.env.EART_DATABASE_URL });
@@ -141,6 +147,16 @@ export class PostgresEffectLedger implements EffectLedger {
     const startedAt = isoOf(now);
     const audited = this.#audited(audit);
     if (audited) return this.#call("begin", false, () => this.#beginAudited(k, startedAt, audited.within, audited.events));
+    const fenced = await this.#call("begin", false, async () => {
+      const fence = await fenceOf(this.#pool, [k.threadId]);
+      return fence && this.#fencedWrite(fence, (q) => claimSql(q, k, startedAt));
+    });
+    if (fenced) {
+      const [inserted, existing] = fenced;
+      if (inserted!.rows[0]) return { claimed: true, entry: entryOfRow(inserted!.rows[0] as LedgerRow) };
+      if (!existing!.rows[0]) throw this.#unreadable(k);
+      return { claimed: false, entry: entryOfRow(existing!.rows[0] as LedgerRow) };
+    }
     const inserted = await this.#call("begin", false, () =>
       this.#query(
         `INSERT INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
@@ -156,6 +172,24 @@ export class PostgresEffectLedger implements EffectLedger {
     const { rows } = await this.#call("begin", true, () => this.#query(`SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${PG_KEY_WHERE}`, [k.threadId, k.toolCallId, k.digest]));
     if (!rows[0]) throw this.#unreadable(k);
     return { claimed: false, entry: entryOfRow(rows[0]) };
+  }
+
+  /**
+   * Runs the ledger's `statements` (values put in with `q`) in one transaction, after reading the
+   * run's `fence` (one round trip): rolled back, with `ThreadLockLostError`, when another process
+   * has taken the thread since the run took it. Returns the statements' results.
+   */
+  async #fencedWrite(fence: ThreadFence, statements: (q: (v: string) => string) => string[]): Promise<pg.QueryResult[]> {
+    await this.#migrate();
+    const client = await connectWithin(this.#pool, this.#timeoutMs, () => new StoreError("store_timeout", "effect_ledger", "connect", `no connection within ${this.#timeoutMs} ms`, { timeoutMs: this.#timeoutMs }));
+    return releasing(client, async () => {
+      const opening = [`BEGIN ISOLATION LEVEL READ COMMITTED;`, `SET LOCAL lock_timeout = ${this.#timeoutMs};`, `SET LOCAL statement_timeout = ${this.#timeoutMs};`, fenceRead(fence)];
+      const written = statements((v) => client.escapeLiteral(v));
+      const results = (await client.query([...opening, ...written].join("\n"))) as unknown as pg.QueryResult[];
+      checkFence(fence, results[opening.length - 1]);
+      await client.query("COMMIT");
+      return results.slice(opening.length);
+    });
   }
 
   #unreadable(k: LedgerKey): StoreError {
@@ -177,9 +211,10 @@ export class PostgresEffectLedger implements EffectLedger {
   ): Promise<T> {
     await this.#migrate();
     await within.ready();
+    const fence = await fenceOf(this.#pool, new Set(events.map((e) => e.threadId)));
     const client = await connectWithin(this.#pool, this.#timeoutMs, () => new StoreError("store_timeout", "effect_ledger", "connect", `no connection within ${this.#timeoutMs} ms`, { timeoutMs: this.#timeoutMs }));
     return releasing(client, async () => {
-      const append = within.open(client, events);
+      const append = within.open(client, events, fence);
       const bounds = within.bounds();
       const ledger = ledgerSql((v) => client.escapeLiteral(v));
       const results = (await client.query(`BEGIN ISOLATION LEVEL READ COMMITTED;\n${[...bounds, ...ledger].join("\n")}\n${append.sql}`)) as unknown as pg.QueryResult[];
@@ -201,17 +236,7 @@ export class PostgresEffectLedger implements EffectLedger {
     return this.#withAudit<LedgerBegin>(
       within,
       events,
-      (q) => {
-        const where = `thread_id = ${q(k.threadId)} AND tool_call_id = ${q(k.toolCallId)} AND digest = ${q(k.digest)}`;
-        return [
-          `INSERT INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
-           VALUES (${q(k.threadId)}, ${q(k.toolCallId)}, ${q(k.digest)}, ${LEDGER_SCHEMA_VERSION}, 'started', 1, ${q(startedAt)})
-           ON CONFLICT (thread_id, tool_call_id, digest) DO NOTHING
-           RETURNING ${PG_COLUMNS};`,
-          // A new statement: it sees the conflicting insert, which ON CONFLICT waited for.
-          `SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE ${where};`,
-        ];
-      },
+      (q) => claimSql(q, k, startedAt),
       ([inserted, existing]) => {
         const claimed = inserted!.rows[0] as LedgerRow | undefined;
         if (claimed) return { write: true, value: { claimed: true, entry: entryOfRow(claimed) } };
@@ -226,6 +251,19 @@ export class PostgresEffectLedger implements EffectLedger {
     const k = parseKey(key);
     const attempt = parseAttempt(expectedAttempt);
     const startedAt = isoOf(now);
+    // A run that holds its thread's fenced lock claims the new attempt only while it still holds it.
+    const fenced = await this.#call("retry", false, async () => {
+      const fence = await fenceOf(this.#pool, [k.threadId]);
+      return (
+        fence &&
+        this.#fencedWrite(fence, (q) => [
+          `UPDATE ${TABLE} SET attempt = attempt + 1, started_at = ${q(startedAt)}
+           WHERE thread_id = ${q(k.threadId)} AND tool_call_id = ${q(k.toolCallId)} AND digest = ${q(k.digest)} AND status = 'started' AND attempt = ${attempt}
+           RETURNING ${PG_COLUMNS};`,
+        ])
+      );
+    });
+    if (fenced) return fenced[0]!.rows[0] && entryOfRow(fenced[0]!.rows[0] as LedgerRow);
     const { rows } = await this.#call("retry", false, () =>
       this.#query(
         `UPDATE ${TABLE} SET attempt = attempt + 1, started_at = $5
@@ -304,4 +342,15 @@ export class PostgresEffectLedger implements EffectLedger {
   async close(): Promise<void> {
     if (this.#owned && !this.#pool.ended) await this.#pool.end();
   }
+}
+
+/** The claim of `k`: its insert (a row when claimed), then, in a new statement that sees a conflicting insert ON CONFLICT waited for, the entry. */
+function claimSql(q: (v: string) => string, k: LedgerKey, startedAt: string): string[] {
+  return [
+    `INSERT INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
+     VALUES (${q(k.threadId)}, ${q(k.toolCallId)}, ${q(k.digest)}, ${LEDGER_SCHEMA_VERSION}, 'started', 1, ${q(startedAt)})
+     ON CONFLICT (thread_id, tool_call_id, digest) DO NOTHING
+     RETURNING ${PG_COLUMNS};`,
+    `SELECT ${PG_COLUMNS} FROM ${TABLE} WHERE thread_id = ${q(k.threadId)} AND tool_call_id = ${q(k.toolCallId)} AND digest = ${q(k.digest)};`,
+  ];
 }

@@ -1,9 +1,10 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type pg from "pg";
 import { z } from "zod";
 import { EartError, StoreError, ThreadBusyError, ThreadLockLostError } from "../../errors.js";
 import { parseOptions } from "../../internal/options.js";
-import { checkThreadId, type ReleaseThreadLock, type ThreadLock } from "../../threads/lock.js";
+import { checkThreadId, type ReleaseThreadLock, type ThreadFence, type ThreadLock } from "../../threads/lock.js";
+import { FENCES, FENCES_DDL } from "./fence.js";
 import { dedicatedClient, isConnectionLoss, withDeadline, type PostgresLocation } from "./connection.js";
 
 /**
@@ -47,6 +48,15 @@ interface Hold {
 }
 
 /**
+ * Takes a thread's advisory lock without waiting and, when taken, records the hold's fencing token
+ * as the thread's (see `ThreadFence`); answers whether it was taken.
+ */
+const TAKE = `WITH l AS (SELECT pg_try_advisory_lock($1::bigint) AS locked),
+  f AS (INSERT INTO ${FENCES} (key, token) SELECT $1::bigint, $2::text FROM l WHERE l.locked
+        ON CONFLICT (key) DO UPDATE SET token = excluded.token)
+  SELECT locked FROM l`;
+
+/**
  * The lock's own connection. Every lock of a {@link PostgresThreadLock} is a session advisory lock
  * on it, so the locks go away with it: when it drops, every hold on it is told through `lost`.
  */
@@ -56,6 +66,8 @@ class LockSession {
   readonly holds = new Set<Hold>();
   /** The schema the session's `search_path` resolves to: the space its threads' keys are in ({@link advisoryLockKey}). */
   schema: string | undefined;
+  /** Whether its holds are fenced (the fencing tokens' table is where its search_path resolves). */
+  fenced = false;
   dead: Error | undefined;
   /** Settles once the connection is closed after `die`. */
   ended: Promise<void> | undefined;
@@ -79,12 +91,26 @@ class LockSession {
       // The session sits idle while it holds locks: a server, role or pool setting that ends idle
       // sessions would end it, and every lock with it, under a run that is still working.
       .then(() => client.query(`SET idle_session_timeout = 0; SET idle_in_transaction_session_timeout = 0`).catch(ignoreUnknownSetting))
+      // A hold's fencing token is written over the last one's, which a write of that holder may
+      // still share-lock: waited for within half the bound, so the session answers its heartbeat.
+      .then(() => client.query(`SET lock_timeout = ${Math.max(1, Math.floor(bounds.timeoutMs / 2))}`))
       // Where eart's tables of this deployment are (its unqualified names resolve there); a
       // search_path naming no schema that exists yet is its own space, by its text.
       .then(() => client.query<{ schema: string }>(`SELECT COALESCE(current_schema(), 'search_path=' || current_setting('search_path')) AS schema`))
       .then(({ rows }) => {
         this.schema = rows[0]?.schema;
       })
+      // The fencing tokens' table, where the session's tables are (created once across processes).
+      // A search_path naming no schema that exists has no tables of eart's to fence: none.
+      .then(() =>
+        client.query(`BEGIN; SELECT pg_advisory_xact_lock(hashtext('${FENCES}')); ${FENCES_DDL}; COMMIT`).then(
+          () => void (this.fenced = true),
+          async (error: unknown) => {
+            if ((error as { code?: unknown })?.code !== "3F000") throw error;
+            await client.query("ROLLBACK");
+          },
+        ),
+      )
       .finally(() => {
         this.#inFlight--;
         this.#settle();
@@ -198,6 +224,14 @@ class LockSession {
  * connection. While it holds locks the connection is asked to answer every `timeoutMs / 2`, so a
  * session the server dropped without a word is found out within the bound; it turns off the
  * server's idle-session timeouts for itself, which would end it under a working run.
+ *
+ * A lock the server dropped without a word is only found out within that bound: meanwhile another
+ * process may take the thread. So each hold is fenced: taking a thread writes a new token for it
+ * (table `eart_thread_fences`), and the hold's `fence`, which the guard and `runThread` hand to the
+ * run, lets eart's audit log and effect ledger in the same database refuse (`ThreadLockLostError`,
+ * nothing written) an effect's claim or an audit event of a run whose token was replaced. A write
+ * of the last holder in flight holds the token until it ends; a new hold waits for it up to half
+ * `timeoutMs`, else `acquire` fails with `store_timeout` and takes nothing.
  * @example
  * ```ts
  * const lock = new PostgresThreadLock({ connectionString: process.env.EART_DATABASE_URL });
@@ -232,6 +266,7 @@ export class PostgresThreadLock implements ThreadLock {
     if (this.#held.has(id)) throw new ThreadBusyError(id, "another run of this process");
     this.#held.set(id, "acquiring");
     let key = "";
+    const token = randomBytes(16).toString("hex");
     const deadline = Date.now() + this.#timeoutMs;
     let hold: Hold;
     let session: LockSession;
@@ -239,7 +274,13 @@ export class PostgresThreadLock implements ThreadLock {
       try {
         session = await this.#sessionBy(deadline);
         key = advisoryLockKey(id, { schema: session.schema });
-        const { rows } = await session.query("acquire", `SELECT pg_try_advisory_lock($1::bigint) AS locked`, [key], deadline, this.#timeoutMs);
+        const take = session.fenced ? session.query("acquire", TAKE, [key, token], deadline, this.#timeoutMs) : session.query("acquire", `SELECT pg_try_advisory_lock($1::bigint) AS locked`, [key], deadline, this.#timeoutMs);
+        const { rows } = await take.catch(async (error: unknown) => {
+          // A statement that failed on a live session (its token not written in time) may have
+          // taken the lock, which no rollback gives back: given back here, else the session is ended.
+          if (!session.dead) await session.query("acquire", `SELECT pg_advisory_unlock($1::bigint)`, [key], Date.now() + this.#timeoutMs, this.#timeoutMs).catch(() => session.die(new Error("a lock could not be given back")));
+          throw error;
+        });
         if (rows[0]?.locked !== true) throw new ThreadBusyError(id, "another PostgreSQL session");
         hold = session.hold(id);
         break;
@@ -268,7 +309,7 @@ export class PostgresThreadLock implements ThreadLock {
           if (this.#held.get(id) === hold) this.#held.delete(id);
         }
       },
-      { lost: hold.lost.signal },
+      { lost: hold.lost.signal, ...(session.fenced ? { fence: { threadId: id, key, token, lost: hold.lost.signal } satisfies ThreadFence } : {}) },
     );
   }
 
@@ -293,6 +334,10 @@ export class PostgresThreadLock implements ThreadLock {
 
   #fault(operation: string, error: unknown): unknown {
     if (error instanceof EartError) return error;
+    if ((error as { code?: unknown })?.code === "55P03") {
+      // lock_timeout: a write of the thread's last holder still share-locks its fencing token.
+      return new StoreError("store_timeout", "thread_lock", operation, `the thread's fencing token is held by a write of its last holder past ${Math.max(1, Math.floor(this.#timeoutMs / 2))} ms; the lock was not taken`, { timeoutMs: this.#timeoutMs, pgCode: "55P03" }, { cause: error });
+    }
     const lost = isConnectionLoss(error);
     return new StoreError(
       lost ? "store_unavailable" : "store_failure",

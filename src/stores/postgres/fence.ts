@@ -1,0 +1,50 @@
+import type pg from "pg";
+import { fenceRefusal, threadFence, type ThreadFence } from "../../threads/lock.js";
+import { migrationOnce } from "./connection.js";
+
+/**
+ * The thread locks' fencing tokens (see {@link ThreadFence}): one row per thread key, the token of
+ * its latest hold. `PostgresThreadLock` writes it when it takes a thread; the audit log and the
+ * effect ledger read it, share-locked, in the transaction of a fenced write.
+ */
+export const FENCES = "eart_thread_fences";
+
+export const FENCES_DDL = `CREATE TABLE IF NOT EXISTS ${FENCES} (key BIGINT PRIMARY KEY, token TEXT NOT NULL)`;
+
+/** A key the lock made (a signed 64-bit integer, as text): put in SQL as it is. */
+const KEY = /^-?\d{1,20}$/;
+
+/**
+ * The statement that reads, and share-locks until the transaction ends, the token of the fence's
+ * thread: a lock taken by another process meanwhile waits to write its token until then, and
+ * one written before is read here.
+ */
+export function fenceRead(fence: ThreadFence): string {
+  if (!KEY.test(fence.key)) throw new TypeError(`not a thread lock key: ${fence.key}`);
+  return `SELECT token FROM ${FENCES} WHERE key = ${fence.key}::bigint FOR SHARE;`;
+}
+
+/**
+ * Refuses, with `ThreadLockLostError`, a write whose fence another hold of the thread has replaced
+ * (`result` is {@link fenceRead}'s). No row: the lock is not in this database (nothing to check).
+ */
+export function checkFence(fence: ThreadFence, result: pg.QueryResult | undefined): void {
+  const row = result?.rows[0] as { token?: unknown } | undefined;
+  if (row && row.token !== fence.token) throw fenceRefusal(fence);
+  if (fence.lost.aborted) throw fenceRefusal(fence);
+}
+
+/** The fence of the current run for any of `threadIds`, and the fence table made ready on `pool` (once per pool). */
+export async function fenceOf(pool: pg.Pool, threadIds: Iterable<string>): Promise<ThreadFence | undefined> {
+  for (const threadId of threadIds) {
+    const fence = threadFence(threadId);
+    if (!fence) continue;
+    let ready = fenceTables.get(pool);
+    if (!ready) fenceTables.set(pool, (ready = migrationOnce(pool, FENCES, FENCES_DDL)));
+    await ready();
+    return fence;
+  }
+  return undefined;
+}
+
+const fenceTables = new WeakMap<pg.Pool, () => Promise<void>>();
