@@ -11,7 +11,7 @@ import { ApprovalRequestSchema, keyedApprovalAnswer, pendingApproval, type Appro
 import { interruptValues, pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
 import { jsonProblem } from "../src/internal/canonical.js";
-import { withThreadFence, type ThreadLock } from "../src/threads/lock.js";
+import { checkThreadFence, withThreadFence, type ThreadLock } from "../src/threads/lock.js";
 import { digestOf, refusalData } from "../src/human-tasks/refusal.js";
 import { assertActsForBound } from "../nodes/identity-binding.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
@@ -408,6 +408,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   // once would both be accepted. The lock that fits the graph's checkpointer, unless one is given
   // (or `false`: the caller serialises runs itself).
   const lock = options.lock === false ? undefined : (options.lock ?? (graph.checkpointer instanceof BaseCheckpointSaver ? threadLockFor(graph.checkpointer) : undefined));
+  if (lock && graph.checkpointer instanceof BaseCheckpointSaver) fenceCheckpoints(graph.checkpointer);
   async function guarded(input: unknown, options: RunnableConfig): Promise<unknown> {
     try {
       assertCallerInput(input, channels);
@@ -585,6 +586,33 @@ async function langGraphRefusal<T>(write: () => Promise<T>): Promise<T> {
     throw new StateTamperError("state_write_refused", `LangGraph refused the state write: ${error.message.slice(0, 300)}`, { refusedBy: "langgraph" });
   }
 }
+
+/**
+ * Checks the fence of the run saving a checkpoint or a task's writes (`checkThreadFence`) before
+ * the saver writes them: a run that lost its thread's lock, heard of it or not yet (a SQLite lock
+ * reads its row), saves nothing more. With the guard's `durability: "sync"` every step is saved
+ * before the next one starts, so such a run stops at the next step's boundary. Savers are patched
+ * once; a run without a fence (another graph on the same saver) is not affected.
+ */
+function fenceCheckpoints(saver: BaseCheckpointSaver): void {
+  if (fencedSavers.has(saver)) return;
+  fencedSavers.add(saver);
+  const methods = saver as unknown as Record<"put" | "putWrites", (config: RunnableConfig, ...rest: unknown[]) => Promise<unknown>>;
+  for (const name of ["put", "putWrites"] as const) {
+    const original = methods[name];
+    methods[name] = function (this: unknown, config: RunnableConfig, ...rest: unknown[]) {
+      const threadId = config?.configurable?.thread_id;
+      try {
+        if (typeof threadId === "string" || typeof threadId === "number") checkThreadFence(String(threadId));
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return original.call(saver, config, ...rest);
+    };
+  }
+}
+
+const fencedSavers = new WeakSet<object>();
 
 /** Marks a graph the resume guard already wraps. */
 const GUARDED = Symbol.for("eart.guardResumes");

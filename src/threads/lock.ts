@@ -18,23 +18,26 @@ import { EartConfigError, ThreadBusyError, ThreadLockLostError } from "../errors
 export type ReleaseThreadLock = (() => Promise<void>) & { lost?: AbortSignal; fence?: ThreadFence };
 
 /**
- * The fencing token of one hold of a thread's lock. A lock that can be lost without its holder
- * hearing of it in time (a database session the server dropped during a partition) is a lease: its
- * holder may go on working after another process took the thread. Each hold of the PostgreSQL lock
- * records a new token for the thread in the database, and eart's stores there check, in the
- * transaction of each claim of an effect and each audit append of the thread, that the token is
- * still the holder's (a row lock: a new holder's token waits for that transaction to end), else
- * refuse the write with {@link ThreadLockLostError}. A run holds its fence through
- * {@link withThreadFence}; the stores read it with {@link threadFence}.
+ * The fence of one hold of a thread's lock. A lock that can be lost without its holder hearing of
+ * it in time is a lease: its holder may go on working after another process took the thread (a
+ * database session the server dropped during a partition; a process whose event loop stalled past
+ * a SQLite lock's `staleMs`). A run holds its fence through {@link withThreadFence}, and eart
+ * checks it before each write of the thread ({@link checkThreadFence}): at each checkpoint the
+ * guard's graph saves, and in its stores. Refused writes fail with {@link ThreadLockLostError}.
  */
 export interface ThreadFence {
   readonly threadId: string;
-  /** The lock's key of the thread (its advisory lock key, as text). */
-  readonly key: string;
-  /** This hold's token. */
-  readonly token: string;
   /** Aborted when the holder learns the lock is lost. */
   readonly lost: AbortSignal;
+  /** Checks now, without waiting, that the hold is still the thread's (SQLite: its lock row); throws `ThreadLockLostError`. */
+  readonly check?: () => void;
+  /**
+   * The PostgreSQL lock's key of the thread (its advisory lock key, as text) and this hold's
+   * token, which the lock recorded as the thread's: eart's PostgreSQL stores in the lock's database
+   * check it in the transaction of each claim of an effect and each audit append of the thread
+   * (share-locked: a new holder's token waits for that transaction to end).
+   */
+  readonly postgres?: { readonly key: string; readonly token: string };
 }
 
 /** One store of fences per process, whichever copy of eart's modules asks. */
@@ -54,17 +57,19 @@ export function withThreadFence<T>(fence: ThreadFence | undefined, run: () => T)
 }
 
 /**
- * The fence the current run holds for `threadId`, if any. One whose holder already learned the
- * lock is lost is refused here, with {@link ThreadLockLostError}.
+ * The fence the current run holds for `threadId`, if any, checked: a hold whose holder learned it
+ * is lost, or that its lock can tell at once is no longer the thread's (`check`), is refused here,
+ * with {@link ThreadLockLostError}. Call it right before a write of the thread.
  * @example
  * ```ts
- * const fence = threadFence(event.threadId); // undefined outside a fenced run
+ * checkThreadFence(event.threadId); // undefined outside a fenced run
  * ```
  */
-export function threadFence(threadId: string): ThreadFence | undefined {
+export function checkThreadFence(threadId: string): ThreadFence | undefined {
   const fence = fences.getStore();
   if (!fence || fence.threadId !== threadId) return undefined;
   if (fence.lost.aborted) throw fenceRefusal(fence);
+  fence.check?.();
   return fence;
 }
 

@@ -30,9 +30,10 @@
  * 8. The PostgreSQL advisory-lock key named the thread id only: two tenants in two schemas of one
  *    database blocked each other's threads of the same id (only runs were blocked, nothing
  *    crossed). The key is now in the space of the schema the lock's search_path resolves to.
- * Open (`it.fails`): a SQLite holder in another container whose event loop stalls past staleMs is
- * taken over as designed and acts once more when it wakes, before its heartbeat tells it (a check
- * at each step's boundary would be needed).
+ * 9. A SQLite holder in another container whose event loop stalled past staleMs was taken over as
+ *    designed and acted once more when it woke, before its heartbeat told it. Each hold's fence
+ *    now reads its lock row before each checkpoint the guard's graph saves (and each write of
+ *    eart's stores), so it stops at the next step's boundary with ThreadLockLostError.
  * Held (plain `it`): a live same-host holder stalled far past staleMs is never taken over; four
  * processes racing to take over one dead holder get one lock; a tool re-entering its own thread
  * gets ThreadBusyError without deadlock; continueThread of a running thread, a second supervisor's
@@ -284,9 +285,10 @@ describe("a lock lost without its holder knowing", () => {
     expect(outcome).toBeInstanceOf(ThreadLockLostError);
   });
 
-  // Open: taken over as designed (its holder cannot be checked from here), the stalled run acts once
-  // more when it wakes, before its heartbeat finds the row taken.
-  it.fails("SQLite lock, holder in another container (host it cannot check) whose event loop stalls past staleMs: taken over, and the stalled run never acts once it wakes", async () => {
+  // Was a hole: taken over as designed (its holder cannot be checked from here), the stalled run
+  // acted once more when it woke, before its heartbeat found the row taken. Now the checkpoint of
+  // its stalled step is refused by its fence (the row is another holder's): it never acts.
+  it("SQLite lock, holder in another container (host it cannot check) whose event loop stalls past staleMs: taken over, and the stalled run never acts once it wakes", async () => {
     const file = join(dir, "stall-foreign.sqlite");
     const flag = join(dir, "stall-foreign.go");
     const thread = unique("sqlite-stall-foreign");

@@ -19,8 +19,7 @@ import type { GlobalLogSnapshot } from "../../audit/log.js";
 import { parseJsonOr, rowToEvent, type EventRow } from "../../audit/rows.js";
 import { AuditStoreError, EartConfigError, EartError } from "../../errors.js";
 import { INBOX_EVENT_TYPES, InboxIndex, netInboxChanges, parsePendingOptions, readPendingRow, type PendingOptions, type PendingTask } from "../../audit/inbox.js";
-import type { ThreadFence } from "../../threads/lock.js";
-import { checkFence, fenceOf, fenceRead } from "./fence.js";
+import { checkFence, fenceOf, fenceRead, type PostgresFence } from "./fence.js";
 import { connectWithin, inTransaction, isConnectionLoss, migrationOnce, openPostgres, releasing, type PostgresLocation } from "./connection.js";
 
 /**
@@ -243,7 +242,7 @@ export class PostgresAuditLog implements AuditLog {
     });
   }
 
-  async #appendIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>, fence: ThreadFence | undefined): Promise<AuditEvent[]> {
+  async #appendIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>, fence: PostgresFence | undefined): Promise<AuditEvent[]> {
     // One round trip, several statements: each lock in its own statement, then the heads read by
     // a later statement of the same transaction, whose snapshot is taken after every lock is held.
     // READ COMMITTED is spelled out: under a REPEATABLE READ default the snapshot would be the first statement's.
@@ -271,7 +270,7 @@ export class PostgresAuditLog implements AuditLog {
    * lock is held. With the `fence` of the run appending, its thread's token is read (and
    * share-locked) before the heads: the third last result.
    */
-  #locksAndReads(client: pg.PoolClient, threadIds: readonly string[], fence: ThreadFence | undefined): string {
+  #locksAndReads(client: pg.PoolClient, threadIds: readonly string[], fence: PostgresFence | undefined): string {
     const keys = [...new Set(threadIds.map(lockKey))].sort((a, b) => a - b);
     return `${keys.map((k) => `SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, ${k});`).join("\n")}
        SELECT pg_advisory_xact_lock(${GLOBAL_LOCK});
@@ -287,7 +286,7 @@ export class PostgresAuditLog implements AuditLog {
    * writes nothing: `ThreadLockLostError`). Commits nothing: returns what marks the stored events
    * once the caller has committed (and the events, as stored).
    */
-  async #writeIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>, results: pg.QueryResult[], fence: ThreadFence | undefined): Promise<(() => void) & { events: AuditEvent[] }> {
+  async #writeIn(client: pg.PoolClient, groups: Map<string, AuditEventInput[]>, results: pg.QueryResult[], fence: PostgresFence | undefined): Promise<(() => void) & { events: AuditEvent[] }> {
     if (fence) checkFence(fence, results[results.length - 3]);
     const heads = new Map(
       (results[results.length - 2]!.rows as { thread_id: string; seq: number; hash: string }[]).map((r) => [r.thread_id, { seq: r.seq, hash: r.hash } satisfies ChainHead]),
@@ -567,7 +566,7 @@ export interface PostgresAppendWithin {
   /** The `SET LOCAL` bounds of an append, one statement each. */
   bounds(): string[];
   /** The append's statements and its writes; with the `fence` of the run (from {@link fenceOf} on the pool), checked in its transaction. */
-  open(client: pg.PoolClient, events: readonly AuditEventInput[], fence?: ThreadFence): { sql: string; write(results: pg.QueryResult[]): Promise<(() => void) & { events: AuditEvent[] }> };
+  open(client: pg.PoolClient, events: readonly AuditEventInput[], fence?: PostgresFence): { sql: string; write(results: pg.QueryResult[]): Promise<(() => void) & { events: AuditEvent[] }> };
 }
 
 const appenders = new WeakMap<object, { pool: pg.Pool; within: () => PostgresAppendWithin }>();

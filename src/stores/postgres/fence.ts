@@ -1,5 +1,5 @@
 import type pg from "pg";
-import { fenceRefusal, threadFence, type ThreadFence } from "../../threads/lock.js";
+import { checkThreadFence, fenceRefusal, type ThreadFence } from "../../threads/lock.js";
 import { migrationOnce } from "./connection.js";
 
 /**
@@ -19,30 +19,36 @@ const KEY = /^-?\d{1,20}$/;
  * thread: a lock taken by another process meanwhile waits to write its token until then, and
  * one written before is read here.
  */
-export function fenceRead(fence: ThreadFence): string {
-  if (!KEY.test(fence.key)) throw new TypeError(`not a thread lock key: ${fence.key}`);
-  return `SELECT token FROM ${FENCES} WHERE key = ${fence.key}::bigint FOR SHARE;`;
+export function fenceRead(fence: PostgresFence): string {
+  if (!KEY.test(fence.postgres.key)) throw new TypeError(`not a thread lock key: ${fence.postgres.key}`);
+  return `SELECT token FROM ${FENCES} WHERE key = ${fence.postgres.key}::bigint FOR SHARE;`;
 }
 
 /**
  * Refuses, with `ThreadLockLostError`, a write whose fence another hold of the thread has replaced
  * (`result` is {@link fenceRead}'s). No row: the lock is not in this database (nothing to check).
  */
-export function checkFence(fence: ThreadFence, result: pg.QueryResult | undefined): void {
+export function checkFence(fence: PostgresFence, result: pg.QueryResult | undefined): void {
   const row = result?.rows[0] as { token?: unknown } | undefined;
-  if (row && row.token !== fence.token) throw fenceRefusal(fence);
+  if (row && row.token !== fence.postgres.token) throw fenceRefusal(fence);
   if (fence.lost.aborted) throw fenceRefusal(fence);
 }
 
-/** The fence of the current run for any of `threadIds`, and the fence table made ready on `pool` (once per pool). */
-export async function fenceOf(pool: pg.Pool, threadIds: Iterable<string>): Promise<ThreadFence | undefined> {
+/** A fence of the PostgreSQL thread lock. */
+export type PostgresFence = ThreadFence & { readonly postgres: NonNullable<ThreadFence["postgres"]> };
+
+/**
+ * The PostgreSQL fence of the current run for any of `threadIds` (checked: `checkThreadFence`),
+ * and the fence table made ready on `pool` (once per pool).
+ */
+export async function fenceOf(pool: pg.Pool, threadIds: Iterable<string>): Promise<PostgresFence | undefined> {
   for (const threadId of threadIds) {
-    const fence = threadFence(threadId);
-    if (!fence) continue;
+    const fence = checkThreadFence(threadId);
+    if (!fence?.postgres) continue;
     let ready = fenceTables.get(pool);
     if (!ready) fenceTables.set(pool, (ready = migrationOnce(pool, FENCES, FENCES_DDL)));
     await ready();
-    return fence;
+    return fence as PostgresFence;
   }
   return undefined;
 }

@@ -27,8 +27,7 @@ import { parseOptions } from "../../internal/options.js";
 import type { AuditEventInput, AuditLog } from "../../audit/log.js";
 import { postgresAppendWithin, type PostgresAppendWithin } from "./audit-log.js";
 import { connectWithin, migrationOnce, releasing, openPostgres, storeCall, type PostgresLocation } from "./connection.js";
-import { checkFence, fenceOf, fenceRead } from "./fence.js";
-import type { ThreadFence } from "../../threads/lock.js";
+import { checkFence, fenceOf, fenceRead, type PostgresFence } from "./fence.js";
 
 const PostgresLedgerBoundsSchema = z
   .object({
@@ -179,7 +178,7 @@ export class PostgresEffectLedger implements EffectLedger {
    * run's `fence` (one round trip): rolled back, with `ThreadLockLostError`, when another process
    * has taken the thread since the run took it. Returns the statements' results.
    */
-  async #fencedWrite(fence: ThreadFence, statements: (q: (v: string) => string) => string[]): Promise<pg.QueryResult[]> {
+  async #fencedWrite(fence: PostgresFence, statements: (q: (v: string) => string) => string[]): Promise<pg.QueryResult[]> {
     await this.#migrate();
     const client = await connectWithin(this.#pool, this.#timeoutMs, () => new StoreError("store_timeout", "effect_ledger", "connect", `no connection within ${this.#timeoutMs} ms`, { timeoutMs: this.#timeoutMs }));
     return releasing(client, async () => {

@@ -309,7 +309,7 @@ export class PostgresThreadLock implements ThreadLock {
           if (this.#held.get(id) === hold) this.#held.delete(id);
         }
       },
-      { lost: hold.lost.signal, ...(session.fenced ? { fence: { threadId: id, key, token, lost: hold.lost.signal } satisfies ThreadFence } : {}) },
+      { lost: hold.lost.signal, ...(session.fenced ? { fence: { threadId: id, lost: hold.lost.signal, postgres: { key, token } } satisfies ThreadFence } : {}) },
     );
   }
 

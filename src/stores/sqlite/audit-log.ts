@@ -19,6 +19,7 @@ import { parseJsonOr, rowToEvent, type EventRow } from "../../audit/rows.js";
 import { canonicalJson } from "../../internal/canonical.js";
 import { AuditStoreError, EartConfigError, EartError } from "../../errors.js";
 import { INBOX_EVENT_TYPES, InboxIndex, netInboxChanges, parsePendingOptions, readPendingRow, type PendingOptions, type PendingTask } from "../../audit/inbox.js";
+import { checkThreadFence } from "../../threads/lock.js";
 import { openSqlite, type SqliteLocation } from "./connection.js";
 
 /**
@@ -171,6 +172,9 @@ export class SqliteAuditLog implements AuditLog {
 
     this.#inbox = sqliteInbox(this.#db, () => (this.#globalHead.get() as GlobalHead | undefined)?.gseq ?? -1);
     this.#appendTx = this.#db.transaction((groups: Map<string, AuditEventInput[]>) => {
+      // A run whose thread lock was taken from it appends nothing (checked under the write lock:
+      // a takeover in this file cannot commit between the check and the append).
+      for (const threadId of groups.keys()) checkThreadFence(threadId);
       const out: AuditEvent[] = [];
       const heads: ThreadHead[] = [];
       for (const [threadId, inputs] of groups) {

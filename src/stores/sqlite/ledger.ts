@@ -23,6 +23,7 @@ import {
 } from "../../ledger/ledger.js";
 import type { AuditEventInput, AuditLog } from "../../audit/log.js";
 import { sqliteAppendWithin } from "./audit-log.js";
+import { checkThreadFence } from "../../threads/lock.js";
 import { openSqlite, type SqliteLocation } from "./connection.js";
 
 const KEY_WHERE_SQLITE = "thread_id = ? AND tool_call_id = ? AND digest = ?";
@@ -94,6 +95,8 @@ export class SqliteEffectLedger implements EffectLedger {
     );
     // `audited` runs the audit log's append inside the transaction, only when the write happened.
     this.#begin = this.#db.transaction((k: LedgerKey, startedAt: string, audited?: () => void) => {
+      // A run whose thread lock was taken from it claims nothing (checked under the write lock).
+      checkThreadFence(k.threadId);
       const { changes } = insert.run(k.threadId, k.toolCallId, k.digest, startedAt);
       if (changes === 1) audited?.();
       return { claimed: changes === 1, row: this.#select.get(k.threadId, k.toolCallId, k.digest) as LedgerRow };
@@ -104,6 +107,7 @@ export class SqliteEffectLedger implements EffectLedger {
       return changes === 1;
     });
     this.#retry = this.#db.transaction((k: LedgerKey, attempt: number, startedAt: string) => {
+      checkThreadFence(k.threadId);
       const { changes } = bump.run(startedAt, k.threadId, k.toolCallId, k.digest, attempt);
       return changes === 1 ? (this.#select.get(k.threadId, k.toolCallId, k.digest) as LedgerRow) : undefined;
     });

@@ -3,7 +3,7 @@ import type Database from "better-sqlite3";
 import { z } from "zod";
 import { EartError, StoreError, ThreadBusyError, ThreadLockLostError } from "../../errors.js";
 import { parseOptions } from "../../internal/options.js";
-import { checkThreadId, describeHolder, holderLiveness, processInstance, type LockRow, type ReleaseThreadLock, type ThreadLock } from "../../threads/lock.js";
+import { checkThreadId, describeHolder, holderLiveness, processInstance, type LockRow, type ReleaseThreadLock, type ThreadFence, type ThreadLock } from "../../threads/lock.js";
 import { openSqlite, type SqliteLocation } from "./connection.js";
 
 const SqliteLockBoundsSchema = z
@@ -37,6 +37,9 @@ function sqliteFault(operation: string, error: unknown): unknown {
  * new process got the same pid) is taken over, so a crash never leaves a thread locked. A holder
  * this process cannot check (another host or container) renews its rows every `staleMs / 3` and
  * loses them after `staleMs` without renewal; a holder that finds its row taken aborts `lost`.
+ * Each hold's `fence` reads the row before each write of the run that holds it (the guard's
+ * checkpoints, eart's stores): a holder whose event loop stalled past `staleMs` and was taken over
+ * meanwhile writes nothing more once it wakes (`ThreadLockLostError`).
  * @example
  * ```ts
  * const lock = new SqliteThreadLock({ path: ".eart/eart.sqlite" });
@@ -49,6 +52,7 @@ export class SqliteThreadLock implements ThreadLock {
   readonly #take: Database.Transaction<(threadId: string, owner: string) => LockRow | undefined>;
   readonly #release: Database.Statement;
   readonly #renew: Database.Statement;
+  readonly #ownerOf: Database.Statement;
   readonly #held = new Map<string, { owner: string; lost: AbortController }>();
   /** Releases a write of another process kept from going through (busy): retried at each beat. */
   readonly #unreleased = new Map<string, string>();
@@ -81,6 +85,7 @@ export class SqliteThreadLock implements ThreadLock {
          instance = excluded.instance, pid_ns = excluded.pid_ns, started = excluded.started, heartbeat_at = excluded.heartbeat_at`,
     );
     this.#release = this.#db.prepare(`DELETE FROM eart_thread_locks WHERE thread_id = ? AND owner = ?`);
+    this.#ownerOf = this.#db.prepare(`SELECT owner FROM eart_thread_locks WHERE thread_id = ?`);
     this.#renew = this.#db.prepare(`UPDATE eart_thread_locks SET heartbeat_at = ? WHERE thread_id = ? AND owner = ?`);
     const me = processInstance();
     // Returns the live holder, or takes the lock and returns undefined. One write transaction.
@@ -118,6 +123,21 @@ export class SqliteThreadLock implements ThreadLock {
     this.#held.set(id, { owner, lost });
     this.#startHeartbeat();
     let released = false;
+    // The hold's fence: its row is read before each write of the run (a holder whose event loop
+    // stalled past staleMs, taken over meanwhile, finds out there, not at its next renewal).
+    const check = () => {
+      if (released) return;
+      let row: { owner: string } | undefined;
+      try {
+        row = this.#db.open ? (this.#ownerOf.get(id) as { owner: string } | undefined) : undefined;
+      } catch (error) {
+        throw sqliteFault("check", error);
+      }
+      if (row?.owner === owner) return;
+      const error = new ThreadLockLostError(id, new Error(this.#db.open ? "the lock row was taken over or removed" : "the thread lock was closed"));
+      if (!lost.signal.aborted) lost.abort(error);
+      throw lost.signal.reason;
+    };
     return Object.assign(
       async () => {
         if (released) return;
@@ -133,7 +153,7 @@ export class SqliteThreadLock implements ThreadLock {
         }
         this.#stopIfIdle();
       },
-      { lost: lost.signal },
+      { lost: lost.signal, fence: { threadId: id, lost: lost.signal, check } satisfies ThreadFence },
     );
   }
 

@@ -1,13 +1,16 @@
 /**
- * The PostgreSQL thread lock's fence: a run that lost its lease (its session dropped without it
- * hearing, another process took the thread) writes nothing more in the lock's database. Each hold
- * records a new token for the thread; eart's audit log and effect ledger check it in the
- * transaction of every write the run makes for its thread.
+ * The thread locks' fences: a run that lost its lease without hearing of it writes nothing more.
+ * PostgreSQL (its session dropped, another process took the thread): each hold records a new token
+ * for the thread, and eart's audit log and effect ledger check it in the transaction of every write
+ * the run makes for its thread. SQLite (its event loop stalled past staleMs, another container took
+ * the thread): each hold reads its lock row before each write.
  */
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StoreError, ThreadBusyError, ThreadLockLostError, withThreadFence, type ReleaseThreadLock, type ThreadFence } from "eart";
 import { PostgresAuditLog, PostgresEffectLedger, PostgresThreadLock } from "eart/postgres";
+import { SqliteAuditLog, SqliteEffectLedger, SqliteThreadLock } from "eart/sqlite";
+import Database from "better-sqlite3";
 
 // A real PostgreSQL (.ci/run starts it). No skip: without it these tests fail.
 const url = process.env.EART_TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test";
@@ -67,8 +70,8 @@ describe("a hold's fence, checked in the lock's database", () => {
     // The first holder's session is gone (it does not know yet); another process takes the thread.
     await first();
     const second = await lock().acquire(thread);
-    expect(second.fence!.token).not.toBe(stale.token);
-    expect(second.fence!.key).toBe(stale.key);
+    expect(second.fence!.postgres!.token).not.toBe(stale.postgres!.token);
+    expect(second.fence!.postgres!.key).toBe(stale.postgres!.key);
 
     // Every write the stale run still makes for its thread is refused, typed, and leaves nothing.
     const refused = await Promise.all([
@@ -163,7 +166,7 @@ describe("taking a thread waits for its last holder's write in flight", () => {
   it("a new hold's token is written only once the last holder's write has ended: the write that began first lands first", async () => {
     const thread = unique("order");
     const first = await lock().acquire(thread);
-    const key = first.fence!.key;
+    const key = first.fence!.postgres!.key;
     await first();
     const inFlight = await writeInFlight(key);
     const order: string[] = [];
@@ -179,7 +182,7 @@ describe("taking a thread waits for its last holder's write in flight", () => {
   it("a write that holds the token past half the bound fails the new hold with store_timeout, and leaves no lock behind", async () => {
     const thread = unique("stuck");
     const first = await lock().acquire(thread);
-    const key = first.fence!.key;
+    const key = first.fence!.postgres!.key;
     await first();
     const inFlight = await writeInFlight(key);
     const error = await errorOf(lock({ timeoutMs: 600 }).acquire(thread));
@@ -208,5 +211,48 @@ describe("where the lock is not in the stores' database", () => {
     await withThreadFence(release.fence, () => auditLog.append({ threadId: thread, type: "run.started" }));
     expect((await withThreadFence(release.fence, () => ledger.begin(key(thread)))).claimed).toBe(true);
     await release();
+  });
+});
+
+describe("SQLite: a hold whose row another container took", () => {
+  /** One file for the lock and the stores, as `sqliteStores` opens them; the takeover is the other container's write of the row. */
+  function onOneFile() {
+    const database = new Database(":memory:");
+    closing.push(async () => database.close());
+    const lock = new SqliteThreadLock({ database });
+    closing.push(async () => lock.close());
+    return { database, lock, auditLog: new SqliteAuditLog({ database }), ledger: new SqliteEffectLedger({ database }) };
+  }
+  const takeOver = (database: Database.Database, thread: string) =>
+    database.prepare(`UPDATE eart_thread_locks SET owner = 'another-container', host = 'elsewhere', heartbeat_at = ? WHERE thread_id = ?`).run(Date.now(), thread).changes;
+
+  it("claims nothing and appends nothing once its row is another holder's; until then its writes go through", async () => {
+    const { database, lock, auditLog, ledger } = onOneFile();
+    const thread = unique("sqlite");
+    const release = await lock.acquire(thread);
+    await withThreadFence(release.fence, () => auditLog.append({ threadId: thread, type: "run.started" }));
+    expect((await withThreadFence(release.fence, () => ledger.begin(key(thread, "before")))).claimed).toBe(true);
+    expect(takeOver(database, thread)).toBe(1);
+    const refused = await Promise.all([
+      errorOf(withThreadFence(release.fence, () => auditLog.append({ threadId: thread, type: "run.started", data: { by: "the stalled run" } }))),
+      errorOf(withThreadFence(release.fence, () => ledger.begin(key(thread, "after")))),
+      errorOf(withThreadFence(release.fence, () => ledger.retry(key(thread, "before"), 1))),
+    ]);
+    for (const error of refused) expect(error).toBeInstanceOf(ThreadLockLostError);
+    // The hold is now known lost: its run's signal is aborted too.
+    expect(release.lost?.aborted).toBe(true);
+    expect((await auditLog.read(thread)).map((e) => e.data.by ?? e.type)).toEqual(["run.started"]);
+    expect(await ledger.get(key(thread, "after"))).toBeUndefined();
+    expect((await ledger.get(key(thread, "before")))?.attempt).toBe(1);
+    await release();
+  });
+
+  it("a hold released by its own run is not refused for it (nothing else took the thread)", async () => {
+    const { lock, auditLog } = onOneFile();
+    const thread = unique("sqlite-released");
+    const release = await lock.acquire(thread);
+    await release();
+    await withThreadFence(release.fence, () => auditLog.append({ threadId: thread, type: "run.started" }));
+    expect((await auditLog.read(thread)).length).toBe(1);
   });
 });
