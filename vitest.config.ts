@@ -1,7 +1,13 @@
+import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 const root = fileURLToPath(new URL(".", import.meta.url));
+
+// Most files wait on child processes, servers and PostgreSQL more than they compute: on a small
+// machine (2 cores: vitest's default is one worker, every file in turn) three files run at once.
+const cores = availableParallelism();
+const maxWorkers = Math.max(cores - 1, Math.min(3, cores + 1));
 
 export default defineConfig({
   resolve: {
@@ -23,5 +29,6 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",
+    maxWorkers,
   },
 });

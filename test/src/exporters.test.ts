@@ -570,9 +570,13 @@ describe("LangSmith exporter", () => {
         expect(langsmith.stats().inFlight).toBeGreaterThan(0);
       }
       const start = Date.now();
-      // Refused connections fail at once (drained: true); a hanging request is abandoned (false).
-      expect(await traceExport.shutdown({ timeoutMs: 1_000 })).toBe(dead === "refused");
-      expect(Date.now() - start).toBeLessThan(5_000);
+      // Refused connections fail (drained: true: every send has failed, none is left to wait for);
+      // a hanging request is abandoned at the bound (false). The worker runs at the lowest
+      // priority: on a busy machine its report of a refused send may take more than a second, so
+      // that case gets a bound it is not meant to reach.
+      const bound = dead === "refused" ? 10_000 : 1_000;
+      expect(await traceExport.shutdown({ timeoutMs: bound })).toBe(dead === "refused");
+      expect(Date.now() - start).toBeLessThan(bound + 4_000);
       const stats = langsmith.stats();
       expect(stats.exported).toBe(0);
       expect(stats.failed + stats.dropped).toBe((await traceExport.read(`ls-${dead}`)).length);
