@@ -11,7 +11,7 @@ import { ApprovalRequestSchema, keyedApprovalAnswer, pendingApproval, type Appro
 import { interruptValues, pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
 import { jsonProblem } from "../src/internal/canonical.js";
-import { checkThreadFence, withThreadFence, type ThreadLock } from "../src/threads/lock.js";
+import { checkThreadFence, withThreadFence, type ThreadFence, type ThreadLock } from "../src/threads/lock.js";
 import { digestOf, refusalData } from "../src/human-tasks/refusal.js";
 import { assertActsForBound } from "../nodes/identity-binding.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
@@ -591,8 +591,11 @@ async function langGraphRefusal<T>(write: () => Promise<T>): Promise<T> {
  * Checks the fence of the run saving a checkpoint or a task's writes (`checkThreadFence`) before
  * the saver writes them: a run that lost its thread's lock, heard of it or not yet (a SQLite lock
  * reads its row), saves nothing more. With the guard's `durability: "sync"` every step is saved
- * before the next one starts, so such a run stops at the next step's boundary. Savers are patched
- * once; a run without a fence (another graph on the same saver) is not affected.
+ * before the next one starts, so such a run stops at the next step's boundary. A step's checkpoint
+ * is also confirmed where the saver writes it, when the lock can (`ThreadFence.confirm`: the
+ * PostgreSQL lock's token, read on a PostgresSaver's pool): a run that has not heard does not save
+ * over the thread its new holder finished. Savers are patched once; a run without a fence (another
+ * graph on the same saver) is not affected.
  */
 function fenceCheckpoints(saver: BaseCheckpointSaver): void {
   if (fencedSavers.has(saver)) return;
@@ -602,11 +605,15 @@ function fenceCheckpoints(saver: BaseCheckpointSaver): void {
     const original = methods[name];
     methods[name] = function (this: unknown, config: RunnableConfig, ...rest: unknown[]) {
       const threadId = config?.configurable?.thread_id;
+      let fence: ThreadFence | undefined;
       try {
-        if (typeof threadId === "string" || typeof threadId === "number") checkThreadFence(String(threadId));
+        if (typeof threadId === "string" || typeof threadId === "number") fence = checkThreadFence(String(threadId));
       } catch (error) {
         return Promise.reject(error);
       }
+      // A step's checkpoint is confirmed where it is saved (a PostgreSQL lock's token, on the
+      // saver's pool): a run that has not heard its lock was taken does not save over the thread.
+      if (name === "put" && fence?.confirm) return fence.confirm(saver).then(() => original.call(saver, config, ...rest));
       return original.call(saver, config, ...rest);
     };
   }

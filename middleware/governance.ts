@@ -613,6 +613,10 @@ export function guardAgent<A extends { graph: unknown }>(agent: A, governance: o
     }
   };
   guard(graph, options.lock);
+  // The agent takes its thread's lock itself (in its graph): runThread, resumeThread and the
+  // operator's views read it here, and do not take it a second time.
+  const held = (graph as Record<symbol, unknown>)[THREAD_LOCK];
+  if (held) Object.defineProperty(agent, THREAD_LOCK, { value: held });
   const outer = agent as unknown as Record<string, unknown>;
   for (const method of ["invoke", "stream", "streamEvents"]) {
     const original = outer[method];

@@ -32,6 +32,12 @@ export interface ThreadFence {
   /** Checks now, without waiting, that the hold is still the thread's (SQLite: its lock row); throws `ThreadLockLostError`. */
   readonly check?: () => void;
   /**
+   * Checks the hold against the database a checkpoint saver writes to, where the lock can (the
+   * PostgreSQL lock, on a `PostgresSaver`'s pool: its token): rejects with `ThreadLockLostError`
+   * when another hold replaced it. The guard calls it before each checkpoint it saves.
+   */
+  readonly confirm?: (saver: object) => Promise<void>;
+  /**
    * The PostgreSQL lock's key of the thread (its advisory lock key, as text) and this hold's
    * token, which the lock recorded as the thread's: eart's PostgreSQL stores in the lock's database
    * check it in the transaction of each claim of an effect and each audit append of the thread

@@ -223,8 +223,12 @@ describe("SQLite: a hold whose row another container took", () => {
     closing.push(async () => lock.close());
     return { database, lock, auditLog: new SqliteAuditLog({ database }), ledger: new SqliteEffectLedger({ database }) };
   }
+  /** What a SqliteThreadLock of another container writes when it takes the thread over: the lock row and the thread's last holder. */
   const takeOver = (database: Database.Database, thread: string) =>
-    database.prepare(`UPDATE eart_thread_locks SET owner = 'another-container', host = 'elsewhere', heartbeat_at = ? WHERE thread_id = ?`).run(Date.now(), thread).changes;
+    database.transaction(() => {
+      database.prepare(`UPDATE eart_thread_fences SET owner = 'another-container' WHERE thread_id = ?`).run(thread);
+      return database.prepare(`UPDATE eart_thread_locks SET owner = 'another-container', host = 'elsewhere', heartbeat_at = ? WHERE thread_id = ?`).run(Date.now(), thread).changes;
+    })();
 
   it("claims nothing and appends nothing once its row is another holder's; until then its writes go through", async () => {
     const { database, lock, auditLog, ledger } = onOneFile();
@@ -247,12 +251,16 @@ describe("SQLite: a hold whose row another container took", () => {
     await release();
   });
 
-  it("a hold released by its own run is not refused for it (nothing else took the thread)", async () => {
+  it("a run still writing after its hold was released (its caller gave up) writes while nobody took the thread since, and nothing once someone did", async () => {
     const { lock, auditLog } = onOneFile();
     const thread = unique("sqlite-released");
     const release = await lock.acquire(thread);
     await release();
     await withThreadFence(release.fence, () => auditLog.append({ threadId: thread, type: "run.started" }));
+    expect((await auditLog.read(thread)).length).toBe(1);
+    // Another run took the thread and let it go again: the lock row is gone, the thread's last holder is not the first.
+    await (await lock.acquire(thread))();
+    expect(await errorOf(withThreadFence(release.fence, () => auditLog.append({ threadId: thread, type: "run.started" })))).toBeInstanceOf(ThreadLockLostError);
     expect((await auditLog.read(thread)).length).toBe(1);
   });
 });

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { checkThreadFence, fenceRefusal, type ThreadFence } from "../../threads/lock.js";
-import { migrationOnce } from "./connection.js";
+import { isPgPool, migrationOnce, storeCall } from "./connection.js";
 
 /**
  * The thread locks' fencing tokens (see {@link ThreadFence}): one row per thread key, the token of
@@ -54,3 +54,24 @@ export async function fenceOf(pool: pg.Pool, threadIds: Iterable<string>): Promi
 }
 
 const fenceTables = new WeakMap<pg.Pool, () => Promise<void>>();
+
+/**
+ * Checks `fence` on the pool of `saver` (a `PostgresSaver`; anything else is not checked here):
+ * rejects with `ThreadLockLostError` when the thread's token there is another hold's. Not in the
+ * saver's own transaction (LangGraph's saver opens it): a takeover between the two is not seen.
+ */
+export async function confirmOnSaver(saver: object, fence: PostgresFence, timeoutMs: number): Promise<void> {
+  const pool = (saver as { pool?: unknown }).pool;
+  if (!isPgPool(pool)) return;
+  const rows = await storeCall({ store: "thread_lock", operation: "confirm", timeoutMs, idempotent: true }, () =>
+    pool.query<{ token: string }>(`SELECT token FROM ${FENCES} WHERE key = $1::bigint`, [fence.postgres.key]).then(
+      (result) => result.rows,
+      // No fence table in the saver's database: the lock is elsewhere, nothing to check here.
+      (error: unknown) => {
+        if ((error as { code?: unknown })?.code === "42P01") return [];
+        throw error;
+      },
+    ),
+  );
+  checkFence(fence, { rows } as unknown as pg.QueryResult);
+}

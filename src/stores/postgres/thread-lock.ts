@@ -4,7 +4,7 @@ import { z } from "zod";
 import { EartError, StoreError, ThreadBusyError, ThreadLockLostError } from "../../errors.js";
 import { parseOptions } from "../../internal/options.js";
 import { checkThreadId, type ReleaseThreadLock, type ThreadFence, type ThreadLock } from "../../threads/lock.js";
-import { FENCES, FENCES_DDL } from "./fence.js";
+import { confirmOnSaver, FENCES, FENCES_DDL, type PostgresFence } from "./fence.js";
 import { dedicatedClient, isConnectionLoss, withDeadline, type PostgresLocation } from "./connection.js";
 
 /**
@@ -309,8 +309,14 @@ export class PostgresThreadLock implements ThreadLock {
           if (this.#held.get(id) === hold) this.#held.delete(id);
         }
       },
-      { lost: hold.lost.signal, ...(session.fenced ? { fence: { threadId: id, lost: hold.lost.signal, postgres: { key, token } } satisfies ThreadFence } : {}) },
+      { lost: hold.lost.signal, ...(session.fenced ? { fence: this.#fence(id, key, token, hold.lost.signal) } : {}) },
     );
+  }
+
+  /** The fence of one hold: its token, checked by eart's stores and (`confirm`) before the guard's checkpoints on a PostgresSaver. */
+  #fence(threadId: string, key: string, token: string, lost: AbortSignal): ThreadFence {
+    const fence: PostgresFence = { threadId, lost, postgres: { key, token }, confirm: (saver) => confirmOnSaver(saver, fence, this.#timeoutMs) };
+    return fence;
   }
 
   /** The live session, connecting a new one if needed (shared by concurrent callers). */

@@ -85,7 +85,11 @@ export class SqliteThreadLock implements ThreadLock {
          instance = excluded.instance, pid_ns = excluded.pid_ns, started = excluded.started, heartbeat_at = excluded.heartbeat_at`,
     );
     this.#release = this.#db.prepare(`DELETE FROM eart_thread_locks WHERE thread_id = ? AND owner = ?`);
-    this.#ownerOf = this.#db.prepare(`SELECT owner FROM eart_thread_locks WHERE thread_id = ?`);
+    // Each hold's fence: the thread's last holder, kept after its release (a release deletes the
+    // lock row, so the row alone cannot tell a run that a holder came and went since it let go).
+    this.#db.exec(`CREATE TABLE IF NOT EXISTS eart_thread_fences (thread_id TEXT PRIMARY KEY, owner TEXT NOT NULL)`);
+    const fence = this.#db.prepare(`INSERT INTO eart_thread_fences (thread_id, owner) VALUES (?, ?) ON CONFLICT (thread_id) DO UPDATE SET owner = excluded.owner`);
+    this.#ownerOf = this.#db.prepare(`SELECT owner FROM eart_thread_fences WHERE thread_id = ?`);
     this.#renew = this.#db.prepare(`UPDATE eart_thread_locks SET heartbeat_at = ? WHERE thread_id = ? AND owner = ?`);
     const me = processInstance();
     // Returns the live holder, or takes the lock and returns undefined. One write transaction.
@@ -94,6 +98,7 @@ export class SqliteThreadLock implements ThreadLock {
       if (row && !this.#isStale(row)) return row;
       const now = Date.now();
       upsert.run(threadId, owner, me.pid, me.host, new Date(now).toISOString(), me.instance, me.pidNamespace, me.started, now);
+      fence.run(threadId, owner);
       return undefined;
     });
   }
@@ -123,10 +128,11 @@ export class SqliteThreadLock implements ThreadLock {
     this.#held.set(id, { owner, lost });
     this.#startHeartbeat();
     let released = false;
-    // The hold's fence: its row is read before each write of the run (a holder whose event loop
-    // stalled past staleMs, taken over meanwhile, finds out there, not at its next renewal).
+    // The hold's fence: the thread's last holder is read before each write of the run (a holder
+    // whose event loop stalled past staleMs, taken over meanwhile, finds out there, not at its next
+    // renewal). A run still writing after its hold was released (its caller gave up on it) writes
+    // only while nobody has taken the thread since.
     const check = () => {
-      if (released) return;
       let row: { owner: string } | undefined;
       try {
         row = this.#db.open ? (this.#ownerOf.get(id) as { owner: string } | undefined) : undefined;
