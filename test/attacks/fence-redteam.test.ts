@@ -57,12 +57,13 @@
  *   a released hold's writes are checked against;
  * - LOW, not the fence (6.): `runThread`/`resumeThread`/`continueThread` on the guardAgent middleware
  *   agent always failed with ThreadBusyError (the lock was taken twice). guardAgent now puts its
- *   graph's lock on the agent.
- *
- * Found, open (it.fails, each with a HOLE comment):
- * - LOW (3b.): a legitimate holder loses its lock (every write refused) when other takes queue on the
+ *   graph's lock on the agent;
+ * - LOW (3b.): a legitimate holder lost its lock (every write refused) when other takes queued on the
  *   lock's one session past `timeoutMs` (a TAKE waits for a last holder's in-flight write; or a burst
- *   on a slow session): the session is ended and every hold on it aborted;
+ *   on a slow session): the session was ended and every hold on it aborted. A statement's caller now
+ *   times out alone; the session ends only when a statement it sent is not answered in time.
+ *
+ * Found, open (it.fails, with a HOLE comment):
  * - LOW, next to the fence (6.): a governed agent invoked from another agent's tool runs as a
  *   subgraph of the caller (ambient checkpoint namespace): the guard's thread-root check passes and
  *   the thread's state is written where no check reads it.
@@ -786,24 +787,16 @@ describe("3. false refusals: legitimate holders are never refused", () => {
 });
 
 describe("3b. the lock's one session: holds of other threads while takes queue on it", () => {
-  // HOLE (severity: low): a legitimate holder loses its lock, and its run every write (ThreadLockLostError),
-  // because other threads are being taken on the same lock session. Every statement of a
-  // PostgresThreadLock (TAKE, unlock, heartbeat) runs one at a time on its one session, and each
-  // one's deadline (`timeoutMs`) counts from when it was queued; the first that misses it ends the
-  // session (`LockSession.query` -> `die`), and every hold on it is reported lost. The fence made this
-  // reachable without any fault of the holder's session: a TAKE waits up to `timeoutMs / 2` for a
-  // write of the thread's last holder that is still in flight (its `FOR SHARE` on the token row), so
-  // two or three takes of such threads at once (a process carrying on threads a stalled replica left:
-  // its lock session gone, its append mid-transaction) queue past the bound, the session is ended, and
-  // every other run of the process on unrelated threads is aborted. The same happens on a healthy but
-  // slow session under a burst (N concurrent acquires x round trip > timeoutMs: 12 x 200 ms here).
-  // Reproduce: these two tests. Fix: in src/stores/postgres/thread-lock.ts `LockSession.query`, start
-  // a statement's deadline when it is sent (after `#tail`), not when it is queued, and let a statement
-  // that timed out waiting in the queue fail its caller (`store_timeout`) without `die()`; end the
-  // session only when a statement that was sent (or a heartbeat) gets no answer. And do not let a
-  // TAKE's wait for a last holder's write sit on the shared session: write the token with
-  // `lock_timeout` well under the bound divided by the queue, or on a pool connection.
-  it.fails("three takes of threads whose last holders' writes are in flight (their token rows share-locked) leave an unrelated thread's holder its lock", async () => {
+  // Was a hole (low): a legitimate holder lost its lock, and its run every write (ThreadLockLostError),
+  // because other threads were being taken on the same lock session. Every statement of a
+  // PostgresThreadLock runs one at a time on its one session, and each one's deadline counted from
+  // when it was queued; the first that missed it ended the session, and every hold on it was
+  // reported lost. The fence made this reachable without any fault of the holder's session: a TAKE
+  // waits up to `timeoutMs / 2` for a write of the thread's last holder still in flight, so two or
+  // three such takes at once queued past the bound; so did a burst of acquires on a slow session.
+  // Now a caller's deadline only fails that caller (a statement not sent by then is not sent), and
+  // the session is ended only when a statement it sent gets no answer within `timeoutMs` of sending.
+  it("three takes of threads whose last holders' writes are in flight (their token rows share-locked) leave an unrelated thread's holder its lock", async () => {
     const app = appName("queue");
     const lockP = new PostgresThreadLock({ connectionString: connectionString(app), timeoutMs: 1_000 });
     opened.push(() => lockP.close());
@@ -837,7 +830,7 @@ describe("3b. the lock's one session: holds of other threads while takes queue o
     expect(codeOf(await settle(withThreadFence(r1.fence, () => stores.auditLog.append({ threadId: t1, type: "run.started" }))))).toBe("ok");
   });
 
-  it.fails("a burst of 12 acquires on a healthy but slow session (100 ms each way, timeoutMs 2 s) leaves the holder of another thread its lock", async () => {
+  it("a burst of 12 acquires on a healthy but slow session (100 ms each way, timeoutMs 2 s) leaves the holder of another thread its lock", async () => {
     const app = appName("burst");
     const proxy = await delayingProxy(connectionString(app), 100);
     const lock = new PostgresThreadLock({ connectionString: proxy.url, timeoutMs: 2_000 });

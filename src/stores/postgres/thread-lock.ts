@@ -119,32 +119,42 @@ class LockSession {
 
   readonly #onDead: (session: LockSession) => void;
 
-  /** Runs one statement; a statement with no answer by `deadline` ends the session (and every lock on it). */
+  /**
+   * Runs one statement. Its caller gets `store_timeout` at `deadline`, waiting in the session's
+   * queue included (a statement not sent by then is not sent). The session is ended (and every
+   * lock on it) only when a statement it sent gets no answer within `timeoutMs` of being sent: one
+   * caller's statements queued behind another's (a burst of takes; a take waiting for a last
+   * holder's write) never cost the other holds of the session their locks.
+   */
   async query(operation: string, text: string, values: unknown[], deadline: number, timeoutMs: number): Promise<pg.QueryResult> {
     const lost = () =>
       new StoreError("store_unavailable", "thread_lock", operation, `the lock's connection was lost: ${this.dead?.message}`, {}, { cause: this.dead });
     if (this.dead) throw lost();
     this.#inFlight++;
     this.#settle();
+    let abandoned = false;
     // One statement at a time on the connection (pg is dropping its own queue of concurrent queries).
     const run = this.#tail.then(() => {
       if (this.dead) throw lost();
-      return this.client.query(text, values);
+      if (abandoned) throw new StoreError("store_timeout", "thread_lock", operation, `not sent within ${timeoutMs} ms (the session was busy)`, { timeoutMs });
+      const unanswered = setTimeout(() => {
+        this.die(new StoreError("store_timeout", "thread_lock", operation, `no answer within ${this.#timeoutMs} ms of a statement sent; the lock's connection is closed`, { timeoutMs: this.#timeoutMs }));
+      }, this.#timeoutMs);
+      return this.client.query(text, values).finally(() => clearTimeout(unanswered));
     });
     this.#tail = run.then(
       () => {},
       () => {},
     );
-    try {
-      return await withDeadline(run, deadline, () => {
-        const timeout = new StoreError("store_timeout", "thread_lock", operation, `no answer within ${timeoutMs} ms; the lock's connection is closed`, { timeoutMs });
-        this.die(timeout);
-        return timeout;
-      });
-    } finally {
+    // Busy until the statement itself is done, whenever its caller stops waiting.
+    void this.#tail.then(() => {
       this.#inFlight--;
       this.#settle();
-    }
+    });
+    return withDeadline(run, deadline, () => {
+      abandoned = true;
+      return new StoreError("store_timeout", "thread_lock", operation, `no answer within ${timeoutMs} ms`, { timeoutMs });
+    });
   }
 
   hold(threadId: string): Hold {
@@ -216,10 +226,12 @@ class LockSession {
  * while a lock is held or asked for, and is closed after `idleTimeoutMs` without either. So a
  * process needs one connection for its thread locks, however many runs it has.
  *
- * Bounds: connecting and each lock statement must answer within `timeoutMs`, else `acquire`
- * rejects with a {@link StoreError} (`store_timeout`, or `store_unavailable` when the server cannot
- * be reached) and the connection is closed. When the connection drops (server restart, failover,
- * `pg_terminate_backend`, a statement past its bound), every lock on it is lost: each holder's
+ * Bounds: an `acquire` answers within `timeoutMs`, waiting for the connection and for the
+ * statements queued before its own included, else it rejects with a {@link StoreError}
+ * (`store_timeout`, or `store_unavailable` when the server cannot be reached). Connecting, and each
+ * statement once sent, must answer within `timeoutMs`, else the connection is closed; statements
+ * merely queued behind a slow one (a burst of takes) never close it. When the connection drops
+ * (server restart, failover, `pg_terminate_backend`, a statement past its bound), every lock on it is lost: each holder's
  * `lost` is aborted with a {@link ThreadLockLostError}, and the next `acquire` opens a new
  * connection. While it holds locks the connection is asked to answer every `timeoutMs / 2`, so a
  * session the server dropped without a word is found out within the bound; it turns off the
@@ -275,10 +287,14 @@ export class PostgresThreadLock implements ThreadLock {
         session = await this.#sessionBy(deadline);
         key = advisoryLockKey(id, { schema: session.schema });
         const take = session.fenced ? session.query("acquire", TAKE, [key, token], deadline, this.#timeoutMs) : session.query("acquire", `SELECT pg_try_advisory_lock($1::bigint) AS locked`, [key], deadline, this.#timeoutMs);
-        const { rows } = await take.catch(async (error: unknown) => {
-          // A statement that failed on a live session (its token not written in time) may have
-          // taken the lock, which no rollback gives back: given back here, else the session is ended.
-          if (!session.dead) await session.query("acquire", `SELECT pg_advisory_unlock($1::bigint)`, [key], Date.now() + this.#timeoutMs, this.#timeoutMs).catch(() => session.die(new Error("a lock could not be given back")));
+        const { rows } = await take.catch((error: unknown) => {
+          // A take that failed or was given up on a live session (its token not written in time)
+          // may have taken the lock, which no rollback gives back: given back after it (the session
+          // answers each statement it is sent within the bound, or is ended), else the session is ended.
+          const taking = session;
+          if (!taking.dead) {
+            void taking.query("acquire", `SELECT pg_advisory_unlock($1::bigint)`, [key], Date.now() + 4 * this.#timeoutMs, this.#timeoutMs).catch(() => taking.die(new Error("a lock could not be given back")));
+          }
           throw error;
         });
         if (rows[0]?.locked !== true) throw new ThreadBusyError(id, "another PostgreSQL session");
