@@ -91,7 +91,6 @@ import {
   eartErrorOf,
   pendingApproval,
   pendingRecovery,
-  ThreadBusyError,
   ThreadLockLostError,
   threadLockFor,
   type AuditEvent,
@@ -99,7 +98,7 @@ import {
   type ThreadLock,
   withThreadFence,
 } from "eart";
-import { continueThread, createGovernedToolPath, defineApp, resumeThread, routeAfterGovernedTools, routeToGovernedTools, runThread, unfinishedThreads } from "eart/graphs";
+import { continueThread, createGovernedToolPath, defineApp, resumeThread, routeAfterGovernedTools, routeToGovernedTools, runThread } from "eart/graphs";
 import { createIdentityBinding, createModelNode, GovernedChannels } from "eart/nodes";
 import { governanceMiddleware, guardAgent } from "eart/middleware";
 import { PostgresAuditLog, PostgresEffectLedger, PostgresThreadLock, serialisedSetup } from "eart/postgres";
@@ -108,6 +107,7 @@ import { scriptedModel } from "eart/testing";
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
 import { decide } from "../support/decisions.js";
+import { gate, inSchema, type Gate } from "../support/gates.js";
 import { freezingProxy } from "../support/pg-proxy.js";
 import { ask, config, lookup, refund, refundSetup, registry, turnsModel, type Call } from "../support/refund.js";
 
@@ -143,28 +143,10 @@ afterAll(async () => {
 });
 
 /** A connection string into this file's schema, under an application name its sessions can be found (and terminated) by. */
-function connectionString(app: string): string {
-  const u = new URL(url);
-  u.searchParams.set("options", `-c search_path=${schema}`);
-  u.searchParams.set("application_name", app);
-  return u.toString();
-}
+const connectionString = (app: string) => inSchema(url, schema, app);
 
 // ─── gates and payments ──────────────────────────────────────────────────────────────────────
 
-interface Gate {
-  entered: Promise<void>;
-  enter(): void;
-  wait: Promise<void>;
-  open(): void;
-}
-function gate(): Gate {
-  let open!: () => void;
-  let enter!: () => void;
-  const wait = new Promise<void>((r) => (open = r));
-  const entered = new Promise<void>((r) => (enter = r));
-  return { entered, enter, wait, open };
-}
 
 type Paid = { threadId: string; toolCallId: string; amount: number; by: string };
 const paid: Paid[] = [];

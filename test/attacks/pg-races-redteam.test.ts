@@ -83,6 +83,7 @@ import { PostgresAuditLog, PostgresEffectLedger, PostgresThreadLock, serialisedS
 import { refundPolicy } from "../../examples/refund/policy.js";
 import { createRefundTools } from "../../examples/refund/tools.js";
 import { decide } from "../support/decisions.js";
+import { gate, inSchema, type Gate } from "../support/gates.js";
 import { freezingProxy } from "../support/pg-proxy.js";
 import { ask, config, refund, refundSetup, registry, turnsModel } from "../support/refund.js";
 
@@ -118,12 +119,7 @@ afterAll(async () => {
 });
 
 /** A connection string into this file's schema, under an application name its sessions can be found (and terminated) by. */
-function connectionString(app: string): string {
-  const u = new URL(url);
-  u.searchParams.set("options", `-c search_path=${schema}`);
-  u.searchParams.set("application_name", app);
-  return u.toString();
-}
+const connectionString = (app: string) => inSchema(url, schema, app);
 
 // ─── payments: the refund gateway pays on every call ─────────────────────────────────────────
 
@@ -135,19 +131,6 @@ const paidOn = (threadId: string) => paid.filter((p) => p.threadId === threadId)
 const firstPayment = (threadId: string) =>
   paidOn(threadId).length > 0 ? Promise.resolve() : new Promise<void>((resolve) => payments.on(threadId, () => resolve()));
 
-interface Gate {
-  entered: Promise<void>;
-  enter(): void;
-  wait: Promise<void>;
-  open(): void;
-}
-function gate(): Gate {
-  let open!: () => void;
-  let enter!: () => void;
-  const wait = new Promise<void>((r) => (open = r));
-  const entered = new Promise<void>((r) => (enter = r));
-  return { entered, enter, wait, open };
-}
 
 /** Cuts `a` off from the checkpoints ({@link cutOff}) right after it appends an event of `type`; `restore` lets it back and says whether it was cut. */
 function cutOffAfter(a: Instance, type: string): { restore(): Promise<boolean> } {
