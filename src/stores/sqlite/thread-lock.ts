@@ -37,9 +37,10 @@ function sqliteFault(operation: string, error: unknown): unknown {
  * new process got the same pid) is taken over, so a crash never leaves a thread locked. A holder
  * this process cannot check (another host or container) renews its rows every `staleMs / 3` and
  * loses them after `staleMs` without renewal; a holder that finds its row taken aborts `lost`.
- * Each hold's `fence` reads the row before each write of the run that holds it (the guard's
- * checkpoints, eart's stores): a holder whose event loop stalled past `staleMs` and was taken over
- * meanwhile writes nothing more once it wakes (`ThreadLockLostError`).
+ * Each hold's `fence` reads the thread's last holder (table `eart_thread_fences`, kept after a
+ * release) before each write of the run that holds it (the guard's checkpoints, eart's stores): a
+ * holder whose event loop stalled past `staleMs` and was taken over meanwhile, or whose run goes on
+ * after its caller gave up and another run took the thread, writes nothing more (`ThreadLockLostError`).
  * @example
  * ```ts
  * const lock = new SqliteThreadLock({ path: ".eart/eart.sqlite" });
@@ -140,7 +141,7 @@ export class SqliteThreadLock implements ThreadLock {
         throw sqliteFault("check", error);
       }
       if (row?.owner === owner) return;
-      const error = new ThreadLockLostError(id, new Error(this.#db.open ? "the lock row was taken over or removed" : "the thread lock was closed"));
+      const error = new ThreadLockLostError(id, new Error(this.#db.open ? "another hold has taken the thread" : "the thread lock was closed"));
       if (!lost.signal.aborted) lost.abort(error);
       throw lost.signal.reason;
     };
