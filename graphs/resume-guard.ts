@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { BaseCheckpointSaver, Command, INTERRUPT, InvalidUpdateError, isCommand, Overwrite } from "@langchain/langgraph";
 import { threadLockFor } from "../src/stores/for-checkpointer.js";
 import type { RunnableConfig } from "@langchain/core/runnables";
+import { AsyncLocalStorageProviderSingleton } from "@langchain/core/singletons";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
 import { REFUSAL_EVENT_TYPES, type AuditEventData } from "../src/audit/events.js";
 import { type AuditEvent, type AuditEventInput, type AuditLog } from "../src/audit/log.js";
@@ -477,6 +478,21 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     const threadId = options.configurable?.thread_id;
     if (typeof threadId !== "string" && typeof threadId !== "number") {
       throw new EartConfigError("configurable.thread_id", "every run of a governed thread names it (configurable.thread_id)");
+    }
+    // Run from a step of another thread's graph (an agent's tool that delegates to this one):
+    // LangGraph would take the caller's checkpoint namespace into this run and save this thread's
+    // state under it, where none of the guard's reads of the thread (its root) finds it. Run
+    // detached from the caller, its own thread's root, still traced under the caller and stopped
+    // with it.
+    const ambient = AsyncLocalStorageProviderSingleton.getRunnableConfig() as RunnableConfig | undefined;
+    const ambientThread = ambient?.configurable?.thread_id;
+    if (ambientThread !== undefined && ambientThread !== null && String(ambientThread) !== String(threadId)) {
+      const detached = {
+        ...given,
+        ...(given?.callbacks === undefined && ambient!.callbacks !== undefined ? { callbacks: ambient!.callbacks } : {}),
+        ...(given?.signal === undefined && ambient!.signal !== undefined ? { signal: ambient!.signal } : {}),
+      };
+      return AsyncLocalStorageProviderSingleton.getInstance().run(undefined, () => graph.stream(input, detached));
     }
     if (!lock) return guarded(input, options);
     const held = await lock.acquire(String(threadId));

@@ -61,12 +61,11 @@
  * - LOW (3b.): a legitimate holder lost its lock (every write refused) when other takes queued on the
  *   lock's one session past `timeoutMs` (a TAKE waits for a last holder's in-flight write; or a burst
  *   on a slow session): the session was ended and every hold on it aborted. A statement's caller now
- *   times out alone; the session ends only when a statement it sent is not answered in time.
- *
- * Found, open (it.fails, with a HOLE comment):
- * - LOW, next to the fence (6.): a governed agent invoked from another agent's tool runs as a
- *   subgraph of the caller (ambient checkpoint namespace): the guard's thread-root check passes and
- *   the thread's state is written where no check reads it.
+ *   times out alone; the session ends only when a statement it sent is not answered in time;
+ * - LOW, next to the fence (6.): a governed agent invoked from another agent's tool ran as a
+ *   subgraph of the caller (ambient checkpoint namespace): the guard's thread-root check passed and
+ *   the thread's state was written where no check reads it. The guard now runs it detached from the
+ *   caller's config when the caller is another thread's step.
  * Notes (no test): a run whose lock session is silently dead returns its error only after its
  * release times out (`timeoutMs`); state writes (`updateState`, `bulkUpdateState`) hold the lock but
  * run without `withThreadFence`, so their checkpoint is not fenced either.
@@ -1202,21 +1201,15 @@ describe("6. SQLite holds, a caller's abort, and what a caller can send", () => 
     expect(paidOn(thread)).toHaveLength(1);
   });
 
-  // HOLE (severity: low; next to the fence): a governed agent invoked from a tool (or any step) of
-  // another graph runs as a LangGraph subgraph of the caller: LangGraph copies the caller's ambient
+  // Was a hole (low; next to the fence): a governed agent invoked from a tool (or any step) of
+  // another graph ran as a LangGraph subgraph of the caller: LangGraph copied the caller's ambient
   // configurable (its checkpoint namespace) into the nested run, although the caller named another
-  // thread. The guard's `assertThreadRoot` (graphs/resume-guard.ts), meant to refuse a run "in a
-  // namespace other than the thread's root", checks only the config it was handed, so the nested run
-  // passes it, and its checkpoints land in a namespace of its thread that the guard's own reads
-  // (getState, readResumable, readClean: root namespace) never see: the thread's state looks empty
-  // (nothing bound, nothing waiting) to every check and to `getState`, while LangGraph keeps writing
-  // into it. Reproduce: this test (the outer's lookup_order tool invokes the inner agent on
-  // `<outer>-inner` without detaching it from the outer's config). Fix: in `guardResumes`' `stream`
-  // wrapper, run the graph detached from the ambient LangChain config when the explicit config names
-  // a thread (`AsyncLocalStorageProviderSingleton.getInstance().run(undefined, …)`), or refuse with
-  // EartConfigError when `getRunnableConfig()?.configurable` carries a checkpoint namespace of another
-  // thread.
-  it.fails("a governed agent run from another agent's tool keeps its own thread's state at the thread's root", async () => {
+  // thread. The guard's thread-root check saw only the config it was handed, and the nested run's
+  // checkpoints landed in a namespace of its thread that the guard's reads (the root) never see: its
+  // state looked empty to every check and to `getState`. Now the guard runs a graph called from a
+  // step of another thread detached from the caller's config (its own thread's root), still traced
+  // under the caller and stopped with it.
+  it("a governed agent run from another agent's tool keeps its own thread's state at the thread's root", async () => {
     const stores = await openStores(appName("nest_amb"));
     const inner = await instance("prebuilt", { on: stores, turns: [[refund("r1", 80)]] });
     const attached = tool(
