@@ -150,12 +150,7 @@ export class PostgresEffectLedger implements EffectLedger {
       const fence = await fenceOf(this.#pool, [k.threadId]);
       return fence && this.#fencedWrite(fence, (q) => claimSql(q, k, startedAt));
     });
-    if (fenced) {
-      const [inserted, existing] = fenced;
-      if (inserted!.rows[0]) return { claimed: true, entry: entryOfRow(inserted!.rows[0] as LedgerRow) };
-      if (!existing!.rows[0]) throw this.#unreadable(k);
-      return { claimed: false, entry: entryOfRow(existing!.rows[0] as LedgerRow) };
-    }
+    if (fenced) return this.#claimOf(k, fenced);
     const inserted = await this.#call("begin", false, () =>
       this.#query(
         `INSERT INTO ${TABLE} (thread_id, tool_call_id, digest, schema_version, status, attempt, started_at)
@@ -180,7 +175,7 @@ export class PostgresEffectLedger implements EffectLedger {
    */
   async #fencedWrite(fence: PostgresFence, statements: (q: (v: string) => string) => string[]): Promise<pg.QueryResult[]> {
     await this.#migrate();
-    const client = await connectWithin(this.#pool, this.#timeoutMs, () => new StoreError("store_timeout", "effect_ledger", "connect", `no connection within ${this.#timeoutMs} ms`, { timeoutMs: this.#timeoutMs }));
+    const client = await this.#connect();
     return releasing(client, async () => {
       const opening = [`BEGIN ISOLATION LEVEL READ COMMITTED;`, `SET LOCAL lock_timeout = ${this.#timeoutMs};`, `SET LOCAL statement_timeout = ${this.#timeoutMs};`, fenceRead(fence)];
       const written = statements((v) => client.escapeLiteral(v));
@@ -189,6 +184,20 @@ export class PostgresEffectLedger implements EffectLedger {
       await client.query("COMMIT");
       return results.slice(opening.length);
     });
+  }
+
+  /** What the statements of {@link claimSql} answered: the claimed entry, else the one stored before. */
+  #claimOf(k: LedgerKey, [inserted, existing]: pg.QueryResult[]): LedgerBegin {
+    const claimed = inserted!.rows[0] as LedgerRow | undefined;
+    if (claimed) return { claimed: true, entry: entryOfRow(claimed) };
+    const row = existing!.rows[0] as LedgerRow | undefined;
+    if (!row) throw this.#unreadable(k);
+    return { claimed: false, entry: entryOfRow(row) };
+  }
+
+  /** A client of the pool within `timeoutMs`, else `store_timeout`. */
+  #connect(): Promise<pg.PoolClient> {
+    return connectWithin(this.#pool, this.#timeoutMs, () => new StoreError("store_timeout", "effect_ledger", "connect", `no connection within ${this.#timeoutMs} ms`, { timeoutMs: this.#timeoutMs }));
   }
 
   #unreadable(k: LedgerKey): StoreError {
@@ -211,7 +220,7 @@ export class PostgresEffectLedger implements EffectLedger {
     await this.#migrate();
     await within.ready();
     const fence = await fenceOf(this.#pool, new Set(events.map((e) => e.threadId)));
-    const client = await connectWithin(this.#pool, this.#timeoutMs, () => new StoreError("store_timeout", "effect_ledger", "connect", `no connection within ${this.#timeoutMs} ms`, { timeoutMs: this.#timeoutMs }));
+    const client = await this.#connect();
     return releasing(client, async () => {
       const append = within.open(client, events, fence);
       const bounds = within.bounds();
@@ -236,12 +245,9 @@ export class PostgresEffectLedger implements EffectLedger {
       within,
       events,
       (q) => claimSql(q, k, startedAt),
-      ([inserted, existing]) => {
-        const claimed = inserted!.rows[0] as LedgerRow | undefined;
-        if (claimed) return { write: true, value: { claimed: true, entry: entryOfRow(claimed) } };
-        const row = existing!.rows[0] as LedgerRow | undefined;
-        if (!row) throw this.#unreadable(k);
-        return { write: false, value: { claimed: false, entry: entryOfRow(row) } };
+      (results) => {
+        const value = this.#claimOf(k, results);
+        return { write: value.claimed, value };
       },
     );
   }
