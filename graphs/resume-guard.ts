@@ -524,14 +524,16 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   }) as G["stream"];
   /**
    * A state write holds the thread's lock, as a run does: one made while a run holds the thread
-   * gets `ThreadBusyError` (the run's next checkpoint would supersede it, silently).
+   * gets `ThreadBusyError` (the run's next checkpoint would supersede it, silently). It is fenced
+   * as a run is: a hold another process took over while the write was on its way (a stalled event
+   * loop, a dropped PostgreSQL session) saves no checkpoint over the new holder's thread.
    */
   const underLock = async <T>(config: RunnableConfig, write: () => Promise<T>): Promise<T> => {
     const threadId = config.configurable?.thread_id;
     if (!lock || (typeof threadId !== "string" && typeof threadId !== "number") || heldForWrite.getStore()?.has(String(threadId))) return write();
     const held = await lock.acquire(String(threadId));
     try {
-      return await write();
+      return await withThreadFence(held.fence, write);
     } finally {
       await held();
     }

@@ -66,9 +66,10 @@
  *   subgraph of the caller (ambient checkpoint namespace): the guard's thread-root check passed and
  *   the thread's state was written where no check reads it. The guard now runs it detached from the
  *   caller's config when the caller is another thread's step.
- * Notes (no test): a run whose lock session is silently dead returns its error only after its
- * release times out (`timeoutMs`); state writes (`updateState`, `bulkUpdateState`) hold the lock but
- * run without `withThreadFence`, so their checkpoint is not fenced either.
+ * Notes (no test here): a run whose lock session is silently dead returns its error only after its
+ * release times out (`timeoutMs`). State writes (`updateState`, `bulkUpdateState`) held the lock but
+ * ran without `withThreadFence`; they now run under their hold's fence
+ * (test/src/thread-fence.test.ts: a SQLite hold taken over while the write was on its way).
  */
 import { EventEmitter } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";

@@ -5,9 +5,12 @@
  * the run makes for its thread. SQLite (its event loop stalled past staleMs, another container took
  * the thread): each hold reads its lock row before each write.
  */
+import { Annotation, END, START, StateGraph } from "@langchain/langgraph";
+import { SqliteSaver } from "@langchain/langgraph-checkpoint-sqlite";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StoreError, ThreadBusyError, ThreadLockLostError, withThreadFence, type ReleaseThreadLock, type ThreadFence } from "eart";
+import { guardResumes } from "eart/graphs";
 import { PostgresAuditLog, PostgresEffectLedger, PostgresThreadLock } from "eart/postgres";
 import { SqliteAuditLog, SqliteEffectLedger, SqliteThreadLock } from "eart/sqlite";
 import Database from "better-sqlite3";
@@ -249,6 +252,41 @@ describe("SQLite: a hold whose row another container took", () => {
     expect(await ledger.get(key(thread, "after"))).toBeUndefined();
     expect((await ledger.get(key(thread, "before")))?.attempt).toBe(1);
     await release();
+  });
+
+  it("a state write (updateState) whose hold another container took while it was on its way saves nothing; unstalled, the same write lands", async () => {
+    const { database, lock } = onOneFile();
+    const saver = new SqliteSaver(database);
+    // Whenever the test says so, the next read of a checkpoint stalls past staleMs: another container takes the thread meanwhile.
+    let stallNext: string | undefined;
+    const getTuple = saver.getTuple.bind(saver);
+    saver.getTuple = async (config) => {
+      if (stallNext !== undefined) {
+        expect(takeOver(database, stallNext)).toBe(1);
+        stallNext = undefined;
+      }
+      return getTuple(config);
+    };
+    const State = Annotation.Root({ note: Annotation<string>() });
+    const graph = guardResumes(new StateGraph(State).addNode("write", () => ({ note: "written by the run" })).addEdge(START, "write").addEdge("write", END).compile({ checkpointer: saver }), { lock });
+    const thread = unique("sqlite-state-write");
+    const config = { configurable: { thread_id: thread } };
+    await graph.invoke({ note: "asked" }, config);
+    const before = await graph.getState(config);
+
+    stallNext = thread;
+    const refused = await errorOf(graph.updateState(config, { note: "written by the stalled caller" }));
+    expect(refused).toBeInstanceOf(ThreadLockLostError);
+    expect(stallNext).toBeUndefined();
+    const after = await graph.getState(config);
+    expect(after.values).toEqual({ note: "written by the run" });
+    expect(after.config.configurable?.checkpoint_id).toBe(before.config.configurable?.checkpoint_id);
+
+    // The control: the takeover above left the thread to the other container, whose hold has
+    // since ended (its row is removed as a release would); a write with nothing stalled lands.
+    database.prepare(`DELETE FROM eart_thread_locks WHERE thread_id = ?`).run(thread);
+    await graph.updateState(config, { note: "written by the caller" });
+    expect((await graph.getState(config)).values).toEqual({ note: "written by the caller" });
   });
 
   it("a run still writing after its hold was released (its caller gave up) writes while nobody took the thread since, and nothing once someone did", async () => {
