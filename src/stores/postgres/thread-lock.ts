@@ -36,6 +36,14 @@ const PostgresLockBoundsSchema = z
  */
 export type PostgresThreadLockOptions = PostgresLocation & z.input<typeof PostgresLockBoundsSchema>;
 
+/**
+ * Half the lock's bound: how often a session holding locks is asked to answer, and how long a take
+ * waits for a write of the thread's last holder (so the session still answers its heartbeat).
+ */
+function halfBound(timeoutMs: number): number {
+  return Math.max(1, Math.floor(timeoutMs / 2));
+}
+
 /** A server without a setting (idle_session_timeout is PostgreSQL 14+) has nothing to turn off. */
 function ignoreUnknownSetting(error: unknown): void {
   if ((error as { code?: unknown })?.code !== "42704") throw error;
@@ -93,7 +101,7 @@ class LockSession {
       .then(() => client.query(`SET idle_session_timeout = 0; SET idle_in_transaction_session_timeout = 0`).catch(ignoreUnknownSetting))
       // A hold's fencing token is written over the last one's, which a write of that holder may
       // still share-lock: waited for within half the bound, so the session answers its heartbeat.
-      .then(() => client.query(`SET lock_timeout = ${Math.max(1, Math.floor(bounds.timeoutMs / 2))}`))
+      .then(() => client.query(`SET lock_timeout = ${halfBound(bounds.timeoutMs)}`))
       // Where eart's tables of this deployment are (its unqualified names resolve there); a
       // search_path naming no schema that exists yet is its own space, by its text.
       .then(() => client.query<{ schema: string }>(`SELECT COALESCE(current_schema(), 'search_path=' || current_setting('search_path')) AS schema`))
@@ -197,7 +205,7 @@ class LockSession {
       // bound, and every lock on it reported lost, not after the OS's keepalive (hours).
       this.#heartbeat ??= setInterval(() => {
         this.query("heartbeat", "SELECT 1", [], Date.now() + this.#timeoutMs, this.#timeoutMs).catch(() => undefined);
-      }, Math.max(1, Math.floor(this.#timeoutMs / 2)));
+      }, halfBound(this.#timeoutMs));
       this.#heartbeat.unref();
     } else {
       clearInterval(this.#heartbeat);
@@ -358,7 +366,7 @@ export class PostgresThreadLock implements ThreadLock {
     if (error instanceof EartError) return error;
     if ((error as { code?: unknown })?.code === "55P03") {
       // lock_timeout: a write of the thread's last holder still share-locks its fencing token.
-      return new StoreError("store_timeout", "thread_lock", operation, `the thread's fencing token is held by a write of its last holder past ${Math.max(1, Math.floor(this.#timeoutMs / 2))} ms; the lock was not taken`, { timeoutMs: this.#timeoutMs, pgCode: "55P03" }, { cause: error });
+      return new StoreError("store_timeout", "thread_lock", operation, `the thread's fencing token is held by a write of its last holder past ${halfBound(this.#timeoutMs)} ms; the lock was not taken`, { timeoutMs: this.#timeoutMs, pgCode: "55P03" }, { cause: error });
     }
     const lost = isConnectionLoss(error);
     return new StoreError(
