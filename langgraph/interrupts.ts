@@ -39,6 +39,14 @@ export function answersGiven(request: unknown): unknown[] {
 }
 
 /**
+ * Whether the running task holds answers to a pause it made before (LangGraph runs it again from
+ * its start on resume): false outside a task, or where the scratchpad is not as expected.
+ */
+export function holdsAnswers(): boolean {
+  return (answersLeft() ?? 0) > 0;
+}
+
+/**
  * How many more answers `interrupt()` would return in the running task, read from the task's
  * scratchpad as `interrupt()` reads it (the answers stored after the current one, and a resume
  * given to no interrupt in particular); undefined where the scratchpad is not as expected.

@@ -7,6 +7,7 @@ import { createPolicyGateParts, type GateUpdate } from "../guards/policy-gate.js
 import { answeredAfter, compiledGraphOf, madeWith, requireThreadId } from "../langgraph/run.js";
 import { isGraphControlFlow } from "../langgraph/tools.js";
 import { type GovernedState } from "../langgraph/channels.js";
+import { holdsAnswers } from "../langgraph/interrupts.js";
 import { answerOf, EffectLedgerOption } from "../langgraph/records.js";
 import { assertCallerInput, guardResumes, THREAD_LOCK } from "../graphs/resume-guard.js";
 import { redactIncoming, type IncomingGraph } from "../graphs/governed-agent.js";
@@ -18,7 +19,7 @@ import { createToolRecovery, DEFAULT_RECOVERY_ROLES } from "../nodes/tool-recove
 import { redactError, redactingAuditLog, redactMessage } from "../nodes/redaction.js";
 import { AuditLogOption, MemoryAuditLog, type AuditLog } from "../src/audit/log.js";
 import { type Redaction } from "../src/context/redaction.js";
-import { emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext, type DecisionRecord, type ThreadContext } from "../src/decisions/records.js";
+import { emptyThreadContext, mergeBudget, mergeDecisions, mergeThreadContext, type DecisionRecord, type RecoveryReason, type ThreadContext } from "../src/decisions/records.js";
 import { bindIdentityOnce, forgedContextEvent, lazySealer, sealedContext, type Sealer } from "../src/decisions/seal.js";
 import type { EffectLedger } from "../src/ledger/ledger.js";
 import { ledgerFor } from "../src/stores/for-checkpointer.js";
@@ -175,7 +176,9 @@ function proposing(messages: readonly BaseMessage[]): AIMessage | undefined {
  *   approval request and LangChain's HITL request fields, checks the answer (eart's keyed form or
  *   the HITL `{ decisions }` in order) as eart's gate does, and runs what it lets run; a call runs
  *   only as eart decided it (sealed record, same digest), at most once through the effect ledger,
- *   with timeouts, retries, breaker and fallbacks, and is recorded.
+ *   with timeouts, retries, breaker and fallbacks, and is recorded. A call the tools could not
+ *   finish goes to a human (recovery): in its own tool step when it is the message's only call,
+ *   otherwise in the next model step.
  * Tool calls are decided from the agent's own tools (the ones `createAgent` gives the model).
  * @example
  * ```ts
@@ -331,6 +334,49 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
     return new Command({ update, goto: MODEL_NODE });
   };
 
+  /**
+   * A call the tools could not finish, when it is its message's only call: the human is asked in
+   * the call's own tool step (a model step can be skipped, by modelCallLimitMiddleware, or its pause
+   * caught, by modelRetryMiddleware listed before eart), and what they let run runs there, asked
+   * again if it ends unfinished again. Nothing of the step is saved before its answer: on resume
+   * LangGraph runs the step again, which reads the request back ({@link askedInStep}).
+   */
+  const recoverInStep = async (state: AgentState, message: AIMessage, waiting: DecisionRecord, config: LangGraphRunnableConfig) => {
+    let decisions = mergeDecisions(state._eart?.decisions ?? [], [waiting]);
+    for (;;) {
+      const answered = await settle().recovery(governedView({ ...state, _eart: { ...state._eart, decisions } }), config);
+      decisions = mergeDecisions(decisions, answered.decisions ?? []);
+      const ran = await runCalls(state, decisions, message, config);
+      decisions = mergeDecisions(decisions, ran.decisions);
+      if (!ran.decisions.some((d) => d.toolCallId === waiting.toolCallId && d.status === "recovery_pending")) {
+        return new Command({ update: agentUpdate({ decisions: decisions.filter((d) => d.toolCallId === waiting.toolCallId), messages: ran.messages, budget: ran.budget }) });
+      }
+    }
+  };
+
+  /**
+   * The request a call's tool step made before its pause ({@link recoverInStep}), read back from the
+   * audit log when LangGraph runs the step again with the human's answer: the call's newest
+   * `tool.recovery_requested` (its reason, attempt and error), sealed on the call's record. Not a
+   * request made anew: running the call again would find its ledger entry started and ask about an
+   * unknown outcome, or run an idempotent tool again without the human.
+   */
+  const askedInStep = async (threadId: string, record: DecisionRecord): Promise<DecisionRecord | undefined> => {
+    if (!RUNNABLE_STATUSES.has(record.status)) return undefined;
+    const asked = (await auditLog.read(threadId)).findLast((e) => e.type === "tool.recovery_requested" && e.data.toolCallId === record.toolCallId && e.data.digest === record.digest);
+    if (!asked) return undefined;
+    const data = asked.data as { reason: RecoveryReason; attempt: number; error?: string | null; roles?: string[] };
+    const recovery = {
+      reason: data.reason,
+      attempt: data.attempt,
+      at: asked.at,
+      resumeStatus: record.status as "allowed" | "approved",
+      ...(typeof data.error === "string" ? { error: data.error } : {}),
+      ...(Array.isArray(data.roles) ? { roles: [...data.roles] } : {}),
+    };
+    return (await sealer()).decision(threadId, { ...record, status: "recovery_pending", recovery });
+  };
+
   const middleware = createMiddleware({
     name: "EartGovernanceMiddleware",
     stateSchema: GovernanceState,
@@ -465,13 +511,22 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         const first = (message.tool_calls ?? []).find((c) => c.id && pending.some((p) => p.toolCallId === c.id) && !answeredAfter(state.messages, message.id, c.id));
         return (first?.id === call.id ? answerHere(state, message, config) : new Command({ update: {} })) as never;
       }
-      // Calls the tools could not finish wait for a human: the model step pauses for them next.
+      // Calls the tools could not finish (of a message with several) wait for a human: the model step pauses for them next.
       if (mine.some((d) => d.status === "recovery_pending")) return new Command({ update: {} }) as never;
       if (!tool) return notGoverned(call);
+      // The message's only call, unfinished, is handed to a human in this step (recoverInStep); run
+      // again with their answer, the step reads back what it asked.
+      const alone = message.tool_calls?.length === 1;
+      if (alone && record && holdsAnswers()) {
+        const asked = await askedInStep(requireThreadId(config), record);
+        if (asked) return recoverInStep(state, message, asked, config) as never;
+      }
       // The governed tool node, over this one call of the proposing message.
       const only = new AIMessage({ id: message.id!, content: message.content, tool_calls: [call] });
       const view = governedView({ ...state, messages: [...state.messages.filter((m) => m.id !== message.id), only] });
       const update = await runnerFor(tool)(view, config);
+      const unfinished = alone ? update.decisions.find((d) => d.toolCallId === call.id && d.status === "recovery_pending") : undefined;
+      if (unfinished) return recoverInStep(state, message, unfinished, config) as never;
       const written = agentUpdate(update);
       // The call's answer alone goes back as ToolNode expects it; anything more (eart's records) as a Command.
       const [reply] = update.messages;

@@ -12,7 +12,8 @@
  * that wraps tool calls: the pass found toolRetry and toolError before eart turning the approval
  * pause or a refusal into the call's answer (the approved refund then never ran), and a
  * toolEmulator after eart never running (real refunds where emulated ones were meant).
- * The `it.fails` are what is still open, each with what goes wrong (the README lists them).
+ * The `it.fails` are what is still open, each with what goes wrong (the README lists them); a hole
+ * since closed is a plain `it` whose comment says "Was a hole".
  */
 import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import type { BaseChatModel } from "@langchain/core/language_models/chat_models";
@@ -78,6 +79,8 @@ type Snapshot = { values: { messages: BaseMessage[]; todos?: unknown; _eart?: { 
 const stateOf = async (agent: { graph: unknown }, threadId: string) => (agent.graph as { getState: (c: unknown) => Promise<Snapshot> }).getState(config(threadId));
 const statusOf = async (agent: { graph: unknown }, threadId: string, id: string) => (await stateOf(agent, threadId)).values._eart?.decisions?.find((d) => d.toolCallId === id)?.status;
 const approve = () => new Command({ resume: { decisions: [{ type: "approve" }] } });
+/** The supervisor's answer to a recovery request for c1: it happened (the row is there). */
+const markDone = (digest: string) => new Command({ resume: { decisions: [{ toolCallId: "c1", type: "mark_done", digest, result: { status: "refunded" } }] } });
 const codeOf = (p: Promise<unknown>) => p.then(() => "no error", (e: { message?: string }) => eartErrorOf(e)?.code ?? `not eart's: ${String(e?.message ?? e).slice(0, 200)}`);
 const text = (messages: readonly BaseMessage[]) => messages.map((m) => JSON.stringify({ c: m.content, t: (m as AIMessage).tool_calls ?? null })).join("\n");
 const seenBy = (model: unknown) => (model as { calls: { messages: BaseMessage[] }[] }).calls.map((c) => c.messages);
@@ -185,21 +188,32 @@ describe("modelRetryMiddleware with governanceMiddleware", () => {
     expect(JSON.stringify(await s.auditLog.read("mr-card-after"))).not.toMatch(CARD_RE);
   });
 
-  // LEAK (medium; eart flaw). eart pauses for a call the tools could not finish (recovery:
-  // outcome unknown — here the refund row WAS written before the gateway failed) in the MODEL step
-  // (recoverHere inside wrapModelCall). Listed BEFORE eart, modelRetry catches that GraphInterrupt,
-  // retries, then writes "Model call failed after 3 attempts with GraphInterrupt: [ {…recovery
-  // request JSON…} ]" as the model's answer. The thread ends un-paused, c1 never gets an answer,
-  // its record stays `recovery_pending` forever, and no human is asked about a refund that may
-  // have happened. (Same with modelFallbackMiddleware before eart.)
-  // Fix: pause for recovery in the tool step (as approvals now do) or in a beforeModel hook, and
-  // refuse wrapModelCall middleware that swallow errors (modelRetry/modelFallback) before eart.
-  it.fails("listed before eart: a refund whose outcome is unknown still pauses the thread for a human", async () => {
+  // Was a hole (medium; eart flaw): eart paused for a call the tools could not finish (recovery:
+  // outcome unknown, here the refund row WAS written before the gateway failed) in the MODEL step
+  // (inside wrapModelCall). Listed BEFORE eart, modelRetry caught that GraphInterrupt, retried,
+  // then wrote "Model call failed after 3 attempts with GraphInterrupt: [ {…recovery request…} ]"
+  // as the model's answer: the thread ended un-paused, c1 never got an answer, its record stayed
+  // `recovery_pending`, and no human was asked about a refund that may have happened. Now the
+  // message's only call is handed to a human in its own tool step, which no model-call wrapper
+  // surrounds; the supervisor's answer is acted on there, once.
+  it("listed before eart: a refund whose outcome is unknown still pauses the thread for a human, and the supervisor's answer settles it once", async () => {
     const s = setup({ failingRefund: true, governance: { recoveryRoles: ["supervisor"] }, model: turnsModel([[refund("c1", 60, "1043")]]), middleware: (g) => [modelRetryMiddleware(fast), g] });
     const out = await s.agent.invoke(ask(), config("mr-recovery"));
     expect(await s.types("mr-recovery")).toContain("tool.recovery_requested");
-    expect(pendingRecovery(out)?.requests.map((r) => r.toolCallId)).toEqual(["c1"]); // fails: undefined
+    const waiting = pendingRecovery(out);
+    expect(waiting?.requests.map((r) => r.toolCallId)).toEqual(["c1"]);
     expect(text(out.messages)).not.toContain("GraphInterrupt");
+    // The customer may not settle her own refund; the supervisor marks it done (the row is there).
+    const done = markDone(waiting!.requests[0]!.digest);
+    expect(await codeOf(s.agent.invoke(done, config("mr-recovery", "cara")))).toBe("approval_self_approval");
+    const settled = await s.agent.invoke(done, config("mr-recovery", "sam"));
+    expect(pendingRecovery(settled)).toBeUndefined();
+    expect(answersTo(settled.messages, "c1").map((m) => m.status)).toEqual(["success"]);
+    expect(s.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "gateway" }]);
+    const events = await s.auditLog.read("mr-recovery");
+    expect(events.filter((e) => e.type === "tool.recovery_requested")).toHaveLength(1);
+    expect(events.filter((e) => e.type === "tool.recovery_decided").map((e) => [e.data.resolverId, e.data.decision])).toEqual([["sam", "mark_done"]]);
+    expect(await s.auditLog.verify("mr-recovery")).toMatchObject({ ok: true });
   });
 });
 
@@ -216,18 +230,24 @@ describe("modelCallLimitMiddleware with governanceMiddleware", () => {
     expect(await s.auditLog.verify(`mcl-${where}`)).toMatchObject({ ok: true });
   });
 
-  // LEAK (medium; eart flaw in where it pauses). In either position, modelCallLimit's beforeModel
-  // hook jumps to END before eart's wrapModelCall runs, and eart pauses for recovery only inside
-  // wrapModelCall: the recovery request is dropped, the run ends with "Model call limits exceeded",
-  // c1 (whose refund row exists) stays `recovery_pending` with no answer, and nobody is asked.
-  // Fix: pause for recovery in the tool step that recorded it (as approvals are), so no
-  // before-model jump can skip it.
-  it.fails.each(["before", "after"] as const)("listed %s eart: a refund whose outcome is unknown still pauses for a human when the model-call limit is reached", async (where) => {
+  // Was a hole (medium; eart flaw in where it paused). In either position, modelCallLimit's
+  // beforeModel hook jumps to END before eart's wrapModelCall runs, and eart paused for recovery
+  // only inside wrapModelCall: the recovery request was dropped, the run ended with "Model call
+  // limits exceeded", c1 (whose refund row exists) stayed `recovery_pending` with no answer, and
+  // nobody was asked. Now the call's own tool step asks, before any model step.
+  it.each(["before", "after"] as const)("listed %s eart: a refund whose outcome is unknown still pauses for a human when the model-call limit is reached; the supervisor's abandon answers it once", async (where) => {
     const limit = modelCallLimitMiddleware({ runLimit: 1, exitBehavior: "end" });
     const s = setup({ failingRefund: true, governance: { recoveryRoles: ["supervisor"] }, model: turnsModel([[refund("c1", 60, "1043")]]), middleware: (g) => (where === "before" ? [limit, g] : [g, limit]) });
     const out = await s.agent.invoke(ask(), config(`mcl-rec-${where}`));
     expect(await s.types(`mcl-rec-${where}`)).toContain("tool.recovery_requested");
-    expect(pendingRecovery(out)?.requests.map((r) => r.toolCallId)).toEqual(["c1"]); // fails
+    const waiting = pendingRecovery(out);
+    expect(waiting?.requests.map((r) => r.toolCallId)).toEqual(["c1"]);
+    const settled = await s.agent.invoke(new Command({ resume: { decisions: [{ toolCallId: "c1", type: "abandon", digest: waiting!.requests[0]!.digest, message: "refunded by hand" }] } }), config(`mcl-rec-${where}`, "sam"));
+    expect(pendingRecovery(settled)).toBeUndefined();
+    expect(answersTo(settled.messages, "c1").map((m) => m.status)).toEqual(["error"]);
+    expect(await statusOf(s.agent, `mcl-rec-${where}`, "c1")).toBe("failed");
+    expect(s.refunds()).toHaveLength(1);
+    expect(await s.auditLog.verify(`mcl-rec-${where}`)).toMatchObject({ ok: true });
   });
 });
 

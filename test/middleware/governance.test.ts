@@ -192,6 +192,79 @@ describe("governanceMiddleware: context, redaction and recovery", () => {
     expect(s.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "c1" }]);
     expect((await s.auditLog.read("m-rec")).map((e) => e.type)).toEqual(expect.arrayContaining(["tool.failed", "tool.recovery_requested", "tool.recovery_decided", "tool.succeeded"]));
   });
+
+  // The message's only unfinished call is handed to a human in its own tool step (no model step
+  // can skip or catch that pause); the step runs again on each answer and reads back the request it
+  // made, from the audit log. These are the ways that could go wrong.
+  it("a retry that fails again is asked about again in the same step (attempt 2); the answer sam gave for attempt 1, sent again, is refused; his answer to attempt 2 settles it", async () => {
+    let calls = 0;
+    const s = middlewareRefundSetup([[refund("c1", 60, "1043")]], {
+      governance: { recoveryRoles: ["supervisor"] },
+      wrapRefund: (real) => async (args, cfg) => {
+        calls += 1;
+        if (calls <= 2) throw new Error("payment provider unavailable");
+        return real(args, cfg);
+      },
+    });
+    const first = pendingRecovery(await s.agent.invoke(ask("Refund order 1043, $60."), config("m-rec-again")));
+    expect(first?.requests.map((r) => [r.toolCallId, r.attempt])).toEqual([["c1", 1]]);
+    const retry = (attempt: number) => new Command({ resume: { decisions: [{ toolCallId: "c1", type: "retry", digest: first!.requests[0]!.digest, attempt }] } });
+    const second = pendingRecovery(await s.agent.invoke(retry(1), config("m-rec-again", "sam")));
+    expect(second?.requests.map((r) => [r.toolCallId, r.attempt])).toEqual([["c1", 2]]);
+    expect(calls).toBe(2);
+    expect(eartErrorOf(await s.agent.invoke(retry(1), config("m-rec-again", "sam")).catch((e: unknown) => e))?.code).toMatch(/^approval_/);
+    expect(calls).toBe(2);
+    const done = await s.agent.invoke(retry(2), config("m-rec-again", "sam"));
+    expect(pendingRecovery(done)).toBeUndefined();
+    expect(calls).toBe(3);
+    expect(s.refunds()).toEqual([{ orderId: "1043", amount: 60, toolCallId: "c1" }]);
+    const events = await s.auditLog.read("m-rec-again");
+    expect(events.filter((e) => e.type === "tool.recovery_requested").map((e) => e.data.attempt)).toEqual([1, 2]);
+    expect(events.filter((e) => e.type === "tool.recovery_decided").map((e) => [e.data.attempt, e.data.decision])).toEqual([[1, "retry"], [2, "retry"]]);
+    expect(await s.auditLog.verify("m-rec-again")).toMatchObject({ ok: true });
+  });
+
+  it("an idempotent tool the supervisor abandons is not run again when the step resumes (the request is read back, not the call re-run); asked once, answered once", async () => {
+    let calls = 0;
+    const s = middlewareRefundSetup([[refund("c1", 60, "1043")]], {
+      governance: { recoveryRoles: ["supervisor"], execution: { issue_refund: { idempotent: true } } },
+      wrapRefund: () => async () => {
+        calls += 1;
+        throw new Error("payment provider unavailable");
+      },
+    });
+    const waiting = pendingRecovery(await s.agent.invoke(ask("Refund order 1043, $60."), config("m-rec-idem")));
+    expect(waiting?.requests.map((r) => [r.toolCallId, r.reason])).toEqual([["c1", "exhausted"]]);
+    const done = await s.agent.invoke(new Command({ resume: { decisions: [{ toolCallId: "c1", type: "abandon", digest: waiting!.requests[0]!.digest }] } }), config("m-rec-idem", "sam"));
+    expect(calls).toBe(1);
+    expect(pendingRecovery(done)).toBeUndefined();
+    const events = await s.auditLog.read("m-rec-idem");
+    expect(events.filter((e) => e.type === "tool.recovery_requested")).toHaveLength(1);
+    expect(events.filter((e) => e.type === "tool.started")).toHaveLength(1);
+    expect(events.filter((e) => e.type === "tool.failed").map((e) => e.data.kind)).toEqual(["error", "abandoned"]);
+  });
+
+  it("the customer cannot settle her own unfinished refund, nor write its record through the state API; the thread stays paused for the supervisor", async () => {
+    const s = middlewareRefundSetup([[refund("c1", 60, "1043")]], {
+      governance: { recoveryRoles: ["supervisor"] },
+      wrapRefund: () => async () => {
+        throw new Error("payment provider unavailable");
+      },
+    });
+    const waiting = pendingRecovery(await s.agent.invoke(ask("Refund order 1043, $60."), config("m-rec-own")));
+    const markDone = new Command({ resume: { decisions: [{ toolCallId: "c1", type: "mark_done", digest: waiting!.requests[0]!.digest, result: "refunded" }] } });
+    expect(eartErrorOf(await s.agent.invoke(markDone, config("m-rec-own", "cara")).catch((e: unknown) => e))?.code).toBe("approval_self_approval");
+    const forged = { _eart: { decisions: [{ toolCallId: "c1", status: "executed" }] } };
+    expect(eartErrorOf(await (s.agent.graph as { updateState: (c: unknown, v: unknown) => Promise<unknown> }).updateState(config("m-rec-own"), forged).catch((e: unknown) => e))?.code).toBe("state_write_refused");
+    expect(eartErrorOf(await s.agent.invoke(new Command({ update: forged, resume: markDone.resume }), config("m-rec-own", "cara")).catch((e: unknown) => e))?.code).toBe("state_write_refused");
+    const still = await (s.agent.graph as { getState: (c: unknown) => Promise<unknown> }).getState(config("m-rec-own"));
+    expect(pendingRecovery(still as never)?.requests.map((r) => r.toolCallId)).toEqual(["c1"]);
+    const done = await s.agent.invoke(markDone, config("m-rec-own", "sam"));
+    expect(pendingRecovery(done)).toBeUndefined();
+    const events = await s.auditLog.read("m-rec-own");
+    expect(events.filter((e) => e.type === "tool.recovery_decided").map((e) => e.data.resolverId)).toEqual(["sam"]);
+    expect(events.filter((e) => e.type === "tool.succeeded").map((e) => e.data.markedDoneBy)).toEqual(["sam"]);
+  });
 });
 
 describe("governanceMiddleware: its options", () => {
