@@ -101,6 +101,20 @@ const SEP = "[\\s.\\-/\\u2010-\\u2015\\u2212]";
 /** Word edges where `_` is an edge too (`card_4111…`). */
 const START = "(?<![0-9A-Za-z])";
 const END = "(?![0-9A-Za-z])";
+/**
+ * How many letters glued to a run of digits are read as a label (`CC4111…`, `visa4111…`,
+ * `…1111exp`, `SSN123-45-6789`), not as part of a longer code: the digits are matched when the
+ * letters beside them run to a word edge within this many. A run of digits inside a longer mix of
+ * letters and digits (an order code, a hash in hex: 32 hex characters and more) is not.
+ */
+const LABEL = 12;
+/**
+ * Before a digit run: no digit, and no run of letters that is longer than {@link LABEL} or has a
+ * digit before it. (Negative lookbehinds of bounded length: as fast as a plain word edge.)
+ */
+const DIGITS_START = `(?<![0-9])(?<![0-9][A-Za-z]{1,${LABEL}})(?<![A-Za-z]{${LABEL + 1}})`;
+/** After a digit run: at most {@link LABEL} letters, then a word edge. */
+const DIGITS_END = `(?=[A-Za-z]{0,${LABEL}}(?![0-9A-Za-z]))`;
 
 /**
  * Ready-made rules: card numbers (13–19 digits in any grouping, Luhn-checked), IBANs (any case and
@@ -115,8 +129,10 @@ export const STANDARD_REDACTIONS: readonly RedactionRule[] = [
   {
     id: "card_number",
     fields: ["card", "cardNumber", "pan"],
-    // Never after a "+": that is an international phone number.
-    pattern: new RegExp(`(?<![0-9A-Za-z+])\\d(?:${SEP}{0,3}\\d){12,18}${END}`, "g"),
+    // Never right after a "+": that is an international phone number. Letters glued to it are a
+    // label (`CC4111…`, `4111…exp`, up to LABEL of them) when the number starts as the card
+    // networks' do (2 to 6): a code of letters and digits (a parcel's `JD01…`) is not read as one.
+    pattern: new RegExp(`(?<!\\+)(?:${START}\\d(?:${SEP}{0,3}\\d){12,18}${END}|${DIGITS_START}[2-6](?:${SEP}{0,3}\\d){12,18}${DIGITS_END})`, "g"),
     validate: luhnValid,
     label: "payment_data",
   },
@@ -125,7 +141,9 @@ export const STANDARD_REDACTIONS: readonly RedactionRule[] = [
     id: "national_id",
     fields: ["ssn", "nationalId", "nino"],
     pattern: new RegExp(
-      `${START}(?:\\d{3}${SEP}{1,3}\\d{2}${SEP}{1,3}\\d{4}|[A-CEGHJ-PR-TW-Z]{2}${SEP}{0,3}\\d{2}${SEP}{0,3}\\d{2}${SEP}{0,3}\\d{2}${SEP}{0,3}[A-D])${END}`,
+      // A US number may have a label glued to it (`SSN123-45-6789`); a UK one starts with letters
+      // of its own, so only a word edge goes before it.
+      `(?:${DIGITS_START}\\d{3}${SEP}{1,3}\\d{2}${SEP}{1,3}\\d{4}${DIGITS_END}|${START}[A-CEGHJ-PR-TW-Z]{2}${SEP}{0,3}\\d{2}${SEP}{0,3}\\d{2}${SEP}{0,3}\\d{2}${SEP}{0,3}[A-D]${END})`,
       "g",
     ),
     validate: nationalIdValid,

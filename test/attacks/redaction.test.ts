@@ -2,9 +2,10 @@
  * Redaction, attacked with generated secrets: valid card numbers (Luhn, 13–19 digits), IBANs
  * (mod-97, several countries) and US social security numbers, written the ways people and systems
  * write them (grouped with every kind of space, dash, dot or slash, full-width digits, invisible
- * characters between the digits, lowercase IBANs, glued to a word with `_`, as a JSON number, as a
- * JSON object key) and put in every container a secret reaches the agent through (the message
- * forms LangChain accepts, tool results, artifacts and error messages, the model's answer).
+ * characters between the digits, lowercase IBANs, glued to a word with `_` or to a label of
+ * letters (`CC…`, `…exp`, `SSN…`), as a JSON number, as a JSON object key) and put in every
+ * container a secret reaches the agent through (the message forms LangChain accepts, tool results,
+ * artifacts and error messages, the model's answer).
  *
  * Two levels: `defineRedaction(STANDARD_REDACTIONS).apply` on every generated value (2,100), and
  * 120 cases (360 secrets) driven end to end through the governed refund agent, where no secret may
@@ -173,6 +174,8 @@ const CARD_FORMATS: Format[] = [
   { name: "glued to a word: card_<digits>", render: (s) => `card_${s}` },
   { name: "glued to a word: <digits>_exp", render: (s) => `${s}_exp` },
   { name: "glued to a word, grouped: pan_<4 4 4 4>", render: (s) => `pan_${fours(s).join(" ")}` },
+  { name: "glued to letters: CC<digits>", render: (s) => `CC${s}` },
+  { name: "glued to letters, grouped: visa<4 4 4 4>exp", render: (s) => `visa${fours(s).join(" ")}exp` },
   { name: "between other digit groups: 12 <4 4 4 4> 5", render: (s, r) => `${digits(r, int(r, 1, 4))} ${fours(s).join(" ")} ${digits(r, int(r, 1, 3))}` },
   { name: "after another digit group, dashes: 77-<4-4-4-4>", render: (s, r) => `${digits(r, 2)}-${fours(s).join("-")}` },
 ];
@@ -212,6 +215,7 @@ const SSN_FORMATS: Format[] = [
   { name: "full-width, invisible characters, dots", render: (s, r) => sprinkle(r, fullWidth(groups(s, [3, 2, 4]).join("."), 0.5, r), 0.3) },
   { name: "glued to a word: ssn_ddd-dd-dddd", render: (s) => `ssn_${groups(s, [3, 2, 4]).join("-")}` },
   { name: "glued to a word: ddd-dd-dddd_us", render: (s) => `${groups(s, [3, 2, 4]).join("-")}_us` },
+  { name: "glued to letters: SSN<ddd-dd-dddd>", render: (s) => `SSN${groups(s, [3, 2, 4]).join("-")}` },
 ];
 
 const FORMATS: Record<Kind, Format[]> = { card: CARD_FORMATS, iban: IBAN_FORMATS, ssn: SSN_FORMATS };

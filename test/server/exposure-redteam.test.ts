@@ -18,7 +18,7 @@ import { luhnCheckDigit, where } from "../support/cards.js";
  *
  * Every attack asserts the safe behaviour and that the data path was exercised (the value reached
  * the place the reader reads, redacted). A comment headed "Was a hole" says what leaked, to whom
- * and how badly when the pass found it (all closed). Three `it.fails(...)`, headed LIMIT, are what
+ * and how badly when the pass found it (all closed). Two `it.fails(...)`, headed LIMIT, are what
  * the README lists as out of reach (patterns, and what a thread's readers see of a value the
  * user's roles may see): they assert the leak is gone and fail while it is not. In an
  * `it.fails`, a setup that did not happen (the reader could not open the thread, the run did not
@@ -252,21 +252,22 @@ describe("a customer's input in every form", () => {
     expect(/4111 1111[\s\S]{0,120}1111 1111/.test(text)).toBe(false);
   });
 
-  // LIMIT (low, customer → supervisor; a pattern limit, not the auth's): a card glued to letters
-  // ("CC4111 1111 1111 1111", "visa4111111111111111", "4111111111111111exp": a client that
-  // concatenates a label and the number) matches no standard rule: the card pattern wants no
-  // letter or digit on either side (src/context/redaction.ts STANDARD_REDACTIONS card_number, `(?<![0-9A-Za-z+])`
-  // … `(?![0-9A-Za-z])`), and the retry on shorter stretches starts only at a group start (a
-  // letter run and the digits after it are one group). Glued with "_" it is found. The thread and
-  // the run's kwargs keep it raw; the supervisor reads it. The same for IBANs and SSNs glued to letters.
-  it.fails("the supervisor reads no card cara glued to letters (CC4111…, …exp)", async () => {
+  // Was a LIMIT (low, customer → supervisor; a pattern limit, not the auth's): a card glued to
+  // letters ("CC4111 1111 1111 1111", "4111111111111111exp": a client that concatenates a label and
+  // the number) matched no standard rule, whose card pattern wanted no letter or digit on either
+  // side; the thread and the run's kwargs kept it raw and the supervisor read it. Now up to 12
+  // letters glued to a number that starts as a card's does are read as its label (the same for a
+  // US SSN); IBANs glued to letters are still out of reach (README "Out of reach of patterns").
+  it("the supervisor reads no card cara glued to letters (CC4111…, …exp)", async () => {
     const [a, b] = [card(260), card(261)];
     const cara = as("cara");
     const thread = await cara.threads.create();
     await cara.runs.wait(thread.thread_id, "refund", { input: say(`Please refund order 1042, $740. Paid with CC${a}, or ${b.replace(/ /g, "")}exp`) });
     const seen = await everything(as("sam"), thread.thread_id);
-    if (setupBroken(seen !== undefined, "sam opens the waiting thread")) return;
+    expect(seen).toBeDefined();
     expect([...where(seen, a), ...where(seen, b)]).toEqual([]);
+    // The data path was exercised: both reached the thread, redacted, with their labels.
+    expect(JSON.stringify(seen)).toContain(`Paid with CC${REDACTED}, or ${REDACTED}exp`);
   });
 
   it("runs the owner queued (enqueue, after_seconds) keep her input redacted, and refused on the waiting thread say nothing of it", async () => {

@@ -26,6 +26,44 @@ describe("standard redactions on the forms attackers and real input use", () => 
     expect(result.labels).toEqual(["payment_data"]);
   });
 
+  // A client that concatenates a label and the number (`CC` + card, card + `exp`) left no word edge
+  // beside the digits: the card went through whole. Up to 12 letters glued to a number that starts
+  // as the card networks' do (2 to 6) are now read as its label.
+  it.each([
+    ["a label glued before it", `Paid with CC${CARD}.`, `Paid with CC[REDACTED:card_number].`],
+    ["a label glued before it, grouped", "CC4111 1111 1111 1111", "CC[REDACTED:card_number]"],
+    ["a brand glued before it", `visa${CARD} thanks`, `visa[REDACTED:card_number] thanks`],
+    ["a word glued after it", `${CARD}exp 12/29`, `[REDACTED:card_number]exp 12/29`],
+    ["letters on both sides", `(MC5500000000000004EXP)`, `(MC[REDACTED:card_number]EXP)`],
+    ["a 12-letter label", `paymentcards${CARD}`, `paymentcards[REDACTED:card_number]`],
+  ])("a card number with %s", (_, text, expected) => {
+    const result = redact(text);
+    expect(result.value).toBe(expected);
+    expect(result.labels).toEqual(["payment_data"]);
+  });
+
+  it("a US social security number with a label glued before it", () => {
+    expect(redact("id SSN123-45-6789.").value).toBe("id SSN[REDACTED:national_id].");
+  });
+
+  it("digits inside a longer code or a hash are not a glued card: hex digests, ids of letters and digits, a longer label", () => {
+    // 20,000 random SHA-256, SHA-1 and MD5 digests in hex, upper and lower case, alone and in text.
+    let seed = 7;
+    const hex = (n: number) =>
+      Array.from({ length: n }, () => {
+        seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+        return "0123456789abcdef"[seed % 16];
+      }).join("");
+    const digests = Array.from({ length: 20_000 }, (_, i) => hex([64, 40, 32][i % 3]!));
+    const touched = digests.flatMap((d) => [d, d.toUpperCase(), `digest ${d}.`]).filter((d) => redact(d).redacted.length > 0);
+    expect(touched).toEqual([]);
+    // A digest made to hold a card in its digits: letters on either side are part of the hash.
+    expect(redact(`a1b2c3${CARD}d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6`).redacted).toEqual([]);
+    for (const text of [`ORD1${CARD}`, `x9y${CARD}`, `paymentcardno${CARD}`, `JD01${"4".repeat(2)}${CARD.slice(2)}`]) {
+      expect(redact(text).redacted, text).toEqual([]);
+    }
+  });
+
   it("replaces only the card's stretch of the original text, invisible characters and all", () => {
     expect(redact("a ４１１１ １１１１ １１１１ １１１１ b").value).toBe("a [REDACTED:card_number] b");
     expect(redact("x card_4111111111111111_y").value).toBe("x card_[REDACTED:card_number]_y");
