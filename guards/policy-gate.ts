@@ -24,7 +24,7 @@ import { parseOptions } from "../src/internal/options.js";
 import { BudgetGuardOption, type BudgetVerdict } from "../src/policy/budget.js";
 import { BUILTIN_POLICY_IDS, decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
 import { comparedVerdict, recordedRequest, verdictFlipped } from "../src/policy/replay.js";
-import { acceptAnswer, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
 import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { Step } from "../langgraph/steps.js";
@@ -688,7 +688,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     // stopped before it was saved) stands as it was then, from whom it came then: not checked
     // against whoever continues the thread, not expired since, not recorded twice. Otherwise the
     // newest answer counts.
-    const accepted = await acceptedBefore(auditLog, threadId, { requested: "approval.requested", decided: "approval.decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) });
+    const seal = await sealer();
+    const accepted = await acceptedBefore(auditLog, threadId, { requested: "approval.requested", decided: "approval.decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) }, seal);
     const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
     const replayed = accepted !== undefined && standing !== undefined;
     const answer = replayed ? standing : answers.at(-1);
@@ -730,6 +731,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const events: AuditEventInput[] = records.map((r) => {
       const approval = r.approvals.at(-1);
       const edit = edits.get(r.toolCallId);
+      // Who authenticated the answer: the resuming run, or a signed token it relayed.
+      const authenticatedBy = viaToken ? "approval_token" : (principal?.source ?? null);
+      const originalDigest = approval?.originalDigest ?? r.digest;
       return {
         threadId,
         type: "approval.decided",
@@ -738,11 +742,10 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           name: r.name,
           decision: types.get(r.toolCallId)!,
           approverId,
-          // Who authenticated the answer: the resuming run, or a signed token it relayed.
-          authenticatedBy: viaToken ? "approval_token" : (principal?.source ?? null),
+          authenticatedBy,
           ...(viaToken && principal ? { relayedBy: principal.id } : {}),
           digest: r.digest,
-          originalDigest: approval?.originalDigest ?? r.digest,
+          originalDigest,
           message: approval?.approverId === approverId ? (approval.message ?? null) : null,
           status: r.status,
           effect: r.verdict.effect,
@@ -750,6 +753,8 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           policyVersion: r.verdict.version,
           requestedUnderVersion: request.requests.find((q) => q.toolCallId === r.toolCallId)?.policyVersion ?? null,
           answerDigest,
+          // What a run that stopped after this step reads back as the answer accepted, and from whom.
+          answerSeal: seal.event(threadId, "approval.decided", acceptedAnswerFields({ toolCallId: r.toolCallId, digest: originalDigest, answerDigest, by: String(approverId), authenticatedBy })),
           // An edited call, as policy was asked about it and answered before budgets: replayed as edited.
           ...(edit ? { request: recordedRequest(edit.request), beforeBudgets: comparedVerdict(edit.engine) } : {}),
         },

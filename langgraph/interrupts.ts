@@ -2,6 +2,7 @@
 import { getConfig, interrupt, isGraphInterrupt } from "@langchain/langgraph";
 import { ApprovalError } from "../src/errors.js";
 import type { AuditLog } from "../src/audit/log.js";
+import type { Sealer } from "../src/decisions/seal.js";
 import type { Principal } from "../src/identity/registry.js";
 
 /**
@@ -160,14 +161,25 @@ export interface AcceptedAnswerQuery {
 }
 
 /**
+ * The fields of an event recording an accepted answer that {@link acceptedBefore} acts on, as
+ * `answerSeal` seals them ({@link Sealer.event}): the call, the digest it was asked under, the
+ * answer's digest, who gave it and who authenticated them.
+ */
+export function acceptedAnswerFields(data: { toolCallId: string; digest: string; answerDigest: string; by: string; authenticatedBy: string | null }): Record<string, unknown> {
+  return { toolCallId: data.toolCallId, digest: data.digest, answerDigest: data.answerDigest, by: data.by, authenticatedBy: data.authenticatedBy };
+}
+
+/**
  * The answer eart accepted before for this same request, and from whom: the step that accepts an
  * answer may also act on it (run the approved calls), and if the process stopped before the step
  * was saved, LangGraph runs it again, with the answers it stored, under whoever continues the
  * thread. The audit log (eart's own, append-only) says which answer was accepted (its digest) and
- * who gave it; that answer stands, checked as from them, and is not recorded twice. Undefined when
- * no answer to this request was accepted (every call of it, by one principal).
+ * who gave it; that answer stands, checked as from them, and is not recorded twice. Only events
+ * eart sealed count (`answerSeal`, {@link acceptedAnswerFields}): a link appended by someone who
+ * can write the audit store names no approver the step acts as. Undefined when no answer to this
+ * request was accepted (every call of it, by one principal).
  */
-export async function acceptedBefore(auditLog: Pick<AuditLog, "read">, threadId: string, query: AcceptedAnswerQuery): Promise<{ principal: Principal; answerDigest: string } | undefined> {
+export async function acceptedBefore(auditLog: Pick<AuditLog, "read">, threadId: string, query: AcceptedAnswerQuery, sealer: Sealer): Promise<{ principal: Principal; answerDigest: string } | undefined> {
   const waiting = new Map(query.calls.map((c) => [c.toolCallId, c.digest]));
   const events = await auditLog.read(threadId);
   let newest: { answerDigest: string; id: string; source: unknown } | undefined;
@@ -181,8 +193,11 @@ export async function acceptedBefore(auditLog: Pick<AuditLog, "read">, threadId:
     }
     if (event.type !== query.decided || typeof data.answerDigest !== "string") continue;
     const id = data.toolCallId as string;
-    if (waiting.get(id) !== ((data.originalDigest ?? data.digest) as string)) continue;
+    const digest = (data.originalDigest ?? data.digest) as string;
+    if (waiting.get(id) !== digest) continue;
     const by = String(data.approverId ?? data.resolverId);
+    const authenticatedBy = (data.authenticatedBy ?? null) as string | null;
+    if (!sealer.eventIsSealed(threadId, event.type, acceptedAnswerFields({ toolCallId: id, digest, answerDigest: data.answerDigest, by, authenticatedBy }), data.answerSeal)) continue;
     newest ??= { answerDigest: data.answerDigest, id: by, source: data.authenticatedBy };
     if (data.answerDigest === newest.answerDigest && by === newest.id && data.authenticatedBy === newest.source) covered.add(id);
   }

@@ -19,6 +19,16 @@ export const EffectLedgerOption = z.custom<EffectLedger>(
 );
 
 /**
+ * The fields of a `tool.recovery_requested` event that eart reads back to act on (governanceMiddleware
+ * asks about a call in its own tool step, and on resume reads the request it made from the audit
+ * log), as the event's `requestSeal` seals them ({@link Sealer.event}): the call and its digest, why
+ * and on which attempt it was handed over, and the roles that may answer.
+ */
+export function recoveryRequestFields(data: { toolCallId: string; digest: string; reason: string; attempt: number; roles: readonly string[] | null }): Record<string, unknown> {
+  return { toolCallId: data.toolCallId, digest: data.digest, reason: data.reason, attempt: data.attempt, roles: data.roles ? [...data.roles] : null };
+}
+
+/**
  * Seals the decision records a node writes, after checking each one's move against the call's
  * lifecycle from the record in state (`assertTransition`): a node cannot write a status its call
  * may not reach, and what it writes is recognisably eart's.

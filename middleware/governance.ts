@@ -8,7 +8,7 @@ import { answeredAfter, compiledGraphOf, madeWith, requireThreadId } from "../la
 import { isGraphControlFlow } from "../langgraph/tools.js";
 import { type GovernedState } from "../langgraph/channels.js";
 import { holdsAnswers } from "../langgraph/interrupts.js";
-import { answerOf, EffectLedgerOption } from "../langgraph/records.js";
+import { answerOf, EffectLedgerOption, recoveryRequestFields } from "../langgraph/records.js";
 import { assertCallerInput, guardResumes, THREAD_LOCK } from "../graphs/resume-guard.js";
 import { redactIncoming, type IncomingGraph } from "../graphs/governed-agent.js";
 import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
@@ -363,7 +363,16 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
    */
   const askedInStep = async (threadId: string, record: DecisionRecord): Promise<DecisionRecord | undefined> => {
     if (!RUNNABLE_STATUSES.has(record.status)) return undefined;
-    const asked = (await auditLog.read(threadId)).findLast((e) => e.type === "tool.recovery_requested" && e.data.toolCallId === record.toolCallId && e.data.digest === record.digest);
+    const seal = await sealer();
+    // Only a request eart sealed: a link appended by someone who can write the audit store would
+    // otherwise say who may answer, and on which attempt.
+    const asked = (await auditLog.read(threadId)).findLast(
+      (e) =>
+        e.type === "tool.recovery_requested" &&
+        e.data.toolCallId === record.toolCallId &&
+        e.data.digest === record.digest &&
+        seal.eventIsSealed(threadId, e.type, recoveryRequestFields({ toolCallId: record.toolCallId, digest: record.digest, reason: String(e.data.reason), attempt: Number(e.data.attempt), roles: Array.isArray(e.data.roles) ? (e.data.roles as string[]) : null }), e.data.requestSeal),
+    );
     if (!asked) return undefined;
     const data = asked.data as { reason: RecoveryReason; attempt: number; error?: string | null; roles?: string[] };
     const recovery = {
@@ -374,7 +383,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       ...(typeof data.error === "string" ? { error: data.error } : {}),
       ...(Array.isArray(data.roles) ? { roles: [...data.roles] } : {}),
     };
-    return (await sealer()).decision(threadId, { ...record, status: "recovery_pending", recovery });
+    return seal.decision(threadId, { ...record, status: "recovery_pending", recovery });
   };
 
   const middleware = createMiddleware({

@@ -17,7 +17,7 @@ import { idempotencyKeyOf, MemoryEffectLedger, type LedgerEntry, type LedgerKey 
 import { BudgetGuardOption } from "../src/policy/budget.js";
 import { PolicyEngineOption } from "../src/policy/engine.js";
 import { CircuitBreaker, classifyToolError, backoffDelay, isRunCancelled, sleep, ToolExecutionOptionsSchema, type ParsedToolExecution } from "../src/tools/resilience.js";
-import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
+import { answerOf, assertSealed, recoveryRequestFields, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import { checkToolArgs, indexTools, isGraphControlFlow, isGraphInterrupt, ToolsOption } from "../langgraph/tools.js";
 import { approvalsThatCount, decideRecordedCall } from "../langgraph/redecide.js";
@@ -384,7 +384,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const toHuman = async (reason: RecoveryReason, attempt: number, error?: string, ifCancelled: CancelOutcome = CANCELLED_BEFORE_RECOVERY[reason]): Promise<Outcome> => {
       // A request made in a step the run throws away would wait for an answer nobody can give.
       if (isRunCancelled(config.signal)) return cancelled(config.signal!.reason, attempt, ifCancelled);
-      event("tool.recovery_requested", { reason, attempt, error: error ?? null, ...(recoveryRoles ? { roles: [...recoveryRoles] } : {}), ...(current.requestedBy ? { requestedBy: current.requestedBy } : {}) });
+      // Sealed: what governanceMiddleware reads back on resume to ask again in the same step.
+      const requestSeal = (await sealer()).event(threadId, "tool.recovery_requested", recoveryRequestFields({ toolCallId: call.id, digest, reason, attempt, roles: recoveryRoles ?? null }));
+      event("tool.recovery_requested", { reason, attempt, error: error ?? null, ...(recoveryRoles ? { roles: [...recoveryRoles] } : {}), ...(current.requestedBy ? { requestedBy: current.requestedBy } : {}), requestSeal });
       return {
         record: { ...current, status: "recovery_pending", recovery: { reason, attempt, at: now(), resumeStatus, ...(error !== undefined ? { error } : {}), ...(recoveryRoles ? { roles: [...recoveryRoles] } : {}) } },
         events,

@@ -8,7 +8,7 @@ import { ApprovalError, IdentityResolutionError } from "../src/errors.js";
 import { buildRecoveryRequest, validateRecoveryResponse } from "../src/human-tasks/recovery.js";
 import { IdentityRegistryOption, principalFromConfig } from "../src/identity/registry.js";
 import { parseOptions } from "../src/internal/options.js";
-import { acceptAnswer, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
 import { assertSealed, EffectLedgerOption, sealDecisions } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";
@@ -68,7 +68,7 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     const answers = answersGiven(request);
     // The thread's events, read once for both questions below.
     const events = await auditLog.read(threadId);
-    const accepted = await acceptedBefore({ read: async () => events }, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) });
+    const accepted = await acceptedBefore({ read: async () => events }, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) }, seal);
     const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
     const replayed = accepted !== undefined && standing !== undefined;
     const answer = replayed ? standing : answers.at(-1);
@@ -96,6 +96,8 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     );
     const { resolverId, decisions } = response;
     const at = clock().toISOString();
+    const answerDigest = digestOf(answer);
+    const authenticatedBy = principal?.source ?? null;
     const byId = new Map(decisions.map((d) => [d.toolCallId, d]));
     const records = pending.map((r): DecisionRecord => {
       const d = byId.get(r.toolCallId)!;
@@ -121,8 +123,10 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
           reason: r.recovery!.reason,
           attempt: r.recovery!.attempt,
           message: r.recovery!.resolution!.message ?? null,
-          authenticatedBy: principal?.source ?? null,
-          answerDigest: digestOf(answer),
+          authenticatedBy,
+          answerDigest,
+          // What a run that stopped after this step reads back as the answer accepted, and from whom.
+          answerSeal: seal.event(threadId, "tool.recovery_decided", acceptedAnswerFields({ toolCallId: r.toolCallId, digest: r.digest, answerDigest, by: resolverId, authenticatedBy })),
         },
       })),
     );

@@ -155,6 +155,24 @@ export class Sealer {
   contextItemIsSealed(threadId: string, item: ContextItem): boolean {
     return typeof item === "object" && item !== null && this.#valid("context", threadId, item);
   }
+
+  /**
+   * A seal over the fields of an audit event that eart reads back to act on (an answer it
+   * accepted, a request a tool step made before its pause), for this thread and event type: the
+   * audit log is append-only and hash-chained, but anyone who can write its store can append a
+   * valid link; only eart's key makes a seal that holds.
+   */
+  event(threadId: string, type: string, fields: Record<string, unknown>): string {
+    return this.#mac(`event.${type}`, threadId, fields);
+  }
+
+  /** Whether `seal` is eart's seal over these fields of an audit event of this type and thread ({@link Sealer.event}). */
+  eventIsSealed(threadId: string, type: string, fields: Record<string, unknown>, seal: unknown): boolean {
+    if (typeof seal !== "string") return false;
+    const expected = Buffer.from(this.#mac(`event.${type}`, threadId, fields));
+    const found = Buffer.from(seal);
+    return expected.length === found.length && timingSafeEqual(expected, found);
+  }
 }
 
 /**
