@@ -165,7 +165,7 @@ export { type RetryOptions, type ToolExecutionOptions } from "./tools/resilience
 
 // Context and redaction.
 export { type RetrievalRequest, type RetrievedItem } from "./context/context.js";
-export { defineRedaction, STANDARD_REDACTIONS, type Redaction, type RedactionRule } from "./context/redaction.js";
+export { defineRedaction, STANDARD_REDACTIONS, type MatchPlace, type Redaction, type RedactionRule } from "./context/redaction.js";
 export { standardRedaction } from "./export/segments.js";
 
 // Trace export.

@@ -13,6 +13,13 @@ import type { AgentIdentity } from "../identity/registry.js";
  * between separators, so digits glued before or after a card number do not hide it.
  */
 
+/** Where a pattern's match is: the (normalised) text it was found in, and its start and end there. */
+export interface MatchPlace {
+  text: string;
+  start: number;
+  end: number;
+}
+
 const RedactionRuleSchema = z
   .object({
     id: z.string().min(1),
@@ -24,8 +31,11 @@ const RedactionRuleSchema = z
     fields: z.array(z.string().min(1)).default([]),
     /** A pattern redacted inside every string, number and object key (global flag added if missing). */
     pattern: z.custom<RegExp>((v) => v instanceof RegExp, "must be a RegExp").optional(),
-    /** An extra check on a pattern match (e.g. the Luhn checksum of a card number). */
-    validate: z.custom<(match: string) => boolean>((v) => typeof v === "function", "must be a function").optional(),
+    /**
+     * An extra check on a pattern match (e.g. the Luhn checksum of a card number), given the match
+     * and where it is in the (normalised) text.
+     */
+    validate: z.custom<(match: string, around: MatchPlace) => boolean>((v) => typeof v === "function", "must be a function").optional(),
     /**
      * Roles of the human the agent acts for that may see the value; nobody when omitted.
      * A salary rule with `visibleTo: ["hr-manager"]` shows salaries to HR managers' agents only.
@@ -39,8 +49,16 @@ const RedactionRuleSchema = z
 export type RedactionRule = z.input<typeof RedactionRuleSchema>;
 type ParsedRule = z.output<typeof RedactionRuleSchema>;
 
-/** Luhn checksum of the digits of a string: how card numbers are told from other digit runs. */
-export function luhnValid(text: string): boolean {
+/**
+ * Luhn checksum of the digits of a string: how card numbers are told from other digit runs. Given
+ * where the match is (`around`, as a rule's `validate` is), a match that shares a character with a
+ * UUID written there is no card (`aaf31022-5599-4213-96af-…`: a UUID's hex groups hold digit runs
+ * between dashes, and eart's ids, LangGraph's checkpoint ids and LangChain's run ids are UUIDs that
+ * must stay exact); a card written right after a UUID is still found, on the match's shorter
+ * stretches.
+ */
+export function luhnValid(text: string, around?: MatchPlace): boolean {
+  if (around && overlapsUuid(around.text, around.start, around.end)) return false;
   const digits = text.replace(/\D/g, "");
   if (digits.length < 13 || digits.length > 19) return false;
   let sum = 0;
@@ -53,6 +71,22 @@ export function luhnValid(text: string): boolean {
     sum += d;
   }
   return sum % 10 === 0;
+}
+
+const UUID = /[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}/g;
+
+/** Whether the stretch [start, end) of `text` shares a character with a UUID written in it. */
+function overlapsUuid(text: string, start: number, end: number): boolean {
+  const from = Math.max(0, start - 35);
+  const window = text.slice(from, Math.min(text.length, end + 35));
+  if (!window.includes("-")) return false;
+  UUID.lastIndex = 0;
+  for (let m = UUID.exec(window); m !== null; m = UUID.exec(window)) {
+    const a = from + m.index;
+    if (a < end && start < a + m[0].length) return true;
+    UUID.lastIndex = m.index + 1;
+  }
+  return false;
 }
 
 /**
@@ -72,9 +106,11 @@ const IBAN_LENGTHS: Readonly<Record<string, number>> = Object.fromEntries(
 
 /**
  * ISO 13616 check of an IBAN (any case, any separators): a registered country, that country's
- * length, and mod 97 equal to 1.
+ * length, and mod 97 equal to 1. Given where the match is (`around`), no stretch of a UUID is one
+ * (see {@link luhnValid}).
  */
-export function ibanValid(text: string): boolean {
+export function ibanValid(text: string, around?: MatchPlace): boolean {
+  if (around && overlapsUuid(around.text, around.start, around.end)) return false;
   const s = text.replace(/[^0-9A-Za-z]/g, "").toUpperCase();
   if (IBAN_LENGTHS[s.slice(0, 2)] !== s.length || !/^[A-Z]{2}\d{2}[A-Z0-9]+$/.test(s)) return false;
   let rest = 0;
@@ -103,11 +139,13 @@ const START = "(?<![0-9A-Za-z])";
 const END = "(?![0-9A-Za-z])";
 /**
  * How many letters glued to a run of digits are read as a label (`CC4111…`, `visa4111…`,
- * `…1111exp`, `SSN123-45-6789`), not as part of a longer code: the digits are matched when the
- * letters beside them run to a word edge within this many. A run of digits inside a longer mix of
- * letters and digits (an order code, a hash in hex: 32 hex characters and more) is not.
+ * `primaryAccountNumber4111…`, `…1111exp`, `SSN123-45-6789`), not as part of a longer code: the
+ * digits are matched when the letters beside them run to a word edge within this many. A run of
+ * digits inside a longer mix of letters and digits (an order code) is not, nor one inside a
+ * SHA-256 digest in hex: a label, 19 digits and a label with 4 digits after it make 63 characters
+ * at most, fewer than its 64.
  */
-const LABEL = 12;
+const LABEL = 20;
 /**
  * Before a digit run: no digit, and no run of letters that is longer than {@link LABEL} or has a
  * digit before it. (Negative lookbehinds of bounded length: as fast as a plain word edge.)
@@ -115,6 +153,14 @@ const LABEL = 12;
 const DIGITS_START = `(?<![0-9])(?<![0-9][A-Za-z]{1,${LABEL}})(?<![A-Za-z]{${LABEL + 1}})`;
 /** After a digit run: at most {@link LABEL} letters, then a word edge. */
 const DIGITS_END = `(?=[A-Za-z]{0,${LABEL}}(?![0-9A-Za-z]))`;
+/**
+ * After a card's digits: a word edge, or a label of at most {@link LABEL} letters and then up to 4
+ * digits before the edge (`…1111exp`, `…1111exp1229`, `…1111CVV737`: a card sent with its expiry or
+ * code glued on).
+ */
+const CARD_END = `(?=(?:[A-Za-z]{1,${LABEL}}\\d{0,4})?(?![0-9A-Za-z]))`;
+/** Thirteen to nineteen digits in any grouping. */
+const CARD_DIGITS = `(?:${SEP}{0,3}\\d){12,18}`;
 
 /**
  * Ready-made rules: card numbers (13–19 digits in any grouping, Luhn-checked), IBANs (any case and
@@ -129,10 +175,15 @@ export const STANDARD_REDACTIONS: readonly RedactionRule[] = [
   {
     id: "card_number",
     fields: ["card", "cardNumber", "pan"],
-    // Never right after a "+": that is an international phone number. Letters glued to it are a
-    // label (`CC4111…`, `4111…exp`, up to LABEL of them) when the number starts as the card
-    // networks' do (2 to 6): a code of letters and digits (a parcel's `JD01…`) is not read as one.
-    pattern: new RegExp(`(?<!\\+)(?:${START}\\d(?:${SEP}{0,3}\\d){12,18}${END}|${DIGITS_START}[2-6](?:${SEP}{0,3}\\d){12,18}${DIGITS_END})`, "g"),
+    // Not right after a "+" (an international phone number) unless it runs to 16 digits, which no
+    // phone number does. Letters glued to it are a label (`CC4111…`, `4111…exp1229`, up to LABEL of
+    // them) when the number does not start with 0 (no card does; a parcel's `JD01…` is no card).
+    // The glued form first: both alternatives start at the same digit, and the first one that
+    // matches is the one checked.
+    pattern: new RegExp(
+      `(?:(?<!\\+)|(?=(?:\\d${SEP}{0,3}){15}\\d))(?:${DIGITS_START}[1-9]${CARD_DIGITS}${CARD_END}|${START}\\d${CARD_DIGITS}${END})`,
+      "g",
+    ),
     validate: luhnValid,
     label: "payment_data",
   },
@@ -373,6 +424,31 @@ function embeddedJson(s: string): { start: number; end: number; value: object } 
   }
 }
 
+/** Combining and enclosing marks: drawn on the character before them. */
+const MARK = /\p{M}/u;
+const DECIMAL_DIGIT = /^\p{Nd}$/u;
+/** Decimal digits of other scripts, by code point, and the ASCII digit each is. */
+const digitsOf = new Map<number, string>();
+
+/**
+ * The ASCII digit a decimal digit of another script stands for (`٤` → `4`), or the text as it is.
+ * Unicode writes each script's digits as a run of ten from zero: the digit is the distance from
+ * the run's start, modulo 10 (runs of several sets of ten hold them one after the other).
+ */
+function asciiDigit(n: string): string {
+  if (n.length > 2 || !DECIMAL_DIGIT.test(n)) return n;
+  const cp = n.codePointAt(0)!;
+  if (cp < 0x80) return n;
+  let digit = digitsOf.get(cp);
+  if (digit === undefined) {
+    let start = cp;
+    while (DECIMAL_DIGIT.test(String.fromCodePoint(start - 1))) start -= 1;
+    digit = String((cp - start) % 10);
+    if (digitsOf.size < 1_024) digitsOf.set(cp, digit);
+  }
+  return digit;
+}
+
 /** Characters that render as nothing: zero-width, bidi controls, soft hyphen, variation selectors. */
 const INVISIBLE = /[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]/;
 const NON_ASCII = /[^\x00-\x7f]/;
@@ -396,13 +472,18 @@ function viewOf(s: string): View {
     const cp = s.codePointAt(i)!;
     const len = cp > 0xffff ? 2 : 1;
     const ch = len === 1 ? s[i]! : s.slice(i, i + 2);
-    if (!INVISIBLE.test(ch)) {
-      const n = cp < 0x80 ? ch : ch.normalize("NFKC");
+    // Marks (an underline or a keycap on each digit, an accent written apart) are read past, as a
+    // reader's eye does; digits of other scripts (Arabic-Indic, Devanagari…) read as the digits they are.
+    if (!INVISIBLE.test(ch) && !MARK.test(ch)) {
+      const n = cp < 0x80 ? ch : asciiDigit(ch.normalize("NFKC"));
       text += n;
       for (let k = 0; k < n.length; k++) {
         from.push(i);
         to.push(i + len);
       }
+    } else if (to.length > 0) {
+      // What is read past belongs to the character before it: a match that ends there takes it along.
+      to[to.length - 1] = i + len;
     }
     i += len;
   }
@@ -445,6 +526,9 @@ interface CompiledPattern {
 function spansOf(p: CompiledPattern, text: string): [number, number][] {
   const { pattern, rule } = p;
   const out: [number, number][] = [];
+  // The stretches checked already, and what they gave: the next match (one character on) holds
+  // most of the same ones ("1 1 1 …" would check each again at every digit).
+  const checked = new Map<number, boolean>();
   pattern.lastIndex = 0;
   for (let m = pattern.exec(text); m !== null; m = pattern.exec(text)) {
     const s = m.index;
@@ -453,11 +537,11 @@ function spansOf(p: CompiledPattern, text: string): [number, number][] {
       pattern.lastIndex = s + 1;
       continue;
     }
-    if (!rule.validate || rule.validate(m[0])) {
+    if (!rule.validate || rule.validate(m[0], { text, start: s, end: e })) {
       out.push([s, e]);
       continue;
     }
-    const sub = validStretch(p, text, s, e);
+    const sub = validStretch(p, text, s, e, checked);
     if (sub === UNDECIDED) {
       // Too many stretches to try (a crafted near-miss, a custom rule's long match): the whole
       // match is redacted, never searched for seconds, never let through unread.
@@ -477,7 +561,7 @@ function spansOf(p: CompiledPattern, text: string): [number, number][] {
 const STRETCH_TRIES = 256;
 const UNDECIDED = "undecided";
 
-function validStretch({ whole, rule }: CompiledPattern, text: string, s: number, e: number): [number, number] | undefined | typeof UNDECIDED {
+function validStretch({ whole, rule }: CompiledPattern, text: string, s: number, e: number, checked: Map<number, boolean>): [number, number] | undefined | typeof UNDECIDED {
   const starts = [s];
   const ends = [e];
   for (let i = s + 1; i < e; i++) {
@@ -493,8 +577,14 @@ function validStretch({ whole, rule }: CompiledPattern, text: string, s: number,
       if (b <= a) break;
       if (a === s && b === e) continue;
       if (++tries > STRETCH_TRIES) return UNDECIDED;
-      const candidate = text.slice(a, b);
-      if (whole.test(candidate) && rule.validate!(candidate)) return [a, b];
+      const key = a * (text.length + 1) + b;
+      let valid = checked.get(key);
+      if (valid === undefined) {
+        const candidate = text.slice(a, b);
+        valid = whole.test(candidate) && rule.validate!(candidate, { text, start: a, end: b });
+        checked.set(key, valid);
+      }
+      if (valid) return [a, b];
     }
   }
   return undefined;
@@ -741,7 +831,7 @@ export function defineRedaction(rules: readonly RedactionRule[]): Redaction {
 /** Redactions made by {@link defineRedaction}: their rules say all they do. */
 const compiled = new WeakSet<Redaction>();
 /** `validate` functions a rule can name when it crosses to another thread. */
-const PORTABLE_VALIDATORS: Record<string, (match: string) => boolean> = { luhn: luhnValid, iban: ibanValid, national_id: nationalIdValid };
+const PORTABLE_VALIDATORS: Record<string, (match: string, around?: MatchPlace) => boolean> = { luhn: luhnValid, iban: ibanValid, national_id: nationalIdValid };
 
 /** A redaction rule as data: what crosses to a worker thread (a `validate` by name). */
 export type PortableRedactionRule = Omit<ParsedRule, "validate"> & { validate?: string };

@@ -255,9 +255,9 @@ describe("a customer's input in every form", () => {
   // Was a LIMIT (low, customer → supervisor; a pattern limit, not the auth's): a card glued to
   // letters ("CC4111 1111 1111 1111", "4111111111111111exp": a client that concatenates a label and
   // the number) matched no standard rule, whose card pattern wanted no letter or digit on either
-  // side; the thread and the run's kwargs kept it raw and the supervisor read it. Now up to 12
-  // letters glued to a number that starts as a card's does are read as its label (the same for a
-  // US SSN); IBANs glued to letters are still out of reach (README "Out of reach of patterns").
+  // side; the thread and the run's kwargs kept it raw and the supervisor read it. Now up to 20
+  // letters glued to a card number are read as its label (the same for a US SSN); IBANs glued to
+  // letters are still out of reach (README "Out of reach of patterns").
   it("the supervisor reads no card cara glued to letters (CC4111…, …exp)", async () => {
     const [a, b] = [card(260), card(261)];
     const cara = as("cara");

@@ -26,16 +26,23 @@ describe("standard redactions on the forms attackers and real input use", () => 
     expect(result.labels).toEqual(["payment_data"]);
   });
 
-  // A client that concatenates a label and the number (`CC` + card, card + `exp`) left no word edge
-  // beside the digits: the card went through whole. Up to 12 letters glued to a number that starts
-  // as the card networks' do (2 to 6) are now read as its label.
+  // A client that concatenates a label and the number (`CC` + card, card + `exp`, a field name and
+  // its value) left no word edge beside the digits: the card went through whole. Up to 20 letters
+  // glued to a number that does not start with 0 are now read as its label; after it, the label
+  // may end in up to 4 digits (an expiry, a CVV).
   it.each([
     ["a label glued before it", `Paid with CC${CARD}.`, `Paid with CC[REDACTED:card_number].`],
     ["a label glued before it, grouped", "CC4111 1111 1111 1111", "CC[REDACTED:card_number]"],
     ["a brand glued before it", `visa${CARD} thanks`, `visa[REDACTED:card_number] thanks`],
     ["a word glued after it", `${CARD}exp 12/29`, `[REDACTED:card_number]exp 12/29`],
     ["letters on both sides", `(MC5500000000000004EXP)`, `(MC[REDACTED:card_number]EXP)`],
-    ["a 12-letter label", `paymentcards${CARD}`, `paymentcards[REDACTED:card_number]`],
+    ["a field name of 20 letters", `primaryAccountNumber${CARD}`, `primaryAccountNumber[REDACTED:card_number]`],
+    ["its expiry glued after", `${CARD}exp1229`, `[REDACTED:card_number]exp1229`],
+    ["its CVV glued after", `cardno:${CARD}cvv737`, `cardno:[REDACTED:card_number]cvv737`],
+    ["a grouped 19-digit card, a label after it", "4943 4021 2106 3850 981boFNFy", "[REDACTED:card_number]boFNFy"],
+    ["a first group that fails Luhn on its own", "card 4111111111111 111exp", "card [REDACTED:card_number]exp"],
+    ["a network outside 2 to 6 (UATP), glued", "UATP122000000000003", "UATP[REDACTED:card_number]"],
+    ["16 digits after a + (no phone number is that long)", `Visa+${CARD}`, `Visa+[REDACTED:card_number]`],
   ])("a card number with %s", (_, text, expected) => {
     const result = redact(text);
     expect(result.value).toBe(expected);
@@ -44,9 +51,18 @@ describe("standard redactions on the forms attackers and real input use", () => 
 
   it("a US social security number with a label glued before it", () => {
     expect(redact("id SSN123-45-6789.").value).toBe("id SSN[REDACTED:national_id].");
+    expect(redact("socialsecuritynumber123-45-6789").value).toBe("socialsecuritynumber[REDACTED:national_id]");
   });
 
-  it("digits inside a longer code or a hash are not a glued card: hex digests, ids of letters and digits, a longer label", () => {
+  it("a card written with a mark on each digit, or in another script's digits, is read as its digits", () => {
+    for (const text of [[...CARD].map((d) => `${d}\u0332`).join(""), [...CARD].map((d) => `${d}\ufe0f\u20e3`).join(""), [...CARD].map((d) => String.fromCharCode(0x0660 + Number(d))).join(""), [...CARD].map((d) => String.fromCharCode(0x0966 + Number(d))).join("")]) {
+      expect(redact(`card ${text} ok`).value, text).toBe("card [REDACTED:card_number] ok");
+    }
+    // Other scripts' digits that are no card stay as they are.
+    expect(redact("order ٤٢ on ١٠/٣").value).toBe("order ٤٢ on ١٠/٣");
+  });
+
+  it("digits inside a longer code, a hash or a UUID are not a glued card: hex digests, UUIDs, ids of letters and digits, a longer label", () => {
     // 20,000 random SHA-256, SHA-1 and MD5 digests in hex, upper and lower case, alone and in text.
     let seed = 7;
     const hex = (n: number) =>
@@ -59,9 +75,15 @@ describe("standard redactions on the forms attackers and real input use", () => 
     expect(touched).toEqual([]);
     // A digest made to hold a card in its digits: letters on either side are part of the hash.
     expect(redact(`a1b2c3${CARD}d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6`).redacted).toEqual([]);
-    for (const text of [`ORD1${CARD}`, `x9y${CARD}`, `paymentcardno${CARD}`, `JD01${"4".repeat(2)}${CARD.slice(2)}`]) {
+    for (const text of [`ORD1${CARD}`, `x9y${CARD}`, `creditcardnumberisnow${CARD}`, `JD01${"4".repeat(2)}${CARD.slice(2)}`]) {
       expect(redact(text).redacted, text).toEqual([]);
     }
+    // UUIDs whose hex groups hold a Luhn-valid run of digits across their dashes (message, run and
+    // checkpoint ids eart keeps in audit data) stay exact; a card written right after one is found.
+    for (const id of ["aaf31022-5599-4213-96af-f1669789b685", "run-478cd76c-7848-455d-a964-825416279751-0", "ee85732c-5c4a-4df7-a31c-6d3c6d52aca1"]) {
+      expect(redact(id).value, id).toBe(id);
+    }
+    expect(redact(`aaf31022-5599-4213-96af-f1669789b685 ${CARD}`).value).toBe("aaf31022-5599-4213-96af-f1669789b685 [REDACTED:card_number]");
   });
 
   it("replaces only the card's stretch of the original text, invisible characters and all", () => {
@@ -106,9 +128,13 @@ describe("standard redactions on the forms attackers and real input use", () => 
   });
 
   it("checksums keep ordinary numbers: failing Luhn, IBAN or SSN rules stay as they are", () => {
-    for (const text of ["card 4111 1111 1111 1112", "GB82 WEST 1234 5698 7654 33", "000-12-3456", "666-12-3456", "123-00-4567", "2024-03-10", "+1 (415) 555-2671", "+44 20 7946 0958", "order 1042, 1043 and 1044", "call +4111111111111111"]) {
+    for (const text of ["card 4111 1111 1111 1112", "GB82 WEST 1234 5698 7654 33", "000-12-3456", "666-12-3456", "123-00-4567", "2024-03-10", "+1 (415) 555-2671", "+44 20 7946 0958", "order 1042, 1043 and 1044", "call +378282246310005"]) {
       expect(redact(text).value, text).toBe(text);
     }
+    // After a "+", a run of 15 digits or fewer is a phone number (E.164), even one that passes
+    // Luhn; 16 or more is none, so a card glued after a "+" is found.
+    expect(luhnValid("378282246310005")).toBe(true);
+    expect(redact("card+4111111111111111").value).toBe("card+[REDACTED:card_number]");
     expect([luhnValid(CARD), luhnValid("4111111111111112"), ibanValid("gb82 west 1234 5698 7654 32"), ibanValid("GB82WEST12345698765433")]).toEqual([true, false, true, false]);
     expect([nationalIdValid("123-45-6789"), nationalIdValid("912-45-6789"), nationalIdValid("QQ123456C")]).toEqual([true, false, true]);
   });
