@@ -426,8 +426,10 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       let before = read.snapshot;
       // A request answered already, in a step that stopped before it was saved: the answer eart
       // accepted stands (continue the thread to act on it); a new one would replace it unread.
-      // (Only a checkpoint that holds an answer can hold an accepted one: without one, no log read.)
-      if (auditLog && (!read.tuple || holdsAnswer(read.tuple.saved))) await assertNotAnswered(graph, options, auditLog, input.resume);
+      // (Only a checkpoint that holds an answer can hold an accepted one: without one, no log read.
+      // A step paused since on a question of a tool's own, after acting on the answer, takes the
+      // new one for that question: the accepted answer stays where it is.)
+      if (auditLog && (!read.tuple || holdsAnswer(read.tuple.saved)) && pendingHumanTask(before) !== undefined) await assertNotAnswered(graph, options, auditLog, input.resume);
       const expiring = asksWithExpiry(before) ? (pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? []) : [];
       // Whether the answer came in time is read from the records before and after the run.
       if (expiring.length > 0 && read.tuple) before = await graph.getState(options);

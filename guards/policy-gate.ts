@@ -24,7 +24,7 @@ import { parseOptions } from "../src/internal/options.js";
 import { BudgetGuardOption, type BudgetVerdict } from "../src/policy/budget.js";
 import { BUILTIN_POLICY_IDS, decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
 import { comparedVerdict, recordedRequest, verdictFlipped } from "../src/policy/replay.js";
-import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, storedAnswers } from "../langgraph/interrupts.js";
 import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { Step } from "../langgraph/steps.js";
@@ -682,14 +682,17 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
   ): Promise<GateUpdate> {
     // eart's request with LangChain's HITL request fields beside it (the audit log keeps eart's).
     const request = withHitlRequest(buildApprovalRequest(threadId, pending));
-    // The first statement with an effect is the interrupt: this node re-runs from here on resume.
-    const answers = answersGiven(request);
     // An answer eart accepted before for this request (the step that runs the approved calls
     // stopped before it was saved) stands as it was then, from whom it came then: not checked
     // against whoever continues the thread, not expired since, not recorded twice. Otherwise the
-    // newest answer counts.
+    // newest answer counts. Read before the answers are: when a tool of the step asked its own
+    // question after that answer, the answers after it are the tool's, left for its interrupt().
     const seal = await sealer();
-    const accepted = await acceptedBefore(auditLog, threadId, { requested: "approval.requested", decided: "approval.decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) }, seal);
+    const stored = storedAnswers();
+    const accepted = stored.length > 0 ? await acceptedBefore(auditLog, threadId, { requested: "approval.requested", decided: "approval.decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) }, seal) : undefined;
+    const through = accepted?.askedSince ? stored.findIndex((a) => digestOf(a) === accepted.answerDigest) : -1;
+    // The first statement with an effect is the interrupt: this node re-runs from here on resume.
+    const answers = answersGiven(request, through >= 0 ? through + 1 : undefined);
     const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
     const replayed = accepted !== undefined && standing !== undefined;
     const answer = replayed ? standing : answers.at(-1);

@@ -19,10 +19,16 @@ export function newestAnswer(request: unknown): unknown {
 /**
  * Pauses with `interrupt(request)` like {@link newestAnswer}, and returns every answer given to
  * it, oldest first (at least one): a step that finds one of them accepted before (see
- * {@link acceptedBefore}) acts on that one.
+ * {@link acceptedBefore}) acts on that one. With `count`, only the first `count` answers are read:
+ * the ones after them answer a later `interrupt()` of the same step (a tool's own question, asked
+ * after the step acted on the accepted answer), which reads them in turn.
  */
-export function answersGiven(request: unknown): unknown[] {
+export function answersGiven(request: unknown, count?: number): unknown[] {
   const answers = [interrupt(request)];
+  if (count !== undefined) {
+    while (answers.length < count) answers.push(interrupt(request));
+    return answers;
+  }
   const left = answersLeft();
   if (left !== undefined) {
     // As many more as LangGraph holds: no last call that only throws to say there are none.
@@ -37,6 +43,22 @@ export function answersGiven(request: unknown): unknown[] {
       return answers;
     }
   }
+}
+
+/**
+ * The answers the running task holds and has not read yet (the stored resume values after the
+ * current `interrupt()`, then a resume given to no interrupt in particular), without reading them:
+ * empty outside a task, or where the scratchpad is not as expected.
+ */
+export function storedAnswers(): unknown[] {
+  let pad: { resume?: unknown; interruptCounter?: unknown; nullResume?: unknown } | undefined;
+  try {
+    pad = getConfig()?.configurable?.[SCRATCHPAD];
+  } catch {
+    return [];
+  }
+  if (!pad || !Array.isArray(pad.resume) || typeof pad.interruptCounter !== "number") return [];
+  return [...pad.resume.slice(pad.interruptCounter + 1), ...(pad.nullResume !== undefined ? [pad.nullResume] : [])];
 }
 
 /**
@@ -179,14 +201,23 @@ export function acceptedAnswerFields(data: { toolCallId: string; digest: string;
  * can write the audit store names no approver the step acts as. Undefined when no answer to this
  * request was accepted (every call of it, by one principal).
  */
-export async function acceptedBefore(auditLog: Pick<AuditLog, "read">, threadId: string, query: AcceptedAnswerQuery, sealer: Sealer): Promise<{ principal: Principal; answerDigest: string } | undefined> {
+export async function acceptedBefore(
+  auditLog: Pick<AuditLog, "read">,
+  threadId: string,
+  query: AcceptedAnswerQuery,
+  sealer: Sealer,
+): Promise<{ principal: Principal; answerDigest: string; askedSince: boolean } | undefined> {
   const waiting = new Map(query.calls.map((c) => [c.toolCallId, c.digest]));
   const events = await auditLog.read(threadId);
   let newest: { answerDigest: string; id: string; source: unknown } | undefined;
+  // Whether a tool of these calls asked its own question (`tool.interrupted`) after the answer was
+  // accepted: the answers stored after the accepted one are that tool's.
+  let askedSince = false;
   const covered = new Set<string>();
   for (let i = events.length - 1; i >= 0; i--) {
     const event = events[i]!;
     const data = event.data as Record<string, unknown>;
+    if (!newest && event.type === "tool.interrupted" && waiting.has(data.toolCallId as string)) askedSince = true;
     if (event.type === query.requested) {
       const named = [...((data.requests as { toolCallId?: unknown }[] | undefined) ?? []).map((r) => r.toolCallId), data.toolCallId];
       if (named.some((id) => typeof id === "string" && waiting.has(id))) break;
@@ -203,5 +234,5 @@ export async function acceptedBefore(auditLog: Pick<AuditLog, "read">, threadId:
   }
   if (!newest || covered.size !== waiting.size) return undefined;
   if (newest.source !== "configurable.user_id" && newest.source !== "configurable.langgraph_auth_user") return undefined;
-  return { principal: { id: newest.id, source: newest.source }, answerDigest: newest.answerDigest };
+  return { principal: { id: newest.id, source: newest.source }, answerDigest: newest.answerDigest, askedSince };
 }

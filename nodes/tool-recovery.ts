@@ -8,7 +8,7 @@ import { ApprovalError, IdentityResolutionError } from "../src/errors.js";
 import { buildRecoveryRequest, validateRecoveryResponse } from "../src/human-tasks/recovery.js";
 import { IdentityRegistryOption, principalFromConfig } from "../src/identity/registry.js";
 import { parseOptions } from "../src/internal/options.js";
-import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, storedAnswers } from "../langgraph/interrupts.js";
 import { assertSealed, EffectLedgerOption, sealDecisions } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";
@@ -64,11 +64,14 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     const recorded = pending.every((r) => r.recovery!.roles) ? [...new Set(pending.flatMap((r) => r.recovery!.roles!))] : undefined;
     const request = buildRecoveryRequest(threadId, pending, recorded ?? roles);
     // As for approvals: an answer eart accepted before for this request (the step that acts on it
-    // stopped before it was saved) stands, from whom it came then, and is not recorded twice.
-    const answers = answersGiven(request);
-    // The thread's events, read once for both questions below.
-    const events = await auditLog.read(threadId);
-    const accepted = await acceptedBefore({ read: async () => events }, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) }, seal);
+    // stopped before it was saved) stands, from whom it came then, and is not recorded twice; the
+    // answers after it, when the retried tool asked its own question since, are the tool's.
+    const stored = storedAnswers();
+    // The thread's events, read once for both questions below (none to read before an answer).
+    const events = stored.length > 0 ? await auditLog.read(threadId) : [];
+    const accepted = stored.length > 0 ? await acceptedBefore({ read: async () => events }, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) }, seal) : undefined;
+    const through = accepted?.askedSince ? stored.findIndex((a) => digestOf(a) === accepted.answerDigest) : -1;
+    const answers = answersGiven(request, through >= 0 ? through + 1 : undefined);
     const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
     const replayed = accepted !== undefined && standing !== undefined;
     const answer = replayed ? standing : answers.at(-1);

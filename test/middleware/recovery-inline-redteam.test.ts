@@ -43,9 +43,11 @@
  * supervisor's (acceptedBefore). Both read back only events eart sealed (`requestSeal`,
  * `answerSeal`).
  *
- * Holes (`it.fails`, comment "HOLE (severity):"): a tool's own interrupt() after an in-step retry
- * can never be answered (liveness); after an answer to a tool's forged request the thread keeps
- * showing the forgery instead of eart's request.
+ * A tool's own interrupt() after an in-step retry could never be answered (liveness; closed too,
+ * and the same after an approval in one step).
+ *
+ * Hole (`it.fails`, comment "HOLE (severity):"): after an answer to a tool's forged request the
+ * thread keeps showing the forgery instead of eart's request.
  */
 import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
@@ -564,17 +566,16 @@ describe("in-step recovery: tools", () => {
     expect(shown?.requests.map((r) => r.reason)).toEqual(["outcome_unknown"]);
   });
 
-  // HOLE (medium, liveness; no unauthorised effect): a tool that asks its own question with
-  // interrupt() (a pattern attacks.test.ts shows working) can never get its answer once its call
+  // Was a hole (medium, liveness; no unauthorised effect): a tool that asks its own question with
+  // interrupt() (a pattern attacks.test.ts shows working) could never get its answer once its call
   // went through an in-step recovery retry. The retry ran inside the same task, so sam's accepted
-  // retry is still the task's stored resume value: guardAgent's assertNotAnswered
-  // (graphs/resume-guard.ts) refuses every other answer to the tool's question as
-  // "approval_already_answered" (from cara, from sam); and were it let through, the recovery node's
-  // answersGiven (langgraph/interrupts.ts) consumes every stored resume value of the task before the
-  // tool's interrupt() runs. A continue (invoke(null)) replays sam's retry, which calls the tool
-  // again under a new ledger attempt (it asks again): the thread is stuck, each continue one more
-  // tool run.
-  it.fails("a tool that asks its own question after sam's retry gets the answer (the recovery step does not take it as its own)", async () => {
+  // retry was still the task's stored resume value: guardAgent's assertNotAnswered refused every
+  // other answer to the tool's question as "approval_already_answered", and the recovery node's
+  // answersGiven consumed every stored resume value of the task before the tool's interrupt() ran.
+  // Now the guard lets an answer through when the step waits on a question that is not eart's, and
+  // the recovery node reads answers only through the one it accepted when the audit log shows the
+  // tool asked since (`tool.interrupted`); the rest are the tool's.
+  it("a tool that asks its own question after sam's retry gets the answer (the recovery step does not take it as its own)", async () => {
     const heard: unknown[] = [];
     const counter = { calls: 0, effects: [] as string[] };
     const s = setup(
@@ -593,10 +594,42 @@ describe("in-step recovery: tools", () => {
       (v) => v,
       (e: unknown) => ({ error: eartErrorOf(e)?.code ?? String((e as Error).message) }),
     );
-    expect(answered).not.toHaveProperty("error"); // fails here: approval_already_answered
+    expect(answered).not.toHaveProperty("error");
     expect(heard).toEqual(["the visa"]);
     expect(counter.calls).toBe(3);
     expect((answered as { __interrupt__?: unknown[] }).__interrupt__).toBeUndefined();
+    // sam's retry was recorded once, and stood: nothing asked him again.
+    expect((await recoveryEvents(s.auditLog, "tool-4")).decided).toEqual([["sam", "retry", 1]]);
+    expect(String((answered as { messages: BaseMessage[] }).messages.filter((m) => ToolMessage.isInstance(m)).at(-1)?.content)).toBe("refunded to the visa");
+  });
+
+  // The same after an approval: the step that takes sam's approval runs the call, whose tool asks
+  // its own question; the answer to it reaches the tool (sam's approval stands, recorded once).
+  it("a tool that asks its own question after sam's approval, in the same step, gets the answer", async () => {
+    const { pendingApproval } = await import("eart");
+    const heard: unknown[] = [];
+    const counter = { calls: 0, effects: [] as string[] };
+    const s = setup(
+      () => {
+        const answer = interrupt({ question: "Which card should the refund go to?" });
+        heard.push(answer);
+        return `refunded to ${String(answer)}`;
+      },
+      { counter, amount: 740 },
+    );
+    const paused = await s.agent.invoke(ask("Refund order 1043, $740."), config("tool-5"));
+    expect(pendingApproval(paused)?.requests.map((r) => r.toolCallId)).toEqual(["c1"]);
+    const asked = await s.agent.invoke(resume({ decisions: [{ type: "approve" }] }), config("tool-5", "sam"));
+    expect((asked as { __interrupt__?: { value: unknown }[] }).__interrupt__?.map((i) => i.value)).toEqual([{ question: "Which card should the refund go to?" }]);
+    // cara answers the tool's question: it reaches the tool; sam's approval stands, recorded once.
+    const answered = await s.agent.invoke(resume("the visa"), config("tool-5", "cara"));
+    expect(heard).toEqual(["the visa"]);
+    expect(counter.calls).toBe(2);
+    expect((answered as { __interrupt__?: unknown[] }).__interrupt__).toBeUndefined();
+    const events = await s.auditLog.read("tool-5");
+    expect(events.filter((e) => e.type === "approval.decided").map((e) => [e.data.approverId, e.data.decision])).toEqual([["sam", "approve"]]);
+    expect(events.filter((e) => e.type === "approval.refused")).toEqual([]);
+    expect(await s.auditLog.verify("tool-5")).toMatchObject({ ok: true });
   });
 });
 
