@@ -654,16 +654,26 @@ describe("in-step recovery: several answerers, several processes", () => {
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   });
 
-  it("two processes on one SQLite file: B settles the request A paused on (sam's retry runs once); A's replay of the same answer and B's own are refused", async () => {
+  /** Two agents, as two processes would be, each with its own stores on one SQLite file; closed after `use`. */
+  async function onOneFile(behaviour: Behaviour, counter: { calls: number; effects: string[] }, use: (a: ReturnType<typeof setup>, b: ReturnType<typeof setup>) => Promise<void>) {
     const dir = mkdtempSync(join(tmpdir(), "eart-rec-inline-"));
     dirs.push(dir);
     const file = join(dir, "agent.sqlite");
-    const counter = { calls: 0, effects: [] as string[] };
     const storesA = sqliteStores(file);
     const storesB = sqliteStores(file);
     try {
-      const a = setup(acting(counter, (n) => n === 1), { counter, checkpointer: storesA.checkpointer, auditLog: storesA.auditLog, ledger: storesA.ledger });
-      const b = setup(acting(counter, (n) => n === 1), { counter, checkpointer: storesB.checkpointer, auditLog: storesB.auditLog, ledger: storesB.ledger });
+      const a = setup(behaviour, { counter, checkpointer: storesA.checkpointer, auditLog: storesA.auditLog, ledger: storesA.ledger });
+      const b = setup(behaviour, { counter, checkpointer: storesB.checkpointer, auditLog: storesB.auditLog, ledger: storesB.ledger });
+      await use(a, b);
+    } finally {
+      storesA.close();
+      storesB.close();
+    }
+  }
+
+  it("two processes on one SQLite file: B settles the request A paused on (sam's retry runs once); A's replay of the same answer and B's own are refused", async () => {
+    const counter = { calls: 0, effects: [] as string[] };
+    await onOneFile(acting(counter, (n) => n === 1), counter, async (a, b) => {
       const { digest } = await pauseInStep(a, "proc-1");
       expect(counter.calls).toBe(1);
       const retry = decision(digest, "retry", { attempt: 1 });
@@ -674,24 +684,14 @@ describe("in-step recovery: several answerers, several processes", () => {
       expect(await codeOf(a.agent.invoke(resume(retry), config("proc-1", "sam")))).toMatch(/^(thread_not_paused|approval_)/);
       expect(await codeOf(b.agent.invoke(resume(retry), config("proc-1", "sue")))).toMatch(/^(thread_not_paused|approval_)/);
       expect(counter.calls).toBe(2);
-      expect(await recoveryEvents(storesA.auditLog, "proc-1")).toEqual({ requested: [1], decided: [["sam", "retry", 1]], refused: ["approval_self_approval"] });
-      expect(await storesA.auditLog.verify("proc-1")).toMatchObject({ ok: true });
-    } finally {
-      storesA.close();
-      storesB.close();
-    }
+      expect(await recoveryEvents(a.auditLog, "proc-1")).toEqual({ requested: [1], decided: [["sam", "retry", 1]], refused: ["approval_self_approval"] });
+      expect(await a.auditLog.verify("proc-1")).toMatchObject({ ok: true });
+    });
   });
 
   it("two processes on one SQLite file answer at once (A: sam's retry, B: sue's abandon): one is acted on, the other refused; the tool runs at most once more", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "eart-rec-inline-"));
-    dirs.push(dir);
-    const file = join(dir, "agent.sqlite");
     const counter = { calls: 0, effects: [] as string[] };
-    const storesA = sqliteStores(file);
-    const storesB = sqliteStores(file);
-    try {
-      const a = setup(acting(counter, (n) => n === 1), { counter, checkpointer: storesA.checkpointer, auditLog: storesA.auditLog, ledger: storesA.ledger });
-      const b = setup(acting(counter, (n) => n === 1), { counter, checkpointer: storesB.checkpointer, auditLog: storesB.auditLog, ledger: storesB.ledger });
+    await onOneFile(acting(counter, (n) => n === 1), counter, async (a, b) => {
       const { digest } = await pauseInStep(a, "proc-3");
       const results = await Promise.all([
         codeOf(a.agent.invoke(resume(decision(digest, "retry", { attempt: 1 })), config("proc-3", "sam"))),
@@ -699,26 +699,16 @@ describe("in-step recovery: several answerers, several processes", () => {
       ]);
       expect(results.filter((r) => r === "no error")).toHaveLength(1);
       expect(counter.calls).toBeLessThanOrEqual(2);
-      const decided = (await recoveryEvents(storesA.auditLog, "proc-3")).decided;
+      const decided = (await recoveryEvents(a.auditLog, "proc-3")).decided;
       expect(decided).toHaveLength(1);
       expect(counter.calls).toBe(decided[0]![1] === "retry" ? 2 : 1);
       expect((await stateOf(a.agent, "proc-3")).next).toEqual([]);
-    } finally {
-      storesA.close();
-      storesB.close();
-    }
+    });
   });
 
   it("two processes on one SQLite file: A pauses, B is refused a customer's answer, A (its own in-memory caches cold for the answer) takes sue's abandon; nothing runs again", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "eart-rec-inline-"));
-    dirs.push(dir);
-    const file = join(dir, "agent.sqlite");
     const counter = { calls: 0, effects: [] as string[] };
-    const storesA = sqliteStores(file);
-    const storesB = sqliteStores(file);
-    try {
-      const a = setup(acting(counter), { counter, checkpointer: storesA.checkpointer, auditLog: storesA.auditLog, ledger: storesA.ledger });
-      const b = setup(acting(counter), { counter, checkpointer: storesB.checkpointer, auditLog: storesB.auditLog, ledger: storesB.ledger });
+    await onOneFile(acting(counter), counter, async (a, b) => {
       const { digest } = await pauseInStep(a, "proc-2");
       expect(await codeOf(b.agent.invoke(resume(decision(digest, "mark_done")), config("proc-2", "omar")))).toBe("approval_unauthorized");
       const done = await b.agent.invoke(resume(decision(digest, "abandon")), config("proc-2", "sue"));
@@ -726,10 +716,7 @@ describe("in-step recovery: several answerers, several processes", () => {
       expect(counter.calls).toBe(1);
       expect(await codeOf(a.agent.invoke(resume(decision(digest, "retry")), config("proc-2", "sam")))).toMatch(/^(thread_not_paused|approval_)/);
       expect(counter.calls).toBe(1);
-      expect((await recoveryEvents(storesB.auditLog, "proc-2")).decided).toEqual([["sue", "abandon", 1]]);
-    } finally {
-      storesA.close();
-      storesB.close();
-    }
+      expect((await recoveryEvents(b.auditLog, "proc-2")).decided).toEqual([["sue", "abandon", 1]]);
+    });
   });
 });
