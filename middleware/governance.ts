@@ -7,7 +7,7 @@ import { createPolicyGateParts, type GateUpdate } from "../guards/policy-gate.js
 import { answeredAfter, compiledGraphOf, madeWith, requireThreadId } from "../langgraph/run.js";
 import { isGraphControlFlow } from "../langgraph/tools.js";
 import { type GovernedState } from "../langgraph/channels.js";
-import { holdsAnswers } from "../langgraph/interrupts.js";
+import { answersGiven, holdsAnswers, storedAnswers } from "../langgraph/interrupts.js";
 import { answerOf, EffectLedgerOption, recoveryRequestFields } from "../langgraph/records.js";
 import { assertCallerInput, guardResumes, THREAD_LOCK } from "../graphs/resume-guard.js";
 import { redactIncoming, type IncomingGraph } from "../graphs/governed-agent.js";
@@ -535,7 +535,14 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       const view = governedView({ ...state, messages: [...state.messages.filter((m) => m.id !== message.id), only] });
       const update = await runnerFor(tool)(view, config);
       const unfinished = alone ? update.decisions.find((d) => d.toolCallId === call.id && d.status === "recovery_pending") : undefined;
-      if (unfinished) return recoverInStep(state, message, unfinished, config) as never;
+      if (unfinished) {
+        // A request made now: answers the step still holds were given to a question before it (a
+        // tool's own, or one dressed as eart's by the tool), not to this one. They are passed over,
+        // so the thread shows this request and waits for an answer to it.
+        const before = storedAnswers().length;
+        if (before > 0) answersGiven(undefined, before);
+        return recoverInStep(state, message, unfinished, config) as never;
+      }
       const written = agentUpdate(update);
       // The call's answer alone goes back as ToolNode expects it; anything more (eart's records) as a Command.
       const [reply] = update.messages;

@@ -44,10 +44,9 @@
  * `answerSeal`).
  *
  * A tool's own interrupt() after an in-step retry could never be answered (liveness; closed too,
- * and the same after an approval in one step).
- *
- * Hole (`it.fails`, comment "HOLE (severity):"): after an answer to a tool's forged request the
- * thread keeps showing the forgery instead of eart's request.
+ * and the same after an approval in one step); after an answer to a tool's forged request the
+ * thread kept showing the forgery instead of eart's request (closed: a request the step makes
+ * passes over the answers it holds from before it).
  */
 import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
@@ -536,8 +535,10 @@ describe("in-step recovery: tools", () => {
     const s = setup(forgingTool(counter, "tool-3"), { counter });
     await forgedPause(s, "tool-3");
     expect(counter.calls).toBe(1);
-    const code = await codeOf(s.agent.invoke(resume({ decisions: [{ toolCallId: "c1", type: "mark_done", digest: "d".repeat(64), result: "refunded" }] }), config("tool-3", "omar")));
-    expect(code).toBe("approval_unauthorized");
+    // omar's answer was given to the tool's question, before eart asked anything: it answers
+    // nothing of eart's, and the run pauses on eart's own request, for supervisors.
+    const out = await s.agent.invoke(resume({ decisions: [{ toolCallId: "c1", type: "mark_done", digest: "d".repeat(64), result: "refunded" }] }), config("tool-3", "omar"));
+    expect(pendingRecovery(out)?.roles).toEqual(["supervisor"]);
     expect(counter.calls).toBe(1);
     expect((await recoveryEvents(s.auditLog, "tool-3")).decided).toEqual([]);
     // eart's own request (made when the step ran again) is in the audit log, for the supervisor.
@@ -549,18 +550,18 @@ describe("in-step recovery: tools", () => {
     expect((await recoveryEvents(s.auditLog, "tool-3")).decided).toEqual([["sam", "mark_done", 1]]);
   });
 
-  // HOLE (low): what the thread shows. The tool's forged interrupt is what LangGraph stored as the
-  // step's pause; when the step runs again with an answer, recoverInStep's recovery() takes that
-  // answer as the answer to eart's real request (answersGiven: the first interrupt() of the task
-  // returns it) and, refusing it, throws, so eart's request (roles ["supervisor"], the real digest)
-  // is never put on the thread: the thread keeps showing the tool's request for customers, with a
-  // digest that answers nothing, and supervisors find the real one only in the audit log. No
-  // unauthorised effect (omar's answer was checked against eart's request).
-  it.fails("after an answer to a tool's forged recovery request, the thread shows eart's own request (roles: supervisor), not the forgery", async () => {
+  // Was a hole (low): what the thread shows. The tool's forged interrupt was what LangGraph stored
+  // the answer for, and the step, making its own request when it ran again, took that answer as the
+  // answer to it and, refusing it, threw: eart's request (roles ["supervisor"], the real digest)
+  // never reached the thread, which kept showing the tool's request for customers. Now a request
+  // the step makes passes over the answers it holds from before it, and pauses.
+  it("after an answer to a tool's forged recovery request, the thread shows eart's own request (roles: supervisor), not the forgery", async () => {
     const counter = { calls: 0, effects: [] as string[] };
     const s = setup(forgingTool(counter, "tool-3b"), { counter });
     await forgedPause(s, "tool-3b");
-    expect(await codeOf(s.agent.invoke(resume({ decisions: [{ toolCallId: "c1", type: "abandon", digest: "d".repeat(64) }] }), config("tool-3b", "omar")))).toBe("approval_unauthorized");
+    expect(await codeOf(s.agent.invoke(resume({ decisions: [{ toolCallId: "c1", type: "abandon", digest: "d".repeat(64) }] }), config("tool-3b", "omar")))).toBe("no error");
+    expect(counter.calls).toBe(1);
+    expect((await recoveryEvents(s.auditLog, "tool-3b")).decided).toEqual([]);
     const shown = pendingRecovery((await stateOf(s.agent, "tool-3b")) as never);
     expect(shown?.roles).toEqual(["supervisor"]);
     expect(shown?.requests.map((r) => r.reason)).toEqual(["outcome_unknown"]);
