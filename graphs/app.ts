@@ -5,7 +5,7 @@ import { AuditLogOption, type AuditEvent, type AuditLog } from "../src/audit/log
 import { EartConfigError, StateTamperError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
 import { parseOptions } from "../src/internal/options.js";
 import { type ReleaseThreadLock, type ThreadLock } from "../src/threads/lock.js";
-import { recordedAnswers, recordedStoredAnswer, THREAD_LOCK } from "./resume-guard.js";
+import { answerSealerOf, recordedAnswers, recordedStoredAnswer, sealedBy, THREAD_LOCK } from "./resume-guard.js";
 import { runThread, type ThreadRun } from "./run-thread.js";
 
 /** The part of a compiled graph an app exposes: what `resumeThread` and `getState` need. */
@@ -150,7 +150,9 @@ async function inspect(app: EartApp, threadId: string): Promise<{ graph: AppGrap
   // A step under way right now (its run holds the thread) has not stopped: it is not unfinished.
   if (await running(graph, threadId)) return { graph, bound: steps.bound, answers: [], running: true };
   const events = await app.auditLog.read(threadId);
-  const answers = steps.waiting ? recordedAnswers(events) : [];
+  // Only answers eart sealed, by the graph's key: an answer event appended to the store by anyone
+  // else names no one the thread is continued as.
+  const answers = steps.waiting ? recordedAnswers(events, await sealedBy(answerSealerOf(graph), threadId)) : [];
   const answeredBy = answererOf(answers);
   // A thread waiting for a human, with no answer on record, waits as it should.
   if (steps.waiting && answeredBy === undefined) return { graph, bound: steps.bound, answers };

@@ -96,7 +96,7 @@ const GovernedAgentOptionsSchema = z
      * Hand cases to a human reviewer (`createEscalationGuard` options without `registry` and
      * `auditLog`): low confidence, disagreeing checks, missing context, policy `escalate`.
      */
-    escalation: z.custom<Omit<EscalationGuardOptions, "registry" | "auditLog">>((v) => typeof v === "object" && v !== null && Array.isArray((v as { reviewerRoles?: unknown }).reviewerRoles), "must be escalation options ({ reviewerRoles, … })").optional(),
+    escalation: z.custom<Omit<EscalationGuardOptions, "registry" | "auditLog" | "ledger">>((v) => typeof v === "object" && v !== null && Array.isArray((v as { reviewerRoles?: unknown }).reviewerRoles), "must be escalation options ({ reviewerRoles, … })").optional(),
     /**
      * What is redacted before the thread, the model, the audit log and the exporters hold it:
      * what users send (every message form), what the model answers, tool results, artifacts and
@@ -460,14 +460,14 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
   }
   if (escalation) {
     graph
-      .addNode("review", createEscalationGuard({ ...escalation, registry, auditLog, ...(clock && !escalation.clock ? { clock } : {}) }))
+      .addNode("review", createEscalationGuard({ ...escalation, registry, auditLog, ledger, ...(clock && !escalation.clock ? { clock } : {}) }))
       .addConditionalEdges("review", untraced(routeAfterEscalation), { review: "review", agent: "agent", end: END });
   }
 
   const lock = opts.threadLock === false ? undefined : (opts.threadLock ?? threadLockFor(checkpointer!));
   // With a reviewer, a case open for review keeps the thread waiting, even if a state write drops
   // the review step's interrupt.
-  const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, lock: lock ?? false, ...(escalation ? { records: REVIEWED_RECORDS } : {}) });
+  const app = guardResumes(typed.compile({ checkpointer, name }), { auditLog, lock: lock ?? false, ledger, ...(escalation ? { records: REVIEWED_RECORDS } : {}) });
   if (redaction) {
     redactIncoming(app as unknown as IncomingGraph, redaction, registry);
     // A copy made with withConfig (guarded by guardResumes) redacts what callers send too.

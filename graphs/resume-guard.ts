@@ -1,6 +1,9 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { BaseCheckpointSaver, Command, INTERRUPT, InvalidUpdateError, isCommand, Overwrite } from "@langchain/langgraph";
-import { threadLockFor } from "../src/stores/for-checkpointer.js";
+import { ledgerFor, threadLockFor } from "../src/stores/for-checkpointer.js";
+import { lazySealer, type Sealer } from "../src/decisions/seal.js";
+import type { EffectLedger } from "../src/ledger/ledger.js";
+import { answerIsSealed } from "../langgraph/interrupts.js";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { AsyncLocalStorageProviderSingleton } from "@langchain/core/singletons";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
@@ -397,6 +400,12 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
     channels?: readonly string[];
     /** Where the bound identity and the decision records are in this graph's state values (the `identity` and `decisions` channels by default). */
     records?: StateRecords;
+    /**
+     * The effect ledger of the graph's nodes: its store keeps the key that seals the answers the
+     * audit log records, and only an answer eart sealed is continued as its human's. Defaults to the
+     * ledger that fits the graph's checkpointer (`ledgerFor`), as the nodes' default.
+     */
+    ledger?: EffectLedger;
   } = {},
 ): G {
   // Guarded once: a second guard would wait for the lock the first one holds, forever.
@@ -405,6 +414,8 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   const { auditLog } = options;
   const channels = options.channels ?? GOVERNED_CHANNEL_NAMES;
   const records = options.records ?? DEFAULT_RECORDS;
+  const sealer = lazySealer(options.ledger ?? (graph.checkpointer instanceof BaseCheckpointSaver ? ledgerFor(graph.checkpointer) : undefined));
+  Object.defineProperty(graph, ANSWER_SEALER, { value: sealer, configurable: true });
   // One run of a thread at a time, by default: without it two people answering one request at
   // once would both be accepted. The lock that fits the graph's checkpointer, unless one is given
   // (or `false`: the caller serialises runs itself).
@@ -429,7 +440,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // (Only a checkpoint that holds an answer can hold an accepted one: without one, no log read.
       // A step paused since on a question of a tool's own, after acting on the answer, takes the
       // new one for that question: the accepted answer stays where it is.)
-      if (auditLog && (!read.tuple || holdsAnswer(read.tuple.saved)) && pendingHumanTask(before) !== undefined) await assertNotAnswered(graph, options, auditLog, input.resume);
+      if (auditLog && (!read.tuple || holdsAnswer(read.tuple.saved)) && pendingHumanTask(before) !== undefined) await assertNotAnswered(graph, options, auditLog, input.resume, sealer);
       const expiring = asksWithExpiry(before) ? (pendingApproval(before)?.requests.filter((r) => r.expiresAt !== undefined) ?? []) : [];
       // Whether the answer came in time is read from the records before and after the run.
       if (expiring.length > 0 && read.tuple) before = await graph.getState(options);
@@ -449,7 +460,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // refused edit would run as the supervisor's approval. Only an answer eart recorded as
       // accepted (a run that stopped after it) may be continued; anything else is answered with a Command.
       const snapshot = await graph.getState(options);
-      const accepted = await continuableFrom(graph, options, snapshot, auditLog);
+      const accepted = await continuableFrom(graph, options, snapshot, auditLog, sealer);
       // Otherwise, only for whom the thread acts.
       if (!accepted) await assertContinuer(options, snapshot, records, auditLog);
     } else if (!isCommand(input)) {
@@ -712,16 +723,16 @@ async function assertAnsweredInTime(graph: Pick<ResumableGraph, "getState">, con
  * recorded): `thread_awaiting_approval`. Without an audit log nothing is known to be accepted.
  */
 export async function assertContinuable(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog | undefined): Promise<boolean> {
-  return continuableFrom(graph, config, await graph.getState(config), auditLog);
+  return continuableFrom(graph, config, await graph.getState(config), auditLog, answerSealerOf(graph));
 }
 
 /** {@link assertContinuable} on the thread's state as read (`snapshot`): true when it continues an answer eart accepted. */
-async function continuableFrom(graph: { checkpointer?: unknown }, config: RunnableConfig, snapshot: Snapshot, auditLog: AuditLog | undefined): Promise<boolean> {
+async function continuableFrom(graph: { checkpointer?: unknown }, config: RunnableConfig, snapshot: Snapshot, auditLog: AuditLog | undefined, sealer: (() => Promise<Sealer>) | undefined): Promise<boolean> {
   const threadId = config.configurable?.thread_id;
   if (typeof threadId !== "string" && typeof threadId !== "number") return false;
   if (!snapshot.createdAt || !pendingHumanTask(snapshot)) return false;
   if (auditLog) {
-    const answers = recordedAnswers(await auditLog.read(String(threadId)));
+    const answers = recordedAnswers(await auditLog.read(String(threadId)), await sealedBy(sealer, String(threadId)));
     if (answers.length > 0 && (await recordedStoredAnswer(graph, String(threadId), answers))) return true;
   }
   throw awaitingHuman(String(threadId));
@@ -760,9 +771,9 @@ async function assertContinuer(config: RunnableConfig, snapshot: Snapshot, recor
  * the new answer in its place, and the step would act on that one instead of the accepted one.
  * The caller continues the thread (`null` input) to act on the accepted answer. Audited.
  */
-async function assertNotAnswered(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog, answer: unknown): Promise<void> {
+async function assertNotAnswered(graph: Pick<ResumableGraph, "getState"> & { checkpointer?: unknown }, config: RunnableConfig, auditLog: AuditLog, answer: unknown, sealer: () => Promise<Sealer>): Promise<void> {
   const threadId = String(config.configurable?.thread_id);
-  const answers = recordedAnswers(await auditLog.read(threadId));
+  const answers = recordedAnswers(await auditLog.read(threadId), await sealedBy(sealer, threadId));
   const stored = answers.length > 0 ? await recordedStoredAnswer(graph, threadId, answers) : undefined;
   // The same answer again (continueThread gives the recorded one as its human's) changes nothing.
   if (!stored || digestOf(answer) === digestOf(stored.answer)) return;
@@ -845,6 +856,20 @@ export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "get
   return snapshot;
 }
 
+/** The key a guarded graph keeps the seals of its recorded answers under ({@link sealedBy}): read by the `eart` app and LangGraph server's auth. */
+export const ANSWER_SEALER = Symbol.for("eart.answerSealer");
+
+/** Whether an answer event of the thread carries eart's seal, by the graph's key (nothing does without one). */
+export async function sealedBy(sealer: (() => Promise<Sealer>) | undefined, threadId: string): Promise<(event: AuditEvent) => boolean> {
+  if (!sealer) return () => false;
+  const seal = await sealer();
+  return (event) => answerIsSealed(seal, threadId, event);
+}
+
+/** The seals of a guarded graph's recorded answers, when it has them. */
+export const answerSealerOf = (graph: unknown): (() => Promise<Sealer>) | undefined =>
+  typeof graph === "object" && graph !== null ? (graph as { [ANSWER_SEALER]?: () => Promise<Sealer> })[ANSWER_SEALER] : undefined;
+
 /** Events that answer a human task, by the request they answer. */
 const ANSWERS: Record<string, string> = {
   "approval.requested": "approval.decided",
@@ -852,12 +877,18 @@ const ANSWERS: Record<string, string> = {
   "escalation.requested": "escalation.decided",
 };
 
-/** The answers a human recorded since the last request (an empty list when the last word is a request or a refusal). */
-export function recordedAnswers(events: readonly AuditEvent[]): AuditEvent[] {
+/**
+ * The answers a human recorded since the last request (an empty list when the last word is a
+ * request or a refusal): only those eart sealed (`sealed`, {@link sealedBy}); an answer event
+ * without a seal that holds (appended by someone who can write the audit store) is not one.
+ */
+export function recordedAnswers(events: readonly AuditEvent[], sealed: (event: AuditEvent) => boolean): AuditEvent[] {
   const answers: AuditEvent[] = [];
   for (let i = events.length - 1; i >= 0; i--) {
     const e = events[i]!;
-    if (Object.values(ANSWERS).includes(e.type)) answers.unshift(e);
+    if (Object.values(ANSWERS).includes(e.type)) {
+      if (sealed(e)) answers.unshift(e);
+    }
     // A refusal ends the answers, except one of a later answer to what was answered already.
     else if (e.type in ANSWERS || (REFUSAL_EVENT_TYPES.has(e.type) && e.data.code !== "approval_already_answered")) break;
   }

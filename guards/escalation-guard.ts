@@ -3,7 +3,9 @@ import { refusalData } from "../src/human-tasks/refusal.js";
 import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messages";
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
-import { interruptForAnswer } from "../langgraph/interrupts.js";
+import { interruptForAnswer, reviewAnswerFields } from "../langgraph/interrupts.js";
+import { EffectLedgerOption } from "../langgraph/records.js";
+import { lazySealer } from "../src/decisions/seal.js";
 import { lastAIMessage, messageText, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";
 import { AuditLogOption } from "../src/audit/log.js";
@@ -64,6 +66,8 @@ const EscalationGuardOptionsSchema = z
      */
     checks: z.record(z.string(), z.custom<(state: GovernedState) => unknown>((v) => typeof v === "function", "must be a function")).default({}),
     clock: z.custom<() => Date>((v) => typeof v === "function", "must be a function returning a Date").optional(),
+    /** The effect ledger whose store keeps the key that seals the reviewer's recorded answer (give the graph's nodes the same one); the process key without one. */
+    ledger: EffectLedgerOption.optional(),
   })
   .strict();
 export type EscalationGuardOptions = z.input<typeof EscalationGuardOptionsSchema>;
@@ -91,7 +95,8 @@ export type EscalationUpdate = { escalation?: Escalation | null; reviewed?: Revi
  * ```
  */
 export function createEscalationGuard(options: EscalationGuardOptions) {
-  const { registry, auditLog, reviewerRoles, confidence, checks, clock = () => new Date() } = parseOptions(EscalationGuardOptionsSchema, options);
+  const { registry, auditLog, reviewerRoles, confidence, checks, clock = () => new Date(), ledger } = parseOptions(EscalationGuardOptionsSchema, options);
+  const sealer = lazySealer(ledger);
 
   /** What, in the current state, calls for a human. */
   function signalsOf(state: GovernedState): EscalationSignal[] {
@@ -165,7 +170,9 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
       (error, answer) => auditLog.append({ threadId, type: "escalation.refused", data: refusalData(error, answer) }).then(() => {}),
     );
     const { reviewerId, action, message } = response;
-    await auditLog.append({ threadId, type: "escalation.decided", data: { reviewerId, action, message, reason: open.reason } });
+    // Sealed: a run that stopped after this step is continued with this answer, as the reviewer's.
+    const answerSeal = (await sealer()).event(threadId, "escalation.decided", reviewAnswerFields({ by: reviewerId, action, message }));
+    await auditLog.append({ threadId, type: "escalation.decided", data: { reviewerId, action, message, reason: open.reason, answerSeal } });
     if (action === "send_back") {
       // The guidance is recorded in eart's own channel, by id and bound to the reviewed answer:
       // nothing a customer writes into a message can pass for it.

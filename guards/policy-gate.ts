@@ -24,7 +24,7 @@ import { parseOptions } from "../src/internal/options.js";
 import { BudgetGuardOption, type BudgetVerdict } from "../src/policy/budget.js";
 import { BUILTIN_POLICY_IDS, decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
 import { comparedVerdict, recordedRequest, verdictFlipped } from "../src/policy/replay.js";
-import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, storedAnswers } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, answersThrough, storedAnswers } from "../langgraph/interrupts.js";
 import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { Step } from "../langgraph/steps.js";
@@ -690,9 +690,11 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     const seal = await sealer();
     const stored = storedAnswers();
     const accepted = stored.length > 0 ? await acceptedBefore(auditLog, threadId, { requested: "approval.requested", decided: "approval.decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) }, seal) : undefined;
-    const through = accepted?.askedSince ? stored.findIndex((a) => digestOf(a) === accepted.answerDigest) : -1;
+    // Only for a message's only call: the calls of one step share its interrupts, in the order they
+    // ask, and a call replayed from the ledger asks no more (its answer would go to the next).
+    const through = accepted?.askedSince && message.tool_calls?.length === 1 ? answersThrough(stored, accepted.answerDigest, digestOf) : undefined;
     // The first statement with an effect is the interrupt: this node re-runs from here on resume.
-    const answers = answersGiven(request, through >= 0 ? through + 1 : undefined);
+    const answers = answersGiven(request, through);
     const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
     const replayed = accepted !== undefined && standing !== undefined;
     const answer = replayed ? standing : answers.at(-1);

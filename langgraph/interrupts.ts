@@ -3,6 +3,7 @@ import { getConfig, interrupt, isGraphInterrupt } from "@langchain/langgraph";
 import { ApprovalError } from "../src/errors.js";
 import type { AuditLog } from "../src/audit/log.js";
 import type { Sealer } from "../src/decisions/seal.js";
+import { attemptEventFields } from "./records.js";
 import type { Principal } from "../src/identity/registry.js";
 
 /**
@@ -191,6 +192,51 @@ export function acceptedAnswerFields(data: { toolCallId: string; digest: string;
   return { toolCallId: data.toolCallId, digest: data.digest, answerDigest: data.answerDigest, by: data.by, authenticatedBy: data.authenticatedBy };
 }
 
+/** The fields of an `escalation.decided` event a continue acts on, as `answerSeal` seals them: who reviewed, what they decided, their message. */
+export function reviewAnswerFields(data: { by: string; action: unknown; message: unknown }): Record<string, unknown> {
+  return { by: data.by, action: data.action ?? null, message: data.message ?? null };
+}
+
+/**
+ * Whether an event recording a human's answer (`approval.decided`, `tool.recovery_decided`,
+ * `escalation.decided`) carries eart's `answerSeal` over the fields eart acts on: only those are
+ * answers eart accepted. A link appended to the audit store by anyone else (the chain still
+ * verifies) carries none that holds.
+ */
+export function answerIsSealed(sealer: Sealer, threadId: string, event: { type: string; data: Record<string, unknown> }): boolean {
+  const d = event.data;
+  if (event.type === "escalation.decided") return sealer.eventIsSealed(threadId, event.type, reviewAnswerFields({ by: String(d.reviewerId), action: d.action, message: d.message }), d.answerSeal);
+  if (typeof d.answerDigest !== "string") return false;
+  const fields = acceptedAnswerFields({
+    toolCallId: String(d.toolCallId),
+    digest: String(d.originalDigest ?? d.digest),
+    answerDigest: d.answerDigest,
+    by: String(d.approverId ?? d.resolverId),
+    authenticatedBy: (d.authenticatedBy ?? null) as string | null,
+  });
+  return sealer.eventIsSealed(threadId, event.type, fields, d.answerSeal);
+}
+
+/** Whether a `tool.interrupted` / `tool.cancelled` event carries eart's `eventSeal` ({@link attemptEventFields}). */
+function attemptEventIsSealed(sealer: Sealer, threadId: string, event: { type: string; data: Record<string, unknown> }): boolean {
+  const d = event.data;
+  return sealer.eventIsSealed(threadId, event.type, attemptEventFields({ toolCallId: String(d.toolCallId), digest: String(d.digest), attempt: d.attempt, try: d.try, outcome: d.outcome }), d.eventSeal);
+}
+
+/**
+ * How many of the stored answers a step reads when a tool of its only call asked its own question
+ * after the step acted on the accepted answer ({@link acceptedBefore}'s `askedSince`): through the
+ * accepted one and the copies of it right after it (LangGraph keeps the answer it was given once
+ * more while the step stays paused, and a refused copy of the same answer may come before), so a
+ * continue hands the tool no answer nobody gave it. Undefined when the accepted answer is not stored.
+ */
+export function answersThrough(stored: readonly unknown[], answerDigest: string, digest: (answer: unknown) => string): number | undefined {
+  let at = stored.findIndex((a) => digest(a) === answerDigest);
+  if (at < 0) return undefined;
+  while (at + 1 < stored.length && digest(stored[at + 1]) === answerDigest) at += 1;
+  return at + 1;
+}
+
 /**
  * The answer eart accepted before for this same request, and from whom: the step that accepts an
  * answer may also act on it (run the approved calls), and if the process stopped before the step
@@ -217,7 +263,7 @@ export async function acceptedBefore(
   for (let i = events.length - 1; i >= 0; i--) {
     const event = events[i]!;
     const data = event.data as Record<string, unknown>;
-    if (!newest && event.type === "tool.interrupted" && waiting.has(data.toolCallId as string)) askedSince = true;
+    if (!newest && event.type === "tool.interrupted" && waiting.has(data.toolCallId as string) && attemptEventIsSealed(sealer, threadId, event)) askedSince = true;
     if (event.type === query.requested) {
       const named = [...((data.requests as { toolCallId?: unknown }[] | undefined) ?? []).map((r) => r.toolCallId), data.toolCallId];
       if (named.some((id) => typeof id === "string" && waiting.has(id))) break;
@@ -227,8 +273,7 @@ export async function acceptedBefore(
     const digest = (data.originalDigest ?? data.digest) as string;
     if (waiting.get(id) !== digest) continue;
     const by = String(data.approverId ?? data.resolverId);
-    const authenticatedBy = (data.authenticatedBy ?? null) as string | null;
-    if (!sealer.eventIsSealed(threadId, event.type, acceptedAnswerFields({ toolCallId: id, digest, answerDigest: data.answerDigest, by, authenticatedBy }), data.answerSeal)) continue;
+    if (!answerIsSealed(sealer, threadId, event)) continue;
     newest ??= { answerDigest: data.answerDigest, id: by, source: data.authenticatedBy };
     if (data.answerDigest === newest.answerDigest && by === newest.id && data.authenticatedBy === newest.source) covered.add(id);
   }

@@ -29,6 +29,15 @@ export function recoveryRequestFields(data: { toolCallId: string; digest: string
 }
 
 /**
+ * The fields of a `tool.interrupted` or `tool.cancelled` event that the governed tool node reads
+ * back to decide whether a call's open ledger attempt is run again without a human (the tool paused
+ * itself; a cancelled run had not run it, or it had failed), as the event's `eventSeal` seals them.
+ */
+export function attemptEventFields(data: { toolCallId: string; digest: string; attempt: unknown; try?: unknown; outcome?: unknown }): Record<string, unknown> {
+  return { toolCallId: data.toolCallId, digest: data.digest, attempt: data.attempt ?? null, try: data.try ?? null, outcome: data.outcome ?? null };
+}
+
+/**
  * Seals the decision records a node writes, after checking each one's move against the call's
  * lifecycle from the record in state (`assertTransition`): a node cannot write a status its call
  * may not reach, and what it writes is recognisably eart's.

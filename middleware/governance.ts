@@ -9,7 +9,7 @@ import { isGraphControlFlow } from "../langgraph/tools.js";
 import { type GovernedState } from "../langgraph/channels.js";
 import { answersGiven, holdsAnswers, storedAnswers } from "../langgraph/interrupts.js";
 import { answerOf, EffectLedgerOption, recoveryRequestFields } from "../langgraph/records.js";
-import { assertCallerInput, guardResumes, THREAD_LOCK } from "../graphs/resume-guard.js";
+import { ANSWER_SEALER, assertCallerInput, guardResumes, THREAD_LOCK } from "../graphs/resume-guard.js";
 import { redactIncoming, type IncomingGraph } from "../graphs/governed-agent.js";
 import { createGovernedToolNode } from "../nodes/governed-tool-node.js";
 import { identityStep } from "../nodes/identity-binding.js";
@@ -560,6 +560,8 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
       policy,
       recoveryRoles: opts.recoveryRoles ?? DEFAULT_RECOVERY_ROLES,
       stores: { auditLog: opts.auditLog !== undefined, ledger: () => ledger !== undefined },
+      /** The ledger whose store keeps the key that seals eart's records and the answers it records (after useCheckpointer). */
+      ledger: () => ledger,
       /** eart's channels in the agent's state: a client's input may not write them. */
       channels: GOVERNANCE_CHANNEL_NAMES,
       /** The agent's tools (createAgent's options and its middleware's), for a thread resumed before any model call. */
@@ -636,7 +638,7 @@ function withoutGovernanceChannels(input: unknown): unknown {
  * ```
  */
 export function guardAgent<A extends { graph: unknown }>(agent: A, governance: object, options: { lock?: ThreadLock | false } = {}): A {
-  const own = (governance as { [GOVERNANCE]?: { auditLog: AuditLog; redaction: Redaction | undefined; registry: IdentityRegistry; useCheckpointer(c: unknown): void; useTools(t: readonly StructuredToolInterface[]): void } })[GOVERNANCE];
+  const own = (governance as { [GOVERNANCE]?: { auditLog: AuditLog; redaction: Redaction | undefined; registry: IdentityRegistry; useCheckpointer(c: unknown): void; useTools(t: readonly StructuredToolInterface[]): void; ledger(): EffectLedger | undefined } })[GOVERNANCE];
   if (!own) throw new EartConfigError("governance", "must be the governanceMiddleware the agent was created with");
   if (options.lock !== undefined && options.lock !== false && typeof (options.lock as ThreadLock)?.acquire !== "function") {
     throw new EartConfigError("lock", "must be a ThreadLock or false");
@@ -663,6 +665,8 @@ export function guardAgent<A extends { graph: unknown }>(agent: A, governance: o
       auditLog: own.auditLog,
       channels: GOVERNANCE_CHANNEL_NAMES,
       records: { identity: (values) => (values._eart as GovernanceRecords | undefined)?.identity, decisions: (values) => (values._eart as GovernanceRecords | undefined)?.decisions },
+      // The seals of the answers it records: the middleware's own key (its ledger's).
+      ...(own.ledger() ? { ledger: own.ledger() } : {}),
       ...(lock !== undefined ? { lock } : {}),
     });
     // createAgent's invoke and stream merge the thread's state into the input, eart's channels with
@@ -688,6 +692,8 @@ export function guardAgent<A extends { graph: unknown }>(agent: A, governance: o
   // operator's views read it here, and do not take it a second time.
   const held = (graph as Record<symbol, unknown>)[THREAD_LOCK];
   if (held) Object.defineProperty(agent, THREAD_LOCK, { value: held });
+  // The seals of its recorded answers, for runThread, resumeThread and the operator's views too.
+  Object.defineProperty(agent, ANSWER_SEALER, { value: (graph as Record<symbol, unknown>)[ANSWER_SEALER], configurable: true });
   const outer = agent as unknown as Record<string, unknown>;
   for (const method of ["invoke", "stream", "streamEvents"]) {
     const original = outer[method];

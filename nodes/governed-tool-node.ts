@@ -17,7 +17,7 @@ import { idempotencyKeyOf, MemoryEffectLedger, type LedgerEntry, type LedgerKey 
 import { BudgetGuardOption } from "../src/policy/budget.js";
 import { PolicyEngineOption } from "../src/policy/engine.js";
 import { CircuitBreaker, classifyToolError, backoffDelay, isRunCancelled, sleep, ToolExecutionOptionsSchema, type ParsedToolExecution } from "../src/tools/resilience.js";
-import { answerOf, assertSealed, recoveryRequestFields, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
+import { answerOf, assertSealed, attemptEventFields, recoveryRequestFields, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import { checkToolArgs, indexTools, isGraphControlFlow, isGraphInterrupt, ToolsOption } from "../langgraph/tools.js";
 import { approvalsThatCount, decideRecordedCall } from "../langgraph/redecide.js";
@@ -305,6 +305,12 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const events: AuditEventInput[] = [];
     const eventOf = <T extends ToolEventType>(type: T, data: Omit<AuditEventData<T>, keyof typeof ids>) => ({ threadId, type, data: { ...ids, ...data } }) as unknown as AuditEventInput;
     const event = <T extends ToolEventType>(type: T, data: Omit<AuditEventData<T>, keyof typeof ids>) => events.push(eventOf(type, data));
+    /** eart's seal over what the next run reads back of an attempt event ({@link attemptEventFields}). */
+    const sealEvent = async (type: "tool.cancelled" | "tool.interrupted", data: { attempt: number; try?: number; outcome?: string }) =>
+      (await sealer()).event(threadId, type, attemptEventFields({ toolCallId: call.id, digest, ...data }));
+    /** Whether an attempt event read back from the audit log is one eart sealed: one appended by anyone else says nothing. */
+    const sealedEvent = async (e: AuditEvent) =>
+      (await sealer()).eventIsSealed(threadId, e.type, attemptEventFields({ toolCallId: call.id, digest, attempt: e.data.attempt, try: e.data.try, outcome: e.data.outcome }), e.data.eventSeal);
 
     if (record && record.messageId === messageId && ANSWERED_STATUSES.has(record.status)) {
       // Answered without running: from the record's answer, unless the thread holds it already.
@@ -356,7 +362,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
      * still to write) tells the next run whether the attempt may have had its effect (`outcome`).
      */
     const cancelled = async (error: unknown, attempt: number, outcome: CancelOutcome, at: { try?: number } = {}): Promise<never> => {
-      event("tool.cancelled", { attempt, ...(at.try !== undefined ? { try: at.try } : {}), outcome, reason: screen(errorText(error)) });
+      // Sealed: the next run reads it to run the attempt again without a human (not_run, failed).
+      const eventSeal = await sealEvent("tool.cancelled", { attempt, try: at.try, outcome }).catch(() => undefined);
+      event("tool.cancelled", { attempt, ...(at.try !== undefined ? { try: at.try } : {}), outcome, reason: screen(errorText(error)), ...(eventSeal ? { eventSeal } : {}) });
       try {
         await auditLog.append(events.splice(0));
       } catch {
@@ -377,7 +385,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       // a tool): not recorded as the tool's own question, so answering it lets nothing run; the
       // call goes to a human as an unknown outcome.
       if (posesAsHumanTask(error)) throw error;
-      event("tool.interrupted", { attempt, ...(at.try !== undefined ? { try: at.try } : {}) });
+      // Sealed: the next run reads it to call the tool again for its answer, without a human.
+      const eventSeal = await sealEvent("tool.interrupted", { attempt, try: at.try }).catch(() => undefined);
+      event("tool.interrupted", { attempt, ...(at.try !== undefined ? { try: at.try } : {}), ...(eventSeal ? { eventSeal } : {}) });
       await auditLog.append(events.splice(0)).catch(() => undefined);
       throw error;
     };
@@ -666,7 +676,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
 
     /** What `tool.cancelled` says the attempt did, when a cancelled run left it; unknown wins. */
     const cancelledOutcome = async (attempt: number): Promise<CancelOutcome | undefined> => {
-      const outcomes = (await eventsOfCall()).flatMap((e) => {
+      const sealed = [];
+      for (const e of await eventsOfCall()) if (e.type === "tool.cancelled" && (await sealedEvent(e))) sealed.push(e);
+      const outcomes = sealed.flatMap((e) => {
         const data = readEventData(e, "tool.cancelled");
         return data?.attempt === attempt && data.outcome !== undefined ? [data.outcome] : [];
       });
@@ -716,7 +728,8 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     // the outcome unknown: a human decides, as exactly once asks.
     const outcome = await cancelledOutcome(entry.attempt);
     // A tool that paused itself with interrupt() is called again for its answer.
-    const paused = (await eventsOfCall()).some((e) => e.type === "tool.interrupted" && e.data.attempt === entry.attempt);
+    let paused = false;
+    for (const e of await eventsOfCall()) if (e.type === "tool.interrupted" && e.data.attempt === entry.attempt && (await sealedEvent(e))) paused = true;
     const mayHaveActed = outcome !== "not_run" && outcome !== "failed" && !paused;
     if (!resolution && !spec.idempotent && mayHaveActed) {
       return toHuman("outcome_unknown", entry.attempt, outcome === "unknown" ? "the run was cancelled while the tool was running; it may have acted" : undefined);

@@ -8,7 +8,7 @@ import { ApprovalError, IdentityResolutionError } from "../src/errors.js";
 import { buildRecoveryRequest, validateRecoveryResponse } from "../src/human-tasks/recovery.js";
 import { IdentityRegistryOption, principalFromConfig } from "../src/identity/registry.js";
 import { parseOptions } from "../src/internal/options.js";
-import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, storedAnswers } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, answersThrough, storedAnswers } from "../langgraph/interrupts.js";
 import { assertSealed, EffectLedgerOption, sealDecisions } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";
@@ -70,8 +70,9 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     // The thread's events, read once for both questions below (none to read before an answer).
     const events = stored.length > 0 ? await auditLog.read(threadId) : [];
     const accepted = stored.length > 0 ? await acceptedBefore({ read: async () => events }, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) }, seal) : undefined;
-    const through = accepted?.askedSince ? stored.findIndex((a) => digestOf(a) === accepted.answerDigest) : -1;
-    const answers = answersGiven(request, through >= 0 ? through + 1 : undefined);
+    // Only for a message's only call (see the approval gate's decidePending).
+    const through = accepted?.askedSince && message?.tool_calls?.length === 1 ? answersThrough(stored, accepted.answerDigest, digestOf) : undefined;
+    const answers = answersGiven(request, through);
     const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
     const replayed = accepted !== undefined && standing !== undefined;
     const answer = replayed ? standing : answers.at(-1);

@@ -6,7 +6,7 @@ import type { Redaction } from "../src/context/redaction.js";
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
-import { assertCallerInput, assertContinuable, assertNoGovernedChannels, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys, THREAD_LOCK, withThreadHeld } from "../graphs/resume-guard.js";
+import { answerSealerOf, assertCallerInput, assertContinuable, assertNoGovernedChannels, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys, sealedBy, THREAD_LOCK, withThreadHeld } from "../graphs/resume-guard.js";
 import type { ThreadLock } from "../src/threads/lock.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
 import { compiledGraphOf, madeWith } from "../langgraph/run.js";
@@ -126,17 +126,20 @@ export async function answerableBy(threadId: string, userId: string, options: { 
     if (!checkpointer) continue;
     // The thread's state, read from the server's checkpointer (not the graph's, which a stateless run clears).
     const task = pendingHumanTask(await readState(graph, checkpointer, threadId));
-    if (task) return registry.userHasAnyRole(userId, task.roles) || answered(events, userId, options);
+    // Answers count only as eart sealed them (the graph's key): an answer event appended to the
+    // store by anyone else opens nobody's way into the thread.
+    const sealed = options.orAnswered === false ? () => false : await sealedBy(answerSealerOf(graph), threadId);
+    if (task) return registry.userHasAnyRole(userId, task.roles) || answered(events, userId, options, sealed);
     // A graph of another kind (eart's prebuilt agent, a createAgent agent) does not see the open
     // task of a thread the other kind ran: the next graph of the agent reads it.
-    if (answered(events, userId, options)) return true;
+    if (answered(events, userId, options, sealed)) return true;
   }
   return false;
 }
 
-/** Whether eart recorded an answer of `userId` on the thread (unless only waiting threads count). */
-function answered(events: readonly AuditEvent[], userId: string, options: { orAnswered?: boolean }): boolean {
-  return options.orAnswered !== false && events.some((e) => e.type in ANSWERED_BY && e.data[ANSWERED_BY[e.type as keyof typeof ANSWERED_BY]] === userId);
+/** Whether eart recorded (and sealed) an answer of `userId` on the thread (unless only waiting threads count). */
+function answered(events: readonly AuditEvent[], userId: string, options: { orAnswered?: boolean }, sealed: (event: AuditEvent) => boolean): boolean {
+  return options.orAnswered !== false && events.some((e) => e.type in ANSWERED_BY && e.data[ANSWERED_BY[e.type as keyof typeof ANSWERED_BY]] === userId && sealed(e));
 }
 
 /**

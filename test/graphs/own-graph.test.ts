@@ -55,7 +55,7 @@ describe("eart nodes inside a user's own graph", () => {
         .addConditionalEdges("agent", routeToGovernedTools, { tools: "tools", end: END })
         .addConditionalEdges("tools", routeAfterGovernedTools, { agent: "agent", end: END })
         .compile({ checkpointer: new MemorySaver() }),
-      { auditLog },
+      { auditLog, ledger }, // refused answers are recorded; the ledger's key seals the answers it records
     );
 
     const config = { configurable: { thread_id: "ticket-7", agent_id: "support-agent", user_id: "cara" } };
