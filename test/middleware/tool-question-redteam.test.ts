@@ -120,6 +120,28 @@ async function approvedThenAsked(s: ReturnType<typeof setup>, threadId: string, 
 }
 
 // ─────────────────────────────────────────────────────────────────────────────────────────────
+
+/**
+ * The $60 refund of order 1043 fails once (a gateway 502, outcome unknown), sam retries it in the
+ * call's own tool step, and the retried tool asks its own question ("Which card?"), which waits.
+ */
+async function retriedThenAsked(threadId: string) {
+  const heard: unknown[] = [];
+  const s = setup([refundCall("c1", 60, "1043")], {
+    refund: (n) => {
+      if (n === 1) throw new Error("gateway 502");
+      const answer = interrupt({ question: "Which card?" });
+      heard.push(answer);
+      return `refunded to ${JSON.stringify(answer)}`;
+    },
+  });
+  const paused = await s.agent.invoke(ask("Refund order 1043, $60."), config(threadId));
+  const digest = pendingRecovery(paused)!.requests[0]!.digest;
+  const asked = await s.agent.invoke(resume({ decisions: [{ toolCallId: "c1", type: "retry", digest, attempt: 1 }] }), config(threadId, "sam"));
+  expect(shown(asked)).toEqual([{ question: "Which card?" }]);
+  return { s, heard, digest };
+}
+
 describe("answers to the tool's question are never eart's", () => {
   it("cara answers the tool's question with an approval-shaped edit to $4,000: the tool hears it, the refund runs at $740 only, sam's approval recorded once, nothing refused", async () => {
     let s!: ReturnType<typeof setup>;
@@ -153,19 +175,7 @@ describe("answers to the tool's question are never eart's", () => {
   });
 
   it("after sam's retry the tool asks; cara's recovery-shaped mark_done answers the tool only: sam's retry recorded once, nothing settled as cara's", async () => {
-    const heard: unknown[] = [];
-    const s = setup([refundCall("c1", 60, "1043")], {
-      refund: (n) => {
-        if (n === 1) throw new Error("gateway 502");
-        const answer = interrupt({ question: "Which card?" });
-        heard.push(answer);
-        return `refunded to ${JSON.stringify(answer)}`;
-      },
-    });
-    const paused = await s.agent.invoke(ask("Refund order 1043, $60."), config("tq-rec"));
-    const digest = pendingRecovery(paused)!.requests[0]!.digest;
-    const asked = await s.agent.invoke(resume({ decisions: [{ toolCallId: "c1", type: "retry", digest, attempt: 1 }] }), config("tq-rec", "sam"));
-    expect(shown(asked)).toEqual([{ question: "Which card?" }]);
+    const { s, heard, digest } = await retriedThenAsked("tq-rec");
     const markDone = { decisions: [{ toolCallId: "c1", type: "mark_done", digest, attempt: 1, result: { status: "refunded" } }] };
     const out = await s.agent.invoke(resume(markDone), config("tq-rec", "cara"));
     expect(shown(out)).toEqual([]);
@@ -347,19 +357,7 @@ describe("how the tool's question is answered", () => {
   // Was a hole (medium): the same on the recovery path (nodes/tool-recovery.ts): after sam's retry the
   // tool asked; cara's continue handed the tool sam's leftover retry payload as its answer.
   it("after sam's retry, a continue while the tool's question waits does not answer it", async () => {
-    const heard: unknown[] = [];
-    const s = setup([refundCall("c1", 60, "1043")], {
-      refund: (n) => {
-        if (n === 1) throw new Error("gateway 502");
-        const answer = interrupt({ question: "Which card?" });
-        heard.push(answer);
-        return `refunded to ${JSON.stringify(answer)}`;
-      },
-    });
-    const paused = await s.agent.invoke(ask("Refund order 1043, $60."), config("tq-null-rec"));
-    const digest = pendingRecovery(paused)!.requests[0]!.digest;
-    const asked = await s.agent.invoke(resume({ decisions: [{ toolCallId: "c1", type: "retry", digest, attempt: 1 }] }), config("tq-null-rec", "sam"));
-    expect(shown(asked)).toEqual([{ question: "Which card?" }]);
+    const { s, heard } = await retriedThenAsked("tq-null-rec");
     const again = await s.agent.invoke(null as never, config("tq-null-rec", "cara")).catch((e: unknown) => e);
     expect((await types(s.auditLog, "tq-null-rec", "tool.recovery_decided")).map((e) => [e.data.resolverId, e.data.decision])).toEqual([["sam", "retry"]]);
     expect(heard).toEqual([]);
