@@ -97,7 +97,7 @@ export interface UnfinishedThread {
 }
 
 /** What a thread's state says about its next steps and interrupts. */
-async function stepsOf(graph: AppGraph, threadId: string): Promise<{ next: string[]; waiting: boolean; bound: boolean } | undefined> {
+async function stepsOf(graph: AppGraph, threadId: string): Promise<{ next: string[]; waiting: boolean; bound: boolean; state: unknown } | undefined> {
   const state = (await graph.getState({ configurable: { thread_id: threadId } })) as Awaited<ReturnType<AppGraph["getState"]>> & { next?: readonly string[] };
   if (!state.createdAt) return undefined;
   // A step that failed in this process is a task with its error, and `next` is then empty.
@@ -106,6 +106,7 @@ async function stepsOf(graph: AppGraph, threadId: string): Promise<{ next: strin
     next,
     waiting: state.tasks.some((t) => (t.interrupts?.length ?? 0) > 0),
     bound: (state.values as { identity?: unknown } | undefined)?.identity !== undefined && (state.values as { identity?: unknown }).identity !== null,
+    state,
   };
 }
 
@@ -150,9 +151,10 @@ async function inspect(app: EartApp, threadId: string): Promise<{ graph: AppGrap
   // A step under way right now (its run holds the thread) has not stopped: it is not unfinished.
   if (await running(graph, threadId)) return { graph, bound: steps.bound, answers: [], running: true };
   const events = await app.auditLog.read(threadId);
-  // Only answers eart sealed, by the graph's key: an answer event appended to the store by anyone
-  // else names no one the thread is continued as.
-  const answers = steps.waiting ? recordedAnswers(events, await sealedBy(answerSealerOf(graph), threadId)) : [];
+  // Only answers eart sealed, by the graph's key, for the asking the thread waits on: an answer
+  // event appended to the store by anyone else, or copied from an earlier asking, names no one the
+  // thread is continued as.
+  const answers = steps.waiting ? recordedAnswers(events, await sealedBy(answerSealerOf(graph), threadId, steps.state)) : [];
   const answeredBy = answererOf(answers);
   // A thread waiting for a human, with no answer on record, waits as it should.
   if (steps.waiting && answeredBy === undefined) return { graph, bound: steps.bound, answers };

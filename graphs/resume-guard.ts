@@ -3,7 +3,7 @@ import { BaseCheckpointSaver, Command, INTERRUPT, InvalidUpdateError, isCommand,
 import { ledgerFor, threadLockFor } from "../src/stores/for-checkpointer.js";
 import { lazySealer, type Sealer } from "../src/decisions/seal.js";
 import type { EffectLedger } from "../src/ledger/ledger.js";
-import { answerIsSealed } from "../langgraph/interrupts.js";
+import { answerIsSealed, requestRound } from "../langgraph/interrupts.js";
 import type { RunnableConfig } from "@langchain/core/runnables";
 import { AsyncLocalStorageProviderSingleton } from "@langchain/core/singletons";
 import { IterableReadableStream } from "@langchain/core/utils/stream";
@@ -12,6 +12,7 @@ import { type AuditEvent, type AuditEventInput, type AuditLog } from "../src/aud
 import { type DecisionRecord } from "../src/decisions/records.js";
 import { ApprovalError, EartConfigError, StateTamperError, ThreadStateError, EartError } from "../src/errors.js";
 import { ApprovalRequestSchema, keyedApprovalAnswer, pendingApproval, type ApprovalRequest } from "../src/human-tasks/approval.js";
+import { pendingRecovery } from "../src/human-tasks/recovery.js";
 import { interruptValues, pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
 import { jsonProblem } from "../src/internal/canonical.js";
@@ -732,7 +733,7 @@ async function continuableFrom(graph: { checkpointer?: unknown }, config: Runnab
   if (typeof threadId !== "string" && typeof threadId !== "number") return false;
   if (!snapshot.createdAt || !pendingHumanTask(snapshot)) return false;
   if (auditLog) {
-    const answers = recordedAnswers(await auditLog.read(String(threadId)), await sealedBy(sealer, String(threadId)));
+    const answers = recordedAnswers(await auditLog.read(String(threadId)), await sealedBy(sealer, String(threadId), snapshot));
     if (answers.length > 0 && (await recordedStoredAnswer(graph, String(threadId), answers))) return true;
   }
   throw awaitingHuman(String(threadId));
@@ -859,11 +860,26 @@ export async function assertNotAwaitingApproval(graph: Pick<ResumableGraph, "get
 /** The key a guarded graph keeps the seals of its recorded answers under ({@link sealedBy}): read by the `eart` app and LangGraph server's auth. */
 export const ANSWER_SEALER = Symbol.for("eart.answerSealer");
 
-/** Whether an answer event of the thread carries eart's seal, by the graph's key (nothing does without one). */
-export async function sealedBy(sealer: (() => Promise<Sealer>) | undefined, threadId: string): Promise<(event: AuditEvent) => boolean> {
+/**
+ * Whether an answer event of the thread carries eart's seal, by the graph's key (nothing does
+ * without one), and, given the thread's state (`waiting`), whether it answers the asking its
+ * pending request is at ({@link requestRound}): a sealed answer copied from an earlier asking
+ * (a quorum asked again, an expired request asked again, an earlier attempt) answers none later.
+ */
+export async function sealedBy(sealer: (() => Promise<Sealer>) | undefined, threadId: string, waiting?: unknown): Promise<(event: AuditEvent) => boolean> {
   if (!sealer) return () => false;
   const seal = await sealer();
-  return (event) => answerIsSealed(seal, threadId, event);
+  const rounds = waiting === undefined ? undefined : roundsWaitingIn(waiting);
+  return (event) =>
+    answerIsSealed(seal, threadId, event) && (rounds === undefined || event.type === "escalation.decided" || rounds.get(String(event.data.toolCallId)) === event.data.round);
+}
+
+/** The asking each call of the thread's pending approval or recovery request is at, by call id. */
+function roundsWaitingIn(source: unknown): Map<string, string> {
+  const rounds = new Map<string, string>();
+  for (const q of pendingApproval(source)?.requests ?? []) rounds.set(q.toolCallId, requestRound(q));
+  for (const q of pendingRecovery(source)?.requests ?? []) rounds.set(q.toolCallId, requestRound({ attempt: q.attempt }));
+  return rounds;
 }
 
 /** The seals of a guarded graph's recorded answers, when it has them. */

@@ -24,7 +24,7 @@ import { parseOptions } from "../src/internal/options.js";
 import { BudgetGuardOption, type BudgetVerdict } from "../src/policy/budget.js";
 import { BUILTIN_POLICY_IDS, decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
 import { comparedVerdict, recordedRequest, verdictFlipped } from "../src/policy/replay.js";
-import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, answersThrough, storedAnswers } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, answersThrough, requestRound, storedAnswers } from "../langgraph/interrupts.js";
 import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { Step } from "../langgraph/steps.js";
@@ -689,7 +689,9 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     // question after that answer, the answers after it are the tool's, left for its interrupt().
     const seal = await sealer();
     const stored = storedAnswers();
-    const accepted = stored.length > 0 ? await acceptedBefore(auditLog, threadId, { requested: "approval.requested", decided: "approval.decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) }, seal) : undefined;
+    // Each call as this request asks it (the approvals it has, its expiry): the answer is sealed for that asking.
+    const rounds = new Map(request.requests.map((q) => [q.toolCallId, requestRound(q)]));
+    const accepted = stored.length > 0 ? await acceptedBefore(auditLog, threadId, { requested: "approval.requested", decided: "approval.decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest, round: rounds.get(r.toolCallId)! })) }, seal) : undefined;
     // Only for a message's only call: the calls of one step share its interrupts, in the order they
     // ask, and a call replayed from the ledger asks no more (its answer would go to the next).
     const through = accepted?.askedSince && message.tool_calls?.length === 1 ? answersThrough(stored, accepted.answerDigest, digestOf) : undefined;
@@ -758,8 +760,10 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
           policyVersion: r.verdict.version,
           requestedUnderVersion: request.requests.find((q) => q.toolCallId === r.toolCallId)?.policyVersion ?? null,
           answerDigest,
-          // What a run that stopped after this step reads back as the answer accepted, and from whom.
-          answerSeal: seal.event(threadId, "approval.decided", acceptedAnswerFields({ toolCallId: r.toolCallId, digest: originalDigest, answerDigest, by: String(approverId), authenticatedBy })),
+          // The asking this answer is for, and what a run that stopped after this step reads back
+          // as the answer accepted, and from whom, for that asking only.
+          round: rounds.get(r.toolCallId) ?? null,
+          answerSeal: seal.event(threadId, "approval.decided", acceptedAnswerFields({ toolCallId: r.toolCallId, digest: originalDigest, round: rounds.get(r.toolCallId) ?? null, answerDigest, by: String(approverId), authenticatedBy })),
           // An edited call, as policy was asked about it and answered before budgets: replayed as edited.
           ...(edit ? { request: recordedRequest(edit.request), beforeBudgets: comparedVerdict(edit.engine) } : {}),
         },

@@ -173,14 +173,24 @@ export async function interruptForAnswer<T>(request: unknown, check: (answer: un
   return acceptAnswer(newestAnswer(request), check, onRefused, request as object);
 }
 
+/**
+ * Which asking of a call an answer is for: the approvals it had gathered and its expiry (an
+ * approval asked again for a quorum, or after it lapsed, is another asking), or the attempt a
+ * recovery request is about. Sealed with the accepted answer, so an answer copied from an earlier
+ * asking stands for none later.
+ */
+export function requestRound(item: { approvedBy?: readonly unknown[]; expiresAt?: string; attempt?: number }): string {
+  return item.attempt !== undefined ? `attempt ${item.attempt}` : `${item.approvedBy?.length ?? 0}|${item.expiresAt ?? ""}`;
+}
+
 /** What {@link acceptedBefore} looks for: the request's calls, by digest. */
 export interface AcceptedAnswerQuery {
   /** The event that asks (`approval.requested`, `tool.recovery_requested`): acceptances before the newest one that names a call do not count. */
   requested: string;
   /** The event that records an accepted answer per call (`approval.decided`, `tool.recovery_decided`). */
   decided: string;
-  /** The waiting calls, each with the digest it was asked under. */
-  calls: readonly { toolCallId: string; digest: string }[];
+  /** The waiting calls, each with the digest it was asked under and the asking it waits on ({@link requestRound}). */
+  calls: readonly { toolCallId: string; digest: string; round: string }[];
 }
 
 /**
@@ -188,8 +198,8 @@ export interface AcceptedAnswerQuery {
  * `answerSeal` seals them ({@link Sealer.event}): the call, the digest it was asked under, the
  * answer's digest, who gave it and who authenticated them.
  */
-export function acceptedAnswerFields(data: { toolCallId: string; digest: string; answerDigest: string; by: string; authenticatedBy: string | null }): Record<string, unknown> {
-  return { toolCallId: data.toolCallId, digest: data.digest, answerDigest: data.answerDigest, by: data.by, authenticatedBy: data.authenticatedBy };
+export function acceptedAnswerFields(data: { toolCallId: string; digest: string; round: unknown; answerDigest: string; by: string; authenticatedBy: string | null }): Record<string, unknown> {
+  return { toolCallId: data.toolCallId, digest: data.digest, round: data.round ?? null, answerDigest: data.answerDigest, by: data.by, authenticatedBy: data.authenticatedBy };
 }
 
 /** The fields of an `escalation.decided` event a continue acts on, as `answerSeal` seals them: who reviewed, what they decided, their message. */
@@ -210,6 +220,7 @@ export function answerIsSealed(sealer: Sealer, threadId: string, event: { type: 
   const fields = acceptedAnswerFields({
     toolCallId: String(d.toolCallId),
     digest: String(d.originalDigest ?? d.digest),
+    round: d.round,
     answerDigest: d.answerDigest,
     by: String(d.approverId ?? d.resolverId),
     authenticatedBy: (d.authenticatedBy ?? null) as string | null,
@@ -254,6 +265,7 @@ export async function acceptedBefore(
   sealer: Sealer,
 ): Promise<{ principal: Principal; answerDigest: string; askedSince: boolean } | undefined> {
   const waiting = new Map(query.calls.map((c) => [c.toolCallId, c.digest]));
+  const rounds = new Map(query.calls.map((c) => [c.toolCallId, c.round]));
   const events = await auditLog.read(threadId);
   let newest: { answerDigest: string; id: string; source: unknown } | undefined;
   // Whether a tool of these calls asked its own question (`tool.interrupted`) after the answer was
@@ -271,7 +283,8 @@ export async function acceptedBefore(
     if (event.type !== query.decided || typeof data.answerDigest !== "string") continue;
     const id = data.toolCallId as string;
     const digest = (data.originalDigest ?? data.digest) as string;
-    if (waiting.get(id) !== digest) continue;
+    // Under the digest and for the asking the call waits on: a copy of an answer to an earlier asking is not one.
+    if (waiting.get(id) !== digest || data.round !== rounds.get(id)) continue;
     const by = String(data.approverId ?? data.resolverId);
     if (!answerIsSealed(sealer, threadId, event)) continue;
     newest ??= { answerDigest: data.answerDigest, id: by, source: data.authenticatedBy };

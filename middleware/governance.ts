@@ -366,13 +366,16 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
     const seal = await sealer();
     // Only a request eart sealed: a link appended by someone who can write the audit store would
     // otherwise say who may answer, and on which attempt.
-    const asked = (await auditLog.read(threadId)).findLast(
+    // The one about the newest attempt (attempts only rise): a sealed request copied from an
+    // earlier attempt to the end of the log is not the one the step made last.
+    const sealed = (await auditLog.read(threadId)).filter(
       (e) =>
         e.type === "tool.recovery_requested" &&
         e.data.toolCallId === record.toolCallId &&
         e.data.digest === record.digest &&
         seal.eventIsSealed(threadId, e.type, recoveryRequestFields({ toolCallId: record.toolCallId, digest: record.digest, reason: String(e.data.reason), attempt: Number(e.data.attempt), roles: Array.isArray(e.data.roles) ? (e.data.roles as string[]) : null }), e.data.requestSeal),
     );
+    const asked = sealed.reduce<(typeof sealed)[number] | undefined>((best, e) => (best === undefined || Number(e.data.attempt) >= Number(best.data.attempt) ? e : best), undefined);
     if (!asked) return undefined;
     const data = asked.data as { reason: RecoveryReason; attempt: number; error?: string | null; roles?: string[] };
     const recovery = {

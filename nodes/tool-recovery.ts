@@ -8,7 +8,7 @@ import { ApprovalError, IdentityResolutionError } from "../src/errors.js";
 import { buildRecoveryRequest, validateRecoveryResponse } from "../src/human-tasks/recovery.js";
 import { IdentityRegistryOption, principalFromConfig } from "../src/identity/registry.js";
 import { parseOptions } from "../src/internal/options.js";
-import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, answersThrough, storedAnswers } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, answersThrough, requestRound, storedAnswers } from "../langgraph/interrupts.js";
 import { assertSealed, EffectLedgerOption, sealDecisions } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";
@@ -69,7 +69,9 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     const stored = storedAnswers();
     // The thread's events, read once for both questions below (none to read before an answer).
     const events = stored.length > 0 ? await auditLog.read(threadId) : [];
-    const accepted = stored.length > 0 ? await acceptedBefore({ read: async () => events }, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest })) }, seal) : undefined;
+    // Each call as this request asks it (its attempt): the answer is sealed for that asking.
+    const round = (r: DecisionRecord) => requestRound({ attempt: r.recovery!.attempt });
+    const accepted = stored.length > 0 ? await acceptedBefore({ read: async () => events }, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest, round: round(r) })) }, seal) : undefined;
     // Only for a message's only call (see the approval gate's decidePending).
     const through = accepted?.askedSince && message?.tool_calls?.length === 1 ? answersThrough(stored, accepted.answerDigest, digestOf) : undefined;
     const answers = answersGiven(request, through);
@@ -129,8 +131,10 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
           message: r.recovery!.resolution!.message ?? null,
           authenticatedBy,
           answerDigest,
-          // What a run that stopped after this step reads back as the answer accepted, and from whom.
-          answerSeal: seal.event(threadId, "tool.recovery_decided", acceptedAnswerFields({ toolCallId: r.toolCallId, digest: r.digest, answerDigest, by: resolverId, authenticatedBy })),
+          // The asking this answer is for (the attempt), and what a run that stopped after this step
+          // reads back as the answer accepted, and from whom, for that asking only.
+          round: round(r),
+          answerSeal: seal.event(threadId, "tool.recovery_decided", acceptedAnswerFields({ toolCallId: r.toolCallId, digest: r.digest, round: round(r), answerDigest, by: resolverId, authenticatedBy })),
         },
       })),
     );
