@@ -295,13 +295,18 @@ export class PostgresThreadLock implements ThreadLock {
         session = await this.#sessionBy(deadline);
         key = advisoryLockKey(id, { schema: session.schema });
         const take = session.fenced ? session.query("acquire", TAKE, [key, token], deadline, this.#timeoutMs) : session.query("acquire", `SELECT pg_try_advisory_lock($1::bigint) AS locked`, [key], deadline, this.#timeoutMs);
-        const { rows } = await take.catch((error: unknown) => {
+        const { rows } = await take.catch(async (error: unknown) => {
           // A take that failed or was given up on a live session (its token not written in time)
           // may have taken the lock, which no rollback gives back: given back after it (the session
-          // answers each statement it is sent within the bound, or is ended), else the session is ended.
+          // answers each statement it is sent within the bound, or is ended), else the session is
+          // ended. Waited for within what is left of the acquire's bound, so that a failed acquire
+          // has let go of the thread when its caller hears of it (the next taker is not refused).
           const taking = session;
           if (!taking.dead) {
-            void taking.query("acquire", `SELECT pg_advisory_unlock($1::bigint)`, [key], Date.now() + 4 * this.#timeoutMs, this.#timeoutMs).catch(() => taking.die(new Error("a lock could not be given back")));
+            const givenBack = taking.query("acquire", `SELECT pg_advisory_unlock($1::bigint)`, [key], Date.now() + 4 * this.#timeoutMs, this.#timeoutMs).catch(() => taking.die(new Error("a lock could not be given back")));
+            let timer: NodeJS.Timeout | undefined;
+            await Promise.race([givenBack, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))))]);
+            clearTimeout(timer);
           }
           throw error;
         });
