@@ -58,7 +58,7 @@ type ParsedRule = z.output<typeof RedactionRuleSchema>;
  * stretches.
  */
 export function luhnValid(text: string, around?: MatchPlace): boolean {
-  if (around && overlapsUuid(around.text, around.start, around.end)) return false;
+  if (around && overlapsUuid(around)) return false;
   const digits = text.replace(/\D/g, "");
   if (digits.length < 13 || digits.length > 19) return false;
   let sum = 0;
@@ -75,8 +75,8 @@ export function luhnValid(text: string, around?: MatchPlace): boolean {
 
 const UUID = /[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}/g;
 
-/** Whether the stretch [start, end) of `text` shares a character with a UUID written in it. */
-function overlapsUuid(text: string, start: number, end: number): boolean {
+/** Whether the match shares a character with a UUID written in its text. */
+function overlapsUuid({ text, start, end }: MatchPlace): boolean {
   const from = Math.max(0, start - 35);
   const window = text.slice(from, Math.min(text.length, end + 35));
   if (!window.includes("-")) return false;
@@ -110,7 +110,7 @@ const IBAN_LENGTHS: Readonly<Record<string, number>> = Object.fromEntries(
  * (see {@link luhnValid}).
  */
 export function ibanValid(text: string, around?: MatchPlace): boolean {
-  if (around && overlapsUuid(around.text, around.start, around.end)) return false;
+  if (around && overlapsUuid(around)) return false;
   const s = text.replace(/[^0-9A-Za-z]/g, "").toUpperCase();
   if (IBAN_LENGTHS[s.slice(0, 2)] !== s.length || !/^[A-Z]{2}\d{2}[A-Z0-9]+$/.test(s)) return false;
   let rest = 0;
