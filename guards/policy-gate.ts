@@ -24,7 +24,7 @@ import { parseOptions } from "../src/internal/options.js";
 import { BudgetGuardOption, type BudgetVerdict } from "../src/policy/budget.js";
 import { BUILTIN_POLICY_IDS, decideFailClosed, PolicyEngineOption, type PolicyDecision, type PolicyRequest } from "../src/policy/engine.js";
 import { comparedVerdict, recordedRequest, verdictFlipped } from "../src/policy/replay.js";
-import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, answersThrough, requestRound, storedAnswers } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedAnswerFields, answersToRequest, requestRound } from "../langgraph/interrupts.js";
 import { answerOf, assertSealed, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { Step } from "../langgraph/steps.js";
@@ -688,16 +688,11 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
     // newest answer counts. Read before the answers are: when a tool of the step asked its own
     // question after that answer, the answers after it are the tool's, left for its interrupt().
     const seal = await sealer();
-    const stored = storedAnswers();
     // Each call as this request asks it (the approvals it has, its expiry): the answer is sealed for that asking.
     const rounds = new Map(request.requests.map((q) => [q.toolCallId, requestRound(q)]));
-    const accepted = stored.length > 0 ? await acceptedBefore(auditLog, threadId, { requested: "approval.requested", decided: "approval.decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest, round: rounds.get(r.toolCallId)! })) }, seal) : undefined;
-    // Only for a message's only call: the calls of one step share its interrupts, in the order they
-    // ask, and a call replayed from the ledger asks no more (its answer would go to the next).
-    const through = accepted?.askedSince && message.tool_calls?.length === 1 ? answersThrough(stored, accepted.answerDigest, digestOf) : undefined;
-    // The first statement with an effect is the interrupt: this node re-runs from here on resume.
-    const answers = answersGiven(request, through);
-    const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
+    const query = { requested: "approval.requested", decided: "approval.decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest, round: rounds.get(r.toolCallId)! })) };
+    // This node re-runs from here on resume.
+    const { answers, accepted, standing } = await answersToRequest(request, auditLog, threadId, query, seal, message.tool_calls?.length === 1);
     const replayed = accepted !== undefined && standing !== undefined;
     const answer = replayed ? standing : answers.at(-1);
     const answerDigest = replayed ? accepted!.answerDigest : digestOf(answer);

@@ -1,9 +1,10 @@
 /** The one way eart's nodes ask a human: interrupt, read the newest answer, record a refusal and ask again. */
 import { getConfig, interrupt, isGraphInterrupt } from "@langchain/langgraph";
 import { ApprovalError } from "../src/errors.js";
+import { digestOf } from "../src/human-tasks/refusal.js";
 import type { AuditLog } from "../src/audit/log.js";
 import type { Sealer } from "../src/decisions/seal.js";
-import { attemptEventFields } from "./records.js";
+import { attemptEventIsSealed } from "./records.js";
 import type { Principal } from "../src/identity/registry.js";
 
 /**
@@ -228,12 +229,6 @@ export function answerIsSealed(sealer: Sealer, threadId: string, event: { type: 
   return sealer.eventIsSealed(threadId, event.type, fields, d.answerSeal);
 }
 
-/** Whether a `tool.interrupted` / `tool.cancelled` event carries eart's `eventSeal` ({@link attemptEventFields}). */
-function attemptEventIsSealed(sealer: Sealer, threadId: string, event: { type: string; data: Record<string, unknown> }): boolean {
-  const d = event.data;
-  return sealer.eventIsSealed(threadId, event.type, attemptEventFields({ toolCallId: String(d.toolCallId), digest: String(d.digest), attempt: d.attempt, try: d.try, outcome: d.outcome }), d.eventSeal);
-}
-
 /**
  * How many of the stored answers a step reads when a tool of its only call asked its own question
  * after the step acted on the accepted answer ({@link acceptedBefore}'s `askedSince`): through the
@@ -241,11 +236,35 @@ function attemptEventIsSealed(sealer: Sealer, threadId: string, event: { type: s
  * more while the step stays paused, and a refused copy of the same answer may come before), so a
  * continue hands the tool no answer nobody gave it. Undefined when the accepted answer is not stored.
  */
-export function answersThrough(stored: readonly unknown[], answerDigest: string, digest: (answer: unknown) => string): number | undefined {
-  let at = stored.findIndex((a) => digest(a) === answerDigest);
+function answersThrough(stored: readonly unknown[], answerDigest: string): number | undefined {
+  let at = stored.findIndex((a) => digestOf(a) === answerDigest);
   if (at < 0) return undefined;
-  while (at + 1 < stored.length && digest(stored[at + 1]) === answerDigest) at += 1;
+  while (at + 1 < stored.length && digestOf(stored[at + 1]) === answerDigest) at += 1;
   return at + 1;
+}
+
+/**
+ * The answers given to `request` (pausing with it when none is stored: the first statement with
+ * an effect is the interrupt), the answer eart accepted before for it ({@link acceptedBefore}),
+ * looked up before the answers are read, and that answer among them (`standing`). When a tool of
+ * the step's only call (`onlyCall`) asked its own question after the accepted answer, only the
+ * answers through it are read: the later ones are the tool's, left for its interrupt(). Not for a
+ * step of several calls: they share its interrupts in the order they ask, and a call replayed from
+ * the ledger asks no more, so its answer would go to the next.
+ */
+export async function answersToRequest(
+  request: unknown,
+  auditLog: Pick<AuditLog, "read">,
+  threadId: string,
+  query: AcceptedAnswerQuery,
+  sealer: Sealer,
+  onlyCall: boolean,
+): Promise<{ answers: unknown[]; accepted: Awaited<ReturnType<typeof acceptedBefore>>; standing: unknown }> {
+  const stored = storedAnswers();
+  const accepted = stored.length > 0 ? await acceptedBefore(auditLog, threadId, query, sealer) : undefined;
+  const through = accepted?.askedSince && onlyCall ? answersThrough(stored, accepted.answerDigest) : undefined;
+  const answers = answersGiven(request, through);
+  return { answers, accepted, standing: accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined };
 }
 
 /**

@@ -37,6 +37,12 @@ export function attemptEventFields(data: { toolCallId: string; digest: string; a
   return { toolCallId: data.toolCallId, digest: data.digest, attempt: data.attempt ?? null, try: data.try ?? null, outcome: data.outcome ?? null };
 }
 
+/** Whether a `tool.interrupted` / `tool.cancelled` event read back from the audit log carries eart's `eventSeal` ({@link attemptEventFields}): one appended by anyone else says nothing. */
+export function attemptEventIsSealed(sealer: Sealer, threadId: string, event: { type: string; data: Record<string, unknown> }): boolean {
+  const d = event.data;
+  return sealer.eventIsSealed(threadId, event.type, attemptEventFields({ toolCallId: String(d.toolCallId), digest: String(d.digest), attempt: d.attempt, try: d.try, outcome: d.outcome }), d.eventSeal);
+}
+
 /**
  * Seals the decision records a node writes, after checking each one's move against the call's
  * lifecycle from the record in state (`assertTransition`): a node cannot write a status its call

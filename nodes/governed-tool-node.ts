@@ -17,7 +17,7 @@ import { idempotencyKeyOf, MemoryEffectLedger, type LedgerEntry, type LedgerKey 
 import { BudgetGuardOption } from "../src/policy/budget.js";
 import { PolicyEngineOption } from "../src/policy/engine.js";
 import { CircuitBreaker, classifyToolError, backoffDelay, isRunCancelled, sleep, ToolExecutionOptionsSchema, type ParsedToolExecution } from "../src/tools/resilience.js";
-import { answerOf, assertSealed, attemptEventFields, recoveryRequestFields, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
+import { answerOf, assertSealed, attemptEventFields, attemptEventIsSealed, recoveryRequestFields, sealDecisions, EffectLedgerOption } from "../langgraph/records.js";
 import { answeredAfter, lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import { checkToolArgs, indexTools, isGraphControlFlow, isGraphInterrupt, ToolsOption } from "../langgraph/tools.js";
 import { approvalsThatCount, decideRecordedCall } from "../langgraph/redecide.js";
@@ -308,9 +308,6 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     /** eart's seal over what the next run reads back of an attempt event ({@link attemptEventFields}). */
     const sealEvent = async (type: "tool.cancelled" | "tool.interrupted", data: { attempt: number; try?: number; outcome?: string }) =>
       (await sealer()).event(threadId, type, attemptEventFields({ toolCallId: call.id, digest, ...data }));
-    /** Whether an attempt event read back from the audit log is one eart sealed: one appended by anyone else says nothing. */
-    const sealedEvent = async (e: AuditEvent) =>
-      (await sealer()).eventIsSealed(threadId, e.type, attemptEventFields({ toolCallId: call.id, digest, attempt: e.data.attempt, try: e.data.try, outcome: e.data.outcome }), e.data.eventSeal);
 
     if (record && record.messageId === messageId && ANSWERED_STATUSES.has(record.status)) {
       // Answered without running: from the record's answer, unless the thread holds it already.
@@ -676,8 +673,8 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
 
     /** What `tool.cancelled` says the attempt did, when a cancelled run left it; unknown wins. */
     const cancelledOutcome = async (attempt: number): Promise<CancelOutcome | undefined> => {
-      const sealed = [];
-      for (const e of await eventsOfCall()) if (e.type === "tool.cancelled" && (await sealedEvent(e))) sealed.push(e);
+      const seal = await sealer();
+      const sealed = (await eventsOfCall()).filter((e) => e.type === "tool.cancelled" && attemptEventIsSealed(seal, threadId, e));
       const outcomes = sealed.flatMap((e) => {
         const data = readEventData(e, "tool.cancelled");
         return data?.attempt === attempt && data.outcome !== undefined ? [data.outcome] : [];
@@ -728,8 +725,8 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     // the outcome unknown: a human decides, as exactly once asks.
     const outcome = await cancelledOutcome(entry.attempt);
     // A tool that paused itself with interrupt() is called again for its answer.
-    let paused = false;
-    for (const e of await eventsOfCall()) if (e.type === "tool.interrupted" && e.data.attempt === entry.attempt && (await sealedEvent(e))) paused = true;
+    const seal = await sealer();
+    const paused = (await eventsOfCall()).some((e) => e.type === "tool.interrupted" && e.data.attempt === entry.attempt && attemptEventIsSealed(seal, threadId, e));
     const mayHaveActed = outcome !== "not_run" && outcome !== "failed" && !paused;
     if (!resolution && !spec.idempotent && mayHaveActed) {
       return toHuman("outcome_unknown", entry.attempt, outcome === "unknown" ? "the run was cancelled while the tool was running; it may have acted" : undefined);

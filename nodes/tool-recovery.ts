@@ -8,7 +8,7 @@ import { ApprovalError, IdentityResolutionError } from "../src/errors.js";
 import { buildRecoveryRequest, validateRecoveryResponse } from "../src/human-tasks/recovery.js";
 import { IdentityRegistryOption, principalFromConfig } from "../src/identity/registry.js";
 import { parseOptions } from "../src/internal/options.js";
-import { acceptAnswer, acceptedAnswerFields, acceptedBefore, answersGiven, answersThrough, requestRound, storedAnswers } from "../langgraph/interrupts.js";
+import { acceptAnswer, acceptedAnswerFields, answersToRequest, requestRound } from "../langgraph/interrupts.js";
 import { assertSealed, EffectLedgerOption, sealDecisions } from "../langgraph/records.js";
 import { lastAIMessage, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";
@@ -66,22 +66,19 @@ export function createToolRecovery(options: ToolRecoveryOptions) {
     // As for approvals: an answer eart accepted before for this request (the step that acts on it
     // stopped before it was saved) stands, from whom it came then, and is not recorded twice; the
     // answers after it, when the retried tool asked its own question since, are the tool's.
-    const stored = storedAnswers();
     // The thread's events, read once for both questions below (none to read before an answer).
-    const events = stored.length > 0 ? await auditLog.read(threadId) : [];
+    let events: AuditEvent[] | undefined;
+    const log = { read: async () => (events ??= await auditLog.read(threadId)) };
     // Each call as this request asks it (its attempt): the answer is sealed for that asking.
     const round = (r: DecisionRecord) => requestRound({ attempt: r.recovery!.attempt });
-    const accepted = stored.length > 0 ? await acceptedBefore({ read: async () => events }, threadId, { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest, round: round(r) })) }, seal) : undefined;
-    // Only for a message's only call (see the approval gate's decidePending).
-    const through = accepted?.askedSince && message?.tool_calls?.length === 1 ? answersThrough(stored, accepted.answerDigest, digestOf) : undefined;
-    const answers = answersGiven(request, through);
-    const standing = accepted ? answers.find((a) => digestOf(a) === accepted.answerDigest) : undefined;
+    const query = { requested: "tool.recovery_requested", decided: "tool.recovery_decided", calls: pending.map((r) => ({ toolCallId: r.toolCallId, digest: r.digest, round: round(r) })) };
+    const { answers, accepted, standing } = await answersToRequest(request, log, threadId, query, seal, message?.tool_calls?.length === 1);
     const replayed = accepted !== undefined && standing !== undefined;
     const answer = replayed ? standing : answers.at(-1);
     const principal = replayed ? accepted!.principal : principalFromConfig(config.configurable);
     // An answer accepted for an earlier request of these calls (a call retried and failed again is
     // asked about again, under the same digest), sent again: not an answer to this request.
-    const resent = replayed ? undefined : answeredBefore(events, pending, digestOf(answer));
+    const resent = replayed ? undefined : answeredBefore(await log.read(), pending, digestOf(answer));
     const response = await acceptAnswer(
       answer,
       (a) => {
