@@ -13,9 +13,11 @@ import { type DecisionRecord } from "../src/decisions/records.js";
 import { ApprovalError, EartConfigError, StateTamperError, ThreadStateError, EartError } from "../src/errors.js";
 import { ApprovalRequestSchema, keyedApprovalAnswer, pendingApproval, type ApprovalRequest } from "../src/human-tasks/approval.js";
 import { pendingRecovery } from "../src/human-tasks/recovery.js";
+import { pendingEscalation } from "../src/human-tasks/escalation.js";
 import { interruptValues, pendingHumanTask } from "../src/human-tasks/protocol.js";
 import { principalFromConfig, type AgentIdentity } from "../src/identity/registry.js";
-import { jsonProblem } from "../src/internal/canonical.js";
+import { canonicalJson, jsonProblem } from "../src/internal/canonical.js";
+import { coerceMessageLikeToMessage, type BaseMessage, type BaseMessageLike } from "@langchain/core/messages";
 import { checkThreadFence, withThreadFence, type ThreadFence, type ThreadLock } from "../src/threads/lock.js";
 import { digestOf, refusalData } from "../src/human-tasks/refusal.js";
 import { assertActsForBound } from "../nodes/identity-binding.js";
@@ -146,6 +148,54 @@ export function assertNoGovernedChannels(values: unknown, via: string, channels:
       channels: written,
     });
   }
+}
+
+/**
+ * Refuses messages a caller writes (run input, a state write) with the id of a message the thread
+ * holds, unless it is the user's own message sent again unchanged: LangGraph's messages reducer
+ * puts a message with a held id in the held one's place, so a caller's text would rewrite the
+ * agent's words, a tool's answer or a reviewer's guidance (and stand in for it where eart's steps
+ * know a message by id: the escalation guard's send-back turn). A caller adds to the thread; it
+ * never rewrites what it holds. Throws {@link StateTamperError} (`state_write_refused`).
+ * @example
+ * ```ts
+ * assertKeepsHeldMessages((await graph.getState(config)).values, input, "input");
+ * ```
+ */
+export function assertKeepsHeldMessages(values: unknown, written: unknown, via: string): void {
+  const sent = (written as { messages?: unknown } | null | undefined)?.messages;
+  if (sent === undefined || sent === null || typeof written !== "object") return;
+  const held = new Map<string, BaseMessage>();
+  for (const m of ((values as { messages?: unknown } | null | undefined)?.messages as BaseMessage[] | undefined) ?? []) {
+    if (typeof m?.id === "string") held.set(m.id, m);
+  }
+  if (held.size === 0) return;
+  const replaced: string[] = [];
+  for (const like of Array.isArray(sent) ? sent : [sent]) {
+    let message: BaseMessage;
+    try {
+      message = coerceMessageLikeToMessage(like as BaseMessageLike);
+    } catch {
+      continue; // not a message: LangGraph refuses it as it is
+    }
+    // A removal is no rewrite: what it takes away, the records still hold (a waiting call still waits).
+    if (message.getType() === "remove") continue;
+    const id = message.id;
+    const before = typeof id === "string" ? held.get(id) : undefined;
+    if (before && !sameUserMessage(before, message)) replaced.push(id!);
+  }
+  if (replaced.length > 0) {
+    throw new StateTamperError("state_write_refused", `A caller's ${via} may not replace messages the thread holds (${replaced.join(", ")}): it adds messages, with ids of their own`, {
+      fields: ["messages"],
+      messageIds: replaced,
+    });
+  }
+}
+
+/** Whether `again` is the user's own message `held` sent again as it was (same type, content and name). */
+function sameUserMessage(held: BaseMessage, again: BaseMessage): boolean {
+  if (held.getType() !== "human" || again.getType() !== "human") return false;
+  return canonicalJson(held.content) === canonicalJson(again.content) && (held.name ?? null) === (again.name ?? null);
 }
 
 /** The event that records a refused answer, by the kind of human task it answered. */
@@ -476,6 +526,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // An identity nobody sealed binds nothing (the binding node reports it and binds afresh).
       const bound = snapshot?.values ? (records.identity(snapshot.values as Record<string, unknown>) as AgentIdentity | undefined) : undefined;
       if (bound?.seal !== undefined) assertActsForBound(bound, options.configurable);
+      if (snapshot) assertKeepsHeldMessages(snapshot.values, input, "input");
       if (clean?.tuple) return stream(input, lendCheckpoint(options, clean.tuple));
     }
     return stream(input, options);
@@ -785,23 +836,28 @@ async function assertNotAnswered(graph: Pick<ResumableGraph, "getState"> & { che
 }
 
 /**
- * Refuses a state write that answers a tool call eart governs (one it has a decision record for):
- * such a call is answered by eart's tool step, or by eart's gate for one it did not let run. A
- * forged `ToolMessage` would stand in for it: the model would read "refunded" for a refund that
- * never ran, with nothing in the audit log saying why.
+ * Refuses a state write that replaces a message the thread holds ({@link assertKeepsHeldMessages}),
+ * or that answers a tool call eart governs (one it has a decision record for): such a call is
+ * answered by eart's tool step, or by eart's gate for one it did not let run. A forged
+ * `ToolMessage` would stand in for it: the model would read "refunded" for a refund that never
+ * ran, with nothing in the audit log saying why.
  */
 async function assertNoGovernedAnswers(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, writes: readonly unknown[], records: StateRecords): Promise<void> {
   const answered = new Set<string>();
+  let writesMessages = false;
   for (const values of writes) {
     const messages = (values as { messages?: unknown } | null)?.messages;
+    if (messages !== undefined) writesMessages = true;
     for (const m of Array.isArray(messages) ? messages : messages !== undefined ? [messages] : []) {
       const like = m as { tool_call_id?: unknown; role?: unknown; type?: unknown; getType?: () => string } | null;
       const isTool = typeof like?.getType === "function" ? like.getType() === "tool" : like?.role === "tool" || like?.type === "tool";
       if (isTool && typeof like?.tool_call_id === "string") answered.add(like.tool_call_id);
     }
   }
-  if (answered.size === 0) return;
-  const governed = decisionsIn((await graph.getState(config)).values, records).filter((r) => answered.has(r?.toolCallId)).map((r) => r.toolCallId);
+  if (!writesMessages) return;
+  const { values: held } = await graph.getState(config);
+  for (const values of writes) assertKeepsHeldMessages(held, values, "state write");
+  const governed = decisionsIn(held, records).filter((r) => answered.has(r?.toolCallId)).map((r) => r.toolCallId);
   if (governed.length > 0) {
     throw new StateTamperError("state_write_refused", `updateState may not answer a tool call eart governs (${governed.join(", ")}): eart's tool step answers it`, { toolCallIds: governed });
   }
@@ -870,15 +926,24 @@ export async function sealedBy(sealer: (() => Promise<Sealer>) | undefined, thre
   if (!sealer) return () => false;
   const seal = await sealer();
   const rounds = waiting === undefined ? undefined : roundsWaitingIn(waiting);
-  return (event) =>
-    answerIsSealed(seal, threadId, event) && (rounds === undefined || event.type === "escalation.decided" || rounds.get(String(event.data.toolCallId)) === event.data.round);
+  return (event) => {
+    if (!answerIsSealed(seal, threadId, event)) return false;
+    if (rounds === undefined) return true;
+    const [asked, round] = event.type === "escalation.decided" ? [CASE, event.data.digest] : [String(event.data.toolCallId), event.data.round];
+    return rounds.get(asked) === round;
+  };
 }
 
-/** The asking each call of the thread's pending approval or recovery request is at, by call id. */
+/** Where {@link roundsWaitingIn} keeps the pending escalation's case (its digest): no call id is this. */
+const CASE = "\u0000case";
+
+/** The asking each call of the thread's pending approval or recovery request is at, by call id, and the pending escalation's case. */
 function roundsWaitingIn(source: unknown): Map<string, string> {
   const rounds = new Map<string, string>();
   for (const q of pendingApproval(source)?.requests ?? []) rounds.set(q.toolCallId, requestRound(q));
   for (const q of pendingRecovery(source)?.requests ?? []) rounds.set(q.toolCallId, requestRound({ attempt: q.attempt }));
+  const escalation = pendingEscalation(source);
+  if (escalation) rounds.set(CASE, escalation.digest);
   return rounds;
 }
 
@@ -931,7 +996,7 @@ function approvalAskedIn(writes: readonly [string, string, unknown][]): Approval
 /**
  * The answer LangGraph stored for the thread (the resume value its re-run would read), when it is
  * the one eart recorded: every decision of it, and no other, by call, type and digest (or the
- * reviewer's action and message). A positional (LangChain HITL) answer is read by position
+ * reviewer's action, message and case). A positional (LangChain HITL) answer is read by position
  * against the approval request the thread waits on, as the gate reads it. Anything else (a later
  * answer whose refusal was never recorded, a store edited behind eart's back) must not run as the
  * recorded human's.
@@ -953,11 +1018,12 @@ export async function recordedStoredAnswer(graph: { checkpointer?: unknown }, th
       throw error;
     }
   };
-  type Stored = { decisions?: { toolCallId?: unknown; type?: unknown; digest?: unknown }[]; action?: unknown; message?: unknown };
+  type Stored = { decisions?: { toolCallId?: unknown; type?: unknown; digest?: unknown }[]; action?: unknown; message?: unknown; digest?: unknown };
   const isRecorded = (stored: Stored | undefined): boolean => {
     if (!stored || typeof stored !== "object") return false;
     if (answers.every((e) => e.type === "escalation.decided")) {
-      return answers.length === 1 && stored.action === answers[0]!.data.action && stored.message === answers[0]!.data.message;
+      const [review] = answers;
+      return answers.length === 1 && stored.action === review!.data.action && stored.message === review!.data.message && stored.digest === review!.data.digest;
     }
     const recorded = answers.map((e) => `${String(e.data.toolCallId)}|${String(e.data.decision)}|${String(e.data.originalDigest ?? e.data.digest)}`).sort();
     const given = (Array.isArray(stored.decisions) ? stored.decisions : []).map((d) => `${String(d.toolCallId)}|${String(d.type)}|${String(d.digest)}`).sort();

@@ -171,8 +171,9 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
     );
     const { reviewerId, action, message } = response;
     // Sealed: a run that stopped after this step is continued with this answer, as the reviewer's.
-    const answerSeal = (await sealer()).event(threadId, "escalation.decided", reviewAnswerFields({ by: reviewerId, action, message }));
-    await auditLog.append({ threadId, type: "escalation.decided", data: { reviewerId, action, message, reason: open.reason, answerSeal } });
+    // Sealed for this case (its digest): a copy of it answers no later case.
+    const answerSeal = (await sealer()).event(threadId, "escalation.decided", reviewAnswerFields({ by: reviewerId, action, message, digest: request.digest }));
+    await auditLog.append({ threadId, type: "escalation.decided", data: { reviewerId, action, message, reason: open.reason, digest: request.digest, answerSeal } });
     if (action === "send_back") {
       // The guidance is recorded in eart's own channel, by id and bound to the reviewed answer:
       // nothing a customer writes into a message can pass for it.

@@ -203,9 +203,9 @@ export function acceptedAnswerFields(data: { toolCallId: string; digest: string;
   return { toolCallId: data.toolCallId, digest: data.digest, round: data.round ?? null, answerDigest: data.answerDigest, by: data.by, authenticatedBy: data.authenticatedBy };
 }
 
-/** The fields of an `escalation.decided` event a continue acts on, as `answerSeal` seals them: who reviewed, what they decided, their message. */
-export function reviewAnswerFields(data: { by: string; action: unknown; message: unknown }): Record<string, unknown> {
-  return { by: data.by, action: data.action ?? null, message: data.message ?? null };
+/** The fields of an `escalation.decided` event a continue acts on, as `answerSeal` seals them: who reviewed, what they decided, their message, and the case they answered (its digest). */
+export function reviewAnswerFields(data: { by: string; action: unknown; message: unknown; digest: unknown }): Record<string, unknown> {
+  return { by: data.by, action: data.action ?? null, message: data.message ?? null, case: data.digest ?? null };
 }
 
 /**
@@ -216,7 +216,7 @@ export function reviewAnswerFields(data: { by: string; action: unknown; message:
  */
 export function answerIsSealed(sealer: Sealer, threadId: string, event: { type: string; data: Record<string, unknown> }): boolean {
   const d = event.data;
-  if (event.type === "escalation.decided") return sealer.eventIsSealed(threadId, event.type, reviewAnswerFields({ by: String(d.reviewerId), action: d.action, message: d.message }), d.answerSeal);
+  if (event.type === "escalation.decided") return sealer.eventIsSealed(threadId, event.type, reviewAnswerFields({ by: String(d.reviewerId), action: d.action, message: d.message, digest: d.digest }), d.answerSeal);
   if (typeof d.answerDigest !== "string") return false;
   const fields = acceptedAnswerFields({
     toolCallId: String(d.toolCallId),

@@ -6,7 +6,7 @@ import type { Redaction } from "../src/context/redaction.js";
 import { BaseCheckpointSaver, Command, isCommand, type CheckpointTuple } from "@langchain/langgraph";
 import { v5 as uuid5 } from "@langchain/core/utils/uuid";
 import { ApprovalError, EartConfigError, EartError, IdentityResolutionError, StateTamperError, StoreError, ThreadBusyError, ThreadStateError } from "../src/errors.js";
-import { answerSealerOf, assertCallerInput, assertContinuable, assertNoGovernedChannels, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys, sealedBy, THREAD_LOCK, withThreadHeld } from "../graphs/resume-guard.js";
+import { answerSealerOf, assertCallerInput, assertContinuable, assertKeepsHeldMessages, assertNoGovernedChannels, auditRefusedAnswer, awaitingHuman, commandWrites, resumeMapKeys, sealedBy, THREAD_LOCK, withThreadHeld } from "../graphs/resume-guard.js";
 import type { ThreadLock } from "../src/threads/lock.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
 import { compiledGraphOf, madeWith } from "../langgraph/run.js";
@@ -410,10 +410,10 @@ async function threadEvents(threadId: string): Promise<AuditEvent[]> {
 
 /**
  * A client's state write (`threads.updateState`, a thread created with `supersteps`), beyond what
- * the graph's guard refuses to anyone (eart's records, answers to governed calls): it may add or
- * edit the user's own messages only (an AI, tool or system message it wrote, or one of hers with
- * the id of the agent's, would read as the agent's own words, to the model and to the reviewer
- * deciding a request on the thread; a removal would take them back), not the agent's own output
+ * the graph's guard refuses to anyone (eart's records, answers to governed calls): it may add the
+ * user's own messages only (an AI, tool or system message it wrote, or one of hers with the id of
+ * a message the thread holds, would read as the agent's, a tool's or a reviewer's words, to the
+ * model and to the reviewer deciding a request on the thread; a removal would take them back), not the agent's own output
  * (`structuredResponse`, `jumpTo`), and nothing while the thread waits for a human (the write would
  * drop the request's interrupt: a reviewer's search would no longer list it). Throws
  * {@link StateTamperError} (`state_write_refused`) or {@link ThreadStateError}.
@@ -432,7 +432,7 @@ async function assertClientStateWrite(graph: ServedGraph, channels: readonly str
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
   const snapshot = await graph.getState({ configurable: { thread_id: threadId } });
   if (pendingHumanTask(snapshot)) throw awaitingHuman(String(threadId));
-  assertReplacesNoAgentMessage(snapshot, ids, "state write");
+  if (ids.length > 0) for (const values of writes) assertKeepsHeldMessages(snapshot.values, values, "state write");
 }
 
 /**
@@ -463,15 +463,6 @@ export function clientMessageIds(values: unknown, via: "input" | "state write"):
     if (typeof message?.id === "string") ids.push(message.id);
   }
   return ids;
-}
-
-/** Refuses user messages that carry the id of one of the agent's (the reducer would put them in its place). */
-function assertReplacesNoAgentMessage(snapshot: { values?: unknown }, ids: readonly string[], via: string): void {
-  if (ids.length === 0) return;
-  const held = ((snapshot.values as { messages?: BaseMessage[] } | undefined)?.messages ?? []).filter((m) => ids.includes(m.id ?? "") && m.getType?.() !== "human");
-  if (held.length > 0) {
-    throw new StateTamperError("state_write_refused", `A client's ${via} may not replace the agent's messages (${held.map((m) => m.id).join(", ")}) with the user's`, { fields: ["messages"] });
-  }
 }
 
 /** createAgent's channels that hold what the agent itself produced or decided: no client writes them. */
@@ -521,10 +512,10 @@ function serve(graph: ServedGraph, rules: ServeRules): void {
       // eart's channels are in is the client's.
       if (!isCommand(input)) {
         assertCallerInput(input, rules.channels);
-        // The user's own messages only, none in the place of one of the agent's (eart's auth
+        // The user's own messages only, none in the place of one the thread holds (eart's auth
         // refuses the others before the server keeps the run; a graph served without it, here).
         const ids = clientMessageIds(input, "input");
-        if (ids.length > 0) assertReplacesNoAgentMessage(await graph.getState(config), ids, "input");
+        if (ids.length > 0) assertKeepsHeldMessages((await graph.getState(config)).values, input, "input");
       }
       inner = await stream(input, config);
     } catch (error) {

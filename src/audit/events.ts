@@ -104,7 +104,8 @@ export const AuditEventDataSchemas = {
   }),
   /** `roles`: the reviewers' roles, when the node that asked knew them (the inbox lists the case for them). */
   "escalation.requested": z.looseObject({ reason: Str, signals: z.array(z.unknown()), toolCallIds: Strs.optional(), roles: Strs.optional() }),
-  "escalation.decided": z.looseObject({ reviewerId: Str, action: Str, reason: Str, message: Str }),
+  /** `digest`: the case answered (the request's digest). */
+  "escalation.decided": z.looseObject({ reviewerId: Str, action: Str, reason: Str, message: Str, digest: Str.optional() }),
   "escalation.refused": Refusal,
   "budget.charge_failed": z.looseObject({ toolCallId: Str, name: Str, error: Str }),
   "state.tamper_detected": z.looseObject({ node: Str, forged: z.array(z.object({ channel: Str, toolCallId: Str.optional(), itemId: Str.optional() })), outcome: Str.optional() }),

@@ -356,12 +356,22 @@ describe("an approval runs the approved call, not a rewritten one", () => {
     const write = await codeOf(s.agent.updateState(refundConfig("rw"), { messages: [rewritten] }));
     await s.agent.invoke(null as never, refundConfig("rw", "cara")).catch(() => undefined);
     await s.agent.invoke(null as never, refundConfig("rw", "sam")).catch(() => undefined);
-    // Observed: both the stopped approval and the message rewrite are accepted; the continue meets a
-    // call whose digest is not the approved one, and blocks it: nothing runs (the $740 neither).
-    expect({ stopped, write }).toEqual({ stopped: "no error", write: "no error" });
-    expect(s.refunds()).toEqual([]);
-    const blocked = (await s.auditLog.read("rw")).filter((e) => e.type === "tool.blocked");
-    expect(blocked.map((e) => [e.data.toolCallId, e.data.recordedDigest])).toEqual([["c1", request.requests[0]!.digest]]);
+    // The stopped approval is accepted; the rewrite of the message the thread holds is refused (a
+    // caller adds messages, never replaces one). The continue runs the $740 sam approved, once.
+    expect({ stopped, write }).toEqual({ stopped: "no error", write: "state_write_refused" });
+    expect(s.refunds()).toEqual([{ orderId: "1042", amount: 740, toolCallId: "c1" }]);
+    // Written past the guard (a script calling LangGraph's own method), the continue meets a call
+    // whose digest is not the approved one, and blocks it: the $4,900 never runs.
+    const t = refundSetup([[{ id: "c1", name: "issue_refund", args: { orderId: "1042", amount: 740 } }]]);
+    const asked = pendingApproval(await t.agent.invoke(askRefund(), refundConfig("rw-past")))!;
+    await t.agent.invoke(approveAll(asked), { ...refundConfig("rw-past", "sam"), interruptBefore: ["tools"] } as never);
+    const own = Object.getPrototypeOf(t.agent) as { bulkUpdateState: (this: unknown, config: unknown, supersteps: unknown) => Promise<unknown> };
+    const held = ((await t.agent.getState(refundConfig("rw-past"))).values.messages as BaseMessage[]).find((m) => AIMessage.isInstance(m))!;
+    await own.bulkUpdateState.call(t.agent, refundConfig("rw-past"), [{ updates: [{ values: { messages: [new AIMessage({ id: held.id!, content: "", tool_calls: rewritten.tool_calls })] } }] }]);
+    await t.agent.invoke(null as never, refundConfig("rw-past", "cara")).catch(() => undefined);
+    expect(t.refunds()).toEqual([]);
+    const blocked = (await t.auditLog.read("rw-past")).filter((e) => e.type === "tool.blocked");
+    expect(blocked.map((e) => [e.data.toolCallId, e.data.recordedDigest])).toEqual([["c1", asked.requests[0]!.digest]]);
   });
 });
 

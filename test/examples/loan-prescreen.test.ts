@@ -129,7 +129,7 @@ describe("loan pre-screening", () => {
     expect(s.recommendations()).toEqual([]);
     expect(s.approvals()).toEqual([]);
     expect(await s.eventsOf("a200", "escalation.decided")).toEqual([
-      { reviewerId: "uma", action: "take_over", message: "Approved by underwriting at $120,000.", reason: "Loans over $50,000 go to an underwriter", answerSeal: expect.any(String) },
+      { reviewerId: "uma", action: "take_over", message: "Approved by underwriting at $120,000.", reason: "Loans over $50,000 go to an underwriter", digest: expect.stringMatching(/^[0-9a-f]{64}$/), answerSeal: expect.any(String) },
     ]);
     const types = await s.types("a200");
     expect(types).toEqual([
@@ -174,7 +174,7 @@ describe("loan pre-screening", () => {
       },
     ]);
     expect(await s.eventsOf("a200-audit", "escalation.decided")).toEqual([
-      { reviewerId: "uma", action: "close", message: "Declined.", reason: "Loans over $50,000 go to an underwriter", answerSeal: expect.any(String) },
+      { reviewerId: "uma", action: "close", message: "Declined.", reason: "Loans over $50,000 go to an underwriter", digest: expect.stringMatching(/^[0-9a-f]{64}$/), answerSeal: expect.any(String) },
     ]);
     expect(await s.auditLog.verify("a200-audit")).toMatchObject({ ok: true, count: 7 });
   });
