@@ -428,7 +428,7 @@ export function createGovernedAgent(options: GovernedAgentOptions): GovernedAgen
     .addNode("recovery", createToolRecovery({ ...shared, roles: recoveryRoles }))
     .addConditionalEdges("agent", untraced(routeAfterPolicyGate), { approval: "policyGate", tools: "tools", agent: "agent", end })
     .addConditionalEdges("policyGate", untraced(routeAfterPolicyGate), { approval: "policyGate", tools: "tools", agent: "agent", end })
-    .addConditionalEdges("tools", untraced(routeAfterTools), { recovery: "recovery", agent: "agent" })
+    .addConditionalEdges("tools", untraced(routeAfterTools), { recovery: "recovery", agent: "agent", end })
     .addEdge("recovery", "tools");
   if (context) {
     // Context is retrieved for the identity, so the identity is bound first (it is also checked

@@ -71,7 +71,7 @@ export function createGovernedToolPath(options: GovernedToolPathOptions): Compil
     .addNode("recovery", createToolRecovery({ ...shared, roles: recoveryRoles }))
     .addEdge(START, "policyGate")
     .addConditionalEdges("policyGate", untraced(routeAfterPolicyGate), { approval: "policyGate", tools: "tools", agent: END, end: END })
-    .addConditionalEdges("tools", untraced(routeAfterTools), { recovery: "recovery", agent: END })
+    .addConditionalEdges("tools", untraced(routeAfterTools), { recovery: "recovery", agent: END, end: END })
     .addEdge("recovery", "tools")
     .compile() as unknown as CompiledStateGraph<GovernedState, GovernedUpdate, string, typeof GovernedAnnotation.spec, typeof GovernedAnnotation.spec>;
 }

@@ -361,9 +361,11 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
   });
 
   /**
-   * Approved calls reserve their cross-thread budgets when the approval completes: budgets that
-   * deny still hold (the approver approved past those that ask for approval); one that no longer
-   * fits, or cannot be checked, denies the call.
+   * Approved calls reserve their cross-thread budgets when the approval completes: a budget that
+   * denies and no longer fits, or one that cannot be checked, denies the call. A budget that asks
+   * for approval and no longer fits (other threads' calls ran since the call was asked) holds too,
+   * unless its approvers are among those who approved: the call waits for them, with the
+   * approvals it has. Only a call its approvers approved is let past such a budget.
    */
   async function reserveApproved(records: DecisionRecord[], identity: AgentIdentity, threadId: string, budget: Budget, siblings: readonly DecisionRecord[]): Promise<DecisionRecord[]> {
     if (!budgets) return records;
@@ -377,9 +379,22 @@ export function createPolicyGateParts(options: PolicyGateOptions) {
         if (r.status === "approved") through.push({ name: r.name, args: r.parsedArgs ?? r.args, reserved: true });
         continue;
       }
+      const req = { identity, threadId, tool: { name: r.name, args: r.parsedArgs ?? r.args }, threadCounters: budget, pending: [...through] };
       let result: Awaited<ReturnType<typeof budgets.reserve>>;
       try {
-        result = await budgets.reserve({ identity, threadId, tool: { name: r.name, args: r.parsedArgs ?? r.args }, threadCounters: budget, pending: [...through] }, { only: "deny" });
+        result = await budgets.reserve(req);
+        const over = result.verdict;
+        if (over?.effect === "require_approval") {
+          // Asked of the budget's approvers too, unless the request asked them already.
+          const roles = over.approverRoles ?? [];
+          const asked = roles.length === 0 || (r.verdict.approverGroups ?? []).some((group) => group.length === roles.length && roles.every((role) => group.includes(role)));
+          const next = withApproval(r, asked ? r.verdict : budgetApproval(r.verdict as PolicyDecision & { effect: "allow" | "require_approval" }, over), r.approvals);
+          if (next.status !== "approved") {
+            out.push(next);
+            continue;
+          }
+          result = await budgets.reserve(req, { only: "deny" });
+        }
       } catch (error) {
         out.push({ ...r, status: "denied", verdict: budgetFailure(error, r.verdict.version) });
         continue;

@@ -46,15 +46,20 @@ export function routeAfterModel(state: { messages: BaseMessage[] }): "policyGate
 
 /**
  * Routing function for the edge after the governed tool node: to the recovery node when a call
- * waits for a human (`recovery_pending`), else back to the model.
+ * waits for a human (`recovery_pending`); to the end (the escalation guard, where the graph has
+ * one) when a call of the message was escalated: the calls beside it ran, but the model does not
+ * go on (nor propose more) before a reviewer answers the case; else back to the model.
  * @example
  * ```ts
- * graph.addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: "agent" });
+ * graph.addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: "agent", end: "review" });
  * ```
  */
-export function routeAfterTools(state: { messages: BaseMessage[]; decisions: DecisionRecord[] }): "recovery" | "agent" {
+export function routeAfterTools(state: { messages: BaseMessage[]; decisions: DecisionRecord[] }): "recovery" | "agent" | "end" {
   const message = lastAIMessage(state.messages);
-  return message && state.decisions.some((d) => d.messageId === message.id && d.status === "recovery_pending") ? "recovery" : "agent";
+  if (!message) return "agent";
+  const mine = state.decisions.filter((d) => d.messageId === message.id);
+  if (mine.some((d) => d.status === "recovery_pending")) return "recovery";
+  return mine.some((d) => d.status === "escalated") ? "end" : "agent";
 }
 
 /**

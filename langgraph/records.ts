@@ -82,8 +82,15 @@ export async function assertSealed(
   );
 }
 
-/** What the model is told in a call's place when eart answered it without running (the record's `answer`), if it did. */
+/**
+ * What the model is told in a call's place when eart answered it without running (the record's
+ * `answer`), if it did. Its id is the call's (and its proposing message's): two steps that give
+ * the same answer (a createAgent tool step and the step that acts on its sibling's approval, in
+ * one superstep) write one message, not two answers to one call.
+ */
 export function answerOf(record: DecisionRecord): ToolMessage | undefined {
   const { answer } = record;
-  return answer ? new ToolMessage({ tool_call_id: record.toolCallId, name: record.name, content: answer.content, status: answer.status }) : undefined;
+  return answer
+    ? new ToolMessage({ id: `eart-answer:${record.messageId}:${record.toolCallId}`, tool_call_id: record.toolCallId, name: record.name, content: answer.content, status: answer.status })
+    : undefined;
 }

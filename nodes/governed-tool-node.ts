@@ -74,7 +74,8 @@ const FINISHED_FAILURE_KINDS: ReadonlySet<unknown> = new Set(["invalid_arguments
 
 type ToolCall = { id?: string; name: string; args: Record<string, unknown> };
 /**
- * `reserved`: this run reserved the call against the budgets again (a human's retry);
+ * `ran`: charged to the budgets as a call that ran (it did, or a human abandoned an attempt that
+ * may have acted); `reserved`: this run reserved the call against the budgets again (a human's retry);
  * `earlierAttempt`: it ran again after an attempt that may have acted, which the thread's own
  * counters are charged for too.
  */
@@ -714,7 +715,11 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     if (resolution?.type === "abandon") {
       const content = `Abandoned by ${resolution.by}${resolution.message ? `: ${resolution.message}` : "."} The action was not completed.`;
       await finish({ status: "failed", error: content }, entry.attempt, eventOf("tool.failed", { attempt: entry.attempt, kind: "abandoned", error: content, by: resolution.by }));
-      return { record: { ...current, status: "failed", executedAt: now() }, message: answer(content, "error"), events };
+      // An attempt that may have acted (it started the tool, which then threw, timed out or was
+      // lost) is charged as one that ran: a thread's own counters (no budget store) would
+      // otherwise give back what it may have spent; the store keeps its reservation already.
+      const mayHaveActed = entry.attempt >= 1 && current.recovery?.reason !== "circuit_open" && current.recovery?.reason !== "permission_denied";
+      return { record: { ...current, status: "failed", executedAt: now() }, message: answer(content, "error"), events, ...(mayHaveActed ? { ran: true } : {}) };
     }
     if (begun.claimed) return execute(entry.attempt, resolution !== undefined, startsWithClaim);
 

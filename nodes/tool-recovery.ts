@@ -41,7 +41,7 @@ export type ToolRecoveryOptions = z.input<typeof ToolRecoveryOptionsSchema>;
  * ```ts
  * graph
  *   .addNode("recovery", createToolRecovery({ registry, auditLog, roles: ["supervisor"] }))
- *   .addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: "agent" })
+ *   .addConditionalEdges("tools", routeAfterTools, { recovery: "recovery", agent: "agent", end: "review" })
  *   .addEdge("recovery", "tools");
  * ```
  */
