@@ -55,12 +55,14 @@ type ParsedRule = z.output<typeof RedactionRuleSchema>;
  * UUID written there is no card (`aaf31022-5599-4213-96af-…`: a UUID's hex groups hold digit runs
  * between dashes, and eart's ids, LangGraph's checkpoint ids and LangChain's run ids are UUIDs that
  * must stay exact); a card written right after a UUID is still found, on the match's shorter
- * stretches.
+ * stretches. Nor is a match inside a hex digest (see {@link insideHexDigest}). Thirteen digits are a
+ * card only with a 13-digit issuer's prefix (see {@link THIRTEEN_DIGIT_ISSUERS}).
  */
 export function luhnValid(text: string, around?: MatchPlace): boolean {
-  if (around && overlapsUuid(around)) return false;
+  if (around && (overlapsUuid(around) || insideHexDigest(around))) return false;
   const digits = text.replace(/\D/g, "");
   if (digits.length < 13 || digits.length > 19) return false;
+  if (digits.length === 13 && !THIRTEEN_DIGIT_ISSUERS.test(digits)) return false;
   let sum = 0;
   for (let i = 0; i < digits.length; i++) {
     let d = Number(digits[digits.length - 1 - i]);
@@ -72,6 +74,14 @@ export function luhnValid(text: string, around?: MatchPlace): boolean {
   }
   return sum % 10 === 0;
 }
+
+/**
+ * The only networks that issue 13-digit cards: Visa (4…) and Maestro (50…, 56…–69…). Any other
+ * 13-digit run is no card, and the commonest one is an epoch-millisecond timestamp (`Date.now()`
+ * in a tool's result: 1… from 2001 to 2033, 2… to 2065, 3… to 2096), which passes Luhn one time
+ * in ten.
+ */
+const THIRTEEN_DIGIT_ISSUERS = /^(?:4|5[06-9]|6)/;
 
 const UUID = /[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}/g;
 
@@ -87,6 +97,28 @@ function overlapsUuid({ text, start, end }: MatchPlace): boolean {
     UUID.lastIndex = m.index + 1;
   }
   return false;
+}
+
+/**
+ * Whether the match, written without separators, lies in a run of 32 or more hex digits with a
+ * letter among them (an MD5, SHA-1 or SHA-256 digest: eart's hashes, an ETag): its digits are the
+ * digest's, whatever letters stand before them (`…6e6cc55518472475883` is no card labelled `cc`).
+ */
+function insideHexDigest({ text, start, end }: MatchPlace): boolean {
+  // Looked at up to 128 characters each side (a SHA-512 in hex): a match costs the same however
+  // long the run of letters and digits around it.
+  let a = start;
+  let b = end;
+  while (a > 0 && start - a < 128 && isAlnum(text, a - 1)) a--;
+  while (b < text.length && b - end < 128 && isAlnum(text, b)) b++;
+  if (b - a < 32) return false;
+  let letter = false;
+  for (let i = a; i < b; i++) {
+    const c = text.charCodeAt(i) | 0x20;
+    if (c >= 0x61 && c <= 0x66) letter = true;
+    else if (c < 0x30 || c > 0x39) return false;
+  }
+  return letter;
 }
 
 /**
@@ -107,10 +139,10 @@ const IBAN_LENGTHS: Readonly<Record<string, number>> = Object.fromEntries(
 /**
  * ISO 13616 check of an IBAN (any case, any separators): a registered country, that country's
  * length, and mod 97 equal to 1. Given where the match is (`around`), no stretch of a UUID is one
- * (see {@link luhnValid}).
+ * (see {@link luhnValid}), nor the random tail of an identifier (see {@link identifierTail}).
  */
 export function ibanValid(text: string, around?: MatchPlace): boolean {
-  if (around && overlapsUuid(around)) return false;
+  if (around && (overlapsUuid(around) || identifierTail(around))) return false;
   const s = text.replace(/[^0-9A-Za-z]/g, "").toUpperCase();
   if (IBAN_LENGTHS[s.slice(0, 2)] !== s.length || !/^[A-Z]{2}\d{2}[A-Z0-9]+$/.test(s)) return false;
   let rest = 0;
@@ -119,6 +151,26 @@ export function ibanValid(text: string, around?: MatchPlace): boolean {
     rest = (v >= 10 ? rest * 100 + v : rest * 10 + v) % 97;
   }
   return rest === 1;
+}
+
+/**
+ * Whether the match is the random part of an identifier: glued by `_` to a word before it, written
+ * without separators, and in mixed case after its first letter, as the base62 tail of an OpenAI
+ * tool call id is (`call_vG37BkjrT0mutqcibgH8QjfW` holds a valid 24-long VG IBAN: about one id in
+ * 500,000 does). An IBAN glued to its label is written in one case (`iban_DE89…`, `iban_de89…`,
+ * `iban_De89…`) and is still found.
+ */
+function identifierTail({ text, start, end }: MatchPlace): boolean {
+  if (start < 2 || text[start - 1] !== "_" || !isAlnum(text, start - 2)) return false;
+  let upper = false;
+  let lower = false;
+  for (let i = start + 1; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 65 && c <= 90) upper = true;
+    else if (c >= 97 && c <= 122) lower = true;
+    else if (c < 48 || c > 57) return false;
+  }
+  return upper && lower;
 }
 
 /**
@@ -141,9 +193,10 @@ const END = "(?![0-9A-Za-z])";
  * How many letters glued to a run of digits are read as a label (`CC4111…`, `visa4111…`,
  * `primaryAccountNumber4111…`, `…1111exp`, `SSN123-45-6789`), not as part of a longer code: the
  * digits are matched when the letters beside them run to a word edge within this many. A run of
- * digits inside a longer mix of letters and digits (an order code) is not, nor one inside a
- * SHA-256 digest in hex: a label, 19 digits and a label with 4 digits after it make 63 characters
- * at most, fewer than its 64.
+ * digits inside a longer mix of letters and digits (an order code) is not (unless a word that
+ * names a card stands right before it: {@link CARD_WORDS}), nor one inside a SHA-256 digest in
+ * hex: a label, 19 digits and a label with 4 digits after it make 63 characters at most, fewer
+ * than its 64.
  */
 const LABEL = 20;
 /**
@@ -161,11 +214,34 @@ const DIGITS_END = `(?=[A-Za-z]{0,${LABEL}}(?![0-9A-Za-z]))`;
 const CARD_END = `(?=(?:[A-Za-z]{1,${LABEL}}\\d{0,4})?(?![0-9A-Za-z]))`;
 /** Thirteen to nineteen digits in any grouping. */
 const CARD_DIGITS = `(?:${SEP}{0,3}\\d){12,18}`;
+/** `word` matched in any case, one character class per letter (`cc` → `[Cc][Cc]`). */
+const anyCase = (word: string): string => [...word].map((c) => `[${c.toUpperCase()}${c}]`).join("");
+/**
+ * Labels that name a card. Glued to a card's digits, one of these is a label even with a digit
+ * right before it (`x1CC4111…`, `v2card4111…`), where other letters are read as part of a longer
+ * code (an order code, a hex digest: of these words only `cc` is hex, and a digest's digit run
+ * must also end at a word edge or a label to be read).
+ */
+const CARD_WORDS = ["cc", "ccn", "ccno", "ccnum", "card", "cardno", "cardnum", "cardnumber", "creditcard", "debitcard", "pan", "visa", "mc", "mastercard", "amex", "discover", "maestro", "jcb", "unionpay", "diners"];
+/** {@link DIGITS_START}, or a digit and then one of the {@link CARD_WORDS} right before the card. */
+const CARD_START = `(?<![0-9])(?:(?<![0-9][A-Za-z]{1,${LABEL}})|(?<=[0-9](?:${CARD_WORDS.map(anyCase).join("|")})))(?<![A-Za-z]{${LABEL + 1}})`;
+/**
+ * A card in a form-encoded body (`card=4111+1111+1111+1111&exp=1229`, `note=paid+with+4111+…`),
+ * where each space is a `+`: right after a key's `=` or after a `+` that follows a word, digit
+ * groups joined by single `+`s as cards are grouped (4-4-4-4 and 1–3 more digits, 4-6-5, 4-6-4,
+ * 4-4-5), and no further `+` and digit after them. Not arithmetic: a sum's `+` follows a digit
+ * (`100+1250+…`), a formula's `=` no key (`=1250+3400+…`), `1+1` has no such groups, and a longer
+ * sum runs on (`x=1250+3400+2200+1800+900`); nor a phone number there, whose own `+` is written
+ * `%2B` and whose groups are shorter (`%2B1+415+555+2671`). Thirteen digits must also have a
+ * 13-digit card's prefix (see {@link luhnValid}).
+ */
+const FORM_CARD = `[1-9](?<=(?:[\\w\\]]=|[^\\d\\s]\\+)[1-9])\\d{3}\\+(?:\\d{4}\\+\\d{4}\\+\\d{4}(?:\\+\\d{1,3})?|\\d{6}\\+\\d{4,5}|\\d{4}\\+\\d{5})(?!\\+\\d)${CARD_END}`;
 
 /**
- * Ready-made rules: card numbers (13–19 digits in any grouping, Luhn-checked), IBANs (any case and
- * grouping, mod-97-checked), US social security numbers (grouped by dashes, spaces or dots) and UK
- * national insurance numbers, each also by common field names.
+ * Ready-made rules: card numbers (13–19 digits in any grouping, also `+`-grouped in a form-encoded
+ * body, Luhn-checked, 13 digits only with a 13-digit issuer's prefix), IBANs (any case and
+ * grouping, mod-97-checked, not an identifier's random tail), US social security numbers (grouped
+ * by dashes, spaces or dots) and UK national insurance numbers, each also by common field names.
  * @example
  * ```ts
  * const redaction = defineRedaction([...STANDARD_REDACTIONS, { id: "salary", fields: ["salary"], visibleTo: ["hr-manager"], label: "compensation" }]);
@@ -179,9 +255,11 @@ export const STANDARD_REDACTIONS: readonly RedactionRule[] = [
     // phone number does. Letters glued to it are a label (`CC4111…`, `4111…exp1229`, up to LABEL of
     // them) when the number does not start with 0 (no card does; a parcel's `JD01…` is no card).
     // The glued form first: both alternatives start at the same digit, and the first one that
-    // matches is the one checked.
+    // matches is the one checked. Last, a card grouped by `+`s in a form-encoded body (FORM_CARD),
+    // where a "+" before it is a space. Every form starts with a digit, which is checked first: the
+    // lookbehinds run only there, not at every character.
     pattern: new RegExp(
-      `(?:(?<!\\+)|(?=(?:\\d${SEP}{0,3}){15}\\d))(?:${DIGITS_START}[1-9]${CARD_DIGITS}${CARD_END}|${START}\\d${CARD_DIGITS}${END})`,
+      `(?=\\d)(?:(?:(?<!\\+)|(?=(?:\\d${SEP}{0,3}){15}\\d))(?:${CARD_START}[1-9]${CARD_DIGITS}${CARD_END}|${START}\\d${CARD_DIGITS}${END})|${FORM_CARD})`,
       "g",
     ),
     validate: luhnValid,

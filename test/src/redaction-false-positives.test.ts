@@ -195,6 +195,9 @@ describe("ordinary business text is left alone", () => {
       "order 1042",
       "1042, 1043, 1044, 1045",
       "1Z999AA10123456784",
+      // An epoch-millisecond timestamp and an OpenAI tool call id that pass Luhn and mod 97.
+      "1733616000001",
+      "call_vG37BkjrT0mutqcibgH8QjfW",
       // Near misses of the secrets themselves: a Luhn-invalid card number, an IBAN with a wrong
       // check, SSNs from ranges never issued.
       "4111 1111 1111 1112",

@@ -167,6 +167,87 @@ describe("standard redactions on the forms attackers and real input use", () => 
   });
 });
 
+describe("form-encoded cards, card labels after a digit, identifiers' tails, 13-digit runs", () => {
+  it.each([
+    ["a form value", "card=4111+1111+1111+1111&exp=1229", "card=[REDACTED:card_number]&exp=1229"],
+    ["form-encoded text", "note=paid+with+4111+1111+1111+1111+thanks", "note=paid+with+[REDACTED:card_number]+thanks"],
+    ["Amex grouping", "pan_no=3782+822463+10005&x=1", "pan_no=[REDACTED:card_number]&x=1"],
+    ["a 19-digit card, 4-4-4-4-3", "card=4111+1111+1111+1111+110", "card=[REDACTED:card_number]"],
+    ["a 13-digit Visa, 4-4-5", "card=4222+2222+22222", "card=[REDACTED:card_number]"],
+    ["a label glued after", "card=4111+1111+1111+1111exp", "card=[REDACTED:card_number]exp"],
+    ["after an encoded colon", "note=card%3A+4111+1111+1111+1111", "note=card%3A+[REDACTED:card_number]"],
+  ])("a card in a form-encoded body (spaces as +): %s", (_, text, expected) => {
+    expect(redact(text).value).toBe(expected);
+    expect(standard.mayChange!(text)).toBe(true);
+  });
+
+  it("plus signs that are arithmetic or a phone number's are no card separator, even around a number that passes Luhn", () => {
+    for (const text of [
+      "1+1",
+      "a=1+1",
+      "x=1234+5678",
+      // 4111…: a sum's "+" follows a digit; a formula's "=" follows no key; a longer sum runs on.
+      "100+4111+1111+1111+1111",
+      "=4111+1111+1111+1111",
+      "x=4111+1111+1111+1111+1234",
+      // A phone number's own "+" is %2B in a form body.
+      "phone=%2B1+415+555+2671",
+      "phone=%2B55+11+91234+5678&name=Ann",
+      "phone=%2B44+20+7946+0958",
+      "note=ship+on+2026+03+10+ref+1042",
+    ]) {
+      expect(redact(text).value, text).toBe(text);
+    }
+    expect(luhnValid(CARD)).toBe(true);
+  });
+
+  it("a label that names a card is a label after a digit too; other letters after a digit are part of a code", () => {
+    expect(redact(`x1CC${CARD}`).value).toBe("x1CC[REDACTED:card_number]");
+    expect(redact(`v2card${CARD} ok`).value).toBe("v2card[REDACTED:card_number] ok");
+    expect(redact("2024VISA4111 1111 1111 1111").value).toBe("2024VISA[REDACTED:card_number]");
+    for (const text of [`x9y${CARD}`, `ab1xyz${CARD}`, `x1CCC${CARD}`]) expect(redact(text).value, text).toBe(text);
+    // Hex digests whose digits after "cc" pass Luhn (an MD5 each): the digest's digits, no card.
+    for (const digest of ["bc948309fa31d6e6cc55518472475883", "7ab440c5f2cc901756807779845bb869", "BC948309FA31D6E6CC55518472475883"]) {
+      expect(redact(digest).value, digest).toBe(digest);
+      expect(redact(`etag ${digest}.`).value, digest).toBe(`etag ${digest}.`);
+    }
+    expect(luhnValid("55518472475883")).toBe(true);
+  });
+
+  it("an IBAN-shaped random tail glued by _ to an identifier (an OpenAI tool call id) is no IBAN; an IBAN glued to its label is", () => {
+    expect(ibanValid("VG37BKJRT0MUTQCIBGH8QJFW")).toBe(true);
+    expect(redact("call_vG37BkjrT0mutqcibgH8QjfW").value).toBe("call_vG37BkjrT0mutqcibgH8QjfW");
+    expect(redact({ tool_call_id: "call_vG37BkjrT0mutqcibgH8QjfW" }).value).toEqual({ tool_call_id: "call_vG37BkjrT0mutqcibgH8QjfW" });
+    for (const [text, expected] of [
+      ["iban_VG37BKJRT0MUTQCIBGH8QJFW", "iban_[REDACTED:iban]"],
+      ["iban_vg37bkjrt0mutqcibgh8qjfw", "iban_[REDACTED:iban]"],
+      ["iban_De89370400440532013000", "iban_[REDACTED:iban]"],
+      ["iban_de89 3704 0044 0532 0130 00", "iban_[REDACTED:iban]"],
+      // Mixed case not glued to an identifier, as the attacks suite writes it, is still found.
+      ["pay to vG37BkjrT0mutqcibgH8QjfW now", "pay to [REDACTED:iban] now"],
+      ["pay to gB82 wEsT 1234 5698 7654 32", "pay to [REDACTED:iban]"],
+    ]) {
+      expect(redact(text).value, text).toBe(expected);
+    }
+  });
+
+  it("thirteen digits are a card only with a 13-digit issuer's prefix (Visa 4, Maestro 50, 56–69): epoch milliseconds are not", () => {
+    for (const card of ["4222222222222", "6759000000005", "5018000000007"]) {
+      expect(luhnValid(card), card).toBe(true);
+      expect(redact(`card ${card}`).value, card).toBe("card [REDACTED:card_number]");
+    }
+    // Each passes the Luhn checksum; none has a 13-digit card's prefix.
+    for (const text of ["1733616000001", "2051222400005", "3000000000007", "9000000000001", "ts=1733616000001", "1733616000.001", "at 1733 6160 00001"]) {
+      expect(redact(text).value, text).toBe(text);
+    }
+    expect(redact({ createdAt: 1733616000001 }).value).toEqual({ createdAt: 1733616000001 });
+    expect(redact('{"createdAt":1733616000001}').value).toBe('{"createdAt":1733616000001}');
+    // Fourteen digits and more are checked as before (a UATP card starts with 1).
+    expect(redact("UATP 122000000000003").value).toBe("UATP [REDACTED:card_number]");
+    expect(redact("ref 1733616000001 4111 1111 1111 1111").value).toBe("ref 1733616000001 [REDACTED:card_number]");
+  });
+});
+
 describe("redaction of values nested deeper than it walks (256 levels): cut, never passed through", () => {
   /** `levels` nested objects around `inner`. */
   const nested = (levels: number, inner: unknown): unknown => {
