@@ -22,6 +22,7 @@ import { checkThreadFence, withThreadFence, type ThreadFence, type ThreadLock } 
 import { digestOf, refusalData } from "../src/human-tasks/refusal.js";
 import { assertActsForBound } from "../nodes/identity-binding.js";
 import { GOVERNED_CHANNEL_NAMES } from "../langgraph/channels.js";
+import { EART_MESSAGE_ID_PREFIX } from "../langgraph/records.js";
 
 /** The part of a state snapshot the guard reads. */
 interface Snapshot {
@@ -169,7 +170,6 @@ export function assertKeepsHeldMessages(values: unknown, written: unknown, via: 
   for (const m of ((values as { messages?: unknown } | null | undefined)?.messages as BaseMessage[] | undefined) ?? []) {
     if (typeof m?.id === "string") held.set(m.id, m);
   }
-  if (held.size === 0) return;
   const replaced: string[] = [];
   for (const like of Array.isArray(sent) ? sent : [sent]) {
     let message: BaseMessage;
@@ -181,21 +181,25 @@ export function assertKeepsHeldMessages(values: unknown, written: unknown, via: 
     // A removal is no rewrite: what it takes away, the records still hold (a waiting call still waits).
     if (message.getType() === "remove") continue;
     const id = message.id;
-    const before = typeof id === "string" ? held.get(id) : undefined;
-    if (before && !sameUserMessage(before, message)) replaced.push(id!);
+    if (typeof id !== "string") continue;
+    // eart's own messages' ids (a reviewer's guidance, eart's answer to a call): never a caller's,
+    // held or not yet (planted before eart writes it, or written again after a removal).
+    if (id.startsWith(EART_MESSAGE_ID_PREFIX)) replaced.push(id);
+    else if (held.has(id) && !sameUserMessage(held.get(id)!, message)) replaced.push(id);
   }
   if (replaced.length > 0) {
-    throw new StateTamperError("state_write_refused", `A caller's ${via} may not replace messages the thread holds (${replaced.join(", ")}): it adds messages, with ids of their own`, {
+    throw new StateTamperError("state_write_refused", `A caller's ${via} may not replace messages the thread holds, nor use eart's ids (${replaced.join(", ")}): it adds messages, with ids of their own`, {
       fields: ["messages"],
       messageIds: replaced,
     });
   }
 }
 
-/** Whether `again` is the user's own message `held` sent again as it was (same type, content and name). */
+/** Whether `again` is the user's own message `held` sent again as it was (same type, content, name and extra fields). */
 function sameUserMessage(held: BaseMessage, again: BaseMessage): boolean {
   if (held.getType() !== "human" || again.getType() !== "human") return false;
-  return canonicalJson(held.content) === canonicalJson(again.content) && (held.name ?? null) === (again.name ?? null);
+  const fields = (m: BaseMessage) => canonicalJson({ content: m.content, name: m.name ?? null, additional_kwargs: m.additional_kwargs ?? {}, response_metadata: m.response_metadata ?? {} });
+  return fields(held) === fields(again);
 }
 
 /** The event that records a refused answer, by the kind of human task it answered. */
@@ -526,7 +530,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // An identity nobody sealed binds nothing (the binding node reports it and binds afresh).
       const bound = snapshot?.values ? (records.identity(snapshot.values as Record<string, unknown>) as AgentIdentity | undefined) : undefined;
       if (bound?.seal !== undefined) assertActsForBound(bound, options.configurable);
-      if (snapshot) assertKeepsHeldMessages(snapshot.values, input, "input");
+      assertKeepsHeldMessages(snapshot?.values, input, "input");
       if (clean?.tuple) return stream(input, lendCheckpoint(options, clean.tuple));
     }
     return stream(input, options);

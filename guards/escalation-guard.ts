@@ -4,7 +4,7 @@ import { AIMessage, HumanMessage, type BaseMessage } from "@langchain/core/messa
 import type { LangGraphRunnableConfig } from "@langchain/langgraph";
 import { z } from "zod";
 import { interruptForAnswer, reviewAnswerFields } from "../langgraph/interrupts.js";
-import { EffectLedgerOption } from "../langgraph/records.js";
+import { EART_MESSAGE_ID_PREFIX, EffectLedgerOption } from "../langgraph/records.js";
 import { lazySealer } from "../src/decisions/seal.js";
 import { lastAIMessage, messageText, requireThreadId } from "../langgraph/run.js";
 import type { GovernedState } from "../langgraph/channels.js";
@@ -177,7 +177,7 @@ export function createEscalationGuard(options: EscalationGuardOptions) {
     if (action === "send_back") {
       // The guidance is recorded in eart's own channel, by id and bound to the reviewed answer:
       // nothing a customer writes into a message can pass for it.
-      const guidance = new HumanMessage({ id: randomUUID(), content: `Guidance from reviewer ${reviewerId}: ${message}`, name: reviewerId });
+      const guidance = new HumanMessage({ id: `${EART_MESSAGE_ID_PREFIX}guidance:${randomUUID()}`, content: `Guidance from reviewer ${reviewerId}: ${message}`, name: reviewerId });
       const review: Review = {
         guidanceMessageId: guidance.id!,
         reviewerId,

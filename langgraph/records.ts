@@ -83,6 +83,13 @@ export async function assertSealed(
 }
 
 /**
+ * The start of the ids of the messages eart writes and knows by id (a reviewer's guidance, eart's
+ * answer to a call it did not run): a caller's message never carries one (the resume guard refuses
+ * it), so none can stand in for eart's, before it is written or after a removal.
+ */
+export const EART_MESSAGE_ID_PREFIX = "eart-";
+
+/**
  * What the model is told in a call's place when eart answered it without running (the record's
  * `answer`), if it did. Its id is the call's (and its proposing message's): two steps that give
  * the same answer (a createAgent tool step and the step that acts on its sibling's approval, in
@@ -91,6 +98,6 @@ export async function assertSealed(
 export function answerOf(record: DecisionRecord): ToolMessage | undefined {
   const { answer } = record;
   return answer
-    ? new ToolMessage({ id: `eart-answer:${record.messageId}:${record.toolCallId}`, tool_call_id: record.toolCallId, name: record.name, content: answer.content, status: answer.status })
+    ? new ToolMessage({ id: `${EART_MESSAGE_ID_PREFIX}answer:${record.messageId}:${record.toolCallId}`, tool_call_id: record.toolCallId, name: record.name, content: answer.content, status: answer.status })
     : undefined;
 }

@@ -863,8 +863,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     const executed = withIds
       .flatMap((call, i) => {
         const ran = { call, ran: results[i]!.ran === true, reserved: records.get(call.id)?.budgetReserved === true || results[i]!.reserved === true, parsedArgs: records.get(call.id)?.parsedArgs };
-        // The earlier attempt of a retry: the thread's own counters only (the store holds it).
-        return results[i]!.earlierAttempt ? [ran, { ...ran, reserved: true }] : [ran];
+        // The earlier attempt of a retry, whatever the retry did (one that failed again goes back
+        // to a human, who may abandon it): the thread's own counters only (the store holds it).
+        return results[i]!.earlierAttempt ? [ran, { ...ran, ran: true, reserved: true }] : [ran];
       })
       .filter((r) => r.ran);
     const budget = executed.length > 0 ? await charge(executed, state, threadId) : {};
