@@ -10,6 +10,8 @@ import { IterableReadableStream } from "@langchain/core/utils/stream";
 import { REFUSAL_EVENT_TYPES, type AuditEventData } from "../src/audit/events.js";
 import { type AuditEvent, type AuditEventInput, type AuditLog } from "../src/audit/log.js";
 import { type DecisionRecord } from "../src/decisions/records.js";
+import { RUNNABLE_STATUSES } from "../src/decisions/lifecycle.js";
+import { answeredAfter } from "../langgraph/run.js";
 import { ApprovalError, EartConfigError, StateTamperError, ThreadStateError, EartError } from "../src/errors.js";
 import { ApprovalRequestSchema, keyedApprovalAnswer, pendingApproval, type ApprovalRequest } from "../src/human-tasks/approval.js";
 import { pendingRecovery } from "../src/human-tasks/recovery.js";
@@ -29,6 +31,7 @@ interface Snapshot {
   createdAt?: string;
   values: unknown;
   tasks: readonly { interrupts?: readonly unknown[] }[];
+  next?: readonly string[];
 }
 
 /** The part of a compiled graph the resume guard needs. */
@@ -469,7 +472,8 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
   const { auditLog } = options;
   const channels = options.channels ?? GOVERNED_CHANNEL_NAMES;
   const records = options.records ?? DEFAULT_RECORDS;
-  const sealer = lazySealer(options.ledger ?? (graph.checkpointer instanceof BaseCheckpointSaver ? ledgerFor(graph.checkpointer) : undefined));
+  const ledger = options.ledger ?? (graph.checkpointer instanceof BaseCheckpointSaver ? ledgerFor(graph.checkpointer) : undefined);
+  const sealer = lazySealer(ledger);
   Object.defineProperty(graph, ANSWER_SEALER, { value: sealer, configurable: true });
   // One run of a thread at a time, by default: without it two people answering one request at
   // once would both be accepted. The lock that fits the graph's checkpointer, unless one is given
@@ -526,6 +530,8 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // A request whose interrupt was dropped (a state write on the paused thread) still waits:
       // the proposing message's calls are recorded as waiting for a human.
       if (snapshot && waitsInRecords(snapshot.values as Record<string, unknown>, records)) throw awaitingHuman(String(options.configurable?.thread_id));
+      const unfinished = await unfinishedCalls(graph, options, snapshot?.values as Record<string, unknown> | undefined, records, ledger);
+      if (unfinished.length > 0) throw unfinishedThread(String(options.configurable?.thread_id), unfinished);
       // New input on a bound thread comes from the human it acts for; checked before it is stored.
       // An identity nobody sealed binds nothing (the binding node reports it and binds afresh).
       const bound = snapshot?.values ? (records.identity(snapshot.values as Record<string, unknown>) as AgentIdentity | undefined) : undefined;
@@ -621,7 +627,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       const write = () => langGraphRefusal(() => updateState(config, values, asNode));
       // LangGraph's updateState is a one-step bulkUpdateState: the lock is taken, and the thread
       // checked under it, there.
-      return graph.bulkUpdateState ? write() : underLock(config, async () => (await assertNotWaiting(graph, config, records), write()));
+      return graph.bulkUpdateState ? write() : underLock(config, async () => (await assertNotWaiting(graph, config, records, ledger), write()));
     }) as G["updateState"];
   }
   if (graph.bulkUpdateState) {
@@ -637,7 +643,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       }
       await assertNoGovernedAnswers(graph, config, supersteps.flatMap((step) => step.updates.map((u) => u.values)), records);
       return underLock(config, async () => {
-        await assertNotWaiting(graph, config, records);
+        await assertNotWaiting(graph, config, records, ledger);
         countStateWrite(graph, config);
         return langGraphRefusal(() => bulkUpdateState(config, supersteps));
       });
@@ -868,6 +874,35 @@ async function assertNoGovernedAnswers(graph: Pick<ResumableGraph, "getState">, 
 }
 
 /**
+ * The calls eart let run (allowed or approved) that nothing answered, when the run that was to run
+ * them stopped before it finished: their tool step began (the effect ledger met them: a crash, a
+ * cancelled run), or it is the thread's next step (a breakpoint before the tools, a run cancelled
+ * or cut by its recursion limit before them). New input would start a new turn past them: a call
+ * that may have acted (a payment whose outcome is unknown) would be lost to every human, and the
+ * model would be sent a call with no answer, which providers refuse. The thread is continued first
+ * (`null` input, `continueThread`): it runs them, replays what finished, and hands what may have
+ * acted to a human. A run that ended with them unanswered and nothing next (a middleware that
+ * jumped to the end) ran nothing and has nothing to continue: not these.
+ */
+async function unfinishedCalls(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, values: Record<string, unknown> | undefined, records: StateRecords, ledger: EffectLedger | undefined): Promise<string[]> {
+  if (!values) return [];
+  const threadId = String(config.configurable?.thread_id);
+  const messages = ((values.messages as BaseMessage[] | undefined) ?? []).filter((m) => typeof m?.getType === "function");
+  const open = decisionsIn(values, records).filter((r) => RUNNABLE_STATUSES.has(r?.status) && !answeredAfter(messages, r.messageId, r.toolCallId));
+  if (open.length === 0) return [];
+  const met: string[] = [];
+  if (ledger) for (const r of open) if (await ledger.get({ threadId, toolCallId: r.toolCallId, digest: r.digest })) met.push(r.toolCallId);
+  if (met.length > 0) return met;
+  // The tool step next: eart's agents (and createAgent) name it "tools".
+  const next = (await graph.getState({ configurable: { thread_id: threadId } })).next ?? [];
+  return next.includes("tools") ? open.map((r) => r.toolCallId) : [];
+}
+
+/** The refusal of new input or a state write on a thread with {@link unfinishedCalls}. */
+const unfinishedThread = (threadId: string, calls: readonly string[]) =>
+  new ThreadStateError("thread_unfinished", threadId, `Thread "${threadId}" stopped before it finished running ${calls.join(", ")}: continue it (input null) first; nothing was written`);
+
+/**
  * Whether the thread's records say it waits for a human (whatever its interrupts say: a state
  * write drops them): a case open for a reviewer, where the graph has one, or a call recorded as
  * waiting for an approval or a recovery decision.
@@ -886,12 +921,15 @@ function waitsInRecords(values: Record<string, unknown> | undefined, records: St
  * write would drop the request's interrupt, and with it the request from every listing that reads
  * the thread (a reviewer's search, `eart pending`), as LangGraph server's guard refuses it.
  */
-async function assertNotWaiting(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, records: StateRecords): Promise<void> {
+async function assertNotWaiting(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, records: StateRecords, ledger: EffectLedger | undefined): Promise<void> {
   const threadId = config.configurable?.thread_id;
   if (typeof threadId !== "string" && typeof threadId !== "number") return;
   const snapshot = await graph.getState({ configurable: { thread_id: threadId } });
   if (!snapshot.createdAt) return;
   if (pendingHumanTask(snapshot) || waitsInRecords(snapshot.values as Record<string, unknown>, records)) throw awaitingHuman(String(threadId));
+  // A write that appends a message would hide calls a stopped run was running from the next input's check.
+  const unfinished = await unfinishedCalls(graph, config, snapshot.values as Record<string, unknown>, records, ledger);
+  if (unfinished.length > 0) throw unfinishedThread(String(threadId), unfinished);
 }
 
 /** The refusal of input or a continue on a thread that waits for a human. */

@@ -66,7 +66,9 @@ export function indexTools(tools: readonly StructuredToolInterface[], field = "t
  * prototype defines), never from the error's own properties.
  */
 export function isGraphControlFlow(error: unknown): boolean {
-  if (!isGraphBubbleUp(error) || typeof error !== "object" || error === null || Object.hasOwn(error, "is_bubble_up")) return false;
+  // Not an object (a tool may throw null, a string, a number): no control flow, and LangGraph's own
+  // tests would read a property of it.
+  if (typeof error !== "object" || error === null || !isGraphBubbleUp(error) || Object.hasOwn(error, "is_bubble_up")) return false;
   for (let proto = Object.getPrototypeOf(error); proto !== null && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
     if (typeof Object.getOwnPropertyDescriptor(proto, "is_bubble_up")?.get === "function") return true;
   }
@@ -75,7 +77,7 @@ export function isGraphControlFlow(error: unknown): boolean {
 
 /** A LangGraph interrupt, as LangGraph raises it (see {@link isGraphControlFlow}). */
 export function isGraphInterrupt(error: unknown): boolean {
-  return isLangGraphInterrupt(error) && isGraphControlFlow(error) && Array.isArray((error as { interrupts?: unknown }).interrupts);
+  return typeof error === "object" && error !== null && isLangGraphInterrupt(error) && isGraphControlFlow(error) && Array.isArray((error as { interrupts?: unknown }).interrupts);
 }
 
 /** Option schema: LangChain tools. */

@@ -476,7 +476,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         // createAgent writes the model's own message beside a Command: without it in hand, it could not be redacted.
         if (!proposal) throw new EartConfigError("responseFormat", "a structured answer came without the model's message: governanceMiddleware cannot redact and record it, so nothing of it was kept");
         const rest = structured.messages.filter((m) => m !== proposal);
-        const answer = modelAnswer(proposal, threadId, { redaction, viewer: identity });
+        const answer = modelAnswer(proposal, threadId, { redaction, viewer: identity, held: state.messages });
         if (answer.message !== proposal) becomeRedacted(proposal, answer.message as AIMessage);
         const others = redaction ? rest.map((m) => redactMessage(m, redaction, identity).message) : rest;
         const structuredResponse = redaction ? redaction.apply(structured.structuredResponse, identity).value : structured.structuredResponse;
@@ -488,7 +488,7 @@ export function governanceMiddleware(options: GovernanceMiddlewareOptions) {
         if (binding && binding.events.length > 0) await auditLog.append(binding.events);
         return response;
       }
-      const answer = modelAnswer(response, threadId, { redaction, viewer: identity });
+      const answer = modelAnswer(response, threadId, { redaction, viewer: identity, held: state.messages });
       // createAgent writes the message its model call returned, whatever this hook returns with a
       // Command: what it writes is made the redacted answer, so the thread never holds the raw one.
       if (answer.message !== response) becomeRedacted(response, answer.message as AIMessage);

@@ -16,6 +16,7 @@ import { assertNoPendingApproval, messageText } from "../langgraph/run.js";
 import { hostSteps, type Step } from "../langgraph/steps.js";
 import { isGraphControlFlow, ChatModelOption, ToolsOption } from "../langgraph/tools.js";
 import type { GovernedState } from "../langgraph/channels.js";
+import { EART_MESSAGE_ID_PREFIX } from "../langgraph/records.js";
 
 const ModelNodeOptionsSchema = z
   .object({
@@ -131,7 +132,7 @@ export function createModelStep(options: ModelNodeOptions) {
   return async function modelStep(messages: BaseMessage[], config: LangGraphRunnableConfig, threadId: string, context?: ThreadContext, viewer?: RedactionViewer): Promise<ModelStep> {
     const prefix = [...(system ? [system] : []), ...(context && context.items.length > 0 ? [contextMessage(context)] : [])];
     const called = await call(prefix.length > 0 ? [...prefix, ...messages] : messages, config, threadId);
-    const answer = modelAnswer(called.response, threadId, { redaction, viewer });
+    const answer = modelAnswer(called.response, threadId, { redaction, viewer, held: messages });
     return { ...answer, events: [...called.events, ...answer.events] };
   };
 }
@@ -145,13 +146,15 @@ export function createModelStep(options: ModelNodeOptions) {
 export function modelAnswer(
   called: BaseMessage,
   threadId: string,
-  options: { redaction?: Redaction | undefined; viewer?: RedactionViewer | undefined } = {},
+  options: { redaction?: Redaction | undefined; viewer?: RedactionViewer | undefined; held?: readonly BaseMessage[] } = {},
 ): { message: BaseMessage; toolCalls: ModelStep["toolCalls"]; events: AuditEventInput[] } {
-  const { redaction, viewer } = options;
+  const { redaction, viewer, held = [] } = options;
   const response = redaction ? redactMessage(called, redaction, viewer, { toolCallFields: false }).message : called;
   // Decisions and audit events name the proposing message, so it needs its id now, and in
-  // lc_kwargs too: that is what a checkpointer serialises.
-  if (!response.id) {
+  // lc_kwargs too: that is what a checkpointer serialises. A new one too when the provider's id is
+  // one the thread holds (providers that repeat ids: LangGraph would put the answer in the held
+  // message's place) or one of eart's own messages' ids: the answer is a message of its own.
+  if (!response.id || response.id.startsWith(EART_MESSAGE_ID_PREFIX) || held.some((m) => m.id === response.id)) {
     const id = randomUUID();
     response.id = id;
     (response as { lc_kwargs: Record<string, unknown> }).lc_kwargs.id = id;

@@ -37,6 +37,7 @@ export const EART_ERROR_CODES = [
   "thread_awaiting_approval",
   "thread_of_another_graph",
   "thread_unbound",
+  "thread_unfinished",
   "audit_store_failure",
   "audit_input_invalid",
   "ledger_input_invalid",
@@ -78,6 +79,7 @@ export interface EartErrorDetailsByCode {
   thread_awaiting_approval: ThreadDetails;
   thread_of_another_graph: ThreadDetails;
   thread_unbound: ThreadDetails;
+  thread_unfinished: ThreadDetails;
   thread_busy: ThreadDetails & { holder?: string };
   thread_lock_lost: ThreadDetails;
   effect_in_progress: CallDetails;
@@ -303,7 +305,8 @@ export class StateTamperError extends EartError {
 /**
  * A resume was sent to a thread that does not exist or is not paused (LangGraph ignores such
  * resumes silently; eart refuses them), or new input was sent to a thread that waits for an
- * approval (answer the approval first).
+ * approval (answer the approval first) or whose last run stopped before it ran the calls eart let
+ * run (`thread_unfinished`: continue it first).
  * @example
  * ```ts
  * await agent.invoke(new Command({ resume }), { configurable: { thread_id: "nope" } }); // throws
@@ -311,7 +314,7 @@ export class StateTamperError extends EartError {
  */
 export class ThreadStateError extends EartError {
   readonly threadId: string;
-  constructor(code: "thread_unknown" | "thread_not_paused" | "thread_awaiting_approval" | "thread_of_another_graph" | "thread_unbound", threadId: string, message: string) {
+  constructor(code: "thread_unknown" | "thread_not_paused" | "thread_awaiting_approval" | "thread_of_another_graph" | "thread_unbound" | "thread_unfinished", threadId: string, message: string) {
     super(code, message, { threadId });
     this.threadId = threadId;
   }

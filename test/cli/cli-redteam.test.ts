@@ -293,7 +293,8 @@ describe("eart answers: who answers, and input that is refused changes nothing",
     // The call waits exactly as it did; each refused answer is on record.
     expect(t.pending()).toEqual(before);
     expect(eventTypes(t.file, "pose-1").filter((e) => e === "approval.refused")).toHaveLength(8);
-  });
+    // Eleven `eart` processes one after another: more than the default budget on a loaded machine.
+  }, 180_000);
 
   it("a polluted or invalid edit is refused with its code and nothing runs; the call waits as it was", () => {
     const t = scripted({ turns: [[refund("c1", 740)]] }, "edit-1");
