@@ -77,7 +77,6 @@ import {
   MemoryBudgetStore,
   MemoryEffectLedger,
   pendingApproval,
-  pendingEscalation,
   pendingRecovery,
   signApprovalToken,
   type AuditEvent,
