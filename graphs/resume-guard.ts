@@ -530,7 +530,7 @@ export function guardResumes<G extends ResumableGraph & { checkpointer?: BaseChe
       // A request whose interrupt was dropped (a state write on the paused thread) still waits:
       // the proposing message's calls are recorded as waiting for a human.
       if (snapshot && waitsInRecords(snapshot.values as Record<string, unknown>, records)) throw awaitingHuman(String(options.configurable?.thread_id));
-      const unfinished = await unfinishedCalls(graph, options, snapshot?.values as Record<string, unknown> | undefined, records, ledger);
+      const unfinished = await unfinishedCalls(graph, options, snapshot, records, ledger);
       if (unfinished.length > 0) throw unfinishedThread(String(options.configurable?.thread_id), unfinished);
       // New input on a bound thread comes from the human it acts for; checked before it is stored.
       // An identity nobody sealed binds nothing (the binding node reports it and binds afresh).
@@ -884,7 +884,8 @@ async function assertNoGovernedAnswers(graph: Pick<ResumableGraph, "getState">, 
  * acted to a human. A run that ended with them unanswered and nothing next (a middleware that
  * jumped to the end) ran nothing and has nothing to continue: not these.
  */
-async function unfinishedCalls(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, values: Record<string, unknown> | undefined, records: StateRecords, ledger: EffectLedger | undefined): Promise<string[]> {
+async function unfinishedCalls(graph: Pick<ResumableGraph, "getState">, config: RunnableConfig, snapshot: Snapshot | undefined, records: StateRecords, ledger: EffectLedger | undefined): Promise<string[]> {
+  const values = snapshot?.values as Record<string, unknown> | undefined;
   if (!values) return [];
   const threadId = String(config.configurable?.thread_id);
   const messages = ((values.messages as BaseMessage[] | undefined) ?? []).filter((m) => typeof m?.getType === "function");
@@ -893,8 +894,9 @@ async function unfinishedCalls(graph: Pick<ResumableGraph, "getState">, config: 
   const met: string[] = [];
   if (ledger) for (const r of open) if (await ledger.get({ threadId, toolCallId: r.toolCallId, digest: r.digest })) met.push(r.toolCallId);
   if (met.length > 0) return met;
-  // The tool step next: eart's agents (and createAgent) name it "tools".
-  const next = (await graph.getState({ configurable: { thread_id: threadId } })).next ?? [];
+  // The tool step next: eart's agents (and createAgent) name it "tools". (A snapshot read from the
+  // latest checkpoint alone does not say what is next: the state is read then.)
+  const next = snapshot!.next ?? (await graph.getState({ configurable: { thread_id: threadId } })).next ?? [];
   return next.includes("tools") ? open.map((r) => r.toolCallId) : [];
 }
 
@@ -928,7 +930,7 @@ async function assertNotWaiting(graph: Pick<ResumableGraph, "getState">, config:
   if (!snapshot.createdAt) return;
   if (pendingHumanTask(snapshot) || waitsInRecords(snapshot.values as Record<string, unknown>, records)) throw awaitingHuman(String(threadId));
   // A write that appends a message would hide calls a stopped run was running from the next input's check.
-  const unfinished = await unfinishedCalls(graph, config, snapshot.values as Record<string, unknown>, records, ledger);
+  const unfinished = await unfinishedCalls(graph, config, snapshot, records, ledger);
   if (unfinished.length > 0) throw unfinishedThread(String(threadId), unfinished);
 }
 
@@ -967,26 +969,20 @@ export const ANSWER_SEALER = Symbol.for("eart.answerSealer");
 export async function sealedBy(sealer: (() => Promise<Sealer>) | undefined, threadId: string, waiting?: unknown): Promise<(event: AuditEvent) => boolean> {
   if (!sealer) return () => false;
   const seal = await sealer();
-  const rounds = waiting === undefined ? undefined : roundsWaitingIn(waiting);
+  const asked = waiting === undefined ? undefined : askingWaitedOn(waiting);
   return (event) => {
     if (!answerIsSealed(seal, threadId, event)) return false;
-    if (rounds === undefined) return true;
-    const [asked, round] = event.type === "escalation.decided" ? [CASE, event.data.digest] : [String(event.data.toolCallId), event.data.round];
-    return rounds.get(asked) === round;
+    if (asked === undefined) return true;
+    return event.type === "escalation.decided" ? event.data.digest === asked.caseDigest : asked.rounds.get(String(event.data.toolCallId)) === event.data.round;
   };
 }
 
-/** Where {@link roundsWaitingIn} keeps the pending escalation's case (its digest): no call id is this. */
-const CASE = "\u0000case";
-
-/** The asking each call of the thread's pending approval or recovery request is at, by call id, and the pending escalation's case. */
-function roundsWaitingIn(source: unknown): Map<string, string> {
+/** The asking the thread's pending request is at: each call's of an approval or recovery request, by call id, and the pending escalation's case (its digest). */
+function askingWaitedOn(source: unknown): { rounds: Map<string, string>; caseDigest: string | undefined } {
   const rounds = new Map<string, string>();
   for (const q of pendingApproval(source)?.requests ?? []) rounds.set(q.toolCallId, requestRound(q));
   for (const q of pendingRecovery(source)?.requests ?? []) rounds.set(q.toolCallId, requestRound({ attempt: q.attempt }));
-  const escalation = pendingEscalation(source);
-  if (escalation) rounds.set(CASE, escalation.digest);
-  return rounds;
+  return { rounds, caseDigest: pendingEscalation(source)?.digest };
 }
 
 /** The seals of a guarded graph's recorded answers, when it has them. */

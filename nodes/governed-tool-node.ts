@@ -135,6 +135,13 @@ const CANCELLED_BEFORE_RECOVERY: Readonly<Record<RecoveryReason, CancelOutcome>>
   circuit_open: "not_run",
 };
 
+/**
+ * Whether the attempt a human is asked about for `reason` may have acted: it started the tool,
+ * which then threw, timed out or was lost. A breaker that refused the try ran nothing; a downstream
+ * that refused the caller's permission did not act.
+ */
+const mayHaveActedBefore = (reason: RecoveryReason | undefined): boolean => reason !== "circuit_open" && reason !== "permission_denied";
+
 /** What the tool node reads of the state. */
 type ToolState = Pick<GovernedState, "messages" | "decisions"> & Partial<Pick<GovernedState, "identity" | "budget" | "context">>;
 
@@ -718,8 +725,8 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
       // An attempt that may have acted (it started the tool, which then threw, timed out or was
       // lost) is charged as one that ran: a thread's own counters (no budget store) would
       // otherwise give back what it may have spent; the store keeps its reservation already.
-      const mayHaveActed = entry.attempt >= 1 && current.recovery?.reason !== "circuit_open" && current.recovery?.reason !== "permission_denied";
-      return { record: { ...current, status: "failed", executedAt: now() }, message: answer(content, "error"), events, ...(mayHaveActed ? { ran: true } : {}) };
+      const charged = entry.attempt >= 1 && mayHaveActedBefore(current.recovery?.reason);
+      return { record: { ...current, status: "failed", executedAt: now() }, message: answer(content, "error"), events, ...(charged ? { ran: true } : {}) };
     }
     if (begun.claimed) return execute(entry.attempt, resolution !== undefined, startsWithClaim);
 
@@ -750,10 +757,9 @@ export function createGovernedToolNode(options: GovernedToolNodeOptions) {
     // A human's retry of an attempt that may have acted (it started the tool, which then threw,
     // timed out or was lost) may pay a second time: the budgets that deny are checked and reserved
     // again before it runs, with the earlier attempt counted. One that no longer fits, or cannot
-    // be checked, sends the call back to a human, who may mark it done or abandon it. (A breaker
-    // that refused the try ran nothing; a downstream that refused the caller's permission did not act.)
+    // be checked, sends the call back to a human, who may mark it done or abandon it.
     let reservedAgain = false;
-    const retriesAfterEffect = resolution?.type === "retry" && current.recovery?.reason !== "circuit_open" && current.recovery?.reason !== "permission_denied";
+    const retriesAfterEffect = resolution?.type === "retry" && mayHaveActedBefore(current.recovery?.reason);
     if (retriesAfterEffect) {
       const again = await reserveRetry(current, call, state, threadId);
       if (again.refused) {
