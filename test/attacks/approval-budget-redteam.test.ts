@@ -83,7 +83,6 @@ import {
   type AuditEventInput,
   type BudgetRuleInput,
   type BudgetStore,
-  type DecisionRecord,
   type PolicyEngine,
 } from "eart";
 import { continueThread, createGovernedToolPath, defineApp, guardResumes, routeAfterGovernedTools, routeToGovernedTools, unfinishedThreads } from "eart/graphs";
@@ -92,7 +91,7 @@ import { PostgresBudgetStore } from "eart/postgres";
 import { SqliteBudgetStore } from "eart/sqlite";
 import { scriptedModel } from "eart/testing";
 import { createRefundTools } from "../../examples/refund/tools.js";
-import { decide } from "../support/decisions.js";
+import { decide, held } from "../support/decisions.js";
 import { ask, config, refund, refundSetup, registry, type Call } from "../support/refund.js";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
 import { reviewed, waitingCase } from "../support/reviews.js";
@@ -107,13 +106,6 @@ const resume = (value: unknown) => new Command({ resume: value });
 const as = (threadId: string, userId: string) => ({ configurable: { thread_id: threadId, user_id: userId } });
 const bare = (threadId: string) => ({ configurable: { thread_id: threadId } });
 
-type Readable = { getState(c: object): Promise<{ values: unknown }> };
-/** What the thread holds: its messages and eart's records (prebuilt `decisions`, middleware `_eart`). */
-async function held(agent: Readable, threadId: string) {
-  const values = (await agent.getState(bare(threadId))).values as { messages: BaseMessage[]; decisions?: DecisionRecord[]; _eart?: { decisions?: DecisionRecord[] }; escalation?: unknown; budget?: Record<string, number> };
-  const records = values._eart?.decisions ?? values.decisions ?? [];
-  return { ...values, records, statuses: Object.fromEntries(records.map((d) => [d.toolCallId, d.status])) };
-}
 /** How many tool messages answer each call id. */
 const answerCounts = (messages: BaseMessage[]) =>
   messages.reduce<Record<string, number>>((n, m) => (ToolMessage.isInstance(m) ? { ...n, [m.tool_call_id]: (n[m.tool_call_id] ?? 0) + 1 } : n), {});
@@ -599,7 +591,7 @@ describe("escalation on the other paths", () => {
         .compile({ checkpointer: new MemorySaver() }),
     );
     await app.invoke({ messages: [new HumanMessage("Look up 1043 and refund $60.")] }, { configurable: { thread_id: "own-esc", user_id: "cara", agent_id: "support-agent" } });
-    const after = await held(app as unknown as Readable, "own-esc");
+    const after = await held(app as unknown as Parameters<typeof held>[0], "own-esc");
     expect(after.statuses).toMatchObject({ look: "executed", esc: "escalated" });
     expect(model.calls).toHaveLength(1);
     expect(db.prepare("SELECT * FROM refunds").all()).toEqual([]);

@@ -59,10 +59,9 @@ import {
   pendingEscalation,
   pendingRecovery,
   type BudgetRuleInput,
-  type DecisionRecord,
 } from "eart";
 import { scriptedModel } from "eart/testing";
-import { decide } from "../support/decisions.js";
+import { decide, held } from "../support/decisions.js";
 import { ask, config, refund, refundSetup, type Call } from "../support/refund.js";
 import { paysThenThrows, recoveryOn, refundWith } from "../support/gateways.js";
 import { middlewareRefundSetup } from "../support/middleware-agent.js";
@@ -76,13 +75,6 @@ const resume = (value: unknown) => new Command({ resume: value });
 const as = (threadId: string, userId: string) => ({ configurable: { thread_id: threadId, user_id: userId } });
 const bare = (threadId: string) => ({ configurable: { thread_id: threadId } });
 
-type Readable = { getState(c: object): Promise<{ values: unknown }> };
-/** What the thread holds: its messages and eart's records (prebuilt `decisions`, middleware `_eart`). */
-async function held(agent: Readable, threadId: string) {
-  const values = (await agent.getState(bare(threadId))).values as { messages: BaseMessage[]; decisions?: DecisionRecord[]; _eart?: { decisions?: DecisionRecord[] }; escalation?: unknown; budget?: Record<string, number> };
-  const records = values._eart?.decisions ?? values.decisions ?? [];
-  return { ...values, statuses: Object.fromEntries(records.map((d) => [d.toolCallId, d.status])) };
-}
 /** How many tool messages answer each call id. */
 const answerCounts = (messages: BaseMessage[]) =>
   messages.reduce<Record<string, number>>((n, m) => (ToolMessage.isInstance(m) ? { ...n, [m.tool_call_id]: (n[m.tool_call_id] ?? 0) + 1 } : n), {});
